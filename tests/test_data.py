@@ -1,0 +1,150 @@
+"""Built-in datasets: determinism by seed, splits that really hold out, DataLoader compatibility, user folders."""
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from vidgen.data import (
+    HELD_OUT_PAIRS,
+    TEST_SOURCES,
+    TRAIN_SOURCES,
+    NaturalClips,
+    ShapesDataset,
+    VideoFolder,
+    all_combinations,
+)
+from vidgen.data.shapes import COLORS, MOTIONS
+from vidgen.errors import InvalidInputError, VideoIOError
+from vidgen.io import write_video
+
+
+def test_natural_clips_deterministic_by_seed():
+    a = NaturalClips("train", num_frames=5, size=24, seed=3)
+    b = NaturalClips("train", num_frames=5, size=24, seed=3)
+    c = NaturalClips("train", num_frames=5, size=24, seed=4)
+    for i in (0, 7):
+        assert torch.equal(a[i]["video"], b[i]["video"])
+    assert not torch.equal(a[0]["video"], c[0]["video"])
+    assert torch.equal(a[7]["video"], a[7]["video"])  # access order does not matter
+
+
+def test_natural_split_is_by_source_image():
+    assert not set(TRAIN_SOURCES) & set(TEST_SOURCES)
+    train = NaturalClips("train", num_frames=2, size=8)
+    test = NaturalClips("test", num_frames=2, size=8)
+    train_sources = {train[i]["source"] for i in range(len(TRAIN_SOURCES))}
+    test_sources = {test[i]["source"] for i in range(len(TEST_SOURCES))}
+    assert train_sources == set(TRAIN_SOURCES) and test_sources == set(TEST_SOURCES)
+
+
+@pytest.mark.parametrize("num_frames,size", [(1, 16), (7, (18, 30)), (17, 33)])
+def test_natural_any_format_in_range(num_frames, size):
+    item = NaturalClips("test", num_frames=num_frames, size=size, fps=12)[1]
+    h, w = (size, size) if isinstance(size, int) else size
+    assert item["video"].shape == (3, num_frames, h, w)
+    assert item["video"].dtype == torch.float32
+    assert item["video"].min() >= -1 and item["video"].max() <= 1
+    assert item["video"].std() > 0.02  # real picture content, not a flat frame
+
+
+def test_natural_clips_move():
+    clip = NaturalClips("train", num_frames=9, size=32)[0]["video"]
+    assert (clip[:, -1] - clip[:, 0]).abs().mean() > 0.01
+
+
+def test_shapes_deterministic_and_captioned():
+    a, b = ShapesDataset("train", num_frames=6, size=32, seed=1), ShapesDataset("train", num_frames=6, size=32, seed=1)
+    item = a[5]
+    assert torch.equal(item["video"], b[5]["video"])
+    assert item["video"].shape == (3, 6, 32, 32)
+    words = item["caption"].split()
+    for key in ("shape", "color", "background"):
+        assert item[key] in words
+    assert not torch.equal(item["video"], ShapesDataset("train", num_frames=6, size=32, seed=2)[5]["video"])
+
+
+def test_shapes_held_out_split_excludes_its_combinations():
+    held_out = set(HELD_OUT_PAIRS)
+    assert {c for c, _ in held_out} == set(COLORS) and {m for _, m in held_out} == set(MOTIONS)
+    train, test = all_combinations("train"), all_combinations("test")
+    assert not {(c.color, c.motion) for c in train} & held_out
+    assert {(c.color, c.motion) for c in test} == held_out
+    assert len(train) + len(test) == len(all_combinations("all"))
+    # every colour and every motion is still seen in training (composition is what is held out)
+    assert {c.color for c in train} == set(COLORS) and {c.motion for c in train} == set(MOTIONS)
+    dataset = ShapesDataset("train", num_frames=2, size=8)
+    assert all((dataset.attributes(i).color, dataset.attributes(i).motion) not in held_out for i in range(len(dataset)))
+
+
+def test_shapes_motion_is_rendered():
+    dataset = ShapesDataset("all", num_frames=8, size=32)
+
+    def centroid_x(frame):  # mass of the difference from the (static) background along x
+        weights = (frame - frame.median()).abs().sum(0)
+        return (weights.sum(0) * torch.arange(32)).sum() / weights.sum()
+
+    for i in range(len(dataset)):
+        attrs = dataset.attributes(i)
+        if attrs.motion in ("left", "right") and attrs.background in ("black", "gray"):
+            video = dataset[i]["video"]
+            moved = centroid_x(video[:, -1]) - centroid_x(video[:, 0])
+            assert (moved < -3) if attrs.motion == "left" else (moved > 3), attrs.caption
+            return
+    pytest.fail("no left/right item on a flat background found")
+
+
+def test_dataloader_with_workers_matches_direct_indexing():
+    dataset = ShapesDataset("test", num_frames=4, size=16, num_samples=6)
+    loader = DataLoader(dataset, batch_size=3, num_workers=2)
+    batches = list(loader)
+    assert batches[0]["video"].shape == (3, 3, 4, 16, 16)
+    assert torch.equal(batches[1]["video"][2], dataset[5]["video"])
+    assert batches[1]["caption"][2] == dataset[5]["caption"]
+    natural = DataLoader(NaturalClips("test", num_frames=3, size=16, num_clips=4), batch_size=2, num_workers=2)
+    assert next(iter(natural))["video"].shape == (2, 3, 3, 16, 16)
+
+
+def test_video_folder(tmp_path):
+    clips = NaturalClips("test", num_frames=10, size=24, num_clips=2)
+    write_video(tmp_path / "a.mp4", clips[0]["video"], fps=8)
+    (tmp_path / "sub").mkdir()
+    write_video(tmp_path / "sub" / "b.gif", clips[1]["video"], fps=8)
+    (tmp_path / "notes.txt").write_text("ignored")
+    dataset = VideoFolder(tmp_path, num_frames=4, size=16, stride=2, clip_sampling="center")
+    assert len(dataset) == 2
+    item = dataset[0]
+    assert item["video"].shape == (3, 4, 16, 16) and item["start"] == 1  # (10 - 7) // 2
+    random_a = VideoFolder(tmp_path, num_frames=3, clip_sampling="random", seed=5)
+    random_b = VideoFolder(tmp_path, num_frames=3, clip_sampling="random", seed=5)
+    assert random_a[1]["start"] == random_b[1]["start"]
+    batch = next(iter(DataLoader(dataset, batch_size=2, num_workers=0)))
+    assert batch["video"].shape == (2, 3, 4, 16, 16)
+    with pytest.raises(VideoIOError, match="a.mp4"):
+        VideoFolder(tmp_path, num_frames=20, clip_sampling="center")[0]
+
+
+def test_dataset_argument_errors(tmp_path):
+    with pytest.raises(InvalidInputError, match="split"):
+        NaturalClips("validation")
+    with pytest.raises(InvalidInputError, match="num_frames"):
+        ShapesDataset(num_frames=0)
+    with pytest.raises(InvalidInputError, match="size"):
+        NaturalClips(size=(0, 4))
+    with pytest.raises(VideoIOError, match="no videos"):
+        VideoFolder(tmp_path)
+
+
+def test_cli_preview_and_info(tmp_path, capsys):
+    from vidgen.cli import main
+
+    assert main(["data", "preview", "--out", str(tmp_path), "--num-videos", "2", "--num-frames", "4", "--size", "16"]) == 0
+    for name in ("natural", "shapes"):
+        assert (tmp_path / f"{name}_train_contact_sheet.png").stat().st_size > 0
+        assert len(list(tmp_path.glob(f"{name}_train_*.mp4"))) == 2
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["dataset"] for r in report] == ["natural", "shapes"]
+    capsys.readouterr()
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["packages"]["torch"] and "offline_weights" in info

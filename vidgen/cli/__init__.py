@@ -1,0 +1,42 @@
+"""The ``vidgen`` command line.
+
+Each command group lives in its own module exposing ``register(subparsers)``; the module adds its
+parser(s) and sets ``func`` (called with the parsed ``argparse.Namespace``; returns an exit code).
+To add a group, append its module name to ``COMMAND_MODULES``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vidgen.errors import VidgenError
+
+COMMAND_MODULES = [
+    "vidgen.cli.info",
+    "vidgen.cli.data",
+    "vidgen.cli.eval",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidgen", description="Video tokenization and generation toolkit.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VidgenError as err:
+        print(f"vidgen: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""A dataset over a folder of the user's own videos (any file or frame folder :func:`read_video` reads)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from vidgen.data.common import check_split, make_generator, normalize_size
+from vidgen.errors import InvalidInputError, VideoIOError
+from vidgen.io import CONTAINER_SUFFIXES, FRAME_SUFFIXES, probe_video, read_video
+
+CLIP_SAMPLING = ("start", "center", "random")
+
+
+def find_videos(root: str | Path, recursive: bool = True) -> list[Path]:
+    """Video files and frame folders (folders that directly contain PNG/JPG files) under ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise VideoIOError(f"{root}: not a folder")
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    found = []
+    for path in candidates:
+        if path.is_file() and path.suffix.lower() in CONTAINER_SUFFIXES:
+            found.append(path)
+        elif path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir() if p.is_file()):
+            found.append(path)
+    if not found and any(p.suffix.lower() in FRAME_SUFFIXES for p in root.iterdir()):
+        found.append(root)  # the root itself is a frame folder
+    return sorted(found)
+
+
+class VideoFolder(Dataset):
+    """Clips of ``num_frames`` frames (every ``stride``-th frame) from each video under ``root``.
+
+    Args:
+        root: folder searched recursively for videos and frame folders.
+        num_frames: frames per clip; a video too short for ``num_frames`` at ``stride`` raises a
+            :class:`VideoIOError` naming it (clips are never silently shortened or padded).
+        size: ``None`` (native), int (short side + center crop) or ``(H, W)``.
+        stride: temporal step between sampled frames.
+        clip_sampling: where the clip starts: ``"start"``, ``"center"`` or ``"random"`` (seeded per item).
+        seed: seed of ``"random"`` sampling.
+
+    Items: ``video`` (3, T, H, W) in [-1, 1], ``path`` (str), ``start`` (first frame index), ``fps``, ``index``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        num_frames: int = 16,
+        size: int | tuple[int, int] | None = None,
+        stride: int = 1,
+        clip_sampling: str = "start",
+        seed: int = 0,
+    ):
+        check_split(clip_sampling, CLIP_SAMPLING)
+        if not isinstance(num_frames, int) or num_frames < 1:
+            raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
+        self.root = Path(root)
+        self.paths = find_videos(self.root)
+        if not self.paths:
+            raise VideoIOError(f"{self.root}: no videos found (readable: {', '.join(CONTAINER_SUFFIXES)}, frame folders)")
+        self.num_frames, self.stride, self.clip_sampling, self.seed = num_frames, stride, clip_sampling, seed
+        self.size = None if size is None else normalize_size(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _start_frame(self, index: int, path: Path) -> int:
+        if self.clip_sampling == "start":
+            return 0
+        span = (self.num_frames - 1) * self.stride + 1
+        available = probe_video(path).num_frames
+        if available < span:
+            raise VideoIOError(
+                f"{path}: has {available} frames, fewer than the {span} needed for {self.num_frames} frames "
+                f"at stride {self.stride}"
+            )
+        if self.clip_sampling == "center":
+            return (available - span) // 2
+        generator = make_generator(self.seed, "folder", index)
+        return int(torch.randint(available - span + 1, (), generator=generator))
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        start = self._start_frame(index, path)
+        video, fps = read_video(path, num_frames=self.num_frames, start=start, stride=self.stride, size=self.size)
+        return {"video": video, "path": str(path), "start": start, "fps": fps, "index": index}

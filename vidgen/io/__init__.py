@@ -1,0 +1,25 @@
+"""Video and image I/O. Videos are ``(3, T, H, W)`` float tensors in ``[-1, 1]``."""
+from vidgen.io.images import contact_sheet, save_image
+from vidgen.io.video import (
+    CONTAINER_SUFFIXES,
+    FRAME_SUFFIXES,
+    VideoInfo,
+    probe_video,
+    read_video,
+    resize_and_center_crop,
+    to_uint8_frames,
+    write_video,
+)
+
+__all__ = [
+    "CONTAINER_SUFFIXES",
+    "FRAME_SUFFIXES",
+    "VideoInfo",
+    "contact_sheet",
+    "probe_video",
+    "read_video",
+    "resize_and_center_crop",
+    "save_image",
+    "to_uint8_frames",
+    "write_video",
+]
