@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 
 EVAL_COMMAND_MODULES: list[str] = [
+    "vidgen.cli.eval_metrics",
 ]
 
 

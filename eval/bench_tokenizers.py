@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Compare trained tokenizers (continuous VAE and discrete VQ/FSQ/LFQ/BSQ) in one table on held-out clips.
+
+    python eval/bench_tokenizers.py runs/vae_small/final runs/fsq_small/final runs/lfq_small/final \
+        --clips 64 --frames 17 --size 64 --out outputs/bench_tokenizers
+
+Per tokenizer: PSNR, SSIM, temporal flicker, perceptual distance (LPIPS when its ImageNet backbone is cached,
+otherwise ST-LPIPS, labelled as such), rFVD (I3D, originals vs reconstructions), bits per token, tokens per
+second of video, codebook utilization and perplexity over all held-out tokens, encode/decode frames per second.
+Writes ``results.json``, ``results.md`` and ``side_by_side.png`` (original | each tokenizer | abs error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from vidgen.data import NaturalClips, VideoFolder  # noqa: E402
+from vidgen.io import contact_sheet, save_image  # noqa: E402
+from vidgen.metrics.fvd import FrechetVideoDistance  # noqa: E402
+from vidgen.metrics.perceptual import load_perceptual  # noqa: E402
+from vidgen.metrics.reconstruction import psnr, ssim, temporal_flicker  # noqa: E402
+from vidgen.tokenizers.loading import is_discrete, load_tokenizer  # noqa: E402
+from vidgen.tokenizers.quantizers import CodebookUsage  # noqa: E402
+
+
+def load_clips(args) -> torch.Tensor:
+    if args.data == "natural":
+        dataset = NaturalClips("test", num_frames=args.frames, size=args.size, num_clips=args.clips, seed=args.seed)
+    else:
+        dataset = VideoFolder(args.data, num_frames=args.frames, size=args.size)
+    count = min(args.clips, len(dataset))
+    return torch.stack([dataset[i]["video"] for i in tqdm(range(count), desc="held-out clips", leave=False)])
+
+
+@torch.no_grad()
+def run_tokenizer(model, clips: torch.Tensor, batch: int, chunk_frames: int | None):
+    """Reconstructions plus timing (and token ids for discrete tokenizers)."""
+    recons, ids_all, enc_s, dec_s = [], [], 0.0, 0.0
+    t, h, w = clips.shape[2:]
+    for start in tqdm(range(0, len(clips), batch), desc="reconstruct", leave=False):
+        x = clips[start : start + batch]
+        t0 = time.perf_counter()
+        if is_discrete(model):
+            ids = model.tokenize(x, chunk_frames=chunk_frames)
+            t1 = time.perf_counter()
+            y = model.detokenize(ids, num_frames=t, height=h, width=w, chunk_frames=chunk_frames)
+            ids_all.append(ids)
+        else:
+            z = model.encode(x, chunk_frames=chunk_frames).latent_dist.mode()
+            t1 = time.perf_counter()
+            y = model.decode(z, num_frames=t, height=h, width=w, chunk_frames=chunk_frames).sample
+        t2 = time.perf_counter()
+        enc_s, dec_s = enc_s + t1 - t0, dec_s + t2 - t1
+        recons.append(y.clamp(-1, 1))
+    return torch.cat(recons), ids_all, enc_s, dec_s
+
+
+@torch.no_grad()
+def perceptual_distance(metric, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> float:
+    frames_x = x.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
+    frames_y = y.transpose(1, 2).flatten(0, 1)
+    values = [metric(frames_x[i : i + batch], frames_y[i : i + batch]) for i in range(0, len(frames_x), batch)]
+    return torch.cat(values).mean().item()
+
+
+def describe(model, clips: torch.Tensor, fps: float) -> dict:
+    t, h, w = clips.shape[2:]
+    grid = model.latent_shape(t, h, w)
+    info = {"class": type(model).__name__, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+            "latent_grid": list(grid)}  # fmt: skip
+    if is_discrete(model):
+        depth = model.config.num_quantizers
+        info.update(quantizer=model.config.quantizer + (f" x{depth}" if depth > 1 else ""),
+                    vocab_size=model.vocab_size, bits_per_token=model.bits_per_token,
+                    tokens_per_second=math.prod(grid) * depth / (t / fps))  # fmt: skip
+    else:
+        info.update(quantizer="KL (continuous)", latent_channels=model.config.latent_channels)
+    return info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tokenizers", nargs="+", help="save_pretrained folders of CausalVAE / CausalVQVAE")
+    parser.add_argument("--data", default="natural", help="'natural' (held-out NaturalClips) or a video folder")
+    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate used for tokens per second of video")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--chunk-frames", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-fvd", action="store_true", help="skip rFVD (the I3D pass is the slowest part)")
+    parser.add_argument("--out", default="outputs/bench_tokenizers")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    clips = load_clips(args)
+    perceptual = load_perceptual("auto")
+    fvd = None if args.no_fvd else FrechetVideoDistance(num_threads=args.threads, progress=False)
+    if fvd is not None:
+        fvd.update(clips, real=True)
+    rows, previews = [], [clips[0]]
+    for path in args.tokenizers:
+        model = load_tokenizer(path)
+        recon, ids, enc_s, dec_s = run_tokenizer(model, clips, args.batch, args.chunk_frames)
+        frames = clips.shape[0] * clips.shape[2]
+        row = {"tokenizer": path, **describe(model, clips, args.fps),
+               "psnr": psnr(clips, recon).mean().item(), "ssim": ssim(clips, recon).mean().item(),
+               "flicker": temporal_flicker(clips, recon).mean().item(),
+               perceptual.name: perceptual_distance(perceptual, clips, recon),
+               "encode_fps": frames / enc_s, "decode_fps": frames / dec_s}  # fmt: skip
+        if ids:
+            usage = CodebookUsage(model.vocab_size)
+            for chunk in ids:
+                usage.update(chunk)
+            row.update(utilization=usage.utilization, perplexity=usage.perplexity, tokens_counted=usage.total)
+        if fvd is not None:
+            fvd.reset(keep_real=True)
+            fvd.update(recon, real=False)
+            result = fvd.compute()
+            row.update(rfvd=result["value"], rfvd_noise_floor=result["noise_floor"],
+                       fvd_weights_sha256=result["protocol"]["weights_sha256"])
+        rows.append(row)
+        previews += [recon[0], (recon[0] - clips[0]).abs() * 2 - 1]
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}, default=str))
+
+    setup = {"data": args.data, "clips": len(clips), "frames": args.frames, "size": args.size,
+             "threads": args.threads, "chunk_frames": args.chunk_frames, "perceptual": perceptual.name}  # fmt: skip
+    (out / "results.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2, default=str))
+    (out / "results.md").write_text(markdown_table(rows, perceptual.name, setup))
+    labels = ["original"] + [s for p in args.tokenizers for s in (Path(p).parent.name, f"|error| {Path(p).parent.name}")]
+    save_image(out / "side_by_side.png", contact_sheet(previews, labels, scale=2))
+    print((out / "results.md").read_text())
+    return 0
+
+
+def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
+    def fmt(value, spec):
+        return "—" if value is None else format(value, spec)
+
+    head = (f"| tokenizer | bottleneck | PSNR | SSIM | {perceptual_name} | rFVD | bits/token | tokens/s of video | "
+            "utilization | perplexity | encode f/s | decode f/s |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        lines.append(
+            f"| {Path(r['tokenizer']).parent.name} | {r['quantizer']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+            f"{r[perceptual_name]:.3f} | {fmt(r.get('rfvd'), '.1f')} | {fmt(r.get('bits_per_token'), '.1f')} | "
+            f"{fmt(r.get('tokens_per_second'), '.0f')} | {fmt(r.get('utilization'), '.1%')} | "
+            f"{fmt(r.get('perplexity'), '.0f')} | {r['encode_fps']:.0f} | {r['decode_fps']:.0f} |")
+    lines.append("")
+    lines.append(f"Setup: {json.dumps(setup)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

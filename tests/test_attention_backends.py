@@ -1,0 +1,142 @@
+"""attention3d backends (reference, cpu, flex) against the dense-mask reference; errors; determinism; auto."""
+import pytest
+import torch
+
+from vidgen.attention import attention3d, backend_support, choose_backend, make_pattern
+from vidgen.attention.cpu_blocked import blocked_attention
+from vidgen.attention.reference import reference_attention
+from vidgen.attention.testing import check_against_reference, random_patterns, random_qkv
+from vidgen.errors import InvalidInputError, UnsupportedError
+
+EDGE_PATTERNS = [
+    make_pattern((3, 5, 7), (3, 3, 3)),  # nothing divides anything
+    make_pattern((4, 6, 5), (3, 5, 3), causal=True, num_prefix_tokens=3),
+    make_pattern((2, 3, 4), (1, None, None), num_prefix_tokens=2),  # spatial
+    make_pattern((5, 2, 3), (None, 1, 1), causal=True, num_prefix_tokens=1),  # causal temporal
+    make_pattern((3, 4, 4), (9, 11, 13)),  # window larger than the grid = full
+    make_pattern((4, 3, 3), None, causal=True, num_prefix_tokens=2),  # frame-causal full
+    make_pattern((1, 1, 1), (1, 1, 1), causal=True, num_prefix_tokens=2),  # one video token
+    make_pattern((3, 9, 2), (2, 4, 1)),  # even window sizes
+]
+RANDOM_PATTERNS = random_patterns(16, seed=5)
+ALL_PATTERNS = EDGE_PATTERNS + RANDOM_PATTERNS
+
+
+def _ids(patterns):
+    return [f"{p.grid}-r{p.radii}-c{int(p.causal)}-p{p.num_prefix_tokens}" for p in patterns]
+
+
+def _backend(name, pattern, **kwargs):
+    return lambda q, k, v: attention3d(q, k, v, backend=name, **pattern.as_kwargs(), **kwargs)
+
+
+@pytest.mark.parametrize("pattern", ALL_PATTERNS, ids=_ids(ALL_PATTERNS))
+def test_cpu_backend_matches_reference_fp32(pattern):
+    q, k, v = random_qkv(pattern, batch=2, heads=2, head_dim=16)
+    check_against_reference(_backend("cpu", pattern), pattern, q, k, v)
+
+
+@pytest.mark.parametrize("block", [(1, 1, 1), (2, 2, 2), (2, 4, 3)])
+@pytest.mark.parametrize("pattern", EDGE_PATTERNS[:4], ids=_ids(EDGE_PATTERNS[:4]))
+def test_cpu_backend_any_block_size(pattern, block):
+    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=8)
+    check_against_reference(lambda a, b, c: blocked_attention(a, b, c, pattern, block=block), pattern, q, k, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pattern", EDGE_PATTERNS[:4] + RANDOM_PATTERNS[:4], ids=_ids(EDGE_PATTERNS[:4] + RANDOM_PATTERNS[:4]))
+def test_cpu_backend_low_precision(pattern, dtype):
+    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16, dtype=dtype)
+    check_against_reference(_backend("cpu", pattern), pattern, q, k, v)
+
+
+def test_custom_scale():
+    pattern = EDGE_PATTERNS[1]
+    q, k, v = random_qkv(pattern, head_dim=8)
+    check_against_reference(_backend("cpu", pattern, scale=0.7), pattern, q, k, v, scale=0.7)
+
+
+@pytest.mark.parametrize("pattern", EDGE_PATTERNS[:5], ids=_ids(EDGE_PATTERNS[:5]))
+def test_flex_forward_matches_reference(pattern):
+    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16, requires_grad=False)
+    check_against_reference(_backend("flex", pattern), pattern, q, k, v, grads=False)
+
+
+def test_flex_backward_on_cpu_is_refused_with_reason():
+    pattern = EDGE_PATTERNS[0]
+    q, k, v = random_qkv(pattern)
+    with pytest.raises(UnsupportedError, match="no backward pass on CPU"):
+        attention3d(q, k, v, backend="flex", **pattern.as_kwargs())
+    assert "backward" in backend_support(q, k, v, **pattern.as_kwargs())["flex"]
+
+
+def test_reference_gradcheck_float64():
+    pattern = make_pattern((2, 2, 3), (1, 3, None), causal=True, num_prefix_tokens=1)
+    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b, c: reference_attention(a, b, c, pattern), (q, k, v))
+
+
+def test_cpu_backend_gradcheck_float64():
+    pattern = make_pattern((3, 2, 3), (3, 1, 3), causal=True, num_prefix_tokens=1)
+    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b, c: blocked_attention(a, b, c, pattern, block=(2, 2, 2)), (q, k, v))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_deterministic(backend):
+    pattern = EDGE_PATTERNS[1]
+    q, k, v = random_qkv(pattern)
+    runs = []
+    for _ in range(2):
+        out = attention3d(q, k, v, backend=backend, **pattern.as_kwargs())
+        runs.append((out,) + torch.autograd.grad(out.square().sum(), (q, k, v)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_auto_choice_and_result():
+    small = make_pattern((2, 4, 4), (3, 3, 3))
+    large = make_pattern((4, 32, 32), (3, 7, 7))
+    full = make_pattern((4, 32, 32))
+    dummy = torch.empty(1, 1, 1, 8)
+    assert choose_backend(dummy, dummy, dummy, full) == "reference"  # nothing to skip: plain SDPA
+    assert choose_backend(dummy, dummy, dummy, small) == "reference"  # too small to pay for gathering
+    assert choose_backend(dummy, dummy, dummy, large) == "cpu"
+    q, k, v = random_qkv(small)
+    check_against_reference(_backend("auto", small), small, q, k, v)
+
+
+def test_backend_support_lists_every_backend():
+    pattern = EDGE_PATTERNS[0]
+    q, k, v = random_qkv(pattern, requires_grad=False)
+    support = backend_support(q, k, v, **pattern.as_kwargs())
+    assert set(support) == {"reference", "cpu", "flex", "triton"}
+    assert support["reference"] is None and support["cpu"] is None
+
+
+GRID = (2, 3, 4)
+
+
+@pytest.mark.parametrize("shapes,kwargs,match", [
+    (((1, 2, 24, 8), (1, 2, 24, 8), (1, 2, 23, 8)), {}, "same shape"),
+    (((1, 2, 24, 8), (1, 2, 24, 4), (1, 2, 24, 8)), {}, "same shape"),
+    (((1, 2, 25, 8),) * 3, {}, r"N=25 .* 0 \+ 2\*3\*4 = 24"),
+    (((1, 2, 24, 8),) * 3, dict(num_prefix_tokens=1), "N=24"),
+    (((2, 24, 8),) * 3, {}, r"\(B, heads, N, D\)"),
+    (((1, 2, 24, 8),) * 3, dict(window=(3, 3)), "window"),
+    (((1, 2, 24, 8),) * 3, dict(window=(3, 0, 3)), "window"),
+    (((1, 2, 24, 8),) * 3, dict(scale=-1.0), "scale"),
+    (((1, 2, 24, 8),) * 3, dict(backend="cuda"), "backend"),
+])
+def test_bad_inputs_raise_clear_errors(shapes, kwargs, match):
+    q, k, v = (torch.randn(s) for s in shapes)
+    with pytest.raises(InvalidInputError, match=match):
+        attention3d(q, k, v, GRID, **kwargs)
+
+
+def test_mixed_dtypes_and_integer_tensors_are_rejected():
+    q = torch.randn(1, 2, 24, 8)
+    with pytest.raises(InvalidInputError, match="dtype"):
+        attention3d(q, q.double(), q, GRID)
+    with pytest.raises(InvalidInputError, match="floating"):
+        attention3d(q.long(), q.long(), q.long(), GRID)

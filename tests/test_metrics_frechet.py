@@ -1,0 +1,130 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vidgen.errors import InvalidInputError
+from vidgen.metrics.frechet import FeatureStats, FrechetMetric, fd_from_stats, frechet_distance, noise_floor, trace_sqrt_product
+
+
+def test_fd_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    v1, v2 = rng.uniform(0.1, 3, size=6), rng.uniform(0.1, 3, size=6)
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_fd_of_identical_sets_is_zero_and_symmetric():
+    feats = np.random.default_rng(1).normal(size=(50, 8))
+    a, b = FeatureStats(8).update(feats), FeatureStats(8).update(feats[::-1])
+    assert fd_from_stats(a, b) == pytest.approx(0.0, abs=1e-9)
+    c = FeatureStats(8).update(feats + 0.5)
+    assert fd_from_stats(a, c) == pytest.approx(fd_from_stats(c, a), rel=1e-9)
+    assert fd_from_stats(a, c) == pytest.approx(8 * 0.25, rel=1e-9)  # pure mean shift
+
+
+def test_streaming_statistics_equal_batch_statistics():
+    rng = np.random.default_rng(2)
+    feats = rng.normal(loc=3.0, scale=2.0, size=(97, 5)) @ rng.normal(size=(5, 5))
+    streamed = FeatureStats(5)
+    for chunk in np.array_split(feats, [1, 2, 30, 31, 70]):  # includes 1-row chunks
+        streamed.update(torch.from_numpy(chunk))  # float64 tensors accepted too
+    np.testing.assert_allclose(streamed.mean, feats.mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(streamed.cov, np.cov(feats, rowvar=False), rtol=1e-10, atol=1e-12)
+    left, right = FeatureStats(5).update(feats[:40]), FeatureStats(5).update(feats[40:])
+    merged = left.merge(right)
+    np.testing.assert_allclose(merged.cov, np.cov(feats, rowvar=False), rtol=1e-10, atol=1e-12)
+
+
+def test_singular_covariances_give_finite_values_matching_the_eigen_form():
+    rng = np.random.default_rng(3)
+    a, b = FeatureStats(40).update(rng.normal(size=(5, 40))), FeatureStats(40).update(rng.normal(size=(5, 40)))
+    value = fd_from_stats(a, b)
+    assert np.isfinite(value) and value > 0
+    rank_one = np.outer(np.ones(4), np.ones(4))
+    assert np.isfinite(frechet_distance(np.zeros(4), rank_one, np.ones(4), np.zeros((4, 4))))
+    full1, full2 = np.cov(rng.normal(size=(60, 6)), rowvar=False), np.cov(rng.normal(size=(60, 6)), rowvar=False)
+    from scipy.linalg import sqrtm
+
+    assert trace_sqrt_product(full1, full2) == pytest.approx(np.trace(sqrtm(full1 @ full2)).real, rel=1e-8)
+
+
+def test_noise_floor_matches_isotropic_formula():
+    d, n = 20, 400
+    reference = FeatureStats(d, count=10**6, mean_=np.zeros(d), m2_=np.eye(d) * (10**6 - 1))
+    floor = noise_floor(reference, n, n, trials=6, seed=0)
+    assert floor["mean"] == pytest.approx(d * d / (2 * n) + 2 * d / n, rel=0.2)
+
+
+def test_stats_save_load_roundtrip_and_bad_inputs(tmp_path):
+    stats = FeatureStats(3, meta={"metric": "FVD"}).update(np.random.default_rng(4).normal(size=(10, 3)))
+    stats.save(tmp_path / "s.npz")
+    loaded = FeatureStats.load(tmp_path / "s.npz")
+    assert loaded.count == 10 and loaded.meta == {"metric": "FVD"}
+    np.testing.assert_allclose(loaded.cov, stats.cov)
+    with pytest.raises(InvalidInputError, match=r"\(N, 3\)"):
+        stats.update(np.zeros((2, 4)))
+    with pytest.raises(InvalidInputError, match="NaN"):
+        stats.update(np.full((2, 3), np.nan))
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        FeatureStats(3).update(np.zeros((1, 3))).cov
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InvalidInputError, match="not a vidgen statistics file"):
+        FeatureStats.load(tmp_path / "bad.npz")
+
+
+class _MeanColourNet(torch.nn.Module):
+    """Plumbing-only stand-in for a feature network (NOT a real metric): per-channel means and stds."""
+
+    weights_sha256 = params_sha256 = "plumbing"
+
+    def forward(self, x):
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))], dim=1)
+
+
+class _PlumbingMetric(FrechetMetric):
+    name, dim = "plumbing-FD", 6
+
+    def _load_network(self):
+        return _MeanColourNet()
+
+    def _preprocess(self, x):
+        return x
+
+
+def test_stateful_metric_update_compute_reset_and_saved_stats(tmp_path):
+    real, fake = torch.rand(12, 3, 2, 4, 4), torch.rand(10, 3, 2, 4, 4) * 0.5
+    metric = _PlumbingMetric(batch_size=5, progress=False, protocol_extra={"stride": 2})
+    metric.update(real[:7], real=True)
+    metric.update(real[7:], real=True)
+    metric.update(fake, real=False)
+    result = metric.compute(with_noise_floor=True)
+    feats = _MeanColourNet()(torch.cat([real, fake])).double().numpy()
+    expected = frechet_distance(feats[:12].mean(0), np.cov(feats[:12], rowvar=False), feats[12:].mean(0),
+                                np.cov(feats[12:], rowvar=False))
+    assert result["value"] == pytest.approx(expected, rel=1e-9)
+    assert result["protocol"]["n_real"] == 12 and result["protocol"]["n_fake"] == 10
+    assert result["protocol"]["stride"] == 2 and result["noise_floor"]["n_a"] == 12
+    json.dumps(result)  # serialisable as is
+
+    metric.save_real_stats(tmp_path / "real.npz")
+    other = _PlumbingMetric(progress=False)
+    other.load_real_stats(tmp_path / "real.npz")
+    other.update(fake, real=False)
+    assert other.compute(with_noise_floor=False)["value"] == pytest.approx(result["value"], rel=1e-12)
+
+    metric.reset(keep_real=True)
+    assert metric.real.count == 12 and metric.fake.count == 0
+    with pytest.raises(InvalidInputError, match="at least 2 fake"):
+        metric.compute()
+    metric.reset()
+    assert metric.real.count == 0
+
+
+def test_loading_stats_of_another_protocol_is_refused(tmp_path):
+    stats = FeatureStats(6, meta={"metric": "FVD", "params_sha256": "something-else"})
+    stats.update(np.random.default_rng(5).normal(size=(4, 6))).save(tmp_path / "other.npz")
+    with pytest.raises(InvalidInputError, match="different protocol"):
+        _PlumbingMetric(progress=False).load_real_stats(tmp_path / "other.npz")

@@ -1,0 +1,117 @@
+"""Discrete causal tokenizers: one token-id interface over VQ / FSQ / LFQ / BSQ (and residual FSQ / VQ)."""
+import pytest
+import torch
+
+from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.tokenizers.quantizers import CodebookUsage
+from vidgen.tokenizers.vqvae import CausalVQVAE
+
+QUANTIZERS = ["fsq", "lfq", "bsq", "vq"]
+
+
+def make(quantizer, **kw):
+    torch.manual_seed(0)
+    return CausalVQVAE.from_preset("tiny", quantizer=quantizer, **kw).eval()
+
+
+def video(b=2, t=7, h=20, w=24, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, t, h, w, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_detokenize_equals_straight_through_forward(quantizer):
+    tok, x = make(quantizer), video()
+    ids = tok.tokenize(x)
+    assert ids.dtype == torch.long and ids.shape == (2, *tok.latent_grid(7, 20, 24))
+    assert ids.min() >= 0 and ids.max() < tok.vocab_size
+    with torch.no_grad():
+        straight_through = tok(x).sample
+    decoded = tok.detokenize(ids, num_frames=7, height=20, width=24)
+    assert decoded.shape == x.shape
+    torch.testing.assert_close(decoded, straight_through, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_chunked_tokenize_equals_one_shot(quantizer):
+    tok, x = make(quantizer), video(b=1, t=10)
+    ids = tok.tokenize(x)
+    for chunk in (1, 3, 4):
+        assert torch.equal(tok.tokenize(x, chunk_frames=chunk), ids), f"chunk_frames={chunk}"
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_save_load_round_trip_gives_identical_ids(quantizer, tmp_path):
+    tok, x = make(quantizer), video(b=1)
+    tok.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = CausalVQVAE.from_pretrained(tmp_path).eval()
+    assert loaded.config.quantizer == quantizer
+    assert torch.equal(loaded.tokenize(x), tok.tokenize(x))
+    ids = tok.tokenize(x)
+    assert torch.equal(loaded.detokenize(ids), tok.detokenize(ids))
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_gradients_reach_the_encoder(quantizer):
+    tok = make(quantizer).train()
+    out = tok.reconstruct(video(b=2, t=5, h=16, w=16))
+    loss = (out.sample - 0.3).abs().mean() + out.bottleneck.loss
+    loss.backward()
+    grad = tok.encoder.stem.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_residual_fsq_has_a_depth_axis():
+    tok, x = make("fsq", num_quantizers=2), video(b=1)
+    ids = tok.tokenize(x)
+    assert ids.shape == (1, *tok.latent_grid(7, 20, 24), 2)
+    assert tok.bits_per_token == pytest.approx(2 * torch.log2(torch.tensor(1000.0)).item())
+    with torch.no_grad():
+        torch.testing.assert_close(tok.detokenize(ids, num_frames=7, height=20, width=24), tok(x).sample, atol=1e-5, rtol=0)
+
+
+def test_stream_decoder_equals_detokenize():
+    tok, x = make("fsq"), video(b=1, t=13)
+    ids = tok.tokenize(x)
+    stream = tok.stream_decoder(height=20, width=24)
+    pieces = [stream.push(ids[:, s : s + 2]) for s in range(0, ids.shape[1], 2)]
+    torch.testing.assert_close(torch.cat(pieces, dim=2), tok.detokenize(ids, height=20, width=24), atol=1e-5, rtol=0)
+
+
+def test_tokenize_never_updates_the_vq_codebook():
+    tok = make("vq").train()
+    before = [b.clone() for b in tok.bottleneck.quantizer.buffers()]
+    tok.tokenize(video())
+    assert all(torch.equal(a, b) for a, b in zip(before, tok.bottleneck.quantizer.buffers()))
+
+
+def test_image_is_a_one_frame_video():
+    tok, x = make("lfq"), video(b=1, t=9)
+    assert torch.equal(tok.tokenize(x[:, :, :1]), tok.tokenize(x)[:, :1])
+
+
+def test_bad_ids_and_configs_raise_clear_errors():
+    tok = make("fsq")
+    grid = (1, 2, 3, 3)
+    with pytest.raises(InvalidInputError, match=r"\[0, 1000\)"):
+        tok.detokenize(torch.full(grid, 1000))
+    with pytest.raises(InvalidInputError, match="integer"):
+        tok.detokenize(torch.zeros(grid))
+    with pytest.raises(InvalidInputError, match="shape"):
+        tok.detokenize(torch.zeros(2, 3, 3, dtype=torch.long))
+    with pytest.raises(InvalidInputError, match="3 \\(RGB\\) channels"):
+        tok.tokenize(torch.zeros(1, 4, 3, 16, 16))
+    with pytest.raises(ConfigError, match="quantizer"):
+        CausalVQVAE(quantizer="kmeans")
+    with pytest.raises(ConfigError, match="residual"):
+        CausalVQVAE(quantizer="lfq", num_quantizers=2)
+
+
+def test_codebook_usage_statistics():
+    usage = CodebookUsage(8)
+    usage.update(torch.tensor([0, 1, 2, 3]))
+    assert usage.utilization == 0.5
+    assert usage.perplexity == pytest.approx(4.0)
+    usage.update(torch.tensor([[0, 0], [0, 0]]))
+    assert usage.total == 8 and usage.perplexity < 4.0

@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Train a vidgen tokenizer (causal VAE; discrete tokenizers via model.kind).
+
+    python tokenizers/train_tokenizer.py --config tokenizers/configs/vae_small.yaml [key.sub=value ...]
+    accelerate launch --num_processes 2 tokenizers/train_tokenizer.py --config ... run_dir=runs/x
+
+Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start fresh). Writes
+``run_dir/log.jsonl``, ``run_dir/samples/step_*.{mp4,png}`` and the trained model to ``run_dir/final``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML or JSON training config")
+    parser.add_argument("overrides", nargs="*", help="config overrides like loss.gan=0 steps=100")
+    args = parser.parse_args(argv)
+    from vidgen.errors import VidgenError
+    from vidgen.training import load_config, train
+    try:
+        metrics = train(load_config(args.config, args.overrides))
+    except VidgenError as err:
+        print(f"train_tokenizer: error: {err}", file=sys.stderr)
+        return 2
+    print(metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""3D (video) attention: one API over several backends, masks, and the Attention3D module.
+
+``attention3d(q, k, v, grid=(T, H, W), window=None, causal=False, num_prefix_tokens=0, backend="auto")``.
+Backends: ``reference`` (dense-mask SDPA), ``cpu`` (blocked neighbourhoods, fwd+bwd, any device),
+``flex`` (FlexAttention), ``triton`` (fused flash-style kernel; imported lazily).
+"""
+from vidgen.attention.api import BACKENDS, attention3d, backend_support, choose_backend
+from vidgen.attention.module import Attention3D, Attention3DConfig, CrossAttention
+from vidgen.attention.masks import (
+    AttentionPattern,
+    attention_mask3d,
+    causal_pattern,
+    flex_mask_mod3d,
+    full_pattern,
+    make_pattern,
+    spatial_pattern,
+    temporal_pattern,
+    window_pattern,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Attention3D",
+    "Attention3DConfig",
+    "AttentionPattern",
+    "CrossAttention",
+    "attention3d",
+    "attention_mask3d",
+    "backend_support",
+    "causal_pattern",
+    "choose_backend",
+    "flex_mask_mod3d",
+    "full_pattern",
+    "make_pattern",
+    "spatial_pattern",
+    "temporal_pattern",
+    "window_pattern",
+]

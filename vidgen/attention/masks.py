@@ -1,0 +1,190 @@
+"""Attention patterns over a (T, H, W) token grid: validation, the dense reference mask, FlexAttention mask_mod.
+
+Semantics (every backend implements exactly these, so each can be checked against :func:`attention_mask3d`):
+
+* the sequence is ``num_prefix_tokens`` prefix tokens (text / class / register tokens) followed by the
+  ``T*H*W`` video tokens in (t, h, w) row-major order;
+* a video query at (t, h, w) may attend a video key at (t', h', w') iff ``|t-t'| <= wt//2``,
+  ``|h-h'| <= wh//2`` and ``|w-w'| <= ww//2`` for ``window=(wt, wh, ww)`` (``None`` = unlimited along that
+  axis, ``window=None`` = full attention), and additionally ``t' <= t`` when ``causal=True``;
+* every query attends every prefix key; prefix queries attend every key, except that with ``causal=True``
+  the prefix counts as the past (time before frame 0), so prefix queries then attend only the prefix.
+  (Letting the prefix see future frames would leak the future into frame 0 through the next layer.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+
+from vidgen.errors import InvalidInputError
+
+Grid = Tuple[int, int, int]
+Window = Optional[Sequence[Optional[int]]]
+AXES = ("t", "h", "w")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class AttentionPattern:
+    """A validated 3D attention pattern. ``radii[i]`` is ``window[i] // 2`` or ``None`` when the window does
+    not restrict that axis (``None`` in the window, or a window at least as large as the grid)."""
+
+    grid: Grid
+    radii: Tuple[Optional[int], Optional[int], Optional[int]]
+    causal: bool = False
+    num_prefix_tokens: int = 0
+
+    @property
+    def num_video_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix_tokens + self.num_video_tokens
+
+    @property
+    def is_full(self) -> bool:
+        """True when every query may attend every key (no mask needed)."""
+        no_window = all(r is None for r in self.radii)
+        return no_window and (not self.causal or (self.grid[0] == 1 and self.num_prefix_tokens == 0))
+
+    def window_size(self, axis: int) -> int:
+        """Number of keys a query can see along ``axis`` away from the borders (ignoring causality)."""
+        r = self.radii[axis]
+        return self.grid[axis] if r is None else min(2 * r + 1, self.grid[axis])
+
+    def density(self) -> float:
+        """Fraction of (query, key) pairs that are allowed: the FLOP ratio windowed / dense."""
+        counts = []
+        for axis, n in enumerate(self.grid):
+            pos = torch.arange(n)
+            diff = pos[None, :] - pos[:, None]  # key - query
+            ok = torch.ones(n, n, dtype=torch.bool)
+            if self.radii[axis] is not None:
+                ok &= diff.abs() <= self.radii[axis]
+            if axis == 0 and self.causal:
+                ok &= diff <= 0
+            counts.append(int(ok.sum()))
+        video_pairs = counts[0] * counts[1] * counts[2]
+        p, nv = self.num_prefix_tokens, self.num_video_tokens
+        prefix_rows = p * (p if self.causal else p + nv)
+        allowed = video_pairs + nv * p + prefix_rows
+        return allowed / float(self.num_tokens ** 2)
+
+    def as_kwargs(self) -> dict:
+        """Keyword arguments of :func:`vidgen.attention.attention3d` that reproduce this pattern."""
+        window = None
+        if any(r is not None for r in self.radii):
+            window = tuple(None if r is None else 2 * r + 1 for r in self.radii)
+        return dict(grid=self.grid, window=window, causal=self.causal, num_prefix_tokens=self.num_prefix_tokens)
+
+
+def make_pattern(grid, window: Window = None, causal: bool = False, num_prefix_tokens: int = 0) -> AttentionPattern:
+    """Validate the arguments of ``attention3d`` and return the normalised :class:`AttentionPattern`."""
+    if not isinstance(grid, (tuple, list)) or len(grid) != 3 or not all(_is_int(g) and g > 0 for g in grid):
+        raise InvalidInputError(f"grid must be three positive ints (T, H, W), got {grid!r}")
+    if not _is_int(num_prefix_tokens) or num_prefix_tokens < 0:
+        raise InvalidInputError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
+    if not isinstance(causal, bool):
+        raise InvalidInputError(f"causal must be a bool, got {causal!r}")
+    radii = [None, None, None]
+    if window is not None:
+        if not isinstance(window, (tuple, list)) or len(window) != 3:
+            raise InvalidInputError(f"window must be None or three entries (wt, wh, ww), got {window!r}")
+        for axis, (size, n) in enumerate(zip(window, grid)):
+            if size is None:
+                continue
+            if not _is_int(size) or size < 1:
+                raise InvalidInputError(
+                    f"window[{axis}] (axis {AXES[axis]}) must be a positive int or None, got {size!r}")
+            # A window reaching every position of the axis does not restrict it: normalise to None.
+            radii[axis] = None if size // 2 >= n - 1 else size // 2
+    return AttentionPattern(tuple(int(g) for g in grid), tuple(radii), causal, int(num_prefix_tokens))
+
+
+def _allowed(q_idx: torch.Tensor, kv_idx: torch.Tensor, pattern: AttentionPattern) -> torch.Tensor:
+    """Whether query index ``q_idx`` may attend key index ``kv_idx`` (broadcasting integer tensors).
+    Pure tensor ops (no data-dependent Python control flow) so FlexAttention can vmap it."""
+    t_size, h_size, w_size = pattern.grid
+    p = pattern.num_prefix_tokens
+    hw = h_size * w_size
+    qv, kv = (q_idx - p).clamp(min=0), (kv_idx - p).clamp(min=0)
+    q_coords = (qv // hw, (qv % hw) // w_size, qv % w_size)
+    k_coords = (kv // hw, (kv % hw) // w_size, kv % w_size)
+    video_ok = torch.ones_like(q_idx - kv_idx, dtype=torch.bool)
+    for radius, qc, kc in zip(pattern.radii, q_coords, k_coords):
+        if radius is not None:
+            video_ok = video_ok & ((qc - kc).abs() <= radius)
+    if pattern.causal:
+        video_ok = video_ok & (k_coords[0] <= q_coords[0])
+    if p == 0:
+        return video_ok
+    q_prefix, k_prefix = q_idx < p, kv_idx < p
+    prefix_query_ok = k_prefix if pattern.causal else torch.ones_like(video_ok)
+    return k_prefix | torch.where(q_prefix, prefix_query_ok, video_ok)
+
+
+def pattern_mask(pattern: AttentionPattern, device=None) -> torch.Tensor:
+    """Dense ``(N, N)`` bool mask of ``pattern`` (True = may attend)."""
+    idx = torch.arange(pattern.num_tokens, device=device)
+    return _allowed(idx[:, None], idx[None, :], pattern)
+
+
+def attention_mask3d(grid, window: Window = None, causal: bool = False, num_prefix_tokens: int = 0,
+                     device=None) -> torch.Tensor:
+    """The dense boolean reference mask ``(N, N)``, ``N = num_prefix_tokens + T*H*W`` (True = may attend)."""
+    return pattern_mask(make_pattern(grid, window, causal, num_prefix_tokens), device)
+
+
+def flex_mask_mod3d(grid, window: Window = None, causal: bool = False, num_prefix_tokens: int = 0) -> Callable:
+    """A FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` with the same pattern as :func:`attention_mask3d`."""
+    return pattern_mask_mod(make_pattern(grid, window, causal, num_prefix_tokens))
+
+
+def pattern_mask_mod(pattern: AttentionPattern) -> Callable:
+    def mask_mod(b, h, q_idx, kv_idx):
+        return _allowed(q_idx, kv_idx, pattern)
+
+    mask_mod.__name__ = f"mask3d_{pattern.grid}_{pattern.radii}_c{int(pattern.causal)}_p{pattern.num_prefix_tokens}"
+    return mask_mod
+
+
+# Named pattern factories (torchtitan-style): the common video attention layouts.
+def full_pattern(grid, num_prefix_tokens: int = 0) -> AttentionPattern:
+    """Every token attends every token."""
+    return make_pattern(grid, None, False, num_prefix_tokens)
+
+
+def spatial_pattern(grid, num_prefix_tokens: int = 0) -> AttentionPattern:
+    """Each frame attends only itself (Latte / factorised 'spatial' blocks)."""
+    return make_pattern(grid, (1, None, None), False, num_prefix_tokens)
+
+
+def temporal_pattern(grid, num_prefix_tokens: int = 0, causal: bool = False) -> AttentionPattern:
+    """Each pixel position attends itself across time (factorised 'temporal' blocks)."""
+    return make_pattern(grid, (None, 1, 1), causal, num_prefix_tokens)
+
+
+def window_pattern(grid, window, causal: bool = False, num_prefix_tokens: int = 0) -> AttentionPattern:
+    """Local 3D neighbourhood attention (NATTEN-style, clipped at the borders)."""
+    return make_pattern(grid, window, causal, num_prefix_tokens)
+
+
+def causal_pattern(grid, num_prefix_tokens: int = 0) -> AttentionPattern:
+    """Frame-causal full attention: a token sees every token of its own and earlier frames."""
+    return make_pattern(grid, None, True, num_prefix_tokens)
+
+
+PATTERN_FACTORIES = {
+    "full": lambda grid: full_pattern(grid),
+    "spatial": lambda grid: spatial_pattern(grid),
+    "temporal": lambda grid: temporal_pattern(grid),
+    "window": lambda grid: window_pattern(grid, (3, 7, 7)),
+    "causal": lambda grid: causal_pattern(grid),
+}

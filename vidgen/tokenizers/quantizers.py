@@ -1,0 +1,171 @@
+"""Quantizer bottlenecks (VQ, FSQ, LFQ, BSQ and residual VQ/FSQ) from ``vector-quantize-pytorch``.
+
+They sit between the causal encoder and decoder like the KL bottleneck does, and add what a token interface
+needs: ids of shape ``(B, t, h, w)`` (``(B, t, h, w, depth)`` for residual quantizers), ids back to codes, and
+codebook-usage statistics. Ids are ``[0, vocab_size)``; no id is reserved (generators add their own above it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.tokenizers.vae import BottleneckOutput
+
+QUANTIZERS = ("vq", "fsq", "lfq", "bsq")
+
+
+@dataclass
+class QuantizerConfig:
+    """Which quantizer and its size. ``num_quantizers > 1`` gives residual VQ / FSQ (more bits per position)."""
+
+    kind: str = "fsq"
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # 1000 codes, 4 dims
+    lfq_bits: int = 10  # LFQ / BSQ: 2**bits codes, one dim per bit
+    codebook_size: int = 1024  # VQ
+    codebook_dim: int = 8  # VQ code dimension
+    num_quantizers: int = 1
+    commitment_weight: float = 0.25  # VQ, LFQ
+    entropy_weight: float = 0.1  # LFQ / BSQ entropy (per-sample confidence + batch diversity) loss
+    vq_decay: float = 0.99
+    vq_cosine: bool = False
+    vq_kmeans_init: bool = False
+    vq_rotation_trick: bool = True
+
+    def __post_init__(self):
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        if self.kind not in QUANTIZERS:
+            raise ConfigError(f"quantizer must be one of {QUANTIZERS}, got {self.kind!r}")
+        if self.num_quantizers < 1:
+            raise ConfigError(f"num_quantizers must be >= 1, got {self.num_quantizers}")
+        if self.num_quantizers > 1 and self.kind not in ("vq", "fsq"):
+            raise ConfigError(f"residual quantization (num_quantizers > 1) is available for 'vq' and 'fsq', not {self.kind!r}")
+        if self.kind == "fsq" and (len(self.fsq_levels) < 1 or min(self.fsq_levels) < 2):
+            raise ConfigError(f"fsq_levels must be integers >= 2, got {self.fsq_levels}")
+        if self.kind in ("lfq", "bsq") and not 1 <= self.lfq_bits <= 20:
+            raise ConfigError(f"lfq_bits must be in [1, 20] (2**bits codes), got {self.lfq_bits}")
+
+    @property
+    def code_dim(self) -> int:
+        """Channels the encoder emits and the decoder takes."""
+        return {"fsq": len(self.fsq_levels), "lfq": self.lfq_bits, "bsq": self.lfq_bits, "vq": self.codebook_dim}[self.kind]
+
+    @property
+    def vocab_size(self) -> int:
+        """Codes per position (per depth for residual quantizers)."""
+        if self.kind == "fsq":
+            return math.prod(self.fsq_levels)
+        if self.kind in ("lfq", "bsq"):
+            return 2 ** self.lfq_bits
+        return self.codebook_size
+
+
+def build_quantizer(cfg: QuantizerConfig) -> nn.Module:
+    from vector_quantize_pytorch import FSQ, LFQ, ResidualFSQ, ResidualVQ, VectorQuantize
+
+    if cfg.kind == "fsq":
+        if cfg.num_quantizers > 1:
+            return ResidualFSQ(levels=list(cfg.fsq_levels), num_quantizers=cfg.num_quantizers, dim=cfg.code_dim)
+        return FSQ(levels=list(cfg.fsq_levels))
+    if cfg.kind in ("lfq", "bsq"):
+        return LFQ(dim=cfg.lfq_bits, codebook_size=2 ** cfg.lfq_bits, entropy_loss_weight=cfg.entropy_weight,
+                   commitment_loss_weight=cfg.commitment_weight, spherical=cfg.kind == "bsq")
+    vq_kwargs = dict(codebook_size=cfg.codebook_size, decay=cfg.vq_decay, commitment_weight=cfg.commitment_weight,
+                     use_cosine_sim=cfg.vq_cosine, kmeans_init=cfg.vq_kmeans_init, rotation_trick=cfg.vq_rotation_trick,
+                     threshold_ema_dead_code=2)
+    if cfg.num_quantizers > 1:
+        return ResidualVQ(dim=cfg.code_dim, num_quantizers=cfg.num_quantizers, **vq_kwargs)
+    return VectorQuantize(dim=cfg.code_dim, **vq_kwargs)
+
+
+class QuantizerBottleneck(nn.Module):
+    """Encoder features ``(B, D, t, h, w)`` -> quantized codes of the same shape, ids and the quantizer's loss."""
+
+    def __init__(self, cfg: QuantizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.quantizer = build_quantizer(cfg)
+        self.encoder_channels = self.decoder_channels = cfg.code_dim
+        self.vocab_size = cfg.vocab_size
+        self.depth = cfg.num_quantizers
+
+    def quantize(self, features: torch.Tensor, update_codebook: bool = True):
+        """Returns ``(codes (B, D, t, h, w), ids (B, t, h, w[, depth]), loss scalar)``."""
+        b, _, t, h, w = features.shape
+        tokens = rearrange(features, "b d t h w -> b (t h w) d")
+        if self.cfg.kind == "fsq":
+            codes, ids = self.quantizer(tokens)
+            loss = tokens.new_zeros(())
+        elif self.cfg.kind in ("lfq", "bsq"):
+            codes, ids, loss = self.quantizer(tokens)
+        else:  # VQ: codebook EMA updates only when asked (tokenize never changes the model)
+            codes, ids, loss = self.quantizer(tokens, freeze_codebook=not update_codebook)
+            loss = loss.sum()
+        codes = rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+        ids = rearrange(ids.long(), "b (t h w) ... -> b t h w ...", t=t, h=h, w=w)
+        return codes, ids, loss
+
+    def codes_from_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids ``(B, t, h, w[, depth])`` -> decoder input ``(B, D, t, h, w)``."""
+        self.check_ids(ids)
+        b, t, h, w = ids.shape[:4]
+        flat = rearrange(ids, "b t h w ... -> b (t h w) ...")
+        if self.cfg.kind in ("fsq", "lfq", "bsq") and self.depth == 1:
+            codes = self.quantizer.indices_to_codes(flat)
+        else:
+            codes = self.quantizer.get_output_from_indices(flat)
+        return rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+
+    def check_ids(self, ids) -> None:
+        expected = 5 if self.depth > 1 else 4
+        layout = "(B, t, h, w, depth)" if self.depth > 1 else "(B, t, h, w)"
+        if not isinstance(ids, torch.Tensor) or ids.ndim != expected:
+            shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise InvalidInputError(f"ids must be a LongTensor of shape {layout}, got {shape}")
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise InvalidInputError(f"ids must be an integer tensor, got dtype {ids.dtype}")
+        if self.depth > 1 and ids.shape[-1] != self.depth:
+            raise InvalidInputError(f"ids depth axis must have size {self.depth}, got {ids.shape[-1]}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise InvalidInputError(f"ids must be in [0, {self.vocab_size}), got range [{ids.min().item()}, "
+                                    f"{ids.max().item()}] (special ids such as mask/BOS belong to the generator)")
+
+    def forward(self, features: torch.Tensor, sample: bool = True, generator=None) -> BottleneckOutput:
+        codes, ids, loss = self.quantize(features, update_codebook=self.training)
+        usage = CodebookUsage(self.vocab_size)
+        usage.update(ids)
+        logs = {"quant_loss": float(loss.detach()), "batch_utilization": usage.utilization,
+                "batch_perplexity": usage.perplexity}
+        return BottleneckOutput(codes, loss, logs)
+
+
+class CodebookUsage:
+    """Counts of every code over many batches: utilization (fraction of codes used) and perplexity."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.counts = torch.zeros(vocab_size, dtype=torch.float64)
+
+    def update(self, ids: torch.Tensor) -> None:
+        self.counts += torch.bincount(ids.detach().reshape(-1).cpu(), minlength=self.vocab_size).double()
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def utilization(self) -> float:
+        return float((self.counts > 0).double().mean())
+
+    @property
+    def perplexity(self) -> float:
+        """``exp(entropy)`` of the code distribution: the effective number of codes in use."""
+        if self.total == 0:
+            return 0.0
+        p = self.counts / self.counts.sum()
+        p = p[p > 0]
+        return float(torch.exp(-(p * p.log()).sum()))

@@ -1,0 +1,155 @@
+"""``CausalVAE``: causal encoder + diagonal-Gaussian (KL) bottleneck + causal decoder.
+
+Loads and saves like diffusers' VAEs (``ModelMixin`` + ``ConfigMixin``, safetensors)::
+
+    vae = CausalVAE.from_preset("small")                  # or CausalVAE.from_pretrained("runs/vae_small/final")
+    z = vae.encode(x, chunk_frames=17).latent_dist.mode()  # x: (B, 3, T, H, W) in [-1, 1], any T/H/W
+    y = vae.decode(z, num_frames=T, height=H, width=W, chunk_frames=4).sample
+
+``encode(chunk_frames=k)`` processes ``k`` pixel frames at a time, ``decode(chunk_frames=k)`` ``k`` latent frames
+at a time; both equal one-shot (the causal cache carries the needed past). ``stream_decoder()`` returns a
+caller-owned object for latents that arrive piece by piece.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+
+from vidgen.errors import ConfigError
+from vidgen.tokenizers.base import CausalCodecMixin
+from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder, check_video, pad_video
+
+# Named size presets (all 4x8x8, 16 latent channels unless overridden).
+VAE_PRESETS: dict[str, dict] = {
+    "tiny": dict(widths=(8, 16, 16), num_res_blocks=1, decoder_extra_blocks=0, latent_channels=4),
+    "small": dict(widths=(32, 64, 128), num_res_blocks=1, decoder_extra_blocks=1),
+    "base": dict(widths=(64, 128, 256, 256), num_res_blocks=2, decoder_extra_blocks=1),
+}
+
+
+class DiagonalGaussian:
+    """Posterior ``N(mean, exp(logvar))`` over latents ``(B, C, t, h, w)``."""
+
+    def __init__(self, moments: torch.Tensor):
+        self.mean, logvar = moments.chunk(2, dim=1)
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
+        return self.mean + self.std * noise
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL to N(0, I) summed over all latent elements: ``(B,)``."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).flatten(1).sum(1)
+
+
+@dataclass
+class BottleneckOutput:
+    """What a bottleneck gives the training loop: the decoder input, its (weighted) extra loss, and logs."""
+
+    latent: torch.Tensor
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ReconstructionOutput:
+    sample: torch.Tensor  # (B, 3, T, H, W), same shape as the input
+    bottleneck: BottleneckOutput
+
+
+class KLBottleneck(nn.Module):
+    """Encoder emits ``2*C`` channels (mean, log-variance); extra loss = ``kl_weight * mean KL per element``."""
+
+    def __init__(self, latent_channels: int, kl_weight: float):
+        super().__init__()
+        self.latent_channels, self.kl_weight = latent_channels, kl_weight
+        self.encoder_channels = 2 * latent_channels
+
+    def forward(self, moments: torch.Tensor, sample: bool = True, generator=None) -> BottleneckOutput:
+        post = DiagonalGaussian(moments)
+        z = post.sample(generator) if sample else post.mode()
+        kl = post.kl().mean() / post.mean[0].numel()
+        return BottleneckOutput(z, self.kl_weight * kl, {"kl": kl.item(), "z_std": z.detach().std().item()})
+
+
+class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
+    """Causal 3D VAE (see module docstring). ``scaling_factor`` / ``shift_factor``: ``(z - shift) * scale`` has
+    unit variance on the training data (computed by the training script and stored in the config)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, widths=(32, 64, 128), num_res_blocks: int = 1, decoder_extra_blocks: int = 1,
+                 patch_size: int = 2, spatial_compression: int = 8, temporal_compression: int = 4,
+                 temporal_kernel: int = 3, latent_channels: int = 16, kl_weight: float = 1e-6,
+                 scaling_factor: float = 1.0, shift_factor: float = 0.0):
+        super().__init__()
+        self.codec_config = CodecConfig(tuple(widths), num_res_blocks, decoder_extra_blocks, patch_size,
+                                        spatial_compression, temporal_compression, temporal_kernel, latent_channels)
+        self.bottleneck = KLBottleneck(latent_channels, kl_weight)
+        self.encoder = CausalEncoder(self.codec_config, self.bottleneck.encoder_channels)
+        self.decoder = CausalDecoder(self.codec_config, latent_channels)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "CausalVAE":
+        if name not in VAE_PRESETS:
+            raise ConfigError(f"unknown VAE preset {name!r}; choose from {sorted(VAE_PRESETS)}")
+        return cls(**{**VAE_PRESETS[name], **overrides})
+
+    @property
+    def encoder_channels(self) -> int:
+        return self.bottleneck.encoder_channels
+
+    @property
+    def decoder_channels(self) -> int:
+        return self.codec_config.latent_channels
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> roughly unit-variance latents for generators: ``(z - shift) * scale``."""
+        return (z - self.config.shift_factor) * self.config.scaling_factor
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self.config.scaling_factor + self.config.shift_factor
+
+    def encode(self, x: torch.Tensor, chunk_frames: int | None = None, return_dict: bool = True):
+        """``x`` ``(B, 3, T, H, W)`` in [-1, 1] -> ``AutoencoderKLOutput(latent_dist=DiagonalGaussian)``."""
+        dist = DiagonalGaussian(self.encode_features(x, chunk_frames))
+        return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None, height: int | None = None,
+               width: int | None = None, chunk_frames: int | None = None, return_dict: bool = True):
+        """Latents ``(B, C, t, h, w)`` -> ``DecoderOutput(sample=(B, 3, T, H, W))``.
+
+        ``num_frames`` / ``height`` / ``width`` crop to the original size (defaults: ``1+(t-1)*tc``, ``h*sc``, ``w*sc``);
+        ``chunk_frames`` counts latent frames.
+        """
+        out = self.decode_latents(z, num_frames, height, width, chunk_frames)
+        return DecoderOutput(sample=out) if return_dict else (out,)
+
+    def stream_decoder(self, height: int | None = None, width: int | None = None) -> StreamDecoder:
+        """A caller-owned decoder: ``frames = s.push(z_chunk)``; concatenated outputs equal one-shot decode."""
+        return self._stream_decoder(lambda z: z, height, width)
+
+    def forward(self, sample: torch.Tensor, sample_posterior: bool = False, generator=None, return_dict: bool = True):
+        out = self.reconstruct(sample, sample_posterior, generator).sample
+        return DecoderOutput(sample=out) if return_dict else (out,)
+
+    def reconstruct(self, x: torch.Tensor, sample_posterior: bool = True, generator=None) -> ReconstructionOutput:
+        """Training entry point shared by all vidgen tokenizers: reconstruction + bottleneck loss/logs."""
+        check_video(x, "x", self.model_dtype)
+        t, h, w = x.shape[2:]
+        moments = self.encoder(pad_video(x, self.codec_config))
+        bott = self.bottleneck(moments, sample=sample_posterior, generator=generator)
+        y = self.decoder(bott.latent)[:, :, :t, :h, :w]
+        return ReconstructionOutput(y, bott)

@@ -1,0 +1,242 @@
+"""Tokenizer training loop (accelerate): works single-process and under ``accelerate launch`` (CPU/gloo or GPU).
+
+Any model with ``reconstruct(x, sample_posterior, generator) -> ReconstructionOutput`` (``.sample`` and
+``.bottleneck.loss`` / ``.bottleneck.logs``) and ``last_decoder_layer`` trains here: the bottleneck's own loss
+(KL now; commitment / entropy for quantizers) is added as is, so no branch depends on the model type.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from vidgen.errors import ConfigError, MissingWeightsError
+from vidgen.training.checkpoint import find_checkpoint, load_state, save_checkpoint
+from vidgen.training.config import TrainConfig
+from vidgen.training.data import CachedClips, EpochSampler, joint_batch, step_generator
+from vidgen.training.discriminator import PatchDiscriminator3D
+from vidgen.training.ema import EMA
+from vidgen.training.losses import (
+    PerceptualLoss,
+    adaptive_gan_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+    reconstruction_loss,
+)
+from vidgen.training.samples import evaluate_psnr, latent_statistics, save_samples
+
+
+def _build_vae(cfg):
+    from vidgen.tokenizers import CausalVAE
+    return CausalVAE.from_preset(cfg.preset, **cfg.overrides)
+
+
+def _build_vqvae(cfg):
+    from vidgen.tokenizers import CausalVQVAE
+    return CausalVQVAE.from_preset(cfg.preset, **cfg.overrides)  # overrides.quantizer picks vq/fsq/lfq/bsq
+
+
+# model.kind -> builder(ModelConfig).
+MODEL_BUILDERS = {"vae": _build_vae, "vqvae": _build_vqvae}
+
+
+def build_model(cfg) -> nn.Module:
+    if cfg.kind not in MODEL_BUILDERS:
+        raise ConfigError(f"model.kind={cfg.kind!r} is unknown; choose from {sorted(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[cfg.kind](cfg)
+
+
+def build_datasets(cfg) -> tuple:
+    from vidgen.data import NaturalClips, VideoFolder
+    if cfg.dataset == "natural":
+        train = NaturalClips("train", num_frames=cfg.num_frames, size=cfg.size, num_clips=cfg.num_clips)
+        test = NaturalClips("test", num_frames=cfg.eval_frames, size=cfg.size, num_clips=cfg.eval_clips)
+        return train, test
+    if cfg.dataset == "folder":
+        full = VideoFolder(cfg.root, num_frames=cfg.num_frames, size=cfg.size)
+        return full, VideoFolder(cfg.root, num_frames=cfg.eval_frames, size=cfg.size)
+    raise ConfigError(f"data.dataset must be 'natural' or 'folder', got {cfg.dataset!r}")
+
+
+class _Reconstructor(nn.Module):
+    """One forward for the video and the image batch, so DDP sees a single forward per step."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batches: list[torch.Tensor], generator: torch.Generator):
+        return [self.model.reconstruct(x, sample_posterior=True, generator=generator) for x in batches]
+
+
+class _MultiDisc(nn.Module):
+    def __init__(self, disc: nn.Module):
+        super().__init__()
+        self.disc = disc
+
+    def forward(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.disc(x) for x in batches]
+
+
+def _lr_lambda(cfg: TrainConfig):
+    warm, total, floor = cfg.optim.warmup_steps, max(cfg.steps, 1), cfg.optim.min_lr_ratio
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
+    if cfg.loss.perceptual <= 0 or cfg.loss.perceptual_kind == "none":
+        return None
+    from vidgen.metrics.perceptual import load_perceptual
+    try:
+        dist = load_perceptual(kind=cfg.loss.perceptual_kind)
+    except MissingWeightsError as err:
+        raise ConfigError(f"perceptual loss requested but no weights are available ({err}); "
+                          "set loss.perceptual=0 to train without it") from err
+    log(f"perceptual loss: {dist.name}")
+    return PerceptualLoss(dist, cfg.loss.perceptual_frames)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics."""
+    torch.set_num_threads(cfg.threads)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    run_dir = Path(cfg.run_dir)
+    is_main = acc.is_main_process
+    log_file = run_dir / "log.jsonl"
+
+    def log(msg) -> None:
+        if is_main:
+            line = msg if isinstance(msg, str) else json.dumps(msg)
+            tqdm.write(line)
+            with open(log_file, "a") as fh:
+                fh.write(line + "\n")
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    model = build_model(cfg.model)
+    disc = PatchDiscriminator3D(cfg.loss.disc_channels, cfg.loss.disc_layers) if cfg.loss.gan > 0 else None
+    perceptual = _perceptual(cfg, log)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                            weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.optim.disc_lr, betas=(0.5, 0.9)) if disc else None
+
+    train_set, test_set = build_datasets(cfg.data)
+    clips = CachedClips(train_set)
+    sampler = EpochSampler(len(clips), cfg.seed, acc.process_index, acc.num_processes)
+    step = 0
+    ckpt = find_checkpoint(cfg.resume, run_dir)
+    if ckpt is not None:
+        state = load_state(ckpt)
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(str(ckpt / "diffusion_pytorch_model.safetensors")))
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        sampler.load_state_dict(state["sampler"])
+        if disc is not None and state.get("disc") is not None:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        step = int(state["step"])
+        log(f"resumed from {ckpt} at step {step}")
+
+    recon = _Reconstructor(model)
+    recon, opt, sched = acc.prepare(recon, opt, sched)
+    multi_disc = None
+    if disc is not None:
+        multi_disc, opt_d = acc.prepare(_MultiDisc(disc), opt_d)
+    test_videos = torch.stack([test_set[i]["video"] for i in range(min(len(test_set), cfg.data.eval_clips))])
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True)
+    metrics: dict = {}
+    t_last, frames_since = time.time(), 0
+    while step < cfg.steps:
+        g = step_generator(cfg.seed, acc.process_index, step)
+        xv, xi = joint_batch(clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g)
+        batches = [b for b in (xv, xi) if b is not None]
+        weights = [1.0 if b is xv else cfg.data.image_weight for b in batches]
+        gan_on = disc is not None and step >= cfg.loss.gan_start
+        with acc.autocast():
+            outs = recon(batches, g)
+            rec = sum(w * reconstruction_loss(x, o.sample.float(), cfg.loss.l1, cfg.loss.l2)
+                      for w, x, o in zip(weights, batches, outs))
+            bott = sum(w * o.bottleneck.loss for w, o in zip(weights, outs))
+            perc = sum(w * perceptual(x, o.sample, g) for w, x, o in zip(weights, batches, outs)) if perceptual else 0.0
+            nll = rec + cfg.loss.perceptual * perc
+            loss = nll + bott
+            gan_w = torch.zeros(())
+            if gan_on:
+                g_loss = sum(w * hinge_g_loss(lf) for w, lf in zip(weights, multi_disc([o.sample for o in outs])))
+                gan_w = (adaptive_gan_weight(nll, g_loss, model.last_decoder_layer) if cfg.loss.adaptive_gan
+                         else torch.ones(())) * cfg.loss.gan
+                loss = loss + gan_w * g_loss
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        gnorm = acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update(model)
+        d_loss = torch.zeros(())
+        if gan_on:
+            opt_d.zero_grad(set_to_none=True)
+            with acc.autocast():
+                real = multi_disc([x.detach() for x in batches])
+                fake = multi_disc([o.sample.detach() for o in outs])
+                d_loss = sum(w * hinge_d_loss(r, f) for w, r, f in zip(weights, real, fake))
+            acc.backward(d_loss)
+            acc.clip_grad_norm_(multi_disc.parameters(), cfg.optim.grad_clip)
+            opt_d.step()
+        step += 1
+        frames_since += sum(b.shape[0] * b.shape[2] for b in batches) * acc.num_processes
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = time.time() - t_last
+            logs = {k: v for o in outs for k, v in o.bottleneck.logs.items()}
+            metrics = {"step": step, "loss": loss.detach().item(), "rec": float(rec.detach()), "perc": float(perc),
+                       "bottleneck": float(bott.detach()), "gan_w": float(gan_w), "d_loss": float(d_loss),
+                       "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0], "frames_per_s": frames_since / dt, **logs}
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", fps=f"{metrics['frames_per_s']:.1f}")
+            log(metrics)
+            t_last, frames_since = time.time(), 0
+        if is_main and (step % cfg.eval_every == 0 or step == cfg.steps):
+            eval_model = ema.copy_model(model) if ema else model
+            log({"step": step, "eval_psnr": evaluate_psnr(eval_model, test_videos)})
+        if is_main and (step % cfg.sample_every == 0 or step == cfg.steps):
+            save_samples(ema.copy_model(model) if ema else model, test_videos[:2], run_dir / "samples", step)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            acc.wait_for_everyone()
+            if is_main:
+                state = {"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                         "sampler": sampler.state_dict(), "config": cfg.to_dict(),
+                         "disc": disc.state_dict() if disc else None, "opt_d": opt_d.state_dict() if disc else None,
+                         "ema": ema.state_dict() if ema else None}
+                save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
+    bar.close()
+    acc.wait_for_everyone()
+    if is_main:
+        final = ema.copy_model(model) if ema else model
+        final_logs = {"final": str(run_dir / "final")}
+        if "scaling_factor" in final.config:  # continuous latents: store statistics for the generators
+            shift, scale = latent_statistics(final, clips, cfg.stats_clips)
+            final.register_to_config(shift_factor=shift, scaling_factor=scale)
+            final_logs.update(shift_factor=shift, scaling_factor=scale)
+        final.save_pretrained(run_dir / "final", safe_serialization=True)
+        log(final_logs)
+    return metrics

@@ -1,0 +1,59 @@
+"""Tokenizer training losses: pixel reconstruction, perceptual, hinge GAN and the adaptive GAN weight."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, l1_weight: float = 1.0, l2_weight: float = 0.0) -> torch.Tensor:
+    """Weighted mean absolute + mean squared error over all elements."""
+    loss = x.new_zeros(())
+    if l1_weight:
+        loss = loss + l1_weight * (x - y).abs().mean()
+    if l2_weight:
+        loss = loss + l2_weight * (x - y).pow(2).mean()
+    return loss
+
+
+class PerceptualLoss(nn.Module):
+    """Perceptual distance on ``frames_per_video`` random frames of each video (frames cost the most here).
+
+    ``distance`` is an ``nn.Module`` mapping two ``(N, 3, H, W)`` batches in [-1, 1] to ``(N,)`` (e.g. from
+    ``vidgen.metrics.perceptual.load_perceptual``); it is frozen.
+    """
+
+    def __init__(self, distance: nn.Module, frames_per_video: int = 2):
+        super().__init__()
+        self.distance = distance.eval().requires_grad_(False)
+        self.frames_per_video = frames_per_video
+        self.name = getattr(distance, "name", type(distance).__name__)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        super().train(mode)
+        self.distance.eval()  # the feature network never leaves eval mode
+        return self
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        k = min(self.frames_per_video, t)
+        idx = torch.randperm(t, generator=generator)[:k]
+        xf = x[:, :, idx].transpose(1, 2).reshape(b * k, c, h, w)
+        yf = y[:, :, idx].transpose(1, 2).reshape(b * k, c, h, w)
+        return self.distance(xf.float(), yf.float()).mean()
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    return -logits_fake.mean()
+
+
+def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
+                        max_weight: float = 1e4) -> torch.Tensor:
+    """Taming-transformers' balance: ||d rec / d W_last|| / ||d gan / d W_last|| (detached, clamped)."""
+    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    return (rec_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()
