@@ -35,16 +35,16 @@ def fwd_bwd_seconds(fn, q, k, v) -> float:
     return time.perf_counter() - start
 
 
-def bench_grid(grid, window, heads, head_dim, rounds, with_dense=True):
-    pattern = make_pattern(grid, window)
+def bench_grid(grid, window, heads, head_dim, rounds, causal=False, with_unmasked=True):
+    pattern = make_pattern(grid, window, causal)
     n = pattern.num_tokens
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, heads, n, head_dim, generator=gen).requires_grad_() for _ in range(3))
     cached_pattern_mask(pattern, q.device)  # build the dense mask outside the timings (it is cached in use)
-    methods = {"blocked": lambda a, b, c: attention3d(a, b, c, grid, window, backend="cpu"),
-               "unmasked_sdpa": lambda a, b, c: F.scaled_dot_product_attention(a, b, c)}
-    if with_dense:
-        methods["dense_masked_sdpa"] = lambda a, b, c: attention3d(a, b, c, grid, window, backend="reference")
+    methods = {"blocked": lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="cpu"),
+               "dense_masked_sdpa": lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="reference")}
+    if with_unmasked:
+        methods["unmasked_sdpa"] = lambda a, b, c: F.scaled_dot_product_attention(a, b, c)
     fwd_bwd_seconds(methods["blocked"], q, k, v)  # warm-up (mask / plan caches)
     times = {name: [] for name in methods}
     for _ in range(rounds):
@@ -52,9 +52,10 @@ def bench_grid(grid, window, heads, head_dim, rounds, with_dense=True):
             times[name].append(fwd_bwd_seconds(fn, q, k, v))
     med = {name: statistics.median(ts) for name, ts in times.items()}
     plans = plan_blocks(pattern)
-    row = dict(grid=list(grid), tokens=n, window=list(window), block=[p.block for p in plans],
+    row = dict(grid=list(grid), tokens=n, window=window and list(window), causal=causal,
+               block=[p.block for p in plans],
                seconds=med, flop_bound_speedup=1.0 / pattern.density(),
-               blocked_work_speedup=n * n / blocked_work(pattern, plans))
+               blocked_work_speedup=n * n / blocked_work(pattern))
     for name in methods:
         if name != "blocked":  # per-round ratios, then the median: robust to load changing between rounds
             row[f"speedup_vs_{name}"] = statistics.median(
@@ -113,16 +114,30 @@ def main(argv=None) -> int:
                    frames_ratio=r["grid"][0] / base["grid"][0]) for r in rows]
     print("linear in T (blocked): " + ", ".join(
         f"T={x['frames']}: time x{x['time_ratio']:.2f} for frames x{x['frames_ratio']:.0f}" for x in linear))
+    pattern_grid = (args.frames[len(args.frames) // 2], args.size, args.size)
+    print(f"other patterns at {pattern_grid} (blocked vs dense masked SDPA, forward+backward):")
+    other = []
+    for name, window, causal in [("spatial", (1, None, None), False), ("temporal", (None, 1, 1), False),
+                                 ("window+causal", window, True), ("spatial window 1x7x7", (1, 7, 7), False)]:
+        row = bench_grid(pattern_grid, window, args.heads, args.head_dim, max(1, args.rounds - 1), causal,
+                         with_unmasked=False)
+        row["pattern"] = name
+        other.append(row)
+        secs = row["seconds"]
+        print(f"  {name:>20}: blocked {secs['blocked']:.3f}s, dense {secs['dense_masked_sdpa']:.3f}s,"
+              f" speed-up {row['speedup_vs_dense_masked_sdpa']:.1f}x (FLOP bound {row['flop_bound_speedup']:.1f}x)",
+              flush=True)
     tile_grid = (args.frames[-1], args.size, args.size)
     tile_sizes = [(64, 64), (128, 64)]
     skips = tile_skips(tile_grid, tile_sizes)
     print(f"Triton kernel: fraction of tile pairs skipped at {tile_grid} (kernel's test / ideal from the dense mask)")
     for r in skips:
-        cells = "  ".join(f"{t}: {r[t]['skipped']:.3f} / {r[t]['ideal']:.3f}" for t in (f"{a}x{b}" for a, b in tile_sizes))
+        names = [f"{a}x{b}" for a, b in tile_sizes]
+        cells = "  ".join(f"{t}: {r[t]['skipped']:.3f} / {r[t]['ideal']:.3f}" for t in names)
         print(f"  {r['pattern']:>8} (density {r['density']:.4f})  {cells}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(dict(threads=args.threads, heads=args.heads, head_dim=args.head_dim,
-                                              rounds=args.rounds, rows=rows, linear_in_t=linear,
+                                              rounds=args.rounds, rows=rows, linear_in_t=linear, other_patterns=other,
                                               tile_skips=dict(grid=list(tile_grid), rows=skips),
                                               host_cpus=os.cpu_count(), torch=torch.__version__), indent=2))
     print(f"wrote {args.out}")

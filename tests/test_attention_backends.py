@@ -1,4 +1,6 @@
 """attention3d backends (reference, cpu, flex) against the dense-mask reference; errors; determinism; auto."""
+import sys
+
 import pytest
 import torch
 
@@ -20,6 +22,8 @@ EDGE_PATTERNS = [
 ]
 RANDOM_PATTERNS = random_patterns(16, seed=5)
 ALL_PATTERNS = EDGE_PATTERNS + RANDOM_PATTERNS
+LOW_PRECISION_PATTERNS = EDGE_PATTERNS[:4] + RANDOM_PATTERNS[:4]
+FLEX_PATTERNS = EDGE_PATTERNS[:5] + RANDOM_PATTERNS[:3]
 
 
 def _ids(patterns):
@@ -44,7 +48,7 @@ def test_cpu_backend_any_block_size(pattern, block):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("pattern", EDGE_PATTERNS[:4] + RANDOM_PATTERNS[:4], ids=_ids(EDGE_PATTERNS[:4] + RANDOM_PATTERNS[:4]))
+@pytest.mark.parametrize("pattern", LOW_PRECISION_PATTERNS, ids=_ids(LOW_PRECISION_PATTERNS))
 def test_cpu_backend_low_precision(pattern, dtype):
     q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16, dtype=dtype)
     check_against_reference(_backend("cpu", pattern), pattern, q, k, v)
@@ -56,7 +60,7 @@ def test_custom_scale():
     check_against_reference(_backend("cpu", pattern, scale=0.7), pattern, q, k, v, scale=0.7)
 
 
-@pytest.mark.parametrize("pattern", EDGE_PATTERNS[:5], ids=_ids(EDGE_PATTERNS[:5]))
+@pytest.mark.parametrize("pattern", FLEX_PATTERNS, ids=_ids(FLEX_PATTERNS))
 def test_flex_forward_matches_reference(pattern):
     q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16, requires_grad=False)
     check_against_reference(_backend("flex", pattern), pattern, q, k, v, grads=False)
@@ -73,13 +77,14 @@ def test_flex_backward_on_cpu_is_refused_with_reason():
 def test_reference_gradcheck_float64():
     pattern = make_pattern((2, 2, 3), (1, 3, None), causal=True, num_prefix_tokens=1)
     q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=4, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b, c: reference_attention(a, b, c, pattern), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: reference_attention(a, b, c, pattern), (q, k, v), fast_mode=True)
 
 
 def test_cpu_backend_gradcheck_float64():
     pattern = make_pattern((3, 2, 3), (3, 1, 3), causal=True, num_prefix_tokens=1)
     q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=4, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b, c: blocked_attention(a, b, c, pattern, block=(2, 2, 2)), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: blocked_attention(a, b, c, pattern, block=(2, 2, 2)), (q, k, v),
+                                   fast_mode=True)
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
@@ -106,12 +111,18 @@ def test_auto_choice_and_result():
     check_against_reference(_backend("auto", small), small, q, k, v)
 
 
-def test_backend_support_lists_every_backend():
+def test_backend_support_lists_every_backend(monkeypatch):
+    # As in a fresh process without the interpreter (the triton test file may have set it for the session).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delitem(sys.modules, "vidgen.attention.triton_kernel", raising=False)
     pattern = EDGE_PATTERNS[0]
     q, k, v = random_qkv(pattern, requires_grad=False)
     support = backend_support(q, k, v, **pattern.as_kwargs())
     assert set(support) == {"reference", "cpu", "flex", "triton"}
     assert support["reference"] is None and support["cpu"] is None
+    assert "TRITON_INTERPRET=1" in support["triton"]
+    with pytest.raises(UnsupportedError, match="needs CUDA tensors"):
+        attention3d(q, k, v, backend="triton", **pattern.as_kwargs())
 
 
 GRID = (2, 3, 4)
@@ -140,3 +151,10 @@ def test_mixed_dtypes_and_integer_tensors_are_rejected():
         attention3d(q, q.double(), q, GRID)
     with pytest.raises(InvalidInputError, match="floating"):
         attention3d(q.long(), q.long(), q.long(), GRID)
+
+
+def test_bad_block_size_for_the_blocked_path():
+    pattern = EDGE_PATTERNS[0]
+    q, k, v = random_qkv(pattern, requires_grad=False)
+    with pytest.raises(InvalidInputError, match="block"):
+        blocked_attention(q, k, v, pattern, block=(0, 2, 2))

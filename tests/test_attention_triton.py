@@ -1,37 +1,53 @@
 """The fused Triton kernel (forward + backward) against the reference, under the Triton interpreter.
 
-There is no GPU here, so the kernels run on CPU tensors under TRITON_INTERPRET=1 (set only while this module's
-tests run, before the kernel module is first imported). Small grids keep the whole file to about a minute.
+There is no GPU here, so the kernels run on CPU tensors under TRITON_INTERPRET=1, which must be set before
+triton is first imported (triton decorates its own library functions at import). So, at collection:
+* CUDA available: run the compiled kernels in-process (the interpreter is not used);
+* triton not imported yet: set TRITON_INTERPRET=1 now and run in-process. This stays set for the session,
+  which is harmless on a machine without a GPU (nothing can launch compiled Triton kernels there anyway);
+* triton already imported by some earlier module: run this file in a pytest subprocess with the variable set
+  (one test here), and skip the in-process copies, saying why.
+Small grids keep the whole file to well under a minute.
 """
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from vidgen.attention import attention3d, make_pattern
 from vidgen.attention.masks import pattern_mask
-from vidgen.attention.testing import check_against_reference, random_qkv
+from vidgen.attention.testing import check_against_reference, random_patterns, random_qkv
 from vidgen.attention.tiles import needed_tile_map, tile_visit_map
 from vidgen.errors import UnsupportedError
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA and "triton" not in sys.modules:
+    os.environ["TRITON_INTERPRET"] = "1"
+IN_PROCESS = HAS_CUDA or os.environ.get("TRITON_INTERPRET") == "1"
+needs_cuda = pytest.mark.skipif(not HAS_CUDA,
                                 reason="needs a CUDA GPU: compiled (non-interpreted) Triton kernels cannot run here")
+
+
+@pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process (TRITON_INTERPRET=1 or CUDA)")
+def test_kernels_in_interpreter_subprocess():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                            env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
 def tk():
-    previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
+    if not IN_PROCESS:
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set: these tests run in the "
+                    "subprocess of test_kernels_in_interpreter_subprocess")
     from vidgen.attention import triton_kernel
 
-    if not triton_kernel.INTERPRETED and not torch.cuda.is_available():
-        pytest.fail("vidgen.attention.triton_kernel was imported before TRITON_INTERPRET=1 was set, "
-                    "so its kernels cannot run on this CPU-only machine")
-    yield triton_kernel
-    if previous is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = previous
+    assert triton_kernel.INTERPRETED or HAS_CUDA
+    return triton_kernel
 
 
 PATTERNS = [
@@ -42,6 +58,7 @@ PATTERNS = [
     make_pattern((4, 4, 4), None, causal=True, num_prefix_tokens=2),  # frame-causal full
     make_pattern((3, 4, 4), (7, 9, 9)),  # window larger than the grid
 ]
+PATTERNS += random_patterns(3, seed=11, max_video_tokens=96)  # plus random grids / windows / prefixes
 IDS = [f"{p.grid}-r{p.radii}-c{int(p.causal)}-p{p.num_prefix_tokens}" for p in PATTERNS]
 
 
@@ -123,3 +140,20 @@ def test_triton_on_gpu_native_dot():
     for dtype in (torch.float16, torch.bfloat16):
         q, k, v = (x.cuda() for x in random_qkv(pattern, batch=1, heads=2, head_dim=64, dtype=dtype))
         check_against_reference(_triton(pattern), pattern, q, k, v)
+
+
+def test_torch_compile_fullgraph_through_the_custom_op(tk):
+    """Dynamo + AOTAutograd trace the op (fake kernel, autograd formula) without a graph break."""
+    pattern = make_pattern((2, 3, 4), (1, 3, 3), causal=True, num_prefix_tokens=2)
+    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=16)
+
+    def fn(a, b, c):
+        return attention3d(a * 2, b, c, backend="triton", **pattern.as_kwargs()).sin()
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    out = compiled(q, k, v)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    expected = fn(q, k, v)
+    torch.testing.assert_close(out, expected)
+    for g, e in zip(grads, torch.autograd.grad(expected.sum(), (q, k, v))):
+        torch.testing.assert_close(g, e)

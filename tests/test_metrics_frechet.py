@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from vidgen.errors import InvalidInputError
-from vidgen.metrics.frechet import FeatureStats, FrechetMetric, fd_from_stats, frechet_distance, noise_floor, trace_sqrt_product
+from vidgen.metrics.frechet import (
+    FeatureStats,
+    FrechetMetric,
+    fd_from_stats,
+    frechet_distance,
+    noise_floor,
+    trace_sqrt_product,
+)
 
 
 def test_fd_closed_form_for_diagonal_gaussians():
@@ -51,11 +58,25 @@ def test_singular_covariances_give_finite_values_matching_the_eigen_form():
     assert trace_sqrt_product(full1, full2) == pytest.approx(np.trace(sqrtm(full1 @ full2)).real, rel=1e-8)
 
 
-def test_noise_floor_matches_isotropic_formula():
-    d, n = 20, 400
-    reference = FeatureStats(d, count=10**6, mean_=np.zeros(d), m2_=np.eye(d) * (10**6 - 1))
-    floor = noise_floor(reference, n, n, trials=6, seed=0)
-    assert floor["mean"] == pytest.approx(d * d / (2 * n) + 2 * d / n, rel=0.2)
+def test_noise_floor_from_split_halves_predicts_same_distribution_fd():
+    rng = np.random.default_rng(6)
+    d, n = 8, 400
+    scales = np.sqrt(np.arange(1, d + 1, dtype=float) ** -1.0)  # power-law spectrum, not isotropic
+
+    def sample(k):
+        return rng.normal(size=(k, d)) * scales
+
+    observed = np.mean([fd_from_stats(FeatureStats(d).update(sample(n)), FeatureStats(d).update(sample(n)))
+                        for _ in range(30)])
+    estimates = []
+    for _ in range(30):
+        ref = sample(n)
+        floor = noise_floor(FeatureStats(d).update(ref[::2]), FeatureStats(d).update(ref[1::2]), n, n)
+        assert floor["reliable"] and floor["split_half_fd"] > floor["estimate"]
+        estimates.append(floor["estimate"])
+    assert np.mean(estimates) == pytest.approx(observed, rel=0.25)
+    small = noise_floor(FeatureStats(d).update(sample(10)), FeatureStats(d).update(sample(10)), 20, 20)
+    assert not small["reliable"]
 
 
 def test_stats_save_load_roundtrip_and_bad_inputs(tmp_path):
@@ -106,14 +127,18 @@ def test_stateful_metric_update_compute_reset_and_saved_stats(tmp_path):
                                 np.cov(feats[12:], rowvar=False))
     assert result["value"] == pytest.approx(expected, rel=1e-9)
     assert result["protocol"]["n_real"] == 12 and result["protocol"]["n_fake"] == 10
-    assert result["protocol"]["stride"] == 2 and result["noise_floor"]["n_a"] == 12
+    assert result["protocol"]["stride"] == 2 and result["noise_floor"]["split_half_sizes"] == [6, 6]
+    halves_fd = result["noise_floor"]["split_half_fd"]
+    assert halves_fd == pytest.approx(fd_from_stats(FeatureStats(6).update(feats[:12:2]), FeatureStats(6).update(feats[1:12:2])))
     json.dumps(result)  # serialisable as is
 
     metric.save_real_stats(tmp_path / "real.npz")
     other = _PlumbingMetric(progress=False)
     other.load_real_stats(tmp_path / "real.npz")
     other.update(fake, real=False)
-    assert other.compute(with_noise_floor=False)["value"] == pytest.approx(result["value"], rel=1e-12)
+    reloaded = other.compute(with_noise_floor=True)
+    assert reloaded["value"] == pytest.approx(result["value"], rel=1e-12)
+    assert reloaded["noise_floor"]["split_half_fd"] == pytest.approx(halves_fd, rel=1e-12)  # halves saved too
 
     metric.reset(keep_real=True)
     assert metric.real.count == 12 and metric.fake.count == 0
@@ -128,3 +153,14 @@ def test_loading_stats_of_another_protocol_is_refused(tmp_path):
     stats.update(np.random.default_rng(5).normal(size=(4, 6))).save(tmp_path / "other.npz")
     with pytest.raises(InvalidInputError, match="different protocol"):
         _PlumbingMetric(progress=False).load_real_stats(tmp_path / "other.npz")
+
+
+def test_metric_input_errors_and_frame_count_mismatch_warning():
+    metric = _PlumbingMetric(progress=False)
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        metric.update(torch.zeros(0, 3, 2, 4, 4), real=True)
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        metric.update([1, 2], real=True)
+    metric.update(torch.rand(4, 3, 2, 4, 4), real=True)
+    metric.update(torch.rand(4, 3, 3, 4, 4), real=False)
+    assert "different frame counts" in metric.compute(with_noise_floor=False)["warnings"][0]

@@ -74,3 +74,43 @@ def test_bad_arguments_raise(st_alex):
         st_alex(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16))
     with pytest.raises(InvalidInputError, match="same shape"):
         st_alex(torch.zeros(1, 3, 32, 32), torch.zeros(2, 3, 32, 32))
+
+
+def test_video_reconstruction_report_names_the_perceptual_variant(st_alex):
+    from vidgen.metrics import reconstruction_metrics
+
+    x = torch.rand(2, 3, 2, 32, 32) * 2 - 1
+    y = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    with torch.no_grad():
+        report = reconstruction_metrics(x, y, perceptual=st_alex)
+        per_frame = st_alex(x[:, :, 1], y[:, :, 1])
+        first = st_alex(x[:, :, 0], y[:, :, 0])
+    assert set(report) == {"psnr", "ssim", "flicker", "ST-LPIPS-alex"} and "LPIPS" not in report
+    torch.testing.assert_close(report["ST-LPIPS-alex"], (first + per_frame) / 2)
+
+
+def test_normalisation_has_finite_gradients_at_all_zero_features():
+    from vidgen.metrics.perceptual import _unit_length
+
+    feat = torch.zeros(1, 4, 2, 2)
+    feat[0, :, 0, 0] = torch.tensor([3.0, 4.0, 0.0, 0.0])
+    feat.requires_grad_(True)
+    out = _unit_length(feat)
+    out.sum().backward()
+    torch.testing.assert_close(out[0, :, 0, 0].detach(), torch.tensor([0.6, 0.8, 0.0, 0.0]))
+    assert torch.isfinite(feat.grad).all()
+
+
+@pytest.mark.parametrize("net,expected", [("alex", [0.05746739, 0.12224557, 0.00462785]),
+                                          ("vgg", [0.26511633, 0.21660736, 0.01365948])])
+def test_stlpips_values_match_the_reference_package(net, expected):
+    """Reference values: stlpips-pytorch 0.0.2's own LPIPS(net, variant="shift_tolerant") on the same inputs
+    (noise / blur / 1-px shift of astronaut at 96x128), computed once with its optional imports stubbed."""
+    from skimage import data, transform
+
+    img = torch.from_numpy(transform.resize(data.astronaut(), (96, 128))).permute(2, 0, 1).float()[None] * 2 - 1
+    noisy = (img + 0.1 * torch.randn(img.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    blur = torch.nn.functional.avg_pool2d(img, 3, 1, 1, count_include_pad=False)
+    with torch.no_grad():
+        got = load_perceptual("stlpips", net)(torch.cat([img, img, img]), torch.cat([noisy, blur, torch.roll(img, 1, -1)]))
+    torch.testing.assert_close(got, torch.tensor(expected), rtol=1e-4, atol=1e-6)

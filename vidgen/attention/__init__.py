@@ -5,7 +5,6 @@ Backends: ``reference`` (dense-mask SDPA), ``cpu`` (blocked neighbourhoods, fwd+
 ``flex`` (FlexAttention), ``triton`` (fused flash-style kernel; imported lazily).
 """
 from vidgen.attention.api import BACKENDS, attention3d, backend_support, choose_backend
-from vidgen.attention.module import Attention3D, Attention3DConfig, CrossAttention
 from vidgen.attention.masks import (
     AttentionPattern,
     attention_mask3d,
@@ -17,6 +16,7 @@ from vidgen.attention.masks import (
     temporal_pattern,
     window_pattern,
 )
+from vidgen.attention.module import Attention3D, Attention3DConfig, CrossAttention
 
 __all__ = [
     "BACKENDS",

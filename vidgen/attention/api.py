@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Dict, Optional
 
 import torch
@@ -11,12 +13,23 @@ from vidgen.attention.masks import AttentionPattern, Window, make_pattern
 from vidgen.errors import InvalidInputError, UnsupportedError
 
 BACKENDS = ("reference", "cpu", "flex", "triton")
-# auto uses the blocked path only when it skips enough work to pay for its gathers (measured on CPU).
-BLOCKED_MIN_TOKENS = 1024
-BLOCKED_MAX_WORK_FRACTION = 0.5
+# auto uses the blocked path only when it skips enough work to pay for its gathers: measured break-even
+# on 2 CPU threads is about 2k tokens and a quarter of the dense work (see eval/bench_attention.py).
+BLOCKED_MIN_TOKENS = 2048
+BLOCKED_MAX_WORK_FRACTION = 0.25
+
+
+TRITON_CPU_REASON = ("the triton backend needs CUDA tensors; on CPU it runs only under the Triton interpreter "
+                     "(set TRITON_INTERPRET=1 before triton is first imported in the process; slow, for tests)")
 
 
 def _triton_reason(q, k, v, pattern) -> Optional[str]:
+    # Importing the kernel module decorates its kernels for good: on CPU without the interpreter it must not
+    # happen as a side effect of a support query, or a later TRITON_INTERPRET=1 could no longer take effect.
+    # (Checked in this order so torch.compile does not guard on sys.modules, which the import below changes.)
+    if (q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1"
+            and "vidgen.attention.triton_kernel" not in sys.modules):
+        return TRITON_CPU_REASON
     try:
         from vidgen.attention import triton_kernel
     except ImportError as err:
@@ -85,7 +98,7 @@ def choose_backend(q, k, v, pattern: AttentionPattern) -> str:
     if q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
         return "triton"
     n = pattern.num_tokens
-    blocked = cpu_blocked.blocked_work(pattern, cpu_blocked.plan_blocks(pattern))
+    blocked = cpu_blocked.blocked_work(pattern)
     if n >= BLOCKED_MIN_TOKENS and blocked <= BLOCKED_MAX_WORK_FRACTION * n * n:
         return "cpu"
     return "reference"

@@ -8,6 +8,7 @@ backward pass for free. Work drops from ``N^2`` to about ``N * halo`` while the 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from vidgen.attention.masks import AttentionPattern
+from vidgen.errors import InvalidInputError
 
-# Cost model constants (in "query-key pair" units), fitted on the benchmark machine: a fixed overhead per
+# Cost model constants (in "query-key pair" units), set from timings at 4k-16k tokens: a fixed overhead per
 # block (one SDPA tile, kernel dispatch) and a per-row overhead (softmax, gather copies).
 BLOCK_OVERHEAD = 4096.0
 ROW_OVERHEAD = 64.0
@@ -75,6 +77,13 @@ def _candidates(n: int, radius: Optional[int]):
 
 def plan_blocks(pattern: AttentionPattern, block: Optional[Tuple[int, int, int]] = None) -> Tuple[AxisPlan, ...]:
     """Pick query block sizes minimising the cost model (or use ``block`` if given)."""
+    if block is not None and (len(block) != 3 or not all(isinstance(b, int) and b >= 1 for b in block)):
+        raise InvalidInputError(f"block must be three positive ints (bt, bh, bw), got {block!r}")
+    return _plan_blocks(pattern, None if block is None else tuple(block))
+
+
+@functools.lru_cache(maxsize=256)  # called for every layer and step: the search is cheap but not free
+def _plan_blocks(pattern: AttentionPattern, block: Optional[Tuple[int, int, int]]) -> Tuple[AxisPlan, ...]:
     causal_axis = (pattern.causal, False, False)
     if block is not None:
         return tuple(_axis_plan(n, r, min(b, n), c)
@@ -92,13 +101,15 @@ def plan_blocks(pattern: AttentionPattern, block: Optional[Tuple[int, int, int]]
     return best
 
 
-def blocked_work(pattern: AttentionPattern, plans: Tuple[AxisPlan, ...]) -> int:
-    """Query-key pairs the blocked path computes (for the benchmark's work accounting)."""
-    nb = math.prod(p.num_blocks for p in plans)
-    lq = math.prod(p.block for p in plans)
-    lk = math.prod(p.keys for p in plans) + pattern.num_prefix_tokens
+def blocked_work(pattern: AttentionPattern, block: Optional[Tuple[int, int, int]] = None) -> int:
+    """Query-key pairs the blocked path computes (auto's cost estimate and the benchmark's accounting)."""
     p = pattern.num_prefix_tokens
-    return nb * lq * lk + p * (p if pattern.causal else pattern.num_tokens)
+    prefix_rows = p * (p if pattern.causal else pattern.num_tokens)
+    plans = plan_blocks(pattern, block)
+    nb = math.prod(pl.num_blocks for pl in plans)
+    lq = math.prod(pl.block for pl in plans)
+    lk = math.prod(pl.keys for pl in plans) + p
+    return nb * lq * lk + prefix_rows
 
 
 _MASKS: dict = {}
@@ -127,14 +138,15 @@ def _block_mask(pattern: AttentionPattern, plans, device) -> Optional[torch.Tens
 
 
 def _query_blocks(x: torch.Tensor, plans) -> torch.Tensor:
-    """(B, h, T, H, W, D) -> (B*nb, h, Lq, D): pad the grid to whole blocks and group each block's queries."""
-    b, nh, d = x.shape[0], x.shape[1], x.shape[-1]
+    """(B*h, T, H, W, D) -> (nb, B*h, Lq, D): pad the grid to whole blocks and group each block's queries.
+    Blocks lead so that the per-block mask (nb, 1, Lq, Lk) broadcasts over batch and heads."""
+    bh, d = x.shape[0], x.shape[-1]
     pt, ph, pw = plans
     x = F.pad(x, (0, 0, 0, pw.num_blocks * pw.block - pw.size, 0, ph.num_blocks * ph.block - ph.size,
                   0, pt.num_blocks * pt.block - pt.size))
-    x = x.view(b, nh, pt.num_blocks, pt.block, ph.num_blocks, ph.block, pw.num_blocks, pw.block, d)
-    x = x.permute(0, 2, 4, 6, 1, 3, 5, 7, 8)  # (B, nT, nH, nW, h, bt, bh, bw, D)
-    return x.reshape(-1, nh, pt.block * ph.block * pw.block, d)
+    x = x.view(bh, pt.num_blocks, pt.block, ph.num_blocks, ph.block, pw.num_blocks, pw.block, d)
+    x = x.permute(1, 3, 5, 0, 2, 4, 6, 7)  # (nT, nH, nW, B*h, bt, bh, bw, D)
+    return x.reshape(-1, bh, pt.block * ph.block * pw.block, d)
 
 
 def _halo_index(plans, device) -> torch.Tensor:
@@ -158,51 +170,45 @@ def _halo_index(plans, device) -> torch.Tensor:
 
 
 def _key_blocks(x: torch.Tensor, plans) -> torch.Tensor:
-    """(B, h, T*H*W, D) -> (B*nb, h, Lk, D): each block's halo of keys (zeros outside the grid).
+    """(B*h, T*H*W, D) -> (nb, B*h, Lk, D): each block's halo of keys (zeros outside the grid).
 
-    One index_select over token rows of width h*D: its backward is a row-wise index_add, several times
+    One index_select over token rows of width B*h*D: its backward is a row-wise index_add, several times
     faster than the backward of nested unfolds (which materialises the overlapping windows per axis)."""
-    bsz, nh, n, d = x.shape
-    rows = x.transpose(1, 2).reshape(bsz, n, nh * d)
-    rows = torch.cat([rows, rows.new_zeros(bsz, 1, nh * d)], dim=1)  # row n: the zero key outside the grid
+    bh, n, d = x.shape
+    rows = x.transpose(0, 1).reshape(n, bh * d)
+    rows = torch.cat([rows, rows.new_zeros(1, bh * d)])  # row n: the zero key outside the grid
     index = _halo_index(plans, x.device)
-    lk = index.numel() // math.prod(p.num_blocks for p in plans)
-    return rows.index_select(1, index).view(-1, lk, nh, d).transpose(1, 2)
+    nb = math.prod(p.num_blocks for p in plans)
+    return rows.index_select(0, index).view(nb, index.numel() // nb, bh, d).transpose(1, 2)
 
 
-def _unblock(o: torch.Tensor, plans, batch: int) -> torch.Tensor:
-    """Inverse of :func:`_query_blocks`, cropping the padding: (B*nb, h, Lq, D) -> (B, h, T*H*W, D)."""
+def _unblock(o: torch.Tensor, plans) -> torch.Tensor:
+    """Inverse of :func:`_query_blocks`, cropping the padding: (nb, B*h, Lq, D) -> (B*h, T*H*W, D)."""
     pt, ph, pw = plans
-    nh, d = o.shape[1], o.shape[-1]
-    o = o.view(batch, pt.num_blocks, ph.num_blocks, pw.num_blocks, nh, pt.block, ph.block, pw.block, d)
-    o = o.permute(0, 4, 1, 5, 2, 6, 3, 7, 8).reshape(
-        batch, nh, pt.num_blocks * pt.block, ph.num_blocks * ph.block, pw.num_blocks * pw.block, d)
-    return o[:, :, :pt.size, :ph.size, :pw.size].reshape(batch, nh, -1, d)
+    bh, d = o.shape[1], o.shape[-1]
+    o = o.view(pt.num_blocks, ph.num_blocks, pw.num_blocks, bh, pt.block, ph.block, pw.block, d)
+    o = o.permute(3, 0, 4, 1, 5, 2, 6, 7).reshape(
+        bh, pt.num_blocks * pt.block, ph.num_blocks * ph.block, pw.num_blocks * pw.block, d)
+    return o[:, :pt.size, :ph.size, :pw.size].reshape(bh, -1, d)
 
 
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: AttentionPattern,
                       scale: Optional[float] = None, block: Optional[Tuple[int, int, int]] = None) -> torch.Tensor:
     """Exact 3D-pattern attention computing only each query block's key halo. q, k, v: (B, heads, N, D)."""
     plans = plan_blocks(pattern, block)
-    bsz, nh, _, d = q.shape
+    bsz, nh, n, d = q.shape
     p = pattern.num_prefix_tokens
-    t, h, w = pattern.grid
-
-    def grid_view(x):
-        return x[:, :, p:].reshape(bsz, nh, t, h, w, d)
-
-    qb = _query_blocks(grid_view(q), plans)  # (B*nb, h, Lq, D)
-    kb, vb = _key_blocks(k[:, :, p:], plans), _key_blocks(v[:, :, p:], plans)  # (B*nb, h, Lk, D)
-    nb = qb.shape[0] // bsz
+    video = [x.reshape(bsz * nh, n, d)[:, p:] for x in (q, k, v)]  # (B*h, T*H*W, D): batch and heads folded
+    qb = _query_blocks(video[0].reshape(bsz * nh, *pattern.grid, d), plans)  # (nb, B*h, Lq, D)
+    kb, vb = _key_blocks(video[1], plans), _key_blocks(video[2], plans)  # (nb, B*h, Lk, D)
     if p:
         def with_prefix(blocks, x):
-            prefix = x[:, None, :, :p].expand(bsz, nb, nh, p, d).reshape(bsz * nb, nh, p, d)
+            prefix = x[:, :, :p].reshape(1, bsz * nh, p, d).expand(blocks.shape[0], -1, -1, -1)
             return torch.cat([prefix, blocks], dim=2)
         kb, vb = with_prefix(kb, k), with_prefix(vb, v)
-    mask = _block_mask(pattern, plans, q.device)
-    if mask is not None and bsz > 1:
-        mask = mask.repeat(bsz, 1, 1, 1)
-    video_out = _unblock(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, scale=scale), plans, bsz)
+    mask = _block_mask(pattern, plans, q.device)  # (nb, 1, Lq, P + Lk), shared by batch and heads
+    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, scale=scale)
+    video_out = _unblock(out, plans).reshape(bsz, nh, -1, d)
     if not p:
         return video_out
     # Prefix queries: all keys, or (causal: the prefix counts as the past) only the prefix keys.

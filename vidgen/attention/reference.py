@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from vidgen.attention.masks import AttentionPattern, pattern_mask
 
 _MASK_CACHE: dict = {}
+MASK_CACHE_BYTES = 1 << 30  # dense masks are N^2 bytes (268 MB at 16k tokens): bound what stays cached
 
 
 def cached_pattern_mask(pattern: AttentionPattern, device: torch.device) -> torch.Tensor:
@@ -16,9 +17,11 @@ def cached_pattern_mask(pattern: AttentionPattern, device: torch.device) -> torc
     key = (pattern, str(device))
     mask = _MASK_CACHE.get(key)
     if mask is None:
-        if len(_MASK_CACHE) >= 8:  # masks can be 100s of MB at 16k tokens: keep only a few
-            _MASK_CACHE.pop(next(iter(_MASK_CACHE)))
-        mask = _MASK_CACHE[key] = pattern_mask(pattern, device)
+        mask = pattern_mask(pattern, device)
+        while _MASK_CACHE and sum(m.numel() for m in _MASK_CACHE.values()) + mask.numel() > MASK_CACHE_BYTES:
+            _MASK_CACHE.pop(next(iter(_MASK_CACHE)))  # oldest first
+        if mask.numel() <= MASK_CACHE_BYTES:
+            _MASK_CACHE[key] = mask
     return mask
 
 

@@ -7,8 +7,8 @@ check before touching memory. Inside a tile the exact mask is recomputed from to
 in fp32; the backward recomputes probabilities from the saved log-sum-exp (FlashAttention-2), with separate
 dK/dV and dQ kernels so no atomics are needed and results are deterministic.
 
-Runs on CUDA tensors, or on CPU tensors under the Triton interpreter (``TRITON_INTERPRET=1`` set before this
-module is first imported). The interpreter mis-computes bf16 ``tl.dot``, so there we upcast to fp32 first.
+Runs on CUDA tensors, or on CPU tensors under the Triton interpreter (``TRITON_INTERPRET=1`` set before triton
+is first imported). The interpreter mis-computes bf16 ``tl.dot``, so there we upcast to fp32 first.
 """
 from __future__ import annotations
 
@@ -18,11 +18,19 @@ import torch
 import triton
 import triton.language as tl
 
+from vidgen.attention.api import TRITON_CPU_REASON
 from vidgen.attention.masks import AttentionPattern
 
 INTERPRETED = False  # set below, after the kernels are defined
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
+
+
+@triton.jit
+def _dot(a, b):
+    # "ieee": fp32 inputs stay exact on GPUs (the default tf32 would miss the 1e-5 fp32 tolerance); fp16/bf16
+    # inputs are unaffected by it.
+    return tl.dot(a, b, input_precision="ieee")
 
 
 @triton.jit
@@ -105,12 +113,12 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, base, offs_m, offs_d, k_lo, N, P, HW, W, R
     k = _load_tile(K, base, offs_n, offs_d, N, D, DOT_FP32)
     v = _load_tile(V, base, offs_n, offs_d, N, D, DOT_FP32)
     allowed = _mask(offs_m, offs_n, N, P, HW, W, RT, RH, RW, CAUSAL)
-    s = tl.where(allowed, tl.dot(q, tl.trans(k)) * scale, -1.0e30)
+    s = tl.where(allowed, _dot(q, tl.trans(k)) * scale, -1.0e30)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp(m_i - m_new)
     p = tl.where(allowed, tl.exp(s - m_new[:, None]), 0.0)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v)
     return acc, m_new, l_i
 
 
@@ -168,21 +176,28 @@ def _fwd_kernel(Q, K, V, O, LSE, VISITS, N, P, T, H, W, RT, RH, RW, scale, D,
 def _probs(q, k, offs_m, offs_n, lse, N, P, HW, W, RT, RH, RW, scale, CAUSAL: tl.constexpr):
     """Recomputed softmax probabilities of a (query tile, key tile) pair from the saved log-sum-exp."""
     allowed = _mask(offs_m, offs_n, N, P, HW, W, RT, RH, RW, CAUSAL)
-    return tl.where(allowed, tl.exp(tl.dot(q, tl.trans(k)) * scale - lse[:, None]), 0.0)
+    return tl.where(allowed, tl.exp(_dot(q, tl.trans(k)) * scale - lse[:, None]), 0.0)
+
+
+@triton.jit
+def _load_query_rows(Q, DO, LSE, DELTA, base, row_base, offs_m, offs_d, N, D, DOT_FP32: tl.constexpr):
+    """What the backward needs of a query tile: q, dO, and the saved log-sum-exp and rowsum(dO * O)."""
+    q = _load_tile(Q, base, offs_m, offs_d, N, D, DOT_FP32)
+    do = _load_tile(DO, base, offs_m, offs_d, N, D, DOT_FP32)
+    lse = tl.load(LSE + row_base + offs_m, mask=offs_m < N, other=0.0)
+    delta = tl.load(DELTA + row_base + offs_m, mask=offs_m < N, other=0.0)
+    return q, do, lse, delta
 
 
 @triton.jit
 def _bwd_kv_tile(dk, dv, k, v, Q, DO, LSE, DELTA, base, row_base, offs_n, offs_d, q_lo, N, P, HW, W,
                  RT, RH, RW, scale, D, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, DOT_FP32: tl.constexpr):
     offs_m = q_lo + tl.arange(0, BLOCK_M)
-    q = _load_tile(Q, base, offs_m, offs_d, N, D, DOT_FP32)
-    do = _load_tile(DO, base, offs_m, offs_d, N, D, DOT_FP32)
-    lse = tl.load(LSE + row_base + offs_m, mask=offs_m < N, other=0.0)
-    delta = tl.load(DELTA + row_base + offs_m, mask=offs_m < N, other=0.0)
+    q, do, lse, delta = _load_query_rows(Q, DO, LSE, DELTA, base, row_base, offs_m, offs_d, N, D, DOT_FP32)
     p = _probs(q, k, offs_m, offs_n, lse, N, P, HW, W, RT, RH, RW, scale, CAUSAL)  # (BLOCK_M, BLOCK_N)
-    dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-    ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-    dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+    dv += _dot(tl.trans(p.to(do.dtype)), do)
+    ds = p * (_dot(do, tl.trans(v)) - delta[:, None])
+    dk += _dot(tl.trans(ds.to(q.dtype)), q)
     return dk, dv
 
 
@@ -232,8 +247,8 @@ def _bwd_q_tile(dq, q, do, lse, delta, K, V, base, offs_m, offs_d, k_lo, N, P, H
     k = _load_tile(K, base, offs_n, offs_d, N, D, DOT_FP32)
     v = _load_tile(V, base, offs_n, offs_d, N, D, DOT_FP32)
     p = _probs(q, k, offs_m, offs_n, lse, N, P, HW, W, RT, RH, RW, scale, CAUSAL)
-    ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-    return dq + tl.dot(ds.to(k.dtype), k)
+    ds = p * (_dot(do, tl.trans(v)) - delta[:, None])
+    return dq + _dot(ds.to(k.dtype), k)
 
 
 @triton.jit
@@ -248,10 +263,7 @@ def _bwd_q_kernel(Q, K, V, DO, LSE, DELTA, DQ, N, P, T, H, W, RT, RH, RW, scale,
     row_base = pid_bh.to(tl.int64) * N
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q = _load_tile(Q, base, offs_m, offs_d, N, D, DOT_FP32)
-    do = _load_tile(DO, base, offs_m, offs_d, N, D, DOT_FP32)
-    lse = tl.load(LSE + row_base + offs_m, mask=offs_m < N, other=0.0)
-    delta = tl.load(DELTA + row_base + offs_m, mask=offs_m < N, other=0.0)
+    q, do, lse, delta = _load_query_rows(Q, DO, LSE, DELTA, base, row_base, offs_m, offs_d, N, D, DOT_FP32)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     q_lo = pid_m * BLOCK_M
     q_hi = tl.minimum(q_lo + BLOCK_M, N) - 1
@@ -353,8 +365,7 @@ attention3d_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def unsupported_reason(q: torch.Tensor, pattern: AttentionPattern) -> Optional[str]:
     if q.device.type == "cpu" and not INTERPRETED:
-        return ("the triton backend needs CUDA tensors; on CPU it runs only under the Triton interpreter "
-                "(set TRITON_INTERPRET=1 before vidgen.attention.triton_kernel is first imported; slow, for tests)")
+        return TRITON_CPU_REASON
     if q.device.type not in ("cuda", "cpu"):
         return f"the triton backend does not run on device {q.device}"
     if q.dtype not in SUPPORTED_DTYPES:

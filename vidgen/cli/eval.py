@@ -8,6 +8,7 @@ import importlib
 
 EVAL_COMMAND_MODULES: list[str] = [
     "vidgen.cli.eval_metrics",
+    "vidgen.cli.eval_recon",
 ]
 
 

@@ -17,35 +17,40 @@ from vidgen.errors import InvalidInputError
 def _dataset(root: str, args):
     from vidgen.data import VideoFolder
 
-    dataset = VideoFolder(root, num_frames=args.num_frames, stride=args.stride, clip_sampling=args.clip_sampling,
-                          seed=args.seed)
-    count = len(dataset) if args.max_videos is None else min(args.max_videos, len(dataset))
-    return dataset, count
+    dataset = VideoFolder(root, num_frames=args.num_frames, size=args.size, stride=args.stride,
+                          clip_sampling=args.clip_sampling, seed=args.seed)
+    indices = list(range(len(dataset)))
+    if args.max_videos is not None and args.max_videos < len(dataset):
+        # a seeded random subset (sorted back into path order): the first N paths would be the first classes only
+        generator = torch.Generator().manual_seed(args.seed)
+        indices = sorted(torch.randperm(len(dataset), generator=generator)[: args.max_videos].tolist())
+    return dataset, indices
 
 
 def _feed_fvd(metric, root: str, real: bool, args) -> int:
     from vidgen.metrics.fvd import preprocess_for_i3d
 
-    dataset, count = _dataset(root, args)
+    dataset, indices = _dataset(root, args)
     buffer, sizes = [], set()
-    for index in tqdm(range(count), desc=f"FVD {'real' if real else 'fake'} ({root})", disable=args.quiet):
+    progress = tqdm(indices, desc=f"FVD {'real' if real else 'fake'} ({root})", disable=args.quiet)
+    for position, index in enumerate(progress):
         video = dataset[index]["video"]  # (3, T, H, W)
         sizes.add(tuple(video.shape[-2:]))
         buffer.append(preprocess_for_i3d(video[None]))  # resized per video, so folders may mix sizes
-        if len(buffer) == args.batch_size or index == count - 1:
+        if len(buffer) == args.batch_size or position == len(indices) - 1:
             record = {"frames": args.num_frames, "input_hw": sorted(sizes), "stride": args.stride}
             metric.update(torch.cat(buffer), real=real, record=record)
             buffer = []
-    return count
+    return len(indices)
 
 
 def _feed_fid(metric, root: str, real: bool, args) -> int:
-    dataset, count = _dataset(root, args)
-    for index in tqdm(range(count), desc=f"FID {'real' if real else 'fake'} ({root})", disable=args.quiet):
+    dataset, indices = _dataset(root, args)
+    for index in tqdm(indices, desc=f"FID {'real' if real else 'fake'} ({root})", disable=args.quiet):
         video = dataset[index]["video"]  # every frame is one FID sample
         metric.update(video[None], real=real, record={"frames": args.num_frames, "input_hw": list(video.shape[-2:]),
                                                       "stride": args.stride})
-    return count
+    return len(indices)
 
 
 def _run(args, metric, feed) -> int:
@@ -59,14 +64,15 @@ def _run(args, metric, feed) -> int:
     else:
         raise InvalidInputError(f"--real must be a folder of videos or a .npz statistics file, got {args.real}")
     if args.fake is None:
-        if not args.save_real_stats:
-            raise InvalidInputError("give --fake (a folder of videos) or --save-real-stats")
+        if not (args.save_real_stats and real.is_dir()):
+            raise InvalidInputError("give --fake (a folder of videos), or a --real folder with --save-real-stats")
         print(json.dumps({"saved_real_stats": args.save_real_stats, "n_real": metric.real.count}))
         return 0
     feed(metric, args.fake, False, args)
     result = metric.compute(with_noise_floor=not args.no_noise_floor)
     result["protocol"].update(real_source=str(args.real), fake_source=str(args.fake), num_frames=args.num_frames,
-                              stride=args.stride, clip_sampling=args.clip_sampling, max_videos=args.max_videos)
+                              size=args.size, stride=args.stride, clip_sampling=args.clip_sampling,
+                              max_videos=args.max_videos, seed=args.seed)
     text = json.dumps(result, indent=2, default=list)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +101,14 @@ def _common(parser, default_frames: int, default_batch: int) -> None:
     parser.add_argument("--real", required=True, help="folder of videos, or a .npz written by --save-real-stats")
     parser.add_argument("--fake", help="folder of generated videos")
     parser.add_argument("--num-frames", type=int, default=default_frames, help="frames per clip")
+    parser.add_argument("--size", type=int, default=None,
+                        help="first bring clips to this resolution (short side + centre crop), e.g. 128 to evaluate "
+                             "at the generator's resolution; default: native size")
     parser.add_argument("--stride", type=int, default=1, help="temporal step between sampled frames")
     parser.add_argument("--clip-sampling", default="start", choices=("start", "center", "random"))
-    parser.add_argument("--seed", type=int, default=0, help="seed of --clip-sampling random")
-    parser.add_argument("--max-videos", type=int, default=None, help="use the first N videos (sorted by path)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --clip-sampling random and --max-videos")
+    parser.add_argument("--max-videos", type=int, default=None,
+                        help="use N videos: a seeded random subset when the folder holds more (e.g. 2048)")
     parser.add_argument("--batch-size", type=int, default=default_batch)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the network (default: all)")
     parser.add_argument("--weights", default=None, help="feature-network weights (default: the packaged file)")

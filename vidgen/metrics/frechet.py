@@ -9,8 +9,8 @@ One implementation serves FVD (I3D logits, d=400) and FID (Inception pool, d=204
   ``scipy.linalg.sqrtm`` (what the TF and StyleGAN-V implementations use). If sqrtm returns non-finite values
   (singular covariances, e.g. fewer samples than dimensions) the trace term is computed from the eigenvalues of
   ``sqrt(C1) C2 sqrt(C1)`` instead, which is the same quantity and always finite.
-* :func:`noise_floor` estimates the FD that two *independent* samples of the given sizes from the same
-  distribution would show (a Gaussian with the reference statistics) - values at or below it mean nothing.
+* :func:`noise_floor` measures the FD that two *independent* samples of the reference distribution show (split
+  halves of the reference set, rescaled to the evaluated sizes) - values at or below it mean nothing.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class FeatureStats:
     mean_: np.ndarray = field(default=None, repr=False)  # (d,)
     m2_: np.ndarray = field(default=None, repr=False)  # (d, d) sum of outer products of centred features
     meta: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict, repr=False)  # named extra statistics read by load()
 
     def __post_init__(self):
         if self.mean_ is None:
@@ -82,21 +83,35 @@ class FeatureStats:
             raise InvalidInputError(f"need at least 2 samples for a covariance, have {self.count}")
         return self.m2_ / (self.count - 1)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``.npz`` with mu, sigma (unbiased), count, m2 and the protocol metadata as JSON."""
-        np.savez(path, mu=self.mean_, sigma=self.cov, m2=self.m2_, count=np.int64(self.count),
-                 meta=np.array(json.dumps(self.meta, sort_keys=True)))
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {f"{prefix}mu": self.mean_, f"{prefix}m2": self.m2_, f"{prefix}count": np.int64(self.count)}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureStats":
+    def from_arrays(cls, data, prefix: str = "") -> "FeatureStats":
+        mu, count = np.asarray(data[f"{prefix}mu"], np.float64), int(data[f"{prefix}count"])
+        m2 = data[f"{prefix}m2"] if f"{prefix}m2" in data else data[f"{prefix}sigma"] * (count - 1)
+        return cls(dim=mu.shape[0], count=count, mean_=mu, m2_=np.asarray(m2, dtype=np.float64))
+
+    def save(self, path: str | os.PathLike, **extra: "FeatureStats") -> None:
+        """Write ``.npz``: mu, sigma (unbiased), m2, count, protocol metadata (JSON) and optional named extra
+        statistics (e.g. the split halves used for the noise floor)."""
+        arrays = {**self.to_arrays(), "sigma": self.cov, "meta": np.array(json.dumps(self.meta, sort_keys=True))}
+        for name, stats in extra.items():
+            arrays.update(stats.to_arrays(f"{name}_"))
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, extra: tuple[str, ...] = ()) -> "FeatureStats":
+        """Inverse of :meth:`save`; extra statistics that are present are returned in ``.extras``."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                mu, count = data["mu"].astype(np.float64), int(data["count"])
-                m2 = data["m2"] if "m2" in data else data["sigma"] * (count - 1)
-                meta = json.loads(str(data["meta"])) if "meta" in data else {}
+                stats = cls.from_arrays(data)
+                stats.meta = json.loads(str(data["meta"])) if "meta" in data else {}
+                stats.extras = {name: cls.from_arrays(data, f"{name}_") for name in extra if f"{name}_mu" in data}
         except (OSError, KeyError, ValueError) as err:
-            raise InvalidInputError(f"{path} is not a vidgen statistics file (.npz with mu, sigma, count): {err}") from err
-        return cls(dim=mu.shape[0], count=count, mean_=mu, m2_=np.asarray(m2, dtype=np.float64), meta=meta)
+            raise InvalidInputError(f"{path} is not a vidgen statistics file (.npz with mu, sigma, count): "
+                                    f"{err}") from err
+        return stats
 
 
 def _check_gaussian(mu: np.ndarray, sigma: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -142,25 +157,24 @@ def fd_from_stats(a: FeatureStats, b: FeatureStats) -> float:
     return frechet_distance(a.mean_, a.cov, b.mean_, b.cov)
 
 
-def noise_floor(reference: FeatureStats, n_a: int, n_b: int, trials: int = 3, seed: int = 0) -> dict:
-    """FD between two independent samples (sizes n_a, n_b) of a Gaussian with the reference's mean/covariance.
+def noise_floor(half_a: FeatureStats, half_b: FeatureStats, n_real: int, n_fake: int) -> dict:
+    """FD expected between two independent samples (sizes n_real, n_fake) of the *reference* distribution.
 
-    Returns mean and std over ``trials``. For an isotropic Gaussian and n_a = n_b = N this is about
-    d^2/(2N) + 2d/N (d=400: ~302 at N=256, ~39 at N=2048); real spectra give smaller values, which is what
-    this estimates.
+    Measured, not modelled: the reference set is split into two halves (alternate samples) and
+    ``split_half_fd = FD(half_a, half_b)``. Since FD grows as samples shrink, that is an upper bound of the floor at
+    the full sizes. ``estimate`` rescales it with FD ~ c (1/n_a + 1/n_b), which holds once each half has >= 2 d
+    samples (``reliable``); below that the estimate is too low. A Gaussian plug-in simulation (sampling from the
+    reference covariance) is not used: with N not >> d it underestimates badly (rank-deficient covariance).
     """
-    if min(n_a, n_b) < 2:
-        raise InvalidInputError(f"sample sizes must be >= 2, got {n_a} and {n_b}")
-    rng = np.random.default_rng(seed)
-    root = _psd_sqrt(reference.cov)
-    values = []
-    for _ in range(trials):
-        a = rng.standard_normal((n_a, reference.dim)) @ root + reference.mean_
-        b = rng.standard_normal((n_b, reference.dim)) @ root + reference.mean_
-        values.append(fd_from_stats(FeatureStats(reference.dim).update(a), FeatureStats(reference.dim).update(b)))
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "trials": trials, "n_a": n_a, "n_b": n_b}
+    if min(half_a.count, half_b.count) < 2:
+        raise InvalidInputError("the noise floor needs at least 4 reference samples")
+    split = fd_from_stats(half_a, half_b)
+    scale = (1 / n_real + 1 / n_fake) / (1 / half_a.count + 1 / half_b.count)
+    return {"split_half_fd": split, "split_half_sizes": [half_a.count, half_b.count], "estimate": split * scale,
+            "reliable": min(half_a.count, half_b.count) >= 2 * half_a.dim}
 
 
+STATISTICS = "float64 mean, unbiased covariance (streamed); FD with the real part of scipy.linalg.sqrtm"
 
 
 class FrechetMetric:
@@ -192,7 +206,7 @@ class FrechetMetric:
 
     def _items_shape(self, x: torch.Tensor) -> dict:
         """What to record about an input batch (frames, resolution)."""
-        return {"input_hw": list(x.shape[-2:])}
+        return {"frames": int(x.shape[2]) if x.ndim == 5 else 1, "input_hw": [int(s) for s in x.shape[-2:]]}
 
     def protocol_base(self) -> dict:
         return {}
@@ -207,11 +221,16 @@ class FrechetMetric:
     def reset(self, keep_real: bool = False) -> None:
         if not keep_real or not hasattr(self, "real"):
             self.real, self._seen_real = FeatureStats(self.dim), set()
+            # alternate real samples also go to two halves: their FD measures the sampling noise floor
+            self.real_halves: tuple[FeatureStats, ...] | None = (FeatureStats(self.dim), FeatureStats(self.dim))
         self.fake, self._seen_fake = FeatureStats(self.dim), set()
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature vectors ``(N, dim)`` of a batch, in chunks of ``batch_size`` with all CPU threads."""
+        if not isinstance(x, torch.Tensor) or x.ndim < 4 or x.shape[0] == 0:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InvalidInputError(f"{self.name} input must be a non-empty batch tensor (N, 3, ...), got {got}")
         chunks = list(torch.split(x, self.batch_size))
         previous = torch.get_num_threads()
         torch.set_num_threads(self.num_threads)
@@ -227,13 +246,18 @@ class FrechetMetric:
         original frame size when the caller already resized)."""
         feats = self.features(x)
         stats, seen = (self.real, self._seen_real) if real else (self.fake, self._seen_fake)
+        if real and self.real_halves is not None:
+            first_even = self.real.count % 2  # keep alternating across calls
+            self.real_halves[0].update(feats[first_even::2])
+            self.real_halves[1].update(feats[1 - first_even::2])
         stats.update(feats)
         seen.add(json.dumps(record or self._items_shape(x), sort_keys=True))
 
     def protocol(self) -> dict:
         net = self.network
-        record = {"metric": self.name, **self.protocol_base(), "weights_sha256": net.weights_sha256,
-                  "params_sha256": net.params_sha256, "n_real": self.real.count, "n_fake": self.fake.count,
+        record = {"metric": self.name, **self.protocol_base(), "statistics": STATISTICS,
+                  "weights_sha256": net.weights_sha256, "params_sha256": net.params_sha256,
+                  "n_real": self.real.count, "n_fake": self.fake.count,
                   "real_inputs": self.real.meta.get("inputs") or sorted(json.loads(s) for s in self._seen_real),
                   "fake_inputs": sorted(json.loads(s) for s in self._seen_fake), **self.protocol_extra}
         return record
@@ -244,19 +268,33 @@ class FrechetMetric:
             if stats.count < 2:
                 raise InvalidInputError(f"{self.name} needs at least 2 {label} samples, have {stats.count}")
         result = {"metric": self.name, "value": fd_from_stats(self.real, self.fake), "protocol": self.protocol()}
-        if with_noise_floor:
-            result["noise_floor"] = noise_floor(self.real, self.real.count, self.fake.count)
+        frames = [{item.get("frames") for item in result["protocol"][f"{side}_inputs"]} for side in ("real", "fake")]
+        if frames[0] != frames[1]:
+            result["warnings"] = [f"real and fake clips have different frame counts: {frames[0]} vs {frames[1]}"]
+        if with_noise_floor and self.real_halves is not None and min(h.count for h in self.real_halves) >= 2:
+            result["noise_floor"] = noise_floor(*self.real_halves, self.real.count, self.fake.count)
+        elif with_noise_floor:
+            result["noise_floor"] = "unavailable: reference statistics without split halves (or < 4 samples)"
         return result
+
+    @classmethod
+    def between(cls, real: torch.Tensor, fake: torch.Tensor, **kwargs) -> float:
+        """The distance between two in-memory batches; kwargs go to the constructor."""
+        metric = cls(**kwargs)
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+        return metric.compute(with_noise_floor=False)["value"]
 
     def save_real_stats(self, path: str | os.PathLike) -> None:
         """Save the reference statistics with the protocol they were computed under."""
         self.real.meta = {key: value for key, value in self.protocol().items() if not key.startswith(("n_", "fake"))}
         self.real.meta["inputs"] = self.real.meta.pop("real_inputs")
-        self.real.save(path)
+        halves = dict(zip(("half_a", "half_b"), self.real_halves)) if self.real_halves is not None else {}
+        self.real.save(path, **halves)
 
     def load_real_stats(self, path: str | os.PathLike) -> None:
         """Load reference statistics; refuses ones computed with another feature network or preprocessing."""
-        stats = FeatureStats.load(path)
+        stats = FeatureStats.load(path, extra=("half_a", "half_b"))
         if stats.dim != self.dim:
             raise InvalidInputError(f"{path} holds {stats.dim}-d statistics, {self.name} uses {self.dim}-d features")
         mine = {"metric": self.name, **self.protocol_base(), "params_sha256": self.network.params_sha256}
@@ -264,6 +302,9 @@ class FrechetMetric:
         if clash:
             raise InvalidInputError(f"{path} was computed under a different protocol: {clash}")
         self.real = stats
+        halves = stats.extras
+        self.real_halves = (halves["half_a"], halves["half_b"]) if len(halves) == 2 else None
 
 
-__all__ = ["FeatureStats", "FrechetMetric", "fd_from_stats", "frechet_distance", "noise_floor", "trace_sqrt_product"]
+__all__ = ["STATISTICS", "FeatureStats", "FrechetMetric", "fd_from_stats", "frechet_distance", "noise_floor",
+           "trace_sqrt_product"]

@@ -49,20 +49,14 @@ class FrechetVideoDistance(FrechetMetric):
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
         return preprocess_for_i3d(x)
 
-    def _items_shape(self, x: torch.Tensor) -> dict:
-        return {"frames": int(x.shape[2]), "input_hw": [int(s) for s in x.shape[-2:]]}
-
     def protocol_base(self) -> dict:
         return {"feature_network": FEATURE_NETWORK_ID, "embedding": "kinetics-400 logits averaged over time (400-d)",
-                "preprocessing": PREPROCESSING, "statistics": "float64 mean, unbiased covariance; FD with real(sqrtm)"}
+                "preprocessing": PREPROCESSING}
 
 
 def fvd(real_videos: torch.Tensor, fake_videos: torch.Tensor, **kwargs) -> float:
     """FVD between two in-memory batches ``(N, 3, T, H, W)``; kwargs go to :class:`FrechetVideoDistance`."""
-    metric = FrechetVideoDistance(**kwargs)
-    metric.update(real_videos, real=True)
-    metric.update(fake_videos, real=False)
-    return metric.compute(with_noise_floor=False)["value"]
+    return FrechetVideoDistance.between(real_videos, fake_videos, **kwargs)
 
 
 __all__ = ["FrechetVideoDistance", "PREPROCESSING", "fvd", "preprocess_for_i3d"]

@@ -43,7 +43,7 @@ _MIXED = [
 ]
 
 
-def tf_same_pad(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int], value: float = 0.0) -> torch.Tensor:
+def tf_same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], value: float = 0.0) -> torch.Tensor:
     """Pad ``(N, C, T, H, W)`` like TensorFlow's "SAME": output size ceil(in / stride), odd padding goes after."""
     pads: list[int] = []
     for size, k, s in reversed(list(zip(x.shape[-3:], kernel, stride))):  # F.pad wants the last axis first
@@ -108,7 +108,8 @@ class InceptionI3d(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
-            raise InvalidInputError(f"I3D input must be (N, 3, T, 224, 224), got {tuple(x.shape)}; use preprocess_for_i3d")
+            raise InvalidInputError(f"I3D input must be (N, 3, T, 224, 224), got {tuple(x.shape)}; "
+                                    "use preprocess_for_i3d")
         if x.shape[2] < MIN_FRAMES:
             raise InvalidInputError(f"I3D needs at least {MIN_FRAMES} frames per clip, got {x.shape[2]}")
 

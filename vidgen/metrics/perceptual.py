@@ -100,6 +100,13 @@ class _Linear(nn.Module):
         return self.model(x)
 
 
+def _unit_length(feat: torch.Tensor) -> torch.Tensor:
+    """Scale each pixel's channel vector to unit length, as LPIPS does (``feat / (|feat| + 1e-10)``). The clamp
+    changes no value but keeps the gradient finite where a pixel's features are all zero (sqrt'(0) = inf)."""
+    norm = feat.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-20).sqrt()
+    return feat / (norm + 1e-10)
+
+
 class PerceptualDistance(nn.Module):
     """LPIPS-style distance: ``forward(x, y)`` on ``(N, 3, H, W)`` in [-1, 1] -> ``(N,)``, differentiable."""
 
@@ -125,17 +132,31 @@ class PerceptualDistance(nn.Module):
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise InvalidInputError(f"{label} must be a float tensor (N, 3, H, W) in [-1, 1], got {got}")
             if min(t.shape[-2:]) < MIN_SIZE:
-                raise InvalidInputError(f"{label}: frames must be at least {MIN_SIZE}x{MIN_SIZE}, got {tuple(t.shape[-2:])}")
+                raise InvalidInputError(f"{label}: frames must be at least {MIN_SIZE}x{MIN_SIZE}, "
+                                        f"got {tuple(t.shape[-2:])}")
         if x.shape != y.shape:
             raise InvalidInputError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         both = torch.cat([x, y]).to(self.shift.dtype)
         feats = self.net((both - self.shift) / self.scale)
         total = x.new_zeros(x.shape[0], dtype=self.shift.dtype)
         for feat, lin in zip(feats, self.lins):
-            feat = feat / (feat.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # unit length per pixel
+            feat = _unit_length(feat)
             fx, fy = feat.chunk(2)
             total = total + lin((fx - fy).pow(2)).mean(dim=(1, 2, 3))
         return total
+
+
+def video_perceptual_distance(distance: PerceptualDistance, x: torch.Tensor, y: torch.Tensor,
+                              frames_per_batch: int = 32) -> torch.Tensor:
+    """Per-video mean over frames of ``distance`` for ``(B, 3, T, H, W)`` batches -> ``(B,)``."""
+    if x.ndim != 5 or x.shape != y.shape:
+        raise InvalidInputError(f"x and y must be equal-shape (B, 3, T, H, W) batches, "
+                                f"got {tuple(x.shape)}, {tuple(y.shape)}")
+    b, c, t, h, w = x.shape
+    xf = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, 3, H, W)
+    yf = y.transpose(1, 2).reshape(b * t, c, h, w)
+    per_frame = torch.cat([distance(xs, ys) for xs, ys in zip(xf.split(frames_per_batch), yf.split(frames_per_batch))])
+    return per_frame.view(b, t).mean(dim=1)
 
 
 def _published_keys_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -186,7 +207,8 @@ def _load_lpips(net: str) -> PerceptualDistance:
 
 
 def _load_stlpips(net: str) -> PerceptualDistance:
-    path = package_file("stlpips_pytorch", f"weights/vST0.0/{net}_shift_tolerant.pth", "pip install --no-deps stlpips-pytorch==0.0.2")
+    path = package_file("stlpips_pytorch", f"weights/vST0.0/{net}_shift_tolerant.pth",
+                        "pip install --no-deps stlpips-pytorch==0.0.2")
     state = _published_keys_to_ours(torch.load(path, map_location="cpu", weights_only=True))
     model = PerceptualDistance(net, shift_tolerant=True)
     model.load_state_dict(state, strict=True)  # every array used, none missing
@@ -215,4 +237,4 @@ def load_perceptual(kind: str = "auto", net: str = "alex") -> PerceptualDistance
     raise InvalidInputError(f"kind must be 'auto', 'lpips' or 'stlpips', got {kind!r}")
 
 
-__all__ = ["PerceptualDistance", "load_perceptual", "lpips_backbone_available"]
+__all__ = ["PerceptualDistance", "load_perceptual", "lpips_backbone_available", "video_perceptual_distance"]

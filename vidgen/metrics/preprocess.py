@@ -3,7 +3,8 @@
 * :func:`to_signed_unit` - accept float ``[-1, 1]`` or uint8 ``[0, 255]``, return float32 ``[-1, 1]``; anything
   else (floats outside [-1, 1], other dtypes) is an error, never silently clamped.
 * :func:`resize_short_side_center_crop` - FVD preprocessing as in StyleGAN-V: bilinear (align_corners=False,
-  no antialias) so the short side is ``size``, then a centre crop; a no-op when frames already are size x size.
+  no antialias) so the short side is ``size`` (long side rounded up), then a centre crop (offsets rounded down);
+  a no-op when frames already are size x size.
 * :func:`tf1_bilinear_resize` - TensorFlow-1 ``resize_bilinear`` (align_corners=False, *no* half-pixel centres:
   source coordinate = i * in / out, clamped at the border), the resize NVIDIA's FID Inception expects.
 """
@@ -44,8 +45,9 @@ def resize_short_side_center_crop(frames: torch.Tensor, size: int) -> torch.Tens
     h, w = frames.shape[-2:]
     if (h, w) == (size, size):
         return frames
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    short = min(h, w)
+    # the short side becomes exactly `size`; the long side is rounded up (as StyleGAN-V-derived code does)
+    new_h, new_w = (size, -(-w * size // short)) if h == short else (-(-h * size // short), size)
     frames = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False)
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return frames[..., top: top + size, left: left + size]
@@ -76,4 +78,5 @@ def tf1_bilinear_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Te
     return rows[..., w_lo] + (rows[..., w_hi] - rows[..., w_lo]) * w_frac
 
 
-__all__ = ["frames_to_videos", "resize_short_side_center_crop", "tf1_bilinear_resize", "to_signed_unit", "videos_to_frames"]
+__all__ = ["frames_to_videos", "resize_short_side_center_crop", "tf1_bilinear_resize", "to_signed_unit",
+           "videos_to_frames"]

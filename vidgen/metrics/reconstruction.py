@@ -96,4 +96,16 @@ def temporal_flicker(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (dy - dx).abs().mean(dim=(1, 2, 3, 4))
 
 
-__all__ = ["DATA_RANGE", "psnr", "ssim", "temporal_flicker"]
+def reconstruction_metrics(x: torch.Tensor, y: torch.Tensor, perceptual=None) -> dict[str, torch.Tensor]:
+    """All per-video reconstruction metrics as ``{name: (B,)}``: psnr, ssim, flicker and, if a
+    :class:`~vidgen.metrics.perceptual.PerceptualDistance` is given, its per-frame mean under its own name
+    (e.g. "ST-LPIPS-alex"), so a shift-tolerant variant is never reported as LPIPS."""
+    out = {"psnr": psnr(x, y), "ssim": ssim(x, y), "flicker": temporal_flicker(x, y)}
+    if perceptual is not None:
+        from vidgen.metrics.perceptual import video_perceptual_distance
+
+        out[perceptual.name] = video_perceptual_distance(perceptual, x, y)
+    return out
+
+
+__all__ = ["DATA_RANGE", "psnr", "reconstruction_metrics", "ssim", "temporal_flicker"]

@@ -28,7 +28,7 @@ def package_file(package: str, relative_path: str, install_hint: str = "") -> Pa
         if path.is_file():
             return path
     hint = f" Install it with: {install_hint}." if install_hint else ""
-    where = f"package {package!r} is not installed" if not locations else f"{relative_path} is missing from {locations[0]}"
+    where = f"{relative_path} is missing from {locations[0]}" if locations else f"package {package!r} is not installed"
     raise MissingWeightsError(f"weight file not found: {where}.{hint}")
 
 

@@ -13,7 +13,8 @@ Bottlenecks (KL, quantizers) sit between :class:`CausalEncoder` and :class:`Caus
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -210,12 +211,12 @@ class StreamDecoder:
     concatenation of all returned frames equals one-shot decoding. The caller owns this object.
     """
 
-    decode_chunk: "callable"
+    decode_chunk: Callable[[torch.Tensor, CausalCache], torch.Tensor]
     cache: CausalCache
     height: int | None = None
     width: int | None = None
     frames_out: int = 0
-    latents_in: int = field(default=0)
+    latents_in: int = 0
 
     def push(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -81,7 +81,13 @@ class _MultiDisc(nn.Module):
         self.disc = disc
 
     def forward(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [self.disc(x) for x in batches]
+        # fp32 even under mixed precision: bf16 logits of the small PatchGAN produced NaNs on CPU
+        with torch.autocast(batches[0].device.type, enabled=False):
+            return [self.disc(x.float()) for x in batches]
+
+
+def _num(value) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -209,9 +215,9 @@ def train(cfg: TrainConfig) -> dict:
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.time() - t_last
             logs = {k: v for o in outs for k, v in o.bottleneck.logs.items()}
-            metrics = {"step": step, "loss": loss.detach().item(), "rec": float(rec.detach()), "perc": float(perc),
-                       "bottleneck": float(bott.detach()), "gan_w": float(gan_w), "d_loss": float(d_loss),
-                       "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0], "frames_per_s": frames_since / dt, **logs}
+            metrics = {"step": step, "loss": _num(loss), "rec": _num(rec), "perc": _num(perc), "bottleneck": _num(bott),
+                       "gan_w": _num(gan_w), "d_loss": _num(d_loss), "grad_norm": _num(gnorm),
+                       "lr": sched.get_last_lr()[0], "frames_per_s": frames_since / dt, **logs}
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", fps=f"{metrics['frames_per_s']:.1f}")
             log(metrics)
             t_last, frames_since = time.time(), 0

@@ -1,0 +1,59 @@
+"""Real feature networks end to end, kept small (CPU): FID features, FVD functional and the CLI."""
+import json
+
+import pytest
+import torch
+
+from vidgen.cli import main
+from vidgen.metrics.fid import FrechetInceptionDistance, load_inception
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_fid_features_have_shape_n_by_2048_and_per_frame_videos_flatten():
+    net = load_inception()
+    assert len(net.weights_sha256) == 64
+    metric = FrechetInceptionDistance(progress=False, num_threads=1)
+    images = torch.rand(2, 3, 40, 48) * 2 - 1
+    feats = metric.features(images)
+    assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
+    video = torch.stack([images, images.flip(0)], dim=2)  # (2, 3, 2, H, W): per-frame FID sees 4 images
+    frames = FrechetInceptionDistance._as_images(video)
+    assert frames.shape == (4, 3, 40, 48)
+    assert torch.equal(frames[0], images[0]) and torch.equal(frames[1], images[1]) and torch.equal(frames[2], images[1])
+
+
+@pytest.fixture(scope="module")
+def video_folders(tmp_path_factory):
+    from vidgen.data.natural import NaturalClips
+    from vidgen.io import write_video
+
+    root = tmp_path_factory.mktemp("fvd")
+    clips = NaturalClips("train", num_frames=9, size=(32, 40), num_clips=4, seed=3)
+    for i in range(2):
+        write_video(root / "real" / f"{i}.mp4", clips[i]["video"], fps=8)
+    for i in range(2, 4):
+        write_video(root / "fake" / f"{i}.mp4", clips[i]["video"], fps=8)
+    return root
+
+
+def test_cli_fvd_with_saved_real_statistics(video_folders, tmp_path, capsys):
+    stats, out = tmp_path / "real.npz", tmp_path / "fvd.json"
+    common = ["--num-frames", "9", "--threads", "1", "--quiet", "--no-noise-floor"]
+    assert main(["eval", "fvd", "--real", str(video_folders / "real"), "--save-real-stats", str(stats), *common]) == 0
+    assert json.loads(capsys.readouterr().out)["n_real"] == 2
+    fake = ["--fake", str(video_folders / "fake"), "--max-videos", "2"]
+    assert main(["eval", "fvd", "--real", str(stats), *fake, "--output", str(out), *common]) == 0
+    result = json.loads(out.read_text())
+    protocol = result["protocol"]
+    assert result["metric"] == "FVD" and result["value"] > 0
+    assert protocol["n_real"] == 2 and protocol["n_fake"] == 2 and protocol["num_frames"] == 9
+    assert protocol["real_inputs"][0]["input_hw"] == [[32, 40]] and len(protocol["weights_sha256"]) == 64
+    assert main(["eval", "fid", "--real", str(stats), *fake, *common]) == 2  # FVD statistics are not FID's
+    assert "2048-d" in capsys.readouterr().err
