@@ -16,61 +16,28 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from vidgen.data import NaturalClips, VideoFolder  # noqa: E402
+from vidgen.cli.eval_recon import load_eval_clips, reconstruct  # noqa: E402
 from vidgen.io import contact_sheet, save_image  # noqa: E402
 from vidgen.metrics.fvd import FrechetVideoDistance  # noqa: E402
 from vidgen.metrics.perceptual import load_perceptual  # noqa: E402
-from vidgen.metrics.reconstruction import psnr, ssim, temporal_flicker  # noqa: E402
+from vidgen.metrics.reconstruction import reconstruction_metrics  # noqa: E402
 from vidgen.tokenizers.loading import is_discrete, load_tokenizer  # noqa: E402
 from vidgen.tokenizers.quantizers import CodebookUsage  # noqa: E402
 
 
-def load_clips(args) -> torch.Tensor:
-    if args.data == "natural":
-        dataset = NaturalClips("test", num_frames=args.frames, size=args.size, num_clips=args.clips, seed=args.seed)
-    else:
-        dataset = VideoFolder(args.data, num_frames=args.frames, size=args.size)
-    count = min(args.clips, len(dataset))
-    return torch.stack([dataset[i]["video"] for i in tqdm(range(count), desc="held-out clips", leave=False)])
-
-
 @torch.no_grad()
-def run_tokenizer(model, clips: torch.Tensor, batch: int, chunk_frames: int | None):
-    """Reconstructions plus timing (and token ids for discrete tokenizers)."""
-    recons, ids_all, enc_s, dec_s = [], [], 0.0, 0.0
-    t, h, w = clips.shape[2:]
-    for start in tqdm(range(0, len(clips), batch), desc="reconstruct", leave=False):
-        x = clips[start : start + batch]
-        t0 = time.perf_counter()
-        if is_discrete(model):
-            ids = model.tokenize(x, chunk_frames=chunk_frames)
-            t1 = time.perf_counter()
-            y = model.detokenize(ids, num_frames=t, height=h, width=w, chunk_frames=chunk_frames)
-            ids_all.append(ids)
-        else:
-            z = model.encode(x, chunk_frames=chunk_frames).latent_dist.mode()
-            t1 = time.perf_counter()
-            y = model.decode(z, num_frames=t, height=h, width=w, chunk_frames=chunk_frames).sample
-        t2 = time.perf_counter()
-        enc_s, dec_s = enc_s + t1 - t0, dec_s + t2 - t1
-        recons.append(y.clamp(-1, 1))
-    return torch.cat(recons), ids_all, enc_s, dec_s
-
-
-@torch.no_grad()
-def perceptual_distance(metric, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> float:
-    frames_x = x.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
-    frames_y = y.transpose(1, 2).flatten(0, 1)
-    values = [metric(frames_x[i : i + batch], frames_y[i : i + batch]) for i in range(0, len(frames_x), batch)]
-    return torch.cat(values).mean().item()
+def codebook_usage(model, clips: torch.Tensor, batch: int) -> CodebookUsage:
+    """Code counts over every held-out token (all depths for residual quantizers)."""
+    usage = CodebookUsage(model.vocab_size)
+    for start in range(0, len(clips), batch):
+        usage.update(model.tokenize(clips[start : start + batch]))
+    return usage
 
 
 def describe(model, clips: torch.Tensor, fps: float) -> dict:
@@ -107,7 +74,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    clips = load_clips(args)
+    clips = load_eval_clips(args.data, args.clips, args.frames, args.size, args.seed)
     perceptual = load_perceptual("auto")
     fvd = None if args.no_fvd else FrechetVideoDistance(num_threads=args.threads, progress=False)
     if fvd is not None:
@@ -115,17 +82,13 @@ def main(argv=None) -> int:
     rows, previews = [], [clips[0]]
     for path in args.tokenizers:
         model = load_tokenizer(path)
-        recon, ids, enc_s, dec_s = run_tokenizer(model, clips, args.batch, args.chunk_frames)
+        recon, enc_s, dec_s = reconstruct(model, clips, args.batch, args.chunk_frames)
         frames = clips.shape[0] * clips.shape[2]
         row = {"tokenizer": path, **describe(model, clips, args.fps),
-               "psnr": psnr(clips, recon).mean().item(), "ssim": ssim(clips, recon).mean().item(),
-               "flicker": temporal_flicker(clips, recon).mean().item(),
-               perceptual.name: perceptual_distance(perceptual, clips, recon),
+               **{name: values.mean().item() for name, values in reconstruction_metrics(clips, recon, perceptual).items()},
                "encode_fps": frames / enc_s, "decode_fps": frames / dec_s}  # fmt: skip
-        if ids:
-            usage = CodebookUsage(model.vocab_size)
-            for chunk in ids:
-                usage.update(chunk)
+        if is_discrete(model):
+            usage = codebook_usage(model, clips, args.batch)
             row.update(utilization=usage.utilization, perplexity=usage.perplexity, tokens_counted=usage.total)
         if fvd is not None:
             fvd.reset(keep_real=True)

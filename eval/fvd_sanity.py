@@ -2,7 +2,8 @@
 
 Real clips: camera paths over held-out photographs (vidgen.data.NaturalClips, test split), two disjoint draws
 A and B. Compared: FVD(A, B) (same distribution: only sampling noise), FVD(A, degraded B) for spatial
-(blur, noise) and temporal (frozen, shuffled frames) degradations, next to the split-half noise floor of A. Prints a JSON report; writes it to --output.
+(blur, noise) and temporal (frozen, shuffled frames) degradations, next to the split-half noise floor of A.
+Prints a JSON report and writes it to --output.
 
     python eval/fvd_sanity.py --clips 32 --size 64 --frames 16 --output runs/fvd_sanity.json
 """
@@ -32,7 +33,7 @@ def degrade(videos: torch.Tensor, kind: str, generator: torch.Generator) -> torc
         return videos[:, :, :1].expand_as(videos).clone()
     if kind == "shuffled":
         return videos[:, :, torch.randperm(videos.shape[2], generator=generator)]
-    raise ValueError(kind)
+    raise ValueError(f"unknown degradation {kind!r}")
 
 
 def main() -> None:

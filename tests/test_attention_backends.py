@@ -66,6 +66,13 @@ def test_flex_forward_matches_reference(pattern):
     check_against_reference(_backend("flex", pattern), pattern, q, k, v, grads=False)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pattern", EDGE_PATTERNS[:2], ids=_ids(EDGE_PATTERNS[:2]))
+def test_flex_forward_low_precision(pattern, dtype):
+    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16, dtype=dtype, requires_grad=False)
+    check_against_reference(_backend("flex", pattern), pattern, q, k, v, grads=False)
+
+
 def test_flex_backward_on_cpu_is_refused_with_reason():
     pattern = EDGE_PATTERNS[0]
     q, k, v = random_qkv(pattern)
@@ -80,6 +87,12 @@ def test_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b, c: reference_attention(a, b, c, pattern), (q, k, v), fast_mode=True)
 
 
+def test_reference_gradcheck_float64_prefix_and_oversized_window():
+    pattern = make_pattern((2, 3, 2), (5, 1, 9), causal=False, num_prefix_tokens=2)
+    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b, c: reference_attention(a, b, c, pattern), (q, k, v), fast_mode=True)
+
+
 def test_cpu_backend_gradcheck_float64():
     pattern = make_pattern((3, 2, 3), (3, 1, 3), causal=True, num_prefix_tokens=1)
     q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=4, dtype=torch.float64)
@@ -87,14 +100,17 @@ def test_cpu_backend_gradcheck_float64():
                                    fast_mode=True)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "flex"])
 def test_deterministic(backend):
     pattern = EDGE_PATTERNS[1]
-    q, k, v = random_qkv(pattern)
+    with_grads = backend != "flex"  # flex has no backward on CPU
+    q, k, v = random_qkv(pattern, requires_grad=with_grads)
     runs = []
     for _ in range(2):
         out = attention3d(q, k, v, backend=backend, **pattern.as_kwargs())
-        runs.append((out,) + torch.autograd.grad(out.square().sum(), (q, k, v)))
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v)) if with_grads else ()
+        runs.append((out,) + grads)
+    assert len(runs[0]) == (4 if with_grads else 1)
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
@@ -109,6 +125,11 @@ def test_auto_choice_and_result():
     assert choose_backend(dummy, dummy, dummy, large) == "cpu"
     q, k, v = random_qkv(small)
     check_against_reference(_backend("auto", small), small, q, k, v)
+    # A call where auto picks the blocked path (2048 tokens, 1x3x3 window): its result and gradients too.
+    medium = make_pattern((2, 32, 32), (1, 3, 3))
+    q, k, v = random_qkv(medium, batch=1, heads=1, head_dim=8)
+    assert choose_backend(q, k, v, medium) == "cpu"
+    check_against_reference(_backend("auto", medium), medium, q, k, v)
 
 
 def test_backend_support_lists_every_backend(monkeypatch):

@@ -77,6 +77,8 @@ def test_rope_leaves_prefix_tokens_alone():
     (dict(dim=30, num_heads=4), "multiple of num_heads"),
     (dict(dim=36, num_heads=4), "even head dim"),  # head dim 9
     (dict(dim=8, num_heads=2), "even head dim"),  # head dim 4 < 6
+    (dict(dim=32, num_heads=0), "multiple of num_heads"),
+    (dict(dim=32, num_heads=2, backend="cuda"), "backend"),
 ])
 def test_bad_config(cfg, match):
     with pytest.raises(ConfigError, match=match):

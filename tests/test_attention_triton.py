@@ -72,9 +72,12 @@ def test_triton_fp32_outputs_and_grads(tk, pattern):
     check_against_reference(_triton(pattern), pattern, q, k, v)
 
 
+LOW_PRECISION = [PATTERNS[i] for i in (0, 1, 2, 5)]  # non-divisible, causal+prefix, prefix over a tile border, >grid
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_triton_low_precision(tk, dtype):
-    pattern = PATTERNS[1]
+@pytest.mark.parametrize("pattern", LOW_PRECISION, ids=[IDS[i] for i in (0, 1, 2, 5)])
+def test_triton_low_precision(tk, pattern, dtype):
     q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=32, dtype=dtype)
     check_against_reference(_triton(pattern), pattern, q, k, v)
 

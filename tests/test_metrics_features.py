@@ -57,3 +57,18 @@ def test_cli_fvd_with_saved_real_statistics(video_folders, tmp_path, capsys):
     assert protocol["real_inputs"][0]["input_hw"] == [[32, 40]] and len(protocol["weights_sha256"]) == 64
     assert main(["eval", "fid", "--real", str(stats), *fake, *common]) == 2  # FVD statistics are not FID's
     assert "2048-d" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("real_name,extra,message", [
+    ("real", ["--num-frames", "8"], "--num-frames must be >= 9"),  # I3D needs 9: refused before decoding anything
+    ("real", ["--max-videos", "-3"], "--max-videos must be >= 2"),  # a negative slice would silently drop videos
+    ("real.npz", ["--save-real-stats", "x.npz"], "--save-real-stats needs --real to be a folder"),  # not ignored
+])
+def test_cli_refuses_bad_options_before_reading_videos(tmp_path, capsys, real_name, extra, message):
+    real = tmp_path / real_name
+    if real.suffix == ".npz":
+        real.write_bytes(b"")
+    else:
+        real.mkdir()
+    assert main(["eval", "fvd", "--real", str(real), "--fake", str(tmp_path), "--quiet", *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -58,6 +58,18 @@ def test_singular_covariances_give_finite_values_matching_the_eigen_form():
     assert trace_sqrt_product(full1, full2) == pytest.approx(np.trace(sqrtm(full1 @ full2)).real, rel=1e-8)
 
 
+def test_an_overshooting_sqrtm_falls_back_to_the_eigen_form_instead_of_clamping(monkeypatch):
+    import scipy.linalg
+
+    rng = np.random.default_rng(7)
+    c1, c2 = np.cov(rng.normal(size=(30, 5)), rowvar=False), np.cov(rng.normal(size=(30, 5)), rowvar=False)
+    exact = frechet_distance(np.zeros(5), c1, np.ones(5), c2)
+    true_sqrtm = scipy.linalg.sqrtm
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: 10.0 * true_sqrtm(m))  # trace far too large: FD < 0
+    assert frechet_distance(np.zeros(5), c1, np.ones(5), c2) == pytest.approx(exact, rel=1e-8)
+    assert exact > 5.0  # the mean shift alone is 5: the fallback did not just return 0
+
+
 def test_noise_floor_from_split_halves_predicts_same_distribution_fd():
     rng = np.random.default_rng(6)
     d, n = 8, 400
@@ -148,6 +160,17 @@ def test_stateful_metric_update_compute_reset_and_saved_stats(tmp_path):
     assert metric.real.count == 0
 
 
+def test_foreign_stats_without_protocol_are_used_with_a_warning(tmp_path):
+    feats = np.random.default_rng(8).normal(size=(6, 6))
+    np.savez(tmp_path / "foreign.npz", mu=feats.mean(0), sigma=np.cov(feats, rowvar=False), count=6)
+    metric = _PlumbingMetric(progress=False)
+    metric.load_real_stats(tmp_path / "foreign.npz")
+    np.testing.assert_allclose(metric.real.cov, np.cov(feats, rowvar=False))
+    metric.update(torch.rand(4, 3, 2, 4, 4), real=False)
+    result = metric.compute()
+    assert "no protocol metadata" in result["warnings"][0] and "unavailable" in result["noise_floor"]
+
+
 def test_loading_stats_of_another_protocol_is_refused(tmp_path):
     stats = FeatureStats(6, meta={"metric": "FVD", "params_sha256": "something-else"})
     stats.update(np.random.default_rng(5).normal(size=(4, 6))).save(tmp_path / "other.npz")
@@ -156,6 +179,10 @@ def test_loading_stats_of_another_protocol_is_refused(tmp_path):
 
 
 def test_metric_input_errors_and_frame_count_mismatch_warning():
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        _PlumbingMetric(batch_size=0)
+    with pytest.raises(InvalidInputError, match="num_threads"):
+        _PlumbingMetric(num_threads=0)  # would otherwise silently mean "all threads"
     metric = _PlumbingMetric(progress=False)
     with pytest.raises(InvalidInputError, match="non-empty"):
         metric.update(torch.zeros(0, 3, 2, 4, 4), real=True)

@@ -46,6 +46,25 @@ def test_wrong_weight_file_is_refused(tmp_path):
         load_i3d(tmp_path / "bad.pt")
     with pytest.raises(MissingWeightsError, match="not found"):
         load_i3d(tmp_path / "missing.safetensors")
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(MissingWeightsError, match=r"garbage\.safetensors is not a readable"):
+        load_i3d(tmp_path / "garbage.safetensors")
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    with pytest.raises(MissingWeightsError, match=r"garbage\.pt is not a readable"):
+        load_i3d(tmp_path / "garbage.pt")
+
+
+def test_foreign_or_ambiguous_flax_trees_are_refused():
+    kernel = np.zeros((1, 1, 1, 3, 64), np.float32)
+    with pytest.raises(MissingWeightsError, match="unexpected array 'params/Conv3d_1a_7x7/Conv_0/weights'"):
+        state_dict_from_flax({"params": {"Conv3d_1a_7x7": {"Conv_0": {"weights": kernel}}}})
+    with pytest.raises(MissingWeightsError, match="unexpected array 'opt_state/"):
+        state_dict_from_flax({"opt_state": {"Conv3d_1a_7x7": {"Conv_0": {"kernel": kernel}}}})
+    with pytest.raises(MissingWeightsError, match="dict"):
+        state_dict_from_flax([kernel])
+    logits = {"Conv_0": {"kernel": kernel}}
+    with pytest.raises(MissingWeightsError, match="two arrays .* map to 'logits.conv.weight'"):
+        state_dict_from_flax({"params": {"Logits": {"Conv3d_0c_1x1": logits}, "logits": logits}})
 
 
 def _numpy_unit3d(x, kernel, beta, mean, var, stride):

@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from vidgen.errors import MissingWeightsError
-from vidgen.metrics.weights import package_file, restricted_load
+from vidgen.errors import MissingWeightsError, VidgenError
+from vidgen.metrics.weights import UnsafeWeightsError, package_file, restricted_load
 
 
 class _Payload:
@@ -20,9 +20,18 @@ def test_restricted_loader_refuses_code_execution(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
     path.write_bytes(pickle.dumps({"params": {"w": np.zeros(2)}, "x": _Payload(marker)}))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+    with pytest.raises(UnsafeWeightsError, match=r"evil\.ckpt: refusing to load") as info:
         restricted_load(path)
     assert not marker.exists()
+    assert isinstance(info.value, VidgenError) and isinstance(info.value, pickle.UnpicklingError)
+
+
+@pytest.mark.parametrize("payload", [b"not a pickle at all", pickle.dumps({"w": np.zeros(3)})[:-10], b""])
+def test_restricted_loader_names_corrupt_files(tmp_path, payload):
+    path = tmp_path / "corrupt.ckpt"
+    path.write_bytes(payload)
+    with pytest.raises(MissingWeightsError, match=r"corrupt\.ckpt is not a readable weight pickle"):
+        restricted_load(path)
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])

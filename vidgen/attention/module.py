@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vidgen.attention.api import attention3d
+from vidgen.attention.api import BACKENDS, attention3d
 from vidgen.attention.masks import make_pattern
 from vidgen.attention.rope import RotaryEmbedding3D
 from vidgen.errors import ConfigError, InvalidInputError
@@ -30,9 +30,11 @@ class Attention3DConfig:
     def __post_init__(self):
         if self.dim <= 0 or self.num_heads <= 0 or self.dim % self.num_heads:
             raise ConfigError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
-        hd = self.dim // self.num_heads if self.num_heads > 0 else 0
+        hd = self.dim // self.num_heads
         if self.rope and (hd % 2 or hd < 6):
             raise ConfigError(f"rope needs an even head dim >= 6 (dim / num_heads), got {hd}; or set rope=False")
+        if self.backend != "auto" and self.backend not in BACKENDS:  # fail at build time, not at the first step
+            raise ConfigError(f"backend must be 'auto' or one of {BACKENDS}, got {self.backend!r}")
 
     @property
     def head_dim(self) -> int:

@@ -53,6 +53,16 @@ def _feed_fid(metric, root: str, real: bool, args) -> int:
     return len(indices)
 
 
+def _check_args(args, min_frames: int = 1) -> None:
+    """Refuse option values that would otherwise fail late (after decoding videos) or be silently ignored."""
+    if args.num_frames < min_frames:
+        raise InvalidInputError(f"--num-frames must be >= {min_frames} here, got {args.num_frames}")
+    if args.max_videos is not None and args.max_videos < 2:
+        raise InvalidInputError(f"--max-videos must be >= 2 (a covariance needs 2 samples), got {args.max_videos}")
+    if args.save_real_stats and not Path(args.real).is_dir():
+        raise InvalidInputError(f"--save-real-stats needs --real to be a folder of videos, got {args.real}")
+
+
 def _run(args, metric, feed) -> int:
     real = Path(args.real)
     if real.is_file() and real.suffix == ".npz":
@@ -83,7 +93,9 @@ def _run(args, metric, feed) -> int:
 
 def run_fvd(args) -> int:
     from vidgen.metrics.fvd import FrechetVideoDistance
+    from vidgen.metrics.i3d import MIN_FRAMES
 
+    _check_args(args, min_frames=MIN_FRAMES)
     metric = FrechetVideoDistance(weights=args.weights, batch_size=args.batch_size, num_threads=args.threads,
                                   progress=False)
     return _run(args, metric, _feed_fvd)
@@ -92,6 +104,7 @@ def run_fvd(args) -> int:
 def run_fid(args) -> int:
     from vidgen.metrics.fid import FrechetInceptionDistance
 
+    _check_args(args)
     metric = FrechetInceptionDistance(weights=args.weights, batch_size=args.batch_size, num_threads=args.threads,
                                       progress=False)
     return _run(args, metric, _feed_fid)

@@ -7,8 +7,9 @@ One implementation serves FVD (I3D logits, d=400) and FID (Inception pool, d=204
   equals the one-shot ``np.mean`` / ``np.cov`` up to float64 rounding.
 * :func:`frechet_distance` is ``|mu1 - mu2|^2 + tr(C1 + C2 - 2 sqrtm(C1 C2))`` with the real part of
   ``scipy.linalg.sqrtm`` (what the TF and StyleGAN-V implementations use). If sqrtm returns non-finite values
-  (singular covariances, e.g. fewer samples than dimensions) the trace term is computed from the eigenvalues of
-  ``sqrt(C1) C2 sqrt(C1)`` instead, which is the same quantity and always finite.
+  (singular covariances, e.g. fewer samples than dimensions) or a trace so large that the distance would be
+  negative, the trace term is computed from the eigenvalues of ``sqrt(C1) C2 sqrt(C1)`` instead, which is the
+  same quantity and always finite (never a distance silently clamped from a clearly negative value to 0).
 * :func:`noise_floor` measures the FD that two *independent* samples of the reference distribution show (split
   halves of the reference set, rescaled to the evaluated sizes) - values at or below it mean nothing.
 """
@@ -149,8 +150,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     else:  # singular product: scipy gives inf/nan, the eigenvalue form does not
         tr_covmean = trace_sqrt_product(sigma1, sigma2)
     diff = mu1 - mu2
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
-    return max(value, 0.0)  # tiny negative values are rounding error of identical distributions
+    base = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2))
+    value = base - 2.0 * tr_covmean
+    if value < -1e-9 * max(base, 1.0):  # sqrtm overshot (near-singular product): the eigen form cannot
+        value = base - 2.0 * trace_sqrt_product(sigma1, sigma2)
+    return max(value, 0.0)  # what is left below 0 is float rounding of (nearly) identical distributions
 
 
 def fd_from_stats(a: FeatureStats, b: FeatureStats) -> float:
@@ -191,6 +195,8 @@ class FrechetMetric:
                  progress: bool = True, protocol_extra: dict | None = None):
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        if num_threads is not None and num_threads < 1:
+            raise InvalidInputError(f"num_threads must be None (all CPU threads) or >= 1, got {num_threads}")
         self.batch_size, self.device, self.progress = batch_size, torch.device(device), progress
         self.num_threads = num_threads or os.cpu_count() or 1
         self.protocol_extra = dict(protocol_extra or {})
@@ -269,8 +275,14 @@ class FrechetMetric:
                 raise InvalidInputError(f"{self.name} needs at least 2 {label} samples, have {stats.count}")
         result = {"metric": self.name, "value": fd_from_stats(self.real, self.fake), "protocol": self.protocol()}
         frames = [{item.get("frames") for item in result["protocol"][f"{side}_inputs"]} for side in ("real", "fake")]
-        if frames[0] != frames[1]:
-            result["warnings"] = [f"real and fake clips have different frame counts: {frames[0]} vs {frames[1]}"]
+        notes = []
+        if self.real.count and not self.real.meta and not self._seen_real:
+            notes.append("the loaded reference statistics carry no protocol metadata: their feature network "
+                             "and preprocessing could not be checked against this metric's")
+        elif frames[0] != frames[1]:
+            notes.append(f"real and fake clips have different frame counts: {frames[0]} vs {frames[1]}")
+        if notes:
+            result["warnings"] = notes
         if with_noise_floor and self.real_halves is not None and min(h.count for h in self.real_halves) >= 2:
             result["noise_floor"] = noise_floor(*self.real_halves, self.real.count, self.fake.count)
         elif with_noise_floor:

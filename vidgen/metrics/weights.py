@@ -56,10 +56,15 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class UnsafeWeightsError(MissingWeightsError, pickle.UnpicklingError):
+    """A weight pickle referenced something other than numpy arrays and containers (refused, nothing ran).
+    Also a ``pickle.UnpicklingError``, so generic pickle handlers keep working."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(
+            raise UnsafeWeightsError(
                 f"refusing to load {module}.{name}: weight pickles may only contain numpy arrays and containers"
             )
         return super().find_class(module, name)
@@ -68,14 +73,20 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def restricted_load(path: str | os.PathLike):
     """Unpickle a file that may contain only numpy arrays inside dicts/lists/tuples (no code execution).
 
-    Raises ``MissingWeightsError`` if the file is absent and ``pickle.UnpicklingError`` if the pickle
-    references anything else (e.g. ``os.system``), before that object is ever called.
+    Raises ``MissingWeightsError`` if the file is absent or is not a readable pickle, and
+    :class:`UnsafeWeightsError` (naming the file) if the pickle references anything else (e.g. ``os.system``),
+    before that object is ever called.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"weight file not found: {path}")
-    with open(path, "rb") as handle:
-        return _NumpyOnlyUnpickler(io.BufferedReader(handle)).load()
+    try:
+        with open(path, "rb") as handle:
+            return _NumpyOnlyUnpickler(io.BufferedReader(handle)).load()
+    except UnsafeWeightsError as err:
+        raise UnsafeWeightsError(f"{path}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise MissingWeightsError(f"{path} is not a readable weight pickle: {type(err).__name__}: {err}") from err
 
 
-__all__ = ["package_file", "restricted_load", "sha256_file"]
+__all__ = ["UnsafeWeightsError", "package_file", "restricted_load", "sha256_file"]
