@@ -1,6 +1,7 @@
 """Video tokenizers: the causal 3D VAE (and, built on the same codec, discrete tokenizers)."""
 from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder
 from vidgen.tokenizers.layers import CausalCache
+from vidgen.tokenizers.loading import is_discrete, load_tokenizer
 from vidgen.tokenizers.vae import (
     VAE_PRESETS,
     BottleneckOutput,
@@ -30,4 +31,6 @@ __all__ = [
     "ReconstructionOutput",
     "StreamDecoder",
     "TokenizerEncoding",
+    "is_discrete",
+    "load_tokenizer",
 ]

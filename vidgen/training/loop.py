@@ -42,8 +42,14 @@ def _build_vqvae(cfg):
     return CausalVQVAE.from_preset(cfg.preset, **cfg.overrides)  # overrides.quantizer picks vq/fsq/lfq/bsq
 
 
+def _build_cogvideox(cfg):
+    # Anchor architecture for same-recipe comparisons; preset is ignored, overrides are constructor kwargs.
+    from vidgen.training.reference_models import COGVIDEOX_MATCHED, CogVideoXReferenceVAE
+    return CogVideoXReferenceVAE(**{**COGVIDEOX_MATCHED, **cfg.overrides})
+
+
 # model.kind -> builder(ModelConfig).
-MODEL_BUILDERS = {"vae": _build_vae, "vqvae": _build_vqvae}
+MODEL_BUILDERS = {"vae": _build_vae, "vqvae": _build_vqvae, "cogvideox": _build_cogvideox}
 
 
 def build_model(cfg) -> nn.Module:

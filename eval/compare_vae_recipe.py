@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Same recipe, same budget: vidgen's CausalVAE vs diffusers' AutoencoderKLCogVideoX, trained by one script.
+
+Both architectures are matched (4x8x8, 16 latent channels, widths 64,128,256,256) and trained by
+``tokenizers/train_tokenizer.py`` with identical configs (``tokenizers/configs/compare/``: data, crops, batches,
+losses, optimizer, schedule and steps; only ``model.kind`` differs), one after the other on the same machine.
+Then both are evaluated on the same held-out NaturalClips with the same PSNR / SSIM code.
+
+    python eval/compare_vae_recipe.py [--steps 300] [--threads 1] [--clips 32] [--out outputs/compare_vae_recipe]
+
+Prints PSNR at every in-loop evaluation step (equal steps) beside the wall time each run took. ``--equal-time``
+then trains vidgen once more, from scratch with the same recipe, for as many steps as fit in CogVideoX's training
+wall time (equal budget; the cosine schedule is stretched to that step count).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = {"vidgen_base": "tokenizers/configs/compare/recipe_vidgen_base.yaml",
+        "cogvideox": "tokenizers/configs/compare/recipe_cogvideox.yaml"}
+
+
+def train(name: str, config: str, steps: int, threads: int, run_root: Path) -> float:
+    run_dir = run_root / name
+    cmd = [sys.executable, str(ROOT / "tokenizers/train_tokenizer.py"), "--config", str(ROOT / config),
+           f"steps={steps}", f"threads={threads}", f"run_dir={run_dir}", f"eval_every={max(100, steps // 6)}"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return time.perf_counter() - t0
+
+
+def eval_psnr_curve(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.startswith("{")]
+    return {r["step"]: r["eval_psnr"] for r in rows if "eval_psnr" in r}
+
+
+def final_metrics(run_dir: Path, clips: int, threads: int) -> dict:
+    import torch
+
+    from vidgen.data import NaturalClips
+    from vidgen.metrics.reconstruction import psnr, ssim
+    from vidgen.tokenizers.loading import load_tokenizer
+    from vidgen.training.reference_models import CogVideoXReferenceVAE
+    from vidgen.training.samples import reconstruct_mode
+
+    torch.set_num_threads(threads)
+    final = run_dir / "final"
+    is_anchor = json.loads((final / "config.json").read_text())["_class_name"] == CogVideoXReferenceVAE.__name__
+    model = CogVideoXReferenceVAE.from_pretrained(final).eval() if is_anchor else load_tokenizer(final)
+    data = NaturalClips("test", num_frames=17, size=64, num_clips=clips)
+    videos = torch.stack([data[i]["video"] for i in range(len(data))])
+    recon = reconstruct_mode(model, videos)
+    return {"psnr": psnr(videos, recon).mean().item(), "ssim": ssim(videos, recon).mean().item(),
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clips", type=int, default=32, help="held-out clips for the final evaluation")
+    ap.add_argument("--run-root", default="runs/compare")
+    ap.add_argument("--out", default="outputs/compare_vae_recipe")
+    ap.add_argument("--skip-training", action="store_true", help="only evaluate existing runs")
+    ap.add_argument("--equal-time", action="store_true",
+                    help="also train vidgen for CogVideoX's wall time (reads existing runs with --skip-training)")
+    args = ap.parse_args()
+    run_root, out = Path(args.run_root), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, config in RUNS.items():
+        wall = None if args.skip_training else train(name, config, args.steps, args.threads, run_root)
+        results[name] = {"train_wall_s": wall, "curve": eval_psnr_curve(run_root / name),
+                         **final_metrics(run_root / name, args.clips, args.threads)}
+        print(name, json.dumps(results[name]), flush=True)
+    a, b = results["vidgen_base"], results["cogvideox"]
+    if args.equal_time:
+        walls = {k: r["train_wall_s"] for k, r in results.items()}
+        if args.skip_training:  # size the run from the wall times recorded when the two runs were trained
+            previous = json.loads((out / "results.json").read_text())
+            walls = {k: previous[k]["train_wall_s"] for k in RUNS}
+            for k in RUNS:
+                results[k]["train_wall_s"] = walls[k]
+        steps = int(args.steps * walls["cogvideox"] / walls["vidgen_base"])
+        name = "vidgen_base_equal_time"
+        wall = None if args.skip_training else train(name, RUNS["vidgen_base"], steps, args.threads, run_root)
+        results[name] = {"train_wall_s": wall, "steps": steps, "curve": eval_psnr_curve(run_root / name),
+                         **final_metrics(run_root / name, args.clips, args.threads)}
+        print(name, json.dumps(results[name]), flush=True)
+    lines = ["| step | vidgen base PSNR (16 clips) | CogVideoX PSNR (16 clips) |", "|---|---|---|"]
+    for step in sorted(set(a["curve"]) & set(b["curve"])):
+        lines.append(f"| {step} | {a['curve'][step]:.2f} | {b['curve'][step]:.2f} |")
+    lines += ["", f"| model | params (M) | steps | PSNR ({args.clips} clips) | SSIM | train wall (s) |",
+              "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        wall = f"{r['train_wall_s']:.0f}" if r["train_wall_s"] else "—"
+        steps = r.get("steps", args.steps)
+        lines.append(f"| {name} | {r['params_m']:.1f} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {wall} |")
+    if a["train_wall_s"] and b["train_wall_s"]:
+        lines.append(f"\ntraining wall-time ratio CogVideoX / vidgen: {b['train_wall_s'] / a['train_wall_s']:.1f}x "
+                     f"(same steps, {args.threads} thread(s))")
+    table = "\n".join(lines)
+    print(table)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps({"steps": args.steps, "threads": args.threads, **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
