@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/compare_vae_recipe")
     ap.add_argument("--skip-training", action="store_true", help="only evaluate existing runs")
     ap.add_argument("--equal-time", action="store_true",
-                    help="also train vidgen for CogVideoX's wall time (reads existing runs with --skip-training)")
+                    help="also train vidgen for CogVideoX's wall time; with --skip-training the two equal-step "
+                         "runs and their wall times are read from an earlier run")
     args = ap.parse_args()
     run_root, out = Path(args.run_root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,8 @@ def main() -> None:
                 results[k]["train_wall_s"] = walls[k]
         steps = int(args.steps * walls["cogvideox"] / walls["vidgen_base"])
         name = "vidgen_base_equal_time"
-        wall = None if args.skip_training else train(name, RUNS["vidgen_base"], steps, args.threads, run_root)
+        done = (run_root / name / "final").exists()  # --skip-training skips only the two equal-step runs
+        wall = None if done else train(name, RUNS["vidgen_base"], steps, args.threads, run_root)
         results[name] = {"train_wall_s": wall, "steps": steps, "curve": eval_psnr_curve(run_root / name),
                          **final_metrics(run_root / name, args.clips, args.threads)}
         print(name, json.dumps(results[name]), flush=True)

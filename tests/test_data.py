@@ -124,6 +124,45 @@ def test_video_folder(tmp_path):
         VideoFolder(tmp_path, num_frames=20, clip_sampling="center")[0]
 
 
+def test_export_captioned_round_trips_through_video_folder(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "export_text_video_data.py"
+    spec = importlib.util.spec_from_file_location("export_text_video_data", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "shapes"
+    assert module.main(["--split", "test", "--num-videos", "3", "--frames", "5", "--size", "16", "--out", str(out)]) == 0
+    source = ShapesDataset("test", num_frames=5, size=16, num_samples=3)
+    folder = VideoFolder(out, num_frames=5)
+    assert len(folder) == 3
+    for index in range(3):
+        item, original = folder[index], source[index]
+        assert item["caption"] == original["caption"]
+        assert item["metadata"]["color"] == original["color"] and item["metadata"]["split"] == "test"
+        assert item["video"].shape == (3, 5, 16, 16)
+        assert (item["video"] - original["video"]).abs().mean() < 0.05  # H.264 at CRF 18
+    batch = next(iter(DataLoader(folder, batch_size=3)))
+    assert list(batch["caption"]) == [source[i]["caption"] for i in range(3)]
+
+
+def test_video_folder_metadata_errors(tmp_path):
+    clip = NaturalClips("test", num_frames=2, size=16, num_clips=1)[0]["video"]
+    write_video(tmp_path / "a.mp4", clip, fps=8)
+    write_video(tmp_path / "b.mp4", clip, fps=8)
+    metadata = tmp_path / "metadata.jsonl"
+    metadata.write_text(json.dumps({"file_name": "a.mp4", "text": "x"}) + "\n")
+    with pytest.raises(VideoIOError, match="no entry for 1 video.*b.mp4"):
+        VideoFolder(tmp_path, num_frames=2)
+    metadata.write_text('{"file_name": "a.mp4", "text": "x"}\n{not json\n')
+    with pytest.raises(VideoIOError, match="line 2 is not valid JSON"):
+        VideoFolder(tmp_path, num_frames=2)
+    metadata.write_text('{"text": "x"}\n')
+    with pytest.raises(VideoIOError, match="line 1 needs a 'file_name'"):
+        VideoFolder(tmp_path, num_frames=2)
+
+
 def test_dataset_argument_errors(tmp_path):
     with pytest.raises(InvalidInputError, match="split"):
         NaturalClips("validation")

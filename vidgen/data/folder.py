@@ -1,6 +1,12 @@
-"""A dataset over a folder of the user's own videos (any file or frame folder :func:`read_video` reads)."""
+"""A dataset over a folder of the user's own videos (any file or frame folder :func:`read_video` reads).
+
+Captions (for text-to-video training) come from an optional ``metadata.jsonl`` in the folder, one JSON object per
+line with ``file_name`` (relative to the folder) and ``text``, the layout of Hugging Face's ``videofolder`` and
+diffusers' training scripts; any other keys are passed through as metadata.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -11,6 +17,28 @@ from vidgen.errors import InvalidInputError, VideoIOError
 from vidgen.io import CONTAINER_SUFFIXES, FRAME_SUFFIXES, probe_video, read_video
 
 CLIP_SAMPLING = ("start", "center", "random")
+METADATA_FILE = "metadata.jsonl"
+
+
+def read_metadata(root: str | Path) -> dict[str, dict]:
+    """``file_name -> record`` from ``root/metadata.jsonl`` (empty if the folder has none)."""
+    path = Path(root) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    records = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise VideoIOError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("file_name"), str):
+            raise VideoIOError(f"{path}: line {number} needs a 'file_name' string")
+        if record["file_name"] in records:
+            raise VideoIOError(f"{path}: line {number} repeats file_name {record['file_name']!r}")
+        records[record["file_name"]] = record
+    return records
 
 
 def find_videos(root: str | Path, recursive: bool = True) -> list[Path]:
@@ -42,7 +70,8 @@ class VideoFolder(Dataset):
         clip_sampling: where the clip starts: ``"start"``, ``"center"`` or ``"random"`` (seeded per item).
         seed: seed of ``"random"`` sampling.
 
-    Items: ``video`` (3, T, H, W) in [-1, 1], ``path`` (str), ``start`` (first frame index), ``fps``, ``index``.
+    Items: ``video`` (3, T, H, W) in [-1, 1], ``path`` (str), ``start`` (first frame index), ``fps``, ``index``;
+    plus ``caption`` and ``metadata`` when the folder has a ``metadata.jsonl`` (then every video must be listed).
     """
 
     def __init__(
@@ -63,6 +92,12 @@ class VideoFolder(Dataset):
             raise VideoIOError(f"{self.root}: no videos found (readable: {', '.join(CONTAINER_SUFFIXES)}, frame folders)")
         self.num_frames, self.stride, self.clip_sampling, self.seed = num_frames, stride, clip_sampling, seed
         self.size = None if size is None else normalize_size(size)
+        self.metadata = read_metadata(self.root)
+        if self.metadata:
+            names = {path.relative_to(self.root).as_posix() for path in self.paths}
+            missing = sorted(names - set(self.metadata))
+            if missing:
+                raise VideoIOError(f"{self.root / METADATA_FILE}: no entry for {len(missing)} video(s), e.g. {missing[0]!r}")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -86,4 +121,9 @@ class VideoFolder(Dataset):
         path = self.paths[index]
         start = self._start_frame(index, path)
         video, fps = read_video(path, num_frames=self.num_frames, start=start, stride=self.stride, size=self.size)
-        return {"video": video, "path": str(path), "start": start, "fps": fps, "index": index}
+        item = {"video": video, "path": str(path), "start": start, "fps": fps, "index": index}
+        if self.metadata:
+            record = self.metadata[path.relative_to(self.root).as_posix()]
+            item["caption"] = record.get("text", "")
+            item["metadata"] = {k: v for k, v in record.items() if k not in ("file_name", "text")}
+        return item
