@@ -106,3 +106,30 @@ def test_cogvideox_anchor_trains_with_the_same_loop(tmp_path):
         model.reconstruct(x[:, :, :4])
     with pytest.raises(InvalidInputError, match="returns 8"):  # the anchor changes 5 frames into 8
         model.reconstruct(x[:, :, :5])
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    """The shipped script under `accelerate launch --multi_gpu --num_processes 2` on CPU (torchrun + gloo DDP)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import socket
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "ddp"
+    with socket.socket() as probe:  # a free rendezvous port, so a busy 29500 cannot break the test
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), str(root / "tokenizers" / "train_tokenizer.py"),
+           *TINY, f"run_dir={run_dir}", "steps=2", "resume=", "threads=1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run_dir / "final" / "config.json").exists()
+    logs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.startswith("{")]
+    assert [entry["step"] for entry in logs if "loss" in entry] == [1, 2]  # one log per step: rank 0 only
+    assert all(entry["processes"] == 2 for entry in logs if "loss" in entry)
+    assert any(entry.get("d_loss", 0) > 0 for entry in logs)

@@ -2,7 +2,10 @@
 """Train a vidgen tokenizer (causal VAE; discrete tokenizers via model.kind).
 
     python tokenizers/train_tokenizer.py --config tokenizers/configs/vae_small.yaml [key.sub=value ...]
-    accelerate launch --num_processes 2 tokenizers/train_tokenizer.py --config ... run_dir=runs/x
+    accelerate launch --multi_gpu --num_processes 2 tokenizers/train_tokenizer.py --config ... run_dir=runs/x
+
+(``--multi_gpu`` also on CPU-only machines: it starts the processes through torchrun and they meet over gloo;
+accelerate's ``--cpu`` flag with ``--num_processes 2`` starts just one process.)
 
 Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start fresh). Writes
 ``run_dir/log.jsonl``, ``run_dir/samples/step_*.{mp4,png}`` and the trained model to ``run_dir/final``.

@@ -223,7 +223,8 @@ def train(cfg: TrainConfig) -> dict:
             logs = {k: v for o in outs for k, v in o.bottleneck.logs.items()}
             metrics = {"step": step, "loss": _num(loss), "rec": _num(rec), "perc": _num(perc), "bottleneck": _num(bott),
                        "gan_w": _num(gan_w), "d_loss": _num(d_loss), "grad_norm": _num(gnorm),
-                       "lr": sched.get_last_lr()[0], "frames_per_s": frames_since / dt, **logs}
+                       "lr": sched.get_last_lr()[0], "frames_per_s": frames_since / dt, "processes": acc.num_processes,
+                       **logs}
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", fps=f"{metrics['frames_per_s']:.1f}")
             log(metrics)
             t_last, frames_since = time.time(), 0
