@@ -8,9 +8,10 @@ Then both are evaluated on the same held-out NaturalClips with the same PSNR / S
 
     python eval/compare_vae_recipe.py [--steps 300] [--threads 1] [--clips 32] [--out outputs/compare_vae_recipe]
 
-Prints PSNR at every in-loop evaluation step (equal steps) beside the wall time each run took. ``--equal-time``
-then trains vidgen once more, from scratch with the same recipe, for as many steps as fit in CogVideoX's training
-wall time (equal budget; the cosine schedule is stretched to that step count).
+Prints PSNR at every in-loop evaluation step (equal steps) beside the time per training step of each run.
+``--equal-time`` then trains vidgen once more, from scratch with the same recipe, for as many steps as fit in
+CogVideoX's training time (equal budget; the cosine schedule is stretched to that step count).
+``--skip-training --at-step N`` compares the two existing runs at their step-N checkpoints (for runs stopped early).
 """
 from __future__ import annotations
 
@@ -41,7 +42,17 @@ def eval_psnr_curve(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["eval_psnr"] for r in rows if "eval_psnr" in r}
 
 
-def final_metrics(run_dir: Path, clips: int, threads: int) -> dict:
+def seconds_per_step(run_dir: Path) -> float:
+    """Median training-step time from the logged throughput (excludes evaluation and checkpoint time)."""
+    cfg = json.loads((run_dir / "config.yaml").read_text())  # the loop writes the resolved config as JSON
+    data = cfg["data"]
+    frames = data["video_batch"] * data["num_frames"] + data["image_batch"]
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.startswith("{")]
+    times = sorted(frames * r["processes"] / r["frames_per_s"] for r in rows if r.get("frames_per_s"))
+    return times[len(times) // 2]
+
+
+def final_metrics(run_dir: Path, clips: int, threads: int, step: int | None = None) -> dict:
     import torch
 
     from vidgen.data import NaturalClips
@@ -51,14 +62,14 @@ def final_metrics(run_dir: Path, clips: int, threads: int) -> dict:
     from vidgen.training.samples import reconstruct_mode
 
     torch.set_num_threads(threads)
-    final = run_dir / "final"
+    final = run_dir / "final" if step is None else run_dir / "checkpoints" / f"step_{step:08d}"
     is_anchor = json.loads((final / "config.json").read_text())["_class_name"] == CogVideoXReferenceVAE.__name__
     model = CogVideoXReferenceVAE.from_pretrained(final).eval() if is_anchor else load_tokenizer(final)
     data = NaturalClips("test", num_frames=17, size=64, num_clips=clips)
     videos = torch.stack([data[i]["video"] for i in range(len(data))])
     recon = reconstruct_mode(model, videos)
     return {"psnr": psnr(videos, recon).mean().item(), "ssim": ssim(videos, recon).mean().item(),
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "sec_per_step": seconds_per_step(run_dir)}
 
 
 def main() -> None:
@@ -72,24 +83,24 @@ def main() -> None:
     ap.add_argument("--equal-time", action="store_true",
                     help="also train vidgen for CogVideoX's wall time; with --skip-training the two equal-step "
                          "runs and their wall times are read from an earlier run")
+    ap.add_argument("--at-step", type=int, default=None,
+                    help="with --skip-training: compare both runs at this checkpoint (for runs stopped early)")
     args = ap.parse_args()
+    if args.at_step is not None and not args.skip_training:
+        ap.error("--at-step compares existing checkpoints: use it with --skip-training")
     run_root, out = Path(args.run_root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, config in RUNS.items():
         wall = None if args.skip_training else train(name, config, args.steps, args.threads, run_root)
-        results[name] = {"train_wall_s": wall, "curve": eval_psnr_curve(run_root / name),
-                         **final_metrics(run_root / name, args.clips, args.threads)}
+        curve = {k: v for k, v in eval_psnr_curve(run_root / name).items() if k <= (args.at_step or k)}
+        results[name] = {"train_wall_s": wall, "curve": curve,
+                         **final_metrics(run_root / name, args.clips, args.threads, args.at_step)}
         print(name, json.dumps(results[name]), flush=True)
     a, b = results["vidgen_base"], results["cogvideox"]
     if args.equal_time:
-        walls = {k: r["train_wall_s"] for k, r in results.items()}
-        if args.skip_training:  # size the run from the wall times recorded when the two runs were trained
-            previous = json.loads((out / "results.json").read_text())
-            walls = {k: previous[k]["train_wall_s"] for k in RUNS}
-            for k in RUNS:
-                results[k]["train_wall_s"] = walls[k]
-        steps = int(args.steps * walls["cogvideox"] / walls["vidgen_base"])
+        # as many vidgen steps as CogVideoX's training steps took, from the logged per-step times
+        steps = int((args.at_step or args.steps) * b["sec_per_step"] / a["sec_per_step"])
         name = "vidgen_base_equal_time"
         done = (run_root / name / "final").exists()  # --skip-training skips only the two equal-step runs
         wall = None if done else train(name, RUNS["vidgen_base"], steps, args.threads, run_root)
@@ -99,19 +110,22 @@ def main() -> None:
     lines = ["| step | vidgen base PSNR (16 clips) | CogVideoX PSNR (16 clips) |", "|---|---|---|"]
     for step in sorted(set(a["curve"]) & set(b["curve"])):
         lines.append(f"| {step} | {a['curve'][step]:.2f} | {b['curve'][step]:.2f} |")
-    lines += ["", f"| model | params (M) | steps | PSNR ({args.clips} clips) | SSIM | train wall (s) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", f"| model | params (M) | steps | PSNR ({args.clips} clips) | SSIM | s / training step | train wall (s) |",
+              "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         wall = f"{r['train_wall_s']:.0f}" if r["train_wall_s"] else "—"
-        steps = r.get("steps", args.steps)
-        lines.append(f"| {name} | {r['params_m']:.1f} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {wall} |")
+        steps = r.get("steps", args.at_step or args.steps)
+        lines.append(f"| {name} | {r['params_m']:.1f} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                     f"{r['sec_per_step']:.2f} | {wall} |")
+    lines.append(f"\ntraining-step time ratio CogVideoX / vidgen: {b['sec_per_step'] / a['sec_per_step']:.1f}x")
     if a["train_wall_s"] and b["train_wall_s"]:
         lines.append(f"\ntraining wall-time ratio CogVideoX / vidgen: {b['train_wall_s'] / a['train_wall_s']:.1f}x "
                      f"(same steps, {args.threads} thread(s))")
     table = "\n".join(lines)
     print(table)
     (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"steps": args.steps, "threads": args.threads, **results}, indent=2))
+    summary = {"steps": args.at_step or args.steps, "threads": args.threads, **results}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
