@@ -38,7 +38,7 @@ def train(name: str, config: str, steps: int, threads: int, run_root: Path) -> f
 
 
 def eval_psnr_curve(run_dir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return {r["step"]: r["eval_psnr"] for r in rows if "eval_psnr" in r}
 
 
@@ -47,7 +47,7 @@ def seconds_per_step(run_dir: Path) -> float:
     cfg = json.loads((run_dir / "config.yaml").read_text())  # the loop writes the resolved config as JSON
     data = cfg["data"]
     frames = data["video_batch"] * data["num_frames"] + data["image_batch"]
-    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     times = sorted(frames * r["processes"] / r["frames_per_s"] for r in rows if r.get("frames_per_s"))
     return times[len(times) // 2]
 

@@ -128,12 +128,12 @@ def train(cfg: TrainConfig) -> dict:
     is_main = acc.is_main_process
     log_file = run_dir / "log.jsonl"
 
-    def log(msg) -> None:
+    def log(msg: str | dict) -> None:
+        """Print a message or a metrics dict; the log file stays JSON Lines (messages as ``{"info": ...}``)."""
         if is_main:
-            line = msg if isinstance(msg, str) else json.dumps(msg)
-            tqdm.write(line)
+            tqdm.write(msg if isinstance(msg, str) else json.dumps(msg))
             with open(log_file, "a") as fh:
-                fh.write(line + "\n")
+                fh.write(json.dumps({"info": msg} if isinstance(msg, str) else msg) + "\n")
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
