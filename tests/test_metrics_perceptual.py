@@ -46,6 +46,8 @@ def test_stlpips_is_a_differentiable_loss(st_alex):
     assert not st_alex.training  # a fixed metric never switches to train mode
 
 
+# the lpips package itself still calls torchvision with the deprecated `pretrained=` argument
+@pytest.mark.filterwarnings("ignore::UserWarning:torchvision")
 def test_lpips_architecture_matches_lpips_package_plumbing_only():
     """Plumbing test with a RANDOM trunk (lpips' pnet_rand=True): checks our LPIPS module's layer layout,
     scaling, normalisation and linear heads equal the lpips package's. Not an LPIPS value."""
