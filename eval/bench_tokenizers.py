@@ -90,6 +90,9 @@ def main(argv=None) -> int:
         if is_discrete(model):
             usage = codebook_usage(model, clips, args.batch)
             row.update(utilization=usage.utilization, perplexity=usage.perplexity, tokens_counted=usage.total)
+            if model.config.quantizer == "fsq" and model.config.num_quantizers == 1:  # why utilization is what it is
+                shares = usage.level_usage(tuple(model.config.fsq_levels))
+                row["fsq_level_usage"] = [[round(v, 4) for v in axis] for axis in shares]
         if fvd is not None:
             fvd.reset(keep_real=True)
             fvd.update(recon, real=False)

@@ -115,3 +115,20 @@ def test_codebook_usage_statistics():
     assert usage.perplexity == pytest.approx(4.0)
     usage.update(torch.tensor([[0, 0], [0, 0]]))
     assert usage.total == 8 and usage.perplexity < 4.0
+
+
+def test_fsq_level_usage_matches_fsq_index_layout():
+    from vector_quantize_pytorch import FSQ
+
+    levels = (4, 3, 5)
+    fsq = FSQ(levels=list(levels))
+    ids = torch.randint(0, 60, (500,), generator=torch.Generator().manual_seed(0))
+    usage = CodebookUsage(60)
+    usage.update(ids)
+    per_axis = fsq.indices_to_level_indices(ids)  # (500, 3): FSQ's own decomposition of the ids
+    shares = usage.level_usage(levels)
+    for axis, n in enumerate(levels):
+        expected = torch.bincount(per_axis[:, axis].long(), minlength=n).double() / 500
+        assert shares[axis] == pytest.approx(expected.tolist())
+    with pytest.raises(ConfigError, match="vocab_size"):
+        usage.level_usage((8, 8))

@@ -169,3 +169,20 @@ class CodebookUsage:
         p = self.counts / self.counts.sum()
         p = p[p > 0]
         return float(torch.exp(-(p * p.log()).sum()))
+
+    def level_usage(self, levels: tuple[int, ...]) -> list[list[float]]:
+        """Share of tokens at each level of each FSQ axis, ``[axis][level]``.
+
+        Shows *why* utilization is low: rarely used extreme levels make every code that combines them rare.
+        Ids follow FSQ's mixed radix: ``id = sum(level_i * prod(levels[:i]))`` (axis 0 varies fastest).
+        """
+        if math.prod(levels) != self.vocab_size:
+            raise ConfigError(f"levels {tuple(levels)} give {math.prod(levels)} codes, not vocab_size {self.vocab_size}")
+        grid = self.counts.reshape(tuple(reversed(levels)))  # (L_{n-1}, ..., L_0)
+        n, total = len(levels), max(self.total, 1)
+        shares = []
+        for axis in range(n):
+            other = tuple(d for d in range(n) if d != n - 1 - axis)
+            per_level = grid.sum(dim=other) if other else grid
+            shares.append((per_level / total).tolist())
+        return shares
