@@ -135,22 +135,28 @@ def _query_tile_key_range(q_lo, q_hi, N, P, T, HW, RT, CAUSAL: tl.constexpr, BLO
 
 
 @triton.jit
+def _program_tile(N, D, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's tile along the sequence (axis 0 of the launch grid) and its (batch*head) offsets (axis 1):
+    (first row, hi = last valid row, row offsets, column offsets, element base, row base)."""
+    pid_bh = tl.program_id(1)
+    lo = tl.program_id(0) * BLOCK
+    hi = tl.minimum(lo + BLOCK, N) - 1
+    base = pid_bh.to(tl.int64) * N * D
+    row_base = pid_bh.to(tl.int64) * N
+    return lo, hi, lo + tl.arange(0, BLOCK), tl.arange(0, BLOCK_D), base, row_base
+
+
+@triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, VISITS, N, P, T, H, W, RT, RH, RW, scale, D,
                 CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 DOT_FP32: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
     HW = H * W
-    base = pid_bh.to(tl.int64) * N * D
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    q_lo, q_hi, offs_m, offs_d, base, row_base = _program_tile(N, D, BLOCK_M, BLOCK_D)
     q = _load_tile(Q, base, offs_m, offs_d, N, D, DOT_FP32)
     # Finite "minus infinity" so that rows with nothing allowed yet never produce inf - inf = NaN.
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    q_lo = pid_m * BLOCK_M
-    q_hi = tl.minimum(q_lo + BLOCK_M, N) - 1
     visits = tl.zeros([], dtype=tl.int32)
     for j in range(0, tl.cdiv(P, BLOCK_N)):  # prefix keys: every query attends them
         acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, K, V, base, offs_m, offs_d, j * BLOCK_N, N, P, HW, W,
@@ -168,8 +174,8 @@ def _fwd_kernel(Q, K, V, O, LSE, VISITS, N, P, T, H, W, RT, RH, RW, scale, D,
     row_ok = offs_m < N
     tl.store(O + base + offs_m[:, None] * D + offs_d[None, :], out.to(O.dtype.element_ty),
              mask=row_ok[:, None] & (offs_d[None, :] < D))
-    tl.store(LSE + pid_bh.to(tl.int64) * N + offs_m, m_i + tl.log(l_safe), mask=row_ok)
-    tl.store(VISITS + pid_bh * tl.num_programs(0) + pid_m, visits)
+    tl.store(LSE + row_base + offs_m, m_i + tl.log(l_safe), mask=row_ok)
+    tl.store(VISITS + tl.program_id(1) * tl.num_programs(0) + tl.program_id(0), visits)
 
 
 @triton.jit
@@ -206,19 +212,12 @@ def _bwd_kv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, N, P, T, H, W, RT, RH, RW, s
                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    DOT_FP32: tl.constexpr):
     """dK, dV of one key tile, looping over the query tiles that may attend it."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
     HW = H * W
-    base = pid_bh.to(tl.int64) * N * D
-    row_base = pid_bh.to(tl.int64) * N
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
+    k_lo, k_hi, offs_n, offs_d, base, row_base = _program_tile(N, D, BLOCK_N, BLOCK_D)
     k = _load_tile(K, base, offs_n, offs_d, N, D, DOT_FP32)
     v = _load_tile(V, base, offs_n, offs_d, N, D, DOT_FP32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    k_lo = pid_n * BLOCK_N
-    k_hi = tl.minimum(k_lo + BLOCK_N, N) - 1
     if CAUSAL:  # queries at t >= t(key); prefix queries see only prefix keys
         start, end = _frame_tile_range(k_lo, k_hi, P, T, HW, 0, RT, BLOCK_M)
         prefix_tiles = tl.where(k_lo < P, tl.cdiv(P, BLOCK_M), 0)
@@ -256,17 +255,10 @@ def _bwd_q_kernel(Q, K, V, DO, LSE, DELTA, DQ, N, P, T, H, W, RT, RH, RW, scale,
                   CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                   DOT_FP32: tl.constexpr):
     """dQ of one query tile, visiting the same key tiles as the forward pass."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
     HW = H * W
-    base = pid_bh.to(tl.int64) * N * D
-    row_base = pid_bh.to(tl.int64) * N
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    q_lo, q_hi, offs_m, offs_d, base, row_base = _program_tile(N, D, BLOCK_M, BLOCK_D)
     q, do, lse, delta = _load_query_rows(Q, DO, LSE, DELTA, base, row_base, offs_m, offs_d, N, D, DOT_FP32)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    q_lo = pid_m * BLOCK_M
-    q_hi = tl.minimum(q_lo + BLOCK_M, N) - 1
     for j in range(0, tl.cdiv(P, BLOCK_N)):
         dq = _bwd_q_tile(dq, q, do, lse, delta, K, V, base, offs_m, offs_d, j * BLOCK_N, N, P, HW, W,
                          RT, RH, RW, scale, D, CAUSAL, BLOCK_N, DOT_FP32)
