@@ -91,8 +91,9 @@ def main(argv=None) -> int:
             usage = codebook_usage(model, clips, args.batch)
             row.update(utilization=usage.utilization, perplexity=usage.perplexity, tokens_counted=usage.total)
             if model.config.quantizer == "fsq" and model.config.num_quantizers == 1:  # why utilization is what it is
-                shares = usage.level_usage(tuple(model.config.fsq_levels))
-                row["fsq_level_usage"] = [[round(v, 4) for v in axis] for axis in shares]
+                levels = tuple(model.config.fsq_levels)
+                row["fsq_level_usage"] = [[round(v, 4) for v in axis] for axis in usage.level_usage(levels)]
+                row["utilization_if_axes_independent"] = usage.independent_axes_utilization(levels)
         if fvd is not None:
             fvd.reset(keep_real=True)
             fvd.update(recon, real=False)

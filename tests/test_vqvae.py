@@ -132,3 +132,15 @@ def test_fsq_level_usage_matches_fsq_index_layout():
         assert shares[axis] == pytest.approx(expected.tolist())
     with pytest.raises(ConfigError, match="vocab_size"):
         usage.level_usage((8, 8))
+
+
+def test_independent_axes_utilization():
+    levels = (4, 3)
+    fully_correlated = CodebookUsage(12)
+    fully_correlated.update(torch.tensor([0, 5, 10] * 200))  # (level0, level1) = (0,0), (1,1), (2,2) only
+    assert fully_correlated.utilization == 0.25
+    # the marginals alone (levels 0-2 on both axes, equally often) would fill all 9 of their combinations
+    assert fully_correlated.independent_axes_utilization(levels) == pytest.approx(9 / 12)
+    uniform = CodebookUsage(12)
+    uniform.update(torch.arange(12).repeat(100))
+    assert uniform.independent_axes_utilization(levels) == pytest.approx(1.0)

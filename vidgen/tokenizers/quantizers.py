@@ -186,3 +186,12 @@ class CodebookUsage:
             per_level = grid.sum(dim=other) if other else grid
             shares.append((per_level / total).tolist())
         return shares
+
+    def independent_axes_utilization(self, levels: tuple[int, ...]) -> float:
+        """Expected utilization over ``total`` tokens if the FSQ axes were independent with the measured per-axis
+        level shares. Far above the measured utilization means the axes are correlated (tokens concentrate on a
+        subset of level combinations); close to it means rare levels are what leaves codes unused."""
+        p = torch.ones(1, dtype=torch.float64)
+        for axis in reversed(self.level_usage(levels)):  # outer products in id order: axis 0 varies fastest
+            p = torch.outer(p, torch.tensor(axis, dtype=torch.float64)).flatten()
+        return float((1 - (1 - p) ** self.total).mean())
