@@ -136,6 +136,17 @@ def test_unsupported_requests_explain_why(tk, monkeypatch):
         attention3d(q.float(), k.float(), v.float(), backend="triton", **pattern.as_kwargs())
 
 
+def test_token_causal_and_decode_calls_are_refused_with_reasons(tk):
+    pattern = make_pattern((2, 3, 4), (3, 3, 3), causal="token", num_prefix_tokens=2)
+    q, k, v = random_qkv(pattern, head_dim=8)
+    assert "causal='token'" in tk.unsupported_reason(q, pattern)
+    with pytest.raises(UnsupportedError, match="causal='token'"):
+        attention3d(q, k, v, backend="triton", **pattern.as_kwargs())
+    frame = make_pattern((2, 3, 4), (3, 3, 3), causal=True, num_prefix_tokens=2)
+    with pytest.raises(UnsupportedError, match="decode"):
+        attention3d(q[:, :, 14:], k, v, backend="triton", q_start=14, **frame.as_kwargs())
+
+
 @needs_cuda
 def test_triton_on_gpu_native_dot():
     """On a GPU fp16/bf16 go through tl.dot natively (no fp32 upcast): check against the reference there."""

@@ -1,10 +1,12 @@
 """3D (video) attention: one API over several backends, masks, and the Attention3D module.
 
-``attention3d(q, k, v, grid=(T, H, W), window=None, causal=False, num_prefix_tokens=0, backend="auto")``.
+``attention3d(q, k, v, grid=(T, H, W), window=None, causal=False, num_prefix_tokens=0, backend="auto",
+q_start=None)``; ``causal`` in {False, True / "frame", "token"}; ``q_start`` = decode against a :class:`KVCache`.
 Backends: ``reference`` (dense-mask SDPA), ``cpu`` (blocked neighbourhoods, fwd+bwd, any device),
 ``flex`` (FlexAttention), ``triton`` (fused flash-style kernel; imported lazily).
 """
 from vidgen.attention.api import BACKENDS, attention3d, backend_support, choose_backend
+from vidgen.attention.kv_cache import KVCache, ModelKVCache
 from vidgen.attention.masks import (
     AttentionPattern,
     attention_mask3d,
@@ -24,6 +26,8 @@ __all__ = [
     "Attention3DConfig",
     "AttentionPattern",
     "CrossAttention",
+    "KVCache",
+    "ModelKVCache",
     "attention3d",
     "attention_mask3d",
     "backend_support",

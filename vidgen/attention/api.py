@@ -1,4 +1,5 @@
-"""``attention3d``: one entry point for full / spatial / temporal / windowed / frame-causal video attention."""
+"""``attention3d``: one entry point for full / spatial / temporal / windowed / frame- or token-causal video
+attention, over the whole sequence or (decode, ``q_start``) over the newest queries against a KV cache."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ from typing import Dict, Optional
 import torch
 
 from vidgen.attention import cpu_blocked, flex, reference
-from vidgen.attention.masks import AttentionPattern, Window, make_pattern
+from vidgen.attention.masks import AttentionPattern, Causal, Window, decode_violation, make_pattern
 from vidgen.errors import InvalidInputError, UnsupportedError
 
 BACKENDS = ("reference", "cpu", "flex", "triton")
@@ -21,12 +22,18 @@ BLOCKED_MAX_WORK_FRACTION = 0.25
 
 TRITON_CPU_REASON = ("the triton backend needs CUDA tensors; on CPU it runs only under the Triton interpreter "
                      "(set TRITON_INTERPRET=1 before triton is first imported in the process; slow, for tests)")
+TRITON_TOKEN_CAUSAL_REASON = ("the triton kernels implement frame-level causality only (causal=True / 'frame'), "
+                              "not causal='token'; use backend='reference' or 'flex'")
+DECODE_REASON = ("decode calls (q_start given, fewer queries than keys) run only on the reference backend "
+                 "(SDPA with the sliced mask); use backend='reference' or 'auto'")
 
 
 def _triton_reason(q, k, v, pattern) -> Optional[str]:
     # Importing the kernel module decorates its kernels for good: on CPU without the interpreter it must not
     # happen as a side effect of a support query, or a later TRITON_INTERPRET=1 could no longer take effect.
     # (Checked in this order so torch.compile does not guard on sys.modules, which the import below changes.)
+    if pattern.token_causal:
+        return TRITON_TOKEN_CAUSAL_REASON
     if (q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1"
             and "vidgen.attention.triton_kernel" not in sys.modules):
         return TRITON_CPU_REASON
@@ -57,7 +64,13 @@ _RUN = {
 }
 
 
-def _check_inputs(q, k, v, pattern: AttentionPattern, scale) -> None:
+def _reason(name: str, q, k, v, pattern: AttentionPattern, q_start: Optional[int]) -> Optional[str]:
+    if q_start is not None and name != "reference":
+        return DECODE_REASON
+    return _REASONS[name](q, k, v, pattern)
+
+
+def _check_inputs(q, k, v, pattern: AttentionPattern, scale, q_start: Optional[int] = None) -> None:
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
             raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -65,64 +78,116 @@ def _check_inputs(q, k, v, pattern: AttentionPattern, scale) -> None:
             raise InvalidInputError(f"{name} must have shape (B, heads, N, D), got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise InvalidInputError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if not (q.shape == k.shape == v.shape):
+    if q_start is None and not (q.shape == k.shape == v.shape):
         raise InvalidInputError(
             f"q, k, v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q_start is not None and not (k.shape == v.shape and q.shape[:2] == k.shape[:2] and q.shape[3] == k.shape[3]):
+        raise InvalidInputError(f"decode call (q_start given): k and v must have the same shape (B, heads, Lk, D) "
+                                f"and share B, heads and D with q, got q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                                f"v {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
         raise InvalidInputError(f"q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} "
                                 f"on {q.device}/{k.device}/{v.device}")
     n = q.shape[2]
-    if n != pattern.num_tokens:
+    if q_start is not None:
+        check_decode_call(q_start, n, k.shape[2], pattern)
+    elif n != pattern.num_tokens:
         t, h, w = pattern.grid
         raise InvalidInputError(f"q has N={n} tokens but num_prefix_tokens + T*H*W = {pattern.num_prefix_tokens} + "
                                 f"{t}*{h}*{w} = {pattern.num_tokens}")
-    if q.shape[0] == 0 or q.shape[1] == 0 or q.shape[3] == 0:
-        raise InvalidInputError(f"q must have non-empty batch, heads and head dim, got {tuple(q.shape)}")
+    if q.shape[0] == 0 or q.shape[1] == 0 or q.shape[2] == 0 or q.shape[3] == 0:
+        raise InvalidInputError(f"q must have non-empty batch, heads, tokens and head dim, got {tuple(q.shape)}")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale) or scale <= 0):
         raise InvalidInputError(f"scale must be None or a positive finite number, got {scale!r}")
 
 
-def backend_support(q, k, v, grid, window: Window = None, causal: bool = False,
-                    num_prefix_tokens: int = 0) -> Dict[str, Optional[str]]:
+def check_decode_call(q_start, lq: int, lk: int, pattern: AttentionPattern, name: str = "q_start") -> None:
+    """Validate a decode call (``name``: the caller's name for ``q_start``). It must be exact: every key its
+    ``Lq`` queries may attend is among the ``Lk = q_start + Lq`` keys given."""
+    n = pattern.num_tokens
+    if isinstance(q_start, bool) or not isinstance(q_start, int) or q_start < 0:
+        raise InvalidInputError(f"{name} must be an int >= 0 for a decode call, got {q_start!r}")
+    if lq < 1:
+        raise InvalidInputError(f"a decode call needs at least one query token, got Lq={lq}")
+    end = q_start + lq
+    if end > n:
+        raise InvalidInputError(f"{name} + Lq = {q_start} + {lq} = {end} exceeds the sequence length "
+                                f"num_prefix_tokens + T*H*W = {n}")
+    if lk != end:
+        raise InvalidInputError(f"k, v must hold the Lk = q_start + Lq = {end} keys [0, {end}) of a decode call, "
+                                f"got Lk={lk}")
+    bad = decode_violation(pattern, q_start, end)
+    if bad is not None:
+        if bad[0] < pattern.num_prefix_tokens and pattern.causal:
+            hint = f"prefix queries see the whole prefix, so the chunk must reach its end ({pattern.num_prefix_tokens})"
+        elif pattern.causal:
+            hint = "with causal='frame' a chunk must end on a frame boundary (or where no window reaches further)"
+        else:
+            hint = f"a non-causal pattern sees future keys: decode with causal='token' or 'frame', or pass all N={n}"
+        raise InvalidInputError(f"{name}={q_start} with Lq={lq}: query position {bad[0]} may attend key position "
+                                f"{bad[1]} >= Lk={end}, so the decode call would not be exact; {hint}")
+
+
+def backend_support(q, k, v, grid, window: Window = None, causal: Causal = False, num_prefix_tokens: int = 0,
+                    q_start: Optional[int] = None) -> Dict[str, Optional[str]]:
     """For each backend, ``None`` if it can run these inputs, else the reason it cannot."""
     pattern = make_pattern(grid, window, causal, num_prefix_tokens)
-    _check_inputs(q, k, v, pattern, None)
-    return {name: _REASONS[name](q, k, v, pattern) for name in BACKENDS}
+    _check_inputs(q, k, v, pattern, None, q_start)
+    q_start = _as_full_call(q, pattern, q_start)
+    return {name: _reason(name, q, k, v, pattern, q_start) for name in BACKENDS}
 
 
-def choose_backend(q, k, v, pattern: AttentionPattern) -> str:
-    """The fastest backend that supports the inputs (heuristic, measured with eval/bench_attention.py)."""
-    if pattern.is_full:
-        return "reference"  # plain SDPA without a mask: nothing to skip
+def choose_backend(q, k, v, pattern: AttentionPattern, q_start: Optional[int] = None) -> str:
+    """The fastest backend that supports the inputs (heuristic, measured with eval/bench_attention.py).
+    Never one that refuses them: decode calls and token-causal patterns leave ``reference`` (or ``flex``)."""
+    if pattern.is_full or q_start is not None:
+        return "reference"  # plain SDPA without a mask, or the decode path (only the reference backend has it)
     if q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
         return "triton"
     n = pattern.num_tokens
-    blocked = cpu_blocked.blocked_work(pattern)
-    if n >= BLOCKED_MIN_TOKENS and blocked <= BLOCKED_MAX_WORK_FRACTION * n * n:
-        return "cpu"
+    if n >= BLOCKED_MIN_TOKENS and cpu_blocked.unsupported_reason(q, pattern) is None:
+        if cpu_blocked.blocked_work(pattern) <= BLOCKED_MAX_WORK_FRACTION * n * n:
+            return "cpu"
     return "reference"
 
 
+def _as_full_call(q, pattern: AttentionPattern, q_start: Optional[int]) -> Optional[int]:
+    """A "decode" call holding every query (q_start=0, Lq=N) is a plain full-sequence call: any backend."""
+    return None if q_start == 0 and q.shape[2] == pattern.num_tokens else q_start
+
+
 def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window: Window = None,
-                causal: bool = False, num_prefix_tokens: int = 0, scale: Optional[float] = None,
-                backend: str = "auto") -> torch.Tensor:
+                causal: Causal = False, num_prefix_tokens: int = 0, scale: Optional[float] = None,
+                backend: str = "auto", q_start: Optional[int] = None) -> torch.Tensor:
     """Attention over prefix tokens + a (T, H, W) video token grid.
 
     q, k, v: (B, heads, N, D) with ``N = num_prefix_tokens + T*H*W``, video tokens in (t, h, w) row-major order.
     ``window=(wt, wh, ww)``: a video query sees video keys with ``|dt| <= wt//2``, ``|dh| <= wh//2``,
-    ``|dw| <= ww//2`` (``None`` entry = unlimited axis, ``window=None`` = full); ``causal`` adds ``t' <= t``.
+    ``|dw| <= ww//2`` (``None`` entry = unlimited axis, ``window=None`` = full). ``causal``: ``False``,
+    ``True`` / ``"frame"`` (adds ``t' <= t``) or ``"token"`` (adds key index <= query index, GPT-style).
     See :mod:`vidgen.attention.masks` for the exact semantics (prefix tokens included).
     ``backend``: "auto", "reference", "cpu", "flex" or "triton". Returns (B, heads, N, D).
+
+    Decode (``q_start`` an int, e.g. with a KV cache): q is (B, heads, Lq, D) holding sequence positions
+    ``[q_start, q_start + Lq)``, k and v are (B, heads, Lk, D) holding positions ``[0, Lk)`` with
+    ``Lk = q_start + Lq``; returns those rows of the full-sequence attention, (B, heads, Lq, D). Raises
+    ``InvalidInputError`` unless that is exact, i.e. no query may attend a key ``>= Lk``: always true with
+    ``causal="token"`` (once a chunk holding prefix queries reaches the end of the prefix); with
+    ``causal="frame"`` when the chunk ends on a frame boundary (or a window keeps its queries from looking
+    further). Only the reference backend runs decode calls; "auto" picks it.
     """
     pattern = make_pattern(grid, window, causal, num_prefix_tokens)
-    _check_inputs(q, k, v, pattern, scale)
+    _check_inputs(q, k, v, pattern, scale, q_start)
+    q_start = _as_full_call(q, pattern, q_start)
     if backend == "auto":
-        backend = choose_backend(q, k, v, pattern)
+        backend = choose_backend(q, k, v, pattern, q_start)
     elif backend not in BACKENDS:
         raise InvalidInputError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
     else:
-        reason = _REASONS[backend](q, k, v, pattern)
+        reason = _reason(backend, q, k, v, pattern, q_start)
         if reason is not None:
             raise UnsupportedError(f"attention3d backend {backend!r} cannot run this call: {reason}")
+    if q_start is not None:
+        return reference.reference_attention(q, k, v, pattern, scale, q_start)
     return _RUN[backend](q, k, v, pattern, scale)

@@ -217,5 +217,12 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern
     return torch.cat([prefix_out, video_out], dim=2)
 
 
+TOKEN_CAUSAL_REASON = ("the blocked cpu backend implements frame-level causality only (causal=True / 'frame'), not "
+                       "causal='token': a token-causal mask does not factor over its (t, h, w) query blocks; use "
+                       "backend='reference' or 'flex'")
+
+
 def unsupported_reason(q: torch.Tensor, pattern: AttentionPattern) -> Optional[str]:
-    return None  # pure PyTorch: any device, dtype, shape and pattern
+    if pattern.token_causal:
+        return TOKEN_CAUSAL_REASON
+    return None  # pure PyTorch: any device, dtype and shape

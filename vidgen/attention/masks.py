@@ -6,15 +6,21 @@ Semantics (every backend implements exactly these, so each can be checked agains
   ``T*H*W`` video tokens in (t, h, w) row-major order;
 * a video query at (t, h, w) may attend a video key at (t', h', w') iff ``|t-t'| <= wt//2``,
   ``|h-h'| <= wh//2`` and ``|w-w'| <= ww//2`` for ``window=(wt, wh, ww)`` (``None`` = unlimited along that
-  axis, ``window=None`` = full attention), and additionally ``t' <= t`` when ``causal=True``;
-* every query attends every prefix key; prefix queries attend every key, except that with ``causal=True``
-  the prefix counts as the past (time before frame 0), so prefix queries then attend only the prefix.
-  (Letting the prefix see future frames would leak the future into frame 0 through the next layer.)
+  axis, ``window=None`` = full attention), and additionally
+  - ``t' <= t`` when ``causal=True`` or ``causal="frame"`` (frame-causal: a token sees its whole own frame),
+  - ``j <= i`` when ``causal="token"`` (token-causal, GPT-style: ``i``, ``j`` are the video indices of query
+    and key in (t, h, w) raster order, so a token sees the earlier tokens of its own frame and itself);
+* every query attends every prefix key; prefix queries attend every key, except that with either causal
+  mode the prefix counts as the past (time before frame 0), so prefix queries then attend only the prefix
+  (all of it). (Letting the prefix see future frames would leak the future into frame 0 through the next layer.)
+
+Decode calls (``attention3d(..., q_start=s)``) compute rows ``[s, e)`` of this pattern from keys ``[0, e)``;
+they are exact only when no query in ``[s, e)`` may attend a key at ``>= e`` (:func:`decode_violation`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -22,6 +28,7 @@ from vidgen.errors import InvalidInputError
 
 Grid = Tuple[int, int, int]
 Window = Optional[Sequence[Optional[int]]]
+Causal = Union[bool, Literal["frame", "token"]]  # True == "frame"
 AXES = ("t", "h", "w")
 
 
@@ -32,12 +39,23 @@ def _is_int(x) -> bool:
 @dataclass(frozen=True)
 class AttentionPattern:
     """A validated 3D attention pattern. ``radii[i]`` is ``window[i] // 2`` or ``None`` when the window does
-    not restrict that axis (``None`` in the window, or a window at least as large as the grid)."""
+    not restrict that axis (``None`` in the window, or a window at least as large as the grid).
+    ``causal`` is True for both causal modes; ``token_causal`` narrows it to token level (see :attr:`causal_mode`)."""
 
     grid: Grid
     radii: Tuple[Optional[int], Optional[int], Optional[int]]
     causal: bool = False
     num_prefix_tokens: int = 0
+    token_causal: bool = False
+
+    def __post_init__(self):
+        if self.token_causal and not self.causal:
+            raise InvalidInputError("token_causal=True needs causal=True (token causality implies frame causality)")
+
+    @property
+    def causal_mode(self) -> Causal:
+        """``False``, ``"frame"`` or ``"token"``."""
+        return "token" if self.token_causal else ("frame" if self.causal else False)
 
     @property
     def num_video_tokens(self) -> int:
@@ -51,6 +69,8 @@ class AttentionPattern:
     @property
     def is_full(self) -> bool:
         """True when every query may attend every key (no mask needed)."""
+        if self.token_causal:
+            return self.num_tokens == 1
         no_window = all(r is None for r in self.radii)
         return no_window and (not self.causal or (self.grid[0] == 1 and self.num_prefix_tokens == 0))
 
@@ -61,17 +81,22 @@ class AttentionPattern:
 
     def density(self) -> float:
         """Fraction of (query, key) pairs that are allowed: the FLOP ratio windowed / dense."""
-        counts = []
+        all_pairs, before = [], []  # per axis: pairs within the window, and those with the key strictly before
         for axis, n in enumerate(self.grid):
             pos = torch.arange(n)
             diff = pos[None, :] - pos[:, None]  # key - query
             ok = torch.ones(n, n, dtype=torch.bool)
             if self.radii[axis] is not None:
                 ok &= diff.abs() <= self.radii[axis]
-            if axis == 0 and self.causal:
-                ok &= diff <= 0
-            counts.append(int(ok.sum()))
-        video_pairs = counts[0] * counts[1] * counts[2]
+            all_pairs.append(int(ok.sum()))
+            before.append(int((ok & (diff < 0)).sum()))
+        (nt, nh, nw), (at, ah, aw), (bt, bh, bw) = self.grid, all_pairs, before
+        if self.token_causal:  # raster order: earlier frame, or same frame and earlier row, or same row and w' <= w
+            video_pairs = bt * ah * aw + nt * bh * aw + nt * nh * (bw + nw)
+        elif self.causal:
+            video_pairs = (bt + nt) * ah * aw
+        else:
+            video_pairs = at * ah * aw
         p, nv = self.num_prefix_tokens, self.num_video_tokens
         prefix_rows = p * (p if self.causal else p + nv)
         allowed = video_pairs + nv * p + prefix_rows
@@ -82,17 +107,26 @@ class AttentionPattern:
         window = None
         if any(r is not None for r in self.radii):
             window = tuple(None if r is None else 2 * r + 1 for r in self.radii)
-        return dict(grid=self.grid, window=window, causal=self.causal, num_prefix_tokens=self.num_prefix_tokens)
+        causal = "token" if self.token_causal else self.causal
+        return dict(grid=self.grid, window=window, causal=causal, num_prefix_tokens=self.num_prefix_tokens)
 
 
-def make_pattern(grid, window: Window = None, causal: bool = False, num_prefix_tokens: int = 0) -> AttentionPattern:
+def normalize_causal(causal) -> Causal:
+    """``False``, ``"frame"`` or ``"token"`` from an accepted ``causal`` value (True == "frame")."""
+    if isinstance(causal, bool):
+        return "frame" if causal else False
+    if isinstance(causal, str) and causal in ("frame", "token"):
+        return causal
+    raise InvalidInputError(f"causal must be False, True, 'frame' or 'token', got {causal!r}")
+
+
+def make_pattern(grid, window: Window = None, causal: Causal = False, num_prefix_tokens: int = 0) -> AttentionPattern:
     """Validate the arguments of ``attention3d`` and return the normalised :class:`AttentionPattern`."""
     if not isinstance(grid, (tuple, list)) or len(grid) != 3 or not all(_is_int(g) and g > 0 for g in grid):
         raise InvalidInputError(f"grid must be three positive ints (T, H, W), got {grid!r}")
     if not _is_int(num_prefix_tokens) or num_prefix_tokens < 0:
         raise InvalidInputError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
-    if not isinstance(causal, bool):
-        raise InvalidInputError(f"causal must be a bool, got {causal!r}")
+    mode = normalize_causal(causal)
     radii = [None, None, None]
     if window is not None:
         if not isinstance(window, (tuple, list)) or len(window) != 3:
@@ -105,7 +139,8 @@ def make_pattern(grid, window: Window = None, causal: bool = False, num_prefix_t
                     f"window[{axis}] (axis {AXES[axis]}) must be a positive int or None, got {size!r}")
             # A window reaching every position of the axis does not restrict it: normalise to None.
             radii[axis] = None if size // 2 >= n - 1 else size // 2
-    return AttentionPattern(tuple(int(g) for g in grid), tuple(radii), causal, int(num_prefix_tokens))
+    return AttentionPattern(tuple(int(g) for g in grid), tuple(radii), bool(mode), int(num_prefix_tokens),
+                            mode == "token")
 
 
 def _allowed(q_idx: torch.Tensor, kv_idx: torch.Tensor, pattern: AttentionPattern) -> torch.Tensor:
@@ -123,6 +158,8 @@ def _allowed(q_idx: torch.Tensor, kv_idx: torch.Tensor, pattern: AttentionPatter
             video_ok = video_ok & ((qc - kc).abs() <= radius)
     if pattern.causal:
         video_ok = video_ok & (k_coords[0] <= q_coords[0])
+    if pattern.token_causal:
+        video_ok = video_ok & (kv_idx <= q_idx)
     if p == 0:
         return video_ok
     q_prefix, k_prefix = q_idx < p, kv_idx < p
@@ -133,16 +170,52 @@ def _allowed(q_idx: torch.Tensor, kv_idx: torch.Tensor, pattern: AttentionPatter
 def pattern_mask(pattern: AttentionPattern, device=None) -> torch.Tensor:
     """Dense ``(N, N)`` bool mask of ``pattern`` (True = may attend)."""
     idx = torch.arange(pattern.num_tokens, device=device)
-    return _allowed(idx[:, None], idx[None, :], pattern)
+    return pattern_mask_rows(pattern, idx, idx)
 
 
-def attention_mask3d(grid, window: Window = None, causal: bool = False, num_prefix_tokens: int = 0,
+def pattern_mask_rows(pattern: AttentionPattern, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+    """``(len(q_idx), len(kv_idx))`` bool block of the dense mask at those query / key indices."""
+    return _allowed(q_idx[:, None], kv_idx[None, :], pattern)
+
+
+def last_allowed_key(pattern: AttentionPattern, q_idx: torch.Tensor) -> torch.Tensor:
+    """Largest key index each query index in ``q_idx`` may attend (the allowed key latest in the sequence)."""
+    _, h_size, w_size = pattern.grid
+    p, hw = pattern.num_prefix_tokens, h_size * w_size
+    qv = (q_idx - p).clamp(min=0)
+    reach = []
+    for axis, (coord, radius, size) in enumerate(zip((qv // hw, (qv % hw) // w_size, qv % w_size),
+                                                     pattern.radii, pattern.grid)):
+        if axis == 0 and pattern.causal:
+            reach.append(coord)
+        else:
+            reach.append(torch.full_like(coord, size - 1) if radius is None else (coord + radius).clamp(max=size - 1))
+    video_last = q_idx if pattern.token_causal else p + (reach[0] * h_size + reach[1]) * w_size + reach[2]
+    prefix_last = p - 1 if pattern.causal else pattern.num_tokens - 1
+    return torch.where(q_idx < p, torch.full_like(q_idx, prefix_last), video_last)
+
+
+def decode_violation(pattern: AttentionPattern, q_start: int, q_end: int) -> Optional[Tuple[int, int]]:
+    """``None`` if queries ``[q_start, q_end)`` attend only keys ``< q_end`` (a decode call with keys
+    ``[0, q_end)`` is then exact), else ``(query, key)``: the first query that may attend a key ``>= q_end``."""
+    p = pattern.num_prefix_tokens
+    if pattern.token_causal:  # no tensor work on the decode hot path: only prefix queries look ahead (to p - 1)
+        return (q_start, p - 1) if q_start < p and q_end < p else None
+    last = last_allowed_key(pattern, torch.arange(q_start, q_end))
+    bad = (last >= q_end).nonzero()
+    if bad.numel() == 0:
+        return None
+    i = int(bad[0, 0])
+    return q_start + i, int(last[i])
+
+
+def attention_mask3d(grid, window: Window = None, causal: Causal = False, num_prefix_tokens: int = 0,
                      device=None) -> torch.Tensor:
     """The dense boolean reference mask ``(N, N)``, ``N = num_prefix_tokens + T*H*W`` (True = may attend)."""
     return pattern_mask(make_pattern(grid, window, causal, num_prefix_tokens), device)
 
 
-def flex_mask_mod3d(grid, window: Window = None, causal: bool = False, num_prefix_tokens: int = 0) -> Callable:
+def flex_mask_mod3d(grid, window: Window = None, causal: Causal = False, num_prefix_tokens: int = 0) -> Callable:
     """A FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` with the same pattern as :func:`attention_mask3d`."""
     return pattern_mask_mod(make_pattern(grid, window, causal, num_prefix_tokens))
 
@@ -151,7 +224,8 @@ def pattern_mask_mod(pattern: AttentionPattern) -> Callable:
     def mask_mod(b, h, q_idx, kv_idx):
         return _allowed(q_idx, kv_idx, pattern)
 
-    mask_mod.__name__ = f"mask3d_{pattern.grid}_{pattern.radii}_c{int(pattern.causal)}_p{pattern.num_prefix_tokens}"
+    causal = "t" if pattern.token_causal else int(pattern.causal)
+    mask_mod.__name__ = f"mask3d_{pattern.grid}_{pattern.radii}_c{causal}_p{pattern.num_prefix_tokens}"
     return mask_mod
 
 
@@ -166,19 +240,22 @@ def spatial_pattern(grid, num_prefix_tokens: int = 0) -> AttentionPattern:
     return make_pattern(grid, (1, None, None), False, num_prefix_tokens)
 
 
-def temporal_pattern(grid, num_prefix_tokens: int = 0, causal: bool = False) -> AttentionPattern:
+def temporal_pattern(grid, num_prefix_tokens: int = 0, causal: Causal = False) -> AttentionPattern:
     """Each pixel position attends itself across time (factorised 'temporal' blocks)."""
     return make_pattern(grid, (None, 1, 1), causal, num_prefix_tokens)
 
 
-def window_pattern(grid, window, causal: bool = False, num_prefix_tokens: int = 0) -> AttentionPattern:
+def window_pattern(grid, window, causal: Causal = False, num_prefix_tokens: int = 0) -> AttentionPattern:
     """Local 3D neighbourhood attention (NATTEN-style, clipped at the borders)."""
     return make_pattern(grid, window, causal, num_prefix_tokens)
 
 
-def causal_pattern(grid, num_prefix_tokens: int = 0) -> AttentionPattern:
-    """Frame-causal full attention: a token sees every token of its own and earlier frames."""
-    return make_pattern(grid, None, True, num_prefix_tokens)
+def causal_pattern(grid, num_prefix_tokens: int = 0, causal: Causal = "frame") -> AttentionPattern:
+    """Causal full attention: a token sees every token of its own and earlier frames (``"frame"``), or every
+    earlier token in raster order and itself (``"token"``, GPT-style)."""
+    if not causal:
+        raise InvalidInputError(f"causal must be True, 'frame' or 'token' for causal_pattern, got {causal!r}")
+    return make_pattern(grid, None, causal, num_prefix_tokens)
 
 
 PATTERN_FACTORIES = {

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vidgen.attention.api import BACKENDS, attention3d
-from vidgen.attention.masks import make_pattern
+from vidgen.attention.api import BACKENDS, attention3d, check_decode_call
+from vidgen.attention.kv_cache import KVCache
+from vidgen.attention.masks import Causal, make_pattern
 from vidgen.attention.rope import RotaryEmbedding3D
 from vidgen.errors import ConfigError, InvalidInputError
 
@@ -20,7 +21,7 @@ class Attention3DConfig:
     dim: int
     num_heads: int = 8
     window: Optional[Tuple[Optional[int], Optional[int], Optional[int]]] = None  # None = full attention
-    causal: bool = False  # frame-causal: tokens see only their own and earlier frames
+    causal: Causal = False  # True / "frame": own and earlier frames; "token": earlier tokens (GPT-style)
     rope: bool = True  # 3D rotary embedding over (t, h, w)
     rope_theta: float = 10000.0
     qkv_bias: bool = False
@@ -33,6 +34,8 @@ class Attention3DConfig:
         hd = self.dim // self.num_heads
         if self.rope and (hd % 2 or hd < 6):
             raise ConfigError(f"rope needs an even head dim >= 6 (dim / num_heads), got {hd}; or set rope=False")
+        if not (isinstance(self.causal, bool) or self.causal in ("frame", "token")):
+            raise ConfigError(f"causal must be False, True, 'frame' or 'token', got {self.causal!r}")
         if self.backend != "auto" and self.backend not in BACKENDS:  # fail at build time, not at the first step
             raise ConfigError(f"backend must be 'auto' or one of {BACKENDS}, got {self.backend!r}")
 
@@ -58,24 +61,43 @@ class Attention3D(nn.Module):
         self.k_norm = nn.RMSNorm(hd) if config.qk_norm else nn.Identity()
         self.rope = RotaryEmbedding3D(hd, config.rope_theta) if config.rope else None
 
-    def forward(self, x: torch.Tensor, grid, num_prefix_tokens: int = 0, window="config", causal=None,
-                backend: Optional[str] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid, num_prefix_tokens: int = 0, window="config",
+                causal: Optional[Causal] = None, backend: Optional[str] = None, kv_cache: Optional[KVCache] = None,
+                start: int = 0) -> torch.Tensor:
         """x: (B, N, dim) with N = num_prefix_tokens + T*H*W -> (B, N, dim).
-        ``window``/``causal``/``backend`` override the config for this call (e.g. alternating blocks)."""
+        ``window``/``causal``/``backend`` override the config for this call (e.g. alternating blocks).
+
+        With ``kv_cache`` (autoregressive decoding): x is (B, L, dim), the tokens at sequence positions
+        ``[start, start + L)``. Their keys and values (after qk-norm and RoPE at those positions) are written
+        into the cache at ``start``, and the queries attend over the cached positions ``[0, start + L)``:
+        the result equals rows ``[start, start + L)`` of the uncached call on the whole sequence, provided
+        the pattern allows it (``causal="token"``, or frame-causal chunks of whole frames; see
+        :func:`vidgen.attention.attention3d`, ``q_start``).
+        """
         cfg = self.config
         if x.dim() != 3 or x.shape[-1] != cfg.dim:
             raise InvalidInputError(f"x must have shape (B, N, {cfg.dim}), got {tuple(x.shape)}")
         window = cfg.window if window == "config" else window
         causal = cfg.causal if causal is None else causal
         pattern = make_pattern(grid, window, causal, num_prefix_tokens)
-        if x.shape[1] != pattern.num_tokens:
+        if kv_cache is None and start != 0:
+            raise InvalidInputError(f"start={start!r} needs a kv_cache (without one, x is the whole sequence)")
+        if kv_cache is None and x.shape[1] != pattern.num_tokens:
             raise InvalidInputError(f"x has {x.shape[1]} tokens, expected num_prefix_tokens + T*H*W = "
                                     f"{pattern.num_tokens} for grid {tuple(grid)}")
-        q, k, v = (_split_heads(t, cfg.num_heads) for t in self.qkv(x).chunk(3, dim=-1))  # (B, nh, N, hd)
+        if kv_cache is not None:  # before anything is written into the cache
+            check_decode_call(start, x.shape[1], start + x.shape[1], pattern, name="start")
+        q, k, v = (_split_heads(t, cfg.num_heads) for t in self.qkv(x).chunk(3, dim=-1))  # (B, nh, L, hd)
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
-            q, k = self.rope(q, k, pattern.grid, num_prefix_tokens)
-        out = attention3d(q, k, v, backend=backend or cfg.backend, **pattern.as_kwargs())
+            q, k = self.rope(q, k, pattern.grid, num_prefix_tokens, start)
+        backend = backend or cfg.backend
+        if kv_cache is None:
+            out = attention3d(q, k, v, backend=backend, **pattern.as_kwargs())
+        else:
+            kv_cache.write(start, k, v)
+            k_all, v_all = kv_cache.view(start + x.shape[1])
+            out = attention3d(q, k_all, v_all, backend=backend, q_start=start, **pattern.as_kwargs())
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 

@@ -33,13 +33,27 @@ def rope3d_angles(grid, head_dim: int, theta: float = 10000.0, device=None) -> t
     return torch.cat(angles, dim=-1).float()
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor, num_prefix_tokens: int = 0) -> torch.Tensor:
-    """Rotate the video tokens of x (B, heads, N, D) by angles (N - num_prefix_tokens, D // 2)."""
-    prefix, video = x[:, :, :num_prefix_tokens], x[:, :, num_prefix_tokens:]
+def apply_rope(x: torch.Tensor, angles: torch.Tensor, num_prefix_tokens: int = 0, start: int = 0) -> torch.Tensor:
+    """Rotate the video tokens of x (B, heads, L, D) by angles (T*H*W, D // 2) of the whole grid.
+
+    x holds the L tokens at sequence positions ``[start, start + L)`` of prefix + video (``start=0`` and
+    ``L = N``: the whole sequence); positions ``< num_prefix_tokens`` stay unrotated, position ``p`` of a
+    video token is rotated by ``angles[p - num_prefix_tokens]``. Equal to slicing the whole-sequence rotation.
+    """
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise InvalidInputError(f"start must be an int >= 0, got {start!r}")
+    length = x.shape[2]
+    if start + length > num_prefix_tokens + angles.shape[0]:
+        raise InvalidInputError(f"start + L = {start} + {length} exceeds num_prefix_tokens + T*H*W = "
+                                f"{num_prefix_tokens} + {angles.shape[0]}")
+    unrotated = min(max(num_prefix_tokens - start, 0), length)  # prefix tokens among the L
+    prefix, video = x[:, :, :unrotated], x[:, :, unrotated:]
+    first = start + unrotated - num_prefix_tokens  # video index of the first video token of x
+    angles = angles[first:first + video.shape[2]]
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = video.chunk(2, dim=-1)  # rotate-half pairing: channel i with channel i + D/2
     rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return torch.cat([prefix, rotated], dim=2) if num_prefix_tokens else rotated
+    return torch.cat([prefix, rotated], dim=2) if unrotated else rotated
 
 
 class RotaryEmbedding3D(nn.Module):
@@ -57,6 +71,7 @@ class RotaryEmbedding3D(nn.Module):
             self._cache = (key, rope3d_angles(grid, self.head_dim, self.theta, device))
         return self._cache[1]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, grid, num_prefix_tokens: int = 0):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, grid, num_prefix_tokens: int = 0, start: int = 0):
+        """Rotate q, k (B, heads, L, D) holding sequence positions ``[start, start + L)`` (see :func:`apply_rope`)."""
         angles = self.angles(grid, q.device)
-        return apply_rope(q, angles, num_prefix_tokens), apply_rope(k, angles, num_prefix_tokens)
+        return apply_rope(q, angles, num_prefix_tokens, start), apply_rope(k, angles, num_prefix_tokens, start)

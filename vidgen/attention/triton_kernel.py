@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vidgen.attention.api import TRITON_CPU_REASON
+from vidgen.attention.api import TRITON_CPU_REASON, TRITON_TOKEN_CAUSAL_REASON
 from vidgen.attention.masks import AttentionPattern
 
 INTERPRETED = False  # set below, after the kernels are defined
@@ -356,6 +356,8 @@ attention3d_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def unsupported_reason(q: torch.Tensor, pattern: AttentionPattern) -> Optional[str]:
+    if pattern.token_causal:
+        return TRITON_TOKEN_CAUSAL_REASON
     if q.device.type == "cpu" and not INTERPRETED:
         return TRITON_CPU_REASON
     if q.device.type not in ("cuda", "cpu"):

@@ -1,9 +1,19 @@
-"""Tokenizer training: accelerate loop, losses, 3D PatchGAN discriminator, EMA, atomic checkpoints."""
-from vidgen.training.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig, load_config
+"""Tokenizer and generator training: accelerate loop, losses, 3D PatchGAN discriminator, EMA, atomic checkpoints."""
+from vidgen.training.config import (
+    DataConfig,
+    GeneratorTrainConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    load_config,
+)
+from vidgen.training.generator_loop import train_generator
 from vidgen.training.loop import MODEL_BUILDERS, build_model, train
 
 __all__ = [
     "DataConfig",
+    "GeneratorTrainConfig",
     "LossConfig",
     "MODEL_BUILDERS",
     "ModelConfig",
@@ -12,4 +22,5 @@ __all__ = [
     "build_model",
     "load_config",
     "train",
+    "train_generator",
 ]

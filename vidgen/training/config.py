@@ -82,6 +82,61 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class GeneratorModelConfig:
+    generator: str = "masked"  # key of vidgen.generators.GENERATORS: masked | diffusion | autoregressive
+    preset: str = "small"  # vidgen.generators.GENERATOR_PRESETS
+    overrides: dict = field(default_factory=dict)  # generator kwargs and backbone keys on top of the preset
+
+
+@dataclass
+class GeneratorDataConfig:
+    dataset: str = "shapes"  # "shapes" (built-in captioned ShapesDataset) or "folder" (VideoFolder at root)
+    root: str = ""
+    split: str = "train"
+    num_frames: int = 17
+    size: int = 64
+    num_clips: int = 2048  # shapes: items rendered and pre-encoded once (cached on disk)
+    batch: int = 8
+    conditioning: str = "text"  # "text" (captions through the text encoder), "class" (shapes) or "none"
+    text_encoder: str = ""  # "" = offline all-MiniLM-L6-v2; or a folder / cached hub name
+    max_text_tokens: int = 16
+    encode_batch: int = 16
+    cache_dir: str = ".cache/vidgen/encoded"
+
+
+@dataclass
+class SampleConfig:
+    prompts: list = field(default_factory=lambda: ["a red circle moving right on a black background",
+                                                   "a blue square moving up on a gray background"])
+    num_inference_steps: int = 0  # 0 = the generator's default
+    guidance_scale: float = 3.0
+    seed: int = 0
+
+
+@dataclass
+class GeneratorTrainConfig:
+    run_dir: str = "runs/generator"
+    tokenizer: str = ""  # folder of a saved CausalVAE (diffusion) or CausalVQVAE (masked, autoregressive)
+    steps: int = 2000
+    seed: int = 0
+    threads: int = 1
+    mixed_precision: str = "no"
+    ema_decay: float = 0.0
+    log_every: int = 20
+    sample_every: int = 500
+    ckpt_every: int = 250
+    keep_checkpoints: int = 2
+    resume: str = "auto"
+    model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
+    data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 def _build(cls, values: dict, where: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
@@ -91,8 +146,19 @@ def _build(cls, values: dict, where: str):
         if key not in fields:
             raise ConfigError(f"unknown config key {where + key!r}; valid: {sorted(fields)}")
         sub = fields[key].default_factory if dataclasses.is_dataclass(fields[key].default_factory) else None
-        kwargs[key] = _build(sub, value, f"{where}{key}.") if sub is not None else value
+        kwargs[key] = _build(sub, value, f"{where}{key}.") if sub is not None else _coerce(fields[key], value, where)
     return cls(**kwargs)
+
+
+def _coerce(f, value, where: str):
+    """YAML reads ``2e-3`` (no dot) as a string: numbers for numeric fields are converted, or named."""
+    kind = type(f.default) if f.default is not dataclasses.MISSING else None
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            return kind(float(value)) if kind is float else int(value)
+        except ValueError:
+            raise ConfigError(f"{where}{f.name} must be a number, got {value!r}") from None
+    return value
 
 
 def _set(tree: dict, dotted: str, raw: str) -> None:
@@ -103,8 +169,9 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw)
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read ``path`` (YAML or JSON) then apply ``["a.b=value", ...]`` overrides (values parsed as YAML)."""
+def load_config(path: str | None = None, overrides: list[str] | None = None, schema=TrainConfig):
+    """Read ``path`` (YAML or JSON) then apply ``["a.b=value", ...]`` overrides (values parsed as YAML) into
+    ``schema`` (:class:`TrainConfig` for tokenizers, :class:`GeneratorTrainConfig` for generators)."""
     tree: dict = {}
     if path:
         p = Path(path)
@@ -116,4 +183,4 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         _set(tree, key.strip(), raw)
-    return _build(TrainConfig, tree, "")
+    return _build(schema, tree, "")

@@ -1,0 +1,108 @@
+"""End to end: train tiny generators of all three kinds with the training entry point on built-in captioned clips
+through real (tiny) tokenizers and the offline text encoder, then sample and decode videos of a frame count that
+is not 4k+1; resume is bit-identical; the pre-encoded cache is keyed by the tokenizer's weights."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.generators import Conditioning, generator_class
+from vidgen.tokenizers import CausalVAE, CausalVQVAE, load_tokenizer
+from vidgen.training import GeneratorTrainConfig, load_config, train_generator
+from vidgen.training.encode_cache import cache_key
+
+NUM_FRAMES, SIZE = 10, 32  # 10 is not 4k+1: latent grid (4, 4, 4)
+KINDS = {"masked": "fsq", "diffusion": "vae", "autoregressive": "fsq"}
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
+    torch.manual_seed(0)
+    vae = CausalVAE.from_preset("tiny")
+    fsq = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
+    for model in (vae, fsq):  # live weights: the residual branches start at zero
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+    vae.save_pretrained(root / "vae")
+    fsq.save_pretrained(root / "fsq")
+    return root
+
+
+def _config(run_dir, tokenizer, generator, cache_dir, *extra) -> GeneratorTrainConfig:
+    return load_config(None, [
+        f"run_dir={run_dir}", f"tokenizer={tokenizer}", f"model.generator={generator}", "model.preset=tiny",
+        "model.overrides={max_grid: [4, 4, 4]}", "data.num_clips=8", f"data.num_frames={NUM_FRAMES}",
+        f"data.size={SIZE}", "data.batch=4", "data.max_text_tokens=8", f"data.cache_dir={cache_dir}",
+        "steps=4", "log_every=1", "sample_every=0", "ckpt_every=2", "optim.warmup_steps=0", "optim.lr=2e-3",
+        *extra], schema=GeneratorTrainConfig)
+
+
+@pytest.mark.parametrize("generator", sorted(KINDS))
+def test_train_sample_decode(generator, tokenizers, tmp_path):
+    cfg = _config(tmp_path / "run", tokenizers / KINDS[generator], generator, tmp_path / "cache")
+    metrics = train_generator(cfg)
+    assert metrics["step"] == 4 and torch.isfinite(torch.tensor(metrics["loss"]))
+    logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logs if "loss" in m] == [1, 2, 3, 4]
+    model = generator_class(generator).from_pretrained(tmp_path / "run" / "final").eval()
+    tokenizer = load_tokenizer(tokenizers / KINDS[generator])
+    from vidgen.text import encode_prompts, load_text_encoder
+    emb = encode_prompts(*load_text_encoder(), ["a red circle moving left on a black background"], 8)
+    cond = Conditioning(emb.hidden, emb.mask, emb.pooled)
+    steps = {} if generator == "autoregressive" else {"num_inference_steps": 2}
+    x = model.sample((4, 4, 4), 1, cond, guidance_scale=2.0, generator=torch.Generator().manual_seed(0), **steps)
+    video = model.decode_videos(tokenizer, x, NUM_FRAMES, SIZE, SIZE)
+    assert video.shape == (1, 3, NUM_FRAMES, SIZE, SIZE) and torch.isfinite(video).all()
+
+
+def test_resume_is_bit_identical(tokenizers, tmp_path):
+    tok = tokenizers / "fsq"
+    train_generator(_config(tmp_path / "straight", tok, "masked", tmp_path / "cache"))
+    # as if killed after step 2: a new run resumes from the step-2 checkpoint and trains steps 3-4
+    step2 = tmp_path / "straight" / "checkpoints" / "step_00000002"
+    train_generator(_config(tmp_path / "resumed", tok, "masked", tmp_path / "cache", f"resume={step2}"))
+    a = load_file(str(tmp_path / "straight" / "final" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "final" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "resumed from" in (tmp_path / "resumed" / "log.jsonl").read_text()
+
+
+def test_cache_key_follows_tokenizer_weights(tokenizers, tmp_path):
+    cfg = _config(tmp_path / "r", tokenizers / "fsq", "masked", tmp_path / "cache")
+    tok = load_tokenizer(tokenizers / "fsq")
+    model = generator_class("masked").from_preset("tiny", vocab_size=tok.vocab_size)
+    key = cache_key(model, tok, cfg.data)
+    assert cache_key(model, tok, cfg.data) == key
+    with torch.no_grad():
+        next(tok.parameters()).add_(1e-3)
+    assert cache_key(model, tok, cfg.data) != key
+    cfg.data.num_frames = 6
+    assert cache_key(model, load_tokenizer(tokenizers / "fsq"), cfg.data) != key
+
+
+def test_wrong_tokenizer_and_generator_names(tokenizers, tmp_path):
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        train_generator(_config(tmp_path / "a", tokenizers / "vae", "masked", tmp_path / "cache"))
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        train_generator(_config(tmp_path / "b", tokenizers / "fsq", "diffusion", tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="generator"):
+        train_generator(_config(tmp_path / "c", tokenizers / "fsq", "gan", tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="conditioning"):
+        train_generator(_config(tmp_path / "d", tokenizers / "fsq", "masked", tmp_path / "cache",
+                                "data.conditioning=audio"))
+
+
+def test_script_entry_point_reports_errors(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "train_generator.py"
+    proc = subprocess.run([sys.executable, str(script), f"run_dir={tmp_path}", "tokenizer="],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "tokenizer" in proc.stderr

@@ -1,0 +1,194 @@
+"""``AutoregressiveVideoTransformer``: next-token prediction over tokenizer ids (VideoGPT / LlamaGen / ViD-GPT).
+
+Order: raster order within a latent frame, frames in time order, after the text / class prefix. The model input at
+grid position ``i`` is the id of position ``i - 1`` (BOS = ``vocab_size`` at position 0) and its output predicts id
+``i``, so 3D RoPE gives each query the (t, h, w) of the token it predicts. Attention is token-causal
+(``causal="token"`` in :mod:`vidgen.attention`) on top of the backbone's layout.
+
+Generation (gpt-fast): a caller-owned, preallocated KV cache; one prefill of prefix + BOS (+ given tokens), then
+one-token decode steps that write their keys / values in place at ``start``. ``use_cache=False`` recomputes the
+whole sequence each step (the reference path; the tests check both give the same tokens). CFG doubles the batch
+once and feeds the one sampled token to both halves (LlamaGen). Videos longer than the model's ``max_grid[0]``
+latent frames slide the context: each new latent frame is generated after a fresh prefill of the last
+``max_grid[0] - 1`` frames (the tokenizer is causal, so decoded frames stay consistent); :func:`iter_frames` yields
+latent frames one at a time for streaming through the tokenizer's ``stream_decoder``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from vidgen.attention.kv_cache import ModelKVCache
+from vidgen.errors import InvalidInputError
+from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance
+from vidgen.generators.embeddings import Conditioning
+from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_logits
+
+
+class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, ConfigMixin):
+    """Token-causal transformer over ids ``(B, t, h, w)``; id ``vocab_size`` is BOS."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, vocab_size: int = 1000, cond_dropout: float = 0.1, architecture: Optional[dict] = None):
+        super().__init__()
+        if vocab_size < 2:
+            raise InvalidInputError(f"vocab_size must be >= 2, got {vocab_size}")
+        self._build_shared(architecture, causal="token")
+        d = self.backbone_config.dim
+        self.token_embed = nn.Embedding(vocab_size + 1, d)  # + BOS
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        self.head = nn.Linear(d, vocab_size)
+
+    @property
+    def bos_token_id(self) -> int:
+        return self.config.vocab_size
+
+    def _shifted(self, ids_flat: torch.Tensor) -> torch.Tensor:
+        bos = torch.full_like(ids_flat[:, :1], self.bos_token_id)
+        return torch.cat([bos, ids_flat[:, :-1]], dim=1)
+
+    def forward_tokens(self, inputs: torch.Tensor, grid, vec: torch.Tensor, prefix=None, context=None,
+                       kv_cache: Optional[ModelKVCache] = None, start: int = 0) -> torch.Tensor:
+        """inputs (B, L) shifted ids at grid positions ``[start - P, ...)`` -> logits (B, L, vocab_size)."""
+        out = self.backbone(self.token_embed(inputs), grid, vec, prefix=prefix, context=context,
+                            num_prefix_tokens=self.num_prefix_tokens, kv_cache=kv_cache, start=start)
+        return self.head(out)
+
+    def forward(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, drop: Optional[torch.Tensor] = None,
+                return_dict: bool = True):
+        """Teacher forcing: ids (B, t, h, w) -> logits (B, t, h, w, vocab_size), position i predicting ids at i."""
+        self.check_ids(ids)
+        b, t, h, w = ids.shape
+        prefix, context, vec = self.embed_condition(cond, b, drop)
+        logits = self.forward_tokens(self._shifted(ids.reshape(b, -1)), (t, h, w), vec, prefix, context)
+        logits = logits.reshape(b, t, h, w, -1)
+        return {"logits": logits} if return_dict else (logits,)
+
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, negative: Optional[Conditioning] = None,
+               guidance_scale: float = 1.0, num_inference_steps: Optional[int] = None,
+               generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
+        """The uniform sampling call of every generator: ids (B, t, h, w). One step per token, so
+        ``num_inference_steps`` must be None. See :func:`iter_frames` for the other options."""
+        if num_inference_steps is not None:
+            raise InvalidInputError("num_inference_steps: autoregressive sampling takes one step per token; pass None")
+        return generate_tokens(self, grid, batch, cond=cond, negative=negative, guidance_scale=guidance_scale,
+                               generator=generator, **kwargs)
+
+    def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None,
+             generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, dict]:
+        b = ids.shape[0]
+        logits = self(ids, cond, drop=self.sample_drop(b, generator, ids.device))["logits"]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == ids).float().mean().item()
+        return loss, {"ce": loss.item(), "acc": acc}
+
+
+class _Sampler:
+    """One window of generation: prefix + BOS + given tokens, then ``num_new`` sampled tokens."""
+
+    def __init__(self, model: AutoregressiveVideoTransformer, grid, batch: int, cond, negative, guidance_scale,
+                 temperature, top_k, top_p, generator, use_cache: bool):
+        self.model, self.grid, self.batch = model, grid, batch
+        self.sample_kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        self.guidance_scale, self.use_cache = guidance_scale, use_cache
+        both, drop, self.doubled = cfg_batch(cond, negative, batch, model.device, guidance_scale)
+        rows = 2 * batch if self.doubled else batch
+        self.prefix, self.context, self.vec = model.embed_condition(both, rows, drop)
+        self.rows = rows
+
+    def _next(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.doubled:
+            logits = apply_cfg(logits, self.guidance_scale)
+        return sample_logits(logits, **self.sample_kw)  # (B,)
+
+    def run(self, given: torch.Tensor, num_new: int, on_token: Optional[Callable] = None) -> torch.Tensor:
+        """given (B, k) ids at the start of the window -> (B, num_new) new ids."""
+        model, p = self.model, self.model.num_prefix_tokens
+        dup = (lambda x: torch.cat([x, x])) if self.doubled else (lambda x: x)  # noqa: E731
+        bos = torch.full((self.batch, 1), model.bos_token_id, dtype=torch.long, device=model.device)
+        seq = torch.cat([bos, given], dim=1)  # (B, 1 + k): inputs for positions 0..k
+        new = []
+        if self.use_cache:
+            t, h, w = self.grid
+            cfg = model.backbone_config
+            cache = ModelKVCache.allocate(cfg.depth, self.rows, cfg.num_heads, p + t * h * w, cfg.head_dim,
+                                          model.dtype, model.device)
+            logits = model.forward_tokens(dup(seq), self.grid, self.vec, self.prefix, self.context, cache, 0)
+            pos = p + seq.shape[1]
+            for i in range(num_new):
+                token = self._next(logits[:, -1])
+                new.append(token)
+                if on_token is not None:
+                    on_token(i, token)
+                if i + 1 < num_new:
+                    logits = model.forward_tokens(dup(token[:, None]), self.grid, self.vec, None, self.context,
+                                                  cache, pos)
+                    pos += 1
+        else:
+            t, h, w = self.grid
+            for i in range(num_new):
+                inputs = torch.cat([seq] + [tok[:, None] for tok in new], dim=1)
+                full = torch.cat([inputs, inputs.new_zeros(self.batch, t * h * w - inputs.shape[1])], dim=1)
+                # the whole grid is run so attention sees the same pattern; later positions cannot leak back
+                logits = model.forward_tokens(dup(full), self.grid, self.vec, self.prefix, self.context)
+                token = self._next(logits[:, inputs.shape[1] - 1])
+                new.append(token)
+                if on_token is not None:
+                    on_token(i, token)
+        return torch.stack(new, dim=1)
+
+
+def _check_generation(model, grid, batch, given_ids, num_frames_hint=None):
+    if batch < 1:
+        raise InvalidInputError(f"batch must be >= 1, got {batch}")
+    if given_ids is not None:
+        model.check_ids(given_ids, "given_ids")
+        if given_ids.shape[0] != batch or given_ids.shape[2:] != tuple(grid[1:]) or given_ids.shape[1] > grid[0]:
+            raise InvalidInputError(f"given_ids must have shape ({batch}, k <= {grid[0]}, {grid[1]}, {grid[2]}), "
+                                    f"got {tuple(given_ids.shape)}")
+
+
+def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: Optional[Conditioning] = None,
+                negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, temperature: float = 1.0,
+                top_k: Optional[int] = None, top_p: Optional[float] = None,
+                generator: Optional[torch.Generator] = None, given_ids: Optional[torch.Tensor] = None,
+                use_cache: bool = True, on_token: Optional[Callable] = None) -> Iterator[torch.Tensor]:
+    """Yield the ids of each latent frame ``(B, 1, h, w)`` in order (given frames first), for any ``grid[0]``:
+    beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames."""
+    check_guidance(guidance_scale)
+    t, h, w = grid
+    ctx = model.backbone_config.max_grid[0]
+    model.backbone.check_grid((min(t, ctx), h, w))
+    _check_generation(model, grid, batch, given_ids)
+    frames = [] if given_ids is None else list(given_ids.to(model.device).split(1, dim=1))
+    yield from frames
+    with torch.no_grad():
+        sampler = _Sampler(model, (min(t, ctx), h, w), batch, cond, negative, guidance_scale, temperature, top_k,
+                           top_p, generator, use_cache)
+        while len(frames) < t:
+            if len(frames) < ctx:  # first window: generate all remaining frames of it in one pass
+                given = torch.cat(frames, 1).reshape(batch, -1) if frames else \
+                    torch.zeros(batch, 0, dtype=torch.long, device=model.device)
+                n_frames = min(t, ctx) - len(frames)
+            else:  # slide: the last ctx-1 frames are the context of the next one
+                given = torch.cat(frames[-(ctx - 1):], 1).reshape(batch, -1) if ctx > 1 else \
+                    torch.zeros(batch, 0, dtype=torch.long, device=model.device)
+                n_frames = 1
+            new = sampler.run(given, n_frames * h * w, on_token).reshape(batch, n_frames, h, w)
+            for f in new.split(1, dim=1):
+                frames.append(f)
+                yield f
+
+
+def generate_tokens(model: AutoregressiveVideoTransformer, grid, batch: int, **kwargs) -> torch.Tensor:
+    """All frames at once: ids (B, t, h, w). Keyword arguments as :func:`iter_frames`."""
+    return torch.cat(list(iter_frames(model, grid, batch, **kwargs)), dim=1)

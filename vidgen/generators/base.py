@@ -1,0 +1,130 @@
+"""What the three generators share besides the backbone: construction from presets, conditioning, CFG dropout,
+gradient checkpointing, and the checks between a generator and the tokenizer it is paired with.
+
+The token interface: every generator takes the *tokenizer object* and does the encoding itself, so a pipeline or
+trainer never branches on the generator type::
+
+    x = gen.encode_videos(tokenizer, video)          # latents (B, C, t, h, w) or ids (B, t, h, w)
+    video = gen.decode_videos(tokenizer, x, T, H, W)  # (B, 3, T, H, W), exactly the requested size
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
+from vidgen.generators.backbone import VideoTransformerBackbone
+from vidgen.generators.config import BackboneConfig, preset_kwargs
+from vidgen.generators.embeddings import ConditionEmbedder, Conditioning
+
+BACKBONE_KEYS = {f.name for f in dataclasses.fields(BackboneConfig)}
+
+
+class GeneratorMixin:
+    """Mixed into each generator (with ``ModelMixin`` + ``ConfigMixin``); the subclass sets ``self.backbone``."""
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["Block"]
+    backbone_config: BackboneConfig
+
+    def _build_shared(self, architecture: Optional[dict], causal=False) -> None:
+        # The config key is ``architecture`` (not ``backbone``): diffusers resolves config keys before modules.
+        try:
+            self.backbone_config = BackboneConfig(**(architecture or {}))
+        except TypeError as err:
+            raise ConfigError(f"architecture: {err}; valid keys: {sorted(BACKBONE_KEYS)}") from err
+        self.cond_embed = ConditionEmbedder(self.backbone_config)
+        self.backbone = VideoTransformerBackbone(self.backbone_config, causal=causal)
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs):
+        """``cls.from_preset("small", vocab_size=4096, text_dim=384, layout="spatiotemporal")``: backbone keys
+        (see :class:`BackboneConfig`) go to the backbone on top of the preset, the rest to the generator."""
+        arch = {k: v for k, v in kwargs.items() if k in BACKBONE_KEYS}
+        own = {k: v for k, v in kwargs.items() if k not in BACKBONE_KEYS and k != "architecture"}
+        return cls(**own, architecture=preset_kwargs(name, {**kwargs.get("architecture", {}), **arch}))
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.backbone_config.num_prefix_tokens
+
+    # ------------------------------------------------------------------ conditioning
+    def sample_drop(self, batch: int, generator: Optional[torch.Generator], device) -> Optional[torch.Tensor]:
+        """(B,) bool: which samples train unconditionally (classifier-free guidance dropout)."""
+        p = self.config.cond_dropout
+        if p <= 0:
+            return None
+        return torch.rand(batch, generator=generator).to(device) < p
+
+    def embed_condition(self, cond: Optional[Conditioning], batch: int, drop=None):
+        """-> (prefix tokens or None, cross-attention context or None, adaLN vector (B, d))."""
+        tokens, vec = self.cond_embed(cond or Conditioning(), batch, drop)
+        if tokens is not None and self.backbone_config.text_conditioning == "cross":
+            return None, tokens, vec
+        return tokens, None, vec
+
+    # ------------------------------------------------------------------ diffusers-style switches
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None) -> None:
+        self.backbone.gradient_checkpointing = enable
+        if gradient_checkpointing_func is not None:
+            self.backbone._gradient_checkpointing_func = gradient_checkpointing_func
+        elif enable:
+            from torch.utils.checkpoint import checkpoint
+            self.backbone._gradient_checkpointing_func = lambda fn, *a: checkpoint(fn, *a, use_reentrant=False)
+
+
+class DiscreteTokensMixin:
+    """Token interface of the id-based generators (masked, autoregressive)."""
+
+    @classmethod
+    def tokenizer_kwargs(cls, tokenizer) -> dict:
+        """Constructor arguments that pair a new generator with ``tokenizer``."""
+        cls._check_kind(tokenizer)
+        return {"vocab_size": int(tokenizer.vocab_size)}
+
+    @classmethod
+    def _check_kind(cls, tokenizer) -> None:
+        if not (hasattr(tokenizer, "tokenize") and hasattr(tokenizer, "vocab_size")):
+            raise InvalidInputError(f"tokenizer: {cls.__name__} works on token ids and needs a discrete "
+                                    f"tokenizer (CausalVQVAE), got {type(tokenizer).__name__}")
+
+    def check_tokenizer(self, tokenizer) -> None:
+        self._check_kind(tokenizer)
+        if getattr(tokenizer.config, "num_quantizers", 1) != 1:
+            raise UnsupportedError("tokenizer: residual quantizers (num_quantizers > 1) are not supported by the "
+                                   "generators yet")
+        if tokenizer.vocab_size != self.config.vocab_size:
+            raise InvalidInputError(f"tokenizer: vocab_size {tokenizer.vocab_size} does not match the generator's "
+                                    f"vocab_size {self.config.vocab_size}")
+
+    def check_ids(self, ids: torch.Tensor, name: str = "ids", allow_special: bool = False) -> None:
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 4 or ids.dtype != torch.long:
+            raise InvalidInputError(f"{name} must be a (B, t, h, w) long tensor, got "
+                                    f"{getattr(ids, 'dtype', type(ids).__name__)} {tuple(getattr(ids, 'shape', ()))}")
+        top = self.config.vocab_size + (1 if allow_special else 0)
+        if ids.numel() and (ids.min() < 0 or ids.max() >= top):
+            raise InvalidInputError(f"{name} must be in [0, {top}), got [{ids.min().item()}, {ids.max().item()}]")
+
+    @torch.no_grad()
+    def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
+        self.check_tokenizer(tokenizer)
+        return tokenizer.tokenize(video, chunk_frames=chunk_frames)
+
+    @torch.no_grad()
+    def decode_videos(self, tokenizer, ids: torch.Tensor, num_frames: int, height: int, width: int,
+                      chunk_frames: Optional[int] = None) -> torch.Tensor:
+        self.check_tokenizer(tokenizer)
+        self.check_ids(ids)
+        return tokenizer.detokenize(ids, num_frames, height, width, chunk_frames=chunk_frames)
+
+
+def check_steps(num_inference_steps) -> None:
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise InvalidInputError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
+
+
+def check_guidance(guidance_scale) -> None:
+    if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0 or guidance_scale != guidance_scale:
+        raise InvalidInputError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")

@@ -1,0 +1,218 @@
+"""``DiffusionVideoTransformer``: latent flow matching (default) or DDPM epsilon / v prediction on VAE latents.
+
+Training (minRF / SD3): ``x_t = (1 - s) x0 + s eps`` with logit-normal ``s``, target ``eps - x0``; the model sees
+``timestep = s * 1000``, the scale diffusers' ``FlowMatchEulerDiscreteScheduler`` passes at sampling (one time
+scale for both). ``prediction_type="epsilon" | "v_prediction"`` trains on diffusers' ``DDPMScheduler`` noising and
+samples with ``DDIMScheduler`` (or any scheduler with the same ``prediction_type``): no scheduler math is written here.
+
+Conditioning frames (image-to-video, prediction, interpolation) follow VDT with a mask over latent frames: the model
+input is ``[noisy latents, given latents * mask, mask]`` along channels; the loss skips given frames and sampling
+puts the given latents back exactly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.generators.base import GeneratorMixin, check_guidance, check_steps
+from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
+from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
+
+PREDICTION_TYPES = ("flow", "epsilon", "v_prediction")
+
+
+class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
+    """Latent DiT / Latte over ``(B, C, t, h, w)`` latents (see the module docstring)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), prediction_type: str = "flow",
+                 cond_dropout: float = 0.1, task_prob: float = 0.3, logit_normal_std: float = 1.0,
+                 architecture: Optional[dict] = None):
+        super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        self._build_shared(architecture)
+        d = self.backbone_config.dim
+        self.patch = PatchEmbed3D(2 * in_channels + 1, in_channels, d, patch_size)
+        self.time_embed = TimestepEmbedding(d)
+        self.head = nn.Linear(d, in_channels * math.prod(self.patch.patch_size))
+        nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
+        nn.init.zeros_(self.head.bias)
+        self._noise_schedule = DDPMScheduler(num_train_timesteps=1000) if prediction_type != "flow" else None
+
+    # ------------------------------------------------------------------ token interface
+    @classmethod
+    def tokenizer_kwargs(cls, tokenizer) -> dict:
+        """Constructor arguments that pair a new generator with ``tokenizer``."""
+        cls._check_kind(tokenizer)
+        return {"in_channels": int(tokenizer.config.latent_channels)}
+
+    @classmethod
+    def _check_kind(cls, tokenizer) -> None:
+        if not hasattr(tokenizer, "normalize_latents"):
+            raise InvalidInputError(f"tokenizer: {cls.__name__} works on continuous latents and needs a "
+                                    f"CausalVAE, got {type(tokenizer).__name__}")
+
+    def check_tokenizer(self, tokenizer) -> None:
+        self._check_kind(tokenizer)
+        if tokenizer.config.latent_channels != self.config.in_channels:
+            raise InvalidInputError(f"tokenizer: {tokenizer.config.latent_channels} latent channels, but the "
+                                    f"generator takes in_channels={self.config.in_channels}")
+
+    @torch.no_grad()
+    def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
+        """Video -> normalized latents (the posterior mode), ``(B, C, t, h, w)``."""
+        self.check_tokenizer(tokenizer)
+        return tokenizer.normalize_latents(tokenizer.encode(video, chunk_frames=chunk_frames).latent_dist.mode())
+
+    @torch.no_grad()
+    def decode_videos(self, tokenizer, latents: torch.Tensor, num_frames: int, height: int, width: int,
+                      chunk_frames: Optional[int] = None) -> torch.Tensor:
+        self.check_tokenizer(tokenizer)
+        z = tokenizer.denormalize_latents(latents.to(tokenizer.dtype))
+        return tokenizer.decode(z, num_frames, height, width, chunk_frames=chunk_frames).sample
+
+    # ------------------------------------------------------------------ model
+    def check_latents(self, latents, name: str = "latents") -> None:
+        c = self.config.in_channels
+        if not isinstance(latents, torch.Tensor) or latents.dim() != 5 or latents.shape[1] != c:
+            raise InvalidInputError(f"{name} must have shape (B, {c}, t, h, w), got "
+                                    f"{tuple(getattr(latents, 'shape', ())) or type(latents).__name__}")
+        if not latents.is_floating_point():
+            raise InvalidInputError(f"{name} must be a float tensor, got {latents.dtype}")
+
+    def forward(self, latents: torch.Tensor, timestep: torch.Tensor, cond: Optional[Conditioning] = None,
+                given_latents: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
+                drop: Optional[torch.Tensor] = None, return_dict: bool = True):
+        """latents (B, C, t, h, w); timestep (B,) on the scheduler's 0..1000 scale; ``given_mask`` (B, t) bool marks
+        latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition."""
+        self.check_latents(latents)
+        b, c, t, h, w = latents.shape
+        timestep = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(b)
+        if given_mask is None:
+            mask = latents.new_zeros(b, 1, t, h, w)
+            given = torch.zeros_like(latents)
+        else:
+            if given_latents is None or given_mask.shape != (b, t):
+                raise InvalidInputError(f"given_mask must be a ({b}, {t}) bool tensor with given_latents, "
+                                        f"got {tuple(given_mask.shape)}")
+            mask = given_mask[:, None, :, None, None].to(latents.dtype).expand(b, 1, t, h, w)
+            given = given_latents.to(latents.dtype) * mask
+        x = self.patch(torch.cat([latents, given, mask], dim=1))  # (B, N, d)
+        grid = self.patch.grid((t, h, w))
+        prefix, context, vec = self.embed_condition(cond, b, drop)
+        vec = vec + self.time_embed(timestep)
+        out = self.backbone(x, grid, vec, prefix=prefix, context=context)
+        sample = self.patch.unpatchify(self.head(out), (t, h, w))
+        return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
+
+    def default_scheduler(self):
+        """``FlowMatchEulerDiscreteScheduler`` for flow models, ``DDIMScheduler`` with the model's prediction type
+        otherwise (any diffusers scheduler with a matching configuration can replace it via ``from_config``)."""
+        from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
+        if self.config.prediction_type == "flow":
+            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
+        return DDIMScheduler(num_train_timesteps=1000, prediction_type=self.config.prediction_type,
+                             clip_sample=False, timestep_spacing="trailing", set_alpha_to_one=False)
+
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, negative: Optional[Conditioning] = None,
+               guidance_scale: float = 1.0, num_inference_steps: int = 25,
+               generator: Optional[torch.Generator] = None, scheduler=None, **kwargs) -> torch.Tensor:
+        """The uniform sampling call of every generator: normalized latents (B, C, t, h, w) for a latent ``grid``."""
+        return generate_latents(self, scheduler or self.default_scheduler(), (batch, self.config.in_channels, *grid),
+                                cond, negative, guidance_scale, num_inference_steps, generator, **kwargs)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None,
+             generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, dict]:
+        """Training loss on normalized latents ``x0`` (B, C, t, h, w); random CFG dropout and conditioning frames."""
+        self.check_latents(x0, "x0")
+        b, t = x0.shape[0], x0.shape[2]
+        dev = x0.device
+        noise = torch.randn(x0.shape, generator=generator).to(dev, x0.dtype)
+        given = sample_given_mask(b, (t, 1, 1), generator, self.config.task_prob, spatial=False)[:, :, 0, 0].to(dev)
+        if self.config.prediction_type == "flow":
+            s = torch.sigmoid(torch.randn(b, generator=generator) * self.config.logit_normal_std).to(dev)
+            sb = s[:, None, None, None, None].to(x0.dtype)
+            xt, target, timestep = (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
+        else:
+            timestep = torch.randint(0, 1000, (b,), generator=generator).to(dev)
+            xt = self._noise_schedule.add_noise(x0, noise, timestep)
+            target = noise if self.config.prediction_type == "epsilon" else \
+                self._noise_schedule.get_velocity(x0, noise, timestep)
+        keep = given[:, None, :, None, None]
+        xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
+        drop = self.sample_drop(b, generator, dev)
+        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
+        weight = (~keep).to(pred.dtype).expand_as(pred)
+        loss = (F.mse_loss(pred.float(), target.float(), reduction="none") * weight).sum() / weight.sum().clamp(min=1)
+        return loss, {"mse": loss.item()}
+
+
+def check_scheduler(model: DiffusionVideoTransformer, scheduler) -> None:
+    """A flow model needs a flow-matching scheduler; a DDPM model one with its ``prediction_type``."""
+    name = type(scheduler).__name__
+    kind = model.config.prediction_type
+    is_flow = "FlowMatch" in name
+    if kind == "flow" and not is_flow:
+        raise InvalidInputError(f"scheduler: a flow-matching model needs a FlowMatch* scheduler, got {name}")
+    if kind != "flow" and (is_flow or getattr(scheduler.config, "prediction_type", None) != kind):
+        raise InvalidInputError(f"scheduler: the model predicts {kind!r}; {name} is configured for "
+                                f"{getattr(scheduler.config, 'prediction_type', 'flow matching')!r}")
+
+
+@torch.no_grad()
+def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: Optional[Conditioning] = None,
+                     negative: Optional[Conditioning] = None, guidance_scale: float = 1.0,
+                     num_inference_steps: int = 25, generator: Optional[torch.Generator] = None,
+                     latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
+                     given_mask: Optional[torch.Tensor] = None,
+                     callback: Optional[Callable[[int, torch.Tensor, dict], Optional[dict]]] = None,
+                     progress: Optional[Callable] = None) -> torch.Tensor:
+    """Sample normalized latents of ``shape`` (B, C, t, h, w) with a diffusers scheduler.
+
+    CFG is one batched pass over ``[negative-or-null; cond]``. ``given_mask`` (B, t) keeps the frames of
+    ``given_latents`` exactly (they enter every step clean, as in training). ``callback(i, t, {"latents": ...})`` may return a dict replacing ``latents``.
+    """
+    check_steps(num_inference_steps)
+    check_guidance(guidance_scale)
+    check_scheduler(model, scheduler)
+    b = shape[0]
+    dev, dtype = model.device, model.dtype
+    model.backbone.check_grid(model.patch.grid(shape[2:]))
+    scheduler.set_timesteps(num_inference_steps, device=dev)
+    if latents is None:
+        latents = torch.randn(tuple(shape), generator=generator).to(dev, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
+    elif tuple(latents.shape) != tuple(shape):
+        raise InvalidInputError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
+    both, drop, doubled = cfg_batch(cond, negative, b, dev, guidance_scale)
+    rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
+    keep = None
+    if given_mask is not None:
+        keep = given_mask[:, None, :, None, None].to(dev)
+        latents = torch.where(keep, given_latents.to(dev, dtype), latents)
+    for i, t in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
+        x_in = rep(latents)
+        if hasattr(scheduler, "scale_model_input"):  # DDPM-family schedulers; flow matching has none
+            x_in = scheduler.scale_model_input(x_in, t)
+        out = model(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample
+        if doubled:
+            out = apply_cfg(out, guidance_scale)
+        latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
+        if keep is not None:
+            latents = torch.where(keep, given_latents.to(dev, dtype), latents)
+        if callback is not None:
+            changed = callback(i, t, {"latents": latents}) or {}
+            latents = changed.get("latents", latents)
+    return latents

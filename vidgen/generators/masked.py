@@ -1,0 +1,133 @@
+"""``MaskedVideoTransformer``: MaskGIT / MAGVIT / Phenaki-style masked token modelling on tokenizer ids.
+
+Training: a cosine schedule picks the fraction of tokens to mask (MaskGIT), cross-entropy on masked positions with
+optional label smoothing, CFG dropout, and MAGVIT's multi-task conditions (frame prediction, interpolation,
+inpainting, outpainting) drawn at random: given tokens are never masked and never scored.
+
+Sampling is diffusers' ``AmusedScheduler`` (flattened ids ``(B, N)``, ``mask_token_id = vocab_size``): per step the
+model predicts every masked token, the scheduler samples ids with the caller's generator and re-masks the least
+confident ones with annealed Gumbel noise; given tokens get infinite confidence, so they are kept exactly.
+Top-k filtering and CFG (one batched pass) are applied to the logits before the scheduler sees them.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers import AmusedScheduler
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from vidgen.errors import InvalidInputError
+from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance, check_steps
+from vidgen.generators.embeddings import Conditioning
+from vidgen.generators.sampling import apply_cfg, cfg_batch, filter_logits, sample_given_mask
+
+
+class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, ConfigMixin):
+    """Bidirectional transformer over ids ``(B, t, h, w)``; id ``vocab_size`` is MASK; logits over the codebook."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, vocab_size: int = 1000, label_smoothing: float = 0.1, cond_dropout: float = 0.1,
+                 task_prob: float = 0.3, architecture: Optional[dict] = None):
+        super().__init__()
+        if vocab_size < 2:
+            raise InvalidInputError(f"vocab_size must be >= 2, got {vocab_size}")
+        self._build_shared(architecture)
+        d = self.backbone_config.dim
+        self.token_embed = nn.Embedding(vocab_size + 1, d)  # + MASK
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        self.head = nn.Linear(d, vocab_size)
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.config.vocab_size
+
+    def forward(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, drop: Optional[torch.Tensor] = None,
+                return_dict: bool = True):
+        """ids (B, t, h, w) in ``[0, vocab_size]`` (``vocab_size`` = MASK) -> logits (B, t, h, w, vocab_size)."""
+        self.check_ids(ids, allow_special=True)
+        b, t, h, w = ids.shape
+        prefix, context, vec = self.embed_condition(cond, b, drop)
+        out = self.backbone(self.token_embed(ids.reshape(b, -1)), (t, h, w), vec, prefix=prefix, context=context)
+        logits = self.head(out).reshape(b, t, h, w, -1)
+        return {"logits": logits} if return_dict else (logits,)
+
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, negative: Optional[Conditioning] = None,
+               guidance_scale: float = 1.0, num_inference_steps: int = 12,
+               generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
+        """The uniform sampling call of every generator: ids (B, t, h, w). See :func:`generate_ids`."""
+        return generate_ids(self, grid, batch, cond, negative, guidance_scale, num_inference_steps, generator, **kwargs)
+
+    def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None,
+             generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, dict]:
+        """Masked cross-entropy on ids (B, t, h, w) with a cosine mask ratio per sample."""
+        self.check_ids(ids)
+        b, t, h, w = ids.shape
+        dev = ids.device
+        given = sample_given_mask(b, (t, h, w), generator, self.config.task_prob).reshape(b, -1).to(dev)
+        ratio = torch.cos(torch.rand(b, generator=generator) * torch.pi / 2).to(dev)  # (B,) in (0, 1]
+        free = (~given).sum(1)
+        num_masked = (ratio * free).ceil().clamp(min=1).minimum(free.clamp(min=1))  # at least one, at most free
+        score = torch.rand(b, t * h * w, generator=generator).to(dev).masked_fill(given, 2.0)
+        rank = score.argsort(1).argsort(1)  # rank of each position among this sample's scores
+        masked = (rank < num_masked[:, None]) & ~given  # (B, N)
+        inputs = ids.reshape(b, -1).masked_fill(masked, self.mask_token_id).reshape(ids.shape)
+        logits = self(inputs, cond, drop=self.sample_drop(b, generator, dev))["logits"].reshape(b, -1, self.config.vocab_size)
+        loss = F.cross_entropy(logits[masked].float(), ids.reshape(b, -1)[masked],
+                               label_smoothing=self.config.label_smoothing)
+        with torch.no_grad():
+            acc = (logits[masked].argmax(-1) == ids.reshape(b, -1)[masked]).float().mean().item()
+        return loss, {"ce": loss.item(), "masked_acc": acc, "mask_ratio": masked.float().mean().item()}
+
+
+def make_scheduler(model: MaskedVideoTransformer) -> AmusedScheduler:
+    return AmusedScheduler(mask_token_id=model.mask_token_id, masking_schedule="cosine")
+
+
+@torch.no_grad()
+def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional[Conditioning] = None,
+                 negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, num_inference_steps: int = 12,
+                 generator: Optional[torch.Generator] = None, scheduler: Optional[AmusedScheduler] = None,
+                 temperature=(2.0, 0.0), top_k: Optional[int] = None, given_ids: Optional[torch.Tensor] = None,
+                 given_mask: Optional[torch.Tensor] = None,
+                 callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
+                 progress: Optional[Callable] = None) -> torch.Tensor:
+    """Iterative parallel decoding of ids (B, t, h, w). ``given_mask`` (B, t, h, w) bool keeps ``given_ids`` exactly
+    (prediction: first frames; interpolation: first + last; inpainting / outpainting: a region).
+    ``temperature``: the annealed Gumbel temperature of the re-masking (start, end)."""
+    check_steps(num_inference_steps)
+    check_guidance(guidance_scale)
+    t, h, w = grid
+    model.backbone.check_grid(grid)
+    dev = model.device
+    scheduler = scheduler or make_scheduler(model)
+    if scheduler.config.mask_token_id != model.mask_token_id:
+        raise InvalidInputError(f"scheduler: mask_token_id {scheduler.config.mask_token_id} != the model's "
+                                f"{model.mask_token_id}")
+    ids = torch.full((batch, t * h * w), model.mask_token_id, dtype=torch.long, device=dev)
+    start_ratio = 1.0
+    if given_mask is not None:
+        if given_ids is None or given_mask.shape != (batch, t, h, w) or given_ids.shape != (batch, t, h, w):
+            raise InvalidInputError(f"given_ids and given_mask must both have shape {(batch, t, h, w)}")
+        model.check_ids(given_ids, "given_ids")
+        ids = torch.where(given_mask.reshape(batch, -1).to(dev), given_ids.reshape(batch, -1).to(dev), ids)
+        start_ratio = float((~given_mask).float().mean())
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)
+    scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
+    for i, step in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
+        x = ids.reshape(batch, t, h, w)
+        logits = model(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
+        if doubled:
+            logits = apply_cfg(logits, guidance_scale)
+        logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
+        ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
+        if callback is not None:
+            changed = callback(i, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
+            if "ids" in changed:
+                ids = changed["ids"].reshape(batch, -1)
+    return ids.reshape(batch, t, h, w)
