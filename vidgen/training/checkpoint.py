@@ -51,3 +51,38 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path | None:
 
 def load_state(path: Path) -> dict:
     return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+
+
+def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None = None) -> int:
+    """Load a checkpoint written by :func:`save_checkpoint` into the training objects; returns its step.
+    ``extra`` maps state keys to objects with ``load_state_dict`` (e.g. the discriminator and its optimizer)."""
+    from safetensors.torch import load_file
+
+    state = load_state(ckpt)
+    model.load_state_dict(load_file(str(Path(ckpt) / "diffusion_pytorch_model.safetensors")))
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    sampler.load_state_dict(state["sampler"])
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    for key, obj in (extra or {}).items():
+        if obj is not None and state.get(key) is not None:
+            obj.load_state_dict(state[key])
+    return int(state["step"])
+
+
+class RunLog:
+    """Prints a message or a metrics dict (main process only); ``log.jsonl`` stays JSON Lines
+    (messages as ``{"info": ...}``)."""
+
+    def __init__(self, run_dir: Path, is_main: bool):
+        self.path, self.is_main = Path(run_dir) / "log.jsonl", is_main
+
+    def __call__(self, msg) -> None:
+        import json
+
+        from tqdm import tqdm
+        if self.is_main:
+            tqdm.write(msg if isinstance(msg, str) else json.dumps(msg))
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"info": msg} if isinstance(msg, str) else msg) + "\n")

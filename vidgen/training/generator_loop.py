@@ -18,12 +18,12 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError
-from vidgen.training.checkpoint import find_checkpoint, load_state, save_checkpoint
+from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.encode_cache import EncodedDataset, load_or_encode, shapes_class_names
-from vidgen.training.loop import _lr_lambda, _num
+from vidgen.training.loop import _lr_lambda, _num, optimizer_step
 
 CONDITIONING = ("text", "class", "none")
 
@@ -97,11 +97,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
 
-    def log(msg) -> None:
-        if is_main:
-            tqdm.write(msg if isinstance(msg, str) else json.dumps(msg))
-            with open(run_dir / "log.jsonl", "a") as fh:
-                fh.write(json.dumps({"info": msg} if isinstance(msg, str) else msg) + "\n")
+    log = RunLog(run_dir, is_main)
 
     if not cfg.tokenizer:
         raise ConfigError("tokenizer: set tokenizer=PATH to a saved CausalVAE / CausalVQVAE folder")
@@ -125,15 +121,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     step = 0
     ckpt = find_checkpoint(cfg.resume, run_dir)
     if ckpt is not None:
-        from safetensors.torch import load_file
-        state = load_state(ckpt)
-        model.load_state_dict(load_file(str(ckpt / "diffusion_pytorch_model.safetensors")))
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        sampler.load_state_dict(state["sampler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        step = int(state["step"])
+        step = restore(ckpt, model, opt, sched, sampler, ema)
         log(f"resumed from {ckpt} at step {step}")
     wrapped, opt, sched = acc.prepare(_LossModule(model), opt, sched)
     tokens_per_clip = int(torch.tensor(grid).prod())
@@ -147,13 +135,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
         cond = data.conditioning(index, cfg.data.conditioning)
         with acc.autocast():
             loss, logs = wrapped(x, cond, g)
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        gnorm = acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model)
+        gnorm = optimizer_step(acc, loss, model, opt, sched, cfg.optim.grad_clip, ema)
         step += 1
         tokens_since += cfg.data.batch * tokens_per_clip * acc.num_processes
         bar.update(1)

@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError, MissingWeightsError
-from vidgen.training.checkpoint import find_checkpoint, load_state, save_checkpoint
+from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint
 from vidgen.training.config import TrainConfig
 from vidgen.training.data import CachedClips, EpochSampler, joint_batch, step_generator
 from vidgen.training.discriminator import PatchDiscriminator3D
@@ -92,6 +92,18 @@ class _MultiDisc(nn.Module):
             return [self.disc(x.float()) for x in batches]
 
 
+def optimizer_step(acc, loss, model, opt, sched, grad_clip: float, ema=None):
+    """Backward, clip, step the optimizer and LR schedule, update the EMA; returns the gradient norm."""
+    opt.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    gnorm = acc.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    if ema is not None:
+        ema.update(model)
+    return gnorm
+
+
 def _num(value) -> float:
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
@@ -126,14 +138,7 @@ def train(cfg: TrainConfig) -> dict:
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.run_dir)
     is_main = acc.is_main_process
-    log_file = run_dir / "log.jsonl"
-
-    def log(msg: str | dict) -> None:
-        """Print a message or a metrics dict; the log file stays JSON Lines (messages as ``{"info": ...}``)."""
-        if is_main:
-            tqdm.write(msg if isinstance(msg, str) else json.dumps(msg))
-            with open(log_file, "a") as fh:
-                fh.write(json.dumps({"info": msg} if isinstance(msg, str) else msg) + "\n")
+    log = RunLog(run_dir, is_main)
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -154,18 +159,7 @@ def train(cfg: TrainConfig) -> dict:
     step = 0
     ckpt = find_checkpoint(cfg.resume, run_dir)
     if ckpt is not None:
-        state = load_state(ckpt)
-        from safetensors.torch import load_file
-        model.load_state_dict(load_file(str(ckpt / "diffusion_pytorch_model.safetensors")))
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        sampler.load_state_dict(state["sampler"])
-        if disc is not None and state.get("disc") is not None:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_d"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        step = int(state["step"])
+        step = restore(ckpt, model, opt, sched, sampler, ema, {"disc": disc, "opt_d": opt_d})
         log(f"resumed from {ckpt} at step {step}")
 
     recon = _Reconstructor(model)
@@ -198,13 +192,7 @@ def train(cfg: TrainConfig) -> dict:
                 gan_w = (adaptive_gan_weight(nll, g_loss, model.last_decoder_layer) if cfg.loss.adaptive_gan
                          else torch.ones(())) * cfg.loss.gan
                 loss = loss + gan_w * g_loss
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        gnorm = acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model)
+        gnorm = optimizer_step(acc, loss, model, opt, sched, cfg.optim.grad_clip, ema)
         d_loss = torch.zeros(())
         if gan_on:
             opt_d.zero_grad(set_to_none=True)
