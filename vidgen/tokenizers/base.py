@@ -1,4 +1,5 @@
-"""Chunked, tiled and streamed encode/decode shared by every causal tokenizer (KL VAE and quantized VAEs).
+"""Chunked, tiled, sliced and streamed encode/decode shared by every causal tokenizer (KL VAE and quantized VAEs),
+and what makes them diffusers components (``AutoencoderMixin``, gradient checkpointing, device maps, config).
 
 A subclass provides ``self.codec_config`` (:class:`CodecConfig`), ``self.encoder`` / ``self.decoder``
 (:class:`CausalEncoder` / :class:`CausalDecoder`), ``self.encoder_channels`` (channels the encoder emits) and
@@ -10,6 +11,8 @@ import math
 from typing import Callable
 
 import torch
+from diffusers.configuration_utils import FrozenDict
+from diffusers.models.autoencoders.vae import AutoencoderMixin
 
 from vidgen.errors import InvalidInputError
 from vidgen.tokenizers.causal_codec import StreamDecoder, check_latent, check_video, latent_frames, pad_video
@@ -17,32 +20,109 @@ from vidgen.tokenizers.layers import CausalCache
 from vidgen.tokenizers.tiling import tiled_apply
 
 
-class CausalCodecMixin:
-    """Any T/H/W in, exactly T/H/W out; ``chunk_frames`` processing equal to one-shot; spatial tiling."""
+class CausalCodecMixin(AutoencoderMixin):
+    """Any T/H/W in, exactly T/H/W out; ``chunk_frames`` processing equal to one-shot; spatial tiling; slicing.
 
-    tile_sample_size: int | None = None
-    tile_overlap: int = 0
+    diffusers integration: ``enable_tiling`` / ``disable_tiling`` / ``enable_slicing`` / ``disable_slicing`` with
+    diffusers' keywords and ``use_tiling`` / ``use_slicing`` flags (from ``AutoencoderMixin``), gradient
+    checkpointing of the encoder/decoder blocks, ``_no_split_modules`` for ``device_map`` / accelerate offload, and
+    config-readable ``temporal_compression_ratio`` / ``spatial_compression_ratio`` (derived, see :attr:`config`).
+    """
 
-    # ------------------------------------------------------------------ shapes and options
+    _supports_gradient_checkpointing = True
+    # blocks whose forward combines tensors of several children (residual sums, shortcuts): never split across devices
+    _no_split_modules = ["ResBlock", "Downsample", "Upsample"]
+    _derived_config_keys = ("temporal_compression_ratio", "spatial_compression_ratio")
+
+    use_tiling: bool = False
+    use_slicing: bool = False
+    tile_sample_min_height: int = 128
+    tile_sample_min_width: int = 128
+    tile_sample_stride_height: int = 96
+    tile_sample_stride_width: int = 96
+
+    # ------------------------------------------------------------------ config and shapes
+    @property
+    def config(self) -> FrozenDict:
+        """The registered config plus read-only derived entries (:meth:`_derived_config`) that diffusers pipelines
+        read, e.g. ``config.temporal_compression_ratio``. Derived entries are never saved (``config.json`` holds only
+        ``__init__`` arguments), always follow the stored values, and are dropped when a config is loaded."""
+        stored = self._internal_dict
+        return FrozenDict({**stored, **self._derived_config(stored)})
+
+    @classmethod
+    def _derived_config(cls, cfg) -> dict:
+        return {"temporal_compression_ratio": cfg["temporal_compression"],
+                "spatial_compression_ratio": cfg["spatial_compression"]}
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """Drop the derived entries (``from_config(model.config)`` must not warn about or re-register them)."""
+        config_dict = {k: v for k, v in config_dict.items() if k not in cls._derived_config_keys}
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    def register_to_config(self, **kwargs) -> None:
+        """diffusers' ``register_to_config``, and a key updated after ``__init__`` (e.g. ``scaling_factor`` by the
+        training script) stops being listed as a default, so ``from_config(model.config)`` keeps its value."""
+        super().register_to_config(**kwargs)
+        defaults = self._internal_dict.get("_use_default_values")
+        if defaults and "_use_default_values" not in kwargs and any(k in kwargs for k in defaults):
+            super().register_to_config(_use_default_values=[k for k in defaults if k not in kwargs])
+
+    @property
+    def temporal_compression_ratio(self) -> int:
+        return self.codec_config.temporal_compression
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        return self.codec_config.spatial_compression
+
     @property
     def model_dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        """The dtype inputs must have: the compute dtype ``ModelMixin.dtype`` reports (under layerwise casting the
+        hooks' compute dtype, not the storage dtype of the weights)."""
+        return self.dtype
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """``(t, h, w)`` of the latent grid for a ``num_frames x height x width`` video."""
         sc = self.codec_config.spatial_compression
         return latent_frames(num_frames, self.codec_config.temporal_compression), math.ceil(height / sc), math.ceil(width / sc)
 
-    def enable_tiling(self, tile_sample_size: int = 128, tile_overlap: int = 32) -> None:
-        """Process frames larger than ``tile_sample_size`` pixels in overlapping, blended spatial tiles."""
-        sc = self.codec_config.spatial_compression
-        if tile_sample_size % sc or tile_overlap % sc or not 0 <= tile_overlap < tile_sample_size:
-            raise InvalidInputError(f"tile_sample_size ({tile_sample_size}) and tile_overlap ({tile_overlap}) must be "
-                                    f"multiples of the spatial compression {sc}, with 0 <= overlap < tile size")
-        self.tile_sample_size, self.tile_overlap = tile_sample_size, tile_overlap
+    # ------------------------------------------------------------------ tiling (slicing: AutoencoderMixin)
+    def enable_tiling(self, tile_sample_min_height: int | None = None, tile_sample_min_width: int | None = None,
+                      tile_sample_stride_height: int | None = None, tile_sample_stride_width: int | None = None, *,
+                      tile_sample_size: int | None = None, tile_overlap: int | None = None) -> None:
+        """Encode / decode frames larger than a tile in overlapping, blended spatial tiles (pixel units).
 
-    def disable_tiling(self) -> None:
-        self.tile_sample_size = None
+        diffusers' keywords (as ``AutoencoderKLWan``): a frame is tiled when it is taller than
+        ``tile_sample_min_height`` or wider than ``tile_sample_min_width``; tiles start every ``tile_sample_stride_*``
+        pixels (overlap = min - stride). vidgen's aliases: ``tile_sample_size`` sets both minimums, ``tile_overlap``
+        both overlaps. Arguments left at None keep the current value; a new tile size without a stride keeps the
+        current *overlap*. Defaults: 128 x 128 tiles, stride 96 (overlap 32). Every value must be a multiple of the
+        spatial compression with ``0 < stride <= min``.
+        """
+        if tile_sample_size is not None and (tile_sample_min_height is not None or tile_sample_min_width is not None):
+            raise InvalidInputError("pass either tile_sample_size or tile_sample_min_height/width, not both")
+        if tile_overlap is not None and (tile_sample_stride_height is not None or tile_sample_stride_width is not None):
+            raise InvalidInputError("pass either tile_overlap or tile_sample_stride_height/width, not both")
+        sizes, strides = [], []
+        for new_min, new_stride, old_min, old_stride in (
+                (tile_sample_min_height, tile_sample_stride_height, self.tile_sample_min_height, self.tile_sample_stride_height),
+                (tile_sample_min_width, tile_sample_stride_width, self.tile_sample_min_width, self.tile_sample_stride_width)):
+            size = new_min if new_min is not None else tile_sample_size if tile_sample_size is not None else old_min
+            overlap = tile_overlap if tile_overlap is not None else old_min - old_stride
+            sizes.append(size)
+            strides.append(new_stride if new_stride is not None else size - overlap)
+        sc = self.codec_config.spatial_compression
+        for size, stride in zip(sizes, strides):
+            if not (isinstance(size, int) and isinstance(stride, int) and size % sc == 0 and stride % sc == 0
+                    and 0 < stride <= size):
+                raise InvalidInputError(
+                    f"tile sizes {tuple(sizes)} and strides {tuple(strides)} (overlap = size - stride) must be "
+                    f"multiples of the spatial compression {sc}, with 0 < stride <= size")
+        self.tile_sample_min_height, self.tile_sample_min_width = sizes
+        self.tile_sample_stride_height, self.tile_sample_stride_width = strides
+        self.use_tiling = True
 
     @staticmethod
     def _check_chunk(chunk_frames, name: str = "chunk_frames") -> None:
@@ -70,13 +150,21 @@ class CausalCodecMixin:
             pos += frames.shape[2]
         return out
 
-    def _tiled(self, fn: Callable, x: torch.Tensor, scale: float, out_shape) -> torch.Tensor:
-        """Run ``fn`` on the whole frame, or on blended tiles when tiling is on and the frame is larger."""
+    def _tiled(self, fn: Callable, x: torch.Tensor, scale: float, out_shape: tuple[int, ...]) -> torch.Tensor:
+        """``fn`` on the whole frame, or on blended tiles when tiling is on and the frame is larger than a tile
+        (``out_shape``: the output's shape without the batch axis); one sample at a time when slicing is on
+        (identical results: nothing mixes samples)."""
+        if self.use_slicing and x.shape[0] > 1:
+            return torch.cat([self._tiled(fn, x[i:i + 1], scale, out_shape) for i in range(x.shape[0])])
         unit = 1 if scale < 1 else self.codec_config.spatial_compression  # decode tiles are in latent units
-        if self.tile_sample_size is None or max(x.shape[-2:]) * unit <= self.tile_sample_size:
+        h, w = x.shape[-2:]
+        if not self.use_tiling or (h * unit <= self.tile_sample_min_height and w * unit <= self.tile_sample_min_width):
             return fn(x)
-        out = x.new_empty(out_shape)
-        return tiled_apply(fn, x, self.tile_sample_size // unit, self.tile_overlap // unit, scale, out)
+        out = x.new_empty(x.shape[0], *out_shape)
+        tile = (self.tile_sample_min_height // unit, self.tile_sample_min_width // unit)
+        overlap = ((self.tile_sample_min_height - self.tile_sample_stride_height) // unit,
+                   (self.tile_sample_min_width - self.tile_sample_stride_width) // unit)
+        return tiled_apply(fn, x, tile, overlap, scale, out)
 
     # ------------------------------------------------------------------ public building blocks
     def encode_features(self, x: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
@@ -84,9 +172,9 @@ class CausalCodecMixin:
         check_video(x, "x", self.model_dtype)
         self._check_chunk(chunk_frames)
         x = pad_video(x, self.codec_config)
-        b, _, t, h, w = x.shape
+        _, _, t, h, w = x.shape
         sc, tc = self.codec_config.spatial_compression, self.codec_config.temporal_compression
-        out_shape = (b, self.encoder_channels, latent_frames(t, tc), h // sc, w // sc)
+        out_shape = (self.encoder_channels, latent_frames(t, tc), h // sc, w // sc)
         return self._tiled(lambda v: self._encode_chunks(v, chunk_frames), x, 1 / sc, out_shape)
 
     def decode_latents(self, z: torch.Tensor, num_frames: int | None = None, height: int | None = None,
@@ -96,13 +184,13 @@ class CausalCodecMixin:
         check_latent(z, self.decoder_channels, "z", self.model_dtype)
         self._check_chunk(chunk_frames)
         tc, sc = self.codec_config.temporal_compression, self.codec_config.spatial_compression
-        b, _, t, h, w = z.shape
+        _, _, t, h, w = z.shape
         full_t = 1 + (t - 1) * tc
         for name, value, limit in (("num_frames", num_frames, full_t), ("height", height, h * sc), ("width", width, w * sc)):
             if value is not None and not (isinstance(value, int) and 1 <= value <= limit):
                 raise InvalidInputError(f"{name}={value!r} is out of range for latents of shape {tuple(z.shape)} "
                                         f"(1..{limit})")
-        out = self._tiled(lambda v: self._decode_chunks(v, chunk_frames), z, sc, (b, 3, full_t, h * sc, w * sc))
+        out = self._tiled(lambda v: self._decode_chunks(v, chunk_frames), z, sc, (3, full_t, h * sc, w * sc))
         return out[:, :, : num_frames or full_t, : height or h * sc, : width or w * sc]
 
     def _stream_decoder(self, to_latent: Callable[[torch.Tensor], torch.Tensor], height: int | None,

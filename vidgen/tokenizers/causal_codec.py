@@ -96,10 +96,44 @@ def assign_cache_slots(module: nn.Module) -> int:
     return count
 
 
-def _run(layers: nn.ModuleList, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+def _run(layers: nn.ModuleList, x: torch.Tensor, cache: CausalCache, checkpoint: Callable | None = None) -> torch.Tensor:
+    """Run ``layers`` in order; with ``checkpoint`` (gradient checkpointing) every causal block is checkpointed."""
     for layer in layers:
-        x = layer(x, cache) if isinstance(layer, CausalLayer) else layer(x)
+        if not isinstance(layer, CausalLayer):
+            x = layer(x)
+        elif checkpoint is None:
+            x = layer(x, cache)
+        else:
+            x = _checkpointed(checkpoint, layer, x, cache)
     return x
+
+
+def _checkpointed(checkpoint: Callable, layer: nn.Module, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+    """``layer(x, cache)`` under ``checkpoint(fn, x)``, recomputable in backward.
+
+    Causal layers write into the cache (new tails, ``started`` flags), so a recomputation reading the shared cache
+    would see the state *after* the forward and compute something else. The layer therefore always runs on a
+    private copy of the cache as it was before the call; the first run's resulting state is copied back.
+    """
+    before = (list(cache.tails), list(cache.started))
+    state: list[CausalCache] = []
+
+    def step(inp: torch.Tensor) -> torch.Tensor:
+        local = CausalCache(list(before[0]), list(before[1]))
+        out = layer(inp, local)
+        state.append(local)
+        return out
+
+    out = checkpoint(step, x)
+    cache.tails[:], cache.started[:] = state[0].tails, state[0].started
+    return out
+
+
+def _checkpoint_fn(module: nn.Module) -> Callable | None:
+    """The checkpoint function set by ``ModelMixin.enable_gradient_checkpointing`` while autograd records, else None."""
+    if module.gradient_checkpointing and torch.is_grad_enabled():
+        return module._gradient_checkpointing_func
+    return None
 
 
 class CausalEncoder(nn.Module):
@@ -120,11 +154,12 @@ class CausalEncoder(nn.Module):
         self.norm_out = PixelNorm(w[-1])
         self.conv_out = SpatialConv(w[-1], out_channels)
         self.num_slots = assign_cache_slots(self)
+        self.gradient_checkpointing = False  # set by ModelMixin.enable_gradient_checkpointing()
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         cache = cache or CausalCache.empty(self.num_slots)
         h = space_to_depth(x.permute(0, 2, 3, 4, 1), self.cfg.patch_size)  # (B, T, H/p, W/p, 3p^2)
-        h = _run(self.blocks, self.stem(h), cache)
+        h = _run(self.blocks, self.stem(h), cache, _checkpoint_fn(self))
         h = self.conv_out(F.silu(self.norm_out(h)))
         return h.permute(0, 4, 1, 2, 3)  # (B, C, t, h, w)
 
@@ -147,15 +182,36 @@ class CausalDecoder(nn.Module):
         self.norm_out = PixelNorm(w[0])
         self.head = nn.Linear(w[0], 3 * cfg.patch_size ** 2)
         self.num_slots = assign_cache_slots(self)
+        self.gradient_checkpointing = False  # set by ModelMixin.enable_gradient_checkpointing()
 
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         cache = cache or CausalCache.empty(self.num_slots)
-        h = _run(self.blocks, self.conv_in(z.permute(0, 2, 3, 4, 1)), cache)
+        h = _run(self.blocks, self.conv_in(z.permute(0, 2, 3, 4, 1)), cache, _checkpoint_fn(self))
         h = self.head(F.silu(self.norm_out(h)))
         return depth_to_space(h, self.cfg.patch_size).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
+# Input checks. Shape and dtype checks are static (free, and plain guards under torch.compile). The value checks
+# (finite, video in [-1, 1]) need the data: they cost one reduction (``aminmax``, which propagates NaN) and one host
+# sync per call, and are skipped while torch.compile traces (a data-dependent branch would break the graph); eager
+# calls always run them. ``dtype`` is the model's *compute* dtype (``ModelMixin.dtype``: under layerwise casting the
+# hooks' compute dtype, not the storage dtype of the weights); inputs must match it exactly, nothing is cast.
+def _value_range(x: torch.Tensor) -> tuple[float, float] | None:
+    """``(min, max)`` of ``x`` (NaN if it holds a NaN), or None while compiling."""
+    if torch.compiler.is_compiling():
+        return None
+    lo, hi = torch.aminmax(x.detach())
+    return tuple(torch.stack([lo, hi]).float().tolist())  # one sync for both
+
+
+def _check_float(x: torch.Tensor, name: str, dtype: torch.dtype | None, what: str = "", hint: str = "") -> None:
+    if not x.is_floating_point():
+        raise InvalidInputError(f"{name} must be a float tensor{what}, got dtype {x.dtype}{hint}")
+    if dtype is not None and x.dtype != dtype:
+        raise InvalidInputError(f"{name} has dtype {x.dtype} but the model computes in {dtype}; convert with .to({dtype})")
+
+
 def check_video(x, name: str = "x", dtype: torch.dtype | None = None) -> None:
     """Raise :class:`InvalidInputError` unless ``x`` is a finite ``(B, 3, T, H, W)`` float video in [-1, 1]."""
     if not isinstance(x, torch.Tensor):
@@ -167,25 +223,24 @@ def check_video(x, name: str = "x", dtype: torch.dtype | None = None) -> None:
         raise InvalidInputError(f"{name} must have 3 (RGB) channels on axis 1, got {x.shape[1]} (shape {tuple(x.shape)})")
     if min(x.shape) == 0:
         raise InvalidInputError(f"{name} is empty (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise InvalidInputError(f"{name} must be a float tensor in [-1, 1], got dtype {x.dtype} "
-                                "(for uint8 frames use x.float() / 127.5 - 1)")
-    if dtype is not None and x.dtype != dtype:
-        raise InvalidInputError(f"{name} has dtype {x.dtype} but the model runs in {dtype}; convert with .to({dtype})")
-    if not torch.isfinite(x).all():
+    _check_float(x, name, dtype, " in [-1, 1]", " (for uint8 frames use x.float() / 127.5 - 1)")
+    bounds = _value_range(x)
+    if bounds is None:
+        return
+    lo, hi = bounds
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InvalidInputError(f"{name} contains NaN or Inf values")
-    lo, hi = torch.aminmax(x.detach())
     if lo < -1.001 or hi > 1.001:
-        raise InvalidInputError(f"{name} values must be in [-1, 1], got [{lo.item():.3g}, {hi.item():.3g}]")
+        raise InvalidInputError(f"{name} values must be in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
 
 
 def check_latent(z, channels: int, name: str = "z", dtype: torch.dtype | None = None) -> None:
     if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != channels or min(z.shape) == 0:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise InvalidInputError(f"{name} must have shape (B, {channels}, t, h, w), got {shape}")
-    if not z.is_floating_point() or (dtype is not None and z.dtype != dtype):
-        raise InvalidInputError(f"{name} must be a float tensor of dtype {dtype}, got {z.dtype}")
-    if not torch.isfinite(z).all():
+    _check_float(z, name, dtype)
+    bounds = _value_range(z)
+    if bounds is not None and not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
         raise InvalidInputError(f"{name} contains NaN or Inf values")
 
 

@@ -46,33 +46,40 @@ def _ramp(length: int, start: int, end: int, total: int, band_before: int, band_
     return w
 
 
-def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
+def _axis_windows(size: int, tile: int, overlap: int, scale: float) -> list[tuple[int, int, Callable]]:
+    """``(input start, output start, weights(output length))`` of every window along one axis."""
+    starts, out = window_starts(size, tile, overlap), []
+    for i, s in enumerate(starts):
+        e = min(s + tile, size)
+        # blend bands: the actual overlap with the previous / next window (last windows may overlap more)
+        before = round(((starts[i - 1] + tile - s) if i > 0 else 0) * scale)
+        after = round(((e - starts[i + 1]) if i + 1 < len(starts) else 0) * scale)
+        out.append((s, round(s * scale), lambda n, s=s, e=e, b=before, a=after: _ramp(n, s, e, size, b, a)))
+    return out
+
+
+def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile, overlap,
                 scale: float, out: torch.Tensor) -> torch.Tensor:
     """Apply ``fn`` to overlapping spatial windows of ``x`` ``(B, C, T, H, W)`` and blend into ``out``.
 
-    ``fn`` maps a window of ``h x w`` to ``h*scale x w*scale`` (any channels / frames, matching ``out``).
+    ``tile`` / ``overlap``: an int (square windows) or ``(height, width)``, in units of ``x``. ``fn`` maps a
+    window of ``h x w`` to ``h*scale x w*scale`` (any channels / frames, matching ``out``).
     """
-    if not 0 <= overlap < tile:
+    (tile_h, tile_w), (over_h, over_w) = _pair(tile), _pair(overlap)
+    if not (0 <= over_h < tile_h and 0 <= over_w < tile_w):
         raise InvalidInputError(f"tile overlap must be in [0, tile), got tile={tile}, overlap={overlap}")
     h, w = x.shape[-2:]
     out.zero_()
-    weight_sum = torch.zeros(out.shape[-2:], dtype=out.dtype)
-    ys, xs = window_starts(h, tile, overlap), window_starts(w, tile, overlap)
-    for i, y0 in enumerate(ys):
-        y1 = min(y0 + tile, h)
-        for j, x0 in enumerate(xs):
-            x1 = min(x0 + tile, w)
-            y_out = fn(x[..., y0:y1, x0:x1])
-            oy0, ox0 = round(y0 * scale), round(x0 * scale)
+    weight_sum = torch.zeros(out.shape[-2:], dtype=out.dtype, device=out.device)
+    for y0, oy0, wy in _axis_windows(h, tile_h, over_h, scale):
+        for x0, ox0, wx in _axis_windows(w, tile_w, over_w, scale):
+            y_out = fn(x[..., y0:y0 + tile_h, x0:x0 + tile_w])
             oh, ow = y_out.shape[-2:]
-            # blend bands: the actual overlap with the previous / next window (last windows may overlap more)
-            before_y = (ys[i - 1] + tile - y0) if i > 0 else 0
-            after_y = (y1 - ys[i + 1]) if i + 1 < len(ys) else 0
-            before_x = (xs[j - 1] + tile - x0) if j > 0 else 0
-            after_x = (x1 - xs[j + 1]) if j + 1 < len(xs) else 0
-            wy = _ramp(oh, y0, y1, h, round(before_y * scale), round(after_y * scale))
-            wx = _ramp(ow, x0, x1, w, round(before_x * scale), round(after_x * scale))
-            wgt = (wy[:, None] * wx[None, :]).to(out.dtype)
+            wgt = (wy(oh)[:, None] * wx(ow)[None, :]).to(device=out.device, dtype=out.dtype)
             out[..., oy0:oy0 + oh, ox0:ox0 + ow] += y_out * wgt
             weight_sum[oy0:oy0 + oh, ox0:ox0 + ow] += wgt
     return out.div_(weight_sum)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))

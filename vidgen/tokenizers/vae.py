@@ -12,6 +12,7 @@ caller-owned object for latents that arrive piece by piece.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -34,12 +35,24 @@ VAE_PRESETS: dict[str, dict] = {
 
 
 class DiagonalGaussian:
-    """Posterior ``N(mean, exp(logvar))`` over latents ``(B, C, t, h, w)``."""
+    """Posterior ``N(mean, exp(logvar))`` over latents ``(B, C, t, h, w)``.
 
-    def __init__(self, moments: torch.Tensor):
+    The interface of diffusers' ``DiagonalGaussianDistribution`` (``parameters``, ``mean``, ``logvar``, ``std``,
+    ``var``, ``deterministic``, ``sample`` / ``mode`` / ``kl`` / ``nll``), except that ``kl`` and ``nll`` sum over
+    every non-batch axis (diffusers' sum over axes 1-3 assumes images) and return ``(B,)`` (zeros when
+    ``deterministic``: then ``std = var = 0`` and ``sample()`` returns the mean).
+    """
+
+    def __init__(self, moments: torch.Tensor, deterministic: bool = False):
+        self.parameters = moments
         self.mean, logvar = moments.chunk(2, dim=1)
         self.logvar = logvar.clamp(-30.0, 20.0)
-        self.std = torch.exp(0.5 * self.logvar)
+        self.deterministic = deterministic
+        self.std = torch.zeros_like(self.mean) if deterministic else torch.exp(0.5 * self.logvar)
+
+    @property
+    def var(self) -> torch.Tensor:
+        return torch.zeros_like(self.mean) if self.deterministic else torch.exp(self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
@@ -48,9 +61,22 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
-    def kl(self) -> torch.Tensor:
-        """KL to N(0, I) summed over all latent elements: ``(B,)``."""
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).flatten(1).sum(1)
+    def kl(self, other: "DiagonalGaussian | None" = None) -> torch.Tensor:
+        """KL to ``other`` (default N(0, I)) summed over all latent elements: ``(B,)``."""
+        if self.deterministic:
+            return self.mean.new_zeros(self.mean.shape[0])
+        if other is None:
+            terms = self.mean.pow(2) + self.var - 1.0 - self.logvar
+        else:
+            terms = ((self.mean - other.mean).pow(2) + self.var) / other.var - 1.0 - self.logvar + other.logvar
+        return 0.5 * terms.flatten(1).sum(1)
+
+    def nll(self, sample: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Negative log-likelihood of ``sample``, summed over ``dims`` (default: every non-batch axis)."""
+        if self.deterministic:
+            return self.mean.new_zeros(self.mean.shape[0])
+        terms = math.log(2.0 * math.pi) + self.logvar + (sample - self.mean).pow(2) / self.var
+        return 0.5 * (terms.flatten(1).sum(1) if dims is None else terms.sum(dim=dims))
 
 
 @dataclass
@@ -85,9 +111,15 @@ class KLBottleneck(nn.Module):
 
 class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
     """Causal 3D VAE (see module docstring). ``scaling_factor`` / ``shift_factor``: ``(z - shift) * scale`` has
-    unit variance on the training data (computed by the training script and stored in the config)."""
+    unit variance on the training data (computed by the training script and stored in the config).
+
+    For diffusers pipelines the same statistics are readable as per-channel ``latents_mean`` / ``latents_std``
+    (properties and derived config entries, never saved): ``latents_mean = [shift_factor] * latent_channels``,
+    ``latents_std = [1 / scaling_factor] * latent_channels``, so ``(z - mean) / std == normalize_latents(z)``.
+    """
 
     config_name = "config.json"
+    _derived_config_keys = CausalCodecMixin._derived_config_keys + ("latents_mean", "latents_std")
 
     @register_to_config
     def __init__(self, widths=(32, 64, 128), num_res_blocks: int = 1, decoder_extra_blocks: int = 1,
@@ -106,6 +138,22 @@ class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
         if name not in VAE_PRESETS:
             raise ConfigError(f"unknown VAE preset {name!r}; choose from {sorted(VAE_PRESETS)}")
         return cls(**{**VAE_PRESETS[name], **overrides})
+
+    @classmethod
+    def _derived_config(cls, cfg) -> dict:
+        channels = cfg["latent_channels"]
+        return {**super()._derived_config(cfg), "latents_mean": [float(cfg["shift_factor"])] * channels,
+                "latents_std": [1.0 / cfg["scaling_factor"]] * channels}
+
+    @property
+    def latents_mean(self) -> list[float]:
+        """``[shift_factor] * latent_channels`` (diffusers' name for the latent statistics)."""
+        return self.config.latents_mean
+
+    @property
+    def latents_std(self) -> list[float]:
+        """``[1 / scaling_factor] * latent_channels``."""
+        return self.config.latents_std
 
     @property
     def encoder_channels(self) -> int:
@@ -128,11 +176,13 @@ class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
         return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None, height: int | None = None,
-               width: int | None = None, chunk_frames: int | None = None, return_dict: bool = True):
+               width: int | None = None, chunk_frames: int | None = None, return_dict: bool = True,
+               generator: torch.Generator | None = None):
         """Latents ``(B, C, t, h, w)`` -> ``DecoderOutput(sample=(B, 3, T, H, W))``.
 
         ``num_frames`` / ``height`` / ``width`` crop to the original size (defaults: ``1+(t-1)*tc``, ``h*sc``, ``w*sc``);
-        ``chunk_frames`` counts latent frames.
+        ``chunk_frames`` counts latent frames. ``generator`` is accepted for diffusers' signature and ignored:
+        decoding is deterministic.
         """
         out = self.decode_latents(z, num_frames, height, width, chunk_frames)
         return DecoderOutput(sample=out) if return_dict else (out,)
@@ -142,7 +192,11 @@ class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
         return self._stream_decoder(lambda z: z, height, width)
 
     def forward(self, sample: torch.Tensor, sample_posterior: bool = False, generator=None, return_dict: bool = True):
-        out = self.reconstruct(sample, sample_posterior, generator).sample
+        """Reconstruction through :meth:`encode` / :meth:`decode` (so tiling and slicing apply); the posterior
+        mode, or a sample drawn with ``generator`` if ``sample_posterior``. Training uses :meth:`reconstruct`."""
+        post = self.encode(sample).latent_dist
+        z = post.sample(generator) if sample_posterior else post.mode()
+        out = self.decode(z, *sample.shape[2:]).sample
         return DecoderOutput(sample=out) if return_dict else (out,)
 
     def reconstruct(self, x: torch.Tensor, sample_posterior: bool = True, generator=None) -> ReconstructionOutput:

@@ -89,8 +89,10 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
         return self.encode(video, chunk_frames).ids
 
     def decode(self, codes: torch.Tensor, num_frames: int | None = None, height: int | None = None,
-               width: int | None = None, chunk_frames: int | None = None, return_dict: bool = True):
-        """Quantized codes ``(B, D, t, h, w)`` -> ``DecoderOutput(sample=(B, 3, T, H, W))``."""
+               width: int | None = None, chunk_frames: int | None = None, return_dict: bool = True,
+               generator: torch.Generator | None = None):
+        """Quantized codes ``(B, D, t, h, w)`` -> ``DecoderOutput(sample=(B, 3, T, H, W))``. ``generator`` is
+        accepted for diffusers' signature and ignored (decoding is deterministic)."""
         out = self.decode_latents(codes, num_frames, height, width, chunk_frames)
         return DecoderOutput(sample=out) if return_dict else (out,)
 
@@ -116,6 +118,10 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
         return ReconstructionOutput(y, bottleneck)
 
     def forward(self, sample: torch.Tensor, return_dict: bool = True):
-        out = self.reconstruct(sample).sample
+        """Straight-through reconstruction through the encode / decode path (so tiling and slicing apply); in
+        training mode a VQ codebook updates as in :meth:`reconstruct`."""
+        features = self.encode_features(sample)
+        codes, _, _ = self.bottleneck.quantize(features, update_codebook=self.training)
+        out = self.decode_latents(codes.to(features.dtype), *sample.shape[2:])
         return DecoderOutput(sample=out) if return_dict else (out,)
 
