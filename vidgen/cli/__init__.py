@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "vidgen.cli.info",
     "vidgen.cli.data",
     "vidgen.cli.eval",
+    "vidgen.cli.generate",
 ]
 
 

@@ -101,7 +101,8 @@ class _Sampler:
         self.guidance_scale, self.use_cache = guidance_scale, use_cache
         both, drop, self.doubled = cfg_batch(cond, negative, batch, model.device, guidance_scale)
         rows = 2 * batch if self.doubled else batch
-        self.prefix, self.context, self.vec = model.embed_condition(both, rows, drop)
+        with torch.no_grad():
+            self.prefix, self.context, self.vec = model.embed_condition(both, rows, drop)
         self.rows = rows
 
     def _next(self, logits: torch.Tensor) -> torch.Tensor:
@@ -110,6 +111,7 @@ class _Sampler:
             logits = apply_cfg(logits, self.guidance_scale)
         return sample_logits(logits, **self.sample_kw)  # (B,)
 
+    @torch.no_grad()
     def run(self, given: torch.Tensor, num_new: int, on_token: Optional[Callable] = None) -> torch.Tensor:
         """given (B, k) ids at the start of the window -> (B, num_new) new ids."""
         model, p = self.model, self.model.num_prefix_tokens
@@ -171,22 +173,22 @@ def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: O
     _check_generation(model, grid, batch, given_ids)
     frames = [] if given_ids is None else list(given_ids.to(model.device).split(1, dim=1))
     yield from frames
-    with torch.no_grad():
-        sampler = _Sampler(model, (min(t, ctx), h, w), batch, cond, negative, guidance_scale, temperature, top_k,
-                           top_p, generator, use_cache)
-        while len(frames) < t:
-            if len(frames) < ctx:  # first window: generate all remaining frames of it in one pass
-                given = torch.cat(frames, 1).reshape(batch, -1) if frames else \
-                    torch.zeros(batch, 0, dtype=torch.long, device=model.device)
-                n_frames = min(t, ctx) - len(frames)
-            else:  # slide: the last ctx-1 frames are the context of the next one
-                given = torch.cat(frames[-(ctx - 1):], 1).reshape(batch, -1) if ctx > 1 else \
-                    torch.zeros(batch, 0, dtype=torch.long, device=model.device)
-                n_frames = 1
-            new = sampler.run(given, n_frames * h * w, on_token).reshape(batch, n_frames, h, w)
-            for f in new.split(1, dim=1):
-                frames.append(f)
-                yield f
+    # no_grad lives inside the sampler (never around a yield: that would switch grad off in the caller's code)
+    sampler = _Sampler(model, (min(t, ctx), h, w), batch, cond, negative, guidance_scale, temperature, top_k,
+                       top_p, generator, use_cache)
+    while len(frames) < t:
+        if len(frames) < ctx:  # first window: generate all remaining frames of it in one pass
+            given = torch.cat(frames, 1).reshape(batch, -1) if frames else \
+                torch.zeros(batch, 0, dtype=torch.long, device=model.device)
+            n_frames = min(t, ctx) - len(frames)
+        else:  # slide: the last ctx-1 frames are the context of the next one
+            given = torch.cat(frames[-(ctx - 1):], 1).reshape(batch, -1) if ctx > 1 else \
+                torch.zeros(batch, 0, dtype=torch.long, device=model.device)
+            n_frames = 1
+        new = sampler.run(given, n_frames * h * w, on_token).reshape(batch, n_frames, h, w)
+        for f in new.split(1, dim=1):
+            frames.append(f)
+            yield f
 
 
 def generate_tokens(model: AutoregressiveVideoTransformer, grid, batch: int, **kwargs) -> torch.Tensor:

@@ -154,8 +154,7 @@ class ConditionEmbedder(nn.Module):
         vec = self.uncond.expand(batch, -1)
         tokens = None
         if cfg.text_dim:
-            if cond.text is None:  # unconditional call of a text model: everything null
-                drop = torch.ones(batch, dtype=torch.bool, device=vec.device)
+            if cond.text is None:  # no text given: the text part is null (class labels, if any, still count)
                 text = self.null_text.expand(batch, -1, -1)
                 pooled = self.null_pooled.expand(batch, -1)
             else:

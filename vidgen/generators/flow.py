@@ -193,9 +193,18 @@ def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: O
     model.backbone.check_grid(model.patch.grid(shape[2:]))
     scheduler.set_timesteps(num_inference_steps, device=dev)
     if latents is None:
-        latents = torch.randn(tuple(shape), generator=generator).to(dev, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
+        latents = torch.randn(tuple(shape), generator=generator).to(dev, dtype)
     elif tuple(latents.shape) != tuple(shape):
         raise InvalidInputError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
+    latents = latents.to(dev, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)  # as diffusers pipelines do
+    if given_mask is not None or given_latents is not None:
+        if given_mask is None or given_latents is None:
+            raise InvalidInputError("given_mask and given_latents must be passed together")
+        if tuple(given_mask.shape) != (b, shape[2]) or given_mask.dtype != torch.bool:
+            raise InvalidInputError(f"given_mask must be a ({b}, {shape[2]}) bool tensor over latent frames, got "
+                                    f"{given_mask.dtype} {tuple(given_mask.shape)}")
+        if tuple(given_latents.shape) != tuple(shape):
+            raise InvalidInputError(f"given_latents must have shape {tuple(shape)}, got {tuple(given_latents.shape)}")
     both, drop, doubled = cfg_batch(cond, negative, b, dev, guidance_scale)
     rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
     keep = None

@@ -70,6 +70,7 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         b, t, h, w = ids.shape
         dev = ids.device
         given = sample_given_mask(b, (t, h, w), generator, self.config.task_prob).reshape(b, -1).to(dev)
+        given &= ~given.all(1, keepdim=True)  # a task that gives every token (tiny grids) leaves nothing to learn
         ratio = torch.cos(torch.rand(b, generator=generator) * torch.pi / 2).to(dev)  # (B,) in (0, 1]
         free = (~given).sum(1)
         num_masked = (ratio * free).ceil().clamp(min=1).minimum(free.clamp(min=1))  # at least one, at most free
@@ -115,8 +116,11 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
         if given_ids is None or given_mask.shape != (batch, t, h, w) or given_ids.shape != (batch, t, h, w):
             raise InvalidInputError(f"given_ids and given_mask must both have shape {(batch, t, h, w)}")
         model.check_ids(given_ids, "given_ids")
-        ids = torch.where(given_mask.reshape(batch, -1).to(dev), given_ids.reshape(batch, -1).to(dev), ids)
+        keep = given_mask.reshape(batch, -1).to(dev)
+        ids = torch.where(keep, given_ids.reshape(batch, -1).to(dev), ids)
         start_ratio = float((~given_mask).float().mean())
+        if bool(keep.all()):
+            return ids.reshape(batch, t, h, w)
     both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)
     scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
     for i, step in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
@@ -126,6 +130,8 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
             logits = apply_cfg(logits, guidance_scale)
         logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
         ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
+        if given_mask is not None:  # the scheduler masks at least one token per sample, given or not
+            ids = torch.where(keep, given_ids.reshape(batch, -1).to(dev), ids)
         if callback is not None:
             changed = callback(i, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
             if "ids" in changed:

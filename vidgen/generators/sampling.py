@@ -19,6 +19,8 @@ def cfg_batch(cond: Optional[Conditioning], negative: Optional[Conditioning], ba
     Without guidance (scale 1, or nothing to guide by) returns ``(cond, None, False)``.
     """
     unconditional = cond is None or cond.batch_size() is None
+    if unconditional and negative is not None:
+        raise InvalidInputError("negative: a negative condition needs a positive one (cond) to contrast with")
     if guidance_scale == 1.0 or (unconditional and negative is None):
         return cond, None, False
     if negative is None:  # null condition: learned null embeddings

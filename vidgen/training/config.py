@@ -20,7 +20,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "natural"  # "natural" (built-in NaturalClips) or "folder" (VideoFolder at root)
+    dataset: str = "natural"  # "natural" (NaturalClips), "shapes" (ShapesDataset) or "folder" (VideoFolder at root)
     root: str = ""
     num_frames: int = 9
     size: int = 64

@@ -1,0 +1,140 @@
+"""``vidgen generate`` in-process on tiny random pipelines saved to a temporary folder: exact frame counts and sizes
+of the written MP4 / GIF, the contact sheet, determinism by seed, --num-videos, --init-video, --class, and the
+errors (exit code 2 with a ``vidgen generate: error:`` message)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vidgen.cli import main
+from vidgen.generators import AutoregressiveVideoTransformer, MaskedVideoTransformer, make_scheduler
+from vidgen.io import probe_video, read_video, write_video
+from vidgen.pipelines import AutoregressiveVideoPipeline, MaskedVideoPipeline
+from vidgen.tokenizers import CausalVQVAE
+
+PROMPT = "a red circle moving left"
+SIZE = ["--num-frames", "10", "--height", "32", "--width", "32", "--threads", "1"]
+
+
+def _perturb(*models):
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in models:
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory):
+    """{"masked": folder (text, 384-d MiniLM), "autoregressive": folder (4 classes, no text)}."""
+    root = tmp_path_factory.mktemp("pipelines")
+    torch.manual_seed(0)
+    tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
+    masked = MaskedVideoTransformer.from_preset("tiny", vocab_size=tok.vocab_size, text_dim=384, max_text_tokens=8,
+                                                max_grid=(4, 4, 4))
+    ar = AutoregressiveVideoTransformer.from_preset("tiny", vocab_size=tok.vocab_size, num_classes=4,
+                                                    max_grid=(4, 4, 4))
+    _perturb(tok, masked, ar)
+    MaskedVideoPipeline(tok, masked, make_scheduler(masked)).save_pretrained(root / "masked")
+    AutoregressiveVideoPipeline(tok, ar).save_pretrained(root / "autoregressive")
+    return {"masked": str(root / "masked"), "autoregressive": str(root / "autoregressive")}
+
+
+def _frames(path) -> np.ndarray:
+    return read_video(path)[0].numpy()
+
+
+def _check_video(path, frames=10, size=32) -> None:
+    info = probe_video(path)
+    assert (info.num_frames, info.height, info.width) == (frames, size, size)
+
+
+def test_masked_text_to_video_sheet_and_determinism(pipelines, tmp_path, capsys):
+    masked = ["generate", PROMPT, "--pipeline", pipelines["masked"], *SIZE, "--steps", "2"]
+    assert main([*masked, "--seed", "0", "--out", str(tmp_path / "a.mp4")]) == 0
+    out = capsys.readouterr().out
+    assert f"video: {tmp_path / 'a.mp4'}" in out and f"contact sheet: {tmp_path / 'a.png'}" in out
+    _check_video(tmp_path / "a.mp4")
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert main([*masked, "--seed", "0", "--out", str(tmp_path / "b.mp4")]) == 0
+    assert np.array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "b.mp4"))
+    assert main([*masked, "--seed", "1", "--out", str(tmp_path / "c.mp4")]) == 0
+    assert not np.array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "c.mp4"))
+
+    # --num-videos 2: <stem>_0 / <stem>_1, video i sampled with seed + i (so _0 is the single seed-0 video)
+    assert main([*masked, "--seed", "0", "--num-videos", "2", "--out", str(tmp_path / "many" / "v.mp4")]) == 0
+    out = capsys.readouterr().out
+    for i in (0, 1):
+        _check_video(tmp_path / "many" / f"v_{i}.mp4")
+        assert f"video: {tmp_path / 'many' / f'v_{i}.mp4'}" in out
+    assert (tmp_path / "many" / "v.png").exists() and not (tmp_path / "many" / "v.mp4").exists()
+    assert np.array_equal(_frames(tmp_path / "many" / "v_0.mp4"), _frames(tmp_path / "a.mp4"))
+    assert np.array_equal(_frames(tmp_path / "many" / "v_1.mp4"), _frames(tmp_path / "c.mp4"))
+
+    # a negative prompt steers the guided sample away
+    assert main([*masked, "--seed", "0", "--negative-prompt", "a green star",
+                 "--out", str(tmp_path / "n.mp4")]) == 0
+    assert not np.array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "n.mp4"))
+
+    # --init-video: 5 given frames (2 latent frames kept) change the sample of the same seed
+    write_video(tmp_path / "init.mp4", torch.rand(3, 5, 48, 40) * 2 - 1, fps=8)
+    assert main([*masked, "--seed", "0", "--init-video", str(tmp_path / "init.mp4"),
+                 "--out", str(tmp_path / "e.mp4")]) == 0
+    _check_video(tmp_path / "e.mp4")
+    assert not np.array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "e.mp4"))
+
+
+def test_autoregressive_class_gif_without_steps(pipelines, tmp_path, capsys):
+    ar = ["generate", "--pipeline", pipelines["autoregressive"], *SIZE, "--seed", "0"]
+    assert main([*ar, "--class", "2", "--guidance", "2", "--out", str(tmp_path / "a.gif")]) == 0
+    _check_video(tmp_path / "a.gif")
+    assert (tmp_path / "a.png").exists()
+    assert main([*ar, "--out", str(tmp_path / "u.mp4"), "--fps", "12"]) == 0  # unconditional (the null class)
+    info = probe_video(tmp_path / "u.mp4")
+    assert (info.num_frames, info.height, info.width, round(info.fps)) == (10, 32, 32, 12)
+    capsys.readouterr()
+    assert main([*ar, "--class", "2", "--steps", "4", "--out", str(tmp_path / "s.mp4")]) == 2
+    assert "vidgen generate: error: --steps" in capsys.readouterr().err
+    assert main([*ar, PROMPT, "--out", str(tmp_path / "p.mp4")]) == 2  # not text-conditioned
+    assert "vidgen generate: error:" in capsys.readouterr().err
+    assert not (tmp_path / "s.mp4").exists() and not (tmp_path / "p.mp4").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--class", "1"], "not both"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--num-videos", "0"], "--num-videos"),
+    (["--out", "video.avi"], "--out must end with .mp4 or .gif"),
+    (["--init-video", "/nonexistent/init.mp4"], "/nonexistent/init.mp4"),
+])
+def test_bad_options_exit_2(pipelines, tmp_path, capsys, extra, message):
+    args = ["generate", PROMPT, "--pipeline", pipelines["masked"], *SIZE, "--out", str(tmp_path / "v.mp4"), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vidgen generate: error:") and message in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_pipeline_folder_exit_2(tmp_path, capsys):
+    missing = tmp_path / "no-such-pipeline"
+    assert main(["generate", PROMPT, "--pipeline", str(missing), "--out", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vidgen generate: error:") and str(missing) in err
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", "--pipeline", str(tmp_path / "empty"), "--out", str(tmp_path / "v.mp4")]) == 2
+    assert "model_index.json" in capsys.readouterr().err
+
+
+def test_fresh_process_loads_the_pipeline(pipelines, tmp_path):
+    """``python -m vidgen generate`` in a new interpreter, where no vidgen component module is imported yet (diffusers
+    loads components only from imported modules)."""
+    out = tmp_path / "fresh.mp4"
+    result = subprocess.run([sys.executable, "-m", "vidgen", "generate", "--pipeline", pipelines["autoregressive"],
+                             *SIZE, "--seed", "0", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"video: {out}" in result.stdout
+    _check_video(out)

@@ -1,0 +1,740 @@
+"""Generators on the shared video-transformer backbone: masked (MaskGIT / AmusedScheduler), flow / diffusion
+(diffusers schedulers) and autoregressive (KV cache). Tiny models on a (3, 4, 4) grid; every sampling guarantee
+is checked on perturbed weights (a fresh model's zero-initialised gates make every block the identity)."""
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+
+import vidgen.generators as G
+from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.generators import (
+    LAYOUTS,
+    AutoregressiveVideoTransformer,
+    Conditioning,
+    DiffusionVideoTransformer,
+    MaskedVideoTransformer,
+    generate_ids,
+    generate_latents,
+    generate_tokens,
+    iter_frames,
+)
+from vidgen.tokenizers import CausalVAE, CausalVQVAE
+
+GRID = (3, 4, 4)
+VOCAB = 64
+TEXT_DIM = 32
+MAX_TEXT = 4
+CHANNELS = 4  # the tiny CausalVAE's latent channels
+KINDS = ("masked", "flow", "ar")
+CLASSES = {"masked": MaskedVideoTransformer, "flow": DiffusionVideoTransformer, "ar": AutoregressiveVideoTransformer}
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is as fast, and does not spin-wait against other jobs on the shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def perturb(model, seed: int = 0, scale: float = 0.05):
+    """Add noise to every parameter so zero-initialised gates / heads no longer hide the blocks."""
+    g = gen(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return model.eval()
+
+
+def build(kind: str, seed: int = 0, scale: float = 0.05, **kw):
+    """Tiny text-conditioned generator (``scale=0``: fresh weights)."""
+    torch.manual_seed(seed)
+    kw = {"text_dim": TEXT_DIM, "max_text_tokens": MAX_TEXT, "max_grid": GRID, **kw}
+    if kind == "flow":
+        model = DiffusionVideoTransformer.from_preset("tiny", in_channels=CHANNELS, **kw)
+    else:
+        model = CLASSES[kind].from_preset("tiny", vocab_size=VOCAB, **kw)
+    return perturb(model, seed + 100, scale) if scale else model
+
+
+def text_cond(batch: int = 2, seed: int = 1) -> Conditioning:
+    g = gen(seed)
+    mask = torch.ones(batch, 3, dtype=torch.bool)
+    mask[:, -1] = False  # one padded text token
+    return Conditioning(text=torch.randn(batch, 3, TEXT_DIM, generator=g), text_mask=mask,
+                        pooled=torch.randn(batch, TEXT_DIM, generator=g))
+
+
+def data(kind: str, batch: int = 2, seed: int = 2, grid=GRID) -> torch.Tensor:
+    g = gen(seed)
+    if kind == "flow":
+        return torch.randn(batch, CHANNELS, *grid, generator=g)
+    return torch.randint(0, VOCAB, (batch, *grid), generator=g)
+
+
+def sample(kind: str, model, batch: int = 2, seed: int = 0, grid=GRID, steps: int = 4, **kw) -> torch.Tensor:
+    if kind == "masked":
+        return generate_ids(model, grid, batch, generator=gen(seed), num_inference_steps=steps, **kw)
+    if kind == "flow":
+        scheduler = kw.pop("scheduler", None) or FlowMatchEulerDiscreteScheduler()
+        return generate_latents(model, scheduler, (batch, CHANNELS, *grid), generator=gen(seed),
+                                num_inference_steps=steps, **kw)
+    return generate_tokens(model, grid, batch, generator=gen(seed), **kw)
+
+
+def check_output(kind: str, out: torch.Tensor, batch: int = 2, grid=GRID) -> None:
+    if kind == "flow":
+        assert out.shape == (batch, CHANNELS, *grid) and out.is_floating_point()
+        assert torch.isfinite(out).all()
+    else:
+        assert out.shape == (batch, *grid) and out.dtype == torch.long
+        assert out.min() >= 0 and out.max() < VOCAB
+
+
+def differ(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Ids: any id differs; latents: more than float noise apart (CFG with equal halves is not bit-exact)."""
+    if a.is_floating_point():
+        return not torch.allclose(a, b, atol=1e-3, rtol=0)
+    return not torch.equal(a, b)
+
+
+def tiny_vqvae(levels=(4, 4, 4)):
+    torch.manual_seed(0)
+    return CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=levels).eval()
+
+
+def tiny_vae(**kw):
+    torch.manual_seed(0)
+    return CausalVAE.from_preset("tiny", **kw).eval()
+
+
+def video(b=1, t=5, h=32, w=32, seed=3):
+    return torch.rand(b, 3, t, h, w, generator=gen(seed)) * 2 - 1
+
+
+# ---------------------------------------------------------------------------------------------------- all generators
+@pytest.mark.parametrize("kind", KINDS)
+def test_adamw_steps_reduce_the_loss_on_a_fixed_batch(kind):
+    model = build(kind, scale=0).train()
+    x, cond = data(kind), text_cond()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for step in range(24):
+        loss, logs = model.loss(x, cond, gen(step % 4))  # the same 4 seeds in the first and the last window
+        assert torch.isfinite(loss) and isinstance(logs, dict)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.9 * first, losses
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sampling_shapes_dtypes_and_ranges(kind):
+    model = build(kind)
+    check_output(kind, sample(kind, model, batch=2, cond=text_cond()))
+    check_output(kind, sample(kind, model, batch=1), batch=1)  # unconditional call of a text model
+    check_output(kind, sample(kind, model, batch=1, grid=(2, 3, 4)), batch=1, grid=(2, 3, 4))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_seed_same_output_different_seed_different_output(kind):
+    model, cond = build(kind), text_cond()
+    a = sample(kind, model, seed=0, cond=cond)
+    assert torch.equal(a, sample(kind, model, seed=0, cond=cond))
+    assert differ(a, sample(kind, model, seed=1, cond=cond))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_load_round_trip_gives_identical_parameters_and_samples(kind, tmp_path):
+    model, cond = build(kind), text_cond()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = CLASSES[kind].from_pretrained(tmp_path).eval()
+    assert loaded.backbone_config == model.backbone_config
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+    kw = dict(cond=cond, guidance_scale=2.0)
+    assert torch.equal(sample(kind, loaded, seed=5, **kw), sample(kind, model, seed=5, **kw))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_classifier_free_guidance_null_and_negative(kind):
+    model, cond, negative = build(kind), text_cond(seed=1), text_cond(seed=7)
+    plain = sample(kind, model, cond=cond, guidance_scale=1.0)
+    guided = sample(kind, model, cond=cond, guidance_scale=3.0)
+    guided_neg = sample(kind, model, cond=cond, negative=negative, guidance_scale=3.0)
+    for out in (guided, guided_neg):
+        check_output(kind, out)
+        assert differ(out, plain)
+    assert differ(guided, guided_neg)
+    # guidance 1 ignores the negative prompt entirely
+    assert torch.equal(sample(kind, model, cond=cond, negative=negative, guidance_scale=1.0), plain)
+
+
+@pytest.mark.parametrize("conditioning", ["text", "class"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_cfg_dropped_samples_equal_the_unconditional_call(kind, conditioning):
+    """The null half of a CFG batch (drop=True) is exactly the model without conditioning."""
+    if conditioning == "text":
+        model, cond = build(kind), text_cond()
+    else:
+        model, cond = build(kind, text_dim=0, num_classes=5), Conditioning(class_labels=torch.tensor([1, 4]))
+    x, drop = data(kind), torch.tensor([True, False])
+    args = (torch.tensor([400.0, 400.0]),) if kind == "flow" else ()
+    with torch.no_grad():
+        dropped = model(x, *args, cond=cond, drop=drop, return_dict=False)[0]
+        uncond = model(x, *args, cond=None, return_dict=False)[0]
+        conditioned = model(x, *args, cond=cond, return_dict=False)[0]
+    torch.testing.assert_close(dropped[0], uncond[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(dropped[1], conditioned[1], atol=1e-6, rtol=0)
+    assert differ(uncond[0], conditioned[0])
+
+
+def test_flow_cfg_with_negative_equal_to_cond_is_the_conditional_prediction():
+    """uncond + s * (cond - uncond) with uncond == cond: the guided result is the conditional one."""
+    model, cond = build("flow"), text_cond()
+    plain = sample("flow", model, cond=cond, guidance_scale=1.0)
+    same = sample("flow", model, cond=cond, negative=cond, guidance_scale=3.0)
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_class_conditioning_in_loss_and_sampling(kind):
+    model = build(kind, text_dim=0, num_classes=5, cond_dropout=0.0).train()
+    cond = Conditioning(class_labels=torch.tensor([1, 4]))
+    loss, _ = model.loss(data(kind), cond, gen(0))
+    loss.backward()
+    grad = model.cond_embed.class_embed.weight.grad  # (5 + null, d)
+    assert grad[[1, 4]].abs().sum(1).min() > 0
+    assert grad[[0, 2, 3, 5]].abs().sum() == 0  # no dropout: the null row is unused too
+    model.eval()
+    a = sample(kind, model, cond=cond)
+    check_output(kind, a)
+    assert differ(a, sample(kind, model, cond=Conditioning(class_labels=torch.tensor([2, 3]))))
+    guided = sample(kind, model, cond=cond, guidance_scale=3.0)  # null class row
+    check_output(kind, guided)
+    assert differ(a, guided)
+    with pytest.raises(InvalidInputError, match="class_labels"):
+        sample(kind, model, cond=Conditioning(class_labels=torch.tensor([1, 6])))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_class_labels_without_text_condition_a_text_and_class_model(kind):
+    model, x = build(kind, num_classes=5), data(kind)
+    args = (torch.tensor([400.0, 400.0]),) if kind == "flow" else ()
+    with torch.no_grad():
+        a = model(x, *args, cond=Conditioning(class_labels=torch.tensor([1, 4])), return_dict=False)[0]
+        b = model(x, *args, cond=Conditioning(class_labels=torch.tensor([2, 3])), return_dict=False)[0]
+    assert differ(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_negative_prompt_without_cond_runs_or_raises_a_vidgen_error(kind):
+    try:
+        out = sample(kind, build(kind), cond=None, negative=text_cond(), guidance_scale=3.0)
+    except InvalidInputError as err:
+        assert "negative" in str(err) or "cond" in str(err)
+    else:
+        check_output(kind, out)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_token_interface_with_the_matching_tokenizer(kind):
+    model, x = build(kind), video()
+    tokenizer = tiny_vae() if kind == "flow" else tiny_vqvae()
+    z = model.encode_videos(tokenizer, x)
+    if kind == "flow":
+        assert z.shape == (1, CHANNELS, 2, 4, 4) and z.is_floating_point()
+    else:
+        assert z.shape == (1, 2, 4, 4) and z.dtype == torch.long and 0 <= z.min() and z.max() < VOCAB
+    loss, _ = model.loss(z, text_cond(1), gen(0))
+    assert torch.isfinite(loss)
+    assert model.decode_videos(tokenizer, z, 5, 32, 32).shape == (1, 3, 5, 32, 32)
+
+
+# ---------------------------------------------------------------------------------------------------- masked
+def task_mask(task: str, batch: int = 2, grid=GRID) -> torch.Tensor:
+    t, h, w = grid
+    mask = torch.zeros(batch, t, h, w, dtype=torch.bool)
+    if task == "prediction":
+        mask[0, :1] = True
+        mask[1, :2] = True  # first k latent frames
+    elif task == "interpolation":
+        mask[:, 0] = mask[:, -1] = True
+    elif task == "inpainting":
+        mask[:] = True
+        mask[:, :, 1:3, 1:3] = False  # all but a box
+    elif task == "outpainting":
+        mask[:, :, 1:3, 1:3] = True  # only a box
+    return mask
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+@pytest.mark.parametrize("task", ["prediction", "interpolation", "inpainting", "outpainting"])
+def test_masked_keeps_given_tokens_exactly(task, guidance):
+    model, given = build("masked"), data("masked", seed=9)
+    mask = task_mask(task)
+    out = generate_ids(model, GRID, 2, cond=text_cond(), guidance_scale=guidance, generator=gen(0),
+                       num_inference_steps=6, given_ids=given, given_mask=mask)
+    check_output("masked", out)
+    assert torch.equal(out[mask], given[mask])
+    assert not torch.equal(out[~mask], given[~mask])  # the rest is generated, not copied
+
+
+def test_masked_all_tokens_given_returns_given_ids():
+    model, given = build("masked"), data("masked", seed=9)
+    out = generate_ids(model, GRID, 2, generator=gen(0), num_inference_steps=4, given_ids=given,
+                       given_mask=torch.ones(2, *GRID, dtype=torch.bool))
+    assert torch.equal(out, given)
+
+
+def test_masked_loss_is_finite_on_a_one_by_one_spatial_grid():
+    model, ids = build("masked"), data("masked", batch=1, grid=(3, 1, 1))
+    losses = torch.stack([model.loss(ids, None, gen(seed))[0].detach() for seed in range(60)])
+    assert torch.isfinite(losses).all()
+
+
+def test_masked_top_k_restricts_every_revealed_token_to_the_k_best_logits():
+    model, cond, k = build("masked", scale=0.2), text_cond(), 3
+    mask_id, state = model.mask_token_id, {"prev": torch.full((2, *GRID), model.mask_token_id)}
+    checked = []
+
+    def callback(i, step, kw):
+        prev, ids = state["prev"], kw["ids"]
+        with torch.no_grad():
+            logits = model(prev, cond)["logits"]  # what generate_ids saw at this step (guidance 1)
+        top = logits.topk(k, dim=-1).indices
+        revealed = (prev == mask_id) & (ids != mask_id)
+        in_top = (top == ids[..., None]).any(-1)
+        assert in_top[revealed].all(), f"step {i}: a revealed id is outside the top-{k}"
+        checked.append(int(revealed.sum()))
+        state["prev"] = ids.clone()
+
+    out = generate_ids(model, GRID, 2, cond=cond, generator=gen(0), num_inference_steps=4, top_k=k,
+                       callback=callback)
+    assert sum(checked) == out.numel()  # every token was checked when revealed
+    # and without top_k some revealed token falls outside the top-k (so the check above can fail)
+    state["prev"] = torch.full((2, *GRID), mask_id)
+    with pytest.raises(AssertionError, match="outside the top"):
+        generate_ids(model, GRID, 2, cond=cond, generator=gen(0), num_inference_steps=4, callback=callback)
+
+
+def test_masked_top_1_with_zero_remasking_temperature_ignores_the_seed():
+    model = build("masked")
+    kw = dict(top_k=1, temperature=(0.0, 0.0), num_inference_steps=4)
+    a = generate_ids(model, GRID, 2, generator=gen(0), **kw)
+    assert torch.equal(a, generate_ids(model, GRID, 2, generator=gen(1), **kw))
+    b = generate_ids(model, GRID, 2, generator=gen(1), temperature=(0.0, 0.0), num_inference_steps=4)
+    assert not torch.equal(a, b)
+
+
+def test_masked_callback_called_once_per_step_and_can_replace_ids():
+    model = build("masked")
+    mask_id = model.mask_token_id
+    calls = []
+
+    def record(i, step, kw):
+        calls.append((i, step, kw["ids"].shape))
+
+    generate_ids(model, GRID, 2, generator=gen(0), num_inference_steps=5, callback=record)
+    assert [c[0] for c in calls] == list(range(5))
+    assert [c[1] for c in calls] == [4, 3, 2, 1, 0]
+    assert all(c[2] == (2, *GRID) for c in calls)
+
+    fixed = {}
+
+    def replace(i, step, kw):
+        if i == 0:  # every token revealed at step 0 becomes id 5: it must survive to the end
+            ids = kw["ids"]
+            fixed["mask"] = ids != mask_id
+            return {"ids": torch.where(fixed["mask"], torch.full_like(ids, 5), ids)}
+        return None
+
+    out = generate_ids(model, GRID, 2, generator=gen(0), num_inference_steps=5, callback=replace)
+    assert fixed["mask"].any() and (~fixed["mask"]).any()
+    assert (out[fixed["mask"]] == 5).all()
+    assert not (out[~fixed["mask"]] == 5).all()
+
+
+# ---------------------------------------------------------------------------------------------------- flow
+def ddim(kind):
+    return DDIMScheduler(prediction_type=kind)
+
+
+PREDICTIONS = [
+    ("flow", FlowMatchEulerDiscreteScheduler),
+    ("epsilon", lambda: ddim("epsilon")),
+    ("v_prediction", lambda: ddim("v_prediction")),
+    ("epsilon", lambda: DDIMScheduler.from_config(DDPMScheduler(prediction_type="epsilon").config)),
+    ("v_prediction", lambda: DDIMScheduler.from_config(DDPMScheduler(prediction_type="v_prediction").config)),
+    ("v_prediction", lambda: EulerDiscreteScheduler.from_config(ddim("v_prediction").config)),
+]
+
+
+@pytest.mark.parametrize("prediction_type,scheduler", PREDICTIONS,
+                         ids=["flow", "eps-ddim", "v-ddim", "eps-swap", "v-swap", "v-euler"])
+def test_flow_prediction_types_train_and_sample(prediction_type, scheduler):
+    model = build("flow", scale=0, prediction_type=prediction_type).train()
+    x, cond = data("flow"), text_cond()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for step in range(16):
+        loss, _ = model.loss(x, cond, gen(step % 4))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-4:]) < 0.9 * sum(losses[:4]), losses
+    model.eval()
+    out = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=cond, guidance_scale=2.0,
+                           num_inference_steps=4, generator=gen(0))
+    check_output("flow", out)
+    again = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=cond, guidance_scale=2.0,
+                             num_inference_steps=4, generator=gen(0))
+    assert torch.equal(out, again)
+
+
+@pytest.mark.parametrize("prediction_type,scheduler", PREDICTIONS[:3], ids=["flow", "eps", "v"])
+def test_flow_given_frames_are_kept_exactly(prediction_type, scheduler):
+    model = build("flow", prediction_type=prediction_type)
+    given = data("flow", seed=4)
+    mask = torch.tensor([[True, False, False], [True, False, True]])
+    out = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=text_cond(), guidance_scale=3.0,
+                           num_inference_steps=4, generator=gen(0), given_latents=given, given_mask=mask)
+    check_output("flow", out)
+    keep = mask[:, None, :, None, None].expand_as(out)
+    assert torch.equal(out[keep], given[keep])
+    assert differ(out[~keep], given[~keep])
+    # the given frames condition the others (they are model input, not only pasted in)
+    free = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=text_cond(), guidance_scale=3.0,
+                            num_inference_steps=4, generator=gen(0))
+    assert differ(out[:, :, 1], free[:, :, 1])
+    x, ts = data("flow", seed=5), torch.tensor([500.0, 500.0])
+    with torch.no_grad():  # the given latents' values are model input
+        a = model(x, ts, text_cond(), given_latents=given, given_mask=mask).sample
+        b = model(x, ts, text_cond(), given_latents=given + 1, given_mask=mask).sample
+    assert differ(a, b)
+
+
+def test_flow_wrong_scheduler_raises():
+    shape = (1, CHANNELS, *GRID)
+    flow, eps, v = (build("flow", prediction_type=k) for k in ("flow", "epsilon", "v_prediction"))
+    for model, scheduler in ((flow, ddim("epsilon")), (eps, FlowMatchEulerDiscreteScheduler()),
+                             (eps, ddim("v_prediction")), (v, ddim("epsilon")), (v, DDIMScheduler())):
+        with pytest.raises(InvalidInputError, match="scheduler"):
+            generate_latents(model, scheduler, shape, num_inference_steps=2, generator=gen(0))
+
+
+def test_flow_bad_given_arguments_raise_invalid_input():
+    model, shape = build("flow"), (2, CHANNELS, *GRID)
+    kw = dict(num_inference_steps=2, generator=gen(0))
+    with pytest.raises(InvalidInputError, match="given_latents"):
+        generate_latents(model, FlowMatchEulerDiscreteScheduler(), shape, given_mask=torch.ones(2, 3, dtype=torch.bool),
+                         **kw)
+    with pytest.raises(InvalidInputError, match="given_mask"):
+        generate_latents(model, FlowMatchEulerDiscreteScheduler(), shape, given_latents=data("flow"),
+                         given_mask=torch.ones(2, *GRID, dtype=torch.bool), **kw)
+
+
+@pytest.mark.parametrize("patch_size", [(1, 2, 2), (2, 2, 2)])
+def test_flow_patch_padding_on_an_odd_latent_grid(patch_size):
+    odd = (3, 5, 5)
+    model = build("flow", patch_size=patch_size)
+    x = data("flow", grid=odd)
+    out = model(x, torch.tensor([500.0, 100.0]), text_cond()).sample
+    assert out.shape == x.shape
+    loss, _ = model.loss(x, text_cond(), gen(0))
+    assert torch.isfinite(loss)
+    mask = torch.tensor([[True, False, False], [False, False, True]])
+    lat = generate_latents(model, FlowMatchEulerDiscreteScheduler(), (2, CHANNELS, *odd), cond=text_cond(),
+                           guidance_scale=2.0, num_inference_steps=3, generator=gen(0), given_latents=x,
+                           given_mask=mask)
+    assert lat.shape == (2, CHANNELS, *odd) and torch.isfinite(lat).all()
+    keep = mask[:, None, :, None, None].expand_as(lat)
+    assert torch.equal(lat[keep], x[keep])
+
+
+def test_flow_callback_called_once_per_step_and_can_replace_latents():
+    model, steps = build("flow"), []
+
+    def callback(i, t, kw):
+        steps.append(i)
+        return {"latents": torch.zeros_like(kw["latents"])} if i == 3 else None
+
+    out = sample("flow", model, steps=4, callback=callback)
+    assert steps == [0, 1, 2, 3] and torch.equal(out, torch.zeros_like(out))
+
+
+# ---------------------------------------------------------------------------------------------------- autoregressive
+AR_CASES = {
+    "full-g1": (dict(), dict(guidance_scale=1.0)),
+    "full-g3-topk": (dict(), dict(guidance_scale=3.0, top_k=8)),
+    "full-g3-topp-neg": (dict(), dict(guidance_scale=3.0, top_p=0.9, negative=text_cond(seed=7))),
+    "spatiotemporal-g3": (dict(layout="spatiotemporal"), dict(guidance_scale=3.0)),
+    "window-g1-topk": (dict(layout="window", window=(3, 3, 3)), dict(guidance_scale=1.0, top_k=5)),
+    "frame_causal-g3-topp": (dict(layout="frame_causal"), dict(guidance_scale=3.0, top_p=0.8)),
+    "cross-text-g3": (dict(text_conditioning="cross"), dict(guidance_scale=3.0, top_k=8)),
+}
+
+
+@pytest.mark.parametrize("case", list(AR_CASES))
+def test_ar_cached_equals_uncached(case):
+    arch, kw = AR_CASES[case]
+    model, cond = build("ar", scale=0.1, **arch), text_cond()
+    cached = generate_tokens(model, GRID, 2, cond=cond, temperature=1.0, generator=gen(3), use_cache=True, **kw)
+    uncached = generate_tokens(model, GRID, 2, cond=cond, temperature=1.0, generator=gen(3), use_cache=False, **kw)
+    check_output("ar", cached)
+    assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_ar_given_ids_continuation_keeps_given_frames(use_cache):
+    model, given = build("ar"), data("ar", seed=9)[:, :2]
+    out = generate_tokens(model, GRID, 2, cond=text_cond(), guidance_scale=3.0, generator=gen(0), given_ids=given,
+                          use_cache=use_cache)
+    check_output("ar", out)
+    assert torch.equal(out[:, :2], given)
+    # the continuation depends on the given frames
+    other = generate_tokens(model, GRID, 2, cond=text_cond(), guidance_scale=3.0, generator=gen(0),
+                            given_ids=(given + 1) % VOCAB, use_cache=use_cache)
+    assert not torch.equal(out[:, 2:], other[:, 2:])
+
+
+@pytest.mark.parametrize("given_frames", [0, 1, 4])
+def test_ar_sliding_context_beyond_max_grid(given_frames):
+    model, t = build("ar"), 5  # max_grid[0] = 3 latent frames
+    grid = (t, *GRID[1:])
+    given = data("ar", seed=9, grid=grid)[:, :given_frames] if given_frames else None
+    kw = dict(cond=text_cond(), guidance_scale=3.0, top_k=16, given_ids=given)
+    out = generate_tokens(model, grid, 2, generator=gen(0), **kw)
+    check_output("ar", out, grid=grid)
+    if given_frames:
+        assert torch.equal(out[:, :given_frames], given)
+    assert torch.equal(out, generate_tokens(model, grid, 2, generator=gen(0), use_cache=False, **kw))
+    assert not torch.equal(out, generate_tokens(model, grid, 2, generator=gen(1), **kw))
+
+
+def test_ar_sliding_context_is_the_last_max_grid_minus_one_frames():
+    """Greedy decoding removes the RNG: each frame beyond max_grid[0] = 3 is what the model generates from the
+    previous 2 frames placed at the start of a fresh window."""
+    model, cond = build("ar", scale=0.1), text_cond()
+    kw = dict(cond=cond, guidance_scale=2.0, temperature=0.0)
+    out = generate_tokens(model, (5, 4, 4), 2, generator=gen(0), **kw)
+    assert torch.equal(out[:, :3], generate_tokens(model, GRID, 2, generator=gen(0), **kw))
+    for f in (3, 4):
+        window = generate_tokens(model, GRID, 2, generator=gen(0), given_ids=out[:, f - 2:f], **kw)
+        assert torch.equal(window[:, 2], out[:, f]), f"frame {f}"
+
+
+@pytest.mark.parametrize("grid,given_frames", [(GRID, 0), (GRID, 1), ((5, 4, 4), 2)])
+def test_ar_iter_frames_chunks_concatenate_to_generate_tokens(grid, given_frames):
+    model = build("ar")
+    given = data("ar", seed=9, grid=grid)[:, :given_frames] if given_frames else None
+    kw = dict(cond=text_cond(), guidance_scale=2.0, given_ids=given)
+    chunks = list(iter_frames(model, grid, 2, generator=gen(0), **kw))
+    assert len(chunks) == grid[0]
+    assert all(c.shape == (2, 1, *grid[1:]) and c.dtype == torch.long for c in chunks)
+    assert torch.equal(torch.cat(chunks, 1), generate_tokens(model, grid, 2, generator=gen(0), **kw))
+
+
+def test_ar_iter_frames_does_not_change_the_callers_grad_mode():
+    model = build("ar")
+    assert torch.is_grad_enabled()
+    for _ in iter_frames(model, GRID, 1, generator=gen(0)):
+        assert torch.is_grad_enabled()
+
+
+def test_ar_kv_cache_is_not_in_the_state_dict():
+    model = build("ar")
+    keys = set(model.state_dict())
+    assert not any("cache" in k for k in keys)
+    assert list(model.buffers()) == []
+    generate_tokens(model, GRID, 2, cond=text_cond(), guidance_scale=3.0, generator=gen(0))
+    assert set(model.state_dict()) == keys
+    assert list(model.buffers()) == []
+    from vidgen.attention.kv_cache import KVCache, ModelKVCache
+    for module in model.modules():  # no module keeps a cache around after generation
+        assert not any(isinstance(v, (KVCache, ModelKVCache)) for v in vars(module).values())
+
+
+# ---------------------------------------------------------------------------------------------------- backbone / layouts
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_layout_builds_trains_and_samples(kind, layout):
+    model = build(kind, layout=layout, window=(3, 3, 3))
+    assert model.backbone_config.layout == layout
+    model.train()
+    loss, _ = model.loss(data(kind), text_cond(), gen(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    check_output(kind, sample(kind, model, cond=text_cond(), guidance_scale=2.0, steps=2))
+
+
+@pytest.mark.parametrize("text_conditioning", ["prefix", "cross"])
+def test_frame_causal_masked_model_earlier_frames_ignore_later_ones(text_conditioning):
+    model = build("masked", scale=0.1, layout="frame_causal", text_conditioning=text_conditioning)
+    cond, ids = text_cond(), data("masked")
+    changed = ids.clone()
+    changed[:, 2] = (changed[:, 2] + 7) % VOCAB
+    with torch.no_grad():
+        a, b = model(ids, cond)["logits"], model(changed, cond)["logits"]
+    torch.testing.assert_close(a[:, :2], b[:, :2], atol=1e-6, rtol=0)
+    assert (a[:, 2] - b[:, 2]).abs().max() > 1e-4
+    # the full layout is not causal: the same change reaches frame 0 (so the check above can fail)
+    full = build("masked", scale=0.1, text_conditioning=text_conditioning)
+    with torch.no_grad():
+        assert (full(ids, cond)["logits"][:, 0] - full(changed, cond)["logits"][:, 0]).abs().max() > 1e-4
+
+
+def test_frame_causal_flow_model_earlier_frames_ignore_later_ones():
+    model = build("flow", scale=0.1, layout="frame_causal")
+    x = data("flow")
+    changed = x.clone()
+    changed[:, :, 1:] += 1.0
+    ts = torch.tensor([300.0, 700.0])
+    with torch.no_grad():
+        a, b = model(x, ts, text_cond()).sample, model(changed, ts, text_cond()).sample
+    torch.testing.assert_close(a[:, :, :1], b[:, :, :1], atol=1e-6, rtol=0)
+    assert (a[:, :, 1:] - b[:, :, 1:]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_ar_logits_are_token_causal(layout):
+    model, cond = build("ar", scale=0.1, layout=layout, window=(3, 3, 3)), text_cond()
+    ids = data("ar")
+    j = 21  # flattened (t, h, w) position of the changed id
+    changed = ids.clone().reshape(2, -1)
+    changed[:, j] = (changed[:, j] + 5) % VOCAB
+    changed = changed.reshape(ids.shape)
+    with torch.no_grad():
+        a = model(ids, cond)["logits"].reshape(2, -1, VOCAB)
+        b = model(changed, cond)["logits"].reshape(2, -1, VOCAB)
+    torch.testing.assert_close(a[:, : j + 1], b[:, : j + 1], atol=1e-6, rtol=0)  # position i sees ids < i
+    assert (a[:, j + 1] - b[:, j + 1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("text_conditioning", ["prefix", "cross"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(kind, text_conditioning, monkeypatch):
+    model = build(kind, scale=0.1, text_conditioning=text_conditioning).train()
+    x, cond = data(kind), text_cond()
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss, _ = model.loss(x, cond, gen(0))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_loss, ref_grads = loss_and_grads()
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    model.enable_gradient_checkpointing()
+    assert model.is_gradient_checkpointing
+    loss, grads = loss_and_grads()
+    assert len(calls) == model.backbone_config.depth  # every block went through checkpoint
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=0)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=0, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def test_unknown_generator_layout_and_preset_raise_config_errors():
+    assert G.generator_class("masked") is MaskedVideoTransformer
+    with pytest.raises(ConfigError, match="generator"):
+        G.generator_class("nope")
+    with pytest.raises(ConfigError, match="layout"):
+        MaskedVideoTransformer.from_preset("tiny", vocab_size=VOCAB, layout="diagonal")
+    with pytest.raises(ConfigError, match="preset"):
+        AutoregressiveVideoTransformer.from_preset("huge", vocab_size=VOCAB)
+    with pytest.raises(ConfigError, match="architecture"):
+        DiffusionVideoTransformer.from_preset("tiny", architecture={"depht": 2})
+
+
+@pytest.mark.parametrize("kind", ["masked", "ar"])
+def test_discrete_generators_reject_continuous_and_mismatched_tokenizers(kind):
+    model, x = build(kind), video()
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        model.check_tokenizer(tiny_vae())
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        model.encode_videos(tiny_vae(), x)
+    with pytest.raises(InvalidInputError, match="tokenizer.*vocab_size"):
+        model.encode_videos(tiny_vqvae(levels=(8, 5, 5, 5)), x)  # 1000 ids vs the model's 64
+
+
+def test_flow_generator_rejects_discrete_and_mismatched_tokenizers():
+    model, x = build("flow"), video()
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        model.check_tokenizer(tiny_vqvae())
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        model.encode_videos(tiny_vqvae(), x)
+    with pytest.raises(InvalidInputError, match="tokenizer.*in_channels"):
+        model.encode_videos(tiny_vae(latent_channels=8), x)
+
+
+@pytest.mark.parametrize("kind", ["masked", "ar"])
+def test_ids_out_of_range_raise(kind):
+    model = build(kind)
+    for bad in (-1, VOCAB, VOCAB + 1):
+        ids = data(kind)
+        ids[0, 0, 0, 0] = bad
+        with pytest.raises(InvalidInputError, match=r"ids must be in \[0, 64\)"):
+            model.loss(ids, text_cond(), gen(0))
+        if kind == "masked":
+            with pytest.raises(InvalidInputError, match="given_ids"):
+                generate_ids(model, GRID, 2, given_ids=ids, given_mask=task_mask("prediction"), generator=gen(0))
+        else:
+            with pytest.raises(InvalidInputError, match="given_ids"):
+                generate_tokens(model, GRID, 2, given_ids=ids[:, :1], generator=gen(0))
+    with pytest.raises(InvalidInputError, match="ids"):
+        model.loss(data(kind).float(), None, gen(0))
+
+
+def test_grid_larger_than_max_grid_raises():
+    masked, flow, ar = build("masked"), build("flow", patch_size=(1, 1, 1)), build("ar")
+    with pytest.raises(InvalidInputError, match="max_grid"):
+        generate_ids(masked, (4, 4, 4), 1, generator=gen(0))
+    with pytest.raises(InvalidInputError, match="max_grid"):
+        masked.loss(data("masked", grid=(3, 5, 4)), None, gen(0))
+    with pytest.raises(InvalidInputError, match="max_grid"):
+        generate_latents(flow, FlowMatchEulerDiscreteScheduler(), (1, CHANNELS, 4, 4, 4), generator=gen(0))
+    with pytest.raises(InvalidInputError, match="max_grid"):
+        flow.loss(data("flow", grid=(3, 4, 5)), None, gen(0))
+    with pytest.raises(InvalidInputError, match="max_grid"):  # frames may slide, height may not
+        generate_tokens(ar, (3, 5, 4), 1, generator=gen(0))
+    with pytest.raises(InvalidInputError, match="max_grid"):
+        ar.loss(data("ar", grid=(4, 4, 4)), None, gen(0))
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True])
+def test_num_inference_steps_must_be_a_positive_int(steps):
+    with pytest.raises(InvalidInputError, match="num_inference_steps"):
+        generate_ids(build("masked"), GRID, 1, num_inference_steps=steps, generator=gen(0))
+    with pytest.raises(InvalidInputError, match="num_inference_steps"):
+        sample("flow", build("flow"), batch=1, steps=steps)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_negative_guidance_scale_raises(kind):
+    with pytest.raises(InvalidInputError, match="guidance_scale"):
+        sample(kind, build(kind), batch=1, cond=text_cond(1), guidance_scale=-1.0)
+    with pytest.raises(InvalidInputError, match="guidance_scale"):
+        sample(kind, build(kind), batch=1, cond=text_cond(1), guidance_scale=float("nan"))

@@ -1,0 +1,250 @@
+"""The three diffusers-style pipelines with tiny random (perturbed) components: output types and exact shapes for
+frame counts that are not 4k+1, determinism, bit-identical save/load, load_pipeline, CFG / negative prompts,
+conditioning frames kept, callbacks, per-video generators, text-to-video with the offline text encoder, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
+from PIL import Image
+
+from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
+from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
+                               make_scheduler)
+from vidgen.pipelines import (AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline, load_pipeline)
+from vidgen.tokenizers import CausalVAE, CausalVQVAE
+
+KINDS = ("masked", "flow", "autoregressive")
+ARCH = dict(text_dim=384, max_text_tokens=8, max_grid=(4, 4, 4))
+T, H, W = 10, 32, 32  # 10 frames: not 4k+1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _perturb(*models):
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in models:
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return models
+
+
+def build(kind: str, **arch):
+    torch.manual_seed(0)
+    arch = {**ARCH, **arch}
+    if kind == "flow":
+        vae = CausalVAE.from_preset("tiny")
+        gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch)
+        _perturb(vae, gen)
+        pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
+    else:
+        tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
+        cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
+        gen = cls.from_preset("tiny", vocab_size=tok.vocab_size, **arch)
+        _perturb(tok, gen)
+        pipe = MaskedVideoPipeline(tok, gen, make_scheduler(gen)) if kind == "masked" else \
+            AutoregressiveVideoPipeline(tok, gen)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {kind: build(kind) for kind in KINDS}
+
+
+def steps(kind):
+    return {} if kind == "autoregressive" else {"num_inference_steps": 2}
+
+
+def call(pipe, kind, prompt="a red circle moving left", seed=0, **kw):
+    kw = {"num_frames": T, "height": H, "width": W, **steps(kind), **kw}
+    return pipe(prompt, generator=torch.Generator().manual_seed(seed) if seed is not None else None, **kw).frames
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_types_and_exact_shapes(kind, pipes):
+    pipe = pipes[kind]
+    np_frames = call(pipe, kind, ["a red circle moving left", "a blue square moving up"])
+    assert isinstance(np_frames, np.ndarray) and np_frames.shape == (2, T, H, W, 3)
+    assert np_frames.dtype == np.float32 and 0 <= np_frames.min() and np_frames.max() <= 1
+    pt = call(pipe, kind, output_type="pt", num_frames=7, height=24, width=30)
+    assert pt.shape == (1, 7, 3, 24, 30)
+    pil = call(pipe, kind, output_type="pil", num_frames=5)
+    assert len(pil) == 1 and len(pil[0]) == 5 and isinstance(pil[0][0], Image.Image) and pil[0][0].size == (W, H)
+    latent = call(pipe, kind, output_type="latent")
+    assert latent.shape[-3:] == (4, 4, 4)
+    torch.testing.assert_close(torch.from_numpy(call(pipe, kind)), call(pipe, kind, output_type="pt").permute(0, 1, 3, 4, 2))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_determinism_and_generator_lists(kind, pipes):
+    pipe = pipes[kind]
+    a, b, c = call(pipe, kind, seed=3), call(pipe, kind, seed=3), call(pipe, kind, seed=4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    both = pipe(["a red circle moving left", "a blue square"], num_frames=T, height=H, width=W, generator=gens,
+                **steps(kind)).frames
+    alone = call(pipe, kind, "a blue square", seed=6)
+    assert np.array_equal(both[1:], alone)  # one generator per video: the same video whatever the batch
+    with pytest.raises(InvalidInputError, match="generator"):
+        pipe(["a", "b"], generator=[torch.Generator()], **steps(kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_load_bit_identical(kind, pipes, tmp_path):
+    pipe = pipes[kind]
+    pipe.save_pretrained(tmp_path / kind)
+    index = json.loads((tmp_path / kind / "model_index.json").read_text())
+    assert index["transformer"][0].startswith("vidgen.generators.")
+    assert list((tmp_path / kind / "transformer").glob("*.safetensors"))
+    loaded = load_pipeline(tmp_path / kind)
+    assert type(loaded) is type(pipe)
+    loaded.set_progress_bar_config(disable=True)
+    assert np.array_equal(call(pipe, kind, seed=7), call(loaded, kind, seed=7))
+    again = type(pipe).from_pretrained(str(tmp_path / kind))
+    again.set_progress_bar_config(disable=True)
+    assert np.array_equal(call(pipe, kind, seed=7), call(again, kind, seed=7))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_guidance_and_negative_prompt(kind, pipes):
+    pipe = pipes[kind]
+    plain = call(pipe, kind, guidance_scale=1.0)
+    guided = call(pipe, kind, guidance_scale=5.0)
+    negative = call(pipe, kind, guidance_scale=5.0, negative_prompt="a green star")
+    assert not np.array_equal(plain, guided) and not np.array_equal(guided, negative)
+    emb = pipe.encode_prompt("a red circle moving left")
+    from_embeds = pipe(prompt_embeds=emb, num_frames=T, height=H, width=W, generator=torch.Generator().manual_seed(0),
+                       **steps(kind)).frames
+    assert np.array_equal(from_embeds, call(pipe, kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_conditioning_frames_are_kept(kind, pipes):
+    pipe = pipes[kind]
+    video = torch.rand(1, 3, 5, H, W) * 2 - 1  # 5 frames complete 2 latent frames
+    x = call(pipe, kind, conditioning_frames=video, output_type="latent")
+    given = pipe.transformer.encode_videos(pipe.video_tokenizer, video)
+    axis = 2 if kind == "flow" else 1
+    assert torch.equal(x.narrow(axis, 0, 2), given.narrow(axis, 0, 2))
+    if kind != "autoregressive":  # interpolation: first and last latent frame of a full-length video
+        full = torch.rand(1, 3, T, H, W) * 2 - 1
+        x = call(pipe, kind, conditioning_frames=full, conditioning_latent_indices=[0, -1], output_type="latent")
+        g = pipe.transformer.encode_videos(pipe.video_tokenizer, full)
+        for i in (0, 3):
+            assert torch.equal(x.narrow(axis, i, 1), g.narrow(axis, i, 1))
+        with pytest.raises(InvalidInputError, match="conditioning_latent_indices"):
+            call(pipe, kind, conditioning_frames=video, conditioning_latent_indices=[0, -1])
+
+
+@pytest.mark.parametrize("kind", ("masked", "flow"))
+def test_callback_called_each_step_and_can_change_latents(kind, pipes):
+    pipe, seen = pipes[kind], []
+
+    def cb(p, i, t, tensors):
+        seen.append(i)
+        return {"latents": torch.zeros_like(tensors["latents"])} if i == 1 else {}
+
+    out = call(pipe, kind, output_type="latent", num_inference_steps=3, callback_on_step_end=cb)
+    assert seen == [0, 1, 2]
+    ref = call(pipe, kind, output_type="latent", num_inference_steps=3)
+    assert not torch.equal(out, ref)
+
+
+def test_autoregressive_long_video_and_callback(pipes):
+    pipe, seen = pipes["autoregressive"], []
+    frames = call(pipe, "autoregressive", num_frames=25, callback_on_step_end=lambda p, i, t, k: seen.append(i))
+    assert frames.shape == (1, 25, H, W, 3)  # 7 latent frames > max_grid[0] = 4: the context slides
+    assert seen == list(range(7))
+    ids = call(pipe, "autoregressive", num_frames=25, output_type="latent")
+    one_shot = pipe.vqvae.detokenize(ids, 25, H, W)
+    streamed = torch.from_numpy(frames).permute(0, 4, 1, 2, 3) * 2 - 1
+    torch.testing.assert_close(streamed, one_shot.clamp(-1, 1), atol=1e-5, rtol=0)
+
+
+def test_scheduler_swap_from_config():
+    pipe = build("flow", max_grid=(4, 4, 4))
+    with pytest.raises(InvalidInputError, match="scheduler"):
+        pipe.scheduler = DDIMScheduler()
+        call(pipe, "flow")
+    eps = build("flow")
+    eps.transformer.register_to_config(prediction_type="epsilon")
+    eps.scheduler = DDIMScheduler.from_config(DDIMScheduler().config, prediction_type="epsilon")
+    assert call(eps, "flow").shape == (1, T, H, W, 3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_arguments(kind, pipes):
+    pipe = pipes[kind]
+    cases = [(dict(output_type="gif"), "output_type"), (dict(num_frames=0), "num_frames"),
+             (dict(guidance_scale=-1.0), "guidance_scale"), (dict(height=2.5), "height"),
+             (dict(num_videos_per_prompt=0), "num_videos_per_prompt"),
+             (dict(callback_on_step_end_tensor_inputs=["noise"]), "callback_on_step_end_tensor_inputs"),
+             (dict(height=96), "max_grid"), (dict(prompt=[]), "prompt"), (dict(prompt=3), "prompt")]
+    if kind != "autoregressive":
+        cases.append((dict(num_inference_steps=0), "num_inference_steps"))
+    else:
+        cases.append((dict(num_inference_steps=4), "num_inference_steps"))
+    for kwargs, name in cases:
+        kwargs = {"prompt": "a red circle", **kwargs}
+        with pytest.raises(InvalidInputError, match=name):
+            pipe(**{"num_frames": T, "height": H, "width": W, **steps(kind), **kwargs})
+    with pytest.raises(InvalidInputError, match="negative_prompt"):
+        pipe(["a", "b"], negative_prompt=["x", "y", "z"], **steps(kind))
+    with pytest.raises(InvalidInputError, match="prompt"):
+        pipe("a", prompt_embeds=pipe.encode_prompt("a"), **steps(kind))
+
+
+def test_wrong_or_missing_components(tmp_path, pipes):
+    vae, fsq = pipes["flow"].vae, pipes["masked"].vqvae
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        MaskedVideoPipeline(vae, pipes["masked"].transformer, pipes["masked"].scheduler)
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        FlowVideoPipeline(fsq, pipes["flow"].transformer, FlowMatchEulerDiscreteScheduler())
+    with pytest.raises(MissingWeightsError, match="model_index.json"):
+        load_pipeline(tmp_path / "nothing")
+    pipes["masked"].save_pretrained(tmp_path / "p")
+    shutil.rmtree(tmp_path / "p" / "transformer")
+    with pytest.raises(MissingWeightsError, match="transformer"):
+        load_pipeline(tmp_path / "p")
+    pipes["flow"].save_pretrained(tmp_path / "q")
+    index = json.loads((tmp_path / "q" / "model_index.json").read_text())
+    index["vae"] = ["vidgen.tokenizers.vqvae", "CausalVQVAE"]  # wrong kind of component for the folder
+    (tmp_path / "q" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises((VidgenError, ValueError, OSError)):
+        load_pipeline(tmp_path / "q")
+    index["_class_name"] = "StableDiffusionPipeline"
+    (tmp_path / "q" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(VidgenError, match="not a vidgen pipeline"):
+        load_pipeline(tmp_path / "q")
+
+
+def test_text_encoder_as_components_and_export(pipes, tmp_path):
+    """Any transformers encoder + tokenizer can be registered; diffusers' export_to_video takes the frames."""
+    from diffusers.utils import export_to_video
+
+    from vidgen.io import probe_video, write_video
+    from vidgen.text import load_text_encoder
+    tok, enc = load_text_encoder()
+    base = pipes["masked"]
+    pipe = MaskedVideoPipeline(base.vqvae, base.transformer, base.scheduler, text_encoder=enc, tokenizer=tok)
+    pipe.set_progress_bar_config(disable=True)
+    frames = call(pipe, "masked")
+    assert np.array_equal(frames, call(base, "masked"))  # the same encoder as the lazily loaded default
+    path = write_video(tmp_path / "v.mp4", torch.from_numpy(frames[0]) * 2 - 1, fps=8)
+    info = probe_video(path)
+    assert (info.num_frames, info.height, info.width) == (T, H, W)
+    export_to_video(list(frames[0]), str(tmp_path / "d.mp4"), fps=8)
+    assert (tmp_path / "d.mp4").stat().st_size > 0

@@ -1,0 +1,23 @@
+"""diffusers-style video pipelines: ``MaskedVideoPipeline``, ``FlowVideoPipeline``, ``AutoregressiveVideoPipeline``.
+
+    pipe = load_pipeline("pretrained/shapes-masked")     # or MaskedVideoPipeline.from_pretrained(...)
+    frames = pipe("a red circle moving left on a black background", num_frames=17,
+                  generator=torch.Generator().manual_seed(0)).frames   # (1, 17, 64, 64, 3) in [0, 1]
+"""
+from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
+from vidgen.pipelines.base import OUTPUT_TYPES, VideoPipelineBase
+from vidgen.pipelines.flow import FlowVideoPipeline
+from vidgen.pipelines.loading import load_pipeline, pipeline_classes
+from vidgen.pipelines.masked import MaskedVideoPipeline
+from vidgen.pipelines.output import VideoPipelineOutput
+
+__all__ = [
+    "OUTPUT_TYPES",
+    "AutoregressiveVideoPipeline",
+    "FlowVideoPipeline",
+    "MaskedVideoPipeline",
+    "VideoPipelineBase",
+    "VideoPipelineOutput",
+    "load_pipeline",
+    "pipeline_classes",
+]

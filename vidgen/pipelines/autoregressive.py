@@ -1,0 +1,74 @@
+"""``AutoregressiveVideoPipeline``: text / class -> video with an :class:`AutoregressiveVideoTransformer` (KV cache)
+on a ``CausalVQVAE``.
+
+One step per token (prefill, then cached one-token decode). ``conditioning_frames`` continues a video from its first
+frames. ``num_frames`` may exceed the model's trained length: the context slides over the last latent frames and
+each finished latent frame is decoded at once through the tokenizer's stream decoder (memory flat in length).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from vidgen.errors import InvalidInputError
+from vidgen.generators import AutoregressiveVideoTransformer, iter_frames
+from vidgen.pipelines.base import VideoPipelineBase, to_output
+
+
+class AutoregressiveVideoPipeline(VideoPipelineBase):
+    video_tokenizer_name = "vqvae"
+    model_cpu_offload_seq = "text_encoder->transformer->vqvae"
+    _callback_tensor_inputs = ("latents",)  # the ids generated so far
+
+    def __init__(self, vqvae, transformer: AutoregressiveVideoTransformer, text_encoder=None, tokenizer=None):
+        super().__init__()
+        transformer.check_tokenizer(vqvae)
+        self.register_modules(vqvae=vqvae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer)
+
+    @torch.no_grad()
+    def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
+                 width: int = 64, num_inference_steps: Optional[int] = None, guidance_scale: float = 3.0,
+                 num_videos_per_prompt: int = 1, generator=None, latents=None, prompt_embeds=None,
+                 negative_prompt_embeds=None, conditioning_frames: Optional[torch.Tensor] = None,
+                 output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
+                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), temperature: float = 1.0,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, use_cache: bool = True):
+        """``callback_on_step_end`` is called once per generated latent frame with the ids so far."""
+        if num_inference_steps is not None:
+            raise InvalidInputError("num_inference_steps: autoregressive sampling takes one step per token; pass None")
+        if latents is not None:
+            raise InvalidInputError("latents: not used by the autoregressive pipeline (continue a video with "
+                                    "conditioning_frames)")
+        self._check_call(num_frames, height, width, None, guidance_scale, output_type,
+                         callback_on_step_end_tensor_inputs)
+        batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
+                                                   negative_prompt_embeds, num_videos_per_prompt)
+        grid = self.vqvae.latent_grid(num_frames, height, width)
+        generators = self._generators(generator, batch)
+        given, frame_mask = self._encode_conditioning(conditioning_frames, None, grid, batch, num_frames, height, width)
+        given = None if given is None else given[:, : int(frame_mask[0].sum())]
+        rows = [(slice(0, batch), generators[0])] if len(generators) == 1 else \
+            [(slice(i, i + 1), g) for i, g in enumerate(generators)]
+        videos = []
+        for part, g in rows:
+            n = part.stop - part.start
+            frames = iter_frames(self.transformer, grid, n, cond=None if cond is None else cond.index(part),
+                                 negative=None if negative is None else negative.index(part),
+                                 guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 generator=g, given_ids=None if given is None else given[part], use_cache=use_cache)
+            videos.append(self._stream(frames, grid, n, height, width, output_type, callback_on_step_end))
+        out = torch.cat(videos)[:, :, :num_frames] if output_type != "latent" else torch.cat(videos)
+        return self._finish(out if output_type == "latent" else to_output(out, output_type), return_dict)
+
+    def _stream(self, frames, grid, n, height, width, output_type, callback) -> torch.Tensor:
+        """Collect latent frames as they come; decode each at once unless latents were asked for."""
+        stream = None if output_type == "latent" else self.vqvae.stream_decoder(height, width)
+        ids, pixels = [], []
+        for i, frame in enumerate(self.progress(grid[0])(frames)):
+            ids.append(frame)
+            if stream is not None:
+                pixels.append(stream.push(frame))
+            if callback is not None:
+                callback(self, i, i, {"latents": torch.cat(ids, 1)})
+        return torch.cat(ids, 1) if stream is None else torch.cat(pixels, 2)

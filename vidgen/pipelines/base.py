@@ -1,0 +1,233 @@
+"""What the three video pipelines share: argument checks, prompt encoding, per-sample generators, decoding and
+output conversion. Each pipeline subclass only says how its generator samples (about 60 lines each).
+
+Conventions follow diffusers: ``output_type`` ``"np"`` -> ``(B, T, H, W, 3)`` floats in [0, 1]; ``"pil"`` -> a
+list (per video) of lists of PIL images; ``"pt"`` -> ``(B, T, 3, H, W)`` in [0, 1] (as diffusers' video
+pipelines return it); ``"latent"`` -> the generator's latents / ids. A list of ``torch.Generator`` (one per
+video) samples each video on its own, so a prompt and seed give the same video whatever else is in the batch.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+from vidgen.errors import InvalidInputError
+from vidgen.generators import Conditioning
+from vidgen.pipelines.output import VideoPipelineOutput
+from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
+
+OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
+
+
+class VideoPipelineBase(DiffusionPipeline):
+    """Base of :class:`MaskedVideoPipeline`, :class:`FlowVideoPipeline`, :class:`AutoregressiveVideoPipeline`.
+
+    Subclasses register ``transformer``, the video tokenizer as ``video_tokenizer_name`` (``"vae"`` / ``"vqvae"``),
+    optional ``text_encoder`` + ``tokenizer`` (the text tokenizer), and implement :meth:`_sample`.
+    """
+
+    video_tokenizer_name = "vae"
+    _optional_components = ["text_encoder", "tokenizer"]
+    _callback_tensor_inputs: Sequence[str] = ("latents",)
+
+    # ------------------------------------------------------------------ components
+    @property
+    def video_tokenizer(self):
+        return getattr(self, self.video_tokenizer_name)
+
+    def _text_components(self):
+        """The registered text encoder, or the offline default loaded on first use (never saved with the pipeline,
+        so shipped folders stay small)."""
+        if getattr(self, "text_encoder", None) is not None and getattr(self, "tokenizer", None) is not None:
+            return self.tokenizer, self.text_encoder
+        if getattr(self, "_default_text", None) is None:
+            self._default_text = load_text_encoder(self.config.get("text_encoder_name") or DEFAULT_TEXT_ENCODER)
+        return self._default_text
+
+    def enable_vae_tiling(self, *args, **kwargs) -> None:
+        """Decode large frames in overlapping, blended spatial tiles (the tokenizer's ``enable_tiling``)."""
+        self.video_tokenizer.enable_tiling(*args, **kwargs)
+
+    def disable_vae_tiling(self) -> None:
+        self.video_tokenizer.disable_tiling()
+
+    # ------------------------------------------------------------------ inputs
+    def encode_prompt(self, prompt, num_videos_per_prompt: int = 1) -> Conditioning:
+        """Prompts -> per-token states, mask and pooled embedding, repeated ``num_videos_per_prompt`` times."""
+        cfg = self.transformer.backbone_config
+        if not cfg.text_dim:
+            raise InvalidInputError(f"prompt: this {type(self.transformer).__name__} is not text-conditioned "
+                                    "(text_dim=0); pass class_labels or nothing")
+        tokenizer, encoder = self._text_components()
+        # one prompt at a time: batched BERT kernels round differently, and a prompt + seed must give the same
+        # video whatever else is in the batch (encoding costs milliseconds per prompt)
+        emb = encode_prompts(tokenizer, encoder, check_prompts(prompt), cfg.max_text_tokens, batch_size=1)
+        if emb.hidden.shape[-1] != cfg.text_dim:
+            raise InvalidInputError(f"text_encoder: gives {emb.hidden.shape[-1]}-d states, the transformer expects "
+                                    f"text_dim={cfg.text_dim}")
+        dev, dtype = self.transformer.device, self.transformer.dtype
+        cond = Conditioning(emb.hidden.to(dev, dtype), emb.mask.to(dev), emb.pooled.to(dev, dtype))
+        return cond.repeat(num_videos_per_prompt)
+
+    def _conditioning(self, prompt, negative_prompt, class_labels, prompt_embeds, negative_prompt_embeds,
+                      num_videos_per_prompt: int):
+        """-> (batch size, cond, negative cond) with every check on the combination of inputs."""
+        _positive_int("num_videos_per_prompt", num_videos_per_prompt)
+        if prompt is not None and prompt_embeds is not None:
+            raise InvalidInputError("pass either prompt or prompt_embeds, not both")
+        if prompt is not None:
+            prompts = check_prompts(prompt)
+            cond = self.encode_prompt(prompts, num_videos_per_prompt)
+        elif prompt_embeds is not None:
+            if not isinstance(prompt_embeds, Conditioning):
+                raise InvalidInputError("prompt_embeds must be a vidgen.generators.Conditioning "
+                                        "(pipe.encode_prompt(...) returns one)")
+            cond = prompt_embeds.repeat(num_videos_per_prompt)
+        elif class_labels is not None:
+            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+            cond = Conditioning(class_labels=labels.to(self.transformer.device)).repeat(num_videos_per_prompt)
+        else:
+            cond = None
+        batch = (cond.batch_size() if cond is not None else None) or num_videos_per_prompt
+        negative = None
+        if negative_prompt is not None or negative_prompt_embeds is not None:
+            if cond is None or cond.text is None:
+                raise InvalidInputError("negative_prompt needs a prompt (or prompt_embeds) to contrast with")
+            if negative_prompt is not None:
+                negs = check_prompts(negative_prompt, "negative_prompt")
+                n_prompts = batch // num_videos_per_prompt
+                if len(negs) == 1:
+                    negs = negs * n_prompts
+                if len(negs) != n_prompts:
+                    raise InvalidInputError(f"negative_prompt has {len(negs)} entries for {n_prompts} prompts")
+                negative = self.encode_prompt(negs, num_videos_per_prompt)
+            else:
+                negative = negative_prompt_embeds.repeat(num_videos_per_prompt)
+            if negative.batch_size() != batch:
+                raise InvalidInputError(f"negative_prompt_embeds batch {negative.batch_size()} != prompt batch {batch}")
+        return batch, cond, negative
+
+    def _check_call(self, num_frames, height, width, num_inference_steps, guidance_scale, output_type,
+                    callback_on_step_end_tensor_inputs) -> None:
+        for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
+            _positive_int(name, value)
+        if num_inference_steps is not None:
+            _positive_int("num_inference_steps", num_inference_steps)
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
+            raise InvalidInputError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        bad = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
+        if bad:
+            raise InvalidInputError(f"callback_on_step_end_tensor_inputs {bad} are not in "
+                                    f"{list(self._callback_tensor_inputs)}")
+
+    def _encode_conditioning(self, frames, latent_indices, grid, batch: int, num_frames: int, height: int,
+                             width: int):
+        """``conditioning_frames`` (B or 1, 3, Tc, H, W) in [-1, 1] -> (given latents / ids padded to ``grid``,
+        given mask (B, t) over latent frames). Without ``latent_indices`` every latent frame that the first Tc
+        frames complete is given (image-to-video, prediction); with them (e.g. ``[0, -1]`` for interpolation, from a
+        full-length video) only those."""
+        if frames is None:
+            if latent_indices is not None:
+                raise InvalidInputError("conditioning_latent_indices needs conditioning_frames")
+            return None, None
+        if not isinstance(frames, torch.Tensor) or frames.dim() not in (4, 5):
+            raise InvalidInputError("conditioning_frames must be a (3, Tc, H, W) or (B, 3, Tc, H, W) tensor in [-1, 1]")
+        frames = frames[None] if frames.dim() == 4 else frames
+        if frames.shape[0] not in (1, batch) or tuple(frames.shape[-2:]) != (height, width):
+            raise InvalidInputError(f"conditioning_frames must have batch 1 or {batch} and frames of {height}x{width}, "
+                                    f"got shape {tuple(frames.shape)}")
+        tok = self.video_tokenizer
+        tc = tok.codec_config.temporal_compression
+        t = grid[0]
+        frames = frames[:, :, :num_frames]
+        # latent frames fully determined by the given frames (a full-length video determines all of them)
+        complete = t if frames.shape[2] == num_frames else 1 + (frames.shape[2] - 1) // tc
+        indices = list(range(min(complete, t))) if latent_indices is None else [i % t for i in latent_indices]
+        for i in indices:
+            if not 0 <= i < complete:
+                raise InvalidInputError(f"conditioning_latent_indices: latent frame {i} needs frames up to "
+                                        f"{1 + i * tc}, but conditioning_frames has {frames.shape[2]}")
+        frames = frames.to(tok.device, tok.dtype).expand(batch, -1, -1, -1, -1)
+        x = self.transformer.encode_videos(tok, frames)
+        axis = 2 if x.dim() == 5 else 1
+        x = x.narrow(axis, 0, min(x.shape[axis], t))
+        pad = [0] * (2 * (x.dim() - axis - 1)) + [0, t - x.shape[axis]]
+        x = torch.nn.functional.pad(x, pad)
+        mask = torch.zeros(batch, t, dtype=torch.bool, device=x.device)
+        mask[:, indices] = True
+        return x, mask
+
+    @staticmethod
+    def _generators(generator, batch: int) -> list:
+        """``None`` / one generator -> ``[g]`` (one batched call); a list must have one generator per video."""
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != batch:
+                raise InvalidInputError(f"generator: got a list of {len(generator)} generators for {batch} videos "
+                                        "(prompts x num_videos_per_prompt); pass one per video or a single one")
+            return list(generator)
+        return [generator]
+
+    # ------------------------------------------------------------------ outputs
+    def _step_callback(self, callback_on_step_end, tensor_inputs, key: str):
+        """Adapt diffusers' ``callback_on_step_end(pipe, step, timestep, kwargs) -> dict`` to the samplers."""
+        if callback_on_step_end is None:
+            return None
+
+        def callback(i, t, tensors):
+            given = {k: tensors[key] for k in tensor_inputs if k == "latents"}
+            out = callback_on_step_end(self, i, t, given) or {}
+            return {key: out["latents"]} if "latents" in out else {}
+        return callback
+
+    def _decode(self, x: torch.Tensor, num_frames: int, height: int, width: int, output_type: str,
+                decode_chunk_frames: Optional[int], per_video: bool = False):
+        """``per_video``: decode one video at a time (with a generator list: batched convolutions round
+        differently, and each video must not depend on the rest of the batch)."""
+        if output_type == "latent":
+            return x
+        parts = x.split(1) if per_video else [x]
+        video = torch.cat([self.transformer.decode_videos(self.video_tokenizer, part, num_frames, height, width,
+                                                          chunk_frames=decode_chunk_frames) for part in parts])
+        return to_output(video, output_type)
+
+    def _finish(self, frames, return_dict: bool):
+        self.maybe_free_model_hooks()
+        return VideoPipelineOutput(frames=frames) if return_dict else (frames,)
+
+    def progress(self, total: Optional[int] = None) -> Callable:
+        return lambda it: self.progress_bar(it, total=total) if it is not None else self.progress_bar(total=total)
+
+
+def to_output(video: torch.Tensor, output_type: str):
+    """(B, 3, T, H, W) in [-1, 1] -> diffusers' video output formats."""
+    x = ((video.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 1, 3, 4).cpu()  # (B, T, 3, H, W) in [0, 1]
+    if output_type == "pt":
+        return x
+    frames = x.permute(0, 1, 3, 4, 2).numpy()  # (B, T, H, W, 3)
+    if output_type == "np":
+        return frames
+    from PIL import Image
+    return [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in video] for video in frames]
+
+
+def per_sample(sample_fn: Callable, generators: list, batch: int, sliced: dict) -> torch.Tensor:
+    """Run ``sample_fn(rows, generator, **sliced_rows)`` once for the batch, or once per video with a generator list.
+    ``sliced`` maps keyword names to per-video tensors / Conditioning (or None) to slice along the batch."""
+    if len(generators) == 1:
+        return sample_fn(batch, generators[0], **sliced)
+    outs = []
+    for i, g in enumerate(generators):
+        part = {k: (None if v is None else (v.index(slice(i, i + 1)) if isinstance(v, Conditioning) else v[i:i + 1]))
+                for k, v in sliced.items()}
+        outs.append(sample_fn(1, g, **part))
+    return torch.cat(outs)

@@ -1,0 +1,51 @@
+"""``load_pipeline(path)``: open any saved vidgen pipeline folder without knowing its class.
+
+diffusers' generic ``DiffusionPipeline.from_pretrained(path)`` resolves only diffusers' own pipeline classes, so
+vidgen folders are opened with their class (``MaskedVideoPipeline.from_pretrained(path)``) or with this function,
+which reads ``_class_name`` from ``model_index.json``. The module paths recorded there
+(``vidgen.tokenizers.vqvae``, ``vidgen.generators.masked``, ...) are kept importable for good.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from vidgen.errors import ConfigError, MissingWeightsError
+
+
+def pipeline_classes() -> dict:
+    from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
+    from vidgen.pipelines.flow import FlowVideoPipeline
+    from vidgen.pipelines.masked import MaskedVideoPipeline
+    return {c.__name__: c for c in (MaskedVideoPipeline, FlowVideoPipeline, AutoregressiveVideoPipeline)}
+
+
+def load_pipeline(path, **kwargs):
+    """The pipeline saved in ``path`` (a ``save_pretrained`` folder), loaded offline."""
+    path = Path(path)
+    index = path / "model_index.json"
+    if not index.exists():
+        raise MissingWeightsError(f"{path}: no model_index.json; expected a folder written by save_pipeline / "
+                                  "save_pretrained")
+    try:
+        config = json.loads(index.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{index}: not valid JSON ({err})") from err
+    name = config.get("_class_name")
+    classes = pipeline_classes()
+    if name not in classes:
+        raise ConfigError(f"{index}: _class_name {name!r} is not a vidgen pipeline ({sorted(classes)})")
+    for component, spec in config.items():
+        if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        if str(spec[0]).startswith("vidgen."):  # diffusers only resolves classes from modules already imported
+            try:
+                importlib.import_module(spec[0])
+            except ImportError as err:
+                raise ConfigError(f"{index}: component {component!r} names module {spec[0]!r}, which vidgen does not "
+                                  f"have ({err})") from err
+        if not (path / component).is_dir():
+            raise MissingWeightsError(f"{path}: component {component!r} ({spec[1]}) is listed in model_index.json "
+                                      f"but its folder {path / component} is missing")
+    return classes[name].from_pretrained(str(path), **kwargs)
