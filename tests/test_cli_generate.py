@@ -14,18 +14,11 @@ from vidgen.cli import main
 from vidgen.generators import AutoregressiveVideoTransformer, MaskedVideoTransformer, make_scheduler
 from vidgen.io import probe_video, read_video, write_video
 from vidgen.pipelines import AutoregressiveVideoPipeline, MaskedVideoPipeline
+from vidgen.testing import perturb_weights
 from vidgen.tokenizers import CausalVQVAE
 
 PROMPT = "a red circle moving left"
 SIZE = ["--num-frames", "10", "--height", "32", "--width", "32", "--threads", "1"]
-
-
-def _perturb(*models):
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in models:
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +31,7 @@ def pipelines(tmp_path_factory):
                                                 max_grid=(4, 4, 4))
     ar = AutoregressiveVideoTransformer.from_preset("tiny", vocab_size=tok.vocab_size, num_classes=4,
                                                     max_grid=(4, 4, 4))
-    _perturb(tok, masked, ar)
+    perturb_weights(tok, masked, ar)
     MaskedVideoPipeline(tok, masked, make_scheduler(masked)).save_pretrained(root / "masked")
     AutoregressiveVideoPipeline(tok, ar).save_pretrained(root / "autoregressive")
     return {"masked": str(root / "masked"), "autoregressive": str(root / "autoregressive")}

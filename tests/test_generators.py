@@ -18,6 +18,7 @@ from vidgen.generators import (
     generate_tokens,
     iter_frames,
 )
+from vidgen.testing import perturb_weights
 from vidgen.tokenizers import CausalVAE, CausalVQVAE
 
 GRID = (3, 4, 4)
@@ -45,11 +46,7 @@ def gen(seed: int) -> torch.Generator:
 
 def perturb(model, seed: int = 0, scale: float = 0.05):
     """Add noise to every parameter so zero-initialised gates / heads no longer hide the blocks."""
-    g = gen(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-    return model.eval()
+    return perturb_weights(model, seed=seed, scale=scale).eval()
 
 
 def build(kind: str, seed: int = 0, scale: float = 0.05, **kw):

@@ -16,6 +16,7 @@ from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
 from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
                                make_scheduler)
 from vidgen.pipelines import (AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline, load_pipeline)
+from vidgen.testing import perturb_weights
 from vidgen.tokenizers import CausalVAE, CausalVQVAE
 
 KINDS = ("masked", "flow", "autoregressive")
@@ -31,28 +32,19 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def _perturb(*models):
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in models:
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return models
-
-
 def build(kind: str, **arch):
     torch.manual_seed(0)
     arch = {**ARCH, **arch}
     if kind == "flow":
         vae = CausalVAE.from_preset("tiny")
         gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch)
-        _perturb(vae, gen)
+        perturb_weights(vae, gen)
         pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
     else:
         tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
         cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
         gen = cls.from_preset("tiny", vocab_size=tok.vocab_size, **arch)
-        _perturb(tok, gen)
+        perturb_weights(tok, gen)
         pipe = MaskedVideoPipeline(tok, gen, make_scheduler(gen)) if kind == "masked" else \
             AutoregressiveVideoPipeline(tok, gen)
     pipe.set_progress_bar_config(disable=True)
