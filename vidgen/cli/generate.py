@@ -11,8 +11,6 @@ regenerated alone with ``--seed`` set to its seed.
 """
 from __future__ import annotations
 
-import importlib
-import json
 import random
 import sys
 import time
@@ -54,28 +52,9 @@ def _check_args(args) -> None:
                                   "with model_index.json)")
 
 
-def _import_components(path: str) -> None:
-    """Import the vidgen modules that ``model_index.json`` names: diffusers loads components only from modules that
-    are already imported, and a fresh ``vidgen`` process has not imported e.g. ``vidgen.tokenizers.vqvae`` yet.
-    Only modules of this package are imported; a missing or invalid index is left to ``load_pipeline`` to report."""
-    try:
-        index = json.loads((Path(path) / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return
-    for spec in index.values() if isinstance(index, dict) else ():
-        module = spec[0] if isinstance(spec, list) and spec and isinstance(spec[0], str) else None
-        if module is not None and (module == "vidgen" or module.startswith("vidgen.")):
-            try:
-                importlib.import_module(module)
-            except ImportError as err:
-                raise ConfigError(f"{path}: model_index.json names {module!r}, which cannot be imported ({err})") \
-                    from err
-
-
 def _load(path: str):
     from vidgen.pipelines import load_pipeline
 
-    _import_components(path)
     try:
         return load_pipeline(path)
     except VidgenError:
