@@ -287,6 +287,9 @@ def write_video(path: PathLike, video: torch.Tensor | np.ndarray, fps: float, qu
             _write_mp4(Path(tmp_name), frames, fps, quality)
         else:
             _write_gif(Path(tmp_name), frames, fps)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
