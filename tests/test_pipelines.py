@@ -166,6 +166,22 @@ def test_autoregressive_long_video_and_callback(pipes):
     torch.testing.assert_close(streamed, one_shot.clamp(-1, 1), atol=1e-5, rtol=0)
 
 
+def test_autoregressive_callback_can_replace_ids(pipes):
+    pipe = pipes["autoregressive"]
+
+    def zero_first_two(p, i, t, tensors):
+        if i == 1:
+            return {"latents": torch.zeros_like(tensors["latents"])}
+
+    ids = call(pipe, "autoregressive", output_type="latent", callback_on_step_end=zero_first_two)
+    ref = call(pipe, "autoregressive", output_type="latent")
+    assert (ids[:, :2] == 0).all() and not (ref[:, :2] == 0).all()
+    assert not torch.equal(ids[:, 2:], ref[:, 2:])  # later frames continue from the replacement
+    frames = call(pipe, "autoregressive", callback_on_step_end=zero_first_two)
+    decoded = pipe.vqvae.detokenize(ids, T, H, W).clamp(-1, 1)
+    torch.testing.assert_close(torch.from_numpy(frames).permute(0, 4, 1, 2, 3) * 2 - 1, decoded, atol=1e-5, rtol=0)
+
+
 def test_scheduler_swap_from_config():
     pipe = build("flow", max_grid=(4, 4, 4))
     with pytest.raises(InvalidInputError, match="scheduler"):

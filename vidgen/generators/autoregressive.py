@@ -111,42 +111,36 @@ class _Sampler:
             logits = apply_cfg(logits, self.guidance_scale)
         return sample_logits(logits, **self.sample_kw)  # (B,)
 
-    @torch.no_grad()
-    def run(self, given: torch.Tensor, num_new: int, on_token: Optional[Callable] = None) -> torch.Tensor:
-        """given (B, k) ids at the start of the window -> (B, num_new) new ids."""
+    def tokens(self, given: torch.Tensor, num_new: int, on_token: Optional[Callable] = None):
+        """given (B, k) ids at the start of the window -> yields each of the ``num_new`` new tokens (B,).
+        A generator (the caller may stop early); no_grad wraps the model calls, never a yield."""
         model, p = self.model, self.model.num_prefix_tokens
         dup = (lambda x: torch.cat([x, x])) if self.doubled else (lambda x: x)  # noqa: E731
         bos = torch.full((self.batch, 1), model.bos_token_id, dtype=torch.long, device=model.device)
         seq = torch.cat([bos, given], dim=1)  # (B, 1 + k): inputs for positions 0..k
+        t, h, w = self.grid
+        cfg = model.backbone_config
+        cache = ModelKVCache.allocate(cfg.depth, self.rows, cfg.num_heads, p + t * h * w, cfg.head_dim,
+                                      model.dtype, model.device) if self.use_cache else None
         new = []
-        if self.use_cache:
-            t, h, w = self.grid
-            cfg = model.backbone_config
-            cache = ModelKVCache.allocate(cfg.depth, self.rows, cfg.num_heads, p + t * h * w, cfg.head_dim,
-                                          model.dtype, model.device)
-            logits = model.forward_tokens(dup(seq), self.grid, self.vec, self.prefix, self.context, cache, 0)
-            pos = p + seq.shape[1]
-            for i in range(num_new):
+        with torch.no_grad():
+            if cache is not None:
+                logits = model.forward_tokens(dup(seq), self.grid, self.vec, self.prefix, self.context, cache, 0)
+        for i in range(num_new):
+            with torch.no_grad():
+                if cache is not None and i > 0:  # one-token decode at the next position
+                    logits = model.forward_tokens(dup(new[-1][:, None]), self.grid, self.vec, None, self.context,
+                                                  cache, p + seq.shape[1] + i - 1)
+                elif cache is None:  # reference path: the whole grid (later positions cannot leak back)
+                    inputs = torch.cat([seq] + [tok[:, None] for tok in new], dim=1)
+                    full = torch.cat([inputs, inputs.new_zeros(self.batch, t * h * w - inputs.shape[1])], dim=1)
+                    logits = model.forward_tokens(dup(full), self.grid, self.vec, self.prefix,
+                                                  self.context)[:, : inputs.shape[1]]
                 token = self._next(logits[:, -1])
-                new.append(token)
-                if on_token is not None:
-                    on_token(i, token)
-                if i + 1 < num_new:
-                    logits = model.forward_tokens(dup(token[:, None]), self.grid, self.vec, None, self.context,
-                                                  cache, pos)
-                    pos += 1
-        else:
-            t, h, w = self.grid
-            for i in range(num_new):
-                inputs = torch.cat([seq] + [tok[:, None] for tok in new], dim=1)
-                full = torch.cat([inputs, inputs.new_zeros(self.batch, t * h * w - inputs.shape[1])], dim=1)
-                # the whole grid is run so attention sees the same pattern; later positions cannot leak back
-                logits = model.forward_tokens(dup(full), self.grid, self.vec, self.prefix, self.context)
-                token = self._next(logits[:, inputs.shape[1] - 1])
-                new.append(token)
-                if on_token is not None:
-                    on_token(i, token)
-        return torch.stack(new, dim=1)
+            new.append(token)
+            if on_token is not None:
+                on_token(i, token)
+            yield token
 
 
 def _check_generation(model, grid, batch, given_ids, num_frames_hint=None):
@@ -165,19 +159,24 @@ def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: O
                 generator: Optional[torch.Generator] = None, given_ids: Optional[torch.Tensor] = None,
                 use_cache: bool = True, on_token: Optional[Callable] = None) -> Iterator[torch.Tensor]:
     """Yield the ids of each latent frame ``(B, 1, h, w)`` in order (given frames first), for any ``grid[0]``:
-    beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames."""
+    beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames. ``send(ids)`` with
+    the ids so far ``(B, n, h, w)`` replaces them; generation continues from the replacement (a new prefill)."""
     check_guidance(guidance_scale)
     t, h, w = grid
     ctx = model.backbone_config.max_grid[0]
     model.backbone.check_grid((min(t, ctx), h, w))
     _check_generation(model, grid, batch, given_ids)
     frames = [] if given_ids is None else list(given_ids.to(model.device).split(1, dim=1))
-    yield from frames
-    # no_grad lives inside the sampler (never around a yield: that would switch grad off in the caller's code)
+    k = 0
+    while k < len(frames):  # given frames (the caller may replace them too)
+        replaced = yield frames[k]
+        k += 1
+        if replaced is not None:
+            frames = _replace(model, replaced, batch, k, h, w) + frames[k:]
     sampler = _Sampler(model, (min(t, ctx), h, w), batch, cond, negative, guidance_scale, temperature, top_k,
                        top_p, generator, use_cache)
     while len(frames) < t:
-        if len(frames) < ctx:  # first window: generate all remaining frames of it in one pass
+        if len(frames) < ctx:  # first window: all its remaining frames from one prefill
             given = torch.cat(frames, 1).reshape(batch, -1) if frames else \
                 torch.zeros(batch, 0, dtype=torch.long, device=model.device)
             n_frames = min(t, ctx) - len(frames)
@@ -185,10 +184,26 @@ def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: O
             given = torch.cat(frames[-(ctx - 1):], 1).reshape(batch, -1) if ctx > 1 else \
                 torch.zeros(batch, 0, dtype=torch.long, device=model.device)
             n_frames = 1
-        new = sampler.run(given, n_frames * h * w, on_token).reshape(batch, n_frames, h, w)
-        for f in new.split(1, dim=1):
-            frames.append(f)
-            yield f
+        stream, row = sampler.tokens(given, n_frames * h * w, on_token), []
+        for token in stream:
+            row.append(token)
+            if len(row) < h * w:
+                continue
+            frames.append(torch.stack(row, 1).reshape(batch, 1, h, w))
+            row = []
+            replaced = yield frames[-1]
+            if replaced is not None:  # the caller changed the ids so far (send()): continue from its version
+                frames = _replace(model, replaced, batch, len(frames), h, w)
+                stream.close()
+                break
+
+
+def _replace(model, replaced: torch.Tensor, batch: int, n: int, h: int, w: int) -> list:
+    if not isinstance(replaced, torch.Tensor) or tuple(replaced.shape) != (batch, n, h, w):
+        raise InvalidInputError(f"replacement ids must have shape {(batch, n, h, w)}, "
+                                f"got {tuple(getattr(replaced, 'shape', ()))}")
+    model.check_ids(replaced, "replacement ids")
+    return list(replaced.to(model.device).split(1, dim=1))
 
 
 def generate_tokens(model: AutoregressiveVideoTransformer, grid, batch: int, **kwargs) -> torch.Tensor:

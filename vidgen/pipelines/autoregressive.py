@@ -34,7 +34,8 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                  output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, use_cache: bool = True):
-        """``callback_on_step_end`` is called once per generated latent frame with the ids so far."""
+        """``callback_on_step_end(pipe, i, i, {"latents": ids so far})`` is called once per latent frame; returning
+        ``{"latents": new_ids}`` replaces the ids so far and generation continues from them."""
         if num_inference_steps is not None:
             raise InvalidInputError("num_inference_steps: autoregressive sampling takes one step per token; pass None")
         if latents is not None:
@@ -62,13 +63,28 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
         return self._finish(out if output_type == "latent" else to_output(out, output_type), return_dict)
 
     def _stream(self, frames, grid, n, height, width, output_type, callback) -> torch.Tensor:
-        """Collect latent frames as they come; decode each at once unless latents were asked for."""
+        """Collect latent frames as they come and decode each at once (unless latents were asked for). A callback
+        returning ``{"latents": ids}`` replaces the ids so far; generation continues from them."""
         stream = None if output_type == "latent" else self.vqvae.stream_decoder(height, width)
         ids, pixels = [], []
-        for i, frame in enumerate(self.progress(grid[0])(frames)):
+        bar = self.progress(grid[0])(None)
+        frame = next(frames, None)
+        while frame is not None:
             ids.append(frame)
             if stream is not None:
                 pixels.append(stream.push(frame))
-            if callback is not None:
-                callback(self, i, i, {"latents": torch.cat(ids, 1)})
+            bar.update(1)
+            changed = (callback(self, len(ids) - 1, len(ids) - 1, {"latents": torch.cat(ids, 1)}) or {}) \
+                if callback is not None else {}
+            replaced = changed.get("latents")
+            if replaced is not None:
+                ids = list(replaced.split(1, dim=1))
+                if stream is not None:  # re-decode the replaced past through a fresh stream
+                    stream = self.vqvae.stream_decoder(height, width)
+                    pixels = [stream.push(f) for f in ids]
+            try:
+                frame = frames.send(replaced) if replaced is not None else next(frames)
+            except StopIteration:
+                frame = None
+        bar.close()
         return torch.cat(ids, 1) if stream is None else torch.cat(pixels, 2)
