@@ -72,17 +72,19 @@ def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None
 
 
 class RunLog:
-    """Prints a message or a metrics dict (main process only); ``log.jsonl`` stays JSON Lines
-    (messages as ``{"info": ...}``)."""
+    """Prints a message or a metrics dict (main process only); ``log.jsonl`` stays JSON Lines (messages as
+    ``{"info": ...}``), every line stamped with the wall-clock ``time`` (so training time survives resumes)."""
 
     def __init__(self, run_dir: Path, is_main: bool):
         self.path, self.is_main = Path(run_dir) / "log.jsonl", is_main
 
     def __call__(self, msg) -> None:
         import json
+        import time
 
         from tqdm import tqdm
         if self.is_main:
             tqdm.write(msg if isinstance(msg, str) else json.dumps(msg))
             with open(self.path, "a") as fh:
-                fh.write(json.dumps({"info": msg} if isinstance(msg, str) else msg) + "\n")
+                entry = {"info": msg} if isinstance(msg, str) else dict(msg)
+                fh.write(json.dumps({**entry, "time": round(time.time(), 3)}) + "\n")
