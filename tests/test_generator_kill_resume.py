@@ -1,5 +1,7 @@
-"""Kill -9 the generator trainer at several points and resume each time: the final weights are bit-identical to an
-uninterrupted run of the same length (atomic checkpoints, seeded (seed, rank, step) randomness, sampler position)."""
+"""Kill -9 a trainer at three random checkpoints and resume each time: the final weights are bit-identical to an
+uninterrupted run of the same length (atomic checkpoints, seeded (seed, rank, step) randomness, sampler position,
+optimizer / scheduler / EMA / discriminator / codebook state). Generator trainer in `make test`; the tokenizer
+trainer with the perceptual loss, random crops, GAN and EMA, and a VQ tokenizer (codebook buffers) in the slow set."""
 from __future__ import annotations
 
 import os
@@ -10,22 +12,33 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from vidgen.testing import perturb_weights
 from vidgen.tokenizers import CausalVQVAE
 
-SCRIPT = Path(__file__).resolve().parents[1] / "pipelines" / "train_generator.py"
+ROOT = Path(__file__).resolve().parents[1]
 STEPS = 30
-
-
-def _command(run_dir, tokenizer, cache):
-    return [sys.executable, str(SCRIPT), f"run_dir={run_dir}", f"tokenizer={tokenizer}", "model.generator=masked",
-            "model.preset=tiny", "model.overrides={max_grid: [4, 4, 4]}", "data.conditioning=none",
-            "data.num_clips=8", "data.num_frames=10", "data.size=32", "data.batch=4", f"data.cache_dir={cache}",
-            f"steps={STEPS}", "log_every=1", "sample_every=0", "ckpt_every=1", "keep_checkpoints=2",
-            "optim.warmup_steps=0", "optim.lr=2e-3"]
+COMMON = [f"steps={STEPS}", "log_every=1", "ckpt_every=1", "keep_checkpoints=2", "optim.warmup_steps=0"]
+TOKENIZER = ["model.preset=tiny", "data.num_frames=5", "data.size=48", "data.crop=32", "data.num_clips=6",
+             "data.video_batch=2", "data.image_batch=2", "data.eval_clips=2", "data.eval_frames=5",
+             "loss.perceptual=0.1", "loss.perceptual_frames=1", "loss.gan=0.1", "loss.gan_start=1",
+             "loss.disc_channels=8", "loss.disc_layers=2", "ema_decay=0.9", "eval_every=1000", "sample_every=1000",
+             "stats_clips=2"]
+TRAINERS = {
+    "generator": lambda run, tok, cache: [
+        str(ROOT / "pipelines" / "train_generator.py"), f"run_dir={run}", f"tokenizer={tok}", "model.generator=masked",
+        "model.preset=tiny", "model.overrides={max_grid: [4, 4, 4]}", "data.conditioning=none", "data.num_clips=8",
+        "data.num_frames=10", "data.size=32", "data.batch=4", f"data.cache_dir={cache}", "sample_every=0",
+        "optim.lr=2e-3", *COMMON],
+    "vae_perceptual_crops_gan": lambda run, tok, cache: [
+        str(ROOT / "tokenizers" / "train_tokenizer.py"), f"run_dir={run}", "model.kind=vae", *TOKENIZER, *COMMON],
+    "vq_codebook": lambda run, tok, cache: [
+        str(ROOT / "tokenizers" / "train_tokenizer.py"), f"run_dir={run}", "model.kind=vqvae",
+        "model.overrides={quantizer: vq, codebook_size: 64, codebook_dim: 4}", *TOKENIZER, *COMMON],
+}
 
 
 def _latest_step(run_dir: Path) -> int:
@@ -36,12 +49,21 @@ def _latest_step(run_dir: Path) -> int:
         return 0
 
 
-def test_kill9_three_times_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("trainer", [
+    "generator",
+    pytest.param("vae_perceptual_crops_gan", marks=pytest.mark.slow),
+    pytest.param("vq_codebook", marks=pytest.mark.slow),
+])
+def test_kill9_three_times_then_resume_is_bit_identical(trainer, tmp_path):
     torch.manual_seed(0)
     tok = perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)), scale=0.02)
     tok.save_pretrained(tmp_path / "tok")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     straight, killed, cache = tmp_path / "straight", tmp_path / "killed", tmp_path / "cache"
+
+    def _command(run_dir, tokenizer, cache):
+        return [sys.executable, *TRAINERS[trainer](run_dir, tokenizer, cache)]
+
     subprocess.run(_command(straight, tmp_path / "tok", cache), check=True, env=env, capture_output=True, timeout=300)
 
     rng = random.Random(0)

@@ -64,7 +64,11 @@ class EpochSampler:
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2 ** 63))
+    """The generator every random draw of step ``step`` takes. Also reseeds torch's global RNG from the same
+    numbers: libraries that draw from it (e.g. vector-quantize-pytorch's codebook updates) stay resumable."""
+    value = (seed * 1_000_003 + rank * 7_919 + step) % (2 ** 63)
+    torch.manual_seed(value + 1)
+    return torch.Generator().manual_seed(value)
 
 
 def _augment(video: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor:
