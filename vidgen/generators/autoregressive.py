@@ -143,7 +143,7 @@ class _Sampler:
             yield token
 
 
-def _check_generation(model, grid, batch, given_ids, num_frames_hint=None):
+def _check_generation(model, grid, batch, given_ids):
     if batch < 1:
         raise InvalidInputError(f"batch must be >= 1, got {batch}")
     if given_ids is not None:

@@ -120,11 +120,16 @@ class DiscreteTokensMixin:
         return tokenizer.detokenize(ids, num_frames, height, width, chunk_frames=chunk_frames)
 
 
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
+
+
 def check_steps(num_inference_steps) -> None:
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise InvalidInputError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
+    check_positive_int("num_inference_steps", num_inference_steps)
 
 
 def check_guidance(guidance_scale) -> None:
-    if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0 or guidance_scale != guidance_scale:
+    """A number >= 0 (not a bool, not NaN)."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
         raise InvalidInputError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")

@@ -16,15 +16,11 @@ from diffusers import DiffusionPipeline
 
 from vidgen.errors import InvalidInputError
 from vidgen.generators import Conditioning
+from vidgen.generators.base import check_guidance, check_positive_int, check_steps
 from vidgen.pipelines.output import VideoPipelineOutput
 from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
 
 
 class VideoPipelineBase(DiffusionPipeline):
@@ -80,7 +76,7 @@ class VideoPipelineBase(DiffusionPipeline):
     def _conditioning(self, prompt, negative_prompt, class_labels, prompt_embeds, negative_prompt_embeds,
                       num_videos_per_prompt: int):
         """-> (batch size, cond, negative cond) with every check on the combination of inputs."""
-        _positive_int("num_videos_per_prompt", num_videos_per_prompt)
+        check_positive_int("num_videos_per_prompt", num_videos_per_prompt)
         if prompt is not None and prompt_embeds is not None:
             raise InvalidInputError("pass either prompt or prompt_embeds, not both")
         if prompt is not None:
@@ -118,11 +114,10 @@ class VideoPipelineBase(DiffusionPipeline):
     def _check_call(self, num_frames, height, width, num_inference_steps, guidance_scale, output_type,
                     callback_on_step_end_tensor_inputs) -> None:
         for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
-            _positive_int(name, value)
+            check_positive_int(name, value)
         if num_inference_steps is not None:
-            _positive_int("num_inference_steps", num_inference_steps)
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
-            raise InvalidInputError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+            check_steps(num_inference_steps)
+        check_guidance(guidance_scale)
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         bad = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]

@@ -53,6 +53,14 @@ def load_state(path: Path) -> dict:
     return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
 
 
+def training_state(step: int, opt, sched, sampler, config: dict, ema=None, extra: dict | None = None) -> dict:
+    """What :func:`restore` reads back: the ``state.pt`` payload of a checkpoint (``extra`` as in ``restore``)."""
+    state = {"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(), "sampler": sampler.state_dict(),
+             "config": config, "ema": ema.state_dict() if ema else None}
+    state.update({key: obj.state_dict() if obj is not None else None for key, obj in (extra or {}).items()})
+    return state
+
+
 def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None = None) -> int:
     """Load a checkpoint written by :func:`save_checkpoint` into the training objects; returns its step.
     ``extra`` maps state keys to objects with ``load_state_dict`` (e.g. the discriminator and its optimizer)."""

@@ -18,7 +18,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError
-from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint
+from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint, training_state
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
@@ -63,19 +63,25 @@ def _text_dim(cfg: GeneratorTrainConfig) -> int:
 
 
 @torch.no_grad()
-def save_generated_samples(model, tokenizer, cfg: GeneratorTrainConfig, grid, out_dir: Path, step: int) -> None:
-    """Generate one video per sample prompt, decode it, write ``step_X.mp4`` and ``step_X.png``."""
+def sample_conditioning(cfg: GeneratorTrainConfig):
+    """(prompts, Conditioning or None) for the periodic samples; encoded once per run, not at every sample step."""
     from vidgen.generators import Conditioning
-    from vidgen.io import contact_sheet, save_image, write_video
     prompts = list(cfg.sample.prompts) or [""]
-    cond = None
     if cfg.data.conditioning == "text":
         from vidgen.text import encode_prompts, load_text_encoder
         emb = encode_prompts(*load_text_encoder(cfg.data.text_encoder or None), prompts, cfg.data.max_text_tokens)
-        cond = Conditioning(emb.hidden, emb.mask, emb.pooled)
-    elif cfg.data.conditioning == "class":
+        return prompts, Conditioning(emb.hidden, emb.mask, emb.pooled)
+    if cfg.data.conditioning == "class":
         names = {n: i for i, n in enumerate(shapes_class_names())}
-        cond = Conditioning(class_labels=torch.tensor([names.get(p, 0) for p in prompts]))
+        return prompts, Conditioning(class_labels=torch.tensor([names.get(p, 0) for p in prompts]))
+    return prompts, None
+
+
+@torch.no_grad()
+def save_generated_samples(model, tokenizer, cfg: GeneratorTrainConfig, grid, prompts, cond, out_dir: Path,
+                           step: int) -> None:
+    """Generate one video per sample prompt, decode it, write ``step_X.mp4`` and ``step_X.png``."""
+    from vidgen.io import contact_sheet, save_image, write_video
     was_training = model.training
     model.eval()
     kw = {"num_inference_steps": cfg.sample.num_inference_steps} if cfg.sample.num_inference_steps else {}
@@ -127,6 +133,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     tokens_per_clip = int(torch.tensor(grid).prod())
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True, desc="training")
     metrics: dict = {}
+    samples = None  # (prompts, conditioning), encoded at the first sample step
     t_last, tokens_since = time.time(), 0
     while step < cfg.steps:
         g = step_generator(cfg.seed, acc.process_index, step)
@@ -147,14 +154,14 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
             log(metrics)
             t_last, tokens_since = time.time(), 0
         if is_main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-            save_generated_samples(ema.copy_model(model) if ema else model, tokenizer, cfg, grid,
+            if samples is None:
+                samples = sample_conditioning(cfg)
+            save_generated_samples(ema.copy_model(model) if ema else model, tokenizer, cfg, grid, *samples,
                                    run_dir / "samples", step)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             acc.wait_for_everyone()
             if is_main:
-                state = {"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                         "sampler": sampler.state_dict(), "config": cfg.to_dict(),
-                         "ema": ema.state_dict() if ema else None}
+                state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema)
                 save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
     bar.close()
     acc.wait_for_everyone()

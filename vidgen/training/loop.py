@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError, MissingWeightsError
-from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint
+from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint, training_state
 from vidgen.training.config import TrainConfig
 from vidgen.training.data import CachedClips, EpochSampler, joint_batch, step_generator
 from vidgen.training.discriminator import PatchDiscriminator3D
@@ -228,10 +228,7 @@ def train(cfg: TrainConfig) -> dict:
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             acc.wait_for_everyone()
             if is_main:
-                state = {"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                         "sampler": sampler.state_dict(), "config": cfg.to_dict(),
-                         "disc": disc.state_dict() if disc else None, "opt_d": opt_d.state_dict() if disc else None,
-                         "ema": ema.state_dict() if ema else None}
+                state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, {"disc": disc, "opt_d": opt_d})
                 save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
     bar.close()
     acc.wait_for_everyone()
