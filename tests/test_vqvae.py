@@ -96,7 +96,7 @@ def test_bad_ids_and_configs_raise_clear_errors():
     grid = (1, 2, 3, 3)
     with pytest.raises(InvalidInputError, match=r"\[0, 1000\)"):
         tok.detokenize(torch.full(grid, 1000))
-    with pytest.raises(InvalidInputError, match="integer"):
+    with pytest.raises(InvalidInputError, match="int64"):
         tok.detokenize(torch.zeros(grid))
     with pytest.raises(InvalidInputError, match="shape"):
         tok.detokenize(torch.zeros(2, 3, 3, dtype=torch.long))

@@ -18,12 +18,14 @@ from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.generators.backbone import VideoTransformerBackbone
 from vidgen.generators.config import BackboneConfig, preset_kwargs
 from vidgen.generators.embeddings import ConditionEmbedder, Conditioning
+from vidgen.tokenizers.loading import StrictLoadingMixin, check_init_options
 
 BACKBONE_KEYS = {f.name for f in dataclasses.fields(BackboneConfig)}
 
 
-class GeneratorMixin:
-    """Mixed into each generator (with ``ModelMixin`` + ``ConfigMixin``); the subclass sets ``self.backbone``."""
+class GeneratorMixin(StrictLoadingMixin):
+    """Mixed into each generator (with ``ModelMixin`` + ``ConfigMixin``); the subclass sets ``self.backbone``.
+    ``from_pretrained`` is strict (:class:`~vidgen.tokenizers.loading.StrictLoadingMixin`)."""
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["Block"]
@@ -44,6 +46,7 @@ class GeneratorMixin:
         (see :class:`BackboneConfig`) go to the backbone on top of the preset, the rest to the generator."""
         arch = {k: v for k, v in kwargs.items() if k in BACKBONE_KEYS}
         own = {k: v for k, v in kwargs.items() if k not in BACKBONE_KEYS and k != "architecture"}
+        check_init_options(cls, own, f"{cls.__name__}.from_preset({name!r})")
         return cls(**own, architecture=preset_kwargs(name, {**kwargs.get("architecture", {}), **arch}))
 
     @property

@@ -196,6 +196,9 @@ def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: O
         latents = torch.randn(tuple(shape), generator=generator).to(dev, dtype)
     elif tuple(latents.shape) != tuple(shape):
         raise InvalidInputError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
+    elif not latents.is_floating_point() or not torch.isfinite(latents).all():
+        raise InvalidInputError(f"latents must be a finite float tensor (starting noise), got dtype {latents.dtype}"
+                                f"{'' if not latents.is_floating_point() else ' with NaN or Inf values'}")
     latents = latents.to(dev, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)  # as diffusers pipelines do
     if given_mask is not None or given_latents is not None:
         if given_mask is None or given_latents is None:

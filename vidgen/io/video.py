@@ -131,7 +131,8 @@ def _open_container(path: Path):
         ) from err
     if not container.streams.video:
         container.close()
-        raise VideoIOError(f"{path}: the file has no video stream")
+        raise VideoIOError(f"{path}: the file has no video stream (not a video, or truncated before its stream "
+                           "headers)")
     return container
 
 
@@ -255,6 +256,8 @@ def to_uint8_frames(video: torch.Tensor | np.ndarray, name: str = "video") -> np
         raise InvalidInputError(f"{name}: expected 3 colour channels first or last, got shape {tuple(array.shape)}")
     if array.shape[0] == 0:
         raise InvalidInputError(f"{name}: has zero frames")
+    if min(array.shape) == 0:
+        raise InvalidInputError(f"{name}: frames are empty, shape (T, H, W, 3) = {tuple(array.shape)}")
     if array.dtype == torch.uint8:
         return array.contiguous().numpy()
     if not array.dtype.is_floating_point:
@@ -276,8 +279,8 @@ def write_video(path: PathLike, video: torch.Tensor | np.ndarray, fps: float, qu
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise VideoIOError(f"{path}: cannot write {suffix!r}; writable formats: {', '.join(WRITE_SUFFIXES)}")
-    if not (isinstance(fps, (int, float)) and fps > 0):
-        raise InvalidInputError(f"{path}: fps must be a positive number, got {fps!r}")
+    if isinstance(fps, bool) or not (isinstance(fps, (int, float)) and 0 < fps < float("inf")):
+        raise InvalidInputError(f"{path}: fps must be a positive finite number, got {fps!r}")
     frames = to_uint8_frames(video, name=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(suffix=suffix, dir=path.parent, prefix=f".{path.stem}.")

@@ -309,8 +309,11 @@ class FrechetMetric:
         stats = FeatureStats.load(path, extra=("half_a", "half_b"))
         if stats.dim != self.dim:
             raise InvalidInputError(f"{path} holds {stats.dim}-d statistics, {self.name} uses {self.dim}-d features")
-        mine = {"metric": self.name, **self.protocol_base(), "params_sha256": self.network.params_sha256}
+        mine = {"metric": self.name, **self.protocol_base()}
         clash = {k: (stats.meta.get(k), v) for k, v in mine.items() if k in stats.meta and stats.meta[k] != v}
+        if not clash and "params_sha256" in stats.meta:  # the network is loaded only when the rest agrees
+            if stats.meta["params_sha256"] != self.network.params_sha256:
+                clash = {"params_sha256": (stats.meta["params_sha256"], self.network.params_sha256)}
         if clash:
             raise InvalidInputError(f"{path} was computed under a different protocol: {clash}")
         self.real = stats

@@ -8,6 +8,7 @@ video) samples each video on its own, so a prompt and seed give the same video w
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from vidgen.generators import Conditioning
 from vidgen.generators.base import check_guidance, check_positive_int, check_steps
 from vidgen.pipelines.output import VideoPipelineOutput
 from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
+from vidgen.tokenizers.causal_codec import check_video
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 
@@ -66,6 +68,9 @@ class VideoPipelineBase(DiffusionPipeline):
         # one prompt at a time: batched BERT kernels round differently, and a prompt + seed must give the same
         # video whatever else is in the batch (encoding costs milliseconds per prompt)
         emb = encode_prompts(tokenizer, encoder, check_prompts(prompt), cfg.max_text_tokens, batch_size=1)
+        if emb.truncated:
+            warnings.warn(f"prompt: {emb.truncated} prompt(s) longer than the transformer's max_text_tokens="
+                          f"{cfg.max_text_tokens} tokens were truncated; the rest of the text is ignored", stacklevel=2)
         if emb.hidden.shape[-1] != cfg.text_dim:
             raise InvalidInputError(f"text_encoder: gives {emb.hidden.shape[-1]}-d states, the transformer expects "
                                     f"text_dim={cfg.text_dim}")
@@ -120,6 +125,9 @@ class VideoPipelineBase(DiffusionPipeline):
         check_guidance(guidance_scale)
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if output_type != "latent":  # at least one decoded video must fit (the tokenizer's estimate, smallest chunks)
+            self.video_tokenizer.check_memory("num_frames / height / width", 1, num_frames, height, width,
+                                              chunk_frames=1)
         bad = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
         if bad:
             raise InvalidInputError(f"callback_on_step_end_tensor_inputs {bad} are not in "
@@ -138,6 +146,7 @@ class VideoPipelineBase(DiffusionPipeline):
         if not isinstance(frames, torch.Tensor) or frames.dim() not in (4, 5):
             raise InvalidInputError("conditioning_frames must be a (3, Tc, H, W) or (B, 3, Tc, H, W) tensor in [-1, 1]")
         frames = frames[None] if frames.dim() == 4 else frames
+        check_video(frames, "conditioning_frames")  # float in [-1, 1] and finite: never cast from uint8 silently
         if frames.shape[0] not in (1, batch) or tuple(frames.shape[-2:]) != (height, width):
             raise InvalidInputError(f"conditioning_frames must have batch 1 or {batch} and frames of {height}x{width}, "
                                     f"got shape {tuple(frames.shape)}")

@@ -41,10 +41,13 @@ def load_pipeline(path, **kwargs):
             continue
         if str(spec[0]).startswith("vidgen."):  # diffusers only resolves classes from modules already imported
             try:
-                importlib.import_module(spec[0])
+                module = importlib.import_module(spec[0])
             except ImportError as err:
                 raise ConfigError(f"{index}: component {component!r} names module {spec[0]!r}, which vidgen does not "
                                   f"have ({err})") from err
+            if not isinstance(getattr(module, str(spec[1]), None), type):
+                raise ConfigError(f"{index}: component {component!r} names class {spec[1]!r}, which {spec[0]} does "
+                                  "not have")
         if not (path / component).is_dir():
             raise MissingWeightsError(f"{path}: component {component!r} ({spec[1]}) is listed in model_index.json "
                                       f"but its folder {path / component} is missing")

@@ -8,6 +8,7 @@ A subclass provides ``self.codec_config`` (:class:`CodecConfig`), ``self.encoder
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable
 
 import torch
@@ -15,18 +16,42 @@ from diffusers.configuration_utils import FrozenDict
 from diffusers.models.autoencoders.vae import AutoencoderMixin
 
 from vidgen.errors import InvalidInputError
-from vidgen.tokenizers.causal_codec import StreamDecoder, check_latent, check_video, latent_frames, pad_video
+from vidgen.tokenizers.causal_codec import (
+    StreamDecoder,
+    check_latent,
+    check_values,
+    check_video,
+    latent_frames,
+    pad_video,
+)
 from vidgen.tokenizers.layers import CausalCache
+from vidgen.tokenizers.loading import StrictLoadingMixin
 from vidgen.tokenizers.tiling import tiled_apply
 
+#: Peak working memory of one codec pass, in copies of its largest activation (measured on CPU with the tiny and
+#: small presets: 7.7x to 9x; a causal temporal conv stacks ``temporal_kernel`` shifted copies of its input).
+ACTIVATION_COPIES = 8
 
-class CausalCodecMixin(AutoencoderMixin):
+
+def device_memory_bytes(device: torch.device | str) -> int | None:
+    """Total memory of ``device`` (physical RAM for the CPU and unified-memory devices), or None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
     """Any T/H/W in, exactly T/H/W out; ``chunk_frames`` processing equal to one-shot; spatial tiling; slicing.
 
     diffusers integration: ``enable_tiling`` / ``disable_tiling`` / ``enable_slicing`` / ``disable_slicing`` with
     diffusers' keywords and ``use_tiling`` / ``use_slicing`` flags (from ``AutoencoderMixin``), gradient
     checkpointing of the encoder/decoder blocks, ``_no_split_modules`` for ``device_map`` / accelerate offload, and
-    config-readable ``temporal_compression_ratio`` / ``spatial_compression_ratio`` (derived, see :attr:`config`).
+    config-readable ``temporal_compression_ratio`` / ``spatial_compression_ratio`` (derived, see :attr:`config`),
+    and a strict ``from_pretrained`` (:class:`~vidgen.tokenizers.loading.StrictLoadingMixin`).
     """
 
     _supports_gradient_checkpointing = True
@@ -124,6 +149,48 @@ class CausalCodecMixin(AutoencoderMixin):
         self.tile_sample_stride_height, self.tile_sample_stride_width = strides
         self.use_tiling = True
 
+    # ------------------------------------------------------------------ memory
+    def estimate_memory(self, batch: int, num_frames: int, height: int, width: int, decode: bool = True,
+                        chunk_frames: int | None = None) -> int:
+        """Rough peak bytes of decoding a ``batch x num_frames x height x width`` video (``decode``) or of encoding
+        one: the whole output (and the padded input when encoding) plus :data:`ACTIVATION_COPIES` copies of the
+        largest activation of one piece of work (``chunk_frames`` frames - latent frames when decoding -, one tile
+        when tiling is on, one sample when slicing is on). Nothing is allocated."""
+        cfg = self.codec_config
+        tc, sc, p = cfg.temporal_compression, cfg.spatial_compression, cfg.patch_size
+        t = latent_frames(num_frames, tc)
+        frames, h, w = 1 + (t - 1) * tc, math.ceil(height / sc) * sc, math.ceil(width / sc) * sc  # padded size
+        total = batch * 3 * frames * h * w
+        if not decode:
+            total += batch * self.encoder_channels * t * (h // sc) * (w // sc)
+        if chunk_frames:
+            frames = min(frames, chunk_frames * (tc if decode else 1))
+        if self.use_tiling and (h > self.tile_sample_min_height or w > self.tile_sample_min_width):
+            h, w = min(h, self.tile_sample_min_height), min(w, self.tile_sample_min_width)
+        largest = 3 * frames * h * w  # the pixels themselves (stem input / head output)
+        for level, channels in enumerate(cfg.widths):
+            s, r = p * 2 ** min(level, cfg.num_spatial_downs), 2 ** min(level, cfg.num_temporal_downs)
+            largest = max(largest, channels * math.ceil(frames / r) * math.ceil(h / s) * math.ceil(w / s))
+        rows = 1 if self.use_slicing else batch
+        return (total + ACTIVATION_COPIES * rows * largest) * self.model_dtype.itemsize
+
+    def check_memory(self, name: str, batch: int, num_frames: int, height: int, width: int, decode: bool = True,
+                     chunk_frames: int | None = None) -> None:
+        """Refuse up front (:class:`InvalidInputError`, with the estimate) a request whose
+        :meth:`estimate_memory` exceeds the total memory of the model's device, instead of running out of memory
+        midway (or spending minutes validating a huge input first). Skipped while torch.compile traces (the device
+        query is not traceable), like the value checks."""
+        if torch.compiler.is_compiling():
+            return
+        need = self.estimate_memory(batch, num_frames, height, width, decode, chunk_frames)
+        limit = device_memory_bytes(self.device)
+        if limit is not None and need > limit:
+            raise InvalidInputError(
+                f"{name}: {'decoding' if decode else 'encoding'} {batch} video(s) of {num_frames} frames of "
+                f"{height}x{width} would need about {need / 2**30:,.1f} GiB, more than the {limit / 2**30:,.1f} GiB "
+                f"of {self.device}; use fewer frames or a smaller size (chunk_frames and enable_tiling() reduce the "
+                "working memory, not the output)")
+
     @staticmethod
     def _check_chunk(chunk_frames, name: str = "chunk_frames") -> None:
         if chunk_frames is not None and (not isinstance(chunk_frames, int) or chunk_frames < 1):
@@ -169,8 +236,10 @@ class CausalCodecMixin(AutoencoderMixin):
     # ------------------------------------------------------------------ public building blocks
     def encode_features(self, x: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """``x`` ``(B, 3, T, H, W)`` in [-1, 1], any size -> encoder output ``(B, encoder_channels, t, h, w)``."""
-        check_video(x, "x", self.model_dtype)
+        check_video(x, "x", self.model_dtype, values=False)
         self._check_chunk(chunk_frames)
+        self.check_memory("x", x.shape[0], *x.shape[2:], decode=False, chunk_frames=chunk_frames)
+        check_values(x, "x", video=True)  # after the memory check: reading a huge input takes minutes
         x = pad_video(x, self.codec_config)
         _, _, t, h, w = x.shape
         sc, tc = self.codec_config.spatial_compression, self.codec_config.temporal_compression
@@ -181,7 +250,7 @@ class CausalCodecMixin(AutoencoderMixin):
                        width: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
         """Decoder input ``(B, C, t, h, w)`` -> ``(B, 3, T, H, W)``, cropped to ``num_frames x height x width``
         (defaults: ``1 + (t-1)*tc``, ``h*sc``, ``w*sc``)."""
-        check_latent(z, self.decoder_channels, "z", self.model_dtype)
+        check_latent(z, self.decoder_channels, "z", self.model_dtype, values=False)
         self._check_chunk(chunk_frames)
         tc, sc = self.codec_config.temporal_compression, self.codec_config.spatial_compression
         _, _, t, h, w = z.shape
@@ -190,6 +259,8 @@ class CausalCodecMixin(AutoencoderMixin):
             if value is not None and not (isinstance(value, int) and 1 <= value <= limit):
                 raise InvalidInputError(f"{name}={value!r} is out of range for latents of shape {tuple(z.shape)} "
                                         f"(1..{limit})")
+        self.check_memory("z", z.shape[0], full_t, h * sc, w * sc, chunk_frames=chunk_frames)
+        check_values(z, "z", video=False)
         out = self._tiled(lambda v: self._decode_chunks(v, chunk_frames), z, sc, (3, full_t, h * sc, w * sc))
         return out[:, :, : num_frames or full_t, : height or h * sc, : width or w * sc]
 

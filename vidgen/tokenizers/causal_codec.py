@@ -13,7 +13,8 @@ Bottlenecks (KL, quantizers) sit between :class:`CausalEncoder` and :class:`Caus
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import torch
@@ -48,7 +49,12 @@ class CodecConfig:
     latent_channels: int = 16
 
     def __post_init__(self):
-        self.widths = tuple(int(w) for w in self.widths)
+        widths = self.widths if isinstance(self.widths, (list, tuple)) else [self.widths]
+        named = [(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "widths"]
+        for name, value in named + [("widths", w) for w in widths]:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # e.g. a YAML string override
+                raise ConfigError(f"{name} must be an int (widths: a list of ints), got {value!r}")
+        self.widths = tuple(int(w) for w in widths)
         if self.temporal_compression not in (1, 2, 4, 8):
             raise ConfigError(f"temporal_compression must be 1, 2, 4 or 8, got {self.temporal_compression}")
         if self.spatial_compression not in (4, 8, 16):
@@ -212,8 +218,9 @@ def _check_float(x: torch.Tensor, name: str, dtype: torch.dtype | None, what: st
         raise InvalidInputError(f"{name} has dtype {x.dtype} but the model computes in {dtype}; convert with .to({dtype})")
 
 
-def check_video(x, name: str = "x", dtype: torch.dtype | None = None) -> None:
-    """Raise :class:`InvalidInputError` unless ``x`` is a finite ``(B, 3, T, H, W)`` float video in [-1, 1]."""
+def check_video(x, name: str = "x", dtype: torch.dtype | None = None, values: bool = True) -> None:
+    """Raise :class:`InvalidInputError` unless ``x`` is a finite ``(B, 3, T, H, W)`` float video in [-1, 1].
+    ``values=False`` checks only shape and dtype (free); :func:`check_values` then reads the data."""
     if not isinstance(x, torch.Tensor):
         raise InvalidInputError(f"{name} must be a torch.Tensor of shape (B, 3, T, H, W), got {type(x).__name__}")
     if x.ndim != 5:
@@ -224,24 +231,29 @@ def check_video(x, name: str = "x", dtype: torch.dtype | None = None) -> None:
     if min(x.shape) == 0:
         raise InvalidInputError(f"{name} is empty (shape {tuple(x.shape)})")
     _check_float(x, name, dtype, " in [-1, 1]", " (for uint8 frames use x.float() / 127.5 - 1)")
+    if values:
+        check_values(x, name, video=True)
+
+
+def check_latent(z, channels: int, name: str = "z", dtype: torch.dtype | None = None, values: bool = True) -> None:
+    if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != channels or min(z.shape) == 0:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise InvalidInputError(f"{name} must have shape (B, {channels}, t, h, w), got {shape}")
+    _check_float(z, name, dtype)
+    if values:
+        check_values(z, name, video=False)
+
+
+def check_values(x: torch.Tensor, name: str, video: bool) -> None:
+    """The data checks of :func:`check_video` / :func:`check_latent`: finite, and for a video within [-1, 1]."""
     bounds = _value_range(x)
     if bounds is None:
         return
     lo, hi = bounds
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InvalidInputError(f"{name} contains NaN or Inf values")
-    if lo < -1.001 or hi > 1.001:
+    if video and (lo < -1.001 or hi > 1.001):
         raise InvalidInputError(f"{name} values must be in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
-
-
-def check_latent(z, channels: int, name: str = "z", dtype: torch.dtype | None = None) -> None:
-    if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != channels or min(z.shape) == 0:
-        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise InvalidInputError(f"{name} must have shape (B, {channels}, t, h, w), got {shape}")
-    _check_float(z, name, dtype)
-    bounds = _value_range(z)
-    if bounds is not None and not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
-        raise InvalidInputError(f"{name} contains NaN or Inf values")
 
 
 def pad_video(x: torch.Tensor, cfg: CodecConfig) -> torch.Tensor:

@@ -127,7 +127,7 @@ class QuantizerBottleneck(nn.Module):
             shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
             raise InvalidInputError(f"ids must be a LongTensor of shape {layout}, got {shape}")
         if ids.dtype not in (torch.int64, torch.int32):
-            raise InvalidInputError(f"ids must be an integer tensor, got dtype {ids.dtype}")
+            raise InvalidInputError(f"ids must be an int64 (or int32) tensor, got dtype {ids.dtype}")
         if self.depth > 1 and ids.shape[-1] != self.depth:
             raise InvalidInputError(f"ids depth axis must have size {self.depth}, got {ids.shape[-1]}")
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):

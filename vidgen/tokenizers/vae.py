@@ -25,6 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from vidgen.errors import ConfigError
 from vidgen.tokenizers.base import CausalCodecMixin
 from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder, check_video, pad_video
+from vidgen.tokenizers.loading import check_init_options
 
 # Named size presets (all 4x8x8, 16 latent channels unless overridden).
 VAE_PRESETS: dict[str, dict] = {
@@ -127,7 +128,7 @@ class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
                  temporal_kernel: int = 3, latent_channels: int = 16, kl_weight: float = 1e-6,
                  scaling_factor: float = 1.0, shift_factor: float = 0.0):
         super().__init__()
-        self.codec_config = CodecConfig(tuple(widths), num_res_blocks, decoder_extra_blocks, patch_size,
+        self.codec_config = CodecConfig(widths, num_res_blocks, decoder_extra_blocks, patch_size,
                                         spatial_compression, temporal_compression, temporal_kernel, latent_channels)
         self.bottleneck = KLBottleneck(latent_channels, kl_weight)
         self.encoder = CausalEncoder(self.codec_config, self.bottleneck.encoder_channels)
@@ -137,6 +138,7 @@ class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
     def from_preset(cls, name: str, **overrides) -> "CausalVAE":
         if name not in VAE_PRESETS:
             raise ConfigError(f"unknown VAE preset {name!r}; choose from {sorted(VAE_PRESETS)}")
+        check_init_options(cls, overrides, f"{cls.__name__}.from_preset({name!r})")
         return cls(**{**VAE_PRESETS[name], **overrides})
 
     @classmethod

@@ -22,6 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from vidgen.errors import ConfigError
 from vidgen.tokenizers.base import CausalCodecMixin
 from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder, check_video, pad_video
+from vidgen.tokenizers.loading import check_init_options
 from vidgen.tokenizers.quantizers import QuantizerBottleneck, QuantizerConfig
 from vidgen.tokenizers.vae import VAE_PRESETS, ReconstructionOutput
 
@@ -50,7 +51,7 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
             entropy_weight, vq_decay, vq_cosine, vq_kmeans_init, vq_rotation_trick)
         self.bottleneck = QuantizerBottleneck(self.quantizer_config)
         self.encoder_channels = self.decoder_channels = self.bottleneck.encoder_channels
-        self.codec_config = CodecConfig(tuple(widths), num_res_blocks, decoder_extra_blocks, patch_size,
+        self.codec_config = CodecConfig(widths, num_res_blocks, decoder_extra_blocks, patch_size,
                                         spatial_compression, temporal_compression, temporal_kernel,
                                         self.encoder_channels)
         self.encoder = CausalEncoder(self.codec_config, self.encoder_channels)
@@ -60,6 +61,7 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
     def from_preset(cls, name: str, quantizer: str = "fsq", **overrides) -> "CausalVQVAE":
         if name not in VAE_PRESETS:
             raise ConfigError(f"unknown tokenizer preset {name!r}; choose from {sorted(VAE_PRESETS)}")
+        check_init_options(cls, overrides, f"{cls.__name__}.from_preset({name!r})")
         sizes = {k: v for k, v in VAE_PRESETS[name].items() if k != "latent_channels"}
         return cls(**{**sizes, "quantizer": quantizer, **overrides})
 
@@ -100,6 +102,11 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
     def detokenize(self, ids: torch.Tensor, num_frames: int | None = None, height: int | None = None,
                    width: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
         """Ids ``(B, t, h, w[, depth])`` -> video ``(B, 3, T, H, W)``, cropped to the given size."""
+        if isinstance(ids, torch.Tensor) and ids.ndim >= 4:  # before any id is read or any code allocated
+            self._check_chunk(chunk_frames)
+            b, t, h, w = ids.shape[:4]
+            tc, sc = self.codec_config.temporal_compression, self.codec_config.spatial_compression
+            self.check_memory("ids", b, 1 + (t - 1) * tc, h * sc, w * sc, chunk_frames=chunk_frames)
         codes = self.bottleneck.codes_from_ids(ids).to(self.model_dtype)
         return self.decode_latents(codes, num_frames, height, width, chunk_frames)
 

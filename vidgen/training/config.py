@@ -166,7 +166,12 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
     node = tree
     for k in keys[:-1]:
         node = node.setdefault(k, {})
-    node[keys[-1]] = yaml.safe_load(raw)
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {k} is already set to {node!r}, not a mapping")
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {dotted}={raw}: the value is not valid YAML ({err})") from err
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None, schema=TrainConfig):
@@ -177,7 +182,11 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, sch
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
-        tree = (json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())) or {}
+        try:
+            tree = (json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())) or {}
+        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
+            kind = "JSON" if p.suffix == ".json" else "YAML"
+            raise ConfigError(f"config file {p} is not valid {kind}: {err}") from err
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")

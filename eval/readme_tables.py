@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""README tables generated from the result files in ``docs/results/``, so a table cannot drift from what was measured.
+
+    python eval/readme_tables.py          # rewrite the generated tables in README.md
+    python eval/readme_tables.py --check  # exit 1 if README.md differs from what the result files say (a test runs this)
+
+A generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def demo_table(results: dict) -> str:
+    """Prompt adherence, FVD and speed per shipped pipeline (``docs/results/demo_full.json``)."""
+    s = results["settings"]
+    lines = ["| pipeline | colour+motion, seen pairs | colour+motion, held-out pairs | colour | motion | shape | "
+             "FVD vs real | s / video |", "|---|---|---|---|---|---|---|---|"]
+    for name, e in results["pipelines"].items():
+        a = e["adherence"]
+        fvd = f"{e['fvd']['value']:.0f}" if "fvd" in e else "–"
+        lines.append(f"| {name} | {_pct(a['seen']['color_motion'])} | {_pct(a['held_out']['color_motion'])} | "
+                     f"{_pct(a['all']['color'])} | {_pct(a['all']['motion'])} | {_pct(a['all']['shape'])} | {fvd} | "
+                     f"{e['seconds_per_video']:.2f} |")
+    real = results["scorer"]["real_same_prompts"]
+    floor = f"{results['fvd_floor']['value']:.0f}" if "fvd_floor" in results else "–"
+    lines.append(f"| *real clips, same prompts* | {_pct(real['seen']['color_motion'])} | "
+                 f"{_pct(real['held_out']['color_motion'])} | {_pct(real['all']['color'])} | "
+                 f"{_pct(real['all']['motion'])} | {_pct(real['all']['shape'])} | {floor} (2nd real set) | – |")
+    sc = results["scorer"]["real_held_out"]
+    lines += ["", f"{s['prompts']} prompts ({s['held_out_prompts']} with held-out colour x motion pairs), one "
+              f"{s['num_frames']}x{s['size']}x{s['size']} video each, {results['machine']['threads']} threads, "
+              f"{results['created'][:10]}; `{results['command']}`. Scorer accuracy on {sc['n']} real held-out clips: "
+              f"colour {_pct(sc['color'])}, motion {_pct(sc['motion'])}, shape {_pct(sc['shape'])}."]
+    return "\n".join(lines)
+
+
+TABLES = {"demo": ("demo_full.json", demo_table)}
+
+
+def render(readme: str) -> str:
+    for name, (file, make) in TABLES.items():
+        path = RESULTS / file
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.S)
+        if path.exists() and pattern.search(readme):
+            table = make(json.loads(path.read_text()))
+            readme = pattern.sub(lambda m: m.group(1) + table + m.group(2), readme)
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    readme_path = ROOT / "README.md"
+    current = readme_path.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md tables differ from docs/results/: run python eval/readme_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    readme_path.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

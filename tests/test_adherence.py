@@ -1,0 +1,81 @@
+"""The analytic attribute scorer (vidgen.metrics.adherence): accuracy on real clips of both splits, that it reads
+a changed attribute as changed (recoloured, time-reversed, frozen clips), no-shape videos, the adherence counts and
+bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidgen.data import ShapesDataset
+from vidgen.data.shapes import COLORS, ShapeAttributes, render_shape_video
+from vidgen.errors import InvalidInputError
+from vidgen.metrics.adherence import AttributeScorer, DetectedAttributes, adherence
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return AttributeScorer()
+
+
+def _clip(shape="square", color="red", motion="left", background="gray", seed=0, frames=17):
+    return render_shape_video(ShapeAttributes(shape, color, motion, background), frames, (64, 64),
+                              torch.Generator().manual_seed(seed)).clamp(-1, 1)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_reads_real_clips(scorer, split):
+    data = ShapesDataset(split, num_frames=17, size=64, num_samples=40, seed=11)
+    items = [data[i] for i in range(len(data))]
+    detected = [scorer(it["video"]) for it in items]
+    result = adherence(detected, [{k: it[k] for k in ("color", "motion", "shape")} for it in items])
+    assert result["n"] == 40
+    assert result["color"] == 1.0 and result["motion"] == 1.0, result
+    assert result["shape"] >= 0.95, result
+
+
+@pytest.mark.parametrize("background", ["black", "gray", "textured", "gradient"])
+@pytest.mark.parametrize("motion", ["left", "right", "up", "down", "grow", "shrink", "rotate", "still"])
+def test_every_motion_on_every_background(scorer, motion, background):
+    d = scorer(_clip("star", "cyan", motion, background, seed=3))
+    assert (d.color, d.motion, d.shape) == ("cyan", motion, "star")
+
+
+def test_changed_attributes_are_read_as_changed(scorer):
+    clip = _clip("triangle", "red", "left", "black")
+    assert scorer(clip).motion == "left"
+    assert scorer(clip.flip(1)).motion == "right"  # time reversed
+    assert scorer(clip[:, :1].expand(-1, 17, -1, -1)).motion == "still"  # frozen first frame
+    assert scorer(_clip("hexagon", "blue", "grow").flip(1)).motion == "shrink"
+    # recolour the shape: every pixel of the red palette colour becomes green
+    red, green = (torch.tensor(COLORS[c]) * 2 - 1 for c in ("red", "green"))
+    is_red = ((clip - red[:, None, None, None]).abs() < 0.02).all(0, keepdim=True)
+    recoloured = torch.where(is_red, green[:, None, None, None].expand_as(clip), clip)
+    assert scorer(recoloured).color == "green"
+
+
+def test_no_shape_found(scorer):
+    d = scorer(torch.full((3, 9, 64, 64), -0.9))
+    assert d == DetectedAttributes("none", "none", "none", False)
+    noise = torch.rand(3, 9, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.5 - 0.9  # dark noise
+    assert not scorer(noise).found
+
+
+def test_adherence_counts():
+    d = [DetectedAttributes("red", "left", "star", True), DetectedAttributes("red", "up", "star", True),
+         DetectedAttributes("blue", "left", "circle", True), DetectedAttributes("none", "none", "none", False)]
+    e = [{"color": "red", "motion": "left", "shape": "star"}] * 4
+    r = adherence(d, e)
+    assert r == {"n": 4, "color": 0.5, "motion": 0.5, "color_motion": 0.25, "shape": 0.5, "all": 0.25}
+    with pytest.raises(InvalidInputError, match="as many"):
+        adherence(d, e[:3])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.zeros(9, 64, 64), "3, T, H, W"),
+    (torch.zeros(1, 9, 64, 64), "3, T, H, W"),
+    (torch.full((3, 9, 64, 64), float("nan")), "NaN"),
+    ("not a tensor", "3, T, H, W"),
+])
+def test_bad_input(scorer, bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        scorer(bad)

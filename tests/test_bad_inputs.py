@@ -1,0 +1,838 @@
+"""One growing corpus of bad inputs across vidgen's public surface.
+
+Every entry of :data:`CASES` is ``Case(id, target, trigger, error, match[, after])``: ``trigger(env)`` must raise
+``error`` (a :class:`~vidgen.errors.VidgenError`) whose message matches ``match`` - a regex that names the input (file,
+argument, tensor) *and* the problem; ``after(env)`` checks side effects (no pickle payload ran, no half-written file).
+After each case the target object gets a follow-up valid call (:data:`SANITY`) whose result must equal the one computed
+before any bad input was seen: the process and the object stay usable. Add new bad inputs here, to the table.
+
+Inputs that vidgen accepts by documented conversion (float64 metrics inputs, int32 ids, float64 latents, the empty
+prompt, over-long prompts) are tested below the table: with the same result as the canonical input.
+
+Tiny models only (tiny tokenizer presets, tiny generators on a 4x4x4 grid); no feature network is loaded.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import wave
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, VidgenError, VideoIOError
+from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
+                               check_scheduler, generator_class)
+from vidgen.io import probe_video, read_video, write_video
+from vidgen.metrics import FeatureStats, FrechetInceptionDistance, FrechetVideoDistance, frechet_distance, psnr, ssim
+from vidgen.metrics import preprocess_for_i3d, temporal_flicker
+from vidgen.metrics.fid import load_inception, preprocess_for_inception
+from vidgen.metrics.fvd import PREPROCESSING as FVD_PREPROCESSING
+from vidgen.metrics.i3d import FEATURE_NETWORK_ID as I3D_ID
+from vidgen.metrics.i3d import load_i3d
+from vidgen.metrics.weights import UnsafeWeightsError
+from vidgen.pipelines import FlowVideoPipeline, load_pipeline
+from vidgen.testing import perturb_weights
+from vidgen.text import check_prompts
+from vidgen.tokenizers import CausalVAE, CausalVQVAE, load_tokenizer
+from vidgen.training import GeneratorTrainConfig, build_model, load_config
+
+T, H, W = 5, 16, 16  # the valid video every sanity call uses: 2 latent frames of 2x2
+HUGE_LATENT = (1, 4, 1000, 10_000, 10_000)  # decodes to 3997 frames of 80000x80000: petabytes
+HUGE_VIDEO = (1, 3, 100_000, 40_000, 40_000)
+GIB = r"would need about [\d,]+\.\d GiB, more than the [\d,]+\.\d GiB of"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Payload:
+    """A pickle that would run ``touch marker`` when unpickled by an unrestricted loader."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _ffmpeg(*args) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *args], check=True, timeout=60)
+
+
+def _smooth_video(frames: int = 12, size: int = 32) -> torch.Tensor:
+    """A moving colour gradient ``(3, frames, size, size)`` in [-1, 1]: a small, valid H.264 clip once written."""
+    t, y, x = torch.meshgrid(torch.arange(frames), torch.arange(size), torch.arange(size), indexing="ij")
+    phase = (x + y + 2 * t).float() / (2 * size)
+    return torch.stack([torch.sin(6.28 * phase), torch.cos(6.28 * phase), 2 * phase % 2 - 1]) * 0.9
+
+
+def _edit_json(path: Path, **changes) -> None:
+    """Set keys of a JSON file; ``a__b=v`` sets the nested key ``a.b``."""
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        *parents, leaf = key.split("__")
+        node = data
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    path.write_text(json.dumps(data))
+
+
+class Env:
+    """Everything the cases need, built lazily once per module; reference results are computed before any case."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.markers: list[Path] = []  # files the pickle payloads would create
+        self.reference: dict[str, Any] = {}  # SANITY results before any bad input
+
+    # ------------------------------------------------------------------ files
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @cached_property
+    def good_mp4(self) -> Path:
+        return write_video(self.path("good.mp4"), _smooth_video(), fps=8)
+
+    def file(self, name: str, data: bytes) -> Path:
+        path = self.path(name)
+        path.write_bytes(data)
+        return path
+
+    @cached_property
+    def truncated_mp4(self) -> Path:
+        data = self.good_mp4.read_bytes()
+        return self.file("cut.mp4", data[: len(data) * 2 // 3])  # the moov atom at the end is cut off
+
+    @cached_property
+    def truncated_faststart_mp4(self) -> Path:
+        full = self.path("faststart.mp4")
+        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=8", "-frames:v", "24", "-pix_fmt", "yuv420p",
+                "-movflags", "+faststart", str(full))
+        data = full.read_bytes()
+        return self.file("cut_faststart.mp4", data[: len(data) * 6 // 10])
+
+    @cached_property
+    def corrupt_mp4(self) -> Path:
+        data = bytearray(self.good_mp4.read_bytes())
+        for i in range(len(data) // 3, len(data) * 2 // 3):
+            data[i] = (data[i] * 7 + 13) % 256
+        return self.file("corrupt.mp4", bytes(data))
+
+    @cached_property
+    def zero_frame_avi(self) -> Path:
+        """A container with a video stream that holds zero frames."""
+        path = self.path("zero.avi")
+        _ffmpeg("-f", "lavfi", "-i", "color=size=32x32:rate=8", "-t", "0", "-pix_fmt", "yuv420p", str(path))
+        return path
+
+    @cached_property
+    def no_stream_mp4(self) -> Path:
+        path = self.path("nostream.mp4")
+        _ffmpeg("-f", "lavfi", "-i", "color=size=32x32:rate=8", "-frames:v", "0", "-pix_fmt", "yuv420p", str(path))
+        return path
+
+    def folder(self, name: str, images: dict[str, Any]) -> Path:
+        path = self.path(name)
+        path.mkdir()
+        for file, content in images.items():
+            if isinstance(content, bytes):
+                (path / file).write_bytes(content)
+            else:
+                Image.fromarray(content).save(path / file)
+        return path
+
+    # ------------------------------------------------------------------ tokenizers
+    @cached_property
+    def x(self) -> torch.Tensor:
+        return torch.rand(1, 3, T, H, W, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    @cached_property
+    def vae(self) -> CausalVAE:
+        torch.manual_seed(0)
+        return perturb_weights(CausalVAE.from_preset("tiny")).eval()
+
+    @cached_property
+    def vq(self) -> CausalVQVAE:
+        torch.manual_seed(0)
+        return perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq")).eval()
+
+    @cached_property
+    def vae_folder(self) -> Path:
+        self.vae.save_pretrained(self.path("vae"))
+        return self.path("vae")
+
+    def broken_vae(self, name: str, edit: Callable[[Path], None]) -> Path:
+        """A copy of the saved tiny VAE, broken by ``edit(folder)``."""
+        path = self.path(name)
+        shutil.copytree(self.vae_folder, path)
+        edit(path)
+        return path
+
+    def payload(self, name: str, saver=pickle.dump) -> Path:
+        """A malicious pickle (``touch marker`` on load) written under ``name``."""
+        marker = self.path(f"pwned_{name.replace('/', '_')}")
+        self.markers.append(marker)
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            saver({"weights": _Payload(marker)}, handle)
+        return path
+
+    def no_payload_ran(self) -> None:
+        assert not [m for m in self.markers if m.exists()], "a weight pickle was executed"
+
+    # ------------------------------------------------------------------ generators and pipelines
+    @cached_property
+    def masked(self) -> MaskedVideoTransformer:
+        torch.manual_seed(0)
+        return MaskedVideoTransformer.from_preset("tiny", vocab_size=64, max_grid=(4, 4, 4)).eval()
+
+    @cached_property
+    def autoregressive(self) -> AutoregressiveVideoTransformer:
+        torch.manual_seed(0)
+        return AutoregressiveVideoTransformer.from_preset("tiny", vocab_size=64, max_grid=(4, 4, 4)).eval()
+
+    @cached_property
+    def pipe(self) -> FlowVideoPipeline:
+        """Tiny text-conditioned latent-flow pipeline (the text encoder loads only if a prompt is encoded)."""
+        torch.manual_seed(0)
+        vae = CausalVAE.from_preset("tiny")
+        gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, text_dim=384, max_text_tokens=8,
+                                                    max_grid=(4, 4, 4))
+        perturb_weights(vae, gen)
+        pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def run_pipe(self, prompt=None, **kwargs):
+        kwargs = {"num_frames": T, "height": H, "width": W, "num_inference_steps": 1, **kwargs}
+        return self.pipe(prompt, generator=torch.Generator().manual_seed(0), **kwargs).frames
+
+    @cached_property
+    def pipe_folder(self) -> Path:
+        self.pipe.save_pretrained(self.path("pipe"))
+        return self.path("pipe")
+
+    def broken_pipe(self, name: str, edit: Callable[[Path], None]) -> Path:
+        path = self.path(name)
+        shutil.copytree(self.pipe_folder, path)
+        edit(path)
+        return path
+
+    # ------------------------------------------------------------------ metrics
+    @cached_property
+    def fvd(self) -> FrechetVideoDistance:
+        return FrechetVideoDistance(progress=False)  # the I3D loads lazily: none of the cases needs it
+
+    def stats(self, name: str, dim: int = 400, **meta) -> Path:
+        features = np.random.default_rng(0).normal(size=(8, dim))
+        stats = FeatureStats(dim, meta=meta).update(features)
+        stats.save(self.path(name))
+        return self.path(name)
+
+    @cached_property
+    def fvd_stats(self) -> Path:
+        """Reference statistics under this FVD's protocol (no parameter hash: the network is not loaded)."""
+        return self.stats("fvd_ok.npz", metric="FVD", feature_network=I3D_ID, preprocessing=FVD_PREPROCESSING)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Env:
+    env = Env(tmp_path_factory.mktemp("bad_inputs"))
+    env.reference = {name: fn(env) for name, fn in SANITY.items()}
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------- sanity calls
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+#: target -> a valid follow-up call on the object the cases of that target hit; its result must not change
+SANITY: dict[str, Callable[[Env], Any]] = {
+    "io": lambda env: (read_video(env.good_mp4, num_frames=4, start=2)[0], probe_video(env.good_mp4).num_frames),
+    "write": lambda env: (write_video(env.path("bad.mp4"), env.x[0], fps=8), read_video(env.path("bad.mp4"))[0].shape,
+                          env.path("bad.mp4").unlink())[1],
+    "vae": lambda env: (env.vae.encode(env.x).latent_dist.mean, env.vae.decode(torch.ones(1, 4, 2, 2, 2)).sample),
+    "vq": lambda env: (env.vq.tokenize(env.x), env.vq.detokenize(torch.ones(1, 2, 2, 2, dtype=torch.long))),
+    "load": lambda env: load_tokenizer(env.vae_folder).encode(env.x).latent_dist.mean,
+    "metrics": lambda env: (psnr(env.x, env.x * 0.5), ssim(env.x, env.x * 0.5),
+                            preprocess_for_i3d(env.x)[..., ::37, ::37],
+                            preprocess_for_inception(env.x[:, :, 0])[..., ::50, ::50]),
+    "fvd": lambda env: (env.fvd.load_real_stats(env.fvd_stats), env.fvd.real.count, env.fvd.real.mean)[1:],
+    "config": lambda env: (load_config(overrides=["steps=3", "model.preset=tiny"]).steps,
+                           build_model(load_config(overrides=["model.preset=tiny"]).model).num_parameters()),
+    "generator": lambda env: (env.masked.check_ids(torch.zeros(1, 2, 2, 2, dtype=torch.long)),
+                              env.autoregressive.check_ids(torch.full((1, 2, 2, 2), 63)),
+                              generator_class("masked").__name__),
+    "pipeline": lambda env: env.run_pipe(),
+    "pipeline_folder": lambda env: type(load_pipeline(env.pipe_folder)).__name__,
+}
+
+
+# ---------------------------------------------------------------------------------------------------- the corpus
+@dataclass(frozen=True)
+class Case:
+    id: str
+    target: str  # key of SANITY
+    trigger: Callable[[Env], Any]
+    error: type
+    match: str  # regex: the input's name and the problem
+    after: Callable[[Env], None] | None = None  # extra check once the error was raised
+
+
+def _nan(shape) -> torch.Tensor:
+    x = torch.zeros(shape)
+    x.view(-1)[1] = float("nan")
+    return x
+
+
+def _inf(shape) -> torch.Tensor:
+    x = torch.zeros(shape)
+    x.view(-1)[-1] = float("inf")
+    return x
+
+
+def _write(env: Env, video, fps: float = 8, name: str = "bad.mp4"):
+    return write_video(env.path(name), video, fps=fps)
+
+
+def _nothing_written(env: Env) -> None:
+    left = [p.name for p in env.root.iterdir() if p.name.startswith(("bad.", ".bad."))]  # incl. mkstemp's temp
+    assert not left, f"a failed write left {left} behind"
+
+
+def _drop_tensor(folder: Path) -> None:
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    del state["decoder.head.bias"]
+    save_file(state, weights, metadata={"format": "pt"})
+
+
+def _extra_tensor(folder: Path) -> None:
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    save_file({**load_file(weights), "decoder.extra.weight": torch.zeros(2)}, weights, metadata={"format": "pt"})
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _config_file(env: Env, name: str, text: str) -> Path:
+    return env.file(name, text.encode())
+
+
+def _wav_bytes() -> bytes:
+    """One second of 8 kHz audio: a valid media file without a video stream."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(b"\x00\x01" * 8000)
+    return buffer.getvalue()
+
+
+CASES: list[Case] = [
+    # --------------------------------------------------------------------------- video files: read_video / probe_video
+    Case("read/missing", "io", lambda env: read_video(env.path("nope.mp4")), VideoIOError, r"nope\.mp4: no such file"),
+    Case("read/empty-file", "io", lambda env: read_video(env.file("empty.mp4", b"")), VideoIOError,
+         r"empty\.mp4: the file is empty \(0 bytes\)"),
+    Case("probe/empty-file", "io", lambda env: probe_video(env.file("empty2.mp4", b"")), VideoIOError,
+         r"empty2\.mp4: the file is empty"),
+    Case("read/not-a-video", "io", lambda env: read_video(env.file("notes.mp4", b"meeting notes, not a video\n" * 40)),
+         VideoIOError, r"notes\.mp4: cannot open as a video: the file is corrupt, truncated or not a video"),
+    Case("probe/not-a-video", "io", lambda env: probe_video(env.file("notes2.mp4", b"\x00not a video" * 40)),
+         VideoIOError, r"notes2\.mp4: cannot open as a video"),
+    Case("read/audio-only", "io", lambda env: read_video(env.file("sound.mp4", _wav_bytes())), VideoIOError,
+         r"sound\.mp4: the file has no video stream \(not a video"),
+    Case("probe/audio-only", "io", lambda env: probe_video(env.file("sound2.wav.mp4", _wav_bytes())), VideoIOError,
+         r"sound2\.wav\.mp4: the file has no video stream"),
+    Case("read/truncated-moov", "io", lambda env: read_video(env.truncated_mp4), VideoIOError,
+         r"cut\.mp4: .*truncated"),
+    Case("probe/truncated-moov", "io", lambda env: probe_video(env.truncated_mp4), VideoIOError,
+         r"cut\.mp4: .*truncated"),
+    Case("read/truncated-in-mdat", "io", lambda env: read_video(env.file("cut_early.mp4",
+                                                                          env.good_mp4.read_bytes()[:700])),
+         VideoIOError, r"cut_early\.mp4: .*truncated"),
+    Case("read/truncated-faststart", "io", lambda env: read_video(env.truncated_faststart_mp4), VideoIOError,
+         r"cut_faststart\.mp4: .*truncated video"),
+    Case("read/corrupt-stream", "io", lambda env: read_video(env.corrupt_mp4), VideoIOError,
+         r"corrupt\.mp4: .*corrupt"),
+    Case("read/zero-frames", "io", lambda env: read_video(env.zero_frame_avi), VideoIOError,
+         r"zero\.avi: zero frames could be decoded"),
+    Case("probe/zero-frames", "io", lambda env: probe_video(env.zero_frame_avi), VideoIOError,
+         r"zero\.avi: the video stream has zero frames"),
+    Case("read/no-video-stream", "io", lambda env: read_video(env.no_stream_mp4), VideoIOError,
+         r"nostream\.mp4: the file has no video stream"),
+    Case("read/unsupported-suffix", "io", lambda env: read_video(env.file("clip.txt", b"x")), VideoIOError,
+         r"clip\.txt: unsupported format '\.txt'"),
+    Case("read/truncated-gif", "io", lambda env: read_video(env.file("cut.gif", b"GIF89a" + b"\x00" * 10)),
+         VideoIOError, r"cut\.gif: cannot open as a video"),
+    Case("read/frame-folder-without-frames", "io",
+         lambda env: read_video(env.folder("noframes", {"readme.txt": b"no frames"})), VideoIOError,
+         r"noframes: the folder contains no \.png/\.jpg/\.jpeg frames \(zero frames\)"),
+    Case("probe/frame-folder-without-frames", "io", lambda env: probe_video(env.folder("noframes2", {})),
+         VideoIOError, r"noframes2: the folder contains no .* frames"),
+    Case("read/frame-not-an-image", "io", lambda env: read_video(env.folder("brokenpng", {"000.png": b"not a png"})),
+         VideoIOError, r"000\.png: not a readable image"),
+    Case("read/frames-of-different-sizes", "io",
+         lambda env: read_video(env.folder("mixed", {"0.png": np.zeros((8, 8, 3), np.uint8),
+                                                     "1.png": np.zeros((8, 9, 3), np.uint8)})),
+         VideoIOError, r"mixed: frames have different sizes"),
+    Case("read/more-frames-than-the-video", "io", lambda env: read_video(env.good_mp4, num_frames=99), VideoIOError,
+         r"good\.mp4: asked for 99 frames .* but the video has only 12 frames"),
+    Case("read/start-past-the-end", "io", lambda env: read_video(env.good_mp4, start=40), VideoIOError,
+         r"good\.mp4: start=40 is past the last frame"),
+    Case("read/zero-num-frames", "io", lambda env: read_video(env.good_mp4, num_frames=0), InvalidInputError,
+         r"good\.mp4: num_frames must be a positive int or None, got 0"),
+    Case("read/zero-size", "io", lambda env: read_video(env.good_mp4, size=0), InvalidInputError,
+         r"size must be positive, got 0"),
+    # --------------------------------------------------------------------------- write_video
+    Case("write/rank-3", "write", lambda env: _write(env, torch.zeros(3, 8, 8)), InvalidInputError,
+         r"bad\.mp4: expected 4 dims \(3,T,H,W\) or \(T,H,W,3\), got shape \(3, 8, 8\)", _nothing_written),
+    Case("write/rank-5-batch", "write", lambda env: _write(env, torch.zeros(1, 3, 2, 8, 8)), InvalidInputError,
+         r"bad\.mp4: expected 4 dims .* got shape \(1, 3, 2, 8, 8\)", _nothing_written),
+    Case("write/4-channels", "write", lambda env: _write(env, torch.zeros(4, 2, 8, 8)), InvalidInputError,
+         r"bad\.mp4: expected 3 colour channels first or last, got shape \(4, 2, 8, 8\)", _nothing_written),
+    Case("write/nan", "write", lambda env: _write(env, _nan((3, 2, 8, 8))), InvalidInputError,
+         r"bad\.mp4: contains NaN or infinite values", _nothing_written),
+    Case("write/inf", "write", lambda env: _write(env, _inf((3, 2, 8, 8))), InvalidInputError,
+         r"bad\.mp4: contains NaN or infinite values", _nothing_written),
+    Case("write/int64", "write", lambda env: _write(env, torch.zeros(3, 2, 8, 8, dtype=torch.long)),
+         InvalidInputError, r"bad\.mp4: dtype must be floating point in \[-1, 1\] or uint8, got torch\.int64",
+         _nothing_written),
+    Case("write/zero-frames", "write", lambda env: _write(env, torch.zeros(3, 0, 8, 8)), InvalidInputError,
+         r"bad\.mp4: has zero frames", _nothing_written),
+    Case("write/zero-height", "write", lambda env: _write(env, torch.zeros(3, 2, 0, 8)), InvalidInputError,
+         r"bad\.mp4: frames are empty", _nothing_written),
+    Case("write/fps-zero", "write", lambda env: _write(env, torch.zeros(3, 2, 8, 8), fps=0), InvalidInputError,
+         r"bad\.mp4: fps must be a positive finite number, got 0", _nothing_written),
+    Case("write/fps-inf", "write", lambda env: _write(env, torch.zeros(3, 2, 8, 8), fps=float("inf")),
+         InvalidInputError, r"bad\.mp4: fps must be a positive finite number, got inf", _nothing_written),
+    Case("write/unwritable-suffix", "write", lambda env: _write(env, torch.zeros(3, 2, 8, 8), name="bad.avi"),
+         VideoIOError, r"bad\.avi: cannot write '\.avi'", _nothing_written),
+    # --------------------------------------------------------------------------- tokenizers: encode / tokenize
+    Case("vae.encode/rank-4", "vae", lambda env: env.vae.encode(env.x[0]), InvalidInputError,
+         r"x must have 5 dims \(B, 3, T, H, W\), got shape \(3, 5, 16, 16\) \(add a batch axis"),
+    Case("vae.encode/4-channels", "vae", lambda env: env.vae.encode(torch.zeros(1, 4, T, H, W)), InvalidInputError,
+         r"x must have 3 \(RGB\) channels on axis 1, got 4"),
+    Case("vae.encode/zero-frames", "vae", lambda env: env.vae.encode(torch.zeros(1, 3, 0, H, W)), InvalidInputError,
+         r"x is empty \(shape \(1, 3, 0, 16, 16\)\)"),
+    Case("vae.encode/nan", "vae", lambda env: env.vae.encode(_nan((1, 3, T, H, W))), InvalidInputError,
+         r"x contains NaN or Inf values"),
+    Case("vae.encode/inf", "vae", lambda env: env.vae.encode(_inf((1, 3, T, H, W))), InvalidInputError,
+         r"x contains NaN or Inf values"),
+    Case("vae.encode/out-of-range", "vae", lambda env: env.vae.encode(env.x * 3), InvalidInputError,
+         r"x values must be in \[-1, 1\], got \[-[23][.\d]*, [23][.\d]*\]"),
+    Case("vae.encode/float64", "vae", lambda env: env.vae.encode(env.x.double()), InvalidInputError,
+         r"x has dtype torch\.float64 but the model computes in torch\.float32"),
+    Case("vae.encode/uint8", "vae", lambda env: env.vae.encode(((env.x + 1) * 127).to(torch.uint8)),
+         InvalidInputError, r"x must be a float tensor in \[-1, 1\], got dtype torch\.uint8 \(for uint8 frames"),
+    Case("vae.encode/int32", "vae", lambda env: env.vae.encode(torch.zeros(1, 3, T, H, W, dtype=torch.int32)),
+         InvalidInputError, r"x must be a float tensor .* got dtype torch\.int32"),
+    Case("vae.encode/not-a-tensor", "vae", lambda env: env.vae.encode(env.x.tolist()), InvalidInputError,
+         r"x must be a torch\.Tensor of shape \(B, 3, T, H, W\), got list"),
+    Case("vae.encode/chunk-frames-0", "vae", lambda env: env.vae.encode(env.x, chunk_frames=0), InvalidInputError,
+         r"chunk_frames must be a positive int or None, got 0"),
+    Case("vae.encode/enormous", "vae", lambda env: env.vae.encode(torch.zeros(1, 1, 1, 1, 1).expand(*HUGE_VIDEO)),
+         InvalidInputError, r"x: encoding 1 video\(s\) of 100000 frames of 40000x40000 " + GIB),
+    Case("vq.tokenize/rank-4", "vq", lambda env: env.vq.tokenize(env.x[0]), InvalidInputError,
+         r"x must have 5 dims \(B, 3, T, H, W\), got shape \(3, 5, 16, 16\)"),
+    Case("vq.tokenize/2-channels", "vq", lambda env: env.vq.tokenize(torch.zeros(1, 2, T, H, W)), InvalidInputError,
+         r"x must have 3 \(RGB\) channels on axis 1, got 2"),
+    Case("vq.tokenize/nan", "vq", lambda env: env.vq.tokenize(_nan((1, 3, T, H, W))), InvalidInputError,
+         r"x contains NaN or Inf values"),
+    Case("vq.tokenize/float64", "vq", lambda env: env.vq.tokenize(env.x.double()), InvalidInputError,
+         r"x has dtype torch\.float64 but the model computes in torch\.float32"),
+    Case("vq.encode/enormous", "vq", lambda env: env.vq.encode(torch.zeros(1, 1, 1, 1, 1).expand(*HUGE_VIDEO)),
+         InvalidInputError, r"x: encoding 1 video\(s\) of 100000 frames of 40000x40000 " + GIB),
+    # --------------------------------------------------------------------------- tokenizers: decode / detokenize
+    Case("vae.decode/5-channels", "vae", lambda env: env.vae.decode(torch.zeros(1, 5, 2, 2, 2)), InvalidInputError,
+         r"z must have shape \(B, 4, t, h, w\), got \(1, 5, 2, 2, 2\)"),
+    Case("vae.decode/rank-4", "vae", lambda env: env.vae.decode(torch.zeros(4, 2, 2, 2)), InvalidInputError,
+         r"z must have shape \(B, 4, t, h, w\), got \(4, 2, 2, 2\)"),
+    Case("vae.decode/inf", "vae", lambda env: env.vae.decode(_inf((1, 4, 2, 2, 2))), InvalidInputError,
+         r"z contains NaN or Inf values"),
+    Case("vae.decode/float64", "vae", lambda env: env.vae.decode(torch.zeros(1, 4, 2, 2, 2, dtype=torch.float64)),
+         InvalidInputError, r"z has dtype torch\.float64 but the model computes in torch\.float32"),
+    Case("vae.decode/int64", "vae", lambda env: env.vae.decode(torch.zeros(1, 4, 2, 2, 2, dtype=torch.long)),
+         InvalidInputError, r"z must be a float tensor, got dtype torch\.int64"),
+    Case("vae.decode/num-frames-too-many", "vae", lambda env: env.vae.decode(torch.zeros(1, 4, 2, 2, 2), num_frames=9),
+         InvalidInputError, r"num_frames=9 is out of range for latents of shape \(1, 4, 2, 2, 2\) \(1\.\.5\)"),
+    Case("vae.decode/enormous", "vae", lambda env: env.vae.decode(torch.zeros(1, 1, 1, 1, 1).expand(*HUGE_LATENT)),
+         InvalidInputError, r"z: decoding 1 video\(s\) of 3997 frames of 80000x80000 " + GIB),
+    Case("vae.decode/enormous-chunked-and-tiled", "vae",
+         lambda env: (env.vae.enable_tiling(), env.vae.decode(torch.zeros(1, 1, 1, 1, 1).expand(*HUGE_LATENT),
+                                                              chunk_frames=1)),
+         InvalidInputError, r"z: decoding .* " + GIB + r".*chunk_frames and enable_tiling\(\) reduce the working "
+         r"memory, not the output", lambda env: env.vae.disable_tiling()),
+    Case("vq.decode/codes-with-ids-shape", "vq", lambda env: env.vq.decode(torch.zeros(1, 2, 2, 2, dtype=torch.long)),
+         InvalidInputError, r"z must have shape \(B, 4, t, h, w\), got \(1, 2, 2, 2\)"),
+    Case("vq.detokenize/id-above-vocab", "vq", lambda env: env.vq.detokenize(torch.full((1, 2, 2, 2), 1000)),
+         InvalidInputError, r"ids must be in \[0, 1000\), got range \[1000, 1000\]"),
+    Case("vq.detokenize/negative-id", "vq", lambda env: env.vq.detokenize(torch.full((1, 2, 2, 2), -1)),
+         InvalidInputError, r"ids must be in \[0, 1000\), got range \[-1, -1\]"),
+    Case("vq.detokenize/float-ids", "vq", lambda env: env.vq.detokenize(torch.zeros(1, 2, 2, 2)), InvalidInputError,
+         r"ids must be an int64 \(or int32\) tensor, got dtype torch\.float32"),
+    Case("vq.detokenize/int16-ids", "vq", lambda env: env.vq.detokenize(torch.zeros(1, 2, 2, 2, dtype=torch.int16)),
+         InvalidInputError, r"ids must be an int64 \(or int32\) tensor, got dtype torch\.int16"),
+    Case("vq.detokenize/rank-3", "vq", lambda env: env.vq.detokenize(torch.zeros(2, 2, 2, dtype=torch.long)),
+         InvalidInputError, r"ids must be a LongTensor of shape \(B, t, h, w\), got \(2, 2, 2\)"),
+    Case("vq.detokenize/enormous", "vq",
+         lambda env: env.vq.detokenize(torch.zeros(1, 1, 1, 1, dtype=torch.long).expand(1, *HUGE_LATENT[2:])),
+         InvalidInputError, r"ids: decoding 1 video\(s\) of 3997 frames of 80000x80000 " + GIB),
+    Case("vq.stream_decoder/id-above-vocab", "vq",
+         lambda env: env.vq.stream_decoder().push(torch.full((1, 1, 2, 2), 5000)), InvalidInputError,
+         r"ids must be in \[0, 1000\), got range \[5000, 5000\]"),
+    # --------------------------------------------------------------------------- generators: ids
+    Case("masked.check_ids/id-equal-to-vocab", "generator",
+         lambda env: env.masked.check_ids(torch.full((1, 2, 2, 2), 64)), InvalidInputError,
+         r"ids must be in \[0, 64\), got \[64, 64\]"),
+    Case("masked.check_ids/mask-id-not-allowed", "generator",
+         lambda env: env.masked.check_ids(torch.full((1, 2, 2, 2), 65), "latents", allow_special=True),
+         InvalidInputError, r"latents must be in \[0, 65\), got \[65, 65\]"),
+    Case("masked.check_ids/float", "generator", lambda env: env.masked.check_ids(torch.zeros(1, 2, 2, 2)),
+         InvalidInputError, r"ids must be a \(B, t, h, w\) long tensor, got torch\.float32 \(1, 2, 2, 2\)"),
+    Case("autoregressive.check_ids/negative", "generator",
+         lambda env: env.autoregressive.check_ids(torch.full((1, 2, 2, 2), -3)), InvalidInputError,
+         r"ids must be in \[0, 64\), got \[-3, -3\]"),
+    Case("autoregressive.check_ids/rank-3", "generator",
+         lambda env: env.autoregressive.check_ids(torch.zeros(2, 2, 2, dtype=torch.long)), InvalidInputError,
+         r"ids must be a \(B, t, h, w\) long tensor, got torch\.int64 \(2, 2, 2\)"),
+    # --------------------------------------------------------------------------- metrics
+    Case("fvd.preprocess/rank-4", "metrics", lambda env: preprocess_for_i3d(env.x[0]), InvalidInputError,
+         r"videos must have shape \(N, 3, T, H, W\), got \(3, 5, 16, 16\)"),
+    Case("fvd.preprocess/1-channel", "metrics", lambda env: preprocess_for_i3d(torch.zeros(1, 1, T, H, W)),
+         InvalidInputError, r"videos must have shape \(N, 3, T, H, W\), got \(1, 1, 5, 16, 16\)"),
+    Case("fvd.preprocess/nan", "metrics", lambda env: preprocess_for_i3d(_nan((1, 3, T, H, W))), InvalidInputError,
+         r"videos contains NaN or infinite values"),
+    Case("fvd.preprocess/int32", "metrics",
+         lambda env: preprocess_for_i3d(torch.zeros(1, 3, T, H, W, dtype=torch.int32)), InvalidInputError,
+         r"videos must be float in \[-1, 1\] or uint8 in \[0, 255\], got dtype torch\.int32"),
+    Case("fvd.preprocess/float-0-255", "metrics", lambda env: preprocess_for_i3d((env.x + 1) * 127.5),
+         InvalidInputError, r"videos must be in \[-1, 1\] \(or uint8\), got values in \[0\.\d+, 25\d\.\d+\]"),
+    Case("fvd.features/empty-batch", "metrics", lambda env: env.fvd.features(torch.zeros(0, 3, T, H, W)),
+         InvalidInputError, r"FVD input must be a non-empty batch tensor \(N, 3, \.\.\.\), got \(0, 3, 5, 16, 16\)"),
+    Case("fid.preprocess/video-instead-of-images", "metrics", lambda env: preprocess_for_inception(env.x),
+         InvalidInputError, r"images must have shape \(N, 3, H, W\), got \(1, 3, 5, 16, 16\)"),
+    Case("fid.preprocess/inf", "metrics", lambda env: preprocess_for_inception(_inf((2, 3, H, W))),
+         InvalidInputError, r"images contains NaN or infinite values"),
+    Case("fid.features/rank-3", "metrics",
+         lambda env: FrechetInceptionDistance(progress=False).features(env.x[0, :, 0]),
+         InvalidInputError, r"FID input must be images \(N, 3, H, W\) or videos \(N, 3, T, H, W\), got \(3, 16, 16\)"),
+    Case("psnr/rank-4", "metrics", lambda env: psnr(env.x[0], env.x[0]), InvalidInputError,
+         r"x must have shape \(B, 3, T, H, W\), got \(3, 5, 16, 16\)"),
+    Case("psnr/shape-mismatch", "metrics", lambda env: psnr(env.x, env.x[:, :, :2]), InvalidInputError,
+         r"x and y must have the same shape, got \(1, 3, 5, 16, 16\) and \(1, 3, 2, 16, 16\)"),
+    Case("psnr/int64", "metrics", lambda env: psnr(env.x.long(), env.x.long()), InvalidInputError,
+         r"x must be a float tensor in \[-1, 1\], got dtype torch\.int64"),
+    Case("psnr/nan", "metrics", lambda env: psnr(env.x, _nan((1, 3, T, H, W))), InvalidInputError,
+         r"y contains NaN or infinite values"),
+    Case("ssim/frames-smaller-than-window", "metrics", lambda env: ssim(env.x[..., :8, :8], env.x[..., :8, :8]),
+         InvalidInputError, r"frames must be at least 11x11 pixels, got \(8, 8\)"),
+    Case("ssim/4-channels", "metrics", lambda env: ssim(torch.zeros(1, 4, T, H, W), torch.zeros(1, 4, T, H, W)),
+         InvalidInputError, r"x must have shape \(B, 3, T, H, W\), got \(1, 4, 5, 16, 16\)"),
+    Case("temporal_flicker/inf", "metrics", lambda env: temporal_flicker(_inf((1, 3, T, H, W)), env.x),
+         InvalidInputError, r"x contains NaN or infinite values"),
+    Case("feature-stats/wrong-dim", "metrics", lambda env: FeatureStats(400).update(np.zeros((2, 2048))),
+         InvalidInputError, r"features must have shape \(N, 400\), got \(2, 2048\)"),
+    Case("frechet/nan-mean", "metrics",
+         lambda env: frechet_distance(np.full(3, np.nan), np.eye(3), np.zeros(3), np.eye(3)), InvalidInputError,
+         r"first distribution: statistics contain NaN or infinite values"),
+    Case("fvd.load_real_stats/other-protocol", "fvd",
+         lambda env: env.fvd.load_real_stats(env.stats("cleanfid.npz", metric="FVD", feature_network=I3D_ID,
+                                                       preprocessing="PIL bicubic resize with antialiasing")),
+         InvalidInputError, r"cleanfid\.npz was computed under a different protocol: \{'preprocessing'"),
+    Case("fvd.load_real_stats/fid-stats", "fvd",
+         lambda env: env.fvd.load_real_stats(env.stats("fid.npz", dim=2048, metric="FID")), InvalidInputError,
+         r"fid\.npz holds 2048-d statistics, FVD uses 400-d features"),
+    Case("fvd.load_real_stats/not-a-stats-file", "fvd",
+         lambda env: env.fvd.load_real_stats(env.file("stats.npz", b"not a zip")), InvalidInputError,
+         r"stats\.npz is not a vidgen statistics file"),
+    # --------------------------------------------------------------------------- saved tokenizers (config vs weights)
+    Case("load_tokenizer/config-edited-to-another-width", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_width", lambda p: _edit_json(p / "config.json",
+                                                                                     widths=[16, 32, 32]))),
+         ConfigError, r"vae_width/config\.json does not match the weights in .*vae_width: .*expected shape"),
+    Case("load_tokenizer/config-edited-latent-channels", "load",
+         lambda env: CausalVAE.from_pretrained(env.broken_vae("vae_latent", lambda p: _edit_json(p / "config.json",
+                                                                                                 latent_channels=8))),
+         ConfigError, r"vae_latent/config\.json does not match the weights"),
+    Case("load_tokenizer/config-invalid-value", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_tc", lambda p: _edit_json(p / "config.json",
+                                                                                  temporal_compression=3))),
+         ConfigError, r"vae_tc/config\.json: temporal_compression must be 1, 2, 4 or 8, got 3"),
+    Case("load_tokenizer/config-not-json", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_json", lambda p: (p / "config.json").write_text("{oops"))),
+         ConfigError, r"vae_json/config\.json: not valid JSON"),
+    Case("load_tokenizer/config-names-no-tokenizer", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_cls", lambda p: _edit_json(p / "config.json",
+                                                                                   _class_name="UNet2DModel"))),
+         ConfigError, r"vae_cls/config\.json: _class_name 'UNet2DModel' is not a vidgen tokenizer"),
+    Case("load_tokenizer/vae-folder-as-vqvae", "load", lambda env: CausalVQVAE.from_pretrained(env.vae_folder),
+         ConfigError, r"vae/config\.json: describes a CausalVAE, not a CausalVQVAE"),
+    Case("load_tokenizer/weights-missing-a-tensor", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_drop", _drop_tensor)),
+         MissingWeightsError, r"vae_drop: the weight file does not match .*config\.json: 1 tensor\(s\) of the model "
+         r"are missing \['decoder\.head\.bias'\]"),
+    Case("load_tokenizer/weights-with-an-extra-tensor", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_extra", _extra_tensor)), MissingWeightsError,
+         r"vae_extra: the weight file does not match .* 1 in the file are unexpected \['decoder\.extra\.weight'\]"),
+    Case("load_tokenizer/truncated-weights", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_cut", lambda p: _truncate(
+             p / "diffusion_pytorch_model.safetensors"))),
+         MissingWeightsError,
+         r"vae_cut: cannot load the CausalVAE weights: .*vae_cut/diffusion_pytorch_model\.safetensors"),
+    Case("load_tokenizer/no-config", "load", lambda env: load_tokenizer(env.path("nothing_here")), MissingWeightsError,
+         r"nothing_here: no config\.json here"),
+    # --------------------------------------------------------------------------- pickles in place of weights
+    Case("load_tokenizer/pickle-named-safetensors", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_pickle", lambda p: env.payload(
+             "vae_pickle/diffusion_pytorch_model.safetensors"))),
+         MissingWeightsError, r"vae_pickle: cannot load the CausalVAE weights: .*diffusion_pytorch_model\.safetensors",
+         lambda env: env.no_payload_ran()),
+    Case("load_tokenizer/pickle-as-bin-fallback", "load",
+         lambda env: load_tokenizer(env.broken_vae("vae_bin", lambda p: (
+             (p / "diffusion_pytorch_model.safetensors").unlink(),
+             env.payload("vae_bin/diffusion_pytorch_model.bin", torch.save)))),
+         MissingWeightsError, r"vae_bin: cannot load the CausalVAE weights: .*no file named "
+         r"diffusion_pytorch_model\.safetensors", lambda env: env.no_payload_ran()),
+    Case("load_i3d/pickle-ckpt", "fvd", lambda env: load_i3d(env.payload("evil_i3d.ckpt")), UnsafeWeightsError,
+         r"evil_i3d\.ckpt: refusing to load posix\.system", lambda env: env.no_payload_ran()),
+    Case("load_i3d/pickle-pt", "fvd", lambda env: load_i3d(env.payload("evil_i3d.pt", torch.save)),
+         MissingWeightsError, r"evil_i3d\.pt is not a readable \.pt state dict: Weights only load failed",
+         lambda env: env.no_payload_ran()),
+    Case("load_inception/pickle-pt", "metrics",
+         lambda env: load_inception(env.payload("evil_inception.pt", torch.save)),
+         MissingWeightsError, r"evil_inception\.pt is not a TorchScript Inception network",
+         lambda env: env.no_payload_ran()),
+    Case("load_pipeline/pickle-transformer-weights", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_pickle", lambda p: env.payload(
+             "pipe_pickle/transformer/diffusion_pytorch_model.safetensors"))),
+         MissingWeightsError, r"pipe_pickle/transformer: cannot load the DiffusionVideoTransformer weights",
+         lambda env: env.no_payload_ran()),
+    # --------------------------------------------------------------------------- pipeline folders
+    Case("load_pipeline/no-model-index", "pipeline_folder", lambda env: load_pipeline(env.path("vae")),
+         MissingWeightsError, r"vae: no model_index\.json"),
+    Case("load_pipeline/missing-component-folder", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_novae", lambda p: shutil.rmtree(p / "vae"))),
+         MissingWeightsError, r"pipe_novae: component 'vae' \(CausalVAE\) is listed in model_index\.json but its "
+         r"folder .*pipe_novae/vae is missing"),
+    Case("load_pipeline/wrong-kind-component", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_kind", lambda p: _edit_json(
+             p / "model_index.json", vae=["vidgen.tokenizers.vqvae", "CausalVQVAE"]))),
+         ConfigError, r"pipe_kind/vae/config\.json: describes a CausalVAE, not a CausalVQVAE"),
+    Case("load_pipeline/generator-as-tokenizer", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_gen", lambda p: _edit_json(
+             p / "model_index.json", vae=["vidgen.generators.masked", "MaskedVideoTransformer"]))),
+         ConfigError, r"pipe_gen/vae/config\.json: describes a CausalVAE, not a MaskedVideoTransformer"),
+    Case("load_pipeline/unknown-class", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_nocls", lambda p: _edit_json(
+             p / "model_index.json", vae=["vidgen.tokenizers.vae", "CausalNope"]))),
+         ConfigError, r"pipe_nocls/model_index\.json: component 'vae' names class 'CausalNope', which "
+         r"vidgen\.tokenizers\.vae does not have"),
+    Case("load_pipeline/unknown-module", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_nomod", lambda p: _edit_json(
+             p / "model_index.json", vae=["vidgen.tokenizers.nope", "CausalVAE"]))),
+         ConfigError, r"pipe_nomod/model_index\.json: component 'vae' names module 'vidgen\.tokenizers\.nope'"),
+    Case("load_pipeline/not-a-vidgen-pipeline", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_sd", lambda p: _edit_json(
+             p / "model_index.json", _class_name="StableDiffusionPipeline"))),
+         ConfigError, r"pipe_sd/model_index\.json: _class_name 'StableDiffusionPipeline' is not a vidgen pipeline"),
+    Case("load_pipeline/model-index-not-json", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_json", lambda p: (p / "model_index.json").write_text("{"))),
+         ConfigError, r"pipe_json/model_index\.json: not valid JSON"),
+    Case("load_pipeline/transformer-config-edited", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_dim", lambda p: _edit_json(
+             p / "transformer" / "config.json", architecture__dim=128))),
+         ConfigError, r"pipe_dim/transformer/config\.json does not match the weights"),
+    Case("load_pipeline/scheduler-of-another-kind", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("pipe_ddim", lambda p: _edit_json(
+             p / "model_index.json", scheduler=["diffusers", "DDIMScheduler"]))),
+         InvalidInputError, r"scheduler: a flow-matching model needs a FlowMatch\* scheduler, got DDIMScheduler"),
+    # --------------------------------------------------------------------------- configs: unknown names and values
+    Case("load_config/unknown-key", "config", lambda env: load_config(overrides=["model.blocks=3"]), ConfigError,
+         r"unknown config key 'model\.blocks'"),
+    Case("load_config/unknown-block-option", "config",
+         lambda env: build_model(load_config(overrides=["model.preset=tiny", "model.overrides.attn_block=2"]).model),
+         ConfigError, r"CausalVAE\.from_preset\('tiny'\): unknown option\(s\) \['attn_block'\] for CausalVAE"),
+    Case("load_config/unknown-quantizer", "config",
+         lambda env: build_model(load_config(overrides=["model.kind=vqvae", "model.preset=tiny",
+                                                        "model.overrides.quantizer=nope"]).model),
+         ConfigError, r"quantizer must be one of \('vq', 'fsq', 'lfq', 'bsq'\), got 'nope'"),
+    Case("load_config/unknown-model-kind", "config",
+         lambda env: build_model(load_config(overrides=["model.kind=unet"]).model), ConfigError,
+         r"model\.kind='unet' is unknown"),
+    Case("load_config/string-for-an-int", "config",
+         lambda env: build_model(load_config(overrides=["model.preset=tiny",
+                                                        "model.overrides.latent_channels=abc"]).model),
+         ConfigError, r"latent_channels must be an int .* got 'abc'"),
+    Case("load_config/invalid-yaml-file", "config",
+         lambda env: load_config(_config_file(env, "broken.yaml", "model: [tiny\n")), ConfigError,
+         r"config file .*broken\.yaml is not valid YAML"),
+    Case("load_config/invalid-json-file", "config",
+         lambda env: load_config(_config_file(env, "broken.json", "{model: tiny}")), ConfigError,
+         r"config file .*broken\.json is not valid JSON"),
+    Case("load_config/override-below-a-value", "config", lambda env: load_config(overrides=["steps=3", "steps.x=1"]),
+         ConfigError, r"override steps\.x: steps is already set to 3, not a mapping"),
+    Case("load_config/unknown-generator", "config",
+         lambda env: generator_class(load_config(schema=GeneratorTrainConfig,
+                                                 overrides=["model.generator=gan"]).model.generator),
+         ConfigError, r"generator='gan' is unknown; choose from \['autoregressive', 'diffusion', 'masked'\]"),
+    Case("CausalVQVAE.from_preset/unknown-quantizer", "config",
+         lambda env: CausalVQVAE.from_preset("tiny", quantizer="nope"), ConfigError,
+         r"quantizer must be one of \('vq', 'fsq', 'lfq', 'bsq'\), got 'nope'"),
+    Case("CausalVAE.from_preset/unknown-preset", "config", lambda env: CausalVAE.from_preset("huge"), ConfigError,
+         r"unknown VAE preset 'huge'"),
+    Case("generator.from_preset/unknown-option", "config",
+         lambda env: DiffusionVideoTransformer.from_preset("tiny", in_channels=4, num_experts=8), ConfigError,
+         r"DiffusionVideoTransformer\.from_preset\('tiny'\): unknown option\(s\) \['num_experts'\]"),
+    Case("generator.from_preset/unknown-layout", "config",
+         lambda env: MaskedVideoTransformer.from_preset("tiny", vocab_size=64, layout="dilated"), ConfigError,
+         r"layout must be one of .* got 'dilated'"),
+    Case("check_scheduler/flow-model-ddim", "config",
+         lambda env: check_scheduler(env.pipe.transformer, DDIMScheduler()), InvalidInputError,
+         r"scheduler: a flow-matching model needs a FlowMatch\* scheduler, got DDIMScheduler"),
+    Case("check_scheduler/epsilon-model-flow-scheduler", "config",
+         lambda env: check_scheduler(DiffusionVideoTransformer.from_preset("tiny", in_channels=4,
+                                                                          prediction_type="epsilon"),
+                                     FlowMatchEulerDiscreteScheduler()),
+         InvalidInputError, r"scheduler: the model predicts 'epsilon'; FlowMatchEulerDiscreteScheduler is configured"),
+    # --------------------------------------------------------------------------- prompts
+    Case("check_prompts/empty-list", "pipeline", lambda env: check_prompts([]), InvalidInputError,
+         r"prompt must be a string or a non-empty list of strings, got \[\]"),
+    Case("check_prompts/none-in-list", "pipeline", lambda env: check_prompts(["a red circle", None]),
+         InvalidInputError, r"prompt must be a string or a non-empty list of strings, got \['a red circle', None\]"),
+    Case("check_prompts/bytes", "pipeline", lambda env: check_prompts(b"a red circle", "negative_prompt"),
+         InvalidInputError, r"negative_prompt must be a string or a non-empty list of strings, got b'a red circle'"),
+    Case("pipeline/empty-prompt-list", "pipeline", lambda env: env.run_pipe([]), InvalidInputError,
+         r"prompt must be a string or a non-empty list of strings"),
+    Case("pipeline/negative-prompt-without-prompt", "pipeline", lambda env: env.run_pipe(negative_prompt="blurry"),
+         InvalidInputError, r"negative_prompt needs a prompt"),
+    # --------------------------------------------------------------------------- pipeline calls
+    Case("pipeline/height-100000", "pipeline", lambda env: env.run_pipe(height=100_000, width=100_000),
+         InvalidInputError, r"num_frames / height / width: decoding 1 video\(s\) of 5 frames of 100000x100000 " + GIB),
+    Case("pipeline/ten-million-frames", "pipeline", lambda env: env.run_pipe(num_frames=10_000_000),
+         InvalidInputError, r"num_frames / height / width: decoding 1 video\(s\) of 10000000 frames of 16x16 " + GIB),
+    Case("pipeline/zero-frames", "pipeline", lambda env: env.run_pipe(num_frames=0), InvalidInputError,
+         r"num_frames must be an int >= 1, got 0"),
+    Case("pipeline/nan-guidance", "pipeline", lambda env: env.run_pipe(guidance_scale=float("nan")), InvalidInputError,
+         r"guidance_scale must be a number >= 0, got nan"),
+    Case("pipeline/nan-latents", "pipeline", lambda env: env.run_pipe(latents=_nan((1, 4, 2, 2, 2))),
+         InvalidInputError, r"latents must be a finite float tensor \(starting noise\), got dtype torch\.float32 with "
+         r"NaN or Inf values"),
+    Case("pipeline/integer-latents", "pipeline",
+         lambda env: env.run_pipe(latents=torch.zeros(1, 4, 2, 2, 2, dtype=torch.long)), InvalidInputError,
+         r"latents must be a finite float tensor \(starting noise\), got dtype torch\.int64"),
+    Case("pipeline/latents-of-another-grid", "pipeline", lambda env: env.run_pipe(latents=torch.zeros(1, 4, 3, 2, 2)),
+         InvalidInputError, r"latents must have shape \(1, 4, 2, 2, 2\), got \(1, 4, 3, 2, 2\)"),
+    Case("pipeline/uint8-conditioning-frames", "pipeline",
+         lambda env: env.run_pipe(conditioning_frames=torch.zeros(3, 1, H, W, dtype=torch.uint8)), InvalidInputError,
+         r"conditioning_frames must be a float tensor in \[-1, 1\], got dtype torch\.uint8"),
+    Case("pipeline/nan-conditioning-frames", "pipeline",
+         lambda env: env.run_pipe(conditioning_frames=_nan((3, 1, H, W))), InvalidInputError,
+         r"conditioning_frames contains NaN or Inf values"),
+    Case("pipeline/4-channel-conditioning-frames", "pipeline",
+         lambda env: env.run_pipe(conditioning_frames=torch.zeros(4, 1, H, W)), InvalidInputError,
+         r"conditioning_frames must have 3 \(RGB\) channels on axis 1, got 4"),
+    Case("pipeline/output-type", "pipeline", lambda env: env.run_pipe(output_type="gif"), InvalidInputError,
+         r"output_type must be one of \('np', 'pil', 'pt', 'latent'\), got 'gif'"),
+]
+
+
+def test_the_corpus_is_large_and_ids_are_unique():
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert {c.target for c in CASES} <= set(SANITY)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_clearly_and_the_process_stays_usable(case: Case, env: Env):
+    with pytest.raises(case.error, match=case.match) as info:
+        case.trigger(env)
+    assert isinstance(info.value, VidgenError), f"{type(info.value).__name__} is not a VidgenError"
+    if case.after is not None:
+        case.after(env)
+    after = SANITY[case.target](env)  # the same object, a valid call: same result as before any bad input
+    assert all(_same(a, b) for a, b in zip(after, env.reference[case.target])) if isinstance(after, tuple) \
+        else _same(after, env.reference[case.target])
+
+
+# ---------------------------------------------------------------------------------------------- documented handling
+def test_memory_check_compares_the_estimate_with_the_device_memory(env, monkeypatch):
+    import vidgen.tokenizers.base as base
+
+    z = torch.zeros(1, 4, 2, 2, 2)
+    need = env.vae.estimate_memory(1, 5, 16, 16)
+    assert 3 * 5 * 16 * 16 * 4 < need < 2**24  # at least the output, and small for a tiny decode
+    monkeypatch.setattr(base, "device_memory_bytes", lambda device: need - 1)
+    with pytest.raises(InvalidInputError, match=r"z: decoding 1 video\(s\) of 5 frames of 16x16 would need about"):
+        env.vae.decode(z)
+    monkeypatch.setattr(base, "device_memory_bytes", lambda device: need)
+    assert env.vae.decode(z).sample.shape == (1, 3, 5, 16, 16)
+
+
+def test_float64_and_uint8_metric_inputs_give_the_float32_result(env):
+    x, y = env.x, env.x * 0.5
+    assert psnr(x.double(), y.double()).dtype == torch.float64  # documented: float64 stays float64
+    torch.testing.assert_close(psnr(x.double(), y.double()).float(), psnr(x, y))
+    torch.testing.assert_close(ssim(x.double(), y.double()).float(), ssim(x, y))
+    assert preprocess_for_i3d(x.double()).dtype == torch.float32
+    torch.testing.assert_close(preprocess_for_i3d(x.double()), preprocess_for_i3d(x))
+    pixels = torch.randint(0, 256, (1, 3, T, H, W), dtype=torch.uint8)
+    torch.testing.assert_close(preprocess_for_i3d(pixels), preprocess_for_i3d(pixels.float() / 127.5 - 1))
+
+
+def test_float64_video_writes_the_same_frames_as_float32(env):
+    from vidgen.io import to_uint8_frames
+
+    assert np.array_equal(to_uint8_frames(env.x[0].double()), to_uint8_frames(env.x[0]))
+
+
+def test_int32_ids_decode_like_int64_ids(env):
+    ids = env.vq.tokenize(env.x)
+    assert torch.equal(env.vq.detokenize(ids.int()), env.vq.detokenize(ids))
+
+
+def test_float64_starting_latents_give_the_float32_result(env):
+    noise = torch.randn(1, 4, 2, 2, 2, generator=torch.Generator().manual_seed(1))
+    assert np.array_equal(env.run_pipe(latents=noise.double()), env.run_pipe(latents=noise))
+
+
+def test_empty_prompt_is_valid_and_a_long_prompt_is_truncated_with_a_warning(env):
+    empty = env.run_pipe("")  # documented: only the special tokens remain
+    assert empty.shape == (1, T, H, W, 3) and np.isfinite(empty).all()
+    short = "a red circle moving left on"  # exactly max_text_tokens=8 with [CLS] and [SEP]
+    long = short + " a black background" * 2000
+    with pytest.warns(UserWarning, match=r"prompt: 1 prompt\(s\) longer than the transformer's max_text_tokens=8 "
+                                         r"tokens were truncated"):
+        truncated = env.run_pipe(long)
+    assert np.array_equal(truncated, env.run_pipe(short))  # what is kept is the start of the prompt
+    assert not np.array_equal(truncated, empty)

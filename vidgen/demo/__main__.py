@@ -1,0 +1,5 @@
+import sys
+
+from vidgen.demo.run import main
+
+sys.exit(main())

@@ -1,0 +1,222 @@
+"""The main job behind ``make demo``: text -> video with the three shipped pipelines, scored for prompt adherence.
+
+1. Check the attribute scorer on real held-out clips (it must reach ``--scorer-threshold`` on colour and motion
+   before it may score anything generated).
+2. For a prompt set (half seen colour x motion pairs, half held-out ones), generate one video per prompt with each
+   pipeline in ``pretrained/`` (one seeded generator per video), time it, write MP4s and a contact sheet.
+3. Score every video (colour / motion / shape), compute FVD of each pipeline's videos against real clips of the same
+   prompts (with the measured noise floor), write ``metrics.json`` and ``index.html``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
+
+#: pipeline name -> folder under ``--pretrained``
+PIPELINES = {"masked": "shapes-masked", "flow": "shapes-flow", "autoregressive": "shapes-autoregressive"}
+NUM_FRAMES, SIZE, FPS = 17, 64, 8.0
+
+
+def check_scorer(scorer, num_clips: int, threshold: float) -> dict:
+    """Accuracy of ``scorer`` on real clips of the held-out split; raises if colour or motion is below threshold."""
+    from vidgen.data import ShapesDataset
+    from vidgen.metrics.adherence import adherence
+    data = ShapesDataset("test", num_frames=NUM_FRAMES, size=SIZE, num_samples=num_clips, seed=20261123)
+    detected, expected = [], []
+    for i in tqdm(range(len(data)), desc="scorer on real held-out clips", dynamic_ncols=True):
+        item = data[i]
+        detected.append(scorer(item["video"]))
+        expected.append({k: item[k] for k in ("color", "motion", "shape")})
+    result = {**adherence(detected, expected), "split": "test (held-out colour x motion pairs)", "threshold": threshold}
+    result["passed"] = result["color"] >= threshold and result["motion"] >= threshold
+    if not result["passed"]:
+        raise VidgenError(f"the attribute scorer reaches only {result['color']:.1%} colour / {result['motion']:.1%} "
+                          f"motion accuracy on real held-out clips (< {threshold:.0%}): it must not score generated "
+                          "videos")
+    return result
+
+
+def load_pipelines(root: Path, names: list[str]) -> dict:
+    from vidgen.pipelines import load_pipeline
+    missing = [str(root / PIPELINES[n]) for n in names if not (root / PIPELINES[n] / "model_index.json").exists()]
+    if missing:
+        raise MissingWeightsError(f"no shipped pipeline at {', '.join(missing)}; they come with the repository "
+                                  "(or rebuild them with `make pretrained`)")
+    pipes = {}
+    for name in names:
+        pipe = load_pipeline(root / PIPELINES[name])
+        pipe.set_progress_bar_config(disable=True)
+        pipes[name] = pipe
+    return pipes
+
+
+def generate(pipe, prompts, batch: int) -> tuple[torch.Tensor, float]:
+    """(N, 3, T, H, W) in [-1, 1] for ``prompts`` (one generator per video) and the seconds it took per video."""
+    videos, start = [], time.perf_counter()
+    for s in tqdm(range(0, len(prompts), batch), desc=f"{type(pipe).__name__}", dynamic_ncols=True):
+        part = prompts[s:s + batch]
+        out = pipe(prompt=[p.caption for p in part], num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
+                   generator=[torch.Generator().manual_seed(p.seed) for p in part], output_type="pt").frames
+        videos.append(out.permute(0, 2, 1, 3, 4) * 2 - 1)  # (B, T, 3, H, W) [0, 1] -> (B, 3, T, H, W) [-1, 1]
+    return torch.cat(videos), (time.perf_counter() - start) / len(prompts)
+
+
+def write_outputs(out: Path, name: str, videos: torch.Tensor, prompts) -> list[str]:
+    """One MP4 per video under ``out/name/`` and ``out/name.png`` (a contact sheet); returns the MP4 paths."""
+    from vidgen.io import contact_sheet, save_image, write_video
+    files = []
+    for i, video in enumerate(videos):
+        path = out / name / f"{i:03d}.mp4"
+        write_video(path, video, fps=FPS)
+        files.append(str(path.relative_to(out)))
+    labels = [("[held-out] " if p.held_out else "") + p.caption for p in prompts]
+    save_image(out / f"{name}.png", contact_sheet(list(videos), labels=labels, scale=1))
+    return files
+
+
+def save_comparison(path: Path, videos: dict, prompts, per_group: int = 3) -> None:
+    """A contact sheet of the first ``per_group`` seen and held-out prompts, one row per source (real first)."""
+    from vidgen.io import contact_sheet, save_image
+    picks = [i for i, p in enumerate(prompts) if not p.held_out][:per_group] + \
+            [i for i, p in enumerate(prompts) if p.held_out][:per_group]
+    rows, labels = [], []
+    for i in picks:
+        for name, vids in videos.items():
+            rows.append(vids[i])
+            labels.append(f"{name}: {prompts[i].caption}" + (" [held-out pair]" if prompts[i].held_out else ""))
+    save_image(path, contact_sheet(rows, labels=labels, frames_per_row=9, scale=2))
+
+
+def score(scorer, videos: torch.Tensor, prompts) -> tuple[list, dict]:
+    from vidgen.metrics.adherence import adherence
+    detected = [scorer(v) for v in videos]
+    groups = {"seen": [i for i, p in enumerate(prompts) if not p.held_out],
+              "held_out": [i for i, p in enumerate(prompts) if p.held_out]}
+    result = {group: adherence([detected[i] for i in rows], [prompts[i].expected() for i in rows])
+              for group, rows in groups.items() if rows}
+    result["all"] = adherence(detected, [p.expected() for p in prompts])
+    return [d.to_dict() for d in detected], result
+
+
+def fvd_against(metric, videos: torch.Tensor) -> dict:
+    metric.reset(keep_real=True)
+    metric.update(videos, real=False)
+    result = metric.compute()
+    floor = result.get("noise_floor")
+    return {"value": result["value"], "n_real": metric.real.count, "n_fake": metric.fake.count,
+            "noise_floor": floor, "protocol": result["protocol"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vidgen.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--pretrained", default="pretrained", help="folder holding the shapes-* pipeline folders")
+    parser.add_argument("--prompts", type=int, default=48, help="prompts (half held-out colour x motion pairs)")
+    parser.add_argument("--full", action="store_true", help="the full evaluation: 256 prompts, 512 scorer clips")
+    parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
+    parser.add_argument("--scorer-clips", type=int, default=256, help="real held-out clips to check the scorer on")
+    parser.add_argument("--scorer-threshold", type=float, default=0.98)
+    parser.add_argument("--no-fvd", action="store_true", help="skip FVD (the I3D features are the slowest part)")
+    parser.add_argument("--batch", type=int, default=8, help="videos per pipeline call")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        return run(args, sys.argv[1:] if argv is None else argv)
+    except VidgenError as err:
+        print(f"vidgen demo: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args, argv: list[str]) -> int:
+    from vidgen.demo.prompts import demo_prompts, real_clip
+    from vidgen.demo.report import write_page
+    from vidgen.metrics.adherence import AttributeScorer
+    if args.full:
+        args.prompts, args.scorer_clips = max(args.prompts, 256), max(args.scorer_clips, 512)
+    for name in ("batch", "scorer_clips"):
+        if getattr(args, name) < 1:
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = demo_prompts(args.prompts, args.seed)
+    pipes = load_pipelines(Path(args.pretrained), args.pipelines)  # fail early, before any slow work
+    scorer = AttributeScorer()
+    metrics = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "command": " ".join(["python -m vidgen.demo", *argv]),
+               "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                           "python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+               "settings": {"prompts": len(prompts), "held_out_prompts": sum(p.held_out for p in prompts),
+                            "num_frames": NUM_FRAMES, "size": SIZE, "seed": args.seed},
+               "scorer": {"real_held_out": check_scorer(scorer, args.scorer_clips, args.scorer_threshold)}}
+
+    real = torch.stack([real_clip(p, NUM_FRAMES, SIZE) for p in prompts])
+    files = {"real": write_outputs(out, "real", real, prompts)}
+    generated = {"real": real}
+    detections, real_detected = {}, score(scorer, real, prompts)
+    detections["real"] = real_detected[0]
+    metrics["scorer"]["real_same_prompts"] = real_detected[1]
+    fvd_metric = None
+    if not args.no_fvd:
+        from vidgen.metrics import FrechetVideoDistance
+        fvd_metric = FrechetVideoDistance(batch_size=4)
+        fvd_metric.update(real, real=True)
+        second = torch.stack([real_clip(p, NUM_FRAMES, SIZE, stream="demo/real-b") for p in prompts])
+        metrics["fvd_floor"] = {**fvd_against(fvd_metric, second),
+                                "what": "FVD between the real clips and a second, independently rendered real set "
+                                        "of the same prompts: the sampling-noise floor at this size"}
+    metrics["pipelines"] = {}
+    for name, pipe in pipes.items():
+        videos, seconds = generate(pipe, prompts, args.batch)
+        if tuple(videos.shape[1:]) != (3, NUM_FRAMES, SIZE, SIZE):
+            raise VidgenError(f"{name}: generated videos of shape {tuple(videos.shape[1:])}, expected "
+                              f"{(3, NUM_FRAMES, SIZE, SIZE)}")
+        files[name] = write_outputs(out, name, videos, prompts)
+        generated[name] = videos
+        detections[name], adherence_result = score(scorer, videos, prompts)
+        entry = {"folder": str(Path(args.pretrained) / PIPELINES[name]), "class": type(pipe).__name__,
+                 "seconds_per_video": seconds, "adherence": adherence_result, "contact_sheet": f"{name}.png"}
+        if fvd_metric is not None:
+            entry["fvd"] = fvd_against(fvd_metric, videos)
+        metrics["pipelines"][name] = entry
+        del pipe
+    save_comparison(out / "comparison.png", generated, prompts)
+    metrics["comparison"] = "comparison.png"
+    metrics["videos"] = [{"prompt": p.caption, "held_out": p.held_out, "seed": p.seed, **p.expected(),
+                          "files": {k: v[i] for k, v in files.items()},
+                          "detected": {k: v[i] for k, v in detections.items()}} for i, p in enumerate(prompts)]
+    metrics["wall_time_s"] = time.perf_counter() - started
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    page = write_page(out, metrics)
+    print_summary(out, page, metrics)
+    return 0
+
+
+def print_summary(out: Path, page: Path, metrics: dict) -> None:
+    s = metrics["scorer"]["real_held_out"]
+    print(f"\nscorer on {s['n']} real held-out clips: colour {s['color']:.1%}, motion {s['motion']:.1%}, "
+          f"shape {s['shape']:.1%}")
+    print(f"{'pipeline':16s} {'seen c+m':>9s} {'held-out c+m':>13s} {'shape':>6s} {'FVD':>8s} {'s/video':>8s}")
+    for name, entry in metrics["pipelines"].items():
+        a = entry["adherence"]
+        fvd = f"{entry['fvd']['value']:.0f}" if "fvd" in entry else "-"
+        print(f"{name:16s} {a['seen']['color_motion']:9.1%} {a['held_out']['color_motion']:13.1%} "
+              f"{a['all']['shape']:6.1%} {fvd:>8s} {entry['seconds_per_video']:8.2f}")
+    print(f"\nvideos: {out}/<pipeline>/*.mp4   contact sheets: {out}/<pipeline>.png")
+    print(f"metrics: {out / 'metrics.json'}")
+    print(f"page:    {page}  (open it in a browser)")
+    print(f"took {metrics['wall_time_s']:.0f} s")
