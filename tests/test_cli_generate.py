@@ -53,20 +53,21 @@ def test_masked_text_to_video_sheet_and_determinism(pipelines, tmp_path, capsys)
     assert f"video: {tmp_path / 'a.mp4'}" in out and f"contact sheet: {tmp_path / 'a.png'}" in out
     _check_video(tmp_path / "a.mp4")
     assert (tmp_path / "a.png").stat().st_size > 0
-    assert main([*masked, "--seed", "0", "--out", str(tmp_path / "b.mp4")]) == 0
-    assert np.array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "b.mp4"))
-    assert main([*masked, "--seed", "1", "--out", str(tmp_path / "c.mp4")]) == 0
-    assert not np.array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "c.mp4"))
+    # determinism compared on GIFs: x264 (MP4) output was seen to vary with thread timing under CPU load
+    for name, seed in (("a2", 0), ("b", 0), ("c", 1)):
+        assert main([*masked, "--seed", str(seed), "--out", str(tmp_path / f"{name}.gif")]) == 0
+    assert np.array_equal(_frames(tmp_path / "a2.gif"), _frames(tmp_path / "b.gif"))
+    assert not np.array_equal(_frames(tmp_path / "a2.gif"), _frames(tmp_path / "c.gif"))
 
     # --num-videos 2: <stem>_0 / <stem>_1, video i sampled with seed + i (so _0 is the single seed-0 video)
-    assert main([*masked, "--seed", "0", "--num-videos", "2", "--out", str(tmp_path / "many" / "v.mp4")]) == 0
+    assert main([*masked, "--seed", "0", "--num-videos", "2", "--out", str(tmp_path / "many" / "v.gif")]) == 0
     out = capsys.readouterr().out
     for i in (0, 1):
-        _check_video(tmp_path / "many" / f"v_{i}.mp4")
-        assert f"video: {tmp_path / 'many' / f'v_{i}.mp4'}" in out
-    assert (tmp_path / "many" / "v.png").exists() and not (tmp_path / "many" / "v.mp4").exists()
-    assert np.array_equal(_frames(tmp_path / "many" / "v_0.mp4"), _frames(tmp_path / "a.mp4"))
-    assert np.array_equal(_frames(tmp_path / "many" / "v_1.mp4"), _frames(tmp_path / "c.mp4"))
+        _check_video(tmp_path / "many" / f"v_{i}.gif")
+        assert f"video: {tmp_path / 'many' / f'v_{i}.gif'}" in out
+    assert (tmp_path / "many" / "v.png").exists() and not (tmp_path / "many" / "v.gif").exists()
+    assert np.array_equal(_frames(tmp_path / "many" / "v_0.gif"), _frames(tmp_path / "a2.gif"))
+    assert np.array_equal(_frames(tmp_path / "many" / "v_1.gif"), _frames(tmp_path / "c.gif"))
 
     # a negative prompt steers the guided sample away
     assert main([*masked, "--seed", "0", "--negative-prompt", "a green star",
