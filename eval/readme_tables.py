@@ -14,12 +14,10 @@ import re
 import sys
 from pathlib import Path
 
+from vidgen.demo.report import percent
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
-
-
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f} %"
 
 
 def demo_table(results: dict) -> str:
@@ -30,19 +28,19 @@ def demo_table(results: dict) -> str:
     for name, e in results["pipelines"].items():
         a = e["adherence"]
         fvd = f"{e['fvd']['value']:.0f}" if "fvd" in e else "–"
-        lines.append(f"| {name} | {_pct(a['seen']['color_motion'])} | {_pct(a['held_out']['color_motion'])} | "
-                     f"{_pct(a['all']['color'])} | {_pct(a['all']['motion'])} | {_pct(a['all']['shape'])} | {fvd} | "
+        lines.append(f"| {name} | {percent(a['seen']['color_motion'])} | {percent(a['held_out']['color_motion'])} | "
+                     f"{percent(a['all']['color'])} | {percent(a['all']['motion'])} | {percent(a['all']['shape'])} | {fvd} | "
                      f"{e['seconds_per_video']:.2f} |")
     real = results["scorer"]["real_same_prompts"]
     floor = f"{results['fvd_floor']['value']:.0f}" if "fvd_floor" in results else "–"
-    lines.append(f"| *real clips, same prompts* | {_pct(real['seen']['color_motion'])} | "
-                 f"{_pct(real['held_out']['color_motion'])} | {_pct(real['all']['color'])} | "
-                 f"{_pct(real['all']['motion'])} | {_pct(real['all']['shape'])} | {floor} (2nd real set) | – |")
+    lines.append(f"| *real clips, same prompts* | {percent(real['seen']['color_motion'])} | "
+                 f"{percent(real['held_out']['color_motion'])} | {percent(real['all']['color'])} | "
+                 f"{percent(real['all']['motion'])} | {percent(real['all']['shape'])} | {floor} (2nd real set) | – |")
     sc = results["scorer"]["real_held_out"]
     lines += ["", f"{s['prompts']} prompts ({s['held_out_prompts']} with held-out colour x motion pairs), one "
               f"{s['num_frames']}x{s['size']}x{s['size']} video each, {results['machine']['threads']} threads, "
               f"{results['created'][:10]}; `{results['command']}`. Scorer accuracy on {sc['n']} real held-out clips: "
-              f"colour {_pct(sc['color'])}, motion {_pct(sc['motion'])}, shape {_pct(sc['shape'])}."]
+              f"colour {percent(sc['color'])}, motion {percent(sc['motion'])}, shape {percent(sc['shape'])}."]
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ its prompt and what the scorer read off it. Static, self-contained, relative lin
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 _STYLE = """
@@ -34,7 +35,8 @@ window.addEventListener('load', () => { mediaStatus(); setInterval(mediaStatus, 
 """
 
 
-def _pct(x) -> str:
+def percent(x) -> str:
+    """A fraction as "12.3 %" ("–" for None); shared with the README table generator."""
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
@@ -43,16 +45,16 @@ def _metrics_table(metrics: dict) -> str:
     for name, e in metrics["pipelines"].items():
         a = e["adherence"]
         fvd = f"{e['fvd']['value']:.0f}" if "fvd" in e else "–"
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{_pct(a.get('seen', {}).get('color_motion'))}</td>"
-                    f"<td>{_pct(a.get('held_out', {}).get('color_motion'))}</td><td>{_pct(a['all']['color'])}</td>"
-                    f"<td>{_pct(a['all']['motion'])}</td><td>{_pct(a['all']['shape'])}</td><td>{fvd}</td>"
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{percent(a.get('seen', {}).get('color_motion'))}</td>"
+                    f"<td>{percent(a.get('held_out', {}).get('color_motion'))}</td><td>{percent(a['all']['color'])}</td>"
+                    f"<td>{percent(a['all']['motion'])}</td><td>{percent(a['all']['shape'])}</td><td>{fvd}</td>"
                     f"<td>{e['seconds_per_video']:.2f}</td></tr>")
     real = metrics["scorer"].get("real_same_prompts")
     floor = f"{metrics['fvd_floor']['value']:.0f}" if metrics.get("fvd_floor") else "–"
     if real:
-        rows.append(f"<tr class='small'><td>real clips (same prompts;<br>FVD: a second real set)</td><td>{_pct(real.get('seen', {}).get('color_motion'))}"
-                    f"</td><td>{_pct(real.get('held_out', {}).get('color_motion'))}</td><td>{_pct(real['all']['color'])}"
-                    f"</td><td>{_pct(real['all']['motion'])}</td><td>{_pct(real['all']['shape'])}</td><td>{floor}</td>"
+        rows.append(f"<tr class='small'><td>real clips (same prompts;<br>FVD: a second real set)</td><td>{percent(real.get('seen', {}).get('color_motion'))}"
+                    f"</td><td>{percent(real.get('held_out', {}).get('color_motion'))}</td><td>{percent(real['all']['color'])}"
+                    f"</td><td>{percent(real['all']['motion'])}</td><td>{percent(real['all']['shape'])}</td><td>{floor}</td>"
                     "<td>–</td></tr>")
     head = ("<tr><th>pipeline</th><th>colour+motion<br>seen pairs</th><th>colour+motion<br>held-out pairs</th>"
             "<th>colour</th><th>motion</th><th>shape</th><th>FVD vs real</th><th>s / video</th></tr>")
@@ -97,8 +99,8 @@ made by the pipelines shipped in <code>pretrained/</code>. Created {html.escape(
 <p id='media-status' class='small'>media: (checking)</p>
 <h2>Prompt adherence</h2>
 <p>Adherence = the fraction of videos whose colour and motion, read off the pixels by an analytic scorer, match the
-prompt. The scorer reads real held-out clips correctly {_pct(s['color'])} (colour), {_pct(s['motion'])} (motion) and
-{_pct(s['shape'])} (shape) of the time ({s['n']} clips). FVD: I3D Kinetics-400, generated vs real clips of the same
+prompt. The scorer reads real held-out clips correctly {percent(s['color'])} (colour), {percent(s['motion'])} (motion) and
+{percent(s['shape'])} (shape) of the time ({s['n']} clips). FVD: I3D Kinetics-400, generated vs real clips of the same
 prompts. With this few clips FVD is dominated by sampling noise: the last row's FVD is between two independent
 sets of real clips of the same prompts (the floor no generator can go below at this size).</p>
 {_metrics_table(metrics)}
@@ -118,7 +120,6 @@ sets of real clips of the same prompts (the floor no generator can go below at t
 
 def linked_files(page: Path) -> list[Path]:
     """Every local file ``page`` links to (src= / href=), resolved against its folder."""
-    import re
     text = page.read_text()
     links = re.findall(r"""(?:src|href)=['"]([^'"#]+)['"]""", text)
     return [page.parent / html.unescape(link) for link in links if "://" not in link]

@@ -200,7 +200,6 @@ def run(args, argv: list[str]) -> int:
         if fvd_metric is not None:
             entry["fvd"] = fvd_against(fvd_metric, videos)
         metrics["pipelines"][name] = entry
-        del pipe
     save_comparison(out / "comparison.png", generated, prompts)
     metrics["comparison"] = "comparison.png"
     metrics["videos"] = [{"prompt": p.caption, "held_out": p.held_out, "seed": p.seed, **p.expected(),
