@@ -110,23 +110,14 @@ def test_cogvideox_anchor_trains_with_the_same_loop(tmp_path):
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     """The shipped script under `accelerate launch --multi_gpu --num_processes 2` on CPU (torchrun + gloo DDP)."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    import socket
+    from vidgen.testing import accelerate_launch
 
     root = Path(__file__).resolve().parents[1]
     run_dir = tmp_path / "ddp"
-    with socket.socket() as probe:  # a free rendezvous port, so a busy 29500 cannot break the test
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), str(root / "tokenizers" / "train_tokenizer.py"),
-           *TINY, f"run_dir={run_dir}", "steps=2", "resume=", "threads=1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = accelerate_launch(root / "tokenizers" / "train_tokenizer.py",
+                             [*TINY, f"run_dir={run_dir}", "steps=2", "resume=", "threads=1"], num_processes=2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (run_dir / "final" / "config.json").exists()
     logs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]

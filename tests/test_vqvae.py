@@ -3,15 +3,19 @@ import pytest
 import torch
 
 from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.testing import perturb_weights
 from vidgen.tokenizers.quantizers import CodebookUsage
 from vidgen.tokenizers.vqvae import CausalVQVAE
 
 QUANTIZERS = ["fsq", "lfq", "bsq", "vq"]
 
 
-def make(quantizer, **kw):
+def make(quantizer, live: bool = True, **kw):
+    """Tiny tokenizer; ``live``: perturbed weights, so the zero-initialised residual branches (temporal convs
+    included) contribute and chunking / streaming / causality claims are tested where they can fail."""
     torch.manual_seed(0)
-    return CausalVQVAE.from_preset("tiny", quantizer=quantizer, **kw).eval()
+    tok = CausalVQVAE.from_preset("tiny", quantizer=quantizer, **kw).eval()
+    return perturb_weights(tok, seed=3, scale=0.05) if live else tok
 
 
 def video(b=2, t=7, h=20, w=24, seed=1):
@@ -144,3 +148,16 @@ def test_independent_axes_utilization():
     uniform = CodebookUsage(12)
     uniform.update(torch.arange(12).repeat(100))
     assert uniform.independent_axes_utilization(levels) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_ids_are_causal_on_live_weights(quantizer):
+    """A prefix of the video gives the prefix of the ids, and later frames never change earlier ids."""
+    tok, x = make(quantizer), video(b=1, t=13)
+    ids = tok.tokenize(x)
+    for k in range(3):
+        assert torch.equal(tok.tokenize(x[:, :, : 1 + 4 * k]), ids[:, : 1 + k]), f"prefix of {1 + 4 * k} frames"
+    later = x.clone()
+    later[:, :, 5:] = video(b=1, t=8, seed=7)
+    assert torch.equal(tok.tokenize(later)[:, :2], ids[:, :2])
+    assert not torch.equal(tok.tokenize(later), ids)  # the later frames do reach the later ids

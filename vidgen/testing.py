@@ -17,3 +17,21 @@ def perturb_weights(*models: torch.nn.Module, seed: int = 1, scale: float = 0.05
             for p in model.parameters():
                 p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
     return models[0] if models else None
+
+
+def accelerate_launch(script, args: list[str], num_processes: int, timeout: float = 600):
+    """Run ``script args`` under ``accelerate launch`` on CPU (``num_processes`` > 1: torchrun + gloo DDP) with one
+    thread per process and a free rendezvous port; returns the finished ``subprocess.CompletedProcess``."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a free rendezvous port, so a busy 29500 cannot break the run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    multi = ["--multi_gpu", "--num_processes", str(num_processes)] if num_processes > 1 else ["--num_processes", "1", "--cpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(port), str(script), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -28,6 +28,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_logits
+from vidgen.rng import GeneratorLike
 
 
 class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, ConfigMixin):
@@ -82,7 +83,7 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
                                generator=generator, **kwargs)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None,
-             generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, dict]:
+             generator: GeneratorLike = None) -> tuple[torch.Tensor, dict]:
         b = ids.shape[0]
         logits = self(ids, cond, drop=self.sample_drop(b, generator, ids.device))["logits"]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))

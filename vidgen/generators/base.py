@@ -18,6 +18,7 @@ from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.generators.backbone import VideoTransformerBackbone
 from vidgen.generators.config import BackboneConfig, preset_kwargs
 from vidgen.generators.embeddings import ConditionEmbedder, Conditioning
+from vidgen.rng import GeneratorLike, rows
 from vidgen.tokenizers.loading import StrictLoadingMixin, check_init_options
 
 BACKBONE_KEYS = {f.name for f in dataclasses.fields(BackboneConfig)}
@@ -54,12 +55,12 @@ class GeneratorMixin(StrictLoadingMixin):
         return self.backbone_config.num_prefix_tokens
 
     # ------------------------------------------------------------------ conditioning
-    def sample_drop(self, batch: int, generator: Optional[torch.Generator], device) -> Optional[torch.Tensor]:
+    def sample_drop(self, batch: int, generator: GeneratorLike, device) -> Optional[torch.Tensor]:
         """(B,) bool: which samples train unconditionally (classifier-free guidance dropout)."""
         p = self.config.cond_dropout
         if p <= 0:
             return None
-        return torch.rand(batch, generator=generator).to(device) < p
+        return rows(generator).rand(batch).to(device) < p
 
     def embed_condition(self, cond: Optional[Conditioning], batch: int, drop=None):
         """-> (prefix tokens or None, cross-attention context or None, adaLN vector (B, d))."""

@@ -26,6 +26,7 @@ from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.base import GeneratorMixin, check_guidance, check_steps
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
+from vidgen.rng import GeneratorLike, rows
 
 PREDICTION_TYPES = ("flow", "epsilon", "v_prediction")
 
@@ -135,28 +136,31 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ training
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None,
-             generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, dict]:
+             generator: GeneratorLike = None) -> tuple[torch.Tensor, dict]:
         """Training loss on normalized latents ``x0`` (B, C, t, h, w); random CFG dropout and conditioning frames."""
         self.check_latents(x0, "x0")
         b, t = x0.shape[0], x0.shape[2]
         dev = x0.device
-        noise = torch.randn(x0.shape, generator=generator).to(dev, x0.dtype)
-        given = sample_given_mask(b, (t, 1, 1), generator, self.config.task_prob, spatial=False)[:, :, 0, 0].to(dev)
+        r = rows(generator)  # per-sample numbers, whatever the split over processes
+        noise = r.randn(*x0.shape).to(dev, x0.dtype)
+        given = sample_given_mask(b, (t, 1, 1), r, self.config.task_prob, spatial=False)[:, :, 0, 0].to(dev)
         if self.config.prediction_type == "flow":
-            s = torch.sigmoid(torch.randn(b, generator=generator) * self.config.logit_normal_std).to(dev)
+            s = torch.sigmoid(r.randn(b) * self.config.logit_normal_std).to(dev)
             sb = s[:, None, None, None, None].to(x0.dtype)
             xt, target, timestep = (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
         else:
-            timestep = torch.randint(0, 1000, (b,), generator=generator).to(dev)
+            timestep = r.randint(1000, b).to(dev)
             xt = self._noise_schedule.add_noise(x0, noise, timestep)
             target = noise if self.config.prediction_type == "epsilon" else \
                 self._noise_schedule.get_velocity(x0, noise, timestep)
         keep = given[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
-        drop = self.sample_drop(b, generator, dev)
+        drop = self.sample_drop(b, r, dev)
         pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
         weight = (~keep).to(pred.dtype).expand_as(pred)
-        loss = (F.mse_loss(pred.float(), target.float(), reduction="none") * weight).sum() / weight.sum().clamp(min=1)
+        # mean over each sample's target frames, then over samples: the same loss however the batch is split
+        per_sample = (F.mse_loss(pred.float(), target.float(), reduction="none") * weight).flatten(1).sum(1)
+        loss = (per_sample / weight.flatten(1).sum(1).clamp(min=1)).mean()
         return loss, {"mse": loss.item()}
 
 

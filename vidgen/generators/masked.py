@@ -24,6 +24,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance, check_steps
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.sampling import apply_cfg, cfg_batch, filter_logits, sample_given_mask
+from vidgen.rng import GeneratorLike, rows
 
 
 class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, ConfigMixin):
@@ -64,23 +65,26 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         return generate_ids(self, grid, batch, cond, negative, guidance_scale, num_inference_steps, generator, **kwargs)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None,
-             generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, dict]:
+             generator: GeneratorLike = None) -> tuple[torch.Tensor, dict]:
         """Masked cross-entropy on ids (B, t, h, w) with a cosine mask ratio per sample."""
         self.check_ids(ids)
         b, t, h, w = ids.shape
         dev = ids.device
-        given = sample_given_mask(b, (t, h, w), generator, self.config.task_prob).reshape(b, -1).to(dev)
+        r = rows(generator)  # per-sample numbers, whatever the split over processes
+        given = sample_given_mask(b, (t, h, w), r, self.config.task_prob).reshape(b, -1).to(dev)
         given &= ~given.all(1, keepdim=True)  # a task that gives every token (tiny grids) leaves nothing to learn
-        ratio = torch.cos(torch.rand(b, generator=generator) * torch.pi / 2).to(dev)  # (B,) in (0, 1]
+        ratio = torch.cos(r.rand(b) * torch.pi / 2).to(dev)  # (B,) in (0, 1]
         free = (~given).sum(1)
         num_masked = (ratio * free).ceil().clamp(min=1).minimum(free.clamp(min=1))  # at least one, at most free
-        score = torch.rand(b, t * h * w, generator=generator).to(dev).masked_fill(given, 2.0)
+        score = r.rand(b, t * h * w).to(dev).masked_fill(given, 2.0)
         rank = score.argsort(1).argsort(1)  # rank of each position among this sample's scores
         masked = (rank < num_masked[:, None]) & ~given  # (B, N)
         inputs = ids.reshape(b, -1).masked_fill(masked, self.mask_token_id).reshape(ids.shape)
-        logits = self(inputs, cond, drop=self.sample_drop(b, generator, dev))["logits"].reshape(b, -1, self.config.vocab_size)
-        loss = F.cross_entropy(logits[masked].float(), ids.reshape(b, -1)[masked],
-                               label_smoothing=self.config.label_smoothing)
+        logits = self(inputs, cond, drop=self.sample_drop(b, r, dev))["logits"].reshape(b, -1, self.config.vocab_size)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), ids.reshape(b, -1), reduction="none",
+                             label_smoothing=self.config.label_smoothing)  # (B, N)
+        # mean over each sample's masked tokens, then over samples: the same loss however the batch is split
+        loss = ((ce * masked).sum(1) / masked.sum(1).clamp(min=1)).mean()
         with torch.no_grad():
             acc = (logits[masked].argmax(-1) == ids.reshape(b, -1)[masked]).float().mean().item()
         return loss, {"ce": loss.item(), "masked_acc": acc, "mask_ratio": masked.float().mean().item()}

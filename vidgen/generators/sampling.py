@@ -10,6 +10,7 @@ import torch
 
 from vidgen.errors import InvalidInputError
 from vidgen.generators.embeddings import Conditioning
+from vidgen.rng import GeneratorLike, rows
 
 
 def cfg_batch(cond: Optional[Conditioning], negative: Optional[Conditioning], batch: int, device,
@@ -71,7 +72,7 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: Optiona
 TASKS = ("none", "prediction", "interpolation", "inpainting", "outpainting")
 
 
-def sample_given_mask(batch: int, grid, generator: Optional[torch.Generator], task_prob: float,
+def sample_given_mask(batch: int, grid, generator: GeneratorLike, task_prob: float,
                       spatial: bool = True) -> torch.Tensor:
     """Random multi-task conditioning (MAGVIT / VDT): (B, t, h, w) bool, True = the token is given.
 
@@ -81,7 +82,7 @@ def sample_given_mask(batch: int, grid, generator: Optional[torch.Generator], ta
     """
     t, h, w = grid
     given = torch.zeros(batch, t, h, w, dtype=torch.bool)
-    u = torch.rand(batch, 4, generator=generator)
+    u = rows(generator).rand(batch, 4)
     kinds = 4 if spatial else 2
     for b in range(batch):
         if u[b, 0] >= task_prob:

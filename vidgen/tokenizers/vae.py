@@ -23,6 +23,7 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 
 from vidgen.errors import ConfigError
+from vidgen.rng import GeneratorLike, rows
 from vidgen.tokenizers.base import CausalCodecMixin
 from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder, check_video, pad_video
 from vidgen.tokenizers.loading import check_init_options
@@ -55,8 +56,9 @@ class DiagonalGaussian:
     def var(self) -> torch.Tensor:
         return torch.zeros_like(self.mean) if self.deterministic else torch.exp(self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
+    def sample(self, generator: GeneratorLike = None) -> torch.Tensor:
+        # rows(): the noise of a sample does not depend on how its batch is split over processes (vidgen.rng)
+        noise = rows(generator).randn(*self.mean.shape).to(self.mean)
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:

@@ -21,7 +21,8 @@ def save_checkpoint(run_dir: Path, step: int, model, state: dict, keep: int = 2)
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
     tmp = ckpt_root / f".tmp_step_{step:08d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in ckpt_root.glob(".tmp_step_*"):  # this write's folder and any left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     torch.save(state, tmp / "state.pt")
     if final.exists():
@@ -41,12 +42,22 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path | None:
     if not resume:
         return None
     if resume == "auto":
-        latest = Path(run_dir) / "checkpoints" / "latest"
-        return latest.parent / latest.read_text().strip() if latest.exists() else None
+        root = Path(run_dir) / "checkpoints"
+        latest = root / "latest"
+        if latest.exists() and _complete(root / latest.read_text().strip()):
+            return root / latest.read_text().strip()
+        # no pointer, or it names a folder a crash removed: the newest complete checkpoint (temporary folders of an
+        # interrupted write are never candidates)
+        complete = [p for p in sorted(root.glob("step_*")) if _complete(p)]
+        return complete[-1] if complete else None
     path = Path(resume)
     if not (path / "state.pt").exists():
         raise ConfigError(f"resume: {path} is not a checkpoint folder (no state.pt)")
     return path
+
+
+def _complete(path: Path) -> bool:
+    return (path / "state.pt").is_file() and (path / "diffusion_pytorch_model.safetensors").is_file()
 
 
 def load_state(path: Path) -> dict:

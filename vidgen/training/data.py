@@ -1,7 +1,8 @@
 """Training data plumbing: a uint8 clip cache, a resumable sharded sampler, and joint image+video batches.
 
-All randomness comes from generators seeded by ``(seed, rank, step)``, so a resumed run draws exactly the
-batches an uninterrupted run would have drawn.
+All randomness of a step comes from one generator seeded by ``(seed, step)`` and is drawn per sample of the global
+batch (:class:`vidgen.rng.RowGenerator`): a resumed run draws exactly the batches an uninterrupted run would have
+drawn, and N processes with batch b draw the same numbers per sample as one process with batch N*b.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vidgen.errors import ConfigError
+from vidgen.rng import RowGenerator
 
 
 class CachedClips:
@@ -63,35 +65,39 @@ class EpochSampler:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
 
 
-def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """The generator every random draw of step ``step`` takes. Also reseeds torch's global RNG from the same
-    numbers: libraries that draw from it (e.g. vector-quantize-pytorch's codebook updates) stay resumable."""
-    value = (seed * 1_000_003 + rank * 7_919 + step) % (2 ** 63)
-    torch.manual_seed(value + 1)
-    return torch.Generator().manual_seed(value)
+def step_generator(seed: int, step: int, rank: int = 0, world: int = 1) -> RowGenerator:
+    """The generator every random draw of step ``step`` takes, for process ``rank`` of ``world``. Every process
+    seeds it alike and keeps its own rows of each draw. Also reseeds torch's global RNG (per process, as DDP
+    expects of dropout-like draws): libraries that draw from it (e.g. vector-quantize-pytorch's codebook updates)
+    stay resumable."""
+    value = (seed * 1_000_003 + step) % (2 ** 63)
+    torch.manual_seed((value + 1 + rank * 7_919) % (2 ** 63))
+    return RowGenerator(torch.Generator().manual_seed(value), rank, world)
 
 
-def _augment(video: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor:
-    """Random square crop (same for all frames) and horizontal flip of a ``(3, T, H, W)`` clip."""
-    h, w = video.shape[-2:]
-    if crop:
-        if crop > min(h, w):
-            raise ConfigError(f"data.crop={crop} is larger than the clips ({h}x{w})")
-        y0 = int(torch.randint(0, h - crop + 1, (1,), generator=g))
-        x0 = int(torch.randint(0, w - crop + 1, (1,), generator=g))
-        video = video[..., y0:y0 + crop, x0:x0 + crop]
-    if torch.rand((), generator=g) < 0.5:
-        video = video.flip(-1)
-    return video
+def _augment(videos: torch.Tensor, crop: int, g: RowGenerator) -> torch.Tensor:
+    """Random square crop (same for all frames of a clip) and horizontal flip, per clip of ``(B, 3, T, H, W)``."""
+    b, (h, w) = videos.shape[0], videos.shape[-2:]
+    corners = g.rand(b, 2)
+    flips = g.rand(b) < 0.5
+    if crop and crop > min(h, w):
+        raise ConfigError(f"data.crop={crop} is larger than the clips ({h}x{w})")
+    out = []
+    for video, (u, v), flip in zip(videos, corners.tolist(), flips.tolist()):
+        if crop:
+            y0, x0 = int(u * (h - crop + 1)), int(v * (w - crop + 1))
+            video = video[..., y0:y0 + crop, x0:x0 + crop]
+        out.append(video.flip(-1) if flip else video)
+    return torch.stack(out)
 
 
 def joint_batch(clips: CachedClips, sampler: EpochSampler, video_batch: int, image_batch: int, crop: int,
-                g: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                g: RowGenerator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Video batch ``(Bv, 3, T, H, W)`` and image batch ``(Bi, 3, 1, H, W)`` (random frames of other clips)."""
-    videos = [_augment(clips[i], crop, g) for i in sampler.take(video_batch)]
-    images = []
-    for i in sampler.take(image_batch):
-        clip = clips[i]
-        t = int(torch.randint(0, clip.shape[1], (1,), generator=g))
-        images.append(_augment(clip[:, t:t + 1], crop, g))
-    return (torch.stack(videos) if videos else None), (torch.stack(images) if images else None)
+    videos = _augment(torch.stack([clips[i] for i in sampler.take(video_batch)]), crop, g) if video_batch else None
+    if not image_batch:
+        return videos, None
+    clips_i = torch.stack([clips[i] for i in sampler.take(image_batch)])
+    frames = (g.rand(image_batch) * clips_i.shape[2]).long().clamp(max=clips_i.shape[2] - 1)
+    images = torch.stack([clip[:, t:t + 1] for clip, t in zip(clips_i, frames.tolist())])
+    return videos, _augment(images, crop, g)

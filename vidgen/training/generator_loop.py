@@ -129,14 +129,16 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     if ckpt is not None:
         step = restore(ckpt, model, opt, sched, sampler, ema)
         log(f"resumed from {ckpt} at step {step}")
-    wrapped, opt, sched = acc.prepare(_LossModule(model), opt, sched)
+    # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
+    # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
+    wrapped, opt = acc.prepare(_LossModule(model), opt)
     tokens_per_clip = int(torch.tensor(grid).prod())
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True, desc="training")
     metrics: dict = {}
     samples = None  # (prompts, conditioning), encoded at the first sample step
     t_last, tokens_since = time.time(), 0
     while step < cfg.steps:
-        g = step_generator(cfg.seed, acc.process_index, step)
+        g = step_generator(cfg.seed, step, acc.process_index, acc.num_processes)
         index = torch.tensor(sampler.take(cfg.data.batch))
         x = data.x[index].to(acc.device)
         cond = data.conditioning(index, cfg.data.conditioning)

@@ -167,7 +167,9 @@ def train(cfg: TrainConfig) -> dict:
         log(f"resumed from {ckpt} at step {step}")
 
     recon = _Reconstructor(model)
-    recon, opt, sched = acc.prepare(recon, opt, sched)
+    # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
+    # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
+    recon, opt = acc.prepare(recon, opt)
     multi_disc = None
     if disc is not None:
         multi_disc, opt_d = acc.prepare(_MultiDisc(disc), opt_d)
@@ -177,7 +179,7 @@ def train(cfg: TrainConfig) -> dict:
     metrics: dict = {}
     t_last, frames_since = time.time(), 0
     while step < cfg.steps:
-        g = step_generator(cfg.seed, acc.process_index, step)
+        g = step_generator(cfg.seed, step, acc.process_index, acc.num_processes)
         xv, xi = joint_batch(clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g)
         batches = [b for b in (xv, xi) if b is not None]
         weights = [1.0 if b is xv else cfg.data.image_weight for b in batches]
@@ -193,8 +195,9 @@ def train(cfg: TrainConfig) -> dict:
             gan_w = torch.zeros(())
             if gan_on:
                 g_loss = sum(w * hinge_g_loss(lf) for w, lf in zip(weights, multi_disc([o.sample for o in outs])))
-                gan_w = (adaptive_gan_weight(nll, g_loss, model.last_decoder_layer) if cfg.loss.adaptive_gan
-                         else torch.ones(())) * cfg.loss.gan
+                gan_w = cfg.loss.gan * (adaptive_gan_weight(nll, g_loss, model.last_decoder_layer,
+                                                            reduce=lambda t: acc.reduce(t, "mean"))
+                                        if cfg.loss.adaptive_gan else torch.ones(()))
                 loss = loss + gan_w * g_loss
         gnorm = optimizer_step(acc, loss, model, opt, sched, cfg.optim.grad_clip, ema)
         d_loss = torch.zeros(())

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidgen.rng import GeneratorLike, rows
+
 
 def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, l1_weight: float = 1.0, l2_weight: float = 0.0) -> torch.Tensor:
     """Weighted mean absolute + mean squared error over all elements."""
@@ -34,12 +36,13 @@ class PerceptualLoss(nn.Module):
         self.distance.eval()  # the feature network never leaves eval mode
         return self
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
         b, c, t, h, w = x.shape
         k = min(self.frames_per_video, t)
-        idx = torch.randperm(t, generator=generator)[:k]
-        xf = x[:, :, idx].transpose(1, 2).reshape(b * k, c, h, w)
-        yf = y[:, :, idx].transpose(1, 2).reshape(b * k, c, h, w)
+        idx = rows(generator).rand(b, t).argsort(1)[:, :k].to(x.device)  # (B, k) distinct frames per video
+        pick = idx[:, None, :, None, None].expand(b, c, k, h, w)
+        xf = x.gather(2, pick).transpose(1, 2).reshape(b * k, c, h, w)
+        yf = y.gather(2, pick).transpose(1, 2).reshape(b * k, c, h, w)
         return self.distance(xf.float(), yf.float()).mean()
 
 
@@ -52,8 +55,14 @@ def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 
 
 def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
-                        max_weight: float = 1e4) -> torch.Tensor:
-    """Taming-transformers' balance: ||d rec / d W_last|| / ||d gan / d W_last|| (detached, clamped)."""
+                        max_weight: float = 1e4, reduce=None) -> torch.Tensor:
+    """Taming-transformers' balance: ||d rec / d W_last|| / ||d gan / d W_last|| (detached, clamped).
+
+    ``reduce`` averages a tensor over data-parallel processes (e.g. ``lambda t: accelerator.reduce(t, "mean")``):
+    ``autograd.grad`` bypasses DDP's gradient averaging, and the weight must come from the global batch's
+    gradients, as one process with the whole batch would compute it."""
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    if reduce is not None:
+        rec_grad, gan_grad = reduce(rec_grad), reduce(gan_grad)
     return (rec_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from vidgen.errors import InvalidInputError
+from vidgen.rng import rows
 from vidgen.tokenizers.vae import BottleneckOutput, ReconstructionOutput
 
 # Matched to vidgen's CausalVAE "base" preset: 4x8x8, 16 latent channels, widths (64, 128, 256, 256).
@@ -28,7 +29,9 @@ class CogVideoXReferenceVAE(AutoencoderKLCogVideoX):
             raise InvalidInputError(f"x has {t} frames; AutoencoderKLCogVideoX needs 1 + "
                                     f"{self.config.temporal_compression_ratio}k frames")
         post = self.encode(x).latent_dist
-        z = post.sample(generator) if sample_posterior else post.mode()
+        # the same per-sample posterior noise as vidgen's VAE (diffusers' sampler takes only a torch.Generator)
+        z = post.mean + post.std * rows(generator).randn(*post.mean.shape).to(post.mean) if sample_posterior \
+            else post.mode()
         kl = post.kl().mean() / post.mean[0].numel()
         y = self.decode(z).sample
         if y.shape[2] != t:  # e.g. 5 frames -> 2 latents -> 8 frames: its upsamplers double even frame counts

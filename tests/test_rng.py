@@ -1,0 +1,81 @@
+"""Random draws and losses do not depend on how a batch is split over processes (vidgen.rng.RowGenerator): the
+in-process half of the data-parallel guarantee; tests/test_distributed_equivalence.py runs the real 2-process one."""
+import pytest
+import torch
+
+from vidgen.errors import InvalidInputError
+from vidgen.generators import AutoregressiveVideoTransformer, Conditioning, DiffusionVideoTransformer, MaskedVideoTransformer
+from vidgen.rng import RowGenerator, rows
+from vidgen.testing import perturb_weights
+from vidgen.training.losses import PerceptualLoss
+
+
+def _split(draw, world: int = 2, seed: int = 3):
+    """``draw(RowGenerator)`` once whole (batch 4) and as ``world`` shares, re-interleaved into global order."""
+    whole = draw(RowGenerator(torch.Generator().manual_seed(seed)), 4)
+    shares = [draw(RowGenerator(torch.Generator().manual_seed(seed), r, world), 4 // world) for r in range(world)]
+    joined = torch.stack(shares, 1).flatten(0, 1)  # rank r's row i is global row i * world + r
+    return whole, joined
+
+
+@pytest.mark.parametrize("kind", ["rand", "randn", "randint"])
+def test_row_shares_are_rows_of_the_global_draw(kind):
+    draw = {"rand": lambda g, b: g.rand(b, 3, 2), "randn": lambda g, b: g.randn(b, 5),
+            "randint": lambda g, b: g.randint(7, b, 2)}[kind]
+    whole, joined = _split(draw)
+    assert torch.equal(whole, joined)
+
+
+def test_one_process_draws_what_torch_draws():
+    assert torch.equal(rows(torch.Generator().manual_seed(5)).randn(3, 4),
+                       torch.randn(3, 4, generator=torch.Generator().manual_seed(5)))
+    with pytest.raises(InvalidInputError, match="rank"):
+        RowGenerator(None, rank=2, world=2)
+    with pytest.raises(InvalidInputError, match="generator"):
+        rows(42)
+
+
+def _build(kind: str):
+    torch.manual_seed(0)
+    kw = {"text_dim": 8, "max_text_tokens": 3, "max_grid": (3, 4, 4), "cond_dropout": 0.3, "task_prob": 0.7}
+    if kind == "flow":
+        model = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **kw)
+        x = torch.randn(4, 4, 3, 4, 4)
+    else:
+        cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
+        kw.pop("task_prob") if kind == "ar" else None
+        model = cls.from_preset("tiny", vocab_size=32, **kw)
+        x = torch.randint(0, 32, (4, 3, 4, 4))
+    cond = Conditioning(torch.randn(4, 3, 8), torch.ones(4, 3, dtype=torch.bool), torch.randn(4, 8))
+    return perturb_weights(model, seed=1, scale=0.05).eval(), x, cond
+
+
+@pytest.mark.parametrize("kind", ["masked", "flow", "ar"])
+def test_generator_loss_is_the_same_however_the_batch_is_split(kind):
+    """Per-sample noise / timesteps / masks / CFG dropout and per-sample loss means: the mean of the 2 processes'
+    losses (what DDP's gradient average optimises) equals the loss of the whole batch."""
+    model, x, cond = _build(kind)
+    with torch.no_grad():
+        whole, _ = model.loss(x, cond, RowGenerator(torch.Generator().manual_seed(9)))
+        halves = [model.loss(x[r::2], _rows_of(cond, r), RowGenerator(torch.Generator().manual_seed(9), r, 2))[0]
+                  for r in range(2)]
+    torch.testing.assert_close(torch.stack(halves).mean(), whole, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the draws matter (the check above is not vacuous): other seeds give other losses
+        others = [model.loss(x, cond, RowGenerator(torch.Generator().manual_seed(s)))[0] for s in range(10, 16)]
+    assert any(not torch.allclose(o, whole) for o in others)
+
+
+def _rows_of(cond: Conditioning, r: int) -> Conditioning:
+    return Conditioning(cond.text[r::2], cond.text_mask[r::2], cond.pooled[r::2])
+
+
+def test_perceptual_frames_are_drawn_per_video():
+    class Dist(torch.nn.Module):
+        def forward(self, a, b):
+            return (a - b).abs().flatten(1).mean(1)
+
+    loss = PerceptualLoss(Dist(), frames_per_video=2)
+    x, y = torch.randn(4, 3, 5, 8, 8), torch.randn(4, 3, 5, 8, 8)
+    whole = loss(x, y, RowGenerator(torch.Generator().manual_seed(2)))
+    halves = [loss(x[r::2], y[r::2], RowGenerator(torch.Generator().manual_seed(2), r, 2)) for r in range(2)]
+    torch.testing.assert_close(torch.stack(halves).mean(), whole)

@@ -1,0 +1,60 @@
+"""Random draws that do not depend on how a batch is split over processes.
+
+Data-parallel training gives process ``rank`` of ``world`` the rows ``rank::world`` of each global batch (see
+``vidgen.training.data.EpochSampler``). If every process drew its noise, timesteps, masks and crops from its own
+generator, 2 processes with batch b would train on other random numbers than 1 process with batch 2b, and the two
+runs could not be compared. :class:`RowGenerator` draws every tensor for the whole global batch from one generator
+that all processes share and keeps this process's rows, so sample ``k`` of the global batch sees the same numbers
+under any split. With ``world == 1`` it draws exactly what ``torch.rand*(..., generator=g)`` would.
+
+Every training loss takes ``generator`` as a ``torch.Generator``, ``None`` or a ``RowGenerator``; :func:`rows`
+turns the first two into the third.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from vidgen.errors import InvalidInputError
+
+
+class RowGenerator:
+    """Draws ``(b, *shape)`` tensors as rows ``rank::world`` of a ``(b * world, *shape)`` draw from ``generator``."""
+
+    def __init__(self, generator: Optional[torch.Generator] = None, rank: int = 0, world: int = 1):
+        if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
+            raise InvalidInputError(f"RowGenerator needs 0 <= rank < world, got rank={rank!r}, world={world!r}")
+        self.generator, self.rank, self.world = generator, rank, world
+        self.device = generator.device if generator is not None else None  # draw where the generator lives
+
+    def _keep(self, full: torch.Tensor) -> torch.Tensor:
+        return full[self.rank::self.world] if self.world > 1 else full
+
+    def rand(self, b: int, *shape: int) -> torch.Tensor:
+        """Uniform [0, 1), ``(b, *shape)``."""
+        return self._keep(torch.rand(b * self.world, *shape, generator=self.generator, device=self.device))
+
+    def randn(self, b: int, *shape: int) -> torch.Tensor:
+        """Standard normal, ``(b, *shape)``."""
+        return self._keep(torch.randn(b * self.world, *shape, generator=self.generator, device=self.device))
+
+    def randint(self, high: int, b: int, *shape: int) -> torch.Tensor:
+        """Integers in ``[0, high)``, ``(b, *shape)``."""
+        return self._keep(torch.randint(0, high, (b * self.world, *shape), generator=self.generator, device=self.device))
+
+    def __repr__(self) -> str:
+        return f"RowGenerator(rank={self.rank}, world={self.world})"
+
+
+GeneratorLike = Union[None, torch.Generator, RowGenerator]
+
+
+def rows(generator: GeneratorLike) -> RowGenerator:
+    """``generator`` as a :class:`RowGenerator` (a plain generator or ``None`` is the single-process case)."""
+    if isinstance(generator, RowGenerator):
+        return generator
+    if generator is None or isinstance(generator, torch.Generator):
+        return RowGenerator(generator)
+    raise InvalidInputError(f"generator must be a torch.Generator, a RowGenerator or None, got "
+                            f"{type(generator).__name__}")
