@@ -44,7 +44,22 @@ def demo_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"demo": ("demo_full.json", demo_table)}
+def from_script(script: str):
+    """The ``readme_table(results) -> str`` function of ``eval/<script>.py`` (imported when used): each benchmark
+    keeps the table of its own results file beside the code that measures it."""
+    def make(results: dict) -> str:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(f"_vidgen_eval_{script}", ROOT / "eval" / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.readme_table(results)
+    return make
+
+
+# marker name -> (results file under docs/results/, table maker); a table is rewritten only if both exist
+TABLES = {"demo": ("demo_full.json", demo_table),
+          "vae_speed": ("bench_vae_speed.json", from_script("bench_vae_speed")),
+          "attention": ("bench_attention.json", from_script("bench_attention"))}
 
 
 def render(readme: str) -> str:

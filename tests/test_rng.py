@@ -79,3 +79,22 @@ def test_perceptual_frames_are_drawn_per_video():
     whole = loss(x, y, RowGenerator(torch.Generator().manual_seed(2)))
     halves = [loss(x[r::2], y[r::2], RowGenerator(torch.Generator().manual_seed(2), r, 2)) for r in range(2)]
     torch.testing.assert_close(torch.stack(halves).mean(), whole)
+
+
+def test_deterministic_mode_covers_training_and_sampling():
+    """Under torch's deterministic algorithms (what `deterministic: true` turns on) every op of the generator
+    losses, their backward and sampling has a deterministic implementation (an op without one would raise)."""
+    from vidgen.rng import enable_deterministic
+    try:
+        enable_deterministic()
+        assert torch.are_deterministic_algorithms_enabled()
+        for kind in ("masked", "flow", "ar"):
+            model, x, cond = _build(kind)
+            loss, _ = model.loss(x, cond, torch.Generator().manual_seed(0))
+            loss.backward()
+            with torch.no_grad():
+                model.sample((3, 4, 4), 1, Conditioning(cond.text[:1], cond.text_mask[:1], cond.pooled[:1]),
+                             guidance_scale=2.0, generator=torch.Generator().manual_seed(0),
+                             **({"num_inference_steps": 2} if kind != "ar" else {}))
+    finally:
+        torch.use_deterministic_algorithms(False)

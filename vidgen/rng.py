@@ -12,6 +12,7 @@ turns the first two into the third.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Union
 
 import torch
@@ -58,3 +59,17 @@ def rows(generator: GeneratorLike) -> RowGenerator:
         return RowGenerator(generator)
     raise InvalidInputError(f"generator must be a torch.Generator, a RowGenerator or None, got "
                             f"{type(generator).__name__}")
+
+
+def enable_deterministic(warn_only: bool = False) -> None:
+    """Make GPU runs repeat bit for bit, at some speed cost (CPU runs of vidgen already do; the tests check it).
+
+    On GPUs, cuDNN picks convolution algorithms by timing (``benchmark``) and several kernels accumulate with
+    atomics in a thread-timing-dependent order: scatter/index_add backward, embedding backward, the efficient and
+    flash SDPA backward, cuBLAS split-K GEMMs. This selects deterministic cuDNN algorithms, a fixed cuBLAS
+    workspace, and torch's deterministic algorithms; an op without one raises (or warns, ``warn_only``).
+    Call it before the first CUDA op."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)

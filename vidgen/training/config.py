@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate; fp16 needs a GPU)
+    deterministic: bool = False  # GPU: deterministic kernels only (vidgen.rng.enable_deterministic); CPU already is
     ema_decay: float = 0.0  # 0 disables EMA
     log_every: int = 20
     sample_every: int = 500
@@ -122,6 +123,7 @@ class GeneratorTrainConfig:
     seed: int = 0
     threads: int = 1
     mixed_precision: str = "no"
+    deterministic: bool = False  # GPU: deterministic kernels only (vidgen.rng.enable_deterministic); CPU already is
     ema_decay: float = 0.0
     log_every: int = 20
     sample_every: int = 500

@@ -98,6 +98,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     """Train, checkpoint and save ``run_dir/final`` (the generator; the tokenizer path is in config.yaml)."""
     from vidgen.tokenizers import load_tokenizer
     torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        from vidgen.rng import enable_deterministic
+        enable_deterministic()
     # CFG dropout leaves the null embeddings unused in some steps: DDP must not wait for their gradients
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])

@@ -139,6 +139,9 @@ def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
 def train(cfg: TrainConfig) -> dict:
     """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics."""
     torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        from vidgen.rng import enable_deterministic
+        enable_deterministic()
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.run_dir)
     is_main = acc.is_main_process
