@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from vidgen.cli.eval_recon import load_eval_clips, reconstruct  # noqa: E402
+from vidgen.cli.eval_recon import load_eval_set, per_source, reconstruct  # noqa: E402
 from vidgen.io import contact_sheet, save_image  # noqa: E402
 from vidgen.metrics.fvd import FrechetVideoDistance  # noqa: E402
 from vidgen.metrics.perceptual import load_perceptual  # noqa: E402
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    clips = load_eval_clips(args.data, args.clips, args.frames, args.size, args.seed)
+    clips, sources = load_eval_set(args.data, args.clips, args.frames, args.size, args.seed)
     perceptual = load_perceptual("auto")
     fvd = None if args.no_fvd else FrechetVideoDistance(num_threads=args.threads, progress=False)
     if fvd is not None:
@@ -84,8 +84,10 @@ def main(argv=None) -> int:
         model = load_tokenizer(path)
         recon, enc_s, dec_s = reconstruct(model, clips, args.batch, args.chunk_frames)
         frames = clips.shape[0] * clips.shape[2]
+        metrics = reconstruction_metrics(clips, recon, perceptual)
         row = {"tokenizer": path, **describe(model, clips, args.fps),
-               **{name: values.mean().item() for name, values in reconstruction_metrics(clips, recon, perceptual).items()},
+               **{name: values.mean().item() for name, values in metrics.items()},
+               "psnr_per_source": per_source(metrics["psnr"], sources),
                "encode_fps": frames / enc_s, "decode_fps": frames / dec_s}  # fmt: skip
         if is_discrete(model):
             usage = codebook_usage(model, clips, args.batch)
@@ -127,6 +129,12 @@ def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
             f"{r[perceptual_name]:.3f} | {fmt(r.get('rfvd'), '.1f')} | {fmt(r.get('bits_per_token'), '.1f')} | "
             f"{fmt(r.get('tokens_per_second'), '.0f')} | {fmt(r.get('utilization'), '.1%')} | "
             f"{fmt(r.get('perplexity'), '.0f')} | {r['encode_fps']:.0f} | {r['decode_fps']:.0f} |")
+    sources = sorted({s for r in rows for s in r.get("psnr_per_source", {})})
+    if sources:  # the held-out photographs differ a lot in difficulty: show the spread, not only the mean
+        lines += ["", "| tokenizer | " + " | ".join(f"PSNR {s}" for s in sources) + " |", "|---" * (len(sources) + 1) + "|"]
+        for r in rows:
+            per = r.get("psnr_per_source", {})
+            lines.append(f"| {Path(r['tokenizer']).parent.name} | " + " | ".join(fmt(per.get(s), ".2f") for s in sources) + " |")
     lines.append("")
     lines.append(f"Setup: {json.dumps(setup)}")
     return "\n".join(lines) + "\n"

@@ -98,3 +98,31 @@ def test_deterministic_mode_covers_training_and_sampling():
                              **({"num_inference_steps": 2} if kind != "ar" else {}))
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_color_jitter_tints_grayscale_keeps_range_and_neutral_is_identity():
+    from vidgen.training.data import _augment, color_jitter
+    g = torch.Generator().manual_seed(0)
+    gray = (torch.rand(1, 1, 2, 8, 8, generator=g) * 1.6 - 0.8).expand(4, 3, 2, 8, 8)
+    colour = torch.rand(4, 3, 2, 8, 8, generator=g) * 2 - 1
+    neutral = torch.tensor([[0.5, 0.5, 0.5, 0.5, 0.5]]).expand(4, 5)  # angle 0, saturation 1, gains 1
+    torch.testing.assert_close(color_jitter(colour, neutral), colour.clamp(-1, 1), atol=1e-5, rtol=0)
+    u = torch.rand(4, 5, generator=g)
+    out = color_jitter(gray, u)
+    assert out.min() >= -1 and out.max() <= 1
+    assert (out.max(1).values - out.min(1).values).mean() > 0.02  # grayscale clips get chroma
+    assert not torch.allclose(color_jitter(colour, u), colour, atol=0.05)
+    # per clip, whatever the split over processes; off by default (no extra draws, batches unchanged)
+    whole = _augment(colour, 0, RowGenerator(torch.Generator().manual_seed(4)), color=1.0)
+    halves = [_augment(colour[r::2], 0, RowGenerator(torch.Generator().manual_seed(4), r, 2), color=1.0)
+              for r in range(2)]
+    assert torch.equal(torch.stack(halves, 1).flatten(0, 1), whole)
+    plain = _augment(colour, 0, RowGenerator(torch.Generator().manual_seed(4)))
+    assert torch.equal(plain, _augment(colour, 0, RowGenerator(torch.Generator().manual_seed(4)), color=0.0))
+
+
+def test_color_aug_config_is_a_probability():
+    from vidgen.errors import ConfigError
+    from vidgen.training.config import load_config
+    with pytest.raises(ConfigError, match="color_aug"):
+        load_config(None, ["data.color_aug=1.5"])

@@ -53,6 +53,23 @@ def test_two_steps_then_resume_matches_uninterrupted(tmp_path):
     assert any(entry.get("d_loss", 0) > 0 for entry in logs)  # the discriminator ran (gan_start=1)
 
 
+def test_second_stage_starts_from_a_saved_tokenizer(tmp_path):
+    """init_from: the GAN stage starts from the PSNR stage's weights (fresh optimizer); a tokenizer of another
+    architecture is refused by name; colour augmentation runs in the loop."""
+    first = tmp_path / "psnr"
+    train(load_config(None, TINY + [f"run_dir={first}", "steps=1", "resume=", "loss.gan=0", "ema_decay=0"]))
+    start = load_file(str(first / "final" / "diffusion_pytorch_model.safetensors"))
+    second = tmp_path / "gan"
+    train(load_config(None, TINY + [f"run_dir={second}", "steps=1", "resume=", f"init_from={first / 'final'}",
+                                    "data.color_aug=1.0", "optim.lr=1e-9", "ema_decay=0"]))
+    after = load_file(str(second / "final" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)  # a 1e-9 step from the loaded weights
+    assert "initialised from" in (second / "log.jsonl").read_text()
+    with pytest.raises(ConfigError, match="init_from.*latent_channels"):
+        train(load_config(None, TINY + [f"run_dir={tmp_path / 'other'}", "steps=1", "resume=",
+                                        f"init_from={first / 'final'}", "model.overrides={latent_channels: 8}"]))
+
+
 def test_config_errors_and_overrides(tmp_path):
     cfg = load_config(None, ["loss.gan=0", "model.overrides={latent_channels: 8}", "optim.betas=[0.5, 0.9]"])
     assert cfg.loss.gan == 0 and cfg.model.overrides == {"latent_channels": 8}

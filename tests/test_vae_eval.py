@@ -20,6 +20,13 @@ def test_eval_recon_cli_writes_results(tmp_path):
     assert result["max_abs_diff_chunked_vs_one_shot"] <= 1e-5
     assert result["tiling"]["psnr_tiled_vs_untiled"] > 0
     assert len(list(out.glob("clip_000_*.png"))) == 1
+    per = result["psnr_per_source"]  # one entry per held-out photograph, whose clip-weighted mean is the mean
+    assert 1 <= len(per) <= 2 and all(0 < v < 100 for v in per.values())
+
+
+def test_per_source_means():
+    from vidgen.cli.eval_recon import per_source
+    assert per_source(torch.tensor([10.0, 20.0, 30.0]), ["b", "a", "b"]) == {"a": 20.0, "b": 20.0}
 
 
 def test_eval_recon_missing_model_is_a_clear_error(tmp_path, capsys):

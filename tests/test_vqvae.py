@@ -161,3 +161,40 @@ def test_ids_are_causal_on_live_weights(quantizer):
     later[:, :, 5:] = video(b=1, t=8, seed=7)
     assert torch.equal(tok.tokenize(later)[:, :2], ids[:, :2])
     assert not torch.equal(tok.tokenize(later), ids)  # the later frames do reach the later ids
+
+
+def test_fsq_entropy_term_spreads_correlated_axes_over_the_codebook():
+    """The FSQ code-usage remedy: starting from perfectly correlated axes (every axis carries the same value, so
+    only a handful of the 1000 level combinations occur), minimising the term alone spreads the rounded codes
+    over most of the codebook; its soft assignment sits on FSQ's own pre-rounding values."""
+    from vector_quantize_pytorch import FSQ
+
+    from vidgen.tokenizers.quantizers import fsq_entropy_loss
+
+    levels = (8, 5, 5, 5)
+    fsq = FSQ(levels=list(levels))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1024, 1, generator=g).repeat(1, 4).requires_grad_(True)
+
+    def used(values):
+        with torch.no_grad():
+            return fsq(values[None])[1].unique().numel()
+
+    before = used(z)
+    opt = torch.optim.Adam([z], lr=0.05)
+    losses = []
+    for _ in range(150):
+        loss = fsq_entropy_loss(z, levels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    after = used(z)
+    assert before <= 20 and after >= 400, (before, after)  # 1024 uniform draws would hit ~640 codes
+    assert losses[-1] < losses[0] - 1.0
+    with pytest.raises(ConfigError, match="fsq_entropy_weight"):
+        CausalVQVAE.from_preset("tiny", quantizer="lfq", fsq_entropy_weight=0.1)
+    tok = make("fsq", fsq_entropy_weight=0.1).train()  # the term reaches the bottleneck loss in training only
+    assert tok.reconstruct(video(b=1, t=5, h=16, w=16)).bottleneck.loss.item() != 0.0
+    with torch.no_grad():
+        assert tok.reconstruct(video(b=1, t=5, h=16, w=16)).bottleneck.loss.item() == 0.0

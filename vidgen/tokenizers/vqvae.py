@@ -44,11 +44,13 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
                  temporal_kernel: int = 3, quantizer: str = "fsq", fsq_levels=(8, 5, 5, 5), lfq_bits: int = 10,
                  codebook_size: int = 1024, codebook_dim: int = 8, num_quantizers: int = 1,
                  commitment_weight: float = 0.25, entropy_weight: float = 0.1, vq_decay: float = 0.99,
-                 vq_cosine: bool = False, vq_kmeans_init: bool = False, vq_rotation_trick: bool = True):
+                 vq_cosine: bool = False, vq_kmeans_init: bool = False, vq_rotation_trick: bool = True,
+                 fsq_entropy_weight: float = 0.0, fsq_entropy_temperature: float = 0.5):
         super().__init__()
         self.quantizer_config = QuantizerConfig(
             quantizer, tuple(fsq_levels), lfq_bits, codebook_size, codebook_dim, num_quantizers, commitment_weight,
-            entropy_weight, vq_decay, vq_cosine, vq_kmeans_init, vq_rotation_trick)
+            entropy_weight, vq_decay, vq_cosine, vq_kmeans_init, vq_rotation_trick, fsq_entropy_weight,
+            fsq_entropy_temperature)
         self.bottleneck = QuantizerBottleneck(self.quantizer_config)
         self.encoder_channels = self.decoder_channels = self.bottleneck.encoder_channels
         self.codec_config = CodecConfig(widths, num_res_blocks, decoder_extra_blocks, patch_size,

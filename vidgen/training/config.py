@@ -25,12 +25,17 @@ class DataConfig:
     num_frames: int = 9
     size: int = 64
     crop: int = 0  # random square crop of this size (0 = none)
+    color_aug: float = 0.0  # probability that a clip gets a random hue rotation, saturation and channel gains
     num_clips: int = 1024  # NaturalClips: distinct clips rendered (cached as uint8 after first use)
     video_batch: int = 4
     image_batch: int = 8  # images are 1-frame videos (random frames of other clips)
     image_weight: float = 1.0
     eval_clips: int = 16
     eval_frames: int = 17
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.color_aug) <= 1.0:
+            raise ConfigError(f"data.color_aug is a probability in [0, 1], got {self.color_aug!r}")
 
 
 @dataclass
@@ -73,6 +78,7 @@ class TrainConfig:
     ckpt_every: int = 250
     keep_checkpoints: int = 2
     resume: str = "auto"  # "auto" | "" | path to a checkpoint folder
+    init_from: str = ""  # a saved tokenizer folder to start from (fresh optimizer and schedule): a second stage
     stats_clips: int = 32  # clips used for scaling_factor / shift_factor at the end
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -123,6 +123,22 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
+def init_from(model: nn.Module, folder: str) -> None:
+    """Start ``model`` from the weights of a saved tokenizer of the same class and architecture (e.g. the GAN stage
+    from the PSNR stage, as VidTok trains). Latent statistics are measured again at the end of the run."""
+    from vidgen.tokenizers import load_tokenizer
+    source = load_tokenizer(folder)
+    ignore = {"scaling_factor", "shift_factor", "latents_mean", "latents_std"}  # statistics, not architecture
+    mine = {k: v for k, v in dict(model.config).items() if not k.startswith("_") and k not in ignore}
+    theirs = {k: v for k, v in dict(source.config).items() if not k.startswith("_") and k not in ignore}
+    differ = sorted(k for k in mine.keys() | theirs.keys()
+                    if json.dumps(mine.get(k), default=str) != json.dumps(theirs.get(k), default=str))
+    if type(source) is not type(model) or differ:
+        raise ConfigError(f"init_from: {folder} holds a {type(source).__name__} that differs from the model this run "
+                          f"builds ({type(model).__name__}) in: {', '.join(differ) or 'class'}")
+    model.load_state_dict(source.state_dict())
+
+
 def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
     if cfg.loss.perceptual <= 0 or cfg.loss.perceptual_kind == "none":
         return None
@@ -152,6 +168,9 @@ def train(cfg: TrainConfig) -> dict:
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg.model)
+    if cfg.init_from:
+        init_from(model, cfg.init_from)
+        log(f"initialised from {cfg.init_from}")
     disc = PatchDiscriminator3D(cfg.loss.disc_channels, cfg.loss.disc_layers) if cfg.loss.gan > 0 else None
     perceptual = _perceptual(cfg, log)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -183,7 +202,8 @@ def train(cfg: TrainConfig) -> dict:
     t_last, frames_since = time.time(), 0
     while step < cfg.steps:
         g = step_generator(cfg.seed, step, acc.process_index, acc.num_processes)
-        xv, xi = joint_batch(clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g)
+        xv, xi = joint_batch(clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g,
+                             cfg.data.color_aug)
         batches = [b for b in (xv, xi) if b is not None]
         weights = [1.0 if b is xv else cfg.data.image_weight for b in batches]
         gan_on = disc is not None and step >= cfg.loss.gan_start
