@@ -318,5 +318,28 @@ def main(argv=None) -> int:
     return 0
 
 
+
+def readme_table(results: dict) -> str:
+    """The README's sampling table (``eval/readme_tables.py``, marker ``generators``) from a results file."""
+    def label(r):
+        if r["sampler"] == "ar_cached":
+            return "autoregressive, KV cache"
+        return f"{'masked' if r['sampler'] == 'masked' else 'flow'}, {r['steps']} steps"
+    best = {}  # the lower fraction of GEMM at the target batch in bold, as the target reads it
+    for r in results["sampling"]:
+        if r["batch"] == results["targets"]["measured_at_batch"] and r["sampler"] in ("masked", "flow50"):
+            best[r["sampler"]] = r
+    lines = ["| sampler | batch | s / video | GFLOP / video | achieved GFLOP/s | % of GEMM |", "|---|---|---|---|---|---|"]
+    for r in results["sampling"]:
+        pct = f"{r['fraction_of_gemm']:.1%}" if r["fraction_of_gemm"] < 0.1 else f"{r['fraction_of_gemm']:.0%}"
+        pct = pct.replace("%", " %")
+        pct = f"**{pct}**" if best.get(r["sampler"]) is r else pct
+        gflops = f"{r['gflops']:.0f}" if r["gflops"] >= 100 else f"{r['gflops']:.1f}"
+        lines.append(f"| {label(r)} | {r['batch']} | {r['seconds_per_video']:.2f} | {r['gflop_per_video']:.0f} | "
+                     f"{gflops} | {pct} |")
+    lines += ["", f"{results['threads']} threads, GEMM {results['gemm']['gflops']:.0f} GFLOP/s in the same run, "
+              f"{results['date'][:10]}; `{' '.join(['python', *results['command'].split()[1:]])}`."]
+    return "\n".join(lines)
+
 if __name__ == "__main__":
     raise SystemExit(main())

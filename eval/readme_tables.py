@@ -59,7 +59,8 @@ def from_script(script: str):
 # marker name -> (results file under docs/results/, table maker); a table is rewritten only if both exist
 TABLES = {"demo": ("demo_full.json", demo_table),
           "vae_speed": ("bench_vae_speed.json", from_script("bench_vae_speed")),
-          "attention": ("bench_attention.json", from_script("bench_attention"))}
+          "attention": ("bench_attention.json", from_script("bench_attention")),
+          "generators": ("bench_generators.json", from_script("bench_generators"))}
 
 
 def render(readme: str) -> str:

@@ -6,6 +6,7 @@ For each setting it prints colour+motion adherence on seen and held-out pairs an
 ``docs/results/sampling_sweep_<pipeline>.json``.
 
     python eval/sweep_sampling.py masked --grid '{"guidance_scale": [3, 5], "num_inference_steps": [12, 24]}'
+    python eval/sweep_sampling.py flow --grid '{"guidance_scale": [2, 4], "scheduler.shift": [1.0, 3.0]}'
 """
 from __future__ import annotations
 
@@ -44,9 +45,14 @@ def main(argv=None) -> int:
     pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
     prompts, scorer = demo_prompts(args.prompts, seed=args.seed), AttributeScorer()
     rows = []
+    base_scheduler = dict(pipe.scheduler.config) if hasattr(pipe, "scheduler") else {}
     for values in itertools.product(*(grid[k] for k in keys)):
         sampling = {k: (tuple(v) if isinstance(v, list) else v) for k, v in zip(keys, values)}
-        videos, seconds = generate(pipe, prompts, 8, **sampling)
+        call = {k: v for k, v in sampling.items() if not k.startswith("scheduler.")}
+        scheduler = {k.split(".", 1)[1]: v for k, v in sampling.items() if k.startswith("scheduler.")}
+        if scheduler:  # e.g. "scheduler.shift": a setting of the pipeline's scheduler component, not of the call
+            pipe.scheduler = type(pipe.scheduler).from_config({**base_scheduler, **scheduler})
+        videos, seconds = generate(pipe, prompts, 8, **call)
         _, result = score(scorer, videos, prompts)
         row = {"sampling": sampling, "seconds_per_video": seconds,
                **{g: {k: result[g][k] for k in ("color_motion", "color", "motion", "shape")}
