@@ -7,7 +7,8 @@
 Per tokenizer: PSNR, SSIM, temporal flicker, perceptual distance (LPIPS when its ImageNet backbone is cached,
 otherwise ST-LPIPS, labelled as such), rFVD (I3D, originals vs reconstructions), bits per token, tokens per
 second of video, codebook utilization and perplexity over all held-out tokens, encode/decode frames per second.
-Writes ``results.json``, ``results.md`` and ``side_by_side.png`` (original | each tokenizer | abs error).
+Writes ``results.json``, ``results.md`` and ``side_by_side.png`` (original | each tokenizer | abs error) under
+``--out``, and ``docs/results/bench_tokenizers.json`` (``--results``), from which the README table is generated.
 """
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-fvd", action="store_true", help="skip rFVD (the I3D pass is the slowest part)")
     parser.add_argument("--out", default="outputs/bench_tokenizers")
+    parser.add_argument("--results", default="docs/results/bench_tokenizers.json",
+                        help="the committed results file the README table is generated from ('' to skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -109,6 +112,10 @@ def main(argv=None) -> int:
     setup = {"data": args.data, "clips": len(clips), "frames": args.frames, "size": args.size,
              "threads": args.threads, "chunk_frames": args.chunk_frames, "perceptual": perceptual.name}  # fmt: skip
     (out / "results.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2, default=str))
+    if args.results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from results import write_result
+        print(f"wrote {write_result(args.results, {'setup': setup, 'rows': rows}, threads=args.threads)}")
     (out / "results.md").write_text(markdown_table(rows, perceptual.name, setup))
     labels = ["original"] + [s for p in args.tokenizers for s in (Path(p).parent.name, f"|error| {Path(p).parent.name}")]
     save_image(out / "side_by_side.png", contact_sheet(previews, labels, scale=2))
@@ -138,6 +145,12 @@ def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
     lines.append("")
     lines.append(f"Setup: {json.dumps(setup)}")
     return "\n".join(lines) + "\n"
+
+
+def readme_table(results: dict) -> str:
+    """The README's tokenizer table (``eval/readme_tables.py``, marker ``tokenizers``) from a results file."""
+    table = markdown_table(results["rows"], results["setup"]["perceptual"], results["setup"]).rstrip("\n")
+    return table.rsplit("\n\nSetup:", 1)[0] + f"\n\n{results['date'][:10]}; `{results['command']}`."
 
 
 if __name__ == "__main__":
