@@ -12,6 +12,8 @@ Prints PSNR at every in-loop evaluation step (equal steps) beside the time per t
 ``--equal-time`` then trains vidgen once more, from scratch with the same recipe, for as many steps as fit in
 CogVideoX's training time (equal budget; the cosine schedule is stretched to that step count).
 ``--skip-training --at-step N`` compares the two existing runs at their step-N checkpoints (for runs stopped early).
+``--cogvideox-lrs 2.5e-4 5e-4 1e-3`` gives the anchor the best of a learning-rate sweep at the same step budget
+(vidgen keeps the recipe's 5e-4); every run of the sweep is reported. Results: ``docs/results/compare_vae_recipe.json``.
 """
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ RUNS = {"vidgen_base": "tokenizers/configs/compare/recipe_vidgen_base.yaml",
         "cogvideox": "tokenizers/configs/compare/recipe_cogvideox.yaml"}
 
 
-def train(name: str, config: str, steps: int, threads: int, run_root: Path) -> float:
+def train(name: str, config: str, steps: int, threads: int, run_root: Path, extra: tuple = ()) -> float:
     run_dir = run_root / name
     cmd = [sys.executable, str(ROOT / "tokenizers/train_tokenizer.py"), "--config", str(ROOT / config),
-           f"steps={steps}", f"threads={threads}", f"run_dir={run_dir}", f"eval_every={max(100, steps // 6)}"]
+           f"steps={steps}", f"threads={threads}", f"run_dir={run_dir}", f"eval_every={max(100, steps // 6)}", *extra]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return time.perf_counter() - t0
@@ -83,6 +85,9 @@ def main() -> None:
     ap.add_argument("--equal-time", action="store_true",
                     help="also train vidgen for CogVideoX's wall time; with --skip-training the two equal-step "
                          "runs and their wall times are read from an earlier run")
+    ap.add_argument("--cogvideox-lrs", type=float, nargs="+", default=None,
+                    help="learning rates for the anchor (best final PSNR is compared); default: the recipe's")
+    ap.add_argument("--results", default="docs/results/compare_vae_recipe.json", help="results file ('' to skip)")
     ap.add_argument("--at-step", type=int, default=None,
                     help="with --skip-training: compare both runs at this checkpoint (for runs stopped early)")
     args = ap.parse_args()
@@ -90,13 +95,23 @@ def main() -> None:
         ap.error("--at-step compares existing checkpoints: use it with --skip-training")
     run_root, out = Path(args.run_root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name, config in RUNS.items():
-        wall = None if args.skip_training else train(name, config, args.steps, args.threads, run_root)
+    results, sweep = {}, {}
+    jobs = [("vidgen_base", RUNS["vidgen_base"], ())]
+    if args.cogvideox_lrs:  # one run per learning rate; the best final PSNR is the anchor's entry
+        jobs += [(f"cogvideox_lr{lr:g}", RUNS["cogvideox"], (f"optim.lr={lr}",)) for lr in args.cogvideox_lrs]
+    else:
+        jobs.append(("cogvideox", RUNS["cogvideox"], ()))
+    for name, config, extra in jobs:
+        wall = None if args.skip_training else train(name, config, args.steps, args.threads, run_root, extra)
         curve = {k: v for k, v in eval_psnr_curve(run_root / name).items() if k <= (args.at_step or k)}
         results[name] = {"train_wall_s": wall, "curve": curve,
                          **final_metrics(run_root / name, args.clips, args.threads, args.at_step)}
+        if extra:
+            sweep[name] = {"lr": float(extra[0].split("=")[1]), "psnr": results[name]["psnr"]}
         print(name, json.dumps(results[name]), flush=True)
+    if sweep:
+        best = max(sweep, key=lambda n: sweep[n]["psnr"])
+        results["cogvideox"] = {**results[best], "best_of_lr_sweep": sweep, "lr": sweep[best]["lr"]}
     a, b = results["vidgen_base"], results["cogvideox"]
     if args.equal_time:
         # as many vidgen steps as CogVideoX's training steps took, from the logged per-step times
@@ -126,6 +141,10 @@ def main() -> None:
     (out / "results.md").write_text(table + "\n")
     summary = {"steps": args.at_step or args.steps, "threads": args.threads, **results}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
+    if args.results:
+        sys.path.insert(0, str(ROOT / "eval"))
+        from results import write_result
+        print(f"wrote {write_result(args.results, summary, threads=args.threads)}")
 
 
 if __name__ == "__main__":
