@@ -89,6 +89,12 @@ def _shares_cache_being_written(name: str, running: dict) -> bool:
     return False
 
 
+# The flow pipeline's scheduler: time shift 3 (more of the 25 steps at high noise, where the motion is decided), chosen
+# with eval/sweep_sampling.py on tuning prompts that the evaluation never uses (docs/results/sampling_sweep_flow.json:
+# 75 % seen / 75 % held-out colour+motion at shift 3 vs 75 % / 62.5 % at shift 1, guidance 4).
+FLOW_SCHEDULER = {"shift": 3.0}
+
+
 def build_pipeline(name: str):
     """The pipeline of generator ``name`` from its run's ``final`` folders (tokenizer path from its config)."""
     from vidgen.generators import generator_class, make_scheduler
@@ -101,7 +107,8 @@ def build_pipeline(name: str):
     if name == "masked":
         return MaskedVideoPipeline(tokenizer, model, make_scheduler(model))
     if name == "flow":
-        return FlowVideoPipeline(tokenizer, model, model.default_scheduler())
+        scheduler = model.default_scheduler()
+        return FlowVideoPipeline(tokenizer, model, type(scheduler).from_config(scheduler.config, **FLOW_SCHEDULER))
     return AutoregressiveVideoPipeline(tokenizer, model)
 
 
@@ -111,7 +118,7 @@ def assemble(out: Path) -> None:
         folder = out / PIPELINES[name]
         build_pipeline(name).save_pretrained(folder, safe_serialization=True)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        print(f"  {folder.relative_to(ROOT)}: {size / 2**20:.1f} MiB", flush=True)
+        print(f"  {folder}: {size / 2**20:.1f} MiB", flush=True)
 
 
 def evaluate(out: Path) -> None:
@@ -203,10 +210,17 @@ def write_cards(out: Path) -> None:
                       "|---|---|---|---|---|",
                       f"| {a['seen']['color_motion']:.1%} | {a['held_out']['color_motion']:.1%} | {a['all']['shape']:.1%} "
                       f"| {fvd} | {e['seconds_per_video']:.2f} |"]
+            sampling = ", ".join(f"{k} {v}" for k, v in e["sampling"].items())
+            scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift}" \
+                if name == "flow" else ""
+            how = (f"chosen with `eval/sweep_sampling.py` on tuning prompts the evaluation does not use, "
+                   f"docs/results/sampling_sweep_{name}.json") if (RESULTS.parent / f"sampling_sweep_{name}.json").exists() \
+                else "the pipeline's defaults, not tuned"
+            lines += ["", f"**Sampling as evaluated**: {sampling}{scheduler} (`vidgen.demo.run.SAMPLING`; {how})."]
         lines += ["", "**On a GPU**: the same configs train in minutes; larger presets (`small`/`base`), more clips and "
                   "steps, and `accelerate launch --config_file configs/accelerate/ddp.yaml` are the obvious changes.", ""]
         (folder / "README.md").write_text("\n".join(lines))
-        print(f"  card: {(folder / 'README.md').relative_to(ROOT)}", flush=True)
+        print(f"  card: {folder / 'README.md'}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
