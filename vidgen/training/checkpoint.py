@@ -7,6 +7,7 @@ so a crash mid-write never leaves a half checkpoint; ``latest`` names the newest
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -107,3 +108,18 @@ class RunLog:
             with open(self.path, "a") as fh:
                 entry = {"info": msg} if isinstance(msg, str) else dict(msg)
                 fh.write(json.dumps({**entry, "time": round(time.time(), 3)}) + "\n")
+
+
+def copy_weights(model, source, folder, ignore=frozenset()) -> None:
+    """Load ``source``'s weights into ``model`` (``init_from``: a fresh optimizer and schedule, unlike a resume) if
+    both are the same class with the same configuration, apart from the ``ignore`` keys; else a ``ConfigError``
+    naming the differing keys."""
+    def arch(m):
+        return {k: json.dumps(v, default=str, sort_keys=True) for k, v in dict(m.config).items()
+                if not k.startswith("_") and k not in ignore}
+    mine, theirs = arch(model), arch(source)
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if type(source) is not type(model) or differ:
+        raise ConfigError(f"init_from: {folder} holds a {type(source).__name__} that differs from the model this run "
+                          f"builds ({type(model).__name__}) in: {', '.join(differ) or 'class'}")
+    model.load_state_dict(source.state_dict())

@@ -136,6 +136,7 @@ class GeneratorTrainConfig:
     ckpt_every: int = 250
     keep_checkpoints: int = 2
     resume: str = "auto"
+    init_from: str = ""  # a saved generator folder to start from (fresh optimizer and schedule)
     model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

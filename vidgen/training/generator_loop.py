@@ -18,7 +18,8 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError
-from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint, training_state
+from vidgen.training.checkpoint import (RunLog, copy_weights, find_checkpoint, restore, save_checkpoint,
+                                        training_state)
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
@@ -116,6 +117,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer).to(acc.device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_generator(cfg, _text_dim(cfg), tokenizer)
+    if cfg.init_from:  # e.g. continue a shipped model (pretrained/<name>/transformer) with a new schedule
+        copy_weights(model, type(model).from_pretrained(cfg.init_from), cfg.init_from)
+        log(f"initialised from {cfg.init_from}")
     model.check_tokenizer(tokenizer)
     data: EncodedDataset = load_or_encode(model, tokenizer, cfg.data, acc, log)
     grid = tuple(data.x.shape[-3:])

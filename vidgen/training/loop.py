@@ -17,7 +17,8 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError, MissingWeightsError
-from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint, training_state
+from vidgen.training.checkpoint import (RunLog, copy_weights, find_checkpoint, restore, save_checkpoint,
+                                        training_state)
 from vidgen.training.config import TrainConfig
 from vidgen.training.data import CachedClips, EpochSampler, joint_batch, step_generator
 from vidgen.training.discriminator import PatchDiscriminator3D
@@ -127,16 +128,8 @@ def init_from(model: nn.Module, folder: str) -> None:
     """Start ``model`` from the weights of a saved tokenizer of the same class and architecture (e.g. the GAN stage
     from the PSNR stage, as VidTok trains). Latent statistics are measured again at the end of the run."""
     from vidgen.tokenizers import load_tokenizer
-    source = load_tokenizer(folder)
-    ignore = {"scaling_factor", "shift_factor", "latents_mean", "latents_std"}  # statistics, not architecture
-    mine = {k: v for k, v in dict(model.config).items() if not k.startswith("_") and k not in ignore}
-    theirs = {k: v for k, v in dict(source.config).items() if not k.startswith("_") and k not in ignore}
-    differ = sorted(k for k in mine.keys() | theirs.keys()
-                    if json.dumps(mine.get(k), default=str) != json.dumps(theirs.get(k), default=str))
-    if type(source) is not type(model) or differ:
-        raise ConfigError(f"init_from: {folder} holds a {type(source).__name__} that differs from the model this run "
-                          f"builds ({type(model).__name__}) in: {', '.join(differ) or 'class'}")
-    model.load_state_dict(source.state_dict())
+    copy_weights(model, load_tokenizer(folder), folder,
+                 ignore={"scaling_factor", "shift_factor", "latents_mean", "latents_std"})  # statistics
 
 
 def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
