@@ -1,19 +1,19 @@
 """Benchmark: 3D windowed attention, blocked CPU path vs dense masked SDPA vs unmasked SDPA (forward+backward).
 
-All methods run interleaved in the same rounds (the machine is shared and noisy), so the printed speed-ups
-are ratios of medians measured side by side. Beside each measured ratio we print the FLOP-count upper bound
-(dense work / allowed work, as NATTEN reports) and the work the blocked path really does. For the Triton
-kernel (no GPU here) we report the fraction of (query tile, key tile) pairs it skips for each pattern.
+All methods run interleaved in the same rounds (the machine is shared and noisy), so the speed-ups are medians
+of per-round ratios measured side by side. Beside each ratio: the FLOP-count upper bound (dense pairs / allowed
+pairs, as NATTEN reports) and the blocked path's own work bound (dense pairs / pairs it computes, halo overlap
+included). For the Triton kernel (no GPU here) we report the fraction of (query tile, key tile) pairs it skips.
 
-    python eval/bench_attention.py --threads 2            # the README table (several minutes)
-    python eval/bench_attention.py --quick                # smoke run
+    python eval/bench_attention.py --threads 2            # docs/results/bench_attention.json (~10 minutes)
+    python eval/bench_attention.py --quick                # smoke run (outputs/bench_attention_quick.json)
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +26,10 @@ from vidgen.attention.masks import PATTERN_FACTORIES, pattern_mask
 from vidgen.attention.reference import cached_pattern_mask
 from vidgen.attention.tiles import needed_tile_map, tile_visit_map
 
+OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "bench_attention.json"
+OTHER_PATTERNS = [("spatial", (1, None, None), False), ("temporal", (None, 1, 1), False),
+                  ("window+causal", None, True), ("spatial window 1x7x7", (1, 7, 7), False)]
+
 
 def fwd_bwd_seconds(fn, q, k, v) -> float:
     for x in (q, k, v):
@@ -35,31 +39,39 @@ def fwd_bwd_seconds(fn, q, k, v) -> float:
     return time.perf_counter() - start
 
 
-def bench_grid(grid, window, heads, head_dim, rounds, causal=False, with_unmasked=True):
-    pattern = make_pattern(grid, window, causal)
-    n = pattern.num_tokens
+def _inputs(pattern, heads, head_dim):
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, heads, n, head_dim, generator=gen).requires_grad_() for _ in range(3))
-    cached_pattern_mask(pattern, q.device)  # build the dense mask outside the timings (it is cached in use)
-    methods = {"blocked": lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="cpu"),
-               "dense_masked_sdpa": lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="reference")}
-    if with_unmasked:
-        methods["unmasked_sdpa"] = lambda a, b, c: F.scaled_dot_product_attention(a, b, c)
-    fwd_bwd_seconds(methods["blocked"], q, k, v)  # warm-up (mask / plan caches)
+    return [torch.randn(1, heads, pattern.num_tokens, head_dim, generator=gen).requires_grad_() for _ in range(3)]
+
+
+def _interleaved(methods, q, k, v, rounds, warm=None):
+    for name in warm or methods:  # warm-up: plan / mask caches, allocator (dense SDPA has none: it is costly)
+        fwd_bwd_seconds(methods[name], q, k, v)
     times = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
             times[name].append(fwd_bwd_seconds(fn, q, k, v))
-    med = {name: statistics.median(ts) for name, ts in times.items()}
-    plans = plan_blocks(pattern)
-    row = dict(grid=list(grid), tokens=n, window=window and list(window), causal=causal,
-               block=[p.block for p in plans],
-               seconds=med, flop_bound_speedup=1.0 / pattern.density(),
-               blocked_work_speedup=n * n / blocked_work(pattern))
-    for name in methods:
-        if name != "blocked":  # per-round ratios, then the median: robust to load changing between rounds
-            row[f"speedup_vs_{name}"] = statistics.median(
-                other / mine for other, mine in zip(times[name], times["blocked"]))
+    return times
+
+
+def bench_grid(grid, window, heads, head_dim, rounds, causal=False, with_unmasked=True, with_dense=True):
+    pattern = make_pattern(grid, window, causal)
+    n = pattern.num_tokens
+    q, k, v = _inputs(pattern, heads, head_dim)
+    methods = {"blocked": lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="cpu")}
+    if with_dense:
+        cached_pattern_mask(pattern, q.device)  # the dense mask is cached in use: build it outside the timings
+        methods["dense_masked_sdpa"] = lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="reference")
+    if with_unmasked:
+        methods["unmasked_sdpa"] = lambda a, b, c: F.scaled_dot_product_attention(a, b, c)
+    times = _interleaved(methods, q, k, v, rounds, warm=("blocked",))
+    row = dict(grid=list(grid), tokens=n, window=window and list(window), causal=causal, rounds=rounds,
+               block=[p.block for p in plan_blocks(pattern)],
+               seconds={name: statistics.median(ts) for name, ts in times.items()},
+               flop_bound_speedup=1.0 / pattern.density(), blocked_work_speedup=n * n / blocked_work(pattern))
+    for other in methods:  # per-round ratios, then the median: robust to load changing between rounds
+        if other != "blocked":
+            row[f"speedup_vs_{other}"] = statistics.median(o / m for o, m in zip(times[other], times["blocked"]))
     return row
 
 
@@ -79,68 +91,97 @@ def tile_skips(grid, tile_sizes):
     return rows
 
 
+def _x(values) -> str:
+    return "×".join(map(str, values))
+
+
+def readme_table(results: dict) -> str:
+    """The README tables (``<!-- table:attention -->``) from ``docs/results/bench_attention.json``."""
+    lines = ["| T×H×W | tokens | block | `cpu` (s) | dense masked SDPA (s) | unmasked SDPA (s) | `cpu` vs dense masked | "
+             "vs unmasked | FLOP bound | blocked work |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        s = r["seconds"]
+        unmasked = (f"{s['unmasked_sdpa']:.2f} | ", f"{r['speedup_vs_unmasked_sdpa']:.1f}× | ") if "unmasked_sdpa" in s \
+            else ("– | ", "– | ")
+        lines.append(f"| {_x(r['grid'])} | {r['tokens']:,} | {_x(r['block'])} | {s['blocked']:.3f} | "
+                     f"{s['dense_masked_sdpa']:.2f} | {unmasked[0]}**{r['speedup_vs_dense_masked_sdpa']:.1f}×** | "
+                     f"{unmasked[1]}{r['flop_bound_speedup']:.0f}× | {r['blocked_work_speedup']:.0f}× |")
+    lines += ["", f"| pattern at {_x(results['pattern_grid'])} | block | `cpu` (s) | dense masked SDPA (s) | "
+              "`cpu` vs dense masked | FLOP bound | blocked work |", "|---|---|---|---|---|---|---|"]
+    for r in results["other_patterns"]:
+        s = r["seconds"]
+        lines.append(f"| {r['pattern']} | {_x(r['block'])} | {s['blocked']:.3f} | {s['dense_masked_sdpa']:.2f} | "
+                     f"**{r['speedup_vs_dense_masked_sdpa']:.1f}×** | {r['flop_bound_speedup']:.0f}× | "
+                     f"{r['blocked_work_speedup']:.0f}× |")
+    lin = ", ".join(f"×{x['time_ratio']:.2f} at T={x['frames']}" for x in results["linear_in_t"][1:])
+    lines += ["", f"Forward + backward, B=1, heads={results['heads']}, D={results['head_dim']}, fp32, "
+              f"{results['threads']} threads, window {_x(results['window'])}; median of per-round ratios over "
+              f"{results['rounds']} interleaved rounds. `cpu` time vs T={results['linear_in_t'][0]['frames']}: {lin}. "
+              f"{results['date'][:10]}, load average {results['loadavg_start'][0]:.2f} at start; `{results['command']}`."]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--size", type=int, default=32, help="H = W of the token grid")
+    parser.add_argument("--wide", type=int, default=64, help="also time (max frames, size, wide); 0 = skip")
     parser.add_argument("--window", type=int, nargs=3, default=[3, 7, 7])
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", default="outputs/bench_attention.json")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.frames, args.size, args.rounds = [2, 4], 16, 1
+        args.frames, args.size, args.wide, args.rounds = [2, 4], 16, 0, 1
+    out = Path(args.out) if args.out else (Path("outputs/bench_attention_quick.json") if args.quick else OUT)
     torch.set_num_threads(args.threads)
     window = tuple(args.window)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, heads={args.heads}, D={args.head_dim}, "
           f"window={window}, forward+backward, median of {args.rounds} interleaved rounds")
-    header = (f"{'T x H x W':>12} {'tokens':>7} {'block':>10} {'blocked s':>10} {'dense s':>9} {'unmasked s':>10} "
-              f"{'vs dense':>9} {'vs unmasked':>11} {'FLOP bound':>10} {'blocked work':>12}")
-    print(header)
+    print(f"{'T x H x W':>12} {'tokens':>7} {'block':>8} {'cpu s':>7} {'dense s':>8} {'cpu/dense':>9} "
+          f"{'FLOP bound':>10} {'work bound':>10}")
+    grids = [(f, args.size, args.size) for f in args.frames]
+    if args.wide:
+        grids.append((args.frames[-1], args.size, args.wide))
     rows = []
-    for frames in args.frames:
-        row = bench_grid((frames, args.size, args.size), window, args.heads, args.head_dim, args.rounds)
+    for grid in grids:
+        row = bench_grid(grid, window, args.heads, args.head_dim, args.rounds, with_unmasked=grid[2] == args.size)
         rows.append(row)
         s = row["seconds"]
-        print(f"{'x'.join(map(str, row['grid'])):>12} {row['tokens']:>7} {'x'.join(map(str, row['block'])):>10} "
-              f"{s['blocked']:>10.3f} {s['dense_masked_sdpa']:>9.3f} {s['unmasked_sdpa']:>10.3f} "
-              f"{row['speedup_vs_dense_masked_sdpa']:>8.1f}x {row['speedup_vs_unmasked_sdpa']:>10.1f}x "
-              f"{row['flop_bound_speedup']:>9.1f}x {row['blocked_work_speedup']:>11.1f}x", flush=True)
-    base = rows[0]
-    linear = [dict(frames=r["grid"][0], time_ratio=r["seconds"]["blocked"] / base["seconds"]["blocked"],
-                   frames_ratio=r["grid"][0] / base["grid"][0]) for r in rows]
-    print("linear in T (blocked): " + ", ".join(
-        f"T={x['frames']}: time x{x['time_ratio']:.2f} for frames x{x['frames_ratio']:.0f}" for x in linear))
+        print(f"{'x'.join(map(str, grid)):>12} {row['tokens']:>7} {'x'.join(map(str, row['block'])):>8} "
+              f"{s['blocked']:>7.3f} {s['dense_masked_sdpa']:>8.2f} {row['speedup_vs_dense_masked_sdpa']:>8.1f}x "
+              f"{row['flop_bound_speedup']:>9.1f}x {row['blocked_work_speedup']:>9.1f}x", flush=True)
+    square = [r for r in rows if r["grid"][1] == r["grid"][2]]
+    linear = [dict(frames=r["grid"][0], time_ratio=r["seconds"]["blocked"] / square[0]["seconds"]["blocked"],
+                   frames_ratio=r["grid"][0] / square[0]["grid"][0]) for r in square]
+    print("linear in T (cpu): " + ", ".join(f"T={x['frames']}: x{x['time_ratio']:.2f}" for x in linear))
     pattern_grid = (args.frames[len(args.frames) // 2], args.size, args.size)
-    print(f"other patterns at {pattern_grid} (blocked vs dense masked SDPA, forward+backward):")
+    print(f"other patterns at {pattern_grid} (forward+backward):")
     other = []
-    for name, window, causal in [("spatial", (1, None, None), False), ("temporal", (None, 1, 1), False),
-                                 ("window+causal", window, True), ("spatial window 1x7x7", (1, 7, 7), False)]:
-        row = bench_grid(pattern_grid, window, args.heads, args.head_dim, max(1, args.rounds - 1), causal,
+    for name, win, causal in OTHER_PATTERNS:
+        row = bench_grid(pattern_grid, win or window, args.heads, args.head_dim, args.rounds, causal,
                          with_unmasked=False)
         row["pattern"] = name
         other.append(row)
-        secs = row["seconds"]
-        print(f"  {name:>20}: blocked {secs['blocked']:.3f}s, dense {secs['dense_masked_sdpa']:.3f}s,"
-              f" speed-up {row['speedup_vs_dense_masked_sdpa']:.1f}x (FLOP bound {row['flop_bound_speedup']:.1f}x)",
-              flush=True)
+        s = row["seconds"]
+        print(f"  {name:>20}: cpu {s['blocked']:.3f}s, dense {s['dense_masked_sdpa']:.2f}s, speed-up "
+              f"{row['speedup_vs_dense_masked_sdpa']:.1f}x (FLOP bound {row['flop_bound_speedup']:.1f}x)", flush=True)
     tile_grid = (args.frames[-1], args.size, args.size)
     tile_sizes = [(64, 64), (128, 64)]
     skips = tile_skips(tile_grid, tile_sizes)
-    print(f"Triton kernel: fraction of tile pairs skipped at {tile_grid} (kernel's test / ideal from the dense mask)")
-    for r in skips:
-        names = [f"{a}x{b}" for a, b in tile_sizes]
-        cells = "  ".join(f"{t}: {r[t]['skipped']:.3f} / {r[t]['ideal']:.3f}" for t in names)
-        print(f"  {r['pattern']:>8} (density {r['density']:.4f})  {cells}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(threads=args.threads, heads=args.heads, head_dim=args.head_dim,
-                                              rounds=args.rounds, rows=rows, linear_in_t=linear, other_patterns=other,
-                                              tile_skips=dict(grid=list(tile_grid), rows=skips),
-                                              host_cpus=os.cpu_count(), torch=torch.__version__), indent=2))
-    print(f"wrote {args.out}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import write_result
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "vidgen/attention"], capture_output=True, text=True).stdout
+    payload = dict(git_commit=commit, vidgen_attention_modified=bool(dirty.strip()), heads=args.heads, head_dim=args.head_dim, rounds=args.rounds, window=list(window),
+                   rows=rows, linear_in_t=linear, pattern_grid=list(pattern_grid), other_patterns=other,
+                   tile_skips=dict(grid=list(tile_grid), rows=skips))
+    path = write_result(out, payload, threads=args.threads)
+    print(f"wrote {path}")
     return 0
 
 
