@@ -1,0 +1,90 @@
+"""eval/bench_vae_speed.py on tiny shapes: the FLOP counting is right and the README table has the promised shape."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = (8, 16, 16, 16)  # 8x spatial compression like the benchmark, tiny widths
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_vae_speed", ROOT / "eval" / "bench_vae_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_flops_of_one_conv_equal_a_hand_count(bench):
+    conv = torch.nn.Conv3d(3, 8, kernel_size=3, padding=1)
+    flops, out = bench.count_flops(conv, torch.randn(1, 3, 4, 8, 8))
+    assert out.shape == (1, 8, 4, 8, 8)
+    assert flops == 2 * (8 * 4 * 8 * 8) * (3 * 27)  # 2 FLOPs per multiply-add, per output element
+
+
+def test_vidgen_flops_equal_the_sum_over_its_layers(bench):
+    """Everything that costs FLOPs in CausalVAE is a conv or linear layer: a hook-based hand count must agree."""
+    model = bench.build("vidgen", TINY)
+    hand = [0]
+
+    def hook(module, inputs, out):
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+            hand[0] += 2 * out.numel() * module.weight[0].numel()  # (in / groups) * kernel per output element
+        elif isinstance(module, torch.nn.Linear):
+            hand[0] += 2 * out.numel() * module.in_features
+
+    for module in model.modules():
+        module.register_forward_hook(hook)
+    x = bench.make_input(9, 32)
+    enc, z = bench.count_flops(lambda v: model.encode(v).latent_dist.mode(), x)
+    dec, y = bench.count_flops(lambda v: model.decode(v).sample, z)
+    assert y.shape == x.shape
+    assert enc > 0 and dec > 0
+    assert enc + dec == hand[0]
+
+
+def test_same_input_in_every_case(bench):
+    assert torch.equal(bench.make_input(9, 32), bench.make_input(9, 32))
+
+
+def test_table_has_one_row_per_model_with_all_columns(bench, restore_threads):
+    cases = [bench.speed_worker(kind, 9, 32, 1, 1, widths=TINY) for kind in bench.MODELS]
+    gemm = [bench.gemm_worker(1, reps=2, n=64)]
+    speed = {"command": "python eval/bench_vae_speed.py --tiny", "threads": 1, "date": "2026-01-01T00:00:00",
+             **bench.summarize(cases, gemm)}
+    by_kind = speed["by_frames"]["9"]
+    assert list(by_kind) == list(bench.MODELS)
+    assert len({c["input_sum"] for c in cases}) == 1  # the same seeded tensor went into every model
+    # depth: default CogVideoX > layers_per_block=2 > vidgen, in both parameters and FLOPs
+    assert by_kind["cogvideox"]["params"] > by_kind["cogvideox_lpb2"]["params"] > by_kind["vidgen"]["params"]
+    flops = {k: c["gflop_per_frame"] for k, c in by_kind.items()}
+    assert flops["cogvideox"] > flops["cogvideox_lpb2"] > flops["vidgen"] > 0
+    for c in cases:
+        assert c["frames_per_s_min"] <= c["frames_per_s"] <= c["frames_per_s_max"]
+        assert 0 < c["fraction_of_gemm"] and c["peak_rss_mb"] > 0
+    assert by_kind["vidgen"]["vidgen_speedup"] == pytest.approx(1.0)
+
+    table = bench.readme_table({"speed": speed})
+    lines = table.splitlines()
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    for column in ("model", "params", "GFLOP / frame", "achieved GFLOP/s", "of fp32 GEMM", "peak RSS"):
+        assert column in header
+    rows = [line for line in lines[2:] if line.startswith("| ")]
+    assert len(rows) == len(bench.MODELS)
+    for row, kind in zip(rows, bench.MODELS):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == len(header)
+        assert cells[1] == bench.MODELS[kind][0]
+        assert cells[3] == f"{by_kind[kind]['gflop_per_frame']:.1f}"
+    assert "python eval/bench_vae_speed.py --tiny" in lines[-1] and "1 thread," in lines[-1]
