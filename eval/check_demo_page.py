@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("page", nargs="?", default="outputs/demo/index.html")
     parser.add_argument("--screenshot", default=None, help="PNG to write (e.g. docs/demo_page.png)")
     parser.add_argument("--size", default="1280,1400", help="window size for the screenshot")
-    parser.add_argument("--wait-ms", type=int, default=10000, help="virtual time the page runs before reading")
+    parser.add_argument("--wait-ms", type=int, default=40000,
+                        help="virtual time the page runs before reading (192 videos need ~30 s in headless Chromium)")
     args = parser.parse_args(argv)
     url = Path(args.page).resolve().as_uri()
     common = [browser(), "--headless", "--no-sandbox", "--autoplay-policy=no-user-gesture-required",
