@@ -1,0 +1,75 @@
+"""The adherence ceiling a tokenizer puts on every generator decoded through it: the attribute scorer on real
+held-out shapes clips, before and after each shipped pipeline's tokenizer round trip (encode, decode).
+
+    python eval/tokenizer_ceiling.py            # -> docs/results/tokenizer_ceiling.json
+
+A generator whose samples were perfect token for token could still score no better than the round trip of real clips
+(up to sampling luck), so a target above this ceiling is a tokenizer target, not a generator one.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+import torch
+
+from vidgen.data import ShapesDataset
+from vidgen.metrics.adherence import AttributeScorer, adherence
+from vidgen.tokenizers import load_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_result  # noqa: E402
+
+TOKENIZERS = {"fsq (masked, autoregressive)": "shapes-masked/vqvae", "vae (flow)": "shapes-flow/vae"}
+
+
+@torch.no_grad()
+def round_trip(tok, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    t, h, w = x.shape[2:]
+    out = []
+    for i in range(0, len(x), batch):
+        part = x[i:i + batch]
+        if hasattr(tok, "tokenize"):
+            out.append(tok.detokenize(tok.tokenize(part), num_frames=t, height=h, width=w))
+        else:
+            out.append(tok.decode(tok.encode(part).latent_dist.mode(), num_frames=t, height=h, width=w).sample)
+    return torch.cat(out).clamp(-1, 1)
+
+
+def score(scorer, videos, expected) -> dict:
+    detected = [scorer(v) for v in videos]
+    result = adherence(detected, expected)
+    confusions = collections.Counter(f"{e['motion']} -> {d.motion}" for d, e in zip(detected, expected)
+                                     if d.motion != e["motion"])
+    return {**result, "motion_confusions": dict(confusions.most_common())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=256)
+    parser.add_argument("--pretrained", default="pretrained")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="docs/results/tokenizer_ceiling.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = ShapesDataset("test", num_frames=17, size=64, num_samples=args.clips, seed=7)
+    items = [data[i] for i in range(len(data))]
+    x = torch.stack([it["video"] for it in items])
+    expected = [{k: it[k] for k in ("color", "motion", "shape")} for it in items]
+    scorer = AttributeScorer()
+    rows = {"real clips": score(scorer, x, expected)}
+    for name, folder in TOKENIZERS.items():
+        rows[name] = score(scorer, round_trip(load_tokenizer(Path(args.pretrained) / folder), x), expected)
+    for name, r in rows.items():
+        print(f"{name:30s} colour {r['color']:.1%}  motion {r['motion']:.1%}  colour+motion {r['color_motion']:.1%}  "
+              f"{r['motion_confusions']}")
+    write_result(args.out, {"clips": len(x), "split": "test (held-out colour x motion pairs)", "rows": rows},
+                 threads=args.threads)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
