@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vidgen.cli.eval_recon import reconstruct
 from vidgen.data import ShapesDataset
 from vidgen.metrics.adherence import AttributeScorer, adherence
 from vidgen.tokenizers import load_tokenizer
@@ -23,19 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
 
 TOKENIZERS = {"fsq (masked, autoregressive)": "shapes-masked/vqvae", "vae (flow)": "shapes-flow/vae"}
-
-
-@torch.no_grad()
-def round_trip(tok, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    t, h, w = x.shape[2:]
-    out = []
-    for i in range(0, len(x), batch):
-        part = x[i:i + batch]
-        if hasattr(tok, "tokenize"):
-            out.append(tok.detokenize(tok.tokenize(part), num_frames=t, height=h, width=w))
-        else:
-            out.append(tok.decode(tok.encode(part).latent_dist.mode(), num_frames=t, height=h, width=w).sample)
-    return torch.cat(out).clamp(-1, 1)
 
 
 def score(scorer, videos, expected) -> dict:
@@ -61,7 +49,8 @@ def main(argv=None) -> int:
     scorer = AttributeScorer()
     rows = {"real clips": score(scorer, x, expected)}
     for name, folder in TOKENIZERS.items():
-        rows[name] = score(scorer, round_trip(load_tokenizer(Path(args.pretrained) / folder), x), expected)
+        recon = reconstruct(load_tokenizer(Path(args.pretrained) / folder), x, batch=16, chunk_frames=None)[0]
+        rows[name] = score(scorer, recon, expected)
     for name, r in rows.items():
         print(f"{name:30s} colour {r['color']:.1%}  motion {r['motion']:.1%}  colour+motion {r['color_motion']:.1%}  "
               f"{r['motion_confusions']}")

@@ -5,6 +5,7 @@ losses are per-sample means, and the adaptive GAN weight uses the all-reduced gr
 dataset sharded over 2 processes writes the same cache as 1 process."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ ATOL, RTOL = 2e-5, 1e-4
 def _run(script: Path, args: list[str], processes: int) -> None:
     if processes == 1:  # the plain script, no launcher: what a one-machine user runs
         done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600,
-                              env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     else:
         done = accelerate_launch(script, args, processes)
     assert done.returncode == 0, done.stderr[-3000:]

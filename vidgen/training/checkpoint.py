@@ -45,8 +45,9 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path | None:
     if resume == "auto":
         root = Path(run_dir) / "checkpoints"
         latest = root / "latest"
-        if latest.exists() and _complete(root / latest.read_text().strip()):
-            return root / latest.read_text().strip()
+        named = root / latest.read_text().strip() if latest.exists() else None
+        if named is not None and _complete(named):
+            return named
         # no pointer, or it names a folder a crash removed: the newest complete checkpoint (temporary folders of an
         # interrupted write are never candidates)
         complete = [p for p in sorted(root.glob("step_*")) if _complete(p)]

@@ -77,6 +77,7 @@ def step_generator(seed: int, step: int, rank: int = 0, world: int = 1) -> RowGe
 
 # RGB <-> YIQ: hue is the angle of (I, Q), saturation its length
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_RGB = torch.linalg.inv(_YIQ)
 
 
 def color_jitter(videos: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,7 @@ def color_jitter(videos: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cos, sin = torch.cos(angle) * sat, torch.sin(angle) * sat
     rot = torch.zeros(len(u), 3, 3)
     rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1.0, cos, -sin, sin, cos
-    mix = torch.linalg.inv(_YIQ) @ rot @ _YIQ  # (B, 3, 3) acting on RGB
+    mix = _RGB @ rot @ _YIQ  # (B, 3, 3) acting on RGB
     gains = 0.85 + 0.3 * u[:, 2:5]  # (B, 3)
     rgb = (videos + 1) / 2
     out = torch.einsum("bij,bjthw->bithw", mix * gains[:, :, None], rgb)
@@ -102,19 +103,20 @@ def _augment(videos: torch.Tensor, crop: int, g: RowGenerator, color: float = 0.
     b, (h, w) = videos.shape[0], videos.shape[-2:]
     corners = g.rand(b, 2)
     flips = g.rand(b) < 0.5
-    if color > 0:  # drawn only when enabled: runs without it keep their random stream
-        u = g.rand(b, 6)
-        jittered = color_jitter(videos, u[:, 1:])
-        videos = torch.where((u[:, 0] < color)[:, None, None, None, None], jittered, videos)
+    u = g.rand(b, 6) if color > 0 else None  # drawn only when enabled: runs without it keep their random stream
     if crop and crop > min(h, w):
         raise ConfigError(f"data.crop={crop} is larger than the clips ({h}x{w})")
     out = []
-    for video, (u, v), flip in zip(videos, corners.tolist(), flips.tolist()):
+    for video, (cy, cx), flip in zip(videos, corners.tolist(), flips.tolist()):
         if crop:
-            y0, x0 = int(u * (h - crop + 1)), int(v * (w - crop + 1))
+            y0, x0 = int(cy * (h - crop + 1)), int(cx * (w - crop + 1))
             video = video[..., y0:y0 + crop, x0:x0 + crop]
         out.append(video.flip(-1) if flip else video)
-    return torch.stack(out)
+    out = torch.stack(out)
+    if u is not None:  # per-pixel, so jittering after the crop gives the same pixels for less work
+        pick = u[:, 0] < color
+        out[pick] = color_jitter(out[pick], u[pick, 1:])
+    return out
 
 
 def joint_batch(clips: CachedClips, sampler: EpochSampler, video_batch: int, image_batch: int, crop: int,
