@@ -2,6 +2,7 @@
 held-out shapes clips, before and after each shipped pipeline's tokenizer round trip (encode, decode).
 
     python eval/tokenizer_ceiling.py            # -> docs/results/tokenizer_ceiling.json
+    python eval/tokenizer_ceiling.py --tokenizer "fsq stage 1=runs/fsq_shapes/final"   # extra rows, any tokenizer
 
 A generator whose samples were perfect token for token could still score no better than the round trip of real clips
 (up to sampling luck), so a target above this ceiling is a tokenizer target, not a generator one.
@@ -37,8 +38,10 @@ def score(scorer, videos, expected) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=256)
-    parser.add_argument("--pretrained", default="pretrained")
+    parser.add_argument("--pretrained", default="pretrained", help="folder of the shipped pipelines ('' to skip them)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokenizer", action="append", default=[], metavar="LABEL=FOLDER",
+                        help="also score this saved tokenizer's round trip (repeatable)")
     parser.add_argument("--out", default="docs/results/tokenizer_ceiling.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -48,8 +51,13 @@ def main(argv=None) -> int:
     expected = [{k: it[k] for k in ("color", "motion", "shape")} for it in items]
     scorer = AttributeScorer()
     rows = {"real clips": score(scorer, x, expected)}
-    for name, folder in TOKENIZERS.items():
-        recon = reconstruct(load_tokenizer(Path(args.pretrained) / folder), x, batch=16, chunk_frames=None)[0]
+    if any("=" not in item for item in args.tokenizer):
+        parser.error("--tokenizer takes LABEL=FOLDER")
+    extra = dict(item.split("=", 1) for item in args.tokenizer)
+    shipped = {name: Path(args.pretrained) / folder for name, folder in TOKENIZERS.items()} if args.pretrained else {}
+    folders = {**shipped, **extra}
+    for name, folder in folders.items():
+        recon = reconstruct(load_tokenizer(folder), x, batch=16, chunk_frames=None)[0]
         rows[name] = score(scorer, recon, expected)
     for name, r in rows.items():
         print(f"{name:30s} colour {r['color']:.1%}  motion {r['motion']:.1%}  colour+motion {r['color_motion']:.1%}  "

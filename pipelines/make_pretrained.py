@@ -7,7 +7,8 @@
 Stages:
 
 1. ``train``: the shapes ``CausalVAE`` and FSQ ``CausalVQVAE`` side by side (``tokenizers/train_tokenizer.py``), then
-   the masked, flow and autoregressive generators (``pipelines/train_generator.py``), one CPU thread each. Every
+   their decoder-only second stages (``trainable: decoder``: whole clips, temporal loss; the encoders and so every
+   latent the generators see stay those of stage 1), then the masked, flow and autoregressive generators (``pipelines/train_generator.py``), one CPU thread each. Every
    run resumes from its last checkpoint, so an interrupted build continues where it stopped; finished runs are
    skipped.
 2. ``assemble``: one diffusers-layout folder per generator under ``--out`` (``model_index.json`` + safetensors
@@ -27,8 +28,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from vidgen.training.release import run_summary, store_half  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = {"vae": "tokenizers/configs/vae_shapes.yaml", "fsq": "tokenizers/configs/fsq_shapes.yaml"}
+# Stage 2 of each tokenizer (decoder only): the pipelines ship these; the generators train on stage 1's latents,
+# which stage 2 leaves bit-identical.
+DECODERS = {"vae": "tokenizers/configs/vae_shapes_decoder.yaml", "fsq": "tokenizers/configs/fsq_shapes_decoder.yaml"}
 GENERATORS = {  # pipeline name -> (generator config, tokenizer key)
     "masked": ("pipelines/configs/masked_shapes.yaml", "fsq"),
     "flow": ("pipelines/configs/flow_shapes.yaml", "vae"),
@@ -60,11 +66,13 @@ def _wait(procs: dict) -> None:
 
 
 def train(jobs: int) -> None:
-    """Tokenizers (in parallel), then generators, at most ``jobs`` at a time; finished runs are skipped."""
-    print("stage train: tokenizers", flush=True)
-    procs = {k: _launch("tokenizers/train_tokenizer.py", c, _run_dir(c).with_suffix(".out"))
-             for k, c in TOKENIZERS.items() if not (_run_dir(c) / "final" / "config.json").exists()}
-    _wait(procs)
+    """Tokenizers (in parallel), their decoder stages, then generators, at most ``jobs`` at a time; finished runs
+    are skipped."""
+    for label, configs in (("tokenizers", TOKENIZERS), ("tokenizer decoders", DECODERS)):
+        print(f"stage train: {label}", flush=True)
+        procs = {k: _launch("tokenizers/train_tokenizer.py", c, _run_dir(c).with_suffix(".out"))
+                 for k, c in configs.items() if not (_run_dir(c) / "final" / "config.json").exists()}
+        _wait(procs)
     print("stage train: generators", flush=True)
     pending = [(k, c) for k, (c, _) in GENERATORS.items() if not (_run_dir(c) / "final" / "config.json").exists()]
     running: dict = {}
@@ -96,13 +104,15 @@ FLOW_SCHEDULER = {"shift": 3.0}
 
 
 def build_pipeline(name: str):
-    """The pipeline of generator ``name`` from its run's ``final`` folders (tokenizer path from its config)."""
+    """The pipeline of generator ``name`` from its run's ``final`` folders, with its tokenizer's stage-2 decoder."""
     from vidgen.generators import generator_class, make_scheduler
     from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
     from vidgen.tokenizers import load_tokenizer
     config_path, tok_key = GENERATORS[name]
     cfg = _config(config_path)
-    tokenizer = load_tokenizer(_run_dir(TOKENIZERS[tok_key]) / "final")
+    if _config(DECODERS[tok_key])["init_from"] != cfg["tokenizer"]:
+        raise SystemExit(f"make_pretrained: {DECODERS[tok_key]} must fine-tune the tokenizer {config_path} trained on")
+    tokenizer = load_tokenizer(_run_dir(DECODERS[tok_key]) / "final")
     model = generator_class(cfg["model"]["generator"]).from_pretrained(_run_dir(config_path) / "final").eval()
     if name == "masked":
         return MaskedVideoPipeline(tokenizer, model, make_scheduler(model))
@@ -117,6 +127,7 @@ def assemble(out: Path) -> None:
     for name in GENERATORS:
         folder = out / PIPELINES[name]
         build_pipeline(name).save_pretrained(folder, safe_serialization=True)
+        store_half(folder)  # loading upcasts to float32; the evaluation below runs on these stored weights
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         print(f"  {folder}: {size / 2**20:.1f} MiB", flush=True)
 
@@ -132,23 +143,6 @@ def evaluate(out: Path) -> None:
     print(f"  results: {RESULTS.relative_to(ROOT)}", flush=True)
 
 
-def run_summary(run_dir: Path) -> dict:
-    """Steps, wall time (sum of logged intervals, so pauses between resumes do not count), last eval / loss."""
-    lines = [json.loads(s) for s in (run_dir / "log.jsonl").read_text().splitlines() if s.strip()]
-    steps = [x for x in lines if "step" in x and "time" in x]
-    wall, previous = 0.0, None
-    for x in lines:
-        if "time" not in x:
-            continue
-        if previous is not None:  # a gap of over 10 minutes between log lines is a pause between resumed runs
-            wall += max(0.0, x["time"] - previous) if x["time"] - previous < 600 else 0.0
-        previous = x["time"]
-    evals = [x for x in steps if "eval_psnr" in x]
-    losses = [x for x in steps if "loss" in x]
-    return {"steps": max((x["step"] for x in steps), default=0), "wall_time_min": wall / 60,
-            "eval_psnr": evals[-1]["eval_psnr"] if evals else None, "final_loss": losses[-1]["loss"] if losses else None}
-
-
 def _params(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
@@ -162,13 +156,15 @@ def write_cards(out: Path) -> None:
         folder = out / PIPELINES[name]
         pipe = load_pipeline(folder)
         tok_run, gen_run = run_summary(_run_dir(TOKENIZERS[tok_key])), run_summary(_run_dir(gen_config))
+        dec_run = run_summary(_run_dir(DECODERS[tok_key]))
         tok_cfg, gen_cfg = _config(TOKENIZERS[tok_key]), _config(gen_config)
         arch = pipe.transformer.backbone_config
         size = sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 2**20
         lines = [
             f"# {PIPELINES[name]}: text-to-video on vidgen's captioned shapes data",
             "",
-            f"`{type(pipe).__name__}` in diffusers layout ({size:.1f} MiB of safetensors), made by "
+            f"`{type(pipe).__name__}` in diffusers layout ({size:.1f} MiB of safetensors, stored in float16 and loaded as "
+            "float32), made by "
             "`make pretrained` (`pipelines/make_pretrained.py`) with the project's own training scripts.",
             "",
             "```python",
@@ -182,6 +178,9 @@ def write_cards(out: Path) -> None:
             f"| {pipe.video_tokenizer_name} | `{type(pipe.video_tokenizer).__name__}` preset `{tok_cfg['model']['preset']}` "
             f"(4x8x8){', FSQ (8,5,5,5)' if tok_key == 'fsq' else ', KL, 16 channels'} | {_params(pipe.video_tokenizer):.2f} M "
             f"| `{TOKENIZERS[tok_key]}` | {tok_run['steps']} | {tok_run['wall_time_min']:.0f} min |",
+            f"| {pipe.video_tokenizer_name}, stage 2 | its decoder only, fine-tuned on whole 17-frame clips with a "
+            f"temporal loss (encoder untouched) | {_params(pipe.video_tokenizer.decoder):.2f} M trained | "
+            f"`{DECODERS[tok_key]}` | {dec_run['steps']} | {dec_run['wall_time_min']:.0f} min |",
             f"| transformer | `{type(pipe.transformer).__name__}` preset `{gen_cfg['model']['preset']}` (dim {arch.dim}, "
             f"depth {arch.depth}, {arch.layout} attention) | {_params(pipe.transformer):.2f} M | `{gen_config}` | "
             f"{gen_run['steps']} | {gen_run['wall_time_min']:.0f} min |",
@@ -198,7 +197,7 @@ def write_cards(out: Path) -> None:
               (ROOT / gen_config).read_text().splitlines() if line.startswith("steps:") and "#" in line],
             "",
             f"**Held-out reconstruction** of the tokenizer (16 clips of the test split, 17x64x64): "
-            f"{tok_run['eval_psnr']:.2f} dB PSNR. Final training loss of the generator: {gen_run['final_loss']:.4f}.",
+            f"{dec_run['eval_psnr']:.2f} dB PSNR (stage 1: {tok_run['eval_psnr']:.2f} dB). Final training loss of the generator: {gen_run['final_loss']:.4f}.",
         ]
         if results and name in results.get("pipelines", {}):
             e = results["pipelines"][name]

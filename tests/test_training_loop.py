@@ -9,7 +9,7 @@ from vidgen.errors import ConfigError
 from vidgen.training import load_config, train
 from vidgen.training.checkpoint import load_state
 from vidgen.training.data import EpochSampler
-from vidgen.training.losses import PerceptualLoss, adaptive_gan_weight, hinge_d_loss
+from vidgen.training.losses import PerceptualLoss, adaptive_gan_weight, hinge_d_loss, temporal_difference_loss
 
 TINY = [
     "model.preset=tiny", "data.num_frames=5", "data.size=16", "data.num_clips=6", "data.video_batch=2",
@@ -68,6 +68,37 @@ def test_second_stage_starts_from_a_saved_tokenizer(tmp_path):
     with pytest.raises(ConfigError, match="init_from.*latent_channels"):
         train(load_config(None, TINY + [f"run_dir={tmp_path / 'other'}", "steps=1", "resume=",
                                         f"init_from={first / 'final'}", "model.overrides={latent_channels: 8}"]))
+
+
+def test_decoder_only_fine_tuning_keeps_encoder_and_statistics(tmp_path):
+    """trainable=decoder: the encoder, bottleneck and latent statistics of init_from stay bit-identical (so the
+    generators trained on its latents stay valid) while the decoder learns, here with the temporal loss on."""
+    first = tmp_path / "stage1"
+    train(load_config(None, TINY + [f"run_dir={first}", "steps=1", "resume=", "loss.gan=0", "ema_decay=0"]))
+    second = tmp_path / "decoder"
+    train(load_config(None, TINY + [f"run_dir={second}", "steps=3", "resume=", f"init_from={first / 'final'}",
+                                    "trainable=decoder", "loss.temporal=1.0", "loss.gan=0", "optim.lr=1e-2",
+                                    "stats_clips=1"]))
+    start = load_file(str(first / "final" / "diffusion_pytorch_model.safetensors"))
+    after = load_file(str(second / "final" / "diffusion_pytorch_model.safetensors"))
+    decoder = [k for k in start if k.startswith("decoder.")]
+    assert decoder and len(decoder) < len(start)
+    assert all(torch.equal(after[k], start[k]) for k in start if k not in decoder)
+    assert sum(not torch.equal(after[k], start[k]) for k in decoder) > len(decoder) // 2
+    cfg1, cfg2 = (json.loads((d / "final" / "config.json").read_text()) for d in (first, second))
+    assert (cfg2["scaling_factor"], cfg2["shift_factor"]) == (cfg1["scaling_factor"], cfg1["shift_factor"])
+    with pytest.raises(ConfigError, match="init_from"):
+        load_config(None, ["trainable=decoder"])
+    with pytest.raises(ConfigError, match="trainable"):
+        load_config(None, ["trainable=encoder"])
+
+
+def test_temporal_difference_loss():
+    still = torch.randn(2, 3, 1, 8, 8).expand(2, 3, 9, 8, 8)
+    flicker = still + 0.1 * (torch.arange(9) % 4 == 0).float()[None, None, :, None, None]
+    assert temporal_difference_loss(still, still + 0.3) == 0  # a constant offset is not flicker
+    assert temporal_difference_loss(still, flicker) > 0.02
+    assert temporal_difference_loss(still[:, :, :1], flicker[:, :, :1]) == 0
 
 
 def test_config_errors_and_overrides(tmp_path):

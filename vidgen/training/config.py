@@ -45,6 +45,9 @@ class LossConfig:
     perceptual: float = 0.1
     perceptual_kind: str = "auto"  # vidgen.metrics.perceptual.load_perceptual(kind); "none" disables
     perceptual_frames: int = 2
+    # L1 between the frame-to-frame differences of the reconstruction and of the input: flicker costs directly (a
+    # still shape decoded with a 4-frame periodic wobble scored as rotating, eval/tokenizer_ceiling.py)
+    temporal: float = 0.0
     gan: float = 0.1
     gan_start: int = 2000
     adaptive_gan: bool = True
@@ -79,11 +82,20 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: str = "auto"  # "auto" | "" | path to a checkpoint folder
     init_from: str = ""  # a saved tokenizer folder to start from (fresh optimizer and schedule): a second stage
+    # "all" or "decoder": decoder-only fine-tuning keeps the encoder, bottleneck and latent statistics of init_from
+    # exactly, so latents / token ids (and every generator trained on them) stay valid while the decoding improves
+    trainable: str = "all"
     stats_clips: int = 32  # clips used for scaling_factor / shift_factor at the end
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self):
+        if self.trainable not in ("all", "decoder"):
+            raise ConfigError(f"trainable must be 'all' or 'decoder', got {self.trainable!r}")
+        if self.trainable == "decoder" and not self.init_from:
+            raise ConfigError("trainable=decoder fine-tunes a trained tokenizer's decoder: set init_from to its folder")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

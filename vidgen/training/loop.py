@@ -29,6 +29,7 @@ from vidgen.training.losses import (
     hinge_d_loss,
     hinge_g_loss,
     reconstruction_loss,
+    temporal_difference_loss,
 )
 from vidgen.training.samples import evaluate_psnr, latent_statistics, save_samples
 
@@ -124,12 +125,26 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
-def init_from(model: nn.Module, folder: str) -> None:
+_STATISTICS = ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
+
+
+def init_from(model: nn.Module, folder: str, keep_statistics: bool = False) -> None:
     """Start ``model`` from the weights of a saved tokenizer of the same class and architecture (e.g. the GAN stage
-    from the PSNR stage, as VidTok trains). Latent statistics are measured again at the end of the run."""
+    from the PSNR stage, as VidTok trains). Latent statistics are measured again at the end of the run, unless
+    ``keep_statistics`` (decoder-only fine-tuning: the encoder does not change, so neither may they)."""
     from vidgen.tokenizers import load_tokenizer
-    copy_weights(model, load_tokenizer(folder), folder,
-                 ignore={"scaling_factor", "shift_factor", "latents_mean", "latents_std"})  # statistics
+    source = load_tokenizer(folder)
+    copy_weights(model, source, folder, ignore=set(_STATISTICS))
+    if keep_statistics:
+        model.register_to_config(**{k: source.config[k] for k in _STATISTICS if k in source.config})
+
+
+def freeze_all_but_decoder(model: nn.Module) -> list[nn.Parameter]:
+    """Decoder-only fine-tuning: every parameter outside ``model.decoder`` stops taking gradients (so the encoder
+    costs no backward); returns the trainable ones."""
+    model.requires_grad_(False)
+    model.decoder.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
@@ -161,13 +176,15 @@ def train(cfg: TrainConfig) -> dict:
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg.model)
+    decoder_only = cfg.trainable == "decoder"
     if cfg.init_from:
-        init_from(model, cfg.init_from)
-        log(f"initialised from {cfg.init_from}")
+        init_from(model, cfg.init_from, keep_statistics=decoder_only)
+        log(f"initialised from {cfg.init_from}" + (" (decoder only is trained)" if decoder_only else ""))
+    params = freeze_all_but_decoder(model) if decoder_only else list(model.parameters())
     disc = PatchDiscriminator3D(cfg.loss.disc_channels, cfg.loss.disc_layers) if cfg.loss.gan > 0 else None
     perceptual = _perceptual(cfg, log)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.optim.disc_lr, betas=(0.5, 0.9)) if disc else None
@@ -204,6 +221,9 @@ def train(cfg: TrainConfig) -> dict:
             outs = recon(batches, g)
             rec = sum(w * reconstruction_loss(x, o.sample.float(), cfg.loss.l1, cfg.loss.l2)
                       for w, x, o in zip(weights, batches, outs))
+            if cfg.loss.temporal:
+                rec = rec + cfg.loss.temporal * sum(w * temporal_difference_loss(x, o.sample.float())
+                                                    for w, x, o in zip(weights, batches, outs))
             bott = sum(w * o.bottleneck.loss for w, o in zip(weights, outs))
             perc = sum(w * perceptual(x, o.sample, g) for w, x, o in zip(weights, batches, outs)) if perceptual else 0.0
             nll = rec + cfg.loss.perceptual * perc
@@ -254,7 +274,7 @@ def train(cfg: TrainConfig) -> dict:
     if is_main:
         final = ema.copy_model(model) if ema else model
         final_logs = {"final": str(run_dir / "final")}
-        if "scaling_factor" in final.config:  # continuous latents: store statistics for the generators
+        if "scaling_factor" in final.config and not decoder_only:  # continuous latents: statistics for generators
             shift, scale = latent_statistics(final, clips, cfg.stats_clips)
             final.register_to_config(shift_factor=shift, scaling_factor=scale)
             final_logs.update(shift_factor=shift, scaling_factor=scale)

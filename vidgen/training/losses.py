@@ -18,6 +18,13 @@ def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, l1_weight: float = 1.0
     return loss
 
 
+def temporal_difference_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean |(y[t] - y[t-1]) - (x[t] - x[t-1])| over ``(B, C, T, H, W)`` clips; 0 for single frames."""
+    if x.shape[2] < 2:
+        return x.new_zeros(())
+    return (y.diff(dim=2) - x.diff(dim=2)).abs().mean()
+
+
 class PerceptualLoss(nn.Module):
     """Perceptual distance on ``frames_per_video`` random frames of each video (frames cost the most here).
 
