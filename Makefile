@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(PY) -m vidgen.demo --out outputs/demo
 
-# Rebuild pretrained/ from scratch with the shipped configs (about 2 h on 2 cores; resumable: run it again).
+# Rebuild pretrained/ from scratch with the shipped configs (about 4-5 h on 2 cores; resumable: run it again).
 pretrained: $(STAMP)
 	$(PY) pipelines/make_pretrained.py
 

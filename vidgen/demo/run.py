@@ -28,7 +28,7 @@ PIPELINES = {"masked": "shapes-masked", "flow": "shapes-flow", "autoregressive":
 NUM_FRAMES, SIZE, FPS = 17, 64, 8.0
 #: sampler settings per pipeline (recorded in metrics.json): the pipelines' defaults, written out
 SAMPLING = {"masked": {"num_inference_steps": 12, "guidance_scale": 3.0},
-            "flow": {"num_inference_steps": 25, "guidance_scale": 4.0},
+            "flow": {"num_inference_steps": 25, "guidance_scale": 3.0},
             "autoregressive": {"guidance_scale": 3.0, "temperature": 1.0}}
 
 
