@@ -1,0 +1,80 @@
+"""From finished runs to shipped weights: run summaries that follow init_from stages, float16 storage that loads as
+float32, and tokenizers/ship_tokenizer.py (copy verified, model card with every stage and the benchmark row)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidgen.errors import ConfigError
+from vidgen.tokenizers import load_tokenizer
+from vidgen.training import load_config, train
+from vidgen.training.release import run_stages, run_summary, store_half
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.preset=tiny", "data.num_frames=5", "data.size=16", "data.num_clips=4", "data.video_batch=2",
+        "data.image_batch=1", "data.eval_clips=2", "data.eval_frames=5", "loss.perceptual=0", "loss.gan=0",
+        "optim.warmup_steps=1", "log_every=1", "eval_every=2", "sample_every=100", "stats_clips=1", "resume="]
+
+
+@pytest.fixture(scope="module")
+def two_stages(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    first, second = root / "stage1", root / "stage2"
+    train(load_config(None, TINY + [f"run_dir={first}", "steps=2"]))
+    train(load_config(None, TINY + [f"run_dir={second}", "steps=2", f"init_from={first / 'final'}",
+                                    "trainable=decoder", "loss.temporal=1.0"]))
+    return first, second
+
+
+def test_run_summary_and_stages(two_stages, tmp_path):
+    first, second = two_stages
+    summary = run_summary(second)
+    assert summary["steps"] == 2 and summary["threads"] == 1 and summary["eval_psnr"] > 0
+    assert 0 < summary["wall_time_min"] < 10
+    stages = run_stages(second)
+    assert [Path(s["run_dir"]).name for s in stages] == ["stage1", "stage2"]
+    assert stages[1]["config"]["trainable"] == "decoder"
+    with pytest.raises(ConfigError, match="log.jsonl"):
+        run_summary(tmp_path)
+
+
+def test_store_half_halves_bytes_and_loads_as_float32(two_stages, tmp_path):
+    model = load_tokenizer(two_stages[0] / "final")
+    folder = tmp_path / "half"
+    model.save_pretrained(folder, safe_serialization=True)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    before = weights.stat().st_size
+    store_half(folder)
+    assert weights.stat().st_size < 0.6 * before
+    loaded = load_tokenizer(folder)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    x = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        a = model.reconstruct(x, sample_posterior=False).sample
+        b = loaded.reconstruct(x, sample_posterior=False).sample
+    assert 0 < (a - b).abs().max() < 0.02  # float16 rounding of the weights only
+
+
+def test_ship_tokenizer_writes_a_loadable_folder_with_a_card(two_stages, tmp_path):
+    spec = importlib.util.spec_from_file_location("ship_tokenizer", ROOT / "tokenizers" / "ship_tokenizer.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    final = two_stages[1] / "final"
+    results = tmp_path / "bench.json"
+    row = {"tokenizer": str(final), "psnr": 21.5, "ssim": 0.7, "ST-LPIPS-alex": 0.2, "rfvd": 900.0,
+           "rfvd_noise_floor": 300.0, "psnr_per_source": {"coins": 20.0, "rocket": 23.0}}
+    results.write_text(json.dumps({"command": "python eval/bench_tokenizers.py", "date": "2026-11-23T00:00:00",
+                                   "setup": {"clips": 2, "frames": 5, "size": 16, "perceptual": "ST-LPIPS-alex"},
+                                   "rows": [row]}))
+    out = tmp_path / "pretrained" / "tiny-vae"
+    assert ship.main([str(final), str(out), "--results", str(results)]) == 0
+    card = (out / "README.md").read_text()
+    for must in ("| 1 | `stage1`", "| 2 | `stage2`", "trains the decoder only", "CPU-hours", "21.50 dB",
+                 "coins 20.00", "rocket 23.00", "900 (noise floor 300)"):
+        assert must in card, must
+    assert load_tokenizer(out).config.latent_channels == load_tokenizer(final).config.latent_channels
+    assert all(f.suffix in (".json", ".safetensors", ".md") for f in out.iterdir())
