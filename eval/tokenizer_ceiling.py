@@ -44,6 +44,8 @@ def main(argv=None) -> int:
                         help="also score this saved tokenizer's round trip (repeatable)")
     parser.add_argument("--out", default="docs/results/tokenizer_ceiling.json")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.tokenizer):
+        parser.error("--tokenizer takes LABEL=FOLDER")
     torch.set_num_threads(args.threads)
     data = ShapesDataset("test", num_frames=17, size=64, num_samples=args.clips, seed=7)
     items = [data[i] for i in range(len(data))]
@@ -51,8 +53,6 @@ def main(argv=None) -> int:
     expected = [{k: it[k] for k in ("color", "motion", "shape")} for it in items]
     scorer = AttributeScorer()
     rows = {"real clips": score(scorer, x, expected)}
-    if any("=" not in item for item in args.tokenizer):
-        parser.error("--tokenizer takes LABEL=FOLDER")
     extra = dict(item.split("=", 1) for item in args.tokenizer)
     shipped = {name: Path(args.pretrained) / folder for name, folder in TOKENIZERS.items()} if args.pretrained else {}
     folders = {**shipped, **extra}

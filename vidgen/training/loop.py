@@ -29,7 +29,6 @@ from vidgen.training.losses import (
     hinge_d_loss,
     hinge_g_loss,
     reconstruction_loss,
-    temporal_difference_loss,
 )
 from vidgen.training.samples import evaluate_psnr, latent_statistics, save_samples
 
@@ -219,11 +218,8 @@ def train(cfg: TrainConfig) -> dict:
         gan_on = disc is not None and step >= cfg.loss.gan_start
         with acc.autocast():
             outs = recon(batches, g)
-            rec = sum(w * reconstruction_loss(x, o.sample.float(), cfg.loss.l1, cfg.loss.l2)
+            rec = sum(w * reconstruction_loss(x, o.sample.float(), cfg.loss.l1, cfg.loss.l2, cfg.loss.temporal)
                       for w, x, o in zip(weights, batches, outs))
-            if cfg.loss.temporal:
-                rec = rec + cfg.loss.temporal * sum(w * temporal_difference_loss(x, o.sample.float())
-                                                    for w, x, o in zip(weights, batches, outs))
             bott = sum(w * o.bottleneck.loss for w, o in zip(weights, outs))
             perc = sum(w * perceptual(x, o.sample, g) for w, x, o in zip(weights, batches, outs)) if perceptual else 0.0
             nll = rec + cfg.loss.perceptual * perc

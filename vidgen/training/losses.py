@@ -8,21 +8,24 @@ import torch.nn.functional as F
 from vidgen.rng import GeneratorLike, rows
 
 
-def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, l1_weight: float = 1.0, l2_weight: float = 0.0) -> torch.Tensor:
-    """Weighted mean absolute + mean squared error over all elements."""
-    loss = x.new_zeros(())
-    if l1_weight:
-        loss = loss + l1_weight * (x - y).abs().mean()
-    if l2_weight:
-        loss = loss + l2_weight * (x - y).pow(2).mean()
-    return loss
-
-
 def temporal_difference_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean |(y[t] - y[t-1]) - (x[t] - x[t-1])| over ``(B, C, T, H, W)`` clips; 0 for single frames."""
     if x.shape[2] < 2:
         return x.new_zeros(())
     return (y.diff(dim=2) - x.diff(dim=2)).abs().mean()
+
+
+def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, l1_weight: float = 1.0, l2_weight: float = 0.0,
+                        temporal_weight: float = 0.0) -> torch.Tensor:
+    """Weighted mean absolute + mean squared error over all elements, plus the temporal-difference term."""
+    loss = x.new_zeros(())
+    if l1_weight:
+        loss = loss + l1_weight * (x - y).abs().mean()
+    if l2_weight:
+        loss = loss + l2_weight * (x - y).pow(2).mean()
+    if temporal_weight:
+        loss = loss + temporal_weight * temporal_difference_loss(x, y)
+    return loss
 
 
 class PerceptualLoss(nn.Module):
