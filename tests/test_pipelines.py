@@ -141,6 +141,18 @@ def test_conditioning_frames_are_kept(kind, pipes):
             call(pipe, kind, conditioning_frames=video, conditioning_latent_indices=[0, -1])
 
 
+
+def test_masked_partial_latents_are_kept(pipes):
+    """Starting ids with some entries set to the mask id: the others are kept exactly, the masked ones filled."""
+    pipe = pipes["masked"]
+    first = call(pipe, "masked", output_type="latent")
+    start = first.clone()
+    start[:, 1:] = pipe.transformer.mask_token_id  # keep latent frame 0, resample the rest
+    again = call(pipe, "masked", seed=1, latents=start, output_type="latent")
+    assert torch.equal(again[:, :1], first[:, :1])
+    assert bool((again < pipe.transformer.mask_token_id).all())
+    assert not torch.equal(again, call(pipe, "masked", seed=1, output_type="latent"))
+
 @pytest.mark.parametrize("kind", ("masked", "flow"))
 def test_callback_called_each_step_and_can_change_latents(kind, pipes):
     pipe, seen = pipes[kind], []

@@ -49,7 +49,8 @@ class MaskedVideoPipeline(VideoPipelineBase):
         if latents is not None:
             self.transformer.check_ids(latents, "latents", allow_special=True)
             keep = latents != self.transformer.mask_token_id
-            given_ids = latents if given_ids is None else torch.where(keep, latents, given_ids)
+            fill = torch.zeros_like(latents) if given_ids is None else given_ids  # any valid id where not given
+            given_ids = torch.where(keep, latents, fill)
             given_mask = keep if given_mask is None else given_mask | keep
         callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "ids")
 
