@@ -288,6 +288,27 @@ def test_masked_keeps_given_tokens_exactly(task, guidance):
     assert not torch.equal(out[~mask], given[~mask])  # the rest is generated, not copied
 
 
+def test_masked_progressive_order_equals_joint_passes_with_earlier_frames_given():
+    """The fast form (one call) against its plain reference: t joint decodes, each given the frames before it."""
+    model, cond = build("masked", scale=0.5), text_cond()
+    kw = dict(cond=cond, guidance_scale=2.0, num_inference_steps=3)
+    out = generate_ids(model, GRID, 2, generator=gen(4), frame_order="progressive", **kw)
+    g, ids = gen(4), torch.zeros(2, *GRID, dtype=torch.long)
+    for k in range(GRID[0]):
+        given = torch.zeros(2, *GRID, dtype=torch.bool)
+        given[:, :k] = True
+        ids[:, k] = generate_ids(model, GRID, 2, generator=g, given_ids=ids, given_mask=given, **kw)[:, k]
+    assert torch.equal(out, ids)
+    assert not torch.equal(out, generate_ids(model, GRID, 2, generator=gen(4), **kw))  # another order, other ids
+    given = torch.zeros(2, *GRID, dtype=torch.bool)
+    given[:, 1] = True  # a given middle frame is kept and skipped
+    kept = generate_ids(model, GRID, 2, generator=gen(4), frame_order="progressive", given_ids=ids, given_mask=given,
+                        **kw)
+    assert torch.equal(kept[:, 1], ids[:, 1])
+    with pytest.raises(InvalidInputError, match="frame_order"):
+        generate_ids(model, GRID, 2, generator=gen(4), frame_order="causal", **kw)
+
+
 def test_masked_all_tokens_given_returns_given_ids():
     model, given = build("masked"), data("masked", seed=9)
     out = generate_ids(model, GRID, 2, generator=gen(0), num_inference_steps=4, given_ids=given,

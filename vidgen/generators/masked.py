@@ -94,6 +94,9 @@ def make_scheduler(model: MaskedVideoTransformer) -> AmusedScheduler:
     return AmusedScheduler(mask_token_id=model.mask_token_id, masking_schedule="cosine")
 
 
+FRAME_ORDERS = ("joint", "progressive")
+
+
 @torch.no_grad()
 def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional[Conditioning] = None,
                  negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, num_inference_steps: int = 12,
@@ -101,12 +104,20 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
                  temperature=(2.0, 0.0), top_k: Optional[int] = None, given_ids: Optional[torch.Tensor] = None,
                  given_mask: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
-                 progress: Optional[Callable] = None) -> torch.Tensor:
+                 progress: Optional[Callable] = None, frame_order: str = "joint") -> torch.Tensor:
     """Iterative parallel decoding of ids (B, t, h, w). ``given_mask`` (B, t, h, w) bool keeps ``given_ids`` exactly
     (prediction: first frames; interpolation: first + last; inpainting / outpainting: a region).
-    ``temperature``: the annealed Gumbel temperature of the re-masking (start, end)."""
+    ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
+
+    ``frame_order="joint"`` decodes every token in one schedule of ``num_inference_steps``. ``"progressive"`` runs
+    that schedule once per latent frame: each pass decodes all undecided frames together but keeps only the earliest,
+    so every frame is decoded with the frames before it fixed (the prediction task the model is trained on) and a
+    still shape keeps its codes over time; ``t`` times the work. ``callback`` sees the steps of every pass, counted
+    on from pass to pass."""
     check_steps(num_inference_steps)
     check_guidance(guidance_scale)
+    if frame_order not in FRAME_ORDERS:
+        raise InvalidInputError(f"frame_order must be one of {FRAME_ORDERS}, got {frame_order!r}")
     t, h, w = grid
     model.backbone.check_grid(grid)
     dev = model.device
@@ -115,29 +126,58 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
         raise InvalidInputError(f"scheduler: mask_token_id {scheduler.config.mask_token_id} != the model's "
                                 f"{model.mask_token_id}")
     ids = torch.full((batch, t * h * w), model.mask_token_id, dtype=torch.long, device=dev)
-    start_ratio = 1.0
+    keep = torch.zeros(batch, t * h * w, dtype=torch.bool, device=dev)
     if given_mask is not None:
         if given_ids is None or given_mask.shape != (batch, t, h, w) or given_ids.shape != (batch, t, h, w):
             raise InvalidInputError(f"given_ids and given_mask must both have shape {(batch, t, h, w)}")
         model.check_ids(given_ids, "given_ids")
         keep = given_mask.reshape(batch, -1).to(dev)
         ids = torch.where(keep, given_ids.reshape(batch, -1).to(dev), ids)
-        start_ratio = float((~given_mask).float().mean())
-        if bool(keep.all()):
-            return ids.reshape(batch, t, h, w)
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)
-    scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
-    for i, step in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
-        x = ids.reshape(batch, t, h, w)
-        logits = model(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
-        if doubled:
-            logits = apply_cfg(logits, guidance_scale)
-        logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
-        ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
-        if given_mask is not None:  # the scheduler masks at least one token per sample, given or not
-            ids = torch.where(keep, given_ids.reshape(batch, -1).to(dev), ids)
-        if callback is not None:
-            changed = callback(i, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
-            if "ids" in changed:
-                ids = changed["ids"].reshape(batch, -1)
+    decode = _ParallelDecoder(model, grid, cond, negative, guidance_scale, num_inference_steps, generator, scheduler,
+                              temperature, top_k, callback, progress)
+    if frame_order == "joint":
+        return decode(ids, keep).reshape(batch, t, h, w)
+    per_frame = h * w
+    for k in range(t):
+        frame = slice(k * per_frame, (k + 1) * per_frame)
+        if bool(keep[:, frame].all()):
+            continue
+        out = decode(ids, keep)
+        ids[:, frame], keep[:, frame] = out[:, frame], True
     return ids.reshape(batch, t, h, w)
+
+
+class _ParallelDecoder:
+    """One MaskGIT schedule over flat ids (B, N) whose ``keep`` entries are given: they are never changed."""
+
+    def __init__(self, model, grid, cond, negative, guidance_scale, num_inference_steps, generator, scheduler,
+                 temperature, top_k, callback, progress):
+        self.model, self.grid, self.guidance_scale, self.steps = model, grid, guidance_scale, num_inference_steps
+        self.generator, self.scheduler, self.temperature, self.top_k = generator, scheduler, temperature, top_k
+        self.callback, self.progress, self.calls = callback, progress, 0
+        self.cond, self.negative = cond, negative
+
+    def __call__(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        if bool(keep.all()):
+            return ids
+        model, (t, h, w), batch = self.model, self.grid, ids.shape[0]
+        given = ids.clone()
+        start_ratio = float((~keep).float().mean())
+        both, drop, doubled = cfg_batch(self.cond, self.negative, batch, ids.device, self.guidance_scale)
+        self.scheduler.set_timesteps(self.steps, temperature=self.temperature, device=ids.device)
+        timesteps = self.scheduler.timesteps
+        for step in (self.progress(timesteps) if self.progress else timesteps):
+            x = ids.reshape(batch, t, h, w)
+            logits = model(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
+            if doubled:
+                logits = apply_cfg(logits, self.guidance_scale)
+            logits = filter_logits(logits.reshape(batch, t * h * w, -1), self.top_k)
+            ids = self.scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio,
+                                      generator=self.generator).prev_sample
+            ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
+            if self.callback is not None:
+                changed = self.callback(self.calls, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
+                if "ids" in changed:
+                    ids = changed["ids"].reshape(batch, -1)
+            self.calls += 1
+        return ids

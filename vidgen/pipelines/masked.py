@@ -35,8 +35,10 @@ class MaskedVideoPipeline(VideoPipelineBase):
                  conditioning_latent_indices: Optional[Sequence[int]] = None, output_type: str = "np",
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), top_k: Optional[int] = None,
-                 temperature=(2.0, 0.0), decode_chunk_frames: Optional[int] = None):
-        """``latents``: optional starting ids (B, t, h, w); entries other than the mask id are kept as given."""
+                 temperature=(2.0, 0.0), frame_order: str = "joint", decode_chunk_frames: Optional[int] = None):
+        """``latents``: optional starting ids (B, t, h, w); entries other than the mask id are kept as given.
+        ``frame_order="progressive"``: one decoding schedule per latent frame, each frame decoded with the earlier
+        ones fixed (see :func:`vidgen.generators.generate_ids`)."""
         self._check_call(num_frames, height, width, num_inference_steps, guidance_scale, output_type,
                          callback_on_step_end_tensor_inputs)
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
@@ -57,7 +59,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
         def sample(rows, g, cond, negative, given_ids, given_mask):
             return generate_ids(self.transformer, grid, rows, cond, negative, guidance_scale, num_inference_steps, g,
                                 self.scheduler, temperature, top_k, given_ids, given_mask, callback,
-                                self.progress(num_inference_steps))
+                                self.progress(num_inference_steps), frame_order)
 
         ids = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, given_ids=given_ids,
                                                          given_mask=given_mask))
