@@ -111,9 +111,11 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
 
     ``frame_order="joint"`` decodes every token in one schedule of ``num_inference_steps``. ``"progressive"`` runs
     that schedule once per latent frame: each pass decodes all undecided frames together but keeps only the earliest,
-    so every frame is decoded with the frames before it fixed (the prediction task the model is trained on) and a
-    still shape keeps its codes over time; ``t`` times the work. ``callback`` sees the steps of every pass, counted
-    on from pass to pass."""
+    so every frame is decoded with the frames before it fixed (the prediction task the model is trained on), as an
+    autoregressive model decodes; ``t`` times the work. Measured on the shipped shapes model (96 tuning prompts,
+    seed 1): colour+motion 87.5 / 68.8 % (seen / held-out pairs) against 87.5 / 79.2 % joint, so the demo keeps
+    ``"joint"``: its still shapes morph because the model is unsure of the shape, not because of the decoding
+    order. ``callback`` sees the steps of every pass, counted on from pass to pass."""
     check_steps(num_inference_steps)
     check_guidance(guidance_scale)
     if frame_order not in FRAME_ORDERS:
