@@ -213,9 +213,9 @@ def write_cards(out: Path) -> None:
             sampling = ", ".join(f"{k} {v}" for k, v in e["sampling"].items())
             scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift}" \
                 if name == "flow" else ""
-            how = (f"chosen with `eval/sweep_sampling.py` on tuning prompts the evaluation does not use, "
-                   f"docs/results/sampling_sweep_{name}.json") if (RESULTS.parent / f"sampling_sweep_{name}.json").exists() \
-                else "the pipeline's defaults, not tuned"
+            sweeps = sorted(p.name for p in RESULTS.parent.glob(f"sampling_sweep_{name}*.json"))
+            how = (f"chosen with `eval/sweep_sampling.py` on tuning prompts the evaluation does not use: "
+                   + ", ".join(f"docs/results/{f}" for f in sweeps)) if sweeps else "the pipeline's defaults, not tuned"
             lines += ["", f"**Sampling as evaluated**: {sampling}{scheduler} (`vidgen.demo.run.SAMPLING`; {how})."]
         lines += ["", "**On a GPU**: the same configs train in minutes; larger presets (`small`/`base`), more clips and "
                   "steps, and `accelerate launch --config_file configs/accelerate/ddp.yaml` are the obvious changes.", ""]
