@@ -60,9 +60,8 @@ def from_script(script: str):
 TABLES = {"demo": ("demo_full.json", demo_table),
           "vae_speed": ("bench_vae_speed.json", from_script("bench_vae_speed")),
           "attention": ("bench_attention.json", from_script("bench_attention")),
-          "generators": ("bench_generators.json", from_script("bench_generators"))}
-# next: "tokenizers" ("bench_tokenizers.json", from_script("bench_tokenizers")) once the retrained natural-clip
-# tokenizers are benchmarked (bench_tokenizers.py writes that file; the test requires file and marker together)
+          "generators": ("bench_generators.json", from_script("bench_generators")),
+          "tokenizers": ("bench_tokenizers.json", from_script("bench_tokenizers"))}
 
 
 def render(readme: str) -> str:

@@ -84,12 +84,21 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
                   f"{setup['frames']}x{setup['size']}x{setup['size']}, {results['date'][:10]}):", "",
                   f"| PSNR | SSIM | {setup['perceptual']} | rFVD | utilization | perplexity |", "|---|---|---|---|---|---|",
                   f"| {row['psnr']:.2f} dB | {row['ssim']:.3f} | {row[setup['perceptual']]:.3f} | "
-                  + (f"{row['rfvd']:.0f} (noise floor {row['rfvd_noise_floor']:.0f})" if "rfvd" in row else "-") + " | "
+                  + (f"{row['rfvd']:.0f} (noise floor {_floor(row['rfvd_noise_floor'])})" if "rfvd" in row else "-")
+                  + " | "
                   + (f"{row['utilization']:.1%} | {row['perplexity']:.0f}" if "utilization" in row else "- | -") + " |",
                   "", f"PSNR per held-out photograph: {per}."]
     else:
         lines += ["", "**Held-out reconstruction**: not benchmarked yet (run `eval/bench_tokenizers.py`)."]
     return "\n".join(lines) + "\n"
+
+
+def _floor(noise_floor) -> str:
+    """The rFVD noise floor as ``eval/bench_tokenizers.py`` records it (vidgen.metrics' dict, or a bare number)."""
+    if isinstance(noise_floor, dict):
+        flag = "" if noise_floor.get("reliable", True) else ", unreliable at this sample size"
+        return f"{noise_floor['estimate']:.0f}{flag}"
+    return f"{noise_floor:.0f}"
 
 
 def main(argv=None) -> int:
