@@ -93,12 +93,10 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
     return "\n".join(lines) + "\n"
 
 
-def _floor(noise_floor) -> str:
-    """The rFVD noise floor as ``eval/bench_tokenizers.py`` records it (vidgen.metrics' dict, or a bare number)."""
-    if isinstance(noise_floor, dict):
-        flag = "" if noise_floor.get("reliable", True) else ", unreliable at this sample size"
-        return f"{noise_floor['estimate']:.0f}{flag}"
-    return f"{noise_floor:.0f}"
+def _floor(noise_floor: dict) -> str:
+    """The rFVD noise floor as ``eval/bench_tokenizers.py`` records it (``vidgen.metrics``' noise-floor dict)."""
+    flag = "" if noise_floor["reliable"] else ", unreliable at this sample size"
+    return f"{noise_floor['estimate']:.0f}{flag}"
 
 
 def main(argv=None) -> int:

@@ -138,8 +138,31 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
         model.check_ids(given_ids, "given_ids")
         keep = given_mask.reshape(batch, -1).to(dev)
         ids = torch.where(keep, given_ids.reshape(batch, -1).to(dev), ids)
-    decode = _ParallelDecoder(model, grid, cond, negative, guidance_scale, num_inference_steps, generator, scheduler,
-                              temperature, top_k, callback, progress)
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)  # once for every pass
+    calls = 0  # callback step index, counted on from pass to pass
+
+    def decode(ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """One MaskGIT schedule over flat ids (B, N); ``keep`` entries are given and never changed."""
+        nonlocal calls
+        if bool(keep.all()):
+            return ids
+        given, start_ratio = ids.clone(), float((~keep).float().mean())
+        scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
+        for step in (progress(scheduler.timesteps) if progress else scheduler.timesteps):
+            x = ids.reshape(batch, t, h, w)
+            logits = model(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
+            if doubled:
+                logits = apply_cfg(logits, guidance_scale)
+            logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
+            ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
+            ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
+            if callback is not None:
+                changed = callback(calls, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
+                if "ids" in changed:
+                    ids = changed["ids"].reshape(batch, -1)
+            calls += 1
+        return ids
+
     if frame_order == "joint":
         return decode(ids, keep).reshape(batch, t, h, w)
     per_frame = h * w
@@ -150,39 +173,3 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
         out = decode(ids, keep)
         ids[:, frame], keep[:, frame] = out[:, frame], True
     return ids.reshape(batch, t, h, w)
-
-
-class _ParallelDecoder:
-    """One MaskGIT schedule over flat ids (B, N) whose ``keep`` entries are given: they are never changed."""
-
-    def __init__(self, model, grid, cond, negative, guidance_scale, num_inference_steps, generator, scheduler,
-                 temperature, top_k, callback, progress):
-        self.model, self.grid, self.guidance_scale, self.steps = model, grid, guidance_scale, num_inference_steps
-        self.generator, self.scheduler, self.temperature, self.top_k = generator, scheduler, temperature, top_k
-        self.callback, self.progress, self.calls = callback, progress, 0
-        self.cond, self.negative = cond, negative
-
-    def __call__(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        if bool(keep.all()):
-            return ids
-        model, (t, h, w), batch = self.model, self.grid, ids.shape[0]
-        given = ids.clone()
-        start_ratio = float((~keep).float().mean())
-        both, drop, doubled = cfg_batch(self.cond, self.negative, batch, ids.device, self.guidance_scale)
-        self.scheduler.set_timesteps(self.steps, temperature=self.temperature, device=ids.device)
-        timesteps = self.scheduler.timesteps
-        for step in (self.progress(timesteps) if self.progress else timesteps):
-            x = ids.reshape(batch, t, h, w)
-            logits = model(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
-            if doubled:
-                logits = apply_cfg(logits, self.guidance_scale)
-            logits = filter_logits(logits.reshape(batch, t * h * w, -1), self.top_k)
-            ids = self.scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio,
-                                      generator=self.generator).prev_sample
-            ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
-            if self.callback is not None:
-                changed = self.callback(self.calls, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
-                if "ids" in changed:
-                    ids = changed["ids"].reshape(batch, -1)
-            self.calls += 1
-        return ids
