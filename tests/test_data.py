@@ -124,14 +124,8 @@ def test_video_folder(tmp_path):
         VideoFolder(tmp_path, num_frames=20, clip_sampling="center")[0]
 
 
-def test_export_captioned_round_trips_through_video_folder(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "pipelines" / "export_text_video_data.py"
-    spec = importlib.util.spec_from_file_location("export_text_video_data", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_export_captioned_round_trips_through_video_folder(tmp_path, load_script):
+    module = load_script("pipelines/export_text_video_data.py")
     out = tmp_path / "shapes"
     assert module.main(["--split", "test", "--num-videos", "3", "--frames", "5", "--size", "16", "--out", str(out)]) == 0
     source = ShapesDataset("test", num_frames=5, size=16, num_samples=3)

@@ -78,12 +78,15 @@ def test_resume_is_bit_identical(tokenizers, tmp_path):
 
 def test_init_from_continues_a_saved_generator(tokenizers, tmp_path):
     """init_from: a new run (fresh optimizer and schedule) starts from a saved generator's weights, e.g. a shipped
-    pipeline's transformer; another architecture is refused by name."""
+    pipeline's transformer, with other training-only settings (label smoothing); another architecture is refused
+    by name."""
     tok = tokenizers / "fsq"
     train_generator(_config(tmp_path / "first", tok, "masked", tmp_path / "cache", "steps=2", "ema_decay=0"))
     start = load_file(str(tmp_path / "first" / "final" / "diffusion_pytorch_model.safetensors"))
     train_generator(_config(tmp_path / "second", tok, "masked", tmp_path / "cache", "steps=1", "ema_decay=0",
-                            "optim.lr=1e-9", f"init_from={tmp_path / 'first' / 'final'}"))
+                            "optim.lr=1e-9", "model.overrides.label_smoothing=0.0",
+                            f"init_from={tmp_path / 'first' / 'final'}"))
+    assert json.loads((tmp_path / "second" / "final" / "config.json").read_text())["label_smoothing"] == 0.0
     after = load_file(str(tmp_path / "second" / "final" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)
     assert "initialised from" in (tmp_path / "second" / "log.jsonl").read_text()

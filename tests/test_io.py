@@ -1,6 +1,5 @@
 """Video I/O: round trips within codec tolerance and a clear VideoIOError for every kind of bad file."""
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

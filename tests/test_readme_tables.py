@@ -1,21 +1,13 @@
 """The README's generated tables equal what the result files in docs/results/ say (eval/readme_tables.py)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "eval" / "readme_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_readme_tables_match_result_files():
-    tables = _module()
+def test_readme_tables_match_result_files(load_script):
+    tables = load_script("eval/readme_tables.py")
     readme = (ROOT / "README.md").read_text()
     for name, (file, _) in tables.TABLES.items():
         assert (tables.RESULTS / file).exists(), f"docs/results/{file} is missing"
@@ -23,8 +15,8 @@ def test_readme_tables_match_result_files():
     assert tables.render(readme) == readme, "README tables are stale: run python eval/readme_tables.py"
 
 
-def test_a_changed_result_changes_the_table():
-    tables = _module()
+def test_a_changed_result_changes_the_table(load_script):
+    tables = load_script("eval/readme_tables.py")
     readme = (ROOT / "README.md").read_text()
     import json
     results = json.loads((tables.RESULTS / "demo_full.json").read_text())

@@ -2,7 +2,6 @@
 float32, and tokenizers/ship_tokenizer.py (copy verified, model card with every stage and the benchmark row)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from vidgen.tokenizers import load_tokenizer
 from vidgen.training import load_config, train
 from vidgen.training.release import run_stages, run_summary, store_half
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.preset=tiny", "data.num_frames=5", "data.size=16", "data.num_clips=4", "data.video_batch=2",
         "data.image_batch=1", "data.eval_clips=2", "data.eval_frames=5", "loss.perceptual=0", "loss.gan=0",
         "optim.warmup_steps=1", "log_every=1", "eval_every=2", "sample_every=100", "stats_clips=1", "resume="]
@@ -59,10 +57,8 @@ def test_store_half_halves_bytes_and_loads_as_float32(two_stages, tmp_path):
     assert 0 < (a - b).abs().max() < 0.02  # float16 rounding of the weights only
 
 
-def test_ship_tokenizer_writes_a_loadable_folder_with_a_card(two_stages, tmp_path):
-    spec = importlib.util.spec_from_file_location("ship_tokenizer", ROOT / "tokenizers" / "ship_tokenizer.py")
-    ship = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship)
+def test_ship_tokenizer_writes_a_loadable_folder_with_a_card(two_stages, tmp_path, load_script):
+    ship = load_script("tokenizers/ship_tokenizer.py")
     final = two_stages[1] / "final"
     results = tmp_path / "bench.json"
     row = {"tokenizer": str(final), "psnr": 21.5, "ssim": 0.7, "ST-LPIPS-alex": 0.2, "rfvd": 900.0,

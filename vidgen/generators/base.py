@@ -29,6 +29,8 @@ class GeneratorMixin(StrictLoadingMixin):
     ``from_pretrained`` is strict (:class:`~vidgen.tokenizers.loading.StrictLoadingMixin`)."""
 
     _supports_gradient_checkpointing = True
+    # config keys that only shape the training loss, not the weights: a later stage may change them (``init_from``)
+    training_only_config = ("cond_dropout", "task_prob")
     _no_split_modules = ["Block"]
     backbone_config: BackboneConfig
 

@@ -35,6 +35,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
     """Latent DiT / Latte over ``(B, C, t, h, w)`` latents (see the module docstring)."""
 
     config_name = "config.json"
+    training_only_config = GeneratorMixin.training_only_config + ("logit_normal_std",)
 
     @register_to_config
     def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), prediction_type: str = "flow",

@@ -34,6 +34,7 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
     """Bidirectional transformer over ids ``(B, t, h, w)``; id ``vocab_size`` is MASK; logits over the codebook."""
 
     config_name = "config.json"
+    training_only_config = GeneratorMixin.training_only_config + ("label_smoothing",)
 
     @register_to_config
     def __init__(self, vocab_size: int = 1000, label_smoothing: float = 0.1, cond_dropout: float = 0.1,

@@ -118,7 +118,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_generator(cfg, _text_dim(cfg), tokenizer)
     if cfg.init_from:  # e.g. continue a shipped model (pretrained/<name>/transformer) with a new schedule
-        copy_weights(model, type(model).from_pretrained(cfg.init_from), cfg.init_from)
+        copy_weights(model, type(model).from_pretrained(cfg.init_from), cfg.init_from,
+                     ignore=set(model.training_only_config))
         log(f"initialised from {cfg.init_from}")
     model.check_tokenizer(tokenizer)
     data: EncodedDataset = load_or_encode(model, tokenizer, cfg.data, acc, log)
