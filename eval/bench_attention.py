@@ -121,6 +121,19 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_tile_table(results: dict) -> str:
+    """The Triton tile-skipping table (``<!-- table:attention_tiles -->``) from the same results file."""
+    skips = results["tile_skips"]
+    sizes = [k for k in skips["rows"][0] if "x" in k and k[0].isdigit()]
+    lines = ["| pattern | allowed pairs | " + " | ".join(f"skipped, {s.replace('x', '×')} tiles (ideal)" for s in sizes)
+             + " |", "|---" * (2 + len(sizes)) + "|"]
+    for r in skips["rows"]:
+        cells = " | ".join(f"{r[s]['skipped']:.3f} ({r[s]['ideal']:.3f})" for s in sizes)
+        lines.append(f"| {r['pattern']} | {100 * r['density']:.2f} % | {cells} |")
+    lines += ["", f"Token grid {_x(skips['grid'])}; {results['date'][:10]}; `{results['command']}`."]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)

@@ -44,15 +44,15 @@ def demo_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def from_script(script: str):
-    """The ``readme_table(results) -> str`` function of ``eval/<script>.py`` (imported when used): each benchmark
-    keeps the table of its own results file beside the code that measures it."""
+def from_script(script: str, function: str = "readme_table"):
+    """The ``readme_table(results) -> str`` function (or another one) of ``eval/<script>.py``, imported when used:
+    each benchmark keeps the tables of its own results file beside the code that measures it."""
     def make(results: dict) -> str:
         import importlib.util
         spec = importlib.util.spec_from_file_location(f"_vidgen_eval_{script}", ROOT / "eval" / f"{script}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return module.readme_table(results)
+        return getattr(module, function)(results)
     return make
 
 
@@ -61,7 +61,10 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "vae_speed": ("bench_vae_speed.json", from_script("bench_vae_speed")),
           "attention": ("bench_attention.json", from_script("bench_attention")),
           "generators": ("bench_generators.json", from_script("bench_generators")),
-          "tokenizers": ("bench_tokenizers.json", from_script("bench_tokenizers"))}
+          "tokenizers": ("bench_tokenizers.json", from_script("bench_tokenizers")),
+          "attention_tiles": ("bench_attention.json", from_script("bench_attention", "readme_tile_table")),
+          "recon": ("recon_benchmark.json", from_script("recon_benchmark")),
+          "fvd_sanity": ("fvd_sanity.json", from_script("fvd_sanity"))}
 
 
 def render(readme: str) -> str:
