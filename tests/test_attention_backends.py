@@ -1,4 +1,5 @@
-"""attention3d backends (reference, cpu, flex) against the dense-mask reference; errors; determinism; auto."""
+"""attention3d backends (reference, cpu, cpu_fused, flex) against the dense-mask reference; errors; determinism;
+auto."""
 import sys
 
 import pytest
@@ -24,6 +25,13 @@ RANDOM_PATTERNS = random_patterns(16, seed=5)
 ALL_PATTERNS = EDGE_PATTERNS + RANDOM_PATTERNS
 LOW_PRECISION_PATTERNS = EDGE_PATTERNS[:4] + RANDOM_PATTERNS[:4]
 FLEX_PATTERNS = EDGE_PATTERNS[:5] + RANDOM_PATTERNS[:3]
+# cpu_fused: every pattern without prefix tokens or token causality, plus causal windows at the grid borders
+FUSED_PATTERNS = [p for p in ALL_PATTERNS if not p.num_prefix_tokens and not p.token_causal] + [
+    make_pattern((4, 6, 5), (3, 5, 3), causal=True),
+    make_pattern((5, 2, 3), (None, 1, 1), causal=True),  # causal temporal
+    make_pattern((3, 9, 8), (5, 3, None), causal=True),
+    make_pattern((2, 8, 8), (1, 7, 7)),  # spatial window
+]
 
 
 def _ids(patterns):
@@ -52,6 +60,27 @@ def test_cpu_backend_any_block_size(pattern, block):
 def test_cpu_backend_low_precision(pattern, dtype):
     q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16, dtype=dtype)
     check_against_reference(_backend("cpu", pattern), pattern, q, k, v)
+
+
+@pytest.mark.parametrize("pattern", FUSED_PATTERNS, ids=_ids(FUSED_PATTERNS))
+def test_cpu_fused_backend_matches_reference_fp32(pattern):
+    q, k, v = random_qkv(pattern, batch=2, heads=2, head_dim=16)
+    check_against_reference(_backend("cpu_fused", pattern), pattern, q, k, v)
+    check_against_reference(_backend("cpu_fused", pattern, scale=0.7), pattern, q, k, v, scale=0.7)
+
+
+def test_cpu_fused_refuses_what_it_does_not_implement():
+    prefix = EDGE_PATTERNS[1]
+    q, k, v = random_qkv(prefix, requires_grad=False)
+    with pytest.raises(UnsupportedError, match="prefix tokens"):
+        attention3d(q, k, v, backend="cpu_fused", **prefix.as_kwargs())
+    plain = EDGE_PATTERNS[0]
+    q, k, v = random_qkv(plain, requires_grad=False, dtype=torch.float16)
+    with pytest.raises(UnsupportedError, match="float32"):
+        attention3d(q, k, v, backend="cpu_fused", **plain.as_kwargs())
+    token = make_pattern((2, 3, 3), (3, 3, 3), causal="token")
+    q, k, v = random_qkv(token, requires_grad=False)
+    assert "causal='token'" in backend_support(q, k, v, **token.as_kwargs())["cpu_fused"]
 
 
 def test_custom_scale():
@@ -100,9 +129,9 @@ def test_cpu_backend_gradcheck_float64():
                                    fast_mode=True)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu", "flex"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cpu_fused", "flex"])
 def test_deterministic(backend):
-    pattern = EDGE_PATTERNS[1]
+    pattern = FUSED_PATTERNS[-4] if backend == "cpu_fused" else EDGE_PATTERNS[1]
     with_grads = backend != "flex"  # flex has no backward on CPU
     q, k, v = random_qkv(pattern, requires_grad=with_grads)
     runs = []
@@ -122,14 +151,33 @@ def test_auto_choice_and_result():
     dummy = torch.empty(1, 1, 1, 8)
     assert choose_backend(dummy, dummy, dummy, full) == "reference"  # nothing to skip: plain SDPA
     assert choose_backend(dummy, dummy, dummy, small) == "reference"  # too small to pay for gathering
-    assert choose_backend(dummy, dummy, dummy, large) == "cpu"
+    assert choose_backend(dummy, dummy, dummy, large) == "cpu_fused"  # a small window, float32, no prefix
+    assert choose_backend(dummy.half(), dummy.half(), dummy.half(), large) == "cpu"  # the kernel is float32
+    assert choose_backend(dummy, dummy, dummy, make_pattern((4, 32, 32), (3, 7, 7), num_prefix_tokens=1)) == "cpu"
+    assert choose_backend(dummy, dummy, dummy, make_pattern((8, 32, 32), (1, None, None))) == "cpu"  # 1024 keys
     q, k, v = random_qkv(small)
     check_against_reference(_backend("auto", small), small, q, k, v)
-    # A call where auto picks the blocked path (2048 tokens, 1x3x3 window): its result and gradients too.
+    # Calls where auto picks the fused kernel and the blocked path (2048 tokens, 1x3x3 window): results and grads.
     medium = make_pattern((2, 32, 32), (1, 3, 3))
     q, k, v = random_qkv(medium, batch=1, heads=1, head_dim=8)
-    assert choose_backend(q, k, v, medium) == "cpu"
+    assert choose_backend(q, k, v, medium) == "cpu_fused"
     check_against_reference(_backend("auto", medium), medium, q, k, v)
+    medium_prefix = make_pattern((2, 32, 32), (1, 3, 3), num_prefix_tokens=2)
+    q, k, v = random_qkv(medium_prefix, batch=1, heads=1, head_dim=8)
+    assert choose_backend(q, k, v, medium_prefix) == "cpu"
+    check_against_reference(_backend("auto", medium_prefix), medium_prefix, q, k, v)
+
+
+def test_auto_without_a_compiler_keeps_the_blocked_path(monkeypatch):
+    from vidgen.attention import cpu_window
+    monkeypatch.setattr(cpu_window, "_library", lambda: (None, "no C compiler found (test)"))
+    pattern = make_pattern((4, 32, 32), (3, 7, 7))
+    q, k, v = random_qkv(make_pattern((1, 1, 2)), requires_grad=False)
+    assert choose_backend(q, k, v, pattern) == "cpu"
+    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=4, requires_grad=False)
+    assert backend_support(q, k, v, **pattern.as_kwargs())["cpu_fused"] == "no C compiler found (test)"
+    with pytest.raises(UnsupportedError, match="no C compiler"):
+        attention3d(q, k, v, backend="cpu_fused", **pattern.as_kwargs())
 
 
 def test_backend_support_lists_every_backend(monkeypatch):
@@ -139,8 +187,8 @@ def test_backend_support_lists_every_backend(monkeypatch):
     pattern = EDGE_PATTERNS[0]
     q, k, v = random_qkv(pattern, requires_grad=False)
     support = backend_support(q, k, v, **pattern.as_kwargs())
-    assert set(support) == {"reference", "cpu", "flex", "triton"}
-    assert support["reference"] is None and support["cpu"] is None
+    assert set(support) == {"reference", "cpu", "cpu_fused", "flex", "triton"}
+    assert support["reference"] is None and support["cpu"] is None and support["cpu_fused"] is None
     assert "TRITON_INTERPRET=1" in support["triton"]
     with pytest.raises(UnsupportedError, match="needs CUDA tensors"):
         attention3d(q, k, v, backend="triton", **pattern.as_kwargs())

@@ -64,16 +64,16 @@ def test_cpu_and_triton_refuse_token_causal_with_reasons(monkeypatch):
     q, k, v = random_qkv(pattern, requires_grad=False)
     support = backend_support(q, k, v, **pattern.as_kwargs())
     assert support["reference"] is None and support["flex"] is None
-    assert "token" in support["cpu"] and "token" in support["triton"]
-    for backend in ("cpu", "triton"):
+    assert "token" in support["cpu"] and "token" in support["cpu_fused"] and "token" in support["triton"]
+    for backend in ("cpu", "cpu_fused", "triton"):
         with pytest.raises(UnsupportedError, match="causal='token'"):
             attention3d(q, k, v, backend=backend, **pattern.as_kwargs())
 
 
 def test_auto_never_picks_a_backend_that_refuses():
-    large = make_pattern((2, 32, 32), (1, 3, 3), "token")  # frame-causal here would go to the blocked cpu path
+    large = make_pattern((2, 32, 32), (1, 3, 3), "token")  # frame-causal here would go to a fast cpu path
     dummy = torch.empty(1, 1, large.num_tokens, 8)
-    assert choose_backend(dummy, dummy, dummy, make_pattern((2, 32, 32), (1, 3, 3), "frame")) == "cpu"
+    assert choose_backend(dummy, dummy, dummy, make_pattern((2, 32, 32), (1, 3, 3), "frame")) in ("cpu", "cpu_fused")
     assert choose_backend(dummy, dummy, dummy, large) == "reference"
     for pattern in TOKEN_PATTERNS + random_patterns(6, seed=3):
         q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=8, requires_grad=False)

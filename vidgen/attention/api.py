@@ -9,15 +9,20 @@ from typing import Dict, Optional
 
 import torch
 
-from vidgen.attention import cpu_blocked, flex, reference
+from vidgen.attention import cpu_blocked, cpu_window, flex, reference
 from vidgen.attention.masks import AttentionPattern, Causal, Window, decode_violation, make_pattern
 from vidgen.errors import InvalidInputError, UnsupportedError
 
-BACKENDS = ("reference", "cpu", "flex", "triton")
+BACKENDS = ("reference", "cpu", "cpu_fused", "flex", "triton")
 # auto uses the blocked path only when it skips enough work to pay for its gathers: measured break-even
 # on 2 CPU threads is about 2k tokens and a quarter of the dense work (see eval/bench_attention.py).
 BLOCKED_MIN_TOKENS = 2048
 BLOCKED_MAX_WORK_FRACTION = 0.25
+# ... and the fused window kernel instead (float32, no prefix tokens) when the blocked path would compute at least
+# this many times the allowed pairs: the kernel computes each allowed pair once but with vector dot products, ~3x
+# less efficient per pair than the blocked path's GEMMs, so where blocks fetch little extra (spatial attention: none)
+# the blocked path wins (eval/bench_attention.py, "other patterns").
+FUSED_MIN_OVERFETCH = 3.0
 
 
 TRITON_CPU_REASON = ("the triton backend needs CUDA tensors; on CPU it runs only under the Triton interpreter "
@@ -53,12 +58,14 @@ def _run_triton(q, k, v, pattern, scale):
 _REASONS = {
     "reference": lambda q, k, v, p: reference.unsupported_reason(q, p),
     "cpu": lambda q, k, v, p: cpu_blocked.unsupported_reason(q, p),
+    "cpu_fused": lambda q, k, v, p: cpu_window.unsupported_reason(q, p),
     "flex": flex.unsupported_reason,
     "triton": _triton_reason,
 }
 _RUN = {
     "reference": reference.reference_attention,
     "cpu": cpu_blocked.blocked_attention,
+    "cpu_fused": cpu_window.window_attention,
     "flex": flex.flex_attention3d,
     "triton": _run_triton,
 }
@@ -148,7 +155,9 @@ def choose_backend(q, k, v, pattern: AttentionPattern, q_start: Optional[int] = 
     n = pattern.num_tokens
     if n >= BLOCKED_MIN_TOKENS and cpu_blocked.unsupported_reason(q, pattern) is None:
         if cpu_blocked.blocked_work(pattern) <= BLOCKED_MAX_WORK_FRACTION * n * n:
-            return "cpu"
+            overfetch = cpu_blocked.blocked_work(pattern) / (pattern.density() * n * n)  # computed / allowed pairs
+            return "cpu_fused" if overfetch >= FUSED_MIN_OVERFETCH and cpu_window.unsupported_reason(q, pattern) \
+                is None else "cpu"
     return "reference"
 
 
@@ -167,7 +176,7 @@ def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window:
     ``|dw| <= ww//2`` (``None`` entry = unlimited axis, ``window=None`` = full). ``causal``: ``False``,
     ``True`` / ``"frame"`` (adds ``t' <= t``) or ``"token"`` (adds key index <= query index, GPT-style).
     See :mod:`vidgen.attention.masks` for the exact semantics (prefix tokens included).
-    ``backend``: "auto", "reference", "cpu", "flex" or "triton". Returns (B, heads, N, D).
+    ``backend``: "auto", "reference", "cpu", "cpu_fused", "flex" or "triton". Returns (B, heads, N, D).
 
     Decode (``q_start`` an int, e.g. with a KV cache): q is (B, heads, Lq, D) holding sequence positions
     ``[q_start, q_start + Lq)``, k and v are (B, heads, Lk, D) holding positions ``[0, Lk)`` with
