@@ -44,9 +44,11 @@ static inline Box box(const Geometry *g, int t, int h, int w, int key_side) {
     return b;
 }
 
-static void forward_token(const Geometry *g, const float *q, const float *k, const float *v, float *o, float *lse,
-                          long bh, int t, int h, int w, float *scratch) {
-    const int D = g->D, H = g->H, W = g->W;
+#define TOKEN static inline __attribute__((always_inline)) void
+
+TOKEN forward_token(const Geometry *g, const int D, const float *q, const float *k, const float *v, float *o,
+                    float *lse, float *scratch, long bh, int t, int h, int w) {
+    const int H = g->H, W = g->W;
     const long N = (long)g->T * H * W, row = bh * N + ((long)t * H + h) * W + w;
     const float *qi = q + row * D, *kb = k + bh * N * D, *vb = v + bh * N * D;
     const Box b = box(g, t, h, w, 0);
@@ -78,9 +80,10 @@ static void forward_token(const Geometry *g, const float *q, const float *k, con
     lse[row] = m + logf(l);
 }
 
-static void backward_q_token(const Geometry *g, const float *q, const float *k, const float *v, const float *dout,
-                             const float *lse, const float *delta, float *dq, long bh, int t, int h, int w) {
-    const int D = g->D, H = g->H, W = g->W;
+TOKEN backward_q_token(const Geometry *g, const int D, const float *q, const float *k, const float *v,
+                       const float *dout, const float *lse, const float *delta, float *dq, long bh, int t, int h,
+                       int w) {
+    const int H = g->H, W = g->W;
     const long N = (long)g->T * H * W, row = bh * N + ((long)t * H + h) * W + w;
     const float *qi = q + row * D, *doi = dout + row * D, *kb = k + bh * N * D, *vb = v + bh * N * D;
     const float li = lse[row], di = delta[row];
@@ -98,10 +101,10 @@ static void backward_q_token(const Geometry *g, const float *q, const float *k, 
         }
 }
 
-static void backward_kv_token(const Geometry *g, const float *q, const float *k, const float *v, const float *dout,
-                              const float *lse, const float *delta, float *dk, float *dv, long bh, int t, int h,
-                              int w) {
-    const int D = g->D, H = g->H, W = g->W;
+TOKEN backward_kv_token(const Geometry *g, const int D, const float *q, const float *k, const float *v,
+                        const float *dout, const float *lse, const float *delta, float *dk, float *dv, long bh, int t,
+                        int h, int w) {
+    const int H = g->H, W = g->W;
     const long N = (long)g->T * H * W, row = bh * N + ((long)t * H + h) * W + w;
     const float *kj = k + row * D, *vj = v + row * D, *qb = q + bh * N * D, *dob = dout + bh * N * D;
     const float *lb = lse + bh * N, *db = delta + bh * N;
@@ -122,27 +125,30 @@ static void backward_kv_token(const Geometry *g, const float *q, const float *k,
         }
 }
 
-/* every token of the frames [f0, f1), in raster order */
-#define FOR_EACH_TOKEN(g, f0, f1, body)                             \
-    for (long f = (f0); f < (f1); f++) {                            \
-        const long bh = f / (g)->T;                                 \
-        const int t = (int)(f % (g)->T);                            \
-        for (int h = 0; h < (g)->H; h++)                            \
-            for (int w = 0; w < (g)->W; w++) { body; }              \
+/* every token of the frames [f0, f1), in raster order; head dim 64 (the common case) compiled as a constant */
+#define FOR_EACH_TOKEN(g, f0, f1, token, ...)                                       \
+    for (long f = (f0); f < (f1); f++) {                                            \
+        const long bh = f / (g)->T;                                                 \
+        const int t = (int)(f % (g)->T);                                            \
+        for (int h = 0; h < (g)->H; h++)                                            \
+            for (int w = 0; w < (g)->W; w++) {                                      \
+                if ((g)->D == 64) token(g, 64, __VA_ARGS__, bh, t, h, w);           \
+                else token(g, (g)->D, __VA_ARGS__, bh, t, h, w);                    \
+            }                                                                       \
     }
 
 /* scratch: one float per key of the largest window */
 void window_forward(const float *q, const float *k, const float *v, float *o, float *lse, long f0, long f1,
                     Geometry g, float *scratch) {
-    FOR_EACH_TOKEN(&g, f0, f1, forward_token(&g, q, k, v, o, lse, bh, t, h, w, scratch))
+    FOR_EACH_TOKEN(&g, f0, f1, forward_token, q, k, v, o, lse, scratch)
 }
 
 void window_backward_q(const float *q, const float *k, const float *v, const float *dout, const float *lse,
                        const float *delta, float *dq, long f0, long f1, Geometry g) {
-    FOR_EACH_TOKEN(&g, f0, f1, backward_q_token(&g, q, k, v, dout, lse, delta, dq, bh, t, h, w))
+    FOR_EACH_TOKEN(&g, f0, f1, backward_q_token, q, k, v, dout, lse, delta, dq)
 }
 
 void window_backward_kv(const float *q, const float *k, const float *v, const float *dout, const float *lse,
                         const float *delta, float *dk, float *dv, long f0, long f1, Geometry g) {
-    FOR_EACH_TOKEN(&g, f0, f1, backward_kv_token(&g, q, k, v, dout, lse, delta, dk, dv, bh, t, h, w))
+    FOR_EACH_TOKEN(&g, f0, f1, backward_kv_token, q, k, v, dout, lse, delta, dk, dv)
 }
