@@ -83,6 +83,21 @@ def test_cpu_fused_refuses_what_it_does_not_implement():
     assert "causal='token'" in backend_support(q, k, v, **token.as_kwargs())["cpu_fused"]
 
 
+def test_cpu_fused_reports_an_unusable_kernel_cache(tmp_path, monkeypatch):
+    from vidgen.attention import cpu_window
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    monkeypatch.setenv("VIDGEN_CACHE", str(blocker))
+    cpu_window._library.cache_clear()
+    try:
+        pattern = make_pattern((4, 32, 32), (3, 7, 7))
+        q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=4, requires_grad=False)
+        assert "could not be built or loaded" in backend_support(q, k, v, **pattern.as_kwargs())["cpu_fused"]
+        assert choose_backend(q, k, v, pattern) == "cpu"
+    finally:
+        cpu_window._library.cache_clear()  # later tests build it in the real cache again
+
+
 def test_custom_scale():
     pattern = EDGE_PATTERNS[1]
     q, k, v = random_qkv(pattern, head_dim=8)

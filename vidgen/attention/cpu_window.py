@@ -57,16 +57,19 @@ def _library() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join([version, *FLAGS]).encode()).hexdigest()[:16]
     path = _cache_dir() / f"window_kernel_{key}.so"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # build beside it, then an atomic rename
-            built = Path(tmp) / path.name
-            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True,
-                                    text=True)
-            if result.returncode != 0:
-                return None, f"compiling {SOURCE.name} with {compiler} failed: {result.stderr.strip()[:300]}"
-            os.replace(built, path)
-    lib = ctypes.CDLL(str(path))
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # build beside it, then an atomic rename
+                built = Path(tmp) / path.name
+                result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
+                                        capture_output=True, text=True)
+                if result.returncode != 0:
+                    return None, f"compiling {SOURCE.name} with {compiler} failed: {result.stderr.strip()[:300]}"
+                os.replace(built, path)
+        lib = ctypes.CDLL(str(path))
+    except OSError as err:  # an unwritable cache (set VIDGEN_CACHE) or a library that does not load
+        return None, f"the fused window kernel could not be built or loaded in {path.parent}: {err}"
     lib.window_forward.argtypes = [_F] * 5 + [_L, _L, _Geometry, _F]
     lib.window_backward_q.argtypes = [_F] * 7 + [_L, _L, _Geometry]
     lib.window_backward_kv.argtypes = [_F] * 8 + [_L, _L, _Geometry]
