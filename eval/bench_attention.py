@@ -1,4 +1,5 @@
-"""Benchmark: 3D windowed attention, blocked CPU path vs dense masked SDPA vs unmasked SDPA (forward+backward).
+"""Benchmark: 3D windowed attention, fused CPU kernel and blocked CPU path vs dense masked SDPA vs unmasked SDPA
+(forward+backward).
 
 All methods run interleaved in the same rounds (the machine is shared and noisy), so the speed-ups are medians
 of per-round ratios measured side by side. Beside each ratio: the FLOP-count upper bound (dense pairs / allowed
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vidgen.attention import attention3d, make_pattern
+from vidgen.attention import attention3d, cpu_window, make_pattern
 from vidgen.attention.cpu_blocked import blocked_work, plan_blocks
 from vidgen.attention.masks import PATTERN_FACTORIES, pattern_mask
 from vidgen.attention.reference import cached_pattern_mask
@@ -59,19 +60,25 @@ def bench_grid(grid, window, heads, head_dim, rounds, causal=False, with_unmaske
     n = pattern.num_tokens
     q, k, v = _inputs(pattern, heads, head_dim)
     methods = {"blocked": lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="cpu")}
+    if cpu_window.unsupported_reason(q, pattern) is None:
+        methods["fused"] = lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="cpu_fused")
     if with_dense:
         cached_pattern_mask(pattern, q.device)  # the dense mask is cached in use: build it outside the timings
         methods["dense_masked_sdpa"] = lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="reference")
     if with_unmasked:
         methods["unmasked_sdpa"] = lambda a, b, c: F.scaled_dot_product_attention(a, b, c)
-    times = _interleaved(methods, q, k, v, rounds, warm=("blocked",))
+    times = _interleaved(methods, q, k, v, rounds, warm=[m for m in ("blocked", "fused") if m in methods])
     row = dict(grid=list(grid), tokens=n, window=window and list(window), causal=causal, rounds=rounds,
                block=[p.block for p in plan_blocks(pattern)],
                seconds={name: statistics.median(ts) for name, ts in times.items()},
                flop_bound_speedup=1.0 / pattern.density(), blocked_work_speedup=n * n / blocked_work(pattern))
-    for other in methods:  # per-round ratios, then the median: robust to load changing between rounds
-        if other != "blocked":
-            row[f"speedup_vs_{other}"] = statistics.median(o / m for o, m in zip(times[other], times["blocked"]))
+    for fast in ("blocked", "fused"):  # per-round ratios, then the median: robust to load changing between rounds
+        prefix = "" if fast == "blocked" else "fused_"
+        for other in methods:
+            if other != fast and fast in methods and not (fast == "fused" and other == "blocked"):
+                row[f"{prefix}speedup_vs_{other}"] = statistics.median(o / m for o, m in zip(times[other], times[fast]))
+    if "fused" in methods:
+        row["fused_speedup_vs_blocked"] = statistics.median(o / m for o, m in zip(times["blocked"], times["fused"]))
     return row
 
 
@@ -95,28 +102,42 @@ def _x(values) -> str:
     return "×".join(map(str, values))
 
 
+def _fused(r: dict, key: str, fmt: str) -> str:
+    """A fused-kernel cell (an older results file, or a machine without a compiler, has none)."""
+    return format(r[key], fmt) if key in r else "–"
+
+
 def readme_table(results: dict) -> str:
     """The README tables (``<!-- table:attention -->``) from ``docs/results/bench_attention.json``."""
-    lines = ["| T×H×W | tokens | block | `cpu` (s) | dense masked SDPA (s) | unmasked SDPA (s) | `cpu` vs dense masked | "
-             "vs unmasked | FLOP bound | blocked work |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| T×H×W | tokens | `cpu_fused` (s) | `cpu` (s), block | dense masked SDPA (s) | unmasked SDPA (s) | "
+             "`cpu_fused` vs dense masked | `cpu` vs dense masked | `cpu_fused` vs unmasked | FLOP bound | "
+             "`cpu` work bound |", "|---" * 11 + "|"]
     for r in results["rows"]:
         s = r["seconds"]
-        unmasked = (f"{s['unmasked_sdpa']:.2f} | ", f"{r['speedup_vs_unmasked_sdpa']:.1f}× | ") if "unmasked_sdpa" in s \
-            else ("– | ", "– | ")
-        lines.append(f"| {_x(r['grid'])} | {r['tokens']:,} | {_x(r['block'])} | {s['blocked']:.3f} | "
-                     f"{s['dense_masked_sdpa']:.2f} | {unmasked[0]}**{r['speedup_vs_dense_masked_sdpa']:.1f}×** | "
-                     f"{unmasked[1]}{r['flop_bound_speedup']:.0f}× | {r['blocked_work_speedup']:.0f}× |")
-    lines += ["", f"| pattern at {_x(results['pattern_grid'])} | block | `cpu` (s) | dense masked SDPA (s) | "
-              "`cpu` vs dense masked | FLOP bound | blocked work |", "|---|---|---|---|---|---|---|"]
+        unmasked = f"{s['unmasked_sdpa']:.2f}" if "unmasked_sdpa" in s else "–"
+        vs_unmasked = _fused(r, "fused_speedup_vs_unmasked_sdpa", ".1f") + ("×" if "unmasked_sdpa" in s else "")
+        lines.append(f"| {_x(r['grid'])} | {r['tokens']:,} | {_fused(s, 'fused', '.3f')} | {s['blocked']:.3f}, "
+                     f"{_x(r['block'])} | {s['dense_masked_sdpa']:.2f} | {unmasked} | "
+                     f"**{_fused(r, 'fused_speedup_vs_dense_masked_sdpa', '.1f')}×** | "
+                     f"{r['speedup_vs_dense_masked_sdpa']:.1f}× | {vs_unmasked} | {r['flop_bound_speedup']:.0f}× | "
+                     f"{r['blocked_work_speedup']:.0f}× |")
+    lines += ["", f"| pattern at {_x(results['pattern_grid'])} | `cpu_fused` (s) | `cpu` (s), block | dense masked "
+              "SDPA (s) | `cpu_fused` vs dense masked | `cpu` vs dense masked | FLOP bound | `cpu` work bound |",
+              "|---" * 8 + "|"]
     for r in results["other_patterns"]:
         s = r["seconds"]
-        lines.append(f"| {r['pattern']} | {_x(r['block'])} | {s['blocked']:.3f} | {s['dense_masked_sdpa']:.2f} | "
-                     f"**{r['speedup_vs_dense_masked_sdpa']:.1f}×** | {r['flop_bound_speedup']:.0f}× | "
+        lines.append(f"| {r['pattern']} | {_fused(s, 'fused', '.3f')} | {s['blocked']:.3f}, {_x(r['block'])} | "
+                     f"{s['dense_masked_sdpa']:.2f} | {_fused(r, 'fused_speedup_vs_dense_masked_sdpa', '.1f')}× | "
+                     f"{r['speedup_vs_dense_masked_sdpa']:.1f}× | {r['flop_bound_speedup']:.0f}× | "
                      f"{r['blocked_work_speedup']:.0f}× |")
+    first = results["linear_in_t"][0]["frames"]
     lin = ", ".join(f"×{x['time_ratio']:.2f} at T={x['frames']}" for x in results["linear_in_t"][1:])
+    lin_fused = ", ".join(f"×{x['fused_time_ratio']:.2f} at T={x['frames']}" for x in results["linear_in_t"][1:]
+                          if "fused_time_ratio" in x)
     lines += ["", f"Forward + backward, B=1, heads={results['heads']}, D={results['head_dim']}, fp32, "
               f"{results['threads']} threads, window {_x(results['window'])}; median of per-round ratios over "
-              f"{results['rounds']} interleaved rounds. `cpu` time vs T={results['linear_in_t'][0]['frames']}: {lin}. "
+              f"{results['rounds']} interleaved rounds. Time vs T={first}: `cpu` {lin}"
+              + (f"; `cpu_fused` {lin_fused}" if lin_fused else "") + ". "
               f"{results['date'][:10]}, load average {results['loadavg_start'][0]:.2f} at start; `{results['command']}`."]
     return "\n".join(lines)
 
@@ -154,8 +175,8 @@ def main(argv=None) -> int:
     window = tuple(args.window)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, heads={args.heads}, D={args.head_dim}, "
           f"window={window}, forward+backward, median of {args.rounds} interleaved rounds")
-    print(f"{'T x H x W':>12} {'tokens':>7} {'block':>8} {'cpu s':>7} {'dense s':>8} {'cpu/dense':>9} "
-          f"{'FLOP bound':>10} {'work bound':>10}")
+    print(f"{'T x H x W':>12} {'tokens':>7} {'block':>8} {'cpu s':>7} {'fused s':>8} {'dense s':>8} {'cpu/dense':>9} "
+          f"{'fused/dense':>11} {'FLOP bound':>10} {'work bound':>10}")
     grids = [(f, args.size, args.size) for f in args.frames]
     if args.wide:
         grids.append((args.frames[-1], args.size, args.wide))
@@ -165,11 +186,16 @@ def main(argv=None) -> int:
         rows.append(row)
         s = row["seconds"]
         print(f"{'x'.join(map(str, grid)):>12} {row['tokens']:>7} {'x'.join(map(str, row['block'])):>8} "
-              f"{s['blocked']:>7.3f} {s['dense_masked_sdpa']:>8.2f} {row['speedup_vs_dense_masked_sdpa']:>8.1f}x "
+              f"{s['blocked']:>7.3f} {s.get('fused', float('nan')):>8.3f} {s['dense_masked_sdpa']:>8.2f} "
+              f"{row['speedup_vs_dense_masked_sdpa']:>8.1f}x "
+              f"{row.get('fused_speedup_vs_dense_masked_sdpa', float('nan')):>10.1f}x "
               f"{row['flop_bound_speedup']:>9.1f}x {row['blocked_work_speedup']:>9.1f}x", flush=True)
     square = [r for r in rows if r["grid"][1] == r["grid"][2]]
     linear = [dict(frames=r["grid"][0], time_ratio=r["seconds"]["blocked"] / square[0]["seconds"]["blocked"],
                    frames_ratio=r["grid"][0] / square[0]["grid"][0]) for r in square]
+    for x, r in zip(linear, square):
+        if "fused" in r["seconds"]:
+            x["fused_time_ratio"] = r["seconds"]["fused"] / square[0]["seconds"]["fused"]
     print("linear in T (cpu): " + ", ".join(f"T={x['frames']}: x{x['time_ratio']:.2f}" for x in linear))
     pattern_grid = (args.frames[len(args.frames) // 2], args.size, args.size)
     print(f"other patterns at {pattern_grid} (forward+backward):")
@@ -180,8 +206,10 @@ def main(argv=None) -> int:
         row["pattern"] = name
         other.append(row)
         s = row["seconds"]
-        print(f"  {name:>20}: cpu {s['blocked']:.3f}s, dense {s['dense_masked_sdpa']:.2f}s, speed-up "
-              f"{row['speedup_vs_dense_masked_sdpa']:.1f}x (FLOP bound {row['flop_bound_speedup']:.1f}x)", flush=True)
+        print(f"  {name:>20}: cpu {s['blocked']:.3f}s, fused {s.get('fused', float('nan')):.3f}s, dense "
+              f"{s['dense_masked_sdpa']:.2f}s, speed-up {row['speedup_vs_dense_masked_sdpa']:.1f}x / "
+              f"{row.get('fused_speedup_vs_dense_masked_sdpa', float('nan')):.1f}x (FLOP bound "
+              f"{row['flop_bound_speedup']:.1f}x)", flush=True)
     tile_grid = (args.frames[-1], args.size, args.size)
     tile_sizes = [(64, 64), (128, 64)]
     skips = tile_skips(tile_grid, tile_sizes)
