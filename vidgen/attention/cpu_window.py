@@ -109,7 +109,7 @@ def _run(function, frames: int, args_for) -> None:
 
 
 def window_keys(pattern: AttentionPattern) -> int:
-    """Keys a query sees away from the borders (the scratch size per thread, and auto's measure of width)."""
+    """Keys a query sees away from the borders: the forward's score scratch per thread."""
     return pattern.window_size(0) * pattern.window_size(1) * pattern.window_size(2)
 
 
@@ -131,6 +131,7 @@ class _WindowAttention(torch.autograd.Function):
         return o
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the kernel's backward is not itself differentiable
     def backward(ctx, dout):
         lib = _library()[0]
         q, k, v, o, lse = ctx.saved_tensors
