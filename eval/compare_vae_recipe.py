@@ -39,6 +39,11 @@ def train(name: str, config: str, steps: int, threads: int, run_root: Path, extr
     return time.perf_counter() - t0
 
 
+def _recipe_lr(config: str) -> float:
+    import yaml
+    return yaml.safe_load((ROOT / config).read_text())["optim"]["lr"]
+
+
 def eval_psnr_curve(run_dir: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return {r["step"]: r["eval_psnr"] for r in rows if "eval_psnr" in r}
@@ -74,6 +79,31 @@ def final_metrics(run_dir: Path, clips: int, threads: int, step: int | None = No
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "sec_per_step": seconds_per_step(run_dir)}
 
 
+def readme_table(results: dict) -> str:
+    """The README tables (``<!-- table:vae_recipe -->``) from ``docs/results/compare_vae_recipe.json``."""
+    a, b = results["vidgen_base"], results["cogvideox"]
+    lines = ["| step | vidgen `base` PSNR (16 clips) | CogVideoX PSNR (16 clips, best lr) |", "|---|---|---|"]
+    for step in sorted(set(a["curve"]) & set(b["curve"]), key=int):
+        lines.append(f"| {step} | {a['curve'][step]:.2f} | {b['curve'][step]:.2f} |")
+    lines += ["", f"| run | lr | params | steps | PSNR / SSIM ({results['clips']} held-out clips) | s / training step |",
+              "|---|---|---|---|---|---|"]
+    sweep = b.get("best_of_lr_sweep", {})
+    for name, r in results.items():
+        if not isinstance(r, dict) or "psnr" not in r or (name == "cogvideox" and sweep):
+            continue  # with a sweep, the "cogvideox" entry repeats its best run
+        lr = r["lr"]
+        best = " (best)" if sweep and name in sweep and sweep[name]["lr"] == b["lr"] else ""
+        bold = "**" if name == "vidgen_base" else ""
+        lines.append(f"| {name}{best} | {lr:g} | {r['params_m']:.1f} M | {r.get('steps', results['steps'])} | "
+                     f"{bold}{r['psnr']:.2f} dB{bold} / {r['ssim']:.3f} | {r['sec_per_step']:.2f} |")
+    ratio = b["sec_per_step"] / a["sec_per_step"]
+    lines += ["", f"{results['threads']} thread(s) per run; s / training step is the median over the run's logged "
+              f"intervals (robust to the few that held a pause); ratio CogVideoX / vidgen {ratio:.1f}x. "
+              f"{results['date'][:10]}, load average "
+              f"{results['loadavg_start'][0]:.2f} at the evaluation's start; `{results['command']}`."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
@@ -104,10 +134,11 @@ def main() -> None:
     for name, config, extra in jobs:
         wall = None if args.skip_training else train(name, config, args.steps, args.threads, run_root, extra)
         curve = {k: v for k, v in eval_psnr_curve(run_root / name).items() if k <= (args.at_step or k)}
-        results[name] = {"train_wall_s": wall, "curve": curve,
+        lr = float(extra[0].split("=")[1]) if extra else float(_recipe_lr(config))
+        results[name] = {"train_wall_s": wall, "curve": curve, "lr": lr,
                          **final_metrics(run_root / name, args.clips, args.threads, args.at_step)}
         if extra:
-            sweep[name] = {"lr": float(extra[0].split("=")[1]), "psnr": results[name]["psnr"]}
+            sweep[name] = {"lr": lr, "psnr": results[name]["psnr"]}
         print(name, json.dumps(results[name]), flush=True)
     if sweep:
         best = max(sweep, key=lambda n: sweep[n]["psnr"])
@@ -120,32 +151,19 @@ def main() -> None:
         done = (run_root / name / "final").exists()  # --skip-training skips only the two equal-step runs
         wall = None if done else train(name, RUNS["vidgen_base"], steps, args.threads, run_root)
         results[name] = {"train_wall_s": wall, "steps": steps, "curve": eval_psnr_curve(run_root / name),
+                         "lr": float(_recipe_lr(RUNS["vidgen_base"])),
                          **final_metrics(run_root / name, args.clips, args.threads)}
         print(name, json.dumps(results[name]), flush=True)
-    lines = ["| step | vidgen base PSNR (16 clips) | CogVideoX PSNR (16 clips) |", "|---|---|---|"]
-    for step in sorted(set(a["curve"]) & set(b["curve"])):
-        lines.append(f"| {step} | {a['curve'][step]:.2f} | {b['curve'][step]:.2f} |")
-    lines += ["", f"| model | params (M) | steps | PSNR ({args.clips} clips) | SSIM | s / training step | train wall (s) |",
-              "|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        wall = f"{r['train_wall_s']:.0f}" if r["train_wall_s"] else "—"
-        steps = r.get("steps", args.at_step or args.steps)
-        lines.append(f"| {name} | {r['params_m']:.1f} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                     f"{r['sec_per_step']:.2f} | {wall} |")
-    lines.append(f"\ntraining-step time ratio CogVideoX / vidgen: {b['sec_per_step'] / a['sec_per_step']:.1f}x")
-    if a["train_wall_s"] and b["train_wall_s"]:
-        lines.append(f"\ntraining wall-time ratio CogVideoX / vidgen: {b['train_wall_s'] / a['train_wall_s']:.1f}x "
-                     f"(same steps, {args.threads} thread(s))")
-    table = "\n".join(lines)
+    summary = {"steps": args.at_step or args.steps, "threads": args.threads, "clips": args.clips, **results}
+    sys.path.insert(0, str(ROOT / "eval"))
+    from results import environment, write_result
+    record = {"command": " ".join(["python", *sys.argv]), **environment(args.threads), **summary}
+    table = readme_table(record)
     print(table)
     (out / "results.md").write_text(table + "\n")
-    summary = {"steps": args.at_step or args.steps, "threads": args.threads, **results}
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.json").write_text(json.dumps(record, indent=2))
     if args.results:
-        sys.path.insert(0, str(ROOT / "eval"))
-        from results import write_result
         print(f"wrote {write_result(args.results, summary, threads=args.threads)}")
-
 
 if __name__ == "__main__":
     main()
