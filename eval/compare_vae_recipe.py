@@ -41,7 +41,7 @@ def train(name: str, config: str, steps: int, threads: int, run_root: Path, extr
 
 def _recipe_lr(config: str) -> float:
     import yaml
-    return yaml.safe_load((ROOT / config).read_text())["optim"]["lr"]
+    return float(yaml.safe_load((ROOT / config).read_text())["optim"]["lr"])
 
 
 def eval_psnr_curve(run_dir: Path) -> dict[int, float]:
@@ -134,7 +134,7 @@ def main() -> None:
     for name, config, extra in jobs:
         wall = None if args.skip_training else train(name, config, args.steps, args.threads, run_root, extra)
         curve = {k: v for k, v in eval_psnr_curve(run_root / name).items() if k <= (args.at_step or k)}
-        lr = float(extra[0].split("=")[1]) if extra else float(_recipe_lr(config))
+        lr = float(extra[0].split("=")[1]) if extra else _recipe_lr(config)
         results[name] = {"train_wall_s": wall, "curve": curve, "lr": lr,
                          **final_metrics(run_root / name, args.clips, args.threads, args.at_step)}
         if extra:
@@ -151,19 +151,19 @@ def main() -> None:
         done = (run_root / name / "final").exists()  # --skip-training skips only the two equal-step runs
         wall = None if done else train(name, RUNS["vidgen_base"], steps, args.threads, run_root)
         results[name] = {"train_wall_s": wall, "steps": steps, "curve": eval_psnr_curve(run_root / name),
-                         "lr": float(_recipe_lr(RUNS["vidgen_base"])),
+                         "lr": _recipe_lr(RUNS["vidgen_base"]),
                          **final_metrics(run_root / name, args.clips, args.threads)}
         print(name, json.dumps(results[name]), flush=True)
     summary = {"steps": args.at_step or args.steps, "threads": args.threads, "clips": args.clips, **results}
     sys.path.insert(0, str(ROOT / "eval"))
-    from results import environment, write_result
-    record = {"command": " ".join(["python", *sys.argv]), **environment(args.threads), **summary}
+    from results import write_result
+    record = json.loads(write_result(args.results or out / "results.json", summary, threads=args.threads).read_text())
     table = readme_table(record)
     print(table)
     (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps(record, indent=2))
+    (out / "results.json").write_text(json.dumps(record, indent=2))  # the same record as the results file
     if args.results:
-        print(f"wrote {write_result(args.results, summary, threads=args.threads)}")
+        print(f"wrote {args.results}")
 
 if __name__ == "__main__":
     main()

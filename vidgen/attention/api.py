@@ -2,6 +2,7 @@
 attention, over the whole sequence or (decode, ``q_start``) over the newest queries against a KV cache."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -152,13 +153,19 @@ def choose_backend(q, k, v, pattern: AttentionPattern, q_start: Optional[int] = 
         return "reference"  # plain SDPA without a mask, or the decode path (only the reference backend has it)
     if q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
         return "triton"
-    n = pattern.num_tokens
-    if n >= BLOCKED_MIN_TOKENS and cpu_blocked.unsupported_reason(q, pattern) is None:
-        if cpu_blocked.blocked_work(pattern) <= BLOCKED_MAX_WORK_FRACTION * n * n:
-            overfetch = cpu_blocked.blocked_work(pattern) / (pattern.density() * n * n)  # computed / allowed pairs
+    if pattern.num_tokens >= BLOCKED_MIN_TOKENS and cpu_blocked.unsupported_reason(q, pattern) is None:
+        work_fraction, overfetch = _blocked_ratios(pattern)
+        if work_fraction <= BLOCKED_MAX_WORK_FRACTION:
             return "cpu_fused" if overfetch >= FUSED_MIN_OVERFETCH and cpu_window.unsupported_reason(q, pattern) \
                 is None else "cpu"
     return "reference"
+
+
+@functools.lru_cache(maxsize=256)  # auto runs for every layer and step; density() builds small tensors per axis
+def _blocked_ratios(pattern: AttentionPattern) -> tuple[float, float]:
+    """Pairs the blocked path computes, over all pairs and over the allowed pairs (its over-fetch)."""
+    work, all_pairs = cpu_blocked.blocked_work(pattern), pattern.num_tokens ** 2
+    return work / all_pairs, work / (pattern.density() * all_pairs)
 
 
 def _as_full_call(q, pattern: AttentionPattern, q_start: Optional[int]) -> Optional[int]:
