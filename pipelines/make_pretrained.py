@@ -35,12 +35,15 @@ TOKENIZERS = {"vae": "tokenizers/configs/vae_shapes.yaml", "fsq": "tokenizers/co
 # Stage 2 of each tokenizer (decoder only): the pipelines ship these; the generators train on stage 1's latents,
 # which stage 2 leaves bit-identical.
 DECODERS = {"vae": "tokenizers/configs/vae_shapes_decoder.yaml", "fsq": "tokenizers/configs/fsq_shapes_decoder.yaml"}
-GENERATORS = {  # pipeline name -> (generator config, tokenizer key)
+GENERATORS = {  # pipeline name -> (generator config of the shipped stage, tokenizer key); earlier stages via init_from
     "masked": ("pipelines/configs/masked_shapes.yaml", "fsq"),
     "flow": ("pipelines/configs/flow_shapes.yaml", "vae"),
     "autoregressive": ("pipelines/configs/autoregressive_shapes.yaml", "fsq"),
 }
 RESULTS = ROOT / "docs" / "results" / "demo_full.json"
+# Summaries of the runs behind pretrained/, kept in git because runs/ is not: the cards read them from here.
+RUN_RECORDS = ROOT / "pipelines" / "training_runs.json"
+RECORD_KEYS = ("steps", "threads", "wall_time_min", "eval_psnr", "final_loss")
 
 
 def _config(path: str) -> dict:
@@ -164,6 +167,21 @@ def evaluate(out: Path) -> None:
     print(f"  results: {RESULTS.relative_to(ROOT)}", flush=True)
 
 
+def _summary(run_dir: Path) -> dict:
+    """The run's summary from its ``log.jsonl`` (recorded in ``RUN_RECORDS`` on the way), or the recorded one when
+    the run folder is gone."""
+    key = run_dir.relative_to(ROOT).as_posix()
+    records = json.loads(RUN_RECORDS.read_text()) if RUN_RECORDS.exists() else {"runs": {}}
+    if (run_dir / "log.jsonl").is_file():
+        summary = run_summary(run_dir)
+        records["runs"][key] = {**{k: summary[k] for k in RECORD_KEYS}, "source": "log.jsonl"}
+        RUN_RECORDS.write_text(json.dumps(records, indent=2) + "\n")
+        return summary
+    if key not in records["runs"]:
+        raise SystemExit(f"make_pretrained: {key} has no log.jsonl and no record in {RUN_RECORDS.name}; train it first")
+    return records["runs"][key]
+
+
 def _params(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
@@ -176,8 +194,8 @@ def write_cards(out: Path) -> None:
     for name, (gen_config, tok_key) in GENERATORS.items():
         folder = out / PIPELINES[name]
         pipe = load_pipeline(folder)
-        tok_run, gen_run = run_summary(_run_dir(TOKENIZERS[tok_key])), run_summary(_run_dir(gen_config))
-        dec_run = run_summary(_run_dir(DECODERS[tok_key]))
+        tok_run, gen_run = _summary(_run_dir(TOKENIZERS[tok_key])), _summary(_run_dir(gen_config))
+        dec_run = _summary(_run_dir(DECODERS[tok_key]))
         tok_cfg, gen_cfg = _config(TOKENIZERS[tok_key]), _config(gen_config)
         arch = pipe.transformer.backbone_config
         size = sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 2**20
@@ -205,7 +223,7 @@ def write_cards(out: Path) -> None:
             *[f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
               f"`{gen_cfg['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention)"
               f"{', initialised from stage ' + str(i) if i else ''} | {_params(pipe.transformer):.2f} M | `{stage}` | "
-              f"{run_summary(_run_dir(stage))['steps']} | {run_summary(_run_dir(stage))['wall_time_min']:.0f} min |"
+              f"{_summary(_run_dir(stage))['steps']} | {_summary(_run_dir(stage))['wall_time_min']:.0f} min |"
               for i, stage in enumerate(_stages(gen_config))],
             "",
             f"**Data**: the built-in `ShapesDataset`, train split ({gen_cfg['data']['num_clips']} clips of "

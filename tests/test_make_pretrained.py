@@ -2,6 +2,8 @@
 after it."""
 from __future__ import annotations
 
+import pytest
+
 
 def test_stages_follow_init_from_back_to_the_first_config(tmp_path, monkeypatch, load_script):
     mp = load_script("pipelines/make_pretrained.py")
@@ -25,3 +27,25 @@ def test_stages_follow_init_from_back_to_the_first_config(tmp_path, monkeypatch,
         (tmp_path / "runs" / run / "final").mkdir(parents=True)
         (tmp_path / "runs" / run / "final" / "config.json").write_text("{}")
     assert mp._next_stage("g") is None
+
+
+def test_run_summaries_are_recorded_and_read_back_when_the_run_is_gone(tmp_path, monkeypatch, load_script):
+    import json
+    import shutil
+    mp = load_script("pipelines/make_pretrained.py")
+    monkeypatch.setattr(mp, "ROOT", tmp_path)
+    monkeypatch.setattr(mp, "RUN_RECORDS", tmp_path / "pipelines" / "training_runs.json")
+    (tmp_path / "pipelines").mkdir()
+    run = tmp_path / "runs" / "g"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(json.dumps({"threads": 1}))
+    (run / "log.jsonl").write_text("\n".join(json.dumps(x) for x in [
+        {"step": 10, "loss": 0.5, "time": 100.0}, {"step": 20, "loss": 0.25, "time": 160.0}]) + "\n")
+    live = mp._summary(run)
+    assert (live["steps"], live["final_loss"], live["wall_time_min"]) == (20, 0.25, 1.0)
+    shutil.rmtree(run)  # runs/ is not committed: a later card must come from the record
+    recorded = mp._summary(run)
+    assert {k: recorded[k] for k in mp.RECORD_KEYS} == {k: live[k] for k in mp.RECORD_KEYS}
+    assert recorded["source"] == "log.jsonl"
+    with pytest.raises(SystemExit, match="no log.jsonl and no record"):
+        mp._summary(tmp_path / "runs" / "never")
