@@ -6,7 +6,11 @@ error of every shipped pipeline), and their centroids drift by tenths of a pixel
 and rotating clips of both splits, the scorer's measure once as rendered and once after a sub-pixel drift (the clip
 rendered 4x larger, frame t moved by up to ``--drift`` px in quarter-pixel steps in one random direction, then
 box-averaged back to 64x64), and beside it an alternative that aligns by the best of the whole-pixel offsets next to
-the centroid offset instead of the rounded one. Results: ``docs/results/scorer_calibration.json``.
+the centroid offset instead of the rounded one, and the rotation angle the scorer now also asks for (summed
+frame-to-frame alignment of radial profiles, :func:`_rotation_angle`), whose threshold is set here, midway between
+the largest still and the smallest rotating value. Finally it reads every clip's motion with the full scorer, once
+with the silhouette test alone (``rotate_angle=None``, the scorer before the angle test) and once as shipped.
+Results: ``docs/results/scorer_calibration.json``.
 
     python eval/calibrate_scorer.py --clips 400
 """
@@ -23,7 +27,7 @@ from tqdm import tqdm
 from vidgen.data import ShapesDataset
 from vidgen.data.common import make_generator
 from vidgen.data.shapes import render_shape_video
-from vidgen.metrics.adherence import AttributeScorer, _recentred_change
+from vidgen.metrics.adherence import AttributeScorer, ScorerSettings, _recentred_change, _rotation_angle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -81,9 +85,12 @@ def main(argv=None) -> int:
     parser.add_argument("--drift", type=float, default=0.6, help="sub-pixel drift over the clip, in pixels")
     parser.add_argument("--out", default="docs/results/scorer_calibration.json")
     args = parser.parse_args(argv)
-    scorer = AttributeScorer()
+    scorer, silhouette_only = AttributeScorer(), AttributeScorer(ScorerSettings(rotate_angle=None))
+    measures = ("scorer", "best_neighbour", "angle")
     rows = {(motion, variant, measure): [] for motion in ("still", "rotate") for variant in ("rendered", "drifted")
-            for measure in ("scorer", "best_neighbour")}
+            for measure in measures}
+    verdicts = {(motion, variant, name): [] for motion in ("still", "rotate") for variant in ("rendered", "drifted")
+                for name in ("silhouette_only", "shipped")}
     g = torch.Generator().manual_seed(0)
     for split in ("train", "test"):
         data = ShapesDataset(split, num_frames=17, size=64, num_samples=args.clips, seed=20261124)
@@ -96,18 +103,33 @@ def main(argv=None) -> int:
                 masks = silhouettes(scorer, clip)
                 rows[(motion, variant, "scorer")].append(_recentred_change(masks))
                 rows[(motion, variant, "best_neighbour")].append(best_neighbour_change(masks))
-    threshold = scorer.settings.rotate_change
+                rows[(motion, variant, "angle")].append(abs(_rotation_angle(masks, max_step=scorer.settings.rotate_max_step)))
+                verdicts[(motion, variant, "silhouette_only")].append(silhouette_only(clip).motion)
+                verdicts[(motion, variant, "shipped")].append(scorer(clip).motion)
+    largest_still = max(max(rows[("still", v, "angle")]) for v in ("rendered", "drifted"))
+    smallest_rotating = min(min(rows[("rotate", v, "angle")]) for v in ("rendered", "drifted"))
+    thresholds = {"scorer": scorer.settings.rotate_change, "best_neighbour": scorer.settings.rotate_change,
+                  "angle": scorer.settings.rotate_angle}
     table = {}
     for (motion, variant, measure), values in rows.items():
-        wrong = sum((v > threshold) != (motion == "rotate") for v in values)
+        wrong = sum((v > thresholds[measure]) != (motion == "rotate") for v in values)
         table[f"{motion}/{variant}/{measure}"] = {**summary(values), "misread_at_threshold": wrong}
     for key, entry in table.items():
         print(f"{key:28s} n={entry['n']:4d} min {entry['min']:.3f} median {entry['median']:.3f} "
-              f"max {entry['max']:.3f}  misread at {threshold}: {entry['misread_at_threshold']}")
-    write_result(args.out, {"clips_per_split": args.clips, "drift_px": args.drift, "threshold": threshold,
-                            "measure": "largest 1 - IoU against the first silhouette after re-centring (scorer: offset rounded to whole "
-                                       "pixels; best_neighbour: best of the whole-pixel offsets next to it)",
-                            "rows": table}, threads=torch.get_num_threads())
+              f"max {entry['max']:.3f}  misread: {entry['misread_at_threshold']}")
+    motion_read = {f"{motion}/{variant}/{name}": {"n": len(v), "correct": sum(m == motion for m in v)}
+                   for (motion, variant, name), v in verdicts.items()}
+    for key, entry in motion_read.items():
+        print(f"full scorer, {key:34s} motion read right {entry['correct']}/{entry['n']}")
+    print(f"angle: largest still {largest_still:.1f}, smallest rotating {smallest_rotating:.1f} -> midpoint "
+          f"{(largest_still + smallest_rotating) / 2:.1f} (ScorerSettings.rotate_angle = {scorer.settings.rotate_angle})")
+    write_result(args.out, {"clips_per_split": args.clips, "drift_px": args.drift, "thresholds": thresholds,
+                            "measures": {"scorer": "largest 1 - IoU against the first silhouette after re-centring, "
+                                                   "offset rounded to whole pixels (the scorer's silhouette test)",
+                                         "best_neighbour": "the same, best of the whole-pixel offsets next to the centroid offset",
+                                         "angle": "|summed frame-to-frame rotation| in degrees (the scorer's angle test)"},
+                            "angle_midpoint": (largest_still + smallest_rotating) / 2,
+                            "rows": table, "full_scorer_motion": motion_read}, threads=torch.get_num_threads())
     print(f"wrote {args.out}")
     return 0
 

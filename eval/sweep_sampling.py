@@ -20,7 +20,7 @@ import torch
 
 from vidgen.demo.prompts import demo_prompts
 from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
-from vidgen.metrics.adherence import AttributeScorer
+from vidgen.metrics.adherence import AttributeScorer, ScorerSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     keys = list(grid)
     pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
     prompts, scorer = demo_prompts(args.prompts, seed=args.seed), AttributeScorer()
+    silhouette_only = AttributeScorer(ScorerSettings(rotate_angle=None))  # the scorer before its rotation-angle test
     rows = []
     base_scheduler = dict(pipe.scheduler.config) if hasattr(pipe, "scheduler") else {}
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -54,9 +55,11 @@ def main(argv=None) -> int:
             pipe.scheduler = type(pipe.scheduler).from_config({**base_scheduler, **scheduler})
         videos, seconds = generate(pipe, prompts, 8, **call)
         _, result = score(scorer, videos, prompts)
+        _, strict = score(silhouette_only, videos, prompts)
         row = {"sampling": sampling, "seconds_per_video": seconds,
                **{g: {k: result[g][k] for k in ("color_motion", "color", "motion", "shape")}
-                  for g in ("seen", "held_out")}}
+                  for g in ("seen", "held_out")},
+               "silhouette_only": {g: strict[g]["color_motion"] for g in ("seen", "held_out")}}
         rows.append(row)
         print(f"{json.dumps(sampling):60s} seen c+m {row['seen']['color_motion']:6.1%}  held-out c+m "
               f"{row['held_out']['color_motion']:6.1%}  {seconds:.2f} s/video", flush=True)

@@ -9,7 +9,7 @@ import torch
 from vidgen.data import ShapesDataset
 from vidgen.data.shapes import COLORS, ShapeAttributes, render_shape_video
 from vidgen.errors import InvalidInputError
-from vidgen.metrics.adherence import AttributeScorer, DetectedAttributes, adherence
+from vidgen.metrics.adherence import AttributeScorer, DetectedAttributes, ScorerSettings, _rotation_angle, adherence
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,39 @@ def test_changed_attributes_are_read_as_changed(scorer):
     is_red = ((clip - red[:, None, None, None]).abs() < 0.02).all(0, keepdim=True)
     recoloured = torch.where(is_red, green[:, None, None, None].expand_as(clip), clip)
     assert scorer(recoloured).color == "green"
+
+
+def _drifting(shape, motion, pixels, seed=0, factor=4):
+    """A clip rendered ``factor`` x larger, frame t rolled by ``pixels * t / (T - 1)`` (in 1 / factor px steps)
+    down-right, box-averaged back to 64x64: a shape drifting by a fraction of a pixel."""
+    big = render_shape_video(ShapeAttributes(shape, "yellow", motion, "black"), 17, (64 * factor, 64 * factor),
+                             torch.Generator().manual_seed(seed))
+    frames = [torch.roll(big[:, i], (round(pixels * factor * i / 16),) * 2, dims=(1, 2)) for i in range(17)]
+    return torch.nn.functional.avg_pool2d(torch.stack(frames, 1), factor).clamp(-1, 1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_subpixel_drift_is_not_rotation(scorer, seed):
+    """A still shape drifting by 0.6 px re-centres by whole pixels with a one-pixel jump, which the silhouette test
+    alone reads as a turn; the angle test does not. A truly rotating one stays rotating, drift or not."""
+    still, turning = _drifting("square", "still", 0.6, seed), _drifting("square", "rotate", 0.6, seed)
+    silhouette_only = AttributeScorer(ScorerSettings(rotate_angle=None))
+    assert silhouette_only(still).motion == "rotate"  # the failure the angle test exists for
+    assert scorer(still).motion == "still"
+    assert scorer(turning).motion == "rotate" and silhouette_only(turning).motion == "rotate"
+
+
+def test_rotation_angle_tracks_the_turn(scorer):
+    """Real clips turn by 108-180 degrees; the summed angle follows the direction and ignores symmetry (a star's
+    first and last frames can look alike)."""
+    for shape in ("square", "triangle", "star", "hexagon"):
+        clip = _clip(shape, "blue", "rotate", "gray", seed=5)
+        frames = ((clip + 1) / 2).permute(1, 2, 3, 0)
+        masks = scorer.color_masks(frames) == list(COLORS).index("blue")
+        forward, backward = _rotation_angle(masks), _rotation_angle(masks.flip(0))
+        assert 100 <= abs(forward) <= 190, (shape, forward)
+        assert forward == pytest.approx(-backward, abs=6), (shape, forward, backward)
+        assert abs(_rotation_angle(masks[:1].expand(17, -1, -1))) == 0  # frozen first frame
 
 
 def test_no_shape_found(scorer):

@@ -48,7 +48,7 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
     for name, entry in metrics["pipelines"].items():
         assert (demo_out / entry["contact_sheet"]).stat().st_size > 1000
         assert entry["seconds_per_video"] > 0
-        assert set(entry["adherence"]) == {"seen", "held_out", "all"}
+        assert set(entry["adherence"]) == set(entry["adherence_silhouette_only"]) == {"seen", "held_out", "all"}
         assert entry["fvd"]["n_fake"] == 4 and entry["fvd"]["value"] >= 0
     assert metrics["fvd_floor"]["n_real"] == 4
     for video in metrics["videos"]:

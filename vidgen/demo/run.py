@@ -166,6 +166,8 @@ def run(args, argv: list[str]) -> int:
     prompts = demo_prompts(args.prompts, args.seed)
     pipes = load_pipelines(Path(args.pretrained), args.pipelines)  # fail early, before any slow work
     scorer = AttributeScorer()
+    # the scorer before its rotation-angle test, reported beside it so the change of scorer stays visible
+    silhouette_only = AttributeScorer(dataclasses.replace(scorer.settings, rotate_angle=None))
     metrics = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": " ".join(["python -m vidgen.demo", *argv]),
                "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -201,6 +203,7 @@ def run(args, argv: list[str]) -> int:
         detections[name], adherence_result = score(scorer, videos, prompts)
         entry = {"folder": str(Path(args.pretrained) / PIPELINES[name]), "class": type(pipe).__name__,
                  "sampling": SAMPLING[name], "seconds_per_video": seconds, "adherence": adherence_result,
+                 "adherence_silhouette_only": score(silhouette_only, videos, prompts)[1],
                  "contact_sheet": f"{name}.png"}
         if fvd_metric is not None:
             entry["fvd"] = fvd_against(fvd_metric, videos)

@@ -9,8 +9,12 @@ clips never show):
   gray, dark texture, dark gradient) stay outside the radius, which the accuracy on real clips checks.
 * **motion**: from the mask of that colour, per frame: centroid and area. A straight-line fit of the centroid
   over time gives the displacement (left / right / up / down past ``move_fraction`` of the frame width), a fit
-  of log-area gives growth (grow / shrink past ``area_ratio``); otherwise the silhouette's largest change from
-  the first frame (1 - IoU, after re-centring) separates rotate from still.
+  of log-area gives growth (grow / shrink past ``area_ratio``); otherwise a shape rotates if its silhouette
+  changes (largest 1 - IoU against the first frame, after re-centring, past ``rotate_change``) *and* that change
+  is a turn: the angles that best align consecutive frames' radial profiles add up past ``rotate_angle`` degrees.
+  The second test exists because the first alone reads a still shape drifting by a fraction of a pixel as rotating
+  (86 of 92 real still clips with a 0.6 px drift, ``eval/calibrate_scorer.py``): whole-pixel re-centring flips by a
+  pixel when the centroid crosses a half pixel, while the radial profile is measured around the sub-pixel centroid.
 * **shape**: the boundary radius of the silhouette as a function of angle, measured from the centroid; its
   Fourier spectrum is rotation-invariant: a circle is flat, a triangle / square / star / hexagon peak at
   harmonic 3 / 4 / 5 / 6.
@@ -47,6 +51,11 @@ class ScorerSettings:
     area_ratio: float = 1.77
     # largest 1 - IoU against the first (re-centred) silhouette: rotating clips >= 0.119, still ones 0.000
     rotate_change: float = 0.06
+    # |summed frame-to-frame rotation| in degrees, on 800 real clips of both splits (eval/calibrate_scorer.py):
+    # rotating >= 108, still <= 45 when drifted by 0.6 px (0 as rendered). None = the silhouette test alone (the
+    # scorer before 2026-11-24)
+    rotate_angle: float | None = 76.5
+    rotate_max_step: float = 25.0  # per-frame search range, degrees: real clips turn <= 11.25, hexagons repeat every 60
     circle_harmonic: float = 0.015  # radial-profile harmonics below this = circle
     angle_bins: int = 48
 
@@ -109,6 +118,23 @@ def _shape_spectrum(masks: torch.Tensor, bins: int) -> torch.Tensor | None:
         if profile is not None:
             spectra.append(torch.fft.rfft(profile / profile.mean()).abs() / bins)
     return torch.stack(spectra).mean(0) if spectra else None
+
+
+def _rotation_angle(masks: torch.Tensor, bins: int = 360, max_step: float = 25.0) -> float:
+    """Rotation of the silhouette over the clip in degrees: for each pair of consecutive frames, the angular shift
+    (within +-``max_step``) that best aligns their mean-free normalised radial profiles by circular
+    cross-correlation, summed. Frame-to-frame shifts stay far below the symmetry period of every shape, so the sum
+    tracks the turn even where the first and last frames look alike (a square turned by 90 degrees)."""
+    profiles = [p / p.mean() for p in (_radial_profile(m, bins) for m in masks) if p is not None]
+    shifts = torch.arange(bins)
+    shifts = torch.where(shifts > bins // 2, shifts - bins, shifts) * (360.0 / bins)  # bin index -> degrees
+    allowed = shifts.abs() <= max_step
+    total = 0.0
+    for a, b in zip(profiles, profiles[1:]):
+        a, b = a - a.mean(), b - b.mean()
+        corr = torch.fft.irfft(torch.fft.rfft(b) * torch.fft.rfft(a).conj(), n=bins)  # corr[k] = sum_i b[i+k] a[i]
+        total += float(shifts[torch.where(allowed, corr, corr.new_tensor(-math.inf)).argmax()])
+    return total
 
 
 def _recentred_change(masks: torch.Tensor) -> float:
@@ -181,7 +207,12 @@ class AttributeScorer:
         growth = _fit_slope(torch.log(area[present]))
         if abs(growth) > math.log(s.area_ratio):
             return "grow" if growth > 0 else "shrink"
-        return "rotate" if _recentred_change(masks[present]) > s.rotate_change else "still"
+        if _recentred_change(masks[present]) <= s.rotate_change:
+            return "still"
+        if s.rotate_angle is None:
+            return "rotate"
+        turned = abs(_rotation_angle(masks[present], max_step=s.rotate_max_step))
+        return "rotate" if turned > s.rotate_angle else "still"
 
     def _shape(self, masks: torch.Tensor) -> str:
         s = self.settings

@@ -13,7 +13,8 @@ import torch
 
 from vidgen.errors import ConfigError
 
-PAUSE_S = 600.0  # a gap this long between two log lines is a pause between resumed runs, not training time
+PAUSE_S = 300.0  # a gap this long between two log lines is a pause (resume, session break), not training: log lines
+# come every 20-60 s while training
 
 
 def run_summary(run_dir: str | Path) -> dict:
