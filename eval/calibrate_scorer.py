@@ -6,10 +6,10 @@ error of every shipped pipeline), and their centroids drift by tenths of a pixel
 and rotating clips of both splits, the scorer's measure once as rendered and once after a sub-pixel drift (the clip
 rendered 4x larger, frame t moved by up to ``--drift`` px in quarter-pixel steps in one random direction, then
 box-averaged back to 64x64), and beside it an alternative that aligns by the best of the whole-pixel offsets next to
-the centroid offset instead of the rounded one, and the rotation angle the scorer now also asks for (summed
-frame-to-frame alignment of radial profiles, :func:`_rotation_angle`), whose threshold is set here, midway between
-the largest still and the smallest rotating value. Finally it reads every clip's motion with the full scorer, once
-with the silhouette test alone (``rotate_angle=None``, the scorer before the angle test) and once as shipped.
+the centroid offset instead of the rounded one, and the turn ratio the scorer now also asks for (how much of the
+change a rotation explains, :func:`_turn_ratio`), whose threshold is set here, midway between the largest still and
+the smallest rotating value. Finally it reads every clip's motion with the full scorer, once with the silhouette
+test alone (``rotate_turn=None``, the scorer before the turn test) and once as shipped.
 Results: ``docs/results/scorer_calibration.json``.
 
     python eval/calibrate_scorer.py --clips 400
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from vidgen.data import ShapesDataset
 from vidgen.data.common import make_generator
 from vidgen.data.shapes import render_shape_video
-from vidgen.metrics.adherence import AttributeScorer, ScorerSettings, _recentred_change, _rotation_angle
+from vidgen.metrics.adherence import AttributeScorer, ScorerSettings, _radial_profile, _recentred_change, _turn_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -66,6 +66,13 @@ def best_neighbour_change(masks: torch.Tensor) -> float:
     return change
 
 
+def profile_variation(mask: torch.Tensor) -> float:
+    """Mean deviation of the silhouette's normalised radial profile from its mean (what ``round_variation`` tests)."""
+    profile = _radial_profile(mask, 360)
+    profile = profile / profile.mean()
+    return float((profile - profile.mean()).abs().mean())
+
+
 def silhouettes(scorer: AttributeScorer, video: torch.Tensor) -> torch.Tensor:
     frames = ((video.clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0)
     assigned = scorer.color_masks(frames)
@@ -85,10 +92,11 @@ def main(argv=None) -> int:
     parser.add_argument("--drift", type=float, default=0.6, help="sub-pixel drift over the clip, in pixels")
     parser.add_argument("--out", default="docs/results/scorer_calibration.json")
     args = parser.parse_args(argv)
-    scorer, silhouette_only = AttributeScorer(), AttributeScorer(ScorerSettings(rotate_angle=None))
-    measures = ("scorer", "best_neighbour", "angle")
+    scorer, silhouette_only = AttributeScorer(), AttributeScorer(ScorerSettings(rotate_turn=None))
+    measures = ("scorer", "best_neighbour", "turn")
     rows = {(motion, variant, measure): [] for motion in ("still", "rotate") for variant in ("rendered", "drifted")
             for measure in measures}
+    variation = {True: [], False: []}  # is a circle -> first-frame radial-profile variation
     verdicts = {(motion, variant, name): [] for motion in ("still", "rotate") for variant in ("rendered", "drifted")
                 for name in ("silhouette_only", "shipped")}
     g = torch.Generator().manual_seed(0)
@@ -103,13 +111,17 @@ def main(argv=None) -> int:
                 masks = silhouettes(scorer, clip)
                 rows[(motion, variant, "scorer")].append(_recentred_change(masks))
                 rows[(motion, variant, "best_neighbour")].append(best_neighbour_change(masks))
-                rows[(motion, variant, "angle")].append(abs(_rotation_angle(masks, max_step=scorer.settings.rotate_max_step)))
+                rows[(motion, variant, "turn")].append(_turn_ratio(masks, scorer.settings.round_variation))
+                variation[data.attributes(i).shape == "circle"].append(profile_variation(masks[0]))
                 verdicts[(motion, variant, "silhouette_only")].append(silhouette_only(clip).motion)
                 verdicts[(motion, variant, "shipped")].append(scorer(clip).motion)
-    largest_still = max(max(rows[("still", v, "angle")]) for v in ("rendered", "drifted"))
-    smallest_rotating = min(min(rows[("rotate", v, "angle")]) for v in ("rendered", "drifted"))
+    largest_still = max(max(rows[("still", v, "turn")]) for v in ("rendered", "drifted"))
+    smallest_rotating = min(min(rows[("rotate", v, "turn")]) for v in ("rendered", "drifted"))
+    print(f"profile variation: circles <= {max(variation[True]):.4f}, other shapes >= {min(variation[False]):.4f} -> "
+          f"midpoint {(max(variation[True]) + min(variation[False])) / 2:.4f} (ScorerSettings.round_variation = "
+          f"{scorer.settings.round_variation})")
     thresholds = {"scorer": scorer.settings.rotate_change, "best_neighbour": scorer.settings.rotate_change,
-                  "angle": scorer.settings.rotate_angle}
+                  "turn": scorer.settings.rotate_turn}
     table = {}
     for (motion, variant, measure), values in rows.items():
         wrong = sum((v > thresholds[measure]) != (motion == "rotate") for v in values)
@@ -121,14 +133,16 @@ def main(argv=None) -> int:
                    for (motion, variant, name), v in verdicts.items()}
     for key, entry in motion_read.items():
         print(f"full scorer, {key:34s} motion read right {entry['correct']}/{entry['n']}")
-    print(f"angle: largest still {largest_still:.1f}, smallest rotating {smallest_rotating:.1f} -> midpoint "
-          f"{(largest_still + smallest_rotating) / 2:.1f} (ScorerSettings.rotate_angle = {scorer.settings.rotate_angle})")
+    print(f"turn: largest still {largest_still:.3f}, smallest rotating {smallest_rotating:.3f} -> midpoint "
+          f"{(largest_still + smallest_rotating) / 2:.3f} (ScorerSettings.rotate_turn = {scorer.settings.rotate_turn})")
     write_result(args.out, {"clips_per_split": args.clips, "drift_px": args.drift, "thresholds": thresholds,
                             "measures": {"scorer": "largest 1 - IoU against the first silhouette after re-centring, "
                                                    "offset rounded to whole pixels (the scorer's silhouette test)",
                                          "best_neighbour": "the same, best of the whole-pixel offsets next to the centroid offset",
-                                         "angle": "|summed frame-to-frame rotation| in degrees (the scorer's angle test)"},
-                            "angle_midpoint": (largest_still + smallest_rotating) / 2,
+                                         "turn": "the share of the change a rotation explains (the scorer's turn test, _turn_ratio)"},
+                            "turn_midpoint": (largest_still + smallest_rotating) / 2,
+                            "profile_variation": {"circles_max": max(variation[True]), "other_shapes_min": min(variation[False]),
+                                                  "round_variation": scorer.settings.round_variation},
                             "rows": table, "full_scorer_motion": motion_read}, threads=torch.get_num_threads())
     print(f"wrote {args.out}")
     return 0

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     keys = list(grid)
     pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
     prompts, scorer = demo_prompts(args.prompts, seed=args.seed), AttributeScorer()
-    silhouette_only = AttributeScorer(ScorerSettings(rotate_angle=None))  # the scorer before its rotation-angle test
+    silhouette_only = AttributeScorer(ScorerSettings(rotate_turn=None))  # the scorer before its turn test
     rows = []
     base_scheduler = dict(pipe.scheduler.config) if hasattr(pipe, "scheduler") else {}
     for values in itertools.product(*(grid[k] for k in keys)):

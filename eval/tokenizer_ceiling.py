@@ -29,12 +29,12 @@ TOKENIZERS = {"fsq (masked, autoregressive)": "shapes-masked/vqvae", "vae (flow)
 
 def score(scorer, videos, expected) -> dict:
     """The scorer's adherence and motion confusions, and beside them the colour+motion of the silhouette test alone
-    (the scorer before its rotation-angle test)."""
+    (the scorer before its turn test)."""
     detected = [scorer(v) for v in videos]
     result = adherence(detected, expected)
     confusions = collections.Counter(f"{e['motion']} -> {d.motion}" for d, e in zip(detected, expected)
                                      if d.motion != e["motion"])
-    strict = AttributeScorer(ScorerSettings(**{**vars(scorer.settings), "rotate_angle": None}))
+    strict = AttributeScorer(ScorerSettings(**{**vars(scorer.settings), "rotate_turn": None}))
     return {**result, "motion_confusions": dict(confusions.most_common()),
             "color_motion_silhouette_only": adherence([strict(v) for v in videos], expected)["color_motion"]}
 

@@ -78,7 +78,7 @@ def test_shipped_tokenizers_keep_still_shapes_still(component):
     """The shipped shapes tokenizers' decoders (stage 2: whole clips, temporal loss) decode a still shape without the
     4-frame periodic wobble stage 1 had (stage 1 of the FSQ one: 29 of 33 still held-out clips scored 'rotate'),
     and keep the colour. Live weights, real held-out clips, the demo's scorer with its silhouette test alone: a wobble
-    is not a turn, so the full scorer's rotation-angle test would let it pass."""
+    is not a turn, so the full scorer's turn test would let it pass."""
     from vidgen.cli.eval_recon import reconstruct
     from vidgen.data import ShapesDataset
     from vidgen.metrics.adherence import AttributeScorer, ScorerSettings
@@ -87,7 +87,7 @@ def test_shipped_tokenizers_keep_still_shapes_still(component):
     still = [item for item in (data[i] for i in range(len(data))) if item["motion"] == "still"][:16]
     recon = reconstruct(load_tokenizer(PRETRAINED / component), torch.stack([it["video"] for it in still]),
                         batch=8, chunk_frames=None)[0]
-    scorer = AttributeScorer(ScorerSettings(rotate_angle=None))
+    scorer = AttributeScorer(ScorerSettings(rotate_turn=None))
     detected = [scorer(v) for v in recon]
     assert sum(d.color == it["color"] for d, it in zip(detected, still)) >= 15
     assert sum(d.motion == "still" for d in detected) >= STILL_KEPT[component], [d.motion for d in detected]

@@ -105,9 +105,9 @@ made by the pipelines shipped in <code>pretrained/</code>. Created {html.escape(
 <p>Adherence = the fraction of videos whose colour and motion, read off the pixels by an analytic scorer, match the
 prompt. The scorer reads real held-out clips correctly {percent(s['color'])} (colour), {percent(s['motion'])} (motion) and
 {percent(s['shape'])} (shape) of the time ({s['n']} clips). A shape counts as rotating only if its silhouette
-changes <em>and</em> the change is a turn of more than {metrics['scorer']['settings'].get('rotate_angle')} degrees; the
-"silhouette test only" column scores without the turn test, which reads a still shape drifting by a fraction of a
-pixel as rotating. FVD: I3D Kinetics-400, generated vs real clips of the same
+changes <em>and</em> a rotation brings it back onto its first frame; the "silhouette test only" column scores
+without that turn test, which reads a still shape drifting by a fraction of a pixel, or a wobbling one, as rotating.
+FVD: I3D Kinetics-400, generated vs real clips of the same
 prompts. With this few clips FVD is dominated by sampling noise: the last row's FVD is between two independent
 sets of real clips of the same prompts (the floor no generator can go below at this size).</p>
 {_metrics_table(metrics)}

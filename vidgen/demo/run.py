@@ -166,8 +166,8 @@ def run(args, argv: list[str]) -> int:
     prompts = demo_prompts(args.prompts, args.seed)
     pipes = load_pipelines(Path(args.pretrained), args.pipelines)  # fail early, before any slow work
     scorer = AttributeScorer()
-    # the scorer before its rotation-angle test, reported beside it so the change of scorer stays visible
-    silhouette_only = AttributeScorer(dataclasses.replace(scorer.settings, rotate_angle=None))
+    # the scorer before its turn test, reported beside it so the change of scorer stays visible
+    silhouette_only = AttributeScorer(dataclasses.replace(scorer.settings, rotate_turn=None))
     metrics = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": " ".join(["python -m vidgen.demo", *argv]),
                "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,

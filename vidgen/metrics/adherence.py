@@ -11,10 +11,15 @@ clips never show):
   over time gives the displacement (left / right / up / down past ``move_fraction`` of the frame width), a fit
   of log-area gives growth (grow / shrink past ``area_ratio``); otherwise a shape rotates if its silhouette
   changes (largest 1 - IoU against the first frame, after re-centring, past ``rotate_change``) *and* that change
-  is a turn: the angles that best align consecutive frames' radial profiles add up past ``rotate_angle`` degrees.
-  The second test exists because the first alone reads a still shape drifting by a fraction of a pixel as rotating
-  (86 of 92 real still clips with a 0.6 px drift, ``eval/calibrate_scorer.py``): whole-pixel re-centring flips by a
-  pixel when the centroid crosses a half pixel, while the radial profile is measured around the sub-pixel centroid.
+  is a turn: some frame's radial profile comes back onto the first frame's under a rotation, by more than
+  ``rotate_turn`` times the profile's own variation (:func:`_turn_ratio`). The second test exists because the first
+  alone reads a still shape drifting by a fraction of a pixel as rotating (86 of 92 real still clips with a 0.6 px
+  drift, ``eval/calibrate_scorer.py``: whole-pixel re-centring jumps by a pixel when the centroid crosses a half
+  pixel, while the radial profile is measured around the sub-pixel centroid), and a generated silhouette's wobble
+  as a turn. It compares each frame with the first rather than tracking frame to frame, because decoders turn a
+  shape in jumps at latent-frame boundaries, and a jump near half a symmetry period (45 degrees for a square)
+  cannot be tracked: a tracked-angle test lost 15 of 26 turns of the VAE round trip (eval/tokenizer_ceiling.py),
+  this one 9, 6 of them hexagons the round trip had made round.
 * **shape**: the boundary radius of the silhouette as a function of angle, measured from the centroid; its
   Fourier spectrum is rotation-invariant: a circle is flat, a triangle / square / star / hexagon peak at
   harmonic 3 / 4 / 5 / 6.
@@ -51,11 +56,12 @@ class ScorerSettings:
     area_ratio: float = 1.77
     # largest 1 - IoU against the first (re-centred) silhouette: rotating clips >= 0.119, still ones 0.000
     rotate_change: float = 0.06
-    # |summed frame-to-frame rotation| in degrees, on 800 real clips of both splits (eval/calibrate_scorer.py):
-    # rotating >= 108, still <= 45 when drifted by 0.6 px (0 as rendered). None = the silhouette test alone (the
-    # scorer before 2026-11-24)
-    rotate_angle: float | None = 76.5
-    rotate_max_step: float = 25.0  # per-frame search range, degrees: real clips turn <= 11.25, hexagons repeat every 60
+    # _turn_ratio on 800 real clips of both splits (eval/calibrate_scorer.py): rotating >= 1.141, still <= 0.521
+    # when drifted by 0.6 px (0 as rendered). None = the silhouette test alone (the scorer before 2026-11-24)
+    rotate_turn: float | None = 0.83
+    # a silhouette whose normalised radial profile deviates less than this from its mean is round and cannot be seen
+    # to turn: real circles <= 0.0238 (pixelation), every other real shape >= 0.0336 (eval/calibrate_scorer.py)
+    round_variation: float = 0.029
     circle_harmonic: float = 0.015  # radial-profile harmonics below this = circle
     angle_bins: int = 48
 
@@ -120,21 +126,26 @@ def _shape_spectrum(masks: torch.Tensor, bins: int) -> torch.Tensor | None:
     return torch.stack(spectra).mean(0) if spectra else None
 
 
-def _rotation_angle(masks: torch.Tensor, bins: int = 360, max_step: float = 25.0) -> float:
-    """Rotation of the silhouette over the clip in degrees: for each pair of consecutive frames, the angular shift
-    (within +-``max_step``) that best aligns their mean-free normalised radial profiles by circular
-    cross-correlation, summed. Frame-to-frame shifts stay far below the symmetry period of every shape, so the sum
-    tracks the turn even where the first and last frames look alike (a square turned by 90 degrees)."""
+def _turn_ratio(masks: torch.Tensor, round_variation: float = 0.029, bins: int = 360) -> float:
+    """How much of the silhouette's change a rotation explains. Per later frame t, with p the normalised radial
+    profiles (around the sub-pixel centroid) and d_t(a) = mean |p_t(phi + a) - p_0(phi)|: the drop d_t(0) - min_a
+    d_t(a), divided by the first profile's own mean deviation from its mean; the largest over frames. A turned
+    shape comes back onto the first frame under the right angle (ratio ~1-2); a drifting or wobbling one does not
+    (ratio < 0.6); a round silhouette (variation below ``round_variation``) cannot be seen to turn (0). Needs no
+    frame-to-frame tracking, so it holds for jumps."""
     profiles = [p / p.mean() for p in (_radial_profile(m, bins) for m in masks) if p is not None]
-    shifts = torch.arange(bins)
-    shifts = torch.where(shifts > bins // 2, shifts - bins, shifts) * (360.0 / bins)  # bin index -> degrees
-    allowed = shifts.abs() <= max_step
-    total = 0.0
-    for a, b in zip(profiles, profiles[1:]):
-        a, b = a - a.mean(), b - b.mean()
-        corr = torch.fft.irfft(torch.fft.rfft(b) * torch.fft.rfft(a).conj(), n=bins)  # corr[k] = sum_i b[i+k] a[i]
-        total += float(shifts[torch.where(allowed, corr, corr.new_tensor(-math.inf)).argmax()])
-    return total
+    if len(profiles) < 2:
+        return 0.0
+    first = profiles[0]
+    variation = float((first - first.mean()).abs().mean())
+    if variation < round_variation:
+        return 0.0
+    rotations = (torch.arange(bins)[None, :] + torch.arange(bins)[:, None]) % bins  # (angle, phi) -> phi + angle
+    best = 0.0
+    for p in profiles[1:]:
+        d = (p[rotations] - first[None]).abs().mean(1)  # (angle,)
+        best = max(best, float(d[0] - d.min()))
+    return best / variation
 
 
 def _recentred_change(masks: torch.Tensor) -> float:
@@ -209,10 +220,9 @@ class AttributeScorer:
             return "grow" if growth > 0 else "shrink"
         if _recentred_change(masks[present]) <= s.rotate_change:
             return "still"
-        if s.rotate_angle is None:
+        if s.rotate_turn is None:
             return "rotate"
-        turned = abs(_rotation_angle(masks[present], max_step=s.rotate_max_step))
-        return "rotate" if turned > s.rotate_angle else "still"
+        return "rotate" if _turn_ratio(masks[present], s.round_variation) > s.rotate_turn else "still"
 
     def _shape(self, masks: torch.Tensor) -> str:
         s = self.settings
