@@ -27,7 +27,7 @@ from tqdm import tqdm
 from vidgen.data import ShapesDataset
 from vidgen.data.common import make_generator
 from vidgen.data.shapes import render_shape_video
-from vidgen.metrics.adherence import AttributeScorer, ScorerSettings, _radial_profile, _recentred_change, _turn_ratio
+from vidgen.metrics.adherence import AttributeScorer, _radial_profile, _recentred_change, _turn_ratio, profile_variation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -66,13 +66,6 @@ def best_neighbour_change(masks: torch.Tensor) -> float:
     return change
 
 
-def profile_variation(mask: torch.Tensor) -> float:
-    """Mean deviation of the silhouette's normalised radial profile from its mean (what ``round_variation`` tests)."""
-    profile = _radial_profile(mask, 360)
-    profile = profile / profile.mean()
-    return float((profile - profile.mean()).abs().mean())
-
-
 def silhouettes(scorer: AttributeScorer, video: torch.Tensor) -> torch.Tensor:
     frames = ((video.clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0)
     assigned = scorer.color_masks(frames)
@@ -92,7 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--drift", type=float, default=0.6, help="sub-pixel drift over the clip, in pixels")
     parser.add_argument("--out", default="docs/results/scorer_calibration.json")
     args = parser.parse_args(argv)
-    scorer, silhouette_only = AttributeScorer(), AttributeScorer(ScorerSettings(rotate_turn=None))
+    scorer = AttributeScorer()
+    silhouette_only = scorer.silhouette_only()
     measures = ("scorer", "best_neighbour", "turn")
     rows = {(motion, variant, measure): [] for motion in ("still", "rotate") for variant in ("rendered", "drifted")
             for measure in measures}
@@ -112,7 +106,7 @@ def main(argv=None) -> int:
                 rows[(motion, variant, "scorer")].append(_recentred_change(masks))
                 rows[(motion, variant, "best_neighbour")].append(best_neighbour_change(masks))
                 rows[(motion, variant, "turn")].append(_turn_ratio(masks, scorer.settings.round_variation))
-                variation[data.attributes(i).shape == "circle"].append(profile_variation(masks[0]))
+                variation[data.attributes(i).shape == "circle"].append(profile_variation(_radial_profile(masks[0], 360)))
                 verdicts[(motion, variant, "silhouette_only")].append(silhouette_only(clip).motion)
                 verdicts[(motion, variant, "shipped")].append(scorer(clip).motion)
     largest_still = max(max(rows[("still", v, "turn")]) for v in ("rendered", "drifted"))

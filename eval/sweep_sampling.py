@@ -20,7 +20,7 @@ import torch
 
 from vidgen.demo.prompts import demo_prompts
 from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
-from vidgen.metrics.adherence import AttributeScorer, ScorerSettings
+from vidgen.metrics.adherence import AttributeScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     keys = list(grid)
     pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
     prompts, scorer = demo_prompts(args.prompts, seed=args.seed), AttributeScorer()
-    silhouette_only = AttributeScorer(ScorerSettings(rotate_turn=None))  # the scorer before its turn test
+    silhouette_only = scorer.silhouette_only()
     rows = []
     base_scheduler = dict(pipe.scheduler.config) if hasattr(pipe, "scheduler") else {}
     for values in itertools.product(*(grid[k] for k in keys)):

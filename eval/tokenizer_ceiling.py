@@ -18,7 +18,7 @@ import torch
 
 from vidgen.cli.eval_recon import reconstruct
 from vidgen.data import ShapesDataset
-from vidgen.metrics.adherence import AttributeScorer, ScorerSettings, adherence
+from vidgen.metrics.adherence import AttributeScorer, adherence
 from vidgen.tokenizers import load_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,7 +34,7 @@ def score(scorer, videos, expected) -> dict:
     result = adherence(detected, expected)
     confusions = collections.Counter(f"{e['motion']} -> {d.motion}" for d, e in zip(detected, expected)
                                      if d.motion != e["motion"])
-    strict = AttributeScorer(ScorerSettings(**{**vars(scorer.settings), "rotate_turn": None}))
+    strict = scorer.silhouette_only()
     return {**result, "motion_confusions": dict(confusions.most_common()),
             "color_motion_silhouette_only": adherence([strict(v) for v in videos], expected)["color_motion"]}
 

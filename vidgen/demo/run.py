@@ -167,7 +167,7 @@ def run(args, argv: list[str]) -> int:
     pipes = load_pipelines(Path(args.pretrained), args.pipelines)  # fail early, before any slow work
     scorer = AttributeScorer()
     # the scorer before its turn test, reported beside it so the change of scorer stays visible
-    silhouette_only = AttributeScorer(dataclasses.replace(scorer.settings, rotate_turn=None))
+    silhouette_only = scorer.silhouette_only()
     metrics = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": " ".join(["python -m vidgen.demo", *argv]),
                "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,

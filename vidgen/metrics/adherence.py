@@ -32,7 +32,7 @@ motion accuracy there is below 98 %.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -126,6 +126,12 @@ def _shape_spectrum(masks: torch.Tensor, bins: int) -> torch.Tensor | None:
     return torch.stack(spectra).mean(0) if spectra else None
 
 
+def profile_variation(profile: torch.Tensor) -> float:
+    """Mean deviation of a radial profile, normalised to mean 1, from its mean: how far from round a silhouette is."""
+    profile = profile / profile.mean()
+    return float((profile - profile.mean()).abs().mean())
+
+
 def _turn_ratio(masks: torch.Tensor, round_variation: float = 0.029, bins: int = 360) -> float:
     """How much of the silhouette's change a rotation explains. Per later frame t, with p the normalised radial
     profiles (around the sub-pixel centroid) and d_t(a) = mean |p_t(phi + a) - p_0(phi)|: the drop d_t(0) - min_a
@@ -137,7 +143,7 @@ def _turn_ratio(masks: torch.Tensor, round_variation: float = 0.029, bins: int =
     if len(profiles) < 2:
         return 0.0
     first = profiles[0]
-    variation = float((first - first.mean()).abs().mean())
+    variation = profile_variation(first)
     if variation < round_variation:
         return 0.0
     rotations = (torch.arange(bins)[None, :] + torch.arange(bins)[:, None]) % bins  # (angle, phi) -> phi + angle
@@ -172,6 +178,10 @@ class AttributeScorer:
 
     def __init__(self, settings: ScorerSettings | None = None):
         self.settings = settings or ScorerSettings()
+
+    def silhouette_only(self) -> "AttributeScorer":
+        """This scorer without its turn test (the scorer before 2026-11-24), reported beside it."""
+        return AttributeScorer(replace(self.settings, rotate_turn=None))
 
     def color_masks(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, H, W, 3) in [0, 1] -> (T, H, W) palette index of every pixel, -1 where none is near."""
