@@ -27,6 +27,7 @@ from tqdm import tqdm
 from vidgen.data import ShapesDataset
 from vidgen.data.common import make_generator
 from vidgen.data.shapes import render_shape_video
+from vidgen.errors import InvalidInputError
 from vidgen.metrics.adherence import AttributeScorer, _radial_profile, _recentred_change, _turn_ratio, profile_variation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--drift", type=float, default=0.6, help="sub-pixel drift over the clip, in pixels")
     parser.add_argument("--out", default="docs/results/scorer_calibration.json")
     args = parser.parse_args(argv)
+    if args.clips < 1:
+        raise InvalidInputError(f"--clips must be a positive number of clips per split, got {args.clips}")
     scorer = AttributeScorer()
     silhouette_only = scorer.silhouette_only()
     measures = ("scorer", "best_neighbour", "turn")
@@ -109,6 +112,13 @@ def main(argv=None) -> int:
                 variation[data.attributes(i).shape == "circle"].append(profile_variation(_radial_profile(masks[0], 360)))
                 verdicts[(motion, variant, "silhouette_only")].append(silhouette_only(clip).motion)
                 verdicts[(motion, variant, "shipped")].append(scorer(clip).motion)
+    missing = [name for name, values in (("still clips", rows[("still", "rendered", "turn")]),
+                                         ("rotating clips", rows[("rotate", "rendered", "turn")]),
+                                         ("circles", variation[True]), ("other shapes", variation[False]))
+               if not values]
+    if missing:
+        raise InvalidInputError(f"--clips {args.clips}: the sample holds no {' and no '.join(missing)} to calibrate "
+                                f"on; use more clips per split (about 60 or more; 400 by default)")
     largest_still = max(max(rows[("still", v, "turn")]) for v in ("rendered", "drifted"))
     smallest_rotating = min(min(rows[("rotate", v, "turn")]) for v in ("rendered", "drifted"))
     print(f"profile variation: circles <= {max(variation[True]):.4f}, other shapes >= {min(variation[False]):.4f} -> "

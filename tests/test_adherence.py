@@ -114,3 +114,11 @@ def test_adherence_counts():
 def test_bad_input(scorer, bad, match):
     with pytest.raises(InvalidInputError, match=match):
         scorer(bad)
+
+
+@pytest.mark.parametrize("clips, match", [(0, "--clips must be a positive"), (3, "--clips 3: the sample holds no")])
+def test_calibration_with_too_few_clips_says_so(load_script, tmp_path, clips, match):
+    """eval/calibrate_scorer.py needs still and rotating clips, circles and other shapes in its sample."""
+    with pytest.raises(InvalidInputError, match=match):
+        load_script("eval/calibrate_scorer.py").main(["--clips", str(clips), "--out", str(tmp_path / "c.json")])
+    assert not (tmp_path / "c.json").exists()

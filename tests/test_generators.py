@@ -481,6 +481,32 @@ def test_flow_patch_padding_on_an_odd_latent_grid(patch_size):
     keep = mask[:, None, :, None, None].expand_as(lat)
     assert torch.equal(lat[keep], x[keep])
 
+@pytest.mark.parametrize("coarse_patch", [(1, 2, 2), (2, 2, 2)])
+def test_flow_finer_patches_start_as_a_blocky_copy_of_the_coarse_model(coarse_patch):
+    """init_from across patch sizes (load_coarser_patches, via copy_weights): on latents constant within each
+    coarse patch the 1x1x1 model's token embeddings are the coarse model's repeated over the patch, its head gives
+    the mean of the coarse head's cells, every other weight is copied; other changes are refused by name."""
+    from vidgen.training.checkpoint import copy_weights
+    coarse, fine = build("flow", patch_size=coarse_patch), build("flow", seed=1, patch_size=(1, 1, 1))
+    copy_weights(fine, coarse, "coarse")
+    pt, ph, pw = coarse_patch
+    grid = (GRID[0] // pt + 1, 2, 2)  # coarse token grid
+    x = torch.randn(2, 2 * CHANNELS + 1, *grid, generator=gen(0))
+    blocky = x.repeat_interleave(pt, 2).repeat_interleave(ph, 3).repeat_interleave(pw, 4)
+    tokens = coarse.patch(blocky).reshape(2, *grid, -1)
+    expected = tokens.repeat_interleave(pt, 1).repeat_interleave(ph, 2).repeat_interleave(pw, 3).flatten(1, 3)
+    torch.testing.assert_close(fine.patch(blocky), expected, atol=1e-5, rtol=1e-5)
+    h = torch.randn(2, 5, fine.backbone_config.dim, generator=gen(1))
+    cells = coarse.head(h).reshape(2, 5, CHANNELS, pt * ph * pw)
+    torch.testing.assert_close(fine.head(h), cells.mean(-1), atol=1e-6, rtol=1e-5)
+    rest = {k: v for k, v in coarse.state_dict().items() if not k.startswith(("patch.", "head."))}
+    assert all(torch.equal(fine.state_dict()[k], v) for k, v in rest.items()) and len(rest) > 10
+    with pytest.raises(ConfigError, match="only coarser patches"):
+        copy_weights(build("flow", patch_size=coarse_patch), fine, "fine")  # fine -> coarse
+    with pytest.raises(ConfigError, match="differs.*depth|depth.*differs|must match"):
+        copy_weights(fine, build("flow", patch_size=coarse_patch, depth=1), "other depth")
+
+
 
 def test_flow_callback_called_once_per_step_and_can_replace_latents():
     model, steps = build("flow"), []

@@ -94,6 +94,29 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         if not latents.is_floating_point():
             raise InvalidInputError(f"{name} must be a float tensor, got {latents.dtype}")
 
+    @torch.no_grad()
+    def load_coarser_patches(self, source: "DiffusionVideoTransformer") -> None:
+        """Start from ``source``, the same model trained with larger latent patches (e.g. 1x2x2 -> 1x1x1).
+
+        Every weight but the patch embedding and the head is copied. A fine token gets the embedding the coarse
+        model gave a patch filled with its value (the sum of the patch weights over the patch's cells) and predicts
+        the mean of the coarse head's cells, so the new model starts as a blocky copy of ``source`` on a finer
+        grid (RoPE positions count fine cells, which fine-tuning has to adapt to)."""
+        fine, coarse = self.patch.patch_size, source.patch.patch_size
+        if fine != (1, 1, 1) or coarse == fine:
+            raise ConfigError(f"init_from: patches {list(coarse)} -> {list(fine)}: only coarser patches -> 1x1x1")
+        same = ("in_channels", "prediction_type", "architecture")
+        if type(source) is not type(self) or any(self.config[k] != source.config[k] for k in same):
+            raise ConfigError(f"init_from: the source must match this model in {', '.join(same)}")
+        state = {k: v for k, v in source.state_dict().items() if not k.startswith(("patch.", "head."))}
+        d, c_in, c_out = self.backbone_config.dim, self.patch.in_channels, self.patch.out_channels
+        # coarse token features are flattened as (C, pt, ph, pw)
+        state["patch.proj.weight"] = source.patch.proj.weight.reshape(d, c_in, -1).sum(-1)  # (d, C_in)
+        state["patch.proj.bias"] = source.patch.proj.bias
+        state["head.weight"] = source.head.weight.reshape(c_out, -1, d).mean(1)  # (C_out, d)
+        state["head.bias"] = source.head.bias.reshape(c_out, -1).mean(1)
+        self.load_state_dict(state)
+
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, cond: Optional[Conditioning] = None,
                 given_latents: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
                 drop: Optional[torch.Tensor] = None, return_dict: bool = True):
