@@ -4,6 +4,7 @@ exists, FVD with its real-vs-real floor, and the errors (missing pipelines, bad 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,21 @@ def test_every_file_the_page_links_exists(demo_out):
     assert not missing, missing
     text = page.read_text()
     assert text.count("<video") == 16 and text.count("autoplay loop muted") == 16
+
+
+@pytest.mark.skipif(not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="needs a Chromium binary (apt-get install chromium)")
+def test_the_page_loads_in_a_real_browser(demo_out, load_script, tmp_path, capsys):
+    """eval/check_demo_page.py reads the page's own media count in headless Chromium: everything loads on the demo's
+    page; a page whose video file is gone fails and says so."""
+    check = load_script("eval/check_demo_page.py")
+    assert check.main([str(demo_out / "index.html"), "--screenshot", str(tmp_path / "shot.png"), "--timeout-s", "60"]) == 0
+    assert "16/16 videos loaded" in capsys.readouterr().out and (tmp_path / "shot.png").stat().st_size > 10_000
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_out, broken)
+    next(broken.glob("flow/*.mp4")).unlink()
+    assert check.main([str(broken / "index.html"), "--timeout-s", "60"]) == 1
+    assert "1 videos failed" in capsys.readouterr().out
 
 
 def test_missing_pipelines_and_bad_options(tmp_path, capsys):
