@@ -8,7 +8,8 @@ Stages:
 
 1. ``train``: the shapes ``CausalVAE`` and FSQ ``CausalVQVAE`` side by side (``tokenizers/train_tokenizer.py``), then
    their decoder-only second stages (``trainable: decoder``: whole clips, temporal loss; the encoders and so every
-   latent the generators see stay those of stage 1), then the masked, flow and autoregressive generators (``pipelines/train_generator.py``), one CPU thread each. Every
+   latent the generators see stay those of stage 1), then the masked, flow and autoregressive generators (``pipelines/train_generator.py``), one CPU thread each (the
+   flow generator's second stage, alone by then, takes both). Every
    run resumes from its last checkpoint, so an interrupted build continues where it stopped; finished runs are
    skipped.
 2. ``assemble``: one diffusers-layout folder per generator under ``--out`` (``model_index.json`` + safetensors
@@ -37,13 +38,13 @@ TOKENIZERS = {"vae": "tokenizers/configs/vae_shapes.yaml", "fsq": "tokenizers/co
 DECODERS = {"vae": "tokenizers/configs/vae_shapes_decoder.yaml", "fsq": "tokenizers/configs/fsq_shapes_decoder.yaml"}
 GENERATORS = {  # pipeline name -> (generator config of the shipped stage, tokenizer key); earlier stages via init_from
     "masked": ("pipelines/configs/masked_shapes.yaml", "fsq"),
-    "flow": ("pipelines/configs/flow_shapes.yaml", "vae"),
+    "flow": ("pipelines/configs/flow_shapes_p1ft.yaml", "vae"),  # stage 1: flow_shapes.yaml (2x2 patches)
     "autoregressive": ("pipelines/configs/autoregressive_shapes.yaml", "fsq"),
 }
 RESULTS = ROOT / "docs" / "results" / "demo_full.json"
 # Summaries of the runs behind pretrained/, kept in git because runs/ is not: the cards read them from here.
 RUN_RECORDS = ROOT / "pipelines" / "training_runs.json"
-RECORD_KEYS = ("steps", "threads", "wall_time_min", "eval_psnr", "final_loss")
+RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss")
 
 
 def _config(path: str) -> dict:
@@ -174,12 +175,17 @@ def _summary(run_dir: Path) -> dict:
     records = json.loads(RUN_RECORDS.read_text()) if RUN_RECORDS.exists() else {"runs": {}}
     if (run_dir / "log.jsonl").is_file():
         summary = run_summary(run_dir)
-        records["runs"][key] = {**{k: summary[k] for k in RECORD_KEYS}, "source": "log.jsonl"}
+        records["runs"][key] = {**{k: summary.get(k) for k in RECORD_KEYS}, "source": "log.jsonl"}
         RUN_RECORDS.write_text(json.dumps(records, indent=2) + "\n")
         return summary
     if key not in records["runs"]:
         raise SystemExit(f"make_pretrained: {key} has no log.jsonl and no record in {RUN_RECORDS.name}; train it first")
     return records["runs"][key]
+
+
+def _wall(summary: dict) -> str:
+    threads = summary.get("threads") or 1
+    return f"{summary['wall_time_min']:.0f} min ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def _params(module) -> float:
@@ -212,18 +218,19 @@ def write_cards(out: Path) -> None:
             'video = pipe("a red circle moving right on a black background", generator=torch.Generator().manual_seed(0)).frames[0]',
             "```",
             "",
-            "| component | model | parameters | config | steps | training wall time (1 thread each; runs shared the 2 cores) |",
+            "| component | model | parameters | config | steps | training wall time (runs shared the 2 cores) |",
             "|---|---|---|---|---|---|",
             f"| {pipe.video_tokenizer_name} | `{type(pipe.video_tokenizer).__name__}` preset `{tok_cfg['model']['preset']}` "
             f"(4x8x8){', FSQ (8,5,5,5)' if tok_key == 'fsq' else ', KL, 16 channels'} | {_params(pipe.video_tokenizer):.2f} M "
-            f"| `{TOKENIZERS[tok_key]}` | {tok_run['steps']} | {tok_run['wall_time_min']:.0f} min |",
+            f"| `{TOKENIZERS[tok_key]}` | {tok_run['steps']} | {_wall(tok_run)} |",
             f"| {pipe.video_tokenizer_name}, stage 2 | its decoder only, fine-tuned on whole 17-frame clips with a "
             f"temporal loss (encoder untouched) | {_params(pipe.video_tokenizer.decoder):.2f} M trained | "
-            f"`{DECODERS[tok_key]}` | {dec_run['steps']} | {dec_run['wall_time_min']:.0f} min |",
+            f"`{DECODERS[tok_key]}` | {dec_run['steps']} | {_wall(dec_run)} |",
             *[f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
               f"`{gen_cfg['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention)"
-              f"{', initialised from stage ' + str(i) if i else ''} | {_params(pipe.transformer):.2f} M | `{stage}` | "
-              f"{_summary(_run_dir(stage))['steps']} | {_summary(_run_dir(stage))['wall_time_min']:.0f} min |"
+              f"{', initialised from stage ' + str(i) if i else ''} | "
+              f"{_summary(_run_dir(stage)).get('parameters_m') or _params(pipe.transformer):.2f} M | `{stage}` | "
+              f"{_summary(_run_dir(stage))['steps']} | {_wall(_summary(_run_dir(stage)))} |"
               for i, stage in enumerate(_stages(gen_config))],
             "",
             f"**Data**: the built-in `ShapesDataset`, train split ({gen_cfg['data']['num_clips']} clips of "

@@ -40,9 +40,10 @@ def test_run_summaries_are_recorded_and_read_back_when_the_run_is_gone(tmp_path,
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(json.dumps({"threads": 1}))
     (run / "log.jsonl").write_text("\n".join(json.dumps(x) for x in [
+        {"info": "G: 1.25 M parameters, 64 clips", "time": 100.0},
         {"step": 10, "loss": 0.5, "time": 100.0}, {"step": 20, "loss": 0.25, "time": 160.0}]) + "\n")
     live = mp._summary(run)
-    assert (live["steps"], live["final_loss"], live["wall_time_min"]) == (20, 0.25, 1.0)
+    assert (live["steps"], live["final_loss"], live["wall_time_min"], live["parameters_m"]) == (20, 0.25, 1.0, 1.25)
     shutil.rmtree(run)  # runs/ is not committed: a later card must come from the record
     recorded = mp._summary(run)
     assert {k: recorded[k] for k in mp.RECORD_KEYS} == {k: live[k] for k in mp.RECORD_KEYS}

@@ -7,6 +7,7 @@ made a model; ``store_half`` halves the bytes a folder adds to git (loading upca
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -18,8 +19,8 @@ PAUSE_S = 300.0  # a gap this long between two log lines is a pause (resume, ses
 
 
 def run_summary(run_dir: str | Path) -> dict:
-    """Steps, threads, wall time in minutes (sum of logged intervals shorter than ``PAUSE_S``), the last held-out
-    PSNR and training loss of a run directory."""
+    """Steps, threads, wall time in minutes (sum of logged intervals shorter than ``PAUSE_S``), the model's size in
+    millions of parameters as the trainer logged it, the last held-out PSNR and training loss of a run directory."""
     run_dir = Path(run_dir)
     log_file = run_dir / "log.jsonl"
     if not log_file.is_file():
@@ -35,10 +36,12 @@ def run_summary(run_dir: str | Path) -> dict:
         previous = x["time"]
     evals = [x for x in steps if "eval_psnr" in x]
     losses = [x for x in steps if "loss" in x]
+    sizes = [re.search(r"([0-9.]+) M parameters", x.get("info", "")) for x in lines]
     config_file = run_dir / "config.yaml"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     return {"run_dir": str(run_dir), "steps": max((x["step"] for x in steps), default=0),
             "threads": int(config.get("threads", 1)), "wall_time_min": wall / 60,
+            "parameters_m": next((float(m.group(1)) for m in reversed(sizes) if m), None),
             "eval_psnr": evals[-1]["eval_psnr"] if evals else None,
             "final_loss": losses[-1]["loss"] if losses else None, "config": config}
 
