@@ -126,3 +126,20 @@ def test_script_entry_point_reports_errors(tmp_path):
     proc = subprocess.run([sys.executable, str(script), f"run_dir={tmp_path}", "tokenizer="],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "tokenizer" in proc.stderr
+
+
+def test_caption_repeats_oversample_by_caption_word(tokenizers, tmp_path):
+    from vidgen.training.data import repeat_by_caption
+    captions = ["a red square rotating", "a blue star moving up", "a red star rotating", "a cyan circle growing"]
+    assert repeat_by_caption(captions, {"rotating": 3, "red": 2}) == [0, 0, 0, 1, 2, 2, 2, 3]
+    with pytest.raises(ConfigError, match="no training caption contains the word 'spinning'"):
+        repeat_by_caption(captions, {"spinning": 2})
+    with pytest.raises(ConfigError, match="caption_repeats"):
+        _config(tmp_path / "bad", tokenizers / "vae", "diffusion", tmp_path / "cache", "data.caption_repeats={up: 0}")
+    # in a run: every shapes caption ends in "background", so each of the 8 clips is drawn 3 times per epoch
+    train_generator(_config(tmp_path / "run", tokenizers / "vae", "diffusion", tmp_path / "cache", "steps=2",
+                            "data.caption_repeats={background: 3}"))
+    assert "24 draws per epoch of 8 clips" in (tmp_path / "run" / "log.jsonl").read_text()
+    with pytest.raises(ConfigError, match="no training caption contains the word 'zebra'"):
+        train_generator(_config(tmp_path / "run2", tokenizers / "vae", "diffusion", tmp_path / "cache", "steps=1",
+                                "data.caption_repeats={zebra: 2}"))

@@ -122,6 +122,15 @@ class GeneratorDataConfig:
     max_text_tokens: int = 16
     encode_batch: int = 16
     cache_dir: str = ".cache/vidgen/encoded"
+    # word -> times per epoch a clip whose caption holds it is drawn (e.g. {rotating: 3}); other clips once
+    caption_repeats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for word, times in self.caption_repeats.items():
+            if not isinstance(word, str) or not word.strip() or isinstance(times, bool) or not isinstance(times, int) \
+                    or times < 1:
+                raise ConfigError(f"data.caption_repeats maps a caption word to a whole number of draws >= 1, "
+                                  f"got {word!r}: {times!r}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from vidgen.errors import ConfigError
 from vidgen.training.checkpoint import (RunLog, copy_weights, find_checkpoint, restore, save_checkpoint,
                                         training_state)
 from vidgen.training.config import GeneratorTrainConfig
-from vidgen.training.data import EpochSampler, step_generator
+from vidgen.training.data import EpochSampler, repeat_by_caption, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.encode_cache import EncodedDataset, load_or_encode, shapes_class_names
 from vidgen.training.loop import _lr_lambda, _num, optimizer_step
@@ -131,7 +131,12 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    sampler = EpochSampler(len(data), cfg.seed, acc.process_index, acc.num_processes)
+    # an epoch lists each clip once, or more often when its caption asks for it (data.caption_repeats)
+    epoch = repeat_by_caption([data.captions[i] for i in data.caption_index.tolist()], cfg.data.caption_repeats) \
+        if cfg.data.caption_repeats else list(range(len(data)))
+    if cfg.data.caption_repeats:
+        log(f"data.caption_repeats {cfg.data.caption_repeats}: {len(epoch)} draws per epoch of {len(data)} clips")
+    sampler = EpochSampler(len(epoch), cfg.seed, acc.process_index, acc.num_processes)
     step = 0
     ckpt = find_checkpoint(cfg.resume, run_dir)
     if ckpt is not None:
@@ -147,7 +152,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     t_last, tokens_since = time.time(), 0
     while step < cfg.steps:
         g = step_generator(cfg.seed, step, acc.process_index, acc.num_processes)
-        index = torch.tensor(sampler.take(cfg.data.batch))
+        index = torch.tensor([epoch[i] for i in sampler.take(cfg.data.batch)])
         x = data.x[index].to(acc.device)
         cond = data.conditioning(index, cfg.data.conditioning)
         with acc.autocast():
