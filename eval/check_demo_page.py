@@ -35,6 +35,13 @@ def browser() -> str:
     raise SystemExit("check_demo_page: no Chromium / Chrome found (apt-get install -y chromium)")
 
 
+def _outcome(status: re.Match) -> tuple[bool, bool]:
+    """(every video and image loaded, some file failed) from the page's media line; the page appends
+    ", K videos failed" when a file cannot load."""
+    loaded = status.group(1) == status.group(2) and status.group(3) == status.group(4)
+    return loaded, bool(status.group(5).strip(", "))
+
+
 class DevTools:
     """A headless Chromium driven over ``--remote-debugging-pipe``: it reads commands on fd 3 and writes replies
     and events on fd 4, one JSON message per NUL-terminated record."""
@@ -116,15 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             if found and found.group(0) != last:
                 last = found.group(0)
                 print(f"{time.monotonic() - start:5.1f} s: {last}")
-            if found and (found.group(5).strip(", ") or (found.group(1) == found.group(2)
-                                                          and found.group(3) == found.group(4))):
+            if found and any(_outcome(found)):
                 break
             time.sleep(1.0)
         if not found:
             print("check_demo_page: the page did not report its media state", file=sys.stderr)
             return 1
-        failed = bool(found.group(5).strip(", "))  # the page appends ", K videos failed" when a file cannot load
-        all_loaded = found.group(1) == found.group(2) and found.group(3) == found.group(4)
+        all_loaded, failed = _outcome(found)
         if not all_loaded and not failed:
             print(f"check_demo_page: not everything loaded within {args.timeout_s:.0f} s", file=sys.stderr)
         if args.screenshot:

@@ -202,6 +202,7 @@ def write_cards(out: Path) -> None:
         pipe = load_pipeline(folder)
         tok_run, gen_run = _summary(_run_dir(TOKENIZERS[tok_key])), _summary(_run_dir(gen_config))
         dec_run = _summary(_run_dir(DECODERS[tok_key]))
+        stage_runs = [(stage, _summary(_run_dir(stage))) for stage in _stages(gen_config)]  # first stage first
         tok_cfg, gen_cfg = _config(TOKENIZERS[tok_key]), _config(gen_config)
         arch = pipe.transformer.backbone_config
         size = sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 2**20
@@ -229,9 +230,9 @@ def write_cards(out: Path) -> None:
             *[f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
               f"`{gen_cfg['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention)"
               f"{', initialised from stage ' + str(i) if i else ''} | "
-              f"{_summary(_run_dir(stage)).get('parameters_m') or _params(pipe.transformer):.2f} M | `{stage}` | "
-              f"{_summary(_run_dir(stage))['steps']} | {_wall(_summary(_run_dir(stage)))} |"
-              for i, stage in enumerate(_stages(gen_config))],
+              f"{run.get('parameters_m') or _params(pipe.transformer):.2f} M | `{stage}` | "
+              f"{run['steps']} | {_wall(run)} |"
+              for i, (stage, run) in enumerate(stage_runs)],
             "",
             f"**Data**: the built-in `ShapesDataset`, train split ({gen_cfg['data']['num_clips']} clips of "
             f"{gen_cfg['data']['num_frames']} frames at {gen_cfg['data']['size']}x{gen_cfg['data']['size']}, "

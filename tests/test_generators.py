@@ -481,6 +481,7 @@ def test_flow_patch_padding_on_an_odd_latent_grid(patch_size):
     keep = mask[:, None, :, None, None].expand_as(lat)
     assert torch.equal(lat[keep], x[keep])
 
+
 @pytest.mark.parametrize("coarse_patch", [(1, 2, 2), (2, 2, 2)])
 def test_flow_finer_patches_start_as_a_blocky_copy_of_the_coarse_model(coarse_patch):
     """init_from across patch sizes (load_coarser_patches, via copy_weights): on latents constant within each
@@ -505,7 +506,6 @@ def test_flow_finer_patches_start_as_a_blocky_copy_of_the_coarse_model(coarse_pa
         copy_weights(build("flow", patch_size=coarse_patch), fine, "fine")  # fine -> coarse
     with pytest.raises(ConfigError, match="differs.*depth|depth.*differs|must match"):
         copy_weights(fine, build("flow", patch_size=coarse_patch, depth=1), "other depth")
-
 
 
 def test_flow_callback_called_once_per_step_and_can_replace_latents():

@@ -131,10 +131,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    # an epoch lists each clip once, or more often when its caption asks for it (data.caption_repeats)
-    epoch = repeat_by_caption([data.captions[i] for i in data.caption_index.tolist()], cfg.data.caption_repeats) \
-        if cfg.data.caption_repeats else list(range(len(data)))
+    epoch = list(range(len(data)))  # an epoch lists each clip once, or as often as data.caption_repeats asks
     if cfg.data.caption_repeats:
+        epoch = repeat_by_caption([data.captions[i] for i in data.caption_index.tolist()], cfg.data.caption_repeats)
         log(f"data.caption_repeats {cfg.data.caption_repeats}: {len(epoch)} draws per epoch of {len(data)} clips")
     sampler = EpochSampler(len(epoch), cfg.seed, acc.process_index, acc.num_processes)
     step = 0
