@@ -7,10 +7,12 @@ For each setting it prints colour+motion adherence on seen and held-out pairs an
 
     python eval/sweep_sampling.py masked --grid '{"guidance_scale": [3, 5], "num_inference_steps": [12, 24]}'
     python eval/sweep_sampling.py flow --grid '{"guidance_scale": [2, 4], "scheduler.shift": [1.0, 3.0]}'
+    python eval/sweep_sampling.py flow --prompts 192 --motions rotate,still --grid '{"num_inference_steps": [25, 50]}'
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from vidgen.data.shapes import MOTIONS
 from vidgen.demo.prompts import demo_prompts
 from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
 from vidgen.metrics.adherence import AttributeScorer
@@ -35,6 +38,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrained", default="pretrained")
     parser.add_argument("--out", default=None, help="results file (default docs/results/sampling_sweep_<pipeline>.json)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--motions", default="", help="keep only prompts with these motions, comma-separated "
+                        "(e.g. rotate,still: do rotating prompts turn while still ones stay still?)")
     args = parser.parse_args(argv)
     if args.seed == 0:
         parser.error("--seed 0 is the demo's evaluation set; tune on another seed")
@@ -44,6 +49,11 @@ def main(argv=None) -> int:
     keys = list(grid)
     pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
     prompts, scorer = demo_prompts(args.prompts, seed=args.seed), AttributeScorer()
+    motions = [m for m in args.motions.split(",") if m]
+    if unknown := sorted(set(motions) - set(MOTIONS)):
+        parser.error(f"--motions: unknown {unknown}; choose from {list(MOTIONS)}")
+    if motions:
+        prompts = [p for p in prompts if p.attributes.motion in motions]
     silhouette_only = scorer.silhouette_only()
     rows = []
     base_scheduler = dict(pipe.scheduler.config) if hasattr(pipe, "scheduler") else {}
@@ -54,20 +64,32 @@ def main(argv=None) -> int:
         if scheduler:  # e.g. "scheduler.shift": a setting of the pipeline's scheduler component, not of the call
             pipe.scheduler = type(pipe.scheduler).from_config({**base_scheduler, **scheduler})
         videos, seconds = generate(pipe, prompts, 8, **call)
-        _, result = score(scorer, videos, prompts)
+        detected, result = score(scorer, videos, prompts)
         _, strict = score(silhouette_only, videos, prompts)
         row = {"sampling": sampling, "seconds_per_video": seconds,
-               **{g: {k: result[g][k] for k in ("color_motion", "color", "motion", "shape")}
-                  for g in ("seen", "held_out")},
-               "silhouette_only": {g: strict[g]["color_motion"] for g in ("seen", "held_out")}}
+               **{g: {k: result[g][k] for k in ("color_motion", "color", "motion", "shape")} for g in result},
+               "silhouette_only": {g: strict[g]["color_motion"] for g in strict},
+               "motion_right": motion_right(detected, prompts)}
         rows.append(row)
-        print(f"{json.dumps(sampling):60s} seen c+m {row['seen']['color_motion']:6.1%}  held-out c+m "
-              f"{row['held_out']['color_motion']:6.1%}  {seconds:.2f} s/video", flush=True)
+        groups = "  ".join(f"{g} c+m {row[g]['color_motion']:6.1%}" for g in result)
+        right = "  ".join(f"{m} {k}" for m, k in row["motion_right"].items())
+        print(f"{json.dumps(sampling):60s} {groups}  {seconds:.2f} s/video\n    motion right: {right}", flush=True)
     out = Path(args.out or f"docs/results/sampling_sweep_{args.pipeline}.json")
-    write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed, "rows": rows},
+    write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed,
+                       "motions": motions or "all", "rows": rows},
                  command=" ".join(["python", "eval/sweep_sampling.py", *(argv or sys.argv[1:])]))
     print(f"wrote {out}")
     return 0
+
+
+def motion_right(detected, prompts) -> dict:
+    """Per asked-for motion, "right / asked" (how many rotating prompts gave a shape that turns, ...);
+    ``detected``: the scorer's dicts."""
+    asked, right = collections.Counter(), collections.Counter()
+    for d, p in zip(detected, prompts):
+        asked[p.attributes.motion] += 1
+        right[p.attributes.motion] += d["motion"] == p.attributes.motion
+    return {m: f"{right[m]}/{asked[m]}" for m in MOTIONS if asked[m]}
 
 
 if __name__ == "__main__":
