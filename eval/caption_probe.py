@@ -1,6 +1,6 @@
 """Does a generator know what it fails to draw? Its own loss as a classifier of real clips (a diffusion classifier).
 
-    python eval/caption_probe.py                       # flow pipeline, motion words -> docs/results/caption_probe_flow.json
+    python eval/caption_probe.py          # shipped flow pipeline, motion words -> docs/results/caption_probe_flow.json
     python eval/caption_probe.py --attribute shape --pretrained /tmp/candidate
 
 A prompt the generator gets wrong may name something it never learned, or something it learned and cannot draw.
@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     print("  " + " ".join(f"{'s=' + format(s, 'g'):>7}" for s in levels))
     for c in classes:
         print(f"  {c:>9} " + " ".join(f"{v:7.3f}" for v in gap[c].tolist()))
-    out = args.out or f"docs/results/caption_probe_flow{'' if args.attribute == 'motion' else '_' + args.attribute}.json"
+    suffix = "" if args.attribute == "motion" else f"_{args.attribute}"
+    out = args.out or f"docs/results/caption_probe_flow{suffix}.json"
     write_result(out, {"pretrained": str(args.pretrained), "attribute": args.attribute,
                        "clips_per_class": args.clips_per_class, "levels": levels, "accuracy": accuracy,
                        "confusion": {c: dict(confusion[c]) for c in classes},
