@@ -27,6 +27,7 @@ from vidgen.data import ShapesDataset
 from vidgen.data.shapes import MOTIONS, SHAPES, ShapeAttributes
 from vidgen.demo.run import load_pipelines
 from vidgen.generators import DiffusionVideoTransformer
+from vidgen.generators.flow import flow_matching_pair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -47,14 +48,12 @@ def denoising_errors(pipe, video: torch.Tensor, captions: list[str], levels: lis
     """(len(captions), len(levels)) mean squared flow-matching error of the clip under each caption."""
     model: DiffusionVideoTransformer = pipe.transformer
     x0 = model.encode_videos(pipe.vae, video[None].to(model.device, model.dtype))  # (1, C, t, h, w)
-    s = torch.tensor(levels, dtype=x0.dtype)
     noise = torch.randn(len(levels), *x0.shape[1:], generator=generator).to(x0)
-    sb = s[:, None, None, None, None]
-    xt, target = (1 - sb) * x0 + sb * noise, noise - x0  # (L, C, t, h, w)
+    xt, target, timestep = flow_matching_pair(x0, noise, torch.tensor(levels, dtype=x0.dtype))  # (L, C, t, h, w)
     cond = pipe.encode_prompt(captions)
     errors = []
     for i in range(len(captions)):  # one caption per pass keeps the batch at len(levels) clips
-        pred = model(xt, s * 1000, cond.index(slice(i, i + 1)).repeat(len(levels))).sample
+        pred = model(xt, timestep, cond.index(slice(i, i + 1)).repeat(len(levels))).sample
         errors.append(((pred.float() - target.float()) ** 2).flatten(1).mean(1))
     return torch.stack(errors)
 
@@ -99,9 +98,9 @@ def main(argv=None) -> int:
             names, captions = variants(attributes, args.attribute)
             errors = denoising_errors(pipe, data[index]["video"], captions, levels, g)  # (classes, levels)
             confusion[own][names[int(errors.mean(1).argmin())]] += 1
-            right = errors[names.index(own)]
-            wrong = torch.cat([errors[:names.index(own)], errors[names.index(own) + 1:]]).min(0).values
-            gap[own] += (wrong - right) / right / args.clips_per_class
+            k = names.index(own)
+            wrong = errors.index_fill(0, torch.tensor([k]), float("inf")).min(0).values  # best wrong caption
+            gap[own] += (wrong - errors[k]) / errors[k] / args.clips_per_class
             bar.update()
     classes = list(CLASSES[args.attribute])
     accuracy = {c: confusion[c][c] / max(1, sum(confusion[c].values())) for c in classes}

@@ -170,8 +170,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         given = sample_given_mask(b, (t, 1, 1), r, self.config.task_prob, spatial=False)[:, :, 0, 0].to(dev)
         if self.config.prediction_type == "flow":
             s = torch.sigmoid(r.randn(b) * self.config.logit_normal_std).to(dev)
-            sb = s[:, None, None, None, None].to(x0.dtype)
-            xt, target, timestep = (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
+            xt, target, timestep = flow_matching_pair(x0, noise, s)
         else:
             timestep = r.randint(1000, b).to(dev)
             xt = self._noise_schedule.add_noise(x0, noise, timestep)
@@ -186,6 +185,14 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         per_sample = (F.mse_loss(pred.float(), target.float(), reduction="none") * weight).flatten(1).sum(1)
         loss = (per_sample / weight.flatten(1).sum(1).clamp(min=1)).mean()
         return loss, {"mse": loss.item()}
+
+
+def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
+    """The straight path at noise levels ``s`` (B,) in [0, 1]: ``x_s = (1 - s) x0 + s noise``, its velocity target
+    ``noise - x0`` and the timestep ``s * 1000`` on the scheduler's scale. The one definition training and the
+    probes in ``eval/`` share."""
+    sb = s[:, None, None, None, None].to(x0.dtype)
+    return (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
 
 
 def check_scheduler(model: DiffusionVideoTransformer, scheduler) -> None:
