@@ -64,6 +64,22 @@ def test_shapes_deterministic_and_captioned():
     assert not torch.equal(item["video"], ShapesDataset("train", num_frames=6, size=32, seed=2)[5]["video"])
 
 
+def test_shapes_coverage_is_the_rendered_silhouette():
+    plain = ShapesDataset("train", num_frames=6, size=32, seed=1)
+    masked = ShapesDataset("train", num_frames=6, size=32, seed=1, with_coverage=True)
+    for i in (0, 7):
+        item = masked[i]
+        assert "coverage" not in plain[i] and torch.equal(item["video"], plain[i]["video"])  # same clip either way
+        coverage, video = item["coverage"], item["video"]
+        assert coverage.shape == (6, 32, 32) and 0 <= coverage.min() and coverage.max() <= 1
+        colour = torch.tensor(COLORS[item["color"]]) * 2 - 1
+        inside = coverage == 1  # fully covered pixels carry the shape's colour exactly
+        pixels = video.permute(1, 2, 3, 0)[inside]  # (n, 3)
+        assert len(pixels) > 20 and torch.allclose(pixels, colour.expand_as(pixels))
+        outside = coverage == 0
+        assert outside.sum() > 0.5 * outside.numel()  # a small object on a background
+
+
 def test_shapes_held_out_split_excludes_its_combinations():
     held_out = set(HELD_OUT_PAIRS)
     assert {c for c, _ in held_out} == set(COLORS) and {m for _, m in held_out} == set(MOTIONS)

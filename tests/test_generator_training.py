@@ -143,3 +143,45 @@ def test_caption_repeats_oversample_by_caption_word(tokenizers, tmp_path):
     with pytest.raises(ConfigError, match="no training caption contains the word 'zebra'"):
         train_generator(_config(tmp_path / "run2", tokenizers / "vae", "diffusion", tmp_path / "cache", "steps=1",
                                 "data.caption_repeats={zebra: 2}"))
+
+
+def test_latent_footprint_follows_the_causal_frame_groups():
+    from vidgen.training.encode_cache import latent_footprint
+    coverage = torch.zeros(4, 17, 64, 64)  # 17 frames -> 5 latent frames: {0}, {1-4}, {5-8}, {9-12}, {13-16}
+    for clip, (frame, y, x) in enumerate([(0, 0, 0), (4, 9, 0), (5, 63, 63), (16, 8, 40)]):
+        coverage[clip, frame, y, x] = 0.3  # an antialiased edge pixel counts
+    foot = latent_footprint(coverage, (5, 8, 8))
+    assert foot.shape == (4, 5, 8, 8) and foot.dtype == torch.bool
+    assert foot.sum().item() == 4
+    assert [tuple(torch.nonzero(f)[0].tolist()) for f in foot] == [(0, 0, 0), (1, 1, 0), (2, 7, 7), (4, 1, 5)]
+    assert latent_footprint(torch.zeros(1, 9, 32, 32), (3, 4, 4)).shape == (1, 3, 4, 4)  # non-causal 9 = 3 x 3 too
+    with pytest.raises(ConfigError, match="latent grid"):
+        latent_footprint(coverage, (5, 7, 8))
+
+
+def test_foreground_weight_trains_on_cached_footprints(tokenizers, tmp_path):
+    cfg = _config(tmp_path / "run", tokenizers / "vae", "diffusion", tmp_path / "cache", "steps=2",
+                  "data.foreground_weight=3")
+    tok = load_tokenizer(tokenizers / "vae")
+    model = generator_class("diffusion").from_preset("tiny", in_channels=tok.config.latent_channels)
+    plain = _config(tmp_path / "p", tokenizers / "vae", "diffusion", tmp_path / "cache")
+    assert cache_key(model, tok, cfg.data) != cache_key(model, tok, plain.data)  # and unweighted keys are unchanged
+    metrics = train_generator(cfg)
+    assert metrics["step"] == 2 and torch.isfinite(torch.tensor(metrics["loss"]))
+    cached = load_file(str(next((tmp_path / "cache").glob("*.safetensors"))))
+    foot = cached["foreground"]
+    plain.steps = 1
+    train_generator(plain)
+
+    def first_loss(run):
+        return next(json.loads(line)["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()
+                    if '"loss"' in line)
+    assert abs(first_loss("run") - first_loss("p")) > 1e-5  # same seed, clips and noise: only the weights differ
+    assert foot.shape == (8, 4, 4, 4) and foot.dtype == torch.bool
+    assert 0.05 < foot.float().mean() < 0.8  # the object touches some latent positions, not all
+    for bad in ("data.foreground_weight=-1", "data.foreground_weight=true"):
+        with pytest.raises(ConfigError, match="foreground_weight"):
+            _config(tmp_path / "bad", tokenizers / "vae", "diffusion", tmp_path / "cache", bad)
+    with pytest.raises(ConfigError, match="shapes dataset"):
+        _config(tmp_path / "bad", tokenizers / "vae", "diffusion", tmp_path / "cache", "data.foreground_weight=2",
+                "data.dataset=folder", f"data.root={tmp_path}")

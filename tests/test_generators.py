@@ -134,6 +134,29 @@ def test_adamw_steps_reduce_the_loss_on_a_fixed_batch(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_loss_weight_is_a_weighted_mean_per_sample(kind):
+    """Uniform weights (of any scale) give the unweighted loss; uneven ones move it; bad ones are refused."""
+    model = build(kind).train()  # perturbed: every position's prediction depends on the weights
+    x, cond = data(kind), text_cond()
+    grid_shape = (x.shape[0], *x.shape[-3:])
+    plain, _ = model.loss(x, cond, gen(5))
+    for scale in (1.0, 3.0):
+        weighted, _ = model.loss(x, cond, gen(5), torch.full(grid_shape, scale))
+        torch.testing.assert_close(weighted, plain, rtol=1e-5, atol=1e-6)
+    uneven = torch.ones(grid_shape)
+    uneven[:, :, :2] = 8.0  # the top half of every latent frame
+    moved, _ = model.loss(x, cond, gen(5), uneven)
+    assert abs(moved.item() - plain.item()) > 1e-4
+    moved.backward()  # a weighted loss trains like the plain one
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    bad_weights = {"shape": torch.ones(1, *grid_shape[1:]), ">= 0": -uneven, "finite": torch.full(grid_shape, float("nan")),
+                   "float": torch.ones(grid_shape, dtype=torch.long)}
+    for match, bad in bad_weights.items():
+        with pytest.raises(InvalidInputError, match=match):
+            model.loss(x, cond, gen(5), bad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_sampling_shapes_dtypes_and_ranges(kind):
     model = build(kind)
     check_output(kind, sample(kind, model, batch=2, cond=text_cond()))

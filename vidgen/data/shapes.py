@@ -103,9 +103,12 @@ def _background(kind: str, size: tuple[int, int], generator: torch.Generator) ->
 
 
 def render_shape_video(
-    attributes: ShapeAttributes, num_frames: int, size: tuple[int, int], generator: torch.Generator
-) -> torch.Tensor:
-    """Render ``(3, T, H, W)`` in [-1, 1]; position, size, speed and texture jitter come from ``generator``."""
+    attributes: ShapeAttributes, num_frames: int, size: tuple[int, int], generator: torch.Generator,
+    return_coverage: bool = False,
+):
+    """Render ``(3, T, H, W)`` in [-1, 1]; position, size, speed and texture jitter come from ``generator``. With
+    ``return_coverage``: ``(video, coverage)``, coverage ``(T, H, W)`` in [0, 1] = how much of each pixel the shape
+    covers (its antialiased silhouette)."""
     h, w = size
     short = min(h, w)
 
@@ -134,7 +137,8 @@ def render_shape_video(
     coverage = (boundary - dist + 0.5).clamp(0, 1)  # ~1 px antialiased edge
     color = torch.tensor(COLORS[attributes.color]) * 2 - 1
     background = _background(attributes.background, size, generator)  # (3, H, W)
-    return background[:, None] * (1 - coverage[None]) + color[:, None, None, None] * coverage[None]
+    video = background[:, None] * (1 - coverage[None]) + color[:, None, None, None] * coverage[None]
+    return (video, coverage) if return_coverage else video
 
 
 class ShapesDataset(Dataset):
@@ -147,7 +151,7 @@ class ShapesDataset(Dataset):
         seed: items are a pure function of ``(seed, split, index)``.
 
     Items: ``video`` (3, T, H, W) in [-1, 1], ``caption``, ``shape``, ``color``, ``motion``, ``background``,
-    ``index``, ``fps``.
+    ``index``, ``fps``; with ``with_coverage``, also ``coverage`` (T, H, W) in [0, 1], the shape's silhouette.
     """
 
     def __init__(
@@ -158,8 +162,10 @@ class ShapesDataset(Dataset):
         fps: float = 8.0,
         num_samples: int | None = None,
         seed: int = 0,
+        with_coverage: bool = False,
     ):
         self.combinations = all_combinations(split)
+        self.with_coverage = with_coverage
         if not isinstance(num_frames, int) or num_frames < 1:
             raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
         self.split, self.num_frames, self.size, self.fps, self.seed = split, num_frames, normalize_size(size), fps, seed
@@ -180,6 +186,9 @@ class ShapesDataset(Dataset):
             raise IndexError(f"ShapesDataset index {index} out of range [0, {self.num_samples})")
         attributes = self.attributes(index)
         generator = make_generator(self.seed, f"shapes/{self.split}", index)
-        video = render_shape_video(attributes, self.num_frames, self.size, generator)
-        return {"video": video.clamp(-1, 1), "caption": attributes.caption, **asdict(attributes),
+        video, coverage = render_shape_video(attributes, self.num_frames, self.size, generator, return_coverage=True)
+        item = {"video": video.clamp(-1, 1), "caption": attributes.caption, **asdict(attributes),
                 "index": index, "fps": float(self.fps)}  # fmt: skip
+        if self.with_coverage:
+            item["coverage"] = coverage
+        return item

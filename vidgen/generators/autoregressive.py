@@ -25,7 +25,7 @@ from torch import nn
 
 from vidgen.attention.kv_cache import ModelKVCache
 from vidgen.errors import InvalidInputError
-from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance
+from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_logits
 from vidgen.rng import GeneratorLike
@@ -82,11 +82,19 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         return generate_tokens(self, grid, batch, cond=cond, negative=negative, guidance_scale=guidance_scale,
                                generator=generator, **kwargs)
 
-    def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None,
-             generator: GeneratorLike = None) -> tuple[torch.Tensor, dict]:
+    def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
+             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        """Next-token cross-entropy on ids (B, t, h, w); ``weight``: optional (B, t, h, w) per-token weights (a
+        weighted mean per sample, then the mean over samples)."""
+        check_loss_weight(weight, ids.shape)
         b = ids.shape[0]
         logits = self(ids, cond, drop=self.sample_drop(b, generator, ids.device))["logits"]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
+        if weight is None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
+        else:
+            ce = F.cross_entropy(logits.float().flatten(1, -2).transpose(1, 2), ids.reshape(b, -1), reduction="none")
+            w = weight.reshape(b, -1).to(ce)
+            loss = ((ce * w).sum(1) / w.sum(1).clamp(min=1e-12)).mean()
         with torch.no_grad():
             acc = (logits.argmax(-1) == ids).float().mean().item()
         return loss, {"ce": loss.item(), "acc": acc}

@@ -139,3 +139,16 @@ def check_guidance(guidance_scale) -> None:
     """A number >= 0 (not a bool, not NaN)."""
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
         raise InvalidInputError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+
+
+def check_loss_weight(weight, shape: tuple) -> None:
+    """A loss ``weight`` is None or a finite, non-negative float tensor of ``shape`` (B, t, h, w)."""
+    if weight is None:
+        return
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        raise InvalidInputError(f"weight must be a float tensor of shape {tuple(shape)}, got {type(weight).__name__}")
+    if tuple(weight.shape) != tuple(shape):
+        raise InvalidInputError(f"weight must have shape {tuple(shape)} (batch, latent grid), "
+                                f"got {tuple(weight.shape)}")
+    if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+        raise InvalidInputError("weight must be finite and >= 0")

@@ -23,7 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.errors import ConfigError, InvalidInputError
-from vidgen.generators.base import GeneratorMixin, check_guidance, check_steps
+from vidgen.generators.base import GeneratorMixin, check_guidance, check_loss_weight, check_steps
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
 from vidgen.rng import GeneratorLike, rows
@@ -159,10 +159,12 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
                                 cond, negative, guidance_scale, num_inference_steps, generator, **kwargs)
 
     # ------------------------------------------------------------------ training
-    def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None,
-             generator: GeneratorLike = None) -> tuple[torch.Tensor, dict]:
-        """Training loss on normalized latents ``x0`` (B, C, t, h, w); random CFG dropout and conditioning frames."""
+    def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
+             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        """Training loss on normalized latents ``x0`` (B, C, t, h, w); random CFG dropout and conditioning frames.
+        ``weight``: optional (B, t, h, w) per-position weights (a weighted mean per sample)."""
         self.check_latents(x0, "x0")
+        check_loss_weight(weight, (x0.shape[0], *x0.shape[2:]))
         b, t = x0.shape[0], x0.shape[2]
         dev = x0.device
         r = rows(generator)  # per-sample numbers, whatever the split over processes
@@ -180,10 +182,12 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
         drop = self.sample_drop(b, r, dev)
         pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
-        weight = (~keep).to(pred.dtype).expand_as(pred)
+        position = (~keep).to(pred.dtype).expand_as(pred)
+        if weight is not None:
+            position = position * weight[:, None].to(pred)
         # mean over each sample's target frames, then over samples: the same loss however the batch is split
-        per_sample = (F.mse_loss(pred.float(), target.float(), reduction="none") * weight).flatten(1).sum(1)
-        loss = (per_sample / weight.flatten(1).sum(1).clamp(min=1)).mean()
+        per_sample = (F.mse_loss(pred.float(), target.float(), reduction="none") * position).flatten(1).sum(1)
+        loss = (per_sample / position.flatten(1).sum(1).clamp(min=1 if weight is None else 1e-12)).mean()
         return loss, {"mse": loss.item()}
 
 

@@ -24,7 +24,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.errors import InvalidInputError
-from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance, check_steps
+from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
+                                    check_steps)
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.sampling import apply_cfg, cfg_batch, filter_logits, sample_given_mask
 from vidgen.rng import GeneratorLike, rows
@@ -68,10 +69,12 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         """The uniform sampling call of every generator: ids (B, t, h, w). See :func:`generate_ids`."""
         return generate_ids(self, grid, batch, cond, negative, guidance_scale, num_inference_steps, generator, **kwargs)
 
-    def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None,
-             generator: GeneratorLike = None) -> tuple[torch.Tensor, dict]:
-        """Masked cross-entropy on ids (B, t, h, w) with a cosine mask ratio per sample."""
+    def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
+             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        """Masked cross-entropy on ids (B, t, h, w) with a cosine mask ratio per sample; ``weight``: optional
+        (B, t, h, w) per-token weights (a weighted mean over each sample's masked tokens)."""
         self.check_ids(ids)
+        check_loss_weight(weight, ids.shape)
         b, t, h, w = ids.shape
         dev = ids.device
         r = rows(generator)  # per-sample numbers, whatever the split over processes
@@ -88,7 +91,11 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         ce = F.cross_entropy(logits.float().transpose(1, 2), ids.reshape(b, -1), reduction="none",
                              label_smoothing=self.config.label_smoothing)  # (B, N)
         # mean over each sample's masked tokens, then over samples: the same loss however the batch is split
-        loss = ((ce * masked).sum(1) / masked.sum(1).clamp(min=1)).mean()
+        if weight is None:
+            loss = ((ce * masked).sum(1) / masked.sum(1).clamp(min=1)).mean()
+        else:
+            counted = masked * weight.reshape(b, -1).to(ce)
+            loss = ((ce * counted).sum(1) / counted.sum(1).clamp(min=1e-12)).mean()
         with torch.no_grad():
             acc = (logits[masked].argmax(-1) == ids.reshape(b, -1)[masked]).float().mean().item()
         return loss, {"ce": loss.item(), "masked_acc": acc, "mask_ratio": masked.float().mean().item()}

@@ -124,8 +124,18 @@ class GeneratorDataConfig:
     cache_dir: str = ".cache/vidgen/encoded"
     # word -> times per epoch a clip whose caption holds it is drawn (e.g. {rotating: 3}); other clips once
     caption_repeats: dict = field(default_factory=dict)
+    # a latent position the object touches weighs 1 + foreground_weight in the loss, background 1: the shapes'
+    # corners are a few percent of a clip's pixels, so an unweighted loss barely rewards them (eval/caption_probe.py
+    # --attribute shape). 0 = unweighted. Needs the object's silhouette: the shapes dataset only.
+    foreground_weight: float = 0.0
 
     def __post_init__(self):
+        if isinstance(self.foreground_weight, bool) or not isinstance(self.foreground_weight, (int, float)) \
+                or not self.foreground_weight >= 0:
+            raise ConfigError(f"data.foreground_weight must be a number >= 0, got {self.foreground_weight!r}")
+        if self.foreground_weight and self.dataset != "shapes":
+            raise ConfigError(f"data.foreground_weight needs object silhouettes, which only the shapes dataset has; "
+                              f"data.dataset is {self.dataset!r}")
         for word, times in self.caption_repeats.items():
             if not isinstance(word, str) or not word.strip() or isinstance(times, bool) or not isinstance(times, int) \
                     or times < 1:

@@ -36,8 +36,8 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, cond, generator):
-        return self.model.loss(x, cond, generator)
+    def forward(self, x, cond, generator, weight=None):
+        return self.model.loss(x, cond, generator) if weight is None else self.model.loss(x, cond, generator, weight)
 
 
 def build_generator(cfg: GeneratorTrainConfig, text_dim: int, tokenizer):
@@ -154,8 +154,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
         index = torch.tensor([epoch[i] for i in sampler.take(cfg.data.batch)])
         x = data.x[index].to(acc.device)
         cond = data.conditioning(index, cfg.data.conditioning)
+        weight = data.loss_weight(index, cfg.data.foreground_weight)
         with acc.autocast():
-            loss, logs = wrapped(x, cond, g)
+            loss, logs = wrapped(x, cond, g, None if weight is None else weight.to(acc.device))
         gnorm = optimizer_step(acc, loss, model, opt, sched, cfg.optim.grad_clip, ema)
         step += 1
         tokens_since += cfg.data.batch * tokens_per_clip * acc.num_processes
