@@ -85,9 +85,9 @@ def _label(item: dict, names: dict) -> int:
 
 def latent_footprint(coverage: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     """(B, t, h, w) bool: the latent positions whose pixels the object touches, from its pixel ``coverage``
-    (B, T, H, W). A causal tokenizer's first latent frame holds frame 0 alone and each later one ``T // t``-ish
-    frames, so the front is padded with copies of frame 0 to ``t * f`` frames before pooling (f frames per latent
-    frame, ``H // h`` pixels per latent row)."""
+    (B, T, H, W). A causal tokenizer's first latent frame holds frame 0 alone and each later one f = ceil(T / t)
+    frames, so the front is padded with copies of frame 0 to ``t * f`` frames before max-pooling groups of f frames
+    and ``H // h`` x ``W // w`` pixels."""
     b, frames, height, width = coverage.shape
     t, h, w = grid
     f = max(1, -(-frames // t))
@@ -103,7 +103,7 @@ def encode_items(generator_model, tokenizer, dataset, indices: list[int], batch:
     """Encode ``dataset[i]`` for ``i`` in ``indices``: (x, captions, labels, foreground or None); foreground maps
     when the items carry a ``coverage`` silhouette."""
     names = {n: i for i, n in enumerate(shapes_class_names())}
-    xs, captions, labels, feet = [], [], [], []
+    xs, captions, labels, footprints = [], [], [], []
     for s in tqdm(range(0, len(indices), batch), desc="pre-encoding clips", disable=not show, dynamic_ncols=True):
         items = [dataset[i] for i in indices[s:s + batch]]
         video = torch.stack([it["video"] for it in items]).to(tokenizer.device, tokenizer.dtype)
@@ -111,8 +111,10 @@ def encode_items(generator_model, tokenizer, dataset, indices: list[int], batch:
         captions += [it.get("caption", "") for it in items]
         labels += [_label(it, names) for it in items]
         if "coverage" in items[0]:
-            feet.append(latent_footprint(torch.stack([it["coverage"] for it in items]), tuple(xs[-1].shape[-3:])))
-    return torch.cat(xs), captions, torch.tensor(labels, dtype=torch.long), torch.cat(feet) if feet else None
+            coverage = torch.stack([it["coverage"] for it in items])
+            footprints.append(latent_footprint(coverage, tuple(xs[-1].shape[-3:])))
+    return (torch.cat(xs), captions, torch.tensor(labels, dtype=torch.long),
+            torch.cat(footprints) if footprints else None)
 
 
 def cache_key(generator_model, tokenizer, data_cfg) -> str:
@@ -133,20 +135,20 @@ def load_or_encode(generator_model, tokenizer, data_cfg, accelerator=None, log=p
     if not (path.exists() and sidecar.exists()):
         dataset = build_video_dataset(data_cfg)
         mine = list(range(rank, len(dataset), world))
-        x, caps, labels, feet = encode_items(generator_model, tokenizer, dataset, mine, data_cfg.encode_batch,
-                                             rank == 0)
-        parts = [(mine, x, caps, labels, feet)]
+        x, caps, labels, footprints = encode_items(generator_model, tokenizer, dataset, mine,
+                                                   data_cfg.encode_batch, rank == 0)
+        parts = [(mine, x, caps, labels, footprints)]
         if world > 1:
             gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, (mine, x, caps, labels, feet))
+            torch.distributed.all_gather_object(gathered, (mine, x, caps, labels, footprints))
             parts = gathered
         if rank == 0:
             order = sorted((i, p, j) for p, part in enumerate(parts) for j, i in enumerate(part[0]))
             x = torch.stack([parts[p][1][j] for _, p, j in order])
             caps = [parts[p][2][j] for _, p, j in order]
             labels = torch.stack([parts[p][3][j] for _, p, j in order])
-            feet = torch.stack([parts[p][4][j] for _, p, j in order]) if feet is not None else None
-            _write(path, sidecar, x, caps, labels, data_cfg, feet)
+            footprints = torch.stack([parts[p][4][j] for _, p, j in order]) if footprints is not None else None
+            _write(path, sidecar, x, caps, labels, data_cfg, footprints)
             log(f"pre-encoded {len(caps)} clips -> {path}")
         if accelerator is not None:
             accelerator.wait_for_everyone()
