@@ -25,7 +25,8 @@ from torch import nn
 
 from vidgen.attention.kv_cache import ModelKVCache
 from vidgen.errors import InvalidInputError
-from vidgen.generators.base import DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight
+from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
+                                    per_sample_mean)
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_logits
 from vidgen.rng import GeneratorLike
@@ -93,8 +94,7 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
         else:
             ce = F.cross_entropy(logits.float().flatten(1, -2).transpose(1, 2), ids.reshape(b, -1), reduction="none")
-            w = weight.reshape(b, -1).to(ce)
-            loss = ((ce * w).sum(1) / w.sum(1).clamp(min=1e-12)).mean()
+            loss = per_sample_mean(ce, weight.reshape(b, -1))
         with torch.no_grad():
             acc = (logits.argmax(-1) == ids).float().mean().item()
         return loss, {"ce": loss.item(), "acc": acc}

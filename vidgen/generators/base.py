@@ -141,6 +141,13 @@ def check_guidance(guidance_scale) -> None:
         raise InvalidInputError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
 
 
+def per_sample_mean(values: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (B, ...) over each sample's positions weighted by ``counted`` (same shape; 0 = not counted),
+    then over samples: the same loss however the batch is split over processes."""
+    counted = counted.to(values.dtype)
+    return ((values * counted).flatten(1).sum(1) / counted.flatten(1).sum(1).clamp(min=1e-12)).mean()
+
+
 def check_loss_weight(weight, shape: tuple) -> None:
     """A loss ``weight`` is None or a finite, non-negative float tensor of ``shape`` (B, t, h, w)."""
     if weight is None:

@@ -23,7 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.errors import ConfigError, InvalidInputError
-from vidgen.generators.base import GeneratorMixin, check_guidance, check_loss_weight, check_steps
+from vidgen.generators.base import GeneratorMixin, check_guidance, check_loss_weight, check_steps, per_sample_mean
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
 from vidgen.rng import GeneratorLike, rows
@@ -185,9 +185,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         position = (~keep).to(pred.dtype).expand_as(pred)
         if weight is not None:
             position = position * weight[:, None].to(pred)
-        # mean over each sample's target frames, then over samples: the same loss however the batch is split
-        per_sample = (F.mse_loss(pred.float(), target.float(), reduction="none") * position).flatten(1).sum(1)
-        loss = (per_sample / position.flatten(1).sum(1).clamp(min=1 if weight is None else 1e-12)).mean()
+        loss = per_sample_mean(F.mse_loss(pred.float(), target.float(), reduction="none"), position)  # target frames
         return loss, {"mse": loss.item()}
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
-                                    check_steps)
+                                    check_steps, per_sample_mean)
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.sampling import apply_cfg, cfg_batch, filter_logits, sample_given_mask
 from vidgen.rng import GeneratorLike, rows
@@ -90,12 +90,7 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         logits = self(inputs, cond, drop=self.sample_drop(b, r, dev))["logits"].reshape(b, -1, self.config.vocab_size)
         ce = F.cross_entropy(logits.float().transpose(1, 2), ids.reshape(b, -1), reduction="none",
                              label_smoothing=self.config.label_smoothing)  # (B, N)
-        # mean over each sample's masked tokens, then over samples: the same loss however the batch is split
-        if weight is None:
-            loss = ((ce * masked).sum(1) / masked.sum(1).clamp(min=1)).mean()
-        else:
-            counted = masked * weight.reshape(b, -1).to(ce)
-            loss = ((ce * counted).sum(1) / counted.sum(1).clamp(min=1e-12)).mean()
+        loss = per_sample_mean(ce, masked if weight is None else masked * weight.reshape(b, -1))  # masked tokens
         with torch.no_grad():
             acc = (logits[masked].argmax(-1) == ids.reshape(b, -1)[masked]).float().mean().item()
         return loss, {"ce": loss.item(), "masked_acc": acc, "mask_ratio": masked.float().mean().item()}

@@ -37,7 +37,7 @@ class _LossModule(nn.Module):
         self.model = model
 
     def forward(self, x, cond, generator, weight=None):
-        return self.model.loss(x, cond, generator) if weight is None else self.model.loss(x, cond, generator, weight)
+        return self.model.loss(x, cond, generator, weight)
 
 
 def build_generator(cfg: GeneratorTrainConfig, text_dim: int, tokenizer):
