@@ -3,6 +3,7 @@
 
     python pipelines/make_pretrained.py                     # train (resumable) -> assemble -> evaluate -> model cards
     python pipelines/make_pretrained.py --stage assemble     # only re-assemble from runs/ and rewrite the cards
+    python pipelines/make_pretrained.py --candidate flow=pipelines/configs/flow_shapes_fg.yaml --out /tmp/trial
 
 Stages:
 
@@ -128,23 +129,50 @@ def _shares_cache_being_written(name: str, running: dict) -> bool:
 FLOW_SCHEDULER = {"shift": 1.0}
 
 
-def build_pipeline(name: str):
-    """The pipeline of generator ``name`` from its run's ``final`` folders, with its tokenizer's stage-2 decoder."""
+def build_pipeline(name: str, config_path: str | None = None, weights: str | Path | None = None):
+    """The pipeline of generator ``name`` with its tokenizer's stage-2 decoder. The generator comes from the run of
+    ``config_path`` (default: the shipped stage in ``GENERATORS``): its ``final`` folder, or ``weights`` (a
+    ``checkpoints/step_*`` folder of that run gives its EMA weights)."""
     from vidgen.generators import generator_class, make_scheduler
     from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
     from vidgen.tokenizers import load_tokenizer
-    config_path, tok_key = GENERATORS[name]
+    from vidgen.training.checkpoint import load_trained
+    shipped_config, tok_key = GENERATORS[name]
+    config_path = config_path or shipped_config
     cfg = _config(config_path)
+    if cfg["model"]["generator"] != _config(shipped_config)["model"]["generator"]:
+        raise SystemExit(f"make_pretrained: {config_path} trains a {cfg['model']['generator']} generator, "
+                         f"not the {name} pipeline's")
     if _config(DECODERS[tok_key])["init_from"] != cfg["tokenizer"]:
         raise SystemExit(f"make_pretrained: {DECODERS[tok_key]} must fine-tune the tokenizer {config_path} trained on")
     tokenizer = load_tokenizer(_run_dir(DECODERS[tok_key]) / "final")
-    model = generator_class(cfg["model"]["generator"]).from_pretrained(_run_dir(config_path) / "final").eval()
+    model = load_trained(generator_class(cfg["model"]["generator"]), weights or _run_dir(config_path) / "final")
     if name == "masked":
         return MaskedVideoPipeline(tokenizer, model, make_scheduler(model))
     if name == "flow":
         scheduler = model.default_scheduler()
         return FlowVideoPipeline(tokenizer, model, type(scheduler).from_config(scheduler.config, **FLOW_SCHEDULER))
     return AutoregressiveVideoPipeline(tokenizer, model)
+
+
+def assemble_candidate(spec: str, out: Path, weights: str | None = None) -> Path:
+    """``NAME=CONFIG``: one pipeline folder under ``out`` from an experiment's run instead of the shipped stage, to
+    compare on the tuning prompts (eval/sweep_sampling.py) before it replaces the shipped one."""
+    from vidgen.demo import PIPELINES
+    from vidgen.demo.run import SAMPLING
+    name, sep, config_path = spec.partition("=")
+    if not sep or name not in GENERATORS or not (ROOT / config_path).is_file():
+        raise SystemExit(f"make_pretrained: --candidate {spec!r} must be NAME=CONFIG with NAME one of "
+                         f"{sorted(GENERATORS)} and CONFIG an existing config file")
+    if out == (ROOT / "pretrained").resolve():
+        raise SystemExit("make_pretrained: --candidate writes a trial folder; pass --out elsewhere than pretrained/")
+    folder = out / PIPELINES[name]
+    build_pipeline(name, config_path, weights).save_pretrained(folder, safe_serialization=True)
+    store_half(folder)  # as shipped, so the comparison measures what would be committed
+    grid = json.dumps({key: [value] for key, value in SAMPLING[name].items()})
+    print(f"  {folder}\n  compare with the shipped one on the tuning prompts:\n  python eval/sweep_sampling.py {name} "
+          f"--pretrained {out} --prompts 192 --grid '{grid}' --out <results.json>", flush=True)
+    return folder
 
 
 def assemble(out: Path) -> None:
@@ -276,8 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=["all", "train", "assemble", "evaluate", "cards"], default="all")
     parser.add_argument("--out", default=str(ROOT / "pretrained"))
     parser.add_argument("--jobs", type=int, default=3, help="generator trainings at a time (1 thread each)")
+    parser.add_argument("--candidate", metavar="NAME=CONFIG", help="assemble only pipeline NAME from CONFIG's run "
+                        "into --out (not pretrained/), to compare it with the shipped one")
+    parser.add_argument("--weights", help="with --candidate: a checkpoints/step_* folder of that run (EMA weights) "
+                        "instead of its final/")
     args = parser.parse_args(argv)
     out, start = Path(args.out).resolve(), time.time()
+    if args.weights and not args.candidate:
+        parser.error("--weights goes with --candidate")
+    if args.candidate:
+        assemble_candidate(args.candidate, out, args.weights)
+        return 0
     if args.stage in ("all", "train"):
         train(args.jobs)
     if args.stage in ("all", "assemble"):

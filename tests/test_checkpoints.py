@@ -1,10 +1,14 @@
-"""Checkpoint files: keep-last-N rotation, and resume never picks up a partially written checkpoint."""
+"""Checkpoint files: keep-last-N rotation, resume never picks up a partially written checkpoint, and a checkpoint
+loads for evaluation with its EMA weights."""
 import shutil
 
+import pytest
 import torch
 
+from vidgen.errors import ConfigError
 from vidgen.tokenizers import CausalVAE
-from vidgen.training.checkpoint import find_checkpoint, load_state, save_checkpoint
+from vidgen.training.checkpoint import find_checkpoint, load_state, load_trained, save_checkpoint
+from vidgen.training.ema import EMA
 
 
 def _save(run_dir, steps, keep=2):
@@ -40,3 +44,26 @@ def test_interrupted_writes_are_never_resumed_from(tmp_path):
     assert not list(root.glob(".tmp_step_*"))
     assert find_checkpoint("auto", tmp_path).name == "step_00000005"
     assert find_checkpoint("", tmp_path) is None
+
+
+def test_a_checkpoint_loads_for_evaluation_with_its_ema_weights(tmp_path):
+    torch.manual_seed(0)
+    model = CausalVAE.from_preset("tiny")
+    ema = EMA(model, 0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))  # the live weights move away from the average
+    ema.update(model)
+    average = {k: v.clone() for k, v in ema.shadow.items()}
+    assert any(not torch.equal(average[k], v) for k, v in model.state_dict().items())
+    ckpt = save_checkpoint(tmp_path, 7, model, {"step": 7, "ema": ema.state_dict()})
+    loaded = load_trained(CausalVAE, ckpt)
+    assert not loaded.training
+    assert all(torch.equal(v, average[k]) for k, v in loaded.state_dict().items())
+    raw = load_trained(CausalVAE, ckpt, ema=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in raw.state_dict().items())
+    model.save_pretrained(tmp_path / "final")  # a final folder has no state.pt: its weights as they are
+    assert all(torch.equal(v, model.state_dict()[k])
+               for k, v in load_trained(CausalVAE, tmp_path / "final").state_dict().items())
+    with pytest.raises(ConfigError, match="no config.json"):
+        load_trained(CausalVAE, tmp_path / "checkpoints")

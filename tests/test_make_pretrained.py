@@ -50,3 +50,22 @@ def test_run_summaries_are_recorded_and_read_back_when_the_run_is_gone(tmp_path,
     assert recorded["source"] == "log.jsonl"
     with pytest.raises(SystemExit, match="no log.jsonl and no record"):
         mp._summary(tmp_path / "runs" / "never")
+
+
+def test_a_candidate_must_name_a_pipeline_and_a_config_and_never_overwrite_the_shipped_folders(load_script,
+                                                                                                 tmp_path):
+    mp = load_script("pipelines/make_pretrained.py")
+    shipped = str(mp.ROOT / "pretrained")
+    with pytest.raises(SystemExit, match="NAME=CONFIG"):
+        mp.main(["--candidate", "pipelines/configs/masked_shapes.yaml", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="NAME=CONFIG"):
+        mp.main(["--candidate", "diffusion=pipelines/configs/masked_shapes.yaml", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="NAME=CONFIG"):
+        mp.main(["--candidate", "masked=pipelines/configs/no_such.yaml", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="elsewhere than pretrained"):
+        mp.main(["--candidate", "masked=pipelines/configs/masked_shapes_fg.yaml", "--out", shipped])
+    with pytest.raises(SystemExit, match="not the flow pipeline's"):
+        mp.build_pipeline("flow", "pipelines/configs/masked_shapes_fg.yaml")
+    with pytest.raises(SystemExit):  # argparse: --weights only with --candidate
+        mp.main(["--weights", str(tmp_path), "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())

@@ -66,6 +66,21 @@ def load_state(path: Path) -> dict:
     return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
 
 
+def load_trained(model_class, folder: str | Path, ema: bool = True):
+    """A generator or tokenizer from a run's ``final`` folder or from one of its checkpoints, in eval mode. From a
+    checkpoint with an EMA, the EMA weights (what ``final`` would hold had the run ended there) unless ``ema=False``;
+    so a run can be evaluated part-way without stopping it."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{folder}: not a model folder (no config.json); pass a run's final/ or checkpoints/step_*")
+    model = model_class.from_pretrained(folder)
+    shadow = (load_state(folder).get("ema") or {}).get("shadow") if ema and (folder / "state.pt").is_file() else None
+    if shadow:
+        own = model.state_dict()
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in shadow.items()})
+    return model.eval()
+
+
 def training_state(step: int, opt, sched, sampler, config: dict, ema=None, extra: dict | None = None) -> dict:
     """What :func:`restore` reads back: the ``state.pt`` payload of a checkpoint (``extra`` as in ``restore``)."""
     state = {"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(), "sampler": sampler.state_dict(),
