@@ -531,6 +531,90 @@ def test_flow_finer_patches_start_as_a_blocky_copy_of_the_coarse_model(coarse_pa
         copy_weights(fine, build("flow", patch_size=coarse_patch, depth=1), "other depth")
 
 
+def test_flow_self_conditioned_model_starts_as_the_plain_one_and_then_uses_its_estimate(tmp_path):
+    """init_from a plain model (load_related via copy_weights): the estimate's input weights start at zero, so the
+    self-conditioned model computes what the plain one does, with or without an estimate; once they move, the
+    estimate changes the output and the samples, and the setting survives save / load."""
+    from vidgen.training.checkpoint import copy_weights
+    plain, selfcond = build("flow"), build("flow", seed=1, self_condition=True)
+    copy_weights(selfcond, plain, "plain")
+    x, ts, cond = data("flow", seed=5), torch.tensor([300.0, 800.0]), text_cond()
+    estimate = data("flow", seed=6)
+    with torch.no_grad():
+        reference = plain(x, ts, cond).sample
+        torch.testing.assert_close(selfcond(x, ts, cond).sample, reference, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(selfcond(x, ts, cond, estimate=estimate).sample, reference, atol=1e-6, rtol=1e-5)
+    kwargs = dict(cond=cond, guidance_scale=2.0)
+    torch.testing.assert_close(sample("flow", selfcond, **kwargs), sample("flow", plain, **kwargs), atol=1e-5, rtol=0)
+    perturb(selfcond, seed=7)
+    with torch.no_grad():
+        assert differ(selfcond(x, ts, cond, estimate=estimate).sample, selfcond(x, ts, cond).sample)
+    assert differ(sample("flow", selfcond, **kwargs), sample("flow", plain, **kwargs))
+    selfcond.save_pretrained(tmp_path)
+    loaded = DiffusionVideoTransformer.from_pretrained(tmp_path).eval()
+    assert loaded.config.self_condition
+    assert torch.equal(sample("flow", loaded, **kwargs), sample("flow", selfcond, **kwargs))
+    with pytest.raises(InvalidInputError, match="not trained with self_condition"):
+        plain(x, ts, cond, estimate=estimate)
+    with pytest.raises(InvalidInputError, match="estimate must have"):
+        selfcond(x, ts, cond, estimate=estimate[:, :, :2])
+    with pytest.raises(ConfigError, match="self_condition"):
+        build("flow", prediction_type="epsilon", self_condition=True)
+
+
+def test_flow_self_conditioned_sampling_feeds_each_step_the_previous_clean_estimate():
+    """generate_latents against a plain loop written out here: CFG as one batched pass, each branch fed its own
+    previous estimate x_s - s v (zeros at the first step)."""
+    from vidgen.generators.flow import clean_estimate, flow_matching_pair
+    model = build("flow", self_condition=True, scale=0.1)
+    cond, g = text_cond(), 2.5
+    out = sample("flow", model, cond=cond, guidance_scale=g, steps=5)
+    scheduler = FlowMatchEulerDiscreteScheduler()
+    scheduler.set_timesteps(5)
+    latents = torch.randn(2, CHANNELS, *GRID, generator=gen(0))
+    null = Conditioning(text=torch.zeros_like(cond.text), text_mask=cond.text_mask, pooled=torch.zeros_like(cond.pooled))
+    both = Conditioning(text=torch.cat([null.text, cond.text]), text_mask=torch.cat([cond.text_mask] * 2),
+                        pooled=torch.cat([null.pooled, cond.pooled]))
+    drop = torch.tensor([True, True, False, False])
+    estimate = None
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x_in = torch.cat([latents, latents])
+            v = model(x_in, t.expand(4), both, drop=drop, estimate=estimate).sample
+            estimate = x_in - (t / 1000) * v
+            uncond, conditional = v.chunk(2)
+            latents = scheduler.step(uncond + g * (conditional - uncond), t, latents).prev_sample
+    torch.testing.assert_close(out, latents, atol=1e-5, rtol=1e-5)
+    # the estimate inverts the straight path: a perfect velocity gives back the clean latents
+    x0, noise, s = data("flow", seed=8), data("flow", seed=9), torch.tensor([0.2, 0.9])
+    xt, velocity, timestep = flow_matching_pair(x0, noise, s)
+    torch.testing.assert_close(clean_estimate(xt, velocity, timestep), x0, atol=1e-5, rtol=1e-5)
+
+
+def test_flow_self_conditioned_training_reaches_the_estimate_weights():
+    """Half the samples get a first pass's estimate: the estimate's input weights get gradients from step one
+    (from zero, on live weights: a fresh model's zero head passes no gradient back), and the loss falls on a
+    fixed batch."""
+    from vidgen.training.checkpoint import copy_weights
+    model = build("flow", seed=1, scale=0, self_condition=True)
+    copy_weights(model, build("flow"), "plain")  # perturbed weights, estimate channels at zero
+    model.train()
+    x, cond = data("flow"), text_cond()
+    loss, _ = model.loss(x, cond, gen(0))
+    loss.backward()
+    d, c = model.backbone_config.dim, CHANNELS
+    grad = model.patch.proj.weight.grad.reshape(d, 3 * c + 1, -1)[:, 2 * c + 1:]  # the estimate's channels
+    assert grad.abs().sum() > 0
+    opt, losses = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0), []
+    for step in range(16):
+        loss, _ = model.loss(x, cond, gen(step % 4))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-4:]) < 0.9 * sum(losses[:4]), losses
+
+
 def test_flow_callback_called_once_per_step_and_can_replace_latents():
     model, steps = build("flow"), []
 

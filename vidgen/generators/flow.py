@@ -8,6 +8,13 @@ samples with ``DDIMScheduler`` (or any scheduler with the same ``prediction_type
 Conditioning frames (image-to-video, prediction, interpolation) follow VDT with a mask over latent frames: the model
 input is ``[noisy latents, given latents * mask, mask]`` along channels; the loss skips given frames and sampling
 puts the given latents back exactly.
+
+Self-conditioning (``self_condition=True``, flow only; Chen et al., Analog Bits; RIN): one more input, the model's
+own estimate of the clean latents. Training feeds, for a random half of the samples, the estimate of a first
+gradient-free pass (zeros for the rest); sampling feeds each step the previous step's estimate, at no extra cost.
+Why it is here: the shapes models draw the layout early and the shape late, and rotation is decided only once a
+shape is there (eval/caption_probe.py); refining an explicit estimate is the standard remedy. Its new input weights
+start at zero, so a plain model continues as a self-conditioned one (``init_from``) from the same function.
 """
 from __future__ import annotations
 
@@ -40,13 +47,16 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), prediction_type: str = "flow",
                  cond_dropout: float = 0.1, task_prob: float = 0.3, logit_normal_std: float = 1.0,
-                 architecture: Optional[dict] = None):
+                 self_condition: bool = False, architecture: Optional[dict] = None):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if self_condition and prediction_type != "flow":
+            raise ConfigError(f"self_condition is implemented for prediction_type='flow', not {prediction_type!r}")
         self._build_shared(architecture)
         d = self.backbone_config.dim
-        self.patch = PatchEmbed3D(2 * in_channels + 1, in_channels, d, patch_size)
+        inputs = 2 * in_channels + 1 + (in_channels if self_condition else 0)  # [x_t, given, mask(, estimate)]
+        self.patch = PatchEmbed3D(inputs, in_channels, d, patch_size)
         self.time_embed = TimestepEmbedding(d)
         self.head = nn.Linear(d, in_channels * math.prod(self.patch.patch_size))
         nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
@@ -94,6 +104,29 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         if not latents.is_floating_point():
             raise InvalidInputError(f"{name} must be a float tensor, got {latents.dtype}")
 
+    def load_related(self, source: "DiffusionVideoTransformer", differ: list[str]) -> bool:
+        """``init_from`` a model of this class whose configuration differs only in ``differ``: coarser patches
+        (:meth:`load_coarser_patches`) or no self-conditioning (:meth:`load_without_self_condition`). False if
+        neither applies (the caller then reports the difference)."""
+        if differ == ["patch_size"]:
+            self.load_coarser_patches(source)
+            return True
+        if differ == ["self_condition"] and self.config.self_condition:
+            self.load_without_self_condition(source)
+            return True
+        return False
+
+    @torch.no_grad()
+    def load_without_self_condition(self, source: "DiffusionVideoTransformer") -> None:
+        """Start a self-conditioned model from a plain one: every weight copied, the estimate's input weights zero,
+        so the new model computes exactly what ``source`` does until training moves them."""
+        state = dict(source.state_dict())
+        d, p = self.backbone_config.dim, math.prod(self.patch.patch_size)
+        old = state["patch.proj.weight"].reshape(d, -1, p)  # features are flattened as (C, pt, ph, pw)
+        extra = old.new_zeros(d, self.config.in_channels, p)
+        state["patch.proj.weight"] = torch.cat([old, extra], dim=1).reshape(d, -1)
+        self.load_state_dict(state)
+
     @torch.no_grad()
     def load_coarser_patches(self, source: "DiffusionVideoTransformer") -> None:
         """Start from ``source``, the same model trained with larger latent patches (e.g. 1x2x2 -> 1x1x1).
@@ -105,7 +138,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         fine, coarse = self.patch.patch_size, source.patch.patch_size
         if fine != (1, 1, 1) or coarse == fine:
             raise ConfigError(f"init_from: patches {list(coarse)} -> {list(fine)}: only coarser patches -> 1x1x1")
-        same = ("in_channels", "prediction_type", "architecture")
+        same = ("in_channels", "prediction_type", "architecture", "self_condition")
         if type(source) is not type(self) or any(self.config[k] != source.config[k] for k in same):
             raise ConfigError(f"init_from: the source must match this model in {', '.join(same)}")
         state = {k: v for k, v in source.state_dict().items() if not k.startswith(("patch.", "head."))}
@@ -119,10 +152,17 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
 
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, cond: Optional[Conditioning] = None,
                 given_latents: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
-                drop: Optional[torch.Tensor] = None, return_dict: bool = True):
+                drop: Optional[torch.Tensor] = None, estimate: Optional[torch.Tensor] = None, return_dict: bool = True):
         """latents (B, C, t, h, w); timestep (B,) on the scheduler's 0..1000 scale; ``given_mask`` (B, t) bool marks
-        latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition."""
+        latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition; ``estimate``
+        (B, C, t, h, w): a self-conditioned model's previous clean-latent estimate (None = zeros, no estimate)."""
         self.check_latents(latents)
+        if estimate is not None:
+            if not self.config.self_condition:
+                raise InvalidInputError("estimate: this model was not trained with self_condition=True")
+            if estimate.shape != latents.shape:
+                raise InvalidInputError(f"estimate must have the latents' shape {tuple(latents.shape)}, "
+                                        f"got {tuple(estimate.shape)}")
         b, c, t, h, w = latents.shape
         timestep = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(b)
         if given_mask is None:
@@ -134,7 +174,10 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
                                         f"got {tuple(given_mask.shape)}")
             mask = given_mask[:, None, :, None, None].to(latents.dtype).expand(b, 1, t, h, w)
             given = given_latents.to(latents.dtype) * mask
-        x = self.patch(torch.cat([latents, given, mask], dim=1))  # (B, N, d)
+        inputs = [latents, given, mask]
+        if self.config.self_condition:
+            inputs.append(torch.zeros_like(latents) if estimate is None else estimate.to(latents.dtype))
+        x = self.patch(torch.cat(inputs, dim=1))  # (B, N, d)
         grid = self.patch.grid((t, h, w))
         prefix, context, vec = self.embed_condition(cond, b, drop)
         vec = vec + self.time_embed(timestep)
@@ -181,12 +224,26 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         keep = given[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
         drop = self.sample_drop(b, r, dev)
-        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
+        estimate = None
+        if self.config.self_condition:
+            estimate = self._training_estimate(xt, timestep, cond, x0, given, drop, r.rand(b).to(dev) < 0.5)
+        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop, estimate=estimate).sample
         position = (~keep).to(pred.dtype).expand_as(pred)
         if weight is not None:
             position = position * weight[:, None].to(pred)
         loss = per_sample_mean(F.mse_loss(pred.float(), target.float(), reduction="none"), position)  # target frames
         return loss, {"mse": loss.item()}
+
+    @torch.no_grad()
+    def _training_estimate(self, xt, timestep, cond, x0, given, drop, use: torch.Tensor) -> torch.Tensor:
+        """Self-conditioning input: for samples where ``use`` (B,) holds, the clean-latent estimate of a
+        gradient-free pass without one (given frames: their latents, as at sampling); zeros elsewhere."""
+        estimate = torch.zeros_like(xt)
+        if use.any():
+            velocity = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
+            first = clean_estimate(xt, velocity, timestep, given[:, None, :, None, None], x0)
+            estimate = torch.where(use[:, None, None, None, None], first, estimate)
+        return estimate
 
 
 def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
@@ -195,6 +252,14 @@ def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
     probes in ``eval/`` share."""
     sb = s[:, None, None, None, None].to(x0.dtype)
     return (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
+
+
+def clean_estimate(xt: torch.Tensor, velocity: torch.Tensor, timestep: torch.Tensor, keep=None, given=None):
+    """The flow model's clean latents ``x_s - s v`` at ``timestep = s * 1000`` (B,) (the inverse of
+    :func:`flow_matching_pair`); where ``keep`` (broadcastable bool) holds, the given latents instead."""
+    s = (timestep.to(xt.dtype) / 1000).reshape(-1, 1, 1, 1, 1)
+    estimate = xt - s * velocity.to(xt.dtype)
+    return estimate if keep is None else torch.where(keep, given.to(xt.dtype), estimate)
 
 
 def check_scheduler(model: DiffusionVideoTransformer, scheduler) -> None:
@@ -251,11 +316,15 @@ def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: O
     if given_mask is not None:
         keep = given_mask[:, None, :, None, None].to(dev)
         latents = torch.where(keep, given_latents.to(dev, dtype), latents)
+    estimate = None  # self-conditioning: each branch's (conditional / unconditional) previous clean estimate
     for i, t in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
         x_in = rep(latents)
         if hasattr(scheduler, "scale_model_input"):  # DDPM-family schedulers; flow matching has none
             x_in = scheduler.scale_model_input(x_in, t)
-        out = model(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample
+        timestep = t.expand(x_in.shape[0])
+        out = model(x_in, timestep, both, rep(given_latents), rep(given_mask), drop, estimate).sample
+        if model.config.self_condition:
+            estimate = clean_estimate(x_in, out, timestep, rep(keep), rep(given_latents))
         if doubled:
             out = apply_cfg(out, guidance_scale)
         latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
