@@ -8,6 +8,7 @@ For each setting it prints colour+motion adherence on seen and held-out pairs an
     python eval/sweep_sampling.py masked --grid '{"guidance_scale": [3, 5], "num_inference_steps": [12, 24]}'
     python eval/sweep_sampling.py flow --grid '{"guidance_scale": [2, 4], "scheduler.shift": [1.0, 3.0]}'
     python eval/sweep_sampling.py flow --prompts 192 --motions rotate,still --grid '{"num_inference_steps": [25, 50]}'
+    python eval/sweep_sampling.py masked --tokenizer runs/fsq_shapes_edges/final --prompts 192 --grid '{"top_k": [1]}'
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrained", default="pretrained")
     parser.add_argument("--out", default=None, help="results file (default docs/results/sampling_sweep_<pipeline>.json)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--tokenizer", default="", help="decode with this saved tokenizer instead of the pipeline's "
+                        "own (another decoder stage of the same tokenizer: the generator's ids / latents are unchanged)")
     parser.add_argument("--motions", default="", help="keep only prompts with these motions, comma-separated "
                         "(e.g. rotate,still: do rotating prompts turn while still ones stay still?)")
     args = parser.parse_args(argv)
@@ -48,6 +51,11 @@ def main(argv=None) -> int:
     grid = json.loads(args.grid)
     keys = list(grid)
     pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
+    if args.tokenizer:
+        from vidgen.tokenizers import load_tokenizer
+        tokenizer = load_tokenizer(args.tokenizer)
+        pipe.transformer.check_tokenizer(tokenizer)  # same latent / id space, or a clear error
+        pipe.register_modules(**{pipe.video_tokenizer_name: tokenizer})
     prompts, scorer = demo_prompts(args.prompts, seed=args.seed), AttributeScorer()
     motions = [m for m in args.motions.split(",") if m]
     if unknown := sorted(set(motions) - set(MOTIONS)):
@@ -76,7 +84,8 @@ def main(argv=None) -> int:
         print(f"{json.dumps(sampling):60s} {groups}  {seconds:.2f} s/video\n    motion right: {right}", flush=True)
     out = Path(args.out or f"docs/results/sampling_sweep_{args.pipeline}.json")
     write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed,
-                       "motions": motions or "all", "rows": rows},
+                       "motions": motions or "all",
+                       "tokenizer": args.tokenizer or "the pipeline's own", "rows": rows},
                  command=" ".join(["python", "eval/sweep_sampling.py", *(argv or sys.argv[1:])]))
     print(f"wrote {out}")
     return 0

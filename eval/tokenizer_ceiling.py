@@ -3,6 +3,8 @@ held-out shapes clips, before and after each shipped pipeline's tokenizer round 
 
     python eval/tokenizer_ceiling.py            # -> docs/results/tokenizer_ceiling.json
     python eval/tokenizer_ceiling.py --tokenizer "fsq stage 1=runs/fsq_shapes/final"   # extra rows, any tokenizer
+    python eval/tokenizer_ceiling.py --demo-prompts 128   # the demo's own evaluation prompts (--full), seen / held-out
+    python eval/tokenizer_ceiling.py --demo-prompts 192 --prompt-seed 1   # the tuning prompts of eval/sweep_sampling.py
 
 A generator whose samples were perfect token for token could still score no better than the round trip of real clips
 (up to sampling luck), so a target above this ceiling is a tokenizer target, not a generator one.
@@ -18,6 +20,8 @@ import torch
 
 from vidgen.cli.eval_recon import reconstruct
 from vidgen.data import ShapesDataset
+from vidgen.demo.prompts import demo_prompts, real_clip
+from vidgen.demo.run import NUM_FRAMES, SIZE
 from vidgen.metrics.adherence import AttributeScorer, adherence
 from vidgen.tokenizers import load_tokenizer
 
@@ -39,6 +43,29 @@ def score(scorer, videos, expected) -> dict:
             "color_motion_silhouette_only": adherence([strict(v) for v in videos], expected)["color_motion"]}
 
 
+def score_groups(scorer, videos, expected, groups: dict) -> dict:
+    """``score`` over all clips, plus one entry per named group of clip indices (e.g. seen / held-out prompts)."""
+    row = score(scorer, videos, expected)
+    for name, rows in groups.items():
+        row[name] = score(scorer, videos[rows], [expected[i] for i in rows])
+    return row
+
+
+def real_clips(args) -> tuple[torch.Tensor, list[dict], dict, str]:
+    """(clips, expected attributes, groups, description): ``--clips`` of the held-out split, or with
+    ``--demo-prompts N`` the real clips the demo renders for N prompts of ``--prompt-seed`` (0: its evaluation set)."""
+    if args.demo_prompts:
+        prompts = demo_prompts(args.demo_prompts, seed=args.prompt_seed)
+        x = torch.stack([real_clip(p, NUM_FRAMES, SIZE) for p in prompts])
+        groups = {"seen": [i for i, p in enumerate(prompts) if not p.held_out],
+                  "held_out": [i for i, p in enumerate(prompts) if p.held_out]}
+        return x, [p.expected() for p in prompts], groups, f"{len(prompts)} demo prompts of seed {args.prompt_seed}" + (" (the evaluation set)" if args.prompt_seed == 0 else "")
+    data = ShapesDataset("test", num_frames=17, size=64, num_samples=args.clips, seed=7)
+    items = [data[i] for i in range(len(data))]
+    expected = [{k: it[k] for k in ("color", "motion", "shape")} for it in items]
+    return torch.stack([it["video"] for it in items]), expected, {}, "test (held-out colour x motion pairs)"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=256)
@@ -46,29 +73,35 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokenizer", action="append", default=[], metavar="LABEL=FOLDER",
                         help="also score this saved tokenizer's round trip (repeatable)")
-    parser.add_argument("--out", default="docs/results/tokenizer_ceiling.json")
+    parser.add_argument("--demo-prompts", type=int, default=0, metavar="N",
+                        help="use the real clips of the demo's N evaluation prompts instead (128 = --full), scored "
+                             "per seen / held-out group: the ceiling on exactly the prompts the README table uses")
+    parser.add_argument("--prompt-seed", type=int, default=0, help="with --demo-prompts: 0 = the evaluation set, "
+                        "1 = the tuning set of eval/sweep_sampling.py")
+    parser.add_argument("--out", default=None, help="results file (default docs/results/tokenizer_ceiling.json, "
+                        "or tokenizer_ceiling_demo.json with --demo-prompts)")
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.tokenizer):
         parser.error("--tokenizer takes LABEL=FOLDER")
+    suffix = (f"_demo{'' if args.prompt_seed == 0 else f'_seed{args.prompt_seed}'}") if args.demo_prompts else ""
+    out = args.out or f"docs/results/tokenizer_ceiling{suffix}.json"
     torch.set_num_threads(args.threads)
-    data = ShapesDataset("test", num_frames=17, size=64, num_samples=args.clips, seed=7)
-    items = [data[i] for i in range(len(data))]
-    x = torch.stack([it["video"] for it in items])
-    expected = [{k: it[k] for k in ("color", "motion", "shape")} for it in items]
+    x, expected, groups, described = real_clips(args)
     scorer = AttributeScorer()
-    rows = {"real clips": score(scorer, x, expected)}
+    rows = {"real clips": score_groups(scorer, x, expected, groups)}
     extra = dict(item.split("=", 1) for item in args.tokenizer)
     shipped = {name: Path(args.pretrained) / folder for name, folder in TOKENIZERS.items()} if args.pretrained else {}
     folders = {**shipped, **extra}
     for name, folder in folders.items():
         recon = reconstruct(load_tokenizer(folder), x, batch=16, chunk_frames=None)[0]
-        rows[name] = score(scorer, recon, expected)
+        rows[name] = score_groups(scorer, recon, expected, groups)
     for name, r in rows.items():
-        print(f"{name:30s} colour {r['color']:.1%}  motion {r['motion']:.1%}  colour+motion {r['color_motion']:.1%}  "
-              f"(silhouette test only {r['color_motion_silhouette_only']:.1%})  {r['motion_confusions']}")
-    write_result(args.out, {"clips": len(x), "split": "test (held-out colour x motion pairs)", "rows": rows},
-                 threads=args.threads)
-    print(f"wrote {args.out}")
+        for group, g in [("all", r), *((k, r[k]) for k in groups)]:
+            print(f"{name:30s} {group:9s} colour {g['color']:.1%}  motion {g['motion']:.1%}  colour+motion "
+                  f"{g['color_motion']:.1%}  (silhouette test only {g['color_motion_silhouette_only']:.1%})  "
+                  f"{g['motion_confusions']}")
+    write_result(out, {"clips": len(x), "split": described, "rows": rows}, threads=args.threads)
+    print(f"wrote {out}")
     return 0
 
 

@@ -9,7 +9,8 @@ from vidgen.errors import ConfigError
 from vidgen.training import load_config, train
 from vidgen.training.checkpoint import load_state
 from vidgen.training.data import EpochSampler
-from vidgen.training.losses import PerceptualLoss, adaptive_gan_weight, hinge_d_loss, temporal_difference_loss
+from vidgen.training.losses import (PerceptualLoss, adaptive_gan_weight, hinge_d_loss, reconstruction_loss,
+                                   spatial_difference_loss, temporal_difference_loss)
 
 TINY = [
     "model.preset=tiny", "data.num_frames=5", "data.size=16", "data.num_clips=6", "data.video_batch=2",
@@ -99,6 +100,23 @@ def test_temporal_difference_loss():
     assert temporal_difference_loss(still, still + 0.3) == 0  # a constant offset is not flicker
     assert temporal_difference_loss(still, flicker) > 0.02
     assert temporal_difference_loss(still[:, :, :1], flicker[:, :, :1]) == 0
+
+
+def test_spatial_difference_loss_costs_blurred_edges_not_offsets():
+    square = torch.zeros(1, 1, 3, 16, 16)
+    square[..., 4:12, 4:12] = 1.0
+    blurred = torch.nn.functional.avg_pool3d(square, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    assert spatial_difference_loss(square, square + 0.5) == 0  # a constant offset has the same edges
+    assert spatial_difference_loss(square, blurred) > 0.02
+    # by hand, a one-pixel shift to the right: horizontal differences are wrong at 2 x 2 columns of 8 rows, vertical
+    # ones at 2 rows of 2 columns (the square's left and right end columns), each by 1, out of 16 x 15 differences
+    shifted = square.roll(1, dims=-1)
+    expected = (2 * 2 * 8 / (16 * 15) + 2 * 2 / (15 * 16)) / 2
+    torch.testing.assert_close(spatial_difference_loss(square, shifted), torch.tensor(expected))
+    plain = reconstruction_loss(square, blurred)
+    assert reconstruction_loss(square, blurred, spatial_weight=2.0) == plain + 2.0 * spatial_difference_loss(square, blurred)
+    images = square[:, :, 0]  # (B, C, H, W) works the same
+    assert spatial_difference_loss(images, images.roll(1, dims=-1)) == spatial_difference_loss(square, shifted)
 
 
 def test_config_errors_and_overrides(tmp_path):

@@ -48,6 +48,9 @@ class LossConfig:
     # L1 between the frame-to-frame differences of the reconstruction and of the input: flicker costs directly (a
     # still shape decoded with a 4-frame periodic wobble scored as rotating, eval/tokenizer_ceiling.py)
     temporal: float = 0.0
+    # L1 between the neighbour differences (image gradients) of the reconstruction and of the input: weighs edges,
+    # where a shape's corners and its orientation are (the FSQ round trip returns stars and hexagons as blobs)
+    spatial: float = 0.0
     gan: float = 0.1
     gan_start: int = 2000
     adaptive_gan: bool = True

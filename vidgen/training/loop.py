@@ -218,7 +218,8 @@ def train(cfg: TrainConfig) -> dict:
         gan_on = disc is not None and step >= cfg.loss.gan_start
         with acc.autocast():
             outs = recon(batches, g)
-            rec = sum(w * reconstruction_loss(x, o.sample.float(), cfg.loss.l1, cfg.loss.l2, cfg.loss.temporal)
+            rec = sum(w * reconstruction_loss(x, o.sample.float(), cfg.loss.l1, cfg.loss.l2, cfg.loss.temporal,
+                                             cfg.loss.spatial)
                       for w, x, o in zip(weights, batches, outs))
             bott = sum(w * o.bottleneck.loss for w, o in zip(weights, outs))
             perc = sum(w * perceptual(x, o.sample, g) for w, x, o in zip(weights, batches, outs)) if perceptual else 0.0

@@ -15,9 +15,18 @@ def temporal_difference_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (y.diff(dim=2) - x.diff(dim=2)).abs().mean()
 
 
+def spatial_difference_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean |dy - dx| over the vertical and horizontal neighbour differences of ``(B, C, T, H, W)`` clips (or
+    ``(B, C, H, W)`` images): L1 on the image gradient, so a blurred or misplaced edge costs directly."""
+    dh = (y.diff(dim=-2) - x.diff(dim=-2)).abs().mean()
+    dw = (y.diff(dim=-1) - x.diff(dim=-1)).abs().mean()
+    return (dh + dw) / 2
+
+
 def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, l1_weight: float = 1.0, l2_weight: float = 0.0,
-                        temporal_weight: float = 0.0) -> torch.Tensor:
-    """Weighted mean absolute + mean squared error over all elements, plus the temporal-difference term."""
+                        temporal_weight: float = 0.0, spatial_weight: float = 0.0) -> torch.Tensor:
+    """Weighted mean absolute + mean squared error over all elements, plus the temporal- and spatial-difference
+    terms."""
     loss = x.new_zeros(())
     if l1_weight:
         loss = loss + l1_weight * (x - y).abs().mean()
@@ -25,6 +34,8 @@ def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, l1_weight: float = 1.0
         loss = loss + l2_weight * (x - y).pow(2).mean()
     if temporal_weight:
         loss = loss + temporal_weight * temporal_difference_loss(x, y)
+    if spatial_weight:
+        loss = loss + spatial_weight * spatial_difference_loss(x, y)
     return loss
 
 
