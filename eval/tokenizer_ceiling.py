@@ -59,8 +59,10 @@ def real_clips(args) -> tuple[torch.Tensor, list[dict], dict, str]:
         x = torch.stack([real_clip(p, NUM_FRAMES, SIZE) for p in prompts])
         groups = {"seen": [i for i, p in enumerate(prompts) if not p.held_out],
                   "held_out": [i for i, p in enumerate(prompts) if p.held_out]}
-        return x, [p.expected() for p in prompts], groups, f"{len(prompts)} demo prompts of seed {args.prompt_seed}" + (" (the evaluation set)" if args.prompt_seed == 0 else "")
-    data = ShapesDataset("test", num_frames=17, size=64, num_samples=args.clips, seed=7)
+        described = f"{len(prompts)} demo prompts of seed {args.prompt_seed}"
+        described += " (the evaluation set)" if args.prompt_seed == 0 else " (not the evaluation set)"
+        return x, [p.expected() for p in prompts], groups, described
+    data = ShapesDataset("test", num_frames=NUM_FRAMES, size=SIZE, num_samples=args.clips, seed=7)
     items = [data[i] for i in range(len(data))]
     expected = [{k: it[k] for k in ("color", "motion", "shape")} for it in items]
     return torch.stack([it["video"] for it in items]), expected, {}, "test (held-out colour x motion pairs)"
@@ -74,8 +76,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tokenizer", action="append", default=[], metavar="LABEL=FOLDER",
                         help="also score this saved tokenizer's round trip (repeatable)")
     parser.add_argument("--demo-prompts", type=int, default=0, metavar="N",
-                        help="use the real clips of the demo's N evaluation prompts instead (128 = --full), scored "
-                             "per seen / held-out group: the ceiling on exactly the prompts the README table uses")
+                        help="use the real clips of N demo prompts instead (128 with --prompt-seed 0 = the --full "
+                             "evaluation), scored per seen / held-out group: the ceiling on exactly those prompts")
     parser.add_argument("--prompt-seed", type=int, default=0, help="with --demo-prompts: 0 = the evaluation set, "
                         "1 = the tuning set of eval/sweep_sampling.py")
     parser.add_argument("--out", default=None, help="results file (default docs/results/tokenizer_ceiling.json, "

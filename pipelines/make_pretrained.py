@@ -143,9 +143,14 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
     if cfg["model"]["generator"] != _config(shipped_config)["model"]["generator"]:
         raise SystemExit(f"make_pretrained: {config_path} trains a {cfg['model']['generator']} generator, "
                          f"not the {name} pipeline's")
-    if _config(DECODERS[tok_key])["init_from"] != cfg["tokenizer"]:
-        raise SystemExit(f"make_pretrained: {DECODERS[tok_key]} must fine-tune the tokenizer {config_path} trained on")
-    tokenizer = load_tokenizer(_run_dir(DECODERS[tok_key]) / "final")
+    from vidgen.demo import PIPELINES
+    shipped_tokenizer = Path("pretrained") / PIPELINES[name] / ("vae" if tok_key == "vae" else "vqvae")
+    if cfg["tokenizer"] not in (_config(DECODERS[tok_key])["init_from"], str(shipped_tokenizer)):
+        raise SystemExit(f"make_pretrained: {config_path} must train on the tokenizer {DECODERS[tok_key]} fine-tunes "
+                         f"(or on the shipped copy, {shipped_tokenizer})")
+    decoder = _run_dir(DECODERS[tok_key]) / "final"
+    # an experiment whose tokenizer runs are gone (runs/ is not kept) takes the shipped copy: same weights, in float16
+    tokenizer = load_tokenizer(decoder if decoder.exists() or config_path == shipped_config else ROOT / shipped_tokenizer)
     model = load_trained(generator_class(cfg["model"]["generator"]), weights or _run_dir(config_path) / "final")
     if name == "masked":
         return MaskedVideoPipeline(tokenizer, model, make_scheduler(model))
