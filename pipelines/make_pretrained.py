@@ -150,7 +150,8 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
                          f"(or on the shipped copy, {shipped_tokenizer})")
     decoder = _run_dir(DECODERS[tok_key]) / "final"
     # an experiment whose tokenizer runs are gone (runs/ is not kept) takes the shipped copy: same weights, in float16
-    tokenizer = load_tokenizer(decoder if decoder.exists() or config_path == shipped_config else ROOT / shipped_tokenizer)
+    use_shipped = not decoder.exists() and config_path != shipped_config
+    tokenizer = load_tokenizer(ROOT / shipped_tokenizer if use_shipped else decoder)
     model = load_trained(generator_class(cfg["model"]["generator"]), weights or _run_dir(config_path) / "final")
     if name == "masked":
         return MaskedVideoPipeline(tokenizer, model, make_scheduler(model))

@@ -16,6 +16,7 @@ def test_ceiling_on_demo_prompts_scores_real_clips_and_round_trips_per_group(loa
     real = rows["real clips"]
     assert real["seen"]["n"] == 3 and real["held_out"]["n"] == 3 and real["n"] == 6
     assert real["color_motion"] == 1.0 and real["motion_confusions"] == {}  # the scorer reads real clips right
-    for name, row in rows.items():
+    for row in rows.values():
         # a group's fraction is its own count over its own clips; all clips = the two groups together
-        assert round(row["color_motion"] * 6) == round(row["seen"]["color_motion"] * 3 + row["held_out"]["color_motion"] * 3)
+        right = row["seen"]["color_motion"] * 3 + row["held_out"]["color_motion"] * 3
+        assert round(row["color_motion"] * 6) == round(right)

@@ -114,7 +114,8 @@ def test_spatial_difference_loss_costs_blurred_edges_not_offsets():
     expected = (2 * 2 * 8 / (16 * 15) + 2 * 2 / (15 * 16)) / 2
     torch.testing.assert_close(spatial_difference_loss(square, shifted), torch.tensor(expected))
     plain = reconstruction_loss(square, blurred)
-    assert reconstruction_loss(square, blurred, spatial_weight=2.0) == plain + 2.0 * spatial_difference_loss(square, blurred)
+    with_edges = reconstruction_loss(square, blurred, spatial_weight=2.0)
+    assert with_edges == plain + 2.0 * spatial_difference_loss(square, blurred)
     images = square[:, :, 0]  # (B, C, H, W) works the same
     assert spatial_difference_loss(images, images.roll(1, dims=-1)) == spatial_difference_loss(square, shifted)
 
