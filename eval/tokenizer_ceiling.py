@@ -32,14 +32,20 @@ TOKENIZERS = {"fsq (masked, autoregressive)": "shapes-masked/vqvae", "vae (flow)
 
 
 def score(scorer, videos, expected) -> dict:
-    """The scorer's adherence and motion confusions, and beside them the colour+motion of the silhouette test alone
-    (the scorer before its turn test)."""
+    """The scorer's adherence, motion confusions and, per shape, how many rotating clips still turn; beside them the
+    colour+motion of the silhouette test alone (the scorer before its turn test)."""
     detected = [scorer(v) for v in videos]
     result = adherence(detected, expected)
     confusions = collections.Counter(f"{e['motion']} -> {d.motion}" for d, e in zip(detected, expected)
                                      if d.motion != e["motion"])
+    asked, kept = collections.Counter(), collections.Counter()
+    for d, e in zip(detected, expected):
+        if e["motion"] == "rotate":
+            asked[e["shape"]] += 1
+            kept[e["shape"]] += d.motion == "rotate"
     strict = scorer.silhouette_only()
     return {**result, "motion_confusions": dict(confusions.most_common()),
+            "turns_kept_by_shape": {shape: f"{kept[shape]}/{n}" for shape, n in sorted(asked.items())},
             "color_motion_silhouette_only": adherence([strict(v) for v in videos], expected)["color_motion"]}
 
 
@@ -101,7 +107,7 @@ def main(argv=None) -> int:
         for group, g in [("all", r), *((k, r[k]) for k in groups)]:
             print(f"{name:30s} {group:9s} colour {g['color']:.1%}  motion {g['motion']:.1%}  colour+motion "
                   f"{g['color_motion']:.1%}  (silhouette test only {g['color_motion_silhouette_only']:.1%})  "
-                  f"{g['motion_confusions']}")
+                  f"{g['motion_confusions']}  turns kept {g['turns_kept_by_shape']}")
     write_result(out, {"clips": len(x), "split": described, "rows": rows}, threads=args.threads)
     print(f"wrote {out}")
     return 0

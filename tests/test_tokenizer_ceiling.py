@@ -16,6 +16,9 @@ def test_ceiling_on_demo_prompts_scores_real_clips_and_round_trips_per_group(loa
     real = rows["real clips"]
     assert real["seen"]["n"] == 3 and real["held_out"]["n"] == 3 and real["n"] == 6
     assert real["color_motion"] == 1.0 and real["motion_confusions"] == {}  # the scorer reads real clips right
+    assert real["seen"]["turns_kept_by_shape"], "the 6 tuning prompts hold a rotating one"
+    for group in ("seen", "held_out"):  # every rotating real clip turns: "k/k" per shape
+        assert all(a == b for a, b in (v.split("/") for v in real[group]["turns_kept_by_shape"].values()))
     for row in rows.values():
         # a group's fraction is its own count over its own clips; all clips = the two groups together
         right = row["seen"]["color_motion"] * 3 + row["held_out"]["color_motion"] * 3
