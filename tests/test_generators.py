@@ -115,20 +115,26 @@ def video(b=1, t=5, h=32, w=32, seed=3):
     return torch.rand(b, 3, t, h, w, generator=gen(seed)) * 2 - 1
 
 
-# ---------------------------------------------------------------------------------------------------- all generators
-@pytest.mark.parametrize("kind", KINDS)
-def test_adamw_steps_reduce_the_loss_on_a_fixed_batch(kind):
-    model = build(kind, scale=0).train()
-    x, cond = data(kind), text_cond()
+def train_steps(model, x, cond, steps: int) -> list[float]:
+    """``steps`` AdamW steps on one fixed batch, cycling the same 4 noise seeds, so the first and the last 4 losses
+    are comparable; returns every loss."""
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
-    for step in range(24):
-        loss, logs = model.loss(x, cond, gen(step % 4))  # the same 4 seeds in the first and the last window
+    for step in range(steps):
+        loss, logs = model.loss(x, cond, gen(step % 4))
         assert torch.isfinite(loss) and isinstance(logs, dict)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------------- all generators
+@pytest.mark.parametrize("kind", KINDS)
+def test_adamw_steps_reduce_the_loss_on_a_fixed_batch(kind):
+    model = build(kind, scale=0).train()
+    losses = train_steps(model, data(kind), text_cond(), steps=24)
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.9 * first, losses
 
@@ -427,14 +433,7 @@ PREDICTIONS = [
 def test_flow_prediction_types_train_and_sample(prediction_type, scheduler):
     model = build("flow", scale=0, prediction_type=prediction_type).train()
     x, cond = data("flow"), text_cond()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    losses = []
-    for step in range(16):
-        loss, _ = model.loss(x, cond, gen(step % 4))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_steps(model, x, cond, steps=16)
     assert sum(losses[-4:]) < 0.9 * sum(losses[:4]), losses
     model.eval()
     out = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=cond, guidance_scale=2.0,
@@ -605,13 +604,7 @@ def test_flow_self_conditioned_training_reaches_the_estimate_weights():
     d, c = model.backbone_config.dim, CHANNELS
     grad = model.patch.proj.weight.grad.reshape(d, 3 * c + 1, -1)[:, 2 * c + 1:]  # the estimate's channels
     assert grad.abs().sum() > 0
-    opt, losses = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0), []
-    for step in range(16):
-        loss, _ = model.loss(x, cond, gen(step % 4))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_steps(model, x, cond, steps=16)
     assert sum(losses[-4:]) < 0.9 * sum(losses[:4]), losses
 
 
