@@ -20,7 +20,7 @@ import torch
 
 from vidgen.cli.eval_recon import reconstruct
 from vidgen.data import ShapesDataset
-from vidgen.demo.prompts import demo_prompts, real_clip
+from vidgen.demo.prompts import demo_prompts, prompt_groups, real_clip
 from vidgen.demo.run import NUM_FRAMES, SIZE
 from vidgen.metrics.adherence import AttributeScorer, adherence
 from vidgen.tokenizers import load_tokenizer
@@ -63,8 +63,7 @@ def real_clips(args) -> tuple[torch.Tensor, list[dict], dict, str]:
     if args.demo_prompts:
         prompts = demo_prompts(args.demo_prompts, seed=args.prompt_seed)
         x = torch.stack([real_clip(p, NUM_FRAMES, SIZE) for p in prompts])
-        groups = {"seen": [i for i, p in enumerate(prompts) if not p.held_out],
-                  "held_out": [i for i, p in enumerate(prompts) if p.held_out]}
+        groups = prompt_groups(prompts)
         described = f"{len(prompts)} demo prompts of seed {args.prompt_seed}"
         described += " (the evaluation set)" if args.prompt_seed == 0 else " (not the evaluation set)"
         return x, [p.expected() for p in prompts], groups, described

@@ -133,6 +133,7 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
     """The pipeline of generator ``name`` with its tokenizer's stage-2 decoder. The generator comes from the run of
     ``config_path`` (default: the shipped stage in ``GENERATORS``): its ``final`` folder, or ``weights`` (a
     ``checkpoints/step_*`` folder of that run gives its EMA weights)."""
+    from vidgen.demo import PIPELINES
     from vidgen.generators import generator_class, make_scheduler
     from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
     from vidgen.tokenizers import load_tokenizer
@@ -143,7 +144,6 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
     if cfg["model"]["generator"] != _config(shipped_config)["model"]["generator"]:
         raise SystemExit(f"make_pretrained: {config_path} trains a {cfg['model']['generator']} generator, "
                          f"not the {name} pipeline's")
-    from vidgen.demo import PIPELINES
     shipped_tokenizer = Path("pretrained") / PIPELINES[name] / ("vae" if tok_key == "vae" else "vqvae")
     if cfg["tokenizer"] not in (_config(DECODERS[tok_key])["init_from"], str(shipped_tokenizer)):
         raise SystemExit(f"make_pretrained: {config_path} must train on the tokenizer {DECODERS[tok_key]} fine-tunes "

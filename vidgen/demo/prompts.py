@@ -63,6 +63,13 @@ def demo_prompts(n: int, seed: int = 0) -> list[DemoPrompt]:
     return [DemoPrompt(a, held_out, seed * 100_003 + i) for i, (a, held_out) in enumerate(prompts)]
 
 
+def prompt_groups(prompts: list[DemoPrompt]) -> dict[str, list[int]]:
+    """Indices of the prompts with seen and with held-out colour x motion pairs:
+    ``{"seen": [...], "held_out": [...]}``."""
+    return {"seen": [i for i, p in enumerate(prompts) if not p.held_out],
+            "held_out": [i for i, p in enumerate(prompts) if p.held_out]}
+
+
 def real_clip(prompt: DemoPrompt, num_frames: int, size: int, stream: str = "demo/real") -> torch.Tensor:
     """A real clip (3, T, H, W) in [-1, 1] with the prompt's attributes, seeded by the prompt and ``stream``
     (another stream gives an independent clip of the same prompt)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from vidgen.demo.prompts import prompt_groups
 from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
 
 #: pipeline name -> folder under ``--pretrained``
@@ -97,8 +98,8 @@ def write_outputs(out: Path, name: str, videos: torch.Tensor, prompts) -> list[s
 def save_comparison(path: Path, videos: dict, prompts, per_group: int = 3) -> None:
     """A contact sheet of the first ``per_group`` seen and held-out prompts, one row per source (real first)."""
     from vidgen.io import contact_sheet, save_image
-    picks = [i for i, p in enumerate(prompts) if not p.held_out][:per_group] + \
-            [i for i, p in enumerate(prompts) if p.held_out][:per_group]
+    groups = prompt_groups(prompts)
+    picks = groups["seen"][:per_group] + groups["held_out"][:per_group]
     rows, labels = [], []
     for i in picks:
         for name, vids in videos.items():
@@ -110,8 +111,7 @@ def save_comparison(path: Path, videos: dict, prompts, per_group: int = 3) -> No
 def score(scorer, videos: torch.Tensor, prompts) -> tuple[list, dict]:
     from vidgen.metrics.adherence import adherence
     detected = [scorer(v) for v in videos]
-    groups = {"seen": [i for i, p in enumerate(prompts) if not p.held_out],
-              "held_out": [i for i, p in enumerate(prompts) if p.held_out]}
+    groups = prompt_groups(prompts)
     result = {group: adherence([detected[i] for i in rows], [prompts[i].expected() for i in rows])
               for group, rows in groups.items() if rows}
     result["all"] = adherence(detected, [p.expected() for p in prompts])
