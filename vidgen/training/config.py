@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from vidgen.errors import ConfigError
+from vidgen.precision import normalize_precision
 
 
 @dataclass
@@ -75,7 +76,9 @@ class TrainConfig:
     steps: int = 2000
     seed: int = 0
     threads: int = 1
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate; fp16 needs a GPU)
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" (vidgen.precision); bf16 = autocast over fp32 master weights
+    mixed_precision: object = None  # accelerate's name for precision ("no" = fp32): accepted as an alias
+    compile: bool = False  # torch.compile (inductor) the training step's model; the first step includes compiling
     deterministic: bool = False  # GPU: deterministic kernels only (vidgen.rng.enable_deterministic); CPU already is
     ema_decay: float = 0.0  # 0 disables EMA
     log_every: int = 20
@@ -95,6 +98,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
+        _settle_precision(self)
         if self.trainable not in ("all", "decoder"):
             raise ConfigError(f"trainable must be 'all' or 'decoder', got {self.trainable!r}")
         if self.trainable == "decoder" and not self.init_from:
@@ -162,7 +166,9 @@ class GeneratorTrainConfig:
     steps: int = 2000
     seed: int = 0
     threads: int = 1
-    mixed_precision: str = "no"
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" (vidgen.precision); bf16 = autocast over fp32 master weights
+    mixed_precision: object = None  # accelerate's name for precision ("no" = fp32): accepted as an alias
+    compile: bool = False  # torch.compile (inductor) the training step's model; the first step includes compiling
     deterministic: bool = False  # GPU: deterministic kernels only (vidgen.rng.enable_deterministic); CPU already is
     ema_decay: float = 0.0
     log_every: int = 20
@@ -176,8 +182,26 @@ class GeneratorTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
+    def __post_init__(self):
+        _settle_precision(self)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _settle_precision(cfg) -> None:
+    """One precision field: ``mixed_precision`` (accelerate's name, where YAML reads ``no`` as False) is folded into
+    ``precision``; both set to different values is an error."""
+    precision = normalize_precision(cfg.precision, "precision")
+    if cfg.mixed_precision is not None:
+        alias = normalize_precision(cfg.mixed_precision, "mixed_precision")
+        if precision != "auto" and alias != precision:
+            raise ConfigError(f"precision={cfg.precision!r} and mixed_precision={cfg.mixed_precision!r} disagree; "
+                              "set only precision")
+        precision = alias
+    cfg.precision, cfg.mixed_precision = precision, None
+    if not isinstance(cfg.compile, bool):
+        raise ConfigError(f"compile must be true or false, got {cfg.compile!r}")
 
 
 def _build(cls, values: dict, where: str):

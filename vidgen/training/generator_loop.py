@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import DistributedDataParallelKwargs
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError
@@ -25,6 +25,7 @@ from vidgen.training.data import EpochSampler, repeat_by_caption, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.encode_cache import EncodedDataset, load_or_encode, shapes_class_names
 from vidgen.training.loop import _lr_lambda, _num, optimizer_step
+from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
 
 CONDITIONING = ("text", "class", "none")
 
@@ -97,14 +98,14 @@ def save_generated_samples(model, tokenizer, cfg: GeneratorTrainConfig, grid, pr
 
 def train_generator(cfg: GeneratorTrainConfig) -> dict:
     """Train, checkpoint and save ``run_dir/final`` (the generator; the tokenizer path is in config.yaml)."""
+    with torch_state(cfg.threads, cfg.deterministic):
+        return _train_generator(cfg)
+
+
+def _train_generator(cfg: GeneratorTrainConfig) -> dict:
     from vidgen.tokenizers import load_tokenizer
-    torch.set_num_threads(cfg.threads)
-    if cfg.deterministic:
-        from vidgen.rng import enable_deterministic
-        enable_deterministic()
     # CFG dropout leaves the null embeddings unused in some steps: DDP must not wait for their gradients
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc, _ = make_accelerator(cfg.precision, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
 
     log = RunLog(run_dir, is_main)
@@ -114,6 +115,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log(f"precision: {'bf16' if acc.mixed_precision == 'bf16' else 'fp32'} (precision={cfg.precision})")
     tokenizer = load_tokenizer(cfg.tokenizer).to(acc.device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_generator(cfg, _text_dim(cfg), tokenizer)
@@ -143,12 +145,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
         log(f"resumed from {ckpt} at step {step}")
     # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
     # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
-    wrapped, opt = acc.prepare(_LossModule(model), opt)
+    wrapped, opt = acc.prepare(compile_module(_LossModule(model), cfg.compile, log), opt)
     tokens_per_clip = int(torch.tensor(grid).prod())
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True, desc="training")
     metrics: dict = {}
     samples = None  # (prompts, conditioning), encoded at the first sample step
     t_last, tokens_since = time.time(), 0
+    first_step = FirstStepTimer(log)
     while step < cfg.steps:
         g = step_generator(cfg.seed, step, acc.process_index, acc.num_processes)
         index = torch.tensor([epoch[i] for i in sampler.take(cfg.data.batch)])
@@ -161,6 +164,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
         step += 1
         tokens_since += cfg.data.batch * tokens_per_clip * acc.num_processes
         bar.update(1)
+        if first_step(step):  # throughput from here on excludes compilation and warm-up
+            t_last, tokens_since = time.time(), 0
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.time() - t_last
             metrics = {"step": step, "loss": _num(loss), **logs, "grad_norm": _num(gnorm),

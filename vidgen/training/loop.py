@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from accelerate import Accelerator
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError, MissingWeightsError
@@ -23,6 +22,7 @@ from vidgen.training.config import TrainConfig
 from vidgen.training.data import CachedClips, EpochSampler, joint_batch, step_generator
 from vidgen.training.discriminator import PatchDiscriminator3D
 from vidgen.training.ema import EMA
+from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
 from vidgen.training.losses import (
     PerceptualLoss,
     adaptive_gan_weight,
@@ -160,19 +160,22 @@ def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics."""
-    torch.set_num_threads(cfg.threads)
-    if cfg.deterministic:
-        from vidgen.rng import enable_deterministic
-        enable_deterministic()
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics. Threads and deterministic
+    flags are set for the run and restored afterwards."""
+    with torch_state(cfg.threads, cfg.deterministic):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
     run_dir = Path(cfg.run_dir)
+    acc, _ = make_accelerator(cfg.precision)
     is_main = acc.is_main_process
     log = RunLog(run_dir, is_main)
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log(f"precision: {'bf16' if acc.mixed_precision == 'bf16' else 'fp32'} (precision={cfg.precision})")
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg.model)
     decoder_only = cfg.trainable == "decoder"
@@ -197,7 +200,7 @@ def train(cfg: TrainConfig) -> dict:
         step = restore(ckpt, model, opt, sched, sampler, ema, {"disc": disc, "opt_d": opt_d})
         log(f"resumed from {ckpt} at step {step}")
 
-    recon = _Reconstructor(model)
+    recon = compile_module(_Reconstructor(model), cfg.compile, log)
     # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
     # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
     recon, opt = acc.prepare(recon, opt)
@@ -209,6 +212,7 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True)
     metrics: dict = {}
     t_last, frames_since = time.time(), 0
+    first_step = FirstStepTimer(log)
     while step < cfg.steps:
         g = step_generator(cfg.seed, step, acc.process_index, acc.num_processes)
         xv, xi = joint_batch(clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g,
@@ -246,6 +250,8 @@ def train(cfg: TrainConfig) -> dict:
         step += 1
         frames_since += sum(b.shape[0] * b.shape[2] for b in batches) * acc.num_processes
         bar.update(1)
+        if first_step(step):  # throughput from here on excludes compilation and warm-up
+            t_last, frames_since = time.time(), 0
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.time() - t_last
             logs = {k: v for o in outs for k, v in o.bottleneck.logs.items()}
