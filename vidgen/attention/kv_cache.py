@@ -4,9 +4,13 @@ gpt-fast style: each layer's keys and values live in one preallocated ``(B, head
 pair; a step writes its new tokens in place at their sequence positions and attends over the prefix
 ``[0, end)`` of the cache::
 
-    cache = ModelKVCache.allocate(num_layers, batch, heads, max_tokens, head_dim, torch.float32, device)
+    cache = ModelKVCache.allocate(num_layers, batch, heads, max_tokens, head_dim, compute_dtype, device)
     y = layer(x, grid, num_prefix_tokens, kv_cache=cache.layers[i], start=cache.length)  # in every layer
     cache.length += x.shape[1]                                                          # once per step
+
+The cache holds the *compute* dtype: autocast's dtype while autocast is on, else the weights' (see
+:func:`cache_dtype`). Under autocast a layer's keys may come out of an op autocast keeps in fp32 (e.g. a norm);
+:meth:`KVCache.write` then accepts any float dtype and the in-place copy casts it to the cache's.
 """
 from __future__ import annotations
 
@@ -16,10 +20,16 @@ from typing import List, Optional, Tuple
 import torch
 
 from vidgen.errors import InvalidInputError
+from vidgen.precision import autocast_dtype
 
 
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def cache_dtype(weights_dtype: torch.dtype, device_type: str) -> torch.dtype:
+    """The dtype a KV cache is allocated in: autocast's on ``device_type`` when it is on, else ``weights_dtype``."""
+    return autocast_dtype(device_type) or weights_dtype
 
 
 @dataclass
@@ -66,7 +76,9 @@ class KVCache:
             if not isinstance(x, torch.Tensor) or x.dim() != 4 or (x.shape[0], x.shape[1], x.shape[3]) != (b, h, d):
                 raise InvalidInputError(f"{name} must have shape ({b}, {h}, L, {d}), "
                                         f"got {tuple(getattr(x, 'shape', ()))}")
-            if x.dtype != self.k.dtype or x.device != self.k.device:
+            # under autocast any float dtype is a compute dtype (fp32-kept ops); the copy below casts it
+            amp = autocast_dtype(self.k.device.type) is not None and x.is_floating_point()
+            if (x.dtype != self.k.dtype and not amp) or x.device != self.k.device:
                 raise InvalidInputError(f"{name} must be {self.k.dtype} on {self.k.device} like the cache, "
                                         f"got {x.dtype} on {x.device}")
         if k_new.shape != v_new.shape:

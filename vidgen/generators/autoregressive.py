@@ -27,6 +27,8 @@ from vidgen.attention.kv_cache import ModelKVCache
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
                                     per_sample_mean)
+from vidgen.generators.compiled import compiled_decode_step
+from vidgen.generators.decode import TokenDecoder
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_logits
 from vidgen.rng import GeneratorLike
@@ -101,13 +103,16 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
 
 
 class _Sampler:
-    """One window of generation: prefix + BOS + given tokens, then ``num_new`` sampled tokens."""
+    """One window of generation: prefix + BOS + given tokens, then ``num_new`` sampled tokens.
+
+    Validation happens here and in the prefill (the generic, checked path), once per window; the decode steps run
+    :class:`~vidgen.generators.decode.TokenDecoder` (``use_cache=True``) or the whole-sequence reference path."""
 
     def __init__(self, model: AutoregressiveVideoTransformer, grid, batch: int, cond, negative, guidance_scale,
-                 temperature, top_k, top_p, generator, use_cache: bool):
+                 temperature, top_k, top_p, generator, use_cache: bool, compile: bool = False):
         self.model, self.grid, self.batch = model, grid, batch
         self.sample_kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-        self.guidance_scale, self.use_cache = guidance_scale, use_cache
+        self.guidance_scale, self.use_cache, self.compile = guidance_scale, use_cache, compile
         both, drop, self.doubled = cfg_batch(cond, negative, batch, model.device, guidance_scale)
         rows = 2 * batch if self.doubled else batch
         with torch.no_grad():
@@ -115,7 +120,7 @@ class _Sampler:
         self.rows = rows
 
     def _next(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
+        logits = logits.float()  # CFG, temperature, top-k / top-p and the draw in fp32 whatever the compute dtype
         if self.doubled:
             logits = apply_cfg(logits, self.guidance_scale)
         return sample_logits(logits, **self.sample_kw)  # (B,)
@@ -129,23 +134,30 @@ class _Sampler:
         seq = torch.cat([bos, given], dim=1)  # (B, 1 + k): inputs for positions 0..k
         t, h, w = self.grid
         cfg = model.backbone_config
-        cache = ModelKVCache.allocate(cfg.depth, self.rows, cfg.num_heads, p + t * h * w, cfg.head_dim,
-                                      model.dtype, model.device) if self.use_cache else None
-        new = []
-        with torch.no_grad():
-            if cache is not None:
+        decoder = None
+        if self.use_cache:
+            cache = ModelKVCache.allocate(cfg.depth, self.rows, cfg.num_heads, p + t * h * w, cfg.head_dim,
+                                          model.compute_dtype, model.device)
+            with torch.no_grad():  # prefill through the generic (validated) path, then the fast decoder
                 logits = model.forward_tokens(dup(seq), self.grid, self.vec, self.prefix, self.context, cache, 0)
+                logits = logits[:, -1]
+                if num_new > 1:
+                    decoder = TokenDecoder(model, self.grid, self.vec, self.context, cache, model.compute_dtype,
+                                           static=self.compile)
+                    step = compiled_decode_step(decoder) if self.compile else decoder.step
+        new = []
         for i in range(num_new):
             with torch.no_grad():
-                if cache is not None and i > 0:  # one-token decode at the next position
-                    logits = model.forward_tokens(dup(new[-1][:, None]), self.grid, self.vec, None, self.context,
-                                                  cache, p + seq.shape[1] + i - 1)
-                elif cache is None:  # reference path: the whole grid (later positions cannot leak back)
-                    inputs = torch.cat([seq] + [tok[:, None] for tok in new], dim=1)
+                if decoder is not None and i > 0:  # one-token decode at the next position
+                    pos = p + seq.shape[1] + i - 1
+                    logits = step(dup(new[-1]), torch.tensor(pos) if self.compile else pos)
+                    decoder.advance(pos)
+                elif decoder is None and not self.use_cache:  # reference: the whole grid (later positions
+                    inputs = torch.cat([seq] + [tok[:, None] for tok in new], dim=1)  # cannot leak back)
                     full = torch.cat([inputs, inputs.new_zeros(self.batch, t * h * w - inputs.shape[1])], dim=1)
                     logits = model.forward_tokens(dup(full), self.grid, self.vec, self.prefix,
-                                                  self.context)[:, : inputs.shape[1]]
-                token = self._next(logits[:, -1])
+                                                  self.context)[:, inputs.shape[1] - 1]
+                token = self._next(logits)
             new.append(token)
             if on_token is not None:
                 on_token(i, token)
@@ -166,10 +178,15 @@ def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: O
                 negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, temperature: float = 1.0,
                 top_k: Optional[int] = None, top_p: Optional[float] = None,
                 generator: Optional[torch.Generator] = None, given_ids: Optional[torch.Tensor] = None,
-                use_cache: bool = True, on_token: Optional[Callable] = None) -> Iterator[torch.Tensor]:
+                use_cache: bool = True, on_token: Optional[Callable] = None,
+                compile: bool = False) -> Iterator[torch.Tensor]:
     """Yield the ids of each latent frame ``(B, 1, h, w)`` in order (given frames first), for any ``grid[0]``:
     beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames. ``send(ids)`` with
-    the ids so far ``(B, n, h, w)`` replaces them; generation continues from the replacement (a new prefill)."""
+    the ids so far ``(B, n, h, w)`` replaces them; generation continues from the replacement (a new prefill).
+
+    ``use_cache=False`` is the reference path (the whole sequence every token). ``compile=True`` (with the cache)
+    runs the decode step through ``torch.compile`` with static shapes (:mod:`vidgen.generators.compiled`): the first
+    call of a shape compiles (tens of seconds), later calls reuse it."""
     check_guidance(guidance_scale)
     t, h, w = grid
     ctx = model.backbone_config.max_grid[0]
@@ -183,7 +200,7 @@ def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: O
         if replaced is not None:
             frames = _replace(model, replaced, batch, k, h, w) + frames[k:]
     sampler = _Sampler(model, (min(t, ctx), h, w), batch, cond, negative, guidance_scale, temperature, top_k,
-                       top_p, generator, use_cache)
+                       top_p, generator, use_cache, compile=compile and use_cache)
     while len(frames) < t:
         if len(frames) < ctx:  # first window: all its remaining frames from one prefill
             given = torch.cat(frames, 1).reshape(batch, -1) if frames else \

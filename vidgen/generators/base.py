@@ -18,6 +18,7 @@ from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.generators.backbone import VideoTransformerBackbone
 from vidgen.generators.config import BackboneConfig, preset_kwargs
 from vidgen.generators.embeddings import ConditionEmbedder, Conditioning
+from vidgen.precision import autocast_dtype
 from vidgen.rng import GeneratorLike, rows
 from vidgen.tokenizers.loading import StrictLoadingMixin, check_init_options
 
@@ -51,6 +52,12 @@ class GeneratorMixin(StrictLoadingMixin):
         own = {k: v for k, v in kwargs.items() if k not in BACKBONE_KEYS and k != "architecture"}
         check_init_options(cls, own, f"{cls.__name__}.from_preset({name!r})")
         return cls(**own, architecture=preset_kwargs(name, {**kwargs.get("architecture", {}), **arch}))
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the model computes in right now: autocast's on its device while autocast is on, else its
+        weights' dtype. KV caches are allocated in it; float inputs are cast to it."""
+        return autocast_dtype(self.device.type) or self.dtype
 
     @property
     def num_prefix_tokens(self) -> int:

@@ -31,6 +31,7 @@ from torch import nn
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.base import GeneratorMixin, check_guidance, check_loss_weight, check_steps, per_sample_mean
+from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
 from vidgen.rng import GeneratorLike, rows
@@ -177,7 +178,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         inputs = [latents, given, mask]
         if self.config.self_condition:
             inputs.append(torch.zeros_like(latents) if estimate is None else estimate.to(latents.dtype))
-        x = self.patch(torch.cat(inputs, dim=1))  # (B, N, d)
+        x = self.patch(torch.cat(inputs, dim=1).to(self.dtype))  # (B, N, d); fp32 latents into bf16 weights too
         grid = self.patch.grid((t, h, w))
         prefix, context, vec = self.embed_condition(cond, b, drop)
         vec = vec + self.time_embed(timestep)
@@ -281,8 +282,11 @@ def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: O
                      latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
                      given_mask: Optional[torch.Tensor] = None,
                      callback: Optional[Callable[[int, torch.Tensor, dict], Optional[dict]]] = None,
-                     progress: Optional[Callable] = None) -> torch.Tensor:
-    """Sample normalized latents of ``shape`` (B, C, t, h, w) with a diffusers scheduler.
+                     progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
+    """Sample normalized latents of ``shape`` (B, C, t, h, w) with a diffusers scheduler; fp32 whatever the
+    model's compute dtype (the ODE state and the scheduler's update stay fp32, only the model call runs in bf16
+    under autocast or with bf16 weights). ``compile=True``: the model call through ``torch.compile``
+    (:mod:`vidgen.generators.compiled`; the first call of a shape compiles).
 
     CFG is one batched pass over ``[negative-or-null; cond]``. ``given_mask`` (B, t) keeps the frames of
     ``given_latents`` exactly (they enter every step clean, as in training). ``callback(i, t, {"latents": ...})`` may return a dict replacing ``latents``.
@@ -291,7 +295,8 @@ def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: O
     check_guidance(guidance_scale)
     check_scheduler(model, scheduler)
     b = shape[0]
-    dev, dtype = model.device, model.dtype
+    dev, dtype = model.device, torch.float32  # the ODE state: fp32 (a bf16 state would round every Euler step)
+    call = compiled_forward(model) if compile else model
     model.backbone.check_grid(model.patch.grid(shape[2:]))
     scheduler.set_timesteps(num_inference_steps, device=dev)
     if latents is None:
@@ -322,7 +327,7 @@ def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: O
         if hasattr(scheduler, "scale_model_input"):  # DDPM-family schedulers; flow matching has none
             x_in = scheduler.scale_model_input(x_in, t)
         timestep = t.expand(x_in.shape[0])
-        out = model(x_in, timestep, both, rep(given_latents), rep(given_mask), drop, estimate).sample
+        out = call(x_in, timestep, both, rep(given_latents), rep(given_mask), drop, estimate).sample.float()
         if model.config.self_condition:
             estimate = clean_estimate(x_in, out, timestep, rep(keep), rep(given_latents))
         if doubled:
