@@ -57,7 +57,7 @@ def reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None
     t, h, w = clips.shape[2:]
     outs, enc_s, dec_s = [], 0.0, 0.0
     for i in range(0, len(clips), batch):
-        x = clips[i:i + batch]
+        x = clips[i:i + batch].to(model.dtype)  # the model's compute dtype (bf16 with --precision bf16)
         t0 = time.perf_counter()
         if hasattr(model, "tokenize"):
             codes = model.tokenize(x, chunk_frames=chunk_frames)
@@ -69,7 +69,7 @@ def reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None
             y = model.decode(z, num_frames=t, height=h, width=w, chunk_frames=chunk_frames).sample
         dec_s += time.perf_counter() - t1
         enc_s += t1 - t0
-        outs.append(y.clamp(-1, 1))
+        outs.append(y.float().clamp(-1, 1))  # metrics (PSNR, SSIM, FVD features) are computed in fp32
     return torch.cat(outs), enc_s, dec_s
 
 
@@ -98,10 +98,13 @@ def run(args) -> dict:
     from vidgen.metrics.reconstruction import psnr, ssim, temporal_flicker
     from vidgen.tokenizers.loading import load_tokenizer
 
+    from vidgen.precision import resolve_dtype
+
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_tokenizer(args.model)
+    dtype = resolve_dtype(args.precision, "cpu", "--precision")
+    model = load_tokenizer(args.model).to(dtype)
     clips, sources = load_eval_set(args.data, args.clips, args.frames, args.size, args.seed)
     rss_before = _peak_rss_mb()
     recon, enc_s, dec_s = reconstruct(model, clips, args.batch, args.chunk_frames)
@@ -109,6 +112,7 @@ def run(args) -> dict:
     per_clip_psnr = psnr(clips, recon)
     result = {"model": str(args.model), "class": type(model).__name__, "data": args.data, "clips": len(clips),
               "frames": args.frames, "size": args.size, "threads": args.threads, "chunk_frames": args.chunk_frames,
+              "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
               "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
               "psnr": per_clip_psnr.mean().item(), "psnr_per_source": per_source(per_clip_psnr, sources),
               "ssim": ssim(clips, recon).mean().item(),
@@ -149,6 +153,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--chunk-frames", type=int, default=None, help="encode/decode chunk (default one-shot)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="the tokenizer's compute precision (auto: bf16 where the CPU multiplies bf16 fast); "
+                             "metrics and FVD features are always fp32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fvd", action="store_true", help="also compute rFVD (I3D; slow on CPU)")
     parser.add_argument("--tiling-size", type=int, default=0, help="frame size for the tiled-vs-untiled check (0: skip)")

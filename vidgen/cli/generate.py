@@ -52,11 +52,11 @@ def _check_args(args) -> None:
                                   "with model_index.json)")
 
 
-def _load(path: str):
+def _load(path: str, precision: str = "auto"):
     from vidgen.pipelines import load_pipeline
 
     try:
-        return load_pipeline(path)
+        return load_pipeline(path, dtype=precision)
     except VidgenError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as err:  # diffusers / safetensors errors on a broken folder
@@ -108,7 +108,7 @@ def generate(args) -> list[Path]:
     from vidgen.pipelines import AutoregressiveVideoPipeline
 
     _check_args(args)
-    pipe = _load(args.pipeline)
+    pipe = _load(args.pipeline, args.precision)
     autoregressive = isinstance(pipe, AutoregressiveVideoPipeline)
     if autoregressive and args.steps is not None:
         raise InvalidInputError("--steps: the autoregressive pipeline samples one step per token; leave --steps out")
@@ -198,6 +198,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the first video (video i uses seed + i); default: a random one, printed")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="compute precision: auto = bf16 where the CPU/GPU multiplies bf16 fast (README: Precision)")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
     parser.add_argument("--out", default="outputs/video.mp4",
                         help="output .mp4 or .gif (the contact sheet <stem>.png goes next to it)")

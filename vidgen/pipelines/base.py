@@ -19,6 +19,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators import Conditioning
 from vidgen.generators.base import check_guidance, check_positive_int, check_steps
 from vidgen.pipelines.output import VideoPipelineOutput
+from vidgen.precision import resolve_dtype
 from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
 from vidgen.tokenizers.causal_codec import check_video
 
@@ -35,6 +36,28 @@ class VideoPipelineBase(DiffusionPipeline):
     video_tokenizer_name = "vae"
     _optional_components = ["text_encoder", "tokenizer"]
     _callback_tensor_inputs: Sequence[str] = ("latents",)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, dtype="auto", torch_dtype=None, **kwargs):
+        """diffusers' ``from_pretrained`` with ``dtype`` defaulting to ``"auto"``: bf16 weights where the device
+        multiplies bf16 fast, fp32 elsewhere (:func:`vidgen.precision.resolve_dtype`; ``"fp32"`` / ``"bf16"`` or a
+        ``torch.dtype`` choose). ``torch_dtype`` is diffusers' deprecated name for ``dtype``. In bf16 the components
+        keep fp32 where numerics need it (quantizer rounding, sampling probabilities, the flow ODE state); the text
+        encoder stays fp32 (it runs once per prompt)."""
+        if torch_dtype is not None:
+            if not (isinstance(dtype, str) and dtype == "auto"):
+                raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
+            warnings.warn("torch_dtype is deprecated, use dtype (as diffusers does)", FutureWarning, stacklevel=2)
+            dtype = torch_dtype
+        device = kwargs.get("device_map") if isinstance(kwargs.get("device_map"), str) else None
+        resolved = resolve_dtype(dtype, device if device in ("cuda", "cpu") else None, "dtype")
+        return super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolved, **kwargs)
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"bf16"``: the dtype the transformer computes in (its weights' dtype)."""
+        return "bf16" if self.transformer.dtype == torch.bfloat16 else "fp32"
 
     # ------------------------------------------------------------------ components
     @property

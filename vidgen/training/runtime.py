@@ -20,10 +20,15 @@ from vidgen.precision import accelerate_mixed_precision, resolve_precision
 
 @contextlib.contextmanager
 def torch_state(threads: int, deterministic: bool = False):
-    """Run with ``threads`` intra-op threads (and deterministic kernels if asked); restore both afterwards."""
+    """Run with ``threads`` intra-op threads (and deterministic kernels if asked); restore both afterwards. An
+    accelerate state created during the run is dropped at its end: accelerate keeps one per process and refuses a
+    second run in another precision ("AcceleratorState has already been initialized")."""
+    from accelerate.state import AcceleratorState
+
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
              torch.backends.cudnn.deterministic)
+    accelerate_was_set = bool(AcceleratorState._shared_state)
     try:
         torch.set_num_threads(threads)
         if deterministic:
@@ -34,14 +39,21 @@ def torch_state(threads: int, deterministic: bool = False):
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3], saved[4]
+        if not accelerate_was_set:
+            AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def make_accelerator(precision, log=None, **kwargs) -> tuple[Accelerator, str]:
     """An ``Accelerator`` computing in ``precision`` (``auto`` decided for the device it will use) and the
     precision chosen (``"fp32"`` or ``"bf16"``). bf16 is autocast over fp32 master weights: the optimizer, its
-    state, gradients and the EMA stay fp32."""
+    state, gradients and the EMA stay fp32. ``auto`` defers to ``accelerate launch --mixed_precision`` (or an
+    accelerate config) when one was given; fp16 is honoured there on CUDA only."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    chosen = resolve_precision(precision, device, "precision")
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch --mixed_precision` / config
+    if precision == "auto" and launcher == "fp16" and device == "cuda":
+        return Accelerator(mixed_precision="fp16", **kwargs), "fp16"
+    # auto defers to an explicit launcher setting; an explicit precision in the config wins over it
+    chosen = resolve_precision(launcher if precision == "auto" and launcher else precision, device, "precision")
     acc = Accelerator(mixed_precision=accelerate_mixed_precision(chosen), cpu=device == "cpu", **kwargs)
     if log is not None:
         log(f"precision: {chosen}" + (" (auto)" if precision == "auto" else ""))
