@@ -16,6 +16,7 @@ from diffusers.configuration_utils import FrozenDict
 from diffusers.models.autoencoders.vae import AutoencoderMixin
 
 from vidgen.errors import InvalidInputError
+from vidgen.precision import compute_dtypes
 from vidgen.tokenizers.causal_codec import (
     StreamDecoder,
     check_latent,
@@ -104,9 +105,22 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
 
     @property
     def model_dtype(self) -> torch.dtype:
-        """The dtype inputs must have: the compute dtype ``ModelMixin.dtype`` reports (under layerwise casting the
-        hooks' compute dtype, not the storage dtype of the weights)."""
+        """The model's compute dtype ``ModelMixin.dtype`` reports (under layerwise casting the hooks' compute dtype,
+        not the storage dtype of the weights)."""
         return self.dtype
+
+    def input_dtypes(self, device: torch.device | None = None) -> tuple[torch.dtype, ...]:
+        """The dtypes inputs on ``device`` (default: the model's) may have: :attr:`model_dtype`, plus autocast's
+        dtype while autocast is on for that device type (autocast casts the inputs of every conv / linear, so both
+        give the same computation). Devices autocast does not know (``meta`` under offloading) accept the model's.
+
+        Outputs have the dtype the computation produces: under ``torch.autocast("cpu", torch.bfloat16)`` encode and
+        decode return bf16 (as diffusers' VAEs do under autocast), with bf16 weights bf16, otherwise the model's
+        dtype. Tiled outputs are blended in fp32 and then cast to that same dtype."""
+        device_type = torch.device(device if device is not None else self.device).type
+        if device_type not in ("cpu", "cuda", "xpu", "mps", "hpu", "xla"):
+            return (self.model_dtype,)
+        return compute_dtypes(self.model_dtype, device_type)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """``(t, h, w)`` of the latent grid for a ``num_frames x height x width`` video."""
@@ -205,14 +219,16 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
         return torch.cat(parts, dim=2)
 
     def _decode_chunks(self, z: torch.Tensor, chunk_frames: int | None) -> torch.Tensor:
-        """Latents -> all decoded frames, written chunk by chunk into one preallocated output."""
+        """Latents -> all decoded frames, written chunk by chunk into one preallocated output (allocated at the
+        first chunk, in the dtype the decoder produces: bf16 under bf16 autocast even for fp32 latents)."""
         tc, sc = self.codec_config.temporal_compression, self.codec_config.spatial_compression
         b, _, t, h, w = z.shape
-        out = z.new_empty(b, 3, 1 + (t - 1) * tc, h * sc, w * sc)
-        step, pos = chunk_frames or t, 0
+        out, step, pos = None, chunk_frames or t, 0
         cache = CausalCache.empty(self.decoder.num_slots)
         for s in range(0, t, step):
             frames = self.decoder(z[:, :, s:s + step], cache)
+            if out is None:
+                out = frames.new_empty(b, 3, 1 + (t - 1) * tc, h * sc, w * sc)
             out[:, :, pos:pos + frames.shape[2]] = frames
             pos += frames.shape[2]
         return out
@@ -227,7 +243,9 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
         h, w = x.shape[-2:]
         if not self.use_tiling or (h * unit <= self.tile_sample_min_height and w * unit <= self.tile_sample_min_width):
             return fn(x)
-        out = x.new_empty(x.shape[0], *out_shape)
+        # blend in fp32 at least (bf16 tiles summed in bf16 would round at every overlap); tiled_apply returns the
+        # tiles' own dtype
+        out = x.new_empty(x.shape[0], *out_shape, dtype=torch.promote_types(x.dtype, torch.float32))
         tile = (self.tile_sample_min_height // unit, self.tile_sample_min_width // unit)
         overlap = ((self.tile_sample_min_height - self.tile_sample_stride_height) // unit,
                    (self.tile_sample_min_width - self.tile_sample_stride_width) // unit)
@@ -236,7 +254,7 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
     # ------------------------------------------------------------------ public building blocks
     def encode_features(self, x: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """``x`` ``(B, 3, T, H, W)`` in [-1, 1], any size -> encoder output ``(B, encoder_channels, t, h, w)``."""
-        check_video(x, "x", self.model_dtype, values=False)
+        check_video(x, "x", self.input_dtypes(getattr(x, "device", None)), values=False)
         self._check_chunk(chunk_frames)
         self.check_memory("x", x.shape[0], *x.shape[2:], decode=False, chunk_frames=chunk_frames)
         check_values(x, "x", video=True)  # after the memory check: reading a huge input takes minutes
@@ -250,7 +268,7 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
                        width: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
         """Decoder input ``(B, C, t, h, w)`` -> ``(B, 3, T, H, W)``, cropped to ``num_frames x height x width``
         (defaults: ``1 + (t-1)*tc``, ``h*sc``, ``w*sc``)."""
-        check_latent(z, self.decoder_channels, "z", self.model_dtype, values=False)
+        check_latent(z, self.decoder_channels, "z", self.input_dtypes(getattr(z, "device", None)), values=False)
         self._check_chunk(chunk_frames)
         tc, sc = self.codec_config.temporal_compression, self.codec_config.spatial_compression
         _, _, t, h, w = z.shape
@@ -268,7 +286,7 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
                         width: int | None) -> StreamDecoder:
         def decode_chunk(z, cache):
             z = to_latent(z)
-            check_latent(z, self.decoder_channels, "z", self.model_dtype)
+            check_latent(z, self.decoder_channels, "z", self.input_dtypes(getattr(z, "device", None)))
             return self.decoder(z, cache)
 
         return StreamDecoder(decode_chunk, CausalCache.empty(self.decoder.num_slots), height, width)

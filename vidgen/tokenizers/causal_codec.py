@@ -31,6 +31,7 @@ from vidgen.tokenizers.layers import (
     SpatialConv,
     Upsample,
     depth_to_space,
+    norm_silu,
     space_to_depth,
 )
 
@@ -166,7 +167,7 @@ class CausalEncoder(nn.Module):
         cache = cache or CausalCache.empty(self.num_slots)
         h = space_to_depth(x.permute(0, 2, 3, 4, 1), self.cfg.patch_size)  # (B, T, H/p, W/p, 3p^2)
         h = _run(self.blocks, self.stem(h), cache, _checkpoint_fn(self))
-        h = self.conv_out(F.silu(self.norm_out(h)))
+        h = self.conv_out(norm_silu(self.norm_out, h))
         return h.permute(0, 4, 1, 2, 3)  # (B, C, t, h, w)
 
 
@@ -193,7 +194,7 @@ class CausalDecoder(nn.Module):
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         cache = cache or CausalCache.empty(self.num_slots)
         h = _run(self.blocks, self.conv_in(z.permute(0, 2, 3, 4, 1)), cache, _checkpoint_fn(self))
-        h = self.head(F.silu(self.norm_out(h)))
+        h = self.head(norm_silu(self.norm_out, h))
         return depth_to_space(h, self.cfg.patch_size).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W)
 
 
@@ -201,8 +202,9 @@ class CausalDecoder(nn.Module):
 # Input checks. Shape and dtype checks are static (free, and plain guards under torch.compile). The value checks
 # (finite, video in [-1, 1]) need the data: they cost one reduction (``aminmax``, which propagates NaN) and one host
 # sync per call, and are skipped while torch.compile traces (a data-dependent branch would break the graph); eager
-# calls always run them. ``dtype`` is the model's *compute* dtype (``ModelMixin.dtype``: under layerwise casting the
-# hooks' compute dtype, not the storage dtype of the weights); inputs must match it exactly, nothing is cast.
+# calls always run them. ``dtype`` is what the model *computes* in: one dtype or a tuple of accepted ones
+# (``CausalCodecMixin.input_dtypes``: the model's compute dtype - under layerwise casting the hooks' compute dtype,
+# not the storage dtype - plus autocast's while autocast is on). Nothing is cast.
 def _value_range(x: torch.Tensor) -> tuple[float, float] | None:
     """``(min, max)`` of ``x`` (NaN if it holds a NaN), or None while compiling."""
     if torch.compiler.is_compiling():
@@ -211,14 +213,17 @@ def _value_range(x: torch.Tensor) -> tuple[float, float] | None:
     return tuple(torch.stack([lo, hi]).float().tolist())  # one sync for both
 
 
-def _check_float(x: torch.Tensor, name: str, dtype: torch.dtype | None, what: str = "", hint: str = "") -> None:
+def _check_float(x: torch.Tensor, name: str, dtype, what: str = "", hint: str = "") -> None:
     if not x.is_floating_point():
         raise InvalidInputError(f"{name} must be a float tensor{what}, got dtype {x.dtype}{hint}")
-    if dtype is not None and x.dtype != dtype:
-        raise InvalidInputError(f"{name} has dtype {x.dtype} but the model computes in {dtype}; convert with .to({dtype})")
+    accepted = dtype if isinstance(dtype, tuple) else (dtype,) if dtype is not None else ()
+    if accepted and x.dtype not in accepted:
+        names = " or ".join(str(d) for d in accepted)
+        raise InvalidInputError(f"{name} has dtype {x.dtype} but the model computes in {names}; convert with "
+                                f".to({accepted[0]})")
 
 
-def check_video(x, name: str = "x", dtype: torch.dtype | None = None, values: bool = True) -> None:
+def check_video(x, name: str = "x", dtype=None, values: bool = True) -> None:
     """Raise :class:`InvalidInputError` unless ``x`` is a finite ``(B, 3, T, H, W)`` float video in [-1, 1].
     ``values=False`` checks only shape and dtype (free); :func:`check_values` then reads the data."""
     if not isinstance(x, torch.Tensor):
@@ -235,7 +240,7 @@ def check_video(x, name: str = "x", dtype: torch.dtype | None = None, values: bo
         check_values(x, name, video=True)
 
 
-def check_latent(z, channels: int, name: str = "z", dtype: torch.dtype | None = None, values: bool = True) -> None:
+def check_latent(z, channels: int, name: str = "z", dtype=None, values: bool = True) -> None:
     if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != channels or min(z.shape) == 0:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise InvalidInputError(f"{name} must have shape (B, {channels}, t, h, w), got {shape}")
@@ -257,14 +262,19 @@ def check_values(x: torch.Tensor, name: str, video: bool) -> None:
 
 
 def pad_video(x: torch.Tensor, cfg: CodecConfig) -> torch.Tensor:
-    """Replicate-pad the end of time to ``1 + k*tc`` frames and the bottom/right to multiples of ``sc``."""
+    """Replicate-pad the end of time to ``1 + k*tc`` frames and the bottom/right to multiples of ``sc``.
+
+    Pure data movement, exact in any dtype: autocast is off around it, because CPU autocast runs replication_pad in
+    fp32 and would turn a bf16 video into an fp32 copy (two needless casts)."""
     t, h, w = x.shape[2:]
     tc, sc = cfg.temporal_compression, cfg.spatial_compression
     pad_t = (latent_frames(t, tc) - 1) * tc + 1 - t
     pad_h, pad_w = (-h) % sc, (-w) % sc
     if pad_h or pad_w:
         b = x.shape[0]
-        x = F.pad(x.reshape(b, 3 * t, h, w), (0, pad_w, 0, pad_h), mode="replicate").reshape(b, 3, t, h + pad_h, w + pad_w)
+        with torch.autocast(x.device.type, enabled=False):
+            x = F.pad(x.reshape(b, 3 * t, h, w), (0, pad_w, 0, pad_h), mode="replicate")
+        x = x.reshape(b, 3, t, h + pad_h, w + pad_w)
     if pad_t:
         x = torch.cat([x, x[:, :, -1:].expand(-1, -1, pad_t, -1, -1)], dim=2)
     return x

@@ -48,8 +48,21 @@ def conv2d_frames(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return y.permute(0, 2, 3, 1).reshape(b, t, y.shape[2], y.shape[3], y.shape[1])
 
 
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """What :class:`PixelNorm` computes, the plain way: ``F.rms_norm`` in fp32, cast back to ``x.dtype``."""
+    return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).to(x.dtype)
+
+
 class PixelNorm(nn.Module):
-    """RMS norm over channels of each pixel of each frame: never mixes time steps or pixels."""
+    """RMS norm over channels of each pixel of each frame: never mixes time steps or pixels.
+
+    The statistics are always fp32 (``vector_norm(..., dtype=float32)`` accumulates in fp32 whatever ``x`` is);
+    the output has ``x``'s dtype, with autocast off inside (the weight is cast to ``x.dtype``), so a bf16 stream
+    stays bf16 and no "Mismatch dtype between input and weight" fallback happens. Chosen by measurement (2 threads,
+    a ``(1, 17, 64, 64, 64)`` bf16 activation): ``F.rms_norm`` 20.8 ms (bf16 weight) / 21.6 ms (fp32 weight, the
+    warning), under autocast 10.5 ms; this form 3.2 ms. fp32 agrees with ``F.rms_norm`` to rounding
+    (:func:`rms_norm_reference`, tests/test_tokenizers_bf16.py).
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -57,7 +70,15 @@ class PixelNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        with torch.autocast(x.device.type, enabled=False):
+            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)  # (..., 1), fp32
+            inv = torch.rsqrt(norm.square() / x.shape[-1] + self.eps)
+            return x * inv.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def norm_silu(norm: PixelNorm, x: torch.Tensor) -> torch.Tensor:
+    """``silu(norm(x))``; in place on the fresh norm output when no graph is recorded (saves a full-size pass)."""
+    return F.silu(norm(x), inplace=not torch.is_grad_enabled())
 
 
 class SpatialConv(nn.Module):
@@ -112,9 +133,9 @@ class ResBlock(CausalLayer):
         nn.init.zeros_(self.conv2.conv.bias)
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(norm_silu(self.norm1, x))
         h = self.tconv(h, cache)
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(norm_silu(self.norm2, h))
         return self.shortcut(x) + h
 
 

@@ -126,9 +126,21 @@ class QuantizerBottleneck(nn.Module):
         self.depth = cfg.num_quantizers
 
     def quantize(self, features: torch.Tensor, update_codebook: bool = True):
-        """Returns ``(codes (B, D, t, h, w), ids (B, t, h, w[, depth]), loss scalar)``."""
+        """Returns ``(codes (B, D, t, h, w), ids (B, t, h, w[, depth]), loss scalar)``.
+
+        Rounding decisions, codebook distances and the loss are computed in fp32 with autocast off (bf16 has 8
+        significant bits: FSQ values near a rounding boundary, and VQ distances between close codes, would flip);
+        the codes come back in ``features``' dtype (straight-through gradients flow through that cast).
+        """
         b, _, t, h, w = features.shape
-        tokens = rearrange(features, "b d t h w -> b (t h w) d")
+        with torch.autocast(features.device.type, enabled=False):
+            tokens = rearrange(features.to(torch.promote_types(features.dtype, torch.float32)), "b d t h w -> b (t h w) d")
+            codes, ids, loss = self._quantize_tokens(tokens, update_codebook)
+        codes = rearrange(codes.to(features.dtype), "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+        ids = rearrange(ids.long(), "b (t h w) ... -> b t h w ...", t=t, h=h, w=w)
+        return codes, ids, loss
+
+    def _quantize_tokens(self, tokens: torch.Tensor, update_codebook: bool):
         if self.cfg.kind == "fsq":
             codes, ids = self.quantizer(tokens)
             loss = tokens.new_zeros(())
@@ -140,9 +152,22 @@ class QuantizerBottleneck(nn.Module):
         else:  # VQ: codebook EMA updates only when asked (tokenize never changes the model)
             codes, ids, loss = self.quantizer(tokens, freeze_codebook=not update_codebook)
             loss = loss.sum()
-        codes = rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
-        ids = rearrange(ids.long(), "b (t h w) ... -> b t h w ...", t=t, h=h, w=w)
         return codes, ids, loss
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to(torch.bfloat16)`` & co. leave the quantizer's float state (VQ codebooks and their EMA statistics,
+        LFQ/BSQ's code table) in fp32: the codebook is where bf16 rounding would change which code wins. Device
+        moves and fp64 apply as usual."""
+        super()._apply(fn, recurse)
+        for module in self.modules():
+            for store in (module._parameters, module._buffers):
+                for key, value in store.items():
+                    if value is not None and value.is_floating_point() and value.dtype.itemsize < 4:
+                        if isinstance(value, nn.Parameter):
+                            value.data = value.data.float()
+                        else:
+                            store[key] = value.float()
+        return self
 
     def codes_from_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids ``(B, t, h, w[, depth])`` -> decoder input ``(B, D, t, h, w)``."""

@@ -63,7 +63,8 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, til
     """Apply ``fn`` to overlapping spatial windows of ``x`` ``(B, C, T, H, W)`` and blend into ``out``.
 
     ``tile`` / ``overlap``: an int (square windows) or ``(height, width)``, in units of ``x``. ``fn`` maps a
-    window of ``h x w`` to ``h*scale x w*scale`` (any channels / frames, matching ``out``).
+    window of ``h x w`` to ``h*scale x w*scale`` (any channels / frames, matching ``out``). Blending happens in
+    ``out``'s dtype; the result has the tiles' dtype (``out`` itself when they agree).
     """
     (tile_h, tile_w), (over_h, over_w) = _pair(tile), _pair(overlap)
     if not (0 <= over_h < tile_h and 0 <= over_w < tile_w):
@@ -71,14 +72,16 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, til
     h, w = x.shape[-2:]
     out.zero_()
     weight_sum = torch.zeros(out.shape[-2:], dtype=out.dtype, device=out.device)
+    tile_dtype = out.dtype
     for y0, oy0, wy in _axis_windows(h, tile_h, over_h, scale):
         for x0, ox0, wx in _axis_windows(w, tile_w, over_w, scale):
             y_out = fn(x[..., y0:y0 + tile_h, x0:x0 + tile_w])
+            tile_dtype = y_out.dtype
             oh, ow = y_out.shape[-2:]
             wgt = (wy(oh)[:, None] * wx(ow)[None, :]).to(device=out.device, dtype=out.dtype)
             out[..., oy0:oy0 + oh, ox0:ox0 + ow] += y_out * wgt
             weight_sum[oy0:oy0 + oh, ox0:ox0 + ow] += wgt
-    return out.div_(weight_sum)
+    return out.div_(weight_sum).to(tile_dtype)
 
 
 def _pair(v) -> tuple[int, int]:

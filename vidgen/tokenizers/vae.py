@@ -36,6 +36,15 @@ VAE_PRESETS: dict[str, dict] = {
 }
 
 
+def _loss_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32 at least, for loss terms and their reductions (CPU/CUDA autocast leaves exp / pow / sum alone)."""
+    return x.to(_loss_dtype(x))
+
+
 class DiagonalGaussian:
     """Posterior ``N(mean, exp(logvar))`` over latents ``(B, C, t, h, w)``.
 
@@ -65,20 +74,24 @@ class DiagonalGaussian:
         return self.mean
 
     def kl(self, other: "DiagonalGaussian | None" = None) -> torch.Tensor:
-        """KL to ``other`` (default N(0, I)) summed over all latent elements: ``(B,)``."""
+        """KL to ``other`` (default N(0, I)) summed over all latent elements: ``(B,)``, in fp32 at least
+        (a loss reduction: bf16 moments are upcast first)."""
         if self.deterministic:
-            return self.mean.new_zeros(self.mean.shape[0])
+            return self.mean.new_zeros(self.mean.shape[0], dtype=_loss_dtype(self.mean))
+        mean, logvar = _up(self.mean), _up(self.logvar)
         if other is None:
-            terms = self.mean.pow(2) + self.var - 1.0 - self.logvar
+            terms = mean.pow(2) + logvar.exp() - 1.0 - logvar
         else:
-            terms = ((self.mean - other.mean).pow(2) + self.var) / other.var - 1.0 - self.logvar + other.logvar
+            o_mean, o_logvar = _up(other.mean), _up(other.logvar)
+            terms = ((mean - o_mean).pow(2) + logvar.exp()) / o_logvar.exp() - 1.0 - logvar + o_logvar
         return 0.5 * terms.flatten(1).sum(1)
 
     def nll(self, sample: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
         """Negative log-likelihood of ``sample``, summed over ``dims`` (default: every non-batch axis)."""
         if self.deterministic:
-            return self.mean.new_zeros(self.mean.shape[0])
-        terms = math.log(2.0 * math.pi) + self.logvar + (sample - self.mean).pow(2) / self.var
+            return self.mean.new_zeros(self.mean.shape[0], dtype=_loss_dtype(self.mean))
+        logvar = _up(self.logvar)
+        terms = math.log(2.0 * math.pi) + logvar + (_up(sample) - _up(self.mean)).pow(2) / logvar.exp()
         return 0.5 * (terms.flatten(1).sum(1) if dims is None else terms.sum(dim=dims))
 
 
@@ -205,7 +218,7 @@ class CausalVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
 
     def reconstruct(self, x: torch.Tensor, sample_posterior: bool = True, generator=None) -> ReconstructionOutput:
         """Training entry point shared by all vidgen tokenizers: reconstruction + bottleneck loss/logs."""
-        check_video(x, "x", self.model_dtype)
+        check_video(x, "x", self.input_dtypes(getattr(x, "device", None)))
         t, h, w = x.shape[2:]
         moments = self.encoder(pad_video(x, self.codec_config))
         bott = self.bottleneck(moments, sample=sample_posterior, generator=generator)

@@ -37,6 +37,9 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
     """Discrete causal video tokenizer (VQ / FSQ / LFQ / BSQ, optionally residual). See the module docstring."""
 
     config_name = "config.json"
+    # the quantizer's codebooks stay fp32 under from_pretrained(torch_dtype=...), layerwise casting and .to(dtype)
+    # (QuantizerBottleneck._apply); ModelMixin.dtype then reports the codec's dtype
+    _keep_in_fp32_modules = ["bottleneck"]
 
     @register_to_config
     def __init__(self, widths=(32, 64, 128), num_res_blocks: int = 1, decoder_extra_blocks: int = 1,
@@ -119,7 +122,7 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ training
     def reconstruct(self, x: torch.Tensor, sample_posterior: bool = True, generator=None) -> ReconstructionOutput:
         """Training entry point shared by all vidgen tokenizers: straight-through reconstruction + quantizer loss."""
-        check_video(x, "x", self.model_dtype)
+        check_video(x, "x", self.input_dtypes(getattr(x, "device", None)))
         t, h, w = x.shape[2:]
         features = self.encoder(pad_video(x, self.codec_config))
         bottleneck = self.bottleneck(features)
