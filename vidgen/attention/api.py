@@ -12,6 +12,7 @@ import torch
 
 from vidgen.attention import cpu_blocked, cpu_window, flex, reference
 from vidgen.attention.masks import AttentionPattern, Causal, Window, decode_violation, make_pattern
+from vidgen.attention.reasons import TRITON_CPU_REASON, TRITON_TOKEN_CAUSAL_REASON
 from vidgen.errors import InvalidInputError, UnsupportedError
 
 BACKENDS = ("reference", "cpu", "cpu_fused", "flex", "triton")
@@ -19,17 +20,12 @@ BACKENDS = ("reference", "cpu", "cpu_fused", "flex", "triton")
 # on 2 CPU threads is about 2k tokens and a quarter of the dense work (see eval/bench_attention.py).
 BLOCKED_MIN_TOKENS = 2048
 BLOCKED_MAX_WORK_FRACTION = 0.25
-# ... and the fused window kernel instead (float32, no prefix tokens) when the blocked path would compute at least
+# ... and the fused window kernel instead (float32 or bfloat16, no prefix tokens) when the blocked path would compute at least
 # this many times the allowed pairs: the kernel computes each allowed pair once but with vector dot products, ~3x
 # less efficient per pair than the blocked path's GEMMs, so where blocks fetch little extra (spatial attention: none)
 # the blocked path wins (eval/bench_attention.py, "other patterns").
 FUSED_MIN_OVERFETCH = 3.0
 
-
-TRITON_CPU_REASON = ("the triton backend needs CUDA tensors; on CPU it runs only under the Triton interpreter "
-                     "(set TRITON_INTERPRET=1 before triton is first imported in the process; slow, for tests)")
-TRITON_TOKEN_CAUSAL_REASON = ("the triton kernels implement frame-level causality only (causal=True / 'frame'), "
-                              "not causal='token'; use backend='reference' or 'flex'")
 DECODE_REASON = ("decode calls (q_start given, fewer queries than keys) run only on the reference backend "
                  "(SDPA with the sliced mask); use backend='reference' or 'auto'")
 
@@ -141,6 +137,7 @@ def backend_support(q, k, v, grid, window: Window = None, causal: Causal = False
                     q_start: Optional[int] = None) -> Dict[str, Optional[str]]:
     """For each backend, ``None`` if it can run these inputs, else the reason it cannot."""
     pattern = make_pattern(grid, window, causal, num_prefix_tokens)
+    q, k, v = _autocast(q, k, v)
     _check_inputs(q, k, v, pattern, None, q_start)
     q_start = _as_full_call(q, pattern, q_start)
     return {name: _reason(name, q, k, v, pattern, q_start) for name in BACKENDS}
@@ -173,6 +170,20 @@ def _as_full_call(q, pattern: AttentionPattern, q_start: Optional[int]) -> Optio
     return None if q_start == 0 and q.shape[2] == pattern.num_tokens else q_start
 
 
+def _autocast(q, k, v):
+    """Under ``torch.autocast`` float32 q, k, v are cast to the autocast dtype (bf16 on CPU), as autocast does for
+    ``F.scaled_dot_product_attention``, so every backend computes in it and returns it; gradients flow back to the
+    float32 tensors through the cast. Other dtypes pass through unchanged (autocast never casts float64)."""
+    tensors = (q, k, v)
+    if not all(isinstance(x, torch.Tensor) for x in tensors):
+        return tensors  # _check_inputs names the bad argument
+    device = q.device.type
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(x.to(dtype) if x.dtype == torch.float32 else x for x in tensors)
+
+
 def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window: Window = None,
                 causal: Causal = False, num_prefix_tokens: int = 0, scale: Optional[float] = None,
                 backend: str = "auto", q_start: Optional[int] = None) -> torch.Tensor:
@@ -192,8 +203,12 @@ def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window:
     ``causal="token"`` (once a chunk holding prefix queries reaches the end of the prefix); with
     ``causal="frame"`` when the chunk ends on a frame boundary (or a window keeps its queries from looking
     further). Only the reference backend runs decode calls; "auto" picks it.
+
+    Precision: float32, bfloat16 (every backend; the fused CPU kernel stores bf16 and sums in float32), float16 and
+    float64 where the backend supports them. Under ``torch.autocast`` float32 inputs run in the autocast dtype.
     """
     pattern = make_pattern(grid, window, causal, num_prefix_tokens)
+    q, k, v = _autocast(q, k, v)
     _check_inputs(q, k, v, pattern, scale, q_start)
     q_start = _as_full_call(q, pattern, q_start)
     if backend == "auto":

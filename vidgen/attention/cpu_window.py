@@ -36,8 +36,11 @@ from vidgen.attention.masks import AttentionPattern
 from vidgen.errors import UnsupportedError
 
 SOURCE = Path(__file__).with_name("window_kernel.c")
+SOURCES = (SOURCE, SOURCE.with_name("window_kernel_body.h"))  # the body is included once per dtype
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]  # fast-math: vectorised dot-product sums
-_F, _L = ctypes.POINTER(ctypes.c_float), ctypes.c_long
+# storage dtype -> suffix of the kernel's exported functions; every sum accumulates in float32 in both
+SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
+_P, _L = ctypes.c_void_p, ctypes.c_long
 
 
 class _Geometry(ctypes.Structure):
@@ -59,7 +62,8 @@ def _library() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
     if compiler is None:
         return None, "no C compiler found (set CC or install cc / gcc) to build the fused window kernel"
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([version, *FLAGS]).encode()).hexdigest()[:16]
+    source = b"".join(p.read_bytes() for p in SOURCES)
+    key = hashlib.sha256(source + " ".join([version, *FLAGS]).encode()).hexdigest()[:16]
     path = _cache_dir() / f"window_kernel_{key}.so"
     try:
         if not path.exists():
@@ -74,14 +78,15 @@ def _library() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib = ctypes.CDLL(str(path))
     except OSError as err:  # an unwritable cache (set VIDGEN_CACHE) or a library that does not load
         return None, f"the fused window kernel could not be built or loaded in {path.parent}: {err}"
-    lib.window_forward.argtypes = [_F] * 5 + [_L, _L, _Geometry, _F]
-    lib.window_backward_q.argtypes = [_F] * 7 + [_L, _L, _Geometry]
-    lib.window_backward_kv.argtypes = [_F] * 8 + [_L, _L, _Geometry]
+    for sfx in SUFFIX.values():
+        getattr(lib, f"window_forward_{sfx}").argtypes = [_P] * 5 + [_L, _L, _Geometry, _P]
+        getattr(lib, f"window_backward_q_{sfx}").argtypes = [_P] * 7 + [_L, _L, _Geometry, _P]
+        getattr(lib, f"window_backward_kv_{sfx}").argtypes = [_P] * 8 + [_L, _L, _Geometry, _P]
     return lib, None
 
 
 def _ptr(x: torch.Tensor):
-    return ctypes.cast(x.data_ptr(), _F)
+    return x.data_ptr()
 
 
 def _geometry(pattern: AttentionPattern, d: int, scale: float) -> _Geometry:
@@ -97,6 +102,24 @@ def _split(frames: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+_POOL: dict = {}  # {"pool": ThreadPoolExecutor, "threads": n}: kept between calls (three runs per fwd+bwd)
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A thread pool reused across calls; rebuilt when torch's thread count changes. Starting a fresh pool for each
+    of the three kernel runs of a fwd+bwd was part of the per-call overhead a user's call paid (eval/bench_attention.py,
+    "user's call")."""
+    if _POOL.get("threads") != threads:
+        if "pool" in _POOL:
+            _POOL["pool"].shutdown(wait=False)
+        _POOL.update(pool=ThreadPoolExecutor(threads, thread_name_prefix="vidgen-window"), threads=threads)
+    return _POOL["pool"]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child (data-loader worker) inherits the object but not its threads
+    os.register_at_fork(after_in_child=_POOL.clear)
+
+
 def _run(function, frames: int, args_for) -> None:
     ranges = _split(frames)
     threads = min(torch.get_num_threads(), len(ranges))
@@ -104,13 +127,22 @@ def _run(function, frames: int, args_for) -> None:
         for a, b in ranges:
             function(*args_for(a, b))
         return
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda r: function(*args_for(*r)), ranges))
+    list(_pool(torch.get_num_threads()).map(lambda r: function(*args_for(*r)), ranges))
 
 
 def window_keys(pattern: AttentionPattern) -> int:
-    """Keys a query sees away from the borders: the forward's score scratch per thread."""
+    """Keys a query sees away from the borders: one scratch array per thread (forward one, backward two)."""
     return pattern.window_size(0) * pattern.window_size(1) * pattern.window_size(2)
+
+
+def _kernel(lib, name: str, dtype: torch.dtype):
+    return getattr(lib, f"{name}_{SUFFIX[dtype]}")
+
+
+def _scratch(pattern: AttentionPattern, arrays: int):
+    """Per-range float32 scratch (each range runs on one thread at a time), allocated on first use."""
+    keys, buffers = window_keys(pattern), {}
+    return lambda a, b: _ptr(buffers.setdefault((a, b), torch.empty(arrays * keys, dtype=torch.float32)))
 
 
 class _WindowAttention(torch.autograd.Function):
@@ -119,13 +151,10 @@ class _WindowAttention(torch.autograd.Function):
         lib = _library()[0]
         bh, n, d = q.shape
         o, lse = torch.empty_like(q), torch.empty(bh, n, dtype=torch.float32)
-        geo = _geometry(pattern, d, scale)
-        scratch = {}
-
-        def args(a, b):
-            buf = scratch.setdefault((a, b), torch.empty(window_keys(pattern), dtype=torch.float32))
-            return [_ptr(q), _ptr(k), _ptr(v), _ptr(o), _ptr(lse), a, b, geo, _ptr(buf)]
-        _run(lib.window_forward, bh * pattern.grid[0], args)
+        geo, scratch = _geometry(pattern, d, scale), _scratch(pattern, 1)
+        args = [_ptr(q), _ptr(k), _ptr(v), _ptr(o), _ptr(lse)]
+        _run(_kernel(lib, "window_forward", q.dtype), bh * pattern.grid[0], lambda a, b: [*args, a, b, geo,
+                                                                                        scratch(a, b)])
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.pattern, ctx.scale = pattern, scale
         return o
@@ -135,21 +164,25 @@ class _WindowAttention(torch.autograd.Function):
     def backward(ctx, dout):
         lib = _library()[0]
         q, k, v, o, lse = ctx.saved_tensors
-        dout = dout.contiguous()
-        delta = (dout * o).sum(-1)  # (BH, N)
+        dout = dout.to(q.dtype).contiguous()  # e.g. the expanded ones of out.sum().backward()
+        # (BH, N) float32 like every sum in the kernel; mul + sum, not vecdot: autocast would run vecdot in bf16
+        delta = (dout.float() * o.float()).sum(-1)
         bh, n, d = q.shape
-        geo = _geometry(ctx.pattern, d, ctx.scale)
+        geo, scratch = _geometry(ctx.pattern, d, ctx.scale), _scratch(ctx.pattern, 2)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         common = [_ptr(q), _ptr(k), _ptr(v), _ptr(dout), _ptr(lse), _ptr(delta)]
         frames = bh * ctx.pattern.grid[0]
-        _run(lib.window_backward_q, frames, lambda a, b: [*common, _ptr(dq), a, b, geo])
-        _run(lib.window_backward_kv, frames, lambda a, b: [*common, _ptr(dk), _ptr(dv), a, b, geo])
+        _run(_kernel(lib, "window_backward_q", q.dtype), frames,
+             lambda a, b: [*common, _ptr(dq), a, b, geo, scratch(a, b)])
+        _run(_kernel(lib, "window_backward_kv", q.dtype), frames,
+             lambda a, b: [*common, _ptr(dk), _ptr(dv), a, b, geo, scratch(a, b)])
         return dq, dk, dv, None, None
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: AttentionPattern,
                      scale: Optional[float] = None) -> torch.Tensor:
-    """Exact attention of ``pattern`` (no prefix tokens) with the fused kernel. q, k, v: (B, heads, N, D) float32."""
+    """Exact attention of ``pattern`` (no prefix tokens) with the fused kernel. q, k, v: (B, heads, N, D), float32
+    or bfloat16 (stored in bf16, summed in float32); the output and the gradients keep the input dtype."""
     reason = unsupported_reason(q, pattern)
     if reason is not None:
         raise UnsupportedError(f"fused window attention cannot run this call: {reason}")
@@ -162,8 +195,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
 def unsupported_reason(q: torch.Tensor, pattern: AttentionPattern) -> Optional[str]:
     if q.device.type != "cpu":
         return f"the fused window kernel runs on the CPU, got a {q.device.type} tensor"
-    if q.dtype != torch.float32:
-        return f"the fused window kernel computes in float32, got {q.dtype}"
+    if q.dtype not in SUFFIX:
+        return (f"the fused window kernel takes float32 or bfloat16 q, k, v, got {q.dtype}; cast them, or use "
+                f"backend='cpu' or 'reference'")
     if pattern.token_causal:
         return "the fused window kernel implements frame-level causality only, not causal='token'"
     if pattern.num_prefix_tokens:

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vidgen.attention.api import TRITON_CPU_REASON, TRITON_TOKEN_CAUSAL_REASON
+from vidgen.attention.reasons import TRITON_CPU_REASON, TRITON_TOKEN_CAUSAL_REASON
 from vidgen.attention.masks import AttentionPattern
 
 INTERPRETED = False  # set below, after the kernels are defined

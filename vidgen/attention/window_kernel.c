@@ -1,6 +1,8 @@
 /* Fused 3D window attention on the CPU: keys are read in place from the (T, H, W) grid, nothing is gathered.
  *
- * Layout: q, k, v, o, do, dq, dk, dv are (BH, N, D) float32, contiguous, N = T*H*W in (t, h, w) raster order.
+ * Layout: q, k, v, o, do, dq, dk, dv are (BH, N, D), contiguous, N = T*H*W in (t, h, w) raster order, stored as
+ * float32 (functions *_f32) or bfloat16 (*_bf16, raw uint16_t). lse and delta are float32 (BH, N) in both, and
+ * every sum is accumulated in float32: bf16 is only the storage format, rounded once when a row is written.
  * A query at (t, h, w) sees keys with |t'-t| <= rt, |h'-h| <= rh, |w'-w| <= rw, and t' <= t when causal (a radius
  * of at least the axis length means the whole axis). Every call handles the frames [f0, f1) of the flattened
  * (BH * T) frames of queries (forward, dq) or keys (dk, dv), so callers split the work over threads without sharing
@@ -12,10 +14,17 @@
  * The key pass walks, for each key, the queries whose window holds it (the window is symmetric in h and w, and in t
  * unless causal), so dk and dv are written by exactly one thread each: no atomics. (Storing p and ds from the query
  * pass instead measured no faster at 16k-32k tokens: the key pass then reads them transposed, one cache line each.)
+ *
+ * bf16 dot products use AVX512-BF16 (vdpbf16ps: pairs of bf16 products summed into float32 lanes) when the
+ * compiler targets it (-march=native on a CPU that has it), else a float32 loop over converted values.
  */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 typedef struct { int T, H, W, D, rt, rh, rw, causal; float scale; } Geometry;
 typedef struct { int t0, t1, h0, h1, w0, w1; } Box;
@@ -23,14 +32,204 @@ typedef struct { int t0, t1, h0, h1, w0, w1; } Box;
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
-static inline float dot(const float *a, const float *b, int d) {
+/* keys of the largest window: the size of each scratch array */
+static inline long window_keys(const Geometry *g) {
+    return (long)imin(2 * g->rt + 1, g->T) * imin(2 * g->rh + 1, g->H) * imin(2 * g->rw + 1, g->W);
+}
+
+/* ---- float32 storage ---- */
+static inline float dot_f32(const float *restrict a, const float *restrict b, int d) {
     float s = 0.0f;
     for (int i = 0; i < d; i++) s += a[i] * b[i];
     return s;
 }
 
-static inline void axpy(float *y, float a, const float *x, int d) {
+static inline void axpy_f32(float *restrict y, float a, const float *restrict x, int d) {
     for (int i = 0; i < d; i++) y[i] += a * x[i];
+}
+
+static inline void store_f32(float *restrict dst, const float *restrict acc, int d) {
+    memcpy(dst, acc, sizeof(float) * d);
+}
+
+/* ---- bfloat16 storage (the upper half of a float32) ---- */
+static inline float bf16_to_f32(uint16_t x) {
+    union { uint32_t u; float f; } c = {(uint32_t)x << 16};
+    return c.f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torch's .to(torch.bfloat16) */
+    union { float f; uint32_t u; } c = {f};
+    if ((c.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((c.u >> 16) | 0x40);  /* NaN stays NaN */
+    return (uint16_t)((c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16);
+}
+
+static inline float dot_bf16(const uint16_t *restrict a, const uint16_t *restrict b, int d) {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+    if (d % 32 == 0) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int i = 0; i < d; i += 32)
+            acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(a + i), (__m512bh)_mm512_loadu_si512(b + i));
+        return _mm512_reduce_add_ps(acc);
+    }
+#endif
+    float s = 0.0f;
+    for (int i = 0; i < d; i++) s += bf16_to_f32(a[i]) * bf16_to_f32(b[i]);
+    return s;
+}
+
+static inline void axpy_bf16(float *restrict y, float a, const uint16_t *restrict x, int d) {
+    for (int i = 0; i < d; i++) y[i] += a * bf16_to_f32(x[i]);
+}
+
+static inline void store_bf16(uint16_t *restrict dst, const float *restrict acc, int d) {
+    for (int i = 0; i < d; i++) dst[i] = f32_to_bf16(acc[i]);
+}
+
+/* out[c] = x . rows[c] for `count` consecutive rows (a window's keys along w are adjacent in memory). With AVX-512
+ * and D = 64, four dot products share one horizontal reduction (a transpose-and-add of four accumulators) instead of
+ * paying one full reduction each: the reductions, not the multiply-adds, dominated the per-pair cost. */
+#if defined(__AVX512F__)
+static inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512d d01 = _mm512_castps_pd(s01), d23 = _mm512_castps_pd(s23);
+    const __m512 s = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(d01, d23)),
+                                   _mm512_castpd_ps(_mm512_unpackhi_pd(d01, d23)));  /* lane l: [a0 a1 a2 a3] */
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+static inline void store_upto4(float *out, __m128 r, int n) {
+    if (n == 4) { _mm_storeu_ps(out, r); return; }
+    float tmp[4];
+    _mm_storeu_ps(tmp, r);
+    for (int j = 0; j < n; j++) out[j] = tmp[j];
+}
+#endif
+
+static inline void dots_f32(const float *restrict x, const float *restrict rows, int count, int d,
+                            float *restrict out) {
+#if defined(__AVX512F__)
+    if (d == 64) {
+        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32),
+                     x3 = _mm512_loadu_ps(x + 48);
+        for (int c = 0; c < count; c += 4) {
+            __m512 a[4];
+            for (int j = 0; j < 4; j++) {
+                if (c + j >= count) { a[j] = _mm512_setzero_ps(); continue; }
+                const float *r = rows + (long)(c + j) * 64;
+                __m512 acc = _mm512_mul_ps(x0, _mm512_loadu_ps(r));
+                acc = _mm512_fmadd_ps(x1, _mm512_loadu_ps(r + 16), acc);
+                acc = _mm512_fmadd_ps(x2, _mm512_loadu_ps(r + 32), acc);
+                a[j] = _mm512_fmadd_ps(x3, _mm512_loadu_ps(r + 48), acc);
+            }
+            store_upto4(out + c, reduce4(a[0], a[1], a[2], a[3]), imin(4, count - c));
+        }
+        return;
+    }
+#endif
+    for (int c = 0; c < count; c++) out[c] = dot_f32(x, rows + (long)c * d, d);
+}
+
+static inline void dots_bf16(const uint16_t *restrict x, const uint16_t *restrict rows, int count, int d,
+                             float *restrict out) {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+    if (d == 64) {
+        const __m512bh x0 = (__m512bh)_mm512_loadu_si512(x), x1 = (__m512bh)_mm512_loadu_si512(x + 32);
+        for (int c = 0; c < count; c += 4) {
+            __m512 a[4];
+            for (int j = 0; j < 4; j++) {
+                if (c + j >= count) { a[j] = _mm512_setzero_ps(); continue; }
+                const uint16_t *r = rows + (long)(c + j) * 64;
+                a[j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), x0, (__m512bh)_mm512_loadu_si512(r)),
+                                        x1, (__m512bh)_mm512_loadu_si512(r + 32));
+            }
+            store_upto4(out + c, reduce4(a[0], a[1], a[2], a[3]), imin(4, count - c));
+        }
+        return;
+    }
+#endif
+    for (int c = 0; c < count; c++) out[c] = dot_bf16(x, rows + (long)c * d, d);
+}
+
+/* Weighted row sums, sum_c p_c row_c, accumulated in float32: acc_init, acc_add per row, acc_store rounds once.
+ * float32: an axpy per row into buf. bf16 with AVX512-BF16 and D = 64: rows are taken in pairs, their words interleaved
+ * (row a, row b) so that one vdpbf16ps adds p_a a_d + p_b b_d into each float32 lane; the pair of weights is rounded
+ * to bf16 for it (as flash attention rounds P to bf16 before P @ V), the sum stays float32. That is 5 instructions per
+ * row where converting each bf16 row to float32 for an axpy took 12 and made bf16 slower than float32 here. */
+typedef struct { float *buf; } acc_f32;
+
+static inline void acc_init_f32(acc_f32 *a, float *buf, int d) { a->buf = buf; memset(buf, 0, sizeof(float) * d); }
+static inline void acc_add_f32(acc_f32 *a, float p, const float *row, int d) { axpy_f32(a->buf, p, row, d); }
+static inline void acc_store_f32(acc_f32 *a, float *dst, int d) { store_f32(dst, a->buf, d); }
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#define BF16_PAIRS 1
+#endif
+
+typedef struct {
+    float *buf;
+#ifdef BF16_PAIRS
+    __m512 a0, a1, a2, a3;  /* d = 8l+i, 8l+4+i, 32+8l+i, 36+8l+i for lane l, element i */
+    const uint16_t *row;    /* the first row of an unfinished pair, or NULL */
+    float p;
+#endif
+} acc_bf16;
+
+static inline void acc_init_bf16(acc_bf16 *a, float *buf, int d) {
+    a->buf = buf;
+    memset(buf, 0, sizeof(float) * d);
+#ifdef BF16_PAIRS
+    a->a0 = a->a1 = a->a2 = a->a3 = _mm512_setzero_ps();
+    a->row = NULL;
+    a->p = 0.0f;
+#endif
+}
+
+static inline void acc_add_bf16(acc_bf16 *a, float p, const uint16_t *row, int d) {
+#ifdef BF16_PAIRS
+    if (d == 64) {
+        if (!a->row) {
+            a->row = row;
+            a->p = p;
+            return;
+        }
+        const __m512bh w = (__m512bh)_mm512_set1_epi32((int)((uint32_t)f32_to_bf16(a->p) |
+                                                              ((uint32_t)f32_to_bf16(p) << 16)));
+        const __m512i x0 = _mm512_loadu_si512(a->row), y0 = _mm512_loadu_si512(row);
+        const __m512i x1 = _mm512_loadu_si512(a->row + 32), y1 = _mm512_loadu_si512(row + 32);
+        a->a0 = _mm512_dpbf16_ps(a->a0, (__m512bh)_mm512_unpacklo_epi16(x0, y0), w);
+        a->a1 = _mm512_dpbf16_ps(a->a1, (__m512bh)_mm512_unpackhi_epi16(x0, y0), w);
+        a->a2 = _mm512_dpbf16_ps(a->a2, (__m512bh)_mm512_unpacklo_epi16(x1, y1), w);
+        a->a3 = _mm512_dpbf16_ps(a->a3, (__m512bh)_mm512_unpackhi_epi16(x1, y1), w);
+        a->row = NULL;
+        return;
+    }
+#endif
+    axpy_bf16(a->buf, p, row, d);
+}
+
+static inline void acc_store_bf16(acc_bf16 *a, uint16_t *dst, int d) {
+#ifdef BF16_PAIRS
+    if (d == 64) {
+        if (a->row) acc_add_bf16(a, 0.0f, a->row, d);  /* an odd row out: pair it with itself at weight 0 */
+        float tmp[64];
+        _mm512_storeu_ps(tmp, a->a0);
+        _mm512_storeu_ps(tmp + 16, a->a1);
+        _mm512_storeu_ps(tmp + 32, a->a2);
+        _mm512_storeu_ps(tmp + 48, a->a3);
+        for (int e = 0; e < 16; e++) {
+            const int dd = 8 * (e / 4) + e % 4;
+            a->buf[dd] = tmp[e];
+            a->buf[dd + 4] = tmp[16 + e];
+            a->buf[dd + 32] = tmp[32 + e];
+            a->buf[dd + 36] = tmp[48 + e];
+        }
+    }
+#endif
+    store_bf16(dst, a->buf, d);
 }
 
 /* keys seen by the query at (t, h, w), or (key_side) queries that see the key at (t, h, w) */
@@ -46,86 +245,8 @@ static inline Box box(const Geometry *g, int t, int h, int w, int key_side) {
 
 #define TOKEN static inline __attribute__((always_inline)) void
 
-TOKEN forward_token(const Geometry *g, const int D, const float *q, const float *k, const float *v, float *o,
-                    float *lse, float *scratch, long bh, int t, int h, int w) {
-    const int H = g->H, W = g->W;
-    const long N = (long)g->T * H * W, row = bh * N + ((long)t * H + h) * W + w;
-    const float *qi = q + row * D, *kb = k + bh * N * D, *vb = v + bh * N * D;
-    const Box b = box(g, t, h, w, 0);
-    float m = -FLT_MAX;
-    int n = 0;
-    for (int tt = b.t0; tt <= b.t1; tt++)
-        for (int hh = b.h0; hh <= b.h1; hh++) {
-            const long base = ((long)tt * H + hh) * W;
-            for (int ww = b.w0; ww <= b.w1; ww++) {
-                const float s = dot(qi, kb + (base + ww) * D, D) * g->scale;
-                scratch[n++] = s;
-                if (s > m) m = s;
-            }
-        }
-    float l = 0.0f;
-    for (int c = 0; c < n; c++) {
-        scratch[c] = expf(scratch[c] - m);
-        l += scratch[c];
-    }
-    float *oi = o + row * D;
-    memset(oi, 0, sizeof(float) * D);
-    const float inv = 1.0f / l;
-    n = 0;
-    for (int tt = b.t0; tt <= b.t1; tt++)
-        for (int hh = b.h0; hh <= b.h1; hh++) {
-            const long base = ((long)tt * H + hh) * W;
-            for (int ww = b.w0; ww <= b.w1; ww++) axpy(oi, scratch[n++] * inv, vb + (base + ww) * D, D);
-        }
-    lse[row] = m + logf(l);
-}
-
-TOKEN backward_q_token(const Geometry *g, const int D, const float *q, const float *k, const float *v,
-                       const float *dout, const float *lse, const float *delta, float *dq, long bh, int t, int h,
-                       int w) {
-    const int H = g->H, W = g->W;
-    const long N = (long)g->T * H * W, row = bh * N + ((long)t * H + h) * W + w;
-    const float *qi = q + row * D, *doi = dout + row * D, *kb = k + bh * N * D, *vb = v + bh * N * D;
-    const float li = lse[row], di = delta[row];
-    float *dqi = dq + row * D;
-    memset(dqi, 0, sizeof(float) * D);
-    const Box b = box(g, t, h, w, 0);
-    for (int tt = b.t0; tt <= b.t1; tt++)
-        for (int hh = b.h0; hh <= b.h1; hh++) {
-            const long base = ((long)tt * H + hh) * W;
-            for (int ww = b.w0; ww <= b.w1; ww++) {
-                const float *kj = kb + (base + ww) * D, *vj = vb + (base + ww) * D;
-                const float p = expf(dot(qi, kj, D) * g->scale - li);
-                axpy(dqi, p * (dot(doi, vj, D) - di) * g->scale, kj, D);
-            }
-        }
-}
-
-TOKEN backward_kv_token(const Geometry *g, const int D, const float *q, const float *k, const float *v,
-                        const float *dout, const float *lse, const float *delta, float *dk, float *dv, long bh, int t,
-                        int h, int w) {
-    const int H = g->H, W = g->W;
-    const long N = (long)g->T * H * W, row = bh * N + ((long)t * H + h) * W + w;
-    const float *kj = k + row * D, *vj = v + row * D, *qb = q + bh * N * D, *dob = dout + bh * N * D;
-    const float *lb = lse + bh * N, *db = delta + bh * N;
-    float *dkj = dk + row * D, *dvj = dv + row * D;
-    memset(dkj, 0, sizeof(float) * D);
-    memset(dvj, 0, sizeof(float) * D);
-    const Box b = box(g, t, h, w, 1);
-    for (int tt = b.t0; tt <= b.t1; tt++)
-        for (int hh = b.h0; hh <= b.h1; hh++) {
-            const long base = ((long)tt * H + hh) * W;
-            for (int ww = b.w0; ww <= b.w1; ww++) {
-                const long i = base + ww;
-                const float *qi = qb + i * D, *doi = dob + i * D;
-                const float p = expf(dot(qi, kj, D) * g->scale - lb[i]);
-                axpy(dvj, p, doi, D);
-                axpy(dkj, p * (dot(doi, vj, D) - db[i]) * g->scale, qi, D);
-            }
-        }
-}
-
-/* every token of the frames [f0, f1), in raster order; head dim 64 (the common case) compiled as a constant */
+/* every token of the frames [f0, f1), in raster order; head dim 64 (the common case) compiled as a constant.
+ * (Column strips of 8 or 16 tokens, to keep consecutive queries' keys in L1, measured no faster in f32 or bf16.) */
 #define FOR_EACH_TOKEN(g, f0, f1, token, ...)                                       \
     for (long f = (f0); f < (f1); f++) {                                            \
         const long bh = f / (g)->T;                                                 \
@@ -137,18 +258,23 @@ TOKEN backward_kv_token(const Geometry *g, const int D, const float *q, const fl
             }                                                                       \
     }
 
-/* scratch: one float per key of the largest window */
-void window_forward(const float *q, const float *k, const float *v, float *o, float *lse, long f0, long f1,
-                    Geometry g, float *scratch) {
-    FOR_EACH_TOKEN(&g, f0, f1, forward_token, q, k, v, o, lse, scratch)
-}
+#define ELEM float
+#define SFX f32
+#include "window_kernel_body.h"
+#undef ELEM
+#undef SFX
 
-void window_backward_q(const float *q, const float *k, const float *v, const float *dout, const float *lse,
-                       const float *delta, float *dq, long f0, long f1, Geometry g) {
-    FOR_EACH_TOKEN(&g, f0, f1, backward_q_token, q, k, v, dout, lse, delta, dq)
-}
+#define ELEM uint16_t
+#define SFX bf16
+#include "window_kernel_body.h"
+#undef ELEM
+#undef SFX
 
-void window_backward_kv(const float *q, const float *k, const float *v, const float *dout, const float *lse,
-                        const float *delta, float *dk, float *dv, long f0, long f1, Geometry g) {
-    FOR_EACH_TOKEN(&g, f0, f1, backward_kv_token, q, k, v, dout, lse, delta, dk, dv)
+/* 1 when the bf16 dot products run on AVX512-BF16 instructions (reported by the Python side) */
+int window_bf16_native(void) {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+    return 1;
+#else
+    return 0;
+#endif
 }
