@@ -1,17 +1,30 @@
-"""Benchmark: 3D windowed attention, fused CPU kernel and blocked CPU path vs dense masked SDPA vs unmasked SDPA
-(forward+backward).
+"""Benchmark: 3D windowed attention (forward+backward) in fp32, bf16 and bf16+compile, side by side in one run, with the
+fp32 and bf16 GEMM ceilings (eval/ceiling.py) timed in the same run.
 
-All methods run interleaved in the same rounds (the machine is shared and noisy), so the speed-ups are medians
-of per-round ratios measured side by side. Beside each ratio: the FLOP-count upper bound (dense pairs / allowed
-pairs, as NATTEN reports) and the blocked path's own work bound (dense pairs / pairs it computes, halo overlap
-included). For the Triton kernel (no GPU here) we report the fraction of (query tile, key tile) pairs it skips.
+Methods, all interleaved in the same rounds for both dtypes (the machine is shared and noisy, so every speed-up is a
+median of per-round ratios measured side by side):
+* ``user_call``: ``attention3d(q, k, v, grid, window=...)`` with the default backend (``auto``), then
+  ``out.sum().backward()`` without clearing ``.grad`` (gradients accumulate, as in a user's loop);
+* ``dense_masked_sdpa``: ``F.scaled_dot_product_attention`` with the equivalent boolean mask (built once, outside the
+  timings), gradients accumulating the same way: the baseline of the user's comparison;
+* ``fused`` / ``blocked``: ``backend="cpu_fused"`` / ``"cpu"`` with ``.grad`` cleared first; ``unmasked_sdpa``;
+* bf16 + ``torch.compile`` where it applies: dense masked SDPA and the blocked path (pure PyTorch) at the headline grid,
+  and FlexAttention's forward (its CPU backward does not exist). It does not apply to the fused C kernel (a ctypes
+  call: dynamo would only graph-break around it). Compile time is reported apart from the steady-state time.
 
-    python eval/bench_attention.py --threads 2            # docs/results/bench_attention.json (~10 minutes)
+FLOPs: the useful work, 4·D per allowed (query, key) pair forward and 8·D backward (QK^T, PV; dV, dP, dQ, dK), for
+every method (dense SDPA computes N^2 pairs but is credited only with the allowed ones); GFLOP/s are given as a fraction
+of the GEMM ceiling of the same dtype. Also: the FLOP-count bound (dense pairs / allowed pairs, as NATTEN reports) and
+the fraction of (query tile, key tile) pairs the Triton kernel skips (no GPU here).
+
+    python eval/bench_attention.py --threads 2            # docs/results/bench_attention.json (~5-8 minutes)
     python eval/bench_attention.py --quick                # smoke run (outputs/bench_attention_quick.json)
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -21,65 +34,131 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vidgen.attention import attention3d, cpu_window, make_pattern
+from vidgen.attention import attention3d, attention_mask3d, cpu_window, make_pattern
+from vidgen.attention.api import choose_backend
 from vidgen.attention.cpu_blocked import blocked_work, plan_blocks
 from vidgen.attention.masks import PATTERN_FACTORIES, pattern_mask
-from vidgen.attention.reference import cached_pattern_mask
 from vidgen.attention.tiles import needed_tile_map, tile_visit_map
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "bench_attention.json"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results" / "bench_attention.json"
 OTHER_PATTERNS = [("spatial", (1, None, None), False), ("temporal", (None, 1, 1), False),
                   ("window+causal", None, True), ("spatial window 1x7x7", (1, 7, 7), False)]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+ACCUMULATING = ("user_call", "dense_masked_sdpa")  # timed as the user's loop: .grad is not cleared
 
 
-def fwd_bwd_seconds(fn, q, k, v) -> float:
-    for x in (q, k, v):
-        x.grad = None
+def _sibling(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_attention_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fwd_bwd_seconds(fn, q, k, v, clear_grads: bool = True) -> float:
+    if clear_grads:
+        for x in (q, k, v):
+            x.grad = None
     start = time.perf_counter()
     fn(q, k, v).sum().backward()
     return time.perf_counter() - start
 
 
-def _inputs(pattern, heads, head_dim):
-    gen = torch.Generator().manual_seed(0)
-    return [torch.randn(1, heads, pattern.num_tokens, head_dim, generator=gen).requires_grad_() for _ in range(3)]
+def useful_flops(pattern, heads: int, head_dim: int, backward: bool = True) -> float:
+    pairs = pattern.density() * pattern.num_tokens ** 2
+    return heads * pairs * head_dim * (12 if backward else 4)
 
 
-def _interleaved(methods, q, k, v, rounds, warm=None):
-    for name in warm or methods:  # warm-up: plan / mask caches, allocator (dense SDPA has none: it is costly)
-        fwd_bwd_seconds(methods[name], q, k, v)
-    times = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, fn in methods.items():
-            times[name].append(fwd_bwd_seconds(fn, q, k, v))
-    return times
-
-
-def bench_grid(grid, window, heads, head_dim, rounds, causal=False, with_unmasked=True, with_dense=True):
-    pattern = make_pattern(grid, window, causal)
-    n = pattern.num_tokens
-    q, k, v = _inputs(pattern, heads, head_dim)
-    methods = {"blocked": lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="cpu")}
-    if cpu_window.unsupported_reason(q, pattern) is None:
-        methods["fused"] = lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="cpu_fused")
+def _methods(grid, window, causal, mask, fused_ok, with_unmasked, with_dense):
+    kw = dict(window=window, causal=causal)
+    out = {"user_call": lambda a, b, c: attention3d(a, b, c, grid, **kw),
+           "blocked": lambda a, b, c: attention3d(a, b, c, grid, backend="cpu", **kw)}
+    if fused_ok:
+        out["fused"] = lambda a, b, c: attention3d(a, b, c, grid, backend="cpu_fused", **kw)
     if with_dense:
-        cached_pattern_mask(pattern, q.device)  # the dense mask is cached in use: build it outside the timings
-        methods["dense_masked_sdpa"] = lambda a, b, c: attention3d(a, b, c, grid, window, causal, backend="reference")
+        out["dense_masked_sdpa"] = lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=mask)
     if with_unmasked:
-        methods["unmasked_sdpa"] = lambda a, b, c: F.scaled_dot_product_attention(a, b, c)
-    times = _interleaved(methods, q, k, v, rounds, warm=[m for m in ("blocked", "fused") if m in methods])
-    row = dict(grid=list(grid), tokens=n, window=window and list(window), causal=causal, rounds=rounds,
-               block=[p.block for p in plan_blocks(pattern)],
-               seconds={name: statistics.median(ts) for name, ts in times.items()},
-               flop_bound_speedup=1.0 / pattern.density(), blocked_work_speedup=n * n / blocked_work(pattern))
-    for fast in ("blocked", "fused"):  # per-round ratios, then the median: robust to load changing between rounds
-        prefix = "" if fast == "blocked" else "fused_"
-        for other in methods:
-            if other != fast and fast in methods and not (fast == "fused" and other == "blocked"):
-                row[f"{prefix}speedup_vs_{other}"] = statistics.median(o / m for o, m in zip(times[other], times[fast]))
-    if "fused" in methods:
-        row["fused_speedup_vs_blocked"] = statistics.median(o / m for o, m in zip(times["blocked"], times["fused"]))
+        out["unmasked_sdpa"] = lambda a, b, c: F.scaled_dot_product_attention(a, b, c)
+    return out
+
+
+def bench_grid(grid, window, heads, head_dim, rounds, ceilings, causal=False, with_unmasked=True, with_dense=True,
+               compile_bf16=False):
+    """One grid: every method in fp32 and bf16 (and bf16 compiled), interleaved over ``rounds`` rounds."""
+    pattern = make_pattern(grid, window, causal)
+    gen = torch.Generator().manual_seed(0)
+    base = [torch.randn(1, heads, pattern.num_tokens, head_dim, generator=gen) for _ in range(3)]
+    mask = attention_mask3d(grid, window, causal) if with_dense else None
+    inputs, methods, compile_s = {}, {}, {}
+    for dname, dtype in DTYPES.items():
+        xs = [x.to(dtype).requires_grad_() for x in base]
+        inputs[dname] = xs
+        ms = _methods(grid, window, causal, mask, cpu_window.unsupported_reason(xs[0], pattern) is None,
+                      with_unmasked, with_dense)
+        if compile_bf16 and dname == "bf16":
+            for name in ("dense_masked_sdpa", "blocked"):
+                if name in ms:
+                    fn = torch.compile(ms[name], dynamic=False)
+                    compile_s[f"{name}_compiled"] = fwd_bwd_seconds(fn, *xs)  # the first call compiles
+                    ms[f"{name}_compiled"] = fn
+        methods.update({(dname, name): fn for name, fn in ms.items()})
+    for (dname, name), fn in methods.items():  # warm-up: kernel build, plan / mask caches, allocator
+        if "sdpa" not in name or pattern.num_tokens <= 8192:  # dense SDPA is costly at 16k+: its rounds are warm
+            fwd_bwd_seconds(fn, *inputs[dname])
+    times = {key: [] for key in methods}
+    for _ in range(rounds):
+        for (dname, name), fn in methods.items():
+            times[(dname, name)].append(fwd_bwd_seconds(fn, *inputs[dname], clear_grads=name not in ACCUMULATING))
+    flops = useful_flops(pattern, heads, head_dim)
+    row = dict(grid=list(grid), tokens=pattern.num_tokens, window=window and list(window), causal=causal,
+               rounds=rounds, block=[p.block for p in plan_blocks(pattern)], flop_bound_speedup=1.0 / pattern.density(),
+               blocked_work_speedup=pattern.num_tokens ** 2 / blocked_work(pattern), useful_gflop=flops / 1e9,
+               auto_backend={d: choose_backend(*inputs[d], pattern) for d in DTYPES}, compile_seconds=compile_s)
+    for dname in DTYPES:
+        t = {name: ts for (d, name), ts in times.items() if d == dname}
+        sec = {name: statistics.median(ts) for name, ts in t.items()}
+        entry = dict(seconds=sec, gflops={n: flops / s / 1e9 for n, s in sec.items()},
+                     fraction_of_ceiling={n: flops / s / 1e9 / ceilings[dname]["gflops"] for n, s in sec.items()})
+        for fast in ("user_call", "fused", "blocked"):  # per-round ratios, then the median
+            for other in ("dense_masked_sdpa", "unmasked_sdpa", "blocked"):
+                if fast in t and other in t and other != fast:
+                    entry[f"{fast}_speedup_vs_{other}"] = statistics.median(o / m for o, m in zip(t[other], t[fast]))
+        row[dname] = entry
+    for name in {n for d, n in times if d == "bf16"} & {n for d, n in times if d == "fp32"}:
+        row.setdefault("bf16_speedup_vs_fp32", {})[name] = statistics.median(
+            a / b for a, b in zip(times[("fp32", name)], times[("bf16", name)]))
     return row
+
+
+def bench_flex_forward(grid, window, heads, head_dim, rounds, ceilings):
+    """FlexAttention forward (it has no CPU backward): eager fp32 / bf16 and compiled bf16, beside the fused kernel."""
+    pattern = make_pattern(grid, window)
+    gen = torch.Generator().manual_seed(0)
+    base = [torch.randn(1, heads, pattern.num_tokens, head_dim, generator=gen) for _ in range(3)]
+    methods, compile_s = {}, {}
+    with torch.no_grad():
+        for dname, dtype in DTYPES.items():
+            xs = [x.to(dtype) for x in base]
+            methods[(dname, "flex")] = (lambda a, b, c: attention3d(a, b, c, grid, window, backend="flex"), xs)
+            methods[(dname, "fused")] = (lambda a, b, c: attention3d(a, b, c, grid, window, backend="cpu_fused"), xs)
+        flex_c = torch.compile(lambda a, b, c: attention3d(a, b, c, grid, window, backend="flex"), dynamic=False)
+        start = time.perf_counter()
+        flex_c(*methods[("bf16", "flex")][1])
+        compile_s["flex_compiled"] = time.perf_counter() - start
+        methods[("bf16", "flex_compiled")] = (flex_c, methods[("bf16", "flex")][1])
+        for fn, xs in methods.values():
+            fn(*xs)
+        times = {key: [] for key in methods}
+        for _ in range(rounds):
+            for key, (fn, xs) in methods.items():
+                start = time.perf_counter()
+                fn(*xs)
+                times[key].append(time.perf_counter() - start)
+    flops = useful_flops(pattern, heads, head_dim, backward=False)
+    sec = {f"{d}_{n}": statistics.median(ts) for (d, n), ts in times.items()}
+    return dict(grid=list(grid), tokens=pattern.num_tokens, window=list(window), rounds=rounds, seconds=sec,
+                compile_seconds=compile_s, fraction_of_ceiling={
+                    k: flops / s / 1e9 / ceilings[k.split("_")[0]]["gflops"] for k, s in sec.items()})
 
 
 def tile_skips(grid, tile_sizes):
@@ -102,43 +181,60 @@ def _x(values) -> str:
     return "×".join(map(str, values))
 
 
-def _fused(r: dict, key: str, fmt: str) -> str:
-    """A fused-kernel cell (an older results file, or a machine without a compiler, has none)."""
-    return format(r[key], fmt) if key in r else "–"
+def _cell(d: dict, key: str, fmt: str, suffix: str = "") -> str:
+    return format(d[key], fmt) + suffix if key in d else "–"
 
 
 def readme_table(results: dict) -> str:
     """The README tables (``<!-- table:attention -->``) from ``docs/results/bench_attention.json``."""
-    lines = ["| T×H×W | tokens | `cpu_fused` (s) | `cpu` (s), block | dense masked SDPA (s) | unmasked SDPA (s) | "
-             "`cpu_fused` vs dense masked | `cpu` vs dense masked | `cpu_fused` vs unmasked | FLOP bound | "
-             "`cpu` work bound |", "|---" * 11 + "|"]
+    ceil = results["ceilings"]
+    lines = ["| T×H×W | tokens | user's call (s) fp32 / bf16 | `cpu_fused` (s) fp32 / bf16 | `cpu` (s) fp32 / bf16 / "
+             "bf16+compile | dense masked SDPA (s) fp32 / bf16 / bf16+compile | user's call vs dense masked, fp32 / "
+             "bf16 | bf16 vs fp32, `cpu_fused` | % of ceiling, user's call fp32 / bf16 | FLOP bound |",
+             "|---" * 10 + "|"]
     for r in results["rows"]:
-        s = r["seconds"]
-        unmasked = f"{s['unmasked_sdpa']:.2f}" if "unmasked_sdpa" in s else "–"
-        vs_unmasked = _fused(r, "fused_speedup_vs_unmasked_sdpa", ".1f") + ("×" if "unmasked_sdpa" in s else "")
-        lines.append(f"| {_x(r['grid'])} | {r['tokens']:,} | {_fused(s, 'fused', '.3f')} | {s['blocked']:.3f}, "
-                     f"{_x(r['block'])} | {s['dense_masked_sdpa']:.2f} | {unmasked} | "
-                     f"**{_fused(r, 'fused_speedup_vs_dense_masked_sdpa', '.1f')}×** | "
-                     f"{r['speedup_vs_dense_masked_sdpa']:.1f}× | {vs_unmasked} | {r['flop_bound_speedup']:.0f}× | "
-                     f"{r['blocked_work_speedup']:.0f}× |")
-    lines += ["", f"| pattern at {_x(results['pattern_grid'])} | `cpu_fused` (s) | `cpu` (s), block | dense masked "
-              "SDPA (s) | `cpu_fused` vs dense masked | `cpu` vs dense masked | FLOP bound | `cpu` work bound |",
-              "|---" * 8 + "|"]
+        f, b = r["fp32"], r["bf16"]
+        fs, bs = f["seconds"], b["seconds"]
+        lines.append(
+            f"| {_x(r['grid'])} | {r['tokens']:,} | {fs['user_call']:.3f} / {bs['user_call']:.3f} | "
+            f"{_cell(fs, 'fused', '.3f')} / {_cell(bs, 'fused', '.3f')} | {fs['blocked']:.3f} / {bs['blocked']:.3f} / "
+            f"{_cell(bs, 'blocked_compiled', '.3f')} | {_cell(fs, 'dense_masked_sdpa', '.2f')} / "
+            f"{_cell(bs, 'dense_masked_sdpa', '.2f')} / {_cell(bs, 'dense_masked_sdpa_compiled', '.2f')} | "
+            f"**{_cell(f, 'user_call_speedup_vs_dense_masked_sdpa', '.1f', '×')}** / "
+            f"{_cell(b, 'user_call_speedup_vs_dense_masked_sdpa', '.1f', '×')} | "
+            f"**{_cell(r.get('bf16_speedup_vs_fp32', {}), 'fused', '.2f', '×')}** | "
+            f"{100 * f['fraction_of_ceiling']['user_call']:.1f} / {100 * b['fraction_of_ceiling']['user_call']:.1f} | "
+            f"{r['flop_bound_speedup']:.0f}× |")
+    lines += ["", f"| pattern at {_x(results['pattern_grid'])} | `auto` picks fp32 / bf16 | `cpu_fused` (s) fp32 / bf16 "
+              "| `cpu` (s) fp32 / bf16 | dense masked SDPA (s) fp32 / bf16 | user's call vs dense masked, fp32 / bf16 | "
+              "FLOP bound |", "|---" * 7 + "|"]
     for r in results["other_patterns"]:
-        s = r["seconds"]
-        lines.append(f"| {r['pattern']} | {_fused(s, 'fused', '.3f')} | {s['blocked']:.3f}, {_x(r['block'])} | "
-                     f"{s['dense_masked_sdpa']:.2f} | {_fused(r, 'fused_speedup_vs_dense_masked_sdpa', '.1f')}× | "
-                     f"{r['speedup_vs_dense_masked_sdpa']:.1f}× | {r['flop_bound_speedup']:.0f}× | "
-                     f"{r['blocked_work_speedup']:.0f}× |")
-    first = results["linear_in_t"][0]["frames"]
-    lin = ", ".join(f"×{x['time_ratio']:.2f} at T={x['frames']}" for x in results["linear_in_t"][1:])
-    lin_fused = ", ".join(f"×{x['fused_time_ratio']:.2f} at T={x['frames']}" for x in results["linear_in_t"][1:]
-                          if "fused_time_ratio" in x)
-    lines += ["", f"Forward + backward, B=1, heads={results['heads']}, D={results['head_dim']}, fp32, "
+        f, b = r["fp32"], r["bf16"]
+        fs, bs = f["seconds"], b["seconds"]
+        lines.append(f"| {r['pattern']} | `{r['auto_backend']['fp32']}` / `{r['auto_backend']['bf16']}` | "
+                     f"{_cell(fs, 'fused', '.3f')} / {_cell(bs, 'fused', '.3f')} | {fs['blocked']:.3f} / "
+                     f"{bs['blocked']:.3f} | {fs['dense_masked_sdpa']:.2f} / {bs['dense_masked_sdpa']:.2f} | "
+                     f"{f['user_call_speedup_vs_dense_masked_sdpa']:.1f}× / "
+                     f"{b['user_call_speedup_vs_dense_masked_sdpa']:.1f}× | {r['flop_bound_speedup']:.0f}× |")
+    fl = results.get("flex_forward")
+    flex_line = ""
+    if fl:
+        s = fl["seconds"]
+        flex_line = (f" FlexAttention forward at {_x(fl['grid'])}: eager fp32 {s['fp32_flex']:.3f} s, bf16 "
+                     f"{s['bf16_flex']:.3f} s, bf16 compiled {s['bf16_flex_compiled']:.3f} s (compile "
+                     f"{fl['compile_seconds']['flex_compiled']:.0f} s) vs `cpu_fused` forward {s['fp32_fused']:.3f} / "
+                     f"{s['bf16_fused']:.3f} s.")
+    comp = next((r["compile_seconds"] for r in results["rows"] if r["compile_seconds"]), {})
+    lines += ["", f"Forward + backward, B=1, heads={results['heads']}, D={results['head_dim']}, "
               f"{results['threads']} threads, window {_x(results['window'])}; median of per-round ratios over "
-              f"{results['rounds']} interleaved rounds. Time vs T={first}: `cpu` {lin}"
-              + (f"; `cpu_fused` {lin_fused}" if lin_fused else "") + ". "
-              f"{results['date'][:10]}, load average {results['loadavg_start'][0]:.2f} at start; `{results['command']}`."]
+              f"{results['rounds']} interleaved rounds, fp32 and bf16 in the same rounds. GEMM ceilings in the same run: "
+              f"fp32 {ceil['fp32']['gflops']:.0f}, bf16 {ceil['bf16']['gflops']:.0f} GFLOP/s; % of ceiling counts "
+              "the useful FLOPs (12·D per allowed pair) against the ceiling of the same dtype. The user's call is "
+              "`attention3d(q, k, v, grid, window=...)` (`auto`) with gradients accumulating; `compile` does not apply "
+              "to the fused C kernel" + (f"; compile took " + ", ".join(f"{k.replace('_compiled', '')} {v:.0f} s"
+                                                                       for k, v in comp.items()) if comp else "")
+              + "." + flex_line + f" {results['date'][:10]}, load average {results['loadavg_start'][0]:.2f} at start; "
+              f"`{results['command']}`."]
     return "\n".join(lines)
 
 
@@ -155,72 +251,82 @@ def readme_tile_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _print_row(r: dict, label: str) -> None:
+    for d in DTYPES:
+        e = r[d]
+        s = e["seconds"]
+        parts = ", ".join(f"{n} {t:.3f}s" for n, t in s.items())
+        print(f"  {label:>18} {d}: {parts}; user vs dense "
+              f"{e.get('user_call_speedup_vs_dense_masked_sdpa', float('nan')):.1f}x, fused vs dense "
+              f"{e.get('fused_speedup_vs_dense_masked_sdpa', float('nan')):.1f}x, user call "
+              f"{100 * e['fraction_of_ceiling']['user_call']:.1f}% of the {d} ceiling", flush=True)
+    print(f"  {'':>18} bf16 vs fp32: " + ", ".join(f"{n} {x:.2f}x" for n, x in r["bf16_speedup_vs_fp32"].items()),
+          flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--size", type=int, default=32, help="H = W of the token grid")
-    parser.add_argument("--wide", type=int, default=64, help="also time (max frames, size, wide); 0 = skip")
+    parser.add_argument("--wide", type=int, default=64, help="also time (max frames, size, wide) without dense SDPA; 0 = skip")
     parser.add_argument("--window", type=int, nargs=3, default=[3, 7, 7])
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-compile", action="store_true", help="skip the bf16+compile columns")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.size, args.wide, args.rounds = [2, 4], 16, 0, 1
     out = Path(args.out) if args.out else (Path("outputs/bench_attention_quick.json") if args.quick else OUT)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
     torch.set_num_threads(args.threads)
     window = tuple(args.window)
+    ceiling = _sibling("ceiling")
+    ceilings = ceiling.gemm_ceilings()
+    print(ceiling.describe(ceilings), flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, heads={args.heads}, D={args.head_dim}, "
-          f"window={window}, forward+backward, median of {args.rounds} interleaved rounds")
-    print(f"{'T x H x W':>12} {'tokens':>7} {'block':>8} {'cpu s':>7} {'fused s':>8} {'dense s':>8} {'cpu/dense':>9} "
-          f"{'fused/dense':>11} {'FLOP bound':>10} {'work bound':>10}")
+          f"window={window}, forward+backward, median of {args.rounds} interleaved rounds", flush=True)
     grids = [(f, args.size, args.size) for f in args.frames]
-    if args.wide:
-        grids.append((args.frames[-1], args.size, args.wide))
     rows = []
     for grid in grids:
-        row = bench_grid(grid, window, args.heads, args.head_dim, args.rounds, with_unmasked=grid[2] == args.size)
+        row = bench_grid(grid, window, args.heads, args.head_dim, args.rounds, ceilings,
+                         compile_bf16=not args.no_compile and grid == grids[-1])
         rows.append(row)
-        s = row["seconds"]
-        print(f"{'x'.join(map(str, grid)):>12} {row['tokens']:>7} {'x'.join(map(str, row['block'])):>8} "
-              f"{s['blocked']:>7.3f} {s.get('fused', float('nan')):>8.3f} {s['dense_masked_sdpa']:>8.2f} "
-              f"{row['speedup_vs_dense_masked_sdpa']:>8.1f}x "
-              f"{row.get('fused_speedup_vs_dense_masked_sdpa', float('nan')):>10.1f}x "
-              f"{row['flop_bound_speedup']:>9.1f}x {row['blocked_work_speedup']:>9.1f}x", flush=True)
-    square = [r for r in rows if r["grid"][1] == r["grid"][2]]
-    linear = [dict(frames=r["grid"][0], time_ratio=r["seconds"]["blocked"] / square[0]["seconds"]["blocked"],
-                   frames_ratio=r["grid"][0] / square[0]["grid"][0]) for r in square]
-    for x, r in zip(linear, square):
-        if "fused" in r["seconds"]:
-            x["fused_time_ratio"] = r["seconds"]["fused"] / square[0]["seconds"]["fused"]
-    print("linear in T (cpu): " + ", ".join(f"T={x['frames']}: x{x['time_ratio']:.2f}" for x in linear))
+        _print_row(row, "x".join(map(str, grid)))
+    if args.wide:  # dense SDPA at 32k tokens costs ~30 s a call: the wide grid times the fast paths only
+        grid = (args.frames[-1], args.size, args.wide)
+        row = bench_grid(grid, window, args.heads, args.head_dim, args.rounds, ceilings, with_unmasked=False,
+                         with_dense=False)
+        rows.append(row)
+        _print_row(row, "x".join(map(str, grid)))
     pattern_grid = (args.frames[len(args.frames) // 2], args.size, args.size)
-    print(f"other patterns at {pattern_grid} (forward+backward):")
+    print(f"other patterns at {pattern_grid} (forward+backward):", flush=True)
     other = []
     for name, win, causal in OTHER_PATTERNS:
-        row = bench_grid(pattern_grid, win or window, args.heads, args.head_dim, args.rounds, causal,
+        row = bench_grid(pattern_grid, win or window, args.heads, args.head_dim, args.rounds, ceilings, causal,
                          with_unmasked=False)
         row["pattern"] = name
         other.append(row)
-        s = row["seconds"]
-        print(f"  {name:>20}: cpu {s['blocked']:.3f}s, fused {s.get('fused', float('nan')):.3f}s, dense "
-              f"{s['dense_masked_sdpa']:.2f}s, speed-up {row['speedup_vs_dense_masked_sdpa']:.1f}x / "
-              f"{row.get('fused_speedup_vs_dense_masked_sdpa', float('nan')):.1f}x (FLOP bound "
-              f"{row['flop_bound_speedup']:.1f}x)", flush=True)
+        _print_row(row, name)
+    flex = None if args.no_compile else bench_flex_forward(pattern_grid, window, args.heads, args.head_dim,
+                                                           args.rounds, ceilings)
+    if flex:
+        print(f"flex forward at {pattern_grid}: " + ", ".join(f"{k} {v:.3f}s" for k, v in flex["seconds"].items())
+              + f"; compile {flex['compile_seconds']['flex_compiled']:.1f}s", flush=True)
     tile_grid = (args.frames[-1], args.size, args.size)
-    tile_sizes = [(64, 64), (128, 64)]
-    skips = tile_skips(tile_grid, tile_sizes)
+    skips = tile_skips(tile_grid, [(64, 64), (128, 64)])
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from results import write_result
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "vidgen/attention"], capture_output=True, text=True).stdout
-    payload = dict(git_commit=commit, vidgen_attention_modified=bool(dirty.strip()), heads=args.heads, head_dim=args.head_dim, rounds=args.rounds, window=list(window),
-                   rows=rows, linear_in_t=linear, pattern_grid=list(pattern_grid), other_patterns=other,
-                   tile_skips=dict(grid=list(tile_grid), rows=skips))
+    payload = dict(git_commit=commit, vidgen_attention_modified=bool(dirty.strip()), heads=args.heads,
+                   head_dim=args.head_dim, rounds=args.rounds, window=list(window), ceilings=ceilings,
+                   bf16_kernel_native=bool(cpu_window.bf16_native()), rows=rows, pattern_grid=list(pattern_grid),
+                   other_patterns=other, flex_forward=flex, tile_skips=dict(grid=list(tile_grid), rows=skips))
     path = write_result(out, payload, threads=args.threads)
     print(f"wrote {path}")
     return 0

@@ -80,7 +80,7 @@ def _library() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         return None, f"the fused window kernel could not be built or loaded in {path.parent}: {err}"
     for sfx in SUFFIX.values():
         getattr(lib, f"window_forward_{sfx}").argtypes = [_P] * 5 + [_L, _L, _Geometry, _P]
-        getattr(lib, f"window_backward_q_{sfx}").argtypes = [_P] * 7 + [_L, _L, _Geometry, _P]
+        getattr(lib, f"window_backward_q_{sfx}").argtypes = [_P] * 8 + [_L, _L, _Geometry, _P]
         getattr(lib, f"window_backward_kv_{sfx}").argtypes = [_P] * 8 + [_L, _L, _Geometry, _P]
     return lib, None
 
@@ -102,6 +102,7 @@ def _split(frames: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+INLINE_TOKENS = 4096  # (B*heads*N) below this a call runs on the calling thread
 _POOL: dict = {}  # {"pool": ThreadPoolExecutor, "threads": n}: kept between calls (three runs per fwd+bwd)
 
 
@@ -120,9 +121,10 @@ if hasattr(os, "register_at_fork"):  # a forked child (data-loader worker) inher
     os.register_at_fork(after_in_child=_POOL.clear)
 
 
-def _run(function, frames: int, args_for) -> None:
+def _run(function, frames: int, args_for, tokens: int = 1 << 30) -> None:
     ranges = _split(frames)
-    threads = min(torch.get_num_threads(), len(ranges))
+    # small calls run inline: handing a few milliseconds of work to pool threads cost more than it saved
+    threads = 1 if tokens < INLINE_TOKENS else min(torch.get_num_threads(), len(ranges))
     if threads <= 1:
         for a, b in ranges:
             function(*args_for(a, b))
@@ -153,8 +155,8 @@ class _WindowAttention(torch.autograd.Function):
         o, lse = torch.empty_like(q), torch.empty(bh, n, dtype=torch.float32)
         geo, scratch = _geometry(pattern, d, scale), _scratch(pattern, 1)
         args = [_ptr(q), _ptr(k), _ptr(v), _ptr(o), _ptr(lse)]
-        _run(_kernel(lib, "window_forward", q.dtype), bh * pattern.grid[0], lambda a, b: [*args, a, b, geo,
-                                                                                        scratch(a, b)])
+        _run(_kernel(lib, "window_forward", q.dtype), bh * pattern.grid[0],
+             lambda a, b: [*args, a, b, geo, scratch(a, b)], bh * n)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.pattern, ctx.scale = pattern, scale
         return o
@@ -165,17 +167,18 @@ class _WindowAttention(torch.autograd.Function):
         lib = _library()[0]
         q, k, v, o, lse = ctx.saved_tensors
         dout = dout.to(q.dtype).contiguous()  # e.g. the expanded ones of out.sum().backward()
-        # (BH, N) float32 like every sum in the kernel; mul + sum, not vecdot: autocast would run vecdot in bf16
-        delta = (dout.float() * o.float()).sum(-1)
         bh, n, d = q.shape
+        # delta = rowsum(dout * o) in float32 is computed by the query pass: each torch op here is a parallel region,
+        # and on a loaded 2-core machine every one of them waited for a time slice (8 ms each at 1k tokens)
+        delta = torch.empty(bh, n, dtype=torch.float32)
         geo, scratch = _geometry(ctx.pattern, d, ctx.scale), _scratch(ctx.pattern, 2)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        common = [_ptr(q), _ptr(k), _ptr(v), _ptr(dout), _ptr(lse), _ptr(delta)]
+        qkv, stats = [_ptr(q), _ptr(k), _ptr(v)], [_ptr(dout), _ptr(lse), _ptr(delta)]
         frames = bh * ctx.pattern.grid[0]
         _run(_kernel(lib, "window_backward_q", q.dtype), frames,
-             lambda a, b: [*common, _ptr(dq), a, b, geo, scratch(a, b)])
+             lambda a, b: [*qkv, _ptr(o), *stats, _ptr(dq), a, b, geo, scratch(a, b)], bh * n)
         _run(_kernel(lib, "window_backward_kv", q.dtype), frames,
-             lambda a, b: [*common, _ptr(dk), _ptr(dv), a, b, geo, scratch(a, b)])
+             lambda a, b: [*qkv, *stats, _ptr(dk), _ptr(dv), a, b, geo, scratch(a, b)], bh * n)
         return dq, dk, dv, None, None
 
 
@@ -190,6 +193,12 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
     scale = float(d ** -0.5 if scale is None else scale)
     flat = [x.reshape(b * h, n, d).contiguous() for x in (q, k, v)]  # (B*heads, N, D)
     return _WindowAttention.apply(*flat, pattern, scale).reshape(b, h, n, d)
+
+
+def bf16_native() -> bool:
+    """Whether the compiled kernel's bf16 path uses AVX512-BF16 instructions (else it converts bf16 to float32)."""
+    lib = _library()[0]
+    return bool(lib is not None and lib.window_bf16_native())
 
 
 def unsupported_reason(q: torch.Tensor, pattern: AttentionPattern) -> Optional[str]:

@@ -10,7 +10,7 @@
  *
  * Forward saves the log-sum-exp per query; backward recomputes probabilities from it (as flash attention does):
  *   dv_j = sum_i p_ij do_i,  ds_ij = p_ij (do_i . v_j - delta_i),  dq_i = scale sum_j ds_ij k_j,
- *   dk_j = scale sum_i ds_ij q_i,  delta_i = do_i . o_i.
+ *   dk_j = scale sum_i ds_ij q_i,  delta_i = do_i . o_i (computed by the query pass, which runs first).
  * The key pass walks, for each key, the queries whose window holds it (the window is symmetric in h and w, and in t
  * unless causal), so dk and dv are written by exactly one thread each: no atomics. (Storing p and ds from the query
  * pass instead measured no faster at 16k-32k tokens: the key pass then reads them transposed, one cache line each.)

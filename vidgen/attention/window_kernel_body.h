@@ -42,12 +42,14 @@ TOKEN FN(forward_token)(const Geometry *g, const int D, const ELEM *q, const ELE
 /* Both backward passes in three steps per token: the two dot products of every pair into scratch, then the
  * probabilities and ds in one vectorisable loop (expf per pair inside the pair loop was scalar), then the sums. */
 TOKEN FN(backward_q_token)(const Geometry *g, const int D, const ELEM *q, const ELEM *k, const ELEM *v,
-                           const ELEM *dout, const float *lse, const float *delta, ELEM *dq, float *s, float *u,
-                           long bh, int t, int h, int w) {
+                           const ELEM *o, const ELEM *dout, const float *lse, float *delta, ELEM *dq, float *s,
+                           float *u, long bh, int t, int h, int w) {
     const int H = g->H, W = g->W;
     const long N = (long)g->T * H * W, row = bh * N + ((long)t * H + h) * W + w;
     const ELEM *qi = q + row * D, *doi = dout + row * D, *kb = k + bh * N * D, *vb = v + bh * N * D;
-    const float li = lse[row], di = delta[row], scale = g->scale;
+    /* delta_i = do_i . o_i, in float32, written for the key pass (which runs after every query's row is done) */
+    const float li = lse[row], di = FN(dot)(doi, o + row * D, D), scale = g->scale;
+    delta[row] = di;
     const Box b = box(g, t, h, w, 0);
     int n = 0;
     for (int tt = b.t0; tt <= b.t1; tt++)
@@ -118,10 +120,11 @@ void FN(window_forward)(const ELEM *q, const ELEM *k, const ELEM *v, ELEM *o, fl
     FOR_EACH_TOKEN(&g, f0, f1, FN(forward_token), q, k, v, o, lse, scratch)
 }
 
-void FN(window_backward_q)(const ELEM *q, const ELEM *k, const ELEM *v, const ELEM *dout, const float *lse,
-                           const float *delta, ELEM *dq, long f0, long f1, Geometry g, float *scratch) {
+/* also writes delta (BH, N) float32, which window_backward_kv then reads */
+void FN(window_backward_q)(const ELEM *q, const ELEM *k, const ELEM *v, const ELEM *o, const ELEM *dout,
+                           const float *lse, float *delta, ELEM *dq, long f0, long f1, Geometry g, float *scratch) {
     const long keys = window_keys(&g);
-    FOR_EACH_TOKEN(&g, f0, f1, FN(backward_q_token), q, k, v, dout, lse, delta, dq, scratch, scratch + keys)
+    FOR_EACH_TOKEN(&g, f0, f1, FN(backward_q_token), q, k, v, o, dout, lse, delta, dq, scratch, scratch + keys)
 }
 
 void FN(window_backward_kv)(const ELEM *q, const ELEM *k, const ELEM *v, const ELEM *dout, const float *lse,
