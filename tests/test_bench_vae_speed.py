@@ -1,4 +1,5 @@
-"""eval/bench_vae_speed.py on tiny shapes: the FLOP counting is right and the README table has the promised shape."""
+"""eval/bench_vae_speed.py on tiny shapes: the FLOP counting is right, bf16 cases run in bf16, and the README table
+has the promised shape (fp32 / bf16 / bf16 + compile columns)."""
 from __future__ import annotations
 
 import pytest
@@ -51,27 +52,45 @@ def test_same_input_in_every_case(bench):
     assert torch.equal(bench.make_input(9, 32), bench.make_input(9, 32))
 
 
+def test_bf16_case_runs_the_models_in_bf16_and_counts_the_same_flops(bench, restore_threads):
+    fp32 = bench.speed_worker("vidgen", 9, 32, 1, 1, widths=TINY)
+    for precision in ("bf16", "amp"):
+        c = bench.speed_worker("vidgen", 9, 32, 1, 1, widths=TINY, precision=precision)
+        assert c["output_dtype"] == "torch.bfloat16"
+        assert c["flops_encode"] + c["flops_decode"] == fp32["flops_encode"] + fp32["flops_decode"]
+    anchor = bench.build("cogvideox_lpb2", TINY, "bf16")
+    assert next(anchor.parameters()).dtype == torch.bfloat16
+    conv = next(m for m in anchor.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)  # CogVideoX at its best layout
+    assert bench.prepare_input(bench.make_input(9, 32), "cogvideox", "bf16").is_contiguous(
+        memory_format=torch.channels_last_3d)
+
+
 def test_table_has_one_row_per_model_with_all_columns(bench, restore_threads):
-    cases = [bench.speed_worker(kind, 9, 32, 1, 1, widths=TINY) for kind in bench.MODELS]
-    gemm = [bench.gemm_worker(1, reps=2, n=64)]
+    cases = [bench.speed_worker(kind, 9, 32, 1, 1, widths=TINY, precision=precision)
+             for kind in bench.MODELS for precision in ("fp32", "bf16")]
+    ceilings = [bench.ceiling_worker(1, reps=1, n=64)]
     speed = {"command": "python eval/bench_vae_speed.py --tiny", "threads": 1, "date": "2026-01-01T00:00:00",
-             **bench.summarize(cases, gemm)}
+             "size": 32, **bench.summarize(cases, ceilings)}
     by_kind = speed["by_frames"]["9"]
     assert list(by_kind) == list(bench.MODELS)
-    assert len({c["input_sum"] for c in cases}) == 1  # the same seeded tensor went into every model
+    assert len({c["input_sum"] for c in cases if c["precision"] == "fp32"}) == 1  # the same seeded tensor everywhere
     # depth: default CogVideoX > layers_per_block=2 > vidgen, in both parameters and FLOPs
-    assert by_kind["cogvideox"]["params"] > by_kind["cogvideox_lpb2"]["params"] > by_kind["vidgen"]["params"]
-    flops = {k: c["gflop_per_frame"] for k, c in by_kind.items()}
+    params = {k: per["fp32"]["params"] for k, per in by_kind.items()}
+    flops = {k: per["fp32"]["gflop_per_frame"] for k, per in by_kind.items()}
+    assert params["cogvideox"] > params["cogvideox_lpb2"] > params["vidgen"]
     assert flops["cogvideox"] > flops["cogvideox_lpb2"] > flops["vidgen"] > 0
     for c in cases:
         assert c["frames_per_s_min"] <= c["frames_per_s"] <= c["frames_per_s_max"]
-        assert 0 < c["fraction_of_gemm"] and c["peak_rss_mb"] > 0
-    assert by_kind["vidgen"]["vidgen_speedup"] == pytest.approx(1.0)
+        assert 0 < c["fraction_of_ceiling"] and c["peak_rss_mb"] > 0
+        assert c["ceiling_dtype"] == c["precision"]  # each precision against its own dtype's ceiling
+    assert by_kind["vidgen"]["fp32"]["vidgen_speedup"] == pytest.approx(1.0)
+    assert by_kind["vidgen"]["fp32"]["speedup_vs_fp32"] == pytest.approx(1.0)
 
     table = bench.readme_table({"speed": speed})
     lines = table.splitlines()
     header = [h.strip() for h in lines[0].strip("|").split("|")]
-    for column in ("model", "params", "GFLOP / frame", "achieved GFLOP/s", "of fp32 GEMM", "peak RSS"):
+    for column in ("model", "params", "GFLOP / frame", "fp32 frames/s", "bf16 frames/s", "bf16 + compile frames/s"):
         assert column in header
     rows = [line for line in lines[2:] if line.startswith("| ")]
     assert len(rows) == len(bench.MODELS)
@@ -79,5 +98,8 @@ def test_table_has_one_row_per_model_with_all_columns(bench, restore_threads):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == len(header)
         assert cells[1] == bench.MODELS[kind][0]
-        assert cells[3] == f"{by_kind[kind]['gflop_per_frame']:.1f}"
+        assert cells[3] == f"{by_kind[kind]['fp32']['gflop_per_frame']:.1f}"
+        assert cells[4].startswith(f"{by_kind[kind]['fp32']['frames_per_s']:.2f}")
+        assert cells[6] == "–"  # no compiled case in this run
     assert "python eval/bench_vae_speed.py --tiny" in lines[-1] and "1 thread," in lines[-1]
+    assert "GEMM ceilings fp32" in lines[-1]
