@@ -26,6 +26,18 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Tests run in any order (``make test-shuffled``): a test that runs a script's ``main`` (which may set the thread
+    count, as scripts are allowed to) must not change what the next test computes. Library calls restore this state
+    themselves; tests/test_precision.py checks the trainers do."""
+    threads = torch.get_num_threads()
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
 @pytest.fixture(scope="session")
 def load_script():
     """``load_script("eval/readme_tables.py")``: a repository script (not a package module) imported by path."""
