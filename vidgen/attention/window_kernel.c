@@ -196,8 +196,9 @@ static inline void acc_add_bf16(acc_bf16 *a, float p, const uint16_t *row, int d
             a->p = p;
             return;
         }
-        const __m512bh w = (__m512bh)_mm512_set1_epi32((int)((uint32_t)f32_to_bf16(a->p) |
-                                                              ((uint32_t)f32_to_bf16(p) << 16)));
+        /* (p_a, p_b) rounded to bf16 by vcvtneps2bf16 and broadcast as one 32-bit pair */
+        const __m128bh pair = _mm_cvtneps_pbh(_mm_set_ps(0.0f, 0.0f, p, a->p));
+        const __m512bh w = (__m512bh)_mm512_broadcastd_epi32((__m128i)pair);
         const __m512i x0 = _mm512_loadu_si512(a->row), y0 = _mm512_loadu_si512(row);
         const __m512i x1 = _mm512_loadu_si512(a->row + 32), y1 = _mm512_loadu_si512(row + 32);
         a->a0 = _mm512_dpbf16_ps(a->a0, (__m512bh)_mm512_unpacklo_epi16(x0, y0), w);
