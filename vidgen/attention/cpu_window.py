@@ -9,13 +9,22 @@ probabilities from it (flash-attention style; the key pass owns each dk / dv row
 ``eval/bench_attention.py`` (``docs/results/bench_attention.json``, fwd+bwd, 4 heads, D=64, 2 threads): 40.0x / 64.3x
 faster than dense masked SDPA at 16k / 32k tokens (3x7x7 window), 2.7-3.2x the blocked path; for a whole-frame
 spatial window the blocked path's GEMMs win (3.0x vs 8.7x), which is why ``auto`` picks by over-fetch.
-Tried and not kept (no gain measured): column-strip token order, storing p / ds for the key pass, four-accumulator
-dot products; what helped: head dim 64 as a compile-time constant (query pass 0.095 -> 0.067 s at 16k).
+Tried and not kept (no gain measured): column-strip token order (again for bf16, strips of 8 / 16), storing p / ds
+for the key pass, four-accumulator dot products; what helped: head dim 64 as a compile-time constant (query pass
+0.095 -> 0.067 s at 16k), four dot products per horizontal reduction and the exps of a token in one vectorised loop.
+
+bf16 (``torch.bfloat16`` q, k, v): the same kernel compiled a second time over 16-bit storage, every sum in float32
+(scores, softmax statistics, delta, the output and gradient rows, rounded to bf16 once when stored). With AVX512-BF16
+(``vdpbf16ps``; this CPU has it, no AMX) the dot products take half the instructions and the weighted row sums take
+rows in pairs (weights rounded to bf16, as flash attention rounds P before P @ V). Measured side by side at 16k tokens,
+fwd+bwd, 2 threads under load: converting bf16 rows to float32 for each axpy made bf16 only 1.16x faster than fp32;
+paired rows 1.48x; rounding the pair weights with ``vcvtneps2bf16`` instead of scalar code 1.73x (0.057 vs 0.102 s).
 
 The kernel is compiled on first use with the system C compiler (``cc``, ``-O3 -march=native``) into a per-user
-cache keyed by the source, flags and compiler; ctypes calls release the GIL, so the rows are split over
-``torch.get_num_threads()`` Python threads. Without a compiler the backend reports why and ``auto`` keeps the
-blocked path. Scope: float32, no prefix tokens, frame-level causality or none (token-causal masks are not windows).
+cache keyed by the sources, flags and compiler; ctypes calls release the GIL, so the rows are split over
+``torch.get_num_threads()`` threads of a pool kept between calls. Without a compiler the backend reports why and
+``auto`` keeps the blocked path. Scope: float32 or bfloat16, no prefix tokens, frame-level causality or none
+(token-causal masks are not windows).
 """
 from __future__ import annotations
 
