@@ -167,7 +167,8 @@ def test_auto_choice_and_result():
     assert choose_backend(dummy, dummy, dummy, full) == "reference"  # nothing to skip: plain SDPA
     assert choose_backend(dummy, dummy, dummy, small) == "reference"  # too small to pay for gathering
     assert choose_backend(dummy, dummy, dummy, large) == "cpu_fused"  # a small window, float32, no prefix
-    assert choose_backend(dummy.half(), dummy.half(), dummy.half(), large) == "cpu"  # the kernel is float32
+    assert choose_backend(dummy.half(), dummy.half(), dummy.half(), large) == "cpu"  # the kernel: float32 / bf16
+    assert choose_backend(dummy.bfloat16(), dummy.bfloat16(), dummy.bfloat16(), large) == "cpu_fused"
     assert choose_backend(dummy, dummy, dummy, make_pattern((4, 32, 32), (3, 7, 7), num_prefix_tokens=1)) == "cpu"
     assert choose_backend(dummy, dummy, dummy, make_pattern((8, 32, 32), (1, None, None))) == "cpu"  # 1024 keys
     q, k, v = random_qkv(small)

@@ -141,3 +141,20 @@ def test_autocast_state_and_threads_are_left_as_found():
         attention3d(*xs, backend="cpu_fused", **WINDOW.as_kwargs())
         assert torch.is_autocast_enabled("cpu")
     assert not torch.is_autocast_enabled("cpu") and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("window", [(3, 3, 5), None])
+def test_attention3d_module_under_autocast(window):
+    """The module as a model calls it: float32 weights, autocast on; qk-norm (fp32 under autocast) and RoPE included."""
+    from vidgen.attention import Attention3D, Attention3DConfig
+
+    torch.manual_seed(0)
+    layer = Attention3D(Attention3DConfig(dim=64, num_heads=2, window=window, qk_norm=True))
+    x = torch.randn(2, 3 * 5 * 6, 64)
+    want = layer(x, (3, 5, 6))
+    with torch.autocast("cpu", torch.bfloat16):
+        got = layer(x.requires_grad_(), (3, 5, 6))
+    assert got.dtype == torch.bfloat16
+    got.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and bool(torch.isfinite(x.grad).all())
+    torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
