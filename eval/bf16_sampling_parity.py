@@ -70,5 +70,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def readme_table(results: dict) -> str:
+    """The README table (``<!-- table:bf16_sampling -->``) from ``docs/results/bf16_sampling_parity.json``."""
+    lines = ["| pipeline | colour+motion fp32 | bf16 | difference | one standard error | within it | same attributes "
+             "detected | s / video fp32 / bf16 |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results["pipelines"].items():
+        lines.append(f"| {name} | {r['color_motion_fp32']:.1%} | {r['color_motion_bf16']:.1%} | "
+                     f"{100 * r['difference']:+.1f} points | {100 * r['standard_error']:.1f} points | "
+                     f"{'yes' if r['within_one_standard_error'] else '**no**'} | {r['same_detection']:.0%} | "
+                     f"{r['fp32']['seconds_per_video']:.2f} / {r['bf16']['seconds_per_video']:.2f} |")
+    lines += ["", f"{results['prompts']} tuning prompts (seed {results['prompt_seed']}; the demo evaluates seed 0), "
+              f"shipped sampling settings, the same seed per video in both precisions; {results['threads']} threads, "
+              f"{results['date'][:10]}."]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

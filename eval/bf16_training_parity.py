@@ -100,5 +100,21 @@ def main(argv=None) -> int:
     return 0
 
 
+def readme_table(results: dict) -> str:
+    """The README table (``<!-- table:bf16_parity -->``) from ``docs/results/bf16_training_parity.json``."""
+    lines = ["| generator | fp32: mean loss, last 100 steps | bf16 | difference | target (within 2 %) | tokens/s fp32 / bf16 "
+             "(while other work ran) |", "|---|---|---|---|---|---|"]
+    for name, row in results["generators"].items():
+        a, b = row["fp32"], row["bf16"]
+        lines.append(f"| {name} | {a['tail_mean_loss']:.4f} | {b['tail_mean_loss']:.4f} | "
+                     f"{100 * row['relative_difference']:+.2f} % (± {100 * row['standard_error_of_difference']:.2f} % "
+                     f"one s.e.) | {'met' if row['within_tolerance'] else '**not met**'} | "
+                     f"{a['tokens_per_s_median']:.0f} / {b['tokens_per_s_median']:.0f} |")
+    lines += ["", f"{results['steps']} steps from scratch, batch {results['batch']} of {results['tokens_per_clip']}-token "
+              f"clips, same seed, data order and per-step randomness in both precisions; {results['threads']} threads, "
+              f"{results['date'][:10]}; `{results['command']}`."]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     sys.exit(main())
