@@ -41,7 +41,8 @@ def train(generator: str, precision: str, args) -> Path:
     cmd = [sys.executable, str(ROOT / "pipelines/train_generator.py"), "--config", str(ROOT / config),
            f"run_dir={run_dir}", f"tokenizer={ROOT / tokenizer}", "init_from=", f"steps={args.steps}",
            f"precision={precision}", f"threads={args.threads}", "sample_every=0", "log_every=1", "ckpt_every=250",
-           "data.batch=16", f"data.num_clips={args.clips}", "optim.warmup_steps=100", *extra]
+           "data.batch=16", f"data.num_clips={args.clips}", f"data.cache_dir={args.cache_dir}",
+           "optim.warmup_steps=100", *extra]
     print(" ".join(cmd), flush=True)
     start = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", type=int, default=2048, help="shapes clips encoded for training")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--run-root", default="runs/bf16_parity")
+    parser.add_argument("--cache-dir", default=str(ROOT / ".cache/vidgen/encoded"), help="pre-encoded clips")
     parser.add_argument("--tolerance", type=float, default=0.02, help="target: |bf16 - fp32| / fp32 of the tail mean")
     parser.add_argument("--out", default=str(ROOT / "docs/results/bf16_training_parity.json"))
     args = parser.parse_args(argv)
