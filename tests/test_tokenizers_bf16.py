@@ -163,6 +163,8 @@ def test_encode_decode_forward_agree_with_fp32(models, kind, mode):
 def test_token_ids_agree_with_fp32(models, kind, mode):
     """Rounding decisions are made in fp32 on bf16 features: only positions within bf16 noise of a boundary flip."""
     x = video(2, 9, 64, 64)
+    codebook = [b for b in models[kind]["bf16"].bottleneck.buffers() if b.is_floating_point()]
+    assert all(b.dtype == torch.float32 for b in codebook)  # .to(bf16) leaves the quantizer's state fp32
     ids_ref = models[kind]["fp32"].tokenize(x)
     ids = run(models, kind, mode, lambda m, v: m.tokenize(v), x)
     assert ids.shape == ids_ref.shape and ids.dtype == torch.long

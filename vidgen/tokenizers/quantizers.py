@@ -134,7 +134,8 @@ class QuantizerBottleneck(nn.Module):
         """
         b, _, t, h, w = features.shape
         with torch.autocast(features.device.type, enabled=False):
-            tokens = rearrange(features.to(torch.promote_types(features.dtype, torch.float32)), "b d t h w -> b (t h w) d")
+            wide = features.to(torch.promote_types(features.dtype, torch.float32))
+            tokens = rearrange(wide, "b d t h w -> b (t h w) d")
             codes, ids, loss = self._quantize_tokens(tokens, update_codebook)
         codes = rearrange(codes.to(features.dtype), "b (t h w) d -> b d t h w", t=t, h=h, w=w)
         ids = rearrange(ids.long(), "b (t h w) ... -> b t h w ...", t=t, h=h, w=w)
