@@ -12,8 +12,8 @@ Precisions (``--precisions``): ``fp32``; ``bf16`` = weights and input in bf16 (C
 ``channels_last_3d``, its best layout: the anchor is measured at its best dtype too); ``amp`` = fp32 weights under
 ``torch.autocast("cpu", torch.bfloat16)``; ``compile`` = bf16 weights + ``torch.compile`` (inductor, ``freezing``:
 weights prepacked, inference only) of the encoder and decoder (vidgen only; CogVideoX's compile takes minutes).
-bf16 weights vs autocast: both are measured (vidgen, base, 17x128x128, 2 threads, unloaded: 46.7 vs 47.7 frames/s
-in one run: a tie, because the codec's activations are bf16 either way and autocast only re-casts the weights).
+bf16 weights vs autocast: both are measured; bf16 weights are the ``bf16`` column because they won (vidgen base,
+17x128x128, 2 threads, one run, 2026-11-25: 79.4 vs 70.6 frames/s; autocast re-casts every weight on every call).
 
 Each (model, precision, frames) case runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own. Every
 case gets the same seeded input tensor. In each case one untimed eager encode + decode at the benchmark shape runs
