@@ -6,8 +6,16 @@ from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.tokenizers import CausalVAE
 from vidgen.tokenizers.tiling import tiled_apply
 
-torch.set_num_threads(1)
 TC, SC = 4, 8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread in this module's tests only (it used to be set at import, which changed the whole suite)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

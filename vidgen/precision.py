@@ -98,9 +98,13 @@ def accelerate_mixed_precision(value) -> str:
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast computes in on ``device_type`` right now, or None if autocast is off there."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
+    """The dtype autocast computes in on ``device_type`` right now, or None if autocast is off there (or does not
+    know the device type, e.g. ``meta`` under accelerate's offload)."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except RuntimeError:
+        return None
     return None
 
 
