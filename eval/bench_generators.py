@@ -1,15 +1,21 @@
-"""Benchmark: masked (MaskGIT) vs flow (DiT) vs autoregressive (GPT + KV cache) generators on one backbone size.
+"""Benchmark: the three generators in fp32, bf16 and bf16+compile side by side, against the GEMM ceiling of each dtype
+measured in the same run (``eval/ceiling.py``; these machines' rates move from day to day).
 
-One run measures, with random weights (speed does not depend on weight values) and random prompt embeddings:
-sampling seconds per video at two batch sizes, FLOPs (``FlopCounterMode``; CPU SDPA is added with its dense
-formula) and their fraction of a 2048^3 fp32 GEMM timed in the same run, the uncached AR scaling law and the
-cached-vs-uncached speed-up on the same grid, bytes moved per step (arithmetic intensity), training tokens/s,
-parameter counts, and text conditioning by prefix tokens vs cross-attention. No tokenizer runs: a 33x128x128
-video is a 9x16x16 token grid for a 4x8x8 tokenizer; flow works on 16-channel latents with (1, 2, 2) patches,
-i.e. 9x8x8 tokens (``--flow-patch 1`` matches 9x16x16).
+* **Training** (flow and masked, as the shapes configs train: a 5x8x8 grid = 320 tokens per clip with 1x1x1 flow
+  patches, 16 text prefix tokens, batch 16, full attention): forward + backward + AdamW step, model FLOPs of a step
+  counted with ``FlopCounterMode`` (plus the CPU SDPA kernels, which it does not count), tokens/s and the fraction
+  of the matching-dtype ceiling, for the ``small`` and ``base`` presets. bf16 is autocast with fp32 weights (the
+  trainers' ``mixed_precision=bf16``: fp32 master weights for AdamW); bf16+compile adds ``torch.compile`` of the
+  backbone (fwd + bwd), its compile time reported apart from the steady state.
+* **Sampling** (the three generators on the ``small`` preset, the same 320-token grid, batch 4, CFG 3: masked 12
+  steps, flow 25 steps, AR one step per token with the KV cache): seconds per video in fp32, bf16 autocast, bf16
+  weights and bf16+compile (on the faster of the two bf16 modes).
+* **AR decode step**: one token at a mid-sequence position through the generic cached path
+  (``forward_tokens`` with a ``ModelKVCache``: validation, pattern, RoPE slices per layer and token: the decode
+  step before :mod:`vidgen.generators.decode`) and through ``TokenDecoder.step``.
 
-    python eval/bench_generators.py            # full run -> docs/results/bench_generators.json
-    python eval/bench_generators.py --quick    # smoke run (tiny preset, 2x8x8 grid) -> ..._quick.json
+    python eval/bench_generators.py            # full run (~8 min on 2 idle cores) -> docs/results/bench_generators.json
+    python eval/bench_generators.py --quick    # smoke run (tiny preset, no compile) -> ..._quick.json
 """
 from __future__ import annotations
 
@@ -23,33 +29,39 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from vidgen.attention.kv_cache import ModelKVCache
-from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
-                               generate_ids, generate_latents, generate_tokens)
-from vidgen.generators.embeddings import Conditioning
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eval.ceiling import describe, gemm_ceilings  # noqa: E402
+from vidgen.attention.kv_cache import ModelKVCache  # noqa: E402
+from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer,  # noqa: E402
+                               MaskedVideoTransformer, generate_ids, generate_latents, generate_tokens)
+from vidgen.generators.compiled import use_repo_cache_dir  # noqa: E402
+from vidgen.generators.decode import TokenDecoder  # noqa: E402
+from vidgen.generators.embeddings import Conditioning  # noqa: E402
 
-TEXT_DIM, TEXT_TOKENS, LATENT_CHANNELS, CFG_SCALE = 384, 16, 16, 4.0
-# FlopCounterMode has no formula for the CPU SDPA kernel: count it as dense attention (2 matmuls), which is what
-# the kernel computes when it gets a mask (the prefix + token-causal pattern of AR is a dense boolean mask).
+TEXT_DIM, TEXT_TOKENS, CHANNELS, VOCAB, CFG = 384, 16, 16, 1024, 3.0
+# FlopCounterMode has no formula for the CPU flash kernels: count them as dense attention (what they compute)
 CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-            lambda q, k, v, *args, **kwargs: sdpa_flop_count(q, k, v)}
+            lambda q, k, v, *a, **kw: sdpa_flop_count(q, k, v),
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda grad, q, k, v, *a, **kw: sdpa_backward_flop_count(grad, q, k, v)}
 
 
-def timeit(fn, repeats: int = 1, warmup=None) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs, after one call of ``warmup`` (if given)."""
-    if warmup is not None:
-        warmup()
+def timeit(fn, repeats: int, first_call=None) -> tuple[float, float]:
+    """-> (seconds of the first call (``first_call`` if given, e.g. the FLOP count), median seconds of ``repeats``
+    further calls of ``fn``)."""
+    start = time.perf_counter()
+    (first_call or fn)()
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return first, statistics.median(times)
 
 
 def count_flops(fn) -> int:
@@ -59,287 +71,240 @@ def count_flops(fn) -> int:
 
 
 def cond(batch: int) -> Conditioning:
-    return Conditioning(text=torch.randn(batch, TEXT_TOKENS, TEXT_DIM), pooled=torch.randn(batch, TEXT_DIM))
+    g = torch.Generator().manual_seed(batch)
+    return Conditioning(text=torch.randn(batch, TEXT_TOKENS, TEXT_DIM, generator=g),
+                        pooled=torch.randn(batch, TEXT_DIM, generator=g))
 
 
-def n_params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def build(kind: str, args, **overrides):
-    kw = dict(text_dim=TEXT_DIM, max_text_tokens=TEXT_TOKENS, **overrides)
+def build(kind: str, preset: str, grid):
+    torch.manual_seed(0)
+    kw = dict(text_dim=TEXT_DIM, max_text_tokens=TEXT_TOKENS, layout="full", max_grid=tuple(grid))
     if kind == "flow":
-        p = args.flow_patch
-        return DiffusionVideoTransformer.from_preset(args.preset, in_channels=LATENT_CHANNELS, patch_size=(1, p, p),
-                                                     **kw).eval()
+        return DiffusionVideoTransformer.from_preset(preset, in_channels=CHANNELS, patch_size=(1, 1, 1), **kw)
     cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
-    return cls.from_preset(args.preset, vocab_size=args.vocab, **kw).eval()
+    return cls.from_preset(preset, vocab_size=VOCAB, **kw)
 
 
-def sampler(kind: str, model, batch: int, grid, steps: int = 1, scale: float = 1.0, use_cache: bool = True):
-    """A zero-argument call generating ``batch`` videos on ``grid`` (flow: the latent grid)."""
+def bf16_copy(model):
+    copy = type(model).from_config(model.config)
+    copy.load_state_dict(model.state_dict())
+    return copy.to(torch.bfloat16).eval()
+
+
+def autocast(on: bool):
+    return torch.autocast("cpu", torch.bfloat16, enabled=on)
+
+
+# ---------------------------------------------------------------------------------------------------------- training
+def training(kind: str, preset: str, grid, args, ceilings) -> dict:
+    """fp32 / bf16 (autocast) / bf16+compile training steps of one model; FLOPs counted once (fp32 step)."""
+    b, tokens = args.train_batch, math.prod(grid)
+    x = torch.randn(b, CHANNELS, *grid) if kind == "flow" else torch.randint(0, VOCAB, (b, *grid))
+    c = cond(b)
+    out = dict(kind=kind, preset=preset, batch=b, tokens_per_clip=tokens, precisions={})
+    modes = ["fp32", "bf16"] + (["bf16+compile"] if args.compile and preset in args.compile_presets else [])
+    for mode in modes:
+        model = build(kind, preset, grid).train()
+        if mode == "bf16+compile":
+            model.backbone.compile(dynamic=False)  # in place: model.loss calls it (fwd + bwd graphs)
+        opt, g = torch.optim.AdamW(model.parameters(), lr=1e-4), torch.Generator().manual_seed(0)
+
+        def step():
+            with autocast(mode != "fp32"):
+                loss, _ = model.loss(x, c, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        counted = {}
+        if mode == "fp32":  # the warm-up step of fp32 is the counted one
+            out["params"] = sum(p.numel() for p in model.parameters())
+        first, s = timeit(step, args.train_steps, (lambda: counted.update(n=count_flops(step))) if mode == "fp32"
+                          else None)
+        out.setdefault("flops_per_step", counted.get("n"))
+        ceil = ceilings["fp32" if mode == "fp32" else "bf16"]["gflops"] * 1e9
+        rate = out["flops_per_step"] / s
+        out["precisions"][mode] = dict(seconds_per_step=s, first_step_s=first, tokens_per_s=b * tokens / s,
+                                       gflops=rate / 1e9, fraction_of_ceiling=rate / ceil)
+        if mode == "bf16+compile":
+            out["precisions"][mode]["compile_s"] = first - s
+        print(f"  train {preset:>5} {kind:>6} {mode:>13}: {s:6.2f} s/step, {b * tokens / s:7.0f} tokens/s, "
+              f"{rate / 1e9:5.0f} GFLOP/s = {100 * rate / ceil:4.1f} % of the {mode[:4]} ceiling"
+              + (f" (first step {first:.1f} s)" if mode == "bf16+compile" else ""), flush=True)
+        del model, opt
+    base = out["precisions"]["fp32"]["tokens_per_s"]
+    for r in out["precisions"].values():
+        r["speedup_vs_fp32"] = r["tokens_per_s"] / base
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- sampling
+def sample_call(kind: str, model, batch: int, grid, steps: int, compile: bool = False):
     c, g = cond(batch), torch.Generator().manual_seed(0)
     if kind == "masked":
-        return lambda: generate_ids(model, grid, batch, cond=c, guidance_scale=scale, num_inference_steps=steps,
-                                    generator=g)
+        return lambda: generate_ids(model, grid, batch, cond=c, guidance_scale=CFG, num_inference_steps=steps,
+                                    generator=g, compile=compile)
     if kind == "flow":
-        shape, sched = (batch, LATENT_CHANNELS, *grid), FlowMatchEulerDiscreteScheduler()
-        return lambda: generate_latents(model, sched, shape, cond=c, guidance_scale=scale,
-                                        num_inference_steps=steps, generator=g)
-    return lambda: generate_tokens(model, grid, batch, cond=c, guidance_scale=scale, generator=g, use_cache=use_cache)
+        sched = FlowMatchEulerDiscreteScheduler()
+        return lambda: generate_latents(model, sched, (batch, CHANNELS, *grid), cond=c, guidance_scale=CFG,
+                                        num_inference_steps=steps, generator=g, compile=compile)
+    return lambda: generate_tokens(model, grid, batch, cond=c, guidance_scale=CFG, generator=g, compile=compile)
 
 
-def forward_flops(kind: str, model, grid) -> int:
-    """FLOPs of one batch-1 forward pass over the whole grid (AR: teacher forcing = one uncached AR step)."""
-    if kind == "flow":
-        x = torch.randn(1, LATENT_CHANNELS, *grid)
-        return count_flops(lambda: model(x, torch.tensor([500.0]), cond(1)))
-    ids = torch.zeros((1, *grid), dtype=torch.long)
-    return count_flops(lambda: model(ids, cond(1)))
-
-
-def ar_cached_flops(model, grid):
-    """Batch-1 FLOPs of a cached AR generation = prefill + (N - 1) decode steps. A decode step's FLOPs are affine
-    in its position, so (N - 1) x one step counted at the mean position is exact. -> (total, step, position)."""
-    cfg, p, n = model.backbone_config, model.num_prefix_tokens, math.prod(grid)
-    prefix, context, vec = model.embed_condition(cond(1), 1)
-    cache = ModelKVCache.allocate(cfg.depth, 1, cfg.num_heads, p + n, cfg.head_dim)
-    bos = torch.full((1, 1), model.bos_token_id)
-    prefill = count_flops(lambda: model.forward_tokens(bos, grid, vec, prefix, context, cache, 0))
-    mid = p + n // 2
-    for layer in cache.layers:  # pretend the first `mid` positions are cached (values do not change FLOPs)
-        layer.length = mid
-    step = count_flops(lambda: model.forward_tokens(bos, grid, vec, None, context, cache, mid))
-    return prefill + (n - 1) * step, step, mid
-
-
-def traffic(model, flops_step_b1: int, kv_tokens: int, steps: int, batch: int) -> dict:
-    """Bytes one sampling step reads at ``batch``: every weight matrix once + K and V of ``kv_tokens`` per layer."""
-    cfg = model.backbone_config
-    weights = 4 * (n_params(model.backbone) + n_params(model.head))
-    kv = 4 * 2 * cfg.depth * kv_tokens * cfg.dim * batch
-    flops = flops_step_b1 * batch
-    return dict(batch=batch, flops_per_step=flops, weight_bytes_per_step=weights, kv_bytes_per_step=kv,
-                intensity_flop_per_byte=flops / (weights + kv), bytes_per_video=steps * (weights + kv) / batch)
-
-
-def fit_power(points) -> tuple[float, float]:
-    """seconds = a * tokens^k by least squares in log-log -> (a, k)."""
-    k, log_a = np.polyfit(np.log([n for n, _ in points]), np.log([s for _, s in points]), 1)
-    return float(math.exp(log_a)), float(k)
-
-
-def ar_uncached_scaling(model, batch: int, grid, budget: float) -> dict:
-    """Uncached AR on 1, 2, ... frames of the grid while the predicted time fits ``budget`` seconds."""
-    points = []
-    sampler("ar", model, batch, (1, 2, 2), use_cache=False)()  # warm-up
-    for frames in range(1, grid[0] + 1):
-        n = frames * grid[1] * grid[2]
-        if points:  # one point: assume quadratic; then the fitted law
-            a, k = fit_power(points) if len(points) > 1 else (points[0][1] / points[0][0] ** 2, 2.0)
-            if a * n ** k > budget:
-                break
-        print(f"  ar uncached b={batch} grid {frames}x{grid[1]}x{grid[2]} ({n} tokens) ...", flush=True)
-        points.append((n, timeit(sampler("ar", model, batch, (frames, *grid[1:]), use_cache=False))))
-        print(f"    {points[-1][1]:.2f} s", flush=True)
-    largest = (len(points), *grid[1:])
-    cached = timeit(sampler("ar", model, batch, largest))
-    out = dict(batch=batch, points=[dict(tokens=n, seconds=s) for n, s in points], grid=list(largest),
-               uncached_s=points[-1][1], cached_s=cached, speedup=points[-1][1] / cached)
-    if len(points) > 1:
-        a, k = fit_power(points)
-        out.update(exponent=k, predicted_full_grid_s=a * math.prod(grid) ** k)
+def sampling(kind: str, grid, args) -> dict:
+    steps = {"masked": args.masked_steps, "flow": args.flow_steps, "ar": 1}[kind]
+    fp32 = build(kind, args.sample_preset, grid).eval()
+    bf16w = bf16_copy(fp32)
+    b = args.sample_batch
+    runs = {"fp32": (fp32, False, False), "bf16 autocast": (fp32, True, False), "bf16 weights": (bf16w, False, False)}
+    out = dict(kind=kind, preset=args.sample_preset, batch=b, steps=steps, guidance_scale=CFG, precisions={})
+    for mode, (model, amp, comp) in runs.items():
+        with autocast(amp):
+            _, s = timeit(sample_call(kind, model, b, grid, steps, comp), args.sample_repeats)
+        out["precisions"][mode] = dict(seconds_per_video=s / b)
+        print(f"  sample {kind:>6} {mode:>13}: {s / b:6.3f} s/video", flush=True)
+    best = min(("bf16 autocast", "bf16 weights"), key=lambda m: out["precisions"][m]["seconds_per_video"])
+    out["bf16_mode"] = best
+    if args.compile:
+        model, amp = runs[best][:2]
+        with autocast(amp):
+            first, s = timeit(sample_call(kind, model, b, grid, steps, True), args.sample_repeats)
+        out["precisions"]["bf16+compile"] = dict(seconds_per_video=s / b, compile_s=first - s, mode=best)
+        print(f"  sample {kind:>6}  bf16+compile: {s / b:6.3f} s/video ({best}; compile {first - s:.0f} s)",
+              flush=True)
+    base = out["precisions"]["fp32"]["seconds_per_video"]
+    for r in out["precisions"].values():
+        r["speedup_vs_fp32"] = base / r["seconds_per_video"]
     return out
 
 
-def machine_rates(repeats: int) -> tuple[float, float, float]:
-    """-> (seconds of a 2048^3 fp32 GEMM, its FLOP/s, copy bandwidth in bytes/s counting read + write)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    gemm_s = timeit(lambda: a @ b, repeats, warmup=lambda: a @ b)
-    src = torch.rand(2 ** 25)
-    dst = torch.empty_like(src)
-    copy_s = timeit(lambda: dst.copy_(src), repeats, warmup=lambda: dst.copy_(src))
-    return gemm_s, 2 * 2048 ** 3 / gemm_s, 2 * src.nbytes / copy_s
-
-
-def text_conditioning(args, grid, repeats: int) -> dict:
-    """One batch-1 flow forward with the text as self-attention prefix tokens vs per-block cross-attention."""
+def decode_step(grid, args) -> dict:
+    """Seconds of one AR decode step (CFG rows = 2 x batch) at the middle of the sequence: generic vs TokenDecoder."""
+    model = build("ar", args.sample_preset, grid).eval()
+    cfg, p, n, rows = model.backbone_config, model.num_prefix_tokens, math.prod(grid), 2 * args.sample_batch
     out = {}
-    for mode in ("prefix", "cross"):
-        model = build("flow", args, text_conditioning=mode)
-        x, c, t = torch.randn(1, LATENT_CHANNELS, *grid), cond(1), torch.tensor([500.0])
-        fn = lambda: model(x, t, c)  # noqa: E731
-        out[mode] = dict(params=n_params(model), backbone=n_params(model.backbone),
-                         forward_s=timeit(fn, repeats, warmup=fn), gflop=count_flops(fn) / 1e9)
-        print(f"  {mode:>6}: {out[mode]['params'] / 1e6:.2f} M params, {out[mode]['forward_s'] * 1e3:.0f} ms, "
-              f"{out[mode]['gflop']:.2f} GFLOP", flush=True)
+    for mode, m, amp in (("fp32", model, False), ("bf16 weights", bf16_copy(model), False),
+                         ("bf16 autocast", model, True)):
+        with torch.no_grad(), autocast(amp):
+            prefix, context, vec = m.embed_condition(cond(rows), rows)
+            cache = ModelKVCache.allocate(cfg.depth, rows, cfg.num_heads, p + n, cfg.head_dim, m.compute_dtype)
+            seq = torch.randint(0, VOCAB, (rows, n // 2))
+            m.forward_tokens(seq, grid, vec, prefix, context, cache, 0)
+            pos, tok = p + n // 2, torch.randint(0, VOCAB, (rows,))
+
+            def generic():
+                m.forward_tokens(tok[:, None], grid, vec, None, context, cache, pos)
+            decoder = TokenDecoder(m, grid, vec, context, cache, m.compute_dtype)
+            reps = max(3, args.sample_repeats * 10)
+            _, g = timeit(generic, reps)
+            _, f = timeit(lambda: decoder.step(tok, pos), reps)
+        out[mode] = dict(rows=rows, position=pos, generic_s=g, decoder_s=f, speedup=g / f)
+        print(f"  ar decode step {mode:>13} ({rows} rows, position {pos}): generic {1e3 * g:.2f} ms, "
+              f"TokenDecoder {1e3 * f:.2f} ms ({g / f:.2f}x)", flush=True)
     return out
-
-
-def train_throughput(kind: str, model, args, grid, tokens: int) -> dict:
-    b = args.train_batch
-    x = torch.randn(b, LATENT_CHANNELS, *grid) if kind == "flow" else torch.randint(0, args.vocab, (b, *grid))
-    opt, c, g = torch.optim.AdamW(model.parameters(), lr=1e-4), cond(b), torch.Generator().manual_seed(0)
-    model.train()
-
-    def step():
-        loss, _ = model.loss(x, c, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    s = timeit(step, args.train_steps, warmup=step)
-    print(f"  {kind:>6}: {s:.2f} s/step, {b * tokens / s:.0f} tokens/s", flush=True)
-    return dict(batch=b, tokens_per_step=b * tokens, seconds_per_step=s, tokens_per_s=b * tokens / s)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--video", type=int, nargs=3, default=[33, 128, 128], help="frames, height, width")
-    parser.add_argument("--vocab", type=int, default=1024, help="codebook size of the discrete tokenizer")
-    parser.add_argument("--flow-patch", type=int, default=2, choices=(1, 2), help="spatial patch of the flow model")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--presets", nargs="+", default=["small", "base"], help="training presets")
+    parser.add_argument("--sample-preset", default="small")
+    parser.add_argument("--grid", type=int, nargs=3, default=[5, 8, 8], help="token grid (320 tokens)")
+    parser.add_argument("--train-batch", type=int, default=16)
+    parser.add_argument("--train-steps", type=int, default=2, help="timed steps after the first")
+    parser.add_argument("--sample-batch", type=int, default=4)
+    parser.add_argument("--sample-repeats", type=int, default=1, help="timed sampling calls after the first")
     parser.add_argument("--masked-steps", type=int, default=12)
-    parser.add_argument("--flow-steps", type=int, nargs="+", default=[50, 25])
-    parser.add_argument("--cfg", action="store_true", help=f"also sample with CFG (scale {CFG_SCALE}, 2x batch)")
-    parser.add_argument("--ar-uncached-budget", type=float, default=300.0, help="seconds per uncached AR run")
-    parser.add_argument("--train-batch", type=int, default=2)
-    parser.add_argument("--train-steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5, help="GEMM / copy / single-forward timings (median)")
+    parser.add_argument("--flow-steps", type=int, default=25)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--compile-presets", nargs="+", default=["small"],
+                        help="training presets also run with compile (base: ~2 min more; see the results file)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (well under a minute)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset, small grid, no compile")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.preset, args.video, args.batches, args.masked_steps, args.flow_steps = "tiny", [5, 64, 64], [1, 2], 2, [2]
-        args.ar_uncached_budget, args.train_steps, args.repeats = 5.0, 2, 3
+        args.presets, args.sample_preset, args.grid, args.train_batch = ["tiny"], "tiny", [2, 4, 4], 2
+        args.train_steps, args.masked_steps, args.flow_steps, args.sample_batch, args.compile = 1, 2, 2, 2, False
     out_path = Path(args.out or f"docs/results/bench_generators{'_quick' if args.quick else ''}.json")
+    use_repo_cache_dir()
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    load_start = os.getloadavg()
-    frames, height, width = args.video
-    grid = (1 + (frames - 1) // 4, height // 8, width // 8)  # 4x8x8 tokenizer (flow: its latent grid)
-    bmax, scales = max(args.batches), ([1.0, CFG_SCALE] if args.cfg else [1.0])
-    print(f"torch {torch.__version__}, {args.threads} threads, preset {args.preset}, video {frames}x{height}x{width}"
-          f" -> token grid {'x'.join(map(str, grid))}, load average {load_start[0]:.2f}", flush=True)
-    if load_start[0] > 0.5:
-        print("WARNING: the machine is busy; when threads compete for cores, small ops (AR decode steps) slow down "
-              "by up to 100x (each parallel region waits for a descheduled thread): read ratios with care")
-    gemm_s, gemm, bandwidth = machine_rates(args.repeats)
-    print(f"2048^3 fp32 GEMM: {gemm_s * 1e3:.0f} ms = {gemm / 1e9:.1f} GFLOP/s; copy bandwidth "
-          f"{bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
-
-    models = {kind: build(kind, args) for kind in ("masked", "flow", "ar")}
-    tokens = {"masked": math.prod(grid), "ar": math.prod(grid), "flow": math.prod(models["flow"].patch.grid(grid))}
-    params = {k: dict(total=n_params(m), backbone=n_params(m.backbone)) for k, m in models.items()}
-    print("parameters: " + ", ".join(f"{k} {v['total'] / 1e6:.2f} M (backbone {v['backbone'] / 1e6:.2f} M)"
-                                     for k, v in params.items()))
-    print("tokens per video: " + ", ".join(f"{k} {n} (+{TEXT_TOKENS} text prefix)" for k, n in tokens.items()))
-    results: dict = dict(command=" ".join([sys.executable, *sys.argv]), torch=torch.__version__, threads=args.threads,
-                         date=datetime.now().isoformat(timespec="seconds"), host_cpus=os.cpu_count(),
-                         loadavg_start=load_start, config=dict(vars(args), token_grid=list(grid)), tokens=tokens,
-                         gemm=dict(n=2048, seconds=gemm_s, gflops=gemm / 1e9), copy_bandwidth_gbs=bandwidth / 1e9,
-                         params=params, sampling=[])
-    with torch.inference_mode():
-        fwd = {k: forward_flops(k, m, grid) for k, m in models.items()}
-        ar_total, ar_step, ar_mid = ar_cached_flops(models["ar"], grid)
-        flops_per_video = {"masked": fwd["masked"] * args.masked_steps, "ar_cached": ar_total,
-                           "ar_uncached": fwd["ar"] * tokens["ar"],
-                           **{f"flow{s}": fwd["flow"] * s for s in args.flow_steps}}
-        jobs = [("masked", f"masked {args.masked_steps} steps", args.masked_steps, "masked"),
-                *[("flow", f"flow {s} steps", s, f"flow{s}") for s in args.flow_steps],
-                ("ar", "ar kv-cache", 1, "ar_cached")]
-        print(f"{'sampler':>16} {'batch':>5} {'cfg':>4} {'tokens':>6} {'s/call':>8} {'s/video':>8} {'GFLOP/video':>11} "
-              f"{'GFLOP/s':>8} {'% GEMM':>7}", flush=True)
-        for kind, label, steps, key in jobs:
-            for batch in args.batches:
-                for scale in scales:
-                    warm = sampler(kind, models[kind], batch, (1, 2, 2) if kind == "ar" else grid, 1, scale)
-                    secs = timeit(sampler(kind, models[kind], batch, grid, steps, scale), 1, warmup=warm)
-                    flops = flops_per_video[key] * (1 if scale == 1.0 else 2)
-                    rate = flops * batch / secs
-                    results["sampling"].append(dict(sampler=key, batch=batch, guidance_scale=scale, steps=steps,
-                                                    tokens=tokens[kind], seconds=secs, seconds_per_video=secs /
-                                                    batch, gflop_per_video=flops / 1e9, gflops=rate / 1e9,
-                                                    fraction_of_gemm=rate / gemm))
-                    print(f"{label:>16} {batch:>5} {scale if scale != 1 else '-':>4} {tokens[kind]:>6} {secs:>8.2f} "
-                          f"{secs / batch:>8.2f} {flops / 1e9:>11.1f} {rate / 1e9:>8.1f} {100 * rate / gemm:>6.1f}%",
-                          flush=True)
-        print("autoregressive without KV cache (the whole grid is recomputed for every token):", flush=True)
-        uncached = [ar_uncached_scaling(models["ar"], batch, grid, args.ar_uncached_budget) for batch in args.batches]
-        for u in uncached:
-            print(f"  b={u['batch']}: {'x'.join(map(str, u['grid']))}: uncached {u['uncached_s']:.2f} s, cached "
-                  f"{u['cached_s']:.2f} s -> {u['speedup']:.1f}x; time ~ tokens^{u.get('exponent', float('nan')):.2f}"
-                  f", full grid predicted {u.get('predicted_full_grid_s', float('nan')):.0f} s", flush=True)
-        print("text conditioning (flow, one forward at batch 1):", flush=True)
-        text = text_conditioning(args, grid, args.repeats)
-
-    # masked vs AR: bytes each step reads vs FLOPs it does (roofline = max(FLOPs / GEMM rate, bytes / bandwidth))
-    seconds = {(r["sampler"], r["batch"]): r["seconds_per_video"] for r in results["sampling"]
-               if r["guidance_scale"] == 1}
-    intensity = dict(machine_balance_flop_per_byte=gemm / bandwidth, ar_decode_step_position=ar_mid,
-                     ar_over_masked_flops=flops_per_video["ar_cached"] / flops_per_video["masked"])
-    print(f"masked vs AR (cached): machine balance {gemm / bandwidth:.0f} FLOP/byte; AR/masked FLOPs "
-          f"{intensity['ar_over_masked_flops']:.2f}")
-    for batch in args.batches:
-        m = traffic(models["masked"], fwd["masked"], TEXT_TOKENS + tokens["masked"], args.masked_steps, batch)
-        r = traffic(models["ar"], ar_step, ar_mid, tokens["ar"] - 1, batch)
-        for name, t, key in (("masked", m, "masked"), ("ar_cached_decode", r, "ar_cached")):
-            t.update(roofline_s_per_video=max(flops_per_video[key] / gemm, t["bytes_per_video"] / bandwidth),
-                     measured_s_per_video=seconds[(key, batch)], seconds_per_step=seconds[(key, batch)] * batch /
-                     (args.masked_steps if key == "masked" else tokens["ar"]))
-            intensity[f"{name}_b{batch}"] = t
-        ratio = seconds[("ar_cached", batch)] / seconds[("masked", batch)]
-        intensity[f"ar_over_masked_seconds_b{batch}"] = ratio
-        print(f"  b={batch}: FLOP/byte masked {m['intensity_flop_per_byte']:.0f} vs AR decode "
-              f"{r['intensity_flop_per_byte']:.2f}; MB/video {m['bytes_per_video'] / 1e6:.0f} vs "
-              f"{r['bytes_per_video'] / 1e6:.0f}; roofline s/video {m['roofline_s_per_video']:.3f} vs "
-              f"{r['roofline_s_per_video']:.3f}; measured AR/masked seconds {ratio:.2f}x")
-
-    print(f"training (AdamW, batch {args.train_batch}, median of {args.train_steps} steps after one warm-up):")
-    training = {kind: train_throughput(kind, model, args, grid, tokens[kind]) for kind, model in models.items()}
-    fractions = {r["sampler"]: r["fraction_of_gemm"] for r in results["sampling"]
-                 if r["guidance_scale"] == 1 and r["batch"] == bmax}
-    speedup = uncached[0]["speedup"]
-    targets = dict(measured_at_batch=bmax, masked_ge_half_gemm=fractions["masked"] >= 0.5,
-                   flow_ge_half_gemm=all(fractions[f"flow{s}"] >= 0.5 for s in args.flow_steps),
-                   ar_cache_speedup_ge_20x=speedup >= 20)
-    results.update(flop_counting="sampling FLOPs = one batch-1 forward counted x steps x batch (x2 with CFG); AR "
-                   "cached = prefill + (N-1) decode steps counted at the mean position; AR uncached = one whole-grid "
-                   "forward x N; CPU SDPA counted as dense attention", flops_per_video=flops_per_video,
-                   forward_flops_b1=fwd, ar_uncached=uncached, text_conditioning=text, intensity=intensity,
-                   training=training, targets=targets, loadavg_end=os.getloadavg())
-    print(f"targets (batch {bmax}): masked {100 * fractions['masked']:.0f}% of GEMM, flow "
-          + ", ".join(f"{100 * fractions[f'flow{s}']:.0f}%" for s in args.flow_steps)
-          + f" (>= 50%); AR cache speed-up {speedup:.1f}x at batch {uncached[0]['batch']} (>= 20x) -> {targets}")
+    grid, load_start, t0 = tuple(args.grid), os.getloadavg(), time.perf_counter()
+    print(f"torch {torch.__version__}, {args.threads} threads, grid {'x'.join(map(str, grid))} "
+          f"({math.prod(grid)} tokens + {TEXT_TOKENS} text), load average {load_start[0]:.2f}", flush=True)
+    ceilings = gemm_ceilings(repeats=3 if args.quick else 5)
+    print(describe(ceilings), flush=True)
+    results = dict(command=" ".join(["python", *sys.argv]), torch=torch.__version__, threads=args.threads,
+                   date=datetime.now().isoformat(timespec="seconds"), loadavg_start=load_start,
+                   config=vars(args), ceilings=ceilings, training=[], sampling=[])
+    for preset in args.presets:
+        for kind in ("flow", "masked"):
+            results["training"].append(training(kind, preset, grid, args, ceilings))
+    for kind in ("masked", "flow", "ar"):
+        results["sampling"].append(sampling(kind, grid, args))
+    results["ar_decode_step"] = decode_step(grid, args)
+    results["ceilings_end"] = gemm_ceilings(repeats=3)
+    print("at the end: " + describe(results["ceilings_end"]), flush=True)
+    results["targets"] = targets(results)
+    results.update(loadavg_end=os.getloadavg(), wall_s=time.perf_counter() - t0)
+    print(json.dumps(results["targets"], indent=1))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2))
-    print(f"load average {load_start[0]:.2f} -> {results['loadavg_end'][0]:.2f}; wrote {out_path}")
+    print(f"{results['wall_s']:.0f} s; load average {load_start[0]:.2f} -> {results['loadavg_end'][0]:.2f}; "
+          f"wrote {out_path}")
+    torch.set_num_threads(threads)
     return 0
 
 
+def best_bf16(precisions: dict) -> tuple[str, dict]:
+    name = max((m for m in precisions if m != "fp32"), key=lambda m: precisions[m]["speedup_vs_fp32"])
+    return name, precisions[name]
+
+
+def targets(results: dict) -> dict:
+    """The issue's targets: small >= 3x fp32 tokens/s (and >= 20 % of the bf16 ceiling), base >= 35 % of it,
+    sampling >= 2.5x fp32; each with its measured value (the best bf16 variant)."""
+    out = {}
+    for r in results["training"]:
+        name, best = best_bf16(r["precisions"])
+        key = f"train_{r['preset']}_{r['kind']}"
+        out[key] = dict(best=name, speedup=best["speedup_vs_fp32"], fraction=best["fraction_of_ceiling"])
+        if r["preset"] == "base":
+            out[key]["met"] = best["fraction_of_ceiling"] >= 0.35
+        else:
+            out[key]["met"] = best["speedup_vs_fp32"] >= 3 and best["fraction_of_ceiling"] >= 0.2
+    for r in results["sampling"]:
+        name, best = best_bf16(r["precisions"])
+        out[f"sample_{r['kind']}"] = dict(best=name, speedup=best["speedup_vs_fp32"],
+                                          met=best["speedup_vs_fp32"] >= 2.5)
+    return out
+
 
 def readme_table(results: dict) -> str:
-    """The README's sampling table (``eval/readme_tables.py``, marker ``generators``) from a results file."""
-    def label(r):
-        if r["sampler"] == "ar_cached":
-            return "autoregressive, KV cache"
-        return f"{'masked' if r['sampler'] == 'masked' else 'flow'}, {r['steps']} steps"
-    best = {}  # the lower fraction of GEMM at the target batch in bold, as the target reads it
+    """The README's generator table (``eval/readme_tables.py``, marker ``generators``): fp32 / bf16 / bf16+compile."""
+    ceil = results["ceilings"]
+
+    def cell(r, mode, training):
+        p = r["precisions"].get(mode)
+        if p is None:
+            return "–"
+        if training:
+            return f"{p['tokens_per_s']:.0f} tok/s, {p['fraction_of_ceiling']:.0%} ({p['speedup_vs_fp32']:.1f}x)"
+        return f"{p['seconds_per_video']:.2f} s ({p['speedup_vs_fp32']:.1f}x)"
+    lines = ["| workload | fp32 | bf16 | bf16+compile |", "|---|---|---|---|"]
+    for r in results["training"]:
+        lines.append(f"| train {r['kind']}, `{r['preset']}`, batch {r['batch']} x {r['tokens_per_clip']} tokens | "
+                     + " | ".join(cell(r, m, True) for m in ("fp32", "bf16", "bf16+compile")) + " |")
     for r in results["sampling"]:
-        if r["batch"] == results["targets"]["measured_at_batch"] and r["sampler"] in ("masked", "flow50"):
-            best[r["sampler"]] = r
-    lines = ["| sampler | batch | s / video | GFLOP / video | achieved GFLOP/s | % of GEMM |", "|---|---|---|---|---|---|"]
-    for r in results["sampling"]:
-        pct = f"{r['fraction_of_gemm']:.1%}" if r["fraction_of_gemm"] < 0.1 else f"{r['fraction_of_gemm']:.0%}"
-        pct = pct.replace("%", " %")
-        pct = f"**{pct}**" if best.get(r["sampler"]) is r else pct
-        gflops = f"{r['gflops']:.0f}" if r["gflops"] >= 100 else f"{r['gflops']:.1f}"
-        lines.append(f"| {label(r)} | {r['batch']} | {r['seconds_per_video']:.2f} | {r['gflop_per_video']:.0f} | "
-                     f"{gflops} | {pct} |")
-    lines += ["", f"{results['threads']} threads, GEMM {results['gemm']['gflops']:.0f} GFLOP/s in the same run, "
-              f"{results['date'][:10]}; `{' '.join(['python', *results['command'].split()[1:]])}`."]
+        bf16 = r["bf16_mode"]
+        lines.append(f"| sample {r['kind']}, `{r['preset']}`, batch {r['batch']}, s / video | "
+                     + " | ".join(cell(r, m, False) for m in ("fp32", bf16, "bf16+compile"))
+                     + f" |")
+    lines += ["", f"Training: tokens/s, % of the same dtype's 2048³ GEMM ceiling (fp32 {ceil['fp32']['gflops']:.0f}, "
+              f"bf16 {ceil['bf16']['gflops']:.0f} GFLOP/s in the same run), speed-up over fp32; bf16 = autocast. "
+              f"Sampling: the faster of bf16 autocast / bf16 weights ({', '.join(sorted({r['bf16_mode'] for r in results['sampling']}))}). "
+              f"{results['threads']} threads, {results['date'][:10]}; `{results['command']}`."]
     return "\n".join(lines)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

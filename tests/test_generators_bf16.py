@@ -194,3 +194,29 @@ def test_decoder_step_equals_generic_decode_in_bf16():
         fast = decoder.step(ids[:, -1], pos)
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast, generic, atol=0.02 * generic.abs().max().item(), rtol=0)
+
+
+@pytest.mark.slow  # compiles three models: ~10-30 s on 2 cores (cached under .cache/ afterwards)
+@pytest.mark.parametrize("kind", ["masked", "flow", "ar"])
+def test_compiled_sampling_equals_eager(kind):
+    """compile=True (vidgen.generators.compiled) gives eager's tokens; flow latents within fp32 rounding."""
+    model = build(kind)
+    eager, compiled = sample(kind, model), sample(kind, model, compile=True)
+    if kind == "flow":
+        torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+    else:
+        assert torch.equal(compiled, eager)
+
+
+def test_bench_generators_quick(load_script, tmp_path):
+    """The benchmark's smoke mode runs and its README table renders (fp32 / bf16 / bf16+compile columns)."""
+    bench = load_script("eval/bench_generators.py")
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    assert bench.main(["--quick", "--threads", "1", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == threads
+    import json
+    results = json.loads(out.read_text())
+    assert {r["kind"] for r in results["sampling"]} == {"masked", "flow", "ar"}
+    assert results["ceilings"]["bf16"]["gflops"] > 0
+    assert "| workload | fp32 | bf16 | bf16+compile |" in bench.readme_table(results)

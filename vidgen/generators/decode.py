@@ -92,17 +92,27 @@ class TokenDecoder:
         Writes the step's keys / values at ``pos`` in every layer's cache; positions before ``pos`` must be there."""
         model, heads = self.model, self.heads
         x = model.token_embed(token)[:, None]  # (rows, 1, d)
-        cos, sin = self.cos[pos], self.sin[pos]
-        end = self.num_tokens if self.static else pos + 1
+        static = self.static
+        if static:  # pos: a 0-d tensor; index with a 1-element tensor (a 0-d index would read a Python scalar)
+            idx = pos.reshape(1)
+            cos, sin = self.cos[idx], self.sin[idx]
+        else:
+            cos, sin = self.cos[pos], self.sin[pos]
         for blk, (sa, ca, ga, sm, cm, gm), layer, mask in zip(model.backbone.blocks, self.block_mod,
                                                               self.cache.layers, self.masks):
             attn = blk.attn
             q, k, v = attn.qkv(modulate(blk.norm1(x), sa, ca)).unflatten(-1, (3, heads, -1)).permute(2, 0, 3, 1, 4)
             q, k = _rotate(attn.q_norm(q), cos, sin), _rotate(attn.k_norm(k), cos, sin)  # (rows, heads, 1, hd)
-            layer.k[:, :, pos] = k[:, :, 0]
-            layer.v[:, :, pos] = v[:, :, 0]
-            m = None if mask is None else mask[pos][None, :end]  # (1, end): CPU SDPA wants a 2-D+ mask
-            out = F.scaled_dot_product_attention(q, layer.k[:, :, :end], layer.v[:, :, :end], attn_mask=m)
+            if static:  # every position, future ones masked out by the token-causal row
+                layer.k.index_copy_(2, idx, k.to(layer.k.dtype))
+                layer.v.index_copy_(2, idx, v.to(layer.v.dtype))
+                k_all, v_all, m = layer.k, layer.v, mask[idx]
+            else:
+                layer.k[:, :, pos] = k[:, :, 0]
+                layer.v[:, :, pos] = v[:, :, 0]
+                k_all, v_all = layer.k[:, :, :pos + 1], layer.v[:, :, :pos + 1]
+                m = None if mask is None else mask[pos][None, :pos + 1]  # (1, L): CPU SDPA wants a 2-D+ mask
+            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=m)
             x = x + ga[:, None] * attn.proj(out.transpose(1, 2).flatten(2))
             if blk.cross is not None:
                 x = x + blk.cross(blk.norm_cross(x), self.context)
