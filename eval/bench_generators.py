@@ -297,11 +297,11 @@ def readme_table(results: dict) -> str:
     for r in results["sampling"]:
         bf16 = r["bf16_mode"]
         lines.append(f"| sample {r['kind']}, `{r['preset']}`, batch {r['batch']}, s / video | "
-                     + " | ".join(cell(r, m, False) for m in ("fp32", bf16, "bf16+compile"))
-                     + f" |")
+                     + " | ".join(cell(r, m, False) for m in ("fp32", bf16, "bf16+compile")) + " |")
+    modes = ", ".join(sorted({r["bf16_mode"] for r in results["sampling"]}))
     lines += ["", f"Training: tokens/s, % of the same dtype's 2048³ GEMM ceiling (fp32 {ceil['fp32']['gflops']:.0f}, "
               f"bf16 {ceil['bf16']['gflops']:.0f} GFLOP/s in the same run), speed-up over fp32; bf16 = autocast. "
-              f"Sampling: the faster of bf16 autocast / bf16 weights ({', '.join(sorted({r['bf16_mode'] for r in results['sampling']}))}). "
+              f"Sampling: the faster of bf16 autocast / bf16 weights ({modes}). "
               f"{results['threads']} threads, {results['date'][:10]}; `{results['command']}`."]
     return "\n".join(lines)
 

@@ -111,7 +111,8 @@ def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional
                  temperature=(2.0, 0.0), top_k: Optional[int] = None, given_ids: Optional[torch.Tensor] = None,
                  given_mask: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
-                 progress: Optional[Callable] = None, frame_order: str = "joint", compile: bool = False) -> torch.Tensor:
+                 progress: Optional[Callable] = None, frame_order: str = "joint",
+                 compile: bool = False) -> torch.Tensor:
     """Iterative parallel decoding of ids (B, t, h, w). ``given_mask`` (B, t, h, w) bool keeps ``given_ids`` exactly
     (prediction: first frames; interpolation: first + last; inpainting / outpainting: a region).
     ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
