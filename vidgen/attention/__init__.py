@@ -3,7 +3,8 @@
 ``attention3d(q, k, v, grid=(T, H, W), window=None, causal=False, num_prefix_tokens=0, backend="auto",
 q_start=None)``; ``causal`` in {False, True / "frame", "token"}; ``q_start`` = decode against a :class:`KVCache`.
 Backends: ``reference`` (dense-mask SDPA), ``cpu`` (blocked neighbourhoods, fwd+bwd, any device),
-``cpu_fused`` (a C window kernel compiled on first use: keys read in place, fwd+bwd, float32, no prefix tokens),
+``cpu_fused`` (a C window kernel compiled on first use: keys read in place, fwd+bwd, float32 or bf16 stored with
+float32 sums, no prefix tokens),
 ``flex`` (FlexAttention), ``triton`` (fused flash-style kernel; imported lazily).
 """
 from vidgen.attention.api import BACKENDS, attention3d, backend_support, choose_backend
