@@ -98,6 +98,17 @@ def test_autoregressive_class_gif_without_steps(pipelines, tmp_path, capsys):
     assert not (tmp_path / "s.mp4").exists() and not (tmp_path / "p.mp4").exists()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_option(pipelines, tmp_path, capsys, precision):
+    args = ["generate", PROMPT, "--pipeline", pipelines["masked"], *SIZE, "--steps", "2", "--seed", "0"]
+    assert main([*args, "--precision", precision, "--out", str(tmp_path / "v.mp4")]) == 0
+    assert f"(seed 0, {precision})" in capsys.readouterr().out
+    _check_video(tmp_path / "v.mp4")
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main([*args, "--precision", "fp16", "--out", str(tmp_path / "w.mp4")])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--class", "1"], "not both"),
     (["--steps", "0"], "--steps must be >= 1"),

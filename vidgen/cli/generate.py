@@ -151,7 +151,7 @@ def generate(args) -> list[Path]:
     sheet = save_image(written[0].with_name(f"{Path(args.out).stem}.png"),
                        contact_sheet(videos, labels=labels, scale=scale))
     print(f"sampled {len(videos)} video(s) of {args.num_frames}x{args.height}x{args.width} in {elapsed:.1f} s "
-          f"(seed {seed})")
+          f"(seed {seed}, {pipe.precision})")
     for path in written:
         print(f"video: {path}")
     print(f"contact sheet: {sheet}")

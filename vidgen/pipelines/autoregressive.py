@@ -18,6 +18,10 @@ from vidgen.pipelines.base import VideoPipelineBase, to_output
 
 class AutoregressiveVideoPipeline(VideoPipelineBase):
     video_tokenizer_name = "vqvae"
+    # One token per row and step: on the CPU bf16 made the shipped pipeline slower (0.365 -> 0.478 s per video at
+    # batch 4, eval/bench_pipelines.py, docs/results/bench_pipelines.json): its GEMMs have 2 rows (one video and its
+    # CFG twin per call) and the one-query SDPA is 3x slower in bf16. dtype="bf16" still gives bf16.
+    bf16_pays_on_cpu = False
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ("latents",)  # the ids generated so far
 

@@ -61,15 +61,20 @@ def make_accelerator(precision, log=None, **kwargs) -> tuple[Accelerator, str]:
 
 
 def compile_module(module: torch.nn.Module, enabled: bool, log=None) -> torch.nn.Module:
-    """``module`` compiled with inductor if ``enabled`` (in place, so its parameters stay the same objects); the
-    compile cache goes to ``.cache/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. Compilation happens at the
-    first call: the loops log the first step's time apart from the steady-state throughput."""
+    """``module``'s compute-heavy part compiled with inductor if ``enabled``, in place (parameters stay the same
+    objects); the compile cache goes to ``.cache/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. Compilation
+    happens at the first call: the loops log the first step's time apart from the steady-state throughput.
+
+    What is compiled: a generator's transformer backbone (``model.backbone``), else the whole module. Compiling a
+    generator's whole loss recompiled on every step (guards on Python state it changes: the RoPE table cache, the
+    row-wise random draws) and ran 14x slower than eager (eval/bench_generators.py)."""
     if not enabled:
         return module
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(".cache/inductor").resolve()))
-    module.compile()
+    target = getattr(getattr(module, "model", module), "backbone", module)
+    target.compile()
     if log is not None:
-        log("compile: torch.compile (inductor); the first step includes compilation")
+        log(f"compile: torch.compile (inductor) of {type(target).__name__}; the first step includes compilation")
     return module
 
 
