@@ -26,6 +26,16 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread for a module of tiny-model tests (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny ops on
+    the shared 2-core machine spend most of their time in OpenMP barriers otherwise (10x slower here under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _process_state_restored():
     """Tests run in any order (``make test-shuffled``): a test that runs a script's ``main`` (which may set the thread

@@ -55,12 +55,7 @@ HUGE_VIDEO = (1, 3, 100_000, 40_000, 40_000)
 GIB = r"would need about [\d,]+\.\d GiB, more than the [\d,]+\.\d GiB of"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class _Payload:

@@ -35,12 +35,7 @@ SAMPLE_TOL = 0.10  # flow samples: max abs difference / std of the fp32 sample
 PRECISIONS = ("autocast", "bf16")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def gen(seed: int) -> torch.Generator:

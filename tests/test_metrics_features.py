@@ -8,12 +8,7 @@ from vidgen.cli import main
 from vidgen.metrics.fid import FrechetInceptionDistance, load_inception
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_fid_features_have_shape_n_by_2048_and_per_frame_videos_flatten():

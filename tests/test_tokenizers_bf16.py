@@ -50,14 +50,7 @@ def as_bf16(model):
     return clone.eval().to(torch.bfloat16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: tiny ops on a shared 2-core machine spend most of their time in OpenMP barriers (10x slower
-    here under load); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ from vidgen.tokenizers.tiling import tiled_apply
 TC, SC = 4, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread in this module's tests only (it used to be set at import, which changed the whole suite)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
