@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 def readme_table(results: dict) -> str:
     """The README table (``<!-- table:bf16_parity -->``) from ``docs/results/bf16_training_parity.json``."""
     lines = ["| generator | fp32: mean loss, last 100 steps | bf16 | difference | target (within 2 %) | tokens/s fp32 / bf16 "
-             "(while other work ran) |", "|---|---|---|---|---|---|"]
+             "(median of logged steps) |", "|---|---|---|---|---|---|"]
     for name, row in results["generators"].items():
         a, b = row["fp32"], row["bf16"]
         lines.append(f"| {name} | {a['tail_mean_loss']:.4f} | {b['tail_mean_loss']:.4f} | "
