@@ -45,20 +45,19 @@ class VideoPipelineBase(DiffusionPipeline):
         """diffusers' ``from_pretrained`` with ``dtype`` defaulting to ``"auto"``: bf16 weights where the device
         multiplies bf16 fast, fp32 elsewhere (:func:`vidgen.precision.resolve_dtype`; ``"fp32"`` / ``"bf16"`` or a
         ``torch.dtype`` choose; a pipeline whose measured bf16 speed on the CPU is no better keeps fp32 under
-        ``"auto"`` there: :attr:`bf16_pays_on_cpu`). ``torch_dtype`` is diffusers' deprecated name for ``dtype``. In bf16 the components
-        keep fp32 where numerics need it (quantizer rounding, sampling probabilities, the flow ODE state); the text
+        ``"auto"`` there: :attr:`bf16_pays_on_cpu`). ``torch_dtype`` is diffusers' deprecated name for ``dtype``.
+        In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling probabilities, the flow ODE state); the text
         encoder stays fp32 (it runs once per prompt)."""
         if torch_dtype is not None:
             if not (isinstance(dtype, str) and dtype == "auto"):
                 raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
             warnings.warn("torch_dtype is deprecated, use dtype (as diffusers does)", FutureWarning, stacklevel=2)
             dtype = torch_dtype
-        device = kwargs.get("device_map") if isinstance(kwargs.get("device_map"), str) else None
-        device = device if device in ("cuda", "cpu") else None
+        device = kwargs.get("device_map") if kwargs.get("device_map") in ("cuda", "cpu") else None
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
+            dtype = "fp32"
         resolved = resolve_dtype(dtype, device, "dtype")
-        on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
-        if isinstance(dtype, str) and dtype == "auto" and on_cpu and not cls.bf16_pays_on_cpu:
-            resolved = torch.float32
         return super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolved, **kwargs)
 
     @property

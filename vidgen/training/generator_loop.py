@@ -105,7 +105,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
 def _train_generator(cfg: GeneratorTrainConfig) -> dict:
     from vidgen.tokenizers import load_tokenizer
     # CFG dropout leaves the null embeddings unused in some steps: DDP must not wait for their gradients
-    acc, _ = make_accelerator(cfg.precision, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc, chosen = make_accelerator(cfg.precision,
+                                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
 
     log = RunLog(run_dir, is_main)
@@ -115,7 +116,7 @@ def _train_generator(cfg: GeneratorTrainConfig) -> dict:
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log(f"precision: {'bf16' if acc.mixed_precision == 'bf16' else 'fp32'} (precision={cfg.precision})")
+    log(f"precision: {chosen} (precision={cfg.precision})")
     tokenizer = load_tokenizer(cfg.tokenizer).to(acc.device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_generator(cfg, _text_dim(cfg), tokenizer)

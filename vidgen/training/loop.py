@@ -168,14 +168,14 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig) -> dict:
     run_dir = Path(cfg.run_dir)
-    acc, _ = make_accelerator(cfg.precision)
+    acc, chosen = make_accelerator(cfg.precision)
     is_main = acc.is_main_process
     log = RunLog(run_dir, is_main)
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log(f"precision: {'bf16' if acc.mixed_precision == 'bf16' else 'fp32'} (precision={cfg.precision})")
+    log(f"precision: {chosen} (precision={cfg.precision})")
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg.model)
     decoder_only = cfg.trainable == "decoder"

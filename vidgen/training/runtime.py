@@ -43,7 +43,7 @@ def torch_state(threads: int, deterministic: bool = False):
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def make_accelerator(precision, log=None, **kwargs) -> tuple[Accelerator, str]:
+def make_accelerator(precision, **kwargs) -> tuple[Accelerator, str]:
     """An ``Accelerator`` computing in ``precision`` (``auto`` decided for the device it will use) and the
     precision chosen (``"fp32"`` or ``"bf16"``). bf16 is autocast over fp32 master weights: the optimizer, its
     state, gradients and the EMA stay fp32. ``auto`` defers to ``accelerate launch --mixed_precision`` (or an
@@ -54,10 +54,7 @@ def make_accelerator(precision, log=None, **kwargs) -> tuple[Accelerator, str]:
         return Accelerator(mixed_precision="fp16", **kwargs), "fp16"
     # auto defers to an explicit launcher setting; an explicit precision in the config wins over it
     chosen = resolve_precision(launcher if precision == "auto" and launcher else precision, device, "precision")
-    acc = Accelerator(mixed_precision=accelerate_mixed_precision(chosen), cpu=device == "cpu", **kwargs)
-    if log is not None:
-        log(f"precision: {chosen}" + (" (auto)" if precision == "auto" else ""))
-    return acc, chosen
+    return Accelerator(mixed_precision=accelerate_mixed_precision(chosen), cpu=device == "cpu", **kwargs), chosen
 
 
 def compile_module(module: torch.nn.Module, enabled: bool, log=None) -> torch.nn.Module:
