@@ -46,8 +46,8 @@ class VideoPipelineBase(DiffusionPipeline):
         multiplies bf16 fast, fp32 elsewhere (:func:`vidgen.precision.resolve_dtype`; ``"fp32"`` / ``"bf16"`` or a
         ``torch.dtype`` choose; a pipeline whose measured bf16 speed on the CPU is no better keeps fp32 under
         ``"auto"`` there: :attr:`bf16_pays_on_cpu`). ``torch_dtype`` is diffusers' deprecated name for ``dtype``.
-        In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling probabilities, the flow ODE state); the text
-        encoder stays fp32 (it runs once per prompt)."""
+        In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling probabilities, the flow
+        ODE state); the text encoder stays fp32 (it runs once per prompt)."""
         if torch_dtype is not None:
             if not (isinstance(dtype, str) and dtype == "auto"):
                 raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
