@@ -2,14 +2,9 @@
 from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder
 from vidgen.tokenizers.layers import CausalCache
 from vidgen.tokenizers.loading import is_discrete, load_tokenizer
-from vidgen.tokenizers.vae import (
-    VAE_PRESETS,
-    BottleneckOutput,
-    CausalVAE,
-    DiagonalGaussian,
-    KLBottleneck,
-    ReconstructionOutput,
-)
+from vidgen.tokenizers.outputs import BottleneckOutput, ReconstructionOutput
+from vidgen.tokenizers.presets import VAE_PRESETS
+from vidgen.tokenizers.vae import CausalVAE, DiagonalGaussian, KLBottleneck
 from vidgen.tokenizers.quantizers import QUANTIZERS, CodebookUsage, QuantizerBottleneck, QuantizerConfig
 from vidgen.tokenizers.vqvae import CausalVQVAE, TokenizerEncoding
 

@@ -26,7 +26,7 @@ from vidgen.tokenizers.causal_codec import (
     pad_video,
 )
 from vidgen.tokenizers.layers import CausalCache
-from vidgen.tokenizers.loading import StrictLoadingMixin
+from vidgen.tokenizers.loading_mixins import StrictLoadingMixin
 from vidgen.tokenizers.tiling import tiled_apply
 
 #: Peak working memory of one codec pass, in copies of its largest activation (measured on CPU with the tiny and
@@ -52,7 +52,7 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
     diffusers' keywords and ``use_tiling`` / ``use_slicing`` flags (from ``AutoencoderMixin``), gradient
     checkpointing of the encoder/decoder blocks, ``_no_split_modules`` for ``device_map`` / accelerate offload, and
     config-readable ``temporal_compression_ratio`` / ``spatial_compression_ratio`` (derived, see :attr:`config`),
-    and a strict ``from_pretrained`` (:class:`~vidgen.tokenizers.loading.StrictLoadingMixin`).
+    and a strict ``from_pretrained`` (:class:`~vidgen.tokenizers.loading_mixins.StrictLoadingMixin`).
     """
 
     _supports_gradient_checkpointing = True

@@ -14,7 +14,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from vidgen.errors import ConfigError, InvalidInputError
-from vidgen.tokenizers.vae import BottleneckOutput
+from vidgen.tokenizers.outputs import BottleneckOutput
 
 QUANTIZERS = ("vq", "fsq", "lfq", "bsq")
 

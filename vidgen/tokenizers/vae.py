@@ -13,7 +13,6 @@ caller-owned object for latents that arrive piece by piece.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -26,14 +25,11 @@ from vidgen.errors import ConfigError
 from vidgen.rng import GeneratorLike, rows
 from vidgen.tokenizers.base import CausalCodecMixin
 from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder, check_video, pad_video
-from vidgen.tokenizers.loading import check_init_options
+from vidgen.tokenizers.loading_mixins import check_init_options
+from vidgen.tokenizers.outputs import BottleneckOutput, ReconstructionOutput
+from vidgen.tokenizers.presets import VAE_PRESETS
 
-# Named size presets (all 4x8x8, 16 latent channels unless overridden).
-VAE_PRESETS: dict[str, dict] = {
-    "tiny": dict(widths=(8, 16, 16), num_res_blocks=1, decoder_extra_blocks=0, latent_channels=4),
-    "small": dict(widths=(32, 64, 128), num_res_blocks=1, decoder_extra_blocks=1),
-    "base": dict(widths=(64, 128, 256, 256), num_res_blocks=2, decoder_extra_blocks=1),
-}
+__all__ = ["VAE_PRESETS", "BottleneckOutput", "CausalVAE", "DiagonalGaussian", "KLBottleneck", "ReconstructionOutput"]
 
 
 def _loss_dtype(x: torch.Tensor) -> torch.dtype:
@@ -93,21 +89,6 @@ class DiagonalGaussian:
         logvar = _up(self.logvar)
         terms = math.log(2.0 * math.pi) + logvar + (_up(sample) - _up(self.mean)).pow(2) / logvar.exp()
         return 0.5 * (terms.flatten(1).sum(1) if dims is None else terms.sum(dim=dims))
-
-
-@dataclass
-class BottleneckOutput:
-    """What a bottleneck gives the training loop: the decoder input, its (weighted) extra loss, and logs."""
-
-    latent: torch.Tensor
-    loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class ReconstructionOutput:
-    sample: torch.Tensor  # (B, 3, T, H, W), same shape as the input
-    bottleneck: BottleneckOutput
 
 
 class KLBottleneck(nn.Module):

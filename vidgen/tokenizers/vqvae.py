@@ -22,9 +22,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from vidgen.errors import ConfigError
 from vidgen.tokenizers.base import CausalCodecMixin
 from vidgen.tokenizers.causal_codec import CausalDecoder, CausalEncoder, CodecConfig, StreamDecoder, check_video, pad_video
-from vidgen.tokenizers.loading import check_init_options
+from vidgen.tokenizers.loading_mixins import check_init_options
 from vidgen.tokenizers.quantizers import QuantizerBottleneck, QuantizerConfig
-from vidgen.tokenizers.vae import VAE_PRESETS, ReconstructionOutput
+from vidgen.tokenizers.outputs import ReconstructionOutput
+from vidgen.tokenizers.presets import VAE_PRESETS
 
 
 @dataclass
