@@ -1,7 +1,7 @@
 """Generators on one video-transformer backbone and one token interface.
 
 * :class:`MaskedVideoTransformer` (MaskGIT / MAGVIT) on tokenizer ids, sampled by :func:`generate_ids`;
-* :class:`DiffusionVideoTransformer` (latent flow matching / DDPM, DiT / Latte) on VAE latents,
+* :class:`DiffusionVideoTransformer` (registered as ``flow``: latent flow matching / DDPM, DiT / Latte) on VAE latents,
   sampled by :func:`generate_latents` with any matching diffusers scheduler;
 * :class:`AutoregressiveVideoTransformer` (GPT with a KV cache) on tokenizer ids, sampled by
   :func:`generate_tokens` / :func:`iter_frames`.
@@ -9,6 +9,8 @@
 Each owns a :class:`VideoTransformerBackbone` and takes the tokenizer object itself
 (``gen.encode_videos(tokenizer, video)`` / ``gen.decode_videos(tokenizer, x, T, H, W)``).
 """
+import warnings
+
 from vidgen.errors import ConfigError
 from vidgen.generators.autoregressive import AutoregressiveVideoTransformer, generate_tokens, iter_frames
 from vidgen.generators.backbone import Block, VideoTransformerBackbone
@@ -17,21 +19,38 @@ from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import DiffusionVideoTransformer, check_scheduler, generate_latents
 from vidgen.generators.masked import MaskedVideoTransformer, generate_ids, make_scheduler
 
-#: generator name (as in training configs) -> class
+#: generator name (training configs, CLI, demo, make_pretrained) -> class; one name per generator
 GENERATORS = {
     "masked": MaskedVideoTransformer,
-    "diffusion": DiffusionVideoTransformer,
+    "flow": DiffusionVideoTransformer,
     "autoregressive": AutoregressiveVideoTransformer,
 }
 
+#: old names still read from training configs written before issue #33, with a FutureWarning (DeprecationWarning is
+#: hidden outside ``__main__``, and the reader of this one is whoever runs a config, not a developer)
+DEPRECATED_GENERATOR_NAMES = {"diffusion": "flow"}
+
+
+def generator_name(name: str, where: str = "generator") -> str:
+    """The registry name for ``name``: itself, or the current name of a deprecated alias (with a warning naming
+    the fix); ConfigError naming ``where`` and the choices if it is neither."""
+    if name in DEPRECATED_GENERATOR_NAMES:
+        new = DEPRECATED_GENERATOR_NAMES[name]
+        warnings.warn(f"{where}={name!r} is deprecated (issue #33); write {where}: {new}", FutureWarning,
+                      stacklevel=3)
+        return new
+    if name not in GENERATORS:
+        raise ConfigError(f"{where}={name!r} is unknown; choose from {sorted(GENERATORS)}")
+    return name
+
 
 def generator_class(name: str):
-    if name not in GENERATORS:
-        raise ConfigError(f"generator={name!r} is unknown; choose from {sorted(GENERATORS)}")
-    return GENERATORS[name]
+    """The generator class registered as ``name`` (a deprecated alias warns and still resolves)."""
+    return GENERATORS[generator_name(name)]
 
 
 __all__ = [
+    "DEPRECATED_GENERATOR_NAMES",
     "GENERATORS",
     "GENERATOR_PRESETS",
     "LAYOUTS",
@@ -47,6 +66,7 @@ __all__ = [
     "generate_latents",
     "generate_tokens",
     "generator_class",
+    "generator_name",
     "iter_frames",
     "make_scheduler",
 ]
