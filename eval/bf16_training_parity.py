@@ -28,8 +28,8 @@ from results import write_result  # noqa: E402
 
 # generator -> (shipped training config, tokenizer folder it trains on, preset overrides for 320 tokens / batch 16)
 RUNS = {
-    "flow": ("pipelines/configs/flow_shapes_p1ft.yaml", "pretrained/shapes-flow/vae", []),
-    "masked": ("pipelines/configs/masked_shapes.yaml", "pretrained/shapes-masked/vqvae", []),
+    "flow": ("configs/shapes-flow/stage2.yaml", "pretrained/shapes-flow/vae", []),
+    "masked": ("configs/shapes-masked/stage1.yaml", "pretrained/shapes-masked/vqvae", []),
 }
 
 
@@ -39,7 +39,7 @@ def train(generator: str, precision: str, args) -> Path:
     if (run_dir / "final").exists():
         return run_dir
     cmd = [sys.executable, str(ROOT / "pipelines/train_generator.py"), "--config", str(ROOT / config),
-           f"run_dir={run_dir}", f"tokenizer={ROOT / tokenizer}", "init_from=", f"steps={args.steps}",
+           f"run_dir={run_dir}", f"video_tokenizer={ROOT / tokenizer}", "init_from=", f"steps={args.steps}",
            f"precision={precision}", f"threads={args.threads}", "sample_every=0", "log_every=1", "ckpt_every=250",
            "data.batch=16", f"data.num_clips={args.clips}", f"data.cache_dir={args.cache_dir}",
            "optim.warmup_steps=100", *extra]

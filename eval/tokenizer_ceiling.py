@@ -4,7 +4,7 @@ held-out shapes clips, before and after each shipped pipeline's tokenizer round 
     python eval/tokenizer_ceiling.py            # -> docs/results/tokenizer_ceiling.json
     python eval/tokenizer_ceiling.py --tokenizer "fsq stage 1=runs/fsq_shapes/final"   # extra rows, any tokenizer
     python eval/tokenizer_ceiling.py --demo-prompts 128   # the demo's own evaluation prompts (--full), seen / held-out
-    python eval/tokenizer_ceiling.py --demo-prompts 192 --prompt-seed 1   # the tuning prompts of eval/sweep_sampling.py
+    python eval/tokenizer_ceiling.py --demo-prompts 192 --prompt-seed 1   # experiments/sweep_sampling.py's tuning prompts
 
 A generator whose samples were perfect token for token could still score no better than the round trip of real clips
 (up to sampling luck), so a target above this ceiling is a tokenizer target, not a generator one.
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                         help="use the real clips of N demo prompts instead (128 with --prompt-seed 0 = the --full "
                              "evaluation), scored per seen / held-out group: the ceiling on exactly those prompts")
     parser.add_argument("--prompt-seed", type=int, default=0, help="with --demo-prompts: 0 = the evaluation set, "
-                        "1 = the tuning set of eval/sweep_sampling.py")
+                        "1 = the tuning set of experiments/sweep_sampling.py")
     parser.add_argument("--out", default=None, help="results file (default docs/results/tokenizer_ceiling.json, "
                         "or tokenizer_ceiling_demo.json with --demo-prompts)")
     args = parser.parse_args(argv)

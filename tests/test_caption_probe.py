@@ -1,4 +1,4 @@
-"""eval/caption_probe.py: caption variants name every class once, and the probe runs on the shipped flow model."""
+"""experiments/caption_probe.py: caption variants name every class once, and the probe runs on the shipped flow model."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def probe(load_script):
-    return load_script("eval/caption_probe.py")
+    return load_script("experiments/caption_probe.py")
 
 
 def test_variants_rewrite_only_the_probed_word(probe):

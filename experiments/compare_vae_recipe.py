@@ -2,11 +2,11 @@
 """Same recipe, same budget: vidgen's CausalVAE vs diffusers' AutoencoderKLCogVideoX, trained by one script.
 
 Both architectures are matched (4x8x8, 16 latent channels, widths 64,128,256,256) and trained by
-``tokenizers/train_tokenizer.py`` with identical configs (``tokenizers/configs/compare/``: data, crops, batches,
-losses, optimizer, schedule and steps; only ``model.kind`` differs), one after the other on the same machine.
+``tokenizers/train_tokenizer.py`` with identical configs (``experiments/configs/tokenizers/compare/``: data, crops,
+batches, losses, optimizer, schedule and steps; only ``model.kind`` differs), one after the other on the same machine.
 Then both are evaluated on the same held-out NaturalClips with the same PSNR / SSIM code.
 
-    python eval/compare_vae_recipe.py [--steps 300] [--threads 1] [--clips 32] [--out outputs/compare_vae_recipe]
+    python experiments/compare_vae_recipe.py [--steps 300] [--threads 1] [--clips 32] [--out outputs/compare_vae_recipe]
 
 Prints PSNR at every in-loop evaluation step (equal steps) beside the time per training step of each run.
 ``--equal-time`` then trains vidgen once more, from scratch with the same recipe, for as many steps as fit in
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = {"vidgen_base": "tokenizers/configs/compare/recipe_vidgen_base.yaml",
-        "cogvideox": "tokenizers/configs/compare/recipe_cogvideox.yaml"}
+RUNS = {"vidgen_base": "experiments/configs/tokenizers/compare/recipe_vidgen_base.yaml",
+        "cogvideox": "experiments/configs/tokenizers/compare/recipe_cogvideox.yaml"}
 
 
 def train(name: str, config: str, steps: int, threads: int, run_root: Path, extra: tuple = ()) -> float:

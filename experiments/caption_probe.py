@@ -1,7 +1,7 @@
 """Does a generator know what it fails to draw? Its own loss as a classifier of real clips (a diffusion classifier).
 
-    python eval/caption_probe.py          # shipped flow pipeline, motion words -> docs/results/caption_probe_flow.json
-    python eval/caption_probe.py --attribute shape --pretrained /tmp/candidate
+    python experiments/caption_probe.py   # shipped flow pipeline, motion words -> experiments/results/caption_probe_flow.json
+    python experiments/caption_probe.py --attribute shape --pretrained /tmp/candidate
 
 A prompt the generator gets wrong may name something it never learned, or something it learned and cannot draw.
 For real training-split shapes clips, the flow transformer's denoising error is measured under the clip's own
@@ -29,7 +29,7 @@ from vidgen.demo.run import load_pipelines
 from vidgen.generators import DiffusionVideoTransformer
 from vidgen.generators.flow import flow_matching_pair
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/results.py
 from results import write_result  # noqa: E402
 
 CLASSES = {"motion": MOTIONS, "shape": SHAPES}
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                         help="noise levels s (x_s = (1 - s) x0 + s noise), comma-separated, each in (0, 1)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=None, help="default docs/results/caption_probe_flow[_shape].json")
+    parser.add_argument("--out", default=None, help="default experiments/results/caption_probe_flow[_shape].json")
     args = parser.parse_args(argv)
     levels = [float(v) for v in args.levels.split(",")]
     if not levels or not all(0 < v < 1 for v in levels):
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     for c in classes:
         print(f"  {c:>9} " + " ".join(f"{v:7.3f}" for v in gap[c].tolist()))
     suffix = "" if args.attribute == "motion" else f"_{args.attribute}"
-    out = args.out or f"docs/results/caption_probe_flow{suffix}.json"
+    out = args.out or f"experiments/results/caption_probe_flow{suffix}.json"
     write_result(out, {"pretrained": str(args.pretrained), "attribute": args.attribute,
                        "clips_per_class": args.clips_per_class, "levels": levels, "accuracy": accuracy,
                        "confusion": {c: dict(confusion[c]) for c in classes},

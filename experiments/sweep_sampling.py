@@ -1,14 +1,17 @@
 """Choose a shipped pipeline's sampling settings on a tuning prompt set, never on the demo's evaluation set.
 
 The demo's prompts come from ``demo_prompts(n, seed=0)``; this sweep uses ``--seed 1`` (other prompts, other video
-seeds) so the settings written into ``vidgen.demo.run.SAMPLING`` are not fitted to the numbers the README reports.
+seeds) so the settings saved in a pipeline's ``sampling_config.json`` (recipe copy: ``configs/shapes-<name>/``) are
+not fitted to the numbers the README reports.
 For each setting it prints colour+motion adherence on seen and held-out pairs and seconds per video, and writes
-``docs/results/sampling_sweep_<pipeline>.json``.
+``experiments/results/sampling_sweep_<pipeline>.json``.
 
-    python eval/sweep_sampling.py masked --grid '{"guidance_scale": [3, 5], "num_inference_steps": [12, 24]}'
-    python eval/sweep_sampling.py flow --grid '{"guidance_scale": [2, 4], "scheduler.shift": [1.0, 3.0]}'
-    python eval/sweep_sampling.py flow --prompts 192 --motions rotate,still --grid '{"num_inference_steps": [25, 50]}'
-    python eval/sweep_sampling.py masked --tokenizer runs/fsq_shapes_edges/final --prompts 192 --grid '{"top_k": [1]}'
+    python experiments/sweep_sampling.py masked --grid '{"guidance_scale": [3, 5], "num_inference_steps": [12, 24]}'
+    python experiments/sweep_sampling.py flow --grid '{"guidance_scale": [2, 4], "scheduler.shift": [1.0, 3.0]}'
+    python experiments/sweep_sampling.py flow --prompts 192 --motions rotate,still \
+        --grid '{"num_inference_steps": [25, 50]}'
+    python experiments/sweep_sampling.py masked --tokenizer runs/fsq_shapes_edges/final --prompts 192 \
+        --grid '{"top_k": [1]}'
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from vidgen.demo.prompts import demo_prompts
 from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
 from vidgen.metrics.adherence import AttributeScorer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/results.py
 from results import write_result  # noqa: E402
 
 
@@ -37,7 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=64, help="tuning prompts (half held-out pairs)")
     parser.add_argument("--seed", type=int, default=1, help="tuning set seed (the demo evaluates seed 0)")
     parser.add_argument("--pretrained", default="pretrained")
-    parser.add_argument("--out", default=None, help="results file (default docs/results/sampling_sweep_<pipeline>.json)")
+    parser.add_argument("--out", default=None, help="results file (default "
+                        "experiments/results/sampling_sweep_<pipeline>.json)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--tokenizer", default="", help="decode with this saved tokenizer instead of the pipeline's "
                         "own (another decoder stage of the same tokenizer: the generator's ids / latents are unchanged)")
@@ -82,11 +86,11 @@ def main(argv=None) -> int:
         groups = "  ".join(f"{g} c+m {row[g]['color_motion']:6.1%}" for g in result)
         right = "  ".join(f"{m} {k}" for m, k in row["motion_right"].items())
         print(f"{json.dumps(sampling):60s} {groups}  {seconds:.2f} s/video\n    motion right: {right}", flush=True)
-    out = Path(args.out or f"docs/results/sampling_sweep_{args.pipeline}.json")
+    out = Path(args.out or f"experiments/results/sampling_sweep_{args.pipeline}.json")
     write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed,
                        "motions": motions or "all",
                        "tokenizer": args.tokenizer or "the pipeline's own", "rows": rows},
-                 command=" ".join(["python", "eval/sweep_sampling.py", *(argv or sys.argv[1:])]))
+                 command=" ".join(["python", "experiments/sweep_sampling.py", *(argv or sys.argv[1:])]))
     print(f"wrote {out}")
     return 0
 
