@@ -1,32 +1,58 @@
-"""``make pretrained`` follows a generator's stages: a config whose ``init_from`` is another config's run trains
-after it."""
+"""``make pretrained`` runs the recipes in ``configs/``: an artifact's stages in order, each after the run its
+``init_from`` names; a generator's tokenizer is the recipe whose stage-1 run it trains on."""
 from __future__ import annotations
 
 import pytest
 
 
-def test_stages_follow_init_from_back_to_the_first_config(tmp_path, monkeypatch, load_script):
-    mp = load_script("pipelines/make_pretrained.py")
-    configs = tmp_path / "pipelines" / "configs"
-    configs.mkdir(parents=True)
-    (configs / "a.yaml").write_text("run_dir: runs/a\n")
-    (configs / "b.yaml").write_text("run_dir: runs/b\ninit_from: runs/a/final\n")
-    (configs / "c.yaml").write_text("run_dir: runs/c\ninit_from: runs/b/final\n")
-    (configs / "outside.yaml").write_text("run_dir: runs/o\ninit_from: pretrained/some-pipeline/transformer\n")
-    monkeypatch.setattr(mp, "ROOT", tmp_path)
-    assert mp._stages("pipelines/configs/c.yaml") == [f"pipelines/configs/{x}.yaml" for x in "abc"]
-    assert mp._stages("pipelines/configs/a.yaml") == ["pipelines/configs/a.yaml"]
-    assert mp._stages("pipelines/configs/outside.yaml") == ["pipelines/configs/outside.yaml"]  # not a stage we train
+def _recipe(root, artifact: str, stage: int, text: str) -> None:
+    path = root / "configs" / artifact / f"stage{stage}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
-    monkeypatch.setattr(mp, "GENERATORS", {"g": ("pipelines/configs/c.yaml", "fsq")})
-    assert mp._next_stage("g") == "pipelines/configs/a.yaml"
-    (tmp_path / "runs" / "a" / "final").mkdir(parents=True)
-    (tmp_path / "runs" / "a" / "final" / "config.json").write_text("{}")
-    assert mp._next_stage("g") == "pipelines/configs/b.yaml"
+
+def _finish(root, run: str) -> None:
+    (root / "runs" / run / "final").mkdir(parents=True)
+    (root / "runs" / run / "final" / "config.json").write_text("{}")
+
+
+def test_stages_chain_by_init_from_and_train_in_order(tmp_path, monkeypatch, load_script):
+    mp = load_script("pipelines/make_pretrained.py")
+    monkeypatch.setattr(mp, "ROOT", tmp_path)
+    _recipe(tmp_path, "g", 1, "run_dir: runs/a\n")
+    _recipe(tmp_path, "g", 2, "run_dir: runs/b\ninit_from: runs/a/final\n")
+    _recipe(tmp_path, "g", 10, "run_dir: runs/c\ninit_from: runs/b/final\n")  # numbers, not names, give the order
+    with pytest.raises(SystemExit, match="without gaps"):
+        mp.stages("g")
+    (tmp_path / "configs" / "g" / "stage10.yaml").rename(tmp_path / "configs" / "g" / "stage3.yaml")
+    assert mp.stages("g") == [f"configs/g/stage{i}.yaml" for i in (1, 2, 3)]
+    assert mp._next_stage("g") == "configs/g/stage1.yaml"
+    _finish(tmp_path, "a")
+    assert mp._next_stage("g") == "configs/g/stage2.yaml"
     for run in "bc":
-        (tmp_path / "runs" / run / "final").mkdir(parents=True)
-        (tmp_path / "runs" / run / "final" / "config.json").write_text("{}")
+        _finish(tmp_path, run)
     assert mp._next_stage("g") is None
+    _recipe(tmp_path, "h", 1, "run_dir: runs/x\n")
+    _recipe(tmp_path, "h", 2, "run_dir: runs/y\ninit_from: pretrained/some-pipeline/transformer\n")
+    with pytest.raises(SystemExit, match="init_from: runs/x/final"):
+        mp.stages("h")
+    with pytest.raises(SystemExit, match="stage1.yaml"):
+        mp.stages("missing")
+
+
+def test_a_generator_trains_on_the_tokenizer_whose_stage_1_it_names(tmp_path, monkeypatch, load_script):
+    mp = load_script("pipelines/make_pretrained.py")
+    monkeypatch.setattr(mp, "ROOT", tmp_path)
+    monkeypatch.setattr(mp, "SHAPES_TOKENIZERS", {"tok-a": "vae", "tok-b": "vqvae"})
+    monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two"})
+    for tok in ("a", "b"):
+        _recipe(tmp_path, f"tok-{tok}", 1, f"run_dir: runs/{tok}1\n")
+        _recipe(tmp_path, f"tok-{tok}", 2, f"run_dir: runs/{tok}2\ninit_from: runs/{tok}1/final\n")
+    _recipe(tmp_path, "gen-one", 1, "run_dir: runs/g1\nvideo_tokenizer: runs/b1/final\n")
+    _recipe(tmp_path, "gen-two", 1, "run_dir: runs/g2\ntokenizer: runs/b2/final\n")  # the old key still read
+    assert mp.tokenizer_of("one") == "tok-b"
+    with pytest.raises(SystemExit, match="no shapes tokenizer's stage-1 run"):  # stage 2's run is not what it encodes
+        mp.tokenizer_of("two")
 
 
 def test_run_summaries_are_recorded_and_read_back_when_the_run_is_gone(tmp_path, monkeypatch, load_script):
@@ -42,12 +68,13 @@ def test_run_summaries_are_recorded_and_read_back_when_the_run_is_gone(tmp_path,
     (run / "log.jsonl").write_text("\n".join(json.dumps(x) for x in [
         {"info": "G: 1.25 M parameters, 64 clips", "time": 100.0},
         {"step": 10, "loss": 0.5, "time": 100.0}, {"step": 20, "loss": 0.25, "time": 160.0}]) + "\n")
+    (tmp_path / "pipelines" / "training_runs.json").write_text(json.dumps({"runs": {"runs/g": {"history": "old"}}}))
     live = mp._summary(run)
     assert (live["steps"], live["final_loss"], live["wall_time_min"], live["parameters_m"]) == (20, 0.25, 1.0, 1.25)
     shutil.rmtree(run)  # runs/ is not committed: a later card must come from the record
     recorded = mp._summary(run)
     assert {k: recorded[k] for k in mp.RECORD_KEYS} == {k: live[k] for k in mp.RECORD_KEYS}
-    assert recorded["source"] == "log.jsonl"
+    assert recorded["source"] == "log.jsonl" and "history" not in recorded  # a note about an earlier run goes
     with pytest.raises(SystemExit, match="no log.jsonl and no record"):
         mp._summary(tmp_path / "runs" / "never")
 
@@ -57,15 +84,15 @@ def test_a_candidate_must_name_a_pipeline_and_a_config_and_never_overwrite_the_s
     mp = load_script("pipelines/make_pretrained.py")
     shipped = str(mp.ROOT / "pretrained")
     with pytest.raises(SystemExit, match="NAME=CONFIG"):
-        mp.main(["--candidate", "pipelines/configs/masked_shapes.yaml", "--out", str(tmp_path)])
+        mp.main(["--candidate", "configs/shapes-masked/stage1.yaml", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="NAME=CONFIG"):
-        mp.main(["--candidate", "diffusion=pipelines/configs/masked_shapes.yaml", "--out", str(tmp_path)])
+        mp.main(["--candidate", "diffusion=configs/shapes-masked/stage1.yaml", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="NAME=CONFIG"):
-        mp.main(["--candidate", "masked=pipelines/configs/no_such.yaml", "--out", str(tmp_path)])
+        mp.main(["--candidate", "masked=configs/shapes-masked/no_such.yaml", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="elsewhere than pretrained"):
-        mp.main(["--candidate", "masked=pipelines/configs/masked_shapes_fg.yaml", "--out", shipped])
+        mp.main(["--candidate", "masked=experiments/configs/generators/masked_shapes_fg.yaml", "--out", shipped])
     with pytest.raises(SystemExit, match="not the flow pipeline's"):
-        mp.build_pipeline("flow", "pipelines/configs/masked_shapes_fg.yaml")
+        mp.build_pipeline("flow", "experiments/configs/generators/masked_shapes_fg.yaml")
     with pytest.raises(SystemExit):  # argparse: --weights only with --candidate
         mp.main(["--weights", str(tmp_path), "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())

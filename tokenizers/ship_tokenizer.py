@@ -6,7 +6,9 @@
 
 The card lists every training stage (``init_from`` is followed back: config, steps, wall time, CPU-hours), the data,
 and the held-out metrics of the run's row in the ``eval/bench_tokenizers.py`` results file; the copied weights are
-checked to reconstruct like the run's (float16 rounding only) before anything is written.
+checked to reconstruct like the run's (float16 rounding only) before anything is written. ``make pretrained``
+(``pipelines/make_pretrained.py``) ships the general tokenizers with :func:`ship`, passing their recipe stages
+(``configs/natural-*/``) so the card cites the recipe.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import torch  # noqa: E402
 from vidgen.errors import ConfigError  # noqa: E402
 from vidgen.tokenizers.loading import is_discrete, load_tokenizer  # noqa: E402
 from vidgen.training.release import run_stages, store_half  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = {"natural": "the built-in `NaturalClips` train split: smooth pan / zoom / rotate camera paths over 13 photographs "
                    "shipped by scikit-image and scikit-learn; held out: 4 other photographs (chelsea, rocket, flower, "
@@ -45,8 +49,8 @@ def metrics_row(results_file: Path, run_final: Path) -> tuple[dict | None, dict]
     if not results_file.is_file():
         return None, {}
     results = json.loads(results_file.read_text())
-    for row in results["rows"]:
-        if Path(row["tokenizer"]).resolve() == run_final.resolve():
+    for row in results["rows"]:  # a row names the run as the benchmark was called: from the repository root, usually
+        if run_final.resolve() in (Path(row["tokenizer"]).resolve(), (ROOT / row["tokenizer"]).resolve()):
             return row, results
     return None, results
 
@@ -56,12 +60,15 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
     cpu_h = sum(s["wall_time_min"] * s["threads"] for s in stages) / 60
     data_cfg = stages[-1]["config"].get("data", {})
     preset = stages[-1]["config"].get("model", {}).get("preset", "?")
-    lines = [f"# {name}", "", f"{describe(model, preset)}, {params:.2f} M parameters; a tokenizer trained by vidgen's own "
-             "`tokenizers/train_tokenizer.py` on 2 CPU cores. Weights stored in float16, loaded as float32.", "",
+    recipe = {str(Path(s["config_path"]).parent) for s in stages if s.get("config_path")}
+    made = f" (recipe `{recipe.pop()}/`, rebuilt by `make pretrained`)" if len(recipe) == 1 else ""
+    lines = [f"# {name}", "", f"{describe(model, preset)}, {params:.2f} M parameters; a tokenizer trained by vidgen's "
+             f"own `tokenizers/train_tokenizer.py` on 2 CPU cores{made}. Weights stored in float16, loaded as "
+             "float32.", "",
              "```python", "from vidgen.tokenizers import load_tokenizer",
              f'tok = load_tokenizer("pretrained/{name}")   # offline', "```",
              f"`vidgen eval recon pretrained/{name}` benchmarks it on the held-out clips.", "",
-             "| stage | config (as run) | steps | threads | wall time | what changes |", "|---|---|---|---|---|---|"]
+             "| stage | config | steps | threads | wall time | what changes |", "|---|---|---|---|---|---|"]
     for i, s in enumerate(stages):
         cfg = s["config"]
         loss = cfg.get("loss", {})
@@ -70,8 +77,10 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
             what += f", colour augmentation p={cfg['data']['color_aug']}"
         if cfg.get("trainable", "all") != "all":
             what += f", trains the {cfg['trainable']} only"
-        lines.append(f"| {i + 1} | `{Path(s['run_dir']).name}` | {s['steps']} | {s['threads']} | "
+        lines.append(f"| {i + 1} | `{s.get('config_path') or Path(s['run_dir']).name}` | {s['steps']} | {s['threads']} | "
                      f"{s['wall_time_min']:.0f} min | {what} |")
+    lines += [line for s in stages if s.get("history")
+              for line in ("", f"**Training note** (`{s.get('config_path') or Path(s['run_dir']).name}`): {s['history']}")]
     lines += ["", f"**Training cost**: {cpu_h:.2f} CPU-hours in total on this 2-core machine (wall time x threads).",
               "", f"**Data**: {DATA.get(data_cfg.get('dataset'), data_cfg.get('dataset'))}; clips of "
               f"{data_cfg.get('num_frames')} frames at {data_cfg.get('size')}x{data_cfg.get('size')}"
@@ -99,16 +108,13 @@ def _floor(noise_floor: dict) -> str:
     return f"{noise_floor['estimate']:.0f}{flag}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_final", help="a run's final/ folder (save_pretrained)")
-    parser.add_argument("out", help="destination folder, e.g. pretrained/natural-vae-small")
-    parser.add_argument("--results", default="docs/results/bench_tokenizers.json")
-    args = parser.parse_args(argv)
-    run_final, out = Path(args.run_final), Path(args.out)
+def ship(run_final: Path, out: Path, results_file: Path, stages: list[dict] | None = None) -> None:
+    """Copy the tokenizer saved at ``run_final`` to ``out`` in float16 with its card; ``stages`` (default: the run's
+    own, ``init_from`` followed back) are the card's training stages."""
+    run_final, out = Path(run_final), Path(out)
     model = load_tokenizer(run_final)
-    stages = run_stages(run_final.parent)
-    row, results = metrics_row(Path(args.results), run_final)
+    stages = stages if stages is not None else run_stages(run_final.parent)
+    row, results = metrics_row(Path(results_file), run_final)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / out.name
         model.save_pretrained(staged, safe_serialization=True)
@@ -127,6 +133,15 @@ def main(argv=None) -> int:
         f.chmod(0o644)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"{out}: {size:.1f} MiB" + ("" if row else " (no benchmark row for this run yet)"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_final", help="a run's final/ folder (save_pretrained)")
+    parser.add_argument("out", help="destination folder, e.g. pretrained/natural-vae-small")
+    parser.add_argument("--results", default="docs/results/bench_tokenizers.json")
+    args = parser.parse_args(argv)
+    ship(Path(args.run_final), Path(args.out), Path(args.results))
     return 0
 
 

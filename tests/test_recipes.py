@@ -1,0 +1,137 @@
+"""The shipped recipes (``configs/<artifact>/stageN.yaml``): every stage parses into the trainer's schema with the
+current key names and builds its model, stages chain by ``init_from``, every shipped artifact in ``pretrained/`` has a
+recipe and every recipe an artifact (so ``make pretrained`` rebuilds exactly what ships), and each pipeline's
+sampling settings in the recipe equal the shipped folder's. A typo in a recipe fails here, not an hour into a run."""
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vidgen.tokenizers import CausalVAE, CausalVQVAE
+from vidgen.training import GeneratorTrainConfig, TrainConfig, load_config
+from vidgen.training.generator_loop import build_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.parent.name for p in (ROOT / "configs").glob("*/stage1.yaml"))
+STAGES = sorted((ROOT / "configs").glob("*/stage*.yaml"))
+# a pipeline folder's tokenizer component -> the recipe of that tokenizer (it ships inside the pipeline folders)
+COMPONENT_RECIPE = {"vae": "shapes-vae", "vqvae": "shapes-fsq"}
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _is_generator(path: Path) -> bool:
+    return "generator" in _yaml(path).get("model", {})
+
+
+@pytest.fixture(scope="module")
+def make_pretrained(load_script):
+    return load_script("pipelines/make_pretrained.py")
+
+
+def test_there_are_recipes_to_check():
+    assert len(RECIPES) == 7 and len(STAGES) >= 11
+    assert sum(map(_is_generator, STAGES)) == 4
+
+
+@pytest.mark.parametrize("path", STAGES, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_stage_parses_with_the_current_keys(path):
+    raw = _yaml(path)
+    assert "tokenizer" not in raw, "recipes name the video tokenizer video_tokenizer:"
+    assert raw.get("model", {}).get("generator") != "diffusion", "recipes name the flow generator flow"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a deprecated key or name would warn
+        cfg = load_config(str(path), schema=GeneratorTrainConfig if _is_generator(path) else TrainConfig)
+    assert cfg.steps > 0 and cfg.run_dir.startswith("runs/")
+    if _is_generator(path):
+        assert cfg.video_tokenizer.startswith("runs/") and cfg.video_tokenizer.endswith("/final")
+
+
+@pytest.mark.parametrize("path", [p for p in STAGES if _is_generator(p)], ids=lambda p: p.parent.name + "/" + p.name)
+def test_generator_stage_builds_its_model(path):
+    cfg = load_config(str(path), schema=GeneratorTrainConfig)
+    torch.manual_seed(0)
+    if cfg.model.generator == "flow":
+        tokenizer = CausalVAE.from_preset("tiny")
+    else:
+        tokenizer = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
+    model = build_generator(cfg, text_dim=384, tokenizer=tokenizer)
+
+    def plain(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+    for key, value in cfg.model.overrides.items():  # every override reached the model
+        held = model.config.get(key, model.config.get("architecture", {}).get(key))
+        assert plain(held) == plain(value), (key, held, value)
+
+
+@pytest.mark.parametrize("artifact", RECIPES)
+def test_stages_chain_by_init_from(artifact, make_pretrained):
+    chain = [ROOT / c for c in make_pretrained.stages(artifact)]
+    assert chain == sorted((ROOT / "configs" / artifact).glob("stage*.yaml"), key=lambda p: int(p.stem[5:]))
+    assert "init_from" not in _yaml(chain[0])  # stage 1 starts from scratch
+    for before, after in zip(chain, chain[1:]):
+        assert _yaml(after)["init_from"] == _yaml(before)["run_dir"] + "/final"
+    runs = [_yaml(p)["run_dir"] for p in STAGES]
+    assert len(set(runs)) == len(runs)  # no two stages share a run folder
+
+
+def test_every_shipped_artifact_has_a_recipe_and_every_recipe_ships(make_pretrained):
+    shipped = {p.name for p in (ROOT / "pretrained").iterdir() if p.is_dir()}
+    components = {COMPONENT_RECIPE[c.name] for p in (ROOT / "pretrained").iterdir() for c in p.iterdir()
+                  if c.name in COMPONENT_RECIPE}
+    assert set(RECIPES) == shipped | components
+    mp = make_pretrained
+    built = {*mp.SHAPES_TOKENIZERS, *mp.GENERATORS.values(), *mp.NATURAL_TOKENIZERS}
+    assert built == set(RECIPES)  # make pretrained trains every recipe, and nothing else
+    records = json.loads((ROOT / "pipelines" / "training_runs.json").read_text())["runs"]
+    for artifact in RECIPES:  # every stage has a run record: cards can be written without runs/
+        assert all(_yaml(ROOT / c)["run_dir"] in records for c in mp.stages(artifact)), artifact
+
+
+@pytest.mark.parametrize("name", ["masked", "flow", "autoregressive"])
+def test_pipeline_recipe_matches_its_shipped_folder(name, make_pretrained):
+    import vidgen.pipelines
+    from vidgen.generators import generator_class
+    folder = ROOT / "pretrained" / f"shapes-{name}"
+    index = json.loads((folder / "model_index.json").read_text())
+    last = _yaml(ROOT / make_pretrained.stages(f"shapes-{name}")[-1])
+    assert index["transformer"][1] == generator_class(last["model"]["generator"]).__name__
+    component = make_pretrained.SHAPES_TOKENIZERS[make_pretrained.tokenizer_of(name)]
+    assert (folder / component).is_dir() and COMPONENT_RECIPE[component] == make_pretrained.tokenizer_of(name)
+    recipe = json.loads((ROOT / "configs" / f"shapes-{name}" / "sampling_config.json").read_text())
+    assert recipe == json.loads((folder / "sampling_config.json").read_text())
+    call = inspect.signature(getattr(vidgen.pipelines, index["_class_name"]).__call__).parameters
+    assert recipe and set(recipe) <= set(call)  # keyword arguments of the pipeline's __call__
+
+
+def test_cards_are_written_from_records_without_runs_and_match_the_committed_ones(make_pretrained, tmp_path,
+                                                                                   monkeypatch):
+    """``--stage cards`` needs no runs/ (the records in pipelines/training_runs.json) and reproduces the committed
+    model cards: a recipe, record or results file changed without regenerating the cards fails here."""
+    import shutil
+    mp = make_pretrained
+    monkeypatch.setattr(mp, "ROOT", tmp_path)  # no runs/ under this root: every summary comes from the records
+    for sub in ("configs", "experiments/results", "docs/results"):
+        shutil.copytree(ROOT / sub, tmp_path / sub)
+    for script in ("pipelines/training_runs.json", "tokenizers/ship_tokenizer.py"):
+        (tmp_path / script).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / script, tmp_path / script)
+    monkeypatch.setattr(mp, "RUN_RECORDS", tmp_path / "pipelines" / "training_runs.json")
+    monkeypatch.setattr(mp, "RESULTS", tmp_path / "docs" / "results" / "demo_full.json")
+    monkeypatch.setattr(mp, "TOKENIZER_RESULTS", tmp_path / "docs" / "results" / "bench_tokenizers.json")
+    monkeypatch.setattr(mp, "EXPERIMENT_RESULTS", tmp_path / "experiments" / "results")
+    out = tmp_path / "pretrained"
+    shutil.copytree(ROOT / "pretrained", out, ignore=shutil.ignore_patterns("README.md"))
+    mp.write_cards(out)
+    for folder in out.iterdir():
+        assert (folder / "README.md").read_text() == (ROOT / "pretrained" / folder.name / "README.md").read_text(), \
+            f"pretrained/{folder.name}/README.md is stale: python pipelines/make_pretrained.py --stage cards"
+    assert not (tmp_path / "runs").exists()
