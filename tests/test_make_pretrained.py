@@ -96,3 +96,43 @@ def test_a_candidate_must_name_a_pipeline_and_a_config_and_never_overwrite_the_s
     with pytest.raises(SystemExit):  # argparse: --weights only with --candidate
         mp.main(["--weights", str(tmp_path), "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_cache(tmp_path, monkeypatch,
+                                                                                      load_script):
+    mp = load_script("pipelines/make_pretrained.py")
+    monkeypatch.setattr(mp, "ROOT", tmp_path)
+    monkeypatch.setattr(mp, "SHAPES_TOKENIZERS", {"tok": "vqvae"})
+    monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two"})
+    monkeypatch.setattr(mp.time, "sleep", lambda s: None)
+    _recipe(tmp_path, "tok", 1, "run_dir: runs/t1\n")
+    _recipe(tmp_path, "tok", 2, "run_dir: runs/t2\ninit_from: runs/t1/final\n")
+    for g in ("one", "two"):
+        _recipe(tmp_path, f"gen-{g}", 1, f"run_dir: runs/{g}\nvideo_tokenizer: runs/t1/final\n")
+    launched = []
+
+    class Finished:  # a training that has already written its final/ folder
+        returncode = 0
+
+        def __init__(self, config):
+            launched.append(config)
+            _finish(tmp_path, mp._config(config)["run_dir"][len("runs/"):])
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(mp, "_launch", lambda script, config, log: Finished(config))
+    _finish(tmp_path, "t1")  # resumed build: stage 1 is done, only stage 2 trains
+    mp._train_chains(["tok"], "s", jobs=2)
+    assert launched == ["configs/tok/stage2.yaml"]
+    mp._train_chains(["tok"], "s", jobs=2)
+    assert launched == ["configs/tok/stage2.yaml"]  # nothing left to train
+    log = tmp_path / "runs" / "one" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"info": "pre-encoding"}\n')
+    assert mp._shares_cache_being_written("gen-two", {"gen-one": None})  # same tokenizer, still encoding
+    log.write_text('{"info": "masked: 2.69 M parameters, 4096 clips"}\n')
+    assert not mp._shares_cache_being_written("gen-two", {"gen-one": None})
