@@ -347,7 +347,7 @@ def pipeline_card(name: str, folder: Path) -> str:
                   "|---|---|---|---|---|",
                   f"| {a['seen']['color_motion']:.1%} | {a['held_out']['color_motion']:.1%} | {a['all']['shape']:.1%} "
                   f"| {fvd} | {e['seconds_per_video']:.2f} |"]
-    saved = json.loads((folder / "sampling_config.json").read_text())
+    saved = sampling_config(name)  # the recipe's copy, which assembling put in the folder (tests/test_recipes.py)
     sampling = ", ".join(f"{k} {v}" for k, v in saved.items())
     evaluated = results.get("pipelines", {}).get(name, {}).get("sampling")
     scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift}" \
