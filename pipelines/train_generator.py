@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Train a vidgen generator (masked, diffusion or autoregressive) on a tokenizer's latents / ids.
+"""Train a vidgen generator (masked, flow or autoregressive) on a video tokenizer's ids / latents.
 
-    python pipelines/train_generator.py --config pipelines/configs/masked_shapes.yaml tokenizer=runs/fsq_shapes/final
+    python pipelines/train_generator.py --config configs/shapes-masked/stage1.yaml video_tokenizer=runs/fsq_shapes/final
     python pipelines/train_generator.py --config ... model.generator=autoregressive model.overrides.layout=window
     accelerate launch --multi_gpu --num_processes 2 pipelines/train_generator.py --config ... run_dir=runs/x
 
-The dataset is pre-encoded once (tokenizer + text encoder) into ``data.cache_dir``, keyed by the tokenizer's
+The dataset is pre-encoded once (video tokenizer + text encoder) into ``data.cache_dir``, keyed by the video tokenizer's
 weights and the data settings. Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start
 fresh). Writes ``run_dir/log.jsonl``, ``run_dir/samples/step_*.{mp4,png}`` and the generator to ``run_dir/final``.
 """

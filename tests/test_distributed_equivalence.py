@@ -25,7 +25,7 @@ VAE = ["model.kind=vae", "model.preset=tiny", "data.num_frames=5", "data.size=48
        "data.eval_clips=2", "data.eval_frames=5", "loss.perceptual=0.1", "loss.perceptual_frames=1", "loss.gan=0.1",
        "loss.gan_start=1", "loss.adaptive_gan=true", "loss.disc_channels=8", "loss.disc_layers=2", "ema_decay=0.9",
        "eval_every=1000", "sample_every=1000", "stats_clips=2"]
-FLOW = ["model.generator=diffusion", "model.preset=tiny", "model.overrides={max_grid: [4, 8, 8]}",
+FLOW = ["model.generator=flow", "model.preset=tiny", "model.overrides={max_grid: [4, 8, 8]}",
         "data.conditioning=class", "data.num_clips=8", "data.num_frames=5", "data.size=32", "sample_every=0",
         "optim.lr=2e-3", "ema_decay=0.9"]
 # fp32, a few Adam steps: the 2-process gradients are sums in another order, so agreement is to rounding, not bits
@@ -94,7 +94,7 @@ def test_flow_trainer_two_processes_equal_one_with_double_batch_and_sharded_cach
     runs = {}
     for processes, batch in ((1, 4), (2, 2)):
         run_dir, cache = tmp_path / f"run{processes}", tmp_path / f"cache{processes}"
-        _run(script, [*FLOW, *COMMON, f"run_dir={run_dir}", f"tokenizer={live_vae}", f"data.batch={batch}",
+        _run(script, [*FLOW, *COMMON, f"run_dir={run_dir}", f"video_tokenizer={live_vae}", f"data.batch={batch}",
                       f"data.cache_dir={cache}"], processes)
         runs[processes] = run_dir, cache
     _check_equivalent(runs[1][0], runs[2][0])

@@ -29,10 +29,10 @@ TOKENIZER = ["model.preset=tiny", "data.num_frames=5", "data.size=48", "data.cro
              "stats_clips=2"]
 TRAINERS = {
     "generator": lambda run, tok, cache: [
-        str(ROOT / "pipelines" / "train_generator.py"), f"run_dir={run}", f"tokenizer={tok}", "model.generator=masked",
-        "model.preset=tiny", "model.overrides={max_grid: [4, 4, 4]}", "data.conditioning=none", "data.num_clips=8",
-        "data.num_frames=10", "data.size=32", "data.batch=4", f"data.cache_dir={cache}", "sample_every=0",
-        "optim.lr=2e-3", *COMMON],
+        str(ROOT / "pipelines" / "train_generator.py"), f"run_dir={run}", f"video_tokenizer={tok}",
+        "model.generator=masked", "model.preset=tiny", "model.overrides={max_grid: [4, 4, 4]}",
+        "data.conditioning=none", "data.num_clips=8", "data.num_frames=10", "data.size=32", "data.batch=4",
+        f"data.cache_dir={cache}", "sample_every=0", "optim.lr=2e-3", *COMMON],
     "vae_perceptual_crops_gan": lambda run, tok, cache: [
         str(ROOT / "tokenizers" / "train_tokenizer.py"), f"run_dir={run}", "model.kind=vae", *TOKENIZER, *COMMON],
     "vq_codebook": lambda run, tok, cache: [

@@ -19,7 +19,7 @@ from vidgen.training import GeneratorTrainConfig, load_config, train_generator
 from vidgen.training.encode_cache import cache_key
 
 NUM_FRAMES, SIZE = 10, 32  # 10 is not 4k+1: latent grid (4, 4, 4)
-KINDS = {"masked": "fsq", "diffusion": "vae", "autoregressive": "fsq"}
+KINDS = {"masked": "fsq", "flow": "vae", "autoregressive": "fsq"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def tokenizers(tmp_path_factory):
 
 def _config(run_dir, tokenizer, generator, cache_dir, *extra) -> GeneratorTrainConfig:
     return load_config(None, [
-        f"run_dir={run_dir}", f"tokenizer={tokenizer}", f"model.generator={generator}", "model.preset=tiny",
+        f"run_dir={run_dir}", f"video_tokenizer={tokenizer}", f"model.generator={generator}", "model.preset=tiny",
         "model.overrides={max_grid: [4, 4, 4]}", "data.num_clips=8", f"data.num_frames={NUM_FRAMES}",
         f"data.size={SIZE}", "data.batch=4", "data.max_text_tokens=8", f"data.cache_dir={cache_dir}",
         "steps=4", "log_every=1", "sample_every=0", "ckpt_every=2", "optim.warmup_steps=0", "optim.lr=2e-3",
@@ -113,7 +113,7 @@ def test_wrong_tokenizer_and_generator_names(tokenizers, tmp_path):
     with pytest.raises(InvalidInputError, match="tokenizer"):
         train_generator(_config(tmp_path / "a", tokenizers / "vae", "masked", tmp_path / "cache"))
     with pytest.raises(InvalidInputError, match="tokenizer"):
-        train_generator(_config(tmp_path / "b", tokenizers / "fsq", "diffusion", tmp_path / "cache"))
+        train_generator(_config(tmp_path / "b", tokenizers / "fsq", "flow", tmp_path / "cache"))
     with pytest.raises(ConfigError, match="generator"):
         train_generator(_config(tmp_path / "c", tokenizers / "fsq", "gan", tmp_path / "cache"))
     with pytest.raises(ConfigError, match="conditioning"):
@@ -123,65 +123,31 @@ def test_wrong_tokenizer_and_generator_names(tokenizers, tmp_path):
 
 def test_script_entry_point_reports_errors(tmp_path):
     script = Path(__file__).resolve().parents[1] / "pipelines" / "train_generator.py"
-    proc = subprocess.run([sys.executable, str(script), f"run_dir={tmp_path}", "tokenizer="],
+    proc = subprocess.run([sys.executable, str(script), f"run_dir={tmp_path}", "video_tokenizer="],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "tokenizer" in proc.stderr
+    assert proc.returncode == 2 and "video_tokenizer" in proc.stderr
 
 
-def test_caption_repeats_oversample_by_caption_word(tokenizers, tmp_path):
-    from vidgen.training.data import repeat_by_caption
-    captions = ["a red square rotating", "a blue star moving up", "a red star rotating", "a cyan circle growing"]
-    assert repeat_by_caption(captions, {"rotating": 3, "red": 2}) == [0, 0, 0, 1, 2, 2, 2, 3]
-    with pytest.raises(ConfigError, match="no training caption contains the word 'spinning'"):
-        repeat_by_caption(captions, {"spinning": 2})
-    with pytest.raises(ConfigError, match="caption_repeats"):
-        _config(tmp_path / "bad", tokenizers / "vae", "diffusion", tmp_path / "cache", "data.caption_repeats={up: 0}")
-    # in a run: every shapes caption ends in "background", so each of the 8 clips is drawn 3 times per epoch
-    train_generator(_config(tmp_path / "run", tokenizers / "vae", "diffusion", tmp_path / "cache", "steps=2",
-                            "data.caption_repeats={background: 3}"))
-    assert "24 draws per epoch of 8 clips" in (tmp_path / "run" / "log.jsonl").read_text()
-    with pytest.raises(ConfigError, match="no training caption contains the word 'zebra'"):
-        train_generator(_config(tmp_path / "run2", tokenizers / "vae", "diffusion", tmp_path / "cache", "steps=1",
-                                "data.caption_repeats={zebra: 2}"))
+def test_old_generator_name_and_tokenizer_key_still_load(tmp_path):
+    """Configs written before issue #33: ``generator: diffusion`` is the flow generator and ``tokenizer:`` the
+    video tokenizer, each with a FutureWarning naming the new spelling; both spellings at once are refused."""
+    with pytest.warns(FutureWarning, match="model.generator='diffusion' is deprecated.*model.generator: flow"):
+        cfg = load_config(None, ["model.generator=diffusion"], schema=GeneratorTrainConfig)
+    assert cfg.model.generator == "flow" and generator_class("flow").__name__ == "DiffusionVideoTransformer"
+    with pytest.warns(FutureWarning, match="'tokenizer' is deprecated.*video_tokenizer"):
+        cfg = load_config(None, [f"tokenizer={tmp_path}"], schema=GeneratorTrainConfig)
+    assert cfg.video_tokenizer == str(tmp_path) and "tokenizer" not in cfg.to_dict()
+    with pytest.raises(ConfigError, match="'tokenizer' \\(deprecated\\) and 'video_tokenizer' are both set"):
+        load_config(None, [f"tokenizer={tmp_path}", f"video_tokenizer={tmp_path}"], schema=GeneratorTrainConfig)
+    with pytest.raises(ConfigError, match=r"model.generator='gan' is unknown; choose from "
+                                          r"\['autoregressive', 'flow', 'masked'\]"):
+        load_config(None, ["model.generator=gan"], schema=GeneratorTrainConfig)
 
 
-def test_latent_footprint_follows_the_causal_frame_groups():
-    from vidgen.training.encode_cache import latent_footprint
-    coverage = torch.zeros(4, 17, 64, 64)  # 17 frames -> 5 latent frames: {0}, {1-4}, {5-8}, {9-12}, {13-16}
-    for clip, (frame, y, x) in enumerate([(0, 0, 0), (4, 9, 0), (5, 63, 63), (16, 8, 40)]):
-        coverage[clip, frame, y, x] = 0.3  # an antialiased edge pixel counts
-    foot = latent_footprint(coverage, (5, 8, 8))
-    assert foot.shape == (4, 5, 8, 8) and foot.dtype == torch.bool
-    assert foot.sum().item() == 4
-    assert [tuple(torch.nonzero(f)[0].tolist()) for f in foot] == [(0, 0, 0), (1, 1, 0), (2, 7, 7), (4, 1, 5)]
-    assert latent_footprint(torch.zeros(1, 9, 32, 32), (3, 4, 4)).shape == (1, 3, 4, 4)  # non-causal 9 = 3 x 3 too
-    with pytest.raises(ConfigError, match="latent grid"):
-        latent_footprint(coverage, (5, 7, 8))
-
-
-def test_foreground_weight_trains_on_cached_footprints(tokenizers, tmp_path):
-    cfg = _config(tmp_path / "run", tokenizers / "vae", "diffusion", tmp_path / "cache", "steps=2",
-                  "data.foreground_weight=3")
-    tok = load_tokenizer(tokenizers / "vae")
-    model = generator_class("diffusion").from_preset("tiny", in_channels=tok.config.latent_channels)
-    plain = _config(tmp_path / "p", tokenizers / "vae", "diffusion", tmp_path / "cache")
-    assert cache_key(model, tok, cfg.data) != cache_key(model, tok, plain.data)  # and unweighted keys are unchanged
-    metrics = train_generator(cfg)
-    assert metrics["step"] == 2 and torch.isfinite(torch.tensor(metrics["loss"]))
-    cached = load_file(str(next((tmp_path / "cache").glob("*.safetensors"))))
-    foot = cached["foreground"]
-    plain.steps = 1
-    train_generator(plain)
-
-    def first_loss(run):
-        return next(json.loads(line)["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()
-                    if '"loss"' in line)
-    assert abs(first_loss("run") - first_loss("p")) > 1e-5  # same seed, clips and noise: only the weights differ
-    assert foot.shape == (8, 4, 4, 4) and foot.dtype == torch.bool
-    assert 0.05 < foot.float().mean() < 0.8  # the object touches some latent positions, not all
-    for bad in ("data.foreground_weight=-1", "data.foreground_weight=true"):
-        with pytest.raises(ConfigError, match="foreground_weight"):
-            _config(tmp_path / "bad", tokenizers / "vae", "diffusion", tmp_path / "cache", bad)
-    with pytest.raises(ConfigError, match="shapes dataset"):
-        _config(tmp_path / "bad", tokenizers / "vae", "diffusion", tmp_path / "cache", "data.foreground_weight=2",
-                "data.dataset=folder", f"data.root={tmp_path}")
+@pytest.mark.parametrize("key", ["data.caption_repeats={rotating: 3}", "data.foreground_weight=2"])
+def test_removed_experiment_flags_are_named(key, tmp_path):
+    """Flags only unshipped experiments used left the library in issue #33; an old config names the key and
+    where the experiment went, instead of the generic unknown-key error."""
+    with pytest.raises(ConfigError, match=rf"'{key.split('=')[0]}': it was an experiment flag, removed from the "
+                                          r"library in issue #33 \(see experiments/README.md\)"):
+        load_config(None, [key], schema=GeneratorTrainConfig)

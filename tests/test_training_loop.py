@@ -155,24 +155,16 @@ def test_loss_pieces():
     torch.testing.assert_close(adaptive_gan_weight(rec, gan, w), torch.tensor(0.5), atol=1e-3, rtol=0)
 
 
-def test_cogvideox_anchor_trains_with_the_same_loop(tmp_path):
-    """The anchor architecture of eval/compare_vae_recipe.py goes through the identical training loop."""
-    from vidgen.errors import InvalidInputError
-    from vidgen.training.reference_models import CogVideoXReferenceVAE
-
-    overrides = "model.overrides={block_out_channels: [32, 32, 32, 32], layers_per_block: 1}"
-    cfg = load_config(None, TINY + ["model.kind=cogvideox", overrides, "loss.gan=0", "ema_decay=0",
-                                    "data.num_frames=9", "data.eval_frames=9",
-                                    f"run_dir={tmp_path}", "steps=1", "resume="])
-    metrics = train(cfg)
-    assert metrics["step"] == 1 and metrics["loss"] == metrics["loss"]  # finite, not NaN
-    model = CogVideoXReferenceVAE.from_pretrained(tmp_path / "final")
-    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
-    assert model.reconstruct(x, sample_posterior=False).sample.shape == x.shape
-    with pytest.raises(InvalidInputError, match="4 frames"):
-        model.reconstruct(x[:, :, :4])
-    with pytest.raises(InvalidInputError, match="returns 8"):  # the anchor changes 5 frames into 8
-        model.reconstruct(x[:, :, :5])
+def test_removed_experiment_model_kind_is_named():
+    """model.kind: cogvideox (a same-recipe anchor experiment) left the library in issue #33: an old config says
+    so instead of listing the kinds."""
+    from vidgen.training import build_model
+    cfg = load_config(None, TINY + ["model.kind=cogvideox"])
+    with pytest.raises(ConfigError, match=r"model.kind='cogvideox'.*experiment flag, removed .*issue #33.*"
+                                          r"experiments/README.md"):
+        build_model(cfg.model)
+    with pytest.raises(ConfigError, match=r"model.kind='gan' is unknown; choose from \['vae', 'vqvae'\]"):
+        build_model(load_config(None, ["model.kind=gan"]).model)
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):

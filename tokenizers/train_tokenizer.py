@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a vidgen tokenizer (causal VAE; discrete tokenizers via model.kind).
+"""Train a vidgen video tokenizer (``model.kind: vae``, the causal VAE, or ``vqvae``, the discrete tokenizers).
 
     python tokenizers/train_tokenizer.py --config tokenizers/configs/vae_small.yaml [key.sub=value ...]
     accelerate launch --multi_gpu --num_processes 2 tokenizers/train_tokenizer.py --config ... run_dir=runs/x

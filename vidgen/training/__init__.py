@@ -1,4 +1,5 @@
-"""Tokenizer and generator training: accelerate loop, losses, 3D PatchGAN discriminator, EMA, atomic checkpoints."""
+"""Tokenizer and generator training: one accelerate loop (:mod:`vidgen.training.engine`) with a step per kind,
+losses, 3D PatchGAN discriminator, EMA, atomic checkpoints."""
 from vidgen.training.config import (
     DataConfig,
     GeneratorTrainConfig,
@@ -8,6 +9,7 @@ from vidgen.training.config import (
     TrainConfig,
     load_config,
 )
+from vidgen.training.engine import StepOutput, TrainingTask, run_training
 from vidgen.training.generator_loop import train_generator
 from vidgen.training.loop import MODEL_BUILDERS, build_model, train
 
@@ -18,9 +20,12 @@ __all__ = [
     "MODEL_BUILDERS",
     "ModelConfig",
     "OptimConfig",
+    "StepOutput",
     "TrainConfig",
+    "TrainingTask",
     "build_model",
     "load_config",
+    "run_training",
     "train",
     "train_generator",
 ]

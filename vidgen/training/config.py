@@ -1,7 +1,13 @@
-"""Typed training configuration: YAML/JSON file + ``key.sub=value`` command-line overrides."""
+"""Typed training configuration: YAML/JSON file + ``key.sub=value`` command-line overrides.
+
+Old configs keep working where a key was renamed (``tokenizer`` -> ``video_tokenizer``, ``generator: diffusion`` ->
+``flow``: a FutureWarning names the fix); keys of experiments that left the library in issue #33 raise a
+ConfigError saying so, instead of the generic "unknown key".
+"""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +16,10 @@ import yaml
 
 from vidgen.errors import ConfigError
 from vidgen.precision import normalize_precision
+
+
+#: where a key or value removed in issue #33 went (the ConfigError for an old config names it)
+EXPERIMENTS_MOVED = "it was an experiment flag, removed from the library in issue #33 (see experiments/README.md)"
 
 
 @dataclass
@@ -110,9 +120,13 @@ class TrainConfig:
 
 @dataclass
 class GeneratorModelConfig:
-    generator: str = "masked"  # key of vidgen.generators.GENERATORS: masked | diffusion | autoregressive
+    generator: str = "masked"  # key of vidgen.generators.GENERATORS: masked | flow | autoregressive
     preset: str = "small"  # vidgen.generators.GENERATOR_PRESETS
     overrides: dict = field(default_factory=dict)  # generator kwargs and backbone keys on top of the preset
+
+    def __post_init__(self):
+        from vidgen.generators import generator_name
+        self.generator = generator_name(self.generator, "model.generator")
 
 
 @dataclass
@@ -129,25 +143,7 @@ class GeneratorDataConfig:
     max_text_tokens: int = 16
     encode_batch: int = 16
     cache_dir: str = ".cache/vidgen/encoded"
-    # word -> times per epoch a clip whose caption holds it is drawn (e.g. {rotating: 3}); other clips once
-    caption_repeats: dict = field(default_factory=dict)
-    # a latent position the object touches weighs 1 + foreground_weight in the loss, background 1: the shapes'
-    # corners are a few percent of a clip's pixels, so an unweighted loss barely rewards them (eval/caption_probe.py
-    # --attribute shape). 0 = unweighted. Needs the object's silhouette: the shapes dataset only.
-    foreground_weight: float = 0.0
-
-    def __post_init__(self):
-        if isinstance(self.foreground_weight, bool) or not isinstance(self.foreground_weight, (int, float)) \
-                or not self.foreground_weight >= 0:
-            raise ConfigError(f"data.foreground_weight must be a number >= 0, got {self.foreground_weight!r}")
-        if self.foreground_weight and self.dataset != "shapes":
-            raise ConfigError(f"data.foreground_weight needs object silhouettes, which only the shapes dataset has; "
-                              f"data.dataset is {self.dataset!r}")
-        for word, times in self.caption_repeats.items():
-            if not isinstance(word, str) or not word.strip() or isinstance(times, bool) or not isinstance(times, int) \
-                    or times < 1:
-                raise ConfigError(f"data.caption_repeats maps a caption word to a whole number of draws >= 1, "
-                                  f"got {word!r}: {times!r}")
+    _removed = ("caption_repeats", "foreground_weight")
 
 
 @dataclass
@@ -162,7 +158,7 @@ class SampleConfig:
 @dataclass
 class GeneratorTrainConfig:
     run_dir: str = "runs/generator"
-    tokenizer: str = ""  # folder of a saved CausalVAE (diffusion) or CausalVQVAE (masked, autoregressive)
+    video_tokenizer: str = ""  # folder of a saved CausalVAE (flow) or CausalVQVAE (masked, autoregressive)
     steps: int = 2000
     seed: int = 0
     threads: int = 1
@@ -181,6 +177,7 @@ class GeneratorTrainConfig:
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    _renamed = {"tokenizer": "video_tokenizer"}
 
     def __post_init__(self):
         _settle_precision(self)
@@ -209,12 +206,28 @@ def _build(cls, values: dict, where: str):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
-    for key, value in values.items():
+    for key, value in _renamed_keys(cls, values, where).items():
+        if key in getattr(cls, "_removed", ()):
+            raise ConfigError(f"config key {where + key!r}: {EXPERIMENTS_MOVED}; delete it from the config")
         if key not in fields:
             raise ConfigError(f"unknown config key {where + key!r}; valid: {sorted(fields)}")
         sub = fields[key].default_factory if dataclasses.is_dataclass(fields[key].default_factory) else None
         kwargs[key] = _build(sub, value, f"{where}{key}.") if sub is not None else _coerce(fields[key], value, where)
     return cls(**kwargs)
+
+
+def _renamed_keys(cls, values: dict, where: str) -> dict:
+    """``values`` with the deprecated keys of ``cls`` (``_renamed``: old -> new) under their new names."""
+    out = dict(values)
+    for old, new in getattr(cls, "_renamed", {}).items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"config keys {where + old!r} (deprecated) and {where + new!r} are both set; "
+                                  f"keep only {where + new}")
+            warnings.warn(f"config key {where + old!r} is deprecated (issue #33); write {where + new}",
+                          FutureWarning, stacklevel=4)
+            out[new] = out.pop(old)
+    return out
 
 
 def _coerce(f, value, where: str):

@@ -65,17 +65,6 @@ class EpochSampler:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
 
 
-def repeat_by_caption(captions: list[str], repeats: dict[str, int]) -> list[int]:
-    """Clip indices for one epoch, clip ``i`` listed ``max(repeats[w] for w in its caption)`` times (1 if no word
-    of ``repeats`` is in it): oversampling a rare kind of clip without copying its data. Every word must occur."""
-    words = [set(c.lower().split()) for c in captions]
-    for word in repeats:
-        if not any(word.lower() in w for w in words):
-            raise ConfigError(f"data.caption_repeats: no training caption contains the word {word!r}")
-    return [i for i, w in enumerate(words)
-            for _ in range(max([repeats[k] for k in repeats if k.lower() in w], default=1))]
-
-
 def step_generator(seed: int, step: int, rank: int = 0, world: int = 1) -> RowGenerator:
     """The generator every random draw of step ``step`` takes, for process ``rank`` of ``world``. Every process
     seeds it alike and keeps its own rows of each draw. Also reseeds torch's global RNG (per process, as DDP

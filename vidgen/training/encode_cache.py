@@ -45,18 +45,9 @@ class EncodedDataset:
     text_hidden: Optional[torch.Tensor] = None  # (U, M, D)
     text_mask: Optional[torch.Tensor] = None  # (U, M) bool
     text_pooled: Optional[torch.Tensor] = None  # (U, D)
-    foreground: Optional[torch.Tensor] = None  # (N, t, h, w) bool: latent positions the object touches
 
     def __len__(self) -> int:
         return self.x.shape[0]
-
-    def loss_weight(self, index: torch.Tensor, foreground_weight: float) -> Optional[torch.Tensor]:
-        """(B, t, h, w) per-position loss weights (1 + foreground_weight on the object), or None if unweighted."""
-        if not foreground_weight:
-            return None
-        if self.foreground is None:
-            raise ConfigError("data.foreground_weight is set but the encoded dataset has no foreground maps")
-        return 1.0 + foreground_weight * self.foreground[index].float()
 
     def conditioning(self, index: torch.Tensor, kind: str):
         from vidgen.generators import Conditioning
@@ -72,7 +63,7 @@ def build_video_dataset(data_cfg):
     from vidgen.data import ShapesDataset, VideoFolder
     if data_cfg.dataset == "shapes":
         return ShapesDataset(data_cfg.split, num_frames=data_cfg.num_frames, size=data_cfg.size,
-                             num_samples=data_cfg.num_clips, with_coverage=bool(data_cfg.foreground_weight))
+                             num_samples=data_cfg.num_clips)
     if data_cfg.dataset == "folder":
         return VideoFolder(data_cfg.root, num_frames=data_cfg.num_frames, size=data_cfg.size)
     raise ConfigError(f"data.dataset must be 'shapes' or 'folder', got {data_cfg.dataset!r}")
@@ -83,46 +74,26 @@ def _label(item: dict, names: dict) -> int:
     return names.get(key, -1)
 
 
-def latent_footprint(coverage: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-    """(B, t, h, w) bool: the latent positions whose pixels the object touches, from its pixel ``coverage``
-    (B, T, H, W). A causal tokenizer's first latent frame holds frame 0 alone and each later one f = ceil(T / t)
-    frames, so the front is padded with copies of frame 0 to ``t * f`` frames before max-pooling groups of f frames
-    and ``H // h`` x ``W // w`` pixels."""
-    b, frames, height, width = coverage.shape
-    t, h, w = grid
-    f = max(1, -(-frames // t))
-    if height % h or width % w or not 0 <= t * f - frames < f:
-        raise ConfigError(f"cannot map a {frames}x{height}x{width} clip onto the latent grid {grid}")
-    padded = torch.cat([coverage[:, :1].expand(b, t * f - frames, height, width), coverage], 1)
-    pooled = torch.nn.functional.max_pool3d(padded[:, None].float(), (f, height // h, width // w))
-    return pooled[:, 0] > 0
-
-
 @torch.no_grad()
 def encode_items(generator_model, tokenizer, dataset, indices: list[int], batch: int, show: bool):
-    """Encode ``dataset[i]`` for ``i`` in ``indices``: (x, captions, labels, foreground or None); foreground maps
-    when the items carry a ``coverage`` silhouette."""
+    """Encode ``dataset[i]`` for ``i`` in ``indices``: (x, captions, labels)."""
     names = {n: i for i, n in enumerate(shapes_class_names())}
-    xs, captions, labels, footprints = [], [], [], []
+    xs, captions, labels = [], [], []
     for s in tqdm(range(0, len(indices), batch), desc="pre-encoding clips", disable=not show, dynamic_ncols=True):
         items = [dataset[i] for i in indices[s:s + batch]]
         video = torch.stack([it["video"] for it in items]).to(tokenizer.device, tokenizer.dtype)
         xs.append(generator_model.encode_videos(tokenizer, video).cpu())
         captions += [it.get("caption", "") for it in items]
         labels += [_label(it, names) for it in items]
-        if "coverage" in items[0]:
-            coverage = torch.stack([it["coverage"] for it in items])
-            footprints.append(latent_footprint(coverage, tuple(xs[-1].shape[-3:])))
-    return (torch.cat(xs), captions, torch.tensor(labels, dtype=torch.long),
-            torch.cat(footprints) if footprints else None)
+    return torch.cat(xs), captions, torch.tensor(labels, dtype=torch.long)
 
 
 def cache_key(generator_model, tokenizer, data_cfg) -> str:
     settings = {k: getattr(data_cfg, k) for k in ("dataset", "root", "split", "num_frames", "size", "num_clips",
                                                   "conditioning", "text_encoder", "max_text_tokens")}
-    settings.update(tokenizer=tokenizer_fingerprint(tokenizer), kind=type(generator_model).__name__ != "DiffusionVideoTransformer")
-    if data_cfg.foreground_weight:  # only then: caches made before foreground maps existed keep their keys
-        settings["foreground"] = True
+    # "kind": ids or latents (the flow generator's class name is part of existing cache keys: kept)
+    settings.update(tokenizer=tokenizer_fingerprint(tokenizer),
+                    kind=type(generator_model).__name__ != "DiffusionVideoTransformer")
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -135,33 +106,29 @@ def load_or_encode(generator_model, tokenizer, data_cfg, accelerator=None, log=p
     if not (path.exists() and sidecar.exists()):
         dataset = build_video_dataset(data_cfg)
         mine = list(range(rank, len(dataset), world))
-        x, caps, labels, footprints = encode_items(generator_model, tokenizer, dataset, mine,
-                                                   data_cfg.encode_batch, rank == 0)
-        parts = [(mine, x, caps, labels, footprints)]
+        x, caps, labels = encode_items(generator_model, tokenizer, dataset, mine, data_cfg.encode_batch, rank == 0)
+        parts = [(mine, x, caps, labels)]
         if world > 1:
             gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, (mine, x, caps, labels, footprints))
+            torch.distributed.all_gather_object(gathered, (mine, x, caps, labels))
             parts = gathered
         if rank == 0:
             order = sorted((i, p, j) for p, part in enumerate(parts) for j, i in enumerate(part[0]))
             x = torch.stack([parts[p][1][j] for _, p, j in order])
             caps = [parts[p][2][j] for _, p, j in order]
             labels = torch.stack([parts[p][3][j] for _, p, j in order])
-            footprints = torch.stack([parts[p][4][j] for _, p, j in order]) if footprints is not None else None
-            _write(path, sidecar, x, caps, labels, data_cfg, footprints)
+            _write(path, sidecar, x, caps, labels, data_cfg)
             log(f"pre-encoded {len(caps)} clips -> {path}")
         if accelerator is not None:
             accelerator.wait_for_everyone()
     return _read(path, sidecar)
 
 
-def _write(path: Path, sidecar: Path, x, captions, labels, data_cfg, foreground=None) -> None:
+def _write(path: Path, sidecar: Path, x, captions, labels, data_cfg) -> None:
     distinct = sorted(set(captions))
     row = {c: i for i, c in enumerate(distinct)}
     tensors = {"x": x.contiguous(), "labels": labels,
                "caption_index": torch.tensor([row[c] for c in captions], dtype=torch.long)}
-    if foreground is not None:
-        tensors["foreground"] = foreground.contiguous()
     if data_cfg.conditioning == "text":
         from vidgen.text import encode_prompts, load_text_encoder
         tok, enc = load_text_encoder(data_cfg.text_encoder or None)
@@ -179,4 +146,4 @@ def _read(path: Path, sidecar: Path) -> EncodedDataset:
     t = load_file(str(path))
     captions = json.loads(sidecar.read_text())["captions"]
     return EncodedDataset(t["x"], t["caption_index"], t["labels"], captions, t.get("text_hidden"),
-                          t.get("text_mask"), t.get("text_pooled"), t.get("foreground"))
+                          t.get("text_mask"), t.get("text_pooled"))

@@ -1,28 +1,24 @@
-"""Tokenizer training loop (accelerate): works single-process and under ``accelerate launch`` (CPU/gloo or GPU).
+"""Tokenizer training (accelerate): works single-process and under ``accelerate launch`` (CPU/gloo or GPU).
 
 Any model with ``reconstruct(x, sample_posterior, generator) -> ReconstructionOutput`` (``.sample`` and
 ``.bottleneck.loss`` / ``.bottleneck.logs``) and ``last_decoder_layer`` trains here: the bottleneck's own loss
-(KL now; commitment / entropy for quantizers) is added as is, so no branch depends on the model type.
+(KL now; commitment / entropy for quantizers) is added as is, so no branch depends on the model type. This module
+holds the tokenizer's step (reconstruction, perceptual and GAN losses, the discriminator update) and hooks; the loop
+around it (optimizer, resume, EMA, checkpoints, logging) is :mod:`vidgen.training.engine`'s.
 """
 from __future__ import annotations
 
-import json
-import math
-import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from vidgen.errors import ConfigError, MissingWeightsError
-from vidgen.training.checkpoint import (RunLog, copy_weights, find_checkpoint, restore, save_checkpoint,
-                                        training_state)
-from vidgen.training.config import TrainConfig
-from vidgen.training.data import CachedClips, EpochSampler, joint_batch, step_generator
+from vidgen.training.checkpoint import copy_weights
+from vidgen.training.config import EXPERIMENTS_MOVED, TrainConfig
+from vidgen.training.data import CachedClips, joint_batch
 from vidgen.training.discriminator import PatchDiscriminator3D
-from vidgen.training.ema import EMA
-from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
+from vidgen.training.engine import StepOutput, TrainingTask, run_training
 from vidgen.training.losses import (
     PerceptualLoss,
     adaptive_gan_weight,
@@ -43,18 +39,15 @@ def _build_vqvae(cfg):
     return CausalVQVAE.from_preset(cfg.preset, **cfg.overrides)  # overrides.quantizer picks vq/fsq/lfq/bsq
 
 
-def _build_cogvideox(cfg):
-    # Anchor architecture for same-recipe comparisons; preset is ignored, overrides are constructor kwargs.
-    from vidgen.training.reference_models import COGVIDEOX_MATCHED, CogVideoXReferenceVAE
-    return CogVideoXReferenceVAE(**{**COGVIDEOX_MATCHED, **cfg.overrides})
-
-
-# model.kind -> builder(ModelConfig).
-MODEL_BUILDERS = {"vae": _build_vae, "vqvae": _build_vqvae, "cogvideox": _build_cogvideox}
+#: model.kind -> builder(ModelConfig); another architecture with ``reconstruct`` and ``last_decoder_layer`` trains
+#: with this loop once its builder is registered here
+MODEL_BUILDERS = {"vae": _build_vae, "vqvae": _build_vqvae}
 
 
 def build_model(cfg) -> nn.Module:
     if cfg.kind not in MODEL_BUILDERS:
+        if cfg.kind == "cogvideox":
+            raise ConfigError(f"model.kind='cogvideox': {EXPERIMENTS_MOVED}; use model.kind: vae or vqvae")
         raise ConfigError(f"model.kind={cfg.kind!r} is unknown; choose from {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[cfg.kind](cfg)
 
@@ -97,33 +90,6 @@ class _MultiDisc(nn.Module):
             return [self.disc(x.float()) for x in batches]
 
 
-def optimizer_step(acc, loss, model, opt, sched, grad_clip: float, ema=None):
-    """Backward, clip, step the optimizer and LR schedule, update the EMA; returns the gradient norm."""
-    opt.zero_grad(set_to_none=True)
-    acc.backward(loss)
-    gnorm = acc.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
-    sched.step()
-    if ema is not None:
-        ema.update(model)
-    return gnorm
-
-
-def _num(value) -> float:
-    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-
-
-def _lr_lambda(cfg: TrainConfig):
-    warm, total, floor = cfg.optim.warmup_steps, max(cfg.steps, 1), cfg.optim.min_lr_ratio
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = min(1.0, (step - warm) / max(1, total - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return f
-
-
 _STATISTICS = ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
 
 
@@ -159,69 +125,49 @@ def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
     return PerceptualLoss(dist, cfg.loss.perceptual_frames)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics. Threads and deterministic
-    flags are set for the run and restored afterwards."""
-    with torch_state(cfg.threads, cfg.deterministic):
-        return _train(cfg)
+class TokenizerTask(TrainingTask):
+    """A tokenizer's reconstruction step (video and image batches), with its PatchGAN discriminator when
+    ``loss.gan > 0``; held-out PSNR and sample videos as hooks; latent statistics measured into the final config."""
 
+    def __init__(self, cfg: TrainConfig, log):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        self.model = model = build_model(cfg.model)
+        self.decoder_only = cfg.trainable == "decoder"
+        if cfg.init_from:
+            init_from(model, cfg.init_from, keep_statistics=self.decoder_only)
+            log(f"initialised from {cfg.init_from}" + (" (decoder only is trained)" if self.decoder_only else ""))
+        self.params = freeze_all_but_decoder(model) if self.decoder_only else list(model.parameters())
+        self.disc = PatchDiscriminator3D(cfg.loss.disc_channels, cfg.loss.disc_layers) if cfg.loss.gan > 0 else None
+        self.perceptual = _perceptual(cfg, log)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.optim.disc_lr, betas=(0.5, 0.9)) \
+            if self.disc else None
+        self.extra_state = {"disc": self.disc, "opt_d": self.opt_d}
+        train_set, test_set = build_datasets(cfg.data)
+        self.clips = CachedClips(train_set)
+        self.num_items = len(self.clips)
+        self.module = _Reconstructor(model)
+        self.test_videos = torch.stack([test_set[i]["video"]
+                                        for i in range(min(len(test_set), cfg.data.eval_clips))])
+        self.hooks = [(cfg.eval_every, self.evaluate), (cfg.sample_every, self.save_samples)]
+        self.run_dir, self.log, self.multi_disc, self._pending = Path(cfg.run_dir), log, None, None
 
-def _train(cfg: TrainConfig) -> dict:
-    run_dir = Path(cfg.run_dir)
-    acc, chosen = make_accelerator(cfg.precision)
-    is_main = acc.is_main_process
-    log = RunLog(run_dir, is_main)
+    def prepare(self, acc) -> None:
+        self.acc = acc
+        if self.disc is not None:
+            self.multi_disc, self.opt_d = acc.prepare(_MultiDisc(self.disc), self.opt_d)
+            self.extra_state["opt_d"] = self.opt_d
 
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log(f"precision: {chosen} (precision={cfg.precision})")
-    torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    model = build_model(cfg.model)
-    decoder_only = cfg.trainable == "decoder"
-    if cfg.init_from:
-        init_from(model, cfg.init_from, keep_statistics=decoder_only)
-        log(f"initialised from {cfg.init_from}" + (" (decoder only is trained)" if decoder_only else ""))
-    params = freeze_all_but_decoder(model) if decoder_only else list(model.parameters())
-    disc = PatchDiscriminator3D(cfg.loss.disc_channels, cfg.loss.disc_layers) if cfg.loss.gan > 0 else None
-    perceptual = _perceptual(cfg, log)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                            weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.optim.disc_lr, betas=(0.5, 0.9)) if disc else None
-
-    train_set, test_set = build_datasets(cfg.data)
-    clips = CachedClips(train_set)
-    sampler = EpochSampler(len(clips), cfg.seed, acc.process_index, acc.num_processes)
-    step = 0
-    ckpt = find_checkpoint(cfg.resume, run_dir)
-    if ckpt is not None:
-        step = restore(ckpt, model, opt, sched, sampler, ema, {"disc": disc, "opt_d": opt_d})
-        log(f"resumed from {ckpt} at step {step}")
-
-    recon = compile_module(_Reconstructor(model), cfg.compile, log)
-    # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
-    # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
-    recon, opt = acc.prepare(recon, opt)
-    multi_disc = None
-    if disc is not None:
-        multi_disc, opt_d = acc.prepare(_MultiDisc(disc), opt_d)
-    test_videos = torch.stack([test_set[i]["video"] for i in range(min(len(test_set), cfg.data.eval_clips))])
-
-    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True)
-    metrics: dict = {}
-    t_last, frames_since = time.time(), 0
-    first_step = FirstStepTimer(log)
-    while step < cfg.steps:
-        g = step_generator(cfg.seed, step, acc.process_index, acc.num_processes)
-        xv, xi = joint_batch(clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g,
+    def step(self, module, sampler, step, g) -> StepOutput:
+        cfg, acc = self.cfg, self.acc
+        xv, xi = joint_batch(self.clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g,
                              cfg.data.color_aug)
         batches = [b for b in (xv, xi) if b is not None]
         weights = [1.0 if b is xv else cfg.data.image_weight for b in batches]
-        gan_on = disc is not None and step >= cfg.loss.gan_start
+        gan_on = self.disc is not None and step >= cfg.loss.gan_start
+        perceptual = self.perceptual
         with acc.autocast():
-            outs = recon(batches, g)
+            outs = module(batches, g)
             rec = sum(w * reconstruction_loss(x, o.sample.float(), cfg.loss.l1, cfg.loss.l2, cfg.loss.temporal,
                                              cfg.loss.spatial)
                       for w, x, o in zip(weights, batches, outs))
@@ -231,56 +177,49 @@ def _train(cfg: TrainConfig) -> dict:
             loss = nll + bott
             gan_w = torch.zeros(())
             if gan_on:
-                g_loss = sum(w * hinge_g_loss(lf) for w, lf in zip(weights, multi_disc([o.sample for o in outs])))
-                gan_w = cfg.loss.gan * (adaptive_gan_weight(nll, g_loss, model.last_decoder_layer,
+                g_loss = sum(w * hinge_g_loss(lf) for w, lf in zip(weights, self.multi_disc([o.sample for o in outs])))
+                gan_w = cfg.loss.gan * (adaptive_gan_weight(nll, g_loss, self.model.last_decoder_layer,
                                                             reduce=lambda t: acc.reduce(t, "mean"))
                                         if cfg.loss.adaptive_gan else torch.ones(()))
                 loss = loss + gan_w * g_loss
-        gnorm = optimizer_step(acc, loss, model, opt, sched, cfg.optim.grad_clip, ema)
-        d_loss = torch.zeros(())
-        if gan_on:
-            opt_d.zero_grad(set_to_none=True)
-            with acc.autocast():
-                real = multi_disc([x.detach() for x in batches])
-                fake = multi_disc([o.sample.detach() for o in outs])
-                d_loss = sum(w * hinge_d_loss(r, f) for w, r, f in zip(weights, real, fake))
-            acc.backward(d_loss)
-            acc.clip_grad_norm_(multi_disc.parameters(), cfg.optim.grad_clip)
-            opt_d.step()
-        step += 1
-        frames_since += sum(b.shape[0] * b.shape[2] for b in batches) * acc.num_processes
-        bar.update(1)
-        if first_step(step):  # throughput from here on excludes compilation and warm-up
-            t_last, frames_since = time.time(), 0
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.time() - t_last
-            logs = {k: v for o in outs for k, v in o.bottleneck.logs.items()}
-            metrics = {"step": step, "loss": _num(loss), "rec": _num(rec), "perc": _num(perc), "bottleneck": _num(bott),
-                       "gan_w": _num(gan_w), "d_loss": _num(d_loss), "grad_norm": _num(gnorm),
-                       "lr": sched.get_last_lr()[0], "frames_per_s": frames_since / dt, "processes": acc.num_processes,
-                       **logs}
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", fps=f"{metrics['frames_per_s']:.1f}")
-            log(metrics)
-            t_last, frames_since = time.time(), 0
-        if is_main and (step % cfg.eval_every == 0 or step == cfg.steps):
-            eval_model = ema.copy_model(model) if ema else model
-            log({"step": step, "eval_psnr": evaluate_psnr(eval_model, test_videos)})
-        if is_main and (step % cfg.sample_every == 0 or step == cfg.steps):
-            save_samples(ema.copy_model(model) if ema else model, test_videos[:2], run_dir / "samples", step)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            acc.wait_for_everyone()
-            if is_main:
-                state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, {"disc": disc, "opt_d": opt_d})
-                save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
-    bar.close()
-    acc.wait_for_everyone()
-    if is_main:
-        final = ema.copy_model(model) if ema else model
-        final_logs = {"final": str(run_dir / "final")}
-        if "scaling_factor" in final.config and not decoder_only:  # continuous latents: statistics for generators
-            shift, scale = latent_statistics(final, clips, cfg.stats_clips)
-            final.register_to_config(shift_factor=shift, scaling_factor=scale)
-            final_logs.update(shift_factor=shift, scaling_factor=scale)
-        final.save_pretrained(run_dir / "final", safe_serialization=True)
-        log(final_logs)
-    return metrics
+        self._pending = (batches, outs, weights) if gan_on else None
+        return StepOutput(loss, {"rec": rec, "perc": perc, "bottleneck": bott, "gan_w": gan_w,
+                                 "d_loss": torch.zeros(())},
+                          units=sum(b.shape[0] * b.shape[2] for b in batches),
+                          tail_logs={k: v for o in outs for k, v in o.bottleneck.logs.items()})
+
+    def after_optimizer_step(self, out: StepOutput) -> None:
+        """The discriminator's hinge step on this step's real and (detached) reconstructed batches."""
+        if self._pending is None:
+            return
+        batches, outs, weights = self._pending
+        self._pending = None
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.acc.autocast():
+            real = self.multi_disc([x.detach() for x in batches])
+            fake = self.multi_disc([o.sample.detach() for o in outs])
+            d_loss = sum(w * hinge_d_loss(r, f) for w, r, f in zip(weights, real, fake))
+        self.acc.backward(d_loss)
+        self.acc.clip_grad_norm_(self.multi_disc.parameters(), self.cfg.optim.grad_clip)
+        self.opt_d.step()
+        out.logs["d_loss"] = d_loss
+
+    def evaluate(self, step: int, model) -> None:
+        self.log({"step": step, "eval_psnr": evaluate_psnr(model, self.test_videos)})
+
+    def save_samples(self, step: int, model) -> None:
+        save_samples(model, self.test_videos[:2], self.run_dir / "samples", step)
+
+    def finish(self, final) -> dict:
+        if "scaling_factor" not in final.config or self.decoder_only:
+            return {}
+        # continuous latents: statistics for generators
+        shift, scale = latent_statistics(final, self.clips, self.cfg.stats_clips)
+        final.register_to_config(shift_factor=shift, scaling_factor=scale)
+        return {"shift_factor": shift, "scaling_factor": scale}
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics. Threads and deterministic
+    flags are set for the run and restored afterwards."""
+    return run_training(cfg, lambda acc, log: TokenizerTask(cfg, log))

@@ -1,0 +1,187 @@
+"""The one training loop of vidgen: what a run does around its model's step, for tokenizers and generators alike.
+
+:func:`run_training` owns the accelerator (``make_accelerator``, process-global torch state restored afterwards), the
+AdamW optimizer and warm-up + cosine schedule, resume from a checkpoint, the EMA, atomic checkpoints, periodic hooks
+on the main process (evaluation, samples), ``log.jsonl`` and the progress bar, and the final save. A kind of model
+brings a :class:`TrainingTask`: its model, the module that computes its loss, one :meth:`~TrainingTask.step`
+function, its hooks and what its final folder needs. So a fix to resume or checkpointing lands once for both.
+
+Every random draw of a step comes from a generator seeded by ``(seed, step)`` (:func:`step_generator`) and the data
+position is checkpointed: a resumed run is bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint, training_state
+from vidgen.training.data import EpochSampler, step_generator
+from vidgen.training.ema import EMA
+from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
+
+
+@dataclass
+class StepOutput:
+    """What one training step gives the loop. ``logs`` go into the metrics line after ``loss`` and ``tail_logs``
+    after ``processes`` (tensors are read only when a line is logged); ``units`` counts what this process consumed
+    (frames or tokens) for the throughput."""
+
+    loss: torch.Tensor
+    logs: dict = field(default_factory=dict)
+    units: int = 0
+    tail_logs: dict = field(default_factory=dict)
+
+
+class TrainingTask:
+    """What a kind of model brings to :func:`run_training`; subclasses set the attributes in their constructor.
+
+    ``model`` is trained, averaged, checkpointed and saved; ``module`` computes its loss (one forward per step, so
+    DDP/FSDP see one) and is compiled and prepared; ``params`` are the optimized parameters; ``num_items`` is the
+    length of the epoch the sampler walks; ``extra_state`` maps checkpoint keys to further objects with
+    ``state_dict`` (e.g. a discriminator); ``hooks`` are ``(every, fn(step, model))`` run on the main process with
+    the EMA weights when there is an EMA (``every`` 0 = never)."""
+
+    rate_key, rate_label, rate_format = "frames_per_s", "fps", "{:.1f}"
+    description: str | None = None
+    model: nn.Module
+    module: nn.Module
+    params: list
+    num_items: int
+    extra_state: dict = {}
+    hooks: list = []
+
+    def prepare(self, acc) -> None:
+        """Prepare any further module and optimizer with ``acc`` (after the main ones)."""
+
+    def step(self, module: nn.Module, sampler: EpochSampler, step: int, g) -> StepOutput:
+        """Draw this step's batch with ``sampler`` / ``g`` and compute the loss with ``module``."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, out: StepOutput) -> None:
+        """Runs after the model's optimizer step (e.g. a discriminator update that fills ``out.logs``)."""
+
+    def finish(self, final: nn.Module) -> dict:
+        """Last changes to the final model before it is saved; returns entries for the final log line."""
+        return {}
+
+
+def lr_lambda(cfg) -> Callable[[int], float]:
+    """Linear warm-up over ``optim.warmup_steps``, then cosine decay to ``lr * optim.min_lr_ratio`` at ``steps``."""
+    warm, total, floor = cfg.optim.warmup_steps, max(cfg.steps, 1), cfg.optim.min_lr_ratio
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def optimizer_step(acc, loss, model, opt, sched, grad_clip: float, ema=None):
+    """Backward, clip, step the optimizer and LR schedule, update the EMA; returns the gradient norm."""
+    opt.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    gnorm = acc.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    if ema is not None:
+        ema.update(model)
+    return gnorm
+
+
+def _num(value) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _logged(logs: dict) -> dict:
+    return {k: _num(v) if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
+
+
+def start_run(cfg, **accelerator_kwargs):
+    """The accelerator, the precision it computes in and the run's log; the main process creates ``run_dir`` and
+    writes the resolved configuration to ``run_dir/config.yaml`` (JSON, which YAML reads)."""
+    acc, chosen = make_accelerator(cfg.precision, **accelerator_kwargs)
+    run_dir = Path(cfg.run_dir)
+    log = RunLog(run_dir, acc.is_main_process)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log(f"precision: {chosen} (precision={cfg.precision})")
+    return acc, log
+
+
+def run_training(cfg, make_task: Callable, **accelerator_kwargs) -> dict:
+    """Train the task ``make_task(acc, log)`` builds for ``cfg`` (a :class:`~vidgen.training.TrainConfig` or
+    :class:`~vidgen.training.GeneratorTrainConfig`); checkpoints go to ``run_dir/checkpoints`` and the model (EMA
+    weights if any) to ``run_dir/final``. Returns the last logged metrics. Threads and deterministic flags are set
+    for the run and restored afterwards."""
+    with torch_state(cfg.threads, cfg.deterministic):
+        acc, log = start_run(cfg, **accelerator_kwargs)
+        return _loop(cfg, acc, log, make_task(acc, log))
+
+
+def _loop(cfg, acc, log, task: TrainingTask) -> dict:
+    run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
+    model = task.model
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    opt = torch.optim.AdamW(task.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                            weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    sampler = EpochSampler(task.num_items, cfg.seed, acc.process_index, acc.num_processes)
+    step = 0
+    ckpt = find_checkpoint(cfg.resume, run_dir)
+    if ckpt is not None:
+        step = restore(ckpt, model, opt, sched, sampler, ema, task.extra_state)
+        log(f"resumed from {ckpt} at step {step}")
+    # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
+    # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
+    module, opt = acc.prepare(compile_module(task.module, cfg.compile, log), opt)
+    task.prepare(acc)
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True, desc=task.description)
+    metrics: dict = {}
+    t_last, units = time.time(), 0
+    first_step = FirstStepTimer(log)
+    while step < cfg.steps:
+        out = task.step(module, sampler, step, step_generator(cfg.seed, step, acc.process_index, acc.num_processes))
+        gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema)
+        task.after_optimizer_step(out)
+        step += 1
+        units += out.units * acc.num_processes
+        bar.update(1)
+        if first_step(step):  # throughput from here on excludes compilation and warm-up
+            t_last, units = time.time(), 0
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            metrics = {"step": step, "loss": _num(out.loss), **_logged(out.logs), "grad_norm": _num(gnorm),
+                       "lr": sched.get_last_lr()[0], task.rate_key: units / (time.time() - t_last),
+                       "processes": acc.num_processes, **_logged(out.tail_logs)}
+            bar.set_postfix({"loss": f"{metrics['loss']:.4f}",
+                             task.rate_label: task.rate_format.format(metrics[task.rate_key])})
+            log(metrics)
+            t_last, units = time.time(), 0
+        due = [fn for every, fn in task.hooks if every and (step % every == 0 or step == cfg.steps)]
+        if is_main and due:
+            current = ema.copy_model(model) if ema else model
+            for fn in due:
+                fn(step, current)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            acc.wait_for_everyone()
+            if is_main:
+                state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state)
+                save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
+    bar.close()
+    acc.wait_for_everyone()
+    if is_main:
+        final = ema.copy_model(model) if ema else model
+        entries = task.finish(final)
+        final.save_pretrained(run_dir / "final", safe_serialization=True)
+        log({"final": str(run_dir / "final"), **entries})
+    return metrics
