@@ -6,6 +6,7 @@ from vidgen.training.config import (
     LossConfig,
     ModelConfig,
     OptimConfig,
+    RunConfig,
     TrainConfig,
     load_config,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "MODEL_BUILDERS",
     "ModelConfig",
     "OptimConfig",
+    "RunConfig",
     "StepOutput",
     "TrainConfig",
     "TrainingTask",

@@ -81,8 +81,10 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
-    run_dir: str = "runs/tokenizer"
+class RunConfig:
+    """What the shared training loop (:mod:`vidgen.training.engine`) reads, whatever is trained."""
+
+    run_dir: str = "runs/run"
     steps: int = 2000
     seed: int = 0
     threads: int = 1
@@ -93,11 +95,26 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables EMA
     log_every: int = 20
     sample_every: int = 500
-    eval_every: int = 500
     ckpt_every: int = 250
     keep_checkpoints: int = 2
     resume: str = "auto"  # "auto" | "" | path to a checkpoint folder
-    init_from: str = ""  # a saved tokenizer folder to start from (fresh optimizer and schedule): a second stage
+    # a saved model folder of the same kind to start from (fresh optimizer and schedule): a later training stage
+    init_from: str = ""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self):
+        _settle_precision(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """A tokenizer training run (``tokenizers/train_tokenizer.py``)."""
+
+    run_dir: str = "runs/tokenizer"
+    eval_every: int = 500
     # "all" or "decoder": decoder-only fine-tuning keeps the encoder, bottleneck and latent statistics of init_from
     # exactly, so latents / token ids (and every generator trained on them) stay valid while the decoding improves
     trainable: str = "all"
@@ -105,17 +122,13 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
-        _settle_precision(self)
+        super().__post_init__()
         if self.trainable not in ("all", "decoder"):
             raise ConfigError(f"trainable must be 'all' or 'decoder', got {self.trainable!r}")
         if self.trainable == "decoder" and not self.init_from:
             raise ConfigError("trainable=decoder fine-tunes a trained tokenizer's decoder: set init_from to its folder")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -156,34 +169,15 @@ class SampleConfig:
 
 
 @dataclass
-class GeneratorTrainConfig:
+class GeneratorTrainConfig(RunConfig):
+    """A generator training run (``pipelines/train_generator.py``) on a trained video tokenizer."""
+
     run_dir: str = "runs/generator"
     video_tokenizer: str = ""  # folder of a saved CausalVAE (flow) or CausalVQVAE (masked, autoregressive)
-    steps: int = 2000
-    seed: int = 0
-    threads: int = 1
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" (vidgen.precision); bf16 = autocast over fp32 master weights
-    mixed_precision: object = None  # accelerate's name for precision ("no" = fp32): accepted as an alias
-    compile: bool = False  # torch.compile (inductor) the training step's model; the first step includes compiling
-    deterministic: bool = False  # GPU: deterministic kernels only (vidgen.rng.enable_deterministic); CPU already is
-    ema_decay: float = 0.0
-    log_every: int = 20
-    sample_every: int = 500
-    ckpt_every: int = 250
-    keep_checkpoints: int = 2
-    resume: str = "auto"
-    init_from: str = ""  # a saved generator folder to start from (fresh optimizer and schedule)
     model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     _renamed = {"tokenizer": "video_tokenizer"}
-
-    def __post_init__(self):
-        _settle_precision(self)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def _settle_precision(cfg) -> None:
