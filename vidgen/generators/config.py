@@ -81,8 +81,8 @@ class BackboneConfig:
 
 
 # Named sizes (DiT-style registry). Parameters of the backbone alone, without heads / embeddings:
-# tiny ~0.1 M (tests), mini ~1.8 M (the shipped id-based shapes models: ~2.5x cheaper per step than small,
-# which is what an hour of 2-core training affords), small ~4.8 M (CPU training here), base ~38 M, large ~150 M (GPU).
+# tiny ~0.1 M (tests), mini ~1.8 M and small ~4.8 M (CPU training), base ~38 M, large ~150 M (GPU). Which preset each
+# shipped model uses, and why, is in its model card.
 GENERATOR_PRESETS: dict[str, dict] = {
     "tiny": dict(dim=64, depth=2, num_heads=2),
     "mini": dict(dim=192, depth=4, num_heads=3),

@@ -95,8 +95,8 @@ def fsq_entropy_loss(z: torch.Tensor, levels: tuple[int, ...], temperature: floa
 
     Each axis value is softly assigned to its levels (``softmax(-(v - level)^2 / temperature)`` on FSQ's own bounded
     pre-rounding values); a token's code distribution is the product over axes. Maximising the entropy of the
-    batch average spreads tokens over level *combinations*, which is what FSQ (8,5,5,5) lacked: its axes were used
-    fairly evenly one by one (94 % utilization if independent) but jointly only 77 % (the axes were correlated).
+    batch average spreads tokens over level *combinations*: FSQ's axes can each be used evenly while being
+    correlated, which leaves much of the joint codebook unused.
     ``z``: ``(..., len(levels))`` encoder outputs before FSQ. Computed per process, like LFQ's.
     """
     lv = torch.tensor(levels, dtype=z.dtype, device=z.device)

@@ -83,8 +83,8 @@ _RGB = torch.linalg.inv(_YIQ)
 def color_jitter(videos: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Per clip of ``(B, 3, T, H, W)`` in [-1, 1], from uniforms ``u`` ``(B, 5)``: hue rotation (any angle),
     saturation x[0.5, 1.5] and RGB gains x[0.85, 1.15]. The gains also tint grayscale clips, which hue and
-    saturation cannot: 6 of the 13 NaturalClips training photographs are grayscale, and 68 % of the VAE's held-out
-    error was chroma."""
+    saturation cannot (several NaturalClips training photographs are grayscale, and a VAE trained without colour
+    variety reconstructs chroma worst)."""
     angle = (u[:, 0] * 2 - 1) * torch.pi
     sat = 0.5 + u[:, 1]
     cos, sin = torch.cos(angle) * sat, torch.sin(angle) * sat
