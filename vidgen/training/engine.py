@@ -16,7 +16,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -55,8 +56,8 @@ class TrainingTask:
     module: nn.Module
     params: list
     num_items: int
-    extra_state: dict = {}
-    hooks: list = []
+    extra_state: Mapping = MappingProxyType({})
+    hooks: Sequence = ()
 
     def prepare(self, acc) -> None:
         """Prepare any further module and optimizer with ``acc`` (after the main ones)."""

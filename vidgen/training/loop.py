@@ -129,8 +129,8 @@ class TokenizerTask(TrainingTask):
     """A tokenizer's reconstruction step (video and image batches), with its PatchGAN discriminator when
     ``loss.gan > 0``; held-out PSNR and sample videos as hooks; latent statistics measured into the final config."""
 
-    def __init__(self, cfg: TrainConfig, log):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, acc, log):
+        self.cfg, self.acc = cfg, acc
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         self.model = model = build_model(cfg.model)
         self.decoder_only = cfg.trainable == "decoder"
@@ -153,7 +153,6 @@ class TokenizerTask(TrainingTask):
         self.run_dir, self.log, self.multi_disc, self._pending = Path(cfg.run_dir), log, None, None
 
     def prepare(self, acc) -> None:
-        self.acc = acc
         if self.disc is not None:
             self.multi_disc, self.opt_d = acc.prepare(_MultiDisc(self.disc), self.opt_d)
             self.extra_state["opt_d"] = self.opt_d
@@ -222,4 +221,4 @@ class TokenizerTask(TrainingTask):
 def train(cfg: TrainConfig) -> dict:
     """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics. Threads and deterministic
     flags are set for the run and restored afterwards."""
-    return run_training(cfg, lambda acc, log: TokenizerTask(cfg, log))
+    return run_training(cfg, lambda acc, log: TokenizerTask(cfg, acc, log))
