@@ -144,13 +144,14 @@ def training(kind: str, preset: str, grid, args, ceilings) -> dict:
 def sample_call(kind: str, model, batch: int, grid, steps: int, compile: bool = False):
     c, g = cond(batch), torch.Generator().manual_seed(0)
     if kind == "masked":
-        return lambda: generate_ids(model, grid, batch, cond=c, guidance_scale=CFG, num_inference_steps=steps,
+        return lambda: generate_ids(model, c, grid=grid, batch=batch, guidance_scale=CFG, num_inference_steps=steps,
                                     generator=g, compile=compile)
     if kind == "flow":
         sched = FlowMatchEulerDiscreteScheduler()
-        return lambda: generate_latents(model, sched, (batch, CHANNELS, *grid), cond=c, guidance_scale=CFG,
+        return lambda: generate_latents(model, c, scheduler=sched, grid=grid, batch=batch, guidance_scale=CFG,
                                         num_inference_steps=steps, generator=g, compile=compile)
-    return lambda: generate_tokens(model, grid, batch, cond=c, guidance_scale=CFG, generator=g, compile=compile)
+    return lambda: generate_tokens(model, c, grid=grid, batch=batch, guidance_scale=CFG, generator=g,
+                                   compile=compile)
 
 
 def sampling(kind: str, grid, args) -> dict:

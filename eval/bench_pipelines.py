@@ -41,9 +41,8 @@ TARGET = 2.5  # issue 32: bf16 (the default precision here) >= 2.5x fp32 seconds
 
 
 def load(name: str, precision: str):
-    from vidgen.demo.run import PIPELINES
-    from vidgen.pipelines import load_pipeline
-    pipe = load_pipeline(ROOT / "pretrained" / PIPELINES[name], dtype="fp32" if precision == "fp32" else "bf16")
+    from vidgen.pipelines import load_pipeline, shipped_folder
+    pipe = load_pipeline(shipped_folder(name, ROOT / "pretrained"), dtype="fp32" if precision == "fp32" else "bf16")
     pipe.set_progress_bar_config(disable=True)
     if precision == "bf16+compile":
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
@@ -52,10 +51,10 @@ def load(name: str, precision: str):
 
 
 def call(pipe, name: str, batch: int):
-    from vidgen.demo.run import SAMPLING
+    """The shipped sampling settings: the folder's ``sampling_config.json`` (``pipe.sampling_config``)."""
     prompts = (PROMPTS * batch)[:batch]
     return pipe(prompts, num_frames=17, height=64, width=64, output_type="np",
-                generator=[torch.Generator().manual_seed(i) for i in range(batch)], **SAMPLING[name]).frames
+                generator=[torch.Generator().manual_seed(i) for i in range(batch)]).frames
 
 
 def transformer_flops(pipe, name: str, batch: int) -> int:
@@ -70,14 +69,12 @@ def transformer_flops(pipe, name: str, batch: int) -> int:
 
 def default_precision(name: str) -> str:
     """What ``dtype="auto"`` loads for pipeline ``name`` on a CPU with fast bf16 units (``bf16_pays_on_cpu``)."""
-    from vidgen.pipelines.loading import pipeline_classes
-    cls = {"masked": "MaskedVideoPipeline", "flow": "FlowVideoPipeline",
-           "autoregressive": "AutoregressiveVideoPipeline"}[name]
-    return "bf16" if pipeline_classes()[cls].bf16_pays_on_cpu else "fp32"
+    from vidgen.pipelines import pipeline_spec
+    return "bf16" if pipeline_spec(name).pipeline_class.bf16_pays_on_cpu else "fp32"
 
 
 def main(argv=None) -> int:
-    from vidgen.demo.run import PIPELINES
+    from vidgen.pipelines import PIPELINE_REGISTRY as PIPELINES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     parser.add_argument("--batch", type=int, default=4)
@@ -94,6 +91,7 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     precisions = [p for p in PRECISIONS if not (args.no_compile and p == "bf16+compile")]
+    sampling = {}
     try:
         ceilings = [gemm_ceilings(repeats=3)]
         print(describe(ceilings[0]), flush=True)
@@ -102,6 +100,7 @@ def main(argv=None) -> int:
             pipes, row = {}, {}
             for precision in precisions:
                 pipe = load(name, precision)
+                sampling[name] = dict(pipe.sampling_config)
                 start = time.perf_counter()
                 call(pipe, name, args.batch)  # warm-up; for compile, the compilation
                 row[precision] = {"first_call_s": time.perf_counter() - start, "times_s": []}
@@ -138,6 +137,7 @@ def main(argv=None) -> int:
             targets[name] = {"default_precision": default, "default_speedup": row[default]["speedup_over_fp32"],
                              "met": row[default]["speedup_over_fp32"] >= TARGET}
         write_result(out, {"batch": args.batch, "rounds": args.rounds, "num_frames": 17, "size": 64,
+                           "sampling": sampling,
                            "ceilings": {"runs": ceilings, "gflops": gflops}, "pipelines": rows,
                            "target": {"bf16_speedup_at_least": TARGET, "by_pipeline": targets}}, threads=args.threads)
         print(f"wrote {out}")

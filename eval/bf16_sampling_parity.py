@@ -1,7 +1,8 @@
 """Does bf16 sampling keep the shipped pipelines' prompt adherence? fp32 vs bf16 on the tuning prompts.
 
 Each shipped pipeline samples the tuning prompt set (``demo_prompts(n, seed=1)``: never the demo's evaluation set,
-seed 0) with its shipped sampling settings, once with fp32 weights and once with bf16 weights (``dtype=``), the same
+seed 0) with its shipped sampling settings (the folder's ``sampling_config.json``), once with fp32 weights and once
+with bf16 weights (``dtype=``), the same
 seed per video. The project's scorer reads colour and motion; the target (issue 32) is that bf16's colour+motion
 adherence stays within one standard error of fp32's (binomial, ``sqrt(p (1 - p) / n)`` of the fp32 rate). Also
 reported: how many videos get the same detected attributes in both precisions, and the largest pixel difference.
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vidgen.demo.prompts import demo_prompts
-from vidgen.demo.run import PIPELINES, SAMPLING, generate, load_pipelines, score
+from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
 from vidgen.metrics.adherence import AttributeScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,12 +43,13 @@ def main(argv=None) -> int:
         parser.error("--seed 0 is the demo's evaluation set; compare on another seed")
     torch.set_num_threads(args.threads)
     prompts, scorer = demo_prompts(args.prompts, seed=args.seed), AttributeScorer()
-    results = {}
+    results, sampling = {}, {}
     for name in args.pipelines:
         row, videos, detected = {}, {}, {}
         for precision in ("fp32", "bf16"):
             pipe = load_pipelines(Path(args.pretrained), [name], precision)[name]
-            videos[precision], seconds = generate(pipe, prompts, args.batch, **SAMPLING[name])
+            sampling[name] = dict(pipe.sampling_config)
+            videos[precision], seconds = generate(pipe, prompts, args.batch)
             detected[precision], adherence = score(scorer, videos[precision], prompts)
             row[precision] = {"adherence": adherence, "seconds_per_video": seconds}
         n = len(prompts)
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
               f"error {se:.1%}: {'within' if row['within_one_standard_error'] else 'NOT within'}); same detection "
               f"{row['same_detection']:.0%}; s/video fp32 {row['fp32']['seconds_per_video']:.2f}, bf16 "
               f"{row['bf16']['seconds_per_video']:.2f}", flush=True)
-    write_result(args.out, {"prompts": args.prompts, "prompt_seed": args.seed, "sampling": SAMPLING,
+    write_result(args.out, {"prompts": args.prompts, "prompt_seed": args.seed, "sampling": sampling,
                             "pipelines": results}, threads=args.threads)
     print(f"wrote {args.out}")
     return 0

@@ -672,6 +672,46 @@ CASES: list[Case] = [
          lambda env: load_pipeline(env.broken_pipe("pipe_ddim", lambda p: _edit_json(
              p / "model_index.json", scheduler=["diffusers", "DDIMScheduler"]))),
          InvalidInputError, r"scheduler: a flow-matching model needs a FlowMatch\* scheduler, got DDIMScheduler"),
+    # --------------------------------------------------------------------------- sampling_config.json
+    Case("sampling_config/unknown-key", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_key", lambda p: (p / "sampling_config.json").write_text(
+             '{"guidance": 3.0}'))), ConfigError,
+         r"sc_key/sampling_config\.json: key 'guidance' is not a keyword argument of FlowVideoPipeline\.__call__; "
+         r"remove it \(the settings are \['guidance_scale', 'num_inference_steps'\]\)"),
+    Case("sampling_config/input-not-setting", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_input", lambda p: (p / "sampling_config.json").write_text(
+             '{"prompt": "a red circle"}'))), ConfigError,
+         r"sc_input/sampling_config\.json: key 'prompt' is an input of FlowVideoPipeline\.__call__, not a sampling "
+         r"setting; remove it"),
+    Case("sampling_config/setting-of-another-pipeline", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_topk", lambda p: (p / "sampling_config.json").write_text(
+             '{"top_k": 1}'))), ConfigError,
+         r"sc_topk/sampling_config\.json: key 'top_k' is not a keyword argument of FlowVideoPipeline\.__call__"),
+    Case("sampling_config/steps-as-string", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_str", lambda p: (p / "sampling_config.json").write_text(
+             '{"num_inference_steps": "25"}'))), ConfigError,
+         r"sc_str/sampling_config\.json: key 'num_inference_steps': num_inference_steps must be an int >= 1, got '25'; "
+         r"correct the value in the file or remove the key \(the class default is 25\)"),
+    Case("sampling_config/negative-guidance", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_neg", lambda p: (p / "sampling_config.json").write_text(
+             '{"guidance_scale": -3.0}'))), ConfigError,
+         r"sc_neg/sampling_config\.json: key 'guidance_scale': guidance_scale must be a number >= 0, got -3\.0; "
+         r"correct the value"),
+    Case("sampling_config/steps-float", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_float", lambda p: (p / "sampling_config.json").write_text(
+             '{"num_inference_steps": 12.5}'))), ConfigError,
+         r"sc_float/sampling_config\.json: key 'num_inference_steps': num_inference_steps must be an int >= 1"),
+    Case("sampling_config/not-json", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_json", lambda p: (p / "sampling_config.json").write_text(
+             '{"guidance_scale": 3.0,}'))), ConfigError,
+         r"sc_json/sampling_config\.json: not valid JSON .*; write a JSON object"),
+    Case("sampling_config/a-list", "pipeline_folder",
+         lambda env: load_pipeline(env.broken_pipe("sc_list", lambda p: (p / "sampling_config.json").write_text(
+             '[["guidance_scale", 3.0]]'))), ConfigError,
+         r"sc_list/sampling_config\.json: expected a JSON object of sampling settings, got list"),
+    Case("sampling_config/assigned-bad-value", "pipeline",
+         lambda env: setattr(env.pipe, "sampling_config", {"guidance_scale": float("nan")}), ConfigError,
+         r"sampling_config: key 'guidance_scale': guidance_scale must be a number >= 0, got nan"),
     Case("load_pipeline/fp16-on-cpu", "pipeline_folder", lambda env: load_pipeline(env.pipe_folder, dtype="fp16"),
          ConfigError, r"dtype='fp16' is not a precision; choose one of \('auto', 'fp32', 'bf16'\) \(fp16 is GPU-only"),
     Case("load_pipeline/unknown-dtype", "pipeline_folder", lambda env: load_pipeline(env.pipe_folder, dtype=torch.int8),

@@ -3,6 +3,8 @@ of the written MP4 / GIF, the contact sheet, determinism by seed, --num-videos, 
 errors (exit code 2 with a ``vidgen generate: error:`` message)."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -143,3 +145,21 @@ def test_fresh_process_loads_the_pipeline(pipelines, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"video: {out}" in result.stdout
     _check_video(out)
+
+
+def test_a_shipped_name_resolves_to_its_folder_under_pretrained(pipelines, tmp_path, capsys):
+    """``--pipeline masked`` is ``<--pretrained>/shapes-masked`` (the registry's folder), with its sampling_config."""
+    root = tmp_path / "shipped"
+    shutil.copytree(pipelines["masked"], root / "shapes-masked")
+    (root / "shapes-masked" / "sampling_config.json").write_text(json.dumps({"num_inference_steps": 2}))
+    by_name = ["generate", PROMPT, "--pipeline", "masked", "--pretrained", str(root), *SIZE, "--seed", "0"]
+    assert main([*by_name, "--out", str(tmp_path / "name.gif")]) == 0
+    by_folder = ["generate", PROMPT, "--pipeline", pipelines["masked"], *SIZE, "--seed", "0", "--steps", "2"]
+    assert main([*by_folder, "--out", str(tmp_path / "folder.gif")]) == 0
+    assert np.array_equal(_frames(tmp_path / "name.gif"), _frames(tmp_path / "folder.gif"))
+    capsys.readouterr()
+    assert main(["generate", PROMPT, "--pipeline", "flow", "--pretrained", str(root), "--out",
+                 str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vidgen generate: error: --pipeline flow: no such folder")
+    assert str(root / "shapes-flow") in err

@@ -51,6 +51,8 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
         assert entry["seconds_per_video"] > 0
         assert set(entry["adherence"]) == set(entry["adherence_silhouette_only"]) == {"seen", "held_out", "all"}
         assert entry["fvd"]["n_fake"] == 4 and entry["fvd"]["value"] >= 0
+        # the settings it sampled with: the folder's sampling_config.json, not a copy kept in the demo
+        assert entry["sampling"] == json.loads((PRETRAINED / PIPELINES[name] / "sampling_config.json").read_text())
     assert metrics["fvd_floor"]["n_real"] == 4
     for video in metrics["videos"]:
         for column, path in video["files"].items():

@@ -1,6 +1,8 @@
 """Generators on the shared video-transformer backbone: masked (MaskGIT / AmusedScheduler), flow / diffusion
 (diffusers schedulers) and autoregressive (KV cache). Tiny models on a (3, 4, 4) grid; every sampling guarantee
 is checked on perturbed weights (a fresh model's zero-initialised gates make every block the identity)."""
+import json
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
@@ -71,12 +73,12 @@ def data(kind: str, batch: int = 2, seed: int = 2, grid=GRID) -> torch.Tensor:
 
 def sample(kind: str, model, batch: int = 2, seed: int = 0, grid=GRID, steps: int = 4, **kw) -> torch.Tensor:
     if kind == "masked":
-        return generate_ids(model, grid, batch, generator=gen(seed), num_inference_steps=steps, **kw)
+        return generate_ids(model, grid=grid, batch=batch, generator=gen(seed), num_inference_steps=steps, **kw)
     if kind == "flow":
         scheduler = kw.pop("scheduler", None) or FlowMatchEulerDiscreteScheduler()
-        return generate_latents(model, scheduler, (batch, CHANNELS, *grid), generator=gen(seed),
+        return generate_latents(model, scheduler=scheduler, grid=grid, batch=batch, generator=gen(seed),
                                 num_inference_steps=steps, **kw)
-    return generate_tokens(model, grid, batch, generator=gen(seed), **kw)
+    return generate_tokens(model, grid=grid, batch=batch, generator=gen(seed), **kw)
 
 
 def check_output(kind: str, out: torch.Tensor, batch: int = 2, grid=GRID) -> None:
@@ -304,37 +306,16 @@ def task_mask(task: str, batch: int = 2, grid=GRID) -> torch.Tensor:
 def test_masked_keeps_given_tokens_exactly(task, guidance):
     model, given = build("masked"), data("masked", seed=9)
     mask = task_mask(task)
-    out = generate_ids(model, GRID, 2, cond=text_cond(), guidance_scale=guidance, generator=gen(0),
+    out = generate_ids(model, grid=GRID, batch=2, cond=text_cond(), guidance_scale=guidance, generator=gen(0),
                        num_inference_steps=6, given_ids=given, given_mask=mask)
     check_output("masked", out)
     assert torch.equal(out[mask], given[mask])
     assert not torch.equal(out[~mask], given[~mask])  # the rest is generated, not copied
 
 
-def test_masked_progressive_order_equals_joint_passes_with_earlier_frames_given():
-    """The fast form (one call) against its plain reference: t joint decodes, each given the frames before it."""
-    model, cond = build("masked", scale=0.5), text_cond()
-    kw = dict(cond=cond, guidance_scale=2.0, num_inference_steps=3)
-    out = generate_ids(model, GRID, 2, generator=gen(4), frame_order="progressive", **kw)
-    g, ids = gen(4), torch.zeros(2, *GRID, dtype=torch.long)
-    for k in range(GRID[0]):
-        given = torch.zeros(2, *GRID, dtype=torch.bool)
-        given[:, :k] = True
-        ids[:, k] = generate_ids(model, GRID, 2, generator=g, given_ids=ids, given_mask=given, **kw)[:, k]
-    assert torch.equal(out, ids)
-    assert not torch.equal(out, generate_ids(model, GRID, 2, generator=gen(4), **kw))  # another order, other ids
-    given = torch.zeros(2, *GRID, dtype=torch.bool)
-    given[:, 1] = True  # a given middle frame is kept and skipped
-    kept = generate_ids(model, GRID, 2, generator=gen(4), frame_order="progressive", given_ids=ids, given_mask=given,
-                        **kw)
-    assert torch.equal(kept[:, 1], ids[:, 1])
-    with pytest.raises(InvalidInputError, match="frame_order"):
-        generate_ids(model, GRID, 2, generator=gen(4), frame_order="causal", **kw)
-
-
 def test_masked_all_tokens_given_returns_given_ids():
     model, given = build("masked"), data("masked", seed=9)
-    out = generate_ids(model, GRID, 2, generator=gen(0), num_inference_steps=4, given_ids=given,
+    out = generate_ids(model, grid=GRID, batch=2, generator=gen(0), num_inference_steps=4, given_ids=given,
                        given_mask=torch.ones(2, *GRID, dtype=torch.bool))
     assert torch.equal(out, given)
 
@@ -361,21 +342,21 @@ def test_masked_top_k_restricts_every_revealed_token_to_the_k_best_logits():
         checked.append(int(revealed.sum()))
         state["prev"] = ids.clone()
 
-    out = generate_ids(model, GRID, 2, cond=cond, generator=gen(0), num_inference_steps=4, top_k=k,
+    out = generate_ids(model, grid=GRID, batch=2, cond=cond, generator=gen(0), num_inference_steps=4, top_k=k,
                        callback=callback)
     assert sum(checked) == out.numel()  # every token was checked when revealed
     # and without top_k some revealed token falls outside the top-k (so the check above can fail)
     state["prev"] = torch.full((2, *GRID), mask_id)
     with pytest.raises(AssertionError, match="outside the top"):
-        generate_ids(model, GRID, 2, cond=cond, generator=gen(0), num_inference_steps=4, callback=callback)
+        generate_ids(model, grid=GRID, batch=2, cond=cond, generator=gen(0), num_inference_steps=4, callback=callback)
 
 
 def test_masked_top_1_with_zero_remasking_temperature_ignores_the_seed():
     model = build("masked")
     kw = dict(top_k=1, temperature=(0.0, 0.0), num_inference_steps=4)
-    a = generate_ids(model, GRID, 2, generator=gen(0), **kw)
-    assert torch.equal(a, generate_ids(model, GRID, 2, generator=gen(1), **kw))
-    b = generate_ids(model, GRID, 2, generator=gen(1), temperature=(0.0, 0.0), num_inference_steps=4)
+    a = generate_ids(model, grid=GRID, batch=2, generator=gen(0), **kw)
+    assert torch.equal(a, generate_ids(model, grid=GRID, batch=2, generator=gen(1), **kw))
+    b = generate_ids(model, grid=GRID, batch=2, generator=gen(1), temperature=(0.0, 0.0), num_inference_steps=4)
     assert not torch.equal(a, b)
 
 
@@ -387,7 +368,7 @@ def test_masked_callback_called_once_per_step_and_can_replace_ids():
     def record(i, step, kw):
         calls.append((i, step, kw["ids"].shape))
 
-    generate_ids(model, GRID, 2, generator=gen(0), num_inference_steps=5, callback=record)
+    generate_ids(model, grid=GRID, batch=2, generator=gen(0), num_inference_steps=5, callback=record)
     assert [c[0] for c in calls] == list(range(5))
     assert [c[1] for c in calls] == [4, 3, 2, 1, 0]
     assert all(c[2] == (2, *GRID) for c in calls)
@@ -401,7 +382,7 @@ def test_masked_callback_called_once_per_step_and_can_replace_ids():
             return {"ids": torch.where(fixed["mask"], torch.full_like(ids, 5), ids)}
         return None
 
-    out = generate_ids(model, GRID, 2, generator=gen(0), num_inference_steps=5, callback=replace)
+    out = generate_ids(model, grid=GRID, batch=2, generator=gen(0), num_inference_steps=5, callback=replace)
     assert fixed["mask"].any() and (~fixed["mask"]).any()
     assert (out[fixed["mask"]] == 5).all()
     assert not (out[~fixed["mask"]] == 5).all()
@@ -430,10 +411,10 @@ def test_flow_prediction_types_train_and_sample(prediction_type, scheduler):
     losses = train_steps(model, x, cond, steps=16)
     assert sum(losses[-4:]) < 0.9 * sum(losses[:4]), losses
     model.eval()
-    out = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=cond, guidance_scale=2.0,
+    out = generate_latents(model, scheduler=scheduler(), grid=GRID, batch=2, cond=cond, guidance_scale=2.0,
                            num_inference_steps=4, generator=gen(0))
     check_output("flow", out)
-    again = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=cond, guidance_scale=2.0,
+    again = generate_latents(model, scheduler=scheduler(), grid=GRID, batch=2, cond=cond, guidance_scale=2.0,
                              num_inference_steps=4, generator=gen(0))
     assert torch.equal(out, again)
 
@@ -443,14 +424,14 @@ def test_flow_given_frames_are_kept_exactly(prediction_type, scheduler):
     model = build("flow", prediction_type=prediction_type)
     given = data("flow", seed=4)
     mask = torch.tensor([[True, False, False], [True, False, True]])
-    out = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=text_cond(), guidance_scale=3.0,
+    out = generate_latents(model, scheduler=scheduler(), grid=GRID, batch=2, cond=text_cond(), guidance_scale=3.0,
                            num_inference_steps=4, generator=gen(0), given_latents=given, given_mask=mask)
     check_output("flow", out)
     keep = mask[:, None, :, None, None].expand_as(out)
     assert torch.equal(out[keep], given[keep])
     assert differ(out[~keep], given[~keep])
     # the given frames condition the others (they are model input, not only pasted in)
-    free = generate_latents(model, scheduler(), (2, CHANNELS, *GRID), cond=text_cond(), guidance_scale=3.0,
+    free = generate_latents(model, scheduler=scheduler(), grid=GRID, batch=2, cond=text_cond(), guidance_scale=3.0,
                             num_inference_steps=4, generator=gen(0))
     assert differ(out[:, :, 1], free[:, :, 1])
     x, ts = data("flow", seed=5), torch.tensor([500.0, 500.0])
@@ -461,22 +442,20 @@ def test_flow_given_frames_are_kept_exactly(prediction_type, scheduler):
 
 
 def test_flow_wrong_scheduler_raises():
-    shape = (1, CHANNELS, *GRID)
     flow, eps, v = (build("flow", prediction_type=k) for k in ("flow", "epsilon", "v_prediction"))
     for model, scheduler in ((flow, ddim("epsilon")), (eps, FlowMatchEulerDiscreteScheduler()),
                              (eps, ddim("v_prediction")), (v, ddim("epsilon")), (v, DDIMScheduler())):
         with pytest.raises(InvalidInputError, match="scheduler"):
-            generate_latents(model, scheduler, shape, num_inference_steps=2, generator=gen(0))
+            generate_latents(model, scheduler=scheduler, grid=GRID, batch=1, num_inference_steps=2, generator=gen(0))
 
 
 def test_flow_bad_given_arguments_raise_invalid_input():
-    model, shape = build("flow"), (2, CHANNELS, *GRID)
-    kw = dict(num_inference_steps=2, generator=gen(0))
+    model = build("flow")
+    kw = dict(scheduler=FlowMatchEulerDiscreteScheduler(), grid=GRID, batch=2, num_inference_steps=2, generator=gen(0))
     with pytest.raises(InvalidInputError, match="given_latents"):
-        generate_latents(model, FlowMatchEulerDiscreteScheduler(), shape, given_mask=torch.ones(2, 3, dtype=torch.bool),
-                         **kw)
+        generate_latents(model, given_mask=torch.ones(2, 3, dtype=torch.bool), **kw)
     with pytest.raises(InvalidInputError, match="given_mask"):
-        generate_latents(model, FlowMatchEulerDiscreteScheduler(), shape, given_latents=data("flow"),
+        generate_latents(model, given_latents=data("flow"),
                          given_mask=torch.ones(2, *GRID, dtype=torch.bool), **kw)
 
 
@@ -490,7 +469,7 @@ def test_flow_patch_padding_on_an_odd_latent_grid(patch_size):
     loss, _ = model.loss(x, text_cond(), gen(0))
     assert torch.isfinite(loss)
     mask = torch.tensor([[True, False, False], [False, False, True]])
-    lat = generate_latents(model, FlowMatchEulerDiscreteScheduler(), (2, CHANNELS, *odd), cond=text_cond(),
+    lat = generate_latents(model, scheduler=FlowMatchEulerDiscreteScheduler(), grid=odd, batch=2, cond=text_cond(),
                            guidance_scale=2.0, num_inference_steps=3, generator=gen(0), given_latents=x,
                            given_mask=mask)
     assert lat.shape == (2, CHANNELS, *odd) and torch.isfinite(lat).all()
@@ -524,42 +503,9 @@ def test_flow_finer_patches_start_as_a_blocky_copy_of_the_coarse_model(coarse_pa
         copy_weights(fine, build("flow", patch_size=coarse_patch, depth=1), "other depth")
 
 
-def test_flow_self_conditioned_model_starts_as_the_plain_one_and_then_uses_its_estimate(tmp_path):
-    """init_from a plain model (load_related via copy_weights): the estimate's input weights start at zero, so the
-    self-conditioned model computes what the plain one does, with or without an estimate; once they move, the
-    estimate changes the output and the samples, and the setting survives save / load."""
-    from vidgen.training.checkpoint import copy_weights
-    plain, selfcond = build("flow"), build("flow", seed=1, self_condition=True)
-    copy_weights(selfcond, plain, "plain")
-    x, ts, cond = data("flow", seed=5), torch.tensor([300.0, 800.0]), text_cond()
-    estimate = data("flow", seed=6)
-    with torch.no_grad():
-        reference = plain(x, ts, cond).sample
-        torch.testing.assert_close(selfcond(x, ts, cond).sample, reference, atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(selfcond(x, ts, cond, estimate=estimate).sample, reference, atol=1e-6, rtol=1e-5)
-    kwargs = dict(cond=cond, guidance_scale=2.0)
-    torch.testing.assert_close(sample("flow", selfcond, **kwargs), sample("flow", plain, **kwargs), atol=1e-5, rtol=0)
-    perturb(selfcond, seed=7)
-    with torch.no_grad():
-        assert differ(selfcond(x, ts, cond, estimate=estimate).sample, selfcond(x, ts, cond).sample)
-    assert differ(sample("flow", selfcond, **kwargs), sample("flow", plain, **kwargs))
-    selfcond.save_pretrained(tmp_path)
-    loaded = DiffusionVideoTransformer.from_pretrained(tmp_path).eval()
-    assert loaded.config.self_condition
-    assert torch.equal(sample("flow", loaded, **kwargs), sample("flow", selfcond, **kwargs))
-    with pytest.raises(InvalidInputError, match="not trained with self_condition"):
-        plain(x, ts, cond, estimate=estimate)
-    with pytest.raises(InvalidInputError, match="estimate must have"):
-        selfcond(x, ts, cond, estimate=estimate[:, :, :2])
-    with pytest.raises(ConfigError, match="self_condition"):
-        build("flow", prediction_type="epsilon", self_condition=True)
-
-
-def test_flow_self_conditioned_sampling_feeds_each_step_the_previous_clean_estimate():
-    """generate_latents against a plain loop written out here: CFG as one batched pass, each branch fed its own
-    previous estimate x_s - s v (zeros at the first step)."""
-    from vidgen.generators.flow import clean_estimate, flow_matching_pair
-    model = build("flow", self_condition=True, scale=0.1)
+def test_flow_sampling_equals_a_plain_loop_written_out_here():
+    """generate_latents against a plain loop: CFG as one batched pass over [null; cond], Euler steps."""
+    model = build("flow", scale=0.1)
     cond, g = text_cond(), 2.5
     out = sample("flow", model, cond=cond, guidance_scale=g, steps=5)
     scheduler = FlowMatchEulerDiscreteScheduler()
@@ -569,37 +515,29 @@ def test_flow_self_conditioned_sampling_feeds_each_step_the_previous_clean_estim
     both = Conditioning(text=torch.cat([null.text, cond.text]), text_mask=torch.cat([cond.text_mask] * 2),
                         pooled=torch.cat([null.pooled, cond.pooled]))
     drop = torch.tensor([True, True, False, False])
-    estimate = None
     with torch.no_grad():
         for t in scheduler.timesteps:
-            x_in = torch.cat([latents, latents])
-            v = model(x_in, t.expand(4), both, drop=drop, estimate=estimate).sample
-            estimate = x_in - (t / 1000) * v
+            v = model(torch.cat([latents, latents]), t.expand(4), both, drop=drop).sample
             uncond, conditional = v.chunk(2)
             latents = scheduler.step(uncond + g * (conditional - uncond), t, latents).prev_sample
     torch.testing.assert_close(out, latents, atol=1e-5, rtol=1e-5)
-    # the estimate inverts the straight path: a perfect velocity gives back the clean latents
-    x0, noise, s = data("flow", seed=8), data("flow", seed=9), torch.tensor([0.2, 0.9])
-    xt, velocity, timestep = flow_matching_pair(x0, noise, s)
-    torch.testing.assert_close(clean_estimate(xt, velocity, timestep), x0, atol=1e-5, rtol=1e-5)
 
 
-def test_flow_self_conditioned_training_reaches_the_estimate_weights():
-    """Half the samples get a first pass's estimate: the estimate's input weights get gradients from step one
-    (from zero, on live weights: a fresh model's zero head passes no gradient back), and the loss falls on a
-    fixed batch."""
-    from vidgen.training.checkpoint import copy_weights
-    model = build("flow", seed=1, scale=0, self_condition=True)
-    copy_weights(model, build("flow"), "plain")  # perturbed weights, estimate channels at zero
-    model.train()
-    x, cond = data("flow"), text_cond()
-    loss, _ = model.loss(x, cond, gen(0))
-    loss.backward()
-    d, c = model.backbone_config.dim, CHANNELS
-    grad = model.patch.proj.weight.grad.reshape(d, 3 * c + 1, -1)[:, 2 * c + 1:]  # the estimate's channels
-    assert grad.abs().sum() > 0
-    losses = train_steps(model, x, cond, steps=16)
-    assert sum(losses[-4:]) < 0.9 * sum(losses[:4]), losses
+def test_flow_legacy_self_condition_key_false_is_dropped_and_true_is_refused(tmp_path):
+    """self_condition left the library: folders saved before carry "self_condition": false (loads as before);
+    a self-conditioned model's folder is refused with a clear error, not a weight mismatch."""
+    model = build("flow")
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "self_condition": False}))
+    loaded = DiffusionVideoTransformer.from_pretrained(tmp_path).eval()
+    assert "self_condition" not in loaded.config
+    assert torch.equal(sample("flow", loaded), sample("flow", model))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "self_condition": True}))
+    with pytest.raises(ConfigError, match=r"config\.json: self_condition=true.*no longer supported.*experiments"):
+        DiffusionVideoTransformer.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="self_condition"):
+        DiffusionVideoTransformer.from_preset("tiny", self_condition=True)
 
 
 def test_flow_callback_called_once_per_step_and_can_replace_latents():
@@ -629,8 +567,9 @@ AR_CASES = {
 def test_ar_cached_equals_uncached(case):
     arch, kw = AR_CASES[case]
     model, cond = build("ar", scale=0.1, **arch), text_cond()
-    cached = generate_tokens(model, GRID, 2, cond=cond, temperature=1.0, generator=gen(3), use_cache=True, **kw)
-    uncached = generate_tokens(model, GRID, 2, cond=cond, temperature=1.0, generator=gen(3), use_cache=False, **kw)
+    kw = dict(grid=GRID, batch=2, temperature=1.0, **kw)
+    cached = generate_tokens(model, cond, generator=gen(3), use_cache=True, **kw)
+    uncached = generate_tokens(model, cond, generator=gen(3), use_cache=False, **kw)
     check_output("ar", cached)
     assert torch.equal(cached, uncached)
 
@@ -638,12 +577,12 @@ def test_ar_cached_equals_uncached(case):
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_ar_given_ids_continuation_keeps_given_frames(use_cache):
     model, given = build("ar"), data("ar", seed=9)[:, :2]
-    out = generate_tokens(model, GRID, 2, cond=text_cond(), guidance_scale=3.0, generator=gen(0), given_ids=given,
+    out = generate_tokens(model, text_cond(), grid=GRID, batch=2, guidance_scale=3.0, generator=gen(0), given_ids=given,
                           use_cache=use_cache)
     check_output("ar", out)
     assert torch.equal(out[:, :2], given)
     # the continuation depends on the given frames
-    other = generate_tokens(model, GRID, 2, cond=text_cond(), guidance_scale=3.0, generator=gen(0),
+    other = generate_tokens(model, grid=GRID, batch=2, cond=text_cond(), guidance_scale=3.0, generator=gen(0),
                             given_ids=(given + 1) % VOCAB, use_cache=use_cache)
     assert not torch.equal(out[:, 2:], other[:, 2:])
 
@@ -654,12 +593,12 @@ def test_ar_sliding_context_beyond_max_grid(given_frames):
     grid = (t, *GRID[1:])
     given = data("ar", seed=9, grid=grid)[:, :given_frames] if given_frames else None
     kw = dict(cond=text_cond(), guidance_scale=3.0, top_k=16, given_ids=given)
-    out = generate_tokens(model, grid, 2, generator=gen(0), **kw)
+    out = generate_tokens(model, grid=grid, batch=2, generator=gen(0), **kw)
     check_output("ar", out, grid=grid)
     if given_frames:
         assert torch.equal(out[:, :given_frames], given)
-    assert torch.equal(out, generate_tokens(model, grid, 2, generator=gen(0), use_cache=False, **kw))
-    assert not torch.equal(out, generate_tokens(model, grid, 2, generator=gen(1), **kw))
+    assert torch.equal(out, generate_tokens(model, grid=grid, batch=2, generator=gen(0), use_cache=False, **kw))
+    assert not torch.equal(out, generate_tokens(model, grid=grid, batch=2, generator=gen(1), **kw))
 
 
 def test_ar_sliding_context_is_the_last_max_grid_minus_one_frames():
@@ -667,10 +606,10 @@ def test_ar_sliding_context_is_the_last_max_grid_minus_one_frames():
     previous 2 frames placed at the start of a fresh window."""
     model, cond = build("ar", scale=0.1), text_cond()
     kw = dict(cond=cond, guidance_scale=2.0, temperature=0.0)
-    out = generate_tokens(model, (5, 4, 4), 2, generator=gen(0), **kw)
-    assert torch.equal(out[:, :3], generate_tokens(model, GRID, 2, generator=gen(0), **kw))
+    out = generate_tokens(model, grid=(5, 4, 4), batch=2, generator=gen(0), **kw)
+    assert torch.equal(out[:, :3], generate_tokens(model, grid=GRID, batch=2, generator=gen(0), **kw))
     for f in (3, 4):
-        window = generate_tokens(model, GRID, 2, generator=gen(0), given_ids=out[:, f - 2:f], **kw)
+        window = generate_tokens(model, grid=GRID, batch=2, generator=gen(0), given_ids=out[:, f - 2:f], **kw)
         assert torch.equal(window[:, 2], out[:, f]), f"frame {f}"
 
 
@@ -679,16 +618,16 @@ def test_ar_iter_frames_chunks_concatenate_to_generate_tokens(grid, given_frames
     model = build("ar")
     given = data("ar", seed=9, grid=grid)[:, :given_frames] if given_frames else None
     kw = dict(cond=text_cond(), guidance_scale=2.0, given_ids=given)
-    chunks = list(iter_frames(model, grid, 2, generator=gen(0), **kw))
+    chunks = list(iter_frames(model, grid=grid, batch=2, generator=gen(0), **kw))
     assert len(chunks) == grid[0]
     assert all(c.shape == (2, 1, *grid[1:]) and c.dtype == torch.long for c in chunks)
-    assert torch.equal(torch.cat(chunks, 1), generate_tokens(model, grid, 2, generator=gen(0), **kw))
+    assert torch.equal(torch.cat(chunks, 1), generate_tokens(model, grid=grid, batch=2, generator=gen(0), **kw))
 
 
 def test_ar_iter_frames_does_not_change_the_callers_grad_mode():
     model = build("ar")
     assert torch.is_grad_enabled()
-    for _ in iter_frames(model, GRID, 1, generator=gen(0)):
+    for _ in iter_frames(model, grid=GRID, batch=1, generator=gen(0)):
         assert torch.is_grad_enabled()
 
 
@@ -697,7 +636,7 @@ def test_ar_kv_cache_is_not_in_the_state_dict():
     keys = set(model.state_dict())
     assert not any("cache" in k for k in keys)
     assert list(model.buffers()) == []
-    generate_tokens(model, GRID, 2, cond=text_cond(), guidance_scale=3.0, generator=gen(0))
+    generate_tokens(model, grid=GRID, batch=2, cond=text_cond(), guidance_scale=3.0, generator=gen(0))
     assert set(model.state_dict()) == keys
     assert list(model.buffers()) == []
     from vidgen.attention.kv_cache import KVCache, ModelKVCache
@@ -838,10 +777,11 @@ def test_ids_out_of_range_raise(kind):
             model.loss(ids, text_cond(), gen(0))
         if kind == "masked":
             with pytest.raises(InvalidInputError, match="given_ids"):
-                generate_ids(model, GRID, 2, given_ids=ids, given_mask=task_mask("prediction"), generator=gen(0))
+                generate_ids(model, grid=GRID, batch=2, given_ids=ids, given_mask=task_mask("prediction"),
+                             generator=gen(0))
         else:
             with pytest.raises(InvalidInputError, match="given_ids"):
-                generate_tokens(model, GRID, 2, given_ids=ids[:, :1], generator=gen(0))
+                generate_tokens(model, grid=GRID, batch=2, given_ids=ids[:, :1], generator=gen(0))
     with pytest.raises(InvalidInputError, match="ids"):
         model.loss(data(kind).float(), None, gen(0))
 
@@ -849,15 +789,15 @@ def test_ids_out_of_range_raise(kind):
 def test_grid_larger_than_max_grid_raises():
     masked, flow, ar = build("masked"), build("flow", patch_size=(1, 1, 1)), build("ar")
     with pytest.raises(InvalidInputError, match="max_grid"):
-        generate_ids(masked, (4, 4, 4), 1, generator=gen(0))
+        generate_ids(masked, grid=(4, 4, 4), batch=1, generator=gen(0))
     with pytest.raises(InvalidInputError, match="max_grid"):
         masked.loss(data("masked", grid=(3, 5, 4)), None, gen(0))
     with pytest.raises(InvalidInputError, match="max_grid"):
-        generate_latents(flow, FlowMatchEulerDiscreteScheduler(), (1, CHANNELS, 4, 4, 4), generator=gen(0))
+        generate_latents(flow, scheduler=FlowMatchEulerDiscreteScheduler(), grid=(4, 4, 4), batch=1, generator=gen(0))
     with pytest.raises(InvalidInputError, match="max_grid"):
         flow.loss(data("flow", grid=(3, 4, 5)), None, gen(0))
     with pytest.raises(InvalidInputError, match="max_grid"):  # frames may slide, height may not
-        generate_tokens(ar, (3, 5, 4), 1, generator=gen(0))
+        generate_tokens(ar, grid=(3, 5, 4), batch=1, generator=gen(0))
     with pytest.raises(InvalidInputError, match="max_grid"):
         ar.loss(data("ar", grid=(4, 4, 4)), None, gen(0))
 
@@ -865,7 +805,7 @@ def test_grid_larger_than_max_grid_raises():
 @pytest.mark.parametrize("steps", [0, -1, 1.5, True])
 def test_num_inference_steps_must_be_a_positive_int(steps):
     with pytest.raises(InvalidInputError, match="num_inference_steps"):
-        generate_ids(build("masked"), GRID, 1, num_inference_steps=steps, generator=gen(0))
+        generate_ids(build("masked"), grid=GRID, batch=1, num_inference_steps=steps, generator=gen(0))
     with pytest.raises(InvalidInputError, match="num_inference_steps"):
         sample("flow", build("flow"), batch=1, steps=steps)
 
@@ -876,3 +816,53 @@ def test_negative_guidance_scale_raises(kind):
         sample(kind, build(kind), batch=1, cond=text_cond(1), guidance_scale=-1.0)
     with pytest.raises(InvalidInputError, match="guidance_scale"):
         sample(kind, build(kind), batch=1, cond=text_cond(1), guidance_scale=float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------------- sampler options
+def test_samplers_take_only_the_model_and_the_conditioning_positionally():
+    """A swapped positional argument would silently change the output: everything after cond is keyword-only."""
+    masked, flow, ar = build("masked"), build("flow"), build("ar")
+    with pytest.raises(TypeError):
+        generate_ids(masked, None, GRID, 2)
+    with pytest.raises(TypeError):
+        generate_latents(flow, None, FlowMatchEulerDiscreteScheduler(), GRID, 2)
+    with pytest.raises(TypeError):
+        generate_tokens(ar, None, GRID, 2)
+    with pytest.raises(TypeError):
+        iter_frames(ar, None, GRID, 2)
+
+
+@pytest.mark.parametrize("kind,option,value", [
+    ("masked", "top_k", 0), ("masked", "top_k", 1.5), ("masked", "temperature", -1.0),
+    ("masked", "temperature", (2.0, "x")), ("masked", "temperature", (1.0, 2.0, 3.0)),
+    ("ar", "top_k", 0), ("ar", "top_p", 0.0), ("ar", "top_p", 1.5), ("ar", "temperature", -0.5),
+    ("ar", "temperature", True),
+])
+def test_bad_sampler_options_are_refused_at_the_call_naming_the_option(kind, option, value):
+    """Checked once, before any step: iter_frames refuses at the call, not at its first frame."""
+    model = build(kind)
+    with pytest.raises(InvalidInputError, match=rf"^{option} must be"):
+        if kind == "ar":
+            iter_frames(model, grid=GRID, batch=1, generator=gen(0), **{option: value})
+        else:
+            generate_ids(model, grid=GRID, batch=1, generator=gen(0), num_inference_steps=2, **{option: value})
+
+
+def test_unchecked_samplers_give_the_checked_samplers_output():
+    """The pipelines call the unchecked inner samplers after their check_inputs: the same numbers."""
+    from vidgen.generators.autoregressive import iter_frames_unchecked
+    from vidgen.generators.flow import generate_latents_unchecked
+    from vidgen.generators.masked import generate_ids_unchecked, make_scheduler
+    cond = text_cond()
+    masked, flow, ar = build("masked"), build("flow"), build("ar")
+    kw = dict(grid=GRID, batch=2, negative=None, guidance_scale=2.0)
+    ids = generate_ids_unchecked(masked, cond, num_inference_steps=3, generator=gen(0),
+                                 scheduler=make_scheduler(masked), temperature=(2.0, 0.0), top_k=2, given_ids=None,
+                                 given_mask=None, **kw)
+    assert torch.equal(ids, sample("masked", masked, cond=cond, guidance_scale=2.0, steps=3, top_k=2))
+    lat = generate_latents_unchecked(flow, cond, scheduler=FlowMatchEulerDiscreteScheduler(), num_inference_steps=3,
+                                     generator=gen(0), latents=None, given_latents=None, given_mask=None, **kw)
+    assert torch.equal(lat, sample("flow", flow, cond=cond, guidance_scale=2.0, steps=3))
+    frames = iter_frames_unchecked(ar, cond, temperature=1.0, top_k=None, top_p=0.9, generator=gen(0),
+                                   given_ids=None, **kw)
+    assert torch.equal(torch.cat(list(frames), 1), sample("ar", ar, cond=cond, guidance_scale=2.0, top_p=0.9))

@@ -133,7 +133,7 @@ def test_flow_bf16_sampling_close_to_fp32():
 
 
 def greedy(model, use_cache: bool, **kw):
-    return generate_tokens(model, GRID, 2, cond=text_cond(), guidance_scale=3.0, top_k=1, generator=gen(0),
+    return generate_tokens(model, text_cond(), grid=GRID, batch=2, guidance_scale=3.0, top_k=1, generator=gen(0),
                            use_cache=use_cache, **kw)
 
 

@@ -260,7 +260,7 @@ def test_text_encoder_as_components_and_export(pipes, tmp_path):
     from vidgen.text import load_text_encoder
     tok, enc = load_text_encoder()
     base = pipes["masked"]
-    pipe = MaskedVideoPipeline(base.vqvae, base.transformer, base.scheduler, text_encoder=enc, tokenizer=tok)
+    pipe = MaskedVideoPipeline(base.vqvae, base.transformer, base.scheduler, text_encoder=enc, text_tokenizer=tok)
     pipe.set_progress_bar_config(disable=True)
     frames = call(pipe, "masked")
     assert np.array_equal(frames, call(base, "masked"))  # the same encoder as the lazily loaded default

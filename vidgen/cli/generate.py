@@ -3,7 +3,9 @@
     vidgen generate "a red circle moving left" --pipeline pretrained/shapes-masked --num-frames 17 \\
         --height 64 --width 64 --seed 0 --out video.mp4
 
-Any folder written by ``save_pretrained`` of a vidgen pipeline (masked, flow or autoregressive) is accepted. Give a
+``--pipeline`` takes a shipped pipeline's name (``masked``, ``flow``, ``autoregressive``: its folder under
+``--pretrained``) or any folder written by ``save_pretrained`` of a vidgen pipeline. Sampling settings not given
+(``--steps``, ``--guidance``) come from the folder's ``sampling_config.json``. Give a
 prompt (text-conditioned models), ``--class`` (class-conditioned models) or neither (unconditional sampling).
 ``--init-video`` continues a video from its first frames (image-to-video from a single image or frame).
 Video ``i`` of ``--num-videos N`` is sampled with seed ``--seed + i`` on its own generator, so each file can be
@@ -47,9 +49,25 @@ def _check_args(args) -> None:
         raise InvalidInputError(f"--out must end with {' or '.join(VIDEO_SUFFIXES)}, got {args.out}")
     if args.init_video is not None and not Path(args.init_video).exists():
         raise VideoIOError(f"--init-video {args.init_video}: no such file or folder")
-    if not Path(args.pipeline).is_dir():
-        raise MissingWeightsError(f"--pipeline {args.pipeline}: no such folder (expected a save_pretrained folder "
-                                  "with model_index.json)")
+    folder = pipeline_folder(args)
+    if not Path(folder).is_dir():
+        where = f" {folder}" if folder != args.pipeline else ""
+        raise MissingWeightsError(f"--pipeline {args.pipeline}: no such folder{where} (expected a save_pretrained "
+                                  f"folder with model_index.json, or a shipped name: {', '.join(_names())})")
+
+
+def _names() -> list[str]:
+    from vidgen.pipelines.registry import PIPELINE_REGISTRY
+    return list(PIPELINE_REGISTRY)
+
+
+def pipeline_folder(args) -> str:
+    """``--pipeline`` as a folder: a shipped name (``masked``, ...) is its folder under ``--pretrained``, unless a
+    folder of that name exists here."""
+    if args.pipeline in _names() and not Path(args.pipeline).is_dir():
+        from vidgen.pipelines.registry import shipped_folder
+        return str(shipped_folder(args.pipeline, args.pretrained))
+    return args.pipeline
 
 
 def _load(path: str, precision: str = "auto"):
@@ -108,7 +126,7 @@ def generate(args) -> list[Path]:
     from vidgen.pipelines import AutoregressiveVideoPipeline
 
     _check_args(args)
-    pipe = _load(args.pipeline, args.precision)
+    pipe = _load(pipeline_folder(args), args.precision)
     autoregressive = isinstance(pipe, AutoregressiveVideoPipeline)
     if autoregressive and args.steps is not None:
         raise InvalidInputError("--steps: the autoregressive pipeline samples one step per token; leave --steps out")
@@ -179,7 +197,10 @@ def register(subparsers) -> None:
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("prompt", nargs="?", default=None,
                         help="text prompt (leave out for --class or unconditional sampling)")
-    parser.add_argument("--pipeline", required=True, help="save_pretrained folder of a vidgen pipeline")
+    parser.add_argument("--pipeline", required=True,
+                        help="a shipped pipeline (masked, flow, autoregressive) or a save_pretrained folder")
+    parser.add_argument("--pretrained", default="pretrained",
+                        help="folder holding the shipped pipelines' folders (for --pipeline NAME)")
     parser.add_argument("--negative-prompt", default=None, help="what to steer away from (classifier-free guidance)")
     parser.add_argument("--class", dest="class_label", type=int, default=None, metavar="N",
                         help="class label for class-conditioned models, instead of a prompt")
@@ -190,9 +211,11 @@ def register(subparsers) -> None:
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None,
-                        help="sampling steps (default: the pipeline's; not for autoregressive pipelines)")
+                        help="sampling steps (default: the folder's sampling_config.json, else the pipeline's; not for "
+                             "autoregressive pipelines)")
     parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (default: the pipeline's)")
+                        help="classifier-free guidance scale (default: the folder's sampling_config.json, else the "
+                             "pipeline's)")
     parser.add_argument("--num-videos", type=int, default=1,
                         help="videos to sample; several are written as <stem>_0, <stem>_1, ...")
     parser.add_argument("--seed", type=int, default=None,

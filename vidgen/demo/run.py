@@ -23,19 +23,14 @@ from tqdm import tqdm
 
 from vidgen.demo.prompts import prompt_groups
 from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
+from vidgen.pipelines.registry import PIPELINE_REGISTRY
 
-#: pipeline name -> folder under ``--pretrained``
-PIPELINES = {"masked": "shapes-masked", "flow": "shapes-flow", "autoregressive": "shapes-autoregressive"}
+#: pipeline name -> folder under ``--pretrained`` (from :data:`vidgen.pipelines.PIPELINE_REGISTRY`)
+PIPELINES = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}
 NUM_FRAMES, SIZE, FPS = 17, 64, 8.0
-#: sampler settings per pipeline (recorded in metrics.json), chosen by ``eval/sweep_sampling.py`` on tuning prompts
-#: (seed 1), never on the evaluation set. Masked: greedy tokens (top-k 1) because the model is trained with label
-#: smoothing 0.1, which leaves ~10 % of every prediction spread over the other 999 codes; sampling that floor changed
-#: ~11 % of a still shape's codes from one latent frame to the next (real still clips: 0 %), top-k 1 ~2 %; colour+motion
-#: on 96 tuning prompts 93.8 / 81.2 % (seen / held-out) against 87.5 / 79.2 %. Autoregressive: nucleus top-p 0.9,
-#: 89.6 / 77.1 % against 85.4 / 75.0 %. Flow: guidance 3 (with the scheduler's shift 1, see make_pretrained).
-SAMPLING = {"masked": {"num_inference_steps": 12, "guidance_scale": 3.0, "top_k": 1},
-            "flow": {"num_inference_steps": 25, "guidance_scale": 3.0},
-            "autoregressive": {"guidance_scale": 3.0, "temperature": 1.0, "top_p": 0.9}}
+# Each pipeline samples with the settings saved in its folder (sampling_config.json, recorded in metrics.json as
+# "sampling"); they were chosen by eval/sweep_sampling.py on tuning prompts (seed 1), never on the evaluation set
+# (seed 0). Their measured effect is in each folder's model card.
 
 
 def check_scorer(scorer, num_clips: int, threshold: float) -> dict:
@@ -72,7 +67,8 @@ def load_pipelines(root: Path, names: list[str], precision: str = "auto") -> dic
 
 
 def generate(pipe, prompts, batch: int, **sampling) -> tuple[torch.Tensor, float]:
-    """(N, 3, T, H, W) in [-1, 1] for ``prompts`` (one generator per video) and the seconds it took per video."""
+    """(N, 3, T, H, W) in [-1, 1] for ``prompts`` (one generator per video) and the seconds it took per video.
+    ``sampling``: settings that override the folder's ``pipe.sampling_config`` (none: the shipped settings)."""
     videos, start = [], time.perf_counter()
     for s in tqdm(range(0, len(prompts), batch), desc=f"{type(pipe).__name__}", dynamic_ncols=True):
         part = prompts[s:s + batch]
@@ -197,7 +193,7 @@ def run(args, argv: list[str]) -> int:
                                         "of the same prompts: the sampling-noise floor at this size"}
     metrics["pipelines"] = {}
     for name, pipe in pipes.items():
-        videos, seconds = generate(pipe, prompts, args.batch, **SAMPLING[name])
+        videos, seconds = generate(pipe, prompts, args.batch)
         if tuple(videos.shape[1:]) != (3, NUM_FRAMES, SIZE, SIZE):
             raise VidgenError(f"{name}: generated videos of shape {tuple(videos.shape[1:])}, expected "
                               f"{(3, NUM_FRAMES, SIZE, SIZE)}")
@@ -205,7 +201,7 @@ def run(args, argv: list[str]) -> int:
         generated[name] = videos
         detections[name], adherence_result = score(scorer, videos, prompts)
         entry = {"folder": str(Path(args.pretrained) / PIPELINES[name]), "class": type(pipe).__name__,
-                 "sampling": SAMPLING[name], "seconds_per_video": seconds, "adherence": adherence_result,
+                 "sampling": dict(pipe.sampling_config), "seconds_per_video": seconds, "adherence": adherence_result,
                  "adherence_silhouette_only": score(silhouette_only, videos, prompts)[1],
                  "contact_sheet": f"{name}.png"}
         if fvd_metric is not None:

@@ -26,11 +26,12 @@ from torch import nn
 from vidgen.attention.kv_cache import ModelKVCache
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
-                                    per_sample_mean)
+                                    check_positive_int, per_sample_mean)
 from vidgen.generators.compiled import compiled_decode_step
 from vidgen.generators.decode import TokenDecoder
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_logits
+from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
+                                       sample_logits)
 from vidgen.rng import GeneratorLike
 
 
@@ -75,15 +76,13 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         logits = logits.reshape(b, t, h, w, -1)
         return {"logits": logits} if return_dict else (logits,)
 
-    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, negative: Optional[Conditioning] = None,
-               guidance_scale: float = 1.0, num_inference_steps: Optional[int] = None,
-               generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None,
+               num_inference_steps: Optional[int] = None, **options) -> torch.Tensor:
         """The uniform sampling call of every generator: ids (B, t, h, w). One step per token, so
-        ``num_inference_steps`` must be None. See :func:`iter_frames` for the other options."""
+        ``num_inference_steps`` must be None. Keyword ``options`` as :func:`iter_frames`."""
         if num_inference_steps is not None:
             raise InvalidInputError("num_inference_steps: autoregressive sampling takes one step per token; pass None")
-        return generate_tokens(self, grid, batch, cond=cond, negative=negative, guidance_scale=guidance_scale,
-                               generator=generator, **kwargs)
+        return generate_tokens(self, cond, grid=grid, batch=batch, **options)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
              weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
@@ -105,10 +104,11 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
 class _Sampler:
     """One window of generation: prefix + BOS + given tokens, then ``num_new`` sampled tokens.
 
-    Validation happens here and in the prefill (the generic, checked path), once per window; the decode steps run
+    Options are checked by the caller (:func:`check_iter_frames`); the prefill runs the generic (checked) model
+    path once per window, the decode steps
     :class:`~vidgen.generators.decode.TokenDecoder` (``use_cache=True``) or the whole-sequence reference path."""
 
-    def __init__(self, model: AutoregressiveVideoTransformer, grid, batch: int, cond, negative, guidance_scale,
+    def __init__(self, model: AutoregressiveVideoTransformer, cond, *, grid, batch: int, negative, guidance_scale,
                  temperature, top_k, top_p, generator, use_cache: bool, compile: bool = False):
         self.model, self.grid, self.batch = model, grid, batch
         self.sample_kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
@@ -164,9 +164,21 @@ class _Sampler:
             yield token
 
 
-def _check_generation(model, grid, batch, given_ids):
-    if batch < 1:
-        raise InvalidInputError(f"batch must be >= 1, got {batch}")
+#: the options of :func:`iter_frames` a caller tunes, each with its check (the pipeline's ``check_inputs`` and its
+#: ``sampling_config.json`` use the same checks)
+OPTION_CHECKS = {"guidance_scale": check_guidance, "temperature": check_temperature, "top_k": check_top_k,
+                 "top_p": check_top_p}
+
+
+def check_iter_frames(model: AutoregressiveVideoTransformer, *, grid, batch: int,
+                      given_ids: Optional[torch.Tensor] = None, **options) -> None:
+    """Every check of :func:`iter_frames`, once: the tuned ``options`` (:data:`OPTION_CHECKS`), the grid against
+    the model (any number of latent frames: the context slides) and the given frames."""
+    for name, value in options.items():
+        OPTION_CHECKS[name](value)
+    check_positive_int("batch", batch)
+    t, h, w = grid
+    model.backbone.check_grid((min(t, model.backbone_config.max_grid[0]), h, w))
     if given_ids is not None:
         model.check_ids(given_ids, "given_ids")
         if given_ids.shape[0] != batch or given_ids.shape[2:] != tuple(grid[1:]) or given_ids.shape[1] > grid[0]:
@@ -174,7 +186,7 @@ def _check_generation(model, grid, batch, given_ids):
                                     f"got {tuple(given_ids.shape)}")
 
 
-def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: Optional[Conditioning] = None,
+def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
                 negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, temperature: float = 1.0,
                 top_k: Optional[int] = None, top_p: Optional[float] = None,
                 generator: Optional[torch.Generator] = None, given_ids: Optional[torch.Tensor] = None,
@@ -186,21 +198,36 @@ def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: O
 
     ``use_cache=False`` is the reference path (the whole sequence every token). ``compile=True`` (with the cache)
     runs the decode step through ``torch.compile`` with static shapes (:mod:`vidgen.generators.compiled`): the first
-    call of a shape compiles (tens of seconds), later calls reuse it."""
-    check_guidance(guidance_scale)
+    call of a shape compiles (tens of seconds), later calls reuse it. Checks everything at the call
+    (:func:`check_iter_frames`), then returns :func:`iter_frames_unchecked`."""
+    check_iter_frames(model, grid=grid, batch=batch, given_ids=given_ids, guidance_scale=guidance_scale,
+                      temperature=temperature, top_k=top_k, top_p=top_p)
+    return iter_frames_unchecked(model, cond, grid=grid, batch=batch, negative=negative, guidance_scale=guidance_scale,
+                                 temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                                 given_ids=given_ids, use_cache=use_cache, on_token=on_token, compile=compile)
+
+
+def iter_frames_unchecked(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None, *, grid,
+                          batch: int, negative: Optional[Conditioning], guidance_scale: float, temperature: float,
+                          top_k: Optional[int], top_p: Optional[float], generator: Optional[torch.Generator],
+                          given_ids: Optional[torch.Tensor], use_cache: bool = True,
+                          on_token: Optional[Callable] = None, compile: bool = False) -> Iterator[torch.Tensor]:
+    """:func:`iter_frames` without its checks, for callers that ran them once (the pipeline's ``check_inputs``)."""
     t, h, w = grid
     ctx = model.backbone_config.max_grid[0]
-    model.backbone.check_grid((min(t, ctx), h, w))
-    _check_generation(model, grid, batch, given_ids)
+    # 1. given frames first (the caller may replace them too)
     frames = [] if given_ids is None else list(given_ids.to(model.device).split(1, dim=1))
     k = 0
-    while k < len(frames):  # given frames (the caller may replace them too)
+    while k < len(frames):
         replaced = yield frames[k]
         k += 1
         if replaced is not None:
             frames = _replace(model, replaced, batch, k, h, w) + frames[k:]
-    sampler = _Sampler(model, (min(t, ctx), h, w), batch, cond, negative, guidance_scale, temperature, top_k,
-                       top_p, generator, use_cache, compile=compile and use_cache)
+    # 2. the conditioning (CFG doubles the batch once) and the token sampler of one context window
+    sampler = _Sampler(model, cond, grid=(min(t, ctx), h, w), batch=batch, negative=negative,
+                       guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
+                       generator=generator, use_cache=use_cache, compile=compile and use_cache)
+    # 3. windows: prefill the given / previous frames, then one token per step; yield each finished latent frame
     while len(frames) < t:
         if len(frames) < ctx:  # first window: all its remaining frames from one prefill
             given = torch.cat(frames, 1).reshape(batch, -1) if frames else \
@@ -218,7 +245,8 @@ def iter_frames(model: AutoregressiveVideoTransformer, grid, batch: int, cond: O
             frames.append(torch.stack(row, 1).reshape(batch, 1, h, w))
             row = []
             replaced = yield frames[-1]
-            if replaced is not None:  # the caller changed the ids so far (send()): continue from its version
+            # 4. the caller changed the ids so far (send()): continue from its version
+            if replaced is not None:
                 frames = _replace(model, replaced, batch, len(frames), h, w)
                 stream.close()
                 break
@@ -232,6 +260,7 @@ def _replace(model, replaced: torch.Tensor, batch: int, n: int, h: int, w: int) 
     return list(replaced.to(model.device).split(1, dim=1))
 
 
-def generate_tokens(model: AutoregressiveVideoTransformer, grid, batch: int, **kwargs) -> torch.Tensor:
-    """All frames at once: ids (B, t, h, w). Keyword arguments as :func:`iter_frames`."""
-    return torch.cat(list(iter_frames(model, grid, batch, **kwargs)), dim=1)
+def generate_tokens(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
+                    **options) -> torch.Tensor:
+    """All frames at once: ids (B, t, h, w). Keyword ``options`` as :func:`iter_frames`."""
+    return torch.cat(list(iter_frames(model, cond, grid=grid, batch=batch, **options)), dim=1)

@@ -9,12 +9,8 @@ Conditioning frames (image-to-video, prediction, interpolation) follow VDT with 
 input is ``[noisy latents, given latents * mask, mask]`` along channels; the loss skips given frames and sampling
 puts the given latents back exactly.
 
-Self-conditioning (``self_condition=True``, flow only; Chen et al., Analog Bits; RIN): one more input, the model's
-own estimate of the clean latents. Training feeds, for a random half of the samples, the estimate of a first
-gradient-free pass (zeros for the rest); sampling feeds each step the previous step's estimate, at no extra cost.
-Why it is here: the shapes models draw the layout early and the shape late, and rotation is decided only once a
-shape is there (eval/caption_probe.py); refining an explicit estimate is the standard remedy. Its new input weights
-start at zero, so a plain model continues as a self-conditioned one (``init_from``) from the same function.
+A ``self_condition`` option (the model also fed its own previous clean estimate) was tried and not shipped; it left
+the library with commit "generators: remove unshipped experiment flags" (experiments/README.md has its result).
 """
 from __future__ import annotations
 
@@ -30,7 +26,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.errors import ConfigError, InvalidInputError
-from vidgen.generators.base import GeneratorMixin, check_guidance, check_loss_weight, check_steps, per_sample_mean
+from vidgen.generators.base import (GeneratorMixin, check_guidance, check_loss_weight, check_positive_int, check_steps,
+                                    per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
@@ -48,21 +45,30 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), prediction_type: str = "flow",
                  cond_dropout: float = 0.1, task_prob: float = 0.3, logit_normal_std: float = 1.0,
-                 self_condition: bool = False, architecture: Optional[dict] = None):
+                 architecture: Optional[dict] = None):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-        if self_condition and prediction_type != "flow":
-            raise ConfigError(f"self_condition is implemented for prediction_type='flow', not {prediction_type!r}")
         self._build_shared(architecture)
         d = self.backbone_config.dim
-        inputs = 2 * in_channels + 1 + (in_channels if self_condition else 0)  # [x_t, given, mask(, estimate)]
-        self.patch = PatchEmbed3D(inputs, in_channels, d, patch_size)
+        self.patch = PatchEmbed3D(2 * in_channels + 1, in_channels, d, patch_size)  # [x_t, given, mask]
         self.time_embed = TimestepEmbedding(d)
         self.head = nn.Linear(d, in_channels * math.prod(self.patch.patch_size))
         nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
         nn.init.zeros_(self.head.bias)
         self._noise_schedule = DDPMScheduler(num_train_timesteps=1000) if prediction_type != "flow" else None
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """Folders saved before ``self_condition`` left the library may carry ``"self_condition": false``: dropped.
+        A self-conditioned model cannot be built any more: a clear error instead of a weight mismatch."""
+        config_dict = dict(config_dict)
+        if config_dict.pop("self_condition", False):
+            raise ConfigError("self_condition=true: self-conditioned flow models were an unshipped experiment and "
+                              "are no longer supported (removed by the commit 'generators: remove unshipped "
+                              "experiment flags'; see experiments/README.md). Load it with vidgen before that "
+                              "commit")
+        return super().extract_init_dict(config_dict, **kwargs)
 
     # ------------------------------------------------------------------ token interface
     @classmethod
@@ -107,26 +113,11 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
 
     def load_related(self, source: "DiffusionVideoTransformer", differ: list[str]) -> bool:
         """``init_from`` a model of this class whose configuration differs only in ``differ``: coarser patches
-        (:meth:`load_coarser_patches`) or no self-conditioning (:meth:`load_without_self_condition`). False if
-        neither applies (the caller then reports the difference)."""
+        (:meth:`load_coarser_patches`). False otherwise (the caller then reports the difference)."""
         if differ == ["patch_size"]:
             self.load_coarser_patches(source)
             return True
-        if differ == ["self_condition"] and self.config.self_condition:
-            self.load_without_self_condition(source)
-            return True
         return False
-
-    @torch.no_grad()
-    def load_without_self_condition(self, source: "DiffusionVideoTransformer") -> None:
-        """Start a self-conditioned model from a plain one: every weight copied, the estimate's input weights zero,
-        so the new model computes exactly what ``source`` does until training moves them."""
-        state = dict(source.state_dict())
-        d, p = self.backbone_config.dim, math.prod(self.patch.patch_size)
-        old = state["patch.proj.weight"].reshape(d, -1, p)  # features are flattened as (C, pt, ph, pw)
-        extra = old.new_zeros(d, self.config.in_channels, p)
-        state["patch.proj.weight"] = torch.cat([old, extra], dim=1).reshape(d, -1)
-        self.load_state_dict(state)
 
     @torch.no_grad()
     def load_coarser_patches(self, source: "DiffusionVideoTransformer") -> None:
@@ -139,7 +130,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         fine, coarse = self.patch.patch_size, source.patch.patch_size
         if fine != (1, 1, 1) or coarse == fine:
             raise ConfigError(f"init_from: patches {list(coarse)} -> {list(fine)}: only coarser patches -> 1x1x1")
-        same = ("in_channels", "prediction_type", "architecture", "self_condition")
+        same = ("in_channels", "prediction_type", "architecture")
         if type(source) is not type(self) or any(self.config[k] != source.config[k] for k in same):
             raise ConfigError(f"init_from: the source must match this model in {', '.join(same)}")
         state = {k: v for k, v in source.state_dict().items() if not k.startswith(("patch.", "head."))}
@@ -153,17 +144,10 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
 
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, cond: Optional[Conditioning] = None,
                 given_latents: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
-                drop: Optional[torch.Tensor] = None, estimate: Optional[torch.Tensor] = None, return_dict: bool = True):
+                drop: Optional[torch.Tensor] = None, return_dict: bool = True):
         """latents (B, C, t, h, w); timestep (B,) on the scheduler's 0..1000 scale; ``given_mask`` (B, t) bool marks
-        latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition; ``estimate``
-        (B, C, t, h, w): a self-conditioned model's previous clean-latent estimate (None = zeros, no estimate)."""
+        latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition."""
         self.check_latents(latents)
-        if estimate is not None:
-            if not self.config.self_condition:
-                raise InvalidInputError("estimate: this model was not trained with self_condition=True")
-            if estimate.shape != latents.shape:
-                raise InvalidInputError(f"estimate must have the latents' shape {tuple(latents.shape)}, "
-                                        f"got {tuple(estimate.shape)}")
         b, c, t, h, w = latents.shape
         timestep = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(b)
         if given_mask is None:
@@ -175,10 +159,8 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
                                         f"got {tuple(given_mask.shape)}")
             mask = given_mask[:, None, :, None, None].to(latents.dtype).expand(b, 1, t, h, w)
             given = given_latents.to(latents.dtype) * mask
-        inputs = [latents, given, mask]
-        if self.config.self_condition:
-            inputs.append(torch.zeros_like(latents) if estimate is None else estimate.to(latents.dtype))
-        x = self.patch(torch.cat(inputs, dim=1).to(self.dtype))  # (B, N, d); fp32 latents into bf16 weights too
+        # (B, N, d); fp32 latents into bf16 weights too
+        x = self.patch(torch.cat([latents, given, mask], dim=1).to(self.dtype))
         grid = self.patch.grid((t, h, w))
         prefix, context, vec = self.embed_condition(cond, b, drop)
         vec = vec + self.time_embed(timestep)
@@ -195,12 +177,12 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         return DDIMScheduler(num_train_timesteps=1000, prediction_type=self.config.prediction_type,
                              clip_sample=False, timestep_spacing="trailing", set_alpha_to_one=False)
 
-    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, negative: Optional[Conditioning] = None,
-               guidance_scale: float = 1.0, num_inference_steps: int = 25,
-               generator: Optional[torch.Generator] = None, scheduler=None, **kwargs) -> torch.Tensor:
-        """The uniform sampling call of every generator: normalized latents (B, C, t, h, w) for a latent ``grid``."""
-        return generate_latents(self, scheduler or self.default_scheduler(), (batch, self.config.in_channels, *grid),
-                                cond, negative, guidance_scale, num_inference_steps, generator, **kwargs)
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, scheduler=None,
+               **options) -> torch.Tensor:
+        """The uniform sampling call of every generator: normalized latents (B, C, t, h, w) for a latent ``grid``;
+        keyword ``options`` as :func:`generate_latents` (the scheduler defaults to :meth:`default_scheduler`)."""
+        return generate_latents(self, cond, scheduler=scheduler or self.default_scheduler(), grid=grid, batch=batch,
+                                **options)
 
     # ------------------------------------------------------------------ training
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
@@ -225,26 +207,12 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         keep = given[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
         drop = self.sample_drop(b, r, dev)
-        estimate = None
-        if self.config.self_condition:
-            estimate = self._training_estimate(xt, timestep, cond, x0, given, drop, r.rand(b).to(dev) < 0.5)
-        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop, estimate=estimate).sample
+        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
         position = (~keep).to(pred.dtype).expand_as(pred)
         if weight is not None:
             position = position * weight[:, None].to(pred)
         loss = per_sample_mean(F.mse_loss(pred.float(), target.float(), reduction="none"), position)  # target frames
         return loss, {"mse": loss.item()}
-
-    @torch.no_grad()
-    def _training_estimate(self, xt, timestep, cond, x0, given, drop, use: torch.Tensor) -> torch.Tensor:
-        """Self-conditioning input: for samples where ``use`` (B,) holds, the clean-latent estimate of a
-        gradient-free pass without one (given frames: their latents, as at sampling); zeros elsewhere."""
-        estimate = torch.zeros_like(xt)
-        if use.any():
-            velocity = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
-            first = clean_estimate(xt, velocity, timestep, given[:, None, :, None, None], x0)
-            estimate = torch.where(use[:, None, None, None, None], first, estimate)
-        return estimate
 
 
 def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
@@ -253,14 +221,6 @@ def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
     probes in ``eval/`` share."""
     sb = s[:, None, None, None, None].to(x0.dtype)
     return (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
-
-
-def clean_estimate(xt: torch.Tensor, velocity: torch.Tensor, timestep: torch.Tensor, keep=None, given=None):
-    """The flow model's clean latents ``x_s - s v`` at ``timestep = s * 1000`` (B,) (the inverse of
-    :func:`flow_matching_pair`); where ``keep`` (broadcastable bool) holds, the given latents instead."""
-    s = (timestep.to(xt.dtype) / 1000).reshape(-1, 1, 1, 1, 1)
-    estimate = xt - s * velocity.to(xt.dtype)
-    return estimate if keep is None else torch.where(keep, given.to(xt.dtype), estimate)
 
 
 def check_scheduler(model: DiffusionVideoTransformer, scheduler) -> None:
@@ -275,66 +235,106 @@ def check_scheduler(model: DiffusionVideoTransformer, scheduler) -> None:
                                 f"{getattr(scheduler.config, 'prediction_type', 'flow matching')!r}")
 
 
+def check_latents_input(model: DiffusionVideoTransformer, latents, shape) -> None:
+    """The caller's starting noise: a finite float tensor of ``shape`` (B, C, t, h, w)."""
+    if tuple(latents.shape) != tuple(shape):
+        raise InvalidInputError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
+    if not latents.is_floating_point() or not torch.isfinite(latents).all():
+        raise InvalidInputError(f"latents must be a finite float tensor (starting noise), got dtype {latents.dtype}"
+                                f"{'' if not latents.is_floating_point() else ' with NaN or Inf values'}")
+
+
+#: the options of :func:`generate_latents` a caller tunes, each with its check (the pipeline's ``check_inputs`` and
+#: its ``sampling_config.json`` use the same checks)
+OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance}
+
+
+def check_generate_latents(model: DiffusionVideoTransformer, *, scheduler, grid, batch: int,
+                           latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
+                           given_mask: Optional[torch.Tensor] = None, **options) -> None:
+    """Every check of :func:`generate_latents`, once: the tuned ``options`` (:data:`OPTION_CHECKS`), the scheduler
+    and grid against the model, the starting noise and the given frames."""
+    for name, value in options.items():
+        OPTION_CHECKS[name](value)
+    check_positive_int("batch", batch)
+    check_scheduler(model, scheduler)
+    model.backbone.check_grid(model.patch.grid(tuple(grid)))
+    shape = (batch, model.config.in_channels, *grid)
+    if latents is not None:
+        check_latents_input(model, latents, shape)
+    if given_mask is not None or given_latents is not None:
+        if given_mask is None or given_latents is None:
+            raise InvalidInputError("given_mask and given_latents must be passed together")
+        if tuple(given_mask.shape) != (batch, grid[0]) or given_mask.dtype != torch.bool:
+            raise InvalidInputError(f"given_mask must be a ({batch}, {grid[0]}) bool tensor over latent frames, got "
+                                    f"{given_mask.dtype} {tuple(given_mask.shape)}")
+        if tuple(given_latents.shape) != shape:
+            raise InvalidInputError(f"given_latents must have shape {shape}, got {tuple(given_latents.shape)}")
+
+
 @torch.no_grad()
-def generate_latents(model: DiffusionVideoTransformer, scheduler, shape, cond: Optional[Conditioning] = None,
-                     negative: Optional[Conditioning] = None, guidance_scale: float = 1.0,
+def generate_latents(model: DiffusionVideoTransformer, cond: Optional[Conditioning] = None, *, scheduler, grid,
+                     batch: int, negative: Optional[Conditioning] = None, guidance_scale: float = 1.0,
                      num_inference_steps: int = 25, generator: Optional[torch.Generator] = None,
                      latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
                      given_mask: Optional[torch.Tensor] = None,
                      callback: Optional[Callable[[int, torch.Tensor, dict], Optional[dict]]] = None,
                      progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
-    """Sample normalized latents of ``shape`` (B, C, t, h, w) with a diffusers scheduler; fp32 whatever the
-    model's compute dtype (the ODE state and the scheduler's update stay fp32, only the model call runs in bf16
-    under autocast or with bf16 weights). ``compile=True``: the model call through ``torch.compile``
+    """Sample normalized latents (B, C, t, h, w) for a latent ``grid`` (t, h, w) with a diffusers scheduler; fp32
+    whatever the model's compute dtype (the ODE state and the scheduler's update stay fp32, only the model call runs
+    in bf16 under autocast or with bf16 weights). ``compile=True``: the model call through ``torch.compile``
     (:mod:`vidgen.generators.compiled`; the first call of a shape compiles).
 
     CFG is one batched pass over ``[negative-or-null; cond]``. ``given_mask`` (B, t) keeps the frames of
-    ``given_latents`` exactly (they enter every step clean, as in training). ``callback(i, t, {"latents": ...})`` may return a dict replacing ``latents``.
-    """
-    check_steps(num_inference_steps)
-    check_guidance(guidance_scale)
-    check_scheduler(model, scheduler)
-    b = shape[0]
+    ``given_latents`` exactly (they enter every step clean, as in training). ``callback(i, t, {"latents": ...})``
+    may return a dict replacing ``latents``. Checks everything (:func:`check_generate_latents`), then runs
+    :func:`generate_latents_unchecked`."""
+    check_generate_latents(model, scheduler=scheduler, grid=grid, batch=batch, latents=latents,
+                           given_latents=given_latents, given_mask=given_mask, guidance_scale=guidance_scale,
+                           num_inference_steps=num_inference_steps)
+    return generate_latents_unchecked(model, cond, scheduler=scheduler, grid=grid, batch=batch, negative=negative,
+                                      guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                                      generator=generator, latents=latents, given_latents=given_latents,
+                                      given_mask=given_mask, callback=callback, progress=progress, compile=compile)
+
+
+@torch.no_grad()
+def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[Conditioning] = None, *, scheduler,
+                               grid, batch: int, negative: Optional[Conditioning], guidance_scale: float,
+                               num_inference_steps: int, generator: Optional[torch.Generator],
+                               latents: Optional[torch.Tensor], given_latents: Optional[torch.Tensor],
+                               given_mask: Optional[torch.Tensor], callback: Optional[Callable] = None,
+                               progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
+    """:func:`generate_latents` without its checks, for callers that ran them once (the pipeline's
+    ``check_inputs``)."""
     dev, dtype = model.device, torch.float32  # the ODE state: fp32 (a bf16 state would round every Euler step)
+    shape = (batch, model.config.in_channels, *grid)
     call = compiled_forward(model) if compile else model
-    model.backbone.check_grid(model.patch.grid(shape[2:]))
+    # 1. timesteps
     scheduler.set_timesteps(num_inference_steps, device=dev)
+    # 2. starting noise in the scheduler's scale (as diffusers pipelines do); given frames enter clean
     if latents is None:
-        latents = torch.randn(tuple(shape), generator=generator).to(dev, dtype)
-    elif tuple(latents.shape) != tuple(shape):
-        raise InvalidInputError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
-    elif not latents.is_floating_point() or not torch.isfinite(latents).all():
-        raise InvalidInputError(f"latents must be a finite float tensor (starting noise), got dtype {latents.dtype}"
-                                f"{'' if not latents.is_floating_point() else ' with NaN or Inf values'}")
-    latents = latents.to(dev, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)  # as diffusers pipelines do
-    if given_mask is not None or given_latents is not None:
-        if given_mask is None or given_latents is None:
-            raise InvalidInputError("given_mask and given_latents must be passed together")
-        if tuple(given_mask.shape) != (b, shape[2]) or given_mask.dtype != torch.bool:
-            raise InvalidInputError(f"given_mask must be a ({b}, {shape[2]}) bool tensor over latent frames, got "
-                                    f"{given_mask.dtype} {tuple(given_mask.shape)}")
-        if tuple(given_latents.shape) != tuple(shape):
-            raise InvalidInputError(f"given_latents must have shape {tuple(shape)}, got {tuple(given_latents.shape)}")
-    both, drop, doubled = cfg_batch(cond, negative, b, dev, guidance_scale)
-    rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
+        latents = torch.randn(shape, generator=generator).to(dev, dtype)
+    latents = latents.to(dev, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
     keep = None
     if given_mask is not None:
         keep = given_mask[:, None, :, None, None].to(dev)
         latents = torch.where(keep, given_latents.to(dev, dtype), latents)
-    estimate = None  # self-conditioning: each branch's (conditional / unconditional) previous clean estimate
+    # 3. conditioning for one batched CFG pass over [negative-or-null; cond]
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)
+    rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
+    # 4. denoising loop
     for i, t in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
         x_in = rep(latents)
         if hasattr(scheduler, "scale_model_input"):  # DDPM-family schedulers; flow matching has none
             x_in = scheduler.scale_model_input(x_in, t)
-        timestep = t.expand(x_in.shape[0])
-        out = call(x_in, timestep, both, rep(given_latents), rep(given_mask), drop, estimate).sample.float()
-        if model.config.self_condition:
-            estimate = clean_estimate(x_in, out, timestep, rep(keep), rep(given_latents))
+        out = call(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample.float()
         if doubled:
             out = apply_cfg(out, guidance_scale)
         latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
         if keep is not None:
             latents = torch.where(keep, given_latents.to(dev, dtype), latents)
+        # 5. the caller's per-step callback may replace the latents
         if callback is not None:
             changed = callback(i, t, {"latents": latents}) or {}
             latents = changed.get("latents", latents)

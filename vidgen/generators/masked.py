@@ -7,10 +7,10 @@ inpainting, outpainting) drawn at random: given tokens are never masked and neve
 Sampling is diffusers' ``AmusedScheduler`` (flattened ids ``(B, N)``, ``mask_token_id = vocab_size``): per step the
 model predicts every masked token, the scheduler samples ids with the caller's generator and re-masks the least
 confident ones with annealed Gumbel noise; given tokens get infinite confidence, so they are kept exactly.
-Top-k filtering and CFG (one batched pass) are applied to the logits before the scheduler sees them. With label
-smoothing in training, ~``label_smoothing`` of every prediction sits on the other codes and sampling re-draws that
-share at random: on the shipped shapes model a still shape's codes changed ~11 % per latent frame at full sampling,
-~2 % with ``top_k=1`` (real still clips: 0 %), which is why the demo samples greedy tokens.
+Top-k filtering and CFG (one batched pass) are applied to the logits before the scheduler sees them. A model
+trained with label smoothing leaves a share of every prediction on the other codes, which full sampling re-draws at
+random (a still shape's codes flicker from frame to frame); ``top_k=1`` (greedy tokens) removes that, which is why
+the shipped masked pipeline samples with it (its ``sampling_config.json``; the measurement is in its model card).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from torch import nn
 
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
-                                    check_steps, per_sample_mean)
+                                    check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import apply_cfg, cfg_batch, filter_logits, sample_given_mask
+from vidgen.generators.sampling import apply_cfg, cfg_batch, check_top_k, filter_logits, sample_given_mask
 from vidgen.rng import GeneratorLike, rows
 
 
@@ -64,11 +64,10 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         logits = self.head(out).reshape(b, t, h, w, -1)
         return {"logits": logits} if return_dict else (logits,)
 
-    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, negative: Optional[Conditioning] = None,
-               guidance_scale: float = 1.0, num_inference_steps: int = 12,
-               generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
-        """The uniform sampling call of every generator: ids (B, t, h, w). See :func:`generate_ids`."""
-        return generate_ids(self, grid, batch, cond, negative, guidance_scale, num_inference_steps, generator, **kwargs)
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, **options) -> torch.Tensor:
+        """The uniform sampling call of every generator: ids (B, t, h, w); keyword ``options`` as
+        :func:`generate_ids`."""
+        return generate_ids(self, cond, grid=grid, batch=batch, **options)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
              weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
@@ -101,84 +100,103 @@ def make_scheduler(model: MaskedVideoTransformer) -> AmusedScheduler:
     return AmusedScheduler(mask_token_id=model.mask_token_id, masking_schedule="cosine")
 
 
-FRAME_ORDERS = ("joint", "progressive")
+def check_temperature_schedule(temperature) -> None:
+    """The re-masking temperature: a number >= 0, or a ``(start, end)`` pair of them annealed over the steps."""
+    pair = isinstance(temperature, (tuple, list)) and len(temperature) == 2
+    values = temperature if pair else (temperature,)
+    if not all(not isinstance(v, bool) and isinstance(v, (int, float)) and v >= 0 for v in values):
+        raise InvalidInputError(f"temperature must be a number >= 0 or a (start, end) pair of them, "
+                                f"got {temperature!r}")
+
+
+#: the options of :func:`generate_ids` a caller tunes, each with its check (the pipeline's ``check_inputs`` and its
+#: ``sampling_config.json`` use the same checks)
+OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
+                 "temperature": check_temperature_schedule, "top_k": check_top_k}
+
+
+def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, scheduler: AmusedScheduler,
+                       given_ids: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
+                       **options) -> None:
+    """Every check of :func:`generate_ids`, once: the tuned ``options`` (:data:`OPTION_CHECKS`), the grid against
+    the model, the scheduler's mask id and the given tokens."""
+    for name, value in options.items():
+        OPTION_CHECKS[name](value)
+    check_positive_int("batch", batch)
+    model.backbone.check_grid(grid)
+    if scheduler.config.mask_token_id != model.mask_token_id:
+        raise InvalidInputError(f"scheduler: mask_token_id {scheduler.config.mask_token_id} != the model's "
+                                f"{model.mask_token_id}")
+    if given_mask is not None or given_ids is not None:
+        shape = (batch, *grid)
+        if given_ids is None or given_mask is None or tuple(given_mask.shape) != shape or \
+                tuple(given_ids.shape) != shape:
+            raise InvalidInputError(f"given_ids and given_mask must both have shape {shape}")
+        model.check_ids(given_ids, "given_ids")
 
 
 @torch.no_grad()
-def generate_ids(model: MaskedVideoTransformer, grid, batch: int, cond: Optional[Conditioning] = None,
+def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
                  negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, num_inference_steps: int = 12,
                  generator: Optional[torch.Generator] = None, scheduler: Optional[AmusedScheduler] = None,
                  temperature=(2.0, 0.0), top_k: Optional[int] = None, given_ids: Optional[torch.Tensor] = None,
                  given_mask: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
-                 progress: Optional[Callable] = None, frame_order: str = "joint",
-                 compile: bool = False) -> torch.Tensor:
-    """Iterative parallel decoding of ids (B, t, h, w). ``given_mask`` (B, t, h, w) bool keeps ``given_ids`` exactly
-    (prediction: first frames; interpolation: first + last; inpainting / outpainting: a region).
-    ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
-
-    ``frame_order="joint"`` decodes every token in one schedule of ``num_inference_steps``. ``"progressive"`` runs
-    that schedule once per latent frame: each pass decodes all undecided frames together but keeps only the earliest,
-    so every frame is decoded with the frames before it fixed (the prediction task the model is trained on), as an
-    autoregressive model decodes; ``t`` times the work. With ``top_k=1`` it copies a still shape's codes exactly,
-    yet on the shipped shapes model (96 tuning prompts, seed 1) colour+motion was 93.8 / 70.8 % (seen / held-out
-    pairs) against 93.8 / 81.2 % joint (87.5 / 68.8 against 87.5 / 79.2 % without top-k), so the demo keeps
-    ``"joint"``. ``callback`` sees the steps of every pass, counted on from pass to pass.
+                 progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
+    """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``given_mask`` (B, t, h, w)
+    bool keeps ``given_ids`` exactly (prediction: first frames; interpolation: first + last; inpainting /
+    outpainting: a region). ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
+    ``callback(i, step, {"ids": ...})`` may return a dict replacing ``ids``.
 
     Logits are taken to fp32 before CFG, top-k and the scheduler's draw, whatever the compute dtype (autocast or
-    bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`)."""
-    check_steps(num_inference_steps)
-    check_guidance(guidance_scale)
-    if frame_order not in FRAME_ORDERS:
-        raise InvalidInputError(f"frame_order must be one of {FRAME_ORDERS}, got {frame_order!r}")
-    t, h, w = grid
-    model.backbone.check_grid(grid)
-    dev = model.device
+    bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`).
+    Checks everything (:func:`check_generate_ids`), then runs :func:`generate_ids_unchecked`."""
     scheduler = scheduler or make_scheduler(model)
-    if scheduler.config.mask_token_id != model.mask_token_id:
-        raise InvalidInputError(f"scheduler: mask_token_id {scheduler.config.mask_token_id} != the model's "
-                                f"{model.mask_token_id}")
+    check_generate_ids(model, grid=grid, batch=batch, scheduler=scheduler, given_ids=given_ids, given_mask=given_mask,
+                       num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                       temperature=temperature, top_k=top_k)
+    return generate_ids_unchecked(model, cond, grid=grid, batch=batch, negative=negative,
+                                  guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                                  generator=generator, scheduler=scheduler, temperature=temperature, top_k=top_k,
+                                  given_ids=given_ids, given_mask=given_mask, callback=callback, progress=progress,
+                                  compile=compile)
+
+
+@torch.no_grad()
+def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
+                           negative: Optional[Conditioning], guidance_scale: float, num_inference_steps: int,
+                           generator: Optional[torch.Generator], scheduler: AmusedScheduler, temperature,
+                           top_k: Optional[int], given_ids: Optional[torch.Tensor], given_mask: Optional[torch.Tensor],
+                           callback: Optional[Callable] = None, progress: Optional[Callable] = None,
+                           compile: bool = False) -> torch.Tensor:
+    """:func:`generate_ids` without its checks, for callers that ran them once (the pipeline's ``check_inputs``)."""
+    t, h, w = grid
+    dev = model.device
+    # 1. start fully masked; given tokens are kept (infinite confidence)
     ids = torch.full((batch, t * h * w), model.mask_token_id, dtype=torch.long, device=dev)
     keep = torch.zeros(batch, t * h * w, dtype=torch.bool, device=dev)
     if given_mask is not None:
-        if given_ids is None or given_mask.shape != (batch, t, h, w) or given_ids.shape != (batch, t, h, w):
-            raise InvalidInputError(f"given_ids and given_mask must both have shape {(batch, t, h, w)}")
-        model.check_ids(given_ids, "given_ids")
         keep = given_mask.reshape(batch, -1).to(dev)
         ids = torch.where(keep, given_ids.reshape(batch, -1).to(dev), ids)
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)  # once for every pass
+    if bool(keep.all()):
+        return ids.reshape(batch, t, h, w)
+    # 2. conditioning for one batched CFG pass, the model call and the schedule
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)
     call = compiled_forward(model) if compile else model
-    calls = 0  # callback step index, counted on from pass to pass
-
-    def decode(ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """One MaskGIT schedule over flat ids (B, N); ``keep`` entries are given and never changed."""
-        nonlocal calls
-        if bool(keep.all()):
-            return ids
-        given, start_ratio = ids.clone(), float((~keep).float().mean())
-        scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
-        for step in (progress(scheduler.timesteps) if progress else scheduler.timesteps):
-            x = ids.reshape(batch, t, h, w)
-            logits = call(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
-            if doubled:
-                logits = apply_cfg(logits, guidance_scale)
-            logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
-            ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
-            ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
-            if callback is not None:
-                changed = callback(calls, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
-                if "ids" in changed:
-                    ids = changed["ids"].reshape(batch, -1)
-            calls += 1
-        return ids
-
-    if frame_order == "joint":
-        return decode(ids, keep).reshape(batch, t, h, w)
-    per_frame = h * w
-    for k in range(t):
-        frame = slice(k * per_frame, (k + 1) * per_frame)
-        if bool(keep[:, frame].all()):
-            continue
-        out = decode(ids, keep)
-        ids[:, frame], keep[:, frame] = out[:, frame], True
+    given, start_ratio = ids.clone(), float((~keep).float().mean())
+    scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
+    # 3. denoising loop: predict every token, CFG and top-k in fp32, the scheduler reveals the most confident ones
+    for i, step in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
+        x = ids.reshape(batch, t, h, w)
+        logits = call(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
+        if doubled:
+            logits = apply_cfg(logits, guidance_scale)
+        logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
+        ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
+        ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
+        # 4. the caller's per-step callback may replace the ids
+        if callback is not None:
+            changed = callback(i, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
+            if "ids" in changed:
+                ids = changed["ids"].reshape(batch, -1)
     return ids.reshape(batch, t, h, w)

@@ -36,31 +36,40 @@ def apply_cfg(out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     return uncond + guidance_scale * (cond - uncond)
 
 
+def check_top_k(top_k) -> None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InvalidInputError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+
+
+def check_top_p(top_p) -> None:
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise InvalidInputError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
+
+
+def check_temperature(temperature) -> None:
+    """The softmax temperature of a token draw: a number >= 0 (0 = greedy)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise InvalidInputError(f"temperature must be a number >= 0, got {temperature!r}")
+
+
 def filter_logits(logits: torch.Tensor, top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
-    """Set logits outside the top-k / nucleus (top-p) to -inf; last axis is the vocabulary."""
-    if top_k is not None:
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInputError(f"top_k must be an int >= 1 or None, got {top_k!r}")
-        if top_k < logits.shape[-1]:
-            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        if not 0 < top_p <= 1:
-            raise InvalidInputError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-        if top_p < 1:
-            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            remove = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
-            remove = torch.zeros_like(remove).scatter(-1, order, remove)
-            logits = logits.masked_fill(remove, float("-inf"))
+    """Set logits outside the top-k / nucleus (top-p) to -inf; last axis is the vocabulary. Runs every step, so it
+    does not check its options: the samplers check them once (:func:`check_top_k`, :func:`check_top_p`)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        remove = torch.zeros_like(remove).scatter(-1, order, remove)
+        logits = logits.masked_fill(remove, float("-inf"))
     return logits
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
                   top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """(..., V) logits -> (...) ids. ``temperature=0`` is greedy."""
-    if temperature < 0:
-        raise InvalidInputError(f"temperature must be >= 0, got {temperature!r}")
+    """(..., V) logits -> (...) ids. ``temperature=0`` is greedy. Options unchecked, as :func:`filter_logits`."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)

@@ -3,6 +3,8 @@
     pipe = load_pipeline("pretrained/shapes-masked")     # or MaskedVideoPipeline.from_pretrained(...)
     frames = pipe("a red circle moving left on a black background", num_frames=17,
                   generator=torch.Generator().manual_seed(0)).frames   # (1, 17, 64, 64, 3) in [0, 1]
+
+Sampling settings the call leaves out come from the folder's ``sampling_config.json`` (``pipe.sampling_config``).
 """
 from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
 from vidgen.pipelines.base import OUTPUT_TYPES, VideoPipelineBase
@@ -10,14 +12,21 @@ from vidgen.pipelines.flow import FlowVideoPipeline
 from vidgen.pipelines.loading import load_pipeline, pipeline_classes
 from vidgen.pipelines.masked import MaskedVideoPipeline
 from vidgen.pipelines.output import VideoPipelineOutput
+from vidgen.pipelines.registry import PIPELINE_REGISTRY, PipelineSpec, pipeline_spec, shipped_folder
+from vidgen.pipelines.sampling_config import SAMPLING_CONFIG_NAME
 
 __all__ = [
     "OUTPUT_TYPES",
+    "PIPELINE_REGISTRY",
+    "SAMPLING_CONFIG_NAME",
     "AutoregressiveVideoPipeline",
     "FlowVideoPipeline",
     "MaskedVideoPipeline",
+    "PipelineSpec",
     "VideoPipelineBase",
     "VideoPipelineOutput",
     "load_pipeline",
     "pipeline_classes",
+    "pipeline_spec",
+    "shipped_folder",
 ]

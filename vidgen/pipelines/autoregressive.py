@@ -4,6 +4,8 @@ on a ``CausalVQVAE``.
 One step per token (prefill, then cached one-token decode). ``conditioning_frames`` continues a video from its first
 frames. ``num_frames`` may exceed the model's trained length: the context slides over the last latent frames and
 each finished latent frame is decoded at once through the tokenizer's stream decoder (memory flat in length).
+Sampling settings left out of a call come from ``pipe.sampling_config`` (the folder's ``sampling_config.json``),
+else from :attr:`sampling_defaults`.
 """
 from __future__ import annotations
 
@@ -12,56 +14,81 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from vidgen.errors import InvalidInputError
-from vidgen.generators import AutoregressiveVideoTransformer, iter_frames
+from vidgen.generators import AutoregressiveVideoTransformer
+from vidgen.generators.autoregressive import OPTION_CHECKS, check_iter_frames, iter_frames_unchecked
 from vidgen.pipelines.base import VideoPipelineBase, to_output
+from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
 
 
 class AutoregressiveVideoPipeline(VideoPipelineBase):
     video_tokenizer_name = "vqvae"
-    # One token per row and step: on the CPU bf16 made the shipped pipeline slower (0.365 -> 0.478 s per video at
-    # batch 4, eval/bench_pipelines.py, docs/results/bench_pipelines.json): its GEMMs have 2 rows (one video and its
-    # CFG twin per call) and the one-query SDPA is 3x slower in bf16. dtype="bf16" still gives bf16.
+    # One token per row and step: on the CPU bf16 made the shipped pipeline slower (eval/bench_pipelines.py,
+    # docs/results/bench_pipelines.json): its GEMMs have 2 rows (one video and its CFG twin per call) and the
+    # one-query SDPA is slower in bf16. dtype="bf16" still gives bf16.
     bf16_pays_on_cpu = False
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ("latents",)  # the ids generated so far
+    sampling_defaults = {"guidance_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None}
+    option_checks = OPTION_CHECKS
 
-    def __init__(self, vqvae, transformer: AutoregressiveVideoTransformer, text_encoder=None, tokenizer=None):
+    def __init__(self, vqvae, transformer: AutoregressiveVideoTransformer, text_encoder=None, text_tokenizer=None):
         super().__init__()
         transformer.check_tokenizer(vqvae)
-        self.register_modules(vqvae=vqvae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_modules(vqvae=vqvae, transformer=transformer, text_encoder=text_encoder,
+                              text_tokenizer=text_tokenizer)
 
-    @torch.no_grad()
-    def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
-                 width: int = 64, num_inference_steps: Optional[int] = None, guidance_scale: float = 3.0,
-                 num_videos_per_prompt: int = 1, generator=None, latents=None, prompt_embeds=None,
-                 negative_prompt_embeds=None, conditioning_frames: Optional[torch.Tensor] = None,
-                 output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
-                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), temperature: float = 1.0,
-                 top_k: Optional[int] = None, top_p: Optional[float] = None, use_cache: bool = True):
-        """``callback_on_step_end(pipe, i, i, {"latents": ids so far})`` is called once per latent frame; returning
-        ``{"latents": new_ids}`` replaces the ids so far and generation continues from them."""
+    def check_inputs(self, *, num_inference_steps=None, latents=None, **inputs) -> int:
+        """The shared checks and the sampler's (:func:`~vidgen.generators.autoregressive.check_iter_frames`);
+        ``num_inference_steps`` and ``latents`` have no meaning here and must be None. Returns the number of
+        videos."""
         if num_inference_steps is not None:
             raise InvalidInputError("num_inference_steps: autoregressive sampling takes one step per token; pass None")
         if latents is not None:
             raise InvalidInputError("latents: not used by the autoregressive pipeline (continue a video with "
                                     "conditioning_frames)")
-        self._check_call(num_frames, height, width, None, guidance_scale, output_type,
-                         callback_on_step_end_tensor_inputs)
+        options = {k: inputs.pop(k) for k in self.sampling_defaults}
+        batch = super().check_inputs(**inputs)
+        grid = self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
+        check_iter_frames(self.transformer, grid=grid, batch=batch, **options)
+        return batch
+
+    @torch.no_grad()
+    def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
+                 width: int = 64, num_inference_steps: Optional[int] = None, guidance_scale: float = SAMPLING_DEFAULT,
+                 num_videos_per_prompt: int = 1, generator=None, latents=None, prompt_embeds=None,
+                 negative_prompt_embeds=None, conditioning_frames: Optional[torch.Tensor] = None,
+                 output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
+                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+                 temperature: float = SAMPLING_DEFAULT, top_k: Optional[int] = SAMPLING_DEFAULT,
+                 top_p: Optional[float] = SAMPLING_DEFAULT, use_cache: bool = True):
+        """``callback_on_step_end(pipe, i, i, {"latents": ids so far})`` is called once per latent frame; returning
+        ``{"latents": new_ids}`` replaces the ids so far and generation continues from them."""
+        # 1. settings the caller left out come from sampling_config; check every input once
+        s = self.resolve_settings(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+        self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
+                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                          num_frames=num_frames, height=height, width=width,
+                          num_videos_per_prompt=num_videos_per_prompt, generator=generator,
+                          num_inference_steps=num_inference_steps, latents=latents, output_type=output_type,
+                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **s)
+        # 2. encode the prompts
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
+        # 3. given ids from the conditioning frames
         grid = self.vqvae.latent_grid(num_frames, height, width)
         generators = self._generators(generator, batch)
         given, frame_mask = self._encode_conditioning(conditioning_frames, None, grid, batch, num_frames, height, width)
         given = None if given is None else given[:, : int(frame_mask[0].sum())]
+        # 4. sample latent frames one token at a time and decode each as it is finished (once, or once per video)
         rows = [(slice(0, batch), generators[0])] if len(generators) == 1 else \
             [(slice(i, i + 1), g) for i, g in enumerate(generators)]
         videos = []
         for part, g in rows:
             n = part.stop - part.start
-            frames = iter_frames(self.transformer, grid, n, cond=None if cond is None else cond.index(part),
-                                 negative=None if negative is None else negative.index(part),
-                                 guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 generator=g, given_ids=None if given is None else given[part], use_cache=use_cache)
+            frames = iter_frames_unchecked(self.transformer, None if cond is None else cond.index(part), grid=grid,
+                                           batch=n, negative=None if negative is None else negative.index(part),
+                                           generator=g, given_ids=None if given is None else given[part],
+                                           use_cache=use_cache, **s)
             videos.append(self._stream(frames, grid, n, height, width, output_type, callback_on_step_end))
         out = torch.cat(videos)[:, :, :num_frames] if output_type != "latent" else torch.cat(videos)
         return self._finish(out if output_type == "latent" else to_output(out, output_type), return_dict)

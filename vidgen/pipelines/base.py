@@ -1,5 +1,6 @@
-"""What the three video pipelines share: argument checks, prompt encoding, per-sample generators, decoding and
-output conversion. Each pipeline subclass only says how its generator samples (about 60 lines each).
+"""What the three video pipelines share: the sampling settings saved with the folder (:mod:`.sampling_config`),
+input checks, prompt encoding, per-sample generators, decoding and output conversion. Each pipeline subclass only
+says how its generator samples and checks its own inputs.
 
 Conventions follow diffusers: ``output_type`` ``"np"`` -> ``(B, T, H, W, 3)`` floats in [0, 1]; ``"pil"`` -> a
 list (per video) of lists of PIL images; ``"pt"`` -> ``(B, T, 3, H, W)`` in [0, 1] (as diffusers' video
@@ -8,17 +9,22 @@ video) samples each video on its own, so a prompt and seed give the same video w
 """
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 
 from vidgen.errors import InvalidInputError
 from vidgen.generators import Conditioning
-from vidgen.generators.base import check_guidance, check_positive_int, check_steps
+from vidgen.generators.base import check_positive_int
 from vidgen.pipelines.output import VideoPipelineOutput
+from vidgen.pipelines.sampling_config import (SAMPLING_DEFAULT, check_sampling_config, read_sampling_config,
+                                              write_sampling_config)
 from vidgen.precision import resolve_dtype
 from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
 from vidgen.tokenizers.causal_codec import check_video
@@ -30,14 +36,19 @@ class VideoPipelineBase(DiffusionPipeline):
     """Base of :class:`MaskedVideoPipeline`, :class:`FlowVideoPipeline`, :class:`AutoregressiveVideoPipeline`.
 
     Subclasses register ``transformer``, the video tokenizer as ``video_tokenizer_name`` (``"vae"`` / ``"vqvae"``),
-    optional ``text_encoder`` + ``tokenizer`` (the text tokenizer), and implement :meth:`_sample`.
+    optional ``text_encoder`` + ``text_tokenizer``, and say which ``__call__`` arguments are sampling settings
+    (:attr:`sampling_defaults`, checked by :attr:`option_checks`).
     """
 
     video_tokenizer_name = "vae"
     #: whether ``dtype="auto"`` picks bf16 on a CPU with fast bf16 units, by measurement (eval/bench_pipelines.py)
     bf16_pays_on_cpu = True
-    _optional_components = ["text_encoder", "tokenizer"]
+    _optional_components = ["text_encoder", "text_tokenizer"]
     _callback_tensor_inputs: Sequence[str] = ("latents",)
+    #: sampling setting -> the class default, used when neither the caller nor ``sampling_config`` gives a value
+    sampling_defaults: dict = {}
+    #: sampling setting -> its check (the generator module's ``OPTION_CHECKS``)
+    option_checks: dict = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -58,7 +69,45 @@ class VideoPipelineBase(DiffusionPipeline):
         if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
             dtype = "fp32"
         resolved = resolve_dtype(dtype, device, "dtype")
-        return super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolved, **kwargs)
+        folder = Path(str(pretrained_model_name_or_path))
+        sampling = read_sampling_config(folder, cls) if folder.is_dir() else {}  # a bad file fails before the weights
+        legacy = _legacy_text_tokenizer(folder, kwargs)
+        if legacy is None:
+            pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolved, **kwargs)
+        else:  # diffusers would warn twice about the unexpected "tokenizer" entry
+            verbosity = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()
+            try:
+                pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolved, **legacy,
+                                               **kwargs)
+            finally:
+                diffusers_logging.set_verbosity(verbosity)
+        pipe._sampling_config = sampling
+        return pipe
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (the settings in :attr:`sampling_config`)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_sampling_config(save_directory, self.sampling_config)
+
+    @property
+    def sampling_config(self) -> dict:
+        """Sampling settings used for every ``__call__`` argument the caller leaves out (read from the folder's
+        ``sampling_config.json``; settings it does not name keep the class defaults, :attr:`sampling_defaults`).
+        Assigning a dict checks it as the file is checked."""
+        if getattr(self, "_sampling_config", None) is None:
+            self._sampling_config = {}
+        return self._sampling_config
+
+    @sampling_config.setter
+    def sampling_config(self, config: dict) -> None:
+        self._sampling_config = check_sampling_config(config, type(self), "sampling_config")
+
+    def resolve_settings(self, **given) -> dict:
+        """The value of each sampling setting in ``given``: the caller's, else :attr:`sampling_config`'s, else the
+        class default."""
+        return {k: (self.sampling_config.get(k, self.sampling_defaults[k]) if v is SAMPLING_DEFAULT else v)
+                for k, v in given.items()}
 
     @property
     def precision(self) -> str:
@@ -73,8 +122,8 @@ class VideoPipelineBase(DiffusionPipeline):
     def _text_components(self):
         """The registered text encoder, or the offline default loaded on first use (never saved with the pipeline,
         so shipped folders stay small)."""
-        if getattr(self, "text_encoder", None) is not None and getattr(self, "tokenizer", None) is not None:
-            return self.tokenizer, self.text_encoder
+        if getattr(self, "text_encoder", None) is not None and getattr(self, "text_tokenizer", None) is not None:
+            return self.text_tokenizer, self.text_encoder
         if getattr(self, "_default_text", None) is None:
             self._default_text = load_text_encoder(self.config.get("text_encoder_name") or DEFAULT_TEXT_ENCODER)
         return self._default_text
@@ -107,51 +156,42 @@ class VideoPipelineBase(DiffusionPipeline):
         cond = Conditioning(emb.hidden.to(dev, dtype), emb.mask.to(dev), emb.pooled.to(dev, dtype))
         return cond.repeat(num_videos_per_prompt)
 
-    def _conditioning(self, prompt, negative_prompt, class_labels, prompt_embeds, negative_prompt_embeds,
-                      num_videos_per_prompt: int):
-        """-> (batch size, cond, negative cond) with every check on the combination of inputs."""
-        check_positive_int("num_videos_per_prompt", num_videos_per_prompt)
+    def check_inputs(self, *, prompt=None, negative_prompt=None, class_labels=None, prompt_embeds=None,
+                     negative_prompt_embeds=None, num_frames: int, height: int, width: int,
+                     num_videos_per_prompt: int = 1, generator=None, output_type: str = "np",
+                     callback_on_step_end_tensor_inputs: Sequence[str] = (), decode_chunk_frames=None) -> int:
+        """Every check of the inputs the pipelines share, once, before any work (diffusers' ``check_inputs``);
+        each subclass adds its own and the generator's (``check_generate_*``). Returns the number of videos."""
+        for name, value in (("num_frames", num_frames), ("height", height), ("width", width),
+                            ("num_videos_per_prompt", num_videos_per_prompt)):
+            check_positive_int(name, value)
+        if decode_chunk_frames is not None:
+            check_positive_int("decode_chunk_frames", decode_chunk_frames)
         if prompt is not None and prompt_embeds is not None:
             raise InvalidInputError("pass either prompt or prompt_embeds, not both")
+        if prompt_embeds is not None and not isinstance(prompt_embeds, Conditioning):
+            raise InvalidInputError("prompt_embeds must be a vidgen.generators.Conditioning "
+                                    "(pipe.encode_prompt(...) returns one)")
         if prompt is not None:
-            prompts = check_prompts(prompt)
-            cond = self.encode_prompt(prompts, num_videos_per_prompt)
+            conditions = len(check_prompts(prompt))
         elif prompt_embeds is not None:
-            if not isinstance(prompt_embeds, Conditioning):
-                raise InvalidInputError("prompt_embeds must be a vidgen.generators.Conditioning "
-                                        "(pipe.encode_prompt(...) returns one)")
-            cond = prompt_embeds.repeat(num_videos_per_prompt)
+            conditions = prompt_embeds.batch_size() or 1
         elif class_labels is not None:
-            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-            cond = Conditioning(class_labels=labels.to(self.transformer.device)).repeat(num_videos_per_prompt)
+            conditions = torch.as_tensor(class_labels).numel()
         else:
-            cond = None
-        batch = (cond.batch_size() if cond is not None else None) or num_videos_per_prompt
-        negative = None
+            conditions = 1
+        batch = conditions * num_videos_per_prompt
         if negative_prompt is not None or negative_prompt_embeds is not None:
-            if cond is None or cond.text is None:
+            if prompt is None and prompt_embeds is None:
                 raise InvalidInputError("negative_prompt needs a prompt (or prompt_embeds) to contrast with")
             if negative_prompt is not None:
                 negs = check_prompts(negative_prompt, "negative_prompt")
-                n_prompts = batch // num_videos_per_prompt
-                if len(negs) == 1:
-                    negs = negs * n_prompts
-                if len(negs) != n_prompts:
-                    raise InvalidInputError(f"negative_prompt has {len(negs)} entries for {n_prompts} prompts")
-                negative = self.encode_prompt(negs, num_videos_per_prompt)
-            else:
-                negative = negative_prompt_embeds.repeat(num_videos_per_prompt)
-            if negative.batch_size() != batch:
-                raise InvalidInputError(f"negative_prompt_embeds batch {negative.batch_size()} != prompt batch {batch}")
-        return batch, cond, negative
-
-    def _check_call(self, num_frames, height, width, num_inference_steps, guidance_scale, output_type,
-                    callback_on_step_end_tensor_inputs) -> None:
-        for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
-            check_positive_int(name, value)
-        if num_inference_steps is not None:
-            check_steps(num_inference_steps)
-        check_guidance(guidance_scale)
+                if len(negs) not in (1, conditions):
+                    raise InvalidInputError(f"negative_prompt has {len(negs)} entries for {conditions} prompts")
+            elif not isinstance(negative_prompt_embeds, Conditioning) or \
+                    (negative_prompt_embeds.batch_size() or 0) * num_videos_per_prompt != batch:
+                raise InvalidInputError(f"negative_prompt_embeds must be a Conditioning of batch {conditions} (one "
+                                        "per prompt), like prompt_embeds")
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if output_type != "latent":  # at least one decoded video must fit (the tokenizer's estimate, smallest chunks)
@@ -161,6 +201,30 @@ class VideoPipelineBase(DiffusionPipeline):
         if bad:
             raise InvalidInputError(f"callback_on_step_end_tensor_inputs {bad} are not in "
                                     f"{list(self._callback_tensor_inputs)}")
+        self._generators(generator, batch)
+        return batch
+
+    def _conditioning(self, prompt, negative_prompt, class_labels, prompt_embeds, negative_prompt_embeds,
+                      num_videos_per_prompt: int):
+        """-> (batch size, cond, negative cond); the inputs were checked by :meth:`check_inputs`."""
+        if prompt is not None:
+            cond = self.encode_prompt(prompt, num_videos_per_prompt)
+        elif prompt_embeds is not None:
+            cond = prompt_embeds.repeat(num_videos_per_prompt)
+        elif class_labels is not None:
+            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+            cond = Conditioning(class_labels=labels.to(self.transformer.device)).repeat(num_videos_per_prompt)
+        else:
+            cond = None
+        batch = (cond.batch_size() if cond is not None else None) or num_videos_per_prompt
+        negative = None
+        if negative_prompt is not None:
+            negs = check_prompts(negative_prompt, "negative_prompt")
+            negs = negs * (batch // num_videos_per_prompt) if len(negs) == 1 else negs
+            negative = self.encode_prompt(negs, num_videos_per_prompt)
+        elif negative_prompt_embeds is not None:
+            negative = negative_prompt_embeds.repeat(num_videos_per_prompt)
+        return batch, cond, negative
 
     def _encode_conditioning(self, frames, latent_indices, grid, batch: int, num_frames: int, height: int,
                              width: int):
@@ -239,6 +303,28 @@ class VideoPipelineBase(DiffusionPipeline):
 
     def progress(self, total: Optional[int] = None) -> Callable:
         return lambda it: self.progress_bar(it, total=total) if it is not None else self.progress_bar(total=total)
+
+
+def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
+    """Folders saved before the text tokenizer was named ``text_tokenizer`` list it as ``tokenizer``: None for a
+    current folder, else the keyword arguments that load it under its new name."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        entries = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # diffusers reports it
+    spec = entries.get("tokenizer")
+    if "text_tokenizer" in entries or not isinstance(spec, list):
+        return None
+    if spec[0] is None or "text_tokenizer" in kwargs:
+        return {}
+    warnings.warn(f"{index}: the text tokenizer is listed as 'tokenizer' (its name before 'text_tokenizer'); "
+                  "loaded from its folder. Save the pipeline again (save_pretrained) to update the folder",
+                  FutureWarning, stacklevel=3)
+    from transformers import AutoTokenizer
+    return {"text_tokenizer": AutoTokenizer.from_pretrained(str(folder / "tokenizer"))}
 
 
 def to_output(video: torch.Tensor, output_type: str):

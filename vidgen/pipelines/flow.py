@@ -3,7 +3,9 @@
 Any diffusers scheduler matching the model's ``prediction_type`` (``FlowMatchEulerDiscreteScheduler`` for flow
 matching; ``DDIMScheduler`` & co. for epsilon / v), swappable with ``pipe.scheduler = X.from_config(...)``.
 ``conditioning_frames`` gives the first latent frames (image-to-video, prediction) or chosen ones
-(``conditioning_latent_indices=[0, -1]``: interpolation); given latents are kept exactly.
+(``conditioning_latent_indices=[0, -1]``: interpolation); given latents are kept exactly. Sampling settings left out
+of a call come from ``pipe.sampling_config`` (the folder's ``sampling_config.json``), else from
+:attr:`sampling_defaults`.
 """
 from __future__ import annotations
 
@@ -11,26 +13,40 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from vidgen.errors import InvalidInputError
-from vidgen.generators import DiffusionVideoTransformer, check_scheduler, generate_latents
+from vidgen.generators import DiffusionVideoTransformer, check_scheduler
+from vidgen.generators.flow import OPTION_CHECKS, check_generate_latents, generate_latents_unchecked
 from vidgen.pipelines.base import VideoPipelineBase, per_sample
+from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
 
 
 class FlowVideoPipeline(VideoPipelineBase):
     video_tokenizer_name = "vae"
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ("latents",)
+    sampling_defaults = {"num_inference_steps": 25, "guidance_scale": 4.0}
+    option_checks = OPTION_CHECKS
 
-    def __init__(self, vae, transformer: DiffusionVideoTransformer, scheduler, text_encoder=None, tokenizer=None):
+    def __init__(self, vae, transformer: DiffusionVideoTransformer, scheduler, text_encoder=None,
+                 text_tokenizer=None):
         super().__init__()
         transformer.check_tokenizer(vae)
         check_scheduler(transformer, scheduler)
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
-                              tokenizer=tokenizer)
+                              text_tokenizer=text_tokenizer)
+
+    def check_inputs(self, *, latents=None, **inputs) -> int:
+        """The shared checks and the sampler's (:func:`~vidgen.generators.flow.check_generate_latents`: the
+        scheduler, the grid, ``latents`` as starting noise). Returns the number of videos."""
+        options = {k: inputs.pop(k) for k in self.sampling_defaults}
+        batch = super().check_inputs(**inputs)
+        grid = self.vae.latent_shape(inputs["num_frames"], inputs["height"], inputs["width"])
+        check_generate_latents(self.transformer, scheduler=self.scheduler, grid=grid, batch=batch, latents=latents,
+                               **options)
+        return batch
 
     @torch.no_grad()
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
-                 width: int = 64, num_inference_steps: int = 25, guidance_scale: float = 4.0,
+                 width: int = 64, num_inference_steps: int = SAMPLING_DEFAULT, guidance_scale: float = SAMPLING_DEFAULT,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,
                  prompt_embeds=None, negative_prompt_embeds=None, conditioning_frames: Optional[torch.Tensor] = None,
                  conditioning_latent_indices: Optional[Sequence[int]] = None, output_type: str = "np",
@@ -38,26 +54,33 @@ class FlowVideoPipeline(VideoPipelineBase):
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  decode_chunk_frames: Optional[int] = None):
         """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale."""
-        self._check_call(num_frames, height, width, num_inference_steps, guidance_scale, output_type,
-                         callback_on_step_end_tensor_inputs)
-        check_scheduler(self.transformer, self.scheduler)
+        # 1. settings the caller left out come from sampling_config; check every input once
+        s = self.resolve_settings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
+                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                          num_frames=num_frames, height=height, width=width,
+                          num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
+                          output_type=output_type, decode_chunk_frames=decode_chunk_frames,
+                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **s)
+        # 2. encode the prompts
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
+        # 3. given latent frames from the conditioning frames
         grid = self.vae.latent_shape(num_frames, height, width)
-        shape = (batch, self.transformer.config.in_channels, *grid)
-        if latents is not None and tuple(latents.shape) != shape:
-            raise InvalidInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         generators = self._generators(generator, batch)
         given, given_mask = self._encode_conditioning(conditioning_frames, conditioning_latent_indices, grid, batch,
                                                       num_frames, height, width)
         callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "latents")
 
+        # 4. sample the latents (once, or once per video with a list of generators)
         def sample(rows, g, cond, negative, latents, given, given_mask):
-            return generate_latents(self.transformer, self.scheduler, (rows, *shape[1:]), cond, negative,
-                                    guidance_scale, num_inference_steps, g, latents, given, given_mask, callback,
-                                    self.progress(num_inference_steps))
+            return generate_latents_unchecked(self.transformer, cond, scheduler=self.scheduler, grid=grid,
+                                              batch=rows, negative=negative, generator=g, latents=latents,
+                                              given_latents=given, given_mask=given_mask, callback=callback,
+                                              progress=self.progress(s["num_inference_steps"]), **s)
 
         x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents, given=given,
                                                        given_mask=given_mask))
+        # 5. decode
         return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
                                          len(generators) > 1), return_dict)

@@ -15,14 +15,14 @@ from vidgen.errors import ConfigError, MissingWeightsError
 
 
 def pipeline_classes() -> dict:
-    from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
-    from vidgen.pipelines.flow import FlowVideoPipeline
-    from vidgen.pipelines.masked import MaskedVideoPipeline
-    return {c.__name__: c for c in (MaskedVideoPipeline, FlowVideoPipeline, AutoregressiveVideoPipeline)}
+    """Class name -> pipeline class, for every pipeline of :data:`~vidgen.pipelines.registry.PIPELINE_REGISTRY`."""
+    from vidgen.pipelines.registry import PIPELINE_REGISTRY
+    return {spec.pipeline_class.__name__: spec.pipeline_class for spec in PIPELINE_REGISTRY.values()}
 
 
 def load_pipeline(path, **kwargs):
-    """The pipeline saved in ``path`` (a ``save_pretrained`` folder), loaded offline."""
+    """The pipeline saved in ``path`` (a ``save_pretrained`` folder), loaded offline, with its sampling settings
+    (``sampling_config.json``) in ``pipe.sampling_config``."""
     path = Path(path)
     index = path / "model_index.json"
     if not index.exists():

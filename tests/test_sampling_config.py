@@ -1,0 +1,202 @@
+"""Sampling settings saved with each pipeline folder (``sampling_config.json``): a shipped folder called with only a
+prompt samples with its file's settings, bit for bit as with the settings passed explicitly; save / load keeps them;
+the caller's values win; inputs are checked once per call; old folders (``tokenizer``) still load. Bad files are in
+the bad-input corpus (tests/test_bad_inputs.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+import vidgen.pipelines.autoregressive as ar_module
+import vidgen.pipelines.flow as flow_module
+import vidgen.pipelines.masked as masked_module
+from vidgen.errors import ConfigError
+from vidgen.generators import AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer
+from vidgen.generators import make_scheduler
+from vidgen.pipelines import (PIPELINE_REGISTRY, SAMPLING_CONFIG_NAME, AutoregressiveVideoPipeline,
+                              FlowVideoPipeline, MaskedVideoPipeline, load_pipeline, shipped_folder)
+from vidgen.testing import perturb_weights
+from vidgen.tokenizers import CausalVAE, CausalVQVAE
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+PROMPT = "a red circle moving left on a black background"
+#: the settings the evaluation used before they moved into the folders (vidgen.demo.run.SAMPLING until then)
+EVALUATED = {"masked": {"num_inference_steps": 12, "guidance_scale": 3.0, "top_k": 1},
+             "flow": {"num_inference_steps": 25, "guidance_scale": 3.0},
+             "autoregressive": {"guidance_scale": 3.0, "temperature": 1.0, "top_p": 0.9}}
+#: pipeline -> (module whose inner sampler the pipeline calls, that sampler's name)
+SAMPLERS = {"masked": (masked_module, "generate_ids_unchecked"), "flow": (flow_module, "generate_latents_unchecked"),
+            "autoregressive": (ar_module, "iter_frames_unchecked")}
+
+
+class _Stop(Exception):
+    pass
+
+
+def intercept(monkeypatch, name: str) -> dict:
+    """Replace the pipeline's inner sampler by one that records its keyword arguments and stops the call."""
+    module, attr = SAMPLERS[name]
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(module, attr, record)
+    return seen
+
+
+def tiny(kind: str):
+    torch.manual_seed(0)
+    arch = dict(text_dim=384, max_text_tokens=16, max_grid=(4, 4, 4))
+    if kind == "flow":
+        vae = CausalVAE.from_preset("tiny")
+        gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch)
+        perturb_weights(vae, gen)
+        pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
+    else:
+        tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
+        cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
+        gen = cls.from_preset("tiny", vocab_size=tok.vocab_size, **arch)
+        perturb_weights(tok, gen)
+        pipe = MaskedVideoPipeline(tok, gen, make_scheduler(gen)) if kind == "masked" else \
+            AutoregressiveVideoPipeline(tok, gen)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, seed: int = 0, **kwargs):
+    kwargs = {"num_frames": 5, "height": 16, "width": 16, "output_type": "pt", **kwargs}
+    return pipe(PROMPT, generator=torch.Generator().manual_seed(seed), **kwargs).frames
+
+
+# ---------------------------------------------------------------------------------------------------- shipped folders
+@pytest.mark.parametrize("name", list(PIPELINE_REGISTRY))
+def test_shipped_folder_called_with_only_a_prompt_samples_with_the_evaluated_settings(name, monkeypatch):
+    folder = shipped_folder(name, PRETRAINED)
+    assert json.loads((folder / SAMPLING_CONFIG_NAME).read_text()) == EVALUATED[name]
+    pipe = load_pipeline(folder)
+    assert pipe.sampling_config == EVALUATED[name]
+    seen = intercept(monkeypatch, name)
+    with pytest.raises(_Stop):
+        pipe(PROMPT)
+    expected = {**type(pipe).sampling_defaults, **EVALUATED[name]}  # settings the file leaves out: class defaults
+    assert {k: seen[k] for k in expected} == expected
+    assert seen["grid"] == pipe.video_tokenizer.latent_grid(17, 64, 64) if name != "flow" else \
+        seen["grid"] == pipe.vae.latent_shape(17, 64, 64)
+
+
+@pytest.mark.parametrize("name", list(PIPELINE_REGISTRY))
+def test_shipped_folder_with_prompt_and_seed_equals_the_explicit_evaluated_settings(name):
+    """Bit-identical to the call the evaluation made before the settings moved into the folder (small size)."""
+    pipe = load_pipeline(shipped_folder(name, PRETRAINED), dtype="fp32")
+    pipe.set_progress_bar_config(disable=True)
+    size = dict(num_frames=5, height=64, width=64)
+    from_folder = run(pipe, seed=3, **size)
+    assert torch.equal(from_folder, run(pipe, seed=3, **size, **EVALUATED[name]))
+    defaults = {k: v for k, v in type(pipe).sampling_defaults.items() if k in EVALUATED[name]}
+    assert not torch.equal(from_folder, run(pipe, seed=3, **size, **defaults))  # the file is what changed it
+
+
+# ---------------------------------------------------------------------------------------------------- tiny pipelines
+@pytest.mark.parametrize("kind,config", [("masked", {"num_inference_steps": 3, "top_k": 2, "temperature": [1.0, 0.0]}),
+                                         ("flow", {"num_inference_steps": 3, "guidance_scale": 2.0}),
+                                         ("autoregressive", {"top_p": 0.8, "guidance_scale": 1.5})])
+def test_save_load_round_trip_keeps_the_settings_and_the_samples(kind, config, tmp_path):
+    pipe = tiny(kind)
+    pipe.sampling_config = config
+    pipe.save_pretrained(tmp_path / kind)
+    assert json.loads((tmp_path / kind / SAMPLING_CONFIG_NAME).read_text()) == config
+    loaded = load_pipeline(tmp_path / kind, dtype="fp32")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.sampling_config == config
+    assert torch.equal(run(loaded), run(pipe))
+    assert torch.equal(run(pipe), run(pipe, **config))  # the settings are used when left out
+
+
+def test_a_folder_without_the_file_keeps_the_class_defaults(tmp_path):
+    pipe = tiny("flow")
+    pipe.save_pretrained(tmp_path)
+    (tmp_path / SAMPLING_CONFIG_NAME).unlink()
+    loaded = FlowVideoPipeline.from_pretrained(tmp_path, dtype="fp32")
+    assert loaded.sampling_config == {}
+    loaded.set_progress_bar_config(disable=True)
+    assert torch.equal(run(loaded), run(pipe, **FlowVideoPipeline.sampling_defaults))
+
+
+def test_caller_values_override_the_file(monkeypatch):
+    pipe = tiny("masked")
+    pipe.sampling_config = {"num_inference_steps": 3, "top_k": 1}
+    seen = intercept(monkeypatch, "masked")
+    with pytest.raises(_Stop):
+        run(pipe, num_inference_steps=2, top_k=None)  # None is a value (no top-k), not "left out"
+    assert (seen["num_inference_steps"], seen["top_k"], seen["guidance_scale"]) == (2, None, 3.0)
+    with pytest.raises(_Stop):
+        run(pipe)
+    assert (seen["num_inference_steps"], seen["top_k"]) == (3, 1)
+
+
+def test_assigning_bad_settings_is_refused_and_keeps_the_old_ones():
+    pipe = tiny("autoregressive")
+    pipe.sampling_config = {"top_p": 0.9}
+    with pytest.raises(ConfigError, match=r"sampling_config: key 'num_inference_steps' is an input .*not a sampling"):
+        pipe.sampling_config = {"num_inference_steps": 12}
+    with pytest.raises(ConfigError, match=r"key 'top_p': top_p must be a number in \(0, 1\]"):
+        pipe.sampling_config = {"top_p": 2}
+    assert pipe.sampling_config == {"top_p": 0.9}
+
+
+@pytest.mark.parametrize("kind", ["masked", "flow", "autoregressive"])
+def test_inputs_are_checked_once_per_call_even_per_video(kind, monkeypatch):
+    """check_inputs runs the generator's check function once; the per-video sampling runs unchecked."""
+    module = {"masked": masked_module, "flow": flow_module, "autoregressive": ar_module}[kind]
+    name = {"masked": "check_generate_ids", "flow": "check_generate_latents", "autoregressive": "check_iter_frames"}
+    original, calls = getattr(module, name[kind]), []
+    monkeypatch.setattr(module, name[kind], lambda *a, **k: calls.append(1) or original(*a, **k))
+    pipe = tiny(kind)
+    steps = {} if kind == "autoregressive" else {"num_inference_steps": 2}
+    pipe([PROMPT, "a blue square"], num_frames=5, height=16, width=16, output_type="latent", **steps,
+         generator=[torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert len(calls) == 1
+
+
+def test_old_folders_with_a_tokenizer_entry_still_load(tmp_path):
+    """Folders saved before the text tokenizer became ``text_tokenizer``: an empty entry loads silently, a saved
+    text tokenizer loads under its new name (with a FutureWarning) and encodes as before."""
+    from vidgen.text import load_text_encoder
+    base = tiny("masked")
+    tok, enc = load_text_encoder()
+    pipe = MaskedVideoPipeline(base.vqvae, base.transformer, base.scheduler, text_encoder=enc, text_tokenizer=tok)
+    pipe.save_pretrained(tmp_path / "new")
+    index = json.loads((tmp_path / "new" / "model_index.json").read_text())
+    old = {("tokenizer" if k == "text_tokenizer" else k): v for k, v in index.items()}
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    (tmp_path / "old" / "text_tokenizer").rename(tmp_path / "old" / "tokenizer")
+    (tmp_path / "old" / "model_index.json").write_text(json.dumps(old))
+    with pytest.warns(FutureWarning, match="'tokenizer'.*save_pretrained"):
+        loaded = load_pipeline(tmp_path / "old", dtype="fp32")
+    assert type(loaded.text_tokenizer).__name__ == type(tok).__name__
+    loaded.set_progress_bar_config(disable=True)
+    assert torch.equal(run(loaded, num_inference_steps=2), run(base, num_inference_steps=2))
+
+
+def test_the_pipeline_registry_uses_the_generator_names():
+    """One name per generator everywhere: the pipelines' table has exactly vidgen.generators.GENERATORS' names, each
+    with the pipeline of that generator and an existing shipped folder."""
+    from vidgen.demo import PIPELINES
+    from vidgen.generators import GENERATORS
+    from vidgen.pipelines import pipeline_spec
+    assert list(PIPELINE_REGISTRY) == list(GENERATORS)
+    for name, spec in PIPELINE_REGISTRY.items():
+        transformer = spec.pipeline_class.__init__.__annotations__["transformer"]
+        assert transformer in (GENERATORS[name], GENERATORS[name].__name__)
+        assert (PRETRAINED / spec.folder / "model_index.json").is_file() and PIPELINES[name] == spec.folder
+    with pytest.raises(ConfigError, match=r"pipeline 'diffusion' is unknown; choose from \['autoregressive', 'flow'"):
+        pipeline_spec("diffusion")
