@@ -136,7 +136,7 @@ def copy_weights(model, source, folder, ignore=frozenset()) -> None:
     mine, theirs = arch(model), arch(source)
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
     if differ and type(source) is type(model) and hasattr(model, "load_related") and model.load_related(source, differ):
-        return  # e.g. a 1x1x1-patch flow model started from a 1x2x2 one, or a self-conditioned one from a plain one
+        return  # e.g. a 1x1x1-patch flow model started from a 1x2x2 one
     if type(source) is not type(model) or differ:
         raise ConfigError(f"init_from: {folder} holds a {type(source).__name__} that differs from the model this run "
                           f"builds ({type(model).__name__}) in: {', '.join(differ) or 'class'}")
