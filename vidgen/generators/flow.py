@@ -10,7 +10,7 @@ input is ``[noisy latents, given latents * mask, mask]`` along channels; the los
 puts the given latents back exactly.
 
 A ``self_condition`` option (the model also fed its own previous clean estimate) was tried and not shipped; it left
-the library with commit "generators: remove unshipped experiment flags" (experiments/README.md has its result).
+the library after commit d1637c6 (experiments/README.md has its result).
 """
 from __future__ import annotations
 
@@ -65,9 +65,8 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         config_dict = dict(config_dict)
         if config_dict.pop("self_condition", False):
             raise ConfigError("self_condition=true: self-conditioned flow models were an unshipped experiment and "
-                              "are no longer supported (removed by the commit 'generators: remove unshipped "
-                              "experiment flags'; see experiments/README.md). Load it with vidgen before that "
-                              "commit")
+                              "are no longer supported (see experiments/README.md); load this model with vidgen at "
+                              "commit d1637c6 or earlier")
         return super().extract_init_dict(config_dict, **kwargs)
 
     # ------------------------------------------------------------------ token interface

@@ -46,7 +46,7 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
         if latents is not None:
             raise InvalidInputError("latents: not used by the autoregressive pipeline (continue a video with "
                                     "conditioning_frames)")
-        options = {k: inputs.pop(k) for k in self.sampling_defaults}
+        options = self.resolve_settings(**{k: inputs.pop(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         batch = super().check_inputs(**inputs)
         grid = self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
         check_iter_frames(self.transformer, grid=grid, batch=batch, **options)

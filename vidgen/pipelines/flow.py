@@ -37,7 +37,7 @@ class FlowVideoPipeline(VideoPipelineBase):
     def check_inputs(self, *, latents=None, **inputs) -> int:
         """The shared checks and the sampler's (:func:`~vidgen.generators.flow.check_generate_latents`: the
         scheduler, the grid, ``latents`` as starting noise). Returns the number of videos."""
-        options = {k: inputs.pop(k) for k in self.sampling_defaults}
+        options = self.resolve_settings(**{k: inputs.pop(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         batch = super().check_inputs(**inputs)
         grid = self.vae.latent_shape(inputs["num_frames"], inputs["height"], inputs["width"])
         check_generate_latents(self.transformer, scheduler=self.scheduler, grid=grid, batch=batch, latents=latents,

@@ -36,7 +36,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
     def check_inputs(self, *, latents=None, **inputs) -> int:
         """The shared checks, the sampler's (:func:`~vidgen.generators.masked.check_generate_ids`) and ``latents``
         (ids (B, t, h, w); the mask id marks tokens to generate). Returns the number of videos."""
-        options = {k: inputs.pop(k) for k in self.sampling_defaults}
+        options = self.resolve_settings(**{k: inputs.pop(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         batch = super().check_inputs(**inputs)
         grid = self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
         check_generate_ids(self.transformer, grid=grid, batch=batch, scheduler=self.scheduler, **options)
