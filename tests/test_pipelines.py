@@ -269,3 +269,19 @@ def test_text_encoder_as_components_and_export(pipes, tmp_path):
     assert (info.num_frames, info.height, info.width) == (T, H, W)
     export_to_video(list(frames[0]), str(tmp_path / "d.mp4"), fps=8)
     assert (tmp_path / "d.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_inputs_is_public_and_runs_before_any_work(kind, pipes, monkeypatch):
+    """diffusers-style check_inputs: callable alone (returns the number of videos), and a bad input is refused
+    before a prompt is encoded."""
+    pipe = pipes[kind]
+    assert pipe.check_inputs(prompt=["a", "b"], num_frames=T, height=H, width=W, num_videos_per_prompt=2) == 4
+    with pytest.raises(InvalidInputError, match="guidance_scale"):
+        pipe.check_inputs(prompt="a", num_frames=T, height=H, width=W, guidance_scale=-1.0)
+    monkeypatch.setattr(pipe, "encode_prompt", lambda *a, **k: pytest.fail("a prompt was encoded before the checks"))
+    with pytest.raises(InvalidInputError, match="guidance_scale"):
+        pipe("a red circle", num_frames=T, height=H, width=W, guidance_scale=-1.0, **steps(kind))
+    if kind != "flow":
+        with pytest.raises(InvalidInputError, match="top_k must be an int >= 1"):
+            pipe("a red circle", num_frames=T, height=H, width=W, top_k=0, **steps(kind))
