@@ -754,7 +754,7 @@ CASES: list[Case] = [
     Case("load_config/unknown-generator", "config",
          lambda env: generator_class(load_config(schema=GeneratorTrainConfig,
                                                  overrides=["model.generator=gan"]).model.generator),
-         ConfigError, r"generator='gan' is unknown; choose from \['autoregressive', 'diffusion', 'masked'\]"),
+         ConfigError, r"generator='gan' is unknown; choose from \['autoregressive', 'flow', 'masked'\]"),
     Case("CausalVQVAE.from_preset/unknown-quantizer", "config",
          lambda env: CausalVQVAE.from_preset("tiny", quantizer="nope"), ConfigError,
          r"quantizer must be one of \('vq', 'fsq', 'lfq', 'bsq'\), got 'nope'"),

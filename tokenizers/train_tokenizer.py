@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a vidgen video tokenizer (``model.kind: vae``, the causal VAE, or ``vqvae``, the discrete tokenizers).
 
-    python tokenizers/train_tokenizer.py --config tokenizers/configs/vae_small.yaml [key.sub=value ...]
+    python tokenizers/train_tokenizer.py --config configs/natural-vae-small/stage1.yaml [key.sub=value ...]
     accelerate launch --multi_gpu --num_processes 2 tokenizers/train_tokenizer.py --config ... run_dir=runs/x
 
 (``--multi_gpu`` also on CPU-only machines: it starts the processes through torchrun and they meet over gloo;

@@ -29,8 +29,8 @@ from vidgen.pipelines.registry import PIPELINE_REGISTRY
 PIPELINES = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}
 NUM_FRAMES, SIZE, FPS = 17, 64, 8.0
 # Each pipeline samples with the settings saved in its folder (sampling_config.json, recorded in metrics.json as
-# "sampling"); they were chosen by eval/sweep_sampling.py on tuning prompts (seed 1), never on the evaluation set
-# (seed 0). Their measured effect is in each folder's model card.
+# "sampling"); they were chosen by experiments/sweep_sampling.py on tuning prompts (seed 1; the evaluation uses seed 0,
+# but the two sets share some captions and every held-out pair: issue #34). Their measured effect is in each card.
 
 
 def check_scorer(scorer, num_clips: int, threshold: float) -> dict:
