@@ -40,12 +40,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from vidgen.pipelines.registry import PIPELINE_REGISTRY  # noqa: E402
 from vidgen.training.release import run_summary, store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
 SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae"}  # artifact -> its folder inside a pipeline
-GENERATORS = {"masked": "shapes-masked", "flow": "shapes-flow", "autoregressive": "shapes-autoregressive"}
+GENERATORS = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}  # pipeline name -> artifact
 NATURAL_TOKENIZERS = ("natural-vae-small", "natural-fsq-small")
 TOKENIZER_SCRIPT, GENERATOR_SCRIPT = "tokenizers/train_tokenizer.py", "pipelines/train_generator.py"
 RESULTS = ROOT / "docs" / "results" / "demo_full.json"
@@ -353,7 +354,8 @@ def pipeline_card(name: str, folder: Path) -> str:
     scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift}" \
         if name == "flow" else ""
     sweeps = sorted(p.name for p in EXPERIMENT_RESULTS.glob(f"sampling_sweep_{name}*.json"))
-    how = ("chosen with `experiments/sweep_sampling.py` on tuning prompts the evaluation does not use: "
+    how = ("chosen with `experiments/sweep_sampling.py` on tuning prompts (seed 1; they share some captions and "
+           "every held-out pair with the evaluation, issue #34): "
            + ", ".join(f"experiments/results/{f}" for f in sweeps)) if sweeps else "the pipeline's defaults, not tuned"
     lines += ["", f"**Sampling settings**: {sampling}{scheduler}. They are saved in this folder's "
               f"`sampling_config.json` (recipe copy: `{CONFIGS}/{GENERATORS[name]}/sampling_config.json`) and used "
