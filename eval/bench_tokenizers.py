@@ -43,7 +43,7 @@ def codebook_usage(model, clips: torch.Tensor, batch: int) -> CodebookUsage:
 
 def describe(model, clips: torch.Tensor, fps: float) -> dict:
     t, h, w = clips.shape[2:]
-    grid = model.latent_shape(t, h, w)
+    grid = model.latent_grid(t, h, w)
     info = {"class": type(model).__name__, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "latent_grid": list(grid)}  # fmt: skip
     if is_discrete(model):

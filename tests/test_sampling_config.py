@@ -90,7 +90,7 @@ def test_shipped_folder_called_with_only_a_prompt_samples_with_the_evaluated_set
     expected = {**type(pipe).sampling_defaults, **EVALUATED[name]}  # settings the file leaves out: class defaults
     assert {k: seen[k] for k in expected} == expected
     assert seen["grid"] == pipe.video_tokenizer.latent_grid(17, 64, 64) if name != "flow" else \
-        seen["grid"] == pipe.vae.latent_shape(17, 64, 64)
+        seen["grid"] == pipe.vae.latent_grid(17, 64, 64)
 
 
 @pytest.mark.parametrize("name", list(PIPELINE_REGISTRY))

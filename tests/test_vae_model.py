@@ -41,6 +41,12 @@ def test_latent_shape_formula(vae):
     for t in (1, 2, 4, 5, 6, 9, 10):
         z = enc(vae, video(1, t, 16, 24))
         assert z.shape == (1, 4, 1 + -(-(t - 1) // TC), 2, 3)
+        assert vae.latent_grid(t, 16, 24) == tuple(z.shape[2:])
+
+
+def test_latent_shape_is_a_deprecated_name_of_latent_grid(vae):
+    with pytest.warns(FutureWarning, match="latent_grid"):
+        assert vae.latent_shape(9, 16, 24) == vae.latent_grid(9, 16, 24)
 
 
 def test_causality_prefix_gives_prefix_latents(vae):

@@ -39,7 +39,7 @@ class FlowVideoPipeline(VideoPipelineBase):
         scheduler, the grid, ``latents`` as starting noise). Returns the number of videos."""
         options = self.resolve_settings(**{k: inputs.pop(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         batch = super().check_inputs(**inputs)
-        grid = self.vae.latent_shape(inputs["num_frames"], inputs["height"], inputs["width"])
+        grid = self.vae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
         check_generate_latents(self.transformer, scheduler=self.scheduler, grid=grid, batch=batch, latents=latents,
                                **options)
         return batch
@@ -66,7 +66,7 @@ class FlowVideoPipeline(VideoPipelineBase):
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
         # 3. given latent frames from the conditioning frames
-        grid = self.vae.latent_shape(num_frames, height, width)
+        grid = self.vae.latent_grid(num_frames, height, width)
         generators = self._generators(generator, batch)
         given, given_mask = self._encode_conditioning(conditioning_frames, conditioning_latent_indices, grid, batch,
                                                       num_frames, height, width)

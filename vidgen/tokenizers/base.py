@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Callable
 
 import torch
@@ -122,10 +123,16 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
             return (self.model_dtype,)
         return compute_dtypes(self.model_dtype, device_type)
 
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-        """``(t, h, w)`` of the latent grid for a ``num_frames x height x width`` video."""
+    def latent_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """``(t, h, w)`` of the latent grid for a ``num_frames x height x width`` video (the generators' ``grid``)."""
         sc = self.codec_config.spatial_compression
         return latent_frames(num_frames, self.codec_config.temporal_compression), math.ceil(height / sc), math.ceil(width / sc)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Deprecated name of :meth:`latent_grid` (one name per concept since issue #33)."""
+        warnings.warn("latent_shape() is renamed latent_grid(); call latent_grid(num_frames, height, width)",
+                      FutureWarning, stacklevel=2)
+        return self.latent_grid(num_frames, height, width)
 
     # ------------------------------------------------------------------ tiling (slicing: AutoencoderMixin)
     def enable_tiling(self, tile_sample_min_height: int | None = None, tile_sample_min_width: int | None = None,

@@ -81,10 +81,6 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
     def bits_per_token(self) -> float:
         return self.quantizer_config.num_quantizers * torch.log2(torch.tensor(float(self.vocab_size))).item()
 
-    def latent_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-        """``(t, h, w)`` of the token grid for a ``num_frames x height x width`` video."""
-        return self.latent_shape(num_frames, height, width)
-
     def encode(self, x: torch.Tensor, chunk_frames: int | None = None) -> TokenizerEncoding:
         """``(B, 3, T, H, W)`` in [-1, 1] -> quantized codes and ids (the codebook is never updated here)."""
         features = self.encode_features(x, chunk_frames)
