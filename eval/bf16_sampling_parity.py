@@ -1,9 +1,8 @@
 """Does bf16 sampling keep the shipped pipelines' prompt adherence? fp32 vs bf16 on the tuning prompts.
 
-Each shipped pipeline samples the tuning prompt set (``demo_prompts(n, seed=1)``: never the demo's evaluation set,
-seed 0) with its shipped sampling settings (the folder's ``sampling_config.json``), once with fp32 weights and once
-with bf16 weights (``dtype=``), the same
-seed per video. The project's scorer reads colour and motion; the target (issue 32) is that bf16's colour+motion
+Each shipped pipeline samples the tuning prompt set (``demo_prompts(n, seed=1)``; the evaluation uses seed 0, though
+the two share some captions: issue #34) with its shipped sampling settings (the folder's ``sampling_config.json``),
+once with fp32 weights and once with bf16 weights (``dtype=``), the same seed per video. The project's scorer reads colour and motion; the target (issue 32) is that bf16's colour+motion
 adherence stays within one standard error of fp32's (binomial, ``sqrt(p (1 - p) / n)`` of the fp32 rate). Also
 reported: how many videos get the same detected attributes in both precisions, and the largest pixel difference.
 
