@@ -11,6 +11,7 @@ import pytest
 
 from vidgen.data.shapes import COLORS, HELD_OUT_PAIRS, MOTIONS
 from vidgen.demo import PIPELINES, demo_prompts, main
+from vidgen.demo.prompts import EVALUATION_PROMPTS, EVALUATION_SEED, tuning_prompts
 from vidgen.demo.report import linked_files
 from vidgen.errors import InvalidInputError
 from vidgen.io import probe_video
@@ -31,6 +32,23 @@ def test_prompt_set_is_balanced_and_deterministic():
     assert len({p.seed for p in prompts}) == 64
     with pytest.raises(InvalidInputError, match="prompts"):
         demo_prompts(1)
+
+
+def test_tuning_prompts_never_touch_the_evaluation_set():
+    """Issue #34: settings are chosen only on seen-pair prompts whose captions the full evaluation never uses."""
+    evaluated = demo_prompts(EVALUATION_PROMPTS, EVALUATION_SEED)
+    tuning = tuning_prompts(192, seed=1)
+    assert len(tuning) == 192 and len({p.caption for p in tuning}) == 192
+    assert not {p.caption for p in tuning} & {p.caption for p in evaluated}
+    assert not any(p.held_out for p in tuning)
+    assert not {(p.attributes.color, p.attributes.motion) for p in tuning} & set(HELD_OUT_PAIRS)
+    assert {p.attributes.motion for p in tuning} == set(MOTIONS)  # still covers every motion
+    # the set this replaces failed exactly these checks (the audit's finding), so the test can fail
+    old = demo_prompts(192, seed=1)
+    assert {p.caption for p in old} & {p.caption for p in evaluated} and any(p.held_out for p in old)
+    assert [p.caption for p in tuning] == [p.caption for p in tuning_prompts(192, seed=1)]
+    with pytest.raises(InvalidInputError, match="evaluation's seed"):
+        tuning_prompts(8, seed=EVALUATION_SEED)
 
 
 @pytest.fixture(scope="module")

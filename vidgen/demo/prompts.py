@@ -63,6 +63,29 @@ def demo_prompts(n: int, seed: int = 0) -> list[DemoPrompt]:
     return [DemoPrompt(a, held_out, seed * 100_003 + i) for i, (a, held_out) in enumerate(prompts)]
 
 
+#: the full evaluation's prompt set (``python -m vidgen.demo --full``): ``demo_prompts(EVALUATION_PROMPTS,
+#: EVALUATION_SEED)``; every smaller demo set with that seed draws from the same combinations
+EVALUATION_PROMPTS, EVALUATION_SEED = 128, 0
+
+
+def tuning_prompts(n: int, seed: int = 1) -> list[DemoPrompt]:
+    """``n`` prompts for choosing settings (sampler sweeps, ship decisions, early stopping) that the evaluation never
+    sees: seen colour x motion pairs only, and no caption of the full evaluation set. Held-out pairs are scored only by
+    the final evaluation (issue #34's audit found the earlier tuning set, ``demo_prompts(n, seed=1)``, shared 46 of
+    the evaluation's 128 captions and all of its held-out pairs)."""
+    if not isinstance(n, int) or n < 1:
+        raise InvalidInputError(f"tuning prompts: n must be an int >= 1, got {n!r}")
+    if seed == EVALUATION_SEED:
+        raise InvalidInputError(f"tuning prompts: seed {seed} is the evaluation's seed; use another one")
+    evaluated = {p.caption for p in demo_prompts(EVALUATION_PROMPTS, EVALUATION_SEED)}
+    pool = [a for a in all_combinations("train") if a.caption not in evaluated]
+    picked = _spread(pool, n, make_generator(seed, "demo/tuning-prompts", 0))
+    if len(picked) < n:
+        raise InvalidInputError(f"tuning prompts: only {len(pool)} seen-pair captions are outside the evaluation set, "
+                                f"asked for {n}")
+    return [DemoPrompt(a, False, seed * 100_003 + i) for i, a in enumerate(picked)]
+
+
 def prompt_groups(prompts: list[DemoPrompt]) -> dict[str, list[int]]:
     """Indices of the prompts with seen and with held-out colour x motion pairs:
     ``{"seen": [...], "held_out": [...]}``."""

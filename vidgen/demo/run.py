@@ -148,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, argv: list[str]) -> int:
-    from vidgen.demo.prompts import demo_prompts, real_clip
+    from vidgen.demo.prompts import EVALUATION_PROMPTS, demo_prompts, real_clip
     from vidgen.demo.report import write_page
     from vidgen.metrics.adherence import AttributeScorer
     if args.full:
-        args.prompts, args.scorer_clips = max(args.prompts, 128), max(args.scorer_clips, 512)
+        args.prompts, args.scorer_clips = max(args.prompts, EVALUATION_PROMPTS), max(args.scorer_clips, 512)
     for name in ("batch", "scorer_clips"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
