@@ -72,3 +72,36 @@ def load_script():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """``tiny_pipeline(kind, **arch)``: a tiny text-to-video pipeline (``masked`` / ``flow`` / ``autoregressive``) on
+    tiny tokenizers, weights perturbed so no residual branch is the identity (live weights), seeded; ``arch``
+    overrides the generator preset (default ``text_dim=384, max_text_tokens=8, max_grid=(4, 4, 4)``)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer,
+                                   MaskedVideoTransformer, make_scheduler)
+    from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
+    from vidgen.testing import perturb_weights
+    from vidgen.tokenizers import CausalVAE, CausalVQVAE
+
+    def build(kind: str, **arch):
+        torch.manual_seed(0)
+        arch = {"text_dim": 384, "max_text_tokens": 8, "max_grid": (4, 4, 4), **arch}
+        if kind == "flow":
+            vae = CausalVAE.from_preset("tiny")
+            gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch)
+            perturb_weights(vae, gen)
+            pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
+        else:
+            tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
+            cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
+            gen = cls.from_preset("tiny", vocab_size=tok.vocab_size, **arch)
+            perturb_weights(tok, gen)
+            pipe = MaskedVideoPipeline(tok, gen, make_scheduler(gen)) if kind == "masked" else \
+                AutoregressiveVideoPipeline(tok, gen)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    return build

@@ -81,6 +81,11 @@ def _smooth_video(frames: int = 12, size: int = 32) -> torch.Tensor:
     return torch.stack([torch.sin(6.28 * phase), torch.cos(6.28 * phase), 2 * phase % 2 - 1]) * 0.9
 
 
+def _load_with_sampling_config(env, name: str, text: str):
+    """Load a copy of the flow pipeline folder whose ``sampling_config.json`` holds ``text``."""
+    return load_pipeline(env.broken_pipe(name, lambda p: (p / "sampling_config.json").write_text(text)))
+
+
 def _edit_json(path: Path, **changes) -> None:
     """Set keys of a JSON file; ``a__b=v`` sets the nested key ``a.b``."""
     data = json.loads(path.read_text())
@@ -674,40 +679,32 @@ CASES: list[Case] = [
          InvalidInputError, r"scheduler: a flow-matching model needs a FlowMatch\* scheduler, got DDIMScheduler"),
     # --------------------------------------------------------------------------- sampling_config.json
     Case("sampling_config/unknown-key", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_key", lambda p: (p / "sampling_config.json").write_text(
-             '{"guidance": 3.0}'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_key", '{"guidance": 3.0}'), ConfigError,
          r"sc_key/sampling_config\.json: key 'guidance' is not a keyword argument of FlowVideoPipeline\.__call__; "
          r"remove it \(the settings are \['guidance_scale', 'num_inference_steps'\]\)"),
     Case("sampling_config/input-not-setting", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_input", lambda p: (p / "sampling_config.json").write_text(
-             '{"prompt": "a red circle"}'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_input", '{"prompt": "a red circle"}'), ConfigError,
          r"sc_input/sampling_config\.json: key 'prompt' is an input of FlowVideoPipeline\.__call__, not a sampling "
          r"setting; remove it"),
     Case("sampling_config/setting-of-another-pipeline", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_topk", lambda p: (p / "sampling_config.json").write_text(
-             '{"top_k": 1}'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_topk", '{"top_k": 1}'), ConfigError,
          r"sc_topk/sampling_config\.json: key 'top_k' is not a keyword argument of FlowVideoPipeline\.__call__"),
     Case("sampling_config/steps-as-string", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_str", lambda p: (p / "sampling_config.json").write_text(
-             '{"num_inference_steps": "25"}'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_str", '{"num_inference_steps": "25"}'), ConfigError,
          r"sc_str/sampling_config\.json: key 'num_inference_steps': num_inference_steps must be an int >= 1, got '25'; "
          r"correct the value in the file or remove the key \(the class default is 25\)"),
     Case("sampling_config/negative-guidance", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_neg", lambda p: (p / "sampling_config.json").write_text(
-             '{"guidance_scale": -3.0}'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_neg", '{"guidance_scale": -3.0}'), ConfigError,
          r"sc_neg/sampling_config\.json: key 'guidance_scale': guidance_scale must be a number >= 0, got -3\.0; "
          r"correct the value"),
     Case("sampling_config/steps-float", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_float", lambda p: (p / "sampling_config.json").write_text(
-             '{"num_inference_steps": 12.5}'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_float", '{"num_inference_steps": 12.5}'), ConfigError,
          r"sc_float/sampling_config\.json: key 'num_inference_steps': num_inference_steps must be an int >= 1"),
     Case("sampling_config/not-json", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_json", lambda p: (p / "sampling_config.json").write_text(
-             '{"guidance_scale": 3.0,}'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_json", '{"guidance_scale": 3.0,}'), ConfigError,
          r"sc_json/sampling_config\.json: not valid JSON .*; write a JSON object"),
     Case("sampling_config/a-list", "pipeline_folder",
-         lambda env: load_pipeline(env.broken_pipe("sc_list", lambda p: (p / "sampling_config.json").write_text(
-             '[["guidance_scale", 3.0]]'))), ConfigError,
+         lambda env: _load_with_sampling_config(env, "sc_list", '[["guidance_scale", 3.0]]'), ConfigError,
          r"sc_list/sampling_config\.json: expected a JSON object of sampling settings, got list"),
     Case("sampling_config/assigned-bad-value", "pipeline",
          lambda env: setattr(env.pipe, "sampling_config", {"guidance_scale": float("nan")}), ConfigError,

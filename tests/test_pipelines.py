@@ -13,14 +13,9 @@ from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
-from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
-                               make_scheduler)
-from vidgen.pipelines import (AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline, load_pipeline)
-from vidgen.testing import perturb_weights
-from vidgen.tokenizers import CausalVAE, CausalVQVAE
+from vidgen.pipelines import FlowVideoPipeline, MaskedVideoPipeline, load_pipeline
 
 KINDS = ("masked", "flow", "autoregressive")
-ARCH = dict(text_dim=384, max_text_tokens=8, max_grid=(4, 4, 4))
 T, H, W = 10, 32, 32  # 10 frames: not 4k+1
 
 
@@ -32,28 +27,9 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def build(kind: str, **arch):
-    torch.manual_seed(0)
-    arch = {**ARCH, **arch}
-    if kind == "flow":
-        vae = CausalVAE.from_preset("tiny")
-        gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch)
-        perturb_weights(vae, gen)
-        pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
-    else:
-        tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
-        cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
-        gen = cls.from_preset("tiny", vocab_size=tok.vocab_size, **arch)
-        perturb_weights(tok, gen)
-        pipe = MaskedVideoPipeline(tok, gen, make_scheduler(gen)) if kind == "masked" else \
-            AutoregressiveVideoPipeline(tok, gen)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
-def pipes():
-    return {kind: build(kind) for kind in KINDS}
+def pipes(tiny_pipeline):
+    return {kind: tiny_pipeline(kind) for kind in KINDS}
 
 
 def steps(kind):
@@ -195,12 +171,12 @@ def test_autoregressive_callback_can_replace_ids(pipes):
     torch.testing.assert_close(torch.from_numpy(frames).permute(0, 4, 1, 2, 3) * 2 - 1, decoded, atol=1e-5, rtol=0)
 
 
-def test_scheduler_swap_from_config():
-    pipe = build("flow", max_grid=(4, 4, 4))
+def test_scheduler_swap_from_config(tiny_pipeline):
+    pipe = tiny_pipeline("flow", max_grid=(4, 4, 4))
     with pytest.raises(InvalidInputError, match="scheduler"):
         pipe.scheduler = DDIMScheduler()
         call(pipe, "flow")
-    eps = build("flow")
+    eps = tiny_pipeline("flow")
     eps.transformer.register_to_config(prediction_type="epsilon")
     eps.scheduler = DDIMScheduler.from_config(DDIMScheduler().config, prediction_type="epsilon")
     assert call(eps, "flow").shape == (1, T, H, W, 3)

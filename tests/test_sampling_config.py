@@ -10,18 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 
 import vidgen.pipelines.autoregressive as ar_module
 import vidgen.pipelines.flow as flow_module
 import vidgen.pipelines.masked as masked_module
 from vidgen.errors import ConfigError
-from vidgen.generators import AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer
-from vidgen.generators import make_scheduler
-from vidgen.pipelines import (PIPELINE_REGISTRY, SAMPLING_CONFIG_NAME, AutoregressiveVideoPipeline,
-                              FlowVideoPipeline, MaskedVideoPipeline, load_pipeline, shipped_folder)
-from vidgen.testing import perturb_weights
-from vidgen.tokenizers import CausalVAE, CausalVQVAE
+from vidgen.pipelines import (PIPELINE_REGISTRY, SAMPLING_CONFIG_NAME, FlowVideoPipeline, MaskedVideoPipeline,
+                              load_pipeline, shipped_folder)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -53,23 +48,9 @@ def intercept(monkeypatch, name: str) -> dict:
     return seen
 
 
-def tiny(kind: str):
-    torch.manual_seed(0)
-    arch = dict(text_dim=384, max_text_tokens=16, max_grid=(4, 4, 4))
-    if kind == "flow":
-        vae = CausalVAE.from_preset("tiny")
-        gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch)
-        perturb_weights(vae, gen)
-        pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
-    else:
-        tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
-        cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
-        gen = cls.from_preset("tiny", vocab_size=tok.vocab_size, **arch)
-        perturb_weights(tok, gen)
-        pipe = MaskedVideoPipeline(tok, gen, make_scheduler(gen)) if kind == "masked" else \
-            AutoregressiveVideoPipeline(tok, gen)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+@pytest.fixture
+def tiny(tiny_pipeline):
+    return lambda kind: tiny_pipeline(kind, max_text_tokens=16)  # tests/conftest.py
 
 
 def run(pipe, seed: int = 0, **kwargs):
@@ -109,7 +90,7 @@ def test_shipped_folder_with_prompt_and_seed_equals_the_explicit_evaluated_setti
 @pytest.mark.parametrize("kind,config", [("masked", {"num_inference_steps": 3, "top_k": 2, "temperature": [1.0, 0.0]}),
                                          ("flow", {"num_inference_steps": 3, "guidance_scale": 2.0}),
                                          ("autoregressive", {"top_p": 0.8, "guidance_scale": 1.5})])
-def test_save_load_round_trip_keeps_the_settings_and_the_samples(kind, config, tmp_path):
+def test_save_load_round_trip_keeps_the_settings_and_the_samples(kind, config, tmp_path, tiny):
     pipe = tiny(kind)
     pipe.sampling_config = config
     pipe.save_pretrained(tmp_path / kind)
@@ -121,7 +102,7 @@ def test_save_load_round_trip_keeps_the_settings_and_the_samples(kind, config, t
     assert torch.equal(run(pipe), run(pipe, **config))  # the settings are used when left out
 
 
-def test_a_folder_without_the_file_keeps_the_class_defaults(tmp_path):
+def test_a_folder_without_the_file_keeps_the_class_defaults(tmp_path, tiny):
     pipe = tiny("flow")
     pipe.save_pretrained(tmp_path)
     (tmp_path / SAMPLING_CONFIG_NAME).unlink()
@@ -131,7 +112,7 @@ def test_a_folder_without_the_file_keeps_the_class_defaults(tmp_path):
     assert torch.equal(run(loaded), run(pipe, **FlowVideoPipeline.sampling_defaults))
 
 
-def test_caller_values_override_the_file(monkeypatch):
+def test_caller_values_override_the_file(monkeypatch, tiny):
     pipe = tiny("masked")
     pipe.sampling_config = {"num_inference_steps": 3, "top_k": 1}
     seen = intercept(monkeypatch, "masked")
@@ -143,7 +124,7 @@ def test_caller_values_override_the_file(monkeypatch):
     assert (seen["num_inference_steps"], seen["top_k"]) == (3, 1)
 
 
-def test_assigning_bad_settings_is_refused_and_keeps_the_old_ones():
+def test_assigning_bad_settings_is_refused_and_keeps_the_old_ones(tiny):
     pipe = tiny("autoregressive")
     pipe.sampling_config = {"top_p": 0.9}
     with pytest.raises(ConfigError, match=r"sampling_config: key 'num_inference_steps' is an input .*not a sampling"):
@@ -154,7 +135,7 @@ def test_assigning_bad_settings_is_refused_and_keeps_the_old_ones():
 
 
 @pytest.mark.parametrize("kind", ["masked", "flow", "autoregressive"])
-def test_inputs_are_checked_once_per_call_even_per_video(kind, monkeypatch):
+def test_inputs_are_checked_once_per_call_even_per_video(kind, monkeypatch, tiny):
     """check_inputs runs the generator's check function once; the per-video sampling runs unchecked."""
     module = {"masked": masked_module, "flow": flow_module, "autoregressive": ar_module}[kind]
     name = {"masked": "check_generate_ids", "flow": "check_generate_latents", "autoregressive": "check_iter_frames"}
@@ -167,7 +148,7 @@ def test_inputs_are_checked_once_per_call_even_per_video(kind, monkeypatch):
     assert len(calls) == 1
 
 
-def test_old_folders_with_a_tokenizer_entry_still_load(tmp_path):
+def test_old_folders_with_a_tokenizer_entry_still_load(tmp_path, tiny):
     """Folders saved before the text tokenizer became ``text_tokenizer``: an empty entry loads silently, a saved
     text tokenizer loads under its new name (with a FutureWarning) and encodes as before."""
     from vidgen.text import load_text_encoder
