@@ -1,22 +1,39 @@
-"""How the attribute scorer's still / rotate measure behaves on real clips that drift by a fraction of a pixel.
+"""Derives every threshold of the attribute scorer (:class:`vidgen.metrics.adherence.ScorerSettings`) from real clips,
+then checks the scorer with those thresholds on *other* real clips.
 
-The scorer calls a shape rotating when its silhouette, re-centred on its centroid, changes by more than
-``rotate_change`` (1 - IoU) from the first frame. Generated "still" shapes are mostly read as rotating (the largest
-error of every shipped pipeline), and their centroids drift by tenths of a pixel. This script measures, on real still
-and rotating clips of both splits, the scorer's measure once as rendered and once after a sub-pixel drift (the clip
-rendered 4x larger, frame t moved by up to ``--drift`` px in quarter-pixel steps in one random direction, then
-box-averaged back to 64x64), and beside it an alternative that aligns by the best of the whole-pixel offsets next to
-the centroid offset instead of the rounded one, and the turn ratio the scorer now also asks for (how much of the
-change a rotation explains, :func:`_turn_ratio`), whose threshold is set here, midway between the largest still and
-the smallest rotating value. Finally it reads every clip's motion with the full scorer, once with the silhouette
-test alone (``rotate_turn=None``, the scorer before the turn test) and once as shipped.
-Results: ``docs/results/scorer_calibration.json``.
+* **Calibration clips**: ``--clips`` real clips of the train split, seed ``SCORER_CALIBRATION_SEED``, with their
+  silhouettes (``ShapesDataset(with_coverage=True)``). Every still and rotating clip is also measured drifted: rendered
+  4x larger, moved by up to ``--drift`` px in quarter-pixel steps in one random direction, box-averaged back (generated
+  still shapes drift by tenths of a pixel, and a whole-pixel re-centring reads such a drift as a changed silhouette).
+* **Check clips**: the real held-out clips the demo checks the scorer on before it scores anything
+  (``vidgen.demo.run.check_scorer``: test split, seed ``SCORER_CHECK_SEED``). A different split and seed: no check
+  clip is a calibration clip (``tests/test_adherence.py`` compares them).
 
-    python eval/calibrate_scorer.py --clips 400
+Each threshold is the midpoint between the real values of the two classes it separates (the largest of one, the
+smallest of the other), rounded to 3 significant digits; ``ScorerSettings``' defaults must equal them
+(``tests/test_adherence.py`` reads this script's results file):
+
+==================  ===========================================================================================
+``move_fraction``    fitted centroid displacement / frame size: moving (left, right, up, down) vs the other motions
+``area_ratio``       exp of |fitted change of log area|: grow / shrink vs still / rotate
+``rotate_change``    re-centred 1 - IoU against the first silhouette: rotating vs still, as rendered
+``rotate_turn``      the turn ratio (:func:`~vidgen.metrics.adherence._turn_ratio`): rotating vs still, rendered and drifted
+``round_variation``  the first silhouette's radial-profile variation: circles vs other shapes, still and rotating
+``circle_harmonic``  the largest radial-profile harmonic 3-6: circles vs other shapes
+``color_radius``     RGB distance: fully covered shape pixels to their palette colour vs background pixels to the
+                     nearest palette colour
+==================  ===========================================================================================
+
+``band_fraction`` and ``min_pixels`` are rules, not cuts between measured classes (a background band spans a row; a
+shape needs some pixels to be seen); the results file reports the largest share of a row any real shape covers,
+which must stay below ``band_fraction``. Results: ``docs/results/scorer_calibration.json``.
+
+    python eval/calibrate_scorer.py             # 1200 calibration clips, 512 check clips, ~10 min on 2 cores
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -26,12 +43,16 @@ from tqdm import tqdm
 
 from vidgen.data import ShapesDataset
 from vidgen.data.common import make_generator
-from vidgen.data.shapes import render_shape_video
+from vidgen.data.shapes import COLORS, render_shape_video
 from vidgen.errors import InvalidInputError
-from vidgen.metrics.adherence import AttributeScorer, _radial_profile, _recentred_change, _turn_ratio, profile_variation
+from vidgen.metrics.adherence import (_PALETTE, SCORER_CALIBRATION_SEED, SCORER_CHECK_SEED, AttributeScorer,
+                                      ScorerSettings)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
+
+MOVING = ("left", "right", "up", "down")
+RESULTS = "docs/results/scorer_calibration.json"
 
 
 def drifted_clip(attributes, seed: int, pixels: float, generator: torch.Generator, factor: int = 4) -> torch.Tensor:
@@ -47,107 +68,123 @@ def drifted_clip(attributes, seed: int, pixels: float, generator: torch.Generato
     return torch.nn.functional.avg_pool2d(torch.stack(frames, dim=1), factor).clamp(-1, 1)
 
 
-def best_neighbour_change(masks: torch.Tensor) -> float:
-    """The alternative: align each later silhouette by the best of the (up to 4) whole-pixel offsets next to the
-    sub-pixel centroid offset, not by the rounded one (rounding jumps by a pixel when the centroid crosses a
-    half-pixel boundary, whatever the drift)."""
-    def centroid(mask):
-        ys, xs = torch.nonzero(mask, as_tuple=True)
-        return ys.float().mean().item(), xs.float().mean().item()
-    first, change = masks[0], 0.0
-    cy0, cx0 = centroid(first)
-    for mask in masks[1:]:
-        cy, cx = centroid(mask)
-        best = 1.0
-        for sy in {math.floor(cy0 - cy), math.ceil(cy0 - cy)}:
-            for sx in {math.floor(cx0 - cx), math.ceil(cx0 - cx)}:
-                moved = torch.roll(mask, (sy, sx), dims=(0, 1))
-                best = min(best, 1 - (first & moved).sum().item() / (first | moved).sum().item())
-        change = max(change, best)
-    return change
+def color_distances(item: dict) -> tuple[float, float, float]:
+    """(largest distance of a fully covered shape pixel to its palette colour, smallest distance of an uncovered
+    pixel to any palette colour, largest share of a row or column the shape covers)."""
+    frames = ((item["video"].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0)  # (T, H, W, 3)
+    coverage = item["coverage"]
+    inside = frames[coverage >= 0.999]
+    shape = (inside - torch.tensor(COLORS[item["color"]])).norm(dim=1).max().item() if len(inside) else 0.0
+    background = torch.cdist(frames[coverage <= 0.001], _PALETTE).min(1).values.min().item()
+    covered = coverage > 0.5
+    row_share = max(covered.float().mean(2).max().item(), covered.float().mean(1).max().item())
+    return shape, background, row_share
 
 
-def silhouettes(scorer: AttributeScorer, video: torch.Tensor) -> torch.Tensor:
-    frames = ((video.clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0)
-    assigned = scorer.color_masks(frames)
-    k = int(torch.bincount(assigned[assigned >= 0]).argmax())
-    masks = assigned == k
-    return masks[masks.flatten(1).any(1)]
+def midpoint(low: list[float], high: list[float], name: str, low_class: str, high_class: str) -> dict:
+    """The cut between two classes of real values, ``low`` below ``high``; raises if they overlap."""
+    top, bottom = max(low), min(high)
+    if top >= bottom:
+        raise InvalidInputError(f"{name}: the real {low_class} values (up to {top:.4g}) overlap the {high_class} "
+                                f"values (from {bottom:.4g}): no threshold separates them")
+    return {"value": float(f"{(top + bottom) / 2:.3g}"), "low_class": low_class, "low_max": top, "n_low": len(low),
+            "high_class": high_class, "high_min": bottom, "n_high": len(high)}
 
 
-def summary(values: list[float]) -> dict:
-    v = torch.tensor(values)
-    return {"n": len(values), "min": v.min().item(), "max": v.max().item(), "median": v.median().item()}
+def calibrate(clips: int, drift: float) -> tuple[dict, dict]:
+    """-> (``{threshold: midpoint record}``, other measured facts) from the calibration clips."""
+    scorer = AttributeScorer()
+    data = ShapesDataset("train", num_frames=17, size=64, num_samples=clips, seed=SCORER_CALIBRATION_SEED,
+                         with_coverage=True)
+    by_motion: dict[str, list[dict]] = {}
+    drifted: dict[str, list[dict]] = {"still": [], "rotate": []}
+    shapes: dict[bool, list[dict]] = {True: [], False: []}  # is a circle -> measures, every motion
+    turnable: dict[bool, list[dict]] = {True: [], False: []}  # the same, still and rotating clips (the turn test's)
+    shape_px, background_px, row_share = [], [], []
+    g = torch.Generator().manual_seed(0)
+    for i in tqdm(range(len(data)), desc="calibration clips (train split)", dynamic_ncols=True):
+        item, attributes = data[i], data.attributes(i)
+        m = scorer.measure(item["video"])
+        if m is None:
+            raise InvalidInputError(f"calibration clip {i} ({item['caption']!r}): the scorer finds no shape in a real "
+                                    "clip; the colour settings cannot be calibrated from it")
+        by_motion.setdefault(attributes.motion, []).append(m)
+        if attributes.motion in drifted:
+            drifted[attributes.motion].append(scorer.measure(drifted_clip(attributes, i, drift, g)))
+        shapes[attributes.shape == "circle"].append(m)
+        if attributes.motion in drifted:
+            turnable[attributes.shape == "circle"].append(m)
+        for values, value in zip((shape_px, background_px, row_share), color_distances(item)):
+            values.append(value)
+    missing = [name for name, values in (("still clips", by_motion.get("still")),
+                                         ("rotating clips", by_motion.get("rotate")),
+                                         ("growing or shrinking clips", by_motion.get("grow", []) + by_motion.get("shrink", [])),
+                                         ("moving clips", [m for k in MOVING for m in by_motion.get(k, [])]),
+                                         ("still or rotating circles", turnable[True]),
+                                         ("still or rotating other shapes", turnable[False]))
+               if not values]
+    if missing:
+        raise InvalidInputError(f"--clips {clips}: the sample holds no {' and no '.join(missing)} to calibrate on; "
+                                f"use more clips (about 200 or more; 1200 by default)")
+
+    def values(groups, key):
+        return [m[key] for group in groups for m in group if m[key] is not None]
+    moving = [by_motion.get(k, []) for k in MOVING]
+    others = [v for k, v in by_motion.items() if k not in MOVING]
+    resizing = [by_motion.get("grow", []), by_motion.get("shrink", [])]
+    unmoved = [by_motion["still"], by_motion["rotate"]]
+    growth = midpoint(values(unmoved, "growth"), values(resizing, "growth"), "area_ratio", "still / rotate",
+                      "grow / shrink")
+    growth["value"] = float(f"{math.exp((growth['low_max'] + growth['high_min']) / 2):.3g}")  # a ratio of areas
+    thresholds = {
+        "move_fraction": midpoint(values(others, "displacement"), values(moving, "displacement"), "move_fraction",
+                                  "not moving", "moving"),
+        "area_ratio": growth,
+        "rotate_change": midpoint(values([by_motion["still"]], "change"), values([by_motion["rotate"]], "change"),
+                                  "rotate_change", "still", "rotating"),
+        "rotate_turn": midpoint(values([by_motion["still"], drifted["still"]], "turn"),
+                                values([by_motion["rotate"], drifted["rotate"]], "turn"), "rotate_turn",
+                                "still (rendered and drifted)", "rotating (rendered and drifted)"),
+        "round_variation": midpoint(values([turnable[True]], "variation"), values([turnable[False]], "variation"),
+                                    "round_variation", "circle", "other shape"),
+        "circle_harmonic": midpoint(values([shapes[True]], "harmonic"), values([shapes[False]], "harmonic"),
+                                    "circle_harmonic", "circle", "other shape"),
+        "color_radius": midpoint(shape_px, background_px, "color_radius", "fully covered shape pixel",
+                                 "background pixel"),
+    }
+    facts = {"drifted_still_change_max": max(values([drifted["still"]], "change")),
+             "largest_row_share_of_a_shape": max(row_share), "clips_by_motion": {k: len(v) for k, v in by_motion.items()}}
+    return thresholds, facts
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=400, help="real clips per split (all motions)")
-    parser.add_argument("--drift", type=float, default=0.6, help="sub-pixel drift over the clip, in pixels")
-    parser.add_argument("--out", default="docs/results/scorer_calibration.json")
+    parser.add_argument("--clips", type=int, default=1200, help="real calibration clips (train split)")
+    parser.add_argument("--check-clips", type=int, default=512, help="real check clips (test split; the demo's)")
+    parser.add_argument("--drift", type=float, default=0.6, help="sub-pixel drift of the drifted clips, in pixels")
+    parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
-    if args.clips < 1:
-        raise InvalidInputError(f"--clips must be a positive number of clips per split, got {args.clips}")
-    scorer = AttributeScorer()
-    silhouette_only = scorer.silhouette_only()
-    measures = ("scorer", "best_neighbour", "turn")
-    rows = {(motion, variant, measure): [] for motion in ("still", "rotate") for variant in ("rendered", "drifted")
-            for measure in measures}
-    variation = {True: [], False: []}  # is a circle -> first-frame radial-profile variation
-    verdicts = {(motion, variant, name): [] for motion in ("still", "rotate") for variant in ("rendered", "drifted")
-                for name in ("silhouette_only", "shipped")}
-    g = torch.Generator().manual_seed(0)
-    for split in ("train", "test"):
-        data = ShapesDataset(split, num_frames=17, size=64, num_samples=args.clips, seed=20261124)
-        for i in tqdm(range(len(data)), desc=f"real {split} clips", dynamic_ncols=True):
-            motion = data.attributes(i).motion
-            if motion not in ("still", "rotate"):
-                continue
-            drifted = drifted_clip(data.attributes(i), i, args.drift, g)
-            for variant, clip in (("rendered", data[i]["video"]), ("drifted", drifted)):
-                masks = silhouettes(scorer, clip)
-                rows[(motion, variant, "scorer")].append(_recentred_change(masks))
-                rows[(motion, variant, "best_neighbour")].append(best_neighbour_change(masks))
-                rows[(motion, variant, "turn")].append(_turn_ratio(masks, scorer.settings.round_variation))
-                variation[data.attributes(i).shape == "circle"].append(profile_variation(_radial_profile(masks[0], 360)))
-                verdicts[(motion, variant, "silhouette_only")].append(silhouette_only(clip).motion)
-                verdicts[(motion, variant, "shipped")].append(scorer(clip).motion)
-    missing = [name for name, values in (("still clips", rows[("still", "rendered", "turn")]),
-                                         ("rotating clips", rows[("rotate", "rendered", "turn")]),
-                                         ("circles", variation[True]), ("other shapes", variation[False]))
-               if not values]
-    if missing:
-        raise InvalidInputError(f"--clips {args.clips}: the sample holds no {' and no '.join(missing)} to calibrate "
-                                f"on; use more clips per split (about 60 or more; 400 by default)")
-    largest_still = max(max(rows[("still", v, "turn")]) for v in ("rendered", "drifted"))
-    smallest_rotating = min(min(rows[("rotate", v, "turn")]) for v in ("rendered", "drifted"))
-    print(f"profile variation: circles <= {max(variation[True]):.4f}, other shapes >= {min(variation[False]):.4f} -> "
-          f"midpoint {(max(variation[True]) + min(variation[False])) / 2:.4f} (ScorerSettings.round_variation = "
-          f"{scorer.settings.round_variation})")
-    thresholds = {"scorer": scorer.settings.rotate_change, "best_neighbour": scorer.settings.rotate_change,
-                  "turn": scorer.settings.rotate_turn}
-    table = {}
-    for (motion, variant, measure), values in rows.items():
-        wrong = sum((v > thresholds[measure]) != (motion == "rotate") for v in values)
-        table[f"{motion}/{variant}/{measure}"] = {**summary(values), "misread_at_threshold": wrong}
-    for key, entry in table.items():
-        print(f"{key:28s} n={entry['n']:4d} min {entry['min']:.3f} median {entry['median']:.3f} "
-              f"max {entry['max']:.3f}  misread: {entry['misread_at_threshold']}")
-    motion_read = {f"{motion}/{variant}/{name}": {"n": len(v), "correct": sum(m == motion for m in v)}
-                   for (motion, variant, name), v in verdicts.items()}
-    for key, entry in motion_read.items():
-        print(f"full scorer, {key:34s} motion read right {entry['correct']}/{entry['n']}")
-    print(f"turn: largest still {largest_still:.3f}, smallest rotating {smallest_rotating:.3f} -> midpoint "
-          f"{(largest_still + smallest_rotating) / 2:.3f} (ScorerSettings.rotate_turn = {scorer.settings.rotate_turn})")
-    write_result(args.out, {"clips_per_split": args.clips, "drift_px": args.drift, "thresholds": thresholds,
-                            "measures": {"scorer": "largest 1 - IoU against the first silhouette after re-centring, "
-                                                   "offset rounded to whole pixels (the scorer's silhouette test)",
-                                         "best_neighbour": "the same, best of the whole-pixel offsets next to the centroid offset",
-                                         "turn": "the share of the change a rotation explains (the scorer's turn test, _turn_ratio)"},
-                            "turn_midpoint": (largest_still + smallest_rotating) / 2,
-                            "profile_variation": {"circles_max": max(variation[True]), "other_shapes_min": min(variation[False]),
-                                                  "round_variation": scorer.settings.round_variation},
-                            "rows": table, "full_scorer_motion": motion_read}, threads=torch.get_num_threads())
+    if args.clips < 1 or args.check_clips < 1:
+        raise InvalidInputError(f"--clips must be a positive number of clips, got {args.clips} and {args.check_clips}")
+    from vidgen.demo.run import check_scorer
+    thresholds, facts = calibrate(args.clips, args.drift)
+    derived = ScorerSettings(**{k: v["value"] for k, v in thresholds.items()})
+    if facts["largest_row_share_of_a_shape"] >= derived.band_fraction:
+        raise InvalidInputError(f"a real shape covers {facts['largest_row_share_of_a_shape']:.0%} of a row: the band "
+                                f"rule (band_fraction {derived.band_fraction}) would remove it")
+    for name, t in thresholds.items():
+        print(f"{name:16s} {t['low_class']} <= {t['low_max']:.4g} | {t['high_class']} >= {t['high_min']:.4g} "
+              f"-> {t['value']} (ScorerSettings: {getattr(ScorerSettings(), name)})")
+    check = check_scorer(AttributeScorer(derived), args.check_clips, threshold=0.98)
+    print(f"check on {check['n']} real held-out clips (test split, seed {SCORER_CHECK_SEED}): colour "
+          f"{check['color']:.1%}, motion {check['motion']:.1%}, shape {check['shape']:.1%}")
+    write_result(args.out, {
+        "calibration": {"split": "train", "seed": SCORER_CALIBRATION_SEED, "clips": args.clips, "drift_px": args.drift},
+        "check": {"split": "test", "seed": SCORER_CHECK_SEED, "clips": args.check_clips,
+                  "note": "the clips vidgen.demo checks the scorer on; disjoint from the calibration clips"},
+        "thresholds": thresholds, "settings": dataclasses.asdict(derived), "facts": facts,
+        "check_accuracy": {k: check[k] for k in ("n", "color", "motion", "color_motion", "shape", "all")}},
+        threads=torch.get_num_threads())
     print(f"wrote {args.out}")
     return 0
 

@@ -21,24 +21,31 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 
 
+def turns(counted: dict | None) -> str:
+    """"k of n (p %)" of the rotating, non-round prompts whose video turns (``vidgen.demo.run.turning``)."""
+    return "–" if not counted or not counted["n"] else f"{counted['turned']} of {counted['n']} ({percent(counted['fraction'])})"
+
+
 def demo_table(results: dict) -> str:
     """Prompt adherence, FVD and speed per shipped pipeline (``docs/results/demo_full.json``)."""
     s = results["settings"]
     lines = ["| pipeline | colour+motion, seen pairs | seen pairs, silhouette test only | colour+motion, held-out pairs "
-             "| colour | motion | shape | FVD vs real | s / video |", "|---|---|---|---|---|---|---|---|---|"]
+             "| colour | motion | shape | rotating prompts that turn | FVD vs real | s / video |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in results["pipelines"].items():
         a = e["adherence"]
         strict = e.get("adherence_silhouette_only", {}).get("seen", {}).get("color_motion")
         fvd = f"{e['fvd']['value']:.0f}" if "fvd" in e else "–"
         lines.append(f"| {name} | {percent(a['seen']['color_motion'])} | {percent(strict)} | "
                      f"{percent(a['held_out']['color_motion'])} | "
-                     f"{percent(a['all']['color'])} | {percent(a['all']['motion'])} | {percent(a['all']['shape'])} | {fvd} | "
-                     f"{e['seconds_per_video']:.2f} |")
+                     f"{percent(a['all']['color'])} | {percent(a['all']['motion'])} | {percent(a['all']['shape'])} | "
+                     f"{turns(e.get('turning'))} | {fvd} | {e['seconds_per_video']:.2f} |")
     real = results["scorer"]["real_same_prompts"]
     floor = f"{results['fvd_floor']['value']:.0f}" if "fvd_floor" in results else "–"
     lines.append(f"| *real clips, same prompts* | {percent(real['seen']['color_motion'])} | – | "
                  f"{percent(real['held_out']['color_motion'])} | {percent(real['all']['color'])} | "
-                 f"{percent(real['all']['motion'])} | {percent(real['all']['shape'])} | {floor} (2nd real set) | – |")
+                 f"{percent(real['all']['motion'])} | {percent(real['all']['shape'])} | "
+                 f"{turns(results['scorer'].get('real_same_prompts_turning'))} | {floor} (2nd real set) | – |")
     sc = results["scorer"]["real_held_out"]
     lines += ["", f"{s['prompts']} prompts ({s['held_out_prompts']} with held-out colour x motion pairs), one "
               f"{s['num_frames']}x{s['size']}x{s['size']} video each, {results['machine']['threads']} threads, "
@@ -88,6 +95,7 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "vae_speed": ("bench_vae_speed.json", from_script("bench_vae_speed")),
           "attention": ("bench_attention.json", from_script("bench_attention")),
           "generators": ("bench_generators.json", from_script("bench_generators")),
+          "layouts": ("bench_layouts_masked.json", from_script("bench_layouts")),
           "pipelines": ("bench_pipelines.json", from_script("bench_pipelines")),
           "bf16_parity": ("bf16_training_parity.json", from_script("bf16_training_parity")),
           "bf16_sampling": ("bf16_sampling_parity.json", from_script("bf16_sampling_parity")),

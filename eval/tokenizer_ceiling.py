@@ -3,8 +3,11 @@ held-out shapes clips, before and after each shipped pipeline's tokenizer round 
 
     python eval/tokenizer_ceiling.py            # -> docs/results/tokenizer_ceiling.json
     python eval/tokenizer_ceiling.py --tokenizer "fsq stage 1=runs/fsq_shapes/final"   # extra rows, any tokenizer
-    python eval/tokenizer_ceiling.py --demo-prompts 128   # the demo's own evaluation prompts (--full), seen / held-out
-    python eval/tokenizer_ceiling.py --demo-prompts 192 --prompt-seed 1   # experiments/sweep_sampling.py's tuning prompts
+    python eval/tokenizer_ceiling.py --evaluation-prompts   # the full evaluation's 128 prompts, seen / held-out
+    python eval/tokenizer_ceiling.py --tuning-prompts 96    # prompts for choices: seen pairs, no evaluation caption
+
+Choose a tokenizer on ``--tuning-prompts`` (``vidgen.demo.prompts.tuning_prompts``); ``--evaluation-prompts`` reports
+the ceiling under the final evaluation's numbers and must not inform a choice.
 
 A generator whose samples were perfect token for token could still score no better than the round trip of real clips
 (up to sampling luck), so a target above this ceiling is a tokenizer target, not a generator one.
@@ -20,7 +23,7 @@ import torch
 
 from vidgen.cli.eval_recon import reconstruct
 from vidgen.data import ShapesDataset
-from vidgen.demo.prompts import demo_prompts, prompt_groups, real_clip
+from vidgen.demo.prompts import EVALUATION_PROMPTS, EVALUATION_SEED, demo_prompts, prompt_groups, real_clip, tuning_prompts
 from vidgen.demo.run import NUM_FRAMES, SIZE
 from vidgen.metrics.adherence import AttributeScorer, adherence
 from vidgen.tokenizers import load_tokenizer
@@ -58,14 +61,17 @@ def score_groups(scorer, videos, expected, groups: dict) -> dict:
 
 
 def real_clips(args) -> tuple[torch.Tensor, list[dict], dict, str]:
-    """(clips, expected attributes, groups, description): ``--clips`` of the held-out split, or with
-    ``--demo-prompts N`` the real clips the demo renders for N prompts of ``--prompt-seed`` (0: its evaluation set)."""
-    if args.demo_prompts:
-        prompts = demo_prompts(args.demo_prompts, seed=args.prompt_seed)
+    """(clips, expected attributes, groups, description): ``--clips`` of the held-out split, or the real clips the
+    demo renders for the full evaluation's prompts (``--evaluation-prompts``) or for ``--tuning-prompts N``."""
+    if args.evaluation_prompts or args.tuning_prompts:
+        if args.evaluation_prompts:
+            prompts = demo_prompts(EVALUATION_PROMPTS, EVALUATION_SEED)
+            described = f"the full evaluation's {len(prompts)} prompts (report only: no choice may be made on them)"
+        else:
+            prompts = tuning_prompts(args.tuning_prompts)
+            described = f"{len(prompts)} tuning prompts (seen pairs, no caption of the evaluation set)"
         x = torch.stack([real_clip(p, NUM_FRAMES, SIZE) for p in prompts])
-        groups = prompt_groups(prompts)
-        described = f"{len(prompts)} demo prompts of seed {args.prompt_seed}"
-        described += " (the evaluation set)" if args.prompt_seed == 0 else " (not the evaluation set)"
+        groups = {k: v for k, v in prompt_groups(prompts).items() if v}
         return x, [p.expected() for p in prompts], groups, described
     data = ShapesDataset("test", num_frames=NUM_FRAMES, size=SIZE, num_samples=args.clips, seed=7)
     items = [data[i] for i in range(len(data))]
@@ -80,17 +86,18 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokenizer", action="append", default=[], metavar="LABEL=FOLDER",
                         help="also score this saved tokenizer's round trip (repeatable)")
-    parser.add_argument("--demo-prompts", type=int, default=0, metavar="N",
-                        help="use the real clips of N demo prompts instead (128 with --prompt-seed 0 = the --full "
-                             "evaluation), scored per seen / held-out group: the ceiling on exactly those prompts")
-    parser.add_argument("--prompt-seed", type=int, default=0, help="with --demo-prompts: 0 = the evaluation set, "
-                        "1 = the tuning set of experiments/sweep_sampling.py")
+    prompts = parser.add_mutually_exclusive_group()
+    prompts.add_argument("--evaluation-prompts", action="store_true",
+                         help="use the real clips of the full evaluation's prompts, scored per seen / held-out group "
+                              "(reported beside the evaluation; never for choosing)")
+    prompts.add_argument("--tuning-prompts", type=int, default=0, metavar="N",
+                         help="use the real clips of N tuning prompts (what a tokenizer is chosen on)")
     parser.add_argument("--out", default=None, help="results file (default docs/results/tokenizer_ceiling.json, "
-                        "or tokenizer_ceiling_demo.json with --demo-prompts)")
+                        "tokenizer_ceiling_demo.json or tokenizer_ceiling_tuning.json)")
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.tokenizer):
         parser.error("--tokenizer takes LABEL=FOLDER")
-    suffix = (f"_demo{'' if args.prompt_seed == 0 else f'_seed{args.prompt_seed}'}") if args.demo_prompts else ""
+    suffix = "_demo" if args.evaluation_prompts else "_tuning" if args.tuning_prompts else ""
     out = args.out or f"docs/results/tokenizer_ceiling{suffix}.json"
     torch.set_num_threads(args.threads)
     x, expected, groups, described = real_clips(args)

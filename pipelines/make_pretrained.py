@@ -7,9 +7,9 @@
     python pipelines/make_pretrained.py --candidate flow=experiments/configs/generators/flow_shapes_fg.yaml --out /tmp/t
 
 A recipe is ``configs/<artifact>/stage1.yaml, stage2.yaml, ...``, each a complete training config whose
-``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. ``shapes-vae`` and
-``shapes-fsq`` are the pipelines' tokenizers (shipped inside the pipeline folders); a generator's tokenizer is the one
-whose stage-1 run its ``video_tokenizer`` names.
+``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. ``shapes-vae``,
+``shapes-fsq`` and ``shapes-fsq4`` are the pipelines' tokenizers (shipped inside the pipeline folders); a generator's
+tokenizer is the one whose stage-1 run its ``video_tokenizer`` names.
 
 Stages:
 
@@ -21,10 +21,12 @@ Stages:
 2. ``assemble``: one diffusers-layout folder per generator under ``--out`` (``model_index.json``, safetensors stored
    in float16, and ``sampling_config.json`` copied from the recipe), loadable offline with
    ``vidgen.pipelines.load_pipeline``; the general tokenizers are shipped by ``tokenizers/ship_tokenizer.py``'s logic.
-3. ``evaluate``: ``python -m vidgen.demo --full`` on the assembled pipelines; its ``metrics.json`` (without the
-   per-video list) goes to ``docs/results/demo_full.json``.
+3. ``evaluate``: ``python -m vidgen.demo --full`` on the assembled pipelines; its ``metrics.json``, with every
+   video's expected and detected attributes (not the MP4 paths), goes to ``docs/results/demo_full.json``.
 4. ``cards``: a model card (``README.md``) per folder from the recipes, the run summaries
    (``pipelines/training_runs.json``, kept in git because runs/ is not) and the results files.
+
+A from-scratch ``make pretrained`` records its wall time in ``docs/results/make_pretrained.json``.
 """
 from __future__ import annotations
 
@@ -45,15 +47,18 @@ from vidgen.training.release import run_summary, store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
-SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae"}  # artifact -> its folder inside a pipeline
+# artifact -> its folder inside a pipeline (shapes-fsq: 8x8-pixel codes, autoregressive; shapes-fsq4: 4x4, masked)
+SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae"}
 GENERATORS = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}  # pipeline name -> artifact
 NATURAL_TOKENIZERS = ("natural-vae-small", "natural-fsq-small")
+ALL_ARTIFACTS = (*SHAPES_TOKENIZERS, *GENERATORS.values(), *NATURAL_TOKENIZERS)
 TOKENIZER_SCRIPT, GENERATOR_SCRIPT = "tokenizers/train_tokenizer.py", "pipelines/train_generator.py"
 RESULTS = ROOT / "docs" / "results" / "demo_full.json"
 TOKENIZER_RESULTS = ROOT / "docs" / "results" / "bench_tokenizers.json"
 EXPERIMENT_RESULTS = ROOT / "experiments" / "results"
 # Summaries of the runs behind pretrained/, kept in git because runs/ is not: the cards read them from here.
 RUN_RECORDS = ROOT / "pipelines" / "training_runs.json"
+WALL_TIME = ROOT / "docs" / "results" / "make_pretrained.json"  # the last from-scratch rebuild's wall time
 RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss")
 # The flow pipeline's scheduler time shift: the plain schedule won on the tuning prompts
 # (experiments/sweep_sampling.py, experiments/results/sampling_sweep_flow.json).
@@ -247,14 +252,22 @@ def assemble(out: Path) -> None:
               "tokenizer with eval/bench_tokenizers.py, then --stage cards)", flush=True)
 
 
+def evaluation_record(metrics: dict) -> str:
+    """The full evaluation's ``metrics.json`` as the results file keeps it: everything but the paths of the MP4s
+    (``outputs/`` is not committed), with every video's prompt, expected and detected attributes, one line per video,
+    so any error breakdown quoted from it can be recounted (``tests/test_recipes.py`` recounts the adherence)."""
+    videos = [{k: v for k, v in video.items() if k != "files"} for video in metrics.get("videos", [])]
+    rest = json.dumps({k: v for k, v in metrics.items() if k != "videos"}, indent=2)
+    lines = ",\n    ".join(json.dumps(v, separators=(", ", ": ")) for v in videos)
+    return rest[:-2] + f',\n  "videos": [\n    {lines}\n  ]\n}}\n'
+
+
 def evaluate(out: Path) -> None:
     eval_dir = ROOT / "outputs" / "pretrained-eval"
     subprocess.run([sys.executable, "-m", "vidgen.demo", "--full", "--pretrained", str(out), "--out", str(eval_dir)],
                    cwd=ROOT, check=True)
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    metrics.pop("videos", None)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(metrics, indent=2) + "\n")
+    RESULTS.write_text(evaluation_record(json.loads((eval_dir / "metrics.json").read_text())))
     print(f"  results: {RESULTS.relative_to(ROOT)}", flush=True)
 
 
@@ -381,6 +394,9 @@ def write_cards(out: Path) -> None:
         print(f"  card: {out / artifact / 'README.md'}", flush=True)
 
 
+RUN_STARTED_DONE: list[str] = []  # runs already finished when this invocation started
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["all", "train", "assemble", "evaluate", "cards"], default="all")
@@ -397,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.candidate:
         assemble_candidate(args.candidate, out, args.weights)
         return 0
+    RUN_STARTED_DONE.extend(str(_run_dir(c).relative_to(ROOT)) for a in ALL_ARTIFACTS for c in stages(a) if _done(c))
     if args.stage in ("all", "train"):
         train(args.jobs)
     if args.stage in ("all", "assemble"):
@@ -405,8 +422,20 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(out)
     if args.stage in ("all", "assemble", "cards"):
         write_cards(out)
-    print(f"make_pretrained: done in {(time.time() - start) / 60:.1f} min", flush=True)
+    minutes = (time.time() - start) / 60
+    print(f"make_pretrained: done in {minutes:.1f} min", flush=True)
+    if args.stage == "all" and out == (ROOT / "pretrained").resolve():
+        record_wall_time(minutes, args.jobs)
     return 0
+
+
+def record_wall_time(minutes: float, jobs: int) -> None:
+    """Write this rebuild's wall time (train + assemble + evaluate + cards) with the machine it ran on. A resumed
+    rebuild (runs already finished) records only what it ran, and says so."""
+    sys.path.insert(0, str(ROOT / "eval"))
+    from results import write_result
+    write_result(WALL_TIME, {"wall_time_min": minutes, "jobs": jobs, "from_scratch": not RUN_STARTED_DONE,
+                             "already_finished_at_start": RUN_STARTED_DONE})
 
 
 if __name__ == "__main__":

@@ -122,3 +122,52 @@ def test_calibration_with_too_few_clips_says_so(load_script, tmp_path, clips, ma
     with pytest.raises(InvalidInputError, match=match):
         load_script("eval/calibrate_scorer.py").main(["--clips", str(clips), "--out", str(tmp_path / "c.json")])
     assert not (tmp_path / "c.json").exists()
+
+
+# ------------------------------------------------------------------- where the thresholds come from (issue #34)
+def _calibration_results() -> dict:
+    import json
+    from pathlib import Path
+    return json.loads((Path(__file__).resolve().parents[1] / "docs/results/scorer_calibration.json").read_text())
+
+
+def test_scorer_settings_are_the_thresholds_the_calibration_derived():
+    """Every cut ScorerSettings makes is the value eval/calibrate_scorer.py derived on real train-split clips and
+    wrote to docs/results/scorer_calibration.json, and lies between the two classes it separates there."""
+    import dataclasses
+    import math
+    result, defaults = _calibration_results(), dataclasses.asdict(ScorerSettings())
+    assert set(result["thresholds"]) == {"move_fraction", "area_ratio", "rotate_change", "rotate_turn",
+                                         "round_variation", "circle_harmonic", "color_radius"}
+    for name, cut in result["thresholds"].items():
+        assert defaults[name] == cut["value"], f"ScorerSettings.{name} is not the calibrated value"
+        value = math.log(cut["value"]) if name == "area_ratio" else cut["value"]  # area_ratio cuts log-area change
+        assert cut["low_max"] < value < cut["high_min"], name
+        assert cut["n_low"] > 0 and cut["n_high"] > 0
+    assert result["settings"] == defaults
+    assert result["facts"]["largest_row_share_of_a_shape"] < defaults["band_fraction"]
+    assert min(result["check_accuracy"][k] for k in ("color", "motion")) >= 0.98
+
+
+def test_calibration_and_check_use_disjoint_real_clips():
+    """The scorer is calibrated on train-split clips of one seed and checked (eval/calibrate_scorer.py and the demo's
+    check before it scores anything) on test-split clips of another: no clip is in both."""
+    from vidgen.metrics.adherence import SCORER_CALIBRATION_SEED, SCORER_CHECK_SEED
+    result = _calibration_results()
+    assert (result["calibration"]["split"], result["calibration"]["seed"]) == ("train", SCORER_CALIBRATION_SEED)
+    assert (result["check"]["split"], result["check"]["seed"]) == ("test", SCORER_CHECK_SEED)
+    calibration = ShapesDataset("train", num_frames=17, size=64, num_samples=48, seed=SCORER_CALIBRATION_SEED)
+    check = ShapesDataset("test", num_frames=17, size=64, num_samples=48, seed=SCORER_CHECK_SEED)
+    fingerprints = {calibration[i]["video"].numpy().tobytes() for i in range(len(calibration))}
+    assert not any(check[i]["video"].numpy().tobytes() in fingerprints for i in range(len(check)))
+    assert not {calibration[i]["caption"] for i in range(48)} & {check[i]["caption"] for i in range(48)}
+
+
+@pytest.mark.slow
+def test_calibration_reproduces_the_scorer_settings(load_script, tmp_path):
+    """A full run of eval/calibrate_scorer.py derives exactly ScorerSettings' thresholds (~5 min)."""
+    import dataclasses
+    import json
+    out = tmp_path / "calibration.json"
+    assert load_script("eval/calibrate_scorer.py").main(["--out", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"] == dataclasses.asdict(ScorerSettings())

@@ -116,3 +116,22 @@ def test_linked_files_resolves_relative_links(tmp_path):
     page = tmp_path / "index.html"
     page.write_text("<img src='a/b.png'><a href=\"metrics.json\">m</a><a href='https://x.org/'>x</a><a href='#top'>t</a>")
     assert linked_files(page) == [tmp_path / "a/b.png", tmp_path / "metrics.json"]
+
+
+def test_full_evaluation_results_can_be_recounted_video_by_video():
+    """docs/results/demo_full.json keeps every video's prompt, expected and detected attributes (make_pretrained's
+    evaluate), and every adherence number and turn count in it recounts from them."""
+    from vidgen.demo.prompts import demo_prompts as prompts_of
+    from vidgen.demo.run import turning
+    from vidgen.metrics.adherence import DetectedAttributes, adherence
+    results = json.loads((Path(__file__).resolve().parents[1] / "docs/results/demo_full.json").read_text())
+    videos = results["videos"]
+    assert [v["prompt"] for v in videos] == [p.caption for p in prompts_of(EVALUATION_PROMPTS, EVALUATION_SEED)]
+    assert all("files" not in v for v in videos)  # paths into outputs/ are not kept
+    for name, entry in results["pipelines"].items():
+        for group, held in (("seen", False), ("held_out", True)):
+            rows = [v for v in videos if v["held_out"] == held]
+            detected = [DetectedAttributes(**v["detected"][name]) for v in rows]
+            assert adherence(detected, rows) == entry["adherence"][group], (name, group)
+        assert turning([v["detected"][name] for v in videos],
+                       prompts_of(EVALUATION_PROMPTS, EVALUATION_SEED)) == entry["turning"]

@@ -866,3 +866,48 @@ def test_unchecked_samplers_give_the_checked_samplers_output():
     frames = iter_frames_unchecked(ar, cond, temperature=1.0, top_k=None, top_p=0.9, generator=gen(0),
                                    given_ids=None, **kw)
     assert torch.equal(torch.cat(list(frames), 1), sample("ar", ar, cond=cond, guidance_scale=2.0, top_p=0.9))
+
+
+# ---------------------------------------------------------------------------------------------------- masked id patches
+def test_id_patches_group_every_id_once_and_unpatchify_puts_each_prediction_back():
+    """IdPatches on an odd grid: every id lands in exactly one (token, slot), pads are the pad id, and logits laid out
+    per (token, slot) come back to the id they belong to."""
+    from vidgen.generators.embeddings import IdPatches
+    patches = IdPatches((1, 2, 2), num_ids=1000, pad_id=999)
+    ids = torch.arange(2 * 3 * 5 * 7).reshape(2, 3, 5, 7)  # (B, t, h, w), odd h and w
+    slots = patches.slots(ids)  # (B, N, 4) rows = id + slot * num_ids
+    assert slots.shape == (2, 3 * 3 * 4, 4)
+    raw = slots - torch.arange(4) * 1000
+    assert sorted(raw[raw != 999].tolist()) == ids.flatten().tolist()
+    back = patches.unpatchify(raw.float()[..., None].reshape(2, 36, 4), (3, 5, 7))  # one "logit" per id: the id
+    assert torch.equal(back[..., 0].long(), ids)
+
+
+@pytest.mark.parametrize("grid", [(3, 4, 4), (2, 3, 5)])
+def test_masked_with_id_patches_trains_samples_and_keeps_given_tokens(grid):
+    """A masked model whose backbone tokens each carry 1x2x2 ids: logits per id, the loss falls, sampling keeps given
+    tokens exactly, and it saves and loads with its patch size."""
+    model = build("masked", patch_size=(1, 2, 2), max_grid=(3, 2, 3))
+    ids = data("masked", grid=grid)
+    assert model(ids, text_cond())["logits"].shape == (2, *grid, VOCAB)
+    losses = train_steps(model, ids, text_cond(), 40)
+    assert sum(losses[-4:]) < 0.9 * sum(losses[:4])
+    model.eval()
+    mask = torch.zeros(2, *grid, dtype=torch.bool)
+    mask[:, 0] = True  # frame prediction
+    out = generate_ids(model, text_cond(), grid=grid, batch=2, guidance_scale=2.0, generator=gen(0),
+                       num_inference_steps=4, given_ids=ids, given_mask=mask)
+    assert out.shape == (2, *grid) and torch.equal(out[mask], ids[mask]) and out.max() < VOCAB
+    with pytest.raises(InvalidInputError, match="max_grid"):
+        generate_ids(model, grid=(3, 6, 4), batch=1, generator=gen(0))  # 3x3x2 patches: h 3 > max_grid 2
+
+
+def test_masked_patch_size_round_trips_and_bad_patch_size_is_named(tmp_path):
+    model = build("masked", patch_size=(1, 2, 2))
+    model.save_pretrained(tmp_path)
+    loaded = MaskedVideoTransformer.from_pretrained(tmp_path).eval()
+    assert tuple(loaded.patch.patch_size) == (1, 2, 2)
+    ids = data("masked")
+    assert torch.equal(loaded(ids)["logits"], model(ids)["logits"])
+    with pytest.raises(InvalidInputError, match="patch_size"):
+        build("masked", patch_size=(1, 0, 2))

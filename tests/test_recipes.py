@@ -20,8 +20,6 @@ from vidgen.training.generator_loop import build_generator
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.parent.name for p in (ROOT / "configs").glob("*/stage1.yaml"))
 STAGES = sorted((ROOT / "configs").glob("*/stage*.yaml"))
-# a pipeline folder's tokenizer component -> the recipe of that tokenizer (it ships inside the pipeline folders)
-COMPONENT_RECIPE = {"vae": "shapes-vae", "vqvae": "shapes-fsq"}
 
 
 def _yaml(path: Path) -> dict:
@@ -84,11 +82,10 @@ def test_stages_chain_by_init_from(artifact, make_pretrained):
 
 
 def test_every_shipped_artifact_has_a_recipe_and_every_recipe_ships(make_pretrained):
-    shipped = {p.name for p in (ROOT / "pretrained").iterdir() if p.is_dir()}
-    components = {COMPONENT_RECIPE[c.name] for p in (ROOT / "pretrained").iterdir() for c in p.iterdir()
-                  if c.name in COMPONENT_RECIPE}
-    assert set(RECIPES) == shipped | components
     mp = make_pretrained
+    shipped = {p.name for p in (ROOT / "pretrained").iterdir() if p.is_dir()}
+    components = {mp.tokenizer_of(name) for name in mp.GENERATORS}  # tokenizers ship inside the pipeline folders
+    assert set(RECIPES) == shipped | components
     built = {*mp.SHAPES_TOKENIZERS, *mp.GENERATORS.values(), *mp.NATURAL_TOKENIZERS}
     assert built == set(RECIPES)  # make pretrained trains every recipe, and nothing else
     records = json.loads((ROOT / "pipelines" / "training_runs.json").read_text())["runs"]
@@ -104,8 +101,14 @@ def test_pipeline_recipe_matches_its_shipped_folder(name, make_pretrained):
     index = json.loads((folder / "model_index.json").read_text())
     last = _yaml(ROOT / make_pretrained.stages(f"shapes-{name}")[-1])
     assert index["transformer"][1] == generator_class(last["model"]["generator"]).__name__
-    component = make_pretrained.SHAPES_TOKENIZERS[make_pretrained.tokenizer_of(name)]
-    assert (folder / component).is_dir() and COMPONENT_RECIPE[component] == make_pretrained.tokenizer_of(name)
+    tokenizer = make_pretrained.tokenizer_of(name)
+    component = folder / make_pretrained.SHAPES_TOKENIZERS[tokenizer]
+    shipped = json.loads((component / "config.json").read_text())
+    first = _yaml(ROOT / make_pretrained.stages(tokenizer)[0])["model"]
+    built = (CausalVQVAE if first["kind"] == "vqvae" else CausalVAE).from_preset(first["preset"], **first["overrides"])
+    for key, value in built.config.items():  # the shipped tokenizer is the one its recipe builds
+        if not key.startswith("_"):
+            assert shipped.get(key) == (list(value) if isinstance(value, tuple) else value), (tokenizer, key)
     recipe = json.loads((ROOT / "configs" / f"shapes-{name}" / "sampling_config.json").read_text())
     assert recipe == json.loads((folder / "sampling_config.json").read_text())
     call = inspect.signature(getattr(vidgen.pipelines, index["_class_name"]).__call__).parameters

@@ -29,15 +29,15 @@ from vidgen.pipelines.registry import PIPELINE_REGISTRY
 PIPELINES = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}
 NUM_FRAMES, SIZE, FPS = 17, 64, 8.0
 # Each pipeline samples with the settings saved in its folder (sampling_config.json, recorded in metrics.json as
-# "sampling"); they were chosen by experiments/sweep_sampling.py on tuning prompts (seed 1; the evaluation uses seed 0,
-# but the two sets share some captions and every held-out pair: issue #34). Their measured effect is in each card.
+# "sampling"); they are chosen by experiments/sweep_sampling.py on tuning prompts (vidgen.demo.prompts.tuning_prompts:
+# seen pairs, no caption of this evaluation). Their measured effect is in each card.
 
 
 def check_scorer(scorer, num_clips: int, threshold: float) -> dict:
     """Accuracy of ``scorer`` on real clips of the held-out split; raises if colour or motion is below threshold."""
     from vidgen.data import ShapesDataset
-    from vidgen.metrics.adherence import adherence
-    data = ShapesDataset("test", num_frames=NUM_FRAMES, size=SIZE, num_samples=num_clips, seed=20261123)
+    from vidgen.metrics.adherence import SCORER_CHECK_SEED, adherence
+    data = ShapesDataset("test", num_frames=NUM_FRAMES, size=SIZE, num_samples=num_clips, seed=SCORER_CHECK_SEED)
     detected, expected = [], []
     for i in tqdm(range(len(data)), desc="scorer on real held-out clips", dynamic_ncols=True):
         item = data[i]
@@ -114,6 +114,14 @@ def score(scorer, videos: torch.Tensor, prompts) -> tuple[list, dict]:
     return [d.to_dict() for d in detected], result
 
 
+def turning(detected: list[dict], prompts) -> dict:
+    """Of the rotating prompts with a non-round shape (a circle cannot be seen to turn), how many videos the scorer
+    reads as rotating: its turn test, which a shape that wobbles or drifts does not pass."""
+    rows = [i for i, p in enumerate(prompts) if p.attributes.motion == "rotate" and p.attributes.shape != "circle"]
+    turned = sum(detected[i]["motion"] == "rotate" for i in rows)
+    return {"n": len(rows), "turned": turned, "fraction": turned / len(rows) if rows else None}
+
+
 def fvd_against(metric, videos: torch.Tensor) -> dict:
     metric.reset(keep_real=True)
     metric.update(videos, real=False)
@@ -182,6 +190,7 @@ def run(args, argv: list[str]) -> int:
     detections, real_detected = {}, score(scorer, real, prompts)
     detections["real"] = real_detected[0]
     metrics["scorer"]["real_same_prompts"] = real_detected[1]
+    metrics["scorer"]["real_same_prompts_turning"] = turning(real_detected[0], prompts)
     fvd_metric = None
     if not args.no_fvd:
         from vidgen.metrics import FrechetVideoDistance
@@ -203,6 +212,7 @@ def run(args, argv: list[str]) -> int:
         entry = {"folder": str(Path(args.pretrained) / PIPELINES[name]), "class": type(pipe).__name__,
                  "sampling": dict(pipe.sampling_config), "seconds_per_video": seconds, "adherence": adherence_result,
                  "adherence_silhouette_only": score(silhouette_only, videos, prompts)[1],
+                 "turning": turning(detections[name], prompts),
                  "contact_sheet": f"{name}.png"}
         if fvd_metric is not None:
             entry["fvd"] = fvd_against(fvd_metric, videos)
@@ -223,12 +233,13 @@ def print_summary(out: Path, page: Path, metrics: dict) -> None:
     s = metrics["scorer"]["real_held_out"]
     print(f"\nscorer on {s['n']} real held-out clips: colour {s['color']:.1%}, motion {s['motion']:.1%}, "
           f"shape {s['shape']:.1%}")
-    print(f"{'pipeline':16s} {'seen c+m':>9s} {'held-out c+m':>13s} {'shape':>6s} {'FVD':>8s} {'s/video':>8s}")
+    print(f"{'pipeline':16s} {'seen c+m':>9s} {'held-out c+m':>13s} {'shape':>6s} {'turns':>6s} {'FVD':>8s} "
+          f"{'s/video':>8s}")
     for name, entry in metrics["pipelines"].items():
-        a = entry["adherence"]
+        a, turns = entry["adherence"], entry["turning"]
         fvd = f"{entry['fvd']['value']:.0f}" if "fvd" in entry else "-"
         print(f"{name:16s} {a['seen']['color_motion']:9.1%} {a['held_out']['color_motion']:13.1%} "
-              f"{a['all']['shape']:6.1%} {fvd:>8s} {entry['seconds_per_video']:8.2f}")
+              f"{a['all']['shape']:6.1%} {turns['turned']:>3d}/{turns['n']:<2d} {fvd:>8s} {entry['seconds_per_video']:8.2f}")
     print(f"\nvideos: {out}/<pipeline>/*.mp4   contact sheets: {out}/<pipeline>.png")
     print(f"metrics: {out / 'metrics.json'}")
     print(f"page:    {page}  (open it in a browser)")

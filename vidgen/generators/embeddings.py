@@ -97,6 +97,45 @@ class PatchEmbed3D(nn.Module):
         return x[:, :, : latent_grid[0], : latent_grid[1], : latent_grid[2]]
 
 
+class IdPatches(nn.Module):
+    """How a discrete generator groups token ids into backbone tokens: each backbone token carries a (pt, ph, pw)
+    patch of ids (MAGVIT-style tokens at 4x4 pixels would otherwise make 1280 tokens per clip). No weights: the
+    owner's embedding table holds one row block per position in the patch (:meth:`slots` offsets the ids into it,
+    the embeddings are summed per token), and its head predicts every id of the patch (:meth:`unpatchify`). Grids
+    that are not multiples of the patch are padded with ``pad_id`` and the logits cropped back. 1x1x1 = one id per
+    token, the layout every model before patches had (same weight shapes)."""
+
+    def __init__(self, patch_size, num_ids: int, pad_id: int):
+        super().__init__()
+        self.patch_size, self.num_ids, self.pad_id = tuple(patch_size), num_ids, pad_id
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.patch_size)
+
+    def grid(self, id_grid) -> tuple[int, int, int]:
+        return tuple(math.ceil(n / p) for n, p in zip(id_grid, self.patch_size))
+
+    def slots(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T, H, W) -> (B, t*h*w, pt*ph*pw) rows of the owner's table: id + slot * ``num_ids``."""
+        pt, ph, pw = self.patch_size
+        t, h, w = self.grid(ids.shape[1:])
+        ids = nn.functional.pad(ids, (0, w * pw - ids.shape[3], 0, h * ph - ids.shape[2], 0, t * pt - ids.shape[1]),
+                                value=self.pad_id)
+        b = ids.shape[0]
+        ids = ids.reshape(b, t, pt, h, ph, w, pw).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, t * h * w, -1)
+        return ids + torch.arange(self.size, device=ids.device) * self.num_ids
+
+    def unpatchify(self, logits: torch.Tensor, id_grid) -> torch.Tensor:
+        """(B, t*h*w, pt*ph*pw * V) -> (B, T, H, W, V) cropped to ``id_grid``."""
+        pt, ph, pw = self.patch_size
+        t, h, w = self.grid(id_grid)
+        b = logits.shape[0]
+        x = logits.reshape(b, t, h, w, pt, ph, pw, -1).permute(0, 1, 4, 2, 5, 3, 6, 7)
+        x = x.reshape(b, t * pt, h * ph, w * pw, -1)
+        return x[:, : id_grid[0], : id_grid[1], : id_grid[2]]
+
+
 class ConditionEmbedder(nn.Module):
     """Conditioning -> (text tokens (B, P, dim) or None, adaLN vector (B, dim)).
 

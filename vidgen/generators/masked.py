@@ -27,7 +27,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
                                     check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
-from vidgen.generators.embeddings import Conditioning
+from vidgen.generators.embeddings import Conditioning, IdPatches
 from vidgen.generators.sampling import apply_cfg, cfg_batch, check_top_k, filter_logits, sample_given_mask
 from vidgen.rng import GeneratorLike, rows
 
@@ -40,15 +40,18 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
 
     @register_to_config
     def __init__(self, vocab_size: int = 1000, label_smoothing: float = 0.1, cond_dropout: float = 0.1,
-                 task_prob: float = 0.3, architecture: Optional[dict] = None):
+                 task_prob: float = 0.3, patch_size=(1, 1, 1), architecture: Optional[dict] = None):
         super().__init__()
         if vocab_size < 2:
             raise InvalidInputError(f"vocab_size must be >= 2, got {vocab_size}")
+        if len(patch_size) != 3 or not all(isinstance(p, int) and p >= 1 for p in patch_size):
+            raise InvalidInputError(f"patch_size must be three ints >= 1 (ids per backbone token), got {patch_size!r}")
         self._build_shared(architecture)
         d = self.backbone_config.dim
-        self.token_embed = nn.Embedding(vocab_size + 1, d)  # + MASK
+        self.patch = IdPatches(patch_size, vocab_size + 1, pad_id=vocab_size)  # ids per backbone token
+        self.token_embed = nn.Embedding((vocab_size + 1) * self.patch.size, d)  # + MASK, per position in a patch
         nn.init.normal_(self.token_embed.weight, std=0.02)
-        self.head = nn.Linear(d, vocab_size)
+        self.head = nn.Linear(d, vocab_size * self.patch.size)
 
     @property
     def mask_token_id(self) -> int:
@@ -58,10 +61,11 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
                 return_dict: bool = True):
         """ids (B, t, h, w) in ``[0, vocab_size]`` (``vocab_size`` = MASK) -> logits (B, t, h, w, vocab_size)."""
         self.check_ids(ids, allow_special=True)
-        b, t, h, w = ids.shape
+        b, grid = ids.shape[0], tuple(ids.shape[1:])
         prefix, context, vec = self.embed_condition(cond, b, drop)
-        out = self.backbone(self.token_embed(ids.reshape(b, -1)), (t, h, w), vec, prefix=prefix, context=context)
-        logits = self.head(out).reshape(b, t, h, w, -1)
+        tokens = self.token_embed(self.patch.slots(ids)).sum(2)  # (B, N, d): the ids of each patch, summed
+        out = self.backbone(tokens, self.patch.grid(grid), vec, prefix=prefix, context=context)
+        logits = self.patch.unpatchify(self.head(out), grid)  # (B, t, h, w, V)
         return {"logits": logits} if return_dict else (logits,)
 
     def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, **options) -> torch.Tensor:
@@ -123,7 +127,7 @@ def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, sched
     for name, value in options.items():
         OPTION_CHECKS[name](value)
     check_positive_int("batch", batch)
-    model.backbone.check_grid(grid)
+    model.backbone.check_grid(model.patch.grid(tuple(grid)))
     if scheduler.config.mask_token_id != model.mask_token_id:
         raise InvalidInputError(f"scheduler: mask_token_id {scheduler.config.mask_token_id} != the model's "
                                 f"{model.mask_token_id}")

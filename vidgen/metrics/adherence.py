@@ -13,8 +13,8 @@ clips never show):
   changes (largest 1 - IoU against the first frame, after re-centring, past ``rotate_change``) *and* that change
   is a turn: some frame's radial profile comes back onto the first frame's under a rotation, by more than
   ``rotate_turn`` times the profile's own variation (:func:`_turn_ratio`). The second test exists because the first
-  alone reads a still shape drifting by a fraction of a pixel as rotating (86 of 92 real still clips with a 0.6 px
-  drift, ``eval/calibrate_scorer.py``: whole-pixel re-centring jumps by a pixel when the centroid crosses a half
+  alone reads a still shape drifting by a fraction of a pixel as rotating (a 0.6 px drift changes a real still
+  silhouette by up to 0.27, ``eval/calibrate_scorer.py``: whole-pixel re-centring jumps by a pixel when the centroid crosses a half
   pixel, while the radial profile is measured around the sub-pixel centroid), and a generated silhouette's wobble
   as a turn. It compares each frame with the first rather than tracking frame to frame, because decoders turn a
   shape in jumps at latent-frame boundaries, and a jump near half a symmetry period (45 degrees for a square)
@@ -24,10 +24,10 @@ clips never show):
   Fourier spectrum is rotation-invariant: a circle is flat, a triangle / square / star / hexagon peak at
   harmonic 3 / 4 / 5 / 6.
 
-Each motion threshold sits midway between the real-clip values of the classes it separates (see
-:class:`ScorerSettings`); the colour radius and circle threshold were set on train-split clips. The demo checks the
-scorer on real held-out (test split) clips on every run and refuses to score generated videos if its colour or
-motion accuracy there is below 98 %.
+Every threshold sits midway between the real-clip values of the classes it separates, derived on train-split clips
+by ``eval/calibrate_scorer.py`` (see :class:`ScorerSettings`). The demo checks the scorer on other real clips, of the
+held-out (test) split and another seed, on every run and refuses to score generated videos if its colour or motion
+accuracy there is below 98 %.
 """
 from __future__ import annotations
 
@@ -42,27 +42,31 @@ from vidgen.errors import InvalidInputError
 _PALETTE_NAMES = tuple(COLORS)
 _PALETTE = torch.tensor([COLORS[c] for c in _PALETTE_NAMES])  # (K, 3) in [0, 1]
 _HARMONIC_SHAPES = {3: "triangle", 4: "square", 5: "star", 6: "hexagon"}
+#: the real clips the thresholds are derived on (train split, ``eval/calibrate_scorer.py``) and the disjoint ones the
+#: scorer is checked on before it scores anything (test split, ``vidgen.demo.run.check_scorer``)
+SCORER_CALIBRATION_SEED, SCORER_CHECK_SEED = 20261124, 20261123
 
 
 @dataclass(frozen=True)
 class ScorerSettings:
-    color_radius: float = 0.3  # max RGB distance (in [0, 1] units) from a palette colour
-    band_fraction: float = 0.6  # a row / column more than this full of one colour is background, not the shape
-    min_pixels: int = 12  # fewer assigned pixels per frame on average = no shape found
-    # motion thresholds sit midway between the classes they separate, measured on 2,400 real clips of both splits:
-    # fitted displacement / frame size: moving clips >= 0.280, the others <= 0.004
-    move_fraction: float = 0.142
-    # |fitted log(last area / first area)|: grow / shrink >= 1.113, still / rotate <= 0.028 -> midpoint 0.57
-    area_ratio: float = 1.77
-    # largest 1 - IoU against the first (re-centred) silhouette: rotating clips >= 0.119, still ones 0.000
-    rotate_change: float = 0.06
-    # _turn_ratio on 800 real clips of both splits (eval/calibrate_scorer.py): rotating >= 1.141, still <= 0.521
-    # when drifted by 0.6 px (0 as rendered). None = the silhouette test alone (the scorer before 2026-11-24)
-    rotate_turn: float | None = 0.83
+    """The scorer's cuts. Each measured one is the midpoint between the real values of the two classes it separates,
+    derived by ``eval/calibrate_scorer.py`` on 1,200 real train-split clips (seed ``SCORER_CALIBRATION_SEED``; still
+    and rotating ones also drifted by 0.6 px) and written with both class extremes to
+    ``docs/results/scorer_calibration.json``; ``tests/test_adherence.py`` checks these defaults equal that file."""
+
+    color_radius: float = 0.113  # RGB distance: shape pixels <= 0.0015 from their colour, backgrounds >= 0.224 from any
+    band_fraction: float = 0.6  # a rule: a row / column more than this full of one colour is background (shapes <= 0.53)
+    min_pixels: int = 12  # a rule: fewer assigned pixels per frame on average = no shape found
+    move_fraction: float = 0.176  # fitted displacement / frame size: moving >= 0.350, the other motions <= 0.003
+    area_ratio: float = 1.79  # exp |fitted change of log area|: grow / shrink >= 1.129, still / rotate <= 0.041
+    rotate_change: float = 0.0657  # re-centred 1 - IoU against the first silhouette: rotating >= 0.131, still 0
+    # the turn ratio (_turn_ratio): rotating >= 0.920, still <= 0.468 (drifted by 0.6 px; 0 as rendered).
+    # None = the silhouette test alone (the scorer before 2026-11-24)
+    rotate_turn: float | None = 0.694
     # a silhouette whose normalised radial profile deviates less than this from its mean is round and cannot be seen
-    # to turn: real circles <= 0.0238 (pixelation), every other real shape >= 0.0336 (eval/calibrate_scorer.py)
-    round_variation: float = 0.029
-    circle_harmonic: float = 0.015  # radial-profile harmonics below this = circle
+    # to turn: real circles <= 0.0218 (pixelation), every other real shape >= 0.0325
+    round_variation: float = 0.0271
+    circle_harmonic: float = 0.0154  # largest radial-profile harmonic 3-6: circles <= 0.0085, other shapes >= 0.0224
     angle_bins: int = 48
 
 
@@ -132,7 +136,7 @@ def profile_variation(profile: torch.Tensor) -> float:
     return float((profile - profile.mean()).abs().mean())
 
 
-def _turn_ratio(masks: torch.Tensor, round_variation: float = 0.029, bins: int = 360) -> float:
+def _turn_ratio(masks: torch.Tensor, round_variation: float = 0.0271, bins: int = 360) -> float:
     """How much of the silhouette's change a rotation explains. Per later frame t, with p the normalised radial
     profiles (around the sub-pixel centroid) and d_t(a) = mean |p_t(phi + a) - p_0(phi)|: the drop d_t(0) - min_a
     d_t(a), divided by the first profile's own mean deviation from its mean; the largest over frames. A turned
@@ -152,6 +156,17 @@ def _turn_ratio(masks: torch.Tensor, round_variation: float = 0.029, bins: int =
         d = (p[rotations] - first[None]).abs().mean(1)  # (angle,)
         best = max(best, float(d[0] - d.min()))
     return best / variation
+
+
+def _trajectory(masks: torch.Tensor, area: torch.Tensor, h: int, w: int) -> tuple[float, float, float]:
+    """Fitted centroid displacement over the clip as fractions of the frame (dx / W, dy / H) and fitted change of
+    log area, for silhouettes ``masks`` (T, H, W) with ``area`` (T,) > 0."""
+    ys = torch.arange(h, dtype=torch.float32)[None, :, None]
+    xs = torch.arange(w, dtype=torch.float32)[None, None, :]
+    m = masks.float()
+    cx = (m * xs).flatten(1).sum(1) / area
+    cy = (m * ys).flatten(1).sum(1) / area
+    return _fit_slope(cx) / w, _fit_slope(cy) / h, _fit_slope(torch.log(area))
 
 
 def _recentred_change(masks: torch.Tensor) -> float:
@@ -215,17 +230,11 @@ class AttributeScorer:
         present = area > 0
         if present.sum() < 2:
             return "still"
-        ys = torch.arange(h, dtype=torch.float32)[None, :, None]
-        xs = torch.arange(w, dtype=torch.float32)[None, None, :]
-        m = masks[present].float()
-        cx = (m * xs).flatten(1).sum(1) / area[present]
-        cy = (m * ys).flatten(1).sum(1) / area[present]
-        dx, dy = _fit_slope(cx), _fit_slope(cy)
-        if max(abs(dx) / w, abs(dy) / h) > s.move_fraction:
-            if abs(dx) / w >= abs(dy) / h:
+        dx, dy, growth = _trajectory(masks[present], area[present], h, w)
+        if max(abs(dx), abs(dy)) > s.move_fraction:
+            if abs(dx) >= abs(dy):
                 return "right" if dx > 0 else "left"
             return "down" if dy > 0 else "up"
-        growth = _fit_slope(torch.log(area[present]))
         if abs(growth) > math.log(s.area_ratio):
             return "grow" if growth > 0 else "shrink"
         if _recentred_change(masks[present]) <= s.rotate_change:
@@ -233,6 +242,31 @@ class AttributeScorer:
         if s.rotate_turn is None:
             return "rotate"
         return "rotate" if _turn_ratio(masks[present], s.round_variation) > s.rotate_turn else "still"
+
+    def measure(self, video: torch.Tensor) -> dict | None:
+        """Every raw measure the thresholds of :class:`ScorerSettings` cut, for one clip (None when no shape of a
+        palette colour is found): ``displacement`` (largest fitted centroid displacement / frame size), ``growth``
+        (|fitted change of log area|), ``change`` (re-centred 1 - IoU), ``turn`` (:func:`_turn_ratio`),
+        ``variation`` (the first silhouette's radial-profile variation), ``harmonic`` (the largest of harmonics
+        3-6). ``eval/calibrate_scorer.py`` derives the thresholds from these on real clips."""
+        s = self.settings
+        frames = _as_frames(video)
+        t, h, w, _ = frames.shape
+        assigned = self.color_masks(frames)
+        counts = torch.bincount(assigned[assigned >= 0], minlength=len(_PALETTE_NAMES))
+        k = int(counts.argmax())
+        if counts[k] < s.min_pixels * t:
+            return None
+        masks = assigned == k
+        area = masks.flatten(1).sum(1).float()
+        masks = masks[area > 0]
+        dx, dy, growth = _trajectory(masks, area[area > 0], h, w)
+        first = _radial_profile(masks[0], 360)
+        spectrum = _shape_spectrum(masks, s.angle_bins)
+        return {"displacement": max(abs(dx), abs(dy)), "growth": abs(growth), "change": _recentred_change(masks),
+                "turn": _turn_ratio(masks, s.round_variation),
+                "variation": profile_variation(first) if first is not None else None,
+                "harmonic": max(float(spectrum[k]) for k in _HARMONIC_SHAPES) if spectrum is not None else None}
 
     def _shape(self, masks: torch.Tensor) -> str:
         s = self.settings
