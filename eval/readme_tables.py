@@ -55,20 +55,21 @@ def demo_table(results: dict) -> str:
 
 
 def demo_short_table(results: dict) -> str:
-    """The README's short results table: adherence on seen and held-out pairs, FVD and speed per pipeline (the full
-    table is :func:`demo_table`, on docs/results.md)."""
+    """The README's short results table: adherence on seen and held-out pairs, shape, turns, FVD and speed per
+    pipeline (the full table is :func:`demo_table`, on docs/results.md)."""
     s = results["settings"]
-    lines = ["| pipeline | colour+motion, seen pairs | colour+motion, held-out pairs | FVD vs real | s / video |",
-             "|---|---|---|---|---|"]
+    lines = ["| pipeline | colour+motion, seen pairs | colour+motion, held-out pairs | shape | rotating prompts that turn "
+             "| FVD vs real | s / video |", "|---|---|---|---|---|---|---|"]
     for name, e in results["pipelines"].items():
         a = e["adherence"]
         fvd = f"{e['fvd']['value']:.0f}" if "fvd" in e else "–"
         lines.append(f"| {name} | {percent(a['seen']['color_motion'])} | {percent(a['held_out']['color_motion'])} | "
-                     f"{fvd} | {e['seconds_per_video']:.2f} |")
+                     f"{percent(a['all']['shape'])} | {turns(e.get('turning'))} | {fvd} | {e['seconds_per_video']:.2f} |")
     real = results["scorer"]["real_same_prompts"]
     floor = f"{results['fvd_floor']['value']:.0f}" if "fvd_floor" in results else "–"
     lines.append(f"| *real clips, same prompts* | {percent(real['seen']['color_motion'])} | "
-                 f"{percent(real['held_out']['color_motion'])} | {floor} (2nd real set) | – |")
+                 f"{percent(real['held_out']['color_motion'])} | {percent(real['all']['shape'])} | "
+                 f"{turns(results['scorer'].get('real_same_prompts_turning'))} | {floor} (2nd real set) | – |")
     lines += ["", f"{s['num_frames']}x{s['size']}x{s['size']} videos, {results['machine']['threads']} threads, "
               f"{results['created'][:10]}."]
     return "\n".join(lines)

@@ -56,6 +56,7 @@ TOKENIZER_SCRIPT, GENERATOR_SCRIPT = "tokenizers/train_tokenizer.py", "pipelines
 RESULTS = ROOT / "docs" / "results" / "demo_full.json"
 TOKENIZER_RESULTS = ROOT / "docs" / "results" / "bench_tokenizers.json"
 EXPERIMENT_RESULTS = ROOT / "experiments" / "results"
+SWEEPS = ROOT / "docs" / "results"  # sampling sweeps of the shipped models (their settings' source)
 # Summaries of the runs behind pretrained/, kept in git because runs/ is not: the cards read them from here.
 RUN_RECORDS = ROOT / "pipelines" / "training_runs.json"
 WALL_TIME = ROOT / "docs" / "results" / "make_pretrained.json"  # the last from-scratch rebuild's wall time
@@ -302,6 +303,10 @@ def _params(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+def _turns(counted: dict | None) -> str:
+    return "–" if not counted or not counted["n"] else f"{counted['turned']} of {counted['n']}"
+
+
 def _notes(runs: list[dict]) -> list[str]:
     return [f"**Training note** (`{s['config_path']}`): {s['history']}" for s in runs if s.get("history")]
 
@@ -316,14 +321,18 @@ def pipeline_card(name: str, folder: Path) -> str:
     component = pipe.video_tokenizer_name
     fsq = tok_runs[0]["config"]["model"].get("overrides", {}).get("fsq_levels")
     bottleneck = f"FSQ ({','.join(map(str, fsq))})" if fsq else "KL, 16 channels"
+    tc = pipe.video_tokenizer.config
+    compression = f"{tc.temporal_compression}x{tc.spatial_compression}x{tc.spatial_compression}"
+    patch = getattr(getattr(pipe.transformer, "patch", None), "patch_size", (1, 1, 1))
+    per_token = "" if name == "flow" or tuple(patch) == (1, 1, 1) else f", {'x'.join(map(str, patch))} ids per token"
     rows = [f"| {component} | `{type(pipe.video_tokenizer).__name__}` preset `{tok_runs[0]['config']['model']['preset']}` "
-            f"(4x8x8), {bottleneck} | {_params(pipe.video_tokenizer):.2f} M | `{tok_runs[0]['config_path']}` | "
+            f"({compression}), {bottleneck} | {_params(pipe.video_tokenizer):.2f} M | `{tok_runs[0]['config_path']}` | "
             f"{tok_runs[0]['steps']} | {_wall(tok_runs[0])} |"]
     rows += [f"| {component}, stage {i + 1} | its decoder only, fine-tuned on whole 17-frame clips with a temporal loss "
              f"(encoder untouched) | {_params(pipe.video_tokenizer.decoder):.2f} M trained | `{s['config_path']}` | "
              f"{s['steps']} | {_wall(s)} |" for i, s in enumerate(tok_runs) if i]
     rows += [f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
-             f"`{s['config']['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention)"
+             f"`{s['config']['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention{per_token})"
              f"{', initialised from stage ' + str(i) if i else ''} | "
              f"{s.get('parameters_m') or _params(pipe.transformer):.2f} M | `{s['config_path']}` | "
              f"{s['steps']} | {_wall(s)} |" for i, s in enumerate(gen_runs)]
@@ -347,8 +356,9 @@ def pipeline_card(name: str, folder: Path) -> str:
         "in this folder, the pipeline loads it on first use.", "",
         *[line for note in _notes(tok_runs + gen_runs) for line in (note, "")],
         f"**Held-out reconstruction** of the tokenizer (16 clips of the test split, 17x64x64): "
-        f"{tok_runs[-1]['eval_psnr']:.2f} dB PSNR (stage 1: {tok_runs[0]['eval_psnr']:.2f} dB). Final training loss "
-        f"of the generator: {gen_runs[-1]['final_loss']:.4f}.",
+        f"{tok_runs[-1]['eval_psnr']:.2f} dB PSNR"
+        + (f" (stage 1: {tok_runs[0]['eval_psnr']:.2f} dB)" if len(tok_runs) > 1 else "")
+        + f". Final training loss of the generator: {gen_runs[-1]['final_loss']:.4f}.",
     ]
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if name in results.get("pipelines", {}):
@@ -357,19 +367,27 @@ def pipeline_card(name: str, folder: Path) -> str:
         fvd = f"{e['fvd']['value']:.0f} (real-vs-real floor {results['fvd_floor']['value']:.0f})" if "fvd" in e else "-"
         lines += ["", f"**Prompt adherence** (`python -m vidgen.demo --full`: {a['all']['n']} prompts, one video "
                   "each; analytic scorer, see the repository README; `docs/results/demo_full.json`):", "",
-                  "| colour+motion, seen pairs | colour+motion, held-out pairs | shape | FVD vs real | s / video (2 threads) |",
-                  "|---|---|---|---|---|",
+                  "| colour+motion, seen pairs | colour+motion, held-out pairs | shape | rotating prompts that turn | "
+                  "FVD vs real | s / video (2 threads) |",
+                  "|---|---|---|---|---|---|",
                   f"| {a['seen']['color_motion']:.1%} | {a['held_out']['color_motion']:.1%} | {a['all']['shape']:.1%} "
-                  f"| {fvd} | {e['seconds_per_video']:.2f} |"]
+                  f"| {_turns(e.get('turning'))} | {fvd} | {e['seconds_per_video']:.2f} |"]
     saved = sampling_config(name)  # the recipe's copy, which assembling put in the folder (tests/test_recipes.py)
     sampling = ", ".join(f"{k} {v}" for k, v in saved.items())
     evaluated = results.get("pipelines", {}).get(name, {}).get("sampling")
     scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift}" \
         if name == "flow" else ""
+    tuned = SWEEPS / f"sampling_sweep_{name}.json"  # a sweep of the shipped model on tuning_prompts
     sweeps = sorted(p.name for p in EXPERIMENT_RESULTS.glob(f"sampling_sweep_{name}*.json"))
-    how = ("chosen with `experiments/sweep_sampling.py` on tuning prompts (seed 1; they share some captions and "
-           "every held-out pair with the evaluation, issue #34): "
-           + ", ".join(f"experiments/results/{f}" for f in sweeps)) if sweeps else "the pipeline's defaults, not tuned"
+    if tuned.exists():
+        how = ("chosen with `experiments/sweep_sampling.py` on this model and tuning prompts (seen pairs only, no "
+               f"caption of the evaluation set): {tuned.relative_to(ROOT).as_posix()}")
+    elif sweeps:
+        how = ("chosen with `experiments/sweep_sampling.py` on an earlier model and an older tuning set (seed 1; it "
+               "shares some captions and every held-out pair with the evaluation, issue #34): "
+               + ", ".join(f"experiments/results/{f}" for f in sweeps))
+    else:
+        how = "the pipeline's defaults, not tuned"
     lines += ["", f"**Sampling settings**: {sampling}{scheduler}. They are saved in this folder's "
               f"`sampling_config.json` (recipe copy: `{CONFIGS}/{GENERATORS[name]}/sampling_config.json`) and used "
               "whenever a call leaves them out; "

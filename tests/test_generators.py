@@ -911,3 +911,46 @@ def test_masked_patch_size_round_trips_and_bad_patch_size_is_named(tmp_path):
     assert torch.equal(loaded(ids)["logits"], model(ids)["logits"])
     with pytest.raises(InvalidInputError, match="patch_size"):
         build("masked", patch_size=(1, 0, 2))
+
+
+# ---------------------------------------------------------------------------------------------------- AR id patches
+def _patched_ar(**kw):
+    return build("ar", scale=0.1, patch_size=(1, 2, 2), max_grid=(3, 2, 2), **kw)
+
+
+@pytest.mark.parametrize("layout", ["full", "spatiotemporal"])
+def test_ar_with_id_patches_cached_equals_uncached_and_slides(layout):
+    """Each AR token carries a 1x2x2 patch of ids: the cached decoder equals the whole-sequence reference, also
+    past max_grid[0] (the sliding context) and with given frames kept exactly."""
+    model, cond = _patched_ar(layout=layout), text_cond()
+    for grid, given in ((GRID, None), ((5, 4, 4), data("ar", seed=9, grid=(5, 4, 4))[:, :1])):
+        kw = dict(grid=grid, batch=2, guidance_scale=3.0, top_k=8, given_ids=given)
+        cached = generate_tokens(model, cond, generator=gen(3), **kw)
+        check_output("ar", cached, grid=grid)
+        assert torch.equal(cached, generate_tokens(model, cond, generator=gen(3), use_cache=False, **kw))
+        if given is not None:
+            assert torch.equal(cached[:, :1], given)
+
+
+def test_ar_with_id_patches_is_causal_per_patch_and_learns():
+    """Token i (a 2x2 patch of ids) sees only the patches before it: changing an id changes the logits of later
+    patches only; and the loss falls on a fixed batch."""
+    model, cond, ids = _patched_ar(), text_cond(), data("ar")
+    assert model(ids, cond)["logits"].shape == (2, *GRID, VOCAB)
+    changed = ids.clone()
+    changed[:, 1, 0, 1] = (changed[:, 1, 0, 1] + 5) % VOCAB  # in the first patch of frame 1 (token 4)
+    with torch.no_grad():
+        a, b = model(ids, cond)["logits"], model(changed, cond)["logits"]
+    same = torch.zeros(GRID, dtype=torch.bool)
+    same[0], same[1, :2, :2] = True, True  # frame 0 and the changed patch itself (token 4) do not see it
+    torch.testing.assert_close(a[:, same], b[:, same], atol=1e-6, rtol=0)
+    assert (a[:, 1, :2, 2:] - b[:, 1, :2, 2:]).abs().max() > 1e-4  # token 5 does
+    losses = train_steps(model.train(), ids, cond, 30)
+    assert sum(losses[-4:]) < 0.9 * sum(losses[:4])
+
+
+def test_ar_patch_size_errors_are_named():
+    with pytest.raises(InvalidInputError, match="patch_size"):
+        build("ar", patch_size=(2, 2, 2))  # the context slides by latent frames
+    with pytest.raises(InvalidInputError, match="not a multiple"):
+        generate_tokens(_patched_ar(), grid=(3, 4, 3), batch=1, generator=gen(0))

@@ -15,6 +15,7 @@ latent frames one at a time for streaming through the tokenizer's ``stream_decod
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -29,7 +30,7 @@ from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_g
                                     check_positive_int, per_sample_mean)
 from vidgen.generators.compiled import compiled_decode_step
 from vidgen.generators.decode import TokenDecoder
-from vidgen.generators.embeddings import Conditioning
+from vidgen.generators.embeddings import Conditioning, IdPatches
 from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
                                        sample_logits)
 from vidgen.rng import GeneratorLike
@@ -41,39 +42,60 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, vocab_size: int = 1000, cond_dropout: float = 0.1, architecture: Optional[dict] = None):
+    def __init__(self, vocab_size: int = 1000, cond_dropout: float = 0.1, patch_size=(1, 1, 1),
+                 architecture: Optional[dict] = None):
         super().__init__()
         if vocab_size < 2:
             raise InvalidInputError(f"vocab_size must be >= 2, got {vocab_size}")
+        if len(patch_size) != 3 or not all(isinstance(p, int) and p >= 1 for p in patch_size) or patch_size[0] != 1:
+            raise InvalidInputError(f"patch_size must be (1, ph, pw) with ints >= 1 (ids per token within one latent "
+                                    f"frame: the context slides by latent frames), got {patch_size!r}")
         self._build_shared(architecture, causal="token")
         d = self.backbone_config.dim
-        self.token_embed = nn.Embedding(vocab_size + 1, d)  # + BOS
+        # each token carries a patch of ids (one table per position in the patch, summed); its head predicts them all,
+        # independently given the sequence so far
+        self.patch = IdPatches(patch_size, vocab_size + 1, pad_id=vocab_size)
+        self.token_embed = nn.Embedding((vocab_size + 1) * self.patch.size, d)  # + BOS, per position in a patch
         nn.init.normal_(self.token_embed.weight, std=0.02)
-        self.head = nn.Linear(d, vocab_size)
+        self.head = nn.Linear(d, vocab_size * self.patch.size)
 
     @property
     def bos_token_id(self) -> int:
         return self.config.vocab_size
 
-    def _shifted(self, ids_flat: torch.Tensor) -> torch.Tensor:
-        bos = torch.full_like(ids_flat[:, :1], self.bos_token_id)
-        return torch.cat([bos, ids_flat[:, :-1]], dim=1)
+    def _shifted(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, N, P) ids per token -> the inputs: a BOS token first, then every token but the last."""
+        bos = torch.full_like(patches[:, :1], self.bos_token_id)
+        return torch.cat([bos, patches[:, :-1]], dim=1)
+
+    def token_grid(self, grid) -> tuple[int, int, int]:
+        """The token grid of an id ``grid`` (t, h, w): h and w divided by the patch (they must be multiples)."""
+        if any(g % p for g, p in zip(grid, self.patch.patch_size)):
+            raise InvalidInputError(f"id grid {tuple(grid)} is not a multiple of this model's patch_size "
+                                    f"{self.patch.patch_size}")
+        return self.patch.grid(grid)
+
+    def embed_tokens(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids (one per token) or (B, L, P) ids of each token's patch -> (B, L, d)."""
+        return self.token_embed(self.patch.offset(inputs if inputs.dim() == 3 else inputs[..., None])).sum(2)
 
     def forward_tokens(self, inputs: torch.Tensor, grid, vec: torch.Tensor, prefix=None, context=None,
                        kv_cache: Optional[ModelKVCache] = None, start: int = 0) -> torch.Tensor:
-        """inputs (B, L) shifted ids at grid positions ``[start - P, ...)`` -> logits (B, L, vocab_size)."""
-        out = self.backbone(self.token_embed(inputs), grid, vec, prefix=prefix, context=context,
+        """inputs (B, L) or (B, L, P) shifted ids at token-grid positions ``[start - P, ...)`` -> logits
+        (B, L, vocab_size), or (B, L, P, vocab_size) for 3-D inputs. ``grid``: the token grid."""
+        out = self.backbone(self.embed_tokens(inputs), grid, vec, prefix=prefix, context=context,
                             num_prefix_tokens=self.num_prefix_tokens, kv_cache=kv_cache, start=start)
-        return self.head(out)
+        logits = self.head(out)
+        return logits.unflatten(-1, (self.patch.size, -1)) if inputs.dim() == 3 else logits
 
     def forward(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, drop: Optional[torch.Tensor] = None,
                 return_dict: bool = True):
-        """Teacher forcing: ids (B, t, h, w) -> logits (B, t, h, w, vocab_size), position i predicting ids at i."""
+        """Teacher forcing: ids (B, t, h, w) -> logits (B, t, h, w, vocab_size), token i predicting its ids."""
         self.check_ids(ids)
-        b, t, h, w = ids.shape
+        b, grid = ids.shape[0], tuple(ids.shape[1:])
         prefix, context, vec = self.embed_condition(cond, b, drop)
-        logits = self.forward_tokens(self._shifted(ids.reshape(b, -1)), (t, h, w), vec, prefix, context)
-        logits = logits.reshape(b, t, h, w, -1)
+        logits = self.forward_tokens(self._shifted(self.patch.group(ids)), self.token_grid(grid), vec, prefix, context)
+        logits = self.patch.unpatchify(logits.flatten(2), grid)  # (B, t, h, w, V)
         return {"logits": logits} if return_dict else (logits,)
 
     def sample(self, grid, batch: int, cond: Optional[Conditioning] = None,
@@ -110,7 +132,7 @@ class _Sampler:
 
     def __init__(self, model: AutoregressiveVideoTransformer, cond, *, grid, batch: int, negative, guidance_scale,
                  temperature, top_k, top_p, generator, use_cache: bool, compile: bool = False):
-        self.model, self.grid, self.batch = model, grid, batch
+        self.model, self.grid, self.batch = model, model.token_grid(grid), batch  # the token grid of the window
         self.sample_kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
         self.guidance_scale, self.use_cache, self.compile = guidance_scale, use_cache, compile
         both, drop, self.doubled = cfg_batch(cond, negative, batch, model.device, guidance_scale)
@@ -126,12 +148,12 @@ class _Sampler:
         return sample_logits(logits, **self.sample_kw)  # (B,)
 
     def tokens(self, given: torch.Tensor, num_new: int, on_token: Optional[Callable] = None):
-        """given (B, k) ids at the start of the window -> yields each of the ``num_new`` new tokens (B,).
-        A generator (the caller may stop early); no_grad wraps the model calls, never a yield."""
+        """given (B, k, P) ids of the tokens at the start of the window -> yields the ids of each of the ``num_new``
+        new tokens (B, P). A generator (the caller may stop early); no_grad wraps the model calls, never a yield."""
         model, p = self.model, self.model.num_prefix_tokens
         dup = (lambda x: torch.cat([x, x])) if self.doubled else (lambda x: x)  # noqa: E731
-        bos = torch.full((self.batch, 1), model.bos_token_id, dtype=torch.long, device=model.device)
-        seq = torch.cat([bos, given], dim=1)  # (B, 1 + k): inputs for positions 0..k
+        bos = torch.full((self.batch, 1, model.patch.size), model.bos_token_id, dtype=torch.long, device=model.device)
+        seq = torch.cat([bos, given], dim=1)  # (B, 1 + k, P): inputs for positions 0..k
         t, h, w = self.grid
         cfg = model.backbone_config
         decoder = None
@@ -154,7 +176,8 @@ class _Sampler:
                     decoder.advance(pos)
                 elif decoder is None and not self.use_cache:  # reference: the whole grid (later positions
                     inputs = torch.cat([seq] + [tok[:, None] for tok in new], dim=1)  # cannot leak back)
-                    full = torch.cat([inputs, inputs.new_zeros(self.batch, t * h * w - inputs.shape[1])], dim=1)
+                    full = torch.cat([inputs, inputs.new_zeros(self.batch, t * h * w - inputs.shape[1],
+                                                               inputs.shape[2])], dim=1)
                     logits = model.forward_tokens(dup(full), self.grid, self.vec, self.prefix,
                                                   self.context)[:, inputs.shape[1] - 1]
                 token = self._next(logits)
@@ -178,7 +201,7 @@ def check_iter_frames(model: AutoregressiveVideoTransformer, *, grid, batch: int
         OPTION_CHECKS[name](value)
     check_positive_int("batch", batch)
     t, h, w = grid
-    model.backbone.check_grid((min(t, model.backbone_config.max_grid[0]), h, w))
+    model.backbone.check_grid(model.token_grid((min(t, model.backbone_config.max_grid[0]), h, w)))
     if given_ids is not None:
         model.check_ids(given_ids, "given_ids")
         if given_ids.shape[0] != batch or given_ids.shape[2:] != tuple(grid[1:]) or given_ids.shape[1] > grid[0]:
@@ -215,6 +238,7 @@ def iter_frames_unchecked(model: AutoregressiveVideoTransformer, cond: Optional[
     """:func:`iter_frames` without its checks, for callers that ran them once (the pipeline's ``check_inputs``)."""
     t, h, w = grid
     ctx = model.backbone_config.max_grid[0]
+    per_frame = math.prod(model.token_grid((1, h, w)))  # tokens per latent frame
     # 1. given frames first (the caller may replace them too)
     frames = [] if given_ids is None else list(given_ids.to(model.device).split(1, dim=1))
     k = 0
@@ -228,21 +252,20 @@ def iter_frames_unchecked(model: AutoregressiveVideoTransformer, cond: Optional[
                        guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
                        generator=generator, use_cache=use_cache, compile=compile and use_cache)
     # 3. windows: prefill the given / previous frames, then one token per step; yield each finished latent frame
+    none = torch.zeros(batch, 0, model.patch.size, dtype=torch.long, device=model.device)
     while len(frames) < t:
         if len(frames) < ctx:  # first window: all its remaining frames from one prefill
-            given = torch.cat(frames, 1).reshape(batch, -1) if frames else \
-                torch.zeros(batch, 0, dtype=torch.long, device=model.device)
+            given = model.patch.group(torch.cat(frames, 1)) if frames else none
             n_frames = min(t, ctx) - len(frames)
         else:  # slide: the last ctx-1 frames are the context of the next one
-            given = torch.cat(frames[-(ctx - 1):], 1).reshape(batch, -1) if ctx > 1 else \
-                torch.zeros(batch, 0, dtype=torch.long, device=model.device)
+            given = model.patch.group(torch.cat(frames[-(ctx - 1):], 1)) if ctx > 1 else none
             n_frames = 1
-        stream, row = sampler.tokens(given, n_frames * h * w, on_token), []
+        stream, row = sampler.tokens(given, n_frames * per_frame, on_token), []
         for token in stream:
-            row.append(token)
-            if len(row) < h * w:
+            row.append(token)  # (B, P): the ids of one token's patch
+            if len(row) < per_frame:
                 continue
-            frames.append(torch.stack(row, 1).reshape(batch, 1, h, w))
+            frames.append(model.patch.ungroup(torch.stack(row, 1), (1, h, w)))
             row = []
             replaced = yield frames[-1]
             # 4. the caller changed the ids so far (send()): continue from its version

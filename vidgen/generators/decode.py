@@ -88,10 +88,11 @@ class TokenDecoder:
         self.heads = cfg.num_heads
 
     def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
-        """The embedded input ``token`` (rows,) at sequence position ``pos`` -> logits (rows, vocab) in fp32.
-        Writes the step's keys / values at ``pos`` in every layer's cache; positions before ``pos`` must be there."""
+        """The input ``token`` at sequence position ``pos``: its id (rows,) -> logits (rows, vocab) in fp32, or its
+        patch's ids (rows, P) -> (rows, P, vocab). Writes the step's keys / values at ``pos`` in every layer's cache;
+        positions before ``pos`` must be there."""
         model, heads = self.model, self.heads
-        x = model.token_embed(token)[:, None]  # (rows, 1, d)
+        x = model.embed_tokens(token[:, None])  # (rows, 1, d)
         static = self.static
         if static:  # pos: a 0-d tensor; index with a 1-element tensor (a 0-d index would read a Python scalar)
             idx = pos.reshape(1)
@@ -118,7 +119,8 @@ class TokenDecoder:
                 x = x + blk.cross(blk.norm_cross(x), self.context)
             x = x + gm[:, None] * blk.mlp(modulate(blk.norm2(x), sm, cm))
         out = modulate(model.backbone.final_norm(x), *self.final_mod)
-        return model.head(out)[:, 0].float()
+        logits = model.head(out)[:, 0].float()
+        return logits.unflatten(-1, (model.patch.size, -1)) if token.dim() == 2 else logits
 
     def advance(self, pos: int) -> None:
         """Bookkeeping after :meth:`step` at ``pos`` (kept out of the step so a compiled step has no side effects

@@ -116,15 +116,26 @@ class IdPatches(nn.Module):
     def grid(self, id_grid) -> tuple[int, int, int]:
         return tuple(math.ceil(n / p) for n, p in zip(id_grid, self.patch_size))
 
-    def slots(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, T, H, W) -> (B, t*h*w, pt*ph*pw) rows of the owner's table: id + slot * ``num_ids``."""
+    def group(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T, H, W) -> (B, t*h*w, pt*ph*pw): the ids of each patch, in raster order of the patches."""
         pt, ph, pw = self.patch_size
         t, h, w = self.grid(ids.shape[1:])
         ids = nn.functional.pad(ids, (0, w * pw - ids.shape[3], 0, h * ph - ids.shape[2], 0, t * pt - ids.shape[1]),
                                 value=self.pad_id)
         b = ids.shape[0]
-        ids = ids.reshape(b, t, pt, h, ph, w, pw).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, t * h * w, -1)
-        return ids + torch.arange(self.size, device=ids.device) * self.num_ids
+        return ids.reshape(b, t, pt, h, ph, w, pw).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, t * h * w, -1)
+
+    def ungroup(self, patches: torch.Tensor, id_grid) -> torch.Tensor:
+        """(B, t*h*w, pt*ph*pw) ids of each patch -> ids (B, T, H, W) cropped to ``id_grid`` (inverse of :meth:`group`)."""
+        return self.unpatchify(patches[..., None], id_grid)[..., 0]
+
+    def offset(self, patches: torch.Tensor) -> torch.Tensor:
+        """(..., pt*ph*pw) ids -> rows of the owner's table: id + slot * ``num_ids``."""
+        return patches + torch.arange(self.size, device=patches.device) * self.num_ids
+
+    def slots(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T, H, W) -> (B, t*h*w, pt*ph*pw) rows of the owner's table: id + slot * ``num_ids``."""
+        return self.offset(self.group(ids))
 
     def unpatchify(self, logits: torch.Tensor, id_grid) -> torch.Tensor:
         """(B, t*h*w, pt*ph*pw * V) -> (B, T, H, W, V) cropped to ``id_grid``."""
