@@ -7,9 +7,9 @@
     python pipelines/make_pretrained.py --candidate flow=experiments/configs/generators/flow_shapes_fg.yaml --out /tmp/t
 
 A recipe is ``configs/<artifact>/stage1.yaml, stage2.yaml, ...``, each a complete training config whose
-``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. ``shapes-vae``,
-``shapes-fsq`` and ``shapes-fsq4`` are the pipelines' tokenizers (shipped inside the pipeline folders); a generator's
-tokenizer is the one whose stage-1 run its ``video_tokenizer`` names.
+``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. ``shapes-vae`` and
+``shapes-fsq`` are the pipelines' tokenizers (shipped inside the pipeline folders); a generator's tokenizer is the one
+whose stage-1 run its ``video_tokenizer`` names.
 
 Stages:
 
@@ -47,8 +47,7 @@ from vidgen.training.release import run_summary, store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
-# artifact -> its folder inside a pipeline (shapes-fsq: 8x8-pixel codes, autoregressive; shapes-fsq4: 4x4, masked)
-SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae"}
+SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae"}  # artifact -> its folder inside a pipeline
 GENERATORS = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}  # pipeline name -> artifact
 NATURAL_TOKENIZERS = ("natural-vae-small", "natural-fsq-small")
 ALL_ARTIFACTS = (*SHAPES_TOKENIZERS, *GENERATORS.values(), *NATURAL_TOKENIZERS)

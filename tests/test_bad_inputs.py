@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, VidgenError, VideoIOError
 from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
-                               check_scheduler, generator_class)
+                               check_scheduler, generate_tokens, generator_class)
 from vidgen.io import probe_video, read_video, write_video
 from vidgen.metrics import FeatureStats, FrechetInceptionDistance, FrechetVideoDistance, frechet_distance, psnr, ssim
 from vidgen.metrics import preprocess_for_i3d, temporal_flicker
@@ -212,6 +212,12 @@ class Env:
     def autoregressive(self) -> AutoregressiveVideoTransformer:
         torch.manual_seed(0)
         return AutoregressiveVideoTransformer.from_preset("tiny", vocab_size=64, max_grid=(4, 4, 4)).eval()
+
+    @cached_property
+    def autoregressive_patched(self) -> AutoregressiveVideoTransformer:
+        torch.manual_seed(0)
+        return AutoregressiveVideoTransformer.from_preset("tiny", vocab_size=64, max_grid=(4, 2, 2),
+                                                          patch_size=(1, 2, 2)).eval()
 
     @cached_property
     def pipe(self) -> FlowVideoPipeline:
@@ -526,6 +532,15 @@ CASES: list[Case] = [
     Case("autoregressive.check_ids/rank-3", "generator",
          lambda env: env.autoregressive.check_ids(torch.zeros(2, 2, 2, dtype=torch.long)), InvalidInputError,
          r"ids must be a \(B, t, h, w\) long tensor, got torch\.int64 \(2, 2, 2\)"),
+    Case("masked.init/patch-size-zero", "generator",
+         lambda env: MaskedVideoTransformer.from_preset("tiny", vocab_size=64, patch_size=(1, 0, 2)), InvalidInputError,
+         r"patch_size must be three ints >= 1 \(ids per backbone token\), got \(1, 0, 2\)"),
+    Case("autoregressive.init/patch-across-frames", "generator",
+         lambda env: AutoregressiveVideoTransformer.from_preset("tiny", vocab_size=64, patch_size=(2, 2, 2)),
+         InvalidInputError, r"patch_size must be \(1, ph, pw\) .* got \(2, 2, 2\)"),
+    Case("autoregressive.generate/grid-not-a-multiple-of-the-patch", "generator",
+         lambda env: generate_tokens(env.autoregressive_patched, grid=(2, 4, 3), batch=1), InvalidInputError,
+         r"id grid \(2, 4, 3\) is not a multiple of this model's patch_size \(1, 2, 2\)"),
     # --------------------------------------------------------------------------- metrics
     Case("fvd.preprocess/rank-4", "metrics", lambda env: preprocess_for_i3d(env.x[0]), InvalidInputError,
          r"videos must have shape \(N, 3, T, H, W\), got \(3, 5, 16, 16\)"),
