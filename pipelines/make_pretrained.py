@@ -47,7 +47,7 @@ from vidgen.training.release import run_summary, store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
-SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae"}  # artifact -> its folder inside a pipeline
+SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae", "shapes-vae4": "vae"}  # -> its folder
 GENERATORS = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}  # pipeline name -> artifact
 NATURAL_TOKENIZERS = ("natural-vae-small", "natural-fsq-small")
 ALL_ARTIFACTS = (*SHAPES_TOKENIZERS, *GENERATORS.values(), *NATURAL_TOKENIZERS)
@@ -103,14 +103,16 @@ def stages(artifact: str) -> list[str]:
     return chain
 
 
-def tokenizer_of(name: str) -> str:
-    """The shapes tokenizer artifact generator ``name`` trains on: the one whose stage-1 run its first stage's
-    ``video_tokenizer`` names (later stages of that tokenizer keep stage 1's encoder)."""
-    source = _video_tokenizer(_config(stages(GENERATORS[name])[0]))
+def tokenizer_of(name: str, stage: int = -1) -> str:
+    """The shapes tokenizer artifact generator ``name``'s recipe stage ``stage`` trains on (default: the last, the
+    shipped one): the one whose stage-1 run that stage's ``video_tokenizer`` names (later stages of a tokenizer keep
+    stage 1's encoder). A generator may change tokenizers between stages (``load_other_ids``)."""
+    config = stages(GENERATORS[name])[stage]
+    source = _video_tokenizer(_config(config))
     for artifact in SHAPES_TOKENIZERS:
         if source == f"{_config(stages(artifact)[0])['run_dir']}/final":
             return artifact
-    raise SystemExit(f"make_pretrained: {stages(GENERATORS[name])[0]}: video_tokenizer {source!r} is no shapes "
+    raise SystemExit(f"make_pretrained: {config}: video_tokenizer {source!r} is no shapes "
                      f"tokenizer's stage-1 run ({', '.join(SHAPES_TOKENIZERS)})")
 
 
@@ -154,9 +156,13 @@ def _shares_cache_being_written(artifact: str, running: dict) -> bool:
     """True while a running generator on the same tokenizer is still pre-encoding the clips both would encode
     (the trainer logs the parameter count once its data is ready): start after it and reuse its cache."""
     by_artifact = {a: n for n, a in GENERATORS.items()}
+
+    def stage_tokenizer(a: str) -> str:  # the tokenizer of a's next (or running) stage
+        return tokenizer_of(by_artifact[a], stages(a).index(_next_stage(a) or stages(a)[-1]))
+
     for other in running:
         log = _run_dir(_next_stage(other) or stages(other)[-1]) / "log.jsonl"  # the stage in progress
-        if tokenizer_of(by_artifact[other]) == tokenizer_of(by_artifact[artifact]) \
+        if stage_tokenizer(other) == stage_tokenizer(artifact) \
                 and not (log.exists() and "parameters," in log.read_text()):
             return True
     return False
@@ -322,8 +328,10 @@ def pipeline_card(name: str, folder: Path) -> str:
     bottleneck = f"FSQ ({','.join(map(str, fsq))})" if fsq else "KL, 16 channels"
     tc = pipe.video_tokenizer.config
     compression = f"{tc.temporal_compression}x{tc.spatial_compression}x{tc.spatial_compression}"
-    patch = getattr(getattr(pipe.transformer, "patch", None), "patch_size", (1, 1, 1))
-    per_token = "" if name == "flow" or tuple(patch) == (1, 1, 1) else f", {'x'.join(map(str, patch))} ids per token"
+
+    def per_token(stage: dict) -> str:
+        patch = tuple(stage["config"]["model"].get("overrides", {}).get("patch_size", (1, 1, 1)))
+        return "" if name == "flow" or patch == (1, 1, 1) else f", {'x'.join(map(str, patch))} ids per token"
     rows = [f"| {component} | `{type(pipe.video_tokenizer).__name__}` preset `{tok_runs[0]['config']['model']['preset']}` "
             f"({compression}), {bottleneck} | {_params(pipe.video_tokenizer):.2f} M | `{tok_runs[0]['config_path']}` | "
             f"{tok_runs[0]['steps']} | {_wall(tok_runs[0])} |"]
@@ -331,7 +339,8 @@ def pipeline_card(name: str, folder: Path) -> str:
              f"(encoder untouched) | {_params(pipe.video_tokenizer.decoder):.2f} M trained | `{s['config_path']}` | "
              f"{s['steps']} | {_wall(s)} |" for i, s in enumerate(tok_runs) if i]
     rows += [f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
-             f"`{s['config']['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention{per_token})"
+             f"`{s['config']['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention{per_token(s)})"
+             f" on `{tokenizer_of(name, i)}`'s {'latents' if name == 'flow' else 'ids'}"
              f"{', initialised from stage ' + str(i) if i else ''} | "
              f"{s.get('parameters_m') or _params(pipe.transformer):.2f} M | `{s['config_path']}` | "
              f"{s['steps']} | {_wall(s)} |" for i, s in enumerate(gen_runs)]

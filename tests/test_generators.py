@@ -50,7 +50,7 @@ def build(kind: str, seed: int = 0, scale: float = 0.05, **kw):
     torch.manual_seed(seed)
     kw = {"text_dim": TEXT_DIM, "max_text_tokens": MAX_TEXT, "max_grid": GRID, **kw}
     if kind == "flow":
-        model = DiffusionVideoTransformer.from_preset("tiny", in_channels=CHANNELS, **kw)
+        model = DiffusionVideoTransformer.from_preset("tiny", **{"in_channels": CHANNELS, **kw})
     else:
         model = CLASSES[kind].from_preset("tiny", vocab_size=VOCAB, **kw)
     return perturb(model, seed + 100, scale) if scale else model
@@ -501,6 +501,56 @@ def test_flow_finer_patches_start_as_a_blocky_copy_of_the_coarse_model(coarse_pa
         copy_weights(build("flow", patch_size=coarse_patch), fine, "fine")  # fine -> coarse
     with pytest.raises(ConfigError, match="differs.*depth|depth.*differs|must match"):
         copy_weights(fine, build("flow", patch_size=coarse_patch, depth=1), "other depth")
+
+
+@pytest.mark.parametrize("kind", ["masked", "ar"])
+def test_discrete_model_on_finer_ids_starts_from_the_one_id_per_token_model(kind):
+    """init_from across id patches (load_other_ids, via copy_weights): a 1x2x2-patch model on a 2x-finer id grid
+    has the source's backbone and conditioning; a token of all-special ids (MASK / BOS) enters the backbone as the
+    source's special token did, so on an all-special input both backbones see identical features; the id
+    embeddings and the head are fresh. Other changes are refused by name."""
+    from vidgen.training.checkpoint import copy_weights
+    source = build(kind)  # live weights: perturbed, no zero-initialised branch hides a block
+    fine = build(kind, seed=1, patch_size=(1, 2, 2))
+    fresh_rows = fine.token_embed.weight[:VOCAB].clone()
+    copy_weights(fine, source, "source")
+    rest = {k: v for k, v in source.state_dict().items() if not k.startswith(("token_embed.", "head."))}
+    assert len(rest) > 10 and all(torch.equal(fine.state_dict()[k], v) for k, v in rest.items())
+    assert torch.equal(fine.token_embed.weight[:VOCAB], fresh_rows)  # ids of the new tokenizer: fresh
+    special = torch.full((1, 4), VOCAB)
+    torch.testing.assert_close(fine.token_embed(fine.patch.offset(special)).sum(1),
+                               source.token_embed(special[:, :1]).sum(1), atol=1e-6, rtol=1e-5)
+    seen = {}
+    for name, model in (("source", source), ("fine", fine)):
+        model.head.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, args[0]))
+    cond, drop = text_cond(1), torch.tensor([False])
+    coarse_grid, fine_grid = (GRID[0], 2, 2), (GRID[0], 4, 4)
+    with torch.no_grad():
+        if kind == "masked":  # every id masked: each 1x2x2 token equals the source's MASK token
+            source(torch.full((1, *coarse_grid), VOCAB), cond, drop)
+            fine(torch.full((1, *fine_grid), VOCAB), cond, drop)
+        else:  # token-causal: the first token sees only BOS, whatever the ids after it
+            source(torch.randint(0, VOCAB, (1, *coarse_grid), generator=gen(3)), cond, drop)
+            fine(torch.randint(0, VOCAB, (1, *fine_grid), generator=gen(4)), cond, drop)
+            seen = {name: h[:, :1] for name, h in seen.items()}
+    torch.testing.assert_close(seen["fine"], seen["source"], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="depth"):
+        copy_weights(build(kind, patch_size=(1, 2, 2), depth=1), source, "other depth")
+
+
+def test_flow_on_other_latents_keeps_the_backbone_and_starts_its_patch_embedding_and_head_fresh():
+    """init_from a flow model trained on another tokenizer's latents (load_other_latents): another channel count and
+    patch; every backbone and conditioning weight is the source's, the patch embedding and head this model's own."""
+    from vidgen.training.checkpoint import copy_weights
+    source = build("flow")
+    other = build("flow", seed=1, in_channels=2, patch_size=(1, 2, 2))
+    own = {k: v.clone() for k, v in other.state_dict().items() if k.startswith(("patch.", "head."))}
+    copy_weights(other, source, "source")
+    rest = {k: v for k, v in source.state_dict().items() if not k.startswith(("patch.", "head."))}
+    assert len(rest) > 10 and all(torch.equal(other.state_dict()[k], v) for k, v in rest.items())
+    assert own and all(torch.equal(other.state_dict()[k], v) for k, v in own.items())
+    with pytest.raises(ConfigError, match="depth"):
+        copy_weights(build("flow", in_channels=2, depth=1), source, "other depth")
 
 
 def test_flow_sampling_equals_a_plain_loop_written_out_here():

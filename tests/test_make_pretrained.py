@@ -44,13 +44,16 @@ def test_a_generator_trains_on_the_tokenizer_whose_stage_1_it_names(tmp_path, mo
     mp = load_script("pipelines/make_pretrained.py")
     monkeypatch.setattr(mp, "ROOT", tmp_path)
     monkeypatch.setattr(mp, "SHAPES_TOKENIZERS", {"tok-a": "vae", "tok-b": "vqvae"})
-    monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two"})
+    monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two", "three": "gen-three"})
     for tok in ("a", "b"):
         _recipe(tmp_path, f"tok-{tok}", 1, f"run_dir: runs/{tok}1\n")
         _recipe(tmp_path, f"tok-{tok}", 2, f"run_dir: runs/{tok}2\ninit_from: runs/{tok}1/final\n")
     _recipe(tmp_path, "gen-one", 1, "run_dir: runs/g1\nvideo_tokenizer: runs/b1/final\n")
     _recipe(tmp_path, "gen-two", 1, "run_dir: runs/g2\ntokenizer: runs/b2/final\n")  # the old key still read
     assert mp.tokenizer_of("one") == "tok-b"
+    _recipe(tmp_path, "gen-three", 1, "run_dir: runs/g3\nvideo_tokenizer: runs/a1/final\n")
+    _recipe(tmp_path, "gen-three", 2, "run_dir: runs/g3b\ninit_from: runs/g3/final\nvideo_tokenizer: runs/b1/final\n")
+    assert (mp.tokenizer_of("three"), mp.tokenizer_of("three", 0)) == ("tok-b", "tok-a")  # it ships stage 2's
     with pytest.raises(SystemExit, match="no shapes tokenizer's stage-1 run"):  # stage 2's run is not what it encodes
         mp.tokenizer_of("two")
 
@@ -103,7 +106,7 @@ def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_
     mp = load_script("pipelines/make_pretrained.py")
     monkeypatch.setattr(mp, "ROOT", tmp_path)
     monkeypatch.setattr(mp, "SHAPES_TOKENIZERS", {"tok": "vqvae"})
-    monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two"})
+    monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two", "three": "gen-three"})
     monkeypatch.setattr(mp.time, "sleep", lambda s: None)
     _recipe(tmp_path, "tok", 1, "run_dir: runs/t1\n")
     _recipe(tmp_path, "tok", 2, "run_dir: runs/t2\ninit_from: runs/t1/final\n")

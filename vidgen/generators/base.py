@@ -120,6 +120,31 @@ class DiscreteTokensMixin:
         if ids.numel() and (ids.min() < 0 or ids.max() >= top):
             raise InvalidInputError(f"{name} must be in [0, {top}), got [{ids.min().item()}, {ids.max().item()}]")
 
+    def load_related(self, source, differ: list[str]) -> bool:
+        """``init_from`` a model of this class whose configuration differs only in ``patch_size``
+        (:meth:`load_other_ids`). False otherwise (the caller then reports the difference)."""
+        if differ == ["patch_size"] and type(source) is type(self):
+            self.load_other_ids(source)
+            return True
+        return False
+
+    @torch.no_grad()
+    def load_other_ids(self, source) -> None:
+        """Start from ``source``: the same model trained on another tokenizer's ids of the same vocabulary size,
+        grouped into another patch of ids per backbone token (e.g. 8x8-pixel codes one per token -> 4x4-pixel codes
+        1x2x2 per token: the same backbone grid, so each token still covers the same pixels and frames).
+
+        The backbone and the conditioning are copied. The ids mean other things now, so their embeddings and the
+        head start fresh, except the special id (MASK / BOS): in every slot of the patch its embedding is the
+        source's divided by the patch size, so a token whose ids are all special enters the backbone exactly as the
+        source's special token did (a fully masked clip starts from what the source learned)."""
+        keep = {k: v for k, v in source.state_dict().items() if not k.startswith(("token_embed.", "head."))}
+        keep["token_embed.weight"] = table = self.token_embed.weight.detach().clone()
+        special, rows = self.config.vocab_size, self.config.vocab_size + 1
+        table[special::rows] = source.token_embed.weight[special::rows].sum(0) / self.patch.size
+        keep["head.weight"], keep["head.bias"] = self.head.weight.detach().clone(), self.head.bias.detach().clone()
+        self.load_state_dict(keep)
+
     @torch.no_grad()
     def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
         self.check_tokenizer(tokenizer)

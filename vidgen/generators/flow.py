@@ -116,7 +116,23 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         if differ == ["patch_size"]:
             self.load_coarser_patches(source)
             return True
+        if "in_channels" in differ and set(differ) <= {"in_channels", "patch_size"}:
+            self.load_other_latents(source)
+            return True
         return False
+
+    @torch.no_grad()
+    def load_other_latents(self, source: "DiffusionVideoTransformer") -> None:
+        """Start from ``source``: the same model trained on another tokenizer's latents (another channel count,
+        e.g. a VAE with 4x4-pixel latents whose 1x2x2 patches give the backbone the token grid of 8x8-pixel latents
+        one per token). The backbone and the conditioning are copied; the patch embedding and the head start as
+        this model built them (the latents mean other things)."""
+        if type(source) is not type(self) or any(self.config[k] != source.config[k]
+                                                 for k in ("prediction_type", "architecture")):
+            raise ConfigError("init_from: the source must match this model in prediction_type and architecture")
+        state = {k: v for k, v in source.state_dict().items() if not k.startswith(("patch.", "head."))}
+        state.update({k: v for k, v in self.state_dict().items() if k.startswith(("patch.", "head."))})
+        self.load_state_dict(state)
 
     @torch.no_grad()
     def load_coarser_patches(self, source: "DiffusionVideoTransformer") -> None:

@@ -18,6 +18,7 @@ from vidgen.generators import AutoregressiveVideoTransformer
 from vidgen.generators.autoregressive import OPTION_CHECKS, check_iter_frames, iter_frames_unchecked
 from vidgen.pipelines.base import VideoPipelineBase, to_output
 from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
+from vidgen.pipelines.story import is_schedule
 
 
 class AutoregressiveVideoPipeline(VideoPipelineBase):
@@ -30,6 +31,16 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     _callback_tensor_inputs = ("latents",)  # the ids generated so far
     sampling_defaults = {"guidance_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None}
     option_checks = OPTION_CHECKS
+
+    @property
+    def context_frames(self) -> int:
+        """The sliding context: every latent frame after the first window sees the ``window - 1`` before it, as a
+        single long prompt does (:func:`~vidgen.generators.autoregressive.iter_frames`)."""
+        return self.window - 1
+
+    def is_story(self, prompt, negative_prompt, num_frames, height, width) -> bool:
+        """Prompt schedules only: one prompt of any length already slides its context in :meth:`__call__`."""
+        return is_schedule(prompt) or is_schedule(negative_prompt)
 
     def __init__(self, vqvae, transformer: AutoregressiveVideoTransformer, text_encoder=None, text_tokenizer=None):
         super().__init__()
@@ -60,9 +71,22 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                  output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  temperature: float = SAMPLING_DEFAULT, top_k: Optional[int] = SAMPLING_DEFAULT,
-                 top_p: Optional[float] = SAMPLING_DEFAULT, use_cache: bool = True):
+                 top_p: Optional[float] = SAMPLING_DEFAULT, use_cache: bool = True,
+                 context_frames: Optional[int] = None):
         """``callback_on_step_end(pipe, i, i, {"latents": ids so far})`` is called once per latent frame; returning
-        ``{"latents": new_ids}`` replaces the ids so far and generation continues from them."""
+        ``{"latents": new_ids}`` replaces the ids so far and generation continues from them. A ``prompt`` dict
+        ``{frame_index: prompt}``: made in chunks, each given the last ``context_frames`` latent frames before it
+        with its prompt's prefix (:mod:`vidgen.pipelines.story`)."""
+        # 0. stories: chunk by chunk (vidgen.pipelines.story); one long prompt slides the context below
+        if self.is_story(prompt, negative_prompt, num_frames, height, width):
+            return self._story_call(
+                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, context_frames,
+                output_type, return_dict,
+                settings=dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p),
+                unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
+                                 negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
+                                 callback_on_step_end=callback_on_step_end,
+                                 num_inference_steps=num_inference_steps, use_cache=None if use_cache else False))
         # 1. settings the caller left out come from sampling_config; check every input once
         s = self.resolve_settings(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p)
         self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
@@ -119,3 +143,11 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                 frame = None
         bar.close()
         return torch.cat(ids, 1) if stream is None else torch.cat(pixels, 2)
+
+    def _continue(self, rows, generator, cond, negative, given, new, hw, settings):
+        """The ``given`` latent frames are the context (prefilled after the prompt's prefix), the ``new`` ones
+        sampled token by token with the KV cache."""
+        k = 0 if given is None else given.shape[1]
+        frames = iter_frames_unchecked(self.transformer, cond, grid=(k + new, *hw), batch=rows, negative=negative,
+                                       generator=generator, given_ids=given, use_cache=True, **settings)
+        return torch.cat(list(frames), 1)

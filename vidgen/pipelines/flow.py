@@ -25,6 +25,7 @@ class FlowVideoPipeline(VideoPipelineBase):
     _callback_tensor_inputs = ("latents",)
     sampling_defaults = {"num_inference_steps": 25, "guidance_scale": 4.0}
     option_checks = OPTION_CHECKS
+    frame_axis = 2  # latents (B, C, t, h, w)
 
     def __init__(self, vae, transformer: DiffusionVideoTransformer, scheduler, text_encoder=None,
                  text_tokenizer=None):
@@ -52,8 +53,20 @@ class FlowVideoPipeline(VideoPipelineBase):
                  conditioning_latent_indices: Optional[Sequence[int]] = None, output_type: str = "np",
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
-                 decode_chunk_frames: Optional[int] = None):
-        """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale."""
+                 decode_chunk_frames: Optional[int] = None, context_frames: Optional[int] = None):
+        """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale. A ``prompt`` dict
+        ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
+        ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`)."""
+        # 0. long videos and stories: chunk by chunk (vidgen.pipelines.story)
+        if self.is_story(prompt, negative_prompt, num_frames, height, width):
+            return self._story_call(
+                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, context_frames,
+                output_type, return_dict,
+                settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale),
+                unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
+                                 negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
+                                 conditioning_latent_indices=conditioning_latent_indices,
+                                 callback_on_step_end=callback_on_step_end))
         # 1. settings the caller left out come from sampling_config; check every input once
         s = self.resolve_settings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
         self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
@@ -84,3 +97,20 @@ class FlowVideoPipeline(VideoPipelineBase):
         # 5. decode
         return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
                                          len(generators) > 1), return_dict)
+
+    def _decoder_input(self, x):
+        return self.vae.denormalize_latents(x.to(self.vae.dtype))
+
+    def _continue(self, rows, generator, cond, negative, given, new, hw, settings):
+        """Conditioning latents (VDT): the ``given`` latent frames are kept exactly, the ``new`` ones sampled."""
+        k = 0 if given is None else given.shape[2]
+        grid = (k + new, *hw)
+        given_latents = given_mask = None
+        if k:
+            given_latents = torch.cat([given, given.new_zeros(rows, given.shape[1], new, *hw)], 2)
+            given_mask = torch.zeros(rows, k + new, dtype=torch.bool, device=given.device)
+            given_mask[:, :k] = True
+        x = generate_latents_unchecked(self.transformer, cond, scheduler=self.scheduler, grid=grid, batch=rows,
+                                       negative=negative, generator=generator, latents=None,
+                                       given_latents=given_latents, given_mask=given_mask, **settings)
+        return x

@@ -55,9 +55,22 @@ class MaskedVideoPipeline(VideoPipelineBase):
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  top_k: Optional[int] = SAMPLING_DEFAULT, temperature=SAMPLING_DEFAULT,
-                 decode_chunk_frames: Optional[int] = None):
+                 decode_chunk_frames: Optional[int] = None, context_frames: Optional[int] = None):
         """``latents``: optional starting ids (B, t, h, w); entries other than the mask id are kept as given.
-        ``temperature``: the re-masking temperature, a number or an annealed (start, end) pair."""
+        ``temperature``: the re-masking temperature, a number or an annealed (start, end) pair. A ``prompt`` dict
+        ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
+        ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`)."""
+        # 0. long videos and stories: chunk by chunk (vidgen.pipelines.story)
+        if self.is_story(prompt, negative_prompt, num_frames, height, width):
+            return self._story_call(
+                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, context_frames,
+                output_type, return_dict, settings=dict(num_inference_steps=num_inference_steps,
+                                                        guidance_scale=guidance_scale, temperature=temperature,
+                                                        top_k=top_k),
+                unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
+                                 negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
+                                 conditioning_latent_indices=conditioning_latent_indices,
+                                 callback_on_step_end=callback_on_step_end))
         # 1. settings the caller left out come from sampling_config; check every input once
         s = self.resolve_settings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                   temperature=temperature, top_k=top_k)
@@ -96,3 +109,17 @@ class MaskedVideoPipeline(VideoPipelineBase):
         return self._finish(self._decode(ids, num_frames, height, width, output_type, decode_chunk_frames,
                                          len(generators) > 1),
                             return_dict)
+
+    def _continue(self, rows, generator, cond, negative, given, new, hw, settings):
+        """Frame prediction: the ids of the ``given`` latent frames are kept exactly, the ``new`` ones sampled."""
+        k = 0 if given is None else given.shape[1]
+        grid = (k + new, *hw)
+        given_ids = given_mask = None
+        if k:
+            given_ids = torch.cat([given, given.new_zeros(rows, new, *hw)], 1)
+            given_mask = torch.zeros(rows, *grid, dtype=torch.bool, device=given.device)
+            given_mask[:, :k] = True
+        ids = generate_ids_unchecked(self.transformer, cond, grid=grid, batch=rows, negative=negative,
+                                     generator=generator, scheduler=self.scheduler, given_ids=given_ids,
+                                     given_mask=given_mask, **settings)
+        return ids

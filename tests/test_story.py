@@ -1,0 +1,163 @@
+"""Long videos and prompt schedules (vidgen.pipelines.story) on tiny pipelines with live weights: exact frame counts,
+the given latent frames kept exactly, determinism, streamed == in-memory, and a bound on the latent frames held."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidgen.errors import InvalidInputError
+from vidgen.pipelines.story import Segment, Story, latent_start, parse_schedule, plan_chunks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+KINDS = ("masked", "flow", "autoregressive")
+SIZE = dict(height=16, width=16)
+STORY = {0: "a red circle moving right", 10: "a blue square moving up", 19: "a green star rotating"}
+STEPS = {"masked": dict(num_inference_steps=2), "flow": dict(num_inference_steps=2), "autoregressive": {}}
+
+
+@pytest.fixture(scope="module")
+def pipes(tiny_pipeline):
+    return {kind: tiny_pipeline(kind) for kind in KINDS}
+
+
+def g(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+def test_a_prompt_takes_over_at_the_first_latent_frame_starting_at_or_after_its_index():
+    # latent frame 0 = frame 0; latent frame j >= 1 = frames 1 + 4 (j - 1) ... 4 j
+    assert [latent_start(f, 4) for f in (0, 1, 2, 4, 5, 6, 40, 41, 42)] == [0, 1, 2, 2, 2, 3, 11, 11, 12]
+    segments = parse_schedule({0: "a", 41: "b", 13: "c"}, 100, 4)
+    assert [(s.frame, s.latent_start, s.prompt) for s in segments] == [(0, 0, "a"), (13, 4, "c"), (41, 11, "b")]
+
+
+def test_negative_prompts_follow_their_own_schedule_and_a_switch_splits_a_segment():
+    segments = parse_schedule({0: "a", 20: "b"}, 40, 4, negative_prompt={0: "x", 9: "y"})
+    assert segments == [Segment(0, 0, "a", "x"), Segment(9, 3, "a", "y"), Segment(20, 6, "b", "y")]
+    assert [s.negative_prompt for s in parse_schedule({0: "a", 20: "b"}, 40, 4, "n")] == ["n", "n"]
+
+
+@pytest.mark.parametrize("schedule, num_frames, match", [
+    ({0: "a", 2.5: "b"}, 40, "frame index 2.5 is not an integer"),
+    ({0: "a", "8": "b"}, 40, "'8' is not an integer"),
+    ({0: "a", True: "b"}, 40, "True is not an integer"),
+    ({0: "a", -4: "b"}, 40, "frame index -4 is negative"),
+    ({0: "a", 40: "b"}, 40, "frame index 40 is beyond the video"),
+    ({0: "a", 8: "  "}, 40, "prompt at frame 8 is empty"),
+    ({0: "a", 8: None}, 40, "prompt at frame 8 is empty or not a string"),
+    ({4: "a", 8: "b"}, 40, "no prompt at frame 0"),
+    ({}, 40, "an empty schedule"),
+    ({0: "a", 1: "b", 5: "c"}, 6, "3 prompts for 6 frames, which are 3 latent frames"),  # ok count, see below
+    ({0: "a", 1: "b", 5: "c", 6: "d"}, 8, "4 prompts for 8 frames, which are 3 latent frames"),
+    ({0: "a", 6: "b", 8: "c"}, 40, "frames 6 and 8 both start at latent frame 3"),
+    ({0: "a", 6: "b"}, 8, "frame 6 would start at latent frame 3 .output frame 9., after the video's last"),
+])
+def test_bad_schedules_get_a_named_error(schedule, num_frames, match):
+    if match.startswith("3 prompts"):  # 6 frames are latent frames 0, 1 (1-4), 2 (5-8): one prompt each is fine
+        assert [s.latent_start for s in parse_schedule(schedule, num_frames, 4)] == [0, 1, 2]
+        return
+    with pytest.raises(InvalidInputError, match=match):
+        parse_schedule(schedule, num_frames, 4)
+
+
+def test_chunks_cover_every_latent_frame_once_within_the_window_and_never_cross_a_prompt():
+    segments = parse_schedule({0: "a", 21: "b", 30: "c"}, 101, 4)
+    for window, context in ((5, 0), (5, 2), (5, 4), (3, 1)):
+        chunks = plan_chunks(26, window, context, segments)
+        covered = [i for c in chunks for i in range(c.start, c.start + c.new)]
+        assert covered == list(range(26))
+        assert all(c.given == min(context, c.start) and c.given + c.new <= window for c in chunks)
+        bounds = [s.latent_start for s in segments]
+        assert all(not (c.start < b < c.start + c.new) for c in chunks for b in bounds)
+        assert all(segments[c.segment].latent_start <= c.start for c in chunks)
+    with pytest.raises(InvalidInputError, match=r"context_frames must be in \[0, 4\]"):
+        plan_chunks(26, 5, 5, segments)
+
+
+def test_the_engine_refuses_a_chunk_that_changed_its_given_frames():
+    chunks = plan_chunks(6, 3, 1, parse_schedule("a", 21, 4))
+
+    def sample(index, given, new):  # returns the right count, but rewrites the given frame
+        return torch.arange(new + (0 if given is None else 1))[None].float() + (0 if given is None else 100)
+    with pytest.raises(RuntimeError, match="changed the 1 latent frames it was given"):
+        list(Story(chunks, sample, 1, 21).latents())
+
+
+# ---------------------------------------------------------------------------------------------- pipelines
+def story_video(pipe, kind, prompt=STORY, num_frames=30, seed=0, **kw):
+    return pipe(prompt, num_frames=num_frames, generator=g(seed), **SIZE, **STEPS[kind], **kw).frames
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_story_gives_exactly_the_asked_frames_deterministically_and_streamed_equals_in_memory(pipes, kind):
+    pipe = pipes[kind]
+    video = story_video(pipe, kind)
+    assert video.shape == (1, 30, 16, 16, 3)  # 30 is no 4k+1 count: nothing added or dropped
+    assert np.array_equal(video, story_video(pipe, kind))  # same seed, same video
+    assert not np.array_equal(video, story_video(pipe, kind, seed=1))
+    parts = list(pipe.stream(STORY, num_frames=30, generator=g(0), **SIZE, **STEPS[kind]))
+    assert len(parts) > 1 and sum(p.shape[1] for p in parts) == 30
+    assert np.array_equal(np.concatenate(parts, 1), video)
+    latents = pipe(STORY, num_frames=30, generator=g(0), output_type="latent", **SIZE, **STEPS[kind]).frames
+    assert latents.shape[pipe.frame_axis] == pipe.video_tokenizer.latent_grid(30, 16, 16)[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_chunk_keeps_its_given_frames_and_holds_a_bounded_number_of_latent_frames(pipes, kind, monkeypatch):
+    """Structural memory bound: over a video of 25 latent frames, no generator call sees more than one window of
+    latent frames, and at most ``context_frames`` latent frames are kept between chunks, whatever the length."""
+    pipe, calls = pipes[kind], []
+    original = type(pipe)._continue
+
+    def spy(self, rows, generator, cond, negative, given, new, hw, settings):
+        window = original(self, rows, generator, cond, negative, given, new, hw, settings)
+        k = 0 if given is None else given.shape[pipe.frame_axis]
+        calls.append((k, new, window.shape[pipe.frame_axis]))
+        return window
+    monkeypatch.setattr(type(pipe), "_continue", spy)
+    story = pipe._story({0: "a red circle moving right", 50: "a blue square moving up"}, None, 97, 16, 16, 1, g(0),
+                        None, "np", STEPS[kind])
+    frames = sum(part.shape[2] for part in story.frames())
+    assert frames == 97
+    context = pipe.context_frames
+    assert max(k + n for k, n, _ in calls) <= pipe.window and all(w == k + n for k, n, w in calls)
+    assert all(k == context for k, _, _ in calls[1:]) and calls[0][0] == 0
+    assert story.max_held == context and story.held.shape[pipe.frame_axis] == context
+    assert sum(n for _, n, _ in calls) == pipe.video_tokenizer.latent_grid(97, 16, 16)[0]
+
+
+@pytest.mark.parametrize("kind", ["masked", "flow"])
+def test_one_prompt_longer_than_the_window_is_made_in_chunks(pipes, kind):
+    pipe = pipes[kind]
+    video = pipe("a red circle moving right", num_frames=23, generator=g(0), **SIZE, **STEPS[kind]).frames
+    assert video.shape[1] == 23
+    short = pipe("a red circle moving right", num_frames=13, generator=g(0), **SIZE, **STEPS[kind]).frames
+    assert short.shape[1] == 13  # one window: the plain call
+
+
+def test_autoregressive_story_engine_equals_its_sliding_context_for_one_prompt(pipes):
+    """One long prompt: pipe(...) slides the KV-cache context frame by frame (iter_frames); stream(...) runs the
+    story engine with context_frames = window - 1. Same tokens; the frames agree to float rounding (the first
+    window's latent frames go through the stream decoder together here, one by one there)."""
+    pipe, prompt = pipes["autoregressive"], "a red circle moving right"
+    ids = pipe(prompt, num_frames=30, generator=g(3), output_type="latent", **SIZE).frames
+    assert torch.equal(torch.cat(list(pipe.stream(prompt, num_frames=30, generator=g(3), output_type="latent",
+                                                  **SIZE)), 1), ids)
+    video = pipe(prompt, num_frames=30, generator=g(3), **SIZE).frames
+    streamed = np.concatenate(list(pipe.stream(prompt, num_frames=30, generator=g(3), **SIZE)), 1)
+    np.testing.assert_allclose(streamed, video, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_story_mode_refuses_what_it_does_not_support_by_name(pipes, kind):
+    pipe = pipes[kind]
+    with pytest.raises(InvalidInputError, match="callback_on_step_end: not supported for long videos"):
+        pipe(STORY, num_frames=30, callback_on_step_end=lambda *a: {}, **SIZE)
+    with pytest.raises(InvalidInputError, match="context_frames must be in"):
+        pipe(STORY, num_frames=30, context_frames=pipe.window, **SIZE)
+    with pytest.raises(InvalidInputError, match="output_type must be 'np', 'pt' or 'latent'"):
+        pipe.stream(STORY, num_frames=30, output_type="pil", **SIZE)
+    with pytest.raises(InvalidInputError, match="frame index 30 is beyond"):
+        pipe.stream({0: "a", 30: "b"}, num_frames=30, **SIZE)
