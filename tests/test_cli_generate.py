@@ -163,3 +163,47 @@ def test_a_shipped_name_resolves_to_its_folder_under_pretrained(pipelines, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("vidgen generate: error: --pipeline flow: no such folder")
     assert str(root / "shapes-flow") in err
+
+
+def test_a_story_is_written_chunk_by_chunk_with_exactly_the_asked_frames(pipelines, tmp_path, capsys):
+    """--story "p1; p2; p3" --frames-per-prompt 9: 27 frames (no 4k+1 count), made in chunks and streamed to the MP4;
+    a JSON story file with a {frame_index: prompt} mapping and --num-frames; the contact sheet shows 8 frames."""
+    story = ["generate", "--pipeline", pipelines["masked"], "--height", "32", "--width", "32", "--threads", "1",
+             "--steps", "2", "--seed", "0"]
+    assert main([*story, "--story", "a red circle moving right; a blue square moving up; a green star",
+                 "--frames-per-prompt", "9", "--out", str(tmp_path / "s.mp4")]) == 0
+    out = capsys.readouterr().out
+    assert "chunk by chunk" in out and f"video: {tmp_path / 's.mp4'}" in out
+    _check_video(tmp_path / "s.mp4", frames=27)
+    assert (tmp_path / "s.png").stat().st_size > 0
+    (tmp_path / "story.json").write_text(json.dumps({"0": "a red circle moving right", "20": "a blue square"}))
+    assert main([*story, "--story", str(tmp_path / "story.json"), "--num-frames", "41", "--context-frames", "1",
+                 "--out", str(tmp_path / "f.mp4")]) == 0
+    _check_video(tmp_path / "f.mp4", frames=41)
+    assert main(["generate", PROMPT, "--pipeline", pipelines["masked"], "--height", "32", "--width", "32",
+                 "--steps", "2", "--num-frames", "30", "--out", str(tmp_path / "long.mp4")]) == 0  # one long prompt
+    _check_video(tmp_path / "long.mp4", frames=30)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--story", "a red circle; ; a blue square"], "prompt 2 of 3 is empty"),
+    (["--story", "a; b", "--out-gif"], "to .mp4 only"),
+    (["--story", "a; b", "--frames-per-prompt", "0"], "--frames-per-prompt must be >= 1"),
+    (["--story", "a; b", "--num-frames", "20"], "frame index 32 is beyond the video"),
+    (["--story", "missing.json"], "no such file"),
+    (["--story", "{bad}"], "frame index 0"),
+    (["--story", "a; b", "--context-frames", "-1"], "--context-frames must be >= 0"),
+    (["--story", "a; b", "--context-frames", "9"], "context_frames must be in"),
+])
+def test_bad_stories_exit_2_and_write_nothing(pipelines, tmp_path, capsys, extra, message):
+    out = str(tmp_path / ("v.gif" if "--out-gif" in extra else "v.mp4"))
+    extra = [e for e in extra if e != "--out-gif"]
+    if "{bad}" in extra:  # a mapping whose key is no frame index
+        (tmp_path / "bad.yaml").write_text("first: a red circle\n")
+        extra = [str(tmp_path / "bad.yaml") if e == "{bad}" else e for e in extra]
+        message = "key 'first' is not a frame index"
+    args = ["generate", "--pipeline", pipelines["masked"], "--height", "32", "--width", "32", "--out", out, *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "vidgen generate: error:" in err and message in err  # after the loading bar for model-dependent checks
+    assert not [p for p in tmp_path.iterdir() if p.suffix != ".yaml"]

@@ -10,6 +10,16 @@ prompt (text-conditioned models), ``--class`` (class-conditioned models) or neit
 ``--init-video`` continues a video from its first frames (image-to-video from a single image or frame).
 Video ``i`` of ``--num-videos N`` is sampled with seed ``--seed + i`` on its own generator, so each file can be
 regenerated alone with ``--seed`` set to its seed.
+
+Stories and long videos (Phenaki's story mode, :mod:`vidgen.pipelines.story`):
+
+    vidgen generate --pipeline masked --story "a red circle moving right; a red circle moving up" \
+        --frames-per-prompt 40 --out story.mp4
+    vidgen generate --pipeline flow --story story.json --num-frames 1000 --out long.mp4
+
+``--story`` is prompts separated by ``;`` (one every ``--frames-per-prompt`` frames), or a JSON / YAML file holding
+such a list or a ``{frame_index: prompt}`` mapping. A story, or more frames than the generator makes at once, is made
+chunk by chunk and written to the MP4 as it is produced, so memory does not grow with length.
 """
 from __future__ import annotations
 
@@ -23,10 +33,59 @@ from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, V
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
+def story_schedule(story: str, frames_per_prompt: int) -> dict:
+    """``--story`` as ``{frame_index: prompt}``: ``"p1; p2; ..."`` (one prompt every ``frames_per_prompt`` frames),
+    or a JSON / YAML file with such a list or a ``{frame_index: prompt}`` mapping."""
+    path = Path(story)
+    if path.suffix.lower() in (".json", ".yaml", ".yml"):
+        if not path.is_file():
+            raise InvalidInputError(f"--story {story}: no such file")
+        import yaml  # JSON is YAML too
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise InvalidInputError(f"--story {story}: not a readable JSON / YAML file ({err})") from err
+    else:
+        loaded = [part.strip() for part in story.split(";")]
+    if isinstance(loaded, dict):
+        schedule = {}
+        for key, prompt in loaded.items():
+            text = str(key).strip()
+            if not text.lstrip("-").isdigit():
+                raise InvalidInputError(f"--story {story}: key {key!r} is not a frame index")
+            schedule[int(text)] = prompt
+        return schedule
+    if not isinstance(loaded, list) or not loaded:
+        raise InvalidInputError(f"--story {story}: expected prompts separated by ';', or a file with a list of prompts "
+                                "or a {frame_index: prompt} mapping")
+    for i, prompt in enumerate(loaded):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError(f"--story: prompt {i + 1} of {len(loaded)} is empty")
+    return {i * frames_per_prompt: prompt for i, prompt in enumerate(loaded)}
+
+
 def _check_args(args) -> None:
     """Refuse bad option values before the (slow) pipeline is loaded."""
     if args.prompt is not None and args.class_label is not None:
         raise InvalidInputError("give a prompt or --class, not both")
+    if args.story is not None and (args.prompt is not None or args.class_label is not None):
+        raise InvalidInputError("give a prompt, --story or --class, not two of them")
+    if args.frames_per_prompt < 1:
+        raise InvalidInputError(f"--frames-per-prompt must be >= 1, got {args.frames_per_prompt}")
+    if args.context_frames is not None and args.context_frames < 0:
+        raise InvalidInputError(f"--context-frames must be >= 0, got {args.context_frames}")
+    if args.story is not None:
+        args.prompt = story_schedule(args.story, args.frames_per_prompt)
+        if args.num_frames is None:
+            args.num_frames = max(args.prompt) + args.frames_per_prompt
+    if args.num_frames is None:
+        args.num_frames = 17
+    if args.story is not None:
+        from vidgen.pipelines.story import check_schedule
+        if Path(args.out).suffix.lower() != ".mp4":
+            raise InvalidInputError(f"--out {args.out}: stories are written as they are made, to .mp4 only")
+        if args.num_frames >= 1:
+            check_schedule(args.prompt, "--story", args.num_frames)
     if args.negative_prompt is not None and args.prompt is None:
         raise InvalidInputError("--negative-prompt needs a prompt to contrast with")
     for name, value in (("--num-frames", args.num_frames), ("--height", args.height), ("--width", args.width),
@@ -148,6 +207,11 @@ def generate(args) -> list[Path]:
     if args.init_video is not None:
         kwargs["conditioning_frames"] = _init_video(args)
 
+    if args.context_frames is not None:
+        kwargs["context_frames"] = args.context_frames
+    latent_frames = pipe.video_tokenizer.latent_grid(args.num_frames, args.height, args.width)[0]
+    if args.story is not None or latent_frames > pipe.window:  # the autoregressive pipe() would hold every frame
+        return _generate_streamed(args, pipe, kwargs, seed)
     start = time.perf_counter()
     frames = pipe(**kwargs).frames  # (B, T, 3, H, W) in [0, 1]
     elapsed = time.perf_counter() - start
@@ -174,6 +238,48 @@ def generate(args) -> list[Path]:
         print(f"video: {path}")
     print(f"contact sheet: {sheet}")
     return [*written, sheet]
+
+
+def _generate_streamed(args, pipe, kwargs: dict, seed: int) -> list[Path]:
+    """A story or long video: each video chunk by chunk through ``pipe.stream``, written to its MP4 as the chunks
+    come (memory flat in length); the contact sheet shows 8 frames spread over each video."""
+    import torch
+
+    from vidgen.io import VideoWriter, contact_sheet, save_image
+
+    if Path(args.out).suffix.lower() != ".mp4":
+        raise InvalidInputError(f"--out {args.out}: stories and long videos are written as they are made, to .mp4 only")
+    unsupported = [flag for flag, key in (("--init-video", "conditioning_frames"), ("--class", "class_labels"))
+                   if key in kwargs]
+    if unsupported:
+        raise InvalidInputError(f"{', '.join(unsupported)}: not supported for stories and long videos")
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("generator", "num_videos_per_prompt", "output_type")}
+    prompt = kwargs.pop("prompt", None)
+    shown = {round(i * (args.num_frames - 1) / 7) for i in range(8)}  # frames kept for the contact sheet
+    paths, sheets, start = output_paths(args.out, args.num_videos), [], time.perf_counter()
+    for i, path in enumerate(paths):
+        kept, done = [], 0
+        with VideoWriter(path, fps=args.fps) as writer:
+            for part in pipe.stream(prompt, generator=torch.Generator().manual_seed(seed + i), output_type="pt",
+                                    **kwargs):
+                chunk = part[0].permute(1, 0, 2, 3) * 2 - 1  # (3, n, H, W) in [-1, 1]
+                writer.write(chunk)
+                kept += [chunk[:, j - done] for j in range(done, done + chunk.shape[1]) if j in shown]
+                done += chunk.shape[1]
+        if done != args.num_frames:  # never leave a file of another length than asked for
+            path.unlink()
+            raise InvalidInputError(f"the pipeline gave {done} frames, {args.num_frames} asked")
+        sheets.append(torch.stack(kept, 1))
+    elapsed = time.perf_counter() - start
+    label = f"story of {len(prompt)} prompts" if isinstance(prompt, dict) else (prompt or "unconditional")
+    sheet = save_image(paths[0].with_name(f"{Path(args.out).stem}.png"),
+                       contact_sheet(sheets, labels=[f"{label} (seed {seed + i})" for i in range(len(paths))]))
+    print(f"sampled {len(paths)} video(s) of {args.num_frames}x{args.height}x{args.width} in {elapsed:.1f} s, "
+          f"chunk by chunk (seed {seed}, {pipe.precision})")
+    for path in paths:
+        print(f"video: {path}")
+    print(f"contact sheet: {sheet} (8 frames of each video)")
+    return [*paths, sheet]
 
 
 def run(args) -> int:
@@ -207,7 +313,15 @@ def register(subparsers) -> None:
     parser.add_argument("--init-video", default=None, metavar="FILE",
                         help="video, frame folder or image to start from: its frames are kept and the rest is sampled "
                              "(continuation; an image or one frame: image-to-video)")
-    parser.add_argument("--num-frames", type=int, default=17)
+    parser.add_argument("--story", default=None, metavar="PROMPTS",
+                        help="a story: prompts separated by ';', one every --frames-per-prompt frames, or a JSON / YAML "
+                             "file with a list of prompts or a {frame_index: prompt} mapping")
+    parser.add_argument("--frames-per-prompt", type=int, default=32, help="frames per prompt of a --story list")
+    parser.add_argument("--context-frames", type=int, default=None,
+                        help="latent frames each chunk of a story or long video is given from before it (default: "
+                             "the pipeline's)")
+    parser.add_argument("--num-frames", type=int, default=None,
+                        help="frames (default 17; for a --story, its prompts x --frames-per-prompt)")
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None,

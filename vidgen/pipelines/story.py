@@ -52,7 +52,8 @@ def is_schedule(prompt) -> bool:
     return isinstance(prompt, dict)
 
 
-def _check_entries(schedule: dict, name: str, num_frames: int) -> list[tuple[int, str]]:
+def check_schedule(schedule: dict, name: str, num_frames: int) -> list[tuple[int, str]]:
+    """The checks of a ``{frame_index: prompt}`` schedule that need no model: -> its entries, sorted."""
     if not schedule:
         raise InvalidInputError(f"{name}: an empty schedule; give {{0: 'first prompt', frame: 'next prompt', ...}}")
     entries = []
@@ -81,12 +82,12 @@ def parse_schedule(prompt, num_frames: int, temporal_compression: int, negative_
     frames cannot give a segment of its own, are an error, not a silent drop."""
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
         raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
-    entries = _check_entries(prompt, "prompt", num_frames) if is_schedule(prompt) else [(0, prompt)]
+    entries = check_schedule(prompt, "prompt", num_frames) if is_schedule(prompt) else [(0, prompt)]
     total = 1 + math.ceil((num_frames - 1) / temporal_compression)  # latent frames of the whole video
     if len(entries) > total:
         raise InvalidInputError(f"prompt: {len(entries)} prompts for {num_frames} frames, which are {total} latent "
                                 f"frames: at most one prompt per latent frame ({temporal_compression} frames)")
-    negatives = _check_entries(negative_prompt, "negative_prompt", num_frames) if is_schedule(negative_prompt) \
+    negatives = check_schedule(negative_prompt, "negative_prompt", num_frames) if is_schedule(negative_prompt) \
         else [(0, negative_prompt)]
     starts = [latent_start(f, temporal_compression) for f, _ in entries]
     for (f0, _), (f1, _), s0, s1 in zip(entries, entries[1:], starts, starts[1:]):
