@@ -353,7 +353,9 @@ class VideoPipelineBase(DiffusionPipeline):
                                                       given=given))
 
         decoder = None if output_type == "latent" else self._stream_decoder(height, width, len(generators) > 1)
-        return Story(chunks, sample_chunk, self.frame_axis, num_frames, decoder, self.progress)
+        story = Story(chunks, sample_chunk, self.frame_axis, num_frames, decoder, self.progress)
+        story.batch = batch
+        return story
 
     def _story_call(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
                     context_frames, output_type, return_dict, settings: dict, unsupported: dict):
@@ -364,6 +366,9 @@ class VideoPipelineBase(DiffusionPipeline):
                                     f"latent frames than the generator's window of {self.window}, or a prompt dict)")
         story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
                             context_frames, output_type, settings)
+        if output_type != "latent":  # the collected frames must fit (stream() holds one chunk at a time)
+            self.video_tokenizer.check_memory("num_frames / height / width", story.batch, num_frames, height, width,
+                                              chunk_frames=1)
         if output_type == "latent":
             return self._finish(torch.cat(list(story.latents()), self.frame_axis), return_dict)
         return self._finish(to_output(torch.cat(list(story.frames()), 2), output_type), return_dict)
