@@ -42,6 +42,8 @@ def intercept(monkeypatch, name: str) -> dict:
 
     def record(*args, **kwargs):
         seen.update(kwargs)
+        guidance = kwargs.get("guidance_scale")  # the pipelines pass a callable (pipe._guidance_scale, dynamic CFG)
+        seen["guidance_scale"] = guidance() if callable(guidance) else guidance
         raise _Stop
 
     monkeypatch.setattr(module, attr, record)

@@ -134,8 +134,10 @@ class _Sampler:
                  temperature, top_k, top_p, generator, use_cache: bool, compile: bool = False):
         self.model, self.grid, self.batch = model, model.token_grid(grid), batch  # the token grid of the window
         self.sample_kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-        self.guidance_scale, self.use_cache, self.compile = guidance_scale, use_cache, compile
-        both, drop, self.doubled = cfg_batch(cond, negative, batch, model.device, guidance_scale)
+        # guidance_scale: a number, or a zero-argument callable read at every token (a pipeline's dynamic CFG)
+        self.scale = guidance_scale if callable(guidance_scale) else lambda: guidance_scale
+        self.use_cache, self.compile = use_cache, compile
+        both, drop, self.doubled = cfg_batch(cond, negative, batch, model.device, self.scale())
         rows = 2 * batch if self.doubled else batch
         with torch.no_grad():
             self.prefix, self.context, self.vec = model.embed_condition(both, rows, drop)
@@ -144,7 +146,7 @@ class _Sampler:
     def _next(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()  # CFG, temperature, top-k / top-p and the draw in fp32 whatever the compute dtype
         if self.doubled:
-            logits = apply_cfg(logits, self.guidance_scale)
+            logits = apply_cfg(logits, self.scale())
         return sample_logits(logits, **self.sample_kw)  # (B,)
 
     def tokens(self, given: torch.Tensor, num_new: int, on_token: Optional[Callable] = None):

@@ -336,7 +336,8 @@ def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[
         keep = given_mask[:, None, :, None, None].to(dev)
         latents = torch.where(keep, given_latents.to(dev, dtype), latents)
     # 3. conditioning for one batched CFG pass over [negative-or-null; cond]
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)
+    scale = guidance_scale if callable(guidance_scale) else lambda: guidance_scale  # callable: read every step
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale())
     rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
     # 4. denoising loop
     for i, t in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
@@ -345,12 +346,14 @@ def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[
             x_in = scheduler.scale_model_input(x_in, t)
         out = call(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample.float()
         if doubled:
-            out = apply_cfg(out, guidance_scale)
+            out = apply_cfg(out, scale())
         latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
         if keep is not None:
             latents = torch.where(keep, given_latents.to(dev, dtype), latents)
-        # 5. the caller's per-step callback may replace the latents
+        # 5. the caller's per-step callback may replace the latents, or stop (the remaining steps are skipped)
         if callback is not None:
             changed = callback(i, t, {"latents": latents}) or {}
             latents = changed.get("latents", latents)
+            if changed.get("interrupt"):
+                break
     return latents

@@ -150,7 +150,9 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``given_mask`` (B, t, h, w)
     bool keeps ``given_ids`` exactly (prediction: first frames; interpolation: first + last; inpainting /
     outpainting: a region). ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
-    ``callback(i, step, {"ids": ...})`` may return a dict replacing ``ids``.
+    ``callback(i, step, {"ids": ...})`` may return a dict replacing ``ids``, or with ``"interrupt": True`` to stop
+    (the tokens still masked take that step's most likely ids). :func:`generate_ids_unchecked` also takes a
+    zero-argument callable as ``guidance_scale``, read at every step (a pipeline's dynamic CFG).
 
     Logits are taken to fp32 before CFG, top-k and the scheduler's draw, whatever the compute dtype (autocast or
     bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`).
@@ -185,7 +187,8 @@ def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditi
     if bool(keep.all()):
         return ids.reshape(batch, t, h, w)
     # 2. conditioning for one batched CFG pass, the model call and the schedule
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance_scale)
+    scale = guidance_scale if callable(guidance_scale) else lambda: guidance_scale
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale())
     call = compiled_forward(model) if compile else model
     given, start_ratio = ids.clone(), float((~keep).float().mean())
     scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
@@ -194,13 +197,17 @@ def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditi
         x = ids.reshape(batch, t, h, w)
         logits = call(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
         if doubled:
-            logits = apply_cfg(logits, guidance_scale)
+            logits = apply_cfg(logits, scale())
         logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
         ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
         ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
-        # 4. the caller's per-step callback may replace the ids
+        # 4. the caller's per-step callback may replace the ids, or stop: the tokens still masked then take this
+        # step's most likely ids
         if callback is not None:
             changed = callback(i, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
             if "ids" in changed:
                 ids = changed["ids"].reshape(batch, -1)
+            if changed.get("interrupt"):
+                ids = torch.where(ids == model.mask_token_id, logits.argmax(-1), ids)
+                break
     return ids.reshape(batch, t, h, w)

@@ -9,6 +9,7 @@ else from :attr:`sampling_defaults`.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -31,6 +32,7 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     _callback_tensor_inputs = ("latents",)  # the ids generated so far
     sampling_defaults = {"guidance_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None}
     option_checks = OPTION_CHECKS
+    sampling_components = ()  # no scheduler: one step per token
 
     @property
     def context_frames(self) -> int:
@@ -44,7 +46,8 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
 
     def __init__(self, vqvae, transformer: AutoregressiveVideoTransformer, text_encoder=None, text_tokenizer=None):
         super().__init__()
-        transformer.check_tokenizer(vqvae)
+        if transformer is not None and vqvae is not None:  # a text-only pipeline (None components) is allowed
+            transformer.check_tokenizer(vqvae)
         self.register_modules(vqvae=vqvae, transformer=transformer, text_encoder=text_encoder,
                               text_tokenizer=text_tokenizer)
 
@@ -95,11 +98,12 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                           num_videos_per_prompt=num_videos_per_prompt, generator=generator,
                           num_inference_steps=num_inference_steps, latents=latents, output_type=output_type,
                           callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **s)
+        grid = self.vqvae.latent_grid(num_frames, height, width)
+        self._start_sampling(s["guidance_scale"], grid[0])  # callbacks come once per latent frame
         # 2. encode the prompts
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
         # 3. given ids from the conditioning frames
-        grid = self.vqvae.latent_grid(num_frames, height, width)
         generators = self._generators(generator, batch)
         given, frame_mask = self._encode_conditioning(conditioning_frames, None, grid, batch, num_frames, height, width)
         given = None if given is None else given[:, : int(frame_mask[0].sum())]
@@ -109,10 +113,11 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
         videos = []
         for part, g in rows:
             n = part.stop - part.start
+            self._guidance_scale = s["guidance_scale"]  # each video starts from the call's scale
             frames = iter_frames_unchecked(self.transformer, None if cond is None else cond.index(part), grid=grid,
                                            batch=n, negative=None if negative is None else negative.index(part),
                                            generator=g, given_ids=None if given is None else given[part],
-                                           use_cache=use_cache, **s)
+                                           use_cache=use_cache, **{**s, "guidance_scale": self._live_guidance})
             videos.append(self._stream(frames, grid, n, height, width, output_type, callback_on_step_end))
         out = torch.cat(videos)[:, :, :num_frames] if output_type != "latent" else torch.cat(videos)
         return self._finish(out if output_type == "latent" else to_output(out, output_type), return_dict)
@@ -131,6 +136,11 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
             bar.update(1)
             changed = (callback(self, len(ids) - 1, len(ids) - 1, {"latents": torch.cat(ids, 1)}) or {}) \
                 if callback is not None else {}
+            if self.interrupt:  # set by the callback: end the video here, and say so
+                warnings.warn(f"interrupted after {len(ids)} of {grid[0]} latent frames: the video ends there, "
+                              "shorter than num_frames", stacklevel=3)
+                frames.close()
+                break
             replaced = changed.get("latents")
             if replaced is not None:
                 ids = list(replaced.split(1, dim=1))

@@ -29,6 +29,9 @@ from vidgen.pipelines.sampling_config import (SAMPLING_DEFAULT, check_sampling_c
 from vidgen.pipelines.story import Story, first_output_frame, is_schedule, parse_schedule, plan_chunks
 from vidgen.precision import resolve_dtype
 from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
+
+#: prompt length of a text-only pipeline's encode_prompt (the shipped transformers' max_text_tokens)
+DEFAULT_MAX_TEXT_TOKENS = 16
 from vidgen.tokenizers.causal_codec import check_video
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
@@ -45,7 +48,9 @@ class VideoPipelineBase(DiffusionPipeline):
     video_tokenizer_name = "vae"
     #: whether ``dtype="auto"`` picks bf16 on a CPU with fast bf16 units, by measurement (eval/bench_pipelines.py)
     bf16_pays_on_cpu = True
-    _optional_components = ["text_encoder", "text_tokenizer"]
+    # any component may be None: a pipeline of only its text components runs encode_prompt (diffusers' convention);
+    # sampling checks that the others are there
+    _optional_components = ["text_encoder", "text_tokenizer", "transformer", "scheduler", "vae", "vqvae"]
     _callback_tensor_inputs: Sequence[str] = ("latents",)
     #: sampling setting -> the class default, used when neither the caller nor ``sampling_config`` gives a value
     sampling_defaults: dict = {}
@@ -55,6 +60,8 @@ class VideoPipelineBase(DiffusionPipeline):
     context_frames = 2
     #: the axis of latent frames in this pipeline's latents: 1 for ids (B, t, h, w), 2 for (B, C, t, h, w)
     frame_axis = 1
+    #: components sampling needs besides the transformer and the video tokenizer
+    sampling_components: tuple = ("scheduler",)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -115,6 +122,46 @@ class VideoPipelineBase(DiffusionPipeline):
         return {k: (self.sampling_config.get(k, self.sampling_defaults[k]) if v is SAMPLING_DEFAULT else v)
                 for k, v in given.items()}
 
+    # ------------------------------------------------------------------ sampling state (diffusers' conventions)
+    @property
+    def guidance_scale(self) -> float:
+        """The CFG scale in use: set by ``__call__``; a ``callback_on_step_end`` may change ``pipe._guidance_scale``
+        and the following steps use the new value (e.g. CFG cut off after a fraction of the steps). CFG runs when
+        the call starts with a scale other than 1 (:attr:`do_classifier_free_guidance`)."""
+        return getattr(self, "_guidance_scale", None)
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self.guidance_scale is not None and self.guidance_scale != 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps of the current (or last) call, so a callback can tell which step is its last: the sampling steps
+        (masked, flow) or the latent frames (autoregressive, whose callbacks come once per latent frame)."""
+        return getattr(self, "_num_timesteps", None)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` in a callback to stop sampling after that step: flow decodes the latents
+        as they are, masked fills the tokens still masked with that step's most likely ids, autoregressive ends
+        the video after the latent frames made so far (with a warning naming the count)."""
+        return getattr(self, "_interrupt", False)
+
+    def _start_sampling(self, guidance_scale: float, num_timesteps: int) -> None:
+        self._guidance_scale, self._num_timesteps, self._interrupt = guidance_scale, num_timesteps, False
+
+    def _live_guidance(self) -> float:
+        """The guidance scale the samplers read at every step (``pipe._guidance_scale``)."""
+        return self._guidance_scale
+
+    def _check_components(self, *names: str) -> None:
+        """A pipeline built with only its text components (to run :meth:`encode_prompt`) cannot sample."""
+        missing = [n for n in names if getattr(self, n, None) is None]
+        if missing:
+            raise InvalidInputError(f"{', '.join(missing)}: this {type(self).__name__} was built without "
+                                    f"{'them' if len(missing) > 1 else 'it'} (a text-only pipeline runs encode_prompt "
+                                    "only); load or pass every component to sample")
+
     @property
     def precision(self) -> str:
         """``"fp32"`` or ``"bf16"``: the dtype the transformer computes in (its weights' dtype)."""
@@ -142,19 +189,27 @@ class VideoPipelineBase(DiffusionPipeline):
         self.video_tokenizer.disable_tiling()
 
     # ------------------------------------------------------------------ inputs
-    def encode_prompt(self, prompt, num_videos_per_prompt: int = 1) -> Conditioning:
-        """Prompts -> per-token states, mask and pooled embedding, repeated ``num_videos_per_prompt`` times."""
-        cfg = self.transformer.backbone_config
-        if not cfg.text_dim:
+    def encode_prompt(self, prompt, num_videos_per_prompt: int = 1,
+                      max_text_tokens: Optional[int] = None) -> Conditioning:
+        """Prompts -> per-token states, mask and pooled embedding, repeated ``num_videos_per_prompt`` times.
+        ``max_text_tokens``: the prompt length, by default the transformer's; a text-only pipeline (built with only
+        its text components, e.g. to precompute ``prompt_embeds`` on a small machine) takes it from here, else
+        :data:`DEFAULT_MAX_TEXT_TOKENS`."""
+        cfg = None if self.transformer is None else self.transformer.backbone_config
+        if cfg is not None and not cfg.text_dim:
             raise InvalidInputError(f"prompt: this {type(self.transformer).__name__} is not text-conditioned "
                                     "(text_dim=0); pass class_labels or nothing")
+        length = max_text_tokens or (cfg.max_text_tokens if cfg is not None else DEFAULT_MAX_TEXT_TOKENS)
+        check_positive_int("max_text_tokens", length)
         tokenizer, encoder = self._text_components()
         # one prompt at a time: batched BERT kernels round differently, and a prompt + seed must give the same
         # video whatever else is in the batch (encoding costs milliseconds per prompt)
-        emb = encode_prompts(tokenizer, encoder, check_prompts(prompt), cfg.max_text_tokens, batch_size=1)
+        emb = encode_prompts(tokenizer, encoder, check_prompts(prompt), length, batch_size=1)
         if emb.truncated:
-            warnings.warn(f"prompt: {emb.truncated} prompt(s) longer than the transformer's max_text_tokens="
-                          f"{cfg.max_text_tokens} tokens were truncated; the rest of the text is ignored", stacklevel=2)
+            warnings.warn(f"prompt: {emb.truncated} prompt(s) longer than max_text_tokens={length} tokens were "
+                          "truncated; the rest of the text is ignored", stacklevel=2)
+        if cfg is None:  # text-only: on the text encoder's device, in its dtype
+            return Conditioning(emb.hidden, emb.mask, emb.pooled).repeat(num_videos_per_prompt)
         if emb.hidden.shape[-1] != cfg.text_dim:
             raise InvalidInputError(f"text_encoder: gives {emb.hidden.shape[-1]}-d states, the transformer expects "
                                     f"text_dim={cfg.text_dim}")
@@ -168,6 +223,7 @@ class VideoPipelineBase(DiffusionPipeline):
                      callback_on_step_end_tensor_inputs: Sequence[str] = (), decode_chunk_frames=None) -> int:
         """Every check of the inputs the pipelines share, once, before any work (diffusers' ``check_inputs``);
         each subclass adds its own and the generator's (``check_generate_*``). Returns the number of videos."""
+        self._check_components("transformer", self.video_tokenizer_name, *self.sampling_components)
         for name, value in (("num_frames", num_frames), ("height", height), ("width", width),
                             ("num_videos_per_prompt", num_videos_per_prompt)):
             check_positive_int(name, value)
@@ -292,8 +348,9 @@ class VideoPipelineBase(DiffusionPipeline):
         :attr:`window`."""
         if is_schedule(prompt) or is_schedule(negative_prompt):
             return True
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_frames, height, width)):
-            return False  # check_inputs names the bad value
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_frames, height, width)) \
+                or self.transformer is None or self.video_tokenizer is None:
+            return False  # check_inputs names the bad value or the missing component
         return self.video_tokenizer.latent_grid(num_frames, height, width)[0] > self.window
 
     def stream(self, prompt, *, num_frames: int, height: int = 64, width: int = 64, negative_prompt=None,
@@ -332,6 +389,8 @@ class VideoPipelineBase(DiffusionPipeline):
             raise InvalidInputError(f"context_frames must be an int, got {context!r}")
         t, h, w = self.video_tokenizer.latent_grid(num_frames, height, width)
         chunks = plan_chunks(t, self.window, context, segments)
+        steps = s.get("num_inference_steps")
+        self._start_sampling(s["guidance_scale"], len(chunks) * steps if steps else t)
         generators = self._generators(generator, batch)
         prompts = 1 if segments[0].prompt is None else len(check_prompts(segments[0].prompt))
         encoded: dict = {}
@@ -403,7 +462,7 @@ class VideoPipelineBase(DiffusionPipeline):
         def callback(i, t, tensors):
             given = {k: tensors[key] for k in tensor_inputs if k == "latents"}
             out = callback_on_step_end(self, i, t, given) or {}
-            return {key: out["latents"]} if "latents" in out else {}
+            return {**({key: out["latents"]} if "latents" in out else {}), "interrupt": self.interrupt}
         return callback
 
     def _decode(self, x: torch.Tensor, num_frames: int, height: int, width: int, output_type: str,

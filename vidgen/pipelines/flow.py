@@ -30,8 +30,10 @@ class FlowVideoPipeline(VideoPipelineBase):
     def __init__(self, vae, transformer: DiffusionVideoTransformer, scheduler, text_encoder=None,
                  text_tokenizer=None):
         super().__init__()
-        transformer.check_tokenizer(vae)
-        check_scheduler(transformer, scheduler)
+        if transformer is not None and vae is not None:  # a text-only pipeline (None components) is allowed
+            transformer.check_tokenizer(vae)
+        if transformer is not None and scheduler is not None:
+            check_scheduler(transformer, scheduler)
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
                               text_tokenizer=text_tokenizer)
 
@@ -75,6 +77,7 @@ class FlowVideoPipeline(VideoPipelineBase):
                           num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
                           output_type=output_type, decode_chunk_frames=decode_chunk_frames,
                           callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **s)
+        self._start_sampling(s["guidance_scale"], s["num_inference_steps"])
         # 2. encode the prompts
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
@@ -85,12 +88,15 @@ class FlowVideoPipeline(VideoPipelineBase):
                                                       num_frames, height, width)
         callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "latents")
 
-        # 4. sample the latents (once, or once per video with a list of generators)
+        # 4. sample the latents (once, or once per video with a list of generators); the sampler reads
+        # pipe._guidance_scale at every step, so a callback may change it
         def sample(rows, g, cond, negative, latents, given, given_mask):
+            self._guidance_scale = s["guidance_scale"]  # each video starts from the call's scale
             return generate_latents_unchecked(self.transformer, cond, scheduler=self.scheduler, grid=grid,
                                               batch=rows, negative=negative, generator=g, latents=latents,
                                               given_latents=given, given_mask=given_mask, callback=callback,
-                                              progress=self.progress(s["num_inference_steps"]), **s)
+                                              progress=self.progress(s["num_inference_steps"]),
+                                              **{**s, "guidance_scale": self._live_guidance})
 
         x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents, given=given,
                                                        given_mask=given_mask))

@@ -29,7 +29,8 @@ class MaskedVideoPipeline(VideoPipelineBase):
     def __init__(self, vqvae, transformer: MaskedVideoTransformer, scheduler: AmusedScheduler, text_encoder=None,
                  text_tokenizer=None):
         super().__init__()
-        transformer.check_tokenizer(vqvae)
+        if transformer is not None and vqvae is not None:  # a text-only pipeline (None components) is allowed
+            transformer.check_tokenizer(vqvae)
         self.register_modules(vqvae=vqvae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
                               text_tokenizer=text_tokenizer)
 
@@ -80,6 +81,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
                           num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
                           output_type=output_type, decode_chunk_frames=decode_chunk_frames,
                           callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **s)
+        self._start_sampling(s["guidance_scale"], s["num_inference_steps"])
         # 2. encode the prompts
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
@@ -96,12 +98,15 @@ class MaskedVideoPipeline(VideoPipelineBase):
             given_mask = keep if given_mask is None else given_mask | keep
         callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "ids")
 
-        # 4. sample the ids (once, or once per video with a list of generators)
+        # 4. sample the ids (once, or once per video with a list of generators); the sampler reads
+        # pipe._guidance_scale at every step, so a callback may change it
         def sample(rows, g, cond, negative, given_ids, given_mask):
+            self._guidance_scale = s["guidance_scale"]  # each video starts from the call's scale
             return generate_ids_unchecked(self.transformer, cond, grid=grid, batch=rows, negative=negative,
                                           generator=g, scheduler=self.scheduler, given_ids=given_ids,
                                           given_mask=given_mask, callback=callback,
-                                          progress=self.progress(s["num_inference_steps"]), **s)
+                                          progress=self.progress(s["num_inference_steps"]),
+                                          **{**s, "guidance_scale": self._live_guidance})
 
         ids = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, given_ids=given_ids,
                                                          given_mask=given_mask))
