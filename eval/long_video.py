@@ -1,0 +1,246 @@
+"""Long videos and stories, measured over time, for each shipped pipeline (issue #36).
+
+One story of ``--segments`` prompts, ``--frames-per-segment`` frames each, cycling colour and motion over seen pairs
+(one shape and background per story), is streamed through ``pipe.stream`` exactly as ``vidgen generate --story``
+writes it (:class:`vidgen.io.VideoWriter`). Each run happens in a fresh process, so its peak RSS is its own:
+
+* memory and speed: the story cut to ``--lengths`` frames (e.g. 100, 500, 1025): peak RSS and seconds per output
+  frame at each length (target: the largest peak within 1.15x of the smallest);
+* quality over time (the longest run): per segment, the attribute scorer on the segment's last 17 frames (colour,
+  motion, colour+motion against the segment's prompt), the mean absolute frame-to-frame change (flicker), and the
+  object's colour and size against a real clip of the same prompt rendered by ``ShapesDataset``'s renderer (drift);
+  FVD of the first and last third of the segments' clips against real clips of the same prompts, with its noise floor
+  (a handful of clips per third: FVD here is dominated by that floor and shown only beside it).
+
+Target: adherence over the last third of the segments within 5 points of the first third.
+
+    python eval/long_video.py                                   # -> docs/results/long_video.json, docs/long_video.png
+    python eval/long_video.py --pipelines masked --lengths 100 300 --segments 8    # a quick look
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_result  # noqa: E402
+
+SCORED_FRAMES = 17  # the clip length the scorer was calibrated on (eval/calibrate_scorer.py)
+STORY_SHAPE, STORY_BACKGROUND = "square", "black"
+
+
+def story_prompts(segments: int) -> list:
+    """``segments`` seen-pair attributes cycling colour and motion (one shape and background), in order."""
+    from vidgen.data.shapes import COLORS, HELD_OUT_PAIRS, MOTIONS, ShapeAttributes
+    held, out, i = set(HELD_OUT_PAIRS), [], 0
+    colors = list(COLORS)
+    while len(out) < segments:
+        color, motion = colors[i % len(colors)], MOTIONS[(i // len(colors) + i) % len(MOTIONS)]
+        if (color, motion) not in held:
+            out.append(ShapeAttributes(STORY_SHAPE, color, motion, STORY_BACKGROUND))
+        i += 1
+    return out
+
+
+def object_stats(scorer, clip: torch.Tensor) -> dict | None:
+    """Mean colour (RGB in [0, 1]) and area fraction of the dominant palette object of ``clip`` (3, T, H, W)."""
+    from vidgen.metrics.adherence import _as_frames
+    frames = _as_frames(clip)
+    assigned = scorer.color_masks(frames)
+    if (assigned >= 0).sum() == 0:
+        return None
+    k = int(torch.bincount(assigned[assigned >= 0]).argmax())
+    mask = assigned == k
+    return {"rgb": [round(float(v), 4) for v in frames[mask].mean(0)], "area": float(mask.float().mean())}
+
+
+def child(args) -> dict:
+    """One streamed story in this process: seconds, peak RSS and (``--score``) per-segment measurements."""
+    from vidgen.data.common import make_generator
+    from vidgen.data.shapes import render_shape_video
+    from vidgen.io import VideoWriter
+    from vidgen.metrics.adherence import AttributeScorer
+    from vidgen.pipelines import load_pipeline
+    from vidgen.pipelines.registry import shipped_folder
+
+    torch.set_num_threads(args.threads)
+    pipe = load_pipeline(shipped_folder(args.pipelines[0], args.pretrained), dtype=args.precision)
+    pipe.set_progress_bar_config(disable=True)
+    attrs = story_prompts(args.segments)
+    per = args.frames_per_segment
+    schedule = {i * per: a.caption for i, a in enumerate(attrs) if i * per < args.length}
+    scorer, segments, clips, real = AttributeScorer(), [], [], []
+    pending, done, start = None, 0, time.perf_counter()  # pending: frames of the segment being made
+    with VideoWriter(Path(args.out_dir) / f"{args.pipelines[0]}_{args.length}.mp4", fps=8) as writer:
+        for part in pipe.stream(schedule, num_frames=args.length, height=args.size, width=args.size,
+                                generator=torch.Generator().manual_seed(args.seed), output_type="pt"):
+            chunk = part[0].permute(1, 0, 2, 3) * 2 - 1  # (3, n, H, W) in [-1, 1]
+            writer.write(chunk)
+            done += chunk.shape[1]
+            if not args.score:
+                continue
+            pending = chunk if pending is None else torch.cat([pending, chunk], 1)
+            while pending is not None:  # score each segment once its last frame is made
+                end = min(per * (len(segments) + 1), args.length)  # the segment's end, in output frames
+                if done < end:
+                    break
+                cut = pending.shape[1] - (done - end)
+                segments.append(score_segment(scorer, pending[:, :cut], attrs[len(segments)], len(segments), args,
+                                              render_shape_video, make_generator, clips, real))
+                pending = pending[:, cut:] if cut < pending.shape[1] else None
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    out = {"pipeline": args.pipelines[0], "frames": args.length, "seconds": seconds,
+           "seconds_per_frame": seconds / args.length, "peak_rss_mib": peak, "precision": pipe.precision,
+           "context_frames": pipe.context_frames, "window_latent_frames": pipe.window}
+    if args.score:
+        out["segments"] = segments
+        out["fvd"] = fvd_thirds(clips, real)
+    return out
+
+
+def score_segment(scorer, clip, attrs, index, args, render, make_generator, clips, real) -> dict:
+    """The segment's last 17 frames against its prompt and a real clip of it; flicker over the whole segment."""
+    scored = clip[:, -SCORED_FRAMES:]
+    truth = render(attrs, scored.shape[1], (args.size, args.size), make_generator(index, "long-video/real", 0))
+    found = scorer(scored)
+    gen_obj, real_obj = object_stats(scorer, scored), object_stats(scorer, truth.clamp(-1, 1))
+    clips.append(scored[:, :16])
+    real.append(truth.clamp(-1, 1)[:, :16])
+    drift = None
+    if gen_obj and real_obj:
+        drift = {"rgb_distance": float(torch.tensor(gen_obj["rgb"]).sub(torch.tensor(real_obj["rgb"])).norm()),
+                 "area_ratio": gen_obj["area"] / max(real_obj["area"], 1e-6)}
+    return {"index": index, "prompt": attrs.caption, "expected": {"color": attrs.color, "motion": attrs.motion},
+            "detected": found.to_dict(), "color": found.color == attrs.color, "motion": found.motion == attrs.motion,
+            "flicker": float((clip[:, 1:] - clip[:, :-1]).abs().mean()) if clip.shape[1] > 1 else 0.0,
+            "drift": drift}
+
+
+def fvd_thirds(clips: list, real: list) -> dict:
+    """FVD of the first and the last third of the segments' clips against the real clips of the same prompts."""
+    from vidgen.metrics.fvd import FrechetVideoDistance
+    n = len(clips) // 3
+    if n < 2:
+        return {"skipped": f"{len(clips)} segments: too few for FVD of thirds"}
+    out = {}
+    metric = FrechetVideoDistance()
+    for name, rows in (("first_third", slice(0, n)), ("last_third", slice(len(clips) - n, len(clips)))):
+        metric.reset()
+        metric.update(torch.stack(real[rows]), real=True)
+        metric.update(torch.stack(clips[rows]), real=False)
+        result = metric.compute()
+        out[name] = {"value": result["value"], "clips": n, "noise_floor": result.get("noise_floor")}
+    return out
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per pipeline: memory ratio, seconds per frame by length, adherence by thirds of the segments."""
+    out = {}
+    for name in dict.fromkeys(r["pipeline"] for r in runs):
+        mine = sorted((r for r in runs if r["pipeline"] == name), key=lambda r: r["frames"])
+        peaks = [r["peak_rss_mib"] for r in mine]
+        entry = {"lengths": [r["frames"] for r in mine], "peak_rss_mib": peaks,
+                 "seconds_per_frame": [r["seconds_per_frame"] for r in mine],
+                 "rss_ratio_largest_to_smallest": max(peaks) / min(peaks)}
+        scored = next((r for r in reversed(mine) if r.get("segments")), None)
+        if scored:
+            segs = scored["segments"]
+            third = max(1, len(segs) // 3)
+
+            def rate(rows):
+                return sum(s["color"] and s["motion"] for s in rows) / len(rows)
+            entry.update({"segments": len(segs), "first_third_color_motion": rate(segs[:third]),
+                          "last_third_color_motion": rate(segs[-third:]), "color_motion": rate(segs),
+                          "fvd": scored["fvd"]})
+            entry["adherence_drop_points"] = 100 * (entry["first_third_color_motion"] -
+                                                    entry["last_third_color_motion"])
+        out[name] = entry
+    return out
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    """Adherence (rolling over 5 segments), flicker and object size ratio by segment, one line per pipeline."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for run in runs:
+        segs = run.get("segments")
+        if not segs:
+            continue
+        ok = torch.tensor([float(s["color"] and s["motion"]) for s in segs])
+        rolling = torch.nn.functional.avg_pool1d(ok[None, None], 5, 1, 2, count_include_pad=False)[0, 0]
+        x = list(range(len(segs)))
+        axes[0].plot(x, rolling, label=run["pipeline"])
+        axes[1].plot(x, [s["flicker"] for s in segs], label=run["pipeline"])
+        axes[2].plot(x, [s["drift"]["area_ratio"] if s["drift"] else float("nan") for s in segs], label=run["pipeline"])
+    for ax, title in zip(axes, ("colour+motion (5-segment mean)", "mean |frame change|", "object area / real")):
+        ax.set_title(title)
+        ax.set_xlabel("segment")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipelines", nargs="+", default=["masked", "flow", "autoregressive"])
+    parser.add_argument("--pretrained", default=str(ROOT / "pretrained"))
+    parser.add_argument("--lengths", nargs="+", type=int, default=[100, 500, 1025])
+    parser.add_argument("--segments", type=int, default=32)
+    parser.add_argument("--frames-per-segment", type=int, default=32)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "long_video.json"))
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "long_video.png"))
+    parser.add_argument("--out-dir", default=str(ROOT / "outputs" / "long_video"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--score", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+    if args.segments * args.frames_per_segment < max(args.lengths):
+        parser.error("--segments x --frames-per-segment must cover the longest of --lengths")
+    runs = []
+    for name in args.pipelines:
+        for length in sorted(args.lengths):
+            command = [sys.executable, __file__, "--child", "--pipelines", name, "--length", str(length),
+                       *[f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
+                         ("pretrained", "segments", "frames_per_segment", "size", "seed", "threads", "precision",
+                          "out_dir")]]
+            if length == max(args.lengths):
+                command.append("--score")
+            result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if result.returncode != 0:
+                raise SystemExit(f"{name} at {length} frames failed:\n{result.stderr[-3000:]}")
+            runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            r = runs[-1]
+            print(f"{name:15s} {length:5d} frames: {r['seconds_per_frame'] * 1000:6.1f} ms/frame, peak RSS "
+                  f"{r['peak_rss_mib']:.0f} MiB", flush=True)
+    summary = summarize(runs)
+    print(json.dumps(summary, indent=2))
+    plot(runs, Path(args.plot))
+    write_result(args.out, {"story": {"segments": args.segments, "frames_per_segment": args.frames_per_segment,
+                                      "shape": STORY_SHAPE, "background": STORY_BACKGROUND, "size": args.size,
+                                      "seed": args.seed},
+                            "summary": summary, "runs": runs}, threads=args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
