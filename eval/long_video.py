@@ -33,39 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
 
-SCORED_FRAMES = 17  # the clip length the scorer was calibrated on (eval/calibrate_scorer.py)
-STORY_SHAPE, STORY_BACKGROUND = "square", "black"
-
-
-def story_prompts(segments: int) -> list:
-    """``segments`` seen-pair attributes cycling colour and motion (one shape and background), in order."""
-    from vidgen.data.shapes import COLORS, HELD_OUT_PAIRS, MOTIONS, ShapeAttributes
-    held, out, i = set(HELD_OUT_PAIRS), [], 0
-    colors = list(COLORS)
-    while len(out) < segments:
-        color, motion = colors[i % len(colors)], MOTIONS[(i // len(colors) + i) % len(MOTIONS)]
-        if (color, motion) not in held:
-            out.append(ShapeAttributes(STORY_SHAPE, color, motion, STORY_BACKGROUND))
-        i += 1
-    return out
-
-
-def object_stats(scorer, clip: torch.Tensor) -> dict | None:
-    """Mean colour (RGB in [0, 1]) and area fraction of the dominant palette object of ``clip`` (3, T, H, W)."""
-    from vidgen.metrics.adherence import _as_frames
-    frames = _as_frames(clip)
-    assigned = scorer.color_masks(frames)
-    if (assigned >= 0).sum() == 0:
-        return None
-    k = int(torch.bincount(assigned[assigned >= 0]).argmax())
-    mask = assigned == k
-    return {"rgb": [round(float(v), 4) for v in frames[mask].mean(0)], "area": float(mask.float().mean())}
-
+from vidgen.demo.story import STORY_BACKGROUND, STORY_SHAPE  # noqa: E402
 
 def child(args) -> dict:
     """One streamed story in this process: seconds, peak RSS and (``--score``) per-segment measurements."""
-    from vidgen.data.common import make_generator
-    from vidgen.data.shapes import render_shape_video
+    from vidgen.demo.story import run_story, story_prompts
     from vidgen.io import VideoWriter
     from vidgen.metrics.adherence import AttributeScorer
     from vidgen.pipelines import load_pipeline
@@ -74,55 +46,20 @@ def child(args) -> dict:
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(shipped_folder(args.pipelines[0], args.pretrained), dtype=args.precision)
     pipe.set_progress_bar_config(disable=True)
-    attrs = story_prompts(args.segments)
-    per = args.frames_per_segment
-    schedule = {i * per: a.caption for i, a in enumerate(attrs) if i * per < args.length}
-    scorer, segments, clips, real = AttributeScorer(), [], [], []
-    pending, done, start = None, 0, time.perf_counter()  # pending: frames of the segment being made
+    segments, start = [], time.perf_counter()
     with VideoWriter(Path(args.out_dir) / f"{args.pipelines[0]}_{args.length}.mp4", fps=8) as writer:
-        for part in pipe.stream(schedule, num_frames=args.length, height=args.size, width=args.size,
-                                generator=torch.Generator().manual_seed(args.seed), output_type="pt"):
-            chunk = part[0].permute(1, 0, 2, 3) * 2 - 1  # (3, n, H, W) in [-1, 1]
-            writer.write(chunk)
-            done += chunk.shape[1]
-            if not args.score:
-                continue
-            pending = chunk if pending is None else torch.cat([pending, chunk], 1)
-            while pending is not None:  # score each segment once its last frame is made
-                end = min(per * (len(segments) + 1), args.length)  # the segment's end, in output frames
-                if done < end:
-                    break
-                cut = pending.shape[1] - (done - end)
-                segments.append(score_segment(scorer, pending[:, :cut], attrs[len(segments)], len(segments), args,
-                                              render_shape_video, make_generator, clips, real))
-                pending = pending[:, cut:] if cut < pending.shape[1] else None
-    seconds = time.perf_counter() - start
+        for segment in run_story(pipe, story_prompts(args.segments), args.frames_per_segment, args.length, args.seed,
+                                 args.size, on_frames=writer.write, scorer=AttributeScorer() if args.score else None):
+            segments.append(segment)
+    seconds = time.perf_counter() - start  # scoring included (it holds one segment): the same work at every length
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     out = {"pipeline": args.pipelines[0], "frames": args.length, "seconds": seconds,
            "seconds_per_frame": seconds / args.length, "peak_rss_mib": peak, "precision": pipe.precision,
            "context_frames": pipe.context_frames, "window_latent_frames": pipe.window}
     if args.score:
-        out["segments"] = segments
-        out["fvd"] = fvd_thirds(clips, real)
+        out["segments"] = [s.to_dict() for s in segments]
+        out["fvd"] = fvd_thirds([s.clip[:, :16] for s in segments], [s.real[:, :16] for s in segments])
     return out
-
-
-def score_segment(scorer, clip, attrs, index, args, render, make_generator, clips, real) -> dict:
-    """The segment's last 17 frames against its prompt and a real clip of it; flicker over the whole segment."""
-    scored = clip[:, -SCORED_FRAMES:]
-    truth = render(attrs, scored.shape[1], (args.size, args.size), make_generator(index, "long-video/real", 0))
-    found = scorer(scored)
-    gen_obj, real_obj = object_stats(scorer, scored), object_stats(scorer, truth.clamp(-1, 1))
-    clips.append(scored[:, :16])
-    real.append(truth.clamp(-1, 1)[:, :16])
-    drift = None
-    if gen_obj and real_obj:
-        drift = {"rgb_distance": float(torch.tensor(gen_obj["rgb"]).sub(torch.tensor(real_obj["rgb"])).norm()),
-                 "area_ratio": gen_obj["area"] / max(real_obj["area"], 1e-6)}
-    return {"index": index, "prompt": attrs.caption, "expected": {"color": attrs.color, "motion": attrs.motion},
-            "detected": found.to_dict(), "color": found.color == attrs.color, "motion": found.motion == attrs.motion,
-            "flicker": float((clip[:, 1:] - clip[:, :-1]).abs().mean()) if clip.shape[1] > 1 else 0.0,
-            "drift": drift}
 
 
 def fvd_thirds(clips: list, real: list) -> dict:
@@ -157,7 +94,7 @@ def summarize(runs: list[dict]) -> dict:
             third = max(1, len(segs) // 3)
 
             def rate(rows):
-                return sum(s["color"] and s["motion"] for s in rows) / len(rows)
+                return sum(s["color_motion"] for s in rows) / len(rows)
             entry.update({"segments": len(segs), "first_third_color_motion": rate(segs[:third]),
                           "last_third_color_motion": rate(segs[-third:]), "color_motion": rate(segs),
                           "fvd": scored["fvd"]})
@@ -177,7 +114,7 @@ def plot(runs: list[dict], path: Path) -> None:
         segs = run.get("segments")
         if not segs:
             continue
-        ok = torch.tensor([float(s["color"] and s["motion"]) for s in segs])
+        ok = torch.tensor([float(s["color_motion"]) for s in segs])
         rolling = torch.nn.functional.avg_pool1d(ok[None, None], 5, 1, 2, count_include_pad=False)[0, 0]
         x = list(range(len(segs)))
         axes[0].plot(x, rolling, label=run["pipeline"])

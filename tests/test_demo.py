@@ -72,6 +72,12 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
         # the settings it sampled with: the folder's sampling_config.json, not a copy kept in the demo
         assert entry["sampling"] == json.loads((PRETRAINED / PIPELINES[name] / "sampling_config.json").read_text())
     assert metrics["fvd_floor"]["n_real"] == 4
+    for name, story in metrics["stories"].items():  # the short story per pipeline: exact length, every segment scored
+        info = probe_video(demo_out / story["file"])
+        assert (info.num_frames, info.height, info.width) == (144, 64, 64), (name, info)
+        assert len(story["segments"]) == 8 and all("motion" in seg["detected"] for seg in story["segments"])
+        assert story["color_motion"] == sum(seg["color_motion"] for seg in story["segments"]) / 8
+    assert set(metrics["stories"]) == set(PIPELINES)
     for video in metrics["videos"]:
         for column, path in video["files"].items():
             info = probe_video(demo_out / path)
@@ -81,11 +87,12 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
 def test_every_file_the_page_links_exists(demo_out):
     page = demo_out / "index.html"
     links = linked_files(page)
-    assert len(links) >= 4 * 4 + 3 + 1  # 4 prompts x (real + 3 pipelines), 3 contact sheets, metrics.json
+    # 4 prompts x (real + 3 pipelines), 3 stories, 3 contact sheets, metrics.json
+    assert len(links) >= 4 * 4 + 3 + 3 + 1
     missing = [str(p) for p in links if not p.is_file()]
     assert not missing, missing
     text = page.read_text()
-    assert text.count("<video") == 16 and text.count("autoplay loop muted") == 16
+    assert text.count("<video") == 19 and text.count("autoplay loop muted") == 19
 
 
 @pytest.mark.skipif(not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
@@ -95,7 +102,7 @@ def test_the_page_loads_in_a_real_browser(demo_out, load_script, tmp_path, capsy
     page; a page whose video file is gone fails and says so."""
     check = load_script("eval/check_demo_page.py")
     assert check.main([str(demo_out / "index.html"), "--screenshot", str(tmp_path / "shot.png"), "--timeout-s", "60"]) == 0
-    assert "16/16 videos loaded" in capsys.readouterr().out and (tmp_path / "shot.png").stat().st_size > 10_000
+    assert "19/19 videos loaded" in capsys.readouterr().out and (tmp_path / "shot.png").stat().st_size > 10_000
     broken = tmp_path / "broken"
     shutil.copytree(demo_out, broken)
     next(broken.glob("flow/*.mp4")).unlink()

@@ -88,6 +88,30 @@ def _video_table(metrics: dict) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _stories(metrics: dict) -> str:
+    """Each pipeline's story: the video, and per segment its prompt and what the scorer read off its last frames."""
+    stories = metrics.get("stories")
+    if not stories:
+        return ""
+    first = next(iter(stories.values()))
+    head = "<tr><th>pipeline</th><th>story</th>" + "".join(
+        f"<th>{i + 1}</th>" for i in range(len(first["segments"]))) + "<th>colour+motion</th></tr>"
+    rows = []
+    for name, story in stories.items():
+        cells = []
+        for seg in story["segments"]:
+            cls = "ok" if seg["color_motion"] else "bad"
+            found = f"{seg['detected'].get('color')} · {seg['detected'].get('motion')}"
+            cells.append(f"<td class='small'>{html.escape(seg['expected']['color'])} "
+                         f"{html.escape(seg['expected']['motion'])}<div class='{cls}'>{html.escape(found)}</div></td>")
+        rows.append(f"<tr><td>{html.escape(name)}</td><td><video src='{html.escape(story['file'])}' autoplay loop "
+                    f"muted playsinline></video></td>{''.join(cells)}<td>{percent(story['color_motion'])}</td></tr>")
+    return (f"<h2>Stories</h2><p>One prompt every {first['frames_per_segment']} frames ({first['num_frames']} frames, "
+            "made chunk by chunk: each chunk is given the last latent frames before it). Per segment: the prompt's "
+            "colour and motion, and below it what the scorer reads off the segment's last 17 frames.</p>"
+            f"<table>{head}{''.join(rows)}</table>")
+
+
 def write_page(out: Path, metrics: dict) -> Path:
     """Write ``out/index.html`` for the demo ``metrics`` (as saved in ``metrics.json``)."""
     s = metrics["scorer"]["real_held_out"]
@@ -113,6 +137,7 @@ sets of real clips of the same prompts (the floor no generator can go below at t
 {_metrics_table(metrics)}
 <p>Real clip first, then each pipeline, for three seen and three held-out prompts (frames left to right):</p>
 <img class='sheet' src='{html.escape(metrics["comparison"])}' alt='real and generated frames side by side'>
+{_stories(metrics)}
 <h2>Videos</h2>
 <p class='small'>Under each video: colour · motion · shape as the scorer reads them (green = matches the prompt).</p>
 {_video_table(metrics)}

@@ -5,7 +5,9 @@
 2. For a prompt set (half seen colour x motion pairs, half held-out ones), generate one video per prompt with each
    pipeline in ``pretrained/`` (one seeded generator per video), time it, write MP4s and a contact sheet.
 3. Score every video (colour / motion / shape), compute FVD of each pipeline's videos against real clips of the same
-   prompts (with the measured noise floor), write ``metrics.json`` and ``index.html``.
+   prompts (with the measured noise floor).
+4. A short story per pipeline (:mod:`vidgen.demo.story`: 8 prompts cycling colour and motion, one every 18 frames),
+   streamed to an MP4 and scored segment by segment; write ``metrics.json`` and ``index.html``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from vidgen.pipelines.registry import PIPELINE_REGISTRY
 #: pipeline name -> folder under ``--pretrained`` (from :data:`vidgen.pipelines.PIPELINE_REGISTRY`)
 PIPELINES = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}
 NUM_FRAMES, SIZE, FPS = 17, 64, 8.0
+STORY_SEGMENTS, STORY_FRAMES_PER_SEGMENT = 8, 18
 # Each pipeline samples with the settings saved in its folder (sampling_config.json, recorded in metrics.json as
 # "sampling"); they are chosen by experiments/sweep_sampling.py on tuning prompts (vidgen.demo.prompts.tuning_prompts:
 # seen pairs, no caption of this evaluation). Their measured effect is in each card.
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scorer-clips", type=int, default=256, help="real held-out clips to check the scorer on")
     parser.add_argument("--scorer-threshold", type=float, default=0.98)
     parser.add_argument("--no-fvd", action="store_true", help="skip FVD (the I3D features are the slowest part)")
+    parser.add_argument("--no-story", action="store_true", help="skip the short story per pipeline")
     parser.add_argument("--batch", type=int, default=8, help="videos per pipeline call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -217,6 +221,8 @@ def run(args, argv: list[str]) -> int:
         if fvd_metric is not None:
             entry["fvd"] = fvd_against(fvd_metric, videos)
         metrics["pipelines"][name] = entry
+    if not args.no_story:
+        metrics["stories"] = {name: demo_story(out, name, pipe, scorer, args.seed) for name, pipe in pipes.items()}
     save_comparison(out / "comparison.png", generated, prompts)
     metrics["comparison"] = "comparison.png"
     metrics["videos"] = [{"prompt": p.caption, "held_out": p.held_out, "seed": p.seed, **p.expected(),
@@ -227,6 +233,22 @@ def run(args, argv: list[str]) -> int:
     page = write_page(out, metrics)
     print_summary(out, page, metrics)
     return 0
+
+
+def demo_story(out: Path, name: str, pipe, scorer, seed: int) -> dict:
+    """The pipeline's story: streamed to ``out/stories/<name>.mp4`` and scored per segment (vidgen.demo.story)."""
+    from vidgen.demo.story import run_story, story_prompts
+    from vidgen.io import VideoWriter
+    attributes = story_prompts(STORY_SEGMENTS)
+    num_frames = STORY_SEGMENTS * STORY_FRAMES_PER_SEGMENT
+    path, start = out / "stories" / f"{name}.mp4", time.perf_counter()
+    with VideoWriter(path, fps=FPS) as writer:
+        segments = [s.to_dict() for s in tqdm(run_story(pipe, attributes, STORY_FRAMES_PER_SEGMENT, num_frames, seed,
+                                                        SIZE, on_frames=writer.write, scorer=scorer),
+                                              total=STORY_SEGMENTS, desc=f"{name} story", dynamic_ncols=True)]
+    return {"file": str(path.relative_to(out)), "num_frames": num_frames, "frames_per_segment": STORY_FRAMES_PER_SEGMENT,
+            "context_frames": pipe.context_frames, "seconds": time.perf_counter() - start, "segments": segments,
+            "color_motion": sum(s["color_motion"] for s in segments) / len(segments)}
 
 
 def print_summary(out: Path, page: Path, metrics: dict) -> None:
@@ -240,6 +262,9 @@ def print_summary(out: Path, page: Path, metrics: dict) -> None:
         fvd = f"{entry['fvd']['value']:.0f}" if "fvd" in entry else "-"
         print(f"{name:16s} {a['seen']['color_motion']:9.1%} {a['held_out']['color_motion']:13.1%} "
               f"{a['all']['shape']:6.1%} {turns['turned']:>3d}/{turns['n']:<2d} {fvd:>8s} {entry['seconds_per_video']:8.2f}")
+    for name, story in metrics.get("stories", {}).items():
+        print(f"story {name:10s} {story['num_frames']} frames, {len(story['segments'])} prompts: colour+motion per "
+              f"segment {story['color_motion']:.0%} ({story['seconds']:.0f} s)")
     print(f"\nvideos: {out}/<pipeline>/*.mp4   contact sheets: {out}/<pipeline>.png")
     print(f"metrics: {out / 'metrics.json'}")
     print(f"page:    {page}  (open it in a browser)")
