@@ -47,7 +47,7 @@ from vidgen.training.release import run_summary, store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
-SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae", "shapes-vae4": "vae"}  # -> its folder
+SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae"}  # artifact -> its folder
 GENERATORS = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}  # pipeline name -> artifact
 NATURAL_TOKENIZERS = ("natural-vae-small", "natural-fsq-small")
 ALL_ARTIFACTS = (*SHAPES_TOKENIZERS, *GENERATORS.values(), *NATURAL_TOKENIZERS)
