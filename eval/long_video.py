@@ -104,6 +104,38 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def readme_table(results: dict) -> str:
+    """The "Long videos and stories" table (``<!-- table:long_video -->``) from ``docs/results/long_video.json``."""
+    story = results["story"]
+    lines = ["| pipeline | frames | peak RSS (MiB) | largest / smallest | ms per frame | colour+motion per segment: "
+             "all / first third / last third | FVD first / last third (floor) |", "|---|---|---|---|---|---|---|"]
+    for name, e in results["summary"].items():
+        fvd = e.get("fvd", {})
+        if "first_third" in fvd:
+            a, b = fvd["first_third"], fvd["last_third"]
+            floor = a.get("noise_floor") or {}
+            fvd_text = f"{a['value']:.0f} / {b['value']:.0f}" + (
+                f" ({floor['estimate']:.0f})" if isinstance(floor, dict) and "estimate" in floor else "")
+        else:
+            fvd_text = "–"
+        lengths = " / ".join(str(n) for n in e["lengths"])
+        peaks = " / ".join(f"{p:.0f}" for p in e["peak_rss_mib"])
+        speed = " / ".join(f"{1000 * x:.0f}" for x in e["seconds_per_frame"])
+        adherence = (f"{percent(e['color_motion'])} / {percent(e['first_third_color_motion'])} / "
+                     f"{percent(e['last_third_color_motion'])}") if "color_motion" in e else "–"
+        lines.append(f"| {name} | {lengths} | {peaks} | {e['rss_ratio_largest_to_smallest']:.2f}x | {speed} | "
+                     f"{adherence} | {fvd_text} |")
+    lines += ["", f"A story of {story['segments']} prompts ({story['frames_per_segment']} frames each, a "
+              f"{story['shape']} on {story['background']}, cycling colour and motion over seen pairs) at "
+              f"{story['size']}x{story['size']}, streamed to an MP4 in a fresh process per length, "
+              f"{results['threads']} threads, {results['date'][:10]}; `{results['command']}`."]
+    return "\n".join(lines)
+
+
+def percent(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
 def plot(runs: list[dict], path: Path) -> None:
     """Adherence (rolling over 5 segments), flicker and object size ratio by segment, one line per pipeline."""
     import matplotlib

@@ -104,7 +104,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "attention_tiles": ("bench_attention.json", from_script("bench_attention", "readme_tile_table")),
           "recon": ("recon_benchmark.json", from_script("recon_benchmark")),
           "vae_recipe": ("compare_vae_recipe.json", from_script("compare_vae_recipe")),
-          "fvd_sanity": ("fvd_sanity.json", from_script("fvd_sanity"))}
+          "fvd_sanity": ("fvd_sanity.json", from_script("fvd_sanity")),
+          "long_video": ("long_video.json", from_script("long_video"))}
 
 
 def render(readme: str) -> str:
