@@ -28,11 +28,12 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, AutoencoderKLWan, DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, VidgenError, VideoIOError
+from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError, VidgenError,
+                           VideoIOError)
 from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
                                check_scheduler, generate_tokens, generator_class)
 from vidgen.io import probe_video, read_video, write_video
@@ -46,7 +47,7 @@ from vidgen.metrics.weights import UnsafeWeightsError
 from vidgen.pipelines import FlowVideoPipeline, load_pipeline
 from vidgen.testing import perturb_weights
 from vidgen.text import check_prompts
-from vidgen.tokenizers import CausalVAE, CausalVQVAE, load_tokenizer
+from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
 from vidgen.training import GeneratorTrainConfig, build_model, load_config
 
 T, H, W = 5, 16, 16  # the valid video every sanity call uses: 2 latent frames of 2x2
@@ -182,6 +183,19 @@ class Env:
         self.vae.save_pretrained(self.path("vae"))
         return self.path("vae")
 
+    @cached_property
+    def diffusers_vae(self) -> DiffusersVideoVAE:
+        """A tiny diffusers Wan VAE (16 latent channels, 4x8x8 compression) through vidgen's adapter."""
+        torch.manual_seed(0)
+        return DiffusersVideoVAE(AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                                  temperal_downsample=[False, True, True]).eval())
+
+    @cached_property
+    def image_vae_folder(self) -> Path:
+        """A diffusers *image* VAE folder (``_class_name: AutoencoderKL``)."""
+        AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).save_pretrained(self.path("img"))
+        return self.path("img")
+
     def broken_vae(self, name: str, edit: Callable[[Path], None]) -> Path:
         """A copy of the saved tiny VAE, broken by ``edit(folder)``."""
         path = self.path(name)
@@ -287,6 +301,8 @@ SANITY: dict[str, Callable[[Env], Any]] = {
     "vae": lambda env: (env.vae.encode(env.x).latent_dist.mean, env.vae.decode(torch.ones(1, 4, 2, 2, 2)).sample),
     "vq": lambda env: (env.vq.tokenize(env.x), env.vq.detokenize(torch.ones(1, 2, 2, 2, dtype=torch.long))),
     "load": lambda env: load_tokenizer(env.vae_folder).encode(env.x).latent_dist.mean,
+    "diffusers_vae": lambda env: (env.diffusers_vae.encode(env.x).latent_dist.mean,
+                                  env.diffusers_vae.decode(torch.ones(1, 16, 2, 2, 2), num_frames=T).sample),
     "metrics": lambda env: (psnr(env.x, env.x * 0.5), ssim(env.x, env.x * 0.5),
                             preprocess_for_i3d(env.x)[..., ::37, ::37],
                             preprocess_for_inception(env.x[:, :, 0])[..., ::50, ::50]),
@@ -627,6 +643,18 @@ CASES: list[Case] = [
          r"vae_cut: cannot load the CausalVAE weights: .*vae_cut/diffusion_pytorch_model\.safetensors"),
     Case("load_tokenizer/no-config", "load", lambda env: load_tokenizer(env.path("nothing_here")), MissingWeightsError,
          r"nothing_here: no config\.json here"),
+    Case("load_tokenizer/diffusers-image-vae-folder", "load", lambda env: load_tokenizer(env.image_vae_folder),
+         ConfigError, r"img/config\.json: _class_name 'AutoencoderKL' is not a vidgen tokenizer .* nor a supported "
+         r"diffusers video VAE \(AutoencoderKLCogVideoX, AutoencoderKLWan"),
+    # --------------------------------------------------------------------------- diffusers video VAEs (the adapter)
+    Case("DiffusersVideoVAE/image-vae", "diffusers_vae",
+         lambda env: DiffusersVideoVAE(AutoencoderKL(block_out_channels=(8,), norm_num_groups=4)), InvalidInputError,
+         r"vae: diffusers\..*\.AutoencoderKL is not a supported diffusers video VAE .*an image VAE"),
+    Case("diffusers_vae.decode/4-channels", "diffusers_vae",
+         lambda env: env.diffusers_vae.decode(torch.zeros(1, 4, 2, 2, 2)), InvalidInputError,
+         r"z must have shape \(B, 16, t, h, w\), got \(1, 4, 2, 2, 2\)"),
+    Case("diffusers_vae.stream_decoder", "diffusers_vae", lambda env: env.diffusers_vae.stream_decoder(16, 16),
+         UnsupportedError, r"AutoencoderKLWan: streaming decode .* needs a vidgen causal tokenizer"),
     # --------------------------------------------------------------------------- pickles in place of weights
     Case("load_tokenizer/pickle-named-safetensors", "load",
          lambda env: load_tokenizer(env.broken_vae("vae_pickle", lambda p: env.payload(

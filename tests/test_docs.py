@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # subpackages / modules whose API is for the repository's own commands, not for users
-NOT_IN_API = {"cli", "demo", "testing"}
+NOT_IN_API = {"cli", "demo", "testing", "app"}  # app: the `vidgen serve` command (docs/app.md)
 
 
 def mkdocs_config() -> dict:

@@ -31,7 +31,8 @@ LAYERS = {
     "generators": 4,
     "pipelines": 5, "training": 5,
     "demo": 6, "cli": 6,
-    "__main__": 7,
+    "app": 7,  # `vidgen serve` (registered by name in vidgen.cli.COMMAND_MODULES; reuses vidgen.cli.generate)
+    "__main__": 8,
 }
 #: the rules of issue #33 spelled out (implied by LAYERS; kept so a change of the table cannot drop them silently)
 FORBIDDEN = {part: ("pipelines", "generators") for part in ("tokenizers", "io", "data", "attention", "metrics")}

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "vidgen.cli.data",
     "vidgen.cli.eval",
     "vidgen.cli.generate",
+    "vidgen.app.serve",  # `vidgen serve`: the app sits above the command line (it reuses vidgen.cli.generate)
 ]
 
 

@@ -80,7 +80,8 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
     def _check_kind(cls, tokenizer) -> None:
         if not hasattr(tokenizer, "normalize_latents"):
             raise InvalidInputError(f"tokenizer: {cls.__name__} works on continuous latents and needs a "
-                                    f"CausalVAE, got {type(tokenizer).__name__}")
+                                    f"CausalVAE or a diffusers video VAE wrapped as "
+                                    f"vidgen.tokenizers.DiffusersVideoVAE(vae), got {type(tokenizer).__name__}")
 
     def check_tokenizer(self, tokenizer) -> None:
         self._check_kind(tokenizer)

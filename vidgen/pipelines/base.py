@@ -170,7 +170,19 @@ class VideoPipelineBase(DiffusionPipeline):
     # ------------------------------------------------------------------ components
     @property
     def video_tokenizer(self):
-        return getattr(self, self.video_tokenizer_name)
+        """The registered video tokenizer, as vidgen's tokenizer interface: a diffusers video VAE registered as
+        ``vae`` (saved as the diffusers class it is) is used through :class:`~vidgen.tokenizers.DiffusersVideoVAE`,
+        wrapped once and again whenever the component is replaced."""
+        return self._as_tokenizer(getattr(self, self.video_tokenizer_name, None))
+
+    def _as_tokenizer(self, component):
+        from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
+        if not is_diffusers_video_vae(component):
+            return component
+        cached = getattr(self, "_wrapped_tokenizer", None)
+        if cached is None or cached.vae is not component:
+            cached = self._wrapped_tokenizer = DiffusersVideoVAE(component)
+        return cached
 
     def _text_components(self):
         """The registered text encoder, or the offline default loaded on first use (never saved with the pipeline,
@@ -378,6 +390,8 @@ class VideoPipelineBase(DiffusionPipeline):
                                     f"({', '.join(self.sampling_defaults)})")
         tc = self.video_tokenizer.codec_config.temporal_compression
         segments = parse_schedule(prompt, num_frames, tc, negative_prompt)
+        per_video = isinstance(generator, (list, tuple)) and len(generator) > 1
+        decoder = None if output_type == "latent" else self._stream_decoder(height, width, per_video)
         s = self.resolve_settings(**{k: settings.get(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         window_frames = first_output_frame(self.window - 1, tc) + 1
         batch = self.check_inputs(prompt=segments[0].prompt, negative_prompt=segments[0].negative_prompt,
@@ -411,7 +425,6 @@ class VideoPipelineBase(DiffusionPipeline):
                               generators, batch, dict(cond=encode(seg.prompt), negative=encode(seg.negative_prompt),
                                                       given=given))
 
-        decoder = None if output_type == "latent" else self._stream_decoder(height, width, len(generators) > 1)
         story = Story(chunks, sample_chunk, self.frame_axis, num_frames, decoder, self.progress)
         story.batch = batch
         return story
@@ -438,8 +451,10 @@ class VideoPipelineBase(DiffusionPipeline):
 
     def _stream_decoder(self, height: int, width: int, per_video: bool):
         """``push(latents) -> frames``: one stream through the tokenizer, or one per video (with a generator list,
-        each video must not depend on the rest of the batch)."""
-        tok, streams = self.video_tokenizer, {}
+        each video must not depend on the rest of the batch). The first stream is made here, so a tokenizer without
+        one fails before any sampling."""
+        tok = self.video_tokenizer
+        streams = {0: tok.stream_decoder(height, width)}
 
         def push(x):
             if not per_video:

@@ -17,6 +17,7 @@ from vidgen.generators import DiffusionVideoTransformer, check_scheduler
 from vidgen.generators.flow import OPTION_CHECKS, check_generate_latents, generate_latents_unchecked
 from vidgen.pipelines.base import VideoPipelineBase, per_sample
 from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
+from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
 
 
 class FlowVideoPipeline(VideoPipelineBase):
@@ -29,9 +30,14 @@ class FlowVideoPipeline(VideoPipelineBase):
 
     def __init__(self, vae, transformer: DiffusionVideoTransformer, scheduler, text_encoder=None,
                  text_tokenizer=None):
+        """``vae``: a vidgen ``CausalVAE``, or a diffusers video VAE (raw or in a
+        :class:`~vidgen.tokenizers.DiffusersVideoVAE`): the raw diffusers model is what gets registered and saved
+        (``model_index.json`` names its diffusers class), the pipeline samples through the adapter."""
         super().__init__()
+        if is_diffusers_video_vae(vae) or isinstance(vae, DiffusersVideoVAE):
+            vae = DiffusersVideoVAE.unwrap(vae)
         if transformer is not None and vae is not None:  # a text-only pipeline (None components) is allowed
-            transformer.check_tokenizer(vae)
+            transformer.check_tokenizer(self._as_tokenizer(vae))
         if transformer is not None and scheduler is not None:
             check_scheduler(transformer, scheduler)
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
@@ -42,7 +48,7 @@ class FlowVideoPipeline(VideoPipelineBase):
         scheduler, the grid, ``latents`` as starting noise). Returns the number of videos."""
         options = self.resolve_settings(**{k: inputs.pop(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         batch = super().check_inputs(**inputs)
-        grid = self.vae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
+        grid = self.video_tokenizer.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
         check_generate_latents(self.transformer, scheduler=self.scheduler, grid=grid, batch=batch, latents=latents,
                                **options)
         return batch
@@ -82,7 +88,7 @@ class FlowVideoPipeline(VideoPipelineBase):
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
         # 3. given latent frames from the conditioning frames
-        grid = self.vae.latent_grid(num_frames, height, width)
+        grid = self.video_tokenizer.latent_grid(num_frames, height, width)
         generators = self._generators(generator, batch)
         given, given_mask = self._encode_conditioning(conditioning_frames, conditioning_latent_indices, grid, batch,
                                                       num_frames, height, width)
@@ -105,7 +111,8 @@ class FlowVideoPipeline(VideoPipelineBase):
                                          len(generators) > 1), return_dict)
 
     def _decoder_input(self, x):
-        return self.vae.denormalize_latents(x.to(self.vae.dtype))
+        tok = self.video_tokenizer
+        return tok.denormalize_latents(x.to(tok.dtype))
 
     def _continue(self, rows, generator, cond, negative, given, new, hw, settings):
         """Conditioning latents (VDT): the ``given`` latent frames are kept exactly, the ``new`` ones sampled."""

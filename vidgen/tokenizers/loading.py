@@ -1,10 +1,12 @@
-"""``load_tokenizer``: a saved tokenizer folder, whichever class its ``config.json`` names. The strict
+"""``load_tokenizer``: a saved tokenizer folder, whichever class its ``config.json`` names (a vidgen tokenizer, or a
+diffusers video VAE, returned wrapped in :class:`~vidgen.tokenizers.diffusers_vae.DiffusersVideoVAE`). The strict
 ``from_pretrained`` and the option check live in :mod:`vidgen.tokenizers.loading_mixins` (re-exported here)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from vidgen.errors import ConfigError, MissingWeightsError
+from vidgen.tokenizers.diffusers_vae import DIFFUSERS_VIDEO_VAES, DiffusersVideoVAE
 from vidgen.tokenizers.loading_mixins import StrictLoadingMixin, check_init_options, read_config
 from vidgen.tokenizers.vae import CausalVAE
 from vidgen.tokenizers.vqvae import CausalVQVAE
@@ -18,15 +20,20 @@ def tokenizer_classes() -> dict:
 
 
 def load_tokenizer(path: str | Path, **kwargs):
-    """``CausalVAE`` or ``CausalVQVAE`` from a ``save_pretrained`` folder (safetensors), in eval mode."""
+    """``CausalVAE`` or ``CausalVQVAE`` from a ``save_pretrained`` folder (safetensors), in eval mode; a folder
+    written by a diffusers video VAE's ``save_pretrained`` (``_class_name`` e.g. ``AutoencoderKLWan``) comes back as
+    a :class:`DiffusersVideoVAE` (keywords go to :meth:`DiffusersVideoVAE.from_pretrained`)."""
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.exists():
         raise MissingWeightsError(f"{path}: no config.json here; expected a folder written by save_pretrained()")
     name = read_config(config_file).get("_class_name")
     classes = tokenizer_classes()
+    if name in DIFFUSERS_VIDEO_VAES:
+        return DiffusersVideoVAE.from_pretrained(path, **kwargs).eval()
     if name not in classes:
-        raise ConfigError(f"{config_file}: _class_name {name!r} is not a vidgen tokenizer ({sorted(classes)})")
+        raise ConfigError(f"{config_file}: _class_name {name!r} is not a vidgen tokenizer ({sorted(classes)}) nor a "
+                          f"supported diffusers video VAE ({', '.join(DIFFUSERS_VIDEO_VAES)})")
     return classes[name].from_pretrained(path, **kwargs).eval()
 
 

@@ -173,7 +173,7 @@ class GeneratorTrainConfig(RunConfig):
     """A generator training run (``pipelines/train_generator.py``) on a trained video tokenizer."""
 
     run_dir: str = "runs/generator"
-    video_tokenizer: str = ""  # folder of a saved CausalVAE (flow) or CausalVQVAE (masked, autoregressive)
+    video_tokenizer: str = ""  # saved CausalVAE or diffusers video VAE (flow), CausalVQVAE (masked, autoregressive)
     model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

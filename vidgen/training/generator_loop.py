@@ -141,7 +141,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     """Train, checkpoint and save ``run_dir/final`` (the generator; the video tokenizer's path is in
     ``config.yaml``)."""
     if not cfg.video_tokenizer:
-        raise ConfigError("video_tokenizer: set video_tokenizer=PATH to a saved CausalVAE / CausalVQVAE folder")
+        raise ConfigError("video_tokenizer: set video_tokenizer=PATH to a saved CausalVAE / CausalVQVAE folder (or, "
+                          "for the flow generator, a diffusers video VAE folder such as AutoencoderKLWan's)")
     # CFG dropout leaves the null embeddings unused in some steps: DDP must not wait for their gradients
     return run_training(cfg, lambda acc, log: GeneratorTask(cfg, acc, log),
                         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
