@@ -17,7 +17,8 @@ import torch
 from vidgen.errors import InvalidInputError
 from vidgen.generators import AutoregressiveVideoTransformer
 from vidgen.generators.autoregressive import OPTION_CHECKS, check_iter_frames, iter_frames_unchecked
-from vidgen.pipelines.base import VideoPipelineBase, to_output
+from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.output import to_output
 from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
 from vidgen.pipelines.story import is_schedule
 

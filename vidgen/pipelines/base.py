@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
@@ -23,10 +21,10 @@ from diffusers.utils import logging as diffusers_logging
 from vidgen.errors import InvalidInputError
 from vidgen.generators import Conditioning
 from vidgen.generators.base import check_positive_int
-from vidgen.pipelines.output import VideoPipelineOutput
+from vidgen.pipelines.output import VideoPipelineOutput, to_output
 from vidgen.pipelines.sampling_config import (SAMPLING_DEFAULT, check_sampling_config, read_sampling_config,
                                               write_sampling_config)
-from vidgen.pipelines.story import Story, first_output_frame, is_schedule, parse_schedule, plan_chunks
+from vidgen.pipelines.long_video import LongVideoMixin
 from vidgen.precision import resolve_dtype
 from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
 
@@ -37,7 +35,7 @@ from vidgen.tokenizers.causal_codec import check_video
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 
 
-class VideoPipelineBase(DiffusionPipeline):
+class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
     """Base of :class:`MaskedVideoPipeline`, :class:`FlowVideoPipeline`, :class:`AutoregressiveVideoPipeline`.
 
     Subclasses register ``transformer``, the video tokenizer as ``video_tokenizer_name`` (``"vae"`` / ``"vqvae"``),
@@ -56,10 +54,6 @@ class VideoPipelineBase(DiffusionPipeline):
     sampling_defaults: dict = {}
     #: sampling setting -> its check (the generator module's ``OPTION_CHECKS``)
     option_checks: dict = {}
-    #: latent frames each chunk of a long video or story is given from the chunks before it (:mod:`.story`)
-    context_frames = 2
-    #: the axis of latent frames in this pipeline's latents: 1 for ids (B, t, h, w), 2 for (B, C, t, h, w)
-    frame_axis = 1
     #: components sampling needs besides the transformer and the video tokenizer
     sampling_components: tuple = ("scheduler",)
 
@@ -348,126 +342,6 @@ class VideoPipelineBase(DiffusionPipeline):
             return list(generator)
         return [generator]
 
-    # ------------------------------------------------------------------ long videos and stories (:mod:`.story`)
-    @property
-    def window(self) -> int:
-        """Latent frames the generator makes in one call: its trained length (``max_grid[0]`` tokens in time)."""
-        patch = getattr(getattr(self.transformer, "patch", None), "patch_size", (1, 1, 1))
-        return self.transformer.backbone_config.max_grid[0] * patch[0]
-
-    def is_story(self, prompt, negative_prompt, num_frames, height, width) -> bool:
-        """Whether a call is made in chunks (:mod:`.story`): a prompt schedule, or more latent frames than one
-        :attr:`window`."""
-        if is_schedule(prompt) or is_schedule(negative_prompt):
-            return True
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_frames, height, width)) \
-                or self.transformer is None or self.video_tokenizer is None:
-            return False  # check_inputs names the bad value or the missing component
-        return self.video_tokenizer.latent_grid(num_frames, height, width)[0] > self.window
-
-    def stream(self, prompt, *, num_frames: int, height: int = 64, width: int = 64, negative_prompt=None,
-               num_videos_per_prompt: int = 1, generator=None, context_frames: Optional[int] = None,
-               output_type: str = "np", **settings) -> Iterator:
-        """A video of any length, or a story (``prompt={frame_index: prompt}``, :mod:`.story` says where each
-        prompt takes over), made chunk by chunk; yields each chunk's frames as soon as they are decoded:
-        ``(B, n, H, W, 3)`` arrays in [0, 1] (``"np"``), ``(B, n, 3, H, W)`` tensors (``"pt"``), or each chunk's new
-        latents along :attr:`frame_axis` (``"latent"``). The chunks concatenate to exactly ``num_frames`` frames and
-        equal ``pipe(...)`` with the same arguments; memory does not grow with length. ``context_frames``: latent
-        frames each chunk is given from before it (default :attr:`context_frames`). ``settings``: the sampling
-        settings of ``__call__``. Everything is checked here, before the first chunk."""
-        if output_type not in ("np", "pt", "latent"):
-            raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
-        story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                            context_frames, output_type, settings)
-        parts = story.latents() if output_type == "latent" else story.frames()
-        return (part if output_type == "latent" else to_output(part, output_type) for part in parts)
-
-    def _story(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-               context_frames, output_type, settings: dict) -> Story:
-        unknown = sorted(set(settings) - set(self.sampling_defaults))
-        if unknown:
-            raise InvalidInputError(f"{', '.join(unknown)}: not a sampling setting of {type(self).__name__} "
-                                    f"({', '.join(self.sampling_defaults)})")
-        tc = self.video_tokenizer.codec_config.temporal_compression
-        segments = parse_schedule(prompt, num_frames, tc, negative_prompt)
-        per_video = isinstance(generator, (list, tuple)) and len(generator) > 1
-        decoder = None if output_type == "latent" else self._stream_decoder(height, width, per_video)
-        s = self.resolve_settings(**{k: settings.get(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
-        window_frames = first_output_frame(self.window - 1, tc) + 1
-        batch = self.check_inputs(prompt=segments[0].prompt, negative_prompt=segments[0].negative_prompt,
-                                  num_frames=min(num_frames, window_frames), height=height, width=width,
-                                  num_videos_per_prompt=num_videos_per_prompt, generator=generator,
-                                  output_type=output_type, **s)
-        context = self.context_frames if context_frames is None else context_frames
-        if isinstance(context, bool) or not isinstance(context, int):
-            raise InvalidInputError(f"context_frames must be an int, got {context!r}")
-        t, h, w = self.video_tokenizer.latent_grid(num_frames, height, width)
-        chunks = plan_chunks(t, self.window, context, segments)
-        steps = s.get("num_inference_steps")
-        self._start_sampling(s["guidance_scale"], len(chunks) * steps if steps else t)
-        generators = self._generators(generator, batch)
-        prompts = 1 if segments[0].prompt is None else len(check_prompts(segments[0].prompt))
-        encoded: dict = {}
-
-        def encode(text):  # each distinct prompt once; one negative prompt serves every prompt of the batch
-            if text is None:
-                return None
-            texts = check_prompts(text)
-            texts = texts * prompts if len(texts) == 1 else texts
-            if tuple(texts) not in encoded:
-                encoded[tuple(texts)] = self.encode_prompt(texts, num_videos_per_prompt)
-            return encoded[tuple(texts)]
-
-        def sample_chunk(index: int, given, new: int):
-            seg = segments[index]
-            return per_sample(lambda rows, g, cond, negative, given: self._continue(rows, g, cond, negative, given,
-                                                                                    new, (h, w), s),
-                              generators, batch, dict(cond=encode(seg.prompt), negative=encode(seg.negative_prompt),
-                                                      given=given))
-
-        story = Story(chunks, sample_chunk, self.frame_axis, num_frames, decoder, self.progress)
-        story.batch = batch
-        return story
-
-    def _story_call(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                    context_frames, output_type, return_dict, settings: dict, unsupported: dict):
-        """``__call__`` of a long video or story: the chunks of :meth:`stream`, collected."""
-        given = [name for name, value in unsupported.items() if value is not None]
-        if given:
-            raise InvalidInputError(f"{', '.join(given)}: not supported for long videos and prompt schedules (more "
-                                    f"latent frames than the generator's window of {self.window}, or a prompt dict)")
-        story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                            context_frames, output_type, settings)
-        if output_type != "latent":  # the collected frames must fit (stream() holds one chunk at a time)
-            self.video_tokenizer.check_memory("num_frames / height / width", story.batch, num_frames, height, width,
-                                              chunk_frames=1)
-        if output_type == "latent":
-            return self._finish(torch.cat(list(story.latents()), self.frame_axis), return_dict)
-        return self._finish(to_output(torch.cat(list(story.frames()), 2), output_type), return_dict)
-
-    def _decoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the tokenizer's stream decoder takes for this pipeline's latents (ids as they are)."""
-        return x
-
-    def _stream_decoder(self, height: int, width: int, per_video: bool):
-        """``push(latents) -> frames``: one stream through the tokenizer, or one per video (with a generator list,
-        each video must not depend on the rest of the batch). The first stream is made here, so a tokenizer without
-        one fails before any sampling."""
-        tok = self.video_tokenizer
-        streams = {0: tok.stream_decoder(height, width)}
-
-        def push(x):
-            if not per_video:
-                return streams.setdefault(0, tok.stream_decoder(height, width)).push(self._decoder_input(x))
-            return torch.cat([streams.setdefault(i, tok.stream_decoder(height, width)).push(self._decoder_input(part))
-                              for i, part in enumerate(x.split(1))])
-        return SimpleNamespace(push=push)
-
-    def _continue(self, rows: int, generator, cond, negative, given, new: int, hw: tuple, settings: dict):
-        """The window of ``given`` latent frames (the last ones before it, or None), kept exactly, then ``new``
-        latent frames continuing them under one prompt: each pipeline's generator call."""
-        raise NotImplementedError
-
     # ------------------------------------------------------------------ outputs
     def _step_callback(self, callback_on_step_end, tensor_inputs, key: str):
         """Adapt diffusers' ``callback_on_step_end(pipe, step, timestep, kwargs) -> dict`` to the samplers."""
@@ -519,28 +393,3 @@ def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
                   FutureWarning, stacklevel=3)
     from transformers import AutoTokenizer
     return {"text_tokenizer": AutoTokenizer.from_pretrained(str(folder / "tokenizer"))}
-
-
-def to_output(video: torch.Tensor, output_type: str):
-    """(B, 3, T, H, W) in [-1, 1] -> diffusers' video output formats."""
-    x = ((video.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 1, 3, 4).cpu()  # (B, T, 3, H, W) in [0, 1]
-    if output_type == "pt":
-        return x
-    frames = x.permute(0, 1, 3, 4, 2).numpy()  # (B, T, H, W, 3)
-    if output_type == "np":
-        return frames
-    from PIL import Image
-    return [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in video] for video in frames]
-
-
-def per_sample(sample_fn: Callable, generators: list, batch: int, sliced: dict) -> torch.Tensor:
-    """Run ``sample_fn(rows, generator, **sliced_rows)`` once for the batch, or once per video with a generator list.
-    ``sliced`` maps keyword names to per-video tensors / Conditioning (or None) to slice along the batch."""
-    if len(generators) == 1:
-        return sample_fn(batch, generators[0], **sliced)
-    outs = []
-    for i, g in enumerate(generators):
-        part = {k: (None if v is None else (v.index(slice(i, i + 1)) if isinstance(v, Conditioning) else v[i:i + 1]))
-                for k, v in sliced.items()}
-        outs.append(sample_fn(1, g, **part))
-    return torch.cat(outs)

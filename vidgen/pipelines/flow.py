@@ -15,7 +15,8 @@ import torch
 
 from vidgen.generators import DiffusionVideoTransformer, check_scheduler
 from vidgen.generators.flow import OPTION_CHECKS, check_generate_latents, generate_latents_unchecked
-from vidgen.pipelines.base import VideoPipelineBase, per_sample
+from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.output import per_sample
 from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
 from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
 

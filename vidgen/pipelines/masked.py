@@ -15,7 +15,8 @@ from diffusers import AmusedScheduler
 from vidgen.errors import InvalidInputError
 from vidgen.generators import MaskedVideoTransformer
 from vidgen.generators.masked import OPTION_CHECKS, check_generate_ids, generate_ids_unchecked
-from vidgen.pipelines.base import VideoPipelineBase, per_sample
+from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.output import per_sample
 from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
 
 

@@ -1,0 +1,143 @@
+"""What every pipeline does for long videos and prompt schedules (:mod:`vidgen.pipelines.story` plans and runs the
+chunks): :meth:`LongVideoMixin.stream`, the chunked ``__call__`` and the stream decoder. A pipeline adds ``_continue``:
+its generator's call for one chunk."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Iterator, Optional
+
+import torch
+
+from vidgen.errors import InvalidInputError
+from vidgen.pipelines.output import per_sample, to_output
+from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
+from vidgen.pipelines.story import Story, first_output_frame, is_schedule, parse_schedule, plan_chunks
+from vidgen.text import check_prompts
+
+
+class LongVideoMixin:
+    """Mixed into :class:`~vidgen.pipelines.base.VideoPipelineBase`: stories and videos longer than one window."""
+
+    #: latent frames each chunk of a long video or story is given from the chunks before it (:mod:`.story`)
+    context_frames = 2
+    #: the axis of latent frames in this pipeline's latents: 1 for ids (B, t, h, w), 2 for (B, C, t, h, w)
+    frame_axis = 1
+
+    @property
+    def window(self) -> int:
+        """Latent frames the generator makes in one call: its trained length (``max_grid[0]`` tokens in time)."""
+        patch = getattr(getattr(self.transformer, "patch", None), "patch_size", (1, 1, 1))
+        return self.transformer.backbone_config.max_grid[0] * patch[0]
+
+    def is_story(self, prompt, negative_prompt, num_frames, height, width) -> bool:
+        """Whether a call is made in chunks (:mod:`.story`): a prompt schedule, or more latent frames than one
+        :attr:`window`."""
+        if is_schedule(prompt) or is_schedule(negative_prompt):
+            return True
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_frames, height, width)) \
+                or self.transformer is None or self.video_tokenizer is None:
+            return False  # check_inputs names the bad value or the missing component
+        return self.video_tokenizer.latent_grid(num_frames, height, width)[0] > self.window
+
+    def stream(self, prompt, *, num_frames: int, height: int = 64, width: int = 64, negative_prompt=None,
+               num_videos_per_prompt: int = 1, generator=None, context_frames: Optional[int] = None,
+               output_type: str = "np", **settings) -> Iterator:
+        """A video of any length, or a story (``prompt={frame_index: prompt}``, :mod:`.story` says where each
+        prompt takes over), made chunk by chunk; yields each chunk's frames as soon as they are decoded:
+        ``(B, n, H, W, 3)`` arrays in [0, 1] (``"np"``), ``(B, n, 3, H, W)`` tensors (``"pt"``), or each chunk's new
+        latents along :attr:`frame_axis` (``"latent"``). The chunks concatenate to exactly ``num_frames`` frames and
+        equal ``pipe(...)`` with the same arguments; memory does not grow with length. ``context_frames``: latent
+        frames each chunk is given from before it (default :attr:`context_frames`). ``settings``: the sampling
+        settings of ``__call__``. Everything is checked here, before the first chunk."""
+        if output_type not in ("np", "pt", "latent"):
+            raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
+        story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
+                            context_frames, output_type, settings)
+        parts = story.latents() if output_type == "latent" else story.frames()
+        return (part if output_type == "latent" else to_output(part, output_type) for part in parts)
+
+    def _story(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
+               context_frames, output_type, settings: dict) -> Story:
+        unknown = sorted(set(settings) - set(self.sampling_defaults))
+        if unknown:
+            raise InvalidInputError(f"{', '.join(unknown)}: not a sampling setting of {type(self).__name__} "
+                                    f"({', '.join(self.sampling_defaults)})")
+        tc = self.video_tokenizer.codec_config.temporal_compression
+        segments = parse_schedule(prompt, num_frames, tc, negative_prompt)
+        per_video = isinstance(generator, (list, tuple)) and len(generator) > 1
+        decoder = None if output_type == "latent" else self._stream_decoder(height, width, per_video)
+        s = self.resolve_settings(**{k: settings.get(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
+        window_frames = first_output_frame(self.window - 1, tc) + 1
+        batch = self.check_inputs(prompt=segments[0].prompt, negative_prompt=segments[0].negative_prompt,
+                                  num_frames=min(num_frames, window_frames), height=height, width=width,
+                                  num_videos_per_prompt=num_videos_per_prompt, generator=generator,
+                                  output_type=output_type, **s)
+        context = self.context_frames if context_frames is None else context_frames
+        if isinstance(context, bool) or not isinstance(context, int):
+            raise InvalidInputError(f"context_frames must be an int, got {context!r}")
+        t, h, w = self.video_tokenizer.latent_grid(num_frames, height, width)
+        chunks = plan_chunks(t, self.window, context, segments)
+        steps = s.get("num_inference_steps")
+        self._start_sampling(s["guidance_scale"], len(chunks) * steps if steps else t)
+        generators = self._generators(generator, batch)
+        prompts = 1 if segments[0].prompt is None else len(check_prompts(segments[0].prompt))
+        encoded: dict = {}
+
+        def encode(text):  # each distinct prompt once; one negative prompt serves every prompt of the batch
+            if text is None:
+                return None
+            texts = check_prompts(text)
+            texts = texts * prompts if len(texts) == 1 else texts
+            if tuple(texts) not in encoded:
+                encoded[tuple(texts)] = self.encode_prompt(texts, num_videos_per_prompt)
+            return encoded[tuple(texts)]
+
+        def sample_chunk(index: int, given, new: int):
+            seg = segments[index]
+            return per_sample(lambda rows, g, cond, negative, given: self._continue(rows, g, cond, negative, given,
+                                                                                    new, (h, w), s),
+                              generators, batch, dict(cond=encode(seg.prompt), negative=encode(seg.negative_prompt),
+                                                      given=given))
+
+        story = Story(chunks, sample_chunk, self.frame_axis, num_frames, decoder, self.progress)
+        story.batch = batch
+        return story
+
+    def _story_call(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
+                    context_frames, output_type, return_dict, settings: dict, unsupported: dict):
+        """``__call__`` of a long video or story: the chunks of :meth:`stream`, collected."""
+        given = [name for name, value in unsupported.items() if value is not None]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)}: not supported for long videos and prompt schedules (more "
+                                    f"latent frames than the generator's window of {self.window}, or a prompt dict)")
+        story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
+                            context_frames, output_type, settings)
+        if output_type != "latent":  # the collected frames must fit (stream() holds one chunk at a time)
+            self.video_tokenizer.check_memory("num_frames / height / width", story.batch, num_frames, height, width,
+                                              chunk_frames=1)
+        if output_type == "latent":
+            return self._finish(torch.cat(list(story.latents()), self.frame_axis), return_dict)
+        return self._finish(to_output(torch.cat(list(story.frames()), 2), output_type), return_dict)
+
+    def _decoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the tokenizer's stream decoder takes for this pipeline's latents (ids as they are)."""
+        return x
+
+    def _stream_decoder(self, height: int, width: int, per_video: bool):
+        """``push(latents) -> frames``: one stream through the tokenizer, or one per video (with a generator list,
+        each video must not depend on the rest of the batch). The first stream is made here, so a tokenizer without
+        one fails before any sampling."""
+        tok = self.video_tokenizer
+        streams = {0: tok.stream_decoder(height, width)}
+
+        def push(x):
+            if not per_video:
+                return streams.setdefault(0, tok.stream_decoder(height, width)).push(self._decoder_input(x))
+            return torch.cat([streams.setdefault(i, tok.stream_decoder(height, width)).push(self._decoder_input(part))
+                              for i, part in enumerate(x.split(1))])
+        return SimpleNamespace(push=push)
+
+    def _continue(self, rows: int, generator, cond, negative, given, new: int, hw: tuple, settings: dict):
+        """The window of ``given`` latent frames (the last ones before it, or None), kept exactly, then ``new``
+        latent frames continuing them under one prompt: each pipeline's generator call."""
+        raise NotImplementedError
