@@ -181,7 +181,7 @@ def generate(args) -> list[Path]:
     """Run the pipeline and write the files; returns the written paths (videos, then the contact sheet)."""
     import torch
 
-    from vidgen.io import contact_sheet, save_image, write_video
+    from vidgen.io import write_video
     from vidgen.pipelines import AutoregressiveVideoPipeline
 
     _check_args(args)
@@ -228,16 +228,23 @@ def generate(args) -> list[Path]:
         label = f"class {args.class_label}"
     else:
         label = "unconditional"
-    labels = [f"{label} (seed {seed + i})" for i in range(len(videos))]
+    return _report(args, pipe, written, videos, label, seed, elapsed)
+
+
+def _report(args, pipe, paths: list[Path], sheet_videos: list, label: str, seed: int, elapsed: float,
+            how: str = "") -> list[Path]:
+    """Write the contact sheet (one row per video), print what was written; the written paths."""
+    from vidgen.io import contact_sheet, save_image
+    labels = [f"{label} (seed {seed + i})" for i in range(len(paths))]
     scale = 2 if max(args.height, args.width) < 128 else 1
-    sheet = save_image(written[0].with_name(f"{Path(args.out).stem}.png"),
-                       contact_sheet(videos, labels=labels, scale=scale))
-    print(f"sampled {len(videos)} video(s) of {args.num_frames}x{args.height}x{args.width} in {elapsed:.1f} s "
-          f"(seed {seed}, {pipe.precision})")
-    for path in written:
+    sheet = save_image(paths[0].with_name(f"{Path(args.out).stem}.png"),
+                       contact_sheet(sheet_videos, labels=labels, scale=scale))
+    print(f"sampled {len(paths)} video(s) of {args.num_frames}x{args.height}x{args.width} in {elapsed:.1f} s"
+          f"{how} (seed {seed}, {pipe.precision})")
+    for path in paths:
         print(f"video: {path}")
     print(f"contact sheet: {sheet}")
-    return [*written, sheet]
+    return [*paths, sheet]
 
 
 def _generate_streamed(args, pipe, kwargs: dict, seed: int) -> list[Path]:
@@ -245,7 +252,7 @@ def _generate_streamed(args, pipe, kwargs: dict, seed: int) -> list[Path]:
     come (memory flat in length); the contact sheet shows 8 frames spread over each video."""
     import torch
 
-    from vidgen.io import VideoWriter, contact_sheet, save_image
+    from vidgen.io import VideoWriter
 
     if Path(args.out).suffix.lower() != ".mp4":
         raise InvalidInputError(f"--out {args.out}: stories and long videos are written as they are made, to .mp4 only")
@@ -270,16 +277,9 @@ def _generate_streamed(args, pipe, kwargs: dict, seed: int) -> list[Path]:
             path.unlink()
             raise InvalidInputError(f"the pipeline gave {done} frames, {args.num_frames} asked")
         sheets.append(torch.stack(kept, 1))
-    elapsed = time.perf_counter() - start
     label = f"story of {len(prompt)} prompts" if isinstance(prompt, dict) else (prompt or "unconditional")
-    sheet = save_image(paths[0].with_name(f"{Path(args.out).stem}.png"),
-                       contact_sheet(sheets, labels=[f"{label} (seed {seed + i})" for i in range(len(paths))]))
-    print(f"sampled {len(paths)} video(s) of {args.num_frames}x{args.height}x{args.width} in {elapsed:.1f} s, "
-          f"chunk by chunk (seed {seed}, {pipe.precision})")
-    for path in paths:
-        print(f"video: {path}")
-    print(f"contact sheet: {sheet} (8 frames of each video)")
-    return [*paths, sheet]
+    return _report(args, pipe, paths, sheets, f"{label}, 8 frames", seed, time.perf_counter() - start,
+                   ", chunk by chunk")
 
 
 def run(args) -> int:
