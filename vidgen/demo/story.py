@@ -79,14 +79,15 @@ def score_segment(scorer, frames: torch.Tensor, attributes, index: int) -> Score
 
 
 def run_story(pipe, attributes: list, frames_per_segment: int, num_frames: int, seed: int, size: int = 64,
-              on_frames: Optional[Callable[[torch.Tensor], None]] = None, scorer=None) -> Iterator[ScoredSegment]:
+              on_frames: Optional[Callable[[torch.Tensor], None]] = None, scorer=None,
+              context_frames: Optional[int] = None) -> Iterator[ScoredSegment]:
     """Stream the story of ``attributes`` (one prompt every ``frames_per_segment`` frames, ``num_frames`` in all) and
     yield each segment, scored, as soon as its last frame is made. ``on_frames(chunk)`` receives every chunk
     (3, n, H, W) in [-1, 1] first (e.g. a :class:`~vidgen.io.VideoWriter`); ``scorer=None``: nothing is scored and
     nothing yielded, the frames only go to ``on_frames``."""
     schedule = {i * frames_per_segment: a.caption for i, a in enumerate(attributes) if i * frames_per_segment < num_frames}
     pending, done, index = None, 0, 0
-    for part in pipe.stream(schedule, num_frames=num_frames, height=size, width=size,
+    for part in pipe.stream(schedule, num_frames=num_frames, height=size, width=size, context_frames=context_frames,
                             generator=torch.Generator().manual_seed(seed), output_type="pt"):
         chunk = part[0].permute(1, 0, 2, 3) * 2 - 1  # (3, n, H, W) in [-1, 1]
         if on_frames is not None:
