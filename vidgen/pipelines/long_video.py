@@ -18,8 +18,15 @@ from vidgen.text import check_prompts
 class LongVideoMixin:
     """Mixed into :class:`~vidgen.pipelines.base.VideoPipelineBase`: stories and videos longer than one window."""
 
-    #: latent frames each chunk of a long video or story is given from the chunks before it (:mod:`.story`)
+    #: latent frames each chunk of a story or long video is given from the chunks before it (:mod:`.story`); each
+    #: pipeline sets its own, measured on a tuning story (experiments/sweep_context.py,
+    #: experiments/results/sweep_context.json)
     context_frames = 2
+
+    def default_context(self, prompt, negative_prompt) -> int:
+        """``context_frames`` when the caller leaves it out (the autoregressive pipeline keeps its full sliding
+        context for one long prompt)."""
+        return self.context_frames
     #: the axis of latent frames in this pipeline's latents: 1 for ids (B, t, h, w), 2 for (B, C, t, h, w)
     frame_axis = 1
 
@@ -72,7 +79,7 @@ class LongVideoMixin:
                                   num_frames=min(num_frames, window_frames), height=height, width=width,
                                   num_videos_per_prompt=num_videos_per_prompt, generator=generator,
                                   output_type=output_type, **s)
-        context = self.context_frames if context_frames is None else context_frames
+        context = self.default_context(prompt, negative_prompt) if context_frames is None else context_frames
         if isinstance(context, bool) or not isinstance(context, int):
             raise InvalidInputError(f"context_frames must be an int, got {context!r}")
         t, h, w = self.video_tokenizer.latent_grid(num_frames, height, width)
