@@ -5,7 +5,8 @@ One story of ``--segments`` prompts, ``--frames-per-segment`` frames each, cycli
 writes it (:class:`vidgen.io.VideoWriter`). Each run happens in a fresh process, so its peak RSS is its own:
 
 * memory and speed: the story cut to ``--lengths`` frames (e.g. 100, 500, 1025): peak RSS and seconds per output
-  frame at each length (target: the largest peak within 1.15x of the smallest);
+  frame at each length, the same work at every length (every segment scored as it is made; FVD, which loads I3D, runs
+  after the peak is read) (target: the largest peak within 1.15x of the smallest);
 * quality over time (the longest run): per segment, the attribute scorer on the segment's last 17 frames (colour,
   motion, colour+motion against the segment's prompt), the mean absolute frame-to-frame change (flicker), and the
   object's colour and size against a real clip of the same prompt rendered by ``ShapesDataset``'s renderer (drift);
@@ -47,18 +48,25 @@ def child(args) -> dict:
     pipe = load_pipeline(shipped_folder(args.pipelines[0], args.pretrained), dtype=args.precision)
     pipe.set_progress_bar_config(disable=True)
     segments, start = [], time.perf_counter()
+    clips = Path(args.out_dir) / f"{args.pipelines[0]}_{args.length}_clips"  # the scored clips wait on disk for FVD,
+    clips.mkdir(parents=True, exist_ok=True)  # so memory holds one segment whatever the length
     with VideoWriter(Path(args.out_dir) / f"{args.pipelines[0]}_{args.length}.mp4", fps=8) as writer:
         for segment in run_story(pipe, story_prompts(args.segments), args.frames_per_segment, args.length, args.seed,
-                                 args.size, on_frames=writer.write, scorer=AttributeScorer() if args.score else None):
+                                 args.size, on_frames=writer.write, scorer=AttributeScorer()):
+            torch.save({"clip": segment.clip[:, :16].clone(), "real": segment.real[:, :16].clone()},
+                       clips / f"{segment.index:04d}.pt")
+            segment.clip = segment.real = None
             segments.append(segment)
-    seconds = time.perf_counter() - start  # scoring included (it holds one segment): the same work at every length
+    # every length does the same work (segments scored as they come, one held at a time); FVD comes after the peak
+    seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     out = {"pipeline": args.pipelines[0], "frames": args.length, "seconds": seconds,
            "seconds_per_frame": seconds / args.length, "peak_rss_mib": peak, "precision": pipe.precision,
            "context_frames": pipe.context_frames, "window_latent_frames": pipe.window}
     if args.score:
         out["segments"] = [s.to_dict() for s in segments]
-        out["fvd"] = fvd_thirds([s.clip[:, :16] for s in segments], [s.real[:, :16] for s in segments])
+        saved = [torch.load(path, weights_only=True) for path in sorted(clips.glob("*.pt"))]
+        out["fvd"] = fvd_thirds([c["clip"] for c in saved], [c["real"] for c in saved])
     return out
 
 
@@ -183,7 +191,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    if args.segments * args.frames_per_segment < max(args.lengths):
+    if args.segments * args.frames_per_segment + 1 < max(args.lengths):  # the last segment may take one frame more
         parser.error("--segments x --frames-per-segment must cover the longest of --lengths")
     runs = []
     for name in args.pipelines:

@@ -85,7 +85,10 @@ def run_story(pipe, attributes: list, frames_per_segment: int, num_frames: int, 
     yield each segment, scored, as soon as its last frame is made. ``on_frames(chunk)`` receives every chunk
     (3, n, H, W) in [-1, 1] first (e.g. a :class:`~vidgen.io.VideoWriter`); ``scorer=None``: nothing is scored and
     nothing yielded, the frames only go to ``on_frames``."""
-    schedule = {i * frames_per_segment: a.caption for i, a in enumerate(attributes) if i * frames_per_segment < num_frames}
+    # a prompt needs a latent frame of its own: none starts in the last temporal_compression frames
+    tc = pipe.video_tokenizer.codec_config.temporal_compression
+    schedule = {i * frames_per_segment: a.caption for i, a in enumerate(attributes)
+                if i == 0 or i * frames_per_segment < num_frames - tc}
     pending, done, index = None, 0, 0
     for part in pipe.stream(schedule, num_frames=num_frames, height=size, width=size, context_frames=context_frames,
                             generator=torch.Generator().manual_seed(seed), output_type="pt"):
@@ -97,7 +100,8 @@ def run_story(pipe, attributes: list, frames_per_segment: int, num_frames: int, 
             continue
         pending = chunk if pending is None else torch.cat([pending, chunk], 1)
         while pending is not None:  # a segment is scored once its last frame is made
-            end = min(frames_per_segment * (index + 1), num_frames)  # its end, in output frames
+            last = index == len(schedule) - 1
+            end = num_frames if last else min(frames_per_segment * (index + 1), num_frames)  # its end (output frames)
             if done < end:
                 break
             cut = pending.shape[1] - (done - end)
