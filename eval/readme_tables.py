@@ -19,6 +19,7 @@ from vidgen.demo.report import percent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
+SCRIPTS = ROOT  # where the table makers' scripts live (ROOT may be pointed at a copy of the pages in tests)
 
 
 def turns(counted: dict | None) -> str:
@@ -81,8 +82,8 @@ def from_script(script: str, function: str = "readme_table"):
     the code that measures it."""
     def make(results: dict) -> str:
         import importlib.util
-        path = next((folder / f"{script}.py" for folder in (ROOT / "eval", ROOT / "experiments")
-                     if (folder / f"{script}.py").exists()), ROOT / "eval" / f"{script}.py")
+        path = next((folder / f"{script}.py" for folder in (SCRIPTS / "eval", SCRIPTS / "experiments")
+                     if (folder / f"{script}.py").exists()), SCRIPTS / "eval" / f"{script}.py")
         spec = importlib.util.spec_from_file_location(f"_vidgen_eval_{script}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

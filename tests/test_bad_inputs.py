@@ -947,8 +947,8 @@ def test_empty_prompt_is_valid_and_a_long_prompt_is_truncated_with_a_warning(env
     assert empty.shape == (1, T, H, W, 3) and np.isfinite(empty).all()
     short = "a red circle moving left on"  # exactly max_text_tokens=8 with [CLS] and [SEP]
     long = short + " a black background" * 2000
-    with pytest.warns(UserWarning, match=r"prompt: 1 prompt\(s\) longer than the transformer's max_text_tokens=8 "
-                                         r"tokens were truncated"):
+    with pytest.warns(UserWarning, match=r"prompt: 1 prompt\(s\) longer than max_text_tokens=8 tokens were "
+                                         r"truncated"):
         truncated = env.run_pipe(long)
     assert np.array_equal(truncated, env.run_pipe(short))  # what is kept is the start of the prompt
     assert not np.array_equal(truncated, empty)

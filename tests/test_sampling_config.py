@@ -25,7 +25,7 @@ PROMPT = "a red circle moving left on a black background"
 #: the settings the evaluation used before they moved into the folders (vidgen.demo.run.SAMPLING until then)
 EVALUATED = {"masked": {"num_inference_steps": 12, "guidance_scale": 3.0, "top_k": 1},
              "flow": {"num_inference_steps": 25, "guidance_scale": 3.0},
-             "autoregressive": {"guidance_scale": 3.0, "temperature": 1.0, "top_p": 0.9}}
+             "autoregressive": {"guidance_scale": 3.0, "temperature": 1.0, "top_p": None}}
 #: pipeline -> (module whose inner sampler the pipeline calls, that sampler's name)
 SAMPLERS = {"masked": (masked_module, "generate_ids_unchecked"), "flow": (flow_module, "generate_latents_unchecked"),
             "autoregressive": (ar_module, "iter_frames_unchecked")}
@@ -85,7 +85,8 @@ def test_shipped_folder_with_prompt_and_seed_equals_the_explicit_evaluated_setti
     from_folder = run(pipe, seed=3, **size)
     assert torch.equal(from_folder, run(pipe, seed=3, **size, **EVALUATED[name]))
     defaults = {k: v for k, v in type(pipe).sampling_defaults.items() if k in EVALUATED[name]}
-    assert not torch.equal(from_folder, run(pipe, seed=3, **size, **defaults))  # the file is what changed it
+    if defaults != EVALUATED[name]:  # the file is what changed it (autoregressive's tuned settings are its defaults)
+        assert not torch.equal(from_folder, run(pipe, seed=3, **size, **defaults))
 
 
 # ---------------------------------------------------------------------------------------------------- tiny pipelines
