@@ -37,6 +37,9 @@ def test_negative_prompts_follow_their_own_schedule_and_a_switch_splits_a_segmen
     segments = parse_schedule({0: "a", 20: "b"}, 40, 4, negative_prompt={0: "x", 9: "y"})
     assert segments == [Segment(0, 0, "a", "x"), Segment(9, 3, "a", "y"), Segment(20, 6, "b", "y")]
     assert [s.negative_prompt for s in parse_schedule({0: "a", 20: "b"}, 40, 4, "n")] == ["n", "n"]
+    # a later negative switch splits the segment it falls in, not an earlier split of another one
+    assert parse_schedule({0: "a", 24: "b"}, 60, 4, negative_prompt={0: "x", 9: "y", 29: "z"}) == [
+        Segment(0, 0, "a", "x"), Segment(9, 3, "a", "y"), Segment(24, 7, "b", "y"), Segment(29, 8, "b", "z")]
 
 
 @pytest.mark.parametrize("schedule, num_frames, match", [

@@ -90,19 +90,18 @@ def parse_schedule(prompt, num_frames: int, temporal_compression: int, negative_
     negatives = check_schedule(negative_prompt, "negative_prompt", num_frames) if is_schedule(negative_prompt) \
         else [(0, negative_prompt)]
     starts = [latent_start(f, temporal_compression) for f, _ in entries]
+    neg_starts = [latent_start(f, temporal_compression) for f, _ in negatives]
     for (f0, _), (f1, _), s0, s1 in zip(entries, entries[1:], starts, starts[1:]):
         if s1 == s0:
             raise InvalidInputError(
                 f"prompt: the prompts at frames {f0} and {f1} both start at latent frame {s0} (output frame "
                 f"{first_output_frame(s0, temporal_compression)}): space prompts at least {temporal_compression} "
                 "frames apart")
-    for (frame, _), start in zip(entries + negatives, starts + [latent_start(f, temporal_compression)
-                                                                 for f, _ in negatives]):
+    for (frame, _), start in zip(entries + negatives, starts + neg_starts):
         if start >= total:
             raise InvalidInputError(f"prompt: the prompt at frame {frame} would start at latent frame {start} (output "
                                     f"frame {first_output_frame(start, temporal_compression)}), after the video's last "
                                     f"latent frame {total - 1}; schedule it earlier or ask for more frames")
-    neg_starts = [latent_start(f, temporal_compression) for f, _ in negatives]
     segments = []
     for (frame, text), start in zip(entries, starts):
         negative = [n for (_, n), s in zip(negatives, neg_starts) if s <= start][-1]
@@ -110,7 +109,7 @@ def parse_schedule(prompt, num_frames: int, temporal_compression: int, negative_
     # a negative prompt switching inside a segment splits it (same prompt, new negative)
     for (frame, negative), start in zip(negatives, neg_starts):
         if start not in starts:
-            current = [s for s in segments if s.latent_start < start][-1]
+            current = max((s for s in segments if s.latent_start < start), key=lambda s: s.latent_start)
             segments.append(Segment(frame, start, current.prompt, negative))
             starts.append(start)
     return sorted(segments, key=lambda s: s.latent_start)
