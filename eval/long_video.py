@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
 
+from vidgen.demo.report import percent  # noqa: E402
 from vidgen.demo.story import STORY_BACKGROUND, STORY_SHAPE  # noqa: E402
 
 def child(args) -> dict:
@@ -138,10 +139,6 @@ def readme_table(results: dict) -> str:
               f"{story['size']}x{story['size']}, streamed to an MP4 in a fresh process per length, "
               f"{results['threads']} threads, {results['date'][:10]}; `{results['command']}`."]
     return "\n".join(lines)
-
-
-def percent(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f} %"
 
 
 def plot(runs: list[dict], path: Path) -> None:

@@ -227,3 +227,21 @@ def test_the_page_makes_a_playable_video_in_a_real_browser(app, load_script, tmp
     assert state["src"] and state["ready"] >= 1 and state["duration"] > 0, state
     assert "9 frames of 16x16" in state["made"], state  # the page's first values
 
+
+
+def test_a_request_runs_on_the_apps_threads_and_restores_the_process_thread_count(tiny_pipeline):
+    """Library calls leave torch's global state as they found it: the studio's ``threads`` apply during a request
+    only."""
+    import torch
+
+    from vidgen.app.core import Limits, Studio
+    studio = Studio({"masked": tiny_pipeline("masked")}, Limits(), threads=1)
+    seen, before = [], torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        studio.generate("masked", prompt="a red circle moving right", seed=0, num_frames=5, height=16, width=16,
+                        steps=1, progress=lambda fraction, text: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        studio.close()
+        torch.set_num_threads(before)

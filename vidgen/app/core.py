@@ -173,7 +173,14 @@ class Studio:
         request = self.check(pipeline, mode, prompt, story, frames_per_prompt, negative_prompt, seed, num_frames,
                              height, width, steps, guidance)
         with self._lock:
-            return self._run(request, progress or (lambda fraction, text: None))
+            import torch
+            threads = torch.get_num_threads()  # a request runs on self.threads and leaves the process as it was
+            try:
+                if self.threads is not None:
+                    torch.set_num_threads(self.threads)
+                return self._run(request, progress or (lambda fraction, text: None))
+            finally:
+                torch.set_num_threads(threads)
 
     def check(self, pipeline, mode, prompt, story, frames_per_prompt, negative_prompt, seed, num_frames, height,
               width, steps, guidance) -> dict:
@@ -231,8 +238,6 @@ class Studio:
 
         from vidgen.io import VideoWriter
 
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
         pipe = self.pipelines[r["pipeline"]]
         settings = {}
         if r["steps"] is not None:
