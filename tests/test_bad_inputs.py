@@ -36,6 +36,8 @@ from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, 
                            VideoIOError)
 from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
                                check_scheduler, generate_tokens, generator_class)
+from vidgen.data import SceneClips
+from vidgen.data.capture import Capture, apply_capture
 from vidgen.io import probe_video, read_video, write_video
 from vidgen.metrics import FeatureStats, FrechetInceptionDistance, FrechetVideoDistance, frechet_distance, psnr, ssim
 from vidgen.metrics import preprocess_for_i3d, temporal_flicker
@@ -43,6 +45,7 @@ from vidgen.metrics.fid import load_inception, preprocess_for_inception
 from vidgen.metrics.fvd import PREPROCESSING as FVD_PREPROCESSING
 from vidgen.metrics.i3d import FEATURE_NETWORK_ID as I3D_ID
 from vidgen.metrics.i3d import load_i3d
+from vidgen.metrics.baselines import ResizeBaseline
 from vidgen.metrics.weights import UnsafeWeightsError
 from vidgen.pipelines import FlowVideoPipeline, load_pipeline
 from vidgen.testing import perturb_weights
@@ -313,6 +316,8 @@ SANITY: dict[str, Callable[[Env], Any]] = {
                               env.autoregressive.check_ids(torch.full((1, 2, 2, 2), 63)),
                               generator_class("masked").__name__),
     "pipeline": lambda env: env.run_pipe(),
+    "data": lambda env: (SceneClips("val", num_frames=3, size=8)[0]["video"],
+                         ResizeBaseline().decode(ResizeBaseline().encode(torch.ones(1, 3, 3, 8, 8)), 3, 8, 8)),
     "pipeline_folder": lambda env: type(load_pipeline(env.pipe_folder)).__name__,
 }
 
@@ -880,6 +885,26 @@ CASES: list[Case] = [
     Case("story/conditioning-frames", "pipeline",
          lambda env: env.run_pipe({0: "a", 8: "b"}, num_frames=20, conditioning_frames=torch.zeros(3, 1, H, W)),
          InvalidInputError, r"conditioning_frames: not supported for long videos and prompt schedules"),
+    # --------------------------------------------------------------------- layered scenes, capture, resize baseline
+    Case("scenes/unknown-split", "data", lambda env: SceneClips("validation"), InvalidInputError,
+         r"split must be one of \('train', 'val', 'test'\), got 'validation'"),
+    Case("scenes/zero-frames", "data", lambda env: SceneClips(num_frames=0), InvalidInputError,
+         r"num_frames must be a positive int, got 0"),
+    Case("scenes/too-many-layers", "data", lambda env: SceneClips(layers=9), InvalidInputError,
+         r"layers must be an int in \[0, 4\], got 9"),
+    Case("capture/unknown-codec", "data", lambda env: Capture(codec="h265"), InvalidInputError,
+         r"Capture.codec must be one of \('none', 'jpeg', 'inter'\), got 'h265'"),
+    Case("capture/quality-100", "data", lambda env: Capture(quality=100), InvalidInputError,
+         r"Capture.quality is a JPEG quality in \[1, 95\], got 100"),
+    Case("capture/batched-clip", "data", lambda env: apply_capture(torch.zeros(1, 3, 2, 8, 8), Capture(),
+                                                                   torch.Generator()), InvalidInputError,
+         r"apply_capture expects a \(3, T, H, W\) clip, got shape \(1, 3, 2, 8, 8\)"),
+    Case("baseline/unknown-name", "data", lambda env: ResizeBaseline.from_name("bilinear-4x2"), InvalidInputError,
+         r"resize baseline name must be 'bicubic' or 'bicubic-SxT'.*got 'bilinear-4x2'"),
+    Case("baseline/indivisible-size", "data", lambda env: ResizeBaseline().encode(torch.zeros(1, 3, 3, 30, 30)),
+         InvalidInputError, r"frame size 30x30 is not divisible by the baseline's 4x resize"),
+    Case("baseline/frame-count", "data", lambda env: ResizeBaseline().decode(torch.zeros(1, 3, 2, 8, 8), 9, 32, 32),
+         InvalidInputError, r"2 coded frames cannot decode to 9 frames \(that needs 5\)"),
 ]
 
 

@@ -188,11 +188,11 @@ def test_cli_preview_and_info(tmp_path, capsys):
     from vidgen.cli import main
 
     assert main(["data", "preview", "--out", str(tmp_path), "--num-videos", "2", "--num-frames", "4", "--size", "16"]) == 0
-    for name in ("natural", "shapes"):
+    for name in ("natural", "scenes", "shapes"):
         assert (tmp_path / f"{name}_train_contact_sheet.png").stat().st_size > 0
         assert len(list(tmp_path.glob(f"{name}_train_*.mp4"))) == 2
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [r["dataset"] for r in report] == ["natural", "shapes"]
+    assert [r["dataset"] for r in report] == ["natural", "scenes", "shapes"]
     capsys.readouterr()
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     data_sub.required = True
     preview = data_sub.add_parser("preview", help="write a contact sheet PNG, MP4s and a report of the datasets")
     preview.add_argument("--dataset", action="append", choices=DATASETS, help="dataset(s) to preview (default: all)")
-    preview.add_argument("--split", default="train", choices=("train", "test", "all"))
+    preview.add_argument("--split", default="train", choices=("train", "val", "test", "all"),
+                         help="val: scenes only; all: natural and shapes only")
     preview.add_argument("--out", default="outputs/preview", help="output folder")
     preview.add_argument("--num-videos", type=int, default=8)
     preview.add_argument("--num-frames", type=int, default=16)

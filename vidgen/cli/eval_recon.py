@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from vidgen.errors import InvalidInputError
+from vidgen.metrics.baselines import ResizeBaseline
 
 
 def _peak_rss_mb() -> float:
@@ -25,9 +26,11 @@ def _peak_rss_mb() -> float:
 
 def load_eval_set(data: str, clips: int, frames: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """Held-out clips ``(N, 3, T, H, W)`` and the source of each (photograph name, or video file)."""
-    from vidgen.data import NaturalClips, VideoFolder
+    from vidgen.data import NaturalClips, SceneClips, VideoFolder
     if data == "natural":
         dataset = NaturalClips("test", num_frames=frames, size=size, num_clips=clips, seed=seed)
+    elif data == "scenes":  # the layered scenes over the same held-out photographs
+        dataset = SceneClips("test", num_frames=frames, size=size, num_clips=clips, seed=seed)
     else:
         dataset = VideoFolder(data, num_frames=frames, size=size)
     count = min(clips, len(dataset))
@@ -54,8 +57,13 @@ def per_source(values: torch.Tensor, sources: list[str]) -> dict[str, float]:
 @torch.no_grad()
 def reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None) -> tuple[torch.Tensor, float, float]:
     """Reconstructions (clamped to [-1, 1]) and total encode / decode seconds."""
+    return _reconstruct(model, clips, batch, chunk_frames)[:3]
+
+
+def _reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None):
+    """reconstruct() plus the number of values the codes hold (ids count one each)."""
     t, h, w = clips.shape[2:]
-    outs, enc_s, dec_s = [], 0.0, 0.0
+    outs, enc_s, dec_s, values = [], 0.0, 0.0, 0
     for i in range(0, len(clips), batch):
         x = clips[i:i + batch].to(model.dtype)  # the model's compute dtype (bf16 with --precision bf16)
         t0 = time.perf_counter()
@@ -63,14 +71,21 @@ def reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None
             codes = model.tokenize(x, chunk_frames=chunk_frames)
             t1 = time.perf_counter()
             y = model.detokenize(codes, num_frames=t, height=h, width=w, chunk_frames=chunk_frames)
+            values += codes.numel()
+        elif isinstance(model, ResizeBaseline):
+            codes = model.encode(x)
+            t1 = time.perf_counter()
+            y = model.decode(codes, num_frames=t, height=h, width=w)
+            values += codes.numel()
         else:
             z = model.encode(x, chunk_frames=chunk_frames).latent_dist.mode()
             t1 = time.perf_counter()
             y = model.decode(z, num_frames=t, height=h, width=w, chunk_frames=chunk_frames).sample
+            values += z.numel()
         dec_s += time.perf_counter() - t1
         enc_s += t1 - t0
         outs.append(y.float().clamp(-1, 1))  # metrics (PSNR, SSIM, FVD features) are computed in fp32
-    return torch.cat(outs), enc_s, dec_s
+    return torch.cat(outs), enc_s, dec_s, values
 
 
 def _frame_metric(metric, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> float:
@@ -104,16 +119,18 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = resolve_dtype(args.precision, "cpu", "--precision")
-    model = load_tokenizer(args.model).to(dtype)
+    is_baseline = str(args.model).startswith("bicubic")
+    model = (ResizeBaseline.from_name(args.model) if is_baseline else load_tokenizer(args.model)).to(dtype)
     clips, sources = load_eval_set(args.data, args.clips, args.frames, args.size, args.seed)
     rss_before = _peak_rss_mb()
-    recon, enc_s, dec_s = reconstruct(model, clips, args.batch, args.chunk_frames)
+    recon, enc_s, dec_s, values = _reconstruct(model, clips, args.batch, args.chunk_frames)
     n_frames = clips.shape[0] * clips.shape[2]
     per_clip_psnr = psnr(clips, recon)
     result = {"model": str(args.model), "class": type(model).__name__, "data": args.data, "clips": len(clips),
               "frames": args.frames, "size": args.size, "threads": args.threads, "chunk_frames": args.chunk_frames,
               "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
               "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+              "compression": clips.numel() / values,  # input values per stored value (ids count one each)
               "psnr": per_clip_psnr.mean().item(), "psnr_per_source": per_source(per_clip_psnr, sources),
               "ssim": ssim(clips, recon).mean().item(),
               "flicker": temporal_flicker(clips, recon).mean().item(),
@@ -133,7 +150,7 @@ def run(args) -> dict:
     chunked, _, _ = reconstruct(model, clips[:2], 2, 1)
     oneshot, _, _ = reconstruct(model, clips[:2], 2, None)
     result["max_abs_diff_chunked_vs_one_shot"] = (chunked - oneshot).abs().max().item()
-    if args.tiling_size:
+    if args.tiling_size and hasattr(model, "enable_tiling"):
         result["tiling"] = tiling_check(model, args.data, args.tiling_size, min(args.frames, 9), args.tile,
                                         args.tile_overlap)
     for i in range(min(len(clips), args.png_clips)):
@@ -145,8 +162,10 @@ def run(args) -> dict:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", help="save_pretrained folder of a CausalVAE / CausalVQVAE")
-    parser.add_argument("--data", default="natural", help="'natural' (held-out NaturalClips) or a video folder")
+    parser.add_argument("model", help="save_pretrained folder of a tokenizer, or 'bicubic' / 'bicubic-SxT' for the "
+                                      "resize baseline (default 4x spatial, every other frame)")
+    parser.add_argument("--data", default="natural",
+                        help="'natural' (held-out NaturalClips), 'scenes' (held-out SceneClips) or a video folder")
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vidgen.data.common import check_split, make_generator, normalize_size
-from vidgen.errors import InvalidInputError
+from vidgen.errors import InvalidInputError, MissingWeightsError
 
 #: Photographs in the installed packages (name -> loader key). Grayscale ones are replicated to RGB.
 TRAIN_SOURCES = (
@@ -29,10 +30,40 @@ MOTIONS = ("pan", "zoom_in", "zoom_out", "rotate", "pan_zoom")
 SOURCE_LONG_SIDE = 512
 
 
+#: More photographs, for the layered scenes only (vidgen.data.scenes; NaturalClips keeps its 17 so its clips do not
+#: change): name -> (installed package, file inside it). matplotlib comes with the eval extra, gradio with the app
+#: extra; ``make install`` installs both.
+EXTRA_SOURCES = {
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "cheetah": ("gradio", "media_assets/images/cheetah.jpg"),
+    "tower": ("gradio", "media_assets/images/tower.jpg"),
+    "lion": ("gradio", "media_assets/images/lion.jpg"),
+    "groot": ("gradio", "media_assets/images/groot.jpeg"),
+}
+
+
+def _load_packaged_photo(name: str) -> np.ndarray:
+    import importlib.util
+
+    from PIL import Image
+
+    package, relative = EXTRA_SOURCES[name]
+    spec = importlib.util.find_spec(package)  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingWeightsError(f"photograph {name!r} ships with the {package!r} package, which is not installed; "
+                                  "run `make install` (it installs the eval and app extras)")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise MissingWeightsError(f"photograph {name!r} is missing from the installed {package!r} package ({path})")
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
 @lru_cache(maxsize=None)
 def load_source_image(name: str) -> torch.Tensor:
     """A source photograph as a ``(3, H, W)`` float tensor in [-1, 1] (cached per process)."""
-    if name in ("china", "flower"):
+    if name in EXTRA_SOURCES:
+        array = _load_packaged_photo(name)
+    elif name in ("china", "flower"):
         from sklearn.datasets import load_sample_images
 
         bunch = load_sample_images()
@@ -104,9 +135,17 @@ def sample_camera_path(generator: torch.Generator, duration: float) -> CameraPat
 
 def render_camera_path(image: torch.Tensor, path: CameraPath, num_frames: int, size: tuple[int, int]) -> torch.Tensor:
     """Render ``num_frames`` frames of ``size`` along ``path`` over ``image`` (3, Hs, Ws) -> (3, T, H, W)."""
+    t = torch.linspace(0.0, 1.0, num_frames, dtype=torch.float64) if num_frames > 1 else torch.zeros(1)
+    return render_camera_times(image, path, t, size)
+
+
+def render_camera_times(image: torch.Tensor, path: CameraPath, times: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Frames at clip times ``times`` (0 = first frame, 1 = last; outside [0, 1] the camera holds its pose), for
+    motion blur's sub-frame samples -> (3, len(times), H, W)."""
     out_h, out_w = size
     _, src_h, src_w = image.shape
-    t = torch.linspace(0.0, 1.0, num_frames, dtype=torch.float64) if num_frames > 1 else torch.zeros(1)
+    num_frames = len(times)
+    t = times.to(torch.float64).clamp(0.0, 1.0)
     ease = (0.5 - 0.5 * torch.cos(math.pi * t)).float()  # smooth start and stop
     cx = path.center0[0] + (path.center1[0] - path.center0[0]) * ease
     cy = path.center0[1] + (path.center1[1] - path.center0[1]) * ease

@@ -8,19 +8,30 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from vidgen.data.natural import NaturalClips
+from vidgen.data.scenes import SceneClips
 from vidgen.data.shapes import HELD_OUT_PAIRS, ShapesDataset
 from vidgen.errors import InvalidInputError
 from vidgen.io import contact_sheet, save_image, write_video
 
-DATASETS = ("natural", "shapes")
+DATASETS = ("natural", "scenes", "shapes")
 
 
 def build_dataset(name: str, split: str, num_frames: int, size: int, seed: int):
     if name == "natural":
         return NaturalClips(split=split, num_frames=num_frames, size=size, seed=seed)
+    if name == "scenes":
+        return SceneClips(split=split, num_frames=num_frames, size=size, seed=seed)
     if name == "shapes":
         return ShapesDataset(split=split, num_frames=num_frames, size=size, seed=seed)
     raise InvalidInputError(f"dataset must be one of {DATASETS}, got {name!r}")
+
+
+def _label(item: dict) -> str:
+    label = f"{item['source']} ({item['motion']})"
+    if "layers" in item:  # SceneClips: what was added on top of the camera motion
+        blur = f"blur {item['shutter']:.1f}" if item["shutter"] else "no blur"
+        label += f", {item['layers']} layers, {blur}, {item['codec']}"
+    return label
 
 
 def preview_dataset(
@@ -39,7 +50,7 @@ def preview_dataset(
     count = min(num_videos, len(dataset))
     started = time.perf_counter()
     items = [dataset[i] for i in tqdm(range(count), desc=f"{name}/{split}", leave=False)]
-    labels = [item.get("caption") or f"{item['source']} ({item['motion']})" for item in items]
+    labels = [item.get("caption") or _label(item) for item in items]
     sheet = out_dir / f"{name}_{split}_contact_sheet.png"
     save_image(sheet, contact_sheet([item["video"] for item in items], labels, scale=2))
     videos = []

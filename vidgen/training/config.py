@@ -31,7 +31,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "natural"  # "natural" (NaturalClips), "shapes" (ShapesDataset) or "folder" (VideoFolder at root)
+    dataset: str = "natural"  # "natural" (NaturalClips), "scenes" (SceneClips), "shapes" (ShapesDataset) or "folder"
     root: str = ""
     num_frames: int = 9
     size: int = 64

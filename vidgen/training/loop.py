@@ -58,6 +58,10 @@ def build_datasets(cfg) -> tuple:
         train = NaturalClips("train", num_frames=cfg.num_frames, size=cfg.size, num_clips=cfg.num_clips)
         test = NaturalClips("test", num_frames=cfg.eval_frames, size=cfg.size, num_clips=cfg.eval_clips)
         return train, test
+    if cfg.dataset == "scenes":  # layered scenes; training evaluates on the val photographs, never the test ones
+        from vidgen.data import SceneClips
+        train = SceneClips("train", num_frames=cfg.num_frames, size=cfg.size, num_clips=cfg.num_clips)
+        return train, SceneClips("val", num_frames=cfg.eval_frames, size=cfg.size, num_clips=cfg.eval_clips)
     if cfg.dataset == "shapes":  # captioned shapes: the held-out colour x motion pairs are the test split
         from vidgen.data import ShapesDataset
         train = ShapesDataset("train", num_frames=cfg.num_frames, size=cfg.size, num_samples=cfg.num_clips)
@@ -65,7 +69,7 @@ def build_datasets(cfg) -> tuple:
     if cfg.dataset == "folder":
         full = VideoFolder(cfg.root, num_frames=cfg.num_frames, size=cfg.size)
         return full, VideoFolder(cfg.root, num_frames=cfg.eval_frames, size=cfg.size)
-    raise ConfigError(f"data.dataset must be 'natural', 'shapes' or 'folder', got {cfg.dataset!r}")
+    raise ConfigError(f"data.dataset must be 'natural', 'scenes', 'shapes' or 'folder', got {cfg.dataset!r}")
 
 
 class _Reconstructor(nn.Module):
