@@ -104,6 +104,7 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "tokenizers": ("bench_tokenizers.json", from_script("bench_tokenizers")),
           "attention_tiles": ("bench_attention.json", from_script("bench_attention", "readme_tile_table")),
           "recon": ("recon_benchmark.json", from_script("recon_benchmark")),
+          "recon_comparison": ("recon_comparison.json", from_script("recon_benchmark", "comparison_table")),
           "vae_recipe": ("compare_vae_recipe.json", from_script("compare_vae_recipe")),
           "fvd_sanity": ("fvd_sanity.json", from_script("fvd_sanity")),
           "long_video": ("long_video.json", from_script("long_video"))}

@@ -4,6 +4,13 @@ results file under ``docs/results/`` for the README table.
 
     python eval/recon_benchmark.py pretrained/natural-vae-small --clips 32 --frames 17 --size 64 \\
         --tiling-size 256 --fvd --out outputs/recon_natural_vae_small     # -> docs/results/recon_benchmark.json
+
+Comparison rows (issue #35: what the data, the width and the compression each buy), every model on every data and
+size, against the bicubic resize baseline (4x spatial down/up, every other frame):
+
+    python eval/recon_benchmark.py - --compare bicubic-32x=bicubic small=pretrained/natural-vae-small \
+        --datasets natural scenes --sizes 64 128 --clips 32 --fvd --threads 2 --out outputs/recon_comparison
+                                                                        # -> docs/results/recon_comparison.json
 """
 from __future__ import annotations
 
@@ -48,14 +55,69 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(results: dict) -> str:
+    """The README table (``<!-- table:recon_comparison -->``) from ``docs/results/recon_comparison.json``: one row
+    per tokenizer, data and size, so what the data, the width and the compression buy reads off side by side."""
+    rows = results["rows"]
+    lines = ["| tokenizer | data | size | values stored | PSNR | SSIM | ST-LPIPS | rFVD | vs bicubic |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    baseline = {(r["data"], r["size"]): r["psnr"] for r in rows if r["model"].startswith("bicubic")}
+    for r in rows:
+        perceptual = next((v for k, v in r.items() if "lpips" in k.lower() and isinstance(v, float)), None)
+        rfvd = r.get("rfvd")
+        gap = r["psnr"] - baseline[(r["data"], r["size"])] if (r["data"], r["size"]) in baseline else None
+        lines.append(f"| {r['name']} | {r['data']} | {r['size']} | 1/{r['compression']:.0f} | {r['psnr']:.2f} dB | "
+                     f"{r['ssim']:.3f} | " + (f"{perceptual:.3f}" if perceptual is not None else "–") + " | "
+                     + (f"{rfvd:.0f}" if isinstance(rfvd, (int, float)) else "–") + " | "
+                     + ("–" if gap is None or r["model"].startswith("bicubic") else f"{gap:+.2f} dB") + " |")
+    first = rows[0]
+    lines += ["", f"{first['clips']} held-out clips of {first['frames']} frames per row (`natural`: camera paths over "
+              "the 4 held-out photographs; `scenes`: SceneClips over the same photographs), "
+              f"{results['threads']} thread(s). {results['date'][:10]}; `{results['command']}`."]
+    return "\n".join(lines)
+
+
+_NOT_COMPARED = ("psnr_per_source", "peak_rss_mb", "peak_rss_mb_before_reconstruction", "encode_frames_per_s",
+                 "decode_frames_per_s")
+
+
+def compare(args) -> dict:
+    """Every ``--compare NAME=MODEL`` on every ``--data`` and ``--sizes``: the rows of the comparison table."""
+    rows = []
+    for spec in args.compare:
+        name, _, model = spec.partition("=")
+        if not model:
+            raise SystemExit(f"--compare takes NAME=MODEL (MODEL a folder or 'bicubic'), got {spec!r}")
+        for data in args.datasets:
+            for size in args.sizes:
+                row_args = argparse.Namespace(**{**vars(args), "model": model, "data": data, "size": size,
+                                                 "png_clips": 0, "tiling_size": 0,
+                                                 "out": f"{args.out}/{name}_{data}_{size}"})
+                result = run(row_args)
+                # Quality only: speeds and memory belong to the benchmarks that time them alone (bench_vae_speed)
+                rows.append({"name": name, **{k: v for k, v in result.items() if k not in _NOT_COMPARED}})
+                print(f"{name} {data} {size}: {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}")
+    return {"rows": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    parser.add_argument("--results", default="docs/results/recon_benchmark.json", help="results file ('' to skip)")
+    parser.add_argument("--results", default=None, help="results file ('' to skip; default "
+                        "docs/results/recon_benchmark.json, or recon_comparison.json with --compare)")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="NAME=MODEL",
+                        help="comparison rows instead of one model's full benchmark (the positional model is ignored)")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128], help="frame sizes of the comparison")
+    parser.add_argument("--datasets", nargs="+", default=["natural"], help="held-out data of the comparison")
     args = parser.parse_args(argv)
-    result = run(args)
-    if args.results:
-        print(f"wrote {write_result(args.results, result, threads=args.threads)}")
+    if args.compare:
+        result = compare(args)
+        results = "docs/results/recon_comparison.json" if args.results is None else args.results
+    else:
+        result = run(args)
+        results = "docs/results/recon_benchmark.json" if args.results is None else args.results
+    if results:
+        print(f"wrote {write_result(results, result, threads=args.threads)}")
     return 0
 
 

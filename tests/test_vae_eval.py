@@ -33,3 +33,37 @@ def test_per_source_means():
 def test_eval_recon_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "recon", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_bicubic_baseline_runs_through_eval_recon_with_its_compression(tmp_path):
+    out = tmp_path / "out"
+    assert main(["eval", "recon", "bicubic", "--clips", "2", "--frames", "5", "--size", "16", "--png-clips", "0",
+                 "--tiling-size", "32", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["class"] == "ResizeBaseline" and result["params_m"] == 0
+    assert result["compression"] == (5 * 16 * 16) / (3 * 4 * 4)  # frames 0, 2, 4 at 4x4 pixels
+    assert 15 < result["psnr"] < 60 and "tiling" not in result  # nothing to tile
+
+
+def test_recon_comparison_rows_and_table(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "eval" / "recon_benchmark.py"
+    spec = importlib.util.spec_from_file_location("_recon_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    CausalVAE.from_preset("tiny").save_pretrained(tmp_path / "vae")
+    results = tmp_path / "cmp.json"
+    assert bench.main(["-", "--compare", "resize=bicubic", f"tiny={tmp_path / 'vae'}", "--datasets", "natural",
+                       "scenes", "--sizes", "16", "--clips", "2", "--frames", "5", "--results", str(results),
+                       "--out", str(tmp_path / "o")]) == 0
+    data = json.loads(results.read_text())
+    assert [(r["name"], r["data"]) for r in data["rows"]] == [("resize", "natural"), ("resize", "scenes"),
+                                                              ("tiny", "natural"), ("tiny", "scenes")]
+    assert not any("frames_per_s" in key for row in data["rows"] for key in row)  # quality only
+    table = bench.comparison_table(data)
+    assert table.count("\n| ") == 4 and "| – |" in table  # 4 rows below the header; the baseline has no gap
+    gap = data["rows"][2]["psnr"] - data["rows"][0]["psnr"]
+    assert f"{gap:+.2f} dB" in table
