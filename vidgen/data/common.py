@@ -27,3 +27,11 @@ def normalize_size(size: int | tuple[int, int]) -> tuple[int, int]:
 def check_split(split: str, allowed: tuple[str, ...]) -> None:
     if split not in allowed:
         raise InvalidInputError(f"split must be one of {allowed}, got {split!r}")
+
+
+def check_clip_format(num_frames: int, fps: float) -> None:
+    """Frames per clip and frame rate of the rendered datasets (a bool is no frame count)."""
+    if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+        raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
+    if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0):
+        raise InvalidInputError(f"fps must be positive, got {fps!r}")

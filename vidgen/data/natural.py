@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from vidgen.data.common import check_split, make_generator, normalize_size
+from vidgen.data.common import check_clip_format, check_split, make_generator, normalize_size
 from vidgen.errors import InvalidInputError, MissingWeightsError
 
 #: Photographs in the installed packages (name -> loader key). Grayscale ones are replicated to RGB.
@@ -199,10 +199,7 @@ class NaturalClips(Dataset):
         seed: int = 0,
     ):
         check_split(split, ("train", "test", "all"))
-        if not isinstance(num_frames, int) or num_frames < 1:
-            raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
-        if not fps > 0:
-            raise InvalidInputError(f"fps must be positive, got {fps!r}")
+        check_clip_format(num_frames, fps)
         self.split = split
         self.sources = {"train": TRAIN_SOURCES, "test": TEST_SOURCES, "all": TRAIN_SOURCES + TEST_SOURCES}[split]
         self.num_frames, self.size, self.fps, self.seed = num_frames, normalize_size(size), float(fps), seed

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vidgen.data.capture import Capture, apply_capture, sample_capture
-from vidgen.data.common import check_split, make_generator, normalize_size
+from vidgen.data.common import check_clip_format, check_split, make_generator, normalize_size
 from vidgen.data.natural import TEST_SOURCES, TRAIN_SOURCES, load_source_image, render_camera_times, sample_camera_path
 from vidgen.errors import InvalidInputError
 
@@ -137,10 +137,7 @@ class SceneClips(Dataset):
         capture: bool = True,
     ):
         check_split(split, tuple(SPLITS))
-        if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
-            raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
-        if not (isinstance(fps, (int, float)) and fps > 0):
-            raise InvalidInputError(f"fps must be positive, got {fps!r}")
+        check_clip_format(num_frames, fps)
         if not isinstance(layers, int) or not 0 <= layers <= MAX_LAYERS:
             raise InvalidInputError(f"layers must be an int in [0, {MAX_LAYERS}], got {layers!r}")
         self.split, self.sources = split, SPLITS[split]
