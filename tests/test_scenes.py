@@ -134,3 +134,13 @@ def test_resize_baseline_bad_inputs_are_named():
         ResizeBaseline().encode(torch.zeros(1, 3, 3, 30, 30))
     with pytest.raises(InvalidInputError, match="coded frames"):
         ResizeBaseline().decode(torch.zeros(1, 3, 2, 8, 8), num_frames=9, height=32, width=32)
+
+
+def test_training_on_scenes_evaluates_on_the_val_photographs_never_the_test_ones():
+    from vidgen.training.config import DataConfig
+    from vidgen.training.loop import build_datasets
+
+    train, evaluation = build_datasets(DataConfig(dataset="scenes", num_frames=3, size=16, num_clips=4, eval_clips=2))
+    assert isinstance(train, SceneClips) and train.split == "train" and len(train) == 4
+    assert isinstance(evaluation, SceneClips) and evaluation.split == "val" and evaluation.num_frames == 17
+    assert not set(evaluation.sources) & set(TEST_SOURCES)
