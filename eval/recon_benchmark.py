@@ -61,7 +61,10 @@ def comparison_table(results: dict) -> str:
     rows = results["rows"]
     lines = ["| tokenizer | data | size | values stored | PSNR | SSIM | ST-LPIPS | rFVD | vs bicubic |",
              "|---|---|---|---|---|---|---|---|---|"]
-    baseline = {(r["data"], r["size"]): r["psnr"] for r in rows if r["model"].startswith("bicubic")}
+    def is_baseline(row: dict) -> bool:
+        return row["class"] == "ResizeBaseline"
+
+    baseline = {(r["data"], r["size"]): r["psnr"] for r in rows if is_baseline(r)}
     for r in rows:
         perceptual = next((v for k, v in r.items() if "lpips" in k.lower() and isinstance(v, float)), None)
         rfvd = r.get("rfvd")
@@ -69,7 +72,7 @@ def comparison_table(results: dict) -> str:
         lines.append(f"| {r['name']} | {r['data']} | {r['size']} | 1/{r['compression']:.0f} | {r['psnr']:.2f} dB | "
                      f"{r['ssim']:.3f} | " + (f"{perceptual:.3f}" if perceptual is not None else "–") + " | "
                      + (f"{rfvd:.0f}" if isinstance(rfvd, (int, float)) else "–") + " | "
-                     + ("–" if gap is None or r["model"].startswith("bicubic") else f"{gap:+.2f} dB") + " |")
+                     + ("–" if gap is None or is_baseline(r) else f"{gap:+.2f} dB") + " |")
     first = rows[0]
     lines += ["", f"{first['clips']} held-out clips of {first['frames']} frames per row (`natural`: camera paths over "
               "the 4 held-out photographs; `scenes`: SceneClips over the same photographs), "
