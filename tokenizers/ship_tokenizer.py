@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = {"natural": "the built-in `NaturalClips` train split: smooth pan / zoom / rotate camera paths over 13 photographs "
                    "shipped by scikit-image and scikit-learn; held out: 4 other photographs (chelsea, rocket, flower, "
                    "coins)",
+        "scenes": "the built-in `SceneClips` train split: NaturalClips' camera paths over 16 photographs (its 13, plus "
+                  "grace_hopper from matplotlib, cheetah and tower from gradio), with up to 4 independently moving "
+                  "soft-edged cut-outs, motion blur, exposure and white-balance drift, sensor noise and JPEG or "
+                  "inter-frame compression; chosen and stopped on the val photographs (lion, groot); held out: "
+                  "NaturalClips' 4 test photographs (chelsea, rocket, flower, coins)",
         "shapes": "the built-in captioned `ShapesDataset`, train split"}
 
 
