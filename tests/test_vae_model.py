@@ -91,6 +91,20 @@ def test_chunked_encode_equals_one_shot(vae, chunk):
     torch.testing.assert_close(enc(vae, x, chunk_frames=chunk), enc(vae, x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_chunked_encode_equals_one_shot_with_base_layout(chunk):
+    """The base preset's four levels put a spatial-only Downsample after the temporal ones, so a 1-frame chunk
+    reaches it with 0 frames (it used to raise). Same layout as `base`, tiny widths."""
+    torch.manual_seed(0)
+    model = CausalVAE(widths=(8, 16, 16, 16), num_res_blocks=1, decoder_extra_blocks=0, latent_channels=4).eval()
+    assert len(model.config.widths) == len(CausalVAE.from_preset("base").config.widths)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    x = video(1, 9, 16, 16)
+    torch.testing.assert_close(enc(model, x, chunk_frames=chunk), enc(model, x), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5])
 def test_chunked_decode_equals_one_shot(vae, chunk):
     z = torch.randn(2, 4, 5, 2, 3)

@@ -193,7 +193,8 @@ class Downsample(CausalLayer):
         x = space_to_depth(x, self.spatial)
         y = self.linear(x)
         if self.group:
-            y = y + x.reshape(*x.shape[:-1], -1, self.group).mean(-1)
+            # explicit sizes: a chunk can reach a spatial-only Downsample with 0 frames (base preset, chunk 1)
+            y = y + x.reshape(*x.shape[:-1], x.shape[-1] // self.group, self.group).mean(-1)
         return y
 
 
