@@ -4,6 +4,7 @@ import torch
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.tokenizers import CausalVAE
+from vidgen.tokenizers.presets import VAE_PRESETS
 from vidgen.tokenizers.tiling import tiled_apply
 
 TC, SC = 4, 8
@@ -15,8 +16,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def vae():
     torch.manual_seed(0)
-    model = CausalVAE.from_preset("tiny").eval()
-    with torch.no_grad():  # non-trivial weights everywhere (residual branches are zero-initialized)
+    return live(CausalVAE.from_preset("tiny").eval())
+
+
+def live(model):
+    """Non-trivial weights everywhere (residual branches are zero-initialized)."""
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
     return model
@@ -96,11 +101,8 @@ def test_chunked_encode_equals_one_shot_with_base_layout(chunk):
     """The base preset's four levels put a spatial-only Downsample after the temporal ones, so a 1-frame chunk
     reaches it with 0 frames (it used to raise). Same layout as `base`, tiny widths."""
     torch.manual_seed(0)
-    model = CausalVAE(widths=(8, 16, 16, 16), num_res_blocks=1, decoder_extra_blocks=0, latent_channels=4).eval()
-    assert len(model.config.widths) == len(CausalVAE.from_preset("base").config.widths)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
+    model = live(CausalVAE(widths=(8, 16, 16, 16), num_res_blocks=1, decoder_extra_blocks=0, latent_channels=4).eval())
+    assert len(model.config.widths) == len(VAE_PRESETS["base"]["widths"])
     x = video(1, 9, 16, 16)
     torch.testing.assert_close(enc(model, x, chunk_frames=chunk), enc(model, x), rtol=0, atol=1e-5)
 
