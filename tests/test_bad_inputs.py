@@ -51,7 +51,9 @@ from vidgen.pipelines import FlowVideoPipeline, load_pipeline
 from vidgen.testing import perturb_weights
 from vidgen.text import check_prompts
 from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
+from vidgen.rng import RowGenerator
 from vidgen.training import GeneratorTrainConfig, build_model, load_config
+from vidgen.training.data import EpochSampler, joint_batch
 
 T, H, W = 5, 16, 16  # the valid video every sanity call uses: 2 latent frames of 2x2
 HUGE_LATENT = (1, 4, 1000, 10_000, 10_000)  # decodes to 3997 frames of 80000x80000: petabytes
@@ -772,6 +774,12 @@ CASES: list[Case] = [
          r"precision='bf16' and mixed_precision=False disagree; set only precision"),
     Case("load_config/compile-not-a-bool", "config", lambda env: load_config(overrides=["compile=yes please"]),
          ConfigError, r"compile must be true or false, got 'yes please'"),
+    Case("load_config/zoom-aug-not-a-probability", "config", lambda env: load_config(overrides=["data.zoom_aug=2"]),
+         ConfigError, r"data\.zoom_aug is a probability in \[0, 1\], got 2"),
+    Case("joint_batch/zoom-aug-without-a-small-enough-crop", "config",
+         lambda env: joint_batch(list(torch.zeros(2, 3, 2, 16, 16)), EpochSampler(2, 0), 2, 0, 12,
+                                 RowGenerator(torch.Generator().manual_seed(0)), zoom=0.5), ConfigError,
+         r"data\.zoom_aug needs data\.crop \(got 12\) of at most half the clips' size \(16x16\)"),
     Case("load_config/unknown-key", "config", lambda env: load_config(overrides=["model.blocks=3"]), ConfigError,
          r"unknown config key 'model\.blocks'"),
     Case("load_config/unknown-block-option", "config",

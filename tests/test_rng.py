@@ -121,8 +121,39 @@ def test_color_jitter_tints_grayscale_keeps_range_and_neutral_is_identity():
     assert torch.equal(plain, _augment(colour, 0, RowGenerator(torch.Generator().manual_seed(4)), color=0.0))
 
 
+def test_zoom_aug_downscales_before_the_crop_and_is_off_by_default():
+    from vidgen.training.data import _augment
+    g = torch.Generator().manual_seed(1)
+    clips = torch.rand(6, 3, 2, 16, 16, generator=g) * 2 - 1
+    # zoom=1: every clip is the 2x area downscale, then the same crop and flip an unzoomed 8x8 clip would get
+    zoomed = _augment(clips, 4, RowGenerator(torch.Generator().manual_seed(5)), zoom=1.0)
+    small = torch.nn.functional.avg_pool3d(clips, (1, 2, 2))
+    assert zoomed.shape == (6, 3, 2, 4, 4)
+    torch.testing.assert_close(zoomed, _augment(small, 4, RowGenerator(torch.Generator().manual_seed(5))),
+                               atol=0, rtol=0)
+    # zoom=0.5: some clips zoomed, some not, per clip whatever the split over processes
+    half = _augment(clips, 4, RowGenerator(torch.Generator().manual_seed(7)), zoom=0.5)
+    halves = [_augment(clips[r::2], 4, RowGenerator(torch.Generator().manual_seed(7), r, 2), zoom=0.5)
+              for r in range(2)]
+    assert torch.equal(torch.stack(halves, 1).flatten(0, 1), half)
+    zooms = RowGenerator(torch.Generator().manual_seed(7))
+    zooms.rand(6, 2), zooms.rand(6)
+    picked = (zooms.rand(6) < 0.5).tolist()
+    assert 0 < sum(picked) < 6
+    for clip, out, was_zoomed in zip(clips, half, picked):  # each output is a crop of the clip at its own scale
+        source = torch.nn.functional.avg_pool3d(clip, (1, 2, 2)) if was_zoomed else clip
+        windows = source.unfold(2, 4, 1).unfold(3, 4, 1)  # (3, T, h', w', 4, 4)
+        candidates = [windows[:, :, y, x] for y in range(windows.shape[2]) for x in range(windows.shape[3])]
+        assert any(torch.equal(out, c) or torch.equal(out, c.flip(-1)) for c in candidates)
+    # off by default: no extra draws, so runs without it keep their batches
+    plain = _augment(clips, 4, RowGenerator(torch.Generator().manual_seed(4)))
+    assert torch.equal(plain, _augment(clips, 4, RowGenerator(torch.Generator().manual_seed(4)), zoom=0.0))
+
+
 def test_color_aug_config_is_a_probability():
     from vidgen.errors import ConfigError
     from vidgen.training.config import load_config
     with pytest.raises(ConfigError, match="color_aug"):
         load_config(None, ["data.color_aug=1.5"])
+    with pytest.raises(ConfigError, match="zoom_aug"):
+        load_config(None, ["data.zoom_aug=-0.1"])

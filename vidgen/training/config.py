@@ -37,6 +37,10 @@ class DataConfig:
     size: int = 64
     crop: int = 0  # random square crop of this size (0 = none)
     color_aug: float = 0.0  # probability that a clip gets a random hue rotation, saturation and channel gains
+    # probability that a clip is area-downscaled 2x before the crop, so clips rendered at 2x size train both scales,
+    # i.e. both pixel speeds of the same motion: the small VAE trained at one scale loses 1.1-1.3 dB when the motion
+    # per frame doubles (experiments/probe_motion_scale.py -> experiments/results/probe_motion_scale.json)
+    zoom_aug: float = 0.0
     num_clips: int = 1024  # NaturalClips: distinct clips rendered (cached as uint8 after first use)
     video_batch: int = 4
     image_batch: int = 8  # images are 1-frame videos (random frames of other clips)
@@ -47,6 +51,8 @@ class DataConfig:
     def __post_init__(self):
         if not 0.0 <= float(self.color_aug) <= 1.0:
             raise ConfigError(f"data.color_aug is a probability in [0, 1], got {self.color_aug!r}")
+        if not 0.0 <= float(self.zoom_aug) <= 1.0:
+            raise ConfigError(f"data.zoom_aug is a probability in [0, 1], got {self.zoom_aug!r}")
 
 
 @dataclass

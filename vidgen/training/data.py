@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vidgen.errors import ConfigError
@@ -97,19 +98,27 @@ def color_jitter(videos: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (out.clamp(0, 1) * 2 - 1).to(videos.dtype)
 
 
-def _augment(videos: torch.Tensor, crop: int, g: RowGenerator, color: float = 0.0) -> torch.Tensor:
-    """Random square crop (same for all frames of a clip), horizontal flip and (with probability ``color``) a
-    colour jitter, per clip of ``(B, 3, T, H, W)``."""
+def _augment(videos: torch.Tensor, crop: int, g: RowGenerator, color: float = 0.0, zoom: float = 0.0) -> torch.Tensor:
+    """Random square crop (same for all frames of a clip), horizontal flip, (with probability ``color``) a colour
+    jitter and (with probability ``zoom``, before the crop) a 2x area downscale, per clip of ``(B, 3, T, H, W)``."""
     b, (h, w) = videos.shape[0], videos.shape[-2:]
     corners = g.rand(b, 2)
     flips = g.rand(b) < 0.5
     u = g.rand(b, 6) if color > 0 else None  # drawn only when enabled: runs without it keep their random stream
+    zooms = (g.rand(b) < zoom).tolist() if zoom > 0 else [False] * b
     if crop and crop > min(h, w):
         raise ConfigError(f"data.crop={crop} is larger than the clips ({h}x{w})")
+    if zoom > 0 and not (crop and crop <= min(h, w) // 2):
+        raise ConfigError(f"data.zoom_aug needs data.crop (got {crop}) of at most half the clips' size ({h}x{w}), "
+                          f"so that zoomed and unzoomed clips are cropped to one size: raise data.size or lower "
+                          f"data.crop")
     out = []
-    for video, (cy, cx), flip in zip(videos, corners.tolist(), flips.tolist()):
+    for video, (cy, cx), flip, zoomed in zip(videos, corners.tolist(), flips.tolist(), zooms):
+        if zoomed:
+            video = F.avg_pool3d(video, (1, 2, 2))
         if crop:
-            y0, x0 = int(cy * (h - crop + 1)), int(cx * (w - crop + 1))
+            vh, vw = video.shape[-2:]
+            y0, x0 = int(cy * (vh - crop + 1)), int(cx * (vw - crop + 1))
             video = video[..., y0:y0 + crop, x0:x0 + crop]
         out.append(video.flip(-1) if flip else video)
     out = torch.stack(out)
@@ -120,13 +129,13 @@ def _augment(videos: torch.Tensor, crop: int, g: RowGenerator, color: float = 0.
 
 
 def joint_batch(clips: CachedClips, sampler: EpochSampler, video_batch: int, image_batch: int, crop: int,
-                g: RowGenerator, color: float = 0.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                g: RowGenerator, color: float = 0.0, zoom: float = 0.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Video batch ``(Bv, 3, T, H, W)`` and image batch ``(Bi, 3, 1, H, W)`` (random frames of other clips)."""
-    videos = _augment(torch.stack([clips[i] for i in sampler.take(video_batch)]), crop, g, color) \
+    videos = _augment(torch.stack([clips[i] for i in sampler.take(video_batch)]), crop, g, color, zoom) \
         if video_batch else None
     if not image_batch:
         return videos, None
     clips_i = torch.stack([clips[i] for i in sampler.take(image_batch)])
     frames = (g.rand(image_batch) * clips_i.shape[2]).long().clamp(max=clips_i.shape[2] - 1)
     images = torch.stack([clip[:, t:t + 1] for clip, t in zip(clips_i, frames.tolist())])
-    return videos, _augment(images, crop, g, color)
+    return videos, _augment(images, crop, g, color, zoom)
