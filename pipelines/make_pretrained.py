@@ -59,7 +59,7 @@ SWEEPS = ROOT / "docs" / "results"  # sampling sweeps of the shipped models (the
 # Summaries of the runs behind pretrained/, kept in git because runs/ is not: the cards read them from here.
 RUN_RECORDS = ROOT / "pipelines" / "training_runs.json"
 WALL_TIME = ROOT / "docs" / "results" / "make_pretrained.json"  # the last from-scratch rebuild's wall time
-RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss")
+RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss", "precision")
 # The flow pipeline's scheduler time shift: the plain schedule won on the tuning prompts
 # (experiments/sweep_sampling.py, experiments/results/sampling_sweep_flow.json).
 FLOW_SCHEDULER = {"shift": 1.0}
@@ -334,16 +334,16 @@ def pipeline_card(name: str, folder: Path) -> str:
         return "" if name == "flow" or patch == (1, 1, 1) else f", {'x'.join(map(str, patch))} ids per token"
     rows = [f"| {component} | `{type(pipe.video_tokenizer).__name__}` preset `{tok_runs[0]['config']['model']['preset']}` "
             f"({compression}), {bottleneck} | {_params(pipe.video_tokenizer):.2f} M | `{tok_runs[0]['config_path']}` | "
-            f"{tok_runs[0]['steps']} | {_wall(tok_runs[0])} |"]
+            f"{tok_runs[0]['steps']} | {_wall(tok_runs[0])} | {tok_runs[0]['precision']} |"]
     rows += [f"| {component}, stage {i + 1} | its decoder only, fine-tuned on whole 17-frame clips with a temporal loss "
              f"(encoder untouched) | {_params(pipe.video_tokenizer.decoder):.2f} M trained | `{s['config_path']}` | "
-             f"{s['steps']} | {_wall(s)} |" for i, s in enumerate(tok_runs) if i]
+             f"{s['steps']} | {_wall(s)} | {s['precision']} |" for i, s in enumerate(tok_runs) if i]
     rows += [f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
              f"`{s['config']['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention{per_token(s)})"
              f" on `{tokenizer_of(name, i)}`'s {'latents' if name == 'flow' else 'ids'}"
              f"{', initialised from stage ' + str(i) if i else ''} | "
              f"{s.get('parameters_m') or _params(pipe.transformer):.2f} M | `{s['config_path']}` | "
-             f"{s['steps']} | {_wall(s)} |" for i, s in enumerate(gen_runs)]
+             f"{s['steps']} | {_wall(s)} | {s['precision']} |" for i, s in enumerate(gen_runs)]
     recipe = ", ".join(f"`{CONFIGS}/{a}/`" for a in (tok, GENERATORS[name]))
     lines = [
         f"# {GENERATORS[name]}: text-to-video on vidgen's captioned shapes data", "",
@@ -354,8 +354,9 @@ def pipeline_card(name: str, folder: Path) -> str:
         f'pipe = load_pipeline("pretrained/{GENERATORS[name]}")   # offline',
         'video = pipe("a red circle moving right on a black background", '
         "generator=torch.Generator().manual_seed(0)).frames[0]", "```", "",
-        "| component | model | parameters | recipe stage | steps | training wall time (runs shared the 2 cores) |",
-        "|---|---|---|---|---|---|", *rows, "",
+        "| component | model | parameters | recipe stage | steps | training wall time (runs shared the 2 cores) "
+        "| precision |",
+        "|---|---|---|---|---|---|---|", *rows, "",
         f"**Data**: the built-in `ShapesDataset`, train split ({gen_cfg['data']['num_clips']} clips of "
         f"{gen_cfg['data']['num_frames']} frames at {gen_cfg['data']['size']}x{gen_cfg['data']['size']}, "
         "pre-encoded once). The colour x motion pairs " + ", ".join(f"{c}+{m}" for c, m in HELD_OUT_PAIRS)

@@ -40,6 +40,21 @@ def test_run_summary_and_stages(two_stages, tmp_path):
         run_summary(tmp_path)
 
 
+def test_run_summary_reads_the_logged_precision(two_stages, tmp_path):
+    from vidgen.precision import resolve_precision
+    # the trainer logs what "auto" chose on this machine; the summary (and so the model card) gives that
+    assert run_summary(two_stages[1])["precision"] == resolve_precision("auto")
+    logged = tmp_path / "bf16_run"
+    logged.mkdir()
+    (logged / "log.jsonl").write_text('{"info": "precision: bf16 (precision=auto)", "time": 1.0}\n'
+                                      '{"step": 1, "loss": 0.5, "time": 2.0}\n')
+    assert run_summary(logged)["precision"] == "bf16"
+    old = tmp_path / "old_run"  # a log from before the trainer logged its precision: fp32 was the only option
+    old.mkdir()
+    (old / "log.jsonl").write_text('{"step": 1, "loss": 0.5, "time": 2.0}\n')
+    assert run_summary(old)["precision"] == "fp32"
+
+
 def test_store_half_halves_bytes_and_loads_as_float32(two_stages, tmp_path):
     model = load_tokenizer(two_stages[0] / "final")
     folder = tmp_path / "half"

@@ -73,7 +73,7 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
              "```python", "from vidgen.tokenizers import load_tokenizer",
              f'tok = load_tokenizer("pretrained/{name}")   # offline', "```",
              f"`vidgen eval recon pretrained/{name}` benchmarks it on the held-out clips.", "",
-             "| stage | config | steps | threads | wall time | what changes |", "|---|---|---|---|---|---|"]
+             "| stage | config | steps | threads | wall time | precision | what changes |", "|---|---|---|---|---|---|---|"]
     for i, s in enumerate(stages):
         cfg = s["config"]
         loss = cfg.get("loss", {})
@@ -83,7 +83,7 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
         if cfg.get("trainable", "all") != "all":
             what += f", trains the {cfg['trainable']} only"
         lines.append(f"| {i + 1} | `{s.get('config_path') or Path(s['run_dir']).name}` | {s['steps']} | {s['threads']} | "
-                     f"{s['wall_time_min']:.0f} min | {what} |")
+                     f"{s['wall_time_min']:.0f} min | {s.get('precision', 'fp32')} | {what} |")
     lines += [line for s in stages if s.get("history")
               for line in ("", f"**Training note** (`{s.get('config_path') or Path(s['run_dir']).name}`): {s['history']}")]
     lines += ["", f"**Training cost**: {cpu_h:.2f} CPU-hours in total on this 2-core machine (wall time x threads).",

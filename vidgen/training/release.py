@@ -20,7 +20,8 @@ PAUSE_S = 300.0  # a gap this long between two log lines is a pause (resume, ses
 
 def run_summary(run_dir: str | Path) -> dict:
     """Steps, threads, wall time in minutes (sum of logged intervals shorter than ``PAUSE_S``), the model's size in
-    millions of parameters as the trainer logged it, the last held-out PSNR and training loss of a run directory."""
+    millions of parameters as the trainer logged it, the last held-out PSNR and training loss, and the precision it
+    trained in, of a run directory."""
     run_dir = Path(run_dir)
     log_file = run_dir / "log.jsonl"
     if not log_file.is_file():
@@ -37,13 +38,16 @@ def run_summary(run_dir: str | Path) -> dict:
     evals = [x for x in steps if "eval_psnr" in x]
     losses = [x for x in steps if "loss" in x]
     sizes = [re.search(r"([0-9.]+) M parameters", x.get("info", "")) for x in lines]
+    # the trainer logs the precision it chose; logs without that line predate the option (3733cc7): fp32 only then
+    chosen = [m.group(1) for x in lines if (m := re.match(r"precision: (\w+)", x.get("info", "")))]
     config_file = run_dir / "config.yaml"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     return {"run_dir": str(run_dir), "steps": max((x["step"] for x in steps), default=0),
             "threads": int(config.get("threads", 1)), "wall_time_min": wall / 60,
             "parameters_m": next((float(m.group(1)) for m in reversed(sizes) if m), None),
             "eval_psnr": evals[-1]["eval_psnr"] if evals else None,
-            "final_loss": losses[-1]["loss"] if losses else None, "config": config}
+            "final_loss": losses[-1]["loss"] if losses else None, "precision": chosen[-1] if chosen else "fp32",
+            "config": config}
 
 
 def run_stages(run_dir: str | Path) -> list[dict]:
