@@ -144,3 +144,14 @@ def test_training_on_scenes_evaluates_on_the_val_photographs_never_the_test_ones
     assert isinstance(train, SceneClips) and train.split == "train" and len(train) == 4
     assert isinstance(evaluation, SceneClips) and evaluation.split == "val" and evaluation.num_frames == 17
     assert not set(evaluation.sources) & set(TEST_SOURCES)
+
+
+def test_recon_benchmark_data_names_choose_the_photographs():
+    from vidgen.cli.eval_recon import load_eval_set
+
+    # "scenes-val" is for choosing between models: only the val photographs, none of the reported held-out ones
+    for data, split in (("scenes", "test"), ("scenes-val", "val")):
+        clips, sources = load_eval_set(data, 4, 3, 16)
+        assert clips.shape == (4, 3, 3, 16, 16)
+        assert set(sources) <= set(SPLITS[split]) and len(set(sources)) == len(SPLITS[split])
+    assert not set(SPLITS["val"]) & set(SPLITS["test"])

@@ -31,6 +31,8 @@ def load_eval_set(data: str, clips: int, frames: int, size: int, seed: int = 0) 
         dataset = NaturalClips("test", num_frames=frames, size=size, num_clips=clips, seed=seed)
     elif data == "scenes":  # the layered scenes over the same held-out photographs
         dataset = SceneClips("test", num_frames=frames, size=size, num_clips=clips, seed=seed)
+    elif data == "scenes-val":  # over the val photographs: for choosing between models, never for reporting
+        dataset = SceneClips("val", num_frames=frames, size=size, num_clips=clips, seed=seed)
     else:
         dataset = VideoFolder(data, num_frames=frames, size=size)
     count = min(clips, len(dataset))
@@ -165,7 +167,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", help="save_pretrained folder of a tokenizer, or 'bicubic' / 'bicubic-SxT' for the "
                                       "resize baseline (default 4x spatial, every other frame)")
     parser.add_argument("--data", default="natural",
-                        help="'natural' (held-out NaturalClips), 'scenes' (held-out SceneClips) or a video folder")
+                        help="'natural' (held-out NaturalClips), 'scenes' (held-out SceneClips), 'scenes-val' (SceneClips "
+                        "over the val photographs: to choose between models without the held-out ones) or a video "
+                        "folder")
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=64)
