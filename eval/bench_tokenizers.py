@@ -72,7 +72,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="outputs/bench_tokenizers")
     parser.add_argument("--results", default="docs/results/bench_tokenizers.json",
                         help="the committed results file the README table is generated from ('' to skip)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the results file's rows of other tokenizers (their runs may be gone; the setup must "
+                        "match), replacing rows of the same path; every row records the command that measured it")
     args = parser.parse_args(argv)
+    kept = kept_rows(Path(args.results), args) if args.keep else []
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,12 +119,29 @@ def main(argv=None) -> int:
     if args.results:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from results import write_result
-        print(f"wrote {write_result(args.results, {'setup': setup, 'rows': rows}, threads=args.threads)}")
+        command = " ".join(["python", "eval/bench_tokenizers.py", *(sys.argv[1:] if argv is None else argv)])
+        written = kept + [{**row, "command": command} for row in rows]
+        print(f"wrote {write_result(args.results, {'setup': setup, 'rows': written}, command, args.threads)}")
     (out / "results.md").write_text(markdown_table(rows, perceptual.name, setup))
     labels = ["original"] + [s for p in args.tokenizers for s in (Path(p).parent.name, f"|error| {Path(p).parent.name}")]
     save_image(out / "side_by_side.png", contact_sheet(previews, labels, scale=2))
     print((out / "results.md").read_text())
     return 0
+
+
+def kept_rows(results_file: Path, args) -> list[dict]:
+    """The rows of ``results_file`` that this run does not re-measure, each with the command that measured it
+    (rows from before rows carried one take the file's). Refuses when the file's setup differs from this run's."""
+    if not results_file.is_file():
+        return []
+    old = json.loads(results_file.read_text())
+    mine = {"data": args.data, "frames": args.frames, "size": args.size, "chunk_frames": args.chunk_frames}
+    theirs = {k: old["setup"].get(k) for k in mine}
+    if theirs != mine or old["setup"].get("clips") != args.clips:
+        raise SystemExit(f"--keep: {results_file} was measured with {old['setup']}; this run's setup {mine} with "
+                         f"{args.clips} clips differs, so its rows would not compare: match it or drop --keep")
+    again = {Path(p).resolve() for p in args.tokenizers}
+    return [{"command": old["command"], **row} for row in old["rows"] if Path(row["tokenizer"]).resolve() not in again]
 
 
 def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
@@ -150,7 +171,8 @@ def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
 def readme_table(results: dict) -> str:
     """The README's tokenizer table (``eval/readme_tables.py``, marker ``tokenizers``) from a results file."""
     table = markdown_table(results["rows"], results["setup"]["perceptual"], results["setup"]).rstrip("\n")
-    return table.rsplit("\n\nSetup:", 1)[0] + f"\n\n{results['date'][:10]}; `{results['command']}`."
+    commands = list(dict.fromkeys(row.get("command", results["command"]) for row in results["rows"]))
+    return table.rsplit("\n\nSetup:", 1)[0] + f"\n\n{results['date'][:10]}; " + "; ".join(f"`{c}`" for c in commands) + "."
 
 
 if __name__ == "__main__":

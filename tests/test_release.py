@@ -90,3 +90,22 @@ def test_ship_tokenizer_writes_a_loadable_folder_with_a_card(two_stages, tmp_pat
         assert must in card, must
     assert load_tokenizer(out).config.latent_channels == load_tokenizer(final).config.latent_channels
     assert all(f.suffix in (".json", ".safetensors", ".md") for f in out.iterdir())
+
+
+def test_bench_tokenizers_keep_adds_rows_beside_those_of_gone_runs(two_stages, tmp_path, load_script):
+    bench = load_script("eval/bench_tokenizers.py")
+    first, second = (str(stage / "final") for stage in two_stages)
+    results = tmp_path / "bench.json"
+    setup = ["--clips", "2", "--frames", "5", "--size", "32", "--no-fvd", "--threads", "1", "--results", str(results)]
+    assert bench.main([first, *setup, "--out", str(tmp_path / "a")]) == 0
+    assert bench.main([second, first, *setup, "--out", str(tmp_path / "b"), "--keep"]) == 0
+    rows = json.loads(results.read_text())["rows"]
+    assert [r["tokenizer"] for r in rows] == [second, first]  # re-measured rows replace the kept ones, no duplicates
+    assert all(r["command"].startswith("python") for r in rows)
+    assert bench.main([second, *setup, "--out", str(tmp_path / "c"), "--keep"]) == 0
+    rows = json.loads(results.read_text())["rows"]
+    assert [r["tokenizer"] for r in rows] == [first, second]  # first's row kept with the command that measured it
+    assert "--keep" in rows[1]["command"]
+    with pytest.raises(SystemExit, match="--keep: .* differs"):  # rows of another setup would not compare
+        bench.main([second, *setup[:-2], "--size", "48", "--results", str(results), "--out", str(tmp_path / "d"),
+                    "--keep"])
