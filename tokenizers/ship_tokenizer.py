@@ -80,6 +80,8 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
         what = ", ".join(f"{k} {loss[k]}" for k in ("l1", "perceptual", "gan", "temporal") if loss.get(k)) or "-"
         if cfg.get("data", {}).get("color_aug"):
             what += f", colour augmentation p={cfg['data']['color_aug']}"
+        if cfg.get("data", {}).get("zoom_aug"):
+            what += f", 2x downscale before the crop p={cfg['data']['zoom_aug']}"
         if cfg.get("trainable", "all") != "all":
             what += f", trains the {cfg['trainable']} only"
         lines.append(f"| {i + 1} | `{s.get('config_path') or Path(s['run_dir']).name}` | {s['steps']} | {s['threads']} | "
@@ -89,6 +91,8 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
     lines += ["", f"**Training cost**: {cpu_h:.2f} CPU-hours in total on this 2-core machine (wall time x threads).",
               "", f"**Data**: {DATA.get(data_cfg.get('dataset'), data_cfg.get('dataset'))}; clips of "
               f"{data_cfg.get('num_frames')} frames at {data_cfg.get('size')}x{data_cfg.get('size')}"
+              + (f" ({data_cfg['zoom_aug']:.0%} of them area-downscaled 2x first, so both scales train)"
+                 if data_cfg.get("zoom_aug") else "")
               + (f", random {data_cfg['crop']}x{data_cfg['crop']} crops" if data_cfg.get("crop") else "")
               + f", batches of {data_cfg.get('video_batch')} clips + {data_cfg.get('image_batch')} single frames."]
     if row is not None:
