@@ -141,7 +141,8 @@ def kept_rows(results_file: Path, args) -> list[dict]:
         raise SystemExit(f"--keep: {results_file} was measured with {old['setup']}; this run's setup {mine} with "
                          f"{args.clips} clips differs, so its rows would not compare: match it or drop --keep")
     again = {Path(p).resolve() for p in args.tokenizers}
-    return [{"command": old["command"], **row} for row in old["rows"] if Path(row["tokenizer"]).resolve() not in again]
+    return [{"command": old["command"], **row} for row in old["rows"]
+            if Path(row["tokenizer"]).resolve() not in again]
 
 
 def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
@@ -172,7 +173,8 @@ def readme_table(results: dict) -> str:
     """The README's tokenizer table (``eval/readme_tables.py``, marker ``tokenizers``) from a results file."""
     table = markdown_table(results["rows"], results["setup"]["perceptual"], results["setup"]).rstrip("\n")
     commands = list(dict.fromkeys(row.get("command", results["command"]) for row in results["rows"]))
-    return table.rsplit("\n\nSetup:", 1)[0] + f"\n\n{results['date'][:10]}; " + "; ".join(f"`{c}`" for c in commands) + "."
+    provenance = "; ".join(f"`{c}`" for c in commands)
+    return table.rsplit("\n\nSetup:", 1)[0] + f"\n\n{results['date'][:10]}; {provenance}."
 
 
 if __name__ == "__main__":

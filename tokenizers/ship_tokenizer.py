@@ -73,7 +73,8 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
              "```python", "from vidgen.tokenizers import load_tokenizer",
              f'tok = load_tokenizer("pretrained/{name}")   # offline', "```",
              f"`vidgen eval recon pretrained/{name}` benchmarks it on the held-out clips.", "",
-             "| stage | config | steps | threads | wall time | precision | what changes |", "|---|---|---|---|---|---|---|"]
+             "| stage | config | steps | threads | wall time | precision | what changes |",
+             "|---|---|---|---|---|---|---|"]
     for i, s in enumerate(stages):
         cfg = s["config"]
         loss = cfg.get("loss", {})

@@ -167,9 +167,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", help="save_pretrained folder of a tokenizer, or 'bicubic' / 'bicubic-SxT' for the "
                                       "resize baseline (default 4x spatial, every other frame)")
     parser.add_argument("--data", default="natural",
-                        help="'natural' (held-out NaturalClips), 'scenes' (held-out SceneClips), 'scenes-val' (SceneClips "
-                        "over the val photographs: to choose between models without the held-out ones) or a video "
-                        "folder")
+                        help="'natural' (held-out NaturalClips), 'scenes' (held-out SceneClips), 'scenes-val' "
+                        "(SceneClips over the val photographs: to choose between models without the held-out ones) "
+                        "or a video folder")
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=64)

@@ -129,7 +129,8 @@ def _augment(videos: torch.Tensor, crop: int, g: RowGenerator, color: float = 0.
 
 
 def joint_batch(clips: CachedClips, sampler: EpochSampler, video_batch: int, image_batch: int, crop: int,
-                g: RowGenerator, color: float = 0.0, zoom: float = 0.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                g: RowGenerator, color: float = 0.0,
+                zoom: float = 0.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Video batch ``(Bv, 3, T, H, W)`` and image batch ``(Bi, 3, 1, H, W)`` (random frames of other clips)."""
     videos = _augment(torch.stack([clips[i] for i in sampler.take(video_batch)]), crop, g, color, zoom) \
         if video_batch else None
