@@ -3,7 +3,8 @@ held-out NaturalClips with a tokenizer at (size, fps) pairs that separate conten
 pixels. Camera speeds are defined per second, so 128x128 at 16 fps has the same pixel motion per frame as 64x64 at
 8 fps, and 64x64 at 4 fps the same as 128x128 at 8 fps. Frame 0 is encoded alone by the causal VAE (no motion).
 
-    .venv/bin/python experiments/probe_motion_scale.py pretrained/natural-vae-small \
+    git worktree add /tmp/v1 6dab268   # the natural-vae-small shipped before issue #35 retrained it
+    .venv/bin/python experiments/probe_motion_scale.py /tmp/v1/pretrained/natural-vae-small \
         --out experiments/results/probe_motion_scale.json
 """
 from __future__ import annotations
@@ -14,15 +15,16 @@ import json
 import torch
 
 from vidgen.data import NaturalClips
+from vidgen.metrics import psnr
 from vidgen.tokenizers import load_tokenizer
+from vidgen.training.samples import reconstruct_mode
 
 SETTINGS = ((64, 8.0), (128, 8.0), (128, 16.0), (64, 4.0))
 
 
 def frame_psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-frame PSNR (signals in [-1, 1]) of ``(B, 3, T, H, W)``, averaged over clips: ``(T,)``."""
-    mse = ((x - y) ** 2).mean(dim=(1, 3, 4)).clamp_min(1e-12)
-    return (10 * torch.log10(4 / mse)).mean(0)
+    """PSNR of each frame of ``(B, 3, T, H, W)``, averaged over clips: ``(T,)``."""
+    return torch.stack([psnr(x[:, :, t:t + 1], y[:, :, t:t + 1]) for t in range(x.shape[2])], 1).mean(0)
 
 
 @torch.no_grad()
@@ -32,11 +34,7 @@ def probe(model: str, clips: int, frames: int) -> list[dict]:
     for size, fps in SETTINGS:
         data = NaturalClips("test", num_frames=frames, size=size, fps=fps, num_clips=clips)
         x = torch.stack([data[i]["video"] for i in range(clips)])
-        encoded = tok.encode(x)
-        z = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded
-        y = tok.decode(z)
-        y = getattr(y, "sample", y)
-        per_frame = frame_psnr(x, y)
+        per_frame = frame_psnr(x, reconstruct_mode(tok, x))  # posterior mode, clamped, as the benchmarks do
         rows.append({"size": size, "fps": fps, "pixels_per_frame_vs_64_at_8fps": size / 64 * 8 / fps,
                      "psnr": round(per_frame.mean().item(), 2), "psnr_frame0": round(per_frame[0].item(), 2),
                      "psnr_per_frame": [round(v, 2) for v in per_frame.tolist()]})

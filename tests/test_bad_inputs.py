@@ -48,10 +48,10 @@ from vidgen.metrics.i3d import load_i3d
 from vidgen.metrics.baselines import ResizeBaseline
 from vidgen.metrics.weights import UnsafeWeightsError
 from vidgen.pipelines import FlowVideoPipeline, load_pipeline
+from vidgen.rng import RowGenerator
 from vidgen.testing import perturb_weights
 from vidgen.text import check_prompts
 from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
-from vidgen.rng import RowGenerator
 from vidgen.training import GeneratorTrainConfig, build_model, load_config
 from vidgen.training.data import EpochSampler, joint_batch
 

@@ -86,7 +86,7 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
         if cfg.get("trainable", "all") != "all":
             what += f", trains the {cfg['trainable']} only"
         lines.append(f"| {i + 1} | `{s.get('config_path') or Path(s['run_dir']).name}` | {s['steps']} | {s['threads']} | "
-                     f"{s['wall_time_min']:.0f} min | {s.get('precision', 'fp32')} | {what} |")
+                     f"{s['wall_time_min']:.0f} min | {s['precision']} | {what} |")
     lines += [line for s in stages if s.get("history")
               for line in ("", f"**Training note** (`{s.get('config_path') or Path(s['run_dir']).name}`): {s['history']}")]
     lines += ["", f"**Training cost**: {cpu_h:.2f} CPU-hours in total on this 2-core machine (wall time x threads).",

@@ -29,10 +29,10 @@ def load_eval_set(data: str, clips: int, frames: int, size: int, seed: int = 0) 
     from vidgen.data import NaturalClips, SceneClips, VideoFolder
     if data == "natural":
         dataset = NaturalClips("test", num_frames=frames, size=size, num_clips=clips, seed=seed)
-    elif data == "scenes":  # the layered scenes over the same held-out photographs
-        dataset = SceneClips("test", num_frames=frames, size=size, num_clips=clips, seed=seed)
-    elif data == "scenes-val":  # over the val photographs: for choosing between models, never for reporting
-        dataset = SceneClips("val", num_frames=frames, size=size, num_clips=clips, seed=seed)
+    elif data in ("scenes", "scenes-val"):  # layered scenes over the held-out photographs, or over the val ones
+        # (for choosing between models, never for reporting)
+        split = "val" if data == "scenes-val" else "test"
+        dataset = SceneClips(split, num_frames=frames, size=size, num_clips=clips, seed=seed)
     else:
         dataset = VideoFolder(data, num_frames=frames, size=size)
     count = min(clips, len(dataset))
