@@ -59,8 +59,8 @@ def comparison_table(results: dict) -> str:
     """The README table (``<!-- table:recon_comparison -->``) from ``docs/results/recon_comparison.json``: one row
     per tokenizer, data and size, so what the data, the width and the compression buy reads off side by side."""
     rows = results["rows"]
-    lines = ["| tokenizer | data | size | values stored | PSNR | SSIM | ST-LPIPS | rFVD | vs bicubic |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| tokenizer | data | size | values stored | PSNR | SSIM | ST-LPIPS | rFVD | codes used | vs bicubic |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     def is_baseline(row: dict) -> bool:
         return row["class"] == "ResizeBaseline"
 
@@ -72,6 +72,7 @@ def comparison_table(results: dict) -> str:
         lines.append(f"| {r['name']} | {r['data']} | {r['size']} | 1/{r['compression']:.0f} | {r['psnr']:.2f} dB | "
                      f"{r['ssim']:.3f} | " + (f"{perceptual:.3f}" if perceptual is not None else "–") + " | "
                      + (f"{rfvd:.0f}" if isinstance(rfvd, (int, float)) else "–") + " | "
+                     + (f"{r['utilization']:.1%}" if "utilization" in r else "–") + " | "
                      + ("–" if gap is None or is_baseline(r) else f"{gap:+.2f} dB") + " |")
     first = rows[0]
     lines += ["", f"{first['clips']} held-out clips of {first['frames']} frames per row (`natural`: camera paths over "

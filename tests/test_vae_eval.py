@@ -78,3 +78,33 @@ def test_recon_comparison_rows_and_table(tmp_path):
     assert table.count("\n| ") == 4 and "| – |" in table  # 4 rows below the header; the baseline has no gap
     gap = data["rows"][2]["psnr"] - data["rows"][0]["psnr"]
     assert f"{gap:+.2f} dB" in table
+    with_codes = bench.comparison_table({**data, "rows": [data["rows"][0], {**data["rows"][2], "utilization": 0.975}]})
+    assert "| 97.5% |" in with_codes and "| 97.5% |" not in table  # a discrete tokenizer's codebook use
+
+
+def test_eval_recon_counts_a_discrete_tokenizers_codebook_use(tmp_path):
+    """The FSQ target is joint (PSNR at a codebook use), so `eval recon` reports both from one pass; the counts must
+    equal a separate tokenization of the same clips, and a continuous VAE gets none."""
+    from vidgen.cli.eval_recon import load_eval_set
+    from vidgen.tokenizers import CausalVQVAE
+    from vidgen.tokenizers.quantizers import CodebookUsage
+    from vidgen.testing import perturb_weights
+
+    torch.manual_seed(0)
+    perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)), scale=0.5).save_pretrained(
+        tmp_path / "fsq")
+    out = tmp_path / "out"
+    assert main(["eval", "recon", str(tmp_path / "fsq"), "--clips", "3", "--frames", "5", "--size", "16",
+                 "--batch", "2", "--png-clips", "0", "--out", str(out), "--precision", "fp32"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    model = CausalVQVAE.from_pretrained(tmp_path / "fsq")
+    clips, _ = load_eval_set("natural", 3, 5, 16)
+    expected = CodebookUsage(model.vocab_size)
+    with torch.no_grad():
+        expected.update(model.tokenize(clips))
+    assert result["tokens_counted"] == expected.total == 3 * 2 * 2 * 2  # 3 clips of 2x2x2 tokens
+    assert result["utilization"] == expected.utilization and 0 < result["utilization"] <= 1
+    assert abs(result["perplexity"] - expected.perplexity) < 1e-9
+    assert main(["eval", "recon", "bicubic", "--clips", "2", "--frames", "5", "--size", "16", "--png-clips", "0",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert "utilization" not in json.loads((tmp_path / "b" / "results.json").read_text())

@@ -62,8 +62,9 @@ def reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None
 
 
 @torch.no_grad()  # without it every batch's autograd graph stayed alive: 22 GB on 32 clips at 128x128
-def _reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None):
-    """reconstruct() plus the number of values the codes hold (ids count one each)."""
+def _reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None, usage=None):
+    """reconstruct() plus the number of values the codes hold (ids count one each); a discrete tokenizer's codes are
+    also counted into ``usage`` (a ``CodebookUsage``) when given."""
     t, h, w = clips.shape[2:]
     outs, enc_s, dec_s, values = [], 0.0, 0.0, 0
     for i in range(0, len(clips), batch):
@@ -86,6 +87,8 @@ def _reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | Non
             values += z.numel()
         dec_s += time.perf_counter() - t1
         enc_s += t1 - t0
+        if usage is not None:  # outside the timed calls
+            usage.update(codes)
         outs.append(y.float().clamp(-1, 1))  # metrics (PSNR, SSIM, FVD features) are computed in fp32
     return torch.cat(outs), enc_s, dec_s, values
 
@@ -113,9 +116,9 @@ def tiling_check(model, data: str, size: int, frames: int, tile: int, overlap: i
 def run(args) -> dict:
     from vidgen.io import contact_sheet, save_image
     from vidgen.metrics.reconstruction import psnr, ssim, temporal_flicker
-    from vidgen.tokenizers.loading import load_tokenizer
-
     from vidgen.precision import resolve_dtype
+    from vidgen.tokenizers.loading import is_discrete, load_tokenizer
+    from vidgen.tokenizers.quantizers import CodebookUsage
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -125,7 +128,8 @@ def run(args) -> dict:
     model = (ResizeBaseline.from_name(args.model) if is_baseline else load_tokenizer(args.model)).to(dtype)
     clips, sources = load_eval_set(args.data, args.clips, args.frames, args.size, args.seed)
     rss_before = _peak_rss_mb()
-    recon, enc_s, dec_s, values = _reconstruct(model, clips, args.batch, args.chunk_frames)
+    usage = CodebookUsage(model.vocab_size) if not is_baseline and is_discrete(model) else None
+    recon, enc_s, dec_s, values = _reconstruct(model, clips, args.batch, args.chunk_frames, usage)
     n_frames = clips.shape[0] * clips.shape[2]
     per_clip_psnr = psnr(clips, recon)
     result = {"model": str(args.model), "class": type(model).__name__, "data": args.data, "clips": len(clips),
@@ -138,6 +142,8 @@ def run(args) -> dict:
               "flicker": temporal_flicker(clips, recon).mean().item(),
               "encode_frames_per_s": n_frames / enc_s, "decode_frames_per_s": n_frames / dec_s,
               "peak_rss_mb": _peak_rss_mb(), "peak_rss_mb_before_reconstruction": rss_before}
+    if usage is not None:  # over every evaluated token (all depths of a residual quantizer)
+        result.update(utilization=usage.utilization, perplexity=usage.perplexity, tokens_counted=usage.total)
     try:
         from vidgen.metrics.perceptual import load_perceptual
         perceptual = load_perceptual("auto")
