@@ -78,16 +78,19 @@ def test_ship_tokenizer_writes_a_loadable_folder_with_a_card(two_stages, tmp_pat
     results = tmp_path / "bench.json"
     row = {"tokenizer": str(final), "psnr": 21.5, "ssim": 0.7, "ST-LPIPS-alex": 0.2, "rfvd": 900.0,
            "rfvd_noise_floor": {"split_half_fd": 600.0, "split_half_sizes": [4, 4], "estimate": 300.0, "reliable": False},
-           "psnr_per_source": {"coins": 20.0, "rocket": 23.0}}  # the noise floor as bench_tokenizers.py records it
-    results.write_text(json.dumps({"command": "python eval/bench_tokenizers.py", "date": "2026-11-23T00:00:00",
+           "psnr_per_source": {"coins": 20.0, "rocket": 23.0},  # the noise floor as bench_tokenizers.py records it
+           "command": "python eval/bench_tokenizers.py stage2/final"}  # the command that measured this row (--keep)
+    results.write_text(json.dumps({"command": "python eval/bench_tokenizers.py other/final --keep", "date": "2026-11-23T00:00:00",
                                    "setup": {"clips": 2, "frames": 5, "size": 16, "perceptual": "ST-LPIPS-alex"},
                                    "rows": [row]}))
     out = tmp_path / "pretrained" / "tiny-vae"
     assert ship.main([str(final), str(out), "--results", str(results)]) == 0
     card = (out / "README.md").read_text()
     for must in ("| 1 | `stage1`", "| 2 | `stage2`", "trains the decoder only", "CPU-hours", "21.50 dB",
-                 "coins 20.00", "rocket 23.00", "900 (noise floor 300, unreliable at this sample size)"):
+                 "coins 20.00", "rocket 23.00", "900 (noise floor 300, unreliable at this sample size)",
+                 "(`python eval/bench_tokenizers.py stage2/final`:"):
         assert must in card, must
+    assert "other/final" not in card  # the file's last command measured other rows
     assert load_tokenizer(out).config.latent_channels == load_tokenizer(final).config.latent_channels
     assert all(f.suffix in (".json", ".safetensors", ".md") for f in out.iterdir())
 

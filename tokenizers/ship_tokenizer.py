@@ -99,7 +99,8 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict) 
     if row is not None:
         setup = results["setup"]
         per = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row.get("psnr_per_source", {}).items()))
-        lines += ["", f"**Held-out reconstruction** (`{results['command']}`: {setup['clips']} clips of "
+        command = row.get("command", results["command"])  # --keep rows carry the command that measured them
+        lines += ["", f"**Held-out reconstruction** (`{command}`: {setup['clips']} clips of "
                   f"{setup['frames']}x{setup['size']}x{setup['size']}, {results['date'][:10]}):", "",
                   f"| PSNR | SSIM | {setup['perceptual']} | rFVD | utilization | perplexity |", "|---|---|---|---|---|---|",
                   f"| {row['psnr']:.2f} dB | {row['ssim']:.3f} | {row[setup['perceptual']]:.3f} | "
