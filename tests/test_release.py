@@ -80,7 +80,8 @@ def test_ship_tokenizer_writes_a_loadable_folder_with_a_card(two_stages, tmp_pat
            "rfvd_noise_floor": {"split_half_fd": 600.0, "split_half_sizes": [4, 4], "estimate": 300.0, "reliable": False},
            "psnr_per_source": {"coins": 20.0, "rocket": 23.0},  # the noise floor as bench_tokenizers.py records it
            "command": "python eval/bench_tokenizers.py stage2/final"}  # the command that measured this row (--keep)
-    results.write_text(json.dumps({"command": "python eval/bench_tokenizers.py other/final --keep", "date": "2026-11-23T00:00:00",
+    results.write_text(json.dumps({"command": "python eval/bench_tokenizers.py other/final --keep",
+                                   "date": "2026-11-23T00:00:00",
                                    "setup": {"clips": 2, "frames": 5, "size": 16, "perceptual": "ST-LPIPS-alex"},
                                    "rows": [row]}))
     out = tmp_path / "pretrained" / "tiny-vae"

@@ -84,11 +84,11 @@ def test_recon_comparison_rows_and_table(tmp_path):
 
 def test_eval_recon_counts_a_discrete_tokenizers_codebook_use(tmp_path):
     """The FSQ target is joint (PSNR at a codebook use), so `eval recon` reports both from one pass; the counts must
-    equal a separate tokenization of the same clips, and a continuous VAE gets none."""
+    equal a separate tokenization of the same clips, and the resize baseline (no codes) gets none."""
     from vidgen.cli.eval_recon import load_eval_set
+    from vidgen.testing import perturb_weights
     from vidgen.tokenizers import CausalVQVAE
     from vidgen.tokenizers.quantizers import CodebookUsage
-    from vidgen.testing import perturb_weights
 
     torch.manual_seed(0)
     perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)), scale=0.5).save_pretrained(
