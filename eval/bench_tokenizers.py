@@ -41,6 +41,12 @@ def codebook_usage(model, clips: torch.Tensor, batch: int) -> CodebookUsage:
     return usage
 
 
+def label(path: str) -> str:
+    """A tokenizer's name in the picture: the run for ``runs/<run>/final``, else the folder (``pretrained/<name>``)."""
+    path = Path(path)
+    return path.parent.name if path.name == "final" else path.name
+
+
 def describe(model, clips: torch.Tensor, fps: float) -> dict:
     t, h, w = clips.shape[2:]
     grid = model.latent_grid(t, h, w)
@@ -123,7 +129,7 @@ def main(argv=None) -> int:
         written = kept + [{**row, "command": command} for row in rows]
         print(f"wrote {write_result(args.results, {'setup': setup, 'rows': written}, command, args.threads)}")
     (out / "results.md").write_text(markdown_table(rows, perceptual.name, setup))
-    labels = ["original"] + [s for p in args.tokenizers for s in (Path(p).parent.name, f"|error| {Path(p).parent.name}")]
+    labels = ["original"] + [s for p in args.tokenizers for s in (label(p), f"|error| {label(p)}")]
     save_image(out / "side_by_side.png", contact_sheet(previews, labels, scale=2))
     print((out / "results.md").read_text())
     return 0
@@ -154,7 +160,7 @@ def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(
-            f"| {Path(r['tokenizer']).parent.name} | {r['quantizer']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+            f"| {label(r['tokenizer'])} | {r['quantizer']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
             f"{r[perceptual_name]:.3f} | {fmt(r.get('rfvd'), '.1f')} | {fmt(r.get('bits_per_token'), '.1f')} | "
             f"{fmt(r.get('tokens_per_second'), '.0f')} | {fmt(r.get('utilization'), '.1%')} | "
             f"{fmt(r.get('perplexity'), '.0f')} | {r['encode_fps']:.0f} | {r['decode_fps']:.0f} |")
@@ -163,7 +169,7 @@ def markdown_table(rows: list[dict], perceptual_name: str, setup: dict) -> str:
         lines += ["", "| tokenizer | " + " | ".join(f"PSNR {s}" for s in sources) + " |", "|---" * (len(sources) + 1) + "|"]
         for r in rows:
             per = r.get("psnr_per_source", {})
-            lines.append(f"| {Path(r['tokenizer']).parent.name} | " + " | ".join(fmt(per.get(s), ".2f") for s in sources) + " |")
+            lines.append(f"| {label(r['tokenizer'])} | " + " | ".join(fmt(per.get(s), ".2f") for s in sources) + " |")
     lines.append("")
     lines.append(f"Setup: {json.dumps(setup)}")
     return "\n".join(lines) + "\n"

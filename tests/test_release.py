@@ -110,6 +110,8 @@ def test_bench_tokenizers_keep_adds_rows_beside_those_of_gone_runs(two_stages, t
     rows = json.loads(results.read_text())["rows"]
     assert [r["tokenizer"] for r in rows] == [first, second]  # first's row kept with the command that measured it
     assert "--keep" in rows[1]["command"]
+    # a run is named by its folder (runs/<run>/final), a shipped tokenizer by its own (pretrained/<name>)
+    assert [bench.label(p) for p in (first, "pretrained/natural-fsq-small")] == ["stage1", "natural-fsq-small"]
     with pytest.raises(SystemExit, match="--keep: .* differs"):  # rows of another setup would not compare
         bench.main([second, *setup[:-2], "--size", "48", "--results", str(results), "--out", str(tmp_path / "d"),
                     "--keep"])
