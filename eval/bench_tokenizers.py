@@ -33,14 +33,6 @@ from vidgen.tokenizers.quantizers import CodebookUsage  # noqa: E402
 
 
 @torch.no_grad()
-def codebook_usage(model, clips: torch.Tensor, batch: int) -> CodebookUsage:
-    """Code counts over every held-out token (all depths for residual quantizers)."""
-    usage = CodebookUsage(model.vocab_size)
-    for start in range(0, len(clips), batch):
-        usage.update(model.tokenize(clips[start : start + batch]))
-    return usage
-
-
 def label(path: str) -> str:
     """A tokenizer's name in the picture: the run for ``runs/<run>/final``, else the folder (``pretrained/<name>``)."""
     path = Path(path)
@@ -95,15 +87,15 @@ def main(argv=None) -> int:
     rows, previews = [], [clips[0]]
     for path in args.tokenizers:
         model = load_tokenizer(path)
-        recon, enc_s, dec_s = reconstruct(model, clips, args.batch, args.chunk_frames)
+        usage = CodebookUsage(model.vocab_size) if is_discrete(model) else None  # every token, all depths
+        recon, enc_s, dec_s = reconstruct(model, clips, args.batch, args.chunk_frames, usage)
         frames = clips.shape[0] * clips.shape[2]
         metrics = reconstruction_metrics(clips, recon, perceptual)
         row = {"tokenizer": path, **describe(model, clips, args.fps),
                **{name: values.mean().item() for name, values in metrics.items()},
                "psnr_per_source": per_source(metrics["psnr"], sources),
                "encode_fps": frames / enc_s, "decode_fps": frames / dec_s}  # fmt: skip
-        if is_discrete(model):
-            usage = codebook_usage(model, clips, args.batch)
+        if usage is not None:
             row.update(utilization=usage.utilization, perplexity=usage.perplexity, tokens_counted=usage.total)
             if model.config.quantizer == "fsq" and model.config.num_quantizers == 1:  # why utilization is what it is
                 levels = tuple(model.config.fsq_levels)

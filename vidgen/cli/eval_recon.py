@@ -56,9 +56,11 @@ def per_source(values: torch.Tensor, sources: list[str]) -> dict[str, float]:
     return {source: sum(v) / len(v) for source, v in sorted(groups.items())}
 
 
-def reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None) -> tuple[torch.Tensor, float, float]:
-    """Reconstructions (clamped to [-1, 1]) and total encode / decode seconds."""
-    return _reconstruct(model, clips, batch, chunk_frames)[:3]
+def reconstruct(model, clips: torch.Tensor, batch: int, chunk_frames: int | None,
+                usage=None) -> tuple[torch.Tensor, float, float]:
+    """Reconstructions (clamped to [-1, 1]) and total encode / decode seconds; a discrete tokenizer's codes are
+    counted into ``usage`` (a ``CodebookUsage``) when given, so no second tokenization pass is needed."""
+    return _reconstruct(model, clips, batch, chunk_frames, usage)[:3]
 
 
 @torch.no_grad()  # without it every batch's autograd graph stayed alive: 22 GB on 32 clips at 128x128
