@@ -133,6 +133,17 @@ def test_config_errors_and_overrides(tmp_path):
         train(load_config(None, TINY + ["model.kind=nope", f"run_dir={tmp_path / 'x'}", "steps=1"]))
 
 
+def test_schedule_steps_stops_a_run_part_way_down_its_schedule():
+    """A run of 2000 steps on a 2500-step schedule sees exactly the learning rates of the first 2000 steps of the
+    2500-step run (what a recipe needs to reproduce a run that was stopped early), and ends above the floor."""
+    from vidgen.training.engine import lr_lambda
+    stopped = lr_lambda(load_config(None, ["steps=2000", "optim.schedule_steps=2500", "optim.warmup_steps=150"]))
+    whole = lr_lambda(load_config(None, ["steps=2500", "optim.warmup_steps=150"]))
+    default = lr_lambda(load_config(None, ["steps=2000", "optim.warmup_steps=150"]))
+    assert [stopped(k) for k in range(2000)] == [whole(k) for k in range(2000)]
+    assert stopped(1999) > 0.19 and abs(default(1999) - 0.1) < 1e-5  # default: the floor at the last step
+
+
 def test_sampler_shards_and_resumes():
     a, b = EpochSampler(10, seed=1, rank=0, world=2), EpochSampler(10, seed=1, rank=1, world=2)
     first = a.take(5) + b.take(5)

@@ -84,6 +84,9 @@ class OptimConfig:
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at the last step
     grad_clip: float = 1.0
+    # the step the cosine reaches its floor; 0 = ``steps``. Larger than ``steps`` stops a run part-way down its
+    # schedule, so a recipe can reproduce a run that was stopped early (its weights are what the next stage starts from)
+    schedule_steps: int = 0
 
 
 @dataclass
@@ -110,6 +113,9 @@ class RunConfig:
 
     def __post_init__(self):
         _settle_precision(self)
+        if self.optim.schedule_steps and self.optim.schedule_steps < self.steps:
+            raise ConfigError(f"optim.schedule_steps={self.optim.schedule_steps} is below steps={self.steps}: the "
+                              "schedule would end before the run; set it >= steps, or 0 to end with the run")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

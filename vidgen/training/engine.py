@@ -75,8 +75,10 @@ class TrainingTask:
 
 
 def lr_lambda(cfg) -> Callable[[int], float]:
-    """Linear warm-up over ``optim.warmup_steps``, then cosine decay to ``lr * optim.min_lr_ratio`` at ``steps``."""
-    warm, total, floor = cfg.optim.warmup_steps, max(cfg.steps, 1), cfg.optim.min_lr_ratio
+    """Linear warm-up over ``optim.warmup_steps``, then cosine decay to ``lr * optim.min_lr_ratio`` at
+    ``optim.schedule_steps`` (default: ``steps``)."""
+    warm, floor = cfg.optim.warmup_steps, cfg.optim.min_lr_ratio
+    total = max(cfg.optim.schedule_steps or cfg.steps, 1)
 
     def f(step: int) -> float:
         if step < warm:
