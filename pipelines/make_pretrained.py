@@ -389,7 +389,7 @@ def pipeline_card(name: str, folder: Path) -> str:
     tuned = SWEEPS / f"sampling_sweep_{name}.json"  # a sweep of the shipped model on tuning_prompts
     sweeps = sorted(p.name for p in EXPERIMENT_RESULTS.glob(f"sampling_sweep_{name}*.json"))
     if tuned.exists():
-        how = ("chosen with `experiments/sweep_sampling.py` on this model and tuning prompts (seen pairs only, no "
+        how = ("swept with `experiments/sweep_sampling.py` on this model and tuning prompts (seen pairs only, no "
                f"caption of the evaluation set): {tuned.relative_to(ROOT).as_posix()}")
     elif sweeps:
         how = ("chosen with `experiments/sweep_sampling.py` on an earlier model and an older tuning set (seed 1; it "
