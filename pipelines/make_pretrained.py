@@ -178,6 +178,27 @@ def train(jobs: int) -> None:
     _train_chains(NATURAL_TOKENIZERS, TOKENIZER_SCRIPT, jobs=len(NATURAL_TOKENIZERS))
 
 
+def tokenizer_folder(name: str, config_path: str) -> Path:
+    """The tokenizer folder pipeline ``name`` ships with the generator of ``config_path``: the recipe tokenizer's last
+    stage when the config trains on the recipe's tokenizer (its stage-1 run, or the shipped copy when an experiment's
+    tokenizer runs are gone: same weights, in float16). An experiment (``--candidate``) on another tokenizer gets its
+    own ``video_tokenizer`` folder as it is, so a generator on a new tokenizer can be compared before its tokenizer
+    joins the recipe."""
+    tok, source = tokenizer_of(name), _video_tokenizer(_config(config_path))
+    shipped_tokenizer = Path("pretrained") / GENERATORS[name] / SHAPES_TOKENIZERS[tok]
+    if source in (f"{_config(stages(tok)[0])['run_dir']}/final", str(shipped_tokenizer)):
+        decoder = _run_dir(stages(tok)[-1]) / "final"
+        use_shipped = not decoder.exists() and config_path != stages(GENERATORS[name])[-1]
+        return ROOT / shipped_tokenizer if use_shipped else decoder
+    if config_path == stages(GENERATORS[name])[-1]:
+        raise SystemExit(f"make_pretrained: {config_path}: video_tokenizer {source!r} is not the tokenizer of "
+                         f"{CONFIGS}/{tok}/; a shipped stage trains on its recipe's tokenizer")
+    if not (ROOT / source / "config.json").is_file():
+        raise SystemExit(f"make_pretrained: {config_path}: its video_tokenizer {source!r} is no tokenizer folder "
+                         f"(config.json missing); train it first, or restore its run's final/ folder there")
+    return ROOT / source
+
+
 def build_pipeline(name: str, config_path: str | None = None, weights: str | Path | None = None):
     """The pipeline of generator ``name`` with its tokenizer's last stage. The generator comes from the run of
     ``config_path`` (default: the recipe's last stage): its ``final`` folder, or ``weights`` (a ``checkpoints/step_*``
@@ -186,20 +207,13 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
     from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
     from vidgen.tokenizers import load_tokenizer
     from vidgen.training.checkpoint import load_trained
-    shipped_config, tok = stages(GENERATORS[name])[-1], tokenizer_of(name)
+    shipped_config = stages(GENERATORS[name])[-1]
     config_path = config_path or shipped_config
     cfg = _config(config_path)
     if _generator(cfg) != _generator(_config(shipped_config)):
         raise SystemExit(f"make_pretrained: {config_path} trains a {cfg['model']['generator']} generator, "
                          f"not the {name} pipeline's")
-    shipped_tokenizer = Path("pretrained") / GENERATORS[name] / SHAPES_TOKENIZERS[tok]
-    if _video_tokenizer(cfg) not in (f"{_config(stages(tok)[0])['run_dir']}/final", str(shipped_tokenizer)):
-        raise SystemExit(f"make_pretrained: {config_path} must train on the tokenizer of {CONFIGS}/{tok}/ "
-                         f"(its stage-1 run, or the shipped copy {shipped_tokenizer})")
-    decoder = _run_dir(stages(tok)[-1]) / "final"
-    # an experiment whose tokenizer runs are gone (runs/ is not kept) takes the shipped copy: same weights, in float16
-    use_shipped = not decoder.exists() and config_path != shipped_config
-    tokenizer = load_tokenizer(ROOT / shipped_tokenizer if use_shipped else decoder)
+    tokenizer = load_tokenizer(tokenizer_folder(name, config_path))
     model = load_trained(generator_class(_generator(cfg)), weights or _run_dir(config_path) / "final")
     if name == "masked":
         return MaskedVideoPipeline(tokenizer, model, make_scheduler(model))
@@ -231,6 +245,10 @@ def assemble_candidate(spec: str, out: Path, weights: str | None = None) -> Path
         raise SystemExit("make_pretrained: --candidate writes a trial folder; pass --out elsewhere than pretrained/")
     folder = out / GENERATORS[name]
     _save(name, build_pipeline(name, config_path, weights), folder)  # as shipped: the comparison measures that
+    source = {"config": config_path, "weights": os.path.relpath(weights or _run_dir(config_path) / "final", ROOT),
+              "video_tokenizer": os.path.relpath(tokenizer_folder(name, config_path), ROOT)}
+    (folder / "candidate.json").write_text(json.dumps(source, indent=2) + "\n")  # what the trial folder was built from
+    print(f"  candidate {name}: generator {source['weights']}, tokenizer {source['video_tokenizer']}", flush=True)
     grid = json.dumps({key: [value] for key, value in sampling_config(name).items()})
     print(f"  {folder}\n  compare with the shipped one on the tuning prompts:\n  python experiments/sweep_sampling.py "
           f"{name} --pretrained {out} --prompts 192 --grid '{grid}' --out <results.json>", flush=True)

@@ -101,6 +101,22 @@ def test_a_candidate_must_name_a_pipeline_and_a_config_and_never_overwrite_the_s
     assert not any(tmp_path.iterdir())
 
 
+def test_a_candidate_on_another_tokenizer_ships_with_that_tokenizer_and_only_if_it_exists(load_script, tmp_path):
+    import yaml
+    mp = load_script("pipelines/make_pretrained.py")
+    shipped = mp.stages(mp.GENERATORS["flow"])[-1]
+    recipe_decoder = mp._run_dir(mp.stages(mp.tokenizer_of("flow"))[-1]) / "final"
+    assert mp.tokenizer_folder("flow", shipped) == recipe_decoder  # the recipe's own tokenizer: its last stage
+    other = tmp_path / "other_tokenizer"
+    config = tmp_path / "candidate.yaml"
+    config.write_text(yaml.safe_dump({**mp._config(shipped), "video_tokenizer": str(other)}))
+    with pytest.raises(SystemExit, match="no tokenizer folder"):
+        mp.tokenizer_folder("flow", str(config))
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    assert mp.tokenizer_folder("flow", str(config)) == other
+
+
 def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_cache(tmp_path, monkeypatch,
                                                                                       load_script):
     mp = load_script("pipelines/make_pretrained.py")
