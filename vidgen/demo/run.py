@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scorer-threshold", type=float, default=0.98)
     parser.add_argument("--no-fvd", action="store_true", help="skip FVD (the I3D features are the slowest part)")
     parser.add_argument("--no-story", action="store_true", help="skip the short story per pipeline")
+    parser.add_argument("--story-segments", type=int, default=STORY_SEGMENTS,
+                        help=f"prompts in each story, {STORY_FRAMES_PER_SEGMENT} frames each")
     parser.add_argument("--batch", type=int, default=8, help="videos per pipeline call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -165,7 +167,7 @@ def run(args, argv: list[str]) -> int:
     from vidgen.metrics.adherence import AttributeScorer
     if args.full:
         args.prompts, args.scorer_clips = max(args.prompts, EVALUATION_PROMPTS), max(args.scorer_clips, 512)
-    for name in ("batch", "scorer_clips"):
+    for name in ("batch", "scorer_clips", "story_segments"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.threads is not None:
@@ -222,7 +224,8 @@ def run(args, argv: list[str]) -> int:
             entry["fvd"] = fvd_against(fvd_metric, videos)
         metrics["pipelines"][name] = entry
     if not args.no_story:
-        metrics["stories"] = {name: demo_story(out, name, pipe, scorer, args.seed) for name, pipe in pipes.items()}
+        metrics["stories"] = {name: demo_story(out, name, pipe, scorer, args.seed, args.story_segments)
+                              for name, pipe in pipes.items()}
     save_comparison(out / "comparison.png", generated, prompts)
     metrics["comparison"] = "comparison.png"
     metrics["videos"] = [{"prompt": p.caption, "held_out": p.held_out, "seed": p.seed, **p.expected(),
@@ -235,20 +238,21 @@ def run(args, argv: list[str]) -> int:
     return 0
 
 
-def demo_story(out: Path, name: str, pipe, scorer, seed: int) -> dict:
-    """The pipeline's story: streamed to ``out/stories/<name>.mp4`` and scored per segment (vidgen.demo.story)."""
+def demo_story(out: Path, name: str, pipe, scorer, seed: int, segments: int = STORY_SEGMENTS) -> dict:
+    """The pipeline's story of ``segments`` prompts: streamed to ``out/stories/<name>.mp4`` and scored per segment
+    (vidgen.demo.story)."""
     from vidgen.demo.story import run_story, story_prompts
     from vidgen.io import VideoWriter
-    attributes = story_prompts(STORY_SEGMENTS)
-    num_frames = STORY_SEGMENTS * STORY_FRAMES_PER_SEGMENT
+    attributes = story_prompts(segments)
+    num_frames = segments * STORY_FRAMES_PER_SEGMENT
     path, start = out / "stories" / f"{name}.mp4", time.perf_counter()
     with VideoWriter(path, fps=FPS) as writer:
-        segments = [s.to_dict() for s in tqdm(run_story(pipe, attributes, STORY_FRAMES_PER_SEGMENT, num_frames, seed,
-                                                        SIZE, on_frames=writer.write, scorer=scorer),
-                                              total=STORY_SEGMENTS, desc=f"{name} story", dynamic_ncols=True)]
+        scored = [s.to_dict() for s in tqdm(run_story(pipe, attributes, STORY_FRAMES_PER_SEGMENT, num_frames, seed,
+                                                      SIZE, on_frames=writer.write, scorer=scorer),
+                                            total=segments, desc=f"{name} story", dynamic_ncols=True)]
     return {"file": str(path.relative_to(out)), "num_frames": num_frames, "frames_per_segment": STORY_FRAMES_PER_SEGMENT,
-            "context_frames": pipe.context_frames, "seconds": time.perf_counter() - start, "segments": segments,
-            "color_motion": sum(s["color_motion"] for s in segments) / len(segments)}
+            "context_frames": pipe.context_frames, "seconds": time.perf_counter() - start, "segments": scored,
+            "color_motion": sum(s["color_motion"] for s in scored) / len(scored)}
 
 
 def print_summary(out: Path, page: Path, metrics: dict) -> None:
