@@ -262,12 +262,18 @@ def _ship_tokenizer_script():
     return module
 
 
-def assemble(out: Path) -> None:
+def assemble(out: Path, names: list[str] | None = None) -> None:
+    """Every pipeline folder and general tokenizer under ``out``; with ``names``, only those pipelines (the other
+    folders stay as they are, e.g. when one pipeline is replaced and the others' runs are gone)."""
     for name, artifact in GENERATORS.items():
+        if names is not None and name not in names:
+            continue
         folder = out / artifact
         _save(name, build_pipeline(name), folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         print(f"  {folder}: {size / 2**20:.1f} MiB", flush=True)
+    if names is not None:
+        return
     ship = _ship_tokenizer_script()
     for artifact in NATURAL_TOKENIZERS:
         ship.ship(_run_dir(stages(artifact)[-1]) / "final", out / artifact, TOKENIZER_RESULTS,
@@ -451,10 +457,14 @@ def main(argv: list[str] | None = None) -> int:
                         "into --out (not pretrained/), to compare it with the shipped one")
     parser.add_argument("--weights", help="with --candidate: a checkpoints/step_* folder of that run (EMA weights) "
                         "instead of its final/")
+    parser.add_argument("--pipelines", nargs="+", choices=sorted(GENERATORS), help="with --stage assemble: only "
+                        "these pipelines (the other folders and the general tokenizers stay as they are)")
     args = parser.parse_args(argv)
     out, start = Path(args.out).resolve(), time.time()
     if args.weights and not args.candidate:
         parser.error("--weights goes with --candidate")
+    if args.pipelines and args.stage != "assemble":
+        parser.error("--pipelines goes with --stage assemble")
     if args.candidate:
         assemble_candidate(args.candidate, out, args.weights)
         return 0
@@ -462,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "train"):
         train(args.jobs)
     if args.stage in ("all", "assemble"):
-        assemble(out)
+        assemble(out, args.pipelines)
     if args.stage in ("all", "evaluate"):
         evaluate(out)
     if args.stage in ("all", "assemble", "cards"):

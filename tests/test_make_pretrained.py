@@ -117,6 +117,20 @@ def test_a_candidate_on_another_tokenizer_ships_with_that_tokenizer_and_only_if_
     assert mp.tokenizer_folder("flow", str(config)) == other
 
 
+def test_assembling_some_pipelines_leaves_the_other_folders_alone(load_script, tmp_path, monkeypatch):
+    mp = load_script("pipelines/make_pretrained.py")
+    built = []
+    monkeypatch.setattr(mp, "build_pipeline", lambda name: built.append(name) or name)
+    monkeypatch.setattr(mp, "_save", lambda name, pipe, folder: folder.mkdir(parents=True))
+    monkeypatch.setattr(mp, "_ship_tokenizer_script", lambda: pytest.fail("the general tokenizers were rebuilt"))
+    mp.assemble(tmp_path, ["flow"])
+    assert built == ["flow"] and [p.name for p in tmp_path.iterdir()] == [mp.GENERATORS["flow"]]
+    with pytest.raises(SystemExit):  # argparse: only with --stage assemble, only known pipelines
+        mp.main(["--pipelines", "flow", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        mp.main(["--stage", "assemble", "--pipelines", "diffusion", "--out", str(tmp_path)])
+
+
 def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_cache(tmp_path, monkeypatch,
                                                                                       load_script):
     mp = load_script("pipelines/make_pretrained.py")
