@@ -47,7 +47,8 @@ from vidgen.training.release import run_summary, store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
-SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae"}  # artifact -> its folder
+# artifact -> its folder in the pipelines that ship it
+SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae", "shapes-vae4": "vae"}
 GENERATORS = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}  # pipeline name -> artifact
 NATURAL_TOKENIZERS = ("natural-vae-small", "natural-fsq-small")
 ALL_ARTIFACTS = (*SHAPES_TOKENIZERS, *GENERATORS.values(), *NATURAL_TOKENIZERS)
@@ -349,8 +350,8 @@ def pipeline_card(name: str, folder: Path) -> str:
     size = sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 2**20
     component = pipe.video_tokenizer_name
     fsq = tok_runs[0]["config"]["model"].get("overrides", {}).get("fsq_levels")
-    bottleneck = f"FSQ ({','.join(map(str, fsq))})" if fsq else "KL, 16 channels"
     tc = pipe.video_tokenizer.config
+    bottleneck = f"FSQ ({','.join(map(str, fsq))})" if fsq else f"KL, {tc.latent_channels} channels"
     compression = f"{tc.temporal_compression}x{tc.spatial_compression}x{tc.spatial_compression}"
 
     def per_token(stage: dict) -> str:
