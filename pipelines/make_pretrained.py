@@ -186,12 +186,12 @@ def tokenizer_folder(name: str, config_path: str) -> Path:
     own ``video_tokenizer`` folder as it is, so a generator on a new tokenizer can be compared before its tokenizer
     joins the recipe."""
     tok, source = tokenizer_of(name), _video_tokenizer(_config(config_path))
+    shipped_stage = config_path == stages(GENERATORS[name])[-1]
     shipped_tokenizer = Path("pretrained") / GENERATORS[name] / SHAPES_TOKENIZERS[tok]
     if source in (f"{_config(stages(tok)[0])['run_dir']}/final", str(shipped_tokenizer)):
         decoder = _run_dir(stages(tok)[-1]) / "final"
-        use_shipped = not decoder.exists() and config_path != stages(GENERATORS[name])[-1]
-        return ROOT / shipped_tokenizer if use_shipped else decoder
-    if config_path == stages(GENERATORS[name])[-1]:
+        return ROOT / shipped_tokenizer if not decoder.exists() and not shipped_stage else decoder
+    if shipped_stage:
         raise SystemExit(f"make_pretrained: {config_path}: video_tokenizer {source!r} is not the tokenizer of "
                          f"{CONFIGS}/{tok}/; a shipped stage trains on its recipe's tokenizer")
     if not (ROOT / source / "config.json").is_file():
