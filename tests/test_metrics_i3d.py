@@ -144,3 +144,18 @@ def test_safetensors_copy_of_the_weights_loads_with_the_same_parameter_hash(i3d,
     path = convert_i3d_weights(tmp_path / "i3d.safetensors")
     copy = load_i3d(path)
     assert copy.params_sha256 == i3d.params_sha256 and copy.weights_sha256 != i3d.weights_sha256
+
+
+def test_channels_last_fast_path_matches_the_contiguous_reference():
+    """FVD's default I3D layout (channels_last_3d) against the plain path, on the trained weights and a real clip:
+    the same features to fp32 rounding, and the same memory format requested is the one used."""
+    from vidgen.metrics import FrechetVideoDistance
+
+    clip = torch.nn.functional.interpolate(_astronaut_pan_clip()[:, :, :9], size=(9, 64, 64), mode="trilinear")
+    fast = FrechetVideoDistance(channels_last=True, num_threads=1, progress=False)
+    plain = FrechetVideoDistance(channels_last=False, num_threads=1, progress=False)
+    assert fast.network.Conv3d_1a_7x7.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert plain.network.Conv3d_1a_7x7.conv.weight.is_contiguous()
+    reference = plain.features(clip)
+    assert reference.abs().max() > 1  # trained logits, not a blank network
+    torch.testing.assert_close(fast.features(clip), reference, atol=1e-4, rtol=1e-4)
