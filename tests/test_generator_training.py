@@ -109,6 +109,17 @@ def test_cache_key_follows_tokenizer_weights(tokenizers, tmp_path):
     assert cache_key(model, load_tokenizer(tokenizers / "fsq"), cfg.data) != key
 
 
+def test_cache_key_ignores_where_the_tokenizer_was_loaded_from(tokenizers, tmp_path):
+    """The same weights copied to a second folder (each shipped pipeline carries its own) share one cache."""
+    import shutil
+    copy = shutil.copytree(tokenizers / "fsq", tmp_path / "elsewhere" / "vqvae")
+    cfg = _config(tmp_path / "r", tokenizers / "fsq", "masked", tmp_path / "cache")
+    tok, tok_copy = load_tokenizer(tokenizers / "fsq"), load_tokenizer(copy)
+    assert tok.config["_name_or_path"] != tok_copy.config["_name_or_path"]
+    model = generator_class("masked").from_preset("tiny", vocab_size=tok.vocab_size)
+    assert cache_key(model, tok, cfg.data) == cache_key(model, tok_copy, cfg.data)
+
+
 def test_wrong_tokenizer_and_generator_names(tokenizers, tmp_path):
     with pytest.raises(InvalidInputError, match="tokenizer"):
         train_generator(_config(tmp_path / "a", tokenizers / "vae", "masked", tmp_path / "cache"))

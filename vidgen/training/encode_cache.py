@@ -29,7 +29,10 @@ def shapes_class_names() -> list[str]:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    h = hashlib.sha256(json.dumps(dict(tokenizer.config), sort_keys=True, default=str).encode())
+    """A hash of the tokenizer's configuration and weights. Where it was loaded from (diffusers' ``_name_or_path``)
+    is left out: the same weights in two folders (each shipped pipeline carries a copy) share one cache."""
+    config = {k: v for k, v in dict(tokenizer.config).items() if k != "_name_or_path"}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(tokenizer.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
