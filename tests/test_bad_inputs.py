@@ -578,6 +578,9 @@ CASES: list[Case] = [
          InvalidInputError, r"videos must be in \[-1, 1\] \(or uint8\), got values in \[0\.\d+, 25\d\.\d+\]"),
     Case("fvd.features/empty-batch", "metrics", lambda env: env.fvd.features(torch.zeros(0, 3, T, H, W)),
          InvalidInputError, r"FVD input must be a non-empty batch tensor \(N, 3, \.\.\.\), got \(0, 3, 5, 16, 16\)"),
+    Case("fvd/channels-last-not-a-bool", "metrics", lambda env: FrechetVideoDistance(channels_last="no"),
+         InvalidInputError, r"channels_last must be True \(the fast default\) or False \(the reference layout\), "
+                            r"got 'no'"),
     Case("fid.preprocess/video-instead-of-images", "metrics", lambda env: preprocess_for_inception(env.x),
          InvalidInputError, r"images must have shape \(N, 3, H, W\), got \(1, 3, 5, 16, 16\)"),
     Case("fid.preprocess/inf", "metrics", lambda env: preprocess_for_inception(_inf((2, 3, H, W))),

@@ -18,6 +18,7 @@ import os
 
 import torch
 
+from vidgen.errors import InvalidInputError
 from vidgen.metrics.frechet import FrechetMetric
 from vidgen.metrics.i3d import FEATURE_NETWORK_ID, INPUT_SIZE, load_i3d
 from vidgen.metrics.preprocess import frames_to_videos, resize_short_side_center_crop, to_signed_unit, videos_to_frames
@@ -47,6 +48,9 @@ class FrechetVideoDistance(FrechetMetric):
 
     def __init__(self, weights: str | os.PathLike | None = None, batch_size: int = 4, channels_last: bool = True,
                  **kwargs):
+        if not isinstance(channels_last, bool):
+            raise InvalidInputError(f"channels_last must be True (the fast default) or False (the reference layout), "
+                                    f"got {channels_last!r}")
         self.weights, self.channels_last = weights, channels_last
         super().__init__(batch_size=batch_size, **kwargs)
 
