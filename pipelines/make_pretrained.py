@@ -61,9 +61,11 @@ SWEEPS = ROOT / "docs" / "results"  # sampling sweeps of the shipped models (the
 RUN_RECORDS = ROOT / "pipelines" / "training_runs.json"
 WALL_TIME = ROOT / "docs" / "results" / "make_pretrained.json"  # the last from-scratch rebuild's wall time
 RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss", "precision")
-# The flow pipeline's scheduler time shift: the plain schedule won on the tuning prompts
-# (experiments/sweep_sampling.py, experiments/results/sampling_sweep_flow.json).
+# The flow pipeline's scheduler time shift: the plain schedule, re-swept on the shipped model and tuning_prompts(192)
+# (experiments/sweep_sampling.py: experiments/results/ship_flow_shift_192.json, shifts 0.5 and 2.0, against
+# ship_flow_vae4_long2_192.json at 1.0; experiments/log.md).
 FLOW_SCHEDULER = {"shift": 1.0}
+FLOW_SHIFT_SWEEP = "experiments/results/ship_flow_shift_192.json"
 
 
 def _config(path: str) -> dict:
@@ -409,8 +411,8 @@ def pipeline_card(name: str, folder: Path) -> str:
     saved = sampling_config(name)  # the recipe's copy, which assembling put in the folder (tests/test_recipes.py)
     sampling = ", ".join(f"{k} {v}" for k, v in saved.items())
     evaluated = results.get("pipelines", {}).get(name, {}).get("sampling")
-    scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift}" \
-        if name == "flow" else ""
+    scheduler = f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift} (other " \
+        f"shifts: {FLOW_SHIFT_SWEEP})" if name == "flow" else ""
     tuned = SWEEPS / f"sampling_sweep_{name}.json"  # a sweep of the shipped model on tuning_prompts
     sweeps = sorted(p.name for p in EXPERIMENT_RESULTS.glob(f"sampling_sweep_{name}*.json"))
     if tuned.exists():
