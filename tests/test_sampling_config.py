@@ -22,10 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 PROMPT = "a red circle moving left on a black background"
-#: the settings the evaluation used before they moved into the folders (vidgen.demo.run.SAMPLING until then)
-EVALUATED = {"masked": {"num_inference_steps": 12, "guidance_scale": 3.0, "top_k": 1},
-             "flow": {"num_inference_steps": 25, "guidance_scale": 3.0},
-             "autoregressive": {"guidance_scale": 3.0, "temperature": 1.0, "top_p": None}}
+#: the settings the full evaluation ran with (make_pretrained.py --stage evaluate records them per pipeline), so a
+#: folder whose sampling_config.json changed without a new evaluation fails here
+EVALUATED = {name: entry["sampling"] for name, entry in json.loads(
+    (PRETRAINED.parent / "docs" / "results" / "demo_full.json").read_text())["pipelines"].items()}
 #: pipeline -> (module whose inner sampler the pipeline calls, that sampler's name)
 SAMPLERS = {"masked": (masked_module, "generate_ids_unchecked"), "flow": (flow_module, "generate_latents_unchecked"),
             "autoregressive": (ar_module, "iter_frames_unchecked")}
@@ -184,3 +184,12 @@ def test_the_pipeline_registry_uses_the_generator_names():
         assert (PRETRAINED / spec.folder / "model_index.json").is_file() and PIPELINES[name] == spec.folder
     with pytest.raises(ConfigError, match=r"pipeline 'diffusion' is unknown; choose from \['autoregressive', 'flow'"):
         pipeline_spec("diffusion")
+
+
+def test_the_docs_table_of_shipped_settings_matches_the_folders():
+    """docs/pipelines.md quotes every shipped folder's sampling_config.json; a stale row (one was) fails here."""
+    page = (PRETRAINED.parent / "docs" / "pipelines.md").read_text()
+    for name in PIPELINE_REGISTRY:
+        folder = shipped_folder(name, PRETRAINED)
+        row = f"| `pretrained/{folder.name}` | `{json.dumps(json.loads((folder / SAMPLING_CONFIG_NAME).read_text()))}` |"
+        assert row in page, f"docs/pipelines.md should have the row {row}"
