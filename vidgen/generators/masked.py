@@ -7,12 +7,12 @@ inpainting, outpainting) drawn at random: given tokens are never masked and neve
 Sampling is diffusers' ``AmusedScheduler`` (flattened ids ``(B, N)``, ``mask_token_id = vocab_size``): per step the
 model predicts every masked token, the scheduler samples ids with the caller's generator and re-masks the least
 confident ones with annealed Gumbel noise; given tokens get infinite confidence, so they are kept exactly.
-Top-k filtering and CFG (one batched pass) are applied to the logits before the scheduler sees them. Guidance
-and top-k trade still shapes against turning ones (tuning prompts: docs/results/sampling_sweep_masked.json,
-experiments/results/sampling_sweep_masked_turns*.json):
-at guidance 3 greedy tokens (``top_k=1``) keep still shapes still but draw one orientation in every frame (1 of 26
-rotating prompts turn); at guidance 5 most still shapes move; guidance 1.5 with the full distribution keeps 22 of 24
-still and turns 7 of 26, which is why the shipped masked pipeline samples that way (its ``sampling_config.json``).
+Top-k filtering and CFG (one batched pass) are applied to the logits before the scheduler sees them. Guidance and top-k
+trade still shapes against turning ones (tuning prompts: docs/results/sampling_sweep_masked.json,
+experiments/results/sampling_sweep_masked_turns*.json): at guidance 3 greedy tokens (``top_k=1``) keep still shapes
+still but draw one orientation in every frame (1 of 26 rotating prompts turn); at guidance 5 most still shapes move;
+guidance 1.5 with the full distribution keeps 22 of 24 still and turns 7 of 26, which is why the shipped masked
+pipeline samples that way (its ``sampling_config.json``).
 """
 from __future__ import annotations
 
