@@ -62,8 +62,8 @@ RUN_RECORDS = ROOT / "pipelines" / "training_runs.json"
 WALL_TIME = ROOT / "docs" / "results" / "make_pretrained.json"  # the last from-scratch rebuild's wall time
 RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss", "precision")
 # The flow pipeline's scheduler time shift: the plain schedule, re-swept on the shipped model and tuning_prompts(192)
-# (experiments/sweep_sampling.py: experiments/results/ship_flow_shift_192.json, shifts 0.5 and 2.0, against
-# ship_flow_vae4_long2_192.json at 1.0; experiments/log.md).
+# by experiments/sweep_sampling.py (FLOW_SHIFT_SWEEP: shifts 0.5 and 2.0, against ship_flow_vae4_long2_192.json at 1.0;
+# experiments/log.md). The flow card cites the file.
 FLOW_SCHEDULER = {"shift": 1.0}
 FLOW_SHIFT_SWEEP = "experiments/results/ship_flow_shift_192.json"
 
