@@ -19,7 +19,8 @@ import torch
 
 from vidgen.attention import attention3d, make_pattern
 from vidgen.attention.masks import pattern_mask
-from vidgen.attention.testing import check_against_reference, random_patterns, random_qkv
+from vidgen.attention.testing import check_against_reference, random_patterns
+from vidgen.attention.testing import random_qkv as _random_qkv
 from vidgen.attention.tiles import needed_tile_map, tile_visit_map
 from vidgen.errors import UnsupportedError
 
@@ -27,8 +28,13 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
 IN_PROCESS = HAS_CUDA or os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cuda" if HAS_CUDA else "cpu"  # compiled kernels take CUDA tensors, the interpreter CPU ones
 needs_cuda = pytest.mark.skipif(not HAS_CUDA,
                                 reason="needs a CUDA GPU: compiled (non-interpreted) Triton kernels cannot run here")
+
+
+def random_qkv(*args, **kwargs):
+    return _random_qkv(*args, device=DEVICE, **kwargs)
 
 
 @pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process (TRITON_INTERPRET=1 or CUDA)")
@@ -93,7 +99,7 @@ def test_triton_small_tiles_and_scale(tk):
 def test_kernel_visits_exactly_the_mirrored_tiles(tk, pattern):
     """The benchmark's skip fractions come from tiles.tile_visit_map: it must equal what the kernel does,
     and it must never skip a tile pair that holds an allowed (query, key) pair."""
-    q = torch.randn(1, 1, pattern.num_tokens, 16)
+    q = torch.randn(1, 1, pattern.num_tokens, 16, device=DEVICE)
     for bm, bn in [(16, 16), (32, 16)]:
         visits = tk.kernel_tile_visits(q, q, q, pattern, bm, bn)[0]
         mirror = tile_visit_map(pattern, bm, bn)
@@ -133,7 +139,7 @@ def test_unsupported_requests_explain_why(tk, monkeypatch):
         attention3d(q, k, v, backend="triton", **pattern.as_kwargs())
     monkeypatch.setattr(tk, "INTERPRETED", False)
     with pytest.raises(UnsupportedError, match="TRITON_INTERPRET=1"):
-        attention3d(q.float(), k.float(), v.float(), backend="triton", **pattern.as_kwargs())
+        attention3d(*(x.float().cpu() for x in (q, k, v)), backend="triton", **pattern.as_kwargs())
 
 
 def test_token_causal_and_decode_calls_are_refused_with_reasons(tk):
@@ -152,7 +158,7 @@ def test_triton_on_gpu_native_dot():
     """On a GPU fp16/bf16 go through tl.dot natively (no fp32 upcast): check against the reference there."""
     pattern = make_pattern((8, 16, 16), (3, 7, 7), causal=True, num_prefix_tokens=4)
     for dtype in (torch.float16, torch.bfloat16):
-        q, k, v = (x.cuda() for x in random_qkv(pattern, batch=1, heads=2, head_dim=64, dtype=dtype))
+        q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=64, dtype=dtype)
         check_against_reference(_triton(pattern), pattern, q, k, v)
 
 

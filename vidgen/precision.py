@@ -97,6 +97,13 @@ def accelerate_mixed_precision(value) -> str:
     return "bf16" if value == "bf16" else "no"
 
 
+def execution_device(module: torch.nn.Module, weights_device: torch.device) -> torch.device:
+    """Where ``module``'s forward computes: ``weights_device``, or under diffusers' model offload (accelerate's hook
+    moves the weights there at each call) the hook's execution device, so callers put inputs and state there."""
+    hook_device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    return torch.device(hook_device) if hook_device is not None else weights_device
+
+
 def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast computes in on ``device_type`` right now, or None if autocast is off there (or does not
     know the device type, e.g. ``meta`` under accelerate's offload)."""

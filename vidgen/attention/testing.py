@@ -34,10 +34,13 @@ def random_patterns(count: int, seed: int, max_video_tokens: int = 160) -> List[
 
 
 def random_qkv(pattern: AttentionPattern, batch: int = 2, heads: int = 2, head_dim: int = 16,
-               dtype=torch.float32, seed: int = 0, requires_grad: bool = True) -> Tuple[torch.Tensor, ...]:
+               dtype=torch.float32, seed: int = 0, requires_grad: bool = True,
+               device="cpu") -> Tuple[torch.Tensor, ...]:
+    """Leaf q, k, v on ``device``, drawn on the CPU so every device gets the same values."""
     gen = torch.Generator().manual_seed(seed)
     shape = (batch, heads, pattern.num_tokens, head_dim)
-    return tuple(torch.randn(shape, generator=gen).to(dtype).requires_grad_(requires_grad) for _ in range(3))
+    return tuple(torch.randn(shape, generator=gen).to(device, dtype).requires_grad_(requires_grad)
+                 for _ in range(3))
 
 
 def check_against_reference(fn: Callable, pattern: AttentionPattern, q, k, v, grads: bool = True,
@@ -50,7 +53,7 @@ def check_against_reference(fn: Callable, pattern: AttentionPattern, q, k, v, gr
     torch.testing.assert_close(out.double(), ref, **tol, msg=lambda m: f"output vs reference, {pattern}: {m}")
     if not grads:
         return
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(q.dtype)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(q.device, q.dtype)
     got = torch.autograd.grad(out, (q, k, v), grad_out)
     want = torch.autograd.grad(ref, (q64, k64, v64), grad_out.double())
     for name, g, w in zip("qkv", got, want):

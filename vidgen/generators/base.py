@@ -18,7 +18,7 @@ from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.generators.backbone import VideoTransformerBackbone
 from vidgen.generators.config import BackboneConfig, preset_kwargs
 from vidgen.generators.embeddings import ConditionEmbedder, Conditioning
-from vidgen.precision import autocast_dtype
+from vidgen.precision import autocast_dtype, execution_device
 from vidgen.rng import GeneratorLike, rows
 from vidgen.tokenizers.loading import StrictLoadingMixin, check_init_options
 
@@ -43,6 +43,11 @@ class GeneratorMixin(StrictLoadingMixin):
             raise ConfigError(f"architecture: {err}; valid keys: {sorted(BACKBONE_KEYS)}") from err
         self.cond_embed = ConditionEmbedder(self.backbone_config)
         self.backbone = VideoTransformerBackbone(self.backbone_config, causal=causal)
+
+    @property
+    def device(self) -> torch.device:
+        """Where forward computes (:func:`~vidgen.precision.execution_device`): samplers put their state there."""
+        return execution_device(self, super().device)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs):

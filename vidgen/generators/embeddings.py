@@ -40,6 +40,11 @@ class Conditioning:
         rep = lambda x: None if x is None else x.repeat_interleave(n, dim=0)  # noqa: E731
         return Conditioning(rep(self.text), rep(self.text_mask), rep(self.pooled), rep(self.class_labels))
 
+    def to(self, device, non_blocking: bool = False) -> "Conditioning":
+        """On ``device`` (dtypes kept); also how accelerate's offload hooks move it with a forward's arguments."""
+        move = lambda x: None if x is None else x.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Conditioning(move(self.text), move(self.text_mask), move(self.pooled), move(self.class_labels))
+
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         def join(name):

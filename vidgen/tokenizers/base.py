@@ -15,9 +15,10 @@ from typing import Callable
 import torch
 from diffusers.configuration_utils import FrozenDict
 from diffusers.models.autoencoders.vae import AutoencoderMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from vidgen.errors import InvalidInputError
-from vidgen.precision import compute_dtypes
+from vidgen.precision import compute_dtypes, execution_device
 from vidgen.tokenizers.causal_codec import (
     StreamDecoder,
     check_latent,
@@ -259,6 +260,12 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
         return tiled_apply(fn, x, tile, overlap, scale, out)
 
     # ------------------------------------------------------------------ public building blocks
+    @property
+    def device(self) -> torch.device:
+        """Where encode / decode compute (:func:`~vidgen.precision.execution_device`)."""
+        return execution_device(self, super().device)
+
+    @apply_forward_hook  # under model offload, encode and decode (not only forward) bring the weights over
     def encode_features(self, x: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """``x`` ``(B, 3, T, H, W)`` in [-1, 1], any size -> encoder output ``(B, encoder_channels, t, h, w)``."""
         check_video(x, "x", self.input_dtypes(getattr(x, "device", None)), values=False)
@@ -271,6 +278,7 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
         out_shape = (self.encoder_channels, latent_frames(t, tc), h // sc, w // sc)
         return self._tiled(lambda v: self._encode_chunks(v, chunk_frames), x, 1 / sc, out_shape)
 
+    @apply_forward_hook
     def decode_latents(self, z: torch.Tensor, num_frames: int | None = None, height: int | None = None,
                        width: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
         """Decoder input ``(B, C, t, h, w)`` -> ``(B, 3, T, H, W)``, cropped to ``num_frames x height x width``

@@ -15,6 +15,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         for k, v in model.state_dict().items():
+            if self.shadow[k].device != v.device:  # made (or resumed) before the model moved to its device
+                self.shadow[k] = self.shadow[k].to(v.device)
             if v.is_floating_point():
                 self.shadow[k].lerp_(v.float(), 1.0 - self.decay)
             else:

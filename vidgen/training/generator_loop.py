@@ -123,6 +123,7 @@ class GeneratorTask(TrainingTask):
         index = torch.tensor(sampler.take(self.cfg.data.batch))
         x = self.data.x[index].to(self.acc.device)
         cond = self.data.conditioning(index, self.cfg.data.conditioning)
+        cond = cond.to(self.acc.device) if cond is not None else None  # the cache lives on the CPU
         with self.acc.autocast():
             loss, logs = module(x, cond, g)
         return StepOutput(loss, logs, units=self.cfg.data.batch * self.tokens_per_clip)

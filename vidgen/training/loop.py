@@ -165,6 +165,7 @@ class TokenizerTask(TrainingTask):
         cfg, acc = self.cfg, self.acc
         xv, xi = joint_batch(self.clips, sampler, cfg.data.video_batch, cfg.data.image_batch, cfg.data.crop, g,
                              cfg.data.color_aug, cfg.data.zoom_aug)
+        xv, xi = (None if b is None else b.to(acc.device) for b in (xv, xi))  # clips are kept on the CPU
         batches = [b for b in (xv, xi) if b is not None]
         weights = [1.0 if b is xv else cfg.data.image_weight for b in batches]
         gan_on = self.disc is not None and step >= cfg.loss.gan_start

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""``pipelines/train_generator.py`` with the text encoder replaced by a table from ``text_table.py``.
+
+For the lent GPU machine, which has neither network nor the MiniLM weights. Every caption lookup returns the rows the
+encoder produced on the dev machine; a caption missing from the table is an error (never a silent zero embedding).
+
+    python experiments/device/train_offline_text.py --table .carry/text_table.safetensors --config X.yaml k=v ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def install_table(path: Path) -> None:
+    from safetensors.torch import load_file
+    import vidgen.text
+    import vidgen.training.generator_loop as loop
+    t = load_file(str(path))
+    row = {c: i for i, c in enumerate(json.loads(path.with_suffix(".json").read_text())["captions"])}
+
+    def encode_prompts(tokenizer, encoder, prompts, max_length, batch_size=64):
+        prompts = vidgen.text.check_prompts(prompts)
+        missing = [p for p in prompts if p not in row]
+        if missing or max_length != t["hidden"].shape[1]:
+            raise KeyError(f"text table {path}: {len(missing)} prompts missing (first {missing[:1]}) or max_length "
+                           f"{max_length} != {t['hidden'].shape[1]}")
+        idx = [row[p] for p in prompts]
+        return vidgen.text.TextEmbeddings(t["hidden"][idx], t["mask"][idx], t["pooled"][idx], 0)
+
+    import vidgen.pipelines.base as pipeline_base  # it bound both names at import
+    for module in (vidgen.text, pipeline_base):
+        module.encode_prompts = encode_prompts
+        module.load_text_encoder = lambda *a, **k: (None, None)
+    loop._text_dim = lambda cfg: t["hidden"].shape[-1] if cfg.data.conditioning == "text" else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    install_table(args.table)
+    from vidgen.training import GeneratorTrainConfig, load_config, train_generator
+    print(train_generator(load_config(args.config, args.overrides, schema=GeneratorTrainConfig)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

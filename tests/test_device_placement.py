@@ -1,0 +1,75 @@
+"""Where tensors live when the weights do not stay put: diffusers' model offload and the EMA.
+
+The lent H100 found these (experiments/log.md, 2026-11-26): the training loops left batches, conditioning and the
+EMA on the CPU, and model offload left the conditioning and the VAE behind. CUDA itself is not available here, so
+these tests check the mechanisms on the CPU (accelerate's hooks with another execution device, ``meta`` where only
+placement matters); ``experiments/device/cuda_tests.sh`` runs the same paths on a GPU.
+"""
+import numpy as np
+import pytest
+import torch
+from accelerate import cpu_offload_with_hook
+from accelerate.hooks import CpuOffload
+from accelerate.utils import send_to_device
+
+from vidgen.generators import Conditioning, DiffusionVideoTransformer
+from vidgen.pipelines import load_pipeline
+from vidgen.tokenizers import CausalVAE
+from vidgen.training.ema import EMA
+
+PROMPT = "a red circle moving right on a black background"
+
+
+def test_conditioning_moves_with_a_forwards_arguments():
+    cond = Conditioning(torch.zeros(2, 4, 8), torch.ones(2, 4, dtype=torch.bool), torch.zeros(2, 8),
+                        torch.tensor([1, 2]))
+    moved = send_to_device(cond, "meta")  # what an offload hook does with each argument
+    assert all(x.device.type == "meta" for x in (moved.text, moved.text_mask, moved.pooled, moved.class_labels))
+    assert moved.text_mask.dtype == torch.bool and moved.class_labels.dtype == torch.long
+    assert Conditioning(pooled=torch.zeros(1, 8)).to("meta").text is None
+
+
+@pytest.mark.parametrize("make", [lambda: CausalVAE.from_preset("tiny"),
+                                  lambda: DiffusionVideoTransformer.from_preset("tiny", in_channels=4)],
+                         ids=["tokenizer", "generator"])
+def test_device_is_the_offload_hooks_execution_device(make):
+    model = make()
+    assert model.device.type == "cpu"
+    cpu_offload_with_hook(model, execution_device="meta")  # the weights stay on the CPU until a call
+    assert next(model.parameters()).device.type == "cpu"
+    assert model.device.type == "meta", "samplers would put their state where the weights are not used"
+
+
+def test_model_offload_runs_every_component_through_its_hook_and_changes_nothing():
+    pipe = load_pipeline("pretrained/shapes-flow", dtype="fp32")
+    kw = dict(num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    ref = np.asarray(pipe(PROMPT, **kw).frames)
+    pipe.enable_model_cpu_offload(device="cpu")
+    calls = []
+    original = CpuOffload.pre_forward
+
+    def counting(self, module, *args, **kwargs):
+        calls.append(type(module).__name__)
+        return original(self, module, *args, **kwargs)
+
+    try:
+        CpuOffload.pre_forward = counting
+        kw["generator"] = torch.Generator().manual_seed(0)
+        out = np.asarray(pipe(PROMPT, **kw).frames)
+    finally:
+        CpuOffload.pre_forward = original
+    assert {"DiffusionVideoTransformer", "CausalVAE"} <= set(calls), calls  # decode, not only forward, is hooked
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_ema_follows_the_model_to_its_device():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.5)
+    before = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # same device: the plain update
+    torch.testing.assert_close(ema.shadow["weight"], before["weight"] + 0.5)
+    model.to("meta")  # the accelerator moved the model after the EMA was made
+    ema.update(model)
+    assert all(v.device.type == "meta" for v in ema.shadow.values())
