@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="results file (default "
                         "experiments/results/sampling_sweep_<pipeline>.json)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="compute precision (auto: bf16 where the CPU has bf16 units); compare reads in one")
     parser.add_argument("--tokenizer", default="", help="decode with this saved tokenizer instead of the pipeline's "
                         "own (another decoder stage of the same tokenizer: the generator's ids / latents are unchanged)")
     parser.add_argument("--motions", default="", help="keep only prompts with these motions, comma-separated "
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     grid = json.loads(args.grid)
     keys = list(grid)
-    pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
+    pipe = load_pipelines(Path(args.pretrained), [args.pipeline], args.precision)[args.pipeline]
     if args.tokenizer:
         from vidgen.tokenizers import load_tokenizer
         tokenizer = load_tokenizer(args.tokenizer)
@@ -88,7 +90,8 @@ def main(argv=None) -> int:
     out = Path(args.out or f"experiments/results/sampling_sweep_{args.pipeline}.json")
     write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed,
                        "motions": motions or "all",
-                       "tokenizer": args.tokenizer or "the pipeline's own", "rows": rows},
+                       "tokenizer": args.tokenizer or "the pipeline's own", "precision": pipe.precision,
+                       "rows": rows},
                  command=" ".join(["python", "experiments/sweep_sampling.py", *(argv or sys.argv[1:])]))
     print(f"wrote {out}")
     return 0

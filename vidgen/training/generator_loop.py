@@ -115,7 +115,7 @@ class GeneratorTask(TrainingTask):
             f"{len(self.data)} clips, token grid {grid}")
         self.params, self.num_items = list(model.parameters()), len(self.data)
         self.module = _LossModule(model)
-        self.tokens_per_clip = int(torch.tensor(grid).prod())
+        self.tokens_per_clip = int(torch.tensor(grid).prod())  # latent positions, before any patching
         self.hooks = [(cfg.sample_every, self.save_samples)]
         self.samples = None  # (prompts, conditioning), encoded at the first sample step
 
