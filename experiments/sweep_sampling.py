@@ -27,7 +27,7 @@ import torch
 
 from vidgen.data.shapes import MOTIONS
 from vidgen.demo.prompts import tuning_prompts
-from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
+from vidgen.demo.run import NUM_FRAMES, PIPELINES, SIZE, fvd_against, generate, load_pipelines, score
 from vidgen.metrics.adherence import AttributeScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/results.py
@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="results file (default "
                         "experiments/results/sampling_sweep_<pipeline>.json)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--fvd", action="store_true", help="also FVD of each setting's videos against real clips "
+                        "of the same prompts (as the demo's evaluation, on the tuning prompts)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="compute precision (auto: bf16 where the CPU has bf16 units); compare reads in one")
     parser.add_argument("--tokenizer", default="", help="decode with this saved tokenizer instead of the pipeline's "
@@ -68,6 +70,12 @@ def main(argv=None) -> int:
     if motions:
         prompts = [p for p in prompts if p.attributes.motion in motions]
     silhouette_only = scorer.silhouette_only()
+    fvd_metric = None
+    if args.fvd:
+        from vidgen.demo.prompts import real_clip
+        from vidgen.metrics import FrechetVideoDistance
+        fvd_metric = FrechetVideoDistance(batch_size=4)
+        fvd_metric.update(torch.stack([real_clip(p, NUM_FRAMES, SIZE) for p in prompts]), real=True)
     rows = []
     base_scheduler = dict(pipe.scheduler.config) if hasattr(pipe, "scheduler") else {}
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -83,10 +91,13 @@ def main(argv=None) -> int:
                **{g: {k: result[g][k] for k in ("color_motion", "color", "motion", "shape")} for g in result},
                "silhouette_only": {g: strict[g]["color_motion"] for g in strict},
                "motion_right": motion_right(detected, prompts)}
+        if fvd_metric is not None:
+            row["fvd"] = fvd_against(fvd_metric, videos)
         rows.append(row)
         groups = "  ".join(f"{g} c+m {row[g]['color_motion']:6.1%}" for g in result)
         right = "  ".join(f"{m} {k}" for m, k in row["motion_right"].items())
-        print(f"{json.dumps(sampling):60s} {groups}  {seconds:.2f} s/video\n    motion right: {right}", flush=True)
+        fvd = f"  FVD {row['fvd']['value']:.0f}" if "fvd" in row else ""
+        print(f"{json.dumps(sampling):60s} {groups}{fvd}  {seconds:.2f} s/video\n    motion right: {right}", flush=True)
     out = Path(args.out or f"experiments/results/sampling_sweep_{args.pipeline}.json")
     write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed,
                        "motions": motions or "all",

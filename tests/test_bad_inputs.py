@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError, VidgenError,
                            VideoIOError)
 from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
-                               check_scheduler, generate_tokens, generator_class)
+                               check_scheduler, generate_ids, generate_tokens, generator_class)
 from vidgen.data import SceneClips
 from vidgen.data.capture import Capture, apply_capture
 from vidgen.io import probe_video, read_video, write_video
@@ -549,6 +549,12 @@ CASES: list[Case] = [
          InvalidInputError, r"latents must be in \[0, 65\), got \[65, 65\]"),
     Case("masked.check_ids/float", "generator", lambda env: env.masked.check_ids(torch.zeros(1, 2, 2, 2)),
          InvalidInputError, r"ids must be a \(B, t, h, w\) long tensor, got torch\.float32 \(1, 2, 2, 2\)"),
+    Case("masked.generate_ids/greedy-steps-negative", "generator",
+         lambda env: generate_ids(env.masked, grid=(2, 2, 2), batch=1, greedy_steps=-1), InvalidInputError,
+         r"greedy_steps must be an int >= 0, got -1"),
+    Case("masked.generate_ids/greedy-steps-bool", "generator",
+         lambda env: generate_ids(env.masked, grid=(2, 2, 2), batch=1, greedy_steps=True), InvalidInputError,
+         r"greedy_steps must be an int >= 0, got True"),
     Case("autoregressive.check_ids/negative", "generator",
          lambda env: env.autoregressive.check_ids(torch.full((1, 2, 2, 2), -3)), InvalidInputError,
          r"ids must be in \[0, 64\), got \[-3, -3\]"),

@@ -351,6 +351,32 @@ def test_masked_top_k_restricts_every_revealed_token_to_the_k_best_logits():
         generate_ids(model, grid=GRID, batch=2, cond=cond, generator=gen(0), num_inference_steps=4, callback=callback)
 
 
+def test_masked_greedy_steps_switch_to_the_most_likely_id_on_the_last_steps():
+    """greedy_steps=0 is the plain sampler, greedy_steps >= steps is top-k 1 throughout (same generator, same ids);
+    in between, the ids revealed on the last steps are each the argmax of that step's logits."""
+    model, cond, steps = build("masked", scale=0.2), text_cond(), 4
+    kw = dict(grid=GRID, batch=2, cond=cond, num_inference_steps=steps, top_k=None)
+    plain = generate_ids(model, generator=gen(0), **kw)
+    assert torch.equal(plain, generate_ids(model, generator=gen(0), greedy_steps=0, **kw))
+    kw_topk1 = {**kw, "top_k": 1}
+    assert torch.equal(generate_ids(model, generator=gen(0), **kw_topk1),
+                       generate_ids(model, generator=gen(0), greedy_steps=steps + 3, **kw))
+    mask_id, state, greedy_revealed, sampled_off_argmax = model.mask_token_id, {}, [], []
+
+    def callback(i, step, out):
+        prev = state.get("prev", torch.full((2, *GRID), mask_id))
+        with torch.no_grad():
+            best = model(prev, cond)["logits"].argmax(-1)  # what the sampler saw (guidance 1)
+        revealed = (prev == mask_id) & (out["ids"] != mask_id)
+        off = (out["ids"] != best) & revealed
+        (greedy_revealed if i >= steps - 2 else sampled_off_argmax).append(int(off.sum()))
+        state["prev"] = out["ids"].clone()
+
+    generate_ids(model, generator=gen(0), greedy_steps=2, callback=callback, **kw)
+    assert sum(greedy_revealed) == 0, "a greedy step revealed an id other than the argmax"
+    assert sum(sampled_off_argmax) > 0  # the early steps did draw from the distribution (the check can fail)
+
+
 def test_masked_top_1_with_zero_remasking_temperature_ignores_the_seed():
     model = build("masked")
     kw = dict(top_k=1, temperature=(0.0, 0.0), num_inference_steps=4)

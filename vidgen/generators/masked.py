@@ -115,10 +115,16 @@ def check_temperature_schedule(temperature) -> None:
                                 f"got {temperature!r}")
 
 
+def check_greedy_steps(greedy_steps) -> None:
+    """How many of the last steps draw the most likely id (top-k 1): an int >= 0 (more than the steps: all)."""
+    if isinstance(greedy_steps, bool) or not isinstance(greedy_steps, int) or greedy_steps < 0:
+        raise InvalidInputError(f"greedy_steps must be an int >= 0, got {greedy_steps!r}")
+
+
 #: the options of :func:`generate_ids` a caller tunes, each with its check (the pipeline's ``check_inputs`` and its
 #: ``sampling_config.json`` use the same checks)
 OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
-                 "temperature": check_temperature_schedule, "top_k": check_top_k}
+                 "temperature": check_temperature_schedule, "top_k": check_top_k, "greedy_steps": check_greedy_steps}
 
 
 def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, scheduler: AmusedScheduler,
@@ -145,13 +151,15 @@ def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, sched
 def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
                  negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, num_inference_steps: int = 12,
                  generator: Optional[torch.Generator] = None, scheduler: Optional[AmusedScheduler] = None,
-                 temperature=(2.0, 0.0), top_k: Optional[int] = None, given_ids: Optional[torch.Tensor] = None,
-                 given_mask: Optional[torch.Tensor] = None,
+                 temperature=(2.0, 0.0), top_k: Optional[int] = None, greedy_steps: int = 0,
+                 given_ids: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
                  progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
     """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``given_mask`` (B, t, h, w)
     bool keeps ``given_ids`` exactly (prediction: first frames; interpolation: first + last; inpainting /
     outpainting: a region). ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
+    ``top_k`` filters the ids drawn at each step; the last ``greedy_steps`` steps draw the most likely id instead
+    (full-distribution draws early choose the layout, greedy ones late add no stray codes).
     ``callback(i, step, {"ids": ...})`` may return a dict replacing ``ids``, or with ``"interrupt": True`` to stop
     (the tokens still masked take that step's most likely ids). :func:`generate_ids_unchecked` also takes a
     zero-argument callable as ``guidance_scale``, read at every step (a pipeline's dynamic CFG).
@@ -162,11 +170,12 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     scheduler = scheduler or make_scheduler(model)
     check_generate_ids(model, grid=grid, batch=batch, scheduler=scheduler, given_ids=given_ids, given_mask=given_mask,
                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                       temperature=temperature, top_k=top_k)
+                       temperature=temperature, top_k=top_k, greedy_steps=greedy_steps)
     return generate_ids_unchecked(model, cond, grid=grid, batch=batch, negative=negative,
                                   guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
                                   generator=generator, scheduler=scheduler, temperature=temperature, top_k=top_k,
-                                  given_ids=given_ids, given_mask=given_mask, callback=callback, progress=progress,
+                                  greedy_steps=greedy_steps, given_ids=given_ids, given_mask=given_mask,
+                                  callback=callback, progress=progress,
                                   compile=compile)
 
 
@@ -175,7 +184,8 @@ def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditi
                            negative: Optional[Conditioning], guidance_scale: float, num_inference_steps: int,
                            generator: Optional[torch.Generator], scheduler: AmusedScheduler, temperature,
                            top_k: Optional[int], given_ids: Optional[torch.Tensor], given_mask: Optional[torch.Tensor],
-                           callback: Optional[Callable] = None, progress: Optional[Callable] = None,
+                           greedy_steps: int = 0, callback: Optional[Callable] = None,
+                           progress: Optional[Callable] = None,
                            compile: bool = False) -> torch.Tensor:
     """:func:`generate_ids` without its checks, for callers that ran them once (the pipeline's ``check_inputs``)."""
     t, h, w = grid
@@ -200,7 +210,8 @@ def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditi
         logits = call(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
         if doubled:
             logits = apply_cfg(logits, scale())
-        logits = filter_logits(logits.reshape(batch, t * h * w, -1), top_k)
+        greedy = i >= num_inference_steps - greedy_steps
+        logits = filter_logits(logits.reshape(batch, t * h * w, -1), 1 if greedy else top_k)
         ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
         ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
         # 4. the caller's per-step callback may replace the ids, or stop: the tokens still masked then take this
