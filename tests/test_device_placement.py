@@ -12,6 +12,7 @@ from accelerate import cpu_offload_with_hook
 from accelerate.hooks import CpuOffload
 from accelerate.utils import send_to_device
 
+from vidgen.errors import UnsupportedError
 from vidgen.generators import Conditioning, DiffusionVideoTransformer
 from vidgen.pipelines import load_pipeline
 from vidgen.tokenizers import CausalVAE
@@ -40,9 +41,12 @@ def test_device_is_the_offload_hooks_execution_device(make):
     assert model.device.type == "meta", "samplers would put their state where the weights are not used"
 
 
-def test_model_offload_runs_every_component_through_its_hook_and_changes_nothing():
-    pipe = load_pipeline("pretrained/shapes-flow", dtype="fp32")
+@pytest.mark.parametrize("name, generator_class", [("flow", "DiffusionVideoTransformer"),
+                                                   ("masked", "MaskedVideoTransformer")])
+def test_model_offload_runs_every_component_through_its_hook_and_changes_nothing(name, generator_class):
+    pipe = load_pipeline(f"pretrained/shapes-{name}", dtype="fp32")
     kw = dict(num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    tokenizer_class = type(pipe.video_tokenizer).__name__
     ref = np.asarray(pipe(PROMPT, **kw).frames)
     pipe.enable_model_cpu_offload(device="cpu")
     calls = []
@@ -58,7 +62,7 @@ def test_model_offload_runs_every_component_through_its_hook_and_changes_nothing
         out = np.asarray(pipe(PROMPT, **kw).frames)
     finally:
         CpuOffload.pre_forward = original
-    assert {"DiffusionVideoTransformer", "CausalVAE"} <= set(calls), calls  # decode, not only forward, is hooked
+    assert {generator_class, tokenizer_class} <= set(calls), calls  # decode, not only forward, is hooked
     np.testing.assert_array_equal(out, ref)
 
 
@@ -73,3 +77,28 @@ def test_ema_follows_the_model_to_its_device():
     model.to("meta")  # the accelerator moved the model after the EMA was made
     ema.update(model)
     assert all(v.device.type == "meta" for v in ema.shadow.values())
+
+
+def test_autoregressive_pipeline_refuses_model_offload_and_says_what_to_do():
+    pipe = load_pipeline("pretrained/shapes-autoregressive", dtype="fp32")
+    for enable in (pipe.enable_model_cpu_offload, pipe.enable_sequential_cpu_offload):
+        with pytest.raises(UnsupportedError, match=r"model offload is not supported .* pipe\.to\('cuda'\)"):
+            enable()
+
+
+def test_stream_decoding_goes_through_the_offload_hook():
+    """The autoregressive and long-video paths decode chunk by chunk (``stream_decoder``): each chunk is hooked."""
+    from vidgen.tokenizers import CausalVQVAE
+    tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)).eval()
+    ids = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    ref = tok.stream_decoder().push(ids)
+    _, hook = cpu_offload_with_hook(tok, execution_device="cpu")
+    calls = []
+    original = CpuOffload.pre_forward
+    try:
+        CpuOffload.pre_forward = lambda self, module, *a, **k: (calls.append(1), original(self, module, *a, **k))[1]
+        out = tok.stream_decoder().push(ids)
+    finally:
+        CpuOffload.pre_forward = original
+    assert calls, "a streamed chunk was decoded without the offload hook"
+    torch.testing.assert_close(out, ref)

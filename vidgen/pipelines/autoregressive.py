@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from vidgen.errors import InvalidInputError
+from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators import AutoregressiveVideoTransformer
 from vidgen.generators.autoregressive import OPTION_CHECKS, check_iter_frames, iter_frames_unchecked
 from vidgen.pipelines.base import VideoPipelineBase
@@ -39,6 +39,16 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     # full sliding context (4) 6.2 % (the past outweighs the new prompt's prefix; experiments/sweep_context.py,
     # experiments/results/sweep_context.json)
     context_frames = 1
+
+    def enable_model_cpu_offload(self, *args, **kwargs):
+        """Refused: this pipeline decodes each frame as soon as its tokens exist, so model offload would move the
+        transformer off and on the device at every frame, and its KV-cached decoder calls bypass the offload hook."""
+        raise UnsupportedError("AutoregressiveVideoPipeline: model offload is not supported (decoding is interleaved "
+                               "with sampling frame by frame, so the transformer cannot leave the device between "
+                               "calls); move the whole pipeline instead, pipe.to('cuda'): the shipped one holds 12 MB "
+                               "of weights")
+
+    enable_sequential_cpu_offload = enable_model_cpu_offload
 
     def default_context(self, prompt, negative_prompt) -> int:
         """A prompt schedule: :attr:`context_frames`. One long prompt: the full sliding context (``window - 1``

@@ -299,12 +299,14 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
 
     def _stream_decoder(self, to_latent: Callable[[torch.Tensor], torch.Tensor], height: int | None,
                         width: int | None) -> StreamDecoder:
-        def decode_chunk(z, cache):
-            z = to_latent(z)
-            check_latent(z, self.decoder_channels, "z", self.input_dtypes(getattr(z, "device", None)))
-            return self.decoder(z, cache)
+        return StreamDecoder(lambda z, cache: self._decode_stream_chunk(z, cache, to_latent),
+                             CausalCache.empty(self.decoder.num_slots), height, width)
 
-        return StreamDecoder(decode_chunk, CausalCache.empty(self.decoder.num_slots), height, width)
+    @apply_forward_hook  # a stream decodes chunk by chunk: each chunk brings the weights over under model offload
+    def _decode_stream_chunk(self, z: torch.Tensor, cache: CausalCache, to_latent: Callable) -> torch.Tensor:
+        z = to_latent(z)  # ids -> codes reads the codebook: after the hook
+        check_latent(z, self.decoder_channels, "z", self.input_dtypes(getattr(z, "device", None)))
+        return self.decoder(z, cache)
 
     @property
     def last_decoder_layer(self) -> torch.Tensor:
