@@ -736,6 +736,9 @@ CASES: list[Case] = [
          lambda env: load_pipeline(env.broken_pipe("pipe_ddim", lambda p: _edit_json(
              p / "model_index.json", scheduler=["diffusers", "DDIMScheduler"]))),
          InvalidInputError, r"scheduler: a flow-matching model needs a FlowMatch\* scheduler, got DDIMScheduler"),
+    Case("autoregressive_pipeline/model-offload", "pipeline_folder",
+         lambda env: load_pipeline("pretrained/shapes-autoregressive", dtype="fp32").enable_model_cpu_offload(),
+         UnsupportedError, r"AutoregressiveVideoPipeline: model offload is not supported .* pipe\.to\('cuda'\)"),
     # --------------------------------------------------------------------------- sampling_config.json
     Case("sampling_config/unknown-key", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_key", '{"guidance": 3.0}'), ConfigError,
