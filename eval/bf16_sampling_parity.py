@@ -66,10 +66,22 @@ def main(argv=None) -> int:
               f"{row['same_detection']:.0%}; s/video fp32 {row['fp32']['seconds_per_video']:.2f}, bf16 "
               f"{row['bf16']['seconds_per_video']:.2f}", flush=True)
     write_result(args.out, {"prompts": args.prompts, "prompt_seed": args.seed, "prompt_set": "tuning_prompts",
-                            "cpu_has_fast_bf16": cpu_has_fast_bf16(), "sampling": sampling,
+                            "cpu_has_fast_bf16": cpu_has_fast_bf16(), "cpu": cpu_model(), "sampling": sampling,
                             "pipelines": results}, threads=args.threads)
     print(f"wrote {args.out}")
     return 0
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its bf16 units, from ``/proc/cpuinfo`` (Linux; else the platform's name)."""
+    import platform
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    units = [flag for flag in ("amx_bf16", "avx512_bf16") if f" {flag}" in info]
+    return f"{name} ({', '.join(units) or 'no bf16 units'})"
 
 
 def readme_table(results: dict) -> str:
