@@ -12,7 +12,9 @@ trade still shapes against turning ones (tuning prompts: docs/results/sampling_s
 experiments/results/sampling_sweep_masked_turns*.json): at guidance 3 greedy tokens (``top_k=1``) keep still shapes
 still but draw one orientation in every frame (1 of 26 rotating prompts turn); at guidance 5 most still shapes move;
 guidance 1.5 with the full distribution keeps 22 of 24 still and turns 7 of 26, which is why the shipped masked
-pipeline samples that way (its ``sampling_config.json``).
+pipeline samples that way (its ``sampling_config.json``). ``greedy_steps`` (greedy draws on the last steps) cuts FVD
+by about 40 % there but stops the turns: 1 of 26 with the last 4 of 12 steps greedy
+(experiments/results/sampling_sweep_masked_greedy.json), so it ships off.
 """
 from __future__ import annotations
 
