@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from vidgen.demo.prompts import tuning_prompts
-from vidgen.precision import cpu_has_fast_bf16
 from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
 from vidgen.metrics.adherence import AttributeScorer
+from vidgen.precision import cpu_has_fast_bf16
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -96,8 +96,8 @@ def readme_table(results: dict) -> str:
     prompt_set = ("tuning prompts (seen pairs, no caption of the evaluation set)"
                   if results.get("prompt_set") == "tuning_prompts" else "tuning prompts (`demo_prompts`, seed "
                   f"{results['prompt_seed']}, which shared captions with the evaluation)")
-    lines += ["", f"{results['prompts']} {prompt_set}, shipped sampling settings, the same seed per video in both precisions; {results['threads']} threads, "
-              f"{results['date'][:10]}."]
+    lines += ["", f"{results['prompts']} {prompt_set}, shipped sampling settings, the same seed per video in both "
+              f"precisions; {results['threads']} threads, {results['date'][:10]}."]
     return "\n".join(lines)
 
 

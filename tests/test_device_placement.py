@@ -5,6 +5,8 @@ EMA on the CPU, and model offload left the conditioning and the VAE behind. CUDA
 these tests check the mechanisms on the CPU (accelerate's hooks with another execution device, ``meta`` where only
 placement matters); ``experiments/device/cuda_tests.sh`` runs the same paths on a GPU.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,22 @@ from vidgen.tokenizers import CausalVAE
 from vidgen.training.ema import EMA
 
 PROMPT = "a red circle moving right on a black background"
+
+
+@contextlib.contextmanager
+def hooked_modules():
+    """The class names of the modules accelerate's offload hook brings over, in the order of the calls."""
+    calls, original = [], CpuOffload.pre_forward
+
+    def counting(self, module, *args, **kwargs):
+        calls.append(type(module).__name__)
+        return original(self, module, *args, **kwargs)
+
+    CpuOffload.pre_forward = counting
+    try:
+        yield calls
+    finally:
+        CpuOffload.pre_forward = original
 
 
 def test_conditioning_moves_with_a_forwards_arguments():
@@ -49,19 +67,9 @@ def test_model_offload_runs_every_component_through_its_hook_and_changes_nothing
     tokenizer_class = type(pipe.video_tokenizer).__name__
     ref = np.asarray(pipe(PROMPT, **kw).frames)
     pipe.enable_model_cpu_offload(device="cpu")
-    calls = []
-    original = CpuOffload.pre_forward
-
-    def counting(self, module, *args, **kwargs):
-        calls.append(type(module).__name__)
-        return original(self, module, *args, **kwargs)
-
-    try:
-        CpuOffload.pre_forward = counting
-        kw["generator"] = torch.Generator().manual_seed(0)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    with hooked_modules() as calls:
         out = np.asarray(pipe(PROMPT, **kw).frames)
-    finally:
-        CpuOffload.pre_forward = original
     assert {generator_class, tokenizer_class} <= set(calls), calls  # decode, not only forward, is hooked
     np.testing.assert_array_equal(out, ref)
 
@@ -92,13 +100,8 @@ def test_stream_decoding_goes_through_the_offload_hook():
     tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)).eval()
     ids = torch.zeros(1, 2, 2, 2, dtype=torch.long)
     ref = tok.stream_decoder().push(ids)
-    _, hook = cpu_offload_with_hook(tok, execution_device="cpu")
-    calls = []
-    original = CpuOffload.pre_forward
-    try:
-        CpuOffload.pre_forward = lambda self, module, *a, **k: (calls.append(1), original(self, module, *a, **k))[1]
+    cpu_offload_with_hook(tok, execution_device="cpu")
+    with hooked_modules() as calls:
         out = tok.stream_decoder().push(ids)
-    finally:
-        CpuOffload.pre_forward = original
-    assert calls, "a streamed chunk was decoded without the offload hook"
+    assert calls == ["CausalVQVAE"], "a streamed chunk was decoded without the offload hook"
     torch.testing.assert_close(out, ref)
