@@ -4,13 +4,7 @@
 # short generator training on CUDA that is then resumed from its checkpoint. Carry .whl and .carry (see
 # flow_gpu.sh). Writes $OUT/logs.tgz.
 set -u
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-L=$OUT/logs; mkdir -p $L
-T=.carry/text_table.safetensors; CFG=experiments/configs/generators/flow_shapes_gpu.yaml
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } > $L/machine.txt 2>&1
+source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, machine.txt
 timeout ${TESTS_S:-170} python3 -m pytest -q -rs -p no:cacheprovider --timeout 60 tests/test_attention_triton.py \
   tests/test_attention_bf16.py tests/test_attention_backends.py tests/test_attention_module.py tests/test_precision.py \
   tests/test_tokenizers_diffusers.py -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1

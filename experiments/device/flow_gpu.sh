@@ -9,13 +9,7 @@
 # split in two files (one returned file may hold at most 16 MiB).
 set -u
 DEADLINE=${DEADLINE:-560}  # EXTRA: overrides for both runs (a CPU dry run: EXTRA='data.num_clips=64 data.batch=4')
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-L=$OUT/logs; mkdir -p $L
-CFG=experiments/configs/generators/flow_shapes_gpu.yaml; T=.carry/text_table.safetensors
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } > $L/machine.txt 2>&1
+source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, machine.txt
 
 (timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_attention_triton.py tests/test_attention_bf16.py \
    tests/test_attention_backends.py tests/test_attention_module.py tests/test_precision.py \
