@@ -19,6 +19,7 @@ from vidgen.generators import Conditioning, DiffusionVideoTransformer
 from vidgen.pipelines import load_pipeline
 from vidgen.tokenizers import CausalVAE
 from vidgen.training.ema import EMA
+from vidgen.training.samples import latent_statistics, reconstruct_mode
 
 PROMPT = "a red circle moving right on a black background"
 
@@ -85,6 +86,35 @@ def test_ema_follows_the_model_to_its_device():
     model.to("meta")  # the accelerator moved the model after the EMA was made
     ema.update(model)
     assert all(v.device.type == "meta" for v in ema.shadow.values())
+
+
+class _WhereItRuns(torch.nn.Module):
+    """A stand-in tokenizer whose weights sit on ``meta`` (another device): it records where its inputs arrive and
+    returns real CPU tensors, as a GPU model's outputs would be after the helpers bring them back."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(1, device="meta"))
+        self.seen = []
+
+    def reconstruct(self, x, sample_posterior=False):
+        self.seen.append(x.device.type)
+        return type("Out", (), {"sample": torch.zeros(x.shape)})()
+
+    def encode(self, x):
+        self.seen.append(x.device.type)
+        mode = torch.ones(2)
+        return type("Out", (), {"latent_dist": type("Dist", (), {"mode": lambda self: mode})()})()
+
+
+def test_held_out_clips_go_to_the_tokenizers_device_and_come_back():
+    # the H100 (2026-11-27) found eval PSNR feeding CPU clips to a CUDA tokenizer during tokenizer training
+    model, videos = _WhereItRuns(), torch.rand(3, 3, 5, 8, 8)
+    out = reconstruct_mode(model, videos, batch=2)
+    assert model.seen == ["meta", "meta"] and out.device == videos.device and out.shape == videos.shape
+    model.seen.clear()
+    latent_statistics(model, videos, num_clips=2)
+    assert model.seen == ["meta", "meta"]
 
 
 def test_autoregressive_pipeline_refuses_model_offload_and_says_what_to_do():

@@ -1,54 +1,77 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (the device tool), from the repository root, in one call:
-#   1. the CUDA-only tests (compiled Triton kernel, CUDA attention paths, precision, diffusers offload) and
-#   2. experiments/device/cuda_checks.py (the flow pipeline on CUDA: fp32, bf16, model offload, against the CPU),
-#      beside a probe of experiments/configs/generators/flow_shapes_gpu.yaml: it pre-encodes the clips and times 60 steps;
-#   3. the flow continuation itself, its step count set so that it ends by DEADLINE seconds into the call.
-# Needs (carried): .whl (diffusers, vector-quantize-pytorch and their missing needs) and .carry/text_table.* (made here
-# by experiments/device/text_table.py). Writes $OUT/logs.tgz, $OUT/config.json and the final (EMA) weights in fp32,
-# split in two files (one returned file may hold at most 16 MiB).
+#   1. the CUDA-only tests, niced, with pytest-xdist when its wheel was carried (Triton compiles on the CPU cores);
+#   2. the clips pre-encoded once and a 60-step probe of flow_shapes_gpu.yaml alone, then 60-step probes of it and
+#      flow_shapes_gpu_b512.yaml side by side (same GPU, same cached clips);
+#   3. both continuations side by side, each one's `steps` set from its side-by-side probe so that it ends by DEADLINE
+#      seconds into the call.
+# Needs (carried): .whl (diffusers, vector-quantize-pytorch and their missing needs; pytest-xdist, execnet) and
+# .carry/text_table.* (made here by experiments/device/text_table.py). Writes $OUT/logs.tgz and, per run, config.json
+# and its EMA weights in fp32 split in two files (one returned file may hold at most 16 MiB): $OUT/<run>/.
+# A CPU dry run: EXTRA='data.num_clips=64 data.batch=4 data.encode_batch=4' DEADLINE=200 OUT=/tmp/o bash <this>
 set -u
-DEADLINE=${DEADLINE:-560}  # EXTRA: overrides for both runs (a CPU dry run: EXTRA='data.num_clips=64 data.batch=4')
+DEADLINE=${DEADLINE:-550}
 source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, machine.txt
+CFG_B=experiments/configs/generators/flow_shapes_gpu_b512.yaml
+TRAIN="python3 experiments/device/train_offline_text.py --table $T"
 
-(timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_attention_triton.py tests/test_attention_bf16.py \
-   tests/test_attention_backends.py tests/test_attention_module.py tests/test_precision.py \
-   tests/test_tokenizers_diffusers.py -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1; echo "exit $?" >> $L/tests.log) &
+(N=""; python3 -c "import xdist" 2>/dev/null && N="-n ${TEST_WORKERS:-4}"
+ OMP_NUM_THREADS=1 timeout ${TESTS_S:-380} nice -n 19 python3 -m pytest -q -rs -p no:cacheprovider $N --timeout 150 \
+   --junitxml=$L/tests.xml tests/test_attention_triton.py tests/test_attention_bf16.py tests/test_attention_backends.py \
+   tests/test_attention_module.py tests/test_precision.py tests/test_tokenizers_diffusers.py \
+   tests/test_device_placement.py -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1
+ echo "tests exit $? at $SECONDS s" >> $L/plan.txt) &
 TESTS=$!
-# beside the probe's pre-encoding (one CPU core, short GPU bursts): its timings are indicative only
-(timeout 120 python3 experiments/device/cuda_checks.py --table $T --out $L/cuda_checks.json > $L/cuda_checks.log 2>&1) &
-CHECKS=$!
-timeout 200 python3 experiments/device/train_offline_text.py --table $T --config $CFG steps=60 run_dir=runs/probe ${EXTRA:-} \
-  log_every=20 ckpt_every=100000 > $L/probe.log 2>&1
-wait $TESTS $CHECKS
 
-BUDGET=$((DEADLINE - SECONDS - 45))  # start-up, cache read and the final save
-STEPS=$(python3 -c "
-import json, yaml; rows = [json.loads(l) for l in open('runs/probe/log.jsonl') if 'tokens_per_s' in l]
-batch = yaml.safe_load(open('runs/probe/config.yaml'))['data']['batch']
-s = batch * 320 / rows[-1]['tokens_per_s']; print(max(100, int($BUDGET / s)))") || STEPS=2000
-echo "seconds $SECONDS budget $BUDGET steps $STEPS" | tee $L/plan.txt
-timeout $((DEADLINE - SECONDS)) python3 experiments/device/train_offline_text.py --table $T --config $CFG \
-  steps=$STEPS ${EXTRA:-} > $L/train.log 2>&1
-echo "train exit $? at $SECONDS s" >> $L/plan.txt
-cp runs/flow_shapes_gpu/log.jsonl runs/flow_shapes_gpu/config.yaml $L/ 2>/dev/null
-cp runs/probe/log.jsonl $L/probe.jsonl 2>/dev/null
-python3 - <<'PY' >> $L/plan.txt 2>&1
-import os, shutil
+PROBE="steps=60 log_every=20 ckpt_every=100000 threads=4 ${EXTRA:-}"
+timeout 240 $TRAIN --config $CFG run_dir=runs/probe_alone $PROBE > $L/probe_alone.log 2>&1
+echo "probe alone exit $? at $SECONDS s" >> $L/plan.txt
+timeout 90 $TRAIN --config $CFG run_dir=runs/probe_a $PROBE > $L/probe_a.log 2>&1 &
+PA=$!
+timeout 90 $TRAIN --config $CFG_B run_dir=runs/probe_b $PROBE > $L/probe_b.log 2>&1
+wait $PA
+echo "probes side by side done at $SECONDS s" >> $L/plan.txt
+
+steps_for() {  # seconds a step from the probe's logged times (rows 20 steps apart), and the steps that fit
+  python3 -c "
+import json; rows = [json.loads(l) for l in open('$1/log.jsonl') if '\"loss\"' in l]
+s = (rows[-1]['time'] - rows[0]['time']) / (rows[-1]['step'] - rows[0]['step'])
+print(max(100, int(($DEADLINE - $SECONDS - 60) / s)), round(s, 4))" 2>/dev/null || echo "1000 unknown"
+}
+read STEPS_A SA <<< "$(steps_for runs/probe_a)"; read STEPS_B SB <<< "$(steps_for runs/probe_b)"
+echo "at $SECONDS s: A $SA s/step -> $STEPS_A steps; B $SB s/step -> $STEPS_B steps" | tee -a $L/plan.txt
+LEFT=$((DEADLINE - SECONDS - 15))
+timeout $LEFT $TRAIN --config $CFG steps=$STEPS_A ckpt_every=250 threads=4 ${EXTRA:-} > $L/train_a.log 2>&1 &
+A=$!
+timeout $LEFT $TRAIN --config $CFG_B steps=$STEPS_B ckpt_every=250 threads=4 ${EXTRA:-} > $L/train_b.log 2>&1
+echo "train B exit $? at $SECONDS s" >> $L/plan.txt
+wait $A; echo "train A exit $? at $SECONDS s" >> $L/plan.txt
+kill $TESTS 2>/dev/null; wait $TESTS 2>/dev/null
+
+for run in runs/flow_shapes_gpu runs/flow_shapes_gpu_b512; do
+  name=$(basename $run); mkdir -p $OUT/$name
+  cp $run/log.jsonl $L/$name.jsonl 2>/dev/null; cp $run/config.yaml $L/$name.yaml 2>/dev/null
+  python3 - $run $OUT/$name <<'PY' >> $L/plan.txt 2>&1
+import sys
 from pathlib import Path
-from safetensors.torch import load_file, save_file
-run, out = Path("runs/flow_shapes_gpu"), Path(os.environ["OUT"])
+from safetensors.torch import save_file
+from vidgen.generators import DiffusionVideoTransformer
+from vidgen.training.checkpoint import load_trained
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
 src = run / "final"
-if not src.exists():  # stopped early: the last checkpoint's (non-EMA) weights
+if not src.exists():  # stopped early: the last checkpoint, with its EMA weights
     src = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-t = load_file(str(src / "diffusion_pytorch_model.safetensors"))
-total, seen, parts = sum(v.numel() * v.element_size() for v in t.values()), 0, ({}, {})
+model = load_trained(DiffusionVideoTransformer, src)
+t = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+total, seen, parts = sum(v.numel() * 4 for v in t.values()), 0, ({}, {})
 for k in sorted(t):
-    parts[seen >= total / 2][k] = t[k].contiguous()
-    seen += t[k].numel() * t[k].element_size()
+    parts[seen >= total / 2][k] = t[k]
+    seen += t[k].numel() * 4
 for name, part in zip("ab", parts):
     save_file(part, str(out / f"weights_{name}.safetensors"))
-shutil.copy(src / "config.json", out / "config.json")
-print("weights from", src)
+model.save_config(str(out))
+print(run.name, "weights from", src)
 PY
+done
+for p in probe_alone probe_a probe_b; do cp runs/$p/log.jsonl $L/$p.jsonl 2>/dev/null; done
 tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $L

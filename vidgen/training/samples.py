@@ -10,11 +10,14 @@ from vidgen.metrics.reconstruction import psnr
 
 @torch.no_grad()
 def reconstruct_mode(model, videos: torch.Tensor, batch: int = 4) -> torch.Tensor:
-    """Deterministic reconstruction (posterior mode / no sampling) in eval mode, ``batch`` clips at a time."""
+    """Deterministic reconstruction (posterior mode / no sampling) in eval mode, ``batch`` clips at a time; each batch
+    runs on the model's device and comes back to ``videos``' device (held-out clips stay on the CPU while it trains on
+    a GPU)."""
     was_training = model.training
     model.eval()
-    outs = [model.reconstruct(videos[i:i + batch], sample_posterior=False).sample.float().clamp(-1, 1)
-            for i in range(0, videos.shape[0], batch)]
+    device = next(model.parameters()).device
+    outs = [model.reconstruct(videos[i:i + batch].to(device), sample_posterior=False).sample.float().clamp(-1, 1)
+            .to(videos.device) for i in range(0, videos.shape[0], batch)]
     model.train(was_training)
     return torch.cat(outs)
 
@@ -27,7 +30,9 @@ def evaluate_psnr(model, videos: torch.Tensor) -> float:
 def latent_statistics(model, clips, num_clips: int) -> tuple[float, float]:
     """``shift_factor`` = mean and ``scaling_factor`` = 1 / std of posterior-mode latents over ``num_clips``."""
     model.eval()
-    zs = [model.encode(clips[i][None]).latent_dist.mode().flatten() for i in range(min(num_clips, len(clips)))]
+    device = next(model.parameters()).device
+    zs = [model.encode(clips[i][None].to(device)).latent_dist.mode().flatten().cpu()
+          for i in range(min(num_clips, len(clips)))]
     z = torch.cat(zs).double()
     return float(z.mean()), float(1.0 / z.std().clamp_min(1e-8))
 
