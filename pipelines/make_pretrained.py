@@ -327,6 +327,8 @@ def _recipe_stages(artifact: str) -> list[dict]:
 
 
 def _wall(summary: dict) -> str:
+    if summary.get("device"):  # a stage trained on a lent GPU (its record says which)
+        return f"{summary['wall_time_min']:.0f} min ({summary['device']})"
     threads = summary.get("threads") or 1
     return f"{summary['wall_time_min']:.0f} min ({threads} thread{'s' if threads > 1 else ''})"
 
