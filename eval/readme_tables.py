@@ -50,9 +50,17 @@ def demo_table(results: dict) -> str:
     sc = results["scorer"]["real_held_out"]
     lines += ["", f"{s['prompts']} prompts ({s['held_out_prompts']} with held-out colour x motion pairs), one "
               f"{s['num_frames']}x{s['size']}x{s['size']} video each, {results['machine']['threads']} threads, "
-              f"{results['created'][:10]}; `{results['command']}`. Scorer accuracy on {sc['n']} real held-out clips: "
+              f"{precisions(results)}, {results['created'][:10]}; `{results['command']}`. Scorer accuracy on {sc['n']} real held-out clips: "
               f"colour {percent(sc['color'])}, motion {percent(sc['motion'])}, shape {percent(sc['shape'])}."]
     return "\n".join(lines)
+
+
+def precisions(results: dict) -> str:
+    """Each pipeline's compute precision in the run (``precision="auto"`` picks per CPU), or fp32 for older files."""
+    chosen = results["machine"].get("precision")
+    if not chosen:
+        return "fp32"
+    return "precision " + ", ".join(f"{name} {value}" for name, value in chosen.items())
 
 
 def demo_short_table(results: dict) -> str:
@@ -72,7 +80,7 @@ def demo_short_table(results: dict) -> str:
                  f"{percent(real['held_out']['color_motion'])} | {percent(real['all']['shape'])} | "
                  f"{turns(results['scorer'].get('real_same_prompts_turning'))} | {floor} (2nd real set) | – |")
     lines += ["", f"{s['num_frames']}x{s['size']}x{s['size']} videos, {results['machine']['threads']} threads, "
-              f"{results['created'][:10]}."]
+              f"{precisions(results)}, {results['created'][:10]}."]
     return "\n".join(lines)
 
 

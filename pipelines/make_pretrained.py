@@ -402,11 +402,12 @@ def pipeline_card(name: str, folder: Path) -> str:
     if name in results.get("pipelines", {}):
         e = results["pipelines"][name]
         a = e["adherence"]
+        precision = results.get("machine", {}).get("precision", {}).get(name, "fp32")  # older results: fp32 only
         fvd = f"{e['fvd']['value']:.0f} (real-vs-real floor {results['fvd_floor']['value']:.0f})" if "fvd" in e else "-"
         lines += ["", f"**Prompt adherence** (`python -m vidgen.demo --full`: {a['all']['n']} prompts, one video "
                   "each; analytic scorer, see the repository README; `docs/results/demo_full.json`):", "",
                   "| colour+motion, seen pairs | colour+motion, held-out pairs | shape | rotating prompts that turn | "
-                  "FVD vs real | s / video (2 threads) |",
+                  f"FVD vs real | s / video (2 threads, {precision}) |",
                   "|---|---|---|---|---|---|",
                   f"| {a['seen']['color_motion']:.1%} | {a['held_out']['color_motion']:.1%} | {a['all']['shape']:.1%} "
                   f"| {_turns(e.get('turning'))} | {fvd} | {e['seconds_per_video']:.2f} |"]
