@@ -50,8 +50,9 @@ def demo_table(results: dict) -> str:
     sc = results["scorer"]["real_held_out"]
     lines += ["", f"{s['prompts']} prompts ({s['held_out_prompts']} with held-out colour x motion pairs), one "
               f"{s['num_frames']}x{s['size']}x{s['size']} video each, {results['machine']['threads']} threads, "
-              f"{precisions(results)}, {results['created'][:10]}; `{results['command']}`. Scorer accuracy on {sc['n']} real held-out clips: "
-              f"colour {percent(sc['color'])}, motion {percent(sc['motion'])}, shape {percent(sc['shape'])}."]
+              f"{precisions(results)}, {results['created'][:10]}; `{results['command']}`. Scorer accuracy on "
+              f"{sc['n']} real held-out clips: colour {percent(sc['color'])}, motion {percent(sc['motion'])}, shape "
+              f"{percent(sc['shape'])}."]
     return "\n".join(lines)
 
 

@@ -17,9 +17,9 @@ TRAIN="python3 experiments/device/train_offline_text.py --table $T"
 
 (N=""; python3 -c "import xdist" 2>/dev/null && N="-n ${TEST_WORKERS:-4}"
  OMP_NUM_THREADS=1 timeout ${TESTS_S:-380} nice -n 19 python3 -m pytest -q -rs -p no:cacheprovider $N --timeout 150 \
-   --junitxml=$L/tests.xml tests/test_attention_triton.py tests/test_attention_bf16.py tests/test_attention_backends.py \
-   tests/test_attention_module.py tests/test_precision.py tests/test_tokenizers_diffusers.py \
-   tests/test_device_placement.py -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1
+   --junitxml=$L/tests.xml tests/test_attention_triton.py tests/test_attention_bf16.py \
+   tests/test_attention_backends.py tests/test_attention_module.py tests/test_precision.py \
+   tests/test_tokenizers_diffusers.py tests/test_device_placement.py -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1
  echo "tests exit $? at $SECONDS s" >> $L/plan.txt) &
 TESTS=$!
 
