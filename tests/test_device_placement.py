@@ -97,6 +97,10 @@ class _WhereItRuns(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.empty(1, device="meta"))
         self.seen = []
 
+    @property
+    def device(self):  # as the tokenizers report it (CausalCodecMixin.device)
+        return self.weight.device
+
     def reconstruct(self, x, sample_posterior=False):
         self.seen.append(x.device.type)
         return type("Out", (), {"sample": torch.zeros(x.shape)})()

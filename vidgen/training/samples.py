@@ -15,8 +15,7 @@ def reconstruct_mode(model, videos: torch.Tensor, batch: int = 4) -> torch.Tenso
     a GPU)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    outs = [model.reconstruct(videos[i:i + batch].to(device), sample_posterior=False).sample.float().clamp(-1, 1)
+    outs = [model.reconstruct(videos[i:i + batch].to(model.device), sample_posterior=False).sample.float().clamp(-1, 1)
             .to(videos.device) for i in range(0, videos.shape[0], batch)]
     model.train(was_training)
     return torch.cat(outs)
@@ -30,8 +29,7 @@ def evaluate_psnr(model, videos: torch.Tensor) -> float:
 def latent_statistics(model, clips, num_clips: int) -> tuple[float, float]:
     """``shift_factor`` = mean and ``scaling_factor`` = 1 / std of posterior-mode latents over ``num_clips``."""
     model.eval()
-    device = next(model.parameters()).device
-    zs = [model.encode(clips[i][None].to(device)).latent_dist.mode().flatten().cpu()
+    zs = [model.encode(clips[i][None].to(model.device)).latent_dist.mode().flatten().cpu()
           for i in range(min(num_clips, len(clips)))]
     z = torch.cat(zs).double()
     return float(z.mean()), float(1.0 / z.std().clamp_min(1e-8))
