@@ -4,10 +4,9 @@
 # short generator training on CUDA that is then resumed from its checkpoint. Carry .whl and .carry (see
 # flow_gpu.sh). Writes $OUT/logs.tgz.
 set -u
-source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, machine.txt
-timeout ${TESTS_S:-170} python3 -m pytest -q -rs -p no:cacheprovider --timeout 60 tests/test_attention_triton.py \
-  tests/test_attention_bf16.py tests/test_attention_backends.py tests/test_attention_module.py tests/test_precision.py \
-  tests/test_tokenizers_diffusers.py -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1
+source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, $CUDA_TESTS, machine.txt
+timeout ${TESTS_S:-170} python3 -m pytest -q -rs -p no:cacheprovider --timeout 60 $CUDA_TESTS \
+  -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1
 echo "tests exit $? at $SECONDS s" >> $L/plan.txt
 timeout 50 python3 experiments/device/cuda_checks.py --table $T --out $L/cuda_checks.json > $L/cuda_checks.log 2>&1
 echo "checks exit $? at $SECONDS s" >> $L/plan.txt

@@ -11,15 +11,13 @@
 # A CPU dry run: EXTRA='data.num_clips=64 data.batch=4 data.encode_batch=4' DEADLINE=200 OUT=/tmp/o bash <this>
 set -u
 DEADLINE=${DEADLINE:-550}
-source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, machine.txt
+source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, $CUDA_TESTS, machine.txt
 CFG_B=experiments/configs/generators/flow_shapes_gpu_b512.yaml
 TRAIN="python3 experiments/device/train_offline_text.py --table $T"
 
 (N=""; python3 -c "import xdist" 2>/dev/null && N="-n ${TEST_WORKERS:-4}"
  OMP_NUM_THREADS=1 timeout ${TESTS_S:-380} nice -n 19 python3 -m pytest -q -rs -p no:cacheprovider $N --timeout 150 \
-   --junitxml=$L/tests.xml tests/test_attention_triton.py tests/test_attention_bf16.py \
-   tests/test_attention_backends.py tests/test_attention_module.py tests/test_precision.py \
-   tests/test_tokenizers_diffusers.py tests/test_device_placement.py -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1
+   --junitxml=$L/tests.xml $CUDA_TESTS -k "${TESTS_K:-not nothing}" > $L/tests.log 2>&1
  echo "tests exit $? at $SECONDS s" >> $L/plan.txt) &
 TESTS=$!
 
