@@ -22,7 +22,7 @@ import torch
 from vidgen.demo.prompts import tuning_prompts
 from vidgen.demo.run import PIPELINES, generate, load_pipelines, score
 from vidgen.metrics.adherence import AttributeScorer
-from vidgen.precision import cpu_has_fast_bf16
+from vidgen.precision import cpu_bf16_units, cpu_has_fast_bf16
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
@@ -80,8 +80,7 @@ def cpu_model() -> str:
     except OSError:
         return platform.processor() or platform.machine()
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    units = [flag for flag in ("amx_bf16", "avx512_bf16") if f" {flag}" in info]
-    return f"{name} ({', '.join(units) or 'no bf16 units'})"
+    return f"{name} ({', '.join(cpu_bf16_units()) or 'no bf16 units'})"
 
 
 def readme_table(results: dict) -> str:

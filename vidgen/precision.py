@@ -34,14 +34,20 @@ _ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "no": "fp32", "no
             "off": "fp32", "full": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """True if this CPU has AMX-BF16 or AVX512-BF16 (Linux: ``/proc/cpuinfo`` flags) and oneDNN can use them."""
+def cpu_bf16_units() -> list[str]:
+    """The bf16 matrix units this CPU lists (``amx_bf16``, ``avx512_bf16``; Linux ``/proc/cpuinfo`` flags, else
+    none: not Linux means no fast bf16 here, Apple / ARM included)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: trust oneDNN's own probe only on x86 with AVX512 (Apple / ARM: fp32)
-        flags = ""
-    has_units = " amx_bf16" in flags or " avx512_bf16" in flags
+    except OSError:
+        return []
+    return [unit for unit in ("amx_bf16", "avx512_bf16") if f" {unit}" in flags]
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True if this CPU has AMX-BF16 or AVX512-BF16 (:func:`cpu_bf16_units`) and oneDNN can use them."""
+    has_units = bool(cpu_bf16_units())
     try:
         onednn = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
