@@ -10,8 +10,8 @@ A sampling decision often compares the shipped setting's read with a later read 
         --rule "experiments/log.md, 2026-11-26 third session: ..." --note "..." \\
         --out docs/results/sampling_sweep_masked.json
 
-Refuses sources that differ in pipeline, prompt count, prompt seed, motions, tokenizer or library versions, and a
-``--chosen`` setting that no row holds.
+Refuses sources that differ in pipeline, prompt count, prompt seed, motions, tokenizer, precision or library
+versions, and a ``--chosen`` setting that no row holds.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-SAME = ("host_cpus", "versions", "pipeline", "prompts", "prompt_seed", "motions", "tokenizer")
+SAME = ("host_cpus", "versions", "pipeline", "prompts", "prompt_seed", "motions", "tokenizer", "precision")
 
 
 def merge(sources: list[Path], chosen: dict, rule: str, note: str) -> dict:
