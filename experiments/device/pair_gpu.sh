@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (the device tool), from the repository root, in one call:
 #   1. the CUDA-only tests, niced, with pytest-xdist when its wheel was carried (Triton compiles on the CPU cores);
-#   2. the clips pre-encoded once and a 60-step probe of flow_shapes_gpu.yaml alone, then 60-step probes of it and
-#      flow_shapes_gpu_b512.yaml side by side (same GPU, same cached clips);
-#   3. both continuations side by side, each one's `steps` set from its side-by-side probe so that it ends by DEADLINE
-#      seconds into the call.
+#   2. the clips pre-encoded once and a 60-step probe of run A alone, then 60-step probes of A and B side by side
+#      (same GPU; the same cached clips when both read the same tokenizer);
+#   3. both runs side by side, each one's `steps` set from its side-by-side probe so that it ends by DEADLINE seconds
+#      into the call.
+# PREPARE: a command run first (flow_shapes_deep_gpu.yaml's header gives its own).
+# The runs are two generator configs, CFG_A and CFG_B (defaults: flow_shapes_gpu.yaml and flow_shapes_gpu_b512.yaml,
+# the pair of 2026-11-27; flow_gpu.sh runs them). Masked and autoregressive, side by side:
+#   CFG_A=experiments/configs/generators/masked_shapes_gpu.yaml \
+#   CFG_B=experiments/configs/generators/autoregressive_shapes_gpu.yaml bash experiments/device/pair_gpu.sh
 # Needs (carried): .whl (diffusers, vector-quantize-pytorch and their missing needs; pytest-xdist, execnet) and
 # .carry/text_table.* (made here by experiments/device/text_table.py). Writes $OUT/logs.tgz and, per run, config.json
-# and its EMA weights in fp32 split in two files (one returned file may hold at most 16 MiB): $OUT/<run>/.
+# and its EMA weights in fp32 split in two files (one returned file may hold at most 16 MiB): $OUT/<run>/, <run> being
+# the run_dir's last part.
 # A CPU dry run: EXTRA='data.num_clips=64 data.batch=4 data.encode_batch=4' DEADLINE=200 OUT=/tmp/o bash <this>
 set -u
 DEADLINE=${DEADLINE:-550}
 source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, $CUDA_TESTS, machine.txt
-CFG_B=experiments/configs/generators/flow_shapes_gpu_b512.yaml
+CFG_A=${CFG_A:-$CFG}
+CFG_B=${CFG_B:-experiments/configs/generators/flow_shapes_gpu_b512.yaml}
+run_dir() { python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$1"; }
+RUN_A=$(run_dir $CFG_A); RUN_B=$(run_dir $CFG_B)
 TRAIN="python3 experiments/device/train_offline_text.py --table $T"
 
 (N=""; python3 -c "import xdist" 2>/dev/null && N="-n ${TEST_WORKERS:-4}"
@@ -21,10 +30,11 @@ TRAIN="python3 experiments/device/train_offline_text.py --table $T"
  echo "tests exit $? at $SECONDS s" >> $L/plan.txt) &
 TESTS=$!
 
+${PREPARE:-true} > $L/prepare.log 2>&1 || echo "PREPARE failed: see prepare.log" >> $L/plan.txt  # e.g. a grown model
 PROBE="steps=60 log_every=20 ckpt_every=100000 threads=4 ${EXTRA:-}"
-timeout 240 $TRAIN --config $CFG run_dir=runs/probe_alone $PROBE > $L/probe_alone.log 2>&1
+timeout 240 $TRAIN --config $CFG_A run_dir=runs/probe_alone $PROBE > $L/probe_alone.log 2>&1
 echo "probe alone exit $? at $SECONDS s" >> $L/plan.txt
-timeout 90 $TRAIN --config $CFG run_dir=runs/probe_a $PROBE > $L/probe_a.log 2>&1 &
+timeout 90 $TRAIN --config $CFG_A run_dir=runs/probe_a $PROBE > $L/probe_a.log 2>&1 &
 PA=$!
 timeout 90 $TRAIN --config $CFG_B run_dir=runs/probe_b $PROBE > $L/probe_b.log 2>&1
 wait $PA
@@ -39,27 +49,28 @@ print(max(100, int(($DEADLINE - $SECONDS - 60) / s)), round(s, 4))" 2>/dev/null 
 read STEPS_A SA <<< "$(steps_for runs/probe_a)"; read STEPS_B SB <<< "$(steps_for runs/probe_b)"
 echo "at $SECONDS s: A $SA s/step -> $STEPS_A steps; B $SB s/step -> $STEPS_B steps" | tee -a $L/plan.txt
 LEFT=$((DEADLINE - SECONDS - 15))
-timeout $LEFT $TRAIN --config $CFG steps=$STEPS_A ckpt_every=250 threads=4 ${EXTRA:-} > $L/train_a.log 2>&1 &
+timeout $LEFT $TRAIN --config $CFG_A steps=$STEPS_A ckpt_every=250 threads=4 ${EXTRA:-} > $L/train_a.log 2>&1 &
 A=$!
 timeout $LEFT $TRAIN --config $CFG_B steps=$STEPS_B ckpt_every=250 threads=4 ${EXTRA:-} > $L/train_b.log 2>&1
 echo "train B exit $? at $SECONDS s" >> $L/plan.txt
 wait $A; echo "train A exit $? at $SECONDS s" >> $L/plan.txt
 kill $TESTS 2>/dev/null; wait $TESTS 2>/dev/null
 
-for run in runs/flow_shapes_gpu runs/flow_shapes_gpu_b512; do
+for run in $RUN_A $RUN_B; do
   name=$(basename $run); mkdir -p $OUT/$name
   cp $run/log.jsonl $L/$name.jsonl 2>/dev/null; cp $run/config.yaml $L/$name.yaml 2>/dev/null
   python3 - $run $OUT/$name <<'PY' >> $L/plan.txt 2>&1
 import sys
 from pathlib import Path
 from safetensors.torch import save_file
-from vidgen.generators import DiffusionVideoTransformer
+import yaml
+from vidgen.generators import generator_class
 from vidgen.training.checkpoint import load_trained
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 src = run / "final"
 if not src.exists():  # stopped early: the last checkpoint, with its EMA weights
     src = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-model = load_trained(DiffusionVideoTransformer, src)
+model = load_trained(generator_class(yaml.safe_load((run / "config.yaml").read_text())["model"]["generator"]), src)
 t = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
 total, seen, parts = sum(v.numel() * 4 for v in t.values()), 0, ({}, {})
 for k in sorted(t):
