@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -51,7 +52,6 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    import json
     name = json.loads((args.source / "config.json").read_text())["_class_name"]
     cls = next(c for c in GENERATORS.values() if c.__name__ == name)
     model = cls.from_pretrained(args.source, torch_dtype=torch.float32)

@@ -2,7 +2,7 @@
 # Runs on the lent GPU machine (the device tool), from the repository root, one step after another (run side by
 # side, they starved each other of the 16 cores): the CUDA-only tests, experiments/device/cuda_checks.py, and a
 # short generator training on CUDA that is then resumed from its checkpoint. Carry .whl and .carry (see
-# flow_gpu.sh). Writes $OUT/logs.tgz.
+# pair_gpu.sh). Writes $OUT/logs.tgz.
 set -u
 source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, $CUDA_TESTS, machine.txt
 timeout ${TESTS_S:-170} python3 -m pytest -q -rs -p no:cacheprovider --timeout 60 $CUDA_TESTS \

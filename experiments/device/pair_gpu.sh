@@ -6,20 +6,19 @@
 #   3. both runs side by side, each one's `steps` set from its side-by-side probe so that it ends by DEADLINE seconds
 #      into the call.
 # PREPARE: a command run first (flow_shapes_deep_gpu.yaml's header gives its own).
-# The runs are two generator configs, CFG_A and CFG_B (defaults: flow_shapes_gpu.yaml and flow_shapes_gpu_b512.yaml,
-# the pair of 2026-11-27; flow_gpu.sh runs them). Masked and autoregressive, side by side:
+# The runs are two generator configs, CFG_A and CFG_B, both required (flow_gpu.sh names the flow pair of
+# 2026-11-27). Masked and autoregressive, side by side:
 #   CFG_A=experiments/configs/generators/masked_shapes_gpu.yaml \
 #   CFG_B=experiments/configs/generators/autoregressive_shapes_gpu.yaml bash experiments/device/pair_gpu.sh
 # Needs (carried): .whl (diffusers, vector-quantize-pytorch and their missing needs; pytest-xdist, execnet) and
 # .carry/text_table.* (made here by experiments/device/text_table.py). Writes $OUT/logs.tgz and, per run, config.json
 # and its EMA weights in fp32 split in two files (one returned file may hold at most 16 MiB): $OUT/<run>/, <run> being
 # the run_dir's last part.
-# A CPU dry run: EXTRA='data.num_clips=64 data.batch=4 data.encode_batch=4' DEADLINE=200 OUT=/tmp/o bash <this>
+# A CPU dry run: CFG_A=... CFG_B=... EXTRA='data.num_clips=64 data.batch=4 data.encode_batch=4' DEADLINE=200 OUT=/tmp/o bash <this>
 set -u
 DEADLINE=${DEADLINE:-550}
+CFG_A=${CFG_A:?set CFG_A and CFG_B to two generator configs}; CFG_B=${CFG_B:?set CFG_A and CFG_B to two generator configs}
 source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, $CUDA_TESTS, machine.txt
-CFG_A=${CFG_A:-$CFG}
-CFG_B=${CFG_B:-experiments/configs/generators/flow_shapes_gpu_b512.yaml}
 run_dir() { python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$1"; }
 RUN_A=$(run_dir $CFG_A); RUN_B=$(run_dir $CFG_B)
 TRAIN="python3 experiments/device/train_offline_text.py --table $T"

@@ -1,4 +1,4 @@
-# Sourced by the device scripts (flow_gpu.sh, cuda_tests.sh) on the lent GPU machine, from the repository root:
+# Sourced by the device scripts (pair_gpu.sh, cuda_tests.sh) on the lent GPU machine, from the repository root:
 # installs the carried wheels (.whl), sets the environment, and records the machine in $L/machine.txt.
 # Sets L (the log folder under $OUT), T (the carried text table), CFG (the flow GPU config) and CUDA_TESTS (the test
 # files with CUDA-only paths).
