@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""Turn what pair_gpu.sh returns for one run (config.json and its EMA weights split in two files, since one returned
+file may hold at most 16 MiB) back into that run's ``final`` folder, which ``make_pretrained.py --candidate`` reads.
+
+    python experiments/device/unpack_weights.py /work/.device/1/masked_shapes_gpu runs/masked_shapes_gpu/final
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("returned", type=Path, help="the run's folder as the device returned it")
+    parser.add_argument("final", type=Path, help="where the run's final folder goes")
+    args = parser.parse_args()
+    from safetensors.torch import load_file, save_file
+
+    parts = [load_file(str(args.returned / f"weights_{name}.safetensors")) for name in "ab"]
+    if set(parts[0]) & set(parts[1]):
+        raise SystemExit(f"{args.returned}: the two weight files share keys; not a split written by pair_gpu.sh")
+    args.final.mkdir(parents=True, exist_ok=True)
+    save_file({**parts[0], **parts[1]}, str(args.final / "diffusion_pytorch_model.safetensors"))
+    shutil.copy(args.returned / "config.json", args.final / "config.json")
+    print(f"{args.final}: {sum(len(p) for p in parts)} tensors")
+
+
+if __name__ == "__main__":
+    main()
