@@ -63,7 +63,7 @@ def child(args) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     out = {"pipeline": args.pipelines[0], "frames": args.length, "seconds": seconds,
            "seconds_per_frame": seconds / args.length, "peak_rss_mib": peak, "precision": pipe.precision,
-           "context_frames": pipe.context_frames, "window_latent_frames": pipe.window}
+           "context_frames": pipe.story_context, "window_latent_frames": pipe.window}
     if args.score:
         out["segments"] = [s.to_dict() for s in segments]
         saved = [torch.load(path, weights_only=True) for path in sorted(clips.glob("*.pt"))]

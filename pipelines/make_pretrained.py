@@ -66,6 +66,7 @@ RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr",
 # experiments/log.md). The flow card cites the file.
 FLOW_SCHEDULER = {"shift": 1.0}
 FLOW_SHIFT_SWEEP = "experiments/results/ship_flow_shift_192.json"
+CONTEXT_SWEEP = "experiments/results/sweep_context_shipped.json"  # context_frames of the shipped models
 
 
 def _config(path: str) -> dict:
@@ -427,6 +428,9 @@ def pipeline_card(name: str, folder: Path) -> str:
                + ", ".join(f"experiments/results/{f}" for f in sweeps))
     else:
         how = "the pipeline's defaults, not tuned"
+    if "context_frames" in saved:
+        how += (f"; context_frames, for stories, with `experiments/sweep_context.py` on this model and a tuning story "
+                f"the evaluation never uses: {CONTEXT_SWEEP}")
     lines += ["", f"**Sampling settings**: {sampling}{scheduler}. They are saved in this folder's "
               f"`sampling_config.json` (recipe copy: `{CONFIGS}/{GENERATORS[name]}/sampling_config.json`) and used "
               "whenever a call leaves them out; "

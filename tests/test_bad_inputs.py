@@ -743,7 +743,7 @@ CASES: list[Case] = [
     Case("sampling_config/unknown-key", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_key", '{"guidance": 3.0}'), ConfigError,
          r"sc_key/sampling_config\.json: key 'guidance' is not a keyword argument of FlowVideoPipeline\.__call__; "
-         r"remove it \(the settings are \['guidance_scale', 'num_inference_steps'\]\)"),
+         r"remove it \(the settings are \['context_frames', 'guidance_scale', 'num_inference_steps'\]\)"),
     Case("sampling_config/input-not-setting", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_input", '{"prompt": "a red circle"}'), ConfigError,
          r"sc_input/sampling_config\.json: key 'prompt' is an input of FlowVideoPipeline\.__call__, not a sampling "
@@ -755,6 +755,13 @@ CASES: list[Case] = [
          lambda env: _load_with_sampling_config(env, "sc_str", '{"num_inference_steps": "25"}'), ConfigError,
          r"sc_str/sampling_config\.json: key 'num_inference_steps': num_inference_steps must be an int >= 1, got '25'; "
          r"correct the value in the file or remove the key \(the class default is 25\)"),
+    Case("sampling_config/negative-context-frames", "pipeline_folder",
+         lambda env: _load_with_sampling_config(env, "sc_ctx", '{"context_frames": -1}'), ConfigError,
+         r"sc_ctx/sampling_config\.json: key 'context_frames': context_frames must be a whole number >= 0, got -1; "
+         r"correct the value in the file or remove the key \(the class default is 1\)"),
+    Case("sampling_config/fractional-context-frames", "pipeline_folder",
+         lambda env: _load_with_sampling_config(env, "sc_ctx2", '{"context_frames": 1.5}'), ConfigError,
+         r"sc_ctx2/sampling_config\.json: key 'context_frames': context_frames must be a whole number >= 0, got 1\.5"),
     Case("sampling_config/negative-guidance", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_neg", '{"guidance_scale": -3.0}'), ConfigError,
          r"sc_neg/sampling_config\.json: key 'guidance_scale': guidance_scale must be a number >= 0, got -3\.0; "

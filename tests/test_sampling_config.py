@@ -70,8 +70,10 @@ def test_shipped_folder_called_with_only_a_prompt_samples_with_the_evaluated_set
     seen = intercept(monkeypatch, name)
     with pytest.raises(_Stop):
         pipe(PROMPT)
-    expected = {**type(pipe).sampling_defaults, **EVALUATED[name]}  # settings the file leaves out: class defaults
+    defaults = type(pipe).sampling_defaults  # settings the file leaves out: class defaults
+    expected = {k: EVALUATED[name].get(k, v) for k, v in defaults.items()}
     assert {k: seen[k] for k in expected} == expected
+    assert pipe.story_context == EVALUATED[name].get("context_frames", type(pipe).context_frames)
     assert seen["grid"] == pipe.video_tokenizer.latent_grid(17, 64, 64) if name != "flow" else \
         seen["grid"] == pipe.vae.latent_grid(17, 64, 64)
 
@@ -91,7 +93,8 @@ def test_shipped_folder_with_prompt_and_seed_equals_the_explicit_evaluated_setti
 
 # ---------------------------------------------------------------------------------------------------- tiny pipelines
 @pytest.mark.parametrize("kind,config", [("masked", {"num_inference_steps": 3, "top_k": 2, "temperature": [1.0, 0.0]}),
-                                         ("flow", {"num_inference_steps": 3, "guidance_scale": 2.0}),
+                                         ("flow", {"num_inference_steps": 3, "guidance_scale": 2.0,
+                                                   "context_frames": 0}),
                                          ("autoregressive", {"top_p": 0.8, "guidance_scale": 1.5})])
 def test_save_load_round_trip_keeps_the_settings_and_the_samples(kind, config, tmp_path, tiny):
     pipe = tiny(kind)
@@ -103,6 +106,31 @@ def test_save_load_round_trip_keeps_the_settings_and_the_samples(kind, config, t
     assert loaded.sampling_config == config
     assert torch.equal(run(loaded), run(pipe))
     assert torch.equal(run(pipe), run(pipe, **config))  # the settings are used when left out
+
+
+@pytest.mark.parametrize("kind", ["masked", "flow", "autoregressive"])
+def test_a_story_takes_context_frames_from_the_folder_unless_the_call_gives_it(kind, tiny):
+    """The folder's ``context_frames`` (tuned per model by experiments/sweep_context.py) is what a prompt schedule
+    uses when the call leaves it out: bit for bit the call that passes it; the class default applies without it."""
+    pipe = tiny(kind)
+    pipe.set_progress_bar_config(disable=True)
+    steps = {} if kind == "autoregressive" else {"num_inference_steps": 2}
+    schedule = {0: PROMPT, 8: "a blue square growing on a gray background"}
+
+    def story(**kwargs):
+        return pipe(schedule, num_frames=20, height=16, width=16, output_type="pt", **steps,
+                    generator=torch.Generator().manual_seed(5), **kwargs).frames
+
+    assert pipe.story_context == type(pipe).context_frames
+    by_class = story()
+    assert torch.equal(by_class, story(context_frames=type(pipe).context_frames))
+    other = 3 - type(pipe).context_frames  # 1 or 2, inside the tiny window of 4 latent frames
+    pipe.sampling_config = {"context_frames": other}
+    assert pipe.story_context == other
+    by_folder = story()
+    assert torch.equal(by_folder, story(context_frames=other))
+    assert not torch.equal(by_folder, by_class)  # the setting reaches the chunks (live, random weights)
+    assert torch.equal(story(context_frames=type(pipe).context_frames), by_class)  # the caller's value wins
 
 
 def test_a_folder_without_the_file_keeps_the_class_defaults(tmp_path, tiny):

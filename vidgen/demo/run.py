@@ -251,7 +251,7 @@ def demo_story(out: Path, name: str, pipe, scorer, seed: int, segments: int = ST
                                                       SIZE, on_frames=writer.write, scorer=scorer),
                                             total=segments, desc=f"{name} story", dynamic_ncols=True)]
     return {"file": str(path.relative_to(out)), "num_frames": num_frames, "frames_per_segment": STORY_FRAMES_PER_SEGMENT,
-            "context_frames": pipe.context_frames, "seconds": time.perf_counter() - start, "segments": scored,
+            "context_frames": pipe.story_context, "seconds": time.perf_counter() - start, "segments": scored,
             "color_motion": sum(s["color_motion"] for s in scored) / len(scored)}
 
 

@@ -35,8 +35,9 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     option_checks = OPTION_CHECKS
     sampling_components = ()  # no scheduler: one step per token
 
-    # stories: 1 latent frame of context kept 25 % of a tuning story's segments on prompt, 2 kept 12.5 %, 3 and the
-    # full sliding context (4) 6.2 % (the past outweighs the new prompt's prefix; experiments/sweep_context.py,
+    # stories, the class default (a folder's sampling_config.json carries the value measured on its own model): 1
+    # latent frame of context kept 25 % of a tuning story's segments on prompt, 2 kept 12.5 %, 3 and the full sliding
+    # context (4) 6.2 % (the past outweighs the new prompt's prefix; experiments/sweep_context.py,
     # experiments/results/sweep_context.json)
     context_frames = 1
 
@@ -51,9 +52,9 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     enable_sequential_cpu_offload = enable_model_cpu_offload
 
     def default_context(self, prompt, negative_prompt) -> int:
-        """A prompt schedule: :attr:`context_frames`. One long prompt: the full sliding context (``window - 1``
+        """A prompt schedule: :attr:`story_context`. One long prompt: the full sliding context (``window - 1``
         latent frames), as :meth:`__call__` slides it frame by frame, so ``stream`` and ``__call__`` agree."""
-        return self.context_frames if is_schedule(prompt) or is_schedule(negative_prompt) else self.window - 1
+        return self.story_context if is_schedule(prompt) or is_schedule(negative_prompt) else self.window - 1
 
     def is_story(self, prompt, negative_prompt, num_frames, height, width) -> bool:
         """Prompt schedules only: one prompt of any length already slides its context in :meth:`__call__`."""

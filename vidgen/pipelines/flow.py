@@ -28,8 +28,9 @@ class FlowVideoPipeline(VideoPipelineBase):
     sampling_defaults = {"num_inference_steps": 25, "guidance_scale": 4.0}
     option_checks = OPTION_CHECKS
     frame_axis = 2  # latents (B, C, t, h, w)
-    # stories: 1 latent frame of context kept 43.8 % of a tuning story's segments on prompt, 2 kept 37.5 %, 3 25 %
-    # (more context holds on to the previous prompt; experiments/sweep_context.py, experiments/results/sweep_context.json)
+    # stories, the class default (a folder's sampling_config.json carries the value measured on its own model): 1
+    # latent frame of context kept 43.8 % of a tuning story's segments on prompt, 2 kept 37.5 %, 3 25 % (more context
+    # holds on to the previous prompt; experiments/sweep_context.py, experiments/results/sweep_context.json)
     context_frames = 1
 
     def __init__(self, vae, transformer: DiffusionVideoTransformer, scheduler, text_encoder=None,

@@ -18,15 +18,21 @@ from vidgen.text import check_prompts
 class LongVideoMixin:
     """Mixed into :class:`~vidgen.pipelines.base.VideoPipelineBase`: stories and videos longer than one window."""
 
-    #: latent frames each chunk of a story or long video is given from the chunks before it (:mod:`.story`); each
-    #: pipeline sets its own, measured on a tuning story (experiments/sweep_context.py,
-    #: experiments/results/sweep_context.json)
+    #: latent frames each chunk of a story or long video is given from the chunks before it (:mod:`.story`): the class
+    #: default; a folder's ``sampling_config.json`` names the value measured on its own model (experiments/
+    #: sweep_context.py), which :attr:`story_context` prefers
     context_frames = 2
+
+    @property
+    def story_context(self) -> int:
+        """The ``context_frames`` a story gets when the caller leaves it out: the folder's ``sampling_config.json``,
+        else the class default."""
+        return self.sampling_config.get("context_frames", self.context_frames)
 
     def default_context(self, prompt, negative_prompt) -> int:
         """``context_frames`` when the caller leaves it out (the autoregressive pipeline keeps its full sliding
         context for one long prompt)."""
-        return self.context_frames
+        return self.story_context
     #: the axis of latent frames in this pipeline's latents: 1 for ids (B, t, h, w), 2 for (B, C, t, h, w)
     frame_axis = 1
 
@@ -54,7 +60,7 @@ class LongVideoMixin:
         ``(B, n, H, W, 3)`` arrays in [0, 1] (``"np"``), ``(B, n, 3, H, W)`` tensors (``"pt"``), or each chunk's new
         latents along :attr:`frame_axis` (``"latent"``). The chunks concatenate to exactly ``num_frames`` frames and
         equal ``pipe(...)`` with the same arguments; memory does not grow with length. ``context_frames``: latent
-        frames each chunk is given from before it (default :attr:`context_frames`). ``settings``: the sampling
+        frames each chunk is given from before it (default :attr:`story_context`). ``settings``: the sampling
         settings of ``__call__``. Everything is checked here, before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
             raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")

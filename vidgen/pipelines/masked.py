@@ -27,8 +27,9 @@ class MaskedVideoPipeline(VideoPipelineBase):
     sampling_defaults = {"num_inference_steps": 12, "guidance_scale": 3.0, "temperature": (2.0, 0.0), "top_k": None,
                          "greedy_steps": 0}
     option_checks = OPTION_CHECKS
-    # stories: 2 latent frames of context kept 25 % of a tuning story's segments on prompt, as 3 did, against 12.5 %
-    # with 1, and 2 is faster than 3 (experiments/sweep_context.py, experiments/results/sweep_context.json)
+    # stories, the class default (a folder's sampling_config.json carries the value measured on its own model): on
+    # the stage-2 model 2 latent frames of context kept 25 % of a tuning story's segments on prompt, as 3 did, against
+    # 12.5 % with 1, and 2 is faster than 3 (experiments/sweep_context.py, experiments/results/sweep_context.json)
     context_frames = 2
 
     def __init__(self, vqvae, transformer: MaskedVideoTransformer, scheduler: AmusedScheduler, text_encoder=None,
