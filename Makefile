@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(PY) -m vidgen.demo --out outputs/demo
 
-# Rebuild pretrained/ from scratch with the shipped configs (about 12 h on 2 cores in fp32, estimated: flow's
-# 9-hour chain between the tokenizers and the evaluation, docs/training.md; resumable: run it again).
+# Rebuild pretrained/ from scratch with the shipped configs (about 18 h on 2 cores, estimated: flow's chain between
+# the tokenizers and the evaluation, its GPU-trained last stage included, docs/training.md; resumable: run it again).
 pretrained: $(STAMP)
 	$(PY) pipelines/make_pretrained.py
 

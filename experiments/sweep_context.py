@@ -4,7 +4,8 @@ square on black), cycling colour and motion over seen pairs.
 
 For each setting: colour+motion per segment (the scorer on each segment's last 17 frames), mean flicker (|frame
 change|) and seconds per frame. More context keeps more of the past exactly but leaves fewer new latent frames per
-chunk (slower); the pipeline's ``context_frames`` attribute records the choice and names this results file.
+chunk (slower); the shipped folder's ``sampling_config.json`` records the choice (``context_frames``), its model
+card names the results file.
 
     python experiments/sweep_context.py masked flow --context 1 2 3 --segments 12
 """

@@ -66,7 +66,11 @@ RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr",
 # experiments/log.md). The flow card cites the file.
 FLOW_SCHEDULER = {"shift": 1.0}
 FLOW_SHIFT_SWEEP = "experiments/results/ship_flow_shift_192.json"
-CONTEXT_SWEEP = "experiments/results/sweep_context_shipped.json"  # context_frames of the shipped models
+#: the reads that chose each shipped folder's context_frames (experiments/sweep_context.py; experiments/log.md)
+CONTEXT_SWEEPS = {"masked": "experiments/results/sweep_context_shipped.json",
+                  "flow": "experiments/results/sweep_context_shipped.json",
+                  "autoregressive": "experiments/results/sweep_context_shipped.json and "
+                                    "experiments/results/sweep_context_autoregressive_long.json"}
 
 
 def _config(path: str) -> dict:
@@ -430,7 +434,7 @@ def pipeline_card(name: str, folder: Path) -> str:
         how = "the pipeline's defaults, not tuned"
     if "context_frames" in saved:
         how += (f"; context_frames, for stories, with `experiments/sweep_context.py` on this model and a tuning story "
-                f"the evaluation never uses: {CONTEXT_SWEEP}")
+                f"the evaluation never uses: {CONTEXT_SWEEPS[name]}")
     lines += ["", f"**Sampling settings**: {sampling}{scheduler}. They are saved in this folder's "
               f"`sampling_config.json` (recipe copy: `{CONFIGS}/{GENERATORS[name]}/sampling_config.json`) and used "
               "whenever a call leaves them out; "
