@@ -10,7 +10,7 @@ import torch
 
 from vidgen.errors import InvalidInputError
 from vidgen.pipelines.output import per_sample, to_output
-from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
+from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT, check_context_frames
 from vidgen.pipelines.story import Story, first_output_frame, is_schedule, parse_schedule, plan_chunks
 from vidgen.text import check_prompts
 
@@ -86,8 +86,7 @@ class LongVideoMixin:
                                   num_videos_per_prompt=num_videos_per_prompt, generator=generator,
                                   output_type=output_type, **s)
         context = self.default_context(prompt, negative_prompt) if context_frames is None else context_frames
-        if isinstance(context, bool) or not isinstance(context, int):
-            raise InvalidInputError(f"context_frames must be an int, got {context!r}")
+        check_context_frames(context)  # the window's bound: plan_chunks
         t, h, w = self.video_tokenizer.latent_grid(num_frames, height, width)
         chunks = plan_chunks(t, self.window, context, segments)
         steps = s.get("num_inference_steps")
