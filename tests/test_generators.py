@@ -20,6 +20,7 @@ from vidgen.generators import (
     generate_tokens,
     iter_frames,
 )
+from vidgen.rng import RowGenerator
 from vidgen.testing import perturb_weights
 from vidgen.tokenizers import CausalVAE, CausalVQVAE
 
@@ -320,6 +321,32 @@ def test_masked_all_tokens_given_returns_given_ids():
     assert torch.equal(out, given)
 
 
+def test_autoregressive_story_training_gives_the_next_clips_last_frames_unscored():
+    """story_prob 1: every clip's first latent frame is the next clip's last and is not scored, which is the plain
+    loss on those spliced ids with that frame weighted 0 (the reference); at 0.5 the rows the draw picks are
+    spliced and the others kept."""
+    model = build("ar").train()
+    x, cond = data("ar", batch=3), text_cond(3)
+    spliced = torch.cat([x.roll(-1, 0)[:, -1:], x[:, 1:]], 1)
+    weight = torch.ones(spliced.shape)
+    weight[:, :1] = 0
+    reference, _ = model.loss(spliced, cond, gen(5), weight)
+    story = build("ar", story_prob=1.0).train()
+    got, _ = story.loss(x, cond, gen(5))
+    assert torch.equal(story.sample_story(x, None, gen(5))[0], spliced)
+    torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-6)
+    plain, _ = model.loss(x, cond, gen(5))
+    assert abs(got.item() - plain.item()) > 1e-4  # splicing changes what the loss sees
+    half, half_weight = build("ar", story_prob=0.5).sample_story(x, None, gen(0))
+    chosen = RowGenerator(gen(0)).rand(3) < 0.5  # the draw sample_story makes
+    assert 0 < int(chosen.sum()) < 3  # this seed splices some rows and not others, so each branch is checked
+    for i in range(3):
+        assert torch.equal(half[i], spliced[i] if chosen[i] else x[i])
+        assert float(half_weight[i, 0].sum()) == (0.0 if chosen[i] else weight[i, 0].numel())
+    with pytest.raises(InvalidInputError, match="story_context 3 must be below"):
+        build("ar", story_prob=1.0, story_context=3).loss(x, cond, gen(5))
+
+
 def test_masked_loss_is_finite_on_a_one_by_one_spatial_grid():
     model, ids = build("masked"), data("masked", batch=1, grid=(3, 1, 1))
     losses = torch.stack([model.loss(ids, None, gen(seed))[0].detach() for seed in range(60)])
@@ -375,6 +402,35 @@ def test_masked_greedy_steps_switch_to_the_most_likely_id_on_the_last_steps():
     generate_ids(model, generator=gen(0), greedy_steps=2, callback=callback, **kw)
     assert sum(greedy_revealed) == 0, "a greedy step revealed an id other than the argmax"
     assert sum(sampled_off_argmax) > 0  # the early steps did draw from the distribution (the check can fail)
+
+
+def test_masked_top_p_draws_inside_the_nucleus():
+    """top_p 1 is the plain sampler and a vanishing top_p is top-k 1 (same generator, same ids); top_p 0.5 reveals
+    only ids inside that step's nucleus, and without it some revealed id falls outside (the check can fail)."""
+    model, cond, mask_id = build("masked", scale=0.2), text_cond(), None
+    kw = dict(grid=GRID, batch=2, cond=cond, num_inference_steps=4)
+    plain = generate_ids(model, generator=gen(0), **kw)
+    assert torch.equal(plain, generate_ids(model, generator=gen(0), top_p=1.0, **kw))
+    assert torch.equal(generate_ids(model, generator=gen(0), top_k=1, **kw),
+                       generate_ids(model, generator=gen(0), top_p=1e-6, **kw))
+    mask_id, state = model.mask_token_id, {}
+
+    def callback(i, step, out):
+        prev = state.get("prev", torch.full((2, *GRID), mask_id))
+        with torch.no_grad():
+            probs = model(prev, cond)["logits"].float().softmax(-1)  # what the sampler saw (guidance 1)
+        sorted_probs, order = probs.sort(-1, descending=True)
+        inside = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, sorted_probs.cumsum(-1) - sorted_probs
+                                                                   <= 0.5)
+        revealed = (prev == mask_id) & (out["ids"] != mask_id)
+        in_nucleus = inside.gather(-1, out["ids"].clamp(max=mask_id - 1)[..., None])[..., 0]
+        assert in_nucleus[revealed].all(), f"step {i}: a revealed id is outside the top-p 0.5 nucleus"
+        state["prev"] = out["ids"].clone()
+
+    generate_ids(model, generator=gen(0), top_p=0.5, callback=callback, **kw)
+    state.clear()
+    with pytest.raises(AssertionError, match="outside the top-p"):
+        generate_ids(model, generator=gen(0), callback=callback, **kw)
 
 
 def test_masked_top_1_with_zero_remasking_temperature_ignores_the_seed():

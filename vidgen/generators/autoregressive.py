@@ -33,20 +33,24 @@ from vidgen.generators.decode import TokenDecoder
 from vidgen.generators.embeddings import Conditioning, IdPatches
 from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
                                        sample_logits)
-from vidgen.rng import GeneratorLike
+from vidgen.rng import GeneratorLike, rows
 
 
 class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, ConfigMixin):
     """Token-causal transformer over ids ``(B, t, h, w)``; id ``vocab_size`` is BOS."""
 
     config_name = "config.json"
+    training_only_config = GeneratorMixin.training_only_config + ("story_prob", "story_context")
 
     @register_to_config
     def __init__(self, vocab_size: int = 1000, cond_dropout: float = 0.1, patch_size=(1, 1, 1),
-                 architecture: Optional[dict] = None):
+                 architecture: Optional[dict] = None, story_prob: float = 0.0, story_context: int = 1):
         super().__init__()
         if vocab_size < 2:
             raise InvalidInputError(f"vocab_size must be >= 2, got {vocab_size}")
+        if isinstance(story_prob, bool) or not isinstance(story_prob, (int, float)) or not 0 <= story_prob <= 1:
+            raise InvalidInputError(f"story_prob must be a number in [0, 1], got {story_prob!r}")
+        check_positive_int("story_context", story_context)
         if len(patch_size) != 3 or not all(isinstance(p, int) and p >= 1 for p in patch_size) or patch_size[0] != 1:
             raise InvalidInputError(f"patch_size must be (1, ph, pw) with ints >= 1 (ids per token within one latent "
                                     f"frame: the context slides by latent frames), got {patch_size!r}")
@@ -112,6 +116,7 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         weighted mean per sample, then the mean over samples)."""
         check_loss_weight(weight, ids.shape)
         b = ids.shape[0]
+        ids, weight = self.sample_story(ids, weight, generator)
         logits = self(ids, cond, drop=self.sample_drop(b, generator, ids.device))["logits"]
         if weight is None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
@@ -121,6 +126,23 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         with torch.no_grad():
             acc = (logits.argmax(-1) == ids).float().mean().item()
         return loss, {"ce": loss.item(), "acc": acc}
+
+    def sample_story(self, ids: torch.Tensor, weight: Optional[torch.Tensor], generator: GeneratorLike):
+        """Story training: with probability ``story_prob`` a clip's first ``story_context`` latent frames become the
+        last ones of the next clip in the batch (another caption) and are not scored, so the model learns to draw its
+        own caption after another clip's frames, which is what a story's chunk is given
+        (:mod:`vidgen.pipelines.story`). Returns ``(ids, weight)``, unchanged when ``story_prob`` is 0."""
+        b, t, k = ids.shape[0], ids.shape[1], self.config.story_context
+        if self.config.story_prob <= 0 or b < 2:
+            return ids, weight
+        if k >= t:
+            raise InvalidInputError(f"story_context {k} must be below the clips' {t} latent frames")
+        story = (rows(generator).rand(b) < self.config.story_prob).to(ids.device)  # (B,)
+        ids = ids.clone()
+        ids[story, :k] = ids.roll(-1, 0)[story, t - k:]  # the next clip's last k latent frames
+        weight = torch.ones(ids.shape, device=ids.device) if weight is None else weight.clone()
+        weight[story, :k] = 0  # given, as a story's context is
+        return ids, weight
 
 
 class _Sampler:

@@ -14,7 +14,10 @@ still but draw one orientation in every frame (1 of 26 rotating prompts turn); a
 guidance 1.5 with the full distribution keeps 22 of 24 still and turns 7 of 26, which is why the shipped masked
 pipeline samples that way (its ``sampling_config.json``). ``greedy_steps`` (greedy draws on the last steps) cuts FVD
 by about 40 % there but stops the turns: 1 of 26 with the last 4 of 12 steps greedy
-(experiments/results/sampling_sweep_masked_greedy.json), so it ships off.
+(experiments/results/sampling_sweep_masked_greedy.json), so it ships off. For the same reason the shipped folder
+samples in 4 steps, not 12: on the 4x4-pixel codes (1,280 ids a clip) more steps turned fewer shapes (48 steps: 4 of
+26) and nucleus filtering (``top_p`` 0.9 / 0.8) cost turns too, while 4 steps kept 11 turns at 90.1 % colour+motion
+against 12 steps' 88.0 %, in a third of the time (docs/results/sampling_sweep_masked.json).
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_g
                                     check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, IdPatches
-from vidgen.generators.sampling import apply_cfg, cfg_batch, check_top_k, filter_logits, sample_given_mask
+from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_top_k, check_top_p, filter_logits,
+                                       sample_given_mask)
 from vidgen.rng import GeneratorLike, rows
 
 
@@ -126,7 +130,8 @@ def check_greedy_steps(greedy_steps) -> None:
 #: the options of :func:`generate_ids` a caller tunes, each with its check (the pipeline's ``check_inputs`` and its
 #: ``sampling_config.json`` use the same checks)
 OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
-                 "temperature": check_temperature_schedule, "top_k": check_top_k, "greedy_steps": check_greedy_steps}
+                 "temperature": check_temperature_schedule, "top_k": check_top_k, "top_p": check_top_p,
+                 "greedy_steps": check_greedy_steps}
 
 
 def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, scheduler: AmusedScheduler,
@@ -153,15 +158,16 @@ def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, sched
 def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
                  negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, num_inference_steps: int = 12,
                  generator: Optional[torch.Generator] = None, scheduler: Optional[AmusedScheduler] = None,
-                 temperature=(2.0, 0.0), top_k: Optional[int] = None, greedy_steps: int = 0,
-                 given_ids: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
+                 temperature=(2.0, 0.0), top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 greedy_steps: int = 0, given_ids: Optional[torch.Tensor] = None,
+                 given_mask: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
                  progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
     """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``given_mask`` (B, t, h, w)
     bool keeps ``given_ids`` exactly (prediction: first frames; interpolation: first + last; inpainting /
     outpainting: a region). ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
-    ``top_k`` filters the ids drawn at each step; the last ``greedy_steps`` steps draw the most likely id instead
-    (full-distribution draws early choose the layout, greedy ones late add no stray codes).
+    ``top_k`` / ``top_p`` (nucleus) filter the ids drawn at each step; the last ``greedy_steps`` steps draw the most
+    likely id instead (full-distribution draws early choose the layout, greedy ones late add no stray codes).
     ``callback(i, step, {"ids": ...})`` may return a dict replacing ``ids``, or with ``"interrupt": True`` to stop
     (the tokens still masked take that step's most likely ids). :func:`generate_ids_unchecked` also takes a
     zero-argument callable as ``guidance_scale``, read at every step (a pipeline's dynamic CFG).
@@ -172,11 +178,11 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     scheduler = scheduler or make_scheduler(model)
     check_generate_ids(model, grid=grid, batch=batch, scheduler=scheduler, given_ids=given_ids, given_mask=given_mask,
                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                       temperature=temperature, top_k=top_k, greedy_steps=greedy_steps)
+                       temperature=temperature, top_k=top_k, top_p=top_p, greedy_steps=greedy_steps)
     return generate_ids_unchecked(model, cond, grid=grid, batch=batch, negative=negative,
                                   guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
                                   generator=generator, scheduler=scheduler, temperature=temperature, top_k=top_k,
-                                  greedy_steps=greedy_steps, given_ids=given_ids, given_mask=given_mask,
+                                  top_p=top_p, greedy_steps=greedy_steps, given_ids=given_ids, given_mask=given_mask,
                                   callback=callback, progress=progress,
                                   compile=compile)
 
@@ -186,7 +192,7 @@ def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditi
                            negative: Optional[Conditioning], guidance_scale: float, num_inference_steps: int,
                            generator: Optional[torch.Generator], scheduler: AmusedScheduler, temperature,
                            top_k: Optional[int], given_ids: Optional[torch.Tensor], given_mask: Optional[torch.Tensor],
-                           greedy_steps: int = 0, callback: Optional[Callable] = None,
+                           top_p: Optional[float] = None, greedy_steps: int = 0, callback: Optional[Callable] = None,
                            progress: Optional[Callable] = None,
                            compile: bool = False) -> torch.Tensor:
     """:func:`generate_ids` without its checks, for callers that ran them once (the pipeline's ``check_inputs``)."""
@@ -213,7 +219,7 @@ def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditi
         if doubled:
             logits = apply_cfg(logits, scale())
         greedy = i >= num_inference_steps - greedy_steps
-        logits = filter_logits(logits.reshape(batch, t * h * w, -1), 1 if greedy else top_k)
+        logits = filter_logits(logits.reshape(batch, t * h * w, -1), *((1, None) if greedy else (top_k, top_p)))
         ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
         ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
         # 4. the caller's per-step callback may replace the ids, or stop: the tokens still masked then take this

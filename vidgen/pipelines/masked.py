@@ -25,7 +25,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ("latents",)  # the token ids (B, t, h, w) are this pipeline's latents
     sampling_defaults = {"num_inference_steps": 12, "guidance_scale": 3.0, "temperature": (2.0, 0.0), "top_k": None,
-                         "greedy_steps": 0}
+                         "top_p": None, "greedy_steps": 0}
     option_checks = OPTION_CHECKS
     # stories, the class default (a folder's sampling_config.json carries the value measured on its own model): on
     # the stage-2 model 2 latent frames of context kept 25 % of a tuning story's segments on prompt, as 3 did, against
@@ -61,12 +61,13 @@ class MaskedVideoPipeline(VideoPipelineBase):
                  conditioning_latent_indices: Optional[Sequence[int]] = None, output_type: str = "np",
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
-                 top_k: Optional[int] = SAMPLING_DEFAULT, temperature=SAMPLING_DEFAULT,
+                 top_k: Optional[int] = SAMPLING_DEFAULT, top_p: Optional[float] = SAMPLING_DEFAULT,
+                 temperature=SAMPLING_DEFAULT,
                  greedy_steps: int = SAMPLING_DEFAULT, decode_chunk_frames: Optional[int] = None,
                  context_frames: Optional[int] = None):
         """``latents``: optional starting ids (B, t, h, w); entries other than the mask id are kept as given.
-        ``temperature``: the re-masking temperature, a number or an annealed (start, end) pair. ``top_k`` filters
-        the ids drawn; the last ``greedy_steps`` steps draw the most likely ones. A ``prompt`` dict
+        ``temperature``: the re-masking temperature, a number or an annealed (start, end) pair. ``top_k`` / ``top_p``
+        (nucleus) filter the ids drawn; the last ``greedy_steps`` steps draw the most likely ones. A ``prompt`` dict
         ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`)."""
         # 0. long videos and stories: chunk by chunk (vidgen.pipelines.story)
@@ -75,14 +76,14 @@ class MaskedVideoPipeline(VideoPipelineBase):
                 prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, context_frames,
                 output_type, return_dict, settings=dict(num_inference_steps=num_inference_steps,
                                                         guidance_scale=guidance_scale, temperature=temperature,
-                                                        top_k=top_k, greedy_steps=greedy_steps),
+                                                        top_k=top_k, top_p=top_p, greedy_steps=greedy_steps),
                 unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
                                  negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
                                  conditioning_latent_indices=conditioning_latent_indices,
                                  callback_on_step_end=callback_on_step_end))
         # 1. settings the caller left out come from sampling_config; check every input once
         s = self.resolve_settings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                  temperature=temperature, top_k=top_k, greedy_steps=greedy_steps)
+                                  temperature=temperature, top_k=top_k, top_p=top_p, greedy_steps=greedy_steps)
         self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
                           num_frames=num_frames, height=height, width=width,

@@ -2,7 +2,7 @@
 ``generation_config.json``).
 
 A flat JSON object whose keys are sampling keyword arguments of the pipeline's ``__call__``, e.g. the shipped masked
-pipeline's ``{"num_inference_steps": 12, "guidance_scale": 1.5, "top_k": null, "context_frames": 1}``.
+pipeline's ``{"num_inference_steps": 4, "guidance_scale": 1.5, "top_k": null, "context_frames": 1}``.
 ``from_pretrained`` / ``load_pipeline`` read it into ``pipe.sampling_config``; ``__call__`` uses a value from it for
 every setting the caller leaves out (the class defaults apply to settings the file does not name); ``save_pretrained``
 writes it. So a folder called with only a prompt samples as it was evaluated. ``context_frames``, the latent frames
