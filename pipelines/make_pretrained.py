@@ -67,7 +67,8 @@ RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr",
 FLOW_SCHEDULER = {"shift": 1.0}
 FLOW_SHIFT_SWEEP = "experiments/results/ship_flow_shift_192.json"
 #: the reads that chose each shipped folder's context_frames (experiments/sweep_context.py; experiments/log.md)
-CONTEXT_SWEEPS = {"masked": "experiments/results/sweep_context_shipped.json",
+CONTEXT_SWEEPS = {"masked": "experiments/results/sweep_context_shipped.json (12 steps) and "
+                            "experiments/results/sweep_context_masked_4steps.json (the shipped 4 steps)",
                   "flow": "experiments/results/sweep_context_shipped.json",
                   "autoregressive": "experiments/results/sweep_context_shipped.json and "
                                     "experiments/results/sweep_context_autoregressive_long.json"}
