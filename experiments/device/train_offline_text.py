@@ -21,7 +21,7 @@ def install_table(path: Path) -> None:
     from safetensors.torch import load_file
     import vidgen.text
     import vidgen.training.generator_loop as loop
-    t = load_file(str(path))
+    t = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}  # stored float16
     row = {c: i for i, c in enumerate(json.loads(path.with_suffix(".json").read_text())["captions"])}
 
     def encode_prompts(tokenizer, encoder, prompts, max_length, batch_size=64):
