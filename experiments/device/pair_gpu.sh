@@ -12,8 +12,8 @@
 #   CFG_B=experiments/configs/generators/autoregressive_shapes_gpu.yaml bash experiments/device/pair_gpu.sh
 # Needs (carried): .whl (diffusers, vector-quantize-pytorch and their missing needs; pytest-xdist, execnet) and
 # .carry/text_table.* (made here by experiments/device/text_table.py). Writes $OUT/logs.tgz and, per run, config.json
-# and its EMA weights in fp32 split in two files (one returned file may hold at most 16 MiB): $OUT/<run>/, <run> being
-# the run_dir's last part.
+# and its EMA weights in fp32 split in files of at most 15 MiB (one returned file may hold at most 16 MiB; a 10.5 M
+# parameter model needs three): $OUT/<run>/weights_{a,b,...}, <run> being the run_dir's last part.
 # A CPU dry run: CFG_A=... CFG_B=... EXTRA='data.num_clips=64 data.batch=4 data.encode_batch=4' DEADLINE=200 OUT=/tmp/o bash <this>
 set -u
 DEADLINE=${DEADLINE:-550}
@@ -39,11 +39,14 @@ timeout 90 $TRAIN --config $CFG_B run_dir=runs/probe_b $PROBE > $L/probe_b.log 2
 wait $PA
 echo "probes side by side done at $SECONDS s" >> $L/plan.txt
 
-steps_for() {  # seconds a step from the probe's logged times (rows 20 steps apart), and the steps that fit
+# Seconds a step from the probe's logged times (rows 20 steps apart), and the steps that fit. The 1.9: on 2026-11-27
+# (experiments/results/device_h100_2026-11-27c/) the full runs side by side took 1.4x (flow, 12 blocks) and 1.9x (AR)
+# the probes' step times, so both were stopped by the deadline before their schedules ended.
+steps_for() {
   python3 -c "
 import json; rows = [json.loads(l) for l in open('$1/log.jsonl') if '\"loss\"' in l]
 s = (rows[-1]['time'] - rows[0]['time']) / (rows[-1]['step'] - rows[0]['step'])
-print(max(100, int(($DEADLINE - $SECONDS - 60) / s)), round(s, 4))" 2>/dev/null || echo "1000 unknown"
+print(max(100, int(($DEADLINE - $SECONDS - 60) / (1.9 * s))), round(s, 4))" 2>/dev/null || echo "1000 unknown"
 }
 read STEPS_A SA <<< "$(steps_for runs/probe_a)"; read STEPS_B SB <<< "$(steps_for runs/probe_b)"
 echo "at $SECONDS s: A $SA s/step -> $STEPS_A steps; B $SB s/step -> $STEPS_B steps" | tee -a $L/plan.txt
@@ -71,11 +74,12 @@ if not src.exists():  # stopped early: the last checkpoint, with its EMA weights
     src = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
 model = load_trained(generator_class(yaml.safe_load((run / "config.yaml").read_text())["model"]["generator"]), src)
 t = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-total, seen, parts = sum(v.numel() * 4 for v in t.values()), 0, ({}, {})
+parts, size = [{}], 0
 for k in sorted(t):
-    parts[seen >= total / 2][k] = t[k]
-    seen += t[k].numel() * 4
-for name, part in zip("ab", parts):
+    if size and size + t[k].numel() * 4 > 15 * 2 ** 20:
+        parts, size = parts + [{}], 0
+    parts[-1][k], size = t[k], size + t[k].numel() * 4
+for name, part in zip("abcdefgh", parts):
     save_file(part, str(out / f"weights_{name}.safetensors"))
 model.save_config(str(out))
 print(run.name, "weights from", src)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Turn what pair_gpu.sh returns for one run (config.json and its EMA weights split in two files, since one returned
-file may hold at most 16 MiB) back into that run's ``final`` folder, which ``make_pretrained.py --candidate`` reads.
+"""Turn what pair_gpu.sh returns for one run (config.json and its EMA weights split in files
+weights_a, weights_b, ..., since one returned file may hold at most 16 MiB) back into that run's ``final`` folder, which ``make_pretrained.py --candidate`` reads.
 
     python experiments/device/unpack_weights.py /work/.device/1/masked_shapes_gpu runs/masked_shapes_gpu/final
 """
@@ -18,11 +18,14 @@ def main() -> None:
     args = parser.parse_args()
     from safetensors.torch import load_file, save_file
 
-    parts = [load_file(str(args.returned / f"weights_{name}.safetensors")) for name in "ab"]
-    if set(parts[0]) & set(parts[1]):
-        raise SystemExit(f"{args.returned}: the two weight files share keys; not a split written by pair_gpu.sh")
+    files = sorted(args.returned.glob("weights_?.safetensors"))
+    if not files:
+        raise SystemExit(f"{args.returned}: no weights_?.safetensors (the device did not return the weights)")
+    parts = [load_file(str(f)) for f in files]
+    if sum(len(p) for p in parts) != len(set().union(*parts)):
+        raise SystemExit(f"{args.returned}: the weight files share keys; not a split written by pair_gpu.sh")
     args.final.mkdir(parents=True, exist_ok=True)
-    save_file({**parts[0], **parts[1]}, str(args.final / "diffusion_pytorch_model.safetensors"))
+    save_file({k: v for p in parts for k, v in p.items()}, str(args.final / "diffusion_pytorch_model.safetensors"))
     shutil.copy(args.returned / "config.json", args.final / "config.json")
     print(f"{args.final}: {sum(len(p) for p in parts)} tensors")
 
