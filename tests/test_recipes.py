@@ -37,7 +37,7 @@ def make_pretrained(load_script):
 
 def test_there_are_recipes_to_check():
     assert len(RECIPES) == 9 and len(STAGES) >= 18
-    assert sum(map(_is_generator, STAGES)) == 12  # masked 3, autoregressive 3, flow 6
+    assert sum(map(_is_generator, STAGES)) == 13  # masked 3, autoregressive 4, flow 6
 
 
 @pytest.mark.parametrize("path", STAGES, ids=lambda p: str(p.relative_to(ROOT / "configs")))
