@@ -70,8 +70,8 @@ FLOW_SHIFT_SWEEP = "experiments/results/ship_flow_shift_192.json"
 CONTEXT_SWEEPS = {"masked": "experiments/results/sweep_context_shipped.json (12 steps) and "
                             "experiments/results/sweep_context_masked_4steps.json (the shipped 4 steps)",
                   "flow": "experiments/results/sweep_context_shipped.json",
-                  "autoregressive": "experiments/results/sweep_context_shipped.json and "
-                                    "experiments/results/sweep_context_autoregressive_long.json"}
+                  "autoregressive": "experiments/results/sweep_context_autoregressive_story_gpu.json (context 1) "
+                                    "and experiments/results/sweep_context_autoregressive_stage4.json (2 and 3)"}
 
 
 def _config(path: str) -> dict:
