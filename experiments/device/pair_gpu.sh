@@ -79,6 +79,8 @@ for k in sorted(t):
     if size and size + t[k].numel() * 4 > 15 * 2 ** 20:
         parts, size = parts + [{}], 0
     parts[-1][k], size = t[k], size + t[k].numel() * 4
+if len(parts) > 8:  # never drop a part silently; the device returns at most 8 files in all (files_left_out names
+    raise SystemExit(f"{run.name}: {len(parts)} weight files of <= 15 MiB; the device returns at most 8")  # the rest)
 for name, part in zip("abcdefgh", parts):
     save_file(part, str(out / f"weights_{name}.safetensors"))
 model.save_config(str(out))

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Turn what pair_gpu.sh returns for one run (config.json and its EMA weights split in files
-weights_a, weights_b, ..., since one returned file may hold at most 16 MiB) back into that run's ``final`` folder, which ``make_pretrained.py --candidate`` reads.
+"""Turn what pair_gpu.sh returns for one run (config.json and its EMA weights split in files weights_a, weights_b,
+..., since one returned file may hold at most 16 MiB) back into that run's ``final`` folder, which
+``make_pretrained.py --candidate`` reads.
 
     python experiments/device/unpack_weights.py /work/.device/1/masked_shapes_gpu runs/masked_shapes_gpu/final
 """
@@ -22,12 +23,13 @@ def main() -> None:
     if not files:
         raise SystemExit(f"{args.returned}: no weights_?.safetensors (the device did not return the weights)")
     parts = [load_file(str(f)) for f in files]
-    if sum(len(p) for p in parts) != len(set().union(*parts)):
+    weights = {k: v for p in parts for k, v in p.items()}
+    if len(weights) != sum(len(p) for p in parts):
         raise SystemExit(f"{args.returned}: the weight files share keys; not a split written by pair_gpu.sh")
     args.final.mkdir(parents=True, exist_ok=True)
-    save_file({k: v for p in parts for k, v in p.items()}, str(args.final / "diffusion_pytorch_model.safetensors"))
+    save_file(weights, str(args.final / "diffusion_pytorch_model.safetensors"))
     shutil.copy(args.returned / "config.json", args.final / "config.json")
-    print(f"{args.final}: {sum(len(p) for p in parts)} tensors")
+    print(f"{args.final}: {len(weights)} tensors")
 
 
 if __name__ == "__main__":
