@@ -61,31 +61,7 @@ kill $TESTS 2>/dev/null; wait $TESTS 2>/dev/null
 for run in $RUN_A $RUN_B; do
   name=$(basename $run); mkdir -p $OUT/$name
   cp $run/log.jsonl $L/$name.jsonl 2>/dev/null; cp $run/config.yaml $L/$name.yaml 2>/dev/null
-  python3 - $run $OUT/$name <<'PY' >> $L/plan.txt 2>&1
-import sys
-from pathlib import Path
-from safetensors.torch import save_file
-import yaml
-from vidgen.generators import generator_class
-from vidgen.training.checkpoint import load_trained
-run, out = Path(sys.argv[1]), Path(sys.argv[2])
-src = run / "final"
-if not src.exists():  # stopped early: the last checkpoint, with its EMA weights
-    src = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-model = load_trained(generator_class(yaml.safe_load((run / "config.yaml").read_text())["model"]["generator"]), src)
-t = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-parts, size = [{}], 0
-for k in sorted(t):
-    if size and size + t[k].numel() * 4 > 15 * 2 ** 20:
-        parts, size = parts + [{}], 0
-    parts[-1][k], size = t[k], size + t[k].numel() * 4
-if len(parts) > 8:  # never drop a part silently; the device returns at most 8 files in all (files_left_out names
-    raise SystemExit(f"{run.name}: {len(parts)} weight files of <= 15 MiB; the device returns at most 8")  # the rest)
-for name, part in zip("abcdefgh", parts):
-    save_file(part, str(out / f"weights_{name}.safetensors"))
-model.save_config(str(out))
-print(run.name, "weights from", src)
-PY
+  python3 experiments/device/export_weights.py $run $OUT/$name >> $L/plan.txt 2>&1
 done
 for p in probe_alone probe_a probe_b; do cp runs/$p/log.jsonl $L/$p.jsonl 2>/dev/null; done
 tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $L
