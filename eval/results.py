@@ -5,6 +5,7 @@ count and load at the start, and the date. README tables are generated from thes
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -35,3 +36,15 @@ def write_result(path: str | Path, payload: dict, command: str | None = None, th
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     os.replace(tmp, path)  # a reader never sees half a file
     return path
+
+
+def weights_digest(folder: str | Path) -> str:
+    """A short SHA-256 over every ``*.safetensors`` file under ``folder`` (their relative paths and bytes): which
+    weights a read ran on, so a results file can be matched to the pipeline folder that ships."""
+    folder, digest = Path(folder), hashlib.sha256()
+    files = sorted(folder.rglob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"weights_digest: no *.safetensors under {folder}")
+    for f in files:
+        digest.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]

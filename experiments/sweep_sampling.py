@@ -31,7 +31,7 @@ from vidgen.demo.run import NUM_FRAMES, PIPELINES, SIZE, fvd_against, generate, 
 from vidgen.metrics.adherence import AttributeScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/results.py
-from results import write_result  # noqa: E402
+from results import weights_digest, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -100,6 +100,7 @@ def main(argv=None) -> int:
         print(f"{json.dumps(sampling):60s} {groups}{fvd}  {seconds:.2f} s/video\n    motion right: {right}", flush=True)
     out = Path(args.out or f"experiments/results/sampling_sweep_{args.pipeline}.json")
     write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed,
+                       "weights_sha256": weights_digest(Path(args.pretrained) / PIPELINES[args.pipeline]),
                        "motions": motions or "all",
                        "tokenizer": args.tokenizer or "the pipeline's own", "precision": pipe.precision,
                        "rows": rows},

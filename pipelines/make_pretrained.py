@@ -45,6 +45,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from vidgen.pipelines.registry import PIPELINE_REGISTRY  # noqa: E402
 from vidgen.training.release import run_summary, store_half  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/results.py
+from results import weights_digest, write_result  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
 # artifact -> its folder in the pipelines that ship it
@@ -424,9 +427,15 @@ def pipeline_card(name: str, folder: Path) -> str:
         f"shifts: {FLOW_SHIFT_SWEEP})" if name == "flow" else ""
     tuned = SWEEPS / f"sampling_sweep_{name}.json"  # a sweep of the shipped model on tuning_prompts
     sweeps = sorted(p.name for p in EXPERIMENT_RESULTS.glob(f"sampling_sweep_{name}*.json"))
-    if tuned.exists():
+    check = json.loads(tuned.read_text()).get("check", {}) if tuned.exists() else {}
+    if tuned.exists() and check.get("weights_sha256") == weights_digest(folder):
         how = ("swept with `experiments/sweep_sampling.py` on this model and tuning prompts (seen pairs only, no "
-               f"caption of the evaluation set): {tuned.relative_to(ROOT).as_posix()}")
+               f"caption of the evaluation set): {tuned.relative_to(ROOT).as_posix()}; a read of the chosen setting "
+               f"on this folder's weights (digest {check['weights_sha256']}, {check['file']}) repeats its row exactly")
+    elif tuned.exists():
+        how = ("swept with `experiments/sweep_sampling.py` on tuning prompts (seen pairs only, no caption of the "
+               f"evaluation set), on weights other than this folder's (no read on them repeats the sweep): "
+               f"{tuned.relative_to(ROOT).as_posix()}")
     elif sweeps:
         how = ("chosen with `experiments/sweep_sampling.py` on an earlier model and an older tuning set (seed 1; it "
                "shares some captions and every held-out pair with the evaluation, issue #34): "
@@ -502,8 +511,6 @@ def main(argv: list[str] | None = None) -> int:
 def record_wall_time(minutes: float, jobs: int) -> None:
     """Write this rebuild's wall time (train + assemble + evaluate + cards) with the machine it ran on. A resumed
     rebuild (runs already finished) records only what it ran, and says so."""
-    sys.path.insert(0, str(ROOT / "eval"))
-    from results import write_result
     write_result(WALL_TIME, {"wall_time_min": minutes, "jobs": jobs, "from_scratch": not RUN_STARTED_DONE,
                              "already_finished_at_start": RUN_STARTED_DONE})
 
