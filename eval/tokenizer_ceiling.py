@@ -35,12 +35,14 @@ TOKENIZERS = {"fsq (masked, autoregressive)": "shapes-masked/vqvae", "vae (flow)
 
 
 def score(scorer, videos, expected) -> dict:
-    """The scorer's adherence, motion confusions and, per shape, how many rotating clips still turn; beside them the
-    colour+motion of the silhouette test alone (the scorer before its turn test)."""
+    """The scorer's adherence, motion and shape confusions and, per shape, how many rotating clips still turn; beside
+    them the colour+motion of the silhouette test alone (the scorer before its turn test)."""
     detected = [scorer(v) for v in videos]
     result = adherence(detected, expected)
     confusions = collections.Counter(f"{e['motion']} -> {d.motion}" for d, e in zip(detected, expected)
                                      if d.motion != e["motion"])
+    shapes = collections.Counter(f"{e['shape']} -> {d.shape}" for d, e in zip(detected, expected)
+                                 if d.shape != e["shape"])
     asked, kept = collections.Counter(), collections.Counter()
     for d, e in zip(detected, expected):
         if e["motion"] == "rotate":
@@ -48,6 +50,7 @@ def score(scorer, videos, expected) -> dict:
             kept[e["shape"]] += d.motion == "rotate"
     strict = scorer.silhouette_only()
     return {**result, "motion_confusions": dict(confusions.most_common()),
+            "shape_confusions": dict(shapes.most_common()),
             "turns_kept_by_shape": {shape: f"{kept[shape]}/{n}" for shape, n in sorted(asked.items())},
             "color_motion_silhouette_only": adherence([strict(v) for v in videos], expected)["color_motion"]}
 

@@ -752,7 +752,8 @@ CASES: list[Case] = [
     Case("sampling_config/unknown-key", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_key", '{"guidance": 3.0}'), ConfigError,
          r"sc_key/sampling_config\.json: key 'guidance' is not a keyword argument of FlowVideoPipeline\.__call__; "
-         r"remove it \(the settings are \['context_frames', 'guidance_scale', 'num_inference_steps'\]\)"),
+         r"remove it \(the settings are \['context_frames', 'guidance_interval', 'guidance_scale', "
+         r"'num_inference_steps'\]\)"),
     Case("sampling_config/input-not-setting", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_input", '{"prompt": "a red circle"}'), ConfigError,
          r"sc_input/sampling_config\.json: key 'prompt' is an input of FlowVideoPipeline\.__call__, not a sampling "
@@ -775,6 +776,10 @@ CASES: list[Case] = [
          lambda env: _load_with_sampling_config(env, "sc_neg", '{"guidance_scale": -3.0}'), ConfigError,
          r"sc_neg/sampling_config\.json: key 'guidance_scale': guidance_scale must be a number >= 0, got -3\.0; "
          r"correct the value"),
+    Case("sampling_config/guidance-interval-above-one", "pipeline_folder",
+         lambda env: _load_with_sampling_config(env, "sc_gi", '{"guidance_interval": [0.3, 1.5]}'), ConfigError,
+         r"sc_gi/sampling_config\.json: key 'guidance_interval': guidance_interval must be None or a \(low, high\) "
+         r"pair with 0 <= low < high <= 1 .*got \[0\.3, 1\.5\]"),
     Case("sampling_config/steps-float", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_float", '{"num_inference_steps": 12.5}'), ConfigError,
          r"sc_float/sampling_config\.json: key 'num_inference_steps': num_inference_steps must be an int >= 1"),
@@ -878,6 +883,11 @@ CASES: list[Case] = [
          r"num_frames must be an int >= 1, got 0"),
     Case("pipeline/nan-guidance", "pipeline", lambda env: env.run_pipe(guidance_scale=float("nan")), InvalidInputError,
          r"guidance_scale must be a number >= 0, got nan"),
+    Case("pipeline/guidance-interval-reversed", "pipeline", lambda env: env.run_pipe(guidance_interval=(0.8, 0.2)),
+         InvalidInputError, r"guidance_interval must be None or a \(low, high\) pair with 0 <= low < high <= 1 "
+         r"\(the noise levels where guidance applies\), got \(0\.8, 0\.2\)"),
+    Case("pipeline/guidance-interval-one-number", "pipeline", lambda env: env.run_pipe(guidance_interval=0.5),
+         InvalidInputError, r"guidance_interval must be None or a \(low, high\) pair .* got 0\.5"),
     Case("pipeline/nan-latents", "pipeline", lambda env: env.run_pipe(latents=_nan((1, 4, 2, 2, 2))),
          InvalidInputError, r"latents must be a finite float tensor \(starting noise\), got dtype torch\.float32 with "
          r"NaN or Inf values"),

@@ -19,6 +19,7 @@ def test_ceiling_on_tuning_prompts_scores_real_clips_and_round_trips(load_script
     real = rows["real clips"]
     assert real["seen"]["n"] == 6 and "held_out" not in real  # tuning never scores a held-out pair
     assert real["color_motion"] == 1.0 and real["motion_confusions"] == {}  # the scorer reads real clips right
+    assert real["shape"] == 1.0 and real["shape_confusions"] == {}
     for row in rows.values():
         assert row["seen"]["color_motion"] == row["color_motion"]
 

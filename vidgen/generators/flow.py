@@ -260,9 +260,21 @@ def check_latents_input(model: DiffusionVideoTransformer, latents, shape) -> Non
                                 f"{'' if not latents.is_floating_point() else ' with NaN or Inf values'}")
 
 
+def check_guidance_interval(interval) -> None:
+    """None (guide every step), or ``(low, high)`` with ``0 <= low < high <= 1``: CFG only at the steps whose noise
+    level (timestep / the scheduler's ``num_train_timesteps``) lies in ``(low, high]``; the others sample the
+    conditional prediction alone (guidance 1)."""
+    pair = isinstance(interval, (tuple, list)) and len(interval) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
+    if interval is not None and not (pair and 0 <= interval[0] < interval[1] <= 1):
+        raise InvalidInputError(f"guidance_interval must be None or a (low, high) pair with 0 <= low < high <= 1 (the "
+                                f"noise levels where guidance applies), got {interval!r}")
+
+
 #: the options of :func:`generate_latents` a caller tunes, each with its check (the pipeline's ``check_inputs`` and
 #: its ``sampling_config.json`` use the same checks)
-OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance}
+OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
+                 "guidance_interval": check_guidance_interval}
 
 
 def check_generate_latents(model: DiffusionVideoTransformer, *, scheduler, grid, batch: int,
@@ -291,7 +303,8 @@ def check_generate_latents(model: DiffusionVideoTransformer, *, scheduler, grid,
 @torch.no_grad()
 def generate_latents(model: DiffusionVideoTransformer, cond: Optional[Conditioning] = None, *, scheduler, grid,
                      batch: int, negative: Optional[Conditioning] = None, guidance_scale: float = 1.0,
-                     num_inference_steps: int = 25, generator: Optional[torch.Generator] = None,
+                     guidance_interval: Optional[tuple] = None, num_inference_steps: int = 25,
+                     generator: Optional[torch.Generator] = None,
                      latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
                      given_mask: Optional[torch.Tensor] = None,
                      callback: Optional[Callable[[int, torch.Tensor, dict], Optional[dict]]] = None,
@@ -301,15 +314,17 @@ def generate_latents(model: DiffusionVideoTransformer, cond: Optional[Conditioni
     in bf16 under autocast or with bf16 weights). ``compile=True``: the model call through ``torch.compile``
     (:mod:`vidgen.generators.compiled`; the first call of a shape compiles).
 
-    CFG is one batched pass over ``[negative-or-null; cond]``. ``given_mask`` (B, t) keeps the frames of
+    CFG is one batched pass over ``[negative-or-null; cond]``; ``guidance_interval`` ``(low, high)`` applies it only at
+    noise levels in ``(low, high]`` (:func:`check_guidance_interval`). ``given_mask`` (B, t) keeps the frames of
     ``given_latents`` exactly (they enter every step clean, as in training). ``callback(i, t, {"latents": ...})``
     may return a dict replacing ``latents``. Checks everything (:func:`check_generate_latents`), then runs
     :func:`generate_latents_unchecked`."""
     check_generate_latents(model, scheduler=scheduler, grid=grid, batch=batch, latents=latents,
                            given_latents=given_latents, given_mask=given_mask, guidance_scale=guidance_scale,
-                           num_inference_steps=num_inference_steps)
+                           guidance_interval=guidance_interval, num_inference_steps=num_inference_steps)
     return generate_latents_unchecked(model, cond, scheduler=scheduler, grid=grid, batch=batch, negative=negative,
-                                      guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                                      guidance_scale=guidance_scale, guidance_interval=guidance_interval,
+                                      num_inference_steps=num_inference_steps,
                                       generator=generator, latents=latents, given_latents=given_latents,
                                       given_mask=given_mask, callback=callback, progress=progress, compile=compile)
 
@@ -320,7 +335,8 @@ def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[
                                num_inference_steps: int, generator: Optional[torch.Generator],
                                latents: Optional[torch.Tensor], given_latents: Optional[torch.Tensor],
                                given_mask: Optional[torch.Tensor], callback: Optional[Callable] = None,
-                               progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
+                               progress: Optional[Callable] = None, compile: bool = False,
+                               guidance_interval: Optional[tuple] = None) -> torch.Tensor:
     """:func:`generate_latents` without its checks, for callers that ran them once (the pipeline's
     ``check_inputs``)."""
     dev, dtype = model.device, torch.float32  # the ODE state: fp32 (a bf16 state would round every Euler step)
@@ -346,8 +362,10 @@ def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[
         if hasattr(scheduler, "scale_model_input"):  # DDPM-family schedulers; flow matching has none
             x_in = scheduler.scale_model_input(x_in, t)
         out = call(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample.float()
-        if doubled:
-            out = apply_cfg(out, scale())
+        if doubled:  # outside the guidance interval the conditional prediction alone (guidance 1)
+            low, high = guidance_interval or (-1.0, 1.0)
+            guided = guidance_interval is None or low < float(t) / scheduler.config.num_train_timesteps <= high
+            out = apply_cfg(out, scale()) if guided else out.chunk(2)[1]
         latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
         if keep is not None:
             latents = torch.where(keep, given_latents.to(dev, dtype), latents)

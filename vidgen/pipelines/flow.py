@@ -25,7 +25,7 @@ class FlowVideoPipeline(VideoPipelineBase):
     video_tokenizer_name = "vae"
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ("latents",)
-    sampling_defaults = {"num_inference_steps": 25, "guidance_scale": 4.0}
+    sampling_defaults = {"num_inference_steps": 25, "guidance_scale": 4.0, "guidance_interval": None}
     option_checks = OPTION_CHECKS
     frame_axis = 2  # latents (B, C, t, h, w)
     # stories, the class default (a folder's sampling_config.json carries the value measured on its own model): 1
@@ -66,8 +66,10 @@ class FlowVideoPipeline(VideoPipelineBase):
                  conditioning_latent_indices: Optional[Sequence[int]] = None, output_type: str = "np",
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
-                 decode_chunk_frames: Optional[int] = None, context_frames: Optional[int] = None):
-        """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale. A ``prompt`` dict
+                 decode_chunk_frames: Optional[int] = None, context_frames: Optional[int] = None,
+                 guidance_interval: Optional[tuple] = SAMPLING_DEFAULT):
+        """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale. ``guidance_interval``
+        ``(low, high)``: guidance only at noise levels in ``(low, high]``. A ``prompt`` dict
         ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`)."""
         # 0. long videos and stories: chunk by chunk (vidgen.pipelines.story)
@@ -75,13 +77,15 @@ class FlowVideoPipeline(VideoPipelineBase):
             return self._story_call(
                 prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, context_frames,
                 output_type, return_dict,
-                settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale),
+                settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                              guidance_interval=guidance_interval),
                 unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
                                  negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
                                  conditioning_latent_indices=conditioning_latent_indices,
                                  callback_on_step_end=callback_on_step_end))
         # 1. settings the caller left out come from sampling_config; check every input once
-        s = self.resolve_settings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        s = self.resolve_settings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                  guidance_interval=guidance_interval)
         self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
                           num_frames=num_frames, height=height, width=width,
