@@ -55,39 +55,40 @@ class FromLevel:
         return self.inner.step(*args, **kwargs)
 
 
+def encoded(pipe, video: torch.Tensor) -> torch.Tensor:
+    """A real clip (3, T, H, W) through the pipeline's tokenizer: flow's latents (1, C, t, h, w) in fp32, or the ids."""
+    tokenizer, model = pipe.video_tokenizer, pipe.transformer
+    with torch.no_grad():
+        x = model.encode_videos(tokenizer, video[None].to(model.device, tokenizer.dtype))
+    return x.float() if x.is_floating_point() else x
+
+
+def decoded(pipe, x: torch.Tensor) -> torch.Tensor:
+    """Latents or ids of one clip -> the video (3, T, H, W) in [-1, 1]."""
+    with torch.no_grad():
+        return pipe.transformer.decode_videos(pipe.video_tokenizer, x, NUM_FRAMES, SIZE, SIZE)[0].float().clamp(-1, 1)
+
+
 @torch.no_grad()
-def renoised(pipe, video: torch.Tensor, caption: str, level: float, steps: int, guidance: float,
-             seed: int) -> torch.Tensor:
-    """The clip (3, T, H, W) noised to ``level`` and denoised by the pipeline's sampler -> (3, T, H, W) in [-1, 1]."""
-    model = pipe.transformer
-    x0 = model.encode_videos(pipe.vae, video[None].to(model.device, model.dtype)).float()  # (1, C, t, h, w)
-    if level == 0:
-        return model.decode_videos(pipe.vae, x0, NUM_FRAMES, SIZE, SIZE)[0].float().clamp(-1, 1)
+def renoised(pipe, x0: torch.Tensor, cond, level: float, steps: int, guidance: float, seed: int) -> torch.Tensor:
+    """Flow latents ``x0`` noised to ``level`` > 0 and denoised by the pipeline's sampler under ``cond``."""
     scheduler = FromLevel(pipe.scheduler, level)
     sigma = scheduler.set_timesteps(steps)  # the sampler's own grid: start where it would be at this level
     g = make_generator(seed, "probe/renoise-noise", 0)
     x = (1 - sigma) * x0 + sigma * torch.randn(x0.shape, generator=g)
-    cond = pipe.encode_prompt([caption])
-    x = generate_latents_unchecked(model, cond, scheduler=scheduler, grid=tuple(x0.shape[2:]), batch=1,
-                                   negative=None, guidance_scale=guidance, num_inference_steps=steps,
-                                   generator=g, latents=x, given_latents=None, given_mask=None)
-    return model.decode_videos(pipe.vae, x, NUM_FRAMES, SIZE, SIZE)[0].float().clamp(-1, 1)
+    return generate_latents_unchecked(pipe.transformer, cond, scheduler=scheduler, grid=tuple(x0.shape[2:]), batch=1,
+                                      negative=None, guidance_scale=guidance, num_inference_steps=steps,
+                                      generator=g, latents=x, given_latents=None, given_mask=None)
 
 
 @torch.no_grad()
-def remasked(pipe, video: torch.Tensor, caption: str, level: float, seed: int, **options) -> torch.Tensor:
-    """The clip's tokens with a random fraction ``level`` of positions masked, filled in by the pipeline."""
-    model = pipe.transformer
-    ids = model.encode_videos(pipe.vqvae, video[None].to(model.device, pipe.vqvae.dtype))  # (1, t, h, w)
-    g = make_generator(seed, "probe/remask-positions", 0)
-    order = torch.randperm(ids.numel(), generator=g)
+def remasked(pipe, ids: torch.Tensor, caption: str, level: float, seed: int, **options) -> torch.Tensor:
+    """Masked ids (1, t, h, w) with a random fraction ``level`` > 0 of positions masked, filled in by the pipeline."""
+    order = torch.randperm(ids.numel(), generator=make_generator(seed, "probe/remask-positions", 0))
     flat = ids.reshape(-1).clone()
-    flat[order[:round(level * ids.numel())]] = model.mask_token_id
-    if level < 1e-9:
-        return model.decode_videos(pipe.vqvae, ids, NUM_FRAMES, SIZE, SIZE)[0].float().clamp(-1, 1)
-    out = pipe(prompt=[caption], latents=flat.reshape(ids.shape), num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
-               generator=make_generator(seed, "probe/remask-sampling", 0), output_type="latent", **options).frames
-    return model.decode_videos(pipe.vqvae, out, NUM_FRAMES, SIZE, SIZE)[0].float().clamp(-1, 1)
+    flat[order[:round(level * ids.numel())]] = pipe.transformer.mask_token_id
+    return pipe(prompt=[caption], latents=flat.reshape(ids.shape), num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
+                generator=make_generator(seed, "probe/remask-sampling", 0), output_type="latent", **options).frames
 
 
 def main(argv=None) -> int:
@@ -132,9 +133,12 @@ def main(argv=None) -> int:
             row = {"caption": p.caption, "seed": p.seed}
             first = p.attributes.shape not in sheet  # this shape's first prompt: its frames go on the sheet
             frames = sheet.setdefault(p.attributes.shape, [video[:, NUM_FRAMES // 2]]) if first else None
+            x0 = encoded(pipe, video)  # once per clip; s = 0 decodes it as it is (the round trip)
+            cond = pipe.encode_prompt([p.caption]) if args.pipeline == "flow" else None
             for s in levels:
-                out = renoised(pipe, video, p.caption, s, steps, guidance, p.seed) if args.pipeline == "flow" \
-                    else remasked(pipe, video, p.caption, s, p.seed, **options)
+                x = x0 if s == 0 else renoised(pipe, x0, cond, s, steps, guidance, p.seed) \
+                    if args.pipeline == "flow" else remasked(pipe, x0, p.caption, s, p.seed, **options)
+                out = decoded(pipe, x)
                 d = scorer(out)
                 if frames is not None:
                     frames.append(out[:, NUM_FRAMES // 2])

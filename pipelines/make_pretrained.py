@@ -45,10 +45,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from vidgen.pipelines.registry import PIPELINE_REGISTRY  # noqa: E402
 from vidgen.training.release import run_summary, store_half  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/results.py
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "eval"))  # eval/results.py
 from results import weights_digest, write_result  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = "configs"
 # artifact -> its folder in the pipelines that ship it
 SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae", "shapes-vae4": "vae"}

@@ -11,8 +11,8 @@
 set -u
 DEADLINE=${DEADLINE:-170}; STEP_S=${STEP_S:?seconds a step alone, from an earlier log}
 RUN_CFG=${CFG:?set CFG to a generator config}
-source experiments/device/setup.sh  # wheels, environment, $L, $T, machine.txt (it sets CFG too: RUN_CFG keeps ours)
-RUN=$(python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$RUN_CFG")
+source experiments/device/setup.sh  # $L, $T, run_dir, export_run (it sets CFG too: RUN_CFG keeps ours)
+RUN=$(run_dir $RUN_CFG)
 TRAIN="python3 experiments/device/train_offline_text.py --table $T"
 timeout 120 $TRAIN --config $RUN_CFG run_dir=runs/encode_only steps=1 log_every=1 ckpt_every=100000 ${EXTRA:-} > $L/encode.log 2>&1
 echo "encode exit $? at $SECONDS s" >> $L/plan.txt
@@ -20,8 +20,6 @@ STEPS=$(python3 -c "print(max(100, int(($DEADLINE - $SECONDS - 25) / $STEP_S)))"
 echo "at $SECONDS s: $STEPS steps at $STEP_S s/step" >> $L/plan.txt
 timeout $((DEADLINE - SECONDS - 12)) $TRAIN --config $RUN_CFG steps=$STEPS ckpt_every=250 ${EXTRA:-} > $L/train.log 2>&1
 echo "train exit $? at $SECONDS s" >> $L/plan.txt
-name=$(basename $RUN); mkdir -p $OUT/$name
-cp $RUN/log.jsonl $L/$name.jsonl 2>/dev/null; cp $RUN/config.yaml $L/$name.yaml 2>/dev/null
-python3 experiments/device/export_weights.py $RUN $OUT/$name >> $L/plan.txt 2>&1
+export_run $RUN
 echo "exported at $SECONDS s" >> $L/plan.txt
 tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $L

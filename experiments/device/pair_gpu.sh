@@ -18,8 +18,7 @@
 set -u
 DEADLINE=${DEADLINE:-550}
 CFG_A=${CFG_A:?set CFG_A and CFG_B to two generator configs}; CFG_B=${CFG_B:?set CFG_A and CFG_B to two generator configs}
-source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, $CUDA_TESTS, machine.txt
-run_dir() { python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$1"; }
+source experiments/device/setup.sh  # wheels, environment, $L, $T, $CFG, $CUDA_TESTS, machine.txt, run_dir, export_run
 RUN_A=$(run_dir $CFG_A); RUN_B=$(run_dir $CFG_B)
 TRAIN="python3 experiments/device/train_offline_text.py --table $T"
 
@@ -58,10 +57,6 @@ echo "train B exit $? at $SECONDS s" >> $L/plan.txt
 wait $A; echo "train A exit $? at $SECONDS s" >> $L/plan.txt
 kill $TESTS 2>/dev/null; wait $TESTS 2>/dev/null
 
-for run in $RUN_A $RUN_B; do
-  name=$(basename $run); mkdir -p $OUT/$name
-  cp $run/log.jsonl $L/$name.jsonl 2>/dev/null; cp $run/config.yaml $L/$name.yaml 2>/dev/null
-  python3 experiments/device/export_weights.py $run $OUT/$name >> $L/plan.txt 2>&1
-done
+export_run $RUN_A; export_run $RUN_B
 for p in probe_alone probe_a probe_b; do cp runs/$p/log.jsonl $L/$p.jsonl 2>/dev/null; done
 tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $L

@@ -1,7 +1,8 @@
 # Sourced by the device scripts (pair_gpu.sh, cuda_tests.sh) on the lent GPU machine, from the repository root:
 # installs the carried wheels (.whl), sets the environment, and records the machine in $L/machine.txt.
 # Sets L (the log folder under $OUT), T (the carried text table), CFG (the flow GPU config) and CUDA_TESTS (the test
-# files with CUDA-only paths).
+# files with CUDA-only paths); defines run_dir (a config's run folder) and export_run (a run's log, config and EMA
+# weights into $L and $OUT/<run>).
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
@@ -12,3 +13,9 @@ CUDA_TESTS="tests/test_attention_triton.py tests/test_attention_bf16.py tests/te
   tests/test_device_placement.py"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } > $L/machine.txt 2>&1
+run_dir() { python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$1"; }
+export_run() {  # $1: a run folder; its log and config go to $L, its EMA weights (export_weights.py) to $OUT/<name>
+  local name; name=$(basename $1); mkdir -p $OUT/$name
+  cp $1/log.jsonl $L/$name.jsonl 2>/dev/null; cp $1/config.yaml $L/$name.yaml 2>/dev/null
+  python3 experiments/device/export_weights.py $1 $OUT/$name >> $L/plan.txt 2>&1
+}

@@ -365,8 +365,8 @@ def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[
             x_in = scheduler.scale_model_input(x_in, t)
         out = call(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample.float()
         if doubled:  # outside the guidance interval the conditional prediction alone (guidance 1)
-            low, high = guidance_interval or (-1.0, 1.0)
-            guided = guidance_interval is None or low < float(t) / scheduler.config.num_train_timesteps <= high
+            guided = guidance_interval is None or \
+                guidance_interval[0] < float(t) / scheduler.config.num_train_timesteps <= guidance_interval[1]
             out = apply_cfg(out, scale()) if guided else out.chunk(2)[1]
         latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
         if keep is not None:
