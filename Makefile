@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(PY) -m vidgen.demo --out outputs/demo
 
-# Rebuild pretrained/ from scratch with the shipped configs (about 18 h on 2 cores, estimated: flow's chain between
-# the tokenizers and the evaluation, its GPU-trained last stage included, docs/training.md; resumable: run it again).
+# Rebuild pretrained/ from scratch with the shipped configs (about 28 h on 2 cores, estimated: the autoregressive
+# chain, its GPU-trained stages 3 and 4 run on the CPU, bounds it; docs/training.md; resumable: run it again).
 pretrained: $(STAMP)
 	$(PY) pipelines/make_pretrained.py
 
