@@ -3,7 +3,7 @@ FSQ codes (a 5x16x16 grid = 1280 tokens per 17-frame 64x64 clip, 16 text prefix 
 against the GEMM ceiling measured in the same run (``eval/ceiling.py``).
 
 For each generator (masked, AR), preset (mini, small) and layout (``full``, Latte's ``spatiotemporal``, a local 3D
-``window``; for masked also ``full`` over 1x2x2 patches of ids, 320 backbone tokens): one training step (forward + backward + AdamW, batch 8, as the shapes configs train) and the
+``window``; also ``full`` over 1x2x2 patches of ids, 320 backbone tokens, as both ship): one training step (forward + backward + AdamW, batch 8, as the shapes configs train) and the
 sampling seconds per video (masked: 12 steps with CFG; AR: one token per step with the KV cache, CFG), plus the
 shipped layout at the old 5x8x8 grid (320 tokens) for reference. Precision: fp32, and bf16 autocast where this
 CPU has native bf16 (``avx512_bf16`` or ``amx_bf16``); elsewhere bf16 is emulated and slower than fp32
@@ -36,9 +36,8 @@ CLASSES = {"masked": MaskedVideoTransformer, "ar": AutoregressiveVideoTransforme
 
 def build(kind: str, preset: str, layout: str, grid, window, patch=(1, 1, 1)):
     torch.manual_seed(0)
-    extra = {"patch_size": tuple(patch)} if kind == "masked" else {}
     return CLASSES[kind].from_preset(preset, vocab_size=VOCAB, text_dim=384, max_text_tokens=16, layout=layout,
-                                     window=tuple(window), max_grid=tuple(grid), **extra)
+                                     window=tuple(window), max_grid=tuple(grid), patch_size=tuple(patch))
 
 
 def train_step(kind, preset, layout, grid, args, ceilings, mode, patch) -> dict:
@@ -109,7 +108,7 @@ def main(argv=None) -> int:
     cases = []
     for k in args.kinds:
         cases += [(k, p, lay, tuple(args.grid), one) for p in args.presets for lay in LAYOUTS]
-        cases += [(k, p, "full", tuple(args.grid), patched) for p in args.presets if k == "masked"]
+        cases += [(k, p, "full", tuple(args.grid), patched) for p in args.presets]
         cases += [(k, args.presets[0], "full", tuple(args.reference_grid), one)]
     for kind, preset, layout, grid, patch in cases:
         for mode in modes:
@@ -134,13 +133,13 @@ def main(argv=None) -> int:
 def readme_table(results: dict) -> str:
     """The docs' layout table (``eval/readme_tables.py``, marker ``layouts``): seconds per training step and per
     sampled video, per generator, preset and layout."""
-    lines = ["| generator | preset | layout | ids per clip | backbone tokens | s / training step (batch "
-             f"{results['config']['batch']}) | % of the {results['precisions'][0]} ceiling | s / video |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| generator | preset | layout | ids per clip | backbone tokens | precision | s / training step (batch "
+             f"{results['config']['batch']}) | % of that precision's GEMM ceiling | s / video |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         layout = r["layout"] + ("" if r["patch_size"] == [1, 1, 1] else f", {'x'.join(map(str, r['patch_size']))} ids per token")
         video = f"{r['seconds_per_video']:.2f}" if "seconds_per_video" in r else "–"
-        lines.append(f"| {r['kind']} | `{r['preset']}` | {layout} | {r['ids']} | {r['tokens']} | "
+        lines.append(f"| {r['kind']} | `{r['preset']}` | {layout} | {r['ids']} | {r['tokens']} | {r.get('precision', 'fp32')} | "
                      f"{r['seconds_per_step']:.2f} | {100 * r['fraction_of_ceiling']:.0f} % | {video} |")
     ceil = ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in results["ceilings"].items())
     native = "no native bf16 on this CPU" if results["precisions"] == ["fp32"] else "native bf16"
