@@ -596,6 +596,9 @@ CASES: list[Case] = [
     Case("fvd/channels-last-not-a-bool", "metrics", lambda env: FrechetVideoDistance(channels_last="no"),
          InvalidInputError, r"channels_last must be True \(the fast default\) or False \(the reference layout\), "
                             r"got 'no'"),
+    Case("fid/channels-last-not-a-bool", "metrics", lambda env: FrechetInceptionDistance(channels_last=1),
+         InvalidInputError, r"channels_last must be True \(the fast default\) or False \(the reference layout\), "
+                            r"got 1"),
     Case("fid.preprocess/video-instead-of-images", "metrics", lambda env: preprocess_for_inception(env.x),
          InvalidInputError, r"images must have shape \(N, 3, H, W\), got \(1, 3, 5, 16, 16\)"),
     Case("fid.preprocess/inf", "metrics", lambda env: preprocess_for_inception(_inf((2, 3, H, W))),

@@ -24,6 +24,23 @@ def test_fid_features_have_shape_n_by_2048_and_per_frame_videos_flatten():
     assert torch.equal(frames[0], images[0]) and torch.equal(frames[1], images[1]) and torch.equal(frames[2], images[1])
 
 
+
+def test_fid_channels_last_fast_path_matches_the_contiguous_reference():
+    """FID's default Inception layout (channels_last) against the plain path, on the trained weights and real
+    photographs: the same features to fp32 rounding, and the requested memory format is the one used."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    images = torch.stack([torch.from_numpy(p[:300, :300].copy()) for p in photos]).permute(0, 3, 1, 2)  # uint8
+    fast = FrechetInceptionDistance(channels_last=True, num_threads=1, progress=False)
+    plain = FrechetInceptionDistance(channels_last=False, num_threads=1, progress=False)
+    first = next(p for p in fast.network.parameters() if p.ndim == 4)
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    assert next(p for p in plain.network.parameters() if p.ndim == 4).is_contiguous()
+    reference = plain.features(images)
+    assert reference.abs().max() > 1 and reference.std(dim=0).mean() > 0.1  # trained, and the photos differ
+    torch.testing.assert_close(fast.features(images), reference, atol=1e-4, rtol=1e-4)
+
 @pytest.fixture(scope="module")
 def video_folders(tmp_path_factory):
     from vidgen.data.natural import NaturalClips

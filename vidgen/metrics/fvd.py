@@ -18,7 +18,6 @@ import os
 
 import torch
 
-from vidgen.errors import InvalidInputError
 from vidgen.metrics.frechet import FrechetMetric
 from vidgen.metrics.i3d import FEATURE_NETWORK_ID, INPUT_SIZE, load_i3d
 from vidgen.metrics.preprocess import frames_to_videos, resize_short_side_center_crop, to_signed_unit, videos_to_frames
@@ -45,23 +44,18 @@ class FrechetVideoDistance(FrechetMetric):
     so statistics from either may be compared.
     """
 
-    name, dim = "FVD", 400
+    name, dim, memory_format = "FVD", 400, torch.channels_last_3d
 
     def __init__(self, weights: str | os.PathLike | None = None, batch_size: int = 4, channels_last: bool = True,
                  **kwargs):
-        if not isinstance(channels_last, bool):
-            raise InvalidInputError(f"channels_last must be True (the fast default) or False (the reference layout), "
-                                    f"got {channels_last!r}")
-        self.weights, self.channels_last = weights, channels_last
-        super().__init__(batch_size=batch_size, **kwargs)
+        self.weights = weights
+        super().__init__(batch_size=batch_size, channels_last=channels_last, **kwargs)
 
     def _load_network(self) -> torch.nn.Module:
-        network = load_i3d(self.weights)
-        return network.to(memory_format=torch.channels_last_3d) if self.channels_last else network
+        return load_i3d(self.weights)
 
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        x = preprocess_for_i3d(x)
-        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+        return preprocess_for_i3d(x)
 
     def protocol_base(self) -> dict:
         return {"feature_network": FEATURE_NETWORK_ID, "embedding": "kinetics-400 logits averaged over time (400-d)",
