@@ -40,13 +40,12 @@ FAST_LAYOUT = {"fvd": "channels_last_3d", "fid": "channels_last"}  # metric -> t
 
 
 def gflops_per_clip(metric, frames: int, size: int) -> float:
-    """The network's GFLOP for one clip, after the metric's own preprocessing (FID: every frame is an image)."""
+    """The network's GFLOP for one clip through the metric's own ``features`` (FID: every frame is an image; the
+    resize has no FLOP formula, so only the network's convolutions and matrix products count)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    clip = torch.zeros(1, 3, frames, size, size)
-    inputs = metric._preprocess(metric._as_images(clip) if hasattr(metric, "_as_images") else clip)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        metric.network(inputs)
+    with FlopCounterMode(display=False) as counter:
+        metric.features(torch.zeros(1, 3, frames, size, size))
     return counter.get_total_flops() / 1e9
 
 

@@ -3,11 +3,11 @@ FSQ codes (a 5x16x16 grid = 1280 tokens per 17-frame 64x64 clip, 16 text prefix 
 against the GEMM ceiling measured in the same run (``eval/ceiling.py``).
 
 For each generator (masked, AR), preset (mini, small) and layout (``full``, Latte's ``spatiotemporal``, a local 3D
-``window``; also ``full`` over 1x2x2 patches of ids, 320 backbone tokens, as both ship): one training step (forward + backward + AdamW, batch 8, as the shapes configs train) and the
-sampling seconds per video (masked: 12 steps with CFG; AR: one token per step with the KV cache, CFG), plus the
-shipped layout at the old 5x8x8 grid (320 tokens) for reference. Precision: fp32, and bf16 autocast where this
-CPU has native bf16 (``avx512_bf16`` or ``amx_bf16``); elsewhere bf16 is emulated and slower than fp32
-(``docs/precision.md``), so it is not timed.
+``window``; also ``full`` over 1x2x2 patches of ids, 320 backbone tokens, as both ship): one training step (forward +
+backward + AdamW, batch 8, as the shapes configs train) and the sampling seconds per video (masked: 12 steps with CFG;
+AR: one token per step with the KV cache, CFG), plus the shipped layout at the old 5x8x8 grid (320 tokens) for
+reference. Precision: fp32, and bf16 autocast where this CPU has native bf16 (``avx512_bf16`` or ``amx_bf16``);
+elsewhere bf16 is emulated and slower than fp32 (``docs/precision.md``), so it is not timed.
 
     python eval/bench_layouts.py            # ~10 min on 2 idle cores -> docs/results/bench_layouts.json
     python eval/bench_layouts.py --quick    # smoke run (tiny preset, small grid) -> ..._quick.json
@@ -139,7 +139,7 @@ def readme_table(results: dict) -> str:
     for r in results["rows"]:
         layout = r["layout"] + ("" if r["patch_size"] == [1, 1, 1] else f", {'x'.join(map(str, r['patch_size']))} ids per token")
         video = f"{r['seconds_per_video']:.2f}" if "seconds_per_video" in r else "–"
-        lines.append(f"| {r['kind']} | `{r['preset']}` | {layout} | {r['ids']} | {r['tokens']} | {r.get('precision', 'fp32')} | "
+        lines.append(f"| {r['kind']} | `{r['preset']}` | {layout} | {r['ids']} | {r['tokens']} | {r['precision']} | "
                      f"{r['seconds_per_step']:.2f} | {100 * r['fraction_of_ceiling']:.0f} % | {video} |")
     ceil = ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in results["ceilings"].items())
     native = "no native bf16 on this CPU" if results["precisions"] == ["fp32"] else "native bf16"

@@ -6,22 +6,23 @@ Under autocast a bf16 activation meets ``nn.RMSNorm``'s fp32 weight, so PyTorch 
 and weight ... Cannot dispatch to fused implementation" and runs its composite path (statistics in fp32, output
 cast back to bf16). The alternatives: ``F.rms_norm`` with the weight cast to bf16 (the fused kernel), and the form
 the tokenizers' ``PixelNorm`` uses (fp32 ``vector_norm``, then two bf16 multiplies). For each, at the shapes the
-generators see (one AR decoding step, one flow sampling step, a training batch), the time per call (forward; the
-training shape forward + backward) and the largest error against the fp32 reference on the same bf16 input.
+generators see (one AR decoding step, one flow sampling step, a training batch), the median time per call after three
+warm-up calls (forward; the training shape forward + backward) and the largest error against the fp32 reference on
+the same bf16 input.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-from results import write_result  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eval.bench_generators import timeit  # noqa: E402
+from eval.results import write_result  # noqa: E402
 
 HEAD_DIM, EPS = 64, 1e-6
 # (B, heads, tokens, head_dim): B doubled for CFG when sampling; mini's 3 heads of 64
@@ -46,15 +47,6 @@ def fp32_statistics(x, w):
 
 FORMS = {"nn.RMSNorm (composite, shipped)": composite, "F.rms_norm, bf16 weight (fused)": fused,
          "fp32 statistics, bf16 multiplies (PixelNorm's form)": fp32_statistics}
-
-
-def seconds(call, repeats: int) -> float:
-    for _ in range(3):
-        call()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        call()
-    return (time.perf_counter() - start) / repeats
 
 
 def main(argv=None) -> int:
@@ -85,7 +77,8 @@ def main(argv=None) -> int:
                 def call():
                     with torch.autocast("cpu", torch.bfloat16), torch.no_grad():
                         form(x, weight)
-            s = seconds(call, 10 if train else 2000 if x.numel() < 10_000 else 300)
+            warm_up = lambda: [call() for _ in range(3)]  # noqa: E731
+            _, s = timeit(call, 10 if train else 2000 if x.numel() < 10_000 else 300, warm_up)  # median
             rows.append(dict(case=case, shape=list(shape), form=name, microseconds=s * 1e6, max_error=error))
             print(f"{case:>30} {name:>52}: {s * 1e6:9.1f} us, max error {error:.4f}", flush=True)
     torch.set_num_threads(threads)
