@@ -15,7 +15,7 @@ import yaml
 
 from vidgen.tokenizers import CausalVAE, CausalVQVAE
 from vidgen.training import GeneratorTrainConfig, TrainConfig, load_config
-from vidgen.training.generator_loop import build_generator
+from vidgen.training.generator_task import build_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.parent.name for p in (ROOT / "configs").glob("*/stage1.yaml"))

@@ -138,7 +138,7 @@ def test_resize_baseline_bad_inputs_are_named():
 
 def test_training_on_scenes_evaluates_on_the_val_photographs_never_the_test_ones():
     from vidgen.training.config import DataConfig
-    from vidgen.training.loop import build_datasets
+    from vidgen.training.tokenizer_task import build_datasets
 
     train, evaluation = build_datasets(DataConfig(dataset="scenes", num_frames=3, size=16, num_clips=4, eval_clips=2))
     assert isinstance(train, SceneClips) and train.split == "train" and len(train) == 4

@@ -136,7 +136,7 @@ def test_config_errors_and_overrides(tmp_path):
 def test_schedule_steps_stops_a_run_part_way_down_its_schedule():
     """A run of 2000 steps on a 2500-step schedule sees exactly the learning rates of the first 2000 steps of the
     2500-step run (what a recipe needs to reproduce a run that was stopped early), and ends above the floor."""
-    from vidgen.training.engine import lr_lambda
+    from vidgen.training.trainer import lr_lambda
     stopped = lr_lambda(load_config(None, ["steps=2000", "optim.schedule_steps=2500", "optim.warmup_steps=150"]))
     whole = lr_lambda(load_config(None, ["steps=2500", "optim.warmup_steps=150"]))
     default = lr_lambda(load_config(None, ["steps=2000", "optim.warmup_steps=150"]))

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def install_table(path: Path) -> None:
     from safetensors.torch import load_file
     import vidgen.text
-    import vidgen.training.generator_loop as loop
+    import vidgen.training.generator_task as loop
     t = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}  # stored float16
     row = {c: i for i, c in enumerate(json.loads(path.with_suffix(".json").read_text())["captions"])}
 

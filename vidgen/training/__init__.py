@@ -1,4 +1,4 @@
-"""Tokenizer and generator training: one accelerate loop (:mod:`vidgen.training.engine`) with a step per kind,
+"""Tokenizer and generator training: one accelerate loop (:mod:`vidgen.training.trainer`) with a step per kind,
 losses, 3D PatchGAN discriminator, EMA, atomic checkpoints."""
 from vidgen.training.config import (
     DataConfig,
@@ -10,9 +10,9 @@ from vidgen.training.config import (
     TrainConfig,
     load_config,
 )
-from vidgen.training.engine import StepOutput, TrainingTask, run_training
-from vidgen.training.generator_loop import train_generator
-from vidgen.training.loop import MODEL_BUILDERS, build_model, train
+from vidgen.training.generator_task import train_generator
+from vidgen.training.tokenizer_task import MODEL_BUILDERS, build_model, train
+from vidgen.training.trainer import StepOutput, TrainingTask, run_training
 
 __all__ = [
     "DataConfig",

@@ -24,7 +24,7 @@ EXPERIMENTS_MOVED = "it was an experiment flag, removed from the library in issu
 
 @dataclass
 class ModelConfig:
-    kind: str = "vae"  # key of vidgen.training.loop.MODEL_BUILDERS
+    kind: str = "vae"  # key of vidgen.training.tokenizer_task.MODEL_BUILDERS
     preset: str = "small"
     overrides: dict = field(default_factory=dict)  # constructor kwargs on top of the preset
 
@@ -91,7 +91,7 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """What the shared training loop (:mod:`vidgen.training.engine`) reads, whatever is trained."""
+    """What the shared training loop (:mod:`vidgen.training.trainer`) reads, whatever is trained."""
 
     run_dir: str = "runs/run"
     steps: int = 2000

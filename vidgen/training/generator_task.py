@@ -1,7 +1,7 @@
 """Generator training (accelerate): masked, flow and autoregressive generators on pre-encoded tokens.
 
 Every generator exposes ``loss(x, cond, generator) -> (loss, logs)`` on its own token space (ids or normalized
-latents), so this step has no branch on the generator type. The loop around it is :mod:`vidgen.training.engine`'s,
+latents), so this step has no branch on the generator type. The loop around it is :mod:`vidgen.training.trainer`'s,
 shared with the tokenizer trainer: typed config + overrides, seeded ``(seed, rank, step)`` randomness and a
 resumable sampler (a resumed run is bit-identical), atomic checkpoints with rotation, EMA, tqdm with loss and
 tokens/s, ``log.jsonl``; this module adds periodic sample videos (MP4 + PNG contact sheet) decoded by the video
@@ -19,7 +19,7 @@ from vidgen.errors import ConfigError
 from vidgen.training.checkpoint import copy_weights
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.encode_cache import EncodedDataset, load_or_encode, shapes_class_names
-from vidgen.training.engine import StepOutput, TrainingTask, run_training
+from vidgen.training.trainer import StepOutput, TrainingTask, run_training
 
 CONDITIONING = ("text", "class", "none")
 

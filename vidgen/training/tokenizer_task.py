@@ -4,7 +4,7 @@ Any model with ``reconstruct(x, sample_posterior, generator) -> ReconstructionOu
 ``.bottleneck.loss`` / ``.bottleneck.logs``) and ``last_decoder_layer`` trains here: the bottleneck's own loss
 (KL now; commitment / entropy for quantizers) is added as is, so no branch depends on the model type. This module
 holds the tokenizer's step (reconstruction, perceptual and GAN losses, the discriminator update) and hooks; the loop
-around it (optimizer, resume, EMA, checkpoints, logging) is :mod:`vidgen.training.engine`'s.
+around it (optimizer, resume, EMA, checkpoints, logging) is :mod:`vidgen.training.trainer`'s.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from vidgen.training.checkpoint import copy_weights
 from vidgen.training.config import EXPERIMENTS_MOVED, TrainConfig
 from vidgen.training.data import CachedClips, joint_batch
 from vidgen.training.discriminator import PatchDiscriminator3D
-from vidgen.training.engine import StepOutput, TrainingTask, run_training
 from vidgen.training.losses import (
     PerceptualLoss,
     adaptive_gan_weight,
@@ -27,6 +26,7 @@ from vidgen.training.losses import (
     reconstruction_loss,
 )
 from vidgen.training.samples import evaluate_psnr, latent_statistics, save_samples
+from vidgen.training.trainer import StepOutput, TrainingTask, run_training
 
 
 def _build_vae(cfg):
