@@ -130,8 +130,8 @@ class CausalCodecMixin(StrictLoadingMixin, AutoencoderMixin):
         return latent_frames(num_frames, self.codec_config.temporal_compression), math.ceil(height / sc), math.ceil(width / sc)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-        """Deprecated name of :meth:`latent_grid` (one name per concept since issue #33)."""
-        warnings.warn("latent_shape() is renamed latent_grid(); call latent_grid(num_frames, height, width)",
+        """Deprecated name of :meth:`latent_grid`, removed in vidgen 0.3."""
+        warnings.warn("latent_shape() is deprecated (removed in vidgen 0.3); use latent_grid(num_frames, height, width)",
                       FutureWarning, stacklevel=2)
         return self.latent_grid(num_frames, height, width)
 

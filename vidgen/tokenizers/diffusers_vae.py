@@ -36,13 +36,14 @@ from vidgen.tokenizers.vae import DiagonalGaussian
 
 @dataclass(frozen=True)
 class _Family:
-    """What vidgen needs to know about one diffusers VAE class, read from its config (``cfg``) or instance."""
+    """What vidgen needs to know about one diffusers VAE class, read from its config (``cfg``) or instance. The
+    defaults read the names most diffusers video VAEs share."""
 
-    channels: Callable  # cfg -> latent channels
-    temporal: Callable  # vae -> pixel frames per latent frame
-    spatial: Callable  # vae -> pixels per latent cell (side)
     stats: str  # where its pipeline reads the latent statistics: "scale" (scaling/shift factor), "config", "buffers"
     width: Callable  # cfg -> activation channels per pixel at full resolution (memory estimate only)
+    channels: Callable = lambda c: c.latent_channels  # cfg -> latent channels
+    temporal: Callable = lambda v: v.temporal_compression_ratio  # vae -> pixel frames per latent frame
+    spatial: Callable = lambda v: v.spatial_compression_ratio  # vae -> pixels per latent cell (side)
     latent_step: int = 1  # valid latent frame counts are 1 + k * latent_step
     pass_frames: Optional[Callable] = None  # (vae, tc) -> pixel frames one pass holds, if the VAE batches frames
 
@@ -51,31 +52,30 @@ _FAMILIES = {
     # CogVideoX decodes an even number of latent frames without its causal first frame (2 latents -> 8 frames, not
     # 5), so it is given 1 + 2k latent frames (8k + 1 pixel frames, as its pipeline's 49); frame batches of 8
     "AutoencoderKLCogVideoX": _Family(
-        lambda c: c.latent_channels, lambda v: int(v.config.temporal_compression_ratio),
-        lambda v: 2 ** (len(v.config.block_out_channels) - 1), "scale", lambda c: c.block_out_channels[0],
+        stats="scale", width=lambda c: c.block_out_channels[0],
+        temporal=lambda v: int(v.config.temporal_compression_ratio),
+        spatial=lambda v: 2 ** (len(v.config.block_out_channels) - 1),
         latent_step=2, pass_frames=lambda v, tc: 2 * v.num_sample_frames_batch_size),
     # Wan: the compressions follow the layers (temperal_downsample, dim_mult, patch_size), not scale_factor_*;
     # one latent frame (plus a 2-frame causal cache) at a time
     "AutoencoderKLWan": _Family(
-        lambda c: c.z_dim, lambda v: 2 ** sum(v.config.temperal_downsample),
-        lambda v: 2 ** (len(v.config.dim_mult) - 1) * (v.config.patch_size or 1), "config",
-        lambda c: max(c.base_dim, c.decoder_base_dim or 0) * c.dim_mult[0] / (c.patch_size or 1) ** 2,
+        stats="config",
+        width=lambda c: max(c.base_dim, c.decoder_base_dim or 0) * c.dim_mult[0] / (c.patch_size or 1) ** 2,
+        channels=lambda c: c.z_dim, temporal=lambda v: 2 ** sum(v.config.temperal_downsample),
+        spatial=lambda v: 2 ** (len(v.config.dim_mult) - 1) * (v.config.patch_size or 1),
         pass_frames=lambda v, tc: tc + 2),
     "AutoencoderKLLTXVideo": _Family(
-        lambda c: c.latent_channels, lambda v: v.temporal_compression_ratio, lambda v: v.spatial_compression_ratio,
-        "buffers", lambda c: max(c.block_out_channels[0], c.decoder_block_out_channels[0]) / c.patch_size ** 2),
-    "AutoencoderKLHunyuanVideo": _Family(
-        lambda c: c.latent_channels, lambda v: v.temporal_compression_ratio, lambda v: v.spatial_compression_ratio,
-        "scale", lambda c: c.block_out_channels[0]),
+        stats="buffers",
+        width=lambda c: max(c.block_out_channels[0], c.decoder_block_out_channels[0]) / c.patch_size ** 2),
+    "AutoencoderKLHunyuanVideo": _Family(stats="scale", width=lambda c: c.block_out_channels[0]),
     "AutoencoderKLMochi": _Family(
-        lambda c: c.latent_channels, lambda v: v.temporal_compression_ratio, lambda v: v.spatial_compression_ratio,
-        "config", lambda c: max(c.encoder_block_out_channels[0], c.decoder_block_out_channels[0])),
+        stats="config", width=lambda c: max(c.encoder_block_out_channels[0], c.decoder_block_out_channels[0])),
     # Cosmos stores its statistics per channel *and* latent frame; its pipelines also scale by the scheduler's
     # sigma_data, a sampling-side factor that is not the VAE's and is not applied here
     "AutoencoderKLCosmos": _Family(
-        lambda c: c.latent_channels, lambda v: v.config.temporal_compression_ratio,
-        lambda v: v.config.spatial_compression_ratio, "config",
-        lambda c: max(c.encoder_block_out_channels[0], c.decode_block_out_channels[0]) / c.patch_size ** 2),
+        stats="config",
+        width=lambda c: max(c.encoder_block_out_channels[0], c.decode_block_out_channels[0]) / c.patch_size ** 2,
+        temporal=lambda v: v.config.temporal_compression_ratio, spatial=lambda v: v.config.spatial_compression_ratio),
 }
 #: the diffusers classes :class:`DiffusersVideoVAE` wraps (subclasses included)
 DIFFUSERS_VIDEO_VAES = tuple(_FAMILIES)
@@ -225,8 +225,8 @@ class DiffusersVideoVAE(nn.Module):
         return 1 + (padded - 1) * self._spec.latent_step, math.ceil(height / sc), math.ceil(width / sc)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-        """Deprecated name of :meth:`latent_grid` (one name per concept since issue #33)."""
-        warnings.warn("latent_shape() is renamed latent_grid(); call latent_grid(num_frames, height, width)",
+        """Deprecated name of :meth:`latent_grid`, removed in vidgen 0.3."""
+        warnings.warn("latent_shape() is deprecated (removed in vidgen 0.3); use latent_grid(num_frames, height, width)",
                       FutureWarning, stacklevel=2)
         return self.latent_grid(num_frames, height, width)
 
