@@ -4,13 +4,12 @@ from vidgen.io.video import (
     CONTAINER_SUFFIXES,
     FRAME_SUFFIXES,
     VideoInfo,
-    VideoWriter,
     probe_video,
     read_video,
     resize_and_center_crop,
     to_uint8_frames,
-    write_video,
 )
+from vidgen.io.video_writer import VideoWriter, write_video
 
 __all__ = [
     "CONTAINER_SUFFIXES",
