@@ -140,12 +140,13 @@ def test_script_entry_point_reports_errors(tmp_path):
 
 
 def test_old_generator_name_and_tokenizer_key_still_load(tmp_path):
-    """Configs written before issue #33: ``generator: diffusion`` is the flow generator and ``tokenizer:`` the
-    video tokenizer, each with a FutureWarning naming the new spelling; both spellings at once are refused."""
+    """Older configs: ``generator: diffusion`` is the flow generator and ``tokenizer:`` the video tokenizer, each
+    with a FutureWarning naming the new spelling and the version that removes the old one; both spellings at once
+    are refused."""
     with pytest.warns(FutureWarning, match="model.generator='diffusion' is deprecated.*model.generator: flow"):
         cfg = load_config(None, ["model.generator=diffusion"], schema=GeneratorTrainConfig)
     assert cfg.model.generator == "flow" and generator_class("flow").__name__ == "DiffusionVideoTransformer"
-    with pytest.warns(FutureWarning, match="'tokenizer' is deprecated.*video_tokenizer"):
+    with pytest.warns(FutureWarning, match=r"'tokenizer' is deprecated, write video_tokenizer .*vidgen 0\.3"):
         cfg = load_config(None, [f"tokenizer={tmp_path}"], schema=GeneratorTrainConfig)
     assert cfg.video_tokenizer == str(tmp_path) and "tokenizer" not in cfg.to_dict()
     with pytest.raises(ConfigError, match="'tokenizer' \\(deprecated\\) and 'video_tokenizer' are both set"):
@@ -157,8 +158,8 @@ def test_old_generator_name_and_tokenizer_key_still_load(tmp_path):
 
 @pytest.mark.parametrize("key", ["data.caption_repeats={rotating: 3}", "data.foreground_weight=2"])
 def test_removed_experiment_flags_are_named(key, tmp_path):
-    """Flags only unshipped experiments used left the library in issue #33; an old config names the key and
-    where the experiment went, instead of the generic unknown-key error."""
+    """Flags only unshipped experiments used have left the library; an old config names the key and where the
+    experiment went, instead of the generic unknown-key error."""
     with pytest.raises(ConfigError, match=rf"'{key.split('=')[0]}': it was an experiment flag, removed from the "
-                                          r"library in issue #33 \(see experiments/README.md\)"):
+                                          r"library \(see experiments/README.md\)"):
         load_config(None, [key], schema=GeneratorTrainConfig)

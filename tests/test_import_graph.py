@@ -34,7 +34,7 @@ LAYERS = {
     "app": 7,  # `vidgen serve` (registered by name in vidgen.cli.COMMAND_MODULES; reuses vidgen.cli.generate)
     "__main__": 8,
 }
-#: the rules of issue #33 spelled out (implied by LAYERS; kept so a change of the table cannot drop them silently)
+#: the layering rules spelled out (implied by LAYERS; kept so a change of the table cannot drop them silently)
 FORBIDDEN = {part: ("pipelines", "generators") for part in ("tokenizers", "io", "data", "attention", "metrics")}
 FORBIDDEN["generators"] = ("pipelines",)
 

@@ -178,6 +178,26 @@ def test_loading_stats_of_another_protocol_is_refused(tmp_path):
         _PlumbingMetric(progress=False).load_real_stats(tmp_path / "other.npz")
 
 
+def test_stats_saved_under_a_former_network_label_load_when_the_parameter_hash_matches(tmp_path):
+    """A renamed ``feature_network`` label (FID's network once had another) does not orphan saved statistics: a file
+    recording the same parameter hash loads; another hash, or no hash, is still refused."""
+    class Renamed(_PlumbingMetric):
+        def protocol_base(self):
+            return {"feature_network": "plumbing network, current label"}
+
+    rng = np.random.default_rng(6)
+    for name, meta, loads in [("same.npz", {"params_sha256": "plumbing"}, True),
+                              ("other.npz", {"params_sha256": "something-else"}, False),
+                              ("unhashed.npz", {}, False)]:
+        stats = FeatureStats(6, meta={"metric": "plumbing-FD", "feature_network": "former label", **meta})
+        stats.update(rng.normal(size=(4, 6))).save(tmp_path / name)
+        if loads:
+            Renamed(progress=False).load_real_stats(tmp_path / name)
+        else:
+            with pytest.raises(InvalidInputError, match="different protocol: .*feature_network"):
+                Renamed(progress=False).load_real_stats(tmp_path / name)
+
+
 def test_metric_input_errors_and_frame_count_mismatch_warning():
     with pytest.raises(InvalidInputError, match="batch_size"):
         _PlumbingMetric(batch_size=0)

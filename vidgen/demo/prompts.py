@@ -71,8 +71,7 @@ EVALUATION_PROMPTS, EVALUATION_SEED = 128, 0
 def tuning_prompts(n: int, seed: int = 1) -> list[DemoPrompt]:
     """``n`` prompts for choosing settings (sampler sweeps, ship decisions, early stopping) that the evaluation never
     sees: seen colour x motion pairs only, and no caption of the full evaluation set. Held-out pairs are scored only by
-    the final evaluation (issue #34's audit found the earlier tuning set, ``demo_prompts(n, seed=1)``, shared 46 of
-    the evaluation's 128 captions and all of its held-out pairs)."""
+    the final evaluation (unlike ``demo_prompts(n, seed=1)``, which shares captions and held-out pairs with it)."""
     if not isinstance(n, int) or n < 1:
         raise InvalidInputError(f"tuning prompts: n must be an int >= 1, got {n!r}")
     if seed == EVALUATION_SEED:

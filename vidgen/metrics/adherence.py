@@ -61,7 +61,7 @@ class ScorerSettings:
     area_ratio: float = 1.79  # exp |fitted change of log area|: grow / shrink >= 1.129, still / rotate <= 0.041
     rotate_change: float = 0.0657  # re-centred 1 - IoU against the first silhouette: rotating >= 0.131, still 0
     # the turn ratio (_turn_ratio): rotating >= 0.920, still <= 0.468 (drifted by 0.6 px; 0 as rendered).
-    # None = the silhouette test alone (the scorer before 2026-11-24)
+    # None = the silhouette test alone (the earlier scorer, reported beside this one)
     rotate_turn: float | None = 0.694
     # a silhouette whose normalised radial profile deviates less than this from its mean is round and cannot be seen
     # to turn: real circles <= 0.0218 (pixelation), every other real shape >= 0.0325
@@ -195,7 +195,7 @@ class AttributeScorer:
         self.settings = settings or ScorerSettings()
 
     def silhouette_only(self) -> "AttributeScorer":
-        """This scorer without its turn test (the scorer before 2026-11-24), reported beside it."""
+        """This scorer without its turn test (the earlier, silhouette-only scorer), reported beside it."""
         return AttributeScorer(replace(self.settings, rotate_turn=None))
 
     def color_masks(self, frames: torch.Tensor) -> torch.Tensor:

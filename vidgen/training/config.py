@@ -1,8 +1,8 @@
 """Typed training configuration: YAML/JSON file + ``key.sub=value`` command-line overrides.
 
 Old configs keep working where a key was renamed (``tokenizer`` -> ``video_tokenizer``, ``generator: diffusion`` ->
-``flow``: a FutureWarning names the fix); keys of experiments that left the library in issue #33 raise a
-ConfigError saying so, instead of the generic "unknown key".
+``flow``: a FutureWarning names the fix and the version that stops reading the old spelling); keys of experiments
+that have left the library raise a ConfigError saying where they went, instead of the generic "unknown key".
 """
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from vidgen.errors import ConfigError
 from vidgen.precision import normalize_precision
 
 
-#: where a key or value removed in issue #33 went (the ConfigError for an old config names it)
-EXPERIMENTS_MOVED = "it was an experiment flag, removed from the library in issue #33 (see experiments/README.md)"
+#: where a removed experiment key or value went (the ConfigError for an old config names it)
+EXPERIMENTS_MOVED = "it was an experiment flag, removed from the library (see experiments/README.md)"
+#: the vidgen version that stops reading deprecated config keys
+DEPRECATED_KEYS_REMOVED_IN = "0.3"
 
 
 @dataclass
@@ -230,8 +232,8 @@ def _renamed_keys(cls, values: dict, where: str) -> dict:
             if new in out:
                 raise ConfigError(f"config keys {where + old!r} (deprecated) and {where + new!r} are both set; "
                                   f"keep only {where + new}")
-            warnings.warn(f"config key {where + old!r} is deprecated (issue #33); write {where + new}",
-                          FutureWarning, stacklevel=4)
+            warnings.warn(f"config key {where + old!r} is deprecated, write {where + new} (the old key is removed in "
+                          f"vidgen {DEPRECATED_KEYS_REMOVED_IN})", FutureWarning, stacklevel=4)
             out[new] = out.pop(old)
     return out
 
