@@ -29,7 +29,7 @@ from tqdm import tqdm
 from vidgen.data.shapes import SHAPES
 from vidgen.demo.prompts import real_clip, tuning_prompts
 from vidgen.demo.run import NUM_FRAMES, SIZE, load_pipelines
-from vidgen.generators.flow import generate_latents_unchecked
+from vidgen.generators.flow import generate_latents
 from vidgen.metrics.adherence import AttributeScorer
 from vidgen.data.common import make_generator
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/re
 from results import write_result  # noqa: E402
 
 
-class FromLevel:
+class FlowMatchFromLevel:
     """The pipeline's scheduler started part-way: only the steps at or below noise level ``s`` are run."""
 
     def __init__(self, scheduler, level: float):
@@ -72,13 +72,12 @@ def decoded(pipe, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def renoised(pipe, x0: torch.Tensor, cond, level: float, steps: int, guidance: float, seed: int) -> torch.Tensor:
     """Flow latents ``x0`` noised to ``level`` > 0 and denoised by the pipeline's sampler under ``cond``."""
-    scheduler = FromLevel(pipe.scheduler, level)
+    scheduler = FlowMatchFromLevel(pipe.scheduler, level)
     sigma = scheduler.set_timesteps(steps)  # the sampler's own grid: start where it would be at this level
     g = make_generator(seed, "probe/renoise-noise", 0)
     x = (1 - sigma) * x0 + sigma * torch.randn(x0.shape, generator=g)
-    return generate_latents_unchecked(pipe.transformer, cond, scheduler=scheduler, grid=tuple(x0.shape[2:]), batch=1,
-                                      negative=None, guidance_scale=guidance, num_inference_steps=steps,
-                                      generator=g, latents=x, given_latents=None, given_mask=None)
+    return generate_latents(pipe.transformer, cond, scheduler=scheduler, grid=tuple(x0.shape[2:]), batch=1,
+                            guidance_scale=guidance, num_inference_steps=steps, generator=g, latents=x)
 
 
 @torch.no_grad()

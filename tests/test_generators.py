@@ -13,7 +13,7 @@ from vidgen.generators import (
     LAYOUTS,
     AutoregressiveVideoTransformer,
     Conditioning,
-    DiffusionVideoTransformer,
+    FlowVideoTransformer,
     MaskedVideoTransformer,
     generate_ids,
     generate_latents,
@@ -30,7 +30,7 @@ TEXT_DIM = 32
 MAX_TEXT = 4
 CHANNELS = 4  # the tiny CausalVAE's latent channels
 KINDS = ("masked", "flow", "ar")
-CLASSES = {"masked": MaskedVideoTransformer, "flow": DiffusionVideoTransformer, "ar": AutoregressiveVideoTransformer}
+CLASSES = {"masked": MaskedVideoTransformer, "flow": FlowVideoTransformer, "ar": AutoregressiveVideoTransformer}
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -51,7 +51,7 @@ def build(kind: str, seed: int = 0, scale: float = 0.05, **kw):
     torch.manual_seed(seed)
     kw = {"text_dim": TEXT_DIM, "max_text_tokens": MAX_TEXT, "max_grid": GRID, **kw}
     if kind == "flow":
-        model = DiffusionVideoTransformer.from_preset("tiny", **{"in_channels": CHANNELS, **kw})
+        model = FlowVideoTransformer.from_preset("tiny", **{"in_channels": CHANNELS, **kw})
     else:
         model = CLASSES[kind].from_preset("tiny", vocab_size=VOCAB, **kw)
     return perturb(model, seed + 100, scale) if scale else model
@@ -73,6 +73,7 @@ def data(kind: str, batch: int = 2, seed: int = 2, grid=GRID) -> torch.Tensor:
 
 
 def sample(kind: str, model, batch: int = 2, seed: int = 0, grid=GRID, steps: int = 4, **kw) -> torch.Tensor:
+    kw.setdefault("guidance_scale", 1.0)  # unguided unless a test asks (the configs' defaults guide)
     if kind == "masked":
         return generate_ids(model, grid=grid, batch=batch, generator=gen(seed), num_inference_steps=steps, **kw)
     if kind == "flow":
@@ -370,19 +371,20 @@ def test_masked_top_k_restricts_every_revealed_token_to_the_k_best_logits():
         state["prev"] = ids.clone()
 
     out = generate_ids(model, grid=GRID, batch=2, cond=cond, generator=gen(0), num_inference_steps=4, top_k=k,
-                       callback=callback)
+                       guidance_scale=1.0, callback=callback)
     assert sum(checked) == out.numel()  # every token was checked when revealed
     # and without top_k some revealed token falls outside the top-k (so the check above can fail)
     state["prev"] = torch.full((2, *GRID), mask_id)
     with pytest.raises(AssertionError, match="outside the top"):
-        generate_ids(model, grid=GRID, batch=2, cond=cond, generator=gen(0), num_inference_steps=4, callback=callback)
+        generate_ids(model, grid=GRID, batch=2, cond=cond, generator=gen(0), num_inference_steps=4, guidance_scale=1.0,
+                     callback=callback)
 
 
 def test_masked_greedy_steps_switch_to_the_most_likely_id_on_the_last_steps():
     """greedy_steps=0 is the plain sampler, greedy_steps >= steps is top-k 1 throughout (same generator, same ids);
     in between, the ids revealed on the last steps are each the argmax of that step's logits."""
     model, cond, steps = build("masked", scale=0.2), text_cond(), 4
-    kw = dict(grid=GRID, batch=2, cond=cond, num_inference_steps=steps, top_k=None)
+    kw = dict(grid=GRID, batch=2, cond=cond, num_inference_steps=steps, top_k=None, guidance_scale=1.0)
     plain = generate_ids(model, generator=gen(0), **kw)
     assert torch.equal(plain, generate_ids(model, generator=gen(0), greedy_steps=0, **kw))
     kw_topk1 = {**kw, "top_k": 1}
@@ -408,7 +410,7 @@ def test_masked_top_p_draws_inside_the_nucleus():
     """top_p 1 is the plain sampler and a vanishing top_p is top-k 1 (same generator, same ids); top_p 0.5 reveals
     only ids inside that step's nucleus, and without it some revealed id falls outside (the check can fail)."""
     model, cond, mask_id = build("masked", scale=0.2), text_cond(), None
-    kw = dict(grid=GRID, batch=2, cond=cond, num_inference_steps=4)
+    kw = dict(grid=GRID, batch=2, cond=cond, num_inference_steps=4, guidance_scale=1.0)
     plain = generate_ids(model, generator=gen(0), **kw)
     assert torch.equal(plain, generate_ids(model, generator=gen(0), top_p=1.0, **kw))
     assert torch.equal(generate_ids(model, generator=gen(0), top_k=1, **kw),
@@ -662,14 +664,14 @@ def test_flow_legacy_self_condition_key_false_is_dropped_and_true_is_refused(tmp
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "self_condition": False}))
-    loaded = DiffusionVideoTransformer.from_pretrained(tmp_path).eval()
+    loaded = FlowVideoTransformer.from_pretrained(tmp_path).eval()
     assert "self_condition" not in loaded.config
     assert torch.equal(sample("flow", loaded), sample("flow", model))
     (tmp_path / "config.json").write_text(json.dumps({**config, "self_condition": True}))
-    with pytest.raises(ConfigError, match=r"config\.json: self_condition=true.*no longer supported.*experiments"):
-        DiffusionVideoTransformer.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match=r"config\.json: self_condition=true.*not supported.*experiments"):
+        FlowVideoTransformer.from_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="self_condition"):
-        DiffusionVideoTransformer.from_preset("tiny", self_condition=True)
+        FlowVideoTransformer.from_preset("tiny", self_condition=True)
 
 
 def test_flow_callback_called_once_per_step_and_can_replace_latents():
@@ -875,7 +877,7 @@ def test_unknown_generator_layout_and_preset_raise_config_errors():
     with pytest.raises(ConfigError, match="preset"):
         AutoregressiveVideoTransformer.from_preset("huge", vocab_size=VOCAB)
     with pytest.raises(ConfigError, match="architecture"):
-        DiffusionVideoTransformer.from_preset("tiny", architecture={"depht": 2})
+        FlowVideoTransformer.from_preset("tiny", architecture={"depht": 2})
 
 
 @pytest.mark.parametrize("kind", ["masked", "ar"])
@@ -952,7 +954,8 @@ def test_negative_guidance_scale_raises(kind):
 
 # ---------------------------------------------------------------------------------------------------- sampler options
 def test_samplers_take_only_the_model_and_the_conditioning_positionally():
-    """A swapped positional argument would silently change the output: everything after cond is keyword-only."""
+    """A swapped positional argument would silently change the output: everything after the model, the conditioning
+    and the sampling config is keyword-only."""
     masked, flow, ar = build("masked"), build("flow"), build("ar")
     with pytest.raises(TypeError):
         generate_ids(masked, None, GRID, 2)
@@ -980,24 +983,25 @@ def test_bad_sampler_options_are_refused_at_the_call_naming_the_option(kind, opt
             generate_ids(model, grid=GRID, batch=1, generator=gen(0), num_inference_steps=2, **{option: value})
 
 
-def test_unchecked_samplers_give_the_checked_samplers_output():
-    """The pipelines call the unchecked inner samplers after their check_inputs: the same numbers."""
-    from vidgen.generators.autoregressive import iter_frames_unchecked
-    from vidgen.generators.flow import generate_latents_unchecked
-    from vidgen.generators.masked import generate_ids_unchecked, make_scheduler
+def test_a_sampling_config_gives_the_samples_of_the_same_settings_as_keywords():
+    """Each generator has one sampling function: a config object, keyword settings, or a config with keyword
+    overrides give the same numbers; a config of another generator is refused."""
+    from vidgen.generators import AutoregressiveSamplingConfig, FlowSamplingConfig, MaskedSamplingConfig
     cond = text_cond()
     masked, flow, ar = build("masked"), build("flow"), build("ar")
-    kw = dict(grid=GRID, batch=2, negative=None, guidance_scale=2.0)
-    ids = generate_ids_unchecked(masked, cond, num_inference_steps=3, generator=gen(0),
-                                 scheduler=make_scheduler(masked), temperature=(2.0, 0.0), top_k=2, given_ids=None,
-                                 given_mask=None, **kw)
+    config = MaskedSamplingConfig(num_inference_steps=3, guidance_scale=2.0, top_k=2)
+    ids = generate_ids(masked, cond, config, grid=GRID, batch=2, generator=gen(0))
     assert torch.equal(ids, sample("masked", masked, cond=cond, guidance_scale=2.0, steps=3, top_k=2))
-    lat = generate_latents_unchecked(flow, cond, scheduler=FlowMatchEulerDiscreteScheduler(), num_inference_steps=3,
-                                     generator=gen(0), latents=None, given_latents=None, given_mask=None, **kw)
+    assert torch.equal(ids, generate_ids(masked, cond, config.replace(top_k=5), grid=GRID, batch=2, generator=gen(0),
+                                         top_k=2))
+    lat = generate_latents(flow, cond, FlowSamplingConfig(num_inference_steps=3, guidance_scale=2.0), grid=GRID,
+                           batch=2, scheduler=FlowMatchEulerDiscreteScheduler(), generator=gen(0))
     assert torch.equal(lat, sample("flow", flow, cond=cond, guidance_scale=2.0, steps=3))
-    frames = iter_frames_unchecked(ar, cond, temperature=1.0, top_k=None, top_p=0.9, generator=gen(0),
-                                   given_ids=None, **kw)
+    frames = iter_frames(ar, cond, AutoregressiveSamplingConfig(guidance_scale=2.0, top_p=0.9), grid=GRID, batch=2,
+                         generator=gen(0))
     assert torch.equal(torch.cat(list(frames), 1), sample("ar", ar, cond=cond, guidance_scale=2.0, top_p=0.9))
+    with pytest.raises(InvalidInputError, match="config must be a MaskedSamplingConfig, got FlowSamplingConfig"):
+        generate_ids(masked, cond, FlowSamplingConfig(), grid=GRID, batch=2)
 
 
 # ---------------------------------------------------------------------------------------------------- masked id patches

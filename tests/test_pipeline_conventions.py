@@ -93,7 +93,7 @@ def test_a_text_only_pipeline_encodes_prompts_like_the_full_one_and_refuses_to_s
     tokenizer, encoder = full._text_components()
     parts = {"masked": ("vqvae", "transformer", "scheduler"), "flow": ("vae", "transformer", "scheduler"),
              "autoregressive": ("vqvae", "transformer")}[kind]
-    text_only = type(full)(**{name: None for name in parts}, text_encoder=encoder, text_tokenizer=tokenizer)
+    text_only = type(full)(**{name: None for name in parts}, text_encoder=encoder, tokenizer=tokenizer)
     length = full.transformer.backbone_config.max_text_tokens
     mine, theirs = text_only.encode_prompt([PROMPT, "a blue square"], max_text_tokens=length), \
         full.encode_prompt([PROMPT, "a blue square"])

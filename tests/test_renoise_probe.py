@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vidgen.demo.run import load_pipelines
-from vidgen.generators.flow import generate_latents_unchecked
+from vidgen.generators.flow import generate_latents
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,12 +30,12 @@ def flow():
 
 
 def test_a_level_starts_on_the_samplers_grid(probe, flow):
-    scheduler = probe.FromLevel(flow.scheduler, 0.5)
+    scheduler = probe.FlowMatchFromLevel(flow.scheduler, 0.5)
     sigma = scheduler.set_timesteps(10)
     sigmas = flow.scheduler.sigmas[:-1]
     assert sigma <= 0.5 and sigma == float(sigmas[sigmas <= 0.5 + 1e-6][0])
     assert len(scheduler.timesteps) == int((sigmas <= 0.5 + 1e-6).sum()) < 10
-    assert probe.FromLevel(flow.scheduler, 1.0).set_timesteps(10) == pytest.approx(1.0)
+    assert probe.FlowMatchFromLevel(flow.scheduler, 1.0).set_timesteps(10) == pytest.approx(1.0)
 
 
 def test_level_one_is_plain_generation(probe, flow):
@@ -48,8 +48,8 @@ def test_level_one_is_plain_generation(probe, flow):
         noise = torch.randn(1, model.config.in_channels, *grid, generator=torch.Generator().manual_seed(0))
         run = dict(cond=cond, grid=grid, batch=1, negative=None, guidance_scale=4.5, num_inference_steps=4,
                    generator=None, latents=noise, given_latents=None, given_mask=None)
-        plain = generate_latents_unchecked(model, scheduler=flow.scheduler, **run)
-        wrapped = generate_latents_unchecked(model, scheduler=probe.FromLevel(flow.scheduler, 1.0), **run)
+        plain = generate_latents(model, scheduler=flow.scheduler, **run)
+        wrapped = generate_latents(model, scheduler=probe.FlowMatchFromLevel(flow.scheduler, 1.0), **run)
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(wrapped, plain, rtol=0, atol=0)

@@ -154,7 +154,7 @@ class Studio:
     def defaults(self, name: str) -> dict:
         """The sampling settings a request that leaves them empty gets (the folder's ``sampling_config.json``)."""
         pipe = self.pipelines[name]
-        return {**pipe.sampling_defaults, **pipe.sampling_config}
+        return pipe.sampling_config.to_dict()
 
     def describe(self, name: str) -> str:
         if name not in self.pipelines:
@@ -247,7 +247,7 @@ class Studio:
         n, h, w = r["num_frames"], r["height"], r["width"]
         common = dict(num_frames=n, height=h, width=w, negative_prompt=r["negative_prompt"], output_type="pt",
                       generator=torch.Generator().manual_seed(r["seed"]), **settings)
-        chunked = isinstance(r["prompt"], dict) or pipe.video_tokenizer.latent_grid(n, h, w)[0] > pipe.window
+        chunked = pipe.is_story(r["prompt"], r["negative_prompt"], n, h, w)
         self._count += 1
         path = self.workdir / f"{self._count:05d}-{r['pipeline']}-seed{r['seed']}.mp4"
         start, done = time.perf_counter(), 0

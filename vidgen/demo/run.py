@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from vidgen.demo.prompts import prompt_groups
 from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
+from vidgen.io.weights import weights_digest
 from vidgen.pipelines.registry import PIPELINE_REGISTRY
 
 #: pipeline name -> folder under ``--pretrained`` (from :data:`vidgen.pipelines.PIPELINE_REGISTRY`)
@@ -215,7 +216,8 @@ def run(args, argv: list[str]) -> int:
         files[name] = write_outputs(out, name, videos, prompts)
         generated[name] = videos
         detections[name], adherence_result = score(scorer, videos, prompts)
-        entry = {"folder": str(Path(args.pretrained) / PIPELINES[name]), "class": type(pipe).__name__,
+        folder = Path(args.pretrained) / PIPELINES[name]
+        entry = {"folder": str(folder), "class": type(pipe).__name__, "weights_sha256": weights_digest(folder),
                  "sampling": dict(pipe.sampling_config), "seconds_per_video": seconds, "adherence": adherence_result,
                  "adherence_silhouette_only": score(silhouette_only, videos, prompts)[1],
                  "turning": turning(detections[name], prompts),
@@ -251,7 +253,7 @@ def demo_story(out: Path, name: str, pipe, scorer, seed: int, segments: int = ST
                                                       SIZE, on_frames=writer.write, scorer=scorer),
                                             total=segments, desc=f"{name} story", dynamic_ncols=True)]
     return {"file": str(path.relative_to(out)), "num_frames": num_frames, "frames_per_segment": STORY_FRAMES_PER_SEGMENT,
-            "context_frames": pipe.story_context, "seconds": time.perf_counter() - start, "segments": scored,
+            "context_frames": pipe.sampling_config.context_frames, "seconds": time.perf_counter() - start, "segments": scored,
             "color_motion": sum(s["color_motion"] for s in scored) / len(scored)}
 
 

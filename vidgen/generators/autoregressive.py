@@ -15,8 +15,9 @@ latent frames one at a time for streaming through the tokenizer's ``stream_decod
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Iterator, Optional
+from typing import Callable, ClassVar, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +30,11 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
                                     check_positive_int, per_sample_mean)
 from vidgen.generators.compiled import compiled_decode_step
-from vidgen.generators.decode import TokenDecoder
+from vidgen.generators.kv_decode import KVDecodeStep
 from vidgen.generators.embeddings import Conditioning, IdPatches
 from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
                                        sample_logits)
+from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 
 
@@ -102,13 +104,13 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         logits = self.patch.unpatchify(logits.flatten(2), grid)  # (B, t, h, w, V)
         return {"logits": logits} if return_dict else (logits,)
 
-    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None,
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, config=None,
                num_inference_steps: Optional[int] = None, **options) -> torch.Tensor:
         """The uniform sampling call of every generator: ids (B, t, h, w). One step per token, so
-        ``num_inference_steps`` must be None. Keyword ``options`` as :func:`iter_frames`."""
+        ``num_inference_steps`` must be None. ``config`` and keyword ``options`` as :func:`iter_frames`."""
         if num_inference_steps is not None:
             raise InvalidInputError("num_inference_steps: autoregressive sampling takes one step per token; pass None")
-        return generate_tokens(self, cond, grid=grid, batch=batch, **options)
+        return generate_tokens(self, cond, config, grid=grid, batch=batch, **options)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
              weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
@@ -148,16 +150,17 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
 class _Sampler:
     """One window of generation: prefix + BOS + given tokens, then ``num_new`` sampled tokens.
 
-    Options are checked by the caller (:func:`check_iter_frames`); the prefill runs the generic (checked) model
-    path once per window, the decode steps
-    :class:`~vidgen.generators.decode.TokenDecoder` (``use_cache=True``) or the whole-sequence reference path."""
+    The settings were checked by :func:`iter_frames`; the prefill runs the generic (checked) model path once per
+    window, the decode steps :class:`~vidgen.generators.kv_decode.KVDecodeStep` (``use_cache=True``) or the
+    whole-sequence reference path. ``scale``: the guidance, read at every token (the caller may change it)."""
 
-    def __init__(self, model: AutoregressiveVideoTransformer, cond, *, grid, batch: int, negative, guidance_scale,
-                 temperature, top_k, top_p, generator, use_cache: bool, compile: bool = False):
+    def __init__(self, model: AutoregressiveVideoTransformer, cond, config: "AutoregressiveSamplingConfig",
+                 scale: Callable[[], float], *, grid, batch: int, negative, generator, use_cache: bool,
+                 compile: bool = False):
         self.model, self.grid, self.batch = model, model.token_grid(grid), batch  # the token grid of the window
-        self.sample_kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-        # guidance_scale: a number, or a zero-argument callable read at every token (a pipeline's dynamic CFG)
-        self.scale = guidance_scale if callable(guidance_scale) else lambda: guidance_scale
+        self.sample_kw = dict(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                              generator=generator)
+        self.scale = scale
         self.use_cache, self.compile = use_cache, compile
         both, drop, self.doubled = cfg_batch(cond, negative, batch, model.device, self.scale())
         rows = 2 * batch if self.doubled else batch
@@ -188,7 +191,7 @@ class _Sampler:
                 logits = model.forward_tokens(dup(seq), self.grid, self.vec, self.prefix, self.context, cache, 0)
                 logits = logits[:, -1]
                 if num_new > 1:
-                    decoder = TokenDecoder(model, self.grid, self.vec, self.context, cache, model.compute_dtype,
+                    decoder = KVDecodeStep(model, self.grid, self.vec, self.context, cache, model.compute_dtype,
                                            static=self.compile)
                     step = compiled_decode_step(decoder) if self.compile else decoder.step
         new = []
@@ -211,18 +214,37 @@ class _Sampler:
             yield token
 
 
-#: the options of :func:`iter_frames` a caller tunes, each with its check (the pipeline's ``check_inputs`` and its
-#: ``sampling_config.json`` use the same checks)
-OPTION_CHECKS = {"guidance_scale": check_guidance, "temperature": check_temperature, "top_k": check_top_k,
-                 "top_p": check_top_p}
+@dataclasses.dataclass(frozen=True)
+class AutoregressiveSamplingConfig(SamplingConfig):
+    """The autoregressive generator's sampling settings (:mod:`vidgen.generators.sampling_config`): CFG scale, the
+    softmax ``temperature`` (0: greedy), ``top_k`` / ``top_p`` filters, and ``context_frames`` (latent frames each
+    chunk of a story is given, :mod:`vidgen.pipelines.story`). One step per token: there are no steps to set."""
+
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    context_frames: int = 1
+    checks: ClassVar[dict] = {"guidance_scale": check_guidance, "temperature": check_temperature,
+                              "top_k": check_top_k, "top_p": check_top_p, "context_frames": check_context_frames}
 
 
-def check_iter_frames(model: AutoregressiveVideoTransformer, *, grid, batch: int,
-                      given_ids: Optional[torch.Tensor] = None, **options) -> None:
-    """Every check of :func:`iter_frames`, once: the tuned ``options`` (:data:`OPTION_CHECKS`), the grid against
-    the model (any number of latent frames: the context slides) and the given frames."""
-    for name, value in options.items():
-        OPTION_CHECKS[name](value)
+def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None,
+                config: Optional[AutoregressiveSamplingConfig] = None, *, grid, batch: int,
+                negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
+                given_ids: Optional[torch.Tensor] = None, use_cache: bool = True,
+                on_token: Optional[Callable] = None, compile: bool = False, **settings) -> Iterator[torch.Tensor]:
+    """Yield the ids of each latent frame ``(B, 1, h, w)`` in order (given frames first), for any ``grid[0]``:
+    beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames. ``config`` (default
+    :class:`AutoregressiveSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the
+    guidance, temperature and filters; everything is checked here, at the call. ``send(ids)`` with the ids so far
+    ``(B, n, h, w)`` replaces them and generation continues from the replacement (a new prefill); ``send({"latents":
+    ids or None, "guidance_scale": s})`` also sets the guidance of the tokens that follow.
+
+    ``use_cache=False`` is the reference path (the whole sequence every token). ``compile=True`` (with the cache)
+    runs the decode step through ``torch.compile`` with static shapes (:mod:`vidgen.generators.compiled`): the first
+    call of a shape compiles (tens of seconds), later calls reuse it."""
+    config = AutoregressiveSamplingConfig.resolve(config, settings)
     check_positive_int("batch", batch)
     t, h, w = grid
     model.backbone.check_grid(model.token_grid((min(t, model.backbone_config.max_grid[0]), h, w)))
@@ -231,50 +253,33 @@ def check_iter_frames(model: AutoregressiveVideoTransformer, *, grid, batch: int
         if given_ids.shape[0] != batch or given_ids.shape[2:] != tuple(grid[1:]) or given_ids.shape[1] > grid[0]:
             raise InvalidInputError(f"given_ids must have shape ({batch}, k <= {grid[0]}, {grid[1]}, {grid[2]}), "
                                     f"got {tuple(given_ids.shape)}")
+    return _frames(model, cond, config, grid, batch, negative, generator, given_ids, use_cache, on_token, compile)
 
 
-def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
-                negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, temperature: float = 1.0,
-                top_k: Optional[int] = None, top_p: Optional[float] = None,
-                generator: Optional[torch.Generator] = None, given_ids: Optional[torch.Tensor] = None,
-                use_cache: bool = True, on_token: Optional[Callable] = None,
-                compile: bool = False) -> Iterator[torch.Tensor]:
-    """Yield the ids of each latent frame ``(B, 1, h, w)`` in order (given frames first), for any ``grid[0]``:
-    beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames. ``send(ids)`` with
-    the ids so far ``(B, n, h, w)`` replaces them; generation continues from the replacement (a new prefill).
-
-    ``use_cache=False`` is the reference path (the whole sequence every token). ``compile=True`` (with the cache)
-    runs the decode step through ``torch.compile`` with static shapes (:mod:`vidgen.generators.compiled`): the first
-    call of a shape compiles (tens of seconds), later calls reuse it. Checks everything at the call
-    (:func:`check_iter_frames`), then returns :func:`iter_frames_unchecked`."""
-    check_iter_frames(model, grid=grid, batch=batch, given_ids=given_ids, guidance_scale=guidance_scale,
-                      temperature=temperature, top_k=top_k, top_p=top_p)
-    return iter_frames_unchecked(model, cond, grid=grid, batch=batch, negative=negative, guidance_scale=guidance_scale,
-                                 temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-                                 given_ids=given_ids, use_cache=use_cache, on_token=on_token, compile=compile)
-
-
-def iter_frames_unchecked(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None, *, grid,
-                          batch: int, negative: Optional[Conditioning], guidance_scale: float, temperature: float,
-                          top_k: Optional[int], top_p: Optional[float], generator: Optional[torch.Generator],
-                          given_ids: Optional[torch.Tensor], use_cache: bool = True,
-                          on_token: Optional[Callable] = None, compile: bool = False) -> Iterator[torch.Tensor]:
-    """:func:`iter_frames` without its checks, for callers that ran them once (the pipeline's ``check_inputs``)."""
+def _frames(model, cond, config, grid, batch, negative, generator, given_ids, use_cache, on_token, compile):
+    """The generator behind :func:`iter_frames` (which checks its arguments before the first frame is asked for)."""
     t, h, w = grid
     ctx = model.backbone_config.max_grid[0]
     per_frame = math.prod(model.token_grid((1, h, w)))  # tokens per latent frame
+    scale = [config.guidance_scale]  # the caller may change it between frames (send)
+
+    def receive(sent):  # -> the replacement ids or None; a dict may also set the guidance
+        if isinstance(sent, dict):
+            scale[0] = sent.get("guidance_scale", scale[0])
+            return sent.get("latents")
+        return sent
+
     # 1. given frames first (the caller may replace them too)
     frames = [] if given_ids is None else list(given_ids.to(model.device).split(1, dim=1))
     k = 0
     while k < len(frames):
-        replaced = yield frames[k]
+        replaced = receive((yield frames[k]))
         k += 1
         if replaced is not None:
             frames = _replace(model, replaced, batch, k, h, w) + frames[k:]
     # 2. the conditioning (CFG doubles the batch once) and the token sampler of one context window
-    sampler = _Sampler(model, cond, grid=(min(t, ctx), h, w), batch=batch, negative=negative,
-                       guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
-                       generator=generator, use_cache=use_cache, compile=compile and use_cache)
+    sampler = _Sampler(model, cond, config, lambda: scale[0], grid=(min(t, ctx), h, w), batch=batch,
+                       negative=negative, generator=generator, use_cache=use_cache, compile=compile and use_cache)
     # 3. windows: prefill the given / previous frames, then one token per step; yield each finished latent frame
     none = torch.zeros(batch, 0, model.patch.size, dtype=torch.long, device=model.device)
     while len(frames) < t:
@@ -291,7 +296,7 @@ def iter_frames_unchecked(model: AutoregressiveVideoTransformer, cond: Optional[
                 continue
             frames.append(model.patch.ungroup(torch.stack(row, 1), (1, h, w)))
             row = []
-            replaced = yield frames[-1]
+            replaced = receive((yield frames[-1]))
             # 4. the caller changed the ids so far (send()): continue from its version
             if replaced is not None:
                 frames = _replace(model, replaced, batch, len(frames), h, w)
@@ -307,7 +312,8 @@ def _replace(model, replaced: torch.Tensor, batch: int, n: int, h: int, w: int) 
     return list(replaced.to(model.device).split(1, dim=1))
 
 
-def generate_tokens(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
+def generate_tokens(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None,
+                    config: Optional[AutoregressiveSamplingConfig] = None, *, grid, batch: int,
                     **options) -> torch.Tensor:
-    """All frames at once: ids (B, t, h, w). Keyword ``options`` as :func:`iter_frames`."""
-    return torch.cat(list(iter_frames(model, cond, grid=grid, batch=batch, **options)), dim=1)
+    """All frames at once: ids (B, t, h, w). ``config`` and keyword ``options`` as :func:`iter_frames`."""
+    return torch.cat(list(iter_frames(model, cond, config, grid=grid, batch=batch, **options)), dim=1)

@@ -2,7 +2,7 @@
 compile=True)`` and the models' ``.sample(..., compile=True)``.
 
 What is compiled: the model's forward for masked and flow sampling (every step has the same shapes), the one-token
-decode step for autoregressive sampling (:class:`~vidgen.generators.decode.TokenDecoder` with ``static=True``:
+decode step for autoregressive sampling (:class:`~vidgen.generators.kv_decode.KVDecodeStep` with ``static=True``:
 it attends all cache positions with the pattern's mask row, so the shapes do not change from token to token).
 Compiled callables are cached per model (weakly: they go with the model), so the first call of a shape pays the
 compile time (tens of seconds on 2 cores; ``eval/bench_generators.py`` reports it apart from the steady state) and
@@ -46,6 +46,6 @@ def compiled_decode_step(decoder):
     global _DECODE_STEP
     if _DECODE_STEP is None:
         use_repo_cache_dir()
-        from vidgen.generators.decode import TokenDecoder
-        _DECODE_STEP = torch.compile(TokenDecoder.step, dynamic=False)
+        from vidgen.generators.kv_decode import KVDecodeStep
+        _DECODE_STEP = torch.compile(KVDecodeStep.step, dynamic=False)
     return lambda token, pos: _DECODE_STEP(decoder, token, pos)

@@ -1,4 +1,4 @@
-"""``DiffusionVideoTransformer``: latent flow matching (default) or DDPM epsilon / v prediction on VAE latents.
+"""``FlowVideoTransformer``: latent flow matching (default) or DDPM epsilon / v prediction on VAE latents.
 
 Training (minRF / SD3): ``x_t = (1 - s) x0 + s eps`` with logit-normal ``s``, target ``eps - x0``; the model sees
 ``timestep = s * 1000``, the scale diffusers' ``FlowMatchEulerDiscreteScheduler`` passes at sampling (one time
@@ -8,14 +8,13 @@ samples with ``DDIMScheduler`` (or any scheduler with the same ``prediction_type
 Conditioning frames (image-to-video, prediction, interpolation) follow VDT with a mask over latent frames: the model
 input is ``[noisy latents, given latents * mask, mask]`` along channels; the loss skips given frames and sampling
 puts the given latents back exactly.
-
-A ``self_condition`` option (the model also fed its own previous clean estimate) was tried and not shipped; it left
-the library after commit d1637c6 (experiments/README.md has its result).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Optional
+import warnings
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +30,17 @@ from vidgen.generators.base import (GeneratorMixin, check_guidance, check_loss_w
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
+from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 
 PREDICTION_TYPES = ("flow", "epsilon", "v_prediction")
 
 
-class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
+class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
     """Latent DiT / Latte over ``(B, C, t, h, w)`` latents (see the module docstring)."""
 
     config_name = "config.json"
+    former_class_names = ("DiffusionVideoTransformer",)
     training_only_config = GeneratorMixin.training_only_config + ("logit_normal_std",)
 
     @register_to_config
@@ -60,13 +61,13 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
 
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
-        """Folders saved before ``self_condition`` left the library may carry ``"self_condition": false``: dropped.
-        A self-conditioned model cannot be built any more: a clear error instead of a weight mismatch."""
+        """A config carrying ``"self_condition": false`` (an option this model does not have) loads with the key
+        dropped; a self-conditioned model cannot be built: a clear error instead of a weight mismatch."""
         config_dict = dict(config_dict)
         if config_dict.pop("self_condition", False):
             raise ConfigError("self_condition=true: self-conditioned flow models were an unshipped experiment and "
-                              "are no longer supported (see experiments/README.md); load this model with vidgen at "
-                              "commit d1637c6 or earlier")
+                              "are not supported; experiments/README.md names the revision of vidgen "
+                              "that loads them")
         return super().extract_init_dict(config_dict, **kwargs)
 
     # ------------------------------------------------------------------ token interface
@@ -111,7 +112,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         if not latents.is_floating_point():
             raise InvalidInputError(f"{name} must be a float tensor, got {latents.dtype}")
 
-    def load_related(self, source: "DiffusionVideoTransformer", differ: list[str]) -> bool:
+    def load_related(self, source: "FlowVideoTransformer", differ: list[str]) -> bool:
         """``init_from`` a model of this class whose configuration differs only in ``differ``: coarser patches
         (:meth:`load_coarser_patches`). False otherwise (the caller then reports the difference)."""
         if differ == ["patch_size"]:
@@ -123,7 +124,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         return False
 
     @torch.no_grad()
-    def load_other_latents(self, source: "DiffusionVideoTransformer") -> None:
+    def load_other_latents(self, source: "FlowVideoTransformer") -> None:
         """Start from ``source``: the same model trained on another tokenizer's latents (another channel count,
         e.g. a VAE with 4x4-pixel latents whose 1x2x2 patches give the backbone the token grid of 8x8-pixel latents
         one per token). The backbone and the conditioning are copied; the patch embedding and the head start as
@@ -136,7 +137,7 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         self.load_state_dict(state)
 
     @torch.no_grad()
-    def load_coarser_patches(self, source: "DiffusionVideoTransformer") -> None:
+    def load_coarser_patches(self, source: "FlowVideoTransformer") -> None:
         """Start from ``source``, the same model trained with larger latent patches (e.g. 1x2x2 -> 1x1x1).
 
         Every weight but the patch embedding and the head is copied. A fine token gets the embedding the coarse
@@ -193,12 +194,11 @@ class DiffusionVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         return DDIMScheduler(num_train_timesteps=1000, prediction_type=self.config.prediction_type,
                              clip_sample=False, timestep_spacing="trailing", set_alpha_to_one=False)
 
-    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, scheduler=None,
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, config=None, scheduler=None,
                **options) -> torch.Tensor:
         """The uniform sampling call of every generator: normalized latents (B, C, t, h, w) for a latent ``grid``;
-        keyword ``options`` as :func:`generate_latents` (the scheduler defaults to :meth:`default_scheduler`)."""
-        return generate_latents(self, cond, scheduler=scheduler or self.default_scheduler(), grid=grid, batch=batch,
-                                **options)
+        ``config`` and keyword ``options`` as :func:`generate_latents`."""
+        return generate_latents(self, cond, config, scheduler=scheduler, grid=grid, batch=batch, **options)
 
     # ------------------------------------------------------------------ training
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
@@ -239,7 +239,7 @@ def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
     return (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
 
 
-def check_scheduler(model: DiffusionVideoTransformer, scheduler) -> None:
+def check_scheduler(model: FlowVideoTransformer, scheduler) -> None:
     """A flow model needs a flow-matching scheduler; a DDPM model one with its ``prediction_type``."""
     name = type(scheduler).__name__
     kind = model.config.prediction_type
@@ -251,7 +251,7 @@ def check_scheduler(model: DiffusionVideoTransformer, scheduler) -> None:
                                 f"{getattr(scheduler.config, 'prediction_type', 'flow matching')!r}")
 
 
-def check_latents_input(model: DiffusionVideoTransformer, latents, shape) -> None:
+def check_latents_input(model: FlowVideoTransformer, latents, shape) -> None:
     """The caller's starting noise: a finite float tensor of ``shape`` (B, C, t, h, w)."""
     if tuple(latents.shape) != tuple(shape):
         raise InvalidInputError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
@@ -263,9 +263,7 @@ def check_latents_input(model: DiffusionVideoTransformer, latents, shape) -> Non
 def check_guidance_interval(interval) -> None:
     """None (guide every step), or ``(low, high)`` with ``0 <= low < high <= 1``: CFG only at the steps whose noise
     level (timestep / the scheduler's ``num_train_timesteps``) lies in ``(low, high]``; the others sample the
-    conditional prediction alone (guidance 1). On the shipped flow model (0.2, 1) and (0.4, 1) kept shape where it
-    was and cost one and three turning prompts of 26 (experiments/results/sampling_sweep_flow_interval_192.json), so
-    the shipped folder guides every step."""
+    conditional prediction alone (guidance 1)."""
     pair = isinstance(interval, (tuple, list)) and len(interval) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
     if interval is not None and not (pair and 0 <= interval[0] < interval[1] <= 1):
@@ -273,79 +271,65 @@ def check_guidance_interval(interval) -> None:
                                 f"noise levels where guidance applies), got {interval!r}")
 
 
-#: the options of :func:`generate_latents` a caller tunes, each with its check (the pipeline's ``check_inputs`` and
-#: its ``sampling_config.json`` use the same checks)
-OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
-                 "guidance_interval": check_guidance_interval}
+@dataclasses.dataclass(frozen=True)
+class FlowSamplingConfig(SamplingConfig):
+    """The flow generator's sampling settings (:mod:`vidgen.generators.sampling_config`). ``context_frames``: the
+    latent frames each chunk of a story or long video is given from before it (:mod:`vidgen.pipelines.story`)."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 4.0
+    guidance_interval: Optional[tuple] = None
+    context_frames: int = 1
+    checks: ClassVar[dict] = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
+                              "guidance_interval": check_guidance_interval, "context_frames": check_context_frames}
 
 
-def check_generate_latents(model: DiffusionVideoTransformer, *, scheduler, grid, batch: int,
-                           latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
-                           given_mask: Optional[torch.Tensor] = None, **options) -> None:
-    """Every check of :func:`generate_latents`, once: the tuned ``options`` (:data:`OPTION_CHECKS`), the scheduler
-    and grid against the model, the starting noise and the given frames."""
-    for name, value in options.items():
-        OPTION_CHECKS[name](value)
-    check_positive_int("batch", batch)
-    check_scheduler(model, scheduler)
-    model.backbone.check_grid(model.patch.grid(tuple(grid)))
-    shape = (batch, model.config.in_channels, *grid)
-    if latents is not None:
-        check_latents_input(model, latents, shape)
-    if given_mask is not None or given_latents is not None:
-        if given_mask is None or given_latents is None:
-            raise InvalidInputError("given_mask and given_latents must be passed together")
-        if tuple(given_mask.shape) != (batch, grid[0]) or given_mask.dtype != torch.bool:
-            raise InvalidInputError(f"given_mask must be a ({batch}, {grid[0]}) bool tensor over latent frames, got "
-                                    f"{given_mask.dtype} {tuple(given_mask.shape)}")
-        if tuple(given_latents.shape) != shape:
-            raise InvalidInputError(f"given_latents must have shape {shape}, got {tuple(given_latents.shape)}")
+def _check_given(model: FlowVideoTransformer, shape, given_latents, given_mask) -> None:
+    if given_mask is None and given_latents is None:
+        return
+    if given_mask is None or given_latents is None:
+        raise InvalidInputError("given_mask and given_latents must be passed together")
+    if tuple(given_mask.shape) != shape[:1] + shape[2:3] or given_mask.dtype != torch.bool:
+        raise InvalidInputError(f"given_mask must be a {shape[:1] + shape[2:3]} bool tensor over latent frames, got "
+                                f"{given_mask.dtype} {tuple(given_mask.shape)}")
+    if tuple(given_latents.shape) != shape:
+        raise InvalidInputError(f"given_latents must have shape {shape}, got {tuple(given_latents.shape)}")
 
 
 @torch.no_grad()
-def generate_latents(model: DiffusionVideoTransformer, cond: Optional[Conditioning] = None, *, scheduler, grid,
-                     batch: int, negative: Optional[Conditioning] = None, guidance_scale: float = 1.0,
-                     guidance_interval: Optional[tuple] = None, num_inference_steps: int = 25,
-                     generator: Optional[torch.Generator] = None,
+def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] = None,
+                     config: Optional[FlowSamplingConfig] = None, *, grid, batch: int, scheduler=None,
+                     negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                      latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
                      given_mask: Optional[torch.Tensor] = None,
                      callback: Optional[Callable[[int, torch.Tensor, dict], Optional[dict]]] = None,
-                     progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
-    """Sample normalized latents (B, C, t, h, w) for a latent ``grid`` (t, h, w) with a diffusers scheduler; fp32
-    whatever the model's compute dtype (the ODE state and the scheduler's update stay fp32, only the model call runs
-    in bf16 under autocast or with bf16 weights). ``compile=True``: the model call through ``torch.compile``
-    (:mod:`vidgen.generators.compiled`; the first call of a shape compiles).
+                     progress: Optional[Callable] = None, compile: bool = False, **settings) -> torch.Tensor:
+    """Sample normalized latents (B, C, t, h, w) for a latent ``grid`` (t, h, w) with a diffusers scheduler (the
+    model's :meth:`~FlowVideoTransformer.default_scheduler` if None). ``config`` (default
+    :class:`FlowSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the steps,
+    guidance and guidance interval. Everything is checked first.
 
-    CFG is one batched pass over ``[negative-or-null; cond]``; ``guidance_interval`` ``(low, high)`` applies it only at
-    noise levels in ``(low, high]`` (:func:`check_guidance_interval`). ``given_mask`` (B, t) keeps the frames of
-    ``given_latents`` exactly (they enter every step clean, as in training). ``callback(i, t, {"latents": ...})``
-    may return a dict replacing ``latents``. Checks everything (:func:`check_generate_latents`), then runs
-    :func:`generate_latents_unchecked`."""
-    check_generate_latents(model, scheduler=scheduler, grid=grid, batch=batch, latents=latents,
-                           given_latents=given_latents, given_mask=given_mask, guidance_scale=guidance_scale,
-                           guidance_interval=guidance_interval, num_inference_steps=num_inference_steps)
-    return generate_latents_unchecked(model, cond, scheduler=scheduler, grid=grid, batch=batch, negative=negative,
-                                      guidance_scale=guidance_scale, guidance_interval=guidance_interval,
-                                      num_inference_steps=num_inference_steps,
-                                      generator=generator, latents=latents, given_latents=given_latents,
-                                      given_mask=given_mask, callback=callback, progress=progress, compile=compile)
-
-
-@torch.no_grad()
-def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[Conditioning] = None, *, scheduler,
-                               grid, batch: int, negative: Optional[Conditioning], guidance_scale: float,
-                               num_inference_steps: int, generator: Optional[torch.Generator],
-                               latents: Optional[torch.Tensor], given_latents: Optional[torch.Tensor],
-                               given_mask: Optional[torch.Tensor], callback: Optional[Callable] = None,
-                               progress: Optional[Callable] = None, compile: bool = False,
-                               guidance_interval: Optional[tuple] = None) -> torch.Tensor:
-    """:func:`generate_latents` without its checks, for callers that ran them once (the pipeline's
-    ``check_inputs``)."""
+    The ODE state and the scheduler's update stay fp32 whatever the model's compute dtype; only the model call runs
+    in bf16 under autocast or with bf16 weights. ``compile=True``: the model call through ``torch.compile``
+    (:mod:`vidgen.generators.compiled`; the first call of a shape compiles). CFG is one batched pass over
+    ``[negative-or-null; cond]``, applied only at noise levels in ``guidance_interval``. ``given_mask`` (B, t) keeps
+    the frames of ``given_latents`` exactly (they enter every step clean, as in training).
+    ``callback(i, t, {"latents": ...})`` may return a dict with new ``"latents"``, a ``"guidance_scale"`` for the
+    following steps, or ``"interrupt": True`` to stop."""
+    # 0. checks
+    config = FlowSamplingConfig.resolve(config, settings)
+    scheduler = scheduler if scheduler is not None else model.default_scheduler()
+    check_positive_int("batch", batch)
+    check_scheduler(model, scheduler)
+    model.backbone.check_grid(model.patch.grid(tuple(grid)))
     dev, dtype = model.device, torch.float32  # the ODE state: fp32 (a bf16 state would round every Euler step)
     shape = (batch, model.config.in_channels, *grid)
+    if latents is not None:
+        check_latents_input(model, latents, shape)
+    _check_given(model, shape, given_latents, given_mask)
     call = compiled_forward(model) if compile else model
     # 1. timesteps
-    scheduler.set_timesteps(num_inference_steps, device=dev)
+    scheduler.set_timesteps(config.num_inference_steps, device=dev)
     # 2. starting noise in the scheduler's scale (as diffusers pipelines do); given frames enter clean
     if latents is None:
         latents = torch.randn(shape, generator=generator).to(dev, dtype)
@@ -355,8 +339,8 @@ def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[
         keep = given_mask[:, None, :, None, None].to(dev)
         latents = torch.where(keep, given_latents.to(dev, dtype), latents)
     # 3. conditioning for one batched CFG pass over [negative-or-null; cond]
-    scale = guidance_scale if callable(guidance_scale) else lambda: guidance_scale  # callable: read every step
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale())
+    scale, interval = config.guidance_scale, config.guidance_interval
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale)
     rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
     # 4. denoising loop
     for i, t in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
@@ -365,16 +349,25 @@ def generate_latents_unchecked(model: DiffusionVideoTransformer, cond: Optional[
             x_in = scheduler.scale_model_input(x_in, t)
         out = call(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample.float()
         if doubled:  # outside the guidance interval the conditional prediction alone (guidance 1)
-            guided = guidance_interval is None or \
-                guidance_interval[0] < float(t) / scheduler.config.num_train_timesteps <= guidance_interval[1]
-            out = apply_cfg(out, scale()) if guided else out.chunk(2)[1]
+            guided = interval is None or interval[0] < float(t) / scheduler.config.num_train_timesteps <= interval[1]
+            out = apply_cfg(out, scale) if guided else out.chunk(2)[1]
         latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
         if keep is not None:
             latents = torch.where(keep, given_latents.to(dev, dtype), latents)
-        # 5. the caller's per-step callback may replace the latents, or stop (the remaining steps are skipped)
+        # 5. the caller's per-step callback may replace the latents, change the guidance, or stop
         if callback is not None:
             changed = callback(i, t, {"latents": latents}) or {}
             latents = changed.get("latents", latents)
+            scale = changed.get("guidance_scale", scale)
             if changed.get("interrupt"):
                 break
     return latents
+
+
+def __getattr__(name: str):
+    """The flow generator's former class name still resolves (folders whose ``model_index.json`` names it load)."""
+    if name == "DiffusionVideoTransformer":
+        warnings.warn("DiffusionVideoTransformer is deprecated, use FlowVideoTransformer (the old name is removed in "
+                      "vidgen 0.3; save the pipeline again to update a folder)", FutureWarning, stacklevel=2)
+        return FlowVideoTransformer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,21 +7,14 @@ inpainting, outpainting) drawn at random: given tokens are never masked and neve
 Sampling is diffusers' ``AmusedScheduler`` (flattened ids ``(B, N)``, ``mask_token_id = vocab_size``): per step the
 model predicts every masked token, the scheduler samples ids with the caller's generator and re-masks the least
 confident ones with annealed Gumbel noise; given tokens get infinite confidence, so they are kept exactly.
-Top-k filtering and CFG (one batched pass) are applied to the logits before the scheduler sees them. Guidance and top-k
-trade still shapes against turning ones (tuning prompts: docs/results/sampling_sweep_masked.json,
-experiments/results/sampling_sweep_masked_turns*.json): at guidance 3 greedy tokens (``top_k=1``) keep still shapes
-still but draw one orientation in every frame (1 of 26 rotating prompts turn); at guidance 5 most still shapes move;
-guidance 1.5 with the full distribution keeps 22 of 24 still and turns 7 of 26, which is why the shipped masked
-pipeline samples that way (its ``sampling_config.json``). ``greedy_steps`` (greedy draws on the last steps) cuts FVD
-by about 40 % there but stops the turns: 1 of 26 with the last 4 of 12 steps greedy
-(experiments/results/sampling_sweep_masked_greedy.json), so it ships off. For the same reason the shipped folder
-samples in 4 steps, not 12: on the 4x4-pixel codes (1,280 ids a clip) more steps turned fewer shapes (48 steps: 4 of
-26) and nucleus filtering (``top_p`` 0.9 / 0.8) cost turns too, while 4 steps kept 11 turns at 90.1 % colour+motion
-against 12 steps' 88.0 %, in a third of the time (docs/results/sampling_sweep_masked.json).
+Top-k / nucleus filtering and CFG (one batched pass) are applied to the logits before the scheduler sees them;
+``greedy_steps`` draws the most likely ids on the last steps. What each setting does on the shipped model is in
+its model card and ``docs/results/sampling_sweep_masked.json``.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import dataclasses
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +30,7 @@ from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, IdPatches
 from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_top_k, check_top_p, filter_logits,
                                        sample_given_mask)
+from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 
 
@@ -76,10 +70,10 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         logits = self.patch.unpatchify(self.head(out), grid)  # (B, t, h, w, V)
         return {"logits": logits} if return_dict else (logits,)
 
-    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, **options) -> torch.Tensor:
-        """The uniform sampling call of every generator: ids (B, t, h, w); keyword ``options`` as
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, config=None, **options) -> torch.Tensor:
+        """The uniform sampling call of every generator: ids (B, t, h, w); ``config`` and keyword ``options`` as
         :func:`generate_ids`."""
-        return generate_ids(self, cond, grid=grid, batch=batch, **options)
+        return generate_ids(self, cond, config, grid=grid, batch=batch, **options)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
              weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
@@ -127,20 +121,45 @@ def check_greedy_steps(greedy_steps) -> None:
         raise InvalidInputError(f"greedy_steps must be an int >= 0, got {greedy_steps!r}")
 
 
-#: the options of :func:`generate_ids` a caller tunes, each with its check (the pipeline's ``check_inputs`` and its
-#: ``sampling_config.json`` use the same checks)
-OPTION_CHECKS = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
-                 "temperature": check_temperature_schedule, "top_k": check_top_k, "top_p": check_top_p,
-                 "greedy_steps": check_greedy_steps}
+@dataclasses.dataclass(frozen=True)
+class MaskedSamplingConfig(SamplingConfig):
+    """The masked generator's sampling settings (:mod:`vidgen.generators.sampling_config`): steps, CFG scale, the
+    re-masking ``temperature`` (a number or an annealed ``(start, end)`` pair), ``top_k`` / ``top_p`` filters of the
+    ids drawn, ``greedy_steps`` (the last steps draw the most likely id) and ``context_frames`` (latent frames each
+    chunk of a story or long video is given, :mod:`vidgen.pipelines.story`)."""
+
+    num_inference_steps: int = 12
+    guidance_scale: float = 3.0
+    temperature: object = (2.0, 0.0)
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    greedy_steps: int = 0
+    context_frames: int = 2
+    checks: ClassVar[dict] = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
+                              "temperature": check_temperature_schedule, "top_k": check_top_k, "top_p": check_top_p,
+                              "greedy_steps": check_greedy_steps, "context_frames": check_context_frames}
 
 
-def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, scheduler: AmusedScheduler,
-                       given_ids: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
-                       **options) -> None:
-    """Every check of :func:`generate_ids`, once: the tuned ``options`` (:data:`OPTION_CHECKS`), the grid against
-    the model, the scheduler's mask id and the given tokens."""
-    for name, value in options.items():
-        OPTION_CHECKS[name](value)
+@torch.no_grad()
+def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = None,
+                 config: Optional[MaskedSamplingConfig] = None, *, grid, batch: int,
+                 negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
+                 scheduler: Optional[AmusedScheduler] = None, given_ids: Optional[torch.Tensor] = None,
+                 given_mask: Optional[torch.Tensor] = None,
+                 callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
+                 progress: Optional[Callable] = None, compile: bool = False, **settings) -> torch.Tensor:
+    """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``config`` (default
+    :class:`MaskedSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the steps,
+    guidance, temperature, filters and greedy steps. Everything is checked first. ``given_mask`` (B, t, h, w) bool
+    keeps ``given_ids`` exactly (prediction: first frames; interpolation: first + last; inpainting / outpainting: a
+    region). ``callback(i, step, {"ids": ...})`` may return a dict with new ``"ids"``, a ``"guidance_scale"`` for the
+    following steps, or ``"interrupt": True`` to stop (the tokens still masked take that step's most likely ids).
+
+    Logits are taken to fp32 before CFG, top-k and the scheduler's draw, whatever the compute dtype (autocast or
+    bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`)."""
+    # 0. checks
+    config = MaskedSamplingConfig.resolve(config, settings)
+    scheduler = scheduler or make_scheduler(model)
     check_positive_int("batch", batch)
     model.backbone.check_grid(model.patch.grid(tuple(grid)))
     if scheduler.config.mask_token_id != model.mask_token_id:
@@ -152,50 +171,6 @@ def check_generate_ids(model: MaskedVideoTransformer, *, grid, batch: int, sched
                 tuple(given_ids.shape) != shape:
             raise InvalidInputError(f"given_ids and given_mask must both have shape {shape}")
         model.check_ids(given_ids, "given_ids")
-
-
-@torch.no_grad()
-def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
-                 negative: Optional[Conditioning] = None, guidance_scale: float = 1.0, num_inference_steps: int = 12,
-                 generator: Optional[torch.Generator] = None, scheduler: Optional[AmusedScheduler] = None,
-                 temperature=(2.0, 0.0), top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 greedy_steps: int = 0, given_ids: Optional[torch.Tensor] = None,
-                 given_mask: Optional[torch.Tensor] = None,
-                 callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
-                 progress: Optional[Callable] = None, compile: bool = False) -> torch.Tensor:
-    """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``given_mask`` (B, t, h, w)
-    bool keeps ``given_ids`` exactly (prediction: first frames; interpolation: first + last; inpainting /
-    outpainting: a region). ``temperature``: the annealed Gumbel temperature of the re-masking (start, end).
-    ``top_k`` / ``top_p`` (nucleus) filter the ids drawn at each step; the last ``greedy_steps`` steps draw the most
-    likely id instead (full-distribution draws early choose the layout, greedy ones late add no stray codes).
-    ``callback(i, step, {"ids": ...})`` may return a dict replacing ``ids``, or with ``"interrupt": True`` to stop
-    (the tokens still masked take that step's most likely ids). :func:`generate_ids_unchecked` also takes a
-    zero-argument callable as ``guidance_scale``, read at every step (a pipeline's dynamic CFG).
-
-    Logits are taken to fp32 before CFG, top-k and the scheduler's draw, whatever the compute dtype (autocast or
-    bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`).
-    Checks everything (:func:`check_generate_ids`), then runs :func:`generate_ids_unchecked`."""
-    scheduler = scheduler or make_scheduler(model)
-    check_generate_ids(model, grid=grid, batch=batch, scheduler=scheduler, given_ids=given_ids, given_mask=given_mask,
-                       num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                       temperature=temperature, top_k=top_k, top_p=top_p, greedy_steps=greedy_steps)
-    return generate_ids_unchecked(model, cond, grid=grid, batch=batch, negative=negative,
-                                  guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
-                                  generator=generator, scheduler=scheduler, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, greedy_steps=greedy_steps, given_ids=given_ids, given_mask=given_mask,
-                                  callback=callback, progress=progress,
-                                  compile=compile)
-
-
-@torch.no_grad()
-def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditioning] = None, *, grid, batch: int,
-                           negative: Optional[Conditioning], guidance_scale: float, num_inference_steps: int,
-                           generator: Optional[torch.Generator], scheduler: AmusedScheduler, temperature,
-                           top_k: Optional[int], given_ids: Optional[torch.Tensor], given_mask: Optional[torch.Tensor],
-                           top_p: Optional[float] = None, greedy_steps: int = 0, callback: Optional[Callable] = None,
-                           progress: Optional[Callable] = None,
-                           compile: bool = False) -> torch.Tensor:
-    """:func:`generate_ids` without its checks, for callers that ran them once (the pipeline's ``check_inputs``)."""
     t, h, w = grid
     dev = model.device
     # 1. start fully masked; given tokens are kept (infinite confidence)
@@ -207,27 +182,29 @@ def generate_ids_unchecked(model: MaskedVideoTransformer, cond: Optional[Conditi
     if bool(keep.all()):
         return ids.reshape(batch, t, h, w)
     # 2. conditioning for one batched CFG pass, the model call and the schedule
-    scale = guidance_scale if callable(guidance_scale) else lambda: guidance_scale
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale())
+    scale, steps = config.guidance_scale, config.num_inference_steps
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale)
     call = compiled_forward(model) if compile else model
     given, start_ratio = ids.clone(), float((~keep).float().mean())
-    scheduler.set_timesteps(num_inference_steps, temperature=temperature, device=dev)
+    scheduler.set_timesteps(steps, temperature=config.temperature, device=dev)
     # 3. denoising loop: predict every token, CFG and top-k in fp32, the scheduler reveals the most confident ones
     for i, step in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
         x = ids.reshape(batch, t, h, w)
         logits = call(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
         if doubled:
-            logits = apply_cfg(logits, scale())
-        greedy = i >= num_inference_steps - greedy_steps
-        logits = filter_logits(logits.reshape(batch, t * h * w, -1), *((1, None) if greedy else (top_k, top_p)))
+            logits = apply_cfg(logits, scale)
+        greedy = i >= steps - config.greedy_steps
+        logits = filter_logits(logits.reshape(batch, t * h * w, -1),
+                               *((1, None) if greedy else (config.top_k, config.top_p)))
         ids = scheduler.step(logits, int(step), ids, starting_mask_ratio=start_ratio, generator=generator).prev_sample
         ids = torch.where(keep, given, ids)  # the scheduler re-masks at least one token per sample, given or not
-        # 4. the caller's per-step callback may replace the ids, or stop: the tokens still masked then take this
-        # step's most likely ids
+        # 4. the caller's per-step callback may replace the ids, change the guidance, or stop: the tokens still
+        # masked then take this step's most likely ids
         if callback is not None:
             changed = callback(i, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
             if "ids" in changed:
                 ids = changed["ids"].reshape(batch, -1)
+            scale = changed.get("guidance_scale", scale)
             if changed.get("interrupt"):
                 ids = torch.where(ids == model.mask_token_id, logits.argmax(-1), ids)
                 break

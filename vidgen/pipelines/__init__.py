@@ -13,7 +13,7 @@ from vidgen.pipelines.loading import load_pipeline, pipeline_classes
 from vidgen.pipelines.masked import MaskedVideoPipeline
 from vidgen.pipelines.output import VideoPipelineOutput
 from vidgen.pipelines.registry import PIPELINE_REGISTRY, PipelineSpec, pipeline_spec, shipped_folder
-from vidgen.pipelines.sampling_config import SAMPLING_CONFIG_NAME
+from vidgen.generators.sampling_config import SAMPLING_CONFIG_NAME
 
 __all__ = [
     "OUTPUT_TYPES",

@@ -4,8 +4,8 @@ on a ``CausalVQVAE``.
 One step per token (prefill, then cached one-token decode). ``conditioning_frames`` continues a video from its first
 frames. ``num_frames`` may exceed the model's trained length: the context slides over the last latent frames and
 each finished latent frame is decoded at once through the tokenizer's stream decoder (memory flat in length).
-Sampling settings left out of a call come from ``pipe.sampling_config`` (the folder's ``sampling_config.json``),
-else from :attr:`sampling_defaults`.
+Sampling settings left out of a call come from ``pipe.sampling_config`` (an
+:class:`~vidgen.generators.AutoregressiveSamplingConfig`, the folder's ``sampling_config.json``).
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from vidgen.errors import InvalidInputError, UnsupportedError
-from vidgen.generators import AutoregressiveVideoTransformer
-from vidgen.generators.autoregressive import OPTION_CHECKS, check_iter_frames, iter_frames_unchecked
+from vidgen.generators.autoregressive import AutoregressiveSamplingConfig, AutoregressiveVideoTransformer, iter_frames
+from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import to_output
-from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
 from vidgen.pipelines.story import is_schedule
 
 
@@ -31,15 +30,8 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     bf16_pays_on_cpu = False
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ("latents",)  # the ids generated so far
-    sampling_defaults = {"guidance_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None}
-    option_checks = OPTION_CHECKS
+    sampling_config_class = AutoregressiveSamplingConfig
     sampling_components = ()  # no scheduler: one step per token
-
-    # stories, the class default (a folder's sampling_config.json carries the value measured on its own model): 1
-    # latent frame of context kept 25 % of a tuning story's segments on prompt, 2 kept 12.5 %, 3 and the full sliding
-    # context (4) 6.2 % (the past outweighs the new prompt's prefix; experiments/sweep_context.py,
-    # experiments/results/sweep_context.json)
-    context_frames = 1
 
     def enable_model_cpu_offload(self, *args, **kwargs):
         """Refused: this pipeline decodes each frame as soon as its tokens exist, so model offload would move the
@@ -51,89 +43,87 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
 
     enable_sequential_cpu_offload = enable_model_cpu_offload
 
-    def default_context(self, prompt, negative_prompt) -> int:
-        """A prompt schedule: :attr:`story_context`. One long prompt: the full sliding context (``window - 1``
-        latent frames), as :meth:`__call__` slides it frame by frame, so ``stream`` and ``__call__`` agree."""
-        return self.story_context if is_schedule(prompt) or is_schedule(negative_prompt) else self.window - 1
+    def _chunk_context(self, config, prompt, negative_prompt, given: bool) -> int:
+        """A prompt schedule, or ``context_frames`` passed: ``config.context_frames``. One long prompt otherwise: the
+        full sliding context (``window - 1`` latent frames), as :meth:`__call__` slides it frame by frame, so
+        ``stream`` and ``__call__`` agree."""
+        story = is_schedule(prompt) or is_schedule(negative_prompt)
+        return config.context_frames if story or given else self.window - 1
 
-    def is_story(self, prompt, negative_prompt, num_frames, height, width) -> bool:
-        """Prompt schedules only: one prompt of any length already slides its context in :meth:`__call__`."""
-        return is_schedule(prompt) or is_schedule(negative_prompt)
-
-    def __init__(self, vqvae, transformer: AutoregressiveVideoTransformer, text_encoder=None, text_tokenizer=None):
+    def __init__(self, vqvae, transformer: AutoregressiveVideoTransformer, text_encoder=None, tokenizer=None):
         super().__init__()
         if transformer is not None and vqvae is not None:  # a text-only pipeline (None components) is allowed
             transformer.check_tokenizer(vqvae)
-        self.register_modules(vqvae=vqvae, transformer=transformer, text_encoder=text_encoder,
-                              text_tokenizer=text_tokenizer)
+        self.register_modules(vqvae=vqvae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer)
 
     def check_inputs(self, *, num_inference_steps=None, latents=None, **inputs) -> int:
-        """The shared checks and the sampler's (:func:`~vidgen.generators.autoregressive.check_iter_frames`);
-        ``num_inference_steps`` and ``latents`` have no meaning here and must be None. Returns the number of
+        """The shared checks and the latent grid against the transformer (any number of latent frames: the context
+        slides); ``num_inference_steps`` and ``latents`` have no meaning here and must be None. Returns the number of
         videos."""
         if num_inference_steps is not None:
             raise InvalidInputError("num_inference_steps: autoregressive sampling takes one step per token; pass None")
         if latents is not None:
             raise InvalidInputError("latents: not used by the autoregressive pipeline (continue a video with "
                                     "conditioning_frames)")
-        options = self.resolve_settings(**{k: inputs.pop(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         batch = super().check_inputs(**inputs)
-        grid = self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
-        check_iter_frames(self.transformer, grid=grid, batch=batch, **options)
+        t, h, w = self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
+        model = self.transformer
+        model.backbone.check_grid(model.token_grid((min(t, model.backbone_config.max_grid[0]), h, w)))
         return batch
 
     @torch.no_grad()
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
-                 width: int = 64, num_inference_steps: Optional[int] = None, guidance_scale: float = SAMPLING_DEFAULT,
+                 width: int = 64, num_inference_steps: Optional[int] = None, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents=None, prompt_embeds=None,
                  negative_prompt_embeds=None, conditioning_frames: Optional[torch.Tensor] = None,
                  output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
-                 temperature: float = SAMPLING_DEFAULT, top_k: Optional[int] = SAMPLING_DEFAULT,
-                 top_p: Optional[float] = SAMPLING_DEFAULT, use_cache: bool = True,
+                 temperature: float = UNSET, top_k: Optional[int] = UNSET,
+                 top_p: Optional[float] = UNSET, use_cache: bool = True,
                  context_frames: Optional[int] = None):
         """``callback_on_step_end(pipe, i, i, {"latents": ids so far})`` is called once per latent frame; returning
         ``{"latents": new_ids}`` replaces the ids so far and generation continues from them. A ``prompt`` dict
         ``{frame_index: prompt}``: made in chunks, each given the last ``context_frames`` latent frames before it
         with its prompt's prefix (:mod:`vidgen.pipelines.story`)."""
-        # 0. stories: chunk by chunk (vidgen.pipelines.story); one long prompt slides the context below
-        if self.is_story(prompt, negative_prompt, num_frames, height, width):
+        # 1. the sampling settings: the caller's, else the folder's (checked once)
+        config = self.sampling_config.replace(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
+                                              top_p=top_p,
+                                              context_frames=UNSET if context_frames is None else context_frames)
+        # 2. stories: chunk by chunk (vidgen.pipelines.story); one long prompt slides the context below
+        if is_schedule(prompt) or is_schedule(negative_prompt):
             return self._story_call(
-                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, context_frames,
-                output_type, return_dict,
-                settings=dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p),
+                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
+                context_frames is not None, output_type, return_dict,
                 unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
                                  negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
                                  callback_on_step_end=callback_on_step_end,
                                  num_inference_steps=num_inference_steps, use_cache=None if use_cache else False))
-        # 1. settings the caller left out come from sampling_config; check every input once
-        s = self.resolve_settings(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+        # 3. check every input once
         self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
                           num_frames=num_frames, height=height, width=width,
                           num_videos_per_prompt=num_videos_per_prompt, generator=generator,
                           num_inference_steps=num_inference_steps, latents=latents, output_type=output_type,
-                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **s)
+                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         grid = self.vqvae.latent_grid(num_frames, height, width)
-        self._start_sampling(s["guidance_scale"], grid[0])  # callbacks come once per latent frame
-        # 2. encode the prompts
+        self._start_sampling(config.guidance_scale, grid[0])  # callbacks come once per latent frame
+        # 4. encode the prompts
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
-        # 3. given ids from the conditioning frames
+        # 5. given ids from the conditioning frames
         generators = self._generators(generator, batch)
         given, frame_mask = self._encode_conditioning(conditioning_frames, None, grid, batch, num_frames, height, width)
         given = None if given is None else given[:, : int(frame_mask[0].sum())]
-        # 4. sample latent frames one token at a time and decode each as it is finished (once, or once per video)
+        # 6. sample latent frames one token at a time and decode each as it is finished (once, or once per video)
         rows = [(slice(0, batch), generators[0])] if len(generators) == 1 else \
             [(slice(i, i + 1), g) for i, g in enumerate(generators)]
         videos = []
         for part, g in rows:
             n = part.stop - part.start
-            self._guidance_scale = s["guidance_scale"]  # each video starts from the call's scale
-            frames = iter_frames_unchecked(self.transformer, None if cond is None else cond.index(part), grid=grid,
-                                           batch=n, negative=None if negative is None else negative.index(part),
-                                           generator=g, given_ids=None if given is None else given[part],
-                                           use_cache=use_cache, **{**s, "guidance_scale": self._live_guidance})
+            self._guidance_scale = config.guidance_scale  # each video starts from the call's scale
+            frames = iter_frames(self.transformer, None if cond is None else cond.index(part), config, grid=grid,
+                                 batch=n, negative=None if negative is None else negative.index(part), generator=g,
+                                 given_ids=None if given is None else given[part], use_cache=use_cache)
             videos.append(self._stream(frames, grid, n, height, width, output_type, callback_on_step_end))
         out = torch.cat(videos)[:, :, :num_frames] if output_type != "latent" else torch.cat(videos)
         return self._finish(out if output_type == "latent" else to_output(out, output_type), return_dict)
@@ -163,17 +153,18 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                 if stream is not None:  # re-decode the replaced past through a fresh stream
                     stream = self.vqvae.stream_decoder(height, width)
                     pixels = [stream.push(f) for f in ids]
-            try:
-                frame = frames.send(replaced) if replaced is not None else next(frames)
+            try:  # the callback may also have changed pipe._guidance_scale for the following tokens
+                frame = frames.send({"latents": replaced, "guidance_scale": self._guidance_scale}) \
+                    if callback is not None else next(frames)
             except StopIteration:
                 frame = None
         bar.close()
         return torch.cat(ids, 1) if stream is None else torch.cat(pixels, 2)
 
-    def _continue(self, rows, generator, cond, negative, given, new, hw, settings):
+    def _continue(self, rows, generator, cond, negative, given, new, hw, config):
         """The ``given`` latent frames are the context (prefilled after the prompt's prefix), the ``new`` ones
         sampled token by token with the KV cache."""
         k = 0 if given is None else given.shape[1]
-        frames = iter_frames_unchecked(self.transformer, cond, grid=(k + new, *hw), batch=rows, negative=negative,
-                                       generator=generator, given_ids=given, use_cache=True, **settings)
+        frames = iter_frames(self.transformer, cond, config, grid=(k + new, *hw), batch=rows, negative=negative,
+                             generator=generator, given_ids=given, use_cache=True)
         return torch.cat(list(frames), 1)

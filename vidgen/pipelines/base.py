@@ -9,6 +9,7 @@ video) samples each video on its own, so a prompt and seed give the same video w
 """
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -22,15 +23,15 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators import Conditioning
 from vidgen.generators.base import check_positive_int
 from vidgen.pipelines.output import VideoPipelineOutput, to_output
-from vidgen.pipelines.sampling_config import (SAMPLING_DEFAULT, check_sampling_config, read_sampling_config,
-                                              write_sampling_config)
+from vidgen.generators.sampling_config import SamplingConfig
 from vidgen.pipelines.long_video import LongVideoMixin
 from vidgen.precision import resolve_dtype
 from vidgen.text import DEFAULT_TEXT_ENCODER, check_prompts, encode_prompts, load_text_encoder
 
+from vidgen.tokenizers.causal_codec import check_video
+
 #: prompt length of a text-only pipeline's encode_prompt (the shipped transformers' max_text_tokens)
 DEFAULT_MAX_TEXT_TOKENS = 16
-from vidgen.tokenizers.causal_codec import check_video
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 
@@ -39,8 +40,8 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
     """Base of :class:`MaskedVideoPipeline`, :class:`FlowVideoPipeline`, :class:`AutoregressiveVideoPipeline`.
 
     Subclasses register ``transformer``, the video tokenizer as ``video_tokenizer_name`` (``"vae"`` / ``"vqvae"``),
-    optional ``text_encoder`` + ``text_tokenizer``, and say which ``__call__`` arguments are sampling settings
-    (:attr:`sampling_defaults`, checked by :attr:`option_checks`).
+    optional ``text_encoder`` + ``tokenizer`` (diffusers' names), and name their generator's sampling config
+    (:attr:`sampling_config_class`).
     """
 
     video_tokenizer_name = "vae"
@@ -48,73 +49,85 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
     bf16_pays_on_cpu = True
     # any component may be None: a pipeline of only its text components runs encode_prompt (diffusers' convention);
     # sampling checks that the others are there
-    _optional_components = ["text_encoder", "text_tokenizer", "transformer", "scheduler", "vae", "vqvae"]
+    _optional_components = ["text_encoder", "tokenizer", "transformer", "scheduler", "vae", "vqvae"]
     _callback_tensor_inputs: Sequence[str] = ("latents",)
-    #: sampling setting -> the class default, used when neither the caller nor ``sampling_config`` gives a value
-    sampling_defaults: dict = {}
-    #: sampling setting -> its check (the generator module's ``OPTION_CHECKS``)
-    option_checks: dict = {}
+    #: the generator's sampling settings: their defaults, checks and file (:mod:`vidgen.generators.sampling_config`)
+    sampling_config_class: type = SamplingConfig
     #: components sampling needs besides the transformer and the video tokenizer
     sampling_components: tuple = ("scheduler",)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, dtype="auto", torch_dtype=None, **kwargs):
-        """diffusers' ``from_pretrained`` with ``dtype`` defaulting to ``"auto"``: bf16 weights where the device
-        multiplies bf16 fast, fp32 elsewhere (:func:`vidgen.precision.resolve_dtype`; ``"fp32"`` / ``"bf16"`` or a
-        ``torch.dtype`` choose; a pipeline whose measured bf16 speed on the CPU is no better keeps fp32 under
-        ``"auto"`` there: :attr:`bf16_pays_on_cpu`). ``torch_dtype`` is diffusers' deprecated name for ``dtype``.
-        In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling probabilities, the flow
-        ODE state); the text encoder stays fp32 (it runs once per prompt)."""
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, dtype=None, torch_dtype=None, **kwargs):
+        """diffusers' ``from_pretrained``: without a dtype every component loads as diffusers loads it (fp32), so a
+        pipeline saved and loaded gives the same output. ``dtype`` takes a ``torch.dtype``, a precision name
+        (``"fp32"``, ``"bf16"``, or ``"auto"``: bf16 where the device multiplies bf16 fast and, on a CPU, where this
+        pipeline's bf16 sampling measured faster, :attr:`bf16_pays_on_cpu`; fp32 elsewhere) or, as diffusers' does, a
+        dict per component with a ``"default"`` key. :func:`~vidgen.pipelines.load_pipeline`, ``vidgen generate``,
+        the demo and the app default to ``"auto"`` (docs/precision.md). ``torch_dtype`` is diffusers' deprecated name
+        for ``dtype``. In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling
+        probabilities, the flow ODE state). The folder's ``sampling_config.json`` becomes :attr:`sampling_config`."""
         if torch_dtype is not None:
-            if not (isinstance(dtype, str) and dtype == "auto"):
+            if dtype is not None:
                 raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
             warnings.warn("torch_dtype is deprecated, use dtype (as diffusers does)", FutureWarning, stacklevel=2)
             dtype = torch_dtype
         device = kwargs.get("device_map") if kwargs.get("device_map") in ("cuda", "cpu") else None
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
-            dtype = "fp32"
-        resolved = resolve_dtype(dtype, device, "dtype")
+        dtype = cls._resolve_dtype(dtype, device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = Path(str(pretrained_model_name_or_path))
-        sampling = read_sampling_config(folder, cls) if folder.is_dir() else {}  # a bad file fails before the weights
+        # a bad sampling_config.json fails before the weights load
+        sampling = cls.sampling_config_class.from_pretrained(folder, cls) if folder.is_dir() else None
         legacy = _legacy_text_tokenizer(folder, kwargs)
         if legacy is None:
-            pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolved, **kwargs)
-        else:  # diffusers would warn twice about the unexpected "tokenizer" entry
+            pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=dtype, **kwargs)
+        else:  # diffusers would warn about the unexpected "text_tokenizer" entry
             verbosity = diffusers_logging.get_verbosity()
             diffusers_logging.set_verbosity_error()
             try:
-                pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=resolved, **legacy,
-                                               **kwargs)
+                pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=dtype, **legacy, **kwargs)
             finally:
                 diffusers_logging.set_verbosity(verbosity)
         pipe._sampling_config = sampling
         return pipe
 
+    @classmethod
+    def _resolve_dtype(cls, dtype, device: str):
+        """None and ``torch.dtype`` values as diffusers takes them; precision names resolved for ``device``."""
+        if isinstance(dtype, dict):
+            if not all(isinstance(k, str) for k in dtype):
+                raise InvalidInputError(f"dtype: a dict maps component names (and 'default') to dtypes, got {dtype!r}")
+            return {k: cls._resolve_dtype(v, device) for k, v in dtype.items()}
+        if dtype is None or isinstance(dtype, torch.dtype):
+            return dtype
+        if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
+            dtype = "fp32"
+        return resolve_dtype(dtype, device, "dtype")
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (the settings in :attr:`sampling_config`)."""
+        """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (:attr:`sampling_config`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        write_sampling_config(save_directory, self.sampling_config)
+        self.sampling_config.save_pretrained(save_directory)
 
     @property
-    def sampling_config(self) -> dict:
-        """Sampling settings used for every ``__call__`` argument the caller leaves out (read from the folder's
-        ``sampling_config.json``; settings it does not name keep the class defaults, :attr:`sampling_defaults`).
-        Assigning a dict checks it as the file is checked."""
+    def sampling_config(self) -> SamplingConfig:
+        """The sampling settings used for every ``__call__`` argument the caller leaves out: the folder's
+        ``sampling_config.json``, or the defaults of :attr:`sampling_config_class`. Assign a config of that class, or
+        a dict of settings (checked as the file is)."""
         if getattr(self, "_sampling_config", None) is None:
-            self._sampling_config = {}
+            self._sampling_config = self.sampling_config_class()
         return self._sampling_config
 
     @sampling_config.setter
-    def sampling_config(self, config: dict) -> None:
-        self._sampling_config = check_sampling_config(config, type(self), "sampling_config")
+    def sampling_config(self, config) -> None:
+        if not isinstance(config, self.sampling_config_class):
+            config = self.sampling_config_class.from_dict(config, "sampling_config", type(self))
+        self._sampling_config = config
 
-    def resolve_settings(self, **given) -> dict:
-        """The value of each sampling setting in ``given``: the caller's, else :attr:`sampling_config`'s, else the
-        class default."""
-        return {k: (self.sampling_config.get(k, self.sampling_defaults[k]) if v is SAMPLING_DEFAULT else v)
-                for k, v in given.items()}
+    @classmethod
+    def call_inputs(cls) -> tuple:
+        """The ``__call__`` arguments that are inputs, not sampling settings (named in the config file's errors)."""
+        settings = set(cls.sampling_config_class.settings())
+        return tuple(p for p in inspect.signature(cls.__call__).parameters if p != "self" and p not in settings)
 
     # ------------------------------------------------------------------ sampling state (diffusers' conventions)
     @property
@@ -143,10 +156,6 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
 
     def _start_sampling(self, guidance_scale: float, num_timesteps: int) -> None:
         self._guidance_scale, self._num_timesteps, self._interrupt = guidance_scale, num_timesteps, False
-
-    def _live_guidance(self) -> float:
-        """The guidance scale the samplers read at every step (``pipe._guidance_scale``)."""
-        return self._guidance_scale
 
     def _check_components(self, *names: str) -> None:
         """A pipeline built with only its text components (to run :meth:`encode_prompt`) cannot sample."""
@@ -181,8 +190,8 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
     def _text_components(self):
         """The registered text encoder, or the offline default loaded on first use (never saved with the pipeline,
         so shipped folders stay small)."""
-        if getattr(self, "text_encoder", None) is not None and getattr(self, "text_tokenizer", None) is not None:
-            return self.text_tokenizer, self.text_encoder
+        if getattr(self, "text_encoder", None) is not None and getattr(self, "tokenizer", None) is not None:
+            return self.tokenizer, self.text_encoder
         if getattr(self, "_default_text", None) is None:
             self._default_text = load_text_encoder(self.config.get("text_encoder_name") or DEFAULT_TEXT_ENCODER)
         return self._default_text
@@ -228,7 +237,7 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
                      num_videos_per_prompt: int = 1, generator=None, output_type: str = "np",
                      callback_on_step_end_tensor_inputs: Sequence[str] = (), decode_chunk_frames=None) -> int:
         """Every check of the inputs the pipelines share, once, before any work (diffusers' ``check_inputs``);
-        each subclass adds its own and the generator's (``check_generate_*``). Returns the number of videos."""
+        each subclass adds the grid and inputs of its generator. Returns the number of videos."""
         self._check_components("transformer", self.video_tokenizer_name, *self.sampling_components)
         for name, value in (("num_frames", num_frames), ("height", height), ("width", width),
                             ("num_videos_per_prompt", num_videos_per_prompt)):
@@ -344,14 +353,16 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------ outputs
     def _step_callback(self, callback_on_step_end, tensor_inputs, key: str):
-        """Adapt diffusers' ``callback_on_step_end(pipe, step, timestep, kwargs) -> dict`` to the samplers."""
+        """Adapt diffusers' ``callback_on_step_end(pipe, step, timestep, kwargs) -> dict`` to the samplers' per-step
+        callback: the latents it returns, ``pipe._guidance_scale`` for the following steps, ``pipe._interrupt``."""
         if callback_on_step_end is None:
             return None
 
         def callback(i, t, tensors):
             given = {k: tensors[key] for k in tensor_inputs if k == "latents"}
             out = callback_on_step_end(self, i, t, given) or {}
-            return {**({key: out["latents"]} if "latents" in out else {}), "interrupt": self.interrupt}
+            return {**({key: out["latents"]} if "latents" in out else {}), "guidance_scale": self._guidance_scale,
+                    "interrupt": self.interrupt}
         return callback
 
     def _decode(self, x: torch.Tensor, num_frames: int, height: int, width: int, output_type: str,
@@ -374,8 +385,9 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
 
 
 def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
-    """Folders saved before the text tokenizer was named ``text_tokenizer`` list it as ``tokenizer``: None for a
-    current folder, else the keyword arguments that load it under its new name."""
+    """Folders that list the text tokenizer as ``text_tokenizer`` (vidgen's name for it up to 0.1) load with a
+    FutureWarning: None for a folder that names it ``tokenizer``, else the keyword arguments that load it under that
+    name."""
     index = folder / "model_index.json"
     if not index.is_file():
         return None
@@ -383,13 +395,13 @@ def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
         entries = json.loads(index.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # diffusers reports it
-    spec = entries.get("tokenizer")
-    if "text_tokenizer" in entries or not isinstance(spec, list):
+    spec = entries.get("text_tokenizer")
+    if "tokenizer" in entries or not isinstance(spec, list):
         return None
-    if spec[0] is None or "text_tokenizer" in kwargs:
+    warnings.warn(f"{index}: the text tokenizer is listed as 'text_tokenizer'; it is 'tokenizer' now, as in diffusers "
+                  "(the old key is read until vidgen 0.3). Save the pipeline again (save_pretrained) to update the "
+                  "folder", FutureWarning, stacklevel=3)
+    if spec[0] is None or "tokenizer" in kwargs:
         return {}
-    warnings.warn(f"{index}: the text tokenizer is listed as 'tokenizer' (its name before 'text_tokenizer'); "
-                  "loaded from its folder. Save the pipeline again (save_pretrained) to update the folder",
-                  FutureWarning, stacklevel=3)
     from transformers import AutoTokenizer
-    return {"text_tokenizer": AutoTokenizer.from_pretrained(str(folder / "tokenizer"))}
+    return {"tokenizer": AutoTokenizer.from_pretrained(str(folder / "text_tokenizer"))}

@@ -1,11 +1,11 @@
-"""``FlowVideoPipeline``: text / class -> video with a latent :class:`DiffusionVideoTransformer` on a ``CausalVAE``.
+"""``FlowVideoPipeline``: text / class -> video with a latent :class:`FlowVideoTransformer` on a ``CausalVAE``.
 
 Any diffusers scheduler matching the model's ``prediction_type`` (``FlowMatchEulerDiscreteScheduler`` for flow
 matching; ``DDIMScheduler`` & co. for epsilon / v), swappable with ``pipe.scheduler = X.from_config(...)``.
 ``conditioning_frames`` gives the first latent frames (image-to-video, prediction) or chosen ones
 (``conditioning_latent_indices=[0, -1]``: interpolation); given latents are kept exactly. Sampling settings left out
-of a call come from ``pipe.sampling_config`` (the folder's ``sampling_config.json``), else from
-:attr:`sampling_defaults`.
+of a call come from ``pipe.sampling_config`` (a :class:`~vidgen.generators.FlowSamplingConfig`, the folder's
+``sampling_config.json``).
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from vidgen.generators import DiffusionVideoTransformer, check_scheduler
-from vidgen.generators.flow import OPTION_CHECKS, check_generate_latents, generate_latents_unchecked
+from vidgen.generators.flow import (FlowSamplingConfig, FlowVideoTransformer, check_latents_input, check_scheduler,
+                                    generate_latents)
+from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import per_sample
-from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT
 from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
 
 
@@ -25,16 +25,10 @@ class FlowVideoPipeline(VideoPipelineBase):
     video_tokenizer_name = "vae"
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ("latents",)
-    sampling_defaults = {"num_inference_steps": 25, "guidance_scale": 4.0, "guidance_interval": None}
-    option_checks = OPTION_CHECKS
+    sampling_config_class = FlowSamplingConfig
     frame_axis = 2  # latents (B, C, t, h, w)
-    # stories, the class default (a folder's sampling_config.json carries the value measured on its own model): 1
-    # latent frame of context kept 43.8 % of a tuning story's segments on prompt, 2 kept 37.5 %, 3 25 % (more context
-    # holds on to the previous prompt; experiments/sweep_context.py, experiments/results/sweep_context.json)
-    context_frames = 1
 
-    def __init__(self, vae, transformer: DiffusionVideoTransformer, scheduler, text_encoder=None,
-                 text_tokenizer=None):
+    def __init__(self, vae, transformer: FlowVideoTransformer, scheduler, text_encoder=None, tokenizer=None):
         """``vae``: a vidgen ``CausalVAE``, or a diffusers video VAE (raw or in a
         :class:`~vidgen.tokenizers.DiffusersVideoVAE`): the raw diffusers model is what gets registered and saved
         (``model_index.json`` names its diffusers class), the pipeline samples through the adapter."""
@@ -46,76 +40,77 @@ class FlowVideoPipeline(VideoPipelineBase):
         if transformer is not None and scheduler is not None:
             check_scheduler(transformer, scheduler)
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
-                              text_tokenizer=text_tokenizer)
+                              tokenizer=tokenizer)
 
     def check_inputs(self, *, latents=None, **inputs) -> int:
-        """The shared checks and the sampler's (:func:`~vidgen.generators.flow.check_generate_latents`: the
-        scheduler, the grid, ``latents`` as starting noise). Returns the number of videos."""
-        options = self.resolve_settings(**{k: inputs.pop(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
+        """The shared checks, the scheduler and the latent grid against the transformer, and ``latents`` as starting
+        noise. Returns the number of videos."""
         batch = super().check_inputs(**inputs)
         grid = self.video_tokenizer.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
-        check_generate_latents(self.transformer, scheduler=self.scheduler, grid=grid, batch=batch, latents=latents,
-                               **options)
+        check_scheduler(self.transformer, self.scheduler)
+        self.transformer.backbone.check_grid(self.transformer.patch.grid(grid))
+        if latents is not None:
+            check_latents_input(self.transformer, latents, (batch, self.transformer.config.in_channels, *grid))
         return batch
 
     @torch.no_grad()
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
-                 width: int = 64, num_inference_steps: int = SAMPLING_DEFAULT, guidance_scale: float = SAMPLING_DEFAULT,
+                 width: int = 64, num_inference_steps: int = UNSET, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,
                  prompt_embeds=None, negative_prompt_embeds=None, conditioning_frames: Optional[torch.Tensor] = None,
                  conditioning_latent_indices: Optional[Sequence[int]] = None, output_type: str = "np",
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  decode_chunk_frames: Optional[int] = None, context_frames: Optional[int] = None,
-                 guidance_interval: Optional[tuple] = SAMPLING_DEFAULT):
+                 guidance_interval: Optional[tuple] = UNSET):
         """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale. ``guidance_interval``
         ``(low, high)``: guidance only at noise levels in ``(low, high]``. A ``prompt`` dict
         ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
-        ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`)."""
-        # 0. long videos and stories: chunk by chunk (vidgen.pipelines.story)
+        ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`). Settings left out come from
+        :attr:`sampling_config`."""
+        # 1. the sampling settings: the caller's, else the folder's (checked once)
+        config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                              guidance_interval=guidance_interval,
+                                              context_frames=UNSET if context_frames is None else context_frames)
+        # 2. long videos and stories: chunk by chunk (vidgen.pipelines.story)
         if self.is_story(prompt, negative_prompt, num_frames, height, width):
             return self._story_call(
-                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, context_frames,
-                output_type, return_dict,
-                settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                              guidance_interval=guidance_interval),
+                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
+                context_frames is not None, output_type, return_dict,
                 unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
                                  negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
                                  conditioning_latent_indices=conditioning_latent_indices,
                                  callback_on_step_end=callback_on_step_end))
-        # 1. settings the caller left out come from sampling_config; check every input once
-        s = self.resolve_settings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                  guidance_interval=guidance_interval)
+        # 3. check every input once
         self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
                           num_frames=num_frames, height=height, width=width,
                           num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
                           output_type=output_type, decode_chunk_frames=decode_chunk_frames,
-                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **s)
-        self._start_sampling(s["guidance_scale"], s["num_inference_steps"])
-        # 2. encode the prompts
+                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+        self._start_sampling(config.guidance_scale, config.num_inference_steps)
+        # 4. encode the prompts
         batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
                                                    negative_prompt_embeds, num_videos_per_prompt)
-        # 3. given latent frames from the conditioning frames
+        # 5. given latent frames from the conditioning frames
         grid = self.video_tokenizer.latent_grid(num_frames, height, width)
         generators = self._generators(generator, batch)
         given, given_mask = self._encode_conditioning(conditioning_frames, conditioning_latent_indices, grid, batch,
                                                       num_frames, height, width)
         callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "latents")
 
-        # 4. sample the latents (once, or once per video with a list of generators); the sampler reads
-        # pipe._guidance_scale at every step, so a callback may change it
+        # 6. sample the latents (once, or once per video with a list of generators); a callback may change
+        # pipe._guidance_scale for the following steps
         def sample(rows, g, cond, negative, latents, given, given_mask):
-            self._guidance_scale = s["guidance_scale"]  # each video starts from the call's scale
-            return generate_latents_unchecked(self.transformer, cond, scheduler=self.scheduler, grid=grid,
-                                              batch=rows, negative=negative, generator=g, latents=latents,
-                                              given_latents=given, given_mask=given_mask, callback=callback,
-                                              progress=self.progress(s["num_inference_steps"]),
-                                              **{**s, "guidance_scale": self._live_guidance})
+            self._guidance_scale = config.guidance_scale  # each video starts from the call's scale
+            return generate_latents(self.transformer, cond, config, scheduler=self.scheduler, grid=grid, batch=rows,
+                                    negative=negative, generator=g, latents=latents, given_latents=given,
+                                    given_mask=given_mask, callback=callback,
+                                    progress=self.progress(config.num_inference_steps))
 
         x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents, given=given,
                                                        given_mask=given_mask))
-        # 5. decode
+        # 7. decode
         return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
                                          len(generators) > 1), return_dict)
 
@@ -123,16 +118,14 @@ class FlowVideoPipeline(VideoPipelineBase):
         tok = self.video_tokenizer
         return tok.denormalize_latents(x.to(tok.dtype))
 
-    def _continue(self, rows, generator, cond, negative, given, new, hw, settings):
+    def _continue(self, rows, generator, cond, negative, given, new, hw, config):
         """Conditioning latents (VDT): the ``given`` latent frames are kept exactly, the ``new`` ones sampled."""
         k = 0 if given is None else given.shape[2]
-        grid = (k + new, *hw)
         given_latents = given_mask = None
         if k:
             given_latents = torch.cat([given, given.new_zeros(rows, given.shape[1], new, *hw)], 2)
             given_mask = torch.zeros(rows, k + new, dtype=torch.bool, device=given.device)
             given_mask[:, :k] = True
-        x = generate_latents_unchecked(self.transformer, cond, scheduler=self.scheduler, grid=grid, batch=rows,
-                                       negative=negative, generator=generator, latents=None,
-                                       given_latents=given_latents, given_mask=given_mask, **settings)
-        return x
+        return generate_latents(self.transformer, cond, config, scheduler=self.scheduler, grid=(k + new, *hw),
+                                batch=rows, negative=negative, generator=generator, given_latents=given_latents,
+                                given_mask=given_mask)

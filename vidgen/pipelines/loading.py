@@ -22,7 +22,8 @@ def pipeline_classes() -> dict:
 
 def load_pipeline(path, **kwargs):
     """The pipeline saved in ``path`` (a ``save_pretrained`` folder), loaded offline, with its sampling settings
-    (``sampling_config.json``) in ``pipe.sampling_config``."""
+    (``sampling_config.json``) in ``pipe.sampling_config``. ``dtype`` defaults to ``"auto"`` (bf16 where it pays,
+    :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`); other keyword arguments go to ``from_pretrained``."""
     path = Path(path)
     index = path / "model_index.json"
     if not index.exists():
@@ -51,4 +52,6 @@ def load_pipeline(path, **kwargs):
         if not (path / component).is_dir():
             raise MissingWeightsError(f"{path}: component {component!r} ({spec[1]}) is listed in model_index.json "
                                       f"but its folder {path / component} is missing")
+    if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+        kwargs["dtype"] = "auto"  # unlike XPipeline.from_pretrained, which loads as diffusers does (fp32)
     return classes[name].from_pretrained(str(path), **kwargs)

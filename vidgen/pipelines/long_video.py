@@ -10,7 +10,7 @@ import torch
 
 from vidgen.errors import InvalidInputError
 from vidgen.pipelines.output import per_sample, to_output
-from vidgen.pipelines.sampling_config import SAMPLING_DEFAULT, check_context_frames
+from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.story import Story, first_output_frame, is_schedule, parse_schedule, plan_chunks
 from vidgen.text import check_prompts
 
@@ -18,21 +18,11 @@ from vidgen.text import check_prompts
 class LongVideoMixin:
     """Mixed into :class:`~vidgen.pipelines.base.VideoPipelineBase`: stories and videos longer than one window."""
 
-    #: latent frames each chunk of a story or long video is given from the chunks before it (:mod:`.story`): the class
-    #: default; a folder's ``sampling_config.json`` names the value measured on its own model (experiments/
-    #: sweep_context.py), which :attr:`story_context` prefers
-    context_frames = 2
+    def _chunk_context(self, config, prompt, negative_prompt, given: bool) -> int:
+        """The latent frames each chunk is given from before it: ``config.context_frames`` (the caller's, else the
+        folder's ``sampling_config``). ``given``: whether the caller passed it."""
+        return config.context_frames
 
-    @property
-    def story_context(self) -> int:
-        """The ``context_frames`` a story gets when the caller leaves it out: the folder's ``sampling_config.json``,
-        else the class default."""
-        return self.sampling_config.get("context_frames", self.context_frames)
-
-    def default_context(self, prompt, negative_prompt) -> int:
-        """``context_frames`` when the caller leaves it out (the autoregressive pipeline keeps its full sliding
-        context for one long prompt)."""
-        return self.story_context
     #: the axis of latent frames in this pipeline's latents: 1 for ids (B, t, h, w), 2 for (B, C, t, h, w)
     frame_axis = 1
 
@@ -43,8 +33,9 @@ class LongVideoMixin:
         return self.transformer.backbone_config.max_grid[0] * patch[0]
 
     def is_story(self, prompt, negative_prompt, num_frames, height, width) -> bool:
-        """Whether a call is made in chunks (:mod:`.story`): a prompt schedule, or more latent frames than one
-        :attr:`window`."""
+        """Whether :meth:`stream` makes a call in chunks (:mod:`.story`): a prompt schedule, or more latent frames
+        than one :attr:`window` (``__call__`` then does too, except the autoregressive pipeline's, which slides one
+        prompt's context itself)."""
         if is_schedule(prompt) or is_schedule(negative_prompt):
             return True
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_frames, height, width)) \
@@ -60,37 +51,33 @@ class LongVideoMixin:
         ``(B, n, H, W, 3)`` arrays in [0, 1] (``"np"``), ``(B, n, 3, H, W)`` tensors (``"pt"``), or each chunk's new
         latents along :attr:`frame_axis` (``"latent"``). The chunks concatenate to exactly ``num_frames`` frames and
         equal ``pipe(...)`` with the same arguments; memory does not grow with length. ``context_frames``: latent
-        frames each chunk is given from before it (default :attr:`story_context`). ``settings``: the sampling
-        settings of ``__call__``. Everything is checked here, before the first chunk."""
+        frames each chunk is given from before it; ``settings``: the other sampling settings of ``__call__`` (both
+        default to :attr:`sampling_config`). Everything is checked here, before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
             raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
+        config = self.sampling_config.replace(**settings, context_frames=UNSET if context_frames is None
+                                              else context_frames)
         story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                            context_frames, output_type, settings)
+                            config, context_frames is not None, output_type)
         parts = story.latents() if output_type == "latent" else story.frames()
         return (part if output_type == "latent" else to_output(part, output_type) for part in parts)
 
-    def _story(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-               context_frames, output_type, settings: dict) -> Story:
-        unknown = sorted(set(settings) - set(self.sampling_defaults))
-        if unknown:
-            raise InvalidInputError(f"{', '.join(unknown)}: not a sampling setting of {type(self).__name__} "
-                                    f"({', '.join(self.sampling_defaults)})")
+    def _story(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
+               context_given: bool, output_type) -> Story:
         tc = self.video_tokenizer.codec_config.temporal_compression
         segments = parse_schedule(prompt, num_frames, tc, negative_prompt)
         per_video = isinstance(generator, (list, tuple)) and len(generator) > 1
         decoder = None if output_type == "latent" else self._stream_decoder(height, width, per_video)
-        s = self.resolve_settings(**{k: settings.get(k, SAMPLING_DEFAULT) for k in self.sampling_defaults})
         window_frames = first_output_frame(self.window - 1, tc) + 1
         batch = self.check_inputs(prompt=segments[0].prompt, negative_prompt=segments[0].negative_prompt,
                                   num_frames=min(num_frames, window_frames), height=height, width=width,
                                   num_videos_per_prompt=num_videos_per_prompt, generator=generator,
-                                  output_type=output_type, **s)
-        context = self.default_context(prompt, negative_prompt) if context_frames is None else context_frames
-        check_context_frames(context)  # the window's bound: plan_chunks
+                                  output_type=output_type)
+        context = self._chunk_context(config, prompt, negative_prompt, context_given)
         t, h, w = self.video_tokenizer.latent_grid(num_frames, height, width)
         chunks = plan_chunks(t, self.window, context, segments)
-        steps = s.get("num_inference_steps")
-        self._start_sampling(s["guidance_scale"], len(chunks) * steps if steps else t)
+        steps = getattr(config, "num_inference_steps", None)
+        self._start_sampling(config.guidance_scale, len(chunks) * steps if steps else t)
         generators = self._generators(generator, batch)
         prompts = 1 if segments[0].prompt is None else len(check_prompts(segments[0].prompt))
         encoded: dict = {}
@@ -107,7 +94,7 @@ class LongVideoMixin:
         def sample_chunk(index: int, given, new: int):
             seg = segments[index]
             return per_sample(lambda rows, g, cond, negative, given: self._continue(rows, g, cond, negative, given,
-                                                                                    new, (h, w), s),
+                                                                                    new, (h, w), config),
                               generators, batch, dict(cond=encode(seg.prompt), negative=encode(seg.negative_prompt),
                                                       given=given))
 
@@ -116,14 +103,14 @@ class LongVideoMixin:
         return story
 
     def _story_call(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                    context_frames, output_type, return_dict, settings: dict, unsupported: dict):
+                    config, context_given: bool, output_type, return_dict, unsupported: dict):
         """``__call__`` of a long video or story: the chunks of :meth:`stream`, collected."""
         given = [name for name, value in unsupported.items() if value is not None]
         if given:
             raise InvalidInputError(f"{', '.join(given)}: not supported for long videos and prompt schedules (more "
                                     f"latent frames than the generator's window of {self.window}, or a prompt dict)")
         story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                            context_frames, output_type, settings)
+                            config, context_given, output_type)
         if output_type != "latent":  # the collected frames must fit (stream() holds one chunk at a time)
             self.video_tokenizer.check_memory("num_frames / height / width", story.batch, num_frames, height, width,
                                               chunk_frames=1)
@@ -149,7 +136,7 @@ class LongVideoMixin:
                               for i, part in enumerate(x.split(1))])
         return SimpleNamespace(push=push)
 
-    def _continue(self, rows: int, generator, cond, negative, given, new: int, hw: tuple, settings: dict):
+    def _continue(self, rows: int, generator, cond, negative, given, new: int, hw: tuple, config):
         """The window of ``given`` latent frames (the last ones before it, or None), kept exactly, then ``new``
         latent frames continuing them under one prompt: each pipeline's generator call."""
         raise NotImplementedError

@@ -35,8 +35,12 @@ class StrictLoadingMixin:
     Weights are read from safetensors only (a pickle is never unpickled, whatever its file name); a weight file that
     lacks tensors of the model, holds extra ones or has other shapes than ``config.json`` builds raises instead of
     leaving parameters uninitialised (on the meta device) or random; a ``config.json`` written for another class is
-    refused. Every failure is a :class:`~vidgen.errors.VidgenError` naming the folder or file.
+    refused (a class's :attr:`former_class_names` are its own). Every failure is a
+    :class:`~vidgen.errors.VidgenError` naming the folder or file.
     """
+
+    #: names this class was saved under before (their ``config.json`` files still load)
+    former_class_names: tuple = ()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -44,7 +48,7 @@ class StrictLoadingMixin:
         config_file = folder / cls.config_name
         if config_file.is_file():  # a local folder (hub names are resolved by diffusers, offline)
             saved_as = read_config(config_file).get("_class_name", cls.__name__)
-            if saved_as != cls.__name__:
+            if saved_as != cls.__name__ and saved_as not in cls.former_class_names:
                 raise ConfigError(f"{config_file}: describes a {saved_as}, not a {cls.__name__} (wrong kind of "
                                   "component for this folder?)")
         want_info = kwargs.pop("output_loading_info", False)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vidgen.errors import ConfigError
+from vidgen.generators.flow import FlowVideoTransformer
 
 #: class label of a shapes clip = index of its (shape, colour, motion) in this order
 def shapes_class_names() -> list[str]:
@@ -94,9 +95,8 @@ def encode_items(generator_model, tokenizer, dataset, indices: list[int], batch:
 def cache_key(generator_model, tokenizer, data_cfg) -> str:
     settings = {k: getattr(data_cfg, k) for k in ("dataset", "root", "split", "num_frames", "size", "num_clips",
                                                   "conditioning", "text_encoder", "max_text_tokens")}
-    # "kind": ids or latents (the flow generator's class name is part of existing cache keys: kept)
-    settings.update(tokenizer=tokenizer_fingerprint(tokenizer),
-                    kind=type(generator_model).__name__ != "DiffusionVideoTransformer")
+    # "kind": ids (True) or latents (False), as existing cache keys hold it
+    settings.update(tokenizer=tokenizer_fingerprint(tokenizer), kind=not isinstance(generator_model, FlowVideoTransformer))
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -3,8 +3,8 @@
 The generic path (``model.forward_tokens`` with a :class:`~vidgen.attention.kv_cache.ModelKVCache`) validates and
 rebuilds per token and per layer what does not change during a generation: the attention pattern and its decode
 check, the mask slice, RoPE's cos / sin slices, the shared adaLN modulation (a function of the condition only), the
-cache's shape / dtype checks. Before this module about half of a decode step was that overhead
-(``eval/bench_generators.py``, "ar decode step"). :class:`TokenDecoder` does all of it once per generation window:
+cache's shape / dtype checks: about half of a generic decode step is that overhead
+(``eval/bench_generators.py``, "ar decode step"). :class:`KVDecodeStep` does all of it once per generation window:
 
 * per block: the modulation vectors (``modulation(vec) + table``), and, for patterns where some earlier key is
   masked out (windows, Latte's spatial / temporal blocks), the dense ``(N, N)`` mask of the pattern (one per distinct
@@ -13,7 +13,7 @@ cache's shape / dtype checks. Before this module about half of a decode step was
   compute dtype, exactly what :func:`vidgen.attention.rope.apply_rope` computes per call;
 * the final modulation.
 
-:meth:`TokenDecoder.step` then writes one token's keys / values into the cache tensors in place and attends the
+:meth:`KVDecodeStep.step` then writes one token's keys / values into the cache tensors in place and attends the
 cached prefix ``[0, pos]`` with SDPA on 4-D q / k / v (the layout the CPU flash kernel takes). ``static=True``
 attends all ``max_tokens`` positions with the pattern's mask row instead (masked future keys): every call then has
 the same shapes, which is what ``torch.compile`` needs to compile the step once (``compile=True`` in
@@ -52,7 +52,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
-class TokenDecoder:
+class KVDecodeStep:
     """One-token decode steps for one generation window; built after the prefill, from the same inputs.
 
     ``vec``: the adaLN vector (rows, d); ``context``: cross-attention context or None; ``cache``: the
