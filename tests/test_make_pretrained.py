@@ -1,8 +1,12 @@
 """``make pretrained`` runs the recipes in ``configs/``: an artifact's stages in order, each after the run its
-``init_from`` names; a generator's tokenizer is the recipe whose stage-1 run it trains on."""
+``init_from`` names; a generator's tokenizer is the recipe whose stage-1 run it trains on; a run is finished when its
+trainer has marked it complete. ``pipelines/make_pretrained.py`` is the entry point; the recipes, the building and the
+cards are its modules ``recipes``, ``build`` and ``cards``."""
 from __future__ import annotations
 
 import pytest
+
+from vidgen.training.trainer import write_run_status
 
 
 def _recipe(root, artifact: str, stage: int, text: str) -> None:
@@ -12,12 +16,14 @@ def _recipe(root, artifact: str, stage: int, text: str) -> None:
 
 
 def _finish(root, run: str) -> None:
+    """What the trainer leaves at the end of a run: its final/ folder, then the ``complete`` marker."""
     (root / "runs" / run / "final").mkdir(parents=True)
     (root / "runs" / run / "final" / "config.json").write_text("{}")
+    write_run_status(root / "runs" / run, "complete", step=1)
 
 
 def test_stages_chain_by_init_from_and_train_in_order(tmp_path, monkeypatch, load_script):
-    mp = load_script("pipelines/make_pretrained.py")
+    mp = load_script("pipelines/make_pretrained.py").recipes
     monkeypatch.setattr(mp, "ROOT", tmp_path)
     _recipe(tmp_path, "g", 1, "run_dir: runs/a\n")
     _recipe(tmp_path, "g", 2, "run_dir: runs/b\ninit_from: runs/a/final\n")
@@ -26,12 +32,16 @@ def test_stages_chain_by_init_from_and_train_in_order(tmp_path, monkeypatch, loa
         mp.stages("g")
     (tmp_path / "configs" / "g" / "stage10.yaml").rename(tmp_path / "configs" / "g" / "stage3.yaml")
     assert mp.stages("g") == [f"configs/g/stage{i}.yaml" for i in (1, 2, 3)]
-    assert mp._next_stage("g") == "configs/g/stage1.yaml"
+    assert mp.next_stage("g") == "configs/g/stage1.yaml"
     _finish(tmp_path, "a")
-    assert mp._next_stage("g") == "configs/g/stage2.yaml"
-    for run in "bc":
-        _finish(tmp_path, run)
-    assert mp._next_stage("g") is None
+    assert mp.next_stage("g") == "configs/g/stage2.yaml"
+    (tmp_path / "runs" / "b" / "final").mkdir(parents=True)  # a final/ folder alone (a run killed while saving it,
+    (tmp_path / "runs" / "b" / "final" / "config.json").write_text("{}")  # say) is not a finished run
+    write_run_status(tmp_path / "runs" / "b", "training", step=0)
+    assert mp.next_stage("g") == "configs/g/stage2.yaml"
+    write_run_status(tmp_path / "runs" / "b", "complete", step=5)
+    _finish(tmp_path, "c")
+    assert mp.next_stage("g") is None
     _recipe(tmp_path, "h", 1, "run_dir: runs/x\n")
     _recipe(tmp_path, "h", 2, "run_dir: runs/y\ninit_from: pretrained/some-pipeline/transformer\n")
     with pytest.raises(SystemExit, match="init_from: runs/x/final"):
@@ -41,7 +51,7 @@ def test_stages_chain_by_init_from_and_train_in_order(tmp_path, monkeypatch, loa
 
 
 def test_a_generator_trains_on_the_tokenizer_whose_stage_1_it_names(tmp_path, monkeypatch, load_script):
-    mp = load_script("pipelines/make_pretrained.py")
+    mp = load_script("pipelines/make_pretrained.py").recipes
     monkeypatch.setattr(mp, "ROOT", tmp_path)
     monkeypatch.setattr(mp, "SHAPES_TOKENIZERS", {"tok-a": "vae", "tok-b": "vqvae"})
     monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two", "three": "gen-three"})
@@ -55,14 +65,15 @@ def test_a_generator_trains_on_the_tokenizer_whose_stage_1_it_names(tmp_path, mo
     _recipe(tmp_path, "gen-three", 2, "run_dir: runs/g3b\ninit_from: runs/g3/final\nvideo_tokenizer: runs/b1/final\n")
     assert (mp.tokenizer_of("three"), mp.tokenizer_of("three", 0)) == ("tok-b", "tok-a")  # it ships stage 2's
     with pytest.raises(SystemExit, match="no shapes tokenizer's stage-1 run"):  # stage 2's run is not what it encodes
-        mp.tokenizer_of("two")
+        with pytest.warns(FutureWarning, match="'tokenizer' is deprecated"):  # read by the config's own alias
+            mp.tokenizer_of("two")
 
 
 def test_run_summaries_are_recorded_and_read_back_when_the_run_is_gone(tmp_path, monkeypatch, load_script):
     import json
     import shutil
-    mp = load_script("pipelines/make_pretrained.py")
-    monkeypatch.setattr(mp, "ROOT", tmp_path)
+    mp = load_script("pipelines/make_pretrained.py").cards
+    monkeypatch.setattr(mp.recipes, "ROOT", tmp_path)
     monkeypatch.setattr(mp, "RUN_RECORDS", tmp_path / "pipelines" / "training_runs.json")
     (tmp_path / "pipelines").mkdir()
     run = tmp_path / "runs" / "g"
@@ -72,14 +83,14 @@ def test_run_summaries_are_recorded_and_read_back_when_the_run_is_gone(tmp_path,
         {"info": "G: 1.25 M parameters, 64 clips", "time": 100.0},
         {"step": 10, "loss": 0.5, "time": 100.0}, {"step": 20, "loss": 0.25, "time": 160.0}]) + "\n")
     (tmp_path / "pipelines" / "training_runs.json").write_text(json.dumps({"runs": {"runs/g": {"history": "old"}}}))
-    live = mp._summary(run)
+    live = mp.summary(run)
     assert (live["steps"], live["final_loss"], live["wall_time_min"], live["parameters_m"]) == (20, 0.25, 1.0, 1.25)
     shutil.rmtree(run)  # runs/ is not committed: a later card must come from the record
-    recorded = mp._summary(run)
+    recorded = mp.summary(run)
     assert {k: recorded[k] for k in mp.RECORD_KEYS} == {k: live[k] for k in mp.RECORD_KEYS}
     assert recorded["source"] == "log.jsonl" and "history" not in recorded  # a note about an earlier run goes
     with pytest.raises(SystemExit, match="no log.jsonl and no record"):
-        mp._summary(tmp_path / "runs" / "never")
+        mp.summary(tmp_path / "runs" / "never")
 
 
 def test_a_candidate_must_name_a_pipeline_and_a_config_and_never_overwrite_the_shipped_folders(load_script,
@@ -95,7 +106,7 @@ def test_a_candidate_must_name_a_pipeline_and_a_config_and_never_overwrite_the_s
     with pytest.raises(SystemExit, match="elsewhere than pretrained"):
         mp.main(["--candidate", "masked=experiments/configs/generators/masked_shapes_fg.yaml", "--out", shipped])
     with pytest.raises(SystemExit, match="not the flow pipeline's"):
-        mp.build_pipeline("flow", "experiments/configs/generators/masked_shapes_fg.yaml")
+        mp.build.build_pipeline("flow", "experiments/configs/generators/masked_shapes_fg.yaml")
     with pytest.raises(SystemExit):  # argparse: --weights only with --candidate
         mp.main(["--weights", str(tmp_path), "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
@@ -104,27 +115,28 @@ def test_a_candidate_must_name_a_pipeline_and_a_config_and_never_overwrite_the_s
 def test_a_candidate_on_another_tokenizer_ships_with_that_tokenizer_and_only_if_it_exists(load_script, tmp_path):
     import yaml
     mp = load_script("pipelines/make_pretrained.py")
-    shipped = mp.stages(mp.GENERATORS["flow"])[-1]
-    recipe_decoder = mp._run_dir(mp.stages(mp.tokenizer_of("flow"))[-1]) / "final"
-    assert mp.tokenizer_folder("flow", shipped) == recipe_decoder  # the recipe's own tokenizer: its last stage
+    recipes, build = mp.recipes, mp.build
+    shipped = recipes.stages(recipes.GENERATORS["flow"])[-1]
+    recipe_decoder = recipes.run_dir(recipes.stages(recipes.tokenizer_of("flow"))[-1]) / "final"
+    assert build.tokenizer_folder("flow", shipped) == recipe_decoder  # the recipe's own tokenizer: its last stage
     other = tmp_path / "other_tokenizer"
     config = tmp_path / "candidate.yaml"
-    config.write_text(yaml.safe_dump({**mp._config(shipped), "video_tokenizer": str(other)}))
+    config.write_text(yaml.safe_dump({**recipes.config(shipped), "video_tokenizer": str(other)}))
     with pytest.raises(SystemExit, match="no tokenizer folder"):
-        mp.tokenizer_folder("flow", str(config))
+        build.tokenizer_folder("flow", str(config))
     other.mkdir()
     (other / "config.json").write_text("{}")
-    assert mp.tokenizer_folder("flow", str(config)) == other
+    assert build.tokenizer_folder("flow", str(config)) == other
 
 
 def test_assembling_some_pipelines_leaves_the_other_folders_alone(load_script, tmp_path, monkeypatch):
     mp = load_script("pipelines/make_pretrained.py")
     built = []
-    monkeypatch.setattr(mp, "build_pipeline", lambda name: built.append(name) or name)
-    monkeypatch.setattr(mp, "_save", lambda name, pipe, folder: folder.mkdir(parents=True))
-    monkeypatch.setattr(mp, "_ship_tokenizer_script", lambda: pytest.fail("the general tokenizers were rebuilt"))
-    mp.assemble(tmp_path, ["flow"])
-    assert built == ["flow"] and [p.name for p in tmp_path.iterdir()] == [mp.GENERATORS["flow"]]
+    monkeypatch.setattr(mp.build, "build_pipeline", lambda name: built.append(name) or name)
+    monkeypatch.setattr(mp.build, "save", lambda name, pipe, folder: folder.mkdir(parents=True))
+    monkeypatch.setattr(mp.recipes, "ship_tokenizer_script", lambda: pytest.fail("the general tokenizers were rebuilt"))
+    mp.build.assemble(tmp_path, ["flow"])
+    assert built == ["flow"] and [p.name for p in tmp_path.iterdir()] == [mp.recipes.GENERATORS["flow"]]
     with pytest.raises(SystemExit):  # argparse: only with --stage assemble, only known pipelines
         mp.main(["--pipelines", "flow", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
@@ -134,10 +146,11 @@ def test_assembling_some_pipelines_leaves_the_other_folders_alone(load_script, t
 def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_cache(tmp_path, monkeypatch,
                                                                                       load_script):
     mp = load_script("pipelines/make_pretrained.py")
-    monkeypatch.setattr(mp, "ROOT", tmp_path)
-    monkeypatch.setattr(mp, "SHAPES_TOKENIZERS", {"tok": "vqvae"})
-    monkeypatch.setattr(mp, "GENERATORS", {"one": "gen-one", "two": "gen-two", "three": "gen-three"})
-    monkeypatch.setattr(mp.time, "sleep", lambda s: None)
+    recipes, build = mp.recipes, mp.build
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    monkeypatch.setattr(recipes, "SHAPES_TOKENIZERS", {"tok": "vqvae"})
+    monkeypatch.setattr(recipes, "GENERATORS", {"one": "gen-one", "two": "gen-two", "three": "gen-three"})
+    monkeypatch.setattr(build.time, "sleep", lambda s: None)
     _recipe(tmp_path, "tok", 1, "run_dir: runs/t1\n")
     _recipe(tmp_path, "tok", 2, "run_dir: runs/t2\ninit_from: runs/t1/final\n")
     for g in ("one", "two"):
@@ -149,7 +162,7 @@ def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_
 
         def __init__(self, config):
             launched.append(config)
-            _finish(tmp_path, mp._config(config)["run_dir"][len("runs/"):])
+            _finish(tmp_path, recipes.config(config)["run_dir"][len("runs/"):])
 
         def poll(self):
             return 0
@@ -157,15 +170,17 @@ def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_
         def wait(self):
             return 0
 
-    monkeypatch.setattr(mp, "_launch", lambda script, config, log: Finished(config))
+    monkeypatch.setattr(build, "_launch", lambda script, config, log: Finished(config))
     _finish(tmp_path, "t1")  # resumed build: stage 1 is done, only stage 2 trains
-    mp._train_chains(["tok"], "s", jobs=2)
+    build.train_chains(["tok"], "s", jobs=2)
     assert launched == ["configs/tok/stage2.yaml"]
-    mp._train_chains(["tok"], "s", jobs=2)
+    build.train_chains(["tok"], "s", jobs=2)
     assert launched == ["configs/tok/stage2.yaml"]  # nothing left to train
-    log = tmp_path / "runs" / "one" / "log.jsonl"
-    log.parent.mkdir(parents=True)
-    log.write_text('{"info": "pre-encoding"}\n')
-    assert mp._shares_cache_being_written("gen-two", {"gen-one": None})  # same tokenizer, still encoding
-    log.write_text('{"info": "masked: 2.69 M parameters, 4096 clips"}\n')
-    assert not mp._shares_cache_being_written("gen-two", {"gen-one": None})
+    running = tmp_path / "runs" / "one"
+    assert build.shares_cache_being_written("gen-two", {"gen-one": None})  # same tokenizer, not started yet
+    running.mkdir(parents=True)
+    write_run_status(running, "preparing")
+    (running / "log.jsonl").write_text('{"info": "masked: 2.69 M parameters, 4096 clips"}\n')  # a log says nothing
+    assert build.shares_cache_being_written("gen-two", {"gen-one": None})  # same tokenizer, still encoding
+    write_run_status(running, "training", step=0)  # its data is ready: the cache is written
+    assert not build.shares_cache_being_written("gen-two", {"gen-one": None})

@@ -35,6 +35,12 @@ def make_pretrained(load_script):
     return load_script("pipelines/make_pretrained.py")
 
 
+@pytest.fixture(scope="module")
+def recipes(make_pretrained):
+    """``pipelines/pretrained_recipes.py``, as ``make pretrained`` reads the recipes."""
+    return make_pretrained.recipes
+
+
 def test_there_are_recipes_to_check():
     assert len(RECIPES) == 9 and len(STAGES) >= 18
     assert sum(map(_is_generator, STAGES)) == 13  # masked 3, autoregressive 4, flow 6
@@ -71,8 +77,8 @@ def test_generator_stage_builds_its_model(path):
 
 
 @pytest.mark.parametrize("artifact", RECIPES)
-def test_stages_chain_by_init_from(artifact, make_pretrained):
-    chain = [ROOT / c for c in make_pretrained.stages(artifact)]
+def test_stages_chain_by_init_from(artifact, recipes):
+    chain = [ROOT / c for c in recipes.stages(artifact)]
     assert chain == sorted((ROOT / "configs" / artifact).glob("stage*.yaml"), key=lambda p: int(p.stem[5:]))
     assert "init_from" not in _yaml(chain[0])  # stage 1 starts from scratch
     for before, after in zip(chain, chain[1:]):
@@ -81,8 +87,8 @@ def test_stages_chain_by_init_from(artifact, make_pretrained):
     assert len(set(runs)) == len(runs)  # no two stages share a run folder
 
 
-def test_every_shipped_artifact_has_a_recipe_and_every_recipe_ships(make_pretrained):
-    mp = make_pretrained
+def test_every_shipped_artifact_has_a_recipe_and_every_recipe_ships(recipes):
+    mp = recipes
     shipped = {p.name for p in (ROOT / "pretrained").iterdir() if p.is_dir()}
     # tokenizers ship inside the pipeline folders (the last stage's), or train an earlier generator stage
     components = {mp.tokenizer_of(name, i) for name in mp.GENERATORS for i in range(len(mp.stages(mp.GENERATORS[name])))}
@@ -95,17 +101,17 @@ def test_every_shipped_artifact_has_a_recipe_and_every_recipe_ships(make_pretrai
 
 
 @pytest.mark.parametrize("name", ["masked", "flow", "autoregressive"])
-def test_pipeline_recipe_matches_its_shipped_folder(name, make_pretrained):
+def test_pipeline_recipe_matches_its_shipped_folder(name, recipes):
     import vidgen.pipelines
     from vidgen.generators import generator_class
     folder = ROOT / "pretrained" / f"shapes-{name}"
     index = json.loads((folder / "model_index.json").read_text())
-    last = _yaml(ROOT / make_pretrained.stages(f"shapes-{name}")[-1])
+    last = _yaml(ROOT / recipes.stages(f"shapes-{name}")[-1])
     assert index["transformer"][1] == generator_class(last["model"]["generator"]).__name__
-    tokenizer = make_pretrained.tokenizer_of(name)
-    component = folder / make_pretrained.SHAPES_TOKENIZERS[tokenizer]
+    tokenizer = recipes.tokenizer_of(name)
+    component = folder / recipes.SHAPES_TOKENIZERS[tokenizer]
     shipped = json.loads((component / "config.json").read_text())
-    first = _yaml(ROOT / make_pretrained.stages(tokenizer)[0])["model"]
+    first = _yaml(ROOT / recipes.stages(tokenizer)[0])["model"]
     built = (CausalVQVAE if first["kind"] == "vqvae" else CausalVAE).from_preset(first["preset"], **first.get("overrides", {}))
     learned = {"scaling_factor", "shift_factor", "latents_mean", "latents_std"}  # set by training, not the recipe
     compared = [k for k in built.config if k in shipped and not k.startswith("_") and k not in learned]
@@ -124,21 +130,21 @@ def test_cards_are_written_from_records_without_runs_and_match_the_committed_one
     """``--stage cards`` needs no runs/ (the records in pipelines/training_runs.json) and reproduces the committed
     model cards: a recipe, record or results file changed without regenerating the cards fails here."""
     import shutil
-    mp = make_pretrained
-    monkeypatch.setattr(mp, "ROOT", tmp_path)  # no runs/ under this root: every summary comes from the records
+    recipes, cards = make_pretrained.recipes, make_pretrained.cards
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)  # no runs/ under this root: every summary comes from the records
     for sub in ("configs", "experiments/results", "docs/results"):
         shutil.copytree(ROOT / sub, tmp_path / sub)
     for script in ("pipelines/training_runs.json", "tokenizers/ship_tokenizer.py"):
         (tmp_path / script).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / script, tmp_path / script)
-    monkeypatch.setattr(mp, "RUN_RECORDS", tmp_path / "pipelines" / "training_runs.json")
-    monkeypatch.setattr(mp, "RESULTS", tmp_path / "docs" / "results" / "demo_full.json")
-    monkeypatch.setattr(mp, "TOKENIZER_RESULTS", tmp_path / "docs" / "results" / "bench_tokenizers.json")
-    monkeypatch.setattr(mp, "EXPERIMENT_RESULTS", tmp_path / "experiments" / "results")
-    monkeypatch.setattr(mp, "SWEEPS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(cards, "RUN_RECORDS", tmp_path / "pipelines" / "training_runs.json")
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path / "docs" / "results" / "demo_full.json")
+    monkeypatch.setattr(recipes, "TOKENIZER_RESULTS", tmp_path / "docs" / "results" / "bench_tokenizers.json")
+    monkeypatch.setattr(cards, "EXPERIMENT_RESULTS", tmp_path / "experiments" / "results")
+    monkeypatch.setattr(cards, "SWEEPS", tmp_path / "docs" / "results")
     out = tmp_path / "pretrained"
     shutil.copytree(ROOT / "pretrained", out, ignore=shutil.ignore_patterns("README.md"))
-    mp.write_cards(out)
+    cards.write_cards(out)
     for folder in out.iterdir():
         assert (folder / "README.md").read_text() == (ROOT / "pretrained" / folder.name / "README.md").read_text(), \
             f"pretrained/{folder.name}/README.md is stale: python pipelines/make_pretrained.py --stage cards"

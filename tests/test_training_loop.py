@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from vidgen.errors import ConfigError
-from vidgen.training import load_config, train
+from vidgen.training import load_config, run_status, train
 from vidgen.training.checkpoint import load_state
 from vidgen.training.data import EpochSampler
 from vidgen.training.losses import (PerceptualLoss, adaptive_gan_weight, hinge_d_loss, reconstruction_loss,
@@ -38,6 +38,9 @@ def test_two_steps_then_resume_matches_uninterrupted(tmp_path):
     assert (run_a / "final" / "config.json").exists() and (run_a / "samples" / "step_00000002.mp4").exists()
     final_cfg = json.loads((run_a / "final" / "config.json").read_text())
     assert final_cfg["scaling_factor"] > 0 and final_cfg["scaling_factor"] != 1.0
+    # the end of a run is an explicit marker, written after final/ (what make_pretrained waits for)
+    assert run_status(run_a) == "complete" and json.loads((run_a / "status.json").read_text())["step"] == 2
+    assert run_status(tmp_path / "never") is None
 
     # resume a second run from the step-1 checkpoint: it must reach exactly the same step-2 state
     run_b = tmp_path / "b"

@@ -12,7 +12,7 @@ from vidgen.training.config import (
 )
 from vidgen.training.generator_task import train_generator
 from vidgen.training.tokenizer_task import MODEL_BUILDERS, build_model, train
-from vidgen.training.trainer import StepOutput, TrainingTask, run_training
+from vidgen.training.trainer import StepOutput, TrainingTask, run_status, run_training
 
 __all__ = [
     "DataConfig",
@@ -27,6 +27,7 @@ __all__ = [
     "TrainingTask",
     "build_model",
     "load_config",
+    "run_status",
     "run_training",
     "train",
     "train_generator",

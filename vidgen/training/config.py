@@ -224,6 +224,13 @@ def _build(cls, values: dict, where: str):
     return cls(**kwargs)
 
 
+def current_keys(values: dict, schema=None) -> dict:
+    """A config's top level as written (``values``) with ``schema``'s deprecated keys (default: the generator
+    config's) under their current names, warning as :func:`load_config` does: for a reader of a config file that
+    does not build the whole config (e.g. ``pipelines/make_pretrained.py`` over old experiment configs)."""
+    return _renamed_keys(schema or GeneratorTrainConfig, values, "")
+
+
 def _renamed_keys(cls, values: dict, where: str) -> dict:
     """``values`` with the deprecated keys of ``cls`` (``_renamed``: old -> new) under their new names."""
     out = dict(values)

@@ -2,7 +2,8 @@
 
 :func:`run_training` owns the accelerator (``make_accelerator``, process-global torch state restored afterwards), the
 AdamW optimizer and warm-up + cosine schedule, resume from a checkpoint, the EMA, atomic checkpoints, periodic hooks
-on the main process (evaluation, samples), ``log.jsonl`` and the progress bar, and the final save. A kind of model
+on the main process (evaluation, samples), ``log.jsonl`` and the progress bar, the final save, and the run's
+``status.json`` (:func:`run_status`: whoever waits on a run reads that, not its log). A kind of model
 brings a :class:`TrainingTask`: its model, the module that computes its loss, one :meth:`~TrainingTask.step`
 function, its hooks and what its final folder needs. So a fix to resume or checkpointing lands once for both.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,26 @@ from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_ch
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
+
+
+#: ``run_dir/status.json``, rewritten atomically by the main process: ``{"state": "preparing"}`` when a run starts,
+#: ``"training"`` once its task (model and data, e.g. a generator's pre-encoded clips) is ready, ``"complete"`` after
+#: ``final/`` is saved; with ``step`` and ``time``
+RUN_STATUS = "status.json"
+
+
+def write_run_status(run_dir: str | Path, state: str, **info) -> None:
+    path = Path(run_dir) / RUN_STATUS
+    tmp = path.with_name(f".{RUN_STATUS}.{os.getpid()}")
+    tmp.write_text(json.dumps({"state": state, **info, "time": round(time.time(), 3)}) + "\n")
+    os.replace(tmp, path)
+
+
+def run_status(run_dir: str | Path) -> str | None:
+    """Where the run in ``run_dir`` is: ``"preparing"``, ``"training"``, ``"complete"``, or None (never started by
+    this trainer). A run killed part-way keeps the state it had reached."""
+    path = Path(run_dir) / RUN_STATUS
+    return json.loads(path.read_text())["state"] if path.is_file() else None
 
 
 @dataclass
@@ -117,6 +139,7 @@ def start_run(cfg, **accelerator_kwargs):
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_run_status(run_dir, "preparing")
     log(f"precision: {chosen} (precision={cfg.precision})")
     return acc, log
 
@@ -148,6 +171,8 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
     # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
     module, opt = acc.prepare(compile_module(task.module, cfg.compile, log), opt)
     task.prepare(acc)
+    if is_main:
+        write_run_status(run_dir, "training", step=step)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, dynamic_ncols=True, desc=task.description)
     metrics: dict = {}
@@ -187,4 +212,5 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
         entries = task.finish(final)
         final.save_pretrained(run_dir / "final", safe_serialization=True)
         log({"final": str(run_dir / "final"), **entries})
+        write_run_status(run_dir, "complete", step=step)
     return metrics

@@ -1,0 +1,195 @@
+"""The model cards of ``pretrained/`` (each folder's ``README.md``), from the recipes, the run summaries and the
+results files; no runs/ needed.
+
+A pipeline's card is ``templates/model_card.md`` (with ``templates/model_card_adherence.md`` once the full
+evaluation has results for it) filled in by :func:`pipeline_card`; a general tokenizer's card is
+``tokenizers/ship_tokenizer.py``'s.
+Run summaries come from each run's ``log.jsonl`` and are recorded in ``pipelines/training_runs.json`` on the way (kept
+in git because runs/ is not), so a card can still be written after a run folder is gone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+
+import pretrained_recipes as recipes
+from results import weights_digest  # eval/results.py (make_pretrained.py puts eval/ on the path)
+
+from vidgen.training.release import run_summary
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+EXPERIMENT_RESULTS = recipes.ROOT / "experiments" / "results"
+SWEEPS = recipes.ROOT / "docs" / "results"  # sampling sweeps of the shipped models (their settings' source)
+# Summaries of the runs behind pretrained/, kept in git because runs/ is not: the cards read them from here.
+RUN_RECORDS = recipes.ROOT / "pipelines" / "training_runs.json"
+RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss", "precision")
+#: the reads that chose each shipped folder's context_frames (experiments/sweep_context.py; experiments/log.md)
+CONTEXT_SWEEPS = {"masked": "experiments/results/sweep_context_shipped.json (12 steps) and "
+                            "experiments/results/sweep_context_masked_4steps.json (the shipped 4 steps)",
+                  "flow": "experiments/results/sweep_context_shipped.json",
+                  "autoregressive": "experiments/results/sweep_context_autoregressive_story_gpu.json (context 1) "
+                                    "and experiments/results/sweep_context_autoregressive_stage4.json (2 and 3)"}
+
+
+def summary(run_dir: Path) -> dict:
+    """The run's summary from its ``log.jsonl`` (recorded in ``RUN_RECORDS`` on the way), or the recorded one when
+    the run folder is gone."""
+    key = run_dir.relative_to(recipes.ROOT).as_posix()
+    records = json.loads(RUN_RECORDS.read_text()) if RUN_RECORDS.exists() else {"runs": {}}
+    if (run_dir / "log.jsonl").is_file():
+        live = run_summary(run_dir)
+        # a live log is this run's own history: a recorded note about an earlier run of the same folder goes
+        records["runs"][key] = {**{k: live.get(k) for k in RECORD_KEYS}, "source": "log.jsonl"}
+        RUN_RECORDS.write_text(json.dumps(records, indent=2) + "\n")
+        return live
+    if key not in records["runs"]:
+        raise recipes.fail(f"{key} has no log.jsonl and no record in {RUN_RECORDS.name}; train it first")
+    return records["runs"][key]
+
+
+def recipe_stages(artifact: str) -> list[dict]:
+    """Per stage of the recipe: its run's summary with the recipe's path and config (what the cards list)."""
+    return [{**summary(recipes.run_dir(c)), "run_dir": recipes.config(c)["run_dir"], "config_path": c,
+             "config": recipes.config(c)} for c in recipes.stages(artifact)]
+
+
+def _wall(stage: dict) -> str:
+    if stage.get("device"):  # a stage trained on a lent GPU (its record says which)
+        return f"{stage['wall_time_min']:.0f} min ({stage['device']})"
+    threads = stage.get("threads") or 1
+    return f"{stage['wall_time_min']:.0f} min ({threads} thread{'s' if threads > 1 else ''})"
+
+
+def _params(module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def _turns(counted: dict | None) -> str:
+    return "–" if not counted or not counted["n"] else f"{counted['turned']} of {counted['n']}"
+
+
+def _template(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text())
+
+
+def _components(name: str, pipe, tok_runs: list[dict], gen_runs: list[dict]) -> list[str]:
+    """The component table's rows: the tokenizer's stages, then the transformer's."""
+    component, arch = pipe.video_tokenizer_name, pipe.transformer.backbone_config
+    fsq = tok_runs[0]["config"]["model"].get("overrides", {}).get("fsq_levels")
+    tc = pipe.video_tokenizer.config
+    bottleneck = f"FSQ ({','.join(map(str, fsq))})" if fsq else f"KL, {tc.latent_channels} channels"
+    compression = f"{tc.temporal_compression}x{tc.spatial_compression}x{tc.spatial_compression}"
+
+    def per_token(stage: dict) -> str:
+        patch = tuple(stage["config"]["model"].get("overrides", {}).get("patch_size", (1, 1, 1)))
+        return "" if name == "flow" or patch == (1, 1, 1) else f", {'x'.join(map(str, patch))} ids per token"
+    first = tok_runs[0]
+    rows = [f"| {component} | `{type(pipe.video_tokenizer).__name__}` preset `{first['config']['model']['preset']}` "
+            f"({compression}), {bottleneck} | {_params(pipe.video_tokenizer):.2f} M | `{first['config_path']}` | "
+            f"{first['steps']} | {_wall(first)} | {first['precision']} |"]
+    rows += [f"| {component}, stage {i + 1} | its decoder only, fine-tuned on whole 17-frame clips with a temporal "
+             f"loss (encoder untouched) | {_params(pipe.video_tokenizer.decoder):.2f} M trained | "
+             f"`{s['config_path']}` | {s['steps']} | {_wall(s)} | {s['precision']} |"
+             for i, s in enumerate(tok_runs) if i]
+    rows += [f"| transformer{f', stage {i + 1}' if i else ''} | `{type(pipe.transformer).__name__}` preset "
+             f"`{s['config']['model']['preset']}` (dim {arch.dim}, depth {arch.depth}, {arch.layout} attention"
+             f"{per_token(s)}) on `{recipes.tokenizer_of(name, i)}`'s {'latents' if name == 'flow' else 'ids'}"
+             f"{', initialised from stage ' + str(i) if i else ''} | "
+             f"{s.get('parameters_m') or _params(pipe.transformer):.2f} M | `{s['config_path']}` | "
+             f"{s['steps']} | {_wall(s)} | {s['precision']} |" for i, s in enumerate(gen_runs)]
+    return rows
+
+
+def _adherence(name: str, results: dict) -> str:
+    """The full evaluation's row for pipeline ``name`` (``templates/model_card_adherence.md``), or "" without one."""
+    if name not in results.get("pipelines", {}):
+        return ""
+    e = results["pipelines"][name]
+    a = e["adherence"]
+    fvd = f"{e['fvd']['value']:.0f} (real-vs-real floor {results['fvd_floor']['value']:.0f})" if "fvd" in e else "-"
+    precision = results.get("machine", {}).get("precision", {}).get(name, "fp32")  # older results: fp32 only
+    block = _template("model_card_adherence.md").substitute(
+        prompts=a["all"]["n"], precision=precision,
+        seen=f"{a['seen']['color_motion']:.1%}", held_out=f"{a['held_out']['color_motion']:.1%}",
+        shape=f"{a['all']['shape']:.1%}", turns=_turns(e.get("turning")), fvd=fvd,
+        seconds_per_video=f"{e['seconds_per_video']:.2f}")
+    return "\n\n" + block.rstrip("\n")
+
+
+def _sampling_source(name: str, folder: Path, saved: dict, evaluated: dict | None) -> str:
+    """Where the folder's sampling settings come from, and whether the evaluation above ran with them."""
+    tuned = SWEEPS / f"sampling_sweep_{name}.json"  # a sweep of the shipped model on tuning_prompts
+    sweeps = sorted(p.name for p in EXPERIMENT_RESULTS.glob(f"sampling_sweep_{name}*.json"))
+    check = json.loads(tuned.read_text()).get("check", {}) if tuned.exists() else {}
+    if tuned.exists() and check.get("weights_sha256") == weights_digest(folder):
+        how = ("swept with `experiments/sweep_sampling.py` on this model and tuning prompts (seen pairs only, no "
+               f"caption of the evaluation set): {tuned.relative_to(recipes.ROOT).as_posix()}; a read of the chosen "
+               f"setting on this folder's weights (digest {check['weights_sha256']}, {check['file']}) repeats its row "
+               "exactly")
+    elif tuned.exists():
+        how = ("swept with `experiments/sweep_sampling.py` on tuning prompts (seen pairs only, no caption of the "
+               f"evaluation set), on weights other than this folder's (no read on them repeats the sweep): "
+               f"{tuned.relative_to(recipes.ROOT).as_posix()}")
+    elif sweeps:
+        how = ("chosen with `experiments/sweep_sampling.py` on an earlier model and an older tuning set (seed 1; it "
+               "shares some captions and every held-out pair with the evaluation): "
+               + ", ".join(f"experiments/results/{f}" for f in sweeps))
+    else:
+        how = "the pipeline's defaults, not tuned"
+    if "context_frames" in saved:
+        how += (f"; context_frames, for stories, with `experiments/sweep_context.py` on this model and a tuning story "
+                f"the evaluation never uses: {CONTEXT_SWEEPS[name]}")
+    if evaluated is None:
+        return f"{how}."
+    if evaluated == saved:
+        return f"the evaluation above ran with them ({how})."
+    return f"the evaluation above ran with {evaluated} instead ({how})."
+
+
+def pipeline_card(name: str, folder: Path) -> str:
+    """The card of pipeline ``name``'s assembled ``folder``: ``templates/model_card.md`` filled in."""
+    from vidgen.data.shapes import HELD_OUT_PAIRS
+    from vidgen.pipelines import load_pipeline
+    artifact = recipes.GENERATORS[name]
+    pipe, tok = load_pipeline(folder), recipes.tokenizer_of(name)
+    tok_runs, gen_runs = recipe_stages(tok), recipe_stages(artifact)
+    data = gen_runs[-1]["config"]["data"]
+    psnr = f"{tok_runs[-1]['eval_psnr']:.2f} dB PSNR"
+    if len(tok_runs) > 1:
+        psnr += f" (stage 1: {tok_runs[0]['eval_psnr']:.2f} dB)"
+    results = json.loads(recipes.RESULTS.read_text()) if recipes.RESULTS.exists() else {}
+    saved = recipes.sampling_config(name)  # the recipe's copy, which assembling put in the folder (test_recipes.py)
+    sampling = ", ".join(f"{k} {v}" for k, v in saved.items())
+    if name == "flow":
+        sampling += (f"; scheduler {type(pipe.scheduler).__name__} with shift {pipe.scheduler.config.shift} (other "
+                     f"shifts: {recipes.FLOW_SHIFT_SWEEP})")
+    evaluated = results.get("pipelines", {}).get(name, {}).get("sampling")
+    return _template("model_card.md").substitute(
+        artifact=artifact, pipeline_class=type(pipe).__name__,
+        size_mib=f"{sum(f.stat().st_size for f in folder.rglob('*.safetensors')) / 2**20:.1f}",
+        recipes=", ".join(f"`{recipes.CONFIGS}/{a}/`" for a in (tok, artifact)),
+        components="\n".join(_components(name, pipe, tok_runs, gen_runs)),
+        num_clips=data["num_clips"], num_frames=data["num_frames"], frame_size=data["size"],
+        held_out_pairs=", ".join(f"{c}+{m}" for c, m in HELD_OUT_PAIRS),
+        training_notes="".join(f"**Training note** (`{s['config_path']}`): {s['history']}\n\n"
+                               for s in tok_runs + gen_runs if s.get("history")),
+        tokenizer_psnr=psnr, final_loss=f"{gen_runs[-1]['final_loss']:.4f}",
+        prompt_adherence=_adherence(name, results), sampling=sampling,
+        recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
+        sampling_source=_sampling_source(name, folder, saved, evaluated))
+
+
+def write_cards(out: Path) -> None:
+    """Every folder's ``README.md``, from the recipes, the run records and the results files (no runs/ needed)."""
+    for name, artifact in recipes.GENERATORS.items():
+        (out / artifact / "README.md").write_text(pipeline_card(name, out / artifact))
+        print(f"  card: {out / artifact / 'README.md'}", flush=True)
+    ship = recipes.ship_tokenizer_script()
+    from vidgen.tokenizers import load_tokenizer
+    for artifact in recipes.NATURAL_TOKENIZERS:
+        runs = recipe_stages(artifact)
+        row, results = ship.metrics_row(recipes.TOKENIZER_RESULTS, recipes.ROOT / runs[-1]["run_dir"] / "final")
+        card = ship.card(artifact, load_tokenizer(out / artifact), runs, row, results)
+        (out / artifact / "README.md").write_text(card)
+        print(f"  card: {out / artifact / 'README.md'}", flush=True)

@@ -1,0 +1,117 @@
+"""The recipes behind ``pretrained/`` and their runs, shared by ``pretrained_build.py`` and ``pretrained_cards.py``
+(``make_pretrained.py`` runs both).
+
+A recipe is ``configs/<artifact>/stage1.yaml, stage2.yaml, ...``, each a complete training config whose
+``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. ``shapes-vae`` and
+``shapes-fsq`` are the pipelines' tokenizers (shipped inside the pipeline folders); a generator's tokenizer is the one
+whose stage-1 run its ``video_tokenizer`` names. A run has finished when its trainer has marked it complete
+(``vidgen.training.run_status``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from vidgen.generators import generator_name  # noqa: E402
+from vidgen.pipelines.registry import PIPELINE_REGISTRY  # noqa: E402
+from vidgen.training import run_status  # noqa: E402
+from vidgen.training.config import current_keys  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = "configs"
+# artifact -> its folder in the pipelines that ship it
+SHAPES_TOKENIZERS = {"shapes-vae": "vae", "shapes-fsq": "vqvae", "shapes-fsq4": "vqvae", "shapes-vae4": "vae"}
+GENERATORS = {name: spec.folder for name, spec in PIPELINE_REGISTRY.items()}  # pipeline name -> artifact
+NATURAL_TOKENIZERS = ("natural-vae-small", "natural-fsq-small")
+ALL_ARTIFACTS = (*SHAPES_TOKENIZERS, *GENERATORS.values(), *NATURAL_TOKENIZERS)
+RESULTS = ROOT / "docs" / "results" / "demo_full.json"  # the full evaluation of the assembled pipelines
+TOKENIZER_RESULTS = ROOT / "docs" / "results" / "bench_tokenizers.json"  # the general tokenizers' benchmark
+# The flow pipeline's scheduler time shift: the plain schedule, re-swept on the shipped model and tuning_prompts(192)
+# by experiments/sweep_sampling.py (FLOW_SHIFT_SWEEP: shifts 0.5 and 2.0, against ship_flow_vae4_long2_192.json at 1.0;
+# experiments/log.md). The flow card cites the file.
+FLOW_SCHEDULER = {"shift": 1.0}
+FLOW_SHIFT_SWEEP = "experiments/results/ship_flow_shift_192.json"
+
+
+def fail(message: str) -> SystemExit:
+    return SystemExit(f"make_pretrained: {message}")
+
+
+def config(path: str) -> dict:
+    """The config file ``path`` (relative to the repository root) as written."""
+    import yaml
+    return yaml.safe_load((ROOT / path).read_text())
+
+
+def video_tokenizer(path: str) -> str:
+    """The video tokenizer the generator config ``path`` trains on (a deprecated key read by the config's owner)."""
+    return current_keys(config(path)).get("video_tokenizer", "")
+
+
+def generator(path: str) -> str:
+    """The generator the config ``path`` trains (a deprecated name resolved by ``vidgen.generators``)."""
+    return generator_name(config(path)["model"]["generator"], "model.generator")
+
+
+def run_dir(config_path: str) -> Path:
+    return ROOT / config(config_path)["run_dir"]
+
+
+def done(config_path: str) -> bool:
+    """Whether the run of ``config_path`` has finished: its trainer wrote the ``complete`` marker (after ``final/``)."""
+    return run_status(run_dir(config_path)) == "complete"
+
+
+def stages(artifact: str) -> list[str]:
+    """The recipe of ``artifact``, first stage first: ``configs/<artifact>/stage<N>.yaml``, N = 1, 2, ... without
+    gaps, each stage after the first starting from the previous one's run (``init_from: <its run_dir>/final``)."""
+    found = {int(p.stem[len("stage"):]): f"{CONFIGS}/{artifact}/{p.name}"
+             for p in (ROOT / CONFIGS / artifact).glob("stage*.yaml") if p.stem[len("stage"):].isdigit()}
+    if not found or sorted(found) != list(range(1, len(found) + 1)):
+        raise fail(f"{CONFIGS}/{artifact}/ must hold stage1.yaml, stage2.yaml, ... without gaps; found {sorted(found)}")
+    chain = [found[i] for i in sorted(found)]
+    for before, after in zip(chain, chain[1:]):
+        want = f"{config(before)['run_dir']}/final"
+        if config(after).get("init_from") != want:
+            raise fail(f"{after} must start from the previous stage: set init_from: {want}")
+    return chain
+
+
+def next_stage(artifact: str) -> str | None:
+    """The first stage of ``artifact`` without a finished run, or None when all are done."""
+    return next((c for c in stages(artifact) if not done(c)), None)
+
+
+def stage1_final(artifact: str) -> str:
+    """``<run_dir>/final`` of the first stage of ``artifact``: what a generator on that tokenizer names."""
+    return f"{config(stages(artifact)[0])['run_dir']}/final"
+
+
+def tokenizer_of(name: str, stage: int = -1) -> str:
+    """The shapes tokenizer artifact generator ``name``'s recipe stage ``stage`` trains on (default: the last, the
+    shipped one): the one whose stage-1 run that stage's ``video_tokenizer`` names (later stages of a tokenizer keep
+    stage 1's encoder). A generator may change tokenizers between stages (``load_other_ids``)."""
+    path = stages(GENERATORS[name])[stage]
+    source = video_tokenizer(path)
+    for artifact in SHAPES_TOKENIZERS:
+        if source == stage1_final(artifact):
+            return artifact
+    raise fail(f"{path}: video_tokenizer {source!r} is no shapes tokenizer's stage-1 run "
+               f"({', '.join(SHAPES_TOKENIZERS)})")
+
+
+def sampling_config(name: str) -> dict:
+    """The recipe's sampling settings of pipeline ``name`` (``configs/shapes-<name>/sampling_config.json``)."""
+    return json.loads((ROOT / CONFIGS / GENERATORS[name] / "sampling_config.json").read_text())
+
+
+def ship_tokenizer_script():
+    """``tokenizers/ship_tokenizer.py`` (a script, not a module): it ships and describes the general tokenizers."""
+    spec = importlib.util.spec_from_file_location("_vidgen_ship_tokenizer", ROOT / "tokenizers" / "ship_tokenizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
