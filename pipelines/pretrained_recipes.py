@@ -62,7 +62,9 @@ def run_dir(config_path: str) -> Path:
 
 
 def done(config_path: str) -> bool:
-    """Whether the run of ``config_path`` has finished: its trainer wrote the ``complete`` marker (after ``final/``)."""
+    """Whether the run of ``config_path`` has finished: its trainer wrote the ``complete`` marker (after ``final/``).
+    A run that ended before trainers wrote the marker is started again: it resumes from its last checkpoint, at its
+    last step, saves ``final/`` again and marks itself complete."""
     return run_status(run_dir(config_path)) == "complete"
 
 
