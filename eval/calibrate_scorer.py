@@ -24,9 +24,19 @@ smallest of the other), rounded to 3 significant digits; ``ScorerSettings``' def
                      nearest palette colour
 ==================  ===========================================================================================
 
-``band_fraction`` and ``min_pixels`` are rules, not cuts between measured classes (a background band spans a row; a
-shape needs some pixels to be seen); the results file reports the largest share of a row any real shape covers,
-which must stay below ``band_fraction``. Results: ``docs/results/scorer_calibration.json``.
+Each cut's record names the two clips its class extremes come from (``low_source`` / ``high_source``: the clip's
+index in the calibration sample, and for a drifted clip which draw of the drift generator moved it), so each cut can be
+derived again from just those two clips (:func:`remeasure`; ``tests/test_adherence.py`` does it on every run).
+
+The measures are taken with a fixed scorer, ``MEASURING`` (stated, not the defaults): some measures depend on
+settings this script derives (the colour masks on ``color_radius``, the turn ratio on ``round_variation``), so
+measuring with the defaults would make each run move the next one's clips. ``MEASURING`` is ``ScorerSettings`` with
+the wide colour radius 0.3 and ``round_variation`` 0.029, the scorer these cuts were first derived with.
+
+``band_fraction``, ``min_pixels`` and ``angle_bins`` are chosen rules, not cuts between measured classes (``RULES``
+says why each); the results file lists them under ``rules``. The band rule has a measured guard: the largest share of
+a row any real shape covers (and the clip it comes from) must stay below ``band_fraction``.
+Results: ``docs/results/scorer_calibration.json``.
 
     python eval/calibrate_scorer.py             # 1200 calibration clips, 512 check clips, ~10 min on 2 cores
 """
@@ -53,6 +63,18 @@ from results import write_result  # noqa: E402
 
 MOVING = ("left", "right", "up", "down")
 RESULTS = "docs/results/scorer_calibration.json"
+DRIFT_SEED = 0  # the generator of the drift directions, drawn once per drifted clip in calibration order
+#: the scorer every calibration clip is measured with (see the module docstring)
+MEASURING = ScorerSettings(color_radius=0.3, round_variation=0.029)
+#: the settings that are chosen, not derived: name -> why (the results file records them with these reasons)
+RULES = {
+    "band_fraction": "a row or column more than this full of one colour is background: a band spans a row, a shape "
+                     "does not (guarded: the largest real row share must stay below it)",
+    "min_pixels": "fewer assigned pixels per frame on average means no shape was found: a shape needs some pixels to "
+                  "be seen",
+    "angle_bins": "angular bins of the radial profile whose harmonics 3-6 tell the shapes apart: more than 12 resolve "
+                  "harmonic 6 (Nyquist); 48 give 8 samples a period of it",
+}
 
 
 def drifted_clip(attributes, seed: int, pixels: float, generator: torch.Generator, factor: int = 4) -> torch.Tensor:
@@ -81,41 +103,85 @@ def color_distances(item: dict) -> tuple[float, float, float]:
     return shape, background, row_share
 
 
-def midpoint(low: list[float], high: list[float], name: str, low_class: str, high_class: str) -> dict:
-    """The cut between two classes of real values, ``low`` below ``high``; raises if they overlap."""
-    top, bottom = max(low), min(high)
+def midpoint(low: list[tuple[float, dict]], high: list[tuple[float, dict]], name: str, low_class: str,
+             high_class: str) -> dict:
+    """The cut between two classes of real ``(value, source)`` pairs, ``low`` below ``high``; raises if they overlap.
+    The record keeps both extremes and the clips they come from."""
+    (top, top_source), (bottom, bottom_source) = max(low, key=_value), min(high, key=_value)
     if top >= bottom:
         raise InvalidInputError(f"{name}: the real {low_class} values (up to {top:.4g}) overlap the {high_class} "
                                 f"values (from {bottom:.4g}): no threshold separates them")
-    return {"value": float(f"{(top + bottom) / 2:.3g}"), "low_class": low_class, "low_max": top, "n_low": len(low),
-            "high_class": high_class, "high_min": bottom, "n_high": len(high)}
+    return {"value": cut_value(name, top, bottom), "low_class": low_class, "low_max": top, "low_source": top_source,
+            "n_low": len(low), "high_class": high_class, "high_min": bottom, "high_source": bottom_source,
+            "n_high": len(high)}
+
+
+def _value(pair: tuple[float, dict]) -> float:
+    return pair[0]
+
+
+def cut_value(name: str, low_max: float, high_min: float) -> float:
+    """The threshold between two class extremes: their midpoint to 3 significant digits (``area_ratio`` cuts the log
+    of an area ratio, so it is the exp of the midpoint)."""
+    middle = (low_max + high_min) / 2
+    return float(f"{math.exp(middle) if name == 'area_ratio' else middle:.3g}")
+
+
+#: threshold -> the measure of :meth:`AttributeScorer.measure` it cuts (``color_radius``: :func:`color_distances`)
+MEASURES = {"move_fraction": "displacement", "area_ratio": "growth", "rotate_change": "change", "rotate_turn": "turn",
+            "round_variation": "variation", "circle_harmonic": "harmonic"}
+
+
+def calibration_data(clips: int) -> ShapesDataset:
+    return ShapesDataset("train", num_frames=17, size=64, num_samples=clips, seed=SCORER_CALIBRATION_SEED,
+                         with_coverage=True)
+
+
+def remeasure(source: dict, name: str, side: str, drift: float) -> float:
+    """The value of threshold ``name``'s measure on the one clip ``source`` names (a ``low_source`` / ``high_source``
+    of the results file; ``side`` "low" or "high"), measured again from scratch."""
+    index = source["clip"]
+    data = calibration_data(index + 1)  # the sample's first clips do not depend on its size
+    item = data[index]
+    if name in ("color_radius", "largest_row_share_of_a_shape"):
+        shape, background, row_share = color_distances(item)
+        return row_share if name != "color_radius" else shape if side == "low" else background
+    video = item["video"]
+    if "drift_draw" in source:
+        g = torch.Generator().manual_seed(DRIFT_SEED)
+        for _ in range(source["drift_draw"]):  # the draws of the drifted clips before it
+            torch.rand((), generator=g)
+        video = drifted_clip(data.attributes(index), index, drift, g)
+    return AttributeScorer(MEASURING).measure(video)[MEASURES[name]]
 
 
 def calibrate(clips: int, drift: float) -> tuple[dict, dict]:
     """-> (``{threshold: midpoint record}``, other measured facts) from the calibration clips."""
-    scorer = AttributeScorer()
-    data = ShapesDataset("train", num_frames=17, size=64, num_samples=clips, seed=SCORER_CALIBRATION_SEED,
-                         with_coverage=True)
+    scorer = AttributeScorer(MEASURING)
+    data = calibration_data(clips)
     by_motion: dict[str, list[dict]] = {}
     drifted: dict[str, list[dict]] = {"still": [], "rotate": []}
     shapes: dict[bool, list[dict]] = {True: [], False: []}  # is a circle -> measures, every motion
     turnable: dict[bool, list[dict]] = {True: [], False: []}  # the same, still and rotating clips (the turn test's)
-    shape_px, background_px, row_share = [], [], []
-    g = torch.Generator().manual_seed(0)
+    shape_px, background_px, row_share = [], [], []  # (value, source) pairs
+    g = torch.Generator().manual_seed(DRIFT_SEED)
     for i in tqdm(range(len(data)), desc="calibration clips (train split)", dynamic_ncols=True):
         item, attributes = data[i], data.attributes(i)
         m = scorer.measure(item["video"])
         if m is None:
             raise InvalidInputError(f"calibration clip {i} ({item['caption']!r}): the scorer finds no shape in a real "
                                     "clip; the colour settings cannot be calibrated from it")
+        m["source"] = {"clip": i}
         by_motion.setdefault(attributes.motion, []).append(m)
         if attributes.motion in drifted:
-            drifted[attributes.motion].append(scorer.measure(drifted_clip(attributes, i, drift, g)))
+            moved = scorer.measure(drifted_clip(attributes, i, drift, g))
+            moved["source"] = {"clip": i, "drift_draw": sum(map(len, drifted.values()))}
+            drifted[attributes.motion].append(moved)
         shapes[attributes.shape == "circle"].append(m)
         if attributes.motion in drifted:
             turnable[attributes.shape == "circle"].append(m)
         for values, value in zip((shape_px, background_px, row_share), color_distances(item)):
-            values.append(value)
+            values.append((value, {"clip": i}))
     missing = [name for name, values in (("still clips", by_motion.get("still")),
                                          ("rotating clips", by_motion.get("rotate")),
                                          ("growing or shrinking clips", by_motion.get("grow", []) + by_motion.get("shrink", [])),
@@ -127,33 +193,36 @@ def calibrate(clips: int, drift: float) -> tuple[dict, dict]:
         raise InvalidInputError(f"--clips {clips}: the sample holds no {' and no '.join(missing)} to calibrate on; "
                                 f"use more clips (about 200 or more; 1200 by default)")
 
-    def values(groups, key):
-        return [m[key] for group in groups for m in group if m[key] is not None]
+    def values(groups, name):
+        key = MEASURES[name]
+        return [(m[key], m["source"]) for group in groups for m in group if m[key] is not None]
     moving = [by_motion.get(k, []) for k in MOVING]
     others = [v for k, v in by_motion.items() if k not in MOVING]
     resizing = [by_motion.get("grow", []), by_motion.get("shrink", [])]
     unmoved = [by_motion["still"], by_motion["rotate"]]
-    growth = midpoint(values(unmoved, "growth"), values(resizing, "growth"), "area_ratio", "still / rotate",
-                      "grow / shrink")
-    growth["value"] = float(f"{math.exp((growth['low_max'] + growth['high_min']) / 2):.3g}")  # a ratio of areas
     thresholds = {
-        "move_fraction": midpoint(values(others, "displacement"), values(moving, "displacement"), "move_fraction",
+        "move_fraction": midpoint(values(others, "move_fraction"), values(moving, "move_fraction"), "move_fraction",
                                   "not moving", "moving"),
-        "area_ratio": growth,
-        "rotate_change": midpoint(values([by_motion["still"]], "change"), values([by_motion["rotate"]], "change"),
-                                  "rotate_change", "still", "rotating"),
-        "rotate_turn": midpoint(values([by_motion["still"], drifted["still"]], "turn"),
-                                values([by_motion["rotate"], drifted["rotate"]], "turn"), "rotate_turn",
+        "area_ratio": midpoint(values(unmoved, "area_ratio"), values(resizing, "area_ratio"), "area_ratio",
+                               "still / rotate", "grow / shrink"),
+        "rotate_change": midpoint(values([by_motion["still"]], "rotate_change"),
+                                  values([by_motion["rotate"]], "rotate_change"), "rotate_change", "still", "rotating"),
+        "rotate_turn": midpoint(values([by_motion["still"], drifted["still"]], "rotate_turn"),
+                                values([by_motion["rotate"], drifted["rotate"]], "rotate_turn"), "rotate_turn",
                                 "still (rendered and drifted)", "rotating (rendered and drifted)"),
-        "round_variation": midpoint(values([turnable[True]], "variation"), values([turnable[False]], "variation"),
-                                    "round_variation", "circle", "other shape"),
-        "circle_harmonic": midpoint(values([shapes[True]], "harmonic"), values([shapes[False]], "harmonic"),
-                                    "circle_harmonic", "circle", "other shape"),
+        "round_variation": midpoint(values([turnable[True]], "round_variation"),
+                                    values([turnable[False]], "round_variation"), "round_variation", "circle",
+                                    "other shape"),
+        "circle_harmonic": midpoint(values([shapes[True]], "circle_harmonic"),
+                                    values([shapes[False]], "circle_harmonic"), "circle_harmonic", "circle",
+                                    "other shape"),
         "color_radius": midpoint(shape_px, background_px, "color_radius", "fully covered shape pixel",
                                  "background pixel"),
     }
-    facts = {"drifted_still_change_max": max(values([drifted["still"]], "change")),
-             "largest_row_share_of_a_shape": max(row_share), "clips_by_motion": {k: len(v) for k, v in by_motion.items()}}
+    widest = max(row_share, key=_value)
+    facts = {"drifted_still_change_max": max(m["change"] for m in drifted["still"] if m["change"] is not None),
+             "largest_row_share_of_a_shape": widest[0], "largest_row_share_source": widest[1],
+             "clips_by_motion": {k: len(v) for k, v in by_motion.items()}}
     return thresholds, facts
 
 
@@ -169,6 +238,10 @@ def main(argv=None) -> int:
     from vidgen.demo.run import check_scorer
     thresholds, facts = calibrate(args.clips, args.drift)
     derived = ScorerSettings(**{k: v["value"] for k, v in thresholds.items()})
+    unclassified = {f.name for f in dataclasses.fields(ScorerSettings)} - set(thresholds) - set(RULES)
+    if unclassified:
+        raise InvalidInputError(f"ScorerSettings.{', '.join(sorted(unclassified))}: neither derived here nor a chosen "
+                                "rule in RULES; say which it is")
     if facts["largest_row_share_of_a_shape"] >= derived.band_fraction:
         raise InvalidInputError(f"a real shape covers {facts['largest_row_share_of_a_shape']:.0%} of a row: the band "
                                 f"rule (band_fraction {derived.band_fraction}) would remove it")
@@ -179,10 +252,13 @@ def main(argv=None) -> int:
     print(f"check on {check['n']} real held-out clips (test split, seed {SCORER_CHECK_SEED}): colour "
           f"{check['color']:.1%}, motion {check['motion']:.1%}, shape {check['shape']:.1%}")
     write_result(args.out, {
-        "calibration": {"split": "train", "seed": SCORER_CALIBRATION_SEED, "clips": args.clips, "drift_px": args.drift},
+        "calibration": {"split": "train", "seed": SCORER_CALIBRATION_SEED, "clips": args.clips, "drift_px": args.drift,
+                        "measured_with": dataclasses.asdict(MEASURING)},
         "check": {"split": "test", "seed": SCORER_CHECK_SEED, "clips": args.check_clips,
                   "note": "the clips vidgen.demo checks the scorer on; disjoint from the calibration clips"},
-        "thresholds": thresholds, "settings": dataclasses.asdict(derived), "facts": facts,
+        "thresholds": thresholds, "rules": {name: {"value": getattr(derived, name), "why": why}
+                                            for name, why in RULES.items()},
+        "settings": dataclasses.asdict(derived), "facts": facts,
         "check_accuracy": {k: check[k] for k in ("n", "color", "motion", "color_motion", "shape", "all")}},
         threads=torch.get_num_threads())
     print(f"wrote {args.out}")

@@ -133,12 +133,17 @@ def _calibration_results() -> dict:
 
 def test_scorer_settings_are_the_thresholds_the_calibration_derived():
     """Every cut ScorerSettings makes is the value eval/calibrate_scorer.py derived on real train-split clips and
-    wrote to docs/results/scorer_calibration.json, and lies between the two classes it separates there."""
+    wrote to docs/results/scorer_calibration.json, and lies between the two classes it separates there; every other
+    setting is one of the script's chosen rules."""
     import dataclasses
     import math
     result, defaults = _calibration_results(), dataclasses.asdict(ScorerSettings())
     assert set(result["thresholds"]) == {"move_fraction", "area_ratio", "rotate_change", "rotate_turn",
                                          "round_variation", "circle_harmonic", "color_radius"}
+    assert set(result["thresholds"]) | set(result["rules"]) == set(defaults)  # each setting derived or a rule
+    assert not set(result["thresholds"]) & set(result["rules"])
+    for name, rule in result["rules"].items():
+        assert defaults[name] == rule["value"] and rule["why"], name
     for name, cut in result["thresholds"].items():
         assert defaults[name] == cut["value"], f"ScorerSettings.{name} is not the calibrated value"
         value = math.log(cut["value"]) if name == "area_ratio" else cut["value"]  # area_ratio cuts log-area change
@@ -147,6 +152,23 @@ def test_scorer_settings_are_the_thresholds_the_calibration_derived():
     assert result["settings"] == defaults
     assert result["facts"]["largest_row_share_of_a_shape"] < defaults["band_fraction"]
     assert min(result["check_accuracy"][k] for k in ("color", "motion")) >= 0.98
+
+
+def test_each_cut_is_derived_again_from_its_two_extreme_clips(load_script):
+    """Each threshold is measured again here from scratch on the two real clips the calibration found at its class
+    extremes (a rendered clip, or one drifted by the recorded draw): the measures equal the recorded extremes and the
+    script's rule turns them into exactly ScorerSettings' value. The band rule's guard (the widest real shape) too."""
+    script = load_script("eval/calibrate_scorer.py")
+    result, settings = _calibration_results(), ScorerSettings()
+    drift = result["calibration"]["drift_px"]
+    for name, cut in result["thresholds"].items():
+        low = script.remeasure(cut["low_source"], name, "low", drift)
+        high = script.remeasure(cut["high_source"], name, "high", drift)
+        assert (low, high) == pytest.approx((cut["low_max"], cut["high_min"]), rel=1e-6, abs=1e-9), name
+        assert script.cut_value(name, low, high) == getattr(settings, name), name
+    facts = result["facts"]
+    widest = script.remeasure(facts["largest_row_share_source"], "largest_row_share_of_a_shape", "low", drift)
+    assert widest == pytest.approx(facts["largest_row_share_of_a_shape"]) and widest < settings.band_fraction
 
 
 def test_calibration_and_check_use_disjoint_real_clips():
