@@ -3,9 +3,14 @@ evaluation set) real clips score right and each shipped tokenizer's round trip i
 evaluation prompts the groups split seen / held-out."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
+import torch
+
+from vidgen.data.shapes import HELD_OUT_PAIRS
+from vidgen.demo.prompts import EVALUATION_PROMPTS, demo_prompts
 
 
 def test_ceiling_on_tuning_prompts_scores_real_clips_and_round_trips(load_script, tmp_path):
@@ -33,6 +38,33 @@ def test_ceiling_on_evaluation_prompts_splits_seen_and_held_out(load_script, tmp
     assert real["seen"]["n"] == 2 and real["held_out"]["n"] == 2 and real["color_motion"] == 1.0
 
 
-def test_tuning_and_evaluation_prompts_are_exclusive(load_script, tmp_path):
+def _scored_prompts(ceiling, monkeypatch, evaluation_prompts: bool = False, tuning_prompts: int = 0) -> list:
+    """The prompts whose real clips eval/tokenizer_ceiling.py scores for these options (clips are not rendered)."""
+    seen = []
+    monkeypatch.setattr(ceiling, "real_clip", lambda prompt, *a, **k: seen.append(prompt) or torch.zeros(3, 1, 2, 2))
+    ceiling.real_clips(argparse.Namespace(evaluation_prompts=evaluation_prompts, tuning_prompts=tuning_prompts,
+                                          clips=0))
+    return seen
+
+
+def _shared(tuning: list, evaluation: list) -> set:
+    """What a tuning set shares with the evaluation: captions, held-out prompts, held-out colour x motion pairs."""
+    pairs = {(p.attributes.color, p.attributes.motion) for p in tuning}
+    return ({p.caption for p in tuning} & {p.caption for p in evaluation}) | {p.caption for p in tuning if p.held_out} \
+        | {f"pair {c}+{m}" for c, m in pairs & set(HELD_OUT_PAIRS)}
+
+
+def test_tuning_and_evaluation_prompts_are_exclusive(load_script, monkeypatch, capsys, tmp_path):
+    """The clips scored with --tuning-prompts (what a tokenizer is chosen on, as many as the sweeps use) share no
+    caption, held-out prompt or held-out pair with the clips scored with --evaluation-prompts, and asking for both
+    at once is refused by name."""
+    ceiling = load_script("eval/tokenizer_ceiling.py")
+    evaluation = _scored_prompts(ceiling, monkeypatch, evaluation_prompts=True)
+    tuning = _scored_prompts(ceiling, monkeypatch, tuning_prompts=192)
+    assert len(evaluation) == EVALUATION_PROMPTS and len(tuning) == 192
+    assert _shared(tuning, evaluation) == set()
+    assert _shared(demo_prompts(192, seed=1), evaluation)  # the check finds the overlap of a set that has one
     with pytest.raises(SystemExit):
-        load_script("eval/tokenizer_ceiling.py").main(["--tuning-prompts", "4", "--evaluation-prompts"])
+        ceiling.main(["--tuning-prompts", "4", "--evaluation-prompts", "--pretrained", "", "--out",
+                      str(tmp_path / "both.json")])
+    assert "not allowed with argument" in capsys.readouterr().err
