@@ -31,6 +31,9 @@ from vidgen.metrics.reconstruction import reconstruction_metrics  # noqa: E402
 from vidgen.tokenizers.loading import is_discrete, load_tokenizer  # noqa: E402
 from vidgen.tokenizers.quantizers import CodebookUsage  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_result  # noqa: E402  (imported first: the run's start load)
+
 
 @torch.no_grad()
 def label(path: str) -> str:
@@ -115,8 +118,6 @@ def main(argv=None) -> int:
              "threads": args.threads, "chunk_frames": args.chunk_frames, "perceptual": perceptual.name}  # fmt: skip
     (out / "results.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2, default=str))
     if args.results:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from results import write_result
         command = " ".join(["python", "eval/bench_tokenizers.py", *(sys.argv[1:] if argv is None else argv)])
         written = kept + [{**row, "command": command} for row in rows]
         print(f"wrote {write_result(args.results, {'setup': setup, 'rows': written}, command, args.threads)}")

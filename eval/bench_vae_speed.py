@@ -44,6 +44,9 @@ from pathlib import Path
 
 WIDTHS = (64, 128, 256, 256)
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import environment, write_result  # noqa: E402  (imported first: the run's start load)
+
 DEFAULT_OUT = ROOT / "docs" / "results" / "bench_vae_speed.json"
 CACHE_DIR = ROOT / ".cache" / "torchinductor"
 GEMM_N = 2048
@@ -311,9 +314,6 @@ def main() -> int:
         fn = {"ceiling": ceiling_worker, "speed": speed_worker, "memory": memory_worker}[mode]
         print(json.dumps(fn(**kw)))
         return 0
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results import environment, write_result
 
     out = Path(args.out)
     previous = _load(out)

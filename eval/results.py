@@ -1,11 +1,15 @@
 """One way for every benchmark and evaluation script to write its results file under ``docs/results/``.
 
 Each file carries what is needed to judge and reproduce it: the command, library versions, thread count, host CPU
-count and load at the start, and the date. README tables are generated from these files by ``readme_tables.py``.
+count, the load average at the start of the run and at its end, and the date. README tables are generated from these
+files by ``readme_tables.py``.
+
+The start is when this module is first imported (scripts import it at the top, before any work) or the last
+:func:`mark_start` call; ``loadavg_start_age_s`` records how long after the process started the start load was read,
+so a reading taken late shows.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -15,16 +19,41 @@ from pathlib import Path
 
 import torch
 
+from vidgen.io.weights import weights_digest  # noqa: F401  (scripts take it from here)
+
+
+def _process_age_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def mark_start() -> dict:
+    """Read the load average now as the run's start (done once when this module is imported)."""
+    global _START
+    _START = {"loadavg_start": list(os.getloadavg()), "loadavg_start_age_s": _process_age_s()}
+    return _START
+
+
+_START: dict = {}
+mark_start()
+
 
 def environment(threads: int | None = None) -> dict:
-    """The provenance block every results file starts with."""
+    """The provenance block every results file starts with: ``loadavg_start`` as read by :func:`mark_start`,
+    ``loadavg_end`` read now."""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("torchvision", "diffusers", "transformers"):
         module = sys.modules.get(name)
         if module is not None:
             versions[name] = getattr(module, "__version__", "?")
     return {"threads": threads if threads is not None else torch.get_num_threads(), "host_cpus": os.cpu_count(),
-            "loadavg_start": list(os.getloadavg()), "versions": versions, "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            **_START, "loadavg_end": list(os.getloadavg()), "versions": versions,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def write_result(path: str | Path, payload: dict, command: str | None = None, threads: int | None = None) -> Path:
@@ -36,15 +65,3 @@ def write_result(path: str | Path, payload: dict, command: str | None = None, th
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     os.replace(tmp, path)  # a reader never sees half a file
     return path
-
-
-def weights_digest(folder: str | Path) -> str:
-    """A short SHA-256 over every ``*.safetensors`` file under ``folder`` (their relative paths and bytes): which
-    weights a read ran on, so a results file can be matched to the pipeline folder that ships."""
-    folder, digest = Path(folder), hashlib.sha256()
-    files = sorted(folder.rglob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"weights_digest: no *.safetensors under {folder}")
-    for f in files:
-        digest.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
-    return digest.hexdigest()[:16]

@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "eval"))
+from results import write_result  # noqa: E402  (imported first: the run's start load)
+
 RUNS = {"vidgen_base": "experiments/configs/tokenizers/compare/recipe_vidgen_base.yaml",
         "cogvideox": "experiments/configs/tokenizers/compare/recipe_cogvideox.yaml"}
 
@@ -155,8 +158,6 @@ def main() -> None:
                          **final_metrics(run_root / name, args.clips, args.threads)}
         print(name, json.dumps(results[name]), flush=True)
     summary = {"steps": args.at_step or args.steps, "threads": args.threads, "clips": args.clips, **results}
-    sys.path.insert(0, str(ROOT / "eval"))
-    from results import write_result
     record = json.loads(write_result(args.results or out / "results.json", summary, threads=args.threads).read_text())
     table = readme_table(record)
     print(table)
