@@ -51,8 +51,9 @@ SCORER_CALIBRATION_SEED, SCORER_CHECK_SEED = 20261124, 20261123
 class ScorerSettings:
     """The scorer's cuts. Each measured one is the midpoint between the real values of the two classes it separates,
     derived by ``eval/calibrate_scorer.py`` on 1,200 real train-split clips (seed ``SCORER_CALIBRATION_SEED``; still
-    and rotating ones also drifted by 0.6 px) and written with both class extremes to
-    ``docs/results/scorer_calibration.json``; ``tests/test_adherence.py`` checks these defaults equal that file."""
+    and rotating ones also drifted by 0.6 px; measured with the scorer that script names) and written with both class
+    extremes and the clips they come from to ``docs/results/scorer_calibration.json``; ``tests/test_adherence.py``
+    derives each again from those two clips. The other settings are rules (the script's ``RULES`` says why each)."""
 
     color_radius: float = 0.113  # RGB distance: shape pixels <= 0.0015 from their colour, backgrounds >= 0.224 from any
     band_fraction: float = 0.6  # a rule: a row / column more than this full of one colour is background (shapes <= 0.53)
@@ -67,7 +68,7 @@ class ScorerSettings:
     # to turn: real circles <= 0.0218 (pixelation), every other real shape >= 0.0325
     round_variation: float = 0.0271
     circle_harmonic: float = 0.0154  # largest radial-profile harmonic 3-6: circles <= 0.0085, other shapes >= 0.0224
-    angle_bins: int = 48
+    angle_bins: int = 48  # a rule: bins of the radial profile (harmonic 6 needs more than 12)
 
 
 @dataclass(frozen=True)
