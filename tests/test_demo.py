@@ -15,6 +15,7 @@ from vidgen.demo.prompts import EVALUATION_PROMPTS, EVALUATION_SEED, tuning_prom
 from vidgen.demo.report import linked_files
 from vidgen.errors import InvalidInputError
 from vidgen.io import probe_video
+from vidgen.io.weights import weights_digest
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
@@ -72,6 +73,7 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
         assert entry["seconds_per_video"] > 0
         assert set(entry["adherence"]) == set(entry["adherence_silhouette_only"]) == {"seen", "held_out", "all"}
         assert entry["fvd"]["n_fake"] == 4 and entry["fvd"]["value"] >= 0
+        assert entry["weights_sha256"] == weights_digest(PRETRAINED / PIPELINES[name])  # the weights it ran on
         # the settings it sampled with: the folder's sampling_config.json, not a copy kept in the demo
         assert entry["sampling"] == json.loads((PRETRAINED / PIPELINES[name] / "sampling_config.json").read_text())
     assert metrics["fvd_floor"]["n_real"] == 4
@@ -147,3 +149,14 @@ def test_full_evaluation_results_can_be_recounted_video_by_video():
             assert adherence(detected, rows) == entry["adherence"][group], (name, group)
         assert turning([v["detected"][name] for v in videos],
                        prompts_of(EVALUATION_PROMPTS, EVALUATION_SEED)) == entry["turning"]
+
+
+def test_full_evaluation_ran_on_the_shipped_weights():
+    """docs/results/demo_full.json names the weights each pipeline was evaluated with; they are the ones in
+    pretrained/ (shipping new weights without rerunning the evaluation fails here)."""
+    results = json.loads((Path(__file__).resolve().parents[1] / "docs/results/demo_full.json").read_text())
+    assert set(results["pipelines"]) == set(PIPELINES)
+    for name, entry in results["pipelines"].items():
+        assert entry["weights_sha256"] == weights_digest(PRETRAINED / PIPELINES[name]), \
+            f"{name}: pretrained/ is not what docs/results/demo_full.json evaluated: rerun its evaluation " \
+            "(python pipelines/make_pretrained.py --stage evaluate)"
