@@ -12,7 +12,7 @@ measured in the same run (``eval/ceiling.py``; these machines' rates move from d
   weights and bf16+compile (on the faster of the two bf16 modes).
 * **AR decode step**: one token at a mid-sequence position through the generic cached path
   (``forward_tokens`` with a ``ModelKVCache``: validation, pattern, RoPE slices per layer and token: the decode
-  step before :mod:`vidgen.generators.decode`) and through ``TokenDecoder.step``.
+  step before :mod:`vidgen.generators.kv_decode`) and through ``KVDecodeStep.step``.
 
     python eval/bench_generators.py            # full run (~8 min on 2 idle cores) -> docs/results/bench_generators.json
     python eval/bench_generators.py --quick    # smoke run (tiny preset, no compile) -> ..._quick.json
@@ -36,10 +36,10 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.ceiling import describe, gemm_ceilings  # noqa: E402
 from vidgen.attention.kv_cache import ModelKVCache  # noqa: E402
-from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer,  # noqa: E402
+from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,  # noqa: E402
                                MaskedVideoTransformer, generate_ids, generate_latents, generate_tokens)
 from vidgen.generators.compiled import use_repo_cache_dir  # noqa: E402
-from vidgen.generators.decode import TokenDecoder  # noqa: E402
+from vidgen.generators.kv_decode import KVDecodeStep  # noqa: E402
 from vidgen.generators.embeddings import Conditioning  # noqa: E402
 
 TEXT_DIM, TEXT_TOKENS, CHANNELS, VOCAB, CFG = 384, 16, 16, 1024, 3.0
@@ -80,7 +80,7 @@ def build(kind: str, preset: str, grid):
     torch.manual_seed(0)
     kw = dict(text_dim=TEXT_DIM, max_text_tokens=TEXT_TOKENS, layout="full", max_grid=tuple(grid))
     if kind == "flow":
-        return DiffusionVideoTransformer.from_preset(preset, in_channels=CHANNELS, patch_size=(1, 1, 1), **kw)
+        return FlowVideoTransformer.from_preset(preset, in_channels=CHANNELS, patch_size=(1, 1, 1), **kw)
     cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
     return cls.from_preset(preset, vocab_size=VOCAB, **kw)
 
@@ -182,7 +182,7 @@ def sampling(kind: str, grid, args) -> dict:
 
 
 def decode_step(grid, args) -> dict:
-    """Seconds of one AR decode step (CFG rows = 2 x batch) at the middle of the sequence: generic vs TokenDecoder."""
+    """Seconds of one AR decode step (CFG rows = 2 x batch) at the middle of the sequence: generic vs KVDecodeStep."""
     model = build("ar", args.sample_preset, grid).eval()
     cfg, p, n, rows = model.backbone_config, model.num_prefix_tokens, math.prod(grid), 2 * args.sample_batch
     out = {}
@@ -197,13 +197,13 @@ def decode_step(grid, args) -> dict:
 
             def generic():
                 m.forward_tokens(tok[:, None], grid, vec, None, context, cache, pos)
-            decoder = TokenDecoder(m, grid, vec, context, cache, m.compute_dtype)
+            decoder = KVDecodeStep(m, grid, vec, context, cache, m.compute_dtype)
             reps = max(3, args.sample_repeats * 10)
             _, g = timeit(generic, reps)
             _, f = timeit(lambda: decoder.step(tok, pos), reps)
         out[mode] = dict(rows=rows, position=pos, generic_s=g, decoder_s=f, speedup=g / f)
         print(f"  ar decode step {mode:>13} ({rows} rows, position {pos}): generic {1e3 * g:.2f} ms, "
-              f"TokenDecoder {1e3 * f:.2f} ms ({g / f:.2f}x)", flush=True)
+              f"KVDecodeStep {1e3 * f:.2f} ms ({g / f:.2f}x)", flush=True)
     return out
 
 

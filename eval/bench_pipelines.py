@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             pipes, row = {}, {}
             for precision in precisions:
                 pipe = load(name, precision)
-                sampling[name] = dict(pipe.sampling_config)
+                sampling[name] = pipe.sampling_config.to_dict()
                 start = time.perf_counter()
                 call(pipe, name, args.batch)  # warm-up; for compile, the compilation
                 row[precision] = {"first_call_s": time.perf_counter() - start, "times_s": []}

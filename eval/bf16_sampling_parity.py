@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         row, videos, detected = {}, {}, {}
         for precision in ("fp32", "bf16"):
             pipe = load_pipelines(Path(args.pretrained), [name], precision)[name]
-            sampling[name] = dict(pipe.sampling_config)
+            sampling[name] = pipe.sampling_config.to_dict()
             videos[precision], seconds = generate(pipe, prompts, args.batch)
             detected[precision], adherence = score(scorer, videos[precision], prompts)
             row[precision] = {"adherence": adherence, "seconds_per_video": seconds}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from vidgen.data import ShapesDataset
 from vidgen.data.shapes import MOTIONS, SHAPES, ShapeAttributes
 from vidgen.demo.run import load_pipelines
-from vidgen.generators import DiffusionVideoTransformer
+from vidgen.generators import FlowVideoTransformer
 from vidgen.generators.flow import flow_matching_pair
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/results.py
@@ -46,11 +46,11 @@ def variants(attributes: ShapeAttributes, attribute: str) -> tuple[list[str], li
 def denoising_errors(pipe, video: torch.Tensor, captions: list[str], levels: list[float],
                      generator: torch.Generator) -> torch.Tensor:
     """(len(captions), len(levels)) mean squared flow-matching error of the clip under each caption."""
-    model: DiffusionVideoTransformer = pipe.transformer
+    model: FlowVideoTransformer = pipe.transformer
     x0 = model.encode_videos(pipe.vae, video[None].to(model.device, model.dtype))  # (1, C, t, h, w)
     noise = torch.randn(len(levels), *x0.shape[1:], generator=generator).to(x0)
     xt, target, timestep = flow_matching_pair(x0, noise, torch.tensor(levels, dtype=x0.dtype))  # (L, C, t, h, w)
-    cond = pipe.encode_prompt(captions)
+    cond = pipe.encode_prompt(captions)[0]
     errors = []
     for i in range(len(captions)):  # one caption per pass keeps the batch at len(levels) clips
         pred = model(xt, timestep, cond.index(slice(i, i + 1)).repeat(len(levels))).sample

@@ -119,9 +119,8 @@ def main(argv=None) -> int:
     try:
         pipe = load_pipelines(Path(args.pretrained), [args.pipeline])[args.pipeline]
         pipe.transformer.eval()
-        settings = pipe.sampling_config
-        settings = {**settings, **options}
-        steps, guidance = int(settings["num_inference_steps"]), float(settings["guidance_scale"])
+        settings = pipe.sampling_config.replace(**options)
+        steps, guidance = settings.num_inference_steps, float(settings.guidance_scale)
         scorer = AttributeScorer()
         prompts = tuning_prompts(args.prompts)
         kept = {s: collections.defaultdict(collections.Counter) for s in levels}  # level -> shape -> counts
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
             first = p.attributes.shape not in sheet  # this shape's first prompt: its frames go on the sheet
             frames = sheet.setdefault(p.attributes.shape, [video[:, NUM_FRAMES // 2]]) if first else None
             x0 = encoded(pipe, video)  # once per clip; s = 0 decodes it as it is (the round trip)
-            cond = pipe.encode_prompt([p.caption]) if args.pipeline == "flow" else None
+            cond = pipe.encode_prompt([p.caption])[0] if args.pipeline == "flow" else None
             for s in levels:
                 x = x0 if s == 0 else renoised(pipe, x0, cond, s, steps, guidance, p.seed) \
                     if args.pipeline == "flow" else remasked(pipe, x0, p.caption, s, p.seed, **options)

@@ -81,7 +81,7 @@ def tiny_pipeline():
     overrides the generator preset (default ``text_dim=384, max_text_tokens=8, max_grid=(4, 4, 4)``)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer,
+    from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,
                                    MaskedVideoTransformer, make_scheduler)
     from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
     from vidgen.testing import perturb_weights
@@ -92,7 +92,7 @@ def tiny_pipeline():
         arch = {"text_dim": 384, "max_text_tokens": 8, "max_grid": (4, 4, 4), **arch}
         if kind == "flow":
             vae = CausalVAE.from_preset("tiny")
-            gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch)
+            gen = FlowVideoTransformer.from_preset("tiny", in_channels=4, **arch)
             perturb_weights(vae, gen)
             pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
         else:

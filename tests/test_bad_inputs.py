@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError, VidgenError,
                            VideoIOError)
-from vidgen.generators import (AutoregressiveVideoTransformer, DiffusionVideoTransformer, MaskedVideoTransformer,
+from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer, MaskedVideoTransformer,
                                check_scheduler, generate_ids, generate_tokens, generator_class)
 from vidgen.data import SceneClips
 from vidgen.data.capture import Capture, apply_capture
@@ -243,7 +243,7 @@ class Env:
         """Tiny text-conditioned latent-flow pipeline (the text encoder loads only if a prompt is encoded)."""
         torch.manual_seed(0)
         vae = CausalVAE.from_preset("tiny")
-        gen = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, text_dim=384, max_text_tokens=8,
+        gen = FlowVideoTransformer.from_preset("tiny", in_channels=4, text_dim=384, max_text_tokens=8,
                                                     max_grid=(4, 4, 4))
         perturb_weights(vae, gen)
         pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
@@ -707,7 +707,7 @@ CASES: list[Case] = [
     Case("load_pipeline/pickle-transformer-weights", "pipeline_folder",
          lambda env: load_pipeline(env.broken_pipe("pipe_pickle", lambda p: env.payload(
              "pipe_pickle/transformer/diffusion_pytorch_model.safetensors"))),
-         MissingWeightsError, r"pipe_pickle/transformer: cannot load the DiffusionVideoTransformer weights",
+         MissingWeightsError, r"pipe_pickle/transformer: cannot load the FlowVideoTransformer weights",
          lambda env: env.no_payload_ran()),
     # --------------------------------------------------------------------------- pipeline folders
     Case("load_pipeline/no-model-index", "pipeline_folder", lambda env: load_pipeline(env.path("vae")),
@@ -853,8 +853,8 @@ CASES: list[Case] = [
     Case("CausalVAE.from_preset/unknown-preset", "config", lambda env: CausalVAE.from_preset("huge"), ConfigError,
          r"unknown VAE preset 'huge'"),
     Case("generator.from_preset/unknown-option", "config",
-         lambda env: DiffusionVideoTransformer.from_preset("tiny", in_channels=4, num_experts=8), ConfigError,
-         r"DiffusionVideoTransformer\.from_preset\('tiny'\): unknown option\(s\) \['num_experts'\]"),
+         lambda env: FlowVideoTransformer.from_preset("tiny", in_channels=4, num_experts=8), ConfigError,
+         r"FlowVideoTransformer\.from_preset\('tiny'\): unknown option\(s\) \['num_experts'\]"),
     Case("generator.from_preset/unknown-layout", "config",
          lambda env: MaskedVideoTransformer.from_preset("tiny", vocab_size=64, layout="dilated"), ConfigError,
          r"layout must be one of .* got 'dilated'"),
@@ -862,7 +862,7 @@ CASES: list[Case] = [
          lambda env: check_scheduler(env.pipe.transformer, DDIMScheduler()), InvalidInputError,
          r"scheduler: a flow-matching model needs a FlowMatch\* scheduler, got DDIMScheduler"),
     Case("check_scheduler/epsilon-model-flow-scheduler", "config",
-         lambda env: check_scheduler(DiffusionVideoTransformer.from_preset("tiny", in_channels=4,
+         lambda env: check_scheduler(FlowVideoTransformer.from_preset("tiny", in_channels=4,
                                                                           prediction_type="epsilon"),
                                      FlowMatchEulerDiscreteScheduler()),
          InvalidInputError, r"scheduler: the model predicts 'epsilon'; FlowMatchEulerDiscreteScheduler is configured"),

@@ -15,7 +15,7 @@ from accelerate.hooks import CpuOffload
 from accelerate.utils import send_to_device
 
 from vidgen.errors import UnsupportedError
-from vidgen.generators import Conditioning, DiffusionVideoTransformer
+from vidgen.generators import Conditioning, FlowVideoTransformer
 from vidgen.pipelines import load_pipeline
 from vidgen.tokenizers import CausalVAE
 from vidgen.training.ema import EMA
@@ -50,7 +50,7 @@ def test_conditioning_moves_with_a_forwards_arguments():
 
 
 @pytest.mark.parametrize("make", [lambda: CausalVAE.from_preset("tiny"),
-                                  lambda: DiffusionVideoTransformer.from_preset("tiny", in_channels=4)],
+                                  lambda: FlowVideoTransformer.from_preset("tiny", in_channels=4)],
                          ids=["tokenizer", "generator"])
 def test_device_is_the_offload_hooks_execution_device(make):
     model = make()
@@ -60,7 +60,7 @@ def test_device_is_the_offload_hooks_execution_device(make):
     assert model.device.type == "meta", "samplers would put their state where the weights are not used"
 
 
-@pytest.mark.parametrize("name, generator_class", [("flow", "DiffusionVideoTransformer"),
+@pytest.mark.parametrize("name, generator_class", [("flow", "FlowVideoTransformer"),
                                                    ("masked", "MaskedVideoTransformer")])
 def test_model_offload_runs_every_component_through_its_hook_and_changes_nothing(name, generator_class):
     pipe = load_pipeline(f"pretrained/shapes-{name}", dtype="fp32")

@@ -19,7 +19,7 @@ from diffusers import (AutoencoderKL, AutoencoderKLCogVideoX, AutoencoderKLCosmo
 from safetensors.torch import load_file, save_file
 
 from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError
-from vidgen.generators import DiffusionVideoTransformer, MaskedVideoTransformer
+from vidgen.generators import FlowVideoTransformer, MaskedVideoTransformer
 from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae, is_discrete, load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -191,7 +191,7 @@ def test_per_frame_statistics_cosmos():
 def test_flow_generator_trains_on_its_latents(name):
     tokenizer = make(name)
     torch.manual_seed(0)
-    model = DiffusionVideoTransformer.from_preset("tiny", **DiffusionVideoTransformer.tokenizer_kwargs(tokenizer),
+    model = FlowVideoTransformer.from_preset("tiny", **FlowVideoTransformer.tokenizer_kwargs(tokenizer),
                                                   max_grid=(4, 4, 4))
     x = video(2, 6, 16, 16)
     latents = model.encode_videos(tokenizer, x)
@@ -223,7 +223,7 @@ def test_generator_training_on_a_diffusers_vae_folder(tmp_path):
         "log_every=1", "sample_every=0", "ckpt_every=2", "optim.warmup_steps=0"], schema=GeneratorTrainConfig)
     metrics = train_generator(cfg)
     assert metrics["step"] == 2 and torch.isfinite(torch.tensor(metrics["loss"]))
-    model = DiffusionVideoTransformer.from_pretrained(tmp_path / "run" / "final")
+    model = FlowVideoTransformer.from_pretrained(tmp_path / "run" / "final")
     assert model.config.in_channels == 16  # Wan's z_dim
 
 
@@ -234,7 +234,7 @@ def test_discrete_generators_and_unwrapped_vaes_get_named_errors():
         MaskedVideoTransformer.tokenizer_kwargs(tokenizer)
     with pytest.raises(InvalidInputError, match=r"wrapped as vidgen\.tokenizers\.DiffusersVideoVAE\(vae\), got "
                                                 r"AutoencoderKLWan"):
-        DiffusionVideoTransformer.tokenizer_kwargs(tokenizer.vae)
+        FlowVideoTransformer.tokenizer_kwargs(tokenizer.vae)
     with pytest.raises(UnsupportedError, match="streaming decode .* needs a vidgen causal tokenizer"):
         tokenizer.stream_decoder(16, 16)
 
@@ -379,7 +379,7 @@ def test_flow_pipeline_with_a_diffusers_vae_saves_loads_and_generates_bit_identi
     from vidgen.testing import perturb_weights
     tokenizer = make(name)
     torch.manual_seed(0)
-    model = DiffusionVideoTransformer.from_preset("tiny", **DiffusionVideoTransformer.tokenizer_kwargs(tokenizer),
+    model = FlowVideoTransformer.from_preset("tiny", **FlowVideoTransformer.tokenizer_kwargs(tokenizer),
                                                   max_grid=(4, 4, 4), num_classes=3)
     perturb_weights(model)  # live weights: the zero-initialised head would make every sample the same
     pipe = FlowVideoPipeline(tokenizer.vae, model, FlowMatchEulerDiscreteScheduler())

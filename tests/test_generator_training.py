@@ -145,7 +145,7 @@ def test_old_generator_name_and_tokenizer_key_still_load(tmp_path):
     are refused."""
     with pytest.warns(FutureWarning, match="model.generator='diffusion' is deprecated.*model.generator: flow"):
         cfg = load_config(None, ["model.generator=diffusion"], schema=GeneratorTrainConfig)
-    assert cfg.model.generator == "flow" and generator_class("flow").__name__ == "DiffusionVideoTransformer"
+    assert cfg.model.generator == "flow" and generator_class("flow").__name__ == "FlowVideoTransformer"
     with pytest.warns(FutureWarning, match=r"'tokenizer' is deprecated, write video_tokenizer .*vidgen 0\.3"):
         cfg = load_config(None, [f"tokenizer={tmp_path}"], schema=GeneratorTrainConfig)
     assert cfg.video_tokenizer == str(tmp_path) and "tokenizer" not in cfg.to_dict()

@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from vidgen.attention.kv_cache import ModelKVCache
-from vidgen.generators import (AutoregressiveVideoTransformer, Conditioning, DiffusionVideoTransformer,
+from vidgen.generators import (AutoregressiveVideoTransformer, Conditioning, FlowVideoTransformer,
                                MaskedVideoTransformer, generate_tokens)
-from vidgen.generators.decode import TokenDecoder
+from vidgen.generators.kv_decode import KVDecodeStep
 from vidgen.testing import perturb_weights
 
 GRID, VOCAB, TEXT_DIM, MAX_TEXT, CHANNELS = (2, 4, 4), 64, 32, 4, 4
@@ -46,7 +46,7 @@ def build(kind: str, seed: int = 0, **kw):
     torch.manual_seed(seed)
     kw = {"text_dim": TEXT_DIM, "max_text_tokens": MAX_TEXT, "max_grid": GRID, **kw}
     if kind == "flow":
-        model = DiffusionVideoTransformer.from_preset("tiny", in_channels=CHANNELS, **kw)
+        model = FlowVideoTransformer.from_preset("tiny", in_channels=CHANNELS, **kw)
     else:
         cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
         model = cls.from_preset("tiny", vocab_size=VOCAB, **kw)
@@ -171,7 +171,7 @@ def test_kv_cache_takes_the_compute_dtype(monkeypatch):
 
 
 def test_decoder_step_equals_generic_decode_in_bf16():
-    """One decode step of TokenDecoder vs the generic cached path (forward_tokens) at the same position, under
+    """One decode step of KVDecodeStep vs the generic cached path (forward_tokens) at the same position, under
     autocast: same logits within bf16 rounding of the logits' scale."""
     model = build("ar", layout="spatiotemporal")
     cfg, p, n = model.backbone_config, model.num_prefix_tokens, 2 * 4 * 4
@@ -185,7 +185,7 @@ def test_decoder_step_equals_generic_decode_in_bf16():
             model.forward_tokens(seq, GRID, vec, prefix, context, cache, 0)
         pos = p + seq.shape[1]
         generic = model.forward_tokens(ids[:, -1:], GRID, vec, None, context, caches[0], pos)[:, 0].float()
-        decoder = TokenDecoder(model, GRID, vec, context, caches[1], torch.bfloat16)
+        decoder = KVDecodeStep(model, GRID, vec, context, caches[1], torch.bfloat16)
         fast = decoder.step(ids[:, -1], pos)
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast, generic, atol=0.02 * generic.abs().max().item(), rtol=0)

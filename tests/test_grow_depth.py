@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidgen.generators import Conditioning, DiffusionVideoTransformer, MaskedVideoTransformer
+from vidgen.generators import Conditioning, FlowVideoTransformer, MaskedVideoTransformer
 from vidgen.testing import perturb_weights
 
 TEXT_DIM = 16
@@ -39,7 +39,7 @@ def masked_out(model, seed=2):
 def test_the_deeper_model_computes_the_same_and_its_new_blocks_train(grow, kind, conditioning):
     torch.manual_seed(0)
     arch = dict(text_dim=TEXT_DIM, max_text_tokens=3, max_grid=(2, 4, 4), text_conditioning=conditioning)
-    model = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **arch) if kind == "flow" else \
+    model = FlowVideoTransformer.from_preset("tiny", in_channels=4, **arch) if kind == "flow" else \
         MaskedVideoTransformer.from_preset("tiny", vocab_size=64, **arch)
     perturb_weights(model)  # live weights: every gate and residual branch contributes
     run = flow_out if kind == "flow" else masked_out
@@ -61,4 +61,4 @@ def test_the_deeper_model_computes_the_same_and_its_new_blocks_train(grow, kind,
 
 def test_a_factor_below_two_is_refused(grow):
     with pytest.raises(ValueError, match="factor must be an int >= 2"):
-        grow(DiffusionVideoTransformer.from_preset("tiny", in_channels=4), 1)
+        grow(FlowVideoTransformer.from_preset("tiny", in_channels=4), 1)

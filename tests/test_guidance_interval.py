@@ -2,6 +2,7 @@
 one is guidance 1, and a partial one is the same as switching guidance off from a callback at the same steps."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,12 +62,13 @@ def test_a_partial_interval_is_guidance_switched_off_at_the_same_steps(pipe):
 
 
 def test_the_setting_round_trips_through_sampling_config(pipe, tmp_path):
-    saved = dict(pipe.sampling_config)
-    pipe.sampling_config = {**saved, "guidance_interval": [0.4, 1.0]}
+    saved = pipe.sampling_config
+    pipe.sampling_config = saved.replace(guidance_interval=[0.4, 1.0])
     try:
         pipe.save_pretrained(tmp_path / "folder")
+        assert json.loads((tmp_path / "folder" / "sampling_config.json").read_text())["guidance_interval"] == [0.4, 1.0]
         loaded = load_pipeline(tmp_path / "folder", dtype="fp32")
-        assert loaded.sampling_config["guidance_interval"] == [0.4, 1.0]
+        assert loaded.sampling_config.guidance_interval == (0.4, 1.0)
         torch.testing.assert_close(sample(loaded), sample(pipe, guidance_interval=(0.4, 1.0)), rtol=0, atol=0)
     finally:
         pipe.sampling_config = saved

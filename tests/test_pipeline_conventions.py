@@ -95,8 +95,8 @@ def test_a_text_only_pipeline_encodes_prompts_like_the_full_one_and_refuses_to_s
              "autoregressive": ("vqvae", "transformer")}[kind]
     text_only = type(full)(**{name: None for name in parts}, text_encoder=encoder, tokenizer=tokenizer)
     length = full.transformer.backbone_config.max_text_tokens
-    mine, theirs = text_only.encode_prompt([PROMPT, "a blue square"], max_text_tokens=length), \
-        full.encode_prompt([PROMPT, "a blue square"])
+    mine, theirs = text_only.encode_prompt([PROMPT, "a blue square"], max_text_tokens=length)[0], \
+        full.encode_prompt([PROMPT, "a blue square"])[0]
     assert torch.equal(mine.text, theirs.text) and torch.equal(mine.text_mask, theirs.text_mask)
     assert torch.equal(mine.pooled, theirs.pooled)
     video = full(prompt_embeds=mine, generator=torch.Generator().manual_seed(0), **SIZE, **STEPS[kind]).frames

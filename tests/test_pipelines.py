@@ -94,7 +94,8 @@ def test_guidance_and_negative_prompt(kind, pipes):
     guided = call(pipe, kind, guidance_scale=5.0)
     negative = call(pipe, kind, guidance_scale=5.0, negative_prompt="a green star")
     assert not np.array_equal(plain, guided) and not np.array_equal(guided, negative)
-    emb = pipe.encode_prompt("a red circle moving left")
+    emb, negative_emb = pipe.encode_prompt("a red circle moving left")
+    assert negative_emb is None  # no negative prompt: CFG contrasts with the learned null condition
     from_embeds = pipe(prompt_embeds=emb, num_frames=T, height=H, width=W, generator=torch.Generator().manual_seed(0),
                        **steps(kind)).frames
     assert np.array_equal(from_embeds, call(pipe, kind))
@@ -201,7 +202,7 @@ def test_bad_arguments(kind, pipes):
     with pytest.raises(InvalidInputError, match="negative_prompt"):
         pipe(["a", "b"], negative_prompt=["x", "y", "z"], **steps(kind))
     with pytest.raises(InvalidInputError, match="prompt"):
-        pipe("a", prompt_embeds=pipe.encode_prompt("a"), **steps(kind))
+        pipe("a", prompt_embeds=pipe.encode_prompt("a")[0], **steps(kind))
 
 
 def test_wrong_or_missing_components(tmp_path, pipes):
@@ -236,7 +237,7 @@ def test_text_encoder_as_components_and_export(pipes, tmp_path):
     from vidgen.text import load_text_encoder
     tok, enc = load_text_encoder()
     base = pipes["masked"]
-    pipe = MaskedVideoPipeline(base.vqvae, base.transformer, base.scheduler, text_encoder=enc, text_tokenizer=tok)
+    pipe = MaskedVideoPipeline(base.vqvae, base.transformer, base.scheduler, text_encoder=enc, tokenizer=tok)
     pipe.set_progress_bar_config(disable=True)
     frames = call(pipe, "masked")
     assert np.array_equal(frames, call(base, "masked"))  # the same encoder as the lazily loaded default
@@ -249,13 +250,15 @@ def test_text_encoder_as_components_and_export(pipes, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_check_inputs_is_public_and_runs_before_any_work(kind, pipes, monkeypatch):
-    """diffusers-style check_inputs: callable alone (returns the number of videos), and a bad input is refused
-    before a prompt is encoded."""
+    """diffusers-style check_inputs: callable alone (returns the number of videos), and a bad input or setting is
+    refused before a prompt is encoded (settings by the sampling config the call builds)."""
     pipe = pipes[kind]
     assert pipe.check_inputs(prompt=["a", "b"], num_frames=T, height=H, width=W, num_videos_per_prompt=2) == 4
-    with pytest.raises(InvalidInputError, match="guidance_scale"):
-        pipe.check_inputs(prompt="a", num_frames=T, height=H, width=W, guidance_scale=-1.0)
-    monkeypatch.setattr(pipe, "encode_prompt", lambda *a, **k: pytest.fail("a prompt was encoded before the checks"))
+    with pytest.raises(InvalidInputError, match="height must be an int >= 1"):
+        pipe.check_inputs(prompt="a", num_frames=T, height=0, width=W)
+    monkeypatch.setattr(pipe, "_encode_text", lambda *a, **k: pytest.fail("a prompt was encoded before the checks"))
+    with pytest.raises(InvalidInputError, match="num_videos_per_prompt must be an int >= 1"):
+        pipe("a red circle", num_frames=T, height=H, width=W, num_videos_per_prompt=0, **steps(kind))
     with pytest.raises(InvalidInputError, match="guidance_scale"):
         pipe("a red circle", num_frames=T, height=H, width=W, guidance_scale=-1.0, **steps(kind))
     if kind != "flow":

@@ -43,7 +43,7 @@ def test_level_one_is_plain_generation(probe, flow):
     model, threads = flow.transformer, torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cond = flow.encode_prompt(["a red square moving left on a gray background"])
+        cond = flow.encode_prompt(["a red square moving left on a gray background"])[0]
         grid = flow.video_tokenizer.latent_grid(17, 64, 64)
         noise = torch.randn(1, model.config.in_channels, *grid, generator=torch.Generator().manual_seed(0))
         run = dict(cond=cond, grid=grid, batch=1, negative=None, guidance_scale=4.5, num_inference_steps=4,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vidgen.errors import InvalidInputError
-from vidgen.generators import AutoregressiveVideoTransformer, Conditioning, DiffusionVideoTransformer, MaskedVideoTransformer
+from vidgen.generators import AutoregressiveVideoTransformer, Conditioning, FlowVideoTransformer, MaskedVideoTransformer
 from vidgen.rng import RowGenerator, rows
 from vidgen.testing import perturb_weights
 from vidgen.training.losses import PerceptualLoss
@@ -39,7 +39,7 @@ def _build(kind: str):
     torch.manual_seed(0)
     kw = {"text_dim": 8, "max_text_tokens": 3, "max_grid": (3, 4, 4), "cond_dropout": 0.3, "task_prob": 0.7}
     if kind == "flow":
-        model = DiffusionVideoTransformer.from_preset("tiny", in_channels=4, **kw)
+        model = FlowVideoTransformer.from_preset("tiny", in_channels=4, **kw)
         x = torch.randn(4, 4, 3, 4, 4)
     else:
         cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer

@@ -114,17 +114,17 @@ def test_each_chunk_keeps_its_given_frames_and_holds_a_bounded_number_of_latent_
     pipe, calls = pipes[kind], []
     original = type(pipe)._continue
 
-    def spy(self, rows, generator, cond, negative, given, new, hw, settings):
-        window = original(self, rows, generator, cond, negative, given, new, hw, settings)
+    def spy(self, rows, generator, cond, negative, given, new, hw, config):
+        window = original(self, rows, generator, cond, negative, given, new, hw, config)
         k = 0 if given is None else given.shape[pipe.frame_axis]
         calls.append((k, new, window.shape[pipe.frame_axis]))
         return window
     monkeypatch.setattr(type(pipe), "_continue", spy)
     story = pipe._story({0: "a red circle moving right", 50: "a blue square moving up"}, None, 97, 16, 16, 1, g(0),
-                        None, "np", STEPS[kind])
+                        pipe.sampling_config.replace(**STEPS[kind]), False, "np")
     frames = sum(part.shape[2] for part in story.frames())
     assert frames == 97
-    context = pipe.context_frames
+    context = pipe.sampling_config.context_frames
     assert max(k + n for k, n, _ in calls) <= pipe.window and all(w == k + n for k, n, w in calls)
     assert all(k == context for k, _, _ in calls[1:]) and calls[0][0] == 0
     assert story.max_held == context and story.held.shape[pipe.frame_axis] == context

@@ -218,7 +218,7 @@ def run(args, argv: list[str]) -> int:
         detections[name], adherence_result = score(scorer, videos, prompts)
         folder = Path(args.pretrained) / PIPELINES[name]
         entry = {"folder": str(folder), "class": type(pipe).__name__, "weights_sha256": weights_digest(folder),
-                 "sampling": dict(pipe.sampling_config), "seconds_per_video": seconds, "adherence": adherence_result,
+                 "sampling": pipe.sampling_config.to_dict(), "seconds_per_video": seconds, "adherence": adherence_result,
                  "adherence_silhouette_only": score(silhouette_only, videos, prompts)[1],
                  "turning": turning(detections[name], prompts),
                  "contact_sheet": f"{name}.png"}
@@ -253,7 +253,8 @@ def demo_story(out: Path, name: str, pipe, scorer, seed: int, segments: int = ST
                                                       SIZE, on_frames=writer.write, scorer=scorer),
                                             total=segments, desc=f"{name} story", dynamic_ncols=True)]
     return {"file": str(path.relative_to(out)), "num_frames": num_frames, "frames_per_segment": STORY_FRAMES_PER_SEGMENT,
-            "context_frames": pipe.sampling_config.context_frames, "seconds": time.perf_counter() - start, "segments": scored,
+            "context_frames": pipe.sampling_config.context_frames, "seconds": time.perf_counter() - start,
+            "segments": scored,
             "color_motion": sum(s["color_motion"] for s in scored) / len(scored)}
 
 

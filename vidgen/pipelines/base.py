@@ -19,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
-from vidgen.errors import InvalidInputError
+from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators import Conditioning
 from vidgen.generators.base import check_positive_int
 from vidgen.pipelines.output import VideoPipelineOutput, to_output
@@ -47,9 +47,9 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
     video_tokenizer_name = "vae"
     #: whether ``dtype="auto"`` picks bf16 on a CPU with fast bf16 units, by measurement (eval/bench_pipelines.py)
     bf16_pays_on_cpu = True
-    # any component may be None: a pipeline of only its text components runs encode_prompt (diffusers' convention);
-    # sampling checks that the others are there
-    _optional_components = ["text_encoder", "tokenizer", "transformer", "scheduler", "vae", "vqvae"]
+    # without text components the offline default text encoder is loaded on first use; any other component may be
+    # None too (a pipeline of only its text components runs encode_prompt), and sampling checks that they are there
+    _optional_components = ["text_encoder", "tokenizer"]
     _callback_tensor_inputs: Sequence[str] = ("latents",)
     #: the generator's sampling settings: their defaults, checks and file (:mod:`vidgen.generators.sampling_config`)
     sampling_config_class: type = SamplingConfig
@@ -97,6 +97,9 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
             if not all(isinstance(k, str) for k in dtype):
                 raise InvalidInputError(f"dtype: a dict maps component names (and 'default') to dtypes, got {dtype!r}")
             return {k: cls._resolve_dtype(v, device) for k, v in dtype.items()}
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+            raise ConfigError(f"dtype={dtype} is not supported; choose one of 'auto', 'fp32', 'bf16', a floating "
+                              "torch.dtype, or a dict of them per component with a 'default' key")
         if dtype is None or isinstance(dtype, torch.dtype):
             return dtype
         if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
@@ -204,12 +207,27 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
         self.video_tokenizer.disable_tiling()
 
     # ------------------------------------------------------------------ inputs
-    def encode_prompt(self, prompt, num_videos_per_prompt: int = 1,
-                      max_text_tokens: Optional[int] = None) -> Conditioning:
-        """Prompts -> per-token states, mask and pooled embedding, repeated ``num_videos_per_prompt`` times.
-        ``max_text_tokens``: the prompt length, by default the transformer's; a text-only pipeline (built with only
-        its text components, e.g. to precompute ``prompt_embeds`` on a small machine) takes it from here, else
-        :data:`DEFAULT_MAX_TEXT_TOKENS`."""
+    def encode_prompt(self, prompt, negative_prompt=None, num_videos_per_prompt: int = 1, prompt_embeds=None,
+                      negative_prompt_embeds=None, max_text_tokens: Optional[int] = None):
+        """diffusers' ``encode_prompt``: prompts -> ``(prompt_embeds, negative_prompt_embeds)``, each a
+        :class:`~vidgen.generators.Conditioning` (per-token states, mask and pooled embedding) repeated
+        ``num_videos_per_prompt`` times, to pass to ``__call__`` as ``prompt_embeds`` / ``negative_prompt_embeds``.
+        Embeddings passed in are returned as they are; ``negative_prompt_embeds`` is None without a negative prompt
+        (CFG then contrasts with the transformer's learned null condition). ``max_text_tokens``: the prompt length,
+        by default the transformer's; a text-only pipeline (built with only its text components, e.g. to precompute
+        embeddings on a small machine) takes it from here, else :data:`DEFAULT_MAX_TEXT_TOKENS`."""
+        if prompt_embeds is None and prompt is not None:
+            prompt_embeds = self._encode_text(prompt, num_videos_per_prompt, max_text_tokens)
+        if negative_prompt_embeds is None and negative_prompt is not None:
+            negatives = check_prompts(negative_prompt, "negative_prompt")
+            if prompt is not None and len(negatives) == 1:
+                negatives = negatives * len(check_prompts(prompt))
+            negative_prompt_embeds = self._encode_text(negatives, num_videos_per_prompt, max_text_tokens)
+        return prompt_embeds, negative_prompt_embeds
+
+    def _encode_text(self, prompt, num_videos_per_prompt: int = 1,
+                     max_text_tokens: Optional[int] = None) -> Conditioning:
+        """Prompts -> one Conditioning, repeated ``num_videos_per_prompt`` times (:meth:`encode_prompt`)."""
         cfg = None if self.transformer is None else self.transformer.backbone_config
         if cfg is not None and not cfg.text_dim:
             raise InvalidInputError(f"prompt: this {type(self.transformer).__name__} is not text-conditioned "
@@ -222,7 +240,7 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
         emb = encode_prompts(tokenizer, encoder, check_prompts(prompt), length, batch_size=1)
         if emb.truncated:
             warnings.warn(f"prompt: {emb.truncated} prompt(s) longer than max_text_tokens={length} tokens were "
-                          "truncated; the rest of the text is ignored", stacklevel=2)
+                          "truncated; the rest of the text is ignored", stacklevel=3)
         if cfg is None:  # text-only: on the text encoder's device, in its dtype
             return Conditioning(emb.hidden, emb.mask, emb.pooled).repeat(num_videos_per_prompt)
         if emb.hidden.shape[-1] != cfg.text_dim:
@@ -248,7 +266,7 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
             raise InvalidInputError("pass either prompt or prompt_embeds, not both")
         if prompt_embeds is not None and not isinstance(prompt_embeds, Conditioning):
             raise InvalidInputError("prompt_embeds must be a vidgen.generators.Conditioning "
-                                    "(pipe.encode_prompt(...) returns one)")
+                                    "(pipe.encode_prompt(...)[0] is one)")
         if prompt is not None:
             conditions = len(check_prompts(prompt))
         elif prompt_embeds is not None:
@@ -285,7 +303,7 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
                       num_videos_per_prompt: int):
         """-> (batch size, cond, negative cond); the inputs were checked by :meth:`check_inputs`."""
         if prompt is not None:
-            cond = self.encode_prompt(prompt, num_videos_per_prompt)
+            cond = self._encode_text(prompt, num_videos_per_prompt)
         elif prompt_embeds is not None:
             cond = prompt_embeds.repeat(num_videos_per_prompt)
         elif class_labels is not None:
@@ -298,7 +316,7 @@ class VideoPipelineBase(LongVideoMixin, DiffusionPipeline):
         if negative_prompt is not None:
             negs = check_prompts(negative_prompt, "negative_prompt")
             negs = negs * (batch // num_videos_per_prompt) if len(negs) == 1 else negs
-            negative = self.encode_prompt(negs, num_videos_per_prompt)
+            negative = self._encode_text(negs, num_videos_per_prompt)
         elif negative_prompt_embeds is not None:
             negative = negative_prompt_embeds.repeat(num_videos_per_prompt)
         return batch, cond, negative

@@ -88,7 +88,7 @@ class LongVideoMixin:
             texts = check_prompts(text)
             texts = texts * prompts if len(texts) == 1 else texts
             if tuple(texts) not in encoded:
-                encoded[tuple(texts)] = self.encode_prompt(texts, num_videos_per_prompt)
+                encoded[tuple(texts)] = self._encode_text(texts, num_videos_per_prompt)
             return encoded[tuple(texts)]
 
         def sample_chunk(index: int, given, new: int):
