@@ -153,7 +153,7 @@ def test_encode_prompt_in_isolation_then_sampling_from_the_embeddings(kind, tiny
     prompt_embeds, negative_prompt_embeds = text_only.encode_prompt(PROMPT, negative_prompt="a blue square",
                                                                     max_text_tokens=length)
     without_text = type(full)(**{k: v for k, v in full.components.items() if k not in ("text_encoder", "tokenizer")})
-    monkeypatch.setattr("vidgen.pipelines.base.load_text_encoder",
+    monkeypatch.setattr("vidgen.pipelines.text_encoding.load_text_encoder",
                         lambda *a: pytest.fail("a pipeline given embeddings loaded a text encoder"))
     from_embeds = run(without_text, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
     assert torch.equal(from_embeds, run(full, prompt=PROMPT, negative_prompt="a blue square"))

@@ -6,13 +6,8 @@ SDPA on that small problem with the exact mask of the block. Every block then ha
 blocks go through one batched SDPA call; gathering is one ``index_select`` per tensor, so autograd gives the
 backward pass for free. Work drops from ``N^2`` to about ``N * halo`` while the result stays exact.
 
-Design chosen by measurement (``eval/bench_attention.py`` -> ``docs/results/bench_attention.json``; 2 threads, fp32,
-heads=4, D=64, 3x7x7 window, 16k tokens): this path (2x4x8 blocks, the SDPA flash kernel through autograd) runs
-fwd+bwd in ~0.6-0.7 s vs ~9 s for dense masked SDPA. A custom autograd.Function (unfold gathers reused by the
-backward, overlap-add scatter of dk/dv, per-block bmm with saved probabilities or the flash kernel with saved
-logsumexp) measured 0.92-1.23 s for every block shape from 1x4x8 to 4x8x8 against 0.61 s for this path in the same
-interleaved run: its strided copies moved memory slower than index_select / index_add, and the (Lq, D) x (D, Lk)
-bmm ran at ~40 GFLOP/s. So it was not adopted.
+The design was chosen by measurement against a custom autograd alternative: ``docs/attention.md`` ("Design notes"),
+``eval/bench_attention.py`` -> ``docs/results/bench_attention.json``.
 """
 from __future__ import annotations
 

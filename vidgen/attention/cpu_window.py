@@ -1,24 +1,13 @@
 """Fused window attention on the CPU: a small C kernel (``window_kernel.c``) that reads each query's window of keys in
 place from the token grid, forward and backward, instead of gathering block halos as the blocked path does.
 
-Why: the blocked path's time is set by its copies, not its arithmetic. At 16x32x32 tokens with a 3x7x7 window its
-2x4x8 blocks copy every key and value 8.75 times and still compute 29x less than dense attention, against a FLOP
-bound of 130x; smaller blocks compute less but copy more. Here every (query, key) pair in the window is computed
-once, nothing is materialised but the output and one log-sum-exp per query, and the backward recomputes the
-probabilities from it (flash-attention style; the key pass owns each dk / dv row, so no atomics). Measured in
-``eval/bench_attention.py`` (``docs/results/bench_attention.json``, fwd+bwd, 4 heads, D=64, 2 threads): 40.0x / 64.3x
-faster than dense masked SDPA at 16k / 32k tokens (3x7x7 window), 2.7-3.2x the blocked path; for a whole-frame
-spatial window the blocked path's GEMMs win (3.0x vs 8.7x), which is why ``auto`` picks by over-fetch.
-Tried and not kept (no gain measured): column-strip token order (again for bf16, strips of 8 / 16), storing p / ds
-for the key pass, four-accumulator dot products; what helped: head dim 64 as a compile-time constant (query pass
-0.095 -> 0.067 s at 16k), four dot products per horizontal reduction and the exps of a token in one vectorised loop.
-
-bf16 (``torch.bfloat16`` q, k, v): the same kernel compiled a second time over 16-bit storage, every sum in float32
-(scores, softmax statistics, delta, the output and gradient rows, rounded to bf16 once when stored). With AVX512-BF16
-(``vdpbf16ps``; this CPU has it, no AMX) the dot products take half the instructions and the weighted row sums take
-rows in pairs (weights rounded to bf16, as flash attention rounds P before P @ V). Measured side by side at 16k tokens,
-fwd+bwd, 2 threads under load: converting bf16 rows to float32 for each axpy made bf16 only 1.16x faster than fp32;
-paired rows 1.48x; rounding the pair weights with ``vcvtneps2bf16`` instead of scalar code 1.73x (0.057 vs 0.102 s).
+Every (query, key) pair in the window is computed once, nothing is materialised but the output and one log-sum-exp
+per query, and the backward recomputes the probabilities from it (flash-attention style; the key pass owns each
+dk / dv row, so no atomics). Head dim 64 is a compile-time constant. bf16 q, k, v: the same kernel compiled a second
+time over 16-bit storage, every sum in float32 (scores, softmax statistics, delta, the output and gradient rows,
+rounded to bf16 once when stored); with AVX512-BF16 the dot products use ``vdpbf16ps`` and the weighted row sums take
+rows in pairs (weights rounded to bf16, as flash attention rounds P before P @ V). Its speed against dense SDPA and
+the blocked path, and the designs tried: ``docs/attention.md`` ("Design notes"), ``docs/results/bench_attention.json``.
 
 The kernel is compiled on first use with the system C compiler (``cc``, ``-O3 -march=native``) into a per-user
 cache keyed by the sources, flags and compiler; ctypes calls release the GIL, so the rows are split over
