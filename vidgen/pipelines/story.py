@@ -17,13 +17,13 @@ soon as it is final (:meth:`Story.frames`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import torch
 
 from vidgen.errors import InvalidInputError
+from vidgen.tokenizers.causal_codec import latent_frames
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Segment:
 
 def latent_start(frame: int, temporal_compression: int) -> int:
     """The first latent frame whose first output frame is at or after ``frame``."""
-    return 0 if frame == 0 else math.ceil((frame - 1) / temporal_compression) + 1
+    return 0 if frame == 0 else latent_frames(frame, temporal_compression)  # the latent frames of frames [0, frame)
 
 
 def first_output_frame(latent: int, temporal_compression: int) -> int:
@@ -83,7 +83,7 @@ def parse_schedule(prompt, num_frames: int, temporal_compression: int, negative_
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
         raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
     entries = check_schedule(prompt, "prompt", num_frames) if is_schedule(prompt) else [(0, prompt)]
-    total = 1 + math.ceil((num_frames - 1) / temporal_compression)  # latent frames of the whole video
+    total = latent_frames(num_frames, temporal_compression)  # latent frames of the whole video
     if len(entries) > total:
         raise InvalidInputError(f"prompt: {len(entries)} prompts for {num_frames} frames, which are {total} latent "
                                 f"frames: at most one prompt per latent frame ({temporal_compression} frames)")

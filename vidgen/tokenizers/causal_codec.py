@@ -90,6 +90,8 @@ class CodecConfig:
 
 
 def latent_frames(num_frames: int, temporal_compression: int) -> int:
+    """Latent frames of ``num_frames`` output frames: the first frame alone, then one per ``temporal_compression``
+    frames (a last partial group included)."""
     return 1 + math.ceil((num_frames - 1) / temporal_compression)
 
 
