@@ -3,8 +3,8 @@
 
     python eval/compare_evaluations.py outputs/eval-before outputs/eval-after --out docs/results/refactor_parity.json
 
-For each pipeline: whether the adherence results and FVD are equal, the sampling settings each run used, and how many
-of the written MP4s are byte-identical. A change meant to leave behaviour alone (a refactor) must give 0 different
+For each pipeline: whether the adherence results and FVD are equal, the sampling settings each run used, how many
+of the written MP4s are byte-identical, and whether its story's MP4 is. A change meant to leave behaviour alone (a refactor) must give 0 different
 videos; a retrain reports its before / after numbers side by side.
 """
 from __future__ import annotations
@@ -39,6 +39,9 @@ def compare(before: Path, after: Path) -> dict:
             "fvd": [pa.get("fvd", {}).get("value"), pb.get("fvd", {}).get("value")],
             "sampling": [pa["sampling"], pb["sampling"]],
             "videos_identical": same, "videos_different": len(ma["videos"]) - same}
+        sa, sb = ma.get("stories", {}).get(name), mb.get("stories", {}).get(name)
+        if sa and sb:  # the long story of each pipeline, written as one MP4
+            out["pipelines"][name]["story_identical"] = _digest(before / sa["file"]) == _digest(after / sb["file"])
     return out
 
 

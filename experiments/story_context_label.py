@@ -40,8 +40,9 @@ def main(argv=None) -> int:
         pipe.set_progress_bar_config(disable=True)
         segments = len(story["segments"])
         want = [(s["detected"], round(s["flicker"], 9)) for s in story["segments"]]
-        row = {"recorded_label": story["context_frames"], "folder": pipe.story_context, "class": type(pipe).context_frames}
-        for value in sorted({pipe.story_context, type(pipe).context_frames}):
+        folder, default = pipe.sampling_config.context_frames, type(pipe).sampling_config_class().context_frames
+        row = {"recorded_label": story["context_frames"], "folder": folder, "class": default}
+        for value in sorted({folder, default}):
             got = [(s.detected, round(s.flicker, 9)) for s in run_story(
                 pipe, story_prompts(segments), STORY_FRAMES_PER_SEGMENT, segments * STORY_FRAMES_PER_SEGMENT, seed,
                 recorded["settings"]["size"], scorer=scorer, context_frames=value)]
