@@ -7,6 +7,11 @@ writes it (:class:`vidgen.io.VideoWriter`). Each run happens in a fresh process,
 * memory and speed: the story cut to ``--lengths`` frames (e.g. 100, 500, 1025): peak RSS and seconds per output
   frame at each length, the same work at every length (every segment scored as it is made; FVD, which loads I3D, runs
   after the peak is read) (target: the largest peak within 1.15x of the smallest);
+* frames held: at ``SCANS`` evenly spaced points of each story, as a chunk reaches the video file, the frames of
+  pixels alive in the process (:func:`frames_held`: every tensor of frames the garbage collector can reach, counted
+  once per storage) (target: the most held at the longest length within 1.15x of the shortest length's). Peak RSS
+  alone cannot tell streaming from buffering at 64x64: 1025 frames are 12-50 MB beside a ~1 GB process, while a
+  buffered story holds every frame it made. The scans' time is left out of the seconds;
 * quality over time (the longest run): per segment, the attribute scorer on the segment's last 17 frames (colour,
   motion, colour+motion against the segment's prompt), the mean absolute frame-to-frame change (flicker), and the
   object's colour and size against a real clip of the same prompt rendered by ``ShapesDataset``'s renderer (drift);
@@ -17,10 +22,12 @@ Target: adherence over the last third of the segments within 5 points of the fir
 
     python eval/long_video.py                                   # -> docs/results/long_video.json, docs/long_video.png
     python eval/long_video.py --pipelines masked --lengths 100 300 --segments 8    # a quick look
+    python eval/long_video.py --memory-only       # -> docs/results/long_video_frames_held.json (memory, frames held)
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import subprocess
@@ -37,6 +44,43 @@ from results import write_result  # noqa: E402
 from vidgen.demo.report import percent  # noqa: E402
 from vidgen.demo.story import STORY_BACKGROUND, STORY_SHAPE  # noqa: E402
 
+SCANS = 12  # frames-held readings per story
+
+
+def frames_held(size: int) -> int:
+    """Frames of ``size`` x ``size`` pixels alive in this process now: every tensor the garbage collector tracks whose
+    last two axes are (size, size) with an axis of 3 channels before them, counted once per storage, in frames of
+    3 x size x size values (decoder features, with more channels, are not frames)."""
+    storages, values = set(), 0
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.dim() >= 3 and tuple(obj.shape[-2:]) == (size, size) \
+                and 3 in obj.shape[:-2] and obj.device.type == "cpu":
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in storages:
+                storages.add(storage.data_ptr())
+                values += storage.nbytes() // obj.element_size()
+    return values // (3 * size * size)
+
+
+class FrameCounter:
+    """``on_frames`` for :func:`~vidgen.demo.story.run_story`: passes each chunk on to ``write`` and, whenever the
+    frames written pass the next of ``scans`` evenly spaced points of ``length``, reads :func:`frames_held`."""
+
+    def __init__(self, write, length: int, size: int, scans: int = SCANS):
+        self.write, self.size, self.written, self.readings, self.seconds = write, size, 0, [], 0.0
+        self.points = [length * (i + 1) // (scans + 1) for i in range(scans)]
+
+    def __call__(self, chunk: torch.Tensor) -> None:
+        self.write(chunk)
+        self.written += chunk.shape[1]
+        if self.points and self.written >= self.points[0]:
+            start = time.perf_counter()
+            self.readings.append([self.written, frames_held(self.size)])
+            self.seconds += time.perf_counter() - start
+            while self.points and self.written >= self.points[0]:
+                self.points.pop(0)
+
+
 def child(args) -> dict:
     """One streamed story in this process: seconds, peak RSS and (``--score``) per-segment measurements."""
     from vidgen.demo.story import run_story, story_prompts
@@ -52,18 +96,21 @@ def child(args) -> dict:
     clips = Path(args.out_dir) / f"{args.pipelines[0]}_{args.length}_clips"  # the scored clips wait on disk for FVD,
     clips.mkdir(parents=True, exist_ok=True)  # so memory holds one segment whatever the length
     with VideoWriter(Path(args.out_dir) / f"{args.pipelines[0]}_{args.length}.mp4", fps=8) as writer:
+        counter = FrameCounter(writer.write, args.length, args.size)
         for segment in run_story(pipe, story_prompts(args.segments), args.frames_per_segment, args.length, args.seed,
-                                 args.size, on_frames=writer.write, scorer=AttributeScorer()):
+                                 args.size, on_frames=counter, scorer=AttributeScorer()):
             torch.save({"clip": segment.clip[:, :16].clone(), "real": segment.real[:, :16].clone()},
                        clips / f"{segment.index:04d}.pt")
             segment.clip = segment.real = None
             segments.append(segment)
     # every length does the same work (segments scored as they come, one held at a time); FVD comes after the peak
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - counter.seconds
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     out = {"pipeline": args.pipelines[0], "frames": args.length, "seconds": seconds,
            "seconds_per_frame": seconds / args.length, "peak_rss_mib": peak, "precision": pipe.precision,
-           "context_frames": pipe.story_context, "window_latent_frames": pipe.window}
+           "frames_held_max": max(n for _, n in counter.readings), "frames_held": counter.readings,
+           "frames_held_scan_seconds": counter.seconds,
+           "context_frames": pipe.sampling_config.context_frames, "window_latent_frames": pipe.window}
     if args.score:
         out["segments"] = [s.to_dict() for s in segments]
         saved = [torch.load(path, weights_only=True) for path in sorted(clips.glob("*.pt"))]
@@ -97,6 +144,9 @@ def summarize(runs: list[dict]) -> dict:
         entry = {"lengths": [r["frames"] for r in mine], "peak_rss_mib": peaks,
                  "seconds_per_frame": [r["seconds_per_frame"] for r in mine],
                  "rss_ratio_largest_to_smallest": max(peaks) / min(peaks)}
+        if all("frames_held_max" in r for r in mine):
+            held = [r["frames_held_max"] for r in mine]
+            entry.update(frames_held_max=held, frames_held_longest_to_shortest=held[-1] / max(1, held[0]))
         scored = next((r for r in reversed(mine) if r.get("segments")), None)
         if scored:
             segs = scored["segments"]
@@ -116,8 +166,10 @@ def summarize(runs: list[dict]) -> dict:
 def readme_table(results: dict) -> str:
     """The "Long videos and stories" table (``<!-- table:long_video -->``) from ``docs/results/long_video.json``."""
     story = results["story"]
-    lines = ["| pipeline | frames | peak RSS (MiB) | largest / smallest | ms per frame | colour+motion per segment: "
-             "all / first third / last third | FVD first / last third (floor) |", "|---|---|---|---|---|---|---|"]
+    counted = all("frames_held_max" in e for e in results["summary"].values())
+    lines = ["| pipeline | frames | peak RSS (MiB) | largest / smallest | " + ("frames held, most | " if counted else "")
+             + "ms per frame | colour+motion per segment: all / first third / last third | FVD first / last third "
+             "(floor) |", "|---" * (8 if counted else 7) + "|"]
     for name, e in results["summary"].items():
         fvd = e.get("fvd", {})
         if "first_third" in fvd:
@@ -132,12 +184,16 @@ def readme_table(results: dict) -> str:
         speed = " / ".join(f"{1000 * x:.0f}" for x in e["seconds_per_frame"])
         adherence = (f"{percent(e['color_motion'])} / {percent(e['first_third_color_motion'])} / "
                      f"{percent(e['last_third_color_motion'])}") if "color_motion" in e else "–"
-        lines.append(f"| {name} | {lengths} | {peaks} | {e['rss_ratio_largest_to_smallest']:.2f}x | {speed} | "
+        held = " / ".join(str(n) for n in e["frames_held_max"]) + " | " if counted else ""
+        lines.append(f"| {name} | {lengths} | {peaks} | {e['rss_ratio_largest_to_smallest']:.2f}x | {held}{speed} | "
                      f"{adherence} | {fvd_text} |")
     lines += ["", f"A story of {story['segments']} prompts ({story['frames_per_segment']} frames each, a "
               f"{story['shape']} on {story['background']}, cycling colour and motion over seen pairs) at "
               f"{story['size']}x{story['size']}, streamed to an MP4 in a fresh process per length, "
-              f"{results['threads']} threads, {results['date'][:10]}; `{results['command']}`."]
+              f"{results['threads']} threads, load average {results['loadavg_start'][0]:.1f} at start"
+              + (f" on {results['cpu']}" if "cpu" in results else "") + f", {results['date'][:10]}; `{results['command']}`."
+              + (f" Frames held: the most frames of pixels alive in the process at {SCANS} points of each story "
+                 "(a story kept in memory would hold every frame made so far)." if counted else "")]
     return "\n".join(lines)
 
 
@@ -177,14 +233,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "long_video.json"))
+    parser.add_argument("--out", default=None, help="results file (default docs/results/long_video.json)")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "long_video.png"))
     parser.add_argument("--out-dir", default=str(ROOT / "outputs" / "long_video"))
+    parser.add_argument("--memory-only", action="store_true",
+                        help="memory and frames held only (no per-segment results, FVD or plot); default --out "
+                             "docs/results/long_video_frames_held.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--score", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    out = args.out or str(ROOT / "docs" / "results" / ("long_video_frames_held.json" if args.memory_only
+                                                         else "long_video.json"))
     if args.child:
         print(json.dumps(child(args)))
         return 0
@@ -197,7 +258,7 @@ def main(argv=None) -> int:
                        *[f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
                          ("pretrained", "segments", "frames_per_segment", "size", "seed", "threads", "precision",
                           "out_dir")]]
-            if length == max(args.lengths):
+            if length == max(args.lengths) and not args.memory_only:
                 command.append("--score")
             result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             if result.returncode != 0:
@@ -205,11 +266,12 @@ def main(argv=None) -> int:
             runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
             r = runs[-1]
             print(f"{name:15s} {length:5d} frames: {r['seconds_per_frame'] * 1000:6.1f} ms/frame, peak RSS "
-                  f"{r['peak_rss_mib']:.0f} MiB", flush=True)
+                  f"{r['peak_rss_mib']:.0f} MiB, frames held at most {r['frames_held_max']}", flush=True)
     summary = summarize(runs)
     print(json.dumps(summary, indent=2))
-    plot(runs, Path(args.plot))
-    write_result(args.out, {"story": {"segments": args.segments, "frames_per_segment": args.frames_per_segment,
+    if not args.memory_only:
+        plot(runs, Path(args.plot))
+    write_result(out, {"story": {"segments": args.segments, "frames_per_segment": args.frames_per_segment,
                                       "shape": STORY_SHAPE, "background": STORY_BACKGROUND, "size": args.size,
                                       "seed": args.seed},
                             "summary": summary, "runs": runs}, threads=args.threads)

@@ -116,7 +116,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "recon_comparison": ("recon_comparison.json", from_script("recon_benchmark", "comparison_table")),
           "vae_recipe": ("compare_vae_recipe.json", from_script("compare_vae_recipe")),
           "fvd_sanity": ("fvd_sanity.json", from_script("fvd_sanity")),
-          "long_video": ("long_video.json", from_script("long_video"))}
+          "long_video": ("long_video.json", from_script("long_video")),
+          "long_video_frames_held": ("long_video_frames_held.json", from_script("long_video"))}
 
 
 def render(readme: str) -> str:
