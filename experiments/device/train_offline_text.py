@@ -33,8 +33,8 @@ def install_table(path: Path) -> None:
         idx = [row[p] for p in prompts]
         return vidgen.text.TextEmbeddings(t["hidden"][idx], t["mask"][idx], t["pooled"][idx], 0)
 
-    import vidgen.pipelines.base as pipeline_base  # it bound both names at import
-    for module in (vidgen.text, pipeline_base):
+    import vidgen.pipelines.text_encoding as pipeline_text  # it bound both names at import
+    for module in (vidgen.text, pipeline_text):
         module.encode_prompts = encode_prompts
         module.load_text_encoder = lambda *a, **k: (None, None)
     loop._text_dim = lambda cfg: t["hidden"].shape[-1] if cfg.data.conditioning == "text" else 0
