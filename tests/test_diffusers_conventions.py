@@ -158,3 +158,23 @@ def test_encode_prompt_in_isolation_then_sampling_from_the_embeddings(kind, tiny
     from_embeds = run(without_text, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
     assert torch.equal(from_embeds, run(full, prompt=PROMPT, negative_prompt="a blue square"))
     assert full.encode_prompt(PROMPT)[1] is None  # no negative prompt: CFG contrasts with the learned null condition
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_pipeline_samples_under_diffusers_layerwise_casting(kind, tiny_pipeline):
+    """``transformer.enable_layerwise_casting(storage_dtype=float8, compute_dtype=...)``: every layer computes in the
+    compute dtype (the time embedding once cast its input to the float8 storage dtype and failed), so sampling equals
+    the same pipeline whose cast layers hold their weights rounded to float8 (diffusers' storage) in fp32."""
+    pipe, reference = tiny_pipeline(kind), tiny_pipeline(kind)
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    cast = {name for name, module in pipe.transformer.named_modules()
+            if getattr(module, "_diffusers_hook", None) is not None
+            and module._diffusers_hook.get_hook("layerwise_casting") is not None}
+    assert cast and any(name.startswith("backbone.blocks") for name in cast)
+    with torch.no_grad():
+        for name, module in reference.transformer.named_modules():
+            if name in cast:
+                for p in module.parameters(recurse=False):
+                    p.copy_(p.to(torch.float8_e4m3fn).float())
+    out = run(pipe, prompt=PROMPT, output_type="latent")
+    assert torch.equal(out, run(reference, prompt=PROMPT, output_type="latent"))

@@ -67,8 +67,10 @@ class TimestepEmbedding(nn.Module):
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_features(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B,) timesteps -> (B, dim); ``dtype``: the model's compute dtype (under diffusers' layerwise casting the
+        weights are stored in another one and cast at each call)."""
+        return self.mlp(timestep_features(t, self.freq_dim).to(dtype))
 
 
 class PatchEmbed3D(nn.Module):

@@ -180,7 +180,7 @@ class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         x = self.patch(torch.cat([latents, given, mask], dim=1).to(self.dtype))
         grid = self.patch.grid((t, h, w))
         prefix, context, vec = self.embed_condition(cond, b, drop)
-        vec = vec + self.time_embed(timestep)
+        vec = vec + self.time_embed(timestep, x.dtype)
         out = self.backbone(x, grid, vec, prefix=prefix, context=context)
         sample = self.patch.unpatchify(self.head(out), (t, h, w))
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
