@@ -34,8 +34,9 @@ from safetensors.torch import load_file, save_file
 
 from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError, VidgenError,
                            VideoIOError)
-from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer, MaskedVideoTransformer,
-                               check_scheduler, generate_ids, generate_tokens, generator_class)
+from vidgen.generators import (AutoregressiveVideoTransformer, FlowSamplingConfig, FlowVideoTransformer,
+                               MaskedSamplingConfig, MaskedVideoTransformer, check_scheduler, generate_ids,
+                               generate_tokens, generator_class)
 from vidgen.data import SceneClips
 from vidgen.data.capture import Capture, apply_capture
 from vidgen.io import probe_video, read_video, write_video
@@ -799,6 +800,20 @@ CASES: list[Case] = [
          ConfigError, r"dtype='fp16' is not a precision; choose one of \('auto', 'fp32', 'bf16'\) \(fp16 is GPU-only"),
     Case("load_pipeline/unknown-dtype", "pipeline_folder", lambda env: load_pipeline(env.pipe_folder, dtype=torch.int8),
          ConfigError, r"dtype=torch\.int8 is not supported; choose one of"),
+    Case("load_pipeline/dtype-dict-bad-value", "pipeline_folder",
+         lambda env: FlowVideoPipeline.from_pretrained(env.pipe_folder, dtype={"vae": "half", "default": "fp32"}),
+         ConfigError, r"dtype='half' is not a precision"),
+    Case("load_pipeline/dtype-dict-bad-key", "pipeline_folder",
+         lambda env: FlowVideoPipeline.from_pretrained(env.pipe_folder, dtype={0: torch.float32}), InvalidInputError,
+         r"dtype: a dict maps component names \(and 'default'\) to dtypes"),
+    Case("sampling_config/bad-value-at-construction", "generator", lambda env: MaskedSamplingConfig(top_k=0),
+         InvalidInputError, r"top_k must be an int >= 1 or None, got 0"),
+    Case("sampling_config/replace-unknown-setting", "generator",
+         lambda env: FlowSamplingConfig().replace(guidance=2.0), InvalidInputError,
+         r"guidance: not a sampling setting of FlowSamplingConfig \(the settings are num_inference_steps, "),
+    Case("masked.generate_ids/config-of-another-generator", "generator",
+         lambda env: generate_ids(env.masked, None, FlowSamplingConfig(), grid=(2, 2, 2), batch=1), InvalidInputError,
+         r"config must be a MaskedSamplingConfig, got FlowSamplingConfig"),
     Case("load_pipeline/dtype-and-torch-dtype", "pipeline_folder",
          lambda env: load_pipeline(env.pipe_folder, dtype="fp32", torch_dtype=torch.bfloat16), InvalidInputError,
          r"pass either dtype or torch_dtype \(its deprecated alias\), not both"),
