@@ -12,12 +12,17 @@ median of per-round ratios measured side by side):
   and FlexAttention's forward (its CPU backward does not exist). It does not apply to the fused C kernel (a ctypes
   call: dynamo would only graph-break around it). Compile time is reported apart from the steady-state time.
 
+Every method is called once before the timed rounds (warm-up) and timed over ``--rounds`` rounds (default 5). Grids
+below 4,096 tokens (``--small``) time where ``auto`` switches from dense SDPA to the windowed paths: the smallest of
+them at which a windowed path beats dense masked SDPA in both dtypes is reported as ``blocked_min_tokens``, the token
+count ``vidgen.attention.api.BLOCKED_MIN_TOKENS`` is set from (``tests/test_bench_attention.py`` compares them).
+
 FLOPs: the useful work, 4·D per allowed (query, key) pair forward and 8·D backward (QK^T, PV; dV, dP, dQ, dK), for
 every method (dense SDPA computes N^2 pairs but is credited only with the allowed ones); GFLOP/s are given as a fraction
 of the GEMM ceiling of the same dtype. Also: the FLOP-count bound (dense pairs / allowed pairs, as NATTEN reports) and
 the fraction of (query tile, key tile) pairs the Triton kernel skips (no GPU here).
 
-    python eval/bench_attention.py --threads 2            # docs/results/bench_attention.json (~5-8 minutes)
+    python eval/bench_attention.py --threads 2            # docs/results/bench_attention.json (~10 minutes)
     python eval/bench_attention.py --quick                # smoke run (outputs/bench_attention_quick.json)
 """
 from __future__ import annotations
@@ -39,6 +44,9 @@ from vidgen.attention.api import choose_backend
 from vidgen.attention.cpu_blocked import blocked_work, plan_blocks
 from vidgen.attention.masks import PATTERN_FACTORIES, pattern_mask
 from vidgen.attention.tiles import needed_tile_map, tile_visit_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_result  # noqa: E402  (imported first: the run's start load)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "bench_attention.json"
@@ -102,9 +110,8 @@ def bench_grid(grid, window, heads, head_dim, rounds, ceilings, causal=False, wi
                     compile_s[f"{name}_compiled"] = fwd_bwd_seconds(fn, *xs)  # the first call compiles
                     ms[f"{name}_compiled"] = fn
         methods.update({(dname, name): fn for name, fn in ms.items()})
-    for (dname, name), fn in methods.items():  # warm-up: kernel build, plan / mask caches, allocator
-        if "sdpa" not in name or pattern.num_tokens <= 8192:  # dense SDPA is costly at 16k+: its rounds are warm
-            fwd_bwd_seconds(fn, *inputs[dname])
+    for (dname, name), fn in methods.items():  # warm-up, every method: kernel build, plan / mask caches, allocator
+        fwd_bwd_seconds(fn, *inputs[dname])
     times = {key: [] for key in methods}
     for _ in range(rounds):
         for (dname, name), fn in methods.items():
@@ -161,6 +168,25 @@ def bench_flex_forward(grid, window, heads, head_dim, rounds, ceilings):
                     k: flops / s / 1e9 / ceilings[k.split("_")[0]]["gflops"] for k, s in sec.items()})
 
 
+def windowed_beats_dense(row: dict) -> bool:
+    """In both dtypes, the faster of the windowed paths (``cpu_fused``, ``cpu``) beats dense masked SDPA (median of
+    per-round ratios)."""
+    return all(max(row[d].get(f"{name}_speedup_vs_dense_masked_sdpa", 0.0) for name in ("fused", "blocked")) > 1.0
+               for d in DTYPES)
+
+
+def blocked_min_tokens(rows: list[dict]) -> int | None:
+    """The smallest token count from which every timed grid (with dense SDPA) has a windowed path beating dense
+    masked SDPA: where ``auto`` should start using them. None if the largest grid does not."""
+    timed = sorted((r for r in rows if "dense_masked_sdpa" in r["fp32"]["seconds"]), key=lambda r: r["tokens"])
+    found = None
+    for row in reversed(timed):
+        if not windowed_beats_dense(row):
+            break
+        found = row["tokens"]
+    return found
+
+
 def tile_skips(grid, tile_sizes):
     rows = []
     for name, factory in PATTERN_FACTORIES.items():
@@ -177,6 +203,10 @@ def tile_skips(grid, tile_sizes):
     return rows
 
 
+def _tokens(n) -> str:
+    return f"{n:,} tokens" if n else "no grid timed"
+
+
 def _x(values) -> str:
     return "×".join(map(str, values))
 
@@ -188,18 +218,20 @@ def _cell(d: dict, key: str, fmt: str, suffix: str = "") -> str:
 def readme_table(results: dict) -> str:
     """The README tables (``<!-- table:attention -->``) from ``docs/results/bench_attention.json``."""
     ceil = results["ceilings"]
-    lines = ["| T×H×W | tokens | user's call (s) fp32 / bf16 | `cpu_fused` (s) fp32 / bf16 | `cpu` (s) fp32 / bf16 / "
-             "bf16+compile | dense masked SDPA (s) fp32 / bf16 / bf16+compile | user's call vs dense masked, fp32 / "
-             "bf16 | bf16 vs fp32, `cpu_fused` | % of ceiling, user's call fp32 / bf16 | FLOP bound |",
-             "|---" * 10 + "|"]
+    lines = ["| T×H×W | tokens | `auto` picks | user's call (s) fp32 / bf16 | `cpu_fused` (s) fp32 / bf16 | `cpu` (s) "
+             "fp32 / bf16 / bf16+compile | dense masked SDPA (s) fp32 / bf16 / bf16+compile | user's call vs dense "
+             "masked, fp32 / bf16 | bf16 vs fp32, `cpu_fused` | % of ceiling, user's call fp32 / bf16 | FLOP bound |",
+             "|---" * 11 + "|"]
     for r in results["rows"]:
         f, b = r["fp32"], r["bf16"]
         fs, bs = f["seconds"], b["seconds"]
+        picks = sorted(set(r["auto_backend"].values()))
         lines.append(
-            f"| {_x(r['grid'])} | {r['tokens']:,} | {fs['user_call']:.3f} / {bs['user_call']:.3f} | "
+            f"| {_x(r['grid'])} | {r['tokens']:,} | {' / '.join(f'`{p}`' for p in picks)} | "
+            f"{fs['user_call']:.3f} / {bs['user_call']:.3f} | "
             f"{_cell(fs, 'fused', '.3f')} / {_cell(bs, 'fused', '.3f')} | {fs['blocked']:.3f} / {bs['blocked']:.3f} / "
-            f"{_cell(bs, 'blocked_compiled', '.3f')} | {_cell(fs, 'dense_masked_sdpa', '.2f')} / "
-            f"{_cell(bs, 'dense_masked_sdpa', '.2f')} / {_cell(bs, 'dense_masked_sdpa_compiled', '.2f')} | "
+            f"{_cell(bs, 'blocked_compiled', '.3f')} | {_cell(fs, 'dense_masked_sdpa', '.3f')} / "
+            f"{_cell(bs, 'dense_masked_sdpa', '.3f')} / {_cell(bs, 'dense_masked_sdpa_compiled', '.3f')} | "
             f"**{_cell(f, 'user_call_speedup_vs_dense_masked_sdpa', '.1f', '×')}** / "
             f"{_cell(b, 'user_call_speedup_vs_dense_masked_sdpa', '.1f', '×')} | "
             f"**{_cell(r.get('bf16_speedup_vs_fp32', {}), 'fused', '.2f', '×')}** | "
@@ -226,14 +258,19 @@ def readme_table(results: dict) -> str:
                      f"{s['bf16_fused']:.3f} s.")
     comp = next((r["compile_seconds"] for r in results["rows"] if r["compile_seconds"]), {})
     lines += ["", f"Forward + backward, B=1, heads={results['heads']}, D={results['head_dim']}, "
-              f"{results['threads']} threads, window {_x(results['window'])}; median of per-round ratios over "
-              f"{results['rounds']} interleaved rounds, fp32 and bf16 in the same rounds. GEMM ceilings in the same run: "
+              f"{results['threads']} threads, window {_x(results['window'])}; every method warmed up once, then the "
+              f"median of per-round ratios over {results['rounds']} interleaved rounds, fp32 and bf16 in the same "
+              f"rounds. A windowed path beats dense masked SDPA in both dtypes at every timed grid from "
+              f"{_tokens(results.get('blocked_min_tokens'))} on; `auto` keeps dense "
+              "SDPA below `BLOCKED_MIN_TOKENS`, a chosen rule (`vidgen/attention/api.py`). GEMM ceilings in the same run: "
               f"fp32 {ceil['fp32']['gflops']:.0f}, bf16 {ceil['bf16']['gflops']:.0f} GFLOP/s; % of ceiling counts "
               "the useful FLOPs (12·D per allowed pair) against the ceiling of the same dtype. The user's call is "
               "`attention3d(q, k, v, grid, window=...)` (`auto`) with gradients accumulating; `compile` does not apply "
               "to the fused C kernel" + (f"; compile took " + ", ".join(f"{k.replace('_compiled', '')} {v:.0f} s"
                                                                        for k, v in comp.items()) if comp else "")
-              + "." + flex_line + f" {results['date'][:10]}, load average {results['loadavg_start'][0]:.2f} at start; "
+              + "." + flex_line + f" {results['date'][:10]}, load average {results['loadavg_start'][0]:.2f} at start"
+              + (f", {results['loadavg_end'][0]:.2f} at the end" if "loadavg_end" in results else "")
+              + (f", CPU {results['cpu']}" if "cpu" in results else "") + "; "
               f"`{results['command']}`."]
     return "\n".join(lines)
 
@@ -270,16 +307,18 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--size", type=int, default=32, help="H = W of the token grid")
     parser.add_argument("--wide", type=int, default=64, help="also time (max frames, size, wide) without dense SDPA; 0 = skip")
+    parser.add_argument("--small", nargs="*", default=["2x16x16", "1x32x32", "2x32x32"], metavar="TxHxW",
+                        help="grids below the main ones: where auto's switch from dense SDPA pays")
     parser.add_argument("--window", type=int, nargs=3, default=[3, 7, 7])
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true", help="skip the bf16+compile columns")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.frames, args.size, args.wide, args.rounds = [2, 4], 16, 0, 1
+        args.frames, args.size, args.wide, args.rounds, args.small = [2, 4], 16, 0, 1, ["1x8x16"]
     out = Path(args.out) if args.out else (Path("outputs/bench_attention_quick.json") if args.quick else OUT)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
     torch.set_num_threads(args.threads)
@@ -290,7 +329,12 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, heads={args.heads}, D={args.head_dim}, "
           f"window={window}, forward+backward, median of {args.rounds} interleaved rounds", flush=True)
     grids = [(f, args.size, args.size) for f in args.frames]
+    small = [tuple(int(n) for n in g.split("x")) for g in args.small]
     rows = []
+    for grid in small:
+        row = bench_grid(grid, window, args.heads, args.head_dim, args.rounds, ceilings, with_unmasked=False)
+        rows.append(row)
+        _print_row(row, "x".join(map(str, grid)))
     for grid in grids:
         row = bench_grid(grid, window, args.heads, args.head_dim, args.rounds, ceilings,
                          compile_bf16=not args.no_compile and grid == grids[-1])
@@ -318,14 +362,12 @@ def main(argv=None) -> int:
               + f"; compile {flex['compile_seconds']['flex_compiled']:.1f}s", flush=True)
     tile_grid = (args.frames[-1], args.size, args.size)
     skips = tile_skips(tile_grid, [(64, 64), (128, 64)])
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results import write_result
-
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "vidgen/attention"], capture_output=True, text=True).stdout
     payload = dict(git_commit=commit, vidgen_attention_modified=bool(dirty.strip()), heads=args.heads,
                    head_dim=args.head_dim, rounds=args.rounds, window=list(window), ceilings=ceilings,
-                   bf16_kernel_native=bool(cpu_window.bf16_native()), rows=rows, pattern_grid=list(pattern_grid),
+                   bf16_kernel_native=bool(cpu_window.bf16_native()), rows=rows,
+                   blocked_min_tokens=blocked_min_tokens(rows), pattern_grid=list(pattern_grid),
                    other_patterns=other, flex_forward=flex, tile_skips=dict(grid=list(tile_grid), rows=skips))
     path = write_result(out, payload, threads=args.threads)
     print(f"wrote {path}")

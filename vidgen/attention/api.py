@@ -16,8 +16,12 @@ from vidgen.attention.reasons import TRITON_CPU_REASON, TRITON_TOKEN_CAUSAL_REAS
 from vidgen.errors import InvalidInputError, UnsupportedError
 
 BACKENDS = ("reference", "cpu", "cpu_fused", "flex", "triton")
-# auto uses the blocked path only when it skips enough work to pay for its gathers: measured break-even
-# on 2 CPU threads is about 2k tokens and a quarter of the dense work (see eval/bench_attention.py).
+# auto leaves dense SDPA for the windowed paths only from BLOCKED_MIN_TOKENS tokens on, and only where the blocked
+# path would compute at most a quarter of the dense work. BLOCKED_MIN_TOKENS is a chosen rule, not a measured
+# break-even: docs/results/bench_attention.json (eval/bench_attention.py, grids from 512 tokens) has the fused kernel
+# already faster than dense masked SDPA below it for a 3x7x7 window and the blocked path only at larger grids; below
+# the rule, small calls keep one exact path (SDPA). tests/test_bench_attention.py checks that at every timed grid from
+# the rule on, auto's call beats dense masked SDPA in fp32 and bf16.
 BLOCKED_MIN_TOKENS = 2048
 BLOCKED_MAX_WORK_FRACTION = 0.25
 # ... and the fused window kernel instead (float32 or bfloat16, no prefix tokens) when the blocked path would compute at least
