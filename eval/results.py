@@ -1,8 +1,8 @@
 """One way for every benchmark and evaluation script to write its results file under ``docs/results/``.
 
 Each file carries what is needed to judge and reproduce it: the command, library versions, thread count, host CPU
-count, the load average at the start of the run and at its end, and the date. README tables are generated from these
-files by ``readme_tables.py``.
+count, the CPU's model and bf16 units, the load average at the start of the run and at its end, and the date. README
+tables are generated from these files by ``readme_tables.py``.
 
 The start is when this module is first imported (scripts import it at the top, before any work) or the last
 :func:`mark_start` call; ``loadavg_start_age_s`` records how long after the process started the start load was read,
@@ -32,6 +32,18 @@ def _process_age_s() -> float | None:
         return None
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the bf16 units it lists (Linux ``/proc/cpuinfo``; else the platform's name)."""
+    from vidgen.precision import cpu_bf16_units
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.processor() or platform.machine())
+    return f"{name} ({', '.join(cpu_bf16_units()) or 'no bf16 units'})"
+
+
 def mark_start() -> dict:
     """Read the load average now as the run's start (done once when this module is imported)."""
     global _START
@@ -52,6 +64,7 @@ def environment(threads: int | None = None) -> dict:
         if module is not None:
             versions[name] = getattr(module, "__version__", "?")
     return {"threads": threads if threads is not None else torch.get_num_threads(), "host_cpus": os.cpu_count(),
+            "cpu": cpu_description(),
             **_START, "loadavg_end": list(os.getloadavg()), "versions": versions,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 

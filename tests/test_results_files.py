@@ -18,6 +18,8 @@ def test_load_at_start_is_read_at_the_start_and_at_the_end_at_the_end(load_scrip
     record = json.loads(results.write_result(tmp_path / "r.json", {"x": 1}).read_text())  # ... ends: load 7.0
     assert record["loadavg_start"] == [1.0, 1.0, 1.0] and record["loadavg_end"] == [7.0, 7.0, 7.0]
     assert record["x"] == 1 and 0 <= record["loadavg_start_age_s"]
+    from vidgen.precision import cpu_bf16_units
+    assert record["cpu"] and all(unit in record["cpu"] for unit in cpu_bf16_units())  # which CPU measured it
 
 
 def _writes_results(tree: ast.Module) -> bool:
