@@ -64,18 +64,20 @@ def frames_held(size: int) -> int:
 
 class FrameCounter:
     """``on_frames`` for :func:`~vidgen.demo.story.run_story`: passes each chunk on to ``write`` and, whenever the
-    frames written pass the next of ``scans`` evenly spaced points of ``length``, reads :func:`frames_held`."""
+    frames written pass the next of ``scans`` evenly spaced points of ``length``, reads :func:`frames_held`, less the
+    frames already alive before the story (whatever else the process holds, e.g. another test's data)."""
 
     def __init__(self, write, length: int, size: int, scans: int = SCANS):
         self.write, self.size, self.written, self.readings, self.seconds = write, size, 0, [], 0.0
         self.points = [length * (i + 1) // (scans + 1) for i in range(scans)]
+        self.baseline = frames_held(size)
 
     def __call__(self, chunk: torch.Tensor) -> None:
         self.write(chunk)
         self.written += chunk.shape[1]
         if self.points and self.written >= self.points[0]:
             start = time.perf_counter()
-            self.readings.append([self.written, frames_held(self.size)])
+            self.readings.append([self.written, frames_held(self.size) - self.baseline])
             self.seconds += time.perf_counter() - start
             while self.points and self.written >= self.points[0]:
                 self.points.pop(0)
