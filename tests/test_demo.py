@@ -17,6 +17,7 @@ from vidgen.demo.report import linked_files
 from vidgen.errors import InvalidInputError
 from vidgen.io import probe_video
 from vidgen.io.weights import weights_digest
+from vidgen.pipelines import PIPELINE_REGISTRY
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
@@ -76,7 +77,9 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
         assert entry["fvd"]["n_fake"] == 4 and entry["fvd"]["value"] >= 0
         assert entry["weights_sha256"] == weights_digest(PRETRAINED / PIPELINES[name])  # the weights it ran on
         # the settings it sampled with: the folder's sampling_config.json, not a copy kept in the demo
-        assert entry["sampling"] == json.loads((PRETRAINED / PIPELINES[name] / "sampling_config.json").read_text())
+        config_class = PIPELINE_REGISTRY[name].pipeline_class.sampling_config_class
+        assert entry["sampling"] == json.loads(json.dumps(config_class.from_pretrained(PRETRAINED / PIPELINES[name])
+                                                          .to_dict()))  # every setting, as JSON writes it
     assert metrics["fvd_floor"]["n_real"] == 4
     for name, story in metrics["stories"].items():  # the short story per pipeline: exact length, every segment scored
         info = probe_video(demo_out / story["file"])
