@@ -55,9 +55,13 @@ def frames_held(size: int) -> int:
     for obj in gc.get_objects():
         if isinstance(obj, torch.Tensor) and obj.dim() >= 3 and tuple(obj.shape[-2:]) == (size, size) \
                 and 3 in obj.shape[:-2] and obj.device.type == "cpu":
-            storage = obj.untyped_storage()
-            if storage.data_ptr() not in storages:
-                storages.add(storage.data_ptr())
+            try:
+                storage = obj.untyped_storage()
+                pointer = storage.data_ptr()
+            except RuntimeError:  # no data: a fake / functional tensor that torch.compile's tracing left behind
+                continue
+            if pointer not in storages:
+                storages.add(pointer)
                 values += storage.nbytes() // obj.element_size()
     return values // (3 * size * size)
 
