@@ -53,7 +53,8 @@ def frames_held(size: int) -> int:
     3 x size x size values (decoder features, with more channels, are not frames)."""
     storages, values = set(), 0
     for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and obj.dim() >= 3 and tuple(obj.shape[-2:]) == (size, size) \
+        # type(), not isinstance(): isinstance on a dead weak proxy in gc's list raises ReferenceError
+        if issubclass(type(obj), torch.Tensor) and obj.dim() >= 3 and tuple(obj.shape[-2:]) == (size, size) \
                 and 3 in obj.shape[:-2] and obj.device.type == "cpu":
             try:
                 storage = obj.untyped_storage()
