@@ -229,6 +229,12 @@ class AutoregressiveSamplingConfig(SamplingConfig):
                               "top_k": check_top_k, "top_p": check_top_p, "context_frames": check_context_frames}
 
 
+def check_grid(model: AutoregressiveVideoTransformer, grid) -> None:
+    """An id grid (t, h, w) the model samples: any number of latent frames (the context slides), frames it takes."""
+    t, h, w = grid
+    model.backbone.check_grid(model.token_grid((min(t, model.backbone_config.max_grid[0]), h, w)))
+
+
 def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None,
                 config: Optional[AutoregressiveSamplingConfig] = None, *, grid, batch: int,
                 negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
@@ -246,8 +252,7 @@ def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioni
     call of a shape compiles (tens of seconds), later calls reuse it."""
     config = AutoregressiveSamplingConfig.resolve(config, settings)
     check_positive_int("batch", batch)
-    t, h, w = grid
-    model.backbone.check_grid(model.token_grid((min(t, model.backbone_config.max_grid[0]), h, w)))
+    check_grid(model, grid)
     if given_ids is not None:
         model.check_ids(given_ids, "given_ids")
         if given_ids.shape[0] != batch or given_ids.shape[2:] != tuple(grid[1:]) or given_ids.shape[1] > grid[0]:

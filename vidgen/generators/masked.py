@@ -106,6 +106,13 @@ def make_scheduler(model: MaskedVideoTransformer) -> AmusedScheduler:
     return AmusedScheduler(mask_token_id=model.mask_token_id, masking_schedule="cosine")
 
 
+def check_scheduler(model: MaskedVideoTransformer, scheduler: AmusedScheduler) -> None:
+    """The scheduler must mask with the model's mask id."""
+    if scheduler.config.mask_token_id != model.mask_token_id:
+        raise InvalidInputError(f"scheduler: mask_token_id {scheduler.config.mask_token_id} != the model's "
+                                f"{model.mask_token_id}")
+
+
 def check_temperature_schedule(temperature) -> None:
     """The re-masking temperature: a number >= 0, or a ``(start, end)`` pair of them annealed over the steps."""
     pair = isinstance(temperature, (tuple, list)) and len(temperature) == 2
@@ -162,9 +169,7 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     scheduler = scheduler or make_scheduler(model)
     check_positive_int("batch", batch)
     model.backbone.check_grid(model.patch.grid(tuple(grid)))
-    if scheduler.config.mask_token_id != model.mask_token_id:
-        raise InvalidInputError(f"scheduler: mask_token_id {scheduler.config.mask_token_id} != the model's "
-                                f"{model.mask_token_id}")
+    check_scheduler(model, scheduler)
     if given_mask is not None or given_ids is not None:
         shape = (batch, *grid)
         if given_ids is None or given_mask is None or tuple(given_mask.shape) != shape or \

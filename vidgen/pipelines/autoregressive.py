@@ -15,7 +15,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from vidgen.errors import InvalidInputError, UnsupportedError
-from vidgen.generators.autoregressive import AutoregressiveSamplingConfig, AutoregressiveVideoTransformer, iter_frames
+from vidgen.generators.autoregressive import (AutoregressiveSamplingConfig, AutoregressiveVideoTransformer, check_grid,
+                                              iter_frames)
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import to_output
@@ -66,9 +67,7 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
             raise InvalidInputError("latents: not used by the autoregressive pipeline (continue a video with "
                                     "conditioning_frames)")
         batch = super().check_inputs(**inputs)
-        t, h, w = self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
-        model = self.transformer
-        model.backbone.check_grid(model.token_grid((min(t, model.backbone_config.max_grid[0]), h, w)))
+        check_grid(self.transformer, self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"]))
         return batch
 
     @torch.no_grad()

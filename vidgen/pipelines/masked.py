@@ -14,7 +14,7 @@ import torch
 from diffusers import AmusedScheduler
 
 from vidgen.errors import InvalidInputError
-from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransformer, generate_ids
+from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransformer, check_scheduler, generate_ids
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import per_sample
@@ -40,9 +40,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
         batch = super().check_inputs(**inputs)
         grid = self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"])
         self.transformer.backbone.check_grid(self.transformer.patch.grid(grid))
-        if self.scheduler.config.mask_token_id != self.transformer.mask_token_id:
-            raise InvalidInputError(f"scheduler: mask_token_id {self.scheduler.config.mask_token_id} != the model's "
-                                    f"{self.transformer.mask_token_id}")
+        check_scheduler(self.transformer, self.scheduler)
         if latents is not None:
             self.transformer.check_ids(latents, "latents", allow_special=True)
             if tuple(latents.shape) != (batch, *grid):
