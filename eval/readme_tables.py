@@ -117,7 +117,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "vae_recipe": ("compare_vae_recipe.json", from_script("compare_vae_recipe")),
           "fvd_sanity": ("fvd_sanity.json", from_script("fvd_sanity")),
           "long_video": ("long_video.json", from_script("long_video")),
-          "long_video_frames_held": ("long_video_frames_held.json", from_script("long_video"))}
+          "long_video_frames_held": ("long_video_frames_held.json", from_script("long_video")),
+          "attention_gpu": ("bench_attention_gpu.json", from_script("bench_attention_gpu"))}
 
 
 def render(readme: str) -> str:
