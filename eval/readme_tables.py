@@ -118,7 +118,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "fvd_sanity": ("fvd_sanity.json", from_script("fvd_sanity")),
           "long_video": ("long_video.json", from_script("long_video")),
           "long_video_frames_held": ("long_video_frames_held.json", from_script("long_video")),
-          "attention_gpu": ("bench_attention_gpu.json", from_script("bench_attention_gpu"))}
+          "attention_gpu": ("bench_attention_gpu.json", from_script("bench_attention_gpu")),
+          "shard_formats": ("bench_shards.json", from_script("bench_shards"))}
 
 
 def render(readme: str) -> str:
