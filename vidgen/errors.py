@@ -28,3 +28,7 @@ class UnsupportedError(VidgenError, NotImplementedError):
 
 class MissingWeightsError(VidgenError, FileNotFoundError):
     """Pretrained weights needed for an operation are not available on this machine."""
+
+
+class ShardError(VidgenError, ValueError):
+    """An encoded shard dataset cannot be used: not finished, truncated, or encoded with another tokenizer."""
