@@ -158,8 +158,11 @@ class GeneratorModelConfig:
 
 @dataclass
 class GeneratorDataConfig:
-    dataset: str = "shapes"  # "shapes" (built-in captioned ShapesDataset) or "folder" (VideoFolder at root)
+    # "shapes" (built-in captioned ShapesDataset), "folder" (VideoFolder at root; both pre-encoded into cache_dir) or
+    # "shards" (a dataset written by `vidgen data encode` at root, read as training goes: docs/scale.md)
+    dataset: str = "shapes"
     root: str = ""
+    buckets: list = field(default_factory=list)  # shards: "FxHxW" or {shape, batch, weight} entries (default: all)
     split: str = "train"
     num_frames: int = 17
     size: int = 64

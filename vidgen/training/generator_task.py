@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from accelerate import DistributedDataParallelKwargs
 
+from vidgen.data.buckets import parse_bucket
 from vidgen.errors import ConfigError
 from vidgen.training.checkpoint import copy_weights
 from vidgen.training.config import GeneratorTrainConfig
@@ -76,8 +77,9 @@ def sample_conditioning(cfg: GeneratorTrainConfig):
 
 @torch.no_grad()
 def save_generated_samples(model, tokenizer, cfg: GeneratorTrainConfig, grid, prompts, cond, out_dir: Path,
-                           step: int) -> None:
-    """Generate one video per sample prompt, decode it, write ``step_X.mp4`` and ``step_X.png``."""
+                           step: int, pixels=None) -> None:
+    """Generate one video per sample prompt, decode it to ``pixels`` = (frames, height, width) (default the data
+    config's), write ``step_X.mp4`` and ``step_X.png``."""
     from vidgen.io import contact_sheet, save_image, write_video
     was_training = model.training
     model.eval()
@@ -85,7 +87,8 @@ def save_generated_samples(model, tokenizer, cfg: GeneratorTrainConfig, grid, pr
     x = model.sample(grid, len(prompts), cond, guidance_scale=cfg.sample.guidance_scale,
                      generator=torch.Generator().manual_seed(cfg.sample.seed), **kw)
     model.train(was_training)
-    videos = model.decode_videos(tokenizer, x, cfg.data.num_frames, cfg.data.size, cfg.data.size).float().clamp(-1, 1)
+    frames, height, width = pixels or (cfg.data.num_frames, cfg.data.size, cfg.data.size)
+    videos = model.decode_videos(tokenizer, x, frames, height, width).float().clamp(-1, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_video(out_dir / f"step_{step:08d}.mp4", torch.cat(list(videos), dim=-1), fps=8.0)
     save_image(out_dir / f"step_{step:08d}.png", contact_sheet(list(videos), labels=prompts))
@@ -108,18 +111,38 @@ class GeneratorTask(TrainingTask):
                          ignore=set(model.training_only_config))
             log(f"initialised from {cfg.init_from}")
         model.check_tokenizer(tokenizer)
-        self.data: EncodedDataset = load_or_encode(model, tokenizer, cfg.data, acc, log)
-        self.grid = grid = tuple(self.data.x.shape[-3:])
-        model.backbone.check_grid(model.patch.grid(grid) if hasattr(model, "patch") else grid)
+        self.shards, self.pixels = None, None
+        if cfg.data.dataset == "shards":  # read as training goes, batches of one bucket each
+            self.shards = _open_shards(cfg, tokenizer, acc, log)
+            counts = self.shards.dataset.counts
+            grids = {n: tuple(self.shards.dataset.shapes[n][-3:]) for n in self.shards.sampler.names}
+            common = max(grids, key=lambda n: (counts[n], n))  # samples are drawn at the most common bucket
+            self.grid, self.pixels, num_items = grids[common], _pixels(common), len(self.shards)
+        else:
+            self.data: EncodedDataset = load_or_encode(model, tokenizer, cfg.data, acc, log)
+            grids = {"": tuple(self.data.x.shape[-3:])}
+            self.grid, num_items = grids[""], len(self.data)
+        for grid in grids.values():
+            model.backbone.check_grid(model.patch.grid(grid) if hasattr(model, "patch") else grid)
         log(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-            f"{len(self.data)} clips, token grid {grid}")
-        self.params, self.num_items = list(model.parameters()), len(self.data)
+            f"{num_items} clips, token grid{'s' if len(grids) > 1 else ''} {', '.join(map(str, grids.values()))}")
+        self.params, self.num_items = list(model.parameters()), num_items
         self.module = _LossModule(model)
-        self.tokens_per_clip = int(torch.tensor(grid).prod())  # latent positions, before any patching
+        self.tokens_per_clip = int(torch.tensor(self.grid).prod())  # latent positions, before any patching
         self.hooks = [(cfg.sample_every, self.save_samples)]
         self.samples = None  # (prompts, conditioning), encoded at the first sample step
 
+    def make_sampler(self, seed: int, rank: int, world: int):
+        return self.shards if self.shards is not None else super().make_sampler(seed, rank, world)
+
     def step(self, module, sampler, step, g) -> StepOutput:
+        if self.shards is not None:
+            bucket, x, cond = sampler.take_batch()
+            cond = cond.to(self.acc.device) if cond is not None else None
+            with self.acc.autocast():
+                loss, logs = module(x.to(self.acc.device), cond, g)
+            return StepOutput(loss, logs, units=x.shape[0] * int(torch.tensor(x.shape[-3:]).prod()),
+                              tail_logs={"bucket": bucket})
         index = torch.tensor(sampler.take(self.cfg.data.batch))
         x = self.data.x[index].to(self.acc.device)
         cond = self.data.conditioning(index, self.cfg.data.conditioning)
@@ -132,10 +155,23 @@ class GeneratorTask(TrainingTask):
         if self.samples is None:
             self.samples = sample_conditioning(self.cfg)
         save_generated_samples(model, self.video_tokenizer, self.cfg, self.grid, *self.samples,
-                               Path(self.cfg.run_dir) / "samples", step)
+                               Path(self.cfg.run_dir) / "samples", step, self.pixels)
 
     def finish(self, final) -> dict:
         return {"tokenizer": self.cfg.video_tokenizer}  # log.jsonl keeps its key
+
+
+def _pixels(name: str) -> tuple[int, int, int]:
+    b = parse_bucket(name)
+    return b.frames, b.height, b.width
+
+
+def _open_shards(cfg: GeneratorTrainConfig, tokenizer, acc, log):
+    from vidgen.tokenizers import is_discrete
+    from vidgen.training.encode_cache import tokenizer_fingerprint
+    from vidgen.training.shard_data import shard_batches
+    return shard_batches(cfg.data, tokenizer_fingerprint(tokenizer), is_discrete(tokenizer), cfg.seed,
+                         acc.process_index, acc.num_processes, log)
 
 
 def train_generator(cfg: GeneratorTrainConfig) -> dict:

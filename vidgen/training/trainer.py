@@ -81,6 +81,11 @@ class TrainingTask:
     extra_state: Mapping = MappingProxyType({})
     hooks: Sequence = ()
 
+    def make_sampler(self, seed: int, rank: int, world: int):
+        """The run's data position (checkpointed through ``state_dict``): by default an :class:`EpochSampler` over
+        ``num_items``."""
+        return EpochSampler(self.num_items, seed, rank, world)
+
     def prepare(self, acc) -> None:
         """Prepare any further module and optimizer with ``acc`` (after the main ones)."""
 
@@ -161,7 +166,7 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
     opt = torch.optim.AdamW(task.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    sampler = EpochSampler(task.num_items, cfg.seed, acc.process_index, acc.num_processes)
+    sampler = task.make_sampler(cfg.seed, acc.process_index, acc.num_processes)
     step = 0
     ckpt = find_checkpoint(cfg.resume, run_dir)
     if ckpt is not None:
@@ -206,6 +211,7 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
                 state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state)
                 save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
     bar.close()
+    getattr(sampler, "close", lambda: None)()  # e.g. a reader thread
     acc.wait_for_everyone()
     if is_main:
         final = ema.copy_model(model) if ema else model
