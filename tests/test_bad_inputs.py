@@ -32,8 +32,11 @@ from diffusers import AutoencoderKL, AutoencoderKLWan, DDIMScheduler, FlowMatchE
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError, VidgenError,
-                           VideoIOError)
+from vidgen.data.buckets import parse_buckets
+from vidgen.data.shards import ShardDataset
+from vidgen.data.sources import list_source, read_manifest
+from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, ShardError, UnsupportedError,
+                           VidgenError, VideoIOError)
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowSamplingConfig, FlowVideoTransformer,
                                MaskedSamplingConfig, MaskedVideoTransformer, check_scheduler, generate_ids,
                                generate_tokens, generator_class)
@@ -53,7 +56,8 @@ from vidgen.rng import RowGenerator
 from vidgen.testing import perturb_weights
 from vidgen.text import check_prompts
 from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
-from vidgen.training import GeneratorTrainConfig, build_model, load_config
+from vidgen.training import GeneratorTrainConfig, build_model, encode_dataset, load_config
+from vidgen.training.shard_data import bucket_settings
 from vidgen.training.data import EpochSampler, joint_batch
 
 T, H, W = 5, 16, 16  # the valid video every sanity call uses: 2 latent frames of 2x2
@@ -188,6 +192,24 @@ class Env:
     def vae_folder(self) -> Path:
         self.vae.save_pretrained(self.path("vae"))
         return self.path("vae")
+
+    @cached_property
+    def shards(self) -> Path:
+        """A one-clip shard dataset (``vidgen data encode``) through the tiny VAE, no captions."""
+        from vidgen.training import encode_dataset
+        src = self.path("shard-src")
+        src.mkdir(exist_ok=True)
+        shutil.copy(self.good_mp4, src / "clip.mp4")
+        encode_dataset(src, self.vae_folder, self.path("shards"), buckets="9x32x32", text_encoder="none",
+                       num_workers=0, show_progress=False)
+        return self.path("shards")
+
+    def truncated_shards(self) -> Path:
+        copy = self.path("shards-cut")
+        if not copy.exists():
+            shutil.copytree(self.shards, copy, ignore=shutil.ignore_patterns("parts"))
+            _truncate(next((copy / "9x32x32").glob("*.bin")))
+        return copy
 
     @cached_property
     def diffusers_vae(self) -> DiffusersVideoVAE:
@@ -972,6 +994,38 @@ CASES: list[Case] = [
          InvalidInputError, r"frame size 30x30 is not divisible by the baseline's 4x resize"),
     Case("baseline/frame-count", "data", lambda env: ResizeBaseline().decode(torch.zeros(1, 3, 2, 8, 8), 9, 32, 32),
          InvalidInputError, r"2 coded frames cannot decode to 9 frames \(that needs 5\)"),
+    # --------------------------------------------------------------------- shard datasets, buckets, encode sources
+    Case("shards/not-a-dataset", "data", lambda env: ShardDataset(env.root), ShardError,
+         r"bad_inputs\d*: no info.json: not an encoded shard dataset, or its encode has not finished"),
+    Case("shards/other-tokenizer", "data", lambda env: ShardDataset(env.shards, fingerprint="0" * 16), ShardError,
+         r"shards: encoded with another tokenizer \(fingerprint [0-9a-f]{16}.*the configured tokenizer's is 0{16}"),
+    Case("shards/truncated", "data", lambda env: ShardDataset(env.truncated_shards()), ShardError,
+         r"shards-cut/9x32x32/.*\.bin: shard truncated or damaged: \d+ bytes, its index records \d+"),
+    Case("shards/unknown-bucket", "data", lambda env: ShardDataset(env.shards, buckets=["17x64x64"]), ShardError,
+         r"shards: no clips in bucket\(s\) \['17x64x64'\]; it has \['9x32x32'\]"),
+    Case("shards/no-captions", "data", lambda env: ShardDataset(env.shards).text([1]), ShardError,
+         r"shards: encoded without a text encoder \(--text-encoder none\)"),
+    Case("shards/rerun-other-buckets", "data",
+         lambda env: encode_dataset(env.path("shard-src"), env.vae_folder, env.shards, buckets="9x32x48",
+                                    text_encoder="none", num_workers=0, show_progress=False), ConfigError,
+         r"shards: holds an encode with other settings \(buckets: \['9x32x32'\] -> \['9x32x48'\]\)"),
+    Case("buckets/two-numbers", "data", lambda env: parse_buckets("17x64"), ConfigError,
+         r"buckets: expected FRAMESxHEIGHTxWIDTH such as '17x64x64' \(positive ints\), got '17x64'"),
+    Case("buckets/config-unknown-key", "data",
+         lambda env: bucket_settings([{"shape": "9x32x32", "size": 2}], {"9x32x32": 1}, {"9x32x32": (4, 3, 4, 4)}, 2,
+                                     "d"), ConfigError,
+         r"data.buckets\[0\]: unknown key\(s\) \['size'\]; valid: shape, batch, weight"),
+    Case("buckets/config-not-in-dataset", "data",
+         lambda env: bucket_settings(["17x64x64"], {"9x32x32": 1}, {"9x32x32": (4, 3, 4, 4)}, 2, "d"), ConfigError,
+         r"data.buckets\[0\]: bucket 17x64x64 is not in the dataset at d"),
+    Case("encode/missing-source", "data", lambda env: list_source(env.path("nowhere")), VideoIOError,
+         r"nowhere: no such folder or manifest file"),
+    Case("encode/manifest-end-before-start", "data",
+         lambda env: read_manifest(_config_file(env, "clips.csv", "path,start,end\na.mp4,2,1\n")), VideoIOError,
+         r"clips.csv: row 1: end \(1.0\) must be after start \(2.0\)"),
+    Case("encode/manifest-no-path", "data",
+         lambda env: read_manifest(_config_file(env, "clips.jsonl", '{"caption": "x"}\n')), VideoIOError,
+         r"clips.jsonl: row 1: needs a 'path' \(or 'file_name'\) string"),
 ]
 
 

@@ -151,7 +151,7 @@ def encode_dataset(source: str | Path, tokenizer: str | Path, out: str | Path, b
 
     from vidgen.tokenizers import is_discrete, load_tokenizer
     from vidgen.training.encode_cache import tokenizer_fingerprint
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # gloo across CPU processes
     out, bucket_list = Path(out), parse_buckets(buckets, "buckets")
     if not isinstance(chunk_size, int) or chunk_size < 1 or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"chunk_size and batch_size must be ints >= 1, got {chunk_size!r}, {batch_size!r}")
