@@ -55,16 +55,16 @@ TABLE = "attention_gpu"  # docs/attention.md's <!-- table:attention_gpu --> mark
 SHAPES = [
     dict(key="a", grid=(16, 32, 32), window=(3, 7, 7), heads=4, head_dim=64, budget_s=60,
          note="the CPU benchmark's shape (eval/bench_attention.py)"),
+    dict(key="c", grid=(21, 30, 52), window=(9, 17, 33), heads=12, head_dim=128, budget_s=90,
+         note="Wan2.1-1.3B at 480x832, 81 frames; window chosen here: +-4 latent frames, +-8 rows, +-16 columns"),
     dict(key="b", grid=(30, 48, 80), window=(18, 24, 24), heads=24, head_dim=128, budget_s=150,
          note="NATTEN's published H100 shape (its windows: 18x24x24 keys, shifted at the borders, "
               "115,200 x 10,368 pairs, FLOP bound 11.1x)", natten_keys_per_query=18 * 24 * 24),
-    dict(key="c", grid=(21, 30, 52), window=(9, 17, 33), heads=12, head_dim=128, budget_s=90,
-         note="Wan2.1-1.3B at 480x832, 81 frames; window chosen here: +-4 latent frames, +-8 rows, +-16 columns"),
 ]
 QUICK_SHAPES = [dict(key="quick", grid=(2, 4, 4), window=(3, 3, 4), heads=1, head_dim=16, budget_s=30,
                      note="plumbing check under the Triton interpreter (CPU, fp32): not a speed")]
 PASSES = ("forward", "forward_backward")
-WINDOWED = ("triton", "flex")
+WINDOWED = ("triton", "triton_raster", "flex")
 DENSE = ("dense_flash", "dense_cudnn")
 
 
@@ -80,7 +80,11 @@ def _sdpa(backend_name: str):
 
 def backends(grid, window) -> dict:
     """name -> fn(q, k, v): the windowed backends through the public call, dense SDPA pinned to one backend."""
-    return {"triton": lambda q, k, v: attention3d(q, k, v, grid, window, backend="triton"),
+    def raster(q, k, v):  # the same kernel with the tokens in raster order (no 3D-box layout)
+        from vidgen.attention.triton_kernel import triton_attention3d
+        return triton_attention3d(q, k, v, make_pattern(grid, window), layout="raster")
+
+    return {"triton": lambda q, k, v: attention3d(q, k, v, grid, window, backend="triton"), "triton_raster": raster,
             "flex": lambda q, k, v: attention3d(q, k, v, grid, window, backend="flex"),
             "dense_flash": _sdpa("FLASH_ATTENTION"), "dense_cudnn": _sdpa("CUDNN_ATTENTION")}
 
@@ -145,8 +149,9 @@ def check_outputs(calls: dict, spec: dict, tensors: dict) -> dict:
         for name, call in ((name, calls[(p, name)]) for name in WINDOWED if (p, name) in calls):
             o = call.run()
             got[name] = [o.detach().float()] + [x.grad.float() for x in (call.q, call.k, call.v) if x.grad is not None]
-        if len(got) == 2:
-            out[f"{p}_triton_vs_flex"] = max((a - b).abs().max().item() for a, b in zip(got["triton"], got["flex"]))
+        for name in ("triton", "triton_raster"):
+            if name in got and "flex" in got:
+                out[f"{p}_{name}_vs_flex"] = max((a - b).abs().max().item() for a, b in zip(got[name], got["flex"]))
     n = make_pattern(spec["grid"], spec["window"]).num_tokens
     if n <= 16384 and ("forward", "triton") in calls:
         q, k, v = tensors["plain"]
@@ -188,6 +193,7 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
                below_min_rounds=rounds < min_rounds, seconds=round(time.perf_counter() - start, 2), checks=checks)
     pattern = make_pattern(spec["grid"], spec["window"])
     full = make_pattern(spec["grid"], None)
+    row["triton_layout"] = kernel_layout(pattern, device)
     row["passes"] = {}
     for p in PASSES:
         backward = p == "forward_backward"
@@ -207,6 +213,17 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
     return row
 
 
+def kernel_layout(pattern, device) -> dict:
+    """The token layout and tiles the triton backend ran this pattern with, and its tuned launch configs."""
+    from vidgen.attention import tiles, triton_kernel as tk
+    box = tiles.cached_choose_box(pattern, tk.BLOCK_M, tk.BLOCK_N, device)
+    tuned = {name: {str(key): str(config) for key, config in getattr(kernel, "cache", {}).items()}
+             for name, kernel in (("forward", tk._fwd_kernel), ("backward_kv", tk._bwd_kv_kernel),
+                                  ("backward_q", tk._bwd_q_kernel))}
+    return dict(box=list(box) if box else "raster", block_m=tk.BLOCK_M, block_n=tk.BLOCK_N,
+                backward_block=tk.BWD_BLOCK, autotuned=tuned)
+
+
 def derived(entry: dict, flop_bound: float) -> dict:
     """The figures computed from the medians: the faster dense backend, TFLOP/s, speedups. Written into the
     backends' entries; returns the pass-level ones."""
@@ -221,8 +238,9 @@ def derived(entry: dict, flop_bound: float) -> dict:
         if out["dense_ms"] is not None:
             e["speedup_vs_dense"] = out["dense_ms"] / e["ms"]
             e["fraction_of_flop_bound"] = e["speedup_vs_dense"] / flop_bound
-    if "triton" in timed and "flex" in timed:
-        out["triton_speedup_vs_flex"] = timed["flex"]["ms"] / timed["triton"]["ms"]
+    for name in ("triton", "triton_raster"):
+        if name in timed and "flex" in timed:
+            out[f"{name}_speedup_vs_flex"] = timed["flex"]["ms"] / timed[name]["ms"]
     return out
 
 
@@ -293,14 +311,19 @@ def readme_table(results: dict) -> str:
     """The table of docs/attention.md (``<!-- table:attention_gpu -->``) from docs/results/bench_attention_gpu.json."""
     m = results["machine"]
     lines = ["| shape | pass | allowed pairs (FLOP bound) | `triton` ms (TFLOP/s; dense-equiv.) | "
-             "`flex` ms (TFLOP/s) | dense flash ms | dense cuDNN ms | `triton` vs dense (of bound) | "
-             "`flex` vs dense (of bound) | `triton` vs `flex` |", "|---" * 10 + "|"]
+             "`triton`, raster order, ms | `flex` ms (TFLOP/s) | dense flash ms | dense cuDNN ms | "
+             "`triton` vs dense (of bound) | `flex` vs dense (of bound) | `triton` vs `flex` |", "|---" * 11 + "|"]
     for row in results["rows"]:
         label = f"({row['key']}) {_x(row['grid'])}, window {_x(row['window'])}"
         if "skipped" in row:
-            lines.append(f"| {label} | – | – | {row['skipped']} | | | | | | |")
+            lines.append(f"| {label} | – | – | {row['skipped']} | | | | | | | |")
             continue
         label += f", {row['heads']} heads, D {row['head_dim']}"
+        if row.get("below_min_rounds"):
+            label += f" (**{row['rounds']} round only**: the run's time budget ran out)"
+        box = row.get("triton_layout", {}).get("box")
+        if box:
+            label += f"; `triton` layout: {'raster' if box == 'raster' else _x(box) + ' boxes'}"
         for p, entry in row["passes"].items():
             b = entry["backends"]
             t, f = b["triton"], b["flex"]
@@ -308,7 +331,8 @@ def readme_table(results: dict) -> str:
             flx = f"{_ms(f)} ({f['tflops']:.0f})" if "ms" in f else "–"
             ratio = entry.get("triton_speedup_vs_flex")
             lines.append(f"| {label} | {p.replace('_', '+')} | {row['allowed_pairs']:,} ({row['flop_bound']:.1f}×) | "
-                         f"{tri} | {flx} | {_ms(b['dense_flash'])} | {_ms(b['dense_cudnn'])} | {_vs(t)} | {_vs(f)} | "
+                         f"{tri} | {_ms(b.get('triton_raster', {}))} | {flx} | {_ms(b['dense_flash'])} | "
+                         f"{_ms(b['dense_cudnn'])} | {_vs(t)} | {_vs(f)} | "
                          f"{'–' if ratio is None else f'**{ratio:.2f}×**'} |")
     timed = [r for r in results["rows"] if "rounds" in r]
     first = {name: max(r["passes"][p]["backends"][name].get("first_call_s", 0) for r in timed for p in PASSES)
