@@ -43,8 +43,25 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-# each candidate: write(items, dir), epoch(dir, seed) -> iterator of keys with a way to save/resume, random access
-class LitData:
+# each candidate: write(items, dir), loader(dir, seed), keys(loader) -> the epoch's keys; state / resumed for a
+# mid-epoch resume through the library's own state (None: none); random_access(dir) -> indexable (None: none)
+class _Stateful:
+    """A library loader with ``state_dict`` / ``load_state_dict``, yielding batches (dicts of lists)."""
+
+    def keys(self, loader):
+        for batch in loader:
+            yield from batch["key"]
+
+    def state(self, loader):
+        return loader.state_dict()
+
+    def resumed(self, out, seed, state):
+        loader = self.loader(out, seed)
+        loader.load_state_dict(state)
+        return loader
+
+
+class LitData(_Stateful):
     name, package = "LitData", "litdata"
 
     def write(self, items, out):
@@ -60,24 +77,12 @@ class LitData:
         return litdata.StreamingDataLoader(litdata.StreamingDataset(str(out), shuffle=True, seed=seed),
                                            batch_size=BATCH, num_workers=0)
 
-    def keys(self, loader):
-        for batch in loader:
-            yield from batch["key"]
-
-    def state(self, loader):
-        return loader.state_dict()
-
-    def resumed(self, out, seed, state):
-        loader = self.loader(out, seed)
-        loader.load_state_dict(state)
-        return loader
-
     def random_access(self, out):
         import litdata
         return litdata.StreamingDataset(str(out))
 
 
-class MDS:
+class MDS(_Stateful):
     name, package = "MosaicML Streaming (MDS)", "streaming"
 
     def write(self, items, out):
@@ -94,18 +99,6 @@ class MDS:
         ds = StreamingDataset(local=str(out), shuffle=True, shuffle_seed=seed, batch_size=BATCH,
                               num_canonical_nodes=1)
         return StreamingDataLoader(ds, batch_size=BATCH, num_workers=0)
-
-    def keys(self, loader):
-        for batch in loader:
-            yield from batch["key"]
-
-    def state(self, loader):
-        return loader.state_dict()
-
-    def resumed(self, out, seed, state):
-        loader = self.loader(out, seed)
-        loader.load_state_dict(state)
-        return loader
 
     def random_access(self, out):
         from streaming import LocalDataset
@@ -135,7 +128,7 @@ class WebDatasetTar:
     state = resumed = random_access = None  # no loader state, no index: resume means replaying the epoch
 
 
-class ParquetDatasets:
+class ParquetDatasets(_Stateful):
     name, package = "Parquet via datasets", "datasets"
 
     def write(self, items, out):
@@ -153,17 +146,9 @@ class ParquetDatasets:
         return datasets.load_dataset("parquet", data_files=files, split="train", streaming=True).shuffle(
             seed=seed, buffer_size=256)
 
-    def keys(self, loader):
+    def keys(self, loader):  # samples, not batches
         for sample in loader:
             yield sample["key"]
-
-    def state(self, loader):
-        return loader.state_dict()
-
-    def resumed(self, out, seed, state):
-        loader = self.loader(out, seed)
-        loader.load_state_dict(state)
-        return loader
 
     def random_access(self, out):
         import datasets

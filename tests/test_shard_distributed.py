@@ -14,9 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from vidgen.data.shards import ShardDataset
-from vidgen.io import write_video
-from vidgen.testing import accelerate_launch, perturb_weights
-from vidgen.tokenizers import CausalVAE
+from shard_helpers import save_tiny_tokenizers, write_captioned_clips
+from vidgen.testing import accelerate_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKETS = "9x32x32,9x32x48"
@@ -31,16 +30,9 @@ def _ok(done) -> None:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("shard-ddp")
-    g = torch.Generator().manual_seed(0)
-    (root / "src").mkdir()
-    meta = []
-    for i in range(10):
-        h, w = (32, 32) if i % 2 else (32, 48)
-        write_video(root / "src" / f"{i}.mp4", torch.rand(3, 10, h, w, generator=g) * 2 - 1, fps=8)
-        meta.append({"file_name": f"{i}.mp4", "text": f"caption {i % 4}"})
-    (root / "src" / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
-    torch.manual_seed(0)
-    perturb_weights(CausalVAE.from_preset("tiny"), scale=0.02).save_pretrained(root / "vae")
+    write_captioned_clips(root / "src", {f"{i}.mp4": (10, 32, 32 if i % 2 else 48, f"caption {i % 4}")
+                                         for i in range(10)})
+    save_tiny_tokenizers(root, ["vae"])
     return root
 
 

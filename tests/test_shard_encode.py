@@ -19,9 +19,8 @@ import torch
 from vidgen.cli import main as cli
 from vidgen.data.shards import ShardDataset, dataset_info, verify
 from vidgen.errors import ConfigError, ShardError
-from vidgen.io import read_video, write_video
-from vidgen.testing import perturb_weights
-from vidgen.tokenizers import CausalVAE, CausalVQVAE
+from vidgen.io import read_video
+from shard_helpers import save_tiny_tokenizers, write_captioned_clips
 from vidgen.training.shard_encode import encode_clips, encode_dataset
 
 BUCKETS = "9x32x32,9x32x48"
@@ -33,21 +32,13 @@ SOURCES = {"a.mp4": (12, 32, 32, "a red circle"), "b.mp4": (10, 40, 60, "a blue 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
-    g = torch.Generator().manual_seed(0)
-    src = root / "src"
-    src.mkdir()
-    meta = []
-    for name, (t, h, w, caption) in SOURCES.items():
-        write_video(src / name, torch.rand(3, t, h, w, generator=g) * 2 - 1, fps=8, quality=0)
-        meta.append({"file_name": name, "text": caption})
+    src = write_captioned_clips(root / "src", SOURCES)
     (src / "corrupt.mp4").write_bytes(b"this is not a video" * 20)
     (src / "empty.mp4").write_bytes(b"")
-    meta += [{"file_name": "corrupt.mp4", "text": "x"}, {"file_name": "empty.mp4", "text": "y"}]
-    (src / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
-    torch.manual_seed(0)
-    perturb_weights(CausalVAE.from_preset("tiny"), scale=0.02).save_pretrained(root / "vae")
-    perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)),
-                    scale=0.02).save_pretrained(root / "fsq")
+    with (src / "metadata.jsonl").open("a") as f:
+        f.write(json.dumps({"file_name": "corrupt.mp4", "text": "x"}) + "\n")
+        f.write(json.dumps({"file_name": "empty.mp4", "text": "y"}) + "\n")
+    save_tiny_tokenizers(root)
     info = encode_dataset(src, root / "vae", root / "out", buckets=BUCKETS, max_text_tokens=8, num_workers=1,
                           chunk_size=3, dtype="float32", show_progress=False)
     return root, info

@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from vidgen.data.shards import ShardDataset
 from vidgen.errors import ShardError
 from vidgen.generators import Conditioning, generator_class
-from vidgen.io import write_video
+from shard_helpers import save_tiny_tokenizers, write_captioned_clips
 from vidgen.testing import perturb_weights
-from vidgen.tokenizers import CausalVAE, CausalVQVAE
+from vidgen.tokenizers import CausalVQVAE
 from vidgen.training import GeneratorTrainConfig, encode_dataset, load_config, train_generator
 from vidgen.training.shard_data import ShardBatches
 
@@ -32,19 +32,10 @@ KINDS = {"masked": "fsq", "flow": "vae", "autoregressive": "fsq"}
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("shard-train")
-    g = torch.Generator().manual_seed(0)
-    src = root / "src"
-    src.mkdir()
-    meta = []
-    for i in range(8):
-        h, w = (32, 32) if i % 2 else (32, 48)
-        write_video(src / f"{i}.mp4", torch.rand(3, 10, h, w, generator=g) * 2 - 1, fps=8)
-        meta.append({"file_name": f"{i}.mp4", "text": ["a red circle", "a blue square", "a green star"][i % 3]})
-    (src / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
-    torch.manual_seed(0)
-    perturb_weights(CausalVAE.from_preset("tiny"), scale=0.02).save_pretrained(root / "vae")
-    perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)),
-                    scale=0.02).save_pretrained(root / "fsq")
+    captions = ["a red circle", "a blue square", "a green star"]
+    src = write_captioned_clips(root / "src", {f"{i}.mp4": (10, 32, 32 if i % 2 else 48, captions[i % 3])
+                                               for i in range(8)})
+    save_tiny_tokenizers(root)
     for tok in ("vae", "fsq"):
         encode_dataset(src, root / tok, root / f"shards-{tok}", buckets=BUCKETS, max_text_tokens=8, num_workers=0,
                        show_progress=False)

@@ -197,6 +197,10 @@ def encode_dataset(source: str | Path, tokenizer: str | Path, out: str | Path, b
     return info if info is not None else json.loads((out / INFO_FILE).read_text())
 
 
+def _as_is(item):
+    return item
+
+
 def _encode_unit(u: int, clips: list[SourceClip], parts: Path, tok, buckets, dtype: str, batch: int,
                  num_workers: int, text, bar) -> None:
     tmp, final = parts / f".c{u:06d}.tmp", parts / f"c{u:06d}"
@@ -204,7 +208,7 @@ def _encode_unit(u: int, clips: list[SourceClip], parts: Path, tok, buckets, dty
     tmp.mkdir(parents=True)
     unit, skipped = _Unit(tmp, tok, dtype, batch), []
     loader = torch.utils.data.DataLoader(DecodeClips(clips, buckets), batch_size=None, num_workers=num_workers,
-                                         collate_fn=lambda item: item)
+                                         collate_fn=_as_is)
     for item in loader:
         clip = clips[item["index"]]
         if "skip" in item:
