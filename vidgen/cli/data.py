@@ -21,16 +21,20 @@ def run_preview(args) -> int:
 
 
 def run_encode(args) -> int:
+    import torch
+
     from vidgen.training.shard_encode import dataset_summary, encode_dataset
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    info = encode_dataset(args.source, args.tokenizer, args.out, buckets=args.buckets,
-                          text_encoder=args.text_encoder, max_text_tokens=args.max_text_tokens,
-                          batch_size=args.batch_size, num_workers=args.workers, chunk_size=args.chunk_size,
-                          dtype=args.dtype)
-    if info is not None:
-        print(f"{args.out}: {dataset_summary(info)}")
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        info = encode_dataset(args.source, args.tokenizer, args.out, buckets=args.buckets,
+                              text_encoder=args.text_encoder, max_text_tokens=args.max_text_tokens,
+                              batch_size=args.batch_size, num_workers=args.workers, chunk_size=args.chunk_size,
+                              dtype=args.dtype)
+    finally:
+        torch.set_num_threads(threads)  # as found (the command also runs in-process)
+    print(f"{args.out}: {dataset_summary(info)}")
     return 0
 
 
