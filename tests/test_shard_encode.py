@@ -151,3 +151,16 @@ def test_kill9_then_rerun_encodes_every_clip_exactly_once(setup, tmp_path):
     keys = [k for b in ds.names for i in range(ds.counts[b]) for k in ds.clips(b, [i])[2]]
     assert sorted(keys) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]  # each exactly once
     assert len(info["skipped"]) == 3 and info["clips"] == 4
+
+
+def test_a_diffusers_vae_folder_encodes_too(setup, tmp_path):
+    from diffusers import AutoencoderKLWan
+    root, _ = setup
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                         temperal_downsample=[False, True, True]).save_pretrained(tmp_path / "wan")
+    info = encode_dataset(root / "src", tmp_path / "wan", tmp_path / "out", buckets="9x32x32", text_encoder="none",
+                          num_workers=0, show_progress=False)
+    assert info["tokenizer"]["class"] == "DiffusersVideoVAE" and info["tokenizer"]["kind"] == "latents"
+    assert info["buckets"]["9x32x32"] == {"clips": 4, "shape": [16, 3, 4, 4]}  # b.mp4 (40x60) cropped to the one bucket

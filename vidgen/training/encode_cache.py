@@ -70,7 +70,7 @@ def build_video_dataset(data_cfg):
                              num_samples=data_cfg.num_clips)
     if data_cfg.dataset == "folder":
         return VideoFolder(data_cfg.root, num_frames=data_cfg.num_frames, size=data_cfg.size)
-    raise ConfigError(f"data.dataset must be 'shapes' or 'folder', got {data_cfg.dataset!r}")
+    raise ConfigError(f"data.dataset must be 'shapes', 'folder' or 'shards', got {data_cfg.dataset!r}")
 
 
 def _label(item: dict, names: dict) -> int:
