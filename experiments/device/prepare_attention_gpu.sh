@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Run HERE, on the CPU machine (PyPI reachable), before the one device call of attention_gpu.sh (its header gives the
-# call). Makes the two ignored things that call carries and checks that the call fits:
+# Run HERE, on the CPU machine (PyPI reachable), before the device calls of attention_gpu.sh and train_sample_gpu.sh
+# (their headers give the calls). Makes the two ignored things that call carries and checks that the call fits:
 #   .whl/   the wheels the GPU image lacks (diffusers and vector-quantize-pytorch with their missing needs; the image's
 #           package list is /work/.library/device/KINDS.md); setup.sh installs them there;
-#   .carry/test_prompts.{safetensors,json}   the MiniLM encodings of every prompt the CUDA test files use, recorded
-#           by experiments/device/offline_env.py while those files run here (~1-2 min);
+#   .carry/test_prompts.{safetensors,json}   the MiniLM encodings of every prompt the CUDA test files and
+#           eval/bench_pipelines.py use, recorded by experiments/device/offline_env.py while they run here (~2 min);
 # and prints the size of what travels (tracked + untracked-not-ignored + carried), which must stay under 64 MiB.
 # PyAV (35.8 MB) and the MiniLM package (83.5 MB) cannot travel at all: offline_env.py stands in for them there.
 #   bash experiments/device/prepare_attention_gpu.sh
@@ -25,6 +25,9 @@ echo "recording the prompts of: $FILES"
 rm -f .carry/test_prompts.safetensors .carry/test_prompts.json
 HF_HUB_OFFLINE=1 PYTHONPATH=experiments/device VIDGEN_TEXT_RECORD=.carry/test_prompts.safetensors \
   $PY -m pytest -q -p offline_env -p no:cacheprovider $FILES | tail -3
+# the prompts of eval/bench_pipelines.py (train_sample_gpu.sh runs it there): its smoke run at batch 8, recorded
+HF_HUB_OFFLINE=1 VIDGEN_TEXT_RECORD=.carry/test_prompts.safetensors OMP_NUM_THREADS=1 \
+  $PY experiments/device/run_offline.py eval/bench_pipelines.py --quick --batch 8 --threads 1 | tail -2
 test -s .carry/test_prompts.safetensors
 $PY - <<'EOF'
 import subprocess

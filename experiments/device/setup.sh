@@ -14,7 +14,7 @@ L=$OUT/logs; mkdir -p $L
 T=.carry/text_table.safetensors; CFG=experiments/configs/generators/flow_shapes_gpu.yaml
 CUDA_TESTS="tests/test_attention_triton.py tests/test_attention_bf16.py tests/test_attention_backends.py
   tests/test_attention_module.py tests/test_precision.py tests/test_tokenizers_diffusers.py
-  tests/test_device_placement.py"
+  tests/test_device_placement.py tests/test_generators_cuda_graph.py"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
   python3 -c "import importlib.util as u; print('not importable:', [m for m in ('diffusers', 'vector_quantize_pytorch',

@@ -26,10 +26,11 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.attention.kv_cache import ModelKVCache
-from vidgen.errors import InvalidInputError
+from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
                                     check_positive_int, per_sample_mean)
 from vidgen.generators.compiled import compiled_decode_step
+from vidgen.generators.cuda_graph import GraphedDecodeStep
 from vidgen.generators.kv_decode import KVDecodeStep
 from vidgen.generators.embeddings import Conditioning, IdPatches
 from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
@@ -156,7 +157,7 @@ class _Sampler:
 
     def __init__(self, model: AutoregressiveVideoTransformer, cond, config: "AutoregressiveSamplingConfig",
                  scale: Callable[[], float], *, grid, batch: int, negative, generator, use_cache: bool,
-                 compile: bool = False):
+                 compile=False):
         self.model, self.grid, self.batch = model, model.token_grid(grid), batch  # the token grid of the window
         self.sample_kw = dict(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                               generator=generator)
@@ -192,14 +193,17 @@ class _Sampler:
                 logits = logits[:, -1]
                 if num_new > 1:
                     decoder = KVDecodeStep(model, self.grid, self.vec, self.context, cache, model.compute_dtype,
-                                           static=self.compile)
-                    step = compiled_decode_step(decoder) if self.compile else decoder.step
+                                           static=bool(self.compile))
+                    if self.compile == "cuda_graph":
+                        step = GraphedDecodeStep(decoder)
+                    else:
+                        step = compiled_decode_step(decoder) if self.compile else decoder.step
         new = []
         for i in range(num_new):
             with torch.no_grad():
                 if decoder is not None and i > 0:  # one-token decode at the next position
                     pos = p + seq.shape[1] + i - 1
-                    logits = step(dup(new[-1]), torch.tensor(pos) if self.compile else pos)
+                    logits = step(dup(new[-1]), torch.tensor(pos) if self.compile is True else pos)
                     decoder.advance(pos)
                 elif decoder is None and not self.use_cache:  # reference: the whole grid (later positions
                     inputs = torch.cat([seq] + [tok[:, None] for tok in new], dim=1)  # cannot leak back)
@@ -235,11 +239,22 @@ def check_grid(model: AutoregressiveVideoTransformer, grid) -> None:
     model.backbone.check_grid(model.token_grid((min(t, model.backbone_config.max_grid[0]), h, w)))
 
 
+def check_decode_mode(model: AutoregressiveVideoTransformer, compile, use_cache: bool) -> None:
+    """``compile``: False (eager), True (torch.compile) or "cuda_graph" (CUDA graphs: a CUDA model, the cache on)."""
+    if not (isinstance(compile, bool) or compile == "cuda_graph"):
+        raise InvalidInputError(f"compile must be False, True or 'cuda_graph', got {compile!r}")
+    if compile == "cuda_graph" and not use_cache:
+        raise InvalidInputError("compile='cuda_graph' replays the cached decode step: it needs use_cache=True")
+    if compile == "cuda_graph" and model.device.type != "cuda":
+        raise UnsupportedError(f"compile='cuda_graph' replays the decode step on a CUDA device; the model is on "
+                               f"{model.device}: use compile=True or False there")
+
+
 def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioning] = None,
                 config: Optional[AutoregressiveSamplingConfig] = None, *, grid, batch: int,
                 negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                 given_ids: Optional[torch.Tensor] = None, use_cache: bool = True,
-                on_token: Optional[Callable] = None, compile: bool = False, **settings) -> Iterator[torch.Tensor]:
+                on_token: Optional[Callable] = None, compile=False, **settings) -> Iterator[torch.Tensor]:
     """Yield the ids of each latent frame ``(B, 1, h, w)`` in order (given frames first), for any ``grid[0]``:
     beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames. ``config`` (default
     :class:`AutoregressiveSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the
@@ -249,8 +264,10 @@ def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioni
 
     ``use_cache=False`` is the reference path (the whole sequence every token). ``compile=True`` (with the cache)
     runs the decode step through ``torch.compile`` with static shapes (:mod:`vidgen.generators.compiled`): the first
-    call of a shape compiles (tens of seconds), later calls reuse it."""
+    call of a shape compiles (tens of seconds), later calls reuse it. ``compile="cuda_graph"`` (CUDA only) replays
+    the static decode step from a CUDA graph recorded once per window (:mod:`vidgen.generators.cuda_graph`)."""
     config = AutoregressiveSamplingConfig.resolve(config, settings)
+    check_decode_mode(model, compile, use_cache)
     check_positive_int("batch", batch)
     check_grid(model, grid)
     if given_ids is not None:
@@ -284,7 +301,7 @@ def _frames(model, cond, config, grid, batch, negative, generator, given_ids, us
             frames = _replace(model, replaced, batch, k, h, w) + frames[k:]
     # 2. the conditioning (CFG doubles the batch once) and the token sampler of one context window
     sampler = _Sampler(model, cond, config, lambda: scale[0], grid=(min(t, ctx), h, w), batch=batch,
-                       negative=negative, generator=generator, use_cache=use_cache, compile=compile and use_cache)
+                       negative=negative, generator=generator, use_cache=use_cache, compile=compile if use_cache else False)
     # 3. windows: prefill the given / previous frames, then one token per step; yield each finished latent frame
     none = torch.zeros(batch, 0, model.patch.size, dtype=torch.long, device=model.device)
     while len(frames) < t:

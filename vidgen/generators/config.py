@@ -81,14 +81,14 @@ class BackboneConfig:
 
 
 # Named sizes (DiT-style registry). Parameters of the backbone alone, without heads / embeddings:
-# tiny ~0.1 M (tests), mini ~1.8 M and small ~4.8 M (CPU training), base ~38 M, large ~150 M (GPU). Which preset each
+# tiny ~0.1 M (tests), mini ~1.8 M and small ~4.8 M (CPU training), base ~38 M, large ~300 M (GPU). Which preset each
 # shipped model uses, and why, is in its model card.
 GENERATOR_PRESETS: dict[str, dict] = {
     "tiny": dict(dim=64, depth=2, num_heads=2),
     "mini": dict(dim=192, depth=4, num_heads=3),
     "small": dict(dim=256, depth=6, num_heads=4),
     "base": dict(dim=512, depth=12, num_heads=8),
-    "large": dict(dim=1024, depth=12, num_heads=16),
+    "large": dict(dim=1024, depth=24, num_heads=16),
 }
 
 
