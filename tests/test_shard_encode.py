@@ -164,3 +164,19 @@ def test_a_diffusers_vae_folder_encodes_too(setup, tmp_path):
                           num_workers=0, show_progress=False)
     assert info["tokenizer"]["class"] == "DiffusersVideoVAE" and info["tokenizer"]["kind"] == "latents"
     assert info["buckets"]["9x32x32"] == {"clips": 4, "shape": [16, 3, 4, 4]}  # b.mp4 (40x60) cropped to the one bucket
+
+
+def test_manifests_in_every_format_list_the_same_clips(tmp_path):
+    from vidgen.data.sources import SourceClip, list_source
+    rows = [{"path": "clips/a.mp4", "caption": "one", "start": 0.5, "end": 2}, {"file_name": "b.mp4", "text": "two"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "m.csv").write_text("path,caption,start,end\nclips/a.mp4,one,0.5,2\nb.mp4,two,,\n")
+    expected = [SourceClip("clips/a.mp4@0.5-2", str(tmp_path / "clips/a.mp4"), "one", 0.5, 2.0),
+                SourceClip("b.mp4", str(tmp_path / "b.mp4"), "two")]
+    assert list_source(tmp_path / "m.jsonl") == list_source(tmp_path / "m.csv") == expected
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow
+    pq.write_table(pyarrow.Table.from_pylist([{"path": "clips/a.mp4", "caption": "one", "start": 0.5, "end": 2.0},
+                                              {"path": "b.mp4", "caption": "two", "start": None, "end": None}]),
+                   tmp_path / "m.parquet")
+    assert list_source(tmp_path / "m.parquet") == expected
