@@ -65,6 +65,14 @@ def _coords(C, L, offs):
 
 
 @triton.jit
+def _key_tile(INDEX, K, V, base, offs_d, D, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, DOT_FP32: tl.constexpr):
+    """(slots, k, v) of the key tile whose number INDEX points to."""
+    offs_n = tl.load(INDEX) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs_n, _rows(K, base, offs_n, offs_d, D, EVEN_D, DOT_FP32), _rows(V, base, offs_n, offs_d, D, EVEN_D,
+                                                                              DOT_FP32)
+
+
+@triton.jit
 def _allowed(qt, qh, qw, kt, kh, kw, RT, RH, RW, CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr):
     """Exact mask of a (query slots (M, 1), key slots (1, N)) tile from coordinates (see vidgen.attention.tiles)."""
     dt = qt - kt
@@ -84,9 +92,7 @@ def _fwd_loop(acc, m_i, l_i, q, K, V, C, L, base, qt, qh, qw, offs_d, COUNT, IND
               EVEN_D: tl.constexpr, DOT_FP32: tl.constexpr):
     """Online-softmax steps of a query tile over the key tiles INDEX[0:COUNT] (scores in log2 units)."""
     for i in range(0, COUNT):
-        offs_n = tl.load(INDEX + i) * BLOCK_N + tl.arange(0, BLOCK_N)
-        k = _rows(K, base, offs_n, offs_d, D, EVEN_D, DOT_FP32)
-        v = _rows(V, base, offs_n, offs_d, D, EVEN_D, DOT_FP32)
+        offs_n, k, v = _key_tile(INDEX + i, K, V, base, offs_d, D, BLOCK_N, EVEN_D, DOT_FP32)
         s = _dot(q, tl.trans(k)) * qk_scale
         if MASKED:
             kt, kh, kw = _coords(C, L, offs_n)
@@ -211,9 +217,7 @@ def _q_loop(dq, q, do, lse2, delta, K, V, C, L, base, offs_m, offs_d, COUNT, IND
             MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr, BLOCK_N: tl.constexpr,
             EVEN_D: tl.constexpr, DOT_FP32: tl.constexpr):
     for i in range(0, COUNT):
-        offs_n = tl.load(INDEX + i) * BLOCK_N + tl.arange(0, BLOCK_N)
-        k = _rows(K, base, offs_n, offs_d, D, EVEN_D, DOT_FP32)
-        v = _rows(V, base, offs_n, offs_d, D, EVEN_D, DOT_FP32)
+        offs_n, k, v = _key_tile(INDEX + i, K, V, base, offs_d, D, BLOCK_N, EVEN_D, DOT_FP32)
         _, ds = _bwd_pair(q, k, v, do, lse2, delta, offs_m, offs_n, C, L, RT, RH, RW, qk_scale, MASKED, CAUSAL,
                           HAS_PREFIX)
         dq += _dot(ds.to(k.dtype), k)
