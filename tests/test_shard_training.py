@@ -92,6 +92,8 @@ def test_resume_is_bit_identical(shards, tmp_path):
     a = load_file(str(tmp_path / "straight" / "final" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "final" / "diffusion_pytorch_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    import threading
+    assert not [t for t in threading.enumerate() if t.name == "vidgen-shard-prefetch"]  # the reader has stopped
 
 
 def test_kill9_then_resume_is_bit_identical(shards, tmp_path):

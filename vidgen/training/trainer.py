@@ -183,35 +183,37 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
     metrics: dict = {}
     t_last, units = time.time(), 0
     first_step = FirstStepTimer(log)
-    while step < cfg.steps:
-        out = task.step(module, sampler, step, step_generator(cfg.seed, step, acc.process_index, acc.num_processes))
-        gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema)
-        task.after_optimizer_step(out)
-        step += 1
-        units += out.units * acc.num_processes
-        bar.update(1)
-        if first_step(step):  # throughput from here on excludes compilation and warm-up
-            t_last, units = time.time(), 0
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            metrics = {"step": step, "loss": _num(out.loss), **_logged(out.logs), "grad_norm": _num(gnorm),
-                       "lr": sched.get_last_lr()[0], task.rate_key: units / (time.time() - t_last),
-                       "processes": acc.num_processes, **_logged(out.tail_logs)}
-            bar.set_postfix({"loss": f"{metrics['loss']:.4f}",
-                             task.rate_label: task.rate_format.format(metrics[task.rate_key])})
-            log(metrics)
-            t_last, units = time.time(), 0
-        due = [fn for every, fn in task.hooks if every and (step % every == 0 or step == cfg.steps)]
-        if is_main and due:
-            current = ema.copy_model(model) if ema else model
-            for fn in due:
-                fn(step, current)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            acc.wait_for_everyone()
-            if is_main:
-                state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state)
-                save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
-    bar.close()
-    getattr(sampler, "close", lambda: None)()  # e.g. a reader thread
+    try:
+        while step < cfg.steps:
+            out = task.step(module, sampler, step, step_generator(cfg.seed, step, acc.process_index, acc.num_processes))
+            gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema)
+            task.after_optimizer_step(out)
+            step += 1
+            units += out.units * acc.num_processes
+            bar.update(1)
+            if first_step(step):  # throughput from here on excludes compilation and warm-up
+                t_last, units = time.time(), 0
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                metrics = {"step": step, "loss": _num(out.loss), **_logged(out.logs), "grad_norm": _num(gnorm),
+                           "lr": sched.get_last_lr()[0], task.rate_key: units / (time.time() - t_last),
+                           "processes": acc.num_processes, **_logged(out.tail_logs)}
+                bar.set_postfix({"loss": f"{metrics['loss']:.4f}",
+                                 task.rate_label: task.rate_format.format(metrics[task.rate_key])})
+                log(metrics)
+                t_last, units = time.time(), 0
+            due = [fn for every, fn in task.hooks if every and (step % every == 0 or step == cfg.steps)]
+            if is_main and due:
+                current = ema.copy_model(model) if ema else model
+                for fn in due:
+                    fn(step, current)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                acc.wait_for_everyone()
+                if is_main:
+                    state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state)
+                    save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
+    finally:
+        bar.close()
+        getattr(sampler, "close", lambda: None)()  # e.g. a reader thread, also when a step raises
     acc.wait_for_everyone()
     if is_main:
         final = ema.copy_model(model) if ema else model
