@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine (the device tool), from the repository root, in ONE call of ~6 minutes, after
-# attention_gpu.sh (run that first: it is the GPU issue's kernel check). Generator training and sampling on the GPU:
+# Runs on the lent GPU machine (the device tool), from the repository root, in ONE call of ~6 minutes, right after
+# attention_gpu.sh (that one first: it is the GPU issue's kernel check; this one then finds the machine warm).
+# Generator training and sampling on the GPU:
 #   1. experiments/device/setup.sh (wheels, environment, $L/machine.txt);
 #   2. eval/bench_generators.py --device cuda: training tokens/s and MFU against an 8192^3 bf16 GEMM timed in the same
-#      run, small / base / large (~310 M) presets, a 17x256x256 clip through a 4x8x8 VAE in 1x2x2 patches (1,280
-#      tokens a clip), fp32 / bf16 / bf16+compile; sampling of the three generators; the AR decode step eager and
-#      replayed from a CUDA graph (hard limit GEN_S, default 300 s; the results file is rewritten after every row);
+#      run, large (~310 M, also compiled) / base / small presets, a 17x256x256 clip through a 4x8x8 VAE in 1x2x2
+#      patches (1,280 tokens a clip), fp32 / bf16 / bf16+compile; the AR decode step eager and replayed from a CUDA
+#      graph; sampling of the three generators (hard limit GEN_S, default 240 s; the results file is rewritten after every row);
 #   3. eval/bench_pipelines.py --device cuda at batch 1 and 8: seconds per video of the three shipped pipelines
-#      (prompts served from the recorded text table: run_offline.py), fp32 and bf16 (hard limit PIPE_S each, 60 s).
+#      (prompts served from the recorded text table: run_offline.py), fp32 and bf16 (hard limit PIPE_S each, 45 s).
 # Before the call, here: bash experiments/device/prepare_attention_gpu.sh (wheels, recorded prompts, size check).
-#   run(command="bash experiments/device/train_sample_gpu.sh", timeout_s=480,
+#   run(command="bash experiments/device/train_sample_gpu.sh", timeout_s=380,
 #       carry=[".whl", ".carry/test_prompts.safetensors", ".carry/test_prompts.json"])
 # What comes back: bench_generators_cuda.json, bench_pipelines_cuda_b1.json, bench_pipelines_cuda_b8.json and
 # logs.tgz (plan.txt, machine.txt, each step's log). Afterwards, here: copy the JSON files to docs/results/ and
@@ -18,11 +19,11 @@ set -u
 source experiments/device/setup.sh
 echo "setup done at $SECONDS s" >> $L/plan.txt
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
-timeout ${GEN_S:-300} python3 eval/bench_generators.py --device cuda --out $OUT/bench_generators_cuda.json \
+timeout ${GEN_S:-240} python3 eval/bench_generators.py --device cuda --out $OUT/bench_generators_cuda.json \
   > $L/generators.log 2>&1
 echo "generators exit $? at $SECONDS s" >> $L/plan.txt
 for B in 1 8; do
-  timeout ${PIPE_S:-60} python3 experiments/device/run_offline.py eval/bench_pipelines.py --device cuda --batch $B \
+  timeout ${PIPE_S:-45} python3 experiments/device/run_offline.py eval/bench_pipelines.py --device cuda --batch $B \
     --no-compile --rounds 3 --out $OUT/bench_pipelines_cuda_b$B.json > $L/pipelines_b$B.log 2>&1
   echo "pipelines batch $B exit $? at $SECONDS s" >> $L/plan.txt
 done
