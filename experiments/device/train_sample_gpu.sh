@@ -6,7 +6,8 @@
 #   2. eval/bench_generators.py --device cuda: training tokens/s and MFU against an 8192^3 bf16 GEMM timed in the same
 #      run, large (~310 M, also compiled) / base / small presets, a 17x256x256 clip through a 4x8x8 VAE in 1x2x2
 #      patches (1,280 tokens a clip), fp32 / bf16 / bf16+compile; the AR decode step eager and replayed from a CUDA
-#      graph; sampling of the three generators (hard limit GEN_S, default 240 s; the results file is rewritten after every row);
+#      graph; sampling of the three generators (hard limit GEN_S, default 240 s; the results file is rewritten
+#      after every row);
 #   3. eval/bench_pipelines.py --device cuda at batch 1 and 8: seconds per video of the three shipped pipelines
 #      (prompts served from the recorded text table: run_offline.py), fp32 and bf16 (hard limit PIPE_S each, 45 s).
 # Before the call, here: bash experiments/device/prepare_attention_gpu.sh (wheels, recorded prompts, size check).
