@@ -1,4 +1,6 @@
-"""``load_pipeline(path)``: open any saved vidgen pipeline folder without knowing its class.
+"""``load_pipeline(path)``: open any saved vidgen pipeline folder without knowing its class, or a diffusers video
+pipeline folder (``WanPipeline``, ``CogVideoXPipeline``, ``LTXPipeline``) as a vidgen flow pipeline
+(:mod:`vidgen.pipelines.diffusers_pipeline`).
 
 diffusers' generic ``DiffusionPipeline.from_pretrained(path)`` resolves only diffusers' own pipeline classes, so
 vidgen folders are opened with their class (``MaskedVideoPipeline.from_pretrained(path)``) or with this function,
@@ -34,9 +36,14 @@ def load_pipeline(path, **kwargs):
     except json.JSONDecodeError as err:
         raise ConfigError(f"{index}: not valid JSON ({err})") from err
     name = config.get("_class_name")
+    from vidgen.pipelines.diffusers_pipeline import NATIVE_PIPELINES, load_native_pipeline
+    if name in NATIVE_PIPELINES:  # a diffusers video pipeline folder (Wan, CogVideoX, LTX-Video)
+        kwargs.setdefault("dtype", "auto")
+        return load_native_pipeline(path, **kwargs)
     classes = pipeline_classes()
     if name not in classes:
-        raise ConfigError(f"{index}: _class_name {name!r} is not a vidgen pipeline ({sorted(classes)})")
+        raise ConfigError(f"{index}: _class_name {name!r} is not a supported video pipeline (vidgen's "
+                          f"{sorted(classes)} or diffusers' {sorted(NATIVE_PIPELINES)})")
     for component, spec in config.items():
         if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue

@@ -46,6 +46,7 @@ class _Family:
     spatial: Callable = lambda v: v.spatial_compression_ratio  # vae -> pixels per latent cell (side)
     latent_step: int = 1  # valid latent frame counts are 1 + k * latent_step
     pass_frames: Optional[Callable] = None  # (vae, tc) -> pixel frames one pass holds, if the VAE batches frames
+    reciprocal_std: bool = False  # its pipelines divide by 1 / std (Wan): the same rounding in bf16
 
 
 _FAMILIES = {
@@ -63,7 +64,7 @@ _FAMILIES = {
         width=lambda c: max(c.base_dim, c.decoder_base_dim or 0) * c.dim_mult[0] / (c.patch_size or 1) ** 2,
         channels=lambda c: c.z_dim, temporal=lambda v: 2 ** sum(v.config.temperal_downsample),
         spatial=lambda v: 2 ** (len(v.config.dim_mult) - 1) * (v.config.patch_size or 1),
-        pass_frames=lambda v, tc: tc + 2),
+        pass_frames=lambda v, tc: tc + 2, reciprocal_std=True),
     "AutoencoderKLLTXVideo": _Family(
         stats="buffers",
         width=lambda c: max(c.block_out_channels[0], c.decoder_block_out_channels[0]) / c.patch_size ** 2),
@@ -256,10 +257,14 @@ class DiffusersVideoVAE(nn.Module):
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Raw latents -> the normalized latents the family's diffusers pipeline denoises."""
         mean, std, scale = self._statistics(z)
+        if self._spec.reciprocal_std:
+            return (z - mean) * (1.0 / std) * scale
         return (z - mean) * scale / std
 
     def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         mean, std, scale = self._statistics(z)
+        if self._spec.reciprocal_std:
+            return z / (1.0 / std) / scale + mean
         return z * std / scale + mean
 
     # ------------------------------------------------------------------ encode / decode

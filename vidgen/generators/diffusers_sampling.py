@@ -1,0 +1,152 @@
+"""Sampling and training of a :class:`~vidgen.generators.diffusers_transformer.DiffusersFlowTransformer`, step for
+step as the family's diffusers pipeline samples:
+
+- timesteps: ``set_timesteps(steps)`` (Wan, CogVideoX), or LTX's shifted sigmas (``mu`` from the latent grid's size);
+- guidance as the family applies it: Wan one pass per condition, CogVideoX and LTX one batched pass over
+  ``[negative; prompt]``, both ``uncond + s * (cond - uncond)``, only where the scale is above 1;
+- Wan 2.2's second transformer below ``boundary_ratio`` of the noise scale, with its own guidance scale;
+- CogVideoX's DPM scheduler with the previous step's clean estimate.
+
+The state and the prediction keep the dtypes the family's pipeline gives them (fp32 state for Wan and LTX, the text
+embeddings' dtype for CogVideoX), so bf16 sampling rounds as diffusers' does.
+Training (:func:`training_loss`): flow matching for Wan and LTX (``x_s = (1 - s) x0 + s eps``, target ``eps - x0``,
+timestep ``1000 s``), the scheduler's noising and velocity for CogVideoX's v-prediction.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidgen.errors import InvalidInputError
+from vidgen.generators.base import check_positive_int, per_sample_mean
+from vidgen.generators.embeddings import Conditioning
+from vidgen.rng import rows
+
+
+def check_scheduler(model, scheduler) -> None:
+    """A flow family needs a FlowMatch / flow-shifted scheduler; CogVideoX one configured for v-prediction."""
+    name = type(scheduler).__name__
+    flow = "FlowMatch" in name or bool(getattr(scheduler.config, "use_flow_sigmas", False))
+    if model.prediction_type == "flow" and not flow:
+        raise InvalidInputError(f"scheduler: {type(model.model).__name__} predicts a flow velocity and needs a "
+                                f"flow-matching scheduler (FlowMatch*, or UniPC with use_flow_sigmas), got {name}")
+    if model.prediction_type != "flow" and (flow or scheduler.config.get("prediction_type") not in
+                                            ("epsilon", "v_prediction")):
+        raise InvalidInputError(f"scheduler: {type(model.model).__name__} predicts {model.prediction_type!r}; "
+                                f"{name} is configured for {scheduler.config.get('prediction_type', 'flow')!r}")
+
+
+def set_timesteps(model, scheduler, steps: int, grid, device) -> torch.Tensor:
+    """The family's timesteps for ``steps`` steps on a latent ``grid`` (see the module docstring)."""
+    if model.family.name == "ltx":
+        from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
+        cfg = scheduler.config
+        mu = calculate_shift(int(np.prod(grid)), cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        return retrieve_timesteps(scheduler, steps, device, None, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)[0]
+    scheduler.set_timesteps(steps, device=device)
+    return scheduler.timesteps
+
+
+def _guided(model, x, t, cond, negative, scale, doubled: bool, options) -> torch.Tensor:
+    """The guided prediction at state ``x`` and timestep ``t``, as the family computes it: Wan in the model's
+    dtype (its scheduler sees bf16 under bf16 weights), CogVideoX and LTX in fp32."""
+    b = x.shape[0]
+    if model.family.cfg == "separate":
+        pos = model(x, t.expand(b), cond, **options).sample
+        if not doubled:
+            return pos
+        neg = model(x, t.expand(b), negative, **options).sample
+        return neg + scale * (pos - neg)
+    if not doubled:
+        return model(x, t.expand(b), cond, **options).sample.float()
+    both = Conditioning.cat([negative, cond])
+    out = model(torch.cat([x, x]), t.expand(2 * b), both, **options).sample.float()
+    neg, pos = out.chunk(2)
+    return neg + scale * (pos - neg)
+
+
+@torch.no_grad()
+def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, grid, batch: int, scheduler=None,
+                   negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
+                   latents: Optional[torch.Tensor] = None, callback: Optional[Callable] = None,
+                   progress: Optional[Callable] = None, model_2=None, boundary_ratio: Optional[float] = None,
+                   guidance_scale_2: Optional[float] = None, model_kwargs: Optional[dict] = None,
+                   **settings) -> torch.Tensor:
+    """Normalized latents (B, C, t, h, w) for a latent ``grid`` with the family's sampling (module docstring).
+
+    ``config`` (a :class:`~vidgen.generators.FlowSamplingConfig`) with ``settings`` applied gives the steps and the
+    guidance scale; guidance runs when the scale is above 1 and ``negative`` is given. ``latents``: starting noise
+    in vidgen's layout (else drawn as the family's pipeline draws it). ``model_2`` / ``boundary_ratio`` /
+    ``guidance_scale_2``: Wan 2.2's low-noise transformer. ``callback(i, t, {"latents": ...})`` may return new
+    ``"latents"``, a ``"guidance_scale"`` or ``"interrupt": True``."""
+    from vidgen.generators.flow import FlowSamplingConfig, check_latents_input
+    config = FlowSamplingConfig.resolve(config, settings)
+    if scheduler is None:
+        raise InvalidInputError("scheduler: sampling a diffusers transformer needs its pipeline's scheduler")
+    check_positive_int("batch", batch)
+    check_scheduler(model, scheduler)
+    model.check_grid(tuple(grid))
+    dev = model.device
+    shape = (batch, model.in_channels, *grid)
+    if latents is not None:
+        check_latents_input(model, latents, shape)
+    # the state's dtype is the family's: fp32 (Wan, LTX), the text embeddings' (CogVideoX)
+    state = cond.text.dtype if model.family.name == "cogvideox" and cond is not None else torch.float32
+    latents = (model.noise(shape, generator, dev, state) if latents is None else latents).to(dev, state)
+    timesteps = set_timesteps(model, scheduler, config.num_inference_steps, grid, dev)
+    latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+    scale, options = config.guidance_scale, dict(model_kwargs or {})
+    boundary = None if boundary_ratio is None else boundary_ratio * scheduler.config.num_train_timesteps
+    dpm, old_x0 = type(scheduler).__name__ == "CogVideoXDPMScheduler", None
+    step_kwargs = {"eta": 0.0, "generator": generator} if model.family.name == "cogvideox" else {}
+    for i, t in enumerate(progress(timesteps) if progress else timesteps):
+        low = boundary is not None and t < boundary
+        current = model_2 if low else model
+        s = (guidance_scale_2 if guidance_scale_2 is not None else scale) if low else scale
+        doubled = negative is not None and s > 1.0
+        x_in = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+        out = _guided(current, x_in, t, cond, negative, s, doubled, options)
+        if dpm:
+            prev_t = timesteps[i - 1] if i > 0 else None
+            latents, old_x0 = scheduler.step(out, old_x0, t, prev_t, latents, **step_kwargs, return_dict=False)
+        else:
+            latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+        latents = latents.to(state) if model.family.name == "cogvideox" else latents
+        if callback is not None:
+            changed = callback(i, t, {"latents": latents}) or {}
+            latents = changed.get("latents", latents)
+            scale = changed.get("guidance_scale", scale)
+            if changed.get("interrupt"):
+                break
+    return latents
+
+
+def training_loss(model, x0: torch.Tensor, cond: Optional[Conditioning], generator=None) -> tuple[torch.Tensor, dict]:
+    """The family's denoising loss on normalized latents ``x0`` (B, C, t, h, w), with per-sample randomness from
+    ``generator`` (the same numbers whatever the split over processes)."""
+    if x0.dim() != 5 or x0.shape[1] != model.in_channels:
+        raise InvalidInputError(f"x0 must be (B, {model.in_channels}, t, h, w) latents, got {tuple(x0.shape)}")
+    b, dev = x0.shape[0], x0.device
+    r = rows(generator)
+    noise = r.randn(*x0.shape).to(dev, x0.dtype)
+    if model.prediction_type == "flow":
+        from vidgen.generators.flow import flow_matching_pair
+        s = torch.sigmoid(r.randn(b) * model.logit_normal_std).to(dev)
+        xt, target, timestep = flow_matching_pair(x0, noise, s)
+    else:
+        sched = model.noise_scheduler
+        if sched is None:
+            raise InvalidInputError(f"{type(model.model).__name__}: v-prediction training needs noise_scheduler (the "
+                                    "pipeline's scheduler)")
+        timestep = r.randint(int(sched.config.num_train_timesteps), b).to(dev)
+        xt = sched.add_noise(x0, noise, timestep)
+        target = sched.get_velocity(x0, noise, timestep) if model.prediction_type == "v_prediction" else noise
+    pred = model(xt, timestep, cond).sample
+    loss = per_sample_mean(F.mse_loss(pred.float(), target.float(), reduction="none"), torch.ones_like(pred))
+    return loss, {"mse": loss.item()}

@@ -1,0 +1,288 @@
+"""``DiffusersFlowPipeline``: a diffusers video pipeline folder (``WanPipeline``, ``CogVideoXPipeline``,
+``LTXPipeline``) as a vidgen :class:`~vidgen.pipelines.FlowVideoPipeline`::
+
+    pipe = load_pipeline("Wan2.1-T2V-1.3B-Diffusers")             # the folder diffusers' WanPipeline loads
+    frames = pipe("a cat surfing", num_frames=81, height=480, width=832).frames
+    pipe.save_pretrained("out")                                     # WanPipeline.from_pretrained("out") loads it
+
+Its parts are the folder's own: the transformer (``pipe.transformer``, the diffusers model; vidgen samples and
+trains it through :attr:`flow_generator`, a :class:`~vidgen.generators.DiffusersFlowTransformer`), the VAE (used through
+:class:`~vidgen.tokenizers.DiffusersVideoVAE`, so any frame count is exact), the text encoder, tokenizer and
+scheduler. Sampling follows the family's diffusers pipeline step for step (:mod:`vidgen.generators.diffusers_sampling`):
+with the same prompt, ``latents``, scheduler and steps the frames are diffusers' own. Prompts are encoded by the
+family's own ``encode_prompt``. Features the family cannot serve (stories and long videos, which need a causal
+stream decoder; conditioning frames; class labels; guidance intervals) are refused by name before any work.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import diffusers
+import torch
+
+from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
+from vidgen.generators.diffusers_transformer import FAMILIES, DiffusersFlowTransformer, transformer_family
+from vidgen.generators.embeddings import Conditioning
+from vidgen.generators.flow import FlowSamplingConfig
+from vidgen.generators.sampling_config import UNSET
+from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.flow import FlowVideoPipeline
+from vidgen.pipelines.output import per_sample
+
+#: diffusers pipeline class -> (default sampling settings, default (num_frames, height, width))
+NATIVE_PIPELINES = {
+    "WanPipeline": (dict(num_inference_steps=50, guidance_scale=5.0), (81, 480, 832)),
+    "CogVideoXPipeline": (dict(num_inference_steps=50, guidance_scale=6.0), (49, 480, 720)),
+    "LTXPipeline": (dict(num_inference_steps=50, guidance_scale=3.0), (161, 512, 704)),
+}
+#: __call__ arguments of vidgen's other pipelines that no diffusers family here can serve, and why
+REFUSED = {
+    "class_labels": "the model is text-conditioned only",
+    "conditioning_frames": "this text-to-video family has no conditioning-frame path (use diffusers' image-to-video "
+                           "pipeline of the family)",
+    "conditioning_latent_indices": "this text-to-video family has no conditioning-frame path",
+    "context_frames": "stories and long videos need a causal stream decoder and a conditioning path",
+    "guidance_interval": "the family guides every step as its diffusers pipeline does",
+}
+
+
+def native_class_name(folder) -> Optional[str]:
+    """The diffusers pipeline class a folder's ``model_index.json`` names, if it is one of
+    :data:`NATIVE_PIPELINES`."""
+    index = Path(folder) / "model_index.json"
+    try:
+        name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if name in NATIVE_PIPELINES else None
+
+
+class DiffusersFlowPipeline(FlowVideoPipeline):
+    """A diffusers video pipeline's components as a vidgen flow pipeline (see the module docstring)."""
+
+    _optional_components = ["text_encoder", "tokenizer", "transformer_2"]
+    bf16_pays_on_cpu = True
+
+    def __init__(self, vae, transformer, scheduler, text_encoder=None, tokenizer=None, transformer_2=None,
+                 boundary_ratio: Optional[float] = None, expand_timesteps: bool = False):
+        VideoPipelineBase.__init__(self)
+        from vidgen.tokenizers import DiffusersVideoVAE
+        vae = DiffusersVideoVAE.unwrap(vae) if vae is not None else None
+        transformer = transformer.model if isinstance(transformer, DiffusersFlowTransformer) else transformer
+        if transformer is None or transformer_family(transformer) is None:
+            raise ConfigError(f"transformer: {type(transformer).__name__} is not a supported diffusers video "
+                              f"transformer ({', '.join(sorted(FAMILIES))})")
+        self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
+                              tokenizer=tokenizer, transformer_2=transformer_2)
+        self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps)
+        if vae is not None:
+            self.flow_generator.check_tokenizer(self.video_tokenizer)
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_native(cls, native) -> "DiffusersFlowPipeline":
+        """The vidgen pipeline over the components of a diffusers pipeline object (shared, not copied)."""
+        parts = {k: v for k, v in native.components.items() if k in
+                 ("vae", "transformer", "scheduler", "text_encoder", "tokenizer", "transformer_2")}
+        extra = {k: native.config.get(k) for k in ("boundary_ratio", "expand_timesteps") if native.config.get(k)}
+        return cls(**parts, **extra)
+
+    @property
+    def family(self):
+        return transformer_family(self.transformer)
+
+    @property
+    def native_class(self) -> type:
+        """The diffusers pipeline class this pipeline's folder is written for (``WanPipeline``, ...)."""
+        return getattr(diffusers, self.family.pipeline)
+
+    def native(self):
+        """The family's diffusers pipeline over the same components (nothing is copied): what
+        :meth:`save_pretrained` writes, and what loads LoRAs (``pipe.native().load_lora_weights(...)``)."""
+        parts = dict(vae=self.vae, transformer=self.transformer, scheduler=self.scheduler,
+                     text_encoder=self.text_encoder, tokenizer=self.tokenizer)
+        if self.family.name == "wan":
+            parts.update(transformer_2=self.transformer_2, boundary_ratio=self.config.boundary_ratio,
+                         expand_timesteps=bool(self.config.expand_timesteps))
+        return self.native_class(**parts)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """The folder the family's diffusers pipeline class loads (``model_index.json`` names it), plus
+        ``sampling_config.json``."""
+        self.native().save_pretrained(save_directory, *args, **kwargs)
+        self.sampling_config.save_pretrained(save_directory)
+
+    @property
+    def sampling_config(self) -> FlowSamplingConfig:
+        """The folder's ``sampling_config.json``, else the family's diffusers defaults (steps, guidance)."""
+        if getattr(self, "_sampling_config", None) is None:
+            self._sampling_config = FlowSamplingConfig(**NATIVE_PIPELINES[self.family.pipeline][0])
+        return self._sampling_config
+
+    @sampling_config.setter
+    def sampling_config(self, config) -> None:
+        FlowVideoPipeline.sampling_config.fset(self, config)
+
+    # ------------------------------------------------------------------ components as vidgen sees them
+    @property
+    def flow_generator(self) -> DiffusersFlowTransformer:
+        """The transformer as a vidgen flow generator (wrapped once; again when the component is replaced)."""
+        return self._wrapped("transformer")
+
+    def _wrapped(self, name: str) -> Optional[DiffusersFlowTransformer]:
+        model = getattr(self, name, None)
+        if model is None:
+            return None
+        cache = self.__dict__.setdefault("_flow_generators", {})
+        if name not in cache or cache[name].model is not model:
+            cache[name] = DiffusersFlowTransformer(model, noise_scheduler=self.scheduler)
+        gen = cache[name]
+        gen.noise_scheduler, gen.expand_timesteps = self.scheduler, bool(self.config.get("expand_timesteps"))
+        if self.vae is not None:
+            tok = self.video_tokenizer
+            gen.vae_ratios = (tok.temporal_compression_ratio, tok.spatial_compression_ratio)
+        return gen
+
+    @property
+    def window(self) -> int:
+        """Latent frames sampled at once: the whole video (no chunked long videos for these families)."""
+        return 1 << 30
+
+    @property
+    def default_size(self) -> tuple[int, int, int]:
+        """``(num_frames, height, width)`` of the family's diffusers pipeline defaults."""
+        return NATIVE_PIPELINES[self.family.pipeline][1]
+
+    # ------------------------------------------------------------------ prompts
+    def max_text_tokens(self) -> int:
+        """The family's prompt length: CogVideoX's transformer fixes it (``max_text_seq_length``)."""
+        return int(self.transformer.config.get("max_text_seq_length") or self.family.max_text_tokens)
+
+    def encode_prompt(self, prompt, negative_prompt=None, num_videos_per_prompt: int = 1, prompt_embeds=None,
+                      negative_prompt_embeds=None, max_text_tokens: Optional[int] = None, guidance: bool = True):
+        """The family's diffusers ``encode_prompt`` -> ``(prompt_embeds, negative_prompt_embeds)`` as vidgen
+        :class:`~vidgen.generators.Conditioning` (per-token states and, for LTX, the mask). With ``guidance`` the
+        negative prompt defaults to ``""``, as in diffusers."""
+        if prompt_embeds is not None:
+            return prompt_embeds, negative_prompt_embeds
+        self._check_components("text_encoder", "tokenizer")
+        native = self.native()
+        out = native.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance=guidance,
+                                   num_videos_per_prompt=num_videos_per_prompt,
+                                   max_sequence_length=max_text_tokens or self.max_text_tokens(),
+                                   device=self.flow_generator.device)
+        if self.family.name == "ltx":
+            pos, pos_mask, neg, neg_mask = out
+            return Conditioning(pos, pos_mask.bool()), (Conditioning(neg, neg_mask.bool()) if guidance else None)
+        pos, neg = out
+        return Conditioning(pos), (Conditioning(neg) if guidance else None)
+
+    # ------------------------------------------------------------------ sampling
+    def _refuse(self, given: dict) -> None:
+        bad = [name for name, value in given.items() if value is not None and value is not UNSET]
+        if bad:
+            raise UnsupportedError(f"{', '.join(bad)}: not available for the {self.family.pipeline} family "
+                                   f"({'; '.join(REFUSED[b] for b in bad)})")
+
+    def stream(self, prompt, **kwargs):
+        raise UnsupportedError(f"stories and long videos (stream, prompt schedules): not available for the "
+                               f"{self.family.pipeline} family ({REFUSED['context_frames']}); sample the whole "
+                               "video in one call")
+
+    @torch.no_grad()
+    def __call__(self, prompt=None, negative_prompt=None, num_frames: Optional[int] = None,
+                 height: Optional[int] = None, width: Optional[int] = None, num_inference_steps: int = UNSET,
+                 guidance_scale: float = UNSET, num_videos_per_prompt: int = 1, generator=None,
+                 latents: Optional[torch.Tensor] = None, prompt_embeds=None, negative_prompt_embeds=None,
+                 output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
+                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+                 decode_chunk_frames: Optional[int] = None, max_sequence_length: Optional[int] = None,
+                 frame_rate: float = 25.0, guidance_scale_2: Optional[float] = None,
+                 attention_kwargs: Optional[dict] = None, class_labels=None, conditioning_frames=None,
+                 conditioning_latent_indices=None, context_frames=None, guidance_interval=UNSET):
+        """Text -> video as the family's diffusers pipeline samples it. ``num_frames`` / ``height`` / ``width``
+        default to the family's (:attr:`default_size`); any frame count is decoded exactly. ``latents``: starting
+        noise (B, C, t, h, w) in vidgen's layout. Settings left out come from :attr:`sampling_config`.
+        ``guidance_scale_2``: Wan 2.2's low-noise guidance. The arguments after ``attention_kwargs`` exist for
+        vidgen's other pipelines and are refused here by name."""
+        # 1. refuse what cannot work, before any work
+        if isinstance(prompt, dict) or isinstance(negative_prompt, dict):
+            self.stream(prompt)
+        self._refuse(dict(class_labels=class_labels, conditioning_frames=conditioning_frames,
+                          conditioning_latent_indices=conditioning_latent_indices, context_frames=context_frames,
+                          guidance_interval=guidance_interval))
+        config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        if config.guidance_interval is not None:
+            self._refuse(dict(guidance_interval=config.guidance_interval))
+        frames0, height0, width0 = self.default_size
+        num_frames, height, width = num_frames or frames0, height or height0, width or width0
+        # 2. check every input once
+        batch = VideoPipelineBase.check_inputs(
+            self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, num_frames=num_frames, height=height, width=width,
+            num_videos_per_prompt=num_videos_per_prompt, generator=generator, output_type=output_type,
+            decode_chunk_frames=decode_chunk_frames,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+        gen = self.flow_generator
+        grid = self.video_tokenizer.latent_grid(num_frames, height, width)
+        gen.check_grid(grid)
+        from vidgen.generators.diffusers_sampling import check_scheduler, sample_latents
+        check_scheduler(gen, self.scheduler)
+        if latents is not None:
+            from vidgen.generators.flow import check_latents_input
+            check_latents_input(gen, latents, (batch, gen.in_channels, *grid))
+        self._start_sampling(config.guidance_scale, config.num_inference_steps)
+        # 3. prompts, as the family encodes them (the negative prompt defaults to "" under guidance)
+        guided = config.guidance_scale > 1.0 or (guidance_scale_2 or 0) > 1.0
+        cond, negative = self.encode_prompt(prompt, negative_prompt, num_videos_per_prompt, prompt_embeds,
+                                            negative_prompt_embeds, max_sequence_length, guidance=guided)
+        generators = self._generators(generator, batch)
+        callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "latents")
+        wan2 = dict(model_2=self._wrapped("transformer_2"), boundary_ratio=self.config.get("boundary_ratio"),
+                    guidance_scale_2=guidance_scale_2)
+        options = dict(attention_kwargs=attention_kwargs) if attention_kwargs else {}
+        if self.family.name == "ltx":
+            options["frame_rate"] = frame_rate
+
+        # 4. sample (once, or once per video with a list of generators)
+        def sample(rows, g, cond, negative, latents):
+            self._guidance_scale = config.guidance_scale
+            return sample_latents(gen, cond, config, scheduler=self.scheduler, grid=grid, batch=rows,
+                                  negative=negative, generator=g, latents=latents, callback=callback,
+                                  progress=self.progress(config.num_inference_steps), model_kwargs=options, **wan2)
+
+        x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents))
+        # 5. decode
+        return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
+                                         len(generators) > 1), return_dict)
+
+    def _decode(self, x, num_frames, height, width, output_type, decode_chunk_frames, per_video=False):
+        if output_type == "latent":
+            return x
+        from vidgen.pipelines.output import to_output
+        tok = self.video_tokenizer
+        parts = x.split(1) if per_video else [x]
+        video = torch.cat([self.flow_generator.decode_videos(tok, part.to(tok.dtype), num_frames, height, width,
+                                                        chunk_frames=decode_chunk_frames) for part in parts])
+        return to_output(video, output_type)
+
+
+def load_native_pipeline(path, **kwargs) -> DiffusersFlowPipeline:
+    """A diffusers video pipeline folder as a :class:`DiffusersFlowPipeline`, with its ``sampling_config.json``
+    if it has one. ``dtype`` as :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`."""
+    name = native_class_name(path)
+    if name is None:
+        raise ConfigError(f"{path}: not a supported diffusers video pipeline folder (model_index.json must name one "
+                          f"of {sorted(NATIVE_PIPELINES)})")
+    dtype = DiffusersFlowPipeline._resolve_dtype(kwargs.pop("dtype", None), kwargs.get("device_map") or
+                                                 ("cuda" if torch.cuda.is_available() else "cpu"))
+    unknown = sorted(set(kwargs) - {"device_map", "local_files_only"})
+    if unknown:
+        raise InvalidInputError(f"{path}: unknown loading option(s) {unknown}")
+    native = getattr(diffusers, name).from_pretrained(str(path), dtype=dtype, **kwargs)
+    pipe = DiffusersFlowPipeline.from_native(native)
+    if (Path(path) / "sampling_config.json").is_file():  # else the family's defaults
+        pipe._sampling_config = FlowSamplingConfig.from_pretrained(Path(path), DiffusersFlowPipeline)
+    return pipe
