@@ -102,11 +102,7 @@ class DiffusersFlowTransformer(nn.Module):
     @property
     def patch_size(self) -> tuple[int, int, int]:
         """``(pt, ph, pw)``: latent cells per token along each axis."""
-        cfg = self.model.config
-        if self.family.name == "wan":
-            return tuple(int(p) for p in cfg.patch_size)
-        pt = cfg.get("patch_size_t") or 1
-        return int(pt), int(cfg.patch_size), int(cfg.patch_size)
+        return patch_size_of(self.model)
 
     def token_grid(self, grid) -> tuple[int, int, int]:
         """The transformer's token grid for a latent grid (t, h, w)."""
@@ -224,6 +220,14 @@ class DiffusersFlowTransformer(nn.Module):
         (:func:`~vidgen.generators.diffusers_sampling.training_loss`)."""
         from vidgen.generators.diffusers_sampling import training_loss
         return training_loss(self, x0, cond, generator)
+
+
+def patch_size_of(model) -> tuple[int, int, int]:
+    """``(pt, ph, pw)`` of a diffusers video transformer: latent cells per token along t, h, w."""
+    cfg = model.config
+    if isinstance(cfg.patch_size, (tuple, list)):  # Wan
+        return tuple(int(p) for p in cfg.patch_size)
+    return int(cfg.get("patch_size_t") or 1), int(cfg.patch_size), int(cfg.patch_size)
 
 
 def pack_latents(x: torch.Tensor, p: int = 1, pt: int = 1) -> torch.Tensor:

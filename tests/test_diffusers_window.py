@@ -1,0 +1,81 @@
+"""vidgen's 3D window attention swapped into diffusers video transformers: equal to the dense model when the window
+covers the grid (on the blocked CPU path too), a real window changes and still samples, layers and dense steps are
+honoured, the original processors come back, bad settings are refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidgen.errors import InvalidInputError
+from vidgen.generators.diffusers_window import window_attention
+from vidgen.pipelines import DiffusersFlowPipeline
+from vidgen.pipelines.diffusers_tiny import TINY_FAMILIES, tiny_native_pipeline
+
+SIZES = {"wan": (9, 32, 64), "cogvideox": (9, 32, 32), "ltx": (9, 32, 32)}
+
+
+def _sample(pipe, family, steps=2, **extra):
+    t, h, w = SIZES[family]
+    kw = dict(num_frames=t, height=h, width=w, num_inference_steps=steps, guidance_scale=4.0, output_type="latent",
+              generator=torch.Generator().manual_seed(0))
+    if family == "cogvideox":
+        kw["max_sequence_length"] = 16
+    return pipe("a cat on a roof", **{**kw, **extra}).frames
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    out = {}
+    for family in TINY_FAMILIES:
+        pipe = DiffusersFlowPipeline.from_native(tiny_native_pipeline(family))
+        pipe.set_progress_bar_config(disable=True)
+        out[family] = (pipe, _sample(pipe, family))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpu"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_a_window_covering_the_grid_equals_the_dense_model(family, backend, pipes):
+    pipe, dense = pipes[family]
+    handle = window_attention(pipe.transformer, window=(99, 99, 99), backend=backend)
+    try:
+        windowed = _sample(pipe, family)
+    finally:
+        handle.remove()
+    assert handle.state.windowed_calls > 0
+    assert (windowed - dense).abs().max() <= 1e-5
+    assert torch.equal(_sample(pipe, family), dense)  # removed: the model's own processors again
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_a_windowed_model_samples_and_differs_from_dense(family, pipes):
+    pipe, dense = pipes[family]
+    handle = window_attention(pipe.flow_generator, window=(1, 1, 1), layers=[1])
+    try:
+        frames = _sample(pipe, family, output_type="np")
+        windowed = _sample(pipe, family)
+    finally:
+        handle.remove()
+    assert frames.shape[1] == SIZES[family][0] and torch.isfinite(windowed).all()
+    assert (windowed - dense).abs().max() > 1e-3
+    assert handle.state.grid is not None and min(handle.state.grid) >= 1
+
+
+def test_dense_steps_keep_the_first_steps_dense(pipes):
+    pipe, _ = pipes["ltx"]
+    handle = window_attention(pipe.transformer, window=(1, 3, 3), dense_steps=2)
+    try:
+        _sample(pipe, "ltx", steps=3)
+        first = handle.state.windowed_calls  # one batched CFG call a step, 2 blocks: only step 3 is windowed
+        _sample(pipe, "ltx", steps=3)  # a new run starts dense again
+    finally:
+        handle.remove()
+    assert first == 2 and handle.state.windowed_calls == 4
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(window=(3, 3)), "window must be"), (dict(window=(3, 0, 3)), "window must be"),
+    (dict(window=(3, 3, 3), layers=[7]), "layers"), (dict(window=(3, 3, 3), dense_steps=-1), "dense_steps")])
+def test_bad_window_settings_are_refused(kwargs, match, pipes):
+    with pytest.raises(InvalidInputError, match=match):
+        window_attention(pipes["wan"][0].transformer, **kwargs)
