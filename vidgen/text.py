@@ -53,12 +53,45 @@ def resolve_text_encoder(name_or_path: Optional[str] = None) -> str:
     return str(name_or_path)
 
 
+#: diffusers pipelines whose prompt encoding runs the text encoder without the attention mask
+UNMASKED_TEXT_PIPELINES = ("CogVideoXPipeline",)
+
+
+class _Unmasked(torch.nn.Module):
+    """A text encoder called without its attention mask (pad tokens attended), as CogVideoX's pipeline calls T5."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.encoder(input_ids)
+
+
+def _pipeline_text_encoder(folder: Path, dtype: torch.dtype):
+    """A diffusers pipeline folder's own ``tokenizer/`` and ``text_encoder/`` (the transformers class its config
+    names, e.g. ``UMT5EncoderModel``), called as the pipeline calls it."""
+    import json
+
+    import transformers
+    architectures = json.loads((folder / "text_encoder" / "config.json").read_text()).get("architectures") or []
+    cls = getattr(transformers, architectures[0], None) if architectures else None
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    encoder = (cls or transformers.AutoModel).from_pretrained(str(folder / "text_encoder"), dtype=dtype)
+    if json.loads((folder / "model_index.json").read_text()).get("_class_name") in UNMASKED_TEXT_PIPELINES:
+        encoder = _Unmasked(encoder)
+    return tokenizer, encoder.eval().requires_grad_(False)
+
+
 def load_text_encoder(name_or_path: Optional[str] = None, dtype: torch.dtype = torch.float32):
-    """``(tokenizer, encoder)`` in eval mode, without network access."""
+    """``(tokenizer, encoder)`` in eval mode, without network access. A diffusers pipeline folder (one with
+    ``model_index.json``) gives its own tokenizer and text encoder, called as that pipeline calls them."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     source = resolve_text_encoder(name_or_path)
+    if (Path(source) / "model_index.json").is_file() and (Path(source) / "text_encoder").is_dir():
+        return _pipeline_text_encoder(Path(source), dtype)
     offline = not Path(source).exists()
     try:
         verbosity = hf_logging.get_verbosity()
