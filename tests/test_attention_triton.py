@@ -180,18 +180,18 @@ def test_torch_compile_fullgraph_through_the_custom_op(tk):
 
 
 LAYOUT_CASES = [  # (pattern, layout): 3D boxes with and without padding, raster with a prefix tile, auto
-    (make_pattern((4, 8, 8), (3, 3, 3)), (2, 4, 4)),  # boxes tile the grid: a permutation without padding
+    (make_pattern((2, 8, 8), (3, 3, 3)), (2, 4, 4)),  # boxes tile the grid: a permutation without padding
     (make_pattern((3, 5, 7), (3, 3, 5), num_prefix_tokens=3), (1, 4, 8)),  # padded boxes, prefix
     (make_pattern((5, 4, 6), (3, None, 3), causal=True, num_prefix_tokens=2), (4, 2, 4)),
     (make_pattern((4, 6, 5), (3, 5, 3), causal=True, num_prefix_tokens=3), "raster"),
-    (make_pattern((6, 8, 8), (3, 5, 5), num_prefix_tokens=1), "auto"),
+    (make_pattern((4, 6, 8), (3, 5, 5), num_prefix_tokens=1), "auto"),
 ]
 
 
 @pytest.mark.parametrize("pattern,layout", LAYOUT_CASES, ids=[f"{p.grid}-{lay}" for p, lay in LAYOUT_CASES])
 def test_triton_layouts_agree_with_reference(tk, pattern, layout):
     """Every token layout gives the reference's outputs and gradients (32x16 forward tiles, 16x16 backward)."""
-    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16)
+    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=16)
     check_against_reference(lambda a, b, c: tk.triton_attention3d(a, b, c, pattern, block_m=32, block_n=16,
                                                                   layout=layout), pattern, q, k, v)
 
