@@ -27,7 +27,7 @@ LAYERS = {
     "errors": 0,
     "vidgen": 1, "precision": 1, "rng": 1, "io": 1, "text": 1, "testing": 1,
     "data": 2, "attention": 2,
-    "tokenizers": 3, "metrics": 3,
+    "tokenizers": 3, "metrics": 3, "parallel": 3,
     "generators": 4,
     "pipelines": 5, "training": 5,
     "demo": 6, "cli": 6,

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from vidgen.attention import Attention3D, Attention3DConfig, CrossAttention
-from vidgen.errors import InvalidInputError
+from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.config import BackboneConfig
+from vidgen.parallel.ulysses import gather_tokens, split_tokens, ulysses_attention
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 class Block(nn.Module):
     """``x + gate * attn(modulate(norm(x)))`` [+ cross-attention] ``+ gate * mlp(modulate(norm(x)))``."""
+
+    sequence_parallel = None  # a vidgen.parallel.SequenceParallel: x is this rank's chunk of the sequence
 
     def __init__(self, cfg: BackboneConfig, index: int, causal):
         super().__init__()
@@ -57,8 +60,11 @@ class Block(nn.Module):
     def forward(self, x, mod, grid, num_prefix_tokens: int, context=None, kv_cache=None, start: int = 0):
         """x: (B, N, d); mod: (B, 6, d) shared modulation; context: (B, M, d) text tokens for cross-attention."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod + self.table[None]).unbind(1)  # each (B, d)
-        h = self.attn(modulate(self.norm1(x), shift_a, scale_a), grid, num_prefix_tokens,
-                      kv_cache=kv_cache, start=start)
+        y = modulate(self.norm1(x), shift_a, scale_a)
+        if self.sequence_parallel is None:
+            h = self.attn(y, grid, num_prefix_tokens, kv_cache=kv_cache, start=start)
+        else:  # all-to-all to a head split, the same attention on the whole sequence, all-to-all back
+            h = ulysses_attention(self.attn, y, grid, num_prefix_tokens, self.sequence_parallel)
         x = x + gate_a[:, None] * h
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context)
@@ -72,6 +78,9 @@ class VideoTransformerBackbone(nn.Module):
     """
 
     gradient_checkpointing = False
+    #: a :class:`vidgen.parallel.SequenceParallel` (set by :func:`vidgen.parallel.enable_sequence_parallel`): each rank
+    #: runs the blocks on its chunk of the tokens (Ulysses attention) and the chunks are gathered after the last block
+    sequence_parallel = None
 
     def __init__(self, cfg: BackboneConfig, causal=False):
         super().__init__()
@@ -107,11 +116,19 @@ class VideoTransformerBackbone(nn.Module):
         p_in = prefix.shape[1] if prefix is not None else 0
         tokens = torch.cat([prefix.to(x.dtype), x], dim=1) if p_in else x  # (B, P + L, d)
         mod = self.modulation(cond).unflatten(1, (6, -1))  # (B, 6, d)
+        sp, n = self.sequence_parallel, tokens.shape[1]
+        if sp is not None:
+            if kv_cache is not None:
+                raise UnsupportedError("sequence parallelism: KV-cached decoding is not split over processes; "
+                                       "sample the autoregressive generator without sequence parallelism")
+            tokens = split_tokens(tokens, sp)
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_cache is None else kv_cache.layers[i]
             if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None:
                 tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, context)
             else:
                 tokens = block(tokens, mod, grid, p_seq, context, layer_cache, start)
+        if sp is not None:
+            tokens = gather_tokens(tokens, n, sp)
         shift, scale = self.final_modulation(cond).chunk(2, dim=1)
         return modulate(self.final_norm(tokens[:, p_in:]), shift, scale)
