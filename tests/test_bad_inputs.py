@@ -33,6 +33,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from vidgen.data.buckets import parse_buckets
+from vidgen.generators.diffusers_window import window_attention
+from vidgen.training.lora import add_lora
 from vidgen.data.shards import ShardDataset
 from vidgen.data.sources import list_source, read_manifest
 from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, ShardError, UnsupportedError,
@@ -282,6 +284,18 @@ class Env:
         self.pipe.save_pretrained(self.path("pipe"))
         return self.path("pipe")
 
+    @cached_property
+    def diffusers_pipe(self):
+        """A tiny diffusers WanPipeline folder loaded as a vidgen flow pipeline."""
+        from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
+        tiny_native_pipeline("wan").save_pretrained(self.path("wan"))
+        return load_pipeline(self.path("wan"), dtype="fp32")
+
+    def run_diffusers_pipe(self, prompt="a fox", **kwargs):
+        kwargs = {"num_frames": 5, "height": 16, "width": 16, "num_inference_steps": 1, "output_type": "latent",
+                  **kwargs}
+        return self.diffusers_pipe(prompt, generator=torch.Generator().manual_seed(0), **kwargs).frames
+
     def broken_pipe(self, name: str, edit: Callable[[Path], None]) -> Path:
         path = self.path(name)
         shutil.copytree(self.pipe_folder, path)
@@ -344,6 +358,7 @@ SANITY: dict[str, Callable[[Env], Any]] = {
     "data": lambda env: (SceneClips("val", num_frames=3, size=8)[0]["video"],
                          ResizeBaseline().decode(ResizeBaseline().encode(torch.ones(1, 3, 3, 8, 8)), 3, 8, 8)),
     "pipeline_folder": lambda env: type(load_pipeline(env.pipe_folder)).__name__,
+    "diffusers_pipeline": lambda env: env.run_diffusers_pipe(),
 }
 
 
@@ -1035,6 +1050,22 @@ CASES: list[Case] = [
     Case("encode/manifest-no-path", "data",
          lambda env: read_manifest(_config_file(env, "clips.jsonl", '{"caption": "x"}\n')), VideoIOError,
          r"clips.jsonl: row 1: needs a 'path' \(or 'file_name'\) string"),
+    # diffusers video pipeline folders (Wan / CogVideoX / LTX-Video) as vidgen flow pipelines
+    Case("diffusers/not-a-video-pipeline", "diffusers_pipeline",
+         lambda env: load_pipeline((env.path("sd").mkdir(exist_ok=True), _config_file(
+             env, "sd/model_index.json", '{"_class_name": "StableDiffusionPipeline"}'))[1].parent), ConfigError,
+         r"model_index.json: _class_name 'StableDiffusionPipeline' is not a supported video pipeline"),
+    Case("diffusers/story", "diffusers_pipeline", lambda env: env.run_diffusers_pipe({0: "a fox", 4: "a boat"}),
+         UnsupportedError, r"stories and long videos .*not available for the WanPipeline family"),
+    Case("diffusers/prediction", "diffusers_pipeline",
+         lambda env: env.run_diffusers_pipe(conditioning_frames=torch.zeros(3, 1, 16, 16)), UnsupportedError,
+         r"conditioning_frames: not available for the WanPipeline family"),
+    Case("diffusers/lora-missing-target-modules", "diffusers_pipeline",
+         lambda env: add_lora(env.diffusers_pipe.transformer, 4, target_modules=["to_q", "to_qq"]), ConfigError,
+         r"lora target_modules \['to_qq'\]: not modules of WanTransformer3DModel"),
+    Case("diffusers/window-layers", "diffusers_pipeline",
+         lambda env: window_attention(env.diffusers_pipe.transformer, (1, 3, 3), layers=[5]), InvalidInputError,
+         r"layers: \[5\] are not block indices of this WanTransformer3DModel \(0..1\)"),
 ]
 
 

@@ -92,6 +92,11 @@ class DiffusersFlowTransformer(nn.Module):
         return self.family.prediction_type
 
     @property
+    def max_text_tokens(self) -> int:
+        """The family's prompt length (CogVideoX's transformer fixes it: ``max_text_seq_length``)."""
+        return int(self.model.config.get("max_text_seq_length") or self.family.max_text_tokens)
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 

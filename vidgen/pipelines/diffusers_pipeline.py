@@ -158,7 +158,7 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
     # ------------------------------------------------------------------ prompts
     def max_text_tokens(self) -> int:
         """The family's prompt length: CogVideoX's transformer fixes it (``max_text_seq_length``)."""
-        return int(self.transformer.config.get("max_text_seq_length") or self.family.max_text_tokens)
+        return self.flow_generator.max_text_tokens
 
     def encode_prompt(self, prompt, negative_prompt=None, num_videos_per_prompt: int = 1, prompt_embeds=None,
                       negative_prompt_embeds=None, max_text_tokens: Optional[int] = None, guidance: bool = True):

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from vidgen.errors import ConfigError
+from vidgen.generators.diffusers_transformer import FAMILIES, DiffusersFlowTransformer
+from vidgen.tokenizers import DiffusersVideoVAE
 from vidgen.training.config import GeneratorDataConfig, RunConfig, load_config
 from vidgen.training.generator_task import _LossModule
 from vidgen.training.trainer import StepOutput, TrainingTask, run_training
@@ -119,6 +121,21 @@ def family_condition(cond, generator, max_text_tokens: int):
     return Conditioning(hidden, mask if name == "ltx" else None)
 
 
+def _load_native(folder):
+    """The diffusers pipeline in ``folder`` (fp32: the master weights), if it is a supported video family."""
+    import json
+
+    import diffusers
+    families = sorted(f.pipeline for f in FAMILIES.values())
+    try:
+        name = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"pipeline={folder}: not a diffusers pipeline folder ({err})") from err
+    if name not in families:
+        raise ConfigError(f"pipeline={folder}: {name!r} is not a supported video pipeline ({families})")
+    return getattr(diffusers, name).from_pretrained(str(folder), dtype=torch.float32)
+
+
 class FineTuneTask(TrainingTask):
     """The family's loss on shard batches, for the LoRA adapter or every weight of the transformer."""
 
@@ -126,7 +143,6 @@ class FineTuneTask(TrainingTask):
     description = "fine-tuning"
 
     def __init__(self, cfg: FineTuneConfig, acc, log):
-        from vidgen.pipelines.diffusers_pipeline import load_native_pipeline
         from vidgen.training.encode_cache import tokenizer_fingerprint
         from vidgen.training.lora import add_lora
         from vidgen.training.shard_data import shard_batches
@@ -137,8 +153,11 @@ class FineTuneTask(TrainingTask):
             raise ConfigError(f"data.dataset={cfg.data.dataset!r}: fine-tuning reads a shard dataset (vidgen data "
                               "encode with the pipeline's VAE and text encoder)")
         self.cfg, self.acc = cfg, acc
-        pipe = load_native_pipeline(cfg.pipeline, dtype=torch.float32)  # fp32 master weights
-        gen = pipe.flow_generator
+        pipe = _load_native(cfg.pipeline)
+        gen = DiffusersFlowTransformer(pipe.transformer, noise_scheduler=pipe.scheduler)
+        vae = DiffusersVideoVAE(pipe.vae)
+        gen.vae_ratios = (vae.temporal_compression_ratio, vae.spatial_compression_ratio)  # LTX's rotary scale
+        gen.expand_timesteps = bool(pipe.config.get("expand_timesteps"))
         pipe.transformer.to(acc.device).train()
         if cfg.gradient_checkpointing:
             pipe.transformer.enable_gradient_checkpointing()
@@ -147,11 +166,11 @@ class FineTuneTask(TrainingTask):
                               cfg.lora.dropout, seed=cfg.seed)
         else:
             params = [p for p in pipe.transformer.parameters() if p.requires_grad]
-        self.max_text_tokens = pipe.max_text_tokens()
+        self.max_text_tokens = gen.max_text_tokens
         data = cfg.data
         if not data.text_encoder:
             data.text_encoder = cfg.pipeline
-        self.shards = shard_batches(data, tokenizer_fingerprint(pipe.video_tokenizer), False, cfg.seed,
+        self.shards = shard_batches(data, tokenizer_fingerprint(vae), False, cfg.seed,
                                     acc.process_index, acc.num_processes, log)
         for shape in self.shards.dataset.shapes.values():
             gen.check_grid(tuple(shape[-3:]))
