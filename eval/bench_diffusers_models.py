@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Benchmark a real-size diffusers video transformer inside vidgen on one GPU: the Wan2.1-T2V-1.3B architecture
+(random weights, bf16) at 480x832, 81 frames (latents 21x60x104, 32,760 tokens), text 512 tokens.
+
+Rows:
+* one denoising step with classifier-free guidance as Wan's pipeline runs it (two transformer passes), dense (the
+  model's own SDPA attention) against vidgen's 3D window attention swapped into every block
+  (:func:`vidgen.generators.diffusers_window.window_attention`, ``--window`` in tokens of the 21x30x52 grid), each
+  eager and under ``torch.compile``, with the peak GPU memory of the step;
+* one LoRA training step (rank ``--lora-rank`` on to_q / to_k / to_v / to_out.0, bf16 autocast over fp32 adapter
+  weights, gradient checkpointing, AdamW) on a ``--train-frames`` x 480 x 832 clip: seconds per step and peak memory.
+
+Each row: a first call (compile / warm-up, reported as ``first_call_s``), then ``--rounds`` timed calls with
+``torch.cuda.synchronize()`` around each; ``s`` is their median. The results file is rewritten after every row and
+a time guard (``--budget-s``) skips rows that would start past it, so a stopped run keeps what it measured.
+
+    python eval/bench_diffusers_models.py --out docs/results/bench_diffusers_models_gpu.json   # GPU
+    python eval/bench_diffusers_models.py --quick --out /tmp/q.json   # CPU, seconds: a tiny Wan, no compile
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_result  # noqa: E402  (imported first: the run's start load)
+
+import torch  # noqa: E402
+
+#: Wan2.1-T2V-1.3B's transformer config (its diffusers folder's transformer/config.json)
+WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+                text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+TINY = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, text_dim=32, ffn_dim=64, num_layers=2)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="CPU smoke run: a tiny Wan, a small grid, no compile")
+    p.add_argument("--out", default="docs/results/bench_diffusers_models_gpu.json")
+    p.add_argument("--frames", type=int, default=81)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--text-tokens", type=int, default=512)
+    p.add_argument("--window", default="7,15,27", help="t,h,w window in tokens of the transformer's grid")
+    p.add_argument("--train-frames", type=int, default=33, help="frames of the LoRA training clip (at height x width)")
+    p.add_argument("--lora-rank", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--budget-s", type=float, default=420.0)
+    p.add_argument("--no-compile", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frames, args.height, args.width, args.text_tokens, args.train_frames = 9, 64, 64, 16, 5
+        args.window, args.rounds, args.no_compile, args.lora_rank = "1,3,3", 2, True, 4
+    args.window = tuple(int(w) for w in args.window.split(","))
+    return args
+
+
+def latent_grid(frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """Wan's VAE: 4 frames and 8 pixels per latent cell (1 + (frames - 1) / 4 latent frames)."""
+    return 1 + (frames - 1) // 4, height // 8, width // 8
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        return {"gpu": p.name, "gpu_memory_gib": round(p.total_memory / 2**30, 1), "torch": torch.__version__,
+                "cuda": torch.version.cuda}
+    return {"gpu": None, "torch": torch.__version__}
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, rounds: int) -> dict:
+    """First call (compile, warm-up) apart, then the median of ``rounds`` calls, and the peak memory over them."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(rounds):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"s": statistics.median(times), "times_s": times, "first_call_s": first, "peak_memory_gib": peak}
+
+
+def build(args, device):
+    from diffusers import WanTransformer3DModel
+
+    from vidgen.generators import DiffusersFlowTransformer
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = WanTransformer3DModel(**(TINY if args.quick else WAN_1_3B))
+    dtype = torch.float32 if args.quick else torch.bfloat16
+    model.to(dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    for name, module in model.named_modules():  # as from_pretrained(dtype=bf16) keeps them
+        if any(k in name.split(".") for k in keep):
+            module.float()
+    return DiffusersFlowTransformer(model.eval()), dtype
+
+
+def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
+    """One CFG denoising step (two passes), dense / windowed x eager / compiled."""
+    from vidgen.generators import Conditioning
+    from vidgen.generators.diffusers_window import window_attention
+    grid = latent_grid(args.frames, args.height, args.width)
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.randn(1, gen.in_channels, *grid, device=device, generator=g)
+    text_dim = gen.config.text_dim
+    cond = Conditioning(torch.randn(1, args.text_tokens, text_dim, device=device, generator=g, dtype=dtype))
+    neg = Conditioning(torch.randn(1, args.text_tokens, text_dim, device=device, generator=g, dtype=dtype))
+    t = torch.tensor([500.0], device=device)
+    for compiled in ([False] if args.no_compile else [False, True]):
+        call = torch.compile(gen.model) if compiled else gen.model
+        for attention in ("dense", "windowed"):
+            row = {"row": "denoising_step", "attention": attention, "compile": compiled, "latent_grid": list(grid),
+                   "token_grid": list(gen.token_grid(grid)), "window": list(args.window) if attention != "dense"
+                   else None, "cfg_passes": 2}
+            if time.time() > deadline:
+                save({**row, "skipped": "time budget spent"})
+                continue
+            handle = window_attention(gen, args.window) if attention == "windowed" else None
+
+            @torch.no_grad()
+            def one_step():
+                for c in (cond, neg):  # Wan guides with one pass per condition
+                    call(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=c.text, return_dict=False)
+            try:
+                row.update(timed(one_step, device, args.rounds))
+            except Exception as err:  # noqa: BLE001  (an out-of-memory or compile failure is a result too)
+                row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            finally:
+                if handle is not None:
+                    row["windowed_calls"] = handle.state.windowed_calls
+                    handle.remove()
+            save(row)
+        torch._dynamo.reset()
+
+
+def lora_row(args, gen, dtype, device, deadline: float, save) -> None:
+    """One LoRA training step on a ``train_frames`` clip: the family's loss, backward, AdamW."""
+    from vidgen.generators import Conditioning
+    from vidgen.training.lora import add_lora
+    grid = latent_grid(args.train_frames, args.height, args.width)
+    row = {"row": "lora_train_step", "clip": [args.train_frames, args.height, args.width], "latent_grid": list(grid),
+           "lora_rank": args.lora_rank, "gradient_checkpointing": True, "precision": "bf16 autocast" if
+           dtype == torch.bfloat16 else "fp32"}
+    if time.time() > deadline:
+        return save({**row, "skipped": "time budget spent"})
+    try:
+        params = add_lora(gen, args.lora_rank)
+        for p in params:
+            p.data = p.data.float()  # fp32 adapter weights, the frozen base stays in bf16
+        gen.model.train().enable_gradient_checkpointing()
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+        x0 = torch.randn(1, gen.in_channels, *grid, generator=g).to(device)
+        cond = Conditioning(torch.randn(1, args.text_tokens, gen.config.text_dim, generator=g).to(device, dtype))
+        row["trainable_params_m"] = sum(p.numel() for p in params) / 1e6
+
+        def train_step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                loss, _ = gen.loss(x0, cond, torch.Generator().manual_seed(1))
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        row.update(timed(train_step, device, args.rounds))
+    except Exception as err:  # noqa: BLE001
+        row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+    save(row)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    if device.type == "cpu" and not args.quick:
+        print("no GPU: this benchmark measures the real-size model on a GPU; --quick runs a CPU smoke test")
+        return 2
+    gen, dtype = build(args, device)
+    rows: list = []
+    payload = {"model": "Wan2.1-T2V-1.3B architecture (random weights)" if not args.quick else "tiny Wan (--quick)",
+               "parameters_m": sum(p.numel() for p in gen.parameters()) / 1e6, "dtype": str(dtype).split(".")[-1],
+               "video": [args.frames, args.height, args.width], "text_tokens": args.text_tokens,
+               **device_info(device), "rows": rows}
+
+    def save(row):
+        rows.append(row)
+        write_result(args.out, payload)
+        print({k: v for k, v in row.items() if k != "times_s"}, flush=True)
+
+    deadline = start + args.budget_s
+    step_rows(args, gen, dtype, device, deadline, save)
+    lora_row(args, gen, dtype, device, deadline, save)
+    print(f"wrote {args.out} in {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
