@@ -19,9 +19,11 @@ def perturb_weights(*models: torch.nn.Module, seed: int = 1, scale: float = 0.05
     return models[0] if models else None
 
 
-def accelerate_launch(script, args: list[str], num_processes: int, timeout: float = 600):
+def accelerate_launch(script, args: list[str], num_processes: int, timeout: float = 600, popen: bool = False):
     """Run ``script args`` under ``accelerate launch`` on CPU (``num_processes`` > 1: torchrun + gloo DDP) with one
-    thread per process and a free rendezvous port; returns the finished ``subprocess.CompletedProcess``."""
+    thread per process and a free rendezvous port; returns the finished ``subprocess.CompletedProcess``, or with
+    ``popen`` the running ``subprocess.Popen`` in a session of its own (``os.killpg(p.pid, ...)`` reaches every
+    process it started), output discarded."""
     import os
     import socket
     import subprocess
@@ -34,4 +36,7 @@ def accelerate_launch(script, args: list[str], num_processes: int, timeout: floa
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(port), str(script), *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

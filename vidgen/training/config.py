@@ -111,10 +111,14 @@ class RunConfig:
     resume: str = "auto"  # "auto" | "" | path to a checkpoint folder
     # a saved model folder of the same kind to start from (fresh optimizer and schedule): a later training stage
     init_from: str = ""
+    # processes that share each clip's tokens (sequence parallelism, vidgen.parallel): world = data-parallel x sp_size
+    sp_size: int = 1
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
         _settle_precision(self)
+        from vidgen.parallel import check_sp_size
+        check_sp_size(self.sp_size)
         if self.optim.schedule_steps and self.optim.schedule_steps < self.steps:
             raise ConfigError(f"optim.schedule_steps={self.optim.schedule_steps} is below steps={self.steps}: the "
                               "schedule would end before the run; set it >= steps, or 0 to end with the run")

@@ -170,8 +170,9 @@ def _open_shards(cfg: GeneratorTrainConfig, tokenizer, acc, log):
     from vidgen.tokenizers import is_discrete
     from vidgen.training.encode_cache import tokenizer_fingerprint
     from vidgen.training.shard_data import shard_batches
+    from vidgen.training.sequence_parallel import data_rank_world
     return shard_batches(cfg.data, tokenizer_fingerprint(tokenizer), is_discrete(tokenizer), cfg.seed,
-                         acc.process_index, acc.num_processes, log)
+                         *data_rank_world(acc), log)
 
 
 def train_generator(cfg: GeneratorTrainConfig) -> dict:

@@ -29,6 +29,7 @@ from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_ch
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
+from vidgen.training.sequence_parallel import data_rank_world, sequence_parallel_run, split_model, unsplit
 
 
 #: ``run_dir/status.json``, rewritten atomically by the main process: ``{"state": "preparing"}`` when a run starts,
@@ -156,17 +157,22 @@ def run_training(cfg, make_task: Callable, **accelerator_kwargs) -> dict:
     for the run and restored afterwards."""
     with torch_state(cfg.threads, cfg.deterministic):
         acc, log = start_run(cfg, **accelerator_kwargs)
-        return _loop(cfg, acc, log, make_task(acc, log))
+        with sequence_parallel_run(cfg.sp_size, acc) as sp:  # before the task: its data loader reads the groups
+            if sp is not None:
+                log(f"sequence parallel: {sp.size} processes per clip, {sp.data_world} data-parallel groups")
+            return _loop(cfg, acc, log, make_task(acc, log), sp)
 
 
-def _loop(cfg, acc, log, task: TrainingTask) -> dict:
+def _loop(cfg, acc, log, task: TrainingTask, sp=None) -> dict:
     run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
     model = task.model
+    split_model(model, sp)
+    rank, world = data_rank_world(acc)  # every rank of a sequence-parallel group takes the same clips and draws
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     opt = torch.optim.AdamW(task.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    sampler = task.make_sampler(cfg.seed, acc.process_index, acc.num_processes)
+    sampler = task.make_sampler(cfg.seed, rank, world)
     step = 0
     ckpt = find_checkpoint(cfg.resume, run_dir)
     if ckpt is not None:
@@ -185,11 +191,11 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
     first_step = FirstStepTimer(log)
     try:
         while step < cfg.steps:
-            out = task.step(module, sampler, step, step_generator(cfg.seed, step, acc.process_index, acc.num_processes))
+            out = task.step(module, sampler, step, step_generator(cfg.seed, step, rank, world))
             gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema)
             task.after_optimizer_step(out)
             step += 1
-            units += out.units * acc.num_processes
+            units += out.units * world
             bar.update(1)
             if first_step(step):  # throughput from here on excludes compilation and warm-up
                 t_last, units = time.time(), 0
@@ -203,9 +209,10 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
                 t_last, units = time.time(), 0
             due = [fn for every, fn in task.hooks if every and (step % every == 0 or step == cfg.steps)]
             if is_main and due:
-                current = ema.copy_model(model) if ema else model
-                for fn in due:
-                    fn(step, current)
+                with unsplit(model, sp):
+                    current = ema.copy_model(model) if ema else model
+                    for fn in due:
+                        fn(step, current)
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 acc.wait_for_everyone()
                 if is_main:
@@ -216,9 +223,10 @@ def _loop(cfg, acc, log, task: TrainingTask) -> dict:
         getattr(sampler, "close", lambda: None)()  # e.g. a reader thread, also when a step raises
     acc.wait_for_everyone()
     if is_main:
-        final = ema.copy_model(model) if ema else model
-        entries = task.finish(final)
-        final.save_pretrained(run_dir / "final", safe_serialization=True)
+        with unsplit(model, sp):  # saved whole, and without the process groups
+            final = ema.copy_model(model) if ema else model
+            entries = task.finish(final)
+            final.save_pretrained(run_dir / "final", safe_serialization=True)
         log({"final": str(run_dir / "final"), **entries})
         write_run_status(run_dir, "complete", step=step)
     return metrics

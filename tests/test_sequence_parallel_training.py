@@ -1,0 +1,88 @@
+"""Sequence parallelism in the trainer: ``sp_size=2`` under ``accelerate launch`` with 2 processes (one SP group,
+gloo on CPU) trains the weights one process trains with the same batch, step by step (and the EMA), within fp32
+rounding; a run killed with kill -9 and resumed under sequence parallelism still ends at those weights. Every case
+launches processes, so all are in the opt-in slow set; tests/test_sequence_parallel.py keeps a fast gloo case in
+make test."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_distributed_equivalence import COMMON, STEPS, _check_equivalent, _run
+from vidgen.testing import accelerate_launch, perturb_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "pipelines" / "train_generator.py"
+# 16 text-free class-conditioned latent frames of 4x4 tokens (+ padding to the SP size with odd grids below)
+GENERATORS = {
+    "flow": ["model.generator=flow", "model.overrides={max_grid: [4, 8, 8], layout: window, window: [3, 3, 3]}",
+             "data.num_frames=9"],
+    "masked": ["model.generator=masked", "model.overrides={max_grid: [4, 8, 8], layout: frame_causal}",
+               "data.num_frames=9"],
+    "autoregressive": ["model.generator=autoregressive", "model.overrides={max_grid: [4, 8, 8]}",
+                       "data.num_frames=9"],
+}
+DATA = ["model.preset=tiny", "data.conditioning=class", "data.num_clips=8", "data.size=32", "data.batch=2",
+        "sample_every=0", "optim.lr=2e-3", "ema_decay=0.9"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory) -> dict:
+    from vidgen.tokenizers import CausalVAE, CausalVQVAE
+    root = tmp_path_factory.mktemp("tok")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        perturb_weights(CausalVAE.from_preset("tiny"), scale=0.02).save_pretrained(root / "vae")
+        perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)),
+                        scale=0.02).save_pretrained(root / "fsq")
+    return {"flow": root / "vae", "masked": root / "fsq", "autoregressive": root / "fsq"}
+
+
+def _args(kind, run_dir, tokenizers, cache, extra=()):
+    return [*GENERATORS[kind], *DATA, *COMMON, f"run_dir={run_dir}", f"video_tokenizer={tokenizers[kind]}",
+            f"data.cache_dir={cache}", *extra]
+
+
+@pytest.mark.parametrize("kind", ["flow", "masked", "autoregressive"])
+def test_sp2_trains_like_one_process(kind, tmp_path, tokenizers):
+    _run(SCRIPT, _args(kind, tmp_path / "one", tokenizers, tmp_path / "cache"), 1)
+    _run(SCRIPT, _args(kind, tmp_path / "sp", tokenizers, tmp_path / "cache", ["sp_size=2"]), 2)
+    _check_equivalent(tmp_path / "one", tmp_path / "sp")
+    log = (tmp_path / "sp" / "log.jsonl").read_text()
+    assert "sequence parallel: 2 processes per clip, 1 data-parallel groups" in log
+
+
+def _latest_step(run_dir: Path) -> int:
+    try:
+        return int((run_dir / "checkpoints" / "latest").read_text().strip().split("_")[-1])
+    except (OSError, ValueError):
+        return 0
+
+
+def test_sp2_killed_and_resumed_trains_like_one_process(tmp_path, tokenizers):
+    """kill -9 of the launcher and both workers once a checkpoint exists, then a resumed SP run to the end."""
+    kind, cache = "flow", tmp_path / "cache"
+    _run(SCRIPT, _args(kind, tmp_path / "one", tokenizers, cache), 1)
+    killed = tmp_path / "killed"
+    args = _args(kind, killed, tokenizers, cache, ["sp_size=2", "resume=auto"])
+    launch = accelerate_launch(SCRIPT, args, 2, popen=True)
+    deadline = time.time() + 300
+    while _latest_step(killed) < 1 and launch.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(launch.pid, signal.SIGKILL)  # the launcher's whole session: a real kill -9 of every process
+    launch.wait()
+    assert launch.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "final").exists() and _latest_step(killed) < STEPS
+    _run(SCRIPT, args, 2)
+    assert "resumed from" in (killed / "log.jsonl").read_text()
+    _check_equivalent(tmp_path / "one", killed)

@@ -1,0 +1,45 @@
+"""Sequence parallelism in the training loop: ``sp_size`` ranks share each clip's tokens (Ulysses,
+:mod:`vidgen.parallel.ulysses`) inside the data-parallel world accelerate launched: ``world = dp x sp``.
+
+The groups are consecutive ranks; every rank of one group draws the same clips and the same per-sample random
+numbers, so the data position and the step's generator take the *data-parallel* rank and size
+(:func:`data_rank_world`). DDP's gradient all-reduce over the whole world then gives the data-parallel mean of the
+single-process gradients (the collectives' backwards are their true adjoints, so nothing is rescaled). The model runs
+whole on one process for the periodic samples and the saved weights (:func:`unsplit`)."""
+from __future__ import annotations
+
+import contextlib
+
+from vidgen.parallel import enable_sequence_parallel, new_sequence_parallel, sequence_parallel
+
+
+@contextlib.contextmanager
+def sequence_parallel_run(sp_size: int, acc):
+    """The run's :class:`~vidgen.parallel.SequenceParallel` (None for ``sp_size`` 1), kept on ``acc`` as
+    ``acc.sequence_parallel`` for the task's data loader; its process groups are destroyed when the run ends."""
+    sp = new_sequence_parallel(sp_size, "sp_size")
+    acc.sequence_parallel = sp
+    try:
+        yield sp
+    finally:
+        acc.sequence_parallel = None
+        if sp is not None:
+            sp.close()
+
+
+def data_rank_world(acc) -> tuple[int, int]:
+    """(rank, world) of this process among the data-parallel replicas: the SP group's index and the number of
+    groups under sequence parallelism, else accelerate's process index and count."""
+    sp = getattr(acc, "sequence_parallel", None)
+    return (sp.data_rank, sp.data_world) if sp is not None else (acc.process_index, acc.num_processes)
+
+
+def split_model(model, sp) -> None:
+    """Run ``model`` split over ``sp`` (no-op for None); refuses by name a model whose attention cannot be split."""
+    if sp is not None:
+        enable_sequence_parallel(model, sp)
+
+
+def unsplit(model, sp):
+    """A context in which ``model`` runs whole on this process (sampling hooks on the main process only, copies)."""
+    return sequence_parallel(model, None) if sp is not None else contextlib.nullcontext()
