@@ -152,3 +152,19 @@ def test_vidgen_generate_takes_a_diffusers_folder(folders, tmp_path, capsys):
     assert main(["generate", "--story", "a; b", "--frames-per-prompt", "9", "--pipeline", str(folders["ltx"]),
                  "--height", "32", "--width", "32", "--out", str(tmp_path / "s.mp4")]) != 0
     assert "stories and long videos" in capsys.readouterr().err and not (tmp_path / "s.mp4").exists()
+
+
+def test_wan22_samples_its_second_transformer_below_the_boundary_as_diffusers_does(tmp_path):
+    from vidgen.pipelines.diffusers_tiny import tiny_components
+    parts = tiny_components("wan")
+    torch.manual_seed(1)
+    low_noise = diffusers.WanTransformer3DModel(**parts["transformer"].config)
+    native = diffusers.WanPipeline(**parts, transformer_2=low_noise, boundary_ratio=0.5)
+    native.set_progress_bar_config(disable=True)
+    pipe = DiffusersFlowPipeline.from_native(native)
+    kw = {**_call_kwargs("wan"), "num_inference_steps": 4, "guidance_scale_2": 2.0}
+    ours = pipe("a fox", generator=torch.Generator().manual_seed(0), **kw).frames
+    assert np.abs(ours - native("a fox", generator=torch.Generator().manual_seed(0), **kw).frames).max() <= 1e-5
+    pipe.save_pretrained(tmp_path)
+    again = load_pipeline(tmp_path, dtype="fp32")
+    assert again.transformer_2 is not None and again.config.boundary_ratio == 0.5

@@ -56,10 +56,10 @@ def test_quickstart_calls_a_shipped_folder_with_only_a_prompt():
     assert re.search(r'pipe\("[^"]+"\)', quickstart), "the quickstart must call the pipeline with only a prompt"
 
 
-#: hub ids the README shows (for users with the hub) -> a tiny random stand-in of the same class, saved the way the
-#: hub folder is laid out: the block runs as written, only the download differs (no hub here)
-HUB_STANDINS = {"Wan-AI/Wan2.1-T2V-1.3B-Diffusers": lambda: __import__("diffusers").AutoencoderKLWan(
-    base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])}
+#: hub ids the README shows (for users with the hub) -> writes a tiny random stand-in of the same class into a folder,
+#: laid out as the hub folder is: the block runs as written, only the download differs (no hub here)
+HUB_STANDINS = {"Wan-AI/Wan2.1-T2V-1.3B-Diffusers": lambda folder: __import__(
+    "vidgen.pipelines.diffusers_tiny").pipelines.diffusers_tiny.tiny_native_pipeline("wan").save_pretrained(folder)}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def block_runs(tmp_path_factory):
             if f'"{hub_id}"' in block:
                 local = folder / hub_id.replace("/", "--")
                 if not local.exists():
-                    make().save_pretrained(local / "vae")
+                    make(local)
                 block = block.replace(f'"{hub_id}"', f'"{local}"')
         log = folder / f"block{index + 1}.log"  # a file, not a pipe: a chatty block cannot fill a pipe and stall
         with open(log, "w") as out:
