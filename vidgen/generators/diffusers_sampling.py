@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import check_positive_int, per_sample_mean
 from vidgen.generators.embeddings import Conditioning
+from vidgen.generators.sampling import run_step_callback
 from vidgen.rng import rows
 
 
@@ -118,12 +119,9 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
         else:
             latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
         latents = latents.to(state) if model.family.name == "cogvideox" else latents
-        if callback is not None:
-            changed = callback(i, t, {"latents": latents}) or {}
-            latents = changed.get("latents", latents)
-            scale = changed.get("guidance_scale", scale)
-            if changed.get("interrupt"):
-                break
+        latents, scale, stop = run_step_callback(callback, i, t, latents, scale)
+        if stop:
+            break
     return latents
 
 

@@ -29,7 +29,7 @@ from vidgen.generators.base import (GeneratorMixin, check_guidance, check_loss_w
                                     per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
-from vidgen.generators.sampling import apply_cfg, cfg_batch, sample_given_mask
+from vidgen.generators.sampling import apply_cfg, cfg_batch, run_step_callback, sample_given_mask
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 
@@ -355,12 +355,9 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
         if keep is not None:
             latents = torch.where(keep, given_latents.to(dev, dtype), latents)
         # 5. the caller's per-step callback may replace the latents, change the guidance, or stop
-        if callback is not None:
-            changed = callback(i, t, {"latents": latents}) or {}
-            latents = changed.get("latents", latents)
-            scale = changed.get("guidance_scale", scale)
-            if changed.get("interrupt"):
-                break
+        latents, scale, stop = run_step_callback(callback, i, t, latents, scale)
+        if stop:
+            break
     return latents
 
 
