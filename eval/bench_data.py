@@ -91,17 +91,40 @@ def train_run(root: Path, work: Path, steps: int, batch: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def loader_rate(root: Path, batch: int, batches: int) -> float:
+def _rss_mb() -> dict:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[key] = int(line.split()[1]) / 1024
+    return fields
+
+
+def child_read(root: str, batch: int) -> None:
+    """(In a fresh process) read one whole epoch of ``root`` through the training loader; print its rate and the
+    process's memory before and after."""
     from vidgen.data.shards import ShardDataset
     from vidgen.training.shard_data import ShardBatches
-    loader = ShardBatches(ShardDataset(root), {BUCKET: batch}, seed=0, conditioning="none")
+    ds = ShardDataset(root)
+    loader = ShardBatches(ds, {BUCKET: batch}, seed=0, conditioning="none")
     loader.take_batch()  # the thread starts, the first shard is opened
+    before, read = _rss_mb(), batch
     t0 = time.perf_counter()
-    for _ in range(batches):
+    while read < len(ds):
         loader.take_batch()
-    rate = batches * batch / (time.perf_counter() - t0)
+        read += batch
+    rate = (read - batch) / (time.perf_counter() - t0)
     loader.close()
-    return rate
+    print(json.dumps({"clips_read": read, "clips_per_s": rate, "rss_before_mb": before["VmRSS"],
+                      "rss_after_mb": _rss_mb()["VmRSS"], "peak_rss_mb": _rss_mb()["VmHWM"]}))
+
+
+def read_run(root: Path, batch: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child-read", str(root), str(batch)], env=ENV,
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def encode_runs(work: Path, clips: int) -> dict:
@@ -128,6 +151,13 @@ def encode_runs(work: Path, clips: int) -> dict:
         if done.returncode:
             raise SystemExit(done.stderr[-3000:])
         out[f"processes_{processes}_clips_per_s"] = clips / (time.perf_counter() - t0)
+    from vidgen.io import read_video
+    files = sorted(src.glob("*.mp4"))[:32]
+    read_video(files[0])
+    t0 = time.perf_counter()
+    for f in files:
+        read_video(f, num_frames=17, size=(64, 64))
+    out["decode_s_per_clip"] = (time.perf_counter() - t0) / len(files)
     tok = load_tokenizer(VAE)
     batch = min(8, clips)
     video = torch.stack([data[i]["video"] for i in range(batch)])
@@ -158,7 +188,11 @@ def readme_table(results: dict) -> str:
              f"{m['small']['rss_end_mb']:.0f} / {m['large']['rss_end_mb']:.0f} MB | |",
              f"| ratio | {m['ratio']:.3f}x | <= 1.1x |",
              f"| shard bytes a clip ({'x'.join(map(str, SHAPE))} bf16) | {m['bytes_per_clip']:.0f} | |",
-             f"| loader, clips/s (batch {results['batch']}, random access) | {results['loader_clips_per_s']:.0f} | |",
+             *(f"| loader alone, a whole epoch of {r['clips_read']:,} clips: RSS before / after, peak | "
+               f"{r['rss_before_mb']:.0f} / {r['rss_after_mb']:.0f} MB, {r['peak_rss_mb']:.0f} MB | |"
+               for r in results["epochs"].values()),
+             f"| loader, clips/s over that epoch (batch {results['batch']}, random access) | "
+             f"{results['loader_clips_per_s']:.0f} | |",
              f"| `small` flow training step, clips/s ({m['large']['precision']}) | "
              f"{m['large']['train_clips_per_s']:.1f} | |",
              f"| loader / step | {results['loader_over_step']:.0f}x | >= 5x |",
@@ -166,6 +200,7 @@ def readme_table(results: dict) -> str:
              f"| encode, 2 processes sharing that core (whole command) | {e['processes_2_clips_per_s']:.2f} clips/s | |",
              f"| natural VAE encode alone, batch 8 | {e['vae_encode_s_per_clip']:.3f} s a clip "
              f"({e['vae_encode_flops_per_clip'] / 1e9:.1f} GFLOP) | |",
+             f"| MP4 decode alone (17x64x64) | {e['decode_s_per_clip'] * 1e3:.1f} ms a clip | |",
              "", f"One run on {results['cpu']}, {cores(results)}, {results['date'][:10]}, load "
              f"{results['loadavg_start'][0]:.1f} at the start; `{results['command']}`."]
     return "\n".join(lines)
@@ -199,8 +234,7 @@ def plan_table(results: dict) -> str:
                  for n, share in PLAN["mix"].items()) / ref_voxels
     flops = e["vae_encode_flops_per_clip"] * voxels
     vae_rate = PLAN["gpu_vae_tflops"] * 1e12 / flops
-    cpu_clip_s = 1 / e["processes_1_clips_per_s"]  # the whole command's cost a clip on one core, at 17x64x64
-    decode_s = max(cpu_clip_s - e["vae_encode_s_per_clip"], 1e-6) * voxels
+    decode_s = e["decode_s_per_clip"] * voxels  # measured at 17x64x64 on one core
     decode_rate = PLAN["decode_workers_per_gpu"] / decode_s
     rate = min(vae_rate, decode_rate)
     need = PLAN["gpu_train_clips_per_s"]
@@ -214,8 +248,8 @@ def plan_table(results: dict) -> str:
              f"| VAE encode rate a GPU | {vae_rate:.0f} clips/s | extrapolated: assumed {PLAN['gpu_vae_tflops']:.0f} "
              f"TFLOP/s sustained |",
              f"| video decode rate a GPU | {decode_rate:.0f} clips/s | extrapolated: measured "
-             f"{(cpu_clip_s - e['vae_encode_s_per_clip']) * 1e3:.0f} ms a 17x64x64 clip on one core besides the VAE, "
-             f"scaled by voxels, {PLAN['decode_workers_per_gpu']} workers a GPU |",
+             f"{e['decode_s_per_clip'] * 1e3:.1f} ms to decode a 17x64x64 MP4 clip on one core, scaled by voxels, "
+             f"{PLAN['decode_workers_per_gpu']} workers a GPU |",
              f"| encode time ({per_gpu:,.0f} clips a GPU) | {per_gpu / rate / 3600:.1f} h | extrapolated: "
              f"{'decode' if decode_rate < vae_rate else 'VAE'}-bound |",
              f"| loader need a GPU at {need:.0f} clips/s | {need * mean_bytes / 1e6:.0f} MB/s "
@@ -238,7 +272,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--child-train", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-read", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_read:
+        torch.set_num_threads(1)
+        child_read(args.child_read[0], int(args.child_read[1]))
+        return 0
     if args.child_train:
         torch.set_num_threads(1)
         child_train(args.child_train[0], args.child_train[1], int(args.child_train[2]), int(args.child_train[3]))
@@ -263,10 +302,12 @@ def main(argv=None) -> int:
             memory[size] = train_run(work / size, work, args.steps, args.batch)
             print(size, memory[size], flush=True)
         memory["ratio"] = memory["large"]["peak_rss_mb"] / memory["small"]["peak_rss_mb"]
-        loader = loader_rate(work / "large", args.batch, 60)
+        epochs = {size: read_run(work / size, args.batch) for size in ("small", "large")}
+        print(epochs, flush=True)
+        loader = epochs["large"]["clips_per_s"]
         encode = encode_runs(work, args.encode_clips)
         print(encode, flush=True)
-    write_result(args.out, {"memory": memory, "batch": args.batch, "loader_clips_per_s": loader,
+    write_result(args.out, {"memory": memory, "epochs": epochs, "batch": args.batch, "loader_clips_per_s": loader,
                             "loader_over_step": loader / memory["large"]["train_clips_per_s"], "encode": encode,
                             "cores_allowed": len(os.sched_getaffinity(0))},
                  threads=1)

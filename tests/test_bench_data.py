@@ -28,4 +28,6 @@ def test_shipped_results_meet_the_targets_and_render(load_script):
     results = json.loads((ROOT / "docs/results/bench_data.json").read_text())
     assert results["memory"]["large_clips"] >= 100 * results["memory"]["small_clips"]
     assert results["memory"]["ratio"] <= 1.1 and results["loader_over_step"] >= 5
+    small, large = results["epochs"]["small"], results["epochs"]["large"]  # a whole epoch read: memory flat
+    assert large["clips_read"] >= 100_000 and large["rss_after_mb"] <= 1.1 * small["rss_after_mb"]
     assert "| ratio |" in bench.readme_table(results) and "**total**" in bench.plan_table(results)

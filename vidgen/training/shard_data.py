@@ -9,7 +9,7 @@ bucket, not the dataset.
 ``data.buckets`` selects buckets and sets their batch sizes and probabilities: entries ``"17x64x64"`` or
 ``{shape: 17x64x96, batch: 4, weight: 0.5}``. Without it every bucket of the dataset is used, with ``data.batch``
 clips for the bucket of fewest tokens a clip and about as many tokens per batch for the others, drawn in proportion
-to their clip counts.
+to their clip counts. Once any entry has a ``weight``, the buckets are drawn by weight (an entry without one: never).
 """
 from __future__ import annotations
 
