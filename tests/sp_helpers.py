@@ -14,6 +14,7 @@ import torch
 import vidgen.generators  # noqa: F401  imported before forking, so the workers start with it
 import vidgen.generators.flow  # noqa: F401
 import vidgen.generators.masked  # noqa: F401
+import vidgen.pipelines  # noqa: F401
 
 WORLD = 2
 ATOL, RTOL = 2e-5, 1e-4  # fp32: the split changes GEMM and reduction order, not the math
@@ -165,3 +166,39 @@ def sample_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2):
                 "scale": ref.abs().max().item()}
     finally:
         sp.close()
+
+
+def pipeline_case(rank, world, kind: str):
+    """A tiny class-conditioned flow or masked pipeline called with ``sp_size=2`` and without, same seed: returns
+    the largest difference of the frames to the single-process call and between the ranks."""
+    import torch.distributed as dist
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from vidgen.generators import FlowVideoTransformer, MaskedVideoTransformer, make_scheduler
+    from vidgen.pipelines import FlowVideoPipeline, MaskedVideoPipeline
+    from vidgen.testing import perturb_weights
+    from vidgen.tokenizers import CausalVAE, CausalVQVAE
+    torch.manual_seed(0)
+    arch = dict(num_classes=3, max_grid=(4, 8, 8), layout="window", window=(3, 3, 3))
+    if kind == "flow":
+        tok = CausalVAE.from_preset("tiny")
+        gen = FlowVideoTransformer.from_preset("tiny", in_channels=tok.config.latent_channels, **arch)
+        perturb_weights(tok, gen)
+        pipe = FlowVideoPipeline(tok, gen, FlowMatchEulerDiscreteScheduler())
+    else:
+        tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
+        gen = MaskedVideoTransformer.from_preset("tiny", vocab_size=tok.vocab_size, **arch)
+        perturb_weights(tok, gen)
+        pipe = MaskedVideoPipeline(tok, gen, make_scheduler(gen))
+    pipe.set_progress_bar_config(disable=True)
+
+    def call(**sp):
+        return torch.as_tensor(pipe(class_labels=torch.tensor([1, 2]), num_frames=9, height=40, width=48,
+                                    num_inference_steps=3, guidance_scale=2.0,
+                                    generator=torch.Generator().manual_seed(4), **sp).frames)
+    ref, out = call(), call(sp_size=2)
+    every = [torch.empty_like(out) for _ in range(world)]
+    dist.all_gather(every, out)
+    return {"vs_one_process": (out - ref).abs().max().item(),
+            "between_ranks": max((e - out).abs().max().item() for e in every),
+            "split_after": pipe.transformer.backbone.sequence_parallel}

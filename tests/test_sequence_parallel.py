@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sp_helpers import ATOL, run_group, sample_case, tiny_generator, train_step_case
+from sp_helpers import ATOL, pipeline_case, run_group, sample_case, tiny_generator, train_step_case
 from vidgen.errors import ConfigError, UnsupportedError
 from vidgen.parallel import SequenceParallel, enable_sequence_parallel, new_sequence_parallel
 
@@ -21,18 +21,20 @@ LAYOUTS = [{}, WINDOW, {"layout": "frame_causal"}, {"layout": "spatiotemporal", 
 def _fast_case(rank, world):
     train = train_step_case(rank, world, "flow", GRID, WINDOW)
     sample = sample_case(rank, world, "masked", GRID, {"layout": "frame_causal"})
+    pipe = pipeline_case(rank, world, "flow")  # pipe(..., sp_size=2): decoded frames, the same on every rank
     try:  # an sp_size that does not divide the world is refused by name, on every rank alike
         new_sequence_parallel(3)
     except ConfigError as err:
         refused = str(err)
-    return train, sample, refused
+    return train, sample, pipe, refused
 
 
 def test_two_processes_sp2_train_and_sample_like_one_process():
-    train, sample, refused = run_group(_fast_case)
+    train, sample, pipe, refused = run_group(_fast_case)
     assert train["loss"] <= ATOL and train["grads"] <= ATOL and train["weights"] <= ATOL, train
     assert train["grad_scale"] > 100 * max(train["grads"], 1e-7)  # not vacuous: the gradients are far from zero
     assert sample["vs_one_process"] == 0 and sample["between_ranks"] == 0, sample
+    assert pipe["vs_one_process"] == 0 and pipe["between_ranks"] == 0 and pipe["split_after"] is None, pipe
     assert "sp_size=3 does not divide the world size 2" in refused
 
 
@@ -49,6 +51,12 @@ def test_sampling_equal_every_pattern(kind):
     for arch, report in zip(LAYOUTS, run_group(_Cases(kind, "sample"))):
         tol = 1e-5 if kind == "flow" else 0
         assert report["vs_one_process"] <= tol and report["between_ranks"] == 0, (arch, report)
+
+
+@pytest.mark.slow
+def test_masked_pipeline_sp2_equals_one_process():
+    report = run_group(pipeline_case, "masked")
+    assert report["vs_one_process"] == 0 and report["between_ranks"] == 0, report
 
 
 class _Cases:

@@ -86,3 +86,37 @@ def test_sp2_killed_and_resumed_trains_like_one_process(tmp_path, tokenizers):
     _run(SCRIPT, args, 2)
     assert "resumed from" in (killed / "log.jsonl").read_text()
     _check_equivalent(tmp_path / "one", killed)
+
+
+def test_vidgen_generate_sp2_under_torchrun_writes_the_one_process_video(tmp_path):
+    """``torchrun --nproc_per_node 2 -m vidgen generate ... --sp 2``: rank 0 writes the video one process writes."""
+    import socket
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from vidgen.generators import FlowVideoTransformer
+    from vidgen.pipelines import FlowVideoPipeline
+    from vidgen.tokenizers import CausalVAE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae = CausalVAE.from_preset("tiny")
+        gen = FlowVideoTransformer.from_preset("tiny", in_channels=vae.config.latent_channels, num_classes=3,
+                                               max_grid=(4, 8, 8))
+        perturb_weights(vae, gen)
+    FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler()).save_pretrained(tmp_path / "pipe")
+    args = ["generate", "--pipeline", str(tmp_path / "pipe"), "--class", "1", "--seed", "0", "--steps", "2",
+            "--num-frames", "9", "--height", "40", "--width", "48", "--precision", "fp32"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "vidgen", *args, "--out", str(tmp_path / "one" / "v.mp4")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(port), "-m", "vidgen", *args, "--sp", "2", "--out", str(tmp_path / "sp" / "v.mp4")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == ["v.mp4", "v.png"]  # written once, by rank 0
+    assert two.stdout.count("video: ") == 1
+    assert (tmp_path / "sp" / "v.mp4").read_bytes() == (tmp_path / "one" / "v.mp4").read_bytes()

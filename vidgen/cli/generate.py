@@ -23,6 +23,7 @@ chunk by chunk and written to the MP4 as it is produced, so memory does not grow
 """
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -70,6 +71,9 @@ def _check_args(args) -> None:
         raise InvalidInputError("give a prompt or --class, not both")
     if args.story is not None and (args.prompt is not None or args.class_label is not None):
         raise InvalidInputError("give a prompt, --story or --class, not two of them")
+    if args.sp != 1 and (args.seed is None or args.story is not None):
+        raise InvalidInputError(f"--sp {args.sp}: give --seed (every process must draw the same noise); stories and "
+                                "long videos are not split over processes")
     if args.frames_per_prompt < 1:
         raise InvalidInputError(f"--frames-per-prompt must be >= 1, got {args.frames_per_prompt}")
     if args.context_frames is not None and args.context_frames < 0:
@@ -209,6 +213,11 @@ def generate(args) -> list[Path]:
 
     if args.context_frames is not None:
         kwargs["context_frames"] = args.context_frames
+    if args.sp != 1:
+        if autoregressive:
+            raise InvalidInputError(f"--sp {args.sp}: the autoregressive pipeline decodes token by token from a KV "
+                                    "cache and is not split over processes; use the flow or masked pipeline")
+        kwargs["sp_size"] = args.sp
     latent_frames = pipe.video_tokenizer.latent_grid(args.num_frames, args.height, args.width)[0]
     if args.story is not None or latent_frames > pipe.window:  # the autoregressive pipe() would hold every frame
         return _generate_streamed(args, pipe, kwargs, seed)
@@ -219,6 +228,8 @@ def generate(args) -> list[Path]:
     if tuple(frames.shape) != expected:  # never write files of another size than asked for
         raise InvalidInputError(f"the pipeline returned frames of shape {tuple(frames.shape)}, expected {expected}")
     videos = [video.permute(1, 0, 2, 3) * 2 - 1 for video in frames.float()]  # (3, T, H, W) in [-1, 1] each
+    if args.sp != 1 and int(os.environ.get("RANK", "0")) != 0:  # every rank has the same frames: rank 0 writes
+        return []
 
     paths = output_paths(args.out, len(videos))
     written = [write_video(path, video, fps=args.fps) for path, video in zip(paths, videos)]
@@ -335,6 +346,9 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the first video (video i uses seed + i); default: a random one, printed")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--sp", type=int, default=1, metavar="N",
+                        help="split each clip's tokens over N processes of a distributed launch (flow and masked; "
+                             "e.g. torchrun --nproc_per_node N -m vidgen generate ... --sp N --seed 0); rank 0 writes")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="compute precision: auto = bf16 where the CPU/GPU multiplies bf16 fast (README: Precision)")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")

@@ -7,6 +7,8 @@ draws take the data-parallel rank and size (:attr:`SequenceParallel.data_rank`, 
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -62,3 +64,19 @@ def new_sequence_parallel(sp_size: int, name: str = "sp_size") -> Optional[Seque
         if me // sp_size == g:
             mine = group
     return SequenceParallel(mine, me % sp_size, sp_size, me // sp_size, world // sp_size)
+
+
+@contextlib.contextmanager
+def launched_default_group():
+    """The default process group of a distributed launch: as found if one is initialised; else initialised from the
+    environment ``torchrun`` / ``accelerate launch`` set (``WORLD_SIZE`` > 1; NCCL with CUDA, else gloo) and destroyed
+    when the block ends; else nothing (a process that runs alone)."""
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    import torch
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -18,6 +18,7 @@ from vidgen.generators.flow import (FlowSamplingConfig, FlowVideoTransformer, ch
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import per_sample
+from vidgen.pipelines.sequence_parallel import sequence_parallel_call
 from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
 
 
@@ -54,6 +55,7 @@ class FlowVideoPipeline(VideoPipelineBase):
         return batch
 
     @torch.no_grad()
+    @sequence_parallel_call
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
                  width: int = 64, num_inference_steps: int = UNSET, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,
@@ -62,12 +64,13 @@ class FlowVideoPipeline(VideoPipelineBase):
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  decode_chunk_frames: Optional[int] = None, context_frames: Optional[int] = None,
-                 guidance_interval: Optional[tuple] = UNSET):
+                 guidance_interval: Optional[tuple] = UNSET, sp_size: int = 1):
         """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale. ``guidance_interval``
         ``(low, high)``: guidance only at noise levels in ``(low, high]``. A ``prompt`` dict
         ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`). Settings left out come from
-        :attr:`sampling_config`."""
+        :attr:`sampling_config`. ``sp_size``: each clip's tokens split over that many processes of a distributed
+        launch, every rank returning the same frames (:mod:`vidgen.pipelines.sequence_parallel`)."""
         # 1. the sampling settings: the caller's, else the folder's (checked once)
         config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                               guidance_interval=guidance_interval,

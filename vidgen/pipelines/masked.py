@@ -18,6 +18,7 @@ from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransforme
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import per_sample
+from vidgen.pipelines.sequence_parallel import sequence_parallel_call
 
 
 class MaskedVideoPipeline(VideoPipelineBase):
@@ -48,6 +49,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
         return batch
 
     @torch.no_grad()
+    @sequence_parallel_call
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
                  width: int = 64, num_inference_steps: int = UNSET, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,
@@ -57,13 +59,14 @@ class MaskedVideoPipeline(VideoPipelineBase):
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  top_k: Optional[int] = UNSET, top_p: Optional[float] = UNSET, temperature=UNSET,
                  greedy_steps: int = UNSET, decode_chunk_frames: Optional[int] = None,
-                 context_frames: Optional[int] = None):
+                 context_frames: Optional[int] = None, sp_size: int = 1):
         """``latents``: optional starting ids (B, t, h, w); entries other than the mask id are kept as given.
         ``temperature``: the re-masking temperature, a number or an annealed (start, end) pair. ``top_k`` / ``top_p``
         (nucleus) filter the ids drawn; the last ``greedy_steps`` steps draw the most likely ones. A ``prompt`` dict
         ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`). Settings left out come from
-        :attr:`sampling_config`."""
+        :attr:`sampling_config`. ``sp_size``: each clip's tokens split over that many processes of a distributed
+        launch, every rank returning the same frames (:mod:`vidgen.pipelines.sequence_parallel`)."""
         # 1. the sampling settings: the caller's, else the folder's (checked once)
         config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                               temperature=temperature, top_k=top_k, top_p=top_p,

@@ -1,0 +1,41 @@
+"""``pipe(..., sp_size=P)``: sampling with each clip's tokens split over ``P`` processes (Ulysses,
+:mod:`vidgen.parallel.ulysses`), for the pipelines whose generator samples whole sequences (flow, masked).
+
+Run the same call on every process of a distributed launch (``torchrun --nproc_per_node P script.py`` or
+``accelerate launch``): the default process group is the launch's (initialised from its environment when the script
+did not), the SP groups are made for the call and destroyed after it. Every rank computes the same frames (the
+outputs are gathered before the head, and the random draws use the caller's seeded generators on every rank alike);
+write files on rank 0 only (``torch.distributed.get_rank() == 0``)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from vidgen.parallel import check_sp_size, new_sequence_parallel, sequence_parallel
+from vidgen.parallel.groups import launched_default_group
+
+
+@contextlib.contextmanager
+def split_transformer(pipe, sp_size: int):
+    """``pipe.transformer`` split over ``sp_size`` processes of the launch inside the block (1: unchanged)."""
+    check_sp_size(sp_size)
+    if sp_size == 1:
+        yield
+        return
+    with launched_default_group():
+        sp = new_sequence_parallel(sp_size)
+        try:
+            with sequence_parallel(pipe.transformer, sp):
+                yield
+        finally:
+            sp.close()
+
+
+def sequence_parallel_call(call):
+    """Decorates a pipeline's ``__call__``: its ``sp_size`` argument runs the whole call split over the launch's
+    processes (:func:`split_transformer`)."""
+    @functools.wraps(call)
+    def wrapper(self, *args, sp_size: int = 1, **kwargs):
+        with split_transformer(self, sp_size):
+            return call(self, *args, **kwargs)
+    return wrapper
