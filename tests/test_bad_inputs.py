@@ -58,6 +58,7 @@ from vidgen.rng import RowGenerator
 from vidgen.testing import perturb_weights
 from vidgen.text import check_prompts
 from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
+from vidgen.parallel import SequenceParallel, enable_sequence_parallel
 from vidgen.training import GeneratorTrainConfig, build_model, encode_dataset, load_config
 from vidgen.training.shard_data import bucket_settings
 from vidgen.training.data import EpochSampler, joint_batch
@@ -1066,7 +1067,30 @@ CASES: list[Case] = [
     Case("diffusers/window-layers", "diffusers_pipeline",
          lambda env: window_attention(env.diffusers_pipe.transformer, (1, 3, 3), layers=[5]), InvalidInputError,
          r"layers: \[5\] are not block indices of this WanTransformer3DModel \(0..1\)"),
+    # --------------------------------------------------------------------------- sequence parallelism (vidgen.parallel)
+    Case("parallel/sp-size-without-launch", "pipeline", lambda env: env.run_pipe(sp_size=2), ConfigError,
+         r"sp_size=2 needs a distributed launch \(accelerate launch or torchrun"),
+    Case("parallel/sp-size-not-dividing-world", "pipeline", lambda env: _in_world_of_one(env, env.run_pipe, sp_size=2),
+         ConfigError, r"sp_size=2 does not divide the world size 1"),
+    Case("parallel/sp-size-config", "config", lambda env: load_config(overrides=["sp_size=0"]), ConfigError,
+         r"sp_size must be an int >= 1"),
+    Case("parallel/heads-not-divisible", "generator",
+         lambda env: enable_sequence_parallel(env.masked, SequenceParallel(None, 0, 3, 0, 1, owns_group=False)),
+         ConfigError, r"sp_size=3 does not divide num_heads=2"),
+    Case("parallel/attention-cannot-be-split", "diffusers_pipeline",
+         lambda env: enable_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
+         r"WanTransformer3DModel has no vidgen video transformer backbone whose attention can be split"),
 ]
+
+
+def _in_world_of_one(env: Env, fn, **kwargs):
+    """``fn(**kwargs)`` inside a one-process gloo world (destroyed afterwards, as the test found it)."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{env.path('world_of_one')}", rank=0, world_size=1)
+    try:
+        return fn(**kwargs)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_the_corpus_is_large_and_ids_are_unique():
