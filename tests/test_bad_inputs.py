@@ -197,6 +197,11 @@ class Env:
         return self.path("vae")
 
     @cached_property
+    def vq_folder(self) -> Path:
+        self.vq.save_pretrained(self.path("vq"))
+        return self.path("vq")
+
+    @cached_property
     def shards(self) -> Path:
         """A one-clip shard dataset (``vidgen data encode``) through the tiny VAE, no captions."""
         from vidgen.training import encode_dataset
@@ -1034,6 +1039,10 @@ CASES: list[Case] = [
          lambda env: encode_dataset(env.path("shard-src"), env.vae_folder, env.shards, buckets="9x32x48",
                                     text_encoder="none", num_workers=0, show_progress=False), ConfigError,
          r"shards: holds an encode with other settings \(buckets: \['9x32x32'\] -> \['9x32x48'\]\)"),
+    Case("encode/dtype-for-ids", "data",
+         lambda env: encode_dataset(env.shards.parent / "shard-src", env.vq_folder, env.path("ids-out"), dtype="float32",
+                                    num_workers=0, show_progress=False), ConfigError,
+         r"dtype='float32': .* is a discrete tokenizer, whose ids are stored as int16 or int32"),
     Case("buckets/two-numbers", "data", lambda env: parse_buckets("17x64"), ConfigError,
          r"buckets: expected FRAMESxHEIGHTxWIDTH such as '17x64x64' \(positive ints\), got '17x64'"),
     Case("buckets/config-unknown-key", "data",

@@ -158,6 +158,9 @@ def encode_dataset(source: str | Path, tokenizer: str | Path, out: str | Path, b
     tok = load_tokenizer(tokenizer).to(state.device)
     discrete = is_discrete(tok)
     if discrete:
+        if dtype is not None:
+            raise ConfigError(f"dtype={dtype!r}: {tokenizer} is a discrete tokenizer, whose ids are stored as int16 "
+                              f"or int32; dtype applies to a VAE's latents")
         dtype = "int16" if tok.vocab_size <= 32767 else "int32"
     elif (dtype or "bfloat16") not in ("bfloat16", "float16", "float32"):
         raise ConfigError(f"dtype must be bfloat16, float16 or float32 for latents, got {dtype!r}")
@@ -168,10 +171,7 @@ def encode_dataset(source: str | Path, tokenizer: str | Path, out: str | Path, b
     args = {"source": str(Path(source).resolve()), "clips": len(clips), "tokenizer": fingerprint,
             "buckets": [b.name for b in bucket_list], "chunk_size": chunk_size, "dtype": dtype,
             "text_encoder": text_name, "max_text_tokens": max_text_tokens}
-    if state.is_main_process:
-        _check_args(out, args)
-    state.wait_for_everyone()
-    _check_args(out, args)
+    _check_args(out, args)  # every process alike: the first writes encode.json (atomically, all write the same)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     units = [u for u in range(state.process_index, -(-len(clips) // chunk_size), state.num_processes)
