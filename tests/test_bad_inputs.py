@@ -789,7 +789,8 @@ CASES: list[Case] = [
     Case("load_pipeline/not-a-vidgen-pipeline", "pipeline_folder",
          lambda env: load_pipeline(env.broken_pipe("pipe_sd", lambda p: _edit_json(
              p / "model_index.json", _class_name="StableDiffusionPipeline"))),
-         ConfigError, r"pipe_sd/model_index\.json: _class_name 'StableDiffusionPipeline' is not a vidgen pipeline"),
+         ConfigError, r"pipe_sd/model_index\.json: _class_name 'StableDiffusionPipeline' is not a supported video "
+                      r"pipeline \(vidgen's .* or diffusers' \['CogVideoXPipeline', 'LTXPipeline', 'WanPipeline'\]\)"),
     Case("load_pipeline/model-index-not-json", "pipeline_folder",
          lambda env: load_pipeline(env.broken_pipe("pipe_json", lambda p: (p / "model_index.json").write_text("{"))),
          ConfigError, r"pipe_json/model_index\.json: not valid JSON"),
@@ -1061,10 +1062,6 @@ CASES: list[Case] = [
          lambda env: read_manifest(_config_file(env, "clips.jsonl", '{"caption": "x"}\n')), VideoIOError,
          r"clips.jsonl: row 1: needs a 'path' \(or 'file_name'\) string"),
     # diffusers video pipeline folders (Wan / CogVideoX / LTX-Video) as vidgen flow pipelines
-    Case("diffusers/not-a-video-pipeline", "diffusers_pipeline",
-         lambda env: load_pipeline((env.path("sd").mkdir(exist_ok=True), _config_file(
-             env, "sd/model_index.json", '{"_class_name": "StableDiffusionPipeline"}'))[1].parent), ConfigError,
-         r"model_index.json: _class_name 'StableDiffusionPipeline' is not a supported video pipeline"),
     Case("diffusers/story", "diffusers_pipeline", lambda env: env.run_diffusers_pipe({0: "a fox", 4: "a boat"}),
          UnsupportedError, r"stories and long videos .*not available for the WanPipeline family"),
     Case("diffusers/prediction", "diffusers_pipeline",

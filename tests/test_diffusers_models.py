@@ -137,6 +137,12 @@ def test_features_the_family_cannot_serve_are_refused_by_name(call, folders):
         next(iter(pipe.stream("a", num_frames=9)))
 
 
+def test_the_folder_is_a_tokenizer_for_vidgen_eval_and_data(folders):
+    from vidgen.tokenizers import DiffusersVideoVAE, load_tokenizer
+    tok = load_tokenizer(folders["ltx"])  # vidgen eval recon FOLDER, vidgen data encode --tokenizer FOLDER
+    assert isinstance(tok, DiffusersVideoVAE) and type(tok.vae).__name__ == "AutoencoderKLLTXVideo"
+
+
 def test_a_folder_of_another_pipeline_is_refused_by_name(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(ConfigError, match="StableDiffusionPipeline.*not a supported video pipeline"):

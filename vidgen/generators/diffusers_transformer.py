@@ -125,10 +125,10 @@ class DiffusersFlowTransformer(nn.Module):
         if not hasattr(tokenizer, "normalize_latents"):
             raise InvalidInputError(f"tokenizer: {type(self.model).__name__} works on continuous latents and needs "
                                     f"a vidgen.tokenizers.DiffusersVideoVAE, got {type(tokenizer).__name__}")
-        if tokenizer.config.get("latent_channels", tokenizer.config.get("z_dim")) != self.in_channels and \
-                getattr(tokenizer, "latent_channels", None) != self.in_channels:
-            raise InvalidInputError(f"tokenizer: {tokenizer.latent_channels} latent channels, but "
-                                    f"{type(self.model).__name__} takes in_channels={self.in_channels}")
+        channels = getattr(tokenizer, "latent_channels", None) or tokenizer.config.get("latent_channels")
+        if channels != self.in_channels:
+            raise InvalidInputError(f"tokenizer: {channels} latent channels, but {type(self.model).__name__} takes "
+                                    f"in_channels={self.in_channels}")
 
     @torch.no_grad()
     def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:

@@ -22,9 +22,14 @@ def tokenizer_classes() -> dict:
 def load_tokenizer(path: str | Path, **kwargs):
     """``CausalVAE`` or ``CausalVQVAE`` from a ``save_pretrained`` folder (safetensors), in eval mode; a folder
     written by a diffusers video VAE's ``save_pretrained`` (``_class_name`` e.g. ``AutoencoderKLWan``) comes back as
-    a :class:`DiffusersVideoVAE` (keywords go to :meth:`DiffusersVideoVAE.from_pretrained`)."""
+    a :class:`DiffusersVideoVAE` (keywords go to :meth:`DiffusersVideoVAE.from_pretrained`). A pipeline folder
+    (vidgen's or diffusers', with ``model_index.json``) gives its video tokenizer (``vae/`` or ``vqvae/``)."""
     path = Path(path)
     config_file = path / "config.json"
+    if not config_file.exists() and (path / "model_index.json").is_file():  # a pipeline folder: its video tokenizer
+        for sub in ("vae", "vqvae"):
+            if (path / sub / "config.json").is_file():
+                return load_tokenizer(path / sub, **kwargs)
     if not config_file.exists():
         raise MissingWeightsError(f"{path}: no config.json here; expected a folder written by save_pretrained()")
     name = read_config(config_file).get("_class_name")
