@@ -225,7 +225,7 @@ def test_wrong_or_missing_components(tmp_path, pipes):
         load_pipeline(tmp_path / "q")
     index["_class_name"] = "StableDiffusionPipeline"
     (tmp_path / "q" / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(VidgenError, match="not a vidgen pipeline"):
+    with pytest.raises(VidgenError, match="not a supported video pipeline"):
         load_pipeline(tmp_path / "q")
 
 
