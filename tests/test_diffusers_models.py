@@ -163,8 +163,9 @@ def test_vidgen_generate_takes_a_diffusers_folder(folders, tmp_path, capsys):
 def test_wan22_samples_its_second_transformer_below_the_boundary_as_diffusers_does(tmp_path):
     from vidgen.pipelines.diffusers_tiny import tiny_components
     parts = tiny_components("wan")
-    torch.manual_seed(1)
-    low_noise = diffusers.WanTransformer3DModel(**parts["transformer"].config)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        low_noise = diffusers.WanTransformer3DModel(**parts["transformer"].config)
     native = diffusers.WanPipeline(**parts, transformer_2=low_noise, boundary_ratio=0.5)
     native.set_progress_bar_config(disable=True)
     pipe = DiffusersFlowPipeline.from_native(native)

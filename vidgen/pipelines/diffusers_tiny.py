@@ -30,10 +30,16 @@ def _text_encoder(seed: int):
 
 
 def tiny_components(family: str, seed: int = 0) -> dict:
-    """The components of a tiny ``family`` pipeline (``"wan"``, ``"cogvideox"``, ``"ltx"``), seeded."""
-    import diffusers as d
+    """The components of a tiny ``family`` pipeline (``"wan"``, ``"cogvideox"``, ``"ltx"``), seeded (the global
+    random state is left as it was)."""
     if family not in TINY_FAMILIES:
         raise InvalidInputError(f"family must be one of {TINY_FAMILIES}, got {family!r}")
+    with torch.random.fork_rng():
+        return _components(family, seed)
+
+
+def _components(family: str, seed: int) -> dict:
+    import diffusers as d
     text_encoder, tokenizer = _text_encoder(seed)
     torch.manual_seed(seed)
     if family == "wan":
