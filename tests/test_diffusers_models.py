@@ -175,3 +175,23 @@ def test_wan22_samples_its_second_transformer_below_the_boundary_as_diffusers_do
     pipe.save_pretrained(tmp_path)
     again = load_pipeline(tmp_path, dtype="fp32")
     assert again.transformer_2 is not None and again.config.boundary_ratio == 0.5
+
+
+def test_cogvideox15_pads_latent_frames_to_its_temporal_patch_as_diffusers_does():
+    from vidgen.pipelines.diffusers_tiny import tiny_components
+    parts = tiny_components("cogvideox")
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        parts["transformer"] = diffusers.CogVideoXTransformer3DModel(
+            num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=2,
+            text_embed_dim=32, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+            patch_size_t=2, temporal_compression_ratio=4, max_text_seq_length=16,
+            use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False, patch_bias=False)
+    native = diffusers.CogVideoXPipeline(**parts)
+    native.set_progress_bar_config(disable=True)
+    pipe = DiffusersFlowPipeline.from_native(native)
+    kw = dict(num_frames=9, height=32, width=32, num_inference_steps=3, guidance_scale=4.0, output_type="np",
+              max_sequence_length=16)  # 3 latent frames, sampled as 4 (patch_size_t=2), the first dropped
+    ours = pipe("a fox", generator=torch.Generator().manual_seed(0), **kw).frames
+    ref = native("a fox", generator=torch.Generator().manual_seed(0), **kw).frames
+    assert ours.shape == (1, 9, 32, 32, 3) and np.abs(ours - ref).max() <= 1e-5

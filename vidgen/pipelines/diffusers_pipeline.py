@@ -227,6 +227,10 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         gen = self.flow_generator
         grid = self.video_tokenizer.latent_grid(num_frames, height, width)
+        pad = 0  # CogVideoX 1.5 samples extra first latent frames up to a multiple of its temporal patch, then drops them
+        if self.family.name == "cogvideox" and grid[0] % gen.patch_size[0]:
+            pad = gen.patch_size[0] - grid[0] % gen.patch_size[0]
+        grid = (grid[0] + pad, *grid[1:])
         gen.check_grid(grid)
         from vidgen.generators.diffusers_sampling import check_scheduler, sample_latents
         check_scheduler(gen, self.scheduler)
@@ -253,7 +257,7 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
                                   negative=negative, generator=g, latents=latents, callback=callback,
                                   progress=self.progress(config.num_inference_steps), model_kwargs=options, **wan2)
 
-        x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents))
+        x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents))[:, :, pad:]
         # 5. decode
         return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
                                          len(generators) > 1), return_dict)
