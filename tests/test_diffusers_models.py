@@ -195,3 +195,25 @@ def test_cogvideox15_pads_latent_frames_to_its_temporal_patch_as_diffusers_does(
     ours = pipe("a fox", generator=torch.Generator().manual_seed(0), **kw).frames
     ref = native("a fox", generator=torch.Generator().manual_seed(0), **kw).frames
     assert ours.shape == (1, 9, 32, 32, 3) and np.abs(ours - ref).max() <= 1e-5
+
+
+def test_ltx_timestep_conditioned_decoding_matches_diffusers():
+    from vidgen.pipelines.diffusers_tiny import tiny_components
+    parts = tiny_components("ltx")
+    config = {k: v for k, v in parts["vae"].config.items() if not k.startswith("_")}
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        parts["vae"] = diffusers.AutoencoderKLLTXVideo(**{**config, "timestep_conditioning": True}).eval()
+    native = diffusers.LTXPipeline(**parts)
+    native.set_progress_bar_config(disable=True)
+    pipe = DiffusersFlowPipeline.from_native(native)
+    frames = []
+    for extra in ({}, {"decode_timestep": 0.05, "decode_noise_scale": 0.025}):
+        kw = {**_call_kwargs("ltx"), **extra}
+        ours = pipe("a fox", generator=torch.Generator().manual_seed(0), **kw).frames
+        assert np.abs(ours - native("a fox", generator=torch.Generator().manual_seed(0), **kw).frames).max() <= 1e-5
+        frames.append(ours)
+    assert np.abs(frames[0] - frames[1]).max() > 1e-4  # the decode timestep and noise took effect
+    with pytest.raises(UnsupportedError, match="decode_timestep"):
+        tiny = DiffusersFlowPipeline.from_native(tiny_native_pipeline("wan"))
+        tiny("a fox", **{**_call_kwargs("wan"), "decode_timestep": 0.05})

@@ -200,12 +200,14 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  decode_chunk_frames: Optional[int] = None, max_sequence_length: Optional[int] = None,
                  frame_rate: float = 25.0, guidance_scale_2: Optional[float] = None,
-                 attention_kwargs: Optional[dict] = None, class_labels=None, conditioning_frames=None,
+                 attention_kwargs: Optional[dict] = None, decode_timestep: float = 0.0,
+                 decode_noise_scale: Optional[float] = None, class_labels=None, conditioning_frames=None,
                  conditioning_latent_indices=None, context_frames=None, guidance_interval=UNSET):
         """Text -> video as the family's diffusers pipeline samples it. ``num_frames`` / ``height`` / ``width``
         default to the family's (:attr:`default_size`); any frame count is decoded exactly. ``latents``: starting
         noise (B, C, t, h, w) in vidgen's layout. Settings left out come from :attr:`sampling_config`.
-        ``guidance_scale_2``: Wan 2.2's low-noise guidance. The arguments after ``attention_kwargs`` exist for
+        ``guidance_scale_2``: Wan 2.2's low-noise guidance. ``decode_timestep`` / ``decode_noise_scale``: LTX's
+        timestep-conditioned decoders (0.9.1+), as its pipeline applies them. The arguments after them exist for
         vidgen's other pipelines and are refused here by name."""
         # 1. refuse what cannot work, before any work
         if isinstance(prompt, dict) or isinstance(negative_prompt, dict):
@@ -259,6 +261,11 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
 
         x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents))[:, :, pad:]
         # 5. decode
+        if output_type == "latent":
+            return self._finish(x, return_dict)
+        if decode_timestep or decode_noise_scale:
+            return self._finish(self._decode_ltx(x, num_frames, height, width, output_type, generator,
+                                                 decode_timestep, decode_noise_scale), return_dict)
         return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
                                          len(generators) > 1), return_dict)
 
@@ -271,6 +278,24 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
         video = torch.cat([self.flow_generator.decode_videos(tok, part.to(tok.dtype), num_frames, height, width,
                                                         chunk_frames=decode_chunk_frames) for part in parts])
         return to_output(video, output_type)
+
+    @torch.no_grad()
+    def _decode_ltx(self, x, num_frames, height, width, output_type, generator, decode_timestep, decode_noise_scale):
+        """LTX's decode with timestep conditioning: denormalized latents mixed with noise drawn from ``generator``
+        (``decode_noise_scale``, default ``decode_timestep``), decoded at ``decode_timestep``, as its pipeline."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        from vidgen.pipelines.output import to_output
+        tok = self.video_tokenizer
+        if self.family.name != "ltx" or not self.vae.config.get("timestep_conditioning"):
+            raise UnsupportedError(f"decode_timestep / decode_noise_scale: only LTX-Video decoders with timestep "
+                                   f"conditioning take them, not this {type(self.vae).__name__}")
+        z = tok.denormalize_latents(x.to(tok.dtype))
+        scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
+        noise = randn_tensor(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        z = (1 - scale) * z + scale * noise
+        t = torch.full((z.shape[0],), float(decode_timestep), device=z.device, dtype=z.dtype)
+        return to_output(tok.decode(z, num_frames, height, width, timestep=t).sample, output_type)
 
 
 def load_native_pipeline(path, **kwargs) -> DiffusersFlowPipeline:

@@ -287,11 +287,11 @@ class DiffusersVideoVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, num_frames: Optional[int] = None, height: Optional[int] = None,
                width: Optional[int] = None, chunk_frames: Optional[int] = None, return_dict: bool = True,
-               generator: Optional[torch.Generator] = None):
+               generator: Optional[torch.Generator] = None, timestep: Optional[torch.Tensor] = None):
         """Latents ``(B, C, t, h, w)`` -> ``DecoderOutput(sample=(B, 3, T, H, W))`` cropped to ``num_frames`` /
         ``height`` / ``width`` (defaults: ``1+(t-1)*tc``, ``h*sc``, ``w*sc``). ``generator`` is accepted for
-        diffusers' signature and ignored; LTX decoders with timestep conditioning get timestep 0 (their pipeline's
-        default ``decode_timestep``)."""
+        diffusers' signature and ignored; LTX decoders with timestep conditioning get ``timestep`` (B,), default 0
+        (their pipeline's default ``decode_timestep``)."""
         check_latent(z, self.latent_channels, "z", self.input_dtypes(getattr(z, "device", None)), values=False)
         codec_base.CausalCodecMixin._check_chunk(chunk_frames)
         tc, sc, step = self.temporal_compression_ratio, self.spatial_compression_ratio, self._spec.latent_step
@@ -306,8 +306,9 @@ class DiffusersVideoVAE(nn.Module):
                                         f"(1..{limit})")
         self.check_memory("z", b, *full)
         check_values(z, "z", video=False)
-        timestep = {"temb": z.new_zeros(b)} if self.vae.config.get("timestep_conditioning") else {}
-        out = self.vae.decode(z, **timestep).sample
+        temb = {"temb": z.new_zeros(b) if timestep is None else torch.as_tensor(timestep).to(z).expand(b)} \
+            if self.vae.config.get("timestep_conditioning") else {}
+        out = self.vae.decode(z, **temb).sample
         self._check_rule("decoded", z.shape[2:], out.shape[2:], full)
         out = out[:, :, : num_frames or full[0], : height or full[1], : width or full[2]]
         return DecoderOutput(sample=out) if return_dict else (out,)
