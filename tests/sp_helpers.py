@@ -105,15 +105,18 @@ def _worst(a: dict, b: dict, what: str) -> float:
     return worst
 
 
-def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2):
-    """One training step (loss, gradients, AdamW update) with and without sequence parallelism; returns the worst
-    differences and the gradient's size (not vacuous)."""
+def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2, checkpointing: bool = False):
+    """One training step (loss, gradients, AdamW update) with and without sequence parallelism (and gradient
+    checkpointing, which recomputes the blocks and their all-to-alls in the backward); returns the worst differences
+    and the gradient's size (not vacuous)."""
     import copy
 
     import torch.distributed as dist
 
     from vidgen.parallel import enable_sequence_parallel, new_sequence_parallel
     model = tiny_generator(kind, **arch)
+    if checkpointing:
+        model.enable_gradient_checkpointing()
     x, cond = tiny_batch(kind, grid)
     ref_model = copy.deepcopy(model)
     ref_loss, ref_grads = _loss_grads(ref_model, x, cond, seed=7)

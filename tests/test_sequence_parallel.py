@@ -54,6 +54,12 @@ def test_sampling_equal_every_pattern(kind):
 
 
 @pytest.mark.slow
+def test_training_step_equal_with_gradient_checkpointing():
+    report = run_group(train_step_case, "masked", GRID, WINDOW, 2, True)
+    assert max(report["loss"], report["grads"], report["weights"]) <= ATOL, report
+
+
+@pytest.mark.slow
 def test_masked_pipeline_sp2_equals_one_process():
     report = run_group(pipeline_case, "masked")
     assert report["vs_one_process"] == 0 and report["between_ranks"] == 0, report

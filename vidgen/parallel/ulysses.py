@@ -41,7 +41,7 @@ def split_tokens(tokens: torch.Tensor, sp: SequenceParallel) -> torch.Tensor:
     n = tokens.shape[1]
     chunk = padded_length(n, sp.size) // sp.size
     tokens = F.pad(tokens, (0, 0, 0, chunk * sp.size - n))
-    return tokens[:, sp.rank * chunk:(sp.rank + 1) * chunk]
+    return tokens[:, sp.rank * chunk:(sp.rank + 1) * chunk].clone()  # a copy: the whole sequence is not kept alive
 
 
 def gather_tokens(local: torch.Tensor, n: int, sp: SequenceParallel) -> torch.Tensor:
@@ -98,7 +98,9 @@ def _backbone(model):
     if not (hasattr(backbone, "sequence_parallel") and hasattr(backbone, "blocks")):
         raise UnsupportedError(f"sequence parallelism: {type(model).__name__} has no vidgen video transformer "
                                "backbone whose attention can be split over processes (vidgen's masked, flow and "
-                               "autoregressive generators have one)")
+                               "autoregressive generators have one; a diffusers transformer that has a context-"
+                               "parallel plan splits with its own enable_parallelism(config=ContextParallelConfig("
+                               "ulysses_degree=P)))")
     return backbone
 
 
