@@ -120,3 +120,26 @@ def test_vidgen_generate_sp2_under_torchrun_writes_the_one_process_video(tmp_pat
     assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == ["v.mp4", "v.png"]  # written once, by rank 0
     assert two.stdout.count("video: ") == 1
     assert (tmp_path / "sp" / "v.mp4").read_bytes() == (tmp_path / "one" / "v.mp4").read_bytes()
+
+
+def test_sp2_on_shards_with_text_trains_like_one_process(tmp_path):
+    """Shard datasets over two buckets, captions as a text prefix: the SP group draws one clip stream (the data-parallel
+    rank and size), the same buckets step by step, and trains the 1-process weights."""
+    from shard_helpers import save_tiny_tokenizers, write_captioned_clips
+    from vidgen.cli import main as cli
+    write_captioned_clips(tmp_path / "src", {f"{i}.mp4": (10, 32, 32 if i % 2 else 48, f"caption {i % 4}")
+                                             for i in range(6)})
+    save_tiny_tokenizers(tmp_path, ["vae"])
+    assert cli(["data", "encode", str(tmp_path / "src"), "--tokenizer", str(tmp_path / "vae"), "--out",
+                str(tmp_path / "shards"), "--buckets", "9x32x32,9x32x48", "--max-text-tokens", "8", "--dtype",
+                "float32", "--chunk-size", "3", "--workers", "0", "--threads", "1"]) == 0
+    args = [f"video_tokenizer={tmp_path / 'vae'}", "model.generator=flow", "model.preset=tiny",
+            "model.overrides={max_grid: [4, 4, 6], layout: frame_causal}", "data.dataset=shards",
+            f"data.root={tmp_path / 'shards'}", "data.max_text_tokens=8", "sample_every=0", "optim.lr=2e-3",
+            "data.buckets=[{shape: 9x32x32, batch: 2}, {shape: 9x32x48, batch: 1}]", *COMMON]
+    _run(SCRIPT, [*args, f"run_dir={tmp_path / 'one'}"], 1)
+    _run(SCRIPT, [*args, f"run_dir={tmp_path / 'sp'}", "sp_size=2"], 2)
+    drawn = [[json.loads(line).get("bucket") for line in (tmp_path / r / "log.jsonl").read_text().splitlines()
+              if '"loss"' in line] for r in ("one", "sp")]
+    assert drawn[0] == drawn[1] and len(drawn[0]) == STEPS
+    _check_equivalent(tmp_path / "one", tmp_path / "sp")
