@@ -178,15 +178,16 @@ class DiffusersFlowTransformer(nn.Module):
                              **kwargs)[0]
         elif name == "cogvideox":
             ofs = None if self.model.config.get("ofs_embed_dim") is None else x.new_full((1,), 2.0)
-            out = self.model(hidden_states=x.permute(0, 2, 1, 3, 4).contiguous(), encoder_hidden_states=text, timestep=timestep,
-                             ofs=ofs, image_rotary_emb=self.rotary_embedding((t, h, w)), return_dict=False,
-                             **kwargs)[0].permute(0, 2, 1, 3, 4)
+            out = self.model(hidden_states=x.permute(0, 2, 1, 3, 4).contiguous(), encoder_hidden_states=text,
+                             timestep=timestep, ofs=ofs, image_rotary_emb=self.rotary_embedding((t, h, w)),
+                             return_dict=False, **kwargs)[0].permute(0, 2, 1, 3, 4)
         else:  # ltx: tokens packed (B, t*h*w, C)
             mask = cond.text_mask.to(self.device) if cond.text_mask is not None else None
             pt, ps, _ = self.patch_size
             tc, sc = self.vae_ratios
-            out = self.model(hidden_states=pack_latents(x, ps, pt).contiguous(), encoder_hidden_states=text, timestep=timestep,
-                             encoder_attention_mask=mask, num_frames=t // pt, height=h // ps, width=w // ps,
+            out = self.model(hidden_states=pack_latents(x, ps, pt).contiguous(), encoder_hidden_states=text,
+                             timestep=timestep, encoder_attention_mask=mask, num_frames=t // pt, height=h // ps,
+                             width=w // ps,
                              rope_interpolation_scale=(tc / frame_rate, sc, sc), return_dict=False, **kwargs)[0]
             out = unpack_latents(out, (t, h, w), ps, pt)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)

@@ -131,7 +131,8 @@ def _token_grid(model, family: str, args, kwargs) -> Optional[tuple]:
     x = kwargs.get("hidden_states", args[0] if args else None)
     if family == "ltx":
         return tuple(int(kwargs[k]) for k in ("num_frames", "height", "width")) if "num_frames" in kwargs else None
-    grid = (x.shape[1], x.shape[3], x.shape[4]) if family == "cogvideox" else tuple(x.shape[2:])  # CogVideoX: (B, t, C, h, w)
+    # CogVideoX's latents are (B, t, C, h, w)
+    grid = (x.shape[1], x.shape[3], x.shape[4]) if family == "cogvideox" else tuple(x.shape[2:])
     return tuple(int(g) // p for g, p in zip(grid, patch_size_of(model)))
 
 

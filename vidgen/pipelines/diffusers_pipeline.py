@@ -229,7 +229,8 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         gen = self.flow_generator
         grid = self.video_tokenizer.latent_grid(num_frames, height, width)
-        pad = 0  # CogVideoX 1.5 samples extra first latent frames up to a multiple of its temporal patch, then drops them
+        # CogVideoX 1.5 samples extra first latent frames up to a multiple of its temporal patch, then drops them
+        pad = 0
         if self.family.name == "cogvideox" and grid[0] % gen.patch_size[0]:
             pad = gen.patch_size[0] - grid[0] % gen.patch_size[0]
         grid = (grid[0] + pad, *grid[1:])

@@ -4,8 +4,9 @@ shard dataset encoded with the model's own VAE and text encoder::
     vidgen data encode clips/ --tokenizer Wan-folder/vae --text-encoder Wan-folder --max-text-tokens 512 --out shards
     python -m vidgen.training.finetune pipeline=Wan-folder data.root=shards lora.rank=16 steps=1000 run_dir=runs/lora
 
-The loop is :mod:`vidgen.training.trainer`'s (exact resume after a kill, accelerate DDP / FSDP, bf16 autocast over
-fp32 master weights); the loss is the family's (:func:`vidgen.generators.diffusers_sampling.training_loss`).
+The loop is :mod:`vidgen.training.trainer`'s (exact resume after a kill, accelerate DDP; FSDP is untested here; bf16
+autocast over fp32 master weights); the loss is the family's
+(:func:`vidgen.generators.diffusers_sampling.training_loss`).
 ``run_dir/final`` holds what diffusers reads: ``pytorch_lora_weights.safetensors`` (``pipe.load_lora_weights``) or,
 for a full fine-tune, ``transformer/`` (``WanTransformer3DModel.from_pretrained``). Checkpoints hold only the
 trained tensors. Caption embeddings are padded to the family's prompt length as its pipeline pads them (Wan: zeros,
