@@ -84,6 +84,10 @@ def test_a_lora_loads_in_diffusers_and_gives_vidgens_frames(family, models, tmp_
     if family == "cogvideox":
         kw.update(height=16, width=16, max_sequence_length=16)
     assert np.abs(native("a red fox running", **kw).frames - tuned).max() <= 1e-5
+    fresh = load_pipeline(folder, dtype="fp32")
+    fresh.set_progress_bar_config(disable=True)
+    fresh.load_lora_weights(final)  # the same loader from the vidgen pipeline
+    assert np.abs(_frames(fresh, family) - tuned).max() <= 1e-5
 
 
 def test_a_full_fine_tune_saves_a_transformer_folder_diffusers_loads(models, tmp_path):

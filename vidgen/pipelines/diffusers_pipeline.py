@@ -108,6 +108,11 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
                          expand_timesteps=bool(self.config.expand_timesteps))
         return self.native_class(**parts)
 
+    def load_lora_weights(self, *args, **kwargs):
+        """A LoRA in diffusers' format into the transformer, by the family's own loader (diffusers'
+        ``load_lora_weights``, e.g. a ``run_dir/final`` of :mod:`vidgen.training.finetune`)."""
+        return self.native().load_lora_weights(*args, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """The folder the family's diffusers pipeline class loads (``model_index.json`` names it), plus
         ``sampling_config.json``."""
