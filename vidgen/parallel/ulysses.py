@@ -26,7 +26,7 @@ from einops import rearrange
 
 from vidgen.attention import attention3d
 from vidgen.attention.masks import make_pattern
-from vidgen.errors import ConfigError, UnsupportedError
+from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.parallel.collectives import all_gather, all_to_all
 from vidgen.parallel.groups import SequenceParallel
 
@@ -75,7 +75,7 @@ def ulysses_attention(attn, x: torch.Tensor, grid, num_prefix_tokens: int, sp: S
     pattern = make_pattern(grid, cfg.window, cfg.causal, num_prefix_tokens)
     n, chunk = pattern.num_tokens, x.shape[1]
     if chunk * sp.size != padded_length(n, sp.size):
-        raise ConfigError(f"sequence parallel: a chunk of {chunk} tokens on {sp.size} ranks does not hold the "
+        raise InvalidInputError(f"sequence parallel: a chunk of {chunk} tokens on {sp.size} ranks does not hold the "
                           f"{n} tokens of grid {tuple(grid)} with {num_prefix_tokens} prefix tokens")
     qkv = rearrange(attn.qkv(x), "b c (s h d) -> b c s h d", s=3, h=cfg.num_heads)
     q, k, v = seq_to_heads(qkv, n, sp).unbind(0)  # (B, H / P, n, D) each
