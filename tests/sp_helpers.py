@@ -204,4 +204,5 @@ def pipeline_case(rank, world, kind: str):
     dist.all_gather(every, out)
     return {"vs_one_process": (out - ref).abs().max().item(),
             "between_ranks": max((e - out).abs().max().item() for e in every),
-            "split_after": pipe.transformer.backbone.sequence_parallel}
+            "split_after": [m.sequence_parallel for m in (pipe.transformer.backbone, *pipe.transformer.backbone.blocks)
+                            if m.sequence_parallel is not None] or None}

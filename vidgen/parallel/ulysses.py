@@ -111,9 +111,9 @@ def enable_sequence_parallel(model, sp) -> None:
     backbone = _backbone(model)
     if sp is not None:
         check_heads(backbone.cfg.num_heads, sp.size)
-    backbone.sequence_parallel = sp
-    for block in backbone.blocks:
-        block.sequence_parallel = sp
+    for module in backbone.modules():  # the backbone and its blocks, also inside DDP / FSDP wrappers
+        if hasattr(type(module), "sequence_parallel"):
+            module.sequence_parallel = sp
 
 
 @contextlib.contextmanager
