@@ -105,7 +105,8 @@ def _worst(a: dict, b: dict, what: str) -> float:
     return worst
 
 
-def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2, checkpointing: bool = False):
+def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2, checkpointing: bool = False,
+                    compile: bool = False):
     """One training step (loss, gradients, AdamW update) with and without sequence parallelism (and gradient
     checkpointing, which recomputes the blocks and their all-to-alls in the backward); returns the worst differences
     and the gradient's size (not vacuous)."""
@@ -123,6 +124,8 @@ def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2, 
     sp = new_sequence_parallel(sp_size)
     try:
         enable_sequence_parallel(model, sp)
+        if compile:  # what the trainer's compile=true does: the backbone through inductor, collectives inside
+            model.backbone.compile()
         loss, grads = _loss_grads(model, x, cond, seed=7)
         for g in grads.values():  # what DDP does over the world: the mean of the ranks' gradients
             dist.all_reduce(g)

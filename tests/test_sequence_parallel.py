@@ -60,6 +60,12 @@ def test_training_step_equal_with_gradient_checkpointing():
 
 
 @pytest.mark.slow
+def test_training_step_equal_under_torch_compile():
+    report = run_group(train_step_case, "flow", GRID, WINDOW, 2, False, True)
+    assert max(report["loss"], report["grads"], report["weights"]) <= ATOL, report
+
+
+@pytest.mark.slow
 def test_masked_pipeline_sp2_equals_one_process():
     report = run_group(pipeline_case, "masked")
     assert report["vs_one_process"] == 0 and report["between_ranks"] == 0, report
