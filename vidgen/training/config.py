@@ -117,7 +117,7 @@ class RunConfig:
 
     def __post_init__(self):
         _settle_precision(self)
-        from vidgen.parallel import check_sp_size
+        from vidgen.parallel.groups import check_sp_size
         check_sp_size(self.sp_size)
         if self.optim.schedule_steps and self.optim.schedule_steps < self.steps:
             raise ConfigError(f"optim.schedule_steps={self.optim.schedule_steps} is below steps={self.steps}: the "
