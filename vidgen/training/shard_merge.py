@@ -76,7 +76,8 @@ def _merge_text(out: Path, units: list[Path]) -> dict:
         _write_index(unit / TEXT_DIR, chunks, config)  # a unit's own index, so LitData reads it
         ds = litdata.StreamingDataset(str(unit / TEXT_DIR))
         for i in range(len(ds)):
-            item = ds[i]
+            # bytes fields may read back as memoryviews (litdata without pyarrow), which its writer cannot store
+            item = {k: bytes(v) if isinstance(v, (memoryview, bytearray)) else v for k, v in ds[i].items()}
             if item["key"] not in rows:
                 rows[item["key"]] = len(rows)
                 writer[len(rows) - 1] = item
