@@ -1,4 +1,5 @@
-"""Helpers of the shard tests: tiny live tokenizers and a folder of captioned random clips."""
+"""Helpers of the shard tests: tiny live tokenizers, a folder of captioned random clips, and a run killed with
+kill -9 at its first checkpoint."""
 from __future__ import annotations
 
 import torch
@@ -38,3 +39,22 @@ def write_captioned_clips(folder, clips: dict, seed: int = 0):
     (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "text": c[3]}) + "\n"
                                                    for n, c in clips.items()))
     return folder
+
+
+def kill9_at_first_checkpoint(cmd: list, run_dir, timeout: float = 120.0) -> None:
+    """Start ``cmd`` (offline, one thread) and kill it with SIGKILL as soon as ``run_dir/checkpoints/latest``
+    exists (or when it ends, or after ``timeout`` seconds); the caller checks that it was killed with steps to go."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = Path(run_dir) / "checkpoints" / "latest"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not latest.is_file():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -3,17 +3,13 @@ of an unbroken run, and 2 processes under ``accelerate launch`` (gloo DDP) train
 with twice the batch."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from shard_helpers import write_captioned_clips
+from shard_helpers import kill9_at_first_checkpoint, write_captioned_clips
 from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
 from vidgen.testing import accelerate_launch
 from vidgen.training import encode_dataset, load_config
@@ -45,15 +41,7 @@ def _weights(run_dir, step: int) -> dict:
 
 def test_kill9_then_resume_is_bit_identical(wan, tmp_path):
     args = _args(wan, tmp_path / "killed", "steps=6", "data.batch=2")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vidgen.training.finetune", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "killed" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not latest.is_file():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill9_at_first_checkpoint([sys.executable, "-m", "vidgen.training.finetune", *args], tmp_path / "killed")
     assert not (tmp_path / "killed" / "final").exists()
     finetune(load_config(None, args, schema=FineTuneConfig))  # resumes from the latest checkpoint
     finetune(load_config(None, [*args, f"run_dir={tmp_path / 'straight'}"], schema=FineTuneConfig))

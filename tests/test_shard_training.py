@@ -4,11 +4,7 @@ bit-identical, also after kill -9; a run refuses shards of another tokenizer or 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +14,7 @@ from safetensors.torch import load_file
 from vidgen.data.shards import ShardDataset
 from vidgen.errors import ShardError
 from vidgen.generators import Conditioning, generator_class
-from shard_helpers import save_tiny_tokenizers, write_captioned_clips
+from shard_helpers import kill9_at_first_checkpoint, save_tiny_tokenizers, write_captioned_clips
 from vidgen.testing import perturb_weights
 from vidgen.tokenizers import CausalVQVAE
 from vidgen.training import GeneratorTrainConfig, encode_dataset, load_config, train_generator
@@ -103,16 +99,7 @@ def test_kill9_then_resume_is_bit_identical(shards, tmp_path):
         f"data.root={shards / 'shards-vae'}", "data.batch=2", "data.max_text_tokens=8", "steps=8", "log_every=1",
         "sample_every=0", "ckpt_every=1", "optim.warmup_steps=0", "optim.lr=2e-3", "threads=1"]
     cmd = [sys.executable, str(ROOT / "pipelines" / "train_generator.py"), *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "killed" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file():  # the first checkpoint: killed with steps still to go
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill9_at_first_checkpoint(cmd, tmp_path / "killed")
     assert not (tmp_path / "killed" / "final").exists()
     train_generator(load_config(None, args, schema=GeneratorTrainConfig))  # resumes from the latest checkpoint
     train_generator(load_config(None, [*args, f"run_dir={tmp_path / 'straight'}"], schema=GeneratorTrainConfig))
