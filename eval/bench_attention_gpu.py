@@ -11,9 +11,14 @@ Shapes (B = 1):
 * (c) 21x30x52, 12 heads, D 128: Wan2.1-1.3B's latent grid at 480x832, 81 frames, with the window stated in SHAPES.
 
 Method: the same q, k, v (and output gradient) for every backend; each (pass, backend) is called once first (its
-compile and first call, reported apart as ``first_call_s``), then every one of them once per round, in an order
-rotated each round, with ``torch.cuda.synchronize()`` before and after each timed call; ``ms`` is the median over the
-rounds (at least ``--min-rounds``; more while the shape's time budget lasts). FLOPs (eval/bench_attention.py's
+compile and first call, reported apart as ``first_call_s``), then every one of them once per round, in a seeded random
+order each round (no backend always follows the same one). Before each timed call the GPU's L2 cache is flushed
+(a 256 MiB buffer zeroed, outside the timed region), then ``torch.cuda.synchronize()`` before and after the call:
+``ms`` is the median over the rounds (at least ``--min-rounds``; more while the shape's time budget lasts) of the time
+to the end of the call's GPU work, and ``host_ms`` the median time until the call returned to Python (its launch
+overhead, which the GPU waits for at the start). After the rounds, ``device_ms`` is the GPU kernels' own time per
+call from torch.profiler: ``ms - device_ms`` is time the GPU spent waiting for launches.
+FLOPs (eval/bench_attention.py's
 ``useful_flops``): 4·D per allowed (query, key) pair forward, 12·D forward+backward. TFLOP/s counts the allowed pairs;
 the dense-equivalent TFLOP/s counts all N^2. ``speedup_vs_dense`` is the faster dense backend's median ms over this
 backend's, and ``fraction_of_flop_bound`` that speedup over the FLOP bound (all pairs / allowed pairs).
@@ -35,6 +40,7 @@ if QUICK:  # before anything imports triton: the kernels run on CPU tensors unde
 
 import argparse  # noqa: E402
 import math  # noqa: E402
+import random  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -47,11 +53,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench_attention import useful_flops  # noqa: E402
+from bench_attention_gpu_table import readme_table, write_table  # noqa: E402,F401  (readme_tables.py reads it here)
 from vidgen.attention import attention3d, make_pattern  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "bench_attention_gpu.json"
-TABLE = "attention_gpu"  # docs/attention.md's <!-- table:attention_gpu --> markers
 SHAPES = [
     dict(key="a", grid=(16, 32, 32), window=(3, 7, 7), heads=4, head_dim=64, budget_s=30,
          note="the CPU benchmark's shape (eval/bench_attention.py)"),
@@ -64,7 +70,9 @@ SHAPES = [
 QUICK_SHAPES = [dict(key="quick", grid=(2, 4, 4), window=(3, 3, 4), heads=1, head_dim=16, budget_s=30,
                      note="plumbing check under the Triton interpreter (CPU, fp32): not a speed")]
 PASSES = ("forward", "forward_backward")
-WINDOWED = ("triton", "triton_raster", "flex")
+WINDOWED = ("triton", "triton_coords", "triton_raster", "flex")
+TRITON_VARIANTS = ("triton", "triton_coords", "triton_raster")
+FLUSH_MIB = 256  # more than any GPU's L2 cache (H100 / H200: 50 MiB)
 DENSE = ("dense_flash", "dense_cudnn")
 
 
@@ -80,11 +88,14 @@ def _sdpa(backend_name: str):
 
 def backends(grid, window) -> dict:
     """name -> fn(q, k, v): the windowed backends through the public call, dense SDPA pinned to one backend."""
-    def raster(q, k, v):  # the same kernel with the tokens in raster order (no 3D-box layout)
-        from vidgen.attention.triton_kernel import triton_attention3d
-        return triton_attention3d(q, k, v, make_pattern(grid, window), layout="raster")
+    from vidgen.attention.triton_kernel import triton_attention3d
 
-    return {"triton": lambda q, k, v: attention3d(q, k, v, grid, window, backend="triton"), "triton_raster": raster,
+    pattern = make_pattern(grid, window)
+    return {"triton": lambda q, k, v: attention3d(q, k, v, grid, window, backend="triton"),
+            # the same kernels with the mask rebuilt from (t, h, w) coordinates instead of packed codes
+            "triton_coords": lambda q, k, v: triton_attention3d(q, k, v, pattern, mask="coords"),
+            # ... and with the tokens in raster order (no 3D-box layout)
+            "triton_raster": lambda q, k, v: triton_attention3d(q, k, v, pattern, layout="raster"),
             "flex": lambda q, k, v: attention3d(q, k, v, grid, window, backend="flex"),
             "dense_flash": _sdpa("FLASH_ATTENTION"), "dense_cudnn": _sdpa("CUDNN_ATTENTION")}
 
@@ -104,10 +115,11 @@ def pair_counts(spec: dict) -> dict:
 
 
 class Call:
-    """One (pass, backend): a callable that runs it once on the shared tensors and returns the seconds it took."""
+    """One (pass, backend): a callable that runs it once on the shared tensors and returns (seconds to the end of its
+    GPU work, seconds until it returned to Python)."""
 
-    def __init__(self, fn, tensors: dict, backward: bool, device: torch.device):
-        self.fn, self.backward, self.device = fn, backward, device
+    def __init__(self, fn, tensors: dict, backward: bool, device: torch.device, flush=None):
+        self.fn, self.backward, self.device, self.flush = fn, backward, device, flush
         self.q, self.k, self.v = tensors["grad" if backward else "plain"]
         self.grad_out = tensors["grad_out"]
 
@@ -122,13 +134,36 @@ class Call:
         out.backward(self.grad_out)
         return out
 
-    def __call__(self) -> float:
+    def __call__(self) -> tuple:
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        if self.flush is not None:
+            self.flush.zero_()  # evict the previous call's tensors from the L2 cache
         sync()
         start = time.perf_counter()
         self.run()
+        host = time.perf_counter() - start
         sync()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, host
+
+
+def device_ms(calls: dict, reps: int = 2) -> dict:
+    """(pass, backend) -> the GPU kernels' own milliseconds per call (torch.profiler, CUDA activity), or the error."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for key, call in calls.items():
+        try:
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(reps):
+                    call.run()
+                torch.cuda.synchronize()
+            events = prof.key_averages()
+            us = sum(getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+                     for e in events)
+            out[key] = us / reps / 1e3
+        except Exception as err:  # noqa: BLE001 - the timings stand without it; the row says why it is missing
+            out[key] = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+    return out
 
 
 def make_tensors(spec: dict, device, dtype, seed: int = 0) -> dict:
@@ -149,7 +184,7 @@ def check_outputs(calls: dict, spec: dict, tensors: dict) -> dict:
         for name, call in ((name, calls[(p, name)]) for name in WINDOWED if (p, name) in calls):
             o = call.run()
             got[name] = [o.detach().float()] + [x.grad.float() for x in (call.q, call.k, call.v) if x.grad is not None]
-        for name in ("triton", "triton_raster"):
+        for name in TRITON_VARIANTS:
             if name in got and "flex" in got:
                 out[f"{p}_{name}_vs_flex"] = max((a - b).abs().max().item() for a, b in zip(got[name], got["flex"]))
     n = make_pattern(spec["grid"], spec["window"]).num_tokens
@@ -167,30 +202,33 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
     start = time.perf_counter()
     budget_end = min(deadline, start + spec["budget_s"])
     tensors = make_tensors(spec, device, dtype)
+    flush = torch.empty(FLUSH_MIB << 20, dtype=torch.int8, device=device) if device.type == "cuda" else None
     fns = backends(spec["grid"], spec["window"])
     calls, errors, first = {}, {}, {}
     for p in PASSES:
         for name, fn in fns.items():
-            call = Call(fn, tensors, p == "forward_backward", device)
+            call = Call(fn, tensors, p == "forward_backward", device, flush)
             try:
-                first[(p, name)] = call()  # compile (Triton JIT, torch.compile of flex) and the first call
+                first[(p, name)] = call()[0]  # compile (Triton JIT, torch.compile of flex) and the first call
                 calls[(p, name)] = call
             except Exception as err:  # noqa: BLE001 - an unavailable backend is recorded in the results
                 errors[(p, name)] = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
     checks = check_outputs(calls, spec, tensors)
     times = {key: [] for key in calls}
-    order = list(calls)
+    order, rng = list(calls), random.Random(f"rounds-{spec['key']}")
     rounds = 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() < budget_end):
         if time.perf_counter() > deadline and rounds > 0:
             break  # the run's deadline: stop even below min_rounds (the row says how many rounds it got)
-        shift = rounds % max(1, len(order))
-        for key in order[shift:] + order[:shift]:
+        rng.shuffle(order)
+        for key in order:
             times[key].append(calls[key]())
         rounds += 1
+    kernels = device_ms(calls) if device.type == "cuda" else {}
     row = {k: v for k, v in spec.items() if k != "budget_s"}
     row.update(grid=list(spec["grid"]), window=list(spec["window"]), **pair_counts(spec), rounds=rounds,
-               below_min_rounds=rounds < min_rounds, seconds=round(time.perf_counter() - start, 2), checks=checks)
+               below_min_rounds=rounds < min_rounds, seconds=round(time.perf_counter() - start, 2), checks=checks,
+               l2_flush_mib=FLUSH_MIB if flush is not None else 0)
     pattern = make_pattern(spec["grid"], spec["window"])
     full = make_pattern(spec["grid"], None)
     row["triton_layout"] = kernel_layout(pattern, device)
@@ -203,10 +241,15 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
         for name in fns:
             if (p, name) in errors:
                 entries[name] = {"error": errors[(p, name)]}
-            else:
-                entries[name] = {"ms": 1e3 * statistics.median(times[(p, name)]),
-                                 "times_ms": [1e3 * t for t in times[(p, name)]],
-                                 "first_call_s": first[(p, name)]}
+                continue
+            wall, host = zip(*times[(p, name)])
+            entries[name] = {"ms": 1e3 * statistics.median(wall), "times_ms": [1e3 * t for t in wall],
+                             "host_ms": 1e3 * statistics.median(host), "first_call_s": first[(p, name)]}
+            measured = kernels.get((p, name))
+            if isinstance(measured, float):
+                entries[name]["device_ms"] = measured
+            elif measured is not None:
+                entries[name]["device_ms_error"] = measured
         entry = dict(flops_allowed=flops, flops_dense=dense_flops, backends=entries)
         entry.update(derived(entry, row["flop_bound"]))
         row["passes"][p] = entry
@@ -215,11 +258,11 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
 
 def kernel_layout(pattern, device) -> dict:
     """The token layout and tiles the triton backend ran this pattern with, and its tuned launch configs."""
-    from vidgen.attention import tiles, triton_kernel as tk
+    from vidgen.attention import tiles, triton_jit, triton_kernel as tk
     box = tiles.cached_choose_box(pattern, tk.BLOCK_M, tk.BLOCK_N, device)
     tuned = {name: {str(key): str(config) for key, config in getattr(kernel, "cache", {}).items()}
-             for name, kernel in (("forward", tk._fwd_kernel), ("backward_kv", tk._bwd_kv_kernel),
-                                  ("backward_q", tk._bwd_q_kernel))}
+             for name, kernel in (("forward", triton_jit.fwd_kernel), ("backward_kv", triton_jit.bwd_kv_kernel),
+                                  ("backward_q", triton_jit.bwd_q_kernel))}
     return dict(box=list(box) if box else "raster", block_m=tk.BLOCK_M, block_n=tk.BLOCK_N,
                 backward_block=tk.BWD_BLOCK, autotuned=tuned)
 
@@ -238,7 +281,7 @@ def derived(entry: dict, flop_bound: float) -> dict:
         if out["dense_ms"] is not None:
             e["speedup_vs_dense"] = out["dense_ms"] / e["ms"]
             e["fraction_of_flop_bound"] = e["speedup_vs_dense"] / flop_bound
-    for name in ("triton", "triton_raster"):
+    for name in TRITON_VARIANTS:
         if name in timed and "flex" in timed:
             out[f"{name}_speedup_vs_flex"] = timed["flex"]["ms"] / timed[name]["ms"]
     return out
@@ -291,90 +334,6 @@ def _print_row(row: dict) -> None:
         parts = [f"{name} {e['ms']:.3f} ms ({e['tflops']:.0f} TFLOP/s)" if "ms" in e else f"{name} -"
                  for name, e in entry["backends"].items()]
         print(f"  {p}: " + ", ".join(parts), flush=True)
-
-
-def _ms(e: dict) -> str:
-    return f"{e['ms']:.2f}" if "ms" in e else "–"
-
-
-def _vs(e: dict) -> str:
-    if "speedup_vs_dense" not in e:
-        return "–"
-    return f"{e['speedup_vs_dense']:.2f}× ({100 * e['fraction_of_flop_bound']:.0f} %)"
-
-
-def _x(values) -> str:
-    return "×".join(map(str, values))
-
-
-def readme_table(results: dict) -> str:
-    """The table of docs/attention.md (``<!-- table:attention_gpu -->``) from docs/results/bench_attention_gpu.json."""
-    m = results["machine"]
-    lines = ["| shape | pass | allowed pairs (FLOP bound) | `triton` ms (TFLOP/s; dense-equiv.) | "
-             "`triton`, raster order, ms | `flex` ms (TFLOP/s) | dense flash ms | dense cuDNN ms | "
-             "`triton` vs dense (of bound) | `flex` vs dense (of bound) | `triton` vs `flex` |", "|---" * 11 + "|"]
-    for row in results["rows"]:
-        label = f"({row['key']}) {_x(row['grid'])}, window {_x(row['window'])}"
-        if "skipped" in row:
-            lines.append(f"| {label} | – | – | {row['skipped']} | | | | | | | |")
-            continue
-        label += f", {row['heads']} heads, D {row['head_dim']}"
-        if row.get("below_min_rounds"):
-            label += f" (**{row['rounds']} round only**: the run's time budget ran out)"
-        box = row.get("triton_layout", {}).get("box")
-        if box:
-            label += f"; `triton` layout: {'raster' if box == 'raster' else _x(box) + ' boxes'}"
-        for p, entry in row["passes"].items():
-            b = entry["backends"]
-            t, f = b["triton"], b["flex"]
-            tri = f"{_ms(t)} ({t['tflops']:.0f}; {t['dense_equivalent_tflops']:.0f})" if "ms" in t else "–"
-            flx = f"{_ms(f)} ({f['tflops']:.0f})" if "ms" in f else "–"
-            ratio = entry.get("triton_speedup_vs_flex")
-            lines.append(f"| {label} | {p.replace('_', '+')} | {row['allowed_pairs']:,} ({row['flop_bound']:.1f}×) | "
-                         f"{tri} | {_ms(b.get('triton_raster', {}))} | {flx} | {_ms(b['dense_flash'])} | "
-                         f"{_ms(b['dense_cudnn'])} | {_vs(t)} | {_vs(f)} | "
-                         f"{'–' if ratio is None else f'**{ratio:.2f}×**'} |")
-    timed = [r for r in results["rows"] if "rounds" in r]
-    first = {name: max(r["passes"][p]["backends"][name].get("first_call_s", 0) for r in timed for p in PASSES)
-             for name in ("triton", "flex")} if timed else {}
-    gpu = m["gpu"] or "CPU (no GPU: a plumbing run, not a speed)"
-    lines += ["", f"{gpu}, driver {m['driver']}, torch {m['torch']}, triton {m['triton']}, CUDA {m['cuda']}; "
-              f"{results['dtype']}, B=1, one run ({results['date'][:10]}, {results['elapsed_s']:.0f} s). Each backend "
-              "called once first (compile: up to "
-              + ", ".join(f"{k} {v:.0f} s" for k, v in first.items()) + " for the first call), then the median ms of "
-              f"{min((r['rounds'] for r in timed), default=0)}+ rounds in rotated order, "
-              "`torch.cuda.synchronize()` around each call. TFLOP/s counts the allowed pairs (4·D forward, 12·D "
-              "forward+backward); dense-equivalent counts all N² pairs. \"vs dense\": the faster dense SDPA backend's "
-              "median over this one's, and in brackets that speedup as a fraction of the FLOP bound. vidgen's windows "
-              "reach |d| ≤ w//2 (an even window sees one position more per axis than NATTEN's) and are clipped at "
-              "the borders, where NATTEN shifts them" + "".join(_natten_note(r) for r in timed) + ". Shapes: "
-              + "; ".join(f"({r['key']}) {r['note']}" for r in results["rows"] if "note" in r)
-              + f". `{results['command']}`."]
-    return "\n".join(lines)
-
-
-def _natten_note(row: dict) -> str:
-    if "natten_pairs" not in row:
-        return ""
-    return (f"; at ({row['key']}) vidgen's pattern has {row['allowed_pairs']:,} pairs (FLOP bound "
-            f"{row['flop_bound']:.1f}×), NATTEN's {row['natten_pairs']:,} ({row['natten_flop_bound']:.1f}×)")
-
-
-def write_table(results_path: Path = OUT, page: Path = ROOT / "docs" / "attention.md") -> str:
-    """Put :func:`readme_table` between the page's markers through eval/readme_tables.py's own renderer (once the
-    results file is committed, its ``TABLES`` takes the same entry and ``readme_tables.py --check`` guards it)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("_bench_attention_gpu_tables", Path(__file__).with_name(
-        "readme_tables.py"))
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
-    tables.RESULTS = results_path.parent
-    tables.TABLES = {TABLE: (results_path.name, tables.from_script("bench_attention_gpu"))}
-    text = page.read_text()
-    rendered = tables.render(text)
-    if rendered != text:
-        page.write_text(rendered)
-    return rendered
 
 
 def main(argv=None) -> int:

@@ -123,13 +123,36 @@ def test_triton_deterministic(tk):
         assert torch.equal(a, b)
 
 
-def test_custom_op_registration(tk):
-    """Schema, fake (meta) kernel and autograd registration are consistent, so torch.compile can trace it."""
+def test_operator_registration(tk):
+    """Schemas and fake (meta) kernels of both operators are consistent, so torch.compile can trace them (autograd
+    is the autograd.Function around them: its gradients are checked against the reference above)."""
     pattern = make_pattern((2, 2, 3), (1, 3, 3), causal=True, num_prefix_tokens=1)
-    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=8)
-    args = (q, k, v) + tk._op_args(pattern, q, None, 16, 16)
-    torch.library.opcheck(tk.attention3d_fwd, args,
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=8, requires_grad=False)
+    config = tk._op_args(pattern, q, None, 16, 16)
+    utils = ("test_schema", "test_faketensor")
+    torch.library.opcheck(tk.attention3d_fwd, (q, k, v) + config, test_utils=utils)
+    out, lse = tk.attention3d_fwd(q, k, v, *config)
+    torch.library.opcheck(tk.attention3d_bwd, (torch.randn_like(out), q, k, v, out, lse) + config, test_utils=utils)
+
+
+CODES_CASES = [PATTERNS[1], PATTERNS[2], PATTERNS[5], make_pattern((4, 6, 8), (3, 5, 5), num_prefix_tokens=1)]
+
+
+@pytest.mark.parametrize("pattern", CODES_CASES, ids=[str(p.grid) for p in CODES_CASES])
+def test_packed_and_coordinate_masks_give_the_same_results(tk, pattern):
+    """Both mask variants of the kernels agree with the reference, and with each other to the last bit (the same
+    pairs are allowed, the arithmetic is the same), forward and backward; the default takes the packed codes."""
+    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16)
+    runs = {}
+    for mask in ("auto", "coords"):
+        fn = lambda a, b, c: tk.triton_attention3d(a, b, c, pattern, block_m=32, block_n=16, mask=mask)  # noqa: E731
+        check_against_reference(fn, pattern, q, k, v)
+        out = fn(q, k, v)
+        runs[mask] = (out,) + torch.autograd.grad(out.square().sum(), (q, k, v))
+    for a, b in zip(runs["auto"], runs["coords"]):
+        assert torch.equal(a, b)
+    spec = tk.launch_spec(q.device, *tk._op_args(pattern, q, None, 32, 16)[:4], 32, 16, [0], "auto")
+    assert spec.packed and spec.slot_keys.shape == (spec.plan.layout.length,)
 
 
 def test_unsupported_requests_explain_why(tk, monkeypatch):

@@ -65,6 +65,8 @@ def test_the_numbers_agree_with_each_other(quick):
         assert entry["dense_ms"] == min(dense.values()) and dense[entry["dense_backend"]] == entry["dense_ms"]
         for backend, e in timed.items():
             assert len(e["times_ms"]) == row["rounds"] and e["ms"] == statistics.median(e["times_ms"])
+            assert 0 < e["host_ms"] <= e["ms"]  # each call returns before its (synchronised) end
+            assert "device_ms" not in e  # the profiler's kernel time is taken on a GPU only
             assert e["first_call_s"] > 0
             seconds = e["ms"] / 1e3
             assert e["tflops"] == pytest.approx(entry["flops_allowed"] / seconds / 1e12, rel=1e-9)
@@ -84,6 +86,8 @@ def test_every_backend_ran_or_says_why_not(quick):
     assert "no backward pass on CPU" in passes["forward_backward"]["backends"]["flex"]["error"]
     checks = quick["rows"][0]["checks"]  # the interpreted kernel computes the pattern (fp32)
     assert checks["forward_triton_vs_flex"] < 1e-5 and checks["forward_triton_vs_reference_fp32"] < 1e-5
+    assert checks["forward_triton_coords_vs_flex"] < 1e-5 and checks["forward_triton_raster_vs_flex"] < 1e-5
+    assert quick["rows"][0]["l2_flush_mib"] == 0  # no L2 cache to flush on the CPU
 
 
 def test_the_docs_table_renders_through_readme_tables(quick, load_script, tmp_path):
@@ -97,6 +101,10 @@ def test_the_docs_table_renders_through_readme_tables(quick, load_script, tmp_pa
     table = bench.readme_table(quick)
     assert table in rendered and "| (quick) 2×4×4, window 3×3×4" in table
     assert len([line for line in table.splitlines() if line.startswith("| (quick)")]) == 2  # both passes
+    assert "seeded random order" in table  # the method of these results, not of the committed ones
+    committed = json.loads((ROOT / "docs" / "results" / "bench_attention_gpu.json").read_text())
+    if not any("l2_flush_mib" in r for r in committed["rows"]):
+        assert "rotated order" in bench.readme_table(committed)
     docs = (ROOT / "docs" / "attention.md").read_text()
     assert "<!-- table:attention_gpu -->" in docs and "<!-- /table:attention_gpu -->" in docs
 

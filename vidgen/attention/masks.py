@@ -19,6 +19,7 @@ they are exact only when no query in ``[s, e)`` may attend a key at ``>= e`` (:f
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Sequence, Tuple, Union
 
@@ -121,7 +122,19 @@ def normalize_causal(causal) -> Causal:
 
 
 def make_pattern(grid, window: Window = None, causal: Causal = False, num_prefix_tokens: int = 0) -> AttentionPattern:
-    """Validate the arguments of ``attention3d`` and return the normalised :class:`AttentionPattern`."""
+    """Validate the arguments of ``attention3d`` and return the normalised :class:`AttentionPattern`. Arguments of
+    exact types (tuples or lists of ints, bool or str ``causal``) are looked up in a cache first: models call the same
+    pattern in every layer and step."""
+    plain = (type(grid) in (tuple, list) and type(num_prefix_tokens) is int and type(causal) in (bool, str)
+             and all(type(g) is int for g in grid)
+             and (window is None or (type(window) in (tuple, list) and all(x is None or type(x) is int
+                                                                            for x in window))))
+    if plain:
+        return _cached_pattern(tuple(grid), None if window is None else tuple(window), causal, num_prefix_tokens)
+    return _make_pattern(grid, window, causal, num_prefix_tokens)
+
+
+def _make_pattern(grid, window: Window, causal: Causal, num_prefix_tokens: int) -> AttentionPattern:
     if not isinstance(grid, (tuple, list)) or len(grid) != 3 or not all(_is_int(g) and g > 0 for g in grid):
         raise InvalidInputError(f"grid must be three positive ints (T, H, W), got {grid!r}")
     if not _is_int(num_prefix_tokens) or num_prefix_tokens < 0:
@@ -141,6 +154,9 @@ def make_pattern(grid, window: Window = None, causal: Causal = False, num_prefix
             radii[axis] = None if size // 2 >= n - 1 else size // 2
     return AttentionPattern(tuple(int(g) for g in grid), tuple(radii), bool(mode), int(num_prefix_tokens),
                             mode == "token")
+
+
+_cached_pattern = functools.lru_cache(maxsize=256)(_make_pattern)  # exceptions are raised again, never cached
 
 
 def _allowed(q_idx: torch.Tensor, kv_idx: torch.Tensor, pattern: AttentionPattern) -> torch.Tensor:

@@ -212,7 +212,8 @@ _BOXES: dict = {}
 CACHE_ENTRIES = 16
 
 
-def _cached(cache: dict, key, make):
+def cache_get(cache: dict, key, make):
+    """``cache[key]``, made by ``make()`` on a miss; the oldest entry goes once CACHE_ENTRIES are held."""
     if key not in cache:
         if len(cache) >= CACHE_ENTRIES:
             cache.pop(next(iter(cache)))
@@ -222,7 +223,7 @@ def _cached(cache: dict, key, make):
 
 def cached_choose_box(pattern: AttentionPattern, block_q: int, block_k: int, device=None):
     """:func:`choose_box`, cached per (pattern, tiles, device): models call the same pattern every layer and step."""
-    return _cached(_BOXES, (pattern, block_q, block_k, str(device)),
+    return cache_get(_BOXES, (pattern, block_q, block_k, str(device)),
                    lambda: choose_box(pattern, block_q, block_k, device))
 
 
@@ -234,4 +235,4 @@ def kernel_plan(pattern: AttentionPattern, box, block_m: int, block_n: int, back
         return KernelPlan(layout, tile_lists(pattern, layout, block_m, block_n),
                           tile_lists(pattern, layout, backward_block, backward_block, transpose=True),
                           tile_lists(pattern, layout, backward_block, backward_block), backward_block)
-    return _cached(_PLANS, (pattern, box, block_m, block_n, backward_block, str(device)), make)
+    return cache_get(_PLANS, (pattern, box, block_m, block_n, backward_block, str(device)), make)
