@@ -250,3 +250,18 @@ def test_box_layout_skips_more_tiles_than_raster():
     pattern = make_pattern((30, 48, 80), (18, 24, 24))
     raster = tile_visit_map(pattern, 128, 64, box=None).float().mean()
     assert tile_visit_map(pattern, 128, 64).float().mean() < 0.5 * raster
+
+
+def test_autotune_can_be_switched_off_for_test_runs():
+    """VIDGEN_TRITON_AUTOTUNE=0 (the GPU test runs set it) leaves each kernel one launch config; unset, the GPU has
+    several to tune. Decided at import, so checked in fresh interpreters (no kernel is launched)."""
+    code = ("from vidgen.attention import triton_jit as j; "
+            "print(len(j.fwd_kernel.configs), len(j.bwd_kv_kernel.configs), len(j.bwd_q_kernel.configs))")
+    counts = {}
+    for value in ("0", "1"):
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env["VIDGEN_TRITON_AUTOTUNE"] = value
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        counts[value] = [int(x) for x in run.stdout.split()]
+    assert counts["0"] == [1, 1, 1] and min(counts["1"]) > 1
