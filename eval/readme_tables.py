@@ -119,6 +119,7 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "long_video": ("long_video.json", from_script("long_video")),
           "long_video_frames_held": ("long_video_frames_held.json", from_script("long_video")),
           "attention_gpu": ("bench_attention_gpu.json", from_script("bench_attention_gpu")),
+          "kernel_sass": ("kernel_sass.json", from_script("kernel_sass")),
           "shard_formats": ("bench_shards.json", from_script("bench_shards")),
           "data_scale": ("bench_data.json", from_script("bench_data")),
           "data_plan": ("bench_data.json", from_script("bench_data", "plan_table"))}

@@ -4,11 +4,13 @@ Each slot of a :class:`~vidgen.attention.tiles.Layout` gets one int32 code, ``t 
 0). Along each axis the window allows the offsets ``d = query - key`` in ``[-a, b]``: ``a = b = radius``, and
 ``a = 0`` on t when the pattern is causal. With ``G`` the top bit of each field (its *guard*)::
 
-    x = (code_q + OFF_A) - code_k    holds G + a + d in each field: >= G iff d >= -a
-    y = (code_k + OFF_B) - code_q    holds G + b - d in each field: >= G iff d <= b
+    c = code_q - code_k
+    x = c + OFF_A    holds G + a + d in each field: >= G iff d >= -a
+    y = OFF_B - c    holds G + b - d in each field: >= G iff d <= b
 
 While every field value stays in ``[0, 2G)`` no field borrows from the next, so the window allows the pair iff
-``x & y & GUARD == GUARD`` (two subtractions, two ANDs, one compare; the coordinate test takes eleven). Prefix and
+``x & y & GUARD == GUARD``: five integer operations (the coordinate test takes eleven), and of the query side only
+its code stays live in the kernel's loop. Prefix and
 padding slots carry sentinel t values for which this test says exactly what the coordinate test says for the
 ``PREFIX_T`` / ``PAD_T`` coordinates of :mod:`vidgen.attention.tiles`; the prefix rules are then OR-ed in from
 per-slot flags, as with coordinates. :func:`pack` returns None when a grid or window is too large for the fields;
@@ -81,8 +83,8 @@ def allowed_from_codes(mc: MaskCodes, pattern: AttentionPattern, rows: Optional[
                        cols: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(query slots, key slots) bool: the kernel's packed test on the slots ``rows`` x ``cols`` (default: all)."""
     q, k = _pick(mc.codes.long(), rows), _pick(mc.codes.long(), cols)
-    x = (q[:, None] + mc.off_a) - k[None, :]
-    y = (k[None, :] + mc.off_b) - q[:, None]
+    c = q[:, None] - k[None, :]
+    x, y = c + mc.off_a, mc.off_b - c
     ok = (x & y & GUARD) == GUARD
     return _prefix_rules(ok, q == mc.prefix_code, k == mc.prefix_code, k < mc.video_end, bool(pattern.causal))
 

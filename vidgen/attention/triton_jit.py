@@ -81,7 +81,8 @@ def _allowed(q0, q1, q2, k0, k1, k2, RT, RH, RW, OFF_A, OFF_B, PREFIX_CODE, VIDE
              HAS_PREFIX: tl.constexpr, PACKED: tl.constexpr):
     """Exact mask of a (query slots (M, 1), key slots (1, N)) tile from :func:`_slot_keys` of both sides."""
     if PACKED:
-        ok = (((q0 + OFF_A) - k0) & ((k0 + OFF_B) - q0) & GUARD) == GUARD
+        d = q0 - k0
+        ok = ((d + OFF_A) & (OFF_B - d) & GUARD) == GUARD
         if HAS_PREFIX:
             ok = ok | (k0 == PREFIX_CODE)  # every query attends the prefix
             if not CAUSAL:  # prefix queries attend every real key
