@@ -17,7 +17,7 @@ order each round (no backend always follows the same one). Before each timed cal
 ``ms`` is the median over the rounds (at least ``--min-rounds``; more while the shape's time budget lasts) of the time
 to the end of the call's GPU work, and ``host_ms`` the median time until the call returned to Python (its launch
 overhead, which the GPU waits for at the start). After the rounds, ``device_ms`` is the GPU kernels' own time per
-call from torch.profiler: ``ms - device_ms`` is time the GPU spent waiting for launches.
+call of the windowed backends from torch.profiler: ``ms - device_ms`` is time the GPU spent waiting for launches.
 FLOPs (eval/bench_attention.py's
 ``useful_flops``): 4·D per allowed (query, key) pair forward, 12·D forward+backward. TFLOP/s counts the allowed pairs;
 the dense-equivalent TFLOP/s counts all N^2. ``speedup_vs_dense`` is the faster dense backend's median ms over this
@@ -146,12 +146,18 @@ class Call:
         return time.perf_counter() - start, host
 
 
-def device_ms(calls: dict, reps: int = 2) -> dict:
-    """(pass, backend) -> the GPU kernels' own milliseconds per call (torch.profiler, CUDA activity), or the error."""
+def device_ms(calls: dict, deadline: float, reps: int = 2) -> dict:
+    """(pass, windowed backend) -> the GPU kernels' own milliseconds per call (torch.profiler, CUDA activity), or why
+    not. Dense SDPA is one kernel a pass: its wall time is its kernel time. Nothing is started past ``deadline``."""
     from torch.profiler import ProfilerActivity, profile
 
     out = {}
     for key, call in calls.items():
+        if key[1] not in WINDOWED:
+            continue
+        if time.perf_counter() > deadline:
+            out[key] = "not profiled: the run's deadline had passed"
+            continue
         try:
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 for _ in range(reps):
@@ -224,7 +230,7 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
         for key in order:
             times[key].append(calls[key]())
         rounds += 1
-    kernels = device_ms(calls) if device.type == "cuda" else {}
+    kernels = device_ms(calls, deadline) if device.type == "cuda" else {}
     row = {k: v for k, v in spec.items() if k != "budget_s"}
     row.update(grid=list(spec["grid"]), window=list(spec["window"]), **pair_counts(spec), rounds=rounds,
                below_min_rounds=rounds < min_rounds, seconds=round(time.perf_counter() - start, 2), checks=checks,

@@ -141,3 +141,17 @@ def test_chunked_block_mask_equals_create_block_mask(args):
     assert len(fields) == len(want.as_tuple()) - 1
     for a, b in fields:
         assert (a.dtype == b.dtype and torch.equal(a, b)) if isinstance(a, torch.Tensor) else a == b
+
+
+def test_kernel_time_is_taken_for_the_windowed_backends_before_the_deadline_only(load_script):
+    bench = load_script("eval/bench_attention_gpu.py")
+
+    class Untouched:
+        def run(self):
+            raise AssertionError("a call past the deadline must not run")
+
+    calls = {("forward", "triton"): Untouched(), ("forward", "dense_cudnn"): Untouched(),
+             ("forward_backward", "flex"): Untouched()}
+    got = bench.device_ms(calls, deadline=time.perf_counter() - 1)
+    assert set(got) == {("forward", "triton"), ("forward_backward", "flex")}  # dense SDPA: one kernel, wall = kernel
+    assert all("deadline" in why for why in got.values())
