@@ -22,7 +22,7 @@ from vidgen.attention.masks import pattern_mask
 from vidgen.attention.testing import check_against_reference, random_patterns
 from vidgen.attention.testing import random_qkv as _random_qkv
 from vidgen.attention.tiles import needed_tile_map, tile_visit_map
-from vidgen.errors import UnsupportedError
+from vidgen.errors import InvalidInputError, UnsupportedError
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA and "triton" not in sys.modules:
@@ -160,6 +160,8 @@ def test_unsupported_requests_explain_why(tk, monkeypatch):
     q, k, v = random_qkv(pattern, head_dim=8, dtype=torch.float64)
     with pytest.raises(UnsupportedError, match="float32/float16/bfloat16"):
         attention3d(q, k, v, backend="triton", **pattern.as_kwargs())
+    with pytest.raises(InvalidInputError, match="mask must be one of .*'bits'"):
+        tk.triton_attention3d(*(x.float() for x in (q, k, v)), pattern, mask="bits")
     monkeypatch.setattr(tk, "INTERPRETED", False)
     with pytest.raises(UnsupportedError, match="TRITON_INTERPRET=1"):
         attention3d(*(x.float().cpu() for x in (q, k, v)), backend="triton", **pattern.as_kwargs())
