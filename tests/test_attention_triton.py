@@ -267,3 +267,15 @@ def test_autotune_can_be_switched_off_for_test_runs():
         assert run.returncode == 0, run.stderr[-2000:]
         counts[value] = [int(x) for x in run.stdout.split()]
     assert counts["0"] == [1, 1, 1] and min(counts["1"]) > 1
+
+
+def test_row_dot_in_chunks_gives_the_same_bits(tk, monkeypatch):
+    """The backward's rowsum(dO * O), made fp32 a chunk of rows at a time, equals the one-piece computation."""
+    gen = torch.Generator().manual_seed(3)
+    grad_out, out = (torch.randn(2, 3, 37, 16, generator=gen, dtype=torch.bfloat16) for _ in range(2))
+    whole = (grad_out.float() * out.float()).sum(-1)
+    assert torch.equal(tk.row_dot(grad_out, out), whole)  # one chunk
+    monkeypatch.setattr(tk, "DELTA_CHUNK", 2 * 3 * 16 * 5)  # five rows a chunk: 8 chunks, the last one short
+    assert torch.equal(tk.row_dot(grad_out, out), whole)
+    monkeypatch.setattr(tk, "DELTA_CHUNK", 1)  # fewer elements than one row: a row at a time
+    assert torch.equal(tk.row_dot(grad_out, out), whole)

@@ -118,6 +118,19 @@ def _forward(q, k, v, grid, radii, causal, prefix, scale, block_m, block_n, box,
     return _from_slots(out, plan), lse.index_select(2, plan.layout.dst), visits
 
 
+DELTA_CHUNK = 1 << 24  # elements of dO (and O) made fp32 at a time by row_dot
+
+
+def row_dot(grad_out: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(B, h, N) fp32: rowsum(dO * O) of FlashAttention-2's backward, in fp32, over chunks of the sequence, so the fp32
+    copies never exceed DELTA_CHUNK elements (at 30x48x80 tokens, 24 heads, D 128 one whole copy is 1.4 GB). On the
+    CPU every row has the same bits as in one piece (tested); a GPU may order a row's fp32 sum differently."""
+    n, d = out.shape[2], out.shape[3]
+    rows = max(1, DELTA_CHUNK // max(1, out.shape[0] * out.shape[1] * d))
+    return torch.cat([(grad_out[:, :, i:i + rows].float() * out[:, :, i:i + rows].float()).sum(-1)
+                      for i in range(0, n, rows)], dim=2)
+
+
 _CONFIG = ("int[] grid, int[] radii, bool causal, int num_prefix_tokens, float scale, int block_m, int block_n, "
            "int[] box, str mask")
 torch.library.define("vidgen::attention3d_fwd", f"(Tensor q, Tensor k, Tensor v, {_CONFIG}) -> (Tensor, Tensor)")
@@ -143,7 +156,7 @@ def _bwd_impl(grad_out, q, k, v, out, lse, grid, radii, causal, num_prefix_token
     """Fused backward: (dq, dk, dv). dK/dV and dQ are separate kernels, so there are no atomics."""
     spec = launch_spec(q.device, grid, radii, causal, num_prefix_tokens, block_m, block_n, box, mask)
     plan = spec.plan
-    delta = (grad_out.float() * out.float()).sum(-1)  # (B, h, N): rowsum(dO * O) of FlashAttention-2
+    delta = row_dot(grad_out, out)
     q, k, v, grad_out = (_to_slots(x, plan) for x in (q, k, v, grad_out))
     lse, delta = (_to_slots(x[..., None], plan)[..., 0].contiguous() for x in (lse, delta))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
