@@ -99,19 +99,7 @@ def _natten_note(row: dict) -> str:
 
 
 def write_table(results_path: Path = OUT, page: Path = ROOT / "docs" / "attention.md") -> str:
-    """Put :func:`readme_table` between the page's markers through eval/readme_tables.py's own renderer (once the
-    results file is committed, its ``TABLES`` takes the same entry and ``readme_tables.py --check`` guards it)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("_bench_attention_gpu_tables", Path(__file__).with_name(
-        "readme_tables.py"))
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
-    tables.RESULTS = results_path.parent
-    tables.TABLES = {TABLE: (results_path.name, tables.from_script("bench_attention_gpu"))}
-    text = page.read_text()
-    rendered = tables.render(text)
-    if rendered != text:
-        page.write_text(rendered)
-    return rendered
+    """Put :func:`readme_table` of ``results_path`` between the page's markers (eval/readme_tables.py's renderer)."""
+    import readme_tables  # eval/ is on sys.path: bench_attention_gpu.py puts it there
 
-
+    return readme_tables.write_table(TABLE, results_path, page)

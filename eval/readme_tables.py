@@ -125,14 +125,29 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "data_plan": ("bench_data.json", from_script("bench_data", "plan_table"))}
 
 
+def _fill(text: str, name: str, path: Path, make) -> str:
+    """``text`` with table ``name`` made from the results file ``path`` (unchanged without the file or markers)."""
+    pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.S)
+    if path.exists() and pattern.search(text):
+        table = make(json.loads(path.read_text()))
+        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+    return text
+
+
 def render(readme: str) -> str:
     for name, (file, make) in TABLES.items():
-        path = RESULTS / file
-        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.S)
-        if path.exists() and pattern.search(readme):
-            table = make(json.loads(path.read_text()))
-            readme = pattern.sub(lambda m: m.group(1) + table + m.group(2), readme)
+        readme = _fill(readme, name, RESULTS / file, make)
     return readme
+
+
+def write_table(name: str, results_path: Path, page: Path) -> str:
+    """Rewrite table ``name`` (an entry of TABLES) of one ``page`` from ``results_path``, which may lie outside
+    docs/results/ (a benchmark's fresh run before it is committed); returns the page's text."""
+    text = page.read_text()
+    rendered = _fill(text, name, results_path, TABLES[name][1])
+    if rendered != text:
+        page.write_text(rendered)
+    return rendered
 
 
 def pages() -> list[Path]:

@@ -18,12 +18,13 @@ import os
 import triton
 import triton.language as tl
 
+from vidgen.attention import tiles
 from vidgen.attention.mask_codes import GUARD as _GUARD
 
 INTERPRET_ENV = os.environ.get("TRITON_INTERPRET") == "1"
 GUARD = tl.constexpr(_GUARD)
-PREFIX_T = tl.constexpr(-(1 << 20))  # tiles.PREFIX_T and tiles.PAD_T
-PAD_T = tl.constexpr(1 << 21)
+PREFIX_T = tl.constexpr(tiles.PREFIX_T)  # the layout's sentinel t of prefix and padding slots
+PAD_T = tl.constexpr(tiles.PAD_T)
 TUNE_KEY = ["N_BUCKET", "D", "BLOCK_M", "BLOCK_N", "CAUSAL", "HAS_PREFIX", "PACKED"]
 
 
