@@ -1083,6 +1083,13 @@ CASES: list[Case] = [
     Case("parallel/heads-not-divisible", "generator",
          lambda env: enable_sequence_parallel(env.masked, SequenceParallel(None, 0, 3, 0, 1, owns_group=False)),
          ConfigError, r"sp_size=3 does not divide num_heads=2"),
+    Case("parallel/sp-size-diffusers-pipeline", "diffusers_pipeline", lambda env: env.run_diffusers_pipe(sp_size=2),
+         UnsupportedError, r"sp_size=2: DiffusersVideoPipeline cannot split its sampling over processes \(the "
+                           r"WanPipeline family's transformer has no vidgen backbone"),
+    Case("parallel/sp-size-autoregressive-pipeline", "pipeline_folder",
+         lambda env: load_pipeline("pretrained/shapes-autoregressive", dtype="fp32")("a red circle", sp_size=2),
+         UnsupportedError, r"sp_size=2: AutoregressiveVideoPipeline cannot split its sampling over processes \(it "
+                           r"samples one token per step against a KV cache\); call it with sp_size=1"),
     Case("parallel/attention-cannot-be-split", "diffusers_pipeline",
          lambda env: enable_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
          r"WanTransformer3DModel has no vidgen video transformer backbone whose attention can be split"),

@@ -33,7 +33,7 @@ from vidgen.generators.compiled import compiled_decode_step
 from vidgen.generators.cuda_graph import GraphedDecodeStep
 from vidgen.generators.kv_decode import KVDecodeStep
 from vidgen.generators.embeddings import Conditioning, IdPatches
-from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
+from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
                                        sample_logits)
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
@@ -254,13 +254,15 @@ def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioni
                 config: Optional[AutoregressiveSamplingConfig] = None, *, grid, batch: int,
                 negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                 given_ids: Optional[torch.Tensor] = None, use_cache: bool = True,
-                on_token: Optional[Callable] = None, compile=False, **settings) -> Iterator[torch.Tensor]:
+                on_token: Optional[Callable] = None, compile=False, guidance: Optional[Guidance] = None,
+                **settings) -> Iterator[torch.Tensor]:
     """Yield the ids of each latent frame ``(B, 1, h, w)`` in order (given frames first), for any ``grid[0]``:
     beyond ``max_grid[0]`` frames the context slides over the last ``max_grid[0] - 1`` frames. ``config`` (default
     :class:`AutoregressiveSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the
     guidance, temperature and filters; everything is checked here, at the call. ``send(ids)`` with the ids so far
     ``(B, n, h, w)`` replaces them and generation continues from the replacement (a new prefill); ``send({"latents":
-    ids or None, "guidance_scale": s})`` also sets the guidance of the tokens that follow.
+    ids or None, "guidance_scale": s})`` also sets the guidance of the tokens that follow. ``guidance``: the run's
+    :class:`~vidgen.generators.sampling.Guidance` (read at every token), else one at ``config.guidance_scale``.
 
     ``use_cache=False`` is the reference path (the whole sequence every token). ``compile=True`` (with the cache)
     runs the decode step through ``torch.compile`` with static shapes (:mod:`vidgen.generators.compiled`): the first
@@ -275,19 +277,19 @@ def iter_frames(model: AutoregressiveVideoTransformer, cond: Optional[Conditioni
         if given_ids.shape[0] != batch or given_ids.shape[2:] != tuple(grid[1:]) or given_ids.shape[1] > grid[0]:
             raise InvalidInputError(f"given_ids must have shape ({batch}, k <= {grid[0]}, {grid[1]}, {grid[2]}), "
                                     f"got {tuple(given_ids.shape)}")
-    return _frames(model, cond, config, grid, batch, negative, generator, given_ids, use_cache, on_token, compile)
+    return _frames(model, cond, config, grid, batch, negative, generator, given_ids, use_cache, on_token, compile,
+                   Guidance.of(guidance, config))
 
 
-def _frames(model, cond, config, grid, batch, negative, generator, given_ids, use_cache, on_token, compile):
+def _frames(model, cond, config, grid, batch, negative, generator, given_ids, use_cache, on_token, compile, guidance):
     """The generator behind :func:`iter_frames` (which checks its arguments before the first frame is asked for)."""
     t, h, w = grid
     ctx = model.backbone_config.max_grid[0]
     per_frame = math.prod(model.token_grid((1, h, w)))  # tokens per latent frame
-    scale = [config.guidance_scale]  # the caller may change it between frames (send)
 
     def receive(sent):  # -> the replacement ids or None; a dict may also set the guidance
         if isinstance(sent, dict):
-            scale[0] = sent.get("guidance_scale", scale[0])
+            guidance.scale = sent.get("guidance_scale", guidance.scale)
             return sent.get("latents")
         return sent
 
@@ -300,7 +302,7 @@ def _frames(model, cond, config, grid, batch, negative, generator, given_ids, us
         if replaced is not None:
             frames = _replace(model, replaced, batch, k, h, w) + frames[k:]
     # 2. the conditioning (CFG doubles the batch once) and the token sampler of one context window
-    sampler = _Sampler(model, cond, config, lambda: scale[0], grid=(min(t, ctx), h, w), batch=batch,
+    sampler = _Sampler(model, cond, config, lambda: guidance.scale, grid=(min(t, ctx), h, w), batch=batch,
                        negative=negative, generator=generator, use_cache=use_cache, compile=compile if use_cache else False)
     # 3. windows: prefill the given / previous frames, then one token per step; yield each finished latent frame
     none = torch.zeros(batch, 0, model.patch.size, dtype=torch.long, device=model.device)

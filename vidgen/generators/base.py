@@ -21,6 +21,7 @@ from vidgen.generators.embeddings import ConditionEmbedder, Conditioning
 from vidgen.precision import autocast_dtype, execution_device
 from vidgen.rng import GeneratorLike, rows
 from vidgen.tokenizers.loading import StrictLoadingMixin, check_init_options
+from vidgen.tokenizers.tokens import tokens_to_video, video_to_tokens
 
 BACKBONE_KEYS = {f.name for f in dataclasses.fields(BackboneConfig)}
 
@@ -153,14 +154,14 @@ class DiscreteTokensMixin:
     @torch.no_grad()
     def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
         self.check_tokenizer(tokenizer)
-        return tokenizer.tokenize(video, chunk_frames=chunk_frames)
+        return video_to_tokens(tokenizer, video, chunk_frames)
 
     @torch.no_grad()
     def decode_videos(self, tokenizer, ids: torch.Tensor, num_frames: int, height: int, width: int,
                       chunk_frames: Optional[int] = None) -> torch.Tensor:
         self.check_tokenizer(tokenizer)
         self.check_ids(ids)
-        return tokenizer.detokenize(ids, num_frames, height, width, chunk_frames=chunk_frames)
+        return tokens_to_video(tokenizer, ids, num_frames, height, width, chunk_frames)
 
 
 def check_positive_int(name: str, value) -> None:

@@ -29,9 +29,10 @@ from vidgen.generators.base import (GeneratorMixin, check_guidance, check_loss_w
                                     per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
-from vidgen.generators.sampling import apply_cfg, cfg_batch, run_step_callback, sample_given_mask
+from vidgen.generators.sampling import Guidance, apply_cfg, cfg_batch, sample_given_mask, step_callback
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
+from vidgen.tokenizers.tokens import tokens_to_video, video_to_tokens
 
 PREDICTION_TYPES = ("flow", "epsilon", "v_prediction")
 
@@ -94,14 +95,13 @@ class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
     def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
         """Video -> normalized latents (the posterior mode), ``(B, C, t, h, w)``."""
         self.check_tokenizer(tokenizer)
-        return tokenizer.normalize_latents(tokenizer.encode(video, chunk_frames=chunk_frames).latent_dist.mode())
+        return video_to_tokens(tokenizer, video, chunk_frames)
 
     @torch.no_grad()
     def decode_videos(self, tokenizer, latents: torch.Tensor, num_frames: int, height: int, width: int,
                       chunk_frames: Optional[int] = None) -> torch.Tensor:
         self.check_tokenizer(tokenizer)
-        z = tokenizer.denormalize_latents(latents.to(tokenizer.dtype))
-        return tokenizer.decode(z, num_frames, height, width, chunk_frames=chunk_frames).sample
+        return tokens_to_video(tokenizer, latents, num_frames, height, width, chunk_frames)
 
     # ------------------------------------------------------------------ model
     def check_latents(self, latents, name: str = "latents") -> None:
@@ -303,7 +303,8 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
                      latents: Optional[torch.Tensor] = None, given_latents: Optional[torch.Tensor] = None,
                      given_mask: Optional[torch.Tensor] = None,
                      callback: Optional[Callable[[int, torch.Tensor, dict], Optional[dict]]] = None,
-                     progress: Optional[Callable] = None, compile: bool = False, **settings) -> torch.Tensor:
+                     progress: Optional[Callable] = None, compile: bool = False,
+                     guidance: Optional[Guidance] = None, **settings) -> torch.Tensor:
     """Sample normalized latents (B, C, t, h, w) for a latent ``grid`` (t, h, w) with a diffusers scheduler (the
     model's :meth:`~FlowVideoTransformer.default_scheduler` if None). ``config`` (default
     :class:`FlowSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the steps,
@@ -315,7 +316,8 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
     ``[negative-or-null; cond]``, applied only at noise levels in ``guidance_interval``. ``given_mask`` (B, t) keeps
     the frames of ``given_latents`` exactly (they enter every step clean, as in training).
     ``callback(i, t, {"latents": ...})`` may return a dict with new ``"latents"``, a ``"guidance_scale"`` for the
-    following steps, or ``"interrupt": True`` to stop."""
+    following steps, or ``"interrupt": True`` to stop. ``guidance``: the run's :class:`~vidgen.generators.sampling.
+    Guidance` (a pipeline's, which its callbacks change), else one at ``config.guidance_scale``."""
     # 0. checks
     config = FlowSamplingConfig.resolve(config, settings)
     scheduler = scheduler if scheduler is not None else model.default_scheduler()
@@ -339,8 +341,8 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
         keep = given_mask[:, None, :, None, None].to(dev)
         latents = torch.where(keep, given_latents.to(dev, dtype), latents)
     # 3. conditioning for one batched CFG pass over [negative-or-null; cond]
-    scale, interval = config.guidance_scale, config.guidance_interval
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale)
+    guidance, interval = Guidance.of(guidance, config), config.guidance_interval
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance.scale)
     rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
     # 4. denoising loop
     for i, t in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
@@ -350,12 +352,12 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
         out = call(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample.float()
         if doubled:  # outside the guidance interval the conditional prediction alone (guidance 1)
             guided = interval is None or interval[0] < float(t) / scheduler.config.num_train_timesteps <= interval[1]
-            out = apply_cfg(out, scale) if guided else out.chunk(2)[1]
+            out = apply_cfg(out, guidance.scale) if guided else out.chunk(2)[1]
         latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
         if keep is not None:
             latents = torch.where(keep, given_latents.to(dev, dtype), latents)
         # 5. the caller's per-step callback may replace the latents, change the guidance, or stop
-        latents, scale, stop = run_step_callback(callback, i, t, latents, scale)
+        latents, stop = step_callback(callback, i, t, "latents", latents, guidance)
         if stop:
             break
     return latents

@@ -28,8 +28,8 @@ from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_g
                                     check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, IdPatches
-from vidgen.generators.sampling import (apply_cfg, cfg_batch, check_top_k, check_top_p, filter_logits,
-                                       sample_given_mask)
+from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, check_top_k, check_top_p, filter_logits,
+                                       sample_given_mask, step_callback)
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 
@@ -154,13 +154,15 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
                  scheduler: Optional[AmusedScheduler] = None, given_ids: Optional[torch.Tensor] = None,
                  given_mask: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
-                 progress: Optional[Callable] = None, compile: bool = False, **settings) -> torch.Tensor:
+                 progress: Optional[Callable] = None, compile: bool = False, guidance: Optional[Guidance] = None,
+                 **settings) -> torch.Tensor:
     """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``config`` (default
     :class:`MaskedSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the steps,
     guidance, temperature, filters and greedy steps. Everything is checked first. ``given_mask`` (B, t, h, w) bool
     keeps ``given_ids`` exactly (prediction: first frames; interpolation: first + last; inpainting / outpainting: a
     region). ``callback(i, step, {"ids": ...})`` may return a dict with new ``"ids"``, a ``"guidance_scale"`` for the
     following steps, or ``"interrupt": True`` to stop (the tokens still masked take that step's most likely ids).
+    ``guidance``: the run's :class:`~vidgen.generators.sampling.Guidance`, else one at ``config.guidance_scale``.
 
     Logits are taken to fp32 before CFG, top-k and the scheduler's draw, whatever the compute dtype (autocast or
     bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`)."""
@@ -187,8 +189,8 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     if bool(keep.all()):
         return ids.reshape(batch, t, h, w)
     # 2. conditioning for one batched CFG pass, the model call and the schedule
-    scale, steps = config.guidance_scale, config.num_inference_steps
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, scale)
+    guidance, steps = Guidance.of(guidance, config), config.num_inference_steps
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance.scale)
     call = compiled_forward(model) if compile else model
     given, start_ratio = ids.clone(), float((~keep).float().mean())
     scheduler.set_timesteps(steps, temperature=config.temperature, device=dev)
@@ -197,7 +199,7 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
         x = ids.reshape(batch, t, h, w)
         logits = call(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
         if doubled:
-            logits = apply_cfg(logits, scale)
+            logits = apply_cfg(logits, guidance.scale)
         greedy = i >= steps - config.greedy_steps
         logits = filter_logits(logits.reshape(batch, t * h * w, -1),
                                *((1, None) if greedy else (config.top_k, config.top_p)))
@@ -206,11 +208,9 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
         # 4. the caller's per-step callback may replace the ids, change the guidance, or stop: the tokens still
         # masked then take this step's most likely ids
         if callback is not None:
-            changed = callback(i, int(step), {"ids": ids.reshape(batch, t, h, w)}) or {}
-            if "ids" in changed:
-                ids = changed["ids"].reshape(batch, -1)
-            scale = changed.get("guidance_scale", scale)
-            if changed.get("interrupt"):
+            x, stop = step_callback(callback, i, int(step), "ids", ids.reshape(batch, t, h, w), guidance)
+            ids = x.reshape(batch, -1)
+            if stop:
                 ids = torch.where(ids == model.mask_token_id, logits.argmax(-1), ids)
                 break
     return ids.reshape(batch, t, h, w)

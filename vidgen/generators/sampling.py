@@ -36,6 +36,36 @@ def apply_cfg(out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     return uncond + guidance_scale * (cond - uncond)
 
 
+class Guidance:
+    """The guidance scale of one sampling run, in one place: the sampler reads :attr:`scale` at every step, and a
+    step callback returning ``{"guidance_scale": s}`` (or, in a pipeline, ``pipe._guidance_scale = s``) sets it for
+    the steps that follow. Samplers start one from their config's ``guidance_scale`` unless they are handed one."""
+
+    __slots__ = ("scale",)
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    @classmethod
+    def of(cls, guidance: Optional["Guidance"], config) -> "Guidance":
+        """``guidance`` if given, else a new one at ``config.guidance_scale``."""
+        return guidance if guidance is not None else cls(config.guidance_scale)
+
+    def __repr__(self) -> str:
+        return f"Guidance(scale={self.scale!r})"
+
+
+def step_callback(callback, i: int, t, key: str, x: torch.Tensor, guidance: Guidance) -> tuple[torch.Tensor, bool]:
+    """A sampler's per-step ``callback(i, t, {key: x})`` -> ``(x, stop)``: the ``key`` tensor it returned (else
+    ``x``) and whether it returned ``"interrupt": True``; a ``"guidance_scale"`` it returned sets ``guidance``."""
+    if callback is None:
+        return x, False
+    changed = callback(i, t, {key: x}) or {}
+    if "guidance_scale" in changed:
+        guidance.scale = changed["guidance_scale"]
+    return changed.get(key, x), bool(changed.get("interrupt"))
+
+
 def run_step_callback(callback, i: int, t, latents: torch.Tensor, scale: float):
     """A sampler's per-step ``callback(i, t, {"latents": ...})``: -> ``(latents, guidance scale, stop)`` with the
     latents, ``"guidance_scale"`` or ``"interrupt"`` it returned (None: nothing changes)."""

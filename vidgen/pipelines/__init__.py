@@ -7,7 +7,8 @@
 Sampling settings the call leaves out come from the folder's ``sampling_config.json`` (``pipe.sampling_config``).
 """
 from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
-from vidgen.pipelines.base import OUTPUT_TYPES, VideoPipelineBase
+from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.inputs import OUTPUT_TYPES
 from vidgen.pipelines.diffusers_pipeline import DiffusersFlowPipeline
 from vidgen.pipelines.flow import FlowVideoPipeline
 from vidgen.pipelines.loading import load_pipeline, pipeline_classes

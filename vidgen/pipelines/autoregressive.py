@@ -33,6 +33,9 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     _callback_tensor_inputs = ("latents",)  # the ids generated so far
     sampling_config_class = AutoregressiveSamplingConfig
     sampling_components = ()  # no scheduler: one step per token
+    story_refuses = ("class_labels", "latents", "prompt_embeds", "negative_prompt_embeds", "conditioning_frames",
+                     "callback_on_step_end", "num_inference_steps", "use_cache")
+    supports_sequence_parallel = False
 
     def enable_model_cpu_offload(self, *args, **kwargs):
         """Refused: this pipeline decodes each frame as soon as its tokens exist, so model offload would move the
@@ -79,53 +82,49 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  temperature: float = UNSET, top_k: Optional[int] = UNSET,
                  top_p: Optional[float] = UNSET, use_cache: bool = True,
-                 context_frames: Optional[int] = None):
+                 context_frames: Optional[int] = None, sp_size: int = 1):
         """``callback_on_step_end(pipe, i, i, {"latents": ids so far})`` is called once per latent frame; returning
         ``{"latents": new_ids}`` replaces the ids so far and generation continues from them. A ``prompt`` dict
         ``{frame_index: prompt}``: made in chunks, each given the last ``context_frames`` latent frames before it
-        with its prompt's prefix (:mod:`vidgen.pipelines.story`)."""
-        # 1. the sampling settings: the caller's, else the folder's (checked once)
-        config = self.sampling_config.replace(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
-                                              top_p=top_p,
-                                              context_frames=UNSET if context_frames is None else context_frames)
-        # 2. stories: chunk by chunk (vidgen.pipelines.story); one long prompt slides the context below
-        if is_schedule(prompt) or is_schedule(negative_prompt):
-            return self._story_call(
-                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
-                context_frames is not None, output_type, return_dict,
-                unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
-                                 negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
-                                 callback_on_step_end=callback_on_step_end,
-                                 num_inference_steps=num_inference_steps, use_cache=None if use_cache else False))
-        # 3. check every input once
-        self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
-                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-                          num_frames=num_frames, height=height, width=width,
-                          num_videos_per_prompt=num_videos_per_prompt, generator=generator,
-                          num_inference_steps=num_inference_steps, latents=latents, output_type=output_type,
-                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
-        grid = self.vqvae.latent_grid(num_frames, height, width)
-        self._start_sampling(config.guidance_scale, grid[0])  # callbacks come once per latent frame
-        # 4. encode the prompts
-        batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
-                                                   negative_prompt_embeds, num_videos_per_prompt)
-        # 5. given ids from the conditioning frames
-        generators = self._generators(generator, batch)
-        given, frame_mask = self._encode_conditioning(conditioning_frames, None, grid, batch, num_frames, height, width)
-        given = None if given is None else given[:, : int(frame_mask[0].sum())]
-        # 6. sample latent frames one token at a time and decode each as it is finished (once, or once per video)
-        rows = [(slice(0, batch), generators[0])] if len(generators) == 1 else \
-            [(slice(i, i + 1), g) for i, g in enumerate(generators)]
+        with its prompt's prefix (:mod:`vidgen.pipelines.story`). ``sp_size`` other than 1 is refused: this
+        generator samples one token per step against a KV cache."""
+        return self._generate(locals())
+
+    def _is_story_call(self, inputs: dict) -> bool:
+        """Only a prompt schedule is made in chunks: one long prompt slides the context in :meth:`_sample`."""
+        return is_schedule(inputs["prompt"]) or is_schedule(inputs["negative_prompt"])
+
+    def _checked_inputs(self) -> tuple:
+        return super()._checked_inputs() + ("num_inference_steps",)
+
+    def _steps_of(self, config, grid) -> int:
+        return grid[0]  # callbacks come once per latent frame
+
+    def _sequence_parallel_refusal(self) -> str:
+        return "it samples one token per step against a KV cache"
+
+    def _sample(self, run):
+        """Latent frames one token at a time, each decoded as soon as it is finished (once, or once per video with a
+        list of generators): pixels (B, 3, T', H, W), or the ids with ``output_type="latent"``."""
+        i, batch, cond, negative = run.inputs, run.batch, run.cond, run.negative
+        given = None if run.given is None else run.given[:, : int(run.given_mask[0].sum())]
+        parts = [(slice(0, batch), run.generators[0])] if not run.per_video else \
+            [(slice(k, k + 1), g) for k, g in enumerate(run.generators)]
         videos = []
-        for part, g in rows:
+        for part, g in parts:
             n = part.stop - part.start
-            self._guidance_scale = config.guidance_scale  # each video starts from the call's scale
-            frames = iter_frames(self.transformer, None if cond is None else cond.index(part), config, grid=grid,
-                                 batch=n, negative=None if negative is None else negative.index(part), generator=g,
-                                 given_ids=None if given is None else given[part], use_cache=use_cache)
-            videos.append(self._stream(frames, grid, n, height, width, output_type, callback_on_step_end))
-        out = torch.cat(videos)[:, :, :num_frames] if output_type != "latent" else torch.cat(videos)
-        return self._finish(out if output_type == "latent" else to_output(out, output_type), return_dict)
+            frames = iter_frames(self.transformer, None if cond is None else cond.index(part), run.config,
+                                 grid=run.grid, batch=n, negative=None if negative is None else negative.index(part),
+                                 generator=g, given_ids=None if given is None else given[part],
+                                 use_cache=i["use_cache"], guidance=self._new_guidance(run.config.guidance_scale))
+            videos.append(self._stream(frames, run.grid, n, i["height"], i["width"], i["output_type"],
+                                       i["callback_on_step_end"]))
+        return torch.cat(videos)
+
+    def _output(self, run, x):
+        if run.inputs["output_type"] == "latent":
+            return x
+        return to_output(x[:, :, :run.inputs["num_frames"]], run.inputs["output_type"])
 
     def _stream(self, frames, grid, n, height, width, output_type, callback) -> torch.Tensor:
         """Collect latent frames as they come and decode each at once (unless latents were asked for). A callback
@@ -152,8 +151,8 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                 if stream is not None:  # re-decode the replaced past through a fresh stream
                     stream = self.vqvae.stream_decoder(height, width)
                     pixels = [stream.push(f) for f in ids]
-            try:  # the callback may also have changed pipe._guidance_scale for the following tokens
-                frame = frames.send({"latents": replaced, "guidance_scale": self._guidance_scale}) \
+            try:  # (a change of pipe._guidance_scale reaches the sampler through its Guidance)
+                frame = frames.send({"latents": replaced}) \
                     if callback is not None else next(frames)
             except StopIteration:
                 frame = None

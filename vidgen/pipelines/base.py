@@ -1,7 +1,7 @@
-"""What the three video pipelines share: loading and saving as diffusers does, the sampling config saved with the
-folder (:mod:`vidgen.generators.sampling_config`), input checks, prompt encoding (:mod:`.text_encoding`), per-sample
-generators, decoding and output conversion. Each pipeline subclass only says how its generator samples and checks
-its own inputs.
+"""What the video pipelines share: the ``__call__`` recipe (:meth:`VideoPipelineBase._generate`), loading and saving
+as diffusers does (:mod:`.pretrained`), input checks, prompt encoding (:mod:`.text_encoding`), per-sample generators,
+decoding and output conversion. Each pipeline subclass says how its generator samples (its :meth:`_sample` hook) and
+checks its own inputs; its ``__call__`` only declares the arguments.
 
 Conventions follow diffusers: ``output_type`` ``"np"`` -> ``(B, T, H, W, 3)`` floats in [0, 1]; ``"pil"`` -> a
 list (per video) of lists of PIL images; ``"pt"`` -> ``(B, T, 3, H, W)`` in [0, 1] (as diffusers' video
@@ -10,32 +10,55 @@ video) samples each video on its own, so a prompt and seed give the same video w
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import json
-import warnings
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.utils import logging as diffusers_logging
 
-from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators import Conditioning
-from vidgen.generators.base import check_positive_int
-from vidgen.generators.sampling_config import SamplingConfig
+from vidgen.generators.sampling import Guidance
+from vidgen.generators.sampling_config import UNSET, SamplingConfig
+from vidgen.parallel import check_sp_size
+from vidgen.pipelines.inputs import PipelineInputsMixin
+from vidgen.pipelines.pretrained import PretrainedMixin
 from vidgen.pipelines.long_video import LongVideoMixin
 from vidgen.pipelines.output import VideoPipelineOutput, to_output
+from vidgen.pipelines.sequence_parallel import split_transformer
 from vidgen.pipelines.text_encoding import TextEncodingMixin
-from vidgen.precision import resolve_dtype
-from vidgen.text import check_prompts
-from vidgen.tokenizers.causal_codec import check_video
 
 
-OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+#: the recipe's inputs that every pipeline's ``check_inputs`` takes
+CHECKED_INPUTS = ("prompt", "negative_prompt", "class_labels", "prompt_embeds", "negative_prompt_embeds", "num_frames",
+                  "height", "width", "num_videos_per_prompt", "generator", "output_type", "decode_chunk_frames",
+                  "callback_on_step_end_tensor_inputs")
 
 
-class VideoPipelineBase(TextEncodingMixin, LongVideoMixin, DiffusionPipeline):
+@dataclasses.dataclass
+class SamplingRun:
+    """One ``__call__`` as the recipe hands it to the pipeline's :meth:`~VideoPipelineBase._sample` hook: the call's
+    arguments (checked), its sampling settings, the prompts encoded, the latent grid, one generator per part sampled
+    at once (one part, or one per video with a generator list) and the latent frames given by conditioning frames."""
+
+    inputs: dict
+    config: SamplingConfig
+    batch: int
+    grid: tuple
+    cond: Optional[Conditioning]
+    negative: Optional[Conditioning]
+    generators: list
+    given: Optional[torch.Tensor] = None  # latents / ids of the given latent frames, padded to the grid
+    given_mask: Optional[torch.Tensor] = None  # (B, t) bool: which latent frames are given
+
+    @property
+    def per_video(self) -> bool:
+        """Whether each video is sampled and decoded on its own (a list of generators)."""
+        return len(self.generators) > 1
+
+
+class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin, LongVideoMixin, DiffusionPipeline):
     """Base of :class:`MaskedVideoPipeline`, :class:`FlowVideoPipeline`, :class:`AutoregressiveVideoPipeline`.
 
     Subclasses register ``transformer``, the video tokenizer as ``video_tokenizer_name`` (``"vae"`` / ``"vqvae"``),
@@ -54,90 +77,31 @@ class VideoPipelineBase(TextEncodingMixin, LongVideoMixin, DiffusionPipeline):
     sampling_config_class: type = SamplingConfig
     #: components sampling needs besides the transformer and the video tokenizer
     sampling_components: tuple = ("scheduler",)
-
-    # ------------------------------------------------------------------ loading
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, dtype=None, torch_dtype=None, **kwargs):
-        """diffusers' ``from_pretrained``: without a dtype every component loads as diffusers loads it (fp32), so a
-        pipeline saved and loaded gives the same output. ``dtype`` takes a ``torch.dtype``, a precision name
-        (``"fp32"``, ``"bf16"``, or ``"auto"``: bf16 where the device multiplies bf16 fast and, on a CPU, where this
-        pipeline's bf16 sampling measured faster, :attr:`bf16_pays_on_cpu`; fp32 elsewhere) or, as diffusers' does, a
-        dict per component with a ``"default"`` key. :func:`~vidgen.pipelines.load_pipeline`, ``vidgen generate``,
-        the demo and the app default to ``"auto"`` (docs/precision.md). ``torch_dtype`` is diffusers' deprecated name
-        for ``dtype``. In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling
-        probabilities, the flow ODE state). The folder's ``sampling_config.json`` becomes :attr:`sampling_config`."""
-        if torch_dtype is not None:
-            if dtype is not None:
-                raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
-            warnings.warn("torch_dtype is deprecated, use dtype (as diffusers does)", FutureWarning, stacklevel=2)
-            dtype = torch_dtype
-        device = kwargs.get("device_map") if kwargs.get("device_map") in ("cuda", "cpu") else None
-        dtype = cls._resolve_dtype(dtype, device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        folder = Path(str(pretrained_model_name_or_path))
-        # a bad sampling_config.json fails before the weights load
-        sampling = cls.sampling_config_class.from_pretrained(folder, cls) if folder.is_dir() else None
-        legacy = _legacy_text_tokenizer(folder, kwargs)
-        if legacy is None:
-            pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=dtype, **kwargs)
-        else:  # diffusers would warn about the unexpected "text_tokenizer" entry
-            verbosity = diffusers_logging.get_verbosity()
-            diffusers_logging.set_verbosity_error()
-            try:
-                pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=dtype, **legacy, **kwargs)
-            finally:
-                diffusers_logging.set_verbosity(verbosity)
-        pipe._sampling_config = sampling
-        return pipe
-
-    @classmethod
-    def _resolve_dtype(cls, dtype, device: str):
-        """None and ``torch.dtype`` values as diffusers takes them; precision names resolved for ``device``."""
-        if isinstance(dtype, dict):
-            if not all(isinstance(k, str) for k in dtype):
-                raise InvalidInputError(f"dtype: a dict maps component names (and 'default') to dtypes, got {dtype!r}")
-            return {k: cls._resolve_dtype(v, device) for k, v in dtype.items()}
-        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
-            raise ConfigError(f"dtype={dtype} is not supported; choose one of 'auto', 'fp32', 'bf16', a floating "
-                              "torch.dtype, or a dict of them per component with a 'default' key")
-        if dtype is None or isinstance(dtype, torch.dtype):
-            return dtype
-        if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
-            dtype = "fp32"
-        return resolve_dtype(dtype, device, "dtype")
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (:attr:`sampling_config`)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        self.sampling_config.save_pretrained(save_directory)
-
-    @property
-    def sampling_config(self) -> SamplingConfig:
-        """The sampling settings used for every ``__call__`` argument the caller leaves out: the folder's
-        ``sampling_config.json``, or the defaults of :attr:`sampling_config_class`. Assign a config of that class, or
-        a dict of settings (checked as the file is)."""
-        if getattr(self, "_sampling_config", None) is None:
-            self._sampling_config = self.sampling_config_class()
-        return self._sampling_config
-
-    @sampling_config.setter
-    def sampling_config(self, config) -> None:
-        if not isinstance(config, self.sampling_config_class):
-            config = self.sampling_config_class.from_dict(config, "sampling_config", type(self))
-        self._sampling_config = config
-
-    @classmethod
-    def call_inputs(cls) -> tuple:
-        """The ``__call__`` arguments that are inputs, not sampling settings (named in the config file's errors)."""
-        settings = set(cls.sampling_config_class.settings())
-        return tuple(p for p in inspect.signature(cls.__call__).parameters if p != "self" and p not in settings)
+    #: the key of the generator's per-step callback tensors (``"latents"``, or ``"ids"`` for token generators)
+    callback_key: str = "latents"
+    #: ``__call__`` arguments a long video or story cannot take: refused by name unless at their defaults
+    story_refuses: tuple = ("class_labels", "latents", "prompt_embeds", "negative_prompt_embeds", "conditioning_frames",
+                            "conditioning_latent_indices", "callback_on_step_end")
+    #: whether ``pipe(..., sp_size=P)`` can split the generator's sequence over processes (:mod:`.sequence_parallel`)
+    supports_sequence_parallel: bool = True
 
     # ------------------------------------------------------------------ sampling state (diffusers' conventions)
     @property
     def guidance_scale(self) -> float:
-        """The CFG scale in use: set by ``__call__``; a ``callback_on_step_end`` may change ``pipe._guidance_scale``
-        and the following steps use the new value (e.g. CFG cut off after a fraction of the steps). CFG runs when
-        the call starts with a scale other than 1 (:attr:`do_classifier_free_guidance`)."""
-        return getattr(self, "_guidance_scale", None)
+        """The CFG scale in use, read by the sampler at every step from one place (a
+        :class:`~vidgen.generators.sampling.Guidance`): set by ``__call__`` from the settings; a ``callback_on_step_end``
+        may set ``pipe._guidance_scale`` and the following steps use the new value (e.g. CFG cut off after a fraction
+        of the steps). CFG runs when the call starts with a scale other than 1 (:attr:`do_classifier_free_guidance`)."""
+        guidance = getattr(self, "_guidance", None)
+        return None if guidance is None else guidance.scale
+
+    @property
+    def _guidance_scale(self) -> float:
+        return self.guidance_scale
+
+    @_guidance_scale.setter
+    def _guidance_scale(self, value: float) -> None:
+        self.__dict__.setdefault("_guidance", Guidance(value)).scale = value
 
     @property
     def do_classifier_free_guidance(self) -> bool:
@@ -157,7 +121,98 @@ class VideoPipelineBase(TextEncodingMixin, LongVideoMixin, DiffusionPipeline):
         return getattr(self, "_interrupt", False)
 
     def _start_sampling(self, guidance_scale: float, num_timesteps: int) -> None:
-        self._guidance_scale, self._num_timesteps, self._interrupt = guidance_scale, num_timesteps, False
+        self._num_timesteps, self._interrupt = num_timesteps, False
+        self._new_guidance(guidance_scale)
+
+    def _new_guidance(self, guidance_scale: float) -> Guidance:
+        """A fresh guidance state at the call's scale (each video of a generator list starts from it), shared by the
+        sampler and ``pipe._guidance_scale``."""
+        self.__dict__["_guidance"] = Guidance(guidance_scale)
+        return self._guidance
+
+    # ------------------------------------------------------------------ the __call__ recipe
+    def _generate(self, inputs: dict):
+        """What every pipeline's ``__call__`` runs on its arguments (``locals()`` of the call): sequence parallelism
+        around the whole call, then the recipe (:meth:`_recipe`)."""
+        inputs = {k: v for k, v in inputs.items() if k not in ("self", "__class__")}
+        sp_size = inputs.pop("sp_size", 1)
+        check_sp_size(sp_size)
+        if sp_size != 1 and not self.supports_sequence_parallel:
+            raise UnsupportedError(f"sp_size={sp_size}: {type(self).__name__} cannot split its sampling over "
+                                   f"processes ({self._sequence_parallel_refusal()}); call it with sp_size=1")
+        with split_transformer(self, sp_size):
+            return self._recipe(inputs)
+
+    def _sequence_parallel_refusal(self) -> str:
+        """Why :attr:`supports_sequence_parallel` is False (named in the refusal)."""
+        return "its generator does not sample whole sequences"
+
+    def _recipe(self, inputs: dict):
+        """settings -> story -> checks -> prompts -> given frames -> the generator's :meth:`_sample` -> decode."""
+        # 1. the sampling settings: the caller's, else the folder's (checked once)
+        config = self._settings(inputs)
+        nf, h, w = inputs["num_frames"], inputs["height"], inputs["width"]
+        # 2. long videos and stories: chunk by chunk (vidgen.pipelines.story)
+        if self._is_story_call(inputs):
+            defaults = inspect.signature(type(self).__call__).parameters
+            refused = {k: None if inputs[k] is defaults[k].default else inputs[k] for k in self.story_refuses
+                       if k in inputs}
+            return self._story_call(inputs["prompt"], inputs["negative_prompt"], nf, h, w,
+                                    inputs["num_videos_per_prompt"], inputs["generator"], config,
+                                    inputs.get("context_frames") is not None, inputs["output_type"],
+                                    inputs["return_dict"], unsupported=refused)
+        # 3. check every input once
+        self.check_inputs(**{k: inputs[k] for k in self._checked_inputs() if k in inputs})
+        grid = self.video_tokenizer.latent_grid(nf, h, w)
+        self._start_sampling(config.guidance_scale, self._steps_of(config, grid))
+        # 4. encode the prompts
+        batch, cond, negative = self._conditioning(inputs["prompt"], inputs["negative_prompt"],
+                                                   inputs.get("class_labels"), inputs["prompt_embeds"],
+                                                   inputs["negative_prompt_embeds"], inputs["num_videos_per_prompt"])
+        # 5. given latent frames from the conditioning frames
+        generators = self._generators(inputs["generator"], batch)
+        given, given_mask = self._encode_conditioning(inputs.get("conditioning_frames"),
+                                                      inputs.get("conditioning_latent_indices"), grid, batch, nf, h, w)
+        run = SamplingRun(inputs, config, batch, grid, cond, negative, generators, given, given_mask)
+        # 6. sample: the generator's hook
+        x = self._sample(run)
+        # 7. decode
+        return self._finish(self._output(run, x), inputs["return_dict"])
+
+    def _settings(self, inputs: dict) -> SamplingConfig:
+        """:attr:`sampling_config` with the call's settings applied (``context_frames=None``: the folder's)."""
+        given = {k: inputs[k] for k in self.sampling_config_class.settings() if k in inputs}
+        if given.get("context_frames", UNSET) is None:
+            given["context_frames"] = UNSET
+        return self.sampling_config.replace(**given)
+
+    def _is_story_call(self, inputs: dict) -> bool:
+        """Whether the call is made in chunks: a prompt schedule or more latent frames than one window."""
+        return self.is_story(inputs["prompt"], inputs["negative_prompt"], inputs["num_frames"], inputs["height"],
+                             inputs["width"])
+
+    def _checked_inputs(self) -> tuple:
+        """The call's arguments :meth:`check_inputs` takes: the shared ones and the generator's own."""
+        return CHECKED_INPUTS + ("latents",)
+
+    def _steps_of(self, config: SamplingConfig, grid) -> int:
+        """:attr:`num_timesteps` of a call (its callbacks' count): the sampling steps."""
+        return config.num_inference_steps
+
+    def _sample(self, run: SamplingRun) -> torch.Tensor:
+        """The generator's hook: sample the latents / ids of ``run`` (each pipeline defines it)."""
+        raise NotImplementedError
+
+    def _output(self, run: SamplingRun, x: torch.Tensor):
+        """What ``__call__`` returns for sampled ``x``: decoded (one video at a time with a generator list)."""
+        i = run.inputs
+        return self._decode(x, i["num_frames"], i["height"], i["width"], i["output_type"],
+                            i.get("decode_chunk_frames"), run.per_video)
+
+    def _callback(self, run: SamplingRun):
+        """The sampler's per-step callback for the call's ``callback_on_step_end`` (None without one)."""
+        return self._step_callback(run.inputs.get("callback_on_step_end"),
+                                   run.inputs.get("callback_on_step_end_tensor_inputs"), self.callback_key)
 
     def _check_components(self, *names: str) -> None:
         """A pipeline built with only its text components (to run :meth:`encode_prompt`) cannot sample."""
@@ -196,130 +251,11 @@ class VideoPipelineBase(TextEncodingMixin, LongVideoMixin, DiffusionPipeline):
     def disable_vae_tiling(self) -> None:
         self.video_tokenizer.disable_tiling()
 
-    # ------------------------------------------------------------------ inputs
-    def check_inputs(self, *, prompt=None, negative_prompt=None, class_labels=None, prompt_embeds=None,
-                     negative_prompt_embeds=None, num_frames: int, height: int, width: int,
-                     num_videos_per_prompt: int = 1, generator=None, output_type: str = "np",
-                     callback_on_step_end_tensor_inputs: Sequence[str] = (), decode_chunk_frames=None) -> int:
-        """Every check of the inputs the pipelines share, once, before any work (diffusers' ``check_inputs``);
-        each subclass adds the grid and inputs of its generator. Returns the number of videos."""
-        self._check_components("transformer", self.video_tokenizer_name, *self.sampling_components)
-        for name, value in (("num_frames", num_frames), ("height", height), ("width", width),
-                            ("num_videos_per_prompt", num_videos_per_prompt)):
-            check_positive_int(name, value)
-        if decode_chunk_frames is not None:
-            check_positive_int("decode_chunk_frames", decode_chunk_frames)
-        if prompt is not None and prompt_embeds is not None:
-            raise InvalidInputError("pass either prompt or prompt_embeds, not both")
-        if prompt_embeds is not None and not isinstance(prompt_embeds, Conditioning):
-            raise InvalidInputError("prompt_embeds must be a vidgen.generators.Conditioning "
-                                    "(pipe.encode_prompt(...)[0] is one)")
-        if prompt is not None:
-            conditions = len(check_prompts(prompt))
-        elif prompt_embeds is not None:
-            conditions = prompt_embeds.batch_size() or 1
-        elif class_labels is not None:
-            conditions = torch.as_tensor(class_labels).numel()
-        else:
-            conditions = 1
-        batch = conditions * num_videos_per_prompt
-        if negative_prompt is not None or negative_prompt_embeds is not None:
-            if prompt is None and prompt_embeds is None:
-                raise InvalidInputError("negative_prompt needs a prompt (or prompt_embeds) to contrast with")
-            if negative_prompt is not None:
-                negs = check_prompts(negative_prompt, "negative_prompt")
-                if len(negs) not in (1, conditions):
-                    raise InvalidInputError(f"negative_prompt has {len(negs)} entries for {conditions} prompts")
-            elif not isinstance(negative_prompt_embeds, Conditioning) or \
-                    (negative_prompt_embeds.batch_size() or 0) * num_videos_per_prompt != batch:
-                raise InvalidInputError(f"negative_prompt_embeds must be a Conditioning of batch {conditions} (one "
-                                        "per prompt), like prompt_embeds")
-        if output_type not in OUTPUT_TYPES:
-            raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if output_type != "latent":  # at least one decoded video must fit (the tokenizer's estimate, smallest chunks)
-            self.video_tokenizer.check_memory("num_frames / height / width", 1, num_frames, height, width,
-                                              chunk_frames=1)
-        bad = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
-        if bad:
-            raise InvalidInputError(f"callback_on_step_end_tensor_inputs {bad} are not in "
-                                    f"{list(self._callback_tensor_inputs)}")
-        self._generators(generator, batch)
-        return batch
-
-    def _conditioning(self, prompt, negative_prompt, class_labels, prompt_embeds, negative_prompt_embeds,
-                      num_videos_per_prompt: int):
-        """-> (batch size, cond, negative cond); the inputs were checked by :meth:`check_inputs`."""
-        if prompt is not None:
-            cond = self._encode_text(prompt, num_videos_per_prompt)
-        elif prompt_embeds is not None:
-            cond = prompt_embeds.repeat(num_videos_per_prompt)
-        elif class_labels is not None:
-            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-            cond = Conditioning(class_labels=labels.to(self.transformer.device)).repeat(num_videos_per_prompt)
-        else:
-            cond = None
-        batch = (cond.batch_size() if cond is not None else None) or num_videos_per_prompt
-        negative = None
-        if negative_prompt is not None:
-            negs = check_prompts(negative_prompt, "negative_prompt")
-            negs = negs * (batch // num_videos_per_prompt) if len(negs) == 1 else negs
-            negative = self._encode_text(negs, num_videos_per_prompt)
-        elif negative_prompt_embeds is not None:
-            negative = negative_prompt_embeds.repeat(num_videos_per_prompt)
-        return batch, cond, negative
-
-    def _encode_conditioning(self, frames, latent_indices, grid, batch: int, num_frames: int, height: int,
-                             width: int):
-        """``conditioning_frames`` (B or 1, 3, Tc, H, W) in [-1, 1] -> (given latents / ids padded to ``grid``,
-        given mask (B, t) over latent frames). Without ``latent_indices`` every latent frame that the first Tc
-        frames complete is given (image-to-video, prediction); with them (e.g. ``[0, -1]`` for interpolation, from a
-        full-length video) only those."""
-        if frames is None:
-            if latent_indices is not None:
-                raise InvalidInputError("conditioning_latent_indices needs conditioning_frames")
-            return None, None
-        if not isinstance(frames, torch.Tensor) or frames.dim() not in (4, 5):
-            raise InvalidInputError("conditioning_frames must be a (3, Tc, H, W) or (B, 3, Tc, H, W) tensor in [-1, 1]")
-        frames = frames[None] if frames.dim() == 4 else frames
-        check_video(frames, "conditioning_frames")  # float in [-1, 1] and finite: never cast from uint8 silently
-        if frames.shape[0] not in (1, batch) or tuple(frames.shape[-2:]) != (height, width):
-            raise InvalidInputError(f"conditioning_frames must have batch 1 or {batch} and frames of {height}x{width}, "
-                                    f"got shape {tuple(frames.shape)}")
-        tok = self.video_tokenizer
-        tc = tok.codec_config.temporal_compression
-        t = grid[0]
-        frames = frames[:, :, :num_frames]
-        # latent frames fully determined by the given frames (a full-length video determines all of them)
-        complete = t if frames.shape[2] == num_frames else 1 + (frames.shape[2] - 1) // tc
-        indices = list(range(min(complete, t))) if latent_indices is None else [i % t for i in latent_indices]
-        for i in indices:
-            if not 0 <= i < complete:
-                raise InvalidInputError(f"conditioning_latent_indices: latent frame {i} needs frames up to "
-                                        f"{1 + i * tc}, but conditioning_frames has {frames.shape[2]}")
-        frames = frames.to(tok.device, tok.dtype).expand(batch, -1, -1, -1, -1)
-        x = self.transformer.encode_videos(tok, frames)
-        axis = 2 if x.dim() == 5 else 1
-        x = x.narrow(axis, 0, min(x.shape[axis], t))
-        pad = [0] * (2 * (x.dim() - axis - 1)) + [0, t - x.shape[axis]]
-        x = torch.nn.functional.pad(x, pad)
-        mask = torch.zeros(batch, t, dtype=torch.bool, device=x.device)
-        mask[:, indices] = True
-        return x, mask
-
-    @staticmethod
-    def _generators(generator, batch: int) -> list:
-        """``None`` / one generator -> ``[g]`` (one batched call); a list must have one generator per video."""
-        if isinstance(generator, (list, tuple)):
-            if len(generator) != batch:
-                raise InvalidInputError(f"generator: got a list of {len(generator)} generators for {batch} videos "
-                                        "(prompts x num_videos_per_prompt); pass one per video or a single one")
-            return list(generator)
-        return [generator]
-
     # ------------------------------------------------------------------ outputs
     def _step_callback(self, callback_on_step_end, tensor_inputs, key: str):
         """Adapt diffusers' ``callback_on_step_end(pipe, step, timestep, kwargs) -> dict`` to the samplers' per-step
-        callback: the latents it returns, ``pipe._guidance_scale`` for the following steps, ``pipe._interrupt``."""
+        callback: the latents it returns and ``pipe._interrupt`` (``pipe._guidance_scale`` is the sampler's
+        :class:`~vidgen.generators.sampling.Guidance`, read at every step)."""
         if callback_on_step_end is None:
             return None
 
@@ -327,7 +263,7 @@ class VideoPipelineBase(TextEncodingMixin, LongVideoMixin, DiffusionPipeline):
             given = {k: tensors[key] for k in tensor_inputs if k == "latents"}
             out = callback_on_step_end(self, i, t, given) or {}
             return {**({key: out["latents"]} if "latents" in out else {}), "guidance_scale": self._guidance_scale,
-                    "interrupt": self.interrupt}
+                    "interrupt": self.interrupt}  # FIXME-lead: drop guidance_scale once diffusers_sampling reads Guidance
         return callback
 
     def _decode(self, x: torch.Tensor, num_frames: int, height: int, width: int, output_type: str,
@@ -347,26 +283,3 @@ class VideoPipelineBase(TextEncodingMixin, LongVideoMixin, DiffusionPipeline):
 
     def progress(self, total: Optional[int] = None) -> Callable:
         return lambda it: self.progress_bar(it, total=total) if it is not None else self.progress_bar(total=total)
-
-
-def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
-    """Folders that list the text tokenizer as ``text_tokenizer`` (vidgen's name for it up to 0.1) load with a
-    FutureWarning: None for a folder that names it ``tokenizer``, else the keyword arguments that load it under that
-    name."""
-    index = folder / "model_index.json"
-    if not index.is_file():
-        return None
-    try:
-        entries = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # diffusers reports it
-    spec = entries.get("text_tokenizer")
-    if "tokenizer" in entries or not isinstance(spec, list):
-        return None
-    warnings.warn(f"{index}: the text tokenizer is listed as 'text_tokenizer'; it is 'tokenizer' now, as in diffusers "
-                  "(the old key is read until vidgen 0.3). Save the pipeline again (save_pretrained) to update the "
-                  "folder", FutureWarning, stacklevel=3)
-    if spec[0] is None or "tokenizer" in kwargs:
-        return {}
-    from transformers import AutoTokenizer
-    return {"tokenizer": AutoTokenizer.from_pretrained(str(folder / "text_tokenizer"))}

@@ -18,7 +18,6 @@ from vidgen.generators.flow import (FlowSamplingConfig, FlowVideoTransformer, ch
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import per_sample
-from vidgen.pipelines.sequence_parallel import sequence_parallel_call
 from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
 
 
@@ -55,7 +54,6 @@ class FlowVideoPipeline(VideoPipelineBase):
         return batch
 
     @torch.no_grad()
-    @sequence_parallel_call
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
                  width: int = 64, num_inference_steps: int = UNSET, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,
@@ -71,51 +69,22 @@ class FlowVideoPipeline(VideoPipelineBase):
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`). Settings left out come from
         :attr:`sampling_config`. ``sp_size``: each clip's tokens split over that many processes of a distributed
         launch, every rank returning the same frames (:mod:`vidgen.pipelines.sequence_parallel`)."""
-        # 1. the sampling settings: the caller's, else the folder's (checked once)
-        config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                              guidance_interval=guidance_interval,
-                                              context_frames=UNSET if context_frames is None else context_frames)
-        # 2. long videos and stories: chunk by chunk (vidgen.pipelines.story)
-        if self.is_story(prompt, negative_prompt, num_frames, height, width):
-            return self._story_call(
-                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
-                context_frames is not None, output_type, return_dict,
-                unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
-                                 negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
-                                 conditioning_latent_indices=conditioning_latent_indices,
-                                 callback_on_step_end=callback_on_step_end))
-        # 3. check every input once
-        self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
-                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-                          num_frames=num_frames, height=height, width=width,
-                          num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
-                          output_type=output_type, decode_chunk_frames=decode_chunk_frames,
-                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
-        self._start_sampling(config.guidance_scale, config.num_inference_steps)
-        # 4. encode the prompts
-        batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
-                                                   negative_prompt_embeds, num_videos_per_prompt)
-        # 5. given latent frames from the conditioning frames
-        grid = self.video_tokenizer.latent_grid(num_frames, height, width)
-        generators = self._generators(generator, batch)
-        given, given_mask = self._encode_conditioning(conditioning_frames, conditioning_latent_indices, grid, batch,
-                                                      num_frames, height, width)
-        callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "latents")
+        return self._generate(locals())
 
-        # 6. sample the latents (once, or once per video with a list of generators); a callback may change
-        # pipe._guidance_scale for the following steps
+    def _sample(self, run):
+        """Flow matching from noise to latents (B, C, t, h, w): once, or once per video with a list of generators;
+        given latent frames are kept exactly."""
+        callback, config = self._callback(run), run.config
+
         def sample(rows, g, cond, negative, latents, given, given_mask):
-            self._guidance_scale = config.guidance_scale  # each video starts from the call's scale
-            return generate_latents(self.transformer, cond, config, scheduler=self.scheduler, grid=grid, batch=rows,
-                                    negative=negative, generator=g, latents=latents, given_latents=given,
-                                    given_mask=given_mask, callback=callback,
-                                    progress=self.progress(config.num_inference_steps))
+            return generate_latents(self.transformer, cond, config, scheduler=self.scheduler, grid=run.grid,
+                                    batch=rows, negative=negative, generator=g, latents=latents, given_latents=given,
+                                    given_mask=given_mask, callback=callback, guidance=self._new_guidance(
+                                        config.guidance_scale), progress=self.progress(config.num_inference_steps))
 
-        x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents, given=given,
-                                                       given_mask=given_mask))
-        # 7. decode
-        return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
-                                         len(generators) > 1), return_dict)
+        return per_sample(sample, run.generators, run.batch, dict(cond=run.cond, negative=run.negative,
+                                                                  latents=run.inputs["latents"], given=run.given,
+                                                                  given_mask=run.given_mask))
 
     def _decoder_input(self, x):
         tok = self.video_tokenizer

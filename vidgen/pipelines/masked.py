@@ -18,7 +18,6 @@ from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransforme
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import per_sample
-from vidgen.pipelines.sequence_parallel import sequence_parallel_call
 
 
 class MaskedVideoPipeline(VideoPipelineBase):
@@ -26,6 +25,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ("latents",)  # the token ids (B, t, h, w) are this pipeline's latents
     sampling_config_class = MaskedSamplingConfig
+    callback_key = "ids"
 
     def __init__(self, vqvae, transformer: MaskedVideoTransformer, scheduler: AmusedScheduler, text_encoder=None,
                  tokenizer=None):
@@ -49,7 +49,6 @@ class MaskedVideoPipeline(VideoPipelineBase):
         return batch
 
     @torch.no_grad()
-    @sequence_parallel_call
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
                  width: int = 64, num_inference_steps: int = UNSET, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,
@@ -67,57 +66,29 @@ class MaskedVideoPipeline(VideoPipelineBase):
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`). Settings left out come from
         :attr:`sampling_config`. ``sp_size``: each clip's tokens split over that many processes of a distributed
         launch, every rank returning the same frames (:mod:`vidgen.pipelines.sequence_parallel`)."""
-        # 1. the sampling settings: the caller's, else the folder's (checked once)
-        config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                              temperature=temperature, top_k=top_k, top_p=top_p,
-                                              greedy_steps=greedy_steps,
-                                              context_frames=UNSET if context_frames is None else context_frames)
-        # 2. long videos and stories: chunk by chunk (vidgen.pipelines.story)
-        if self.is_story(prompt, negative_prompt, num_frames, height, width):
-            return self._story_call(
-                prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
-                context_frames is not None, output_type, return_dict,
-                unsupported=dict(class_labels=class_labels, latents=latents, prompt_embeds=prompt_embeds,
-                                 negative_prompt_embeds=negative_prompt_embeds, conditioning_frames=conditioning_frames,
-                                 conditioning_latent_indices=conditioning_latent_indices,
-                                 callback_on_step_end=callback_on_step_end))
-        # 3. check every input once
-        self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
-                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-                          num_frames=num_frames, height=height, width=width,
-                          num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
-                          output_type=output_type, decode_chunk_frames=decode_chunk_frames,
-                          callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
-        self._start_sampling(config.guidance_scale, config.num_inference_steps)
-        # 4. encode the prompts
-        batch, cond, negative = self._conditioning(prompt, negative_prompt, class_labels, prompt_embeds,
-                                                   negative_prompt_embeds, num_videos_per_prompt)
-        # 5. given tokens: conditioning frames and the caller's latents
-        grid = self.vqvae.latent_grid(num_frames, height, width)
-        generators = self._generators(generator, batch)
-        given_ids, frame_mask = self._encode_conditioning(conditioning_frames, conditioning_latent_indices, grid,
-                                                          batch, num_frames, height, width)
-        given_mask = None if frame_mask is None else frame_mask[:, :, None, None].expand(batch, *grid)
+        return self._generate(locals())
+
+    def _sample(self, run):
+        """Iterative parallel decoding of ids (B, t, h, w): once, or once per video with a list of generators; the
+        ids of the conditioning frames and the caller's ``latents`` other than the mask id are kept exactly."""
+        batch, grid, config, latents = run.batch, run.grid, run.config, run.inputs["latents"]
+        given_ids = run.given
+        given_mask = None if run.given_mask is None else run.given_mask[:, :, None, None].expand(batch, *grid)
         if latents is not None:
             keep = latents != self.transformer.mask_token_id
             fill = torch.zeros_like(latents) if given_ids is None else given_ids  # any valid id where not given
             given_ids = torch.where(keep, latents, fill)
             given_mask = keep if given_mask is None else given_mask | keep
-        callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "ids")
+        callback = self._callback(run)
 
-        # 6. sample the ids (once, or once per video with a list of generators); a callback may change
-        # pipe._guidance_scale for the following steps
         def sample(rows, g, cond, negative, given_ids, given_mask):
-            self._guidance_scale = config.guidance_scale  # each video starts from the call's scale
             return generate_ids(self.transformer, cond, config, grid=grid, batch=rows, negative=negative, generator=g,
                                 scheduler=self.scheduler, given_ids=given_ids, given_mask=given_mask,
-                                callback=callback, progress=self.progress(config.num_inference_steps))
+                                callback=callback, guidance=self._new_guidance(config.guidance_scale),
+                                progress=self.progress(config.num_inference_steps))
 
-        ids = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, given_ids=given_ids,
-                                                         given_mask=given_mask))
-        # 7. decode
-        return self._finish(self._decode(ids, num_frames, height, width, output_type, decode_chunk_frames,
-                                         len(generators) > 1), return_dict)
+        return per_sample(sample, run.generators, batch, dict(cond=run.cond, negative=run.negative,
+                                                              given_ids=given_ids, given_mask=given_mask))
 
     def _continue(self, rows, generator, cond, negative, given, new, hw, config):
         """Frame prediction: the ids of the ``given`` latent frames are kept exactly, the ``new`` ones sampled."""

@@ -7,6 +7,7 @@ from vidgen.tokenizers.loading import is_discrete, load_tokenizer
 from vidgen.tokenizers.outputs import BottleneckOutput, ReconstructionOutput
 from vidgen.tokenizers.presets import VAE_PRESETS
 from vidgen.tokenizers.vae import CausalVAE, DiagonalGaussian, KLBottleneck
+from vidgen.tokenizers.tokens import tokens_to_video, video_to_tokens
 from vidgen.tokenizers.quantizers import QUANTIZERS, CodebookUsage, QuantizerBottleneck, QuantizerConfig
 from vidgen.tokenizers.vqvae import CausalVQVAE, TokenizerEncoding
 
@@ -33,4 +34,6 @@ __all__ = [
     "is_diffusers_video_vae",
     "is_discrete",
     "load_tokenizer",
+    "tokens_to_video",
+    "video_to_tokens",
 ]

@@ -1,0 +1,118 @@
+"""Loading and saving a video pipeline as diffusers does, with the sampling config saved beside the components
+(:mod:`vidgen.generators.sampling_config`) and the dtype chosen by name (``"auto"``, ``"fp32"``, ``"bf16"``)."""
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.generators.sampling_config import SamplingConfig
+from vidgen.precision import resolve_dtype
+
+
+class PretrainedMixin:
+    """``from_pretrained`` / ``save_pretrained`` with ``sampling_config.json``, for :class:`VideoPipelineBase`."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, dtype=None, torch_dtype=None, **kwargs):
+        """diffusers' ``from_pretrained``: without a dtype every component loads as diffusers loads it (fp32), so a
+        pipeline saved and loaded gives the same output. ``dtype`` takes a ``torch.dtype``, a precision name
+        (``"fp32"``, ``"bf16"``, or ``"auto"``: bf16 where the device multiplies bf16 fast and, on a CPU, where this
+        pipeline's bf16 sampling measured faster, :attr:`bf16_pays_on_cpu`; fp32 elsewhere) or, as diffusers' does, a
+        dict per component with a ``"default"`` key. :func:`~vidgen.pipelines.load_pipeline`, ``vidgen generate``,
+        the demo and the app default to ``"auto"`` (docs/precision.md). ``torch_dtype`` is diffusers' deprecated name
+        for ``dtype``. In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling
+        probabilities, the flow ODE state). The folder's ``sampling_config.json`` becomes :attr:`sampling_config`."""
+        if torch_dtype is not None:
+            if dtype is not None:
+                raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
+            warnings.warn("torch_dtype is deprecated, use dtype (as diffusers does)", FutureWarning, stacklevel=2)
+            dtype = torch_dtype
+        device = kwargs.get("device_map") if kwargs.get("device_map") in ("cuda", "cpu") else None
+        dtype = cls._resolve_dtype(dtype, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        folder = Path(str(pretrained_model_name_or_path))
+        # a bad sampling_config.json fails before the weights load
+        sampling = cls.sampling_config_class.from_pretrained(folder, cls) if folder.is_dir() else None
+        legacy = _legacy_text_tokenizer(folder, kwargs)
+        if legacy is None:
+            pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=dtype, **kwargs)
+        else:  # diffusers would warn about the unexpected "text_tokenizer" entry
+            verbosity = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()
+            try:
+                pipe = super().from_pretrained(pretrained_model_name_or_path, *args, dtype=dtype, **legacy, **kwargs)
+            finally:
+                diffusers_logging.set_verbosity(verbosity)
+        pipe._sampling_config = sampling
+        return pipe
+
+    @classmethod
+    def _resolve_dtype(cls, dtype, device: str):
+        """None and ``torch.dtype`` values as diffusers takes them; precision names resolved for ``device``."""
+        if isinstance(dtype, dict):
+            if not all(isinstance(k, str) for k in dtype):
+                raise InvalidInputError(f"dtype: a dict maps component names (and 'default') to dtypes, got {dtype!r}")
+            return {k: cls._resolve_dtype(v, device) for k, v in dtype.items()}
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+            raise ConfigError(f"dtype={dtype} is not supported; choose one of 'auto', 'fp32', 'bf16', a floating "
+                              "torch.dtype, or a dict of them per component with a 'default' key")
+        if dtype is None or isinstance(dtype, torch.dtype):
+            return dtype
+        if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
+            dtype = "fp32"
+        return resolve_dtype(dtype, device, "dtype")
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (:attr:`sampling_config`)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.sampling_config.save_pretrained(save_directory)
+
+    @property
+    def sampling_config(self) -> SamplingConfig:
+        """The sampling settings used for every ``__call__`` argument the caller leaves out: the folder's
+        ``sampling_config.json``, or the defaults of :attr:`sampling_config_class`. Assign a config of that class, or
+        a dict of settings (checked as the file is)."""
+        if getattr(self, "_sampling_config", None) is None:
+            self._sampling_config = self.sampling_config_class()
+        return self._sampling_config
+
+    @sampling_config.setter
+    def sampling_config(self, config) -> None:
+        if not isinstance(config, self.sampling_config_class):
+            config = self.sampling_config_class.from_dict(config, "sampling_config", type(self))
+        self._sampling_config = config
+
+    @classmethod
+    def call_inputs(cls) -> tuple:
+        """The ``__call__`` arguments that are inputs, not sampling settings (named in the config file's errors)."""
+        settings = set(cls.sampling_config_class.settings())
+        return tuple(p for p in inspect.signature(cls.__call__).parameters if p != "self" and p not in settings)
+
+
+def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
+    """Folders that list the text tokenizer as ``text_tokenizer`` (vidgen's name for it up to 0.1) load with a
+    FutureWarning: None for a folder that names it ``tokenizer``, else the keyword arguments that load it under that
+    name."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        entries = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # diffusers reports it
+    spec = entries.get("text_tokenizer")
+    if "tokenizer" in entries or not isinstance(spec, list):
+        return None
+    warnings.warn(f"{index}: the text tokenizer is listed as 'text_tokenizer'; it is 'tokenizer' now, as in diffusers "
+                  "(the old key is read until vidgen 0.3). Save the pipeline again (save_pretrained) to update the "
+                  "folder", FutureWarning, stacklevel=3)
+    if spec[0] is None or "tokenizer" in kwargs:
+        return {}
+    from transformers import AutoTokenizer
+    return {"tokenizer": AutoTokenizer.from_pretrained(str(folder / "text_tokenizer"))}
