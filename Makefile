@@ -38,8 +38,10 @@ browser:
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		{ $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }
 
+# The suite with the slow tests; docs/results/test_slow_summary.json keeps the counts, the time, the commit and each
+# equality test's measured difference (eval/test_slow_summary.py).
 test-slow: $(STAMP)
-	$(PY) -m pytest -q --runslow tests
+	$(PY) eval/test_slow_summary.py
 
 # The suite in a random order (the seed is printed; rerun one with RANDOM_ORDER_SEED=N): tests must not depend on
 # each other's side effects.

@@ -105,3 +105,11 @@ def tiny_pipeline():
         pipe.set_progress_bar_config(disable=True)
         return pipe
     return build
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The equality tests' measured differences (tests/differences.py), where VIDGEN_DIFFERENCES_FILE asks for them."""
+    path = os.environ.get("VIDGEN_DIFFERENCES_FILE")
+    if path:
+        import differences
+        differences.write(path)

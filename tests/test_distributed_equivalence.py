@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import differences
 from vidgen.testing import accelerate_launch, perturb_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def _assert_close(a: dict, b: dict, what: str) -> float:
         excess = (diff - RTOL * b[name].float().abs()).max().item()
         assert excess <= ATOL, f"{what}: {name} differs by {diff.max().item():.3g}"
         worst = max(worst, diff.max().item())
-    return worst
+    return differences.record(what.split(",")[0] + " (weights)", worst, ATOL)
 
 
 def _movement(a: dict, b: dict) -> float:

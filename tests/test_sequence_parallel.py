@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import differences
 from sp_helpers import ATOL, pipeline_case, run_group, sample_case, tiny_generator, train_step_case
 from vidgen.errors import ConfigError, UnsupportedError
 from vidgen.parallel import SequenceParallel, enable_sequence_parallel, new_sequence_parallel
@@ -19,7 +20,8 @@ LAYOUTS = [{}, WINDOW, {"layout": "frame_causal"}, {"layout": "spatiotemporal", 
 
 
 def _fast_case(rank, world):
-    train = train_step_case(rank, world, "flow", GRID, WINDOW)
+    train = {kind: train_step_case(rank, world, kind, GRID, arch) for kind, arch in
+             (("flow", WINDOW), ("masked", {}), ("autoregressive", {"layout": "frame_causal"}))}
     sample = sample_case(rank, world, "masked", GRID, {"layout": "frame_causal"})
     pipe = pipeline_case(rank, world, "flow")  # pipe(..., sp_size=2): decoded frames, the same on every rank
     try:  # an sp_size that does not divide the world is refused by name, on every rank alike
@@ -30,9 +32,12 @@ def _fast_case(rank, world):
 
 
 def test_two_processes_sp2_train_and_sample_like_one_process():
-    train, sample, pipe, refused = run_group(_fast_case)
-    assert train["loss"] <= ATOL and train["grads"] <= ATOL and train["weights"] <= ATOL, train
-    assert train["grad_scale"] > 100 * max(train["grads"], 1e-7)  # not vacuous: the gradients are far from zero
+    trains, sample, pipe, refused = run_group(_fast_case)
+    for kind, train in trains.items():  # a training step of each generator
+        _record(kind, train)
+        assert train["loss"] <= ATOL and train["grads"] <= ATOL and train["weights"] <= ATOL, (kind, train)
+        assert train["grad_scale"] > 100 * max(train["grads"], 1e-7), kind  # not vacuous: the gradients are not ~0
+    differences.record("masked sampling vs one process", sample["vs_one_process"], 0)
     assert sample["vs_one_process"] == 0 and sample["between_ranks"] == 0, sample
     assert pipe["vs_one_process"] == 0 and pipe["between_ranks"] == 0 and pipe["split_after"] is None, pipe
     assert "sp_size=3 does not divide the world size 2" in refused
@@ -42,6 +47,7 @@ def test_two_processes_sp2_train_and_sample_like_one_process():
 @pytest.mark.parametrize("kind", ["flow", "masked", "autoregressive"])
 def test_training_step_equal_every_generator_and_pattern(kind):
     for arch, report in zip(LAYOUTS, run_group(_Cases(kind, "train"))):
+        _record(f"{kind} {arch.get('layout', 'full')}", report)
         assert max(report["loss"], report["grads"], report["weights"]) <= ATOL, (arch, report)
 
 
@@ -50,18 +56,21 @@ def test_training_step_equal_every_generator_and_pattern(kind):
 def test_sampling_equal_every_pattern(kind):
     for arch, report in zip(LAYOUTS, run_group(_Cases(kind, "sample"))):
         tol = 1e-5 if kind == "flow" else 0
+        differences.record(f"{kind} {arch.get('layout', 'full')} sampling vs one process", report["vs_one_process"], tol)
         assert report["vs_one_process"] <= tol and report["between_ranks"] == 0, (arch, report)
 
 
 @pytest.mark.slow
 def test_training_step_equal_with_gradient_checkpointing():
     report = run_group(train_step_case, "masked", GRID, WINDOW, 2, True)
+    _record("masked window checkpointing", report)
     assert max(report["loss"], report["grads"], report["weights"]) <= ATOL, report
 
 
 @pytest.mark.slow
 def test_training_step_equal_under_torch_compile():
     report = run_group(train_step_case, "flow", GRID, WINDOW, 2, False, True)
+    _record("flow window compiled", report)
     assert max(report["loss"], report["grads"], report["weights"]) <= ATOL, report
 
 
@@ -69,6 +78,11 @@ def test_training_step_equal_under_torch_compile():
 def test_masked_pipeline_sp2_equals_one_process():
     report = run_group(pipeline_case, "masked")
     assert report["vs_one_process"] == 0 and report["between_ranks"] == 0, report
+
+
+def _record(what: str, report: dict) -> None:
+    for key in ("loss", "grads", "weights"):
+        differences.record(f"{what} {key}", report[key], ATOL)
 
 
 class _Cases:

@@ -1,0 +1,24 @@
+"""The measured differences of the equality tests (2 processes against 1, sequence-parallel against one process,
+killed-and-resumed against straight), kept for the record: ``record(what, value, tolerance)`` notes the largest
+difference a test measured and the tolerance it asserted, under the running test's id. With
+``VIDGEN_DIFFERENCES_FILE`` set, conftest writes them there as JSON when the session ends
+(``eval/test_slow_summary.py`` sets it for ``make test-slow``)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+RECORDED: dict = {}
+
+
+def record(what: str, value: float, tolerance: float) -> float:
+    """Note ``value`` (the largest |difference| measured) for ``what`` in the running test; returns ``value``."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
+    entry = RECORDED.setdefault(test, {}).setdefault(what, {"max_abs_difference": 0.0, "tolerance": tolerance})
+    entry["max_abs_difference"] = max(entry["max_abs_difference"], float(value))
+    return value
+
+
+def write(path: str | Path) -> None:
+    Path(path).write_text(json.dumps(RECORDED, indent=2, sort_keys=True) + "\n")
