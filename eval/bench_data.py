@@ -42,23 +42,21 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 def synthetic_shards(out: Path, clips: int, fingerprint: str) -> None:
     """``clips`` synthetic latent clips in the encode's layout (work units, then the encode's merge)."""
-    from litdata.streaming.writer import BinaryWriter
-
-    from vidgen.data.shards import caption_key, to_bytes
-    from vidgen.training.shard_merge import merge
+    from vidgen.data.shards.format import PARTS_DIR, ShardWriter, caption_key, to_bytes, write_json
+    from vidgen.data.shards.merge import merge
     g = torch.Generator().manual_seed(0)
     pool = [to_bytes(torch.randn(SHAPE, generator=g), "bfloat16") for _ in range(64)]
     units = -(-clips // UNIT)
     for u in range(units):
         n = min(UNIT, clips - u * UNIT)
-        folder = out / "parts" / f"c{u:06d}"
-        writer = BinaryWriter(str(folder / BUCKET), chunk_bytes=64_000_000)
+        folder = out / PARTS_DIR / f"c{u:06d}"
+        writer = ShardWriter(folder / BUCKET)
         for i in range(n):
-            writer[i] = {"x": pool[(u * UNIT + i) % len(pool)], "text_key": caption_key(""),
-                         "key": f"synthetic/{u * UNIT + i:08d}", "caption": ""}
-        writer.done()
-        (folder / "done.json").write_text(json.dumps({"unit": u, "clips": n, "counts": {BUCKET: n},
-                                                      "shapes": {BUCKET: list(SHAPE)}, "skipped": []}))
+            writer.add({"x": pool[(u * UNIT + i) % len(pool)], "text_key": caption_key(""),
+                        "key": f"synthetic/{u * UNIT + i:08d}", "caption": ""})
+        writer.close()
+        write_json(folder / "done.json", {"unit": u, "clips": n, "counts": {BUCKET: n}, "shapes": {BUCKET: list(SHAPE)},
+                                          "captions": [], "skipped": []})
     args = {"source": "synthetic", "clips": clips, "chunk_size": UNIT, "buckets": [BUCKET], "max_text_tokens": 16}
     merge(out, args, {"fingerprint": fingerprint, "path": str(VAE), "kind": "latents", "dtype": "bfloat16",
                       "class": "CausalVAE"}, None, show=False)
@@ -103,8 +101,7 @@ def _rss_mb() -> dict:
 def child_read(root: str, batch: int) -> None:
     """(In a fresh process) read one whole epoch of ``root`` through the training loader; print its rate and the
     process's memory before and after."""
-    from vidgen.data.shards import ShardDataset
-    from vidgen.training.shard_data import ShardBatches
+    from vidgen.data.shards import ShardBatches, ShardDataset
     ds = ShardDataset(root)
     loader = ShardBatches(ds, {BUCKET: batch}, seed=0, conditioning="none")
     loader.take_batch()  # the thread starts, the first shard is opened
@@ -131,8 +128,7 @@ def encode_runs(work: Path, clips: int) -> dict:
     from vidgen.data import NaturalClips
     from vidgen.io import write_video
     from vidgen.testing import accelerate_launch
-    from vidgen.tokenizers import load_tokenizer
-    from vidgen.training.shard_encode import encode_clips
+    from vidgen.tokenizers import load_tokenizer, video_to_tokens
     src = work / "natural"
     src.mkdir()
     data = NaturalClips("train", num_frames=17, size=64, num_clips=clips)
@@ -161,13 +157,13 @@ def encode_runs(work: Path, clips: int) -> dict:
     tok = load_tokenizer(VAE)
     batch = min(8, clips)
     video = torch.stack([data[i]["video"] for i in range(batch)])
-    encode_clips(tok, video[:1])
+    video_to_tokens(tok, video[:1])
     t0 = time.perf_counter()
-    encode_clips(tok, video)
+    video_to_tokens(tok, video)
     out["vae_encode_s_per_clip"] = (time.perf_counter() - t0) / batch
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter:
-        encode_clips(tok, video[:1])
+        video_to_tokens(tok, video[:1])
     out["vae_encode_flops_per_clip"] = counter.get_total_flops()
     return out
 
@@ -216,7 +212,7 @@ TEXT_BYTES = (16 * 384 + 16 + 384) * 4  # one caption's embeddings: hidden, mask
 
 def plan_table(results: dict) -> str:
     """docs/scale.md's plan for ``PLAN['clips']`` clips on ``PLAN['gpus']`` GPUs (marker ``data_plan``)."""
-    from vidgen.training.shard_encode import SHARD_BYTES
+    from vidgen.data.shards.format import SHARD_BYTES
     e, m = results["encode"], results["memory"]
     ref_voxels = 17 * 64 * 64
     rows, total, mean_bytes = [], 0.0, 0.0
@@ -287,7 +283,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(1)
     from vidgen.tokenizers import load_tokenizer
-    from vidgen.training.encode_cache import tokenizer_fingerprint
+    from vidgen.data.shards import tokenizer_fingerprint
     fingerprint = tokenizer_fingerprint(load_tokenizer(VAE))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         work = Path(tmp)

@@ -100,7 +100,7 @@ def timed(fn, device, rounds: int) -> dict:
 def build(args, device):
     from diffusers import WanTransformer3DModel
 
-    from vidgen.generators import DiffusersFlowTransformer
+    from vidgen.generators import DiffusersVideoTransformer
     torch.manual_seed(0)
     with torch.device(device):
         model = WanTransformer3DModel(**(TINY if args.quick else WAN_1_3B))
@@ -110,7 +110,7 @@ def build(args, device):
     for name, module in model.named_modules():  # as from_pretrained(dtype=bf16) keeps them
         if any(k in name.split(".") for k in keep):
             module.float()
-    return DiffusersFlowTransformer(model.eval()), dtype
+    return DiffusersVideoTransformer(model.eval()), dtype
 
 
 def step_rows(args, gen, dtype, device, deadline: float, save) -> None:

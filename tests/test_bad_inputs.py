@@ -32,11 +32,11 @@ from diffusers import AutoencoderKL, AutoencoderKLWan, DDIMScheduler, FlowMatchE
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vidgen.data.buckets import parse_buckets
+from vidgen.data.shards import parse_buckets
 from vidgen.generators.diffusers_window import window_attention
 from vidgen.training.lora import add_lora
 from vidgen.data.shards import ShardDataset
-from vidgen.data.sources import list_source, read_manifest
+from vidgen.data.shards.sources import list_source, read_manifest
 from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, ShardError, UnsupportedError,
                            VidgenError, VideoIOError)
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowSamplingConfig, FlowVideoTransformer,
@@ -60,7 +60,7 @@ from vidgen.text import check_prompts
 from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
 from vidgen.parallel import SequenceParallel, enable_sequence_parallel
 from vidgen.training import GeneratorTrainConfig, build_model, encode_dataset, load_config
-from vidgen.training.shard_data import bucket_settings
+from vidgen.training.shards import bucket_settings
 from vidgen.training.data import EpochSampler, joint_batch
 
 T, H, W = 5, 16, 16  # the valid video every sanity call uses: 2 latent frames of 2x2
@@ -790,7 +790,8 @@ CASES: list[Case] = [
          lambda env: load_pipeline(env.broken_pipe("pipe_sd", lambda p: _edit_json(
              p / "model_index.json", _class_name="StableDiffusionPipeline"))),
          ConfigError, r"pipe_sd/model_index\.json: _class_name 'StableDiffusionPipeline' is not a supported video "
-                      r"pipeline \(vidgen's .* or diffusers' \['CogVideoXPipeline', 'LTXPipeline', 'WanPipeline'\]\)"),
+                      r"pipeline \(vidgen's .* or diffusers' \['CogVideoXPipeline', 'HunyuanVideoPipeline', 'LTXPipeline', "
+                     r"'WanPipeline'\]\)"),
     Case("load_pipeline/model-index-not-json", "pipeline_folder",
          lambda env: load_pipeline(env.broken_pipe("pipe_json", lambda p: (p / "model_index.json").write_text("{"))),
          ConfigError, r"pipe_json/model_index\.json: not valid JSON"),

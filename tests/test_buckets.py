@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vidgen.data.buckets import (DEFAULT_BUCKETS, Bucket, BucketBatchSampler, assign_bucket, crop_fraction,
+from vidgen.data.shards import (DEFAULT_BUCKETS, Bucket, BucketBatchSampler, assign_bucket, crop_fraction,
                                  equal_token_batches, parse_buckets)
 from vidgen.errors import ConfigError
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vidgen.errors import ConfigError, UnsupportedError
-from vidgen.generators import DiffusersFlowTransformer
-from vidgen.generators.diffusers_transformer import pack_latents, unpack_latents
+from vidgen.families.base import pack_latents, unpack_latents
+from vidgen.generators import DiffusersVideoTransformer
 from vidgen.pipelines import DiffusersFlowPipeline, FlowVideoPipeline, load_pipeline
 from vidgen.pipelines.diffusers_tiny import TINY_FAMILIES, TINY_SIZES, tiny_native_pipeline
 
@@ -58,7 +58,7 @@ def _from_native_layout(family: str, x: torch.Tensor, grid) -> torch.Tensor:
 def test_a_diffusers_folder_loads_as_a_vidgen_flow_pipeline_and_saves_for_diffusers(family, folders, tmp_path):
     pipe = load_pipeline(folders[family], dtype="fp32")
     assert isinstance(pipe, FlowVideoPipeline) and isinstance(pipe, DiffusersFlowPipeline)
-    assert isinstance(pipe.flow_generator, DiffusersFlowTransformer)
+    assert isinstance(pipe.flow_generator, DiffusersVideoTransformer)
     assert type(pipe.vae).__module__.startswith("diffusers") and pipe.text_encoder is not None
     assert pipe.sampling_config.num_inference_steps == 50  # the family's diffusers default
     pipe.sampling_config = {"num_inference_steps": 2, "guidance_scale": 3.0}

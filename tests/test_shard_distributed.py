@@ -49,6 +49,7 @@ def test_two_processes_encode_what_one_encodes_then_train_the_same_weights(sourc
         a, b = one.clips(name, range(one.counts[name])), two.clips(name, range(two.counts[name]))
         assert a[2] == b[2] and a[1] == b[1]  # same clips in the same order, same captions
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
+        assert all(torch.equal(x, y) for x, y in zip(one.text(a[1]), two.text(b[1])))  # every caption's embedding
     assert one.info["skipped"] == two.info["skipped"] == []
 
     script = ROOT / "pipelines" / "train_generator.py"

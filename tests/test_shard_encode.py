@@ -1,6 +1,7 @@
 """vidgen data encode / info: a folder of mixed sizes and lengths (with a corrupt file, an empty file and a too-short
-clip) into buckets, equal to encoding each clip alone; a manifest with time ranges and a missing file; kill -9 and
-rerun encodes every clip exactly once; the dataset refuses another tokenizer's fingerprint and a truncated shard."""
+clip) into buckets, equal to encoding each clip alone; a manifest with time ranges and a missing file; CSV, JSONL and
+Parquet manifests list the same clips; kill -9 and rerun encodes every clip exactly once; a finished encode leaves no
+work units and a rerun returns it; the dataset refuses another tokenizer's fingerprint and a truncated shard."""
 from __future__ import annotations
 
 import contextlib
@@ -18,10 +19,11 @@ import torch
 
 from vidgen.cli import main as cli
 from vidgen.data.shards import ShardDataset, dataset_info, verify
-from vidgen.errors import ConfigError, ShardError
+from vidgen.errors import ConfigError, ShardError, VideoIOError
 from vidgen.io import read_video
 from shard_helpers import save_tiny_tokenizers, write_captioned_clips
-from vidgen.training.shard_encode import encode_clips, encode_dataset
+from vidgen.tokenizers import video_to_tokens
+from vidgen.training import encode_dataset
 
 BUCKETS = "9x32x32,9x32x48"
 SOURCES = {"a.mp4": (12, 32, 32, "a red circle"), "b.mp4": (10, 40, 60, "a blue square"),
@@ -69,7 +71,7 @@ def test_shards_equal_encoding_each_clip_alone(setup):
         for i in range(ds.counts[bucket]):
             x, text_keys, keys = ds.clips(bucket, [i])
             video, _ = read_video(root / "src" / keys[0], num_frames=9, size=shape)
-            torch.testing.assert_close(x, encode_clips(tok, video[None]), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(x, video_to_tokens(tok, video[None]), rtol=1e-5, atol=1e-5)
             hidden, mask, pooled = ds.text(text_keys)
             emb = encode_prompts(*text, [SOURCES[keys[0]][3]], 8)
             torch.testing.assert_close(hidden, emb.hidden)
@@ -153,6 +155,39 @@ def test_kill9_then_rerun_encodes_every_clip_exactly_once(setup, tmp_path):
     assert len(info["skipped"]) == 3 and info["clips"] == 4
 
 
+def test_a_finished_encode_keeps_no_work_units_and_a_rerun_returns_it(setup):
+    root, info = setup
+    assert not (root / "out" / "parts").exists()
+    assert encode_dataset(root / "src", root / "vae", root / "out", buckets=BUCKETS, max_text_tokens=8, num_workers=0,
+                          chunk_size=3, dtype="float32", show_progress=False) == info
+
+
+def test_a_merge_stopped_part_way_is_finished_by_a_rerun(setup, tmp_path, monkeypatch):
+    """9x32x32 is joined from two units (litdata.merge_datasets), 9x32x48 is one unit's dataset moved into place;
+    the merge stops after the first, the rerun finishes the second and the dataset is the uninterrupted one's."""
+    from vidgen.data.shards import merge as merging
+    root, _ = setup
+    merge_bucket = merging._merge_bucket
+
+    def stop_at_the_second(out, name, units):
+        if name != "9x32x32":
+            raise KeyboardInterrupt
+        merge_bucket(out, name, units)
+
+    kw = dict(buckets=BUCKETS, text_encoder="none", num_workers=0, chunk_size=3, dtype="float32", show_progress=False)
+    monkeypatch.setattr(merging, "_merge_bucket", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        encode_dataset(root / "src", root / "vae", tmp_path / "out", **kw)
+    assert (tmp_path / "out" / "9x32x32").is_dir() and not (tmp_path / "out" / "info.json").exists()
+    monkeypatch.undo()
+    encode_dataset(root / "src", root / "vae", tmp_path / "out", **kw)
+    got, want = ShardDataset(tmp_path / "out"), ShardDataset(root / "out")
+    assert got.counts == want.counts and not (tmp_path / "out" / "parts").exists()
+    for name in want.names:
+        a, b = got.clips(name, range(got.counts[name])), want.clips(name, range(want.counts[name]))
+        assert a[2] == b[2] and torch.equal(a[0], b[0])
+
+
 def test_a_diffusers_vae_folder_encodes_too(setup, tmp_path):
     from diffusers import AutoencoderKLWan
     root, _ = setup
@@ -167,16 +202,19 @@ def test_a_diffusers_vae_folder_encodes_too(setup, tmp_path):
 
 
 def test_manifests_in_every_format_list_the_same_clips(tmp_path):
-    from vidgen.data.sources import SourceClip, list_source
+    from vidgen.data.shards import SourceClip, list_source
     rows = [{"path": "clips/a.mp4", "caption": "one", "start": 0.5, "end": 2}, {"file_name": "b.mp4", "text": "two"}]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "m.csv").write_text("path,caption,start,end\nclips/a.mp4,one,0.5,2\nb.mp4,two,,\n")
     expected = [SourceClip("clips/a.mp4@0.5-2", str(tmp_path / "clips/a.mp4"), "one", 0.5, 2.0),
                 SourceClip("b.mp4", str(tmp_path / "b.mp4"), "two")]
     assert list_source(tmp_path / "m.jsonl") == list_source(tmp_path / "m.csv") == expected
-    pq = pytest.importorskip("pyarrow.parquet")
-    import pyarrow
-    pq.write_table(pyarrow.Table.from_pylist([{"path": "clips/a.mp4", "caption": "one", "start": 0.5, "end": 2.0},
-                                              {"path": "b.mp4", "caption": "two", "start": None, "end": None}]),
-                   tmp_path / "m.parquet")
+    import pyarrow  # a dependency: Parquet manifests work on a fresh install
+    import pyarrow.parquet as pq
+    pq.write_table(pyarrow.Table.from_pylist([  # a column the manifest does not use is left unread
+        {"path": "clips/a.mp4", "caption": "one", "start": 0.5, "end": 2.0, "score": [0.1, 0.2]},
+        {"path": "b.mp4", "caption": "two", "start": None, "end": None, "score": []}]), tmp_path / "m.parquet")
     assert list_source(tmp_path / "m.parquet") == expected
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(VideoIOError, match=r"bad.parquet: not a readable Parquet file"):
+        list_source(tmp_path / "bad.parquet")

@@ -11,14 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vidgen.data.shards import ShardDataset
+from vidgen.data.shards import ShardBatches, ShardDataset
 from vidgen.errors import ShardError
 from vidgen.generators import Conditioning, generator_class
 from shard_helpers import kill9_at_first_checkpoint, save_tiny_tokenizers, write_captioned_clips
 from vidgen.testing import perturb_weights
 from vidgen.tokenizers import CausalVQVAE
 from vidgen.training import GeneratorTrainConfig, encode_dataset, load_config, train_generator
-from vidgen.training.shard_data import ShardBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKETS = "9x32x32,9x32x48"  # token grids (3, 4, 4) and (3, 4, 6) through the tiny tokenizers
@@ -70,8 +69,8 @@ def test_trains_on_two_buckets_and_samples_at_each(generator, shards, tmp_path):
 def test_prefetched_batches_equal_plain_reads(shards):
     ds = ShardDataset(shards / "shards-vae")
     batches = {"9x32x32": 2, "9x32x48": 1}
-    fast = ShardBatches(ds, batches, seed=5)
-    plain = ShardBatches(ds, batches, seed=5)
+    fast = ShardBatches(ds, batches, seed=5, condition=Conditioning)
+    plain = ShardBatches(ds, batches, seed=5, condition=Conditioning)
     for _ in range(7):
         name, x, cond = fast.take_batch()
         pname, idx = plain.sampler.take()

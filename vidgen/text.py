@@ -53,33 +53,24 @@ def resolve_text_encoder(name_or_path: Optional[str] = None) -> str:
     return str(name_or_path)
 
 
-#: diffusers pipelines whose prompt encoding runs the text encoder without the attention mask
-UNMASKED_TEXT_PIPELINES = ("CogVideoXPipeline",)
-
-
-class _Unmasked(torch.nn.Module):
-    """A text encoder called without its attention mask (pad tokens attended), as CogVideoX's pipeline calls T5."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids, attention_mask=None):
-        return self.encoder(input_ids)
-
-
 def _pipeline_text_encoder(folder: Path, dtype: torch.dtype):
     """A diffusers pipeline folder's own ``tokenizer/`` and ``text_encoder/`` (the transformers class its config
-    names, e.g. ``UMT5EncoderModel``), called as the pipeline calls it."""
+    names, e.g. ``UMT5EncoderModel``), called as the pipeline calls it (its family's
+    :meth:`~vidgen.families.Family.caption_text_encoder`)."""
     import json
 
     import transformers
+
+    from vidgen.families import pipeline_family
+    family = pipeline_family(json.loads((folder / "model_index.json").read_text()).get("_class_name"))
+    if family is not None:
+        family.refuse("caption encoding")
     architectures = json.loads((folder / "text_encoder" / "config.json").read_text()).get("architectures") or []
     cls = getattr(transformers, architectures[0], None) if architectures else None
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     encoder = (cls or transformers.AutoModel).from_pretrained(str(folder / "text_encoder"), dtype=dtype)
-    if json.loads((folder / "model_index.json").read_text()).get("_class_name") in UNMASKED_TEXT_PIPELINES:
-        encoder = _Unmasked(encoder)
+    if family is not None:
+        encoder = family.caption_text_encoder(encoder)
     return tokenizer, encoder.eval().requires_grad_(False)
 
 

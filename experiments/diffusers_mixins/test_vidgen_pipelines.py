@@ -29,7 +29,6 @@ import torch
 # ----------------------------------------------------------------------------------------------------- the one knob
 TOKENIZER_KEY = os.environ.get("VIDGEN_TOKENIZER_KEY", "tokenizer")
 
-import diffusers  # noqa: E402
 from diffusers import FlowMatchEulerDiscreteScheduler  # noqa: E402
 from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 
@@ -52,11 +51,10 @@ from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, Mas
 from vidgen.testing import perturb_weights  # noqa: E402
 from vidgen.tokenizers import CausalVAE, CausalVQVAE  # noqa: E402
 
-# diffusers' test_encode_prompt_works_in_isolation finds encode_prompt's source through
-# `getattr(diffusers.pipelines, cls.__name__)` (ReturnNameVisitor.get_ast_tree), which only resolves diffusers' own
-# pipelines. Exposing vidgen's classes there lets that test reach its actual checks (harness plumbing only).
-for _cls in (FlowVideoPipeline, MaskedVideoPipeline, AutoregressiveVideoPipeline):
-    setattr(diffusers.pipelines, _cls.__name__, _cls)
+# Nothing is put into diffusers' namespaces. diffusers' test_encode_prompt_works_in_isolation finds encode_prompt's
+# source through `getattr(diffusers.pipelines, cls.__name__)` (ReturnNameVisitor.get_ast_tree), which resolves only
+# diffusers' own pipelines: that test is an expected failure (AttributeError), listed with its reason in
+# expectations.py and applied by conftest.py.
 
 _COG = _cogvideox.CogVideoXPipelineTesterConfig
 

@@ -34,7 +34,7 @@ import unittest
 
 import torch
 
-import test_vidgen_pipelines as _harness  # component building, TOKENIZER_KEY, diffusers.pipelines registration
+import test_vidgen_pipelines as _harness  # component building, TOKENIZER_KEY
 from tests.pipelines.test_pipelines_common import PipelineTesterMixin
 
 import tests.pipelines.cogvideo  # noqa: F401  (parent package of the legacy module below)

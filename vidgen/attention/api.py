@@ -6,7 +6,8 @@ import functools
 import math
 import os
 import sys
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -15,7 +16,6 @@ from vidgen.attention.masks import AttentionPattern, Causal, Window, decode_viol
 from vidgen.attention.reasons import TRITON_CPU_REASON, TRITON_TOKEN_CAUSAL_REASON
 from vidgen.errors import InvalidInputError, UnsupportedError
 
-BACKENDS = ("reference", "cpu", "cpu_fused", "flex", "triton")
 # auto leaves dense SDPA for the windowed paths only from BLOCKED_MIN_TOKENS tokens on, and only where the blocked
 # path would compute at most a quarter of the dense work. BLOCKED_MIN_TOKENS is a chosen rule, not a measured
 # break-even: docs/results/bench_attention.json (eval/bench_attention.py, grids from 512 tokens) has the fused kernel
@@ -56,26 +56,39 @@ def _run_triton(q, k, v, pattern, scale):
     return triton_kernel.triton_attention3d(q, k, v, pattern, scale)
 
 
-_REASONS = {
-    "reference": lambda q, k, v, p: reference.unsupported_reason(q, p),
-    "cpu": lambda q, k, v, p: cpu_blocked.unsupported_reason(q, p),
-    "cpu_fused": lambda q, k, v, p: cpu_window.unsupported_reason(q, p),
-    "flex": flex.unsupported_reason,
-    "triton": _triton_reason,
-}
-_RUN = {
-    "reference": reference.reference_attention,
-    "cpu": cpu_blocked.blocked_attention,
-    "cpu_fused": cpu_window.window_attention,
-    "flex": flex.flex_attention3d,
-    "triton": _run_triton,
-}
+@dataclass(frozen=True)
+class Backend:
+    """One ``attention3d`` backend. ``run(q, k, v, pattern, scale)`` computes a call; ``refusal(q, k, v, pattern)``
+    is None when the backend can run it, else the reason it cannot; ``decode``: it also runs decode calls, as
+    ``run(q, k, v, pattern, scale, q_start)``."""
+
+    name: str
+    run: Callable
+    refusal: Callable
+    decode: bool = False
+
+
+def _from_q_and_pattern(reason: Callable) -> Callable:
+    return lambda q, k, v, pattern: reason(q, pattern)
+
+
+#: every backend, in the order ``backend_support`` lists them: adding a backend is one entry here
+_BACKENDS = {b.name: b for b in (
+    Backend("reference", reference.reference_attention, _from_q_and_pattern(reference.unsupported_reason),
+            decode=True),
+    Backend("cpu", cpu_blocked.blocked_attention, _from_q_and_pattern(cpu_blocked.unsupported_reason)),
+    Backend("cpu_fused", cpu_window.window_attention, _from_q_and_pattern(cpu_window.unsupported_reason)),
+    Backend("flex", flex.flex_attention3d, flex.unsupported_reason),
+    Backend("triton", _run_triton, _triton_reason),
+)}
+BACKENDS = tuple(_BACKENDS)
 
 
 def _reason(name: str, q, k, v, pattern: AttentionPattern, q_start: Optional[int]) -> Optional[str]:
-    if q_start is not None and name != "reference":
+    backend = _BACKENDS[name]
+    if q_start is not None and not backend.decode:
         return DECODE_REASON
-    return _REASONS[name](q, k, v, pattern)
+    return backend.refusal(q, k, v, pattern)
 
 
 def _check_inputs(q, k, v, pattern: AttentionPattern, scale, q_start: Optional[int] = None) -> None:
@@ -198,7 +211,7 @@ def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window:
     ``|dw| <= ww//2`` (``None`` entry = unlimited axis, ``window=None`` = full). ``causal``: ``False``,
     ``True`` / ``"frame"`` (adds ``t' <= t``) or ``"token"`` (adds key index <= query index, GPT-style).
     See :mod:`vidgen.attention.masks` for the exact semantics (prefix tokens included).
-    ``backend``: "auto", "reference", "cpu", "cpu_fused", "flex" or "triton". Returns (B, heads, N, D).
+    ``backend``: "auto" or one of ``BACKENDS`` ("reference", "cpu", ...). Returns (B, heads, N, D).
 
     Decode (``q_start`` an int, e.g. with a KV cache): q is (B, heads, Lq, D) holding sequence positions
     ``[q_start, q_start + Lq)``, k and v are (B, heads, Lk, D) holding positions ``[0, Lk)`` with
@@ -223,6 +236,5 @@ def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window:
         reason = _reason(backend, q, k, v, pattern, q_start)
         if reason is not None:
             raise UnsupportedError(f"attention3d backend {backend!r} cannot run this call: {reason}")
-    if q_start is not None:
-        return reference.reference_attention(q, k, v, pattern, scale, q_start)
-    return _RUN[backend](q, k, v, pattern, scale)
+    run = _BACKENDS[backend].run
+    return run(q, k, v, pattern, scale) if q_start is None else run(q, k, v, pattern, scale, q_start)

@@ -6,7 +6,7 @@ SDPA on that small problem with the exact mask of the block. Every block then ha
 blocks go through one batched SDPA call; gathering is one ``index_select`` per tensor, so autograd gives the
 backward pass for free. Work drops from ``N^2`` to about ``N * halo`` while the result stays exact.
 
-The design was chosen by measurement against a custom autograd alternative: ``docs/attention.md`` ("Design notes"),
+Why this design and not a custom autograd function: ``docs/attention.md`` ("Design notes"),
 ``eval/bench_attention.py`` -> ``docs/results/bench_attention.json``.
 """
 from __future__ import annotations

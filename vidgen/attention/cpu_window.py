@@ -105,9 +105,8 @@ _POOL: dict = {}  # {"pool": ThreadPoolExecutor, "threads": n}: kept between cal
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """A thread pool reused across calls; rebuilt when torch's thread count changes. Starting a fresh pool for each
-    of the three kernel runs of a fwd+bwd was part of the per-call overhead a user's call paid (eval/bench_attention.py,
-    "user's call")."""
+    """A thread pool reused across calls, so the three kernel runs of a fwd+bwd start no threads (per-call overhead,
+    eval/bench_attention.py "user's call"); rebuilt when torch's thread count changes."""
     if _POOL.get("threads") != threads:
         if "pool" in _POOL:
             _POOL["pool"].shutdown(wait=False)

@@ -58,7 +58,7 @@ class Attention3D(nn.Module):
         self.proj = nn.Linear(config.dim, config.dim)
         hd = config.head_dim
         # nn.RMSNorm also under bf16 autocast, despite PyTorch's one-time dtype-mismatch warning: its composite path
-        # (fp32 statistics) was the fastest and most exact form when sampling (experiments/rms_norm_paths.py).
+        # (fp32 statistics) is the most exact form and the fastest when sampling (experiments/rms_norm_paths.py).
         self.q_norm = nn.RMSNorm(hd) if config.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(hd) if config.qk_norm else nn.Identity()
         self.rope = RotaryEmbedding3D(hd, config.rope_theta) if config.rope else None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from vidgen.data.buckets import DEFAULT_BUCKETS
+from vidgen.data.shards.buckets import DEFAULT_BUCKETS
 from vidgen.data.preview import DATASETS, preview_dataset, write_report
 
 
@@ -23,7 +23,8 @@ def run_preview(args) -> int:
 def run_encode(args) -> int:
     import torch
 
-    from vidgen.training.shard_encode import dataset_summary, encode_dataset
+    from vidgen.data.shards import dataset_summary
+    from vidgen.training.shards import encode_dataset
     threads = torch.get_num_threads()
     try:
         if args.threads:

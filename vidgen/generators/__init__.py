@@ -19,7 +19,7 @@ from vidgen.generators.autoregressive import (AutoregressiveSamplingConfig, Auto
                                               generate_tokens, iter_frames)
 from vidgen.generators.backbone import Block, VideoTransformerBackbone
 from vidgen.generators.config import GENERATOR_PRESETS, LAYOUTS, BackboneConfig
-from vidgen.generators.diffusers_transformer import DiffusersFlowTransformer
+from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig, FlowVideoTransformer, check_scheduler, generate_latents
 from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransformer, generate_ids, make_scheduler
@@ -66,7 +66,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "DiffusersFlowTransformer",
+    "DiffusersVideoTransformer",
     "DEPRECATED_GENERATOR_NAMES",
     "SAMPLING_CONFIG_NAME",
     "AutoregressiveSamplingConfig",

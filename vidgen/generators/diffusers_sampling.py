@@ -1,22 +1,22 @@
-"""Sampling and training of a :class:`~vidgen.generators.diffusers_transformer.DiffusersFlowTransformer`, step for
-step as the family's diffusers pipeline samples:
+"""Sampling and training of a :class:`~vidgen.generators.diffusers_transformer.DiffusersVideoTransformer`, step for
+step as the family's diffusers pipeline samples; what differs between families is the family's
+(:class:`~vidgen.families.Family`):
 
-- timesteps: ``set_timesteps(steps)`` (Wan, CogVideoX), or LTX's shifted sigmas (``mu`` from the latent grid's size);
-- guidance as the family applies it: Wan one pass per condition, CogVideoX and LTX one batched pass over
-  ``[negative; prompt]``, both ``uncond + s * (cond - uncond)``, only where the scale is above 1;
-- Wan 2.2's second transformer below ``boundary_ratio`` of the noise scale, with its own guidance scale;
-- CogVideoX's DPM scheduler with the previous step's clean estimate.
+- timesteps: ``family.timesteps`` (the scheduler's ``set_timesteps``, or the family's sigmas);
+- guidance ``uncond + s * (cond - uncond)``, only where the scale is above 1 and a negative condition is given:
+  ``family.cfg == "separate"`` one pass per condition, in the model's dtype; ``"batched"`` one pass over
+  ``[negative; prompt]``, in fp32;
+- the scheduler step (``family.step``: its step options, a multistep scheduler's carried estimate);
+- a second transformer below ``boundary_ratio`` of the noise scale, with its own guidance scale (``model_2``).
 
-The state and the prediction keep the dtypes the family's pipeline gives them (fp32 state for Wan and LTX, the text
-embeddings' dtype for CogVideoX), so bf16 sampling rounds as diffusers' does.
-Training (:func:`training_loss`): flow matching for Wan and LTX (``x_s = (1 - s) x0 + s eps``, target ``eps - x0``,
-timestep ``1000 s``), the scheduler's noising and velocity for CogVideoX's v-prediction.
+The state keeps the dtype the family's pipeline gives it (``family.state_dtype``), so bf16 sampling rounds as
+diffusers' does. Training (:func:`training_loss`): flow matching for flow families (``x_s = (1 - s) x0 + s eps``,
+target ``eps - x0``, timestep ``1000 s``), the scheduler's noising and velocity for v-prediction families.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +28,7 @@ from vidgen.rng import rows
 
 
 def check_scheduler(model, scheduler) -> None:
-    """A flow family needs a FlowMatch / flow-shifted scheduler; CogVideoX one configured for v-prediction."""
+    """A flow family needs a FlowMatch / flow-shifted scheduler; a v-prediction family one configured for it."""
     name = type(scheduler).__name__
     flow = "FlowMatch" in name or bool(getattr(scheduler.config, "use_flow_sigmas", False))
     if model.prediction_type == "flow" and not flow:
@@ -41,20 +41,13 @@ def check_scheduler(model, scheduler) -> None:
 
 
 def set_timesteps(model, scheduler, steps: int, grid, device) -> torch.Tensor:
-    """The family's timesteps for ``steps`` steps on a latent ``grid`` (see the module docstring)."""
-    if model.family.name == "ltx":
-        from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
-        cfg = scheduler.config
-        mu = calculate_shift(int(np.prod(grid)), cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
-        return retrieve_timesteps(scheduler, steps, device, None, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)[0]
-    scheduler.set_timesteps(steps, device=device)
-    return scheduler.timesteps
+    """The family's timesteps for ``steps`` steps on a latent ``grid``."""
+    return model.family.timesteps(scheduler, steps, grid, device)
 
 
 def _guided(model, x, t, cond, negative, scale, doubled: bool, options) -> torch.Tensor:
-    """The guided prediction at state ``x`` and timestep ``t``, as the family computes it: Wan in the model's
-    dtype (its scheduler sees bf16 under bf16 weights), CogVideoX and LTX in fp32."""
+    """The guided prediction at state ``x`` and timestep ``t``, as the family computes it: one pass per condition
+    in the model's dtype (its scheduler sees bf16 under bf16 weights), or one batched pass in fp32."""
     b = x.shape[0]
     if model.family.cfg == "separate":
         pos = model(x, t.expand(b), cond, **options).sample
@@ -95,8 +88,7 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
     shape = (batch, model.in_channels, *grid)
     if latents is not None:
         check_latents_input(model, latents, shape)
-    # the state's dtype is the family's: fp32 (Wan, LTX), the text embeddings' (CogVideoX)
-    state = cond.text.dtype if model.family.name == "cogvideox" and cond is not None else torch.float32
+    state = model.family.state_dtype(cond)
     latents = (model.noise(shape, generator, dev, state) if latents is None else latents).to(dev, state)
     timesteps = set_timesteps(model, scheduler, config.num_inference_steps, grid, dev)
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
@@ -104,8 +96,7 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
         scheduler.set_begin_index(0)
     scale, options = config.guidance_scale, dict(model_kwargs or {})
     boundary = None if boundary_ratio is None else boundary_ratio * scheduler.config.num_train_timesteps
-    dpm, old_x0 = type(scheduler).__name__ == "CogVideoXDPMScheduler", None
-    step_kwargs = {"eta": 0.0, "generator": generator} if model.family.name == "cogvideox" else {}
+    carry = None  # what a multistep scheduler hands the next step
     for i, t in enumerate(progress(timesteps) if progress else timesteps):
         low = boundary is not None and t < boundary
         current = model_2 if low else model
@@ -113,12 +104,7 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
         doubled = negative is not None and s > 1.0
         x_in = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
         out = _guided(current, x_in, t, cond, negative, s, doubled, options)
-        if dpm:
-            prev_t = timesteps[i - 1] if i > 0 else None
-            latents, old_x0 = scheduler.step(out, old_x0, t, prev_t, latents, **step_kwargs, return_dict=False)
-        else:
-            latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
-        latents = latents.to(state) if model.family.name == "cogvideox" else latents
+        latents, carry = model.family.step(scheduler, out, timesteps, i, latents, generator, carry)
         latents, scale, stop = run_step_callback(callback, i, t, latents, scale)
         if stop:
             break

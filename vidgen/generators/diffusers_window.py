@@ -1,5 +1,6 @@
-"""vidgen's 3D window attention inside a diffusers video transformer (Wan, CogVideoX, LTX-Video): a training-free
-sliding window over the latent token grid, as STA does, in one call::
+"""vidgen's 3D window attention inside a diffusers video transformer (of a family with a window processor, see
+:class:`~vidgen.families.Family`): a training-free sliding window over the latent token grid, as STA does, in one
+call::
 
     handle = window_attention(pipe.transformer, window=(3, 7, 7), layers=range(2, 30), dense_steps=5)
     frames = pipe(prompt).frames      # self-attention of those layers runs attention3d with the window
@@ -8,9 +9,11 @@ sliding window over the latent token grid, as STA does, in one call::
 ``window=(wt, wh, ww)`` counts tokens of the transformer's grid (latent cells / patch size) along t, h, w; a
 ``None`` entry leaves that axis whole. ``layers``: block indices (default all). ``dense_steps=k``: the first ``k``
 denoising steps of each sampling run stay dense (a step is a new timestep value; a larger timestep than the last
-starts a new run); in training mode every call is windowed. CogVideoX attends text and video tokens jointly: its
-text tokens are ``attention3d``'s prefix tokens (they see, and are seen by, every token). The grid of each call is
-read from the transformer's inputs by a forward pre-hook, so diffusers' own pipeline runs the swapped model too.
+starts a new run); in training mode every call is windowed. A family whose self-attention also holds the text
+tokens passes them as ``attention3d``'s prefix tokens (they see, and are seen by, every token). Each family's
+processor (``family.window_processor``) computes q, k, v as its own attention does and calls
+:meth:`WindowState.attend`; the grid of each call is read from the transformer's inputs (``family.token_grid``) by a
+forward pre-hook, so diffusers' own pipeline runs the swapped model too.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ from typing import Optional
 import torch
 
 from vidgen.attention import attention3d
-from vidgen.errors import InvalidInputError
-from vidgen.generators.diffusers_transformer import DiffusersFlowTransformer, patch_size_of, transformer_family
+from vidgen.errors import InvalidInputError, UnsupportedError
+from vidgen.families import PIPELINE_FAMILIES, WindowProcessor, transformer_family
+from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 
 
 @dataclass
@@ -60,80 +64,8 @@ class WindowState:
                            backend=self.backend)
 
 
-def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding on interleaved (even, odd) channel pairs, x (B, S, H, D), cos / sin broadcastable."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    c, s = cos[..., 0::2], sin[..., 1::2]
-    return torch.stack([even * c - odd * s, even * s + odd * c], dim=-1).flatten(-2).type_as(x)
-
-
-class _WanWindowProcessor:
-    def __init__(self, state: WindowState):
-        self.state = state
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
-        q, k, v = _get_qkv_projections(attn, hidden_states, hidden_states)
-        q, k = attn.norm_q(q), attn.norm_k(k)
-        q, k, v = (x.unflatten(2, (attn.heads, -1)) for x in (q, k, v))
-        if rotary_emb is not None:
-            q, k = _rotate_pairs(q, *rotary_emb), _rotate_pairs(k, *rotary_emb)
-        out = self.state.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
-        out = out.flatten(2, 3).type_as(q)
-        return attn.to_out[1](attn.to_out[0](out))
-
-
-class _LTXWindowProcessor:
-    def __init__(self, state: WindowState):
-        self.state = state
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        from diffusers.models.transformers.transformer_ltx import apply_rotary_emb
-        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        q, k = attn.norm_q(q), attn.norm_k(k)
-        if image_rotary_emb is not None:
-            q, k = apply_rotary_emb(q, image_rotary_emb), apply_rotary_emb(k, image_rotary_emb)
-        q, k, v = (x.unflatten(2, (attn.heads, -1)).transpose(1, 2) for x in (q, k, v))
-        out = self.state.attend(q, k, v).transpose(1, 2).flatten(2, 3).to(q.dtype)
-        return attn.to_out[1](attn.to_out[0](out))
-
-
-class _CogVideoXWindowProcessor:
-    def __init__(self, state: WindowState):
-        self.state = state
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
-        from diffusers.models.embeddings import apply_rotary_emb
-        n_text = encoder_hidden_states.size(1)
-        x = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        q, k, v = (proj(x).unflatten(2, (attn.heads, -1)).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
-        if image_rotary_emb is not None:
-            q = torch.cat([q[:, :, :n_text], apply_rotary_emb(q[:, :, n_text:], image_rotary_emb)], dim=2)
-            k = torch.cat([k[:, :, :n_text], apply_rotary_emb(k[:, :, n_text:], image_rotary_emb)], dim=2)
-        out = self.state.attend(q, k, v, prefix=n_text).transpose(1, 2).flatten(2, 3)
-        out = attn.to_out[1](attn.to_out[0](out))
-        return out[:, n_text:], out[:, :n_text]
-
-
-_PROCESSORS = {"wan": _WanWindowProcessor, "ltx": _LTXWindowProcessor, "cogvideox": _CogVideoXWindowProcessor}
-
-
 def _blocks(model) -> list:
     return list(model.blocks if hasattr(model, "blocks") else model.transformer_blocks)
-
-
-def _token_grid(model, family: str, args, kwargs) -> Optional[tuple]:
-    """The token grid of a forward call, from its inputs."""
-    x = kwargs.get("hidden_states", args[0] if args else None)
-    if family == "ltx":
-        return tuple(int(kwargs[k]) for k in ("num_frames", "height", "width")) if "num_frames" in kwargs else None
-    # CogVideoX's latents are (B, t, C, h, w)
-    grid = (x.shape[1], x.shape[3], x.shape[4]) if family == "cogvideox" else tuple(x.shape[2:])
-    return tuple(int(g) // p for g, p in zip(grid, patch_size_of(model)))
 
 
 class WindowAttention:
@@ -162,12 +94,16 @@ def _check_window(window) -> tuple:
 
 def window_attention(transformer, window, layers=None, dense_steps: int = 0, backend: str = "auto"):
     """Swap the self-attention of ``layers`` (block indices; default all) of a diffusers video transformer (or a
-    :class:`DiffusersFlowTransformer`) for ``attention3d`` with ``window``; see the module docstring. Returns a
+    :class:`DiffusersVideoTransformer`) for ``attention3d`` with ``window``; see the module docstring. Returns a
     :class:`WindowAttention` handle."""
-    model = transformer.model if isinstance(transformer, DiffusersFlowTransformer) else transformer
+    model = transformer.model if isinstance(transformer, DiffusersVideoTransformer) else transformer
     family = transformer_family(model)
     if family is None:
-        raise InvalidInputError(f"transformer: {type(model).__name__} is not a supported diffusers video transformer")
+        raise InvalidInputError(f"transformer: {type(model).__name__} is not a supported diffusers video transformer "
+                                f"({', '.join(f.transformer for f in PIPELINE_FAMILIES)})")
+    if family.window_processor is None:
+        family.refuse("window_attention")
+        raise UnsupportedError(f"window_attention: no window processor for {type(model).__name__}")
     window = _check_window(window)
     if isinstance(dense_steps, bool) or not isinstance(dense_steps, int) or dense_steps < 0:
         raise InvalidInputError(f"dense_steps must be an int >= 0, got {dense_steps!r}")
@@ -177,16 +113,16 @@ def window_attention(transformer, window, layers=None, dense_steps: int = 0, bac
     if bad or not chosen:
         raise InvalidInputError(f"layers: {bad or chosen!r} are not block indices of this {type(model).__name__} "
                                 f"(0..{len(blocks) - 1})")
-    if any(isinstance(blocks[i].attn1.processor, tuple(_PROCESSORS.values())) for i in chosen):
+    if any(isinstance(blocks[i].attn1.processor, WindowProcessor) for i in chosen):
         raise InvalidInputError("layers: window attention is already on in some of them; remove() that first")
     state = WindowState(window, dense_steps, backend, model=model)
     originals = {}
     for i in chosen:
         originals[i] = blocks[i].attn1.processor
-        blocks[i].attn1.set_processor(_PROCESSORS[family.name](state))
+        blocks[i].attn1.set_processor(family.window_processor(state))
 
     def hook(module, args, kwargs):
-        state.grid = _token_grid(module, family.name, args, kwargs)
+        state.grid = family.token_grid(module, args, kwargs)
         state.observe(kwargs.get("timestep", args[1] if len(args) > 1 else None))
 
     return WindowAttention(model, state, originals, model.register_forward_pre_hook(hook, with_kwargs=True))

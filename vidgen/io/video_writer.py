@@ -90,8 +90,8 @@ class VideoWriter:
             stream = self._container.add_stream("libx264", rate=fractions.Fraction(self.fps).limit_denominator(1001))
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-            # mbtree=0: with x264's macroblock-tree rate control on, the same frames gave another file in 14 of 250
-            # writes (experiments/results/x264_determinism.json); off, a seed's video is reproducible (+1/3 bytes)
+            # mbtree=0: x264's macroblock-tree rate control can write the same frames to another file
+            # (experiments/results/x264_determinism.json); off, a seed's video is reproducible (+1/3 bytes)
             stream.options = {"crf": str(self.quality), "preset": "medium", "x264-params": "mbtree=0"}
             self._stream = stream
         elif (height, width) != (self._stream.height, self._stream.width):

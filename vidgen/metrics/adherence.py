@@ -12,14 +12,12 @@ clips never show):
   of log-area gives growth (grow / shrink past ``area_ratio``); otherwise a shape rotates if its silhouette
   changes (largest 1 - IoU against the first frame, after re-centring, past ``rotate_change``) *and* that change
   is a turn: some frame's radial profile comes back onto the first frame's under a rotation, by more than
-  ``rotate_turn`` times the profile's own variation (:func:`_turn_ratio`). The second test exists because the first
-  alone reads a still shape drifting by a fraction of a pixel as rotating (a 0.6 px drift changes a real still
-  silhouette by up to 0.27, ``eval/calibrate_scorer.py``: whole-pixel re-centring jumps by a pixel when the centroid crosses a half
-  pixel, while the radial profile is measured around the sub-pixel centroid), and a generated silhouette's wobble
-  as a turn. It compares each frame with the first rather than tracking frame to frame, because decoders turn a
-  shape in jumps at latent-frame boundaries, and a jump near half a symmetry period (45 degrees for a square)
-  cannot be tracked: a tracked-angle test lost 15 of 26 turns of the VAE round trip (eval/tokenizer_ceiling.py),
-  this one 9, 6 of them hexagons the round trip had made round.
+  ``rotate_turn`` times the profile's own variation (:func:`_turn_ratio`). The second test keeps a still shape that
+  drifts by a fraction of a pixel from reading as rotating (whole-pixel re-centring jumps by a pixel when the
+  centroid crosses a half pixel, while the radial profile is measured around the sub-pixel centroid), and a
+  generated silhouette's wobble from reading as a turn. It compares each frame with the first rather than tracking
+  frame to frame, because decoders turn a shape in jumps at latent-frame boundaries, and a jump near half a symmetry
+  period (45 degrees for a square) cannot be tracked.
 * **shape**: the boundary radius of the silhouette as a function of angle, measured from the centroid; its
   Fourier spectrum is rotation-invariant: a circle is flat, a triangle / square / star / hexagon peak at
   harmonic 3 / 4 / 5 / 6.
@@ -62,7 +60,7 @@ class ScorerSettings:
     area_ratio: float = 1.79  # exp |fitted change of log area|: grow / shrink >= 1.129, still / rotate <= 0.041
     rotate_change: float = 0.0657  # re-centred 1 - IoU against the first silhouette: rotating >= 0.131, still 0
     # the turn ratio (_turn_ratio): rotating >= 0.920, still <= 0.468 (drifted by 0.6 px; 0 as rendered).
-    # None = the silhouette test alone (the earlier scorer, reported beside this one)
+    # None = the silhouette test alone (AttributeScorer.silhouette_only, reported beside the full scorer)
     rotate_turn: float | None = 0.694
     # a silhouette whose normalised radial profile deviates less than this from its mean is round and cannot be seen
     # to turn: real circles <= 0.0218 (pixelation), every other real shape >= 0.0325
@@ -196,7 +194,7 @@ class AttributeScorer:
         self.settings = settings or ScorerSettings()
 
     def silhouette_only(self) -> "AttributeScorer":
-        """This scorer without its turn test (the earlier, silhouette-only scorer), reported beside it."""
+        """This scorer without its turn test (the silhouette test alone), reported beside it."""
         return AttributeScorer(replace(self.settings, rotate_turn=None))
 
     def color_masks(self, frames: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,18 @@
-"""``DiffusersFlowPipeline``: a diffusers video pipeline folder (``WanPipeline``, ``CogVideoXPipeline``,
-``LTXPipeline``) as a vidgen :class:`~vidgen.pipelines.FlowVideoPipeline`::
+"""``DiffusersFlowPipeline``: a diffusers video pipeline folder (the pipeline class of a family of
+:mod:`vidgen.families`) as a vidgen :class:`~vidgen.pipelines.FlowVideoPipeline`::
 
     pipe = load_pipeline("Wan2.1-T2V-1.3B-Diffusers")             # the folder diffusers' WanPipeline loads
     frames = pipe("a cat surfing", num_frames=81, height=480, width=832).frames
     pipe.save_pretrained("out")                                     # WanPipeline.from_pretrained("out") loads it
 
 Its parts are the folder's own: the transformer (``pipe.transformer``, the diffusers model; vidgen samples and
-trains it through :attr:`flow_generator`, a :class:`~vidgen.generators.DiffusersFlowTransformer`), the VAE (used through
-:class:`~vidgen.tokenizers.DiffusersVideoVAE`, so any frame count is exact), the text encoder, tokenizer and
-scheduler. Sampling follows the family's diffusers pipeline step for step (:mod:`vidgen.generators.diffusers_sampling`):
-with the same prompt, ``latents``, scheduler and steps the frames are diffusers' own. Prompts are encoded by the
-family's own ``encode_prompt``. Features the family cannot serve (stories and long videos, which need a causal
-stream decoder; conditioning frames; class labels; guidance intervals) are refused by name before any work.
+trains it through :attr:`flow_generator`, a :class:`~vidgen.generators.DiffusersVideoTransformer`), the VAE (used
+through :class:`~vidgen.tokenizers.DiffusersVideoVAE`, so any frame count is exact), the text encoder(s),
+tokenizer(s) and scheduler. Sampling follows the family's diffusers pipeline step for step
+(:mod:`vidgen.generators.diffusers_sampling`): with the same prompt, ``latents``, scheduler and steps the frames are
+diffusers' own. Prompts are encoded by the family's own ``encode_prompt``. Features the family cannot serve
+(stories and long videos, which need a causal stream decoder; conditioning frames; class labels; guidance
+intervals; other families' options) are refused by name before any work.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ import diffusers
 import torch
 
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
-from vidgen.generators.diffusers_transformer import FAMILIES, DiffusersFlowTransformer, transformer_family
+from vidgen.families import PIPELINE_FAMILIES, transformer_family
+from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig
 from vidgen.generators.sampling_config import UNSET
@@ -32,12 +34,9 @@ from vidgen.pipelines.flow import FlowVideoPipeline
 from vidgen.pipelines.output import per_sample
 
 #: diffusers pipeline class -> (default sampling settings, default (num_frames, height, width))
-NATIVE_PIPELINES = {
-    "WanPipeline": (dict(num_inference_steps=50, guidance_scale=5.0), (81, 480, 832)),
-    "CogVideoXPipeline": (dict(num_inference_steps=50, guidance_scale=6.0), (49, 480, 720)),
-    "LTXPipeline": (dict(num_inference_steps=50, guidance_scale=3.0), (161, 512, 704)),
-}
-#: __call__ arguments of vidgen's other pipelines that no diffusers family here can serve, and why
+NATIVE_PIPELINES = {f.pipeline: (f.sampling_defaults, f.default_size) for f in PIPELINE_FAMILIES}
+#: __call__ arguments of vidgen's other pipelines that no diffusers family here can serve, and why (each family adds
+#: its own refusals: ``Family.refused``, ``Family.call_options``)
 REFUSED = {
     "class_labels": "the model is text-conditioned only",
     "conditioning_frames": "this text-to-video family has no conditioning-frame path (use diffusers' image-to-video "
@@ -62,20 +61,25 @@ def native_class_name(folder) -> Optional[str]:
 class DiffusersFlowPipeline(FlowVideoPipeline):
     """A diffusers video pipeline's components as a vidgen flow pipeline (see the module docstring)."""
 
-    _optional_components = ["text_encoder", "tokenizer", "transformer_2"]
+    _optional_components = ["text_encoder", "tokenizer", "transformer_2", "text_encoder_2", "tokenizer_2"]
     bf16_pays_on_cpu = True
 
     def __init__(self, vae, transformer, scheduler, text_encoder=None, tokenizer=None, transformer_2=None,
-                 boundary_ratio: Optional[float] = None, expand_timesteps: bool = False):
+                 text_encoder_2=None, tokenizer_2=None, boundary_ratio: Optional[float] = None,
+                 expand_timesteps: bool = False):
         VideoPipelineBase.__init__(self)
         from vidgen.tokenizers import DiffusersVideoVAE
         vae = DiffusersVideoVAE.unwrap(vae) if vae is not None else None
-        transformer = transformer.model if isinstance(transformer, DiffusersFlowTransformer) else transformer
-        if transformer is None or transformer_family(transformer) is None:
+        transformer = transformer.model if isinstance(transformer, DiffusersVideoTransformer) else transformer
+        family = transformer_family(transformer) if transformer is not None else None
+        if family is None:
             raise ConfigError(f"transformer: {type(transformer).__name__} is not a supported diffusers video "
-                              f"transformer ({', '.join(sorted(FAMILIES))})")
+                              f"transformer ({', '.join(sorted(f.transformer for f in PIPELINE_FAMILIES))})")
+        family.check_components(dict(transformer_2=transformer_2, text_encoder_2=text_encoder_2,
+                                     tokenizer_2=tokenizer_2))
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
-                              tokenizer=tokenizer, transformer_2=transformer_2)
+                              tokenizer=tokenizer, transformer_2=transformer_2, text_encoder_2=text_encoder_2,
+                              tokenizer_2=tokenizer_2)
         self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps)
         if vae is not None:
             self.flow_generator.check_tokenizer(self.video_tokenizer)
@@ -84,9 +88,10 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
     @classmethod
     def from_native(cls, native) -> "DiffusersFlowPipeline":
         """The vidgen pipeline over the components of a diffusers pipeline object (shared, not copied)."""
-        parts = {k: v for k, v in native.components.items() if k in
-                 ("vae", "transformer", "scheduler", "text_encoder", "tokenizer", "transformer_2")}
-        extra = {k: native.config.get(k) for k in ("boundary_ratio", "expand_timesteps") if native.config.get(k)}
+        family = transformer_family(native.components.get("transformer"))
+        names = ("vae", "transformer", "scheduler", "text_encoder", "tokenizer") + (family.components if family else ())
+        parts = {k: v for k, v in native.components.items() if k in names}
+        extra = {k: native.config.get(k) for k in (family.config_keys if family else ()) if native.config.get(k)}
         return cls(**parts, **extra)
 
     @property
@@ -95,7 +100,7 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
 
     @property
     def native_class(self) -> type:
-        """The diffusers pipeline class this pipeline's folder is written for (``WanPipeline``, ...)."""
+        """The diffusers pipeline class this pipeline's folder is written for (the family's)."""
         return getattr(diffusers, self.family.pipeline)
 
     def native(self):
@@ -103,9 +108,8 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
         :meth:`save_pretrained` writes, and what loads LoRAs (``pipe.native().load_lora_weights(...)``)."""
         parts = dict(vae=self.vae, transformer=self.transformer, scheduler=self.scheduler,
                      text_encoder=self.text_encoder, tokenizer=self.tokenizer)
-        if self.family.name == "wan":
-            parts.update(transformer_2=self.transformer_2, boundary_ratio=self.config.boundary_ratio,
-                         expand_timesteps=bool(self.config.expand_timesteps))
+        parts.update({k: getattr(self, k, None) for k in self.family.components})
+        parts.update({k: self.config.get(k) for k in self.family.config_keys})
         return self.native_class(**parts)
 
     def load_lora_weights(self, *args, **kwargs):
@@ -132,22 +136,20 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
 
     # ------------------------------------------------------------------ components as vidgen sees them
     @property
-    def flow_generator(self) -> DiffusersFlowTransformer:
+    def flow_generator(self) -> DiffusersVideoTransformer:
         """The transformer as a vidgen flow generator (wrapped once; again when the component is replaced)."""
         return self._wrapped("transformer")
 
-    def _wrapped(self, name: str) -> Optional[DiffusersFlowTransformer]:
+    def _wrapped(self, name: str) -> Optional[DiffusersVideoTransformer]:
         model = getattr(self, name, None)
         if model is None:
             return None
         cache = self.__dict__.setdefault("_flow_generators", {})
         if name not in cache or cache[name].model is not model:
-            cache[name] = DiffusersFlowTransformer(model, noise_scheduler=self.scheduler)
+            cache[name] = DiffusersVideoTransformer(model, noise_scheduler=self.scheduler)
         gen = cache[name]
-        gen.noise_scheduler, gen.expand_timesteps = self.scheduler, bool(self.config.get("expand_timesteps"))
-        if self.vae is not None:
-            tok = self.video_tokenizer
-            gen.vae_ratios = (tok.temporal_compression_ratio, tok.spatial_compression_ratio)
+        gen.noise_scheduler = self.scheduler
+        gen.configure(self.config, self.video_tokenizer if self.vae is not None else None)
         return gen
 
     @property
@@ -162,27 +164,25 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
 
     # ------------------------------------------------------------------ prompts
     def max_text_tokens(self) -> int:
-        """The family's prompt length: CogVideoX's transformer fixes it (``max_text_seq_length``)."""
+        """The family's prompt length (fixed by the transformer in some families)."""
         return self.flow_generator.max_text_tokens
 
     def encode_prompt(self, prompt, negative_prompt=None, num_videos_per_prompt: int = 1, prompt_embeds=None,
-                      negative_prompt_embeds=None, max_text_tokens: Optional[int] = None, guidance: bool = True):
+                      negative_prompt_embeds=None, max_text_tokens: Optional[int] = None, guidance: bool = True,
+                      **options):
         """The family's diffusers ``encode_prompt`` -> ``(prompt_embeds, negative_prompt_embeds)`` as vidgen
-        :class:`~vidgen.generators.Conditioning` (per-token states and, for LTX, the mask). With ``guidance`` the
-        negative prompt defaults to ``""``, as in diffusers."""
+        :class:`~vidgen.generators.Conditioning` (per-token states and, where the family's transformer reads them,
+        the mask and a pooled embedding). Under ``guidance`` the negative prompt defaults as in the family's
+        pipeline (``""`` for most). ``options``: the family's prompt options (``Family.prompt_options``)."""
         if prompt_embeds is not None:
             return prompt_embeds, negative_prompt_embeds
-        self._check_components("text_encoder", "tokenizer")
-        native = self.native()
-        out = native.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance=guidance,
-                                   num_videos_per_prompt=num_videos_per_prompt,
-                                   max_sequence_length=max_text_tokens or self.max_text_tokens(),
-                                   device=self.flow_generator.device)
-        if self.family.name == "ltx":
-            pos, pos_mask, neg, neg_mask = out
-            return Conditioning(pos, pos_mask.bool()), (Conditioning(neg, neg_mask.bool()) if guidance else None)
-        pos, neg = out
-        return Conditioning(pos), (Conditioning(neg) if guidance else None)
+        self._check_components(*self.family.text_components)
+        self.family.check_options(options)
+        pos, neg = self.family.encode_prompt(self.native(), prompt, negative_prompt, guidance=guidance,
+                                             num_videos_per_prompt=num_videos_per_prompt,
+                                             max_text_tokens=max_text_tokens or self.max_text_tokens(),
+                                             device=self.flow_generator.device, **options)
+        return Conditioning(*pos), (Conditioning(*neg) if neg is not None else None)
 
     # ------------------------------------------------------------------ sampling
     def _refuse(self, given: dict) -> None:
@@ -204,16 +204,19 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
                  output_type: str = "np", return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  decode_chunk_frames: Optional[int] = None, max_sequence_length: Optional[int] = None,
-                 frame_rate: float = 25.0, guidance_scale_2: Optional[float] = None,
+                 frame_rate: Optional[float] = None, guidance_scale_2: Optional[float] = None,
+                 true_cfg_scale: Optional[float] = None, prompt_template: Optional[dict] = None,
                  attention_kwargs: Optional[dict] = None, decode_timestep: float = 0.0,
                  decode_noise_scale: Optional[float] = None, class_labels=None, conditioning_frames=None,
                  conditioning_latent_indices=None, context_frames=None, guidance_interval=UNSET):
         """Text -> video as the family's diffusers pipeline samples it. ``num_frames`` / ``height`` / ``width``
         default to the family's (:attr:`default_size`); any frame count is decoded exactly. ``latents``: starting
         noise (B, C, t, h, w) in vidgen's layout. Settings left out come from :attr:`sampling_config`.
-        ``guidance_scale_2``: Wan 2.2's low-noise guidance. ``decode_timestep`` / ``decode_noise_scale``: LTX's
-        timestep-conditioned decoders (0.9.1+), as its pipeline applies them. The arguments after them exist for
-        vidgen's other pipelines and are refused here by name."""
+        ``frame_rate``, ``guidance_scale_2`` (the second transformer's guidance), ``true_cfg_scale`` (CFG apart from
+        an embedded ``guidance_scale``), ``prompt_template``, ``decode_timestep`` / ``decode_noise_scale``
+        (timestep-conditioned decoders): options of some families' pipelines, as those apply them, and refused by
+        name for the others (``Family.call_options``). The arguments after them exist for vidgen's other pipelines
+        and are refused here by name."""
         # 1. refuse what cannot work, before any work
         if isinstance(prompt, dict) or isinstance(negative_prompt, dict):
             self.stream(prompt)
@@ -223,6 +226,12 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
         config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
         if config.guidance_interval is not None:
             self._refuse(dict(guidance_interval=config.guidance_interval))
+        given = dict(frame_rate=frame_rate, guidance_scale_2=guidance_scale_2, true_cfg_scale=true_cfg_scale,
+                     prompt_template=prompt_template, decode_timestep=decode_timestep or None,
+                     decode_noise_scale=decode_noise_scale)
+        given = {k: v for k, v in given.items() if v is not None}
+        self.family.check_options(given, self.vae)
+        config, options = self.family.sampling_settings(config, given)  # the CFG scale, the model call's options
         frames0, height0, width0 = self.default_size
         num_frames, height, width = num_frames or frames0, height or height0, width or width0
         # 2. check every input once
@@ -234,10 +243,7 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         gen = self.flow_generator
         grid = self.video_tokenizer.latent_grid(num_frames, height, width)
-        # CogVideoX 1.5 samples extra first latent frames up to a multiple of its temporal patch, then drops them
-        pad = 0
-        if self.family.name == "cogvideox" and grid[0] % gen.patch_size[0]:
-            pad = gen.patch_size[0] - grid[0] % gen.patch_size[0]
+        pad = self.family.latent_padding(grid, gen.patch_size)  # extra first latent frames, dropped after sampling
         grid = (grid[0] + pad, *grid[1:])
         gen.check_grid(grid)
         from vidgen.generators.diffusers_sampling import check_scheduler, sample_latents
@@ -246,32 +252,32 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
             from vidgen.generators.flow import check_latents_input
             check_latents_input(gen, latents, (batch, gen.in_channels, *grid))
         self._start_sampling(config.guidance_scale, config.num_inference_steps)
-        # 3. prompts, as the family encodes them (the negative prompt defaults to "" under guidance)
+        # 3. prompts, as the family encodes them (under guidance the negative prompt defaults as its pipeline's)
         guided = config.guidance_scale > 1.0 or (guidance_scale_2 or 0) > 1.0
         cond, negative = self.encode_prompt(prompt, negative_prompt, num_videos_per_prompt, prompt_embeds,
-                                            negative_prompt_embeds, max_sequence_length, guidance=guided)
+                                            negative_prompt_embeds, max_sequence_length, guidance=guided,
+                                            **{k: v for k, v in given.items() if k in self.family.prompt_options})
         generators = self._generators(generator, batch)
         callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "latents")
-        wan2 = dict(model_2=self._wrapped("transformer_2"), boundary_ratio=self.config.get("boundary_ratio"),
-                    guidance_scale_2=guidance_scale_2)
-        options = dict(attention_kwargs=attention_kwargs) if attention_kwargs else {}
-        if self.family.name == "ltx":
-            options["frame_rate"] = frame_rate
+        second = dict(model_2=self._wrapped("transformer_2"), boundary_ratio=self.config.get("boundary_ratio"),
+                      guidance_scale_2=guidance_scale_2)
+        if attention_kwargs:
+            options["attention_kwargs"] = attention_kwargs
 
         # 4. sample (once, or once per video with a list of generators)
         def sample(rows, g, cond, negative, latents):
             self._guidance_scale = config.guidance_scale
             return sample_latents(gen, cond, config, scheduler=self.scheduler, grid=grid, batch=rows,
                                   negative=negative, generator=g, latents=latents, callback=callback,
-                                  progress=self.progress(config.num_inference_steps), model_kwargs=options, **wan2)
+                                  progress=self.progress(config.num_inference_steps), model_kwargs=options, **second)
 
         x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents))[:, :, pad:]
         # 5. decode
         if output_type == "latent":
             return self._finish(x, return_dict)
         if decode_timestep or decode_noise_scale:
-            return self._finish(self._decode_ltx(x, num_frames, height, width, output_type, generator,
-                                                 decode_timestep, decode_noise_scale), return_dict)
+            return self._finish(self._decode_with_timestep(x, num_frames, height, width, output_type, generator,
+                                                           decode_timestep, decode_noise_scale), return_dict)
         return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
                                          len(generators) > 1), return_dict)
 
@@ -286,16 +292,18 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
         return to_output(video, output_type)
 
     @torch.no_grad()
-    def _decode_ltx(self, x, num_frames, height, width, output_type, generator, decode_timestep, decode_noise_scale):
-        """LTX's decode with timestep conditioning: denormalized latents mixed with noise drawn from ``generator``
-        (``decode_noise_scale``, default ``decode_timestep``), decoded at ``decode_timestep``, as its pipeline."""
+    def _decode_with_timestep(self, x, num_frames, height, width, output_type, generator, decode_timestep,
+                              decode_noise_scale):
+        """A decode with timestep conditioning: denormalized latents mixed with noise drawn from ``generator``
+        (``decode_noise_scale``, default ``decode_timestep``), decoded at ``decode_timestep``, as the family's
+        pipeline does."""
         from diffusers.utils.torch_utils import randn_tensor
 
         from vidgen.pipelines.output import to_output
         tok = self.video_tokenizer
-        if self.family.name != "ltx" or not self.vae.config.get("timestep_conditioning"):
-            raise UnsupportedError(f"decode_timestep / decode_noise_scale: only LTX-Video decoders with timestep "
-                                   f"conditioning take them, not this {type(self.vae).__name__}")
+        if not self.family.decodes_with_timestep(self.vae):
+            raise UnsupportedError(f"decode_timestep / decode_noise_scale: this {type(self.vae).__name__} has no "
+                                   f"timestep conditioning (the {self.family.pipeline} family's decoder takes none)")
         z = tok.denormalize_latents(x.to(tok.dtype))
         scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
         noise = randn_tensor(z.shape, generator=generator, device=z.device, dtype=z.dtype)

@@ -1,4 +1,4 @@
-"""``DiffusersVideoVAE``: a diffusers video VAE (CogVideoX, Wan, LTX-Video, HunyuanVideo, Mochi, Cosmos) with vidgen's
+"""``DiffusersVideoVAE``: a diffusers video VAE (the VAE of a family of :mod:`vidgen.families`) with vidgen's
 tokenizer interface, so vidgen's flow generator trains on its latents and ``vidgen eval recon`` measures it::
 
     vae = DiffusersVideoVAE.from_pretrained("path/to/wan/vae")     # or DiffusersVideoVAE(AutoencoderKLWan(...))
@@ -7,17 +7,17 @@ tokenizer interface, so vidgen's flow generator trains on its latents and ``vidg
 
 An adapter around the diffusers model (kept as ``.vae``), not a subclass: the folder it saves is the diffusers VAE's
 own, which diffusers' pipelines and ``from_pretrained`` read unchanged. Each family's geometry and latent
-statistics are read from its config the way its diffusers pipeline reads them (:data:`_FAMILIES`).
+statistics are read from its config the way its diffusers pipeline reads them (the family's
+:class:`~vidgen.families.VaeSpec`).
 """
 from __future__ import annotations
 
 import inspect
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Optional
 
 import diffusers
 import torch
@@ -28,76 +28,25 @@ from torch import nn
 
 import vidgen.tokenizers.base as codec_base
 from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError
+from vidgen.families import DIFFUSERS_VIDEO_VAES, vae_family
 from vidgen.precision import compute_dtypes
 from vidgen.tokenizers.causal_codec import check_latent, check_values, check_video, latent_frames, pad_video
 from vidgen.tokenizers.loading_mixins import read_config
 from vidgen.tokenizers.vae import DiagonalGaussian
 
 
-@dataclass(frozen=True)
-class _Family:
-    """What vidgen needs to know about one diffusers VAE class, read from its config (``cfg``) or instance. The
-    defaults read the names most diffusers video VAEs share."""
-
-    stats: str  # where its pipeline reads the latent statistics: "scale" (scaling/shift factor), "config", "buffers"
-    width: Callable  # cfg -> activation channels per pixel at full resolution (memory estimate only)
-    channels: Callable = lambda c: c.latent_channels  # cfg -> latent channels
-    temporal: Callable = lambda v: v.temporal_compression_ratio  # vae -> pixel frames per latent frame
-    spatial: Callable = lambda v: v.spatial_compression_ratio  # vae -> pixels per latent cell (side)
-    latent_step: int = 1  # valid latent frame counts are 1 + k * latent_step
-    pass_frames: Optional[Callable] = None  # (vae, tc) -> pixel frames one pass holds, if the VAE batches frames
-    reciprocal_std: bool = False  # its pipelines divide by 1 / std (Wan): the same rounding in bf16
-
-
-_FAMILIES = {
-    # CogVideoX decodes an even number of latent frames without its causal first frame (2 latents -> 8 frames, not
-    # 5), so it is given 1 + 2k latent frames (8k + 1 pixel frames, as its pipeline's 49); frame batches of 8
-    "AutoencoderKLCogVideoX": _Family(
-        stats="scale", width=lambda c: c.block_out_channels[0],
-        temporal=lambda v: int(v.config.temporal_compression_ratio),
-        spatial=lambda v: 2 ** (len(v.config.block_out_channels) - 1),
-        latent_step=2, pass_frames=lambda v, tc: 2 * v.num_sample_frames_batch_size),
-    # Wan: the compressions follow the layers (temperal_downsample, dim_mult, patch_size), not scale_factor_*;
-    # one latent frame (plus a 2-frame causal cache) at a time
-    "AutoencoderKLWan": _Family(
-        stats="config",
-        width=lambda c: max(c.base_dim, c.decoder_base_dim or 0) * c.dim_mult[0] / (c.patch_size or 1) ** 2,
-        channels=lambda c: c.z_dim, temporal=lambda v: 2 ** sum(v.config.temperal_downsample),
-        spatial=lambda v: 2 ** (len(v.config.dim_mult) - 1) * (v.config.patch_size or 1),
-        pass_frames=lambda v, tc: tc + 2, reciprocal_std=True),
-    "AutoencoderKLLTXVideo": _Family(
-        stats="buffers",
-        width=lambda c: max(c.block_out_channels[0], c.decoder_block_out_channels[0]) / c.patch_size ** 2),
-    "AutoencoderKLHunyuanVideo": _Family(stats="scale", width=lambda c: c.block_out_channels[0]),
-    "AutoencoderKLMochi": _Family(
-        stats="config", width=lambda c: max(c.encoder_block_out_channels[0], c.decoder_block_out_channels[0])),
-    # Cosmos stores its statistics per channel *and* latent frame; its pipelines also scale by the scheduler's
-    # sigma_data, a sampling-side factor that is not the VAE's and is not applied here
-    "AutoencoderKLCosmos": _Family(
-        stats="config",
-        width=lambda c: max(c.encoder_block_out_channels[0], c.decode_block_out_channels[0]) / c.patch_size ** 2,
-        temporal=lambda v: v.config.temporal_compression_ratio, spatial=lambda v: v.config.spatial_compression_ratio),
-}
-#: the diffusers classes :class:`DiffusersVideoVAE` wraps (subclasses included)
-DIFFUSERS_VIDEO_VAES = tuple(_FAMILIES)
-
-
-def _family_name(vae) -> Optional[str]:
-    return next((name for name in _FAMILIES if isinstance(getattr(diffusers, name, None), type)
-                 and isinstance(vae, getattr(diffusers, name))), None)
-
-
 def is_diffusers_video_vae(obj) -> bool:
     """Whether ``obj`` is a raw (unwrapped) diffusers video VAE that :class:`DiffusersVideoVAE` can wrap."""
-    return _family_name(obj) is not None
+    return isinstance(obj, nn.Module) and vae_family(obj) is not None
 
 
 class DiffusersVideoVAE(nn.Module):
     """vidgen's tokenizer interface (that of :class:`~vidgen.tokenizers.CausalVAE`) over a diffusers video VAE.
 
     **Exact frame counts.** diffusers' video VAEs take ``1 + k*m`` frames (``m``: the temporal compression, twice
-    it for CogVideoX, see :data:`_FAMILIES`; 4 for Wan, 8 for LTX-Video) and frames in multiples of the spatial
-    compression (LTX-Video: 32), and silently drop or add frames otherwise (Wan and LTX encode 6 frames as 5).
+    it for CogVideoX, see :class:`~vidgen.families.VaeSpec`; 4 for Wan, 8 for LTX-Video) and frames in multiples
+    of the spatial compression (LTX-Video: 32), and silently drop or add frames otherwise (Wan and LTX encode 6
+    frames as 5).
     :meth:`encode` replicate-pads the end of time (the last frame repeated) and the bottom/right edges (the edge
     pixels) up to that rule; :meth:`decode` crops back to ``num_frames x height x width``, and raises if the VAE
     returns another count than the rule says, so no frame is ever dropped or added silently. :meth:`latent_grid`
@@ -110,8 +59,8 @@ class DiffusersVideoVAE(nn.Module):
 
     def __init__(self, vae: nn.Module):
         super().__init__()
-        name = _family_name(vae)
-        if name is None:
+        family = vae_family(vae) if isinstance(vae, nn.Module) else None
+        if family is None:
             hint = ""
             if isinstance(vae, DiffusersVideoVAE):
                 hint = "; it is already wrapped (DiffusersVideoVAE.wrap(obj) returns it as it is)"
@@ -120,7 +69,7 @@ class DiffusersVideoVAE(nn.Module):
                         "tokenizers (CausalVAE, CausalVQVAE) are used directly")
             raise InvalidInputError(f"vae: {type(vae).__module__}.{type(vae).__name__} is not a supported diffusers "
                                     f"video VAE ({', '.join(DIFFUSERS_VIDEO_VAES)}){hint}")
-        self.vae, self.family, self._spec = vae, name, _FAMILIES[name]
+        self.vae, self.family, self._spec = vae, family.vae, family.vae_spec
         self.temporal_compression_ratio = int(self._spec.temporal(vae))
         self.spatial_compression_ratio = int(self._spec.spatial(vae))
         self.latent_channels = int(self._spec.channels(vae.config))
@@ -159,10 +108,10 @@ class DiffusersVideoVAE(nn.Module):
         config_file = folder / "config.json"
         if not config_file.is_file():
             raise MissingWeightsError(f"{folder}: no config.json here; expected a local folder written by "
-                                      "save_pretrained() (for a Hub id: DiffusersVideoVAE(AutoencoderKLWan."
-                                      "from_pretrained(id, subfolder='vae')), with the class of that VAE)")
+                                      "save_pretrained() (for a Hub id: DiffusersVideoVAE(<the VAE's diffusers "
+                                      "class>.from_pretrained(id, subfolder='vae')))")
         name = read_config(config_file).get("_class_name")
-        if name not in _FAMILIES:
+        if name not in DIFFUSERS_VIDEO_VAES:
             raise ConfigError(f"{config_file}: _class_name {name!r} is not a supported diffusers video VAE "
                               f"({', '.join(DIFFUSERS_VIDEO_VAES)})")
         kwargs.setdefault("use_safetensors", True)  # never unpickle a weight file

@@ -11,7 +11,7 @@ from vidgen.training.config import (
     load_config,
 )
 from vidgen.training.generator_task import train_generator
-from vidgen.training.shard_encode import encode_dataset
+from vidgen.training.shards import encode_dataset
 from vidgen.training.tokenizer_task import MODEL_BUILDERS, build_model, train
 from vidgen.training.trainer import StepOutput, TrainingTask, run_status, run_training
 

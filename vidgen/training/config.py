@@ -40,8 +40,7 @@ class DataConfig:
     crop: int = 0  # random square crop of this size (0 = none)
     color_aug: float = 0.0  # probability that a clip gets a random hue rotation, saturation and channel gains
     # probability that a clip is area-downscaled 2x before the crop, so clips rendered at 2x size train both scales,
-    # i.e. both pixel speeds of the same motion: the small VAE trained at one scale loses 1.1-1.3 dB when the motion
-    # per frame doubles (experiments/probe_motion_scale.py -> experiments/results/probe_motion_scale.json)
+    # i.e. both pixel speeds of the same motion (a VAE trained at one scale reconstructs faster motion worse)
     zoom_aug: float = 0.0
     num_clips: int = 1024  # NaturalClips: distinct clips rendered (cached as uint8 after first use)
     video_batch: int = 4

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from vidgen.data.shards.fingerprint import tokenizer_fingerprint
 from vidgen.errors import ConfigError
 from vidgen.generators.flow import FlowVideoTransformer
 
@@ -27,17 +28,6 @@ from vidgen.generators.flow import FlowVideoTransformer
 def shapes_class_names() -> list[str]:
     from vidgen.data.shapes import COLORS, MOTIONS, SHAPES
     return [f"{c} {s} {m}" for s in SHAPES for c in COLORS for m in MOTIONS]
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of the tokenizer's configuration and weights. Where it was loaded from (diffusers' ``_name_or_path``)
-    is left out: the same weights in two folders (each shipped pipeline carries a copy) share one cache."""
-    config = {k: v for k, v in dict(tokenizer.config).items() if k != "_name_or_path"}
-    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(tokenizer.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass

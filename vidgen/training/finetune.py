@@ -1,5 +1,5 @@
-"""Fine-tuning a diffusers video model (Wan, CogVideoX, LTX-Video) with vidgen's trainer: full or LoRA (peft), on a
-shard dataset encoded with the model's own VAE and text encoder::
+"""Fine-tuning a diffusers video model (a family of :mod:`vidgen.families`) with vidgen's trainer: full or LoRA
+(peft), on a shard dataset encoded with the model's own VAE and text encoder::
 
     vidgen data encode clips/ --tokenizer Wan-folder/vae --text-encoder Wan-folder --max-text-tokens 512 --out shards
     python -m vidgen.training.finetune pipeline=Wan-folder data.root=shards lora.rank=16 steps=1000 run_dir=runs/lora
@@ -9,8 +9,9 @@ autocast over fp32 master weights); the loss is the family's
 (:func:`vidgen.generators.diffusers_sampling.training_loss`).
 ``run_dir/final`` holds what diffusers reads: ``pytorch_lora_weights.safetensors`` (``pipe.load_lora_weights``) or,
 for a full fine-tune, ``transformer/`` (``WanTransformer3DModel.from_pretrained``). Checkpoints hold only the
-trained tensors. Caption embeddings are padded to the family's prompt length as its pipeline pads them (Wan: zeros,
-LTX: masked); CogVideoX's are taken as encoded, at its transformer's text length.
+trained tensors. Caption embeddings are given to the transformer as the family's pipeline gives them
+(:meth:`~vidgen.families.Family.caption_condition`: padded to its prompt length with zeros, and masked where the
+transformer reads the mask; or taken as encoded, at a transformer's fixed text length).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from vidgen.errors import ConfigError
-from vidgen.generators.diffusers_transformer import FAMILIES, DiffusersFlowTransformer
+from vidgen.families import PIPELINE_FAMILIES, pipeline_family
+from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.tokenizers import DiffusersVideoVAE
 from vidgen.training.config import GeneratorDataConfig, RunConfig, load_config
 from vidgen.training.generator_task import _LossModule
@@ -33,7 +35,7 @@ from vidgen.training.trainer import StepOutput, TrainingTask, run_training
 class LoraSettings:
     rank: int = 0  # 0: a full fine-tune
     alpha: float = 0.0  # 0: the rank
-    target_modules: list = field(default_factory=list)  # default: to_q, to_k, to_v, to_out.0 of every block
+    target_modules: list = field(default_factory=list)  # default: the family's (to_q, to_k, to_v, to_out.0)
     dropout: float = 0.0
 
 
@@ -106,20 +108,7 @@ def family_condition(cond, generator, max_text_tokens: int):
     if cond is None:
         raise ConfigError("the shards hold no captions: fine-tuning a text-to-video model needs text "
                           "(vidgen data encode --text-encoder PIPELINE_FOLDER)")
-    name = generator.family.name
-    hidden, mask = cond.text, cond.text_mask
-    if name == "cogvideox":
-        if hidden.shape[1] != max_text_tokens:
-            raise ConfigError(f"captions of {hidden.shape[1]} tokens, but CogVideoX reads {max_text_tokens}: encode "
-                              f"with --max-text-tokens {max_text_tokens}")
-        return Conditioning(hidden)
-    if hidden.shape[1] > max_text_tokens:
-        raise ConfigError(f"captions of {hidden.shape[1]} tokens, more than the {max_text_tokens} the "
-                          f"{generator.family.pipeline} reads")
-    pad = max_text_tokens - hidden.shape[1]
-    hidden = torch.nn.functional.pad(hidden * mask[..., None].to(hidden.dtype), (0, 0, 0, pad))
-    mask = torch.nn.functional.pad(mask, (0, pad), value=False)
-    return Conditioning(hidden, mask if name == "ltx" else None)
+    return Conditioning(*generator.family.caption_condition(cond.text, cond.text_mask, max_text_tokens))
 
 
 def _load_native(folder):
@@ -127,13 +116,14 @@ def _load_native(folder):
     import json
 
     import diffusers
-    families = sorted(f.pipeline for f in FAMILIES.values())
+    families = sorted(f.pipeline for f in PIPELINE_FAMILIES)
     try:
         name = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name")
     except (OSError, ValueError) as err:
         raise ConfigError(f"pipeline={folder}: not a diffusers pipeline folder ({err})") from err
     if name not in families:
         raise ConfigError(f"pipeline={folder}: {name!r} is not a supported video pipeline ({families})")
+    pipeline_family(name).refuse("fine-tuning")
     return getattr(diffusers, name).from_pretrained(str(folder), dtype=torch.float32)
 
 
@@ -144,21 +134,20 @@ class FineTuneTask(TrainingTask):
     description = "fine-tuning"
 
     def __init__(self, cfg: FineTuneConfig, acc, log):
-        from vidgen.training.encode_cache import tokenizer_fingerprint
+        from vidgen.data.shards import tokenizer_fingerprint
         from vidgen.training.lora import add_lora
-        from vidgen.training.shard_data import shard_batches
+        from vidgen.training.shards import shard_batches
         if not cfg.pipeline:
-            raise ConfigError("pipeline: set pipeline=FOLDER, a diffusers WanPipeline / CogVideoXPipeline / "
-                              "LTXPipeline folder")
+            raise ConfigError(f"pipeline: set pipeline=FOLDER, a diffusers "
+                              f"{' / '.join(f.pipeline for f in PIPELINE_FAMILIES)} folder")
         if cfg.data.dataset != "shards":
             raise ConfigError(f"data.dataset={cfg.data.dataset!r}: fine-tuning reads a shard dataset (vidgen data "
                               "encode with the pipeline's VAE and text encoder)")
         self.cfg, self.acc = cfg, acc
         pipe = _load_native(cfg.pipeline)
-        gen = DiffusersFlowTransformer(pipe.transformer, noise_scheduler=pipe.scheduler)
+        gen = DiffusersVideoTransformer(pipe.transformer, noise_scheduler=pipe.scheduler)
         vae = DiffusersVideoVAE(pipe.vae)
-        gen.vae_ratios = (vae.temporal_compression_ratio, vae.spatial_compression_ratio)  # LTX's rotary scale
-        gen.expand_timesteps = bool(pipe.config.get("expand_timesteps"))
+        gen.configure(pipe.config, vae)  # the family's call options fixed by the pipeline
         pipe.transformer.to(acc.device).train()
         if cfg.gradient_checkpointing:
             pipe.transformer.enable_gradient_checkpointing()
@@ -200,7 +189,7 @@ class FineTuneTask(TrainingTask):
 
 def finetune(cfg: FineTuneConfig) -> dict:
     """Run the fine-tune; ``run_dir/final`` holds the LoRA or the transformer folder (module docstring)."""
-    return run_training(cfg, lambda acc, log: FineTuneTask(cfg, acc, log))
+    return run_training(cfg, lambda acc, log, sp: FineTuneTask(cfg, acc, log))
 
 
 def main(argv=None) -> int:

@@ -15,11 +15,12 @@ import torch
 import torch.nn as nn
 from accelerate import DistributedDataParallelKwargs
 
-from vidgen.data.buckets import parse_bucket
+from vidgen.data.shards.buckets import parse_bucket
 from vidgen.errors import ConfigError
 from vidgen.training.checkpoint import copy_weights
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.encode_cache import EncodedDataset, load_or_encode, shapes_class_names
+from vidgen.training.sequence_parallel import data_rank_world
 from vidgen.training.trainer import StepOutput, TrainingTask, run_training
 
 CONDITIONING = ("text", "class", "none")
@@ -100,7 +101,7 @@ class GeneratorTask(TrainingTask):
     rate_key, rate_label, rate_format = "tokens_per_s", "tok_s", "{:.0f}"
     description = "training"
 
-    def __init__(self, cfg: GeneratorTrainConfig, acc, log):
+    def __init__(self, cfg: GeneratorTrainConfig, acc, log, sp=None):
         from vidgen.tokenizers import load_tokenizer
         self.cfg, self.acc = cfg, acc
         self.video_tokenizer = tokenizer = load_tokenizer(cfg.video_tokenizer).to(acc.device)
@@ -113,7 +114,7 @@ class GeneratorTask(TrainingTask):
         model.check_tokenizer(tokenizer)
         self.shards, self.pixels = None, None
         if cfg.data.dataset == "shards":  # read as training goes, batches of one bucket each
-            self.shards = _open_shards(cfg, tokenizer, acc, log)
+            self.shards = _open_shards(cfg, tokenizer, data_rank_world(acc, sp), log)
             counts = self.shards.dataset.counts
             grids = {n: tuple(self.shards.dataset.shapes[n][-3:]) for n in self.shards.sampler.names}
             common = max(grids, key=lambda n: (counts[n], n))  # samples are drawn at the most common bucket
@@ -166,13 +167,13 @@ def _pixels(name: str) -> tuple[int, int, int]:
     return b.frames, b.height, b.width
 
 
-def _open_shards(cfg: GeneratorTrainConfig, tokenizer, acc, log):
+def _open_shards(cfg: GeneratorTrainConfig, tokenizer, rank_world: tuple[int, int], log):
+    """The shard batches this data-parallel rank reads (``rank_world``: :func:`data_rank_world`)."""
     from vidgen.tokenizers import is_discrete
-    from vidgen.training.encode_cache import tokenizer_fingerprint
-    from vidgen.training.shard_data import shard_batches
-    from vidgen.training.sequence_parallel import data_rank_world
+    from vidgen.data.shards import tokenizer_fingerprint
+    from vidgen.training.shards import shard_batches
     return shard_batches(cfg.data, tokenizer_fingerprint(tokenizer), is_discrete(tokenizer), cfg.seed,
-                         *data_rank_world(acc), log)
+                         *rank_world, log)
 
 
 def train_generator(cfg: GeneratorTrainConfig) -> dict:
@@ -180,7 +181,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     ``config.yaml``)."""
     if not cfg.video_tokenizer:
         raise ConfigError("video_tokenizer: set video_tokenizer=PATH to a saved CausalVAE / CausalVQVAE folder (or, "
-                          "for the flow generator, a diffusers video VAE folder such as AutoencoderKLWan's)")
+                          "for the flow generator, a folder of one of vidgen.tokenizers.DIFFUSERS_VIDEO_VAES)")
     # CFG dropout leaves the null embeddings unused in some steps: DDP must not wait for their gradients
-    return run_training(cfg, lambda acc, log: GeneratorTask(cfg, acc, log),
+    return run_training(cfg, lambda acc, log, sp: GeneratorTask(cfg, acc, log, sp),
                         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])

@@ -1,7 +1,7 @@
 """LoRA on a diffusers video transformer through ``peft`` (the library diffusers loads LoRAs with), saved in
 diffusers' LoRA format so the family's own pipeline loads it with ``load_lora_weights``::
 
-    add_lora(pipe.transformer, rank=16)                  # adapters on to_q / to_k / to_v / to_out.0
+    add_lora(pipe.transformer, rank=16)                  # adapters on the family's targets (to_q, to_k, to_v, ...)
     ...train...
     save_lora(pipe.transformer, "my-lora")               # my-lora/pytorch_lora_weights.safetensors
     WanPipeline.from_pretrained(base).load_lora_weights("my-lora")   # the same model in diffusers
@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from vidgen.errors import ConfigError
+from vidgen.families import DEFAULT_TARGET_MODULES, transformer_family
 
-#: the attention projections of every transformer block, named alike in Wan, CogVideoX and LTX-Video
-DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
 
 def _raw(transformer):
-    from vidgen.generators.diffusers_transformer import DiffusersFlowTransformer
-    return transformer.model if isinstance(transformer, DiffusersFlowTransformer) else transformer
+    from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
+    return transformer.model if isinstance(transformer, DiffusersVideoTransformer) else transformer
 
 
 def check_target_modules(transformer, target_modules: Sequence[str]) -> None:
@@ -39,15 +38,16 @@ def check_target_modules(transformer, target_modules: Sequence[str]) -> None:
 
 def add_lora(transformer, rank: int, alpha: Optional[float] = None,
              target_modules: Optional[Sequence[str]] = None, dropout: float = 0.0, seed: int = 0) -> list:
-    """Add a LoRA adapter (``rank``, ``alpha`` default ``rank``) on ``target_modules`` (default
-    :data:`DEFAULT_TARGET_MODULES`) and freeze everything else; returns the trainable parameters. The adapter's
-    initialisation is seeded (peft zeroes B, so the model is unchanged until trained)."""
+    """Add a LoRA adapter (``rank``, ``alpha`` default ``rank``) on ``target_modules`` (default: the family's
+    ``lora_target_modules``, else :data:`DEFAULT_TARGET_MODULES`) and freeze everything else; returns the trainable
+    parameters. The adapter's initialisation is seeded (peft zeroes B, so the model is unchanged until trained)."""
     import torch
     from peft import LoraConfig
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ConfigError(f"lora rank must be an int >= 1, got {rank!r}")
     model = _raw(transformer)
-    targets = list(target_modules or DEFAULT_TARGET_MODULES)
+    family = transformer_family(model)
+    targets = list(target_modules or (family.lora_target_modules if family else DEFAULT_TARGET_MODULES))
     check_target_modules(model, targets)
     model.requires_grad_(False)
     with torch.random.fork_rng():
@@ -67,8 +67,6 @@ def save_lora(transformer, folder, pipeline_class=None) -> Path:
     """Write the adapter in diffusers' LoRA format (``folder/pytorch_lora_weights.safetensors`` with the adapter's
     rank and alpha as metadata) with the family's pipeline class (found from the transformer if not given)."""
     import diffusers
-
-    from vidgen.generators.diffusers_transformer import transformer_family
     model = _raw(transformer)
     cls = pipeline_class or getattr(diffusers, transformer_family(model).pipeline)
     config = model.peft_config["default"]

@@ -38,7 +38,7 @@ def run_summary(run_dir: str | Path) -> dict:
     evals = [x for x in steps if "eval_psnr" in x]
     losses = [x for x in steps if "loss" in x]
     sizes = [re.search(r"([0-9.]+) M parameters", x.get("info", "")) for x in lines]
-    # the trainer logs the precision it chose; logs without that line predate the option: fp32 was the only one then
+    # the trainer logs the precision it chose; a log without that line is of a run in fp32
     chosen = [m.group(1) for x in lines if (m := re.match(r"precision: (\w+)", x.get("info", "")))]
     config_file = run_dir / "config.yaml"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}

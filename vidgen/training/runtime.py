@@ -2,8 +2,7 @@
 and optional compilation.
 
 A training call is a library call: it sets the thread count and deterministic flags it was configured with and puts
-back what it found when it returns or raises (an in-process training test used to leave the rest of the test suite
-on another thread count, which changed later results in the last bits).
+back what it found when it returns or raises, so code that runs after it in the same process computes as before.
 """
 from __future__ import annotations
 
@@ -62,9 +61,9 @@ def compile_module(module: torch.nn.Module, enabled: bool, log=None) -> torch.nn
     objects); the compile cache goes to ``.cache/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. Compilation
     happens at the first call: the loops log the first step's time apart from the steady-state throughput.
 
-    What is compiled: a generator's transformer backbone (``model.backbone``), else the whole module. Compiling a
-    generator's whole loss recompiled on every step (guards on Python state it changes: the RoPE table cache, the
-    row-wise random draws) and ran 14x slower than eager (eval/bench_generators.py)."""
+    What is compiled: a generator's transformer backbone (``model.backbone``), else the whole module. A generator's
+    whole loss would recompile on every step (guards on Python state it changes: the RoPE table cache, the row-wise
+    random draws)."""
     if not enabled:
         return module
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(".cache/inductor").resolve()))

@@ -14,23 +14,20 @@ from vidgen.parallel import enable_sequence_parallel, new_sequence_parallel, seq
 
 
 @contextlib.contextmanager
-def sequence_parallel_run(sp_size: int, acc):
-    """The run's :class:`~vidgen.parallel.SequenceParallel` (None for ``sp_size`` 1), kept on ``acc`` as
-    ``acc.sequence_parallel`` for the task's data loader; its process groups are destroyed when the run ends."""
+def sequence_parallel_run(sp_size: int):
+    """The run's :class:`~vidgen.parallel.SequenceParallel` (None for ``sp_size`` 1), which the trainer passes to
+    the task and its data loader; its process groups are destroyed when the run ends."""
     sp = new_sequence_parallel(sp_size, "sp_size")
-    acc.sequence_parallel = sp
     try:
         yield sp
     finally:
-        acc.sequence_parallel = None
         if sp is not None:
             sp.close()
 
 
-def data_rank_world(acc) -> tuple[int, int]:
+def data_rank_world(acc, sp) -> tuple[int, int]:
     """(rank, world) of this process among the data-parallel replicas: the SP group's index and the number of
-    groups under sequence parallelism, else accelerate's process index and count."""
-    sp = getattr(acc, "sequence_parallel", None)
+    groups under sequence parallelism (``sp`` not None), else accelerate's process index and count."""
     return (sp.data_rank, sp.data_world) if sp is not None else (acc.process_index, acc.num_processes)
 
 

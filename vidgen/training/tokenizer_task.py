@@ -2,7 +2,7 @@
 
 Any model with ``reconstruct(x, sample_posterior, generator) -> ReconstructionOutput`` (``.sample`` and
 ``.bottleneck.loss`` / ``.bottleneck.logs``) and ``last_decoder_layer`` trains here: the bottleneck's own loss
-(KL now; commitment / entropy for quantizers) is added as is, so no branch depends on the model type. This module
+(KL for the VAE; commitment / entropy for quantizers) is added as is, so no branch depends on the model type. This module
 holds the tokenizer's step (reconstruction, perceptual and GAN losses, the discriminator update) and hooks; the loop
 around it (optimizer, resume, EMA, checkpoints, logging) is :mod:`vidgen.training.trainer`'s.
 """
@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from vidgen.errors import ConfigError, MissingWeightsError
+from vidgen.families import family_named
 from vidgen.training.checkpoint import copy_weights
 from vidgen.training.config import EXPERIMENTS_MOVED, TrainConfig
 from vidgen.training.data import CachedClips, joint_batch
@@ -46,8 +47,8 @@ MODEL_BUILDERS = {"vae": _build_vae, "vqvae": _build_vqvae}
 
 def build_model(cfg) -> nn.Module:
     if cfg.kind not in MODEL_BUILDERS:
-        if cfg.kind == "cogvideox":
-            raise ConfigError(f"model.kind='cogvideox': {EXPERIMENTS_MOVED}; use model.kind: vae or vqvae")
+        if family_named(cfg.kind) is not None:  # a diffusers family's VAE, once an experiment's model.kind
+            raise ConfigError(f"model.kind={cfg.kind!r}: {EXPERIMENTS_MOVED}; use model.kind: vae or vqvae")
         raise ConfigError(f"model.kind={cfg.kind!r} is unknown; choose from {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[cfg.kind](cfg)
 
@@ -226,4 +227,4 @@ class TokenizerTask(TrainingTask):
 def train(cfg: TrainConfig) -> dict:
     """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics. Threads and deterministic
     flags are set for the run and restored afterwards."""
-    return run_training(cfg, lambda acc, log: TokenizerTask(cfg, acc, log))
+    return run_training(cfg, lambda acc, log, sp: TokenizerTask(cfg, acc, log))

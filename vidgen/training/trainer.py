@@ -151,23 +151,25 @@ def start_run(cfg, **accelerator_kwargs):
 
 
 def run_training(cfg, make_task: Callable, **accelerator_kwargs) -> dict:
-    """Train the task ``make_task(acc, log)`` builds for ``cfg`` (a :class:`~vidgen.training.TrainConfig` or
+    """Train the task ``make_task(acc, log, sp)`` builds for ``cfg`` (a :class:`~vidgen.training.TrainConfig` or
     :class:`~vidgen.training.GeneratorTrainConfig`); checkpoints go to ``run_dir/checkpoints`` and the model (EMA
     weights if any) to ``run_dir/final``. Returns the last logged metrics. Threads and deterministic flags are set
-    for the run and restored afterwards."""
+    for the run and restored afterwards. ``sp`` is the run's :class:`~vidgen.parallel.SequenceParallel` (None
+    for ``sp_size`` 1): a task that loads its own data takes the data-parallel rank and size from
+    :func:`~vidgen.training.sequence_parallel.data_rank_world` ``(acc, sp)``."""
     with torch_state(cfg.threads, cfg.deterministic):
         acc, log = start_run(cfg, **accelerator_kwargs)
-        with sequence_parallel_run(cfg.sp_size, acc) as sp:  # before the task: its data loader reads the groups
+        with sequence_parallel_run(cfg.sp_size) as sp:
             if sp is not None:
                 log(f"sequence parallel: {sp.size} processes per clip, {sp.data_world} data-parallel groups")
-            return _loop(cfg, acc, log, make_task(acc, log), sp)
+            return _loop(cfg, acc, log, make_task(acc, log, sp), sp)
 
 
-def _loop(cfg, acc, log, task: TrainingTask, sp=None) -> dict:
+def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
     run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
     model = task.model
     split_model(model, sp)
-    rank, world = data_rank_world(acc)  # every rank of a sequence-parallel group takes the same clips and draws
+    rank, world = data_rank_world(acc, sp)  # every rank of a sequence-parallel group takes the same clips and draws
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     opt = torch.optim.AdamW(task.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                             weight_decay=cfg.optim.weight_decay)
@@ -179,7 +181,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp=None) -> dict:
         step = restore(ckpt, model, opt, sched, sampler, ema, task.extra_state)
         log(f"resumed from {ckpt} at step {step}")
     # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
-    # decay twice as fast; tests/test_distributed_equivalence.py caught it). It counts optimizer steps.
+    # decay twice as fast). It counts optimizer steps.
     module, opt = acc.prepare(compile_module(task.module, cfg.compile, log), opt)
     task.prepare(acc)
     if is_main:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 from vidgen.data.folder import METADATA_FILE, find_videos, read_metadata
-from vidgen.errors import UnsupportedError, VideoIOError
+from vidgen.errors import VideoIOError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
+COLUMNS = ("path", "file_name", "caption", "text", "start", "end")  # what a manifest row may hold
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,10 @@ def _rows(path: Path) -> list[dict]:
                 except json.JSONDecodeError as err:
                     raise VideoIOError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
         return rows
+    import pyarrow.parquet as pq
     try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UnsupportedError(f"{path}: reading a Parquet manifest needs pyarrow (pip install pyarrow); or give a "
-                               f"CSV or JSONL manifest") from None
-    try:
-        return pq.read_table(path).to_pylist()
+        names = pq.read_schema(path).names
+        return pq.read_table(path, columns=[c for c in COLUMNS if c in names]).to_pylist()  # other columns: unread
     except Exception as err:  # noqa: BLE001  (pyarrow raises its own types for a damaged file)
         raise VideoIOError(f"{path}: not a readable Parquet file ({err})") from None
 

@@ -1,95 +1,25 @@
-"""Clip shape buckets: which (frames, height, width) a clip is encoded at, and batches of one shape for training.
-
-A clip goes to the bucket that keeps its aspect ratio best, then needs the least resizing, then keeps the most
-frames it has; it is resized to cover the bucket and center-cropped (the least crop that keeps the aspect ratio),
-never padded. A clip shorter than every bucket of its aspect ratio's choice is skipped with a reason.
+"""Training batches from a shard dataset: one bucket a step, the same on every process, read ahead by a thread.
 
 :class:`BucketBatchSampler` draws, at every step, one bucket (the same on every process: the draw is seeded by the
 step alone) and a batch of that bucket's clips, walking a seeded permutation of each bucket; its whole state is a few
-counters, so a resumed run draws exactly the batches an uninterrupted one would have drawn, and its memory holds one
-permutation per bucket, not the dataset.
+counters, so a resumed run draws exactly the batches an uninterrupted one would have drawn, also with another process
+count, and its memory holds one permutation per bucket, not the dataset. :class:`ShardBatches` reads those batches
+from a :class:`~vidgen.data.shards.dataset.ShardDataset` in a background thread, ahead of the step.
+
+Why not ``litdata.StreamingDataLoader`` and its ``state_dict()``: it splits the chunks between ranks and has one batch
+size, while a step here takes one bucket on every process, a batch size per bucket, and resumes on any process count.
 """
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
-from typing import Iterable, Optional
+import queue
+import threading
+from typing import Callable, Optional
 
 import torch
 
 from vidgen.errors import ConfigError
 
-
-@dataclass(frozen=True, order=True)
-class Bucket:
-    frames: int
-    height: int
-    width: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.frames}x{self.height}x{self.width}"
-
-    def __str__(self) -> str:
-        return self.name
-
-
-#: the default set: the shape the shipped models train at (17x64x64), a shorter and a longer clip, and two aspects
-DEFAULT_BUCKETS = ("17x64x64", "9x64x64", "33x64x64", "17x64x96", "17x96x64")
-
-_SHAPE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*$")
-
-
-def parse_bucket(spec, where: str = "bucket") -> Bucket:
-    """``"17x64x64"``, ``(17, 64, 64)`` or a :class:`Bucket` -> :class:`Bucket` (frames, height, width >= 1)."""
-    if isinstance(spec, Bucket):
-        return spec
-    if isinstance(spec, str):
-        m = _SHAPE.match(spec)
-        values = tuple(int(v) for v in m.groups()) if m else None
-    elif isinstance(spec, (tuple, list)) and len(spec) == 3 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                      for v in spec):
-        values = tuple(spec)
-    else:
-        values = None
-    if values is None or min(values) < 1:
-        raise ConfigError(f"{where}: expected FRAMESxHEIGHTxWIDTH such as '17x64x64' (positive ints), got {spec!r}")
-    return Bucket(*values)
-
-
-def parse_buckets(specs: Iterable | str, where: str = "buckets") -> list[Bucket]:
-    """A list of bucket specs (or one comma-separated string) -> sorted distinct :class:`Bucket` list."""
-    if isinstance(specs, str):
-        specs = [s for s in specs.split(",") if s.strip()]
-    buckets = sorted({parse_bucket(s, where) for s in specs})
-    if not buckets:
-        raise ConfigError(f"{where}: no buckets given")
-    return buckets
-
-
-def assign_bucket(num_frames: int, height: int, width: int, buckets: list[Bucket]) -> tuple[Optional[Bucket], str]:
-    """The bucket a ``num_frames x height x width`` clip goes to, or ``(None, reason)``.
-
-    Among the buckets whose frame count the clip has, the one with the nearest aspect ratio (log scale), then the
-    least resize (log of the cover scale), then the most frames."""
-    fits = [b for b in buckets if b.frames <= num_frames]
-    if not fits:
-        shortest = min(b.frames for b in buckets)
-        return None, f"too short: {num_frames} frames, the shortest bucket needs {shortest}"
-    aspect = math.log(width / height)
-
-    def cost(b: Bucket):
-        scale = max(b.height / height, b.width / width)
-        return round(abs(aspect - math.log(b.width / b.height)), 6), round(abs(math.log(scale)), 6), -b.frames
-
-    return min(fits, key=cost), ""
-
-
-def crop_fraction(height: int, width: int, bucket: Bucket) -> float:
-    """The fraction of the resized frame's area the center crop to ``bucket`` removes (0 = none)."""
-    scale = max(bucket.height / height, bucket.width / width)
-    return 1.0 - (bucket.height * bucket.width) / (height * scale * width * scale)
+PREFETCH = 3  # batches read ahead of the step
 
 
 def equal_token_batches(tokens: dict[str, int], batch: int) -> dict[str, int]:
@@ -176,3 +106,90 @@ class BucketBatchSampler:
                 raise ConfigError(f"the checkpoint's data position names bucket {name!r}, which this dataset does "
                                   f"not have (it has {self.names})")
             self.positions[name] = [int(epoch), int(pos)]
+
+
+def _caption_tuple(hidden, mask, pooled):
+    return hidden, mask, pooled
+
+
+class ShardBatches:
+    """The sampler of a run on shards: :meth:`take_batch` -> ``(bucket, x, conditioning or None)``.
+
+    Args:
+        dataset: the :class:`~vidgen.data.shards.dataset.ShardDataset` to read.
+        batches, seed, weights, rank, world: as :class:`BucketBatchSampler`'s (``batches``: batch size per bucket).
+        conditioning: ``"text"`` (read each clip's caption embeddings) or anything else (none).
+        ids: the clips are token ids (returned as int64) rather than latents (float32).
+        condition: ``(hidden (B, M, D), mask (B, M), pooled (B, D)) -> conditioning``, the caller's conditioning
+            type (default: the tuple itself).
+    """
+
+    def __init__(self, dataset, batches: dict[str, int], seed: int, weights: Optional[dict] = None,
+                 rank: int = 0, world: int = 1, conditioning: str = "text", ids: bool = False,
+                 condition: Callable = _caption_tuple):
+        self.dataset, self.conditioning, self.ids, self.condition = dataset, conditioning, ids, condition
+        counts = {n: dataset.counts[n] for n in batches}
+        self._args = (counts, batches, seed, weights, rank, world)
+        self.sampler = BucketBatchSampler(*self._args)
+        self._thread: Optional[threading.Thread] = None
+        self._queue: Optional[queue.Queue] = None
+        self._stop = threading.Event()
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def fetch(self, name: str, indices: list[int]):
+        """The batch of clips ``indices`` of bucket ``name``: ``(x, conditioning or None)``, read from the shards."""
+        x, text_keys, _ = self.dataset.clips(name, indices)
+        x = x.long() if self.ids else x.float()
+        if self.conditioning == "text":
+            return x, self.condition(*self.dataset.text(text_keys))
+        return x, None
+
+    def _run(self, state: dict, out: queue.Queue, stop: threading.Event) -> None:
+        sampler = BucketBatchSampler(*self._args)
+        sampler.load_state_dict(state)
+        try:
+            while not stop.is_set():
+                name, indices = sampler.take()
+                item = (sampler.state_dict(), name, *self.fetch(name, indices))
+                while not stop.is_set():
+                    try:
+                        out.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as err:  # noqa: BLE001  (handed to the step, which raises it)
+            out.put(err)
+
+    def _start(self) -> None:
+        self._stop = threading.Event()
+        self._queue = queue.Queue(PREFETCH)
+        self._thread = threading.Thread(target=self._run, args=(self.sampler.state_dict(), self._queue, self._stop),
+                                        daemon=True, name="vidgen-shard-prefetch")
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def take_batch(self):
+        """The next step's ``(bucket name, x, conditioning)``, read ahead by the prefetch thread."""
+        if self._thread is None:
+            self._start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        state, name, x, cond = item
+        self.sampler.load_state_dict(state)
+        return name, x, cond
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.close()  # batches read ahead from the old position are dropped
+        self.sampler.load_state_dict(state)
