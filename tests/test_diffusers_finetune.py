@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from shard_helpers import write_captioned_clips
 from vidgen.errors import ConfigError
-from vidgen.pipelines import DiffusersFlowPipeline, load_pipeline
+from vidgen.pipelines import DiffusersVideoPipeline, load_pipeline
 from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
 from vidgen.training import encode_dataset, load_config
 from vidgen.training.finetune import FineTuneConfig, FineTuneModel, finetune
@@ -78,7 +78,7 @@ def test_a_lora_loads_in_diffusers_and_gives_vidgens_frames(family, models, tmp_
     native = getattr(diffusers, ours.family.pipeline).from_pretrained(folder)
     native.set_progress_bar_config(disable=True)
     native.load_lora_weights(final)
-    assert np.abs(_frames(DiffusersFlowPipeline.from_native(native), family) - tuned).max() <= 1e-5
+    assert np.abs(_frames(DiffusersVideoPipeline.from_native(native), family) - tuned).max() <= 1e-5
     kw = dict(num_frames=9, height=32, width=32, num_inference_steps=2, guidance_scale=4.0, output_type="np",
               generator=torch.Generator().manual_seed(0))
     if family == "cogvideox":
@@ -100,7 +100,7 @@ def test_a_full_fine_tune_saves_a_transformer_folder_diffusers_loads(models, tmp
     native.set_progress_bar_config(disable=True)
     base = load_pipeline(folder, dtype="fp32")
     assert any(not torch.equal(v, base.transformer.state_dict()[k]) for k, v in trained.state_dict().items())
-    assert np.abs(_frames(DiffusersFlowPipeline.from_native(native), "ltx") - _frames(base, "ltx")).max() > 1e-4
+    assert np.abs(_frames(DiffusersVideoPipeline.from_native(native), "ltx") - _frames(base, "ltx")).max() > 1e-4
 
 
 def test_a_resumed_run_is_bit_identical(models, tmp_path):

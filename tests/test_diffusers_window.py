@@ -9,7 +9,7 @@ import torch
 from vidgen.errors import InvalidInputError
 from vidgen.families import family_named
 from vidgen.generators.diffusers_window import window_attention
-from vidgen.pipelines import DiffusersFlowPipeline
+from vidgen.pipelines import DiffusersVideoPipeline
 from vidgen.pipelines.diffusers_tiny import TINY_FAMILIES, tiny_native_pipeline
 
 SIZES = {"wan": (9, 32, 64), "cogvideox": (9, 32, 32), "ltx": (9, 32, 32)}
@@ -30,7 +30,7 @@ def _sample(pipe, family, steps=2, **extra):
 def pipes():
     out = {}
     for family in WINDOW_FAMILIES:
-        pipe = DiffusersFlowPipeline.from_native(tiny_native_pipeline(family))
+        pipe = DiffusersVideoPipeline.from_native(tiny_native_pipeline(family))
         pipe.set_progress_bar_config(disable=True)
         out[family] = (pipe, _sample(pipe, family))
     return out

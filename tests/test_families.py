@@ -16,7 +16,7 @@ import torch
 from vidgen.errors import ConfigError, UnsupportedError
 from vidgen.families import (FAMILIES, PIPELINE_FAMILIES, family_named, pipeline_family, transformer_family,
                              vae_family)
-from vidgen.pipelines import DiffusersFlowPipeline
+from vidgen.pipelines import DiffusersVideoPipeline
 from vidgen.pipelines.diffusers_tiny import TINY_SIZES, tiny_native_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_each_family_module_holds_one_family_and_the_registry_finds_it():
 # ---------------------------------------------------------------------------------------------------- HunyuanVideo
 def _hunyuan(dtype=torch.float32):
     native = tiny_native_pipeline(HUNYUAN).to(dtype)
-    pipe = DiffusersFlowPipeline.from_native(native)
+    pipe = DiffusersVideoPipeline.from_native(native)
     pipe.set_progress_bar_config(disable=True)
     return native, pipe
 
@@ -161,10 +161,10 @@ def test_hunyuan_video_window_attention_and_fine_tuning_are_refused_by_name(tmp_
 
 
 def test_other_families_refuse_hunyuan_options_and_components_by_name():
-    wan = DiffusersFlowPipeline.from_native(tiny_native_pipeline("wan"))
+    wan = DiffusersVideoPipeline.from_native(tiny_native_pipeline("wan"))
     t, h, w = TINY_SIZES["wan"]
     with pytest.raises(UnsupportedError, match=r"prompt_template, true_cfg_scale: not available for the WanPipeline"):
         wan("a fox", num_frames=t, height=h, width=w, true_cfg_scale=2.0, prompt_template=TEMPLATE)
     parts = {k: v for k, v in wan.components.items() if v is not None}
     with pytest.raises(ConfigError, match="text_encoder_2: the WanPipeline family has no such component"):
-        DiffusersFlowPipeline(**parts, text_encoder_2=wan.text_encoder)
+        DiffusersVideoPipeline(**parts, text_encoder_2=wan.text_encoder)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import check_positive_int, per_sample_mean
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import run_step_callback
+from vidgen.generators.sampling import Guidance, step_callback
 from vidgen.rng import rows
 
 
@@ -69,14 +69,15 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
                    latents: Optional[torch.Tensor] = None, callback: Optional[Callable] = None,
                    progress: Optional[Callable] = None, model_2=None, boundary_ratio: Optional[float] = None,
                    guidance_scale_2: Optional[float] = None, model_kwargs: Optional[dict] = None,
-                   **settings) -> torch.Tensor:
+                   guidance: Optional[Guidance] = None, **settings) -> torch.Tensor:
     """Normalized latents (B, C, t, h, w) for a latent ``grid`` with the family's sampling (module docstring).
 
     ``config`` (a :class:`~vidgen.generators.FlowSamplingConfig`) with ``settings`` applied gives the steps and the
     guidance scale; guidance runs when the scale is above 1 and ``negative`` is given. ``latents``: starting noise
     in vidgen's layout (else drawn as the family's pipeline draws it). ``model_2`` / ``boundary_ratio`` /
     ``guidance_scale_2``: Wan 2.2's low-noise transformer. ``callback(i, t, {"latents": ...})`` may return new
-    ``"latents"``, a ``"guidance_scale"`` or ``"interrupt": True``."""
+    ``"latents"``, a ``"guidance_scale"`` or ``"interrupt": True``. ``guidance``: the run's
+    :class:`~vidgen.generators.sampling.Guidance` (a pipeline's), else one at ``config.guidance_scale``."""
     from vidgen.generators.flow import FlowSamplingConfig, check_latents_input
     config = FlowSamplingConfig.resolve(config, settings)
     if scheduler is None:
@@ -94,18 +95,18 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(0)
-    scale, options = config.guidance_scale, dict(model_kwargs or {})
+    guidance, options = Guidance.of(guidance, config), dict(model_kwargs or {})
     boundary = None if boundary_ratio is None else boundary_ratio * scheduler.config.num_train_timesteps
     carry = None  # what a multistep scheduler hands the next step
     for i, t in enumerate(progress(timesteps) if progress else timesteps):
         low = boundary is not None and t < boundary
         current = model_2 if low else model
-        s = (guidance_scale_2 if guidance_scale_2 is not None else scale) if low else scale
+        s = (guidance_scale_2 if guidance_scale_2 is not None else guidance.scale) if low else guidance.scale
         doubled = negative is not None and s > 1.0
         x_in = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
         out = _guided(current, x_in, t, cond, negative, s, doubled, options)
         latents, carry = model.family.step(scheduler, out, timesteps, i, latents, generator, carry)
-        latents, scale, stop = run_step_callback(callback, i, t, latents, scale)
+        latents, stop = step_callback(callback, i, t, "latents", latents, guidance)
         if stop:
             break
     return latents

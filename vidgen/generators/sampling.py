@@ -66,15 +66,6 @@ def step_callback(callback, i: int, t, key: str, x: torch.Tensor, guidance: Guid
     return changed.get(key, x), bool(changed.get("interrupt"))
 
 
-def run_step_callback(callback, i: int, t, latents: torch.Tensor, scale: float):
-    """A sampler's per-step ``callback(i, t, {"latents": ...})``: -> ``(latents, guidance scale, stop)`` with the
-    latents, ``"guidance_scale"`` or ``"interrupt"`` it returned (None: nothing changes)."""
-    if callback is None:
-        return latents, scale, False
-    changed = callback(i, t, {"latents": latents}) or {}
-    return changed.get("latents", latents), changed.get("guidance_scale", scale), bool(changed.get("interrupt"))
-
-
 def check_top_k(top_k) -> None:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InvalidInputError(f"top_k must be an int >= 1 or None, got {top_k!r}")

@@ -9,7 +9,7 @@ Sampling settings the call leaves out come from the folder's ``sampling_config.j
 from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.inputs import OUTPUT_TYPES
-from vidgen.pipelines.diffusers_pipeline import DiffusersFlowPipeline
+from vidgen.pipelines.diffusers_pipeline import DiffusersVideoPipeline
 from vidgen.pipelines.flow import FlowVideoPipeline
 from vidgen.pipelines.loading import load_pipeline, pipeline_classes
 from vidgen.pipelines.masked import MaskedVideoPipeline
@@ -18,7 +18,7 @@ from vidgen.pipelines.registry import PIPELINE_REGISTRY, PipelineSpec, pipeline_
 from vidgen.generators.sampling_config import SAMPLING_CONFIG_NAME
 
 __all__ = [
-    "DiffusersFlowPipeline",
+    "DiffusersVideoPipeline",
     "OUTPUT_TYPES",
     "PIPELINE_REGISTRY",
     "SAMPLING_CONFIG_NAME",

@@ -162,13 +162,11 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
                                     inputs.get("context_frames") is not None, inputs["output_type"],
                                     inputs["return_dict"], unsupported=refused)
         # 3. check every input once
-        self.check_inputs(**{k: inputs[k] for k in self._checked_inputs() if k in inputs})
+        checked_batch = self.check_inputs(**{k: inputs[k] for k in self._checked_inputs() if k in inputs})
         grid = self.video_tokenizer.latent_grid(nf, h, w)
         self._start_sampling(config.guidance_scale, self._steps_of(config, grid))
         # 4. encode the prompts
-        batch, cond, negative = self._conditioning(inputs["prompt"], inputs["negative_prompt"],
-                                                   inputs.get("class_labels"), inputs["prompt_embeds"],
-                                                   inputs["negative_prompt_embeds"], inputs["num_videos_per_prompt"])
+        batch, cond, negative = self._encode_prompts(inputs, config, checked_batch)
         # 5. given latent frames from the conditioning frames
         generators = self._generators(inputs["generator"], batch)
         given, given_mask = self._encode_conditioning(inputs.get("conditioning_frames"),
@@ -185,6 +183,13 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         if given.get("context_frames", UNSET) is None:
             given["context_frames"] = UNSET
         return self.sampling_config.replace(**given)
+
+    def _encode_prompts(self, inputs: dict, config: SamplingConfig, batch: int):
+        """-> (batch size, cond, negative cond) for the call's prompts, class labels or embeddings (``batch``: the
+        number of videos :meth:`check_inputs` counted)."""
+        return self._conditioning(inputs["prompt"], inputs["negative_prompt"], inputs.get("class_labels"),
+                                  inputs["prompt_embeds"], inputs["negative_prompt_embeds"],
+                                  inputs["num_videos_per_prompt"])
 
     def _is_story_call(self, inputs: dict) -> bool:
         """Whether the call is made in chunks: a prompt schedule or more latent frames than one window."""
@@ -262,8 +267,7 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         def callback(i, t, tensors):
             given = {k: tensors[key] for k in tensor_inputs if k == "latents"}
             out = callback_on_step_end(self, i, t, given) or {}
-            return {**({key: out["latents"]} if "latents" in out else {}), "guidance_scale": self._guidance_scale,
-                    "interrupt": self.interrupt}  # FIXME-lead: drop guidance_scale once diffusers_sampling reads Guidance
+            return {**({key: out["latents"]} if "latents" in out else {}), "interrupt": self.interrupt}
         return callback
 
     def _decode(self, x: torch.Tensor, num_frames: int, height: int, width: int, output_type: str,

@@ -1,5 +1,6 @@
-"""``DiffusersFlowPipeline``: a diffusers video pipeline folder (the pipeline class of a family of
-:mod:`vidgen.families`) as a vidgen :class:`~vidgen.pipelines.FlowVideoPipeline`::
+"""``DiffusersVideoPipeline``: a diffusers video pipeline folder (the pipeline class of a family of
+:mod:`vidgen.families`) as a vidgen pipeline, a sibling of :class:`~vidgen.pipelines.FlowVideoPipeline` on the same
+base and ``__call__`` recipe::
 
     pipe = load_pipeline("Wan2.1-T2V-1.3B-Diffusers")             # the folder diffusers' WanPipeline loads
     frames = pipe("a cat surfing", num_frames=81, height=480, width=832).frames
@@ -12,7 +13,7 @@ tokenizer(s) and scheduler. Sampling follows the family's diffusers pipeline ste
 (:mod:`vidgen.generators.diffusers_sampling`): with the same prompt, ``latents``, scheduler and steps the frames are
 diffusers' own. Prompts are encoded by the family's own ``encode_prompt``. Features the family cannot serve
 (stories and long videos, which need a causal stream decoder; conditioning frames; class labels; guidance
-intervals; other families' options) are refused by name before any work.
+intervals; sequence parallelism; other families' options) are refused by name before any work.
 """
 from __future__ import annotations
 
@@ -29,9 +30,8 @@ from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig
 from vidgen.generators.sampling_config import UNSET
-from vidgen.pipelines.base import VideoPipelineBase
-from vidgen.pipelines.flow import FlowVideoPipeline
-from vidgen.pipelines.output import per_sample
+from vidgen.pipelines.base import CHECKED_INPUTS, VideoPipelineBase
+from vidgen.pipelines.output import per_sample, to_output
 
 #: diffusers pipeline class -> (default sampling settings, default (num_frames, height, width))
 NATIVE_PIPELINES = {f.pipeline: (f.sampling_defaults, f.default_size) for f in PIPELINE_FAMILIES}
@@ -45,6 +45,9 @@ REFUSED = {
     "context_frames": "stories and long videos need a causal stream decoder and a conditioning path",
     "guidance_interval": "the family guides every step as its diffusers pipeline does",
 }
+#: the call's options that only some families' pipelines take (``Family.call_options`` says which)
+FAMILY_OPTIONS = ("frame_rate", "guidance_scale_2", "true_cfg_scale", "prompt_template", "decode_timestep",
+                  "decode_noise_scale")
 
 
 def native_class_name(folder) -> Optional[str]:
@@ -58,11 +61,17 @@ def native_class_name(folder) -> Optional[str]:
     return name if name in NATIVE_PIPELINES else None
 
 
-class DiffusersFlowPipeline(FlowVideoPipeline):
-    """A diffusers video pipeline's components as a vidgen flow pipeline (see the module docstring)."""
+class DiffusersVideoPipeline(VideoPipelineBase):
+    """A diffusers video pipeline's components sampled by vidgen as the family's pipeline samples them (see the
+    module docstring)."""
 
     _optional_components = ["text_encoder", "tokenizer", "transformer_2", "text_encoder_2", "tokenizer_2"]
     bf16_pays_on_cpu = True
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    sampling_config_class = FlowSamplingConfig
+    frame_axis = 2  # latents (B, C, t, h, w)
+    story_refuses = ()  # stories are refused outright (stream)
+    supports_sequence_parallel = False
 
     def __init__(self, vae, transformer, scheduler, text_encoder=None, tokenizer=None, transformer_2=None,
                  text_encoder_2=None, tokenizer_2=None, boundary_ratio: Optional[float] = None,
@@ -86,7 +95,7 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_native(cls, native) -> "DiffusersFlowPipeline":
+    def from_native(cls, native) -> "DiffusersVideoPipeline":
         """The vidgen pipeline over the components of a diffusers pipeline object (shared, not copied)."""
         family = transformer_family(native.components.get("transformer"))
         names = ("vae", "transformer", "scheduler", "text_encoder", "tokenizer") + (family.components if family else ())
@@ -132,7 +141,7 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
 
     @sampling_config.setter
     def sampling_config(self, config) -> None:
-        FlowVideoPipeline.sampling_config.fset(self, config)
+        VideoPipelineBase.sampling_config.fset(self, config)
 
     # ------------------------------------------------------------------ components as vidgen sees them
     @property
@@ -184,12 +193,15 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
                                              device=self.flow_generator.device, **options)
         return Conditioning(*pos), (Conditioning(*neg) if neg is not None else None)
 
-    # ------------------------------------------------------------------ sampling
+    # ------------------------------------------------------------------ sampling: the recipe's hooks
     def _refuse(self, given: dict) -> None:
         bad = [name for name, value in given.items() if value is not None and value is not UNSET]
         if bad:
             raise UnsupportedError(f"{', '.join(bad)}: not available for the {self.family.pipeline} family "
                                    f"({'; '.join(REFUSED[b] for b in bad)})")
+
+    def _sequence_parallel_refusal(self) -> str:
+        return f"the {self.family.pipeline} family's transformer has no vidgen backbone whose attention can be split"
 
     def stream(self, prompt, **kwargs):
         raise UnsupportedError(f"stories and long videos (stream, prompt schedules): not available for the "
@@ -208,7 +220,8 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
                  true_cfg_scale: Optional[float] = None, prompt_template: Optional[dict] = None,
                  attention_kwargs: Optional[dict] = None, decode_timestep: float = 0.0,
                  decode_noise_scale: Optional[float] = None, class_labels=None, conditioning_frames=None,
-                 conditioning_latent_indices=None, context_frames=None, guidance_interval=UNSET):
+                 conditioning_latent_indices=None, context_frames=None, guidance_interval=UNSET,
+                 sp_size: int = 1):
         """Text -> video as the family's diffusers pipeline samples it. ``num_frames`` / ``height`` / ``width``
         default to the family's (:attr:`default_size`); any frame count is decoded exactly. ``latents``: starting
         noise (B, C, t, h, w) in vidgen's layout. Settings left out come from :attr:`sampling_config`.
@@ -216,75 +229,98 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
         an embedded ``guidance_scale``), ``prompt_template``, ``decode_timestep`` / ``decode_noise_scale``
         (timestep-conditioned decoders): options of some families' pipelines, as those apply them, and refused by
         name for the others (``Family.call_options``). The arguments after them exist for vidgen's other pipelines
-        and are refused here by name."""
-        # 1. refuse what cannot work, before any work
-        if isinstance(prompt, dict) or isinstance(negative_prompt, dict):
-            self.stream(prompt)
-        self._refuse(dict(class_labels=class_labels, conditioning_frames=conditioning_frames,
-                          conditioning_latent_indices=conditioning_latent_indices, context_frames=context_frames,
-                          guidance_interval=guidance_interval))
-        config = self.sampling_config.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        and are refused here by name (``sp_size`` too: the family's transformer has no vidgen backbone to split)."""
+        return self._generate(locals())
+
+    def _settings(self, inputs: dict) -> FlowSamplingConfig:
+        """Refusals first (stories, vidgen-only arguments, other families' options), the family's default size for
+        the sizes left out, then the settings with the family's CFG scale; the model call's options go into
+        ``inputs["model_options"]``."""
+        if isinstance(inputs["prompt"], dict) or isinstance(inputs["negative_prompt"], dict):
+            self.stream(inputs["prompt"])
+        self._refuse({k: inputs[k] for k in REFUSED})
+        config = super()._settings(inputs)
         if config.guidance_interval is not None:
             self._refuse(dict(guidance_interval=config.guidance_interval))
-        given = dict(frame_rate=frame_rate, guidance_scale_2=guidance_scale_2, true_cfg_scale=true_cfg_scale,
-                     prompt_template=prompt_template, decode_timestep=decode_timestep or None,
-                     decode_noise_scale=decode_noise_scale)
-        given = {k: v for k, v in given.items() if v is not None}
+        given = {k: inputs[k] for k in FAMILY_OPTIONS if inputs[k] is not None}
+        if not given.get("decode_timestep"):
+            given.pop("decode_timestep", None)
         self.family.check_options(given, self.vae)
         config, options = self.family.sampling_settings(config, given)  # the CFG scale, the model call's options
-        frames0, height0, width0 = self.default_size
-        num_frames, height, width = num_frames or frames0, height or height0, width or width0
-        # 2. check every input once
-        batch = VideoPipelineBase.check_inputs(
-            self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, num_frames=num_frames, height=height, width=width,
-            num_videos_per_prompt=num_videos_per_prompt, generator=generator, output_type=output_type,
-            decode_chunk_frames=decode_chunk_frames,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
-        gen = self.flow_generator
+        if inputs["attention_kwargs"]:
+            options["attention_kwargs"] = inputs["attention_kwargs"]
+        inputs.update(family_options=given, model_options=options)
+        for name, default in zip(("num_frames", "height", "width"), self.default_size):
+            inputs[name] = inputs[name] or default
+        return config
+
+    def _is_story_call(self, inputs: dict) -> bool:
+        return False  # refused in _settings
+
+    def _checked_inputs(self) -> tuple:
+        return tuple(k for k in CHECKED_INPUTS if k != "class_labels") + ("latents",)
+
+    def _grid(self, num_frames: int, height: int, width: int) -> tuple:
+        """The latent grid sampled, with the family's extra first latent frames (dropped after sampling)."""
         grid = self.video_tokenizer.latent_grid(num_frames, height, width)
-        pad = self.family.latent_padding(grid, gen.patch_size)  # extra first latent frames, dropped after sampling
-        grid = (grid[0] + pad, *grid[1:])
+        pad = self.family.latent_padding(grid, self.flow_generator.patch_size)
+        return (grid[0] + pad, *grid[1:]), pad
+
+    def check_inputs(self, *, latents=None, **inputs) -> int:
+        """The shared checks, the latent grid and the scheduler against the transformer, and ``latents`` as starting
+        noise. Returns the number of videos."""
+        batch = super().check_inputs(**inputs)
+        gen = self.flow_generator
+        grid, _ = self._grid(inputs["num_frames"], inputs["height"], inputs["width"])
         gen.check_grid(grid)
-        from vidgen.generators.diffusers_sampling import check_scheduler, sample_latents
+        from vidgen.generators.diffusers_sampling import check_scheduler
         check_scheduler(gen, self.scheduler)
         if latents is not None:
             from vidgen.generators.flow import check_latents_input
             check_latents_input(gen, latents, (batch, gen.in_channels, *grid))
-        self._start_sampling(config.guidance_scale, config.num_inference_steps)
-        # 3. prompts, as the family encodes them (under guidance the negative prompt defaults as its pipeline's)
-        guided = config.guidance_scale > 1.0 or (guidance_scale_2 or 0) > 1.0
-        cond, negative = self.encode_prompt(prompt, negative_prompt, num_videos_per_prompt, prompt_embeds,
-                                            negative_prompt_embeds, max_sequence_length, guidance=guided,
-                                            **{k: v for k, v in given.items() if k in self.family.prompt_options})
-        generators = self._generators(generator, batch)
-        callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, "latents")
-        second = dict(model_2=self._wrapped("transformer_2"), boundary_ratio=self.config.get("boundary_ratio"),
-                      guidance_scale_2=guidance_scale_2)
-        if attention_kwargs:
-            options["attention_kwargs"] = attention_kwargs
+        return batch
 
-        # 4. sample (once, or once per video with a list of generators)
+    def _encode_prompts(self, inputs: dict, config: FlowSamplingConfig, batch: int):
+        """Prompts as the family encodes them (under guidance the negative prompt defaults as its pipeline's)."""
+        guided = config.guidance_scale > 1.0 or (inputs["guidance_scale_2"] or 0) > 1.0
+        prompt_options = {k: v for k, v in inputs["family_options"].items() if k in self.family.prompt_options}
+        cond, negative = self.encode_prompt(inputs["prompt"], inputs["negative_prompt"],
+                                            inputs["num_videos_per_prompt"], inputs["prompt_embeds"],
+                                            inputs["negative_prompt_embeds"], inputs["max_sequence_length"],
+                                            guidance=guided, **prompt_options)
+        return batch, cond, negative
+
+    def _sample(self, run):
+        """The family's sampling (:func:`~vidgen.generators.diffusers_sampling.sample_latents`), once or once per
+        video with a list of generators; the family's extra first latent frames are dropped."""
+        from vidgen.generators.diffusers_sampling import sample_latents
+        i, config, gen = run.inputs, run.config, self.flow_generator
+        grid, pad = self._grid(i["num_frames"], i["height"], i["width"])
+        callback = self._callback(run)
+        second = dict(model_2=self._wrapped("transformer_2"), boundary_ratio=self.config.get("boundary_ratio"),
+                      guidance_scale_2=i["guidance_scale_2"])
+
         def sample(rows, g, cond, negative, latents):
-            self._guidance_scale = config.guidance_scale
             return sample_latents(gen, cond, config, scheduler=self.scheduler, grid=grid, batch=rows,
                                   negative=negative, generator=g, latents=latents, callback=callback,
-                                  progress=self.progress(config.num_inference_steps), model_kwargs=options, **second)
+                                  guidance=self._new_guidance(config.guidance_scale),
+                                  progress=self.progress(config.num_inference_steps), model_kwargs=i["model_options"],
+                                  **second)
 
-        x = per_sample(sample, generators, batch, dict(cond=cond, negative=negative, latents=latents))[:, :, pad:]
-        # 5. decode
-        if output_type == "latent":
-            return self._finish(x, return_dict)
-        if decode_timestep or decode_noise_scale:
-            return self._finish(self._decode_with_timestep(x, num_frames, height, width, output_type, generator,
-                                                           decode_timestep, decode_noise_scale), return_dict)
-        return self._finish(self._decode(x, num_frames, height, width, output_type, decode_chunk_frames,
-                                         len(generators) > 1), return_dict)
+        x = per_sample(sample, run.generators, run.batch, dict(cond=run.cond, negative=run.negative,
+                                                                latents=i["latents"]))
+        return x[:, :, pad:]
+
+    def _output(self, run, x):
+        i = run.inputs
+        if i["output_type"] != "latent" and (i["decode_timestep"] or i["decode_noise_scale"]):
+            return self._decode_with_timestep(x, i["num_frames"], i["height"], i["width"], i["output_type"],
+                                              i["generator"], i["decode_timestep"], i["decode_noise_scale"])
+        return super()._output(run, x)
 
     def _decode(self, x, num_frames, height, width, output_type, decode_chunk_frames, per_video=False):
         if output_type == "latent":
             return x
-        from vidgen.pipelines.output import to_output
         tok = self.video_tokenizer
         parts = x.split(1) if per_video else [x]
         video = torch.cat([self.flow_generator.decode_videos(tok, part.to(tok.dtype), num_frames, height, width,
@@ -298,8 +334,6 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
         (``decode_noise_scale``, default ``decode_timestep``), decoded at ``decode_timestep``, as the family's
         pipeline does."""
         from diffusers.utils.torch_utils import randn_tensor
-
-        from vidgen.pipelines.output import to_output
         tok = self.video_tokenizer
         if not self.family.decodes_with_timestep(self.vae):
             raise UnsupportedError(f"decode_timestep / decode_noise_scale: this {type(self.vae).__name__} has no "
@@ -312,20 +346,20 @@ class DiffusersFlowPipeline(FlowVideoPipeline):
         return to_output(tok.decode(z, num_frames, height, width, timestep=t).sample, output_type)
 
 
-def load_native_pipeline(path, **kwargs) -> DiffusersFlowPipeline:
-    """A diffusers video pipeline folder as a :class:`DiffusersFlowPipeline`, with its ``sampling_config.json``
+def load_native_pipeline(path, **kwargs) -> DiffusersVideoPipeline:
+    """A diffusers video pipeline folder as a :class:`DiffusersVideoPipeline`, with its ``sampling_config.json``
     if it has one. ``dtype`` as :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`."""
     name = native_class_name(path)
     if name is None:
         raise ConfigError(f"{path}: not a supported diffusers video pipeline folder (model_index.json must name one "
                           f"of {sorted(NATIVE_PIPELINES)})")
-    dtype = DiffusersFlowPipeline._resolve_dtype(kwargs.pop("dtype", None), kwargs.get("device_map") or
+    dtype = DiffusersVideoPipeline._resolve_dtype(kwargs.pop("dtype", None), kwargs.get("device_map") or
                                                  ("cuda" if torch.cuda.is_available() else "cpu"))
     unknown = sorted(set(kwargs) - {"device_map", "local_files_only"})
     if unknown:
         raise InvalidInputError(f"{path}: unknown loading option(s) {unknown}")
     native = getattr(diffusers, name).from_pretrained(str(path), dtype=dtype, **kwargs)
-    pipe = DiffusersFlowPipeline.from_native(native)
+    pipe = DiffusersVideoPipeline.from_native(native)
     if (Path(path) / "sampling_config.json").is_file():  # else the family's defaults
-        pipe._sampling_config = FlowSamplingConfig.from_pretrained(Path(path), DiffusersFlowPipeline)
+        pipe._sampling_config = FlowSamplingConfig.from_pretrained(Path(path), DiffusersVideoPipeline)
     return pipe
