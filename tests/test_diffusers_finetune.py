@@ -58,7 +58,7 @@ def _checkpoint(run_dir):
     return load_file(str(sorted((run_dir / "checkpoints").glob("step_*"))[-1] / "diffusion_pytorch_model.safetensors"))
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("family", ["wan", "cogvideox", "ltx"])
 def test_a_lora_loads_in_diffusers_and_gives_vidgens_frames(family, models, tmp_path):
     folder, _ = models[family]
     metrics = finetune(_config(models, family, tmp_path / "run", "lora.rank=4", "lora.alpha=8"))
