@@ -20,13 +20,16 @@ training run hold as the clip count grows.
 
   Each phase records the Python heap it holds and its peak (``tracemalloc``), the bytes of the tensors it holds
   (torch allocates outside ``tracemalloc``'s view) and the process's RSS (anonymous and file-backed) before, after
-  and at its peak (``VmHWM``, reset at the start of the phase through ``/proc/self/clear_refs``).
+  and at its peak (``VmHWM``, reset at the start of the phase through ``/proc/self/clear_refs``). The read rates, the
+  epoch sampler's time and its RSS are measured again with ``tracemalloc`` off (it slows allocations several times
+  over and its own records add to the RSS).
 * **A training run that reads more than 10,000 clips.** The ``tiny`` flow generator on a tiny CausalVAE's latents
-  (9x32x32 clips, token grid 3x4x4) from a 5,000-clip shard dataset: 400 steps of batch 32 = 12,800 clips read, so
-  the run crosses two epoch boundaries. The process's RSS, peak RSS, Python heap (``tracemalloc``) and live Python
-  objects every 5 % of the run, checkpoints every 100 steps.
+  (9x32x32 clips, token grid 3x4x4) from a 5,000-clip shard dataset: 500 steps of batch 32 = 16,000 clips read, so
+  the run crosses three epoch boundaries. The process's RSS, its peak since the reading before (``VmHWM``, reset at
+  each reading), Python heap (``tracemalloc``) and live Python objects every 5 % of the run; checkpoints every 125
+  steps, as a real run writes them.
 
-    python eval/bench_data_memory.py          # -> docs/results/bench_data_memory.json (a few minutes of one core)
+    python eval/bench_data_memory.py          # -> docs/results/bench_data_memory.json (about 10 minutes, one core)
     python eval/bench_data_memory.py --quick  # small counts and a short run, for the test (nothing in docs/)
     python eval/bench_data_memory.py --table  # print the docs/scale.md table from the results file
 """
@@ -59,9 +62,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 BUCKET, SHAPE = "17x64x64", (16, 5, 8, 8)  # eval/bench_data.py's clips: 17x64x64 through the natural VAE
 TEXT = (16, 384)  # a caption's embeddings: (tokens, width) of the default text encoder, 16 tokens
 KEY_STRIDE = 7_919  # caption keys are multiples of this (sorted, distinct)
-FULL = {"counts": [1_000, 100_000, 10_000_000], "draws": 5_000, "reads": 200, "epoch_draws": 5,
-        "train": {"clips": 5_000, "batch": 32, "steps": 400, "ckpt_every": 100}}
-QUICK = {"counts": [1_000, 20_000], "draws": 200, "reads": 10, "epoch_draws": 3,
+FULL = {"counts": [1_000, 100_000, 10_000_000], "shard_bytes": None, "draws": 5_000, "reads": 200, "epoch_draws": 5,
+        "train": {"clips": 5_000, "batch": 32, "steps": 500, "ckpt_every": 125}}
+QUICK = {"counts": [1_000, 20_000], "shard_bytes": 1_000_000, "draws": 200, "reads": 10, "epoch_draws": 3,
          "train": {"clips": 200, "batch": 8, "steps": 20, "ckpt_every": 10}}
 BATCH = 16
 TRAIN_BUCKET = "9x32x32"  # token grid (3, 4, 4) through the tiny CausalVAE
@@ -120,31 +123,33 @@ def _item(i: int, x: bytes) -> dict:
     return {"x": x, "text_key": (i + 1) * KEY_STRIDE, "key": f"synthetic/{i:08d}", "caption": ""}
 
 
-def _write_chunk(folder: Path, first: int, n: int) -> dict:
-    """``n`` synthetic clips (from index ``first``) as a LitData dataset at ``folder``; its first chunk's entry."""
+def _write_chunk(folder: Path, first: int, n: int, shard_bytes: int) -> dict:
+    """``n`` synthetic clips (from index ``first``) as a LitData dataset at ``folder``; its ``index.json``."""
     from vidgen.data.shards.format import ShardWriter, to_bytes
     g = torch.Generator().manual_seed(first)
     pool = [to_bytes(torch.randn(SHAPE, generator=g), "bfloat16") for _ in range(16)]
-    writer = ShardWriter(folder)
+    writer = ShardWriter(folder, shard_bytes)
     for i in range(n):
         writer.add(_item(first + i, pool[i % len(pool)]))
     writer.close()
     return json.loads((folder / "index.json").read_text())
 
 
-def base_dataset(work: Path) -> dict:
-    """One full shard (``SHARD_BYTES``) of synthetic clips and a one-row caption table, which every count's dataset
-    links to; returns ``{index, shard, clips_a_shard, text}``."""
+def base_dataset(work: Path, shard_bytes: int | None = None) -> dict:
+    """One full shard (of ``shard_bytes``, default the encode's ``SHARD_BYTES``) of synthetic clips and a one-row
+    caption table, which every count's dataset links to; returns ``{index, shard, clips_a_shard, text,
+    shard_bytes}``."""
     from vidgen.data.shards.format import SHARD_BYTES, ShardWriter
+    shard_bytes = shard_bytes or SHARD_BYTES
     per_clip = 1 + int(np.prod(SHAPE)) * 2 + 64  # about a clip's bytes in a shard
-    index = _write_chunk(work / "base" / BUCKET, 0, int(1.2 * SHARD_BYTES / per_clip))
+    index = _write_chunk(work / "base" / BUCKET, 0, int(1.2 * shard_bytes / per_clip), shard_bytes)
     full = index["chunks"][0]
     writer = ShardWriter(work / "base" / "text")
     writer.add({"key": KEY_STRIDE, "hidden": np.zeros(TEXT, np.float32).tobytes(),
                 "mask": np.ones(TEXT[0], np.int32).tobytes(), "pooled": np.zeros(TEXT[1], np.float32).tobytes()})
     writer.close()
-    return {"index": index, "shard": str(work / "base" / BUCKET / full["filename"]), "clips_a_shard": full["chunk_size"],
-            "text": str(work / "base" / "text")}
+    return {"index": index, "shard": str(work / "base" / BUCKET / full["filename"]),
+            "clips_a_shard": full["chunk_size"], "text": str(work / "base" / "text"), "shard_bytes": shard_bytes}
 
 
 def scaled_dataset(root: Path, clips: int, base: dict) -> dict:
@@ -161,7 +166,7 @@ def scaled_dataset(root: Path, clips: int, base: dict) -> dict:
         (bucket / f"chunk-{k}.bin").symlink_to(base["shard"])
         chunks.append({**template, "filename": f"chunk-{k}.bin"})
     if rest:
-        tail = _write_chunk(root / ".tail", full * per, rest)["chunks"]
+        tail = _write_chunk(root / ".tail", full * per, rest, base["shard_bytes"])["chunks"]
         assert len(tail) == 1, tail
         os.replace(root / ".tail" / tail[0]["filename"], bucket / f"chunk-{full}.bin")
         chunks.append({**tail[0], "filename": f"chunk-{full}.bin"})
@@ -216,7 +221,6 @@ def measure_count(root: str, clips: int, draws: int, reads: int, epoch_draws: in
         assert keys == [key(i) for i in picks]
         ds.text([(rng.randrange(clips) + 1) * KEY_STRIDE for _ in range(BATCH)])  # anywhere in the caption table
     out["index_reads"] = p.end(clips_read=reads * BATCH)
-    out["index_reads"]["clips_per_s"] = reads * BATCH / out["index_reads"]["seconds"]
 
     # the bucket sampler: one permutation a bucket, drawn from; then an epoch boundary
     p = Phase()
@@ -247,17 +251,38 @@ def measure_count(root: str, clips: int, draws: int, reads: int, epoch_draws: in
         loader.take_batch()
     held = p.end(clips_read=reads * BATCH)
     loader.close()
-    held["clips_per_s"] = reads * BATCH / held["seconds"]
     out["loader"] = {**held, "state_dict": state_sizes(loader.state_dict())}
+    del loader
+
+    # rates, and the epoch sampler's RSS, without tracemalloc (which slows Python allocations several times over)
+    tracemalloc.stop()
+    t0 = time.perf_counter()
+    for _ in range(reads):
+        ds.clips(BUCKET, [rng.randrange(clips) for _ in range(BATCH)])
+    out["index_reads"]["clips_per_s"] = reads * BATCH / (time.perf_counter() - t0)
+    loader = ShardBatches(ds, {BUCKET: BATCH}, seed=1, conditioning="none")
+    loader.take_batch()
+    t0 = time.perf_counter()
+    for _ in range(reads):
+        loader.take_batch()
+    out["loader"]["clips_per_s"] = reads * BATCH / (time.perf_counter() - t0)
+    loader.close()
     del loader, ds
 
-    # the trainers' sampler for in-memory datasets and caches
+    # the trainers' sampler for in-memory datasets and caches: RSS and time untraced, then its Python heap traced
     epoch = EpochSampler(clips, seed=0)
     p = Phase()
     for _ in range(epoch_draws):
         epoch.take(BATCH)
-    out["epoch_sampler"] = p.end(batches=epoch_draws, state_dict=state_sizes(epoch.state_dict()))
-    out["epoch_sampler"]["seconds_a_batch"] = out["epoch_sampler"]["seconds"] / epoch_draws
+    untraced = p.end()
+    tracemalloc.start()
+    p = Phase()
+    for _ in range(epoch_draws):
+        epoch.take(BATCH)
+    out["epoch_sampler"] = {**p.end(batches=epoch_draws, state_dict=state_sizes(epoch.state_dict())),
+                            "seconds_a_batch": untraced["seconds"] / epoch_draws,
+                            "rss_peak_delta_untraced": untraced["rss_peak_delta"],
+                            "rss_delta_untraced": untraced["rss_delta"]}
     return out
 
 
@@ -348,24 +373,32 @@ def child_train(tokenizer: str, root: str, run_dir: str, batch: int, steps: int,
 
 
 # --------------------------------------------------------------------------------------------------------- summaries
+#: the structures of the results table: name -> bytes held at one count (from that count's record)
+HELD = {
+    "shard index in memory (Python heap: the open dataset, LitData's index, after the reads)":
+        lambda r: r["index_open"]["python_held"] + r["index_reads"]["python_held"],
+    "shard index on disk (LitData `index.json`)": lambda r: r["disk"]["index_json_bytes"],
+    "caption table on disk, memory-mapped (`text_keys.npy`, `text_rows.npy`)":
+        lambda r: r["disk"]["caption_table_bytes"],
+    "bucket sampler: its permutation (int64 tensor) and Python heap":
+        lambda r: r["sampler_build"]["tensor_bytes"] + r["sampler_build"]["python_held"]
+        + r["sampler_draws"]["python_held"],
+    "bucket sampler at an epoch boundary: RSS peak over the phase's start": lambda r: r["sampler_epoch_boundary"][
+        "rss_peak_delta"] or 0,
+    "bucket sampler `state_dict()` (`torch.save` bytes)": lambda r: r["sampler_state_dict"]["torch_save"],
+    "loader (the sampler in its thread, reading): anonymous RSS growth over the reads":
+        lambda r: r["loader"]["anon_delta"],
+    "epoch sampler (in-memory datasets): Python heap peak while drawing one batch":
+        lambda r: r["epoch_sampler"]["python_peak"],
+}
+
+
 def per_clip(results: dict) -> dict:
-    """Bytes a clip of each structure at each count, and the slope between consecutive counts (a flat slope that
-    equals the per-clip figure: linear; a rising one: faster than linear)."""
+    """Bytes of each structure of :data:`HELD` at each count, a clip, and the slope between consecutive counts (the
+    same slope over both ranges: linear; a rising one: faster than linear; about 0: flat)."""
     counts = results["counts"]
-    held = {
-        "index (Python heap after opening and reading)": lambda r: r["index_open"]["python_held"]
-        + r["index_reads"]["python_held"],
-        "index on disk (LitData index.json)": lambda r: r["disk"]["index_json_bytes"],
-        "caption table on disk (memory-mapped)": lambda r: r["disk"]["caption_table_bytes"],
-        "bucket sampler (permutation + Python heap)": lambda r: r["sampler_build"]["tensor_bytes"]
-        + r["sampler_build"]["python_held"] + r["sampler_draws"]["python_held"],
-        "bucket sampler at an epoch boundary (RSS peak)": lambda r: r["sampler_epoch_boundary"]["rss_peak_delta"]
-        or 0,
-        "bucket sampler state_dict (torch.save)": lambda r: r["sampler_state_dict"]["torch_save"],
-        "epoch sampler, transient a batch (Python heap peak)": lambda r: r["epoch_sampler"]["python_peak"],
-    }
     table = {}
-    for name, get in held.items():
+    for name, get in HELD.items():
         values = [get(results["per_count"][str(n)]) for n in counts]
         table[name] = {"bytes": dict(zip(map(str, counts), values)),
                        "bytes_a_clip": {str(n): v / n for n, v in zip(counts, values)},
@@ -400,39 +433,46 @@ def _mb(v: float) -> str:
     return f"{v / 2**20:.1f}"
 
 
-def _b(v: float) -> str:
-    return f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}"
+def _size(v: float) -> str:
+    return f"{v / 2**20:.1f} MB" if abs(v) >= 2**20 else f"{v / 2**10:.1f} KB" if abs(v) >= 2**10 else f"{v:.0f} B"
+
+
+def _slope(v: float) -> str:
+    return f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
 
 
 def readme_table(results: dict) -> str:
     """docs/scale.md's data memory tables (``eval/readme_tables.py``, marker ``data_memory``)."""
     counts = results["counts"]
-    pc = {str(n): results["per_count"][str(n)] for n in counts}
-    head = " | ".join(f"{n:,} clips" for n in counts)
-    lines = [f"| held | {head} | bytes a clip at {counts[-1]:,} |", "|---|" + "---|" * (len(counts) + 1)]
+    pc = [results["per_count"][str(n)] for n in counts]
+    spans = [f"{a:,} to {b:,}" for a, b in zip(counts, counts[1:])]
+    lines = [f"| held | {' | '.join(f'{n:,} clips' for n in counts)} | "
+             f"{' | '.join(f'bytes a clip added, {s}' for s in spans)} |",
+             "|---|" + "---|" * (2 * len(counts) - 1)]
     for name, row in results["per_clip"].items():
-        values = [row["bytes"][str(n)] for n in counts]
-        cells = " | ".join(f"{v / 2**20:.2f} MB" if v >= 2**20 else f"{v:,.0f} B" for v in values)
-        lines.append(f"| {name} | {cells} | {_b(row['bytes_a_clip'][str(counts[-1])])} |")
-    rss = " | ".join(_mb(pc[str(n)]["loader"]["rss_delta"]) + " MB" for n in counts)
-    lines.append(f"| loader (sampler in its thread + reads), RSS growth over {pc[str(counts[0])]['loader']['clips_read']:,}"
-                 f" clips read | {rss} | |")
-    rate = " | ".join(f"{pc[str(n)]['index_reads']['clips_per_s']:.0f}" for n in counts)
-    lines.append(f"| random reads with captions, clips/s | {rate} | |")
-    ep = " | ".join(f"{pc[str(n)]['epoch_sampler']['seconds_a_batch'] * 1e3:.1f} ms" for n in counts)
-    lines.append(f"| epoch sampler, time to draw a batch of {BATCH} | {ep} | |")
+        cells = " | ".join(_size(row["bytes"][str(n)]) for n in counts)
+        slopes = " | ".join(_slope(v) for v in row["slope_bytes_a_clip"].values())
+        lines.append(f"| {name} | {cells} | {slopes} |")
+    rate = " | ".join(f"{r['index_reads']['clips_per_s']:.0f}" for r in pc)
+    lines.append(f"| random reads of the shards, clips/s | {rate} |{' |' * len(spans)}")
+    ep = " | ".join(f"{r['epoch_sampler']['seconds_a_batch'] * 1e3:.1f} ms" for r in pc)
+    lines.append(f"| epoch sampler, time to draw a batch of {results['batch']} | {ep} |{' |' * len(spans)}")
+    shards = " | ".join(f"{r['disk']['shards']:,}" for r in pc)
+    lines.append(f"| shards of {results['shard_bytes'] / 1e6:.0f} MB ({results['clips_a_shard']:,} clips each) | "
+                 f"{shards} |{' |' * len(spans)}")
     t, s = results["training"], results["training_summary"]
-    lines += ["", "| training run, after step | clips read | RSS | peak RSS since the row above (or the start) | "
-              "Python heap | Python objects |", "|---|---|---|---|---|---|"]
+    lines += ["", "| training run, after step | clips read | RSS | peak RSS since the row above (first row: since "
+              "the start) | Python heap (tracemalloc) | live Python objects |", "|---|---|---|---|---|---|"]
     for name, c in s["at"].items():
-        lines.append(f"| {c['step']} ({name}) | {c['clips_read']:,} | {_mb(c['rss'])} MB | {_mb(c['span_peak_rss'])} MB "
-                     f"| {_mb(c['python_heap'])} MB | {c['python_objects']:,} |")
-    lines += ["", f"Training: `tiny` flow generator, batch {t['batch']}, {t['steps']} steps ({t['clips_read']:,} clips "
-              f"read from a {results['training_clips']:,}-clip dataset), {t['precision']}, {t['seconds']:.0f} s; peak "
-              f"RSS of the process {_mb(t['peak_rss'])} MB. From 10 % to 100 % of the run RSS changed by "
-              f"{_mb(s['rss_growth_10_to_100'])} MB and the Python heap by {_mb(s['python_heap_growth_10_to_100'])} MB "
-              f"over {s['clips_read_10_to_100']:,} clips read. One run on {results['cpu']}, one thread, "
-              f"{results['date'][:10]}, load {results['loadavg_start'][0]:.1f} at the start; `{results['command']}`."]
+        lines.append(f"| {c['step']} ({name}) | {c['clips_read']:,} | {_mb(c['rss'])} MB | "
+                     f"{_mb(c['span_peak_rss'])} MB | {_mb(c['python_heap'])} MB | {c['python_objects']:,} |")
+    lines += ["", f"Training: `tiny` flow generator on a tiny CausalVAE's latents ({TRAIN_BUCKET} clips), batch "
+              f"{t['batch']}, {t['steps']} steps: {t['clips_read']:,} clips read from a {results['training_clips']:,}-"
+              f"clip shard dataset, {t['precision']}, {t['seconds']:.0f} s with tracemalloc on. Peak RSS over the "
+              f"steps {_mb(max(c['interval_peak_rss'] for c in t['curve']))} MB, "
+              f"{_mb(t['peak_rss_after_last_step'])} MB after the last step (the final checkpoint and save). One run "
+              f"on {results['cpu']}, one thread a process, {results['date'][:10]}, load "
+              f"{results['loadavg_start'][0]:.1f} at the start; `{results['command']}`."]
     return "\n".join(lines)
 
 
@@ -472,7 +512,7 @@ def main(argv=None) -> int:
     per_count = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         work = Path(tmp)
-        base = base_dataset(work)
+        base = base_dataset(work, plan["shard_bytes"])
         for n in plan["counts"]:
             disk = scaled_dataset(work / f"n{n}", n, base)
             per_count[str(n)] = {**run_child(["--child-count", work / f"n{n}", n, plan["draws"], plan["reads"],
@@ -485,6 +525,7 @@ def main(argv=None) -> int:
         training = run_child(["--child-train", tok, shards, work / "run", t["batch"], t["steps"], t["ckpt_every"]])
         print("training:", {k: v for k, v in training.items() if k != "curve"}, flush=True)
     results = {"counts": plan["counts"], "batch": BATCH, "clips_a_shard": base["clips_a_shard"],
+               "shard_bytes": base["shard_bytes"],
                "per_count": per_count, "training_clips": plan["train"]["clips"], "training": training,
                "quick": args.quick, "cores_allowed": len(os.sched_getaffinity(0))}
     results["per_clip"] = per_clip(results)

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     global DEVICE
     DEVICE = args.device
     gpu = torch.device(DEVICE).type == "cuda"
-    gemm_n = 8192 if gpu else 2048
+    gemm_n = 8192 if gpu else (512 if args.quick else 2048)  # --quick checks the plumbing, not the rate
     name = f"bench_pipelines_cuda_b{args.batch}.json" if gpu else "bench_pipelines.json"
     out = Path(args.out or ("/tmp/bench_pipelines_quick.json" if args.quick else ROOT / "docs" / "results" / name))
     threads = torch.get_num_threads()

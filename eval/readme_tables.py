@@ -122,7 +122,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "kernel_sass": ("kernel_sass.json", from_script("kernel_sass")),
           "shard_formats": ("bench_shards.json", from_script("bench_shards")),
           "data_scale": ("bench_data.json", from_script("bench_data")),
-          "data_plan": ("bench_data.json", from_script("bench_data", "plan_table"))}
+          "data_plan": ("bench_data.json", from_script("bench_data", "plan_table")),
+          "data_memory": ("bench_data_memory.json", from_script("bench_data_memory"))}
 
 
 def _fill(text: str, name: str, path: Path, make) -> str:
