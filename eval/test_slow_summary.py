@@ -3,6 +3,7 @@
 
     python eval/test_slow_summary.py                       # writes docs/results/test_slow_summary.json
     python eval/test_slow_summary.py -- -k sequence_parallel   # extra pytest arguments after --
+    python eval/test_slow_summary.py --out x.json -- tests/test_sequence_parallel.py   # only the files given
 
 The file holds the git commit the run tested (and whether the tree had uncommitted changes), the counts (passed,
 failed, skipped, errors), the wall time, the slowest tests, the CPU, and the largest difference each equality test
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         junit, diffs = Path(tmp) / "junit.xml", Path(tmp) / "differences.json"
         env = {**os.environ, "VIDGEN_DIFFERENCES_FILE": str(diffs), "HF_HUB_OFFLINE": "1"}
-        command = [sys.executable, "-m", "pytest", "-q", "--runslow", f"--junitxml={junit}", "tests",
+        paths = [] if any(a.startswith("tests") for a in args.pytest_args) else ["tests"]  # given paths: only those
+        command = [sys.executable, "-m", "pytest", "-q", "--runslow", f"--junitxml={junit}", *paths,
                    *args.pytest_args]
         start = time.time()
         status = subprocess.run(command, cwd=ROOT, env=env).returncode
