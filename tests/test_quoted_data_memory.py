@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_quoted_numbers import _agrees, _text, _wrong
+from test_quoted_numbers import _text, _wrong, check_quotes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = "docs/scale.md"
@@ -70,17 +70,7 @@ def _expected(r: dict) -> list:
 def check(text: str | None = None) -> int:
     """Assert every quoted number of the section equals the results file; returns how many were checked."""
     text = _text(DOC) if text is None else text
-    checked = 0
-    for pattern, what, values in _expected(json.loads((ROOT / RESULTS).read_text())):
-        found = re.findall(pattern, text)
-        assert found, f"{DOC}: no sentence quoting {what} ({pattern!r}); update it here if the page was rewritten"
-        for groups in found:
-            groups = (groups,) if isinstance(groups, str) else groups
-            assert len(groups) == len(values)
-            for quoted, value in zip(groups, values):
-                assert _agrees(quoted, value), f"{DOC} quotes {what} as {quoted}, {RESULTS} has {value}"
-                checked += 1
-    return checked
+    return check_quotes(DOC, RESULTS, text, _expected(json.loads((ROOT / RESULTS).read_text())))
 
 
 def test_quoted_numbers_equal_the_results_file():

@@ -98,8 +98,14 @@ def check(name: str, text: str | None = None) -> int:
     text = _text(doc) if text is None else text
     expected = reader(json.loads((ROOT / results).read_text()))
     assert len(expected) == len(patterns)
+    return check_quotes(doc, results, text, [(p, what, values) for p, (what, values) in zip(patterns, expected)])
+
+
+def check_quotes(doc, results, text: str, expected) -> int:
+    """Assert each ``(pattern, what, values)``: the doc ``text`` quotes ``what`` where ``pattern`` matches, and each
+    quoted number equals its value in the results file at the quoted precision; returns how many were checked."""
     checked = 0
-    for pattern, (what, values) in zip(patterns, expected):
+    for pattern, what, values in expected:
         found = re.findall(pattern, text)
         assert found, f"{doc}: no sentence quoting {what} ({pattern!r}); update it here if the doc was rewritten"
         for groups in found:

@@ -3,8 +3,8 @@ offline the way diffusers' own pipeline tests size them: a few layers of a few c
 encoders, and the offline MiniLM tokenizer standing in for the family's. For tests, ``--quick`` benchmarks and
 examples; never for results.
 
-    native = tiny_native_pipeline("wan")          # a diffusers WanPipeline
-    native.save_pretrained("tiny-wan")            # a folder load_pipeline() and WanPipeline both read
+    native = tiny_native_pipeline(family.name)    # the family's diffusers pipeline (for Wan, a WanPipeline)
+    native.save_pretrained(folder)                # a folder load_pipeline() and that class both read
 """
 from __future__ import annotations
 

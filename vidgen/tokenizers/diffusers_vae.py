@@ -1,7 +1,7 @@
 """``DiffusersVideoVAE``: a diffusers video VAE (the VAE of a family of :mod:`vidgen.families`) with vidgen's
 tokenizer interface, so vidgen's flow generator trains on its latents and ``vidgen eval recon`` measures it::
 
-    vae = DiffusersVideoVAE.from_pretrained("path/to/wan/vae")     # or DiffusersVideoVAE(AutoencoderKLWan(...))
+    vae = DiffusersVideoVAE.from_pretrained(vae_folder)    # or DiffusersVideoVAE(AutoencoderKLWan(...)), any family's
     z = vae.normalize_latents(vae.encode(x).latent_dist.mode())    # x: (B, 3, T, H, W) in [-1, 1], any T/H/W
     y = vae.decode(vae.denormalize_latents(z), num_frames=T, height=H, width=W).sample   # exactly T x H x W
 
