@@ -54,7 +54,7 @@ def test_tuning_prompts_never_touch_the_evaluation_set():
         tuning_prompts(8, seed=EVALUATION_SEED)
 
 
-STORY = 3  # story prompts in the test's demo (make demo tells 8): the story's checks hold at any length
+STORY = 2  # story prompts in the test's demo (make demo tells 8): the story's checks hold at any length
 
 
 @pytest.fixture(scope="module")

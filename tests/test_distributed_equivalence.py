@@ -72,6 +72,7 @@ def _check_equivalent(one: Path, two: Path) -> None:
     assert moved > 10 * ATOL and moved > 50 * worst, (moved, worst)
 
 
+@pytest.mark.slow  # make test runs the tokenizer script under 2 processes in test_training_loop
 def test_vae_trainer_two_processes_equal_one_with_double_batch(tmp_path):
     """Perceptual loss, random crops and flips, posterior sampling, GAN with the adaptive weight, EMA."""
     script = ROOT / "tokenizers" / "train_tokenizer.py"

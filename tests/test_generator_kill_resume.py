@@ -1,7 +1,9 @@
 """Kill -9 a trainer at three random checkpoints and resume each time: the final weights are bit-identical to an
 uninterrupted run of the same length (atomic checkpoints, seeded (seed, rank, step) randomness, sampler position,
-optimizer / scheduler / EMA / discriminator / codebook state). Generator trainer in `make test`; the tokenizer
-trainer with the perceptual loss, random crops, GAN and EMA, and a VQ tokenizer (codebook buffers) in the slow set."""
+optimizer / scheduler / EMA / discriminator / codebook state), for the generator trainer, the tokenizer trainer with
+the perceptual loss, random crops, GAN and EMA, and a VQ tokenizer (codebook buffers). All in the slow set (`make
+test-slow`, whose summary records them); `make test` kills and resumes once each in test_shard_training (the generator
+trainer on shards), test_shard_encode and test_diffusers_finetune_processes."""
 from __future__ import annotations
 
 import os
@@ -51,7 +53,7 @@ def _latest_step(run_dir: Path) -> int:
 
 
 @pytest.mark.parametrize("trainer", [
-    "generator",
+    pytest.param("generator", marks=pytest.mark.slow),
     pytest.param("vae_perceptual_crops_gan", marks=pytest.mark.slow),
     pytest.param("vq_codebook", marks=pytest.mark.slow),
 ])

@@ -161,14 +161,14 @@ def test_dependencies_point_one_way():
     assert not forbidden, "\n".join(forbidden)
 
 
-#: runs in a fresh interpreter. A first forked child imports every vidgen module and reports which other modules
-#: (torch, diffusers, ...) that loaded; the parent imports those once, so that the forked child for each vidgen
-#: module runs only vidgen code (seconds in all instead of minutes), with nothing of vidgen loaded before it.
+#: runs in a fresh interpreter. The parent imports once the other modules (torch, diffusers, ...) that vidgen's
+#: modules import at their top, read from the source, so that the forked child for each vidgen module runs mostly vidgen
+#: code (seconds in all instead of minutes), with nothing of vidgen loaded before it. Two children run at a time.
 _FORK_EACH = r"""
 import importlib, json, os, sys, traceback
 
 
-def in_child(task):
+def start_child(task):
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -180,44 +180,53 @@ def in_child(task):
         os.write(write, message.encode())
         os._exit(code)
     os.close(write)
+    return pid, read
+
+
+def finish_child(pid, read):
     with os.fdopen(read, "rb") as pipe:
         message = pipe.read().decode()
     return message, os.waitpid(pid, 0)[1]
 
 
-def load_all():
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except BaseException:
-            pass  # reported by its own child below
-    return json.dumps([m for m in sys.modules if m.split(".")[0] not in (package, "__main__", "__mp_main__")])
-
-
-package, names = sys.argv[1], json.loads(sys.argv[2])
-third_party, status = in_child(load_all)
-assert not status, third_party
-for module in json.loads(third_party):
+package, names, preload = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+for module in preload:
     try:
         importlib.import_module(module)
     except BaseException:
-        pass  # aliases and private modules that cannot be imported by name: their importer is loaded anyway
+        pass  # an optional dependency that is missing: the vidgen module that needs it is tried below all the same
 assert not [m for m in sys.modules if m.split(".")[0] == package], f"{package} was loaded before the forks"
 failures = {}
-for name in names:
-    message, status = in_child(lambda: importlib.import_module(name) and "")
-    if status:
-        failures[name] = message or f"exit status {status}"
+for first in range(0, len(names), 2):  # two children at a time: each is one process on one core
+    batch = names[first:first + 2]
+    children = [start_child(lambda name=name: importlib.import_module(name) and "") for name in batch]
+    for name, child in zip(batch, children):
+        message, status = finish_child(*child)
+        if status:
+            failures[name] = message or f"exit status {status}"
 print(json.dumps(failures))
 """
+
+
+def third_party_imports(package: str, files) -> list[str]:
+    """The modules outside ``package`` that ``files`` import at module level (absolute imports only)."""
+    out = set()
+    for path in files:
+        for node in ast.parse(Path(path).read_text()).body:
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                out.add(node.module)
+    return sorted(m for m in out if m.split(".")[0] != package)
 
 
 def modules_failing_alone(package: str, names: list[str], cwd: Path) -> dict[str, str]:
     """Module -> traceback, for each of ``names`` (modules of ``package``, found from ``cwd``) that fails to import
     as the first module of its package in a fresh process."""
+    preload = third_party_imports(package, (cwd / package).rglob("*.py"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", _FORK_EACH, package, json.dumps(names)], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-c", _FORK_EACH, package, json.dumps(names), json.dumps(preload)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -39,6 +39,7 @@ def _encode_args(root: Path, out: Path) -> list[str]:
             "--threads", "1"]
 
 
+@pytest.mark.slow  # in make test-slow, whose summary records it (two accelerate launches)
 def test_two_processes_encode_what_one_encodes_then_train_the_same_weights(source, tmp_path):
     from vidgen.cli import main as cli
     assert cli(_encode_args(source, tmp_path / "one")) == 0  # 1 process: in this one
