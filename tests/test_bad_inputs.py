@@ -281,6 +281,12 @@ class Env:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    @cached_property
+    def student_pipe(self) -> FlowVideoPipeline:
+        """The tiny flow pipeline with a distilled student (1, 2 or 4 steps, guidance 3 built in)."""
+        from vidgen.generators.distillation import distillation_spec, make_student
+        return self.pipe.with_student(make_student(self.pipe.transformer, distillation_spec("dmd2", [1, 2, 4], 3.0)))
+
     def run_pipe(self, prompt=None, **kwargs):
         kwargs = {"num_frames": T, "height": H, "width": W, "num_inference_steps": 1, **kwargs}
         return self.pipe(prompt, generator=torch.Generator().manual_seed(0), **kwargs).frames
@@ -430,6 +436,19 @@ def _wav_bytes() -> bytes:
         audio.setframerate(8000)
         audio.writeframes(b"\x00\x01" * 8000)
     return buffer.getvalue()
+
+
+def _distill_teacher(env, kind: str):
+    """A distillation run whose teacher is a masked generator or an epsilon-prediction model."""
+    from vidgen.training.distill_task import DistillTrainConfig, distill
+    folder = env.path(f"teacher-{kind}")
+    if not folder.exists():
+        torch.manual_seed(0)
+        model = MaskedVideoTransformer.from_preset("tiny", vocab_size=64, max_grid=(4, 4, 4)) if kind == "masked" \
+            else FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=(4, 4, 4), prediction_type=kind)
+        model.save_pretrained(folder)
+    distill(load_config(None, [f"distill.teacher={folder}", f"run_dir={env.path('distill-run')}"],
+                        schema=DistillTrainConfig))
 
 
 CASES: list[Case] = [
@@ -960,6 +979,19 @@ CASES: list[Case] = [
          r"\(the noise levels where guidance applies\), got \(0\.8, 0\.2\)"),
     Case("pipeline/guidance-interval-one-number", "pipeline", lambda env: env.run_pipe(guidance_interval=0.5),
          InvalidInputError, r"guidance_interval must be None or a \(low, high\) pair .* got 0\.5"),
+    Case("pipeline/student-untrained-step-count", "pipeline",
+         lambda env: env.student_pipe(num_frames=T, height=H, width=W, num_inference_steps=3), InvalidInputError,
+         r"num_inference_steps=3: this student was distilled for \[1, 2, 4\] steps only; pass one of those"),
+    Case("pipeline/student-given-guidance", "pipeline",
+         lambda env: env.student_pipe(num_frames=T, height=H, width=W, guidance_scale=4.0), InvalidInputError,
+         r"guidance_scale=4.0: this student has its teacher's guidance \(3.0\) built in and samples at "
+         r"guidance_scale=1"),
+    Case("pipeline/student-not-distilled", "pipeline", lambda env: env.pipe.with_student(env.pipe.transformer),
+         InvalidInputError, r"student: not a distilled FlowVideoTransformer"),
+    Case("distill/masked-teacher", "config", lambda env: _distill_teacher(env, "masked"), ConfigError,
+         r"distill.teacher: distillation needs a flow-matching teacher .*got MaskedVideoTransformer"),
+    Case("distill/epsilon-teacher", "config", lambda env: _distill_teacher(env, "epsilon"), ConfigError,
+         r"distill.teacher: distillation needs a flow-matching teacher .*prediction_type='epsilon'"),
     Case("pipeline/nan-latents", "pipeline", lambda env: env.run_pipe(latents=_nan((1, 4, 2, 2, 2))),
          InvalidInputError, r"latents must be a finite float tensor \(starting noise\), got dtype torch\.float32 with "
          r"NaN or Inf values"),

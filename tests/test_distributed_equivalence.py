@@ -106,3 +106,24 @@ def test_flow_trainer_two_processes_equal_one_with_double_batch_and_sharded_cach
     assert one.keys() == two.keys() and one["x"].shape[0] == 8
     for name in one:  # the sharded encode joins the shares back into dataset order
         torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-6, msg=f"sharded cache {name}")
+
+
+@pytest.mark.slow  # two script runs and two accelerate launches
+@pytest.mark.parametrize("method", ["dmd2", "consistency"])
+def test_distillation_two_processes_equal_one_with_double_batch(method, tmp_path, live_vae):
+    """DMD2 (backward simulation, critic, GAN head) and consistency distillation: the student 2 processes train
+    equals the one 1 process trains, at every step."""
+    from vidgen.generators import FlowVideoTransformer
+    from vidgen.training.encode_cache import shapes_class_names
+    torch.manual_seed(0)
+    teacher = FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=[4, 8, 8],
+                                               num_classes=len(shapes_class_names()))
+    perturb_weights(teacher, scale=0.05).save_pretrained(tmp_path / "teacher")
+    script = ROOT / "pipelines" / "distill.py"
+    extra = ["distill.gan_weight=0.1"] if method == "dmd2" else []
+    args = [f"distill.teacher={tmp_path / 'teacher'}", f"distill.method={method}", *extra, f"video_tokenizer={live_vae}",
+            "data.conditioning=class", "data.num_clips=8", "data.num_frames=5", "data.size=32", "sample_every=0",
+            "optim.lr=1e-3", "ema_decay=0.9", f"data.cache_dir={tmp_path / 'cache'}", *COMMON]
+    _run(script, [*args, f"run_dir={tmp_path / 'one'}", "data.batch=4"], 1)
+    _run(script, [*args, f"run_dir={tmp_path / 'two'}", "data.batch=2"], 2)
+    _check_equivalent(tmp_path / "one", tmp_path / "two")

@@ -1,7 +1,8 @@
 """Kill -9 a trainer at three random checkpoints and resume each time: the final weights are bit-identical to an
 uninterrupted run of the same length (atomic checkpoints, seeded (seed, rank, step) randomness, sampler position,
 optimizer / scheduler / EMA / discriminator / codebook state), for the generator trainer, the tokenizer trainer with
-the perceptual loss, random crops, GAN and EMA, and a VQ tokenizer (codebook buffers). All in the slow set (`make
+the perceptual loss, random crops, GAN and EMA, a VQ tokenizer (codebook buffers), and DMD2 distillation with its
+critic and GAN head. All in the slow set (`make
 test-slow`, whose summary records them); `make test` kills and resumes once each in test_shard_training (the generator
 trainer on shards), test_shard_encode and test_diffusers_finetune_processes."""
 from __future__ import annotations
@@ -20,7 +21,9 @@ from safetensors.torch import load_file
 
 import differences
 from vidgen.testing import perturb_weights
-from vidgen.tokenizers import CausalVQVAE
+from vidgen.generators import FlowVideoTransformer
+from vidgen.tokenizers import CausalVAE, CausalVQVAE
+from vidgen.training.encode_cache import shapes_class_names
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 30
@@ -38,6 +41,12 @@ TRAINERS = {
         f"data.cache_dir={cache}", "sample_every=0", "optim.lr=2e-3", *COMMON],
     "vae_perceptual_crops_gan": lambda run, tok, cache: [
         str(ROOT / "tokenizers" / "train_tokenizer.py"), f"run_dir={run}", "model.kind=vae", *TOKENIZER, *COMMON],
+    # DMD2 with its GAN term: the critic, its head and their optimizer state travel in the checkpoint
+    "distill_dmd2_gan": lambda run, tok, cache: [
+        str(ROOT / "pipelines" / "distill.py"), f"run_dir={run}", f"video_tokenizer={tok}",
+        f"distill.teacher={tok.parent / 'teacher'}", "distill.gan_weight=0.1", "distill.student_every=2",
+        "data.conditioning=class", "data.num_clips=8", "data.num_frames=5", "data.size=32", "data.batch=4",
+        f"data.cache_dir={cache}", "sample_every=0", "optim.lr=1e-3", "ema_decay=0.9", *COMMON],
     "vq_codebook": lambda run, tok, cache: [
         str(ROOT / "tokenizers" / "train_tokenizer.py"), f"run_dir={run}", "model.kind=vqvae",
         "model.overrides={quantizer: vq, codebook_size: 64, codebook_dim: 4}", *TOKENIZER, *COMMON],
@@ -56,11 +65,18 @@ def _latest_step(run_dir: Path) -> int:
     pytest.param("generator", marks=pytest.mark.slow),
     pytest.param("vae_perceptual_crops_gan", marks=pytest.mark.slow),
     pytest.param("vq_codebook", marks=pytest.mark.slow),
+    pytest.param("distill_dmd2_gan", marks=pytest.mark.slow),
 ])
 def test_kill9_three_times_then_resume_is_bit_identical(trainer, tmp_path):
     torch.manual_seed(0)
-    tok = perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)), scale=0.02)
-    tok.save_pretrained(tmp_path / "tok")
+    if trainer.startswith("distill"):  # a flow teacher on a VAE
+        perturb_weights(CausalVAE.from_preset("tiny"), scale=0.02).save_pretrained(tmp_path / "tok")
+        teacher = FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=[4, 4, 4],
+                                                   num_classes=len(shapes_class_names()))
+        perturb_weights(teacher, scale=0.05).save_pretrained(tmp_path / "teacher")
+    else:
+        tok = perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)), scale=0.02)
+        tok.save_pretrained(tmp_path / "tok")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     straight, killed, cache = tmp_path / "straight", tmp_path / "killed", tmp_path / "cache"
 

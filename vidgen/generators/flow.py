@@ -28,6 +28,7 @@ from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.base import (GeneratorMixin, check_guidance, check_loss_weight, check_positive_int, check_steps,
                                     per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
+from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import Guidance, apply_cfg, cfg_batch, sample_given_mask, step_callback
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
@@ -47,7 +48,7 @@ class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), prediction_type: str = "flow",
                  cond_dropout: float = 0.1, task_prob: float = 0.3, logit_normal_std: float = 1.0,
-                 architecture: Optional[dict] = None):
+                 architecture: Optional[dict] = None, distillation: Optional[dict] = None):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
@@ -59,6 +60,8 @@ class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
         nn.init.zeros_(self.head.bias)
         self._noise_schedule = DDPMScheduler(num_train_timesteps=1000) if prediction_type != "flow" else None
+        if distillation is not None:  # a few-step student (vidgen.generators.distillation)
+            distillation_spec(**distillation)
 
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
@@ -189,8 +192,9 @@ class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         """``FlowMatchEulerDiscreteScheduler`` for flow models, ``DDIMScheduler`` with the model's prediction type
         otherwise (any diffusers scheduler with a matching configuration can replace it via ``from_config``)."""
         from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
-        if self.config.prediction_type == "flow":
-            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
+        if self.config.prediction_type == "flow":  # a distilled student re-noises each clean estimate
+            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000,
+                                                   stochastic_sampling=self.config.distillation is not None)
         return DDIMScheduler(num_train_timesteps=1000, prediction_type=self.config.prediction_type,
                              clip_sample=False, timestep_spacing="trailing", set_alpha_to_one=False)
 
@@ -330,8 +334,12 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
         check_latents_input(model, latents, shape)
     _check_given(model, shape, given_latents, given_mask)
     call = compiled_forward(model) if compile else model
-    # 1. timesteps
-    scheduler.set_timesteps(config.num_inference_steps, device=dev)
+    # 1. timesteps (a distilled student: the levels it was trained at, at guidance 1)
+    if model.config.distillation is not None:
+        check_student_call(model.config.distillation, config.num_inference_steps, config.guidance_scale)
+        scheduler.set_timesteps(sigmas=student_sigmas(config.num_inference_steps), device=dev)
+    else:
+        scheduler.set_timesteps(config.num_inference_steps, device=dev)
     # 2. starting noise in the scheduler's scale (as diffusers pipelines do); given frames enter clean
     if latents is None:
         latents = torch.randn(shape, generator=generator).to(dev, dtype)

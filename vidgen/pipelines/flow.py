@@ -15,6 +15,7 @@ import torch
 
 from vidgen.generators.flow import (FlowSamplingConfig, FlowVideoTransformer, check_latents_input, check_scheduler,
                                     generate_latents)
+from vidgen.errors import InvalidInputError
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import per_sample
@@ -41,6 +42,18 @@ class FlowVideoPipeline(VideoPipelineBase):
             check_scheduler(transformer, scheduler)
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer)
+
+    def with_student(self, student: FlowVideoTransformer) -> "FlowVideoPipeline":
+        """This pipeline with ``student``, a distilled transformer (:mod:`vidgen.generators.distillation`), in place
+        of its transformer: the student's scheduler, and sampling settings at its largest step count, guidance 1."""
+        spec = getattr(student.config, "distillation", None)
+        if spec is None:
+            raise InvalidInputError("student: not a distilled FlowVideoTransformer (its config has no distillation); "
+                                    "pipelines/distill.py makes one")
+        pipe = type(self)(self.vae, student, student.default_scheduler(), self.text_encoder, self.tokenizer)
+        pipe.sampling_config = self.sampling_config.replace(num_inference_steps=max(spec["steps"]),
+                                                            guidance_scale=1.0)
+        return pipe
 
     def check_inputs(self, *, latents=None, **inputs) -> int:
         """The shared checks, the scheduler and the latent grid against the transformer, and ``latents`` as starting

@@ -106,11 +106,7 @@ class GeneratorTask(TrainingTask):
         self.cfg, self.acc = cfg, acc
         self.video_tokenizer = tokenizer = load_tokenizer(cfg.video_tokenizer).to(acc.device)
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
-        self.model = model = build_generator(cfg, _text_dim(cfg), tokenizer)
-        if cfg.init_from:  # e.g. continue a shipped model (pretrained/<name>/transformer) with a new schedule
-            copy_weights(model, type(model).from_pretrained(cfg.init_from), cfg.init_from,
-                         ignore=set(model.training_only_config))
-            log(f"initialised from {cfg.init_from}")
+        self.model = model = self.build_model(tokenizer, log)
         model.check_tokenizer(tokenizer)
         self.shards, self.pixels = None, None
         if cfg.data.dataset == "shards":  # read as training goes, batches of one bucket each
@@ -128,10 +124,24 @@ class GeneratorTask(TrainingTask):
         log(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
             f"{num_items} clips, token grid{'s' if len(grids) > 1 else ''} {', '.join(map(str, grids.values()))}")
         self.params, self.num_items = list(model.parameters()), num_items
-        self.module = _LossModule(model)
+        self.module = self.loss_module(model)
         self.tokens_per_clip = int(torch.tensor(self.grid).prod())  # latent positions, before any patching
         self.hooks = [(cfg.sample_every, self.save_samples)]
         self.samples = None  # (prompts, conditioning), encoded at the first sample step
+
+    def build_model(self, tokenizer, log) -> nn.Module:
+        """The generator ``cfg.model`` names, started from ``cfg.init_from`` if set."""
+        cfg = self.cfg
+        model = build_generator(cfg, _text_dim(cfg), tokenizer)
+        if cfg.init_from:  # e.g. continue a shipped model (pretrained/<name>/transformer) with a new schedule
+            copy_weights(model, type(model).from_pretrained(cfg.init_from), cfg.init_from,
+                         ignore=set(model.training_only_config))
+            log(f"initialised from {cfg.init_from}")
+        return model
+
+    def loss_module(self, model: nn.Module) -> nn.Module:
+        """The module whose ``forward(x, cond, generator)`` is the step's loss."""
+        return _LossModule(model)
 
     def make_sampler(self, seed: int, rank: int, world: int):
         return self.shards if self.shards is not None else super().make_sampler(seed, rank, world)

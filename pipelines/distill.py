@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Distil a flow pipeline into a few-step student with its guidance built in (vidgen.training.distill_task).
+
+    python pipelines/distill.py distill.teacher=pretrained/shapes-flow distill.method=dmd2 steps=2000
+    python pipelines/distill.py --config configs/shapes-flow-distilled/stage1.yaml
+    accelerate launch --multi_gpu --num_processes 2 pipelines/distill.py --config ... run_dir=runs/x
+
+The data settings are the generator trainer's (the clips give the conditioning; consistency distillation also noises
+their latents). Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start fresh). Writes
+``run_dir/log.jsonl``, the student to ``run_dir/final`` and, when the teacher is a pipeline folder, the teacher's
+pipeline with the student in it to ``run_dir/pipeline`` (sampling at the student's largest step count, guidance 1).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML or JSON distillation config")
+    parser.add_argument("overrides", nargs="*", help="config overrides like steps=100 distill.method=consistency")
+    args = parser.parse_args(argv)
+    from vidgen.errors import VidgenError
+    from vidgen.training import load_config
+    from vidgen.training.distill_task import DistillTrainConfig, distill
+    try:
+        cfg = load_config(args.config, args.overrides, schema=DistillTrainConfig)
+        metrics = distill(cfg)
+        if (Path(cfg.distill.teacher) / "model_index.json").is_file() and os.environ.get("RANK", "0") == "0":
+            from vidgen.generators import FlowVideoTransformer
+            from vidgen.pipelines import load_pipeline
+            student = FlowVideoTransformer.from_pretrained(Path(cfg.run_dir) / "final")
+            load_pipeline(cfg.distill.teacher).with_student(student).save_pretrained(Path(cfg.run_dir) / "pipeline")
+            print(f"pipeline: {Path(cfg.run_dir) / 'pipeline'}")
+    except VidgenError as err:
+        print(f"distill: error: {err}", file=sys.stderr)
+        return 2
+    print(metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Few-step distillation in vidgen's trainer: a flow teacher's guided sampler into a 1-4 step student.
+
+``pipelines/distill.py`` runs it; the losses are :mod:`vidgen.generators.distillation`'s. The student starts as a
+copy of the teacher and is saved (its EMA, if any) to ``run_dir/final`` with ``distillation`` in its config, so it
+samples only at the step counts it learnt, at guidance 1. Everything around the step is the generator trainer's
+(:class:`~vidgen.training.generator_task.GeneratorTask`): the same data (pre-encoded cache or shards: the
+conditioning, and for consistency distillation the clean latents), seeded per-step randomness, atomic checkpoints
+(the critic and its GAN head with them), resume, and DDP.
+
+    python pipelines/distill.py distill.teacher=pretrained/shapes-flow distill.method=dmd2 steps=2000
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.nn as nn
+from accelerate import DistributedDataParallelKwargs
+
+from vidgen.errors import ConfigError, UnsupportedError
+from vidgen.generators.distillation import (CriticClassifier, check_teacher, consistency_loss, distillation_spec,
+                                            dmd2_losses, make_student)
+from vidgen.rng import rows
+from vidgen.training.config import GeneratorTrainConfig
+from vidgen.training.generator_task import GeneratorTask
+from vidgen.training.trainer import run_training
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = ""  # a flow pipeline folder (with transformer/ and vae/) or a FlowVideoTransformer folder
+    method: str = "dmd2"  # "dmd2" (distribution matching) | "consistency" (multistep consistency distillation)
+    steps: list = field(default_factory=lambda: [1, 2, 4])  # the step counts the student samples at
+    guidance_scale: float = 0.0  # the teacher's guidance built into the student; 0 = the teacher folder's default
+    student_every: int = 1  # dmd2: the student steps once every N steps, the critic every step (two time scales)
+    gan_weight: float = 0.0  # dmd2: weight of the GAN term (a classifier on the critic's features; real = the data)
+
+
+@dataclass
+class DistillTrainConfig(GeneratorTrainConfig):
+    """A distillation run (``pipelines/distill.py``): ``video_tokenizer`` defaults to the teacher folder's ``vae``;
+    ``model`` is not read (the student has the teacher's architecture)."""
+
+    run_dir: str = "runs/distill"
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+def _teacher_folder(path: str) -> tuple[Path, Path | None]:
+    """(transformer folder, pipeline folder or None) of ``distill.teacher``."""
+    root = Path(path)
+    if not path or not root.is_dir():
+        raise ConfigError(f"distill.teacher={path!r}: not a folder; pass a flow pipeline folder (e.g. "
+                          "pretrained/shapes-flow) or a FlowVideoTransformer folder")
+    if (root / "transformer" / "config.json").is_file():
+        return root / "transformer", root
+    if (root / "config.json").is_file():
+        return root, None
+    raise ConfigError(f"distill.teacher={path!r}: no config.json in it or in its transformer/")
+
+
+def load_teacher(path: str):
+    """The frozen teacher transformer and its guidance default (the pipeline folder's ``sampling_config.json``, else
+    the flow sampling default)."""
+    from vidgen.generators import FlowVideoTransformer
+    from vidgen.generators.flow import FlowSamplingConfig
+    folder, pipeline = _teacher_folder(path)
+    kind = json.loads((folder / "config.json").read_text()).get("_class_name")
+    if kind != FlowVideoTransformer.__name__:
+        raise ConfigError(f"distill.teacher: distillation needs a flow-matching teacher (a FlowVideoTransformer with "
+                          f"prediction_type='flow'), got {kind}")
+    teacher = FlowVideoTransformer.from_pretrained(folder)
+    check_teacher(teacher)
+    guidance = FlowSamplingConfig().guidance_scale
+    if pipeline is not None and (pipeline / "sampling_config.json").is_file():
+        guidance = json.loads((pipeline / "sampling_config.json").read_text()).get("guidance_scale", guidance)
+    return teacher.requires_grad_(False).eval(), guidance, pipeline
+
+
+class _DistillModule(nn.Module):
+    """``forward(x, cond, generator)`` = the distillation loss, over the student, the critic and the frozen teacher
+    (one module, so DDP sees one forward per step)."""
+
+    def __init__(self, student, teacher, critic, discriminator, spec: dict, dcfg: DistillConfig):
+        super().__init__()
+        self.student, self.teacher, self.critic, self.discriminator = student, teacher, critic, discriminator
+        self.spec, self.dcfg, self.step_index = spec, dcfg, 0
+
+    def forward(self, x, cond, generator):
+        r = rows(generator)
+        if self.spec["method"] == "consistency":
+            return consistency_loss(self.student, self.teacher, x, cond, self.spec, r)
+        noise = r.randn(x.shape[0], *x.shape[1:]).to(x)
+        student_weight = float(self.step_index % self.dcfg.student_every == 0)
+        return dmd2_losses(self.student, self.critic, self.teacher, noise, cond, self.spec, r,
+                           student_weight=student_weight, gan_weight=self.dcfg.gan_weight,
+                           discriminator=self.discriminator, real=x)
+
+
+class DistillTask(GeneratorTask):
+    """:class:`GeneratorTask` with the student built from the teacher and the distillation loss as its step."""
+
+    description = "distilling"
+
+    def __init__(self, cfg: DistillTrainConfig, acc, log, sp=None):
+        d = cfg.distill
+        if cfg.sp_size > 1:
+            raise UnsupportedError("sp_size: distillation runs without sequence parallelism (the teacher and the "
+                                   "critic are not split); set sp_size=1")
+        if not isinstance(d.student_every, int) or d.student_every < 1 or d.gan_weight < 0:
+            raise ConfigError(f"distill.student_every must be an integer >= 1 and distill.gan_weight >= 0, got "
+                              f"{d.student_every!r} and {d.gan_weight!r}")
+        if d.gan_weight > 0 and d.method != "dmd2":
+            raise ConfigError("distill.gan_weight: the GAN term belongs to method=dmd2")
+        self.teacher, guidance, pipeline = load_teacher(d.teacher)
+        self.spec = distillation_spec(d.method, d.steps, d.guidance_scale or guidance)
+        if not cfg.video_tokenizer:
+            if pipeline is None or not (pipeline / "vae").is_dir():
+                raise ConfigError("video_tokenizer: set it, or pass a teacher pipeline folder that has a vae/")
+            cfg = dataclasses.replace(cfg, video_tokenizer=str(pipeline / "vae"))
+        super().__init__(cfg, acc, log, sp)
+        student = self.model
+        self.critic = self.discriminator = None
+        if self.spec["method"] == "dmd2":  # the fake score starts as the teacher, trainable
+            self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
+            self.extra_state = {"critic": self.critic}
+            self.params = self.params + list(self.critic.parameters())
+            if d.gan_weight > 0:
+                self.discriminator = CriticClassifier(self.critic)
+                self.extra_state["gan_head"] = self.discriminator
+                self.params = self.params + list(self.discriminator.head.parameters())
+        self.module = _DistillModule(student, self.teacher, self.critic, self.discriminator, self.spec, d)
+        log(f"distilling {d.teacher} ({self.spec['method']}, guidance {self.spec['guidance_scale']}) into a "
+            f"{'/'.join(map(str, self.spec['steps']))}-step student")
+
+    def build_model(self, tokenizer, log) -> nn.Module:
+        """The student: the teacher's architecture and weights, with the distillation entry in its config."""
+        return make_student(self.teacher, self.spec).requires_grad_(True).train()
+
+    def step(self, module, sampler, step, g):
+        getattr(module, "module", module).step_index = step  # the DDP-wrapped module's inner module
+        return super().step(module, sampler, step, g)
+
+    def save_samples(self, step: int, model) -> None:
+        """The periodic samples at the student's largest step count, guidance 1."""
+        sample = dataclasses.replace(self.cfg.sample, guidance_scale=1.0, num_inference_steps=max(self.spec["steps"]))
+        saved, self.cfg = self.cfg, dataclasses.replace(self.cfg, sample=sample)
+        try:
+            super().save_samples(step, model)
+        finally:
+            self.cfg = saved
+
+    def finish(self, final) -> dict:
+        return {"tokenizer": self.cfg.video_tokenizer, "teacher": self.cfg.distill.teacher}
+
+
+def distill(cfg: DistillTrainConfig) -> dict:
+    """Distil ``cfg.distill.teacher`` into a few-step student saved to ``run_dir/final``."""
+    # the student skips steps (distill.student_every) and the GAN head some terms: DDP must not wait for them
+    return run_training(cfg, lambda acc, log, sp: DistillTask(cfg, acc, log, sp),
+                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
