@@ -986,6 +986,12 @@ CASES: list[Case] = [
          lambda env: env.student_pipe(num_frames=T, height=H, width=W, guidance_scale=4.0), InvalidInputError,
          r"guidance_scale=4.0: this student has its teacher's guidance \(3.0\) built in and samples at "
          r"guidance_scale=1"),
+    Case("pipeline/cache-on-a-vidgen-generator", "pipeline", lambda env: env.pipe.enable_cache(object()),
+         UnsupportedError, r"enable_cache: FlowVideoPipeline samples vidgen's FlowVideoTransformer, which has no "
+         r"diffusers cache hooks"),
+    Case("diffusers_pipeline/cache-config-unknown", "diffusers_pipeline",
+         lambda env: env.diffusers_pipe.enable_cache("first-block"), InvalidInputError,
+         r"enable_cache: Cache config <class 'str'> is not supported\. \(pass a config of diffusers\.hooks"),
     Case("pipeline/student-not-distilled", "pipeline", lambda env: env.pipe.with_student(env.pipe.transformer),
          InvalidInputError, r"student: not a distilled FlowVideoTransformer"),
     Case("distill/masked-teacher", "config", lambda env: _distill_teacher(env, "masked"), ConfigError,

@@ -117,3 +117,32 @@ def test_lora_target_modules_that_are_missing_are_refused_by_name(models):
     with pytest.raises(ConfigError, match=r"to_qkv_missing.*not modules of WanTransformer3DModel"):
         add_lora(pipe.transformer, 4, target_modules=["to_q", "to_qkv_missing"])
     assert not any("lora" in n for n, _ in pipe.transformer.named_parameters())  # nothing was added
+
+
+def test_a_lora_in_the_original_wan_layout_loads_as_diffusers_loads_it(tmp_path):
+    """A LoRA file in the original Wan key layout (``diffusion_model.blocks.N.self_attn.q.lora_down.weight`` with an
+    ``alpha``, as LightX2V / CausVid LoRAs are published), written here: vidgen's ``load_lora_weights`` converts it
+    as diffusers' own ``WanPipeline`` does, and samples the frames diffusers samples with it."""
+    from safetensors.torch import save_file
+    tiny_native_pipeline("wan").save_pretrained(tmp_path / "wan")
+    ours = load_pipeline(tmp_path / "wan", dtype="fp32")
+    ours.set_progress_bar_config(disable=True)
+    base = _frames(ours, "wan")
+    g, rank, state = torch.Generator().manual_seed(0), 4, {}
+    for i, block in enumerate(ours.transformer.blocks):
+        for short, layer in (("q", block.attn1.to_q), ("k", block.attn1.to_k), ("v", block.attn1.to_v),
+                             ("o", block.attn1.to_out[0])):
+            key = f"diffusion_model.blocks.{i}.self_attn.{short}"
+            state[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * 0.3
+            state[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * 0.3
+            state[f"{key}.alpha"] = torch.tensor(float(rank * 2))
+    save_file(state, str(tmp_path / "lora.safetensors"))
+    ours.load_lora_weights(str(tmp_path / "lora.safetensors"))
+    tuned = _frames(ours, "wan")
+    assert np.abs(tuned - base).max() > 1e-3  # the adapter changes the video
+    native = diffusers.WanPipeline.from_pretrained(tmp_path / "wan")
+    native.set_progress_bar_config(disable=True)
+    native.load_lora_weights(str(tmp_path / "lora.safetensors"))
+    kw = dict(num_frames=9, height=32, width=32, num_inference_steps=2, guidance_scale=4.0, output_type="np",
+              generator=torch.Generator().manual_seed(0))
+    assert np.abs(native("a red fox running", **kw).frames - tuned).max() <= 1e-5

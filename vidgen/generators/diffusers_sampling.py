@@ -15,6 +15,7 @@ target ``eps - x0``, timestep ``1000 s``), the scheduler's noising and velocity 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable, Optional
 
 import torch
@@ -45,20 +46,40 @@ def set_timesteps(model, scheduler, steps: int, grid, device) -> torch.Tensor:
     return model.family.timesteps(scheduler, steps, grid, device)
 
 
-def _guided(model, x, t, cond, negative, scale, doubled: bool, options) -> torch.Tensor:
+def cache_context(model, name: str, **where):
+    """diffusers' cache context (``cond`` / ``uncond``, the step) around a call of ``model`` when the diffusers
+    transformer inside it has cache hooks enabled (``pipe.enable_cache``); a no-op context otherwise."""
+    inner = getattr(model, "model", model)
+    return inner.cache_context(name, **where) if getattr(inner, "is_cache_enabled", False) else nullcontext()
+
+
+def reset_cache(*models) -> None:
+    """Clear the cache hooks' state between sampling runs (diffusers' pipelines do it after each call)."""
+    for model in models:
+        inner = getattr(model, "model", model)
+        if getattr(inner, "is_cache_enabled", False):
+            inner._reset_stateful_cache()
+
+
+def _guided(model, x, t, cond, negative, scale, doubled: bool, options, where: dict) -> torch.Tensor:
     """The guided prediction at state ``x`` and timestep ``t``, as the family computes it: one pass per condition
-    in the model's dtype (its scheduler sees bf16 under bf16 weights), or one batched pass in fp32."""
+    in the model's dtype (its scheduler sees bf16 under bf16 weights), or one batched pass in fp32. ``where``: the
+    step, for cache hooks."""
     b = x.shape[0]
     if model.family.cfg == "separate":
-        pos = model(x, t.expand(b), cond, **options).sample
+        with cache_context(model, "cond", **where):
+            pos = model(x, t.expand(b), cond, **options).sample
         if not doubled:
             return pos
-        neg = model(x, t.expand(b), negative, **options).sample
+        with cache_context(model, "uncond", **where):
+            neg = model(x, t.expand(b), negative, **options).sample
         return neg + scale * (pos - neg)
     if not doubled:
-        return model(x, t.expand(b), cond, **options).sample.float()
+        with cache_context(model, "cond", **where):
+            return model(x, t.expand(b), cond, **options).sample.float()
     both = Conditioning.cat([negative, cond])
-    out = model(torch.cat([x, x]), t.expand(2 * b), both, **options).sample.float()
+    with cache_context(model, "cond_uncond", **where):
+        out = model(torch.cat([x, x]), t.expand(2 * b), both, **options).sample.float()
     neg, pos = out.chunk(2)
     return neg + scale * (pos - neg)
 
@@ -98,13 +119,17 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
     guidance, options = Guidance.of(guidance, config), dict(model_kwargs or {})
     boundary = None if boundary_ratio is None else boundary_ratio * scheduler.config.num_train_timesteps
     carry = None  # what a multistep scheduler hands the next step
+    reset_cache(model, *([model_2] if model_2 is not None else []))
+    sigmas = getattr(scheduler, "sigmas", None)
     for i, t in enumerate(progress(timesteps) if progress else timesteps):
         low = boundary is not None and t < boundary
         current = model_2 if low else model
         s = (guidance_scale_2 if guidance_scale_2 is not None else guidance.scale) if low else guidance.scale
         doubled = negative is not None and s > 1.0
         x_in = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
-        out = _guided(current, x_in, t, cond, negative, s, doubled, options)
+        where = {"step_index": i, "num_inference_steps": len(timesteps), "timestep": float(t),
+                 **({"sigma": float(sigmas[i])} if sigmas is not None and len(sigmas) > i else {})}
+        out = _guided(current, x_in, t, cond, negative, s, doubled, options, where)
         latents, carry = model.family.step(scheduler, out, timesteps, i, latents, generator, carry)
         latents, stop = step_callback(callback, i, t, "latents", latents, guidance)
         if stop:

@@ -143,6 +143,15 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         with split_transformer(self, sp_size):
             return self._recipe(inputs)
 
+    def enable_cache(self, config) -> None:
+        """diffusers' cache hooks (``FirstBlockCacheConfig`` and the other configs of ``diffusers.hooks``) on the
+        transformer: the diffusers-backed pipelines take them (:class:`~vidgen.pipelines.DiffusersVideoPipeline`);
+        vidgen's own generators have none, their fast path is a few-step student."""
+        raise UnsupportedError(f"enable_cache: {type(self).__name__} samples vidgen's "
+                               f"{type(getattr(self, 'transformer', None)).__name__}, which has no diffusers cache "
+                               f"hooks; for fewer model calls distil it into a few-step student "
+                               f"(pipelines/distill.py, docs/faster-sampling.md)")
+
     def _sequence_parallel_refusal(self) -> str:
         """Why :attr:`supports_sequence_parallel` is False (named in the refusal)."""
         return "its generator does not sample whole sequences"

@@ -126,6 +126,29 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         ``load_lora_weights``, e.g. a ``run_dir/final`` of :mod:`vidgen.training.finetune`)."""
         return self.native().load_lora_weights(*args, **kwargs)
 
+    def enable_cache(self, config) -> None:
+        """diffusers' cache hooks on the transformer(s), e.g. ``pipe.enable_cache(FirstBlockCacheConfig(threshold=
+        0.05))``: any config the family's ``CacheMixin.enable_cache`` takes. vidgen's sampler gives each model call
+        the cache context diffusers' pipelines give it (``cond`` / ``uncond``, the step), and clears the hooks'
+        state at the start of each call. :meth:`disable_cache` removes them."""
+        models = [m for m in (self.transformer, getattr(self, "transformer_2", None)) if m is not None]
+        lacking = [type(m).__name__ for m in models if not hasattr(m, "enable_cache")]
+        if lacking:
+            raise UnsupportedError(f"enable_cache: {', '.join(lacking)} has no diffusers cache hooks (CacheMixin)")
+        for model in models:
+            try:
+                model.enable_cache(config)
+            except ValueError as err:  # an unknown config type, or hooks already on
+                raise InvalidInputError(f"enable_cache: {err} (pass a config of diffusers.hooks, e.g. "
+                                        f"FirstBlockCacheConfig(threshold=0.05); disable_cache() first to change "
+                                        f"it)") from err
+
+    def disable_cache(self) -> None:
+        """Remove the cache hooks :meth:`enable_cache` added."""
+        for model in (self.transformer, getattr(self, "transformer_2", None)):
+            if model is not None and getattr(model, "is_cache_enabled", False):
+                model.disable_cache()
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """The folder the family's diffusers pipeline class loads (``model_index.json`` names it), plus
         ``sampling_config.json``."""
