@@ -24,23 +24,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML or JSON distillation config")
     parser.add_argument("overrides", nargs="*", help="config overrides like steps=100 distill.method=consistency")
+    parser.add_argument("--assemble", nargs=3, metavar=("TEACHER", "STUDENT", "OUT"),
+                        help="only write the teacher pipeline with a trained student (a run's final/ or one of its "
+                             "checkpoints/step_N) to OUT, and exit")
     args = parser.parse_args(argv)
     from vidgen.errors import VidgenError
     from vidgen.training import load_config
     from vidgen.training.distill_task import DistillTrainConfig, distill
     try:
+        if args.assemble:
+            return assemble(*args.assemble)
         cfg = load_config(args.config, args.overrides, schema=DistillTrainConfig)
         metrics = distill(cfg)
         if (Path(cfg.distill.teacher) / "model_index.json").is_file() and os.environ.get("RANK", "0") == "0":
-            from vidgen.generators import FlowVideoTransformer
-            from vidgen.pipelines import load_pipeline
-            student = FlowVideoTransformer.from_pretrained(Path(cfg.run_dir) / "final")
-            load_pipeline(cfg.distill.teacher).with_student(student).save_pretrained(Path(cfg.run_dir) / "pipeline")
-            print(f"pipeline: {Path(cfg.run_dir) / 'pipeline'}")
+            assemble(cfg.distill.teacher, Path(cfg.run_dir) / "final", Path(cfg.run_dir) / "pipeline")
     except VidgenError as err:
         print(f"distill: error: {err}", file=sys.stderr)
         return 2
     print(metrics)
+    return 0
+
+
+def assemble(teacher: str, student: str, out: str) -> int:
+    """The teacher's pipeline folder with ``student`` as its transformer (``FlowVideoPipeline.with_student``)."""
+    from vidgen.generators import FlowVideoTransformer
+    from vidgen.pipelines import load_pipeline
+    pipe = load_pipeline(teacher, dtype="fp32").with_student(FlowVideoTransformer.from_pretrained(student))
+    pipe.save_pretrained(out)
+    print(f"pipeline: {out}")
     return 0
 
 

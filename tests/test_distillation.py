@@ -197,3 +197,31 @@ def test_a_student_pipeline_saves_loads_and_samples_at_its_settings(tiny_pipelin
     again = load_pipeline(tmp_path / "student", dtype=spipe.precision)
     again.set_progress_bar_config(disable=True)
     assert (again("a red circle", generator=torch.Generator().manual_seed(0), **kw).frames == video).all()
+
+
+def test_the_script_distils_a_pipeline_folder_into_a_student_pipeline(tiny_pipeline, tmp_path, capsys):
+    """``pipelines/distill.py`` on a text-to-video pipeline folder: the student's pipeline folder beside the run,
+    sampling at the student's largest step count; ``--assemble`` writes the same from a checkpoint."""
+    import runpy
+    from pathlib import Path
+
+    from vidgen.pipelines import load_pipeline
+    tiny_pipeline("flow").save_pretrained(tmp_path / "teacher")
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "pipelines" / "distill.py"),
+                          run_name="distill")["main"]
+    run = tmp_path / "run"
+    assert main([f"distill.teacher={tmp_path / 'teacher'}", f"run_dir={run}", "distill.steps=[1, 2]",
+                 "data.num_clips=4", "data.num_frames=5", "data.size=32", "data.batch=2", "data.max_text_tokens=8",
+                 f"data.cache_dir={tmp_path / 'cache'}", "steps=2", "ckpt_every=1", "sample_every=0",
+                 "precision=fp32"]) == 0
+    pipe = load_pipeline(run / "pipeline", dtype="fp32")
+    assert pipe.sampling_config.num_inference_steps == 2 and pipe.transformer.config.distillation["steps"] == [1, 2]
+    pipe.set_progress_bar_config(disable=True)
+    video = pipe("a red circle", num_frames=5, height=32, width=32, output_type="np").frames
+    assert video.shape == (1, 5, 32, 32, 3) and np.isfinite(video).all()
+    assert main(["--assemble", str(tmp_path / "teacher"), str(run / "checkpoints" / "step_00000001"),
+                 str(tmp_path / "from-checkpoint")]) == 0
+    assert load_pipeline(tmp_path / "from-checkpoint").transformer.config.distillation["steps"] == [1, 2]
+    assert main(["--assemble", str(tmp_path / "teacher"), str(tmp_path / "teacher" / "transformer"),
+                 str(tmp_path / "bad")]) == 2
+    assert "student: not a distilled FlowVideoTransformer" in capsys.readouterr().err
