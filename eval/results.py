@@ -69,6 +69,38 @@ def environment(threads: int | None = None) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_provenance(files) -> dict:
+    """Which code made a result: the git commit (``VIDGEN_SOURCE_COMMIT``, which the device scripts carry to a
+    machine without the repository's history, else ``git``), whether the tree had uncommitted changes, and the
+    sha256 of each of ``files`` (paths relative to the repository root) as they are now."""
+    import hashlib
+    import subprocess
+    commit, dirty = os.environ.get("VIDGEN_SOURCE_COMMIT", ""), os.environ.get("VIDGEN_SOURCE_DIRTY")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                    check=True).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                   capture_output=True, text=True, check=True).stdout.strip() != ""
+        except (OSError, subprocess.CalledProcessError):
+            commit = None
+    return {"commit": commit or None, "dirty": dirty in (True, "1", "true") if dirty is not None else None,
+            "sha256": {str(f): hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f in files}}
+
+
+def pinned_versions(*names: str) -> dict:
+    """The versions ``constraints.txt`` pins for ``names``."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        name, _, version = line.strip().partition("==")
+        if name in names:
+            pins[name] = version
+    return pins
+
+
 def write_result(path: str | Path, payload: dict, command: str | None = None, threads: int | None = None) -> Path:
     """Write ``payload`` with the provenance block as indented JSON (``command`` defaults to this process's argv)."""
     path = Path(path)

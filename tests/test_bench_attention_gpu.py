@@ -4,6 +4,7 @@ from the dense mask; the time guard skips shapes; the docs table renders through
 BlockMask the ``flex`` backend builds on CUDA a few query blocks at a time equals ``create_block_mask``'s."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,6 +42,26 @@ def test_quick_run_records_the_machine_and_the_method(quick):
     assert quick["quick"] and quick["complete"] and quick["dtype"] == "float32" and quick["batch"] == 1
     assert {"command", "date", "loadavg_start", "versions"} <= set(quick)  # eval/results.py's provenance block
     assert len(quick["rows"]) == 1 and "skipped" not in quick["rows"][0]
+    # the code that ran: the kernel files' hashes as they are now, and the commit of this checkout
+    source = m["source"]
+    for name, digest in source["sha256"].items():
+        assert digest == hashlib.sha256((ROOT / name).read_bytes()).hexdigest(), name
+    assert set(source["sha256"]) == {"vidgen/attention/triton_jit.py", "vidgen/attention/triton_kernel.py"}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert source["commit"] == head.stdout.strip() and isinstance(source["dirty"], bool)
+    assert m["pinned"] == {"torch": "2.14.1", "triton": "3.8.0"}
+    assert ("pinned_note" in m) == (m["torch"].split("+")[0] != "2.14.1" or m["triton"] != "3.8.0")
+
+
+def test_the_committed_gpu_results_were_made_by_the_kernel_that_ships():
+    """docs/results/bench_attention_gpu.json: where it records the kernel files' hashes, they are the files' now (a
+    kernel change without a new GPU run fails here). A file from a run before hashes were recorded is skipped."""
+    recorded = json.loads((ROOT / "docs" / "results" / "bench_attention_gpu.json").read_text())["machine"]
+    if "source" not in recorded:
+        pytest.skip("docs/results/bench_attention_gpu.json is from a run before the kernel's hashes were recorded")
+    for name, digest in recorded["source"]["sha256"].items():
+        assert digest == hashlib.sha256((ROOT / name).read_bytes()).hexdigest(), f"{name} changed since the GPU run"
 
 
 def test_pairs_and_flops_are_counted_from_the_mask(quick):

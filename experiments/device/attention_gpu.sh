@@ -14,7 +14,7 @@
 # Before the call, here on the CPU machine: bash experiments/device/prepare_attention_gpu.sh (wheels into .whl, the
 # test prompts' encodings into .carry/test_prompts.*, a size check). Then the call:
 #   run(command="bash experiments/device/attention_gpu.sh", timeout_s=440,
-#       carry=[".whl", ".carry/test_prompts.safetensors", ".carry/test_prompts.json"])
+#       carry=[".whl", ".carry/test_prompts.safetensors", ".carry/test_prompts.json", ".carry/commit.txt"])
 # (kind left out: an H100, or an H200 when none opens; the results file names the GPU). With the machine's start
 # (~50 s) it leaves about 8 of a session's 15 device minutes: call train_sample_gpu.sh at once, on the warm
 # machine. What comes back, under files_at:

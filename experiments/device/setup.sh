@@ -10,6 +10,9 @@ export PYTHONPATH=/tmp/site:$PWD
 # loaded into every pytest run here stands in, serving the prompt encodings prepare_attention_gpu.sh recorded.
 export PYTHONPATH=$PYTHONPATH:$PWD/experiments/device PYTEST_PLUGINS=offline_env
 if [ -f .carry/test_prompts.safetensors ]; then export VIDGEN_TEXT_TABLE=$PWD/.carry/test_prompts.safetensors; fi
+if [ -f .carry/commit.txt ]; then  # prepare_attention_gpu.sh: the commit and whether the tree had changes
+  export VIDGEN_SOURCE_COMMIT=$(sed -n 1p .carry/commit.txt) VIDGEN_SOURCE_DIRTY=$(sed -n 2p .carry/commit.txt)
+fi
 L=$OUT/logs; mkdir -p $L
 T=.carry/text_table.safetensors; CFG=experiments/configs/generators/flow_shapes_gpu.yaml
 CUDA_TESTS="tests/test_attention_triton.py tests/test_attention_bf16.py tests/test_attention_backends.py
