@@ -225,3 +225,48 @@ def test_the_script_distils_a_pipeline_folder_into_a_student_pipeline(tiny_pipel
     assert main(["--assemble", str(tmp_path / "teacher"), str(tmp_path / "teacher" / "transformer"),
                  str(tmp_path / "bad")]) == 2
     assert "student: not a distilled FlowVideoTransformer" in capsys.readouterr().err
+
+
+def _moments_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Squared distance between the per-channel means and standard deviations of two batches of latents."""
+    return ((x.mean((0, 2, 3, 4)) - y.mean((0, 2, 3, 4))).pow(2).sum()
+            + (x.std((0, 2, 3, 4)) - y.std((0, 2, 3, 4))).pow(2).sum()).item()
+
+
+@pytest.mark.parametrize("method", ["consistency", "dmd2"])
+def test_distillation_brings_the_one_step_student_to_the_teacher(method):
+    """A few dozen steps on a tiny teacher (class-conditioned, guidance 3): the student's one-step samples move
+    toward the teacher's 25-step guided samples. Consistency distillation learns the teacher's noise -> sample map,
+    so the error per sample drops; DMD2 matches distributions (not pairs), so the distance between the two sets'
+    per-channel moments drops (DMD2's two time scales: the student steps every third step)."""
+    teacher = _flow().requires_grad_(False)
+    teacher = perturb_weights(teacher, seed=3, scale=0.05)
+    spec = distillation_spec(method, [1, 2, 4], 3.0)
+    noise = torch.randn(64, 4, *GRID, generator=torch.Generator().manual_seed(11))
+    cond = Conditioning(class_labels=torch.arange(64) % 5)
+    target = generate_latents(teacher, cond, grid=GRID, batch=64, latents=noise, num_inference_steps=25,
+                              guidance_scale=3.0)
+    student = make_student(teacher, spec).train().requires_grad_(True)
+    critic = make_student(teacher, spec).train().requires_grad_(True)
+    opt = torch.optim.Adam(list(student.parameters()) + list(critic.parameters()), lr=1e-3)
+
+    def one_step() -> torch.Tensor:
+        with torch.no_grad():
+            return noise - student(noise, torch.full((64,), 1000.0), cond).sample
+
+    distance = (lambda x: (x - target).pow(2).mean().item()) if method == "consistency" else \
+        (lambda x: _moments_distance(x, target))
+    before = distance(one_step())
+    for step in range(60 if method == "consistency" else 90):
+        g = torch.Generator().manual_seed(step)
+        r, c = RowGenerator(g), Conditioning(class_labels=torch.randint(0, 5, (8,), generator=g))
+        if method == "consistency":  # "data": the teacher's own samples
+            loss, _ = consistency_loss(student, teacher, target[torch.randperm(64, generator=g)[:8]], c, spec, r)
+        else:
+            loss, _ = dmd2_losses(student, critic, teacher, torch.randn(8, 4, *GRID, generator=g), c, spec, r,
+                                  student_weight=float(step % 3 == 0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = distance(one_step())
+    assert after < (0.85 if method == "consistency" else 0.5) * before, (before, after)
