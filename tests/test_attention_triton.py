@@ -135,7 +135,7 @@ def test_operator_registration(tk):
     torch.library.opcheck(tk.attention3d_bwd, (torch.randn_like(out), q, k, v, out, lse) + config, test_utils=utils)
 
 
-CODES_CASES = [PATTERNS[1], PATTERNS[2], PATTERNS[5],
+CODES_CASES = [PATTERNS[1], pytest.param(PATTERNS[2], marks=pytest.mark.slow), PATTERNS[5],
                pytest.param(make_pattern((4, 6, 8), (3, 5, 5), num_prefix_tokens=1), marks=pytest.mark.slow)]
 
 

@@ -48,7 +48,8 @@ def test_generates_exact_shape_deterministically(shipped):
     assert np.abs(first - _generate(pipe, seed=2)).max() > 0.05, f"{name}: another seed gave the same video"
 
 
-@pytest.mark.parametrize("shipped", ["flow", pytest.param("masked", marks=pytest.mark.slow),
+@pytest.mark.parametrize("shipped", [pytest.param("flow", marks=pytest.mark.slow),
+                                     pytest.param("masked", marks=pytest.mark.slow),
                                      pytest.param("autoregressive", marks=pytest.mark.slow)], indirect=True)
 def test_same_video_in_a_fresh_process(shipped, tmp_path):
     """Pinned on both sides: the thread count (GEMM blocking, and so rounding, depends on it; a run of the suite once

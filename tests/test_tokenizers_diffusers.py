@@ -306,6 +306,7 @@ def test_posterior_matches_diffusers_distribution_interface():
 
 
 # ----------------------------------------------------------------------------------- torch.compile
+@pytest.mark.slow  # a torch.compile trace: about 10 s on 2 cores
 def test_input_checks_trace_without_graph_breaks():
     """Value checks (finite, in [-1, 1]) are skipped while compiling; shape / dtype checks stay (static)."""
     vae, x = make("vae"), video()

@@ -116,13 +116,22 @@ def tiling_check(model, data: str, size: int, frames: int, tile: int, overlap: i
 
 
 def run(args) -> dict:
+    """The command: ``args.threads`` threads while it runs, torch's thread count restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> dict:
     from vidgen.io import contact_sheet, save_image
     from vidgen.metrics.reconstruction import psnr, ssim, temporal_flicker
     from vidgen.precision import resolve_dtype
     from vidgen.tokenizers.loading import is_discrete, load_tokenizer
     from vidgen.tokenizers.quantizers import CodebookUsage
 
-    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = resolve_dtype(args.precision, "cpu", "--precision")
