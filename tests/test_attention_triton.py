@@ -255,6 +255,7 @@ def test_box_layout_skips_more_tiles_than_raster():
     assert tile_visit_map(pattern, 128, 64).float().mean() < 0.5 * raster
 
 
+@pytest.mark.slow  # two subprocess runs of the interpreter
 def test_autotune_can_be_switched_off_for_test_runs():
     """VIDGEN_TRITON_AUTOTUNE=0 (the GPU test runs set it) leaves each kernel one launch config; unset, the GPU has
     several to tune. Decided at import, so checked in fresh interpreters (no kernel is launched)."""

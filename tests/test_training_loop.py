@@ -182,6 +182,7 @@ def test_removed_experiment_model_kind_is_named():
         build_model(load_config(None, ["model.kind=gan"]).model)
 
 
+@pytest.mark.slow  # make test launches 2 processes in test_distributed_equivalence (the flow trainer)
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     """The shipped script under `accelerate launch --multi_gpu --num_processes 2` on CPU (torchrun + gloo DDP)."""
     from pathlib import Path
