@@ -23,10 +23,12 @@ ATOL, RTOL = 2e-5, 1e-4  # fp32: the split changes GEMM and reduction order, not
 def run_group(fn, *args, world: int = WORLD, timeout: float = 300):
     """``fn(rank, world, *args)`` in ``world`` processes joined by gloo; returns rank 0's result. A worker's exception
     is re-raised here with its traceback. Forked where the platform allows (the workers start with vidgen already
-    imported: seconds instead of an interpreter start and imports each)."""
+    imported: seconds instead of an interpreter start and imports each). A fork copies the locks other threads hold,
+    so inductor's compile workers, left running by an in-process torch.compile, are shut down first (a compiling
+    child otherwise waits on their locks forever), and any other thread but tqdm's idle monitor means a spawn."""
     import multiprocessing as mp
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context("fork" if _fork_is_safe() else "spawn")
         queue = ctx.Queue()
         procs = [ctx.Process(target=_worker, args=(fn, rank, world, os.path.join(tmp, "rdzv"), queue, args))
                  for rank in range(world)]
@@ -46,6 +48,18 @@ def run_group(fn, *args, world: int = WORLD, timeout: float = 300):
             if not results[rank][0]:
                 raise AssertionError(f"rank {rank} failed:\n{results[rank][1]}")
         return results[0][1]
+
+
+def _fork_is_safe() -> bool:
+    import multiprocessing as mp
+    import sys
+    import threading
+    if "fork" not in mp.get_all_start_methods():
+        return False
+    if "torch._inductor.async_compile" in sys.modules:
+        sys.modules["torch._inductor.async_compile"].shutdown_compile_workers()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    return all(t.name == "tqdm_monitor" for t in others)
 
 
 def _worker(fn, rank, world, rdzv, queue, args):
