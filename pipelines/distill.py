@@ -2,13 +2,17 @@
 """Distil a flow pipeline into a few-step student with its guidance built in (vidgen.training.distill_task).
 
     python pipelines/distill.py distill.teacher=pretrained/shapes-flow distill.method=dmd2 steps=2000
-    python pipelines/distill.py --config configs/shapes-flow-distilled/stage1.yaml
+    python pipelines/distill.py --config configs/shapes-flow-distilled/dmd2.yaml
+    python pipelines/distill.py distill.teacher=Wan-folder data.root=shards lora.rank=32 distill.shift=5
     accelerate launch --multi_gpu --num_processes 2 pipelines/distill.py --config ... run_dir=runs/x
 
 The data settings are the generator trainer's (the clips give the conditioning; consistency distillation also noises
 their latents). Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start fresh). Writes
 ``run_dir/log.jsonl``, the student to ``run_dir/final`` and, when the teacher is a pipeline folder, the teacher's
 pipeline with the student in it to ``run_dir/pipeline`` (sampling at the student's largest step count, guidance 1).
+A diffusers teacher (a Wan / CogVideoX / LTX ... folder) trains a LoRA on the fine-tuner's shards instead
+(vidgen.training.distill_diffusers): ``run_dir/final`` then holds it in diffusers' format, with the student's
+scheduler.
 """
 from __future__ import annotations
 
@@ -34,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.assemble:
             return assemble(*args.assemble)
+        if _diffusers_teacher(args.config, args.overrides):
+            from vidgen.training.distill_diffusers import DiffusersDistillConfig, distill_diffusers
+            print(distill_diffusers(load_config(args.config, args.overrides, schema=DiffusersDistillConfig)))
+            return 0
         cfg = load_config(args.config, args.overrides, schema=DistillTrainConfig)
         metrics = distill(cfg)
         if (Path(cfg.distill.teacher) / "model_index.json").is_file() and os.environ.get("RANK", "0") == "0":
@@ -43,6 +51,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(metrics)
     return 0
+
+
+def _diffusers_teacher(config, overrides) -> bool:
+    """Whether ``distill.teacher`` (from the overrides, else the config file) is a diffusers family's folder."""
+    import json
+
+    import yaml
+    from vidgen.families import PIPELINE_FAMILIES
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.teacher=")]
+    if given:
+        teacher = given[-1]
+    elif config:
+        teacher = ((yaml.safe_load(Path(config).read_text()) or {}).get("distill") or {}).get("teacher", "")
+    else:
+        return False
+    index = Path(teacher) / "model_index.json"
+    if not teacher or not index.is_file():
+        return False
+    return json.loads(index.read_text()).get("_class_name") in {f.pipeline for f in PIPELINE_FAMILIES}
 
 
 def assemble(teacher: str, student: str, out: str) -> int:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import check_positive_int, per_sample_mean
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import Guidance, step_callback
+from vidgen.generators.sampling import Guidance, flow_matching_pair, step_callback
 from vidgen.rng import rows
 
 
@@ -146,7 +146,6 @@ def training_loss(model, x0: torch.Tensor, cond: Optional[Conditioning], generat
     r = rows(generator)
     noise = r.randn(*x0.shape).to(dev, x0.dtype)
     if model.prediction_type == "flow":
-        from vidgen.generators.flow import flow_matching_pair
         s = torch.sigmoid(r.randn(b) * model.logit_normal_std).to(dev)
         xt, target, timestep = flow_matching_pair(x0, noise, s)
     else:

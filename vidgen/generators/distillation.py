@@ -1,9 +1,10 @@
 """Few-step students of a flow teacher: the schedule they sample on and the two distillation losses.
 
 A student is a :class:`~vidgen.generators.flow.FlowVideoTransformer` of the teacher's architecture whose config
-carries ``distillation = {"method", "steps", "guidance_scale"}``. It samples ``k`` steps (``k`` in ``steps``) on the
-uniform noise levels :func:`student_sigmas` with diffusers' ``FlowMatchEulerDiscreteScheduler(stochastic_sampling=
-True)``: at each level the student's velocity gives a clean estimate ``x0 = x - sigma v``, which is noised afresh to
+carries ``distillation = {"method", "steps", "guidance_scale"}`` (or a diffusers transformer with a LoRA, see
+:mod:`vidgen.training.distill_diffusers`). It samples ``k`` steps (``k`` in ``steps``) on the noise levels
+:func:`student_sigmas` (uniform, or with ``"shift"`` in the entry those of diffusers' ``FlowMatchEulerDiscreteScheduler
+(shift=shift)``) with that scheduler's ``stochastic_sampling=True``: at each level the student's velocity gives a clean estimate ``x0 = x - sigma v``, which is noised afresh to
 the next level (the multistep sampler of consistency models and DMD2). The teacher's classifier-free guidance is
 distilled in: a student samples at guidance 1, one model call per step.
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import apply_cfg, cfg_batch
+from vidgen.generators.sampling import apply_cfg, cfg_batch, flow_matching_pair
 from vidgen.rng import RowGenerator
 
 #: the distillation families :func:`distillation_spec` accepts
@@ -38,13 +39,28 @@ METHODS = ("dmd2", "consistency")
 CONSISTENCY_GRID = 32
 
 
-def student_sigmas(num_steps: int) -> list[float]:
-    """The noise levels a ``num_steps``-step student evaluates at: ``1, 1 - 1/k, ..., 1/k``."""
-    return [1 - i / num_steps for i in range(num_steps)]
+def student_sigmas(num_steps: int, shift: Optional[float] = None) -> list[float]:
+    """The noise levels a ``num_steps``-step student evaluates at: ``1, 1 - 1/k, ..., 1/k``; with ``shift``, those
+    of diffusers' ``FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(k)`` (the scheduler a diffusers
+    pipeline samples the student with)."""
+    if shift is None:
+        return [1 - i / num_steps for i in range(num_steps)]
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    scheduler.set_timesteps(num_steps)
+    return scheduler.sigmas[:-1].tolist()
 
 
-def distillation_spec(method: str, steps, guidance_scale: float) -> dict:
-    """The ``distillation`` entry of a student's config, checked: ``steps`` each divide :data:`CONSISTENCY_GRID`."""
+def student_scheduler(spec: dict):
+    """The scheduler a student samples with: ``FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)`` at the
+    entry's ``shift`` (set a diffusers pipeline's ``scheduler`` to it; vidgen's own students pass their levels)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    return FlowMatchEulerDiscreteScheduler(shift=spec.get("shift") or 1.0, stochastic_sampling=True)
+
+
+def distillation_spec(method: str, steps, guidance_scale: float, shift: Optional[float] = None) -> dict:
+    """The ``distillation`` entry of a student's config, checked: ``steps`` each divide :data:`CONSISTENCY_GRID`;
+    ``shift`` (None: uniform levels) the schedule :func:`student_sigmas` gives."""
     if method not in METHODS:
         raise ConfigError(f"distill.method must be one of {METHODS}, got {method!r}")
     steps = sorted({int(k) for k in steps}) if isinstance(steps, (list, tuple)) and steps else None
@@ -54,7 +70,10 @@ def distillation_spec(method: str, steps, guidance_scale: float) -> dict:
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 1:
         raise ConfigError(f"distill.guidance_scale must be a number >= 1 (the teacher's guidance the student "
                           f"learns), got {guidance_scale!r}")
-    return {"method": method, "steps": steps, "guidance_scale": float(guidance_scale)}
+    if shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float)) or shift <= 0):
+        raise ConfigError(f"distill.shift must be a number > 0 (the student's FlowMatchEuler shift), got {shift!r}")
+    spec = {"method": method, "steps": steps, "guidance_scale": float(guidance_scale)}
+    return spec if shift is None else {**spec, "shift": float(shift)}
 
 
 def check_student_call(spec: dict, num_inference_steps: int, guidance_scale: float) -> None:
@@ -92,7 +111,16 @@ def check_teacher(teacher) -> None:
 
 def guided_velocity(teacher: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Optional[Conditioning],
                     scale: float) -> torch.Tensor:
-    """The teacher's classifier-free-guided velocity at noise levels ``sigma`` (B,), in one batched pass."""
+    """The teacher's classifier-free-guided velocity at noise levels ``sigma`` (B,): in one batched pass against
+    the learnt null condition, or, for a teacher with a ``negative`` Conditioning (a diffusers family's negative
+    prompt), one pass per condition as its pipeline guides."""
+    negative = getattr(teacher, "negative", None)
+    if negative is not None:
+        pos = teacher(x, sigma * 1000, cond).sample.float()
+        if scale == 1:
+            return pos
+        neg = teacher(x, sigma * 1000, negative.repeat(x.shape[0])).sample.float()
+        return neg + scale * (pos - neg)
     both, drop, doubled = cfg_batch(cond, None, x.shape[0], x.device, scale)
     if not doubled:
         return teacher(x, sigma * 1000, both).sample.float()
@@ -117,14 +145,15 @@ def student_sample_with_grad(student: nn.Module, noise: torch.Tensor, cond, spec
     ks = torch.tensor(spec["steps"])[r.randint(len(spec["steps"]), b)]
     stop = (r.rand(b) * ks).long()  # the step each sample stops at, < its k
     fresh = r.randn(b, most, *noise.shape[1:]).to(noise)  # re-noising draws (a fixed count: ranks draw alike)
-    sigmas = [torch.tensor([student_sigmas(int(k))[min(i, int(k) - 1)] for k in ks]) for i in range(most)]
+    levels = {k: student_sigmas(k, spec.get("shift")) for k in spec["steps"]}
+    sigmas = [torch.tensor([levels[int(k)][min(i, int(k) - 1)] for k in ks]) for i in range(most)]
     x = noise.float()
     with torch.no_grad():
         for i in range(int(stop.max())):
             going = (stop > i).to(noise.device)  # samples still walking down their schedule
             sigma, nxt = sigmas[i].to(noise.device), sigmas[i + 1].to(noise.device)
             x0 = clean_estimate(student, x, sigma, cond)
-            walked = (1 - _expand(nxt)) * x0 + _expand(nxt) * fresh[:, i + 1].float()
+            walked = flow_matching_pair(x0, fresh[:, i + 1].float(), nxt)[0]
             x = torch.where(_expand(going), walked, x)
     sigma = torch.stack([sigmas[int(i)][j] for j, i in enumerate(stop)]).to(noise.device)
     return clean_estimate(student, x, sigma, cond)
@@ -144,7 +173,7 @@ def dmd2_losses(student: nn.Module, critic: nn.Module, teacher: nn.Module, noise
     # the real (guided teacher) and fake (critic) clean estimates of the sample noised to a random level
     s = (0.02 + 0.96 * r.rand(b)).to(noise.device)
     n = r.randn(b, *noise.shape[1:]).to(noise)
-    xs = (1 - _expand(s)) * x0.detach() + _expand(s) * n.float()
+    xs = flow_matching_pair(x0.detach(), n.float(), s)[0]
     with torch.no_grad():
         real_x0 = xs - _expand(s) * guided_velocity(teacher, xs, s, cond, spec["guidance_scale"])
         fake_x0 = clean_estimate(critic, xs, s, cond)
@@ -154,17 +183,16 @@ def dmd2_losses(student: nn.Module, critic: nn.Module, teacher: nn.Module, noise
     # the critic learns the flow of the student's current samples (its own levels, logit-normal)
     sc = torch.sigmoid(r.randn(b)).to(noise.device)
     nc = r.randn(b, *noise.shape[1:]).to(noise).float()
-    xc = (1 - _expand(sc)) * x0.detach() + _expand(sc) * nc
-    critic_loss = F.mse_loss(critic(xc, sc * 1000, cond).sample.float(), nc - x0.detach())
+    xc, target, timestep = flow_matching_pair(x0.detach(), nc, sc)  # the flow-matching loss on them
+    critic_loss = F.mse_loss(critic(xc, timestep, cond).sample.float(), target)
     loss = student_weight * dm + critic_loss if train_student else critic_loss
     logs = {"dm": dm.detach(), "critic": critic_loss.detach()}
     if gan_weight > 0:
         if discriminator is None or real is None:
             raise InvalidInputError("gan_weight > 0 needs a discriminator and real clean latents")
-        xr = (1 - _expand(sc)) * real.float() + _expand(sc) * nc
-        d_real, d_fake = discriminator(xr, sc, cond), discriminator(xc, sc, cond)
-        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-        g_logit = discriminator.frozen(((1 - _expand(sc)) * x0 + _expand(sc) * nc), sc, cond)
+        d_real = discriminator(flow_matching_pair(real.float(), nc, sc)[0], sc, cond)
+        d_loss = F.softplus(discriminator(xc, sc, cond)).mean() + F.softplus(-d_real).mean()
+        g_logit = discriminator.frozen(flow_matching_pair(x0, nc, sc)[0], sc, cond)
         g_loss = F.softplus(-g_logit).mean()
         loss = loss + gan_weight * (d_loss + student_weight * g_loss if train_student else d_loss)
         logs.update(d_gan=d_loss.detach(), g_gan=g_loss.detach())
@@ -197,13 +225,16 @@ def consistency_loss(student: nn.Module, teacher: nn.Module, x0: torch.Tensor, c
                      spec: dict, r: RowGenerator) -> tuple[torch.Tensor, dict]:
     """Multistep consistency distillation on clean latents ``x0``: at a level ``sigma`` of the grid, the student's
     clean estimate matches its stop-gradient estimate after one guided teacher Euler step to ``sigma - 1/N``
-    (exactly ``x`` at level 0)."""
+    (exactly ``x`` at level 0). The levels are the grid's ``1/N, ..., 1`` (every uniform student level is on it);
+    under a shifted schedule (``"shift"`` in ``spec``), any level in (0, 1]."""
     b = x0.shape[0]
-    level = r.randint(CONSISTENCY_GRID, b) + 1  # 1..N
-    sigma = (level.float() / CONSISTENCY_GRID).to(x0.device)
-    prev = sigma - 1 / CONSISTENCY_GRID
+    if spec.get("shift") is None:
+        sigma = ((r.randint(CONSISTENCY_GRID, b) + 1).float() / CONSISTENCY_GRID).to(x0.device)  # 1/N..1
+    else:
+        sigma = (1 - r.rand(b)).to(x0.device)
+    prev = (sigma - 1 / CONSISTENCY_GRID).clamp(min=0)
     noise = r.randn(b, *x0.shape[1:]).to(x0).float()
-    x = (1 - _expand(sigma)) * x0.float() + _expand(sigma) * noise
+    x = flow_matching_pair(x0.float(), noise, sigma)[0]
     with torch.no_grad():
         x_prev = x + _expand(prev - sigma) * guided_velocity(teacher, x, sigma, cond, spec["guidance_scale"])
         target = torch.where(_expand(prev > 0), clean_estimate(student, x_prev, prev, cond), x_prev)

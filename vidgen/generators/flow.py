@@ -30,7 +30,8 @@ from vidgen.generators.base import (GeneratorMixin, check_guidance, check_loss_w
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
-from vidgen.generators.sampling import Guidance, apply_cfg, cfg_batch, sample_given_mask, step_callback
+from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, flow_matching_pair, sample_given_mask,
+                                       step_callback)
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 from vidgen.tokenizers.tokens import tokens_to_video, video_to_tokens
@@ -235,14 +236,6 @@ class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         return loss, {"mse": loss.item()}
 
 
-def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
-    """The straight path at noise levels ``s`` (B,) in [0, 1]: ``x_s = (1 - s) x0 + s noise``, its velocity target
-    ``noise - x0`` and the timestep ``s * 1000`` on the scheduler's scale. The one definition training and the
-    probes in ``eval/`` share."""
-    sb = s[:, None, None, None, None].to(x0.dtype)
-    return (1 - sb) * x0 + sb * noise, noise - x0, s * 1000
-
-
 def check_scheduler(model: FlowVideoTransformer, scheduler) -> None:
     """A flow model needs a flow-matching scheduler; a DDPM model one with its ``prediction_type``."""
     name = type(scheduler).__name__
@@ -337,7 +330,8 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
     # 1. timesteps (a distilled student: the levels it was trained at, at guidance 1)
     if model.config.distillation is not None:
         check_student_call(model.config.distillation, config.num_inference_steps, config.guidance_scale)
-        scheduler.set_timesteps(sigmas=student_sigmas(config.num_inference_steps), device=dev)
+        levels = student_sigmas(config.num_inference_steps, model.config.distillation.get("shift"))
+        scheduler.set_timesteps(sigmas=levels, device=dev)
     else:
         scheduler.set_timesteps(config.num_inference_steps, device=dev)
     # 2. starting noise in the scheduler's scale (as diffusers pipelines do); given frames enter clean

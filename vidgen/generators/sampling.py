@@ -148,3 +148,11 @@ def frame_mask(num_frames: int, given_frames) -> torch.Tensor:
             raise InvalidInputError(f"given frame index {i} is out of range for {num_frames} latent frames")
         mask[i] = True
     return mask
+
+
+def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor):
+    """The straight path at noise levels ``s`` (B,) in [0, 1]: ``x_s = (1 - s) x0 + s noise``, its velocity target
+    ``noise - x0`` and the timestep ``s * 1000`` on the scheduler's scale. The one definition training and the
+    probes in ``eval/`` share."""
+    sb = s[:, None, None, None, None].to(x0.dtype)
+    return (1 - sb) * x0 + sb * noise, noise - x0, s * 1000

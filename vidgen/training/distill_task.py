@@ -37,6 +37,7 @@ class DistillConfig:
     guidance_scale: float = 0.0  # the teacher's guidance built into the student; 0 = the teacher folder's default
     student_every: int = 1  # dmd2: the student steps once every N steps, the critic every step (two time scales)
     gan_weight: float = 0.0  # dmd2: weight of the GAN term (a classifier on the critic's features; real = the data)
+    shift: float = 0.0  # the student's levels: FlowMatchEuler's at this shift; 0 = uniform (1, 1 - 1/k, ..., 1/k)
 
 
 @dataclass
@@ -79,7 +80,7 @@ def load_teacher(path: str):
     return teacher.requires_grad_(False).eval(), guidance, pipeline
 
 
-class _DistillModule(nn.Module):
+class DistillationLoss(nn.Module):
     """``forward(x, cond, generator)`` = the distillation loss, over the student, the critic and the frozen teacher
     (one module, so DDP sees one forward per step)."""
 
@@ -99,6 +100,11 @@ class _DistillModule(nn.Module):
                            discriminator=self.discriminator, real=x)
 
 
+def set_step(module: nn.Module, step: int) -> None:
+    """Tell the :class:`DistillationLoss` in ``module`` (DDP-wrapped or not) the step (the student's time scale)."""
+    getattr(module, "module", module).step_index = step
+
+
 class DistillTask(GeneratorTask):
     """:class:`GeneratorTask` with the student built from the teacher and the distillation loss as its step."""
 
@@ -115,7 +121,7 @@ class DistillTask(GeneratorTask):
         if d.gan_weight > 0 and d.method != "dmd2":
             raise ConfigError("distill.gan_weight: the GAN term belongs to method=dmd2")
         self.teacher, guidance, pipeline = load_teacher(d.teacher)
-        self.spec = distillation_spec(d.method, d.steps, d.guidance_scale or guidance)
+        self.spec = distillation_spec(d.method, d.steps, d.guidance_scale or guidance, d.shift or None)
         if not cfg.video_tokenizer:
             if pipeline is None or not (pipeline / "vae").is_dir():
                 raise ConfigError("video_tokenizer: set it, or pass a teacher pipeline folder that has a vae/")
@@ -131,7 +137,7 @@ class DistillTask(GeneratorTask):
                 self.discriminator = CriticClassifier(self.critic)
                 self.extra_state["gan_head"] = self.discriminator
                 self.params = self.params + list(self.discriminator.head.parameters())
-        self.module = _DistillModule(student, self.teacher, self.critic, self.discriminator, self.spec, d)
+        self.module = DistillationLoss(student, self.teacher, self.critic, self.discriminator, self.spec, d)
         log(f"distilling {d.teacher} ({self.spec['method']}, guidance {self.spec['guidance_scale']}) into a "
             f"{'/'.join(map(str, self.spec['steps']))}-step student")
 
@@ -140,7 +146,7 @@ class DistillTask(GeneratorTask):
         return make_student(self.teacher, self.spec).requires_grad_(True).train()
 
     def step(self, module, sampler, step, g):
-        getattr(module, "module", module).step_index = step  # the DDP-wrapped module's inner module
+        set_step(module, step)
         return super().step(module, sampler, step, g)
 
     def save_samples(self, step: int, model) -> None:
