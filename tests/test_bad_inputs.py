@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from vidgen.data.shards import parse_buckets
 from vidgen.generators.diffusers_window import window_attention
+from vidgen.generators.distillation import distillation_spec
 from vidgen.training.lora import add_lora
 from vidgen.data.shards import ShardDataset
 from vidgen.data.shards.sources import list_source, read_manifest
@@ -284,7 +285,7 @@ class Env:
     @cached_property
     def student_pipe(self) -> FlowVideoPipeline:
         """The tiny flow pipeline with a distilled student (1, 2 or 4 steps, guidance 3 built in)."""
-        from vidgen.generators.distillation import distillation_spec, make_student
+        from vidgen.generators.distillation import make_student
         return self.pipe.with_student(make_student(self.pipe.transformer, distillation_spec("dmd2", [1, 2, 4], 3.0)))
 
     def run_pipe(self, prompt=None, **kwargs):
@@ -449,6 +450,18 @@ def _distill_teacher(env, kind: str):
         model.save_pretrained(folder)
     distill(load_config(None, [f"distill.teacher={folder}", f"run_dir={env.path('distill-run')}"],
                         schema=DistillTrainConfig))
+
+
+def _distill_diffusers(env, *overrides):
+    """A diffusers distillation run with a CogVideoX (v-prediction) folder as teacher, or without a LoRA rank."""
+    import json
+
+    from vidgen.training.distill_diffusers import DiffusersDistillConfig, distill_diffusers
+    folder = env.path("cogvideox-index")
+    folder.mkdir(exist_ok=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
+    distill_diffusers(load_config(None, [f"distill.teacher={folder}", f"run_dir={env.path('distill-run')}",
+                                         *overrides], schema=DiffusersDistillConfig))
 
 
 CASES: list[Case] = [
@@ -998,6 +1011,13 @@ CASES: list[Case] = [
          r"distill.teacher: distillation needs a flow-matching teacher .*got MaskedVideoTransformer"),
     Case("distill/epsilon-teacher", "config", lambda env: _distill_teacher(env, "epsilon"), ConfigError,
          r"distill.teacher: distillation needs a flow-matching teacher .*prediction_type='epsilon'"),
+    Case("distill/diffusers-v-prediction-teacher", "config", lambda env: _distill_diffusers(env, "lora.rank=4"),
+         ConfigError, r"distill.teacher=.*cogvideox-index: distillation needs a flow-matching teacher; "
+         r"CogVideoXPipeline predicts 'v_prediction'"),
+    Case("distill/diffusers-without-lora", "config", lambda env: _distill_diffusers(env), ConfigError,
+         r"lora.rank: distilling a diffusers model trains a LoRA"),
+    Case("distill/shift-not-positive", "config",
+         lambda env: distillation_spec("dmd2", [1, 2], 3.0, shift=-1.0), ConfigError, r"distill.shift must be a number > 0"),
     Case("pipeline/nan-latents", "pipeline", lambda env: env.run_pipe(latents=_nan((1, 4, 2, 2, 2))),
          InvalidInputError, r"latents must be a finite float tensor \(starting noise\), got dtype torch\.float32 with "
          r"NaN or Inf values"),

@@ -5,6 +5,8 @@ by name."""
 from __future__ import annotations
 
 import json
+import runpy
+from pathlib import Path
 
 import diffusers
 import numpy as np
@@ -20,6 +22,9 @@ from vidgen.training import encode_dataset, load_config
 from vidgen.training.distill_diffusers import DiffusersDistillConfig, distill_diffusers
 
 CAPTIONS = ["a red fox running", "a boat on a lake", "snow falling"]
+OVERRIDES = ("data.batch=2", "data.max_text_tokens=16", "steps=3", "log_every=1", "ckpt_every=3",
+             "optim.warmup_steps=0", "optim.lr=5e-2", "precision=fp32", "threads=1", "lora.rank=4",
+             "distill.steps=[1,2]", "distill.shift=3.0")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +40,8 @@ def wan(tmp_path_factory):
 
 def _config(wan, run_dir, *extra) -> DiffusersDistillConfig:
     folder, shards = wan
-    return load_config(None, [f"distill.teacher={folder}", f"data.root={shards}", "data.batch=2",
-                              "data.max_text_tokens=16", f"run_dir={run_dir}", "steps=3", "log_every=1",
-                              "ckpt_every=3", "optim.warmup_steps=0", "optim.lr=5e-2", "precision=fp32", "threads=1",
-                              "lora.rank=4", "distill.steps=[1,2]", "distill.shift=3.0", *extra],
-                       schema=DiffusersDistillConfig)
+    return load_config(None, [f"distill.teacher={folder}", f"data.root={shards}", f"run_dir={run_dir}", *OVERRIDES,
+                              *extra], schema=DiffusersDistillConfig)
 
 
 def _frames(pipe, steps=2):
@@ -49,8 +51,11 @@ def _frames(pipe, steps=2):
 
 
 def test_a_distilled_lora_gives_vidgens_frames_in_diffusers_wan_pipeline(wan, tmp_path):
-    folder, _ = wan
-    distill_diffusers(_config(wan, tmp_path / "run", "distill.method=consistency"))
+    folder, shards = wan
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "pipelines" / "distill.py"),
+                          run_name="distill")["main"]  # the script takes a diffusers folder as teacher
+    assert main([f"distill.teacher={folder}", f"data.root={shards}", f"run_dir={tmp_path / 'run'}",
+                 *OVERRIDES, "distill.method=consistency"]) == 0
     final = tmp_path / "run" / "final"
     spec = json.loads((final / "distillation.json").read_text())
     assert spec == {"method": "consistency", "steps": [1, 2], "guidance_scale": 5.0, "shift": 3.0}

@@ -212,8 +212,9 @@ def test_the_script_distils_a_pipeline_folder_into_a_student_pipeline(tiny_pipel
     run = tmp_path / "run"
     assert main([f"distill.teacher={tmp_path / 'teacher'}", f"run_dir={run}", "distill.steps=[1, 2]",
                  "data.num_clips=4", "data.num_frames=5", "data.size=32", "data.batch=2", "data.max_text_tokens=8",
-                 f"data.cache_dir={tmp_path / 'cache'}", "steps=2", "ckpt_every=1", "sample_every=0",
+                 f"data.cache_dir={tmp_path / 'cache'}", "steps=2", "ckpt_every=1", "sample_every=2",
                  "precision=fp32"]) == 0
+    assert (run / "samples" / "step_00000002.png").is_file()  # at the student's 2 steps, guidance 1
     pipe = load_pipeline(run / "pipeline", dtype="fp32")
     assert pipe.sampling_config.num_inference_steps == 2 and pipe.transformer.config.distillation["steps"] == [1, 2]
     pipe.set_progress_bar_config(disable=True)

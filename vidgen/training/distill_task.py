@@ -149,14 +149,9 @@ class DistillTask(GeneratorTask):
         set_step(module, step)
         return super().step(module, sampler, step, g)
 
-    def save_samples(self, step: int, model) -> None:
+    def sample_settings(self):
         """The periodic samples at the student's largest step count, guidance 1."""
-        sample = dataclasses.replace(self.cfg.sample, guidance_scale=1.0, num_inference_steps=max(self.spec["steps"]))
-        saved, self.cfg = self.cfg, dataclasses.replace(self.cfg, sample=sample)
-        try:
-            super().save_samples(step, model)
-        finally:
-            self.cfg = saved
+        return dataclasses.replace(self.cfg.sample, guidance_scale=1.0, num_inference_steps=max(self.spec["steps"]))
 
     def finish(self, final) -> dict:
         return {"tokenizer": self.cfg.video_tokenizer, "teacher": self.cfg.distill.teacher}

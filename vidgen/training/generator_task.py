@@ -78,15 +78,16 @@ def sample_conditioning(cfg: GeneratorTrainConfig):
 
 @torch.no_grad()
 def save_generated_samples(model, tokenizer, cfg: GeneratorTrainConfig, grid, prompts, cond, out_dir: Path,
-                           step: int, pixels=None) -> None:
-    """Generate one video per sample prompt, decode it to ``pixels`` = (frames, height, width) (default the data
-    config's), write ``step_X.mp4`` and ``step_X.png``."""
+                           step: int, pixels=None, sample=None) -> None:
+    """Generate one video per sample prompt with the ``sample`` settings (default ``cfg.sample``), decode it to
+    ``pixels`` = (frames, height, width) (default the data config's), write ``step_X.mp4`` and ``step_X.png``."""
     from vidgen.io import contact_sheet, save_image, write_video
+    sample = sample or cfg.sample
     was_training = model.training
     model.eval()
-    kw = {"num_inference_steps": cfg.sample.num_inference_steps} if cfg.sample.num_inference_steps else {}
-    x = model.sample(grid, len(prompts), cond, guidance_scale=cfg.sample.guidance_scale,
-                     generator=torch.Generator().manual_seed(cfg.sample.seed), **kw)
+    kw = {"num_inference_steps": sample.num_inference_steps} if sample.num_inference_steps else {}
+    x = model.sample(grid, len(prompts), cond, guidance_scale=sample.guidance_scale,
+                     generator=torch.Generator().manual_seed(sample.seed), **kw)
     model.train(was_training)
     frames, height, width = pixels or (cfg.data.num_frames, cfg.data.size, cfg.data.size)
     videos = model.decode_videos(tokenizer, x, frames, height, width).float().clamp(-1, 1)
@@ -166,7 +167,11 @@ class GeneratorTask(TrainingTask):
         if self.samples is None:
             self.samples = sample_conditioning(self.cfg)
         save_generated_samples(model, self.video_tokenizer, self.cfg, self.grid, *self.samples,
-                               Path(self.cfg.run_dir) / "samples", step, self.pixels)
+                               Path(self.cfg.run_dir) / "samples", step, self.pixels, self.sample_settings())
+
+    def sample_settings(self):
+        """The sampling settings of the periodic samples (``cfg.sample``)."""
+        return self.cfg.sample
 
     def finish(self, final) -> dict:
         return {"tokenizer": self.cfg.video_tokenizer}  # log.jsonl keeps its key
