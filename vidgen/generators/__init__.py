@@ -4,7 +4,10 @@
 * :class:`FlowVideoTransformer` (latent flow matching / DDPM, DiT / Latte) on VAE latents, sampled by
   :func:`generate_latents` with any matching diffusers scheduler;
 * :class:`AutoregressiveVideoTransformer` (GPT with a KV cache) on tokenizer ids, sampled by
-  :func:`generate_tokens` / :func:`iter_frames`.
+  :func:`generate_tokens` / :func:`iter_frames`;
+* :class:`CausalFlowVideoTransformer` (block-causal flow over chunks of latent frames, a rolling KV cache) on VAE
+  latents, streamed chunk by chunk by :func:`stream_latents` (not yet in :data:`GENERATORS`: no trainer or pipeline
+  takes it yet).
 
 Each sampling function takes the model, the conditioning and the generator's sampling config
 (:class:`MaskedSamplingConfig`, :class:`FlowSamplingConfig`, :class:`AutoregressiveSamplingConfig`).
@@ -18,6 +21,7 @@ from vidgen.errors import ConfigError
 from vidgen.generators.autoregressive import (AutoregressiveSamplingConfig, AutoregressiveVideoTransformer,
                                               generate_tokens, iter_frames)
 from vidgen.generators.backbone import Block, VideoTransformerBackbone
+from vidgen.generators.causal import CausalFlowVideoTransformer, stream_latents
 from vidgen.generators.config import GENERATOR_PRESETS, LAYOUTS, BackboneConfig
 from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning
@@ -80,6 +84,7 @@ __all__ = [
     "AutoregressiveVideoTransformer",
     "BackboneConfig",
     "Block",
+    "CausalFlowVideoTransformer",
     "Conditioning",
     "MaskedVideoTransformer",
     "VideoTransformerBackbone",
@@ -91,4 +96,5 @@ __all__ = [
     "generator_name",
     "iter_frames",
     "make_scheduler",
+    "stream_latents",
 ]

@@ -29,9 +29,14 @@ from vidgen.generators.config import BackboneConfig
 from vidgen.parallel.ulysses import gather_tokens, split_tokens, ulysses_attention
 
 
+def per_token(v: torch.Tensor) -> torch.Tensor:
+    """A modulation vector (B, d), shared by the tokens, as (B, 1, d); a per-token one (B, N, d) as it is."""
+    return v[:, None] if v.dim() == 2 else v
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x: (B, N, d); shift, scale: (B, d)."""
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """x: (B, N, d); shift, scale: (B, d), or (B, N, d) per token."""
+    return x * (1 + per_token(scale)) + per_token(shift)
 
 
 class Block(nn.Module):
@@ -57,18 +62,22 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
         self.table = nn.Parameter(torch.zeros(6, d))  # this block's offset to the shared modulation
 
-    def forward(self, x, mod, grid, num_prefix_tokens: int, context=None, kv_cache=None, start: int = 0):
-        """x: (B, N, d); mod: (B, 6, d) shared modulation; context: (B, M, d) text tokens for cross-attention."""
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod + self.table[None]).unbind(1)  # each (B, d)
+    def forward(self, x, mod, grid, num_prefix_tokens: int, context=None, kv_cache=None, start: int = 0,
+                attend=None):
+        """x: (B, N, d); mod: (B, 6, d) shared modulation, or (B, N, 6, d) per token; context: (B, M, d) text tokens
+        for cross-attention; ``attend(attn, y)``: the owner's own call of this block's attention module."""
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod + self.table).unbind(-2)  # each (B, [N,] d)
         y = modulate(self.norm1(x), shift_a, scale_a)
-        if self.sequence_parallel is None:
+        if attend is not None:
+            h = attend(self.attn, y)
+        elif self.sequence_parallel is None:
             h = self.attn(y, grid, num_prefix_tokens, kv_cache=kv_cache, start=start)
         else:  # all-to-all to a head split, the same attention on the whole sequence, all-to-all back
             h = ulysses_attention(self.attn, y, grid, num_prefix_tokens, self.sequence_parallel)
-        x = x + gate_a[:, None] * h
+        x = x + per_token(gate_a) * h
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context)
-        return x + gate_m[:, None] * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+        return x + per_token(gate_m) * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
 class VideoTransformerBackbone(nn.Module):
@@ -104,8 +113,10 @@ class VideoTransformerBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, grid, cond: torch.Tensor, prefix: Optional[torch.Tensor] = None,
                 num_prefix_tokens: Optional[int] = None, context: Optional[torch.Tensor] = None,
-                kv_cache=None, start: int = 0) -> torch.Tensor:
-        """x: (B, L, d) video tokens; cond: (B, d) adaLN vector; prefix: (B, P, d) tokens placed before x.
+                kv_cache=None, start: int = 0, attend=None) -> torch.Tensor:
+        """x: (B, L, d) video tokens; cond: (B, d) adaLN vector, or (B, L, d) per video token (no prefix then);
+        prefix: (B, P, d) tokens placed before x; ``attend(i, attn, y)``: the owner's own attention call in block
+        ``i`` (a causal owner's chunked attention), instead of the block's.
 
         Without a cache, ``L == t*h*w``. With ``kv_cache`` (a ``ModelKVCache``), the tokens passed (prefix + x)
         sit at sequence positions ``[start, start + P + L)`` and attend the cached past; ``num_prefix_tokens``
@@ -115,7 +126,10 @@ class VideoTransformerBackbone(nn.Module):
         p_seq = num_prefix_tokens if num_prefix_tokens is not None else (prefix.shape[1] if prefix is not None else 0)
         p_in = prefix.shape[1] if prefix is not None else 0
         tokens = torch.cat([prefix.to(x.dtype), x], dim=1) if p_in else x  # (B, P + L, d)
-        mod = self.modulation(cond).unflatten(1, (6, -1))  # (B, 6, d)
+        if cond.dim() == 3 and p_in:
+            raise UnsupportedError("a per-token adaLN vector covers the video tokens only: pass the text through "
+                                   "cross-attention (text_conditioning='cross'), not as prefix tokens")
+        mod = self.modulation(cond).unflatten(-1, (6, -1))  # (B, [L,] 6, d)
         sp, n = self.sequence_parallel, tokens.shape[1]
         if sp is not None:
             if kv_cache is not None:
@@ -124,11 +138,13 @@ class VideoTransformerBackbone(nn.Module):
             tokens = split_tokens(tokens, sp)
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_cache is None else kv_cache.layers[i]
+            block_attend = None if attend is None else (lambda attn, y, i=i: attend(i, attn, y))
             if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None:
-                tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, context)
+                tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, context, None, 0,
+                                                           block_attend)
             else:
-                tokens = block(tokens, mod, grid, p_seq, context, layer_cache, start)
+                tokens = block(tokens, mod, grid, p_seq, context, layer_cache, start, block_attend)
         if sp is not None:
             tokens = gather_tokens(tokens, n, sp)
-        shift, scale = self.final_modulation(cond).chunk(2, dim=1)
+        shift, scale = self.final_modulation(cond).chunk(2, dim=-1)
         return modulate(self.final_norm(tokens[:, p_in:]), shift, scale)

@@ -1,0 +1,101 @@
+"""The block-causal flow generator: a chunk streamed against the rolling KV cache equals the uncached whole-sequence
+forward (fp32, 1e-5), past the window's evictions too; RoPE positions and the cache stay bounded over 10,000 latent
+frames; a prompt switch re-caches; chunk layouts it cannot run are refused by name."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vidgen.generators.causal as causal
+from vidgen.errors import ConfigError
+from vidgen.generators import Conditioning
+from vidgen.generators.causal import (CausalFlowVideoTransformer, ChunkStream, attended_chunks, stream_latents)
+from vidgen.testing import perturb_weights
+
+
+def _model(chunk_frames=1, window_chunks=2, sink_chunks=1, t=8, **arch):
+    torch.manual_seed(0)
+    model = CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, chunk_frames=chunk_frames,
+                                                  window_chunks=window_chunks, sink_chunks=sink_chunks,
+                                                  max_grid=(t, 4, 4), text_dim=8, **arch)
+    return perturb_weights(model, seed=3, scale=0.1).eval()  # live: the zero-initialised gates and head opened
+
+
+def _cond(seed=0, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    return Conditioning(torch.randn(batch, 5, 8, generator=g), torch.ones(batch, 5, dtype=torch.bool),
+                        torch.randn(batch, 8, generator=g))
+
+
+def test_attended_chunks_keep_the_sink_and_the_window():
+    assert attended_chunks(0, 1, 2) == [0]
+    assert attended_chunks(3, 1, 2) == [0, 1, 2, 3]
+    assert attended_chunks(6, 1, 2) == [0, 4, 5, 6]
+    assert attended_chunks(6, 0, 2) == [4, 5, 6]
+    assert attended_chunks(4, 2, 0) == [0, 1, 2, 3, 4]  # no window: every earlier chunk
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 2])
+def test_a_streamed_chunk_equals_the_uncached_forward(chunk_frames):
+    model = _model(chunk_frames=chunk_frames, t=8)
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randn(1, 4, 8, 4, 4, generator=g)
+    cond = _cond()
+    n = 8 // chunk_frames
+    for i in (1, n - 1):  # before any eviction, and after chunks left the window
+        noisy = clean.clone()
+        lo, hi = i * chunk_frames, (i + 1) * chunk_frames
+        noisy[:, :, lo:hi] = torch.randn(1, 4, chunk_frames, 4, 4, generator=g)
+        timestep = torch.zeros(1, n)
+        timestep[:, i:] = 700.0
+        with torch.no_grad():
+            reference = model(noisy, timestep, cond).sample[:, :, lo:hi]
+            stream = ChunkStream(model, cond, (4, 4))
+            for j in range(i):
+                stream.commit(clean[:, :, j * chunk_frames:(j + 1) * chunk_frames])
+            streamed = stream.predict(noisy[:, :, lo:hi], 700.0)
+        assert reference.abs().max() > 1e-2  # a live prediction
+        assert (streamed - reference).abs().max() <= 1e-5, i
+        assert len(stream.cache) <= 1 + 2  # the sink and the window
+
+
+@pytest.mark.parametrize("frames", [400, pytest.param(10_000, marks=pytest.mark.slow)])
+def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, monkeypatch):
+    model = _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=16, depth=1)
+    widest = []
+    angles = causal.rope3d_angles
+    monkeypatch.setattr(causal, "rope3d_angles", lambda grid, *a, **k: widest.append(grid[0]) or angles(grid, *a, **k))
+    chunks = stream_latents(model, None, frames=frames, hw=(2, 2), num_inference_steps=1,
+                            generator=torch.Generator().manual_seed(0))
+    total = 0
+    for x in chunks:
+        total += x.shape[2]
+        assert torch.isfinite(x).all()
+    assert total == frames
+    assert max(widest) - 1 == model.max_position() == (1 + 2 + 1) * 4 - 1
+
+
+def test_a_prompt_switch_re_caches_the_held_chunks_under_the_new_prompt():
+    model = _model(window_chunks=8, sink_chunks=0)
+    clean = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    first, second = _cond(0), _cond(1)
+    with torch.no_grad():
+        switched = ChunkStream(model, first, (4, 4))
+        fresh = ChunkStream(model, second, (4, 4))
+        for j in range(3):
+            switched.commit(clean[:, :, j:j + 1])
+            fresh.commit(clean[:, :, j:j + 1])
+        before = switched.cache.layers[1][2][0].clone()
+        switched.recache(second)
+    after = switched.cache.layers[1][2][0]
+    assert (after - before).abs().max() > 1e-4  # the keys changed with the prompt
+    assert torch.equal(after, fresh.cache.layers[1][2][0]) and switched.next == 3
+
+
+def test_chunk_layouts_it_cannot_run_are_refused_by_name():
+    with pytest.raises(ConfigError, match="chunk_frames must be an int >= 1, got 0"):
+        _model(chunk_frames=0)
+    with pytest.raises(ConfigError, match="sink_chunks=1 needs a window"):
+        _model(window_chunks=0, sink_chunks=1)
+    with pytest.raises(ConfigError, match="attends 16 token frames, more than the trained context"):
+        _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=8)

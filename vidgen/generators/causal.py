@@ -1,0 +1,288 @@
+"""Block-causal flow generation: latent frames in chunks, each chunk denoised while it attends earlier chunks through a
+rolling KV cache (diffusion forcing; CausVid / Self-Forcing / LongLive's streaming layout).
+
+* **Chunks.** ``chunk_frames`` token frames make a chunk. Chunk ``i`` attends itself, the ``window_chunks`` chunks
+  before it and the first ``sink_chunks`` chunks (the sink); ``window_chunks=0`` means every earlier chunk (and then
+  no sink). :func:`attended_chunks` is the rule, one pure function.
+* **Bounded positions.** Keys are cached before RoPE. The temporal RoPE position of a frame is its index in the
+  attended chunks laid end to end (sink, window, own chunk), so no position exceeds
+  ``(sink_chunks + window_chunks + 1) * chunk_frames - 1`` however long the video: RoPE scores depend on offsets
+  only, and inside the window the offsets are the true ones.
+* **Per-chunk noise levels.** Each chunk has its own timestep; the adaLN vector is per token (the backbone's
+  per-token modulation). Training (:meth:`CausalFlowVideoTransformer.loss`) draws a level per chunk, the clean
+  frames' flow-matching target: diffusion forcing under teacher forcing.
+* **Two paths, one result.** :meth:`~CausalFlowVideoTransformer.forward` runs the whole sequence, every chunk's
+  attention over its attended chunks (the reference, and training); :class:`ChunkStream` runs one chunk at a time
+  against a :class:`RollingKVCache` filled by clean passes of the chunks before it (sampling). With the context
+  chunks clean (timestep 0) the two agree (``tests/test_causal.py``).
+* Text enters through cross-attention (``text_conditioning="cross"``): a prompt switch re-encodes the cached chunks
+  under the new prompt (:meth:`ChunkStream.recache`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
+
+from vidgen.attention.rope import apply_rope, rope3d_angles
+from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
+from vidgen.generators.base import GeneratorMixin
+from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
+from vidgen.generators.sampling import apply_cfg, cfg_batch
+from vidgen.rng import GeneratorLike, rows
+
+
+def attended_chunks(i: int, sink: int, window: int) -> list[int]:
+    """The chunks chunk ``i`` attends, in order: the first ``sink`` chunks, the ``window`` chunks before ``i``
+    (``window=0``: all of them), then ``i``."""
+    if window == 0:
+        return list(range(i + 1))
+    sinks = list(range(min(sink, i)))
+    return sinks + list(range(max(len(sinks), i - window), i)) + [i]
+
+
+def check_chunking(chunk_frames, window_chunks, sink_chunks, max_frames: int) -> None:
+    """Named errors for a chunk layout the model cannot run."""
+    for name, value, low in (("chunk_frames", chunk_frames, 1), ("window_chunks", window_chunks, 0),
+                             ("sink_chunks", sink_chunks, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+    if sink_chunks and not window_chunks:
+        raise ConfigError(f"sink_chunks={sink_chunks} needs a window (window_chunks >= 1): without one every "
+                          "earlier chunk is attended and a sink has no meaning")
+    span = (sink_chunks + window_chunks + 1) * chunk_frames if window_chunks else chunk_frames
+    if span > max_frames:
+        raise ConfigError(f"chunk_frames={chunk_frames} with sink_chunks={sink_chunks} and window_chunks="
+                          f"{window_chunks} attends {span} token frames, more than the trained context "
+                          f"(max_grid t = {max_frames}); use smaller chunks or a smaller window")
+
+
+def _attend(attn, q, k, v, frames: int, hw: tuple[int, int]) -> torch.Tensor:
+    """Queries ``q`` (B, nh, Lq, D), the last ``Lq`` tokens of ``frames`` token frames whose pre-RoPE keys / values
+    are ``k``, ``v`` (B, nh, L, D): rotated at positions ``0 .. frames - 1``, dense attention."""
+    angles = rope3d_angles((frames, *hw), q.shape[-1], attn.config.rope_theta, q.device)
+    q = apply_rope(q, angles, start=angles.shape[0] - q.shape[2])
+    return F.scaled_dot_product_attention(q, apply_rope(k, angles), v)
+
+
+def _qkv(attn, y: torch.Tensor):
+    """Heads-first q, k, v of ``y`` (B, L, d) after qk-norm, before RoPE."""
+    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=attn.config.num_heads) for t in attn.qkv(y).chunk(3, dim=-1))
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+class CausalFlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
+    """A flow-matching video transformer whose chunks of latent frames are block-causal (module docstring)."""
+
+    config_name = "config.json"
+    training_only_config = GeneratorMixin.training_only_config + ("logit_normal_std",)
+
+    @register_to_config
+    def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), cond_dropout: float = 0.1,
+                 logit_normal_std: float = 1.0, chunk_frames: int = 1, window_chunks: int = 4, sink_chunks: int = 1,
+                 architecture: Optional[dict] = None):
+        super().__init__()
+        architecture = {**(architecture or {}), "text_conditioning": "cross"}
+        self._build_shared(architecture)
+        if tuple(patch_size)[0] != 1:
+            raise ConfigError(f"patch_size: a block-causal model patches one latent frame at a time (pt = 1), got "
+                              f"{tuple(patch_size)}")
+        check_chunking(chunk_frames, window_chunks, sink_chunks, self.backbone_config.max_grid[0])
+        d = self.backbone_config.dim
+        self.patch = PatchEmbed3D(in_channels, in_channels, d, patch_size)
+        self.time_embed = TimestepEmbedding(d)
+        self.head = torch.nn.Linear(d, in_channels * self.patch.patch_size[1] * self.patch.patch_size[2])
+        torch.nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
+        torch.nn.init.zeros_(self.head.bias)
+
+    @property
+    def chunking(self) -> tuple[int, int, int]:
+        """(chunk_frames, window_chunks, sink_chunks)."""
+        c = self.config
+        return c.chunk_frames, c.window_chunks, c.sink_chunks
+
+    def max_position(self) -> int:
+        """The largest temporal RoPE position any query or key is given, at any length (None: unbounded)."""
+        c, window, sink = self.chunking
+        return (sink + window + 1) * c - 1 if window else None
+
+    def _tokens(self, latents: torch.Tensor, timestep: torch.Tensor, cond, drop):
+        """(tokens (B, N, d), per-token adaLN vectors (B, N, d), context, token grid); ``timestep`` (B, chunks)."""
+        b, _, t, h, w = latents.shape
+        x = self.patch(latents.to(self.dtype))
+        grid = self.patch.grid((t, h, w))
+        _, context, vec = self.embed_condition(cond, b, drop)
+        per_chunk = self.time_embed(timestep.reshape(-1), x.dtype).unflatten(0, timestep.shape)  # (B, n, d)
+        per_frame = per_chunk.repeat_interleave(self.config.chunk_frames, dim=1)[:, :grid[0]]
+        vec = vec[:, None] + per_frame.repeat_interleave(grid[1] * grid[2], dim=1)
+        return x, vec, context, grid
+
+    def chunk_timesteps(self, timestep, batch: int, frames: int, device) -> torch.Tensor:
+        """``timestep`` as (B, chunks): a number or (B,) for every chunk, or (B, chunks) as given."""
+        n = -(-frames // self.config.chunk_frames)
+        timestep = torch.as_tensor(timestep, device=device, dtype=torch.float32)
+        if timestep.dim() == 2:
+            if timestep.shape != (batch, n):
+                raise InvalidInputError(f"timestep must be (B,) or (B, chunks) = ({batch}, {n}), got "
+                                        f"{tuple(timestep.shape)}")
+            return timestep
+        return timestep.reshape(-1).expand(batch)[:, None].expand(batch, n)
+
+    def forward(self, latents: torch.Tensor, timestep, cond: Optional[Conditioning] = None,
+                drop: Optional[torch.Tensor] = None, return_dict: bool = True):
+        """latents (B, C, t, h, w); timestep (B,) or (B, chunks) on the 0..1000 scale; every chunk attends its
+        attended chunks (:func:`attended_chunks`) of this same sequence. The reference of :class:`ChunkStream`."""
+        b, _, t, h, w = latents.shape
+        x, vec, context, grid = self._tokens(latents, self.chunk_timesteps(timestep, b, t, latents.device), cond,
+                                             drop)
+        c, window, sink = self.chunking
+        hw, n = grid[1] * grid[2], -(-grid[0] // c)
+
+        def attend(i, attn, y):
+            q, k, v = _qkv(attn, y)
+            outs = []
+            for j in range(n):
+                frames = [f for ch in attended_chunks(j, sink, window) for f in range(ch * c, min(ch * c + c, grid[0]))]
+                idx = torch.tensor(frames, device=y.device)
+                tok = (idx[:, None] * hw + torch.arange(hw, device=y.device)).reshape(-1)
+                own = tok[-(min(j * c + c, grid[0]) - j * c) * hw:]
+                outs.append(_attend(attn, q[:, :, own], k[:, :, tok], v[:, :, tok], len(frames), grid[1:]))
+            return attn.proj(rearrange(torch.cat(outs, dim=2), "b h n d -> b n (h d)"))
+
+        out = self.backbone(x, grid, vec, context=context, attend=attend)
+        sample = self.patch.unpatchify(self.head(out), (t, h, w))
+        return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
+
+    def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
+             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        """Diffusion forcing on normalized latents ``x0`` (B, C, t, h, w): a logit-normal noise level per chunk, the
+        flow-matching loss over every frame."""
+        if x0.dim() != 5 or x0.shape[1] != self.config.in_channels:
+            raise InvalidInputError(f"x0 must be (B, {self.config.in_channels}, t, h, w) latents, got "
+                                    f"{tuple(x0.shape)}")
+        if weight is not None:
+            raise UnsupportedError("weight: per-position loss weights are not supported by the block-causal model")
+        b, t, dev = x0.shape[0], x0.shape[2], x0.device
+        r = rows(generator)
+        n = -(-t // self.config.chunk_frames)
+        noise = r.randn(*x0.shape).to(dev, x0.dtype)
+        s = torch.sigmoid(r.randn(b, n) * self.config.logit_normal_std).to(dev)  # (B, chunks)
+        s_frames = s.repeat_interleave(self.config.chunk_frames, dim=1)[:, :t]  # (B, t)
+        xt = (1 - s_frames[:, None, :, None, None]) * x0 + s_frames[:, None, :, None, None] * noise
+        pred = self(xt, s * 1000, cond, drop=self.sample_drop(b, r, dev)).sample
+        loss = F.mse_loss(pred.float(), (noise - x0).float())
+        return loss, {"mse": loss.detach()}
+
+
+class RollingKVCache:
+    """Per block, the pre-RoPE keys and values of the chunks later chunks may attend (the sink and the last
+    ``window_chunks``); older ones are dropped, so memory is flat at any length."""
+
+    def __init__(self, model: CausalFlowVideoTransformer):
+        self.chunking = model.chunking
+        self.layers: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in model.backbone.blocks]
+
+    def keep(self, next_chunk: int) -> None:
+        """Drop what chunk ``next_chunk`` and later ones never attend."""
+        _, window, sink = self.chunking
+        if window:
+            keep = set(attended_chunks(next_chunk, sink, window))
+            for layer in self.layers:
+                for j in [j for j in layer if j not in keep]:
+                    del layer[j]
+
+    def __len__(self) -> int:
+        return len(self.layers[0])
+
+
+class ChunkStream:
+    """Chunk-at-a-time calls of a :class:`CausalFlowVideoTransformer`: :meth:`predict` the velocity of chunk ``i``
+    (noisy) against the cache, :meth:`commit` its clean latents into the cache. ``cond``: the conditioning of every
+    row (rows of guidance included); it stays fixed until :meth:`recache`."""
+
+    def __init__(self, model: CausalFlowVideoTransformer, cond: Optional[Conditioning], hw: tuple[int, int],
+                 drop: Optional[torch.Tensor] = None):
+        self.model, self.cond, self.drop, self.hw = model, cond, drop, hw
+        self.cache, self.next = RollingKVCache(model), 0
+        self.clean: dict[int, torch.Tensor] = {}  # committed latents the cache holds (for recache)
+
+    def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool,
+             cached_only: bool = False) -> torch.Tensor:
+        m = self.model
+        c, window, sink = m.chunking
+        x, vec, context, grid = m._tokens(latents, timestep[:, None], self.cond, self.drop)
+        context_chunks = attended_chunks(i, sink, window)[:-1]
+        if cached_only:  # a re-cache: the chunks still held stand in for those dropped
+            context_chunks = [j for j in context_chunks if j in self.cache.layers[0]]
+
+        def attend(layer, attn, y):
+            q, k, v = _qkv(attn, y)
+            cached = self.cache.layers[layer]
+            ks = [cached[j][0] for j in context_chunks] + [k]
+            vs = [cached[j][1] for j in context_chunks] + [v]
+            if write:
+                cached[i] = (k, v)
+            frames = sum(x.shape[2] for x in ks) // (grid[1] * grid[2])
+            out = _attend(attn, q, torch.cat(ks, dim=2), torch.cat(vs, dim=2), frames, grid[1:])
+            return attn.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+        out = m.backbone(x, grid, vec, context=context, attend=attend)
+        return m.patch.unpatchify(m.head(out), tuple(latents.shape[2:]))
+
+    def predict(self, latents: torch.Tensor, timestep) -> torch.Tensor:
+        """The velocity for chunk ``self.next`` at ``latents`` (B, C, c, h, w), ``timestep`` (B,) or a number."""
+        t = torch.as_tensor(timestep, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
+        return self._run(latents, t, self.next, write=False)
+
+    def commit(self, clean: torch.Tensor) -> None:
+        """Cache chunk ``self.next`` from its clean latents (a pass at timestep 0), then move to the next chunk."""
+        zero = clean.new_zeros(clean.shape[0], dtype=torch.float32)
+        self._run(clean, zero, self.next, write=True)
+        self.clean[self.next] = clean
+        self.next += 1
+        self.cache.keep(self.next)
+        self.clean = {j: x for j, x in self.clean.items() if j in self.cache.layers[0]}
+
+    def recache(self, cond: Optional[Conditioning]) -> None:
+        """Switch the prompt: re-encode the cached chunks under ``cond`` (LongLive's KV re-cache), in order."""
+        self.cond, kept, upto = cond, sorted(self.clean.items()), self.next
+        self.cache = RollingKVCache(self.model)
+        for j, clean in kept:
+            zero = clean.new_zeros(clean.shape[0], dtype=torch.float32)
+            self._run(clean, zero, j, write=True, cached_only=True)
+        self.next = upto
+
+
+@torch.no_grad()
+def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditioning], *, frames: int, hw: tuple,
+                   batch: int = 1, num_inference_steps: int = 8, guidance_scale: float = 1.0,
+                   generator: Optional[torch.Generator] = None, scheduler=None, prompts: Optional[dict] = None):
+    """Yield normalized latents (B, C, c, h, w) chunk by chunk for ``frames`` latent frames of ``hw`` latents: each
+    chunk is denoised in ``num_inference_steps`` Euler steps of the flow (classifier-free guidance against the
+    learnt null condition when ``guidance_scale`` > 1), then cached clean. ``prompts``: ``{chunk: Conditioning}``
+    switches the conditioning before that chunk, re-caching (:meth:`ChunkStream.recache`). Memory is flat in
+    ``frames``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    scheduler = scheduler or FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
+    c, dev = model.config.chunk_frames, model.device
+    grid = model.patch.grid((c, *hw))
+    model.backbone.check_grid(grid)
+    both, drop, doubled = cfg_batch(cond, None, batch, dev, guidance_scale)
+    stream = ChunkStream(model, both, tuple(hw), drop)
+    for i in range(-(-frames // c)):
+        if prompts and i in prompts:
+            both, _, _ = cfg_batch(prompts[i], None, batch, dev, guidance_scale)
+            stream.recache(both)
+        n = min(c, frames - i * c)
+        x = torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
+        scheduler.set_timesteps(num_inference_steps, device=dev)
+        for t in scheduler.timesteps:
+            v = stream.predict(torch.cat([x, x]) if doubled else x, t).float()
+            x = scheduler.step(apply_cfg(v, guidance_scale) if doubled else v, t, x, return_dict=False)[0]
+        stream.commit(torch.cat([x, x]) if doubled else x)
+        yield x
