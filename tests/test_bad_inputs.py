@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from vidgen.data.shards import parse_buckets
 from vidgen.generators.diffusers_window import window_attention
+from vidgen.generators.causal import CausalFlowVideoTransformer
 from vidgen.generators.distillation import distillation_spec
 from vidgen.training.lora import add_lora
 from vidgen.data.shards import ShardDataset
@@ -1016,6 +1017,16 @@ CASES: list[Case] = [
          r"CogVideoXPipeline predicts 'v_prediction'"),
     Case("distill/diffusers-without-lora", "config", lambda env: _distill_diffusers(env), ConfigError,
          r"lora.rank: distilling a diffusers model trains a LoRA"),
+    Case("causal/chunk-of-zero-frames", "config",
+         lambda env: CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, chunk_frames=0), ConfigError,
+         r"chunk_frames must be an int >= 1, got 0"),
+    Case("causal/sink-without-window", "config",
+         lambda env: CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, window_chunks=0, sink_chunks=1),
+         ConfigError, r"sink_chunks=1 needs a window \(window_chunks >= 1\)"),
+    Case("causal/chunks-longer-than-the-trained-context", "config",
+         lambda env: CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, chunk_frames=4, window_chunks=2,
+                                                           max_grid=(8, 4, 4)), ConfigError,
+         r"attends 16 token frames, more than the trained context \(max_grid t = 8\)"),
     Case("distill/shift-not-positive", "config",
          lambda env: distillation_spec("dmd2", [1, 2], 3.0, shift=-1.0), ConfigError, r"distill.shift must be a number > 0"),
     Case("pipeline/nan-latents", "pipeline", lambda env: env.run_pipe(latents=_nan((1, 4, 2, 2, 2))),

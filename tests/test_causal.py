@@ -76,7 +76,7 @@ def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(fr
 
 
 def test_a_prompt_switch_re_caches_the_held_chunks_under_the_new_prompt():
-    model = _model(window_chunks=8, sink_chunks=0)
+    model = _model(window_chunks=6, sink_chunks=0)
     clean = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(2))
     first, second = _cond(0), _cond(1)
     with torch.no_grad():
@@ -99,3 +99,15 @@ def test_chunk_layouts_it_cannot_run_are_refused_by_name():
         _model(window_chunks=0, sink_chunks=1)
     with pytest.raises(ConfigError, match="attends 16 token frames, more than the trained context"):
         _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=8)
+
+
+def test_the_diffusion_forcing_loss_trains_and_sample_streams_guided_chunks():
+    model = _model().train()
+    x0 = torch.randn(2, 4, 6, 4, 4, generator=torch.Generator().manual_seed(4))
+    loss, logs = model.loss(x0, _cond(batch=2), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.patch.proj.weight.grad.abs().sum() > 0
+    model.eval()
+    calls = [model.sample((6, 4, 4), 2, _cond(batch=2), num_inference_steps=2, guidance_scale=3.0,
+                          generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert calls[0].shape == (2, 4, 6, 4, 4) and torch.isfinite(calls[0]).all() and torch.equal(*calls)

@@ -94,6 +94,49 @@ class GeneratorMixin(StrictLoadingMixin):
             self.backbone._gradient_checkpointing_func = lambda fn, *a: checkpoint(fn, *a, use_reentrant=False)
 
 
+class LatentTokensMixin:
+    """Token interface of the latent generators (flow, block-causal flow): VAE latents ``(B, C, t, h, w)``."""
+
+    @classmethod
+    def tokenizer_kwargs(cls, tokenizer) -> dict:
+        """Constructor arguments that pair a new generator with ``tokenizer``."""
+        cls._check_kind(tokenizer)
+        return {"in_channels": int(tokenizer.config.latent_channels)}
+
+    @classmethod
+    def _check_kind(cls, tokenizer) -> None:
+        if not hasattr(tokenizer, "normalize_latents"):
+            raise InvalidInputError(f"tokenizer: {cls.__name__} works on continuous latents and needs a "
+                                    f"CausalVAE or a diffusers video VAE wrapped as "
+                                    f"vidgen.tokenizers.DiffusersVideoVAE(vae), got {type(tokenizer).__name__}")
+
+    def check_tokenizer(self, tokenizer) -> None:
+        self._check_kind(tokenizer)
+        if tokenizer.config.latent_channels != self.config.in_channels:
+            raise InvalidInputError(f"tokenizer: {tokenizer.config.latent_channels} latent channels, but the "
+                                    f"generator takes in_channels={self.config.in_channels}")
+
+    @torch.no_grad()
+    def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
+        """Video -> normalized latents (the posterior mode), ``(B, C, t, h, w)``."""
+        self.check_tokenizer(tokenizer)
+        return video_to_tokens(tokenizer, video, chunk_frames)
+
+    @torch.no_grad()
+    def decode_videos(self, tokenizer, latents: torch.Tensor, num_frames: int, height: int, width: int,
+                      chunk_frames: Optional[int] = None) -> torch.Tensor:
+        self.check_tokenizer(tokenizer)
+        return tokens_to_video(tokenizer, latents, num_frames, height, width, chunk_frames)
+
+    def check_latents(self, latents, name: str = "latents") -> None:
+        c = self.config.in_channels
+        if not isinstance(latents, torch.Tensor) or latents.dim() != 5 or latents.shape[1] != c:
+            raise InvalidInputError(f"{name} must have shape (B, {c}, t, h, w), got "
+                                    f"{tuple(getattr(latents, 'shape', ())) or type(latents).__name__}")
+        if not latents.is_floating_point():
+            raise InvalidInputError(f"{name} must be a float tensor, got {latents.dtype}")
+
+
 class DiscreteTokensMixin:
     """Token interface of the id-based generators (masked, autoregressive)."""
 

@@ -31,7 +31,7 @@ from einops import rearrange
 
 from vidgen.attention.rope import apply_rope, rope3d_angles
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
-from vidgen.generators.base import GeneratorMixin
+from vidgen.generators.base import GeneratorMixin, LatentTokensMixin
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import apply_cfg, cfg_batch
 from vidgen.rng import GeneratorLike, rows
@@ -76,7 +76,7 @@ def _qkv(attn, y: torch.Tensor):
     return attn.q_norm(q), attn.k_norm(k), v
 
 
-class CausalFlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
+class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, ConfigMixin):
     """A flow-matching video transformer whose chunks of latent frames are block-causal (module docstring)."""
 
     config_name = "config.json"
@@ -137,6 +137,7 @@ class CausalFlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
                 drop: Optional[torch.Tensor] = None, return_dict: bool = True):
         """latents (B, C, t, h, w); timestep (B,) or (B, chunks) on the 0..1000 scale; every chunk attends its
         attended chunks (:func:`attended_chunks`) of this same sequence. The reference of :class:`ChunkStream`."""
+        self.check_latents(latents)
         b, _, t, h, w = latents.shape
         x, vec, context, grid = self._tokens(latents, self.chunk_timesteps(timestep, b, t, latents.device), cond,
                                              drop)
@@ -158,13 +159,23 @@ class CausalFlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
         sample = self.patch.unpatchify(self.head(out), (t, h, w))
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
+    def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, config=None, scheduler=None,
+               generator: Optional[torch.Generator] = None, **settings) -> torch.Tensor:
+        """The uniform sampling call of every generator: normalized latents (B, C, t, h, w) for a latent ``grid``,
+        streamed chunk by chunk (:func:`stream_latents`) with ``config`` (a ``FlowSamplingConfig``) and ``settings``
+        (``num_inference_steps``, ``guidance_scale``)."""
+        from vidgen.generators.flow import FlowSamplingConfig
+        config = FlowSamplingConfig.resolve(config, settings)
+        chunks = stream_latents(self, cond, frames=grid[0], hw=tuple(grid[1:]), batch=batch, generator=generator,
+                                num_inference_steps=config.num_inference_steps,
+                                guidance_scale=config.guidance_scale, scheduler=scheduler)
+        return torch.cat(list(chunks), dim=2)
+
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
              weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
         """Diffusion forcing on normalized latents ``x0`` (B, C, t, h, w): a logit-normal noise level per chunk, the
         flow-matching loss over every frame."""
-        if x0.dim() != 5 or x0.shape[1] != self.config.in_channels:
-            raise InvalidInputError(f"x0 must be (B, {self.config.in_channels}, t, h, w) latents, got "
-                                    f"{tuple(x0.shape)}")
+        self.check_latents(x0, "x0")
         if weight is not None:
             raise UnsupportedError("weight: per-position loss weights are not supported by the block-causal model")
         b, t, dev = x0.shape[0], x0.shape[2], x0.device

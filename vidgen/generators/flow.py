@@ -25,8 +25,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.errors import ConfigError, InvalidInputError
-from vidgen.generators.base import (GeneratorMixin, check_guidance, check_loss_weight, check_positive_int, check_steps,
-                                    per_sample_mean)
+from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_guidance, check_loss_weight,
+                                    check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
@@ -34,12 +34,11 @@ from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, flow_mat
                                        step_callback)
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
-from vidgen.tokenizers.tokens import tokens_to_video, video_to_tokens
 
 PREDICTION_TYPES = ("flow", "epsilon", "v_prediction")
 
 
-class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
+class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, ConfigMixin):
     """Latent DiT / Latte over ``(B, C, t, h, w)`` latents (see the module docstring)."""
 
     config_name = "config.json"
@@ -74,47 +73,6 @@ class FlowVideoTransformer(GeneratorMixin, ModelMixin, ConfigMixin):
                               "are not supported; experiments/README.md names the revision of vidgen "
                               "that loads them")
         return super().extract_init_dict(config_dict, **kwargs)
-
-    # ------------------------------------------------------------------ token interface
-    @classmethod
-    def tokenizer_kwargs(cls, tokenizer) -> dict:
-        """Constructor arguments that pair a new generator with ``tokenizer``."""
-        cls._check_kind(tokenizer)
-        return {"in_channels": int(tokenizer.config.latent_channels)}
-
-    @classmethod
-    def _check_kind(cls, tokenizer) -> None:
-        if not hasattr(tokenizer, "normalize_latents"):
-            raise InvalidInputError(f"tokenizer: {cls.__name__} works on continuous latents and needs a "
-                                    f"CausalVAE or a diffusers video VAE wrapped as "
-                                    f"vidgen.tokenizers.DiffusersVideoVAE(vae), got {type(tokenizer).__name__}")
-
-    def check_tokenizer(self, tokenizer) -> None:
-        self._check_kind(tokenizer)
-        if tokenizer.config.latent_channels != self.config.in_channels:
-            raise InvalidInputError(f"tokenizer: {tokenizer.config.latent_channels} latent channels, but the "
-                                    f"generator takes in_channels={self.config.in_channels}")
-
-    @torch.no_grad()
-    def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
-        """Video -> normalized latents (the posterior mode), ``(B, C, t, h, w)``."""
-        self.check_tokenizer(tokenizer)
-        return video_to_tokens(tokenizer, video, chunk_frames)
-
-    @torch.no_grad()
-    def decode_videos(self, tokenizer, latents: torch.Tensor, num_frames: int, height: int, width: int,
-                      chunk_frames: Optional[int] = None) -> torch.Tensor:
-        self.check_tokenizer(tokenizer)
-        return tokens_to_video(tokenizer, latents, num_frames, height, width, chunk_frames)
-
-    # ------------------------------------------------------------------ model
-    def check_latents(self, latents, name: str = "latents") -> None:
-        c = self.config.in_channels
-        if not isinstance(latents, torch.Tensor) or latents.dim() != 5 or latents.shape[1] != c:
-            raise InvalidInputError(f"{name} must have shape (B, {c}, t, h, w), got "
-                                    f"{tuple(getattr(latents, 'shape', ())) or type(latents).__name__}")
-        if not latents.is_floating_point():
-            raise InvalidInputError(f"{name} must be a float tensor, got {latents.dtype}")
 
     def load_related(self, source: "FlowVideoTransformer", differ: list[str]) -> bool:
         """``init_from`` a model of this class whose configuration differs only in ``differ``: coarser patches
