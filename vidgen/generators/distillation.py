@@ -162,14 +162,16 @@ def student_sample_with_grad(student: nn.Module, noise: torch.Tensor, cond, spec
 def dmd2_losses(student: nn.Module, critic: nn.Module, teacher: nn.Module, noise: torch.Tensor,
                 cond: Optional[Conditioning], spec: dict, r: RowGenerator, *, student_weight: float = 1.0,
                 gan_weight: float = 0.0, discriminator: Optional[nn.Module] = None,
-                real: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+                real: Optional[torch.Tensor] = None, sample=None) -> tuple[torch.Tensor, dict]:
     """The student's distribution-matching loss plus the critic's flow-matching loss on the student's samples (the
     two act on disjoint parameters, so one optimizer step updates both; ``student_weight`` 0 leaves the student out
     of the graph, so the step updates the critic alone). With ``gan_weight`` > 0, ``discriminator`` (a head on the critic's features, see
-    :class:`CriticClassifier`) tells ``real`` clean latents from the student's, both noised to the same level."""
+    :class:`CriticClassifier`) tells ``real`` clean latents from the student's, both noised to the same level.
+    ``sample(student, noise, cond, spec, r)``: how the student makes its samples (default
+    :func:`student_sample_with_grad`; a causal student's rollout on its own chunks: Self-Forcing)."""
     b, train_student = noise.shape[0], student_weight > 0
     with torch.set_grad_enabled(train_student and torch.is_grad_enabled()):
-        x0 = student_sample_with_grad(student, noise, cond, spec, r)
+        x0 = (sample or student_sample_with_grad)(student, noise, cond, spec, r)
     # the real (guided teacher) and fake (critic) clean estimates of the sample noised to a random level
     s = (0.02 + 0.96 * r.rand(b)).to(noise.device)
     n = r.randn(b, *noise.shape[1:]).to(noise)
