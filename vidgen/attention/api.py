@@ -30,6 +30,8 @@ BLOCKED_MAX_WORK_FRACTION = 0.25
 # the blocked path wins (eval/bench_attention.py, "other patterns").
 FUSED_MIN_OVERFETCH = 3.0
 
+TILE_REASON = ("tile-aligned windows (tile=) run on the reference and flex backends; the fused and blocked kernels "
+               "implement exact windows")
 DECODE_REASON = ("decode calls (q_start given, fewer queries than keys) run only on the reference backend "
                  "(SDPA with the sliced mask); use backend='reference' or 'auto'")
 
@@ -60,12 +62,13 @@ def _run_triton(q, k, v, pattern, scale):
 class Backend:
     """One ``attention3d`` backend. ``run(q, k, v, pattern, scale)`` computes a call; ``refusal(q, k, v, pattern)``
     is None when the backend can run it, else the reason it cannot; ``decode``: it also runs decode calls, as
-    ``run(q, k, v, pattern, scale, q_start)``."""
+    ``run(q, k, v, pattern, scale, q_start)``; ``tiles``: it runs tile-aligned windows (``tile=``)."""
 
     name: str
     run: Callable
     refusal: Callable
     decode: bool = False
+    tiles: bool = False
 
 
 def _from_q_and_pattern(reason: Callable) -> Callable:
@@ -75,10 +78,10 @@ def _from_q_and_pattern(reason: Callable) -> Callable:
 #: every backend, in the order ``backend_support`` lists them: adding a backend is one entry here
 _BACKENDS = {b.name: b for b in (
     Backend("reference", reference.reference_attention, _from_q_and_pattern(reference.unsupported_reason),
-            decode=True),
+            decode=True, tiles=True),
     Backend("cpu", cpu_blocked.blocked_attention, _from_q_and_pattern(cpu_blocked.unsupported_reason)),
     Backend("cpu_fused", cpu_window.window_attention, _from_q_and_pattern(cpu_window.unsupported_reason)),
-    Backend("flex", flex.flex_attention3d, flex.unsupported_reason),
+    Backend("flex", flex.flex_attention3d, flex.unsupported_reason, tiles=True),
     Backend("triton", _run_triton, _triton_reason),
 )}
 BACKENDS = tuple(_BACKENDS)
@@ -88,6 +91,8 @@ def _reason(name: str, q, k, v, pattern: AttentionPattern, q_start: Optional[int
     backend = _BACKENDS[name]
     if q_start is not None and not backend.decode:
         return DECODE_REASON
+    if pattern.tile is not None and not backend.tiles:
+        return TILE_REASON
     return backend.refusal(q, k, v, pattern)
 
 
@@ -151,9 +156,9 @@ def check_decode_call(q_start, lq: int, lk: int, pattern: AttentionPattern, name
 
 
 def backend_support(q, k, v, grid, window: Window = None, causal: Causal = False, num_prefix_tokens: int = 0,
-                    q_start: Optional[int] = None) -> Dict[str, Optional[str]]:
+                    q_start: Optional[int] = None, tile=None) -> Dict[str, Optional[str]]:
     """For each backend, ``None`` if it can run these inputs, else the reason it cannot."""
-    pattern = make_pattern(grid, window, causal, num_prefix_tokens)
+    pattern = make_pattern(grid, window, causal, num_prefix_tokens, tile)
     q, k, v = _autocast(q, k, v)
     _check_inputs(q, k, v, pattern, None, q_start)
     q_start = _as_full_call(q, pattern, q_start)
@@ -165,6 +170,9 @@ def choose_backend(q, k, v, pattern: AttentionPattern, q_start: Optional[int] = 
     Never one that refuses them: decode calls and token-causal patterns leave ``reference`` (or ``flex``)."""
     if pattern.is_full or q_start is not None:
         return "reference"  # plain SDPA without a mask, or the decode path (only the reference backend has it)
+    if pattern.tile is not None:  # only reference and flex take tiles; flex compiles its block mask on the GPU
+        return "flex" if q.device.type == "cuda" and flex.unsupported_reason(q, k, v, pattern) is None \
+            else "reference"
     if q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
         return "triton"
     if pattern.num_tokens >= BLOCKED_MIN_TOKENS and cpu_blocked.unsupported_reason(q, pattern) is None:
@@ -203,13 +211,15 @@ def _autocast(q, k, v):
 
 def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window: Window = None,
                 causal: Causal = False, num_prefix_tokens: int = 0, scale: Optional[float] = None,
-                backend: str = "auto", q_start: Optional[int] = None) -> torch.Tensor:
+                backend: str = "auto", q_start: Optional[int] = None, tile=None) -> torch.Tensor:
     """Attention over prefix tokens + a (T, H, W) video token grid.
 
     q, k, v: (B, heads, N, D) with ``N = num_prefix_tokens + T*H*W``, video tokens in (t, h, w) row-major order.
     ``window=(wt, wh, ww)``: a video query sees video keys with ``|dt| <= wt//2``, ``|dh| <= wh//2``,
     ``|dw| <= ww//2`` (``None`` entry = unlimited axis, ``window=None`` = full). ``causal``: ``False``,
     ``True`` / ``"frame"`` (adds ``t' <= t``) or ``"token"`` (adds key index <= query index, GPT-style).
+    ``tile=(tt, th, tw)``: tile-aligned windows, the window counted in tiles of that many tokens (STA): a tile of
+    queries attends whole tiles of keys.
     See :mod:`vidgen.attention.masks` for the exact semantics (prefix tokens included).
     ``backend``: "auto" or one of ``BACKENDS`` ("reference", "cpu", ...). Returns (B, heads, N, D).
 
@@ -224,7 +234,7 @@ def attention3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid, window:
     Precision: float32, bfloat16 (every backend; the fused CPU kernel stores bf16 and sums in float32), float16 and
     float64 where the backend supports them. Under ``torch.autocast`` float32 inputs run in the autocast dtype.
     """
-    pattern = make_pattern(grid, window, causal, num_prefix_tokens)
+    pattern = make_pattern(grid, window, causal, num_prefix_tokens, tile)
     q, k, v = _autocast(q, k, v)
     _check_inputs(q, k, v, pattern, scale, q_start)
     q_start = _as_full_call(q, pattern, q_start)

@@ -27,6 +27,7 @@ class Attention3DConfig:
     qkv_bias: bool = False
     qk_norm: bool = False  # RMS-normalise q and k per head (stabilises large models / low precision)
     backend: str = "auto"
+    tile: Optional[Tuple[int, int, int]] = None  # tile-aligned windows: ``window`` counts tiles of this size (STA)
 
     def __post_init__(self):
         if self.dim <= 0 or self.num_heads <= 0 or self.dim % self.num_heads:
@@ -81,7 +82,7 @@ class Attention3D(nn.Module):
             raise InvalidInputError(f"x must have shape (B, N, {cfg.dim}), got {tuple(x.shape)}")
         window = cfg.window if window == "config" else window
         causal = cfg.causal if causal is None else causal
-        pattern = make_pattern(grid, window, causal, num_prefix_tokens)
+        pattern = make_pattern(grid, window, causal, num_prefix_tokens, cfg.tile if window is not None else None)
         if kv_cache is None and start != 0:
             raise InvalidInputError(f"start={start!r} needs a kv_cache (without one, x is the whole sequence)")
         if kv_cache is None and x.shape[1] != pattern.num_tokens:
