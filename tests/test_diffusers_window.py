@@ -64,6 +64,21 @@ def test_a_windowed_model_samples_and_differs_from_dense(family, pipes):
     assert handle.state.grid is not None and min(handle.state.grid) >= 1
 
 
+def test_tile_windows_run_in_a_real_model_and_differ_from_the_exact_window(pipes):
+    """Wan's grid here is 3x16x32 tokens: a 1x3x3 window of 1x4x4 tiles sees more than the 1x3x3 exact window."""
+    pipe, dense = pipes["wan"]
+    runs = {}
+    for tile in (None, (1, 4, 4)):
+        handle = window_attention(pipe.transformer, window=(1, 3, 3), tile=tile)
+        try:
+            runs[tile] = _sample(pipe, "wan")
+        finally:
+            handle.remove()
+        assert handle.state.windowed_calls > 0 and handle.state.tile == tile
+    exact, tiled = runs[None], runs[(1, 4, 4)]
+    assert torch.isfinite(tiled).all() and (tiled - exact).abs().max() > 1e-4 and (tiled - dense).abs().max() > 1e-4
+
+
 def test_dense_steps_keep_the_first_steps_dense(pipes):
     pipe, _ = pipes["ltx"]
     handle = window_attention(pipe.transformer, window=(1, 3, 3), dense_steps=2)
@@ -78,7 +93,8 @@ def test_dense_steps_keep_the_first_steps_dense(pipes):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(window=(3, 3)), "window must be"), (dict(window=(3, 0, 3)), "window must be"),
-    (dict(window=(3, 3, 3), layers=[7]), "layers"), (dict(window=(3, 3, 3), dense_steps=-1), "dense_steps")])
+    (dict(window=(3, 3, 3), layers=[7]), "layers"), (dict(window=(3, 3, 3), dense_steps=-1), "dense_steps"),
+    (dict(window=(3, 3, 3), tile=(1, 0, 2)), "tile must be None or three positive ints")])
 def test_bad_window_settings_are_refused(kwargs, match, pipes):
     with pytest.raises(InvalidInputError, match=match):
         window_attention(pipes["wan"][0].transformer, **kwargs)

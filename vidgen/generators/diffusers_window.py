@@ -7,7 +7,8 @@ call::
     handle.remove()                   # the model's own processors again
 
 ``window=(wt, wh, ww)`` counts tokens of the transformer's grid (latent cells / patch size) along t, h, w; a
-``None`` entry leaves that axis whole. ``layers``: block indices (default all). ``dense_steps=k``: the first ``k``
+``None`` entry leaves that axis whole. ``tile=(tt, th, tw)``: tile-aligned windows instead (the window then counts
+tiles of that many tokens, STA's layout; :mod:`vidgen.attention.masks`). ``layers``: block indices (default all). ``dense_steps=k``: the first ``k``
 denoising steps of each sampling run stay dense (a step is a new timestep value; a larger timestep than the last
 starts a new run); in training mode every call is windowed. A family whose self-attention also holds the text
 tokens passes them as ``attention3d``'s prefix tokens (they see, and are seen by, every token). Each family's
@@ -34,6 +35,7 @@ class WindowState:
 
     window: tuple
     dense_steps: int = 0
+    tile: Optional[tuple] = None
     backend: str = "auto"
     grid: Optional[tuple] = None
     step: int = -1
@@ -61,7 +63,7 @@ class WindowState:
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
         self.windowed_calls += 1
         return attention3d(q, k, v, grid=self.grid, window=self.window, num_prefix_tokens=prefix,
-                           backend=self.backend)
+                           backend=self.backend, tile=self.tile)
 
 
 def _blocks(model) -> list:
@@ -92,7 +94,7 @@ def _check_window(window) -> tuple:
     return tuple(window)
 
 
-def window_attention(transformer, window, layers=None, dense_steps: int = 0, backend: str = "auto"):
+def window_attention(transformer, window, layers=None, dense_steps: int = 0, backend: str = "auto", tile=None):
     """Swap the self-attention of ``layers`` (block indices; default all) of a diffusers video transformer (or a
     :class:`DiffusersVideoTransformer`) for ``attention3d`` with ``window``; see the module docstring. Returns a
     :class:`WindowAttention` handle."""
@@ -105,6 +107,10 @@ def window_attention(transformer, window, layers=None, dense_steps: int = 0, bac
         family.refuse("window_attention")
         raise UnsupportedError(f"window_attention: no window processor for {type(model).__name__}")
     window = _check_window(window)
+    if tile is not None:
+        from vidgen.attention.masks import make_pattern
+        make_pattern((1, 1, 1), window, False, 0, tile)  # a named error for a bad tile, before any processor changes
+        tile = tuple(tile)
     if isinstance(dense_steps, bool) or not isinstance(dense_steps, int) or dense_steps < 0:
         raise InvalidInputError(f"dense_steps must be an int >= 0, got {dense_steps!r}")
     blocks = _blocks(model)
@@ -115,7 +121,7 @@ def window_attention(transformer, window, layers=None, dense_steps: int = 0, bac
                                 f"(0..{len(blocks) - 1})")
     if any(isinstance(blocks[i].attn1.processor, WindowProcessor) for i in chosen):
         raise InvalidInputError("layers: window attention is already on in some of them; remove() that first")
-    state = WindowState(window, dense_steps, backend, model=model)
+    state = WindowState(window, dense_steps, tile, backend, model=model)
     originals = {}
     for i in chosen:
         originals[i] = blocks[i].attn1.processor
