@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from vidgen.attention import attention3d
-from vidgen.attention.api import backend_support
+from vidgen.attention.api import backend_support, choose_backend
+from vidgen.attention.cpu_blocked import _block_mask, plan_blocks
 from vidgen.attention.masks import decode_violation, make_pattern, pattern_mask
 from vidgen.errors import InvalidInputError, UnsupportedError
 
@@ -51,7 +52,7 @@ def test_the_pattern_is_the_tile_definition(grid, window, tile, prefix, causal):
         assert (decode_violation(pattern, 0, q_end) is None) == (not mask[:q_end, q_end:].any())
 
 
-@pytest.mark.parametrize("grid,window,tile,prefix,causal", CASES[:2])
+@pytest.mark.parametrize("grid,window,tile,prefix,causal", CASES[:3])
 def test_reference_and_flex_agree_forward_and_backward(grid, window, tile, prefix, causal):
     n = prefix + grid[0] * grid[1] * grid[2]
     g = torch.Generator().manual_seed(0)
@@ -65,20 +66,31 @@ def test_reference_and_flex_agree_forward_and_backward(grid, window, tile, prefi
     dense_grads = torch.autograd.grad(dense.square().sum(), (q, k, v))
     for a, b in zip(grads, dense_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    blocked = attention3d(q, k, v, backend="cpu", **kw)  # tiles as its query blocks, whole tiles of halo
+    torch.testing.assert_close(blocked, out, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(blocked.square().sum(), (q, k, v)), grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with torch.no_grad():  # flex has no CPU backward in this torch
         flex = attention3d(*(x.detach() for x in (q, k, v)), backend="flex", **kw)
         torch.testing.assert_close(flex, out.detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_other_backends_refuse_tiles_by_name_and_auto_picks_one_that_runs_them():
+def test_the_fused_backends_refuse_tiles_by_name_and_auto_picks_the_blocked_path():
     q = torch.randn(1, 2, 4 * 8 * 8, 16)
     support = backend_support(q, q, q, (4, 8, 8), (1, 3, 3), tile=(1, 4, 4))
-    assert support["reference"] is None
-    for name in ("cpu", "cpu_fused", "triton"):
-        assert "tile-aligned windows (tile=) run on the reference and flex backends" in support[name]
-    with pytest.raises(UnsupportedError, match="backend 'cpu' cannot run this call: tile-aligned windows"):
-        attention3d(q, q, q, (4, 8, 8), (1, 3, 3), backend="cpu", tile=(1, 4, 4))
-    assert attention3d(q, q, q, (4, 8, 8), (1, 3, 3), tile=(1, 4, 4)).shape == q.shape
+    assert support["reference"] is None and support["cpu"] is None
+    for name in ("cpu_fused", "triton"):
+        assert "tile-aligned windows (tile=) run on the reference, cpu and flex backends" in support[name]
+    with pytest.raises(UnsupportedError, match="backend 'cpu_fused' cannot run this call: tile-aligned windows"):
+        attention3d(q, q, q, (4, 8, 8), (1, 3, 3), backend="cpu_fused", tile=(1, 4, 4))
+    big = torch.randn(1, 1, 8 * 32 * 32, 16)  # from 2048 tokens on, auto takes the blocked path
+    pattern = make_pattern((8, 32, 32), (1, 3, 3), False, 0, (2, 8, 8))
+    assert choose_backend(big, big, big, pattern) == "cpu"
+    mask = _block_mask(pattern, plan_blocks(pattern), "cpu")  # only the grid's borders: one row for every query
+    assert (mask == mask[:, :, :1]).all() and mask[:, 0, 0].float().mean() < 1
+    torch.testing.assert_close(attention3d(big, big, big, (8, 32, 32), (1, 3, 3), tile=(2, 8, 8)),
+                               attention3d(big, big, big, (8, 32, 32), (1, 3, 3), tile=(2, 8, 8), backend="reference"),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs,message", [

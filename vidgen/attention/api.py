@@ -30,7 +30,7 @@ BLOCKED_MAX_WORK_FRACTION = 0.25
 # the blocked path wins (eval/bench_attention.py, "other patterns").
 FUSED_MIN_OVERFETCH = 3.0
 
-TILE_REASON = ("tile-aligned windows (tile=) run on the reference and flex backends; the fused and blocked kernels "
+TILE_REASON = ("tile-aligned windows (tile=) run on the reference, cpu and flex backends; the fused window kernels "
                "implement exact windows")
 DECODE_REASON = ("decode calls (q_start given, fewer queries than keys) run only on the reference backend "
                  "(SDPA with the sliced mask); use backend='reference' or 'auto'")
@@ -79,7 +79,7 @@ def _from_q_and_pattern(reason: Callable) -> Callable:
 _BACKENDS = {b.name: b for b in (
     Backend("reference", reference.reference_attention, _from_q_and_pattern(reference.unsupported_reason),
             decode=True, tiles=True),
-    Backend("cpu", cpu_blocked.blocked_attention, _from_q_and_pattern(cpu_blocked.unsupported_reason)),
+    Backend("cpu", cpu_blocked.blocked_attention, _from_q_and_pattern(cpu_blocked.unsupported_reason), tiles=True),
     Backend("cpu_fused", cpu_window.window_attention, _from_q_and_pattern(cpu_window.unsupported_reason)),
     Backend("flex", flex.flex_attention3d, flex.unsupported_reason, tiles=True),
     Backend("triton", _run_triton, _triton_reason),
@@ -170,16 +170,16 @@ def choose_backend(q, k, v, pattern: AttentionPattern, q_start: Optional[int] = 
     Never one that refuses them: decode calls and token-causal patterns leave ``reference`` (or ``flex``)."""
     if pattern.is_full or q_start is not None:
         return "reference"  # plain SDPA without a mask, or the decode path (only the reference backend has it)
-    if pattern.tile is not None:  # only reference and flex take tiles; flex compiles its block mask on the GPU
-        return "flex" if q.device.type == "cuda" and flex.unsupported_reason(q, k, v, pattern) is None \
-            else "reference"
-    if q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
+    tiled = pattern.tile is not None  # the fused kernels take exact windows only
+    if tiled and q.device.type == "cuda" and flex.unsupported_reason(q, k, v, pattern) is None:
+        return "flex"
+    if not tiled and q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
         return "triton"
     if pattern.num_tokens >= BLOCKED_MIN_TOKENS and cpu_blocked.unsupported_reason(q, pattern) is None:
         work_fraction, overfetch = _blocked_ratios(pattern)
         if work_fraction <= BLOCKED_MAX_WORK_FRACTION:
-            return "cpu_fused" if overfetch >= FUSED_MIN_OVERFETCH and cpu_window.unsupported_reason(q, pattern) \
-                is None else "cpu"
+            return "cpu_fused" if not tiled and overfetch >= FUSED_MIN_OVERFETCH and \
+                cpu_window.unsupported_reason(q, pattern) is None else "cpu"
     return "reference"
 
 

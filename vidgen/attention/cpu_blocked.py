@@ -2,7 +2,8 @@
 
 The video grid is cut into 3D query blocks. For each block we gather only the keys in its window halo
 (``block + 2*radius`` along every windowed axis, ``block + radius`` behind it along t when causal) and run
-SDPA on that small problem with the exact mask of the block. Every block then has the same shape, so all
+SDPA on that small problem with the exact mask of the block. Tile-aligned windows (``pattern.tile``) take the tiles
+as query blocks and whole tiles as the halo: no mask is left but the grid's borders. Every block then has the same shape, so all
 blocks go through one batched SDPA call; gathering is one ``index_select`` per tensor, so autograd gives the
 backward pass for free. Work drops from ``N^2`` to about ``N * halo`` while the result stays exact.
 
@@ -31,7 +32,8 @@ ROW_OVERHEAD = 64.0
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """How one grid axis is tiled: ``block`` queries per block, ``before``/``after`` halo keys around it."""
+    """How one grid axis is tiled: ``block`` queries per block, ``before``/``after`` halo keys around it;
+    ``tile``: the pattern's tile along the axis (its radius counts tiles; 1 for exact windows)."""
 
     size: int
     block: int
@@ -39,6 +41,7 @@ class AxisPlan:
     after: int
     radius: Optional[int]
     causal: bool
+    tile: int = 1
 
     @property
     def num_blocks(self) -> int:
@@ -59,15 +62,17 @@ class AxisPlan:
         k_valid = (k_pos >= 0) & (k_pos < self.size)
         ok = k_valid.expand(-1, self.block, -1)
         if self.radius is not None:
-            ok = ok & ((k_pos - q_pos).abs() <= self.radius)
+            ok = ok & ((k_pos // self.tile - q_pos // self.tile).abs() <= self.radius)
         if self.causal:
             ok = ok & (k_pos <= q_pos)
         return torch.where(q_pos < self.size, ok, k_valid)
 
 
-def _axis_plan(n: int, radius: Optional[int], block: int, causal: bool) -> AxisPlan:
+def _axis_plan(n: int, radius: Optional[int], block: int, causal: bool, tile: int = 1) -> AxisPlan:
     if radius is None:  # unrestricted axis: one block spans it, no halo (causality is left to the mask)
         return AxisPlan(n, n, 0, 0, None, causal)
+    if tile > 1:  # one tile a block, whole tiles of halo
+        return AxisPlan(n, tile, radius * tile, 0 if causal else radius * tile, radius, causal, tile)
     return AxisPlan(n, block, radius, 0 if causal else radius, radius, causal)
 
 
@@ -88,6 +93,9 @@ def plan_blocks(pattern: AttentionPattern, block: Optional[Tuple[int, int, int]]
 @functools.lru_cache(maxsize=256)  # called for every layer and step: the search is cheap but not free
 def _plan_blocks(pattern: AttentionPattern, block: Optional[Tuple[int, int, int]]) -> Tuple[AxisPlan, ...]:
     causal_axis = (pattern.causal, False, False)
+    if pattern.tile is not None:  # the blocks are the tiles
+        return tuple(_axis_plan(n, r, b, c, b) for n, r, b, c in zip(pattern.grid, pattern.radii, pattern.tile,
+                                                                       causal_axis))
     if block is not None:
         return tuple(_axis_plan(n, r, min(b, n), c)
                      for n, r, b, c in zip(pattern.grid, pattern.radii, block, causal_axis))
