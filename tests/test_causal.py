@@ -60,7 +60,7 @@ def test_a_streamed_chunk_equals_the_uncached_forward(chunk_frames):
 
 
 @pytest.mark.parametrize("frames", [400, pytest.param(10_000, marks=pytest.mark.slow)])
-def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, monkeypatch):
+def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, monkeypatch, one_thread):
     model = _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=16, depth=1)
     widest = []
     angles = causal.rope3d_angles
@@ -111,3 +111,15 @@ def test_the_diffusion_forcing_loss_trains_and_sample_streams_guided_chunks():
     calls = [model.sample((6, 4, 4), 2, _cond(batch=2), num_inference_steps=2, guidance_scale=3.0,
                           generator=torch.Generator().manual_seed(5)) for _ in range(2)]
     assert calls[0].shape == (2, 4, 6, 4, 4) and torch.isfinite(calls[0]).all() and torch.equal(*calls)
+
+
+def test_the_cache_holds_the_same_bytes_at_100_and_1025_latent_frames(one_thread):
+    model = _model(chunk_frames=1, window_chunks=2, sink_chunks=1, depth=1)
+    stream = ChunkStream(model, _cond(), (2, 2))
+    held = []
+    with torch.no_grad():
+        for i in range(1025):
+            stream.commit(torch.randn(1, 4, 1, 2, 2, generator=torch.Generator().manual_seed(i)))
+            held.append(sum(k.nbytes + v.nbytes for layer in stream.cache.layers for k, v in layer.values())
+                        + sum(x.nbytes for x in stream.clean.values()))
+    assert max(held[:100]) == max(held) == held[-1] > 0  # flat: the sink and the window, whatever the length
