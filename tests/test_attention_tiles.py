@@ -83,13 +83,13 @@ def test_the_fused_backends_refuse_tiles_by_name_and_auto_picks_the_blocked_path
         assert "tile-aligned windows (tile=) run on the reference, cpu and flex backends" in support[name]
     with pytest.raises(UnsupportedError, match="backend 'cpu_fused' cannot run this call: tile-aligned windows"):
         attention3d(q, q, q, (4, 8, 8), (1, 3, 3), backend="cpu_fused", tile=(1, 4, 4))
-    big = torch.randn(1, 1, 8 * 32 * 32, 16)  # from 2048 tokens on, auto takes the blocked path
-    pattern = make_pattern((8, 32, 32), (1, 3, 3), False, 0, (2, 8, 8))
+    big = torch.randn(1, 1, 8 * 16 * 16, 16)  # from 2048 tokens on, auto takes the blocked path
+    pattern = make_pattern((8, 16, 16), (1, 3, 3), False, 0, (2, 4, 4))
     assert choose_backend(big, big, big, pattern) == "cpu"
     mask = _block_mask(pattern, plan_blocks(pattern), "cpu")  # only the grid's borders: one row for every query
     assert (mask == mask[:, :, :1]).all() and mask[:, 0, 0].float().mean() < 1
-    torch.testing.assert_close(attention3d(big, big, big, (8, 32, 32), (1, 3, 3), tile=(2, 8, 8)),
-                               attention3d(big, big, big, (8, 32, 32), (1, 3, 3), tile=(2, 8, 8), backend="reference"),
+    torch.testing.assert_close(attention3d(big, big, big, (8, 16, 16), (1, 3, 3), tile=(2, 4, 4)),
+                               attention3d(big, big, big, (8, 16, 16), (1, 3, 3), tile=(2, 4, 4), backend="reference"),
                                rtol=1e-5, atol=1e-5)
 
 
