@@ -5,8 +5,9 @@
 Rows:
 * one denoising step with classifier-free guidance as Wan's pipeline runs it (two transformer passes), dense (the
   model's own SDPA attention) against vidgen's 3D window attention swapped into every block
-  (:func:`vidgen.generators.diffusers_window.window_attention`, ``--window`` in tokens of the 21x30x52 grid), each
-  eager and under ``torch.compile``, with the peak GPU memory of the step;
+  (:func:`vidgen.generators.diffusers_window.window_attention`, ``--window`` in tokens of the 21x30x52 grid) and
+  against tile-aligned windows (``--tile-window`` tiles of ``--tile`` tokens), each eager and under
+  ``torch.compile``, with the peak GPU memory of the step;
 * one LoRA training step (rank ``--lora-rank`` on to_q / to_k / to_v / to_out.0, bf16 autocast over fp32 adapter
   weights, gradient checkpointing, AdamW) on a ``--train-frames`` x 480 x 832 clip: seconds per step and peak memory.
 
@@ -46,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--text-tokens", type=int, default=512)
     p.add_argument("--window", default="7,15,27", help="t,h,w window in tokens of the transformer's grid")
+    p.add_argument("--tile", default="3,6,8", help="t,h,w tile of the tile-aligned window, in tokens")
+    p.add_argument("--tile-window", default="3,3,3", help="t,h,w tile-aligned window, in tiles")
     p.add_argument("--train-frames", type=int, default=33, help="frames of the LoRA training clip (at height x width)")
     p.add_argument("--lora-rank", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
@@ -55,7 +58,9 @@ def parse_args(argv=None):
     if args.quick:
         args.frames, args.height, args.width, args.text_tokens, args.train_frames = 9, 64, 64, 16, 5
         args.window, args.rounds, args.no_compile, args.lora_rank = "1,3,3", 2, True, 4
-    args.window = tuple(int(w) for w in args.window.split(","))
+        args.tile, args.tile_window = "1,2,2", "1,3,3"
+    args.window, args.tile, args.tile_window = (tuple(int(w) for w in a.split(","))
+                                                for a in (args.window, args.tile, args.tile_window))
     return args
 
 
@@ -126,14 +131,16 @@ def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
     t = torch.tensor([500.0], device=device)
     for compiled in ([False] if args.no_compile else [False, True]):
         call = torch.compile(gen.model) if compiled else gen.model
-        for attention in ("dense", "windowed"):
+        for attention in ("dense", "windowed", "tiled"):
+            window = {"dense": None, "windowed": args.window, "tiled": args.tile_window}[attention]
             row = {"row": "denoising_step", "attention": attention, "compile": compiled, "latent_grid": list(grid),
-                   "token_grid": list(gen.token_grid(grid)), "window": list(args.window) if attention != "dense"
-                   else None, "cfg_passes": 2}
+                   "token_grid": list(gen.token_grid(grid)), "window": None if window is None else list(window),
+                   "tile": list(args.tile) if attention == "tiled" else None, "cfg_passes": 2}
             if time.time() > deadline:
                 save({**row, "skipped": "time budget spent"})
                 continue
-            handle = window_attention(gen, args.window) if attention == "windowed" else None
+            handle = None if window is None else window_attention(
+                gen, window, tile=args.tile if attention == "tiled" else None)
 
             @torch.no_grad()
             def one_step():
