@@ -1,6 +1,7 @@
 """Benchmark: which attention layout and preset the masked and autoregressive generators can afford on 4x4-pixel
 FSQ codes (a 5x16x16 grid = 1280 tokens per 17-frame 64x64 clip, 16 text prefix tokens), side by side in one run,
-against the GEMM ceiling measured in the same run (``eval/ceiling.py``).
+against the GEMM ceiling measured in the same run (``eval/ceiling.py``); ``--kinds flow``: the flow generator on the
+same grid of 4-channel latents (the shapes VAE's at 1x1x1 patches).
 
 For each generator (masked, AR), preset (mini, small) and layout (``full``, Latte's ``spatiotemporal``, a local 3D
 ``window``; also ``full`` over 1x2x2 patches of ids, 320 backbone tokens, as both ship): one training step (forward +
@@ -27,23 +28,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.bench_generators import CFG, VOCAB, cond, count_flops, timeit  # noqa: E402
 from eval.ceiling import describe, gemm_ceilings  # noqa: E402
 from eval.results import write_result  # noqa: E402
-from vidgen.generators import AutoregressiveVideoTransformer, MaskedVideoTransformer, generate_ids, generate_tokens  # noqa: E402
+from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer, MaskedVideoTransformer,  # noqa: E402
+                               generate_ids, generate_latents, generate_tokens)
 from vidgen.precision import cpu_has_fast_bf16  # noqa: E402
 
 LAYOUTS = ("full", "spatiotemporal", "window")
-CLASSES = {"masked": MaskedVideoTransformer, "ar": AutoregressiveVideoTransformer}
+CLASSES = {"masked": MaskedVideoTransformer, "ar": AutoregressiveVideoTransformer, "flow": FlowVideoTransformer}
+LATENT_CHANNELS = 4  # the shapes VAE's
+DEFAULT_KINDS = ("masked", "ar")
 
 
 def build(kind: str, preset: str, layout: str, grid, window, patch=(1, 1, 1)):
     torch.manual_seed(0)
-    return CLASSES[kind].from_preset(preset, vocab_size=VOCAB, text_dim=384, max_text_tokens=16, layout=layout,
+    tokens = dict(in_channels=LATENT_CHANNELS) if kind == "flow" else dict(vocab_size=VOCAB)
+    return CLASSES[kind].from_preset(preset, **tokens, text_dim=384, max_text_tokens=16, layout=layout,
                                      window=tuple(window), max_grid=tuple(grid), patch_size=tuple(patch))
+
+
+def inputs(kind: str, batch: int, grid, g) -> torch.Tensor:
+    """A batch of what the generator trains on: ids, or normalized latents for the flow model."""
+    if kind == "flow":
+        return torch.randn(batch, LATENT_CHANNELS, *grid, generator=g)
+    return torch.randint(0, VOCAB, (batch, *grid), generator=g)
 
 
 def train_step(kind, preset, layout, grid, args, ceilings, mode, patch) -> dict:
     model = build(kind, preset, layout, grid, args.window, patch).train()
     opt, g = torch.optim.AdamW(model.parameters(), lr=1e-4), torch.Generator().manual_seed(0)
-    ids, c = torch.randint(0, VOCAB, (args.batch, *grid), generator=g), cond(args.batch)
+    ids, c = inputs(kind, args.batch, grid, g), cond(args.batch)
 
     def step():
         with torch.autocast("cpu", torch.bfloat16, enabled=mode == "bf16"):
@@ -66,6 +78,10 @@ def sample_seconds(kind, preset, layout, grid, args, mode, patch) -> float:
         def call():
             generate_ids(model, c, grid=grid, batch=args.sample_batch, guidance_scale=CFG,
                          num_inference_steps=args.masked_steps, generator=g)
+    elif kind == "flow":
+        def call():
+            generate_latents(model, c, grid=grid, batch=args.sample_batch, guidance_scale=CFG,
+                             num_inference_steps=25, generator=g)
     else:
         def call():
             generate_tokens(model, c, grid=grid, batch=args.sample_batch, guidance_scale=CFG, generator=g)
@@ -86,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-batch", type=int, default=2)
     parser.add_argument("--masked-steps", type=int, default=12)
     parser.add_argument("--sample-presets", nargs="+", default=["mini"], help="presets whose sampling is timed")
-    parser.add_argument("--kinds", nargs="+", choices=list(CLASSES), default=list(CLASSES))
+    parser.add_argument("--kinds", nargs="+", choices=list(CLASSES), default=list(DEFAULT_KINDS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
@@ -96,7 +112,7 @@ def main(argv=None) -> int:
         args.grid, args.reference_grid, args.window, args.batch, args.steps = [2, 4, 4], [2, 2, 2], [1, 3, 3], 2, 1
         args.sample_batch, args.masked_steps = 1, 2
     out = Path(args.out or f"docs/results/bench_layouts{'_quick' if args.quick else ''}"
-               f"{'' if set(args.kinds) == set(CLASSES) else '_' + '_'.join(args.kinds)}.json")
+               f"{'' if set(args.kinds) == set(DEFAULT_KINDS) else '_' + '_'.join(args.kinds)}.json")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     modes = ["fp32"] + (["bf16"] if cpu_has_fast_bf16() else [])
