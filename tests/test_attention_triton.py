@@ -88,6 +88,39 @@ def test_triton_low_precision(tk, pattern, dtype):
     check_against_reference(_triton(pattern), pattern, q, k, v)
 
 
+def _tile_pattern(tk, causal_prefix: bool):
+    """A tile-aligned window whose tiles are one box of the kernel's layout (32 tokens under the interpreter, 128 on a
+    GPU), on a grid of whole tiles."""
+    if tk.BLOCK_M == 32:
+        grid, tile = (4, 8, 8), ((1, 4, 8) if causal_prefix else (2, 4, 4))
+    else:
+        grid, tile = (4, 16, 16), ((1, 8, 16) if causal_prefix else (2, 8, 8))
+    if causal_prefix:
+        return make_pattern(grid, (3, 1, 3), "frame", 3, tile)
+    return make_pattern(grid, (1, 3, 3), False, 0, tile)
+
+
+@pytest.mark.parametrize("causal_prefix", [False, True], ids=["tiles", "tiles-causal-prefix"])
+def test_tile_windows_run_whole_tiles_without_a_mask(tk, causal_prefix):
+    """Each tile is one box of the layout, so every (video, video) tile pair the kernel visits is full: the mask is
+    never computed for them, and the result is the reference's, forward and backward."""
+    pattern = _tile_pattern(tk, causal_prefix)
+    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=16)
+    check_against_reference(_triton(pattern), pattern, q, k, v)
+    plan = tk.launch_spec(q.device, *tk._op_args(pattern, q, None, None, None)[:4], tk.BLOCK_M, tk.BLOCK_N,
+                          [*pattern.tile, 1], "auto").plan
+    video = plan.layout.prefix_slots // tk.BLOCK_M  # the first video query tile
+    partial = plan.forward.partial_index[video:, :int(plan.forward.partial_count[video:].max())]
+    assert plan.layout.box == pattern.tile and plan.forward.full_count[video:].min() > 0
+    assert (partial < plan.layout.prefix_slots // tk.BLOCK_N).all()  # partial only against the prefix's tile
+
+
+def test_tile_windows_the_kernel_cannot_run_are_refused_by_name(tk):
+    q = torch.zeros(1, 1, 4 * 8 * 8, 16, device=DEVICE)
+    with pytest.raises(UnsupportedError, match=r"tiles hold \d+ tokens \(one box of its layout\), got tile=\(1, 2, 2\)"):
+        attention3d(q, q, q, (4, 8, 8), (1, 3, 3), backend="triton", tile=(1, 2, 2))
+
+
 def test_triton_small_tiles_and_scale(tk):
     pattern = make_pattern((3, 4, 6), (3, 3, 3), causal=True, num_prefix_tokens=2)
     q, k, v = random_qkv(pattern, batch=2, heads=1, head_dim=8)

@@ -30,8 +30,8 @@ BLOCKED_MAX_WORK_FRACTION = 0.25
 # the blocked path wins (eval/bench_attention.py, "other patterns").
 FUSED_MIN_OVERFETCH = 3.0
 
-TILE_REASON = ("tile-aligned windows (tile=) run on the reference, cpu and flex backends; the fused window kernels "
-               "implement exact windows")
+TILE_REASON = ("tile-aligned windows (tile=) run on the reference, cpu, flex and triton backends; the fused CPU "
+               "window kernel implements exact windows")
 DECODE_REASON = ("decode calls (q_start given, fewer queries than keys) run only on the reference backend "
                  "(SDPA with the sliced mask); use backend='reference' or 'auto'")
 
@@ -82,7 +82,7 @@ _BACKENDS = {b.name: b for b in (
     Backend("cpu", cpu_blocked.blocked_attention, _from_q_and_pattern(cpu_blocked.unsupported_reason), tiles=True),
     Backend("cpu_fused", cpu_window.window_attention, _from_q_and_pattern(cpu_window.unsupported_reason)),
     Backend("flex", flex.flex_attention3d, flex.unsupported_reason, tiles=True),
-    Backend("triton", _run_triton, _triton_reason),
+    Backend("triton", _run_triton, _triton_reason, tiles=True),
 )}
 BACKENDS = tuple(_BACKENDS)
 
@@ -170,11 +170,11 @@ def choose_backend(q, k, v, pattern: AttentionPattern, q_start: Optional[int] = 
     Never one that refuses them: decode calls and token-causal patterns leave ``reference`` (or ``flex``)."""
     if pattern.is_full or q_start is not None:
         return "reference"  # plain SDPA without a mask, or the decode path (only the reference backend has it)
-    tiled = pattern.tile is not None  # the fused kernels take exact windows only
+    tiled = pattern.tile is not None  # the fused CPU kernel takes exact windows only
+    if q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
+        return "triton"
     if tiled and q.device.type == "cuda" and flex.unsupported_reason(q, k, v, pattern) is None:
         return "flex"
-    if not tiled and q.device.type == "cuda" and _triton_reason(q, k, v, pattern) is None:
-        return "triton"
     if pattern.num_tokens >= BLOCKED_MIN_TOKENS and cpu_blocked.unsupported_reason(q, pattern) is None:
         work_fraction, overfetch = _blocked_ratios(pattern)
         if work_fraction <= BLOCKED_MAX_WORK_FRACTION:

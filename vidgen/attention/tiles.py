@@ -93,12 +93,25 @@ def _tile_bounds(coords: torch.Tensor, block: int):
     return lo, hi, video.all(1), video.any(1), prefix.all(1), prefix.any(1)
 
 
+def _pattern_coords(pattern: AttentionPattern, coords: torch.Tensor) -> torch.Tensor:
+    """The slots' coordinates in the units the pattern's radii count: tokens, or the tiles of a tile-aligned window
+    (prefix and padding slots keep their sentinels)."""
+    if pattern.tile is None:
+        return coords
+    video = (coords[0] >= 0) & (coords[0] < PAD_T)
+    tile = torch.tensor(pattern.tile, dtype=coords.dtype, device=coords.device)[:, None]
+    return torch.where(video[None], torch.div(coords, tile, rounding_mode="floor"), coords)
+
+
 def tile_maps(pattern: AttentionPattern, layout: Layout, block_q: int, block_k: int):
     """(visit, full): (query tiles, key tiles) bools. visit: the pair holds an allowed (real query, key) pair (exact
-    for box tiles, a superset for raster tiles); full: every (query, key) pair of it is allowed, every key real."""
+    for box tiles, a superset for raster tiles); full: every (query, key) pair of it is allowed, every key real.
+    A tile-aligned window's radii count the pattern's tiles: a box of the layout that is one of them is all or
+    nothing against another."""
     radii = [n if r is None else r for n, r in zip(pattern.grid, pattern.radii)]
-    qlo, qhi, q_all_v, q_any_v, _, q_any_p = (x[..., :, None] for x in _tile_bounds(layout.coords, block_q))
-    klo, khi, k_all_v, k_any_v, k_all_p, k_any_p = (x[..., None, :] for x in _tile_bounds(layout.coords, block_k))
+    coords = _pattern_coords(pattern, layout.coords)
+    qlo, qhi, q_all_v, q_any_v, _, q_any_p = (x[..., :, None] for x in _tile_bounds(coords, block_q))
+    klo, khi, k_all_v, k_any_v, k_all_p, k_any_p = (x[..., None, :] for x in _tile_bounds(coords, block_k))
     near = q_any_v & k_any_v
     reach = q_all_v.new_ones(())
     for axis, r in enumerate(radii):

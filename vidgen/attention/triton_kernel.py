@@ -18,6 +18,7 @@ is first imported). The interpreter mis-computes bf16 ``tl.dot``, so there we up
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -54,10 +55,13 @@ _LAUNCHES: dict = {}
 
 def launch_spec(device, grid, radii, causal, prefix, block_m, block_n, box, mask) -> Launch:
     """The cached :class:`Launch` of the operators' arguments. ``box``: [0] the layout tiles.choose_box picks, []
-    raster order, [bt, bh, bw] that box; ``radii[i] = -1``: unlimited."""
+    raster order, [bt, bh, bw] that box, [bt, bh, bw, 1] a tile-aligned window of those tiles, each a box of the
+    layout (every visited tile then full: no mask); ``radii[i] = -1``: unlimited."""
     def make():
-        pattern = AttentionPattern(tuple(grid), tuple(None if r < 0 else r for r in radii), causal, prefix)
-        chosen = tiles.cached_choose_box(pattern, block_m, block_n, device) if list(box) == [0] else box
+        tile = tuple(box[:3]) if len(box) == 4 else None
+        pattern = AttentionPattern(tuple(grid), tuple(None if r < 0 else r for r in radii), causal, prefix,
+                                   tile=tile)
+        chosen = tiles.cached_choose_box(pattern, block_m, block_n, device) if list(box) == [0] else box[:3]
         plan = tiles.kernel_plan(pattern, tuple(chosen) if chosen else None, block_m, block_n,
                                  min(BWD_BLOCK, block_m, block_n), device)
         radii3 = tuple(mask_codes.kernel_radii(pattern))
@@ -208,6 +212,21 @@ def unsupported_reason(q: torch.Tensor, pattern: AttentionPattern) -> Optional[s
         return f"the triton backend supports float32/float16/bfloat16, got {q.dtype}"
     if q.shape[3] > MAX_HEAD_DIM:
         return f"the triton backend supports head dim <= {MAX_HEAD_DIM}, got {q.shape[3]}"
+    if pattern.tile is not None:
+        return tile_reason(pattern)
+    return None
+
+
+def tile_reason(pattern: AttentionPattern) -> Optional[str]:
+    """Why the kernel cannot run this tile-aligned window, or None: each tile must be one box of the layout (a whole
+    number of the kernel's tiles) and the grid a whole number of tiles, so that no visited tile needs a mask."""
+    align = max(BLOCK_M, BLOCK_N, BWD_BLOCK)
+    if math.prod(pattern.tile) != align:
+        return (f"the triton backend runs tile-aligned windows whose tiles hold {align} tokens (one box of its "
+                f"layout), got tile={pattern.tile}; use backend='cpu', 'flex' or 'reference'")
+    if any(n % t for n, t in zip(pattern.grid, pattern.tile)):
+        return (f"the triton backend runs tile-aligned windows on grids of whole tiles, got grid {pattern.grid} and "
+                f"tile={pattern.tile}; use backend='cpu', 'flex' or 'reference'")
     return None
 
 
@@ -221,6 +240,8 @@ def _op_args(pattern: AttentionPattern, q: torch.Tensor, scale: Optional[float],
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)
     block_m, block_n = block_m or BLOCK_M, block_n or BLOCK_N
     box = [0] if layout == "auto" else ([] if layout == "raster" else list(layout))
+    if pattern.tile is not None:  # the layout's boxes are the tiles
+        box = [*pattern.tile, 1]
     return list(pattern.grid), radii, pattern.causal, pattern.num_prefix_tokens, scale, block_m, block_n, box, mask
 
 
