@@ -59,15 +59,17 @@ from vidgen.attention import attention3d, make_pattern  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "bench_attention_gpu.json"
 SHAPES = [
-    dict(key="a", grid=(16, 32, 32), window=(3, 7, 7), heads=4, head_dim=64, budget_s=30,
-         note="the CPU benchmark's shape (eval/bench_attention.py)"),
+    dict(key="a", grid=(16, 32, 32), window=(3, 7, 7), heads=4, head_dim=64, budget_s=30, tile=(2, 8, 8),
+         tile_window=(1, 1, 1), note="the CPU benchmark's shape (eval/bench_attention.py)"),
     dict(key="c", grid=(21, 30, 52), window=(9, 17, 33), heads=12, head_dim=128, budget_s=45,
          note="Wan2.1-1.3B at 480x832, 81 frames; window chosen here: +-4 latent frames, +-8 rows, +-16 columns"),
-    dict(key="b", grid=(30, 48, 80), window=(18, 24, 24), heads=24, head_dim=128, budget_s=110,
+    dict(key="b", grid=(30, 48, 80), window=(18, 24, 24), heads=24, head_dim=128, budget_s=110, tile=(2, 8, 8),
+         tile_window=(9, 3, 3),  # 18x24x24 keys a query, as NATTEN's windows, in whole 2x8x8 tiles
          note="NATTEN's published H100 shape (its windows: 18x24x24 keys, shifted at the borders, "
               "115,200 x 10,368 pairs, FLOP bound 11.1x)", natten_keys_per_query=18 * 24 * 24),
 ]
 QUICK_SHAPES = [dict(key="quick", grid=(2, 4, 4), window=(3, 3, 4), heads=1, head_dim=16, budget_s=30,
+                     tile=(2, 4, 4), tile_window=(1, 1, 1),
                      note="plumbing check under the Triton interpreter (CPU, fp32): not a speed")]
 PASSES = ("forward", "forward_backward")
 WINDOWED = ("triton", "triton_coords", "triton_raster", "flex")
@@ -86,12 +88,15 @@ def _sdpa(backend_name: str):
     return call
 
 
-def backends(grid, window) -> dict:
-    """name -> fn(q, k, v): the windowed backends through the public call, dense SDPA pinned to one backend."""
+def backends(grid, window, tile=None, tile_window=None) -> dict:
+    """name -> fn(q, k, v): the windowed backends through the public call, dense SDPA pinned to one backend;
+    ``triton_tile``: the kernel on the shape's tile-aligned window (``tile_window`` tiles of ``tile`` tokens)."""
     from vidgen.attention.triton_kernel import triton_attention3d
 
     pattern = make_pattern(grid, window)
-    return {"triton": lambda q, k, v: attention3d(q, k, v, grid, window, backend="triton"),
+    tiled = {} if tile is None else {"triton_tile": lambda q, k, v: attention3d(
+        q, k, v, grid, tile_window, backend="triton", tile=tile)}
+    return {**tiled, "triton": lambda q, k, v: attention3d(q, k, v, grid, window, backend="triton"),
             # the same kernels with the mask rebuilt from (t, h, w) coordinates instead of packed codes
             "triton_coords": lambda q, k, v: triton_attention3d(q, k, v, pattern, mask="coords"),
             # ... and with the tokens in raster order (no 3D-box layout)
@@ -209,7 +214,7 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
     budget_end = min(deadline, start + spec["budget_s"])
     tensors = make_tensors(spec, device, dtype)
     flush = torch.empty(FLUSH_MIB << 20, dtype=torch.int8, device=device) if device.type == "cuda" else None
-    fns = backends(spec["grid"], spec["window"])
+    fns = backends(spec["grid"], spec["window"], spec.get("tile"), spec.get("tile_window"))
     calls, errors, first = {}, {}, {}
     for p in PASSES:
         for name, fn in fns.items():
@@ -232,6 +237,10 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
         rounds += 1
     kernels = device_ms(calls, deadline) if device.type == "cuda" else {}
     row = {k: v for k, v in spec.items() if k != "budget_s"}
+    tile_pattern = make_pattern(spec["grid"], spec["tile_window"], tile=spec["tile"]) if "tile" in spec else None
+    if tile_pattern is not None:
+        row["tile_pattern"] = dict(tile=list(spec["tile"]), window_tiles=list(spec["tile_window"]),
+                                   density=tile_pattern.density(), flop_bound=1 / tile_pattern.density())
     row.update(grid=list(spec["grid"]), window=list(spec["window"]), **pair_counts(spec), rounds=rounds,
                below_min_rounds=rounds < min_rounds, seconds=round(time.perf_counter() - start, 2), checks=checks,
                l2_flush_mib=FLUSH_MIB if flush is not None else 0)
@@ -257,6 +266,8 @@ def time_shape(spec: dict, device, dtype, min_rounds: int, max_rounds: int, dead
             elif measured is not None:
                 entries[name]["device_ms_error"] = measured
         entry = dict(flops_allowed=flops, flops_dense=dense_flops, backends=entries)
+        if tile_pattern is not None:  # triton_tile's own allowed pairs
+            entry["flops_allowed_tile"] = useful_flops(tile_pattern, spec["heads"], spec["head_dim"], backward=backward)
         entry.update(derived(entry, row["flop_bound"]))
         row["passes"][p] = entry
     return row
@@ -280,13 +291,15 @@ def derived(entry: dict, flop_bound: float) -> dict:
     dense = {name: timed[name]["ms"] for name in DENSE if name in timed}
     out = {"dense_backend": min(dense, key=dense.get) if dense else None,
            "dense_ms": min(dense.values()) if dense else None}
-    for e in timed.values():
-        seconds = e["ms"] / 1e3
-        e["tflops"] = entry["flops_allowed"] / seconds / 1e12
+    for name, e in timed.items():
+        seconds, tile = e["ms"] / 1e3, name == "triton_tile"
+        allowed = entry["flops_allowed_tile"] if tile else entry["flops_allowed"]
+        e["tflops"] = allowed / seconds / 1e12
         e["dense_equivalent_tflops"] = entry["flops_dense"] / seconds / 1e12
         if out["dense_ms"] is not None:
             e["speedup_vs_dense"] = out["dense_ms"] / e["ms"]
-            e["fraction_of_flop_bound"] = e["speedup_vs_dense"] / flop_bound
+            e["fraction_of_flop_bound"] = e["speedup_vs_dense"] / (entry["flops_dense"] / allowed if tile else
+                                                                   flop_bound)
     for name in TRITON_VARIANTS:
         if name in timed and "flex" in timed:
             out[f"{name}_speedup_vs_flex"] = timed["flex"]["ms"] / timed[name]["ms"]

@@ -90,10 +90,13 @@ def test_the_numbers_agree_with_each_other(quick):
             assert "device_ms" not in e  # the profiler's kernel time is taken on a GPU only
             assert e["first_call_s"] > 0
             seconds = e["ms"] / 1e3
-            assert e["tflops"] == pytest.approx(entry["flops_allowed"] / seconds / 1e12, rel=1e-9)
-            assert e["dense_equivalent_tflops"] == pytest.approx(e["tflops"] * row["flop_bound"], rel=1e-9)
+            tile = backend == "triton_tile"  # the tile-aligned window: its own allowed pairs and FLOP bound
+            allowed = entry["flops_allowed_tile"] if tile else entry["flops_allowed"]
+            bound = row["tile_pattern"]["flop_bound"] if tile else row["flop_bound"]
+            assert e["tflops"] == pytest.approx(allowed / seconds / 1e12, rel=1e-9)
+            assert e["dense_equivalent_tflops"] == pytest.approx(e["tflops"] * bound, rel=1e-9)
             assert e["speedup_vs_dense"] == pytest.approx(entry["dense_ms"] / e["ms"], rel=1e-12)
-            assert e["fraction_of_flop_bound"] == pytest.approx(e["speedup_vs_dense"] / row["flop_bound"], rel=1e-12)
+            assert e["fraction_of_flop_bound"] == pytest.approx(e["speedup_vs_dense"] / bound, rel=1e-9)
         if "triton" in timed and "flex" in timed:
             assert entry["triton_speedup_vs_flex"] == pytest.approx(timed["flex"]["ms"] / timed["triton"]["ms"])
 
@@ -101,7 +104,7 @@ def test_the_numbers_agree_with_each_other(quick):
 def test_every_backend_ran_or_says_why_not(quick):
     passes = quick["rows"][0]["passes"]
     for name in ("forward", "forward_backward"):
-        assert {"triton", "dense_flash"} <= {b for b, e in passes[name]["backends"].items() if "ms" in e}
+        assert {"triton", "triton_tile", "dense_flash"} <= {b for b, e in passes[name]["backends"].items() if "ms" in e}
         assert "error" in passes[name]["backends"]["dense_cudnn"]  # cuDNN attention is CUDA-only
     assert "ms" in passes["forward"]["backends"]["flex"]
     assert "no backward pass on CPU" in passes["forward_backward"]["backends"]["flex"]["error"]
