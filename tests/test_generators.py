@@ -587,6 +587,22 @@ def test_flow_finer_patches_start_as_a_blocky_copy_of_the_coarse_model(coarse_pa
         copy_weights(fine, build("flow", patch_size=coarse_patch, depth=1), "other depth")
 
 
+def test_flow_init_from_across_weightless_architecture_keys():
+    """A larger token extent (max_grid) and another attention layout shape no weight: init_from copies every weight
+    (with finer patches too: the blocky copy), and still refuses an architecture with other weights."""
+    from vidgen.training.checkpoint import copy_weights
+    source = build("flow")
+    wider = build("flow", seed=1, max_grid=(8, 16, 16), layout="window", window=(3, 3, 3))
+    copy_weights(wider, source, "source")
+    assert all(torch.equal(wider.state_dict()[k], v) for k, v in source.state_dict().items())
+    finer = build("flow", seed=1, patch_size=(1, 1, 1), max_grid=(8, 16, 16))
+    coarse = build("flow", patch_size=(1, 2, 2))
+    copy_weights(finer, coarse, "coarse")
+    assert torch.equal(finer.state_dict()["head.bias"], coarse.head.bias.reshape(CHANNELS, -1).mean(1))
+    with pytest.raises(ConfigError, match="differs from the model this run builds .* in: architecture"):
+        copy_weights(build("flow", max_grid=(8, 16, 16), depth=1), source, "other depth")
+
+
 @pytest.mark.parametrize("kind", ["masked", "ar"])
 def test_discrete_model_on_finer_ids_starts_from_the_one_id_per_token_model(kind):
     """init_from across id patches (load_other_ids, via copy_weights): a 1x2x2-patch model on a 2x-finer id grid

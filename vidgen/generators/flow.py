@@ -76,7 +76,15 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
 
     def load_related(self, source: "FlowVideoTransformer", differ: list[str]) -> bool:
         """``init_from`` a model of this class whose configuration differs only in ``differ``: coarser patches
-        (:meth:`load_coarser_patches`). False otherwise (the caller then reports the difference)."""
+        (:meth:`load_coarser_patches`), and architecture keys that shape no weight (the token extent ``max_grid``,
+        the attention ``layout`` / ``window`` / backend). False otherwise (the caller then reports the difference)."""
+        if "architecture" in differ:
+            if not same_weight_shapes(self.config["architecture"], source.config["architecture"]):
+                return False
+            differ = [k for k in differ if k != "architecture"]
+            if not differ:
+                self.load_state_dict(source.state_dict())
+                return True
         if differ == ["patch_size"]:
             self.load_coarser_patches(source)
             return True
@@ -109,9 +117,11 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         fine, coarse = self.patch.patch_size, source.patch.patch_size
         if fine != (1, 1, 1) or coarse == fine:
             raise ConfigError(f"init_from: patches {list(coarse)} -> {list(fine)}: only coarser patches -> 1x1x1")
-        same = ("in_channels", "prediction_type", "architecture")
-        if type(source) is not type(self) or any(self.config[k] != source.config[k] for k in same):
-            raise ConfigError(f"init_from: the source must match this model in {', '.join(same)}")
+        same = ("in_channels", "prediction_type")
+        if type(source) is not type(self) or any(self.config[k] != source.config[k] for k in same) or not \
+                same_weight_shapes(self.config["architecture"], source.config["architecture"]):
+            raise ConfigError(f"init_from: the source must match this model in {', '.join(same)} and the "
+                              "architecture's weights")
         state = {k: v for k, v in source.state_dict().items() if not k.startswith(("patch.", "head."))}
         d, c_in, c_out = self.backbone_config.dim, self.patch.in_channels, self.patch.out_channels
         # coarse token features are flattened as (C, pt, ph, pw)
@@ -192,6 +202,18 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
             position = position * weight[:, None].to(pred)
         loss = per_sample_mean(F.mse_loss(pred.float(), target.float(), reduction="none"), position)  # target frames
         return loss, {"mse": loss.item()}
+
+
+#: backbone keys that shape no weight: a model may start from one that differs in them (``init_from``)
+WEIGHTLESS_ARCHITECTURE_KEYS = ("max_grid", "layout", "window", "attention_backend")
+
+
+def same_weight_shapes(architecture: Optional[dict], other: Optional[dict]) -> bool:
+    """Whether two ``architecture`` configs build the same weights (they may differ in
+    :data:`WEIGHTLESS_ARCHITECTURE_KEYS`)."""
+    def weights(a):
+        return {k: v for k, v in (a or {}).items() if k not in WEIGHTLESS_ARCHITECTURE_KEYS}
+    return weights(architecture) == weights(other)
 
 
 def check_scheduler(model: FlowVideoTransformer, scheduler) -> None:
