@@ -76,6 +76,7 @@ def test_a_distilled_lora_gives_vidgens_frames_in_diffusers_wan_pipeline(wan, tm
         assert np.abs(_frames(native, steps) - _frames(ours, steps)).max() <= 1e-5
 
 
+@pytest.mark.slow  # make test resumes the vidgen distillation and the diffusers fine-tune; this adds the critic
 def test_a_resumed_dmd2_run_is_bit_identical_critic_included(wan, tmp_path):
     same = ("distill.method=dmd2", "distill.student_every=2", "ckpt_every=2", "optim.schedule_steps=4")
     distill_diffusers(_config(wan, tmp_path / "a", "steps=4", *same))
