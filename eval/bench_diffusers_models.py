@@ -191,12 +191,20 @@ def lora_row(args, gen, dtype, device, deadline: float, save) -> None:
     save(row)
 
 
+def bench_device(quick: bool):
+    """The GPU, or the CPU for a ``--quick`` smoke run; None (and why, printed) without a GPU otherwise."""
+    device = torch.device("cuda" if torch.cuda.is_available() and not quick else "cpu")
+    if device.type == "cpu" and not quick:
+        print("no GPU: this benchmark measures the real-size model on a GPU; --quick runs a CPU smoke test")
+        return None
+    return device
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    if device.type == "cpu" and not args.quick:
-        print("no GPU: this benchmark measures the real-size model on a GPU; --quick runs a CPU smoke test")
+    device = bench_device(args.quick)
+    if device is None:
         return 2
     gen, dtype = build(args, device)
     rows: list = []

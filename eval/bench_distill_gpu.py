@@ -27,7 +27,7 @@ from results import write_result  # noqa: E402  (imported first: the run's start
 
 import torch  # noqa: E402
 
-from bench_diffusers_models import build, device_info, latent_grid, timed  # noqa: E402
+from bench_diffusers_models import bench_device, build, device_info, latent_grid, timed  # noqa: E402
 
 TEACHER_STEPS = 50  # Wan's default num_inference_steps
 
@@ -58,9 +58,8 @@ def main(argv=None) -> int:
     from vidgen.training.lora import add_lora
     args = parse_args(argv)
     start = time.time()
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    if device.type == "cpu" and not args.quick:
-        print("no GPU: this benchmark measures the real-size model on a GPU; --quick runs a CPU smoke test")
+    device = bench_device(args.quick)
+    if device is None:
         return 2
     gen, dtype = build(args, device)
     grid = latent_grid(args.frames, args.height, args.width)
