@@ -31,13 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assemble", nargs=3, metavar=("TEACHER", "STUDENT", "OUT"),
                         help="only write the teacher pipeline with a trained student (a run's final/ or one of its "
                              "checkpoints/step_N) to OUT, and exit")
+    parser.add_argument("--ema", action="store_true", help="with --assemble from a checkpoint: its EMA weights (what "
+                        "final/ would hold had the run ended there), not the raw ones")
     args = parser.parse_args(argv)
     from vidgen.errors import VidgenError
     from vidgen.training import load_config
     from vidgen.training.distill_task import DistillTrainConfig, distill
     try:
         if args.assemble:
-            return assemble(*args.assemble)
+            return assemble(*args.assemble, ema=args.ema)
         if _diffusers_teacher(args.config, args.overrides):
             from vidgen.training.distill_diffusers import DiffusersDistillConfig, distill_diffusers
             print(distill_diffusers(load_config(args.config, args.overrides, schema=DiffusersDistillConfig)))
@@ -72,11 +74,14 @@ def _diffusers_teacher(config, overrides) -> bool:
     return json.loads(index.read_text()).get("_class_name") in {f.pipeline for f in PIPELINE_FAMILIES}
 
 
-def assemble(teacher: str, student: str, out: str) -> int:
-    """The teacher's pipeline folder with ``student`` as its transformer (``FlowVideoPipeline.with_student``)."""
+def assemble(teacher: str, student: str, out: str, ema: bool = False) -> int:
+    """The teacher's pipeline folder with ``student`` as its transformer (``FlowVideoPipeline.with_student``); from
+    a checkpoint, its EMA weights when ``ema``."""
     from vidgen.generators import FlowVideoTransformer
     from vidgen.pipelines import load_pipeline
-    pipe = load_pipeline(teacher, dtype="fp32").with_student(FlowVideoTransformer.from_pretrained(student))
+    from vidgen.training.checkpoint import load_trained
+    student = load_trained(FlowVideoTransformer, student, ema=ema)
+    pipe = load_pipeline(teacher, dtype="fp32").with_student(student)
     pipe.save_pretrained(out)
     print(f"pipeline: {out}")
     return 0

@@ -206,7 +206,7 @@ def test_the_script_distils_a_pipeline_folder_into_a_student_pipeline(tiny_pipel
     assert main([f"distill.teacher={tmp_path / 'teacher'}", f"run_dir={run}", "distill.steps=[1, 2]",
                  "data.num_clips=4", "data.num_frames=5", "data.size=32", "data.batch=2", "data.max_text_tokens=8",
                  f"data.cache_dir={tmp_path / 'cache'}", "steps=2", "ckpt_every=1", "sample_every=2",
-                 "precision=fp32"]) == 0
+                 "precision=fp32", "ema_decay=0.5"]) == 0
     assert (run / "samples" / "step_00000002.png").is_file()  # at the student's 2 steps, guidance 1
     pipe = load_pipeline(run / "pipeline", dtype="fp32")
     assert pipe.sampling_config.num_inference_steps == 2 and pipe.transformer.config.distillation["steps"] == [1, 2]
@@ -216,6 +216,15 @@ def test_the_script_distils_a_pipeline_folder_into_a_student_pipeline(tiny_pipel
     assert main(["--assemble", str(tmp_path / "teacher"), str(run / "checkpoints" / "step_00000001"),
                  str(tmp_path / "from-checkpoint")]) == 0
     assert load_pipeline(tmp_path / "from-checkpoint").transformer.config.distillation["steps"] == [1, 2]
+    # --ema: the last checkpoint's EMA weights are those final/ holds; the raw ones differ
+    assert main(["--ema", "--assemble", str(tmp_path / "teacher"), str(run / "checkpoints" / "step_00000002"),
+                 str(tmp_path / "ema")]) == 0
+    final = pipe.transformer.state_dict()
+    ema = load_pipeline(tmp_path / "ema", dtype="fp32").transformer.state_dict()
+    assert all(torch.equal(ema[k], final[k]) for k in final)
+    main(["--assemble", str(tmp_path / "teacher"), str(run / "checkpoints" / "step_00000002"), str(tmp_path / "raw")])
+    raw = load_pipeline(tmp_path / "raw", dtype="fp32").transformer.state_dict()
+    assert not all(torch.equal(raw[k], final[k]) for k in final)
     assert main(["--assemble", str(tmp_path / "teacher"), str(tmp_path / "teacher" / "transformer"),
                  str(tmp_path / "bad")]) == 2
     assert "student: not a distilled FlowVideoTransformer" in capsys.readouterr().err

@@ -49,13 +49,13 @@ def _weights(run_dir: Path, step: int | None = None) -> dict:
 
 def _assert_close(a: dict, b: dict, what: str) -> float:
     assert a.keys() == b.keys()
-    worst = 0.0
+    worst, worst_excess = 0.0, float("-inf")
     for name in a:
         diff = (a[name].float() - b[name].float()).abs()
         excess = (diff - RTOL * b[name].float().abs()).max().item()
         assert excess <= ATOL, f"{what}: {name} differs by {diff.max().item():.3g}"
-        worst = max(worst, diff.max().item())
-    return differences.record(what.split(",")[0] + " (weights)", worst, ATOL)
+        worst, worst_excess = max(worst, diff.max().item()), max(worst_excess, excess)
+    return differences.record(what.split(",")[0] + " (weights)", worst, ATOL, rtol=RTOL, excess=worst_excess)
 
 
 def _movement(a: dict, b: dict) -> float:

@@ -62,10 +62,25 @@ def check_chunking(chunk_frames, window_chunks, sink_chunks, max_frames: int) ->
                           f"(max_grid t = {max_frames}); use smaller chunks or a smaller window")
 
 
-def _attend(attn, q, k, v, frames: int, hw: tuple[int, int]) -> torch.Tensor:
+class RopeTable:
+    """RoPE angles of token frames ``0 .. frames - 1`` on an ``hw`` grid, sliced from one table per (grid, head size,
+    theta, device) that grows to the longest span asked for (rows are frame-major, so a prefix is a shorter span)."""
+
+    def __init__(self):
+        self.tables: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, frames: int, hw: tuple[int, int], head_dim: int, theta: float, device) -> torch.Tensor:
+        key, rows = (tuple(hw), head_dim, theta, str(device)), frames * hw[0] * hw[1]
+        table = self.tables.get(key)
+        if table is None or table.shape[0] < rows:
+            table = self.tables[key] = rope3d_angles((frames, *hw), head_dim, theta, device)
+        return table[:rows]
+
+
+def _attend(attn, q, k, v, frames: int, hw: tuple[int, int], rope: RopeTable) -> torch.Tensor:
     """Queries ``q`` (B, nh, Lq, D), the last ``Lq`` tokens of ``frames`` token frames whose pre-RoPE keys / values
     are ``k``, ``v`` (B, nh, L, D): rotated at positions ``0 .. frames - 1``, dense attention."""
-    angles = rope3d_angles((frames, *hw), q.shape[-1], attn.config.rope_theta, q.device)
+    angles = rope(frames, hw, q.shape[-1], attn.config.rope_theta, q.device)
     q = apply_rope(q, angles, start=angles.shape[0] - q.shape[2])
     return F.scaled_dot_product_attention(q, apply_rope(k, angles), v)
 
@@ -99,6 +114,7 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         self.head = torch.nn.Linear(d, in_channels * self.patch.patch_size[1] * self.patch.patch_size[2])
         torch.nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
         torch.nn.init.zeros_(self.head.bias)
+        self.rope = RopeTable()
 
     @property
     def chunking(self) -> tuple[int, int, int]:
@@ -152,7 +168,8 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
                 idx = torch.tensor(frames, device=y.device)
                 tok = (idx[:, None] * hw + torch.arange(hw, device=y.device)).reshape(-1)
                 own = tok[-(min(j * c + c, grid[0]) - j * c) * hw:]
-                outs.append(_attend(attn, q[:, :, own], k[:, :, tok], v[:, :, tok], len(frames), grid[1:]))
+                outs.append(_attend(attn, q[:, :, own], k[:, :, tok], v[:, :, tok], len(frames), grid[1:],
+                                    self.rope))
             return attn.proj(rearrange(torch.cat(outs, dim=2), "b h n d -> b n (h d)"))
 
         out = self.backbone(x, grid, vec, context=context, attend=attend)
@@ -239,7 +256,7 @@ class ChunkStream:
             if write:
                 cached[i] = (k, v)
             frames = sum(x.shape[2] for x in ks) // (grid[1] * grid[2])
-            out = _attend(attn, q, torch.cat(ks, dim=2), torch.cat(vs, dim=2), frames, grid[1:])
+            out = _attend(attn, q, torch.cat(ks, dim=2), torch.cat(vs, dim=2), frames, grid[1:], m.rope)
             return attn.proj(rearrange(out, "b h n d -> b n (h d)"))
 
         out = m.backbone(x, grid, vec, context=context, attend=attend)
@@ -250,10 +267,13 @@ class ChunkStream:
         t = torch.as_tensor(timestep, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
         return self._run(latents, t, self.next, write=False)
 
+    def _cache_clean(self, clean: torch.Tensor, i: int, cached_only: bool = False) -> None:
+        """Write chunk ``i``'s keys and values from its clean latents: a pass at timestep 0."""
+        self._run(clean, clean.new_zeros(clean.shape[0], dtype=torch.float32), i, write=True, cached_only=cached_only)
+
     def commit(self, clean: torch.Tensor) -> None:
-        """Cache chunk ``self.next`` from its clean latents (a pass at timestep 0), then move to the next chunk."""
-        zero = clean.new_zeros(clean.shape[0], dtype=torch.float32)
-        self._run(clean, zero, self.next, write=True)
+        """Cache chunk ``self.next`` from its clean latents, then move to the next chunk."""
+        self._cache_clean(clean, self.next)
         self.clean[self.next] = clean
         self.next += 1
         self.cache.keep(self.next)
@@ -264,8 +284,7 @@ class ChunkStream:
         self.cond, kept, upto = cond, sorted(self.clean.items()), self.next
         self.cache = RollingKVCache(self.model)
         for j, clean in kept:
-            zero = clean.new_zeros(clean.shape[0], dtype=torch.float32)
-            self._run(clean, zero, j, write=True, cached_only=True)
+            self._cache_clean(clean, j, cached_only=True)
         self.next = upto
 
 
