@@ -76,25 +76,30 @@ def load_script():
 
 @pytest.fixture(scope="session")
 def tiny_pipeline():
-    """``tiny_pipeline(kind, **arch)``: a tiny text-to-video pipeline (``masked`` / ``flow`` / ``autoregressive``) on
+    """``tiny_pipeline(kind, **arch)``: a tiny text-to-video pipeline (``masked`` / ``flow`` / ``autoregressive`` / ``causal``) on
     tiny tokenizers, weights perturbed so no residual branch is the identity (live weights), seeded; ``arch``
     overrides the generator preset (default ``text_dim=384, max_text_tokens=8, max_grid=(4, 4, 4)``)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,
+    from vidgen.generators import (AutoregressiveVideoTransformer, CausalFlowVideoTransformer, FlowVideoTransformer,
                                    MaskedVideoTransformer, make_scheduler)
-    from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
+    from vidgen.pipelines import (AutoregressiveVideoPipeline, CausalVideoPipeline, FlowVideoPipeline,
+                                  MaskedVideoPipeline)
     from vidgen.testing import perturb_weights
     from vidgen.tokenizers import CausalVAE, CausalVQVAE
 
     def build(kind: str, **arch):
         torch.manual_seed(0)
         arch = {"text_dim": 384, "max_text_tokens": 8, "max_grid": (4, 4, 4), **arch}
-        if kind == "flow":
+        if kind in ("flow", "causal"):
             vae = CausalVAE.from_preset("tiny")
-            gen = FlowVideoTransformer.from_preset("tiny", in_channels=4, **arch)
+            if kind == "causal":  # chunks of one latent frame, the sink and a window of 2
+                arch = {"chunk_frames": 1, "window_chunks": 2, "sink_chunks": 1, **arch}
+            gen = (FlowVideoTransformer if kind == "flow" else CausalFlowVideoTransformer).from_preset(
+                "tiny", in_channels=4, **arch)
             perturb_weights(vae, gen)
-            pipe = FlowVideoPipeline(vae, gen, FlowMatchEulerDiscreteScheduler())
+            pipe = (FlowVideoPipeline if kind == "flow" else CausalVideoPipeline)(
+                vae, gen, FlowMatchEulerDiscreteScheduler())
         else:
             tok = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
             cls = MaskedVideoTransformer if kind == "masked" else AutoregressiveVideoTransformer

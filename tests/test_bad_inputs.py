@@ -289,6 +289,18 @@ class Env:
         from vidgen.generators.distillation import make_student
         return self.pipe.with_student(make_student(self.pipe.transformer, distillation_spec("dmd2", [1, 2, 4], 3.0)))
 
+    @cached_property
+    def causal_pipe(self):
+        """A tiny block-causal pipeline in chunks of 2 latent frames."""
+        from vidgen.pipelines import CausalVideoPipeline
+        torch.manual_seed(0)
+        gen = CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, text_dim=384, max_text_tokens=8,
+                                                     max_grid=(4, 4, 4), chunk_frames=2, window_chunks=1,
+                                                     sink_chunks=0)
+        pipe = CausalVideoPipeline(self.pipe.vae, perturb_weights(gen), FlowMatchEulerDiscreteScheduler())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     def run_pipe(self, prompt=None, **kwargs):
         kwargs = {"num_frames": T, "height": H, "width": W, "num_inference_steps": 1, **kwargs}
         return self.pipe(prompt, generator=torch.Generator().manual_seed(0), **kwargs).frames
@@ -948,7 +960,7 @@ CASES: list[Case] = [
     Case("load_config/unknown-generator", "config",
          lambda env: generator_class(load_config(schema=GeneratorTrainConfig,
                                                  overrides=["model.generator=gan"]).model.generator),
-         ConfigError, r"generator='gan' is unknown; choose from \['autoregressive', 'flow', 'masked'\]"),
+         ConfigError, r"generator='gan' is unknown; choose from \['autoregressive', 'causal', 'flow', 'masked'\]"),
     Case("CausalVQVAE.from_preset/unknown-quantizer", "config",
          lambda env: CausalVQVAE.from_preset("tiny", quantizer="nope"), ConfigError,
          r"quantizer must be one of \('vq', 'fsq', 'lfq', 'bsq'\), got 'nope'"),
@@ -1027,6 +1039,17 @@ CASES: list[Case] = [
          lambda env: CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, chunk_frames=4, window_chunks=2,
                                                            max_grid=(8, 4, 4)), ConfigError,
          r"attends 16 token frames, more than the trained context \(max_grid t = 8\)"),
+    Case("causal/prompt-switch-inside-a-chunk", "pipeline",
+         lambda env: env.causal_pipe({0: "a red circle", 9: "a blue square"}, num_frames=17, height=32, width=32),
+         InvalidInputError, r"prompt: the prompt at frame 9 starts at latent frame 3, inside a chunk of 2 latent "
+         r"frames; a prompt switches at a chunk boundary: schedule it at frame 5 or 13"),
+    Case("causal/context-frames", "pipeline",
+         lambda env: env.causal_pipe.stream("a red circle", num_frames=9, context_frames=1), InvalidInputError,
+         r"context_frames: the causal pipeline gives each chunk the earlier ones through its KV cache"),
+    Case("causal/scheduler-not-flow", "pipeline",
+         lambda env: type(env.causal_pipe)(env.pipe.vae, env.causal_pipe.transformer, DDIMScheduler()),
+         InvalidInputError, r"scheduler: the block-causal model is a flow-matching model and needs a FlowMatch\* "
+         r"scheduler, got DDIMScheduler"),
     Case("distill/shift-not-positive", "config",
          lambda env: distillation_spec("dmd2", [1, 2], 3.0, shift=-1.0), ConfigError, r"distill.shift must be a number > 0"),
     Case("pipeline/nan-latents", "pipeline", lambda env: env.run_pipe(latents=_nan((1, 4, 2, 2, 2))),

@@ -108,6 +108,19 @@ def test_flow_trainer_two_processes_equal_one_with_double_batch_and_sharded_cach
         torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-6, msg=f"sharded cache {name}")
 
 
+@pytest.mark.slow  # a script run and an accelerate launch
+def test_causal_diffusion_forcing_two_processes_equal_one_with_double_batch(tmp_path, live_vae):
+    """Stage 1 of the block-causal generator: a noise level per chunk of every clip, under teacher forcing."""
+    script = ROOT / "pipelines" / "train_generator.py"
+    causal = ["model.generator=causal", "model.preset=tiny",
+              "model.overrides={max_grid: [4, 8, 8], chunk_frames: 1, window_chunks: 2, sink_chunks: 1}",
+              *FLOW[3:]]
+    for processes, batch in ((1, 4), (2, 2)):
+        _run(script, [*causal, *COMMON, f"run_dir={tmp_path / f'run{processes}'}", f"video_tokenizer={live_vae}",
+                      f"data.batch={batch}", f"data.cache_dir={tmp_path / 'cache'}"], processes)
+    _check_equivalent(tmp_path / "run1", tmp_path / "run2")
+
+
 @pytest.mark.slow  # two script runs and two accelerate launches
 @pytest.mark.parametrize("method", ["dmd2", "consistency"])
 def test_distillation_two_processes_equal_one_with_double_batch(method, tmp_path, live_vae):

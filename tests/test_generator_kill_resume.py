@@ -2,7 +2,7 @@
 uninterrupted run of the same length (atomic checkpoints, seeded (seed, rank, step) randomness, sampler position,
 optimizer / scheduler / EMA / discriminator / codebook state), for the generator trainer, the tokenizer trainer with
 the perceptual loss, random crops, GAN and EMA, a VQ tokenizer (codebook buffers), and DMD2 distillation with its
-critic and GAN head. All in the slow set (`make
+critic and GAN head, and the block-causal generator's diffusion forcing. All in the slow set (`make
 test-slow`, whose summary records them); `make test` kills and resumes once each in test_shard_training (the generator
 trainer on shards), test_shard_encode and test_diffusers_finetune_processes."""
 from __future__ import annotations
@@ -47,6 +47,13 @@ TRAINERS = {
         f"distill.teacher={tok.parent / 'teacher'}", "distill.gan_weight=0.1", "distill.student_every=2",
         "data.conditioning=class", "data.num_clips=8", "data.num_frames=5", "data.size=32", "data.batch=4",
         f"data.cache_dir={cache}", "sample_every=0", "optim.lr=1e-3", "ema_decay=0.9", *COMMON],
+    # stage 1 of the block-causal generator: a noise level per chunk (diffusion forcing), class conditioning
+    "causal_diffusion_forcing": lambda run, tok, cache: [
+        str(ROOT / "pipelines" / "train_generator.py"), f"run_dir={run}", f"video_tokenizer={tok}",
+        "model.generator=causal", "model.preset=tiny",
+        "model.overrides={max_grid: [4, 8, 8], chunk_frames: 1, window_chunks: 2, sink_chunks: 1}",
+        "data.conditioning=class", "data.num_clips=8", "data.num_frames=9", "data.size=32", "data.batch=4",
+        f"data.cache_dir={cache}", "sample_every=0", "optim.lr=2e-3", "ema_decay=0.9", *COMMON],
     "vq_codebook": lambda run, tok, cache: [
         str(ROOT / "tokenizers" / "train_tokenizer.py"), f"run_dir={run}", "model.kind=vqvae",
         "model.overrides={quantizer: vq, codebook_size: 64, codebook_dim: 4}", *TOKENIZER, *COMMON],
@@ -66,10 +73,11 @@ def _latest_step(run_dir: Path) -> int:
     pytest.param("vae_perceptual_crops_gan", marks=pytest.mark.slow),
     pytest.param("vq_codebook", marks=pytest.mark.slow),
     pytest.param("distill_dmd2_gan", marks=pytest.mark.slow),
+    pytest.param("causal_diffusion_forcing", marks=pytest.mark.slow),
 ])
 def test_kill9_three_times_then_resume_is_bit_identical(trainer, tmp_path):
     torch.manual_seed(0)
-    if trainer.startswith("distill"):  # a flow teacher on a VAE
+    if trainer.startswith(("distill", "causal")):  # latents of a VAE (and a flow teacher for distillation)
         perturb_weights(CausalVAE.from_preset("tiny"), scale=0.02).save_pretrained(tmp_path / "tok")
         teacher = FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=[4, 4, 4],
                                                    num_classes=len(shapes_class_names()))

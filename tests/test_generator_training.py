@@ -153,7 +153,7 @@ def test_old_generator_name_and_tokenizer_key_still_load(tmp_path):
     with pytest.raises(ConfigError, match="'tokenizer' \\(deprecated\\) and 'video_tokenizer' are both set"):
         load_config(None, [f"tokenizer={tmp_path}", f"video_tokenizer={tmp_path}"], schema=GeneratorTrainConfig)
     with pytest.raises(ConfigError, match=r"model.generator='gan' is unknown; choose from "
-                                          r"\['autoregressive', 'flow', 'masked'\]"):
+                                          r"\['autoregressive', 'causal', 'flow', 'masked'\]"):
         load_config(None, ["model.generator=gan"], schema=GeneratorTrainConfig)
 
 

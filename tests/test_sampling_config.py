@@ -221,15 +221,16 @@ def test_folders_with_a_text_tokenizer_entry_still_load(tmp_path, tiny):
 
 
 def test_the_pipeline_registry_uses_the_generator_names():
-    """One name per generator everywhere: the pipelines' table has exactly vidgen.generators.GENERATORS' names, each
-    with the pipeline of that generator and an existing shipped folder."""
+    """One name per generator everywhere: every generator of vidgen.generators.GENERATORS has a pipeline class that
+    takes that generator; every shipped pipeline names one of them and has its folder."""
     from vidgen.demo import PIPELINES
     from vidgen.generators import GENERATORS
-    from vidgen.pipelines import pipeline_spec
-    assert list(PIPELINE_REGISTRY) == list(GENERATORS)
+    from vidgen.pipelines import PIPELINE_CLASSES, pipeline_spec
+    assert list(PIPELINE_CLASSES) == list(GENERATORS)
+    for name, cls in PIPELINE_CLASSES.items():
+        assert cls.__init__.__annotations__["transformer"] in (GENERATORS[name], GENERATORS[name].__name__)
     for name, spec in PIPELINE_REGISTRY.items():
-        transformer = spec.pipeline_class.__init__.__annotations__["transformer"]
-        assert transformer in (GENERATORS[name], GENERATORS[name].__name__)
+        assert spec.generator in GENERATORS and spec.pipeline_class is PIPELINE_CLASSES[spec.generator]
         assert (PRETRAINED / spec.folder / "model_index.json").is_file() and PIPELINES[name] == spec.folder
     with pytest.raises(ConfigError, match=r"pipeline 'diffusion' is unknown; choose from \['autoregressive', 'flow'"):
         pipeline_spec("diffusion")

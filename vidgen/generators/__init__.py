@@ -6,11 +6,11 @@
 * :class:`AutoregressiveVideoTransformer` (GPT with a KV cache) on tokenizer ids, sampled by
   :func:`generate_tokens` / :func:`iter_frames`;
 * :class:`CausalFlowVideoTransformer` (block-causal flow over chunks of latent frames, a rolling KV cache) on VAE
-  latents, streamed chunk by chunk by :func:`stream_latents` (not yet in :data:`GENERATORS`: no trainer or pipeline
-  takes it yet).
+  latents, streamed chunk by chunk by :func:`stream_latents`.
 
 Each sampling function takes the model, the conditioning and the generator's sampling config
-(:class:`MaskedSamplingConfig`, :class:`FlowSamplingConfig`, :class:`AutoregressiveSamplingConfig`).
+(:class:`MaskedSamplingConfig`, :class:`FlowSamplingConfig`, :class:`AutoregressiveSamplingConfig`,
+:class:`CausalSamplingConfig`).
 
 Each owns a :class:`VideoTransformerBackbone` and takes the tokenizer object itself
 (``gen.encode_videos(tokenizer, video)`` / ``gen.decode_videos(tokenizer, x, T, H, W)``).
@@ -21,7 +21,7 @@ from vidgen.errors import ConfigError
 from vidgen.generators.autoregressive import (AutoregressiveSamplingConfig, AutoregressiveVideoTransformer,
                                               generate_tokens, iter_frames)
 from vidgen.generators.backbone import Block, VideoTransformerBackbone
-from vidgen.generators.causal import CausalFlowVideoTransformer, stream_latents
+from vidgen.generators.causal import CausalFlowVideoTransformer, CausalSamplingConfig, stream_latents
 from vidgen.generators.config import GENERATOR_PRESETS, LAYOUTS, BackboneConfig
 from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning
@@ -34,6 +34,7 @@ GENERATORS = {
     "masked": MaskedVideoTransformer,
     "flow": FlowVideoTransformer,
     "autoregressive": AutoregressiveVideoTransformer,
+    "causal": CausalFlowVideoTransformer,
 }
 
 #: former generator names still read from training configs, with a FutureWarning (DeprecationWarning is hidden
@@ -74,6 +75,7 @@ __all__ = [
     "DEPRECATED_GENERATOR_NAMES",
     "SAMPLING_CONFIG_NAME",
     "AutoregressiveSamplingConfig",
+    "CausalSamplingConfig",
     "FlowSamplingConfig",
     "FlowVideoTransformer",
     "MaskedSamplingConfig",

@@ -20,7 +20,8 @@ rolling KV cache (diffusion forcing; CausVid / Self-Forcing / LongLive's streami
 """
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +32,21 @@ from einops import rearrange
 
 from vidgen.attention.rope import apply_rope, rope3d_angles
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
-from vidgen.generators.base import GeneratorMixin, LatentTokensMixin
+from vidgen.generators.base import GeneratorMixin, LatentTokensMixin, check_guidance, check_steps
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
-from vidgen.generators.sampling import apply_cfg, cfg_batch
+from vidgen.generators.sampling import Guidance, apply_cfg, cfg_batch, step_callback
+from vidgen.generators.sampling_config import SamplingConfig
 from vidgen.rng import GeneratorLike, rows
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalSamplingConfig(SamplingConfig):
+    """The block-causal generator's sampling settings (:mod:`vidgen.generators.sampling_config`):
+    ``num_inference_steps`` Euler steps per chunk, classifier-free guidance at ``guidance_scale`` (1: none)."""
+
+    num_inference_steps: int = 4
+    guidance_scale: float = 1.0
+    checks: ClassVar[dict] = {"num_inference_steps": check_steps, "guidance_scale": check_guidance}
 
 
 def attended_chunks(i: int, sink: int, window: int) -> list[int]:
@@ -179,10 +191,9 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
     def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, config=None, scheduler=None,
                generator: Optional[torch.Generator] = None, **settings) -> torch.Tensor:
         """The uniform sampling call of every generator: normalized latents (B, C, t, h, w) for a latent ``grid``,
-        streamed chunk by chunk (:func:`stream_latents`) with ``config`` (a ``FlowSamplingConfig``) and ``settings``
-        (``num_inference_steps``, ``guidance_scale``)."""
-        from vidgen.generators.flow import FlowSamplingConfig
-        config = FlowSamplingConfig.resolve(config, settings)
+        streamed chunk by chunk (:func:`stream_latents`) with ``config`` (a :class:`CausalSamplingConfig`) and
+        ``settings`` (``num_inference_steps``, ``guidance_scale``)."""
+        config = CausalSamplingConfig.resolve(config, settings)
         chunks = stream_latents(self, cond, frames=grid[0], hw=tuple(grid[1:]), batch=batch, generator=generator,
                                 num_inference_steps=config.num_inference_steps,
                                 guidance_scale=config.guidance_scale, scheduler=scheduler)
@@ -279,9 +290,10 @@ class ChunkStream:
         self.cache.keep(self.next)
         self.clean = {j: x for j, x in self.clean.items() if j in self.cache.layers[0]}
 
-    def recache(self, cond: Optional[Conditioning]) -> None:
-        """Switch the prompt: re-encode the cached chunks under ``cond`` (LongLive's KV re-cache), in order."""
-        self.cond, kept, upto = cond, sorted(self.clean.items()), self.next
+    def recache(self, cond: Optional[Conditioning], drop: Optional[torch.Tensor] = None) -> None:
+        """Switch the prompt: re-encode the cached chunks under ``cond`` (and its null-condition flags ``drop``),
+        in order (LongLive's KV re-cache)."""
+        self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
         self.cache = RollingKVCache(self.model)
         for j, clean in kept:
             self._cache_clean(clean, j, cached_only=True)
@@ -290,29 +302,41 @@ class ChunkStream:
 
 @torch.no_grad()
 def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditioning], *, frames: int, hw: tuple,
-                   batch: int = 1, num_inference_steps: int = 8, guidance_scale: float = 1.0,
-                   generator: Optional[torch.Generator] = None, scheduler=None, prompts: Optional[dict] = None):
+                   batch: int = 1, num_inference_steps: int = 4, guidance_scale: float = 1.0,
+                   negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
+                   scheduler=None, prompts: Optional[dict] = None, callback: Optional[Callable] = None,
+                   guidance: Optional[Guidance] = None):
     """Yield normalized latents (B, C, c, h, w) chunk by chunk for ``frames`` latent frames of ``hw`` latents: each
-    chunk is denoised in ``num_inference_steps`` Euler steps of the flow (classifier-free guidance against the
-    learnt null condition when ``guidance_scale`` > 1), then cached clean. ``prompts``: ``{chunk: Conditioning}``
-    switches the conditioning before that chunk, re-caching (:meth:`ChunkStream.recache`). Memory is flat in
-    ``frames``."""
+    chunk is denoised in ``num_inference_steps`` Euler steps of the flow (classifier-free guidance against
+    ``negative``, or the learnt null condition, when ``guidance_scale`` > 1), then cached clean. ``prompts``:
+    ``{chunk: (cond, negative)}`` switches the conditioning before that chunk, re-caching
+    (:meth:`ChunkStream.recache`). ``callback(step, t, {"latents": x})`` after every step (``step`` counted over
+    the whole stream) may return ``{"latents": x}`` to replace the chunk's latents, ``{"guidance_scale": s}`` for
+    the steps that follow (``guidance``: the :class:`~vidgen.generators.sampling.Guidance` read at every step), or
+    ``{"interrupt": True}`` to end the stream after this chunk. Memory is flat in ``frames``."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     scheduler = scheduler or FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
     c, dev = model.config.chunk_frames, model.device
     grid = model.patch.grid((c, *hw))
     model.backbone.check_grid(grid)
-    both, drop, doubled = cfg_batch(cond, None, batch, dev, guidance_scale)
-    stream = ChunkStream(model, both, tuple(hw), drop)
+    guidance = guidance or Guidance(guidance_scale)
+    start = guidance.scale  # guidance runs (a doubled batch) when the stream starts with a scale other than 1
+    both, drop, doubled = cfg_batch(cond, negative, batch, dev, start)
+    stream, step = ChunkStream(model, both, tuple(hw), drop), 0
     for i in range(-(-frames // c)):
         if prompts and i in prompts:
-            both, _, _ = cfg_batch(prompts[i], None, batch, dev, guidance_scale)
-            stream.recache(both)
+            both, drop, doubled = cfg_batch(*prompts[i], batch, dev, start)
+            stream.recache(both, drop)
         n = min(c, frames - i * c)
         x = torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
         scheduler.set_timesteps(num_inference_steps, device=dev)
+        stop = False
         for t in scheduler.timesteps:
             v = stream.predict(torch.cat([x, x]) if doubled else x, t).float()
-            x = scheduler.step(apply_cfg(v, guidance_scale) if doubled else v, t, x, return_dict=False)[0]
+            x = scheduler.step(apply_cfg(v, guidance.scale) if doubled else v, t, x, return_dict=False)[0]
+            x, stopped = step_callback(callback, step, t, "latents", x, guidance)
+            stop, step = stop or stopped, step + 1
         stream.commit(torch.cat([x, x]) if doubled else x)
         yield x
+        if stop:
+            return

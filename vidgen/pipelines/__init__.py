@@ -8,19 +8,23 @@ Sampling settings the call leaves out come from the folder's ``sampling_config.j
 """
 from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
 from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.causal import CausalVideoPipeline
 from vidgen.pipelines.inputs import OUTPUT_TYPES
 from vidgen.pipelines.diffusers_pipeline import DiffusersVideoPipeline
 from vidgen.pipelines.flow import FlowVideoPipeline
 from vidgen.pipelines.loading import load_pipeline, pipeline_classes
 from vidgen.pipelines.masked import MaskedVideoPipeline
 from vidgen.pipelines.output import VideoPipelineOutput
-from vidgen.pipelines.registry import PIPELINE_REGISTRY, PipelineSpec, pipeline_spec, shipped_folder
+from vidgen.pipelines.registry import (PIPELINE_CLASSES, PIPELINE_REGISTRY, PipelineSpec, pipeline_spec,
+                                      shipped_folder)
 from vidgen.generators.sampling_config import SAMPLING_CONFIG_NAME
 
 __all__ = [
     "DiffusersVideoPipeline",
     "OUTPUT_TYPES",
+    "PIPELINE_CLASSES",
     "PIPELINE_REGISTRY",
+    "CausalVideoPipeline",
     "SAMPLING_CONFIG_NAME",
     "AutoregressiveVideoPipeline",
     "FlowVideoPipeline",

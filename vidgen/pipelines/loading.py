@@ -17,9 +17,9 @@ from vidgen.errors import ConfigError, MissingWeightsError
 
 
 def pipeline_classes() -> dict:
-    """Class name -> pipeline class, for every pipeline of :data:`~vidgen.pipelines.registry.PIPELINE_REGISTRY`."""
-    from vidgen.pipelines.registry import PIPELINE_REGISTRY
-    return {spec.pipeline_class.__name__: spec.pipeline_class for spec in PIPELINE_REGISTRY.values()}
+    """Class name -> pipeline class, for every generator's pipeline (:data:`~vidgen.pipelines.PIPELINE_CLASSES`)."""
+    from vidgen.pipelines.registry import PIPELINE_CLASSES
+    return {cls.__name__: cls for cls in PIPELINE_CLASSES.values()}
 
 
 def load_pipeline(path, **kwargs):

@@ -1,8 +1,10 @@
-"""The pipeline-facing registry: one name per generator -> its pipeline class and its shipped folder.
+"""The pipeline-facing registries.
 
-The names are those of :data:`vidgen.generators.GENERATORS` (``masked``, ``flow``, ``autoregressive``); the
-command line (``vidgen generate --pipeline masked``), the demo and ``eval/bench_pipelines.py`` look pipelines up
-here, so a name means the same thing everywhere.
+* :data:`PIPELINE_CLASSES`: generator name (those of :data:`vidgen.generators.GENERATORS`) -> its pipeline class;
+  every generator has one, so a folder of any of them loads (:func:`~vidgen.pipelines.load_pipeline`).
+* :data:`PIPELINE_REGISTRY`: the shipped pipelines, by name -> :class:`PipelineSpec` (its generator and its folder
+  under ``pretrained/``). The command line (``vidgen generate --pipeline masked``), the demo and
+  ``eval/bench_pipelines.py`` look pipelines up here, so a name means the same thing everywhere.
 """
 from __future__ import annotations
 
@@ -12,29 +14,44 @@ from pathlib import Path
 from vidgen.errors import ConfigError
 from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
 from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.causal import CausalVideoPipeline
 from vidgen.pipelines.flow import FlowVideoPipeline
 from vidgen.pipelines.masked import MaskedVideoPipeline
+
+#: generator name -> the pipeline that samples it
+PIPELINE_CLASSES: dict[str, type[VideoPipelineBase]] = {
+    "masked": MaskedVideoPipeline,
+    "flow": FlowVideoPipeline,
+    "autoregressive": AutoregressiveVideoPipeline,
+    "causal": CausalVideoPipeline,
+}
 
 
 @dataclass(frozen=True)
 class PipelineSpec:
-    """``name``: the generator name; ``pipeline_class``: its pipeline; ``folder``: the shipped folder's name under
-    ``pretrained/``."""
+    """``name``: the shipped pipeline's name; ``folder``: its folder under ``pretrained/``; ``generator``: the
+    generator it samples (default: its name)."""
 
     name: str
-    pipeline_class: type[VideoPipelineBase]
     folder: str
+    generator: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "generator", self.generator or self.name)
+
+    @property
+    def pipeline_class(self) -> type[VideoPipelineBase]:
+        return PIPELINE_CLASSES[self.generator]
 
 
-#: generator name -> :class:`PipelineSpec`
+#: shipped pipeline name -> :class:`PipelineSpec`
 PIPELINE_REGISTRY: dict[str, PipelineSpec] = {
     spec.name: spec for spec in (
-        PipelineSpec("masked", MaskedVideoPipeline, "shapes-masked"),
-        PipelineSpec("flow", FlowVideoPipeline, "shapes-flow"),
-        PipelineSpec("autoregressive", AutoregressiveVideoPipeline, "shapes-autoregressive"),
+        PipelineSpec("masked", "shapes-masked"),
+        PipelineSpec("flow", "shapes-flow"),
+        PipelineSpec("autoregressive", "shapes-autoregressive"),
     )
 }
-
 
 def pipeline_spec(name: str) -> PipelineSpec:
     if name not in PIPELINE_REGISTRY:

@@ -150,7 +150,7 @@ class TrainConfig(RunConfig):
 
 @dataclass
 class GeneratorModelConfig:
-    generator: str = "masked"  # key of vidgen.generators.GENERATORS: masked | flow | autoregressive
+    generator: str = "masked"  # key of vidgen.generators.GENERATORS: masked | flow | autoregressive | causal
     preset: str = "small"  # vidgen.generators.GENERATOR_PRESETS
     overrides: dict = field(default_factory=dict)  # generator kwargs and backbone keys on top of the preset
 

@@ -1,0 +1,94 @@
+"""The block-causal pipeline: ``stream`` yields frames chunk by chunk and they are ``__call__``'s, exactly
+``num_frames`` of them at any length; a prompt schedule switches at a chunk boundary and leaves the frames before it
+as the first prompt made them (causality); per-video generators, callbacks, saving and loading as the other
+pipelines; bad calls refused by name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidgen.errors import InvalidInputError, UnsupportedError
+from vidgen.pipelines import CausalVideoPipeline, load_pipeline
+
+
+
+@pytest.fixture
+def causal(tiny_pipeline):
+    p = tiny_pipeline("causal")
+    p.sampling_config = p.sampling_config.replace(num_inference_steps=2)
+    return p
+
+
+def _g(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_stream_yields_the_call_frames_chunk_by_chunk_at_any_length(causal):
+    # 25 frames are 7 latent frames, more than the trained 4: the cache rolls
+    parts = list(causal.stream("a red circle", num_frames=25, height=32, width=32, generator=_g(), output_type="pt"))
+    assert [p.shape[1] for p in parts] == [1, 4, 4, 4, 4, 4, 4]  # each chunk's frames as soon as decoded
+    video = causal("a red circle", num_frames=25, height=32, width=32, generator=_g(), output_type="pt").frames
+    assert torch.equal(torch.cat(parts, 1), video) and video.shape == (1, 25, 3, 32, 32)
+    assert video.std() > 1e-3  # live weights, not a constant frame
+    short = causal("a red circle", num_frames=10, height=32, width=32, generator=_g(), output_type="np").frames
+    assert short.shape == (1, 10, 32, 32, 3)  # exactly num_frames, never rounded to whole latent frames
+    assert np.allclose(short, video[:, :10].permute(0, 1, 3, 4, 2).numpy(), atol=1e-6)  # causal: a prefix
+
+
+def test_a_prompt_switch_keeps_the_frames_before_it_and_changes_those_after(causal):
+    one = causal("a red circle", num_frames=17, height=32, width=32, generator=_g(), output_type="pt").frames
+    story = causal({0: "a red circle", 9: "a blue square moving up"}, num_frames=17, height=32, width=32,
+                   generator=_g(), output_type="pt").frames
+    assert story.shape == one.shape
+    assert torch.equal(story[:, :9], one[:, :9])  # frames 0-8 are latent frames 0-2, made before the switch
+    assert (story[:, 9:] - one[:, 9:]).abs().max() > 1e-3
+
+
+def test_per_video_generators_and_guidance_give_each_video_on_its_own(causal):
+    both = causal(["a red circle", "a blue square"], num_frames=9, height=32, width=32, guidance_scale=3.0,
+                  generator=[_g(1), _g(2)], output_type="pt").frames
+    alone = causal("a blue square", num_frames=9, height=32, width=32, guidance_scale=3.0, generator=[_g(2)],
+                   output_type="pt").frames
+    assert (both[1:] - alone).abs().max() <= 1e-5
+    unguided = causal("a blue square", num_frames=9, height=32, width=32, generator=[_g(2)], output_type="pt").frames
+    assert (unguided - alone).abs().max() > 1e-3
+
+
+def test_callbacks_count_every_step_and_an_interrupt_ends_after_the_chunk(causal):
+    seen = []
+
+    def callback(p, step, t, tensors):
+        seen.append((step, tuple(tensors["latents"].shape)))
+        if step == 3:
+            p._interrupt = True
+        return {}
+    with pytest.warns(UserWarning, match="interrupted after 2 of 3 chunks"):
+        video = causal("a red circle", num_frames=9, height=32, width=32, generator=_g(), output_type="pt",
+                       callback_on_step_end=callback).frames
+    assert [s for s, _ in seen] == [0, 1, 2, 3] and seen[0][1] == (1, 4, 1, 4, 4)
+    assert video.shape[1] == 5  # latent frames 0 and 1: frames 0-4
+    assert causal.num_timesteps == 3 * 2
+
+
+def test_saved_and_loaded_with_its_sampling_settings(causal, tmp_path):
+    causal.save_pretrained(tmp_path / "causal")
+    again = load_pipeline(tmp_path / "causal", dtype="fp32")
+    again.set_progress_bar_config(disable=True)
+    assert isinstance(again, CausalVideoPipeline) and again.sampling_config.num_inference_steps == 2
+    kw = dict(num_frames=9, height=32, width=32, output_type="pt")
+    assert torch.equal(again("a red circle", generator=_g(), **kw).frames,
+                       causal("a red circle", generator=_g(), **kw).frames)
+
+
+def test_bad_calls_are_refused_by_name(causal, tiny_pipeline):
+    with pytest.raises(InvalidInputError, match="context_frames: the causal pipeline"):
+        causal.stream("a red circle", num_frames=9, context_frames=1)
+    with pytest.raises(UnsupportedError, match="sp_size=2: CausalVideoPipeline"):
+        causal("a red circle", sp_size=2)
+    with pytest.raises(InvalidInputError, match="scheduler: the block-causal model"):
+        from diffusers import DDIMScheduler
+        CausalVideoPipeline(causal.vae, causal.transformer, DDIMScheduler())
+    two = tiny_pipeline("causal", chunk_frames=2, window_chunks=1, sink_chunks=0)
+    with pytest.raises(InvalidInputError, match="inside a chunk of 2 latent frames; .* at frame 5 or 13"):
+        two({0: "a red circle", 9: "a blue square"}, num_frames=17, height=32, width=32)
