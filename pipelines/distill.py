@@ -4,6 +4,7 @@
     python pipelines/distill.py distill.teacher=pretrained/shapes-flow distill.method=dmd2 steps=2000
     python pipelines/distill.py --config configs/shapes-flow-distilled/dmd2.yaml
     python pipelines/distill.py distill.teacher=Wan-folder data.root=shards lora.rank=32 distill.shift=5
+    python pipelines/distill.py --config configs/shapes-causal/self_forcing.yaml   # distill.student: Self-Forcing
     accelerate launch --multi_gpu --num_processes 2 pipelines/distill.py --config ... run_dir=runs/x
 
 The data settings are the generator trainer's (the clips give the conditioning; consistency distillation also noises
@@ -75,13 +76,18 @@ def _diffusers_teacher(config, overrides) -> bool:
 
 
 def assemble(teacher: str, student: str, out: str, ema: bool = False) -> int:
-    """The teacher's pipeline folder with ``student`` as its transformer (``FlowVideoPipeline.with_student``); from
-    a checkpoint, its EMA weights when ``ema``."""
-    from vidgen.generators import FlowVideoTransformer
-    from vidgen.pipelines import load_pipeline
+    """The teacher's pipeline folder with ``student`` as its transformer (``FlowVideoPipeline.with_student``; a
+    block-causal student: ``CausalVideoPipeline.from_teacher``); from a checkpoint, its EMA weights when ``ema``."""
+    import json
+
+    from vidgen.generators import CausalFlowVideoTransformer, FlowVideoTransformer
+    from vidgen.pipelines import CausalVideoPipeline, load_pipeline
     from vidgen.training.checkpoint import load_trained
-    student = load_trained(FlowVideoTransformer, student, ema=ema)
-    pipe = load_pipeline(teacher, dtype="fp32").with_student(student)
+    config = Path(student) / "config.json"
+    causal = config.is_file() and json.loads(config.read_text()).get("_class_name") == "CausalFlowVideoTransformer"
+    student = load_trained(CausalFlowVideoTransformer if causal else FlowVideoTransformer, student, ema=ema)
+    teacher_pipe = load_pipeline(teacher, dtype="fp32")
+    pipe = CausalVideoPipeline.from_teacher(teacher_pipe, student) if causal else teacher_pipe.with_student(student)
     pipe.save_pretrained(out)
     print(f"pipeline: {out}")
     return 0

@@ -123,3 +123,29 @@ def test_the_cache_holds_the_same_bytes_at_100_and_1025_latent_frames(one_thread
             held.append(sum(k.nbytes + v.nbytes for layer in stream.cache.layers for k, v in layer.values())
                         + sum(x.nbytes for x in stream.clean.values()))
     assert max(held[:100]) == max(held) == held[-1] > 0  # flat: the sink and the window, whatever the length
+
+
+def test_init_from_a_flow_model_carries_its_weights_over():
+    """``init_from`` a bidirectional flow model (CausVid's start): with one chunk holding every frame the block-causal
+    model computes what the flow model computes (live weights), so everything it shares was carried over, the patch
+    embedding's columns of the noisy latents included; a model of another backbone is refused."""
+    from vidgen.generators import FlowVideoTransformer
+    from vidgen.training.checkpoint import copy_weights
+    torch.manual_seed(0)
+    flow = perturb_weights(FlowVideoTransformer.from_preset("tiny", in_channels=4, num_classes=5, max_grid=(4, 4, 4)),
+                           seed=4, scale=0.1).eval()
+    model = CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, num_classes=5, max_grid=(4, 4, 4),
+                                                   chunk_frames=4, window_chunks=0, sink_chunks=0).eval()
+    copy_weights(model, flow, "flow", ignore=set(model.training_only_config))
+    x, cond = torch.randn(2, 4, 4, 4, 4, generator=torch.Generator().manual_seed(5)), _cond_classes(2)
+    with torch.no_grad():
+        t = torch.tensor([300.0, 800.0])
+        want, got = flow(x, t, cond).sample, model(x, t, cond).sample
+    assert want.abs().max() > 1e-2 and (got - want).abs().max() <= 1e-5
+    wider = FlowVideoTransformer.from_preset("tiny", in_channels=4, num_classes=5, max_grid=(4, 4, 4), depth=3)
+    with pytest.raises(ConfigError, match="init_from: other holds a FlowVideoTransformer that differs"):
+        copy_weights(model, wider, "other", ignore=set(model.training_only_config))
+
+
+def _cond_classes(batch):
+    return Conditioning(class_labels=torch.arange(batch) % 5)

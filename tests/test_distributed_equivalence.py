@@ -122,21 +122,28 @@ def test_causal_diffusion_forcing_two_processes_equal_one_with_double_batch(tmp_
 
 
 @pytest.mark.slow  # two script runs and two accelerate launches
-@pytest.mark.parametrize("method", ["dmd2", "consistency"])
+@pytest.mark.parametrize("method", ["dmd2", "consistency", "self_forcing"])
 def test_distillation_two_processes_equal_one_with_double_batch(method, tmp_path, live_vae):
-    """DMD2 (backward simulation, critic, GAN head) and consistency distillation: the student 2 processes train
-    equals the one 1 process trains, at every step."""
-    from vidgen.generators import FlowVideoTransformer
+    """DMD2 (backward simulation, critic, GAN head), consistency distillation and Self-Forcing (a block-causal
+    student rolled out on its own chunks, DMD2 against the flow teacher): the student 2 processes train equals the
+    one 1 process trains, at every step."""
+    from vidgen.generators import CausalFlowVideoTransformer, FlowVideoTransformer
     from vidgen.training.encode_cache import shapes_class_names
     torch.manual_seed(0)
     teacher = FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=[4, 8, 8],
                                                num_classes=len(shapes_class_names()))
     perturb_weights(teacher, scale=0.05).save_pretrained(tmp_path / "teacher")
     script = ROOT / "pipelines" / "distill.py"
-    extra = ["distill.gan_weight=0.1"] if method == "dmd2" else []
-    args = [f"distill.teacher={tmp_path / 'teacher'}", f"distill.method={method}", *extra, f"video_tokenizer={live_vae}",
-            "data.conditioning=class", "data.num_clips=8", "data.num_frames=5", "data.size=32", "sample_every=0",
-            "optim.lr=1e-3", "ema_decay=0.9", f"data.cache_dir={tmp_path / 'cache'}", *COMMON]
+    extra = {"dmd2": ["distill.gan_weight=0.1"], "consistency": []}.get(method)
+    if method == "self_forcing":
+        student = CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=[4, 8, 8], chunk_frames=1,
+                                                         window_chunks=2, sink_chunks=1,
+                                                         num_classes=len(shapes_class_names()))
+        perturb_weights(student, scale=0.05).save_pretrained(tmp_path / "stage1")
+        method, extra = "dmd2", [f"distill.student={tmp_path / 'stage1'}", "distill.steps=[1, 2]", "data.num_frames=9"]
+    args = [f"distill.teacher={tmp_path / 'teacher'}", f"distill.method={method}", "data.num_frames=5", *extra,
+            f"video_tokenizer={live_vae}", "data.conditioning=class", "data.num_clips=8", "data.size=32",
+            "sample_every=0", "optim.lr=1e-3", "ema_decay=0.9", f"data.cache_dir={tmp_path / 'cache'}", *COMMON]
     _run(script, [*args, f"run_dir={tmp_path / 'one'}", "data.batch=4"], 1)
     _run(script, [*args, f"run_dir={tmp_path / 'two'}", "data.batch=2"], 2)
     _check_equivalent(tmp_path / "one", tmp_path / "two")

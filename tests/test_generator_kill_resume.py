@@ -2,7 +2,7 @@
 uninterrupted run of the same length (atomic checkpoints, seeded (seed, rank, step) randomness, sampler position,
 optimizer / scheduler / EMA / discriminator / codebook state), for the generator trainer, the tokenizer trainer with
 the perceptual loss, random crops, GAN and EMA, a VQ tokenizer (codebook buffers), and DMD2 distillation with its
-critic and GAN head, and the block-causal generator's diffusion forcing. All in the slow set (`make
+critic and GAN head, and the block-causal generator's two stages (diffusion forcing, Self-Forcing). All in the slow set (`make
 test-slow`, whose summary records them); `make test` kills and resumes once each in test_shard_training (the generator
 trainer on shards), test_shard_encode and test_diffusers_finetune_processes."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 import differences
 from vidgen.testing import perturb_weights
-from vidgen.generators import FlowVideoTransformer
+from vidgen.generators import CausalFlowVideoTransformer, FlowVideoTransformer
 from vidgen.tokenizers import CausalVAE, CausalVQVAE
 from vidgen.training.encode_cache import shapes_class_names
 
@@ -54,6 +54,13 @@ TRAINERS = {
         "model.overrides={max_grid: [4, 8, 8], chunk_frames: 1, window_chunks: 2, sink_chunks: 1}",
         "data.conditioning=class", "data.num_clips=8", "data.num_frames=9", "data.size=32", "data.batch=4",
         f"data.cache_dir={cache}", "sample_every=0", "optim.lr=2e-3", "ema_decay=0.9", *COMMON],
+    # stage 2: Self-Forcing, the causal student rolled out on its own chunks against a flow teacher (DMD2 + critic)
+    "causal_self_forcing": lambda run, tok, cache: [
+        str(ROOT / "pipelines" / "distill.py"), f"run_dir={run}", f"video_tokenizer={tok}",
+        f"distill.teacher={tok.parent / 'teacher'}", f"distill.student={tok.parent / 'stage1'}",
+        "distill.steps=[1, 2]", "distill.student_every=2", "data.conditioning=class", "data.num_clips=8",
+        "data.num_frames=9", "data.size=32", "data.batch=4", f"data.cache_dir={cache}", "sample_every=0",
+        "optim.lr=1e-3", "ema_decay=0.9", *COMMON],
     "vq_codebook": lambda run, tok, cache: [
         str(ROOT / "tokenizers" / "train_tokenizer.py"), f"run_dir={run}", "model.kind=vqvae",
         "model.overrides={quantizer: vq, codebook_size: 64, codebook_dim: 4}", *TOKENIZER, *COMMON],
@@ -74,6 +81,7 @@ def _latest_step(run_dir: Path) -> int:
     pytest.param("vq_codebook", marks=pytest.mark.slow),
     pytest.param("distill_dmd2_gan", marks=pytest.mark.slow),
     pytest.param("causal_diffusion_forcing", marks=pytest.mark.slow),
+    pytest.param("causal_self_forcing", marks=pytest.mark.slow),
 ])
 def test_kill9_three_times_then_resume_is_bit_identical(trainer, tmp_path):
     torch.manual_seed(0)
@@ -82,6 +90,10 @@ def test_kill9_three_times_then_resume_is_bit_identical(trainer, tmp_path):
         teacher = FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=[4, 4, 4],
                                                    num_classes=len(shapes_class_names()))
         perturb_weights(teacher, scale=0.05).save_pretrained(tmp_path / "teacher")
+        stage1 = CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=[4, 4, 4], chunk_frames=1,
+                                                        window_chunks=2, sink_chunks=1,
+                                                        num_classes=len(shapes_class_names()))
+        perturb_weights(stage1, scale=0.05).save_pretrained(tmp_path / "stage1")
     else:
         tok = perturb_weights(CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4)), scale=0.02)
         tok.save_pretrained(tmp_path / "tok")
@@ -101,9 +113,11 @@ def test_kill9_three_times_then_resume_is_bit_identical(trainer, tmp_path):
         deadline = time.time() + 240
         while _latest_step(killed) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)  # a real kill -9, possibly in the middle of writing a checkpoint
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)  # a real kill -9, possibly in the middle of writing a checkpoint
         proc.wait()
-        assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+        assert proc.returncode == -signal.SIGKILL, \
+            f"the run ended (exit status {proc.returncode}) at step {_latest_step(killed)}, before it could be killed"
         assert not (killed / "final").exists()
     subprocess.run(_command(killed, tmp_path / "tok", cache), check=True, env=env, capture_output=True, timeout=300)
 

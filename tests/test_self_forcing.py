@@ -61,3 +61,46 @@ def test_the_self_forcing_loss_over_two_processes_equals_one_batch():
 
     halves_make_the_whole(loss).backward()
     gradients_reach(trained=[student, critic], frozen=[teacher])
+
+
+def test_the_script_trains_a_causal_student_by_self_forcing_into_a_streaming_pipeline(tiny_pipeline, tmp_path, capsys):
+    """``pipelines/distill.py`` with ``distill.student`` (a block-causal model): DMD2 on its rollouts against the
+    bidirectional teacher pipeline, then the causal pipeline beside the run, streaming at the student's step counts
+    and refusing others (and guidance) by name."""
+    import runpy
+    from pathlib import Path
+
+    from vidgen.errors import InvalidInputError
+    from vidgen.pipelines import CausalVideoPipeline, load_pipeline
+    teacher = tiny_pipeline("flow")
+    teacher.save_pretrained(tmp_path / "teacher")
+    causal = tiny_pipeline("causal").transformer
+    causal.save_pretrained(tmp_path / "stage1")
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "pipelines" / "distill.py"),
+                          run_name="distill")["main"]
+    run, args = tmp_path / "run", [f"distill.teacher={tmp_path / 'teacher'}", "distill.steps=[1, 2]",
+                                   "data.num_clips=4", "data.num_frames=9", "data.size=32", "data.batch=2",
+                                   "data.max_text_tokens=8", f"data.cache_dir={tmp_path / 'cache'}", "steps=2",
+                                   "ckpt_every=1", "sample_every=0", "precision=fp32"]
+    assert main([*args, f"run_dir={run}", f"distill.student={tmp_path / 'stage1'}"]) == 0
+    assert "Self-Forcing" in capsys.readouterr().out
+    pipe = load_pipeline(run / "pipeline", dtype="fp32")
+    assert isinstance(pipe, CausalVideoPipeline) and pipe.sampling_config.num_inference_steps == 2
+    assert pipe.transformer.config.distillation["steps"] == [1, 2]
+    moved = max((a - b).abs().max().item() for a, b in zip(pipe.transformer.state_dict().values(),
+                                                          causal.state_dict().values()))
+    assert moved > 1e-6  # the student trained
+    pipe.set_progress_bar_config(disable=True)
+    video = pipe("a red circle", num_frames=13, height=32, width=32, output_type="pt",
+                 generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 13, 3, 32, 32) and torch.isfinite(video).all()
+    with pytest.raises(InvalidInputError, match=r"num_inference_steps=4: this student was distilled for \[1, 2\]"):
+        pipe("a red circle", num_frames=9, height=32, width=32, num_inference_steps=4)
+    with pytest.raises(InvalidInputError, match="guidance_scale=3.0: this student has its teacher's guidance"):
+        pipe("a red circle", num_frames=9, height=32, width=32, guidance_scale=3.0)
+    # a student that is not block-causal, and Self-Forcing by consistency, are refused by name
+    assert main([*args, f"run_dir={tmp_path / 'bad'}", f"distill.student={tmp_path / 'teacher' / 'transformer'}"]) == 2
+    assert "expected a CausalFlowVideoTransformer folder" in capsys.readouterr().err
+    assert main([*args, f"run_dir={tmp_path / 'bad2'}", f"distill.student={tmp_path / 'stage1'}",
+                 "distill.method=consistency"]) == 2
+    assert "set distill.method=dmd2" in capsys.readouterr().err

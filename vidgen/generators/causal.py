@@ -33,6 +33,8 @@ from einops import rearrange
 from vidgen.attention.rope import apply_rope, rope3d_angles
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.generators.base import GeneratorMixin, LatentTokensMixin, check_guidance, check_steps
+from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
+from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import Guidance, apply_cfg, cfg_batch, step_callback
 from vidgen.generators.sampling_config import SamplingConfig
@@ -112,8 +114,10 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
     @register_to_config
     def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), cond_dropout: float = 0.1,
                  logit_normal_std: float = 1.0, chunk_frames: int = 1, window_chunks: int = 4, sink_chunks: int = 1,
-                 architecture: Optional[dict] = None):
+                 architecture: Optional[dict] = None, distillation: Optional[dict] = None):
         super().__init__()
+        if distillation is not None:  # a few-step student (Self-Forcing, vidgen.generators.self_forcing)
+            distillation_spec(**distillation)
         architecture = {**(architecture or {}), "text_conditioning": "cross"}
         self._build_shared(architecture)
         if tuple(patch_size)[0] != 1:
@@ -127,6 +131,34 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         torch.nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
         torch.nn.init.zeros_(self.head.bias)
         self.rope = RopeTable()
+
+    @torch.no_grad()
+    def load_related(self, source, differ: list[str]) -> bool:
+        """``init_from`` a bidirectional flow model of the same backbone (CausVid's start): every weight of the same
+        name and shape, and the patch embedding's columns of the noisy latents (the flow model also embeds given
+        frames and their mask); the cross-attention to the text starts as this model built it. False for any other
+        source."""
+        from vidgen.generators.flow import FlowVideoTransformer
+
+        def weights(a):  # how a prompt enters shapes no backbone weight it shares
+            return {k: v for k, v in (a or {}).items() if k not in (*WEIGHTLESS_ARCHITECTURE_KEYS, "text_conditioning")}
+        c, s = self.config, source.config
+        if type(source) is not FlowVideoTransformer or s.prediction_type != "flow" or c.in_channels != s.in_channels \
+                or tuple(c.patch_size) != tuple(s.patch_size) or weights(c.architecture) != weights(s.architecture):
+            return False
+        theirs = source.state_dict()
+        for name, value in self.state_dict().items():
+            if name == "patch.proj.weight":
+                value.copy_(theirs[name][:, :value.shape[1]])  # [x_t, given, mask] -> x_t
+            elif name in theirs and theirs[name].shape == value.shape:
+                value.copy_(theirs[name])
+        return True
+
+    def default_scheduler(self):
+        """``FlowMatchEulerDiscreteScheduler``; a distilled student's re-noises each clean estimate."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000,
+                                               stochastic_sampling=self.config.distillation is not None)
 
     @property
     def chunking(self) -> tuple[int, int, int]:
@@ -313,10 +345,12 @@ def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditionin
     (:meth:`ChunkStream.recache`). ``callback(step, t, {"latents": x})`` after every step (``step`` counted over
     the whole stream) may return ``{"latents": x}`` to replace the chunk's latents, ``{"guidance_scale": s}`` for
     the steps that follow (``guidance``: the :class:`~vidgen.generators.sampling.Guidance` read at every step), or
-    ``{"interrupt": True}`` to end the stream after this chunk. Memory is flat in ``frames``."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-    scheduler = scheduler or FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
-    c, dev = model.config.chunk_frames, model.device
+    ``{"interrupt": True}`` to end the stream after this chunk. A distilled student denoises each chunk at the levels
+    it was trained at (its step counts only, guidance 1). Memory is flat in ``frames``."""
+    scheduler = scheduler or model.default_scheduler()
+    spec, c, dev = model.config.distillation, model.config.chunk_frames, model.device
+    if spec is not None:
+        check_student_call(spec, num_inference_steps, guidance.scale if guidance is not None else guidance_scale)
     grid = model.patch.grid((c, *hw))
     model.backbone.check_grid(grid)
     guidance = guidance or Guidance(guidance_scale)
@@ -329,11 +363,15 @@ def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditionin
             stream.recache(both, drop)
         n = min(c, frames - i * c)
         x = torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
-        scheduler.set_timesteps(num_inference_steps, device=dev)
+        if spec is not None:
+            scheduler.set_timesteps(sigmas=student_sigmas(num_inference_steps, spec.get("shift")), device=dev)
+        else:
+            scheduler.set_timesteps(num_inference_steps, device=dev)
         stop = False
         for t in scheduler.timesteps:
             v = stream.predict(torch.cat([x, x]) if doubled else x, t).float()
-            x = scheduler.step(apply_cfg(v, guidance.scale) if doubled else v, t, x, return_dict=False)[0]
+            x = scheduler.step(apply_cfg(v, guidance.scale) if doubled else v, t, x, generator=generator,
+                               return_dict=False)[0]
             x, stopped = step_callback(callback, step, t, "latents", x, guidance)
             stop, step = stop or stopped, step + 1
         stream.commit(torch.cat([x, x]) if doubled else x)

@@ -96,3 +96,7 @@ def preset_kwargs(name: str, overrides: dict) -> dict:
     if name not in GENERATOR_PRESETS:
         raise ConfigError(f"unknown generator preset {name!r}; choose from {sorted(GENERATOR_PRESETS)}")
     return {**GENERATOR_PRESETS[name], **overrides}
+
+
+#: backbone keys that shape no weight: a model may start from one that differs in them (``init_from``)
+WEIGHTLESS_ARCHITECTURE_KEYS = ("max_grid", "layout", "window", "attention_backend")

@@ -28,6 +28,7 @@ from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_guidance, check_loss_weight,
                                     check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
+from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
 from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, flow_matching_pair, sample_given_mask,
@@ -78,6 +79,8 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         """``init_from`` a model of this class whose configuration differs only in ``differ``: coarser patches
         (:meth:`load_coarser_patches`), and architecture keys that shape no weight (the token extent ``max_grid``,
         the attention ``layout`` / ``window`` / backend). False otherwise (the caller then reports the difference)."""
+        if type(source) is not type(self):
+            return False
         if "architecture" in differ:
             if not same_weight_shapes(self.config["architecture"], source.config["architecture"]):
                 return False
@@ -204,13 +207,9 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         return loss, {"mse": loss.item()}
 
 
-#: backbone keys that shape no weight: a model may start from one that differs in them (``init_from``)
-WEIGHTLESS_ARCHITECTURE_KEYS = ("max_grid", "layout", "window", "attention_backend")
-
-
 def same_weight_shapes(architecture: Optional[dict], other: Optional[dict]) -> bool:
     """Whether two ``architecture`` configs build the same weights (they may differ in
-    :data:`WEIGHTLESS_ARCHITECTURE_KEYS`)."""
+    :data:`~vidgen.generators.config.WEIGHTLESS_ARCHITECTURE_KEYS`)."""
     def weights(a):
         return {k: v for k, v in (a or {}).items() if k not in WEIGHTLESS_ARCHITECTURE_KEYS}
     return weights(architecture) == weights(other)

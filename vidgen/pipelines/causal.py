@@ -43,6 +43,19 @@ class CausalVideoPipeline(VideoPipelineBase):
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer)
 
+    @classmethod
+    def from_teacher(cls, teacher_pipe, student: CausalFlowVideoTransformer) -> "CausalVideoPipeline":
+        """The pipeline of a Self-Forcing ``student``: the teacher pipeline's VAE and text components, the student's
+        scheduler, sampling at its largest step count and guidance 1."""
+        spec = student.config.distillation
+        if spec is None:
+            raise InvalidInputError("student: not a distilled CausalFlowVideoTransformer (its config has no "
+                                    "distillation); pipelines/distill.py with distill.student makes one")
+        pipe = cls(teacher_pipe.vae, student, student.default_scheduler(), teacher_pipe.text_encoder,
+                   teacher_pipe.tokenizer)
+        pipe.sampling_config = CausalSamplingConfig(num_inference_steps=max(spec["steps"]), guidance_scale=1.0)
+        return pipe
+
     def _sequence_parallel_refusal(self) -> str:
         return "it makes one chunk at a time against a KV cache"
 

@@ -129,14 +129,15 @@ class RunLog:
 def copy_weights(model, source, folder, ignore=frozenset()) -> None:
     """Load ``source``'s weights into ``model`` (``init_from``: a fresh optimizer and schedule, unlike a resume) if
     both are the same class with the same configuration, apart from the ``ignore`` keys (or differences the model's
-    ``load_related`` bridges, e.g. the flow model's patch size); else a ``ConfigError`` naming the differing keys."""
+    ``load_related`` bridges, e.g. the flow model's patch size, or a block-causal model from a flow one); else a
+    ``ConfigError`` naming the differing keys."""
     def arch(m):
         return {k: json.dumps(v, default=str, sort_keys=True) for k, v in dict(m.config).items()
                 if not k.startswith("_") and k not in ignore}
     mine, theirs = arch(model), arch(source)
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-    if differ and type(source) is type(model) and hasattr(model, "load_related") and model.load_related(source, differ):
-        return  # e.g. a 1x1x1-patch flow model started from a 1x2x2 one
+    if differ and hasattr(model, "load_related") and model.load_related(source, differ):
+        return  # e.g. a 1x1x1-patch flow model started from a 1x2x2 one, a block-causal one from a flow model
     if type(source) is not type(model) or differ:
         raise ConfigError(f"init_from: {folder} holds a {type(source).__name__} that differs from the model this run "
                           f"builds ({type(model).__name__}) in: {', '.join(differ) or 'class'}")

@@ -1,8 +1,9 @@
 """Few-step distillation in vidgen's trainer: a flow teacher's guided sampler into a 1-4 step student.
 
 ``pipelines/distill.py`` runs it; the losses are :mod:`vidgen.generators.distillation`'s. The student starts as a
-copy of the teacher and is saved (its EMA, if any) to ``run_dir/final`` with ``distillation`` in its config, so it
-samples only at the step counts it learnt, at guidance 1. Everything around the step is the generator trainer's
+copy of the teacher (or, with ``distill.student``, as a trained block-causal model, rolled out on its own chunks:
+:mod:`vidgen.generators.self_forcing`) and is saved (its EMA, if any) to ``run_dir/final`` with ``distillation`` in
+its config, so it samples only at the step counts it learnt, at guidance 1. Everything around the step is the generator trainer's
 (:class:`~vidgen.training.generator_task.GeneratorTask`): the same data (pre-encoded cache or shards: the
 conditioning, and for consistency distillation the clean latents), seeded per-step randomness, atomic checkpoints
 (the critic and its GAN head with them), resume, and DDP.
@@ -21,8 +22,10 @@ import torch.nn as nn
 from accelerate import DistributedDataParallelKwargs
 
 from vidgen.errors import ConfigError, UnsupportedError
+from vidgen.generators.causal import CausalFlowVideoTransformer
 from vidgen.generators.distillation import (CriticClassifier, check_teacher, consistency_loss, distillation_spec,
                                             dmd2_losses, make_student)
+from vidgen.generators.self_forcing import self_forcing_rollout
 from vidgen.rng import rows
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.generator_task import GeneratorTask
@@ -38,6 +41,9 @@ class DistillConfig:
     student_every: int = 1  # dmd2: the student steps once every N steps, the critic every step (two time scales)
     gan_weight: float = 0.0  # dmd2: weight of the GAN term (a classifier on the critic's features; real = the data)
     shift: float = 0.0  # the student's levels: FlowMatchEuler's at this shift; 0 = uniform (1, 1 - 1/k, ..., 1/k)
+    # a block-causal model to train by Self-Forcing (a train_generator.py run's final/ or checkpoint): rolled out
+    # chunk by chunk on its own outputs against the teacher (dmd2 only); "" = the student is a copy of the teacher
+    student: str = ""
 
 
 @dataclass
@@ -80,6 +86,19 @@ def load_teacher(path: str):
     return teacher.requires_grad_(False).eval(), guidance, pipeline
 
 
+def load_causal_student(path: str):
+    """The block-causal model of ``distill.student`` (a run's ``final/`` or one of its checkpoints, EMA weights)."""
+    from vidgen.training.checkpoint import load_trained
+    folder = Path(path)
+    kind = json.loads((folder / "config.json").read_text()).get("_class_name") \
+        if (folder / "config.json").is_file() else None
+    if kind != CausalFlowVideoTransformer.__name__:
+        raise ConfigError(f"distill.student={path!r}: expected a CausalFlowVideoTransformer folder (a "
+                          f"train_generator.py run of model.generator=causal: its final/ or checkpoints/step_N), got "
+                          f"{kind or 'no model'}")
+    return load_trained(CausalFlowVideoTransformer, folder)
+
+
 class DistillationLoss(nn.Module):
     """``forward(x, cond, generator)`` = the distillation loss, over the student, the critic and the frozen teacher
     (one module, so DDP sees one forward per step)."""
@@ -95,9 +114,10 @@ class DistillationLoss(nn.Module):
             return consistency_loss(self.student, self.teacher, x, cond, self.spec, r)
         noise = r.randn(x.shape[0], *x.shape[1:]).to(x)
         student_weight = float(self.step_index % self.dcfg.student_every == 0)
+        causal = isinstance(self.student, CausalFlowVideoTransformer)
         return dmd2_losses(self.student, self.critic, self.teacher, noise, cond, self.spec, r,
                            student_weight=student_weight, gan_weight=self.dcfg.gan_weight,
-                           discriminator=self.discriminator, real=x)
+                           discriminator=self.discriminator, real=x, sample=self_forcing_rollout if causal else None)
 
 
 def set_step(module: nn.Module, step: int) -> None:
@@ -142,8 +162,20 @@ class DistillTask(GeneratorTask):
             f"{'/'.join(map(str, self.spec['steps']))}-step student")
 
     def build_model(self, tokenizer, log) -> nn.Module:
-        """The student: the teacher's architecture and weights, with the distillation entry in its config."""
-        return make_student(self.teacher, self.spec).requires_grad_(True).train()
+        """The student: the teacher's architecture and weights, or the block-causal model ``distill.student``
+        (Self-Forcing), with the distillation entry in its config."""
+        d = self.cfg.distill
+        if not d.student:
+            return make_student(self.teacher, self.spec).requires_grad_(True).train()
+        causal = load_causal_student(d.student)
+        if d.method != "dmd2":
+            raise ConfigError(f"distill.student: a block-causal student trains by Self-Forcing, which is distribution "
+                              f"matching; set distill.method=dmd2 (got {d.method!r})")
+        if causal.config.in_channels != self.teacher.config.in_channels:
+            raise ConfigError(f"distill.student: its latents have {causal.config.in_channels} channels, the teacher's "
+                              f"{self.teacher.config.in_channels}; both must model the same VAE's latents")
+        log(f"Self-Forcing: the block-causal student {d.student} rolls out on its own chunks")
+        return make_student(causal, self.spec).requires_grad_(True).train()
 
     def step(self, module, sampler, step, g):
         set_step(module, step)

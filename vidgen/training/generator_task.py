@@ -53,6 +53,17 @@ def build_generator(cfg: GeneratorTrainConfig, text_dim: int, tokenizer):
     return cls.from_preset(cfg.model.preset, **{**pairing, **cond_kw, **cfg.model.overrides})
 
 
+def generator_of_folder(folder: str, default):
+    """The generator saved in ``folder``, as the class its ``config.json`` names (``default`` if it names none of
+    vidgen's generators)."""
+    import json
+    from vidgen.generators import GENERATORS
+    config = Path(folder) / "config.json"
+    name = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+    classes = {cls.__name__: cls for cls in GENERATORS.values()}
+    return classes.get(name, default).from_pretrained(folder)
+
+
 def _text_dim(cfg: GeneratorTrainConfig) -> int:
     if cfg.data.conditioning != "text":
         return 0
@@ -135,7 +146,7 @@ class GeneratorTask(TrainingTask):
         cfg = self.cfg
         model = build_generator(cfg, _text_dim(cfg), tokenizer)
         if cfg.init_from:  # e.g. continue a shipped model (pretrained/<name>/transformer) with a new schedule
-            copy_weights(model, type(model).from_pretrained(cfg.init_from), cfg.init_from,
+            copy_weights(model, generator_of_folder(cfg.init_from, default=type(model)), cfg.init_from,
                          ignore=set(model.training_only_config))
             log(f"initialised from {cfg.init_from}")
         return model
