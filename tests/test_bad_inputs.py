@@ -1043,6 +1043,13 @@ CASES: list[Case] = [
          lambda env: env.causal_pipe({0: "a red circle", 9: "a blue square"}, num_frames=17, height=32, width=32),
          InvalidInputError, r"prompt: the prompt at frame 9 starts at latent frame 3, inside a chunk of 2 latent "
          r"frames; a prompt switches at a chunk boundary: schedule it at frame 5 or 13"),
+    Case("causal/window-larger-than-the-cache", "pipeline",
+         lambda env: env.causal_pipe("a red circle", num_frames=9, height=32, width=32, window_chunks=2),
+         InvalidInputError, r"window_chunks=2 is larger than the cache this model keeps \(the sink and "
+         r"window_chunks=1 chunks"),
+    Case("causal/window-layout", "config",
+         lambda env: CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, layout="window"), ConfigError,
+         r"layout='window': a block-causal model attends its chunks densely"),
     Case("causal/context-frames", "pipeline",
          lambda env: env.causal_pipe.stream("a red circle", num_frames=9, context_frames=1), InvalidInputError,
          r"context_frames: the causal pipeline gives each chunk the earlier ones through its KV cache"),

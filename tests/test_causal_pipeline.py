@@ -92,3 +92,17 @@ def test_bad_calls_are_refused_by_name(causal, tiny_pipeline):
     two = tiny_pipeline("causal", chunk_frames=2, window_chunks=1, sink_chunks=0)
     with pytest.raises(InvalidInputError, match="inside a chunk of 2 latent frames; .* at frame 5 or 13"):
         two({0: "a red circle", 9: "a blue square"}, num_frames=17, height=32, width=32)
+
+
+def test_a_shorter_window_streams_as_a_model_built_with_it(causal, tiny_pipeline):
+    """``window_chunks=1`` on a model keeping 2: the frames of the same weights built with a window of 1; a longer
+    window than the cache is refused by name."""
+    short = tiny_pipeline("causal", window_chunks=1)
+    short.transformer.load_state_dict(causal.transformer.state_dict())
+    short.sampling_config = causal.sampling_config
+    kw = dict(num_frames=21, height=32, width=32, output_type="pt")
+    want = short("a red circle", generator=_g(), **kw).frames
+    assert torch.equal(causal("a red circle", window_chunks=1, generator=_g(), **kw).frames, want)
+    assert (causal("a red circle", generator=_g(), **kw).frames - want).abs().max() > 1e-4  # the window matters
+    with pytest.raises(InvalidInputError, match="window_chunks=3 is larger than the cache this model keeps"):
+        causal("a red circle", window_chunks=3, **kw)

@@ -32,7 +32,8 @@ from einops import rearrange
 
 from vidgen.attention.rope import apply_rope, rope3d_angles
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
-from vidgen.generators.base import GeneratorMixin, LatentTokensMixin, check_guidance, check_steps
+from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_guidance, check_positive_int,
+                                   check_steps)
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
 from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
@@ -44,11 +45,14 @@ from vidgen.rng import GeneratorLike, rows
 @dataclasses.dataclass(frozen=True)
 class CausalSamplingConfig(SamplingConfig):
     """The block-causal generator's sampling settings (:mod:`vidgen.generators.sampling_config`):
-    ``num_inference_steps`` Euler steps per chunk, classifier-free guidance at ``guidance_scale`` (1: none)."""
+    ``num_inference_steps`` Euler steps per chunk, classifier-free guidance at ``guidance_scale`` (1: none), and
+    ``window_chunks``: a shorter window than the model's for a faster stream (LongLive's short window)."""
 
     num_inference_steps: int = 4
     guidance_scale: float = 1.0
-    checks: ClassVar[dict] = {"num_inference_steps": check_steps, "guidance_scale": check_guidance}
+    window_chunks: Optional[int] = None  # chunks of the past attended; None: the model's (a stream may attend fewer)
+    checks: ClassVar[dict] = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
+                              "window_chunks": lambda v: v is None or check_positive_int("window_chunks", v)}
 
 
 def attended_chunks(i: int, sink: int, window: int) -> list[int]:
@@ -91,6 +95,21 @@ class RopeTable:
         return table[:rows]
 
 
+def stream_chunking(model, window_chunks: Optional[int]) -> tuple[int, int, int]:
+    """(chunk_frames, window_chunks, sink_chunks) of a stream: the model's, or a shorter window than the cache the
+    model keeps (a named error for a longer one: the model never attended those chunks)."""
+    c, window, sink = model.chunking
+    if window_chunks is None:
+        return c, window, sink
+    check_positive_int("window_chunks", window_chunks)
+    if window and window_chunks > window:
+        raise InvalidInputError(f"window_chunks={window_chunks} is larger than the cache this model keeps (the sink "
+                                f"and window_chunks={window} chunks, as it was trained); a stream may attend fewer "
+                                f"chunks, not more")
+    check_chunking(c, window_chunks, sink, model.backbone_config.max_grid[0])
+    return c, window_chunks, sink
+
+
 def _attend(attn, q, k, v, frames: int, hw: tuple[int, int], rope: RopeTable) -> torch.Tensor:
     """Queries ``q`` (B, nh, Lq, D), the last ``Lq`` tokens of ``frames`` token frames whose pre-RoPE keys / values
     are ``k``, ``v`` (B, nh, L, D): rotated at positions ``0 .. frames - 1``, dense attention."""
@@ -123,6 +142,9 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         if tuple(patch_size)[0] != 1:
             raise ConfigError(f"patch_size: a block-causal model patches one latent frame at a time (pt = 1), got "
                               f"{tuple(patch_size)}")
+        if self.backbone_config.layout != "full":
+            raise ConfigError(f"layout={self.backbone_config.layout!r}: a block-causal model attends its chunks densely "
+                              "(its window is window_chunks chunks of the past); use layout: full")
         check_chunking(chunk_frames, window_chunks, sink_chunks, self.backbone_config.max_grid[0])
         d = self.backbone_config.dim
         self.patch = PatchEmbed3D(in_channels, in_channels, d, patch_size)
@@ -228,7 +250,8 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         config = CausalSamplingConfig.resolve(config, settings)
         chunks = stream_latents(self, cond, frames=grid[0], hw=tuple(grid[1:]), batch=batch, generator=generator,
                                 num_inference_steps=config.num_inference_steps,
-                                guidance_scale=config.guidance_scale, scheduler=scheduler)
+                                guidance_scale=config.guidance_scale, scheduler=scheduler,
+                                window_chunks=config.window_chunks)
         return torch.cat(list(chunks), dim=2)
 
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
@@ -254,8 +277,8 @@ class RollingKVCache:
     """Per block, the pre-RoPE keys and values of the chunks later chunks may attend (the sink and the last
     ``window_chunks``); older ones are dropped, so memory is flat at any length."""
 
-    def __init__(self, model: CausalFlowVideoTransformer):
-        self.chunking = model.chunking
+    def __init__(self, model: CausalFlowVideoTransformer, chunking: Optional[tuple] = None):
+        self.chunking = chunking or model.chunking
         self.layers: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in model.backbone.blocks]
 
     def keep(self, next_chunk: int) -> None:
@@ -277,15 +300,16 @@ class ChunkStream:
     row (rows of guidance included); it stays fixed until :meth:`recache`."""
 
     def __init__(self, model: CausalFlowVideoTransformer, cond: Optional[Conditioning], hw: tuple[int, int],
-                 drop: Optional[torch.Tensor] = None):
+                 drop: Optional[torch.Tensor] = None, window_chunks: Optional[int] = None):
         self.model, self.cond, self.drop, self.hw = model, cond, drop, hw
-        self.cache, self.next = RollingKVCache(model), 0
+        self.chunking = stream_chunking(model, window_chunks)
+        self.cache, self.next = RollingKVCache(model, self.chunking), 0
         self.clean: dict[int, torch.Tensor] = {}  # committed latents the cache holds (for recache)
 
     def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool,
              cached_only: bool = False) -> torch.Tensor:
         m = self.model
-        c, window, sink = m.chunking
+        c, window, sink = self.chunking
         x, vec, context, grid = m._tokens(latents, timestep[:, None], self.cond, self.drop)
         context_chunks = attended_chunks(i, sink, window)[:-1]
         if cached_only:  # a re-cache: the chunks still held stand in for those dropped
@@ -326,7 +350,7 @@ class ChunkStream:
         """Switch the prompt: re-encode the cached chunks under ``cond`` (and its null-condition flags ``drop``),
         in order (LongLive's KV re-cache)."""
         self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
-        self.cache = RollingKVCache(self.model)
+        self.cache = RollingKVCache(self.model, self.chunking)
         for j, clean in kept:
             self._cache_clean(clean, j, cached_only=True)
         self.next = upto
@@ -337,7 +361,7 @@ def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditionin
                    batch: int = 1, num_inference_steps: int = 4, guidance_scale: float = 1.0,
                    negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                    scheduler=None, prompts: Optional[dict] = None, callback: Optional[Callable] = None,
-                   guidance: Optional[Guidance] = None):
+                   guidance: Optional[Guidance] = None, window_chunks: Optional[int] = None):
     """Yield normalized latents (B, C, c, h, w) chunk by chunk for ``frames`` latent frames of ``hw`` latents: each
     chunk is denoised in ``num_inference_steps`` Euler steps of the flow (classifier-free guidance against
     ``negative``, or the learnt null condition, when ``guidance_scale`` > 1), then cached clean. ``prompts``:
@@ -346,7 +370,8 @@ def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditionin
     the whole stream) may return ``{"latents": x}`` to replace the chunk's latents, ``{"guidance_scale": s}`` for
     the steps that follow (``guidance``: the :class:`~vidgen.generators.sampling.Guidance` read at every step), or
     ``{"interrupt": True}`` to end the stream after this chunk. A distilled student denoises each chunk at the levels
-    it was trained at (its step counts only, guidance 1). Memory is flat in ``frames``."""
+    it was trained at (its step counts only, guidance 1). ``window_chunks``: attend fewer past chunks than the model
+    keeps (:func:`stream_chunking`). Memory is flat in ``frames``."""
     scheduler = scheduler or model.default_scheduler()
     spec, c, dev = model.config.distillation, model.config.chunk_frames, model.device
     if spec is not None:
@@ -356,7 +381,7 @@ def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditionin
     guidance = guidance or Guidance(guidance_scale)
     start = guidance.scale  # guidance runs (a doubled batch) when the stream starts with a scale other than 1
     both, drop, doubled = cfg_batch(cond, negative, batch, dev, start)
-    stream, step = ChunkStream(model, both, tuple(hw), drop), 0
+    stream, step = ChunkStream(model, both, tuple(hw), drop, window_chunks), 0
     for i in range(-(-frames // c)):
         if prompts and i in prompts:
             both, drop, doubled = cfg_batch(*prompts[i], batch, dev, start)

@@ -1,0 +1,116 @@
+"""Benchmark: streaming as a user feels it, the block-causal pipeline against the flow and autoregressive ones.
+
+Each pipeline streams one ``--frames``-frame 64x64 video at batch 1 through ``pipe.stream`` (its shipped sampling
+settings, the prompt encoded inside the call, frames decoded as they are made), and the clock reads:
+
+* **latency to the first frame**: from the call to the first frames handed out;
+* **steady frames/s**: the frames after the first chunk over the time after it.
+
+The same-run ceiling is the stream decoder alone (the causal pipeline's VAE turning ready latents into frames, the
+cost every pipeline pays after generating): no pipeline streams faster than it. Rounds alternate between the
+pipelines (a change of machine load hits each) and each figure is the median over ``--rounds``. Targets: steady
+frames/s at least 2x the autoregressive pipeline's and 5x the flow pipeline's; first frame within 0.3 s; steady
+at least 24 frames/s (real time).
+
+    python eval/bench_streaming.py --pipeline causal=pretrained/shapes-causal \\
+        --pipeline flow=pretrained/shapes-flow --pipeline autoregressive=pretrained/shapes-autoregressive
+    # -> docs/results/bench_streaming.json
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_result  # noqa: E402
+
+PROMPT = "a red circle moving right on a black background"
+TARGETS = {"vs_autoregressive": 2.0, "vs_flow": 5.0, "first_frame_s": 0.3, "steady_fps": 24.0}
+
+
+def stream_once(pipe, frames: int, size: int, seed: int) -> dict:
+    """One streamed video: seconds to the first frames, and the steady rate after them."""
+    start = time.perf_counter()
+    parts = pipe.stream(PROMPT, num_frames=frames, height=size, width=size, output_type="pt",
+                        generator=torch.Generator().manual_seed(seed))
+    first = next(parts)
+    first_s = time.perf_counter() - start
+    rest = sum(p.shape[1] for p in parts)
+    total = time.perf_counter() - start
+    if first.shape[1] + rest != frames:
+        raise RuntimeError(f"{type(pipe).__name__} streamed {first.shape[1] + rest} frames, {frames} asked")
+    return {"first_frame_s": first_s, "first_chunk_frames": first.shape[1],
+            "steady_fps": rest / max(total - first_s, 1e-9), "total_s": total}
+
+
+def decoder_ceiling(pipe, frames: int, size: int) -> float:
+    """Frames/s of the pipeline's stream decoder alone on ready (random) latents: the rate no pipeline exceeds."""
+    tok = pipe.video_tokenizer
+    t, h, w = tok.latent_grid(frames, size, size)
+    latents = torch.randn(1, tok.config.latent_channels, t, h, w, generator=torch.Generator().manual_seed(0))
+    decoder = tok.stream_decoder(size, size)
+    start, made = time.perf_counter(), 0
+    with torch.no_grad():
+        for i in range(t):
+            made += decoder.push(latents[:, :, i:i + 1].to(tok.dtype)).shape[2]
+    return made / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", action="append", default=[], metavar="NAME=FOLDER", required=True)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="docs/results/bench_streaming.json")
+    args = parser.parse_args(argv)
+    from vidgen.pipelines import load_pipeline
+    torch.set_num_threads(args.threads)
+    pipes = {}
+    for spec in args.pipeline:
+        name, _, folder = spec.partition("=")
+        pipes[name] = load_pipeline(folder, dtype="fp32")
+        pipes[name].set_progress_bar_config(disable=True)
+    for pipe in pipes.values():  # warm-up: the text encoder's first load and first calls stay out of the clock
+        stream_once(pipe, min(args.frames, 9), args.size, seed=0)
+    runs = {name: [] for name in pipes}
+    ceiling = []
+    for r in range(args.rounds):
+        for name, pipe in pipes.items():
+            runs[name].append(stream_once(pipe, args.frames, args.size, seed=r))
+        ceiling.append(decoder_ceiling(next(iter(pipes.values())), args.frames, args.size))
+    rows = {}
+    for name, rs in runs.items():
+        rows[name] = {"folder": args.pipeline[list(pipes).index(name)].partition("=")[2],
+                      "sampling": pipes[name].sampling_config.to_dict(),
+                      **{k: statistics.median(r[k] for r in rs) for k in ("first_frame_s", "steady_fps", "total_s")},
+                      "first_chunk_frames": rs[0]["first_chunk_frames"], "rounds": rs}
+    result = {"frames": args.frames, "size": args.size, "batch": 1, "rounds": args.rounds, "precision": "fp32",
+              "decoder_ceiling_fps": statistics.median(ceiling), "pipelines": rows, "targets": TARGETS}
+    if "causal" in rows:
+        c = rows["causal"]
+        result["causal"] = {
+            "steady_fps": c["steady_fps"], "first_frame_s": c["first_frame_s"],
+            "fraction_of_decoder_ceiling": c["steady_fps"] / result["decoder_ceiling_fps"],
+            **{f"vs_{n}": c["steady_fps"] / rows[n]["steady_fps"] for n in rows if n != "causal"}}
+        met = {"first_frame_s": c["first_frame_s"] <= TARGETS["first_frame_s"],
+               "steady_fps": c["steady_fps"] >= TARGETS["steady_fps"]}
+        met.update({k: result["causal"][k] >= TARGETS[k] for k in ("vs_autoregressive", "vs_flow")
+                    if k in result["causal"]})
+        result["causal"]["met"] = met
+    path = write_result(args.out, result, threads=args.threads)
+    for name, row in rows.items():
+        print(f"{name:16s} first frame {row['first_frame_s']:.3f} s, steady {row['steady_fps']:.1f} frames/s")
+    print(f"decoder ceiling {result['decoder_ceiling_fps']:.1f} frames/s -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
