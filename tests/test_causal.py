@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vidgen.generators.causal as causal
+import vidgen.generators.causal_stream as causal_stream
 from vidgen.errors import ConfigError
 from vidgen.generators import Conditioning
-from vidgen.generators.causal import (CausalFlowVideoTransformer, ChunkStream, attended_chunks, stream_latents)
+from vidgen.generators.causal import CausalFlowVideoTransformer, attended_chunks
+from vidgen.generators.causal_stream import ChunkStream, stream_latents
 from vidgen.testing import perturb_weights
 
 
@@ -63,8 +64,9 @@ def test_a_streamed_chunk_equals_the_uncached_forward(chunk_frames):
 def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, monkeypatch, one_thread):
     model = _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=16, depth=1)
     widest = []
-    angles = causal.rope3d_angles
-    monkeypatch.setattr(causal, "rope3d_angles", lambda grid, *a, **k: widest.append(grid[0]) or angles(grid, *a, **k))
+    angles = causal_stream.rope3d_angles
+    monkeypatch.setattr(causal_stream, "rope3d_angles",
+                        lambda grid, *a, **k: widest.append(grid[0]) or angles(grid, *a, **k))
     chunks = stream_latents(model, None, frames=frames, hw=(2, 2), num_inference_steps=1,
                             generator=torch.Generator().manual_seed(0))
     total = 0

@@ -21,7 +21,8 @@ from vidgen.errors import ConfigError
 from vidgen.generators.autoregressive import (AutoregressiveSamplingConfig, AutoregressiveVideoTransformer,
                                               generate_tokens, iter_frames)
 from vidgen.generators.backbone import Block, VideoTransformerBackbone
-from vidgen.generators.causal import CausalFlowVideoTransformer, CausalSamplingConfig, stream_latents
+from vidgen.generators.causal import CausalFlowVideoTransformer, CausalSamplingConfig
+from vidgen.generators.causal_stream import stream_latents
 from vidgen.generators.config import GENERATOR_PRESETS, LAYOUTS, BackboneConfig
 from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning

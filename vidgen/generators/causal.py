@@ -12,16 +12,16 @@ rolling KV cache (diffusion forcing; CausVid / Self-Forcing / LongLive's streami
   per-token modulation). Training (:meth:`CausalFlowVideoTransformer.loss`) draws a level per chunk, the clean
   frames' flow-matching target: diffusion forcing under teacher forcing.
 * **Two paths, one result.** :meth:`~CausalFlowVideoTransformer.forward` runs the whole sequence, every chunk's
-  attention over its attended chunks (the reference, and training); :class:`ChunkStream` runs one chunk at a time
-  against a :class:`RollingKVCache` filled by clean passes of the chunks before it (sampling). With the context
-  chunks clean (timestep 0) the two agree (``tests/test_causal.py``).
+  attention over its attended chunks (the reference, and training); :mod:`vidgen.generators.causal_stream`'s
+  ``ChunkStream`` runs one chunk at a time against a ``RollingKVCache`` filled by clean passes of the chunks before it
+  (sampling). With the context chunks clean (timestep 0) the two agree (``tests/test_causal.py``).
 * Text enters through cross-attention (``text_conditioning="cross"``): a prompt switch re-encodes the cached chunks
-  under the new prompt (:meth:`ChunkStream.recache`).
+  under the new prompt (:meth:`~vidgen.generators.causal_stream.ChunkStream.recache`).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +30,14 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 
-from vidgen.attention.rope import apply_rope, rope3d_angles
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_guidance, check_positive_int,
                                    check_steps)
+from vidgen.generators.causal_stream import (RopeTable, attend_rotated, attended_chunks, check_chunking, qkv_heads,
+                                             stream_latents)
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
-from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
+from vidgen.generators.distillation import distillation_spec
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
-from vidgen.generators.sampling import Guidance, apply_cfg, cfg_batch, step_callback
 from vidgen.generators.sampling_config import SamplingConfig
 from vidgen.rng import GeneratorLike, rows
 
@@ -53,75 +53,6 @@ class CausalSamplingConfig(SamplingConfig):
     window_chunks: Optional[int] = None  # chunks of the past attended; None: the model's (a stream may attend fewer)
     checks: ClassVar[dict] = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
                               "window_chunks": lambda v: v is None or check_positive_int("window_chunks", v)}
-
-
-def attended_chunks(i: int, sink: int, window: int) -> list[int]:
-    """The chunks chunk ``i`` attends, in order: the first ``sink`` chunks, the ``window`` chunks before ``i``
-    (``window=0``: all of them), then ``i``."""
-    if window == 0:
-        return list(range(i + 1))
-    sinks = list(range(min(sink, i)))
-    return sinks + list(range(max(len(sinks), i - window), i)) + [i]
-
-
-def check_chunking(chunk_frames, window_chunks, sink_chunks, max_frames: int) -> None:
-    """Named errors for a chunk layout the model cannot run."""
-    for name, value, low in (("chunk_frames", chunk_frames, 1), ("window_chunks", window_chunks, 0),
-                             ("sink_chunks", sink_chunks, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-    if sink_chunks and not window_chunks:
-        raise ConfigError(f"sink_chunks={sink_chunks} needs a window (window_chunks >= 1): without one every "
-                          "earlier chunk is attended and a sink has no meaning")
-    span = (sink_chunks + window_chunks + 1) * chunk_frames if window_chunks else chunk_frames
-    if span > max_frames:
-        raise ConfigError(f"chunk_frames={chunk_frames} with sink_chunks={sink_chunks} and window_chunks="
-                          f"{window_chunks} attends {span} token frames, more than the trained context "
-                          f"(max_grid t = {max_frames}); use smaller chunks or a smaller window")
-
-
-class RopeTable:
-    """RoPE angles of token frames ``0 .. frames - 1`` on an ``hw`` grid, sliced from one table per (grid, head size,
-    theta, device) that grows to the longest span asked for (rows are frame-major, so a prefix is a shorter span)."""
-
-    def __init__(self):
-        self.tables: dict[tuple, torch.Tensor] = {}
-
-    def __call__(self, frames: int, hw: tuple[int, int], head_dim: int, theta: float, device) -> torch.Tensor:
-        key, rows = (tuple(hw), head_dim, theta, str(device)), frames * hw[0] * hw[1]
-        table = self.tables.get(key)
-        if table is None or table.shape[0] < rows:
-            table = self.tables[key] = rope3d_angles((frames, *hw), head_dim, theta, device)
-        return table[:rows]
-
-
-def stream_chunking(model, window_chunks: Optional[int]) -> tuple[int, int, int]:
-    """(chunk_frames, window_chunks, sink_chunks) of a stream: the model's, or a shorter window than the cache the
-    model keeps (a named error for a longer one: the model never attended those chunks)."""
-    c, window, sink = model.chunking
-    if window_chunks is None:
-        return c, window, sink
-    check_positive_int("window_chunks", window_chunks)
-    if window and window_chunks > window:
-        raise InvalidInputError(f"window_chunks={window_chunks} is larger than the cache this model keeps (the sink "
-                                f"and window_chunks={window} chunks, as it was trained); a stream may attend fewer "
-                                f"chunks, not more")
-    check_chunking(c, window_chunks, sink, model.backbone_config.max_grid[0])
-    return c, window_chunks, sink
-
-
-def _attend(attn, q, k, v, frames: int, hw: tuple[int, int], rope: RopeTable) -> torch.Tensor:
-    """Queries ``q`` (B, nh, Lq, D), the last ``Lq`` tokens of ``frames`` token frames whose pre-RoPE keys / values
-    are ``k``, ``v`` (B, nh, L, D): rotated at positions ``0 .. frames - 1``, dense attention."""
-    angles = rope(frames, hw, q.shape[-1], attn.config.rope_theta, q.device)
-    q = apply_rope(q, angles, start=angles.shape[0] - q.shape[2])
-    return F.scaled_dot_product_attention(q, apply_rope(k, angles), v)
-
-
-def _qkv(attn, y: torch.Tensor):
-    """Heads-first q, k, v of ``y`` (B, L, d) after qk-norm, before RoPE."""
-    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=attn.config.num_heads) for t in attn.qkv(y).chunk(3, dim=-1))
-    return attn.q_norm(q), attn.k_norm(k), v
 
 
 class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, ConfigMixin):
@@ -143,8 +74,8 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
             raise ConfigError(f"patch_size: a block-causal model patches one latent frame at a time (pt = 1), got "
                               f"{tuple(patch_size)}")
         if self.backbone_config.layout != "full":
-            raise ConfigError(f"layout={self.backbone_config.layout!r}: a block-causal model attends its chunks densely "
-                              "(its window is window_chunks chunks of the past); use layout: full")
+            raise ConfigError(f"layout={self.backbone_config.layout!r}: a block-causal model attends its chunks "
+                              "densely (its window is window_chunks chunks of the past); use layout: full")
         check_chunking(chunk_frames, window_chunks, sink_chunks, self.backbone_config.max_grid[0])
         d = self.backbone_config.dim
         self.patch = PatchEmbed3D(in_channels, in_channels, d, patch_size)
@@ -218,7 +149,8 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
     def forward(self, latents: torch.Tensor, timestep, cond: Optional[Conditioning] = None,
                 drop: Optional[torch.Tensor] = None, return_dict: bool = True):
         """latents (B, C, t, h, w); timestep (B,) or (B, chunks) on the 0..1000 scale; every chunk attends its
-        attended chunks (:func:`attended_chunks`) of this same sequence. The reference of :class:`ChunkStream`."""
+        attended chunks (:func:`attended_chunks`) of this same sequence. The reference of
+        :class:`~vidgen.generators.causal_stream.ChunkStream`."""
         self.check_latents(latents)
         b, _, t, h, w = latents.shape
         x, vec, context, grid = self._tokens(latents, self.chunk_timesteps(timestep, b, t, latents.device), cond,
@@ -227,14 +159,14 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         hw, n = grid[1] * grid[2], -(-grid[0] // c)
 
         def attend(i, attn, y):
-            q, k, v = _qkv(attn, y)
+            q, k, v = qkv_heads(attn, y)
             outs = []
             for j in range(n):
                 frames = [f for ch in attended_chunks(j, sink, window) for f in range(ch * c, min(ch * c + c, grid[0]))]
                 idx = torch.tensor(frames, device=y.device)
                 tok = (idx[:, None] * hw + torch.arange(hw, device=y.device)).reshape(-1)
                 own = tok[-(min(j * c + c, grid[0]) - j * c) * hw:]
-                outs.append(_attend(attn, q[:, :, own], k[:, :, tok], v[:, :, tok], len(frames), grid[1:],
+                outs.append(attend_rotated(attn, q[:, :, own], k[:, :, tok], v[:, :, tok], len(frames), grid[1:],
                                     self.rope))
             return attn.proj(rearrange(torch.cat(outs, dim=2), "b h n d -> b n (h d)"))
 
@@ -245,8 +177,9 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
     def sample(self, grid, batch: int, cond: Optional[Conditioning] = None, config=None, scheduler=None,
                generator: Optional[torch.Generator] = None, **settings) -> torch.Tensor:
         """The uniform sampling call of every generator: normalized latents (B, C, t, h, w) for a latent ``grid``,
-        streamed chunk by chunk (:func:`stream_latents`) with ``config`` (a :class:`CausalSamplingConfig`) and
-        ``settings`` (``num_inference_steps``, ``guidance_scale``)."""
+        streamed chunk by chunk (:func:`~vidgen.generators.causal_stream.stream_latents`) with ``config`` (a
+        :class:`CausalSamplingConfig`) and ``settings`` (``num_inference_steps``, ``guidance_scale``,
+        ``window_chunks``)."""
         config = CausalSamplingConfig.resolve(config, settings)
         chunks = stream_latents(self, cond, frames=grid[0], hw=tuple(grid[1:]), batch=batch, generator=generator,
                                 num_inference_steps=config.num_inference_steps,
@@ -271,135 +204,3 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         pred = self(xt, s * 1000, cond, drop=self.sample_drop(b, r, dev)).sample
         loss = F.mse_loss(pred.float(), (noise - x0).float())
         return loss, {"mse": loss.detach()}
-
-
-class RollingKVCache:
-    """Per block, the pre-RoPE keys and values of the chunks later chunks may attend (the sink and the last
-    ``window_chunks``); older ones are dropped, so memory is flat at any length."""
-
-    def __init__(self, model: CausalFlowVideoTransformer, chunking: Optional[tuple] = None):
-        self.chunking = chunking or model.chunking
-        self.layers: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in model.backbone.blocks]
-
-    def keep(self, next_chunk: int) -> None:
-        """Drop what chunk ``next_chunk`` and later ones never attend."""
-        _, window, sink = self.chunking
-        if window:
-            keep = set(attended_chunks(next_chunk, sink, window))
-            for layer in self.layers:
-                for j in [j for j in layer if j not in keep]:
-                    del layer[j]
-
-    def __len__(self) -> int:
-        return len(self.layers[0])
-
-
-class ChunkStream:
-    """Chunk-at-a-time calls of a :class:`CausalFlowVideoTransformer`: :meth:`predict` the velocity of chunk ``i``
-    (noisy) against the cache, :meth:`commit` its clean latents into the cache. ``cond``: the conditioning of every
-    row (rows of guidance included); it stays fixed until :meth:`recache`."""
-
-    def __init__(self, model: CausalFlowVideoTransformer, cond: Optional[Conditioning], hw: tuple[int, int],
-                 drop: Optional[torch.Tensor] = None, window_chunks: Optional[int] = None):
-        self.model, self.cond, self.drop, self.hw = model, cond, drop, hw
-        self.chunking = stream_chunking(model, window_chunks)
-        self.cache, self.next = RollingKVCache(model, self.chunking), 0
-        self.clean: dict[int, torch.Tensor] = {}  # committed latents the cache holds (for recache)
-
-    def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool,
-             cached_only: bool = False) -> torch.Tensor:
-        m = self.model
-        c, window, sink = self.chunking
-        x, vec, context, grid = m._tokens(latents, timestep[:, None], self.cond, self.drop)
-        context_chunks = attended_chunks(i, sink, window)[:-1]
-        if cached_only:  # a re-cache: the chunks still held stand in for those dropped
-            context_chunks = [j for j in context_chunks if j in self.cache.layers[0]]
-
-        def attend(layer, attn, y):
-            q, k, v = _qkv(attn, y)
-            cached = self.cache.layers[layer]
-            ks = [cached[j][0] for j in context_chunks] + [k]
-            vs = [cached[j][1] for j in context_chunks] + [v]
-            if write:
-                cached[i] = (k, v)
-            frames = sum(x.shape[2] for x in ks) // (grid[1] * grid[2])
-            out = _attend(attn, q, torch.cat(ks, dim=2), torch.cat(vs, dim=2), frames, grid[1:], m.rope)
-            return attn.proj(rearrange(out, "b h n d -> b n (h d)"))
-
-        out = m.backbone(x, grid, vec, context=context, attend=attend)
-        return m.patch.unpatchify(m.head(out), tuple(latents.shape[2:]))
-
-    def predict(self, latents: torch.Tensor, timestep) -> torch.Tensor:
-        """The velocity for chunk ``self.next`` at ``latents`` (B, C, c, h, w), ``timestep`` (B,) or a number."""
-        t = torch.as_tensor(timestep, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
-        return self._run(latents, t, self.next, write=False)
-
-    def _cache_clean(self, clean: torch.Tensor, i: int, cached_only: bool = False) -> None:
-        """Write chunk ``i``'s keys and values from its clean latents: a pass at timestep 0."""
-        self._run(clean, clean.new_zeros(clean.shape[0], dtype=torch.float32), i, write=True, cached_only=cached_only)
-
-    def commit(self, clean: torch.Tensor) -> None:
-        """Cache chunk ``self.next`` from its clean latents, then move to the next chunk."""
-        self._cache_clean(clean, self.next)
-        self.clean[self.next] = clean
-        self.next += 1
-        self.cache.keep(self.next)
-        self.clean = {j: x for j, x in self.clean.items() if j in self.cache.layers[0]}
-
-    def recache(self, cond: Optional[Conditioning], drop: Optional[torch.Tensor] = None) -> None:
-        """Switch the prompt: re-encode the cached chunks under ``cond`` (and its null-condition flags ``drop``),
-        in order (LongLive's KV re-cache)."""
-        self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
-        self.cache = RollingKVCache(self.model, self.chunking)
-        for j, clean in kept:
-            self._cache_clean(clean, j, cached_only=True)
-        self.next = upto
-
-
-@torch.no_grad()
-def stream_latents(model: CausalFlowVideoTransformer, cond: Optional[Conditioning], *, frames: int, hw: tuple,
-                   batch: int = 1, num_inference_steps: int = 4, guidance_scale: float = 1.0,
-                   negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
-                   scheduler=None, prompts: Optional[dict] = None, callback: Optional[Callable] = None,
-                   guidance: Optional[Guidance] = None, window_chunks: Optional[int] = None):
-    """Yield normalized latents (B, C, c, h, w) chunk by chunk for ``frames`` latent frames of ``hw`` latents: each
-    chunk is denoised in ``num_inference_steps`` Euler steps of the flow (classifier-free guidance against
-    ``negative``, or the learnt null condition, when ``guidance_scale`` > 1), then cached clean. ``prompts``:
-    ``{chunk: (cond, negative)}`` switches the conditioning before that chunk, re-caching
-    (:meth:`ChunkStream.recache`). ``callback(step, t, {"latents": x})`` after every step (``step`` counted over
-    the whole stream) may return ``{"latents": x}`` to replace the chunk's latents, ``{"guidance_scale": s}`` for
-    the steps that follow (``guidance``: the :class:`~vidgen.generators.sampling.Guidance` read at every step), or
-    ``{"interrupt": True}`` to end the stream after this chunk. A distilled student denoises each chunk at the levels
-    it was trained at (its step counts only, guidance 1). ``window_chunks``: attend fewer past chunks than the model
-    keeps (:func:`stream_chunking`). Memory is flat in ``frames``."""
-    scheduler = scheduler or model.default_scheduler()
-    spec, c, dev = model.config.distillation, model.config.chunk_frames, model.device
-    if spec is not None:
-        check_student_call(spec, num_inference_steps, guidance.scale if guidance is not None else guidance_scale)
-    grid = model.patch.grid((c, *hw))
-    model.backbone.check_grid(grid)
-    guidance = guidance or Guidance(guidance_scale)
-    start = guidance.scale  # guidance runs (a doubled batch) when the stream starts with a scale other than 1
-    both, drop, doubled = cfg_batch(cond, negative, batch, dev, start)
-    stream, step = ChunkStream(model, both, tuple(hw), drop, window_chunks), 0
-    for i in range(-(-frames // c)):
-        if prompts and i in prompts:
-            both, drop, doubled = cfg_batch(*prompts[i], batch, dev, start)
-            stream.recache(both, drop)
-        n = min(c, frames - i * c)
-        x = torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
-        if spec is not None:
-            scheduler.set_timesteps(sigmas=student_sigmas(num_inference_steps, spec.get("shift")), device=dev)
-        else:
-            scheduler.set_timesteps(num_inference_steps, device=dev)
-        stop = False
-        for t in scheduler.timesteps:
-            v = stream.predict(torch.cat([x, x]) if doubled else x, t).float()
-            x = scheduler.step(apply_cfg(v, guidance.scale) if doubled else v, t, x, generator=generator,
-                               return_dict=False)[0]
-            x, stopped = step_callback(callback, step, t, "latents", x, guidance)
-            stop, step = stop or stopped, step + 1
-        stream.commit(torch.cat([x, x]) if doubled else x)
-        yield x
-        if stop:
-            return

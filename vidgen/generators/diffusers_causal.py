@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from vidgen.errors import InvalidInputError, UnsupportedError
-from vidgen.families import transformer_family
+from vidgen.families import PIPELINE_FAMILIES, transformer_family
 from vidgen.families.base import patch_size_of
-from vidgen.generators.causal import attended_chunks
+from vidgen.generators.causal_stream import attended_chunks
 from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.diffusers_window import _blocks
 
@@ -146,12 +146,14 @@ def block_causal(transformer, chunk_frames: int, window_chunks: int = 0, sink_ch
     """Make a diffusers video transformer (or a :class:`DiffusersVideoTransformer`) block-causal over chunks of
     ``chunk_frames`` token frames, attending the first ``sink_chunks`` chunks and the last ``window_chunks``
     (``0``: every earlier chunk); see the module docstring. Returns the :class:`BlockCausal` handle."""
-    from vidgen.generators.causal import check_chunking
+    from vidgen.generators.causal_stream import check_chunking
     model = transformer.model if isinstance(transformer, DiffusersVideoTransformer) else transformer
     family = transformer_family(model)
     if family is None or family.window_processor is None or not hasattr(model, "rope"):
-        raise UnsupportedError(f"block_causal: {type(model).__name__} has no self-attention processor vidgen can "
-                               "run block-causally (supported: Wan)")
+        supported = [f.transformer for f in PIPELINE_FAMILIES if f.window_processor is not None]
+        raise UnsupportedError(f"block_causal: {type(model).__name__} has no self-attention processor and rotary "
+                               f"module vidgen can run block-causally (supported: {', '.join(supported)} with a "
+                               "rope module)")
     check_chunking(chunk_frames, window_chunks, sink_chunks, max_frames=10**9)
     if any(type(b.attn1.processor).__module__.startswith("vidgen") for b in _blocks(model)):
         raise InvalidInputError("transformer: its self-attention is already swapped by vidgen (window attention or "

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import torch
 
-from vidgen.generators.causal import CausalFlowVideoTransformer, ChunkStream
+from vidgen.generators.causal import CausalFlowVideoTransformer
+from vidgen.generators.causal_stream import ChunkStream
 from vidgen.generators.distillation import student_sample_with_grad
 from vidgen.rng import RowGenerator
 

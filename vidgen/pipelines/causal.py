@@ -17,8 +17,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 
 from vidgen.errors import InvalidInputError
-from vidgen.generators.causal import (CausalFlowVideoTransformer, CausalSamplingConfig, stream_chunking,
-                                     stream_latents)
+from vidgen.generators.causal import CausalFlowVideoTransformer, CausalSamplingConfig
+from vidgen.generators.causal_stream import stream_chunking, stream_latents
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.output import to_output
