@@ -15,9 +15,9 @@ def pytest_collection_modifyitems(config, items):
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow test: opt in with --runslow (make test-slow)")
-    # The bf16 suites (tests/test_*_bf16.py) check the bf16 fast paths against fp32. On a CPU without AVX512-BF16 /
-    # AMX, bf16 is emulated (measured 2026-11-25: the suite took 18 min instead of 3, test_generators_bf16 alone 12)
-    # and dtype="auto" never picks it, so there they run only in make test-slow.
+    # The bf16 suites (tests/test_*_bf16.py) and the tests marked bf16 check the bf16 paths. On a CPU without
+    # AVX512-BF16 / AMX, bf16 is emulated (measured 2026-11-25: the suite took 18 min instead of 3,
+    # test_generators_bf16 alone 12) and dtype="auto" never picks it, so there they run only in make test-slow.
     from vidgen.precision import cpu_has_fast_bf16
     skip_bf16 = None if cpu_has_fast_bf16() else pytest.mark.skip(
         reason="bf16 is emulated on this CPU (no AVX512-BF16 / AMX) and dtype='auto' uses fp32 here: opt in with "
@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
-        elif skip_bf16 is not None and item.path.name.endswith("_bf16.py"):
+        elif skip_bf16 is not None and (item.path.name.endswith("_bf16.py") or item.get_closest_marker("bf16")):
             item.add_marker(skip_bf16)
 
 

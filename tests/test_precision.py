@@ -117,6 +117,7 @@ def test_pipeline_dtype_and_its_deprecated_alias(fast_bf16):
     assert load_pipeline(AUTOREGRESSIVE, dtype="bf16").precision == "bf16"
 
 
+@pytest.mark.bf16  # emulated bf16: about half a minute here on a CPU without bf16 units
 @pytest.mark.parametrize("mode", ["autocast", "bf16 weights"])
 def test_autoregressive_pipeline_in_bf16(mode):
     """The AR pipeline crashed under autocast ("k_new must be torch.float32 on cpu like the cache"): its KV cache
