@@ -11,6 +11,7 @@ import torch
 from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.pipelines import CausalVideoPipeline, load_pipeline
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread beats two fighting over shared cores
 
 
 @pytest.fixture
@@ -106,3 +107,23 @@ def test_a_shorter_window_streams_as_a_model_built_with_it(causal, tiny_pipeline
     assert (causal("a red circle", generator=_g(), **kw).frames - want).abs().max() > 1e-4  # the window matters
     with pytest.raises(InvalidInputError, match="window_chunks=3 is larger than the cache this model keeps"):
         causal("a red circle", window_chunks=3, **kw)
+
+
+@pytest.mark.slow  # 1,025 frames through the stream: about 11 s
+def test_memory_stays_flat_over_1025_frames(causal, load_script):
+    """The frames alive in the process while 1,025 frames stream (every tensor of 32x32 RGB frames, counted once per
+    storage) stay at a chunk's worth, the same late in the video as early, and the KV cache holds the sink and the
+    window: nothing grows with length."""
+    frames_held = load_script("eval/long_video.py").frames_held
+    causal.set_progress_bar_config(disable=True)
+    readings, made = [], 0
+    for i, part in enumerate(causal.stream("a red circle", num_frames=1025, height=32, width=32, output_type="pt",
+                                           generator=_g())):
+        made += part.shape[1]
+        del part
+        if i % 16 == 0:  # the scan walks every object the garbage collector tracks: every 16th chunk
+            readings.append((made, frames_held(32)))
+    assert made == 1025
+    half = len(readings) // 2
+    early, late = max(n for _, n in readings[:half]), max(n for _, n in readings[half:])
+    assert late <= early <= 16, readings  # a chunk's 4 frames and the decoder's, never the video's

@@ -10,6 +10,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.diffusers_causal import block_causal
 from vidgen.testing import perturb_weights
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def wan():
