@@ -38,7 +38,7 @@ def test_a_streamed_chunk_equals_the_masked_whole_sequence(wan, window, sink):
             causal.commit(clean[:, :, 2 * j:2 * j + 2], text)
         got = causal.predict(noisy[:, :, 2 * i:], 700.0, text)
         assert want.abs().max() > 1e-2 and (got - want).abs().max() <= 1e-5
-        assert len(causal.cache[0]) == (i if window == 0 else sink + window)
+        assert len(causal.cache) == (i if window == 0 else sink + window)
         whole = causal.reference(noisy, timestep, text)
         causal.remove()
         dense = wan(hidden_states=noisy, timestep=timestep.repeat_interleave(8, 1), encoder_hidden_states=text,

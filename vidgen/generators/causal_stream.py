@@ -97,9 +97,9 @@ class RollingKVCache:
     """Per block, the pre-RoPE keys and values of the chunks later chunks may attend (the sink and the last
     ``window_chunks``); older ones are dropped, so memory is flat at any length."""
 
-    def __init__(self, model: "CausalFlowVideoTransformer", chunking: Optional[tuple] = None):
-        self.chunking = chunking or model.chunking
-        self.layers: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in model.backbone.blocks]
+    def __init__(self, num_layers: int, chunking: tuple[int, int, int]):
+        self.chunking = chunking  # (chunk_frames, window_chunks, sink_chunks)
+        self.layers: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in range(num_layers)]
 
     def keep(self, next_chunk: int) -> None:
         """Drop what chunk ``next_chunk`` and later ones never attend."""
@@ -123,7 +123,7 @@ class ChunkStream:
                  drop: Optional[torch.Tensor] = None, window_chunks: Optional[int] = None):
         self.model, self.cond, self.drop, self.hw = model, cond, drop, hw
         self.chunking = stream_chunking(model, window_chunks)
-        self.cache, self.next = RollingKVCache(model, self.chunking), 0
+        self.cache, self.next = RollingKVCache(len(model.backbone.blocks), self.chunking), 0
         self.clean: dict[int, torch.Tensor] = {}  # committed latents the cache holds (for recache)
 
     def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool,
@@ -170,7 +170,7 @@ class ChunkStream:
         """Switch the prompt: re-encode the cached chunks under ``cond`` (and its null-condition flags ``drop``),
         in order (LongLive's KV re-cache)."""
         self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
-        self.cache = RollingKVCache(self.model, self.chunking)
+        self.cache = RollingKVCache(len(self.model.backbone.blocks), self.chunking)
         for j, clean in kept:
             self._cache_clean(clean, j, cached_only=True)
         self.next = upto

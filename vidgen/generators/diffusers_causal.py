@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.families import PIPELINE_FAMILIES, transformer_family
 from vidgen.families.base import patch_size_of
-from vidgen.generators.causal_stream import attended_chunks
+from vidgen.generators.causal_stream import RollingKVCache, attended_chunks, check_chunking
 from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.diffusers_window import _blocks
 
@@ -41,7 +41,7 @@ class _CausalState:
         layer, self.layer = self.layer, self.layer + 1
         if self.mask is not None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
-        cached = self.owner.cache[layer]
+        cached = self.owner.cache.layers[layer]
         ks = [cached[j][0] for j in self.owner.context] + [k]
         vs = [cached[j][1] for j in self.owner.context] + [v]
         if self.write is not None:
@@ -55,7 +55,7 @@ class BlockCausal:
     def __init__(self, model, family, chunk_frames: int, window_chunks: int, sink_chunks: int):
         self.model, self.family = model, family
         self.chunk_frames, self.window, self.sink = chunk_frames, window_chunks, sink_chunks
-        self.state, self.cache, self.next, self.context, self.offset = _CausalState(self), [], 0, [], 0
+        self.state, self.next, self.context, self.offset = _CausalState(self), 0, [], 0
         blocks = _blocks(model)
         self._originals = [b.attn1.processor for b in blocks]
         for b in blocks:
@@ -66,7 +66,8 @@ class BlockCausal:
 
     def reset(self) -> None:
         """Start a new video: an empty cache at chunk 0."""
-        self.cache, self.next = [{} for _ in _blocks(self.model)], 0
+        self.cache = RollingKVCache(len(_blocks(self.model)), (self.chunk_frames, self.window, self.sink))
+        self.next = 0
 
     def _start(self, module, args, kwargs):
         self.state.layer = 0
@@ -111,11 +112,7 @@ class BlockCausal:
         attend, and move to the next chunk."""
         self._chunk_call(clean, 0, text, write=True)
         self.next += 1
-        if self.window:
-            keep = set(attended_chunks(self.next, self.sink, self.window))
-            for layer in self.cache:
-                for j in [j for j in layer if j not in keep]:
-                    del layer[j]
+        self.cache.keep(self.next)
 
     @torch.no_grad()
     def reference(self, latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -139,14 +136,13 @@ class BlockCausal:
             block.attn1.set_processor(processor)
         for hook in self._hooks:
             hook.remove()
-        self.cache = []
+        self.reset()
 
 
 def block_causal(transformer, chunk_frames: int, window_chunks: int = 0, sink_chunks: int = 0) -> BlockCausal:
     """Make a diffusers video transformer (or a :class:`DiffusersVideoTransformer`) block-causal over chunks of
     ``chunk_frames`` token frames, attending the first ``sink_chunks`` chunks and the last ``window_chunks``
     (``0``: every earlier chunk); see the module docstring. Returns the :class:`BlockCausal` handle."""
-    from vidgen.generators.causal_stream import check_chunking
     model = transformer.model if isinstance(transformer, DiffusersVideoTransformer) else transformer
     family = transformer_family(model)
     if family is None or family.window_processor is None or not hasattr(model, "rope"):
