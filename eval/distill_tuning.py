@@ -2,7 +2,7 @@
 """A distilled student against its teacher on the tuning prompts: adherence, and seconds per video side by side.
 
 The prompts are ``tuning_prompts(n, seed=1)`` (seen colour x motion pairs, no caption of the full evaluation), so the
-ship rule in ``configs/shapes-flow-distilled/*.yaml`` reads no evaluation number. For the teacher at its shipped
+ship rules in ``configs/shapes-flow-distilled/`` and ``experiments/configs/distill/`` reads no evaluation number. For the teacher at its shipped
 settings and each student at each of its step counts: colour+motion and shape (``vidgen.demo.run.score``), the
 transformer evaluations per video, and seconds per video at batch 1 and batch 4, measured on a timing subset in one
 interleaved run (the teacher's time is this run's ceiling; every speed claim is the ratio). Run it alone: a training

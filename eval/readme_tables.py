@@ -57,11 +57,19 @@ def demo_table(results: dict) -> str:
 
 
 def precisions(results: dict) -> str:
-    """Each pipeline's compute precision in the run (``precision="auto"`` picks per CPU), or fp32 for older files."""
-    chosen = results["machine"].get("precision")
+    """Each pipeline's compute precision in the run (``precision="auto"`` picks per CPU), or fp32 for older files;
+    a pipeline evaluated in a later run and merged in (``make_pretrained.py --stage evaluate --pipelines``) is named
+    with that run's date and CPU, as its time is not comparable with the others'."""
+    chosen = dict(results["machine"].get("precision") or {})
+    later = {name: e["evaluated_by"] for name, e in results["pipelines"].items() if "evaluated_by" in e}
+    for name, run in later.items():
+        chosen[name] = run["machine"].get("precision", {}).get(name, "fp32")
     if not chosen:
         return "fp32"
-    return "precision " + ", ".join(f"{name} {value}" for name, value in chosen.items())
+    text = "precision " + ", ".join(f"{name} {value}" for name, value in chosen.items())
+    for name, run in later.items():
+        text += f" ({name} measured in a later run, {run['created'][:10]}, on {run['machine'].get('cpu', '?')})"
+    return text
 
 
 def demo_short_table(results: dict) -> str:
@@ -108,6 +116,7 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "generators": ("bench_generators.json", from_script("bench_generators")),
           "layouts": ("bench_layouts.json", from_script("bench_layouts")),
           "pipelines": ("bench_pipelines.json", from_script("bench_pipelines")),
+          "few_step": ("bench_few_step.json", from_script("bench_few_step")),
           "bf16_parity": ("bf16_training_parity.json", from_script("bf16_training_parity")),
           "bf16_sampling": ("bf16_sampling_parity.json", from_script("bf16_sampling_parity")),
           "tokenizers": ("bench_tokenizers.json", from_script("bench_tokenizers")),

@@ -2,7 +2,7 @@
 """Distil a flow pipeline into a few-step student with its guidance built in (vidgen.training.distill_task).
 
     python pipelines/distill.py distill.teacher=pretrained/shapes-flow distill.method=dmd2 steps=2000
-    python pipelines/distill.py --config configs/shapes-flow-distilled/dmd2.yaml
+    python pipelines/distill.py --config configs/shapes-flow-distilled/stage1.yaml
     python pipelines/distill.py distill.teacher=Wan-folder data.root=shards lora.rank=32 distill.shift=5
     python pipelines/distill.py --config configs/shapes-causal/self_forcing.yaml   # distill.student: Self-Forcing
     accelerate launch --multi_gpu --num_processes 2 pipelines/distill.py --config ... run_dir=runs/x

@@ -4,6 +4,7 @@
     python pipelines/make_pretrained.py                     # train (resumable) -> assemble -> evaluate -> model cards
     python pipelines/make_pretrained.py --stage assemble     # only re-assemble from runs/ and rewrite the cards
     python pipelines/make_pretrained.py --stage cards        # only rewrite the cards (needs no runs/)
+    python pipelines/make_pretrained.py --stage evaluate --pipelines flow-distilled   # one pipeline, merged in
     python pipelines/make_pretrained.py --candidate flow=experiments/configs/generators/flow_shapes_fg.yaml --out /tmp/t
 
 Stages:
@@ -53,13 +54,36 @@ def evaluation_record(metrics: dict) -> str:
     return rest[:-2] + f',\n  "videos": [\n    {lines}\n  ]\n}}\n'
 
 
-def evaluate(out: Path) -> None:
+def evaluate(out: Path, names: list[str] | None = None) -> None:
+    """The full evaluation of every pipeline into ``docs/results/demo_full.json``; with ``names``, of those only,
+    merged into the existing file (:func:`merge_evaluation`)."""
     eval_dir = ROOT / "outputs" / "pretrained-eval"
-    subprocess.run([sys.executable, "-m", "vidgen.demo", "--full", "--pretrained", str(out), "--out", str(eval_dir)],
-                   cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "vidgen.demo", "--full", "--pretrained", str(out), "--out", str(eval_dir),
+                    *(["--pipelines", *names] if names else [])], cwd=ROOT, check=True)
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    if names:
+        metrics = merge_evaluation(json.loads(recipes.RESULTS.read_text()), metrics)
     recipes.RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    recipes.RESULTS.write_text(evaluation_record(json.loads((eval_dir / "metrics.json").read_text())))
+    recipes.RESULTS.write_text(evaluation_record(metrics))
     print(f"  results: {recipes.RESULTS.relative_to(ROOT)}", flush=True)
+
+
+def merge_evaluation(record: dict, new: dict) -> dict:
+    """``record`` (the committed full evaluation) with ``new``'s pipelines added or replaced: their entries, stories
+    and per-video detections. The prompts must be the same ones; each merged entry keeps the ``created``, command and
+    machine of the run that measured it (``evaluated_by``)."""
+    if [v["prompt"] for v in record["videos"]] != [v["prompt"] for v in new["videos"]]:
+        raise recipes.fail("the new evaluation's prompts differ from docs/results/demo_full.json's; evaluate every "
+                           "pipeline (no --pipelines)")
+    merged = json.loads(json.dumps(record))
+    run = {k: new[k] for k in ("created", "command", "machine")}
+    for name, entry in new["pipelines"].items():
+        merged["pipelines"][name] = {**entry, "evaluated_by": run}
+        if name in new.get("stories", {}):
+            merged.setdefault("stories", {})[name] = new["stories"][name]
+        for mine, theirs in zip(merged["videos"], new["videos"]):
+            mine["detected"][name] = theirs["detected"][name]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
                         "into --out (not pretrained/), to compare it with the shipped one")
     parser.add_argument("--weights", help="with --candidate: a checkpoints/step_* folder of that run (EMA weights) "
                         "instead of its final/")
-    parser.add_argument("--pipelines", nargs="+", choices=sorted(recipes.GENERATORS), help="with --stage assemble: "
-                        "only these pipelines (the other folders and the general tokenizers stay as they are)")
+    parser.add_argument("--pipelines", nargs="+", choices=sorted(recipes.GENERATORS), help="with --stage assemble or "
+                        "evaluate: only these pipelines (the other folders, the general tokenizers and the other "
+                        "pipelines' results stay as they are)")
     args = parser.parse_args(argv)
     out, start = Path(args.out).resolve(), time.time()
     if args.weights and not args.candidate:
         parser.error("--weights goes with --candidate")
-    if args.pipelines and args.stage != "assemble":
-        parser.error("--pipelines goes with --stage assemble")
+    if args.pipelines and args.stage not in ("assemble", "evaluate"):
+        parser.error("--pipelines goes with --stage assemble or --stage evaluate")
     if args.candidate:
         build.assemble_candidate(args.candidate, out, args.weights)
         return 0
@@ -89,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "assemble"):
         build.assemble(out, args.pipelines, stages_of=cards.recipe_stages)
     if args.stage in ("all", "evaluate"):
-        evaluate(out)
+        evaluate(out, args.pipelines)
     if args.stage in ("all", "assemble", "cards"):
         cards.write_cards(out)
     minutes = (time.time() - start) / 60

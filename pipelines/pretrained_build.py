@@ -3,7 +3,8 @@
 ``train``: the shapes tokenizers side by side (``tokenizers/train_tokenizer.py``; stage 2 trains the decoder only, so
 every latent the generators see is stage 1's), then the masked, flow and autoregressive generators
 (``pipelines/train_generator.py``, ``jobs`` at a time, each stage after the one its ``init_from`` names), then the
-general tokenizers (``natural-*``). Every run resumes from its last checkpoint, so an interrupted build continues
+distilled pipelines (``pipelines/distill.py``, after their teachers are assembled into ``pretrained/``, the folder
+their recipes name), then the general tokenizers (``natural-*``). Every run resumes from its last checkpoint, so an interrupted build continues
 where it stopped; finished runs (their trainer's ``complete`` marker) are skipped.
 
 ``assemble``: one diffusers-layout folder per generator (``model_index.json``, safetensors stored in float16, and
@@ -27,6 +28,7 @@ from vidgen.training import run_status
 from vidgen.training.release import store_half
 
 TOKENIZER_SCRIPT, GENERATOR_SCRIPT = "tokenizers/train_tokenizer.py", "pipelines/train_generator.py"
+DISTILL_SCRIPT = "pipelines/distill.py"
 
 
 def _launch(script: str, config: str, log: Path) -> subprocess.Popen:
@@ -80,7 +82,13 @@ def train(jobs: int) -> None:
     print("stage train: shapes tokenizers", flush=True)
     train_chains(recipes.SHAPES_TOKENIZERS, TOKENIZER_SCRIPT, jobs=len(recipes.SHAPES_TOKENIZERS))
     print("stage train: generators", flush=True)
-    train_chains(recipes.GENERATORS.values(), GENERATOR_SCRIPT, jobs, shares_cache_being_written)
+    train_chains([recipes.GENERATORS[n] for n in recipes.trained()], GENERATOR_SCRIPT, jobs,
+                 shares_cache_being_written)
+    distilled = [n for n in recipes.GENERATORS if n not in recipes.trained()]
+    if any(recipes.next_stage(recipes.GENERATORS[n]) for n in distilled):
+        print("stage train: distilled pipelines (their teachers assembled first)", flush=True)
+        assemble(recipes.ROOT / "pretrained", sorted({recipes.teacher_of(n) for n in distilled}))
+        train_chains([recipes.GENERATORS[n] for n in distilled], DISTILL_SCRIPT, jobs=1)
     print("stage train: general tokenizers", flush=True)
     train_chains(recipes.NATURAL_TOKENIZERS, TOKENIZER_SCRIPT, jobs=len(recipes.NATURAL_TOKENIZERS))
 
@@ -117,6 +125,8 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
     from vidgen.training.checkpoint import load_trained
     shipped_config = recipes.stages(recipes.GENERATORS[name])[-1]
     config_path = config_path or shipped_config
+    if recipes.teacher_of(name) is not None:
+        return student_pipeline(config_path, weights)
     generator = recipes.generator(config_path)
     if generator != recipes.generator(shipped_config):
         raise recipes.fail(f"{config_path} trains a {generator} generator, not the {name} pipeline's")
@@ -129,6 +139,16 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
         return FlowVideoPipeline(tokenizer, model,
                                  type(scheduler).from_config(scheduler.config, **recipes.FLOW_SCHEDULER))
     return AutoregressiveVideoPipeline(tokenizer, model)
+
+
+def student_pipeline(config_path: str, weights: str | Path | None = None):
+    """A distilled pipeline: the teacher folder that ``config_path`` (a ``pipelines/distill.py`` config) names, with
+    the student of its run (``final/``, or ``weights``: a checkpoint's EMA weights) as its transformer."""
+    from vidgen.pipelines import load_pipeline
+    from vidgen.training.checkpoint import load_trained
+    teacher = load_pipeline(recipes.ROOT / recipes.config(config_path)["distill"]["teacher"], dtype="fp32")
+    return teacher.with_student(load_trained(type(teacher.transformer),
+                                             weights or recipes.run_dir(config_path) / "final"))
 
 
 def save(name: str, pipe, folder: Path) -> None:

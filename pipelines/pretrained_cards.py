@@ -183,7 +183,8 @@ def pipeline_card(name: str, folder: Path) -> str:
 def write_cards(out: Path) -> None:
     """Every folder's ``README.md``, from the recipes, the run records and the results files (no runs/ needed)."""
     for name, artifact in recipes.GENERATORS.items():
-        (out / artifact / "README.md").write_text(pipeline_card(name, out / artifact))
+        card = pipeline_card if recipes.teacher_of(name) is None else distilled_card
+        (out / artifact / "README.md").write_text(card(name, out / artifact))
         print(f"  card: {out / artifact / 'README.md'}", flush=True)
     ship = recipes.ship_tokenizer_script()
     from vidgen.tokenizers import load_tokenizer
@@ -193,3 +194,75 @@ def write_cards(out: Path) -> None:
         card = ship.card(artifact, load_tokenizer(out / artifact), runs, row, results)
         (out / artifact / "README.md").write_text(card)
         print(f"  card: {out / artifact / 'README.md'}", flush=True)
+
+
+FEW_STEP_RESULTS = "bench_few_step.json"  # eval/bench_few_step.py's file under SWEEPS (docs/results)
+#: the tuning read (eval/distill_tuning.py) that chose each distilled pipeline's stages and step count
+SHIP_READS = {"flow-distilled": "TBD"}
+
+
+def _comparison(results: dict, shipped_steps: int) -> str:
+    """The teacher and the student at each step count, with the shipped one's targets (bench_few_step.json)."""
+    floor = results.get("fvd_floor", {}).get("value")
+    rows = ["| | evaluations / video | s / video, batch 1 | batch 4 | speed-up, batch 1 | colour+motion, seen pairs "
+            "| held-out pairs | shape | FVD vs real" + (f" (real-vs-real floor {floor:.0f})" if floor else "") + " |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        a, sec = row["adherence"], row["seconds_per_video"]
+        label = "teacher" if row["name"] == "teacher" else f"student, {row['settings']['num_inference_steps']} steps"
+        if row.get("settings", {}).get("num_inference_steps") == shipped_steps and row["name"] != "teacher":
+            label = f"**{label} (shipped)**"
+        fvd = f"{row['fvd']['value']:.0f}" if "fvd" in row else "-"
+        rows.append(f"| {label} | {row['evaluations_per_video']} | {sec['batch_1']:.3f} | {sec['batch_4']:.3f} | "
+                    f"{row['speedup_batch_1']:.1f}x | {a['seen']['color_motion']:.1%} | "
+                    f"{a['held_out']['color_motion']:.1%} | {a['all']['shape']:.1%} | {fvd} |")
+    shipped = next(r for r in results["rows"] if r["name"] != "teacher"
+                   and r["settings"]["num_inference_steps"] == shipped_steps)
+    names = {"speedup_batch_1": ("speed-up at batch 1", "at least {limit:.0f}x", "{value:.1f}x"),
+             "color_motion_points_below_teacher": ("colour+motion", "at most {limit:.0f} points below the teacher",
+                                                   "{value:+.1f} points below"),
+             "shape_points_below_teacher": ("shape", "at most {limit:.0f} points below the teacher",
+                                            "{value:+.1f} points below"),
+             "fvd_ratio_to_teacher": ("FVD", "at most {limit:.2f}x the teacher's", "{value:.2f}x")}
+    lines = [f"- {names[k][0]}: {names[k][2].format(**t)} (target {names[k][1].format(**t)}): "
+             f"{'met' if t['met'] else 'missed'}" for k, t in shipped["targets"].items()]
+    return "\n".join(rows) + "\n\nThe shipped student against the targets it was distilled for:\n\n" + "\n".join(lines)
+
+
+def distilled_card(name: str, folder: Path) -> str:
+    """The card of distilled pipeline ``name``'s assembled ``folder``: ``templates/model_card_distilled.md``."""
+    from vidgen.pipelines import load_pipeline
+    artifact, teacher = recipes.GENERATORS[name], recipes.teacher_of(name)
+    pipe, runs = load_pipeline(folder), recipe_stages(artifact)
+    spec = pipe.transformer.config["distillation"]
+    teacher_sampling = recipes.sampling_config(teacher)
+    saved = recipes.sampling_config(name)
+    stages = []
+    for s in runs:
+        d = s["config"]["distill"]
+        method = d["method"].upper() if d["method"] == "dmd2" else d["method"]
+        if d.get("gan_weight"):
+            method += f" + GAN term (weight {d['gan_weight']})"
+        if s["config"].get("init_from"):
+            method += f", continued from `{s['config']['init_from']}`"
+        stages.append(f"| {len(stages) + 1} | {method}, student every {d.get('student_every', 1)} steps | "
+                      f"`{s['config_path']}` | {s['steps']} | {_wall(s)} | {s['precision']} |")
+    if (SWEEPS / FEW_STEP_RESULTS).exists():
+        results = json.loads((SWEEPS / FEW_STEP_RESULTS).read_text())
+        comparison = _comparison(results, saved["num_inference_steps"])
+        prompts, threads, cpu = results["prompts"], results["threads"], results["cpu"]
+    else:
+        comparison, prompts, threads, cpu = "(not measured yet)", "-", "-", "-"
+    return _template("model_card_distilled.md").substitute(
+        artifact=artifact, teacher_artifact=recipes.GENERATORS[teacher], pipeline_class=type(pipe).__name__,
+        size_mib=f"{sum(f.stat().st_size for f in folder.rglob('*.safetensors')) / 2**20:.1f}",
+        steps_list="/".join(map(str, spec["steps"])), guidance=spec["guidance_scale"],
+        teacher_steps=teacher_sampling["num_inference_steps"],
+        teacher_evaluations=2 * teacher_sampling["num_inference_steps"], recipe=f"{recipes.CONFIGS}/{artifact}/",
+        shipped_steps=saved["num_inference_steps"], stages="\n".join(stages),
+        training_notes="".join(f"**Training note** (`{s['config_path']}`): {s['history']}\n\n"
+                               for s in runs if s.get("history")),
+        prompts=prompts, threads=threads, cpu=cpu, results_file=f"docs/results/{FEW_STEP_RESULTS}",
+        comparison=comparison, sampling=", ".join(f"{k} {v}" for k, v in saved.items()),
+        recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
+        ship_read=SHIP_READS.get(name, "-"))

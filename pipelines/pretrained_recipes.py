@@ -2,7 +2,9 @@
 (``make_pretrained.py`` runs both).
 
 A recipe is ``configs/<artifact>/stage1.yaml, stage2.yaml, ...``, each a complete training config whose
-``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. ``shapes-vae`` and
+``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. A *distilled* pipeline's
+stages are ``pipelines/distill.py`` configs (a ``distill:`` section whose ``teacher`` is another shipped pipeline's
+folder): they train after their teacher is assembled, and their pipeline is the teacher's with the student in it. ``shapes-vae`` and
 ``shapes-fsq`` are the pipelines' tokenizers (shipped inside the pipeline folders); a generator's tokenizer is the one
 whose stage-1 run its ``video_tokenizer`` names. A run has finished when its trainer has marked it complete
 (``vidgen.training.run_status``).
@@ -70,22 +72,45 @@ def done(config_path: str) -> bool:
 
 def stages(artifact: str) -> list[str]:
     """The recipe of ``artifact``, first stage first: ``configs/<artifact>/stage<N>.yaml``, N = 1, 2, ... without
-    gaps, each stage after the first starting from the previous one's run (``init_from: <its run_dir>/final``)."""
+    gaps, each stage after the first starting from the previous one's run (``init_from: <its run_dir>/final``; a
+    distillation stage may start from the previous run's last checkpoint instead, which also holds its critic:
+    ``<its run_dir>/checkpoints/step_<its steps>``)."""
     found = {int(p.stem[len("stage"):]): f"{CONFIGS}/{artifact}/{p.name}"
              for p in (ROOT / CONFIGS / artifact).glob("stage*.yaml") if p.stem[len("stage"):].isdigit()}
     if not found or sorted(found) != list(range(1, len(found) + 1)):
         raise fail(f"{CONFIGS}/{artifact}/ must hold stage1.yaml, stage2.yaml, ... without gaps; found {sorted(found)}")
     chain = [found[i] for i in sorted(found)]
     for before, after in zip(chain, chain[1:]):
-        want = f"{config(before)['run_dir']}/final"
-        if config(after).get("init_from") != want:
-            raise fail(f"{after} must start from the previous stage: set init_from: {want}")
+        want = [f"{config(before)['run_dir']}/final"]
+        if "distill" in config(after):
+            want.append(f"{config(before)['run_dir']}/checkpoints/step_{config(before)['steps']:08d}")
+        if config(after).get("init_from") not in want:
+            raise fail(f"{after} must start from the previous stage: set init_from: {' or '.join(want)}")
     return chain
 
 
 def next_stage(artifact: str) -> str | None:
     """The first stage of ``artifact`` without a finished run, or None when all are done."""
     return next((c for c in stages(artifact) if not done(c)), None)
+
+
+def teacher_of(name: str) -> str | None:
+    """The shipped pipeline that pipeline ``name`` is distilled from (its recipe's ``distill.teacher`` folder), or
+    None for a pipeline trained by ``pipelines/train_generator.py``."""
+    first = config(stages(GENERATORS[name])[0])
+    if "distill" not in first:
+        return None
+    folder = Path(first["distill"]["teacher"]).name
+    names = [n for n, artifact in GENERATORS.items() if artifact == folder]
+    if not names:
+        raise fail(f"{stages(GENERATORS[name])[0]}: distill.teacher {first['distill']['teacher']!r} is no shipped "
+                   f"pipeline's folder ({', '.join(GENERATORS.values())})")
+    return names[0]
+
+
+def trained(names=None) -> list[str]:
+    """The pipelines (of ``names``, default all) trained by ``pipelines/train_generator.py``, not distilled."""
+    return [n for n in (names or GENERATORS) if teacher_of(n) is None]
 
 
 def stage1_final(artifact: str) -> str:
@@ -96,7 +121,11 @@ def stage1_final(artifact: str) -> str:
 def tokenizer_of(name: str, stage: int = -1) -> str:
     """The shapes tokenizer artifact generator ``name``'s recipe stage ``stage`` trains on (default: the last, the
     shipped one): the one whose stage-1 run that stage's ``video_tokenizer`` names (later stages of a tokenizer keep
-    stage 1's encoder). A generator may change tokenizers between stages (``load_other_ids``)."""
+    stage 1's encoder). A generator may change tokenizers between stages (``load_other_ids``). A distilled pipeline
+    keeps its teacher's."""
+    teacher = teacher_of(name)
+    if teacher is not None:
+        return tokenizer_of(teacher)
     path = stages(GENERATORS[name])[stage]
     source = video_tokenizer(path)
     for artifact in SHAPES_TOKENIZERS:

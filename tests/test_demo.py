@@ -55,6 +55,7 @@ def test_tuning_prompts_never_touch_the_evaluation_set():
 
 
 STORY = 2  # story prompts in the test's demo (make demo tells 8): the story's checks hold at any length
+VIDEOS = 4 * (len(PIPELINES) + 1) + len(PIPELINES)  # on the test's page: 4 prompts x (real + each pipeline), stories
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +97,12 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out):
 def test_every_file_the_page_links_exists(demo_out):
     page = demo_out / "index.html"
     links = linked_files(page)
-    # 4 prompts x (real + 3 pipelines), 3 stories, 3 contact sheets, metrics.json
-    assert len(links) >= 4 * 4 + 3 + 3 + 1
+    n = len(PIPELINES)  # 4 prompts x (real + each pipeline), a story and a contact sheet each, metrics.json
+    assert len(links) >= 4 * (n + 1) + n + n + 1
     missing = [str(p) for p in links if not p.is_file()]
     assert not missing, missing
     text = page.read_text()
-    assert text.count("<video") == 19 and text.count("autoplay loop muted") == 19
+    assert text.count("<video") == VIDEOS and text.count("autoplay loop muted") == VIDEOS
 
 
 @pytest.mark.skipif(not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
@@ -114,7 +115,7 @@ def test_the_page_loads_in_a_real_browser(demo_out, load_script, tmp_path, capsy
         "VIDGEN_REQUIRE_BROWSER=1 but no Chromium is installed (apt-get install chromium)"
     check = load_script("eval/check_demo_page.py")
     assert check.main([str(demo_out / "index.html"), "--screenshot", str(tmp_path / "shot.png"), "--timeout-s", "60"]) == 0
-    assert "19/19 videos loaded" in capsys.readouterr().out and (tmp_path / "shot.png").stat().st_size > 10_000
+    assert f"{VIDEOS}/{VIDEOS} videos loaded" in capsys.readouterr().out and (tmp_path / "shot.png").stat().st_size > 10_000
     broken = tmp_path / "broken"
     shutil.copytree(demo_out, broken)
     next(broken.glob("flow/*.mp4")).unlink()

@@ -156,6 +156,29 @@ def test_resumed_distillation_is_bit_identical(method, teacher_folder, tmp_path)
     assert torch.isfinite(x).all()
 
 
+def test_init_from_continues_a_students_weights_and_its_critic(teacher_folder, tmp_path):
+    """``init_from`` an earlier DMD2 checkpoint (e.g. to add the GAN term): the run starts from that student's raw
+    weights and that critic, not from the teacher; a checkpoint of other step counts is refused by name."""
+    teacher, vae = teacher_folder
+    distill(_config(tmp_path / "a", teacher, vae, tmp_path / "cache", "steps=2", "distill.student_every=2"))
+    step2 = tmp_path / "a" / "checkpoints" / "step_00000002"
+    # lr 0: the continued run leaves every weight where init_from put it, so its checkpoint shows the start
+    distill(_config(tmp_path / "b", teacher, vae, tmp_path / "cache", "steps=2", f"init_from={step2}",
+                    "distill.gan_weight=0.1", "optim.lr=0"))
+    a = load_file(str(step2 / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "step_00000002" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    start = load_file(str(teacher / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert max((a[k] - start[k]).abs().max().item() for k in a) > 1e-5  # not the teacher's weights
+    ca, cb = (torch.load(d / "state.pt", weights_only=True)["critic"]
+              for d in (step2, tmp_path / "b" / "checkpoints" / "step_00000002"))
+    assert all(torch.equal(ca[k], cb[k]) for k in ca)
+    assert max((ca[k] - start[k]).abs().max().item() for k in ca if k in start) > 1e-5
+    with pytest.raises(ConfigError, match="distillation"):
+        distill(_config(tmp_path / "c", teacher, vae, tmp_path / "cache", "steps=1", f"init_from={step2}",
+                        "distill.steps=[1,2]"))
+
+
 def test_a_critic_only_step_leaves_the_student_out_of_the_graph():
     """distill.student_every > 1: on the critic's own steps the student gets no gradient at all (not a zero one,
     which AdamW's momentum and weight decay would still turn into a step)."""

@@ -184,3 +184,25 @@ def test_chains_train_each_unfinished_stage_once_in_order_and_wait_for_a_shared_
     assert build.shares_cache_being_written("gen-two", {"gen-one": None})  # same tokenizer, still encoding
     write_run_status(running, "training", step=0)  # its data is ready: the cache is written
     assert not build.shares_cache_being_written("gen-two", {"gen-one": None})
+
+
+def test_evaluating_some_pipelines_merges_them_into_the_full_evaluation(load_script):
+    """``--stage evaluate --pipelines NAME``: NAME's entry, story and detections join the committed record, which
+    keeps the other pipelines' as they were; other prompts are refused."""
+    mp = load_script("pipelines/make_pretrained.py")
+    video = {"prompt": "a red circle", "detected": {"real": "r", "flow": "f"}}
+    record = {"created": "then", "command": "old", "machine": {"cpu": "a"}, "pipelines": {"flow": {"x": 1}},
+              "stories": {"flow": "s"}, "videos": [video]}
+    new = {"created": "now", "command": "new", "machine": {"cpu": "b"}, "pipelines": {"flow-distilled": {"x": 2}},
+           "stories": {"flow-distilled": "t"},
+           "videos": [{"prompt": "a red circle", "detected": {"real": "r", "flow-distilled": "d"}}]}
+    merged = mp.merge_evaluation(record, new)
+    assert merged["pipelines"]["flow"] == {"x": 1} and merged["machine"] == {"cpu": "a"}
+    assert merged["pipelines"]["flow-distilled"] == {"x": 2, "evaluated_by": {"created": "now", "command": "new",
+                                                                              "machine": {"cpu": "b"}}}
+    assert merged["stories"] == {"flow": "s", "flow-distilled": "t"}
+    assert merged["videos"][0]["detected"] == {"real": "r", "flow": "f", "flow-distilled": "d"}
+    assert record["pipelines"] == {"flow": {"x": 1}}  # the record itself is left as it was
+    new["videos"][0]["prompt"] = "a blue star"
+    with pytest.raises(SystemExit, match="prompts differ"):
+        mp.merge_evaluation(record, new)

@@ -30,6 +30,10 @@ def _is_generator(path: Path) -> bool:
     return "generator" in _yaml(path).get("model", {})
 
 
+def _is_distillation(path: Path) -> bool:
+    return "distill" in _yaml(path)
+
+
 @pytest.fixture(scope="module")
 def make_pretrained(load_script):
     return load_script("pipelines/make_pretrained.py")
@@ -42,8 +46,9 @@ def recipes(make_pretrained):
 
 
 def test_there_are_recipes_to_check():
-    assert len(RECIPES) == 9 and len(STAGES) >= 18
+    assert len(RECIPES) == 10 and len(STAGES) >= 19
     assert sum(map(_is_generator, STAGES)) == 13  # masked 3, autoregressive 4, flow 6
+    assert sum(map(_is_distillation, STAGES)) >= 1  # flow-distilled
 
 
 @pytest.mark.parametrize("path", STAGES, ids=lambda p: str(p.relative_to(ROOT / "configs")))
@@ -51,11 +56,16 @@ def test_stage_parses_with_the_current_keys(path):
     raw = _yaml(path)
     assert "tokenizer" not in raw, "recipes name the video tokenizer video_tokenizer:"
     assert raw.get("model", {}).get("generator") != "diffusion", "recipes name the flow generator flow"
+    from vidgen.training.distill_task import DistillTrainConfig
+    schema = (DistillTrainConfig if _is_distillation(path) else GeneratorTrainConfig if _is_generator(path)
+              else TrainConfig)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # a deprecated key or name would warn
-        cfg = load_config(str(path), schema=GeneratorTrainConfig if _is_generator(path) else TrainConfig)
+        cfg = load_config(str(path), schema=schema)
     assert cfg.steps > 0 and cfg.run_dir.startswith("runs/")
-    if _is_generator(path):
+    if _is_distillation(path):  # the teacher is a shipped pipeline, whose tokenizer the student keeps
+        assert cfg.distill.teacher.startswith("pretrained/") and cfg.video_tokenizer == cfg.distill.teacher + "/vae"
+    elif _is_generator(path):
         assert cfg.video_tokenizer.startswith("runs/") and cfg.video_tokenizer.endswith("/final")
 
 
@@ -81,8 +91,11 @@ def test_stages_chain_by_init_from(artifact, recipes):
     chain = [ROOT / c for c in recipes.stages(artifact)]
     assert chain == sorted((ROOT / "configs" / artifact).glob("stage*.yaml"), key=lambda p: int(p.stem[5:]))
     assert "init_from" not in _yaml(chain[0])  # stage 1 starts from scratch
-    for before, after in zip(chain, chain[1:]):
-        assert _yaml(after)["init_from"] == _yaml(before)["run_dir"] + "/final"
+    for before, after in zip(chain, chain[1:]):  # a distillation may continue the last checkpoint (with its critic)
+        allowed = {_yaml(before)["run_dir"] + "/final"}
+        if _is_distillation(after):
+            allowed.add(f"{_yaml(before)['run_dir']}/checkpoints/step_{_yaml(before)['steps']:08d}")
+        assert _yaml(after)["init_from"] in allowed
     runs = [_yaml(p)["run_dir"] for p in STAGES]
     assert len(set(runs)) == len(runs)  # no two stages share a run folder
 
@@ -98,6 +111,26 @@ def test_every_shipped_artifact_has_a_recipe_and_every_recipe_ships(recipes):
     records = json.loads((ROOT / "pipelines" / "training_runs.json").read_text())["runs"]
     for artifact in RECIPES:  # every stage has a run record: cards can be written without runs/
         assert all(_yaml(ROOT / c)["run_dir"] in records for c in mp.stages(artifact)), artifact
+
+
+def test_a_distilled_recipe_matches_its_shipped_folder(recipes):
+    """The distilled pipeline ships its teacher's tokenizer and scheduler class, a student of the recipe's step
+    counts and guidance, and the recipe's sampling settings (at one of those step counts, guidance 1)."""
+    folder = ROOT / "pretrained" / "shapes-flow-distilled"
+    first = _yaml(ROOT / recipes.stages("shapes-flow-distilled")[0])
+    teacher = ROOT / first["distill"]["teacher"]
+    assert recipes.teacher_of("flow-distilled") == "flow" and recipes.tokenizer_of("flow-distilled") == \
+        recipes.tokenizer_of("flow")
+    student = json.loads((folder / "transformer" / "config.json").read_text())
+    assert student["distillation"]["steps"] == first["distill"]["steps"]
+    assert student["distillation"]["guidance_scale"] == json.loads(
+        (teacher / "sampling_config.json").read_text())["guidance_scale"]
+    from safetensors.torch import load_file
+    mine, theirs = (load_file(str(f / "vae" / "diffusion_pytorch_model.safetensors")) for f in (folder, teacher))
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    recipe = json.loads((ROOT / "configs" / "shapes-flow-distilled" / "sampling_config.json").read_text())
+    assert recipe == json.loads((folder / "sampling_config.json").read_text())
+    assert recipe["num_inference_steps"] in student["distillation"]["steps"] and recipe["guidance_scale"] == 1
 
 
 @pytest.mark.parametrize("name", ["masked", "flow", "autoregressive"])

@@ -50,6 +50,7 @@ PIPELINE_REGISTRY: dict[str, PipelineSpec] = {
         PipelineSpec("masked", "shapes-masked"),
         PipelineSpec("flow", "shapes-flow"),
         PipelineSpec("autoregressive", "shapes-autoregressive"),
+        PipelineSpec("flow-distilled", "shapes-flow-distilled", generator="flow"),  # shapes-flow in 2 steps
     )
 }
 

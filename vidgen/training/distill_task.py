@@ -27,8 +27,9 @@ from vidgen.generators.distillation import (CriticClassifier, check_teacher, con
                                             dmd2_losses, make_student)
 from vidgen.generators.self_forcing import self_forcing_rollout
 from vidgen.rng import rows
+from vidgen.training.checkpoint import copy_weights, load_state
 from vidgen.training.config import GeneratorTrainConfig
-from vidgen.training.generator_task import GeneratorTask
+from vidgen.training.generator_task import GeneratorTask, generator_of_folder
 from vidgen.training.trainer import run_training
 
 
@@ -157,16 +158,25 @@ class DistillTask(GeneratorTask):
                 self.discriminator = CriticClassifier(self.critic)
                 self.extra_state["gan_head"] = self.discriminator
                 self.params = self.params + list(self.discriminator.head.parameters())
+            self._continue_critic(log)
         self.module = DistillationLoss(student, self.teacher, self.critic, self.discriminator, self.spec, d)
         log(f"distilling {d.teacher} ({self.spec['method']}, guidance {self.spec['guidance_scale']}) into a "
             f"{'/'.join(map(str, self.spec['steps']))}-step student")
 
     def build_model(self, tokenizer, log) -> nn.Module:
         """The student: the teacher's architecture and weights, or the block-causal model ``distill.student``
-        (Self-Forcing), with the distillation entry in its config."""
+        (Self-Forcing), with the distillation entry in its config; with ``init_from``, an earlier distillation's
+        student (its ``final/`` or a checkpoint, raw weights) continued under this run's settings."""
         d = self.cfg.distill
         if not d.student:
-            return make_student(self.teacher, self.spec).requires_grad_(True).train()
+            student = make_student(self.teacher, self.spec)
+            if self.cfg.init_from:
+                copy_weights(student, generator_of_folder(self.cfg.init_from, default=type(student)),
+                             self.cfg.init_from)
+                log(f"student initialised from {self.cfg.init_from}")
+            return student.requires_grad_(True).train()
+        if self.cfg.init_from:
+            raise ConfigError("init_from: a Self-Forcing run starts from distill.student; set one of the two")
         causal = load_causal_student(d.student)
         if d.method != "dmd2":
             raise ConfigError(f"distill.student: a block-causal student trains by Self-Forcing, which is distribution "
@@ -176,6 +186,18 @@ class DistillTask(GeneratorTask):
                               f"{self.teacher.config.in_channels}; both must model the same VAE's latents")
         log(f"Self-Forcing: the block-causal student {d.student} rolls out on its own chunks")
         return make_student(causal, self.spec).requires_grad_(True).train()
+
+    def _continue_critic(self, log) -> None:
+        """With ``init_from`` a DMD2 checkpoint, its critic (which tracks that student) rather than a fresh copy of
+        the teacher; a GAN head starts fresh unless the checkpoint has one."""
+        state = Path(self.cfg.init_from) / "state.pt" if self.cfg.init_from else None
+        if state is None or not state.is_file():
+            return
+        saved = load_state(state.parent)
+        for key, obj in self.extra_state.items():
+            if saved.get(key) is not None:
+                obj.load_state_dict(saved[key])
+                log(f"{key} initialised from {self.cfg.init_from}")
 
     def step(self, module, sampler, step, g):
         set_step(module, step)
