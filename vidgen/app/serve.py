@@ -116,8 +116,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="a local web page for the text-to-video pipelines (needs .[app])",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", nargs="+", action="extend", default=None, metavar="PATH_OR_NAME",
-                        help="shipped pipelines (masked, flow, autoregressive) or save_pretrained folders (default: "
-                             "the three shipped ones)")
+                        help="shipped pipelines (masked, flow, autoregressive, flow-distilled) or save_pretrained "
+                             "folders (default: every shipped one)")
     parser.add_argument("--pretrained", default="pretrained",
                         help="folder holding the shipped pipelines' folders (for --pipeline NAME)")
     parser.add_argument("--host", default="127.0.0.1",

@@ -1,4 +1,4 @@
-"""The main job behind ``make demo``: text -> video with the three shipped pipelines, scored for prompt adherence.
+"""The main job behind ``make demo``: text -> video with the shipped pipelines, scored for prompt adherence.
 
 1. Check the attribute scorer on real held-out clips (it must reach ``--scorer-threshold`` on colour and motion
    before it may score anything generated).
