@@ -237,9 +237,11 @@ def _comparison(results: dict, shipped_steps: int) -> str:
 
 def distilled_card(name: str, folder: Path) -> str:
     """The card of distilled pipeline ``name``'s assembled ``folder``: ``templates/model_card_distilled.md``."""
+    from vidgen.data.shapes import HELD_OUT_PAIRS
     from vidgen.pipelines import load_pipeline
     artifact, teacher = recipes.GENERATORS[name], recipes.teacher_of(name)
     pipe, runs = load_pipeline(folder), recipe_stages(artifact)
+    data = runs[-1]["config"]["data"]
     spec = pipe.transformer.config["distillation"]
     teacher_sampling = recipes.sampling_config(teacher)
     saved = recipes.sampling_config(name)
@@ -271,4 +273,5 @@ def distilled_card(name: str, folder: Path) -> str:
         prompts=prompts, threads=threads, cpu=cpu, results_file=f"docs/results/{FEW_STEP_RESULTS}",
         comparison=comparison, sampling=", ".join(f"{k} {v}" for k, v in saved.items()),
         recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
-        ship_read=SHIP_READS.get(name, "-"))
+        ship_read=SHIP_READS.get(name, "-"), num_clips=data["num_clips"], num_frames=data["num_frames"],
+        frame_size=data["size"], held_out_pairs=", ".join(f"{c}+{m}" for c, m in HELD_OUT_PAIRS))

@@ -71,7 +71,25 @@ def test_weights_digest_follows_bytes_and_names(results, tmp_path):
         results.weights_digest(tmp_path / "a" / "nothing")
 
 
-@pytest.mark.parametrize("name", sorted(PIPELINES))
+def _distilled(name: str) -> bool:
+    """A few-step student's folder: its step count comes from the distillation's tuning read, not a sampler sweep."""
+    config = json.loads((ROOT / "pretrained" / PIPELINES[name] / "transformer" / "config.json").read_text())
+    return bool(config.get("distillation"))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in PIPELINES if _distilled(n)))
+def test_a_distilled_folder_was_benchmarked_on_its_shipped_weights(results, name):
+    """eval/bench_few_step.py read the shipped folder itself, at the step count it samples with."""
+    bench = json.loads((ROOT / "docs" / "results" / "bench_few_step.json").read_text())
+    folder = ROOT / "pretrained" / PIPELINES[name]
+    students = [r for r in bench["rows"] if r["name"] != "teacher"]
+    assert students and all(r["weights_sha256"] == results.weights_digest(folder) for r in students), \
+        f"{name}: rerun python eval/bench_few_step.py on the shipped folder"
+    saved = json.loads((folder / "sampling_config.json").read_text())
+    assert bench["shipped_steps"] == saved["num_inference_steps"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in PIPELINES if not _distilled(n)))
 def test_each_shipped_sweep_was_repeated_on_the_shipped_weights(results, name):
     """Shipping new weights without repeating the chosen setting's read on them fails here."""
     sweep = json.loads((ROOT / "docs" / "results" / f"sampling_sweep_{name}.json").read_text())

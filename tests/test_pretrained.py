@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vidgen.demo import PIPELINES
-from vidgen.pipelines import load_pipeline
+from vidgen.pipelines import PIPELINE_REGISTRY, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "pretrained"
@@ -75,7 +75,7 @@ def test_folders_are_safetensors_with_cards_and_within_budget():
         folder = PRETRAINED / sub
         index = json.loads((folder / "model_index.json").read_text())
         assert index["_class_name"] == {"masked": "MaskedVideoPipeline", "flow": "FlowVideoPipeline",
-                                        "autoregressive": "AutoregressiveVideoPipeline"}[name]
+                                        "autoregressive": "AutoregressiveVideoPipeline"}[PIPELINE_REGISTRY[name].generator]
         files = [f for f in folder.rglob("*") if f.is_file()]
         weights = [f for f in files if f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")]
         assert weights and all(f.suffix == ".safetensors" for f in weights), weights

@@ -68,14 +68,14 @@ def test_shipped_folder_called_with_only_a_prompt_samples_with_the_evaluated_set
     config_class = type(pipe).sampling_config_class
     assert config_class.from_pretrained(folder) == config_class(**EVALUATED[name])
     assert pipe.sampling_config == config_class(**EVALUATED[name])  # settings the file leaves out: the defaults
-    seen = intercept(monkeypatch, name)
+    seen = intercept(monkeypatch, PIPELINE_REGISTRY[name].generator)
     with pytest.raises(_Stop):
         pipe(PROMPT)
     assert seen["config"] is pipe.sampling_config  # nothing passed: the folder's own object
     assert {k: seen[k] for k in EVALUATED[name]} == {k: config_class(**EVALUATED[name]).to_dict()[k]
                                                      for k in EVALUATED[name]}
-    assert seen["grid"] == pipe.video_tokenizer.latent_grid(17, 64, 64) if name != "flow" else \
-        seen["grid"] == pipe.vae.latent_grid(17, 64, 64)
+    assert seen["grid"] == pipe.video_tokenizer.latent_grid(17, 64, 64) \
+        if PIPELINE_REGISTRY[name].generator != "flow" else seen["grid"] == pipe.vae.latent_grid(17, 64, 64)
 
 
 @pytest.mark.parametrize("name", list(PIPELINE_REGISTRY))
@@ -87,7 +87,10 @@ def test_shipped_folder_with_prompt_and_seed_equals_the_explicit_evaluated_setti
     from_folder = run(pipe, seed=3, **size)
     assert torch.equal(from_folder, run(pipe, seed=3, **size, **EVALUATED[name]))
     defaults = {k: v for k, v in type(pipe).sampling_config_class().to_dict().items() if k in EVALUATED[name]}
-    if defaults != EVALUATED[name]:  # the file is what changed it (autoregressive's tuned settings are its defaults)
+    if getattr(pipe.transformer.config, "distillation", None):  # a student refuses the flow defaults by name
+        with pytest.raises(InvalidInputError, match="this student was distilled for"):
+            run(pipe, seed=3, **size, **defaults)
+    elif defaults != EVALUATED[name]:  # the file is what changed it (autoregressive's tuned settings are its defaults)
         assert not torch.equal(from_folder, run(pipe, seed=3, **size, **defaults))
 
 
