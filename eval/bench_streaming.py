@@ -62,6 +62,30 @@ def decoder_ceiling(pipe, frames: int, size: int) -> float:
     return made / (time.perf_counter() - start)
 
 
+def readme_table(results: dict) -> str:
+    """The docs' and the causal card's table (``eval/readme_tables.py``, marker ``streaming``): each pipeline's
+    first-frame latency and steady frames/s, the decoder ceiling, then the causal pipeline's targets."""
+    lines = ["| pipeline | sampling | first frame | steady frames / s |", "|---|---|---|---|"]
+    for name, row in results["pipelines"].items():
+        sampling = ", ".join(f"{k} {v}" for k, v in row["sampling"].items() if v is not None)
+        lines.append(f"| {name} | {sampling} | {row['first_frame_s']:.3f} s | {row['steady_fps']:.1f} |")
+    lines.append(f"| stream decoder alone (the ceiling) | – | – | {results['decoder_ceiling_fps']:.1f} |")
+    lines += ["", f"One {results['frames']}-frame {results['size']}x{results['size']} video at batch 1 per pipeline, "
+              f"median of {results['rounds']} rounds, {results['precision']}, {results['threads']} threads, "
+              f"{results['cpu']}, {results['date'][:10]}; `python eval/bench_streaming.py`."]
+    c = results.get("causal")
+    if c:
+        t = results["targets"]
+        said = {"vs_autoregressive": f"steady frames/s {c.get('vs_autoregressive', 0):.1f}x the autoregressive "
+                                     f"pipeline's (target >= {t['vs_autoregressive']:.0f}x)",
+                "vs_flow": f"{c.get('vs_flow', 0):.1f}x the flow pipeline's (target >= {t['vs_flow']:.0f}x)",
+                "first_frame_s": f"first frame in {c['first_frame_s']:.3f} s (target <= {t['first_frame_s']} s)",
+                "steady_fps": f"steady {c['steady_fps']:.1f} frames/s (real time: target >= {t['steady_fps']:.0f})"}
+        lines += ["", "The causal pipeline: " + "; ".join(f"{said[k]}: {'met' if ok else 'missed'}"
+                                                          for k, ok in c["met"].items()) + "."]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", action="append", default=[], metavar="NAME=FOLDER", required=True)

@@ -117,7 +117,8 @@ def child(args) -> dict:
            "seconds_per_frame": seconds / args.length, "peak_rss_mib": peak, "precision": pipe.precision,
            "frames_held_max": max(n for _, n in counter.readings), "frames_held": counter.readings,
            "frames_held_scan_seconds": counter.seconds,
-           "context_frames": pipe.sampling_config.context_frames, "window_latent_frames": pipe.window}
+           "context_frames": getattr(pipe.sampling_config, "context_frames", None),  # none: a KV cache instead
+           "window_latent_frames": getattr(pipe, "window", None)}
     if args.score:
         out["segments"] = [s.to_dict() for s in segments]
         saved = [torch.load(path, weights_only=True) for path in sorted(clips.glob("*.pt"))]

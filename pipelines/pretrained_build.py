@@ -3,8 +3,9 @@
 ``train``: the shapes tokenizers side by side (``tokenizers/train_tokenizer.py``; stage 2 trains the decoder only, so
 every latent the generators see is stage 1's), then the masked, flow and autoregressive generators
 (``pipelines/train_generator.py``, ``jobs`` at a time, each stage after the one its ``init_from`` names), then the
-distilled pipelines (``pipelines/distill.py``, after their teachers are assembled into ``pretrained/``, the folder
-their recipes name), then the general tokenizers (``natural-*``). Every run resumes from its last checkpoint, so an interrupted build continues
+pipelines that start from a shipped one (the distilled and block-causal ones: ``pipelines/distill.py`` or
+``pipelines/train_generator.py`` per stage, after that pipeline is assembled into ``pretrained/``, the folder their
+recipes name), then the general tokenizers (``natural-*``). Every run resumes from its last checkpoint, so an interrupted build continues
 where it stopped; finished runs (their trainer's ``complete`` marker) are skipped.
 
 ``assemble``: one diffusers-layout folder per generator (``model_index.json``, safetensors stored in float16, and
@@ -43,9 +44,14 @@ def _wait(name: str, proc: subprocess.Popen) -> None:
         raise recipes.fail(f"training {name} failed (exit {proc.returncode}); see its log")
 
 
-def train_chains(artifacts, script: str, jobs: int, may_start=lambda artifact, running: True) -> None:
+def stage_script(config: str) -> str:
+    """The trainer of a generator recipe's stage: ``pipelines/distill.py`` for a config with a ``distill:`` section."""
+    return DISTILL_SCRIPT if "distill" in recipes.config(config) else GENERATOR_SCRIPT
+
+
+def train_chains(artifacts, script, jobs: int, may_start=lambda artifact, running: True) -> None:
     """Every unfinished stage of ``artifacts``, at most ``jobs`` runs at a time; an artifact's next stage starts
-    when its previous one has finished."""
+    when its previous one has finished. ``script``: the trainer, or config -> its trainer."""
     pending = [a for a in artifacts if recipes.next_stage(a)]
     running: dict = {}
     while pending or running:
@@ -53,7 +59,8 @@ def train_chains(artifacts, script: str, jobs: int, may_start=lambda artifact, r
             if len(running) < jobs and may_start(artifact, running):
                 pending.remove(artifact)
                 config = recipes.next_stage(artifact)
-                running[artifact] = _launch(script, config, recipes.run_dir(config).with_suffix(".out"))
+                running[artifact] = _launch(script(config) if callable(script) else script, config,
+                                            recipes.run_dir(config).with_suffix(".out"))
                 time.sleep(5)
         for artifact in [a for a, p in running.items() if p.poll() is not None]:
             _wait(artifact, running.pop(artifact))
@@ -84,11 +91,12 @@ def train(jobs: int) -> None:
     print("stage train: generators", flush=True)
     train_chains([recipes.GENERATORS[n] for n in recipes.trained()], GENERATOR_SCRIPT, jobs,
                  shares_cache_being_written)
-    distilled = [n for n in recipes.GENERATORS if n not in recipes.trained()]
-    if any(recipes.next_stage(recipes.GENERATORS[n]) for n in distilled):
-        print("stage train: distilled pipelines (their teachers assembled first)", flush=True)
-        assemble(recipes.ROOT / "pretrained", sorted({recipes.teacher_of(n) for n in distilled}))
-        train_chains([recipes.GENERATORS[n] for n in distilled], DISTILL_SCRIPT, jobs=1)
+    later = [n for n in recipes.GENERATORS if n not in recipes.trained()]
+    if any(recipes.next_stage(recipes.GENERATORS[n]) for n in later):
+        print("stage train: pipelines that start from a shipped one (distilled, block-causal; that one assembled "
+              "first)", flush=True)
+        assemble(recipes.ROOT / "pretrained", sorted({recipes.upstream(n) for n in later}))
+        train_chains([recipes.GENERATORS[n] for n in later], stage_script, jobs=1)
     print("stage train: general tokenizers", flush=True)
     train_chains(recipes.NATURAL_TOKENIZERS, TOKENIZER_SCRIPT, jobs=len(recipes.NATURAL_TOKENIZERS))
 
@@ -103,6 +111,8 @@ def tokenizer_folder(name: str, config_path: str) -> Path:
     tok, source = recipes.tokenizer_of(name), recipes.video_tokenizer(config_path)
     shipped_stage = config_path == recipes.stages(artifact)[-1]
     shipped_tokenizer = Path("pretrained") / artifact / recipes.SHAPES_TOKENIZERS[tok]
+    if recipes.upstream(name) and Path(source).parts[:2] == ("pretrained", recipes.GENERATORS[recipes.upstream(name)]):
+        return root / source  # the tokenizer of the shipped pipeline the recipe starts from, as it trained on
     if source in (recipes.stage1_final(tok), str(shipped_tokenizer)):
         decoder = recipes.run_dir(recipes.stages(tok)[-1]) / "final"
         return root / shipped_tokenizer if not decoder.exists() and not shipped_stage else decoder
@@ -120,18 +130,21 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
     ``config_path`` (default: the recipe's last stage): its ``final`` folder, or ``weights`` (a ``checkpoints/step_*``
     folder of that run gives its EMA weights)."""
     from vidgen.generators import generator_class, make_scheduler
-    from vidgen.pipelines import AutoregressiveVideoPipeline, FlowVideoPipeline, MaskedVideoPipeline
+    from vidgen.pipelines import (AutoregressiveVideoPipeline, CausalVideoPipeline, FlowVideoPipeline,
+                                  MaskedVideoPipeline)
     from vidgen.tokenizers import load_tokenizer
     from vidgen.training.checkpoint import load_trained
     shipped_config = recipes.stages(recipes.GENERATORS[name])[-1]
     config_path = config_path or shipped_config
-    if recipes.teacher_of(name) is not None:
+    if "distill" in recipes.config(config_path):
         return student_pipeline(config_path, weights)
     generator = recipes.generator(config_path)
-    if generator != recipes.generator(shipped_config):
+    if generator != recipes.generator(recipes.stages(recipes.GENERATORS[name])[0]):
         raise recipes.fail(f"{config_path} trains a {generator} generator, not the {name} pipeline's")
     tokenizer = load_tokenizer(tokenizer_folder(name, config_path))
     model = load_trained(generator_class(generator), weights or recipes.run_dir(config_path) / "final")
+    if generator == "causal":
+        return CausalVideoPipeline(tokenizer, model, model.default_scheduler())
     if name == "masked":
         return MaskedVideoPipeline(tokenizer, model, make_scheduler(model))
     if name == "flow":
@@ -143,12 +156,17 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
 
 def student_pipeline(config_path: str, weights: str | Path | None = None):
     """A distilled pipeline: the teacher folder that ``config_path`` (a ``pipelines/distill.py`` config) names, with
-    the student of its run (``final/``, or ``weights``: a checkpoint's EMA weights) as its transformer."""
-    from vidgen.pipelines import load_pipeline
+    the student of its run (``final/``, or ``weights``: a checkpoint's EMA weights) as its transformer; a
+    Self-Forcing run's (``distill.student``) block-causal student in a ``CausalVideoPipeline``."""
+    from vidgen.generators import CausalFlowVideoTransformer
+    from vidgen.pipelines import CausalVideoPipeline, load_pipeline
     from vidgen.training.checkpoint import load_trained
-    teacher = load_pipeline(recipes.ROOT / recipes.config(config_path)["distill"]["teacher"], dtype="fp32")
-    return teacher.with_student(load_trained(type(teacher.transformer),
-                                             weights or recipes.run_dir(config_path) / "final"))
+    distill = recipes.config(config_path)["distill"]
+    teacher = load_pipeline(recipes.ROOT / distill["teacher"], dtype="fp32")
+    folder = weights or recipes.run_dir(config_path) / "final"
+    if distill.get("student"):
+        return CausalVideoPipeline.from_teacher(teacher, load_trained(CausalFlowVideoTransformer, folder))
+    return teacher.with_student(load_trained(type(teacher.transformer), folder))
 
 
 def save(name: str, pipe, folder: Path) -> None:

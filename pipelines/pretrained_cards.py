@@ -2,7 +2,9 @@
 results files; no runs/ needed.
 
 A pipeline's card is ``templates/model_card.md`` (with ``templates/model_card_adherence.md`` once the full
-evaluation has results for it) filled in by :func:`pipeline_card`; a general tokenizer's card is
+evaluation has results for it) filled in by :func:`pipeline_card`; a distilled pipeline's is
+``templates/model_card_distilled.md`` (:func:`distilled_card`), the block-causal one's ``templates/model_card_causal.md``
+(:func:`causal_card`); a general tokenizer's card is
 ``tokenizers/ship_tokenizer.py``'s.
 Run summaries come from each run's ``log.jsonl`` and are recorded in ``pipelines/training_runs.json`` on the way (kept
 in git because runs/ is not), so a card can still be written after a run folder is gone.
@@ -14,7 +16,8 @@ from pathlib import Path
 from string import Template
 
 import pretrained_recipes as recipes
-from results import weights_digest  # eval/results.py (make_pretrained.py puts eval/ on the path)
+from bench_streaming import readme_table as streaming_table  # eval/ (make_pretrained.py puts it on the path)
+from results import weights_digest  # eval/results.py
 
 from vidgen.training.release import run_summary
 
@@ -183,7 +186,8 @@ def pipeline_card(name: str, folder: Path) -> str:
 def write_cards(out: Path) -> None:
     """Every folder's ``README.md``, from the recipes, the run records and the results files (no runs/ needed)."""
     for name, artifact in recipes.GENERATORS.items():
-        card = pipeline_card if recipes.teacher_of(name) is None else distilled_card
+        card = (distilled_card if recipes.teacher_of(name) is not None
+                else causal_card if recipes.upstream(name) is not None else pipeline_card)
         (out / artifact / "README.md").write_text(card(name, out / artifact))
         print(f"  card: {out / artifact / 'README.md'}", flush=True)
     ship = recipes.ship_tokenizer_script()
@@ -203,7 +207,12 @@ SHIP_READS = {"flow-distilled": (
     "teacher's 96.4 % and 38.0 %, at 12x the teacher's speed, and the 1-step student 86.5 %; continuing it with "
     "DMD2's GAN term (experiments/configs/distill/dmd2_gan_shapes.yaml, 600 steps) read 91.1 % at 2 steps, so it was "
     "not kept (experiments/results/distill_tuning_dmd2_gan_192.json); the rule's 2-point margins are missed, by how "
-    "much on the evaluation is in the table above")}
+    "much on the evaluation is in the table above"),
+    "causal": (
+    "stage 1 read 81.8 % colour+motion at 4 and at 8 steps a chunk with guidance 1 (71.9 % and 78.6 % with guidance "
+    "3), and the Self-Forcing stage 2 (experiments/configs/distill/self_forcing_shapes.yaml, stopped at step 700 of "
+    "1500) 71.4 % at 2 steps and 79.7 % at 4, beside shapes-flow's 96.4 %, so stage 1 ships at its faster setting, "
+    "4 steps (experiments/results/causal_ship_read_192.json)")}
 
 
 def _comparison(results: dict, shipped_steps: int) -> str:
@@ -272,6 +281,59 @@ def distilled_card(name: str, folder: Path) -> str:
                                for s in runs if s.get("history")),
         prompts=prompts, threads=threads, cpu=cpu, results_file=f"docs/results/{FEW_STEP_RESULTS}",
         comparison=comparison, sampling=", ".join(f"{k} {v}" for k, v in saved.items()),
+        recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
+        ship_read=SHIP_READS.get(name, "-"), num_clips=data["num_clips"], num_frames=data["num_frames"],
+        frame_size=data["size"], held_out_pairs=", ".join(f"{c}+{m}" for c, m in HELD_OUT_PAIRS))
+
+
+STREAMING_RESULTS, LONG_VIDEO_RESULTS = "bench_streaming.json", "long_video_causal.json"  # under SWEEPS
+
+
+def _long_video(name: str) -> str:
+    """Peak memory over lengths and adherence over a long story (``eval/long_video.py``), or "" without a read."""
+    path = SWEEPS / LONG_VIDEO_RESULTS
+    entry = json.loads(path.read_text())["summary"].get(name) if path.exists() else None
+    if not entry:
+        return ""
+    rss = ", ".join(f"{mib:.0f} MiB at {n}" for n, mib in zip(entry["lengths"], entry["peak_rss_mib"]))
+    return (f"**Long videos** (`python eval/long_video.py`, {entry['segments']}-prompt stories; "
+            f"`docs/results/{LONG_VIDEO_RESULTS}`): peak memory {rss} frames "
+            f"({entry['rss_ratio_largest_to_smallest']:.3f}x from the shortest to the longest); colour+motion "
+            f"{entry['first_third_color_motion']:.0%} over the first third of the segments and "
+            f"{entry['last_third_color_motion']:.0%} over the last.")
+
+
+def causal_card(name: str, folder: Path) -> str:
+    """The card of block-causal pipeline ``name``'s assembled ``folder``: ``templates/model_card_causal.md``."""
+    from vidgen.data.shapes import HELD_OUT_PAIRS
+    from vidgen.pipelines import load_pipeline
+    artifact, upstream = recipes.GENERATORS[name], recipes.GENERATORS[recipes.upstream(name)]
+    pipe, runs = load_pipeline(folder), recipe_stages(artifact)
+    data, saved = runs[-1]["config"]["data"], recipes.sampling_config(name)
+    stages = []
+    for s in runs:
+        d = s["config"].get("distill")
+        method = (f"Self-Forcing: rolled out on its own chunks at {'/'.join(map(str, d['steps']))} steps a chunk, "
+                  f"DMD2 against `{d['teacher']}` (its guidance built in), student every {d.get('student_every', 1)} "
+                  f"steps" if d else f"diffusion forcing (a noise level per chunk, teacher forcing), initialised "
+                  f"from `{s['config']['init_from']}`")
+        stages.append(f"| {len(stages) + 1} | {method} | `{s['config_path']}` | {s['steps']} | {_wall(s)} | "
+                      f"{s['precision']} |")
+    streaming, stream = SWEEPS / STREAMING_RESULTS, {}
+    if streaming.exists():
+        stream = json.loads(streaming.read_text())
+    results = json.loads(recipes.RESULTS.read_text()) if recipes.RESULTS.exists() else {}
+    c = pipe.transformer.config
+    return _template("model_card_causal.md").substitute(
+        artifact=artifact, upstream_artifact=upstream, pipeline_class=type(pipe).__name__,
+        size_mib=f"{sum(f.stat().st_size for f in folder.rglob('*.safetensors')) / 2**20:.1f}",
+        chunk_frames=c.chunk_frames, window_chunks=c.window_chunks, shipped_steps=saved["num_inference_steps"],
+        recipe=f"{recipes.CONFIGS}/{artifact}/", stages="\n".join(stages),
+        training_notes="".join(f"**Training note** (`{s['config_path']}`): {s['history']}\n\n"
+                               for s in runs if s.get("history")),
+        streaming=streaming_table(stream) if stream else "(not measured yet)",
+        prompt_adherence=_adherence(name, results), long_video=_long_video(name),
+        sampling=", ".join(f"{k} {v}" for k, v in saved.items()),
         recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
         ship_read=SHIP_READS.get(name, "-"), num_clips=data["num_clips"], num_frames=data["num_frames"],
         frame_size=data["size"], held_out_pairs=", ".join(f"{c}+{m}" for c, m in HELD_OUT_PAIRS))

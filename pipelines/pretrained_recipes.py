@@ -2,9 +2,12 @@
 (``make_pretrained.py`` runs both).
 
 A recipe is ``configs/<artifact>/stage1.yaml, stage2.yaml, ...``, each a complete training config whose
-``init_from`` names the previous stage's run; ``<artifact>`` is the shipped folder's name. A *distilled* pipeline's
-stages are ``pipelines/distill.py`` configs (a ``distill:`` section whose ``teacher`` is another shipped pipeline's
-folder): they train after their teacher is assembled, and their pipeline is the teacher's with the student in it. ``shapes-vae`` and
+``init_from`` (a Self-Forcing stage: ``distill.student``) names the previous stage's run; ``<artifact>`` is the
+shipped folder's name. A *distilled* pipeline's stages are ``pipelines/distill.py`` configs (a ``distill:`` section
+whose ``teacher`` is another shipped pipeline's folder): they train after their teacher is assembled, and their
+pipeline is the teacher's with the student in it. A recipe may also *start from* a shipped pipeline (stage 1's
+``init_from`` names its transformer, as the block-causal model starts from the flow model's): it trains after that
+pipeline is assembled too (:func:`upstream`). ``shapes-vae`` and
 ``shapes-fsq`` are the pipelines' tokenizers (shipped inside the pipeline folders); a generator's tokenizer is the one
 whose stage-1 run its ``video_tokenizer`` names. A run has finished when its trainer has marked it complete
 (``vidgen.training.run_status``).
@@ -80,13 +83,28 @@ def stages(artifact: str) -> list[str]:
     if not found or sorted(found) != list(range(1, len(found) + 1)):
         raise fail(f"{CONFIGS}/{artifact}/ must hold stage1.yaml, stage2.yaml, ... without gaps; found {sorted(found)}")
     chain = [found[i] for i in sorted(found)]
+    start = config(chain[0]).get("init_from")
+    if start is not None and _shipped_pipeline(start) is None:
+        raise fail(f"{chain[0]}: a first stage starts from scratch or from a shipped pipeline's transformer "
+                   f"(pretrained/<folder>/transformer); init_from is {start!r}")
     for before, after in zip(chain, chain[1:]):
         want = [f"{config(before)['run_dir']}/final"]
         if "distill" in config(after):
             want.append(f"{config(before)['run_dir']}/checkpoints/step_{config(before)['steps']:08d}")
-        if config(after).get("init_from") not in want:
+        if config(after).get("distill", {}).get("student"):  # Self-Forcing: the previous stage's block-causal model
+            if config(after)["distill"]["student"] != want[0] or config(after).get("init_from"):
+                raise fail(f"{after} must roll out the previous stage: set distill.student: {want[0]} (no init_from)")
+        elif config(after).get("init_from") not in want:
             raise fail(f"{after} must start from the previous stage: set init_from: {' or '.join(want)}")
     return chain
+
+
+def _shipped_pipeline(path: str) -> str | None:
+    """The shipped pipeline whose folder ``path`` is or lies in (``pretrained/shapes-flow/transformer`` -> flow)."""
+    parts = Path(path).parts
+    if len(parts) < 2 or parts[0] != "pretrained":
+        return None
+    return next((n for n, artifact in GENERATORS.items() if artifact == parts[1]), None)
 
 
 def next_stage(artifact: str) -> str | None:
@@ -108,9 +126,16 @@ def teacher_of(name: str) -> str | None:
     return names[0]
 
 
+def upstream(name: str) -> str | None:
+    """The shipped pipeline that pipeline ``name``'s recipe starts from: its teacher, or the pipeline whose
+    transformer stage 1's ``init_from`` names (which must be assembled before the recipe trains); None for a recipe
+    that starts from scratch."""
+    return teacher_of(name) or _shipped_pipeline(config(stages(GENERATORS[name])[0]).get("init_from") or "")
+
+
 def trained(names=None) -> list[str]:
-    """The pipelines (of ``names``, default all) trained by ``pipelines/train_generator.py``, not distilled."""
-    return [n for n in (names or GENERATORS) if teacher_of(n) is None]
+    """The pipelines (of ``names``, default all) whose recipes start from scratch (no :func:`upstream`)."""
+    return [n for n in (names or GENERATORS) if upstream(n) is None]
 
 
 def stage1_final(artifact: str) -> str:
@@ -122,12 +147,14 @@ def tokenizer_of(name: str, stage: int = -1) -> str:
     """The shapes tokenizer artifact generator ``name``'s recipe stage ``stage`` trains on (default: the last, the
     shipped one): the one whose stage-1 run that stage's ``video_tokenizer`` names (later stages of a tokenizer keep
     stage 1's encoder). A generator may change tokenizers between stages (``load_other_ids``). A distilled pipeline
-    keeps its teacher's."""
+    keeps its teacher's, and a stage on a shipped pipeline's tokenizer folder has that pipeline's."""
     teacher = teacher_of(name)
     if teacher is not None:
         return tokenizer_of(teacher)
     path = stages(GENERATORS[name])[stage]
     source = video_tokenizer(path)
+    if _shipped_pipeline(source) is not None:  # a shipped pipeline's tokenizer folder: that pipeline's tokenizer
+        return tokenizer_of(_shipped_pipeline(source))
     for artifact in SHAPES_TOKENIZERS:
         if source == stage1_final(artifact):
             return artifact

@@ -1053,6 +1053,10 @@ CASES: list[Case] = [
     Case("causal/context-frames", "pipeline",
          lambda env: env.causal_pipe.stream("a red circle", num_frames=9, context_frames=1), InvalidInputError,
          r"context_frames: the causal pipeline gives each chunk the earlier ones through its KV cache"),
+    Case("causal/prompt-switch-unknown", "pipeline",
+         lambda env: env.causal_pipe({0: "a red circle", 5: "a blue square"}, num_frames=9, height=32, width=32,
+                                     prompt_switch="keep"),
+         InvalidInputError, r"prompt_switch must be one of \('recache', 'reset'\), got 'keep'"),
     Case("causal/scheduler-not-flow", "pipeline",
          lambda env: type(env.causal_pipe)(env.pipe.vae, env.causal_pipe.transformer, DDIMScheduler()),
          InvalidInputError, r"scheduler: the block-causal model is a flow-matching model and needs a FlowMatch\* "

@@ -46,6 +46,23 @@ def test_a_prompt_switch_keeps_the_frames_before_it_and_changes_those_after(caus
     assert (story[:, 9:] - one[:, 9:]).abs().max() > 1e-3
 
 
+def test_a_reset_switch_goes_on_as_a_new_video_of_the_second_prompt(causal):
+    """``prompt_switch="reset"``: the chunks after the switch are those a fresh stream of the second prompt makes
+    from the same noise; the re-cache (default) differs from it, because its new chunks attend the old ones."""
+    story = {0: "a red circle", 9: "a blue square moving up"}  # frame 9 = latent frame 3, a chunk boundary
+    kwargs = dict(num_frames=17, height=32, width=32, output_type="latent")
+    reset = torch.cat(list(causal.stream(story, generator=_g(), prompt_switch="reset", **kwargs)), 2)
+    recached = torch.cat(list(causal.stream(story, generator=_g(), **kwargs)), 2)
+    g = _g()
+    torch.randn(reset[:, :, :3].shape, generator=g)  # the noise of the three chunks before the switch
+    fresh = torch.cat(list(causal.stream("a blue square moving up", generator=g, **{**kwargs, "num_frames": 5})), 2)
+    assert torch.equal(reset[:, :, :3], recached[:, :, :3])
+    assert torch.allclose(reset[:, :, 3:], fresh, atol=1e-6)
+    assert (recached[:, :, 3:] - fresh).abs().max() > 1e-3
+    with pytest.raises(InvalidInputError, match="prompt_switch"):
+        causal.stream(story, generator=_g(), prompt_switch="keep", **kwargs)
+
+
 def test_per_video_generators_and_guidance_give_each_video_on_its_own(causal):
     both = causal(["a red circle", "a blue square"], num_frames=9, height=32, width=32, guidance_scale=3.0,
                   generator=[_g(1), _g(2)], output_type="pt").frames

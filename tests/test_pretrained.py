@@ -75,7 +75,8 @@ def test_folders_are_safetensors_with_cards_and_within_budget():
         folder = PRETRAINED / sub
         index = json.loads((folder / "model_index.json").read_text())
         assert index["_class_name"] == {"masked": "MaskedVideoPipeline", "flow": "FlowVideoPipeline",
-                                        "autoregressive": "AutoregressiveVideoPipeline"}[PIPELINE_REGISTRY[name].generator]
+                                        "autoregressive": "AutoregressiveVideoPipeline",
+                                        "causal": "CausalVideoPipeline"}[PIPELINE_REGISTRY[name].generator]
         files = [f for f in folder.rglob("*") if f.is_file()]
         weights = [f for f in files if f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")]
         assert weights and all(f.suffix == ".safetensors" for f in weights), weights

@@ -46,8 +46,8 @@ def recipes(make_pretrained):
 
 
 def test_there_are_recipes_to_check():
-    assert len(RECIPES) == 10 and len(STAGES) >= 19
-    assert sum(map(_is_generator, STAGES)) == 13  # masked 3, autoregressive 4, flow 6
+    assert len(RECIPES) == 11 and len(STAGES) >= 20
+    assert sum(map(_is_generator, STAGES)) == 14  # masked 3, autoregressive 4, flow 6, causal 1
     assert sum(map(_is_distillation, STAGES)) >= 1  # flow-distilled
 
 
@@ -65,6 +65,8 @@ def test_stage_parses_with_the_current_keys(path):
     assert cfg.steps > 0 and cfg.run_dir.startswith("runs/")
     if _is_distillation(path):  # the teacher is a shipped pipeline, whose tokenizer the student keeps
         assert cfg.distill.teacher.startswith("pretrained/") and cfg.video_tokenizer == cfg.distill.teacher + "/vae"
+    elif _is_generator(path) and cfg.init_from.startswith("pretrained/"):  # starts from a shipped pipeline: its VAE
+        assert cfg.init_from.endswith("/transformer") and cfg.video_tokenizer == cfg.init_from[:-len("transformer")] + "vae"
     elif _is_generator(path):
         assert cfg.video_tokenizer.startswith("runs/") and cfg.video_tokenizer.endswith("/final")
 
@@ -73,7 +75,7 @@ def test_stage_parses_with_the_current_keys(path):
 def test_generator_stage_builds_its_model(path):
     cfg = load_config(str(path), schema=GeneratorTrainConfig)
     torch.manual_seed(0)
-    if cfg.model.generator == "flow":
+    if cfg.model.generator in ("flow", "causal"):
         tokenizer = CausalVAE.from_preset("tiny")
     else:
         tokenizer = CausalVQVAE.from_preset("tiny", quantizer="fsq", fsq_levels=(4, 4, 4))
@@ -90,9 +92,14 @@ def test_generator_stage_builds_its_model(path):
 def test_stages_chain_by_init_from(artifact, recipes):
     chain = [ROOT / c for c in recipes.stages(artifact)]
     assert chain == sorted((ROOT / "configs" / artifact).glob("stage*.yaml"), key=lambda p: int(p.stem[5:]))
-    assert "init_from" not in _yaml(chain[0])  # stage 1 starts from scratch
+    start = _yaml(chain[0]).get("init_from")  # stage 1 starts from scratch, or from a shipped pipeline's transformer
+    assert start is None or (start.startswith("pretrained/shapes-") and start.endswith("/transformer")
+                             and recipes.upstream(next(n for n, a in recipes.GENERATORS.items() if a == artifact)))
     for before, after in zip(chain, chain[1:]):  # a distillation may continue the last checkpoint (with its critic)
         allowed = {_yaml(before)["run_dir"] + "/final"}
+        if _is_distillation(after) and _yaml(after)["distill"].get("student"):  # Self-Forcing rolls out the previous
+            assert _yaml(after)["distill"]["student"] in allowed and "init_from" not in _yaml(after)
+            continue
         if _is_distillation(after):
             allowed.add(f"{_yaml(before)['run_dir']}/checkpoints/step_{_yaml(before)['steps']:08d}")
         assert _yaml(after)["init_from"] in allowed
@@ -182,3 +189,24 @@ def test_cards_are_written_from_records_without_runs_and_match_the_committed_one
         assert (folder / "README.md").read_text() == (ROOT / "pretrained" / folder.name / "README.md").read_text(), \
             f"pretrained/{folder.name}/README.md is stale: python pipelines/make_pretrained.py --stage cards"
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_causal_recipe_matches_its_shipped_folder(recipes):
+    """The block-causal pipeline starts from the shipped flow pipeline: it trains after it, ships its VAE unchanged,
+    and its folder has the recipe's sampling settings and a block-causal transformer of the recipe's chunking."""
+    folder, flow = ROOT / "pretrained" / "shapes-causal", ROOT / "pretrained" / "shapes-flow"
+    assert recipes.upstream("causal") == "flow" and recipes.teacher_of("causal") is None
+    assert "causal" not in recipes.trained() and recipes.tokenizer_of("causal") == recipes.tokenizer_of("flow")
+    from safetensors.torch import load_file
+    mine, theirs = (load_file(str(f / "vae" / "diffusion_pytorch_model.safetensors")) for f in (folder, flow))
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "CausalVideoPipeline" and index["transformer"][1] == "CausalFlowVideoTransformer"
+    model = json.loads((folder / "transformer" / "config.json").read_text())
+    first = _yaml(ROOT / recipes.stages("shapes-causal")[0])["model"]["overrides"]
+    assert {k: model[k] for k in ("chunk_frames", "window_chunks", "sink_chunks")} == \
+        {k: first[k] for k in ("chunk_frames", "window_chunks", "sink_chunks")}
+    recipe = json.loads((ROOT / "configs" / "shapes-causal" / "sampling_config.json").read_text())
+    assert recipe == json.loads((folder / "sampling_config.json").read_text())
+    import vidgen.pipelines
+    assert set(recipe) <= set(inspect.signature(vidgen.pipelines.CausalVideoPipeline.__call__).parameters)

@@ -253,7 +253,8 @@ def demo_story(out: Path, name: str, pipe, scorer, seed: int, segments: int = ST
                                                       SIZE, on_frames=writer.write, scorer=scorer),
                                             total=segments, desc=f"{name} story", dynamic_ncols=True)]
     return {"file": str(path.relative_to(out)), "num_frames": num_frames, "frames_per_segment": STORY_FRAMES_PER_SEGMENT,
-            "context_frames": pipe.sampling_config.context_frames, "seconds": time.perf_counter() - start,
+            "context_frames": getattr(pipe.sampling_config, "context_frames", None),  # none: the causal KV cache
+            "seconds": time.perf_counter() - start,
             "segments": scored,
             "color_motion": sum(s["color_motion"] for s in scored) / len(scored)}
 

@@ -90,7 +90,8 @@ def run_story(pipe, attributes: list, frames_per_segment: int, num_frames: int, 
     schedule = {i * frames_per_segment: a.caption for i, a in enumerate(attributes)
                 if i == 0 or i * frames_per_segment < num_frames - tc}
     pending, done, index = None, 0, 0
-    for part in pipe.stream(schedule, num_frames=num_frames, height=size, width=size, context_frames=context_frames,
+    settings = {} if context_frames is None else {"context_frames": context_frames}  # the block-causal one has none
+    for part in pipe.stream(schedule, num_frames=num_frames, height=size, width=size, **settings,
                             generator=torch.Generator().manual_seed(seed), output_type="pt"):
         chunk = part[0].permute(1, 0, 2, 3) * 2 - 1  # (3, n, H, W) in [-1, 1]
         if on_frames is not None:

@@ -42,17 +42,29 @@ from vidgen.generators.sampling_config import SamplingConfig
 from vidgen.rng import GeneratorLike, rows
 
 
+PROMPT_SWITCHES = ("recache", "reset")
+
+
+def check_prompt_switch(value) -> None:
+    if value not in PROMPT_SWITCHES:
+        raise InvalidInputError(f"prompt_switch must be one of {PROMPT_SWITCHES}, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class CausalSamplingConfig(SamplingConfig):
     """The block-causal generator's sampling settings (:mod:`vidgen.generators.sampling_config`):
     ``num_inference_steps`` Euler steps per chunk, classifier-free guidance at ``guidance_scale`` (1: none), and
-    ``window_chunks``: a shorter window than the model's for a faster stream (LongLive's short window)."""
+    ``window_chunks``: a shorter window than the model's for a faster stream (LongLive's short window).
+    ``prompt_switch``: at a prompt switch, ``"recache"`` the kept chunks under the new prompt (LongLive's KV re-cache)
+    or ``"reset"`` the cache (the story goes on as a new video)."""
 
     num_inference_steps: int = 4
     guidance_scale: float = 1.0
     window_chunks: Optional[int] = None  # chunks of the past attended; None: the model's (a stream may attend fewer)
+    prompt_switch: str = "recache"
     checks: ClassVar[dict] = {"num_inference_steps": check_steps, "guidance_scale": check_guidance,
-                              "window_chunks": lambda v: v is None or check_positive_int("window_chunks", v)}
+                              "window_chunks": lambda v: v is None or check_positive_int("window_chunks", v),
+                              "prompt_switch": check_prompt_switch}
 
 
 class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, ConfigMixin):

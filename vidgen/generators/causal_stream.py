@@ -181,7 +181,8 @@ def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Condition
                    batch: int = 1, num_inference_steps: int = 4, guidance_scale: float = 1.0,
                    negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                    scheduler=None, prompts: Optional[dict] = None, callback: Optional[Callable] = None,
-                   guidance: Optional[Guidance] = None, window_chunks: Optional[int] = None):
+                   guidance: Optional[Guidance] = None, window_chunks: Optional[int] = None,
+                   prompt_switch: str = "recache"):
     """Yield normalized latents (B, C, c, h, w) chunk by chunk for ``frames`` latent frames of ``hw`` latents: each
     chunk is denoised in ``num_inference_steps`` Euler steps of the flow (classifier-free guidance against
     ``negative``, or the learnt null condition, when ``guidance_scale`` > 1), then cached clean. ``prompts``:
@@ -191,7 +192,9 @@ def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Condition
     the steps that follow (``guidance``: the :class:`~vidgen.generators.sampling.Guidance` read at every step), or
     ``{"interrupt": True}`` to end the stream after this chunk. A distilled student denoises each chunk at the levels
     it was trained at (its step counts only, guidance 1). ``window_chunks``: attend fewer past chunks than the model
-    keeps (:func:`stream_chunking`). Memory is flat in ``frames``."""
+    keeps (:func:`stream_chunking`). ``prompt_switch="reset"`` starts a fresh cache at a switch instead of
+    re-caching (the next chunk becomes the sink, as at a new video: the plain reset a re-cache is measured against).
+    Memory is flat in ``frames``."""
     scheduler = scheduler or model.default_scheduler()
     spec, c, dev = model.config.distillation, model.config.chunk_frames, model.device
     if spec is not None:
@@ -205,7 +208,10 @@ def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Condition
     for i in range(-(-frames // c)):
         if prompts and i in prompts:
             both, drop, doubled = cfg_batch(*prompts[i], batch, dev, start)
-            stream.recache(both, drop)
+            if prompt_switch == "reset" and i:
+                stream = ChunkStream(model, both, tuple(hw), drop, window_chunks)
+            else:
+                stream.recache(both, drop)
         n = min(c, frames - i * c)
         x = torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
         if spec is not None:

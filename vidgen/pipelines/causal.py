@@ -63,11 +63,12 @@ class CausalVideoPipeline(VideoPipelineBase):
     @torch.no_grad()
     def __call__(self, prompt=None, negative_prompt=None, num_frames: int = 17, height: int = 64, width: int = 64,
                  num_inference_steps: int = UNSET, guidance_scale: float = UNSET, window_chunks: Optional[int] = UNSET,
-                 num_videos_per_prompt: int = 1, generator=None, output_type: str = "np", return_dict: bool = True,
+                 prompt_switch: str = UNSET, num_videos_per_prompt: int = 1, generator=None, output_type: str = "np", return_dict: bool = True,
                  callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), sp_size: int = 1):
         """``prompt``: a string, a list (one video each), or a schedule ``{frame_index: prompt}``. ``window_chunks``:
-        attend fewer past chunks than the model keeps (faster; more is refused).
+        attend fewer past chunks than the model keeps (faster; more is refused). ``prompt_switch``: at a
+        scheduled prompt, ``"recache"`` the kept chunks under it (default) or ``"reset"`` the cache.
         ``callback_on_step_end(pipe, step, t, {"latents": chunk latents})`` after every denoising step of every chunk
         (``step`` counts over the whole video); ``pipe._interrupt = True`` ends the video after the current chunk
         (shorter than ``num_frames``). The frames equal :meth:`stream`'s, collected."""
@@ -88,7 +89,7 @@ class CausalVideoPipeline(VideoPipelineBase):
         each chunk's frames are decoded: ``(B, n, H, W, 3)`` arrays in [0, 1] (``"np"``), ``(B, n, 3, H, W)``
         tensors (``"pt"``), or each chunk's latents (``"latent"``). The chunks concatenate to exactly
         ``num_frames`` frames and equal ``pipe(...)`` with the same arguments; memory does not grow with length.
-        ``settings``: ``num_inference_steps`` / ``guidance_scale`` / ``window_chunks`` (default
+        ``settings``: ``num_inference_steps`` / ``guidance_scale`` / ``window_chunks`` / ``prompt_switch`` (default
         :attr:`sampling_config`). Everything is
         checked here, before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
@@ -127,7 +128,8 @@ class CausalVideoPipeline(VideoPipelineBase):
                                   scheduler=type(self.scheduler).from_config(self.scheduler.config),
                                   prompts={j: tuple(None if c is None else c.index(p) for c in pair)
                                            for j, pair in switches.items()}, callback=step_callback,
-                                  guidance=self._guidance, window_chunks=config.window_chunks)
+                                  guidance=self._guidance, window_chunks=config.window_chunks,
+                                  prompt_switch=config.prompt_switch)
                    for p, g in zip(parts, generators)]
         latents = (torch.cat(chunk, 0) for chunk in zip(*streams))
         if output_type == "latent":

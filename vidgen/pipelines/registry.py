@@ -51,6 +51,7 @@ PIPELINE_REGISTRY: dict[str, PipelineSpec] = {
         PipelineSpec("flow", "shapes-flow"),
         PipelineSpec("autoregressive", "shapes-autoregressive"),
         PipelineSpec("flow-distilled", "shapes-flow-distilled", generator="flow"),  # shapes-flow in 2 steps
+        PipelineSpec("causal", "shapes-causal"),  # block-causal, streamed chunk by chunk
     )
 }
 
