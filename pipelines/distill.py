@@ -76,19 +76,11 @@ def _diffusers_teacher(config, overrides) -> bool:
 
 
 def assemble(teacher: str, student: str, out: str, ema: bool = False) -> int:
-    """The teacher's pipeline folder with ``student`` as its transformer (``FlowVideoPipeline.with_student``; a
-    block-causal student: ``CausalVideoPipeline.from_teacher``); from a checkpoint, its EMA weights when ``ema``."""
-    import json
-
-    from vidgen.generators import CausalFlowVideoTransformer, FlowVideoTransformer
-    from vidgen.pipelines import CausalVideoPipeline, load_pipeline
-    from vidgen.training.checkpoint import load_trained
-    config = Path(student) / "config.json"
-    causal = config.is_file() and json.loads(config.read_text()).get("_class_name") == "CausalFlowVideoTransformer"
-    student = load_trained(CausalFlowVideoTransformer if causal else FlowVideoTransformer, student, ema=ema)
-    teacher_pipe = load_pipeline(teacher, dtype="fp32")
-    pipe = CausalVideoPipeline.from_teacher(teacher_pipe, student) if causal else teacher_pipe.with_student(student)
-    pipe.save_pretrained(out)
+    """The teacher's pipeline folder with ``student`` as its transformer (``vidgen.training.release.student_pipeline``);
+    from a checkpoint, its EMA weights when ``ema``."""
+    from vidgen.pipelines import load_pipeline
+    from vidgen.training.release import student_pipeline
+    student_pipeline(load_pipeline(teacher, dtype="fp32"), student, ema=ema).save_pretrained(out)
     print(f"pipeline: {out}")
     return 0
 

@@ -156,17 +156,11 @@ def build_pipeline(name: str, config_path: str | None = None, weights: str | Pat
 
 def student_pipeline(config_path: str, weights: str | Path | None = None):
     """A distilled pipeline: the teacher folder that ``config_path`` (a ``pipelines/distill.py`` config) names, with
-    the student of its run (``final/``, or ``weights``: a checkpoint's EMA weights) as its transformer; a
-    Self-Forcing run's (``distill.student``) block-causal student in a ``CausalVideoPipeline``."""
-    from vidgen.generators import CausalFlowVideoTransformer
-    from vidgen.pipelines import CausalVideoPipeline, load_pipeline
-    from vidgen.training.checkpoint import load_trained
-    distill = recipes.config(config_path)["distill"]
-    teacher = load_pipeline(recipes.ROOT / distill["teacher"], dtype="fp32")
-    folder = weights or recipes.run_dir(config_path) / "final"
-    if distill.get("student"):
-        return CausalVideoPipeline.from_teacher(teacher, load_trained(CausalFlowVideoTransformer, folder))
-    return teacher.with_student(load_trained(type(teacher.transformer), folder))
+    the student of its run (``final/``, or ``weights``: a checkpoint's EMA weights) as its transformer."""
+    from vidgen.pipelines import load_pipeline
+    from vidgen.training.release import student_pipeline as with_student
+    teacher = load_pipeline(recipes.ROOT / recipes.config(config_path)["distill"]["teacher"], dtype="fp32")
+    return with_student(teacher, weights or recipes.run_dir(config_path) / "final")
 
 
 def save(name: str, pipe, folder: Path) -> None:
