@@ -137,12 +137,15 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         return (sink + window + 1) * c - 1 if window else None
 
     def _tokens(self, latents: torch.Tensor, timestep: torch.Tensor, cond, drop):
-        """(tokens (B, N, d), per-token adaLN vectors (B, N, d), context, token grid); ``timestep`` (B, chunks)."""
+        """(tokens (B, N, d), adaLN vectors (B, N, d) per token, or (B, d) for one chunk, context, token grid);
+        ``timestep`` (B, chunks)."""
         b, _, t, h, w = latents.shape
         x = self.patch(latents.to(self.dtype))
         grid = self.patch.grid((t, h, w))
         _, context, vec = self.embed_condition(cond, b, drop)
         per_chunk = self.time_embed(timestep.reshape(-1), x.dtype).unflatten(0, timestep.shape)  # (B, n, d)
+        if per_chunk.shape[1] == 1:  # one chunk, one noise level: the backbone's shared modulation, (B, d)
+            return x, vec + per_chunk[:, 0], context, grid
         per_frame = per_chunk.repeat_interleave(self.config.chunk_frames, dim=1)[:, :grid[0]]
         vec = vec[:, None] + per_frame.repeat_interleave(grid[1] * grid[2], dim=1)
         return x, vec, context, grid

@@ -63,12 +63,27 @@ class RopeTable:
         return table[:rows]
 
 
-def attend_rotated(attn, q, k, v, frames: int, hw: tuple[int, int], rope: RopeTable) -> torch.Tensor:
+def attend_rotated(attn, q, k, v, frames: int, hw: tuple[int, int], rope: RopeTable,
+                   context: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """Queries ``q`` (B, nh, Lq, D), the last ``Lq`` tokens of ``frames`` token frames whose pre-RoPE keys / values
-    are ``k``, ``v`` (B, nh, L, D): rotated at positions ``0 .. frames - 1``, dense attention."""
+    are ``k``, ``v`` (B, nh, L, D): rotated at positions ``0 .. frames - 1``, dense attention. ``context``: keys
+    (already rotated) and values of the tokens before ``k``, e.g. :func:`rotated_context`'s."""
     angles = rope(frames, hw, q.shape[-1], attn.config.rope_theta, q.device)
     q = apply_rope(q, angles, start=angles.shape[0] - q.shape[2])
-    return F.scaled_dot_product_attention(q, apply_rope(k, angles), v)
+    if context is None:
+        return F.scaled_dot_product_attention(q, apply_rope(k, angles), v)
+    k = apply_rope(k, angles, start=context[0].shape[2])  # rotation is per position: the same as rotating the whole
+    return F.scaled_dot_product_attention(q, torch.cat([context[0], k], 2), torch.cat([context[1], v], 2))
+
+
+def rotated_context(attn, ks: list, vs: list, hw: tuple[int, int], rope: RopeTable):
+    """The keys ``ks`` (pre-RoPE, in order) rotated at positions ``0 ..`` and the values ``vs``, each joined: the
+    context part of :func:`attend_rotated`, the same for every call of one chunk."""
+    if not ks:
+        return None
+    k = torch.cat(ks, dim=2)
+    angles = rope(k.shape[2] // (hw[0] * hw[1]), hw, k.shape[-1], attn.config.rope_theta, k.device)
+    return apply_rope(k, angles), torch.cat(vs, dim=2)
 
 
 def qkv_heads(attn, y: torch.Tensor):
@@ -125,6 +140,7 @@ class ChunkStream:
         self.chunking = stream_chunking(model, window_chunks)
         self.cache, self.next = RollingKVCache(len(model.backbone.blocks), self.chunking), 0
         self.clean: dict[int, torch.Tensor] = {}  # committed latents the cache holds (for recache)
+        self._context_key, self._context = None, {}  # per layer, the rotated keys and values the next chunk attends
 
     def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool,
              cached_only: bool = False) -> torch.Tensor:
@@ -135,15 +151,21 @@ class ChunkStream:
         if cached_only:  # a re-cache: the chunks still held stand in for those dropped
             context_chunks = [j for j in context_chunks if j in self.cache.layers[0]]
 
+        key = (i, tuple(context_chunks), self.cache)
+        if self._context_key != key:  # the chunks a chunk attends are the same at each of its steps: rotate them once
+            self._context_key, self._context = key, {}
+
         def attend(layer, attn, y):
             q, k, v = qkv_heads(attn, y)
             cached = self.cache.layers[layer]
-            ks = [cached[j][0] for j in context_chunks] + [k]
-            vs = [cached[j][1] for j in context_chunks] + [v]
+            if layer not in self._context:
+                self._context[layer] = rotated_context(attn, [cached[j][0] for j in context_chunks],
+                                                       [cached[j][1] for j in context_chunks], grid[1:], m.rope)
             if write:
                 cached[i] = (k, v)
-            frames = sum(x.shape[2] for x in ks) // (grid[1] * grid[2])
-            out = attend_rotated(attn, q, torch.cat(ks, dim=2), torch.cat(vs, dim=2), frames, grid[1:], m.rope)
+            context = self._context[layer]
+            frames = (k.shape[2] + (context[0].shape[2] if context else 0)) // (grid[1] * grid[2])
+            out = attend_rotated(attn, q, k, v, frames, grid[1:], m.rope, context)
             return attn.proj(rearrange(out, "b h n d -> b n (h d)"))
 
         out = m.backbone(x, grid, vec, context=context, attend=attend)
