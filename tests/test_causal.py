@@ -60,6 +60,24 @@ def test_a_streamed_chunk_equals_the_uncached_forward(chunk_frames):
         assert len(stream.cache) <= 1 + 2  # the sink and the window
 
 
+@pytest.mark.parametrize("chunk_frames", [1, 2])
+def test_a_deferred_cache_pass_equals_its_own_pass(chunk_frames, monkeypatch):
+    """``commit_later`` (a chunk's cache pass inside the next chunk's first call, as ``stream_latents`` streams)
+    against ``commit`` (its own pass, the reference), past evictions, a prompt switch and guidance (fp32, 1e-5)."""
+    model = _model(chunk_frames=chunk_frames, t=8)
+    prompts = {3: (_cond(1, batch=2), None)}  # chunk 3 switches the prompt (re-cache)
+
+    def stream():
+        return torch.cat(list(stream_latents(model, _cond(0, batch=2), frames=7 * chunk_frames - 1, hw=(4, 4),
+                                             batch=2, num_inference_steps=2, guidance_scale=2.0, prompts=prompts,
+                                             generator=torch.Generator().manual_seed(6))), dim=2)
+    deferred = stream()
+    monkeypatch.setattr(ChunkStream, "commit_later", ChunkStream.commit)
+    reference = stream()
+    assert deferred.shape == reference.shape == (2, 4, 7 * chunk_frames - 1, 4, 4)
+    assert reference.abs().max() > 1e-2 and (deferred - reference).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize("frames", [400, pytest.param(10_000, marks=pytest.mark.slow)])
 def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, monkeypatch, one_thread):
     model = _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=16, depth=1)

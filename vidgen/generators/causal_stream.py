@@ -132,7 +132,9 @@ class RollingKVCache:
 class ChunkStream:
     """Chunk-at-a-time calls of a :class:`CausalFlowVideoTransformer`: :meth:`predict` the velocity of chunk ``i``
     (noisy) against the cache, :meth:`commit` its clean latents into the cache. ``cond``: the conditioning of every
-    row (rows of guidance included); it stays fixed until :meth:`recache`."""
+    row (rows of guidance included); it stays fixed until :meth:`recache`. :meth:`commit_later` defers a chunk's
+    cache pass into the next chunk's first call (the same keys and values; one call of both chunks' tokens in place of
+    two), the last chunk of a stream then needing none."""
 
     def __init__(self, model: "CausalFlowVideoTransformer", cond: Optional[Conditioning], hw: tuple[int, int],
                  drop: Optional[torch.Tensor] = None, window_chunks: Optional[int] = None):
@@ -140,57 +142,94 @@ class ChunkStream:
         self.chunking = stream_chunking(model, window_chunks)
         self.cache, self.next = RollingKVCache(len(model.backbone.blocks), self.chunking), 0
         self.clean: dict[int, torch.Tensor] = {}  # committed latents the cache holds (for recache)
-        self._context_key, self._context = None, {}  # per layer, the rotated keys and values the next chunk attends
+        self.pending: Optional[torch.Tensor] = None  # chunk ``next``'s clean latents, its cache pass deferred
+        self._contexts: dict[tuple, dict] = {}  # (chunk, attended, cache) -> per layer, its rotated keys and values
 
-    def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool,
-             cached_only: bool = False) -> torch.Tensor:
+    def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool, cached_only: bool = False,
+             before: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One call for chunk ``i``: its velocity, its keys and values written to the cache when ``write``.
+        ``before``: chunk ``i - 1``'s clean latents, cached in the same call as its own pass would cache them."""
         m = self.model
         c, window, sink = self.chunking
-        x, vec, context, grid = m._tokens(latents, timestep[:, None], self.cond, self.drop)
-        context_chunks = attended_chunks(i, sink, window)[:-1]
-        if cached_only:  # a re-cache: the chunks still held stand in for those dropped
-            context_chunks = [j for j in context_chunks if j in self.cache.layers[0]]
-
-        key = (i, tuple(context_chunks), self.cache)
-        if self._context_key != key:  # the chunks a chunk attends are the same at each of its steps: rotate them once
-            self._context_key, self._context = key, {}
+        parts = [(i, latents, write)] if before is None else [(i - 1, before, True), (i, latents, False)]
+        if before is not None:
+            timestep = torch.stack([torch.zeros_like(timestep), timestep], dim=1)
+        x, vec, context, grid = m._tokens(torch.cat([p[1] for p in parts], dim=2),
+                                          timestep if timestep.dim() == 2 else timestep[:, None], self.cond, self.drop)
+        hw = grid[1] * grid[2]
+        runs = []  # (chunk, its first token, its tokens, write, its rotated context per layer)
+        first = 0
+        for j, chunk, writes in parts:
+            attended = attended_chunks(j, sink, window)[:-1]
+            if cached_only:  # a re-cache: the chunks still held stand in for those dropped
+                attended = [a for a in attended if a in self.cache.layers[0]]
+            key = (j, tuple(attended), self.cache)  # the same at each of a chunk's steps: rotated once
+            runs.append((j, first, chunk.shape[2] * hw, writes, self._contexts.setdefault(key, {}), attended))
+            first += chunk.shape[2] * hw
+        self._contexts = {key: ctx for key, ctx in self._contexts.items() if key[0] >= i - 1}
 
         def attend(layer, attn, y):
             q, k, v = qkv_heads(attn, y)
-            cached = self.cache.layers[layer]
-            if layer not in self._context:
-                self._context[layer] = rotated_context(attn, [cached[j][0] for j in context_chunks],
-                                                       [cached[j][1] for j in context_chunks], grid[1:], m.rope)
-            if write:
-                cached[i] = (k, v)
-            context = self._context[layer]
-            frames = (k.shape[2] + (context[0].shape[2] if context else 0)) // (grid[1] * grid[2])
-            out = attend_rotated(attn, q, k, v, frames, grid[1:], m.rope, context)
+            cached, outs = self.cache.layers[layer], []
+            for j, lo, n, writes, contexts, attended in runs:  # in order: chunk i attends i - 1 as just written
+                if layer not in contexts:
+                    contexts[layer] = rotated_context(attn, [cached[a][0] for a in attended],
+                                                      [cached[a][1] for a in attended], grid[1:], m.rope)
+                qj, kj, vj = q[:, :, lo:lo + n], k[:, :, lo:lo + n], v[:, :, lo:lo + n]
+                if writes:
+                    cached[j] = (kj, vj)
+                ctx = contexts[layer]
+                frames = (n + (ctx[0].shape[2] if ctx else 0)) // hw
+                outs.append(attend_rotated(attn, qj, kj, vj, frames, grid[1:], m.rope, ctx))
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
             return attn.proj(rearrange(out, "b h n d -> b n (h d)"))
 
-        out = m.backbone(x, grid, vec, context=context, attend=attend)
-        return m.patch.unpatchify(m.head(out), tuple(latents.shape[2:]))
+        out = m.patch.unpatchify(m.head(m.backbone(x, grid, vec, context=context, attend=attend)),
+                                 (sum(p[1].shape[2] for p in parts), *latents.shape[3:]))
+        return out[:, :, -latents.shape[2]:]
 
     def predict(self, latents: torch.Tensor, timestep) -> torch.Tensor:
-        """The velocity for chunk ``self.next`` at ``latents`` (B, C, c, h, w), ``timestep`` (B,) or a number."""
+        """The velocity for the next chunk at ``latents`` (B, C, c, h, w), ``timestep`` (B,) or a number; a deferred
+        commit (:meth:`commit_later`) rides on this call."""
         t = torch.as_tensor(timestep, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
-        return self._run(latents, t, self.next, write=False)
+        if self.pending is None:
+            return self._run(latents, t, self.next, write=False)
+        clean, self.pending = self.pending, None
+        velocity = self._run(latents, t, self.next + 1, write=False, before=clean)
+        self._advance(clean)
+        return velocity
 
     def _cache_clean(self, clean: torch.Tensor, i: int, cached_only: bool = False) -> None:
         """Write chunk ``i``'s keys and values from its clean latents: a pass at timestep 0."""
         self._run(clean, clean.new_zeros(clean.shape[0], dtype=torch.float32), i, write=True, cached_only=cached_only)
 
-    def commit(self, clean: torch.Tensor) -> None:
-        """Cache chunk ``self.next`` from its clean latents, then move to the next chunk."""
-        self._cache_clean(clean, self.next)
+    def _advance(self, clean: torch.Tensor) -> None:
         self.clean[self.next] = clean
         self.next += 1
         self.cache.keep(self.next)
         self.clean = {j: x for j, x in self.clean.items() if j in self.cache.layers[0]}
 
+    def commit(self, clean: torch.Tensor) -> None:
+        """Cache chunk ``self.next`` from its clean latents (a pass at timestep 0), then move to the next chunk."""
+        self.flush()
+        self._cache_clean(clean, self.next)
+        self._advance(clean)
+
+    def commit_later(self, clean: torch.Tensor) -> None:
+        """:meth:`commit`, its pass run by the next :meth:`predict` (or :meth:`flush`, :meth:`recache`)."""
+        self.flush()
+        self.pending = clean
+
+    def flush(self) -> None:
+        """Run a deferred commit now."""
+        if self.pending is not None:
+            clean, self.pending = self.pending, None
+            self.commit(clean)
+
     def recache(self, cond: Optional[Conditioning], drop: Optional[torch.Tensor] = None) -> None:
         """Switch the prompt: re-encode the cached chunks under ``cond`` (and its null-condition flags ``drop``),
         in order (LongLive's KV re-cache)."""
+        self.flush()
         self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
         self.cache = RollingKVCache(len(self.model.backbone.blocks), self.chunking)
         for j, clean in kept:
@@ -247,7 +286,7 @@ def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Condition
                                return_dict=False)[0]
             x, stopped = step_callback(callback, step, t, "latents", x, guidance)
             stop, step = stop or stopped, step + 1
-        stream.commit(torch.cat([x, x]) if doubled else x)
+        stream.commit_later(torch.cat([x, x]) if doubled else x)  # its pass rides on the next chunk's first
         yield x
         if stop:
             return
