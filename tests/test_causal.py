@@ -78,6 +78,21 @@ def test_a_deferred_cache_pass_equals_its_own_pass(chunk_frames, monkeypatch):
     assert reference.abs().max() > 1e-2 and (deferred - reference).abs().max() <= 1e-5
 
 
+def test_a_step_with_gradient_after_steps_without_reaches_the_text_layers():
+    """The stream embeds its prompt once for steps without gradient; a step with gradient (Self-Forcing's kept step)
+    still trains the text projection and each block's text keys and values."""
+    model = _model()
+    stream = ChunkStream(model, _cond(), (4, 4))
+    x = torch.randn(1, 4, 1, 4, 4, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        stream.commit(x)
+        stream.predict(x, 900.0)
+    stream.predict(x, 500.0).square().sum().backward()
+    assert model.backbone.blocks[0].cross.kv.weight.grad.abs().sum() > 0
+    embed = model.cond_embed
+    assert all(p.grad.abs().sum() > 0 for p in (embed.text_proj[0].weight, embed.pooled_proj[0].weight))
+
+
 @pytest.mark.parametrize("frames", [400, pytest.param(10_000, marks=pytest.mark.slow)])
 def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, monkeypatch, one_thread):
     model = _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=16, depth=1)

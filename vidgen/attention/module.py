@@ -118,10 +118,22 @@ class CrossAttention(nn.Module):
         self.q_norm = nn.RMSNorm(dim // num_heads) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(dim // num_heads) if qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: Optional[torch.Tensor] = None):
-        """x: (B, N, dim), context: (B, M, context_dim), context_mask: (B, M) bool, True = real token."""
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys (normalised) and values of ``context`` (B, M, context_dim), each (B, heads, M, head_dim): pass
+        them as ``context`` to attend the same context again without projecting it (e.g. a prompt over a stream)."""
+        k, v = (_split_heads(t, self.num_heads) for t in self.kv(context).chunk(2, dim=-1))
+        return self.k_norm(k), v
+
+    def forward(self, x: torch.Tensor, context, context_mask: Optional[torch.Tensor] = None):
+        """x: (B, N, dim), context: (B, M, context_dim) or its :meth:`context_kv`, context_mask: (B, M) bool,
+        True = real token."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise InvalidInputError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        if isinstance(context, tuple):
+            k, v = context
+            out = F.scaled_dot_product_attention(self.q_norm(_split_heads(self.q(x), self.num_heads)), k, v,
+                                                 attn_mask=None if context_mask is None else context_mask[:, None, None])
+            return self.proj(rearrange(out, "b h n d -> b n (h d)"))
         if context.dim() != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != self.context_dim:
             raise InvalidInputError(f"context must have shape ({x.shape[0]}, M, {self.context_dim}), "
                                     f"got {tuple(context.shape)}")
@@ -134,6 +146,6 @@ class CrossAttention(nn.Module):
                 raise InvalidInputError("context_mask must keep at least one context token per sample")
             attn_mask = context_mask[:, None, None, :]  # (B, 1, 1, M)
         q = self.q_norm(_split_heads(self.q(x), self.num_heads))
-        k, v = (_split_heads(t, self.num_heads) for t in self.kv(context).chunk(2, dim=-1))
-        out = F.scaled_dot_product_attention(q, self.k_norm(k), v, attn_mask=attn_mask)
+        k, v = self.context_kv(context)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))

@@ -115,7 +115,8 @@ class VideoTransformerBackbone(nn.Module):
                 num_prefix_tokens: Optional[int] = None, context: Optional[torch.Tensor] = None,
                 kv_cache=None, start: int = 0, attend=None) -> torch.Tensor:
         """x: (B, L, d) video tokens; cond: (B, d) adaLN vector, or (B, L, d) per video token (no prefix then);
-        prefix: (B, P, d) tokens placed before x; ``attend(i, attn, y)``: the owner's own attention call in block
+        prefix: (B, P, d) tokens placed before x; context: (B, M, d) cross-attention tokens, or per block its
+        ``CrossAttention.context_kv`` (a list: the keys and values projected once); ``attend(i, attn, y)``: the owner's own attention call in block
         ``i`` (a causal owner's chunked attention), instead of the block's.
 
         Without a cache, ``L == t*h*w``. With ``kv_cache`` (a ``ModelKVCache``), the tokens passed (prefix + x)
@@ -138,12 +139,13 @@ class VideoTransformerBackbone(nn.Module):
             tokens = split_tokens(tokens, sp)
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_cache is None else kv_cache.layers[i]
+            ctx = context[i] if isinstance(context, list) else context  # a list: each block's own context_kv
             block_attend = None if attend is None else (lambda attn, y, i=i: attend(i, attn, y))
             if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None:
-                tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, context, None, 0,
+                tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, ctx, None, 0,
                                                            block_attend)
             else:
-                tokens = block(tokens, mod, grid, p_seq, context, layer_cache, start, block_attend)
+                tokens = block(tokens, mod, grid, p_seq, ctx, layer_cache, start, block_attend)
         if sp is not None:
             tokens = gather_tokens(tokens, n, sp)
         shift, scale = self.final_modulation(cond).chunk(2, dim=-1)

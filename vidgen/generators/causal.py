@@ -136,13 +136,14 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         c, window, sink = self.chunking
         return (sink + window + 1) * c - 1 if window else None
 
-    def _tokens(self, latents: torch.Tensor, timestep: torch.Tensor, cond, drop):
+    def _tokens(self, latents: torch.Tensor, timestep: torch.Tensor, cond, drop, embedded=None):
         """(tokens (B, N, d), adaLN vectors (B, N, d) per token, or (B, d) for one chunk, context, token grid);
-        ``timestep`` (B, chunks)."""
+        ``timestep`` (B, chunks); ``embedded``: ``embed_condition(cond, B, drop)`` made once (its context may be
+        each block's ``context_kv``)."""
         b, _, t, h, w = latents.shape
         x = self.patch(latents.to(self.dtype))
         grid = self.patch.grid((t, h, w))
-        _, context, vec = self.embed_condition(cond, b, drop)
+        _, context, vec = embedded or self.embed_condition(cond, b, drop)
         per_chunk = self.time_embed(timestep.reshape(-1), x.dtype).unflatten(0, timestep.shape)  # (B, n, d)
         if per_chunk.shape[1] == 1:  # one chunk, one noise level: the backbone's shared modulation, (B, d)
             return x, vec + per_chunk[:, 0], context, grid

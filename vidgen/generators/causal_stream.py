@@ -144,6 +144,21 @@ class ChunkStream:
         self.clean: dict[int, torch.Tensor] = {}  # committed latents the cache holds (for recache)
         self.pending: Optional[torch.Tensor] = None  # chunk ``next``'s clean latents, its cache pass deferred
         self._contexts: dict[tuple, dict] = {}  # (chunk, attended, cache) -> per layer, its rotated keys and values
+        self._embedded = None  # the conditioning embedded once (adaLN vector, each block's text keys and values)
+
+    def _embedding(self, batch: int):
+        """``embed_condition`` of the stream's conditioning with each block's text keys and values, made once per
+        prompt when no gradient is recorded (a training step's gradient reaches the text layers through each call)."""
+        if self._embedded is not None and not torch.is_grad_enabled():
+            return self._embedded
+        m = self.model
+        prefix, context, vec = m.embed_condition(self.cond, batch, self.drop)
+        if context is not None:
+            context = [blk.cross.context_kv(context) for blk in m.backbone.blocks]
+        if torch.is_grad_enabled():
+            return prefix, context, vec
+        self._embedded = prefix, context, vec
+        return self._embedded
 
     def _run(self, latents: torch.Tensor, timestep: torch.Tensor, i: int, write: bool, cached_only: bool = False,
              before: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -155,7 +170,8 @@ class ChunkStream:
         if before is not None:
             timestep = torch.stack([torch.zeros_like(timestep), timestep], dim=1)
         x, vec, context, grid = m._tokens(torch.cat([p[1] for p in parts], dim=2),
-                                          timestep if timestep.dim() == 2 else timestep[:, None], self.cond, self.drop)
+                                          timestep if timestep.dim() == 2 else timestep[:, None], self.cond, self.drop,
+                                          self._embedding(latents.shape[0]))
         hw = grid[1] * grid[2]
         runs = []  # (chunk, its first token, its tokens, write, its rotated context per layer)
         first = 0
@@ -231,6 +247,7 @@ class ChunkStream:
         in order (LongLive's KV re-cache)."""
         self.flush()
         self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
+        self._embedded = None
         self.cache = RollingKVCache(len(self.model.backbone.blocks), self.chunking)
         for j, clean in kept:
             self._cache_clean(clean, j, cached_only=True)
