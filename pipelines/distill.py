@@ -76,11 +76,13 @@ def _diffusers_teacher(config, overrides) -> bool:
 
 
 def assemble(teacher: str, student: str, out: str, ema: bool = False) -> int:
-    """The teacher's pipeline folder with ``student`` as its transformer (``vidgen.training.release.student_pipeline``);
+    """The teacher's pipeline folder with ``student`` as its transformer (``vidgen.pipelines.loading.with_student``);
     from a checkpoint, its EMA weights when ``ema``."""
     from vidgen.pipelines import load_pipeline
-    from vidgen.training.release import student_pipeline
-    student_pipeline(load_pipeline(teacher, dtype="fp32"), student, ema=ema).save_pretrained(out)
+    from vidgen.pipelines.loading import student_class, with_student
+    from vidgen.training.checkpoint import load_trained
+    trained = load_trained(student_class(student), student, ema=ema)
+    with_student(load_pipeline(teacher, dtype="fp32"), trained).save_pretrained(out)
     print(f"pipeline: {out}")
     return 0
 

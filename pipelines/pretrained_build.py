@@ -158,9 +158,11 @@ def student_pipeline(config_path: str, weights: str | Path | None = None):
     """A distilled pipeline: the teacher folder that ``config_path`` (a ``pipelines/distill.py`` config) names, with
     the student of its run (``final/``, or ``weights``: a checkpoint's EMA weights) as its transformer."""
     from vidgen.pipelines import load_pipeline
-    from vidgen.training.release import student_pipeline as with_student
+    from vidgen.pipelines.loading import student_class, with_student
+    from vidgen.training.checkpoint import load_trained
     teacher = load_pipeline(recipes.ROOT / recipes.config(config_path)["distill"]["teacher"], dtype="fp32")
-    return with_student(teacher, weights or recipes.run_dir(config_path) / "final")
+    folder = weights or recipes.run_dir(config_path) / "final"
+    return with_student(teacher, load_trained(student_class(folder), folder))
 
 
 def save(name: str, pipe, folder: Path) -> None:

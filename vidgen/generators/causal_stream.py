@@ -165,7 +165,7 @@ class ChunkStream:
         """One call for chunk ``i``: its velocity, its keys and values written to the cache when ``write``.
         ``before``: chunk ``i - 1``'s clean latents, cached in the same call as its own pass would cache them."""
         m = self.model
-        c, window, sink = self.chunking
+        _, window, sink = self.chunking
         parts = [(i, latents, write)] if before is None else [(i - 1, before, True), (i, latents, False)]
         if before is not None:
             timestep = torch.stack([torch.zeros_like(timestep), timestep], dim=1)

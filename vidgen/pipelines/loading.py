@@ -62,3 +62,24 @@ def load_pipeline(path, **kwargs):
     if "dtype" not in kwargs and "torch_dtype" not in kwargs:
         kwargs["dtype"] = "auto"  # unlike XPipeline.from_pretrained, which loads as diffusers does (fp32)
     return classes[name].from_pretrained(str(path), **kwargs)
+
+
+def student_class(folder):
+    """The class of the distilled transformer saved in ``folder`` (a distillation run's ``final/`` or checkpoint):
+    block-causal (a Self-Forcing student) or flow, as its ``config.json`` names it."""
+    from vidgen.generators import CausalFlowVideoTransformer, FlowVideoTransformer
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"{folder}: no config.json; pass a distillation run's final/ or checkpoints/step_*")
+    causal = json.loads(config.read_text()).get("_class_name") == CausalFlowVideoTransformer.__name__
+    return CausalFlowVideoTransformer if causal else FlowVideoTransformer
+
+
+def with_student(teacher_pipe, student):
+    """``teacher_pipe`` with the distilled ``student`` as its transformer: a block-causal student in a
+    ``CausalVideoPipeline`` on the teacher's VAE and text components, a flow student in the teacher's own class."""
+    from vidgen.generators import CausalFlowVideoTransformer
+    from vidgen.pipelines.causal import CausalVideoPipeline
+    if isinstance(student, CausalFlowVideoTransformer):
+        return CausalVideoPipeline.from_teacher(teacher_pipe, student)
+    return teacher_pipe.with_student(student)

@@ -2,8 +2,7 @@
 
 ``run_summary`` reads a run's ``log.jsonl`` (steps, wall time without the pauses between resumed segments, last
 evaluation); ``run_stages`` follows ``init_from`` back through earlier runs, so a card can list every stage that
-made a model; ``student_pipeline`` puts a distilled student into its teacher's pipeline; ``store_half`` halves the
-bytes a folder adds to git (loading upcasts to the model's float32).
+made a model; ``store_half`` halves the bytes a folder adds to git (loading upcasts to the model's float32).
 """
 from __future__ import annotations
 
@@ -75,18 +74,3 @@ def store_half(folder: str | Path) -> None:
             metadata = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         save_file({k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}, str(path), metadata)
-
-
-def student_pipeline(teacher_pipe, folder: str | Path, ema: bool = True):
-    """``teacher_pipe`` with the distilled student saved in ``folder`` (a run's ``final/`` or a checkpoint: its EMA
-    weights unless ``ema=False``) as its transformer: a block-causal student (Self-Forcing, ``distill.student``) in a
-    ``CausalVideoPipeline`` on the teacher's VAE and text components, a flow student in the teacher's own class."""
-    from vidgen.generators import CausalFlowVideoTransformer, FlowVideoTransformer
-    from vidgen.pipelines import CausalVideoPipeline
-    from vidgen.training.checkpoint import load_trained
-    config = Path(folder) / "config.json"
-    if not config.is_file():
-        raise ConfigError(f"{folder}: no config.json; pass a distillation run's final/ or checkpoints/step_*")
-    causal = json.loads(config.read_text()).get("_class_name") == CausalFlowVideoTransformer.__name__
-    student = load_trained(CausalFlowVideoTransformer if causal else FlowVideoTransformer, folder, ema=ema)
-    return CausalVideoPipeline.from_teacher(teacher_pipe, student) if causal else teacher_pipe.with_student(student)
