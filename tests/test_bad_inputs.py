@@ -36,6 +36,7 @@ from vidgen.data.shards import parse_buckets
 from vidgen.generators.diffusers_window import window_attention
 from vidgen.generators.causal import CausalFlowVideoTransformer
 from vidgen.generators.distillation import distillation_spec
+from vidgen.pipelines.loading import student_class
 from vidgen.training.lora import add_lora
 from vidgen.data.shards import ShardDataset
 from vidgen.data.shards.sources import list_source, read_manifest
@@ -1061,6 +1062,9 @@ CASES: list[Case] = [
          lambda env: type(env.causal_pipe)(env.pipe.vae, env.causal_pipe.transformer, DDIMScheduler()),
          InvalidInputError, r"scheduler: the block-causal model is a flow-matching model and needs a FlowMatch\* "
          r"scheduler, got DDIMScheduler"),
+    Case("distill/student-folder-without-config", "config",
+         lambda env: student_class(env.path("no-such-student")), ConfigError,
+         r"no-such-student: no config.json; pass a distillation run's final/ or checkpoints/step_\*"),
     Case("distill/shift-not-positive", "config",
          lambda env: distillation_spec("dmd2", [1, 2], 3.0, shift=-1.0), ConfigError, r"distill.shift must be a number > 0"),
     Case("pipeline/nan-latents", "pipeline", lambda env: env.run_pipe(latents=_nan((1, 4, 2, 2, 2))),
