@@ -54,6 +54,7 @@ def test_a_streamed_chunk_equals_the_uncached_forward(chunk_frames):
             stream = ChunkStream(model, cond, (4, 4))
             for j in range(i):
                 stream.commit(clean[:, :, j * chunk_frames:(j + 1) * chunk_frames])
+            stream.predict(torch.randn_like(noisy[:, :, lo:hi]), 900.0)  # an earlier step: the next reuses its keys
             streamed = stream.predict(noisy[:, :, lo:hi], 700.0)
         assert reference.abs().max() > 1e-2  # a live prediction
         assert (streamed - reference).abs().max() <= 1e-5, i
@@ -148,15 +149,30 @@ def test_the_diffusion_forcing_loss_trains_and_sample_streams_guided_chunks():
     assert calls[0].shape == (2, 4, 6, 4, 4) and torch.isfinite(calls[0]).all() and torch.equal(*calls)
 
 
-def test_the_cache_holds_the_same_bytes_at_100_and_1025_latent_frames(one_thread):
+@pytest.mark.parametrize("deferred", [False, True])
+def test_the_cache_holds_the_same_bytes_at_100_and_1025_latent_frames(deferred, one_thread):
+    """Counted by the memory the held tensors keep alive (a slice keeps its whole base), for chunks cached by their
+    own pass and by a pass riding on the next chunk's call."""
     model = _model(chunk_frames=1, window_chunks=2, sink_chunks=1, depth=1)
     stream = ChunkStream(model, _cond(), (2, 2))
     held = []
+
+    def alive(tensors) -> tuple[int, int]:
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+        return sum(storages.values()), sum(t.nbytes for t in tensors)
+
     with torch.no_grad():
         for i in range(1025):
-            stream.commit(torch.randn(1, 4, 1, 2, 2, generator=torch.Generator().manual_seed(i)))
-            held.append(sum(k.nbytes + v.nbytes for layer in stream.cache.layers for k, v in layer.values())
-                        + sum(x.nbytes for x in stream.clean.values()))
+            x = torch.randn(1, 4, 1, 2, 2, generator=torch.Generator().manual_seed(i))
+            if deferred:
+                stream.predict(x, 500.0)  # runs the previous chunk's deferred pass
+                stream.commit_later(x)
+            else:
+                stream.commit(x)
+            tensors = [t for layer in stream.cache.layers for kv in layer.values() for t in kv]
+            kept, own = alive(tensors + list(stream.clean.values()))
+            assert kept == own, i  # nothing beyond the cached tensors' own bytes
+            held.append(kept)
     assert max(held[:100]) == max(held) == held[-1] > 0  # flat: the sink and the window, whatever the length
 
 

@@ -15,7 +15,7 @@ def script(load_script):
 
 def _bench() -> dict:
     row = {"sampling": {"num_inference_steps": 4}, "first_frame_s": 0.1, "steady_fps": 50.0,
-           "generate_ms_per_frame": 15.0, "decode_ms_per_frame": 5.0, "backbone_calls": 125, "tokens_per_call": 64}
+           "generate_ms_per_frame": 15.0, "decode_ms_per_frame": 5.0, "backbone_calls": 104, "tokens_per_call": 64}
     return {"frames": 100, "cpu": "test CPU", "date": "2026-01-01T00:00:00", "threads": 2,
             "targets": {"vs_autoregressive": 2.0, "vs_flow": 5.0, "first_frame_s": 0.3, "steady_fps": 24.0},
             "pipelines": {"causal": row,
@@ -25,10 +25,12 @@ def _bench() -> dict:
 
 def _demo() -> dict:
     videos = []
-    for i in range(8):  # 4 rotations (the causal pipeline misses all, flow one) and 4 moves right (both keep them)
-        motion = "rotate" if i < 4 else "right"
-        videos.append({"motion": motion, "detected": {"causal": {"motion": "still" if motion == "rotate" else motion},
-                                                       "flow": {"motion": "still" if i == 0 else motion}}})
+    for held_out in (False, True):  # per split: 4 rotations (the causal pipeline misses all, flow one) and 4 moves
+        for i in range(8):          # right (both keep them)
+            motion = "rotate" if i < 4 else "right"
+            videos.append({"motion": motion, "held_out": held_out,
+                           "detected": {"causal": {"motion": "still" if motion == "rotate" else motion},
+                                        "flow": {"motion": "still" if i == 0 else motion}}})
     adherence = {split: {"color": 1.0, "motion": 0.5, "color_motion": 0.5} for split in ("seen", "held_out", "all")}
     flow = {split: {"color": 1.0, "motion": 0.875, "color_motion": 0.875} for split in ("seen", "held_out", "all")}
     return {"videos": videos, "pipelines": {"causal": {"adherence": adherence, "fvd": {"value": 400.0}},
@@ -42,7 +44,7 @@ def test_speed_targets_read_met_or_missed_by_how_much_and_why(script):
     flow = rows["steady frames/s against flow"]
     assert not flow["met"] and flow["measured"] == 4.0 and flow["missed_by"] == pytest.approx(0.2)
     # the budget 5x flow leaves (1000 / 62.5 = 16 ms) against what a frame costs (20 ms: 15 latents + 5 decoding)
-    assert "16.0 ms a frame" in flow["why"] and "costs 20.0 ms" in flow["why"] and "125 backbone calls" in flow["why"]
+    assert "16.0 ms a frame" in flow["why"] and "costs 20.0 ms" in flow["why"] and "104 backbone calls" in flow["why"]
 
 
 def test_adherence_misses_name_the_motion_they_fall_on(script):
@@ -50,6 +52,10 @@ def test_adherence_misses_name_the_motion_they_fall_on(script):
     assert [r["met"] for r in rows] == [False, False]
     assert rows[0]["missed_by_points"] == pytest.approx(37.5)
     assert "'rotate' missed 4 of 4 times (flow: 1 of 4)" in rows[0]["why"] and "'still'" in rows[0]["why"]
+    demo = _demo()  # a pipeline that misses no motion still reads as missing on colour+motion, and says so
+    for v in demo["videos"]:
+        v["detected"]["causal"]["motion"] = v["motion"]
+    assert all("no motion missed" in row["why"] for row in script.adherence_targets(demo))
 
 
 def test_the_script_writes_its_file_and_table_and_names_a_missing_input(script, tmp_path, monkeypatch):

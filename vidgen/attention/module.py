@@ -131,8 +131,9 @@ class CrossAttention(nn.Module):
             raise InvalidInputError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
         if isinstance(context, tuple):
             k, v = context
+            mask = None if context_mask is None else context_mask[:, None, None]
             out = F.scaled_dot_product_attention(self.q_norm(_split_heads(self.q(x), self.num_heads)), k, v,
-                                                 attn_mask=None if context_mask is None else context_mask[:, None, None])
+                                                 attn_mask=mask)
             return self.proj(rearrange(out, "b h n d -> b n (h d)"))
         if context.dim() != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != self.context_dim:
             raise InvalidInputError(f"context must have shape ({x.shape[0]}, M, {self.context_dim}), "

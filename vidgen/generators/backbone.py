@@ -65,7 +65,8 @@ class Block(nn.Module):
     def forward(self, x, mod, grid, num_prefix_tokens: int, context=None, kv_cache=None, start: int = 0,
                 attend=None):
         """x: (B, N, d); mod: (B, 6, d) shared modulation, or (B, N, 6, d) per token; context: (B, M, d) text tokens
-        for cross-attention; ``attend(attn, y)``: the owner's own call of this block's attention module."""
+        for cross-attention, or this block's ``CrossAttention.context_kv`` of them; ``attend(attn, y)``: the owner's
+        own call of this block's attention module."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod + self.table).unbind(-2)  # each (B, [N,] d)
         y = modulate(self.norm1(x), shift_a, scale_a)
         if attend is not None:
@@ -116,8 +117,8 @@ class VideoTransformerBackbone(nn.Module):
                 kv_cache=None, start: int = 0, attend=None) -> torch.Tensor:
         """x: (B, L, d) video tokens; cond: (B, d) adaLN vector, or (B, L, d) per video token (no prefix then);
         prefix: (B, P, d) tokens placed before x; context: (B, M, d) cross-attention tokens, or per block its
-        ``CrossAttention.context_kv`` (a list: the keys and values projected once); ``attend(i, attn, y)``: the owner's own attention call in block
-        ``i`` (a causal owner's chunked attention), instead of the block's.
+        ``CrossAttention.context_kv`` (a list: the keys and values projected once); ``attend(i, attn, y)``: the
+        owner's own attention call in block ``i`` (a causal owner's chunked attention), instead of the block's.
 
         Without a cache, ``L == t*h*w``. With ``kv_cache`` (a ``ModelKVCache``), the tokens passed (prefix + x)
         sit at sequence positions ``[start, start + P + L)`` and attend the cached past; ``num_prefix_tokens``
@@ -139,7 +140,7 @@ class VideoTransformerBackbone(nn.Module):
             tokens = split_tokens(tokens, sp)
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_cache is None else kv_cache.layers[i]
-            ctx = context[i] if isinstance(context, list) else context  # a list: each block's own context_kv
+            ctx = context[i] if isinstance(context, list) else context  # a list: each block's context_kv
             block_attend = None if attend is None else (lambda attn, y, i=i: attend(i, attn, y))
             if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None:
                 tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, ctx, None, 0,

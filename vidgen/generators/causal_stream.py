@@ -182,7 +182,6 @@ class ChunkStream:
             key = (j, tuple(attended), self.cache)  # the same at each of a chunk's steps: rotated once
             runs.append((j, first, chunk.shape[2] * hw, writes, self._contexts.setdefault(key, {}), attended))
             first += chunk.shape[2] * hw
-        self._contexts = {key: ctx for key, ctx in self._contexts.items() if key[0] >= i - 1}
 
         def attend(layer, attn, y):
             q, k, v = qkv_heads(attn, y)
@@ -192,8 +191,8 @@ class ChunkStream:
                     contexts[layer] = rotated_context(attn, [cached[a][0] for a in attended],
                                                       [cached[a][1] for a in attended], grid[1:], m.rope)
                 qj, kj, vj = q[:, :, lo:lo + n], k[:, :, lo:lo + n], v[:, :, lo:lo + n]
-                if writes:
-                    cached[j] = (kj, vj)
+                if writes:  # copies: a slice would keep the whole call's projections alive in the cache
+                    cached[j] = (kj.clone(), vj.clone())
                 ctx = contexts[layer]
                 frames = (n + (ctx[0].shape[2] if ctx else 0)) // hw
                 outs.append(attend_rotated(attn, qj, kj, vj, frames, grid[1:], m.rope, ctx))
@@ -208,11 +207,12 @@ class ChunkStream:
         """The velocity for the next chunk at ``latents`` (B, C, c, h, w), ``timestep`` (B,) or a number; a deferred
         commit (:meth:`commit_later`) rides on this call."""
         t = torch.as_tensor(timestep, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
+        if self.pending is not None and self.pending.shape[2] != self.model.config.chunk_frames:
+            self.flush()  # a shorter chunk (a video's last) is cached on its own: its frames' levels are per chunk
         if self.pending is None:
             return self._run(latents, t, self.next, write=False)
-        clean, self.pending = self.pending, None
-        velocity = self._run(latents, t, self.next + 1, write=False, before=clean)
-        self._advance(clean)
+        velocity = self._run(latents, t, self.next + 1, write=False, before=self.pending)
+        self._advance(self.pending)
         return velocity
 
     def _cache_clean(self, clean: torch.Tensor, i: int, cached_only: bool = False) -> None:
@@ -220,10 +220,13 @@ class ChunkStream:
         self._run(clean, clean.new_zeros(clean.shape[0], dtype=torch.float32), i, write=True, cached_only=cached_only)
 
     def _advance(self, clean: torch.Tensor) -> None:
+        """Chunk ``next`` is cached: keep its latents (for a re-cache), drop what later chunks never attend."""
+        self.pending = None
         self.clean[self.next] = clean
         self.next += 1
         self.cache.keep(self.next)
         self.clean = {j: x for j, x in self.clean.items() if j in self.cache.layers[0]}
+        self._contexts = {key: ctx for key, ctx in self._contexts.items() if key[0] >= self.next}
 
     def commit(self, clean: torch.Tensor) -> None:
         """Cache chunk ``self.next`` from its clean latents (a pass at timestep 0), then move to the next chunk."""
@@ -239,19 +242,19 @@ class ChunkStream:
     def flush(self) -> None:
         """Run a deferred commit now."""
         if self.pending is not None:
-            clean, self.pending = self.pending, None
-            self.commit(clean)
+            self._cache_clean(self.pending, self.next)
+            self._advance(self.pending)
 
     def recache(self, cond: Optional[Conditioning], drop: Optional[torch.Tensor] = None) -> None:
         """Switch the prompt: re-encode the cached chunks under ``cond`` (and its null-condition flags ``drop``),
         in order (LongLive's KV re-cache)."""
         self.flush()
         self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
-        self._embedded = None
+        self._embedded, self._contexts = None, {}
         self.cache = RollingKVCache(len(self.model.backbone.blocks), self.chunking)
         for j, clean in kept:
             self._cache_clean(clean, j, cached_only=True)
-        self.next = upto
+        self.next, self._contexts = upto, {}
 
 
 @torch.no_grad()
@@ -303,7 +306,7 @@ def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Condition
                                return_dict=False)[0]
             x, stopped = step_callback(callback, step, t, "latents", x, guidance)
             stop, step = stop or stopped, step + 1
-        stream.commit_later(torch.cat([x, x]) if doubled else x)  # its pass rides on the next chunk's first
+        stream.commit_later(torch.cat([x, x]) if doubled else x.clone())  # rides on the next chunk's first call
         yield x
         if stop:
             return

@@ -71,8 +71,12 @@ def student_class(folder):
     config = Path(folder) / "config.json"
     if not config.is_file():
         raise ConfigError(f"{folder}: no config.json; pass a distillation run's final/ or checkpoints/step_*")
-    causal = json.loads(config.read_text()).get("_class_name") == CausalFlowVideoTransformer.__name__
-    return CausalFlowVideoTransformer if causal else FlowVideoTransformer
+    name = json.loads(config.read_text()).get("_class_name")
+    classes = {name: cls for cls in (CausalFlowVideoTransformer, FlowVideoTransformer)
+               for name in (cls.__name__, *getattr(cls, "former_class_names", ()))}
+    if name not in classes:
+        raise ConfigError(f"{config}: _class_name {name!r} is not a distilled transformer (one of {sorted(classes)})")
+    return classes[name]
 
 
 def with_student(teacher_pipe, student):
