@@ -25,10 +25,25 @@ def run_group(fn, *args, world: int = WORLD, timeout: float = 300):
     is re-raised here with its traceback. Forked where the platform allows (the workers start with vidgen already
     imported: seconds instead of an interpreter start and imports each). A fork copies the locks other threads hold,
     so inductor's compile workers, left running by an in-process torch.compile, are shut down first (a compiling
-    child otherwise waits on their locks forever), and any other thread but tqdm's idle monitor means a spawn."""
+    child otherwise waits on their locks forever), and any other thread but tqdm's idle monitor means a spawn. A fork
+    whose workers find autograd's threads started in this process (torch refuses their backward) is run again
+    spawned."""
+    method = "fork" if _fork_is_safe() else "spawn"
+    try:
+        return _run_group(method, fn, args, world, timeout)
+    except AssertionError as err:  # a parent whose autograd started its device threads cannot fork a backward
+        if method != "fork" or AUTOGRAD_FORK not in str(err):
+            raise
+        return _run_group("spawn", fn, args, world, timeout)
+
+
+AUTOGRAD_FORK = "Unable to handle autograd's threading in combination with fork-based multiprocessing"
+
+
+def _run_group(method: str, fn, args, world: int, timeout: float):
     import multiprocessing as mp
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = mp.get_context("fork" if _fork_is_safe() else "spawn")
+        ctx = mp.get_context(method)
         queue = ctx.Queue()
         procs = [ctx.Process(target=_worker, args=(fn, rank, world, os.path.join(tmp, "rdzv"), queue, args))
                  for rank in range(world)]
