@@ -156,8 +156,8 @@ def main(argv=None) -> int:
                       "first_chunk_frames": rs[0]["first_chunk_frames"], "rounds": rs}
     result = {"frames": args.frames, "size": args.size, "batch": 1, "rounds": args.rounds, "precision": "fp32",
               "decoder_ceiling_fps": statistics.median(ceiling), "pipelines": rows, "targets": TARGETS}
-    for row in rows.values():  # where a frame's time goes: making its latents, and the rest (decoding, handing out),
-        row["generate_ms_per_frame"] = 1e3 * row["generate_s"] / args.frames  # paired within each round
+    for row in rows.values():  # where a frame's time goes: making its latents, and the rest (decoding, handing out)
+        row["generate_ms_per_frame"] = 1e3 * row["generate_s"] / args.frames  # the rest paired within each round:
         row["decode_ms_per_frame"] = 1e3 * statistics.median(r["total_s"] - r["generate_s"]
                                                              for r in row["rounds"]) / args.frames
     if "causal" in rows:

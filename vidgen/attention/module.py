@@ -129,24 +129,21 @@ class CrossAttention(nn.Module):
         True = real token."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise InvalidInputError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
-        if isinstance(context, tuple):
-            k, v = context
-            mask = None if context_mask is None else context_mask[:, None, None]
-            out = F.scaled_dot_product_attention(self.q_norm(_split_heads(self.q(x), self.num_heads)), k, v,
-                                                 attn_mask=mask)
-            return self.proj(rearrange(out, "b h n d -> b n (h d)"))
-        if context.dim() != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != self.context_dim:
+        projected = isinstance(context, tuple)  # keys and values made by context_kv
+        if not projected and (context.dim() != 3 or context.shape[0] != x.shape[0]
+                              or context.shape[-1] != self.context_dim):
             raise InvalidInputError(f"context must have shape ({x.shape[0]}, M, {self.context_dim}), "
                                     f"got {tuple(context.shape)}")
+        tokens = (context[0].shape[0], context[0].shape[2]) if projected else tuple(context.shape[:2])  # (B, M)
         attn_mask = None
         if context_mask is not None:
-            if context_mask.shape != context.shape[:2] or context_mask.dtype != torch.bool:
-                raise InvalidInputError(f"context_mask must be bool of shape {tuple(context.shape[:2])}, "
+            if context_mask.shape != tokens or context_mask.dtype != torch.bool:
+                raise InvalidInputError(f"context_mask must be bool of shape {tokens}, "
                                         f"got {context_mask.dtype} {tuple(context_mask.shape)}")
             if not bool(context_mask.any(dim=1).all()):
                 raise InvalidInputError("context_mask must keep at least one context token per sample")
             attn_mask = context_mask[:, None, None, :]  # (B, 1, 1, M)
         q = self.q_norm(_split_heads(self.q(x), self.num_heads))
-        k, v = self.context_kv(context)
+        k, v = context if projected else self.context_kv(context)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))

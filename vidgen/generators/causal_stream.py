@@ -250,11 +250,11 @@ class ChunkStream:
         in order (LongLive's KV re-cache)."""
         self.flush()
         self.cond, self.drop, kept, upto = cond, drop, sorted(self.clean.items()), self.next
-        self._embedded, self._contexts = None, {}
+        self._embedded = None
         self.cache = RollingKVCache(len(self.model.backbone.blocks), self.chunking)
         for j, clean in kept:
             self._cache_clean(clean, j, cached_only=True)
-        self.next, self._contexts = upto, {}
+        self.next, self._contexts = upto, {}  # the old cache's memos and the re-cache's own
 
 
 @torch.no_grad()

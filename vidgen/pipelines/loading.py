@@ -72,8 +72,8 @@ def student_class(folder):
     if not config.is_file():
         raise ConfigError(f"{folder}: no config.json; pass a distillation run's final/ or checkpoints/step_*")
     name = json.loads(config.read_text()).get("_class_name")
-    classes = {name: cls for cls in (CausalFlowVideoTransformer, FlowVideoTransformer)
-               for name in (cls.__name__, *getattr(cls, "former_class_names", ()))}
+    classes = {alias: cls for cls in (CausalFlowVideoTransformer, FlowVideoTransformer)
+               for alias in (cls.__name__, *getattr(cls, "former_class_names", ()))}
     if name not in classes:
         raise ConfigError(f"{config}: _class_name {name!r} is not a distilled transformer (one of {sorted(classes)})")
     return classes[name]
