@@ -3,17 +3,22 @@
 (random weights, bf16) at 480x832, 81 frames (latents 21x60x104, 32,760 tokens), text 512 tokens.
 
 Rows:
-* one denoising step with classifier-free guidance as Wan's pipeline runs it (two transformer passes), dense (the
-  model's own SDPA attention) against vidgen's 3D window attention swapped into every block
-  (:func:`vidgen.generators.diffusers_window.window_attention`, ``--window`` in tokens of the 21x30x52 grid) and
-  against tile-aligned windows (``--tile-window`` tiles of ``--tile`` tokens), each eager and under
-  ``torch.compile``, with the peak GPU memory of the step;
+* one denoising step with classifier-free guidance as Wan's pipeline runs it (two transformer passes), under
+  ``torch.compile`` (regional: each transformer block compiled once and reused, as diffusers'
+  ``compile_repeated_blocks``) and eager, with the peak GPU memory of the step:
+  - dense (the model's own SDPA attention) against vidgen's 3D window attention swapped into every block
+    (:func:`vidgen.generators.diffusers_window.window_attention`, ``--window`` in tokens of the 21x30x52 grid);
+  - tile-aligned windows (``--tile-window`` tiles of ``--tile`` tokens) against dense at ``--tile-size``: the Triton
+    kernel runs tiles of 128 tokens that divide the grid, and none divides 21x30x52, so they are timed at 512x768
+    (21x32x48 tokens, 98.5 % of 480x832's) in tiles of 1x8x16;
+  each windowed row names the attention backend that ran it;
 * one LoRA training step (rank ``--lora-rank`` on to_q / to_k / to_v / to_out.0, bf16 autocast over fp32 adapter
   weights, gradient checkpointing, AdamW) on a ``--train-frames`` x 480 x 832 clip: seconds per step and peak memory.
 
 Each row: a first call (compile / warm-up, reported as ``first_call_s``), then ``--rounds`` timed calls with
-``torch.cuda.synchronize()`` around each; ``s`` is their median. The results file is rewritten after every row and
-a time guard (``--budget-s``) skips rows that would start past it, so a stopped run keeps what it measured.
+``torch.cuda.synchronize()`` around each; ``s`` is their median. The compiled rows come first (the target, tile
+windows at least 2x dense, is read from them), the results file is rewritten after every row, and a time guard
+(``--budget-s``) skips rows that would start past it, so a stopped run keeps what it measured.
 
     python eval/bench_diffusers_models.py --out docs/results/bench_diffusers_models_gpu.json   # GPU
     python eval/bench_diffusers_models.py --quick --out /tmp/q.json   # CPU, seconds: a tiny Wan, no compile
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import write_result  # noqa: E402  (imported first: the run's start load)
+from results import source_provenance, target, write_result  # noqa: E402  (imported first: the start load)
 
 import torch  # noqa: E402
 
@@ -35,6 +40,8 @@ import torch  # noqa: E402
 WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                 qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+#: the files of the shipped Triton attention kernel, hashed into the results (what code the windowed rows ran)
+KERNEL_FILES = ("vidgen/attention/triton_jit.py", "vidgen/attention/triton_kernel.py")
 TINY = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, text_dim=32, ffn_dim=64, num_layers=2)
 
 
@@ -47,8 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--text-tokens", type=int, default=512)
     p.add_argument("--window", default="7,15,27", help="t,h,w window in tokens of the transformer's grid")
-    p.add_argument("--tile", default="3,6,8", help="t,h,w tile of the tile-aligned window, in tokens")
-    p.add_argument("--tile-window", default="3,3,3", help="t,h,w tile-aligned window, in tiles")
+    p.add_argument("--tile", default="1,8,16", help="t,h,w tile of the tile-aligned window, in tokens")
+    p.add_argument("--tile-window", default="5,3,3", help="t,h,w tile-aligned window, in tiles")
+    p.add_argument("--tile-size", default="512,768", help="height,width of the tile-window rows and their dense row")
     p.add_argument("--train-frames", type=int, default=33, help="frames of the LoRA training clip (at height x width)")
     p.add_argument("--lora-rank", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
@@ -58,9 +66,9 @@ def parse_args(argv=None):
     if args.quick:
         args.frames, args.height, args.width, args.text_tokens, args.train_frames = 9, 64, 64, 16, 5
         args.window, args.rounds, args.no_compile, args.lora_rank = "1,3,3", 2, True, 4
-        args.tile, args.tile_window = "1,2,2", "1,3,3"
-    args.window, args.tile, args.tile_window = (tuple(int(w) for w in a.split(","))
-                                                for a in (args.window, args.tile, args.tile_window))
+        args.tile, args.tile_window, args.tile_size = "1,2,2", "1,3,3", "64,64"
+    args.window, args.tile, args.tile_window, args.tile_size = (
+        tuple(int(w) for w in a.split(",")) for a in (args.window, args.tile, args.tile_window, args.tile_size))
     return args
 
 
@@ -118,34 +126,68 @@ def build(args, device):
     return DiffusersVideoTransformer(model.eval()), dtype
 
 
+def compile_blocks(model) -> list:
+    """Regional compilation: each repeated transformer block (the model's ``_repeated_blocks`` classes, as diffusers'
+    ``compile_repeated_blocks`` finds them) replaced by its ``torch.compile`` wrapper, one graph reused by every block
+    of a class. Returns the undo: ``[(module list, index, block)]``."""
+    names = set(getattr(model, "_repeated_blocks", None) or ())
+    undo = []
+    for parent in model.modules():
+        if isinstance(parent, torch.nn.ModuleList):
+            for i, block in enumerate(parent):
+                if type(block).__name__ in names:
+                    undo.append((parent, i, block))
+                    parent[i] = torch.compile(block)
+    if not undo:
+        raise RuntimeError(f"{type(model).__name__} names no repeated blocks to compile")
+    return undo
+
+
+def attention_backend(gen, token_grid, window, tile, dtype, device) -> str:
+    """The backend ``attention3d``'s "auto" picks for the model's attention at this grid (what the row ran)."""
+    from vidgen.attention import make_pattern
+    from vidgen.attention.api import choose_backend
+    heads, head_dim = gen.config.num_attention_heads, gen.config.attention_head_dim
+    q = torch.empty(1, heads, int(torch.tensor(token_grid).prod()), head_dim, dtype=dtype, device=device)
+    return choose_backend(q, q, q, make_pattern(token_grid, window, tile=tile))
+
+
 def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
-    """One CFG denoising step (two passes), dense / windowed x eager / compiled."""
+    """One CFG denoising step (two passes): compiled, then eager; dense and exact windows at the video's size, dense
+    and tile windows at ``--tile-size``."""
     from vidgen.generators import Conditioning
     from vidgen.generators.diffusers_window import window_attention
-    grid = latent_grid(args.frames, args.height, args.width)
     g = torch.Generator(device).manual_seed(0)
-    x = torch.randn(1, gen.in_channels, *grid, device=device, generator=g)
     text_dim = gen.config.text_dim
     cond = Conditioning(torch.randn(1, args.text_tokens, text_dim, device=device, generator=g, dtype=dtype))
     neg = Conditioning(torch.randn(1, args.text_tokens, text_dim, device=device, generator=g, dtype=dtype))
     t = torch.tensor([500.0], device=device)
-    for compiled in ([False] if args.no_compile else [False, True]):
-        call = torch.compile(gen.model) if compiled else gen.model
-        for attention in ("dense", "windowed", "tiled"):
-            window = {"dense": None, "windowed": args.window, "tiled": args.tile_window}[attention]
-            row = {"row": "denoising_step", "attention": attention, "compile": compiled, "latent_grid": list(grid),
+    sizes = {"dense": (args.height, args.width), "windowed": (args.height, args.width),
+             "dense_tile_size": args.tile_size, "tiled": args.tile_size}
+    for compiled in ([False] if args.no_compile else [True, False]):
+        undo = compile_blocks(gen.model) if compiled else []
+        same = tuple(args.tile_size) == (args.height, args.width)  # then one dense row serves both
+        for attention in ("tiled", "dense", "windowed") if same else ("dense_tile_size", "tiled", "dense", "windowed"):
+            height, width = sizes[attention]
+            grid = latent_grid(args.frames, height, width)
+            window = {"windowed": args.window, "tiled": args.tile_window}.get(attention)
+            tile = args.tile if attention == "tiled" else None
+            row = {"row": "denoising_step", "attention": attention.replace("_tile_size", ""), "compile": compiled,
+                   "video": [args.frames, height, width], "latent_grid": list(grid),
                    "token_grid": list(gen.token_grid(grid)), "window": None if window is None else list(window),
-                   "tile": list(args.tile) if attention == "tiled" else None, "cfg_passes": 2}
+                   "tile": None if tile is None else list(tile), "cfg_passes": 2}
+            if window is not None:
+                row["backend"] = attention_backend(gen, gen.token_grid(grid), window, tile, dtype, device)
             if time.time() > deadline:
                 save({**row, "skipped": "time budget spent"})
                 continue
-            handle = None if window is None else window_attention(
-                gen, window, tile=args.tile if attention == "tiled" else None)
+            x = torch.randn(1, gen.in_channels, *grid, device=device, generator=g)
+            handle = None if window is None else window_attention(gen, window, tile=tile)
 
             @torch.no_grad()
             def one_step():
                 for c in (cond, neg):  # Wan guides with one pass per condition
-                    call(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=c.text, return_dict=False)
+                    gen.model(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=c.text, return_dict=False)
             try:
                 row.update(timed(one_step, device, args.rounds))
             except Exception as err:  # noqa: BLE001  (an out-of-memory or compile failure is a result too)
@@ -155,7 +197,33 @@ def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
                     row["windowed_calls"] = handle.state.windowed_calls
                     handle.remove()
             save(row)
+        for parent, i, block in undo:
+            parent[i] = block
         torch._dynamo.reset()
+
+
+def targets(rows: list) -> list:
+    """Tile windows at least 2x dense for a compiled denoising step at the tile rows' size (the eager ratio where no
+    compiled row was measured); exact windows against dense at the video's size, reported without a target."""
+    def seconds(attention, compiled, size_of):
+        found = [r["s"] for r in rows if r.get("row") == "denoising_step" and r["attention"] == attention
+                 and r["compile"] == compiled and "s" in r and r["video"][1:] == size_of]
+        return found[0] if found else None
+
+    out = []
+    tile_rows = [r for r in rows if r.get("attention") == "tiled"]
+    window_rows = [r for r in rows if r.get("attention") == "windowed"]
+    for name, rows_of, kind, at_least in (("tile windows", tile_rows, "tiled", 2.0),
+                                          ("exact windows", window_rows, "windowed", None)):
+        for compiled in (True, False):
+            size = rows_of[0]["video"][1:] if rows_of else None
+            dense, windowed = seconds("dense", compiled, size), seconds(kind, compiled, size)
+            ratio = dense / windowed if dense and windowed else None
+            label = f"{name} / dense, {'compiled' if compiled else 'eager'} step" + (f" at {size[0]}x{size[1]}"
+                                                                                      if size else "")
+            out.append(target(label, ratio, at_least) if at_least else {"target": label, "measured": ratio,
+                                                                         "result": "reported, no target"})
+    return out
 
 
 def lora_row(args, gen, dtype, device, deadline: float, save) -> None:
@@ -211,16 +279,24 @@ def main(argv=None) -> int:
     payload = {"model": "Wan2.1-T2V-1.3B architecture (random weights)" if not args.quick else "tiny Wan (--quick)",
                "parameters_m": sum(p.numel() for p in gen.parameters()) / 1e6, "dtype": str(dtype).split(".")[-1],
                "video": [args.frames, args.height, args.width], "text_tokens": args.text_tokens,
-               **device_info(device), "rows": rows}
+               **device_info(device), "source": source_provenance(KERNEL_FILES), "rows": rows}
+    try:
+        import triton
+        payload["triton"] = triton.__version__
+    except ImportError:
+        payload["triton"] = None
 
     def save(row):
         rows.append(row)
+        payload["targets"] = targets(rows)
         write_result(args.out, payload)
         print({k: v for k, v in row.items() if k != "times_s"}, flush=True)
 
     deadline = start + args.budget_s
     step_rows(args, gen, dtype, device, deadline, save)
     lora_row(args, gen, dtype, device, deadline, save)
+    for t in payload["targets"]:
+        print(f"target {t['target']}: {t['result']} ({t['measured']})")
     print(f"wrote {args.out} in {time.time() - start:.0f} s")
     return 0
 

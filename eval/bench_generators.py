@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.ceiling import describe, gemm_ceilings  # noqa: E402
+from eval.results import source_provenance  # noqa: E402
 from vidgen.attention.kv_cache import ModelKVCache  # noqa: E402
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,  # noqa: E402
                                MaskedVideoTransformer, generate_ids, generate_latents, generate_tokens)
@@ -295,17 +296,19 @@ def main(argv=None) -> int:
     results = dict(command=" ".join(["python", *sys.argv]), torch=torch.__version__, threads=args.threads,
                    date=datetime.now().isoformat(timespec="seconds"), loadavg_start=load_start,
                    config=vars(args), ceilings=ceilings, training=[], sampling=[], device=DEVICE.type,
-                   gpu=torch.cuda.get_device_name(DEVICE) if gpu else None)
+                   gpu=torch.cuda.get_device_name(DEVICE) if gpu else None, triton=_triton_version(),
+                   source=source_provenance(("vidgen/attention/triton_jit.py", "vidgen/attention/triton_kernel.py")))
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save():  # after every row: a run stopped from outside keeps what it measured
         out_path.write_text(json.dumps(results, indent=2))
-    for preset in args.presets:
+    for i, preset in enumerate(args.presets):
         for kind in ("flow", "masked"):
             results["training"].append(training(kind, preset, grid, args, ceilings))
             save()
-    results["ar_decode_step"] = decode_step(grid, args)
-    save()
+        if i == 0:  # the decode step right after the first preset: a run stopped from outside still has it
+            results["ar_decode_step"] = decode_step(grid, args)
+            save()
     for kind in ("masked", "flow", "ar"):
         results["sampling"].append(sampling(kind, grid, args))
         save()
@@ -319,6 +322,14 @@ def main(argv=None) -> int:
           f"wrote {out_path}")
     torch.set_num_threads(threads)
     return 0
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
 
 
 def best_bf16(precisions: dict) -> tuple[str, dict]:

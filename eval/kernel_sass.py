@@ -148,6 +148,71 @@ def measure(configs=None, head_dim: int = 128, progress=print) -> list:
     return rows
 
 
+#: the GPU benchmark's shape (b) (eval/bench_attention_gpu.py): its exact window, and its tile-aligned window of
+#: 9x3x3 tiles of 2x8x8 tokens (18x24x24 keys a query, as NATTEN's)
+TILE_SHAPE = dict(grid=(30, 48, 80), window=(18, 24, 24), tile=(2, 8, 8), tile_window=(9, 3, 3))
+LISTS = (("forward", "fwd_kernel", "forward"), ("backward dK/dV", "bwd_kv_kernel", "backward_kv"),
+         ("backward dQ", "bwd_q_kernel", "backward_q"))
+
+
+def visits(pattern) -> dict:
+    """The full and the partial tile visits of each kernel's lists for ``pattern`` on a GPU (128x64 forward, 64x64
+    backward tiles), in the layout the kernel runs it in: the tiles themselves for a tile-aligned window."""
+    from vidgen.attention import tiles
+    m, n, backward = KERNELS[0][2], KERNELS[0][3], KERNELS[1][2]
+    box = pattern.tile if pattern.tile is not None else tiles.choose_box(pattern, m, n)
+    plan = tiles.kernel_plan(pattern, box, m, n, backward)
+    return {field: dict(full=int(getattr(plan, field).full_count.sum()),
+                        partial=int(getattr(plan, field).partial_count.sum())) for _, _, field in LISTS}
+
+
+def per_iteration(rows: list, counts: dict) -> dict:
+    """Per kernel: SASS instructions per visited tile, averaged over the visits (full tiles run the full loop's body,
+    partial ones the partial loop's), with each kernel's first packed-mask launch config of ``rows``."""
+    out = {}
+    for label, function, field in LISTS:
+        row = next(r for r in rows if r["function"] == function and r["mask"] == "packed")
+        full, partial = counts[field]["full"], counts[field]["partial"]
+        average = (full * row["full"]["instructions"] + partial * row["partial"]["instructions"]) / (full + partial)
+        out[label] = dict(**counts[field], num_warps=row["num_warps"], num_stages=row["num_stages"],
+                          instructions_per_iteration=round(average, 1),
+                          full_loop_instructions=row["full"]["instructions"])
+    return out
+
+
+def tile_windows(rows: list, shape: dict = TILE_SHAPE) -> dict:
+    """Exact against tile-aligned windows at ``shape``: each kernel's visits and instructions per visited tile. A
+    tile-aligned window visits whole tiles only, so its every iteration is the full loop's body."""
+    from vidgen.attention import make_pattern
+    exact = make_pattern(shape["grid"], shape["window"])
+    tiled = make_pattern(shape["grid"], shape["tile_window"], tile=shape["tile"])
+    out = {key: per_iteration(rows, visits(pattern)) for key, pattern in (("exact", exact), ("tiled", tiled))}
+    out["tile_iterations_equal_the_full_loop"] = all(
+        k["partial"] == 0 and k["instructions_per_iteration"] == k["full_loop_instructions"]
+        for k in out["tiled"].values())
+    return {**{k: list(v) if isinstance(v, tuple) else v for k, v in shape.items()}, **out}
+
+
+def tile_table(results: dict) -> list:
+    """The lines under the table: exact against tile-aligned windows at the GPU benchmark's shape (b)."""
+    t = results.get("tile_windows")
+    if t is None:
+        return []
+    x = "×".join
+    lines = ["", f"At the GPU benchmark's shape (b), {x(map(str, t['grid']))} tokens, exact window "
+             f"{x(map(str, t['window']))} against tile-aligned windows of {x(map(str, t['tile_window']))} tiles of "
+             f"{x(map(str, t['tile']))} tokens (the kernels' lists for a GPU's tiles; instructions per visit "
+             f"with each kernel's first packed-code launch config above):", "",
+             "| kernel | exact: full / partial visits | exact: instructions per visit | tile: full / partial visits | "
+             "tile: instructions per visit | full loop |", "|---" * 6 + "|"]
+    for label, e in t["exact"].items():
+        g = t["tiled"][label]
+        lines.append(f"| {label} | {e['full']:,} / {e['partial']:,} | {e['instructions_per_iteration']:,.0f} | "
+                     f"{g['full']:,} / {g['partial']:,} | {g['instructions_per_iteration']:,.0f} | "
+                     f"{g['full_loop_instructions']:,} |")
+    return lines
+
+
 def readme_table(results: dict) -> str:
     """docs/attention.md's ``<!-- table:kernel_sass -->``: each partial loop, packed beside coordinates."""
     lines = ["| kernel (tiles) | warps, stages | full loop | partial loop, packed codes | partial loop, coordinates | "
@@ -170,7 +235,7 @@ def readme_table(results: dict) -> str:
               f"query or key tile of the backward), sm_{m['capability']}, bf16, head dim {rows[0]['head_dim']}, "
               f"non-causal without prefix; compiled on a CPU ({results['cpu']}) with Triton {m['triton']}'s own "
               f"ptxas, {results['date'][:10]}. Counts, not timings. `{results['command']}`."]
-    return "\n".join(lines)
+    return "\n".join(lines + tile_table(results))
 
 
 def write_table(results_path: Path = OUT, page: Path = ROOT / "docs" / "attention.md") -> str:
@@ -187,7 +252,8 @@ def main(argv=None) -> int:
     if not args.table:
         import triton
         rows = measure()
-        write_result(args.out, dict(machine=dict(capability=90, triton=triton.__version__), rows=rows))
+        write_result(args.out, dict(machine=dict(capability=90, triton=triton.__version__), rows=rows,
+                                    tile_windows=tile_windows(rows)))
         print(f"wrote {args.out}")
     write_table(args.out)
     print(f"docs/attention.md's table from {args.out}")

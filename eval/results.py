@@ -75,7 +75,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def source_provenance(files) -> dict:
     """Which code made a result: the git commit (``VIDGEN_SOURCE_COMMIT``, which the device scripts carry to a
     machine without the repository's history, else ``git``), whether the tree had uncommitted changes, and the
-    sha256 of each of ``files`` (paths relative to the repository root) as they are now."""
+    sha256 of each of ``files`` (paths relative to the repository root) as they are now; with
+    ``VIDGEN_SOURCE_SHA256`` (``path=sha256,...`` at the carried commit) also whether they still match it."""
     import hashlib
     import subprocess
     commit, dirty = os.environ.get("VIDGEN_SOURCE_COMMIT", ""), os.environ.get("VIDGEN_SOURCE_DIRTY")
@@ -87,8 +88,21 @@ def source_provenance(files) -> dict:
                                    capture_output=True, text=True, check=True).stdout.strip() != ""
         except (OSError, subprocess.CalledProcessError):
             commit = None
-    return {"commit": commit or None, "dirty": dirty in (True, "1", "true") if dirty is not None else None,
-            "sha256": {str(f): hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f in files}}
+    sha = {str(f): hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f in files}
+    out = {"commit": commit or None, "dirty": dirty in (True, "1", "true") if dirty is not None else None, "sha256": sha}
+    at_commit = dict(item.split("=", 1) for item in os.environ.get("VIDGEN_SOURCE_SHA256", "").split(",") if "=" in item)
+    if at_commit:  # the files' hashes at the carried commit: a tree changed after it was recorded is flagged
+        out["files_match_commit"] = all(at_commit.get(f) == h for f, h in sha.items() if f in at_commit)
+    return out
+
+
+def target(name: str, measured, at_least: float, unit: str = "x") -> dict:
+    """A target as a result states it: met, missed by how much, or not measured (``measured`` None)."""
+    if measured is None:
+        return {"target": name, "at_least": at_least, "unit": unit, "measured": None, "result": "not measured"}
+    met = measured >= at_least
+    return {"target": name, "at_least": at_least, "unit": unit, "measured": round(float(measured), 4),
+            "result": "met" if met else f"missed by {at_least - measured:.2f}{unit}"}
 
 
 def pinned_versions(*names: str) -> dict:

@@ -62,6 +62,20 @@ def test_the_committed_gpu_results_were_made_by_the_kernel_that_ships():
         pytest.skip("docs/results/bench_attention_gpu.json is from a run before the kernel's hashes were recorded")
     for name, digest in recorded["source"]["sha256"].items():
         assert digest == hashlib.sha256((ROOT / name).read_bytes()).hexdigest(), f"{name} changed since the GPU run"
+    assert recorded["source"].get("files_match_commit", True), "the device ran files that differ from its commit"
+
+
+def test_provenance_flags_files_that_differ_from_the_carried_commit(load_script, monkeypatch):
+    results = load_script("eval/results.py")
+    name = "vidgen/attention/triton_jit.py"
+    digest = hashlib.sha256((ROOT / name).read_bytes()).hexdigest()
+    monkeypatch.setenv("VIDGEN_SOURCE_COMMIT", "abc123")
+    monkeypatch.setenv("VIDGEN_SOURCE_DIRTY", "0")
+    monkeypatch.setenv("VIDGEN_SOURCE_SHA256", f"{name}={digest},")
+    got = results.source_provenance([name])
+    assert got == {"commit": "abc123", "dirty": False, "sha256": {name: digest}, "files_match_commit": True}
+    monkeypatch.setenv("VIDGEN_SOURCE_SHA256", f"{name}={'0' * 64},")
+    assert results.source_provenance([name])["files_match_commit"] is False
 
 
 def test_pairs_and_flops_are_counted_from_the_mask(quick):
@@ -136,10 +150,30 @@ def test_the_docs_table_renders_through_readme_tables(quick, load_script, tmp_pa
 def test_the_time_guard_skips_shapes_that_would_start_past_the_deadline(load_script):
     bench = load_script("eval/bench_attention_gpu.py")
     rows = bench.run_shapes(bench.SHAPES, torch.device("cpu"), torch.float32, 5, 5, time.perf_counter() - 1)
-    assert [r["key"] for r in rows] == ["a", "c", "b"] and all("time guard" in r["skipped"] for r in rows)
+    assert [r["key"] for r in rows] == ["b", "a", "c"] and all("time guard" in r["skipped"] for r in rows)
     table = bench.readme_table(dict(rows=rows, machine=dict(gpu="GPU", driver="1", torch="t", triton="3", cuda="13"),
                                     dtype="bf16", date="2026-01-01", elapsed_s=1.0, command="python x"))
     assert table.count("time guard") == 3
+
+
+def test_targets_are_met_missed_by_how_much_or_not_measured(load_script):
+    bench = load_script("eval/bench_attention_gpu.py")
+
+    def shape(key, vs_flex, triton_dense, tile_dense=None):
+        backends = {"triton": {"speedup_vs_dense": triton_dense}}
+        if tile_dense is not None:
+            backends["triton_tile"] = {"speedup_vs_dense": tile_dense}
+        return {"key": key, "passes": {p: {"triton_speedup_vs_flex": vs_flex, "backends": backends}
+                                       for p in bench.PASSES}}
+
+    rows = [shape("b", 1.2, 3.9, 7.5), shape("a", 0.9, 2.0), {"key": "c", "skipped": "time guard"}]
+    got = {t["target"]: t for t in bench.targets(rows)}
+    assert got["(b) forward: exact windows / compiled Flex"]["result"] == "met"
+    assert got["(a) forward_backward: exact windows / compiled Flex"]["result"] == "missed by 0.10x"
+    assert got["(c) forward: exact windows / compiled Flex"]["result"] == "not measured"
+    assert got["(b) forward: exact windows / dense"]["result"] == "met"
+    assert got["(b) forward: tile windows / dense"] == {"target": "(b) forward: tile windows / dense", "at_least": 8.0,
+                                                         "unit": "x", "measured": 7.5, "result": "missed by 0.50x"}
 
 
 def test_the_gpu_shapes_are_the_ones_stated():

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from vidgen.errors import ConfigError
 from vidgen.training import load_config, run_status, train
 from vidgen.training.checkpoint import load_state
-from vidgen.training.data import EpochSampler
+from vidgen.training.data import CachedClips, EpochSampler
 from vidgen.training.losses import (PerceptualLoss, adaptive_gan_weight, hinge_d_loss, reconstruction_loss,
                                    spatial_difference_loss, temporal_difference_loss)
 
@@ -59,9 +59,11 @@ def test_two_steps_then_resume_matches_uninterrupted(tmp_path):
 
 def test_second_stage_starts_from_a_saved_tokenizer(tmp_path):
     """init_from: the GAN stage starts from the PSNR stage's weights (fresh optimizer); a tokenizer of another
-    architecture is refused by name; colour augmentation runs in the loop."""
+    architecture is refused by name; colour augmentation runs in the loop; clips can be rendered up front."""
     first = tmp_path / "psnr"
-    train(load_config(None, TINY + [f"run_dir={first}", "steps=1", "resume=", "loss.gan=0", "ema_decay=0"]))
+    train(load_config(None, TINY + [f"run_dir={first}", "steps=1", "resume=", "loss.gan=0", "ema_decay=0",
+                                    "data.render_workers=2"]))
+    assert "rendered 6 clips in 2 processes" in (first / "log.jsonl").read_text()  # rendered up front
     start = load_file(str(first / "final" / "diffusion_pytorch_model.safetensors"))
     second = tmp_path / "gan"
     train(load_config(None, TINY + [f"run_dir={second}", "steps=1", "resume=", f"init_from={first / 'final'}",
@@ -154,6 +156,20 @@ def test_sampler_shards_and_resumes():
     c = EpochSampler(10, seed=1, rank=0, world=2)
     c.load_state_dict(a.state_dict())
     assert c.take(7) == a.take(7)
+
+
+def test_prefilled_clips_equal_the_lazily_rendered_ones():
+    from vidgen.data.scenes import SceneClips
+
+    scenes = SceneClips("train", num_frames=3, size=24, num_clips=5, seed=3)
+    lazy, filled = CachedClips(scenes), CachedClips(scenes)
+    lazy[1]  # a clip already cached is kept, not rendered again
+    filled.cache[1] = lazy.cache[1]
+    lines = []
+    filled.prefill(2, lines.append, group=2)
+    assert sorted(filled.cache) == list(range(5)) and filled.cache[1] is lazy.cache[1]
+    assert all(torch.equal(filled[i], lazy[i]) for i in range(5))
+    assert lines and "rendered 4 clips in 2 processes" in lines[0]
 
 
 def test_loss_pieces():

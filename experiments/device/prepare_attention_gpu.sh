@@ -15,7 +15,10 @@ mkdir -p .git/info
 for p in /.whl/ /.carry/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
 rm -rf .whl && mkdir -p .whl .carry
 # the commit the device runs (the copy it gets has no git history): eval/results.py's source_provenance reads it
-{ git rev-parse HEAD; git status --porcelain --untracked-files=no | grep -q . && echo 1 || echo 0; } > .carry/commit.txt
+# and the kernel files' sha256 at it, so a tree changed after this script ran is flagged in the results, not hidden
+{ git rev-parse HEAD; git status --porcelain --untracked-files=no | grep -q . && echo 1 || echo 0
+  for f in vidgen/attention/triton_jit.py vidgen/attention/triton_kernel.py; do
+    printf '%s=%s,' $f $(git show HEAD:$f | sha256sum | cut -d' ' -f1); done; echo; } > .carry/commit.txt
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
   diffusers==0.42.1 vector-quantize-pytorch==1.32.0 einx==0.4.3 torch-einops-utils==0.2.0 loguru==0.7.3 \

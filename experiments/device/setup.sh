@@ -4,16 +4,22 @@
 # files with CUDA-only paths); defines run_dir (a config's run folder) and export_run (a run's log, config and EMA
 # weights into $L and $OUT/<run>).
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+L=$OUT/logs; mkdir -p $L
+if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    > $L/setup.log 2>&1; then  # the log comes back: say why, not only that it stopped
+  echo "the carried wheels did not install (was prepare_attention_gpu.sh run, and .whl carried?)" | tee -a $L/setup.log
+  tail -20 $L/setup.log; tar czf $OUT/logs.tgz -C $OUT logs; exit 1
+fi
 export PYTHONPATH=/tmp/site:$PWD
 # What the CUDA tests import but cannot travel (PyAV, the MiniLM package; sizes in offline_env.py): a pytest plugin
 # loaded into every pytest run here stands in, serving the prompt encodings prepare_attention_gpu.sh recorded.
 export PYTHONPATH=$PYTHONPATH:$PWD/experiments/device PYTEST_PLUGINS=offline_env
 if [ -f .carry/test_prompts.safetensors ]; then export VIDGEN_TEXT_TABLE=$PWD/.carry/test_prompts.safetensors; fi
-if [ -f .carry/commit.txt ]; then  # prepare_attention_gpu.sh: the commit and whether the tree had changes
+if [ -f .carry/commit.txt ]; then  # prepare_attention_gpu.sh: the commit, whether the tree had changes, and the
+  # kernel files' sha256 at that commit (eval/results.py's source_provenance says whether the files here still match)
   export VIDGEN_SOURCE_COMMIT=$(sed -n 1p .carry/commit.txt) VIDGEN_SOURCE_DIRTY=$(sed -n 2p .carry/commit.txt)
+  export VIDGEN_SOURCE_SHA256=$(sed -n 3p .carry/commit.txt)
 fi
-L=$OUT/logs; mkdir -p $L
 T=.carry/text_table.safetensors; CFG=experiments/configs/generators/flow_shapes_gpu.yaml
 CUDA_TESTS="tests/test_attention_triton.py tests/test_attention_bf16.py tests/test_attention_backends.py
   tests/test_attention_module.py tests/test_precision.py tests/test_tokenizers_diffusers.py

@@ -43,6 +43,7 @@ class DataConfig:
     # i.e. both pixel speeds of the same motion (a VAE trained at one scale reconstructs faster motion worse)
     zoom_aug: float = 0.0
     num_clips: int = 1024  # NaturalClips: distinct clips rendered (cached as uint8 after first use)
+    render_workers: int = 0  # > 0: render every clip up front in this many processes (0: each on first use)
     video_batch: int = 4
     image_batch: int = 8  # images are 1-frame videos (random frames of other clips)
     image_weight: float = 1.0
@@ -54,6 +55,9 @@ class DataConfig:
             raise ConfigError(f"data.color_aug is a probability in [0, 1], got {self.color_aug!r}")
         if not 0.0 <= float(self.zoom_aug) <= 1.0:
             raise ConfigError(f"data.zoom_aug is a probability in [0, 1], got {self.zoom_aug!r}")
+        if isinstance(self.render_workers, bool) or not isinstance(self.render_workers, int) or self.render_workers < 0:
+            raise ConfigError(f"data.render_workers is a number of processes (0 renders each clip on first use), "
+                              f"got {self.render_workers!r}")
 
 
 @dataclass

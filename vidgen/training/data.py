@@ -16,6 +16,16 @@ from vidgen.errors import ConfigError
 from vidgen.rng import RowGenerator
 
 
+def _as_uint8(video: torch.Tensor) -> torch.Tensor:
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _render(dataset: Dataset, indices: list[int]) -> list[torch.Tensor]:
+    """One worker's share of :meth:`CachedClips.prefill` (module level, so a spawned process can unpickle it)."""
+    torch.set_num_threads(1)
+    return [_as_uint8(dataset[i]["video"]) for i in indices]
+
+
 class CachedClips:
     """Memoizes ``dataset[i]["video"]`` as uint8 (renders each clip once; 4x smaller than float)."""
 
@@ -28,9 +38,27 @@ class CachedClips:
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if index not in self.cache:
-            video = self.dataset[index]["video"]
-            self.cache[index] = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            self.cache[index] = _as_uint8(self.dataset[index]["video"])
         return self.cache[index].float() / 127.5 - 1.0
+
+    def prefill(self, workers: int, log=print, group: int = 16) -> None:
+        """Render every clip not yet cached in ``workers`` processes, ``group`` clips a task: the clips equal the
+        lazy path's, since each is a pure function of its index. Workers are forked, or spawned once CUDA is
+        initialised (a forked child cannot use it, and should not inherit it)."""
+        import concurrent.futures as futures
+        import multiprocessing
+        import time
+
+        todo = [i for i in range(len(self)) if i not in self.cache]
+        if not todo:
+            return
+        start = time.perf_counter()
+        method = "spawn" if torch.cuda.is_initialized() else "fork"
+        groups = [todo[k:k + group] for k in range(0, len(todo), group)]
+        with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            for indices, videos in zip(groups, pool.map(_render, [self.dataset] * len(groups), groups)):
+                self.cache.update(zip(indices, videos))
+        log(f"rendered {len(todo)} clips in {workers} processes in {time.perf_counter() - start:.1f} s")
 
 
 @dataclass

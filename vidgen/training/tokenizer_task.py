@@ -150,6 +150,8 @@ class TokenizerTask(TrainingTask):
         self.extra_state = {"disc": self.disc, "opt_d": self.opt_d}
         train_set, test_set = build_datasets(cfg.data)
         self.clips = CachedClips(train_set)
+        if cfg.data.render_workers:
+            self.clips.prefill(cfg.data.render_workers, log)
         self.num_items = len(self.clips)
         self.module = _Reconstructor(model)
         self.test_videos = torch.stack([test_set[i]["video"]
