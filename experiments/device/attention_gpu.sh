@@ -14,7 +14,9 @@
 #      (cuda_tests.sh's pipeline checks and smoke training need the 14 MB training text table, which does not fit
 #      beside the wheels: not run here.)
 # Before the call, here on the CPU machine: bash experiments/device/prepare_attention_gpu.sh (wheels into .whl, the
-# test prompts' encodings into .carry/test_prompts.*, a size check). Then the call:
+# test prompts' encodings into .carry/test_prompts.*, the commit), then bash experiments/device/travel.sh leave
+# gpu-issue (pretrained/ alone is ~80 MiB of the 64 a call carries: the shipped folders no CUDA test loads stay
+# behind; it prints what travels). Then the call, and after this call and train_sample_gpu.sh's, travel.sh back:
 #   run(command="bash experiments/device/attention_gpu.sh", timeout_s=420,
 #       carry=[".whl", ".carry/test_prompts.safetensors", ".carry/test_prompts.json", ".carry/commit.txt"])
 # (kind left out: an H100, or an H200 when none opens; the results file names the GPU). With the machine's start

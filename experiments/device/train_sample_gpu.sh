@@ -14,7 +14,8 @@
 #      row ran; then a LoRA training step (hard limit WAN_S, default 150 s; its own time guard 20 s less);
 #   4. only with PIPELINES=1: eval/bench_pipelines.py --device cuda at batch 1 and 8 (seconds per video of the three
 #      shipped pipelines, prompts served from the recorded text table: run_offline.py; hard limit PIPE_S each, 45 s).
-# Before the call, here: bash experiments/device/prepare_attention_gpu.sh (wheels, recorded prompts, size check).
+# Before the call, here: bash experiments/device/prepare_attention_gpu.sh (wheels, recorded prompts, the commit) and
+# bash experiments/device/travel.sh leave gpu-issue (both done for attention_gpu.sh; travel.sh back after this call).
 #   run(command="bash experiments/device/train_sample_gpu.sh", timeout_s=420,
 #       carry=[".whl", ".carry/test_prompts.safetensors", ".carry/test_prompts.json", ".carry/commit.txt"])
 # What comes back: bench_generators_cuda.json, bench_diffusers_models_gpu.json (with PIPELINES=1 also

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# What a device call sends is the working tree (tracked and untracked-not-ignored files) plus what it carries, at most
+# 64 MiB; pretrained/ alone is about 80. So, for the calls, the shipped folders a call does not read stay behind:
+#   bash experiments/device/travel.sh leave gpu-issue   # attention_gpu.sh, train_sample_gpu.sh: the CUDA tests load
+#                                                       # shapes-flow, shapes-masked, shapes-autoregressive only
+#   bash experiments/device/travel.sh leave tokenizer   # tokenizer_gpu.sh reads no shipped folder
+#   ... the device calls ...
+#   bash experiments/device/travel.sh back              # always, before anything else (or: git checkout -- pretrained)
+# `leave` moves the folders to $HOLD (outside the checkout) and prints what travels then; `back` returns them and
+# checks the tree has no deletions left. Never commit between the two.
+set -eu
+cd "$(git rev-parse --show-toplevel)"
+HOLD=${HOLD:-/tmp/vidgen-device-hold}
+case "${1:-}" in
+  leave)
+    case "${2:-}" in
+      gpu-issue) LEAVE="pretrained/shapes-causal pretrained/shapes-flow-distilled pretrained/natural-vae-small
+                        pretrained/natural-fsq-small" ;;
+      tokenizer) LEAVE=$(ls -d pretrained/*) ;;
+      *) echo "usage: $0 leave gpu-issue|tokenizer" >&2; exit 2 ;;
+    esac
+    mkdir -p $HOLD/pretrained
+    for d in $LEAVE; do [ -d "$d" ] && mv "$d" "$HOLD/$d"; done
+    ${PY:-.venv/bin/python} - <<'PYEOF'
+import subprocess
+from pathlib import Path
+listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True,
+                        text=True, check=True).stdout.split("\0")
+tree = sum(Path(p).stat().st_size for p in listed if p and Path(p).is_file())
+carried = {d: sum(p.stat().st_size for p in Path(d).rglob("*") if p.is_file()) for d in (".whl", ".carry")
+           if Path(d).exists()}
+print(f"travels now: tree {tree / 2**20:.1f} MiB" + "".join(f" + {d} {b / 2**20:.1f} MiB" for d, b in carried.items())
+      + " (carry only what the call names: each call's header)")
+PYEOF
+    echo "left behind in $HOLD: $LEAVE; run '$0 back' after the calls" ;;
+  back)
+    if [ -d $HOLD/pretrained ]; then
+      for d in $HOLD/pretrained/*; do [ -e "$d" ] && mv "$d" pretrained/; done
+      rmdir $HOLD/pretrained 2>/dev/null || true
+    fi
+    git checkout -- pretrained  # anything still missing comes back from git
+    if git status --porcelain pretrained | grep -q .; then echo "pretrained/ differs from git:" >&2; git status --short pretrained >&2; exit 1; fi
+    echo "pretrained/ is back" ;;
+  *) echo "usage: $0 leave gpu-issue|tokenizer, or $0 back" >&2; exit 2 ;;
+esac
