@@ -144,9 +144,9 @@ def test_kill9_then_rerun_encodes_every_clip_exactly_once(setup, tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / "info.json").exists()  # killed part-way
+    assert not (out / "info.json").exists()  # killed before the encode finished (it may have written every part)
     finished = sorted(p.name for p in (out / "parts").iterdir() if not p.name.startswith("."))
-    assert 2 <= len(finished) < len(SOURCES) + 2
+    assert len(finished) >= 2
     info = encode_dataset(root / "src", root / "vae", out, buckets=BUCKETS, text_encoder="none", chunk_size=1,
                           num_workers=0, show_progress=False)
     ds = ShardDataset(out)
