@@ -155,8 +155,14 @@ def attention_backend(gen, token_grid, window, tile, dtype, device) -> str:
 def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
     """One CFG denoising step (two passes): compiled, then eager; dense and exact windows at the video's size, dense
     and tile windows at ``--tile-size``."""
+    from torch._dynamo.utils import counters
+
     from vidgen.generators import Conditioning
     from vidgen.generators.diffusers_window import window_attention
+    dynamo = torch._dynamo.config  # 30 blocks of one class: room for the recompiles a guard may still cause
+    for name in ("cache_size_limit", "recompile_limit"):
+        if hasattr(dynamo, name):
+            setattr(dynamo, name, max(getattr(dynamo, name), 64))
     g = torch.Generator(device).manual_seed(0)
     text_dim = gen.config.text_dim
     cond = Conditioning(torch.randn(1, args.text_tokens, text_dim, device=device, generator=g, dtype=dtype))
@@ -183,6 +189,9 @@ def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
                 continue
             x = torch.randn(1, gen.in_channels, *grid, device=device, generator=g)
             handle = None if window is None else window_attention(gen, window, tile=tile)
+            if compiled:  # each row compiles its own attention; the count of graphs shows any recompilation
+                torch._dynamo.reset()
+                counters.clear()
 
             @torch.no_grad()
             def one_step():
@@ -193,9 +202,12 @@ def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
             except Exception as err:  # noqa: BLE001  (an out-of-memory or compile failure is a result too)
                 row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
             finally:
-                if handle is not None:
+                if handle is not None and not compiled:  # counted in eager calls only
                     row["windowed_calls"] = handle.state.windowed_calls
+                if handle is not None:
                     handle.remove()
+            if compiled:
+                row["graphs_compiled"] = counters["stats"]["unique_graphs"]
             save(row)
         for parent, i, block in undo:
             parent[i] = block

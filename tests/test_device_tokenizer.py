@@ -15,8 +15,9 @@ def driver(load_script):
     return load_script("experiments/device/tokenizer_gpu.py")
 
 
-def test_a_step_is_timed_past_the_first_logged_steps(driver, tmp_path):
-    entries = [{"info": "precision: fp32", "time": 0.0}] + [
+def test_a_step_is_timed_past_the_first_logged_steps_of_the_newest_process(driver, tmp_path):
+    killed = [{"info": "precision: fp32", "time": 0.0}, {"step": 20, "loss": 1.0, "time": 10.0}]
+    entries = killed + [{"info": "precision: fp32", "time": 50.0}] + [
         {"step": s, "loss": 1.0, "time": 100.0 + (0.0 if s == 10 else 5.0 + 0.5 * (s - 20))} for s in (10, 20, 30, 40)]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
     assert driver.step_seconds(tmp_path, after=10) == pytest.approx(0.5)  # step 10's compile and render left out
@@ -48,13 +49,26 @@ def test_a_run_folder_survives_the_returned_parts(driver, tmp_path, monkeypatch)
     assert driver.restore(restored, out).startswith("resumed from this machine's r at step 300")
 
 
-def test_the_judge_refuses_a_run_that_stopped_before_its_plan_ended(driver, tmp_path, monkeypatch):
+def test_the_judge_reads_the_returned_run_and_refuses_one_that_stopped_early(driver, tmp_path, monkeypatch):
+    returned_run = tmp_path / "device" / "r"
+    (returned_run / "checkpoints").mkdir(parents=True)
+    (returned_run / "checkpoints" / "latest").write_text("step_00000250")
+    (returned_run / "final").mkdir()
+    (returned_run / "plan.json").write_text('{"total": 600}')
+    (returned_run / "status.json").write_text('{"state": "complete", "step": 250}')
+    returned = tmp_path / "files_at"
+    returned.mkdir()
+    driver.pack(returned_run, returned)
+    returned.chmod(0o555)  # the device's files come back read-only
     run = tmp_path / "runs" / "r"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "latest").write_text("step_00000250")
-    (run / "final").mkdir()
-    (run / "plan.json").write_text('{"total": 600}')
-    (run / "status.json").write_text('{"state": "complete", "step": 250}')
-    monkeypatch.setattr(driver, "run_dir", lambda config: run)
-    with pytest.raises(SystemExit, match="stopped at step 250 of its plan's 600"):
+    (run / "checkpoints").mkdir(parents=True)  # an older copy here is replaced, not judged
+    (run / "checkpoints" / "latest").write_text("step_00000600")
+    monkeypatch.setattr(driver, "run_dir", lambda config, extra=(): run)
+    try:
+        with pytest.raises(SystemExit, match="stopped at step 250 of its plan's 600"):
+            driver.main(["judge", str(returned)])
+    finally:
+        returned.chmod(0o755)
+    assert (run / "plan.json").is_file()
+    with pytest.raises(SystemExit, match="no run.tar.partNN"):
         driver.main(["judge", str(tmp_path / "nothing returned")])

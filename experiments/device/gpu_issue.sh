@@ -44,9 +44,9 @@ for i, folder in enumerate(map(Path, sys.argv[1:3]), start=1):
         print(f"docs/results/{result.name}: " + json.dumps(data.get("targets", "no targets"))[:400])
     logs = folder / "logs.tgz"
     if logs.is_file():
-        gpu = "gpu"
-        machine = json.loads((Path("docs/results") / "bench_attention_gpu.json").read_text()).get("machine", {})
-        gpu = (machine.get("gpu") or gpu).split()[-1].lower()
+        first = Path(sys.argv[1]) / "bench_attention_gpu.json"  # call 1's results name the GPU
+        machine = json.loads(first.read_text()).get("machine", {}) if first.is_file() else {}
+        gpu = "-".join((machine.get("gpu") or "gpu").lower().replace("nvidia", "").split()[:2])  # e.g. h100-80gb
         target = Path("experiments/results") / f"device_{gpu}_{date.today()}" / f"call{i}"
         target.mkdir(parents=True, exist_ok=True)
         with tarfile.open(logs) as tar:

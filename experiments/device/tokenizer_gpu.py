@@ -25,7 +25,9 @@ writing ``experiments/results/tokenizer_gpu_judge.json``. The held-out clips are
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,9 +45,11 @@ RESERVE_S = 25  # the trainer's final folder and the packing, after the last ste
 PLAN_COST = 0.75 + 0.25 * 2.0
 
 
-def run_dir(config: str) -> Path:
+def run_dir(config: str, extra=()) -> Path:
+    """The run folder: the config's, or a ``run_dir=`` among the overrides."""
     import yaml
-    return ROOT / yaml.safe_load((ROOT / config).read_text())["run_dir"]
+    given = [e.split("=", 1)[1] for e in extra if e.startswith("run_dir=")]
+    return ROOT / (given[-1] if given else yaml.safe_load((ROOT / config).read_text())["run_dir"])
 
 
 def done_steps(run: Path) -> int:
@@ -54,8 +58,11 @@ def done_steps(run: Path) -> int:
 
 
 def step_seconds(run: Path, after: int) -> float:
-    """Seconds a step from the run's log: between its first logged step past ``after`` and its last."""
+    """Seconds a step from the run's log, in its newest process (each logs its precision first): between its first
+    logged step past ``after`` and its last."""
     entries = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    starts = [i for i, e in enumerate(entries) if str(e.get("info", "")).startswith("precision:")]
+    entries = entries[starts[-1]:] if starts else entries
     steps = [(e["step"], e["time"]) for e in entries if "step" in e and "loss" in e and e["step"] > after]
     if len(steps) < 2:
         raise SystemExit(f"the log of {run} has too few logged steps past {after} to time a step")
@@ -77,19 +84,23 @@ def train_segment(config: str, steps: int, plan: dict, extra: list, limit_s: flo
             return 124
 
 
+def unpack(parts_folder: Path, run: Path) -> bool:
+    """The run folder from ``run.tar.partNN`` (joined in memory: the folder may be read-only); False if none."""
+    parts = sorted(parts_folder.glob("run.tar.part*"))
+    if not parts:
+        return False
+    data = b"".join(part.read_bytes() for part in parts)
+    run.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        tar.extractall(run.parent, filter="data")
+    return True
+
+
 def restore(run: Path, carried: Path) -> str:
     if (run / "checkpoints" / "latest").is_file():
         return f"resumed from this machine's {run.name} at step {done_steps(run)}"
-    parts = sorted(carried.glob("run.tar.part*"))
-    if not parts:
+    if not unpack(carried, run):
         return "fresh run"
-    joined = carried / "run.tar"
-    with open(joined, "wb") as out:
-        for part in parts:
-            out.write(part.read_bytes())
-    with tarfile.open(joined, "r:*") as tar:
-        tar.extractall(run.parent, filter="data")
-    joined.unlink()
     return f"resumed from the carried parts at step {done_steps(run)}"
 
 
@@ -104,33 +115,41 @@ def pack(run: Path, out: Path) -> list:
         parts[-1].write_bytes(data[i:i + PART_BYTES])
     tar_path.unlink()
     if len(parts) > 6:  # the device returns 8 files: these, the logs and the summary
-        raise SystemExit(f"the run packs into {len(parts)} parts of 15 MiB, more than the device returns")
+        for part in parts:
+            part.unlink()
+        raise RuntimeError(f"the run packs into {len(parts)} parts of 15 MiB, more than the device returns")
     return parts
 
 
 def train(args) -> int:
     start = time.time()
     deadline = start + args.deadline_s
-    out, run = Path(args.out), run_dir(args.config)
+    out, run = Path(args.out), run_dir(args.config, args.extra)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "train.log"
     summary = {"config": args.config, "resume": restore(run, ROOT / args.carried)}
     plan_file = run / "plan.json"
     plan = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
     if not plan:
+        launched = time.time()
         code = train_segment(args.config, args.probe_steps, {}, args.extra, deadline - time.time() - RESERVE_S, log)
         if code != 0:
             summary["error"] = f"the probe segment exited {code} (train.log)"
         else:
             step_s = step_seconds(run, after=min(50, args.probe_steps // 2))
-            left = deadline - time.time() - RESERVE_S
+            # a segment's start (imports, the model, rendering every clip) before its first step, paid again by the
+            # next segment: the probe's whole time less its steps
+            startup_s = max(0.0, time.time() - launched - args.probe_steps * step_s)
+            left = deadline - time.time() - RESERVE_S - startup_s
             total = args.total_steps or max(args.probe_steps,
                                             args.probe_steps + int(left / (step_s * PLAN_COST)) // 50 * 50)
-            plan = dict(total=total, gan_start=int(total * 0.75), step_s=round(step_s, 4), probe=args.probe_steps)
+            plan = dict(total=total, gan_start=int(total * 0.75), step_s=round(step_s, 4),
+                        startup_s=round(startup_s, 1), probe=args.probe_steps)
             plan_file.write_text(json.dumps(plan, indent=2))
     if plan:
         step_s = plan["step_s"]
-        reach = done_steps(run) + int((deadline - time.time() - RESERVE_S) / (step_s * PLAN_COST))
+        left = deadline - time.time() - RESERVE_S - plan.get("startup_s", 0.0)
+        reach = done_steps(run) + int(left / (step_s * PLAN_COST))
         target = min(plan["total"], reach)
         if target > done_steps(run):
             code = train_segment(args.config, target, plan, args.extra, deadline - time.time() - RESERVE_S / 2, log)
@@ -138,7 +157,10 @@ def train(args) -> int:
     summary.update(plan=plan, steps_done=done_steps(run), complete=done_steps(run) >= plan.get("total", 1 << 60),
                    wall_s=round(time.time() - start, 1))
     if run.is_dir():
-        summary["parts"] = [p.name for p in pack(run, out)]
+        try:
+            summary["parts"] = [p.name for p in pack(run, out)]
+        except RuntimeError as err:  # the summary still comes back, saying why the run did not
+            summary["error"] = str(err)
     (out / "tokenizer_gpu.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=1))
     return 0 if "error" not in summary else 1
@@ -155,7 +177,11 @@ def recon(model: str, size: int, out: Path) -> dict:
 
 def judge(args) -> int:
     run = run_dir(args.config)
-    summary = restore(run, Path(args.returned))
+    if run.exists():  # the returned run is the one judged, never an older copy here
+        shutil.rmtree(run)
+    if not unpack(Path(args.returned), run):
+        raise SystemExit(f"no run.tar.partNN in {args.returned}")
+    summary = f"unpacked from {args.returned}"
     final, plan = run / "final", json.loads((run / "plan.json").read_text())
     status = json.loads((run / "status.json").read_text())
     if status.get("state") != "complete" or status.get("step") != plan["total"] or not final.is_dir():

@@ -5,7 +5,7 @@
 #                                                       # shapes-flow, shapes-masked, shapes-autoregressive only
 #   bash experiments/device/travel.sh leave tokenizer   # tokenizer_gpu.sh reads no shipped folder
 #   ... the device calls ...
-#   bash experiments/device/travel.sh back              # always, before anything else (or: git checkout -- pretrained)
+#   bash experiments/device/travel.sh back              # always, before anything else
 # `leave` moves the folders to $HOLD (outside the checkout) and prints what travels then; `back` returns them and
 # checks the tree has no deletions left. Never commit between the two.
 set -eu
@@ -19,6 +19,9 @@ case "${1:-}" in
       tokenizer) LEAVE=$(ls -d pretrained/*) ;;
       *) echo "usage: $0 leave gpu-issue|tokenizer" >&2; exit 2 ;;
     esac
+    if git status --porcelain pretrained | grep -q .; then
+      echo "pretrained/ has uncommitted changes: commit them first (back restores pretrained/ from git)" >&2; exit 1
+    fi
     mkdir -p $HOLD/pretrained
     for d in $LEAVE; do [ -d "$d" ] && mv "$d" "$HOLD/$d"; done
     ${PY:-.venv/bin/python} - <<'PYEOF'
@@ -39,7 +42,7 @@ PYEOF
       for d in $HOLD/pretrained/*; do [ -e "$d" ] && mv "$d" pretrained/; done
       rmdir $HOLD/pretrained 2>/dev/null || true
     fi
-    git checkout -- pretrained  # anything still missing comes back from git
+    git ls-files -d -z pretrained | xargs -0 -r git checkout --  # only what is still missing comes from git
     if git status --porcelain pretrained | grep -q .; then echo "pretrained/ differs from git:" >&2; git status --short pretrained >&2; exit 1; fi
     echo "pretrained/ is back" ;;
   *) echo "usage: $0 leave gpu-issue|tokenizer, or $0 back" >&2; exit 2 ;;

@@ -61,7 +61,8 @@ class WindowState:
         """(B, heads, N, D) -> (B, heads, N, D): windowed once past the dense steps, else dense SDPA."""
         if not self.active or self.grid is None:
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        self.windowed_calls += 1
+        if not torch.compiler.is_compiling():  # counted in eager calls: a counter in a compiled block would recompile it
+            self.windowed_calls += 1
         return attention3d(q, k, v, grid=self.grid, window=self.window, num_prefix_tokens=prefix,
                            backend=self.backend, tile=self.tile)
 

@@ -43,7 +43,7 @@ class DataConfig:
     # i.e. both pixel speeds of the same motion (a VAE trained at one scale reconstructs faster motion worse)
     zoom_aug: float = 0.0
     num_clips: int = 1024  # NaturalClips: distinct clips rendered (cached as uint8 after first use)
-    render_workers: int = 0  # > 0: render every clip up front in this many processes (0: each on first use)
+    render_workers: int = 0  # > 0: render every clip up front in this many processes a node (0: each on first use)
     video_batch: int = 4
     image_batch: int = 8  # images are 1-frame videos (random frames of other clips)
     image_weight: float = 1.0

@@ -20,10 +20,11 @@ def _as_uint8(video: torch.Tensor) -> torch.Tensor:
     return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def _render(dataset: Dataset, indices: list[int]) -> list[torch.Tensor]:
-    """One worker's share of :meth:`CachedClips.prefill` (module level, so a spawned process can unpickle it)."""
+def _render(dataset: Dataset, indices: list[int]) -> list:
+    """One worker's share of :meth:`CachedClips.prefill` (module level, so a spawned process can unpickle it), as
+    numpy arrays: tensors would come back through torch's shared-memory pickling and hold the cache in /dev/shm."""
     torch.set_num_threads(1)
-    return [_as_uint8(dataset[i]["video"]) for i in indices]
+    return [_as_uint8(dataset[i]["video"]).numpy() for i in indices]
 
 
 class CachedClips:
@@ -57,7 +58,7 @@ class CachedClips:
         groups = [todo[k:k + group] for k in range(0, len(todo), group)]
         with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
             for indices, videos in zip(groups, pool.map(_render, [self.dataset] * len(groups), groups)):
-                self.cache.update(zip(indices, videos))
+                self.cache.update((i, torch.from_numpy(video)) for i, video in zip(indices, videos))
         log(f"rendered {len(todo)} clips in {workers} processes in {time.perf_counter() - start:.1f} s")
 
 

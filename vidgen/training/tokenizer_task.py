@@ -8,6 +8,8 @@ around it (optimizer, resume, EMA, checkpoints, logging) is :mod:`vidgen.trainin
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import torch
@@ -150,8 +152,8 @@ class TokenizerTask(TrainingTask):
         self.extra_state = {"disc": self.disc, "opt_d": self.opt_d}
         train_set, test_set = build_datasets(cfg.data)
         self.clips = CachedClips(train_set)
-        if cfg.data.render_workers:
-            self.clips.prefill(cfg.data.render_workers, log)
+        if cfg.data.render_workers:  # each process of a node renders every clip: the node's cores are shared
+            self.clips.prefill(max(1, cfg.data.render_workers // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))), log)
         self.num_items = len(self.clips)
         self.module = _Reconstructor(model)
         self.test_videos = torch.stack([test_set[i]["video"]
