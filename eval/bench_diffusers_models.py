@@ -11,7 +11,8 @@ Rows:
   - tile-aligned windows (``--tile-window`` tiles of ``--tile`` tokens) against dense at ``--tile-size``: the Triton
     kernel runs tiles of 128 tokens that divide the grid, and none divides 21x30x52, so they are timed at 512x768
     (21x32x48 tokens, 98.5 % of 480x832's) in tiles of 1x8x16;
-  each windowed row names the attention backend that ran it;
+  each windowed row names the attention backend that ran it; eager windowed rows count their windowed calls,
+  compiled rows the graphs they compiled (each row compiles afresh; more graphs than block classes is a recompile);
 * one LoRA training step (rank ``--lora-rank`` on to_q / to_k / to_v / to_out.0, bf16 autocast over fp32 adapter
   weights, gradient checkpointing, AdamW) on a ``--train-frames`` x 480 x 832 clip: seconds per step and peak memory.
 
