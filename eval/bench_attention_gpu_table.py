@@ -121,7 +121,8 @@ def readme_table(results: dict) -> str:
               + "; ".join(f"({r['key']}) {r['note']}" for r in results["rows"] if "note" in r)
               + f". `{results['command']}`."]
     lines += ["", "| target | measured | result |", "|---|---|---|"]
-    lines += [f"| {t['target']} ≥ {t['at_least']}× | {_measured(t)} | {t['result']} |" for t in targets(results["rows"])]
+    lines += [f"| {t['target']} ≥ {t['at_least']}× | {_measured(t)} | {t['result']} |"
+              for t in targets(results["rows"])]
     return "\n".join(lines)
 
 

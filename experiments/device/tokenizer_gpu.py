@@ -78,7 +78,8 @@ def train_segment(config: str, steps: int, plan: dict, extra: list, limit_s: flo
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
         try:
-            return subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=max(limit_s, 1)).returncode
+            return subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                  timeout=max(limit_s, 1)).returncode
         except subprocess.TimeoutExpired:
             fh.write(f"stopped at the deadline ({limit_s:.0f} s); the next call resumes from the last checkpoint\n")
             return 124

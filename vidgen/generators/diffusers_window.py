@@ -61,7 +61,7 @@ class WindowState:
         """(B, heads, N, D) -> (B, heads, N, D): windowed once past the dense steps, else dense SDPA."""
         if not self.active or self.grid is None:
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        if not torch.compiler.is_compiling():  # counted in eager calls: a counter in a compiled block would recompile it
+        if not torch.compiler.is_compiling():  # eager calls only: a counter in a compiled block recompiles it
             self.windowed_calls += 1
         return attention3d(q, k, v, grid=self.grid, window=self.window, num_prefix_tokens=prefix,
                            backend=self.backend, tile=self.tile)
@@ -72,7 +72,7 @@ def _blocks(model) -> list:
 
 
 class WindowAttention:
-    """The handle :func:`window_attention` returns: ``.state`` (settings, grid, step, windowed calls) and
+    """The handle :func:`window_attention` returns: ``.state`` (settings, grid, step, windowed calls made eagerly) and
     ``.remove()`` (the original processors back)."""
 
     def __init__(self, model, state: WindowState, originals: dict, hook):
