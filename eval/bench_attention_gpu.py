@@ -47,7 +47,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import pinned_versions, source_provenance, write_result  # noqa: E402  (imported first: the start load)
+from results import kernel_provenance, pinned_versions, write_result  # noqa: E402  (imported first: the start load)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -328,20 +328,15 @@ def run_shapes(specs, device, dtype, min_rounds, max_rounds, deadline, write=Non
     return rows
 
 
-#: the files of the shipped Triton kernel, hashed into every result (``machine()["source"]``)
-KERNEL_FILES = ("vidgen/attention/triton_jit.py", "vidgen/attention/triton_kernel.py")
-
-
 def machine(device: torch.device) -> dict:
     """What ran it: GPU name, driver, torch, CUDA, cuDNN and triton versions; the code (git commit and the sha256 of
-    the kernel's files, :data:`KERNEL_FILES`); the pinned torch and triton, and why they were not the ones that ran
-    where they differ."""
-    import triton  # after TRITON_INTERPRET was set (quick mode); imported by the kernel call anyway
-    info = {"device": device.type, "torch": torch.__version__, "triton": triton.__version__,
-            "cuda": torch.version.cuda, "gpu": None, "driver": None, "source": source_provenance(KERNEL_FILES)}
+    the kernel's files, ``results.KERNEL_FILES``); the pinned torch and triton, and why they were not the ones that
+    ran where they differ. Triton is imported after TRITON_INTERPRET was set (quick mode)."""
+    info = {"device": device.type, "torch": torch.__version__, **kernel_provenance(), "cuda": torch.version.cuda,
+            "gpu": None, "driver": None}
     pinned = pinned_versions("torch", "triton")
     info["pinned"] = pinned
-    ran = {"torch": torch.__version__.split("+")[0], "triton": triton.__version__}
+    ran = {"torch": torch.__version__.split("+")[0], "triton": info["triton"]}
     if any(ran[k] != v for k, v in pinned.items()):
         info["pinned_note"] = (f"ran {ran}, not the pinned {pinned}: the pinned wheels (torch alone is about 900 MB) "
                                "cannot travel within the device call's 64 MiB and the device machine has no network, "

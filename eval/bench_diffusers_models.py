@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import source_provenance, target, write_result  # noqa: E402  (imported first: the start load)
+from results import kernel_provenance, target, write_result  # noqa: E402  (imported first: the start load)
 
 import torch  # noqa: E402
 
@@ -41,8 +41,6 @@ import torch  # noqa: E402
 WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                 qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
-#: the files of the shipped Triton attention kernel, hashed into the results (what code the windowed rows ran)
-KERNEL_FILES = ("vidgen/attention/triton_jit.py", "vidgen/attention/triton_kernel.py")
 TINY = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, text_dim=32, ffn_dim=64, num_layers=2)
 
 
@@ -171,10 +169,11 @@ def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
     t = torch.tensor([500.0], device=device)
     sizes = {"dense": (args.height, args.width), "windowed": (args.height, args.width),
              "dense_tile_size": args.tile_size, "tiled": args.tile_size}
+    same = tuple(args.tile_size) == (args.height, args.width)  # then one dense row serves both
+    order = ("tiled", "dense", "windowed") if same else ("dense_tile_size", "tiled", "dense", "windowed")
     for compiled in ([False] if args.no_compile else [True, False]):
         undo = compile_blocks(gen.model) if compiled else []
-        same = tuple(args.tile_size) == (args.height, args.width)  # then one dense row serves both
-        for attention in ("tiled", "dense", "windowed") if same else ("dense_tile_size", "tiled", "dense", "windowed"):
+        for attention in order:
             height, width = sizes[attention]
             grid = latent_grid(args.frames, height, width)
             window = {"windowed": args.window, "tiled": args.tile_window}.get(attention)
@@ -203,9 +202,9 @@ def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
             except Exception as err:  # noqa: BLE001  (an out-of-memory or compile failure is a result too)
                 row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
             finally:
-                if handle is not None and not compiled:  # counted in eager calls only
-                    row["windowed_calls"] = handle.state.windowed_calls
                 if handle is not None:
+                    if not compiled:  # counted in eager calls only
+                        row["windowed_calls"] = handle.state.windowed_calls
                     handle.remove()
             if compiled:
                 row["graphs_compiled"] = counters["stats"]["unique_graphs"]
@@ -292,12 +291,7 @@ def main(argv=None) -> int:
     payload = {"model": "Wan2.1-T2V-1.3B architecture (random weights)" if not args.quick else "tiny Wan (--quick)",
                "parameters_m": sum(p.numel() for p in gen.parameters()) / 1e6, "dtype": str(dtype).split(".")[-1],
                "video": [args.frames, args.height, args.width], "text_tokens": args.text_tokens,
-               **device_info(device), "source": source_provenance(KERNEL_FILES), "rows": rows}
-    try:
-        import triton
-        payload["triton"] = triton.__version__
-    except ImportError:
-        payload["triton"] = None
+               **device_info(device), **kernel_provenance(), "rows": rows}
 
     def save(row):
         rows.append(row)

@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.ceiling import describe, gemm_ceilings  # noqa: E402
-from eval.results import source_provenance  # noqa: E402
+from eval.results import kernel_provenance  # noqa: E402
 from vidgen.attention.kv_cache import ModelKVCache  # noqa: E402
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,  # noqa: E402
                                MaskedVideoTransformer, generate_ids, generate_latents, generate_tokens)
@@ -296,8 +296,7 @@ def main(argv=None) -> int:
     results = dict(command=" ".join(["python", *sys.argv]), torch=torch.__version__, threads=args.threads,
                    date=datetime.now().isoformat(timespec="seconds"), loadavg_start=load_start,
                    config=vars(args), ceilings=ceilings, training=[], sampling=[], device=DEVICE.type,
-                   gpu=torch.cuda.get_device_name(DEVICE) if gpu else None, triton=_triton_version(),
-                   source=source_provenance(("vidgen/attention/triton_jit.py", "vidgen/attention/triton_kernel.py")))
+                   gpu=torch.cuda.get_device_name(DEVICE) if gpu else None, **kernel_provenance())
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save():  # after every row: a run stopped from outside keeps what it measured
@@ -322,14 +321,6 @@ def main(argv=None) -> int:
           f"wrote {out_path}")
     torch.set_num_threads(threads)
     return 0
-
-
-def _triton_version() -> str | None:
-    try:
-        import triton
-    except ImportError:
-        return None
-    return triton.__version__
 
 
 def best_bf16(precisions: dict) -> tuple[str, dict]:

@@ -148,9 +148,14 @@ def measure(configs=None, head_dim: int = 128, progress=print) -> list:
     return rows
 
 
-#: the GPU benchmark's shape (b) (eval/bench_attention_gpu.py): its exact window, and its tile-aligned window of
-#: 9x3x3 tiles of 2x8x8 tokens (18x24x24 keys a query, as NATTEN's)
-TILE_SHAPE = dict(grid=(30, 48, 80), window=(18, 24, 24), tile=(2, 8, 8), tile_window=(9, 3, 3))
+def gpu_shape(key: str = "b") -> dict:
+    """A shape of the GPU benchmark (eval/bench_attention_gpu.py's SHAPES): its grid, exact window, and tile-aligned
+    window (``tile_window`` tiles of ``tile`` tokens)."""
+    from bench_attention_gpu import SHAPES  # eval/ is on sys.path (above)
+    spec = next(s for s in SHAPES if s["key"] == key)
+    return {k: spec[k] for k in ("grid", "window", "tile", "tile_window")}
+
+
 LISTS = (("forward", "fwd_kernel", "forward"), ("backward dK/dV", "bwd_kv_kernel", "backward_kv"),
          ("backward dQ", "bwd_q_kernel", "backward_q"))
 
@@ -180,10 +185,11 @@ def per_iteration(rows: list, counts: dict) -> dict:
     return out
 
 
-def tile_windows(rows: list, shape: dict = TILE_SHAPE) -> dict:
+def tile_windows(rows: list, shape: dict | None = None) -> dict:
     """Exact against tile-aligned windows at ``shape``: each kernel's visits and instructions per visited tile. A
     tile-aligned window visits whole tiles only, so its every iteration is the full loop's body."""
     from vidgen.attention import make_pattern
+    shape = shape or gpu_shape("b")
     exact = make_pattern(shape["grid"], shape["window"])
     tiled = make_pattern(shape["grid"], shape["tile_window"], tile=shape["tile"])
     out = {key: per_iteration(rows, visits(pattern)) for key, pattern in (("exact", exact), ("tiled", tiled))}

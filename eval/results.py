@@ -89,11 +89,27 @@ def source_provenance(files) -> dict:
         except (OSError, subprocess.CalledProcessError):
             commit = None
     sha = {str(f): hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f in files}
-    out = {"commit": commit or None, "dirty": dirty in (True, "1", "true") if dirty is not None else None, "sha256": sha}
-    at_commit = dict(item.split("=", 1) for item in os.environ.get("VIDGEN_SOURCE_SHA256", "").split(",") if "=" in item)
+    out = {"commit": commit or None, "dirty": dirty in (True, "1", "true") if dirty is not None else None,
+           "sha256": sha}
+    carried = os.environ.get("VIDGEN_SOURCE_SHA256", "")
+    at_commit = dict(item.split("=", 1) for item in carried.split(",") if "=" in item)
     if at_commit:  # the files' hashes at the carried commit: a tree changed after it was recorded is flagged
         out["files_match_commit"] = all(at_commit.get(f) == h for f, h in sha.items() if f in at_commit)
     return out
+
+
+#: the files of the shipped Triton attention kernel, hashed into every device result (what code it ran)
+KERNEL_FILES = ("vidgen/attention/triton_jit.py", "vidgen/attention/triton_kernel.py")
+
+
+def kernel_provenance() -> dict:
+    """``source``: :func:`source_provenance` of :data:`KERNEL_FILES`; ``triton``: the version that ran (None if
+    triton is not installed)."""
+    try:
+        import triton
+    except ImportError:
+        triton = None
+    return {"source": source_provenance(KERNEL_FILES), "triton": getattr(triton, "__version__", None)}
 
 
 def target(name: str, measured, at_least: float, unit: str = "x") -> dict:
