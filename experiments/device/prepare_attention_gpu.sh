@@ -35,17 +35,5 @@ HF_HUB_OFFLINE=1 VIDGEN_TEXT_RECORD=.carry/test_prompts.safetensors OMP_NUM_THRE
   $PY experiments/device/run_offline.py eval/bench_pipelines.py --quick --batch 8 --threads 1 | tail -2
 test -s .carry/test_prompts.safetensors
 [ "${SIZE_CHECK:-1}" = 0 ] && exit 0  # gpu_issue.sh: travel.sh leave gpu-issue measures what travels instead
-$PY - <<'EOF'
-import subprocess
-from pathlib import Path
-listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True,
-                        text=True, check=True).stdout.split("\0")
-carried = [p for p in Path(".whl").iterdir()] + [Path(".carry/test_prompts.safetensors"),
-                                                  Path(".carry/test_prompts.json")]
-tree = sum(Path(p).stat().st_size for p in listed if p and Path(p).is_file())
-extra = sum(p.stat().st_size for p in carried)
-total = (tree + extra) / 2**20
-print(f"travels: tree {tree / 2**20:.1f} MiB + carried {extra / 2**20:.1f} MiB = {total:.1f} MiB of 64")
-raise SystemExit(0 if total < 63.5 else "too large for one device call as the tree is now: leave the shipped "
-                 "folders the call does not read behind (bash experiments/device/travel.sh leave gpu-issue)")
-EOF
+$PY experiments/device/travel_size.py .whl .carry/test_prompts.safetensors .carry/test_prompts.json \
+  --hint "leave the shipped folders the call does not read behind (bash experiments/device/travel.sh leave gpu-issue)"

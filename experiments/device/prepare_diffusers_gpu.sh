@@ -13,14 +13,4 @@ rm -rf .whl && mkdir -p .whl
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
   diffusers==0.42.1 importlib-metadata==10.2.0
-$PY - <<'PYEOF'
-import subprocess
-from pathlib import Path
-listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True,
-                        text=True, check=True).stdout.split("\0")
-tree = sum(Path(p).stat().st_size for p in listed if p and Path(p).is_file())
-extra = sum(p.stat().st_size for p in Path(".whl").iterdir())
-total = (tree + extra) / 2**20
-print(f"travels: tree {tree / 2**20:.1f} MiB + .whl {extra / 2**20:.1f} MiB = {total:.1f} MiB of 64")
-raise SystemExit(0 if total < 63.5 else "too large for one device call: carry less or shrink the tree")
-PYEOF
+$PY experiments/device/travel_size.py .whl --hint "leave pretrained/ behind (bash experiments/device/travel.sh leave tokenizer: the call reads none of it)"

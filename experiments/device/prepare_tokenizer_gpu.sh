@@ -48,15 +48,5 @@ with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as src, \
             dst.addfile(member, src.extractfile(member) if member.isfile() else None)
 PYEOF
 fi
-$PY - <<'PYEOF'
-import subprocess
-from pathlib import Path
-listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True,
-                        text=True, check=True).stdout.split("\0")
-tree = sum(Path(p).stat().st_size for p in listed if p and Path(p).is_file())
-extra = sum(p.stat().st_size for d in (".whl", ".carry/tokenizer") for p in Path(d).rglob("*") if p.is_file())
-total = (tree + extra) / 2**20
-print(f"travels: tree {tree / 2**20:.1f} MiB + carried {extra / 2**20:.1f} MiB = {total:.1f} MiB of 64")
-raise SystemExit(0 if total < 63.5 else "too large for one device call: leave pretrained/ behind first "
-                 "(bash experiments/device/travel.sh leave tokenizer), then run this again")
-PYEOF
+$PY experiments/device/travel_size.py .whl .carry/tokenizer \
+  --hint "leave pretrained/ behind first (bash experiments/device/travel.sh leave tokenizer), then run this again"

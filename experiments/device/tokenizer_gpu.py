@@ -200,7 +200,7 @@ def judge(args) -> int:
     result = {"run": str(run.relative_to(ROOT)), "steps": done_steps(run), "rule": "scenes-val, 16 clips of 17 "
               "frames: PSNR above the shipped model's at 64 and 128, ST-LPIPS at most 0.005 above it at either",
               "rows": rows, "checks": checks, "ships": all(checks.values())}
-    path = ROOT / "experiments" / "results" / "tokenizer_gpu_judge.json"
+    path = Path(args.out)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=1))
     return 0
@@ -220,6 +220,8 @@ def main(argv=None) -> int:
     j = sub.add_parser("judge", help="here: the ship rule on what came back")
     j.add_argument("returned", help="the folder the device's files came back to (run.tar.partNN)")
     j.add_argument("--config", default=CONFIG)
+    j.add_argument("--out", default=str(ROOT / "experiments" / "results" / "tokenizer_gpu_judge.json"),
+                   help="the judgement (a dry run's goes elsewhere, e.g. /tmp)")
     args = parser.parse_args(argv)
     return train(args) if args.command == "train" else judge(args)
 

@@ -24,18 +24,7 @@ case "${1:-}" in
     fi
     mkdir -p $HOLD/pretrained
     for d in $LEAVE; do [ -d "$d" ] && mv "$d" "$HOLD/$d"; done
-    ${PY:-.venv/bin/python} - <<'PYEOF'
-import subprocess
-from pathlib import Path
-listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True,
-                        text=True, check=True).stdout.split("\0")
-tree = sum(Path(p).stat().st_size for p in listed if p and Path(p).is_file())
-paths = [Path(".whl")] + sorted(Path(".carry").iterdir() if Path(".carry").is_dir() else [])
-carried = {str(d): sum(p.stat().st_size for p in ([d] if d.is_file() else d.rglob("*")) if p.is_file())
-           for d in paths if d.exists()}
-print(f"travels now: the tree, {tree / 2**20:.1f} MiB, and what the call carries, of: "
-      + ", ".join(f"{d} {b / 2**20:.1f} MiB" for d, b in carried.items()) + " (each call's header names its carry)")
-PYEOF
+    ${PY:-.venv/bin/python} experiments/device/travel_size.py --each .whl $(ls -d .carry/* 2>/dev/null)
     echo "left behind in $HOLD: $LEAVE; run '$0 back' after the calls" ;;
   back)
     if [ -d $HOLD/pretrained ]; then
