@@ -92,3 +92,8 @@ def test_regional_compilation_wraps_each_block_and_undoes():
     for parent, i, block in undo:
         parent[i] = block
     assert list(model.blocks) == blocks
+    # the same blocks diffusers' own regional compilation compiles (nn.Module.compile sets _compiled_call_impl)
+    theirs = WanTransformer3DModel(**module.TINY)
+    theirs.compile_repeated_blocks()
+    compiled_there = [name for name, m in theirs.named_modules() if getattr(m, "_compiled_call_impl", None)]
+    assert compiled_there == [f"blocks.{i}" for i in range(len(blocks))]
