@@ -259,7 +259,8 @@ def main(argv=None) -> int:
         import triton
         rows = measure()
         write_result(args.out, dict(machine=dict(capability=90, triton=triton.__version__), rows=rows,
-                                    tile_windows=tile_windows(rows)))
+                                    tile_windows=tile_windows(rows)),
+                     weights=(), precision="bf16")  # compiled kernels: no weights file
         print(f"wrote {args.out}")
     write_table(args.out)
     print(f"docs/attention.md's table from {args.out}")
