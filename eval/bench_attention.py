@@ -12,7 +12,9 @@ median of per-round ratios measured side by side):
   and FlexAttention's forward (its CPU backward does not exist). It does not apply to the fused C kernel (a ctypes
   call: dynamo would only graph-break around it). Compile time is reported apart from the steady-state time.
 
-Every method is called once before the timed rounds (warm-up) and timed over ``--rounds`` rounds (default 5). Grids
+Every method is called once before the timed rounds (warm-up) and timed over ``--rounds`` rounds (at least 5; odd
+rounds run the methods in reverse order); every round's time is recorded (``round_seconds``), each speed-up is the
+median of per-round ratios with the smallest beside it (``..._min``), and a negative time is an error. Grids
 below 4,096 tokens (``--small``) time where ``auto`` switches from dense SDPA to the windowed paths: the smallest of
 them at which a windowed path beats dense masked SDPA in both dtypes is reported as ``blocked_min_tokens``, the token
 count ``vidgen.attention.api.BLOCKED_MIN_TOKENS`` is set from (``tests/test_bench_attention.py`` compares them).
@@ -46,7 +48,7 @@ from vidgen.attention.masks import PATTERN_FACTORIES, pattern_mask
 from vidgen.attention.tiles import needed_tile_map, tile_visit_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import write_result  # noqa: E402  (imported first: the run's start load)
+from results import alternate, checked_seconds, require_rounds, write_result  # noqa: E402  (first: the start load)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "bench_attention.json"
@@ -69,7 +71,7 @@ def fwd_bwd_seconds(fn, q, k, v, clear_grads: bool = True) -> float:
             x.grad = None
     start = time.perf_counter()
     fn(q, k, v).sum().backward()
-    return time.perf_counter() - start
+    return checked_seconds(time.perf_counter() - start, "forward+backward")
 
 
 def useful_flops(pattern, heads: int, head_dim: int, backward: bool = True) -> float:
@@ -113,9 +115,10 @@ def bench_grid(grid, window, heads, head_dim, rounds, ceilings, causal=False, wi
     for (dname, name), fn in methods.items():  # warm-up, every method: kernel build, plan / mask caches, allocator
         fwd_bwd_seconds(fn, *inputs[dname])
     times = {key: [] for key in methods}
-    for _ in range(rounds):
-        for (dname, name), fn in methods.items():
-            times[(dname, name)].append(fwd_bwd_seconds(fn, *inputs[dname], clear_grads=name not in ACCUMULATING))
+    for r in range(rounds):
+        for dname, name in alternate(methods, r):
+            times[(dname, name)].append(fwd_bwd_seconds(methods[(dname, name)], *inputs[dname],
+                                                        clear_grads=name not in ACCUMULATING))
     flops = useful_flops(pattern, heads, head_dim)
     row = dict(grid=list(grid), tokens=pattern.num_tokens, window=window and list(window), causal=causal,
                rounds=rounds, block=[p.block for p in plan_blocks(pattern)], flop_bound_speedup=1.0 / pattern.density(),
@@ -124,12 +127,14 @@ def bench_grid(grid, window, heads, head_dim, rounds, ceilings, causal=False, wi
     for dname in DTYPES:
         t = {name: ts for (d, name), ts in times.items() if d == dname}
         sec = {name: statistics.median(ts) for name, ts in t.items()}
-        entry = dict(seconds=sec, gflops={n: flops / s / 1e9 for n, s in sec.items()},
+        entry = dict(seconds=sec, round_seconds=t, gflops={n: flops / s / 1e9 for n, s in sec.items()},
                      fraction_of_ceiling={n: flops / s / 1e9 / ceilings[dname]["gflops"] for n, s in sec.items()})
         for fast in ("user_call", "fused", "blocked"):  # per-round ratios, then the median
             for other in ("dense_masked_sdpa", "unmasked_sdpa", "blocked"):
                 if fast in t and other in t and other != fast:
-                    entry[f"{fast}_speedup_vs_{other}"] = statistics.median(o / m for o, m in zip(t[other], t[fast]))
+                    ratios = [o / m for o, m in zip(t[other], t[fast])]
+                    entry[f"{fast}_speedup_vs_{other}"] = statistics.median(ratios)
+                    entry[f"{fast}_speedup_vs_{other}_min"] = min(ratios)
         row[dname] = entry
     for name in {n for d, n in times if d == "bf16"} & {n for d, n in times if d == "fp32"}:
         row.setdefault("bf16_speedup_vs_fp32", {})[name] = statistics.median(
@@ -156,14 +161,16 @@ def bench_flex_forward(grid, window, heads, head_dim, rounds, ceilings):
         for fn, xs in methods.values():
             fn(*xs)
         times = {key: [] for key in methods}
-        for _ in range(rounds):
-            for key, (fn, xs) in methods.items():
+        for r in range(rounds):
+            for key in alternate(methods, r):
+                fn, xs = methods[key]
                 start = time.perf_counter()
                 fn(*xs)
-                times[key].append(time.perf_counter() - start)
+                times[key].append(checked_seconds(time.perf_counter() - start, f"{key} forward"))
     flops = useful_flops(pattern, heads, head_dim, backward=False)
     sec = {f"{d}_{n}": statistics.median(ts) for (d, n), ts in times.items()}
     return dict(grid=list(grid), tokens=pattern.num_tokens, window=list(window), rounds=rounds, seconds=sec,
+                round_seconds={f"{d}_{n}": ts for (d, n), ts in times.items()},
                 compile_seconds=compile_s, fraction_of_ceiling={
                     k: flops / s / 1e9 / ceilings[k.split("_")[0]]["gflops"] for k, s in sec.items()})
 
@@ -317,6 +324,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    require_rounds(args.rounds, args.quick)
     if args.quick:
         args.frames, args.size, args.wide, args.rounds, args.small = [2, 4], 16, 0, 1, ["1x8x16"]
     out = Path(args.out) if args.out else (Path("outputs/bench_attention_quick.json") if args.quick else OUT)
@@ -369,7 +377,8 @@ def main(argv=None) -> int:
                    bf16_kernel_native=bool(cpu_window.bf16_native()), rows=rows,
                    blocked_min_tokens=blocked_min_tokens(rows), pattern_grid=list(pattern_grid),
                    other_patterns=other, flex_forward=flex, tile_skips=dict(grid=list(tile_grid), rows=skips))
-    path = write_result(out, payload, threads=args.threads)
+    path = write_result(out, payload, threads=args.threads, weights=(),  # random inputs: no weights file
+                        precision="fp32, bf16 and bf16 + torch.compile, side by side")
     print(f"wrote {path}")
     return 0
 
