@@ -1,6 +1,6 @@
 """The block-causal flow generator: a chunk streamed against the rolling KV cache equals the uncached whole-sequence
-forward (fp32, 1e-5), past the window's evictions too; RoPE positions and the cache stay bounded over 10,000 latent
-frames; a prompt switch re-caches; chunk layouts it cannot run are refused by name."""
+forward (fp32, 1e-5), past the window's evictions too; RoPE positions stay bounded over 10,000 latent frames and the
+cache holds no more bytes there than at 1,025; a prompt switch re-caches; chunk layouts it cannot run are refused by name."""
 from __future__ import annotations
 
 import pytest
@@ -94,21 +94,47 @@ def test_a_step_with_gradient_after_steps_without_reaches_the_text_layers():
     assert all(p.grad.abs().sum() > 0 for p in (embed.text_proj[0].weight, embed.pooled_proj[0].weight))
 
 
-@pytest.mark.parametrize("frames", [400, pytest.param(10_000, marks=pytest.mark.slow)])
-def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, monkeypatch, one_thread):
+def _held_bytes(tensors) -> tuple[int, int]:
+    """The bytes ``tensors`` keep alive (each storage once: a slice keeps its whole base), and their own bytes."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values()), sum(t.nbytes for t in tensors)
+
+
+def _cache_tensors(stream: ChunkStream) -> list:
+    """What a stream holds between chunks: the rolling cache's keys and values and the committed latents."""
+    return [t for layer in stream.cache.layers for kv in layer.values() for t in kv] + list(stream.clean.values())
+
+
+@pytest.mark.parametrize("frames, reference", [(400, 100), pytest.param(10_000, 1_025, marks=pytest.mark.slow)])
+def test_positions_and_the_cache_stay_bounded_over_ten_thousand_latent_frames(frames, reference, monkeypatch,
+                                                                              one_thread):
+    """Positions stay within the trained context, and the cache's bytes (the memory its tensors keep alive, read
+    after every chunk) never exceed what they were by ``reference`` latent frames (1,025, the length the
+    100-to-1,025 memory figure goes to) and end equal to it."""
     model = _model(chunk_frames=4, window_chunks=2, sink_chunks=1, t=16, depth=1)
-    widest = []
+    widest, streams = [], []
     angles = causal_stream.rope3d_angles
     monkeypatch.setattr(causal_stream, "rope3d_angles",
                         lambda grid, *a, **k: widest.append(grid[0]) or angles(grid, *a, **k))
+
+    class Recorded(ChunkStream):  # the stream stream_latents makes, kept to read its cache
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            streams.append(self)
+    monkeypatch.setattr(causal_stream, "ChunkStream", Recorded)
     chunks = stream_latents(model, None, frames=frames, hw=(2, 2), num_inference_steps=1,
                             generator=torch.Generator().manual_seed(0))
-    total = 0
+    total, held = 0, []
     for x in chunks:
         total += x.shape[2]
         assert torch.isfinite(x).all()
-    assert total == frames
+        kept, own = _held_bytes(_cache_tensors(streams[-1]))
+        assert kept == own, total  # nothing beyond the cached tensors' own bytes
+        held.append((total, kept))
+    assert total == frames and len(streams) == 1
     assert max(widest) - 1 == model.max_position() == (1 + 2 + 1) * 4 - 1
+    at_reference = max(b for n, b in held if n <= reference)
+    assert at_reference > 0 and max(b for _, b in held) == at_reference == held[-1][1], (at_reference, held[-1])
 
 
 def test_a_prompt_switch_re_caches_the_held_chunks_under_the_new_prompt():
@@ -157,10 +183,6 @@ def test_the_cache_holds_the_same_bytes_at_100_and_1025_latent_frames(deferred, 
     stream = ChunkStream(model, _cond(), (2, 2))
     held = []
 
-    def alive(tensors) -> tuple[int, int]:
-        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
-        return sum(storages.values()), sum(t.nbytes for t in tensors)
-
     with torch.no_grad():
         for i in range(1025):
             x = torch.randn(1, 4, 1, 2, 2, generator=torch.Generator().manual_seed(i))
@@ -169,8 +191,7 @@ def test_the_cache_holds_the_same_bytes_at_100_and_1025_latent_frames(deferred, 
                 stream.commit_later(x)
             else:
                 stream.commit(x)
-            tensors = [t for layer in stream.cache.layers for kv in layer.values() for t in kv]
-            kept, own = alive(tensors + list(stream.clean.values()))
+            kept, own = _held_bytes(_cache_tensors(stream))
             assert kept == own, i  # nothing beyond the cached tensors' own bytes
             held.append(kept)
     assert max(held[:100]) == max(held) == held[-1] > 0  # flat: the sink and the window, whatever the length
