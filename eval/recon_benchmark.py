@@ -22,15 +22,28 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vidgen.cli.eval_recon import add_arguments, run  # noqa: E402
+from vidgen.metrics.frechet import reliability  # noqa: E402
+from vidgen.metrics.fvd import FrechetVideoDistance  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_result  # noqa: E402
 
 
+def rfvd_cell(results: dict) -> str:
+    """An rFVD for a table, flagged when it comes from fewer clips than a reliable FD needs (results files written
+    before the flag was stored are judged by their clip count)."""
+    rfvd = results.get("rfvd")
+    if not isinstance(rfvd, (int, float)):
+        return "–"
+    flag = results.get("rfvd_reliability") or reliability(results["clips"], results["clips"], FrechetVideoDistance.dim)
+    if flag["reliable"]:
+        return f"{rfvd:.0f}"
+    return f"{rfvd:.0f} (unreliable: {min(flag['n_real'], flag['n_fake'])} clips, < {flag['min_samples']})"
+
+
 def readme_table(results: dict) -> str:
     """The README table (``<!-- table:recon -->``) from ``docs/results/recon_benchmark.json``."""
     perceptual = next((k for k in results if "lpips" in k.lower()), None)
-    rfvd = results.get("rfvd")
     tiling = results.get("tiling")
     lines = ["| PSNR | SSIM | " + (f"{perceptual} | " if perceptual else "") + "rFVD | flicker | encode / decode "
              "frames/s | peak RSS | chunked vs one-shot max abs diff | tiled vs untiled PSNR |",
@@ -39,7 +52,7 @@ def readme_table(results: dict) -> str:
              f"{tiling['tile']}, overlap {tiling['overlap']})") if tiling else "–"
     lines.append(f"| {results['psnr']:.2f} dB | {results['ssim']:.3f} | "
                  + (f"{results[perceptual]:.3f} | " if perceptual else "")
-                 + (f"{rfvd:.0f} | " if isinstance(rfvd, (int, float)) else "– | ")
+                 + f"{rfvd_cell(results)} | "
                  + f"{results['flicker']:.3f} | {results['encode_frames_per_s']:.0f} / "
                  f"{results['decode_frames_per_s']:.0f} | {results['peak_rss_mb']:.0f} MB | "
                  f"{results['max_abs_diff_chunked_vs_one_shot']:.1e} | {tiled} |")
@@ -47,6 +60,11 @@ def readme_table(results: dict) -> str:
     lines += ["", f"`{results['model']}` ({results['class']}, {results['params_m']:.2f} M params), {results['clips']} "
               f"held-out clips of {results['frames']}x{results['size']}x{results['size']}, {results['threads']} "
               f"thread(s), load average {results['loadavg_start'][0]:.2f} at start. PSNR per photograph: {spread}."]
+    if results.get("protocol"):
+        lines.append(f"Protocol `{results['protocol']['name']}`: {results['protocol']['description']}.")
+    if results.get("skipped"):
+        lines.append(f"{len(results['skipped'])} clip(s) of the data were skipped (`--skip-bad`); the results file "
+                     "lists each with the reason.")
     if tiling:
         lines.append(f"Tiled and untiled decodes are {tiling['psnr_untiled_vs_original']:.2f} / "
                      f"{tiling['psnr_tiled_vs_original']:.2f} dB from the {tiling['size']}x{tiling['size']} "
@@ -67,11 +85,10 @@ def comparison_table(results: dict) -> str:
     baseline = {(r["data"], r["size"]): r["psnr"] for r in rows if is_baseline(r)}
     for r in rows:
         perceptual = next((v for k, v in r.items() if "lpips" in k.lower() and isinstance(v, float)), None)
-        rfvd = r.get("rfvd")
         gap = r["psnr"] - baseline[(r["data"], r["size"])] if (r["data"], r["size"]) in baseline else None
         lines.append(f"| {r['name']} | {r['data']} | {r['size']} | 1/{r['compression']:.0f} | {r['psnr']:.2f} dB | "
                      f"{r['ssim']:.3f} | " + (f"{perceptual:.3f}" if perceptual is not None else "–") + " | "
-                     + (f"{rfvd:.0f}" if isinstance(rfvd, (int, float)) else "–") + " | "
+                     + rfvd_cell(r) + " | "
                      + (f"{r['utilization']:.1%}" if "utilization" in r else "–") + " | "
                      + ("–" if gap is None or is_baseline(r) else f"{gap:+.2f} dB") + " |")
     first = rows[0]

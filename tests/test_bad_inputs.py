@@ -478,6 +478,47 @@ def _distill_diffusers(env, *overrides):
                                          *overrides], schema=DiffusersDistillConfig))
 
 
+TINY_RUN = ["model.preset=tiny", "data.num_frames=5", "data.size=16", "data.num_clips=4", "data.video_batch=1",
+            "data.image_batch=1", "data.eval_clips=1", "data.eval_frames=5", "loss.perceptual=0", "loss.gan=0",
+            "log_every=1", "eval_every=100", "sample_every=100", "stats_clips=1", "ckpt_every=1", "steps=1"]
+
+
+def _resume_with(env, *overrides):
+    """Resume a 1-step tiny tokenizer run (trained once) with other settings."""
+    from vidgen.training import train
+    run = env.path("tok-run")
+    if not (run / "final").exists():
+        train(load_config(None, TINY_RUN + [f"run_dir={run}", "resume="]))
+        env.reference["tok-run-config"] = (run / "config.yaml").read_text()
+    train(load_config(None, TINY_RUN + [f"run_dir={run}", "steps=2", *overrides]))
+
+
+def _run_record_unchanged(env) -> None:
+    run = env.path("tok-run")
+    assert (run / "config.yaml").read_text() == env.reference["tok-run-config"], "the refused resume rewrote config.yaml"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000001"]
+
+
+def _eval_folder(env) -> Path:
+    """Two 9-frame videos and a 4-frame one between them."""
+    folder = env.path("recon-folder")
+    if not folder.exists():
+        folder.mkdir()
+        g = torch.Generator().manual_seed(0)
+        for name, frames in (("a_good.mp4", 9), ("b_short.mp4", 4), ("c_good.mp4", 9)):
+            write_video(folder / name, torch.rand(3, frames, 16, 16, generator=g) * 2 - 1, fps=8)
+    return folder
+
+
+def _recon_args(*argv):
+    import argparse
+
+    from vidgen.cli import eval_recon
+    parser = argparse.ArgumentParser()
+    eval_recon.add_arguments(parser)
+    return eval_recon.settle_protocol(parser.parse_args(["bicubic", *argv]))
+
+
 CASES: list[Case] = [
     # --------------------------------------------------------------------------- video files: read_video / probe_video
     Case("read/missing", "io", lambda env: read_video(env.path("nope.mp4")), VideoIOError, r"nope\.mp4: no such file"),
@@ -937,6 +978,64 @@ CASES: list[Case] = [
          lambda env: joint_batch(list(torch.zeros(2, 3, 2, 16, 16)), EpochSampler(2, 0), 2, 0, 12,
                                  RowGenerator(torch.Generator().manual_seed(0)), zoom=0.5), ConfigError,
          r"data\.zoom_aug needs data\.crop \(got 12\) of at most half the clips' size \(16x16\)"),
+    Case("load_config/steps-below-one", "config", lambda env: load_config(overrides=["steps=-5"]), ConfigError,
+         r"steps must be a whole number >= 1, got -5; set it in the config file or with steps=VALUE"),
+    Case("train/negative-steps-write-nothing", "config",
+         lambda env: __import__("vidgen.training", fromlist=["train"]).train(
+             load_config(None, TINY_RUN + [f"run_dir={env.path('neg-steps')}", "steps=-5"])), ConfigError,
+         r"steps must be a whole number >= 1, got -5",
+         lambda env: not env.path("neg-steps").exists() or pytest.fail("a refused run wrote its run_dir")),
+    Case("load_config/learning-rate-zero", "config", lambda env: load_config(overrides=["optim.lr=0"]), ConfigError,
+         r"optim\.lr must be a number > 0, got 0"),
+    Case("load_config/negative-loss-weight", "config", lambda env: load_config(overrides=["loss.perceptual=-0.1"]),
+         ConfigError, r"loss\.perceptual must be a number >= 0, got -0\.1"),
+    Case("load_config/ema-decay-one", "config", lambda env: load_config(overrides=["ema_decay=1"]), ConfigError,
+         r"ema_decay must be a number >= 0 and < 1, got 1"),
+    Case("load_config/log-every-zero", "config", lambda env: load_config(overrides=["log_every=0"]), ConfigError,
+         r"log_every must be a whole number >= 1, got 0"),
+    Case("load_config/fractional-frames", "config", lambda env: load_config(overrides=["data.num_frames=8.5"]),
+         ConfigError, r"data\.num_frames must be a whole number >= 1, got 8\.5"),
+    Case("load_config/nan-grad-clip", "config", lambda env: load_config(overrides=["optim.grad_clip=.nan"]),
+         ConfigError, r"optim\.grad_clip must be a number > 0, got nan"),
+    Case("load_config/adam-beta-one", "config", lambda env: load_config(overrides=["optim.betas=[0.9, 1.0]"]),
+         ConfigError, r"optim\.betas must be two numbers in \[0, 1\) \(Adam's decay rates\), got \[0\.9, 1\.0\]"),
+    Case("load_config/no-clips-per-step", "config",
+         lambda env: load_config(overrides=["data.video_batch=0", "data.image_batch=0"]), ConfigError,
+         r"data\.video_batch and data\.image_batch are both 0: a step would see no clip"),
+    Case("load_config/generator-batch-zero", "config",
+         lambda env: load_config(overrides=["data.batch=0"], schema=GeneratorTrainConfig), ConfigError,
+         r"data\.batch must be a whole number >= 1, got 0"),
+    Case("load_config/distill-guidance-negative", "config",
+         lambda env: load_config(overrides=["distill.guidance_scale=-1"],
+                                 schema=__import__("vidgen.training.distill_task", fromlist=["x"]).DistillTrainConfig),
+         ConfigError, r"distill\.guidance_scale must be a number >= 0, got -1"),
+    Case("train/resume-with-another-preset", "config", lambda env: _resume_with(env, "model.preset=small"),
+         ConfigError, r"resume: the checkpoint .*tok-run/checkpoints/step_00000001 was written by a run with another "
+         r"model; differing settings: model\.preset \('tiny' in the checkpoint, 'small' in this run\); differing "
+         r"architecture: .*latent_channels \(4 in the checkpoint, 16 in this run\).*start a fresh run",
+         _run_record_unchanged),
+    Case("train/resume-with-another-kind", "config", lambda env: _resume_with(env, "model.kind=vqvae"), ConfigError,
+         r"model\.kind \('vae' in the checkpoint, 'vqvae' in this run\); differing architecture: class \(CausalVAE "
+         r"in the checkpoint, CausalVQVAE in this run\)", _run_record_unchanged),
+    Case("train/resume-with-another-override", "config",
+         lambda env: _resume_with(env, "model.overrides={latent_channels: 8}"), ConfigError,
+         r"model\.overrides\.latent_channels \(unset in the checkpoint, 8 in this run\); differing architecture: "
+         r"latent_channels \(4 in the checkpoint, 8 in this run\)\.", _run_record_unchanged),
+    # --------------------------------------------------------------------------- reconstruction benchmark inputs
+    Case("eval_recon/short-clip-without-skip-bad", "data",
+         lambda env: __import__("vidgen.cli.eval_recon", fromlist=["x"]).load_eval_set(str(_eval_folder(env)), 3, 9, 16),
+         VideoIOError, r"--data .*recon-folder: .*b_short\.mp4: asked for 9 frames .* only 4 frames .*; pass "
+         r"--skip-bad to skip such clips"),
+    Case("eval_recon/only-bad-clips", "data",
+         lambda env: __import__("vidgen.cli.eval_recon", fromlist=["x"]).load_eval_set(
+             str(_eval_folder(env)), 3, 30, 16, skipped=[]), InvalidInputError,
+         r"--data .*recon-folder: no usable clips of 30 frames \(3 skipped, e\.g\. .*a_good\.mp4"),
+    Case("eval_recon/protocol-contradicted", "data", lambda env: _recon_args("--protocol", "published-17x256",
+                                                                             "--size", "128"),
+         ConfigError, r"--size 128 contradicts --protocol published-17x256 \(size 256\); drop the option"),
+    Case("eval_recon/protocol-other-perceptual", "data",
+         lambda env: _recon_args("--protocol", "published-17x256", "--perceptual", "stlpips"), ConfigError,
+         r"--perceptual stlpips contradicts --protocol published-17x256 \(perceptual lpips\)"),
     Case("load_config/unknown-key", "config", lambda env: load_config(overrides=["model.blocks=3"]), ConfigError,
          r"unknown config key 'model\.blocks'"),
     Case("load_config/unknown-block-option", "config",

@@ -211,3 +211,17 @@ def test_metric_input_errors_and_frame_count_mismatch_warning():
     metric.update(torch.rand(4, 3, 2, 4, 4), real=True)
     metric.update(torch.rand(4, 3, 3, 4, 4), real=False)
     assert "different frame counts" in metric.compute(with_noise_floor=False)["warnings"][0]
+
+
+def test_compute_flags_a_distance_from_fewer_samples_than_four_times_the_dimension():
+    """An FD from a few dozen clips is sampling noise (docs/fvd.md): compute() says so instead of leaving the reader
+    to know the rule; 4 * dim samples per set is where it stops being flagged."""
+    rng = torch.Generator().manual_seed(7)
+    few = _PlumbingMetric(progress=False)
+    few.update(torch.rand(12, 3, 2, 4, 4, generator=rng), real=True)
+    few.update(torch.rand(23, 3, 2, 4, 4, generator=rng), real=False)
+    assert few.compute()["reliability"] == {"n_real": 12, "n_fake": 23, "min_samples": 24, "reliable": False}
+    enough = _PlumbingMetric(progress=False)
+    enough.update(torch.rand(24, 3, 2, 4, 4, generator=rng), real=True)
+    enough.update(torch.rand(30, 3, 2, 4, 4, generator=rng), real=False)
+    assert enough.compute()["reliability"]["reliable"] is True

@@ -108,3 +108,80 @@ def test_eval_recon_counts_a_discrete_tokenizers_codebook_use(tmp_path):
     assert main(["eval", "recon", "bicubic", "--clips", "2", "--frames", "5", "--size", "16", "--png-clips", "0",
                  "--out", str(tmp_path / "b")]) == 0
     assert "utilization" not in json.loads((tmp_path / "b" / "results.json").read_text())
+
+
+def _folder_with_a_short_clip(root):
+    from vidgen.io import write_video
+    root.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for name, frames in (("a_good.mp4", 9), ("b_short.mp4", 4), ("c_good.mp4", 9)):
+        write_video(root / name, torch.rand(3, frames, 16, 16, generator=g) * 2 - 1, fps=8)
+    return root
+
+
+def test_skip_bad_records_each_skipped_clip_and_why(tmp_path, capsys):
+    """A clip shorter than --frames used to abort the run with no way to skip it."""
+    data = _folder_with_a_short_clip(tmp_path / "videos")
+    common = ["eval", "recon", "bicubic", "--data", str(data), "--clips", "3", "--frames", "9", "--size", "16",
+              "--png-clips", "0"]
+    assert main(common + ["--out", str(tmp_path / "strict")]) == 2
+    assert "b_short.mp4" in capsys.readouterr().err and not (tmp_path / "strict" / "results.json").exists()
+    assert main(common + ["--skip-bad", "--out", str(tmp_path / "o")]) == 0
+    result = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert result["clips"] == 2 and sorted(result["psnr_per_source"]) == ["a_good.mp4", "c_good.mp4"]
+    [skipped] = result["skipped"]
+    assert skipped["clip"] == str(data / "b_short.mp4") and "only 4 frames" in skipped["reason"]
+
+
+def test_rfvd_from_few_clips_is_flagged_unreliable_in_the_file_and_the_tables(tmp_path, load_script):
+    out = tmp_path / "out"
+    assert main(["eval", "recon", "bicubic", "--clips", "2", "--frames", "9", "--size", "16", "--png-clips", "0",
+                 "--fvd", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert isinstance(result["rfvd"], float) and result["protocol"] is None and result["skipped"] == []
+    assert result["rfvd_reliability"] == {"n_real": 2, "n_fake": 2, "min_samples": 1600, "reliable": False}
+    bench = load_script("eval/recon_benchmark.py")
+    flagged = f"{result['rfvd']:.0f} (unreliable: 2 clips, < 1600)"
+    assert bench.rfvd_cell(result) == flagged
+    assert bench.comparison_table({"rows": [{**result, "name": "b"}], "threads": 1, "date": "2026", "command": "c"}) \
+        .count(flagged) == 1
+    reliable = {**result, "rfvd_reliability": {**result["rfvd_reliability"], "n_real": 1600, "n_fake": 1600,
+                                               "reliable": True}}
+    assert bench.rfvd_cell(reliable) == f"{result['rfvd']:.0f}"
+    old_file = {k: v for k, v in result.items() if k != "rfvd_reliability"}  # judged by its clip count
+    assert bench.rfvd_cell(old_file) == flagged
+
+
+class _FakeLPIPS(torch.nn.Module):
+    name = "LPIPS-alex"
+
+    def forward(self, x, y):
+        return (x - y).abs().flatten(1).mean(1)
+
+
+def test_protocol_preset_sets_the_published_settings_and_is_recorded(tmp_path, monkeypatch):
+    """--protocol published-17x256: 17 frames at 256x256, LPIPS with the AlexNet backbone, I3D rFVD; the results
+    name the preset. LPIPS' ImageNet backbone is not on this machine, so the loader is stood in for, after checking
+    what the protocol asks it for."""
+    import vidgen.metrics.perceptual as perceptual
+    asked = []
+    monkeypatch.setattr(perceptual, "load_perceptual", lambda kind="auto", net="alex": asked.append((kind, net))
+                        or _FakeLPIPS())
+    out = tmp_path / "out"
+    assert main(["eval", "recon", "bicubic", "--protocol", "published-17x256", "--clips", "2", "--png-clips", "0",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert asked == [("lpips", "alex")]
+    assert (result["frames"], result["size"]) == (17, 256) and result["perceptual_metric"] == "LPIPS-alex"
+    assert isinstance(result["LPIPS-alex"], float) and isinstance(result["rfvd"], float)
+    assert result["protocol"]["name"] == "published-17x256"
+    assert result["protocol"]["metrics"] == ["PSNR", "SSIM", "LPIPS-alex", "rFVD"]
+
+
+def test_protocol_without_the_lpips_backbone_stops_before_reading_a_clip(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    out = tmp_path / "out"
+    assert main(["eval", "recon", "bicubic", "--protocol", "published-17x256", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--protocol published-17x256 reports LPIPS-alex" in err and "alexnet-owt-7be5be79.pth (missing)" in err
+    assert not out.exists()

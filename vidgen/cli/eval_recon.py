@@ -5,6 +5,11 @@ its ImageNet backbone is cached, else ST-LPIPS, reported under its own name), rF
 decode frames/s, peak RSS; chunked-vs-one-shot max difference; tiled-vs-untiled PSNR on larger frames
 (``--tiling-size``). Writes ``results.json`` and one PNG per clip (original | reconstruction | |error|).
 
+``--protocol`` applies a named preset of the settings published tokenizer tables share (:data:`RECON_PROTOCOLS`);
+the results record it. rFVD from fewer clips than :func:`vidgen.metrics.frechet.reliability` asks for is stored
+with ``"reliable": false``. ``--skip-bad`` skips clips of a ``--data`` folder that cannot be read at the protocol's
+length and lists each, with the reason, under ``skipped``.
+
     vidgen eval recon runs/vae_small/final --clips 32 --frames 17 --size 64 --out outputs/recon_vae_small
 """
 from __future__ import annotations
@@ -16,16 +21,33 @@ from pathlib import Path
 
 import torch
 
-from vidgen.errors import InvalidInputError
+from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, VideoIOError
 from vidgen.metrics.baselines import ResizeBaseline
+
+#: the settings when neither the command line nor a protocol sets them
+DEFAULTS = {"frames": 17, "size": 64, "perceptual": "auto", "perceptual_net": "alex", "fvd": False}
+
+#: ``--protocol`` presets: the settings under which published video tokenizer tables are read
+RECON_PROTOCOLS = {
+    "published-17x256": {
+        "frames": 17, "size": 256, "perceptual": "lpips", "perceptual_net": "alex", "fvd": True,
+        "metrics": ["PSNR", "SSIM", "LPIPS-alex", "rFVD"],
+        "description": "17-frame clips at 256x256, as most published video tokenizer tables report: PSNR and SSIM "
+                       "per clip, LPIPS v0.1 with the AlexNet backbone (the lpips package's default network) per "
+                       "frame, rFVD with the Kinetics-400 I3D (vidgen.metrics.fvd)",
+    },
+}
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def load_eval_set(data: str, clips: int, frames: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
-    """Held-out clips ``(N, 3, T, H, W)`` and the source of each (photograph name, or video file)."""
+def load_eval_set(data: str, clips: int, frames: int, size: int, seed: int = 0,
+                  skipped: list | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Held-out clips ``(N, 3, T, H, W)`` and the source of each (photograph name, or video file). A clip of a video
+    folder that cannot be read at ``frames`` frames (too short, corrupt) raises, unless ``skipped`` is a list: then
+    ``{"clip": path, "reason": message}`` is appended to it and the next video is read instead."""
     from vidgen.data import NaturalClips, SceneClips, VideoFolder
     if data == "natural":
         dataset = NaturalClips("test", num_frames=frames, size=size, num_clips=clips, seed=seed)
@@ -35,16 +57,28 @@ def load_eval_set(data: str, clips: int, frames: int, size: int, seed: int = 0) 
         dataset = SceneClips(split, num_frames=frames, size=size, num_clips=clips, seed=seed)
     else:
         dataset = VideoFolder(data, num_frames=frames, size=size)
-    count = min(clips, len(dataset))
-    if count == 0:
-        raise InvalidInputError(f"no clips found in {data!r}")
-    items = [dataset[i] for i in range(count)]
+    items = []
+    for i in range(len(dataset)):
+        if len(items) == clips:
+            break
+        try:
+            items.append(dataset[i])
+        except VideoIOError as err:
+            if skipped is None:
+                raise VideoIOError(f"--data {data}: {err}; pass --skip-bad to skip such clips (each is listed, with "
+                                   "the reason, under 'skipped' in results.json)") from err
+            skipped.append({"clip": str(dataset.paths[i]) if hasattr(dataset, "paths") else f"clip {i}",
+                            "reason": str(err)})
+    if not items:
+        reason = f" ({len(skipped)} skipped, e.g. {skipped[0]['reason']})" if skipped else ""
+        raise InvalidInputError(f"--data {data}: no usable clips of {frames} frames{reason}")
     sources = [str(it.get("source") or Path(str(it.get("path", f"clip {i}"))).name) for i, it in enumerate(items)]
     return torch.stack([it["video"] for it in items]), sources
 
 
-def load_eval_clips(data: str, clips: int, frames: int, size: int, seed: int = 0) -> torch.Tensor:
-    return load_eval_set(data, clips, frames, size, seed)[0]
+def load_eval_clips(data: str, clips: int, frames: int, size: int, seed: int = 0,
+                    skipped: list | None = None) -> torch.Tensor:
+    return load_eval_set(data, clips, frames, size, seed, skipped)[0]
 
 
 def per_source(values: torch.Tensor, sources: list[str]) -> dict[str, float]:
@@ -100,10 +134,11 @@ def _frame_metric(metric, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> 
     return torch.cat([metric(fx[i:i + batch], fy[i:i + batch]) for i in range(0, len(fx), batch)]).mean().item()
 
 
-def tiling_check(model, data: str, size: int, frames: int, tile: int, overlap: int, clips: int = 2) -> dict:
+def tiling_check(model, data: str, size: int, frames: int, tile: int, overlap: int, clips: int = 2,
+                 skip_bad: bool = False) -> dict:
     """PSNR of tiled vs untiled reconstruction on ``size``-pixel frames (and each vs the original)."""
     from vidgen.metrics.reconstruction import psnr
-    x = load_eval_clips(data, clips, frames, size)
+    x = load_eval_clips(data, clips, frames, size, skipped=[] if skip_bad else None)
     model.disable_tiling()
     full, _, _ = reconstruct(model, x, 1, None)
     model.enable_tiling(tile_sample_size=tile, tile_overlap=overlap)
@@ -115,8 +150,38 @@ def tiling_check(model, data: str, size: int, frames: int, tile: int, overlap: i
             "psnr_untiled_vs_original": psnr(x, full).mean().item(), "psnr_tiled_vs_original": psnr(x, tiled).mean().item()}
 
 
+def settle_protocol(args) -> dict | None:
+    """Fill ``args``' unset settings from ``args.protocol``'s preset (then :data:`DEFAULTS`); returns the preset's
+    record for the results (None without a protocol). A setting given on the command line that contradicts the
+    preset is a ConfigError."""
+    name = getattr(args, "protocol", None)
+    if name and name not in RECON_PROTOCOLS:
+        raise ConfigError(f"--protocol {name!r} is unknown; choose from {sorted(RECON_PROTOCOLS)}")
+    preset = RECON_PROTOCOLS.get(name) or {}
+    for key, default in DEFAULTS.items():
+        given = getattr(args, key, None)
+        if key in preset and given is not None and given != preset[key]:
+            raise ConfigError(f"--{key.replace('_', '-')} {given} contradicts --protocol {name} ({key} {preset[key]}); "
+                              "drop the option to evaluate under the protocol, or drop --protocol")
+        if given is None:
+            setattr(args, key, preset.get(key, default))
+    return {"name": name, **preset} if name else None
+
+
 def run(args) -> dict:
     """The command: ``args.threads`` threads while it runs, torch's thread count restored afterwards."""
+    protocol = settle_protocol(args)
+    if protocol:  # the protocol's perceptual metric, or a named error before any clip is read
+        from vidgen.metrics.perceptual import _torch_hub_checkpoint, load_perceptual
+        try:
+            args.perceptual_metric = load_perceptual(args.perceptual, net=args.perceptual_net)
+        except MissingWeightsError as err:
+            trunk = _torch_hub_checkpoint(args.perceptual_net)
+            raise MissingWeightsError(
+                f"--protocol {protocol['name']} reports LPIPS-{args.perceptual_net}, which needs torchvision's ImageNet "
+                f"weights at {trunk}" + (f" ({err})" if trunk.exists() else " (missing)") + "; copy the file there "
+                "from a machine with internet (it is never downloaded), or evaluate without --protocol") from err
+    args.protocol_record = protocol
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -137,13 +202,15 @@ def _run(args) -> dict:
     dtype = resolve_dtype(args.precision, "cpu", "--precision")
     is_baseline = str(args.model).startswith("bicubic")
     model = (ResizeBaseline.from_name(args.model) if is_baseline else load_tokenizer(args.model)).to(dtype)
-    clips, sources = load_eval_set(args.data, args.clips, args.frames, args.size, args.seed)
+    skipped = [] if getattr(args, "skip_bad", False) else None
+    clips, sources = load_eval_set(args.data, args.clips, args.frames, args.size, args.seed, skipped)
     rss_before = _peak_rss_mb()
     usage = CodebookUsage(model.vocab_size) if not is_baseline and is_discrete(model) else None
     recon, enc_s, dec_s, values = _reconstruct(model, clips, args.batch, args.chunk_frames, usage)
     n_frames = clips.shape[0] * clips.shape[2]
     per_clip_psnr = psnr(clips, recon)
-    result = {"model": str(args.model), "class": type(model).__name__, "data": args.data, "clips": len(clips),
+    result = {"model": str(args.model), "class": type(model).__name__, "protocol": args.protocol_record,
+              "data": args.data, "clips": len(clips), "skipped": skipped or [],
               "frames": args.frames, "size": args.size, "threads": args.threads, "chunk_frames": args.chunk_frames,
               "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
               "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -157,13 +224,16 @@ def _run(args) -> dict:
         result.update(utilization=usage.utilization, perplexity=usage.perplexity, tokens_counted=usage.total)
     try:
         from vidgen.metrics.perceptual import load_perceptual
-        perceptual = load_perceptual("auto")
+        perceptual = getattr(args, "perceptual_metric", None) or load_perceptual(args.perceptual, args.perceptual_net)
         result[perceptual.name] = _frame_metric(perceptual, clips, recon)
+        result["perceptual_metric"] = perceptual.name  # the variant and its backbone, e.g. LPIPS-alex
     except Exception as err:  # noqa: BLE001 - missing weights must not hide the other numbers
         result["perceptual"] = f"unavailable: {err}"
     if args.fvd:
-        from vidgen.metrics.fvd import fvd
+        from vidgen.metrics.frechet import reliability
+        from vidgen.metrics.fvd import FrechetVideoDistance, fvd
         result["rfvd"] = fvd(clips, recon)
+        result["rfvd_reliability"] = reliability(len(clips), len(recon), FrechetVideoDistance.dim)
     else:
         result["rfvd"] = "skipped (pass --fvd)"
     chunked, _, _ = reconstruct(model, clips[:2], 2, 1)
@@ -171,7 +241,7 @@ def _run(args) -> dict:
     result["max_abs_diff_chunked_vs_one_shot"] = (chunked - oneshot).abs().max().item()
     if args.tiling_size and hasattr(model, "enable_tiling"):
         result["tiling"] = tiling_check(model, args.data, args.tiling_size, min(args.frames, 9), args.tile,
-                                        args.tile_overlap)
+                                        args.tile_overlap, skip_bad=skipped is not None)
     for i in range(min(len(clips), args.png_clips)):
         err = (recon[i] - clips[i]).abs() * 2 - 1
         sheet = contact_sheet([clips[i], recon[i], err], labels=["original", "reconstruction", "|error|"], scale=2)
@@ -188,8 +258,19 @@ def add_arguments(parser) -> None:
                         "(SceneClips over the val photographs: to choose between models without the held-out ones) "
                         "or a video folder")
     parser.add_argument("--clips", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=17)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--protocol", default=None, choices=sorted(RECON_PROTOCOLS),
+                        help="a preset of the settings published tokenizer tables share (published-17x256: 17 frames "
+                             "at 256x256, PSNR / SSIM / LPIPS-alex, I3D rFVD); recorded in the results")
+    parser.add_argument("--frames", type=int, default=None, help=f"frames per clip (default {DEFAULTS['frames']})")
+    parser.add_argument("--size", type=int, default=None, help=f"frame size (default {DEFAULTS['size']})")
+    parser.add_argument("--perceptual", default=None, choices=("auto", "lpips", "stlpips"),
+                        help="perceptual distance (default auto: LPIPS when its ImageNet backbone is cached, else "
+                             "ST-LPIPS); reported under its name with the backbone, e.g. LPIPS-alex")
+    parser.add_argument("--perceptual-net", default=None, choices=("alex", "vgg"),
+                        help="the perceptual distance's backbone (default alex)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip clips of a --data folder that cannot be read at --frames frames (too short, "
+                             "corrupt) and list each, with the reason, under 'skipped' in results.json")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--chunk-frames", type=int, default=None, help="encode/decode chunk (default one-shot)")
     parser.add_argument("--threads", type=int, default=1)
@@ -197,7 +278,8 @@ def add_arguments(parser) -> None:
                         help="the tokenizer's compute precision (auto: bf16 where the CPU multiplies bf16 fast); "
                              "metrics and FVD features are always fp32")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fvd", action="store_true", help="also compute rFVD (I3D; slow on CPU)")
+    parser.add_argument("--fvd", action="store_true", default=None,
+                        help="also compute rFVD (I3D; slow on CPU); flagged unreliable below 1600 clips")
     parser.add_argument("--tiling-size", type=int, default=0, help="frame size for the tiled-vs-untiled check (0: skip)")
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--tile-overlap", type=int, default=64)

@@ -178,6 +178,15 @@ def noise_floor(half_a: FeatureStats, half_b: FeatureStats, n_real: int, n_fake:
             "reliable": min(half_a.count, half_b.count) >= 2 * half_a.dim}
 
 
+def reliability(n_real: int, n_fake: int, dim: int) -> dict:
+    """Whether an FD between ``n_real`` and ``n_fake`` samples of ``dim``-d features can be read as a value: each set
+    needs ``4 * dim`` samples (split halves of ``2 * dim``, where the measured :func:`noise_floor` is accurate; 1600
+    clips for FVD's 400-d I3D features). Below that the FD is dominated by sampling noise: ``reliable`` is False."""
+    minimum = 4 * dim
+    return {"n_real": int(n_real), "n_fake": int(n_fake), "min_samples": minimum,
+            "reliable": min(n_real, n_fake) >= minimum}
+
+
 STATISTICS = "float64 mean, unbiased covariance (streamed); FD with the real part of scipy.linalg.sqrtm"
 
 
@@ -283,11 +292,13 @@ class FrechetMetric:
         return record
 
     def compute(self, with_noise_floor: bool = True) -> dict:
-        """``{"value": FD, "protocol": {...}, "noise_floor": {...}}`` (noise floor: see :func:`noise_floor`)."""
+        """``{"value": FD, "protocol": {...}, "reliability": {...}, "noise_floor": {...}}`` (see :func:`reliability`
+        and :func:`noise_floor`)."""
         for label, stats in (("real", self.real), ("fake", self.fake)):
             if stats.count < 2:
                 raise InvalidInputError(f"{self.name} needs at least 2 {label} samples, have {stats.count}")
-        result = {"metric": self.name, "value": fd_from_stats(self.real, self.fake), "protocol": self.protocol()}
+        result = {"metric": self.name, "value": fd_from_stats(self.real, self.fake), "protocol": self.protocol(),
+                  "reliability": reliability(self.real.count, self.fake.count, self.dim)}
         frames = [{item.get("frames") for item in result["protocol"][f"{side}_inputs"]} for side in ("real", "fake")]
         notes = []
         if self.real.count and not self.real.meta and not self._seen_real:
@@ -340,4 +351,4 @@ class FrechetMetric:
 
 
 __all__ = ["STATISTICS", "FeatureStats", "FrechetMetric", "fd_from_stats", "frechet_distance", "noise_floor",
-           "trace_sqrt_product"]
+           "reliability", "trace_sqrt_product"]

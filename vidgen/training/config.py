@@ -3,12 +3,17 @@
 Old configs keep working where a key was renamed (``tokenizer`` -> ``video_tokenizer``, ``generator: diffusion`` ->
 ``flow``: a FutureWarning names the fix and the version that stops reading the old spelling); keys of experiments
 that have left the library raise a ConfigError saying where they went, instead of the generic "unknown key".
+
+Every number of a run's configuration, nested sections included, is range-checked when the configuration is built
+(:func:`check_ranges`), so a bad value is refused before a run writes anything: an int setting takes a whole number,
+a float setting a finite number, and each lies in its class's ``_ranges`` entry or, when it has none, is >= 0.
 """
 from __future__ import annotations
 
 import dataclasses
-import warnings
 import json
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +54,8 @@ class DataConfig:
     image_weight: float = 1.0
     eval_clips: int = 16
     eval_frames: int = 17
+    _ranges = {"num_frames": (1, None), "size": (1, None), "color_aug": (0, 1), "zoom_aug": (0, 1),
+               "num_clips": (1, None), "eval_clips": (1, None), "eval_frames": (1, None)}
 
     def __post_init__(self):
         if not 0.0 <= float(self.color_aug) <= 1.0:
@@ -58,6 +65,9 @@ class DataConfig:
         if isinstance(self.render_workers, bool) or not isinstance(self.render_workers, int) or self.render_workers < 0:
             raise ConfigError(f"data.render_workers is a number of processes (0 renders each clip on first use), "
                               f"got {self.render_workers!r}")
+        if self.video_batch == 0 and self.image_batch == 0:
+            raise ConfigError("data.video_batch and data.image_batch are both 0: a step would see no clip; set either "
+                              "to 1 or more")
 
 
 @dataclass
@@ -78,6 +88,7 @@ class LossConfig:
     adaptive_gan: bool = True
     disc_channels: int = 32
     disc_layers: int = 3
+    _ranges = {"perceptual_frames": (1, None), "disc_channels": (1, None), "disc_layers": (1, None)}
 
 
 @dataclass
@@ -92,6 +103,15 @@ class OptimConfig:
     # the step the cosine reaches its floor; 0 = ``steps``. Larger than ``steps`` stops a run part-way down its
     # schedule, so a recipe can reproduce a run that was stopped early (its weights are what the next stage starts from)
     schedule_steps: int = 0
+    _ranges = {"lr": (0, None, "above"), "disc_lr": (0, None, "above"), "min_lr_ratio": (0, 1),
+               "grad_clip": (0, None, "above")}
+
+    def __post_init__(self):
+        betas = self.betas
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                and all(_real(b) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1) (Adam's decay rates), got {betas!r}")
+        self.betas = tuple(betas)
 
 
 @dataclass
@@ -143,6 +163,7 @@ class TrainConfig(RunConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    _ranges = {"stats_clips": (1, None)}
 
     def __post_init__(self):
         super().__post_init__()
@@ -181,6 +202,8 @@ class GeneratorDataConfig:
     encode_batch: int = 16
     cache_dir: str = ".cache/vidgen/encoded"
     _removed = ("caption_repeats", "foreground_weight")
+    _ranges = {"num_frames": (1, None), "size": (1, None), "num_clips": (1, None), "batch": (1, None),
+               "max_text_tokens": (1, None), "encode_batch": (1, None)}
 
 
 @dataclass
@@ -190,6 +213,7 @@ class SampleConfig:
     num_inference_steps: int = 0  # 0 = the generator's default
     guidance_scale: float = 3.0
     seed: int = 0
+    _ranges = {"seed": (None, None)}
 
 
 @dataclass
@@ -202,6 +226,48 @@ class GeneratorTrainConfig(RunConfig):
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     _renamed = {"tokenizer": "video_tokenizer"}
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _range_text(low, high, open_end) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"> {low}" if open_end == "above" else f">= {low}")
+    if high is not None:
+        parts.append(f"< {high}" if open_end == "below" else f"<= {high}")
+    return " and ".join(parts) or "any value"
+
+
+def check_ranges(cfg, where: str = "") -> None:
+    """Refuse any int or float setting of ``cfg`` (a config dataclass) and of its nested sections that is not a number
+    of the field's kind or lies outside its range: ``_ranges[name] = (low, high[, "above" | "below"])`` gathered over
+    the class hierarchy (None: unbounded; "above": low itself excluded, "below": high itself excluded), else >= 0."""
+    ranges: dict = {}
+    for klass in reversed(type(cfg).__mro__):
+        ranges.update(vars(klass).get("_ranges", {}))
+    for f in dataclasses.fields(cfg):
+        value, name = getattr(cfg, f.name), where + f.name
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, name + ".")
+            continue
+        kind = type(f.default) if f.default is not dataclasses.MISSING else None
+        if kind not in (int, float):
+            continue
+        low, high, *open_end = ranges.get(f.name, (0, None))
+        open_end = open_end[0] if open_end else None
+        wanted = ("a whole number" if kind is int else "a number") + (
+            "" if low is None and high is None else " " + _range_text(low, high, open_end))
+        ok = _real(value) and (kind is float or isinstance(value, int))
+        if ok and low is not None:
+            ok = value > low if open_end == "above" else value >= low
+        if ok and high is not None:
+            ok = value < high if open_end == "below" else value <= high
+        if not ok:
+            raise ConfigError(f"{name} must be {wanted}, got {value!r}; set it in the config file or with "
+                              f"{name}=VALUE")
 
 
 def _settle_precision(cfg) -> None:

@@ -8,8 +8,9 @@ around it (optimizer, resume, EMA, checkpoints, logging) is :mod:`vidgen.trainin
 """
 from __future__ import annotations
 
+import inspect
+import json
 import os
-
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn as nn
 
 from vidgen.errors import ConfigError, MissingWeightsError
 from vidgen.families import family_named
-from vidgen.training.checkpoint import copy_weights
+from vidgen.training.checkpoint import copy_weights, find_checkpoint, load_state
 from vidgen.training.config import EXPERIMENTS_MOVED, TrainConfig
 from vidgen.training.data import CachedClips, joint_batch
 from vidgen.training.discriminator import PatchDiscriminator3D
@@ -228,7 +229,68 @@ class TokenizerTask(TrainingTask):
         return {"shift_factor": shift, "scaling_factor": scale}
 
 
+#: the run settings a checkpoint's tensors are shaped by: the model, which parameters the optimizer holds, and the
+#: discriminator (when there is one)
+CHECKPOINT_SHAPING = ("model", "trainable", "loss.disc_channels", "loss.disc_layers")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):  # an empty mapping adds no setting
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _architecture(config: dict, model: nn.Module) -> dict:
+    """The constructor arguments of ``model``'s class in ``config`` (derived entries and statistics left out)."""
+    names = set(inspect.signature(type(model).__init__).parameters) - set(_STATISTICS)
+    return {k: json.dumps(v, default=str, sort_keys=True) for k, v in config.items() if k in names}
+
+
+def check_resume(cfg: TrainConfig) -> None:
+    """Refuse, before the run writes anything, to resume from a checkpoint whose model (architecture, class), trained
+    parameters or discriminator differ from what ``cfg`` builds: a ConfigError lists each differing setting and
+    architecture key, with the checkpoint's value and this run's."""
+    ckpt = find_checkpoint(cfg.resume, Path(cfg.run_dir))
+    if ckpt is None:
+        return
+    saved = _flat(load_state(ckpt).get("config") or {})
+    mine = _flat(cfg.to_dict())
+    gan = (saved.get("loss.gan", 0) or 0) > 0 and cfg.loss.gan > 0
+    keys = sorted(k for k in saved.keys() | mine.keys()
+                  if k.startswith(CHECKPOINT_SHAPING) and (gan or not k.startswith("loss.")))
+    def shown(tree, key):
+        return repr(tree[key]) if key in tree else "unset"
+    settings = [f"{k} ({shown(saved, k)} in the checkpoint, {shown(mine, k)} in this run)"
+                for k in keys if saved.get(k) != mine.get(k)]
+    try:
+        with torch.device("meta"):  # the configuration only: no memory, no initialisation
+            model = build_model(cfg.model)
+    except (NotImplementedError, RuntimeError):
+        model = build_model(cfg.model)
+    theirs = json.loads((ckpt / "config.json").read_text())
+    if theirs.get("_class_name", type(model).__name__) != type(model).__name__:
+        arch = [f"class ({theirs['_class_name']} in the checkpoint, {type(model).__name__} in this run)"]
+    else:
+        ours, old = _architecture(dict(model.config), model), _architecture(theirs, model)
+        arch = [f"{k} ({json.loads(old[k]) if k in old else 'absent'} in the checkpoint, "
+                f"{json.loads(ours[k]) if k in ours else 'absent'} in this run)"
+                for k in sorted(ours.keys() | old.keys()) if ours.get(k) != old.get(k)]
+    shaping = [s for s in settings if not s.startswith("model.")]
+    if not arch and not shaping:
+        return  # other spellings of the same model (e.g. an override that restates the preset's value)
+    raise ConfigError(
+        f"resume: the checkpoint {ckpt} was written by a run with another model; differing settings: "
+        f"{'; '.join(settings) or 'none'}; differing architecture: {'; '.join(arch) or 'none'}. Resume with the "
+        "checkpoint's settings, or start a fresh run (another run_dir, or resume='')")
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train, checkpoint and save ``run_dir/final``; returns the last logged metrics. Threads and deterministic
-    flags are set for the run and restored afterwards."""
+    flags are set for the run and restored afterwards. A resume whose model differs from the checkpoint's is refused
+    before anything is written (:func:`check_resume`)."""
+    check_resume(cfg)
     return run_training(cfg, lambda acc, log, sp: TokenizerTask(cfg, acc, log))
