@@ -282,6 +282,27 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def design_figures(results: dict) -> str:
+    """docs/attention.md's design-note figures (marker ``attention_design``) from the same results file: the fused
+    kernel against dense masked SDPA and the blocked path at the largest grids, the whole-frame spatial window where
+    the blocked path wins, and the blocked path's own time."""
+    dense = max((r for r in results["rows"] if "dense_masked_sdpa" in r["fp32"]["seconds"]), key=lambda r: r["tokens"])
+    widest = max(results["rows"], key=lambda r: r["tokens"])
+    spatial = next(r for r in results["other_patterns"] if r["pattern"] == "spatial")
+    f, w, sp = dense["fp32"], widest["fp32"], spatial["fp32"]
+    beside = "" if widest is dense else (f"; dense masked SDPA is not timed at {widest['tokens']:,} tokens, the fused "
+                                         f"kernel is {w['fused_speedup_vs_blocked']:.2f}x the blocked path there")
+    return (f"Current figures (`docs/results/bench_attention.json`, {results['date'][:10]}, forward + backward, "
+            f"{results['heads']} heads, D={results['head_dim']}, {results['threads']} threads, fp32, {_x(results['window'])}"
+            f" window, median of per-round ratios over {results['rounds']} rounds): at {dense['tokens']:,} tokens the "
+            f"fused kernel is {f['fused_speedup_vs_dense_masked_sdpa']:.1f}x faster than dense masked SDPA and "
+            f"{f['fused_speedup_vs_blocked']:.2f}x the blocked path{beside}. At {dense['tokens']:,} tokens the blocked path runs in "
+            f"{f['seconds']['blocked']:.2f} s against {f['seconds']['dense_masked_sdpa']:.1f} s for dense masked SDPA. "
+            f"For a whole-frame spatial window at {_x(results['pattern_grid'])} the blocked path's GEMMs win: "
+            f"{sp['blocked_speedup_vs_dense_masked_sdpa']:.1f}x dense masked SDPA against the fused kernel's "
+            f"{sp['fused_speedup_vs_dense_masked_sdpa']:.1f}x, which is why `auto` picks by over-fetch.")
+
+
 def readme_tile_table(results: dict) -> str:
     """The Triton tile-skipping table (``<!-- table:attention_tiles -->``) from the same results file."""
     skips = results["tile_skips"]

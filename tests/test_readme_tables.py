@@ -52,3 +52,28 @@ def test_check_fails_on_a_stale_page(load_script, tmp_path, monkeypatch):
     assert "| stale |" in stale.read_text(), "--check must not rewrite the page"
     assert tables.main([]) == 0
     assert stale.read_text() == readme
+
+
+def test_every_block_in_the_pages_is_rendered_from_its_file(load_script):
+    """Every ``<!-- table:NAME -->`` block of README.md and docs/*.md closes, and names a table maker and its results
+    file (or is a placeholder holding no figure), and is re-rendered: a block whose text is changed comes back as its
+    file says, so no block is left unrendered."""
+    import re
+    tables = load_script("eval/readme_tables.py")
+    blocks = 0
+    for path in tables.pages():
+        text = path.read_text()
+        opened = re.findall(r"^<!-- table:([\w-]+) -->$", text, re.M)  # a marker alone on its line
+        assert sorted(opened) == sorted(re.findall(r"^<!-- /table:([\w-]+) -->$", text, re.M)), f"{path}: unclosed block"
+        for name in opened:
+            if name not in tables.TABLES:  # a placeholder for a measurement not made yet: it may hold no figure
+                body = text.split(f"<!-- table:{name} -->\n", 1)[1].split(f"\n<!-- /table:{name} -->", 1)[0]
+                assert not re.search(r"\d", body), f"{path}: block {name!r} holds figures but has no maker"
+                continue
+            assert (tables.RESULTS / tables.TABLES[name][0]).exists(), f"{path}: {name!r}: no results file"
+            head, rest = text.split(f"<!-- table:{name} -->\n", 1)
+            stale = head + f"<!-- table:{name} -->\n| stale |\n<!-- /table:{name} -->" + rest.split(
+                f"\n<!-- /table:{name} -->", 1)[1]
+            assert tables.render(stale) == text, f"{path}: block {name!r} is not re-rendered"
+            blocks += 1
+    assert blocks >= len(tables.TABLES)  # every maker's block, at least once

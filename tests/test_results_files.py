@@ -77,7 +77,6 @@ GRANDFATHERED = frozenset({
     "docs/results/fid_features_speed.json",
     "docs/results/fvd_features_speed.json",
     "docs/results/fvd_sanity.json",
-    "docs/results/kernel_sass.json",
     "docs/results/long_video.json",
     "docs/results/long_video_causal.json",
     "docs/results/long_video_frames_held.json",
