@@ -4,7 +4,7 @@
     python pipelines/distill.py distill.teacher=pretrained/shapes-flow distill.method=dmd2 steps=2000
     python pipelines/distill.py --config configs/shapes-flow-distilled/stage1.yaml
     python pipelines/distill.py distill.teacher=Wan-folder data.root=shards lora.rank=32 distill.shift=5
-    python pipelines/distill.py --config configs/shapes-causal/self_forcing.yaml   # distill.student: Self-Forcing
+    python pipelines/distill.py --config experiments/configs/distill/self_forcing_shapes.yaml  # Self-Forcing, not shipped
     accelerate launch --multi_gpu --num_processes 2 pipelines/distill.py --config ... run_dir=runs/x
 
 The data settings are the generator trainer's (the clips give the conditioning; consistency distillation also noises

@@ -1212,9 +1212,19 @@ CASES: list[Case] = [
          r"context_frames must be in \[0, 3\]"),
     Case("story/stream-pil", "pipeline", lambda env: env.pipe.stream("a", num_frames=20, output_type="pil"),
          InvalidInputError, r"output_type must be 'np', 'pt' or 'latent' for stream\(\), got 'pil'"),
-    Case("story/conditioning-frames", "pipeline",
-         lambda env: env.run_pipe({0: "a", 8: "b"}, num_frames=20, conditioning_frames=torch.zeros(3, 1, H, W)),
-         InvalidInputError, r"conditioning_frames: not supported for long videos and prompt schedules"),
+    Case("story/prompt-inside-the-conditioning-frames", "pipeline",
+         lambda env: env.run_pipe({0: "a", 5: "b"}, num_frames=20, conditioning_frames=torch.zeros(3, 9, H, W)),
+         InvalidInputError, r"prompt: the prompt at frame 5 starts at latent frame 2, inside the 3 latent frames the "
+         r"conditioning_frames give \(output frames 0 to 8, kept, not sampled\); schedule it at frame 9 or later"),
+    Case("story/conditioning-latent-indices", "pipeline",
+         lambda env: env.run_pipe({0: "a", 8: "b"}, num_frames=20, conditioning_frames=torch.zeros(3, 1, H, W),
+                                  conditioning_latent_indices=[0]),
+         InvalidInputError, r"conditioning_latent_indices: not supported for long videos and prompt schedules"),
+    Case("causal/conditioning-frames", "pipeline",
+         lambda env: env.causal_pipe.stream("a", num_frames=9, height=H, width=W,
+                                            conditioning_frames=torch.zeros(3, 1, H, W)),
+         UnsupportedError, r"conditioning_frames: CausalVideoPipeline cannot continue a video \(its block-causal "
+         r"stream starts from noise"),
     # --------------------------------------------------------------------- layered scenes, capture, resize baseline
     Case("scenes/unknown-split", "data", lambda env: SceneClips("validation"), InvalidInputError,
          r"split must be one of \('train', 'val', 'test'\), got 'validation'"),

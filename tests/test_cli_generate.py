@@ -207,3 +207,36 @@ def test_bad_stories_exit_2_and_write_nothing(pipelines, tmp_path, capsys, extra
     err = capsys.readouterr().err
     assert "vidgen generate: error:" in err and message in err  # after the loading bar for model-dependent checks
     assert not [p for p in tmp_path.iterdir() if p.suffix != ".yaml"]
+
+
+def test_init_video_continues_past_the_window_and_the_sheet_says_how_many_frames_it_shows(pipelines, tmp_path,
+                                                                                          capsys, monkeypatch):
+    """--init-video with more --num-frames than one window (30 frames: 9 latent frames, windows of 4): streamed chunk
+    by chunk, continuing the video; the contact sheet of a long video is labelled with the frames it shows of all."""
+    import vidgen.io
+    labels, sheet = [], vidgen.io.contact_sheet
+
+    def spy(videos, labels=None, **options):
+        seen.extend(labels or [])
+        return sheet(videos, labels=labels, **options)
+    seen = labels
+    monkeypatch.setattr(vidgen.io, "contact_sheet", spy)
+    write_video(tmp_path / "init.mp4", torch.rand(3, 9, 32, 32) * 2 - 1, fps=8)
+    args = ["generate", PROMPT, "--pipeline", pipelines["masked"], "--height", "32", "--width", "32", "--threads",
+            "1", "--steps", "2", "--seed", "0", "--num-frames", "30"]
+    assert main([*args, "--init-video", str(tmp_path / "init.mp4"), "--out", str(tmp_path / "c.mp4")]) == 0
+    assert "chunk by chunk" in capsys.readouterr().out
+    _check_video(tmp_path / "c.mp4", frames=30)
+    assert labels == [f"{PROMPT}, 8 of 30 frames (seed 0)"]
+    assert main([*args, "--out", str(tmp_path / "plain.mp4")]) == 0  # the same seed without the video to continue
+    assert not np.array_equal(_frames(tmp_path / "c.mp4")[:, 12:], _frames(tmp_path / "plain.mp4")[:, 12:])
+
+
+def test_init_video_on_a_pipeline_that_cannot_continue_exits_2(tiny_pipeline, tmp_path, capsys):
+    tiny_pipeline("causal").save_pretrained(tmp_path / "causal")
+    write_video(tmp_path / "init.mp4", torch.rand(3, 5, 32, 32) * 2 - 1, fps=8)
+    assert main(["generate", PROMPT, "--pipeline", str(tmp_path / "causal"), *SIZE, "--init-video",
+                 str(tmp_path / "init.mp4"), "--out", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "vidgen generate: error: --init-video: CausalVideoPipeline cannot continue a video" in err
+    assert not (tmp_path / "v.mp4").exists()

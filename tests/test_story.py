@@ -164,3 +164,90 @@ def test_story_mode_refuses_what_it_does_not_support_by_name(pipes, kind):
         pipe.stream(STORY, num_frames=30, output_type="pil", **SIZE)
     with pytest.raises(InvalidInputError, match="frame index 30 is beyond"):
         pipe.stream({0: "a", 30: "b"}, num_frames=30, **SIZE)
+
+
+# ---------------------------------------------------------------------------------------------- continuation
+def init_frames(n: int = 9) -> torch.Tensor:
+    """A video to continue: (1, 3, n, 16, 16) in [-1, 1]."""
+    return torch.rand(1, 3, n, 16, 16, generator=g(7)) * 2 - 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_conditioning_frames_continue_a_video_longer_than_the_window(pipes, kind):
+    """9 given frames (3 latent frames) continued to 30 frames (9 latent frames, windows of 4): the given latent
+    frames come back exactly, the call equals the stream, and the continuation depends on the given frames."""
+    pipe, prompt, init = pipes[kind], "a red circle moving right", init_frames()
+    k = 3
+    given = pipe.transformer.encode_videos(pipe.video_tokenizer, init)
+    assert given.shape[pipe.frame_axis] == k
+    latents = pipe(prompt, num_frames=30, conditioning_frames=init, generator=g(0), output_type="latent", **SIZE,
+                   **STEPS[kind]).frames
+    assert latents.shape[pipe.frame_axis] == 9
+    assert torch.equal(latents.narrow(pipe.frame_axis, 0, k), given)
+    streamed = torch.cat(list(pipe.stream(prompt, num_frames=30, conditioning_frames=init, generator=g(0),
+                                          output_type="latent", **SIZE, **STEPS[kind])), pipe.frame_axis)
+    assert torch.equal(streamed, latents)
+    video = pipe(prompt, num_frames=30, conditioning_frames=init, generator=g(0), **SIZE, **STEPS[kind]).frames
+    assert video.shape == (1, 30, 16, 16, 3)
+    parts = list(pipe.stream(prompt, num_frames=30, conditioning_frames=init, generator=g(0), **SIZE, **STEPS[kind]))
+    np.testing.assert_allclose(np.concatenate(parts, 1), video, atol=1e-5, rtol=0)
+    other = pipe(prompt, num_frames=30, conditioning_frames=-init, generator=g(0), output_type="latent", **SIZE,
+                 **STEPS[kind]).frames
+    assert not torch.equal(other.narrow(pipe.frame_axis, k, 9 - k), latents.narrow(pipe.frame_axis, k, 9 - k))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_long_continuation_gives_its_first_chunk_every_given_frame_that_fits(pipes, kind, monkeypatch):
+    """The first chunk is given as many of the given latent frames as fit (at most window - 1), later chunks the
+    last context_frames; nothing is sampled twice, a story may continue a video too, and a whole video given is
+    its reconstruction."""
+    pipe, calls = pipes[kind], []
+    original = type(pipe)._continue
+
+    def spy(self, rows, generator, cond, negative, given, new, hw, config):
+        calls.append((0 if given is None else given.shape[pipe.frame_axis], new))
+        return original(self, rows, generator, cond, negative, given, new, hw, config)
+    monkeypatch.setattr(type(pipe), "_continue", spy)
+    story = {0: "a red circle moving right", 17: "a blue square moving up"}
+    video = pipe(story, num_frames=30, conditioning_frames=init_frames(13), generator=g(0), **SIZE,
+                 **STEPS[kind]).frames
+    assert video.shape[1] == 30
+    assert calls[0] == (3, 1) and sum(n for _, n in calls) == 9 - 4  # 13 frames = 4 latent frames given
+    calls.clear()
+    whole = pipe("a red circle moving right", num_frames=30, conditioning_frames=init_frames(30), generator=g(0),
+                 output_type="latent", **SIZE, **STEPS[kind]).frames
+    assert calls == [] and whole.shape[pipe.frame_axis] == 9
+
+
+def test_the_autoregressive_stream_continues_as_its_sliding_context_does(pipes):
+    pipe, prompt, init = pipes["autoregressive"], "a red circle moving right", init_frames()
+    ids = pipe(prompt, num_frames=30, conditioning_frames=init, generator=g(3), output_type="latent", **SIZE).frames
+    assert torch.equal(torch.cat(list(pipe.stream(prompt, num_frames=30, conditioning_frames=init, generator=g(3),
+                                                  output_type="latent", **SIZE)), 1), ids)
+
+
+def test_a_prompt_inside_the_given_frames_is_refused_by_name(pipes):
+    with pytest.raises(InvalidInputError, match=r"prompt: the prompt at frame 5 starts at latent frame 2, inside the "
+                                                r"3 latent frames the conditioning_frames give .*schedule it at frame "
+                                                r"9 or later"):
+        pipes["masked"]({0: "a", 5: "b"}, num_frames=30, conditioning_frames=init_frames(), **SIZE)
+
+
+def test_the_causal_pipeline_says_it_cannot_continue_a_video(tiny_pipeline):
+    from vidgen.errors import UnsupportedError
+    pipe = tiny_pipeline("causal")
+    assert pipe.continuation_refusal
+    with pytest.raises(UnsupportedError, match="conditioning_frames: CausalVideoPipeline cannot continue a video"):
+        pipe.stream("a red circle", num_frames=9, conditioning_frames=init_frames(), **SIZE)
+
+
+def test_the_documented_takeover_rule_and_the_error_that_names_the_next_free_frame():
+    """docs/stories.md: prompts closer than tc frames are accepted when they start different latent frames
+    ({0, 2}: frame 2 takes over at output frame 5); frame 50 moves to 53; two prompts in one latent frame are refused
+    with the first frame the second could be scheduled at."""
+    from vidgen.pipelines.story import first_output_frame
+    segments = parse_schedule({0: "a", 2: "b", 50: "c"}, 60, 4)
+    assert [(s.latent_start, first_output_frame(s.latent_start, 4)) for s in segments] == [(0, 0), (2, 5), (14, 53)]
+    with pytest.raises(InvalidInputError, match=r"frames 6 and 7 both start at latent frame 3 \(output frame 9\): a "
+                                                r"prompt takes over at .*schedule the second at frame 13 or later"):
+        parse_schedule({0: "a", 6: "b", 7: "c"}, 40, 4)

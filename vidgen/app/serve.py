@@ -1,7 +1,7 @@
 """``vidgen serve``: a local web page (Gradio) for the text-to-video pipelines.
 
     pip install -e .[app]
-    vidgen serve                                   # masked, flow and autoregressive from pretrained/
+    vidgen serve                                   # every shipped pipeline from pretrained/
     vidgen serve --pipeline flow my/folder --port 7861 --max-frames 64
 
 Every pipeline is loaded once, before serving (a folder that fails to load stops the command with an error). The page
@@ -113,11 +113,12 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from vidgen.cli.generate import RegistryHelp
     parser = subparsers.add_parser("serve", help="a local web page for the text-to-video pipelines (needs .[app])",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", nargs="+", action="extend", default=None, metavar="PATH_OR_NAME",
-                        help="shipped pipelines (masked, flow, autoregressive, flow-distilled) or save_pretrained "
-                             "folders (default: every shipped one)")
+                        help=RegistryHelp("shipped pipelines ({names}) or save_pretrained folders "
+                                          "(default: every shipped one)"))
     parser.add_argument("--pretrained", default="pretrained",
                         help="folder holding the shipped pipelines' folders (for --pipeline NAME)")
     parser.add_argument("--host", default="127.0.0.1",

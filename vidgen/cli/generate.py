@@ -3,11 +3,13 @@
     vidgen generate "a red circle moving left" --pipeline pretrained/shapes-masked --num-frames 17 \\
         --height 64 --width 64 --seed 0 --out video.mp4
 
-``--pipeline`` takes a shipped pipeline's name (``masked``, ``flow``, ``autoregressive``: its folder under
-``--pretrained``) or any folder written by ``save_pretrained`` of a vidgen pipeline. Sampling settings not given
+``--pipeline`` takes a shipped pipeline's name (those of :data:`vidgen.pipelines.PIPELINE_REGISTRY`, listed by
+``vidgen info`` and ``--help``: its folder under ``--pretrained``) or any folder written by ``save_pretrained`` of a
+vidgen pipeline. Sampling settings not given
 (``--steps``, ``--guidance``) come from the folder's ``sampling_config.json``. Give a
 prompt (text-conditioned models), ``--class`` (class-conditioned models) or neither (unconditional sampling).
-``--init-video`` continues a video from its first frames (image-to-video from a single image or frame).
+``--init-video`` continues a video from its first frames (image-to-video from a single image or frame), to any
+``--num-frames``: past one window of the generator it is continued chunk by chunk, as a long video is.
 Video ``i`` of ``--num-videos N`` is sampled with seed ``--seed + i`` on its own generator, so each file can be
 regenerated alone with ``--seed`` set to its seed.
 
@@ -124,6 +126,15 @@ def _names() -> list[str]:
     return list(PIPELINE_REGISTRY)
 
 
+class RegistryHelp(str):
+    """An argparse help text whose ``{names}`` is filled with the shipped pipelines' names from
+    :data:`~vidgen.pipelines.PIPELINE_REGISTRY` when the help is printed (argparse formats it with ``%``), so the
+    list cannot disagree with the registry and building the parser does not import the pipelines."""
+
+    def __mod__(self, params):
+        return str(self).replace("{names}", ", ".join(_names())) % params
+
+
 def pipeline_folder(args) -> str:
     """``--pipeline`` as a folder: a shipped name (``masked``, ...) is its folder under ``--pretrained``, unless a
     folder of that name exists here."""
@@ -173,6 +184,12 @@ def _init_video(args):
     return frames[None]
 
 
+def _window_frames(pipe) -> int:
+    """Frames of one window of ``pipe``'s generator (its latent frames' output frames)."""
+    from vidgen.pipelines.story import first_output_frame
+    return first_output_frame(pipe.window - 1, pipe.video_tokenizer.codec_config.temporal_compression) + 1
+
+
 def output_paths(out: str, count: int) -> list[Path]:
     """``video.mp4`` for one video, ``video_0.mp4``, ``video_1.mp4``, ... for several."""
     path = Path(out)
@@ -209,6 +226,10 @@ def generate(args) -> list[Path]:
     if args.guidance is not None:
         kwargs["guidance_scale"] = args.guidance
     if args.init_video is not None:
+        if pipe.continuation_refusal is not None:
+            raise InvalidInputError(f"--init-video: {type(pipe).__name__} cannot continue a video "
+                                    f"({pipe.continuation_refusal}); use a masked, flow or autoregressive pipeline, or "
+                                    "leave --init-video out")
         kwargs["conditioning_frames"] = _init_video(args)
 
     if args.context_frames is not None:
@@ -259,18 +280,18 @@ def _report(args, pipe, paths: list[Path], sheet_videos: list, label: str, seed:
 
 
 def _generate_streamed(args, pipe, kwargs: dict, seed: int) -> list[Path]:
-    """A story or long video: each video chunk by chunk through ``pipe.stream``, written to its MP4 as the chunks
-    come (memory flat in length); the contact sheet shows 8 frames spread over each video."""
+    """A story or long video (continuing ``--init-video`` if given): each video chunk by chunk through
+    ``pipe.stream``, written to its MP4 as the chunks come (memory flat in length); the contact sheet shows 8 frames
+    spread over each video, labelled with how many of its frames they are."""
     import torch
 
     from vidgen.io import VideoWriter
 
     if Path(args.out).suffix.lower() != ".mp4":
         raise InvalidInputError(f"--out {args.out}: stories and long videos are written as they are made, to .mp4 only")
-    unsupported = [flag for flag, key in (("--init-video", "conditioning_frames"), ("--class", "class_labels"))
-                   if key in kwargs]
-    if unsupported:
-        raise InvalidInputError(f"{', '.join(unsupported)}: not supported for stories and long videos")
+    if "class_labels" in kwargs:
+        raise InvalidInputError(f"--class: not supported for stories and videos longer than the generator's window "
+                                f"({_window_frames(pipe)} frames); give a prompt, or at most that many --num-frames")
     kwargs = {k: v for k, v in kwargs.items() if k not in ("generator", "num_videos_per_prompt", "output_type")}
     prompt = kwargs.pop("prompt", None)
     shown = {round(i * (args.num_frames - 1) / 7) for i in range(8)}  # frames kept for the contact sheet
@@ -289,7 +310,8 @@ def _generate_streamed(args, pipe, kwargs: dict, seed: int) -> list[Path]:
             raise InvalidInputError(f"the pipeline gave {done} frames, {args.num_frames} asked")
         sheets.append(torch.stack(kept, 1))
     label = f"story of {len(prompt)} prompts" if isinstance(prompt, dict) else (prompt or "unconditional")
-    return _report(args, pipe, paths, sheets, f"{label}, 8 frames", seed, time.perf_counter() - start,
+    return _report(args, pipe, paths, sheets, f"{label}, {len(shown)} of {args.num_frames} frames", seed,
+                   time.perf_counter() - start,
                    ", chunk by chunk")
 
 
@@ -315,7 +337,7 @@ def register(subparsers) -> None:
     parser.add_argument("prompt", nargs="?", default=None,
                         help="text prompt (leave out for --class or unconditional sampling)")
     parser.add_argument("--pipeline", required=True,
-                        help="a shipped pipeline (masked, flow, autoregressive) or a save_pretrained folder")
+                        help=RegistryHelp("a shipped pipeline ({names}) or a save_pretrained folder"))
     parser.add_argument("--pretrained", default="pretrained",
                         help="folder holding the shipped pipelines' folders (for --pipeline NAME)")
     parser.add_argument("--negative-prompt", default=None, help="what to steer away from (classifier-free guidance)")
@@ -323,7 +345,8 @@ def register(subparsers) -> None:
                         help="class label for class-conditioned models, instead of a prompt")
     parser.add_argument("--init-video", default=None, metavar="FILE",
                         help="video, frame folder or image to start from: its frames are kept and the rest is sampled "
-                             "(continuation; an image or one frame: image-to-video)")
+                             "(continuation to any --num-frames; an image or one frame: image-to-video; masked, "
+                             "flow and autoregressive pipelines)")
     parser.add_argument("--story", default=None, metavar="PROMPTS",
                         help="a story: prompts separated by ';', one every --frames-per-prompt frames, or a JSON / YAML "
                              "file with a list of prompts or a {frame_index: prompt} mapping")

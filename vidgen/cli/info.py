@@ -1,4 +1,6 @@
-"""``vidgen info``: versions, devices and which optional offline weights are available."""
+"""``vidgen info``: versions, devices, which optional offline weights are available and the shipped pipelines
+(:data:`vidgen.pipelines.PIPELINE_REGISTRY`: each name ``vidgen generate --pipeline`` takes, its folder under
+``--pretrained`` and whether that folder is there)."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -28,7 +30,20 @@ def package_file(module: str, relative: str) -> Path | None:
     return path if path.exists() else None
 
 
-def collect_info() -> dict:
+def shipped_pipelines(pretrained: str = "pretrained") -> dict:
+    """Shipped pipeline name -> its folder under ``pretrained``, the generator it samples and whether the folder
+    holds a pipeline (its ``model_index.json``)."""
+    from vidgen.pipelines.registry import PIPELINE_REGISTRY, shipped_folder
+
+    out = {}
+    for name, spec in PIPELINE_REGISTRY.items():
+        folder = shipped_folder(name, pretrained)
+        out[name] = {"folder": str(folder), "generator": spec.generator,
+                     "present": (folder / "model_index.json").is_file()}
+    return out
+
+
+def collect_info(pretrained: str = "pretrained") -> dict:
     import torch
 
     versions = {}
@@ -47,11 +62,12 @@ def collect_info() -> dict:
     from vidgen import __version__
 
     return {"vidgen": __version__, "python": platform.python_version(), "platform": platform.platform(),
-            "packages": versions, "devices": devices, "offline_weights": weights}  # fmt: skip
+            "packages": versions, "devices": devices, "offline_weights": weights,
+            "pipelines": shipped_pipelines(pretrained)}  # fmt: skip
 
 
 def run(args) -> int:
-    info = collect_info()
+    info = collect_info(args.pretrained)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -65,10 +81,17 @@ def run(args) -> int:
     print("offline weights:")
     for name, path in info["offline_weights"].items():
         print(f"  {name:<36} {'available: ' + path if path else 'missing'}")
+    print("shipped pipelines (vidgen generate --pipeline NAME):")
+    for name, entry in info["pipelines"].items():
+        print(f"  {name:<24} {entry['folder']} ({entry['generator']}; "
+              f"{'present' if entry['present'] else 'missing'})")
     return 0
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("info", help="versions, devices and available offline weights")
+    parser = subparsers.add_parser("info", help="versions, devices, available offline weights and the shipped "
+                                                "pipelines")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--pretrained", default="pretrained",
+                        help="folder holding the shipped pipelines' folders (default: pretrained)")
     parser.set_defaults(func=run)

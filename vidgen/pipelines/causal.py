@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from vidgen.errors import InvalidInputError
+from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.causal import CausalFlowVideoTransformer, CausalSamplingConfig
 from vidgen.generators.causal_stream import stream_chunking, stream_latents
 from vidgen.generators.sampling_config import UNSET
@@ -33,6 +33,7 @@ class CausalVideoPipeline(VideoPipelineBase):
     sampling_config_class = CausalSamplingConfig
     frame_axis = 2  # latents (B, C, t, h, w)
     supports_sequence_parallel = False
+    continuation_refusal = "its block-causal stream starts from noise; it has no conditioning_frames"
 
     def __init__(self, vae, transformer: CausalFlowVideoTransformer, scheduler, text_encoder=None, tokenizer=None):
         super().__init__()
@@ -94,6 +95,9 @@ class CausalVideoPipeline(VideoPipelineBase):
         checked here, before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
             raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
+        if "conditioning_frames" in settings:
+            raise UnsupportedError(f"conditioning_frames: {type(self).__name__} cannot continue a video "
+                                   f"({self.continuation_refusal}); use a masked, flow or autoregressive pipeline")
         if "context_frames" in settings:
             raise InvalidInputError("context_frames: the causal pipeline gives each chunk the earlier ones through its "
                                     "KV cache (the model's window_chunks and sink_chunks), not as context frames")

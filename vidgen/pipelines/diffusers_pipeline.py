@@ -71,6 +71,7 @@ class DiffusersVideoPipeline(VideoPipelineBase):
     sampling_config_class = FlowSamplingConfig
     frame_axis = 2  # latents (B, C, t, h, w)
     story_refuses = ()  # stories are refused outright (stream)
+    continuation_refusal = REFUSED["conditioning_frames"]
     supports_sequence_parallel = False
 
     def __init__(self, vae, transformer, scheduler, text_encoder=None, tokenizer=None, transformer_2=None,

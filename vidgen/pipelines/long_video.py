@@ -25,6 +25,8 @@ class LongVideoMixin:
 
     #: the axis of latent frames in this pipeline's latents: 1 for ids (B, t, h, w), 2 for (B, C, t, h, w)
     frame_axis = 1
+    #: why this pipeline cannot continue a video (take ``conditioning_frames``), or None: it can, at any length
+    continuation_refusal: Optional[str] = None
 
     @property
     def window(self) -> int:
@@ -45,25 +47,26 @@ class LongVideoMixin:
 
     def stream(self, prompt, *, num_frames: int, height: int = 64, width: int = 64, negative_prompt=None,
                num_videos_per_prompt: int = 1, generator=None, context_frames: Optional[int] = None,
-               output_type: str = "np", **settings) -> Iterator:
+               conditioning_frames: Optional[torch.Tensor] = None, output_type: str = "np", **settings) -> Iterator:
         """A video of any length, or a story (``prompt={frame_index: prompt}``, :mod:`.story` says where each
         prompt takes over), made chunk by chunk; yields each chunk's frames as soon as they are decoded:
         ``(B, n, H, W, 3)`` arrays in [0, 1] (``"np"``), ``(B, n, 3, H, W)`` tensors (``"pt"``), or each chunk's new
         latents along :attr:`frame_axis` (``"latent"``). The chunks concatenate to exactly ``num_frames`` frames and
         equal ``pipe(...)`` with the same arguments; memory does not grow with length. ``context_frames``: latent
         frames each chunk is given from before it; ``settings``: the other sampling settings of ``__call__`` (both
-        default to :attr:`sampling_config`). Everything is checked here, before the first chunk."""
+        default to :attr:`sampling_config`). ``conditioning_frames`` (B or 1, 3, Tc, H, W) in [-1, 1]: continue that
+        video, as ``__call__`` does (:meth:`_continuation`). Everything is checked here, before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
             raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
         config = self.sampling_config.replace(**settings, context_frames=UNSET if context_frames is None
                                               else context_frames)
         story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                            config, context_frames is not None, output_type)
+                            config, context_frames is not None, output_type, conditioning_frames)
         parts = story.latents() if output_type == "latent" else story.frames()
         return (part if output_type == "latent" else to_output(part, output_type) for part in parts)
 
     def _story(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
-               context_given: bool, output_type) -> Story:
+               context_given: bool, output_type, conditioning_frames=None) -> Story:
         tc = self.video_tokenizer.codec_config.temporal_compression
         segments = parse_schedule(prompt, num_frames, tc, negative_prompt)
         per_video = isinstance(generator, (list, tuple)) and len(generator) > 1
@@ -75,7 +78,9 @@ class LongVideoMixin:
                                   output_type=output_type)
         context = self._chunk_context(config, prompt, negative_prompt, context_given)
         t, h, w = self.video_tokenizer.latent_grid(num_frames, height, width)
-        chunks = plan_chunks(t, self.window, context, segments)
+        prefix = self._continuation(conditioning_frames, segments, batch, num_frames, height, width)
+        chunks = plan_chunks(t, self.window, context, segments, given=0 if prefix is None else
+                             prefix.shape[self.frame_axis])
         steps = getattr(config, "num_inference_steps", None)
         self._start_sampling(config.guidance_scale, len(chunks) * steps if steps else t)
         generators = self._generators(generator, batch)
@@ -98,19 +103,41 @@ class LongVideoMixin:
                               generators, batch, dict(cond=encode(seg.prompt), negative=encode(seg.negative_prompt),
                                                       given=given))
 
-        story = Story(chunks, sample_chunk, self.frame_axis, num_frames, decoder, self.progress)
+        story = Story(chunks, sample_chunk, self.frame_axis, num_frames, decoder, self.progress, prefix=prefix)
         story.batch = batch
         return story
 
+    def _continuation(self, frames, segments, batch: int, num_frames: int, height: int, width: int):
+        """``conditioning_frames`` of a long video or story -> the latents / ids of the latent frames its first Tc
+        frames complete (all of them when it has every frame), kept exactly and continued chunk by chunk as in one
+        window; None without frames. A prompt of a schedule cannot start inside them: nothing is sampled there."""
+        if frames is None:
+            return None
+        tc = self.video_tokenizer.codec_config.temporal_compression
+        t = self.video_tokenizer.latent_grid(num_frames, height, width)[0]
+        given = frames.shape[-3] if isinstance(frames, torch.Tensor) and frames.dim() in (4, 5) else 0
+        k = t if given >= num_frames else min(t, 1 + (max(given, 1) - 1) // tc)
+        x, _ = self._encode_conditioning(frames, None, (k, height, width), batch, num_frames, height, width)
+        for seg in segments[1:]:
+            if seg.latent_start < k:
+                raise InvalidInputError(
+                    f"prompt: the prompt at frame {seg.frame} starts at latent frame {seg.latent_start}, inside the "
+                    f"{k} latent frames the conditioning_frames give (output frames 0 to "
+                    f"{first_output_frame(k, tc) - 1}, kept, not sampled); schedule it at frame "
+                    f"{first_output_frame(k, tc)} or later, or pass fewer conditioning frames")
+        return x
+
     def _story_call(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
                     config, context_given: bool, output_type, return_dict, unsupported: dict):
-        """``__call__`` of a long video or story: the chunks of :meth:`stream`, collected."""
+        """``__call__`` of a long video or story: the chunks of :meth:`stream`, collected (``conditioning_frames``
+        continue a video as :meth:`stream` does)."""
+        conditioning_frames = unsupported.pop("conditioning_frames", None)
         given = [name for name, value in unsupported.items() if value is not None]
         if given:
             raise InvalidInputError(f"{', '.join(given)}: not supported for long videos and prompt schedules (more "
                                     f"latent frames than the generator's window of {self.window}, or a prompt dict)")
         story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                            config, context_given, output_type)
+                            config, context_given, output_type, conditioning_frames)
         if output_type != "latent":  # the collected frames must fit (stream() holds one chunk at a time)
             self.video_tokenizer.check_memory("num_frames / height / width", story.batch, num_frames, height, width,
                                               chunk_frames=1)

@@ -95,8 +95,9 @@ def parse_schedule(prompt, num_frames: int, temporal_compression: int, negative_
         if s1 == s0:
             raise InvalidInputError(
                 f"prompt: the prompts at frames {f0} and {f1} both start at latent frame {s0} (output frame "
-                f"{first_output_frame(s0, temporal_compression)}): space prompts at least {temporal_compression} "
-                "frames apart")
+                f"{first_output_frame(s0, temporal_compression)}): a prompt takes over at the first latent frame "
+                f"starting at or after its frame; schedule the second at frame "
+                f"{first_output_frame(s0 + 1, temporal_compression)} or later")
     for (frame, _), start in zip(entries + negatives, starts + neg_starts):
         if start >= total:
             raise InvalidInputError(f"prompt: the prompt at frame {frame} would start at latent frame {start} (output "
@@ -126,18 +127,20 @@ class Chunk:
     segment: int
 
 
-def plan_chunks(num_latent: int, window: int, context: int, segments: list[Segment]) -> list[Chunk]:
-    """Cover latent frames ``0 .. num_latent - 1`` with chunks of at most ``window`` latent frames each, every chunk
-    after the first given the last ``context`` latent frames before it, none crossing a segment boundary."""
+def plan_chunks(num_latent: int, window: int, context: int, segments: list[Segment], given: int = 0) -> list[Chunk]:
+    """Cover latent frames ``given .. num_latent - 1`` with chunks of at most ``window`` latent frames each, every
+    chunk after the first given the last ``context`` latent frames before it, none crossing a segment boundary.
+    ``given``: latent frames the caller gave (a video to continue); the first chunk continues them as one window
+    would, given as many of them as fit (at most ``window - 1``)."""
     if not 0 <= context < window:
         raise InvalidInputError(f"context_frames must be in [0, {window - 1}] (latent frames given to each chunk, "
                                 f"fewer than the generator's window of {window}), got {context}")
     bounds = [s.latent_start for s in segments[1:]] + [num_latent]
-    chunks, pos, seg = [], 0, 0
+    chunks, pos, seg = [], given, 0
     while pos < num_latent:
         while bounds[seg] <= pos:
             seg += 1
-        given = min(context, pos)
+        given = min(window - 1, pos) if not chunks and given else min(context, pos)
         new = min(window - given, bounds[seg] - pos)
         chunks.append(Chunk(pos, given, new, seg))
         pos += new
@@ -154,16 +157,23 @@ class Story:
     one chunk while it is decoded."""
 
     def __init__(self, chunks: list[Chunk], sample_chunk: Callable, frame_axis: int, num_frames: int,
-                 decoder=None, progress: Optional[Callable] = None):
+                 decoder=None, progress: Optional[Callable] = None, prefix: Optional[torch.Tensor] = None):
+        """``prefix``: latent frames given by the caller (a video to continue), handed out first as they are; the
+        first chunk is given its last ones."""
         self.chunks, self.sample_chunk, self.axis = chunks, sample_chunk, frame_axis
         self.context = max((c.given for c in chunks), default=0)
         self.num_frames, self.decoder, self.progress = num_frames, decoder, progress
+        self.prefix = prefix
         self.held: Optional[torch.Tensor] = None
         self.max_held = 0  # the most latent frames kept between chunks, over the whole run
 
     def latents(self) -> Iterator[torch.Tensor]:
-        """The new latent frames of each chunk, in order."""
+        """The new latent frames of each chunk, in order (after the prefix, if one was given)."""
         bar = self.progress(sum(c.new for c in self.chunks))(None) if self.progress else None
+        if self.prefix is not None:
+            n = self.prefix.shape[self.axis]
+            self.held = self.prefix.narrow(self.axis, n - min(self.context, n), min(self.context, n))
+            yield self.prefix
         for chunk in self.chunks:
             given = None if chunk.given == 0 else self.held.narrow(self.axis, self.held.shape[self.axis] - chunk.given,
                                                                    chunk.given)
