@@ -98,6 +98,22 @@ def _smooth_video(frames: int = 12, size: int = 32) -> torch.Tensor:
     return torch.stack([torch.sin(6.28 * phase), torch.cos(6.28 * phase), 2 * phase % 2 - 1]) * 0.9
 
 
+def _rename_weight(folder: Path, old: str, new: str) -> None:
+    """Rename the tensor ``old`` of ``folder``'s diffusers weight file to ``new``."""
+    file = folder / "diffusion_pytorch_model.safetensors"
+    weights = load_file(file)
+    weights[new] = weights.pop(old)
+    save_file(weights, file, metadata={"format": "pt"})
+
+
+def _save_with_adapter(folder: Path) -> None:
+    """The transformer saved with an unfused peft adapter, as diffusers' own ``save_pretrained`` writes it."""
+    from diffusers import WanTransformer3DModel
+    model = WanTransformer3DModel.from_pretrained(folder / "transformer")
+    add_lora(model, 2)
+    model.save_pretrained(folder / "transformer")
+
+
 def _load_with_sampling_config(env, name: str, text: str):
     """Load a copy of the flow pipeline folder whose ``sampling_config.json`` holds ``text``."""
     return load_pipeline(env.broken_pipe(name, lambda p: (p / "sampling_config.json").write_text(text)))
@@ -317,6 +333,14 @@ class Env:
         from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
         tiny_native_pipeline("wan").save_pretrained(self.path("wan"))
         return load_pipeline(self.path("wan"), dtype="fp32")
+
+    def broken_wan(self, name: str, edit: Callable[[Path], None]) -> Path:
+        """A copy of the tiny Wan folder, broken by ``edit(folder)``."""
+        self.diffusers_pipe  # writes the folder
+        path = self.path(name)
+        shutil.copytree(self.path("wan"), path)
+        edit(path)
+        return path
 
     def run_diffusers_pipe(self, prompt="a fox", **kwargs):
         kwargs = {"num_frames": 5, "height": 16, "width": 16, "num_inference_steps": 1, "output_type": "latent",
@@ -957,7 +981,26 @@ CASES: list[Case] = [
          r"config must be a MaskedSamplingConfig, got FlowSamplingConfig"),
     Case("load_pipeline/dtype-and-torch-dtype", "pipeline_folder",
          lambda env: load_pipeline(env.pipe_folder, dtype="fp32", torch_dtype=torch.bfloat16), InvalidInputError,
-         r"pass either dtype or torch_dtype \(its deprecated alias\), not both"),
+         r"dtype='fp32' and torch_dtype=torch\.bfloat16 disagree \(torch_dtype is diffusers' spelling of dtype\); "
+         r"pass one of them"),
+    Case("load_pipeline/diffusers-dtype-and-torch-dtype", "diffusers_pipeline",
+         lambda env: load_pipeline(env.path("wan"), dtype=torch.float32, torch_dtype="bf16"), InvalidInputError,
+         r"dtype=torch\.float32 and torch_dtype='bf16' disagree"),
+    Case("load_pipeline/repo-id-not-in-the-cache", "pipeline_folder",
+         lambda env: load_pipeline("no-org/No-Such-Model-Diffusers", cache_dir=env.path("empty_hub")),
+         MissingWeightsError, r"no-org/No-Such-Model-Diffusers: no such folder, and not in the local Hugging Face "
+         r"cache .*empty_hub .*`huggingface-cli download no-org/No-Such-Model-Diffusers`.*HF_HUB_CACHE \(or HF_HOME\)"),
+    Case("load_pipeline/diffusers-renamed-weight", "diffusers_pipeline",
+         lambda env: load_pipeline(env.broken_wan("wan_renamed", lambda p: _rename_weight(
+             p / "transformer", "blocks.0.attn1.to_q.weight", "blocks.0.attn1.to_qq.weight"))),
+         MissingWeightsError, r"wan_renamed/transformer: the weights do not match the WanTransformer3DModel its "
+         r"config\.json builds: 1 tensor\(s\) of the model are missing \['blocks\.0\.attn1\.to_q\.weight'\], 1 in "
+         r"the file are unexpected \['blocks\.0\.attn1\.to_qq\.weight'\]"),
+    Case("load_pipeline/diffusers-unfused-adapter", "diffusers_pipeline",
+         lambda env: load_pipeline(env.broken_wan("wan_peft", _save_with_adapter)), MissingWeightsError,
+         r"wan_peft/transformer: the weights do not match .* missing \['blocks\.0\.attn1\.to_k\.bias', .* "
+         r"unexpected \['blocks\.0\.attn1\.to_k\.base_layer\.bias', .*the unexpected names are a peft LoRA "
+         r"adapter's: the folder was saved with an adapter loaded and not fused"),
     # --------------------------------------------------------------------------- configs: unknown names and values
     Case("load_config/unknown-precision", "config", lambda env: load_config(overrides=["precision=half"]), ConfigError,
          r"precision='half' is not a precision; choose one of"),

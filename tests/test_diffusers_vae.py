@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 
 import pytest
 import torch
@@ -258,12 +259,13 @@ def test_save_pretrained_is_a_plain_diffusers_folder_and_load_tokenizer_wraps_it
                        loaded.encode(x).latent_dist.mode())
 
 
-def test_from_pretrained_dtype_and_its_deprecated_alias(tmp_path):
+def test_from_pretrained_dtype_and_its_diffusers_spelling_torch_dtype(tmp_path):
     make("wan").save_pretrained(tmp_path)
     assert DiffusersVideoVAE.from_pretrained(tmp_path, dtype=torch.bfloat16).dtype == torch.bfloat16
-    with pytest.warns(FutureWarning, match="torch_dtype is deprecated, use dtype"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # diffusers' spelling, taken as it is
         assert DiffusersVideoVAE.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
-    with pytest.raises(InvalidInputError, match="pass either dtype or torch_dtype"):
+    with pytest.raises(InvalidInputError, match="dtype=torch.float32 and torch_dtype=torch.bfloat16 disagree"):
         DiffusersVideoVAE.from_pretrained(tmp_path, dtype=torch.float32, torch_dtype=torch.bfloat16)
     bf16 = load_tokenizer(tmp_path, dtype=torch.bfloat16)
     with pytest.raises(InvalidInputError, match=r"x has dtype torch\.float32 but the model computes in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,15 @@ def test_training_runs_in_the_chosen_precision_and_restores_threads(tmp_path, se
     assert any(isinstance(r, dict) and "first_step_s" in r for r in lines)
 
 
-def test_pipeline_dtype_and_its_deprecated_alias(fast_bf16):
+def test_pipeline_dtype_and_its_diffusers_spelling_torch_dtype(fast_bf16):
     assert load_pipeline(MASKED, dtype="bf16").transformer.dtype == torch.bfloat16
     assert load_pipeline(MASKED, dtype=torch.float32).precision == "fp32"
-    with pytest.warns(FutureWarning, match="torch_dtype is deprecated"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # diffusers' spelling, taken as it is
         pipe = load_pipeline(MASKED, torch_dtype=torch.bfloat16)
+        assert load_pipeline(MASKED, dtype="bf16", torch_dtype=torch.bfloat16).precision == "bf16"  # they agree
     assert pipe.transformer.dtype == pipe.vqvae.dtype == torch.bfloat16
-    with pytest.raises(InvalidInputError, match="not both"):
+    with pytest.raises(InvalidInputError, match="dtype='fp32' and torch_dtype=torch.bfloat16 disagree"):
         load_pipeline(MASKED, dtype="fp32", torch_dtype=torch.bfloat16)
     with pytest.raises(VidgenError, match="fp16 is GPU-only"):
         load_pipeline(MASKED, dtype="fp16")

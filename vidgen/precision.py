@@ -98,6 +98,29 @@ def resolve_dtype(value="auto", device: torch.device | str | None = None, name: 
     return _DTYPES[resolve_precision(value, device, name)]
 
 
+def dtype_argument(dtype=None, torch_dtype=None):
+    """The one dtype of a loader given ``dtype`` and / or ``torch_dtype`` (diffusers' and transformers' spelling of
+    the same argument, taken as it is, without a warning). Both given: they must name the same dtype (``"fp32"`` and
+    ``torch.float32`` do), else an :class:`~vidgen.errors.InvalidInputError` naming both."""
+    if torch_dtype is None:
+        return dtype
+    if dtype is None or _same_dtype(dtype, torch_dtype):
+        return dtype if dtype is not None else torch_dtype
+    from vidgen.errors import InvalidInputError
+    raise InvalidInputError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree (torch_dtype is diffusers' "
+                            "spelling of dtype); pass one of them")
+
+
+def _same_dtype(a, b) -> bool:
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and all(
+            _same_dtype(a[k], b[k]) for k in a)
+    try:
+        return a == b or normalize_precision(a) == normalize_precision(b)
+    except ConfigError:
+        return False
+
+
 def accelerate_mixed_precision(value) -> str:
     """The ``mixed_precision`` string accelerate expects for a vidgen precision (``"no"`` or ``"bf16"``)."""
     return "bf16" if value == "bf16" else "no"

@@ -31,7 +31,9 @@ from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import CHECKED_INPUTS, VideoPipelineBase
+from vidgen.pipelines.folder_weights import check_folder_weights, check_no_meta_tensors, fused_adapters
 from vidgen.pipelines.output import per_sample, to_output
+from vidgen.precision import dtype_argument
 
 #: diffusers pipeline class -> (default sampling settings, default (num_frames, height, width))
 NATIVE_PIPELINES = {f.pipeline: (f.sampling_defaults, f.default_size) for f in PIPELINE_FAMILIES}
@@ -152,8 +154,9 @@ class DiffusersVideoPipeline(VideoPipelineBase):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """The folder the family's diffusers pipeline class loads (``model_index.json`` names it), plus
-        ``sampling_config.json``."""
-        self.native().save_pretrained(save_directory, *args, **kwargs)
+        ``sampling_config.json``. A loaded LoRA is saved fused into the weights (the pipeline keeps it unfused)."""
+        with fused_adapters(*self.components.values()):
+            self.native().save_pretrained(save_directory, *args, **kwargs)
         self.sampling_config.save_pretrained(save_directory)
 
     @property
@@ -372,17 +375,20 @@ class DiffusersVideoPipeline(VideoPipelineBase):
 
 def load_native_pipeline(path, **kwargs) -> DiffusersVideoPipeline:
     """A diffusers video pipeline folder as a :class:`DiffusersVideoPipeline`, with its ``sampling_config.json``
-    if it has one. ``dtype`` as :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`."""
+    if it has one. ``dtype`` / ``torch_dtype`` as :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`; none:
+    as its diffusers class loads it (fp32). Weights must match (:mod:`vidgen.pipelines.folder_weights`)."""
     name = native_class_name(path)
     if name is None:
         raise ConfigError(f"{path}: not a supported diffusers video pipeline folder (model_index.json must name one "
                           f"of {sorted(NATIVE_PIPELINES)})")
-    dtype = DiffusersVideoPipeline._resolve_dtype(kwargs.pop("dtype", None), kwargs.get("device_map") or
-                                                 ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DiffusersVideoPipeline._resolve_dtype(dtype_argument(kwargs.pop("dtype", None), kwargs.pop(
+        "torch_dtype", None)), kwargs.get("device_map") or ("cuda" if torch.cuda.is_available() else "cpu"))
     unknown = sorted(set(kwargs) - {"device_map", "local_files_only"})
     if unknown:
         raise InvalidInputError(f"{path}: unknown loading option(s) {unknown}")
+    check_folder_weights(path)  # diffusers would only warn, and leave the missing tensors on the meta device
     native = getattr(diffusers, name).from_pretrained(str(path), dtype=dtype, **kwargs)
+    check_no_meta_tensors(native.components, path)
     pipe = DiffusersVideoPipeline.from_native(native)
     if (Path(path) / "sampling_config.json").is_file():  # else the family's defaults
         pipe._sampling_config = FlowSamplingConfig.from_pretrained(Path(path), DiffusersVideoPipeline)

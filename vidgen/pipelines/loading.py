@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 from pathlib import Path
 
 from vidgen.errors import ConfigError, MissingWeightsError
+from vidgen.precision import dtype_argument
+
+#: a Hugging Face repo id: ``org/name``
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 def pipeline_classes() -> dict:
@@ -22,11 +28,45 @@ def pipeline_classes() -> dict:
     return {cls.__name__: cls for cls in PIPELINE_CLASSES.values()}
 
 
+def hub_cache_dir() -> Path:
+    """The local Hugging Face hub cache, read from the environment now (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``), as ``huggingface_hub`` reads it when it is imported."""
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def resolve_folder(path, revision=None, cache_dir=None) -> Path:
+    """``path`` as a local folder: itself if it exists, else, for a repo id such as
+    ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``, its snapshot in the local Hugging Face cache (:func:`hub_cache_dir`, or
+    ``cache_dir``; ``revision`` default ``main``), found offline as diffusers finds it. A repo id missing from the
+    cache is a :class:`~vidgen.errors.MissingWeightsError` that says how to fetch it."""
+    folder = Path(str(path)).expanduser()
+    if folder.exists() or not _REPO_ID.fullmatch(str(path)):
+        return folder
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else hub_cache_dir()
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(str(path), revision=revision, cache_dir=str(cache), local_files_only=True))
+    except Exception as err:  # huggingface_hub: LocalEntryNotFoundError, a bad revision, an unreadable cache
+        raise MissingWeightsError(
+            f"{path}: no such folder, and not in the local Hugging Face cache {cache} (looked up offline: "
+            f"{type(err).__name__}). Fetch it on a machine with network: `huggingface-cli download {path}` (or "
+            f"`hf download {path}`), then copy that machine's hub cache here and point HF_HUB_CACHE (or HF_HOME) at "
+            "it, or pass the path of the downloaded folder") from err
+
+
 def load_pipeline(path, **kwargs):
-    """The pipeline saved in ``path`` (a ``save_pretrained`` folder), loaded offline, with its sampling settings
-    (``sampling_config.json``) in ``pipe.sampling_config``. ``dtype`` defaults to ``"auto"`` (bf16 where it pays,
-    :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`); other keyword arguments go to ``from_pretrained``."""
-    path = Path(path)
+    """The pipeline saved in ``path``, loaded offline, with its sampling settings (``sampling_config.json``) in
+    ``pipe.sampling_config``. ``path`` is a ``save_pretrained`` folder or a Hugging Face repo id already in the local
+    cache (:func:`resolve_folder`; ``revision`` and ``cache_dir`` as diffusers takes them). ``dtype`` (or its
+    diffusers spelling ``torch_dtype``) defaults, for vidgen's folders, to ``"auto"`` (bf16 where it pays,
+    :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`); a diffusers folder (``WanPipeline``, ...) loads as
+    its diffusers class loads it without a dtype, in fp32, so its frames are diffusers'. Other keyword arguments go to
+    ``from_pretrained``."""
+    path = resolve_folder(path, kwargs.pop("revision", None), kwargs.pop("cache_dir", None))
     index = path / "model_index.json"
     if not index.exists():
         raise MissingWeightsError(f"{path}: no model_index.json; expected a folder written by save_pipeline / "
@@ -37,8 +77,7 @@ def load_pipeline(path, **kwargs):
         raise ConfigError(f"{index}: not valid JSON ({err})") from err
     name = config.get("_class_name")
     from vidgen.pipelines.diffusers_pipeline import NATIVE_PIPELINES, load_native_pipeline
-    if name in NATIVE_PIPELINES:  # a diffusers video pipeline folder (Wan, CogVideoX, LTX-Video)
-        kwargs.setdefault("dtype", "auto")
+    if name in NATIVE_PIPELINES:  # a diffusers video pipeline folder (Wan, CogVideoX, LTX-Video): diffusers' dtype
         return load_native_pipeline(path, **kwargs)
     classes = pipeline_classes()
     if name not in classes:
@@ -59,7 +98,8 @@ def load_pipeline(path, **kwargs):
         if not (path / component).is_dir():
             raise MissingWeightsError(f"{path}: component {component!r} ({spec[1]}) is listed in model_index.json "
                                       f"but its folder {path / component} is missing")
-    if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+    kwargs["dtype"] = dtype_argument(kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None))
+    if kwargs["dtype"] is None:
         kwargs["dtype"] = "auto"  # unlike XPipeline.from_pretrained, which loads as diffusers does (fp32)
     return classes[name].from_pretrained(str(path), **kwargs)
 

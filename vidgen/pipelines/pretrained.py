@@ -13,7 +13,8 @@ from diffusers.utils import logging as diffusers_logging
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.sampling_config import SamplingConfig
-from vidgen.precision import resolve_dtype
+from vidgen.pipelines.folder_weights import fused_adapters
+from vidgen.precision import dtype_argument, resolve_dtype
 
 
 class PretrainedMixin:
@@ -26,14 +27,11 @@ class PretrainedMixin:
         (``"fp32"``, ``"bf16"``, or ``"auto"``: bf16 where the device multiplies bf16 fast and, on a CPU, where this
         pipeline's bf16 sampling measured faster, :attr:`bf16_pays_on_cpu`; fp32 elsewhere) or, as diffusers' does, a
         dict per component with a ``"default"`` key. :func:`~vidgen.pipelines.load_pipeline`, ``vidgen generate``,
-        the demo and the app default to ``"auto"`` (docs/precision.md). ``torch_dtype`` is diffusers' deprecated name
-        for ``dtype``. In bf16 the components keep fp32 where numerics need it (quantizer rounding, sampling
-        probabilities, the flow ODE state). The folder's ``sampling_config.json`` becomes :attr:`sampling_config`."""
-        if torch_dtype is not None:
-            if dtype is not None:
-                raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
-            warnings.warn("torch_dtype is deprecated, use dtype (as diffusers does)", FutureWarning, stacklevel=2)
-            dtype = torch_dtype
+        the demo and the app default to ``"auto"`` (docs/precision.md). ``torch_dtype`` is diffusers' spelling of
+        ``dtype``, taken as it is (both given: they must agree). In bf16 the components keep fp32 where numerics
+        need it (quantizer rounding, sampling probabilities, the flow ODE state). The folder's
+        ``sampling_config.json`` becomes :attr:`sampling_config`."""
+        dtype = dtype_argument(dtype, torch_dtype)
         device = kwargs.get("device_map") if kwargs.get("device_map") in ("cuda", "cpu") else None
         dtype = cls._resolve_dtype(dtype, device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = Path(str(pretrained_model_name_or_path))
@@ -69,8 +67,10 @@ class PretrainedMixin:
         return resolve_dtype(dtype, device, "dtype")
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (:attr:`sampling_config`)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
+        """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (:attr:`sampling_config`). A LoRA added to a
+        component is saved fused into its weights (the pipeline keeps it unfused)."""
+        with fused_adapters(*self.components.values()):
+            super().save_pretrained(save_directory, *args, **kwargs)
         self.sampling_config.save_pretrained(save_directory)
 
     @property

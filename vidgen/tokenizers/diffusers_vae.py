@@ -29,7 +29,7 @@ from torch import nn
 import vidgen.tokenizers.base as codec_base
 from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, UnsupportedError
 from vidgen.families import DIFFUSERS_VIDEO_VAES, vae_family
-from vidgen.precision import compute_dtypes
+from vidgen.precision import compute_dtypes, dtype_argument
 from vidgen.tokenizers.causal_codec import check_latent, check_values, check_video, latent_frames, pad_video
 from vidgen.tokenizers.loading_mixins import read_config
 from vidgen.tokenizers.vae import DiagonalGaussian
@@ -96,14 +96,10 @@ class DiffusersVideoVAE(nn.Module):
     def from_pretrained(cls, path, *, dtype: Optional[torch.dtype] = None, torch_dtype: Optional[torch.dtype] = None,
                         **kwargs) -> "DiffusersVideoVAE":
         """The VAE saved in the folder ``path`` by the diffusers class its ``config.json`` names (or by this
-        adapter), wrapped, in eval mode. ``dtype``: diffusers' name (``torch_dtype``: its deprecated alias); other
+        adapter), wrapped, in eval mode. ``dtype``: diffusers' name (``torch_dtype``, its other spelling, is taken too); other
         keywords go to diffusers' ``from_pretrained``. Safetensors only, and the weights must match the config
         exactly (diffusers would leave missing tensors random, with a warning)."""
-        if torch_dtype is not None:
-            if dtype is not None:
-                raise InvalidInputError("pass either dtype or torch_dtype (its deprecated alias), not both")
-            warnings.warn("torch_dtype is deprecated, use dtype (as diffusers does)", FutureWarning, stacklevel=2)
-            dtype = torch_dtype
+        dtype = dtype_argument(dtype, torch_dtype)
         folder = Path(str(path)) / (kwargs.get("subfolder") or "")
         config_file = folder / "config.json"
         if not config_file.is_file():

@@ -5,6 +5,9 @@ diffusers' LoRA format so the family's own pipeline loads it with ``load_lora_we
     ...train...
     save_lora(pipe.transformer, "my-lora")               # my-lora/pytorch_lora_weights.safetensors
     WanPipeline.from_pretrained(base).load_lora_weights("my-lora")   # the same model in diffusers
+
+A pipeline's ``save_pretrained`` with an adapter in place writes it fused into the base weights (plain tensor names,
+:func:`vidgen.pipelines.folder_weights.fused_adapters`); :func:`save_lora` keeps the adapter apart.
 """
 from __future__ import annotations
 
