@@ -81,20 +81,27 @@ def load_trained(model_class, folder: str | Path, ema: bool = True):
     return model.eval()
 
 
-def training_state(step: int, opt, sched, sampler, config: dict, ema=None, extra: dict | None = None) -> dict:
-    """What :func:`restore` reads back: the ``state.pt`` payload of a checkpoint (``extra`` as in ``restore``)."""
+def training_state(step: int, opt, sched, sampler, config: dict, ema=None, extra: dict | None = None,
+                   rewarm=None) -> dict:
+    """What :func:`restore` reads back: the ``state.pt`` payload of a checkpoint (``extra`` as in ``restore``).
+    ``rewarm``: the LR warm-up ``[first step, steps]`` of a run continued from a portable checkpoint
+    (:mod:`vidgen.training.portable`), which the schedule's factor includes from then on."""
     state = {"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(), "sampler": sampler.state_dict(),
              "config": config, "ema": ema.state_dict() if ema else None}
     state.update({key: obj.state_dict() if obj is not None else None for key, obj in (extra or {}).items()})
+    if rewarm:
+        state["rewarm"] = list(rewarm)
     return state
 
 
-def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None = None) -> int:
+def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None = None,
+            state: dict | None = None) -> int:
     """Load a checkpoint written by :func:`save_checkpoint` into the training objects; returns its step.
-    ``extra`` maps state keys to objects with ``load_state_dict`` (e.g. the discriminator and its optimizer)."""
+    ``extra`` maps state keys to objects with ``load_state_dict`` (e.g. the discriminator and its optimizer);
+    ``state``: its ``state.pt`` if already loaded."""
     from safetensors.torch import load_file
 
-    state = load_state(ckpt)
+    state = load_state(ckpt) if state is None else state
     model.load_state_dict(load_file(str(Path(ckpt) / "diffusion_pytorch_model.safetensors")))
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])

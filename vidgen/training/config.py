@@ -136,6 +136,13 @@ class RunConfig:
     init_from: str = ""
     # processes that share each clip's tokens (sequence parallelism, vidgen.parallel): world = data-parallel x sp_size
     sp_size: int = 1
+    # a portable checkpoint, committed to git so the run continues on another machine (vidgen.training.portable):
+    # model + EMA weights in bf16 (at most 16 MB) and a JSON record, replaced in place every portable_every steps
+    # (0 = every ckpt_every). A run without a checkpoint in run_dir continues from it, warming the LR up again over
+    # portable_warmup steps (the optimizer's moments are not in it)
+    portable_dir: str = ""
+    portable_every: int = 0
+    portable_warmup: int = 50
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):

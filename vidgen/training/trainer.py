@@ -8,7 +8,9 @@ brings a :class:`TrainingTask`: its model, the module that computes its loss, on
 function, its hooks and what its final folder needs. So a fix to resume or checkpointing lands once for both.
 
 Every random draw of a step comes from a generator seeded by ``(seed, step)`` (:func:`step_generator`) and the data
-position is checkpointed: a resumed run is bit-identical to an uninterrupted one.
+position is checkpointed: a resumed run is bit-identical to an uninterrupted one. With ``portable_dir`` set, a run also
+keeps a small committed checkpoint (:mod:`vidgen.training.portable`) and, when ``run_dir`` has no checkpoint, continues
+from it on any machine (weights from bf16, AdamW moments from zero, a recorded LR warm-up).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from vidgen.training.checkpoint import RunLog, find_checkpoint, restore, save_checkpoint, training_state
+from vidgen.training.checkpoint import (RunLog, find_checkpoint, load_state, restore, save_checkpoint,
+                                        training_state)
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
@@ -102,9 +105,13 @@ class TrainingTask:
         return {}
 
 
-def lr_lambda(cfg) -> Callable[[int], float]:
+def lr_lambda(cfg, rewarm=None) -> Callable[[int], float]:
     """Linear warm-up over ``optim.warmup_steps``, then cosine decay to ``lr * optim.min_lr_ratio`` at
-    ``optim.schedule_steps`` (default: ``steps``)."""
+    ``optim.schedule_steps`` (default: ``steps``); times a second linear warm-up ``rewarm = [first step, steps]``
+    after a continuation from a portable checkpoint."""
+    if rewarm:
+        from vidgen.training.portable import rewarmed
+        return rewarmed(lr_lambda(cfg), rewarm)
     warm, floor = cfg.optim.warmup_steps, cfg.optim.min_lr_ratio
     total = max(cfg.optim.schedule_steps or cfg.steps, 1)
 
@@ -175,11 +182,33 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     sampler = task.make_sampler(cfg.seed, rank, world)
-    step = 0
+    step, rewarm, portable = 0, None, None
+    if cfg.portable_dir:
+        from vidgen.training.portable import PortableCheckpoint
+        portable = PortableCheckpoint(cfg, model, ema, "fp32" if acc.mixed_precision == "no" else acc.mixed_precision)
+        portable.check_folder()  # another run's portable checkpoint is never overwritten
     ckpt = find_checkpoint(cfg.resume, run_dir)
-    if ckpt is not None:
-        step = restore(ckpt, model, opt, sched, sampler, ema, task.extra_state)
+    if ckpt is not None:  # run_dir's checkpoint first: the exact resume
+        state = load_state(ckpt)
+        step = restore(ckpt, model, opt, sched, sampler, ema, task.extra_state, state=state)
+        rewarm = state.get("rewarm")
         log(f"resumed from {ckpt} at step {step}")
+        if portable is not None:
+            portable.start(step, rewarm)
+    elif portable is not None and cfg.resume == "auto" and portable.continue_from(model, ema, sampler, log) is not None:
+        step, rewarm = portable.segment["from_step"], portable.rewarm
+        log(f"continued from the portable checkpoint {cfg.portable_dir} at step {step} (weights from bf16, AdamW "
+            f"moments from zero, LR warm-up {rewarm or 'none'}; not carried: "
+            f"{', '.join(task.extra_state) or 'nothing else'})")
+    elif portable is not None:
+        portable.start(step)
+    if rewarm:  # the schedule's factor from here on; after a continuation the LR is set for its step
+        sched.lr_lambdas = [lr_lambda(cfg, rewarm) for _ in sched.lr_lambdas]
+        if ckpt is None:
+            sched.last_epoch = step
+            for group, base, f in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * f(step)
+            sched._last_lr = [group["lr"] for group in opt.param_groups]
     # the LR schedule is not prepared: accelerate would step it once per process per step (a 2-process run would
     # decay twice as fast). It counts optimizer steps.
     module, opt = acc.prepare(compile_module(task.module, cfg.compile, log), opt)
@@ -193,14 +222,18 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
     first_step = FirstStepTimer(log)
     try:
         while step < cfg.steps:
+            t_step = time.perf_counter()
             out = task.step(module, sampler, step, step_generator(cfg.seed, step, rank, world))
             gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema)
             task.after_optimizer_step(out)
+            step_s = time.perf_counter() - t_step
             step += 1
             units += out.units * world
             bar.update(1)
             if first_step(step):  # throughput from here on excludes compilation and warm-up
                 t_last, units = time.time(), 0
+            elif portable is not None:
+                portable.timed(step_s)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 metrics = {"step": step, "loss": _num(out.loss), **_logged(out.logs), "grad_norm": _num(gnorm),
                            "lr": sched.get_last_lr()[0], task.rate_key: units / (time.time() - t_last),
@@ -218,8 +251,12 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 acc.wait_for_everyone()
                 if is_main:
-                    state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state)
+                    state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state, rewarm)
                     save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
+            if portable is not None and portable.due(step):
+                acc.wait_for_everyone()
+                if is_main:
+                    portable.save(step, model, ema, sampler, not_carried=task.extra_state)
     finally:
         bar.close()
         getattr(sampler, "close", lambda: None)()  # e.g. a reader thread, also when a step raises

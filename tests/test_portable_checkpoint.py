@@ -1,0 +1,162 @@
+"""The portable checkpoint (vidgen.training.portable): bf16 model + EMA weights and a JSON record under a committed
+folder, refused by name when over its size limit, replaced in place; a run with an empty run_dir continues from it
+(data position kept, AdamW moments from zero, LR warmed up again) and refuses one written with other settings; a
+checkpoint in run_dir still takes precedence and resumes bit-identically."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vidgen.training.portable as portable
+import vidgen.training.trainer as trainer
+from vidgen.errors import ConfigError
+from vidgen.tokenizers import CausalVAE
+from vidgen.training import GeneratorTrainConfig, load_config, train_generator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def vae(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
+    torch.manual_seed(0)
+    model = CausalVAE.from_preset("tiny")
+    with torch.no_grad():  # live weights: the residual branches start at zero
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.save_pretrained(root / "vae")
+    return root / "vae"
+
+
+def _config(tmp_path, vae, run="run", *extra) -> GeneratorTrainConfig:
+    return load_config(None, [
+        f"run_dir={tmp_path / run}", f"video_tokenizer={vae}", "model.generator=flow", "model.preset=tiny",
+        "model.overrides={max_grid: [4, 4, 4]}", "data.conditioning=none", "data.num_clips=8", "data.num_frames=10",
+        "data.size=32", "data.batch=4", f"data.cache_dir={tmp_path / 'cache'}", f"steps={STEPS}", "log_every=1",
+        "sample_every=0", "ckpt_every=3", "optim.warmup_steps=0", "optim.lr=2e-3", "ema_decay=0.9",
+        f"portable_dir={tmp_path / 'portable'}", "portable_every=3", "portable_warmup=2", *extra],
+        schema=GeneratorTrainConfig)
+
+
+def _stop_after(monkeypatch, steps: int):
+    """Make the run fail at optimizer step ``steps + 1`` (as if the machine went away after ``steps`` steps)."""
+    calls, real = [], trainer.optimizer_step
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > steps:
+            raise KeyboardInterrupt("machine gone")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(trainer, "optimizer_step", step)
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _final(run_dir):
+    return load_file(str(run_dir / "final" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_the_size_rule_refuses_by_name(vae, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = CausalVAE.from_preset("tiny")
+    from vidgen.training.ema import EMA
+    ema = EMA(model)
+    floats = sum(v.numel() for v in model.state_dict().values() if v.is_floating_point())
+    assert portable.portable_bytes(model, ema) >= 2 * 2 * floats  # bf16, model and EMA
+    assert portable.check_size("x", model, ema, limit=10 ** 9) == portable.portable_bytes(model, ema)
+    with pytest.raises(ConfigError, match=r"portable_dir=x: the model \+ EMA weights in bf16 take .* MB, over"):
+        portable.check_size("x", model, ema, limit=1000)
+    # through the trainer: refused before the first step, nothing written
+    monkeypatch.setattr(portable, "MAX_BYTES", 1000)
+    with pytest.raises(ConfigError, match="portable_dir=.*over the 0 MB"):
+        train_generator(_config(tmp_path, vae))
+    assert not (tmp_path / "portable").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_replaced_in_place_with_its_record(vae, tmp_path):
+    train_generator(_config(tmp_path, vae, "run", "portable_every=1"))
+    folder = tmp_path / "portable"
+    assert sorted(p.name for p in folder.iterdir()) == ["state.json", "weights.safetensors"]  # no file per step
+    record = json.loads((folder / "state.json").read_text())
+    assert record == portable.read_record(folder)  # the JSON is the copy of what the weights file carries
+    assert record["step"] == STEPS and record["data"]["sampler"] == {"epoch": 2, "pos": 8}  # 6 x 4 clips of 8
+    assert record["config_hash"] == portable.config_hash(_config(tmp_path, vae).to_dict())
+    seg = record["segments"][-1]
+    assert seg["from_step"] == 0 and seg["to_step"] == STEPS and seg["timed_steps"] == STEPS - 1
+    assert seg["seconds_per_step"] > 0 and seg["cpu"] and seg["threads"] == 1 and seg["precision"] in ("fp32", "bf16")
+    assert "commit" in record["source"] and record["rewarm"] is None
+    tensors = load_file(str(folder / "weights.safetensors"))
+    assert {v.dtype for v in tensors.values() if v.is_floating_point()} == {torch.bfloat16}
+    final = _final(tmp_path / "run")  # the EMA weights
+    assert all(torch.equal(tensors[f"ema/{k}"], v.to(torch.bfloat16)) for k, v in final.items())
+    assert (folder / "weights.safetensors").stat().st_size < portable.MAX_BYTES
+
+
+def test_an_empty_run_dir_continues_from_it(vae, tmp_path, monkeypatch):
+    train_generator(_config(tmp_path, vae, "straight", f"portable_dir={tmp_path / 'p_straight'}"))
+    with monkeypatch.context() as m:
+        _stop_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train_generator(_config(tmp_path, vae, "first"))
+    assert portable.read_record(tmp_path / "portable")["step"] == 3
+    # another machine: no run_dir at all (and a longer warm-up: how a run continues may differ between machines)
+    metrics = train_generator(_config(tmp_path, vae, "second", "portable_warmup=3"))
+    assert metrics["step"] == STEPS
+    log = _log(tmp_path / "second")
+    assert any("continued from the portable checkpoint" in m.get("info", "") and "at step 3" in m["info"] for m in log)
+    lrs = {m["step"]: m["lr"] for m in log if "lr" in m}
+    straight = {m["step"]: m["lr"] for m in _log(tmp_path / "straight") if "lr" in m}
+    assert sorted(lrs) == [4, 5, 6]  # steps 4-6 trained here
+    # the LR logged after step s is the one step s+1 uses: 1/3, 2/3, then all of the schedule's
+    assert lrs[4] == pytest.approx(straight[4] * 2 / 3) and lrs[5] == pytest.approx(straight[5])
+    f = trainer.lr_lambda(_config(tmp_path, vae), [3, 3])
+    g = trainer.lr_lambda(_config(tmp_path, vae))
+    assert f(3) == pytest.approx(g(3) / 3) and f(5) == pytest.approx(g(5)) and f(2) == g(2)
+    record = portable.read_record(tmp_path / "portable")
+    straight_record = portable.read_record(tmp_path / "p_straight")
+    assert record["step"] == STEPS and record["data"] == straight_record["data"]  # the data order continued
+    assert record["rewarm"] == [3, 3]
+    assert [(s["from_step"], s["to_step"]) for s in record["segments"]] == [(0, 3), (3, STEPS)]
+    assert record["segments"][-1]["continued_from"]["step"] == 3
+    # the rewarm travels in run_dir's checkpoints, so a resume from run_dir keeps it
+    from vidgen.training.checkpoint import load_state
+    assert load_state(tmp_path / "second" / "checkpoints" / "step_00000006")["rewarm"] == [3, 3]
+    a, b = _final(tmp_path / "straight"), _final(tmp_path / "second")
+    assert a.keys() == b.keys() and all(torch.isfinite(v).all() for v in b.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # not bit-identical: bf16 weights, fresh moments
+
+
+def test_run_dir_takes_precedence_and_stays_bit_identical(vae, tmp_path, monkeypatch):
+    train_generator(_config(tmp_path, vae, "straight", f"portable_dir={tmp_path / 'p_straight'}"))
+    with monkeypatch.context() as m:
+        _stop_after(m, 4)  # run_dir holds step 3, the portable checkpoint step 3
+        with pytest.raises(KeyboardInterrupt):
+            train_generator(_config(tmp_path, vae, "run"))
+    train_generator(_config(tmp_path, vae, "run"))
+    assert "resumed from" in (tmp_path / "run" / "log.jsonl").read_text()
+    a, b = _final(tmp_path / "straight"), _final(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    segments = portable.read_record(tmp_path / "portable")["segments"]
+    assert [(s["from_step"], s["to_step"]) for s in segments] == [(0, 3), (3, STEPS)]
+
+
+def test_a_mismatched_config_is_refused(vae, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        _stop_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train_generator(_config(tmp_path, vae, "first"))
+    with pytest.raises(ConfigError, match=r"portable_dir=.*other settings \(optim.lr: 0.002 there, 0.001 here"):
+        train_generator(_config(tmp_path, vae, "second", "optim.lr=1e-3"))
+    assert not (tmp_path / "second" / "checkpoints").exists()
+    # how a run runs may differ between machines: threads, logging, checkpoint cadence
+    metrics = train_generator(_config(tmp_path, vae, "third", "threads=2", "log_every=2", "ckpt_every=6"))
+    assert metrics["step"] == STEPS
+    (tmp_path / "portable" / "weights.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError, match="portable_dir=.*weights.safetensors cannot be read"):
+        train_generator(_config(tmp_path, vae, "fourth"))
