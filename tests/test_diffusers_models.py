@@ -20,6 +20,7 @@ from vidgen.pipelines.diffusers_tiny import TINY_FAMILIES, TINY_SIZES, tiny_nati
 #: latents are bit-identical to diffusers' in bf16, so the frames differ by that rounding only
 BF16_FRAME_TOL = 2 ** -8
 STEPS = 3
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_a_diffusers_folder_loads_as_a_vidgen_pipeline_and_saves_for_diffusers(f
     assert not isinstance(pipe, FlowVideoPipeline)
     assert isinstance(pipe.flow_generator, DiffusersVideoTransformer)
     assert type(pipe.vae).__module__.startswith("diffusers") and pipe.text_encoder is not None
-    assert pipe.sampling_config.num_inference_steps == 50  # the family's diffusers default
+    assert pipe.sampling_config.num_inference_steps == pipe.family.sampling_defaults["num_inference_steps"]
     pipe.sampling_config = {"num_inference_steps": 2, "guidance_scale": 3.0}
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())

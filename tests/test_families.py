@@ -76,7 +76,7 @@ def test_each_family_module_holds_one_family_and_the_registry_finds_it():
         assert isinstance(getattr(diffusers, family.pipeline), type)
     subclass = type("MyWan", (diffusers.WanTransformer3DModel,), {})  # lookups walk the class's bases
     assert transformer_family(subclass.__new__(subclass)).name == "wan"
-    assert vae_family(diffusers.AutoencoderKLMochi.__new__(diffusers.AutoencoderKLMochi)).pipeline is None
+    assert vae_family(diffusers.AutoencoderKLCosmos.__new__(diffusers.AutoencoderKLCosmos)).pipeline is None
     assert transformer_family(torch.nn.Linear(2, 2)) is None and pipeline_family("StableDiffusionPipeline") is None
 
 

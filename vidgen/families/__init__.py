@@ -1,5 +1,5 @@
 """Real-model families as adapter files: one module per diffusers family (``wan.py``, ``cogvideox.py``, ``ltx.py``,
-``hunyuan_video.py``; ``mochi.py`` and ``cosmos.py`` VAE-only), each one :class:`Family` object holding all that is
+``hunyuan_video.py``, ``mochi.py``; ``cosmos.py`` VAE-only), each one :class:`Family` object holding all that is
 specific to it: the latent layout and model call, timesteps, guidance, scheduler step, prompt encoding, defaults,
 window-attention processor, LoRA targets, caption rules, tiny test components, the VAE's latent statistics and the
 features it refuses. The rest of vidgen finds a family through :mod:`vidgen.families.registry`."""

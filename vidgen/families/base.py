@@ -170,6 +170,17 @@ class Family:
         """Whether ``vae`` (the raw diffusers VAE) takes a decode timestep (``decode_timestep``)."""
         return False
 
+    # ------------------------------------------------------------------ training
+    def training_timestep(self, sigma: torch.Tensor, scheduler=None) -> torch.Tensor:
+        """The timestep the transformer takes at noise levels ``sigma`` (B,) of the straight path
+        ``x = (1 - sigma) x0 + sigma noise``, for training (``scheduler``: the pipeline's, whose convention it is)."""
+        return sigma * 1000
+
+    def velocity_sign(self, scheduler=None) -> float:
+        """The sign of the velocity the transformer predicts, against ``noise - x0``: +1, or -1 where its scheduler
+        walks the noise levels the other way."""
+        return 1.0
+
     # ------------------------------------------------------------------ text
     def encode_prompt(self, native, prompt, negative_prompt=None, *, guidance: bool, num_videos_per_prompt: int,
                       max_text_tokens: int, device, **options) -> tuple:

@@ -11,7 +11,8 @@ step as the family's diffusers pipeline samples; what differs between families i
 
 The state keeps the dtype the family's pipeline gives it (``family.state_dtype``), so bf16 sampling rounds as
 diffusers' does. Training (:func:`training_loss`): flow matching for flow families (``x_s = (1 - s) x0 + s eps``,
-target ``eps - x0``, timestep ``1000 s``), the scheduler's noising and velocity for v-prediction families.
+target ``eps - x0`` and timestep ``1000 s``, or the family's own convention: ``family.training_timestep`` /
+``family.velocity_sign``), the scheduler's noising and velocity for v-prediction families.
 """
 from __future__ import annotations
 
@@ -147,7 +148,11 @@ def training_loss(model, x0: torch.Tensor, cond: Optional[Conditioning], generat
     noise = r.randn(*x0.shape).to(dev, x0.dtype)
     if model.prediction_type == "flow":
         s = torch.sigmoid(r.randn(b) * model.logit_normal_std).to(dev)
-        xt, target, timestep = flow_matching_pair(x0, noise, s)
+        xt, target, _ = flow_matching_pair(x0, noise, s)
+        family, sched = model.family, model.noise_scheduler  # the model's timestep and velocity conventions
+        timestep = family.training_timestep(s, sched)
+        if family.velocity_sign(sched) < 0:
+            target = -target
     else:
         sched = model.noise_scheduler
         if sched is None:
