@@ -112,7 +112,8 @@ def window(a: dict, b: dict, lo: int, hi: int) -> dict:
     steps = [s for s in range(lo, hi + 1) if s in a and s in b]
     diff = [b[s] - a[s] for s in steps]
     return {"steps": [lo, hi], "straight": _mean(a[s] for s in steps), "continued": _mean(b[s] for s in steps),
-            "gap": _mean(diff), "gap_relative": round(statistics.fmean(diff) / statistics.fmean(a[s] for s in steps), 4),
+            "gap": _mean(diff),
+            "gap_relative": round(statistics.fmean(diff) / statistics.fmean(a[s] for s in steps), 4),
             "gap_stderr": round(statistics.stdev(diff) / len(diff) ** 0.5, 5) if len(diff) > 1 else None}
 
 
@@ -158,7 +159,8 @@ def main(argv=None) -> int:
                "last_50": window(a, b, max(s + 1, n - 49), n)}
     # the gap in steps of the uninterrupted run's progress at the end (its loss's slope over the last 150 steps,
     # from 50-step means): how many steps the continuation cost
-    slope = (statistics.fmean(a[t] for t in range(n - 149, n - 99)) - statistics.fmean(a[t] for t in range(n - 49, n + 1))) / 100
+    slope = (statistics.fmean(a[t] for t in range(n - 149, n - 99))
+             - statistics.fmean(a[t] for t in range(n - 49, n + 1))) / 100
     windows["last_50"]["gap_in_steps_of_progress"] = round(windows["last_50"]["gap"] / slope, 1) if slope > 0 else None
     held = {"straight": round(held_out_loss(args, work, straight / "final"), 5),
             "continued": round(held_out_loss(args, work, continued / "final"), 5)}

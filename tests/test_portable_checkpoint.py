@@ -160,3 +160,22 @@ def test_a_mismatched_config_is_refused(vae, tmp_path, monkeypatch):
     (tmp_path / "portable" / "weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ConfigError, match="portable_dir=.*weights.safetensors cannot be read"):
         train_generator(_config(tmp_path, vae, "fourth"))
+
+
+def test_without_the_ema_the_average_restarts_when_continuing(vae, tmp_path, monkeypatch):
+    """portable_ema: false, for a model whose weights and EMA would not both fit: the weights alone travel."""
+    with monkeypatch.context() as m:
+        _stop_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train_generator(_config(tmp_path, vae, "first", "portable_ema=false"))
+    tensors = load_file(str(tmp_path / "portable" / "weights.safetensors"))
+    assert tensors and all(k.startswith("model/") for k in tensors)
+    assert portable.read_record(tmp_path / "portable")["not_carried"] == ["ema"]
+    train_generator(_config(tmp_path, vae, "second", "portable_ema=false"))
+    assert "the EMA restarts from its weights" in (tmp_path / "second" / "log.jsonl").read_text()
+    assert portable.read_record(tmp_path / "portable")["segments"][-1]["ema_restarted_at"] == 3
+    # the size rule names the way out
+    monkeypatch.setattr(portable, "MAX_BYTES", portable.portable_bytes(_model := CausalVAE.from_preset("tiny")) + 1)
+    from vidgen.training.ema import EMA
+    with pytest.raises(ConfigError, match="set portable_ema: false"):
+        portable.check_size("x", _model, EMA(_model))

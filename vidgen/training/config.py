@@ -143,6 +143,7 @@ class RunConfig:
     portable_dir: str = ""
     portable_every: int = 0
     portable_warmup: int = 50
+    portable_ema: bool = True  # false: the weights alone (a model too large for both; the EMA restarts on continuing)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):

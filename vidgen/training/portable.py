@@ -5,9 +5,10 @@ exact resume). A run with ``portable_dir`` set also keeps one folder, replaced i
 steps (never one file per step):
 
 * ``weights.safetensors``: the model's and the EMA's weights in bf16 (``model/<key>``, ``ema/<key>``; integer
-  buffers as they are), at most :data:`MAX_BYTES` in all, with :func:`portable_state`'s record in its metadata. It
-  is the one file a continuation reads, written to a temporary name and renamed: a crash never leaves weights of
-  one step with the record of another.
+  buffers as they are), at most :data:`MAX_BYTES` in all, with the record in its metadata. It is the one file a
+  continuation reads, written to a temporary name and renamed: a crash never leaves weights of one step with the
+  record of another. ``portable_ema: false`` leaves the EMA out, for a model whose weights and EMA would not both
+  fit: a continuation then restarts the average from the weights, and records that it did.
 * ``state.json``: the same record, readable in a diff: the step, the data position (the sampler's state; every
   random draw of a step comes from ``step_generator(seed, step)``, so the seed and the step are the rest of the RNG
   state), the hash of the settings that must not change (:func:`config_hash`, with those settings), the commit,
@@ -41,7 +42,7 @@ FORMAT = 1
 FREE_KEYS = frozenset({
     "run_dir", "resume", "threads", "precision", "mixed_precision", "compile", "deterministic", "sp_size",
     "log_every", "sample_every", "eval_every", "ckpt_every", "keep_checkpoints", "portable_dir", "portable_every",
-    "portable_warmup", "sample", "data.cache_dir", "data.encode_batch", "data.render_workers",
+    "portable_warmup", "portable_ema", "sample", "data.cache_dir", "data.encode_batch", "data.render_workers",
 })
 
 
@@ -93,8 +94,10 @@ def check_size(folder: str | Path, model, ema=None, limit: int | None = None) ->
     if size > limit:
         what = "model + EMA" if ema is not None else "model"
         raise ConfigError(f"portable_dir={folder}: the {what} weights in bf16 take {size / 1e6:.1f} MB, over the "
-                          f"{limit / 1e6:.0f} MB a committed portable checkpoint may hold; unset portable_dir, or "
-                          f"train a smaller model{' or without an EMA' if ema is not None else ''}")
+                          f"{limit / 1e6:.0f} MB a committed portable checkpoint may hold; "
+                          + ("set portable_ema: false (the model's weights alone take "
+                             f"{portable_bytes(model) / 1e6:.1f} MB; a continuation restarts the EMA from them), "
+                             if ema is not None else "") + "unset portable_dir, or train a smaller model")
     return size
 
 
@@ -169,7 +172,8 @@ class PortableCheckpoint:
     def __init__(self, cfg, model, ema, precision: str, log=print):
         self.folder, self.cfg, self.log = Path(cfg.portable_dir), cfg, log
         self.every = cfg.portable_every or cfg.ckpt_every
-        self.size = check_size(self.folder, model, ema)
+        self.kept_ema = ema is not None and cfg.portable_ema  # whether the EMA travels
+        self.size = check_size(self.folder, model, ema if self.kept_ema else None)
         self.config = cfg.to_dict()
         self.hash = config_hash(self.config)
         self.source = source_commit()
@@ -231,9 +235,11 @@ class PortableCheckpoint:
             shadow = {k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")}
             if shadow.keys() == ema.shadow.keys():
                 ema.shadow = {k: v.to(ema.shadow[k].dtype).to(ema.shadow[k].device) for k, v in shadow.items()}
-            else:  # written without an EMA: the average starts from the weights
-                log(f"portable checkpoint {self.folder} holds no EMA: the EMA starts from its weights")
-                ema.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+            else:  # written without an EMA (portable_ema: false): the average restarts from the weights
+                log(f"portable checkpoint {self.folder} holds no EMA: the EMA restarts from its weights")
+                ema.shadow = {k: v.detach().clone().float().to(ema.shadow[k].device)
+                              for k, v in model.state_dict().items()}
+                self.segment["ema_restarted_at"] = int(record["step"])
         sampler.load_state_dict(record["data"]["sampler"])
         step = int(record["step"])
         self.start(step, [step, int(self.cfg.portable_warmup)] if self.cfg.portable_warmup > 0 else None)
@@ -261,11 +267,12 @@ class PortableCheckpoint:
             "config_hash": self.hash, "settings": hashed_settings(self.config), "source": self.source,
             "rewarm": self.rewarm, "warmup_note": "continuing starts AdamW's moments at zero and warms the learning "
                                                   "rate up again over portable_warmup steps",
-            "not_carried": sorted(not_carried), "weights_dtype": "bfloat16", "weights_bytes": self.size,
+            "not_carried": sorted(not_carried) + ([] if self.kept_ema or ema is None else ["ema"]),
+            "weights_dtype": "bfloat16", "weights_bytes": self.size,
             "segments": self.segments + [seg], "torch": torch.__version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        return save(self.folder, model, ema, record)
+        return save(self.folder, model, ema if self.kept_ema else None, record)
 
 
 def rewarmed(base, rewarm):
