@@ -902,7 +902,7 @@ CASES: list[Case] = [
              p / "model_index.json", _class_name="StableDiffusionPipeline"))),
          ConfigError, r"pipe_sd/model_index\.json: _class_name 'StableDiffusionPipeline' is not a supported video "
                       r"pipeline \(vidgen's .* or diffusers' \['CogVideoXPipeline', 'HunyuanVideoPipeline', 'LTXPipeline', "
-                     r"'WanPipeline'\]\)"),
+                     r"'MochiPipeline', 'WanPipeline'\]\)"),
     Case("load_pipeline/model-index-not-json", "pipeline_folder",
          lambda env: load_pipeline(env.broken_pipe("pipe_json", lambda p: (p / "model_index.json").write_text("{"))),
          ConfigError, r"pipe_json/model_index\.json: not valid JSON"),

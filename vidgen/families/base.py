@@ -157,6 +157,12 @@ class Family:
         """The dtype the pipeline keeps its latents in."""
         return torch.float32
 
+    def second_transformer_at(self, t, scheduler, pipeline_config) -> bool:
+        """Whether timestep ``t`` is sampled by the pipeline's second transformer (``transformer_2``, with the
+        second guidance scale), for a family whose pipeline switches over partway (``pipeline_config``: the
+        pipeline's config entries, :attr:`config_keys`); never by default."""
+        return False
+
     def step(self, scheduler, prediction, timesteps, i: int, latents, generator=None, carry=None) -> tuple:
         """One scheduler step from ``timesteps[i]`` -> ``(latents, carry)``; ``carry`` is what a multistep
         scheduler hands the next step (None otherwise)."""
@@ -169,6 +175,13 @@ class Family:
     def decodes_with_timestep(self, vae) -> bool:
         """Whether ``vae`` (the raw diffusers VAE) takes a decode timestep (``decode_timestep``)."""
         return False
+
+    def decode(self, tokenizer, latents: torch.Tensor, num_frames: int, height: int, width: int, generator,
+               options: dict) -> Optional[torch.Tensor]:
+        """The frames (B, 3, T, H, W) of sampled normalized ``latents`` where the family's pipeline decodes them in
+        its own way for the call's ``options`` (its :attr:`call_options` given), through ``tokenizer`` (a
+        ``DiffusersVideoVAE``); None: the tokenizer's plain decode."""
+        return None
 
     # ------------------------------------------------------------------ training
     def training_timestep(self, sigma: torch.Tensor, scheduler=None) -> torch.Tensor:

@@ -68,6 +68,21 @@ class LTXFamily(Family):
     def decodes_with_timestep(self, vae) -> bool:
         return bool(vae.config.get("timestep_conditioning"))
 
+    def decode(self, tokenizer, latents, num_frames, height, width, generator, options):
+        """A timestep-conditioned decode (``decode_timestep``, ``decode_noise_scale``): the denormalized latents mixed
+        with noise drawn from ``generator`` (``decode_noise_scale``, default ``decode_timestep``), decoded at
+        ``decode_timestep``, as the pipeline does."""
+        timestep, scale = options.get("decode_timestep") or 0.0, options.get("decode_noise_scale")
+        if not timestep and not scale:
+            return None
+        from diffusers.utils.torch_utils import randn_tensor
+        z = tokenizer.denormalize_latents(latents.to(tokenizer.dtype))
+        scale = timestep if scale is None else scale
+        noise = randn_tensor(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        z = (1 - scale) * z + scale * noise
+        t = torch.full((z.shape[0],), float(timestep), device=z.device, dtype=z.dtype)
+        return tokenizer.decode(z, num_frames, height, width, timestep=t).sample
+
     def encode_prompt(self, native, prompt, negative_prompt=None, *, guidance: bool, num_videos_per_prompt: int,
                       max_text_tokens: int, device, **options) -> tuple:
         pos, pos_mask, neg, neg_mask = native.encode_prompt(

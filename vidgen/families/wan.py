@@ -31,6 +31,11 @@ class WanWindowProcessor(WindowProcessor):
 
 
 class WanFamily(Family):
+    def second_transformer_at(self, t, scheduler, pipeline_config) -> bool:
+        """Wan 2.2: the low-noise transformer below ``boundary_ratio`` of the scheduler's timesteps."""
+        ratio = (pipeline_config or {}).get("boundary_ratio")
+        return ratio is not None and t < ratio * scheduler.config.num_train_timesteps
+
     def model_options(self, pipeline_config=None, vae=None) -> dict:
         return {"expand_timesteps": bool((pipeline_config or {}).get("expand_timesteps"))}
 

@@ -5,7 +5,7 @@ re-cache on a prompt switch) and the few-step Euler stream of latents (:func:`st
 video's length."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,12 +15,10 @@ from vidgen.attention.rope import apply_rope, rope3d_angles
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.base import check_positive_int
-from vidgen.generators.distillation import check_student_call, student_sigmas
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import Guidance, apply_cfg, cfg_batch, step_callback
+from vidgen.generators.flow_sampler import Guider, denoise, flow_timesteps, scheduler_step
+from vidgen.generators.sampling import Guidance, cfg_batch
 
-if TYPE_CHECKING:
-    from vidgen.generators.causal import CausalFlowVideoTransformer
 
 
 def attended_chunks(i: int, sink: int, window: int) -> list[int]:
@@ -130,13 +128,13 @@ class RollingKVCache:
 
 
 class ChunkStream:
-    """Chunk-at-a-time calls of a :class:`CausalFlowVideoTransformer`: :meth:`predict` the velocity of chunk ``i``
+    """Chunk-at-a-time calls of a :class:`~vidgen.generators.causal.CausalFlowVideoTransformer` (``model``): :meth:`predict` the velocity of chunk ``i``
     (noisy) against the cache, :meth:`commit` its clean latents into the cache. ``cond``: the conditioning of every
     row (rows of guidance included); it stays fixed until :meth:`recache`. :meth:`commit_later` defers a chunk's
     cache pass into the next chunk's first call (the same keys and values; one call of both chunks' tokens in place of
     two), the last chunk of a stream then needing none."""
 
-    def __init__(self, model: "CausalFlowVideoTransformer", cond: Optional[Conditioning], hw: tuple[int, int],
+    def __init__(self, model: torch.nn.Module, cond: Optional[Conditioning], hw: tuple[int, int],
                  drop: Optional[torch.Tensor] = None, window_chunks: Optional[int] = None):
         self.model, self.cond, self.drop, self.hw = model, cond, drop, hw
         self.chunking = stream_chunking(model, window_chunks)
@@ -258,7 +256,7 @@ class ChunkStream:
 
 
 @torch.no_grad()
-def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Conditioning], *, frames: int, hw: tuple,
+def stream_latents(model: torch.nn.Module, cond: Optional[Conditioning], *, frames: int, hw: tuple,
                    batch: int = 1, num_inference_steps: int = 4, guidance_scale: float = 1.0,
                    negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                    scheduler=None, prompts: Optional[dict] = None, callback: Optional[Callable] = None,
@@ -278,14 +276,16 @@ def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Condition
     Memory is flat in ``frames``."""
     scheduler = scheduler or model.default_scheduler()
     spec, c, dev = model.config.distillation, model.config.chunk_frames, model.device
-    if spec is not None:
-        check_student_call(spec, num_inference_steps, guidance.scale if guidance is not None else guidance_scale)
     grid = model.patch.grid((c, *hw))
     model.backbone.check_grid(grid)
     guidance = guidance or Guidance(guidance_scale)
     start = guidance.scale  # guidance runs (a doubled batch) when the stream starts with a scale other than 1
     both, drop, doubled = cfg_batch(cond, negative, batch, dev, start)
     stream, step = ChunkStream(model, both, tuple(hw), drop, window_chunks), 0
+
+    def call(x, t, which, i):
+        return stream.predict(x, t)
+
     for i in range(-(-frames // c)):
         if prompts and i in prompts:
             both, drop, doubled = cfg_batch(*prompts[i], batch, dev, start)
@@ -295,17 +295,12 @@ def stream_latents(model: "CausalFlowVideoTransformer", cond: Optional[Condition
                 stream.recache(both, drop)
         n = min(c, frames - i * c)
         x = torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
-        if spec is not None:
-            scheduler.set_timesteps(sigmas=student_sigmas(num_inference_steps, spec.get("shift")), device=dev)
-        else:
-            scheduler.set_timesteps(num_inference_steps, device=dev)
-        stop = False
-        for t in scheduler.timesteps:
-            v = stream.predict(torch.cat([x, x]) if doubled else x, t).float()
-            x = scheduler.step(apply_cfg(v, guidance.scale) if doubled else v, t, x, generator=generator,
-                               return_dict=False)[0]
-            x, stopped = step_callback(callback, step, t, "latents", x, guidance)
-            stop, step = stop or stopped, step + 1
+        timesteps = flow_timesteps(scheduler, num_inference_steps, spec, dev, None if i else start)
+        # the chunk's steps; an interrupt ends the stream once the chunk is finished
+        x, stop = denoise(call, x, timesteps, scheduler_step(scheduler, generator),
+                          Guider("batched", guidance, doubled=doubled), callback=callback, first_step=step,
+                          finish_on_interrupt=True)
+        step += len(timesteps)
         stream.commit_later(torch.cat([x, x]) if doubled else x.clone())  # rides on the next chunk's first call
         yield x
         if stop:

@@ -7,7 +7,8 @@ step as the family's diffusers pipeline samples; what differs between families i
   ``family.cfg == "separate"`` one pass per condition, in the model's dtype; ``"batched"`` one pass over
   ``[negative; prompt]``, in fp32;
 - the scheduler step (``family.step``: its step options, a multistep scheduler's carried estimate);
-- a second transformer below ``boundary_ratio`` of the noise scale, with its own guidance scale (``model_2``).
+- a second transformer where the family switches over (``Family.second_transformer_at``), with its own guidance
+  scale (``model_2``).
 
 The state keeps the dtype the family's pipeline gives it (``family.state_dtype``), so bf16 sampling rounds as
 diffusers' does. Training (:func:`training_loss`): flow matching for flow families (``x_s = (1 - s) x0 + s eps``,
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from vidgen.errors import InvalidInputError
 from vidgen.generators.base import check_positive_int, per_sample_mean
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import Guidance, flow_matching_pair, step_callback
+from vidgen.generators.flow_sampler import Guider, denoise, model_input
+from vidgen.generators.sampling import Guidance, flow_matching_pair
 from vidgen.rng import rows
 
 
@@ -62,42 +64,20 @@ def reset_cache(*models) -> None:
             inner._reset_stateful_cache()
 
 
-def _guided(model, x, t, cond, negative, scale, doubled: bool, options, where: dict) -> torch.Tensor:
-    """The guided prediction at state ``x`` and timestep ``t``, as the family computes it: one pass per condition
-    in the model's dtype (its scheduler sees bf16 under bf16 weights), or one batched pass in fp32. ``where``: the
-    step, for cache hooks."""
-    b = x.shape[0]
-    if model.family.cfg == "separate":
-        with cache_context(model, "cond", **where):
-            pos = model(x, t.expand(b), cond, **options).sample
-        if not doubled:
-            return pos
-        with cache_context(model, "uncond", **where):
-            neg = model(x, t.expand(b), negative, **options).sample
-        return neg + scale * (pos - neg)
-    if not doubled:
-        with cache_context(model, "cond", **where):
-            return model(x, t.expand(b), cond, **options).sample.float()
-    both = Conditioning.cat([negative, cond])
-    with cache_context(model, "cond_uncond", **where):
-        out = model(torch.cat([x, x]), t.expand(2 * b), both, **options).sample.float()
-    neg, pos = out.chunk(2)
-    return neg + scale * (pos - neg)
-
-
 @torch.no_grad()
 def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, grid, batch: int, scheduler=None,
                    negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                    latents: Optional[torch.Tensor] = None, callback: Optional[Callable] = None,
-                   progress: Optional[Callable] = None, model_2=None, boundary_ratio: Optional[float] = None,
+                   progress: Optional[Callable] = None, model_2=None, pipeline_config: Optional[dict] = None,
                    guidance_scale_2: Optional[float] = None, model_kwargs: Optional[dict] = None,
                    guidance: Optional[Guidance] = None, **settings) -> torch.Tensor:
     """Normalized latents (B, C, t, h, w) for a latent ``grid`` with the family's sampling (module docstring).
 
     ``config`` (a :class:`~vidgen.generators.FlowSamplingConfig`) with ``settings`` applied gives the steps and the
     guidance scale; guidance runs when the scale is above 1 and ``negative`` is given. ``latents``: starting noise
-    in vidgen's layout (else drawn as the family's pipeline draws it). ``model_2`` / ``boundary_ratio`` /
-    ``guidance_scale_2``: Wan 2.2's low-noise transformer. ``callback(i, t, {"latents": ...})`` may return new
+    in vidgen's layout (else drawn as the family's pipeline draws it). ``model_2`` / ``guidance_scale_2``: the
+    pipeline's second transformer and its scale, used where the family switches over
+    (``Family.second_transformer_at``, from the pipeline's config entries ``pipeline_config``). ``callback(i, t, {"latents": ...})`` may return new
     ``"latents"``, a ``"guidance_scale"`` or ``"interrupt": True``. ``guidance``: the run's
     :class:`~vidgen.generators.sampling.Guidance` (a pipeline's), else one at ``config.guidance_scale``."""
     from vidgen.generators.flow import FlowSamplingConfig, check_latents_input
@@ -117,24 +97,40 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(0)
+    # the guidance (one pass per condition, or one batched pass, as the family's pipeline guides) and the second
+    # transformer where the family switches over, with its own scale
     guidance, options = Guidance.of(guidance, config), dict(model_kwargs or {})
-    boundary = None if boundary_ratio is None else boundary_ratio * scheduler.config.num_train_timesteps
-    carry = None  # what a multistep scheduler hands the next step
-    reset_cache(model, *([model_2] if model_2 is not None else []))
+
+    def low(t) -> bool:
+        return model.family.second_transformer_at(t, scheduler, pipeline_config or {})
+
+    def scale_at(t) -> float:
+        second = guidance_scale_2 if guidance_scale_2 is not None else guidance.scale
+        return second if low(t) else guidance.scale
+
+    guider = Guider(model.family.cfg, guidance, uncond=negative is not None, scale_at=scale_at)
+    conds = {"cond": cond, "uncond": negative,
+             "both": None if negative is None else Conditioning.cat([negative, cond])}
+    cache_names = {"cond": "cond", "uncond": "uncond", "both": "cond_uncond"}
     sigmas = getattr(scheduler, "sigmas", None)
-    for i, t in enumerate(progress(timesteps) if progress else timesteps):
-        low = boundary is not None and t < boundary
-        current = model_2 if low else model
-        s = (guidance_scale_2 if guidance_scale_2 is not None else guidance.scale) if low else guidance.scale
-        doubled = negative is not None and s > 1.0
-        x_in = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+
+    def call(x, t, which, i):
+        current = model_2 if low(t) else model
         where = {"step_index": i, "num_inference_steps": len(timesteps), "timestep": float(t),
                  **({"sigma": float(sigmas[i])} if sigmas is not None and len(sigmas) > i else {})}
-        out = _guided(current, x_in, t, cond, negative, s, doubled, options, where)
-        latents, carry = model.family.step(scheduler, out, timesteps, i, latents, generator, carry)
-        latents, stop = step_callback(callback, i, t, "latents", latents, guidance)
-        if stop:
-            break
+        with cache_context(current, cache_names[which], **where):
+            return current(x, t.expand(x.shape[0]), conds[which], **options).sample
+
+    carry = None  # what a multistep scheduler hands the next step
+
+    def step(prediction, i, t, x):
+        nonlocal carry
+        x, carry = model.family.step(scheduler, prediction, timesteps, i, x, generator, carry)
+        return x
+
+    reset_cache(model, *([model_2] if model_2 is not None else []))
+    latents, _ = denoise(call, latents, timesteps, step, guider, scale_input=model_input(scheduler),
+                         callback=callback, progress=progress)
     return latents
 
 

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.sampling import apply_cfg, cfg_batch, flow_matching_pair
+from vidgen.generators.flow_sampler import Guider, check_student_call, denoise, student_sigmas  # noqa: F401
+from vidgen.generators.sampling import Guidance, cfg_batch, flow_matching_pair
 from vidgen.rng import RowGenerator
 
 #: the distillation families :func:`distillation_spec` accepts
@@ -37,18 +38,6 @@ METHODS = ("dmd2", "consistency")
 #: the teacher's Euler steps over [0, 1] that consistency distillation walks (a multiple of every student step count,
 #: so each student level lies on the grid)
 CONSISTENCY_GRID = 32
-
-
-def student_sigmas(num_steps: int, shift: Optional[float] = None) -> list[float]:
-    """The noise levels a ``num_steps``-step student evaluates at: ``1, 1 - 1/k, ..., 1/k``; with ``shift``, those
-    of diffusers' ``FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(k)`` (the scheduler a diffusers
-    pipeline samples the student with)."""
-    if shift is None:
-        return [1 - i / num_steps for i in range(num_steps)]
-    from diffusers import FlowMatchEulerDiscreteScheduler
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
-    scheduler.set_timesteps(num_steps)
-    return scheduler.sigmas[:-1].tolist()
 
 
 def student_scheduler(spec: dict):
@@ -76,17 +65,6 @@ def distillation_spec(method: str, steps, guidance_scale: float, shift: Optional
     return spec if shift is None else {**spec, "shift": float(shift)}
 
 
-def check_student_call(spec: dict, num_inference_steps: int, guidance_scale: float) -> None:
-    """A distilled student samples only at the step counts it was trained for, and at guidance 1."""
-    if num_inference_steps not in spec["steps"]:
-        raise InvalidInputError(f"num_inference_steps={num_inference_steps}: this student was distilled for "
-                                f"{spec['steps']} steps only; pass one of those")
-    if guidance_scale != 1:
-        raise InvalidInputError(f"guidance_scale={guidance_scale}: this student has its teacher's guidance "
-                                f"({spec['guidance_scale']}) built in and samples at guidance_scale=1; leave "
-                                f"guidance_scale out or pass 1")
-
-
 def make_student(teacher: nn.Module, spec: dict) -> nn.Module:
     """A student of ``teacher``: its class, architecture, weights and train / eval mode, with ``spec``
     (:func:`distillation_spec`) as the config's ``distillation``."""
@@ -111,21 +89,22 @@ def check_teacher(teacher) -> None:
 
 def guided_velocity(teacher: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Optional[Conditioning],
                     scale: float) -> torch.Tensor:
-    """The teacher's classifier-free-guided velocity at noise levels ``sigma`` (B,): in one batched pass against
-    the learnt null condition, or, for a teacher with a ``negative`` Conditioning (a diffusers family's negative
-    prompt), one pass per condition as its pipeline guides."""
+    """The teacher's classifier-free-guided velocity at noise levels ``sigma`` (B,), as the sampler guides it: in one
+    batched pass against the learnt null condition, or, for a teacher with a ``negative`` Conditioning (a diffusers
+    family's negative prompt), one pass per condition as its pipeline guides."""
     negative = getattr(teacher, "negative", None)
     if negative is not None:
-        pos = teacher(x, sigma * 1000, cond).sample.float()
-        if scale == 1:
-            return pos
-        neg = teacher(x, sigma * 1000, negative.repeat(x.shape[0])).sample.float()
-        return neg + scale * (pos - neg)
+        rows = {"cond": cond, "uncond": negative.repeat(x.shape[0])}
+
+        def call(x, t, which, i):
+            return teacher(x, t * 1000, rows[which]).sample.float()
+        return Guider("separate", Guidance(scale))(call, x, sigma, 0)
     both, drop, doubled = cfg_batch(cond, None, x.shape[0], x.device, scale)
-    if not doubled:
-        return teacher(x, sigma * 1000, both).sample.float()
-    out = teacher(torch.cat([x, x]), torch.cat([sigma, sigma]) * 1000, both, drop=drop).sample.float()
-    return apply_cfg(out, scale)
+
+    def call(x, t, which, i):
+        t = torch.cat([t, t]) if which == "both" else t
+        return teacher(x, t * 1000, both, **({"drop": drop} if doubled else {})).sample
+    return Guider("batched", Guidance(scale), doubled=doubled)(call, x, sigma, 0)
 
 
 def _expand(sigma: torch.Tensor) -> torch.Tensor:
@@ -147,14 +126,19 @@ def student_sample_with_grad(student: nn.Module, noise: torch.Tensor, cond, spec
     fresh = r.randn(b, most, *noise.shape[1:]).to(noise)  # re-noising draws (a fixed count: ranks draw alike)
     levels = {k: student_sigmas(k, spec.get("shift")) for k in spec["steps"]}
     sigmas = [torch.tensor([levels[int(k)][min(i, int(k) - 1)] for k in ks]) for i in range(most)]
-    x = noise.float()
+    levels = [sigma.to(noise.device) for sigma in sigmas]
+
+    def call(x, sigma, which, i):
+        return student(x, sigma * 1000, cond).sample
+
+    def step(velocity, i, sigma, x):  # the student's sampler: a clean estimate, noised afresh to the next level
+        x0 = x.float() - _expand(sigma) * velocity
+        walked = flow_matching_pair(x0, fresh[:, i + 1].float(), levels[i + 1])[0]
+        return torch.where(_expand((stop > i).to(noise.device)), walked, x)  # samples still walking their schedule
+
     with torch.no_grad():
-        for i in range(int(stop.max())):
-            going = (stop > i).to(noise.device)  # samples still walking down their schedule
-            sigma, nxt = sigmas[i].to(noise.device), sigmas[i + 1].to(noise.device)
-            x0 = clean_estimate(student, x, sigma, cond)
-            walked = flow_matching_pair(x0, fresh[:, i + 1].float(), nxt)[0]
-            x = torch.where(_expand(going), walked, x)
+        x, _ = denoise(call, noise.float(), levels[:int(stop.max())], step, Guider("batched", Guidance(1.0),
+                                                                                   doubled=False))
     sigma = torch.stack([sigmas[int(i)][j] for j, i in enumerate(stop)]).to(noise.device)
     return clean_estimate(student, x, sigma, cond)
 

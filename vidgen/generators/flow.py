@@ -29,10 +29,10 @@ from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_gui
                                     check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
-from vidgen.generators.distillation import check_student_call, distillation_spec, student_sigmas
+from vidgen.generators.distillation import distillation_spec
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
-from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, flow_matching_pair, sample_given_mask,
-                                       step_callback)
+from vidgen.generators.flow_sampler import Guider, denoise, flow_timesteps, model_input, scheduler_step
+from vidgen.generators.sampling import Guidance, cfg_batch, flow_matching_pair, sample_given_mask
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 
@@ -307,40 +307,30 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
     _check_given(model, shape, given_latents, given_mask)
     call = compiled_forward(model) if compile else model
     # 1. timesteps (a distilled student: the levels it was trained at, at guidance 1)
-    if model.config.distillation is not None:
-        check_student_call(model.config.distillation, config.num_inference_steps, config.guidance_scale)
-        levels = student_sigmas(config.num_inference_steps, model.config.distillation.get("shift"))
-        scheduler.set_timesteps(sigmas=levels, device=dev)
-    else:
-        scheduler.set_timesteps(config.num_inference_steps, device=dev)
+    timesteps = flow_timesteps(scheduler, config.num_inference_steps, model.config.distillation, dev,
+                               config.guidance_scale)
     # 2. starting noise in the scheduler's scale (as diffusers pipelines do); given frames enter clean
     if latents is None:
         latents = torch.randn(shape, generator=generator).to(dev, dtype)
     latents = latents.to(dev, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
-    keep = None
+    clamp = None
     if given_mask is not None:
-        keep = given_mask[:, None, :, None, None].to(dev)
-        latents = torch.where(keep, given_latents.to(dev, dtype), latents)
-    # 3. conditioning for one batched CFG pass over [negative-or-null; cond]
-    guidance, interval = Guidance.of(guidance, config), config.guidance_interval
+        keep, kept = given_mask[:, None, :, None, None].to(dev), given_latents.to(dev, dtype)
+        latents = torch.where(keep, kept, latents)
+        clamp = lambda x: torch.where(keep, kept, x)  # noqa: E731
+    # 3. conditioning for one batched CFG pass over [negative-or-null; cond], applied in the guidance interval
+    guidance = Guidance.of(guidance, config)
     both, drop, doubled = cfg_batch(cond, negative, batch, dev, guidance.scale)
     rep = (lambda x: None if x is None else torch.cat([x, x])) if doubled else (lambda x: x)  # noqa: E731
-    # 4. denoising loop
-    for i, t in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
-        x_in = rep(latents)
-        if hasattr(scheduler, "scale_model_input"):  # DDPM-family schedulers; flow matching has none
-            x_in = scheduler.scale_model_input(x_in, t)
-        out = call(x_in, t.expand(x_in.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample.float()
-        if doubled:  # outside the guidance interval the conditional prediction alone (guidance 1)
-            guided = interval is None or interval[0] < float(t) / scheduler.config.num_train_timesteps <= interval[1]
-            out = apply_cfg(out, guidance.scale) if guided else out.chunk(2)[1]
-        latents = scheduler.step(out, t, latents, generator=generator).prev_sample.to(dtype)
-        if keep is not None:
-            latents = torch.where(keep, given_latents.to(dev, dtype), latents)
-        # 5. the caller's per-step callback may replace the latents, change the guidance, or stop
-        latents, stop = step_callback(callback, i, t, "latents", latents, guidance)
-        if stop:
-            break
+    guider = Guider("batched", guidance, doubled=doubled, interval=config.guidance_interval,
+                    num_train_timesteps=scheduler.config.num_train_timesteps)
+
+    def model_call(x, t, which, i):
+        return call(x, t.expand(x.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample
+
+    # 4. the denoising loop; the caller's per-step callback may replace the latents, change the guidance, or stop
+    latents, _ = denoise(model_call, latents, timesteps, scheduler_step(scheduler, generator), guider,
+                         scale_input=model_input(scheduler), clamp=clamp, callback=callback, progress=progress)
     return latents
 
 

@@ -30,10 +30,14 @@ def cfg_batch(cond: Optional[Conditioning], negative: Optional[Conditioning], ba
     return Conditioning.cat([negative, cond]), None, True
 
 
+def guide(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance, the one formula every sampler uses: ``uncond + scale * (cond - uncond)``."""
+    return uncond + scale * (cond - uncond)
+
+
 def apply_cfg(out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """``uncond + s * (cond - uncond)`` on a ``[uncond; cond]`` batch."""
-    uncond, cond = out.chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
+    """:func:`guide` on a ``[uncond; cond]`` batch."""
+    return guide(*out.chunk(2), guidance_scale)
 
 
 class Guidance:

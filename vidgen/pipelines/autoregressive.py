@@ -10,6 +10,7 @@ Sampling settings left out of a call come from ``pipe.sampling_config`` (an
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -19,9 +20,19 @@ from vidgen.generators.autoregressive import (AutoregressiveSamplingConfig, Auto
                                               iter_frames)
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.call import ConditionedCall
 from vidgen.pipelines.output import to_output
 from vidgen.pipelines.story import is_schedule
 
+
+
+@dataclass(frozen=True)
+class AutoregressiveCall(ConditionedCall):
+    """The autoregressive pipeline's call: ``num_inference_steps`` is checked to be None (one step per token), and
+    ``use_cache`` picks the KV-cached decode."""
+
+    num_inference_steps: Optional[int] = None
+    use_cache: bool = True
 
 class AutoregressiveVideoPipeline(VideoPipelineBase):
     video_tokenizer_name = "vqvae"
@@ -88,11 +99,20 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
         ``{frame_index: prompt}``: made in chunks, each given the last ``context_frames`` latent frames before it
         with its prompt's prefix (:mod:`vidgen.pipelines.story`). ``sp_size`` other than 1 is refused: this
         generator samples one token per step against a KV cache."""
-        return self._generate(locals())
+        return self._generate(AutoregressiveCall(
+            prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels, num_frames=num_frames,
+            height=height, width=width, num_inference_steps=num_inference_steps,
+            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            conditioning_frames=conditioning_frames, output_type=output_type, return_dict=return_dict,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, use_cache=use_cache,
+            sp_size=sp_size, settings=dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
+                                           top_p=top_p, context_frames=context_frames)))
 
-    def _is_story_call(self, inputs: dict) -> bool:
+    def _is_story_call(self, call) -> bool:
         """Only a prompt schedule is made in chunks: one long prompt slides the context in :meth:`_sample`."""
-        return is_schedule(inputs["prompt"]) or is_schedule(inputs["negative_prompt"])
+        return is_schedule(call.prompt) or is_schedule(call.negative_prompt)
 
     def _checked_inputs(self) -> tuple:
         return super()._checked_inputs() + ("num_inference_steps",)
@@ -106,7 +126,7 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     def _sample(self, run):
         """Latent frames one token at a time, each decoded as soon as it is finished (once, or once per video with a
         list of generators): pixels (B, 3, T', H, W), or the ids with ``output_type="latent"``."""
-        i, batch, cond, negative = run.inputs, run.batch, run.cond, run.negative
+        c, batch, cond, negative = run.call, run.batch, run.cond, run.negative
         given = None if run.given is None else run.given[:, : int(run.given_mask[0].sum())]
         parts = [(slice(0, batch), run.generators[0])] if not run.per_video else \
             [(slice(k, k + 1), g) for k, g in enumerate(run.generators)]
@@ -116,15 +136,15 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
             frames = iter_frames(self.transformer, None if cond is None else cond.index(part), run.config,
                                  grid=run.grid, batch=n, negative=None if negative is None else negative.index(part),
                                  generator=g, given_ids=None if given is None else given[part],
-                                 use_cache=i["use_cache"], guidance=self._new_guidance(run.config.guidance_scale))
-            videos.append(self._stream(frames, run.grid, n, i["height"], i["width"], i["output_type"],
-                                       i["callback_on_step_end"]))
+                                 use_cache=c.use_cache, guidance=self._new_guidance(run.config.guidance_scale))
+            videos.append(self._stream(frames, run.grid, n, c.height, c.width, c.output_type,
+                                       c.callback_on_step_end))
         return torch.cat(videos)
 
     def _output(self, run, x):
-        if run.inputs["output_type"] == "latent":
+        if run.call.output_type == "latent":
             return x
-        return to_output(x[:, :, :run.inputs["num_frames"]], run.inputs["output_type"])
+        return to_output(x[:, :, :run.call.num_frames], run.call.output_type)
 
     def _stream(self, frames, grid, n, height, width, output_type, callback) -> torch.Tensor:
         """Collect latent frames as they come and decode each at once (unless latents were asked for). A callback

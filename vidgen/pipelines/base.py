@@ -1,7 +1,7 @@
 """What the video pipelines share: the ``__call__`` recipe (:meth:`VideoPipelineBase._generate`), loading and saving
 as diffusers does (:mod:`.pretrained`), input checks, prompt encoding (:mod:`.text_encoding`), per-sample generators,
 decoding and output conversion. Each pipeline subclass says how its generator samples (its :meth:`_sample` hook) and
-checks its own inputs; its ``__call__`` only declares the arguments.
+checks its own inputs; its ``__call__`` builds the call (:mod:`.call`) from its arguments.
 
 Conventions follow diffusers: ``output_type`` ``"np"`` -> ``(B, T, H, W, 3)`` floats in [0, 1]; ``"pil"`` -> a
 list (per video) of lists of PIL images; ``"pt"`` -> ``(B, T, 3, H, W)`` in [0, 1] (as diffusers' video
@@ -11,7 +11,6 @@ video) samples each video on its own, so a prompt and seed give the same video w
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -22,6 +21,7 @@ from vidgen.generators import Conditioning
 from vidgen.generators.sampling import Guidance
 from vidgen.generators.sampling_config import UNSET, SamplingConfig
 from vidgen.parallel import check_sp_size
+from vidgen.pipelines.call import VideoCall
 from vidgen.pipelines.inputs import PipelineInputsMixin
 from vidgen.pipelines.pretrained import PretrainedMixin
 from vidgen.pipelines.long_video import LongVideoMixin
@@ -38,11 +38,11 @@ CHECKED_INPUTS = ("prompt", "negative_prompt", "class_labels", "prompt_embeds", 
 
 @dataclasses.dataclass
 class SamplingRun:
-    """One ``__call__`` as the recipe hands it to the pipeline's :meth:`~VideoPipelineBase._sample` hook: the call's
-    arguments (checked), its sampling settings, the prompts encoded, the latent grid, one generator per part sampled
+    """One ``__call__`` as the recipe hands it to the pipeline's :meth:`~VideoPipelineBase._sample` hook: the call
+    (checked), its sampling settings, the prompts encoded, the latent grid, one generator per part sampled
     at once (one part, or one per video with a generator list) and the latent frames given by conditioning frames."""
 
-    inputs: dict
+    call: VideoCall
     config: SamplingConfig
     batch: int
     grid: tuple
@@ -131,17 +131,15 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         return self._guidance
 
     # ------------------------------------------------------------------ the __call__ recipe
-    def _generate(self, inputs: dict):
-        """What every pipeline's ``__call__`` runs on its arguments (``locals()`` of the call): sequence parallelism
-        around the whole call, then the recipe (:meth:`_recipe`)."""
-        inputs = {k: v for k, v in inputs.items() if k not in ("self", "__class__")}
-        sp_size = inputs.pop("sp_size", 1)
-        check_sp_size(sp_size)
-        if sp_size != 1 and not self.supports_sequence_parallel:
-            raise UnsupportedError(f"sp_size={sp_size}: {type(self).__name__} cannot split its sampling over "
+    def _generate(self, call: VideoCall):
+        """What every pipeline's ``__call__`` runs on its call (:mod:`.call`, built once from its arguments):
+        sequence parallelism around the whole call, then the recipe (:meth:`_recipe`)."""
+        check_sp_size(call.sp_size)
+        if call.sp_size != 1 and not self.supports_sequence_parallel:
+            raise UnsupportedError(f"sp_size={call.sp_size}: {type(self).__name__} cannot split its sampling over "
                                    f"processes ({self._sequence_parallel_refusal()}); call it with sp_size=1")
-        with split_transformer(self, sp_size):
-            return self._recipe(inputs)
+        with split_transformer(self, call.sp_size):
+            return self._recipe(call)
 
     def enable_cache(self, config) -> None:
         """diffusers' cache hooks (``FirstBlockCacheConfig`` and the other configs of ``diffusers.hooks``) on the
@@ -156,54 +154,49 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         """Why :attr:`supports_sequence_parallel` is False (named in the refusal)."""
         return "its generator does not sample whole sequences"
 
-    def _recipe(self, inputs: dict):
+    def _recipe(self, call: VideoCall):
         """settings -> story -> checks -> prompts -> given frames -> the generator's :meth:`_sample` -> decode."""
         # 1. the sampling settings: the caller's, else the folder's (checked once)
-        config = self._settings(inputs)
-        nf, h, w = inputs["num_frames"], inputs["height"], inputs["width"]
+        config, call = self._settings(call)
+        nf, h, w = call.num_frames, call.height, call.width
         # 2. long videos and stories: chunk by chunk (vidgen.pipelines.story)
-        if self._is_story_call(inputs):
-            defaults = inspect.signature(type(self).__call__).parameters
-            refused = {k: None if inputs[k] is defaults[k].default else inputs[k] for k in self.story_refuses
-                       if k in inputs}
-            return self._story_call(inputs["prompt"], inputs["negative_prompt"], nf, h, w,
-                                    inputs["num_videos_per_prompt"], inputs["generator"], config,
-                                    inputs.get("context_frames") is not None, inputs["output_type"],
-                                    inputs["return_dict"], unsupported=refused)
+        if self._is_story_call(call):
+            return self._story_call(call.prompt, call.negative_prompt, nf, h, w, call.num_videos_per_prompt,
+                                    call.generator, config, call.get("context_frames") is not None,
+                                    call.output_type, call.return_dict, unsupported=call.changed(self.story_refuses))
         # 3. check every input once
-        checked_batch = self.check_inputs(**{k: inputs[k] for k in self._checked_inputs() if k in inputs})
+        checked_batch = self.check_inputs(**call.given(self._checked_inputs()))
         grid = self.video_tokenizer.latent_grid(nf, h, w)
         self._start_sampling(config.guidance_scale, self._steps_of(config, grid))
         # 4. encode the prompts
-        batch, cond, negative = self._encode_prompts(inputs, config, checked_batch)
+        batch, cond, negative = self._encode_prompts(call, config, checked_batch)
         # 5. given latent frames from the conditioning frames
-        generators = self._generators(inputs["generator"], batch)
-        given, given_mask = self._encode_conditioning(inputs.get("conditioning_frames"),
-                                                      inputs.get("conditioning_latent_indices"), grid, batch, nf, h, w)
-        run = SamplingRun(inputs, config, batch, grid, cond, negative, generators, given, given_mask)
+        generators = self._generators(call.generator, batch)
+        given, given_mask = self._encode_conditioning(call.get("conditioning_frames"),
+                                                      call.get("conditioning_latent_indices"), grid, batch, nf, h, w)
+        run = SamplingRun(call, config, batch, grid, cond, negative, generators, given, given_mask)
         # 6. sample: the generator's hook
         x = self._sample(run)
         # 7. decode
-        return self._finish(self._output(run, x), inputs["return_dict"])
+        return self._finish(self._output(run, x), call.return_dict)
 
-    def _settings(self, inputs: dict) -> SamplingConfig:
-        """:attr:`sampling_config` with the call's settings applied (``context_frames=None``: the folder's)."""
-        given = {k: inputs[k] for k in self.sampling_config_class.settings() if k in inputs}
+    def _settings(self, call: VideoCall) -> tuple[SamplingConfig, VideoCall]:
+        """:attr:`sampling_config` with the call's settings applied (``context_frames=None``: the folder's), and
+        the call as the recipe goes on with it."""
+        given = {k: v for k, v in call.settings.items() if k in self.sampling_config_class.settings()}
         if given.get("context_frames", UNSET) is None:
             given["context_frames"] = UNSET
-        return self.sampling_config.replace(**given)
+        return self.sampling_config.replace(**given), call
 
-    def _encode_prompts(self, inputs: dict, config: SamplingConfig, batch: int):
+    def _encode_prompts(self, call: VideoCall, config: SamplingConfig, batch: int):
         """-> (batch size, cond, negative cond) for the call's prompts, class labels or embeddings (``batch``: the
         number of videos :meth:`check_inputs` counted)."""
-        return self._conditioning(inputs["prompt"], inputs["negative_prompt"], inputs.get("class_labels"),
-                                  inputs["prompt_embeds"], inputs["negative_prompt_embeds"],
-                                  inputs["num_videos_per_prompt"])
+        return self._conditioning(call.prompt, call.negative_prompt, call.get("class_labels"), call.prompt_embeds,
+                                  call.negative_prompt_embeds, call.num_videos_per_prompt)
 
-    def _is_story_call(self, inputs: dict) -> bool:
+    def _is_story_call(self, call: VideoCall) -> bool:
         """Whether the call is made in chunks: a prompt schedule or more latent frames than one window."""
-        return self.is_story(inputs["prompt"], inputs["negative_prompt"], inputs["num_frames"], inputs["height"],
-                             inputs["width"])
+        return self.is_story(call.prompt, call.negative_prompt, call.num_frames, call.height, call.width)
 
     def _checked_inputs(self) -> tuple:
         """The call's arguments :meth:`check_inputs` takes: the shared ones and the generator's own."""
@@ -219,14 +212,14 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
 
     def _output(self, run: SamplingRun, x: torch.Tensor):
         """What ``__call__`` returns for sampled ``x``: decoded (one video at a time with a generator list)."""
-        i = run.inputs
-        return self._decode(x, i["num_frames"], i["height"], i["width"], i["output_type"],
-                            i.get("decode_chunk_frames"), run.per_video)
+        c = run.call
+        return self._decode(x, c.num_frames, c.height, c.width, c.output_type, c.get("decode_chunk_frames"),
+                            run.per_video)
 
     def _callback(self, run: SamplingRun):
         """The sampler's per-step callback for the call's ``callback_on_step_end`` (None without one)."""
-        return self._step_callback(run.inputs.get("callback_on_step_end"),
-                                   run.inputs.get("callback_on_step_end_tensor_inputs"), self.callback_key)
+        return self._step_callback(run.call.callback_on_step_end, run.call.callback_on_step_end_tensor_inputs,
+                                   self.callback_key)
 
     def _check_components(self, *names: str) -> None:
         """A pipeline built with only its text components (to run :meth:`encode_prompt`) cannot sample."""

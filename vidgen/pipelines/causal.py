@@ -19,8 +19,10 @@ import torch
 from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.causal import CausalFlowVideoTransformer, CausalSamplingConfig
 from vidgen.generators.causal_stream import stream_chunking, stream_latents
+from vidgen.generators.flow_sampler import student_settings
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.call import VideoCall
 from vidgen.pipelines.output import to_output
 from vidgen.pipelines.story import first_output_frame, parse_schedule
 from vidgen.text import check_prompts
@@ -55,7 +57,7 @@ class CausalVideoPipeline(VideoPipelineBase):
                                     "distillation); pipelines/distill.py with distill.student makes one")
         pipe = cls(teacher_pipe.vae, student, student.default_scheduler(), teacher_pipe.text_encoder,
                    teacher_pipe.tokenizer)
-        pipe.sampling_config = CausalSamplingConfig(num_inference_steps=max(spec["steps"]), guidance_scale=1.0)
+        pipe.sampling_config = CausalSamplingConfig(**student_settings(spec))
         return pipe
 
     def _sequence_parallel_refusal(self) -> str:
@@ -73,16 +75,23 @@ class CausalVideoPipeline(VideoPipelineBase):
         ``callback_on_step_end(pipe, step, t, {"latents": chunk latents})`` after every denoising step of every chunk
         (``step`` counts over the whole video); ``pipe._interrupt = True`` ends the video after the current chunk
         (shorter than ``num_frames``). The frames equal :meth:`stream`'s, collected."""
-        return self._generate(locals())
+        return self._generate(VideoCall(
+            prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
+            num_videos_per_prompt=num_videos_per_prompt, generator=generator, output_type=output_type,
+            return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, sp_size=sp_size,
+            settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          window_chunks=window_chunks, prompt_switch=prompt_switch)))
 
-    def _recipe(self, inputs: dict):
-        i = inputs
-        parts = self._stream(i["prompt"], i["negative_prompt"], i["num_frames"], i["height"], i["width"],
-                             i["num_videos_per_prompt"], i["generator"], self._settings(i), i["output_type"],
-                             i["callback_on_step_end"], i["callback_on_step_end_tensor_inputs"], whole=True)
-        if i["output_type"] == "latent":
-            return self._finish(torch.cat(list(parts), 2), i["return_dict"])
-        return self._finish(to_output(torch.cat(list(parts), 2), i["output_type"]), i["return_dict"])
+    def _recipe(self, call: VideoCall):
+        """The stream (:meth:`stream`), collected."""
+        config, call = self._settings(call)
+        parts = self._stream(call.prompt, call.negative_prompt, call.num_frames, call.height, call.width,
+                             call.num_videos_per_prompt, call.generator, config, call.output_type,
+                             call.callback_on_step_end, call.callback_on_step_end_tensor_inputs, whole=True)
+        if call.output_type == "latent":
+            return self._finish(torch.cat(list(parts), 2), call.return_dict)
+        return self._finish(to_output(torch.cat(list(parts), 2), call.output_type), call.return_dict)
 
     def stream(self, prompt, *, num_frames: int, height: int = 64, width: int = 64, negative_prompt=None,
                num_videos_per_prompt: int = 1, generator=None, output_type: str = "np", **settings) -> Iterator:
@@ -127,8 +136,7 @@ class CausalVideoPipeline(VideoPipelineBase):
         step_callback = self._step_callback(callback, callback_inputs, "latents")
         parts = [slice(0, batch)] if len(generators) == 1 else [slice(k, k + 1) for k in range(batch)]
         streams = [stream_latents(model, None, frames=t, hw=(h, w), batch=p.stop - p.start,
-                                  num_inference_steps=config.num_inference_steps,
-                                  guidance_scale=config.guidance_scale, generator=g,
+                                  num_inference_steps=config.num_inference_steps, generator=g,
                                   scheduler=type(self.scheduler).from_config(self.scheduler.config),
                                   prompts={j: tuple(None if c is None else c.index(p) for c in pair)
                                            for j, pair in switches.items()}, callback=step_callback,

@@ -31,6 +31,7 @@ from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import CHECKED_INPUTS, VideoPipelineBase
+from vidgen.pipelines.call import DiffusersCall
 from vidgen.pipelines.folder_weights import check_folder_weights, check_no_meta_tensors, fused_adapters
 from vidgen.pipelines.output import per_sample, to_output
 from vidgen.precision import dtype_argument
@@ -47,10 +48,6 @@ REFUSED = {
     "context_frames": "stories and long videos need a causal stream decoder and a conditioning path",
     "guidance_interval": "the family guides every step as its diffusers pipeline does",
 }
-#: the call's options that only some families' pipelines take (``Family.call_options`` says which)
-FAMILY_OPTIONS = ("frame_rate", "guidance_scale_2", "true_cfg_scale", "prompt_template", "decode_timestep",
-                  "decode_noise_scale")
-
 
 def native_class_name(folder) -> Optional[str]:
     """The diffusers pipeline class a folder's ``model_index.json`` names, if it is one of
@@ -257,31 +254,43 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         (timestep-conditioned decoders): options of some families' pipelines, as those apply them, and refused by
         name for the others (``Family.call_options``). The arguments after them exist for vidgen's other pipelines
         and are refused here by name (``sp_size`` too: the family's transformer has no vidgen backbone to split)."""
-        return self._generate(locals())
+        return self._generate(DiffusersCall(
+            prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
+            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, output_type=output_type,
+            return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            decode_chunk_frames=decode_chunk_frames, max_sequence_length=max_sequence_length,
+            attention_kwargs=attention_kwargs, class_labels=class_labels, conditioning_frames=conditioning_frames,
+            conditioning_latent_indices=conditioning_latent_indices, sp_size=sp_size,
+            family_options=dict(frame_rate=frame_rate, guidance_scale_2=guidance_scale_2,
+                                true_cfg_scale=true_cfg_scale, prompt_template=prompt_template,
+                                decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale),
+            settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          context_frames=context_frames, guidance_interval=guidance_interval)))
 
-    def _settings(self, inputs: dict) -> FlowSamplingConfig:
-        """Refusals first (stories, vidgen-only arguments, other families' options), the family's default size for
-        the sizes left out, then the settings with the family's CFG scale; the model call's options go into
-        ``inputs["model_options"]``."""
-        if isinstance(inputs["prompt"], dict) or isinstance(inputs["negative_prompt"], dict):
-            self.stream(inputs["prompt"])
-        self._refuse({k: inputs[k] for k in REFUSED})
-        config = super()._settings(inputs)
+    def _settings(self, call: DiffusersCall) -> tuple:
+        """Refusals first (stories, vidgen-only arguments, other families' options), then the settings with the
+        family's CFG scale, and the call with the family's default size for the sizes left out, its family options
+        (the given ones) and the model call's options."""
+        if isinstance(call.prompt, dict) or isinstance(call.negative_prompt, dict):
+            self.stream(call.prompt)
+        self._refuse({**call.given(REFUSED), **{k: v for k, v in call.settings.items() if k in REFUSED}})
+        config, call = super()._settings(call)
         if config.guidance_interval is not None:
             self._refuse(dict(guidance_interval=config.guidance_interval))
-        given = {k: inputs[k] for k in FAMILY_OPTIONS if inputs[k] is not None}
+        given = {k: v for k, v in call.family_options.items() if v is not None}
         if not given.get("decode_timestep"):
             given.pop("decode_timestep", None)
         self.family.check_options(given, self.vae)
         config, options = self.family.sampling_settings(config, given)  # the CFG scale, the model call's options
-        if inputs["attention_kwargs"]:
-            options["attention_kwargs"] = inputs["attention_kwargs"]
-        inputs.update(family_options=given, model_options=options)
-        for name, default in zip(("num_frames", "height", "width"), self.default_size):
-            inputs[name] = inputs[name] or default
-        return config
+        if call.attention_kwargs:
+            options["attention_kwargs"] = call.attention_kwargs
+        size = {name: getattr(call, name) or default
+                for name, default in zip(("num_frames", "height", "width"), self.default_size)}
+        return config, call.replace(family_options=given, model_options=options, **size)
 
-    def _is_story_call(self, inputs: dict) -> bool:
+    def _is_story_call(self, call) -> bool:
         return False  # refused in _settings
 
     def _checked_inputs(self) -> tuple:
@@ -307,43 +316,43 @@ class DiffusersVideoPipeline(VideoPipelineBase):
             check_latents_input(gen, latents, (batch, gen.in_channels, *grid))
         return batch
 
-    def _encode_prompts(self, inputs: dict, config: FlowSamplingConfig, batch: int):
+    def _encode_prompts(self, call: DiffusersCall, config: FlowSamplingConfig, batch: int):
         """Prompts as the family encodes them (under guidance the negative prompt defaults as its pipeline's)."""
-        guided = config.guidance_scale > 1.0 or (inputs["guidance_scale_2"] or 0) > 1.0
-        prompt_options = {k: v for k, v in inputs["family_options"].items() if k in self.family.prompt_options}
-        cond, negative = self.encode_prompt(inputs["prompt"], inputs["negative_prompt"],
-                                            inputs["num_videos_per_prompt"], inputs["prompt_embeds"],
-                                            inputs["negative_prompt_embeds"], inputs["max_sequence_length"],
-                                            guidance=guided, **prompt_options)
+        guided = config.guidance_scale > 1.0 or (call.family_options.get("guidance_scale_2") or 0) > 1.0
+        prompt_options = {k: v for k, v in call.family_options.items() if k in self.family.prompt_options}
+        cond, negative = self.encode_prompt(call.prompt, call.negative_prompt, call.num_videos_per_prompt,
+                                            call.prompt_embeds, call.negative_prompt_embeds,
+                                            call.max_sequence_length, guidance=guided, **prompt_options)
         return batch, cond, negative
 
     def _sample(self, run):
         """The family's sampling (:func:`~vidgen.generators.diffusers_sampling.sample_latents`), once or once per
         video with a list of generators; the family's extra first latent frames are dropped."""
         from vidgen.generators.diffusers_sampling import sample_latents
-        i, config, gen = run.inputs, run.config, self.flow_generator
-        grid, pad = self._grid(i["num_frames"], i["height"], i["width"])
+        c, config, gen = run.call, run.config, self.flow_generator
+        grid, pad = self._grid(c.num_frames, c.height, c.width)
         callback = self._callback(run)
-        second = dict(model_2=self._wrapped("transformer_2"), boundary_ratio=self.config.get("boundary_ratio"),
-                      guidance_scale_2=i["guidance_scale_2"])
+        second = dict(model_2=self._wrapped("transformer_2"), pipeline_config=dict(self.config),
+                      guidance_scale_2=c.family_options.get("guidance_scale_2"))
 
         def sample(rows, g, cond, negative, latents):
             return sample_latents(gen, cond, config, scheduler=self.scheduler, grid=grid, batch=rows,
                                   negative=negative, generator=g, latents=latents, callback=callback,
                                   guidance=self._new_guidance(config.guidance_scale),
-                                  progress=self.progress(config.num_inference_steps), model_kwargs=i["model_options"],
+                                  progress=self.progress(config.num_inference_steps), model_kwargs=c.model_options,
                                   **second)
 
         x = per_sample(sample, run.generators, run.batch, dict(cond=run.cond, negative=run.negative,
-                                                                latents=i["latents"]))
+                                                                latents=c.latents))
         return x[:, :, pad:]
 
     def _output(self, run, x):
-        i = run.inputs
-        if i["output_type"] != "latent" and (i["decode_timestep"] or i["decode_noise_scale"]):
-            return self._decode_with_timestep(x, i["num_frames"], i["height"], i["width"], i["output_type"],
-                                              i["generator"], i["decode_timestep"], i["decode_noise_scale"])
-        return super()._output(run, x)
+        """The family's own decode where its pipeline has one for the call's options (LTX's decode timestep), else
+        the tokenizer's."""
+        c = run.call
+        video = None if c.output_type == "latent" else self.family.decode(
+            self.video_tokenizer, x, c.num_frames, c.height, c.width, c.generator, c.family_options)
+        return super()._output(run, x) if video is None else to_output(video, c.output_type)
 
     def _decode(self, x, num_frames, height, width, output_type, decode_chunk_frames, per_video=False):
         if output_type == "latent":
@@ -353,24 +362,6 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         video = torch.cat([self.flow_generator.decode_videos(tok, part.to(tok.dtype), num_frames, height, width,
                                                         chunk_frames=decode_chunk_frames) for part in parts])
         return to_output(video, output_type)
-
-    @torch.no_grad()
-    def _decode_with_timestep(self, x, num_frames, height, width, output_type, generator, decode_timestep,
-                              decode_noise_scale):
-        """A decode with timestep conditioning: denormalized latents mixed with noise drawn from ``generator``
-        (``decode_noise_scale``, default ``decode_timestep``), decoded at ``decode_timestep``, as the family's
-        pipeline does."""
-        from diffusers.utils.torch_utils import randn_tensor
-        tok = self.video_tokenizer
-        if not self.family.decodes_with_timestep(self.vae):
-            raise UnsupportedError(f"decode_timestep / decode_noise_scale: this {type(self.vae).__name__} has no "
-                                   f"timestep conditioning (the {self.family.pipeline} family's decoder takes none)")
-        z = tok.denormalize_latents(x.to(tok.dtype))
-        scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
-        noise = randn_tensor(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        z = (1 - scale) * z + scale * noise
-        t = torch.full((z.shape[0],), float(decode_timestep), device=z.device, dtype=z.dtype)
-        return to_output(tok.decode(z, num_frames, height, width, timestep=t).sample, output_type)
 
 
 def load_native_pipeline(path, **kwargs) -> DiffusersVideoPipeline:

@@ -16,8 +16,10 @@ import torch
 from vidgen.generators.flow import (FlowSamplingConfig, FlowVideoTransformer, check_latents_input, check_scheduler,
                                     generate_latents)
 from vidgen.errors import InvalidInputError
+from vidgen.generators.flow_sampler import student_settings
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.call import ConditionedCall
 from vidgen.pipelines.output import per_sample
 from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
 
@@ -51,8 +53,7 @@ class FlowVideoPipeline(VideoPipelineBase):
             raise InvalidInputError("student: not a distilled FlowVideoTransformer (its config has no distillation); "
                                     "pipelines/distill.py makes one")
         pipe = type(self)(self.vae, student, student.default_scheduler(), self.text_encoder, self.tokenizer)
-        pipe.sampling_config = self.sampling_config.replace(num_inference_steps=max(spec["steps"]),
-                                                            guidance_scale=1.0)
+        pipe.sampling_config = self.sampling_config.replace(**student_settings(spec))
         return pipe
 
     def check_inputs(self, *, latents=None, **inputs) -> int:
@@ -82,7 +83,16 @@ class FlowVideoPipeline(VideoPipelineBase):
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`). Settings left out come from
         :attr:`sampling_config`. ``sp_size``: each clip's tokens split over that many processes of a distributed
         launch, every rank returning the same frames (:mod:`vidgen.pipelines.sequence_parallel`)."""
-        return self._generate(locals())
+        return self._generate(ConditionedCall(
+            prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels, num_frames=num_frames,
+            height=height, width=width, num_videos_per_prompt=num_videos_per_prompt, generator=generator,
+            latents=latents, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            conditioning_frames=conditioning_frames, conditioning_latent_indices=conditioning_latent_indices,
+            output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            decode_chunk_frames=decode_chunk_frames, sp_size=sp_size,
+            settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          guidance_interval=guidance_interval, context_frames=context_frames)))
 
     def _sample(self, run):
         """Flow matching from noise to latents (B, C, t, h, w): once, or once per video with a list of generators;
@@ -96,7 +106,7 @@ class FlowVideoPipeline(VideoPipelineBase):
                                         config.guidance_scale), progress=self.progress(config.num_inference_steps))
 
         return per_sample(sample, run.generators, run.batch, dict(cond=run.cond, negative=run.negative,
-                                                                  latents=run.inputs["latents"], given=run.given,
+                                                                  latents=run.call.latents, given=run.given,
                                                                   given_mask=run.given_mask))
 
     def _decoder_input(self, x):

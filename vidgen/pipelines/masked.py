@@ -17,6 +17,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransformer, check_scheduler, generate_ids
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
+from vidgen.pipelines.call import ConditionedCall
 from vidgen.pipelines.output import per_sample
 
 
@@ -66,12 +67,22 @@ class MaskedVideoPipeline(VideoPipelineBase):
         ``context_frames`` latent frames before it (:mod:`vidgen.pipelines.story`). Settings left out come from
         :attr:`sampling_config`. ``sp_size``: each clip's tokens split over that many processes of a distributed
         launch, every rank returning the same frames (:mod:`vidgen.pipelines.sequence_parallel`)."""
-        return self._generate(locals())
+        return self._generate(ConditionedCall(
+            prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels, num_frames=num_frames,
+            height=height, width=width, num_videos_per_prompt=num_videos_per_prompt, generator=generator,
+            latents=latents, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            conditioning_frames=conditioning_frames, conditioning_latent_indices=conditioning_latent_indices,
+            output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            decode_chunk_frames=decode_chunk_frames, sp_size=sp_size,
+            settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, top_k=top_k,
+                          top_p=top_p, temperature=temperature, greedy_steps=greedy_steps,
+                          context_frames=context_frames)))
 
     def _sample(self, run):
         """Iterative parallel decoding of ids (B, t, h, w): once, or once per video with a list of generators; the
         ids of the conditioning frames and the caller's ``latents`` other than the mask id are kept exactly."""
-        batch, grid, config, latents = run.batch, run.grid, run.config, run.inputs["latents"]
+        batch, grid, config, latents = run.batch, run.grid, run.config, run.call.latents
         given_ids = run.given
         given_mask = None if run.given_mask is None else run.given_mask[:, :, None, None].expand(batch, *grid)
         if latents is not None:

@@ -9,7 +9,6 @@ write files on rank 0 only (``torch.distributed.get_rank() == 0``)."""
 from __future__ import annotations
 
 import contextlib
-import functools
 
 from vidgen.parallel import check_sp_size, new_sequence_parallel, sequence_parallel
 from vidgen.parallel.groups import launched_default_group
@@ -30,12 +29,3 @@ def split_transformer(pipe, sp_size: int):
         finally:
             sp.close()
 
-
-def sequence_parallel_call(call):
-    """Decorates a pipeline's ``__call__``: its ``sp_size`` argument runs the whole call split over the launch's
-    processes (:func:`split_transformer`)."""
-    @functools.wraps(call)
-    def wrapper(self, *args, sp_size: int = 1, **kwargs):
-        with split_transformer(self, sp_size):
-            return call(self, *args, **kwargs)
-    return wrapper

@@ -145,11 +145,14 @@ class RunConfig:
     portable_warmup: int = 50
     portable_ema: bool = True  # false: the weights alone (a model too large for both; the EMA restarts on continuing)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    _ranges = {"steps": (1, None), "seed": (None, None), "threads": (1, None), "ema_decay": (0, 1, "below"),
+               "log_every": (1, None), "ckpt_every": (1, None), "sp_size": (1, None)}
 
     def __post_init__(self):
         _settle_precision(self)
         from vidgen.parallel.groups import check_sp_size
         check_sp_size(self.sp_size)
+        check_ranges(self)
         if self.optim.schedule_steps and self.optim.schedule_steps < self.steps:
             raise ConfigError(f"optim.schedule_steps={self.optim.schedule_steps} is below steps={self.steps}: the "
                               "schedule would end before the run; set it >= steps, or 0 to end with the run")

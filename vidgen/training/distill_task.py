@@ -25,6 +25,7 @@ from vidgen.errors import ConfigError, UnsupportedError
 from vidgen.generators.causal import CausalFlowVideoTransformer
 from vidgen.generators.distillation import (CriticClassifier, check_teacher, consistency_loss, distillation_spec,
                                             dmd2_losses, make_student)
+from vidgen.generators.flow_sampler import student_settings
 from vidgen.generators.self_forcing import self_forcing_rollout
 from vidgen.rng import rows
 from vidgen.training.checkpoint import copy_weights, load_state
@@ -205,7 +206,7 @@ class DistillTask(GeneratorTask):
 
     def sample_settings(self):
         """The periodic samples at the student's largest step count, guidance 1."""
-        return dataclasses.replace(self.cfg.sample, guidance_scale=1.0, num_inference_steps=max(self.spec["steps"]))
+        return dataclasses.replace(self.cfg.sample, **student_settings(self.spec))
 
     def finish(self, final) -> dict:
         return {"tokenizer": self.cfg.video_tokenizer, "teacher": self.cfg.distill.teacher}
