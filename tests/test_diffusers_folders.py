@@ -166,3 +166,17 @@ def test_a_lora_added_for_training_is_saved_fused_too(wan, tmp_path):
     assert not [k for k in _weight_names(tmp_path) if "lora" in k]
     assert np.abs(frames(load_pipeline(tmp_path), lat) - before).max() <= 1e-5
     shutil.rmtree(tmp_path)
+
+
+def test_vidgen_generate_loads_a_diffusers_folder_as_diffusers_does(wan, fast_bf16):
+    """``vidgen generate --pipeline <diffusers folder>`` without ``--precision``: fp32, as ``load_pipeline`` and
+    diffusers load it (the command's default was ``auto``, bf16 where it pays); ``--precision auto`` still asks for
+    bf16, and a vidgen folder keeps its measured default."""
+    from vidgen.cli import build_parser
+    from vidgen.cli.generate import _load
+    from vidgen.pipelines.registry import shipped_folder
+    args = build_parser().parse_args(["generate", "a red fox", "--pipeline", str(wan)])
+    assert args.precision is None
+    assert _load(str(wan), args.precision).transformer.dtype == torch.float32
+    assert _load(str(wan), "auto").transformer.dtype == torch.bfloat16
+    assert _load(str(shipped_folder("masked", PRETRAINED)), None).transformer.dtype == torch.bfloat16

@@ -144,11 +144,13 @@ def pipeline_folder(args) -> str:
     return args.pipeline
 
 
-def _load(path: str, precision: str = "auto"):
+def _load(path: str, precision: str | None = None):
+    """The pipeline in ``path`` at ``precision`` (None: the folder kind's default, as ``load_pipeline`` gives it: the
+    measured default of vidgen's folders, fp32 for a diffusers folder, as diffusers loads it)."""
     from vidgen.pipelines import load_pipeline
 
     try:
-        return load_pipeline(path, dtype=precision)
+        return load_pipeline(path, **({} if precision is None else {"dtype": precision}))
     except VidgenError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as err:  # diffusers / safetensors errors on a broken folder
@@ -372,8 +374,10 @@ def register(subparsers) -> None:
     parser.add_argument("--sp", type=int, default=1, metavar="N",
                         help="split each clip's tokens over N processes of a distributed launch (flow and masked; "
                              "e.g. torchrun --nproc_per_node N -m vidgen generate ... --sp N --seed 0); rank 0 writes")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="compute precision: auto = bf16 where the CPU/GPU multiplies bf16 fast (README: Precision)")
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                        help="compute precision: auto = bf16 where the CPU/GPU multiplies bf16 fast (README: "
+                             "Precision); default: auto for vidgen's folders, fp32 for a diffusers folder (as "
+                             "diffusers loads it)")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
     parser.add_argument("--out", default="outputs/video.mp4",
                         help="output .mp4 or .gif (the contact sheet <stem>.png goes next to it)")
