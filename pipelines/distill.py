@@ -58,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _diffusers_teacher(config, overrides) -> bool:
     """Whether ``distill.teacher`` (from the overrides, else the config file) is a diffusers family's folder."""
-    import json
-
     import yaml
-    from vidgen.families import PIPELINE_FAMILIES
+    from vidgen.families import folder_family
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.teacher=")]
     if given:
         teacher = given[-1]
@@ -69,10 +67,7 @@ def _diffusers_teacher(config, overrides) -> bool:
         teacher = ((yaml.safe_load(Path(config).read_text()) or {}).get("distill") or {}).get("teacher", "")
     else:
         return False
-    index = Path(teacher) / "model_index.json"
-    if not teacher or not index.is_file():
-        return False
-    return json.loads(index.read_text()).get("_class_name") in {f.pipeline for f in PIPELINE_FAMILIES}
+    return bool(teacher) and folder_family(teacher) is not None
 
 
 def assemble(teacher: str, student: str, out: str, ema: bool = False) -> int:

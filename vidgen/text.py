@@ -61,8 +61,8 @@ def _pipeline_text_encoder(folder: Path, dtype: torch.dtype):
 
     import transformers
 
-    from vidgen.families import pipeline_family
-    family = pipeline_family(json.loads((folder / "model_index.json").read_text()).get("_class_name"))
+    from vidgen.families import folder_family
+    family = folder_family(folder)
     if family is not None:
         family.refuse("caption encoding")
     architectures = json.loads((folder / "text_encoder" / "config.json").read_text()).get("architectures") or []

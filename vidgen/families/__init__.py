@@ -5,7 +5,7 @@ window-attention processor, LoRA targets, caption rules, tiny test components, t
 features it refuses. The rest of vidgen finds a family through :mod:`vidgen.families.registry`."""
 from vidgen.families.base import DEFAULT_TARGET_MODULES, Family, PromptEmbeddings, VaeSpec, WindowProcessor
 from vidgen.families.registry import (DIFFUSERS_VIDEO_VAES, FAMILIES, PIPELINE_FAMILIES, family_named,
-                                      pipeline_family, transformer_family, vae_family)
+                                      folder_family, pipeline_family, transformer_family, vae_family)
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
@@ -17,6 +17,7 @@ __all__ = [
     "VaeSpec",
     "WindowProcessor",
     "family_named",
+    "folder_family",
     "pipeline_family",
     "transformer_family",
     "vae_family",

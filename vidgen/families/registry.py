@@ -15,6 +15,18 @@ PIPELINE_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if f.pipeline 
 DIFFUSERS_VIDEO_VAES: tuple[str, ...] = tuple(f.vae for f in FAMILIES if f.vae_spec is not None)
 
 
+def folder_family(folder) -> Optional[Family]:
+    """The family of a diffusers pipeline folder (its ``model_index.json``'s ``_class_name``), else None (no such
+    file, not JSON, or another pipeline): the one test of "is this a real-model folder" that loading, fine-tuning,
+    distillation and caption encoding make."""
+    import json
+    from pathlib import Path
+    try:
+        return pipeline_family(json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def family_named(name) -> Optional[Family]:
     """The family called ``name`` (``"wan"``, ...), else None."""
     return next((f for f in FAMILIES if f.name == name), None)

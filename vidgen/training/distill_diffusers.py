@@ -64,17 +64,13 @@ class AdapterOffTeacher(nn.Module):
 
 def check_flow_family(folder) -> None:
     """The teacher folder's family must be flow-matching (a named error before anything loads)."""
-    from vidgen.families import pipeline_family
-    try:
-        name = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name")
-        family = pipeline_family(name)
-    except (OSError, ValueError):
-        return  # not a pipeline folder: the fine-tuner's loader says why
+    from vidgen.families import folder_family
+    family = folder_family(folder)
     if family is None:
-        return
+        return  # not a real-model pipeline folder: the fine-tuner's loader says why
     if family.prediction_type != "flow":
-        raise ConfigError(f"distill.teacher={folder}: distillation needs a flow-matching teacher; {name} predicts "
-                          f"{family.prediction_type!r}")
+        raise ConfigError(f"distill.teacher={folder}: distillation needs a flow-matching teacher; {family.pipeline} "
+                          f"predicts {family.prediction_type!r}")
     family.refuse("distillation")
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vidgen.errors import ConfigError
-from vidgen.families import PIPELINE_FAMILIES, pipeline_family
+from vidgen.families import PIPELINE_FAMILIES, folder_family
 from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.tokenizers import DiffusersVideoVAE
 from vidgen.training.config import GeneratorDataConfig, RunConfig, load_config
@@ -113,18 +113,13 @@ def family_condition(cond, generator, max_text_tokens: int):
 
 def _load_native(folder):
     """The diffusers pipeline in ``folder`` (fp32: the master weights), if it is a supported video family."""
-    import json
-
     import diffusers
-    families = sorted(f.pipeline for f in PIPELINE_FAMILIES)
-    try:
-        name = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name")
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"pipeline={folder}: not a diffusers pipeline folder ({err})") from err
-    if name not in families:
-        raise ConfigError(f"pipeline={folder}: {name!r} is not a supported video pipeline ({families})")
-    pipeline_family(name).refuse("fine-tuning")
-    return getattr(diffusers, name).from_pretrained(str(folder), dtype=torch.float32)
+    family = folder_family(folder)
+    if family is None:
+        raise ConfigError(f"pipeline={folder}: not a supported diffusers video pipeline folder (its model_index.json "
+                          f"must name one of {sorted(f.pipeline for f in PIPELINE_FAMILIES)})")
+    family.refuse("fine-tuning")
+    return getattr(diffusers, family.pipeline).from_pretrained(str(folder), dtype=torch.float32)
 
 
 class FineTuneTask(TrainingTask):
