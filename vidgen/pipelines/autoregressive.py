@@ -9,7 +9,6 @@ Sampling settings left out of a call come from ``pipe.sampling_config`` (an
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -22,6 +21,7 @@ from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.call import ConditionedCall
 from vidgen.pipelines.output import to_output
+from vidgen.pipelines.streaming import ChunkLoop
 from vidgen.pipelines.story import is_schedule
 
 
@@ -151,18 +151,15 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
         returning ``{"latents": ids}`` replaces the ids so far; generation continues from them."""
         stream = None if output_type == "latent" else self.vqvae.stream_decoder(height, width)
         ids, pixels = [], []
-        bar = self.progress(grid[0])(None)
+        loop = ChunkLoop(self, grid[0], "latent frames")  # progress and interrupt (vidgen.pipelines.streaming)
         frame = next(frames, None)
         while frame is not None:
             ids.append(frame)
             if stream is not None:
                 pixels.append(stream.push(frame))
-            bar.update(1)
             changed = (callback(self, len(ids) - 1, len(ids) - 1, {"latents": torch.cat(ids, 1)}) or {}) \
                 if callback is not None else {}
-            if self.interrupt:  # set by the callback: end the video here, and say so
-                warnings.warn(f"interrupted after {len(ids)} of {grid[0]} latent frames: the video ends there, "
-                              "shorter than num_frames", stacklevel=3)
+            if loop.advance(1):  # interrupted by the callback: the video ends here
                 frames.close()
                 break
             replaced = changed.get("latents")
@@ -176,7 +173,7 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                     if callback is not None else next(frames)
             except StopIteration:
                 frame = None
-        bar.close()
+        loop.close()
         return torch.cat(ids, 1) if stream is None else torch.cat(pixels, 2)
 
     def _continue(self, rows, generator, cond, negative, given, new, hw, config):

@@ -11,7 +11,6 @@ same stream, collected. Settings left out of a call come from ``pipe.sampling_co
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
@@ -24,6 +23,7 @@ from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.call import VideoCall
 from vidgen.pipelines.output import to_output
+from vidgen.pipelines.streaming import ChunkLoop
 from vidgen.pipelines.story import first_output_frame, parse_schedule
 from vidgen.text import check_prompts
 
@@ -168,16 +168,14 @@ class CausalVideoPipeline(VideoPipelineBase):
         return switches
 
     def _progressed(self, latents: Iterator, chunks: int) -> Iterator:
-        bar, made = self.progress(chunks)(None), 0
+        """The stream's chunks through the one chunk loop (progress and interrupt, :mod:`.streaming`)."""
+        loop = ChunkLoop(self, chunks, "chunks")
         for x in latents:
-            bar.update(1)
-            made += 1
+            stop = loop.advance(1)
             yield x
-            if self.interrupt and made < chunks:  # set by a callback: the video ends after this chunk, and says so
-                warnings.warn(f"interrupted after {made} of {chunks} chunks: the video ends there, shorter than "
-                              "num_frames", stacklevel=2)
-                break
-        bar.close()
+            if stop:
+                return
+        loop.close()
 
     def _decoded(self, latents: Iterator, num_frames: int, height: int, width: int, per_video: bool) -> Iterator:
         """Each chunk's frames (B, 3, n, H, W) as soon as the stream decoder has them; exactly ``num_frames`` in all
