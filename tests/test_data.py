@@ -110,6 +110,42 @@ def test_shapes_motion_is_rendered():
     pytest.fail("no left/right item on a flat background found")
 
 
+def test_shapes_wrap_is_off_by_default_and_changes_translations_only():
+    plain, wrapped = ShapesDataset("train", num_frames=9, size=32), ShapesDataset("train", num_frames=9, size=32,
+                                                                                   wrap=True)
+    assert not plain.wrap and torch.equal(plain[0]["video"], ShapesDataset("train", num_frames=9, size=32,
+                                                                           wrap=False)[0]["video"])
+    for i in range(40):
+        same = torch.equal(plain[i]["video"], wrapped[i]["video"])
+        assert same == (plain.attributes(i).motion not in ("left", "right", "up", "down")), plain.attributes(i)
+    with pytest.raises(InvalidInputError, match="wrap"):
+        ShapesDataset(wrap=1)
+
+
+def test_shapes_wrap_leaves_and_reenters_from_the_opposite_edge():
+    from vidgen.data.shapes import ShapeAttributes, render_shape_video
+    exits = entries = 0
+    for seed in range(30):
+        for motion, sign in (("left", -1), ("down", 1)):
+            g = torch.Generator().manual_seed(seed)
+            _, cov = render_shape_video(ShapeAttributes("square", "red", motion, "black"), 17, (64, 64), g,
+                                        return_coverage=True, wrap=True)
+            line = cov.sum(1) if motion == "left" else cov.sum(2)  # (T, 64): coverage along the motion's axis
+            area = cov.sum((1, 2))
+            inside = area > 0.99 * area.max()
+            lead, trail = (line[:, :4], line[:, -4:]) if sign < 0 else (line[:, -4:], line[:, :4])
+            assert not (lead.sum(1).gt(0) & trail.sum(1).gt(0)).any()  # never on both edges at once
+            centre = (line * torch.arange(64)).sum(1) / line.sum(1).clamp(min=1e-6)
+            whole = inside[1:] & inside[:-1]
+            assert ((centre[1:] - centre[:-1])[whole] * sign > 1.0).all()  # the caption's motion while whole
+            # leaving: whole, then less and less of it, at the edge it moves towards
+            exits += bool(inside[0] and area[-1] < 0.5 * area.max() and lead[-1].sum() > 0 or
+                          inside[0] and area[-1] == 0)
+            # entering: first seen in part at the opposite edge, whole later
+            entries += bool(0 < area[0] < 0.5 * area.max() and trail[0].sum() > 0 and inside[-1])
+    assert exits >= 3 and entries >= 3, (exits, entries)
+
+
 def test_dataloader_with_workers_matches_direct_indexing():
     dataset = ShapesDataset("test", num_frames=4, size=16, num_samples=6)
     loader = DataLoader(dataset, batch_size=3, num_workers=2)

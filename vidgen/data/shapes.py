@@ -102,13 +102,27 @@ def _background(kind: str, size: tuple[int, int], generator: torch.Generator) ->
     return (texture[0] * 0.7 - 0.85 + tint).clamp(-1, 1)
 
 
+def _wrapped(extent: int, margin: float, u: float, offset: torch.Tensor) -> torch.Tensor:
+    """Positions on a loop of ``extent + 2 * margin`` pixels (from ``-margin``): the mid-clip position is ``u`` (in
+    [0, 1]) of the way along it, then ``offset`` is added, modulo the loop."""
+    period = extent + 2 * margin
+    return torch.remainder(u * period + offset, period) - margin
+
+
 def render_shape_video(
     attributes: ShapeAttributes, num_frames: int, size: tuple[int, int], generator: torch.Generator,
-    return_coverage: bool = False,
+    return_coverage: bool = False, wrap: bool = False,
 ):
     """Render ``(3, T, H, W)`` in [-1, 1]; position, size, speed and texture jitter come from ``generator``. With
     ``return_coverage``: ``(video, coverage)``, coverage ``(T, H, W)`` in [0, 1] = how much of each pixel the shape
-    covers (its antialiased silhouette)."""
+    covers (its antialiased silhouette).
+
+    ``wrap`` (off by default; it changes translations only): a translating shape goes on past the frame's edge and
+    re-enters from the opposite one, its position along the motion taken modulo the frame plus the shape's reach on
+    both sides (so it is wholly outside at the wrap, never on both edges at once), and its mid-clip position lies
+    anywhere on that loop (the same draw as without ``wrap``, mapped onto the loop): clips then show shapes leaving
+    and re-entering, as a stream that keeps a caption's motion must. The speed, sizes and every other draw are the
+    ones ``wrap=False`` makes."""
     h, w = size
     short = min(h, w)
 
@@ -123,6 +137,12 @@ def render_shape_video(
     dx = {"left": -1.0, "right": 1.0}.get(attributes.motion, 0.0)
     dy = {"up": -1.0, "down": 1.0}.get(attributes.motion, 0.0)
     cx, cy = cx0 + dx * travel * (t - 0.5), cy0 + dy * travel * (t - 0.5)
+    if wrap and (dx or dy):
+        margin = radius0 + 1.0  # the shape's reach from its centre (polar radius <= 1) and the antialiased edge
+        if dx:
+            cx = _wrapped(w, margin, (cx0 / w - 0.35) / 0.3, dx * travel * (t - 0.5))
+        else:
+            cy = _wrapped(h, margin, (cy0 / h - 0.35) / 0.3, dy * travel * (t - 0.5))
     growth = {"grow": 1.8, "shrink": 1 / 1.8}.get(attributes.motion, 1.0)
     radius = radius0 * growth ** (t - 0.5)
     spin = uniform(0.6, 1.0) * math.pi if attributes.motion == "rotate" else 0.0
@@ -149,6 +169,8 @@ class ShapesDataset(Dataset):
         num_frames, size, fps: clip format; motion covers the same distance whatever the frame count.
         num_samples: dataset length (default: one item per attribute combination of the split).
         seed: items are a pure function of ``(seed, split, index)``.
+        wrap: translating shapes leave the frame and re-enter from the opposite edge (:func:`render_shape_video`);
+            off by default.
 
     Items: ``video`` (3, T, H, W) in [-1, 1], ``caption``, ``shape``, ``color``, ``motion``, ``background``,
     ``index``, ``fps``; with ``with_coverage``, also ``coverage`` (T, H, W) in [0, 1], the shape's silhouette.
@@ -163,9 +185,13 @@ class ShapesDataset(Dataset):
         num_samples: int | None = None,
         seed: int = 0,
         with_coverage: bool = False,
+        wrap: bool = False,
     ):
         self.combinations = all_combinations(split)
         self.with_coverage = with_coverage
+        if not isinstance(wrap, bool):
+            raise InvalidInputError(f"wrap must be a bool, got {wrap!r}")
+        self.wrap = wrap
         if not isinstance(num_frames, int) or num_frames < 1:
             raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
         self.split, self.num_frames, self.size, self.fps, self.seed = split, num_frames, normalize_size(size), fps, seed
@@ -186,7 +212,8 @@ class ShapesDataset(Dataset):
             raise IndexError(f"ShapesDataset index {index} out of range [0, {self.num_samples})")
         attributes = self.attributes(index)
         generator = make_generator(self.seed, f"shapes/{self.split}", index)
-        video, coverage = render_shape_video(attributes, self.num_frames, self.size, generator, return_coverage=True)
+        video, coverage = render_shape_video(attributes, self.num_frames, self.size, generator, return_coverage=True,
+                                             wrap=self.wrap)
         item = {"video": video.clamp(-1, 1), "caption": attributes.caption, **asdict(attributes),
                 "index": index, "fps": float(self.fps)}  # fmt: skip
         if self.with_coverage:
