@@ -517,6 +517,17 @@ def _resume_with(env, *overrides):
     train(load_config(None, TINY_RUN + [f"run_dir={run}", "steps=2", *overrides]))
 
 
+def _restore_into_wider(env):
+    """Every trainer (generators, distillation, fine-tuning) resumes through ``restore``: a tiny flow generator's
+    checkpoint restored into a wider one."""
+    from vidgen.generators import FlowVideoTransformer
+    from vidgen.training.checkpoint import restore, save_checkpoint
+    small = FlowVideoTransformer.from_preset("tiny")
+    ckpt = save_checkpoint(env.path("gen-run"), 1, small, {"step": 1})
+    restore(ckpt, FlowVideoTransformer.from_preset("tiny", architecture={"dim": 2 * small.backbone_config.dim}),
+            None, None, None)
+
+
 def _run_record_unchanged(env) -> None:
     run = env.path("tok-run")
     assert (run / "config.yaml").read_text() == env.reference["tok-run-config"], "the refused resume rewrote config.yaml"
@@ -1064,6 +1075,10 @@ CASES: list[Case] = [
          lambda env: _resume_with(env, "model.overrides={latent_channels: 8}"), ConfigError,
          r"model\.overrides\.latent_channels \(unset in the checkpoint, 8 in this run\); differing architecture: "
          r"latent_channels \(4 in the checkpoint, 8 in this run\)\.", _run_record_unchanged),
+    Case("restore/checkpoint-of-another-generator", "generator", lambda env: _restore_into_wider(env),
+         ConfigError, r"resume: the checkpoint .*gen-run/checkpoints/step_00000001 was written by a run with another "
+                      r"model; differing settings: architecture .*differing weights: .* in the checkpoint, .* in this "
+                      r"run.*start a fresh run"),
     # --------------------------------------------------------------------------- reconstruction benchmark inputs
     Case("eval_recon/short-clip-without-skip-bad", "data",
          lambda env: __import__("vidgen.cli.eval_recon", fromlist=["x"]).load_eval_set(str(_eval_folder(env)), 3, 9, 16),

@@ -67,3 +67,24 @@ def test_a_checkpoint_loads_for_evaluation_with_its_ema_weights(tmp_path):
                for k, v in load_trained(CausalVAE, tmp_path / "final").state_dict().items())
     with pytest.raises(ConfigError, match="no config.json"):
         load_trained(CausalVAE, tmp_path / "checkpoints")
+
+
+def test_resuming_into_another_model_is_refused_with_the_differing_settings(tmp_path):
+    """Every trainer resumes through ``restore``: a checkpoint of another model (here another width) gives a
+    ConfigError naming the differing settings and weights, not a raw state-dict size mismatch."""
+    from vidgen.generators import FlowVideoTransformer
+    from vidgen.training.checkpoint import restore
+    torch.manual_seed(0)
+    small = FlowVideoTransformer.from_preset("tiny")
+    ckpt = save_checkpoint(tmp_path, 3, small, {"step": 3, "opt": {}, "sched": {}, "sampler": {}})
+    wide = FlowVideoTransformer.from_preset("tiny", architecture={"dim": 2 * small.backbone_config.dim})
+    with pytest.raises(ConfigError, match=r"resume: the checkpoint .*step_00000003 was written by a run with another "
+                                          r"model; differing settings: architecture .*differing weights: .* in the "
+                                          r"checkpoint, .* in this run"):
+        restore(ckpt, wide, None, None, None)
+    assert restore(ckpt, FlowVideoTransformer.from_preset("tiny"), _Stateless(), _Stateless(), _Stateless()) == 3
+
+
+class _Stateless:
+    def load_state_dict(self, state):
+        pass

@@ -102,7 +102,9 @@ def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None
     from safetensors.torch import load_file
 
     state = load_state(ckpt) if state is None else state
-    model.load_state_dict(load_file(str(Path(ckpt) / "diffusion_pytorch_model.safetensors")))
+    weights = load_file(str(Path(ckpt) / "diffusion_pytorch_model.safetensors"))
+    check_same_model(ckpt, model, weights)
+    model.load_state_dict(weights)
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
     sampler.load_state_dict(state["sampler"])
@@ -112,6 +114,30 @@ def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None
         if obj is not None and state.get(key) is not None:
             obj.load_state_dict(state[key])
     return int(state["step"])
+
+
+def check_same_model(ckpt: Path, model, weights: dict) -> None:
+    """Refuse, by name, to load a checkpoint written by a run with another model: a ConfigError listing the model
+    settings that differ (the checkpoint's ``config.json`` against this run's model) and the weights whose names or
+    shapes differ, in place of a state-dict size mismatch."""
+    import json
+
+    own = model.state_dict()
+    shapes = [f"{k} {tuple(weights[k].shape)} in the checkpoint, {tuple(own[k].shape)} in this run"
+              for k in sorted(weights) if k in own and tuple(weights[k].shape) != tuple(own[k].shape)]
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    if not (shapes or missing or unexpected):
+        return
+    config = Path(ckpt) / "config.json"
+    theirs = json.loads(config.read_text()) if config.is_file() else {}
+    ours = json.loads(json.dumps(dict(getattr(model, "config", {}) or {}), default=str))  # tuples as JSON lists
+    settings = [f"{k} ({theirs.get(k, 'unset')!r} in the checkpoint, {ours.get(k, 'unset')!r} in this run)"
+                for k in sorted(set(theirs) | set(ours)) if not k.startswith("_") and theirs.get(k) != ours.get(k)]
+    weights_differ = shapes[:5] + [f"{len(missing)} missing, e.g. {missing[:3]}"] * bool(missing) + \
+        [f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}"] * bool(unexpected)
+    raise ConfigError(f"resume: the checkpoint {ckpt} was written by a run with another model; differing settings: "
+                      f"{'; '.join(settings) or 'none'}; differing weights: {'; '.join(weights_differ)}. Resume with "
+                      "the checkpoint's settings, or start a fresh run (another run_dir, or resume='')")
 
 
 class RunLog:
