@@ -6,7 +6,7 @@ Its inputs say what differs between those paths, and nothing else does:
 - ``call(x, t, which, i)``: the model, called on ``x`` at timestep ``t`` for ``which`` condition (``"cond"``,
   ``"uncond"`` or ``"both"``: one batch of ``[uncond; cond]`` rows) at step ``i``;
 - a :class:`Guider`: how a step's prediction is guided (one batched pass or separate passes), at which scale, and
-  at which noise levels; :func:`guide` is the one guidance formula;
+  at which noise levels; :func:`~vidgen.generators.sampling.guide` is the one guidance formula;
 - the schedule: the timesteps (:func:`flow_timesteps`: the scheduler's, or a distilled student's trained levels,
   the one place of the student rule) and the ``step`` from one timestep to the next;
 - ``clamp``: the given frames put back after every step;
@@ -14,8 +14,8 @@ Its inputs say what differs between those paths, and nothing else does:
 
 ::
 
-    x = flow_timesteps(scheduler, 25, device=dev)                      # 1. the schedule
-    guider = Guider("batched", Guidance(4.0))                           # 2. guidance
+    timesteps = flow_timesteps(scheduler, 25, device=dev)                  # 1. the schedule
+    guider = Guider("batched", Guidance(4.0))                               # 2. guidance
     x, stopped = denoise(call, noise, timesteps, scheduler_step(scheduler), guider)   # 3. the loop
 """
 from __future__ import annotations
@@ -53,7 +53,12 @@ class Guider:
     num_train_timesteps: int = 1000
     scale_at: Optional[Callable] = field(default=None, repr=False)
 
+    def __post_init__(self):
+        if self.mode not in GUIDANCE_MODES:
+            raise InvalidInputError(f"Guider mode must be one of {GUIDANCE_MODES}, got {self.mode!r}")
+
     def scale(self, t) -> float:
+        """The guidance scale at timestep ``t``."""
         return self.guidance.scale if self.scale_at is None else self.scale_at(t)
 
     def __call__(self, call: Callable, x: torch.Tensor, t, i: int) -> torch.Tensor:
