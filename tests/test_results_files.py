@@ -65,7 +65,6 @@ GRANDFATHERED = frozenset({
     "docs/results/bench_pipelines.json",
     "docs/results/bench_sequence_parallel.json",
     "docs/results/bench_shards.json",
-    "docs/results/bench_streaming.json",
     "docs/results/bench_tokenizers.json",
     "docs/results/bench_vae_speed.json",
     "docs/results/bf16_sampling_parity.json",
