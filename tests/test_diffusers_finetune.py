@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from shard_helpers import write_captioned_clips
 from vidgen.errors import ConfigError
+from vidgen.families import family_named
 from vidgen.pipelines import DiffusersVideoPipeline, load_pipeline
 from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
 from vidgen.training import encode_dataset, load_config
@@ -31,7 +32,7 @@ def models(tmp_path_factory):
     for family in ("wan", "ltx", "cogvideox"):
         folder = root / family
         tiny_native_pipeline(family).save_pretrained(folder)
-        size = "9x16x16" if family == "cogvideox" else "9x32x32"
+        size = "x".join(map(str, family_named(family).tiny_size))
         encode_dataset(src, folder / "vae", root / f"shards-{family}", buckets=size, text_encoder=str(folder),
                        max_text_tokens=TEXT_TOKENS[family], num_workers=0, show_progress=False)
         out[family] = folder, root / f"shards-{family}"
@@ -46,12 +47,15 @@ def _config(models, family, run_dir, *extra) -> FineTuneConfig:
                               "precision=fp32", "threads=1", *extra], schema=FineTuneConfig)
 
 
+def _call(family, seed=0) -> dict:
+    """The tiny family's size and call options, as the family gives them."""
+    t, h, w = family_named(family).tiny_size
+    return dict(num_frames=t, height=h, width=w, num_inference_steps=2, guidance_scale=4.0, output_type="np",
+                generator=torch.Generator().manual_seed(seed), **family_named(family).tiny_call)
+
+
 def _frames(pipe, family, seed=0):
-    kw = dict(num_frames=9, height=32, width=32, num_inference_steps=2, guidance_scale=4.0, output_type="np",
-              generator=torch.Generator().manual_seed(seed))
-    if family == "cogvideox":
-        kw.update(height=16, width=16, max_sequence_length=16)
-    return pipe("a red fox running", **kw).frames
+    return pipe("a red fox running", **_call(family, seed)).frames
 
 
 def _checkpoint(run_dir):
@@ -79,11 +83,7 @@ def test_a_lora_loads_in_diffusers_and_gives_vidgens_frames(family, models, tmp_
     native.set_progress_bar_config(disable=True)
     native.load_lora_weights(final)
     assert np.abs(_frames(DiffusersVideoPipeline.from_native(native), family) - tuned).max() <= 1e-5
-    kw = dict(num_frames=9, height=32, width=32, num_inference_steps=2, guidance_scale=4.0, output_type="np",
-              generator=torch.Generator().manual_seed(0))
-    if family == "cogvideox":
-        kw.update(height=16, width=16, max_sequence_length=16)
-    assert np.abs(native("a red fox running", **kw).frames - tuned).max() <= 1e-5
+    assert np.abs(native("a red fox running", **_call(family)).frames - tuned).max() <= 1e-5
     fresh = load_pipeline(folder, dtype="fp32")
     fresh.set_progress_bar_config(disable=True)
     fresh.load_lora_weights(final)  # the same loader from the vidgen pipeline

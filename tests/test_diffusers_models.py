@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vidgen.errors import ConfigError, UnsupportedError
-from vidgen.families.base import pack_latents, unpack_latents
+from vidgen.families import family_named, transformer_family
 from vidgen.generators import DiffusersVideoTransformer
 from vidgen.pipelines import DiffusersVideoPipeline, FlowVideoPipeline, VideoPipelineBase, load_pipeline
 from vidgen.pipelines.diffusers_tiny import TINY_FAMILIES, TINY_SIZES, tiny_native_pipeline
@@ -36,23 +36,18 @@ def folders(tmp_path_factory):
 
 def _call_kwargs(family: str) -> dict:
     t, h, w = TINY_SIZES[family]
-    kw = dict(num_frames=t, height=h, width=w, num_inference_steps=STEPS, guidance_scale=4.0, output_type="np")
-    if family == "cogvideox":
-        kw["max_sequence_length"] = 16  # its tiny transformer's text length
-    return kw
+    return dict(num_frames=t, height=h, width=w, num_inference_steps=STEPS, guidance_scale=4.0, output_type="np",
+                **family_named(family).tiny_call)
 
 
-def _native_layout(family: str, lat: torch.Tensor, dtype) -> torch.Tensor:
-    """vidgen's (B, C, t, h, w) starting noise in the layout (and, for CogVideoX, the dtype) diffusers takes."""
-    if family == "cogvideox":
-        return lat.permute(0, 2, 1, 3, 4).to(dtype)
-    return pack_latents(lat) if family == "ltx" else lat.clone()
+def _native_layout(native, lat: torch.Tensor, dtype) -> torch.Tensor:
+    """vidgen's (B, C, t, h, w) starting noise in the layout (and dtype) the family's diffusers pipeline takes: the
+    family says which (``Family.pipeline_latents``); the values are representable in both dtypes."""
+    return transformer_family(native.transformer).pipeline_latents(lat, native.transformer).to(dtype)
 
 
-def _from_native_layout(family: str, x: torch.Tensor, grid) -> torch.Tensor:
-    if family == "cogvideox":
-        return x.permute(0, 2, 1, 3, 4)
-    return unpack_latents(x, grid) if family == "ltx" else x
+def _from_native_layout(native, x: torch.Tensor, grid) -> torch.Tensor:
+    return transformer_family(native.transformer).from_pipeline_latents(x, grid, native.transformer)
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -88,13 +83,13 @@ def test_frames_equal_diffusers_own_pipeline_call(family, dtype):
     lat = torch.randn(1, pipe.flow_generator.in_channels, *grid, generator=torch.Generator().manual_seed(0))
     lat = lat.to(dtype).float()  # representable in both dtypes
     ours = pipe("a red fox", latents=lat, **kw).frames
-    ref = native("a red fox", latents=_native_layout(family, lat, dtype), **kw).frames
+    ref = native("a red fox", latents=_native_layout(native, lat, dtype), **kw).frames
     assert ours.shape == ref.shape == (1, kw["num_frames"], kw["height"], kw["width"], 3)
     err = np.abs(ours - ref).max()
     assert err <= (1e-5 if dtype == torch.float32 else BF16_FRAME_TOL), err
     kw["output_type"] = "latent"
     ours_lat = pipe("a red fox", latents=lat, **kw).frames
-    ref_lat = _from_native_layout(family, native("a red fox", latents=_native_layout(family, lat, dtype),
+    ref_lat = _from_native_layout(native, native("a red fox", latents=_native_layout(native, lat, dtype),
                                                  **kw).frames, grid)
     tol = 1e-5 if dtype == torch.float32 else 0.0  # bf16: the same operations on the same dtypes
     assert (ours_lat.float() - ref_lat.float()).abs().max() <= tol

@@ -86,6 +86,7 @@ class Family:
     sampling_defaults: dict = field(default_factory=dict)  # the pipeline's num_inference_steps, guidance_scale
     default_size: tuple = ()  # the pipeline's (num_frames, height, width)
     tiny_size: Optional[tuple] = None  # a (num_frames, height, width) the tiny test model samples and decodes exactly
+    tiny_call: dict = field(default_factory=dict)  # call options the tiny test model needs (e.g. its text length)
     components: tuple = ()  # pipeline components beyond vae, transformer, scheduler, text_encoder, tokenizer
     text_components: tuple = ("text_encoder", "tokenizer")  # the components its encode_prompt runs
     config_keys: tuple = ()  # pipeline config entries (passed to its diffusers class)
@@ -167,6 +168,15 @@ class Family:
         """One scheduler step from ``timesteps[i]`` -> ``(latents, carry)``; ``carry`` is what a multistep
         scheduler hands the next step (None otherwise)."""
         return scheduler.step(prediction, timesteps[i], latents, return_dict=False)[0], None
+
+    def pipeline_latents(self, latents: torch.Tensor, model=None) -> torch.Tensor:
+        """Latents (B, C, t, h, w) in the layout the family's diffusers pipeline takes as ``latents=`` and returns
+        with ``output_type="latent"`` (``model``: its transformer, whose patch sizes some layouts pack by)."""
+        return latents
+
+    def from_pipeline_latents(self, latents: torch.Tensor, grid, model=None) -> torch.Tensor:
+        """The inverse of :meth:`pipeline_latents` for a latent ``grid`` (t, h, w)."""
+        return latents
 
     def latent_padding(self, grid, patch_size) -> int:
         """Extra first latent frames the pipeline samples (and drops before decoding) for a latent ``grid``."""

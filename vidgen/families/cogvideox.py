@@ -52,6 +52,12 @@ def rotary_embedding(model, grid, device):
 
 
 class CogVideoXFamily(Family):
+    def pipeline_latents(self, latents, model=None):
+        return latents.permute(0, 2, 1, 3, 4)  # (B, t, C, h, w)
+
+    def from_pipeline_latents(self, latents, grid, model=None):
+        return latents.permute(0, 2, 1, 3, 4)
+
     def max_text_tokens_of(self, model) -> int:
         return int(model.config.get("max_text_seq_length") or self.max_text_tokens)
 
@@ -127,5 +133,5 @@ FAMILY = CogVideoXFamily(
         latent_step=2, pass_frames=lambda v, tc: 2 * v.num_sample_frames_batch_size),
     prediction_type="v_prediction", cfg="batched", max_text_tokens=226, text_encoder_masked=False,
     sampling_defaults=dict(num_inference_steps=50, guidance_scale=6.0), default_size=(49, 480, 720),
-    tiny_size=(9, 16, 16), window_processor=CogVideoXWindowProcessor,
+    tiny_size=(9, 16, 16), tiny_call={"max_sequence_length": 16}, window_processor=CogVideoXWindowProcessor,
 )

@@ -30,6 +30,14 @@ class LTXWindowProcessor(WindowProcessor):
 
 
 class LTXFamily(Family):
+    def pipeline_latents(self, latents, model=None):
+        pt, ps, _ = patch_size_of(model) if model is not None else (1, 1, 1)
+        return pack_latents(latents, ps, pt)  # (B, tokens, C * pt * ps * ps)
+
+    def from_pipeline_latents(self, latents, grid, model=None):
+        pt, ps, _ = patch_size_of(model) if model is not None else (1, 1, 1)
+        return unpack_latents(latents, grid, ps, pt)
+
     def check_options(self, options: dict, vae=None) -> None:
         super().check_options(options, vae)
         decode = sorted({"decode_timestep", "decode_noise_scale"} & set(options))

@@ -12,7 +12,7 @@ from vidgen.pipelines.causal import CausalVideoPipeline
 from vidgen.pipelines.inputs import OUTPUT_TYPES
 from vidgen.pipelines.diffusers_pipeline import DiffusersVideoPipeline
 from vidgen.pipelines.flow import FlowVideoPipeline
-from vidgen.pipelines.loading import load_pipeline, pipeline_classes
+from vidgen.pipelines.loading import load_pipeline, pipeline_classes, with_student
 from vidgen.pipelines.masked import MaskedVideoPipeline
 from vidgen.pipelines.output import VideoPipelineOutput
 from vidgen.pipelines.registry import (PIPELINE_CLASSES, PIPELINE_REGISTRY, PipelineSpec, pipeline_spec,
@@ -36,4 +36,5 @@ __all__ = [
     "pipeline_classes",
     "pipeline_spec",
     "shipped_folder",
+    "with_student",
 ]

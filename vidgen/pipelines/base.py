@@ -159,11 +159,9 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         # 1. the sampling settings: the caller's, else the folder's (checked once)
         config, call = self._settings(call)
         nf, h, w = call.num_frames, call.height, call.width
-        # 2. long videos and stories: chunk by chunk (vidgen.pipelines.story)
+        # 2. long videos, stories and streams: chunk by chunk (vidgen.pipelines.story, the block-causal stream)
         if self._is_story_call(call):
-            return self._story_call(call.prompt, call.negative_prompt, nf, h, w, call.num_videos_per_prompt,
-                                    call.generator, config, call.get("context_frames") is not None,
-                                    call.output_type, call.return_dict, unsupported=call.changed(self.story_refuses))
+            return self._streamed_call(call, config)
         # 3. check every input once
         checked_batch = self.check_inputs(**call.given(self._checked_inputs()))
         grid = self.video_tokenizer.latent_grid(nf, h, w)
@@ -193,6 +191,13 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         number of videos :meth:`check_inputs` counted)."""
         return self._conditioning(call.prompt, call.negative_prompt, call.get("class_labels"), call.prompt_embeds,
                                   call.negative_prompt_embeds, call.num_videos_per_prompt)
+
+    def _streamed_call(self, call: VideoCall, config: SamplingConfig):
+        """A call made in chunks (:meth:`_is_story_call`): the chunks of :meth:`stream`, collected."""
+        return self._story_call(call.prompt, call.negative_prompt, call.num_frames, call.height, call.width,
+                                call.num_videos_per_prompt, call.generator, config,
+                                call.get("context_frames") is not None, call.output_type, call.return_dict,
+                                unsupported=call.changed(self.story_refuses))
 
     def _is_story_call(self, call: VideoCall) -> bool:
         """Whether the call is made in chunks: a prompt schedule or more latent frames than one window."""

@@ -83,9 +83,11 @@ class CausalVideoPipeline(VideoPipelineBase):
             settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           window_chunks=window_chunks, prompt_switch=prompt_switch)))
 
-    def _recipe(self, call: VideoCall):
-        """The stream (:meth:`stream`), collected."""
-        config, call = self._settings(call)
+    def _is_story_call(self, call: VideoCall) -> bool:
+        return True  # every call is made as a stream
+
+    def _streamed_call(self, call: VideoCall, config):
+        """The recipe's chunked step: the stream (:meth:`stream`), collected."""
         parts = self._stream(call.prompt, call.negative_prompt, call.num_frames, call.height, call.width,
                              call.num_videos_per_prompt, call.generator, config, call.output_type,
                              call.callback_on_step_end, call.callback_on_step_end_tensor_inputs, whole=True)

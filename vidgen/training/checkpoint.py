@@ -118,23 +118,24 @@ def restore(ckpt: Path, model, opt, sched, sampler, ema=None, extra: dict | None
 
 def check_same_model(ckpt: Path, model, weights: dict) -> None:
     """Refuse, by name, to load a checkpoint written by a run with another model: a ConfigError listing the model
-    settings that differ (the checkpoint's ``config.json`` against this run's model) and the weights whose names or
-    shapes differ, in place of a state-dict size mismatch."""
+    settings that differ (the checkpoint's ``config.json`` against this run's model) and the weights whose shapes
+    differ or that this model does not have, in place of a state-dict size mismatch. Weights the checkpoint leaves
+    out are the model's own business (a LoRA fine-tune saves its trained weights only)."""
     import json
 
     own = model.state_dict()
     shapes = [f"{k} {tuple(weights[k].shape)} in the checkpoint, {tuple(own[k].shape)} in this run"
               for k in sorted(weights) if k in own and tuple(weights[k].shape) != tuple(own[k].shape)]
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    if not (shapes or missing or unexpected):
+    unexpected = sorted(set(weights) - set(own))
+    if not (shapes or unexpected):
         return
     config = Path(ckpt) / "config.json"
     theirs = json.loads(config.read_text()) if config.is_file() else {}
     ours = json.loads(json.dumps(dict(getattr(model, "config", {}) or {}), default=str))  # tuples as JSON lists
     settings = [f"{k} ({theirs.get(k, 'unset')!r} in the checkpoint, {ours.get(k, 'unset')!r} in this run)"
                 for k in sorted(set(theirs) | set(ours)) if not k.startswith("_") and theirs.get(k) != ours.get(k)]
-    weights_differ = shapes[:5] + [f"{len(missing)} missing, e.g. {missing[:3]}"] * bool(missing) + \
-        [f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}"] * bool(unexpected)
+    weights_differ = shapes[:5] + [f"{len(unexpected)} this model does not have, e.g. {unexpected[:3]}"] * \
+        bool(unexpected)
     raise ConfigError(f"resume: the checkpoint {ckpt} was written by a run with another model; differing settings: "
                       f"{'; '.join(settings) or 'none'}; differing weights: {'; '.join(weights_differ)}. Resume with "
                       "the checkpoint's settings, or start a fresh run (another run_dir, or resume='')")
