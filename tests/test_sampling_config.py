@@ -41,9 +41,9 @@ def intercept(monkeypatch, name: str) -> dict:
     """Replace the pipeline's sampling function by one that records its config and keyword arguments and stops the
     call."""
     seen = {}
-    if name == "causal":  # the block-causal stream takes the call's config setting by setting
+    if name == "causal":  # the block-causal stream takes the call's config setting by setting, the scale in its Guidance
         def stream(model, cond, **kwargs):
-            seen.update(kwargs, grid=(kwargs["frames"], *kwargs["hw"]))
+            seen.update(kwargs, grid=(kwargs["frames"], *kwargs["hw"]), guidance_scale=kwargs["guidance"].scale)
             raise _Stop
 
         monkeypatch.setattr(causal_module, "stream_latents", stream)
