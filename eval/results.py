@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from vidgen.io.weights import weights_digest  # noqa: F401  (scripts take it from here)
+from vidgen.precision import cpu_description  # noqa: F401  (scripts take it from here)
 
 
 def _process_age_s() -> float | None:
@@ -36,18 +37,6 @@ def _process_age_s() -> float | None:
         return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
     except (OSError, ValueError, IndexError):
         return None
-
-
-def cpu_description() -> str:
-    """The CPU's model name and the bf16 units it lists (Linux ``/proc/cpuinfo``; else the platform's name)."""
-    from vidgen.precision import cpu_bf16_units
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info = ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.processor() or platform.machine())
-    return f"{name} ({', '.join(cpu_bf16_units()) or 'no bf16 units'})"
 
 
 def mark_start() -> dict:

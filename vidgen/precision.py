@@ -44,6 +44,19 @@ def cpu_bf16_units() -> list[str]:
     return [unit for unit in ("amx_bf16", "avx512_bf16") if f" {unit}" in flags]
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the bf16 units it lists (Linux ``/proc/cpuinfo``; else the platform's name): what
+    results files and portable checkpoints record of the machine."""
+    import platform
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.processor() or platform.machine())
+    return f"{name} ({', '.join(cpu_bf16_units()) or 'no bf16 units'})"
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True if this CPU has AMX-BF16 or AVX512-BF16 (:func:`cpu_bf16_units`) and oneDNN can use them."""

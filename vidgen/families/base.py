@@ -242,6 +242,16 @@ class Family:
         raise InvalidInputError(f"{self.name}: no tiny test pipeline for this family")
 
 
+def encode_prompt_with_masks(family, native, prompt, negative_prompt=None, *, guidance: bool,
+                             num_videos_per_prompt: int, max_text_tokens: int, device, **options) -> tuple:
+    """``Family.encode_prompt`` for a pipeline whose ``encode_prompt`` returns the states and masks of both prompts
+    (LTX-Video, Mochi): the masks kept, as bool."""
+    pos, pos_mask, neg, neg_mask = native.encode_prompt(
+        prompt, negative_prompt, do_classifier_free_guidance=guidance, num_videos_per_prompt=num_videos_per_prompt,
+        max_sequence_length=max_text_tokens, device=device)
+    return PromptEmbeddings(pos, pos_mask.bool()), (PromptEmbeddings(neg, neg_mask.bool()) if guidance else None)
+
+
 def patch_size_of(model) -> tuple[int, int, int]:
     """``(pt, ph, pw)`` of a diffusers video transformer: latent cells per token along t, h, w."""
     cfg = model.config

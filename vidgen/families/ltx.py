@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from vidgen.errors import UnsupportedError
-from vidgen.families.base import (TINY_TEXT_DIM, Family, PromptEmbeddings, VaeSpec, WindowProcessor, pack_latents,
-                                  patch_size_of, tiny_t5, unpack_latents)
+from vidgen.families.base import (TINY_TEXT_DIM, Family, VaeSpec, WindowProcessor, encode_prompt_with_masks,
+                                  pack_latents, patch_size_of, tiny_t5, unpack_latents)
 
 #: the pipeline's default frame rate (the rotary time scale is latent frames per second)
 FRAME_RATE = 25.0
@@ -91,13 +91,7 @@ class LTXFamily(Family):
         t = torch.full((z.shape[0],), float(timestep), device=z.device, dtype=z.dtype)
         return tokenizer.decode(z, num_frames, height, width, timestep=t).sample
 
-    def encode_prompt(self, native, prompt, negative_prompt=None, *, guidance: bool, num_videos_per_prompt: int,
-                      max_text_tokens: int, device, **options) -> tuple:
-        pos, pos_mask, neg, neg_mask = native.encode_prompt(
-            prompt, negative_prompt, do_classifier_free_guidance=guidance, num_videos_per_prompt=num_videos_per_prompt,
-            max_sequence_length=max_text_tokens, device=device)
-        return (PromptEmbeddings(pos, pos_mask.bool()),
-                PromptEmbeddings(neg, neg_mask.bool()) if guidance else None)
+    encode_prompt = encode_prompt_with_masks
 
     def token_grid(self, model, args, kwargs):
         return tuple(int(kwargs[k]) for k in ("num_frames", "height", "width")) if "num_frames" in kwargs else None

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vidgen.errors import InvalidInputError
-from vidgen.families.base import TINY_TEXT_DIM, Family, PromptEmbeddings, VaeSpec, tiny_t5
+from vidgen.families.base import TINY_TEXT_DIM, Family, VaeSpec, encode_prompt_with_masks, tiny_t5
 
 #: the noise level below which its schedule runs linearly (the pipeline's ``threshold_noise``)
 THRESHOLD_NOISE = 0.025
@@ -67,13 +67,7 @@ class MochiFamily(Family):
                                     "DiffusersVideoTransformer(model, noise_scheduler=pipe.scheduler)")
         return scheduler
 
-    def encode_prompt(self, native, prompt, negative_prompt=None, *, guidance: bool, num_videos_per_prompt: int,
-                      max_text_tokens: int, device, **options) -> tuple:
-        pos, pos_mask, neg, neg_mask = native.encode_prompt(
-            prompt, negative_prompt, do_classifier_free_guidance=guidance, num_videos_per_prompt=num_videos_per_prompt,
-            max_sequence_length=max_text_tokens, device=device)
-        return (PromptEmbeddings(pos, pos_mask.bool()),
-                PromptEmbeddings(neg, neg_mask.bool()) if guidance else None)
+    encode_prompt = encode_prompt_with_masks
 
     def tiny_components(self, tokenizer, seed: int = 0) -> dict:
         """diffusers' own test sizes (12 latent channels, 8x spatial and 6x temporal compression), rotary

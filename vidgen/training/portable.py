@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from vidgen.errors import ConfigError, UnsupportedError
+from vidgen.precision import cpu_description
 
 #: the most the weights file of a portable checkpoint may hold (16 MB): it is committed to git
 MAX_BYTES = 16_000_000
@@ -101,18 +102,6 @@ def check_size(folder: str | Path, model, ema=None, limit: int | None = None) ->
     return size
 
 
-def cpu_name() -> str:
-    """The CPU's model name and the bf16 units it lists (Linux ``/proc/cpuinfo``)."""
-    from vidgen.precision import cpu_bf16_units
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info = ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.processor() or platform.machine())
-    return f"{name} ({', '.join(cpu_bf16_units()) or 'no bf16 units'})"
-
-
 def source_commit() -> dict:
     """The git commit of the code that runs, and whether tracked files differ from it (None outside a checkout)."""
     root = Path(__file__).resolve().parents[2]
@@ -179,7 +168,8 @@ class PortableCheckpoint:
         self.source = source_commit()
         self.rewarm: list | None = None  # [first step, steps] of the warm-up after a continuation
         self.segments: list = []
-        self.segment = {"cpu": cpu_name(), "threads": cfg.threads, "precision": precision, "host": platform.node(),
+        self.segment = {"cpu": cpu_description(), "threads": cfg.threads, "precision": precision,
+                        "host": platform.node(),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.step_time, self.timed_steps = 0.0, 0
 
