@@ -17,7 +17,7 @@ rounds run the methods in reverse order); every round's time is recorded (``roun
 median of per-round ratios with the smallest beside it (``..._min``), and a negative time is an error. Grids
 below 4,096 tokens (``--small``) time where ``auto`` switches from dense SDPA to the windowed paths: the smallest of
 them at which a windowed path beats dense masked SDPA in both dtypes is reported as ``blocked_min_tokens``, the token
-count ``vidgen.attention.api.BLOCKED_MIN_TOKENS`` is set from (``tests/test_bench_attention.py`` compares them).
+count ``vidgen.attention.api.BLOCKED_MIN_TOKENS`` is set from (``tests/scripts/test_bench_attention.py`` compares them).
 
 FLOPs: the useful work, 4·D per allowed (query, key) pair forward and 8·D backward (QK^T, PV; dV, dP, dQ, dK), for
 every method (dense SDPA computes N^2 pairs but is credited only with the allowed ones); GFLOP/s are given as a fraction

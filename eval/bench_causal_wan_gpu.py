@@ -1,4 +1,4 @@
-"""Benchmark: the Wan2.1-T2V-1.3B architecture made block-causal (``vidgen.generators.diffusers_causal``) streaming at
+"""Benchmark: the Wan2.1-T2V-1.3B architecture made block-causal (``vidgen.adapters.causal``) streaming at
 480x832 on one GPU, against Self-Forcing's reported 17 frames/s (one H100, the same architecture).
 
 Random weights in bf16 (the timing does not depend on them). A video is made chunk after chunk: ``--chunk-frames``
@@ -52,7 +52,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vidgen.generators.diffusers_causal import block_causal
+    from vidgen.adapters.causal import block_causal
     device = torch.device("cpu" if args.quick else "cuda")
     gen, dtype = build(args, device)  # bf16, with the modules Wan keeps in fp32 kept so
     model = gen.model

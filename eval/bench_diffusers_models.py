@@ -7,7 +7,7 @@ Rows:
   ``torch.compile`` (regional: each transformer block compiled once and reused, as diffusers'
   ``compile_repeated_blocks``) and eager, with the peak GPU memory of the step:
   - dense (the model's own SDPA attention) against vidgen's 3D window attention swapped into every block
-    (:func:`vidgen.generators.diffusers_window.window_attention`, ``--window`` in tokens of the 21x30x52 grid);
+    (:func:`vidgen.adapters.window.window_attention`, ``--window`` in tokens of the 21x30x52 grid);
   - tile-aligned windows (``--tile-window`` tiles of ``--tile`` tokens) against dense at ``--tile-size``: the Triton
     kernel runs tiles of 128 tokens that divide the grid, and none divides 21x30x52, so they are timed at 512x768
     (21x32x48 tokens, 98.5 % of 480x832's) in tiles of 1x8x16;
@@ -112,7 +112,7 @@ def timed(fn, device, rounds: int) -> dict:
 def build(args, device):
     from diffusers import WanTransformer3DModel
 
-    from vidgen.generators import DiffusersVideoTransformer
+    from vidgen.adapters import DiffusersVideoTransformer
     torch.manual_seed(0)
     with torch.device(device):
         model = WanTransformer3DModel(**(TINY if args.quick else WAN_1_3B))
@@ -157,7 +157,7 @@ def step_rows(args, gen, dtype, device, deadline: float, save) -> None:
     from torch._dynamo.utils import counters
 
     from vidgen.generators import Conditioning
-    from vidgen.generators.diffusers_window import window_attention
+    from vidgen.adapters.window import window_attention
     dynamo = torch._dynamo.config  # 30 blocks of one class: room for the recompiles a guard may still cause
     for name in ("cache_size_limit", "recompile_limit"):
         if hasattr(dynamo, name):

@@ -3,7 +3,7 @@
 81 frames (latents 21x60x104, 32,760 tokens), text 512 tokens.
 
 Rows (each: a first call apart, then the median of ``--rounds`` timed calls, peak GPU memory):
-* ``distill_step``: one DMD2 step of :mod:`vidgen.training.distill_diffusers`' loss: a LoRA student (rank
+* ``distill_step``: one DMD2 step of :mod:`vidgen.distillation.diffusers_task`' loss: a LoRA student (rank
   ``--lora-rank``, fp32 adapter over the bf16 model), the teacher being the model with the adapter off (guided against
   a negative prompt, one pass per condition), a full fp32 critic; bf16 autocast, gradient checkpointing, AdamW;
 * ``student_sample``: the student's ``--student-steps``-step sample at guidance 1 (one pass a step, FlowMatchEuler
@@ -52,9 +52,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     from vidgen.generators import Conditioning
-    from vidgen.generators.distillation import distillation_spec, student_scheduler
-    from vidgen.training.distill_diffusers import AdapterOffTeacher
-    from vidgen.training.distill_task import DistillationLoss, DistillConfig
+    from vidgen.generators.flow_sampler import distillation_spec, student_scheduler
+    from vidgen.distillation.diffusers_task import AdapterOffTeacher
+    from vidgen.distillation.task import DistillationLoss, DistillConfig
     from vidgen.training.lora import add_lora
     args = parse_args(argv)
     start = time.time()

@@ -427,6 +427,6 @@ def notes(results: dict) -> str:
         f"({d['fp32']['speedup']:.2f}x), {1e3 * d['bf16 weights']['generic_s']:.2f} → "
         f"{1e3 * d['bf16 weights']['decoder_s']:.2f} ms with bf16 weights, {d['fp32']['rows']} rows at position "
         f"{d['fp32']['position']}. `use_cache=False` remains the reference path: the cached tokens equal the uncached "
-        "ones in fp32, and in bf16 at most 4 of 64 greedy tokens differ, on near-ties (tests/test_generators_bf16.py)."]
+        "ones in fp32, and in bf16 at most 4 of 64 greedy tokens differ, on near-ties (tests/unit/test_generators_bf16.py)."]
     return "\n".join(textwrap.fill(b, width=118, subsequent_indent="  ", break_on_hyphens=False,
                                    break_long_words=False) for b in bullets)

@@ -305,6 +305,6 @@ def one_peak(ranks: dict) -> float:
 
 
 def _r(value: float, places: int) -> str:
-    """``value`` rounded half-up to ``places`` decimals, as the docs quote numbers (tests/test_quoted_numbers.py)."""
+    """``value`` rounded half-up to ``places`` decimals, as the docs quote numbers (tests/docs/test_quoted_numbers.py)."""
     from decimal import ROUND_HALF_UP, Decimal
     return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))

@@ -7,11 +7,11 @@ then checks the scorer with those thresholds on *other* real clips.
   still shapes drift by tenths of a pixel, and a whole-pixel re-centring reads such a drift as a changed silhouette).
 * **Check clips**: the real held-out clips the demo checks the scorer on before it scores anything
   (``vidgen.demo.run.check_scorer``: test split, seed ``SCORER_CHECK_SEED``). A different split and seed: no check
-  clip is a calibration clip (``tests/test_adherence.py`` compares them).
+  clip is a calibration clip (``tests/unit/test_adherence.py`` compares them).
 
 Each threshold is the midpoint between the real values of the two classes it separates (the largest of one, the
 smallest of the other), rounded to 3 significant digits; ``ScorerSettings``' defaults must equal them
-(``tests/test_adherence.py`` reads this script's results file):
+(``tests/unit/test_adherence.py`` reads this script's results file):
 
 ==================  ===========================================================================================
 ``move_fraction``    fitted centroid displacement / frame size: moving (left, right, up, down) vs the other motions
@@ -26,7 +26,7 @@ smallest of the other), rounded to 3 significant digits; ``ScorerSettings``' def
 
 Each cut's record names the two clips its class extremes come from (``low_source`` / ``high_source``: the clip's
 index in the calibration sample, and for a drifted clip which draw of the drift generator moved it), so each cut can be
-derived again from just those two clips (:func:`remeasure`; ``tests/test_adherence.py`` does it on every run).
+derived again from just those two clips (:func:`remeasure`; ``tests/unit/test_adherence.py`` does it on every run).
 
 The measures are taken with a fixed scorer, ``MEASURING`` (stated, not the defaults): some measures depend on
 settings this script derives (the colour masks on ``color_radius``, the turn ratio on ``round_variation``), so

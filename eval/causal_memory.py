@@ -5,7 +5,7 @@ fp32 (the precision of the speed figures, ``eval/bench_streaming.py``). After ev
 and dropped:
 
 * **cache bytes**: the bytes the stream's rolling KV cache and its committed latents keep alive (each storage once:
-  a slice keeps its whole base), counted as ``tests/test_causal.py``'s 10,000-frame test counts them;
+  a slice keeps its whole base), counted as ``tests/unit/test_causal.py``'s 10,000-frame test counts them;
 * **live tensor bytes**: every CPU tensor the garbage collector can reach (each storage once), less what was alive
   before the stream started (the weights, the text encoder, after a 5-frame warm-up stream of the same prompt): the cache above plus the stream decoder's state, the
   prompt's embedding, anything else held between chunks. Tensors only C++ holds (none in a no-grad eager run) and
@@ -70,7 +70,7 @@ def live_tensors(size: int) -> tuple[int, int]:
 
 
 def held_bytes(tensors) -> int:
-    """The bytes ``tensors`` keep alive, each storage once (tests/test_causal.py's count)."""
+    """The bytes ``tensors`` keep alive, each storage once (tests/unit/test_causal.py's count)."""
     return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
 
 

@@ -3,7 +3,7 @@
 Each file carries what is needed to judge and reproduce it: the command, the commit (and whether the tree had
 uncommitted changes), the sha256 of every weights file measured, the precision, library versions, thread count, host
 CPU count, the CPU's model and bf16 units, the load average at the start of the run and at its end, and the date
-(:data:`PROVENANCE` names the fields a results file must hold; ``tests/test_results_files.py`` checks every file).
+(:data:`PROVENANCE` names the fields a results file must hold; ``tests/scripts/test_results_files.py`` checks every file).
 README tables are generated from these files by ``readme_tables.py``.
 
 A speed figure is judged over rounds: :func:`rounds_summary` gives the median and the minimum of per-round values

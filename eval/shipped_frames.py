@@ -1,5 +1,5 @@
 """The frames every shipped pipeline gives at fixed seeds, as hashes: recorded once, checked by
-``tests/test_shipped_frames.py`` so that a change of the generation code that should not change what users see
+``tests/integration/test_shipped_frames.py`` so that a change of the generation code that should not change what users see
 cannot do so unnoticed.
 
 Each case is one call of a shipped folder (``pretrained/``) in fp32, seed fixed, with its frames hashed

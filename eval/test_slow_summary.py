@@ -3,12 +3,12 @@
 
     python eval/test_slow_summary.py                       # writes docs/results/test_slow_summary.json
     python eval/test_slow_summary.py -- -k sequence_parallel   # extra pytest arguments after --
-    python eval/test_slow_summary.py --out x.json -- tests/test_sequence_parallel.py   # only the files given
+    python eval/test_slow_summary.py --out x.json -- tests/integration/test_sequence_parallel.py   # only the files given
 
 The file holds the git commit the run tested (and whether the tree had uncommitted changes), the counts (passed,
 failed, skipped, errors), the wall time, the slowest tests, the CPU, and the largest difference each equality test
 measured against the tolerance it asserted (2 processes against 1, sequence-parallel against one process, killed and
-resumed against straight; recorded by ``tests/differences.py``). The exit status is pytest's.
+resumed against straight; recorded by ``tests/helpers/differences.py``). The exit status is pytest's.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Why ``VideoWriter`` turns off x264's macroblock-tree rate control (``mbtree=0``).
 
-The same frames written twice did not always give the same MP4: ``tests/test_app.py`` once saw two videos of one seed
+The same frames written twice did not always give the same MP4: ``tests/integration/test_app.py`` once saw two videos of one seed
 differ. This script writes one fixed 16x16, 9-frame clip ``--runs`` times, each in a fresh thread (as the app's
 worker threads do) and followed by a decode, and counts the distinct files, for x264's defaults and for each option
 that could explain it; then it measures what the chosen option costs in file size and PSNR on 64x64 shapes clips.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Distil a flow pipeline into a few-step student with its guidance built in (vidgen.training.distill_task).
+"""Distil a flow pipeline into a few-step student with its guidance built in (vidgen.distillation.task).
 
     python pipelines/distill.py distill.teacher=pretrained/shapes-flow distill.method=dmd2 steps=2000
     python pipelines/distill.py --config configs/shapes-flow-distilled/stage1.yaml
@@ -12,7 +12,7 @@ their latents). Resumes from ``run_dir/checkpoints/latest`` automatically (``res
 ``run_dir/log.jsonl``, the student to ``run_dir/final`` and, when the teacher is a pipeline folder, the teacher's
 pipeline with the student in it to ``run_dir/pipeline`` (sampling at the student's largest step count, guidance 1).
 A diffusers teacher (a Wan / CogVideoX / LTX ... folder) trains a LoRA on the fine-tuner's shards instead
-(vidgen.training.distill_diffusers): ``run_dir/final`` then holds it in diffusers' format, with the student's
+(vidgen.distillation.diffusers_task): ``run_dir/final`` then holds it in diffusers' format, with the student's
 scheduler.
 """
 from __future__ import annotations
@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from vidgen.errors import VidgenError
     from vidgen.training import load_config
-    from vidgen.training.distill_task import DistillTrainConfig, distill
+    from vidgen.distillation.task import DistillTrainConfig, distill
     try:
         if args.assemble:
             return assemble(*args.assemble, ema=args.ema)
         if _diffusers_teacher(args.config, args.overrides):
-            from vidgen.training.distill_diffusers import DiffusersDistillConfig, distill_diffusers
+            from vidgen.distillation.diffusers_task import DiffusersDistillConfig, distill_diffusers
             print(distill_diffusers(load_config(args.config, args.overrides, schema=DiffusersDistillConfig)))
             return 0
         cfg = load_config(args.config, args.overrides, schema=DistillTrainConfig)

@@ -47,7 +47,7 @@ RUN_STARTED_DONE: list[str] = []  # runs already finished when this invocation s
 def evaluation_record(metrics: dict) -> str:
     """The full evaluation's ``metrics.json`` as the results file keeps it: everything but the paths of the MP4s
     (``outputs/`` is not committed), with every video's prompt, expected and detected attributes, one line per video,
-    so any error breakdown quoted from it can be recounted (``tests/test_recipes.py`` recounts the adherence)."""
+    so any error breakdown quoted from it can be recounted (``tests/scripts/test_recipes.py`` recounts the adherence)."""
     videos = [{k: v for k, v in video.items() if k != "files"} for video in metrics.get("videos", [])]
     rest = json.dumps({k: v for k, v in metrics.items() if k != "videos"}, indent=2)
     lines = ",\n    ".join(json.dumps(v, separators=(", ", ": ")) for v in videos)

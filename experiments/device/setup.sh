@@ -21,9 +21,9 @@ if [ -f .carry/commit.txt ]; then  # prepare_attention_gpu.sh: the commit, wheth
   export VIDGEN_SOURCE_SHA256=$(sed -n 3p .carry/commit.txt)
 fi
 T=.carry/text_table.safetensors; CFG=experiments/configs/generators/flow_shapes_gpu.yaml
-CUDA_TESTS="tests/test_attention_triton.py tests/test_attention_bf16.py tests/test_attention_backends.py
-  tests/test_attention_module.py tests/test_precision.py tests/test_tokenizers_diffusers.py
-  tests/test_device_placement.py tests/test_generators_cuda_graph.py"
+CUDA_TESTS="tests/unit/test_attention_triton.py tests/unit/test_attention_bf16.py tests/unit/test_attention_backends.py
+  tests/unit/test_attention_module.py tests/unit/test_precision.py tests/unit/test_tokenizers_diffusers.py
+  tests/unit/test_device_placement.py tests/unit/test_generators_cuda_graph.py"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
   python3 -c "import importlib.util as u; print('not importable:', [m for m in ('diffusers', 'vector_quantize_pytorch',

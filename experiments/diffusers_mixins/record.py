@@ -260,7 +260,7 @@ CI_SUBSET_NOTE = (
     "package registries (no GitHub), no PyPI package checked ships diffusers' test mixins (diffusers 0.42.1's sdist "
     "has only tests/testing_utils.py and its wheel no tests at all; the PyPI forks diffusersv 0.28.0.dev0, "
     "diffusers-qaic 0.24.0 and diffusers-unchained 0.16.2 ship none either), and the project may not copy diffusers' "
-    "code. tests/test_diffusers_mixins_record.py checks instead that docs/pipelines.md quotes this file's totals.")
+    "code. tests/docs/test_diffusers_mixins_record.py checks instead that docs/pipelines.md quotes this file's totals.")
 
 if __name__ == "__main__":
     main()

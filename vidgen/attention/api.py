@@ -20,7 +20,7 @@ from vidgen.errors import InvalidInputError, UnsupportedError
 # path would compute at most a quarter of the dense work. BLOCKED_MIN_TOKENS is a chosen rule, not a measured
 # break-even: docs/results/bench_attention.json (eval/bench_attention.py, grids from 512 tokens) has the fused kernel
 # already faster than dense masked SDPA below it for a 3x7x7 window and the blocked path only at larger grids; below
-# the rule, small calls keep one exact path (SDPA). tests/test_bench_attention.py checks that at every timed grid from
+# the rule, small calls keep one exact path (SDPA). tests/scripts/test_bench_attention.py checks that at every timed grid from
 # the rule on, auto's call beats dense masked SDPA in fp32 and bf16.
 BLOCKED_MIN_TOKENS = 2048
 BLOCKED_MAX_WORK_FRACTION = 0.25

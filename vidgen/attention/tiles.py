@@ -9,7 +9,7 @@ Each slot carries its (t, h, w) coordinate; prefix slots have t = ``PREFIX_T`` a
 far outside any window. From the coordinates, :func:`tile_lists` lists for every query tile the key tiles it must
 visit, split into *full* tiles (every pair allowed: no mask is computed) and *partial* ones (the exact mask is
 recomputed from coordinates). The lists are exact for box tiles and conservative (bounding boxes) for raster ones; they
-never leave out a tile holding an allowed pair (tests/test_attention_triton.py checks both against the dense mask).
+never leave out a tile holding an allowed pair (tests/unit/test_attention_triton.py checks both against the dense mask).
 """
 from __future__ import annotations
 

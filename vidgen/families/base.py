@@ -52,7 +52,7 @@ class PromptEmbeddings(NamedTuple):
 
 class WindowProcessor:
     """Base of the families' windowed self-attention processors: ``state.attend(q, k, v, prefix)`` is vidgen's
-    window attention (:mod:`vidgen.generators.diffusers_window`)."""
+    window attention (:mod:`vidgen.adapters.window`)."""
 
     def __init__(self, state):
         self.state = state

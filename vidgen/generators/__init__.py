@@ -24,7 +24,6 @@ from vidgen.generators.backbone import Block, VideoTransformerBackbone
 from vidgen.generators.causal import CausalFlowVideoTransformer, CausalSamplingConfig
 from vidgen.generators.causal_stream import stream_latents
 from vidgen.generators.config import GENERATOR_PRESETS, LAYOUTS, BackboneConfig
-from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig, FlowVideoTransformer, check_scheduler, generate_latents
 from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransformer, generate_ids, make_scheduler
@@ -72,7 +71,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "DiffusersVideoTransformer",
     "DEPRECATED_GENERATOR_NAMES",
     "SAMPLING_CONFIG_NAME",
     "AutoregressiveSamplingConfig",

@@ -233,7 +233,7 @@ def check_loss_weight(weight, shape: tuple) -> None:
     """A loss ``weight`` is None or a finite, non-negative float tensor of ``shape`` (B, t, h, w).
 
     Per-position loss weights are a feature for users' own data (emphasise a region, e.g. a foreground mask, or skip
-    padding) without writing a loss; no shipped recipe uses them (tests/test_generators.py checks the weighted mean)."""
+    padding) without writing a loss; no shipped recipe uses them (tests/unit/test_generators.py checks the weighted mean)."""
     if weight is None:
         return
     if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():

@@ -14,7 +14,7 @@ rolling KV cache (diffusion forcing; CausVid / Self-Forcing / LongLive's streami
 * **Two paths, one result.** :meth:`~CausalFlowVideoTransformer.forward` runs the whole sequence, every chunk's
   attention over its attended chunks (the reference, and training); :mod:`vidgen.generators.causal_stream`'s
   ``ChunkStream`` runs one chunk at a time against a ``RollingKVCache`` filled by clean passes of the chunks before it
-  (sampling). With the context chunks clean (timestep 0) the two agree (``tests/test_causal.py``).
+  (sampling). With the context chunks clean (timestep 0) the two agree (``tests/unit/test_causal.py``).
 * Text enters through cross-attention (``text_conditioning="cross"``): a prompt switch re-encodes the cached chunks
   under the new prompt (:meth:`~vidgen.generators.causal_stream.ChunkStream.recache`).
 """
@@ -36,7 +36,7 @@ from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_gui
 from vidgen.generators.causal_stream import (RopeTable, attend_rotated, attended_chunks, check_chunking, qkv_heads,
                                              stream_latents)
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
-from vidgen.generators.distillation import distillation_spec
+from vidgen.generators.flow_sampler import distillation_spec
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.sampling_config import SamplingConfig
 from vidgen.rng import GeneratorLike, rows
@@ -78,7 +78,7 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
                  logit_normal_std: float = 1.0, chunk_frames: int = 1, window_chunks: int = 4, sink_chunks: int = 1,
                  architecture: Optional[dict] = None, distillation: Optional[dict] = None):
         super().__init__()
-        if distillation is not None:  # a few-step student (Self-Forcing, vidgen.generators.self_forcing)
+        if distillation is not None:  # a few-step student (Self-Forcing, vidgen.distillation.self_forcing)
             distillation_spec(**distillation)
         architecture = {**(architecture or {}), "text_conditioning": "cross"}
         self._build_shared(architecture)

@@ -7,7 +7,7 @@ pattern's mask row, so its shapes and memory addresses never change) once per ge
 ``torch.cuda.CUDAGraph``, and then replays it for every further token after copying the token ids and position
 into the graph's input buffers. The first call runs the step eagerly (the warm-up capture needs) and returns its
 result; the graph records the same step on the same buffers, so replays compute exactly what the eager static step
-computes (tests/test_generators_cuda_graph.py compares the tokens on a GPU).
+computes (tests/unit/test_generators_cuda_graph.py compares the tokens on a GPU).
 """
 from __future__ import annotations
 

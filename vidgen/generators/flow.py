@@ -29,7 +29,7 @@ from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_gui
                                     check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
-from vidgen.generators.distillation import distillation_spec
+from vidgen.generators.flow_sampler import distillation_spec
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.flow_sampler import Guider, denoise, flow_timesteps, model_input, scheduler_step
 from vidgen.generators.sampling import Guidance, cfg_batch, flow_matching_pair, sample_given_mask
@@ -61,7 +61,7 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         nn.init.zeros_(self.head.weight)  # DiT: the output starts at zero
         nn.init.zeros_(self.head.bias)
         self._noise_schedule = DDPMScheduler(num_train_timesteps=1000) if prediction_type != "flow" else None
-        if distillation is not None:  # a few-step student (vidgen.generators.distillation)
+        if distillation is not None:  # a few-step student (vidgen.distillation.losses)
             distillation_spec(**distillation)
 
     @classmethod

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
-from vidgen.errors import InvalidInputError
+from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.sampling import Guidance, guide, step_callback
 
 GUIDANCE_MODES = ("batched", "separate")
@@ -74,6 +74,38 @@ class Guider:
         if self.interval is not None and not self.interval[0] < float(t) / self.num_train_timesteps <= self.interval[1]:
             return cond  # outside the guidance interval: the conditional prediction alone (guidance 1)
         return guide(uncond, cond, s)
+
+
+#: the distillation families :func:`distillation_spec` accepts
+METHODS = ("dmd2", "consistency")
+#: the teacher's Euler steps over [0, 1] that consistency distillation walks (a multiple of every student step count,
+#: so each student level lies on the grid)
+CONSISTENCY_GRID = 32
+
+
+def student_scheduler(spec: dict):
+    """The scheduler a student samples with: ``FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)`` at the
+    entry's ``shift`` (set a diffusers pipeline's ``scheduler`` to it; vidgen's own students pass their levels)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    return FlowMatchEulerDiscreteScheduler(shift=spec.get("shift") or 1.0, stochastic_sampling=True)
+
+
+def distillation_spec(method: str, steps, guidance_scale: float, shift: Optional[float] = None) -> dict:
+    """The ``distillation`` entry of a student's config, checked: ``steps`` each divide :data:`CONSISTENCY_GRID`;
+    ``shift`` (None: uniform levels) the schedule :func:`student_sigmas` gives."""
+    if method not in METHODS:
+        raise ConfigError(f"distill.method must be one of {METHODS}, got {method!r}")
+    steps = sorted({int(k) for k in steps}) if isinstance(steps, (list, tuple)) and steps else None
+    if not steps or any(k < 1 or CONSISTENCY_GRID % k for k in steps):
+        raise ConfigError(f"distill.steps must be a non-empty list of step counts dividing {CONSISTENCY_GRID} "
+                          f"(e.g. [1, 2, 4]), got {steps!r}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 1:
+        raise ConfigError(f"distill.guidance_scale must be a number >= 1 (the teacher's guidance the student "
+                          f"learns), got {guidance_scale!r}")
+    if shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float)) or shift <= 0):
+        raise ConfigError(f"distill.shift must be a number > 0 (the student's FlowMatchEuler shift), got {shift!r}")
+    spec = {"method": method, "steps": steps, "guidance_scale": float(guidance_scale)}
+    return spec if shift is None else {**spec, "shift": float(shift)}
 
 
 def student_sigmas(num_steps: int, shift: Optional[float] = None) -> list[float]:

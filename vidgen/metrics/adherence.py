@@ -50,7 +50,7 @@ class ScorerSettings:
     """The scorer's cuts. Each measured one is the midpoint between the real values of the two classes it separates,
     derived by ``eval/calibrate_scorer.py`` on 1,200 real train-split clips (seed ``SCORER_CALIBRATION_SEED``; still
     and rotating ones also drifted by 0.6 px; measured with the scorer that script names) and written with both class
-    extremes and the clips they come from to ``docs/results/scorer_calibration.json``; ``tests/test_adherence.py``
+    extremes and the clips they come from to ``docs/results/scorer_calibration.json``; ``tests/unit/test_adherence.py``
     derives each again from those two clips. The other settings are rules (the script's ``RULES`` says why each)."""
 
     color_radius: float = 0.113  # RGB distance: shape pixels <= 0.0015 from their colour, backgrounds >= 0.224 from any

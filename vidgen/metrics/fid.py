@@ -74,7 +74,7 @@ class FrechetInceptionDistance(FrechetMetric):
     ``channels_last`` (default) runs the Inception with weights and inputs in ``torch.channels_last``: oneDNN's 2D
     convolutions are faster that way on these CPUs (1.12x per 17-frame 64x64 clip, 2 threads, AMD EPYC:
     ``eval/bench_fvd_features.py --metric fid``, ``docs/results/fid_features_speed.json``). ``channels_last=False``
-    is the plain reference path; the two agree to fp32 rounding (``tests/test_metrics_features.py``), so statistics
+    is the plain reference path; the two agree to fp32 rounding (``tests/unit/test_metrics_features.py``), so statistics
     from either may be compared.
     """
 

@@ -40,7 +40,7 @@ class FrechetVideoDistance(FrechetMetric):
     ``channels_last`` (default) runs the I3D with weights and inputs in ``torch.channels_last_3d``: oneDNN's 3D
     convolutions are faster that way on these CPUs (1.51x per clip with preprocessing, 17x64x64 clips, 2 threads,
     AMD EPYC: ``eval/bench_fvd_features.py``, ``docs/results/fvd_features_speed.json``).
-    ``channels_last=False`` is the plain reference path; the two agree to fp32 rounding (``tests/test_metrics_i3d.py``),
+    ``channels_last=False`` is the plain reference path; the two agree to fp32 rounding (``tests/unit/test_metrics_i3d.py``),
     so statistics from either may be compared.
     """
 

@@ -10,7 +10,7 @@ Its parts are the folder's own: the transformer (``pipe.transformer``, the diffu
 trains it through :attr:`flow_generator`, a :class:`~vidgen.generators.DiffusersVideoTransformer`), the VAE (used
 through :class:`~vidgen.tokenizers.DiffusersVideoVAE`, so any frame count is exact), the text encoder(s),
 tokenizer(s) and scheduler. Sampling follows the family's diffusers pipeline step for step
-(:mod:`vidgen.generators.diffusers_sampling`): with the same prompt, ``latents``, scheduler and steps the frames are
+(:mod:`vidgen.adapters.sampling`): with the same prompt, ``latents``, scheduler and steps the frames are
 diffusers' own. Prompts are encoded by the family's own ``encode_prompt``. Features the family cannot serve
 (stories and long videos, which need a causal stream decoder; conditioning frames; class labels; guidance
 intervals; sequence parallelism; other families' options) are refused by name before any work.
@@ -26,7 +26,7 @@ import torch
 
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.families import PIPELINE_FAMILIES, transformer_family
-from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
+from vidgen.adapters.transformer import DiffusersVideoTransformer
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig
 from vidgen.generators.sampling_config import UNSET
@@ -309,7 +309,7 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         gen = self.flow_generator
         grid, _ = self._grid(inputs["num_frames"], inputs["height"], inputs["width"])
         gen.check_grid(grid)
-        from vidgen.generators.diffusers_sampling import check_scheduler
+        from vidgen.adapters.sampling import check_scheduler
         check_scheduler(gen, self.scheduler)
         if latents is not None:
             from vidgen.generators.flow import check_latents_input
@@ -326,9 +326,9 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         return batch, cond, negative
 
     def _sample(self, run):
-        """The family's sampling (:func:`~vidgen.generators.diffusers_sampling.sample_latents`), once or once per
+        """The family's sampling (:func:`~vidgen.adapters.sampling.sample_latents`), once or once per
         video with a list of generators; the family's extra first latent frames are dropped."""
-        from vidgen.generators.diffusers_sampling import sample_latents
+        from vidgen.adapters.sampling import sample_latents
         c, config, gen = run.call, run.config, self.flow_generator
         grid, pad = self._grid(c.num_frames, c.height, c.width)
         callback = self._callback(run)

@@ -46,7 +46,7 @@ class FlowVideoPipeline(VideoPipelineBase):
                               tokenizer=tokenizer)
 
     def with_student(self, student: FlowVideoTransformer) -> "FlowVideoPipeline":
-        """This pipeline with ``student``, a distilled transformer (:mod:`vidgen.generators.distillation`), in place
+        """This pipeline with ``student``, a distilled transformer (:mod:`vidgen.distillation.losses`), in place
         of its transformer: the student's scheduler, and sampling settings at its largest step count, guidance 1."""
         spec = getattr(student.config, "distillation", None)
         if spec is None:

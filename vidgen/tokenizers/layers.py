@@ -61,7 +61,7 @@ class PixelNorm(nn.Module):
     stays bf16 and no "Mismatch dtype between input and weight" fallback happens. Chosen by measurement (2 threads,
     a ``(1, 17, 64, 64, 64)`` bf16 activation): ``F.rms_norm`` 20.8 ms (bf16 weight) / 21.6 ms (fp32 weight, the
     warning), under autocast 10.5 ms; this form 3.2 ms. fp32 agrees with ``F.rms_norm`` to rounding
-    (:func:`rms_norm_reference`, tests/test_tokenizers_bf16.py).
+    (:func:`rms_norm_reference`, tests/unit/test_tokenizers_bf16.py).
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):

@@ -10,7 +10,6 @@ from vidgen.training.config import (
     TrainConfig,
     load_config,
 )
-from vidgen.training.distill_task import DistillTrainConfig, distill
 from vidgen.training.generator_task import train_generator
 from vidgen.training.shards import encode_dataset
 from vidgen.training.tokenizer_task import MODEL_BUILDERS, build_model, train
@@ -18,7 +17,6 @@ from vidgen.training.trainer import StepOutput, TrainingTask, run_status, run_tr
 
 __all__ = [
     "DataConfig",
-    "DistillTrainConfig",
     "GeneratorTrainConfig",
     "LossConfig",
     "MODEL_BUILDERS",
@@ -29,7 +27,6 @@ __all__ = [
     "TrainConfig",
     "TrainingTask",
     "build_model",
-    "distill",
     "encode_dataset",
     "load_config",
     "run_status",

@@ -6,7 +6,7 @@
 
 The loop is :mod:`vidgen.training.trainer`'s (exact resume after a kill, accelerate DDP; FSDP is untested here; bf16
 autocast over fp32 master weights); the loss is the family's
-(:func:`vidgen.generators.diffusers_sampling.training_loss`).
+(:func:`vidgen.adapters.sampling.training_loss`).
 ``run_dir/final`` holds what diffusers reads: ``pytorch_lora_weights.safetensors`` (``pipe.load_lora_weights``) or,
 for a full fine-tune, ``transformer/`` (``WanTransformer3DModel.from_pretrained``). Checkpoints hold only the
 trained tensors. Caption embeddings are given to the transformer as the family's pipeline gives them
@@ -24,7 +24,7 @@ from torch import nn
 
 from vidgen.errors import ConfigError
 from vidgen.families import PIPELINE_FAMILIES, folder_family
-from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
+from vidgen.adapters.transformer import DiffusersVideoTransformer
 from vidgen.tokenizers import DiffusersVideoVAE
 from vidgen.training.config import GeneratorDataConfig, RunConfig, load_config
 from vidgen.training.generator_task import _LossModule

@@ -21,7 +21,7 @@ LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
 
 def _raw(transformer):
-    from vidgen.generators.diffusers_transformer import DiffusersVideoTransformer
+    from vidgen.adapters.transformer import DiffusersVideoTransformer
     return transformer.model if isinstance(transformer, DiffusersVideoTransformer) else transformer
 
 

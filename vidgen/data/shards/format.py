@@ -16,7 +16,7 @@ Layout of a dataset folder (written by :func:`vidgen.data.shards.encode.encode_s
 Why a private writer: ``litdata.optimize`` runs its function in processes it spawns and reseeds torch's global RNG,
 so it cannot write tokens this process encodes on its device into a unit folder that appears whole or not at all.
 :class:`ShardWriter` is LitData's ``BinaryWriter`` closed by the public ``litdata.complete_dataset``; it and the
-``index.json`` fields :func:`verify` reads are checked against :data:`LITDATA_VERSION` (tests/test_shard_format.py).
+``index.json`` fields :func:`verify` reads are checked against :data:`LITDATA_VERSION` (tests/unit/test_shard_format.py).
 """
 from __future__ import annotations
 

@@ -1,0 +1,163 @@
+"""Numbers the docs quote equal the results files they come from, at the precision the docs quote them.
+
+Each check names a doc, a pattern that finds a sentence's numbers in it (whitespace and line breaks collapsed) and a
+function that reads the same numbers from a results file. The sentence must be found, and each number in it must equal
+the file's value rounded half-up to the decimals the doc gives ("704" for 703.5, "0.58" for 0.576). A doc and a file
+that disagree fail, and so does a rewritten sentence, until its check here is rewritten with it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SP_FILE = "docs/results/bench_sequence_parallel.json"
+HOST_FILE = "docs/results/bench_attention_host.json"
+OLD_KERNEL_FILE = "experiments/results/device_h200_2026-11-27/run1_bench_attention_gpu.json"
+
+
+def _sp(record: dict) -> list:
+    ranks = record["per_rank"]
+    worst = lambda sp, key: max(r[key] for r in ranks[sp])  # noqa: E731
+    extra = [r["allocator_peak_mb"] - r["peak_live_mb"] for sp in ("sp2", "sp4") for r in ranks[sp]]
+    activation = [max(r["peak_breakdown_mb"]["Activation"] for r in ranks[sp]) for sp in ("sp1", "sp2", "sp4")]
+    return [
+        ("the clip's tokens", [record["tokens"], *record["token_grid"]]),
+        ("peak live MB and ratios", [worst("sp1", "peak_live_mb"), worst("sp2", "peak_live_mb"),
+                                     record["ratio_sp2_to_sp1"], record["target_ratio"],
+                                     worst("sp4", "peak_live_mb"), record["ratio_sp4_to_sp1"]]),
+        ("weights and optimizer state", [ranks["sp1"][0]["peak_breakdown_mb"]["Parameter"],
+                                         ranks["sp1"][0]["peak_breakdown_mb"]["Optstate"]]),
+        ("activations at the peak", activation),
+        ("the allocator's peak at sp 1", [ranks["sp1"][0]["allocator_peak_mb"]]),
+        ("the allocator's excess at sp > 1", [min(extra), max(extra)]),
+    ]
+
+
+#: (doc, results file, [(pattern, description)], reader) ; the reader returns [(description, values)] in pattern order
+CHECKS = {
+    "sequence-parallel memory": (
+        "docs/training.md", SP_FILE,
+        [r"a (\d+)-token clip \((\d+)x(\d+)x(\d+) tokens",
+         r"it is (\d+) MB at sp 1, (\d+) MB per rank at sp 2 \(\*\*(\d+\.\d+)x\*\*, target (\d+\.\d+)x\) and (\d+) MB "
+         r"per rank at sp 4 \(\*\*(\d+\.\d+)x\*\*\)",
+         r"the weights \((\d+) MB\) and AdamW's state \((\d+) MB\)",
+         r"The activations at the peak are (\d+), (\d+) and (\d+) MB",
+         r"gives the same peak at sp 1 \((\d+\.\d+) MB\)",
+         r"at sp 2 and 4 it counts (\d+) to (\d+) MB more per rank"],
+        _sp),
+    "attention3d host time": (
+        "docs/attention.md", HOST_FILE,
+        [r"`docs/results/bench_attention_host\.json`: an (.+?), 2 cores",
+         r"one `attention3d` call with a window costs \*\*(\d+) µs\*\* of host time at a tiny shape \((\d+) tokens, "
+         r"`(\w+)` backend\), \*\*(\d+\.\d+)×\*\* a plain SDPA call there \((\d+) µs\); without a window it costs "
+         r"(\d+) µs \((\d+\.\d+)×\)"],
+        lambda r: [("CPU", [r["cpu"].split(" (")[0]]),
+                   ("host time", [r["host_us"], r["shape"]["tokens"], r["auto_backend"]["attention3d_window"],
+                                  r["ratio_to_sdpa"], r["sdpa_us"], r["methods"]["attention3d"]["cpu_us"],
+                                  r["methods"]["attention3d"]["cpu_ratio_to_sdpa"]])]),
+    "the old Triton kernel against flex": (
+        "docs/attention.md", OLD_KERNEL_FILE,
+        [r"ran \(b\) in (\d+) ms forward \((\d+\.\d+)× flex\) and ([\d,]+) ms forward\+backward \((\d+\.\d+)× flex\)",
+         r"it was (\d+\.\d+)–(\d+\.\d+)× flex forward and (\d+\.\d+)–(\d+\.\d+)× forward\+backward"],
+        lambda r: _old_kernel(r)),
+}
+
+
+def _old_kernel(record: dict) -> list:
+    rows = {row["key"]: row["passes"] for row in record["rows"]}
+    speed = {p: [rows[k][p]["backends"]["flex"]["ms"] / rows[k][p]["backends"]["triton"]["ms"] for k in rows]
+             for p in ("forward", "forward_backward")}
+    b = rows["b"]
+    return [("shape (b)", [b["forward"]["backends"]["triton"]["ms"], b["forward"]["triton_speedup_vs_flex"],
+                           b["forward_backward"]["backends"]["triton"]["ms"],
+                           b["forward_backward"]["triton_speedup_vs_flex"]]),
+            ("ranges over the shapes", [min(speed["forward"]), max(speed["forward"]),
+                                        min(speed["forward_backward"]), max(speed["forward_backward"])])]
+
+
+def _text(path: str) -> str:
+    return " ".join((ROOT / path).read_text().split())
+
+
+def _agrees(quoted: str, value) -> bool:
+    if isinstance(value, str):
+        return quoted == value
+    quoted = quoted.replace(",", "")
+    places = len(quoted.split(".")[1]) if "." in quoted else 0
+    return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)) == quoted
+
+
+def check(name: str, text: str | None = None) -> int:
+    """Assert every number of check ``name`` in its doc (or in ``text``) equals its results file; returns the count."""
+    doc, results, patterns, reader = CHECKS[name]
+    text = _text(doc) if text is None else text
+    expected = reader(json.loads((ROOT / results).read_text()))
+    assert len(expected) == len(patterns)
+    return check_quotes(doc, results, text, [(p, what, values) for p, (what, values) in zip(patterns, expected)])
+
+
+def check_quotes(doc, results, text: str, expected) -> int:
+    """Assert each ``(pattern, what, values)``: the doc ``text`` quotes ``what`` where ``pattern`` matches, and each
+    quoted number equals its value in the results file at the quoted precision; returns how many were checked."""
+    checked = 0
+    for pattern, what, values in expected:
+        found = re.findall(pattern, text)
+        assert found, f"{doc}: no sentence quoting {what} ({pattern!r}); update it here if the doc was rewritten"
+        for groups in found:
+            groups = (groups,) if isinstance(groups, str) else groups
+            assert len(groups) == len(values)
+            for quoted, value in zip(groups, values):
+                assert _agrees(quoted, value), f"{doc} quotes {what} as {quoted}, {results} has {value}"
+                checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_quoted_numbers_equal_the_results_files(name):
+    assert check(name) > 0
+
+
+def test_readme_quotes_no_sequence_parallel_ratio_the_file_lacks():
+    """README.md quotes no sequence-parallel memory figure today; one added later must be the file's."""
+    record = json.loads((ROOT / SP_FILE).read_text())
+    for quoted, sp in re.findall(r"(\d+\.\d+)x[^.]{0,40}? at sp (\d)", _text("README.md")):
+        assert _agrees(quoted, record[f"ratio_sp{sp}_to_sp1"]), f"README.md: {quoted}x at sp {sp}"
+
+
+def _wrong(quoted: str) -> str:
+    """``quoted`` with its last digit changed (a name gets a letter appended)."""
+    if not quoted[-1].isdigit():
+        return quoted + "X"
+    return quoted[:-1] + str((int(quoted[-1]) + 1) % 10)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_a_wrong_number_fails(name):
+    """The check can fail: the doc with any one quoted number changed does not pass."""
+    doc, _, patterns, _ = CHECKS[name]
+    text = _text(doc)
+    for pattern in patterns:
+        match = re.search(pattern, text)
+        for group in range(1, len(match.groups()) + 1):
+            start, end = match.span(group)
+            with pytest.raises(AssertionError, match="quotes"):
+                check(name, text[:start] + _wrong(match.group(group)) + text[end:])
+
+
+def test_the_covering_window_claim_is_what_its_test_asserts():
+    """docs/bring-your-own-model.md states the covering-window check as tests/unit/test_diffusers_window.py asserts it:
+    the same tolerance, the same backends."""
+    doc = _text("docs/bring-your-own-model.md")
+    claim = re.search(r"a window that covers the grid equals the dense model within (\S+), on the `(\w+)` and "
+                      r"blocked `(\w+)` backends", doc)
+    assert claim, "docs/bring-your-own-model.md no longer states the covering-window check"
+    source = (ROOT / "tests" / "unit" / "test_diffusers_window.py").read_text()
+    test = source[source.index("def test_a_window_covering_the_grid_equals_the_dense_model"):]
+    backends = re.findall(r'parametrize\("backend", \[(.*?)\]\)\s*\n(?:@.*\n)*def test_a_window_covering', source)
+    assert f"abs().max() <= {claim.group(1)}" in test.split("\ndef ")[0]
+    assert backends and [b.strip(' "') for b in backends[0].split(",")] == [claim.group(2), claim.group(3)]

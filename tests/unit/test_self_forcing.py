@@ -1,0 +1,106 @@
+"""Self-Forcing: the block-causal student's rollout on its own chunks is causal (a later chunk's noise leaves the
+earlier chunks as they were) and its DMD2 loss against a bidirectional teacher splits over processes as one batch,
+with gradients reaching the student and the critic, never the teacher."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidgen.generators import Conditioning, FlowVideoTransformer
+from vidgen.generators.causal import CausalFlowVideoTransformer
+from vidgen.distillation.losses import distillation_spec, dmd2_losses
+from vidgen.distillation.self_forcing import self_forcing_rollout
+from vidgen.rng import RowGenerator
+from vidgen.testing import perturb_weights
+
+from helpers.loss_split import gradients_reach, halves_make_the_whole
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SPEC = distillation_spec("dmd2", [1, 2], 3.0)
+SHAPE = (4, 5, 4, 4)  # C, t, h, w
+
+
+def _causal() -> CausalFlowVideoTransformer:
+    torch.manual_seed(0)
+    model = CausalFlowVideoTransformer.from_preset("tiny", in_channels=4, num_classes=5, chunk_frames=1,
+                                                  window_chunks=2, sink_chunks=1, max_grid=(8, 4, 4))
+    return perturb_weights(model, seed=2, scale=0.05).eval()
+
+
+def _flow(seed: int) -> FlowVideoTransformer:
+    torch.manual_seed(0)
+    model = FlowVideoTransformer.from_preset("tiny", in_channels=4, num_classes=5, max_grid=(8, 4, 4))
+    return perturb_weights(model, seed=seed, scale=0.05).eval()
+
+
+def _cond(b: int) -> Conditioning:
+    return Conditioning(class_labels=torch.arange(b) % 5)
+
+
+def test_the_rollout_is_causal_in_its_chunks():
+    student = _causal()
+    noise = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1))
+    later = noise.clone()
+    later[:, :, -1] = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = (self_forcing_rollout(student, n, _cond(2), SPEC, RowGenerator(torch.Generator().manual_seed(3)))
+                for n in (noise, later))
+    assert a.shape == noise.shape and torch.equal(a[:, :, :-1], b[:, :, :-1])
+    assert (a[:, :, -1] - b[:, :, -1]).abs().max() > 1e-3
+
+
+def test_the_self_forcing_loss_over_two_processes_equals_one_batch():
+    student, teacher = _causal(), _flow(3).requires_grad_(False)
+    critic = _flow(4).requires_grad_(True)
+
+    def loss(rows: slice, rank: int, world: int):
+        r = RowGenerator(torch.Generator().manual_seed(5), rank, world)
+        noise = r.randn(len(range(4)[rows]), *SHAPE)
+        return dmd2_losses(student, critic, teacher, noise, _cond(4).index(rows), SPEC, r,
+                           sample=self_forcing_rollout)
+
+    halves_make_the_whole(loss).backward()
+    gradients_reach(trained=[student, critic], frozen=[teacher])
+
+
+def test_the_script_trains_a_causal_student_by_self_forcing_into_a_streaming_pipeline(tiny_pipeline, tmp_path, capsys):
+    """``pipelines/distill.py`` with ``distill.student`` (a block-causal model): DMD2 on its rollouts against the
+    bidirectional teacher pipeline, then the causal pipeline beside the run, streaming at the student's step counts
+    and refusing others (and guidance) by name."""
+    import runpy
+    from pathlib import Path
+
+    from vidgen.errors import InvalidInputError
+    from vidgen.pipelines import CausalVideoPipeline, load_pipeline
+    teacher = tiny_pipeline("flow")
+    teacher.save_pretrained(tmp_path / "teacher")
+    causal = tiny_pipeline("causal").transformer
+    causal.save_pretrained(tmp_path / "stage1")
+    main = runpy.run_path(str(Path(__file__).resolve().parents[2] / "pipelines" / "distill.py"),
+                          run_name="distill")["main"]
+    run, args = tmp_path / "run", [f"distill.teacher={tmp_path / 'teacher'}", "distill.steps=[1, 2]",
+                                   "data.num_clips=4", "data.num_frames=9", "data.size=32", "data.batch=2",
+                                   "data.max_text_tokens=8", f"data.cache_dir={tmp_path / 'cache'}", "steps=2",
+                                   "ckpt_every=1", "sample_every=0", "precision=fp32"]
+    assert main([*args, f"run_dir={run}", f"distill.student={tmp_path / 'stage1'}"]) == 0
+    assert "Self-Forcing" in capsys.readouterr().out
+    pipe = load_pipeline(run / "pipeline", dtype="fp32")
+    assert isinstance(pipe, CausalVideoPipeline) and pipe.sampling_config.num_inference_steps == 2
+    assert pipe.transformer.config.distillation["steps"] == [1, 2]
+    moved = max((a - b).abs().max().item() for a, b in zip(pipe.transformer.state_dict().values(),
+                                                          causal.state_dict().values()))
+    assert moved > 1e-6  # the student trained
+    pipe.set_progress_bar_config(disable=True)
+    video = pipe("a red circle", num_frames=13, height=32, width=32, output_type="pt",
+                 generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 13, 3, 32, 32) and torch.isfinite(video).all()
+    with pytest.raises(InvalidInputError, match=r"num_inference_steps=4: this student was distilled for \[1, 2\]"):
+        pipe("a red circle", num_frames=9, height=32, width=32, num_inference_steps=4)
+    with pytest.raises(InvalidInputError, match="guidance_scale=3.0: this student has its teacher's guidance"):
+        pipe("a red circle", num_frames=9, height=32, width=32, guidance_scale=3.0)
+    # a student that is not block-causal, and Self-Forcing by consistency, are refused by name
+    assert main([*args, f"run_dir={tmp_path / 'bad'}", f"distill.student={tmp_path / 'teacher' / 'transformer'}"]) == 2
+    assert "expected a CausalFlowVideoTransformer folder" in capsys.readouterr().err
+    assert main([*args, f"run_dir={tmp_path / 'bad2'}", f"distill.student={tmp_path / 'stage1'}",
+                 "distill.method=consistency"]) == 2
+    assert "set distill.method=dmd2" in capsys.readouterr().err
