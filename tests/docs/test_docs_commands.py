@@ -32,7 +32,7 @@ RULES = {
     "make": r"^make [\w-]+$",
     "vidgen": r"^vidgen ",
     "python -m vidgen": r"^python -m vidgen\.(demo|training\.finetune) ",
-    "script": r"^python (tokenizers|pipelines|eval|tests)/\w+\.py( |$)",
+    "script": r"^python (tokenizers|pipelines|eval|tests/helpers)/\w+\.py( |$)",
     "launcher": r"^(accelerate launch|torchrun) ",
     "pip": r"^pip install -e '?\.\[\w+\]'?$",
 }
