@@ -1362,8 +1362,18 @@ CASES: list[Case] = [
          lambda env: enable_sequence_parallel(env.masked, SequenceParallel(None, 0, 3, 0, 1, owns_group=False)),
          ConfigError, r"sp_size=3 does not divide num_heads=2"),
     Case("parallel/sp-size-diffusers-pipeline", "diffusers_pipeline", lambda env: env.run_diffusers_pipe(sp_size=2),
-         UnsupportedError, r"sp_size=2: DiffusersVideoPipeline cannot split its sampling over processes \(the "
-                           r"WanPipeline family's transformer has no vidgen backbone"),
+         ConfigError, r"sp_size=2 needs a distributed launch \(accelerate launch or torchrun"),
+    Case("parallel/diffusers-ring-without-lse", "diffusers_pipeline", lambda env: env.run_diffusers_pipe(sp_size=3),
+         UnsupportedError, r"sp_size=3: WanTransformer3DModel has 2 attention heads, not a multiple of 3, so its "
+                           r"tokens would be split by ring attention, .*diffusers' 'native' attention \(the only "
+                           r"backend on CPU; no return_lse\)"),
+    Case("parallel/diffusers-transformer-without-cp-plan", "diffusers_pipeline",
+         lambda env: _diffusers_parallel().parallel_config(_tiny_transformer("cogvideox"), 2), UnsupportedError,
+         r"sp_size=2: diffusers' CogVideoXTransformer3DModel has no context-parallel plan \(_cp_plan\)"),
+    Case("parallel/diffusers-backend-without-cp", "diffusers_pipeline",
+         lambda env: _diffusers_parallel().parallel_config(_with_backend(_tiny_transformer("wan"), "_native_math"), 2),
+         UnsupportedError, r"sp_size=2: WanTransformer3DModel's attention backend '_native_math' has no context "
+                           r"parallelism in diffusers"),
     Case("parallel/sp-size-autoregressive-pipeline", "pipeline_folder",
          lambda env: load_pipeline("pretrained/shapes-autoregressive", dtype="fp32")("a red circle", sp_size=2),
          UnsupportedError, r"sp_size=2: AutoregressiveVideoPipeline cannot split its sampling over processes \(it "
@@ -1372,6 +1382,25 @@ CASES: list[Case] = [
          lambda env: enable_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
          r"WanTransformer3DModel has no vidgen video transformer backbone whose attention can be split"),
 ]
+
+
+def _diffusers_parallel():
+    import vidgen.pipelines.diffusers_parallel as module
+    return module
+
+
+def _tiny_transformer(family: str):
+    from vidgen.pipelines.diffusers_tiny import tiny_components
+    return tiny_components(family)["transformer"]
+
+
+def _with_backend(model, backend: str):
+    """``model`` with its attention processors on ``backend`` (as ``set_attention_backend`` sets them, which also
+    switches a process-wide check on)."""
+    for module in model.modules():
+        if hasattr(getattr(module, "processor", None), "_attention_backend"):
+            module.processor._attention_backend = backend
+    return model
 
 
 def _in_world_of_one(env: Env, fn, **kwargs):

@@ -13,7 +13,8 @@ tokenizer(s) and scheduler. Sampling follows the family's diffusers pipeline ste
 (:mod:`vidgen.adapters.sampling`): with the same prompt, ``latents``, scheduler and steps the frames are
 diffusers' own. Prompts are encoded by the family's own ``encode_prompt``. Features the family cannot serve
 (stories and long videos, which need a causal stream decoder; conditioning frames; class labels; guidance
-intervals; sequence parallelism; other families' options) are refused by name before any work.
+intervals; other families' options) are refused by name before any work. ``sp_size`` splits the tokens with
+diffusers' context parallelism (:mod:`.diffusers_parallel`).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class DiffusersVideoPipeline(VideoPipelineBase):
     frame_axis = 2  # latents (B, C, t, h, w)
     story_refuses = ()  # stories are refused outright (stream)
     continuation_refusal = REFUSED["conditioning_frames"]
-    supports_sequence_parallel = False
+    supports_sequence_parallel = True  # through diffusers' context parallelism (.diffusers_parallel)
 
     def __init__(self, vae, transformer, scheduler, text_encoder=None, tokenizer=None, transformer_2=None,
                  text_encoder_2=None, tokenizer_2=None, boundary_ratio: Optional[float] = None,
@@ -224,8 +225,12 @@ class DiffusersVideoPipeline(VideoPipelineBase):
             raise UnsupportedError(f"{', '.join(bad)}: not available for the {self.family.pipeline} family "
                                    f"({'; '.join(REFUSED[b] for b in bad)})")
 
-    def _sequence_parallel_refusal(self) -> str:
-        return f"the {self.family.pipeline} family's transformer has no vidgen backbone whose attention can be split"
+    def _generate(self, call):
+        """``sp_size`` by diffusers' context-parallel engine on the transformer(s) for the call
+        (:mod:`.diffusers_parallel`: Ulysses, or ring where the heads do not divide), around vidgen's recipe."""
+        from vidgen.pipelines.diffusers_parallel import context_parallel
+        with context_parallel(self, call.sp_size):
+            return super()._generate(call.replace(sp_size=1))
 
     def stream(self, prompt, **kwargs):
         raise UnsupportedError(f"stories and long videos (stream, prompt schedules): not available for the "
@@ -253,7 +258,9 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         an embedded ``guidance_scale``), ``prompt_template``, ``decode_timestep`` / ``decode_noise_scale``
         (timestep-conditioned decoders): options of some families' pipelines, as those apply them, and refused by
         name for the others (``Family.call_options``). The arguments after them exist for vidgen's other pipelines
-        and are refused here by name (``sp_size`` too: the family's transformer has no vidgen backbone to split)."""
+        and are refused here by name. ``sp_size``: each clip's tokens split over that many processes of a
+        distributed launch by diffusers' context parallelism (:mod:`.diffusers_parallel`), every rank returning the
+        same frames; refused by name where the family's transformer cannot be split."""
         return self._generate(DiffusersCall(
             prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
             num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
