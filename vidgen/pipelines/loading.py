@@ -64,8 +64,9 @@ def load_pipeline(path, **kwargs):
     cache (:func:`resolve_folder`; ``revision`` and ``cache_dir`` as diffusers takes them). ``dtype`` (or its
     diffusers spelling ``torch_dtype``) defaults, for vidgen's folders, to ``"auto"`` (bf16 where it pays,
     :meth:`~vidgen.pipelines.VideoPipelineBase.from_pretrained`); a diffusers folder (``WanPipeline``, ...) loads as
-    its diffusers class loads it without a dtype, in fp32, so its frames are diffusers'. Other keyword arguments go to
-    ``from_pretrained``."""
+    its diffusers class loads it without a dtype, in fp32, so its frames are diffusers'. ``quantization_config``: a
+    diffusers ``PipelineQuantizationConfig`` (``quant_mapping``), checked before loading
+    (:mod:`vidgen.pipelines.quantization`; docs/memory.md). Other keyword arguments go to ``from_pretrained``."""
     path = resolve_folder(path, kwargs.pop("revision", None), kwargs.pop("cache_dir", None))
     index = path / "model_index.json"
     if not index.exists():
@@ -101,7 +102,14 @@ def load_pipeline(path, **kwargs):
     kwargs["dtype"] = dtype_argument(kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None))
     if kwargs["dtype"] is None:
         kwargs["dtype"] = "auto"  # unlike XPipeline.from_pretrained, which loads as diffusers does (fp32)
-    return classes[name].from_pretrained(str(path), **kwargs)
+    quantization = kwargs.pop("quantization_config", None)
+    if quantization is None:
+        return classes[name].from_pretrained(str(path), **kwargs)
+    from vidgen.pipelines.quantization import check_quantization, quantize_components
+    check_quantization(path, quantization)  # names and device before the weights load
+    pipe = classes[name].from_pretrained(str(path), **kwargs)
+    quantize_components(pipe, quantization, path)  # torchao's quantize_ on vidgen's own modules
+    return pipe
 
 
 def student_class(folder):
