@@ -1,12 +1,15 @@
 """Benchmark: the Wan2.1-T2V-1.3B architecture made block-causal (``vidgen.adapters.causal``) streaming at
 480x832 on one GPU, against Self-Forcing's reported 17 frames/s (one H100, the same architecture).
 
-Random weights in bf16 (the timing does not depend on them). A video is made chunk after chunk: ``--chunk-frames``
-latent frames (3: Self-Forcing's), each denoised in ``--steps`` model calls at a fixed level schedule against the
-rolling KV cache of the sink and the last ``--window-chunks`` chunks, then cached by one pass at timestep 0. Read:
+Random weights in bf16 (the timing does not depend on them). A video is made chunk after chunk through the one
+chunk loop (``BlockCausal.stream``, :func:`vidgen.generators.stream_loop.stream_chunks`): ``--chunk-frames`` latent
+frames (3: Self-Forcing's), each denoised in ``--steps`` model calls at a few-step student's uniform levels against
+the rolling KV cache of the sink and the last ``--window-chunks`` chunks, then cached by one pass at timestep 0 (run
+before the next chunk's first call; the last chunk needs none). Read:
 
 * **first chunk**: the seconds to the first chunk's clean latents (its denoising, no cache yet);
-* **per chunk, steady**: the median seconds of a chunk once the cache holds its full window (denoising + caching);
+* **per chunk, steady**: the median seconds between chunks once the cache holds its full window (a chunk's denoising
+  + the caching pass of the chunk before it);
 * **steady frames/s**: the chunk's output frames (``chunk_frames x 4``, Wan's VAE: 4 frames per latent frame) over
   that time. VAE decoding is not included (Self-Forcing's 17 frames/s includes its decoder), so this is the
   transformer's rate, an upper bound of the pipeline's.
@@ -60,23 +63,18 @@ def main(argv=None) -> int:
     g = torch.Generator(device).manual_seed(0)
     text = torch.randn(1, args.text_tokens, model.config.text_dim, device=device, dtype=dtype, generator=g)
     causal = block_causal(model, args.chunk_frames, args.window_chunks, args.sink_chunks)
-    levels = [1000.0 * (1 - k / args.steps) for k in range(args.steps)]
-    chunk_s, first_s = [], None
-    with torch.no_grad():
-        for i in range(args.chunks):
-            x = torch.randn(1, model.config.in_channels, args.chunk_frames, h, w, device=device, dtype=dtype,
-                            generator=g)
-            sync(device)
-            t0 = time.perf_counter()
-            for k, level in enumerate(levels):  # a few-step student's Euler walk down its levels
-                v = causal.predict(x, torch.tensor([level], device=device), text)
-                x = x - v * (level - (levels[k + 1] if k + 1 < len(levels) else 0.0)) / 1000.0
-            sync(device)
-            if i == 0:
-                first_s = time.perf_counter() - t0
-            causal.commit(x, text)
-            sync(device)
-            chunk_s.append(time.perf_counter() - t0)
+    student = {"steps": [args.steps], "guidance_scale": 1.0}  # a few-step student's uniform levels, guidance 1
+    chunks = causal.stream(text, frames=args.chunks * args.chunk_frames, hw=(h, w), num_inference_steps=args.steps,
+                           student=student, generator=g)
+    chunk_s = []
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in chunks:  # each chunk's clean latents: the seconds since the chunk before it
+        sync(device)
+        now = time.perf_counter()
+        chunk_s.append(now - t0)
+        t0 = now
+    first_s = chunk_s[0]
     causal.remove()
     full = args.sink_chunks + args.window_chunks if args.window_chunks else 1
     steady = chunk_s[full:] or chunk_s[-1:]

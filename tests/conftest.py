@@ -63,7 +63,7 @@ def load_script():
     import importlib.util
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
 
     def load(relative: str):
         path = root / relative

@@ -1,8 +1,9 @@
 """Streaming a :class:`~vidgen.generators.causal.CausalFlowVideoTransformer` chunk by chunk: which chunks a chunk
 attends (:func:`attended_chunks`, the one rule), its attention over them with positions bounded by that set, the
 rolling KV cache (:class:`RollingKVCache`), one chunk at a time against it (:class:`ChunkStream`: predict, commit,
-re-cache on a prompt switch) and the few-step Euler stream of latents (:func:`stream_latents`). Memory is flat in the
-video's length."""
+re-cache on a prompt switch; a :class:`~vidgen.generators.stream_loop.ChunkModel`) and the few-step Euler stream of
+latents (:func:`stream_latents`, through the one chunk loop :func:`~vidgen.generators.stream_loop.stream_chunks`).
+Memory is flat in the video's length."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -16,8 +17,9 @@ from vidgen.attention.rope import apply_rope, rope3d_angles
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.base import check_positive_int
 from vidgen.generators.embeddings import Conditioning
-from vidgen.generators.flow_sampler import Guider, denoise, flow_timesteps, scheduler_step
+from vidgen.generators.flow_sampler import flow_timesteps, scheduler_step
 from vidgen.generators.sampling import Guidance, cfg_batch
+from vidgen.generators.stream_loop import check_first_frames, stream_chunks
 
 
 
@@ -243,6 +245,13 @@ class ChunkStream:
             self._cache_clean(self.pending, self.next)
             self._advance(self.pending)
 
+    def reset(self, cond: Optional[Conditioning], drop: Optional[torch.Tensor] = None) -> None:
+        """Switch the prompt with an empty cache (a deferred commit dropped): the next chunk is chunk 0, the sink of
+        a new video."""
+        self.cond, self.drop, self.next, self.clean, self.pending = cond, drop, 0, {}, None
+        self.cache, self._contexts = RollingKVCache(len(self.model.backbone.blocks), self.chunking), {}
+        self._embedded = None
+
     def recache(self, cond: Optional[Conditioning], drop: Optional[torch.Tensor] = None) -> None:
         """Switch the prompt: re-encode the cached chunks under ``cond`` (and its null-condition flags ``drop``),
         in order (LongLive's KV re-cache)."""
@@ -261,10 +270,12 @@ def stream_latents(model: torch.nn.Module, cond: Optional[Conditioning], *, fram
                    negative: Optional[Conditioning] = None, generator: Optional[torch.Generator] = None,
                    scheduler=None, prompts: Optional[dict] = None, callback: Optional[Callable] = None,
                    guidance: Optional[Guidance] = None, window_chunks: Optional[int] = None,
-                   prompt_switch: str = "recache"):
+                   prompt_switch: str = "recache", first_frames: Optional[torch.Tensor] = None,
+                   progress: Optional[Callable] = None):
     """Yield normalized latents (B, C, c, h, w) chunk by chunk for ``frames`` latent frames of ``hw`` latents: each
     chunk is denoised in ``num_inference_steps`` Euler steps of the flow (classifier-free guidance against
-    ``negative``, or the learnt null condition, when ``guidance_scale`` > 1), then cached clean. ``prompts``:
+    ``negative``, or the learnt null condition, when ``guidance_scale`` > 1), then cached clean; the chunk loop is
+    the one :func:`~vidgen.generators.stream_loop.stream_chunks` over a :class:`ChunkStream`. ``prompts``:
     ``{chunk: (cond, negative)}`` switches the conditioning before that chunk, re-caching
     (:meth:`ChunkStream.recache`). ``callback(step, t, {"latents": x})`` after every step (``step`` counted over
     the whole stream) may return ``{"latents": x}`` to replace the chunk's latents, ``{"guidance_scale": s}`` for
@@ -273,35 +284,31 @@ def stream_latents(model: torch.nn.Module, cond: Optional[Conditioning], *, fram
     it was trained at (its step counts only, guidance 1). ``window_chunks``: attend fewer past chunks than the model
     keeps (:func:`stream_chunking`). ``prompt_switch="reset"`` starts a fresh cache at a switch instead of
     re-caching (the next chunk becomes the sink, as at a new video: the plain reset a re-cache is measured against).
-    Memory is flat in ``frames``."""
+    ``first_frames``: the video's first latent frames (B, C, k, h, w), whole chunks, committed clean and yielded as
+    given before the stream continues. ``progress`` wraps the chunks (a progress bar). Memory is flat in
+    ``frames``."""
     scheduler = scheduler or model.default_scheduler()
     spec, c, dev = model.config.distillation, model.config.chunk_frames, model.device
     grid = model.patch.grid((c, *hw))
     model.backbone.check_grid(grid)
+    check_first_frames(first_frames, frames, c)
     guidance = guidance or Guidance(guidance_scale)
     start = guidance.scale  # guidance runs (a doubled batch) when the stream starts with a scale other than 1
     both, drop, doubled = cfg_batch(cond, negative, batch, dev, start)
-    stream, step = ChunkStream(model, both, tuple(hw), drop, window_chunks), 0
+    switches = {}
+    for i, pair in (prompts or {}).items():
+        both_i, drop_i, doubled_i = cfg_batch(*pair, batch, dev, start)
+        switches[i] = ((both_i, drop_i), doubled_i)
 
-    def call(x, t, which, i):
-        return stream.predict(x, t)
+    def noise(n):
+        return torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
 
-    for i in range(-(-frames // c)):
-        if prompts and i in prompts:
-            both, drop, doubled = cfg_batch(*prompts[i], batch, dev, start)
-            if prompt_switch == "reset" and i:
-                stream = ChunkStream(model, both, tuple(hw), drop, window_chunks)
-            else:
-                stream.recache(both, drop)
-        n = min(c, frames - i * c)
-        x = torch.randn(batch, model.config.in_channels, n, *hw, generator=generator).to(dev)
-        timesteps = flow_timesteps(scheduler, num_inference_steps, spec, dev, None if i else start)
-        # the chunk's steps; an interrupt ends the stream once the chunk is finished
-        x, stop = denoise(call, x, timesteps, scheduler_step(scheduler, generator),
-                          Guider("batched", guidance, doubled=doubled), callback=callback, first_step=step,
-                          finish_on_interrupt=True)
-        step += len(timesteps)
-        stream.commit_later(torch.cat([x, x]) if doubled else x.clone())  # rides on the next chunk's first call
-        yield x
-        if stop:
-            return
+    def timesteps(first):
+        return flow_timesteps(scheduler, num_inference_steps, spec, dev, start if first else None)
+
+    given = None if first_frames is None else first_frames.to(dev)
+    yield from stream_chunks(ChunkStream(model, both, tuple(hw), drop, window_chunks), frames=frames,
+                             chunk_frames=c, noise=noise, timesteps=timesteps,
+                             step=scheduler_step(scheduler, generator), guidance=guidance, doubled=doubled,
+                             prompts=switches, prompt_switch=prompt_switch, callback=callback, first_frames=given,
+                             progress=progress)
