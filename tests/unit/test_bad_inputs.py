@@ -355,6 +355,33 @@ class Env:
                   **kwargs}
         return self.diffusers_pipe(prompt, generator=torch.Generator().manual_seed(0), **kwargs).frames
 
+    @cached_property
+    def wan_i2v(self):
+        """A tiny diffusers WanImageToVideoPipeline (CLIP image encoder) as a vidgen pipeline."""
+        from vidgen.pipelines import DiffusersVideoPipeline
+        from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
+        pipe = DiffusersVideoPipeline.from_native(tiny_native_pipeline("wan", pipeline_class="WanImageToVideoPipeline"))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @cached_property
+    def wan_v2v(self):
+        """A tiny diffusers WanVideoToVideoPipeline as a vidgen pipeline."""
+        from vidgen.pipelines import DiffusersVideoPipeline
+        from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
+        pipe = DiffusersVideoPipeline.from_native(tiny_native_pipeline("wan", pipeline_class="WanVideoToVideoPipeline"))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def run_conditioned(self, pipe: str, prompt="a fox", **kwargs):
+        """One step of the tiny image-to-video (``pipe="i2v"``) or video-to-video pipeline, 5 frames of 16x16."""
+        kwargs = {"height": 16, "width": 16, "num_inference_steps": 1, "output_type": "latent",
+                  "max_sequence_length": 8, **kwargs}
+        if pipe == "i2v":
+            kwargs = {"num_frames": 5, **kwargs}
+        target = self.wan_i2v if pipe == "i2v" else self.wan_v2v
+        return target(prompt, generator=torch.Generator().manual_seed(0), **kwargs).frames
+
     def broken_pipe(self, name: str, edit: Callable[[Path], None]) -> Path:
         path = self.path(name)
         shutil.copytree(self.pipe_folder, path)
@@ -418,6 +445,8 @@ SANITY: dict[str, Callable[[Env], Any]] = {
                          ResizeBaseline().decode(ResizeBaseline().encode(torch.ones(1, 3, 3, 8, 8)), 3, 8, 8)),
     "pipeline_folder": lambda env: type(load_pipeline(env.pipe_folder)).__name__,
     "diffusers_pipeline": lambda env: env.run_diffusers_pipe(),
+    "diffusers_i2v": lambda env: env.run_conditioned("i2v", image=_rgb(16)),
+    "diffusers_v2v": lambda env: env.run_conditioned("v2v", video=[_rgb(16, i) for i in range(5)], strength=1.0),
 }
 
 
@@ -430,6 +459,12 @@ class Case:
     error: type
     match: str  # regex: the input's name and the problem
     after: Callable[[Env], None] | None = None  # extra check once the error was raised
+
+
+def _rgb(size: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A random ``size`` x ``size`` PIL image (``mode``: RGB, or RGBA for the bad inputs)."""
+    data = (np.random.RandomState(seed).rand(size, size, 3) * 255).astype("uint8")
+    return Image.fromarray(data).convert(mode)
 
 
 def _nan(shape) -> torch.Tensor:
@@ -1199,13 +1234,6 @@ CASES: list[Case] = [
     Case("diffusers_pipeline/cache-config-unknown", "diffusers_pipeline",
          lambda env: env.diffusers_pipe.enable_cache("first-block"), InvalidInputError,
          r"enable_cache: Cache config <class 'str'> is not supported\. \(pass a config of diffusers\.hooks"),
-    Case("diffusers_pipeline/faster-cache-separate-guidance", "diffusers_pipeline",
-         lambda env: env.diffusers_pipe.enable_cache(_diffusers_hooks().FasterCacheConfig()), UnsupportedError,
-         r"enable_cache: FasterCacheConfig reuses the unconditional half of a batched \[uncond; cond\] model call; "
-         r"the WanPipeline family guides by separate passes"),
-    Case("diffusers_pipeline/mag-cache-calibration-over-a-cache", "diffusers_pipeline",
-         lambda env: _calibrate_over_a_cache(env.diffusers_pipe), InvalidInputError,
-         r"calibrate_mag_cache: a cache is on; pipe\.disable_cache\(\) first"),
     Case("pipeline/student-not-distilled", "pipeline", lambda env: env.pipe.with_student(env.pipe.transformer),
          InvalidInputError, r"student: not a distilled FlowVideoTransformer"),
     Case("distill/masked-teacher", "config", lambda env: _distill_teacher(env, "masked"), ConfigError,
@@ -1378,6 +1406,64 @@ CASES: list[Case] = [
     Case("diffusers/window-layers", "diffusers_pipeline",
          lambda env: window_attention(env.diffusers_pipe.transformer, (1, 3, 3), layers=[5]), InvalidInputError,
          r"layers: \[5\] are not block indices of this WanTransformer3DModel \(0..1\)"),
+    # --------------------------------------------------------------------------- conditioned calls (image=, video=)
+    Case("conditioned/image-channels", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=np.zeros((16, 16, 4))), InvalidInputError,
+         r"image: 4 channels \(shape \(16, 16, 4\)\); the pipeline takes RGB images with 3 channels"),
+    Case("conditioned/image-rgba", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=_rgb(16, mode="RGBA")), InvalidInputError,
+         r"image: a PIL image in mode 'RGBA'; the pipeline takes RGB images \(pass image.convert\('RGB'\)\)"),
+    Case("conditioned/image-is-a-video", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=np.zeros((5, 16, 16, 3))), InvalidInputError,
+         r"image: an array / tensor of shape \(5, 16, 16, 3\); one image is \(H, W, 3\).*for a video pass video="),
+    Case("conditioned/image-empty", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=torch.zeros(3, 0, 16)), InvalidInputError,
+         r"image: an empty image \(shape \(3, 0, 16\)\)"),
+    Case("conditioned/image-missing", "diffusers_i2v", lambda env: env.run_conditioned("i2v"), InvalidInputError,
+         r"image: WanImageToVideoPipeline samples from an image; pass image="),
+    Case("conditioned/last-image-without-image", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", last_image=_rgb(16)), InvalidInputError,
+         r"last_image: given without image; a first-last-frame call needs both"),
+    Case("conditioned/frames-not-whole-latent-frames", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=_rgb(16), num_frames=7), InvalidInputError,
+         r"num_frames=7: WanImageToVideoPipeline encodes its condition in whole latent frames; pass 1 \+ a multiple "
+         r"of 4 \(e.g. 5\)"),
+    Case("conditioned/size-not-whole-patches", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=_rgb(16), height=24), InvalidInputError,
+         r"height=24, width=16: WanImageToVideoPipeline needs multiples of \(16, 16\)"),
+    Case("conditioned/strength-on-image-to-video", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=_rgb(16), strength=0.5), UnsupportedError,
+         r"strength: WanImageToVideoPipeline \(the folder's class\) does not take it; load a folder of "
+         r"WanVideoToVideoPipeline"),
+    Case("conditioned/strength-zero", "diffusers_v2v",
+         lambda env: env.run_conditioned("v2v", video=[_rgb(16)] * 5, strength=0), InvalidInputError,
+         r"strength must be a number in \(0, 1\] .*got 0"),
+    Case("conditioned/strength-above-one", "diffusers_v2v",
+         lambda env: env.run_conditioned("v2v", video=[_rgb(16)] * 5, strength=1.5), InvalidInputError,
+         r"strength must be a number in \(0, 1\] .*got 1.5"),
+    Case("conditioned/strength-leaves-no-step", "diffusers_v2v",
+         lambda env: env.run_conditioned("v2v", video=[_rgb(16)] * 5, strength=0.5), InvalidInputError,
+         r"strength=0.5: with num_inference_steps=1 no step is left"),
+    Case("conditioned/video-missing", "diffusers_v2v", lambda env: env.run_conditioned("v2v"), InvalidInputError,
+         r"video: WanVideoToVideoPipeline samples from a video; pass video="),
+    Case("conditioned/video-frame-count", "diffusers_v2v",
+         lambda env: env.run_conditioned("v2v", video=[_rgb(16)] * 5, num_frames=9), InvalidInputError,
+         r"num_frames=9: WanVideoToVideoPipeline samples as many frames as the video \(5\); leave num_frames out"),
+    Case("conditioned/video-mixed-sizes", "diffusers_v2v",
+         lambda env: env.run_conditioned("v2v", video=[_rgb(16)] * 4 + [_rgb(8)]), InvalidInputError,
+         r"video: frames of different sizes \[\(8, 8\), \(16, 16\)\]; resize them to one size"),
+    Case("conditioned/image-on-text-to-video-folder", "diffusers_pipeline",
+         lambda env: env.run_diffusers_pipe(image=_rgb(16)), UnsupportedError,
+         r"image: WanPipeline \(the folder's class\) does not take it; load a folder of WanImageToVideoPipeline"),
+    Case("conditioned/video-on-text-to-video-folder", "diffusers_pipeline",
+         lambda env: env.run_diffusers_pipe(video=[_rgb(16)] * 5), UnsupportedError,
+         r"video: WanPipeline \(the folder's class\) does not take it; load a folder of WanVideoToVideoPipeline"),
+    Case("conditioned/image-on-vidgen-pipeline", "pipeline", lambda env: env.run_pipe("a fox", image=_rgb(16)),
+         UnsupportedError, r"image: FlowVideoPipeline samples from text only \(vidgen's own generators take no image "
+                           r"or video.*load_pipeline"),
+    Case("conditioned/video-on-shipped-pipeline", "pipeline_folder",
+         lambda env: load_pipeline("pretrained/shapes-masked")("a red circle", video=[_rgb(16)] * 5, strength=0.5),
+         UnsupportedError, r"video, strength: MaskedVideoPipeline samples from text only"),
     # --------------------------------------------------------------------------- sequence parallelism (vidgen.parallel)
     Case("parallel/sp-size-without-launch", "pipeline", lambda env: env.run_pipe(sp_size=2), ConfigError,
          r"sp_size=2 needs a distributed launch \(accelerate launch or torchrun"),
@@ -1409,20 +1495,6 @@ CASES: list[Case] = [
          lambda env: enable_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
          r"WanTransformer3DModel has no vidgen video transformer backbone whose attention can be split"),
 ]
-
-
-def _diffusers_hooks():
-    import diffusers.hooks
-    return diffusers.hooks
-
-
-def _calibrate_over_a_cache(pipe):
-    from vidgen.pipelines.cache_configs import calibrate_mag_cache
-    pipe.enable_cache(_diffusers_hooks().FirstBlockCacheConfig(threshold=0.1))
-    try:
-        calibrate_mag_cache(pipe, "a fox", num_inference_steps=1)
-    finally:
-        pipe.disable_cache()
 
 
 def _diffusers_parallel():

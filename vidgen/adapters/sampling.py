@@ -8,7 +8,9 @@ step as the family's diffusers pipeline samples; what differs between families i
   ``[negative; prompt]``, in fp32;
 - the scheduler step (``family.step``: its step options, a multistep scheduler's carried estimate);
 - a second transformer where the family switches over (``Family.second_transformer_at``), with its own guidance
-  scale (``model_2``).
+  scale (``model_2``);
+- a conditioned call's start (``prepared``, a ``PreparedCondition`` from ``Family.prepare_condition``): its
+  starting state, extra model inputs, schedule, per-step clamp and finish.
 
 The state keeps the dtype the family's pipeline gives it (``family.state_dtype``), so bf16 sampling rounds as
 diffusers' does. Training (:func:`training_loss`): flow matching for flow families (``x_s = (1 - s) x0 + s eps``,
@@ -23,7 +25,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from vidgen.errors import InvalidInputError
+from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.base import check_positive_int, per_sample_mean
 from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow_sampler import Guider, denoise, model_input
@@ -70,7 +72,7 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
                    latents: Optional[torch.Tensor] = None, callback: Optional[Callable] = None,
                    progress: Optional[Callable] = None, model_2=None, pipeline_config: Optional[dict] = None,
                    guidance_scale_2: Optional[float] = None, model_kwargs: Optional[dict] = None,
-                   guidance: Optional[Guidance] = None, **settings) -> torch.Tensor:
+                   guidance: Optional[Guidance] = None, prepared=None, **settings) -> torch.Tensor:
     """Normalized latents (B, C, t, h, w) for a latent ``grid`` with the family's sampling (module docstring).
 
     ``config`` (a :class:`~vidgen.generators.FlowSamplingConfig`) with ``settings`` applied gives the steps and the
@@ -79,7 +81,8 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
     pipeline's second transformer and its scale, used where the family switches over
     (``Family.second_transformer_at``, from the pipeline's config entries ``pipeline_config``). ``callback(i, t, {"latents": ...})`` may return new
     ``"latents"``, a ``"guidance_scale"`` or ``"interrupt": True``. ``guidance``: the run's
-    :class:`~vidgen.generators.sampling.Guidance` (a pipeline's), else one at ``config.guidance_scale``."""
+    :class:`~vidgen.generators.sampling.Guidance` (a pipeline's), else one at ``config.guidance_scale``.
+    ``prepared``: a conditioned call's start (``Family.prepare_condition``), in place of ``latents`` and noise."""
     from vidgen.generators.flow import FlowSamplingConfig, check_latents_input
     config = FlowSamplingConfig.resolve(config, settings)
     if scheduler is None:
@@ -88,18 +91,24 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
     check_scheduler(model, scheduler)
     model.check_grid(tuple(grid))
     dev = model.device
-    shape = (batch, model.in_channels, *grid)
+    shape = (batch, model.latent_channels, *grid)
     if latents is not None:
         check_latents_input(model, latents, shape)
     state = model.family.state_dtype(cond)
-    latents = (model.noise(shape, generator, dev, state) if latents is None else latents).to(dev, state)
-    timesteps = set_timesteps(model, scheduler, config.num_inference_steps, grid, dev)
-    latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+    if prepared is None:  # text-to-video: the family's noise, scaled as its scheduler starts
+        latents = (model.noise(shape, generator, dev, state) if latents is None else latents).to(dev, state)
+        timesteps = set_timesteps(model, scheduler, config.num_inference_steps, grid, dev)
+        latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+    else:  # a conditioned call: the start as the family's pipeline class builds it (noise drawn, scaled, noised)
+        latents = prepared.latents.to(dev, state)
+        timesteps = prepared.timesteps if prepared.timesteps is not None else set_timesteps(
+            model, scheduler, config.num_inference_steps, grid, dev)
     if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(0)
+        scheduler.set_begin_index(prepared.first_index if prepared is not None else 0)
     # the guidance (one pass per condition, or one batched pass, as the family's pipeline guides) and the second
     # transformer where the family switches over, with its own scale
     guidance, options = Guidance.of(guidance, config), dict(model_kwargs or {})
+    options.update(prepared.model_kwargs if prepared is not None else {})
 
     def low(t) -> bool:
         return model.family.second_transformer_at(t, scheduler, pipeline_config or {})
@@ -130,15 +139,20 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
 
     reset_cache(model, *([model_2] if model_2 is not None else []))
     latents, _ = denoise(call, latents, timesteps, step, guider, scale_input=model_input(scheduler),
-                         callback=callback, progress=progress)
-    return latents
+                         clamp=prepared.clamp if prepared is not None else None, callback=callback, progress=progress)
+    return latents if prepared is None or prepared.finish is None else prepared.finish(latents)
 
 
 def training_loss(model, x0: torch.Tensor, cond: Optional[Conditioning], generator=None) -> tuple[torch.Tensor, dict]:
     """The family's denoising loss on normalized latents ``x0`` (B, C, t, h, w), with per-sample randomness from
     ``generator`` (the same numbers whatever the split over processes)."""
-    if x0.dim() != 5 or x0.shape[1] != model.in_channels:
-        raise InvalidInputError(f"x0 must be (B, {model.in_channels}, t, h, w) latents, got {tuple(x0.shape)}")
+    if model.in_channels != model.latent_channels:
+        extra = model.in_channels - model.latent_channels
+        raise UnsupportedError(f"training: {type(model.model).__name__} reads {extra} condition channels besides its "
+                               "latents (an image-to-video transformer); fine-tuning trains text-to-video "
+                               "transformers only")
+    if x0.dim() != 5 or x0.shape[1] != model.latent_channels:
+        raise InvalidInputError(f"x0 must be (B, {model.latent_channels}, t, h, w) latents, got {tuple(x0.shape)}")
     b, dev = x0.shape[0], x0.device
     r = rows(generator)
     noise = r.randn(*x0.shape).to(dev, x0.dtype)

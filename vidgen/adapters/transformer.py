@@ -58,7 +58,13 @@ class DiffusersVideoTransformer(nn.Module):
 
     @property
     def in_channels(self) -> int:
+        """The transformer's input channels: the latents', plus a conditioned model's condition channels."""
         return int(self.model.config.in_channels)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latents it samples and predicts (the VAE's; ``Family.latent_channels``)."""
+        return self.family.latent_channels(self.model)
 
     @property
     def prediction_type(self) -> str:
@@ -102,9 +108,9 @@ class DiffusersVideoTransformer(nn.Module):
             raise InvalidInputError(f"tokenizer: {type(self.model).__name__} works on continuous latents and needs "
                                     f"a vidgen.tokenizers.DiffusersVideoVAE, got {type(tokenizer).__name__}")
         channels = getattr(tokenizer, "latent_channels", None) or tokenizer.config.get("latent_channels")
-        if channels != self.in_channels:
-            raise InvalidInputError(f"tokenizer: {channels} latent channels, but {type(self.model).__name__} takes "
-                                    f"in_channels={self.in_channels}")
+        if channels != self.latent_channels:
+            raise InvalidInputError(f"tokenizer: {channels} latent channels, but {type(self.model).__name__} samples "
+                                    f"{self.latent_channels} (out_channels)")
 
     @torch.no_grad()
     def encode_videos(self, tokenizer, video: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ attention, LoRA and fine-tuning) calls these methods and holds no family names.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
@@ -70,6 +71,36 @@ class UnmaskedTextEncoder(torch.nn.Module):
 
 
 @dataclass(frozen=True)
+class ConditionedPipeline:
+    """One diffusers pipeline class of a family that samples from a condition (an image, first and last frames, a
+    video), declared in ``Family.conditioned`` under its class name. The class is loaded, sampled and saved as the
+    family's text-to-video class is; the family's :meth:`Family.prepare_condition` turns the call's condition into
+    the sampler's start. ``None`` fields are the family's own (its text-to-video class's)."""
+
+    inputs: tuple  # the call's condition arguments it takes, the required one first: ("image", "last_image")
+    components: Optional[tuple] = None  # pipeline components beyond the standard five (all of them, not added)
+    config_keys: Optional[tuple] = None  # pipeline config entries passed to its class
+    call_options: Optional[tuple] = None  # the family's call options this class takes
+    sampling_defaults: Optional[dict] = None  # its __call__'s num_inference_steps, guidance_scale
+    default_size: Optional[tuple] = None  # its __call__'s (num_frames, height, width)
+    input_defaults: dict = field(default_factory=dict)  # its __call__'s defaults of inputs: {"strength": 0.8}
+    frames_from_input: bool = False  # the frame count is the input video's (its __call__ has no num_frames)
+
+
+@dataclass
+class PreparedCondition:
+    """What :meth:`Family.prepare_condition` gives the sampler (:func:`~vidgen.adapters.sampling.sample_latents`)
+    for one conditioned call (or one video of a generator list), drawn in the family's pipeline's order."""
+
+    latents: torch.Tensor  # the starting state (B, C, t, h, w), vidgen's layout, as the pipeline starts its loop
+    model_kwargs: dict = field(default_factory=dict)  # extra Family.forward keyword arguments at every model call
+    timesteps: Optional[torch.Tensor] = None  # the schedule to sample (a video-to-video start), else the family's
+    first_index: int = 0  # the scheduler's begin index for ``timesteps``
+    clamp: Optional[Callable] = None  # x -> x after every step (given frames kept exactly)
+    finish: Optional[Callable] = None  # x -> x after the last step, before decoding
+
+
+@dataclass(frozen=True)
 class Family:
     """One diffusers model family (see the module docstring). Data fields, then the methods a family overrides."""
 
@@ -95,6 +126,7 @@ class Family:
     lora_target_modules: tuple = DEFAULT_TARGET_MODULES
     refused: dict = field(default_factory=dict)  # vidgen feature -> why this family cannot serve it
     window_processor: Optional[type] = None  # a WindowProcessor subclass for its blocks' attn1, if windows work
+    conditioned: dict = field(default_factory=dict)  # diffusers class name -> ConditionedPipeline it also loads
 
     # ------------------------------------------------------------------ refusals
     def refuse(self, feature: str) -> None:
@@ -110,17 +142,37 @@ class Family:
             raise UnsupportedError(f"{', '.join(bad)}: not available for the {self.pipeline} family (options of "
                                    f"other families' pipelines; this one takes {list(self.call_options) or 'none'})")
 
-    def check_components(self, given: dict) -> None:
-        """Refuse extra pipeline components (given, not None) the family's pipeline has no place for."""
-        bad = sorted(k for k, v in given.items() if v is not None and k not in self.components)
+    def check_components(self, given: dict, pipeline_class: Optional[str] = None) -> None:
+        """Refuse extra pipeline components (given, not None) the family's pipeline (``pipeline_class``, default
+        its text-to-video one) has no place for."""
+        name = pipeline_class or self.pipeline
+        allowed = self.pipeline_class(name).components
+        bad = sorted(k for k, v in given.items() if v is not None and k not in allowed)
         if bad:
-            raise ConfigError(f"{', '.join(bad)}: the {self.pipeline} family has no such component (it takes "
-                              f"{list(self.components) or 'none beyond the standard ones'})")
+            where = "" if name == self.pipeline else f" in {name}"
+            raise ConfigError(f"{', '.join(bad)}: the {self.pipeline} family has no such component{where} (it takes "
+                              f"{list(allowed) or 'none beyond the standard ones'})")
+
+    def pipeline_class(self, name: str) -> ConditionedPipeline:
+        """The complete description of the family's diffusers pipeline class ``name``: its text-to-video class
+        (no condition inputs) or one of :attr:`conditioned`, with the family's values where that leaves them out."""
+        if name != self.pipeline and name not in self.conditioned:
+            raise ConfigError(f"{name}: not a pipeline class of the {self.pipeline} family (it has "
+                              f"{[self.pipeline, *self.conditioned]})")
+        spec = self.conditioned.get(name) or ConditionedPipeline(inputs=())
+        own = dict(components=self.components, config_keys=self.config_keys, call_options=self.call_options,
+                   sampling_defaults=self.sampling_defaults, default_size=self.default_size)
+        return dataclasses.replace(spec, **{k: v for k, v in own.items() if getattr(spec, k) is None})
 
     # ------------------------------------------------------------------ the model
     def max_text_tokens_of(self, model) -> int:
         """The prompt length for ``model`` (a family whose transformer fixes it reads its config)."""
         return self.max_text_tokens
+
+    def latent_channels(self, model) -> int:
+        """Channels of the sampled latents (the VAE's): the transformer's ``out_channels``; its ``in_channels`` can
+        be more (an image-to-video transformer also reads the condition's channels)."""
+        return int(model.config.get("out_channels") or model.config.in_channels)
 
     def model_options(self, pipeline_config=None, vae=None) -> dict:
         """Keyword options of :meth:`forward` fixed by the pipeline's config and VAE (a ``DiffusersVideoVAE``)."""
@@ -144,6 +196,23 @@ class Family:
         raise UnsupportedError(f"{self.name}: a VAE-only family has no transformer vidgen can call")
 
     # ------------------------------------------------------------------ sampling
+    def prepare_condition(self, native, call, *, grid, batch: int, generator, device, scheduler, steps: int,
+                          latents: Optional[torch.Tensor] = None) -> PreparedCondition:
+        """The hook of a conditioned call (``image=`` / ``last_image=`` / ``video=`` and ``strength=``) on one of
+        the family's :attr:`conditioned` classes: the start of sampling as that class's ``__call__`` builds it, for
+        ``batch`` videos of the latent ``grid`` (t, h, w; with :meth:`latent_padding`) sampled at once with
+        ``generator`` (each video of a generator list on its own, so a seed gives diffusers' numbers).
+
+        ``native``: the loaded class over the pipeline's components (its own ``video_processor``, ``encode_image``,
+        ``prepare_latents``, ... give exact parity); ``call``: the checked call (``call.image``, ``call.last_image``,
+        ``call.video``, ``call.strength``, ``call.num_frames`` / ``height`` / ``width``); ``scheduler`` / ``steps``:
+        the sampling scheduler and step count, for a start that truncates the schedule; ``latents``: the call's
+        ``latents=`` (vidgen's layout), used as the class uses them. Returns a :class:`PreparedCondition`: the start
+        (noise drawn, condition blended or noised), extra :meth:`forward` inputs (condition channels, image
+        embeddings, a first-frame mask), the schedule, a per-step ``clamp`` and a ``finish``. A family without
+        conditioned classes never gets here: the pipeline refuses the call by name first."""
+        raise UnsupportedError(f"{self.name}: the {self.pipeline} family has no conditioned pipeline class")
+
     def sampling_settings(self, config, options: dict) -> tuple:
         """``(config, model_kwargs)`` for one pipeline call: the sampling config whose ``guidance_scale`` is the
         classifier-free scale, and :meth:`forward` options taken from the call's ``options``."""
@@ -240,6 +309,13 @@ class Family:
         MiniLM tokenizer, standing in for the family's), seeded with ``seed`` (the caller restores the global
         random state)."""
         raise InvalidInputError(f"{self.name}: no tiny test pipeline for this family")
+
+    def tiny_conditioned_components(self, pipeline_class: str, tokenizer, seed: int = 0,
+                                    variant: Optional[str] = None) -> dict:
+        """As :meth:`tiny_components`, for one of the family's :attr:`conditioned` classes (keyword arguments of
+        that class: components and config entries); ``variant``: one of the class's model variants the family
+        names."""
+        raise InvalidInputError(f"{self.name}: no tiny {pipeline_class} for this family")
 
 
 def encode_prompt_with_masks(family, native, prompt, negative_prompt=None, *, guidance: bool,

@@ -1,11 +1,21 @@
 """Wan 2.1 / 2.2 (``WanPipeline``): latents ``(B, C, t, h, w)`` as vidgen's, one pass per condition under guidance,
 T5 states without a mask, Wan 2.2's second transformer (``transformer_2`` below ``boundary_ratio`` of the noise
-scale, with ``guidance_scale_2``) and TI2V's per-token timesteps (``expand_timesteps``)."""
+scale, with ``guidance_scale_2``) and TI2V's per-token timesteps (``expand_timesteps``).
+
+Conditioned classes: ``WanImageToVideoPipeline`` (``image=``, and ``last_image=`` for first-last-frame models): Wan
+2.1's CLIP image embeddings where the transformer reads them (``image_dim``), the image's latents and a frame mask as
+extra input channels, or, with ``expand_timesteps`` (Wan 2.2 TI2V), the first latent frame replaced by the image's
+with timestep 0 on its tokens; ``WanVideoToVideoPipeline`` (``video=``, ``strength=``): the video's latents noised
+to the first timestep of a truncated schedule."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
-from vidgen.families.base import TINY_TEXT_DIM, Family, VaeSpec, WindowProcessor, patch_size_of, tiny_t5
+from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.families.base import (TINY_TEXT_DIM, ConditionedPipeline, Family, PreparedCondition, VaeSpec,
+                                 WindowProcessor, patch_size_of, tiny_t5)
 
 
 def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -39,14 +49,65 @@ class WanFamily(Family):
     def model_options(self, pipeline_config=None, vae=None) -> dict:
         return {"expand_timesteps": bool((pipeline_config or {}).get("expand_timesteps"))}
 
-    def forward(self, gen, latents, timestep, cond, expand_timesteps: bool = False, **kwargs) -> torch.Tensor:
+    def forward(self, gen, latents, timestep, cond, expand_timesteps: bool = False, condition=None,
+                image_embeds=None, first_frame_mask=None, **kwargs) -> torch.Tensor:
+        """``condition`` / ``image_embeds`` / ``first_frame_mask``: an image-to-video call's (prepare_condition)."""
+        pt, ph, pw = patch_size_of(gen.model)
+        if first_frame_mask is not None:  # Wan 2.2 TI2V image-to-video: frame 0 is the image's, at timestep 0
+            m = first_frame_mask
+            latents = (1 - m) * condition + m * latents
+            timestep = (m[0, 0][:, ::ph, ::pw] * timestep[0]).flatten()[None].expand(latents.shape[0], -1)
+        elif condition is not None:  # the image's latents and frame mask as extra input channels
+            latents = torch.cat([latents, condition.to(latents.dtype)], dim=1)
         x, text = self.inputs(gen, latents, cond)
-        if expand_timesteps:  # Wan 2.2 TI2V: one timestep per token
+        if expand_timesteps and first_frame_mask is None:  # Wan 2.2 TI2V: one timestep per token
             b, _, t, h, w = x.shape
-            pt, ph, pw = patch_size_of(gen.model)
             timestep = timestep[:, None].expand(b, (t // pt) * (h // ph) * (w // pw))
+        if image_embeds is not None:
+            kwargs["encoder_hidden_states_image"] = image_embeds
         return gen.model(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False,
                          **kwargs)[0]
+
+    def prepare_condition(self, native, call, *, grid, batch, generator, device, scheduler, steps,
+                          latents=None) -> PreparedCondition:
+        """As ``WanImageToVideoPipeline`` / ``WanVideoToVideoPipeline`` build their start, with their own methods."""
+        if call.video is not None:
+            return self._video_start(native, call, batch, generator, device, scheduler, steps, latents)
+        nf, h, w = call.num_frames, call.height, call.width
+        embeds = None
+        if native.transformer.config.get("image_dim") is not None:  # Wan 2.1: CLIP image embeddings
+            if native.image_encoder is None or native.image_processor is None:
+                raise ConfigError("image_encoder: this transformer reads CLIP image embeddings (its config has "
+                                  "image_dim), but the folder has no image_encoder / image_processor; load the "
+                                  "complete WanImageToVideoPipeline folder")
+            images = call.image if call.last_image is None else [call.image, call.last_image]
+            embeds = native.encode_image(images, device).repeat(batch, 1, 1).to(native.transformer.dtype)
+        image = native.video_processor.preprocess(call.image, height=h, width=w).to(device, torch.float32)
+        last = None if call.last_image is None else native.video_processor.preprocess(
+            call.last_image, height=h, width=w).to(device, torch.float32)
+        out = native.prepare_latents(image, batch, native.vae.config.z_dim, h, w, nf, torch.float32, device,
+                                     generator, latents, last)
+        if native.config.get("expand_timesteps"):
+            noise, condition, mask = out
+            return PreparedCondition(noise, {"condition": condition, "first_frame_mask": mask},
+                                     finish=lambda x: (1 - mask) * condition + mask * x)
+        noise, condition = out
+        return PreparedCondition(noise, {"condition": condition, "image_embeds": embeds})
+
+    def _video_start(self, native, call, batch, generator, device, scheduler, steps, latents) -> PreparedCondition:
+        from diffusers.pipelines.wan.pipeline_wan_video2video import retrieve_timesteps
+        timesteps, steps = retrieve_timesteps(scheduler, steps, device)
+        timesteps, kept = native.get_timesteps(steps, timesteps, call.strength, device)
+        if not len(timesteps):
+            raise InvalidInputError(f"strength={call.strength}: with num_inference_steps={steps} no step is left "
+                                    f"(int(steps * strength) = 0); raise strength or num_inference_steps")
+        first = (steps - kept) * scheduler.order
+        if latents is None:  # noised to the first timestep before the sampler sets the begin index
+            video = native.video_processor.preprocess_video(call.video, height=call.height, width=call.width)
+            latents = native.prepare_latents(video.to(device, torch.float32), batch,
+                                             self.latent_channels(native.transformer), call.height, call.width,
+                                             torch.float32, device, generator, None, timesteps[:1].repeat(batch))
+        return PreparedCondition(latents, timesteps=timesteps, first_index=first)
 
     def tiny_components(self, tokenizer, seed: int = 0) -> dict:
         import diffusers as d
@@ -61,6 +122,38 @@ class WanFamily(Family):
         scheduler = d.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
         return dict(vae=vae.eval(), transformer=transformer.eval(), scheduler=scheduler, text_encoder=text_encoder,
                     tokenizer=tokenizer)
+
+    def tiny_conditioned_components(self, pipeline_class: str, tokenizer, seed: int = 0,
+                                    variant: Optional[str] = None) -> dict:
+        """Tiny ``WanImageToVideoPipeline`` components: ``variant`` None (Wan 2.1, CLIP image encoder),
+        ``"first_last"`` (Wan 2.1 FLF2V), ``"two_transformers"`` (Wan 2.2 A14B: no CLIP, ``boundary_ratio``),
+        ``"expand_timesteps"`` (Wan 2.2 TI2V); ``WanVideoToVideoPipeline``: the text-to-video ones."""
+        import diffusers as d
+        parts = self.tiny_components(tokenizer, seed)
+        if pipeline_class == "WanVideoToVideoPipeline":
+            return parts
+        size = dict(parts["transformer"].config)
+        size = {k: size[k] for k in ("patch_size", "num_attention_heads", "attention_head_dim", "out_channels",
+                                     "text_dim", "freq_dim", "ffn_dim", "num_layers", "cross_attn_norm", "qk_norm",
+                                     "rope_max_seq_len")}
+        if variant == "expand_timesteps":
+            return {**parts, "expand_timesteps": True}
+        torch.manual_seed(seed)
+        clip = variant in (None, "first_last")
+        image = dict(image_dim=4, pos_embed_seq_len=10 if variant == "first_last" else None) if clip else {}
+        parts["transformer"] = d.WanTransformer3DModel(in_channels=36, **image, **size).eval()
+        if variant == "two_transformers":
+            torch.manual_seed(seed + 1)
+            parts["transformer_2"] = d.WanTransformer3DModel(in_channels=36, **size).eval()
+            return {**parts, "boundary_ratio": 0.9}
+        if clip:  # 8x8 CLIP images in 4x4 patches: 5 tokens (FLF: 2 x 5, pos_embed_seq_len)
+            from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+            torch.manual_seed(seed)
+            parts["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(
+                hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=8,
+                intermediate_size=16, patch_size=4)).eval()
+            parts["image_processor"] = CLIPImageProcessor(crop_size=8, size=8)
+        return parts
 
 
 FAMILY = WanFamily(
@@ -78,4 +171,11 @@ FAMILY = WanFamily(
     tiny_size=(9, 32, 32),
     components=("transformer_2",), config_keys=("boundary_ratio", "expand_timesteps"),
     call_options=("guidance_scale_2",), window_processor=WanWindowProcessor,
+    conditioned={
+        "WanImageToVideoPipeline": ConditionedPipeline(
+            inputs=("image", "last_image"), components=("transformer_2", "image_encoder", "image_processor")),
+        "WanVideoToVideoPipeline": ConditionedPipeline(
+            inputs=("video", "strength"), components=(), config_keys=(), call_options=(),
+            input_defaults={"strength": 0.8}, frames_from_input=True),
+    },
 )

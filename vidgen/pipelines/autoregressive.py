@@ -93,7 +93,8 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  temperature: float = UNSET, top_k: Optional[int] = UNSET,
                  top_p: Optional[float] = UNSET, use_cache: bool = True,
-                 context_frames: Optional[int] = None, sp_size: int = 1):
+                 context_frames: Optional[int] = None, image=None, last_image=None, video=None, strength=None,
+                 sp_size: int = 1):
         """``callback_on_step_end(pipe, i, i, {"latents": ids so far})`` is called once per latent frame; returning
         ``{"latents": new_ids}`` replaces the ids so far and generation continues from them. A ``prompt`` dict
         ``{frame_index: prompt}``: made in chunks, each given the last ``context_frames`` latent frames before it
@@ -107,6 +108,7 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
             conditioning_frames=conditioning_frames, output_type=output_type, return_dict=return_dict,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, use_cache=use_cache,
+            image=image, last_image=last_image, video=video, strength=strength,
             sp_size=sp_size, settings=dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
                                            top_p=top_p, context_frames=context_frames)))
 

@@ -22,6 +22,7 @@ from vidgen.generators.sampling import Guidance
 from vidgen.generators.sampling_config import UNSET, SamplingConfig
 from vidgen.parallel import check_sp_size
 from vidgen.pipelines.call import VideoCall
+from vidgen.pipelines.conditions import refuse_conditions
 from vidgen.pipelines.inputs import PipelineInputsMixin
 from vidgen.pipelines.pretrained import PretrainedMixin
 from vidgen.pipelines.long_video import LongVideoMixin
@@ -180,11 +181,19 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
 
     def _settings(self, call: VideoCall) -> tuple[SamplingConfig, VideoCall]:
         """:attr:`sampling_config` with the call's settings applied (``context_frames=None``: the folder's), and
-        the call as the recipe goes on with it."""
+        the call as the recipe goes on with it (its condition inputs checked first: :meth:`_check_conditions`)."""
+        self._check_conditions(call)
         given = {k: v for k, v in call.settings.items() if k in self.sampling_config_class.settings()}
         if given.get("context_frames", UNSET) is None:
             given["context_frames"] = UNSET
         return self.sampling_config.replace(**given), call
+
+    def _check_conditions(self, call: VideoCall) -> None:
+        """The call's condition inputs (``image=``, ``last_image=``, ``video=``, ``strength=``;
+        :mod:`.conditions`): vidgen's own generators have no such path and refuse them by name."""
+        refuse_conditions(call, type(self).__name__, "vidgen's own generators take no image or video; given latent "
+                          "frames go in conditioning_frames=, and image-to-video / video-to-video run on a diffusers "
+                          "folder of such a pipeline class, loaded with load_pipeline")
 
     def _encode_prompts(self, call: VideoCall, config: SamplingConfig, batch: int):
         """-> (batch size, cond, negative cond) for the call's prompts, class labels or embeddings (``batch``: the

@@ -3,11 +3,12 @@ from its arguments and hands it to the recipe (:meth:`~vidgen.pipelines.VideoPip
 top to bottom; nothing downstream changes it (a step that needs a different value makes a new one with
 :func:`dataclasses.replace`).
 
-The classes nest as the pipelines' arguments do: :class:`VideoCall` holds what every pipeline takes, :class:`
-TextToVideoCall` adds starting latents, prompt embeddings and decode chunking, :class:`ConditionedCall` the class
-labels, conditioning frames and story context of vidgen's own generators. ``settings`` holds the sampling settings
-the call gave (:data:`~vidgen.generators.sampling_config.UNSET` where it left one to the folder's
-``sampling_config``); each pipeline names its own in its ``__call__``.
+The classes nest as the pipelines' arguments do: :class:`VideoCall` holds what every pipeline takes (the condition
+inputs ``image`` / ``last_image`` / ``video`` / ``strength`` too, refused by name where a pipeline has no such
+path), :class:`TextToVideoCall` adds starting latents, prompt embeddings and decode chunking,
+:class:`ConditionedCall` the class labels, conditioning frames and story context of vidgen's own generators.
+``settings`` holds the sampling settings the call gave (:data:`~vidgen.generators.sampling_config.UNSET` where it
+left one to the folder's ``sampling_config``); each pipeline names its own in its ``__call__``.
 """
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ class VideoCall:
     callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",)
     sp_size: int = 1
     settings: Mapping[str, Any] = field(default_factory=dict)  # the sampling settings given (UNSET: the folder's)
+    # the condition inputs, with diffusers' names (vidgen.pipelines.conditions): taken by the conditioned classes of
+    # a diffusers family (DiffusersCall), refused by name elsewhere
+    image: Any = None  # the first frame: a PIL image, (H, W, 3) array in [0, 1] or (3, H, W) tensor, kept raw
+    last_image: Any = None  # the last frame (first-last-frame models), as image
+    video: Any = None  # the video to start from: a list of frames, (F, H, W, 3) array or (F, 3, H, W) tensor
+    strength: Optional[float] = None  # video-to-video: the share of the schedule sampled, in (0, 1]
 
     def __post_init__(self):
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))

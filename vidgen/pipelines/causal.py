@@ -68,7 +68,8 @@ class CausalVideoPipeline(VideoPipelineBase):
                  num_inference_steps: int = UNSET, guidance_scale: float = UNSET, window_chunks: Optional[int] = UNSET,
                  prompt_switch: str = UNSET, num_videos_per_prompt: int = 1, generator=None, output_type: str = "np", return_dict: bool = True,
                  callback_on_step_end: Optional[Callable] = None,
-                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), sp_size: int = 1):
+                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), image=None, last_image=None,
+                 video=None, strength=None, sp_size: int = 1):
         """``prompt``: a string, a list (one video each), or a schedule ``{frame_index: prompt}``. ``window_chunks``:
         attend fewer past chunks than the model keeps (faster; more is refused). ``prompt_switch``: at a
         scheduled prompt, ``"recache"`` the kept chunks under it (default) or ``"reset"`` the cache.
@@ -79,7 +80,8 @@ class CausalVideoPipeline(VideoPipelineBase):
             prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
             num_videos_per_prompt=num_videos_per_prompt, generator=generator, output_type=output_type,
             return_dict=return_dict, callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, sp_size=sp_size,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, image=image, last_image=last_image,
+            video=video, strength=strength, sp_size=sp_size,
             settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           window_chunks=window_chunks, prompt_switch=prompt_switch)))
 

@@ -10,15 +10,16 @@ Its parts are the folder's own: the transformer (``pipe.transformer``, the diffu
 trains it through :attr:`flow_generator`, a :class:`~vidgen.generators.DiffusersVideoTransformer`), the VAE (used
 through :class:`~vidgen.tokenizers.DiffusersVideoVAE`, so any frame count is exact), the text encoder(s),
 tokenizer(s) and scheduler. Sampling follows the family's diffusers pipeline step for step
-(:mod:`vidgen.adapters.sampling`): with the same prompt, ``latents``, scheduler and steps the frames are
-diffusers' own. Prompts are encoded by the family's own ``encode_prompt``. Features the family cannot serve
-(stories and long videos, which need a causal stream decoder; conditioning frames; class labels; guidance
-intervals; other families' options) are refused by name before any work. ``sp_size`` splits the tokens with
-diffusers' context parallelism (:mod:`.diffusers_parallel`).
+(:mod:`vidgen.adapters.sampling`): with the same prompt, ``latents``, scheduler and steps the frames are diffusers'
+own. A folder of one of the family's conditioned classes (``WanImageToVideoPipeline``, ...: ``Family.conditioned``,
+:mod:`.diffusers_classes`) takes that class's ``image=`` / ``last_image=`` / ``video=`` / ``strength=`` and saves as
+that class, with its extra components (image encoder, image processor). Prompts are encoded by the family's own
+``encode_prompt``. Features the family cannot serve (stories and long videos, which need a causal stream decoder;
+conditioning frames; class labels; guidance intervals; other families' options) are refused by name before any
+work. ``sp_size`` splits the tokens with diffusers' context parallelism (:mod:`.diffusers_parallel`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -33,39 +34,21 @@ from vidgen.generators.flow import FlowSamplingConfig
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import CHECKED_INPUTS, VideoPipelineBase
 from vidgen.pipelines.call import DiffusersCall
+from vidgen.pipelines.diffusers_cache import DiffusersCacheMixin
+from vidgen.pipelines.conditions import check_conditions, condition_defaults, given_conditions
+from vidgen.pipelines.diffusers_classes import (NATIVE_PIPELINES, REFUSED, check_class_options, family_inputs,
+                                                native_class_name)
 from vidgen.pipelines.folder_weights import check_folder_weights, check_no_meta_tensors, fused_adapters
 from vidgen.pipelines.output import per_sample, to_output
 from vidgen.precision import dtype_argument
 
-#: diffusers pipeline class -> (default sampling settings, default (num_frames, height, width))
-NATIVE_PIPELINES = {f.pipeline: (f.sampling_defaults, f.default_size) for f in PIPELINE_FAMILIES}
-#: __call__ arguments of vidgen's other pipelines that no diffusers family here can serve, and why (each family adds
-#: its own refusals: ``Family.refused``, ``Family.call_options``)
-REFUSED = {
-    "class_labels": "the model is text-conditioned only",
-    "conditioning_frames": "this text-to-video family has no conditioning-frame path (use diffusers' image-to-video "
-                           "pipeline of the family)",
-    "conditioning_latent_indices": "this text-to-video family has no conditioning-frame path",
-    "context_frames": "stories and long videos need a causal stream decoder and a conditioning path",
-    "guidance_interval": "the family guides every step as its diffusers pipeline does",
-}
 
-def native_class_name(folder) -> Optional[str]:
-    """The diffusers pipeline class a folder's ``model_index.json`` names, if it is one of
-    :data:`NATIVE_PIPELINES`."""
-    index = Path(folder) / "model_index.json"
-    try:
-        name = json.loads(index.read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return name if name in NATIVE_PIPELINES else None
-
-
-class DiffusersVideoPipeline(VideoPipelineBase):
+class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
     """A diffusers video pipeline's components sampled by vidgen as the family's pipeline samples them (see the
     module docstring)."""
 
-    _optional_components = ["text_encoder", "tokenizer", "transformer_2", "text_encoder_2", "tokenizer_2"]
+    _optional_components = ["text_encoder", "tokenizer", "transformer_2", "text_encoder_2", "tokenizer_2",
+                            "image_encoder", "image_processor"]
     bf16_pays_on_cpu = True
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     sampling_config_class = FlowSamplingConfig
@@ -75,8 +58,9 @@ class DiffusersVideoPipeline(VideoPipelineBase):
     supports_sequence_parallel = True  # through diffusers' context parallelism (.diffusers_parallel)
 
     def __init__(self, vae, transformer, scheduler, text_encoder=None, tokenizer=None, transformer_2=None,
-                 text_encoder_2=None, tokenizer_2=None, boundary_ratio: Optional[float] = None,
-                 expand_timesteps: bool = False):
+                 text_encoder_2=None, tokenizer_2=None, image_encoder=None, image_processor=None,
+                 boundary_ratio: Optional[float] = None, expand_timesteps: bool = False,
+                 pipeline_class: Optional[str] = None):
         VideoPipelineBase.__init__(self)
         from vidgen.tokenizers import DiffusersVideoVAE
         vae = DiffusersVideoVAE.unwrap(vae) if vae is not None else None
@@ -85,41 +69,54 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         if family is None:
             raise ConfigError(f"transformer: {type(transformer).__name__} is not a supported diffusers video "
                               f"transformer ({', '.join(sorted(f.transformer for f in PIPELINE_FAMILIES))})")
-        family.check_components(dict(transformer_2=transformer_2, text_encoder_2=text_encoder_2,
-                                     tokenizer_2=tokenizer_2))
+        extra = dict(transformer_2=transformer_2, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                     image_encoder=image_encoder, image_processor=image_processor)
+        family.check_components(extra, pipeline_class)  # pipeline_class: None (text-to-video) or a conditioned one
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
-                              tokenizer=tokenizer, transformer_2=transformer_2, text_encoder_2=text_encoder_2,
-                              tokenizer_2=tokenizer_2)
-        self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps)
+                              tokenizer=tokenizer, **extra)
+        self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps,
+                                pipeline_class=pipeline_class if pipeline_class != family.pipeline else None)
         if vae is not None:
             self.flow_generator.check_tokenizer(self.video_tokenizer)
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
     def from_native(cls, native) -> "DiffusersVideoPipeline":
-        """The vidgen pipeline over the components of a diffusers pipeline object (shared, not copied)."""
+        """The vidgen pipeline over the components of a diffusers pipeline object (shared, not copied): one of the
+        family's classes, its text-to-video one or a conditioned one, whose class the pipeline keeps."""
         family = transformer_family(native.components.get("transformer"))
-        names = ("vae", "transformer", "scheduler", "text_encoder", "tokenizer") + (family.components if family else ())
+        name = type(native).__name__
+        spec = family.pipeline_class(name) if family is not None else None
+        names = ("vae", "transformer", "scheduler", "text_encoder", "tokenizer") + (spec.components if spec else ())
         parts = {k: v for k, v in native.components.items() if k in names}
-        extra = {k: native.config.get(k) for k in (family.config_keys if family else ()) if native.config.get(k)}
-        return cls(**parts, **extra)
+        extra = {k: native.config.get(k) for k in (spec.config_keys if spec else ()) if native.config.get(k)}
+        return cls(**parts, **extra, pipeline_class=name if family is not None else None)
+
+    family = property(lambda self: transformer_family(self.transformer))
 
     @property
-    def family(self):
-        return transformer_family(self.transformer)
+    def pipeline_class_name(self) -> str:
+        """The folder's diffusers class: the family's text-to-video one, or a conditioned one it came with."""
+        return self.config.get("pipeline_class") or self.family.pipeline
+
+    @property
+    def class_spec(self):
+        """The family's ``ConditionedPipeline`` of :attr:`pipeline_class_name` (inputs, components, defaults)."""
+        return self.family.pipeline_class(self.pipeline_class_name)
 
     @property
     def native_class(self) -> type:
-        """The diffusers pipeline class this pipeline's folder is written for (the family's)."""
-        return getattr(diffusers, self.family.pipeline)
+        """The diffusers pipeline class this pipeline's folder is written for."""
+        return getattr(diffusers, self.pipeline_class_name)
 
     def native(self):
-        """The family's diffusers pipeline over the same components (nothing is copied): what
+        """The folder's diffusers pipeline class over the same components (nothing is copied): what
         :meth:`save_pretrained` writes, and what loads LoRAs (``pipe.native().load_lora_weights(...)``)."""
+        spec = self.class_spec
         parts = dict(vae=self.vae, transformer=self.transformer, scheduler=self.scheduler,
                      text_encoder=self.text_encoder, tokenizer=self.tokenizer)
-        parts.update({k: getattr(self, k, None) for k in self.family.components})
-        parts.update({k: self.config.get(k) for k in self.family.config_keys})
+        parts.update({k: getattr(self, k, None) for k in spec.components})
+        parts.update({k: self.config.get(k) for k in spec.config_keys})
         return self.native_class(**parts)
 
     def load_lora_weights(self, *args, **kwargs):
@@ -127,46 +124,10 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         ``load_lora_weights``, e.g. a ``run_dir/final`` of :mod:`vidgen.training.finetune`)."""
         return self.native().load_lora_weights(*args, **kwargs)
 
-    def enable_cache(self, config) -> None:
-        """diffusers' cache hooks on the transformer(s), e.g. ``pipe.enable_cache(FirstBlockCacheConfig(threshold=
-        0.05))``: any of the seven cache configs of ``diffusers.hooks`` (:mod:`.cache_configs`: the timestep
-        callback filled in, FasterCache refused by name where the family guides by separate passes). vidgen's
-        sampler gives each model call the cache context diffusers' pipelines give it (``cond`` / ``uncond``, the
-        step), and clears the hooks' state at the start of each call. :meth:`disable_cache` removes them."""
-        models = [m for m in (self.transformer, getattr(self, "transformer_2", None)) if m is not None]
-        lacking = [type(m).__name__ for m in models if not hasattr(m, "enable_cache")]
-        if lacking:
-            raise UnsupportedError(f"enable_cache: {', '.join(lacking)} has no diffusers cache hooks (CacheMixin)")
-        from vidgen.pipelines.cache_configs import add_timestep_probe, prepare_cache_config
-        config = prepare_cache_config(self, config)  # the timestep callback; FasterCache's refusal (.cache_configs)
-        for model in models:
-            try:
-                model.enable_cache(config)
-                add_timestep_probe(self, model)
-            except ValueError as err:  # an unknown config type, or hooks already on
-                raise InvalidInputError(f"enable_cache: {err} (pass a config of diffusers.hooks, e.g. "
-                                        f"FirstBlockCacheConfig(threshold=0.05); disable_cache() first to change "
-                                        f"it)") from err
-
-    def disable_cache(self) -> None:
-        """Remove the cache hooks :meth:`enable_cache` added."""
-        for model in (self.transformer, getattr(self, "transformer_2", None)):
-            if model is not None and getattr(model, "is_cache_enabled", False):
-                model.disable_cache()
-            if model is not None:
-                from vidgen.pipelines.cache_configs import remove_timestep_probe
-                remove_timestep_probe(model)
-
-    @property
-    def current_timestep(self):
-        """The timestep the transformer was last called with (what diffusers' pipelines call ``current_timestep``;
-        PyramidAttentionBroadcast / FasterCache read it), while a cache is on."""
-        from vidgen.pipelines.cache_configs import current_timestep
-        return current_timestep(self)
-
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """The folder the family's diffusers pipeline class loads (``model_index.json`` names it), plus
-        ``sampling_config.json``. A loaded LoRA is saved fused into the weights (the pipeline keeps it unfused)."""
+        """The folder the diffusers pipeline class loads (``model_index.json`` names it: the class the folder came
+        with, image encoder and processor included), plus ``sampling_config.json``. A loaded LoRA is saved fused
+        into the weights (the pipeline keeps it unfused)."""
         with fused_adapters(*self.components.values()):
             self.native().save_pretrained(save_directory, *args, **kwargs)
         self.sampling_config.save_pretrained(save_directory)
@@ -175,7 +136,7 @@ class DiffusersVideoPipeline(VideoPipelineBase):
     def sampling_config(self) -> FlowSamplingConfig:
         """The folder's ``sampling_config.json``, else the family's diffusers defaults (steps, guidance)."""
         if getattr(self, "_sampling_config", None) is None:
-            self._sampling_config = FlowSamplingConfig(**NATIVE_PIPELINES[self.family.pipeline][0])
+            self._sampling_config = FlowSamplingConfig(**self.class_spec.sampling_defaults)
         return self._sampling_config
 
     @sampling_config.setter
@@ -207,8 +168,8 @@ class DiffusersVideoPipeline(VideoPipelineBase):
 
     @property
     def default_size(self) -> tuple[int, int, int]:
-        """``(num_frames, height, width)`` of the family's diffusers pipeline defaults."""
-        return NATIVE_PIPELINES[self.family.pipeline][1]
+        """``(num_frames, height, width)`` of the diffusers pipeline class's defaults."""
+        return self.class_spec.default_size
 
     # ------------------------------------------------------------------ prompts
     def max_text_tokens(self) -> int:
@@ -264,7 +225,7 @@ class DiffusersVideoPipeline(VideoPipelineBase):
                  attention_kwargs: Optional[dict] = None, decode_timestep: float = 0.0,
                  decode_noise_scale: Optional[float] = None, class_labels=None, conditioning_frames=None,
                  conditioning_latent_indices=None, context_frames=None, guidance_interval=UNSET,
-                 sp_size: int = 1):
+                 image=None, last_image=None, video=None, strength: Optional[float] = None, sp_size: int = 1):
         """Text -> video as the family's diffusers pipeline samples it. ``num_frames`` / ``height`` / ``width``
         default to the family's (:attr:`default_size`); any frame count is decoded exactly. ``latents``: starting
         noise (B, C, t, h, w) in vidgen's layout. Settings left out come from :attr:`sampling_config`.
@@ -274,7 +235,9 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         name for the others (``Family.call_options``). The arguments after them exist for vidgen's other pipelines
         and are refused here by name. ``sp_size``: each clip's tokens split over that many processes of a
         distributed launch by diffusers' context parallelism (:mod:`.diffusers_parallel`), every rank returning the
-        same frames; refused by name where the family's transformer cannot be split."""
+        same frames; refused by name where the family's transformer cannot be split.
+        ``image`` / ``last_image`` / ``video`` / ``strength``: the condition of a conditioned class's folder
+        (:attr:`class_spec`), as that diffusers class takes them (:mod:`.conditions`); refused by name elsewhere."""
         return self._generate(DiffusersCall(
             prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
             num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
@@ -283,7 +246,8 @@ class DiffusersVideoPipeline(VideoPipelineBase):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             decode_chunk_frames=decode_chunk_frames, max_sequence_length=max_sequence_length,
             attention_kwargs=attention_kwargs, class_labels=class_labels, conditioning_frames=conditioning_frames,
-            conditioning_latent_indices=conditioning_latent_indices, sp_size=sp_size,
+            conditioning_latent_indices=conditioning_latent_indices, sp_size=sp_size, image=image,
+            last_image=last_image, video=video, strength=strength,
             family_options=dict(frame_rate=frame_rate, guidance_scale_2=guidance_scale_2,
                                 true_cfg_scale=true_cfg_scale, prompt_template=prompt_template,
                                 decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale),
@@ -292,8 +256,9 @@ class DiffusersVideoPipeline(VideoPipelineBase):
 
     def _settings(self, call: DiffusersCall) -> tuple:
         """Refusals first (stories, vidgen-only arguments, other families' options), then the settings with the
-        family's CFG scale, and the call with the family's default size for the sizes left out, its family options
-        (the given ones) and the model call's options."""
+        family's CFG scale, and the call with the class's default size for the sizes left out, its family options
+        (the given ones), the condition inputs' defaults (a video's frame count as ``num_frames``) and the model
+        call's options."""
         if isinstance(call.prompt, dict) or isinstance(call.negative_prompt, dict):
             self.stream(call.prompt)
         self._refuse({**call.given(REFUSED), **{k: v for k, v in call.settings.items() if k in REFUSED}})
@@ -304,12 +269,19 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         if not given.get("decode_timestep"):
             given.pop("decode_timestep", None)
         self.family.check_options(given, self.vae)
+        check_class_options(self.pipeline_class_name, self.class_spec, given)
         config, options = self.family.sampling_settings(config, given)  # the CFG scale, the model call's options
         if call.attention_kwargs:
             options["attention_kwargs"] = call.attention_kwargs
         size = {name: getattr(call, name) or default
                 for name, default in zip(("num_frames", "height", "width"), self.default_size)}
+        size.update(condition_defaults(call, self.pipeline_class_name, self.class_spec, size, self.video_tokenizer,
+                                       self.flow_generator.patch_size))
         return config, call.replace(family_options=given, model_options=options, **size)
+
+    def _check_conditions(self, call: DiffusersCall) -> None:
+        """The condition inputs against the folder's class (:mod:`.conditions`), each checked, by name."""
+        check_conditions(call, self.pipeline_class_name, self.class_spec.inputs, family_inputs(self.family))
 
     def _is_story_call(self, call) -> bool:
         return False  # refused in _settings
@@ -334,7 +306,7 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         check_scheduler(gen, self.scheduler)
         if latents is not None:
             from vidgen.generators.flow import check_latents_input
-            check_latents_input(gen, latents, (batch, gen.in_channels, *grid))
+            check_latents_input(gen, latents, (batch, gen.latent_channels, *grid))
         return batch
 
     def _encode_prompts(self, call: DiffusersCall, config: FlowSamplingConfig, batch: int):
@@ -347,8 +319,8 @@ class DiffusersVideoPipeline(VideoPipelineBase):
         return batch, cond, negative
 
     def _sample(self, run):
-        """The family's sampling (:func:`~vidgen.adapters.sampling.sample_latents`), once or once per
-        video with a list of generators; the family's extra first latent frames are dropped."""
+        """The family's sampling (:func:`~vidgen.adapters.sampling.sample_latents`), once or once per video with a
+        generator list, from a conditioned call's start (:meth:`_prepare`); extra first latent frames dropped."""
         from vidgen.adapters.sampling import sample_latents
         c, config, gen = run.call, run.config, self.flow_generator
         grid, pad = self._grid(c.num_frames, c.height, c.width)
@@ -357,15 +329,28 @@ class DiffusersVideoPipeline(VideoPipelineBase):
                       guidance_scale_2=c.family_options.get("guidance_scale_2"))
 
         def sample(rows, g, cond, negative, latents):
+            # a. the condition (image, video): the start as the folder's class builds it, drawn from g
+            prepared = self._prepare(c, grid, rows, g, latents, config.num_inference_steps)
+            truncated = getattr(prepared, "timesteps", None)  # video-to-video: the last steps only
+            steps = self._num_timesteps = config.num_inference_steps if truncated is None else len(truncated)
+            # b. the denoising loop
             return sample_latents(gen, cond, config, scheduler=self.scheduler, grid=grid, batch=rows,
-                                  negative=negative, generator=g, latents=latents, callback=callback,
-                                  guidance=self._new_guidance(config.guidance_scale),
-                                  progress=self.progress(config.num_inference_steps), model_kwargs=c.model_options,
+                                  negative=negative, generator=g, latents=latents if prepared is None else None,
+                                  callback=callback, guidance=self._new_guidance(config.guidance_scale),
+                                  progress=self.progress(steps), model_kwargs=c.model_options, prepared=prepared,
                                   **second)
 
         x = per_sample(sample, run.generators, run.batch, dict(cond=run.cond, negative=run.negative,
                                                                 latents=c.latents))
         return x[:, :, pad:]
+
+    def _prepare(self, call: DiffusersCall, grid, rows: int, generator, latents, steps: int):
+        """The family's start of a conditioned call (``Family.prepare_condition``), None for text-to-video."""
+        if not given_conditions(call):
+            return None
+        return self.family.prepare_condition(self.native(), call, grid=grid, batch=rows, generator=generator,
+                                             device=self.flow_generator.device, scheduler=self.scheduler,
+                                             steps=steps, latents=latents)
 
     def _output(self, run, x):
         """The family's own decode where its pipeline has one for the call's options (LTX's decode timestep), else

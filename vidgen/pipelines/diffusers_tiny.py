@@ -8,6 +8,8 @@ examples; never for results.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from vidgen.errors import InvalidInputError
@@ -24,18 +26,31 @@ def tiny_components(family: str, seed: int = 0) -> dict:
     is left as it was)."""
     if family not in TINY_FAMILIES:
         raise InvalidInputError(f"family must be one of {TINY_FAMILIES}, got {family!r}")
+    with torch.random.fork_rng():
+        return family_named(family).tiny_components(_tokenizer(), seed)
+
+
+def _tokenizer():
+    """The offline MiniLM tokenizer the tiny pipelines use."""
     from transformers import AutoTokenizer
 
     from vidgen.text import default_text_encoder_path
-    tokenizer = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
-    with torch.random.fork_rng():
-        return family_named(family).tiny_components(tokenizer, seed)
+    return AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
 
 
-def tiny_native_pipeline(family: str, seed: int = 0):
-    """A tiny diffusers pipeline of ``family`` (its own class: ``WanPipeline``, ...) with random weights."""
+def tiny_native_pipeline(family: str, seed: int = 0, pipeline_class: Optional[str] = None,
+                         variant: Optional[str] = None):
+    """A tiny diffusers pipeline of ``family`` (its own class: ``WanPipeline``, ...) with random weights;
+    ``pipeline_class``: one of its conditioned classes instead (``Family.conditioned``), in the model ``variant``
+    the family names (``Family.tiny_conditioned_components``)."""
     import diffusers
-    parts = tiny_components(family, seed)
-    pipe = getattr(diffusers, family_named(family).pipeline)(**parts)
+    if pipeline_class is None or pipeline_class == family_named(family).pipeline:
+        parts = tiny_components(family, seed)
+    elif family not in TINY_FAMILIES:
+        raise InvalidInputError(f"family must be one of {TINY_FAMILIES}, got {family!r}")
+    else:
+        with torch.random.fork_rng():
+            parts = family_named(family).tiny_conditioned_components(pipeline_class, _tokenizer(), seed, variant)
+    pipe = getattr(diffusers, pipeline_class or family_named(family).pipeline)(**parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe

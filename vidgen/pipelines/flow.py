@@ -76,7 +76,8 @@ class FlowVideoPipeline(VideoPipelineBase):
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  decode_chunk_frames: Optional[int] = None, context_frames: Optional[int] = None,
-                 guidance_interval: Optional[tuple] = UNSET, sp_size: int = 1):
+                 guidance_interval: Optional[tuple] = UNSET, image=None, last_image=None, video=None, strength=None,
+                 sp_size: int = 1):
         """``latents``: optional starting noise (B, C, t, h, w) in the scheduler's scale. ``guidance_interval``
         ``(low, high)``: guidance only at noise levels in ``(low, high]``. A ``prompt`` dict
         ``{frame_index: prompt}`` or more frames than one window: made in chunks, each given the last
@@ -90,7 +91,8 @@ class FlowVideoPipeline(VideoPipelineBase):
             conditioning_frames=conditioning_frames, conditioning_latent_indices=conditioning_latent_indices,
             output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            decode_chunk_frames=decode_chunk_frames, sp_size=sp_size,
+            decode_chunk_frames=decode_chunk_frames, image=image, last_image=last_image, video=video,
+            strength=strength, sp_size=sp_size,
             settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           guidance_interval=guidance_interval, context_frames=context_frames)))
 

@@ -59,7 +59,8 @@ class MaskedVideoPipeline(VideoPipelineBase):
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  top_k: Optional[int] = UNSET, top_p: Optional[float] = UNSET, temperature=UNSET,
                  greedy_steps: int = UNSET, decode_chunk_frames: Optional[int] = None,
-                 context_frames: Optional[int] = None, sp_size: int = 1):
+                 context_frames: Optional[int] = None, image=None, last_image=None, video=None, strength=None,
+                 sp_size: int = 1):
         """``latents``: optional starting ids (B, t, h, w); entries other than the mask id are kept as given.
         ``temperature``: the re-masking temperature, a number or an annealed (start, end) pair. ``top_k`` / ``top_p``
         (nucleus) filter the ids drawn; the last ``greedy_steps`` steps draw the most likely ones. A ``prompt`` dict
@@ -74,7 +75,8 @@ class MaskedVideoPipeline(VideoPipelineBase):
             conditioning_frames=conditioning_frames, conditioning_latent_indices=conditioning_latent_indices,
             output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            decode_chunk_frames=decode_chunk_frames, sp_size=sp_size,
+            decode_chunk_frames=decode_chunk_frames, image=image, last_image=last_image, video=video,
+            strength=strength, sp_size=sp_size,
             settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, top_k=top_k,
                           top_p=top_p, temperature=temperature, greedy_steps=greedy_steps,
                           context_frames=context_frames)))
