@@ -87,7 +87,7 @@ def _worker(rank: int, world: int, sp_size: int, rdzv: str, spec: dict, queue) -
         from torch.profiler import ProfilerActivity, profile
 
         from vidgen.generators import Conditioning, FlowVideoTransformer
-        from vidgen.parallel import enable_sequence_parallel, new_sequence_parallel
+        from vidgen.parallel import new_sequence_parallel
         if world > 1:
             dist.init_process_group("gloo", init_method=f"file://{rdzv}", rank=rank, world_size=world)
         sp = new_sequence_parallel(sp_size)
@@ -106,8 +106,6 @@ def _worker(rank: int, world: int, sp_size: int, rdzv: str, spec: dict, queue) -
             torch.manual_seed(0)
             model = FlowVideoTransformer.from_preset(spec["preset"], in_channels=16, num_classes=4, cond_dropout=0.0,
                                                      task_prob=0.0, max_grid=tuple(spec["grid"]))
-            if sp is not None:
-                enable_sequence_parallel(model, sp)
             x0 = torch.randn(1, 16, spec["grid"][0], 2 * spec["grid"][1], 2 * spec["grid"][2],
                              generator=torch.Generator().manual_seed(1))
             cond = Conditioning(class_labels=torch.tensor([1]))
@@ -121,7 +119,7 @@ def _worker(rank: int, world: int, sp_size: int, rdzv: str, spec: dict, queue) -
                     else contextlib.nullcontext()
                 start = time.perf_counter()
                 with hooks:
-                    loss, _ = model.loss(x0, cond, torch.Generator().manual_seed(2 + step))
+                    loss, _ = model.loss(x0, cond, torch.Generator().manual_seed(2 + step), sp=sp)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)

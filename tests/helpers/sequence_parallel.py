@@ -116,9 +116,9 @@ def tiny_batch(kind: str, grid, batch: int = 2, seed: int = 3):
     return x, cond
 
 
-def _loss_grads(model, x, cond, seed: int):
+def _loss_grads(model, x, cond, seed: int, sp=None):
     model.zero_grad(set_to_none=True)
-    loss, _ = model.loss(x, cond, torch.Generator().manual_seed(seed))
+    loss, _ = model.loss(x, cond, torch.Generator().manual_seed(seed), sp=sp)
     loss.backward()
     return loss.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -143,7 +143,7 @@ def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2, 
 
     import torch.distributed as dist
 
-    from vidgen.parallel import enable_sequence_parallel, new_sequence_parallel
+    from vidgen.parallel import new_sequence_parallel
     model = tiny_generator(kind, **arch)
     if checkpointing:
         model.enable_gradient_checkpointing()
@@ -152,10 +152,9 @@ def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2, 
     ref_loss, ref_grads = _loss_grads(ref_model, x, cond, seed=7)
     sp = new_sequence_parallel(sp_size)
     try:
-        enable_sequence_parallel(model, sp)
         if compile:  # what the trainer's compile=true does: the backbone through inductor, collectives inside
             model.backbone.compile()
-        loss, grads = _loss_grads(model, x, cond, seed=7)
+        loss, grads = _loss_grads(model, x, cond, seed=7, sp=sp)
         for g in grads.values():  # what DDP does over the world: the mean of the ranks' gradients
             dist.all_reduce(g)
             g /= world
@@ -170,7 +169,6 @@ def train_step_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2, 
         report["weights"] = _worst(dict(model.named_parameters()), dict(ref_model.named_parameters()), "weights")
         return report
     finally:
-        enable_sequence_parallel(model, None)
         sp.close()
 
 
@@ -181,19 +179,18 @@ def sample_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2):
 
     from vidgen.generators.flow import generate_latents
     from vidgen.generators.masked import generate_ids
-    from vidgen.parallel import new_sequence_parallel, sequence_parallel
+    from vidgen.parallel import new_sequence_parallel
     model = tiny_generator(kind, **arch).eval()
     _, cond = tiny_batch(kind, grid)
     sample = generate_latents if kind == "flow" else generate_ids
 
-    def run():
+    def run(sp=None):
         return sample(model, cond, grid=grid, batch=2, num_inference_steps=4, guidance_scale=2.0,
-                      generator=torch.Generator().manual_seed(5)).float()
+                      generator=torch.Generator().manual_seed(5), sp=sp).float()
     ref = run()
     sp = new_sequence_parallel(sp_size)
     try:
-        with sequence_parallel(model, sp):
-            out = run()
+        out = run(sp)
         every = [torch.empty_like(out) for _ in range(world)]
         dist.all_gather(every, out)
         return {"vs_one_process": (out - ref).abs().max().item(),
@@ -205,11 +202,13 @@ def sample_case(rank, world, kind: str, grid, arch: dict, sp_size: int = 2):
 
 def pipeline_case(rank, world, kind: str):
     """A tiny class-conditioned flow or masked pipeline called with ``sp_size=2`` and without, same seed: returns
-    the largest difference of the frames to the single-process call and between the ranks."""
+    the largest difference of the frames to the single-process call and between the ranks, and the modules (none) and
+    pipeline attributes (none) that hold a sequence-parallel group after the call."""
     import torch.distributed as dist
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from vidgen.generators import FlowVideoTransformer, MaskedVideoTransformer, make_scheduler
+    from vidgen.parallel import SequenceParallel
     from vidgen.pipelines import FlowVideoPipeline, MaskedVideoPipeline
     from vidgen.testing import perturb_weights
     from vidgen.tokenizers import CausalVAE, CausalVQVAE
@@ -236,5 +235,5 @@ def pipeline_case(rank, world, kind: str):
     dist.all_gather(every, out)
     return {"vs_one_process": (out - ref).abs().max().item(),
             "between_ranks": max((e - out).abs().max().item() for e in every),
-            "split_after": [m.sequence_parallel for m in (pipe.transformer.backbone, *pipe.transformer.backbone.blocks)
-                            if m.sequence_parallel is not None] or None}
+            "split_after": [name for name, m in [("pipe", pipe), *pipe.transformer.named_modules()]
+                            if any(isinstance(v, SequenceParallel) for v in vars(m).values())] or None}

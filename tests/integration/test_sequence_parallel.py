@@ -11,7 +11,7 @@ import torch
 from helpers import differences
 from helpers.sequence_parallel import ATOL, pipeline_case, run_group, sample_case, tiny_generator, train_step_case
 from vidgen.errors import ConfigError, UnsupportedError
-from vidgen.parallel import SequenceParallel, enable_sequence_parallel, new_sequence_parallel
+from vidgen.parallel import SequenceParallel, check_sequence_parallel, new_sequence_parallel
 
 # 5 text prefix tokens + 3x4x5 video tokens = 65: not a multiple of 2, so the padding is exercised
 GRID = (3, 4, 5)
@@ -106,8 +106,30 @@ def test_sp_size_without_a_distributed_launch_is_refused():
 
 def test_heads_not_divisible_and_models_without_a_backbone_are_refused():
     model = tiny_generator("flow")  # 2 heads
+    three = SequenceParallel(None, 0, 3, 0, 1, owns_group=False)
     with pytest.raises(ConfigError, match="sp_size=3 does not divide num_heads=2"):
-        enable_sequence_parallel(model, SequenceParallel(None, 0, 3, 0, 1, owns_group=False))
-    assert model.backbone.sequence_parallel is None
+        check_sequence_parallel(model, three)
+    x = torch.randn(1, 3, *GRID)
+    with pytest.raises(ConfigError, match="sp_size=3 does not divide num_heads=2"):  # the forward that gets it too
+        model(x, torch.tensor([500.0]), sp=three)
     with pytest.raises(UnsupportedError, match="Linear has no vidgen video transformer backbone"):
-        enable_sequence_parallel(torch.nn.Linear(2, 2), None)
+        check_sequence_parallel(torch.nn.Linear(2, 2), None)
+
+
+def test_the_group_is_an_argument_not_module_state():
+    """No module keeps a group: the same model gives the same output before and after a split call is refused, and
+    the generators refuse a split where the whole sequence is needed (a KV cache, the block-causal chunked
+    attention) by name."""
+    from vidgen.generators import CausalFlowVideoTransformer
+    model = tiny_generator("flow").eval()
+    x = torch.randn(1, 3, *GRID, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500.0])
+    before = model(x, t).sample
+    with pytest.raises(ConfigError):
+        model(x, t, sp=SequenceParallel(None, 0, 3, 0, 1, owns_group=False))
+    assert torch.equal(model(x, t).sample, before)
+    assert not any(isinstance(v, SequenceParallel) for m in model.modules() for v in vars(m).values())
+    one = SequenceParallel(None, 0, 1, 0, 1, owns_group=False)  # size 1 divides any head count
+    causal = CausalFlowVideoTransformer.from_preset("tiny", in_channels=3, max_grid=(8, 8, 8))
+    with pytest.raises(UnsupportedError, match=r"block-causal model.s chunked attention\) is not split"):
+        causal(x, t, sp=one)

@@ -61,7 +61,7 @@ from vidgen.rng import RowGenerator
 from vidgen.testing import perturb_weights
 from vidgen.text import check_prompts
 from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
-from vidgen.parallel import SequenceParallel, enable_sequence_parallel
+from vidgen.parallel import SequenceParallel, check_sequence_parallel
 from vidgen.training import GeneratorTrainConfig, build_model, encode_dataset, load_config
 from vidgen.training.shards import bucket_settings
 from vidgen.training.data import EpochSampler, joint_batch
@@ -1472,7 +1472,7 @@ CASES: list[Case] = [
     Case("parallel/sp-size-config", "config", lambda env: load_config(overrides=["sp_size=0"]), ConfigError,
          r"sp_size must be an int >= 1"),
     Case("parallel/heads-not-divisible", "generator",
-         lambda env: enable_sequence_parallel(env.masked, SequenceParallel(None, 0, 3, 0, 1, owns_group=False)),
+         lambda env: check_sequence_parallel(env.masked, SequenceParallel(None, 0, 3, 0, 1, owns_group=False)),
          ConfigError, r"sp_size=3 does not divide num_heads=2"),
     Case("parallel/sp-size-diffusers-pipeline", "diffusers_pipeline", lambda env: env.run_diffusers_pipe(sp_size=2),
          ConfigError, r"sp_size=2 needs a distributed launch \(accelerate launch or torchrun"),
@@ -1492,7 +1492,7 @@ CASES: list[Case] = [
          UnsupportedError, r"sp_size=2: AutoregressiveVideoPipeline cannot split its sampling over processes \(it "
                            r"samples one token per step against a KV cache\); call it with sp_size=1"),
     Case("parallel/attention-cannot-be-split", "diffusers_pipeline",
-         lambda env: enable_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
+         lambda env: check_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
          r"WanTransformer3DModel has no vidgen video transformer backbone whose attention can be split"),
 ]
 

@@ -87,21 +87,24 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         return self.token_embed(self.patch.offset(inputs if inputs.dim() == 3 else inputs[..., None])).sum(2)
 
     def forward_tokens(self, inputs: torch.Tensor, grid, vec: torch.Tensor, prefix=None, context=None,
-                       kv_cache: Optional[ModelKVCache] = None, start: int = 0) -> torch.Tensor:
+                       kv_cache: Optional[ModelKVCache] = None, start: int = 0, sp=None) -> torch.Tensor:
         """inputs (B, L) or (B, L, P) shifted ids at token-grid positions ``[start - P, ...)`` -> logits
-        (B, L, vocab_size), or (B, L, P, vocab_size) for 3-D inputs. ``grid``: the token grid."""
+        (B, L, vocab_size), or (B, L, P, vocab_size) for 3-D inputs. ``grid``: the token grid; ``sp``: the
+        sequence-parallel group the backbone splits over (:mod:`vidgen.parallel`; not with ``kv_cache``)."""
         out = self.backbone(self.embed_tokens(inputs), grid, vec, prefix=prefix, context=context,
-                            num_prefix_tokens=self.num_prefix_tokens, kv_cache=kv_cache, start=start)
+                            num_prefix_tokens=self.num_prefix_tokens, kv_cache=kv_cache, start=start, sp=sp)
         logits = self.head(out)
         return logits.unflatten(-1, (self.patch.size, -1)) if inputs.dim() == 3 else logits
 
     def forward(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, drop: Optional[torch.Tensor] = None,
-                return_dict: bool = True):
-        """Teacher forcing: ids (B, t, h, w) -> logits (B, t, h, w, vocab_size), token i predicting its ids."""
+                return_dict: bool = True, *, sp=None):
+        """Teacher forcing: ids (B, t, h, w) -> logits (B, t, h, w, vocab_size), token i predicting its ids; ``sp``:
+        the sequence-parallel group the backbone splits over (:mod:`vidgen.parallel`), None: unsplit."""
         self.check_ids(ids)
         b, grid = ids.shape[0], tuple(ids.shape[1:])
         prefix, context, vec = self.embed_condition(cond, b, drop)
-        logits = self.forward_tokens(self._shifted(self.patch.group(ids)), self.token_grid(grid), vec, prefix, context)
+        logits = self.forward_tokens(self._shifted(self.patch.group(ids)), self.token_grid(grid), vec, prefix, context,
+                                     sp=sp)
         logits = self.patch.unpatchify(logits.flatten(2), grid)  # (B, t, h, w, V)
         return {"logits": logits} if return_dict else (logits,)
 
@@ -114,13 +117,13 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         return generate_tokens(self, cond, config, grid=grid, batch=batch, **options)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
-             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+             weight: Optional[torch.Tensor] = None, *, sp=None) -> tuple[torch.Tensor, dict]:
         """Next-token cross-entropy on ids (B, t, h, w); ``weight``: optional (B, t, h, w) per-token weights (a
-        weighted mean per sample, then the mean over samples)."""
+        weighted mean per sample, then the mean over samples); ``sp``: as :meth:`forward`."""
         check_loss_weight(weight, ids.shape)
         b = ids.shape[0]
         ids, weight = self.sample_story(ids, weight, generator)
-        logits = self(ids, cond, drop=self.sample_drop(b, generator, ids.device))["logits"]
+        logits = self(ids, cond, drop=self.sample_drop(b, generator, ids.device), sp=sp)["logits"]
         if weight is None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
         else:

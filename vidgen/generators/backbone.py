@@ -26,7 +26,7 @@ from torch import nn
 from vidgen.attention import Attention3D, Attention3DConfig, CrossAttention
 from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.config import BackboneConfig
-from vidgen.parallel.ulysses import gather_tokens, split_tokens, ulysses_attention
+from vidgen.parallel.ulysses import check_split, gather_tokens, split_tokens, ulysses_attention
 
 
 def per_token(v: torch.Tensor) -> torch.Tensor:
@@ -41,8 +41,6 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 class Block(nn.Module):
     """``x + gate * attn(modulate(norm(x)))`` [+ cross-attention] ``+ gate * mlp(modulate(norm(x)))``."""
-
-    sequence_parallel = None  # a vidgen.parallel.SequenceParallel: x is this rank's chunk of the sequence
 
     def __init__(self, cfg: BackboneConfig, index: int, causal):
         super().__init__()
@@ -63,18 +61,19 @@ class Block(nn.Module):
         self.table = nn.Parameter(torch.zeros(6, d))  # this block's offset to the shared modulation
 
     def forward(self, x, mod, grid, num_prefix_tokens: int, context=None, kv_cache=None, start: int = 0,
-                attend=None):
+                attend=None, sp=None):
         """x: (B, N, d); mod: (B, 6, d) shared modulation, or (B, N, 6, d) per token; context: (B, M, d) text tokens
         for cross-attention, or this block's ``CrossAttention.context_kv`` of them; ``attend(attn, y)``: the owner's
-        own call of this block's attention module."""
+        own call of this block's attention module; ``sp``: a :class:`vidgen.parallel.SequenceParallel` when ``x`` is
+        this rank's chunk of the sequence (Ulysses attention), None for the whole sequence."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod + self.table).unbind(-2)  # each (B, [N,] d)
         y = modulate(self.norm1(x), shift_a, scale_a)
         if attend is not None:
             h = attend(self.attn, y)
-        elif self.sequence_parallel is None:
+        elif sp is None:
             h = self.attn(y, grid, num_prefix_tokens, kv_cache=kv_cache, start=start)
         else:  # all-to-all to a head split, the same attention on the whole sequence, all-to-all back
-            h = ulysses_attention(self.attn, y, grid, num_prefix_tokens, self.sequence_parallel)
+            h = ulysses_attention(self.attn, y, grid, num_prefix_tokens, sp)
         x = x + per_token(gate_a) * h
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context)
@@ -88,9 +87,6 @@ class VideoTransformerBackbone(nn.Module):
     """
 
     gradient_checkpointing = False
-    #: a :class:`vidgen.parallel.SequenceParallel` (set by :func:`vidgen.parallel.enable_sequence_parallel`): each rank
-    #: runs the blocks on its chunk of the tokens (Ulysses attention) and the chunks are gathered after the last block
-    sequence_parallel = None
 
     def __init__(self, cfg: BackboneConfig, causal=False):
         super().__init__()
@@ -114,7 +110,7 @@ class VideoTransformerBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, grid, cond: torch.Tensor, prefix: Optional[torch.Tensor] = None,
                 num_prefix_tokens: Optional[int] = None, context: Optional[torch.Tensor] = None,
-                kv_cache=None, start: int = 0, attend=None) -> torch.Tensor:
+                kv_cache=None, start: int = 0, attend=None, sp=None) -> torch.Tensor:
         """x: (B, L, d) video tokens; cond: (B, d) adaLN vector, or (B, L, d) per video token (no prefix then);
         prefix: (B, P, d) tokens placed before x; context: (B, M, d) cross-attention tokens, or per block its
         ``CrossAttention.context_kv`` (a list: the keys and values projected once); ``attend(i, attn, y)``: the
@@ -123,6 +119,10 @@ class VideoTransformerBackbone(nn.Module):
         Without a cache, ``L == t*h*w``. With ``kv_cache`` (a ``ModelKVCache``), the tokens passed (prefix + x)
         sit at sequence positions ``[start, start + P + L)`` and attend the cached past; ``num_prefix_tokens``
         is then the prefix length of the whole sequence (default: ``prefix.shape[1]`` or 0).
+
+        ``sp``: a :class:`vidgen.parallel.SequenceParallel` (every rank of its group calls with the same inputs): each
+        rank runs the blocks on its chunk of the tokens (Ulysses attention) and the chunks are gathered after the last
+        block, so every rank returns the whole output. None (default): the whole sequence on this process.
         """
         self.check_grid(grid)
         p_seq = num_prefix_tokens if num_prefix_tokens is not None else (prefix.shape[1] if prefix is not None else 0)
@@ -132,11 +132,9 @@ class VideoTransformerBackbone(nn.Module):
             raise UnsupportedError("a per-token adaLN vector covers the video tokens only: pass the text through "
                                    "cross-attention (text_conditioning='cross'), not as prefix tokens")
         mod = self.modulation(cond).unflatten(-1, (6, -1))  # (B, [L,] 6, d)
-        sp, n = self.sequence_parallel, tokens.shape[1]
+        n = tokens.shape[1]
         if sp is not None:
-            if kv_cache is not None:
-                raise UnsupportedError("sequence parallelism: KV-cached decoding is not split over processes; "
-                                       "sample the autoregressive generator without sequence parallelism")
+            check_split(sp, self.cfg.num_heads, kv_cache, attend)
             tokens = split_tokens(tokens, sp)
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_cache is None else kv_cache.layers[i]
@@ -144,9 +142,9 @@ class VideoTransformerBackbone(nn.Module):
             block_attend = None if attend is None else (lambda attn, y, i=i: attend(i, attn, y))
             if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None:
                 tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, ctx, None, 0,
-                                                           block_attend)
+                                                           block_attend, sp)
             else:
-                tokens = block(tokens, mod, grid, p_seq, ctx, layer_cache, start, block_attend)
+                tokens = block(tokens, mod, grid, p_seq, ctx, layer_cache, start, block_attend, sp)
         if sp is not None:
             tokens = gather_tokens(tokens, n, sp)
         shift, scale = self.final_modulation(cond).chunk(2, dim=-1)

@@ -163,10 +163,11 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         return timestep.reshape(-1).expand(batch)[:, None].expand(batch, n)
 
     def forward(self, latents: torch.Tensor, timestep, cond: Optional[Conditioning] = None,
-                drop: Optional[torch.Tensor] = None, return_dict: bool = True):
+                drop: Optional[torch.Tensor] = None, return_dict: bool = True, *, sp=None):
         """latents (B, C, t, h, w); timestep (B,) or (B, chunks) on the 0..1000 scale; every chunk attends its
         attended chunks (:func:`attended_chunks`) of this same sequence. The reference of
-        :class:`~vidgen.generators.causal_stream.ChunkStream`."""
+        :class:`~vidgen.generators.causal_stream.ChunkStream`. ``sp`` other than None is refused by the backbone:
+        the chunked attention is not split over processes."""
         self.check_latents(latents)
         b, _, t, h, w = latents.shape
         x, vec, context, grid = self._tokens(latents, self.chunk_timesteps(timestep, b, t, latents.device), cond,
@@ -186,7 +187,7 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
                                     self.rope))
             return attn.proj(rearrange(torch.cat(outs, dim=2), "b h n d -> b n (h d)"))
 
-        out = self.backbone(x, grid, vec, context=context, attend=attend)
+        out = self.backbone(x, grid, vec, context=context, attend=attend, sp=sp)
         sample = self.patch.unpatchify(self.head(out), (t, h, w))
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
@@ -204,9 +205,9 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         return torch.cat(list(chunks), dim=2)
 
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
-             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+             weight: Optional[torch.Tensor] = None, *, sp=None) -> tuple[torch.Tensor, dict]:
         """Diffusion forcing on normalized latents ``x0`` (B, C, t, h, w): a logit-normal noise level per chunk, the
-        flow-matching loss over every frame."""
+        flow-matching loss over every frame (``sp``: as :meth:`forward`, refused)."""
         self.check_latents(x0, "x0")
         if weight is not None:
             raise UnsupportedError("weight: per-position loss weights are not supported by the block-causal model")
@@ -217,6 +218,6 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         s = torch.sigmoid(r.randn(b, n) * self.config.logit_normal_std).to(dev)  # (B, chunks)
         s_frames = s.repeat_interleave(self.config.chunk_frames, dim=1)[:, :t]  # (B, t)
         xt = (1 - s_frames[:, None, :, None, None]) * x0 + s_frames[:, None, :, None, None] * noise
-        pred = self(xt, s * 1000, cond, drop=self.sample_drop(b, r, dev)).sample
+        pred = self(xt, s * 1000, cond, drop=self.sample_drop(b, r, dev), sp=sp).sample
         loss = F.mse_loss(pred.float(), (noise - x0).float())
         return loss, {"mse": loss.detach()}

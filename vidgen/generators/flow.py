@@ -136,9 +136,10 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
 
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, cond: Optional[Conditioning] = None,
                 given_latents: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
-                drop: Optional[torch.Tensor] = None, return_dict: bool = True):
+                drop: Optional[torch.Tensor] = None, return_dict: bool = True, *, sp=None):
         """latents (B, C, t, h, w); timestep (B,) on the scheduler's 0..1000 scale; ``given_mask`` (B, t) bool marks
-        latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition."""
+        latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition; ``sp``: the
+        sequence-parallel group the backbone splits over (:mod:`vidgen.parallel`), None: unsplit."""
         self.check_latents(latents)
         b, c, t, h, w = latents.shape
         timestep = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(b)
@@ -156,7 +157,7 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         grid = self.patch.grid((t, h, w))
         prefix, context, vec = self.embed_condition(cond, b, drop)
         vec = vec + self.time_embed(timestep, x.dtype)
-        out = self.backbone(x, grid, vec, prefix=prefix, context=context)
+        out = self.backbone(x, grid, vec, prefix=prefix, context=context, sp=sp)
         sample = self.patch.unpatchify(self.head(out), (t, h, w))
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
@@ -178,9 +179,10 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
 
     # ------------------------------------------------------------------ training
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
-             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+             weight: Optional[torch.Tensor] = None, *, sp=None) -> tuple[torch.Tensor, dict]:
         """Training loss on normalized latents ``x0`` (B, C, t, h, w); random CFG dropout and conditioning frames.
-        ``weight``: optional (B, t, h, w) per-position weights (a weighted mean per sample)."""
+        ``weight``: optional (B, t, h, w) per-position weights (a weighted mean per sample); ``sp``: as
+        :meth:`forward`."""
         self.check_latents(x0, "x0")
         check_loss_weight(weight, (x0.shape[0], *x0.shape[2:]))
         b, t = x0.shape[0], x0.shape[2]
@@ -199,7 +201,7 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         keep = given[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
         drop = self.sample_drop(b, r, dev)
-        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop).sample
+        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop, sp=sp).sample
         position = (~keep).to(pred.dtype).expand_as(pred)
         if weight is not None:
             position = position * weight[:, None].to(pred)
@@ -280,7 +282,7 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
                      given_mask: Optional[torch.Tensor] = None,
                      callback: Optional[Callable[[int, torch.Tensor, dict], Optional[dict]]] = None,
                      progress: Optional[Callable] = None, compile: bool = False,
-                     guidance: Optional[Guidance] = None, **settings) -> torch.Tensor:
+                     guidance: Optional[Guidance] = None, sp=None, **settings) -> torch.Tensor:
     """Sample normalized latents (B, C, t, h, w) for a latent ``grid`` (t, h, w) with a diffusers scheduler (the
     model's :meth:`~FlowVideoTransformer.default_scheduler` if None). ``config`` (default
     :class:`FlowSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the steps,
@@ -293,7 +295,9 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
     the frames of ``given_latents`` exactly (they enter every step clean, as in training).
     ``callback(i, t, {"latents": ...})`` may return a dict with new ``"latents"``, a ``"guidance_scale"`` for the
     following steps, or ``"interrupt": True`` to stop. ``guidance``: the run's :class:`~vidgen.generators.sampling.
-    Guidance` (a pipeline's, which its callbacks change), else one at ``config.guidance_scale``."""
+    Guidance` (a pipeline's, which its callbacks change), else one at ``config.guidance_scale``. ``sp``: each model
+    call split over this sequence-parallel group (:mod:`vidgen.parallel`; every rank of it makes the same call and
+    gets the same latents), None: on this process."""
     # 0. checks
     config = FlowSamplingConfig.resolve(config, settings)
     scheduler = scheduler if scheduler is not None else model.default_scheduler()
@@ -326,7 +330,7 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
                     num_train_timesteps=scheduler.config.num_train_timesteps)
 
     def model_call(x, t, which, i):
-        return call(x, t.expand(x.shape[0]), both, rep(given_latents), rep(given_mask), drop).sample
+        return call(x, t.expand(x.shape[0]), both, rep(given_latents), rep(given_mask), drop, sp=sp).sample
 
     # 4. the denoising loop; the caller's per-step callback may replace the latents, change the guidance, or stop
     latents, _ = denoise(model_call, latents, timesteps, scheduler_step(scheduler, generator), guider,

@@ -60,13 +60,14 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         return self.config.vocab_size
 
     def forward(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, drop: Optional[torch.Tensor] = None,
-                return_dict: bool = True):
-        """ids (B, t, h, w) in ``[0, vocab_size]`` (``vocab_size`` = MASK) -> logits (B, t, h, w, vocab_size)."""
+                return_dict: bool = True, *, sp=None):
+        """ids (B, t, h, w) in ``[0, vocab_size]`` (``vocab_size`` = MASK) -> logits (B, t, h, w, vocab_size);
+        ``sp``: the sequence-parallel group the backbone splits over (:mod:`vidgen.parallel`), None: unsplit."""
         self.check_ids(ids, allow_special=True)
         b, grid = ids.shape[0], tuple(ids.shape[1:])
         prefix, context, vec = self.embed_condition(cond, b, drop)
         tokens = self.token_embed(self.patch.slots(ids)).sum(2)  # (B, N, d): the ids of each patch, summed
-        out = self.backbone(tokens, self.patch.grid(grid), vec, prefix=prefix, context=context)
+        out = self.backbone(tokens, self.patch.grid(grid), vec, prefix=prefix, context=context, sp=sp)
         logits = self.patch.unpatchify(self.head(out), grid)  # (B, t, h, w, V)
         return {"logits": logits} if return_dict else (logits,)
 
@@ -76,9 +77,10 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         return generate_ids(self, cond, config, grid=grid, batch=batch, **options)
 
     def loss(self, ids: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
-             weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+             weight: Optional[torch.Tensor] = None, *, sp=None) -> tuple[torch.Tensor, dict]:
         """Masked cross-entropy on ids (B, t, h, w) with a cosine mask ratio per sample; ``weight``: optional
-        (B, t, h, w) per-token weights (a weighted mean over each sample's masked tokens)."""
+        (B, t, h, w) per-token weights (a weighted mean over each sample's masked tokens); ``sp``: as
+        :meth:`forward`."""
         self.check_ids(ids)
         check_loss_weight(weight, ids.shape)
         b, t, h, w = ids.shape
@@ -93,7 +95,8 @@ class MaskedVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelMixin, Co
         rank = score.argsort(1).argsort(1)  # rank of each position among this sample's scores
         masked = (rank < num_masked[:, None]) & ~given  # (B, N)
         inputs = ids.reshape(b, -1).masked_fill(masked, self.mask_token_id).reshape(ids.shape)
-        logits = self(inputs, cond, drop=self.sample_drop(b, r, dev))["logits"].reshape(b, -1, self.config.vocab_size)
+        logits = self(inputs, cond, drop=self.sample_drop(b, r, dev), sp=sp)["logits"]
+        logits = logits.reshape(b, -1, self.config.vocab_size)
         ce = F.cross_entropy(logits.float().transpose(1, 2), ids.reshape(b, -1), reduction="none",
                              label_smoothing=self.config.label_smoothing)  # (B, N)
         loss = per_sample_mean(ce, masked if weight is None else masked * weight.reshape(b, -1))  # masked tokens
@@ -155,7 +158,7 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
                  given_mask: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, int, dict], Optional[dict]]] = None,
                  progress: Optional[Callable] = None, compile: bool = False, guidance: Optional[Guidance] = None,
-                 **settings) -> torch.Tensor:
+                 sp=None, **settings) -> torch.Tensor:
     """Iterative parallel decoding of ids (B, t, h, w) for a latent ``grid`` (t, h, w). ``config`` (default
     :class:`MaskedSamplingConfig`) with ``settings`` applied (:meth:`~SamplingConfig.replace`) gives the steps,
     guidance, temperature, filters and greedy steps. Everything is checked first. ``given_mask`` (B, t, h, w) bool
@@ -165,7 +168,9 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     ``guidance``: the run's :class:`~vidgen.generators.sampling.Guidance`, else one at ``config.guidance_scale``.
 
     Logits are taken to fp32 before CFG, top-k and the scheduler's draw, whatever the compute dtype (autocast or
-    bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`)."""
+    bf16 weights). ``compile=True``: the model call through ``torch.compile`` (:mod:`vidgen.generators.compiled`).
+    ``sp``: each model call split over this sequence-parallel group (:mod:`vidgen.parallel`; every rank of it makes
+    the same call and gets the same ids), None: on this process."""
     # 0. checks
     config = MaskedSamplingConfig.resolve(config, settings)
     scheduler = scheduler or make_scheduler(model)
@@ -197,7 +202,7 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     # 3. denoising loop: predict every token, CFG and top-k in fp32, the scheduler reveals the most confident ones
     for i, step in enumerate(progress(scheduler.timesteps) if progress else scheduler.timesteps):
         x = ids.reshape(batch, t, h, w)
-        logits = call(torch.cat([x, x]) if doubled else x, both, drop)["logits"].float()
+        logits = call(torch.cat([x, x]) if doubled else x, both, drop, sp=sp)["logits"].float()
         if doubled:
             logits = apply_cfg(logits, guidance.scale)
         greedy = i >= steps - config.greedy_steps

@@ -15,10 +15,13 @@ chunk unchanged (norms, adaLN modulation, MLP, cross-attention to the text). Att
 After the last block the chunks are gathered, so the head and the loss see the whole clip on every rank (each rank
 computes the same loss; the collectives' backwards are their true adjoints, :mod:`vidgen.parallel.collectives`).
 ``num_heads`` must be a multiple of ``P`` (refused by name otherwise); any token count works.
+
+The group is an argument, never module state: the backbone's forward takes ``sp`` (a :class:`SequenceParallel`, or
+None for the whole sequence on one process) and hands it to each block, and the generators' ``forward``, ``loss`` and
+samplers (``generate_latents``, ``generate_ids``) take it as a keyword and pass it down. A module's output depends on
+its inputs and weights only; the trainer and ``pipe(..., sp_size=P)`` pass the group of their run or call.
 """
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -92,38 +95,31 @@ def check_heads(num_heads: int, size: int) -> None:
                           f"each rank num_heads / sp_size heads; choose an sp_size that divides {num_heads}")
 
 
-def _backbone(model):
-    """The vidgen backbone of ``model`` (a generator, or the backbone itself): it has a ``sequence_parallel`` slot."""
-    backbone = model if hasattr(model, "sequence_parallel") else getattr(model, "backbone", None)
-    if not (hasattr(backbone, "sequence_parallel") and hasattr(backbone, "blocks")):
+def check_split(sp: SequenceParallel, num_heads: int, kv_cache=None, attend=None) -> None:
+    """What the backbone checks before it splits a forward over ``sp``: the heads divide, and nothing that keeps or
+    chunks the whole sequence itself (a KV cache, an owner's own attention call) is asked to run split."""
+    check_heads(num_heads, sp.size)
+    if kv_cache is not None:
+        raise UnsupportedError("sequence parallelism: KV-cached decoding is not split over processes; "
+                               "sample the autoregressive generator without sequence parallelism")
+    if attend is not None:
+        raise UnsupportedError("sequence parallelism: a generator that calls the blocks' attention itself (the "
+                               "block-causal model's chunked attention) is not split over processes; run it with "
+                               "sp=None")
+
+
+def check_sequence_parallel(model, sp) -> None:
+    """Whether ``model`` (a generator, or its backbone) can run split over ``sp`` (a :class:`SequenceParallel`;
+    None: nothing to check), before a run starts: raises :class:`~vidgen.errors.UnsupportedError` for a model without
+    a vidgen backbone and :class:`~vidgen.errors.ConfigError` when ``sp.size`` does not divide its number of heads.
+    Nothing is stored: the split is the ``sp`` argument of each forward (``model(..., sp=sp)``,
+    ``model.loss(..., sp=sp)``, ``generate_latents(..., sp=sp)``)."""
+    backbone = model if hasattr(model, "blocks") else getattr(model, "backbone", None)
+    if not (hasattr(backbone, "blocks") and hasattr(backbone, "cfg") and hasattr(backbone.cfg, "num_heads")):
         raise UnsupportedError(f"sequence parallelism: {type(model).__name__} has no vidgen video transformer "
                                "backbone whose attention can be split over processes (vidgen's masked, flow and "
                                "autoregressive generators have one; a diffusers transformer that has a context-"
                                "parallel plan splits with its own enable_parallelism(config=ContextParallelConfig("
                                "ulysses_degree=P)))")
-    return backbone
-
-
-def enable_sequence_parallel(model, sp) -> None:
-    """Split ``model``'s backbone over ``sp`` (a :class:`SequenceParallel`, or None to undo). Raises
-    :class:`~vidgen.errors.UnsupportedError` for a model without a vidgen backbone and
-    :class:`~vidgen.errors.ConfigError` when ``sp.size`` does not divide its number of heads."""
-    backbone = _backbone(model)
     if sp is not None:
         check_heads(backbone.cfg.num_heads, sp.size)
-    for module in backbone.modules():  # the backbone and its blocks, also inside DDP / FSDP wrappers
-        if hasattr(type(module), "sequence_parallel"):
-            module.sequence_parallel = sp
-
-
-@contextlib.contextmanager
-def sequence_parallel(model, sp):
-    """``with sequence_parallel(model, sp):`` the model's forward runs split over ``sp`` (None: unchanged); the
-    previous setting comes back afterwards."""
-    backbone = _backbone(model)
-    before = backbone.sequence_parallel
-    enable_sequence_parallel(model, sp)
-    try:
-        yield model
-    finally:
-        enable_sequence_parallel(model, before)

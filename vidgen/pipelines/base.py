@@ -27,7 +27,7 @@ from vidgen.pipelines.inputs import PipelineInputsMixin
 from vidgen.pipelines.pretrained import PretrainedMixin
 from vidgen.pipelines.long_video import LongVideoMixin
 from vidgen.pipelines.output import VideoPipelineOutput, to_output
-from vidgen.pipelines.sequence_parallel import split_transformer
+from vidgen.pipelines.sequence_parallel import call_group
 from vidgen.pipelines.text_encoding import TextEncodingMixin
 
 
@@ -85,6 +85,9 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
                             "conditioning_latent_indices", "callback_on_step_end")
     #: whether ``pipe(..., sp_size=P)`` can split the generator's sequence over processes (:mod:`.sequence_parallel`)
     supports_sequence_parallel: bool = True
+    #: the running call's :class:`~vidgen.parallel.SequenceParallel` (None: unsplit), set by :meth:`_generate` for
+    #: the call only; the samplers take it as their ``sp`` argument, the transformer never holds it
+    _sequence_parallel = None
 
     # ------------------------------------------------------------------ sampling state (diffusers' conventions)
     @property
@@ -134,13 +137,18 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
     # ------------------------------------------------------------------ the __call__ recipe
     def _generate(self, call: VideoCall):
         """What every pipeline's ``__call__`` runs on its call (:mod:`.call`, built once from its arguments):
-        sequence parallelism around the whole call, then the recipe (:meth:`_recipe`)."""
+        sequence parallelism around the whole call (the call's group, which the sampling hooks pass to the sampler),
+        then the recipe (:meth:`_recipe`)."""
         check_sp_size(call.sp_size)
         if call.sp_size != 1 and not self.supports_sequence_parallel:
             raise UnsupportedError(f"sp_size={call.sp_size}: {type(self).__name__} cannot split its sampling over "
                                    f"processes ({self._sequence_parallel_refusal()}); call it with sp_size=1")
-        with split_transformer(self, call.sp_size):
-            return self._recipe(call)
+        with call_group(self, call.sp_size) as sp:
+            self.__dict__["_sequence_parallel"] = sp
+            try:
+                return self._recipe(call)
+            finally:
+                self.__dict__.pop("_sequence_parallel", None)
 
     def enable_cache(self, config) -> None:
         """diffusers' cache hooks (``FirstBlockCacheConfig`` and the other configs of ``diffusers.hooks``) on the

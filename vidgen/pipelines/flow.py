@@ -105,7 +105,8 @@ class FlowVideoPipeline(VideoPipelineBase):
             return generate_latents(self.transformer, cond, config, scheduler=self.scheduler, grid=run.grid,
                                     batch=rows, negative=negative, generator=g, latents=latents, given_latents=given,
                                     given_mask=given_mask, callback=callback, guidance=self._new_guidance(
-                                        config.guidance_scale), progress=self.progress(config.num_inference_steps))
+                                        config.guidance_scale), progress=self.progress(config.num_inference_steps),
+                                    sp=self._sequence_parallel)
 
         return per_sample(sample, run.generators, run.batch, dict(cond=run.cond, negative=run.negative,
                                                                   latents=run.call.latents, given=run.given,
@@ -125,4 +126,4 @@ class FlowVideoPipeline(VideoPipelineBase):
             given_mask[:, :k] = True
         return generate_latents(self.transformer, cond, config, scheduler=self.scheduler, grid=(k + new, *hw),
                                 batch=rows, negative=negative, generator=generator, given_latents=given_latents,
-                                given_mask=given_mask)
+                                given_mask=given_mask, sp=self._sequence_parallel)

@@ -98,7 +98,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
             return generate_ids(self.transformer, cond, config, grid=grid, batch=rows, negative=negative, generator=g,
                                 scheduler=self.scheduler, given_ids=given_ids, given_mask=given_mask,
                                 callback=callback, guidance=self._new_guidance(config.guidance_scale),
-                                progress=self.progress(config.num_inference_steps))
+                                progress=self.progress(config.num_inference_steps), sp=self._sequence_parallel)
 
         return per_sample(sample, run.generators, batch, dict(cond=run.cond, negative=run.negative,
                                                               given_ids=given_ids, given_mask=given_mask))
@@ -113,4 +113,5 @@ class MaskedVideoPipeline(VideoPipelineBase):
             given_mask = torch.zeros(rows, *grid, dtype=torch.bool, device=given.device)
             given_mask[:, :k] = True
         return generate_ids(self.transformer, cond, config, grid=grid, batch=rows, negative=negative,
-                            generator=generator, scheduler=self.scheduler, given_ids=given_ids, given_mask=given_mask)
+                            generator=generator, scheduler=self.scheduler, given_ids=given_ids, given_mask=given_mask,
+                            sp=self._sequence_parallel)

@@ -27,14 +27,15 @@ CONDITIONING = ("text", "class", "none")
 
 
 class _LossModule(nn.Module):
-    """``forward`` = the generator's loss, so DDP/FSDP see one forward per step."""
+    """``forward`` = the generator's loss, so DDP/FSDP see one forward per step; keywords (the run's ``sp``) are
+    passed on to the loss."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, cond, generator):
-        return self.model.loss(x, cond, generator)
+    def forward(self, x, cond, generator, **kwargs):
+        return self.model.loss(x, cond, generator, **kwargs)
 
 
 def build_generator(cfg: GeneratorTrainConfig, text_dim: int, tokenizer):
@@ -116,6 +117,9 @@ class GeneratorTask(TrainingTask):
     def __init__(self, cfg: GeneratorTrainConfig, acc, log, sp=None):
         from vidgen.tokenizers import load_tokenizer
         self.cfg, self.acc = cfg, acc
+        # the loss call's keywords: the run's sequence-parallel group, passed to each step's forward (never stored on
+        # the model); none at sp_size 1, so a loss module without an sp argument (distillation's) takes the call too
+        self.loss_kwargs = {} if sp is None else {"sp": sp}
         self.video_tokenizer = tokenizer = load_tokenizer(cfg.video_tokenizer).to(acc.device)
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         self.model = model = self.build_model(tokenizer, log)
@@ -152,7 +156,7 @@ class GeneratorTask(TrainingTask):
         return model
 
     def loss_module(self, model: nn.Module) -> nn.Module:
-        """The module whose ``forward(x, cond, generator)`` is the step's loss."""
+        """The module whose ``forward(x, cond, generator[, sp=])`` is the step's loss."""
         return _LossModule(model)
 
     def make_sampler(self, seed: int, rank: int, world: int):
@@ -163,7 +167,7 @@ class GeneratorTask(TrainingTask):
             bucket, x, cond = sampler.take_batch()
             cond = cond.to(self.acc.device) if cond is not None else None
             with self.acc.autocast():
-                loss, logs = module(x.to(self.acc.device), cond, g)
+                loss, logs = module(x.to(self.acc.device), cond, g, **self.loss_kwargs)
             return StepOutput(loss, logs, units=x.shape[0] * int(torch.tensor(x.shape[-3:]).prod()),
                               tail_logs={"bucket": bucket})
         index = torch.tensor(sampler.take(self.cfg.data.batch))
@@ -171,7 +175,7 @@ class GeneratorTask(TrainingTask):
         cond = self.data.conditioning(index, self.cfg.data.conditioning)
         cond = cond.to(self.acc.device) if cond is not None else None  # the cache lives on the CPU
         with self.acc.autocast():
-            loss, logs = module(x, cond, g)
+            loss, logs = module(x, cond, g, **self.loss_kwargs)
         return StepOutput(loss, logs, units=self.cfg.data.batch * self.tokens_per_clip)
 
     def save_samples(self, step: int, model) -> None:

@@ -4,13 +4,16 @@
 The groups are consecutive ranks; every rank of one group draws the same clips and the same per-sample random
 numbers, so the data position and the step's generator take the *data-parallel* rank and size
 (:func:`data_rank_world`). DDP's gradient all-reduce over the whole world then gives the data-parallel mean of the
-single-process gradients (the collectives' backwards are their true adjoints, so nothing is rescaled). The model runs
-whole on one process for the periodic samples and the saved weights (:func:`unsplit`)."""
+single-process gradients (the collectives' backwards are their true adjoints, so nothing is rescaled).
+
+The group is passed, never stored on the model: the task's loss call gives it to the generator's ``loss(..., sp=sp)``
+and the backbone splits that forward only, so the periodic samples and the saved weights use the model as it is,
+whole on one process."""
 from __future__ import annotations
 
 import contextlib
 
-from vidgen.parallel import enable_sequence_parallel, new_sequence_parallel, sequence_parallel
+from vidgen.parallel import new_sequence_parallel
 
 
 @contextlib.contextmanager
@@ -29,14 +32,3 @@ def data_rank_world(acc, sp) -> tuple[int, int]:
     """(rank, world) of this process among the data-parallel replicas: the SP group's index and the number of
     groups under sequence parallelism (``sp`` not None), else accelerate's process index and count."""
     return (sp.data_rank, sp.data_world) if sp is not None else (acc.process_index, acc.num_processes)
-
-
-def split_model(model, sp) -> None:
-    """Run ``model`` split over ``sp`` (no-op for None); refuses by name a model whose attention cannot be split."""
-    if sp is not None:
-        enable_sequence_parallel(model, sp)
-
-
-def unsplit(model, sp):
-    """A context in which ``model`` runs whole on this process (sampling hooks on the main process only, copies)."""
-    return sequence_parallel(model, None) if sp is not None else contextlib.nullcontext()

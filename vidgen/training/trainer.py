@@ -27,12 +27,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from vidgen.parallel import check_sequence_parallel
 from vidgen.training.checkpoint import (RunLog, find_checkpoint, load_state, restore, save_checkpoint,
                                         training_state)
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
-from vidgen.training.sequence_parallel import data_rank_world, sequence_parallel_run, split_model, unsplit
+from vidgen.training.sequence_parallel import data_rank_world, sequence_parallel_run
 
 
 #: ``run_dir/status.json``, rewritten atomically by the main process: ``{"state": "preparing"}`` when a run starts,
@@ -162,8 +163,9 @@ def run_training(cfg, make_task: Callable, **accelerator_kwargs) -> dict:
     :class:`~vidgen.training.GeneratorTrainConfig`); checkpoints go to ``run_dir/checkpoints`` and the model (EMA
     weights if any) to ``run_dir/final``. Returns the last logged metrics. Threads and deterministic flags are set
     for the run and restored afterwards. ``sp`` is the run's :class:`~vidgen.parallel.SequenceParallel` (None
-    for ``sp_size`` 1): a task that loads its own data takes the data-parallel rank and size from
-    :func:`~vidgen.training.sequence_parallel.data_rank_world` ``(acc, sp)``."""
+    for ``sp_size`` 1): the task passes it to each loss call (``loss(..., sp=sp)``), and a task that loads its own
+    data takes the data-parallel rank and size from :func:`~vidgen.training.sequence_parallel.data_rank_world`
+    ``(acc, sp)``."""
     with torch_state(cfg.threads, cfg.deterministic):
         acc, log = start_run(cfg, **accelerator_kwargs)
         with sequence_parallel_run(cfg.sp_size) as sp:
@@ -175,7 +177,8 @@ def run_training(cfg, make_task: Callable, **accelerator_kwargs) -> dict:
 def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
     run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
     model = task.model
-    split_model(model, sp)
+    if sp is not None:  # refused by name before anything runs: a model whose attention cannot be split
+        check_sequence_parallel(model, sp)
     rank, world = data_rank_world(acc, sp)  # every rank of a sequence-parallel group takes the same clips and draws
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     opt = torch.optim.AdamW(task.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
@@ -244,10 +247,9 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
                 t_last, units = time.time(), 0
             due = [fn for every, fn in task.hooks if every and (step % every == 0 or step == cfg.steps)]
             if is_main and due:
-                with unsplit(model, sp):
-                    current = ema.copy_model(model) if ema else model
-                    for fn in due:
-                        fn(step, current)
+                current = ema.copy_model(model) if ema else model
+                for fn in due:
+                    fn(step, current)
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 acc.wait_for_everyone()
                 if is_main:
@@ -262,10 +264,9 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
         getattr(sampler, "close", lambda: None)()  # e.g. a reader thread, also when a step raises
     acc.wait_for_everyone()
     if is_main:
-        with unsplit(model, sp):  # saved whole, and without the process groups
-            final = ema.copy_model(model) if ema else model
-            entries = task.finish(final)
-            final.save_pretrained(run_dir / "final", safe_serialization=True)
+        final = ema.copy_model(model) if ema else model
+        entries = task.finish(final)
+        final.save_pretrained(run_dir / "final", safe_serialization=True)
         log({"final": str(run_dir / "final"), **entries})
         write_run_status(run_dir, "complete", step=step)
     return metrics
