@@ -165,7 +165,12 @@ def main(argv=None) -> int:
               "speed_date": loaded["speed"]["date"], "targets": targets,
               "fvd": {"causal": loaded["adherence"]["pipelines"]["causal"]["fvd"]["value"],
                       "flow": loaded["adherence"]["pipelines"]["flow"]["fvd"]["value"]}}
-    path = write_result(args.out, result, threads=loaded["speed"]["threads"])
+    # a summary of other files: the weights its sources measured (a source written before weights were recorded is
+    # named), and the speed figures' precision
+    result["weights_sha256"] = {k: v for d in loaded.values() for k, v in (d.get("weights_sha256") or {}).items()}
+    result["sources_without_weights"] = [f"docs/results/{files[k]}" for k, d in loaded.items()
+                                         if not d.get("weights_sha256")]
+    path = write_result(args.out, result, threads=loaded["speed"]["threads"], precision=loaded["speed"].get("precision"))
     for row in targets:
         print(f"{row['target']}: {row['measured']:.3g} ({row['goal']}): "
               + ("met" if row["met"] else f"missed by {row.get('missed_by_points', 100 * row['missed_by']):.1f}"

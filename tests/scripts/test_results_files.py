@@ -69,7 +69,6 @@ GRANDFATHERED = frozenset({
     "docs/results/bench_vae_speed.json",
     "docs/results/bf16_sampling_parity.json",
     "docs/results/bf16_training_parity.json",
-    "docs/results/causal_targets.json",
     "docs/results/compare_vae_recipe.json",
     "docs/results/demo_full.json",
     "docs/results/diffusers_test_mixins.json",
