@@ -1444,6 +1444,10 @@ CASES: list[Case] = [
     Case("conditioned/strength-leaves-no-step", "diffusers_v2v",
          lambda env: env.run_conditioned("v2v", video=[_rgb(16)] * 5, strength=0.5), InvalidInputError,
          r"strength=0.5: with num_inference_steps=1 no step is left"),
+    Case("conditioned/video-and-latents", "diffusers_v2v",
+         lambda env: env.run_conditioned("v2v", video=[_rgb(16)] * 5, latents=torch.zeros(1, 16, 2, 2, 2)),
+         InvalidInputError, r"latents: WanVideoToVideoPipeline starts from the noised video \(video=\); it takes "
+                            r"one of video= and latents="),
     Case("conditioned/video-missing", "diffusers_v2v", lambda env: env.run_conditioned("v2v"), InvalidInputError,
          r"video: WanVideoToVideoPipeline samples from a video; pass video="),
     Case("conditioned/video-frame-count", "diffusers_v2v",

@@ -96,18 +96,20 @@ class WanFamily(Family):
 
     def _video_start(self, native, call, batch, generator, device, scheduler, steps, latents) -> PreparedCondition:
         from diffusers.pipelines.wan.pipeline_wan_video2video import retrieve_timesteps
+        if latents is not None:
+            raise InvalidInputError("latents: WanVideoToVideoPipeline starts from the noised video (video=); it takes "
+                                    "one of video= and latents=, as diffusers' class does; leave latents out")
         timesteps, steps = retrieve_timesteps(scheduler, steps, device)
         timesteps, kept = native.get_timesteps(steps, timesteps, call.strength, device)
         if not len(timesteps):
             raise InvalidInputError(f"strength={call.strength}: with num_inference_steps={steps} no step is left "
                                     f"(int(steps * strength) = 0); raise strength or num_inference_steps")
-        first = (steps - kept) * scheduler.order
-        if latents is None:  # noised to the first timestep before the sampler sets the begin index
-            video = native.video_processor.preprocess_video(call.video, height=call.height, width=call.width)
-            latents = native.prepare_latents(video.to(device, torch.float32), batch,
-                                             self.latent_channels(native.transformer), call.height, call.width,
-                                             torch.float32, device, generator, None, timesteps[:1].repeat(batch))
-        return PreparedCondition(latents, timesteps=timesteps, first_index=first)
+        # the video's latents noised to the first timestep, before the sampler sets the scheduler's begin index
+        video = native.video_processor.preprocess_video(call.video, height=call.height, width=call.width)
+        channels = self.latent_channels(native.transformer)
+        latents = native.prepare_latents(video.to(device, torch.float32), batch, channels, call.height, call.width,
+                                         torch.float32, device, generator, None, timesteps[:1].repeat(batch))
+        return PreparedCondition(latents, timesteps=timesteps, first_index=(steps - kept) * scheduler.order)
 
     def tiny_components(self, tokenizer, seed: int = 0) -> dict:
         import diffusers as d

@@ -182,7 +182,7 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         given, given_mask = self._encode_conditioning(call.get("conditioning_frames"),
                                                       call.get("conditioning_latent_indices"), grid, batch, nf, h, w)
         run = SamplingRun(call, config, batch, grid, cond, negative, generators, given, given_mask)
-        # 6. sample: the generator's hook
+        # 6. sample: the generator's hook (a diffusers folder's conditioned call builds its start there, per video)
         x = self._sample(run)
         # 7. decode
         return self._finish(self._output(run, x), call.return_dict)
