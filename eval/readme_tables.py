@@ -140,7 +140,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "shard_formats": ("bench_shards.json", from_script("bench_shards")),
           "data_scale": ("bench_data.json", from_script("bench_data")),
           "data_plan": ("bench_data.json", from_script("bench_data", "plan_table")),
-          "data_memory": ("bench_data_memory.json", from_script("bench_data_memory"))}
+          "data_memory": ("bench_data_memory.json", from_script("bench_data_memory")),
+          "quantized": ("bench_quantized.json", from_script("bench_quantized"))}
 
 
 def _fill(text: str, name: str, path: Path, make) -> str:
