@@ -373,6 +373,26 @@ class Env:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    @cached_property
+    def family_i2v(self) -> dict:
+        """Tiny image-to-video folders of the other families as vidgen pipelines, built when first used."""
+        return {}
+
+    def run_family_i2v(self, family: str, prompt="a fox", **kwargs):
+        """One step of a tiny ``family`` image-to-video pipeline (ltx, hunyuan_video), 9 frames of 32x32."""
+        from vidgen.pipelines import DiffusersVideoPipeline
+        from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
+        classes = {"ltx": "LTXImageToVideoPipeline", "hunyuan_video": "HunyuanVideoImageToVideoPipeline"}
+        if family not in self.family_i2v:
+            pipe = DiffusersVideoPipeline.from_native(tiny_native_pipeline(family, pipeline_class=classes[family]))
+            pipe.set_progress_bar_config(disable=True)
+            self.family_i2v[family] = pipe
+        template = {"prompt_template": {"template": "{}", "crop_start": 0, "image_emb_len": 16, "image_emb_start": 5,
+                                        "image_emb_end": 21}} if family == "hunyuan_video" else {}
+        kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 1, "output_type": "latent",
+                  "max_sequence_length": 32 if template else 16, "image": _rgb(32), **template, **kwargs}
+        return self.family_i2v[family](prompt, generator=torch.Generator().manual_seed(0), **kwargs).frames
+
     def run_conditioned(self, pipe: str, prompt="a fox", **kwargs):
         """One step of the tiny image-to-video (``pipe="i2v"``) or video-to-video pipeline, 5 frames of 16x16."""
         kwargs = {"height": 16, "width": 16, "num_inference_steps": 1, "output_type": "latent",
@@ -447,6 +467,8 @@ SANITY: dict[str, Callable[[Env], Any]] = {
     "diffusers_pipeline": lambda env: env.run_diffusers_pipe(),
     "diffusers_i2v": lambda env: env.run_conditioned("i2v", image=_rgb(16)),
     "diffusers_v2v": lambda env: env.run_conditioned("v2v", video=[_rgb(16, i) for i in range(5)], strength=1.0),
+    "ltx_i2v": lambda env: env.run_family_i2v("ltx"),
+    "hunyuan_i2v": lambda env: env.run_family_i2v("hunyuan_video"),
 }
 
 
@@ -1468,6 +1490,16 @@ CASES: list[Case] = [
     Case("conditioned/video-on-shipped-pipeline", "pipeline_folder",
          lambda env: load_pipeline("pretrained/shapes-masked")("a red circle", video=[_rgb(16)] * 5, strength=0.5),
          UnsupportedError, r"video, strength: MaskedVideoPipeline samples from text only"),
+    Case("conditioned/ltx-latents", "ltx_i2v", lambda env: env.run_family_i2v("ltx", latents=torch.zeros(1, 8, 3, 8, 8)),
+         InvalidInputError, r"latents: LTXImageToVideoPipeline ignores the image when it is given latents \(they are "
+                            r"the whole start, frame 0 included\); pass a generator instead"),
+    Case("conditioned/hunyuan-template-without-image-slot", "hunyuan_i2v",
+         lambda env: env.run_family_i2v("hunyuan_video", prompt_template={"template": "{}", "crop_start": 0}),
+         InvalidInputError, r"prompt_template: an image slot of image_emb_len=576 tokens \(image_emb_start\.\."
+                            r"image_emb_end: 576\), but the text encoder's vision tower gives 16 image tokens"),
+    Case("conditioned/hunyuan-prompt-without-image", "hunyuan_i2v",
+         lambda env: (env.run_family_i2v("hunyuan_video"), env.family_i2v["hunyuan_video"].encode_prompt("a fox")),
+         InvalidInputError, r"image: HunyuanVideoImageToVideoPipeline encodes the prompt with the image"),
     # --------------------------------------------------------------------------- sequence parallelism (vidgen.parallel)
     Case("parallel/sp-size-without-launch", "pipeline", lambda env: env.run_pipe(sp_size=2), ConfigError,
          r"sp_size=2 needs a distributed launch \(accelerate launch or torchrun"),

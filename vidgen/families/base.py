@@ -251,6 +251,11 @@ class Family:
         """Extra first latent frames the pipeline samples (and drops before decoding) for a latent ``grid``."""
         return 0
 
+    def dropped_frames(self, model, pipeline_class: str) -> tuple:
+        """``(latent frames, pixel frames)`` the family's ``pipeline_class`` (with transformer ``model``) drops from
+        the start of what it samples: of its ``output_type="latent"`` latents, of its decoded frames; none here."""
+        return 0, 0
+
     def decodes_with_timestep(self, vae) -> bool:
         """Whether ``vae`` (the raw diffusers VAE) takes a decode timestep (``decode_timestep``)."""
         return False
@@ -277,7 +282,9 @@ class Family:
     def encode_prompt(self, native, prompt, negative_prompt=None, *, guidance: bool, num_videos_per_prompt: int,
                       max_text_tokens: int, device, **options) -> tuple:
         """``(prompt, negative or None)`` :class:`PromptEmbeddings` from the family's diffusers pipeline ``native``
-        (its own ``encode_prompt``); with ``guidance`` the negative prompt defaults to ``""``, as in diffusers."""
+        (its own ``encode_prompt``); with ``guidance`` the negative prompt defaults to ``""``, as in diffusers.
+        ``options``: the family's prompt options, and ``image`` (a conditioned call's image, or None), which only a
+        family whose text encoder reads the image uses."""
         pos, neg = native.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance=guidance,
                                         num_videos_per_prompt=num_videos_per_prompt,
                                         max_sequence_length=max_text_tokens, device=device)

@@ -2,13 +2,17 @@
 schedulers (``eta=0`` and the generator; the DPM step carries the previous clean estimate), one batched pass over
 ``[negative; prompt]``, a rotary table built per grid, T5 called without its mask, the sampling state in the text
 embeddings' dtype, and the transformer's fixed text length. CogVideoX 1.5 (``patch_size_t=2``) samples extra first
-latent frames up to a multiple of its temporal patch and drops them before decoding."""
+latent frames up to a multiple of its temporal patch and drops them before decoding.
+
+Conditioned class: ``CogVideoXImageToVideoPipeline`` (``image=``): the image's latent (a posterior sample) on the
+first sampled latent frame, zeros after it, concatenated on the channels of every model call."""
 from __future__ import annotations
 
 import torch
 
 from vidgen.errors import ConfigError
-from vidgen.families.base import TINY_TEXT_DIM, Family, VaeSpec, WindowProcessor, patch_size_of, tiny_t5
+from vidgen.families.base import (TINY_TEXT_DIM, ConditionedPipeline, Family, PreparedCondition, VaeSpec,
+                                  WindowProcessor, patch_size_of, tiny_t5)
 
 
 class CogVideoXWindowProcessor(WindowProcessor):
@@ -66,13 +70,34 @@ class CogVideoXFamily(Family):
         b, c, t, h, w = shape
         return randn_tensor((b, t, c, h, w), generator=generator, device=device, dtype=dtype).permute(0, 2, 1, 3, 4)
 
-    def forward(self, gen, latents, timestep, cond, **kwargs) -> torch.Tensor:
+    def forward(self, gen, latents, timestep, cond, condition=None, **kwargs) -> torch.Tensor:
+        """``condition`` (B, C, t, h, w): the image-to-video pipeline's image latents, concatenated on the channels
+        (repeated over the batched pass's [negative; prompt] halves)."""
         x, text = self.inputs(gen, latents, cond)
+        if condition is not None:
+            condition = condition.to(x.device, x.dtype)
+            x = torch.cat([x, condition.repeat(x.shape[0] // condition.shape[0], 1, 1, 1, 1)], dim=1)
         ofs = None if gen.model.config.get("ofs_embed_dim") is None else x.new_full((1,), 2.0)
         rotary = rotary_embedding(gen.model, x.shape[2:], gen.device)
         out = gen.model(hidden_states=x.permute(0, 2, 1, 3, 4).contiguous(), encoder_hidden_states=text,  # (B,t,C,h,w)
                         timestep=timestep, ofs=ofs, image_rotary_emb=rotary, return_dict=False, **kwargs)[0]
         return out.permute(0, 2, 1, 3, 4)
+
+    def prepare_condition(self, native, call, *, grid, batch, generator, device, scheduler, steps,
+                          latents=None) -> PreparedCondition:
+        """``CogVideoXImageToVideoPipeline``'s start: the image encoded (a posterior *sample*, drawn from
+        ``generator`` first, even with ``latents`` given), scaled, at the first of the sampled latent frames (those
+        of :meth:`latent_padding` included) with zeros after it; then the noise (or ``latents``) times the
+        scheduler's ``init_noise_sigma``, in the prompt embeddings' dtype."""
+        encoder = native.text_encoder if native.text_encoder is not None else native.transformer
+        dtype = encoder.dtype
+        frames = (grid[0] - 1) * native.vae_scale_factor_temporal + 1  # with the padding frames, as its __call__
+        pixels = native.video_processor.preprocess(call.image, height=call.height, width=call.width)
+        given = None if latents is None else self.pipeline_latents(latents).to(device, dtype)
+        start, condition = native.prepare_latents(pixels.to(device, dtype), batch,
+                                                  native.transformer.config.in_channels // 2, frames, call.height,
+                                                  call.width, dtype, device, generator, given)
+        return PreparedCondition(start.permute(0, 2, 1, 3, 4), {"condition": condition.permute(0, 2, 1, 3, 4)})
 
     def state_dtype(self, cond) -> torch.dtype:
         return cond.text.dtype if cond is not None else torch.float32
@@ -120,6 +145,15 @@ class CogVideoXFamily(Family):
         return dict(vae=vae.eval(), transformer=transformer.eval(), scheduler=scheduler, text_encoder=text_encoder,
                     tokenizer=tokenizer)
 
+    def tiny_conditioned_components(self, pipeline_class: str, tokenizer, seed: int = 0, variant=None) -> dict:
+        """``CogVideoXImageToVideoPipeline``: the transformer reads the image latents' channels too (8 = 2 x 4)."""
+        import diffusers as d
+        parts = self.tiny_components(tokenizer, seed)
+        config = {k: v for k, v in parts["transformer"].config.items() if not k.startswith("_")}
+        torch.manual_seed(seed)
+        parts["transformer"] = d.CogVideoXTransformer3DModel(**{**config, "in_channels": 8}).eval()
+        return parts
+
 
 FAMILY = CogVideoXFamily(
     name="cogvideox", pipeline="CogVideoXPipeline", transformer="CogVideoXTransformer3DModel",
@@ -134,4 +168,5 @@ FAMILY = CogVideoXFamily(
     prediction_type="v_prediction", cfg="batched", max_text_tokens=226, text_encoder_masked=False,
     sampling_defaults=dict(num_inference_steps=50, guidance_scale=6.0), default_size=(49, 480, 720),
     tiny_size=(9, 16, 16), tiny_call={"max_sequence_length": 16}, window_processor=CogVideoXWindowProcessor,
+    conditioned={"CogVideoXImageToVideoPipeline": ConditionedPipeline(inputs=("image",))},
 )

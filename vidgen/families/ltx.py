@@ -1,15 +1,19 @@
 """LTX-Video (``LTXPipeline``): tokens packed ``(B, t*h*w, C)``, the grid, frame rate and rotary scale passed to the
 model, sigmas shifted by the latent grid's size, one batched pass over ``[negative; prompt]``, the text mask read by
 the transformer, and the 0.9.1+ decoders conditioned on a decode timestep (``decode_timestep`` /
-``decode_noise_scale``)."""
+``decode_noise_scale``).
+
+Conditioned class: ``LTXImageToVideoPipeline`` (``image=``): the T2V transformer as it is; the image's latent (a
+posterior sample) is latent frame 0 of the start, its tokens at timestep 0 and kept through every step."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from vidgen.errors import UnsupportedError
-from vidgen.families.base import (TINY_TEXT_DIM, Family, VaeSpec, WindowProcessor, encode_prompt_with_masks,
-                                  pack_latents, patch_size_of, tiny_t5, unpack_latents)
+from vidgen.errors import InvalidInputError, UnsupportedError
+from vidgen.families.base import (TINY_TEXT_DIM, ConditionedPipeline, Family, PreparedCondition, VaeSpec,
+                                  WindowProcessor, encode_prompt_with_masks, pack_latents, patch_size_of, tiny_t5,
+                                  unpack_latents)
 
 #: the pipeline's default frame rate (the rotary time scale is latent frames per second)
 FRAME_RATE = 25.0
@@ -53,8 +57,12 @@ class LTXFamily(Family):
         return config, ({"frame_rate": options["frame_rate"]} if "frame_rate" in options else {})
 
     def forward(self, gen, latents, timestep, cond, vae_ratios=(8, 32), frame_rate: float = FRAME_RATE,
-                **kwargs) -> torch.Tensor:
+                token_mask=None, **kwargs) -> torch.Tensor:
+        """``token_mask`` (1, tokens): 1 on the image-to-video pipeline's given first frame, whose tokens are at
+        timestep 0 (diffusers' ``t * (1 - conditioning_mask)``, one timestep per token)."""
         x, text = self.inputs(gen, latents, cond)
+        if token_mask is not None:
+            timestep = timestep[:, None] * (1 - token_mask[:1].to(timestep.device))  # (B, tokens)
         mask = cond.text_mask.to(gen.device) if cond.text_mask is not None else None
         _, _, t, h, w = x.shape
         pt, ps, _ = patch_size_of(gen.model)
@@ -64,6 +72,26 @@ class LTXFamily(Family):
                         width=w // ps, rope_interpolation_scale=(tc / frame_rate, sc, sc), return_dict=False,
                         **kwargs)[0]
         return unpack_latents(out, (t, h, w), ps, pt)
+
+    def prepare_condition(self, native, call, *, grid, batch, generator, device, scheduler, steps,
+                          latents=None) -> PreparedCondition:
+        """``LTXImageToVideoPipeline``'s start: the image encoded (a posterior *sample*, drawn from ``generator``
+        first), then the noise; frame 0 is the image latent, its tokens at timestep 0 (``token_mask``) and kept
+        through every step (``clamp``: diffusers steps frames 1: only; the Euler step is elementwise, so a full step
+        with frame 0 restored is the same numbers)."""
+        if latents is not None:
+            raise InvalidInputError("latents: LTXImageToVideoPipeline ignores the image when it is given latents "
+                                    "(they are the whole start, frame 0 included); pass a generator instead")
+        encoder = native.text_encoder if native.text_encoder is not None else native.transformer
+        dtype = encoder.dtype  # the image is cast to the prompt embeddings' dtype
+        pixels = native.video_processor.preprocess(call.image, height=call.height, width=call.width)
+        packed, mask = native.prepare_latents(pixels.to(device, dtype), batch, native.transformer.config.in_channels,
+                                              call.height, call.width, call.num_frames, torch.float32, device,
+                                              generator, None)
+        start = self.from_pipeline_latents(packed, grid, native.transformer)
+        first = start[:, :, :1].clone()
+        return PreparedCondition(start, {"token_mask": mask},
+                                 clamp=lambda x: torch.cat([first.to(x.dtype), x[:, :, 1:]], 2))
 
     def timesteps(self, scheduler, steps: int, grid, device) -> torch.Tensor:
         """Sigmas ``linspace(1, 1/steps)`` shifted by ``mu`` from the latent grid's size, as the pipeline."""
@@ -116,6 +144,10 @@ class LTXFamily(Family):
         return dict(vae=vae.eval(), transformer=transformer.eval(), scheduler=scheduler, text_encoder=text_encoder,
                     tokenizer=tokenizer)
 
+    def tiny_conditioned_components(self, pipeline_class: str, tokenizer, seed: int = 0, variant=None) -> dict:
+        """``LTXImageToVideoPipeline`` takes the text-to-video components as they are."""
+        return self.tiny_components(tokenizer, seed)
+
 
 FAMILY = LTXFamily(
     name="ltx", pipeline="LTXPipeline", transformer="LTXVideoTransformer3DModel", vae="AutoencoderKLLTXVideo",
@@ -126,4 +158,5 @@ FAMILY = LTXFamily(
     sampling_defaults=dict(num_inference_steps=50, guidance_scale=3.0), default_size=(161, 512, 704),
     tiny_size=(9, 32, 32), call_options=("frame_rate", "decode_timestep", "decode_noise_scale"),
     window_processor=LTXWindowProcessor,
+    conditioned={"LTXImageToVideoPipeline": ConditionedPipeline(inputs=("image",))},
 )

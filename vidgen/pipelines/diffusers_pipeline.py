@@ -178,11 +178,11 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
 
     def encode_prompt(self, prompt, negative_prompt=None, num_videos_per_prompt: int = 1, prompt_embeds=None,
                       negative_prompt_embeds=None, max_text_tokens: Optional[int] = None, guidance: bool = True,
-                      **options):
+                      image=None, **options):
         """The family's diffusers ``encode_prompt`` -> ``(prompt_embeds, negative_prompt_embeds)`` as vidgen
-        :class:`~vidgen.generators.Conditioning` (per-token states and, where the family's transformer reads them,
-        the mask and a pooled embedding). Under ``guidance`` the negative prompt defaults as in the family's
-        pipeline (``""`` for most). ``options``: the family's prompt options (``Family.prompt_options``)."""
+        :class:`~vidgen.generators.Conditioning` (per-token states; the mask, pooled embedding where its transformer
+        reads them). Under ``guidance`` the negative prompt defaults as its pipeline's (``""`` for most). ``image``:
+        the image its text encoder reads (HunyuanVideo I2V). ``options``: its prompt options (``prompt_options``)."""
         if prompt_embeds is not None:
             return prompt_embeds, negative_prompt_embeds
         self._check_components(*self.family.text_components)
@@ -190,7 +190,7 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
         pos, neg = self.family.encode_prompt(self.native(), prompt, negative_prompt, guidance=guidance,
                                              num_videos_per_prompt=num_videos_per_prompt,
                                              max_text_tokens=max_text_tokens or self.max_text_tokens(),
-                                             device=self.flow_generator.device, **options)
+                                             device=self.flow_generator.device, image=image, **options)
         return Conditioning(*pos), (Conditioning(*neg) if neg is not None else None)
 
     # ------------------------------------------------------------------ sampling: the recipe's hooks
@@ -315,7 +315,7 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
         prompt_options = {k: v for k, v in call.family_options.items() if k in self.family.prompt_options}
         cond, negative = self.encode_prompt(call.prompt, call.negative_prompt, call.num_videos_per_prompt,
                                             call.prompt_embeds, call.negative_prompt_embeds,
-                                            call.max_sequence_length, guidance=guided, **prompt_options)
+                                            call.max_sequence_length, guided, call.image, **prompt_options)
         return batch, cond, negative
 
     def _sample(self, run):
@@ -354,20 +354,20 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
 
     def _output(self, run, x):
         """The family's own decode where its pipeline has one for the call's options (LTX's decode timestep), else
-        the tokenizer's."""
-        c = run.call
+        the tokenizer's; without the first frames the folder's class drops (``Family.dropped_frames``)."""
+        c, cut = run.call, self.family.dropped_frames(self.transformer, self.pipeline_class_name)[1]
         video = None if c.output_type == "latent" else self.family.decode(
             self.video_tokenizer, x, c.num_frames, c.height, c.width, c.generator, c.family_options)
-        return super()._output(run, x) if video is None else to_output(video, c.output_type)
+        return super()._output(run, x) if video is None else to_output(video[:, :, cut:], c.output_type)
 
     def _decode(self, x, num_frames, height, width, output_type, decode_chunk_frames, per_video=False):
+        drop, cut = self.family.dropped_frames(self.transformer, self.pipeline_class_name)
         if output_type == "latent":
-            return x
-        tok = self.video_tokenizer
-        parts = x.split(1) if per_video else [x]
+            return x[:, :, drop:]
+        tok, parts = self.video_tokenizer, (x.split(1) if per_video else [x])
         video = torch.cat([self.flow_generator.decode_videos(tok, part.to(tok.dtype), num_frames, height, width,
                                                         chunk_frames=decode_chunk_frames) for part in parts])
-        return to_output(video, output_type)
+        return to_output(video[:, :, cut:], output_type)
 
 
 def load_native_pipeline(path, **kwargs) -> DiffusersVideoPipeline:
