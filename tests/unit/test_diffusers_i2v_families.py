@@ -128,3 +128,15 @@ def test_hunyuan_image_to_video_needs_a_template_with_the_vision_towers_image_sl
     with pytest.raises(InvalidInputError, match=r"prompt_template: an image slot of image_emb_len=576 tokens.*"
                                                 r"gives 16 image tokens"):
         _call(pipe, key, prompt_template={"template": "{}", "crop_start": 0})  # a text-to-video template
+
+
+@pytest.mark.parametrize("key", [k for k in CASES if k[2] is None], ids=["ltx", "cogvideox", "hunyuan"])
+def test_one_image_for_several_videos(key, natives):
+    """LTX's class broadcasts the one image latent over the videos (compared); CogVideoX's and HunyuanVideo's fail
+    there, vidgen gives each video the image (CogVideoX draws one posterior sample per video)."""
+    native, pipe = _pair(natives, key)
+    ours = _call(pipe, key, "latent", num_videos_per_prompt=2, num_inference_steps=1)
+    assert ours.shape[0] == 2 and not torch.equal(ours[0], ours[1])
+    if key[0] == "ltx":
+        ref = _call(native, key, "latent", num_videos_per_prompt=2, num_inference_steps=1)
+        assert (transformer_family(native.transformer).pipeline_latents(ours, native.transformer) - ref).abs().max() <= TOL

@@ -93,6 +93,8 @@ class CogVideoXFamily(Family):
         dtype = encoder.dtype
         frames = (grid[0] - 1) * native.vae_scale_factor_temporal + 1  # with the padding frames, as its __call__
         pixels = native.video_processor.preprocess(call.image, height=call.height, width=call.width)
+        if pixels.shape[0] == 1 and batch > 1:  # one image for several videos (diffusers' class would fail)
+            pixels = pixels.repeat(batch, 1, 1, 1)
         given = None if latents is None else self.pipeline_latents(latents).to(device, dtype)
         start, condition = native.prepare_latents(pixels.to(device, dtype), batch,
                                                   native.transformer.config.in_channels // 2, frames, call.height,

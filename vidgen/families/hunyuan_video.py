@@ -117,6 +117,7 @@ class HunyuanVideoFamily(Family):
         pixels = native.video_processor.preprocess(call.image, call.height, call.width).to(device, native.vae.dtype)
         start, z = native.prepare_latents(pixels, batch, channels, call.height, call.width, call.num_frames,
                                           torch.float32, device, generator, latents, kind)
+        z = z.expand(start.shape[0], -1, -1, -1, -1).clone()  # one image for several videos (as its start)
         if kind == "token_replace":
             return PreparedCondition(start, {"first_latent": z},
                                      clamp=lambda x: torch.cat([z.to(x.dtype), x[:, :, 1:]], 2))
