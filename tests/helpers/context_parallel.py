@@ -17,7 +17,8 @@ def pipeline_case(rank, world, folder: str, sp_size: int = 2, kw: dict = None):
     pipe = load_pipeline(folder, dtype="fp32")
     pipe.set_progress_bar_config(disable=True)
     seen = []
-    pipe.transformer.blocks[0].norm1.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    blocks = getattr(pipe.transformer, "blocks", None) or pipe.transformer.transformer_blocks  # Wan / LTX-Video
+    blocks[0].norm1.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     kw = {**KW, **(kw or {})}
 
     def run(sp):

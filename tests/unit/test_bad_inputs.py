@@ -1519,6 +1519,10 @@ CASES: list[Case] = [
     Case("parallel/diffusers-transformer-without-cp-plan", "diffusers_pipeline",
          lambda env: _diffusers_parallel().parallel_config(_tiny_transformer("cogvideox"), 2), UnsupportedError,
          r"sp_size=2: diffusers' CogVideoXTransformer3DModel has no context-parallel plan \(_cp_plan\)"),
+    Case("parallel/diffusers-ltx-plan-fails", "diffusers_pipeline",
+         lambda env: _diffusers_parallel().parallel_config(_tiny_transformer("ltx"), 2), UnsupportedError,
+         r"sp_size=2: diffusers' LTXVideoTransformer3DModel has a context-parallel plan, but its attention processor "
+         r"views the text mask per head"),
     Case("parallel/diffusers-backend-without-cp", "diffusers_pipeline",
          lambda env: _diffusers_parallel().parallel_config(_with_backend(_tiny_transformer("wan"), "_native_math"), 2),
          UnsupportedError, r"sp_size=2: WanTransformer3DModel's attention backend '_native_math' has no context "
