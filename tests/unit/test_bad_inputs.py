@@ -1256,6 +1256,13 @@ CASES: list[Case] = [
     Case("diffusers_pipeline/cache-config-unknown", "diffusers_pipeline",
          lambda env: env.diffusers_pipe.enable_cache("first-block"), InvalidInputError,
          r"enable_cache: Cache config <class 'str'> is not supported\. \(pass a config of diffusers\.hooks"),
+    Case("diffusers_pipeline/faster-cache-separate-guidance", "diffusers_pipeline",
+         lambda env: env.diffusers_pipe.enable_cache(_diffusers_hooks().FasterCacheConfig()), UnsupportedError,
+         r"enable_cache: FasterCacheConfig reuses the unconditional half of a batched \[uncond; cond\] model call; "
+         r"the WanPipeline family guides by separate passes"),
+    Case("diffusers_pipeline/mag-cache-calibration-over-a-cache", "diffusers_pipeline",
+         lambda env: _calibrate_over_a_cache(env.diffusers_pipe), InvalidInputError,
+         r"calibrate_mag_cache: a cache is on; pipe\.disable_cache\(\) first"),
     Case("pipeline/student-not-distilled", "pipeline", lambda env: env.pipe.with_student(env.pipe.transformer),
          InvalidInputError, r"student: not a distilled FlowVideoTransformer"),
     Case("distill/masked-teacher", "config", lambda env: _distill_teacher(env, "masked"), ConfigError,
@@ -1535,6 +1542,20 @@ CASES: list[Case] = [
          lambda env: check_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
          r"WanTransformer3DModel has no vidgen video transformer backbone whose attention can be split"),
 ]
+
+
+def _diffusers_hooks():
+    import diffusers.hooks
+    return diffusers.hooks
+
+
+def _calibrate_over_a_cache(pipe):
+    from vidgen.pipelines.cache_configs import calibrate_mag_cache
+    pipe.enable_cache(_diffusers_hooks().FirstBlockCacheConfig(threshold=0.1))
+    try:
+        calibrate_mag_cache(pipe, "a fox", num_inference_steps=1)
+    finally:
+        pipe.disable_cache()
 
 
 def _diffusers_parallel():
