@@ -41,7 +41,7 @@ class VideoCall:
     settings: Mapping[str, Any] = field(default_factory=dict)  # the sampling settings given (UNSET: the folder's)
     # the condition inputs, with diffusers' names (vidgen.pipelines.conditions): taken by the conditioned classes of
     # a diffusers family (DiffusersCall), refused by name elsewhere
-    image: Any = None  # the first frame: a PIL image, (H, W, 3) array in [0, 1] or (3, H, W) tensor, kept raw
+    image: Any = None  # the first frame: a PIL image or a (3, H, W) tensor, kept raw
     last_image: Any = None  # the last frame (first-last-frame models), as image
     video: Any = None  # the video to start from: a list of frames, (F, H, W, 3) array or (F, 3, H, W) tensor
     strength: Optional[float] = None  # video-to-video: the share of the schedule sampled, in (0, 1]

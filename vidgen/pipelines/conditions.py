@@ -3,9 +3,10 @@ argument names) checked once, before any work, with errors that name the argumen
 them: a diffusers folder of a conditioned class of its family (``Family.conditioned``); vidgen's own pipelines and
 text-to-video folders refuse them by name.
 
-The values are kept raw (a PIL image, an ``(H, W, 3)`` array in [0, 1], a ``(3, H, W)`` tensor; a video as a list of
-those, an ``(F, H, W, 3)`` array or an ``(F, 3, H, W)`` tensor), as diffusers' ``VideoProcessor`` and image encoders
-take them: the family's pipeline class resizes them to the call's ``height`` x ``width``.
+The values are kept raw (an image: a PIL image or a ``(3, H, W)`` tensor, as diffusers' image-to-video classes take
+it, whose image encoders read it raw too; a video: a list of frames, an ``(F, H, W, 3)`` array in [0, 1] or an
+``(F, 3, H, W)`` tensor, as ``VideoProcessor.preprocess_video`` takes it): the family's pipeline class resizes them
+to the call's ``height`` x ``width``.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def refuse_conditions(call, owner: str, why: str) -> None:
         raise UnsupportedError(f"{', '.join(given)}: {owner} samples from text only ({why})")
 
 
-def _shape_of(name: str, value: Any) -> tuple:
-    """``(H, W, channels)`` of one image, or a named error."""
+def _shape_of(name: str, value: Any, arrays: bool = True) -> tuple:
+    """``(H, W, channels)`` of one image, or a named error (``arrays``: numpy frames allowed, as in a video)."""
     import numpy as np
     import torch
     try:
@@ -42,6 +43,9 @@ def _shape_of(name: str, value: Any) -> tuple:
             raise InvalidInputError(f"{name}: a PIL image in mode {value.mode!r}; the pipeline takes RGB images "
                                     f"(pass {name}.convert('RGB'))")
         return value.height, value.width, 3
+    if isinstance(value, np.ndarray) and not arrays:
+        raise InvalidInputError(f"{name}: a numpy array; pass a PIL image (Image.fromarray((x * 255).astype('uint8')) "
+                                f"for values in [0, 1]) or a (3, H, W) tensor, as diffusers' pipelines take {name}")
     if isinstance(value, (np.ndarray, torch.Tensor)):
         shape = tuple(value.shape)
         if len(shape) == 4 and shape[0] == 1:
@@ -57,13 +61,14 @@ def _shape_of(name: str, value: Any) -> tuple:
         if not h or not w:
             raise InvalidInputError(f"{name}: an empty image (shape {tuple(value.shape)})")
         return h, w, c
-    raise InvalidInputError(f"{name}: expected a PIL image, an (H, W, 3) numpy array or a (3, H, W) tensor, got "
-                            f"{type(value).__name__}")
+    also = ", or an (H, W, 3) array" if arrays else ""
+    raise InvalidInputError(f"{name}: expected a PIL image or a (3, H, W) tensor{also}, got {type(value).__name__}")
 
 
 def check_image(name: str, value: Any) -> tuple:
-    """One image as diffusers' pipelines take it -> ``(H, W, 3)``; a named :class:`InvalidInputError` otherwise."""
-    return _shape_of(name, value)
+    """One image as diffusers' image-to-video pipelines take it (PIL, or a (3, H, W) tensor) -> ``(H, W, 3)``; a
+    named :class:`InvalidInputError` otherwise."""
+    return _shape_of(name, value, arrays=False)
 
 
 def video_frames(value: Any) -> int:
