@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SP_FILE = "docs/results/bench_sequence_parallel.json"
 HOST_FILE = "docs/results/bench_attention_host.json"
 OLD_KERNEL_FILE = "experiments/results/device_h200_2026-11-27/run1_bench_attention_gpu.json"
+CACHES_FILE = "docs/results/bench_caches.json"
+#: the methods of the cache table in docs/real-models.md, by the label its rows give them
+CACHE_ROWS = {"first_block": r"`FirstBlockCacheConfig\(threshold=0\.05\)`",
+              "mag_cache": r"`MagCacheConfig` \(calibrated ratios, defaults\)",
+              "taylorseer": r"`TaylorSeerCacheConfig\(\)` \(defaults\)",
+              "taylorseer_lite": r"`TaylorSeerCacheConfig\(use_lite_mode=True\)`"}
 
 
 def _sp(record: dict) -> list:
@@ -65,7 +71,27 @@ CHECKS = {
         [r"ran \(b\) in (\d+) ms forward \((\d+\.\d+)× flex\) and ([\d,]+) ms forward\+backward \((\d+\.\d+)× flex\)",
          r"it was (\d+\.\d+)–(\d+\.\d+)× flex forward and (\d+\.\d+)–(\d+\.\d+)× forward\+backward"],
         lambda r: _old_kernel(r)),
+    "step caches on a random Wan": (
+        "docs/real-models.md", CACHES_FILE,
+        [r"\| no cache \| (\d+\.\d+) \| 1 \| (\d+) of (\d+) \| 0 \|",
+         *[rf"\| {label} \| (\d+\.\d+) \| (\d+\.\d+) \((\d+\.\d+)-(\d+\.\d+)\) \| (\d+) of (\d+) \| "
+           rf"(\d+(?:\.\d+)?) / (\d+(?:\.\d+)?) \|" for label in CACHE_ROWS.values()],
+         r"the load average was (\d+\.\d+) at the start and (\d+\.\d+) at the end"],
+        lambda r: _caches(r)),
 }
+
+
+def _caches(record: dict) -> list:
+    rows, calls = record["methods"], 2 * record["call"]["num_inference_steps"]
+    none = rows["none"]
+    out = [("no cache", [none["s_per_call"]["median"], none["last_block_self_attention_calls"], calls])]
+    for method in CACHE_ROWS:
+        row = rows[method]
+        out.append((method, [row["s_per_call"]["median"], row["speedup_vs_none"]["median"],
+                             row["speedup_vs_none"]["min"], row["speedup_vs_none"]["max"],
+                             row["last_block_self_attention_calls"], calls, row["frames_max_abs_diff"],
+                             row["frames_mean_abs_diff"]]))
+    return out + [("the load", [record["loadavg_start"][0], record["loadavg_end"][0]])]
 
 
 def _old_kernel(record: dict) -> list:
