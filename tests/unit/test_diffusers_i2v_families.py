@@ -140,3 +140,28 @@ def test_one_image_for_several_videos(key, natives):
     if key[0] == "ltx":
         ref = _call(native, key, "latent", num_videos_per_prompt=2, num_inference_steps=1)
         assert (transformer_family(native.transformer).pipeline_latents(ours, native.transformer) - ref).abs().max() <= TOL
+
+
+def test_cogvideox15_image_to_video_pads_its_latent_frames_and_inverts_the_image_scale_as_diffusers():
+    """CogVideoX 1.5 image-to-video: the latent frames padded to the temporal patch (the image on the first, padded
+    one), the ofs embedding, and a VAE with ``invert_scale_latents`` (the image latent divided by the scale)."""
+    from vidgen.pipelines.diffusers_tiny import tiny_components
+    parts = tiny_components("cogvideox")
+    vae = {k: v for k, v in parts["vae"].config.items() if not k.startswith("_")}
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        parts["transformer"] = diffusers.CogVideoXTransformer3DModel(
+            num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=2,
+            text_embed_dim=32, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+            patch_size_t=2, temporal_compression_ratio=4, max_text_seq_length=16, ofs_embed_dim=2,
+            use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False, patch_bias=False).eval()
+        torch.manual_seed(3)
+        parts["vae"] = diffusers.AutoencoderKLCogVideoX(**{**vae, "invert_scale_latents": True}).eval()
+    native = diffusers.CogVideoXImageToVideoPipeline(**parts)
+    native.set_progress_bar_config(disable=True)
+    pipe = DiffusersVideoPipeline.from_native(native)
+    kw = dict(prompt="a fox", image=tiny_image(), num_frames=9, height=32, width=32, num_inference_steps=3,
+              guidance_scale=4.0, max_sequence_length=16, output_type="np")  # 3 latent frames, sampled as 4
+    ours = pipe(generator=torch.Generator().manual_seed(0), **kw).frames
+    ref = native(generator=torch.Generator().manual_seed(0), **kw).frames
+    assert ours.shape == ref.shape == (1, 9, 32, 32, 3) and np.abs(ours - ref).max() <= TOL
