@@ -8,10 +8,13 @@ import torch
 KW = dict(num_frames=9, height=32, width=32, num_inference_steps=3, guidance_scale=4.0, output_type="pt")
 
 
-def pipeline_case(rank, world, folder: str, sp_size: int = 2, kw: dict = None):
+def pipeline_case(rank, world, folder: str, sp_size: int = 2, kw: dict = None, image: bool = False):
     """Frames of ``load_pipeline(folder)`` with ``sp_size`` against ``sp_size=1``, the tokens each rank's first block
-    saw in both, and the largest difference between the ranks' frames."""
+    saw in both, and the largest difference between the ranks' frames; ``image``: a seeded random image as
+    ``image=`` (an image-to-video folder)."""
+    import numpy as np
     import torch.distributed as dist
+    from PIL import Image
 
     from vidgen.pipelines import load_pipeline
     pipe = load_pipeline(folder, dtype="fp32")
@@ -20,6 +23,8 @@ def pipeline_case(rank, world, folder: str, sp_size: int = 2, kw: dict = None):
     blocks = getattr(pipe.transformer, "blocks", None) or pipe.transformer.transformer_blocks  # Wan / LTX-Video
     blocks[0].norm1.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     kw = {**KW, **(kw or {})}
+    if image:
+        kw["image"] = Image.fromarray((np.random.RandomState(0).rand(kw["height"], kw["width"], 3) * 255).astype("uint8"))
 
     def run(sp):
         seen.clear()
