@@ -25,7 +25,7 @@ over ``none`` (the median of the per-round ratios, paired within each round), ho
 self-attention ran in a call (the work a cache skipped shows there; ``none`` runs it 2 x steps times) and the
 frames' max and mean absolute difference from ``none``'s (frames in [0, 1]).
 
-    python eval/bench_caches.py                                 # a few minutes at 1 thread; docs/results/bench_caches.json
+    python eval/bench_caches.py               # minutes at 1 thread (more on a loaded machine); the results file
     python eval/bench_caches.py --quick --out /tmp/caches.json  # tiny sizes, 2 rounds: a smoke run
 """
 from __future__ import annotations

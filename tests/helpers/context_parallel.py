@@ -24,7 +24,8 @@ def pipeline_case(rank, world, folder: str, sp_size: int = 2, kw: dict = None, i
     blocks[0].norm1.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     kw = {**KW, **(kw or {})}
     if image:
-        kw["image"] = Image.fromarray((np.random.RandomState(0).rand(kw["height"], kw["width"], 3) * 255).astype("uint8"))
+        pixels = np.random.RandomState(0).rand(kw["height"], kw["width"], 3) * 255
+        kw["image"] = Image.fromarray(pixels.astype("uint8"))
 
     def run(sp):
         seen.clear()

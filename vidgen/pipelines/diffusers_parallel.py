@@ -85,8 +85,7 @@ def parallel_config(model, sp_size: int):
                                f"{sp_size}, so its tokens would be split by ring attention, which merges partial "
                                f"attentions by their log-sum-exp; diffusers' {backend!r} attention ({where}no "
                                f"return_lse) does not return it. Use an sp_size that divides {heads} (Ulysses), or "
-                               f"on a GPU a backend with return_lse ({', '.join(RING_BACKENDS[:1] + RING_BACKENDS[5:7])}"
-                               f", ...)")
+                               f"on a GPU a backend with return_lse (flash, _native_cudnn, _native_flash, ...)")
     return ContextParallelConfig(ring_degree=sp_size)
 
 
