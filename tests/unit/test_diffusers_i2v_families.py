@@ -165,3 +165,18 @@ def test_cogvideox15_image_to_video_pads_its_latent_frames_and_inverts_the_image
     ours = pipe(generator=torch.Generator().manual_seed(0), **kw).frames
     ref = native(generator=torch.Generator().manual_seed(0), **kw).frames
     assert ours.shape == ref.shape == (1, 9, 32, 32, 3) and np.abs(ours - ref).max() <= TOL
+
+
+@pytest.mark.bf16
+@pytest.mark.parametrize("key", CASES, ids=IDS)
+def test_image_to_video_in_bf16_equals_diffusers(key):
+    """bf16: the same operations on the same dtypes (latents equal; HunyuanVideo's token_replace keeps the image's
+    float32 latent on frame 0, as its pipeline's cat promotes it); frames within diffusers' bf16 postprocessing
+    rounding (2**-8 at [0.5, 1))."""
+    native = tiny_native_pipeline(key[0], pipeline_class=key[1], variant=key[2]).to(torch.bfloat16)
+    pipe = DiffusersVideoPipeline.from_native(native)
+    pipe.set_progress_bar_config(disable=True)
+    ours, ref = _call(pipe, key), _call(native, key)
+    assert np.abs(ours.astype(np.float32) - ref.astype(np.float32)).max() <= 2 ** -8
+    ours_lat = transformer_family(native.transformer).pipeline_latents(_call(pipe, key, "latent"), native.transformer)
+    assert torch.equal(ours_lat.float(), _call(native, key, "latent").float())

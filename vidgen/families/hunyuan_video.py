@@ -120,7 +120,7 @@ class HunyuanVideoFamily(Family):
         z = z.expand(start.shape[0], -1, -1, -1, -1).clone()  # one image for several videos (as its start)
         if kind == "token_replace":
             return PreparedCondition(start, {"first_latent": z},
-                                     clamp=lambda x: torch.cat([z.to(x.dtype), x[:, :, 1:]], 2))
+                                     clamp=lambda x: torch.cat([z, x[:, :, 1:]], 2))  # promoted, as its cat
         z[:, :, 1:] = 0
         mask = z.new_ones(z.shape[0], 1, *z.shape[2:])
         mask[:, :, 1:] = 0

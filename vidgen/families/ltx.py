@@ -91,7 +91,7 @@ class LTXFamily(Family):
         start = self.from_pipeline_latents(packed, grid, native.transformer)
         first = start[:, :, :1].clone()
         return PreparedCondition(start, {"token_mask": mask},
-                                 clamp=lambda x: torch.cat([first.to(x.dtype), x[:, :, 1:]], 2))
+                                 clamp=lambda x: torch.cat([first, x[:, :, 1:]], 2))
 
     def timesteps(self, scheduler, steps: int, grid, device) -> torch.Tensor:
         """Sigmas ``linspace(1, 1/steps)`` shifted by ``mu`` from the latent grid's size, as the pipeline."""
