@@ -196,6 +196,11 @@ class Family:
         raise UnsupportedError(f"{self.name}: a VAE-only family has no transformer vidgen can call")
 
     # ------------------------------------------------------------------ sampling
+    def check_condition(self, native, call) -> None:
+        """Refuse by name, before any work, what the family's conditioned class ``native`` (built over the folder's
+        components) cannot take in ``call`` beyond the generic checks (:mod:`vidgen.pipelines.conditions`); none
+        here."""
+
     def prepare_condition(self, native, call, *, grid, batch: int, generator, device, scheduler, steps: int,
                           latents: Optional[torch.Tensor] = None) -> PreparedCondition:
         """The hook of a conditioned call (``image=`` / ``last_image=`` / ``video=`` and ``strength=``) on one of

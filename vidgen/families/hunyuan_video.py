@@ -104,6 +104,12 @@ class HunyuanVideoFamily(Family):
             negative = encode(negative_prompt, image=Image.new("RGB", (64, 64), 0))
         return encode(prompt, image=image, image_embed_interleave=interleave), negative
 
+    def check_condition(self, native, call) -> None:
+        """The prompt template's image slot against the LLaVA text encoder's vision tower, before any work
+        (:func:`check_image_template`)."""
+        if call.prompt_embeds is None:
+            check_image_template(native, call.family_options.get("prompt_template"))
+
     def prepare_condition(self, native, call, *, grid, batch, generator, device, scheduler, steps,
                           latents=None) -> PreparedCondition:
         """``HunyuanVideoImageToVideoPipeline``'s start: the noise (or ``latents``) blended with the image latent

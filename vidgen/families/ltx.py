@@ -73,15 +73,19 @@ class LTXFamily(Family):
                         **kwargs)[0]
         return unpack_latents(out, (t, h, w), ps, pt)
 
+    def check_condition(self, native, call, latents=None) -> None:
+        """``latents=``: ``LTXImageToVideoPipeline`` takes them as the whole start and never reads the image."""
+        if (call.latents if latents is None else latents) is not None:
+            raise InvalidInputError("latents: LTXImageToVideoPipeline ignores the image when it is given latents "
+                                    "(they are the whole start, frame 0 included); pass a generator instead")
+
     def prepare_condition(self, native, call, *, grid, batch, generator, device, scheduler, steps,
                           latents=None) -> PreparedCondition:
         """``LTXImageToVideoPipeline``'s start: the image encoded (a posterior *sample*, drawn from ``generator``
         first), then the noise; frame 0 is the image latent, its tokens at timestep 0 (``token_mask``) and kept
         through every step (``clamp``: diffusers steps frames 1: only; the Euler step is elementwise, so a full step
         with frame 0 restored is the same numbers)."""
-        if latents is not None:
-            raise InvalidInputError("latents: LTXImageToVideoPipeline ignores the image when it is given latents "
-                                    "(they are the whole start, frame 0 included); pass a generator instead")
+        self.check_condition(native, call, latents)
         encoder = native.text_encoder if native.text_encoder is not None else native.transformer
         dtype = encoder.dtype  # the image is cast to the prompt embeddings' dtype
         pixels = native.video_processor.preprocess(call.image, height=call.height, width=call.width)

@@ -282,6 +282,8 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
     def _check_conditions(self, call: DiffusersCall) -> None:
         """The condition inputs against the folder's class (:mod:`.conditions`), each checked, by name."""
         check_conditions(call, self.pipeline_class_name, self.class_spec.inputs, family_inputs(self.family))
+        if given_conditions(call):  # the family's own refusals for its class (Family.check_condition)
+            self.family.check_condition(self.native(), call)
 
     def _is_story_call(self, call) -> bool:
         return False  # refused in _settings
@@ -346,11 +348,9 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
 
     def _prepare(self, call: DiffusersCall, grid, rows: int, generator, latents, steps: int):
         """The family's start of a conditioned call (``Family.prepare_condition``), None for text-to-video."""
-        if not given_conditions(call):
-            return None
-        return self.family.prepare_condition(self.native(), call, grid=grid, batch=rows, generator=generator,
-                                             device=self.flow_generator.device, scheduler=self.scheduler,
-                                             steps=steps, latents=latents)
+        return None if not given_conditions(call) else self.family.prepare_condition(
+            self.native(), call, grid=grid, batch=rows, generator=generator, device=self.flow_generator.device,
+            scheduler=self.scheduler, steps=steps, latents=latents)
 
     def _output(self, run, x):
         """The family's own decode where its pipeline has one for the call's options (LTX's decode timestep), else
