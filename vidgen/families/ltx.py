@@ -163,4 +163,7 @@ FAMILY = LTXFamily(
     tiny_size=(9, 32, 32), call_options=("frame_rate", "decode_timestep", "decode_noise_scale"),
     window_processor=LTXWindowProcessor,
     conditioned={"LTXImageToVideoPipeline": ConditionedPipeline(inputs=("image",))},
+    refused={"context_parallel": "its attention processor views the text mask per head (B, heads, 1, S) before "
+                                 "attending, while Ulysses gives each rank heads / P of them: the first "
+                                 "cross-attention fails on a size mismatch (diffusers 0.42)"},
 )

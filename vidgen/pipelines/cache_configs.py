@@ -110,7 +110,7 @@ def calibrate_mag_cache(pipe, prompt, *, num_inference_steps: Optional[int] = No
     The pipeline's cache is left off (refused by name when one is on)."""
     from diffusers.hooks import MagCacheConfig
     if getattr(pipe, "transformer_2", None) is not None:
-        raise UnsupportedError("calibrate_mag_cache: the pipeline has a second transformer (Wan 2.2 A14B), which "
+        raise UnsupportedError("calibrate_mag_cache: the pipeline has a second transformer (a two-expert model), which "
                                "would need ratios of its own steps; calibrate pipe.transformer alone with "
                                "MagCacheConfig(calibrate=True) on each model")
     if getattr(pipe.transformer, "is_cache_enabled", False):

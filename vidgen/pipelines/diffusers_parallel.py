@@ -13,7 +13,7 @@
 
 vidgen's own pipelines keep vidgen's Ulysses (:mod:`vidgen.pipelines.sequence_parallel`); families whose diffusers
 transformer has no ``_cp_plan`` (CogVideoX, HunyuanVideo, Mochi in diffusers 0.42), or one that fails there
-(LTX-Video: :data:`BROKEN_PLANS`), are refused by name. Every rank
+(a family's ``refused["context_parallel"]``), are refused by name. Every rank
 computes the same frames (the output is gathered at ``proj_out``; noise comes from the caller's seeded generators);
 write files on rank 0 only. diffusers calls the API experimental; the undo after the call uses its private hook
 registry (0.42 has no ``disable_parallelism``)."""
@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from vidgen.errors import ConfigError, UnsupportedError
+from vidgen.families import transformer_family
 from vidgen.parallel import check_sp_size
 from vidgen.parallel.groups import launched_default_group
 
@@ -33,14 +34,6 @@ from vidgen.parallel.groups import launched_default_group
 #: context-parallel backends other than ``native`` / ``_native_npu``)
 RING_BACKENDS = ("flash", "flash_hub", "flash_varlen_hub", "_flash_3_hub", "_flash_3_varlen_hub", "_native_cudnn",
                  "_native_flash", "sage", "sage_hub")
-
-
-#: transformers whose context-parallel plan diffusers 0.42 has but cannot run, and why (measured on the tiny models)
-BROKEN_PLANS = {
-    "LTXVideoTransformer3DModel": "its attention processor views the text mask per head (B, heads, 1, S) before "
-                                  "attending, while Ulysses gives each rank heads / P of them: the first "
-                                  "cross-attention fails on a size mismatch (diffusers 0.42)",
-}
 
 
 def _models(pipe) -> list:
@@ -68,9 +61,10 @@ def parallel_config(model, sp_size: int):
     if getattr(model, "_cp_plan", None) is None or not hasattr(model, "enable_parallelism"):
         raise UnsupportedError(f"sp_size={sp_size}: diffusers' {name} has no context-parallel plan (_cp_plan) to "
                                "split its tokens by; call it with sp_size=1")
-    if name in BROKEN_PLANS:
+    family = transformer_family(model)
+    if family is not None and "context_parallel" in family.refused:  # a plan diffusers has but cannot run
         raise UnsupportedError(f"sp_size={sp_size}: diffusers' {name} has a context-parallel plan, but "
-                               f"{BROKEN_PLANS[name]}; call it with sp_size=1")
+                               f"{family.refused['context_parallel']}; call it with sp_size=1")
     backend = attention_backend(model)
     if not _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(backend)):
         raise UnsupportedError(f"sp_size={sp_size}: {name}'s attention backend {backend!r} has no context "
