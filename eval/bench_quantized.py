@@ -24,14 +24,13 @@ is their median. Memory, measured at the allocator, not as resident pages:
 * ``weights_bytes``: the bytes of the storages the model's parameters and buffers hold between steps (torchao's
   int8 tensors counted by their inner data and scales; the disk offload's placeholders counted, as the allocator
   holds them);
-* ``step_extra_bytes``: the most bytes the CPU allocator held at once during a steady step (the second) beyond
-  what it held when the step began, from the PyTorch profiler's allocation records (``profile_memory=True``:
-  ``total_allocated`` of each allocation event; the profiler runs from before the load so that it knows the size of
-  every block freed). torch keeps no CPU allocator statistics of its own, and RSS mixes in libraries,
-  freed-but-kept heap pages and file pages;
-* ``peak_bytes`` = the two together: the tensors live at the step's peak. A tensor backed by a memory-mapped file
-  (the disk offload's block, read back by safetensors) never passes through the allocator and is not in the step's
-  extra bytes: its pages are file pages the kernel can drop.
+* ``step_extra_bytes``: the most tensor bytes held at once during a steady step (the second) beyond those held
+  when the step began: a running sum of the PyTorch profiler's allocation records (``profile_memory=True``: each
+  block allocated or freed, the CPU allocator's and memory-mapped storages' alike, such as the block the disk
+  offload reads back; the profiler runs from before the load so that it knows the size of every block freed).
+  torch keeps no CPU allocator statistics of its own, and RSS mixes in libraries, freed-but-kept heap pages and
+  file pages;
+* ``peak_bytes`` = the two together: the tensor bytes live at the step's peak.
 
 Also per method: ``resident_peak_bytes`` (the process's VmHWM less its VmRSS before the model loaded, for what the
 placeholders do to resident memory) and the output's max / mean absolute difference from bf16's and fp32's.
@@ -71,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="docs/results/bench_quantized.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--grid", default="2,16,16", help="latent frames,height,width of the step's input")
+    p.add_argument("--grid", default="2,12,12", help="latent frames,height,width of the step's input")
     p.add_argument("--text-tokens", type=int, default=64)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "FOLDER", "OUT"), help=argparse.SUPPRESS)
@@ -116,9 +115,10 @@ def storage_bytes(model: torch.nn.Module) -> int:
 
 
 def step_extra_bytes(prof, mark: str = "steady_step") -> int:
-    """The most bytes the CPU allocator held at once during the ``record_function(mark)`` range of ``prof`` (a
+    """The most tensor bytes held at once during the ``record_function(mark)`` range of ``prof`` (a
     ``torch.profiler.profile(profile_memory=True)`` started before the model loaded, so that it knows the size of
-    every block freed) beyond what it held when the range began."""
+    every block freed) beyond those held when the range began: the CPU allocator's blocks and memory-mapped
+    storages alike."""
     from torch._C._profiler import _EventType
     events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
@@ -126,12 +126,17 @@ def step_extra_bytes(prof, mark: str = "steady_step") -> int:
         stack.extend(event.children)
         events.append(event)
     span = next(e for e in events if e.name == mark)
-    allocs = sorted((e.start_time_ns, e.extra_fields.total_allocated) for e in events
-                    if e.tag == _EventType.Allocation and e.extra_fields.device.type == "cpu")
-    before = [total for ts, total in allocs if ts < span.start_time_ns]
-    base = before[-1] if before else 0
-    inside = [total for ts, total in allocs if span.start_time_ns <= ts <= span.end_time_ns]
-    return max(inside, default=base) - base
+    # a running sum of the records' sizes (+ allocated, - freed): their total_allocated field is the CPU allocator's
+    # own count, and memory-mapped storages (safetensors' reads) come in records that leave it at 0
+    running, base, peak = 0, None, 0
+    for ts, size in sorted((e.start_time_ns, e.extra_fields.alloc_size) for e in events
+                           if e.tag == _EventType.Allocation and e.extra_fields.device.type == "cpu"):
+        if ts >= span.start_time_ns and base is None:
+            base = peak = running
+        running += size
+        if span.start_time_ns <= ts <= span.end_time_ns:
+            peak = max(peak, running)
+    return peak - base if base is not None else 0
 
 
 def load(method: str, folder: Path, offload_dir: Path):
@@ -151,6 +156,7 @@ def load(method: str, folder: Path, offload_dir: Path):
 
 def worker(method: str, folder: Path, out: Path, threads: int, rounds: int) -> dict:
     torch.set_num_threads(threads)
+    load_start = list(os.getloadavg())
     import diffusers  # noqa: F401  (libraries in memory before the baseline is read)
     import torchao  # noqa: F401
     from torch.profiler import ProfilerActivity, profile
@@ -185,7 +191,8 @@ def worker(method: str, folder: Path, out: Path, threads: int, rounds: int) -> d
             "offload_disk_bytes": disk, "resident_peak_bytes": _proc_kib("VmHWM") * 1024 - rss_before,
             "first_step_s_profiled": first,
             "s_per_step": rounds_summary(times)["median"], "rounds_s": times,
-            "weight_types": sorted({type(p).__name__ for p in model.parameters()})}
+            "weight_types": sorted({type(p).__name__ for p in model.parameters()}),
+            "loadavg_start": load_start, "loadavg_end": list(os.getloadavg())}  # the methods run one after another
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -253,9 +260,9 @@ def main(argv=None) -> int:
                "config": config, "parameters_m": params / 1e6, "grid": list(args.grid),
                "text_tokens": args.text_tokens, "rounds": args.rounds, "rows": rows,
                "memory": "weights_bytes: storages of the parameters and buffers between steps; step_extra_bytes: "
-                         "the most bytes the CPU allocator held during a steady step beyond its start (torch.profiler "
-                         "allocation records); peak_bytes: the two together; memory-mapped file pages are not in "
-                         "step_extra_bytes",
+                         "the most tensor bytes held during a steady step beyond its start (a running sum of torch.profiler's "
+                         "allocation records: allocator blocks and memory-mapped storages); peak_bytes: the two "
+                         "together",
                "seconds": round(time.time() - start, 1), "weights_sha256": weights}  # the fp32 file all loaded
     write_result(args.out, payload, threads=args.threads, precision=PRECISION)
     print(f"wrote {args.out} in {time.time() - start:.0f} s")
@@ -266,9 +273,14 @@ def _mib(n) -> str:
     return f"{n / 2**20:,.0f}"
 
 
+def _load(row: dict) -> str:
+    """`` (load a-b)``: the 1-minute load average when the method's process started and ended."""
+    return f" (load {row['loadavg_start'][0]:.1f}-{row['loadavg_end'][0]:.1f})" if "loadavg_start" in row else ""
+
+
 def readme_table(results: dict) -> str:
     """The Memory table of docs/memory.md (``<!-- table:quantized -->``) from docs/results/bench_quantized.json."""
-    lines = ["| method | precision | weights MiB | peak MiB (allocator) | resident peak MiB | s / step | "
+    lines = ["| method | precision | weights MiB | peak MiB (tensors) | resident peak MiB | s / step | "
              "max / mean abs diff vs bf16 |", "|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         if "error" in r:
@@ -277,16 +289,18 @@ def readme_table(results: dict) -> str:
         d = r["difference"].get("vs_bf16")
         diff = f"{d['max']:.3g} / {d['mean']:.3g}" if d else "(reference)"
         lines.append(f"| {r['method']} | {r['precision']} | {_mib(r['weights_bytes'])} | {_mib(r['peak_bytes'])} | "
-                     f"{_mib(r['resident_peak_bytes'])} | {r['s_per_step']:.2f} | {diff} |")
+                     f"{_mib(r['resident_peak_bytes'])} | {r['s_per_step']:.2f}{_load(r)} | {diff} |")
     ref = next((r for r in results["rows"] if r["method"] == "bf16" and "difference" in r), None)
     scale = ref["difference"].get("vs_fp32", {}) if ref else {}
     lines += ["", f"{results['model']}, {results['parameters_m']:.0f} M parameters; one step = one forward at latents "
               f"{'x'.join(map(str, results['grid']))} and {results['text_tokens']} text tokens; s / step: median of "
-              f"{results['rounds']} rounds after a warm-up step; {results['threads']} thread(s), "
+              f"{results['rounds']} rounds after a warm-up step, the methods one after another (in brackets the "
+              "1-minute load average as each began and ended: on this shared 2-core machine times measured at "
+              f"different loads are not comparable); {results['threads']} thread(s), "
               f"{results['cpu']}, load average {results['loadavg_start'][0]:.1f} at start / "
               f"{results['loadavg_end'][0]:.1f} at end, {results['date'][:10]}. Peak: the weights' bytes plus the most "
-              "bytes the CPU allocator held at once during a steady step beyond its start (torch.profiler's "
-              "allocation records); resident peak: the process's VmHWM less its resident memory before loading."
+              "tensor bytes held at once during a steady step beyond its start (torch.profiler's allocation "
+              "records); resident peak: the process's VmHWM less its resident memory before loading."
               + (f" For scale: bf16 differs from fp32 by {scale['max']:.3g} max / {scale['mean']:.3g} mean on an "
                  f"output of mean magnitude {scale['ref_mean_abs']:.3g}." if scale else "")]
     return "\n".join(lines)
