@@ -1533,6 +1533,9 @@ CASES: list[Case] = [
          lambda env: _diffusers_parallel().parallel_config(_tiny_transformer("ltx"), 2), UnsupportedError,
          r"sp_size=2: diffusers' LTXVideoTransformer3DModel has a context-parallel plan, but its attention processor "
          r"views the text mask per head"),
+    Case("diffusers/mochi-one-step", "diffusers_pipeline",
+         lambda env: _mochi_timesteps(1), InvalidInputError,
+         r"num_inference_steps: Mochi's linear-quadratic schedule needs at least 2 steps, got 1"),
     Case("parallel/diffusers-backend-without-cp", "diffusers_pipeline",
          lambda env: _diffusers_parallel().parallel_config(_with_backend(_tiny_transformer("wan"), "_native_math"), 2),
          UnsupportedError, r"sp_size=2: WanTransformer3DModel's attention backend '_native_math' has no context "
@@ -1564,6 +1567,13 @@ def _calibrate_over_a_cache(pipe):
 def _diffusers_parallel():
     import vidgen.pipelines.diffusers_parallel as module
     return module
+
+
+def _mochi_timesteps(steps: int):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from vidgen.families import family_named
+    return family_named("mochi").timesteps(FlowMatchEulerDiscreteScheduler(), steps, None, "cpu")
 
 
 def _tiny_transformer(family: str):

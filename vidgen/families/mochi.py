@@ -39,6 +39,9 @@ class MochiFamily(Family):
         """The pipeline's linear-quadratic sigmas (from 1 down to about 0); the scheduler inverts them if it is
         configured to."""
         from diffusers.pipelines.mochi.pipeline_mochi import linear_quadratic_schedule, retrieve_timesteps
+        if steps < 2:  # its linear half and quadratic half need a step each (diffusers divides by zero at 1)
+            raise InvalidInputError(f"num_inference_steps: Mochi's linear-quadratic schedule needs at least 2 "
+                                    f"steps, got {steps}")
         sigmas = np.array(linear_quadratic_schedule(steps, THRESHOLD_NOISE))
         return retrieve_timesteps(scheduler, steps, device, None, sigmas)[0]
 
