@@ -977,8 +977,8 @@ CASES: list[Case] = [
          lambda env: load_pipeline(env.broken_pipe("pipe_sd", lambda p: _edit_json(
              p / "model_index.json", _class_name="StableDiffusionPipeline"))),
          ConfigError, r"pipe_sd/model_index\.json: _class_name 'StableDiffusionPipeline' is not a supported video "
-                      r"pipeline \(vidgen's .* or diffusers' \['CogVideoXPipeline', 'HunyuanVideoPipeline', 'LTXPipeline', "
-                     r"'MochiPipeline', 'WanPipeline'\]\)"),
+                      r"pipeline \(vidgen's .* or diffusers' \['CogVideoXImageToVideoPipeline', 'CogVideoXPipeline', .*"
+                      r"'MochiPipeline', 'WanImageToVideoPipeline', 'WanPipeline', 'WanVideoToVideoPipeline'\]\)"),
     Case("load_pipeline/model-index-not-json", "pipeline_folder",
          lambda env: load_pipeline(env.broken_pipe("pipe_json", lambda p: (p / "model_index.json").write_text("{"))),
          ConfigError, r"pipe_json/model_index\.json: not valid JSON"),

@@ -17,18 +17,15 @@ from vidgen.generators.causal_stream import stream_latents
 from vidgen.generators.sampling import guide
 from vidgen.testing import perturb_weights
 
+from helpers.tiny_models import causal_wan
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOL = 2e-5
 
 
 @pytest.fixture(scope="module")
 def wan():
-    from diffusers import WanTransformer3DModel
-    torch.manual_seed(0)
-    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
-                                  out_channels=4, text_dim=8, freq_dim=32, ffn_dim=16, num_layers=2,
-                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    return perturb_weights(model, seed=1, scale=0.05).eval()
+    return causal_wan()
 
 
 def _sigmas(steps: int) -> list:

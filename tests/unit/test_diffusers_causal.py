@@ -6,20 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidgen.errors import InvalidInputError
+from helpers.tiny_models import causal_wan
 from vidgen.adapters.causal import block_causal
-from vidgen.testing import perturb_weights
+from vidgen.errors import InvalidInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
 @pytest.fixture(scope="module")
 def wan():
-    from diffusers import WanTransformer3DModel
-    torch.manual_seed(0)
-    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
-                                  out_channels=4, text_dim=8, freq_dim=32, ffn_dim=16, num_layers=2,
-                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    return perturb_weights(model, seed=1, scale=0.05).eval()
+    return causal_wan()
 
 
 @pytest.mark.parametrize("window, sink", [(0, 0), (1, 1)])
