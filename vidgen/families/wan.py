@@ -68,6 +68,15 @@ class WanFamily(Family):
         return gen.model(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False,
                          **kwargs)[0]
 
+    def check_condition(self, native, call) -> None:
+        """A Wan 2.1 transformer reads one image's CLIP tokens unless it is a first-last-frame model (its config's
+        ``pos_embed_seq_len`` holds both images' tokens)."""
+        config = native.transformer.config
+        if call.last_image is not None and config.get("image_dim") is not None and not config.get("pos_embed_seq_len"):
+            raise InvalidInputError("last_image: this Wan transformer reads one image's CLIP embeddings (its config "
+                                    "has no pos_embed_seq_len); first-last-frame needs a first-last-frame model "
+                                    "(e.g. Wan2.1-FLF2V), or call it with image= alone")
+
     def prepare_condition(self, native, call, *, grid, batch, generator, device, scheduler, steps,
                           latents=None) -> PreparedCondition:
         """As ``WanImageToVideoPipeline`` / ``WanVideoToVideoPipeline`` build their start, with their own methods."""
