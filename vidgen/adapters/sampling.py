@@ -146,11 +146,12 @@ def sample_latents(model, cond: Optional[Conditioning] = None, config=None, *, g
 def training_loss(model, x0: torch.Tensor, cond: Optional[Conditioning], generator=None) -> tuple[torch.Tensor, dict]:
     """The family's denoising loss on normalized latents ``x0`` (B, C, t, h, w), with per-sample randomness from
     ``generator`` (the same numbers whatever the split over processes)."""
-    if model.in_channels != model.latent_channels:
+    if model.in_channels != model.latent_channels and "condition" not in getattr(model, "call_options", {}):
         extra = model.in_channels - model.latent_channels
         raise UnsupportedError(f"training: {type(model.model).__name__} reads {extra} condition channels besides its "
-                               "latents (an image-to-video transformer); fine-tuning trains text-to-video "
-                               "transformers only")
+                               "latents (an image-to-video transformer) and no condition was given; fine-tune its "
+                               "image-to-video pipeline folder (pipeline=FOLDER) on shards encoded with "
+                               "--first-frames, which builds each clip's first-frame condition")
     if x0.dim() != 5 or x0.shape[1] != model.latent_channels:
         raise InvalidInputError(f"x0 must be (B, {model.latent_channels}, t, h, w) latents, got {tuple(x0.shape)}")
     b, dev = x0.shape[0], x0.device

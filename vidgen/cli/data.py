@@ -32,7 +32,7 @@ def run_encode(args) -> int:
         info = encode_dataset(args.source, args.tokenizer, args.out, buckets=args.buckets,
                               text_encoder=args.text_encoder, max_text_tokens=args.max_text_tokens,
                               batch_size=args.batch_size, num_workers=args.workers, chunk_size=args.chunk_size,
-                              dtype=args.dtype)
+                              dtype=args.dtype, first_frames=args.first_frames)
     finally:
         torch.set_num_threads(threads)  # as found (the command also runs in-process)
     print(f"{args.out}: {dataset_summary(info)}")
@@ -77,6 +77,9 @@ def register(subparsers) -> None:
     encode.add_argument("--chunk-size", type=int, default=256, help="source clips per resumable work unit")
     encode.add_argument("--dtype", default=None, choices=("bfloat16", "float16", "float32"),
                         help="how latents are stored (default bfloat16; ids are stored as int16 / int32)")
+    encode.add_argument("--first-frames", action="store_true",
+                        help="also keep each clip's frame 0 as an RGB image: the first frame an image-to-video "
+                        "pipeline folder is fine-tuned on")
     encode.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     encode.set_defaults(func=run_encode)
 

@@ -85,6 +85,7 @@ class ConditionedPipeline:
     default_size: Optional[tuple] = None  # its __call__'s (num_frames, height, width)
     input_defaults: dict = field(default_factory=dict)  # its __call__'s defaults of inputs: {"strength": 0.8}
     frames_from_input: bool = False  # the frame count is the input video's (its __call__ has no num_frames)
+    trains: bool = False  # fine-tuning / distillation from shards with first frames is built and tested for it
 
 
 @dataclass

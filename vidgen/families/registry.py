@@ -33,8 +33,9 @@ def family_named(name) -> Optional[Family]:
 
 
 def pipeline_family(class_name) -> Optional[Family]:
-    """The family of a diffusers pipeline class name (``model_index.json``'s ``_class_name``), else None."""
-    return next((f for f in PIPELINE_FAMILIES if f.pipeline == class_name), None)
+    """The family of a diffusers pipeline class name (``model_index.json``'s ``_class_name``: the family's
+    text-to-video class or one of its conditioned classes, ``Family.conditioned``), else None."""
+    return next((f for f in PIPELINE_FAMILIES if f.pipeline == class_name or class_name in f.conditioned), None)
 
 
 def _by_class(obj, attribute: str) -> Optional[Family]:

@@ -184,7 +184,8 @@ FAMILY = WanFamily(
     call_options=("guidance_scale_2",), window_processor=WanWindowProcessor,
     conditioned={
         "WanImageToVideoPipeline": ConditionedPipeline(
-            inputs=("image", "last_image"), components=("transformer_2", "image_encoder", "image_processor")),
+            inputs=("image", "last_image"), components=("transformer_2", "image_encoder", "image_processor"),
+            trains=True),
         "WanVideoToVideoPipeline": ConditionedPipeline(
             inputs=("video", "strength"), components=(), config_keys=(), call_options=(),
             input_defaults={"strength": 0.8}, frames_from_input=True),

@@ -7,6 +7,9 @@
 The loop is :mod:`vidgen.training.trainer`'s (exact resume after a kill, accelerate DDP; FSDP is untested here; bf16
 autocast over fp32 master weights); the loss is the family's
 (:func:`vidgen.adapters.sampling.training_loss`).
+An image-to-video folder (``WanImageToVideoPipeline``) is fine-tuned on shards encoded with ``--first-frames``:
+each clip's frame 0 is the image its condition is built from, as the folder's class builds it
+(:mod:`vidgen.training.first_frame`).
 ``run_dir/final`` holds what diffusers reads: ``pytorch_lora_weights.safetensors`` (``pipe.load_lora_weights``) or,
 for a full fine-tune, ``transformer/`` (``WanTransformer3DModel.from_pretrained``). Checkpoints hold only the
 trained tensors. Caption embeddings are given to the transformer as the family's pipeline gives them
@@ -27,6 +30,7 @@ from vidgen.families import PIPELINE_FAMILIES, folder_family
 from vidgen.adapters.transformer import DiffusersVideoTransformer
 from vidgen.tokenizers import DiffusersVideoVAE
 from vidgen.training.config import GeneratorDataConfig, RunConfig, load_config
+from vidgen.training.first_frame import FirstFrameCondition, model_inputs, needs_first_frames
 from vidgen.training.generator_task import _LossModule
 from vidgen.training.trainer import StepOutput, TrainingTask, run_training
 
@@ -112,14 +116,18 @@ def family_condition(cond, generator, max_text_tokens: int):
 
 
 def _load_native(folder):
-    """The diffusers pipeline in ``folder`` (fp32: the master weights), if it is a supported video family."""
+    """The diffusers pipeline in ``folder`` (fp32: the master weights), as the class its ``model_index.json`` names
+    (the family's text-to-video class or one of its conditioned classes), if it is a supported video family."""
+    import json
+
     import diffusers
     family = folder_family(folder)
     if family is None:
         raise ConfigError(f"pipeline={folder}: not a supported diffusers video pipeline folder (its model_index.json "
-                          f"must name one of {sorted(f.pipeline for f in PIPELINE_FAMILIES)})")
+                          f"must name one of {sorted(n for f in PIPELINE_FAMILIES for n in (f.pipeline, *f.conditioned))})")
     family.refuse("fine-tuning")
-    return getattr(diffusers, family.pipeline).from_pretrained(str(folder), dtype=torch.float32)
+    name = json.loads((Path(folder) / "model_index.json").read_text())["_class_name"]
+    return getattr(diffusers, name).from_pretrained(str(folder), dtype=torch.float32)
 
 
 class FineTuneTask(TrainingTask):
@@ -155,10 +163,16 @@ class FineTuneTask(TrainingTask):
         data = cfg.data
         if not data.text_encoder:
             data.text_encoder = cfg.pipeline
+        # an image-to-video folder: each clip's first frame, as its class builds the condition (first_frame.py)
+        self.first_frame = FirstFrameCondition(pipe, gen.family, vae, acc.device) \
+            if needs_first_frames(gen.family, pipe) else None
+        self.conditioned = [gen]  # the models whose calls take a step's first-frame condition
         self.shards = shard_batches(data, tokenizer_fingerprint(vae), False, cfg.seed,
-                                    acc.process_index, acc.num_processes, log)
+                                    acc.process_index, acc.num_processes, log, first_frames=bool(self.first_frame))
         for shape in self.shards.dataset.shapes.values():
             gen.check_grid(tuple(shape[-3:]))
+        if self.first_frame is not None:
+            self.first_frame.check_shards(self.shards.dataset, data.root)
         self.pipe, self.generator = pipe, gen
         self.model = FineTuneModel(gen, lora=bool(cfg.lora.rank))
         self.module, self.params, self.num_items = _LossModule(self.model), params, len(self.shards)
@@ -170,9 +184,10 @@ class FineTuneTask(TrainingTask):
         return self.shards
 
     def step(self, module, sampler, step, g) -> StepOutput:
-        bucket, x, cond = sampler.take_batch()
+        bucket, x, cond, *first = sampler.take_batch()
         cond = family_condition(cond, self.generator, self.max_text_tokens).to(self.acc.device)
-        with self.acc.autocast():
+        inputs = self.first_frame(first[0], bucket, tuple(x.shape[1:])) if self.first_frame is not None else {}
+        with model_inputs(self.conditioned, inputs), self.acc.autocast():
             loss, logs = module(x.to(self.acc.device, torch.float32), cond, g)
         return StepOutput(loss, logs, units=x.shape[0] * int(torch.tensor(x.shape[-3:]).prod()),
                           tail_logs={"bucket": bucket})

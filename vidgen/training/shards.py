@@ -40,13 +40,14 @@ def _token_dtype(tok, dtype: Optional[str], path) -> str:
 def encode_dataset(source: str | Path, tokenizer: str | Path, out: str | Path, buckets=DEFAULT_BUCKETS,
                    text_encoder: Optional[str] = "", max_text_tokens: int = 16, batch_size: int = 8,
                    num_workers: int = 2, chunk_size: int = 256, dtype: Optional[str] = None,
-                   show_progress: bool = True) -> dict:
+                   show_progress: bool = True, first_frames: bool = False) -> dict:
     """Encode ``source`` (a video folder or a CSV / JSONL / Parquet manifest) with the tokenizer saved at
     ``tokenizer`` into a shard dataset at ``out``; returns its ``info.json`` contents (see
     :mod:`vidgen.data.shards.format`).
 
     ``text_encoder``: ``""`` the default (all-MiniLM-L6-v2), a folder, or ``None`` / ``"none"`` for unconditional
     data. ``dtype``: how latents are stored (default ``bfloat16``; ids are stored as ``int16`` or ``int32``).
+    ``first_frames``: also keep each clip's frame 0 (image-to-video fine-tuning builds its condition from it).
     Runs on every process of an ``accelerate launch`` (each encodes its share), on the GPU when there is one."""
     from vidgen.tokenizers import is_discrete, load_tokenizer, video_to_tokens
     tok = load_tokenizer(tokenizer).to(process_state().device)
@@ -55,7 +56,8 @@ def encode_dataset(source: str | Path, tokenizer: str | Path, out: str | Path, b
               "class": type(tok).__name__}
     return encode_shards(source, functools.partial(video_to_tokens, tok), out, record, buckets=buckets,
                          text_encoder=text_encoder, max_text_tokens=max_text_tokens, batch_size=batch_size,
-                         num_workers=num_workers, chunk_size=chunk_size, show_progress=show_progress)
+                         num_workers=num_workers, chunk_size=chunk_size, show_progress=show_progress,
+                         first_frames=first_frames)
 
 
 def bucket_settings(entries, counts: dict[str, int], shapes: dict[str, tuple], batch: int, root: str):
@@ -91,9 +93,11 @@ def bucket_settings(entries, counts: dict[str, int], shapes: dict[str, tuple], b
     return names, batches, weights or None
 
 
-def shard_batches(data_cfg, fingerprint: str, discrete: bool, seed: int, rank: int, world: int, log=print):
+def shard_batches(data_cfg, fingerprint: str, discrete: bool, seed: int, rank: int, world: int, log=print,
+                  first_frames: bool = False):
     """The :class:`~vidgen.data.shards.ShardBatches` of a generator run's ``data`` section (``dataset: shards``),
-    checked against the run: the tokenizer's fingerprint, ids or latents, the text encoder and its token count."""
+    checked against the run: the tokenizer's fingerprint, ids or latents, the text encoder and its token count.
+    ``first_frames``: the batches carry each clip's frame 0 (an image-to-video run; ``data.root`` must hold them)."""
     from vidgen.generators import Conditioning
     from vidgen.text import DEFAULT_TEXT_ENCODER
     if not data_cfg.root:
@@ -122,4 +126,4 @@ def shard_batches(data_cfg, fingerprint: str, discrete: bool, seed: int, rank: i
     log(f"shards {data_cfg.root}: {len(ds)} clips in buckets " +
         ", ".join(f"{n} ({ds.counts[n]} clips, batch {batches[n]})" for n in names))
     return ShardBatches(ds, batches, seed, weights, rank, world, data_cfg.conditioning, ids=discrete,
-                        condition=Conditioning)
+                        condition=Conditioning, first_frames=first_frames)

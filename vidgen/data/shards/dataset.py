@@ -80,6 +80,17 @@ class ShardDataset:
         x = torch.stack([from_bytes(it["x"], self.dtype, self.shapes[bucket]) for it in items])
         return x, [int(it["text_key"]) for it in items], [it["key"] for it in items]
 
+    def first_frames(self, bucket: str, indices) -> torch.Tensor:
+        """The frame 0 of clips ``indices`` of ``bucket``, as stored by an encode with ``first_frames``: (B, H, W, 3)
+        uint8 RGB."""
+        if not self.info.get("first_frames"):
+            raise ShardError(f"{self.root}: encoded without first frames; encode again with --first-frames "
+                             f"(vidgen data encode) to keep each clip's frame 0")
+        _, h, w = (int(v) for v in bucket.split("x"))
+        ds = self._dataset(bucket)
+        frames = [np.frombuffer(bytes(ds[int(i)]["first"]), dtype=np.uint8).reshape(h, w, 3) for i in indices]
+        return torch.from_numpy(np.stack(frames))
+
     def text(self, keys: list[int]):
         """``(hidden (B, M, D), mask (B, M), pooled (B, D))`` float32 / bool for caption keys."""
         if not self.info.get("text_encoder"):

@@ -76,8 +76,9 @@ class DecodeClips(torch.utils.data.Dataset):
 class _Unit:
     """One work unit being written: a writer and a pending batch per bucket, the distinct captions."""
 
-    def __init__(self, folder: Path, to_tokens: Callable, dtype: str, batch: int):
+    def __init__(self, folder: Path, to_tokens: Callable, dtype: str, batch: int, first_frames: bool = False):
         self.folder, self.to_tokens, self.dtype, self.batch = folder, to_tokens, dtype, batch
+        self.first_frames = first_frames
         self.writers: dict[str, ShardWriter] = {}
         self.pending, self.shapes, self.captions = {}, {}, {}
 
@@ -95,10 +96,12 @@ class _Unit:
         if name not in self.writers:
             self.writers[name] = ShardWriter(self.folder / name)
         self.shapes[name] = list(x.shape[1:])
-        for row, (_, clip) in zip(x, items):
+        for row, (video, clip) in zip(x, items):
             key = caption_key(clip.caption)
-            self.writers[name].add({"x": to_bytes(row, self.dtype), "text_key": key, "key": clip.key,
-                                    "caption": clip.caption})
+            item = {"x": to_bytes(row, self.dtype), "text_key": key, "key": clip.key, "caption": clip.caption}
+            if self.first_frames:
+                item["first"] = first_frame_bytes(video)
+            self.writers[name].add(item)
             self.captions.setdefault(key, clip.caption)
 
     def finish(self, text) -> list[int]:
@@ -120,6 +123,13 @@ class _Unit:
                         "pooled": to_bytes(emb.pooled[i].float(), "float32")})  # (D,)
         writer.close()
         return keys
+
+
+def first_frame_bytes(video: torch.Tensor) -> bytes:
+    """A clip's frame 0 (``video`` (3, T, H, W) in [-1, 1]) as the RGB image a user passes as ``image=``: (H, W, 3)
+    uint8 bytes."""
+    frame = ((video[:, 0].float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return frame.permute(1, 2, 0).contiguous().numpy().tobytes()
 
 
 def _check_args(out: Path, args: dict) -> None:
@@ -147,13 +157,15 @@ def _check_tokenizer(tokenizer: dict) -> None:
 def encode_shards(source: str | Path, to_tokens: Callable[[torch.Tensor], torch.Tensor], out: str | Path,
                    tokenizer: dict, buckets=DEFAULT_BUCKETS, text_encoder: Optional[str] = "",
                    max_text_tokens: int = 16, batch_size: int = 8, num_workers: int = 2, chunk_size: int = 256,
-                   show_progress: bool = True) -> dict:
+                   show_progress: bool = True, first_frames: bool = False) -> dict:
     """Encode ``source`` (a video folder or a CSV / JSONL / Parquet manifest) with ``to_tokens`` into a shard dataset
     at ``out``; returns its ``info.json`` contents (see :mod:`vidgen.data.shards.format`).
 
     ``tokenizer``: ``{fingerprint, path, kind ("ids" or "latents"), dtype (how tokens are stored: a key of
     DTYPES), class}``. ``text_encoder``: ``""`` the default (all-MiniLM-L6-v2), a folder, or ``None`` / ``"none"``
-    for unconditional data. Runs on every process of an ``accelerate launch`` (each encodes its share)."""
+    for unconditional data. ``first_frames``: also store each clip's frame 0 as an RGB image (``first``: (H, W, 3)
+    uint8), the image an image-to-video model is fine-tuned on. Runs on every process of an ``accelerate launch``
+    (each encodes its share)."""
     if not isinstance(chunk_size, int) or chunk_size < 1 or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"chunk_size and batch_size must be ints >= 1, got {chunk_size!r}, {batch_size!r}")
     _check_tokenizer(tokenizer)
@@ -164,6 +176,8 @@ def encode_shards(source: str | Path, to_tokens: Callable[[torch.Tensor], torch.
     args = {"source": str(Path(source).resolve()), "clips": len(clips), "tokenizer": tokenizer["fingerprint"],
             "buckets": [b.name for b in bucket_list], "chunk_size": chunk_size, "dtype": tokenizer["dtype"],
             "text_encoder": text_name, "max_text_tokens": max_text_tokens}
+    if first_frames:  # only when set: encodes of earlier versions continue with the same arguments
+        args["first_frames"] = True
     _check_args(out, args)
     if (out / INFO_FILE).is_file():  # finished before: nothing to do
         state.wait_for_everyone()
@@ -180,7 +194,7 @@ def encode_shards(source: str | Path, to_tokens: Callable[[torch.Tensor], torch.
                disable=not (show_progress and state.is_main_process), dynamic_ncols=True)
     for u in units:
         _encode_unit(u, clips[u * chunk_size:(u + 1) * chunk_size], parts, to_tokens, bucket_list,
-                     tokenizer["dtype"], batch_size, num_workers, text, bar)
+                     tokenizer["dtype"], batch_size, num_workers, text, bar, first_frames)
     bar.close()
     state.wait_for_everyone()
     info = None
@@ -196,11 +210,11 @@ def _as_is(item):
 
 
 def _encode_unit(u: int, clips: list[SourceClip], parts: Path, to_tokens: Callable, buckets, dtype: str, batch: int,
-                 num_workers: int, text, bar) -> None:
+                 num_workers: int, text, bar, first_frames: bool = False) -> None:
     tmp, final = parts / f".c{u:06d}.tmp", parts / f"c{u:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    unit, skipped = _Unit(tmp, to_tokens, dtype, batch), []
+    unit, skipped = _Unit(tmp, to_tokens, dtype, batch, first_frames), []
     loader = torch.utils.data.DataLoader(DecodeClips(clips, buckets), batch_size=None, num_workers=num_workers,
                                          collate_fn=_as_is)
     for item in loader:

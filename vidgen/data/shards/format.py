@@ -6,7 +6,8 @@ Layout of a dataset folder (written by :func:`vidgen.data.shards.encode.encode_s
     info.json            what it holds (clips per bucket, token shapes, tokenizer fingerprint, text encoder, skipped
                          files with reasons); written last, so a folder without it is not a finished dataset
     17x64x64/            one LitData dataset per bucket; an item is {x: bytes, text_key: int, key: str, caption: str},
-                         x one clip's tokens: latents (C, t, h, w) or ids (t, h, w), stored as info's tokenizer.dtype
+                         x one clip's tokens: latents (C, t, h, w) or ids (t, h, w), stored as info's tokenizer.dtype;
+                         with info's first_frames, also first: the clip's frame 0 as (H, W, 3) uint8 RGB bytes
     text/                LitData dataset of the distinct captions' embeddings: {key: int, hidden: (M, D) float32,
                          mask: (M,) int32, pooled: (D,) float32}, each as bytes
     text_keys.npy        the caption keys in sorted order and, in text_rows.npy, the row of each in text/

@@ -127,6 +127,8 @@ def merge(out: Path, args: dict, tokenizer: dict, text_encoder: Optional[str], s
             "clips": sum(b["clips"] for b in buckets.values()), "buckets": buckets, "tokenizer": tokenizer,
             "text_encoder": text_encoder if text_encoder is None else (text_encoder or DEFAULT_TEXT_ENCODER),
             "skipped": [s for d in done for s in d["skipped"]], "units": n_units}
+    if args.get("first_frames"):
+        info["first_frames"] = True  # each clip's frame 0 as an (H, W, 3) uint8 image (the items' ``first``)
     if text_encoder is not None:
         text = _merge_text(out, units, done)
         info["text"] = {"captions": text["captions"], "max_text_tokens": args["max_text_tokens"]}

@@ -122,12 +122,15 @@ class ShardBatches:
         ids: the clips are token ids (returned as int64) rather than latents (float32).
         condition: ``(hidden (B, M, D), mask (B, M), pooled (B, D)) -> conditioning``, the caller's conditioning
             type (default: the tuple itself).
+        first_frames: also read each clip's frame 0 (an encode with ``first_frames``): :meth:`take_batch` then
+            returns ``(bucket, x, conditioning, frames (B, H, W, 3) uint8)``.
     """
 
     def __init__(self, dataset, batches: dict[str, int], seed: int, weights: Optional[dict] = None,
                  rank: int = 0, world: int = 1, conditioning: str = "text", ids: bool = False,
-                 condition: Callable = _caption_tuple):
+                 condition: Callable = _caption_tuple, first_frames: bool = False):
         self.dataset, self.conditioning, self.ids, self.condition = dataset, conditioning, ids, condition
+        self.first_frames = first_frames
         counts = {n: dataset.counts[n] for n in batches}
         self._args = (counts, batches, seed, weights, rank, world)
         self.sampler = BucketBatchSampler(*self._args)
@@ -142,9 +145,8 @@ class ShardBatches:
         """The batch of clips ``indices`` of bucket ``name``: ``(x, conditioning or None)``, read from the shards."""
         x, text_keys, _ = self.dataset.clips(name, indices)
         x = x.long() if self.ids else x.float()
-        if self.conditioning == "text":
-            return x, self.condition(*self.dataset.text(text_keys))
-        return x, None
+        cond = self.condition(*self.dataset.text(text_keys)) if self.conditioning == "text" else None
+        return (x, cond, self.dataset.first_frames(name, indices)) if self.first_frames else (x, cond)
 
     def _run(self, state: dict, out: queue.Queue, stop: threading.Event) -> None:
         sampler = BucketBatchSampler(*self._args)
@@ -176,16 +178,17 @@ class ShardBatches:
             self._thread = None
 
     def take_batch(self):
-        """The next step's ``(bucket name, x, conditioning)``, read ahead by the prefetch thread."""
+        """The next step's ``(bucket name, x, conditioning)`` (and the first frames, with ``first_frames``), read
+        ahead by the prefetch thread."""
         if self._thread is None:
             self._start()
         item = self._queue.get()
         if isinstance(item, BaseException):
             self.close()
             raise item
-        state, name, x, cond = item
+        state, name, *batch = item
         self.sampler.load_state_dict(state)
-        return name, x, cond
+        return (name, *batch)
 
     def state_dict(self) -> dict:
         return self.sampler.state_dict()
