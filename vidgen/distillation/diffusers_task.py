@@ -13,6 +13,15 @@ pipeline does. ``run_dir/final`` holds what diffusers reads::
     pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained("run/final", subfolder="scheduler")
     pipe(prompt, num_inference_steps=4, guidance_scale=1.0)   # one of distill.steps
 
+An image-to-video folder (``WanImageToVideoPipeline``) distils on shards encoded with ``--first-frames``: every
+call of the student, the teacher and the critic reads each clip's first-frame condition, built as the fine-tuner
+builds it (:mod:`vidgen.training.first_frame`), and diffusers' own image-to-video class loads the student::
+
+    pipe = WanImageToVideoPipeline.from_pretrained(base)
+    pipe.load_lora_weights("run/final")
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained("run/final", subfolder="scheduler")
+    pipe(prompt, image=first_frame, num_inference_steps=4, guidance_scale=1.0)
+
 ``final/distillation.json`` records the step counts, the guidance built in and the schedule's shift. The scheduler
 re-noises from torch's global generator (diffusers' pipelines pass it none): seed it with ``torch.manual_seed`` to
 repeat a video.
@@ -98,6 +107,7 @@ class DiffusersDistillTask(FineTuneTask):
         if self.spec["method"] == "dmd2":  # the fake score: a full copy, starting as the teacher (adapter at zero)
             self.critic = copy.deepcopy(gen).requires_grad_(True).train()
             self.extra_state = {"critic": self.critic}
+            self.conditioned.append(self.critic)  # an image-to-video teacher: the critic reads the first frame too
             self.params = self.params + list(self.critic.parameters())
         self.module = DistillationLoss(gen, self.teacher, self.critic, None, self.spec, d)
         log(f"distilling {cfg.pipeline} ({self.spec['method']}, guidance {self.spec['guidance_scale']}) into a "
