@@ -567,6 +567,28 @@ def _distill_diffusers(env, *overrides):
                                          *overrides], schema=DiffusersDistillConfig))
 
 
+def _finetune_i2v(env, variant=None, first_frames=True, bucket="9x32x32", pipeline_class="WanImageToVideoPipeline"):
+    """A fine-tune of a tiny Wan conditioned folder (``variant`` of ``tiny_conditioned_components``) on shards of its
+    VAE, encoded with or without first frames at ``bucket``."""
+    from helpers.shards import write_captioned_clips
+    from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
+    from vidgen.training import encode_dataset
+    from vidgen.training.finetune import FineTuneConfig, finetune
+    folder = env.path(f"i2v-{pipeline_class}-{variant}")
+    if not folder.exists():
+        tiny_native_pipeline("wan", pipeline_class=pipeline_class, variant=variant).save_pretrained(folder)
+    shards = env.path(f"i2v-shards-{pipeline_class}-{variant}-{first_frames}-{bucket}")
+    if not shards.exists():
+        src = env.path("i2v-clips")
+        if not src.exists():
+            write_captioned_clips(src, {f"{i}.mp4": (9, 32, 32, "a red fox") for i in range(2)})
+        encode_dataset(src, folder / "vae", shards, buckets=bucket, text_encoder=str(folder), max_text_tokens=16,
+                       num_workers=0, show_progress=False, first_frames=first_frames)
+    finetune(load_config(None, [f"pipeline={folder}", f"data.root={shards}", "data.max_text_tokens=16", "steps=1",
+                                f"run_dir={env.path('i2v-run')}", "precision=fp32", "threads=1"],
+                         schema=FineTuneConfig))
+
+
 TINY_RUN = ["model.preset=tiny", "data.num_frames=5", "data.size=16", "data.num_clips=4", "data.video_batch=1",
             "data.image_batch=1", "data.eval_clips=1", "data.eval_frames=5", "loss.perceptual=0", "loss.gan=0",
             "log_every=1", "eval_every=100", "sample_every=100", "stats_clips=1", "ckpt_every=1", "steps=1"]
@@ -1550,6 +1572,20 @@ CASES: list[Case] = [
     Case("parallel/attention-cannot-be-split", "diffusers_pipeline",
          lambda env: check_sequence_parallel(env.diffusers_pipe.transformer, None), UnsupportedError,
          r"WanTransformer3DModel has no vidgen video transformer backbone whose attention can be split"),
+    Case("finetune/i2v-shards-without-first-frames", "config", lambda env: _finetune_i2v(env, first_frames=False),
+         ShardError, r"data.root=.*: the shards hold no first frames, which WanImageToVideoPipeline is fine-tuned on; "
+                     r"encode them again with `vidgen data encode \.\.\. --first-frames`"),
+    Case("finetune/i2v-shards-of-a-frame-count-the-class-cannot-encode", "config",
+         lambda env: _finetune_i2v(env, bucket="8x32x32"), ShardError,
+         r"data.root=.*: bucket 8x32x32: WanImageToVideoPipeline encodes its first frame in whole latent frames and "
+         r"cells; encode buckets of 1 \+ a multiple of 4 frames .*\(e.g. 5x32x32\)"),
+    Case("finetune/i2v-per-token-timestep-model", "config", lambda env: _finetune_i2v(env, "expand_timesteps"),
+         UnsupportedError, r"pipeline: WanImageToVideoPipeline with this config gives its image by replacing latent "
+                           r"frames .*fine-tuning it is not built"),
+    Case("finetune/video-to-video-folder", "config",
+         lambda env: _finetune_i2v(env, pipeline_class="WanVideoToVideoPipeline"), UnsupportedError,
+         r"pipeline: fine-tuning a WanVideoToVideoPipeline folder is not built .*fine-tune the family's WanPipeline "
+         r"folder instead"),
 ]
 
 
