@@ -1582,6 +1582,9 @@ CASES: list[Case] = [
     Case("finetune/i2v-per-token-timestep-model", "config", lambda env: _finetune_i2v(env, "expand_timesteps"),
          UnsupportedError, r"pipeline: WanImageToVideoPipeline with this config gives its image by replacing latent "
                            r"frames .*fine-tuning it is not built"),
+    Case("finetune/i2v-first-last-frame-model", "config", lambda env: _finetune_i2v(env, "first_last"),
+         UnsupportedError, r"pipeline: WanImageToVideoPipeline with a first-last-frame transformer \(its config has "
+                           r"pos_embed_seq_len\) reads a first and a last image; the shards hold first frames only"),
     Case("finetune/video-to-video-folder", "config",
          lambda env: _finetune_i2v(env, pipeline_class="WanVideoToVideoPipeline"), UnsupportedError,
          r"pipeline: fine-tuning a WanVideoToVideoPipeline folder is not built .*fine-tune the family's WanPipeline "

@@ -202,6 +202,10 @@ class Family:
         components) cannot take in ``call`` beyond the generic checks (:mod:`vidgen.pipelines.conditions`); none
         here."""
 
+    def check_first_frame_training(self, native) -> None:
+        """Refuse, by name, a conditioned class ``native`` whose model cannot be trained from a first frame alone
+        (fine-tuning and distillation from shards of first frames, :mod:`vidgen.training.first_frame`)."""
+
     def prepare_condition(self, native, call, *, grid, batch: int, generator, device, scheduler, steps: int,
                           latents: Optional[torch.Tensor] = None) -> PreparedCondition:
         """The hook of a conditioned call (``image=`` / ``last_image=`` / ``video=`` and ``strength=``) on one of

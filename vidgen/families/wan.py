@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from vidgen.errors import ConfigError, InvalidInputError
+from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
 from vidgen.families.base import (TINY_TEXT_DIM, ConditionedPipeline, Family, PreparedCondition, VaeSpec,
                                  WindowProcessor, patch_size_of, tiny_t5)
 
@@ -76,6 +76,15 @@ class WanFamily(Family):
             raise InvalidInputError("last_image: this Wan transformer reads one image's CLIP embeddings (its config "
                                     "has no pos_embed_seq_len); first-last-frame needs a first-last-frame model "
                                     "(e.g. Wan2.1-FLF2V), or call it with image= alone")
+
+    def check_first_frame_training(self, native) -> None:
+        """A first-last-frame transformer (``pos_embed_seq_len``) reads two images' CLIP tokens: first frames alone
+        do not make its condition."""
+        if native.transformer.config.get("pos_embed_seq_len"):
+            raise UnsupportedError(f"pipeline: {type(native).__name__} with a first-last-frame transformer (its config "
+                                   "has pos_embed_seq_len) reads a first and a last image; the shards hold first "
+                                   "frames only, so fine-tuning it is not built; fine-tune an image-to-video model "
+                                   "(e.g. Wan2.1-I2V) instead")
 
     def prepare_condition(self, native, call, *, grid, batch, generator, device, scheduler, steps,
                           latents=None) -> PreparedCondition:

@@ -54,6 +54,7 @@ class FirstFrameCondition:
     def __init__(self, pipe, family, vae, device):
         self.pipe, self.family, self.device = pipe, family, torch.device(device)
         self.temporal, self.spatial = vae.temporal_compression_ratio, vae.spatial_compression_ratio
+        family.check_first_frame_training(pipe)
         for name in ("vae", "image_encoder"):
             part = getattr(pipe, name, None)
             if part is not None:
