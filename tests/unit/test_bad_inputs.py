@@ -33,6 +33,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from vidgen.data.shards import parse_buckets
+from vidgen.adapters.causal import block_causal
 from vidgen.adapters.window import window_attention
 from vidgen.generators.causal import CausalFlowVideoTransformer
 from vidgen.generators.flow_sampler import distillation_spec
@@ -65,6 +66,8 @@ from vidgen.parallel import SequenceParallel, check_sequence_parallel
 from vidgen.training import GeneratorTrainConfig, build_model, encode_dataset, load_config
 from vidgen.training.shards import bucket_settings
 from vidgen.training.data import EpochSampler, joint_batch
+
+from helpers.tiny_models import causal_wan
 
 T, H, W = 5, 16, 16  # the valid video every sanity call uses: 2 latent frames of 2x2
 HUGE_LATENT = (1, 4, 1000, 10_000, 10_000)  # decodes to 3997 frames of 80000x80000: petabytes
@@ -1389,6 +1392,34 @@ CASES: list[Case] = [
                                             conditioning_frames=torch.zeros(3, 1, H, W)),
          UnsupportedError, r"conditioning_frames: CausalVideoPipeline cannot continue a video \(its block-causal "
          r"stream starts from noise"),
+    Case("causal/image-wrong-size", "pipeline",
+         lambda env: env.causal_pipe("a", num_frames=9, height=32, width=32, image=_rgb(16)), InvalidInputError,
+         r"image: 16x16 pixels \(height x width\), but the call makes 32x32 frames; pass height=16, width=16, or "
+         r"resize the image to 32x32"),
+    Case("causal/image-channels", "pipeline",
+         lambda env: env.causal_pipe.stream("a", num_frames=9, height=32, width=32, image=torch.zeros(4, 32, 32)),
+         InvalidInputError, r"image: 4 channels \(shape \(4, 32, 32\)\); the pipeline takes RGB images with 3"),
+    Case("causal/image-values-outside-0-1", "pipeline",
+         lambda env: env.causal_pipe("a", num_frames=9, height=32, width=32, image=torch.full((3, 32, 32), -1.0)),
+         InvalidInputError, r"image: tensor values in \[-1, -1\]; pass a \(3, H, W\) tensor in \[0, 1\]"),
+    Case("causal/image-uint8-tensor", "pipeline",
+         lambda env: env.causal_pipe("a", num_frames=9, height=32, width=32,
+                                     image=torch.zeros(3, 32, 32, dtype=torch.uint8)),
+         InvalidInputError, r"image: a torch.uint8 tensor; pass a float \(3, H, W\) tensor in \[0, 1\]"),
+    Case("causal/image-longer-than-the-call", "pipeline",
+         lambda env: env.causal_pipe("a", num_frames=1, height=32, width=32, image=_rgb(32)), InvalidInputError,
+         r"num_frames=1: image= fills the first chunk of 2 latent frames \(5 frames\), more than the call makes; "
+         r"pass num_frames >= 5"),
+    Case("causal/last-image", "pipeline",
+         lambda env: env.causal_pipe("a", num_frames=9, height=32, width=32, image=_rgb(32), last_image=_rgb(32, 1)),
+         UnsupportedError, r"last_image: CausalVideoPipeline takes a first frame \(image=\) only; its block-causal "
+                           r"stream makes each chunk after the earlier ones"),
+    Case("causal/video", "pipeline",
+         lambda env: env.causal_pipe("a", num_frames=9, height=32, width=32, video=[_rgb(32)] * 5, strength=0.5),
+         UnsupportedError, r"video, strength: CausalVideoPipeline takes a first frame \(image=\) only"),
+    Case("causal/block-causal-image-to-video-transformer", "generator",
+         lambda env: block_causal(causal_wan(channels=16, in_channels=36), chunk_frames=2), UnsupportedError,
+         r"block_causal: WanTransformer3DModel reads 36 input channels, its 16 latent channels and 20 of condition"),
     # --------------------------------------------------------------------- layered scenes, capture, resize baseline
     Case("scenes/unknown-split", "data", lambda env: SceneClips("validation"), InvalidInputError,
          r"split must be one of \('train', 'val', 'test'\), got 'validation'"),

@@ -137,3 +137,55 @@ def test_vidgen_first_frames_are_kept_and_the_continuation_attends_them_as_clean
     with torch.no_grad():
         want = reference_stream(lambda x, t, _: model(x, t, cond).sample, 6, 1, 2, 9, (1, 4, 4, 4), first=given)
     _close(got[:, :, 2:], want[:, :, 2:])
+
+
+def _tiny_wan_vae():
+    """The tiny Wan family folder's VAE (16 latent channels, 8 pixels a latent cell, 4 frames a latent frame)."""
+    from diffusers import AutoencoderKLWan
+
+    from vidgen.tokenizers import DiffusersVideoVAE
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    return DiffusersVideoVAE(perturb_weights(vae, seed=2, scale=0.05).eval())
+
+
+def test_a_wan_stream_from_an_image_commits_its_latent_chunk_and_equals_the_reference_with_it_clamped():
+    """The real-model path conditioned on a first frame: the image encoded by the Wan VAE as the first latent chunk
+    (2 latent frames: the image held still for 5 frames), committed clean; every later chunk equals the uncached
+    block-causal reference with that chunk clamped, and the decoded video's frame 0 is the VAE's round trip of the
+    image."""
+    from vidgen.pipelines import first_chunk_latents
+    from vidgen.tokenizers.tokens import tokens_to_video, video_to_tokens
+    wan16, vae = causal_wan(channels=16), _tiny_wan_vae()
+    g = torch.Generator().manual_seed(10)
+    text, image = torch.randn(1, 5, 8, generator=g), torch.rand(3, 32, 32, generator=g)
+    causal = block_causal(wan16, chunk_frames=2, window_chunks=1, sink_chunks=1)
+    try:
+        first = first_chunk_latents(vae, image, height=32, width=32, chunk_frames=causal.latent_chunk_frames)
+        assert first.shape == (1, 16, 2, 4, 4)
+        got = torch.cat(list(causal.stream(text, frames=6, hw=(4, 4), num_inference_steps=2, first_frames=first,
+                                           generator=torch.Generator().manual_seed(11))), dim=2)
+        assert torch.equal(got[:, :, :2], first)
+        want = reference_stream(lambda x, t, _: causal.reference(x, t, text), 6, 2, 2, 11, (1, 16, 4, 4), first=first)
+        _close(got[:, :, 2:], want[:, :, 2:])
+        other = first_chunk_latents(vae, image.flip(-1), height=32, width=32, chunk_frames=2)
+        moved = torch.cat(list(causal.stream(text, frames=6, hw=(4, 4), num_inference_steps=2, first_frames=other,
+                                             generator=torch.Generator().manual_seed(11))), dim=2)
+        assert (moved[:, :, 2:] - got[:, :, 2:]).abs().max() > 1e-3  # the image reaches the chunks after it
+    finally:
+        causal.remove()
+    with torch.no_grad():
+        video = tokens_to_video(vae, got, 21, 32, 32)
+        round_trip = tokens_to_video(vae, video_to_tokens(vae, image[None, :, None] * 2 - 1), 1, 32, 32)
+    assert video.shape == (1, 3, 21, 32, 32)
+    assert (video[:, :, 0] - round_trip[:, :, 0]).abs().max() < 1e-4
+
+
+def test_an_image_to_video_wan_transformer_is_refused_by_name():
+    """Condition channels besides the latents (Wan 2.1 / 2.2 image-to-video and first-last-frame transformers):
+    the stream feeds latents only."""
+    from vidgen.errors import UnsupportedError
+    with pytest.raises(UnsupportedError, match=r"block_causal: WanTransformer3DModel reads 36 input channels, its 16 "
+                                               r"latent channels and 20 of condition .*first_chunk_latents"):
+        block_causal(causal_wan(channels=16, in_channels=36), chunk_frames=2)

@@ -185,7 +185,8 @@ class BlockCausal:
         ``text`` (B, L, text_dim): the prompt's embeddings; with ``guidance_scale`` > 1 ``negative`` (the negative
         prompt's) is guided against in one batched pass of ``[negative; text]`` rows. ``prompts``: ``{chunk: (text,
         negative)}`` switches before that chunk (:meth:`recache`, or :meth:`reset` with ``prompt_switch="reset"``).
-        ``first_frames``: given clean latents of the first whole chunks, kept as they are. ``callback``,
+        ``first_frames``: given clean latents of the first whole chunks, kept as they are (an image's first chunk:
+        ``vidgen.pipelines.first_chunk_latents``, the stream then starting from that frame). ``callback``,
         ``progress``: as :func:`~vidgen.generators.causal_stream.stream_latents` reads them."""
         from diffusers import FlowMatchEulerDiscreteScheduler
         scheduler = scheduler or FlowMatchEulerDiscreteScheduler()
@@ -258,6 +259,13 @@ def block_causal(transformer, chunk_frames: int, window_chunks: int = 0, sink_ch
         raise UnsupportedError(f"block_causal: {type(model).__name__} has no self-attention processor and rotary "
                                f"module vidgen can run block-causally (supported: {', '.join(supported)} with a "
                                "rope module)")
+    latent, given = family.latent_channels(model), int(model.config.in_channels)
+    if given != latent:
+        raise UnsupportedError(f"block_causal: {type(model).__name__} reads {given} input channels, its {latent} "
+                               f"latent channels and {given - latent} of condition (an image-to-video transformer: "
+                               "the image's latents and frame mask), and a block-causal stream feeds it latents only; "
+                               "stream the family's text-to-video transformer from the image instead (first_frames= "
+                               "of vidgen.pipelines.first_chunk_latents)")
     check_chunking(chunk_frames, window_chunks, sink_chunks, max_frames=10**9)
     if any(type(b.attn1.processor).__module__.startswith("vidgen") for b in _blocks(model)):
         raise InvalidInputError("transformer: its self-attention is already swapped by vidgen (window attention or "

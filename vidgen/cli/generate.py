@@ -9,7 +9,8 @@ vidgen pipeline. Sampling settings not given
 (``--steps``, ``--guidance``) come from the folder's ``sampling_config.json``. Give a
 prompt (text-conditioned models), ``--class`` (class-conditioned models) or neither (unconditional sampling).
 ``--init-video`` continues a video from its first frames (image-to-video from a single image or frame), to any
-``--num-frames``: past one window of the generator it is continued chunk by chunk, as a long video is.
+``--num-frames``: past one window of the generator it is continued chunk by chunk, as a long video is; the
+block-causal pipeline takes an image only, its stream's first frame (``image=``).
 Video ``i`` of ``--num-videos N`` is sampled with seed ``--seed + i`` on its own generator, so each file can be
 regenerated alone with ``--seed`` set to its seed.
 
@@ -186,6 +187,18 @@ def _init_video(args):
     return frames[None]
 
 
+def _first_frame(args, pipe):
+    """``--init-video`` as the ``image=`` of a pipeline that starts its stream from one frame (the block-causal
+    pipeline): a (3, H, W) tensor in [0, 1] at the requested size; a named error for a video of several frames."""
+    frames = _init_video(args)
+    if frames.shape[2] != 1:
+        why, name = pipe.continuation_refusal, type(pipe).__name__
+        raise InvalidInputError(f"--init-video: {name} cannot continue a video ({why}), and {args.init_video} gives "
+                                f"{frames.shape[2]} frames; pass an image or a one-frame video (the stream's first "
+                                "frame), or use a masked, flow or autoregressive pipeline to continue a video")
+    return ((frames[0, :, 0] + 1) / 2).clamp(0, 1)
+
+
 def _window_frames(pipe) -> int:
     """Frames of one window of ``pipe``'s generator (its latent frames' output frames)."""
     from vidgen.pipelines.story import first_output_frame
@@ -227,7 +240,9 @@ def generate(args) -> list[Path]:
         kwargs["num_inference_steps"] = args.steps
     if args.guidance is not None:
         kwargs["guidance_scale"] = args.guidance
-    if args.init_video is not None:
+    if args.init_video is not None and getattr(pipe, "takes_first_frame", False):
+        kwargs["image"] = _first_frame(args, pipe)
+    elif args.init_video is not None:
         if pipe.continuation_refusal is not None:
             raise InvalidInputError(f"--init-video: {type(pipe).__name__} cannot continue a video "
                                     f"({pipe.continuation_refusal}); use a masked, flow or autoregressive pipeline, or "
@@ -348,7 +363,7 @@ def register(subparsers) -> None:
     parser.add_argument("--init-video", default=None, metavar="FILE",
                         help="video, frame folder or image to start from: its frames are kept and the rest is sampled "
                              "(continuation to any --num-frames; an image or one frame: image-to-video; masked, "
-                             "flow and autoregressive pipelines)")
+                             "flow and autoregressive pipelines; causal: an image only, its stream's first frame)")
     parser.add_argument("--story", default=None, metavar="PROMPTS",
                         help="a story: prompts separated by ';', one every --frames-per-prompt frames, or a JSON / YAML "
                              "file with a list of prompts or a {frame_index: prompt} mapping")

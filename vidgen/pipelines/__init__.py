@@ -9,6 +9,7 @@ Sampling settings the call leaves out come from the folder's ``sampling_config.j
 from vidgen.pipelines.autoregressive import AutoregressiveVideoPipeline
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.causal import CausalVideoPipeline
+from vidgen.pipelines.conditions import first_chunk_latents
 from vidgen.pipelines.inputs import OUTPUT_TYPES
 from vidgen.pipelines.diffusers_pipeline import DiffusersVideoPipeline
 from vidgen.pipelines.flow import FlowVideoPipeline
@@ -32,6 +33,7 @@ __all__ = [
     "PipelineSpec",
     "VideoPipelineBase",
     "VideoPipelineOutput",
+    "first_chunk_latents",
     "load_pipeline",
     "pipeline_classes",
     "pipeline_spec",

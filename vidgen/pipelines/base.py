@@ -199,7 +199,8 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
     def _check_conditions(self, call: VideoCall) -> None:
         """The call's condition inputs (``image=``, ``last_image=``, ``video=``, ``strength=``;
         :mod:`.conditions`): vidgen's own generators have no such path and refuse them by name."""
-        refuse_conditions(call, type(self).__name__, "vidgen's own generators take no image or video; given latent "
+        refuse_conditions(call, type(self).__name__, "vidgen's own generators take no image or video, except the "
+                          "block-causal CausalVideoPipeline's first frame (image=); given latent "
                           "frames go in conditioning_frames=, and image-to-video / video-to-video run on a diffusers "
                           "folder of such a pipeline class, loaded with load_pipeline")
 

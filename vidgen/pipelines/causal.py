@@ -6,7 +6,9 @@ while it attends the sink and the last ``window_chunks`` chunks through a rollin
 frames are decoded at once by the tokenizer's stream decoder. So :meth:`~CausalVideoPipeline.stream` hands out frames
 as they are made, and memory does not grow with length. A ``prompt={frame: prompt}`` schedule switches the prompt at
 a chunk boundary by re-encoding the cached chunks under the new prompt (LongLive's KV re-cache). ``__call__`` is the
-same stream, collected. Settings left out of a call come from ``pipe.sampling_config`` (a
+same stream, collected. ``image=`` starts the stream from a frame: the image is encoded by the VAE as the first
+latent chunk and committed clean, so frame 0 is the VAE's reconstruction of the image and every later chunk attends it
+through the cache. Settings left out of a call come from ``pipe.sampling_config`` (a
 :class:`~vidgen.generators.causal.CausalSamplingConfig`, the folder's ``sampling_config.json``).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vidgen.generators.flow_sampler import student_settings
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
 from vidgen.pipelines.call import VideoCall
+from vidgen.pipelines.conditions import first_chunk_latents, given_conditions
 from vidgen.pipelines.output import to_output
 from vidgen.pipelines.streaming import ChunkLoop
 from vidgen.pipelines.story import first_output_frame, parse_schedule
@@ -35,7 +38,9 @@ class CausalVideoPipeline(VideoPipelineBase):
     sampling_config_class = CausalSamplingConfig
     frame_axis = 2  # latents (B, C, t, h, w)
     supports_sequence_parallel = False
-    continuation_refusal = "its block-causal stream starts from noise; it has no conditioning_frames"
+    takes_first_frame = True  # image= starts the stream (the CLI's --init-video of one image)
+    continuation_refusal = ("its block-causal stream starts from noise or from one image (image=); it has no "
+                            "conditioning_frames")
 
     def __init__(self, vae, transformer: CausalFlowVideoTransformer, scheduler, text_encoder=None, tokenizer=None):
         super().__init__()
@@ -75,7 +80,9 @@ class CausalVideoPipeline(VideoPipelineBase):
         scheduled prompt, ``"recache"`` the kept chunks under it (default) or ``"reset"`` the cache.
         ``callback_on_step_end(pipe, step, t, {"latents": chunk latents})`` after every denoising step of every chunk
         (``step`` counts over the whole video); ``pipe._interrupt = True`` ends the video after the current chunk
-        (shorter than ``num_frames``). The frames equal :meth:`stream`'s, collected."""
+        (shorter than ``num_frames``). ``image``: the first frame (a PIL RGB image or a (3, H, W) tensor in [0, 1]
+        of ``height`` x ``width``), encoded as the first latent chunk and kept clean; ``last_image``, ``video`` and
+        ``strength`` are refused by name. The frames equal :meth:`stream`'s, collected."""
         return self._generate(VideoCall(
             prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
             num_videos_per_prompt=num_videos_per_prompt, generator=generator, output_type=output_type,
@@ -88,24 +95,35 @@ class CausalVideoPipeline(VideoPipelineBase):
     def _is_story_call(self, call: VideoCall) -> bool:
         return True  # every call is made as a stream
 
+    def _check_conditions(self, call: VideoCall) -> None:
+        """``image=`` starts the stream (checked in :meth:`_stream`); the other condition inputs are refused."""
+        other = [n for n in given_conditions(call) if n != "image"]
+        if other:
+            raise UnsupportedError(f"{', '.join(other)}: {type(self).__name__} takes a first frame (image=) only; its "
+                                   "block-causal stream makes each chunk after the earlier ones, so no chunk can "
+                                   "attend a last frame or follow a video (first-last-frame and video-to-video run on "
+                                   "a diffusers folder of such a pipeline class)")
+
     def _streamed_call(self, call: VideoCall, config):
         """The recipe's chunked step: the stream (:meth:`stream`), collected."""
         parts = self._stream(call.prompt, call.negative_prompt, call.num_frames, call.height, call.width,
                              call.num_videos_per_prompt, call.generator, config, call.output_type,
-                             call.callback_on_step_end, call.callback_on_step_end_tensor_inputs, whole=True)
+                             call.callback_on_step_end, call.callback_on_step_end_tensor_inputs, whole=True,
+                             image=call.image)
         if call.output_type == "latent":
             return self._finish(torch.cat(list(parts), 2), call.return_dict)
         return self._finish(to_output(torch.cat(list(parts), 2), call.output_type), call.return_dict)
 
     def stream(self, prompt, *, num_frames: int, height: int = 64, width: int = 64, negative_prompt=None,
-               num_videos_per_prompt: int = 1, generator=None, output_type: str = "np", **settings) -> Iterator:
+               num_videos_per_prompt: int = 1, generator=None, output_type: str = "np", image=None,
+               **settings) -> Iterator:
         """A video of any length, or a story (``prompt={frame_index: prompt}``), yielded chunk by chunk as soon as
         each chunk's frames are decoded: ``(B, n, H, W, 3)`` arrays in [0, 1] (``"np"``), ``(B, n, 3, H, W)``
         tensors (``"pt"``), or each chunk's latents (``"latent"``). The chunks concatenate to exactly
         ``num_frames`` frames and equal ``pipe(...)`` with the same arguments; memory does not grow with length.
         ``settings``: ``num_inference_steps`` / ``guidance_scale`` / ``window_chunks`` / ``prompt_switch`` (default
-        :attr:`sampling_config`). Everything is
-        checked here, before the first chunk."""
+        :attr:`sampling_config`). ``image``: start from this frame (as in ``pipe(...)``). Everything is checked here,
+        before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
             raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
         if "conditioning_frames" in settings:
@@ -115,13 +133,14 @@ class CausalVideoPipeline(VideoPipelineBase):
             raise InvalidInputError("context_frames: the causal pipeline gives each chunk the earlier ones through its "
                                     "KV cache (the model's window_chunks and sink_chunks), not as context frames")
         parts = self._stream(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                             self.sampling_config.replace(**settings), output_type)
+                             self.sampling_config.replace(**settings), output_type, image=image)
         return parts if output_type == "latent" else (to_output(p, output_type) for p in parts)
 
     def _stream(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator, config,
-                output_type, callback=None, callback_inputs=("latents",), whole: bool = False) -> Iterator:
+                output_type, callback=None, callback_inputs=("latents",), whole: bool = False, image=None) -> Iterator:
         """Check everything, then return the generator of latent chunks (``output_type="latent"``) or of decoded
-        frames (B, 3, n, H, W) in [-1, 1]; ``whole``: the frames are collected (the whole video must fit)."""
+        frames (B, 3, n, H, W) in [-1, 1]; ``whole``: the frames are collected (the whole video must fit);
+        ``image``: the first frame, its latent chunk committed clean."""
         tok, model = self.video_tokenizer, self.transformer
         tc = tok.codec_config.temporal_compression if tok is not None else 1
         segments = parse_schedule(prompt, num_frames, tc, negative_prompt)
@@ -133,10 +152,11 @@ class CausalVideoPipeline(VideoPipelineBase):
         t, h, w = tok.latent_grid(num_frames, height, width)
         model.backbone.check_grid(model.patch.grid((model.config.chunk_frames, h, w)))
         stream_chunking(model, config.window_chunks)
+        given = None if image is None else self._first_chunk(image, num_frames, height, width, t, batch)
         switches = self._switches(segments, batch, num_videos_per_prompt)
         generators = self._generators(generator, batch)
         chunks = -(-t // model.config.chunk_frames)
-        self._start_sampling(config.guidance_scale, chunks * config.num_inference_steps)
+        self._start_sampling(config.guidance_scale, (chunks - (given is not None)) * config.num_inference_steps)
         step_callback = self._step_callback(callback, callback_inputs, "latents")
         parts = [slice(0, batch)] if len(generators) == 1 else [slice(k, k + 1) for k in range(batch)]
         streams = [stream_latents(model, None, frames=t, hw=(h, w), batch=p.stop - p.start,
@@ -145,12 +165,23 @@ class CausalVideoPipeline(VideoPipelineBase):
                                   prompts={j: tuple(None if c is None else c.index(p) for c in pair)
                                            for j, pair in switches.items()}, callback=step_callback,
                                   guidance=self._guidance, window_chunks=config.window_chunks,
-                                  prompt_switch=config.prompt_switch)
+                                  prompt_switch=config.prompt_switch,
+                                  first_frames=None if given is None else given[p])
                    for p, g in zip(parts, generators)]
         latents = (torch.cat(chunk, 0) for chunk in zip(*streams))
         if output_type == "latent":
             return self._progressed(latents, chunks)
         return self._decoded(self._progressed(latents, chunks), num_frames, height, width, len(parts) > 1)
+
+    def _first_chunk(self, image, num_frames: int, height: int, width: int, t: int, batch: int) -> torch.Tensor:
+        """``image`` encoded as the stream's first latent chunk (B, C, chunk_frames, h, w), checked first."""
+        c, tc = self.transformer.config.chunk_frames, self.video_tokenizer.codec_config.temporal_compression
+        if t < c:
+            raise InvalidInputError(f"num_frames={num_frames}: image= fills the first chunk of {c} latent frames "
+                                    f"({1 + tc * (c - 1)} frames), more than the call makes; pass num_frames >= "
+                                    f"{1 + tc * (c - 1)}")
+        latents = first_chunk_latents(self.video_tokenizer, image, height=height, width=width, chunk_frames=c)
+        return latents.to(self.transformer.device, torch.float32).expand(batch, -1, -1, -1, -1)  # as the noise
 
     def _switches(self, segments, batch: int, num_videos_per_prompt: int) -> dict:
         """``{chunk: (cond, negative)}`` for each segment of the schedule; a prompt must start at a chunk boundary."""

@@ -161,3 +161,42 @@ def condition_defaults(call, pipeline_class: str, spec, size: dict, tokenizer, p
         check_condition_size(pipeline_class, tokenizer, patch_size, out.get("num_frames", size["num_frames"]),
                              size["height"], size["width"])
     return out
+
+
+def image_pixels(name: str, value: Any, height: int, width: int):
+    """One image as the conditioned calls take it (a PIL RGB image, or a ``(3, H, W)`` / ``(1, 3, H, W)`` float
+    tensor in [0, 1]), of exactly ``height`` x ``width`` -> ``(1, 3, 1, H, W)`` pixels in [-1, 1]; a named
+    :class:`InvalidInputError` otherwise. vidgen's own pipelines encode it with their VAE as it is (no resize)."""
+    import numpy as np
+    import torch
+    h, w, _ = check_image(name, value)
+    if (h, w) != (height, width):
+        raise InvalidInputError(f"{name}: {h}x{w} pixels (height x width), but the call makes {height}x{width} "
+                                f"frames; pass height={h}, width={w}, or resize the image to {height}x{width}")
+    if not torch.is_tensor(value):  # a PIL image (check_image refused the rest)
+        return torch.from_numpy(np.asarray(value).copy()).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
+    if not value.is_floating_point():
+        raise InvalidInputError(f"{name}: a {value.dtype} tensor; pass a float (3, H, W) tensor in [0, 1] "
+                                f"({name}.float() / 255 for 8-bit values)")
+    x = value.detach().float().reshape(1, 3, 1, h, w)
+    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
+        raise InvalidInputError(f"{name}: tensor values in [{float(x.min()):.3g}, {float(x.max()):.3g}]; pass a "
+                                "(3, H, W) tensor in [0, 1], as diffusers' pipelines take it ((x + 1) / 2 for "
+                                "values in [-1, 1])")
+    return x * 2 - 1
+
+
+def first_chunk_latents(tokenizer, image: Any, *, height: int, width: int, chunk_frames: int = 1,
+                        name: str = "image"):
+    """The first latent chunk of a block-causal stream started from ``image`` (checked by :func:`image_pixels`):
+    the image encoded by ``tokenizer`` (vidgen's VAE or a ``DiffusersVideoVAE``) into normalized latents
+    ``(1, C, chunk_frames, h, w)``, which the stream commits clean (``first_frames=``); frame 0 of its decoding is
+    the VAE's reconstruction of the image. A chunk of more latent frames than one image makes is the image held
+    still (``1 + tc * (chunk_frames - 1)`` frames of it, ``tc`` the VAE's temporal compression)."""
+    from vidgen.tokenizers.tokens import video_to_tokens
+    import torch
+    pixels = image_pixels(name, image, height, width)
+    frames = 1 + tokenizer.codec_config.temporal_compression * (chunk_frames - 1)
+    with torch.no_grad():
+        latents = video_to_tokens(tokenizer, pixels.expand(-1, -1, frames, -1, -1))
+    return latents[:, :, :chunk_frames]
