@@ -24,7 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def i2v(tmp_path_factory):
-    """variant -> (tiny WanImageToVideoPipeline folder, shards with first frames); and the clips' folder."""
+    """variant -> (tiny WanImageToVideoPipeline folder, shards with first frames); and the clips' folder. The Wan 2.1
+    shards are encoded through the command line (``vidgen data encode --first-frames``), the others in process."""
+    from vidgen.cli import main as cli
     root = tmp_path_factory.mktemp("finetune_i2v")
     src = write_captioned_clips(root / "src", {f"{i}.mp4": (9, 32, 32, CAPTIONS[i % 3]) for i in range(4)})
     out = {"src": src}
@@ -32,8 +34,13 @@ def i2v(tmp_path_factory):
         folder = root / f"wan-{variant or 'clip'}"
         tiny_native_pipeline("wan", pipeline_class=I2V, variant=variant).save_pretrained(folder)
         shards = root / f"shards-{variant or 'clip'}"
-        encode_dataset(src, folder / "vae", shards, buckets="9x32x32", text_encoder=str(folder),
-                       max_text_tokens=16, num_workers=0, show_progress=False, first_frames=True)
+        if variant is None:
+            assert cli(["data", "encode", str(src), "--tokenizer", str(folder / "vae"), "--out", str(shards),
+                        "--buckets", "9x32x32", "--text-encoder", str(folder), "--max-text-tokens", "16",
+                        "--workers", "0", "--first-frames"]) == 0
+        else:
+            encode_dataset(src, folder / "vae", shards, buckets="9x32x32", text_encoder=str(folder),
+                           max_text_tokens=16, num_workers=0, show_progress=False, first_frames=True)
         out[variant] = folder, shards
     return out
 
