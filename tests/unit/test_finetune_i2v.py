@@ -1,7 +1,8 @@
 """Image-to-video fine-tuning from shards of (first frame, clip) pairs on tiny Wan ``WanImageToVideoPipeline``
 folders (Wan 2.1 with a CLIP image encoder, Wan 2.2 without one): the shards keep each clip's frame 0, the condition
 is the class's own (``prepare_latents``, ``encode_image``), the loss is finite, the weights change, and the saved
-transformer runs in diffusers' own ``WanImageToVideoPipeline`` with vidgen's frames; a resumed LoRA run is bit-identical."""
+transformer runs in diffusers' own ``WanImageToVideoPipeline`` with vidgen's frames; a resumed LoRA run is
+bit-identical."""
 from __future__ import annotations
 
 import diffusers
