@@ -123,8 +123,9 @@ def _load_native(folder):
     import diffusers
     family = folder_family(folder)
     if family is None:
+        names = sorted(n for f in PIPELINE_FAMILIES for n in (f.pipeline, *f.conditioned))
         raise ConfigError(f"pipeline={folder}: not a supported diffusers video pipeline folder (its model_index.json "
-                          f"must name one of {sorted(n for f in PIPELINE_FAMILIES for n in (f.pipeline, *f.conditioned))})")
+                          f"must name one of {names})")
     family.refuse("fine-tuning")
     name = json.loads((Path(folder) / "model_index.json").read_text())["_class_name"]
     return getattr(diffusers, name).from_pretrained(str(folder), dtype=torch.float32)
