@@ -14,5 +14,6 @@ def causal_wan(channels: int = 4, in_channels: int | None = None):
     torch.manual_seed(0)
     model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
                                   in_channels=in_channels or channels, out_channels=channels, text_dim=8, freq_dim=32,
-                                  ffn_dim=16, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+                                  ffn_dim=16, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                  rope_max_seq_len=32)
     return perturb_weights(model, seed=1, scale=0.05).eval()

@@ -363,7 +363,7 @@ def register(subparsers) -> None:
     parser.add_argument("--init-video", default=None, metavar="FILE",
                         help="video, frame folder or image to start from: its frames are kept and the rest is sampled "
                              "(continuation to any --num-frames; an image or one frame: image-to-video; masked, "
-                             "flow and autoregressive pipelines; causal: an image only, its stream's first frame)")
+                             "flow and autoregressive pipelines; causal: an image only, the stream's first frame)")
     parser.add_argument("--story", default=None, metavar="PROMPTS",
                         help="a story: prompts separated by ';', one every --frames-per-prompt frames, or a JSON / YAML "
                              "file with a list of prompts or a {frame_index: prompt} mapping")
