@@ -29,8 +29,11 @@ demo: $(STAMP)
 pretrained: $(STAMP)
 	$(PY) pipelines/make_pretrained.py
 
+# One pytest worker per core (pytest-xdist; a test file stays on one worker, so its module fixtures are built once);
+# TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) tests
 
 # Chromium for the browser tests (they skip without it; .ci/run installs it and requires them): Debian's package, as
 # root or through sudo.
