@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from vidgen.data.shapes import COLORS, HELD_OUT_PAIRS, MOTIONS
 from vidgen.demo import PIPELINES, demo_prompts, main
@@ -62,7 +63,7 @@ VIDEOS = 4 * (len(PIPELINES) + 1) + len(PIPELINES)  # on the test's page: 4 prom
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     assert main(["--out", str(out), "--pretrained", str(PRETRAINED), "--prompts", "4", "--scorer-clips", "24",
-                 "--story-segments", str(STORY), "--threads", "2"]) == 0
+                 "--story-segments", str(STORY), "--threads", str(torch.get_num_threads())]) == 0
     return out
 
 

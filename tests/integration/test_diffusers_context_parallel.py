@@ -28,6 +28,7 @@ def test_wan_sp2_ulysses_samples_the_one_process_frames(wan_folder):
     assert report["after"] == 0.0, report
 
 
+@pytest.mark.slow  # two more process pairs (about 25 s each here): make test-slow, whose summary records them
 def test_wan_image_to_video_sp2_samples_the_one_process_frames(tmp_path):
     folder = tmp_path / "wan-i2v"
     tiny_native_pipeline("wan", pipeline_class="WanImageToVideoPipeline").save_pretrained(folder)
@@ -36,6 +37,7 @@ def test_wan_image_to_video_sp2_samples_the_one_process_frames(tmp_path):
     assert report["vs_one_process"] <= 1e-5 * max(1.0, report["scale"]), report
 
 
+@pytest.mark.slow
 def test_uneven_tokens_are_refused_by_name(wan_folder):
     message = run_group(uneven_case, str(wan_folder))
     assert message.startswith("InvalidInputError: sp_size=2: WanTransformer3DModel sees 9 video tokens (1 x 3 x 3), "

@@ -1278,6 +1278,11 @@ CASES: list[Case] = [
     Case("pipeline/cache-on-a-vidgen-generator", "pipeline", lambda env: env.pipe.enable_cache(object()),
          UnsupportedError, r"enable_cache: FlowVideoPipeline samples vidgen's FlowVideoTransformer, which has no "
          r"diffusers cache hooks"),
+    Case("diffusers_pipeline/leaf-level-disk-offload-over-tied-weights", "diffusers_pipeline",
+         lambda env: env.diffusers_pipe.enable_group_offload(torch.device("cpu"), offload_type="leaf_level",
+                                                             offload_to_disk_path=env.path("offload")),
+         UnsupportedError, r"text_encoder ties shared\.weight and encoder\.embed_tokens\.weight .* "
+                           r"offload_type='block_level', or .* exclude_modules=\['text_encoder'\]"),
     Case("diffusers_pipeline/cache-config-unknown", "diffusers_pipeline",
          lambda env: env.diffusers_pipe.enable_cache("first-block"), InvalidInputError,
          r"enable_cache: Cache config <class 'str'> is not supported\. \(pass a config of diffusers\.hooks"),

@@ -202,9 +202,11 @@ def finish_child(pid, read):
 
 
 package, names, preload = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-for module in preload:
+for module, names in preload:
     try:
-        importlib.import_module(module)
+        loaded = importlib.import_module(module)
+        for name in names:  # ``from diffusers import X``: X of a lazy package loads its own submodules
+            getattr(loaded, name, None)
     except BaseException:
         pass  # an optional dependency that is missing: the vidgen module that needs it is tried below all the same
 assert not [m for m in sys.modules if m.split(".")[0] == package], f"{package} was loaded before the forks"
@@ -220,16 +222,18 @@ print(json.dumps(failures))
 """
 
 
-def third_party_imports(package: str, files) -> list[str]:
-    """The modules outside ``package`` that ``files`` import at module level (absolute imports only)."""
-    out = set()
+def third_party_imports(package: str, files) -> list[list]:
+    """``[module, names]`` for the modules outside ``package`` that ``files`` import at module level (absolute imports
+    only), with the names taken from each (``from diffusers import WanPipeline``: a lazy package's attribute)."""
+    out: dict[str, set] = {}
     for path in files:
         for node in ast.parse(Path(path).read_text()).body:
             if isinstance(node, ast.Import):
-                out |= {a.name for a in node.names}
+                for alias in node.names:
+                    out.setdefault(alias.name, set())
             elif isinstance(node, ast.ImportFrom) and not node.level:
-                out.add(node.module)
-    return sorted(m for m in out if m.split(".")[0] != package)
+                out.setdefault(node.module, set()).update(a.name for a in node.names if a.name != "*")
+    return [[m, sorted(names)] for m, names in sorted(out.items()) if m.split(".")[0] != package]
 
 
 def modules_failing_alone(package: str, names: list[str], cwd: Path) -> dict[str, str]:

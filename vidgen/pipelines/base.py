@@ -89,6 +89,18 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
     #: the call only; the samplers take it as their ``sp`` argument, the transformer never holds it
     _sequence_parallel = None
 
+    def enable_group_offload(self, onload_device, *args, **kwargs):
+        """diffusers' group offloading (``DiffusionPipeline.enable_group_offload``, the same arguments), refused by
+        name where its groups would read an emptied tensor (:func:`~vidgen.pipelines.quantization.check_group_offload`:
+        leaf-level groups on disk over tied weights)."""
+        import inspect
+        from vidgen.pipelines.quantization import check_group_offload
+        given = inspect.signature(DiffusionPipeline.enable_group_offload).bind(self, onload_device, *args, **kwargs)
+        given.apply_defaults()
+        options = given.arguments
+        check_group_offload(self, options["offload_type"], options["offload_to_disk_path"], options["exclude_modules"])
+        return super().enable_group_offload(onload_device, *args, **kwargs)
+
     # ------------------------------------------------------------------ sampling state (diffusers' conventions)
     @property
     def guidance_scale(self) -> float:

@@ -182,3 +182,34 @@ def load_gguf_transformer(path, config, subfolder: Optional[str] = "transformer"
     kwargs = dict(subfolder=subfolder) if subfolder else {}
     return cls.from_single_file(str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=compute_dtype),
                                 config=str(config), torch_dtype=compute_dtype, **kwargs)
+
+
+def tied_parameters(module: torch.nn.Module) -> list[tuple[str, str]]:
+    """Pairs of parameter names that are one tensor in ``module`` (T5's ``shared`` and ``encoder.embed_tokens``)."""
+    first, pairs = {}, []
+    for name, param in module.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            pairs.append((first[id(param)], name))
+        else:
+            first[id(param)] = name
+    return pairs
+
+
+def check_group_offload(pipe, offload_type: str, offload_to_disk_path, exclude_modules) -> None:
+    """Refuse diffusers' leaf-level group offloading to disk on a component with tied weights: each module of a tied
+    tensor becomes its own group, and one group's offload replaces the tensor with an empty placeholder while the
+    other reads it (NaN or stale frames, measured on a tiny Wan folder's T5 text encoder and on diffusers' own
+    ``WanPipeline``). Block-level groups keep a tied tensor in one group."""
+    if offload_type != "leaf_level" or not offload_to_disk_path:
+        return
+    excluded = [exclude_modules] if isinstance(exclude_modules, str) else list(exclude_modules or ())
+    for name, component in pipe.components.items():
+        if name in excluded or not isinstance(component, torch.nn.Module):
+            continue
+        tied = tied_parameters(component)
+        if tied:
+            raise UnsupportedError(
+                f"enable_group_offload(offload_type='leaf_level', offload_to_disk_path=...): {name} ties "
+                f"{tied[0][0]} and {tied[0][1]} (one tensor), and diffusers' leaf-level disk groups would give each its "
+                f"own group, so one group's offload empties the tensor the other reads (NaN frames). Use "
+                f"offload_type='block_level', or leave the component in memory with exclude_modules=['{name}']")
