@@ -17,6 +17,9 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_result  # noqa: E402  (first: the start load)
+
 
 def _file_of(case) -> str:
     """``tests/test_x.py`` of a test case: its ``file`` attribute, else its ``classname`` (``tests.test_x`` or
@@ -96,8 +99,6 @@ def main(argv=None) -> int:
     if args.out:
         if not args.commit or (args.against and not args.against_commit):
             parser.error("--out needs --commit (and --against-commit with --against)")
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from results import write_result
         payload = {"run": run_record(args.report, args.commit, args.workers), "note": args.note}
         if args.against:
             payload["before"] = run_record(args.against, args.against_commit, args.against_workers)

@@ -7,6 +7,7 @@ import pytest
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow  # about 27 s (every chunk walks the live tensors): make test-slow, whose summary records it
 def test_held_bytes_and_frames_stay_bounded_over_length(tiny_pipeline, load_script):
     memory = load_script("eval/causal_memory.py")
     pipe = tiny_pipeline("causal")

@@ -100,6 +100,7 @@ def test_bad_window_settings_are_refused(kwargs, match, pipes):
         window_attention(pipes["wan"][0].transformer, **kwargs)
 
 
+@pytest.mark.slow  # about 30 s of compiling: make test-slow, whose summary records it
 def test_compiled_blocks_with_windows_compile_once_and_equal_eager(pipes):
     """Each block compiled (regional compilation): the windowed attention traces once for all blocks and calls (a
     per-call counter inside the graph used to recompile it at every call), and the compiled model equals eager."""
