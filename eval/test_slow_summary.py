@@ -52,13 +52,16 @@ def summarize(junit: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "test_slow_summary.json")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("TEST_WORKERS", "2")),
+                        help="pytest-xdist workers, as make test (0: one process)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         junit, diffs = Path(tmp) / "junit.xml", Path(tmp) / "differences.json"
         env = {**os.environ, "VIDGEN_DIFFERENCES_FILE": str(diffs), "HF_HUB_OFFLINE": "1"}
         paths = [] if any(a.startswith("tests") for a in args.pytest_args) else ["tests"]  # given paths: only those
-        command = [sys.executable, "-m", "pytest", "-q", "--runslow", f"--junitxml={junit}", *paths,
+        workers = [] if args.workers == 0 else ["-n", str(args.workers), "--dist", "loadfile"]
+        command = [sys.executable, "-m", "pytest", "-q", "--runslow", *workers, f"--junitxml={junit}", *paths,
                    *args.pytest_args]
         start = time.time()
         status = subprocess.run(command, cwd=ROOT, env=env).returncode

@@ -123,4 +123,6 @@ def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("VIDGEN_DIFFERENCES_FILE")
     if path:
         from helpers import differences
-        differences.write(path)
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        # a pytest-xdist worker writes its own file; the controller, which ends after its workers, merges them
+        differences.write(f"{path}.{worker}" if worker else path, merge=not worker)

@@ -27,5 +27,12 @@ def record(what: str, value: float, tolerance: float, rtol: float = 0.0, excess:
     return value
 
 
-def write(path: str | Path) -> None:
-    Path(path).write_text(json.dumps(RECORDED, indent=2, sort_keys=True) + "\n")
+def write(path: str | Path, merge: bool = False) -> None:
+    """Write this process's records to ``path``; ``merge``: with those of the files ``path.gw*`` that pytest-xdist
+    workers wrote (each then removed)."""
+    path, records = Path(path), dict(RECORDED)
+    if merge:
+        for part in sorted(path.parent.glob(path.name + ".gw*")):
+            records.update(json.loads(part.read_text()))
+            part.unlink()
+    path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
