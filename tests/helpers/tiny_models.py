@@ -17,3 +17,14 @@ def causal_wan(channels: int = 4, in_channels: int | None = None):
                                   ffn_dim=16, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
                                   rope_max_seq_len=32)
     return perturb_weights(model, seed=1, scale=0.05).eval()
+
+
+def diffusers_student(pipeline_class, folder, final):
+    """diffusers' own ``pipeline_class`` from the base ``folder`` with a distilled LoRA student of ``final`` loaded
+    as its users load it: the adapter, and the student's scheduler."""
+    import diffusers
+    native = pipeline_class.from_pretrained(folder)
+    native.set_progress_bar_config(disable=True)
+    native.load_lora_weights(final)
+    native.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(final, subfolder="scheduler")
+    return native

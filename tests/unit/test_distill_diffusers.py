@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers.tiny_models import diffusers_student
 from helpers.shards import write_captioned_clips
 from vidgen.errors import ConfigError
 from vidgen.pipelines import load_pipeline
@@ -68,10 +69,7 @@ def test_a_distilled_lora_gives_vidgens_frames_in_diffusers_wan_pipeline(wan, tm
     ours.load_lora_weights(final)
     student = _frames(ours)
     assert np.abs(student - base).max() > 1e-4  # the adapter was trained
-    native = diffusers.WanPipeline.from_pretrained(folder)
-    native.set_progress_bar_config(disable=True)
-    native.load_lora_weights(final)
-    native.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(final, subfolder="scheduler")
+    native = diffusers_student(diffusers.WanPipeline, folder, final)
     for steps in (1, 2):
         assert np.abs(_frames(native, steps) - _frames(ours, steps)).max() <= 1e-5
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.tiny_models import diffusers_student
 from helpers.shards import write_captioned_clips
 from vidgen.distillation.diffusers_task import DiffusersDistillConfig, distill_diffusers
 from vidgen.pipelines import load_pipeline
@@ -60,9 +61,6 @@ def test_an_i2v_student_gives_vidgens_frames_in_diffusers_own_i2v_pipeline(wan_i
     base = _frames(ours)
     ours.load_lora_weights(final)
     assert np.abs(_frames(ours) - base).max() > 1e-4  # the adapter was trained
-    native = diffusers.WanImageToVideoPipeline.from_pretrained(folder)
-    native.set_progress_bar_config(disable=True)
-    native.load_lora_weights(final)
-    native.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(final, subfolder="scheduler")
+    native = diffusers_student(diffusers.WanImageToVideoPipeline, folder, final)
     for steps in (1, 2):
         assert np.abs(_frames(native, steps) - _frames(ours, steps)).max() <= 1e-5
