@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.tiny_models import diffusers_student
 from helpers.shards import write_captioned_clips
+from helpers.tiny_models import diffusers_student
 from vidgen.errors import ConfigError
 from vidgen.pipelines import load_pipeline
 from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline

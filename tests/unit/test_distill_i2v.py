@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.tiny_models import diffusers_student
 from helpers.shards import write_captioned_clips
+from helpers.tiny_models import diffusers_student
 from vidgen.distillation.diffusers_task import DiffusersDistillConfig, distill_diffusers
 from vidgen.pipelines import load_pipeline
 from vidgen.pipelines.diffusers_tiny import tiny_native_pipeline
