@@ -6,7 +6,7 @@ triton is first imported (triton decorates its own library functions at import).
 * triton not imported yet: set TRITON_INTERPRET=1 now and run in-process. This stays set for the session,
   which is harmless on a machine without a GPU (nothing can launch compiled Triton kernels there anyway);
 * triton already imported by some earlier module: run this file in a pytest subprocess with the variable set
-  (one test here), and skip the in-process copies, saying why.
+  (one test here, passing --runslow on), and skip the in-process copies, saying why.
 Small grids keep the whole file to well under a minute.
 """
 import os
@@ -38,9 +38,10 @@ def random_qkv(*args, **kwargs):
 
 
 @pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process (TRITON_INTERPRET=1 or CUDA)")
-def test_kernels_in_interpreter_subprocess():
+def test_kernels_in_interpreter_subprocess(request):
     env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+    runslow = ["--runslow"] if request.config.getoption("--runslow") else []  # the slow kernel tests run too
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *runslow, __file__],
                             env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
 
