@@ -65,8 +65,8 @@ def readme_table(results: dict) -> str:
             f"time at {run['commit'][:7]}")
     if before:
         text += (f", against {before['suite_seconds'] / 60:.1f} minutes for {before['commit'][:7]} "
-                 f"({'one process' if not before['workers'] else str(before['workers']) + ' workers'}) in the same "
-                 f"session")
+                 f"({'one process' if not before['workers'] else str(before['workers']) + ' workers'}) on the same "
+                 f"machine")
     return text + " (`docs/results/make_test.json`, seconds per test file)."
 
 
