@@ -64,6 +64,7 @@ from vidgen.text import check_prompts
 from vidgen.tokenizers import CausalVAE, CausalVQVAE, DiffusersVideoVAE, load_tokenizer
 from vidgen.parallel import SequenceParallel, check_sequence_parallel
 from vidgen.training import GeneratorTrainConfig, build_model, encode_dataset, load_config
+from vidgen.training.repa import RepaConfig, check_repa
 from vidgen.training.shards import bucket_settings
 from vidgen.training.data import EpochSampler, joint_batch
 
@@ -1161,6 +1162,23 @@ CASES: list[Case] = [
     Case("load_config/generator-batch-zero", "config",
          lambda env: load_config(overrides=["data.batch=0"], schema=GeneratorTrainConfig), ConfigError,
          r"data\.batch must be a whole number >= 1, got 0"),
+    Case("load_config/repa-weight-negative", "config",
+         lambda env: load_config(overrides=["repa.weight=-0.5"], schema=GeneratorTrainConfig), ConfigError,
+         r"repa\.weight must be a number >= 0, got -0\.5; set it in the config file or with repa\.weight=VALUE"),
+    Case("load_config/repa-encoder-is-an-evaluation-network", "config",
+         lambda env: load_config(overrides=["repa.encoder=inception"], schema=GeneratorTrainConfig), ConfigError,
+         r"repa\.encoder='inception' is FID's feature network, used to evaluate the generators; choose one of "
+         r"\['stlpips-alex', 'stlpips-vgg'\]"),
+    Case("load_config/repa-encoder-unknown", "config",
+         lambda env: load_config(overrides=["repa.encoder=dinov2"], schema=GeneratorTrainConfig), ConfigError,
+         r"repa\.encoder='dinov2' is unknown; choose one of \['stlpips-alex', 'stlpips-vgg'\]"),
+    Case("check_repa/depth-beyond-the-blocks", "generator",
+         lambda env: check_repa(RepaConfig(weight=0.5, depth=3), "flow",
+                                FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=(4, 4, 4))),
+         ConfigError, r"repa\.depth=3: this flow model has 2 transformer blocks; set repa\.depth to 1\.\.2"),
+    Case("check_repa/token-ids-generator", "generator",
+         lambda env: check_repa(RepaConfig(weight=0.5, depth=1), "masked", env.masked), UnsupportedError,
+         r"repa: model\.generator='masked' has no continuous latent tokens; .* set repa\.weight=0"),
     Case("load_config/distill-guidance-negative", "config",
          lambda env: load_config(overrides=["distill.guidance_scale=-1"],
                                  schema=__import__("vidgen.distillation.task", fromlist=["x"]).DistillTrainConfig),

@@ -21,6 +21,7 @@ import yaml
 
 from vidgen.errors import ConfigError
 from vidgen.precision import normalize_precision
+from vidgen.training.repa import RepaConfig
 
 
 #: where a removed experiment key or value went (the ConfigError for an old config names it)
@@ -237,6 +238,7 @@ class GeneratorTrainConfig(RunConfig):
     model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    repa: RepaConfig = field(default_factory=RepaConfig)  # representation alignment (off at weight 0)
     _renamed = {"tokenizer": "video_tokenizer"}
 
 

@@ -140,6 +140,14 @@ class GeneratorTask(TrainingTask):
         log(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
             f"{num_items} clips, token grid{'s' if len(grids) > 1 else ''} {', '.join(map(str, grids.values()))}")
         self.params, self.num_items = list(model.parameters()), num_items
+        self.repa = None
+        if cfg.repa.enabled:  # representation alignment (vidgen.training.repa); nothing is built at weight 0
+            from vidgen.training.repa import STATE_KEY, RepresentationAlignment
+            self.repa = RepresentationAlignment(cfg, model, tokenizer, acc.device, sp, type(self).__name__, log)
+            for name, grid in grids.items():
+                self.repa.check_geometry(self.clip_pixels(name), grid)
+            self.params += list(self.repa.projector.parameters())
+            self.extra_state = {**self.extra_state, STATE_KEY: self.repa.projector}
         self.module = self.loss_module(model)
         self.tokens_per_clip = int(torch.tensor(self.grid).prod())  # latent positions, before any patching
         self.hooks = [(cfg.sample_every, self.save_samples)]
@@ -157,7 +165,7 @@ class GeneratorTask(TrainingTask):
 
     def loss_module(self, model: nn.Module) -> nn.Module:
         """The module whose ``forward(x, cond, generator[, sp=])`` is the step's loss."""
-        return _LossModule(model)
+        return _LossModule(model) if self.repa is None else self.repa.loss_module(model)
 
     def make_sampler(self, seed: int, rank: int, world: int):
         return self.shards if self.shards is not None else super().make_sampler(seed, rank, world)
@@ -166,8 +174,9 @@ class GeneratorTask(TrainingTask):
         if self.shards is not None:
             bucket, x, cond = sampler.take_batch()
             cond = cond.to(self.acc.device) if cond is not None else None
+            x = x.to(self.acc.device)
             with self.acc.autocast():
-                loss, logs = module(x.to(self.acc.device), cond, g, **self.loss_kwargs)
+                loss, logs = module(x, cond, g, **self.step_kwargs(x, bucket))
             return StepOutput(loss, logs, units=x.shape[0] * int(torch.tensor(x.shape[-3:]).prod()),
                               tail_logs={"bucket": bucket})
         index = torch.tensor(sampler.take(self.cfg.data.batch))
@@ -175,8 +184,19 @@ class GeneratorTask(TrainingTask):
         cond = self.data.conditioning(index, self.cfg.data.conditioning)
         cond = cond.to(self.acc.device) if cond is not None else None  # the cache lives on the CPU
         with self.acc.autocast():
-            loss, logs = module(x, cond, g, **self.loss_kwargs)
+            loss, logs = module(x, cond, g, **self.step_kwargs(x, ""))
         return StepOutput(loss, logs, units=self.cfg.data.batch * self.tokens_per_clip)
+
+    def clip_pixels(self, bucket: str) -> tuple[int, int, int]:
+        """(frames, height, width) of the clips of ``bucket`` (shards), or of the pre-encoded cache (``""``)."""
+        return _pixels(bucket) if self.shards is not None else (self.cfg.data.num_frames, self.cfg.data.size,
+                                                                self.cfg.data.size)
+
+    def step_kwargs(self, x, bucket: str) -> dict:
+        """The loss call's keywords for the clean latents ``x``: the run's, and REPA's target features if on."""
+        if self.repa is None:
+            return self.loss_kwargs
+        return {**self.loss_kwargs, "repa_target": self.repa.target(x, self.clip_pixels(bucket))}
 
     def save_samples(self, step: int, model) -> None:
         if self.samples is None:
