@@ -619,6 +619,16 @@ def _restore_into_wider(env):
             None, None, None)
 
 
+def _routing_check(start=1, end=-1, **arch):
+    """Token routing checked against a tiny flow generator with ``arch`` (vidgen.training.routing)."""
+    from types import SimpleNamespace
+
+    from vidgen.training.routing import RoutingConfig, check_run_routing
+    model = FlowVideoTransformer.from_preset("tiny", in_channels=4, max_grid=(4, 4, 4), **arch)
+    cfg = SimpleNamespace(routing=RoutingConfig(0.5, start, end), model=SimpleNamespace(generator="flow"))
+    check_run_routing(cfg, model)
+
+
 def _run_record_unchanged(env) -> None:
     run = env.path("tok-run")
     assert (run / "config.yaml").read_text() == env.reference["tok-run-config"], "the refused resume rewrote config.yaml"
@@ -1162,6 +1172,25 @@ CASES: list[Case] = [
     Case("load_config/generator-batch-zero", "config",
          lambda env: load_config(overrides=["data.batch=0"], schema=GeneratorTrainConfig), ConfigError,
          r"data\.batch must be a whole number >= 1, got 0"),
+    Case("load_config/routing-ratio-one", "config",
+         lambda env: load_config(overrides=["routing.ratio=1"], schema=GeneratorTrainConfig), ConfigError,
+         r"routing\.ratio must be a number >= 0 and < 1 .*got 1"),
+    Case("load_config/routing-start-not-before-end", "config",
+         lambda env: load_config(overrides=["routing.ratio=0.5", "routing.start=4", "routing.end=2"],
+                                 schema=GeneratorTrainConfig), ConfigError,
+         r"routing\.start=4 must be below routing\.end=2: the routed span is blocks \[start, end\)"),
+    Case("routing/windowed-layout", "generator", lambda env: _routing_check(layout="window", depth=4),
+         UnsupportedError, r"routing: block 1 .* layout='window' .*needs full attention .*set model\.overrides\.layout=full, or "
+         r"routing\.ratio=0"),
+    Case("routing/span-outside-the-blocks", "generator", lambda env: _routing_check(start=3, end=9), ConfigError,
+         r"routing\.start=3, routing\.end=9: blocks \[3, 9\) are not a non-empty span of this model's 2 blocks"),
+    Case("load_config/unknown-optimizer", "config",
+         lambda env: load_config(overrides=["optim.optimizer=sgd"], schema=GeneratorTrainConfig), ConfigError,
+         r"optim\.optimizer must be one of \('adamw', 'muon'\), got 'sgd'"),
+    Case("train/muon-for-a-tokenizer", "config",
+         lambda env: __import__("vidgen.training", fromlist=["x"]).train(
+             load_config(None, TINY_RUN + [f"run_dir={env.path('muon-tok')}", "optim.optimizer=muon"])),
+         UnsupportedError, r"optim\.optimizer=muon: TokenizerTask does not train with Muon .*set optim\.optimizer=adamw"),
     Case("load_config/repa-weight-negative", "config",
          lambda env: load_config(overrides=["repa.weight=-0.5"], schema=GeneratorTrainConfig), ConfigError,
          r"repa\.weight must be a number >= 0, got -0\.5; set it in the config file or with repa\.weight=VALUE"),

@@ -14,7 +14,7 @@ from vidgen.distillation.task import DistillTrainConfig
 from vidgen.training.finetune import FineTuneConfig
 
 SCHEMAS = [TrainConfig, GeneratorTrainConfig, DistillTrainConfig, FineTuneConfig, DiffusersDistillConfig]
-UNBOUNDED = {"seed", "sample.seed"}  # any integer seeds a generator
+UNBOUNDED = {"seed", "sample.seed", "routing.end"}  # any integer seeds a generator; routing.end: negative counts back
 
 
 def _numbers(cls, prefix: str = ""):

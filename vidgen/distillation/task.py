@@ -137,6 +137,10 @@ class DistillTask(GeneratorTask):
         if cfg.sp_size > 1:
             raise UnsupportedError("sp_size: distillation runs without sequence parallelism (the teacher and the "
                                    "critic are not split); set sp_size=1")
+        if cfg.optim.optimizer != "adamw" or cfg.routing.ratio:  # the student, critic and GAN head share one AdamW
+            raise UnsupportedError(f"optim.optimizer={cfg.optim.optimizer}, routing.ratio={cfg.routing.ratio}: "
+                                   "distillation trains with AdamW and without token routing; set "
+                                   "optim.optimizer=adamw and routing.ratio=0")
         if not isinstance(d.student_every, int) or d.student_every < 1 or d.gan_weight < 0:
             raise ConfigError(f"distill.student_every must be an integer >= 1 and distill.gan_weight >= 0, got "
                               f"{d.student_every!r} and {d.gan_weight!r}")

@@ -26,6 +26,7 @@ from torch import nn
 from vidgen.attention import Attention3D, Attention3DConfig, CrossAttention
 from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.config import BackboneConfig
+from vidgen.generators.routing import check_routing, routed_attention
 from vidgen.parallel.ulysses import check_split, gather_tokens, split_tokens, ulysses_attention
 
 
@@ -110,7 +111,7 @@ class VideoTransformerBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, grid, cond: torch.Tensor, prefix: Optional[torch.Tensor] = None,
                 num_prefix_tokens: Optional[int] = None, context: Optional[torch.Tensor] = None,
-                kv_cache=None, start: int = 0, attend=None, sp=None) -> torch.Tensor:
+                kv_cache=None, start: int = 0, attend=None, sp=None, route=None) -> torch.Tensor:
         """x: (B, L, d) video tokens; cond: (B, d) adaLN vector, or (B, L, d) per video token (no prefix then);
         prefix: (B, P, d) tokens placed before x; context: (B, M, d) cross-attention tokens, or per block its
         ``CrossAttention.context_kv`` (a list: the keys and values projected once); ``attend(i, attn, y)``: the
@@ -123,6 +124,10 @@ class VideoTransformerBackbone(nn.Module):
         ``sp``: a :class:`vidgen.parallel.SequenceParallel` (every rank of its group calls with the same inputs): each
         rank runs the blocks on its chunk of the tokens (Ulysses attention) and the chunks are gathered after the last
         block, so every rank returns the whole output. None (default): the whole sequence on this process.
+
+        ``route``: a :class:`vidgen.generators.routing.TokenRoute` (training only): blocks ``[route.start, route.end)``
+        see the prefix tokens and the video tokens ``route.keep`` alone, at their grid positions; the other video
+        tokens skip those blocks and rejoin after them. None (default): every token goes through every block.
         """
         self.check_grid(grid)
         p_seq = num_prefix_tokens if num_prefix_tokens is not None else (prefix.shape[1] if prefix is not None else 0)
@@ -133,18 +138,28 @@ class VideoTransformerBackbone(nn.Module):
                                    "cross-attention (text_conditioning='cross'), not as prefix tokens")
         mod = self.modulation(cond).unflatten(-1, (6, -1))  # (B, [L,] 6, d)
         n = tokens.shape[1]
+        if route is not None:
+            check_routing(self, route, sp, kv_cache, attend)
         if sp is not None:
             check_split(sp, self.cfg.num_heads, kv_cache, attend)
             tokens = split_tokens(tokens, sp)
+        full, block_mod = None, mod
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_cache is None else kv_cache.layers[i]
             ctx = context[i] if isinstance(context, list) else context  # a list: each block's context_kv
             block_attend = None if attend is None else (lambda attn, y, i=i: attend(i, attn, y))
+            if route is not None and i == route.start:  # the routed tokens wait in `full` until the span ends
+                full, tokens = tokens, route.gather(tokens, p_in)
+                block_mod = route.gather(mod, 0) if mod.dim() == 4 else mod
+            if full is not None:
+                block_attend = lambda attn, y: routed_attention(attn, y, grid, p_seq, route.keep)  # noqa: E731
             if self.gradient_checkpointing and torch.is_grad_enabled() and kv_cache is None:
-                tokens = self._gradient_checkpointing_func(block, tokens, mod, grid, p_seq, ctx, None, 0,
+                tokens = self._gradient_checkpointing_func(block, tokens, block_mod, grid, p_seq, ctx, None, 0,
                                                            block_attend, sp)
             else:
-                tokens = block(tokens, mod, grid, p_seq, ctx, layer_cache, start, block_attend, sp)
+                tokens = block(tokens, block_mod, grid, p_seq, ctx, layer_cache, start, block_attend, sp)
+            if full is not None and i == route.end - 1:
+                tokens, full, block_mod = route.scatter(full, tokens, p_in), None, mod
         if sp is not None:
             tokens = gather_tokens(tokens, n, sp)
         shift, scale = self.final_modulation(cond).chunk(2, dim=-1)

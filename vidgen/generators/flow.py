@@ -32,6 +32,7 @@ from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
 from vidgen.generators.flow_sampler import distillation_spec
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.flow_sampler import Guider, denoise, flow_timesteps, model_input, scheduler_step
+from vidgen.generators.routing import draw_route
 from vidgen.generators.sampling import Guidance, cfg_batch, flow_matching_pair, sample_given_mask
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
@@ -44,6 +45,7 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
 
     config_name = "config.json"
     former_class_names = ("DiffusionVideoTransformer",)
+    supports_routing = True  # loss(..., routing=): token routing in training (vidgen.generators.routing)
     training_only_config = GeneratorMixin.training_only_config + ("logit_normal_std",)
 
     @register_to_config
@@ -136,10 +138,12 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
 
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, cond: Optional[Conditioning] = None,
                 given_latents: Optional[torch.Tensor] = None, given_mask: Optional[torch.Tensor] = None,
-                drop: Optional[torch.Tensor] = None, return_dict: bool = True, *, sp=None):
+                drop: Optional[torch.Tensor] = None, return_dict: bool = True, *, sp=None, route=None):
         """latents (B, C, t, h, w); timestep (B,) on the scheduler's 0..1000 scale; ``given_mask`` (B, t) bool marks
         latent frames given in ``given_latents``; ``drop`` (B,) bool selects the null condition; ``sp``: the
-        sequence-parallel group the backbone splits over (:mod:`vidgen.parallel`), None: unsplit."""
+        sequence-parallel group the backbone splits over (:mod:`vidgen.parallel`), None: unsplit; ``route``: a
+        :class:`~vidgen.generators.routing.TokenRoute` over the patch tokens (training only), None: every token
+        through every block."""
         self.check_latents(latents)
         b, c, t, h, w = latents.shape
         timestep = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(b)
@@ -157,7 +161,7 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         grid = self.patch.grid((t, h, w))
         prefix, context, vec = self.embed_condition(cond, b, drop)
         vec = vec + self.time_embed(timestep, x.dtype)
-        out = self.backbone(x, grid, vec, prefix=prefix, context=context, sp=sp)
+        out = self.backbone(x, grid, vec, prefix=prefix, context=context, sp=sp, route=route)
         sample = self.patch.unpatchify(self.head(out), (t, h, w))
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
@@ -179,10 +183,11 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
 
     # ------------------------------------------------------------------ training
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
-             weight: Optional[torch.Tensor] = None, *, sp=None) -> tuple[torch.Tensor, dict]:
+             weight: Optional[torch.Tensor] = None, *, sp=None, routing=None) -> tuple[torch.Tensor, dict]:
         """Training loss on normalized latents ``x0`` (B, C, t, h, w); random CFG dropout and conditioning frames.
         ``weight``: optional (B, t, h, w) per-position weights (a weighted mean per sample); ``sp``: as
-        :meth:`forward`."""
+        :meth:`forward`; ``routing``: a :class:`~vidgen.training.routing.RoutingConfig` whose ``ratio`` of the patch
+        tokens, drawn from ``generator`` after the other draws, skips its span of blocks (None or ratio 0: none)."""
         self.check_latents(x0, "x0")
         check_loss_weight(weight, (x0.shape[0], *x0.shape[2:]))
         b, t = x0.shape[0], x0.shape[2]
@@ -201,7 +206,9 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         keep = given[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
         drop = self.sample_drop(b, r, dev)
-        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop, sp=sp).sample
+        route = draw_route(routing, r, b, math.prod(self.patch.grid(tuple(x0.shape[2:]))),
+                           self.backbone_config.depth, dev)
+        pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop, sp=sp, route=route).sample
         position = (~keep).to(pred.dtype).expand_as(pred)
         if weight is not None:
             position = position * weight[:, None].to(pred)

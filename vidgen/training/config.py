@@ -21,7 +21,9 @@ import yaml
 
 from vidgen.errors import ConfigError
 from vidgen.precision import normalize_precision
+from vidgen.training.optimizers import check_optimizer
 from vidgen.training.repa import RepaConfig
+from vidgen.training.routing import RoutingConfig
 
 
 #: where a removed experiment key or value went (the ConfigError for an old config names it)
@@ -104,10 +106,18 @@ class OptimConfig:
     # the step the cosine reaches its floor; 0 = ``steps``. Larger than ``steps`` stops a run part-way down its
     # schedule, so a recipe can reproduce a run that was stopped early (its weights are what the next stage starts from)
     schedule_steps: int = 0
+    # "adamw", or "muon": Muon (torch.optim.Muon) for the backbone blocks' hidden matrices, AdamW for the rest, one LR
+    # schedule for both (vidgen.training.optimizers; muon_adjust_lr: torch's adjust_lr_fn, e.g. match_rms_adamw)
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0
+    muon_adjust_lr: str = "original"
     _ranges = {"lr": (0, None, "above"), "disc_lr": (0, None, "above"), "min_lr_ratio": (0, 1),
-               "grad_clip": (0, None, "above")}
+               "grad_clip": (0, None, "above"), "muon_lr": (0, None, "above"), "muon_momentum": (0, 1, "below")}
 
     def __post_init__(self):
+        check_optimizer(self)
         betas = self.betas
         if not (isinstance(betas, (list, tuple)) and len(betas) == 2
                 and all(_real(b) and 0 <= b < 1 for b in betas)):
@@ -238,6 +248,7 @@ class GeneratorTrainConfig(RunConfig):
     model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)  # token routing in training (off at ratio 0)
     repa: RepaConfig = field(default_factory=RepaConfig)  # representation alignment (off at weight 0)
     _renamed = {"tokenizer": "video_tokenizer"}
 

@@ -20,6 +20,8 @@ from vidgen.errors import ConfigError
 from vidgen.training.checkpoint import copy_weights
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.encode_cache import EncodedDataset, load_or_encode, shapes_class_names
+from vidgen.training.optimizers import hidden_matrices
+from vidgen.training.routing import check_run_routing
 from vidgen.training.sequence_parallel import data_rank_world
 from vidgen.training.trainer import StepOutput, TrainingTask, run_training
 
@@ -124,6 +126,8 @@ class GeneratorTask(TrainingTask):
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         self.model = model = self.build_model(tokenizer, log)
         model.check_tokenizer(tokenizer)
+        if cfg.routing.ratio:  # token routing in training, refused by name before any clip is encoded
+            self.loss_kwargs["routing"] = check_run_routing(cfg, model, sp, log)
         self.shards, self.pixels = None, None
         if cfg.data.dataset == "shards":  # read as training goes, batches of one bucket each
             self.shards = _open_shards(cfg, tokenizer, data_rank_world(acc, sp), log)
@@ -169,6 +173,10 @@ class GeneratorTask(TrainingTask):
 
     def make_sampler(self, seed: int, rank: int, world: int):
         return self.shards if self.shards is not None else super().make_sampler(seed, rank, world)
+
+    def muon_params(self) -> list:
+        """``optim.optimizer: muon``: the linear weights inside the backbone's blocks."""
+        return hidden_matrices(self.model.backbone)
 
     def step(self, module, sampler, step, g) -> StepOutput:
         if self.shards is not None:

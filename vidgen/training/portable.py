@@ -16,7 +16,7 @@ steps (never one file per step):
   per step).
 
 A run that finds no checkpoint in ``run_dir/checkpoints`` continues from this folder if it exists
-(:func:`continue_from`): the weights from bf16, the optimizer rebuilt with zero AdamW moments, and the learning
+(:func:`continue_from`): the weights from bf16, the optimizer rebuilt with zero moments, and the learning
 rate warmed up again over ``portable_warmup`` steps (recorded in the record and in every later checkpoint). A
 checkpoint in ``runs/`` takes precedence: there the resume stays bit-identical.
 """
@@ -45,6 +45,11 @@ FREE_KEYS = frozenset({
     "log_every", "sample_every", "eval_every", "ckpt_every", "keep_checkpoints", "portable_dir", "portable_every",
     "portable_warmup", "portable_ema", "sample", "data.cache_dir", "data.encode_batch", "data.render_workers",
 })
+#: settings left out of the hash while they hold these values (options that leave training as it is, so a portable
+#: checkpoint written before a run's config had them still continues): the optimizer and token routing
+NEUTRAL = {"optim.optimizer": "adamw", "optim.muon_lr": 0.02, "optim.muon_momentum": 0.95,
+           "optim.muon_weight_decay": 0.0, "optim.muon_adjust_lr": "original", "routing.ratio": 0.0,
+           "routing.start": 1, "routing.end": -1}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -59,11 +64,12 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def hashed_settings(config: dict) -> dict:
-    """The flattened settings :func:`config_hash` covers: all but :data:`FREE_KEYS` (and keys under them)."""
+    """The flattened settings :func:`config_hash` covers: all but :data:`FREE_KEYS` (and keys under them) and
+    those at their :data:`NEUTRAL` value."""
     flat = _flat(config)
     free = tuple(FREE_KEYS)
     return {k: json.loads(json.dumps(v, default=str)) for k, v in sorted(flat.items())
-            if not any(k == f or k.startswith(f + ".") for f in free)}
+            if not any(k == f or k.startswith(f + ".") for f in free) and not (k in NEUTRAL and v == NEUTRAL[k])}
 
 
 def config_hash(config: dict) -> str:
@@ -255,8 +261,8 @@ class PortableCheckpoint:
                      "rng": "every random draw of step s comes from step_generator(seed, s): seed and step are the "
                             "whole RNG state"},
             "config_hash": self.hash, "settings": hashed_settings(self.config), "source": self.source,
-            "rewarm": self.rewarm, "warmup_note": "continuing starts AdamW's moments at zero and warms the learning "
-                                                  "rate up again over portable_warmup steps",
+            "rewarm": self.rewarm, "warmup_note": "continuing starts the optimizer's moments at zero and warms the "
+                                                  "learning rate up again over portable_warmup steps",
             "not_carried": sorted(not_carried) + ([] if self.kept_ema or ema is None else ["ema"]),
             "weights_dtype": "bfloat16", "weights_bytes": self.size,
             "segments": self.segments + [seg], "torch": torch.__version__,

@@ -1,16 +1,17 @@
 """The one training loop of vidgen: what a run does around its model's step, for tokenizers and generators alike.
 
 :func:`run_training` owns the accelerator (``make_accelerator``, process-global torch state restored afterwards), the
-AdamW optimizer and warm-up + cosine schedule, resume from a checkpoint, the EMA, atomic checkpoints, periodic hooks
-on the main process (evaluation, samples), ``log.jsonl`` and the progress bar, the final save, and the run's
-``status.json`` (:func:`run_status`: whoever waits on a run reads that, not its log). A kind of model
+optimizer (AdamW, or Muon for the hidden matrices: :mod:`vidgen.training.optimizers`) and warm-up + cosine schedule,
+resume from a checkpoint, the EMA, atomic checkpoints, periodic hooks on the main process (evaluation, samples),
+``log.jsonl`` and the progress bar, the final save, and the run's ``status.json`` (:func:`run_status`: whoever waits on
+a run reads that, not its log). A kind of model
 brings a :class:`TrainingTask`: its model, the module that computes its loss, one :meth:`~TrainingTask.step`
 function, its hooks and what its final folder needs. So a fix to resume or checkpointing lands once for both.
 
 Every random draw of a step comes from a generator seeded by ``(seed, step)`` (:func:`step_generator`) and the data
 position is checkpointed: a resumed run is bit-identical to an uninterrupted one. With ``portable_dir`` set, a run also
 keeps a small committed checkpoint (:mod:`vidgen.training.portable`) and, when ``run_dir`` has no checkpoint, continues
-from it on any machine (weights from bf16, AdamW moments from zero, a recorded LR warm-up).
+from it on any machine (weights from bf16, optimizer moments from zero, a recorded LR warm-up).
 """
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from vidgen.errors import UnsupportedError
 from vidgen.parallel import check_sequence_parallel
 from vidgen.training.checkpoint import (RunLog, find_checkpoint, load_state, restore, save_checkpoint,
                                         training_state)
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
+from vidgen.training.optimizers import build_optimizer, check_resume
 from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
 from vidgen.training.sequence_parallel import data_rank_world, sequence_parallel_run
 
@@ -93,6 +96,12 @@ class TrainingTask:
 
     def prepare(self, acc) -> None:
         """Prepare any further module and optimizer with ``acc`` (after the main ones)."""
+
+    def muon_params(self) -> list:
+        """The parameters of ``params`` that ``optim.optimizer: muon`` gives to Muon (the hidden matrices); a task
+        that cannot name them refuses the option."""
+        raise UnsupportedError(f"optim.optimizer=muon: {type(self).__name__} does not train with Muon (only generator "
+                               "training names its hidden matrices); set optim.optimizer=adamw")
 
     def step(self, module: nn.Module, sampler: EpochSampler, step: int, g) -> StepOutput:
         """Draw this step's batch with ``sampler`` / ``g`` and compute the loss with ``module``."""
@@ -181,8 +190,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
         check_sequence_parallel(model, sp)
     rank, world = data_rank_world(acc, sp)  # every rank of a sequence-parallel group takes the same clips and draws
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    opt = torch.optim.AdamW(task.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                            weight_decay=cfg.optim.weight_decay)
+    opt = build_optimizer(cfg, task, acc, log)  # AdamW, or Muon + AdamW as one optimizer (optim.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     sampler = task.make_sampler(cfg.seed, rank, world)
     step, rewarm, portable = 0, None, None
@@ -193,6 +201,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
     ckpt = find_checkpoint(cfg.resume, run_dir)
     if ckpt is not None:  # run_dir's checkpoint first: the exact resume
         state = load_state(ckpt)
+        check_resume(state.get("config"), cfg)
         step = restore(ckpt, model, opt, sched, sampler, ema, task.extra_state, state=state)
         rewarm = state.get("rewarm")
         log(f"resumed from {ckpt} at step {step}")
@@ -200,7 +209,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
             portable.start(step, rewarm)
     elif portable is not None and cfg.resume == "auto" and portable.continue_from(model, ema, sampler, log) is not None:
         step, rewarm = portable.segment["from_step"], portable.rewarm
-        log(f"continued from the portable checkpoint {cfg.portable_dir} at step {step} (weights from bf16, AdamW "
+        log(f"continued from the portable checkpoint {cfg.portable_dir} at step {step} (weights from bf16, optimizer "
             f"moments from zero, LR warm-up {rewarm or 'none'}; not carried: "
             f"{', '.join(task.extra_state) or 'nothing else'})")
     elif portable is not None:
