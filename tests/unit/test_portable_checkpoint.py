@@ -179,3 +179,15 @@ def test_without_the_ema_the_average_restarts_when_continuing(vae, tmp_path, mon
     from vidgen.training.ema import EMA
     with pytest.raises(ConfigError, match="set portable_ema: false"):
         portable.check_size("x", _model, EMA(_model))
+
+
+def test_options_at_their_defaults_leave_the_hash_as_it_was():
+    """A portable checkpoint written before the optimizer, routing and REPA settings existed still continues: at their
+    defaults they are not hashed; set otherwise, they are."""
+    default = GeneratorTrainConfig().to_dict()
+    settings = portable.hashed_settings(default)
+    assert not [k for k in settings if k.startswith(("routing.", "repa.")) or k == "optim.optimizer"]
+    assert set(portable.NEUTRAL) <= set(portable._flat(default))
+    for override in ("optim.optimizer=muon", "routing.ratio=0.5", "repa.weight=0.5", "optim.muon_lr=0.01"):
+        changed = load_config(None, [override], schema=GeneratorTrainConfig).to_dict()
+        assert portable.config_hash(changed) != portable.config_hash(default), override

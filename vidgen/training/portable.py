@@ -22,6 +22,7 @@ checkpoint in ``runs/`` takes precedence: there the resume stays bit-identical.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,6 +35,9 @@ import torch
 
 from vidgen.errors import ConfigError, UnsupportedError
 from vidgen.precision import cpu_description
+from vidgen.training.config import OptimConfig
+from vidgen.training.repa import RepaConfig
+from vidgen.training.routing import RoutingConfig
 
 #: the most the weights file of a portable checkpoint may hold (16 MB): it is committed to git
 MAX_BYTES = 16_000_000
@@ -45,11 +49,18 @@ FREE_KEYS = frozenset({
     "log_every", "sample_every", "eval_every", "ckpt_every", "keep_checkpoints", "portable_dir", "portable_every",
     "portable_warmup", "portable_ema", "sample", "data.cache_dir", "data.encode_batch", "data.render_workers",
 })
-#: settings left out of the hash while they hold these values (options that leave training as it is, so a portable
-#: checkpoint written before a run's config had them still continues): the optimizer and token routing
-NEUTRAL = {"optim.optimizer": "adamw", "optim.muon_lr": 0.02, "optim.muon_momentum": 0.95,
-           "optim.muon_weight_decay": 0.0, "optim.muon_adjust_lr": "original", "routing.ratio": 0.0,
-           "routing.start": 1, "routing.end": -1}
+
+
+def _defaults(section: str, cls, names=None) -> dict:
+    return {f"{section}.{f.name}": f.default for f in dataclasses.fields(cls) if names is None or f.name in names}
+
+
+#: settings left out of the hash while they hold their default values (options that leave training as it is; a record
+#: without them matches a run that keeps their defaults): the optimizer choice and Muon's settings, token routing,
+#: representation alignment
+NEUTRAL = {**_defaults("optim", OptimConfig, ("optimizer", "muon_lr", "muon_momentum", "muon_weight_decay",
+                                              "muon_adjust_lr")),
+           **_defaults("routing", RoutingConfig), **_defaults("repa", RepaConfig)}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
