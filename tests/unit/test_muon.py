@@ -171,3 +171,25 @@ def test_a_portable_checkpoint_continues_with_fresh_moments(vae, tmp_path, monke
     assert "continued from the portable checkpoint" in log and "optimizer moments from zero" in log
     state = load_state(tmp_path / "second" / "checkpoints" / "step_00000004")
     assert state["rewarm"] == [2, 2] and set(state["opt"]) == {"adamw", "muon"}
+
+
+def test_the_orthogonalization_and_lr_scaling_are_torch_muons():
+    from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+
+    from vidgen.training.optimizers import _shape_scale, orthogonalize
+    g = torch.randn(48, 96, generator=torch.Generator().manual_seed(0))
+    coefficients = torch.optim.Muon([torch.nn.Parameter(g)]).param_groups[0]["ns_coefficients"]
+    for m in (g, g.T):  # wide and tall
+        ours = orthogonalize(m, coefficients, 5, 1e-7, torch.bfloat16)
+        assert torch.equal(ours, _zeropower_via_newtonschulz(m, coefficients, 5, 1e-7))  # torch's, in its bf16
+        fp32 = orthogonalize(m, coefficients, 5, 1e-7, torch.float32)  # what a CPU step computes
+        assert fp32.dtype == torch.float32 and _cosine(fp32, ours.float()) > 0.99
+        s = torch.linalg.svdvals(fp32)
+        assert 0.5 < s.min() and s.max() < 1.5  # near-orthogonal, as Newton-Schulz leaves it
+    for rule in ("original", "match_rms_adamw", "spectral_unclamped"):
+        for shape in ((48, 96), (96, 48)):
+            assert _shape_scale(rule, shape) == pytest.approx(_adjust_lr(1.0, rule, torch.Size(shape)))
+
+
+def _cosine(a, b):
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))

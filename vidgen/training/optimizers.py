@@ -1,10 +1,10 @@
 """The optimizer of a training run: AdamW (``optim.optimizer: adamw``, the default) or Muon for the hidden matrices.
 
 With ``optim.optimizer: muon`` the 2-D weights of the linear layers inside the backbone's blocks (attention q/k/v and
-output projections, cross-attention, the MLP) are optimized by ``torch.optim.Muon`` (momentum ``optim.muon_momentum``
-with Nesterov, 5 Newton-Schulz steps, learning rate ``optim.muon_lr`` scaled per matrix shape by
-``optim.muon_adjust_lr``: torch's ``adjust_lr_fn``, e.g. ``match_rms_adamw`` for Moonlight's scaling, under which
-``muon_lr`` may equal AdamW's ``lr``). Everything else (patch embedding and head, conditioning embeddings, the shared
+output projections, cross-attention, the MLP) are optimized by :class:`Muon`, ``torch.optim.Muon`` with its
+Newton-Schulz iteration in float32 off CUDA (momentum ``optim.muon_momentum`` with Nesterov, 5 Newton-Schulz steps,
+learning rate ``optim.muon_lr`` scaled per matrix shape by ``optim.muon_adjust_lr``: torch's ``adjust_lr_fn``, e.g.
+``match_rms_adamw`` for Moonlight's scaling, under which ``muon_lr`` may equal AdamW's ``lr``). Everything else (patch embedding and head, conditioning embeddings, the shared
 adaLN modulation, each block's modulation table, norms, biases) keeps AdamW with the ``optim`` settings.
 
 The two are stepped as one :class:`MuonAdamW`, a ``torch.optim.Optimizer`` whose ``param_groups`` are those of both,
@@ -41,6 +41,57 @@ def check_optimizer(optim) -> None:
 def hidden_matrices(backbone: nn.Module) -> list[nn.Parameter]:
     """The weights of the linear layers inside ``backbone.blocks``: what Muon optimizes."""
     return [m.weight for block in backbone.blocks for m in block.modules() if isinstance(m, nn.Linear)]
+
+
+def orthogonalize(update: torch.Tensor, coefficients, steps: int, eps: float, dtype) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration (Keller Jordan's coefficients): ``update`` (2-D) mapped close to the
+    orthogonal factor of its SVD, computed in ``dtype``."""
+    a, b, c = coefficients
+    x = update.to(dtype)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def _shape_scale(rule, shape) -> float:
+    """torch.optim.Muon's ``adjust_lr_fn`` factor for a ``shape`` (fan-out, fan-in) matrix."""
+    fan_out, fan_in = shape[:2]
+    if rule == "match_rms_adamw":
+        return 0.2 * max(fan_out, fan_in) ** 0.5
+    if rule == "spectral_unclamped":
+        return (fan_out / fan_in) ** 0.5
+    return max(1.0, fan_out / fan_in) ** 0.5
+
+
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` (its settings, state and update) with the Newton-Schulz iteration in bfloat16 on CUDA, as
+    torch computes it, and in float32 on other devices: without bf16 units a CPU multiplies bf16 matrices hundreds
+    of times slower than fp32 ones (the stage-7 model's 24 matrices on one core of a 2-core CPU machine, measured
+    once: about 13.5 s a step in bf16, 0.55 s in fp32)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, buffers = [], [], []
+            self._init_group(group, params, grads, buffers)
+            lr, momentum = float(group["lr"]), group["momentum"]
+            for param, grad, buffer in zip(params, grads, buffers):
+                buffer.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                dtype = torch.bfloat16 if param.device.type == "cuda" else torch.float32
+                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
+                param.mul_(1 - lr * group["weight_decay"])
+                param.add_(update.to(param.dtype), alpha=-lr * _shape_scale(group["adjust_lr_fn"], param.shape))
+        return loss
 
 
 class _States(Mapping):
@@ -80,8 +131,8 @@ class MuonAdamW(torch.optim.Optimizer):
         self.inner = {}
         if adamw_params:
             self.inner["adamw"] = torch.optim.AdamW(adamw_params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-        self.inner["muon"] = torch.optim.Muon(muon_params, lr=muon_lr, momentum=muon_momentum, nesterov=True,
-                                              weight_decay=muon_weight_decay, adjust_lr_fn=muon_adjust_lr)
+        self.inner["muon"] = Muon(muon_params, lr=muon_lr, momentum=muon_momentum, nesterov=True,
+                                 weight_decay=muon_weight_decay, adjust_lr_fn=muon_adjust_lr)
         self._link()
 
     def _link(self) -> None:
