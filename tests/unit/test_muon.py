@@ -152,6 +152,7 @@ def test_a_resumed_muon_run_is_bit_identical(vae, tmp_path):
         train_generator(_run(tmp_path, vae, "c", f"resume={ckpts / 'step_00000002'}", "optim.optimizer=adamw"))
 
 
+@pytest.mark.slow  # two training runs; the resume test covers Muon's checkpointed state in make test
 def test_a_portable_checkpoint_continues_with_fresh_moments(vae, tmp_path, monkeypatch):
     calls, real = [], trainer.optimizer_step
 

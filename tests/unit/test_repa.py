@@ -217,6 +217,7 @@ def test_bad_settings_are_refused_by_name(tmp_path, vae_folder):
         _task(_config(tmp_path, vae_folder, "repa.weight=1", "repa.depth=1", "repa.layer=5"))
 
 
+@pytest.mark.slow  # a shard dataset and a training run
 def test_on_shards_of_two_buckets_with_text_prefix_tokens(tmp_path):
     """The shard path: each batch's bucket gives the pixel size its targets are decoded at; the text prompt's prefix
     tokens are left out of the aligned tokens."""

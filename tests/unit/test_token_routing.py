@@ -183,6 +183,7 @@ def test_bad_settings_are_refused_by_name():
         backbone(torch.zeros(1, 64, 64), (4, 4, 4), torch.zeros(1, 64), route=route, attend=lambda i, a, y: y)
 
 
+@pytest.mark.slow  # two training runs; the seeded selection is covered in make test
 def test_a_routed_generator_run_resumes_bit_identically(tmp_path):
     from safetensors.torch import load_file
 

@@ -149,6 +149,22 @@ def test_schedule_steps_stops_a_run_part_way_down_its_schedule():
     assert stopped(1999) > 0.19 and abs(default(1999) - 0.1) < 1e-5  # default: the floor at the last step
 
 
+def test_max_train_minutes_cuts_the_recipe_at_a_time_budget(tmp_path):
+    """A run whose steps exceed max_train_minutes stops after that step, with the checkpoint and final/ of a last
+    step, on the LR schedule of its full length: the same weights as that step of the uncut recipe."""
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    train(load_config(None, TINY + [f"run_dir={cut}", "steps=50", "max_train_minutes=1e-9", "resume="]))
+    assert (cut / "checkpoints" / "latest").read_text() == "step_00000001" and (cut / "final" / "config.json").exists()
+    assert json.loads((cut / "status.json").read_text())["step"] == 1
+    assert any("stopped at step 1 of 50" in line for line in (cut / "log.jsonl").read_text().splitlines())
+    train(load_config(None, TINY + [f"run_dir={whole}", "steps=2", "optim.schedule_steps=50", "resume="]))
+    wa = load_file(str(cut / "checkpoints" / "step_00000001" / "diffusion_pytorch_model.safetensors"))
+    wb = load_file(str(whole / "checkpoints" / "step_00000001" / "diffusion_pytorch_model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ConfigError, match="max_train_minutes"):
+        load_config(None, ["max_train_minutes=-1"])
+
+
 def test_sampler_shards_and_resumes():
     a, b = EpochSampler(10, seed=1, rank=0, world=2), EpochSampler(10, seed=1, rank=1, world=2)
     first = a.take(5) + b.take(5)

@@ -131,6 +131,9 @@ class RunConfig:
 
     run_dir: str = "runs/run"
     steps: int = 2000
+    # > 0: stop once this segment's steps have taken this many minutes (checkpoint and final/ as at a last step; the
+    # LR schedule still runs over ``steps``): a recipe cut to a time budget, e.g. to compare options at equal time
+    max_train_minutes: float = 0.0
     seed: int = 0
     threads: int = 1
     precision: str = "auto"  # "auto" | "fp32" | "bf16" (vidgen.precision); bf16 = autocast over fp32 master weights

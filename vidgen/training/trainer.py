@@ -183,6 +183,17 @@ def run_training(cfg, make_task: Callable, **accelerator_kwargs) -> dict:
             return _loop(cfg, acc, log, make_task(acc, log, sp), sp)
 
 
+def time_is_up(acc, minutes: float, seconds: float) -> bool:
+    """Whether ``seconds`` of steps reached ``minutes`` (0: no limit); every process takes the slowest's answer, so
+    all stop at the same step."""
+    if not minutes:
+        return False
+    up = torch.tensor(float(seconds >= 60 * minutes), device=acc.device)
+    if acc.num_processes > 1:
+        up = acc.reduce(up, reduction="max")
+    return bool(up.item())
+
+
 def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
     run_dir, is_main = Path(cfg.run_dir), acc.is_main_process
     model = task.model
@@ -232,6 +243,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
     metrics: dict = {}
     t_last, units = time.time(), 0
     first_step = FirstStepTimer(log)
+    trained_s = 0.0  # this segment's seconds in steps, for max_train_minutes
     try:
         while step < cfg.steps:
             t_step = time.perf_counter()
@@ -239,7 +251,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
             gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema)
             task.after_optimizer_step(out)
             step_s = time.perf_counter() - t_step
-            step += 1
+            step, trained_s = step + 1, trained_s + step_s
             units += out.units * world
             bar.update(1)
             if first_step(step):  # throughput from here on excludes compilation and warm-up
@@ -259,15 +271,20 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
                 current = ema.copy_model(model) if ema else model
                 for fn in due:
                     fn(step, current)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            out_of_time = time_is_up(acc, cfg.max_train_minutes, trained_s)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
                 acc.wait_for_everyone()
                 if is_main:
                     state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state, rewarm)
                     save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
-            if portable is not None and portable.due(step):
+            if portable is not None and (portable.due(step) or out_of_time):
                 acc.wait_for_everyone()
                 if is_main:
                     portable.save(step, model, ema, sampler, not_carried=task.extra_state)
+            if out_of_time:
+                log(f"stopped at step {step} of {cfg.steps}: the steps took {trained_s / 60:.1f} minutes "
+                    f"(max_train_minutes={cfg.max_train_minutes})")
+                break
     finally:
         bar.close()
         getattr(sampler, "close", lambda: None)()  # e.g. a reader thread, also when a step raises

@@ -1,0 +1,176 @@
+"""The training levers against stage 7's recipe at equal training time, read by the adoption rule fixed in
+experiments/configs/generators/levers_stage7.yaml (its header says the rule; this script applies it).
+
+1. pre-encode the base recipe's clips once (the arms share the cache);
+2. train the arms two at a time, one per core, each for the config's ``minutes`` of training time
+   (``max_train_minutes``): ``run_root/<arm>/final`` and its ``log.jsonl``;
+3. read every arm's final weights: held-out loss (seen-pair clips of a seed the training never draws, clips with an
+   evaluation caption left out, fixed noise and times, no condition dropout), and shape and colour+motion on
+   ``tuning_prompts(prompts)`` at guidance 3 and 25 steps, fp32;
+4. apply the rule against the base arm and write ``experiments/results/levers_stage7.json``.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python experiments/levers.py                 # train, then read
+    HF_HUB_OFFLINE=1 .venv/bin/python experiments/levers.py --read          # read the arms trained before
+    HF_HUB_OFFLINE=1 .venv/bin/python experiments/levers.py --arms base,muon --minutes 1 --prompts 4   # a smoke run
+
+Run it alone on the machine: the arms are compared at equal training time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "eval"))
+from results import weights_digest, write_result  # noqa: E402  (first: the start load)
+
+from vidgen.data.shapes import ShapesDataset  # noqa: E402
+from vidgen.demo.prompts import EVALUATION_PROMPTS, EVALUATION_SEED, demo_prompts, tuning_prompts  # noqa: E402
+from vidgen.demo.run import generate, score  # noqa: E402
+from vidgen.generators import Conditioning  # noqa: E402
+from vidgen.generators.sampling import flow_matching_pair  # noqa: E402
+from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
+from vidgen.rng import make_generator  # noqa: E402
+
+HELDOUT_SEED = 101  # ShapesDataset's seed for the held-out clips (training draws seed 0)
+LOSS_BELOW, POINTS = 0.02, 0.03  # the rule: held-out loss >= 2 % below the base arm's; shape, colour+motion >= -3 points
+
+
+def arm_overrides(spec: dict, arm: str, minutes: float) -> list[str]:
+    values = {**spec["overrides"], **spec["arms"][arm], "run_dir": f"{spec['run_root']}/{arm}",
+              "max_train_minutes": minutes}
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def train_arms(spec: dict, arms: list[str], minutes: float) -> None:
+    """Pre-encode once, then the arms two at a time (one thread each), each for ``minutes`` of training time."""
+    script = [sys.executable, str(ROOT / "pipelines" / "train_generator.py"), "--config", spec["base"]]
+    encode = [*arm_overrides(spec, "base", minutes), "steps=1", f"run_dir={spec['run_root']}/encode"]
+    subprocess.run([*script, *encode], cwd=ROOT, check=True)
+    for pair in range(0, len(arms), 2):
+        procs = []
+        for arm in arms[pair:pair + 2]:
+            log = open(ROOT / spec["run_root"] / f"{arm}.log", "w")
+            procs.append(subprocess.Popen([*script, *arm_overrides(spec, arm, minutes), "resume="], cwd=ROOT,
+                                          stdout=log, stderr=subprocess.STDOUT))
+            print(f"training arm {arm} for {minutes} min", flush=True)
+        for proc in procs:
+            if proc.wait() != 0:
+                raise SystemExit(f"an arm failed (exit {proc.returncode}): see {spec['run_root']}/*.log")
+
+
+def heldout_set(model, tokenizer, n: int, data_cfg) -> tuple[torch.Tensor, Conditioning]:
+    """``n`` seen-pair clips of ``HELDOUT_SEED`` whose captions are not the evaluation's, encoded as training does."""
+    from vidgen.text import encode_prompts, load_text_encoder
+    from vidgen.training.encode_cache import encode_items
+    evaluated = {p.caption for p in demo_prompts(EVALUATION_PROMPTS, EVALUATION_SEED)}
+    data = ShapesDataset("train", num_frames=data_cfg["num_frames"], size=data_cfg["size"], num_samples=4 * n,
+                         seed=HELDOUT_SEED)
+    keep = [i for i in range(len(data)) if data.attributes(i).caption not in evaluated][:n]
+    x, captions, _ = encode_items(model, tokenizer, data, keep, 32, True)
+    tok, enc = load_text_encoder(None)
+    emb = encode_prompts(tok, enc, captions, 16)
+    return x, Conditioning(emb.hidden, emb.mask, emb.pooled)
+
+
+@torch.no_grad()
+def heldout_loss(model, x: torch.Tensor, cond: Conditioning, draws: int, batch: int = 16) -> float:
+    """Mean flow-matching loss over ``draws`` fixed (noise, time) draws per clip: no given frames, no dropout."""
+    total, count = 0.0, 0
+    for d in range(draws):
+        g = make_generator(HELDOUT_SEED, "levers/heldout", d)
+        noise = torch.randn(x.shape, generator=g)
+        s = torch.sigmoid(torch.randn(x.shape[0], generator=g) * model.config.logit_normal_std)
+        for i in range(0, x.shape[0], batch):
+            xt, target, t = flow_matching_pair(x[i:i + batch], noise[i:i + batch], s[i:i + batch])
+            part = Conditioning(cond.text[i:i + batch], cond.text_mask[i:i + batch], cond.pooled[i:i + batch])
+            pred = model(xt, t, part).sample
+            total += torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="sum").item()
+            count += target.numel()
+    return total / count
+
+
+def read_arms(spec: dict, arms: list[str], n_prompts: int) -> list[dict]:
+    from vidgen.generators.flow import FlowVideoTransformer
+    from vidgen.pipelines import load_pipeline
+    base = yaml.safe_load((ROOT / spec["base"]).read_text())
+    pipe = load_pipeline(ROOT / "pretrained" / "shapes-flow", dtype="fp32")
+    pipe.set_progress_bar_config(disable=True)
+    tokenizer = getattr(pipe, pipe.video_tokenizer_name)
+    prompts, scorer = tuning_prompts(n_prompts, seed=1), AttributeScorer()
+    heldout = None
+    rows = []
+    for arm in arms:
+        folder = ROOT / spec["run_root"] / arm / "final"
+        model = FlowVideoTransformer.from_pretrained(folder).eval()
+        if heldout is None:
+            heldout = heldout_set(model, tokenizer, spec["heldout_clips"], base["data"])
+        loss = heldout_loss(model, *heldout, spec["heldout_draws"])
+        pipe.register_modules(transformer=model)
+        videos, seconds = generate(pipe, prompts, 8, guidance_scale=3.0, num_inference_steps=25)
+        _, result = score(scorer, videos, prompts)
+        log = [json.loads(line) for line in (ROOT / spec["run_root"] / arm / "log.jsonl").read_text().splitlines()]
+        steps = max((r["step"] for r in log if isinstance(r.get("step"), int)), default=0)
+        rows.append({"arm": arm, "settings": spec["arms"][arm], "steps": steps, "heldout_loss": loss,
+                     "shape": result["all"]["shape"], "color_motion": result["all"]["color_motion"],
+                     "seconds_per_video": seconds, "weights_sha256": weights_digest(folder)})
+        print(f"{arm:10s} {steps:5d} steps  held-out loss {loss:.5f}  shape {rows[-1]['shape']:.1%}  "
+              f"colour+motion {rows[-1]['color_motion']:.1%}", flush=True)
+    return rows
+
+
+def judge(rows: list[dict]) -> dict:
+    base = next(r for r in rows if r["arm"] == "base")
+    verdicts = {}
+    for r in rows:
+        if r["arm"] == "base":
+            continue
+        checks = {"heldout_loss_2pct_below": r["heldout_loss"] <= (1 - LOSS_BELOW) * base["heldout_loss"],
+                  "shape_within_3_points": r["shape"] >= base["shape"] - POINTS,
+                  "color_motion_within_3_points": r["color_motion"] >= base["color_motion"] - POINTS}
+        verdicts[r["arm"]] = {**checks, "loss_ratio": r["heldout_loss"] / base["heldout_loss"],
+                              "steps_ratio": r["steps"] / max(base["steps"], 1), "adopted": all(checks.values())}
+    return verdicts
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="experiments/configs/generators/levers_stage7.yaml")
+    parser.add_argument("--arms", default="", help="comma-separated arms (default: all; 'base' is always read)")
+    parser.add_argument("--minutes", type=float, default=0, help="training time per arm (default: the config's)")
+    parser.add_argument("--prompts", type=int, default=0, help="tuning prompts read (default: the config's)")
+    parser.add_argument("--read", action="store_true", help="read the arms trained before, train nothing")
+    parser.add_argument("--out", default="experiments/results/levers_stage7.json")
+    args = parser.parse_args(argv)
+    spec = yaml.safe_load((ROOT / args.config).read_text())
+    arms = [a for a in args.arms.split(",") if a] or list(spec["arms"])
+    if "base" not in arms:
+        arms.insert(0, "base")
+    if unknown := sorted(set(arms) - set(spec["arms"])):
+        parser.error(f"--arms: unknown {unknown}; the config has {list(spec['arms'])}")
+    minutes = args.minutes or spec["minutes"]
+    torch.set_num_threads(1)
+    start = time.time()
+    if not args.read:
+        (ROOT / spec["run_root"]).mkdir(parents=True, exist_ok=True)
+        train_arms(spec, arms, minutes)
+    torch.set_num_threads(2)
+    rows = read_arms(spec, arms, args.prompts or spec["prompts"])
+    verdicts = judge(rows)
+    write_result(ROOT / args.out, {"config": args.config, "minutes": minutes, "heldout_seed": HELDOUT_SEED,
+                                   "rule": {"heldout_loss_below": LOSS_BELOW, "points": POINTS},
+                                   "rows": rows, "verdicts": verdicts, "wall_minutes": (time.time() - start) / 60},
+                 command=" ".join(["python", "experiments/levers.py", *(argv or sys.argv[1:])]))
+    print(json.dumps(verdicts, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
