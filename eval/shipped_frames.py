@@ -47,7 +47,7 @@ CASES = {
     "causal-200": ("shapes-causal", dict(prompt="a green circle moving left", num_frames=200), "stream"),
 }
 #: cases ``make test`` runs (the rest run in ``make test-slow``)
-FAST = ("masked", "flow", "flow-distilled", "autoregressive", "causal", "flow-story", "causal-story")
+FAST = ("masked", "flow", "flow-distilled", "causal")
 
 
 def machine() -> str:

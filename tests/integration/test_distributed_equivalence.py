@@ -90,6 +90,7 @@ def live_vae(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # 45 s: make test runs the tokenizer trainer under 2 processes in test_training_loop
 def test_flow_trainer_two_processes_equal_one_with_double_batch_and_sharded_cache(tmp_path, live_vae):
     """Noise, logit-normal timesteps, conditioning-frame tasks and CFG dropout; the pre-encoded cache too."""
     script = ROOT / "pipelines" / "train_generator.py"
