@@ -28,3 +28,16 @@ def diffusers_student(pipeline_class, folder, final):
     native.load_lora_weights(final)
     native.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(final, subfolder="scheduler")
     return native
+
+
+def live_tiny_vae(folder):
+    """A tiny CausalVAE saved to ``folder`` with small random weights everywhere (its residual branches start at zero,
+    which would make a training test's gradients vanish); returns the folder."""
+    from vidgen.tokenizers import CausalVAE
+    torch.manual_seed(0)
+    model = CausalVAE.from_preset("tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.save_pretrained(folder)
+    return folder

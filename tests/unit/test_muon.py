@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers.tiny_models import live_tiny_vae
 import vidgen.training.trainer as trainer
 from vidgen.errors import ConfigError, UnsupportedError
 from vidgen.generators import FlowVideoTransformer
-from vidgen.tokenizers import CausalVAE
 from vidgen.training import GeneratorTrainConfig, load_config, train_generator
 from vidgen.training.checkpoint import load_state
 from vidgen.training.optimizers import MuonAdamW, build_optimizer, hidden_matrices
@@ -113,14 +113,7 @@ def test_settings_and_tasks_that_refuse_muon():
 
 @pytest.fixture(scope="module")
 def vae(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tok")
-    torch.manual_seed(0)
-    model = CausalVAE.from_preset("tiny")
-    with torch.no_grad():  # live weights: the residual branches start at zero
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    model.save_pretrained(root / "vae")
-    return root / "vae"
+    return live_tiny_vae(tmp_path_factory.mktemp("tok") / "vae")
 
 
 def _run(tmp_path, vae, run, *extra) -> GeneratorTrainConfig:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers.tiny_models import live_tiny_vae
 import vidgen.training.portable as portable
 import vidgen.training.trainer as trainer
 from vidgen.errors import ConfigError
@@ -22,14 +23,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def vae(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tok")
-    torch.manual_seed(0)
-    model = CausalVAE.from_preset("tiny")
-    with torch.no_grad():  # live weights: the residual branches start at zero
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    model.save_pretrained(root / "vae")
-    return root / "vae"
+    return live_tiny_vae(tmp_path_factory.mktemp("tok") / "vae")
 
 
 def _config(tmp_path, vae, run="run", *extra) -> GeneratorTrainConfig:
