@@ -37,7 +37,7 @@ from vidgen.demo.run import generate, score  # noqa: E402
 from vidgen.generators import Conditioning  # noqa: E402
 from vidgen.generators.sampling import flow_matching_pair  # noqa: E402
 from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
-from vidgen.rng import make_generator  # noqa: E402
+from vidgen.data.common import make_generator  # noqa: E402
 
 HELDOUT_SEED = 101  # ShapesDataset's seed for the held-out clips (training draws seed 0)
 LOSS_BELOW, POINTS = 0.02, 0.03  # the rule: held-out loss >= 2 % below the base arm's; shape, colour+motion >= -3 points
