@@ -140,6 +140,24 @@ def judge(rows: list[dict]) -> dict:
     return verdicts
 
 
+def readme_table(results: dict) -> str:
+    """docs/training.md's table of the arms: steps in the same training time, held-out loss, scores, the verdict."""
+    base = next(r for r in results["rows"] if r["arm"] == "base")
+    lines = ["| arm | setting | steps in {:g} min | held-out loss | vs base | shape | colour+motion | adopted |".format(
+        results["minutes"]), "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        verdict = results["verdicts"].get(r["arm"])
+        setting = ", ".join(f"`{k}: {v}`" for k, v in r["settings"].items()) or "stage 7's recipe"
+        ratio = f"{r['heldout_loss'] / base['heldout_loss'] - 1:+.1%}" if verdict else "-"
+        adopted = "-" if verdict is None else ("yes" if verdict["adopted"] else "no (" + ", ".join(
+            {"heldout_loss_2pct_below": "loss", "shape_within_3_points": "shape",
+             "color_motion_within_3_points": "colour+motion"}[k] for k, ok in verdict.items()
+            if k.endswith(("below", "points")) and not ok) + ")")
+        lines.append(f"| {r['arm']} | {setting} | {r['steps']} | {r['heldout_loss']:.4f} | {ratio} | "
+                     f"{r['shape']:.1%} | {r['color_motion']:.1%} | {adopted} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="experiments/configs/generators/levers_stage7.yaml")
@@ -167,7 +185,9 @@ def main(argv=None) -> int:
     write_result(ROOT / args.out, {"config": args.config, "minutes": minutes, "heldout_seed": HELDOUT_SEED,
                                    "rule": {"heldout_loss_below": LOSS_BELOW, "points": POINTS},
                                    "rows": rows, "verdicts": verdicts, "wall_minutes": (time.time() - start) / 60},
-                 command=" ".join(["python", "experiments/levers.py", *(argv or sys.argv[1:])]))
+                 command=" ".join(["python", "experiments/levers.py", *(argv or sys.argv[1:])]),
+                 weights=[ROOT / "pretrained" / "shapes-flow", *(ROOT / spec["run_root"] / a / "final" for a in arms)],
+                 precision="fp32")
     print(json.dumps(verdicts, indent=1))
     return 0
 

@@ -154,6 +154,26 @@ def test_the_terms_gradients_reach_the_projector_and_the_blocks_up_to_depth_only
     assert all(p.grad is None for p in task.repa.encoder.parameters())
 
 
+def test_the_gradient_clip_and_the_logged_norm_cover_the_projector(tmp_path, vae_folder):
+    """The trainer clips the model's and the projector's gradients as one vector and logs that vector's norm."""
+    from vidgen.training.trainer import optimizer_step
+    cfg = _config(tmp_path, vae_folder, "repa.weight=0.5", "repa.depth=1", "repa.projector_dim=32")
+    task = _task(cfg)
+    perturb_weights(task.model)
+    assert [id(p) for p in task.clipped_params] == [id(p) for p in task.repa.projector.parameters()]
+    opt = torch.optim.SGD(task.params, lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    out = task.step(task.module, task.make_sampler(cfg.seed, 0, 1), 0, step_generator(cfg.seed, 0))
+    clip = 1e-4  # far below the norm: every gradient is scaled by clip / norm
+    gnorm = float(optimizer_step(task.acc, out.loss, task.model, opt, sched, clip, None, task.clipped_params))
+    norm = lambda params: torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    projector = list(task.repa.projector.parameters())
+    assert gnorm > 100 * clip and norm(projector) > 0
+    torch.testing.assert_close(float(norm([*task.model.parameters(), *projector])), clip * gnorm / (gnorm + 1e-6),
+                               rtol=1e-4, atol=0)
+    assert float(norm(projector)) <= clip * (1 + 1e-4)  # clipped with the model's, not left at its own size
+
+
 def test_resume_restores_the_projector_and_is_bit_identical(tmp_path, vae_folder):
     extra = ("repa.weight=0.5", "repa.depth=1", "repa.projector_dim=16")
     straight = _config(tmp_path / "a", vae_folder, *extra)

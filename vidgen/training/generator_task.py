@@ -150,7 +150,8 @@ class GeneratorTask(TrainingTask):
             self.repa = RepresentationAlignment(cfg, model, tokenizer, acc.device, sp, type(self).__name__, log)
             for name, grid in grids.items():
                 self.repa.check_geometry(self.clip_pixels(name), grid)
-            self.params += list(self.repa.projector.parameters())
+            self.clipped_params = list(self.repa.projector.parameters())
+            self.params += self.clipped_params
             self.extra_state = {**self.extra_state, STATE_KEY: self.repa.projector}
         self.module = self.loss_module(model)
         self.tokens_per_clip = int(torch.tensor(self.grid).prod())  # latent positions, before any patching

@@ -68,6 +68,14 @@ def _shape_scale(rule, shape) -> float:
     return max(1.0, fan_out / fan_in) ** 0.5
 
 
+def _closure_loss(closure):
+    """``torch.optim.Optimizer.step``'s contract: re-evaluate the loss with gradients on, if a closure is given."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Muon(torch.optim.Muon):
     """``torch.optim.Muon`` (its settings, state and update) with the Newton-Schulz iteration in bfloat16 on CUDA, as
     torch computes it, and in float32 on other devices: without bf16 units a CPU multiplies bf16 matrices hundreds
@@ -76,10 +84,7 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             params, grads, buffers = [], [], []
             self._init_group(group, params, grads, buffers)
@@ -142,10 +147,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for opt in self.inner.values():
             opt.step()
         return loss

@@ -88,6 +88,7 @@ class TrainingTask:
     num_items: int
     extra_state: Mapping = MappingProxyType({})
     hooks: Sequence = ()
+    clipped_params: Sequence = ()  # parameters of ``params`` outside ``model`` clipped with it (REPA's projector)
 
     def make_sampler(self, seed: int, rank: int, world: int):
         """The run's data position (checkpointed through ``state_dict``): by default an :class:`EpochSampler` over
@@ -133,11 +134,13 @@ def lr_lambda(cfg, rewarm=None) -> Callable[[int], float]:
     return f
 
 
-def optimizer_step(acc, loss, model, opt, sched, grad_clip: float, ema=None):
-    """Backward, clip, step the optimizer and LR schedule, update the EMA; returns the gradient norm."""
+def optimizer_step(acc, loss, model, opt, sched, grad_clip: float, ema=None, extra_params=()):
+    """Backward, clip, step the optimizer and LR schedule, update the EMA; returns the gradient norm. The norm is
+    clipped and reported over the model's parameters and ``extra_params`` (trained parameters outside the model,
+    e.g. REPA's projector), as one vector."""
     opt.zero_grad(set_to_none=True)
     acc.backward(loss)
-    gnorm = acc.clip_grad_norm_(model.parameters(), grad_clip)
+    gnorm = acc.clip_grad_norm_([*model.parameters(), *extra_params] if extra_params else model.parameters(), grad_clip)
     opt.step()
     sched.step()
     if ema is not None:
@@ -248,7 +251,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
         while step < cfg.steps:
             t_step = time.perf_counter()
             out = task.step(module, sampler, step, step_generator(cfg.seed, step, rank, world))
-            gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema)
+            gnorm = optimizer_step(acc, out.loss, model, opt, sched, cfg.optim.grad_clip, ema, task.clipped_params)
             task.after_optimizer_step(out)
             step_s = time.perf_counter() - t_step
             step, trained_s = step + 1, trained_s + step_s
