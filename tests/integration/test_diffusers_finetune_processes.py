@@ -40,6 +40,9 @@ def _weights(run_dir, step: int) -> dict:
     return load_file(str(run_dir / "checkpoints" / f"step_{step:08d}" / "diffusion_pytorch_model.safetensors"))
 
 
+# 18 s: make test keeps this trainer's in-process resume (test_diffusers_finetune) and its SIGKILL case on shards
+# (test_shard_training)
+@pytest.mark.slow
 def test_kill9_then_resume_is_bit_identical(wan, tmp_path):
     args = _args(wan, tmp_path / "killed", "steps=6", "data.batch=2")
     kill9_at_first_checkpoint([sys.executable, "-m", "vidgen.training.finetune", *args], tmp_path / "killed")

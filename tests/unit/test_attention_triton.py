@@ -7,7 +7,7 @@ triton is first imported (triton decorates its own library functions at import).
   which is harmless on a machine without a GPU (nothing can launch compiled Triton kernels there anyway);
 * triton already imported by some earlier module: run this file in a pytest subprocess with the variable set
   (one test here, passing --runslow on), and skip the in-process copies, saying why.
-Small grids keep the whole file to well under a minute.
+Under the interpreter the larger cases are marked slow (make test-slow runs them); on a GPU every case runs.
 """
 import os
 import subprocess
@@ -169,11 +169,13 @@ def test_operator_registration(tk):
     torch.library.opcheck(tk.attention3d_bwd, (torch.randn_like(out), q, k, v, out, lse) + config, test_utils=utils)
 
 
-CODES_CASES = [PATTERNS[1], pytest.param(PATTERNS[2], marks=pytest.mark.slow), PATTERNS[5],
-               pytest.param(make_pattern((4, 6, 8), (3, 5, 5), num_prefix_tokens=1), marks=pytest.mark.slow)]
+SLOW = () if HAS_CUDA else pytest.mark.slow  # 5-25 s each under the interpreter: make test-slow runs them
+CODES_CASES = [pytest.param(PATTERNS[1], marks=SLOW), pytest.param(PATTERNS[2], marks=SLOW), PATTERNS[5],
+               pytest.param(make_pattern((4, 6, 8), (3, 5, 5), num_prefix_tokens=1), marks=SLOW),
+               make_pattern((2, 4, 4), (1, 3, 3), causal=True, num_prefix_tokens=2)]  # causal + prefix, small
 
 
-@pytest.mark.parametrize("pattern", CODES_CASES, ids=["(4, 6, 5)", "(2, 6, 8)", "(3, 4, 4)", "(4, 6, 8)"])
+@pytest.mark.parametrize("pattern", CODES_CASES, ids=["(4, 6, 5)", "(2, 6, 8)", "(3, 4, 4)", "(4, 6, 8)", "(2, 4, 4)"])
 def test_packed_and_coordinate_masks_give_the_same_results(tk, pattern):
     """Both mask variants of the kernels agree with the reference, and with each other to the last bit (the same
     pairs are allowed, the arithmetic is the same), forward and backward; the default takes the packed codes."""
@@ -248,7 +250,9 @@ LAYOUT_CASES = [  # (pattern, layout): 3D boxes with and without padding, raster
 ]
 
 
-@pytest.mark.parametrize("pattern,layout", LAYOUT_CASES, ids=[f"{p.grid}-{lay}" for p, lay in LAYOUT_CASES])
+@pytest.mark.parametrize("pattern,layout", [pytest.param(p, lay, id=f"{p.grid}-{lay}",
+                                                         marks=SLOW if i in (1, 2, 4) else ())
+                                            for i, (p, lay) in enumerate(LAYOUT_CASES)])
 def test_triton_layouts_agree_with_reference(tk, pattern, layout):
     """Every token layout gives the reference's outputs and gradients (32x16 forward tiles, 16x16 backward)."""
     q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=16)
