@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                     "vidgen", "tests")),
                "pytest_exit_status": status, "wall_seconds": round(wall, 1), **summary,
                "equality_differences": differences}
-    write_result(args.out, payload, command=" ".join(["python", "eval/test_slow_summary.py", *args.pytest_args]))
+    write_result(args.out, payload, command=" ".join(["python", "eval/test_slow_summary.py", *args.pytest_args]),
+                 weights=[ROOT / "pretrained"], precision="each test's own")  # the shipped weights the tests load
     print(f"test_slow_summary: {summary['counts']} in {wall / 60:.1f} min -> {args.out}")
     return status
 
