@@ -98,11 +98,24 @@ def heldout_loss(model, x: torch.Tensor, cond: Conditioning, draws: int, batch: 
     return total / count
 
 
-def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: None) -> list[dict]:
+def steps_trained(log_path: Path) -> int:
+    """The arm's last step: the trainer's "stopped at step N" line (max_train_minutes), else the last logged step."""
+    steps = 0
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line)
+        if isinstance(entry.get("step"), int):
+            steps = max(steps, entry["step"])
+        if str(entry.get("info", "")).startswith("stopped at step "):
+            steps = int(entry["info"].split()[3])
+    return steps
+
+
+def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: None, earlier=()) -> list[dict]:
     """Every arm's held-out loss, then shape and colour+motion for each arm whose loss passes the rule, and for the
     base arm if any does. The rule needs all three checks, so an arm whose loss fails it is not adopted whatever it
     draws: its prompts are not generated (64 prompts at 1280 tokens take about 30 minutes an arm on a 2-core CPU).
-    ``save(rows)`` runs after the losses and after each arm's scores (a partial results file)."""
+    ``save(rows)`` runs after the losses and after each arm's scores (a partial results file); ``earlier``: rows of
+    such a file, whose loss and scores are reused where the arm's weights are the same (a read continued)."""
     from vidgen.generators.flow import FlowVideoTransformer
     from vidgen.pipelines import load_pipeline
     base = yaml.safe_load((ROOT / spec["base"]).read_text())
@@ -112,22 +125,24 @@ def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: Non
     heldout, rows = None, []
     for arm in arms:
         folder = ROOT / spec["run_root"] / arm / "final"
-        model = FlowVideoTransformer.from_pretrained(folder).eval()
-        if heldout is None:
-            heldout = heldout_set(model, tokenizer, spec["heldout_clips"], base["data"])
-        log = [json.loads(line) for line in (ROOT / spec["run_root"] / arm / "log.jsonl").read_text().splitlines()]
-        rows.append({"arm": arm, "settings": spec["arms"][arm],
-                     "steps": max((r["step"] for r in log if isinstance(r.get("step"), int)), default=0),
-                     "heldout_loss": heldout_loss(model, *heldout, spec["heldout_draws"]),
-                     "shape": None, "color_motion": None, "seconds_per_video": None,
-                     "weights_sha256": weights_digest(folder)})
+        row = {"arm": arm, "settings": spec["arms"][arm], "steps": steps_trained(folder.parent / "log.jsonl"),
+               "heldout_loss": None, "shape": None, "color_motion": None, "seconds_per_video": None,
+               "weights_sha256": weights_digest(folder)}
+        same = next((r for r in earlier if r["arm"] == arm and r["weights_sha256"] == row["weights_sha256"]), {})
+        row.update({k: same[k] for k in ("heldout_loss", "shape", "color_motion", "seconds_per_video") if k in same})
+        if row["heldout_loss"] is None:
+            model = FlowVideoTransformer.from_pretrained(folder).eval()
+            if heldout is None:
+                heldout = heldout_set(model, tokenizer, spec["heldout_clips"], base["data"])
+            row["heldout_loss"] = heldout_loss(model, *heldout, spec["heldout_draws"])
+        rows.append(row)
         print(f"{arm:10s} {rows[-1]['steps']:5d} steps  held-out loss {rows[-1]['heldout_loss']:.5f}", flush=True)
     save(rows)
     base_loss = next(r["heldout_loss"] for r in rows if r["arm"] == "base")
     passed = {r["arm"] for r in rows if r["arm"] != "base" and r["heldout_loss"] <= (1 - LOSS_BELOW) * base_loss}
     prompts, scorer = tuning_prompts(n_prompts, seed=1), AttributeScorer()
     for row in rows:
-        if row["arm"] not in passed | ({"base"} if passed else set()):
+        if row["arm"] not in passed | ({"base"} if passed else set()) or row["shape"] is not None:
             continue
         pipe.register_modules(transformer=FlowVideoTransformer.from_pretrained(
             ROOT / spec["run_root"] / row["arm"] / "final").eval())
@@ -182,7 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument("--arms", default="", help="comma-separated arms (default: all; 'base' is always read)")
     parser.add_argument("--minutes", type=float, default=0, help="training time per arm (default: the config's)")
     parser.add_argument("--prompts", type=int, default=0, help="tuning prompts read (default: the config's)")
-    parser.add_argument("--read", action="store_true", help="read the arms trained before, train nothing")
+    parser.add_argument("--read", action="store_true",
+                        help="read the arms trained before, train nothing (the rows of an earlier read's --out file "
+                             "whose weights are unchanged are reused)")
     parser.add_argument("--out", default="experiments/results/levers_stage7.json")
     args = parser.parse_args(argv)
     spec = yaml.safe_load((ROOT / args.config).read_text())
@@ -207,7 +224,9 @@ def main(argv=None) -> int:
                      weights=[ROOT / "pretrained" / "shapes-flow",
                               *(ROOT / spec["run_root"] / a / "final" for a in arms)], precision="fp32")
 
-    rows = read_arms(spec, arms, args.prompts or spec["prompts"], save)
+    out = ROOT / args.out
+    earlier = json.loads(out.read_text())["rows"] if args.read and out.exists() else []
+    rows = read_arms(spec, arms, args.prompts or spec["prompts"], save, earlier)
     save(rows, complete=True)
     print(json.dumps(judge(rows), indent=1))
     return 0
