@@ -86,7 +86,6 @@ GRANDFATHERED = frozenset({
     "docs/results/sampling_sweep_masked.json",
     "docs/results/scorer_calibration.json",
     "docs/results/streaming_quality.json",
-    "docs/results/test_slow_summary.json",
     "docs/results/tokenizer_ceiling.json",
     "docs/results/tokenizer_ceiling_demo.json",
     "docs/results/tokenizer_ceiling_fsq_edges.json",
