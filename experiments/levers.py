@@ -110,7 +110,8 @@ def steps_trained(log_path: Path) -> int:
     return steps
 
 
-def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: None, earlier=()) -> list[dict]:
+def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: None, earlier=(),
+              scores: bool = True) -> list[dict]:
     """Every arm's held-out loss, then shape and colour+motion for each arm whose loss passes the rule, and for the
     base arm if any does. The rule needs all three checks, so an arm whose loss fails it is not adopted whatever it
     draws: its prompts are not generated (64 prompts at 1280 tokens take about 30 minutes an arm on a 2-core CPU).
@@ -138,6 +139,8 @@ def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: Non
         rows.append(row)
         print(f"{arm:10s} {rows[-1]['steps']:5d} steps  held-out loss {rows[-1]['heldout_loss']:.5f}", flush=True)
     save(rows)
+    if not scores:
+        return rows
     base_loss = next(r["heldout_loss"] for r in rows if r["arm"] == "base")
     passed = {r["arm"] for r in rows if r["arm"] != "base" and r["heldout_loss"] <= (1 - LOSS_BELOW) * base_loss}
     prompts, scorer = tuning_prompts(n_prompts, seed=1), AttributeScorer()
@@ -201,6 +204,7 @@ def main(argv=None) -> int:
                         help="read the arms trained before, train nothing (the rows of an earlier read's --out file "
                              "whose weights are unchanged are reused)")
     parser.add_argument("--out", default="experiments/results/levers_stage7.json")
+    parser.add_argument("--losses-only", action="store_true", help="stop after the held-out losses (a partial file)")
     args = parser.parse_args(argv)
     spec = yaml.safe_load((ROOT / args.config).read_text())
     arms = [a for a in args.arms.split(",") if a] or list(spec["arms"])
@@ -226,7 +230,9 @@ def main(argv=None) -> int:
 
     out = ROOT / args.out
     earlier = json.loads(out.read_text())["rows"] if args.read and out.exists() else []
-    rows = read_arms(spec, arms, args.prompts or spec["prompts"], save, earlier)
+    rows = read_arms(spec, arms, args.prompts or spec["prompts"], save, earlier, scores=not args.losses_only)
+    if args.losses_only:
+        return 0
     save(rows, complete=True)
     print(json.dumps(judge(rows), indent=1))
     return 0
