@@ -142,7 +142,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "data_plan": ("bench_data.json", from_script("bench_data", "plan_table")),
           "data_memory": ("bench_data_memory.json", from_script("bench_data_memory")),
           "quantized": ("bench_quantized.json", from_script("bench_quantized")),
-          "make_test": ("make_test.json", from_script("test_durations"))}
+          "make_test": ("make_test.json", from_script("test_durations")),
+          "levers": ("../../experiments/results/levers_stage7.json", from_script("levers"))}
 
 
 def _fill(text: str, name: str, path: Path, make) -> str:
