@@ -141,8 +141,7 @@ def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: Non
     save(rows)
     if not scores:
         return rows
-    base_loss = next(r["heldout_loss"] for r in rows if r["arm"] == "base")
-    passed = {r["arm"] for r in rows if r["arm"] != "base" and r["heldout_loss"] <= (1 - LOSS_BELOW) * base_loss}
+    passed = {arm for arm, verdict in judge(rows).items() if verdict["heldout_loss_2pct_below"]}
     prompts, scorer = tuning_prompts(n_prompts, seed=1), AttributeScorer()
     for row in rows:
         if row["arm"] not in passed | ({"base"} if passed else set()) or row["shape"] is not None:
@@ -174,6 +173,10 @@ def judge(rows: list[dict]) -> dict:
     return verdicts
 
 
+CHECK_NAMES = {"heldout_loss_2pct_below": "loss", "shape_within_3_points": "shape",
+               "color_motion_within_3_points": "colour+motion"}  # judge's checks, as the table names them
+
+
 def readme_table(results: dict) -> str:
     """docs/training.md's table of the arms: steps in the same training time, held-out loss, scores, the verdict."""
     base = next(r for r in results["rows"] if r["arm"] == "base")
@@ -183,11 +186,9 @@ def readme_table(results: dict) -> str:
         verdict = (results["verdicts"] or judge(results["rows"])).get(r["arm"])
         setting = ", ".join(f"`{k}: {v}`" for k, v in r["settings"].items()) or "stage 7's recipe"
         ratio = f"{r['heldout_loss'] / base['heldout_loss'] - 1:+.1%}" if r is not base else "-"
-        adopted = "-" if verdict is None else ("yes" if verdict["adopted"] else "no (" + ", ".join(
-            {"heldout_loss_2pct_below": "loss", "shape_within_3_points": "shape",
-             "color_motion_within_3_points": "colour+motion"}[k] for k, ok in verdict.items()
-            if k.endswith(("below", "points")) and ok is False) + ")")
-        adopted = "not yet (scores)" if adopted == "no ()" else adopted  # no check failed: the scores are not read
+        failed = [name for key, name in CHECK_NAMES.items() if verdict and verdict[key] is False]
+        adopted = ("-" if verdict is None else "yes" if verdict["adopted"] else
+                   f"no ({', '.join(failed)})" if failed else "not yet (scores)")  # no check failed: scores not read
         shape, cm = ("not read", "not read") if r["shape"] is None else (f"{r['shape']:.1%}",
                                                                           f"{r['color_motion']:.1%}")
         lines.append(f"| {r['arm']} | {setting} | {r['steps']} | {r['heldout_loss']:.4f} | {ratio} | {shape} | {cm} | "
