@@ -238,6 +238,32 @@ def targets(rows: list) -> list:
     return out
 
 
+def readme_table(results: dict) -> str:
+    """The docs' table of a run: one line per row (seconds, peak memory, the backend, or why it did not run), then
+    the targets, each met, missed by how much, or not measured."""
+    lines = ["| row | video | attention | compiled | s | first call s | peak GiB | backend, or why no time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        video = "x".join(map(str, r.get("video") or r.get("clip") or []))
+        name = "CFG denoising step" if r["row"] == "denoising_step" else f"LoRA training step (rank {r['lora_rank']})"
+        attention = {"tiled": f"tile windows {r.get('window')} of {r.get('tile')}",
+                     "windowed": f"exact window {r.get('window')}"}.get(r.get("attention"), r.get("attention") or "–")
+        compiled = "–" if r.get("compile") is None else ("yes" if r["compile"] else "no")
+        why = r.get("error") or r.get("skipped")
+        note = f"did not run: {why.splitlines()[0][:120]}" if why else (r.get("backend") or "")
+        cell = (lambda k, f: f.format(r[k]) if r.get(k) is not None else "–")
+        lines.append(f"| {name} | {video} | {attention} | {compiled} | {cell('s', '{:.3f}')} | "
+                     f"{cell('first_call_s', '{:.2f}')} | {cell('peak_memory_gib', '{:.2f}')} | {note} |")
+    lines += ["", "| target | measured | result |", "|---|---|---|"]
+    for t in results.get("targets", []):
+        measured = "–" if t["measured"] is None else f"{t['measured']:.2f}×"
+        lines.append(f"| {t['target']}" + (f" ≥ {t['at_least']}×" if t.get("at_least") else "")
+                     + f" | {measured} | {t['result']} |")
+    return "\n".join(lines) + (f"\n\n{results.get('gpu', 'CPU')}, torch {results.get('torch')}, {results['dtype']}, "
+                               f"{results['model']}; {results.get('date', '')[:10]}, commit "
+                               f"{str(results.get('commit'))[:7]}. `{results.get('command', '')}`.")
+
+
 def lora_row(args, gen, dtype, device, deadline: float, save) -> None:
     """One LoRA training step on a ``train_frames`` clip: the family's loss, backward, AdamW."""
     from vidgen.generators import Conditioning
@@ -296,7 +322,7 @@ def main(argv=None) -> int:
     def save(row):
         rows.append(row)
         payload["targets"] = targets(rows)
-        write_result(args.out, payload)
+        write_result(args.out, payload, weights=(), precision=payload["dtype"])  # random weights: no file
         print({k: v for k, v in row.items() if k != "times_s"}, flush=True)
 
     deadline = start + args.budget_s

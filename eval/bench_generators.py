@@ -22,7 +22,7 @@ a CUDA graph.
 
     python eval/bench_generators.py            # full run (~8 min on 2 idle cores) -> docs/results/bench_generators.json
     python eval/bench_generators.py --device cuda      # -> docs/results/bench_generators_cuda.json
-    python eval/bench_generators.py --quick    # smoke run (tiny preset, no compile) -> ..._quick.json
+    python eval/bench_generators.py --quick    # smoke run (tiny preset, no compile) -> /tmp/..._quick.json
 """
 from __future__ import annotations
 
@@ -121,13 +121,14 @@ def autocast(on: bool):
 
 
 # ---------------------------------------------------------------------------------------------------------- training
-def training(kind: str, preset: str, grid, args, ceilings) -> dict:
-    """fp32 / bf16 (autocast) / bf16+compile training steps of one model; FLOPs counted once (fp32 step)."""
+def training(kind: str, preset: str, grid, args, ceilings, out: dict, save) -> dict:
+    """fp32 / bf16 (autocast) / bf16+compile training steps of one model into ``out``, calling ``save`` after each
+    precision; FLOPs counted once (fp32 step)."""
     b, tokens = args.train_batch, math.prod(grid) // math.prod(PATCH)
     x = torch.randn(b, CHANNELS, *grid) if kind == "flow" else torch.randint(0, VOCAB, (b, *grid))
     x = x.to(DEVICE)
     c = cond(b)
-    out = dict(kind=kind, preset=preset, batch=b, tokens_per_clip=tokens, precisions={})
+    out.update(kind=kind, preset=preset, batch=b, tokens_per_clip=tokens, precisions={})
     modes = ["fp32", "bf16"] + (["bf16+compile"] if args.compile and preset in args.compile_presets else [])
     for mode in modes:
         model = build(kind, preset, grid).train()
@@ -156,13 +157,12 @@ def training(kind: str, preset: str, grid, args, ceilings) -> dict:
                                        gflops=rate / 1e9, fraction_of_ceiling=rate / ceil)
         if mode == "bf16+compile":
             out["precisions"][mode]["compile_s"] = first - 3 * s
+        out["precisions"][mode]["speedup_vs_fp32"] = out["precisions"]["fp32"]["seconds_per_step"] / s
+        save()  # after every precision: a run stopped during a long compile keeps the rows before it
         print(f"  train {preset:>5} {kind:>6} {mode:>13}: {s:6.2f} s/step, {b * tokens / s:7.0f} tokens/s, "
               f"{rate / 1e9:5.0f} GFLOP/s = {100 * rate / ceil:4.1f} % of the {mode[:4]} ceiling"
               + (f" (first step {first:.1f} s)" if mode == "bf16+compile" else ""), flush=True)
         del model, opt
-    base = out["precisions"]["fp32"]["tokens_per_s"]
-    for r in out["precisions"].values():
-        r["speedup_vs_fp32"] = r["tokens_per_s"] / base
     return out
 
 
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
         args.train_steps, args.masked_steps, args.flow_steps, args.sample_batch, args.compile = 1, 2, 2, 2, False
     PATCH = tuple(args.patch)
     name = "bench_generators" + ("_cuda" if gpu else "") + ("_quick" if args.quick else "")
-    out_path = Path(args.out or f"docs/results/{name}.json")
+    out_path = Path(args.out or (f"/tmp/{name}.json" if args.quick else f"docs/results/{name}.json"))
     use_repo_cache_dir()
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -299,12 +299,13 @@ def main(argv=None) -> int:
                    gpu=torch.cuda.get_device_name(DEVICE) if gpu else None, **kernel_provenance())
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    def save():  # after every row: a run stopped from outside keeps what it measured
+    def save():  # at the start and after every row: a run stopped from outside keeps what it measured
         out_path.write_text(json.dumps(results, indent=2))
+    save()
     for i, preset in enumerate(args.presets):
         for kind in ("flow", "masked"):
-            results["training"].append(training(kind, preset, grid, args, ceilings))
-            save()
+            results["training"].append({})
+            training(kind, preset, grid, args, ceilings, results["training"][-1], save)
         if i == 0:  # the decode step right after the first preset: a run stopped from outside still has it
             results["ar_decode_step"] = decode_step(grid, args)
             save()

@@ -161,12 +161,17 @@ def test_operator_registration(tk):
     """Schemas and fake (meta) kernels of both operators are consistent, so torch.compile can trace them (autograd
     is the autograd.Function around them: its gradients are checked against the reference above)."""
     pattern = make_pattern((2, 2, 3), (1, 3, 3), causal=True, num_prefix_tokens=1)
-    q, k, v = random_qkv(pattern, batch=1, heads=1, head_dim=8, requires_grad=False)
+    q, k, v = random_qkv(pattern, batch=1, heads=2, head_dim=8, requires_grad=False)
+    # diffusers' transformers pass (B, N, heads, D) projections transposed: strided views, whose outputs the real
+    # kernels return contiguous; a fake kernel that kept the inputs' strides broke torch.compile on Wan
+    views = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v)]
     config = tk._op_args(pattern, q, None, 16, 16)
     utils = ("test_schema", "test_faketensor")
-    torch.library.opcheck(tk.attention3d_fwd, (q, k, v) + config, test_utils=utils)
-    out, lse = tk.attention3d_fwd(q, k, v, *config)
-    torch.library.opcheck(tk.attention3d_bwd, (torch.randn_like(out), q, k, v, out, lse) + config, test_utils=utils)
+    for q, k, v in ((q, k, v), views):
+        torch.library.opcheck(tk.attention3d_fwd, (q, k, v) + config, test_utils=utils)
+        out, lse = tk.attention3d_fwd(q, k, v, *config)
+        grad = torch.randn_like(out).transpose(1, 2).contiguous().transpose(1, 2)
+        torch.library.opcheck(tk.attention3d_bwd, (grad, q, k, v, out, lse) + config, test_utils=utils)
 
 
 SLOW = () if HAS_CUDA else pytest.mark.slow  # 5-25 s each under the interpreter: make test-slow runs them

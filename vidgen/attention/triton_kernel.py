@@ -151,7 +151,8 @@ def _fwd_impl(q, k, v, grid, radii, causal, num_prefix_tokens, scale, block_m, b
 
 @torch.library.register_fake("vidgen::attention3d_fwd")
 def _(q, k, v, grid, radii, causal, num_prefix_tokens, scale, block_m, block_n, box, mask):
-    return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
+    # contiguous, as the kernel returns them (empty_like would keep a strided q's strides)
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
 @torch.library.impl("vidgen::attention3d_bwd", ("cpu", "cuda"))
@@ -177,7 +178,7 @@ def _bwd_impl(grad_out, q, k, v, out, lse, grid, radii, causal, num_prefix_token
 
 @torch.library.register_fake("vidgen::attention3d_bwd")
 def _(grad_out, q, k, v, out, lse, grid, radii, causal, num_prefix_tokens, scale, block_m, block_n, box, mask):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 attention3d_fwd = torch.ops.vidgen.attention3d_fwd.default
