@@ -4,6 +4,7 @@
 #   bash experiments/device/travel.sh leave gpu-issue   # attention_gpu.sh, train_sample_gpu.sh: the CUDA tests load
 #                                                       # shapes-flow, shapes-masked, shapes-autoregressive only
 #   bash experiments/device/travel.sh leave tokenizer   # tokenizer_gpu.sh reads no shipped folder
+#   bash experiments/device/travel.sh leave stage7      # stage7_gpu.sh reads pretrained/shapes-flow only
 #   ... the device calls ...
 #   bash experiments/device/travel.sh back              # always, before anything else
 # `leave` moves the folders to $HOLD (outside the checkout) and prints what travels then; `back` returns them and
@@ -17,7 +18,8 @@ case "${1:-}" in
       gpu-issue) LEAVE="pretrained/shapes-causal pretrained/shapes-flow-distilled pretrained/natural-vae-small
                         pretrained/natural-fsq-small" ;;
       tokenizer) LEAVE=$(ls -d pretrained/*) ;;
-      *) echo "usage: $0 leave gpu-issue|tokenizer" >&2; exit 2 ;;
+      stage7) LEAVE=$(ls -d pretrained/* | grep -vx pretrained/shapes-flow) ;;  # stage7_gpu.sh reads shapes-flow
+      *) echo "usage: $0 leave gpu-issue|tokenizer|stage7" >&2; exit 2 ;;
     esac
     if git status --porcelain pretrained | grep -q .; then
       echo "pretrained/ has uncommitted changes: commit them first (back restores pretrained/ from git)" >&2; exit 1
@@ -34,5 +36,5 @@ case "${1:-}" in
     git ls-files -d -z pretrained | xargs -0 -r git checkout --  # only what is still missing comes from git
     if git status --porcelain pretrained | grep -q .; then echo "pretrained/ differs from git:" >&2; git status --short pretrained >&2; exit 1; fi
     echo "pretrained/ is back" ;;
-  *) echo "usage: $0 leave gpu-issue|tokenizer, or $0 back" >&2; exit 2 ;;
+  *) echo "usage: $0 leave gpu-issue|tokenizer|stage7, or $0 back" >&2; exit 2 ;;
 esac

@@ -9,7 +9,7 @@ import torch
 import vidgen.generators.causal_stream as causal_stream
 from vidgen.errors import ConfigError
 from vidgen.generators import Conditioning
-from vidgen.generators.causal import CausalFlowVideoTransformer, attended_chunks
+from vidgen.generators.causal import CausalFlowVideoTransformer, attended_chunks, swap_context
 from vidgen.generators.causal_stream import ChunkStream, stream_latents
 from vidgen.testing import perturb_weights
 
@@ -173,6 +173,30 @@ def test_the_diffusion_forcing_loss_trains_and_sample_streams_guided_chunks():
     calls = [model.sample((6, 4, 4), 2, _cond(batch=2), num_inference_steps=2, guidance_scale=3.0,
                           generator=torch.Generator().manual_seed(5)) for _ in range(2)]
     assert calls[0].shape == (2, 4, 6, 4, 4) and torch.isfinite(calls[0]).all() and torch.equal(*calls)
+
+
+def test_a_context_swap_takes_the_first_chunks_from_another_clip_and_scores_only_the_own():
+    """Prompt switches in training: a swapped clip's first chunks (the sink always among them) are another row's,
+    never its own; the rest and every unswapped row are untouched, and the mask marks each row's own frames."""
+    x0 = torch.arange(4.0)[:, None, None, None, None].expand(4, 2, 6, 2, 2).clone()  # row i holds the value i
+    swap = torch.tensor([True, False, True, True])
+    out, own = swap_context(x0, swap, torch.tensor([0.0, 0.5, 0.99, 0.5]), torch.tensor([0.0, 0.0, 0.99, 0.5]),
+                            chunk_frames=2)  # 3 chunks: rows keep chunks 1.., -, 2.., 2..
+    firsts = {0: 1, 2: 2, 3: 2}
+    for row in range(4):
+        values = out[row, 0, :, 0, 0]
+        k = firsts.get(row, 0) * 2  # frames taken from the donor
+        assert (values[k:] == row).all() and (values[:k] != row).all() and len(set(values[:k].tolist())) <= 1
+        assert own[row].tolist() == [0.0] * k + [1.0] * (6 - k)
+    assert torch.equal(out[1], x0[1])
+    model = _model(t=6).train()
+    x = torch.randn(4, 4, 6, 4, 4, generator=torch.Generator().manual_seed(4))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain, _ = model.loss(x, _cond(batch=4), generator=g())
+    assert torch.equal(plain, model.loss(x, _cond(batch=4), generator=g(), context_swap=0.0)[0])
+    swapped, _ = model.loss(x, _cond(batch=4), generator=g(), context_swap=1.0)
+    swapped.backward()
+    assert torch.isfinite(swapped) and not torch.equal(swapped, plain)
 
 
 @pytest.mark.parametrize("deferred", [False, True])

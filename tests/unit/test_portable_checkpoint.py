@@ -182,6 +182,7 @@ def test_options_at_their_defaults_leave_the_hash_as_it_was():
     settings = portable.hashed_settings(default)
     assert not [k for k in settings if k.startswith(("routing.", "repa.")) or k == "optim.optimizer"]
     assert set(portable.NEUTRAL) <= set(portable._flat(default))
-    for override in ("optim.optimizer=muon", "routing.ratio=0.5", "repa.weight=0.5", "optim.muon_lr=0.01"):
+    for override in ("optim.optimizer=muon", "routing.ratio=0.5", "repa.weight=0.5", "optim.muon_lr=0.01",
+                     "context_swap=0.25"):
         changed = load_config(None, [override], schema=GeneratorTrainConfig).to_dict()
         assert portable.config_hash(changed) != portable.config_hash(default), override

@@ -205,9 +205,11 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         return torch.cat(list(chunks), dim=2)
 
     def loss(self, x0: torch.Tensor, cond: Optional[Conditioning] = None, generator: GeneratorLike = None,
-             weight: Optional[torch.Tensor] = None, *, sp=None) -> tuple[torch.Tensor, dict]:
+             weight: Optional[torch.Tensor] = None, *, sp=None, context_swap: float = 0.0) -> tuple[torch.Tensor, dict]:
         """Diffusion forcing on normalized latents ``x0`` (B, C, t, h, w): a logit-normal noise level per chunk, the
-        flow-matching loss over every frame (``sp``: as :meth:`forward`, refused)."""
+        flow-matching loss over every frame (``sp``: as :meth:`forward`, refused). ``context_swap``: the share of
+        clips whose first 1 .. n-1 chunks are another clip's of the batch, a prompt switch as a stream re-caches it
+        (:func:`swap_context`); their loss covers their own chunks only."""
         self.check_latents(x0, "x0")
         if weight is not None:
             raise UnsupportedError("weight: per-position loss weights are not supported by the block-causal model")
@@ -217,7 +219,29 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         noise = r.randn(*x0.shape).to(dev, x0.dtype)
         s = torch.sigmoid(r.randn(b, n) * self.config.logit_normal_std).to(dev)  # (B, chunks)
         s_frames = s.repeat_interleave(self.config.chunk_frames, dim=1)[:, :t]  # (B, t)
+        own = None
+        if context_swap > 0 and b > 1 and n > 1:
+            x0, own = swap_context(x0, r.rand(b) < context_swap, r.rand(b), r.rand(b), self.config.chunk_frames)
         xt = (1 - s_frames[:, None, :, None, None]) * x0 + s_frames[:, None, :, None, None] * noise
         pred = self(xt, s * 1000, cond, drop=self.sample_drop(b, r, dev), sp=sp).sample
-        loss = F.mse_loss(pred.float(), (noise - x0).float())
+        if own is None:
+            loss = F.mse_loss(pred.float(), (noise - x0).float())
+        else:  # the mean over each clip's own frames
+            err = (pred.float() - (noise - x0).float()).square().mean(dim=(1, 3, 4))  # (B, t)
+            loss = (err * own).sum() / own.sum()
         return loss, {"mse": loss.detach()}
+
+
+def swap_context(x0: torch.Tensor, swap: torch.Tensor, cut: torch.Tensor, pick: torch.Tensor,
+                 chunk_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0 with the first chunks of the ``swap`` rows taken from another row, (B, t) 1.0 on each row's own frames).
+    ``cut``, ``pick``: uniform draws in [0, 1) per row; a swapped row keeps chunks ``1 + floor(cut * (n - 1))`` on
+    (its first chunk, the sink, is always another clip's) and takes the chunks before from row
+    ``(i + 1 + floor(pick * (B - 1))) % B``, never itself."""
+    b, t = x0.shape[0], x0.shape[2]
+    n = -(-t // chunk_frames)
+    first = 1 + (cut * (n - 1)).long().clamp(max=n - 2)  # (B,) in 1 .. n-1
+    donor = (torch.arange(b) + 1 + (pick * (b - 1)).long().clamp(max=b - 2)) % b
+    chunks = swap[:, None] & (torch.arange(n)[None] < first[:, None])  # (B, n) chunks from the donor
+    frames = chunks.repeat_interleave(chunk_frames, dim=1)[:, :t].to(x0.device)
+    return torch.where(frames[:, None, :, None, None], x0[donor.to(x0.device)], x0), (~frames).to(x0.dtype)

@@ -253,7 +253,11 @@ class GeneratorTrainConfig(RunConfig):
     sample: SampleConfig = field(default_factory=SampleConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)  # token routing in training (off at ratio 0)
     repa: RepaConfig = field(default_factory=RepaConfig)  # representation alignment (off at weight 0)
+    # block-causal models: the share of clips whose first chunks come from another clip of the batch (a prompt
+    # switch in training: the caption, not the context, decides what follows); the loss covers their own chunks
+    context_swap: float = 0.0
     _renamed = {"tokenizer": "video_tokenizer"}
+    _ranges = {"context_swap": (0, 1)}
 
 
 def _real(value) -> bool:

@@ -128,6 +128,12 @@ class GeneratorTask(TrainingTask):
         model.check_tokenizer(tokenizer)
         if cfg.routing.ratio:  # token routing in training, refused by name before any clip is encoded
             self.loss_kwargs["routing"] = check_run_routing(cfg, model, sp, log)
+        if cfg.context_swap:
+            if cfg.model.generator != "causal":
+                raise ConfigError(f"context_swap={cfg.context_swap}: prompt switches in training are for the "
+                                  f"block-causal generator (model.generator: causal), got {cfg.model.generator!r}; "
+                                  "set context_swap: 0")
+            self.loss_kwargs["context_swap"] = cfg.context_swap
         self.shards, self.pixels = None, None
         if cfg.data.dataset == "shards":  # read as training goes, batches of one bucket each
             self.shards = _open_shards(cfg, tokenizer, data_rank_world(acc, sp), log)

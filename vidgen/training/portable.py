@@ -57,10 +57,10 @@ def _defaults(section: str, cls, names=None) -> dict:
 
 #: settings left out of the hash while they hold their default values (options that leave training as it is; a record
 #: without them matches a run that keeps their defaults): the optimizer choice and Muon's settings, token routing,
-#: representation alignment
+#: representation alignment, the causal context swap
 NEUTRAL = {**_defaults("optim", OptimConfig, ("optimizer", "muon_lr", "muon_momentum", "muon_weight_decay",
                                               "muon_adjust_lr")),
-           **_defaults("routing", RoutingConfig), **_defaults("repa", RepaConfig)}
+           **_defaults("routing", RoutingConfig), **_defaults("repa", RepaConfig), "context_swap": 0.0}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -1,0 +1,118 @@
+"""Stage 7's reads by its ship rule (experiments/configs/generators/flow_shapes_stage7.yaml, fixed before its first
+step): the EMA weights of a run's checkpoints at every 1000 steps (and its final/), in step order, each on
+``tuning_prompts(192)`` (seen pairs, never an evaluation caption) at guidance 3 and 25 steps in fp32, against stage
+6's read (``experiments/results/ship_flow_gpu_gpu_192.json``). A checkpoint ships if all hold:
+
+* shape >= 60 %;
+* colour+motion no more than 2 points below stage 6's;
+* turns (rotating prompts whose motion the scorer reads as rotating, ``sweep_sampling.motion_right``) not fewer
+  than stage 6's.
+
+The first that passes ships and the reads stop there; otherwise every read is the curve of shape against steps.
+Writes the results file after every read (a stopped run keeps what it read).
+
+    HF_HUB_OFFLINE=1 python experiments/stage7_read.py runs/flow_shapes_stage7 --out experiments/results/stage7_read.json
+    python experiments/device/run_offline.py experiments/stage7_read.py runs/flow_shapes_stage7 --device cuda ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "eval"))
+from results import weights_digest, write_result  # noqa: E402  (first: the start load)
+sys.path.insert(0, str(ROOT / "experiments"))
+from sweep_sampling import motion_right  # noqa: E402  (how stage 6's read counted turns)
+
+import torch  # noqa: E402
+
+from vidgen.demo.prompts import tuning_prompts  # noqa: E402
+from vidgen.demo.run import generate, score  # noqa: E402
+from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
+
+STAGE6 = ROOT / "experiments" / "results" / "ship_flow_gpu_gpu_192.json"
+SHAPE_AT_LEAST, COLOR_MOTION_POINTS, READ_EVERY = 0.60, 0.02, 1000
+SAMPLING = dict(guidance_scale=3.0, num_inference_steps=25)
+
+
+def reference() -> dict:
+    """Stage 6's colour+motion, shape and turns on the same prompts and settings (its one row)."""
+    row = json.loads(STAGE6.read_text())["rows"][0]
+    turned, rotating = map(int, row["motion_right"]["rotate"].split("/"))
+    return {"color_motion": row["seen"]["color_motion"], "shape": row["seen"]["shape"], "turned": turned,
+            "rotating": rotating}
+
+
+def checkpoints(run: Path, every: int) -> list[tuple[int, Path]]:
+    """(step, folder) of the run's checkpoints at multiples of ``every`` and its final/, in step order."""
+    found = []
+    for folder in sorted((run / "checkpoints").glob("step_*")):
+        step = int(folder.name.split("_")[1])
+        if step % every == 0:
+            found.append((step, folder))
+    if (run / "final" / "config.json").is_file():
+        status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
+        step = int(status.get("step", found[-1][0] if found else 0))
+        found = [f for f in found if f[0] != step] + [(step, run / "final")]
+    return sorted(found, key=lambda f: f[0])
+
+
+def judge(row: dict, ref: dict) -> dict:
+    checks = {"shape": row["shape"] >= SHAPE_AT_LEAST,
+              "color_motion": row["color_motion"] >= ref["color_motion"] - COLOR_MOTION_POINTS,
+              "turns": row["turned"] >= ref["turned"]}
+    return {**checks, "ships": all(checks.values())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the stage-7 run folder (its checkpoints/ and final/)")
+    parser.add_argument("--prompts", type=int, default=192)
+    parser.add_argument("--every", type=int, default=READ_EVERY, help="read checkpoints at multiples of this step")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=SAMPLING["num_inference_steps"],
+                        help="sampling steps (25 is the rule's; fewer only for a dry run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "stage7_read.json")
+    args = parser.parse_args(argv)
+    from vidgen.generators.flow import FlowVideoTransformer
+    from vidgen.pipelines import load_pipeline
+    from vidgen.training.checkpoint import load_trained
+    torch.manual_seed(0)
+    ref, prompts, scorer = reference(), tuning_prompts(args.prompts, seed=1), AttributeScorer()
+    pipe = load_pipeline(ROOT / "pretrained" / "shapes-flow", dtype="fp32").to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    sampling = {**SAMPLING, "num_inference_steps": args.steps}
+    rows = []
+    payload = {"rule": {"shape_at_least": SHAPE_AT_LEAST, "color_motion_points_below_stage6": COLOR_MOTION_POINTS,
+                        "turns_at_least_stage6": True}, "stage6": ref,
+               "prompts": args.prompts, "prompt_seed": 1, "sampling": sampling, "rows": rows}
+    found = checkpoints(args.run, args.every)
+    if not found:
+        raise SystemExit(f"{args.run}: no checkpoint at a multiple of {args.every} steps and no final/")
+    for step, folder in found:
+        model = load_trained(FlowVideoTransformer, folder).to(args.device)
+        pipe.register_modules(transformer=model)
+        videos, seconds = generate(pipe, prompts, args.batch, **sampling)
+        detected, result = score(scorer, videos.cpu(), prompts)
+        turned, rotating = map(int, motion_right(detected, prompts).get("rotate", "0/0").split("/"))
+        row = {"step": step, "folder": str(folder), "weights_sha256": weights_digest(folder),
+               "shape": result["all"]["shape"], "color_motion": result["all"]["color_motion"],
+               "turned": turned, "rotating": rotating, "seconds_per_video": seconds}
+        row["verdict"] = judge(row, ref)
+        rows.append(row)
+        payload["ships"] = next((r["step"] for r in rows if r["verdict"]["ships"]), None)
+        write_result(args.out, payload, weights=[ROOT / "pretrained" / "shapes-flow"], precision="fp32")
+        print(f"step {step:5d}: shape {row['shape']:.1%}  colour+motion {row['color_motion']:.1%}  turns "
+              f"{row['turned']} of {row['rotating']}  {'SHIPS' if row['verdict']['ships'] else 'does not ship'}",
+              flush=True)
+        if row["verdict"]["ships"]:
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

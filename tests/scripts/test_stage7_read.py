@@ -1,0 +1,31 @@
+"""experiments/stage7_read.py: the checkpoints it reads, in order, and its ship rule against stage 6's read."""
+from __future__ import annotations
+
+import json
+
+
+def _folder(path, step=None):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+
+
+def test_it_reads_every_thousandth_checkpoint_and_the_final_in_step_order(load_script, tmp_path):
+    read = load_script("experiments/stage7_read.py")
+    for step in (250, 1000, 1750, 2000, 3000):
+        _folder(tmp_path / "checkpoints" / f"step_{step:08d}")
+    assert [s for s, _ in read.checkpoints(tmp_path, 1000)] == [1000, 2000, 3000]
+    _folder(tmp_path / "final")
+    (tmp_path / "status.json").write_text(json.dumps({"state": "complete", "step": 3000}))
+    found = read.checkpoints(tmp_path, 1000)
+    assert [s for s, _ in found] == [1000, 2000, 3000] and found[-1][1].name == "final"  # final replaces step 3000
+
+
+def test_the_rule_needs_shape_colour_motion_and_turns(load_script):
+    read = load_script("experiments/stage7_read.py")
+    ref = read.reference()  # stage 6's committed read: 95.8 % colour+motion, 35.9 % shape, 20 of 26 turns
+    assert (round(ref["color_motion"], 3), round(ref["shape"], 3), ref["turned"], ref["rotating"]) == \
+        (0.958, 0.359, 20, 26)
+    good = {"shape": 0.60, "color_motion": ref["color_motion"] - 0.019, "turned": 20}
+    assert read.judge(good, ref)["ships"]
+    for change in ({"shape": 0.59}, {"color_motion": ref["color_motion"] - 0.021}, {"turned": 19}):
+        assert not read.judge({**good, **change}, ref)["ships"], change
