@@ -121,7 +121,7 @@ def autocast(on: bool):
 
 
 # ---------------------------------------------------------------------------------------------------------- training
-def training(kind: str, preset: str, grid, args, ceilings, out: dict, save) -> dict:
+def training(kind: str, preset: str, grid, args, ceilings, out: dict, save) -> None:
     """fp32 / bf16 (autocast) / bf16+compile training steps of one model into ``out``, calling ``save`` after each
     precision; FLOPs counted once (fp32 step)."""
     b, tokens = args.train_batch, math.prod(grid) // math.prod(PATCH)
@@ -163,7 +163,6 @@ def training(kind: str, preset: str, grid, args, ceilings, out: dict, save) -> d
               f"{rate / 1e9:5.0f} GFLOP/s = {100 * rate / ceil:4.1f} % of the {mode[:4]} ceiling"
               + (f" (first step {first:.1f} s)" if mode == "bf16+compile" else ""), flush=True)
         del model, opt
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------- sampling

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Export a run's EMA weights from the lent GPU machine in files the device tool returns (each at most 16 MiB).
 
-    python experiments/device/export_weights.py runs/<run> $OUT/<run>
+    python experiments/device/export_weights.py runs/<run> $OUT/<run> [<folder>]
 
-Reads the run's ``final`` folder, or its last checkpoint when a deadline stopped it, and writes config.json plus the
+Reads ``<folder>`` (one of the run's checkpoints or its final/), else the run's ``final`` folder, or its last
+checkpoint when a deadline stopped it, and writes config.json plus the
 weights in fp32 split into files of at most 15 MiB (``weights_a.safetensors``, ``weights_b`` ...; a 10.5 M parameter
 model needs three). ``unpack_weights.py`` joins them on the dev machine.
 """
@@ -17,7 +18,7 @@ from vidgen.generators import generator_class
 from vidgen.training.checkpoint import load_trained
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
-src = run / "final"
+src = Path(sys.argv[3]) if len(sys.argv) > 3 else run / "final"
 if not src.exists():  # stopped early: the last checkpoint, with its EMA weights
     src = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
 model = load_trained(generator_class(yaml.safe_load((run / "config.yaml").read_text())["model"]["generator"]), src)

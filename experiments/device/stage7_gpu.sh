@@ -21,7 +21,7 @@
 # A CPU dry run (tiny data, 4 steps, reads at 2-step checkpoints at 1 sampling step):
 #   OUT=/tmp/s7 DRY=1 bash experiments/device/stage7_gpu.sh
 set -u
-CFG=experiments/configs/generators/flow_shapes_stage7.yaml
+RUN_CFG=experiments/configs/generators/flow_shapes_stage7.yaml
 if [ "${1:-}" = prepare ]; then
   set -eo pipefail
   SIZE_CHECK=0 PIPELINE_PROMPTS=0 bash experiments/device/prepare_attention_gpu.sh  # wheels, .carry/commit.txt
@@ -43,8 +43,7 @@ if [ "${DRY:-0}" = 1 ]; then  # the CPU dry run
   EXTRA="data.num_clips=64 data.batch=4 data.encode_batch=4 threads=2 steps=4 portable_every=2"
   CKPT=2; TRAIN_END=300; READ_END=400
 fi
-source experiments/device/setup.sh  # $L, $T, run_dir, export_run (sets CFG to another config: ours is RUN_CFG)
-RUN_CFG=experiments/configs/generators/flow_shapes_stage7.yaml
+source experiments/device/setup.sh  # $L, $T, run_dir, export_run (it sets CFG too: ours is RUN_CFG)
 RUN=$(run_dir $RUN_CFG)
 TRAIN="python3 experiments/device/train_offline_text.py --table $T --config $RUN_CFG"
 echo "setup done at $SECONDS s" >> $L/plan.txt
@@ -58,10 +57,8 @@ timeout $((READ_END - SECONDS)) python3 experiments/device/run_offline.py experi
   --out $OUT/stage7_read.json > $L/read.log 2>&1
 echo "read exit $? at $SECONDS s" >> $L/plan.txt
 SHIPS=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(next((r['folder'] for r in d['rows'] if r['verdict']['ships']), d['rows'][-1]['folder']))" $OUT/stage7_read.json 2>/dev/null)
-if [ -n "$SHIPS" ]; then  # export_weights.py reads a run folder's final/ or its latest checkpoint: point it at this one
-  mkdir -p /tmp/export/checkpoints && cp $RUN/config.yaml /tmp/export/ && ln -sfn $PWD/$SHIPS /tmp/export/checkpoints/pick
-  echo pick > /tmp/export/checkpoints/latest
-  python3 experiments/device/export_weights.py /tmp/export $OUT/stage7 >> $L/plan.txt 2>&1
+if [ -n "$SHIPS" ]; then
+  python3 experiments/device/export_weights.py $RUN $OUT/stage7 $SHIPS >> $L/plan.txt 2>&1
   echo "exported $SHIPS at $SECONDS s" >> $L/plan.txt
 fi
 PORTABLE=$(python3 -c "import yaml; print(yaml.safe_load(open('$RUN_CFG'))['portable_dir'])")
