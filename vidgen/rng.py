@@ -44,6 +44,10 @@ class RowGenerator:
         """Integers in ``[0, high)``, ``(b, *shape)``."""
         return self._keep(torch.randint(0, high, (b * self.world, *shape), generator=self.generator, device=self.device))
 
+    def shared(self, *shape: int) -> torch.Tensor:
+        """Uniform [0, 1) of ``shape``, the same on every process (one draw for the whole global batch)."""
+        return torch.rand(*shape, generator=self.generator, device=self.device)
+
     def __repr__(self) -> str:
         return f"RowGenerator(rank={self.rank}, world={self.world})"
 

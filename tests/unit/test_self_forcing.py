@@ -3,6 +3,8 @@ earlier chunks as they were) and its DMD2 loss against a bidirectional teacher s
 with gradients reaching the student and the critic, never the teacher."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -63,6 +65,44 @@ def test_the_self_forcing_loss_over_two_processes_equals_one_batch():
     gradients_reach(trained=[student, critic], frozen=[teacher])
 
 
+def _long(chunks: int, switch: float = 0.0):
+    return functools.partial(self_forcing_rollout, chunks=chunks, switch=switch)
+
+
+def test_a_long_rollout_returns_a_window_of_a_stream_longer_than_the_clip():
+    """Self-Forcing++: the window is a clip's length, made after the student's own earlier chunks (so it differs from
+    the clip-length rollout of the same noise), the same again from the same draws, and a switch of prompts before
+    the window changes what the window holds."""
+    student = _causal()
+    noise = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(1))
+
+    def roll(sample, seed=3):
+        with torch.no_grad():
+            return sample(student, noise, _cond(4), SPEC, RowGenerator(torch.Generator().manual_seed(seed)))
+
+    short, long = roll(self_forcing_rollout), roll(_long(12))
+    assert long.shape == noise.shape and torch.equal(long, roll(_long(12)))
+    assert (long - short).abs().max() > 1e-3
+    assert torch.equal(roll(_long(SHAPE[1])), short)  # a rollout of the clip's own length is the plain one
+    seed = next(s for s in range(20) if torch.rand(1, generator=torch.Generator().manual_seed(s)).item() > 0.2)
+    switched = roll(_long(12, switch=1.0), seed)  # the window starts past chunk 0: there is a prompt to switch from
+    assert (switched - roll(_long(12), seed)).abs().max() > 1e-3
+
+
+def test_the_long_rollout_loss_over_two_processes_equals_one_batch():
+    """The window's start is one draw for the whole global batch, so the processes roll out alike."""
+    student, teacher = _causal(), _flow(3).requires_grad_(False)
+    critic = _flow(4).requires_grad_(True)
+
+    def loss(rows: slice, rank: int, world: int):
+        r = RowGenerator(torch.Generator().manual_seed(6), rank, world)
+        noise = r.randn(len(range(4)[rows]), *SHAPE)
+        return dmd2_losses(student, critic, teacher, noise, _cond(4).index(rows), SPEC, r, sample=_long(9))
+
+    halves_make_the_whole(loss).backward()
+    gradients_reach(trained=[student, critic], frozen=[teacher])
+
+
 def test_the_script_trains_a_causal_student_by_self_forcing_into_a_streaming_pipeline(tiny_pipeline, tmp_path, capsys):
     """``pipelines/distill.py`` with ``distill.student`` (a block-causal model): DMD2 on its rollouts against the
     bidirectional teacher pipeline, then the causal pipeline beside the run, streaming at the student's step counts
@@ -104,3 +144,12 @@ def test_the_script_trains_a_causal_student_by_self_forcing_into_a_streaming_pip
     assert main([*args, f"run_dir={tmp_path / 'bad2'}", f"distill.student={tmp_path / 'stage1'}",
                  "distill.method=consistency"]) == 2
     assert "set distill.method=dmd2" in capsys.readouterr().err
+    # Self-Forcing++: a rollout past the clip, with prompt switches; its settings refused by name out of place
+    assert main([*args, f"run_dir={tmp_path / 'long'}", f"distill.student={tmp_path / 'stage1'}", "steps=1",
+                 "distill.rollout_frames=17", "distill.rollout_switch=0.5"]) == 0
+    assert "Self-Forcing++: 17-frame rollouts (5 chunks)" in capsys.readouterr().out
+    assert main([*args, f"run_dir={tmp_path / 'bad3'}", "distill.rollout_frames=17"]) == 2
+    assert "a long rollout is a block-causal student's (set distill.student)" in capsys.readouterr().err
+    assert main([*args, f"run_dir={tmp_path / 'bad4'}", f"distill.student={tmp_path / 'stage1'}",
+                 "distill.rollout_switch=0.5"]) == 2
+    assert "set distill.rollout_frames above data.num_frames=9" in capsys.readouterr().err

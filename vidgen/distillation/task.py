@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,12 @@ class DistillConfig:
     # a block-causal model to train by Self-Forcing (a train_generator.py run's final/ or checkpoint): rolled out
     # chunk by chunk on its own outputs against the teacher (dmd2 only); "" = the student is a copy of the teacher
     student: str = ""
+    # Self-Forcing++: the student streams this many video frames (counted as data.num_frames counts them) and the
+    # teacher scores one clip-length window of the stream, drawn per batch; 0 = the clip's own length
+    rollout_frames: int = 0
+    rollout_switch: float = 0.0  # with rollout_frames: the share of rows whose frames before the window follow
+    # another row's prompt, re-cached under their own at the window (a prompt switch)
+    _ranges = {"rollout_switch": (0, 1)}
 
 
 @dataclass
@@ -105,10 +112,12 @@ class DistillationLoss(nn.Module):
     """``forward(x, cond, generator)`` = the distillation loss, over the student, the critic and the frozen teacher
     (one module, so DDP sees one forward per step)."""
 
-    def __init__(self, student, teacher, critic, discriminator, spec: dict, dcfg: DistillConfig):
+    def __init__(self, student, teacher, critic, discriminator, spec: dict, dcfg: DistillConfig,
+                 rollout_chunks: int = 0):
         super().__init__()
         self.student, self.teacher, self.critic, self.discriminator = student, teacher, critic, discriminator
         self.spec, self.dcfg, self.step_index = spec, dcfg, 0
+        self.rollout = functools.partial(self_forcing_rollout, chunks=rollout_chunks, switch=dcfg.rollout_switch)
 
     def forward(self, x, cond, generator):
         r = rows(generator)
@@ -119,7 +128,7 @@ class DistillationLoss(nn.Module):
         causal = isinstance(self.student, CausalFlowVideoTransformer)
         return dmd2_losses(self.student, self.critic, self.teacher, noise, cond, self.spec, r,
                            student_weight=student_weight, gan_weight=self.dcfg.gan_weight,
-                           discriminator=self.discriminator, real=x, sample=self_forcing_rollout if causal else None)
+                           discriminator=self.discriminator, real=x, sample=self.rollout if causal else None)
 
 
 def set_step(module: nn.Module, step: int) -> None:
@@ -164,7 +173,8 @@ class DistillTask(GeneratorTask):
                 self.extra_state["gan_head"] = self.discriminator
                 self.params = self.params + list(self.discriminator.head.parameters())
             self._continue_critic(log)
-        self.module = DistillationLoss(student, self.teacher, self.critic, self.discriminator, self.spec, d)
+        self.module = DistillationLoss(student, self.teacher, self.critic, self.discriminator, self.spec, d,
+                                       self._rollout_chunks(log))
         log(f"distilling {d.teacher} ({self.spec['method']}, guidance {self.spec['guidance_scale']}) into a "
             f"{'/'.join(map(str, self.spec['steps']))}-step student")
 
@@ -191,6 +201,23 @@ class DistillTask(GeneratorTask):
                               f"{self.teacher.config.in_channels}; both must model the same VAE's latents")
         log(f"Self-Forcing: the block-causal student {d.student} rolls out on its own chunks")
         return make_student(causal, self.spec).requires_grad_(True).train()
+
+    def _rollout_chunks(self, log) -> int:
+        """``distill.rollout_frames`` as the stream's chunk count (0: the clip's), checked against the clip."""
+        d, frames = self.cfg.distill, self.cfg.data.num_frames
+        if not d.rollout_frames:
+            if d.rollout_switch:
+                raise ConfigError(f"distill.rollout_switch={d.rollout_switch}: prompt switches happen in a rollout "
+                                  f"longer than a clip; set distill.rollout_frames above data.num_frames={frames}")
+            return 0
+        if not d.student or d.rollout_frames < frames:
+            raise ConfigError(f"distill.rollout_frames={d.rollout_frames}: a long rollout is a block-causal student's "
+                              f"(set distill.student) of at least data.num_frames={frames} frames")
+        latent = self.video_tokenizer.latent_grid(d.rollout_frames, self.cfg.data.size, self.cfg.data.size)[0]
+        chunks = -(-latent // self.model.config.chunk_frames)
+        log(f"Self-Forcing++: {d.rollout_frames}-frame rollouts ({chunks} chunks), the teacher scoring a "
+            f"{frames}-frame window of each{f'; {d.rollout_switch:.0%} switch prompts at it' if d.rollout_switch else ''}")
+        return chunks
 
     def _continue_critic(self, log) -> None:
         """With ``init_from`` a DMD2 checkpoint, its critic (which tracks that student) rather than a fresh copy of
