@@ -76,7 +76,9 @@ def test_the_size_rule_refuses_by_name(vae, tmp_path, monkeypatch):
 def test_replaced_in_place_with_its_record(vae, tmp_path):
     train_generator(_config(tmp_path, vae, "run", "portable_every=1"))
     folder = tmp_path / "portable"
-    assert sorted(p.name for p in folder.iterdir()) == ["state.json", "weights.safetensors"]  # no file per step
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "state.json", "weights.safetensors"]  # no file
+    # per step; the model's config beside its weights
+    assert json.loads((folder / "config.json").read_text())["_class_name"] == "FlowVideoTransformer"
     record = json.loads((folder / "state.json").read_text())
     assert record == portable.read_record(folder)  # the JSON is the copy of what the weights file carries
     assert record["step"] == STEPS and record["data"]["sampler"] == {"epoch": 2, "pos": 8}  # 6 x 4 clips of 8

@@ -4,6 +4,7 @@ with gradients reaching the student and the critic, never the teacher."""
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
@@ -153,3 +154,41 @@ def test_the_script_trains_a_causal_student_by_self_forcing_into_a_streaming_pip
     assert main([*args, f"run_dir={tmp_path / 'bad4'}", f"distill.student={tmp_path / 'stage1'}",
                  "distill.rollout_switch=0.5"]) == 2
     assert "set distill.rollout_frames above data.num_frames=9" in capsys.readouterr().err
+
+
+def test_a_self_forcing_run_continues_where_its_student_folder_is_gone(tiny_pipeline, tmp_path, capsys, monkeypatch):
+    """Another machine has the portable checkpoint but not ``distill.student``'s folder (a run's final/ in runs/):
+    the student is built from the checkpoint's config and continues from its weights."""
+    import runpy
+    import shutil
+    from pathlib import Path
+
+    tiny_pipeline("flow").save_pretrained(tmp_path / "teacher")
+    tiny_pipeline("causal").transformer.save_pretrained(tmp_path / "stage1")
+    main = runpy.run_path(str(Path(__file__).resolve().parents[2] / "pipelines" / "distill.py"),
+                          run_name="distill")["main"]
+    args = [f"distill.teacher={tmp_path / 'teacher'}", "distill.steps=[1]", f"distill.student={tmp_path / 'stage1'}",
+            "data.num_clips=4", "data.num_frames=9", "data.size=32", "data.batch=2", "data.max_text_tokens=8",
+            f"data.cache_dir={tmp_path / 'cache'}", "ckpt_every=1", "sample_every=0", "precision=fp32",
+            f"portable_dir={tmp_path / 'portable'}", "portable_every=1", "portable_ema=false", "steps=2",
+            f"run_dir={tmp_path / 'run'}"]
+    from vidgen.training import trainer
+    real = trainer.optimizer_step
+    calls = []
+
+    def step(*a, **k):  # the machine goes away after the first step
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt("machine gone")
+        return real(*a, **k)
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "optimizer_step", step)
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+    shutil.rmtree(tmp_path / "stage1")
+    shutil.rmtree(tmp_path / "run")  # the next machine: no runs/, no student folder
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "is not here: the student is built from" in out and "continued from the portable checkpoint" in out
+    assert json.loads((tmp_path / "portable" / "state.json").read_text())["step"] == 2

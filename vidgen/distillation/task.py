@@ -192,7 +192,7 @@ class DistillTask(GeneratorTask):
             return student.requires_grad_(True).train()
         if self.cfg.init_from:
             raise ConfigError("init_from: a Self-Forcing run starts from distill.student; set one of the two")
-        causal = load_causal_student(d.student)
+        causal = self._portable_student(log) or load_causal_student(d.student)
         if d.method != "dmd2":
             raise ConfigError(f"distill.student: a block-causal student trains by Self-Forcing, which is distribution "
                               f"matching; set distill.method=dmd2 (got {d.method!r})")
@@ -201,6 +201,21 @@ class DistillTask(GeneratorTask):
                               f"{self.teacher.config.in_channels}; both must model the same VAE's latents")
         log(f"Self-Forcing: the block-causal student {d.student} rolls out on its own chunks")
         return make_student(causal, self.spec).requires_grad_(True).train()
+
+    def _portable_student(self, log):
+        """A continuation on a machine without ``distill.student``'s folder: the student built from the portable
+        checkpoint's ``config.json`` (its weights then come from the checkpoint), else None."""
+        cfg = self.cfg
+        if Path(cfg.distill.student).exists() or not cfg.portable_dir or cfg.resume != "auto":
+            return None
+        from vidgen.training import portable
+        folder = Path(cfg.portable_dir)
+        if portable.read_record(folder) is None or not (folder / portable.CONFIG).is_file() or \
+                any((Path(cfg.run_dir) / "checkpoints").glob("step_*")):
+            return None
+        log(f"distill.student={cfg.distill.student} is not here: the student is built from {folder / portable.CONFIG} "
+            f"and continues from that checkpoint's weights")
+        return CausalFlowVideoTransformer.from_config(json.loads((folder / portable.CONFIG).read_text()))
 
     def _rollout_chunks(self, log) -> int:
         """``distill.rollout_frames`` as the stream's chunk count (0: the clip's), checked against the clip."""

@@ -9,6 +9,8 @@ steps (never one file per step):
   continuation reads, written to a temporary name and renamed: a crash never leaves weights of one step with the
   record of another. ``portable_ema: false`` leaves the EMA out, for a model whose weights and EMA would not both
   fit: a continuation then restarts the average from the weights, and records that it did.
+* ``config.json``: the model's configuration (a diffusers-style model's), so a run whose starting folder is not on
+  the next machine (a distillation's ``distill.student``) can still build the model the weights fill.
 * ``state.json``: the same record, readable in a diff: the step, the data position (the sampler's state; every
   random draw of a step comes from ``step_generator(seed, step)``, so the seed and the step are the rest of the RNG
   state), the hash of the settings that must not change (:func:`config_hash`, with those settings), the commit,
@@ -41,7 +43,7 @@ from vidgen.training.routing import RoutingConfig
 
 #: the most the weights file of a portable checkpoint may hold (16 MB): it is committed to git
 MAX_BYTES = 16_000_000
-WEIGHTS, RECORD = "weights.safetensors", "state.json"
+WEIGHTS, RECORD, CONFIG = "weights.safetensors", "state.json", "config.json"
 FORMAT = 1
 #: settings that may differ between the machines a run continues on (how it runs, not what it trains)
 FREE_KEYS = frozenset({
@@ -158,9 +160,13 @@ def save(folder: str | Path, model, ema, record: dict) -> Path:
     tmp = folder / f".{WEIGHTS}.{os.getpid()}.tmp"
     save_file(tensors, str(tmp), metadata={"vidgen_portable": json.dumps(record, sort_keys=True)})
     os.replace(tmp, folder / WEIGHTS)
-    tmp = folder / f".{RECORD}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / RECORD)
+    texts = {RECORD: json.dumps(record, indent=2, sort_keys=True) + "\n"}
+    if hasattr(model, "to_json_string"):
+        texts[CONFIG] = model.to_json_string()
+    for name, text in texts.items():
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)
     return folder / WEIGHTS
 
 
