@@ -15,7 +15,8 @@ The third rule (colour+motion on the seen tuning pairs at least shapes-flow's) i
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/causal_ship_rule.py --transformer runs/causal_shapes_wrap/final
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/causal_ship_rule.py --quick                # 1 seed, short
 
-Writes ``experiments/results/causal_ship_rule_<name>.json`` (commit, weights sha256, CPU, load average).
+Writes ``experiments/results/causal_ship_rule_<name>.json`` (commit, weights sha256, CPU, load average) and, beside
+it, ``causal_ship_rule_<name>.png``: seed 0's stream of each motion and its first stories, 16 frames a row.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.results import write_result  # noqa: E402
-from experiments.causal_stream_probe import PRESENT, foreground, frame_colours, run  # noqa: E402
+from experiments.causal_stream_probe import (PRESENT, as_video, foreground, frame_colours, run,  # noqa: E402
+                                             save_image)
 
 MOTIONS = ("left", "right", "up", "down", "shrink", "rotate", "still")
 WINDOW, MIN_HELD = 17, 13  # every 17-frame window: at least 13 frames holding an object
@@ -98,11 +100,13 @@ def main(argv=None) -> int:
     frames_long = 33 if args.quick else STREAM_FRAMES
     prompts = tuning_prompts(192)
     start = time.time()
-    streams = []
+    streams, sheet = [], []  # (label, video) rows of the contact sheet
     for motion, p in prompts_by_motion(prompts).items():
         for seed in seeds:
             frames = run(pipe, p.caption, frames_long, seed)
             streams.append({"motion": motion, "prompt": p.caption, "seed": seed, **window_rule(frames)})
+            if seed == seeds[0]:
+                sheet.append((f"{motion}: {streams[-1]['min_frames_held_in_a_window']}/17 min", as_video(frames)))
             print(f"stream {motion:6s} seed {seed}: min held {streams[-1]['min_frames_held_in_a_window']}", flush=True)
     stories = []
     for story in stories_of(prompts, 2 if args.quick else STORIES):
@@ -111,6 +115,8 @@ def main(argv=None) -> int:
             frames = run(pipe, schedule, SEGMENT * len(story), seed)
             stories.append({"prompts": schedule, "seed": seed,
                             **story_rule(frames, [p.attributes.color for p in story])})
+            if seed == seeds[0] and len(stories) <= 3 * len(seeds):
+                sheet.append((" / ".join(p.attributes.color for p in story), as_video(frames)))
             print(f"story {len(stories)}: {stories[-1]['share_frames_prompt_colour']}", flush=True)
     result = {"candidate": {"folder": args.folder, "transformer": args.transformer or None},
               "settings": {"seeds": seeds, "stream_frames": frames_long, "segment_frames": SEGMENT,
@@ -125,6 +131,9 @@ def main(argv=None) -> int:
     out = ROOT / "experiments" / "results" / f"causal_ship_rule_{name}{'_quick' if args.quick else ''}.json"
     write_result(out, result, command=" ".join(["python", "experiments/causal_ship_rule.py", *(argv or sys.argv[1:])]),
                  weights=weights, precision="fp32", threads=args.threads)
+    from vidgen.io.images import contact_sheet
+    save_image(out.with_suffix(".png"), contact_sheet([v for _, v in sheet], [label for label, _ in sheet],
+                                                      frames_per_row=16))
     print(f"long streams: {'pass' if result['rules']['long_streams'] else 'FAIL'}; stories: "
           f"{'pass' if result['rules']['stories'] else 'FAIL'} -> {out.relative_to(ROOT)}")
     return 0
