@@ -4,7 +4,8 @@
 The prompts are ``tuning_prompts(n, seed=1)`` (seen colour x motion pairs, no caption of the full evaluation), so the
 ship rules in ``configs/shapes-flow-distilled/`` and ``experiments/configs/distill/`` reads no evaluation number. For the teacher at its shipped
 settings and each student at each of its step counts: colour+motion and shape (``vidgen.demo.run.score``), the
-transformer evaluations per video, and seconds per video at batch 1 and batch 4, measured on a timing subset in one
+rotating prompts read as turning
+(``vidgen.demo.run.turning``), the transformer evaluations per video, and seconds per video at batch 1 and batch 4, measured on a timing subset in one
 interleaved run (the teacher's time is this run's ceiling; every speed claim is the ratio). Run it alone: a training
 on the same cores would distort the times.
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import weights_digest, write_result  # noqa: E402
 
 from vidgen.demo.prompts import tuning_prompts  # noqa: E402
-from vidgen.demo.run import NUM_FRAMES, SIZE, generate, score  # noqa: E402
+from vidgen.demo.run import NUM_FRAMES, SIZE, generate, score, turning  # noqa: E402
 from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
 
 
@@ -84,14 +85,14 @@ def main(argv=None) -> int:
         steps = config.num_inference_steps
         seconds = {f"batch_{b}": seconds_per_video(pipe, timing, b, settings) for b in (1, 4)}
         videos, _ = generate(pipe, prompts, 8, **settings)
-        _, result = score(scorer, videos, prompts)
+        detected, result = score(scorer, videos, prompts)
         row = {"name": name, "folder": folder, "weights_sha256": weights_digest(Path(folder)), "steps": steps,
                "settings": config.to_dict(), "evaluations_per_video": evaluations(config, steps),
                "seconds_per_video": seconds, "color_motion": result["all"]["color_motion"],
-               "shape": result["all"]["shape"]}
+               "shape": result["all"]["shape"], "turns": turning(detected, prompts)}
         rows.append(row)
         print(f"{name:12s} {settings or 'shipped settings'}  evals {row['evaluations_per_video']:3d}  c+m "
-              f"{row['color_motion']:6.1%}  shape {row['shape']:6.1%}  s/video b1 {seconds['batch_1']:.3f} b4 "
+              f"{row['color_motion']:6.1%}  shape {row['shape']:6.1%}  turns {row['turns']['turned']}/{row['turns']['n']}  s/video b1 {seconds['batch_1']:.3f} b4 "
               f"{seconds['batch_4']:.3f}", flush=True)
     teacher = rows[0]
     for row in rows:
