@@ -46,10 +46,13 @@ browser:
 test-slow: $(STAMP)
 	$(PY) eval/test_slow_summary.py
 
-# The suite in a random order (the seed is printed; rerun one with RANDOM_ORDER_SEED=N): tests must not depend on
-# each other's side effects.
+# The suite in a random order, over the same workers as make test (the seed is printed first; rerun one with
+# RANDOM_ORDER_SEED=N): tests must not depend on each other's side effects.
 test-shuffled: $(STAMP)
-	$(PY) -m pytest -q --random-order-bucket=global $(if $(RANDOM_ORDER_SEED),--random-order-seed=$(RANDOM_ORDER_SEED)) tests
+	@seed=$${RANDOM_ORDER_SEED:-$$($(PY) -c 'import random; print(random.randint(1, 999999))')}; \
+	echo "random order seed: $$seed (rerun this order with RANDOM_ORDER_SEED=$$seed)"; \
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) --random-order-bucket=global \
+		--random-order-seed=$$seed tests
 
 # The documentation site (docs/ + the API reference from the docstrings) into site/, offline and strict: a broken
 # link, a missing page or a reference that does not resolve fails the build.
