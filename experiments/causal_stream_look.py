@@ -1,0 +1,60 @@
+"""A quick look at a causal candidate's long streams (a run's checkpoint, not the ship rule's read): 257-frame streams
+of the first tuning prompt of a few motions, seed 0, fp32, with the ship rule's window measure, beside a contact
+sheet. A distilled student (Self-Forcing) samples at the folder's step count.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python experiments/causal_stream_look.py runs/self_forcing_long_shapes/checkpoints/step_00000200 \\
+        --name sfpp_step200
+
+Writes ``experiments/results/causal_stream_look_<name>.json`` and ``.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval.results import write_result  # noqa: E402
+from experiments.causal_ship_rule import STREAM_FRAMES, prompts_by_motion, window_rule  # noqa: E402
+from experiments.causal_stream_probe import as_video, run, save_image  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("transformer", help="a saved CausalFlowVideoTransformer (a run's final/ or checkpoint)")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--motions", default="left,shrink,right,still")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from vidgen.demo.prompts import tuning_prompts
+    from vidgen.generators.causal import CausalFlowVideoTransformer
+    from vidgen.io.images import contact_sheet
+    from vidgen.pipelines import load_pipeline
+    pipe = load_pipeline("pretrained/shapes-causal", dtype="fp32")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer = CausalFlowVideoTransformer.from_pretrained(args.transformer).eval()
+    prompts = prompts_by_motion(tuning_prompts(192))
+    streams, rows, labels = [], [], []
+    for motion in args.motions.split(","):
+        frames = run(pipe, prompts[motion].caption, STREAM_FRAMES, 0)
+        streams.append({"motion": motion, "prompt": prompts[motion].caption, "seed": 0, **window_rule(frames)})
+        rows.append(as_video(frames))
+        labels.append(f"{motion}: {streams[-1]['min_frames_held_in_a_window']}/17 min, "
+                      f"{streams[-1]['windows_passing']:.0%} pass")
+        print(streams[-1], flush=True)
+    out = ROOT / "experiments" / "results" / f"causal_stream_look_{args.name}.json"
+    write_result(out, {"transformer": args.transformer, "stream_frames": STREAM_FRAMES, "streams": streams,
+                       "distillation": pipe.transformer.config.distillation},
+                 command=" ".join(["python", "experiments/causal_stream_look.py", *(argv or sys.argv[1:])]),
+                 weights=sorted(Path(args.transformer).glob("*.safetensors")), precision="fp32", threads=args.threads)
+    save_image(out.with_suffix(".png"), contact_sheet(rows, labels, frames_per_row=16))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
