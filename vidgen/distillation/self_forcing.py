@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import torch
 
 from vidgen.distillation.losses import student_sample_with_grad
-from vidgen.generators.causal import CausalFlowVideoTransformer
+from vidgen.generators.causal import CausalFlowVideoTransformer, other_rows
 from vidgen.generators.causal_stream import ChunkStream
 from vidgen.rng import RowGenerator
 
@@ -65,7 +65,7 @@ def _roll_before_window(stream: ChunkStream, start: int, noise: torch.Tensor, co
         return
     b, c = noise.shape[0], stream.model.config.chunk_frames
     swap = r.rand(b) < switch
-    donor = (torch.arange(b) + 1 + (r.rand(b) * (b - 1)).long().clamp(max=max(b - 2, 0))) % b
+    donor = other_rows(r.rand(b))
     if cond is not None and b > 1 and bool(swap.any()):
         stream.reset(cond.index(torch.where(swap, donor, torch.arange(b)).to(noise.device)))
     before = r.randn(b, noise.shape[1], start * c, *noise.shape[-2:]).to(noise)

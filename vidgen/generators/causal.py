@@ -232,6 +232,13 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         return loss, {"mse": loss.detach()}
 
 
+def other_rows(pick: torch.Tensor) -> torch.Tensor:
+    """For each of B rows, another row of the batch, never itself (B > 1): row ``(i + 1 + floor(pick[i] * (B - 1)))
+    % B``, from uniform draws ``pick`` in [0, 1)."""
+    b = pick.shape[0]
+    return (torch.arange(b) + 1 + (pick * (b - 1)).long().clamp(max=max(b - 2, 0))) % b
+
+
 def swap_context(x0: torch.Tensor, swap: torch.Tensor, cut: torch.Tensor, pick: torch.Tensor,
                  chunk_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0 with the first chunks of the ``swap`` rows taken from another row, (B, t) 1.0 on each row's own frames).
@@ -241,7 +248,7 @@ def swap_context(x0: torch.Tensor, swap: torch.Tensor, cut: torch.Tensor, pick: 
     b, t = x0.shape[0], x0.shape[2]
     n = -(-t // chunk_frames)
     first = 1 + (cut * (n - 1)).long().clamp(max=n - 2)  # (B,) in 1 .. n-1
-    donor = (torch.arange(b) + 1 + (pick * (b - 1)).long().clamp(max=b - 2)) % b
+    donor = other_rows(pick)
     chunks = swap[:, None] & (torch.arange(n)[None] < first[:, None])  # (B, n) chunks from the donor
     frames = chunks.repeat_interleave(chunk_frames, dim=1)[:, :t].to(x0.device)
     return torch.where(frames[:, None, :, None, None], x0[donor.to(x0.device)], x0), (~frames).to(x0.dtype)
