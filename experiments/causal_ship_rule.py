@@ -76,6 +76,20 @@ def story_rule(frames: np.ndarray, colours: list) -> dict:
     return {"share_frames_prompt_colour": shares, "passes": all(s >= 0.5 for s in shares)}
 
 
+def with_transformer(pipe, path: str):
+    """``pipe`` with the transformer saved at ``path``: a distilled (Self-Forcing) student samples as its own pipeline
+    would (its re-noising scheduler, its step count, guidance 1: ``CausalVideoPipeline.from_teacher``)."""
+    from vidgen.generators.causal import CausalFlowVideoTransformer
+    from vidgen.pipelines.causal import CausalVideoPipeline
+    transformer = CausalFlowVideoTransformer.from_pretrained(path).eval()
+    if transformer.config.distillation is not None:
+        out = CausalVideoPipeline.from_teacher(pipe, transformer)
+        out.set_progress_bar_config(disable=True)
+        return out
+    pipe.transformer = transformer
+    return pipe
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", default="pretrained/shapes-causal", help="a CausalVideoPipeline folder")
@@ -87,14 +101,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from vidgen.demo.prompts import tuning_prompts
-    from vidgen.generators.causal import CausalFlowVideoTransformer
     from vidgen.pipelines import load_pipeline
 
     pipe = load_pipeline(args.folder, dtype="fp32")
     pipe.set_progress_bar_config(disable=True)
     weights = [Path(args.folder) / "transformer" / "diffusion_pytorch_model.safetensors"]
     if args.transformer:
-        pipe.transformer = CausalFlowVideoTransformer.from_pretrained(args.transformer).eval()
+        pipe = with_transformer(pipe, args.transformer)
         weights = sorted(Path(args.transformer).glob("*.safetensors"))
     seeds = [0] if args.quick else [0, 1, 2, 3]
     frames_long = 33 if args.quick else STREAM_FRAMES

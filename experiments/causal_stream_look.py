@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.results import write_result  # noqa: E402
-from experiments.causal_ship_rule import STREAM_FRAMES, prompts_by_motion, window_rule  # noqa: E402
+from experiments.causal_ship_rule import STREAM_FRAMES, prompts_by_motion, window_rule, with_transformer  # noqa: E402
 from experiments.causal_stream_probe import as_video, run, save_image  # noqa: E402
 
 
@@ -32,12 +32,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from vidgen.demo.prompts import tuning_prompts
-    from vidgen.generators.causal import CausalFlowVideoTransformer
     from vidgen.io.images import contact_sheet
     from vidgen.pipelines import load_pipeline
     pipe = load_pipeline("pretrained/shapes-causal", dtype="fp32")
     pipe.set_progress_bar_config(disable=True)
-    pipe.transformer = CausalFlowVideoTransformer.from_pretrained(args.transformer).eval()
+    pipe = with_transformer(pipe, args.transformer)
     prompts = prompts_by_motion(tuning_prompts(192))
     streams, rows, labels = [], [], []
     for motion in args.motions.split(","):
