@@ -1,5 +1,5 @@
 """A quick look at a causal candidate's long streams (a run's checkpoint, not the ship rule's read): 257-frame streams
-of the first tuning prompt of a few motions, seed 0, fp32, with the ship rule's window measure, beside a contact
+of the first tuning prompt of a few motions, at the seeds given (0 by default), fp32, with the ship rule's window measure, beside a contact
 sheet. A distilled student (Self-Forcing) samples at the folder's step count.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/causal_stream_look.py runs/self_forcing_long_shapes/checkpoints/step_00000200 \\
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("transformer", help="a saved CausalFlowVideoTransformer (a run's final/ or checkpoint)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--motions", default="left,shrink,right,still")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one stream per motion each (one seed "
+                                                     "is one draw: its first chunk decides much of a stream)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -40,12 +42,13 @@ def main(argv=None) -> int:
     prompts = prompts_by_motion(tuning_prompts(192))
     streams, rows, labels = [], [], []
     for motion in args.motions.split(","):
-        frames = run(pipe, prompts[motion].caption, STREAM_FRAMES, 0)
-        streams.append({"motion": motion, "prompt": prompts[motion].caption, "seed": 0, **window_rule(frames)})
-        rows.append(as_video(frames))
-        labels.append(f"{motion}: {streams[-1]['min_frames_held_in_a_window']}/17 min, "
-                      f"{streams[-1]['windows_passing']:.0%} pass")
-        print(streams[-1], flush=True)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            frames = run(pipe, prompts[motion].caption, STREAM_FRAMES, seed)
+            streams.append({"motion": motion, "prompt": prompts[motion].caption, "seed": seed, **window_rule(frames)})
+            rows.append(as_video(frames))
+            labels.append(f"{motion} seed {seed}: {streams[-1]['min_frames_held_in_a_window']}/17 min, "
+                          f"{streams[-1]['windows_passing']:.0%} pass")
+            print(streams[-1], flush=True)
     out = ROOT / "experiments" / "results" / f"causal_stream_look_{args.name}.json"
     write_result(out, {"transformer": args.transformer, "stream_frames": STREAM_FRAMES, "streams": streams,
                        "distillation": pipe.transformer.config.distillation},
