@@ -1,6 +1,6 @@
 """A quick look at a causal candidate's long streams (a run's checkpoint, not the ship rule's read): 257-frame streams
-of the first tuning prompt of a few motions, at the seeds given (0 by default), fp32, with the ship rule's window measure, beside a contact
-sheet. A distilled student (Self-Forcing) samples at the folder's step count.
+of the first tuning prompt of a few motions, at the seeds given (0 by default), fp32, with the ship rule's window
+measure, beside a contact sheet. A distilled student (Self-Forcing) samples as its own pipeline does.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/causal_stream_look.py runs/self_forcing_long_shapes/checkpoints/step_00000200 \\
         --name sfpp_step200
@@ -40,9 +40,10 @@ def main(argv=None) -> int:
     pipe.set_progress_bar_config(disable=True)
     pipe = with_transformer(pipe, args.transformer)
     prompts = prompts_by_motion(tuning_prompts(192))
+    seeds = [int(s) for s in args.seeds.split(",")]
     streams, rows, labels = [], [], []
     for motion in args.motions.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in seeds:
             frames = run(pipe, prompts[motion].caption, STREAM_FRAMES, seed)
             streams.append({"motion": motion, "prompt": prompts[motion].caption, "seed": seed, **window_rule(frames)})
             rows.append(as_video(frames))
