@@ -2,7 +2,7 @@
 
 For the 192 tuning prompts (``tuning_prompts(192, seed=1)``, the prompts a wrap-trained teacher's rule was read on), one
 rendered 17-frame, 64-px clip of each prompt's attributes (``render_shape_video``, seeded by the prompt's seed) with
-``wrap`` off and on, scored as generated videos are (``vidgen.demo.run.score``): colour+motion and shape, overall and
+``wrap`` off, on (shapes leave and re-enter) and ``"torus"`` (shapes cross the edge drawn on both sides), scored as generated videos are (``vidgen.demo.run.score``): colour+motion and shape, overall and
 for the translating prompts. A model that drew its training clips perfectly would score this.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/scorer_wrap_ceiling.py
@@ -31,7 +31,7 @@ def main() -> int:
     from vidgen.metrics.adherence import AttributeScorer
     prompts, scorer, result = tuning_prompts(192, seed=1), AttributeScorer(), {}
     moving = [p for p in prompts if p.attributes.motion in TRANSLATIONS]
-    for wrap in (False, True):
+    for wrap in (False, True, "torus"):
         videos = torch.stack([render_shape_video(p.attributes, NUM_FRAMES, (SIZE, SIZE),
                                                  torch.Generator().manual_seed(p.seed), wrap=wrap).clamp(-1, 1)
                               for p in prompts])

@@ -146,6 +146,34 @@ def test_shapes_wrap_leaves_and_reenters_from_the_opposite_edge():
     assert exits >= 3 and entries >= 3, (exits, entries)
 
 
+def test_shapes_torus_crosses_the_edge_and_is_never_absent():
+    from vidgen.data.shapes import ShapeAttributes, render_shape_video
+    plain, torus = ShapesDataset("train", num_frames=9, size=32), ShapesDataset("train", num_frames=9, size=32,
+                                                                                 wrap="torus")
+    for i in range(40):  # translations only change
+        same = torch.equal(plain[i]["video"], torus[i]["video"])
+        assert same == (plain.attributes(i).motion not in ("left", "right", "up", "down")), plain.attributes(i)
+    crossings = 0
+    for seed in range(30):
+        for motion, sign in (("left", -1), ("down", 1)):
+            g = torch.Generator().manual_seed(seed)
+            _, cov = render_shape_video(ShapeAttributes("square", "red", motion, "black"), 17, (64, 64), g,
+                                        return_coverage=True, wrap="torus")
+            area = cov.sum((1, 2))
+            assert (area - area[0]).abs().max() < 0.01 * area[0]  # the whole shape in every frame (antialiasing aside)
+            line = cov.sum(1) if motion == "left" else cov.sum(2)  # (T, 64): coverage along the motion's axis
+            both = (line[:, :2].sum(1) > 0) & (line[:, -2:].sum(1) > 0)  # drawn at both edges at once
+            crossings += bool(both.any())
+            # the caption's motion: the shape's mass moves the right way round the torus between frames
+            angle = torch.arange(64) * (2 * torch.pi / 64)
+            phase = torch.atan2((line * angle.sin()).sum(1), (line * angle.cos()).sum(1))
+            step = torch.remainder(phase[1:] - phase[:-1] + torch.pi, 2 * torch.pi) - torch.pi
+            assert (step * sign > 0).all(), (seed, motion)
+    assert crossings >= 5, crossings
+    with pytest.raises(InvalidInputError, match="torus"):
+        ShapesDataset(wrap="loop")
+
+
 def test_dataloader_with_workers_matches_direct_indexing():
     dataset = ShapesDataset("test", num_frames=4, size=16, num_samples=6)
     loader = DataLoader(dataset, batch_size=3, num_workers=2)

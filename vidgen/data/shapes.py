@@ -109,9 +109,16 @@ def _wrapped(extent: int, margin: float, u: float, offset: torch.Tensor) -> torc
     return torch.remainder(u * period + offset, period) - margin
 
 
+def check_wrap(wrap) -> None:
+    """``wrap`` is ``False``, ``True`` (shapes leave the frame and re-enter) or ``"torus"`` (shapes cross the edge)."""
+    if not (isinstance(wrap, bool) or wrap == "torus"):
+        raise InvalidInputError(f"wrap must be False, True (translating shapes leave the frame and re-enter) or "
+                                f"'torus' (they cross the edge, drawn on both sides), got {wrap!r}")
+
+
 def render_shape_video(
     attributes: ShapeAttributes, num_frames: int, size: tuple[int, int], generator: torch.Generator,
-    return_coverage: bool = False, wrap: bool = False,
+    return_coverage: bool = False, wrap: bool | str = False,
 ):
     """Render ``(3, T, H, W)`` in [-1, 1]; position, size, speed and texture jitter come from ``generator``. With
     ``return_coverage``: ``(video, coverage)``, coverage ``(T, H, W)`` in [0, 1] = how much of each pixel the shape
@@ -122,7 +129,12 @@ def render_shape_video(
     both sides (so it is wholly outside at the wrap, never on both edges at once), and its mid-clip position lies
     anywhere on that loop (the same draw as without ``wrap``, mapped onto the loop): clips then show shapes leaving
     and re-entering, as a stream that keeps a caption's motion must. The speed, sizes and every other draw are the
-    ones ``wrap=False`` makes."""
+    ones ``wrap=False`` makes.
+
+    ``wrap="torus"``: the frame is a torus. A translating shape crossing an edge is drawn in part at both edges, so it
+    is never absent, and its mid-clip position lies anywhere in the frame along its motion (the same draw, mapped
+    onto the frame)."""
+    check_wrap(wrap)
     h, w = size
     short = min(h, w)
 
@@ -137,7 +149,12 @@ def render_shape_video(
     dx = {"left": -1.0, "right": 1.0}.get(attributes.motion, 0.0)
     dy = {"up": -1.0, "down": 1.0}.get(attributes.motion, 0.0)
     cx, cy = cx0 + dx * travel * (t - 0.5), cy0 + dy * travel * (t - 0.5)
-    if wrap and (dx or dy):
+    if wrap == "torus" and (dx or dy):
+        if dx:
+            cx = _wrapped(w, 0.0, (cx0 / w - 0.35) / 0.3, dx * travel * (t - 0.5))
+        else:
+            cy = _wrapped(h, 0.0, (cy0 / h - 0.35) / 0.3, dy * travel * (t - 0.5))
+    elif wrap is True and (dx or dy):
         margin = radius0 + 1.0  # the shape's reach from its centre (polar radius <= 1) and the antialiased edge
         if dx:
             cx = _wrapped(w, margin, (cx0 / w - 0.35) / 0.3, dx * travel * (t - 0.5))
@@ -151,6 +168,8 @@ def render_shape_video(
     ys = torch.arange(h, dtype=torch.float32)[None, :, None] + 0.5
     xs = torch.arange(w, dtype=torch.float32)[None, None, :] + 0.5
     rel_x, rel_y = xs - cx[:, None, None], ys - cy[:, None, None]  # (T, H, W)
+    if wrap == "torus" and (dx or dy):  # the nearest copy of the shape (its reach is under half the frame)
+        rel_x, rel_y = torch.remainder(rel_x + w / 2, w) - w / 2, torch.remainder(rel_y + h / 2, h) - h / 2
     dist = torch.sqrt(rel_x**2 + rel_y**2)
     theta = torch.atan2(rel_y, rel_x) - angle[:, None, None]
     boundary = radius[:, None, None] * _polar_radius(attributes.shape, theta)
@@ -169,8 +188,8 @@ class ShapesDataset(Dataset):
         num_frames, size, fps: clip format; motion covers the same distance whatever the frame count.
         num_samples: dataset length (default: one item per attribute combination of the split).
         seed: items are a pure function of ``(seed, split, index)``.
-        wrap: translating shapes leave the frame and re-enter from the opposite edge (:func:`render_shape_video`);
-            off by default.
+        wrap: ``True``: translating shapes leave the frame and re-enter from the opposite edge; ``"torus"``: they
+            cross the edge drawn on both sides, never absent (:func:`render_shape_video`); off by default.
 
     Items: ``video`` (3, T, H, W) in [-1, 1], ``caption``, ``shape``, ``color``, ``motion``, ``background``,
     ``index``, ``fps``; with ``with_coverage``, also ``coverage`` (T, H, W) in [0, 1], the shape's silhouette.
@@ -185,12 +204,11 @@ class ShapesDataset(Dataset):
         num_samples: int | None = None,
         seed: int = 0,
         with_coverage: bool = False,
-        wrap: bool = False,
+        wrap: bool | str = False,
     ):
         self.combinations = all_combinations(split)
         self.with_coverage = with_coverage
-        if not isinstance(wrap, bool):
-            raise InvalidInputError(f"wrap must be a bool, got {wrap!r}")
+        check_wrap(wrap)
         self.wrap = wrap
         if not isinstance(num_frames, int) or num_frames < 1:
             raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")

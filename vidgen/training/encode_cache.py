@@ -86,7 +86,7 @@ def cache_key(generator_model, tokenizer, data_cfg) -> str:
     settings = {k: getattr(data_cfg, k) for k in ("dataset", "root", "split", "num_frames", "size", "num_clips",
                                                   "conditioning", "text_encoder", "max_text_tokens")}
     if data_cfg.wrap:  # only when set, so caches written before the option keep their keys
-        settings["wrap"] = True
+        settings["wrap"] = data_cfg.wrap
     # "kind": ids (True) or latents (False), as existing cache keys hold it
     settings.update(tokenizer=tokenizer_fingerprint(tokenizer), kind=not isinstance(generator_model, FlowVideoTransformer))
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
