@@ -100,7 +100,8 @@ def main(argv=None) -> int:
         row["speedup_batch_4"] = teacher["seconds_per_video"]["batch_4"] / row["seconds_per_video"]["batch_4"]
     write_result(Path(args.out), {"prompts": args.prompts, "prompt_seed": 1, "timing_prompts": args.timing_prompts,
                                   "precision": "fp32", "rows": rows},
-                 command=" ".join(["python", "eval/distill_tuning.py", *(argv or sys.argv[1:])]), threads=args.threads)
+                 command=" ".join(["python", "eval/distill_tuning.py", *(argv or sys.argv[1:])]), threads=args.threads,
+                 weights=sorted({folder for _, folder, _ in runs}))
     print(f"wrote {args.out}")
     return 0
 
