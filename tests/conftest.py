@@ -54,12 +54,18 @@ def one_thread():
 def _process_state_restored():
     """Tests run in any order (``make test-shuffled``): a test that runs a script's ``main`` (which may set the thread
     count, as scripts are allowed to) must not change what the next test computes. Library calls restore this state
-    themselves; tests/unit/test_precision.py checks the trainers do."""
+    themselves; tests/unit/test_precision.py checks the trainers do. A test that builds an ``Accelerator`` itself
+    leaves accelerate's process-wide state behind, and a later training run in another precision (``auto`` is bf16
+    on a CPU with bf16 units) would then be refused: that state is cleared unless it was there before the test."""
+    from accelerate.state import AcceleratorState
     threads = torch.get_num_threads()
     deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    accelerate_was_set = bool(AcceleratorState._shared_state)
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    if not accelerate_was_set and AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="session")
