@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.results import write_result  # noqa: E402
-
-TRANSLATIONS = ("left", "right", "up", "down")
+from experiments.flow_exit_look import TRANSLATIONS  # noqa: E402
 
 
 def main() -> int:

@@ -149,13 +149,10 @@ def render_shape_video(
     dx = {"left": -1.0, "right": 1.0}.get(attributes.motion, 0.0)
     dy = {"up": -1.0, "down": 1.0}.get(attributes.motion, 0.0)
     cx, cy = cx0 + dx * travel * (t - 0.5), cy0 + dy * travel * (t - 0.5)
-    if wrap == "torus" and (dx or dy):
-        if dx:
-            cx = _wrapped(w, 0.0, (cx0 / w - 0.35) / 0.3, dx * travel * (t - 0.5))
-        else:
-            cy = _wrapped(h, 0.0, (cy0 / h - 0.35) / 0.3, dy * travel * (t - 0.5))
-    elif wrap is True and (dx or dy):
-        margin = radius0 + 1.0  # the shape's reach from its centre (polar radius <= 1) and the antialiased edge
+    if wrap and (dx or dy):
+        # True: the loop adds the shape's reach from its centre (polar radius <= 1) and the antialiased edge on both
+        # sides; a torus is the frame itself
+        margin = 0.0 if wrap == "torus" else radius0 + 1.0
         if dx:
             cx = _wrapped(w, margin, (cx0 / w - 0.35) / 0.3, dx * travel * (t - 0.5))
         else:
