@@ -109,6 +109,21 @@ def test_routed_tokens_skip_the_span_and_kept_ones_attend_at_their_positions(bac
     assert not torch.allclose(out, backbone(x, GRID, cond, prefix=prefix), atol=1e-3)
 
 
+def test_a_routed_forward_runs_under_bf16_autocast_and_agrees_with_fp32(backbone):
+    """Under autocast the tokens entering the span come out of a linear layer in bf16 while those leaving it are
+    fp32 (the residual stream): the scatter joins them in the wider dtype. bf16 tolerance against the fp32 call."""
+    x, cond, prefix = _inputs()
+    route = _route(start=0, end=2)
+    reference = backbone(x, GRID, cond, prefix=prefix, route=route)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = backbone(x.bfloat16(), GRID, cond, prefix=prefix.bfloat16(), route=route)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.05)
+    kept = torch.randn(2, P + 12, 32)
+    joined = route.scatter(torch.randn(2, P + 24, 32).bfloat16(), kept, P)
+    assert joined.dtype == torch.float32 and torch.equal(joined[:, :P], kept[:, :P])
+
+
 def test_gradients_flow_through_the_span_and_around_it(backbone):
     x, cond, prefix = (t.requires_grad_(True) for t in _inputs())
     backbone.zero_grad()

@@ -40,7 +40,10 @@ class TokenRoute:
         return torch.cat([tokens[:, :num_prefix], kept], dim=1) if num_prefix else kept
 
     def scatter(self, full: torch.Tensor, kept: torch.Tensor, num_prefix: int) -> torch.Tensor:
-        """``full`` (B, P + L, d) with its prefix and kept video tokens replaced by ``kept`` (B, P + K, d)."""
+        """``full`` (B, P + L, d) with its prefix and kept video tokens replaced by ``kept`` (B, P + K, d), in the
+        wider of their dtypes (under autocast the tokens entering the span can be bf16 and those leaving it fp32)."""
+        dtype = torch.promote_types(full.dtype, kept.dtype)
+        full, kept = full.to(dtype), kept.to(dtype)
         index = (self.keep + num_prefix)[..., None].expand(-1, -1, full.shape[-1])
         out = full.scatter(1, index, kept[:, num_prefix:])
         return torch.cat([kept[:, :num_prefix], out[:, num_prefix:]], dim=1) if num_prefix else out
