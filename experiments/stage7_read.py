@@ -9,7 +9,8 @@ step): the EMA weights of a run's checkpoints at every 1000 steps (and its final
   than stage 6's.
 
 The first that passes ships and the reads stop there; otherwise every read is the curve of shape against steps.
-Writes the results file after every read (a stopped run keeps what it read).
+Writes the results file after every read (a stopped run keeps what it read). Rows already in ``--out`` (read with the
+same prompts and sampling, on an earlier machine) are kept and their steps not read again: the file is the curve.
 
     HF_HUB_OFFLINE=1 python experiments/stage7_read.py runs/flow_shapes_stage7 --out experiments/results/stage7_read.json
     python experiments/device/run_offline.py experiments/stage7_read.py runs/flow_shapes_stage7 --device cuda ...
@@ -60,6 +61,18 @@ def checkpoints(run: Path, every: int) -> list[tuple[int, Path]]:
     return sorted(found, key=lambda f: f[0])
 
 
+def earlier_rows(out: Path, prompts: int, sampling: dict) -> list[dict]:
+    """The rows of an earlier results file read with the same prompts and sampling (the curve across machines:
+    ``runs/`` is not kept, so each session reads its own checkpoints and adds them to the file)."""
+    if not out.is_file():
+        return []
+    old = json.loads(out.read_text())
+    if old.get("prompts") != prompts or old.get("sampling") != sampling:
+        raise SystemExit(f"{out}: read with other prompts or sampling ({old.get('prompts')}, {old.get('sampling')}); "
+                         "pass another --out")
+    return old.get("rows", [])
+
+
 def judge(row: dict, ref: dict) -> dict:
     checks = {"shape": row["shape"] >= SHAPE_AT_LEAST,
               "color_motion": row["color_motion"] >= ref["color_motion"] - COLOR_MOTION_POINTS,
@@ -86,14 +99,21 @@ def main(argv=None) -> int:
     pipe = load_pipeline(ROOT / "pretrained" / "shapes-flow", dtype="fp32").to(args.device)
     pipe.set_progress_bar_config(disable=True)
     sampling = {**SAMPLING, "num_inference_steps": args.steps}
-    rows = []
+    rows = earlier_rows(args.out, args.prompts, sampling)
     payload = {"rule": {"shape_at_least": SHAPE_AT_LEAST, "color_motion_points_below_stage6": COLOR_MOTION_POINTS,
                         "turns_at_least_stage6": True}, "stage6": ref,
                "prompts": args.prompts, "prompt_seed": 1, "sampling": sampling, "rows": rows}
     found = checkpoints(args.run, args.every)
     if not found:
         raise SystemExit(f"{args.run}: no checkpoint at a multiple of {args.every} steps and no final/")
+    if any(r["verdict"]["ships"] for r in rows):
+        print(f"step {next(r['step'] for r in rows if r['verdict']['ships'])} ships ({args.out}): nothing more to read")
+        return 0
+    read = {r["step"] for r in rows}
     for step, folder in found:
+        if step in read:
+            print(f"step {step:5d}: read before ({args.out})", flush=True)
+            continue
         model = load_trained(FlowVideoTransformer, folder).to(args.device)
         pipe.register_modules(transformer=model)
         videos, seconds = generate(pipe, prompts, args.batch, **sampling)
@@ -104,6 +124,7 @@ def main(argv=None) -> int:
                "turned": turned, "rotating": rotating, "seconds_per_video": seconds}
         row["verdict"] = judge(row, ref)
         rows.append(row)
+        rows.sort(key=lambda r: r["step"])
         payload["ships"] = next((r["step"] for r in rows if r["verdict"]["ships"]), None)
         write_result(args.out, payload, weights=[ROOT / "pretrained" / "shapes-flow"], precision="fp32")
         print(f"step {step:5d}: shape {row['shape']:.1%}  colour+motion {row['color_motion']:.1%}  turns "

@@ -7,7 +7,7 @@
 #   3. the run until its last step or TRAIN_END seconds into the call (default 400): checkpoints every 1000 steps,
 #      all kept, and the portable checkpoint every 100;
 #   4. the reads on this GPU until READ_END (default 560): experiments/stage7_read.py, results after every read;
-#   5. what comes back under $OUT: stage7_read.json; the shipping (or last) checkpoint's EMA weights
+#   5. what comes back under $OUT: stage7_read.json (the committed curve with this machine's reads added); the shipping (or last) checkpoint's EMA weights
 #      (export_weights.py: stage7/weights_*.safetensors and config.json); the portable checkpoint (portable/, to
 #      commit when the run did not reach its last step); logs.tgz (plan.txt, machine.txt, encode.log, train.log,
 #      read.log, the run's log.jsonl).
@@ -53,6 +53,8 @@ echo "encode exit $? at $SECONDS s" >> $L/plan.txt
 timeout $((TRAIN_END - SECONDS)) $TRAIN ckpt_every=${CKPT:-1000} keep_checkpoints=100 $EXTRA > $L/train.log 2>&1
 echo "train exit $? at $SECONDS s" >> $L/plan.txt
 cp $RUN/log.jsonl $L/ 2>/dev/null
+# the curve so far (earlier machines' reads): the read keeps its rows and adds this machine's
+[ "${DRY:-0}" = 1 ] || cp experiments/results/stage7_read.json $OUT/stage7_read.json 2>/dev/null
 timeout $((READ_END - SECONDS)) python3 experiments/device/run_offline.py experiments/stage7_read.py $RUN $READ_ARGS \
   --out $OUT/stage7_read.json > $L/read.log 2>&1
 echo "read exit $? at $SECONDS s" >> $L/plan.txt

@@ -29,3 +29,14 @@ def test_the_rule_needs_shape_colour_motion_and_turns(load_script):
     assert read.judge(good, ref)["ships"]
     for change in ({"shape": 0.59}, {"color_motion": ref["color_motion"] - 0.021}, {"turned": 19}):
         assert not read.judge({**good, **change}, ref)["ships"], change
+
+
+def test_earlier_reads_are_kept_and_other_settings_refused(load_script, tmp_path):
+    import pytest
+    read = load_script("experiments/stage7_read.py")
+    out, sampling = tmp_path / "read.json", {"guidance_scale": 3.0, "num_inference_steps": 25}
+    assert read.earlier_rows(out, 192, sampling) == []
+    out.write_text(json.dumps({"prompts": 192, "sampling": sampling, "rows": [{"step": 1000, "shape": 0.2}]}))
+    assert read.earlier_rows(out, 192, sampling) == [{"step": 1000, "shape": 0.2}]
+    with pytest.raises(SystemExit, match="other prompts or sampling"):
+        read.earlier_rows(out, 64, sampling)
