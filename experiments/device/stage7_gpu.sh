@@ -7,8 +7,9 @@
 #   3. the run until its last step or TRAIN_END seconds into the call (default 400): checkpoints every 1000 steps,
 #      all kept, and the portable checkpoint every 100;
 #   4. the reads on this GPU until READ_END (default 560): experiments/stage7_read.py, results after every read;
-#   5. what comes back under $OUT: stage7_read.json (the committed curve with this machine's reads added); the shipping (or last) checkpoint's EMA weights
-#      (export_weights.py: stage7/weights_*.safetensors and config.json); the portable checkpoint (portable/, to
+#   5. what comes back under $OUT: stage7_read.json (the committed curve with this machine's reads added); the
+#      shipping (or last) checkpoint's EMA weights (export_weights.py: stage7/weights_*.safetensors and
+#      config.json); the portable checkpoint (portable/, to
 #      commit when the run did not reach its last step); logs.tgz (plan.txt, machine.txt, encode.log, train.log,
 #      read.log, the run's log.jsonl).
 # Before the call, here (the tree committed):
