@@ -170,6 +170,8 @@ def test_without_the_ema_the_average_restarts_when_continuing(vae, tmp_path, mon
     train_generator(_config(tmp_path, vae, "second", "portable_ema=false"))
     assert "the EMA restarts from its weights" in (tmp_path / "second" / "log.jsonl").read_text()
     assert portable.read_record(tmp_path / "portable")["segments"][-1]["ema_restarted_at"] == 3
+    from vidgen.training.checkpoint import load_state  # the restarted average warms its decay up, and resumes so
+    assert load_state(tmp_path / "second" / "checkpoints" / "step_00000006")["ema"]["since_restart"] == 3
     # the size rule names the way out
     monkeypatch.setattr(portable, "MAX_BYTES", portable.portable_bytes(_model := CausalVAE.from_preset("tiny")) + 1)
     from vidgen.training.ema import EMA

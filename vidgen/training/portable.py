@@ -249,9 +249,9 @@ class PortableCheckpoint:
             if shadow.keys() == ema.shadow.keys():
                 ema.shadow = {k: v.to(ema.shadow[k].dtype).to(ema.shadow[k].device) for k, v in shadow.items()}
             else:  # written without an EMA (portable_ema: false): the average restarts from the weights
-                log(f"portable checkpoint {self.folder} holds no EMA: the EMA restarts from its weights")
-                ema.shadow = {k: v.detach().clone().float().to(ema.shadow[k].device)
-                              for k, v in model.state_dict().items()}
+                log(f"portable checkpoint {self.folder} holds no EMA: the EMA restarts from its weights, its decay "
+                    "warmed up again")
+                ema.restart(model)
                 self.segment["ema_restarted_at"] = int(record["step"])
         sampler.load_state_dict(record["data"]["sampler"])
         step = int(record["step"])
