@@ -157,9 +157,7 @@ class RunConfig:
     portable_dir: str = ""
     portable_every: int = 0
     portable_warmup: int = 50
-    # false: the weights alone (a model too large for both): a continuation restarts the EMA from them, its decay
-    # warmed up again (vidgen.training.ema)
-    portable_ema: bool = True
+    portable_ema: bool = True  # false: the weights alone (too large for both); the EMA restarts, its decay warmed up
     optim: OptimConfig = field(default_factory=OptimConfig)
     _ranges = {"steps": (1, None), "seed": (None, None), "threads": (1, None), "ema_decay": (0, 1, "below"),
                "log_every": (1, None), "ckpt_every": (1, None), "sp_size": (1, None)}
