@@ -73,6 +73,11 @@ def earlier_rows(out: Path, prompts: int, sampling: dict) -> list[dict]:
     return old.get("rows", [])
 
 
+def first_shipping(rows: list[dict]) -> int | None:
+    """The step of the first row that ships (None if none does)."""
+    return next((r["step"] for r in rows if r["verdict"]["ships"]), None)
+
+
 def judge(row: dict, ref: dict) -> dict:
     checks = {"shape": row["shape"] >= SHAPE_AT_LEAST,
               "color_motion": row["color_motion"] >= ref["color_motion"] - COLOR_MOTION_POINTS,
@@ -106,8 +111,8 @@ def main(argv=None) -> int:
     found = checkpoints(args.run, args.every)
     if not found:
         raise SystemExit(f"{args.run}: no checkpoint at a multiple of {args.every} steps and no final/")
-    if any(r["verdict"]["ships"] for r in rows):
-        print(f"step {next(r['step'] for r in rows if r['verdict']['ships'])} ships ({args.out}): nothing more to read")
+    if first_shipping(rows) is not None:
+        print(f"step {first_shipping(rows)} ships ({args.out}): nothing more to read")
         return 0
     read = {r["step"] for r in rows}
     for step, folder in found:
@@ -125,7 +130,7 @@ def main(argv=None) -> int:
         row["verdict"] = judge(row, ref)
         rows.append(row)
         rows.sort(key=lambda r: r["step"])
-        payload["ships"] = next((r["step"] for r in rows if r["verdict"]["ships"]), None)
+        payload["ships"] = first_shipping(rows)
         write_result(args.out, payload, weights=[ROOT / "pretrained" / "shapes-flow"], precision="fp32")
         print(f"step {step:5d}: shape {row['shape']:.1%}  colour+motion {row['color_motion']:.1%}  turns "
               f"{row['turned']} of {row['rotating']}  {'SHIPS' if row['verdict']['ships'] else 'does not ship'}",
