@@ -46,7 +46,7 @@ from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, 
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowSamplingConfig, FlowVideoTransformer,
                                MaskedSamplingConfig, MaskedVideoTransformer, check_scheduler, generate_ids,
                                generate_tokens, generator_class)
-from vidgen.data import SceneClips
+from vidgen.data import SceneClips, ShapesDataset
 from vidgen.data.capture import Capture, apply_capture
 from vidgen.io import probe_video, read_video, write_video
 from vidgen.metrics import FeatureStats, FrechetInceptionDistance, FrechetVideoDistance, frechet_distance, psnr, ssim
@@ -1480,6 +1480,12 @@ CASES: list[Case] = [
          lambda env: block_causal(causal_wan(channels=16, in_channels=36), chunk_frames=2), UnsupportedError,
          r"block_causal: WanTransformer3DModel reads 36 input channels, its 16 latent channels and 20 of condition"),
     # --------------------------------------------------------------------- layered scenes, capture, resize baseline
+    Case("shapes/unknown-wrap", "data", lambda env: ShapesDataset(wrap="later"), InvalidInputError,
+         r"wrap must be .*'torus-late'.*got 'later'"),
+    Case("shapes/motion-frames-above-the-clip", "data", lambda env: ShapesDataset(num_frames=9, motion_frames=17),
+         InvalidInputError, r"motion_frames must be .*\[2, num_frames=9\].*got 17"),
+    Case("shapes/motion-frames-one", "data", lambda env: ShapesDataset(num_frames=9, motion_frames=1),
+         InvalidInputError, r"motion_frames must be .*got 1"),
     Case("scenes/unknown-split", "data", lambda env: SceneClips("validation"), InvalidInputError,
          r"split must be one of \('train', 'val', 'test'\), got 'validation'"),
     Case("scenes/zero-frames", "data", lambda env: SceneClips(num_frames=0), InvalidInputError,

@@ -174,6 +174,54 @@ def test_shapes_torus_crosses_the_edge_and_is_never_absent():
         ShapesDataset(wrap="loop")
 
 
+def test_motion_frames_keeps_the_short_clip_and_goes_on_at_its_pace():
+    short = ShapesDataset("train", num_frames=9, size=32)
+    long = ShapesDataset("train", num_frames=25, size=32, motion_frames=9)
+    for i in range(24):
+        a, b = short[i], long[i]
+        assert b["caption"] == a["caption"] and torch.equal(b["video"][:, :9], a["video"]), a["caption"]
+    same = ShapesDataset("train", num_frames=9, size=32, motion_frames=9)
+    assert torch.equal(same[3]["video"], short[3]["video"])  # motion_frames = num_frames is the default
+    from vidgen.data.shapes import ShapeAttributes, render_shape_video
+    for seed in range(4):  # then on at the same pace: a steady step in a frame wide enough to hold the shape
+        _, cov = render_shape_video(ShapeAttributes("circle", "red", "right", "black"), 25, (64, 320),
+                                    torch.Generator().manual_seed(seed), return_coverage=True, motion_frames=9)
+        _, own = render_shape_video(ShapeAttributes("circle", "red", "right", "black"), 9, (64, 320),
+                                    torch.Generator().manual_seed(seed), return_coverage=True)
+        x, x9 = ((c.sum(1) * torch.arange(320)).sum(1) / c.sum((1, 2)) for c in (cov, own))
+        torch.testing.assert_close(x[1:] - x[:-1], torch.full((24,), float(x9[1] - x9[0])), atol=0.02, rtol=0)
+
+
+def test_shapes_torus_late_starts_as_without_wrap_then_crosses_the_edge():
+    from vidgen.data.shapes import ShapeAttributes, render_shape_video
+    plain = ShapesDataset("train", num_frames=17, size=64, with_coverage=True)
+    late = ShapesDataset("train", num_frames=17, size=64, wrap="torus-late")
+    for i in range(60):  # a clip of its own pace is the plain clip until the shape reaches an edge
+        p = plain[i]
+        edge = p["coverage"][:, [0, -1], :].sum() + p["coverage"][:, :, [0, -1]].sum()
+        assert torch.equal(p["video"], late[i]["video"]) or edge > 0, p["caption"]
+    crossings = 0
+    for seed in range(12):
+        for motion, sign in (("left", -1), ("up", -1), ("right", 1), ("down", 1)):
+            g = torch.Generator().manual_seed(seed)
+            _, cov = render_shape_video(ShapeAttributes("square", "red", motion, "black"), 81, (64, 64), g,
+                                        return_coverage=True, wrap="torus-late", motion_frames=17)
+            g = torch.Generator().manual_seed(seed)
+            _, start = render_shape_video(ShapeAttributes("square", "red", motion, "black"), 17, (64, 64), g,
+                                          return_coverage=True)
+            if start[0][[0, -1]].sum() + start[0][:, [0, -1]].sum() == 0:  # where the plain clip starts
+                torch.testing.assert_close(cov[0], start[0], atol=1e-5, rtol=0)
+            area = cov.sum((1, 2))
+            assert (area - area[0]).abs().max() < 0.01 * area[0]  # the whole shape in every frame (antialiasing aside)
+            line = cov.sum(1) if motion in ("left", "right") else cov.sum(2)  # (T, 64) along the motion's axis
+            crossings += bool(((line[:, :2].sum(1) > 0) & (line[:, -2:].sum(1) > 0)).any())  # at both edges at once
+            angle = torch.arange(64) * (2 * torch.pi / 64)  # the caption's motion, the right way round the torus
+            phase = torch.atan2((line * angle.sin()).sum(1), (line * angle.cos()).sum(1))
+            step = torch.remainder(phase[1:] - phase[:-1] + torch.pi, 2 * torch.pi) - torch.pi
+            assert (step * sign > 0).all(), (seed, motion)
+    assert crossings >= 40, crossings  # nearly every 81-frame clip crosses an edge
+
+
 def test_dataloader_with_workers_matches_direct_indexing():
     dataset = ShapesDataset("test", num_frames=4, size=16, num_samples=6)
     loader = DataLoader(dataset, batch_size=3, num_workers=2)

@@ -110,15 +110,25 @@ def _wrapped(extent: int, margin: float, u: float, offset: torch.Tensor) -> torc
 
 
 def check_wrap(wrap) -> None:
-    """``wrap`` is ``False``, ``True`` (shapes leave the frame and re-enter) or ``"torus"`` (shapes cross the edge)."""
-    if not (isinstance(wrap, bool) or wrap == "torus"):
-        raise InvalidInputError(f"wrap must be False, True (translating shapes leave the frame and re-enter) or "
-                                f"'torus' (they cross the edge, drawn on both sides), got {wrap!r}")
+    """``wrap`` is ``False``, ``True`` (shapes leave the frame and re-enter), ``"torus"`` (shapes cross the edge) or
+    ``"torus-late"`` (they start where ``wrap=False`` puts them, then cross the edge)."""
+    if not (isinstance(wrap, bool) or wrap in ("torus", "torus-late")):
+        raise InvalidInputError(f"wrap must be False, True (translating shapes leave the frame and re-enter), 'torus' "
+                                f"(they cross the edge, drawn on both sides) or 'torus-late' (they start where "
+                                f"wrap=False puts them, then cross the edge as on 'torus'), got {wrap!r}")
+
+
+def check_motion_frames(motion_frames, num_frames: int) -> None:
+    if motion_frames is not None and (isinstance(motion_frames, bool) or not isinstance(motion_frames, int)
+                                      or not 2 <= motion_frames <= num_frames):
+        raise InvalidInputError(f"motion_frames must be None (the motion spans the clip) or an int in [2, num_frames="
+                                f"{num_frames}] (the motion's speed per frame is that of a clip of motion_frames "
+                                f"frames, and goes on at that speed), got {motion_frames!r}")
 
 
 def render_shape_video(
     attributes: ShapeAttributes, num_frames: int, size: tuple[int, int], generator: torch.Generator,
-    return_coverage: bool = False, wrap: bool | str = False,
+    return_coverage: bool = False, wrap: bool | str = False, motion_frames: int | None = None,
 ):
     """Render ``(3, T, H, W)`` in [-1, 1]; position, size, speed and texture jitter come from ``generator``. With
     ``return_coverage``: ``(video, coverage)``, coverage ``(T, H, W)`` in [0, 1] = how much of each pixel the shape
@@ -133,8 +143,17 @@ def render_shape_video(
 
     ``wrap="torus"``: the frame is a torus. A translating shape crossing an edge is drawn in part at both edges, so it
     is never absent, and its mid-clip position lies anywhere in the frame along its motion (the same draw, mapped
-    onto the frame)."""
+    onto the frame).
+
+    ``wrap="torus-late"``: the shape starts where ``wrap=False`` puts it and crosses the edge as on ``"torus"``, so a
+    clip is ``wrap=False``'s until the shape reaches an edge, and then drawn in part at both edges.
+
+    ``motion_frames`` (default ``num_frames``): every motion (travel, growth, spin) goes at the speed per frame of a
+    clip of ``motion_frames`` frames and goes on at that speed; the first ``motion_frames`` frames are then that
+    clip's. Longer clips at the same speed show what comes after, e.g. a shape crossing the edge
+    (``wrap="torus-late"``)."""
     check_wrap(wrap)
+    check_motion_frames(motion_frames, num_frames)
     h, w = size
     short = min(h, w)
 
@@ -146,10 +165,13 @@ def render_shape_video(
     cx0, cy0 = uniform(0.35, 0.65) * w, uniform(0.35, 0.65) * h
     angle0 = uniform(0, 2 * math.pi) if attributes.shape != "circle" else 0.0
     t = torch.linspace(0, 1, num_frames) if num_frames > 1 else torch.zeros(1)
+    if motion_frames is not None and motion_frames != num_frames:  # that clip's times, then on at its pace
+        t = torch.cat([torch.linspace(0, 1, motion_frames),
+                       torch.arange(motion_frames, num_frames, dtype=torch.float32) / (motion_frames - 1)])
     dx = {"left": -1.0, "right": 1.0}.get(attributes.motion, 0.0)
     dy = {"up": -1.0, "down": 1.0}.get(attributes.motion, 0.0)
     cx, cy = cx0 + dx * travel * (t - 0.5), cy0 + dy * travel * (t - 0.5)
-    if wrap and (dx or dy):
+    if wrap in (True, "torus") and (dx or dy):
         # True: the loop adds the shape's reach from its centre (polar radius <= 1) and the antialiased edge on both
         # sides; a torus is the frame itself
         margin = 0.0 if wrap == "torus" else radius0 + 1.0
@@ -165,8 +187,10 @@ def render_shape_video(
     ys = torch.arange(h, dtype=torch.float32)[None, :, None] + 0.5
     xs = torch.arange(w, dtype=torch.float32)[None, None, :] + 0.5
     rel_x, rel_y = xs - cx[:, None, None], ys - cy[:, None, None]  # (T, H, W)
-    if wrap == "torus" and (dx or dy):  # the nearest copy of the shape (its reach is under half the frame)
-        rel_x, rel_y = torch.remainder(rel_x + w / 2, w) - w / 2, torch.remainder(rel_y + h / 2, h) - h / 2
+    if wrap in ("torus", "torus-late") and (dx or dy):  # the nearest copy of the shape (its reach < half the frame)
+        def nearest(rel, extent):  # offsets past half the frame only: the others stay to the bit
+            return torch.where(rel.abs() > extent / 2, torch.remainder(rel + extent / 2, extent) - extent / 2, rel)
+        rel_x, rel_y = nearest(rel_x, w), nearest(rel_y, h)
     dist = torch.sqrt(rel_x**2 + rel_y**2)
     theta = torch.atan2(rel_y, rel_x) - angle[:, None, None]
     boundary = radius[:, None, None] * _polar_radius(attributes.shape, theta)
@@ -186,7 +210,10 @@ class ShapesDataset(Dataset):
         num_samples: dataset length (default: one item per attribute combination of the split).
         seed: items are a pure function of ``(seed, split, index)``.
         wrap: ``True``: translating shapes leave the frame and re-enter from the opposite edge; ``"torus"``: they
-            cross the edge drawn on both sides, never absent (:func:`render_shape_video`); off by default.
+            cross the edge drawn on both sides, never absent; ``"torus-late"``: they start where ``wrap=False`` puts
+            them, then cross the edge so (:func:`render_shape_video`); off by default.
+        motion_frames: the motion's speed per frame is that of a ``motion_frames``-frame clip (default: the clip's
+            own length); a longer clip goes on at that speed.
 
     Items: ``video`` (3, T, H, W) in [-1, 1], ``caption``, ``shape``, ``color``, ``motion``, ``background``,
     ``index``, ``fps``; with ``with_coverage``, also ``coverage`` (T, H, W) in [0, 1], the shape's silhouette.
@@ -202,6 +229,7 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         with_coverage: bool = False,
         wrap: bool | str = False,
+        motion_frames: int | None = None,
     ):
         self.combinations = all_combinations(split)
         self.with_coverage = with_coverage
@@ -209,6 +237,8 @@ class ShapesDataset(Dataset):
         self.wrap = wrap
         if not isinstance(num_frames, int) or num_frames < 1:
             raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
+        check_motion_frames(motion_frames, num_frames)
+        self.motion_frames = motion_frames
         self.split, self.num_frames, self.size, self.fps, self.seed = split, num_frames, normalize_size(size), fps, seed
         self.num_samples = len(self.combinations) if num_samples is None else int(num_samples)
         if self.num_samples < 1:
@@ -228,7 +258,7 @@ class ShapesDataset(Dataset):
         attributes = self.attributes(index)
         generator = make_generator(self.seed, f"shapes/{self.split}", index)
         video, coverage = render_shape_video(attributes, self.num_frames, self.size, generator, return_coverage=True,
-                                             wrap=self.wrap)
+                                             wrap=self.wrap, motion_frames=self.motion_frames)
         item = {"video": video.clamp(-1, 1), "caption": attributes.caption, **asdict(attributes),
                 "index": index, "fps": float(self.fps)}  # fmt: skip
         if self.with_coverage:

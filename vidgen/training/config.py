@@ -220,8 +220,8 @@ class GeneratorDataConfig:
     num_frames: int = 17
     size: int = 64
     num_clips: int = 2048  # shapes: items rendered and pre-encoded once (cached on disk)
-    wrap: bool | str = False  # shapes: True = translating shapes leave the frame and re-enter; "torus" = they
-    # cross the edge drawn on both sides, never absent (vidgen.data.shapes.render_shape_video)
+    wrap: bool | str = False  # shapes: True / "late" / "torus" (vidgen.data.shapes.render_shape_video)
+    motion_frames: int | None = None  # shapes: motion at the speed of a clip this long (None: num_frames)
     batch: int = 8
     conditioning: str = "text"  # "text" (captions through the text encoder), "class" (shapes) or "none"
     text_encoder: str = ""  # "" = offline all-MiniLM-L6-v2; or a folder / cached hub name

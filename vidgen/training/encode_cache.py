@@ -57,7 +57,8 @@ def build_video_dataset(data_cfg):
     from vidgen.data import ShapesDataset, VideoFolder
     if data_cfg.dataset == "shapes":
         return ShapesDataset(data_cfg.split, num_frames=data_cfg.num_frames, size=data_cfg.size,
-                             num_samples=data_cfg.num_clips, wrap=data_cfg.wrap)
+                             num_samples=data_cfg.num_clips, wrap=data_cfg.wrap,
+                             motion_frames=data_cfg.motion_frames)
     if data_cfg.dataset == "folder":
         return VideoFolder(data_cfg.root, num_frames=data_cfg.num_frames, size=data_cfg.size)
     raise ConfigError(f"data.dataset must be 'shapes', 'folder' or 'shards', got {data_cfg.dataset!r}")
@@ -87,6 +88,8 @@ def cache_key(generator_model, tokenizer, data_cfg) -> str:
                                                   "conditioning", "text_encoder", "max_text_tokens")}
     if data_cfg.wrap:  # only when set, so caches written before the option keep their keys
         settings["wrap"] = data_cfg.wrap
+    if data_cfg.motion_frames is not None:
+        settings["motion_frames"] = data_cfg.motion_frames
     # "kind": ids (True) or latents (False), as existing cache keys hold it
     settings.update(tokenizer=tokenizer_fingerprint(tokenizer), kind=not isinstance(generator_model, FlowVideoTransformer))
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
