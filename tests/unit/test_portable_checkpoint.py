@@ -190,3 +190,20 @@ def test_options_at_their_defaults_leave_the_hash_as_it_was():
                      "context_swap=0.25"):
         changed = load_config(None, [override], schema=GeneratorTrainConfig).to_dict()
         assert portable.config_hash(changed) != portable.config_hash(default), override
+
+
+def test_the_recorded_time_per_step_is_the_median(vae, tmp_path):
+    """A step during which the process was paused (a read beside the run, SIGSTOP) must not move the record."""
+    cfg = _config(tmp_path, vae)
+    model = torch.nn.Linear(4, 4)
+    ckpt = portable.PortableCheckpoint(cfg, model, None, "fp32", log=lambda *a: None)
+    ckpt.start(0)
+
+    class Sampler:
+        def state_dict(self):
+            return {"epoch": 0, "pos": 0}
+    for seconds in (4.1, 4.3, 1440.0, 4.2, 4.4):  # one step paused for 24 minutes
+        ckpt.timed(seconds)
+    ckpt.save(5, model, None, Sampler())
+    seg = portable.read_record(tmp_path / "portable")["segments"][-1]
+    assert seg["timed_steps"] == 5 and seg["seconds_per_step"] == 4.3 and seg["seconds_per_step_is"] == "median"

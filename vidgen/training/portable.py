@@ -194,7 +194,7 @@ class PortableCheckpoint:
         self.segment = {"cpu": cpu_description(), "threads": cfg.threads, "precision": precision,
                         "host": platform.node(),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self.step_time, self.timed_steps = 0.0, 0
+        self.step_times: list[float] = []
 
     def record(self) -> dict | None:
         return read_record(self.folder)
@@ -262,16 +262,17 @@ class PortableCheckpoint:
 
     def timed(self, seconds: float) -> None:
         """One step's compute time (the first step of a run, which includes warm-up and compilation, is not
-        passed in)."""
-        self.step_time += seconds
-        self.timed_steps += 1
+        passed in). The record keeps their median: a step during which the process was paused (or shared the
+        machine for a while) does not move it."""
+        self.step_times.append(float(seconds))
 
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step == self.cfg.steps
 
     def save(self, step: int, model, ema, sampler, not_carried=()) -> Path:
-        seg = dict(self.segment, to_step=step, timed_steps=self.timed_steps,
-                   seconds_per_step=round(self.step_time / self.timed_steps, 4) if self.timed_steps else None)
+        times = sorted(self.step_times)
+        seg = dict(self.segment, to_step=step, timed_steps=len(times), seconds_per_step_is="median",
+                   seconds_per_step=round(times[len(times) // 2], 4) if times else None)
         record = {
             "format": FORMAT, "step": step, "steps": self.cfg.steps,
             "data": {"sampler": _jsonable(sampler.state_dict(), "the sampler's state"), "seed": self.cfg.seed,
