@@ -14,15 +14,19 @@ import torch
 import torch.nn as nn
 
 
+def _fp32_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+
 class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.999):
         self.decay = decay
-        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+        self.shadow = _fp32_copy(model)
         self.since_restart: int | None = None  # updates since restart(); None: no warm-up
 
     def restart(self, model: nn.Module) -> None:
         """Start the average again from ``model``'s weights, its decay warmed up from there."""
-        self.shadow = {k: v.detach().clone().float().to(self.shadow[k].device) for k, v in model.state_dict().items()}
+        self.shadow = _fp32_copy(model)
         self.since_restart = 0
 
     def current_decay(self) -> float:
