@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vidgen.generators.causal_stream as causal_stream
-from vidgen.errors import ConfigError
+from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators import Conditioning
 from vidgen.generators.causal import CausalFlowVideoTransformer, attended_chunks, swap_context
 from vidgen.generators.causal_stream import ChunkStream, stream_latents
@@ -59,6 +59,30 @@ def test_a_streamed_chunk_equals_the_uncached_forward(chunk_frames):
         assert reference.abs().max() > 1e-2  # a live prediction
         assert (streamed - reference).abs().max() <= 1e-5, i
         assert len(stream.cache) <= 1 + 2  # the sink and the window
+
+
+def test_a_windowed_model_trains_on_clips_longer_than_its_max_grid():
+    """With a window every chunk attends at most max_grid[0] frames laid end to end, so a clip of any length is one
+    forward, and each chunk's output is the one a stream (which never holds more than the window) computes."""
+    model = _model(window_chunks=2, sink_chunks=1, t=4)  # attends (1 + 2 + 1) = 4 frames = max_grid t
+    g = torch.Generator().manual_seed(2)
+    clean, cond = torch.randn(1, 4, 9, 4, 4, generator=g), _cond()
+    for i in (4, 8):
+        noisy = clean.clone()
+        noisy[:, :, i:] = torch.randn(1, 4, 9 - i, 4, 4, generator=g)
+        timestep = torch.zeros(1, 9)
+        timestep[:, i:] = 600.0
+        with torch.no_grad():
+            reference = model(noisy, timestep, cond).sample[:, :, i:i + 1]  # 9 token frames, max_grid t = 4
+            stream = ChunkStream(model, cond, (4, 4))
+            for j in range(i):
+                stream.commit(clean[:, :, j:j + 1])
+            streamed = stream.predict(noisy[:, :, i:i + 1], 600.0)
+        assert reference.abs().max() > 1e-2
+        assert (streamed - reference).abs().max() <= 1e-5, i
+    full = _model(window_chunks=0, sink_chunks=0, t=4)  # every earlier chunk: positions grow with the clip
+    with pytest.raises(InvalidInputError, match=r"token grid \(9, 2, 2\) exceeds this model's max_grid \(4, 4, 4\)"):
+        full(clean, torch.zeros(1, 9), cond)
 
 
 @pytest.mark.parametrize("chunk_frames", [1, 2])

@@ -129,7 +129,8 @@ class VideoTransformerBackbone(nn.Module):
         see the prefix tokens and the video tokens ``route.keep`` alone, at their grid positions; the other video
         tokens skip those blocks and rejoin after them. None (default): every token goes through every block.
         """
-        self.check_grid(grid)
+        if attend is None:  # an owner's own attention bounds its positions and checks its grid itself
+            self.check_grid(grid)
         p_seq = num_prefix_tokens if num_prefix_tokens is not None else (prefix.shape[1] if prefix is not None else 0)
         p_in = prefix.shape[1] if prefix is not None else 0
         tokens = torch.cat([prefix.to(x.dtype), x], dim=1) if p_in else x  # (B, P + L, d)

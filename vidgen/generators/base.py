@@ -36,6 +36,10 @@ class GeneratorMixin(StrictLoadingMixin):
     _no_split_modules = ["Block"]
     backbone_config: BackboneConfig
 
+    def check_token_grid(self, grid) -> None:
+        """Refuse a token grid ``(t, h, w)`` beyond what this model attends (its backbone's ``max_grid``)."""
+        self.backbone.check_grid(tuple(grid))
+
     def _build_shared(self, architecture: Optional[dict], causal=False) -> None:
         # The config key is ``architecture`` (not ``backbone``): diffusers resolves config keys before modules.
         try:

@@ -151,6 +151,12 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         vec = vec[:, None] + per_frame.repeat_interleave(grid[1] * grid[2], dim=1)
         return x, vec, context, grid
 
+    def check_token_grid(self, grid) -> None:
+        """Any number of token frames when a window bounds the attended positions (:meth:`max_position`, below
+        ``max_grid[0]``), else at most ``max_grid``; the frame's extent at most ``max_grid``'s."""
+        limit = self.backbone_config.max_grid[0]
+        self.backbone.check_grid((min(grid[0], limit) if self.chunking[1] else grid[0], *grid[1:]))
+
     def chunk_timesteps(self, timestep, batch: int, frames: int, device) -> torch.Tensor:
         """``timestep`` as (B, chunks): a number or (B,) for every chunk, or (B, chunks) as given."""
         n = -(-frames // self.config.chunk_frames)
@@ -172,6 +178,7 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         b, _, t, h, w = latents.shape
         x, vec, context, grid = self._tokens(latents, self.chunk_timesteps(timestep, b, t, latents.device), cond,
                                              drop)
+        self.check_token_grid(grid)
         c, window, sink = self.chunking
         hw, n = grid[1] * grid[2], -(-grid[0] // c)
 

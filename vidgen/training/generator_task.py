@@ -146,7 +146,7 @@ class GeneratorTask(TrainingTask):
             grids = {"": tuple(self.data.x.shape[-3:])}
             self.grid, num_items = grids[""], len(self.data)
         for grid in grids.values():
-            model.backbone.check_grid(model.patch.grid(grid) if hasattr(model, "patch") else grid)
+            model.check_token_grid(model.patch.grid(grid))
         log(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
             f"{num_items} clips, token grid{'s' if len(grids) > 1 else ''} {', '.join(map(str, grids.values()))}")
         self.params, self.num_items = list(model.parameters()), num_items
