@@ -187,7 +187,7 @@ def test_options_at_their_defaults_leave_the_hash_as_it_was():
     assert not [k for k in settings if k.startswith(("routing.", "repa.")) or k == "optim.optimizer"]
     assert set(portable.NEUTRAL) <= set(portable._flat(default))
     for override in ("optim.optimizer=muon", "routing.ratio=0.5", "repa.weight=0.5", "optim.muon_lr=0.01",
-                     "context_swap=0.25"):
+                     "context_swap=0.25", "data.motion_frames=17"):
         changed = load_config(None, [override], schema=GeneratorTrainConfig).to_dict()
         assert portable.config_hash(changed) != portable.config_hash(default), override
 
@@ -207,3 +207,13 @@ def test_the_recorded_time_per_step_is_the_median(vae, tmp_path):
     ckpt.save(5, model, None, Sampler())
     seg = portable.read_record(tmp_path / "portable")["segments"][-1]
     assert seg["timed_steps"] == 5 and seg["seconds_per_step"] == 4.3 and seg["seconds_per_step_is"] == "median"
+
+
+def test_a_refusal_names_a_setting_one_side_does_not_have(vae, tmp_path):
+    """A setting present on one side only is named, even when the other side's value would read as None."""
+    cfg = _config(tmp_path, vae)
+    ckpt = portable.PortableCheckpoint(cfg, torch.nn.Linear(4, 4), None, "fp32", log=lambda *a: None)
+    theirs = {**portable.hashed_settings(cfg.to_dict()), "data.some_new_option": None}
+    record = {"format": portable.FORMAT, "config_hash": "0" * 16, "settings": theirs}
+    with pytest.raises(ConfigError, match=r"data\.some_new_option: None there, '\(unset\)' here"):
+        ckpt.check(record)

@@ -62,7 +62,8 @@ def _defaults(section: str, cls, names=None) -> dict:
 #: representation alignment, the causal context swap
 NEUTRAL = {**_defaults("optim", OptimConfig, ("optimizer", "muon_lr", "muon_momentum", "muon_weight_decay",
                                               "muon_adjust_lr")),
-           **_defaults("routing", RoutingConfig), **_defaults("repa", RepaConfig), "context_swap": 0.0}
+           **_defaults("routing", RoutingConfig), **_defaults("repa", RepaConfig), "context_swap": 0.0,
+           "data.motion_frames": None}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -212,8 +213,10 @@ class PortableCheckpoint:
                               f"{FORMAT}")
         if record["config_hash"] != self.hash:
             theirs, mine = record.get("settings", {}), hashed_settings(self.config)
-            differ = sorted(k for k in theirs.keys() | mine.keys() if theirs.get(k) != mine.get(k))
-            shown = "; ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ[:6])
+            differ = sorted(k for k in theirs.keys() | mine.keys() if k not in theirs or k not in mine
+                            or theirs[k] != mine[k])
+            shown = "; ".join(f"{k}: {theirs.get(k, '(unset)')!r} there, {mine.get(k, '(unset)')!r} here"
+                              for k in differ[:6])
             raise ConfigError(f"portable_dir={self.folder}: written by a run with other settings ({shown or 'hash '}"
                               f"{' ...' if len(differ) > 6 else ''}); continue it with the config that wrote it, or "
                               "point portable_dir at a new folder")
