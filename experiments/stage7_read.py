@@ -9,10 +9,13 @@ step): the EMA weights of a run's checkpoints at every 1000 steps (and its final
   than stage 6's.
 
 The first that passes ships and the reads stop there; otherwise every read is the curve of shape against steps.
-Writes the results file after every read (a stopped run keeps what it read). Rows already in ``--out`` (read with the
-same prompts and sampling, on an earlier machine) are kept and their steps not read again: the file is the curve.
+Writes the results file after every read (a stopped run keeps what it read), and beside it the curve as a picture
+(``.png``: shape, colour+motion and turns against steps, with the rule's lines and stage 6's values). Rows already in
+``--out`` (read with the same prompts and sampling, on an earlier machine) are kept and their steps not read again:
+the file is the curve.
 
     HF_HUB_OFFLINE=1 python experiments/stage7_read.py runs/flow_shapes_stage7 --out experiments/results/stage7_read.json
+    python experiments/stage7_read.py --plot-only --out experiments/results/stage7_read.json   # the picture alone
     python experiments/device/run_offline.py experiments/stage7_read.py runs/flow_shapes_stage7 --device cuda ...
 """
 from __future__ import annotations
@@ -85,9 +88,39 @@ def judge(row: dict, ref: dict) -> dict:
     return {**checks, "ships": all(checks.values())}
 
 
+def plot(rows: list[dict], ref: dict, path: Path) -> None:
+    """The curve: shape and colour+motion (left), turns (right) against steps, the rule's thresholds dashed and stage
+    6's values dotted."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = [r["step"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label, colour, need in (("shape", "shape", "tab:blue", SHAPE_AT_LEAST),
+                                     ("color_motion", "colour+motion", "tab:orange",
+                                      ref["color_motion"] - COLOR_MOTION_POINTS)):
+        left.plot(steps, [100 * r[key] for r in rows], "o-", color=colour, label=label)
+        left.axhline(100 * need, color=colour, ls="--", lw=1)
+        left.axhline(100 * ref[key], color=colour, ls=":", lw=1)
+    left.set(xlabel="step", ylabel="% of 192 tuning prompts", ylim=(0, 100), title="dashed: rule; dotted: stage 6")
+    left.legend(loc="lower right")
+    right.plot(steps, [r["turned"] for r in rows], "o-", color="tab:green")
+    right.axhline(ref["turned"], color="tab:green", ls="--", lw=1)
+    right.set(xlabel="step", ylabel=f"rotating prompts turned (of {ref['rotating']})", ylim=(0, ref["rotating"]),
+              title="dashed: rule (stage 6's)")
+    for ax in (left, right):
+        ax.set_xlim(0, max(6000, max(steps, default=0)))
+        ax.grid(alpha=0.3)
+    fig.suptitle("Stage 7 (1x1x1 patches) by its ship rule")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="the stage-7 run folder (its checkpoints/ and final/)")
+    parser.add_argument("run", type=Path, nargs="?", help="the stage-7 run folder (its checkpoints/ and final/)")
+    parser.add_argument("--plot-only", action="store_true", help="draw --out's curve (.png beside it), read nothing")
     parser.add_argument("--prompts", type=int, default=192)
     parser.add_argument("--every", type=int, default=READ_EVERY, help="read checkpoints at multiples of this step")
     parser.add_argument("--batch", type=int, default=8)
@@ -96,6 +129,11 @@ def main(argv=None) -> int:
                         help="sampling steps (25 is the rule's; fewer only for a dry run)")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "stage7_read.json")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(json.loads(args.out.read_text())["rows"], reference(), args.out.with_suffix(".png"))
+        return 0
+    if args.run is None:
+        parser.error("the run folder is needed (or --plot-only)")
     from vidgen.generators.flow import FlowVideoTransformer
     from vidgen.pipelines import load_pipeline
     from vidgen.training.checkpoint import load_trained
@@ -132,6 +170,7 @@ def main(argv=None) -> int:
         rows.sort(key=lambda r: r["step"])
         payload["ships"] = first_shipping(rows)
         write_result(args.out, payload, weights=[ROOT / "pretrained" / "shapes-flow"], precision="fp32")
+        plot(rows, ref, args.out.with_suffix(".png"))
         print(f"step {step:5d}: shape {row['shape']:.1%}  colour+motion {row['color_motion']:.1%}  turns "
               f"{row['turned']} of {row['rotating']}  {'SHIPS' if row['verdict']['ships'] else 'does not ship'}",
               flush=True)

@@ -40,3 +40,14 @@ def test_earlier_reads_are_kept_and_other_settings_refused(load_script, tmp_path
     assert read.earlier_rows(out, 192, sampling) == [{"step": 1000, "shape": 0.2}]
     with pytest.raises(SystemExit, match="other prompts or sampling"):
         read.earlier_rows(out, 64, sampling)
+
+
+def test_plot_only_draws_the_curve_beside_the_file(load_script, tmp_path):
+    read = load_script("experiments/stage7_read.py")
+    out = tmp_path / "read.json"
+    rows = [{"step": 1000, "shape": 0.24, "color_motion": 0.89, "turned": 5},
+            {"step": 2000, "shape": 0.44, "color_motion": 0.97, "turned": 21}]
+    out.write_text(json.dumps({"rows": rows}))
+    assert read.main(["--plot-only", "--out", str(out)]) == 0
+    png = tmp_path / "read.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
