@@ -176,9 +176,9 @@ class CausalFlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, 
         the chunked attention is not split over processes."""
         self.check_latents(latents)
         b, _, t, h, w = latents.shape
+        self.check_token_grid(self.patch.grid((t, h, w)))
         x, vec, context, grid = self._tokens(latents, self.chunk_timesteps(timestep, b, t, latents.device), cond,
                                              drop)
-        self.check_token_grid(grid)
         c, window, sink = self.chunking
         hw, n = grid[1] * grid[2], -(-grid[0] // c)
 

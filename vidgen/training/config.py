@@ -220,7 +220,7 @@ class GeneratorDataConfig:
     num_frames: int = 17
     size: int = 64
     num_clips: int = 2048  # shapes: items rendered and pre-encoded once (cached on disk)
-    wrap: bool | str = False  # shapes: True / "late" / "torus" (vidgen.data.shapes.render_shape_video)
+    wrap: bool | str = False  # shapes: True / "torus" / "torus-late" (vidgen.data.shapes.render_shape_video)
     motion_frames: int | None = None  # shapes: motion at the speed of a clip this long (None: num_frames)
     batch: int = 8
     conditioning: str = "text"  # "text" (captions through the text encoder), "class" (shapes) or "none"
