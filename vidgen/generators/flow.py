@@ -310,7 +310,7 @@ def generate_latents(model: FlowVideoTransformer, cond: Optional[Conditioning] =
     scheduler = scheduler if scheduler is not None else model.default_scheduler()
     check_positive_int("batch", batch)
     check_scheduler(model, scheduler)
-    model.backbone.check_grid(model.patch.grid(tuple(grid)))
+    model.check_token_grid(model.patch.grid(tuple(grid)))
     dev, dtype = model.device, torch.float32  # the ODE state: fp32 (a bf16 state would round every Euler step)
     shape = (batch, model.config.in_channels, *grid)
     if latents is not None:

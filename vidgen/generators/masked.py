@@ -175,7 +175,7 @@ def generate_ids(model: MaskedVideoTransformer, cond: Optional[Conditioning] = N
     config = MaskedSamplingConfig.resolve(config, settings)
     scheduler = scheduler or make_scheduler(model)
     check_positive_int("batch", batch)
-    model.backbone.check_grid(model.patch.grid(tuple(grid)))
+    model.check_token_grid(model.patch.grid(tuple(grid)))
     check_scheduler(model, scheduler)
     if given_mask is not None or given_ids is not None:
         shape = (batch, *grid)
