@@ -222,9 +222,18 @@ def _cell(d: dict, key: str, fmt: str, suffix: str = "") -> str:
     return format(d[key], fmt) + suffix if key in d else "–"
 
 
+def bf16_ceiling_emulated(results: dict) -> bool:
+    """The run's bf16 GEMM ceiling was emulated: its CPU has no bf16 units (``cpu`` says so) or its bf16 GEMM ran
+    slower than its fp32 one. A fraction of such a ceiling says nothing about the code; the table prints "–"."""
+    ceil = results.get("ceilings") or {}
+    slower = "fp32" in ceil and "bf16" in ceil and ceil["bf16"]["gflops"] < ceil["fp32"]["gflops"]
+    return slower or "no bf16 units" in str(results.get("cpu", ""))
+
+
 def readme_table(results: dict) -> str:
     """The README tables (``<!-- table:attention -->``) from ``docs/results/bench_attention.json``."""
     ceil = results["ceilings"]
+    emulated = bf16_ceiling_emulated(results)
     lines = ["| T×H×W | tokens | `auto` picks | user's call (s) fp32 / bf16 | `cpu_fused` (s) fp32 / bf16 | `cpu` (s) "
              "fp32 / bf16 / bf16+compile | dense masked SDPA (s) fp32 / bf16 / bf16+compile | user's call vs dense "
              "masked, fp32 / bf16 | bf16 vs fp32, `cpu_fused` | % of ceiling, user's call fp32 / bf16 | FLOP bound |",
@@ -242,7 +251,8 @@ def readme_table(results: dict) -> str:
             f"**{_cell(f, 'user_call_speedup_vs_dense_masked_sdpa', '.1f', '×')}** / "
             f"{_cell(b, 'user_call_speedup_vs_dense_masked_sdpa', '.1f', '×')} | "
             f"**{_cell(r.get('bf16_speedup_vs_fp32', {}), 'fused', '.2f', '×')}** | "
-            f"{100 * f['fraction_of_ceiling']['user_call']:.1f} / {100 * b['fraction_of_ceiling']['user_call']:.1f} | "
+            f"{100 * f['fraction_of_ceiling']['user_call']:.1f} / "
+            + ("–" if emulated else f"{100 * b['fraction_of_ceiling']['user_call']:.1f}") + " | "
             f"{r['flop_bound_speedup']:.0f}× |")
     lines += ["", f"| pattern at {_x(results['pattern_grid'])} | `auto` picks fp32 / bf16 | `cpu_fused` (s) fp32 / bf16 "
               "| `cpu` (s) fp32 / bf16 | dense masked SDPA (s) fp32 / bf16 | user's call vs dense masked, fp32 / bf16 | "
@@ -270,8 +280,10 @@ def readme_table(results: dict) -> str:
               f"rounds. A windowed path beats dense masked SDPA in both dtypes at every timed grid from "
               f"{_tokens(results.get('blocked_min_tokens'))} on; `auto` keeps dense "
               "SDPA below `BLOCKED_MIN_TOKENS`, a chosen rule (`vidgen/attention/api.py`). GEMM ceilings in the same run: "
-              f"fp32 {ceil['fp32']['gflops']:.0f}, bf16 {ceil['bf16']['gflops']:.0f} GFLOP/s; % of ceiling counts "
-              "the useful FLOPs (12·D per allowed pair) against the ceiling of the same dtype. The user's call is "
+              f"fp32 {ceil['fp32']['gflops']:.0f}, bf16 {ceil['bf16']['gflops']:.1f} GFLOP/s; % of ceiling counts "
+              "the useful FLOPs (12·D per allowed pair) against the ceiling of the same dtype"
+              + (" (bf16: –, this CPU's bf16 GEMM is emulated, so a fraction of it says nothing about the code)"
+                 if emulated else "") + ". The user's call is "
               "`attention3d(q, k, v, grid, window=...)` (`auto`) with gradients accumulating; `compile` does not apply "
               "to the fused C kernel" + (f"; compile took " + ", ".join(f"{k.replace('_compiled', '')} {v:.0f} s"
                                                                        for k, v in comp.items()) if comp else "")

@@ -57,6 +57,11 @@ def recipe_stages(artifact: str) -> list[dict]:
              "config": recipes.config(c)} for c in recipes.stages(artifact)]
 
 
+def _shown(path: Path) -> str:
+    """``path`` as a card names it: from the repository root when it is under it."""
+    return path.relative_to(recipes.ROOT).as_posix() if path.is_relative_to(recipes.ROOT) else str(path)
+
+
 def _wall(stage: dict) -> str:
     if stage.get("device"):  # a stage trained on a lent GPU (its record says which)
         return f"{stage['wall_time_min']:.0f} min ({stage['device']})"
@@ -159,8 +164,10 @@ def pipeline_card(name: str, folder: Path) -> str:
     tok_runs, gen_runs = recipe_stages(tok), recipe_stages(artifact)
     data = gen_runs[-1]["config"]["data"]
     psnr = f"{tok_runs[-1]['eval_psnr']:.2f} dB PSNR"
+    psnr_stages = [tok_runs[-1]]  # the stages whose held-out PSNR the card quotes
     if len(tok_runs) > 1:
         psnr += f" (stage 1: {tok_runs[0]['eval_psnr']:.2f} dB)"
+        psnr_stages.append(tok_runs[0])
     results = json.loads(recipes.RESULTS.read_text()) if recipes.RESULTS.exists() else {}
     saved = recipes.sampling_config(name)  # the recipe's copy, which assembling put in the folder (test_recipes.py)
     sampling = ", ".join(f"{k} {v}" for k, v in saved.items())
@@ -178,6 +185,8 @@ def pipeline_card(name: str, folder: Path) -> str:
         training_notes="".join(f"**Training note** (`{s['config_path']}`): {s['history']}\n\n"
                                for s in tok_runs + gen_runs if s.get("history")),
         tokenizer_psnr=psnr, final_loss=f"{gen_runs[-1]['final_loss']:.4f}",
+        run_records=_shown(RUN_RECORDS), loss_run=f"`{gen_runs[-1]['run_dir']}`",
+        psnr_runs=", ".join(f"`{s['run_dir']}`" for s in psnr_stages),
         prompt_adherence=_adherence(name, results), sampling=sampling,
         recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
         sampling_source=_sampling_source(name, folder, saved, evaluated))
@@ -195,7 +204,8 @@ def write_cards(out: Path) -> None:
     for artifact in recipes.NATURAL_TOKENIZERS:
         runs = recipe_stages(artifact)
         row, results = ship.metrics_row(recipes.TOKENIZER_RESULTS, recipes.ROOT / runs[-1]["run_dir"] / "final")
-        card = ship.card(artifact, load_tokenizer(out / artifact), runs, row, results)
+        card = ship.card(artifact, load_tokenizer(out / artifact), runs, row, results,
+                         _shown(recipes.TOKENIZER_RESULTS))
         (out / artifact / "README.md").write_text(card)
         print(f"  card: {out / artifact / 'README.md'}", flush=True)
 

@@ -76,3 +76,22 @@ def test_rounds_alternate_every_round_is_recorded_and_a_negative_time_is_an_erro
     x = torch.zeros(1, 1, 2, 2, requires_grad=True)
     with pytest.raises(NegativeTimeError):
         bench.fwd_bwd_seconds(lambda q, k, v: q * k * v, x, x, x)
+
+
+def test_table_gives_no_bf16_fraction_of_an_emulated_ceiling(load_script):
+    """A bf16 GEMM ceiling that ran slower than fp32's (no bf16 units) is emulated: its "% of ceiling" is "–" and the
+    caption says why; a run whose bf16 ceiling is faster keeps the fraction."""
+    bench = load_script("eval/bench_attention.py")
+    results = json.loads(RESULTS.read_text())
+    slow, fast = json.loads(json.dumps(results)), json.loads(json.dumps(results))
+    slow["ceilings"]["bf16"]["gflops"] = slow["ceilings"]["fp32"]["gflops"] / 400
+    fast["ceilings"]["bf16"]["gflops"] = fast["ceilings"]["fp32"]["gflops"] * 4
+    fast["cpu"] = "a CPU with AVX512-BF16"
+    row = lambda table: table.split("\n")[2].split(" | ")  # noqa: E731  the first grid's row
+    column = next(i for i, cell in enumerate(bench.readme_table(fast).split("\n")[0].split(" | "))
+                  if cell.startswith("% of ceiling"))
+    assert bench.bf16_ceiling_emulated(slow) and not bench.bf16_ceiling_emulated(fast)
+    assert row(bench.readme_table(slow))[column].endswith(" / –") and "emulated" in bench.readme_table(slow)
+    fraction = 100 * fast["rows"][0]["bf16"]["fraction_of_ceiling"]["user_call"]
+    assert row(bench.readme_table(fast))[column].endswith(f" / {fraction:.1f}")
+    assert "emulated" not in bench.readme_table(fast)
