@@ -213,8 +213,9 @@ def write_cards(out: Path) -> None:
 FEW_STEP_RESULTS = "bench_few_step.json"  # eval/bench_few_step.py's file under SWEEPS (docs/results)
 #: the tuning read (eval/distill_tuning.py) that chose each distilled pipeline's stages and step count
 SHIP_READS = {"flow-distilled": (
-    "at 2 steps this stage-1 student read 92.7 % colour+motion and 35.9 % shape on tuning_prompts(192), against the "
-    "teacher's 96.4 % and 38.0 %, at 12x the teacher's speed, and the 1-step student 86.5 %; continuing it with "
+    "at 2 steps this stage-1 student (its EMA weights) read 92.7 % colour+motion and 35.9 % shape on "
+    "tuning_prompts(192), against the teacher's 96.4 % and 38.0 %, at 12.9x the teacher's speed, and the 1-step "
+    "student 86.5 % (experiments/results/distill_tuning_dmd2_step1900_192.json); continuing it with "
     "DMD2's GAN term (experiments/configs/distill/dmd2_gan_shapes.yaml, 600 steps) read 91.1 % at 2 steps, so it was "
     "not kept (experiments/results/distill_tuning_dmd2_gan_192.json); the rule's 2-point margins are missed, by how "
     "much on the evaluation is in the table above"),
