@@ -76,6 +76,20 @@ def earlier_rows(out: Path, prompts: int, sampling: dict) -> list[dict]:
     return old.get("rows", [])
 
 
+def shapes_read(detected: list[dict], prompts) -> dict:
+    """Per asked-for shape: how many of its videos the scorer reads as that shape, and what the others read as
+    ("right / asked" and a count per shape read instead). Not part of the rule: it says which shapes the shape
+    score misses."""
+    import collections
+    asked, read = collections.Counter(), collections.defaultdict(collections.Counter)
+    for d, p in zip(detected, prompts):
+        asked[p.attributes.shape] += 1
+        read[p.attributes.shape][d["shape"]] += 1
+    return {shape: {"right": f"{read[shape][shape]}/{n}",
+                    "read_as": {k: v for k, v in read[shape].most_common() if k != shape}}
+            for shape, n in sorted(asked.items())}
+
+
 def first_shipping(rows: list[dict]) -> int | None:
     """The step of the first row that ships (None if none does)."""
     return next((r["step"] for r in rows if r["verdict"]["ships"]), None)
@@ -164,7 +178,8 @@ def main(argv=None) -> int:
         turned, rotating = map(int, motion_right(detected, prompts).get("rotate", "0/0").split("/"))
         row = {"step": step, "folder": str(folder), "weights_sha256": weights_digest(folder),
                "shape": result["all"]["shape"], "color_motion": result["all"]["color_motion"],
-               "turned": turned, "rotating": rotating, "seconds_per_video": seconds}
+               "turned": turned, "rotating": rotating, "seconds_per_video": seconds,
+               "shapes": shapes_read(detected, prompts)}
         row["verdict"] = judge(row, ref)
         rows.append(row)
         rows.sort(key=lambda r: r["step"])

@@ -51,3 +51,17 @@ def test_plot_only_draws_the_curve_beside_the_file(load_script, tmp_path):
     assert read.main(["--plot-only", "--out", str(out)]) == 0
     png = tmp_path / "read.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_shapes_read_counts_each_asked_shape_and_what_it_was_read_as(load_script):
+    from vidgen.demo.prompts import tuning_prompts
+    read = load_script("experiments/stage7_read.py")
+    prompts = tuning_prompts(24, seed=1)
+    wrong = "hexagon" if prompts[0].attributes.shape != "hexagon" else "circle"
+    detected = [{"shape": wrong if i == 0 else p.attributes.shape} for i, p in enumerate(prompts)]
+    got = read.shapes_read(detected, prompts)
+    first = prompts[0].attributes.shape
+    asked = sum(p.attributes.shape == first for p in prompts)
+    assert got[first] == {"right": f"{asked - 1}/{asked}", "read_as": {wrong: 1}}
+    assert sum(int(v["right"].split("/")[1]) for v in got.values()) == 24
+    assert all(v["read_as"] == {} for k, v in got.items() if k != first)
