@@ -57,11 +57,6 @@ def recipe_stages(artifact: str) -> list[dict]:
              "config": recipes.config(c)} for c in recipes.stages(artifact)]
 
 
-def _shown(path: Path) -> str:
-    """``path`` as a card names it: from the repository root when it is under it."""
-    return path.relative_to(recipes.ROOT).as_posix() if path.is_relative_to(recipes.ROOT) else str(path)
-
-
 def _wall(stage: dict) -> str:
     if stage.get("device"):  # a stage trained on a lent GPU (its record says which)
         return f"{stage['wall_time_min']:.0f} min ({stage['device']})"
@@ -185,7 +180,7 @@ def pipeline_card(name: str, folder: Path) -> str:
         training_notes="".join(f"**Training note** (`{s['config_path']}`): {s['history']}\n\n"
                                for s in tok_runs + gen_runs if s.get("history")),
         tokenizer_psnr=psnr, final_loss=f"{gen_runs[-1]['final_loss']:.4f}",
-        run_records=_shown(RUN_RECORDS), loss_run=f"`{gen_runs[-1]['run_dir']}`",
+        run_records=RUN_RECORDS.relative_to(recipes.ROOT).as_posix(), loss_run=f"`{gen_runs[-1]['run_dir']}`",
         psnr_runs=", ".join(f"`{s['run_dir']}`" for s in psnr_stages),
         prompt_adherence=_adherence(name, results), sampling=sampling,
         recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
@@ -204,8 +199,7 @@ def write_cards(out: Path) -> None:
     for artifact in recipes.NATURAL_TOKENIZERS:
         runs = recipe_stages(artifact)
         row, results = ship.metrics_row(recipes.TOKENIZER_RESULTS, recipes.ROOT / runs[-1]["run_dir"] / "final")
-        card = ship.card(artifact, load_tokenizer(out / artifact), runs, row, results,
-                         _shown(recipes.TOKENIZER_RESULTS))
+        card = ship.card(artifact, load_tokenizer(out / artifact), runs, row, results, recipes.TOKENIZER_RESULTS)
         (out / artifact / "README.md").write_text(card)
         print(f"  card: {out / artifact / 'README.md'}", flush=True)
 

@@ -67,8 +67,8 @@ def shown(results_file: Path) -> str:
 
 
 def card(name: str, model, stages: list[dict], row: dict | None, results: dict,
-         results_file: str | None = None) -> str:
-    """The card's text; ``results_file`` (as it should be named) is the file ``row`` and ``results`` were read from."""
+         results_file: Path | None = None) -> str:
+    """The card's text; ``results_file`` is the file ``row`` and ``results`` were read from (named in the card)."""
     params = sum(p.numel() for p in model.parameters()) / 1e6
     cpu_h = sum(s["wall_time_min"] * s["threads"] for s in stages) / 60
     data_cfg = stages[-1]["config"].get("data", {})
@@ -110,7 +110,7 @@ def card(name: str, model, stages: list[dict], row: dict | None, results: dict,
         command = row.get("command", results["command"])  # --keep rows carry the command that measured them
         lines += ["", f"**Held-out reconstruction** (`{command}`: {setup['clips']} clips of "
                   f"{setup['frames']}x{setup['size']}x{setup['size']}, {results['date'][:10]}"
-                  + (f"; results file `{results_file}`" if results_file else "") + "):", "",
+                  + (f"; results file `{shown(results_file)}`" if results_file else "") + "):", "",
                   f"| PSNR | SSIM | {setup['perceptual']} | rFVD | utilization | perplexity |", "|---|---|---|---|---|---|",
                   f"| {row['psnr']:.2f} dB | {row['ssim']:.3f} | {row[setup['perceptual']]:.3f} | "
                   + (f"{row['rfvd']:.0f} (noise floor {_floor(row['rfvd_noise_floor'])})" if "rfvd" in row else "-")
@@ -145,7 +145,7 @@ def ship(run_final: Path, out: Path, results_file: Path, stages: list[dict] | No
             b = load_tokenizer(staged).reconstruct(x, sample_posterior=False).sample
         if (a - b).abs().max() > 0.05:
             raise ConfigError(f"{out}: float16 storage changes the reconstruction by {(a - b).abs().max():.3f}")
-        (staged / "README.md").write_text(card(out.name, model, stages, row, results, shown(results_file)))
+        (staged / "README.md").write_text(card(out.name, model, stages, row, results, results_file))
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(staged, out)
