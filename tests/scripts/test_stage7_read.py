@@ -65,3 +65,16 @@ def test_shapes_read_counts_each_asked_shape_and_what_it_was_read_as(load_script
     assert got[first] == {"right": f"{asked - 1}/{asked}", "read_as": {wrong: 1}}
     assert sum(int(v["right"].split("/")[1]) for v in got.values()) == 24
     assert all(v["read_as"] == {} for k, v in got.items() if k != first)
+
+
+def test_best_read_names_the_highest_shape_and_how_far_each_check_is(load_script):
+    read = load_script("experiments/stage7_read.py")
+    ref = {"color_motion": 0.958, "shape": 0.359, "turned": 20, "rotating": 26}
+    rows = [{"step": 3000, "shape": 0.542, "color_motion": 0.974, "turned": 22},
+            {"step": 4000, "shape": 0.536, "color_motion": 0.90, "turned": 18}]
+    best = read.best_read(rows, ref)
+    assert (best["step"], best["ships"]) == (3000, False)
+    assert best["short_by"] == {"shape_points": 5.8, "color_motion_points": 0.0, "turns": 0}
+    rows[1]["shape"] = 0.542  # a tie goes to the later read, whose other checks fall short too
+    assert read.best_read(rows, ref)["short_by"] == {"shape_points": 5.8, "color_motion_points": 3.8, "turns": 2}
+    assert read.best_read([], ref) is None
