@@ -102,6 +102,30 @@ def _components(name: str, pipe, tok_runs: list[dict], gen_runs: list[dict]) -> 
              f"{s.get('parameters_m') or _params(pipe.transformer):.2f} M | `{s['config_path']}` | "
              f"{s['steps']} | {_wall(s)} | {s['precision']} |" for i, s in enumerate(gen_runs)]
     return rows
+#: runs that tried to replace a shipped transformer, read by a fixed ship rule: (config, results file of its reads,
+#: what the run changed). Once such a run has reached its last step without a read that ships, the card says so.
+TRIED = {"flow": ("experiments/configs/generators/flow_shapes_stage7.yaml", "experiments/results/stage7_read.json",
+                  "continued at one token per latent position (1x1x1 patches)")}
+
+
+def _tried(name: str, root: Path = recipes.ROOT) -> str:
+    """The card's line on a run that tried to replace ``name``'s transformer and ended without shipping, or ""."""
+    if name not in TRIED or not (root / TRIED[name][1]).is_file():
+        return ""
+    config, path, change = TRIED[name]
+    read, steps = json.loads((root / path).read_text()), recipes.config(config)["steps"]
+    rows, best = read.get("rows", []), read.get("best")
+    if read.get("ships") is not None or not rows or best is None or rows[-1]["step"] < steps:
+        return ""  # shipped (it is these weights), or still running
+    short = best["short_by"]
+    misses = [f"{short['shape_points']} points below on shape"] if short["shape_points"] else []
+    misses += [f"{short['color_motion_points']} points below on colour+motion"] if short["color_motion_points"] else []
+    misses += [f"{short['turns']} turns short"] if short["turns"] else []
+    return (f"\n\n**Tried, not shipped**: the transformer {change} for {steps} more steps (`{config}`, its ship rule "
+            f"fixed in its header before the first step) reads at best {best['shape']:.1%} shape, "
+            f"{best['color_motion']:.1%} colour+motion and {best['turned']} of {rows[-1]['rotating']} turns on "
+            f"{read['prompts']} tuning prompts (step {best['step']}): {', '.join(misses) or 'short'} of the rule, so "
+            f"these weights stay. Every read and the curve: `{path}` and the `.png` beside it.")
 
 
 def _adherence(name: str, results: dict) -> str:
@@ -182,7 +206,7 @@ def pipeline_card(name: str, folder: Path) -> str:
         tokenizer_psnr=psnr, final_loss=f"{gen_runs[-1]['final_loss']:.4f}",
         run_records=RUN_RECORDS.relative_to(recipes.ROOT).as_posix(), loss_run=f"`{gen_runs[-1]['run_dir']}`",
         psnr_runs=", ".join(f"`{s['run_dir']}`" for s in psnr_stages),
-        prompt_adherence=_adherence(name, results), sampling=sampling,
+        prompt_adherence=_adherence(name, results) + _tried(name), sampling=sampling,
         recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
         sampling_source=_sampling_source(name, folder, saved, evaluated))
 

@@ -206,3 +206,26 @@ def test_evaluating_some_pipelines_merges_them_into_the_full_evaluation(load_scr
     new["videos"][0]["prompt"] = "a blue star"
     with pytest.raises(SystemExit, match="prompts differ"):
         mp.merge_evaluation(record, new)
+
+
+def test_a_card_names_a_run_that_ended_without_shipping_and_by_how_much(tmp_path, monkeypatch, load_script):
+    import json
+    cards = load_script("pipelines/make_pretrained.py").cards
+    monkeypatch.setattr(cards.recipes, "ROOT", tmp_path)
+    config, path, _ = cards.TRIED["flow"]
+    (tmp_path / config).parent.mkdir(parents=True)
+    (tmp_path / config).write_text("steps: 6000\n")
+    assert cards._tried("flow", tmp_path) == "" and cards._tried("masked", tmp_path) == ""  # nothing read yet
+    rows = [{"step": s, "shape": sh, "color_motion": 0.99, "turned": 25, "rotating": 26}
+            for s, sh in ((5000, 0.55), (6000, 0.54))]
+    best = {"step": 5000, "shape": 0.55, "color_motion": 0.99, "turned": 25, "ships": False,
+            "short_by": {"shape_points": 5.0, "color_motion_points": 0.0, "turns": 0}}
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_text(json.dumps({"prompts": 192, "ships": None, "best": best, "rows": rows[:1]}))
+    assert cards._tried("flow", tmp_path) == ""  # still running: its last step is not read yet
+    (tmp_path / path).write_text(json.dumps({"prompts": 192, "ships": None, "best": best, "rows": rows}))
+    line = cards._tried("flow", tmp_path)
+    assert "Tried, not shipped" in line and "55.0% shape" in line and "5.0 points below on shape" in line
+    assert "colour+motion of" not in line and path in line and "step 5000" in line
+    (tmp_path / path).write_text(json.dumps({"prompts": 192, "ships": 6000, "best": best, "rows": rows}))
+    assert cards._tried("flow", tmp_path) == ""  # it shipped: the card describes those weights
