@@ -14,7 +14,7 @@ Refuses sources that differ in pipeline, prompt count, prompt seed, motions, tok
 versions, and a ``--chosen`` setting that no row holds.
 
 ``--check READ``: a read of the chosen setting alone on the weights that ship (``sweep_sampling.py --pretrained
-pretrained``, which records their ``weights_sha256``). Sampling is seeded, so the read must repeat the chosen row's
+pretrained``, which records their ``weights_digest``). Sampling is seeded, so the read must repeat the chosen row's
 scores exactly; then the file records the check and its digest, which model cards and tests compare with the shipped
 folder ("sweep the model you ship", issue #34). With ``--check`` and no sources it checks an existing ``--out``:
 
@@ -51,8 +51,9 @@ def attach_check(merged: dict, read: dict, source: Path) -> dict:
     for key in SAME:
         if json.dumps(read.get(key), sort_keys=True) != json.dumps(merged.get(key), sort_keys=True):
             raise SystemExit(f"merge_sweeps: the check {source} differs from the sweep in {key!r}")
-    if "weights_sha256" not in read:
-        raise SystemExit(f"merge_sweeps: the check {source} names no weights_sha256; rerun it with sweep_sampling.py")
+    digest = read.get("weights_digest", read.get("weights_sha256"))  # older reads kept the short digest there
+    if not isinstance(digest, str):
+        raise SystemExit(f"merge_sweeps: the check {source} names no weights_digest; rerun it with sweep_sampling.py")
     sampling = lambda row: json.dumps(row["sampling"], sort_keys=True)  # noqa: E731
     chosen = [row for row in merged["rows"] if sampling(row) == json.dumps(merged["chosen"], sort_keys=True)]
     checked = [row for row in read["rows"] if sampling(row) == sampling(chosen[0])] if chosen else []
@@ -62,7 +63,7 @@ def attach_check(merged: dict, read: dict, source: Path) -> dict:
     if differ:
         raise SystemExit(f"merge_sweeps: the check {source} does not repeat the chosen row ({', '.join(differ)} "
                          "differ): the sweep ran on other weights or settings; sweep the model you ship")
-    return {**merged, "check": {"file": str(source), "weights_sha256": read["weights_sha256"],
+    return {**merged, "check": {"file": str(source), "weights_sha256": digest,
                                 **{k: read.get(k) for k in ("command", "date", "threads")}}}
 
 

@@ -99,12 +99,14 @@ def main(argv=None) -> int:
         fvd = f"  FVD {row['fvd']['value']:.0f}" if "fvd" in row else ""
         print(f"{json.dumps(sampling):60s} {groups}{fvd}  {seconds:.2f} s/video\n    motion right: {right}", flush=True)
     out = Path(args.out or f"experiments/results/sampling_sweep_{args.pipeline}.json")
+    folder = Path(args.pretrained) / PIPELINES[args.pipeline]
     write_result(out, {"pipeline": args.pipeline, "prompts": args.prompts, "prompt_seed": args.seed,
-                       "weights_sha256": weights_digest(Path(args.pretrained) / PIPELINES[args.pipeline]),
+                       "weights_digest": weights_digest(folder),  # the short digest a model card compares
                        "motions": motions or "all",
                        "tokenizer": args.tokenizer or "the pipeline's own", "precision": pipe.precision,
                        "rows": rows},
-                 command=" ".join(["python", "experiments/sweep_sampling.py", *(argv or sys.argv[1:])]))
+                 command=" ".join(["python", "experiments/sweep_sampling.py", *(argv or sys.argv[1:])]),
+                 weights=[folder])
     print(f"wrote {out}")
     return 0
 

@@ -28,11 +28,13 @@ SWEEPS = recipes.ROOT / "docs" / "results"  # sampling sweeps of the shipped mod
 RUN_RECORDS = recipes.ROOT / "pipelines" / "training_runs.json"
 RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr", "final_loss", "precision")
 #: the reads that chose each shipped folder's context_frames (experiments/sweep_context.py; experiments/log.md)
-CONTEXT_SWEEPS = {"masked": "experiments/results/sweep_context_shipped.json (12 steps) and "
+CONTEXT_SWEEPS = {"masked": "on this model: experiments/results/sweep_context_shipped.json (12 steps) and "
                             "experiments/results/sweep_context_masked_4steps.json (the shipped 4 steps)",
-                  "flow": "experiments/results/sweep_context_shipped.json",
-                  "autoregressive": "experiments/results/sweep_context_autoregressive_story_gpu.json (context 1) "
-                                    "and experiments/results/sweep_context_autoregressive_stage4.json (2 and 3)"}
+                  "flow": "on stage 6 (1x2x2 patches), kept for stage 7 without a read of its own: "
+                          "experiments/results/sweep_context_shipped.json",
+                  "autoregressive": "on this model: experiments/results/sweep_context_autoregressive_story_gpu.json "
+                                    "(context 1) and experiments/results/sweep_context_autoregressive_stage4.json (2 "
+                                    "and 3)"}
 
 
 def summary(run_dir: Path) -> dict:
@@ -113,10 +115,13 @@ def _tried(name: str, root: Path = recipes.ROOT) -> str:
     if name not in TRIED or not (root / TRIED[name][1]).is_file():
         return ""
     config, path, change = TRIED[name]
-    read, steps = json.loads((root / path).read_text()), recipes.config(config)["steps"]
+    read = json.loads((root / path).read_text())
     rows, best = read.get("rows", []), read.get("best")
-    if read.get("ships") is not None or not rows or best is None or rows[-1]["step"] < steps:
-        return ""  # shipped (it is these weights), or still running
+    if read.get("ships") is not None or not rows or best is None:
+        return ""  # shipped (it is these weights), or nothing read yet
+    steps = recipes.config(config)["steps"]
+    if rows[-1]["step"] < steps:
+        return ""  # still running
     short = best["short_by"]
     misses = [f"{short['shape_points']} points below on shape"] if short["shape_points"] else []
     misses += [f"{short['color_motion_points']} points below on colour+motion"] if short["color_motion_points"] else []
@@ -165,10 +170,11 @@ def _sampling_source(name: str, folder: Path, saved: dict, evaluated: dict | Non
     else:
         how = "the pipeline's defaults, not tuned"
     if "context_frames" in saved:
-        how += (f"; context_frames, for stories, with `experiments/sweep_context.py` on this model and a tuning story "
-                f"the evaluation never uses: {CONTEXT_SWEEPS[name]}")
+        how += (f"; context_frames, for stories, with `experiments/sweep_context.py` and a tuning story the evaluation "
+                f"never uses, {CONTEXT_SWEEPS[name]}")
     if evaluated is None:
         return f"{how}."
+    evaluated = {k: v for k, v in evaluated.items() if v is not None or k in saved}  # an option left at its default
     if evaluated == saved:
         return f"the evaluation above ran with them ({how})."
     return f"the evaluation above ran with {evaluated} instead ({how})."
@@ -273,6 +279,29 @@ def _comparison(results: dict, shipped_steps: int) -> str:
     return "\n".join(rows) + "\n\nThe shipped student against the targets it was distilled for:\n\n" + "\n".join(lines)
 
 
+def _teacher(teacher: str, guidance: float, results: dict | None, root: Path = recipes.ROOT) -> str:
+    """The card's words for a student's teacher: the shipped teacher pipeline, or, when the few-step benchmark ran
+    against other teacher weights than the shipped ones, that earlier teacher (by its transformer's SHA-256) and the
+    settings it ran at."""
+    artifact = recipes.GENERATORS[teacher]
+    steps = recipes.sampling_config(teacher)["num_inference_steps"]
+    plain = (f"the teacher pipeline `pretrained/{artifact}` ({2 * steps} transformer evaluations a video: {steps} steps "
+             f"under classifier-free guidance {guidance})")
+    key = f"pretrained/{artifact}/transformer/diffusion_pytorch_model.safetensors"
+    measured = (results or {}).get("weights_sha256", {}).get(key)
+    if measured is None or not (root / key).is_file():
+        return plain
+    import hashlib
+    if hashlib.sha256((root / key).read_bytes()).hexdigest() == measured:
+        return plain
+    row = next(r for r in results["rows"] if r["name"] == "teacher")
+    was = row["settings"]["num_inference_steps"]
+    return (f"an earlier `pretrained/{artifact}` ({row['evaluations_per_video']} transformer evaluations a video: {was} "
+            f"steps under classifier-free guidance {row['settings']['guidance_scale']}; transformer SHA-256 "
+            f"{measured[:16]}; the shipped `pretrained/{artifact}` has since replaced it, and this student has not "
+            f"been distilled from the shipped one yet, so the comparison below is with that earlier teacher)")
+
+
 def distilled_card(name: str, folder: Path) -> str:
     """The card of distilled pipeline ``name``'s assembled ``folder``: ``templates/model_card_distilled.md``."""
     from vidgen.data.shapes import HELD_OUT_PAIRS
@@ -281,7 +310,6 @@ def distilled_card(name: str, folder: Path) -> str:
     pipe, runs = load_pipeline(folder), recipe_stages(artifact)
     data = runs[-1]["config"]["data"]
     spec = pipe.transformer.config["distillation"]
-    teacher_sampling = recipes.sampling_config(teacher)
     saved = recipes.sampling_config(name)
     stages = []
     for s in runs:
@@ -298,17 +326,17 @@ def distilled_card(name: str, folder: Path) -> str:
         comparison = _comparison(results, saved["num_inference_steps"])
         prompts, threads, cpu = results["prompts"], results["threads"], results["cpu"]
     else:
-        comparison, prompts, threads, cpu = "(not measured yet)", "-", "-", "-"
+        results, comparison, prompts, threads, cpu = None, "(not measured yet)", "-", "-", "-"
     return _template("model_card_distilled.md").substitute(
         artifact=artifact, teacher_artifact=recipes.GENERATORS[teacher], pipeline_class=type(pipe).__name__,
         size_mib=f"{sum(f.stat().st_size for f in folder.rglob('*.safetensors')) / 2**20:.1f}",
         steps_list="/".join(map(str, spec["steps"])), guidance=spec["guidance_scale"],
-        teacher_steps=teacher_sampling["num_inference_steps"],
-        teacher_evaluations=2 * teacher_sampling["num_inference_steps"], recipe=f"{recipes.CONFIGS}/{artifact}/",
+        recipe=f"{recipes.CONFIGS}/{artifact}/",
         shipped_steps=saved["num_inference_steps"], stages="\n".join(stages),
         training_notes="".join(f"**Training note** (`{s['config_path']}`): {s['history']}\n\n"
                                for s in runs if s.get("history")),
         prompts=prompts, threads=threads, cpu=cpu, results_file=f"docs/results/{FEW_STEP_RESULTS}",
+        teacher=_teacher(teacher, spec["guidance_scale"], results),
         comparison=comparison, sampling=", ".join(f"{k} {v}" for k, v in saved.items()),
         recipe_sampling_config=f"{recipes.CONFIGS}/{artifact}/sampling_config.json",
         ship_read=SHIP_READS.get(name, "-"), num_clips=data["num_clips"], num_frames=data["num_frames"],

@@ -85,8 +85,9 @@ def stages(artifact: str) -> list[str]:
     chain = [found[i] for i in sorted(found)]
     start = config(chain[0]).get("init_from")
     if start is not None and _shipped_pipeline(start) is None:
-        raise fail(f"{chain[0]}: a first stage starts from scratch or from a shipped pipeline's transformer "
-                   f"(pretrained/<folder>/transformer); init_from is {start!r}")
+        raise fail(f"{chain[0]}: a first stage starts from scratch, from a shipped pipeline's transformer "
+                   f"(pretrained/<folder>/transformer) or from a stage of its recipe (<run_dir>/final); init_from is "
+                   f"{start!r}")
     for before, after in zip(chain, chain[1:]):
         want = [f"{config(before)['run_dir']}/final"]
         if "distill" in config(after):
@@ -100,11 +101,17 @@ def stages(artifact: str) -> list[str]:
 
 
 def _shipped_pipeline(path: str) -> str | None:
-    """The shipped pipeline whose folder ``path`` is or lies in (``pretrained/shapes-flow/transformer`` -> flow)."""
+    """The shipped pipeline whose folder ``path`` is or lies in (``pretrained/shapes-flow/transformer`` -> flow), or
+    whose recipe has a stage that ends in ``path`` (``<its run_dir>/final``: a recipe that must start from an earlier
+    stage of a pipeline than the one it ships, e.g. with the patch size it was made for)."""
     parts = Path(path).parts
-    if len(parts) < 2 or parts[0] != "pretrained":
-        return None
-    return next((n for n, artifact in GENERATORS.items() if artifact == parts[1]), None)
+    if len(parts) >= 2 and parts[0] == "pretrained":
+        return next((n for n, artifact in GENERATORS.items() if artifact == parts[1]), None)
+    for name, artifact in GENERATORS.items():
+        for stage in (ROOT / CONFIGS / artifact).glob("stage*.yaml"):  # not stages(): that validates, and calls this
+            if path == f"{config(stage.relative_to(ROOT).as_posix())['run_dir']}/final":
+                return name
+    return None
 
 
 def next_stage(artifact: str) -> str | None:

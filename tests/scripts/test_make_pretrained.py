@@ -229,3 +229,24 @@ def test_a_card_names_a_run_that_ended_without_shipping_and_by_how_much(tmp_path
     assert "colour+motion of" not in line and path in line and "step 5000" in line
     (tmp_path / path).write_text(json.dumps({"prompts": 192, "ships": 6000, "best": best, "rows": rows}))
     assert cards._tried("flow", tmp_path) == ""  # it shipped: the card describes those weights
+
+
+def test_a_students_card_says_when_its_teacher_has_been_replaced(tmp_path, load_script):
+    import hashlib
+    import json
+    cards = load_script("pipelines/make_pretrained.py").cards
+    key = "pretrained/shapes-flow/transformer/diffusion_pytorch_model.safetensors"
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_bytes(b"teacher weights")
+    results = {"weights_sha256": {key: hashlib.sha256(b"teacher weights").hexdigest()},
+               "rows": [{"name": "teacher", "evaluations_per_video": 50,
+                         "settings": {"num_inference_steps": 25, "guidance_scale": 4.5}}]}
+    steps = cards.recipes.sampling_config("flow")["num_inference_steps"]
+    same = cards._teacher("flow", 4.5, results, tmp_path)
+    assert same.startswith("the teacher pipeline `pretrained/shapes-flow`") and f"{steps} steps" in same
+    assert cards._teacher("flow", 4.5, None, tmp_path) == same  # nothing measured: the recipe's teacher
+    (tmp_path / key).write_bytes(b"new teacher weights")
+    replaced = cards._teacher("flow", 4.5, results, tmp_path)
+    assert replaced.startswith("an earlier `pretrained/shapes-flow`") and "has since replaced it" in replaced
+    assert hashlib.sha256(b"teacher weights").hexdigest()[:16] in replaced and "25 steps" in replaced
+    assert "4.5" in json.dumps(replaced)

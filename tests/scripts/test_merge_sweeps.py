@@ -47,7 +47,7 @@ def test_a_read_that_repeats_the_chosen_row_is_recorded_with_its_digest(merge):
     (read(seen={"color_motion": 0.85, "shape": 0.4}), "does not repeat the chosen row"),
     (read(sampling={"guidance_scale": 3.0}), "no row of the chosen setting"),
     ({**read(), "precision": "bf16"}, "differs from the sweep in 'precision'"),
-    ({k: v for k, v in read().items() if k != "weights_sha256"}, "no weights_sha256"),
+    ({k: v for k, v in read().items() if k != "weights_sha256"}, "no weights_digest"),
 ])
 def test_a_read_that_does_not_repeat_it_is_refused(merge, bad, message):
     with pytest.raises(SystemExit, match=message):
@@ -117,3 +117,10 @@ def test_each_shipped_sweep_was_repeated_on_the_shipped_weights(results, name):
         f"{name}: rerun the chosen setting on pretrained/ and `experiments/merge_sweeps.py --check` (see its docstring)"
     saved = json.loads((folder / "sampling_config.json").read_text())
     assert {k: saved[k] for k in sweep["chosen"]} == sweep["chosen"]  # the folder samples with what was chosen
+
+
+def test_a_read_names_its_short_digest_apart_from_its_weights_hashes(merge):
+    new = {**read(), "weights_digest": "def", "weights_sha256": {"pretrained/x/t.safetensors": "0" * 64}}
+    assert merge.attach_check(merged(), new, Path("check.json"))["check"]["weights_sha256"] == "def"
+    with pytest.raises(SystemExit, match="names no weights_digest"):
+        merge.attach_check(merged(), {**new, "weights_digest": None, "weights_sha256": {}}, Path("check.json"))
