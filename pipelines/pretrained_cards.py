@@ -17,7 +17,7 @@ from string import Template
 
 import pretrained_recipes as recipes
 from bench_streaming import readme_table as streaming_table  # eval/ (make_pretrained.py puts it on the path)
-from results import weights_digest  # eval/results.py
+from results import sha256_file, weights_digest  # eval/results.py
 
 from vidgen.training.release import run_summary
 
@@ -291,8 +291,7 @@ def _teacher(teacher: str, guidance: float, results: dict | None, root: Path = r
     measured = (results or {}).get("weights_sha256", {}).get(key)
     if measured is None or not (root / key).is_file():
         return plain
-    import hashlib
-    if hashlib.sha256((root / key).read_bytes()).hexdigest() == measured:
+    if sha256_file(root / key) == measured:
         return plain
     row = next(r for r in results["rows"] if r["name"] == "teacher")
     was = row["settings"]["num_inference_steps"]
