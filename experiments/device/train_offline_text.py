@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""``pipelines/train_generator.py`` with the text encoder replaced by a table from ``text_table.py``.
+"""``pipelines/train_generator.py`` (or, with ``--distill``, ``pipelines/distill.py``) with the text encoder replaced
+by a table from ``text_table.py``.
 
 For the lent GPU machine, which has neither network nor the MiniLM weights. Every caption lookup returns the rows the
 encoder produced on the dev machine; a caption missing from the table is an error (never a silent zero embedding).
 
     python experiments/device/train_offline_text.py --table .carry/text_table.safetensors --config X.yaml k=v ...
+    python experiments/device/train_offline_text.py --distill --table ... --config configs/shapes-flow-distilled/stage1.yaml
 """
 from __future__ import annotations
 
@@ -44,9 +46,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, required=True)
     parser.add_argument("--config", required=True)
+    parser.add_argument("--distill", action="store_true", help="run pipelines/distill.py, not train_generator.py")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     install_table(args.table)
+    if args.distill:
+        import runpy
+        distill = runpy.run_path(str(Path(__file__).parents[2] / "pipelines" / "distill.py"))
+        return distill["main"](["--config", args.config, *args.overrides])
     from vidgen.training import GeneratorTrainConfig, load_config, train_generator
     print(train_generator(load_config(args.config, args.overrides, schema=GeneratorTrainConfig)))
     return 0
