@@ -8,20 +8,24 @@ checkpoint when a deadline stopped it, and writes config.json plus the
 weights in fp32 split into files of at most 15 MiB (``weights_a.safetensors``, ``weights_b`` ...; a 10.5 M parameter
 model needs three). ``unpack_weights.py`` joins them on the dev machine.
 """
+import json
 import sys
 from pathlib import Path
 
 import yaml
 from safetensors.torch import save_file
 
-from vidgen.generators import generator_class
+from vidgen.generators import GENERATORS, generator_class
 from vidgen.training.checkpoint import load_trained
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 src = Path(sys.argv[3]) if len(sys.argv) > 3 else run / "final"
 if not src.exists():  # stopped early: the last checkpoint, with its EMA weights
     src = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-model = load_trained(generator_class(yaml.safe_load((run / "config.yaml").read_text())["model"]["generator"]), src)
+saved = json.loads((src / "config.json").read_text()).get("_class_name") if (src / "config.json").is_file() else None
+kind = {c.__name__: c for c in GENERATORS.values()}.get(saved)  # a distillation's student is the teacher's kind
+model = load_trained(kind or generator_class(yaml.safe_load((run / "config.yaml").read_text())["model"]["generator"]),
+                     src)
 t = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
 parts, size = [{}], 0
 for k in sorted(t):

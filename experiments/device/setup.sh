@@ -5,7 +5,9 @@
 # weights into $L and $OUT/<run>).
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 L=$OUT/logs; mkdir -p $L
-if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+if ! ls .whl/*.whl > /dev/null 2>&1 && [ -d /tmp/site/diffusers ]; then  # a later call on the warm machine that
+  echo "no .whl carried: the wheels an earlier call installed in /tmp/site are used" > $L/setup.log  # left .whl out
+elif ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     > $L/setup.log 2>&1; then  # the log comes back: say why, not only that it stopped
   echo "the carried wheels did not install (was prepare_attention_gpu.sh run, and .whl carried?)" | tee -a $L/setup.log
   tail -20 $L/setup.log; tar czf $OUT/logs.tgz -C $OUT logs; exit 1

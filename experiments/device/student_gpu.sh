@@ -28,11 +28,11 @@ if [ "${1:-}" = prepare ]; then
   exit 0
 fi
 TRAIN_END=${TRAIN_END:-200}
-EXTRA="threads=8 ckpt_every=100 portable_dir=$PORTABLE portable_every=50"
+EXTRA="threads=8 ckpt_every=100 portable_dir=$PORTABLE portable_every=50 portable_ema=false"
 if [ "${DRY:-0}" = 1 ]; then  # the CPU dry run
   PORTABLE=/tmp/student_dry_portable
   EXTRA="data.num_clips=64 data.batch=4 data.encode_batch=4 threads=2 steps=4 ckpt_every=2 portable_dir=$PORTABLE \
-portable_every=2 run_dir=/tmp/student_dry"
+portable_every=2 portable_ema=false run_dir=/tmp/student_dry"
   TRAIN_END=400
 fi
 source experiments/device/setup.sh  # $L, run_dir, export_run
