@@ -348,6 +348,37 @@ def test_autoregressive_story_training_gives_the_next_clips_last_frames_unscored
         build("ar", story_prob=1.0, story_context=3).loss(x, cond, gen(5))
 
 
+def test_flow_story_training_gives_the_next_clips_last_frames_and_scores_the_rest():
+    """story_prob 1: the model is called with the next clip's last latent frame given, clean, in place of the clip's
+    first, and nothing else given; the loss is the mean squared error over the other frames only (the reference,
+    from the call's own inputs and prediction). The draws before it are those of story_prob 0: the frames after
+    the given one enter noised exactly as without the story."""
+    x, cond = data("flow", batch=3), text_cond(3)
+    seen = {}
+
+    def record(model):
+        def hook(module, args, kwargs, out):
+            seen[module] = (args[0].clone(), kwargs["given_latents"].clone(), kwargs["given_mask"].clone(),
+                            out.sample.detach().clone())
+        model.register_forward_hook(hook, with_kwargs=True)
+        return model
+
+    plain = record(build("flow", task_prob=0.0).train())
+    story = record(build("flow", task_prob=0.0, story_prob=1.0).train())
+    plain.loss(x, cond, gen(5))
+    loss, _ = story.loss(x, cond, gen(5))
+    xt, given_latents, mask, pred = seen[story]
+    spliced = torch.cat([x.roll(-1, 0)[:, :, -1:], x[:, :, 1:]], 2)
+    assert mask[:, 0].all() and not mask[:, 1:].any()
+    assert torch.equal(given_latents, spliced) and torch.equal(xt[:, :, :1], spliced[:, :, :1])
+    assert torch.equal(xt[:, :, 1:], seen[plain][0][:, :, 1:])  # the same noised frames as story_prob 0
+    target = RowGenerator(gen(5)).randn(*x.shape) - x  # the loss's first draw is the noise; flow's target
+    reference = ((pred[:, :, 1:] - target[:, :, 1:]) ** 2).mean(dim=(1, 2, 3, 4)).mean()  # generated frames only
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="story_context 3 must be below"):
+        build("flow", story_prob=1.0, story_context=3).loss(x, cond, gen(5))
+
+
 def test_masked_loss_is_finite_on_a_one_by_one_spatial_grid():
     model, ids = build("masked"), data("masked", batch=1, grid=(3, 1, 1))
     losses = torch.stack([model.loss(ids, None, gen(seed))[0].detach() for seed in range(60)])

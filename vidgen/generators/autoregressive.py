@@ -28,7 +28,7 @@ from torch import nn
 from vidgen.attention.kv_cache import ModelKVCache
 from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
-                                    check_positive_int, per_sample_mean)
+                                    check_positive_int, check_story, per_sample_mean, story_rows)
 from vidgen.generators.compiled import compiled_decode_step
 from vidgen.generators.cuda_graph import GraphedDecodeStep
 from vidgen.generators.kv_decode import KVDecodeStep
@@ -51,9 +51,7 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         super().__init__()
         if vocab_size < 2:
             raise InvalidInputError(f"vocab_size must be >= 2, got {vocab_size}")
-        if isinstance(story_prob, bool) or not isinstance(story_prob, (int, float)) or not 0 <= story_prob <= 1:
-            raise InvalidInputError(f"story_prob must be a number in [0, 1], got {story_prob!r}")
-        check_positive_int("story_context", story_context)
+        check_story(story_prob, story_context)
         if len(patch_size) != 3 or not all(isinstance(p, int) and p >= 1 for p in patch_size) or patch_size[0] != 1:
             raise InvalidInputError(f"patch_size must be (1, ph, pw) with ints >= 1 (ids per token within one latent "
                                     f"frame: the context slides by latent frames), got {patch_size!r}")
@@ -139,11 +137,9 @@ class AutoregressiveVideoTransformer(DiscreteTokensMixin, GeneratorMixin, ModelM
         own caption after another clip's frames, which is what a story's chunk is given
         (:mod:`vidgen.pipelines.story`). Returns ``(ids, weight)``, unchanged when ``story_prob`` is 0."""
         b, t, k = ids.shape[0], ids.shape[1], self.config.story_context
-        if self.config.story_prob <= 0 or b < 2:
+        story = story_rows(generator, b, t, self.config.story_prob, k, ids.device)  # (B,)
+        if story is None:
             return ids, weight
-        if k >= t:
-            raise InvalidInputError(f"story_context {k} must be below the clips' {t} latent frames")
-        story = (rows(generator).rand(b) < self.config.story_prob).to(ids.device)  # (B,)
         ids = ids.clone()
         ids[story, :k] = ids.roll(-1, 0)[story, t - k:]  # the next clip's last k latent frames
         weight = torch.ones(ids.shape, device=ids.device) if weight is None else weight.clone()

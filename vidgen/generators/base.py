@@ -216,6 +216,25 @@ def check_positive_int(name: str, value) -> None:
         raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
 
 
+def check_story(story_prob, story_context: int) -> None:
+    """The story-training options (:func:`story_rows`): a probability and a whole number of latent frames."""
+    if isinstance(story_prob, bool) or not isinstance(story_prob, (int, float)) or not 0 <= story_prob <= 1:
+        raise InvalidInputError(f"story_prob must be a number in [0, 1], got {story_prob!r}")
+    check_positive_int("story_context", story_context)
+
+
+def story_rows(generator: GeneratorLike, batch: int, frames: int, story_prob: float, story_context: int,
+               device) -> Optional[torch.Tensor]:
+    """Story training: (B,) bool, the clips whose first ``story_context`` latent frames become the last ones of the
+    next clip in the batch (another caption), given and not scored, as a story's chunk is given the chunk before it
+    (:mod:`vidgen.pipelines.story`); None when ``story_prob`` is 0 or the batch has one clip (nothing is drawn)."""
+    if story_prob <= 0 or batch < 2:
+        return None
+    if story_context >= frames:
+        raise InvalidInputError(f"story_context {story_context} must be below the clips' {frames} latent frames")
+    return (rows(generator).rand(batch) < story_prob).to(device)
+
+
 def check_steps(num_inference_steps) -> None:
     check_positive_int("num_inference_steps", num_inference_steps)
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_guidance, check_loss_weight,
-                                    check_positive_int, check_steps, per_sample_mean)
+                                    check_positive_int, check_steps, check_story, per_sample_mean, story_rows)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
 from vidgen.generators.flow_sampler import distillation_spec
@@ -46,15 +46,17 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
     config_name = "config.json"
     former_class_names = ("DiffusionVideoTransformer",)
     supports_routing = True  # loss(..., routing=): token routing in training (vidgen.generators.routing)
-    training_only_config = GeneratorMixin.training_only_config + ("logit_normal_std",)
+    training_only_config = GeneratorMixin.training_only_config + ("logit_normal_std", "story_prob", "story_context")
 
     @register_to_config
     def __init__(self, in_channels: int = 16, patch_size=(1, 2, 2), prediction_type: str = "flow",
                  cond_dropout: float = 0.1, task_prob: float = 0.3, logit_normal_std: float = 1.0,
-                 architecture: Optional[dict] = None, distillation: Optional[dict] = None):
+                 architecture: Optional[dict] = None, distillation: Optional[dict] = None, story_prob: float = 0.0,
+                 story_context: int = 1):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        check_story(story_prob, story_context)
         self._build_shared(architecture)
         d = self.backbone_config.dim
         self.patch = PatchEmbed3D(2 * in_channels + 1, in_channels, d, patch_size)  # [x_t, given, mask]
@@ -187,7 +189,8 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
         """Training loss on normalized latents ``x0`` (B, C, t, h, w); random CFG dropout and conditioning frames.
         ``weight``: optional (B, t, h, w) per-position weights (a weighted mean per sample); ``sp``: as
         :meth:`forward`; ``routing``: a :class:`~vidgen.training.routing.RoutingConfig` whose ``ratio`` of the patch
-        tokens, drawn from ``generator`` after the other draws, skips its span of blocks (None or ratio 0: none)."""
+        tokens, drawn from ``generator`` after the other draws, skips its span of blocks (None or ratio 0: none).
+        With ``story_prob``, drawn last, clips given the next clip's last frames (:func:`story_rows`)."""
         self.check_latents(x0, "x0")
         check_loss_weight(weight, (x0.shape[0], *x0.shape[2:]))
         b, t = x0.shape[0], x0.shape[2]
@@ -203,17 +206,31 @@ class FlowVideoTransformer(GeneratorMixin, LatentTokensMixin, ModelMixin, Config
             xt = self._noise_schedule.add_noise(x0, noise, timestep)
             target = noise if self.config.prediction_type == "epsilon" else \
                 self._noise_schedule.get_velocity(x0, noise, timestep)
-        keep = given[:, None, :, None, None]
-        xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
         drop = self.sample_drop(b, r, dev)
         route = draw_route(routing, r, b, math.prod(self.patch.grid(tuple(x0.shape[2:]))),
                            self.backbone_config.depth, dev)
+        x0, given = self._story(x0, given, r)
+        keep = given[:, None, :, None, None]
+        xt = torch.where(keep, x0, xt)  # given frames enter clean, as at sampling time
         pred = self(xt, timestep, cond, given_latents=x0, given_mask=given, drop=drop, sp=sp, route=route).sample
         position = (~keep).to(pred.dtype).expand_as(pred)
         if weight is not None:
             position = position * weight[:, None].to(pred)
         loss = per_sample_mean(F.mse_loss(pred.float(), target.float(), reduction="none"), position)  # target frames
         return loss, {"mse": loss.item()}
+
+    def _story(self, x0: torch.Tensor, given: torch.Tensor, r) -> tuple[torch.Tensor, torch.Tensor]:
+        """Story rows (:func:`story_rows`): the first ``story_context`` latent frames are the next clip's last ones,
+        given; the rest of the clip is generated (its own task's given frames dropped)."""
+        k = self.config.story_context
+        story = story_rows(r, x0.shape[0], x0.shape[2], self.config.story_prob, k, x0.device)
+        if story is None:
+            return x0, given
+        x0, given = x0.clone(), given.clone()
+        x0[story, :, :k] = x0.roll(-1, 0)[story, :, -k:]
+        given[story] = False
+        given[story, :k] = True
+        return x0, given
 
 
 def same_weight_shapes(architecture: Optional[dict], other: Optional[dict]) -> bool:
