@@ -15,10 +15,10 @@ measured in the same run (``eval/ceiling.py``; these machines' rates move from d
   step before :mod:`vidgen.generators.kv_decode`) and through ``KVDecodeStep.step``.
 
 On a GPU (``--device cuda``) the defaults become what users train there: a 17x256x256 clip through a 4x8x8 VAE
-(a 5x32x32 latent grid, 16 channels) in 1x2x2 patches = 1,280 tokens per clip, batch 16, the ``large`` (~310 M),
-``base`` and ``small`` presets (``large`` also compiled; sampling not compiled there); the ceiling is a 8192^3 GEMM
-on the GPU, so the bf16 fraction is the model FLOP utilisation (MFU). The AR decode step is also timed replayed from
-a CUDA graph.
+(a 5x32x32 latent grid, 16 channels) in 1x2x2 patches = 1,280 tokens per clip, batch 16, the ``large`` (~320 M
+parameters), ``base`` and ``small`` presets (``large`` also compiled; sampling not compiled there); the ceiling is a
+8192^3 GEMM on the GPU, so the bf16 fraction is the model FLOP utilisation (MFU). The AR decode step is also timed
+replayed from a CUDA graph. :func:`gpu_table` renders such a file for docs/benchmarks.md, a stopped run's too.
 
     python eval/bench_generators.py            # full run (~8 min on 2 idle cores) -> docs/results/bench_generators.json
     python eval/bench_generators.py --device cuda      # -> docs/results/bench_generators_cuda.json
@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.ceiling import describe, gemm_ceilings  # noqa: E402
-from eval.results import kernel_provenance  # noqa: E402
+from eval.results import kernel_provenance, write_result  # noqa: E402
 from vidgen.attention.kv_cache import ModelKVCache  # noqa: E402
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,  # noqa: E402
                                MaskedVideoTransformer, generate_ids, generate_latents, generate_tokens)
@@ -52,6 +52,10 @@ from vidgen.generators.kv_decode import KVDecodeStep  # noqa: E402
 from vidgen.generators.embeddings import Conditioning  # noqa: E402
 
 TEXT_DIM, TEXT_TOKENS, CHANNELS, VOCAB, CFG = 384, 16, 16, 1024, 3.0
+TRAIN_KINDS, SAMPLE_KINDS = ("flow", "masked"), ("masked", "flow", "ar")  # each preset's training rows; sampling rows
+# the GPU targets: the MFU of this preset's bf16+compile training step, and the CUDA-graph decode step / eager step
+MFU_PRESET, MFU_AT_LEAST, GRAPH_AT_LEAST = "large", 0.40, 3.0
+DECODE_MODES = ("fp32", "bf16 weights", "bf16 autocast")
 # FlopCounterMode has no formula for the CPU flash kernels: count them as dense attention (what they compute)
 CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
             lambda q, k, v, *a, **kw: sdpa_flop_count(q, k, v),
@@ -214,8 +218,7 @@ def decode_step(grid, args) -> dict:
     tgrid, ids = model.token_grid(grid), model.patch.size
     n, rows = math.prod(tgrid), 2 * args.sample_batch
     out = {}
-    for mode, m, amp in (("fp32", model, False), ("bf16 weights", bf16_copy(model), False),
-                         ("bf16 autocast", model, True)):
+    for mode, m, amp in zip(DECODE_MODES, (model, bf16_copy(model), model), (False, False, True)):
         with torch.no_grad(), autocast(amp):
             prefix, context, vec = m.embed_condition(cond(rows), rows)
             caches = [ModelKVCache.allocate(cfg.depth, rows, cfg.num_heads, p + n, cfg.head_dim, m.compute_dtype,
@@ -298,17 +301,18 @@ def main(argv=None) -> int:
                    gpu=torch.cuda.get_device_name(DEVICE) if gpu else None, **kernel_provenance())
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    def save():  # at the start and after every row: a run stopped from outside keeps what it measured
-        out_path.write_text(json.dumps(results, indent=2))
+    def save():  # at the start and after every row: a run stopped from outside keeps what it measured, provenance too
+        write_result(out_path, results, command=results["command"], threads=args.threads, weights=(),
+                     precision="per row: fp32, bf16 autocast, bf16 weights, bf16+compile")
     save()
     for i, preset in enumerate(args.presets):
-        for kind in ("flow", "masked"):
+        for kind in TRAIN_KINDS:
             results["training"].append({})
             training(kind, preset, grid, args, ceilings, results["training"][-1], save)
         if i == 0:  # the decode step right after the first preset: a run stopped from outside still has it
             results["ar_decode_step"] = decode_step(grid, args)
             save()
-    for kind in ("masked", "flow", "ar"):
+    for kind in SAMPLE_KINDS:
         results["sampling"].append(sampling(kind, grid, args))
         save()
     results["ceilings_end"] = gemm_ceilings(n=gemm_n, repeats=3, device=DEVICE)
@@ -334,13 +338,13 @@ def gpu_targets(results: dict) -> dict:
     out = {}
     for r in results["training"]:
         p = r["precisions"].get("bf16+compile")
-        if r["preset"] == "large" and p is not None:
-            out[f"train_large_{r['kind']}_mfu"] = dict(fraction=p["fraction_of_ceiling"],
-                                                       met=p["fraction_of_ceiling"] >= 0.40)
+        if r["preset"] == MFU_PRESET and p is not None:
+            out[f"train_{MFU_PRESET}_{r['kind']}_mfu"] = dict(fraction=p["fraction_of_ceiling"],
+                                                             met=p["fraction_of_ceiling"] >= MFU_AT_LEAST)
     for mode, e in results.get("ar_decode_step", {}).items():
         if "cuda_graph_speedup_vs_decoder" in e:
             out[f"ar_decode_cuda_graph_{mode}"] = dict(speedup=e["cuda_graph_speedup_vs_decoder"],
-                                                       met=e["cuda_graph_speedup_vs_decoder"] >= 3)
+                                                       met=e["cuda_graph_speedup_vs_decoder"] >= GRAPH_AT_LEAST)
     return out
 
 
@@ -391,6 +395,119 @@ def readme_table(results: dict) -> str:
               f"bf16 {ceil['bf16']['gflops']:.0f} GFLOP/s in the same run), speed-up over fp32; bf16 = autocast. "
               f"Sampling: the faster of bf16 autocast / bf16 weights ({modes}). "
               f"{where}, {results['date'][:10]}; `{results['command']}`."]
+    return "\n".join(lines)
+
+
+def _expected_modes(config: dict, preset: str) -> list[str]:
+    """The training precisions a run with ``config`` measures for ``preset`` (as :func:`training` picks them)."""
+    return ["fp32", "bf16"] + (["bf16+compile"] if config.get("compile") and preset in config.get("compile_presets", ())
+                               else [])
+
+
+def not_reached(results: dict) -> list[str]:
+    """What a run's configuration asked for that its file does not hold (a run stopped from outside keeps the rows
+    before the stop): whole presets, single precisions, the AR decode step, sampling rows; from ``config`` against the
+    rows present."""
+    config, out = results["config"], []
+    done = {(r.get("kind"), r.get("preset")): set(r.get("precisions", {})) for r in results["training"]}
+    missing_presets = [p for p in config["presets"] if not any(done.get((k, p)) for k in TRAIN_KINDS)]
+    if missing_presets:
+        out.append(" and ".join(f"`{p}`" for p in missing_presets) + " training")
+    for preset in config["presets"]:
+        if preset in missing_presets:
+            continue
+        for kind in TRAIN_KINDS:
+            lacking = [m for m in _expected_modes(config, preset) if m not in done.get((kind, preset), set())]
+            if lacking:
+                out.append(f"`{preset}` {kind} {', '.join(lacking)}")
+    if "ar_decode_step" not in results:
+        out.append("the AR decode step" + (" (eager and CUDA graph)" if results.get("device") == "cuda" else ""))
+    sampled = {r["kind"] for r in results["sampling"]}
+    lacking = [k for k in SAMPLE_KINDS if k not in sampled]
+    if lacking:
+        out.append(f"sampling ({', '.join(lacking)} on `{config['sample_preset']}`)")
+    return out
+
+
+def gpu_target_rows(results: dict) -> list[dict]:
+    """The GPU targets as eval/results.py's ``target`` states them (met, missed by how much, or not measured): the
+    MFU of each training kind's ``large`` bf16+compile step (in %), and the CUDA-graph decode step against the eager
+    ``KVDecodeStep`` step per decode precision (one "not measured" line when the file has no decode step)."""
+    from eval.results import target
+    train = {(r["kind"], r["preset"]): r["precisions"] for r in results["training"]}
+    rows = []
+    for kind in TRAIN_KINDS:
+        p = train.get((kind, MFU_PRESET), {}).get("bf16+compile")
+        rows.append(target(f"`{MFU_PRESET}` {kind} bf16+compile training, MFU",
+                           None if p is None else 100 * p["fraction_of_ceiling"], 100 * MFU_AT_LEAST, " %"))
+    decode = {m: e for m, e in results.get("ar_decode_step", {}).items() if "cuda_graph_speedup_vs_decoder" in e}
+    for mode, e in decode.items():
+        rows.append(target(f"AR decode step ({mode}), CUDA graph / eager step", e["cuda_graph_speedup_vs_decoder"],
+                           GRAPH_AT_LEAST, "×"))
+    if not decode:
+        rows.append(target("AR decode step, CUDA graph / eager step", None, GRAPH_AT_LEAST, "×"))
+    return rows
+
+
+def gpu_table(results: dict) -> str:
+    """docs/benchmarks.md's GPU table (``eval/readme_tables.py``, marker ``generators_gpu``) from
+    ``docs/results/bench_generators_cuda.json``: one line per training (kind, preset, precision), the sampling and AR
+    decode-step lines the file holds, the caption (GPU, versions, shapes, the same run's GEMM ceilings, and what a
+    stopped run did not reach), then the targets. Only the rows in the file are rendered."""
+    ceil, config = results["ceilings"], results["config"]
+    lines = ["| training step | precision | s / step | tokens/s | GFLOP/s | of the same-dtype GEMM ceiling (bf16: MFU) "
+             "| vs fp32 | compile s |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["training"]:
+        label = f"{r['kind']}, `{r['preset']}`" + (f" ({r['params']:,} parameters)" if r.get("params") else "")
+        for mode, p in r.get("precisions", {}).items():
+            compile_s = f"{p['compile_s']:.1f}" if "compile_s" in p else "–"
+            lines.append(f"| {label} | {mode} | {p['seconds_per_step']:.3f} | {p['tokens_per_s']:,.0f} | "
+                         f"{p['gflops']:,.0f} | {100 * p['fraction_of_ceiling']:.1f} % | "
+                         f"{p['speedup_vs_fp32']:.2f}× | {compile_s} |")
+    if results["sampling"]:
+        lines += ["", "| sampling | precision | s / video | vs fp32 | compile s |", "|---|---|---|---|---|"]
+        for r in results["sampling"]:
+            steps = "one step a token" if r["kind"] == "ar" else f"{r['steps']} steps"
+            label = f"{r['kind']}, `{r['preset']}`, batch {r['batch']}, {steps}"
+            for mode, p in r["precisions"].items():
+                compile_s = f"{p['compile_s']:.1f}" if "compile_s" in p else "–"
+                lines.append(f"| {label} | {mode} | {p['seconds_per_video']:.3f} | {p['speedup_vs_fp32']:.2f}× | "
+                             f"{compile_s} |")
+    decode = results.get("ar_decode_step") or {}
+    if decode:
+        lines += ["", "| AR decode step | rows, position | generic ms | `KVDecodeStep` (eager) ms | CUDA graph ms "
+                  "| CUDA graph / eager step |", "|---|---|---|---|---|---|"]
+        for mode, e in decode.items():
+            graph = (f"{1e3 * e['cuda_graph_s']:.3f} | {e['cuda_graph_speedup_vs_decoder']:.2f}×"
+                     if "cuda_graph_s" in e else "– | –")
+            lines.append(f"| {mode} | {e['rows']}, {e['position']} | {1e3 * e['generic_s']:.3f} | "
+                         f"{1e3 * e['decoder_s']:.3f} | {graph} |")
+    tokens = sorted({r["tokens_per_clip"] for r in results["training"]}) or ["–"]
+    grid, patch = "×".join(map(str, config["grid"])), "×".join(map(str, config["patch"]))
+    caption = (f"{results.get('gpu') or results['device']}, torch {results['torch']}, triton {results.get('triton')}, "
+               f"{results['date'][:10]}. Training: forward + backward + AdamW, batch {config['train_batch']} × "
+               f"{', '.join(f'{t:,}' for t in tokens)} tokens a clip (a {grid} latent grid in {patch} patches), the "
+               f"median of {config['train_steps']} steps after the warm-up (one step; three compiled); bf16 = "
+               "autocast with fp32 weights; bf16+compile adds `torch.compile` of the backbone, its compile time (the "
+               "first three compiled steps less three steady ones) apart. The fraction is the model FLOP/s over the "
+               f"{ceil['fp32']['n']}³ GEMM rate of the same dtype timed in the same run: fp32 "
+               f"{ceil['fp32']['gflops']:,.0f}, bf16 {ceil['bf16']['gflops']:,.0f} GFLOP/s")
+    if "ceilings_end" in results:
+        end = results["ceilings_end"]
+        caption += f" (at the end: fp32 {end['fp32']['gflops']:,.0f}, bf16 {end['bf16']['gflops']:,.0f})"
+    caption += "; against bf16's it is the MFU."
+    missing = not_reached(results)
+    if "wall_s" not in results:
+        caption += (" **The run stopped before its end** (the file has no end-of-run record; a run stopped from "
+                    "outside, e.g. by its device call's time limit, keeps the rows measured before the stop)"
+                    + (f" and did not reach: {'; '.join(missing)}." if missing else "."))
+    elif missing:
+        caption += f" Not in this run: {'; '.join(missing)}."
+    caption += f" `{results['command']}`."
+    lines += ["", caption, "", "| target | measured | result |", "|---|---|---|"]
+    for t in gpu_target_rows(results):
+        measured = "–" if t["measured"] is None else f"{t['measured']:.{1 if t['unit'] == ' %' else 2}f}{t['unit']}"
+        lines.append(f"| {t['target']} ≥ {t['at_least']:g}{t['unit']} | {measured} | {t['result']} |")
     return "\n".join(lines)
 
 

@@ -56,12 +56,7 @@ def test_quick_run_records_the_machine_and_the_method(quick):
 
 # Changes to the kernel files since the GPU run that no timed call runs: file -> (its sha256 now, what changed). Any
 # other change fails below until a new GPU run; empty this after that run.
-UNTIMED_CHANGES = {
-    "vidgen/attention/triton_kernel.py": (
-        "101f06126afe3343df5a21a74874178cb49a54b8d4810fe750e457c4bbee0fc8",
-        "the operators' fake kernels return contiguous outputs, as the kernels do: only torch.compile's tracing runs "
-        "them, and the benchmark calls the triton backend eagerly"),
-}
+UNTIMED_CHANGES: dict[str, tuple[str, str]] = {}
 
 
 def test_the_committed_gpu_results_were_made_by_the_kernel_that_ships():
