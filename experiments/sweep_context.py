@@ -43,9 +43,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     attributes = story_prompts(args.segments, TUNING_SHAPE, TUNING_BACKGROUND)
-    scorer, rows = AttributeScorer(), []
+    scorer, rows, folders, precisions = AttributeScorer(), [], [], set()
     for name in args.pipelines:
-        pipe = load_pipeline(shipped_folder(name, args.pretrained))
+        folders.append(shipped_folder(name, args.pretrained))
+        pipe = load_pipeline(folders[-1])
+        precisions.add(pipe.precision)
         pipe.set_progress_bar_config(disable=True)
         for context in args.context:
             if not 0 <= context < pipe.window:
@@ -65,7 +67,8 @@ def main(argv=None) -> int:
                   f"{row['flicker']:.4f}, {1000 * row['seconds_per_frame']:.0f} ms/frame", flush=True)
     write_result(args.out, {"story": {"shape": TUNING_SHAPE, "background": TUNING_BACKGROUND,
                                       "segments": args.segments, "frames_per_segment": args.frames_per_segment,
-                                      "seeds": args.seeds}, "rows": rows}, threads=args.threads)
+                                      "seeds": args.seeds}, "rows": rows}, threads=args.threads,
+                 weights=folders, precision=", ".join(sorted(precisions)))
     return 0
 
 
