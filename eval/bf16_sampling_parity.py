@@ -1,9 +1,8 @@
 """Does bf16 sampling keep the shipped pipelines' prompt adherence? fp32 vs bf16 on the tuning prompts.
 
 Each shipped pipeline samples the tuning prompt set (``tuning_prompts(n, seed=1)``: seen colour x motion pairs only,
-no caption of the evaluation set; before issue #34 it was ``demo_prompts(n, seed=1)``, which shared captions with the
-evaluation) with its shipped sampling settings (the folder's ``sampling_config.json``),
-once with fp32 weights and once with bf16 weights (``dtype=``), the same seed per video. The project's scorer reads colour and motion; the target (issue 32) is that bf16's colour+motion
+no caption of the evaluation set) with its shipped sampling settings (the folder's ``sampling_config.json``),
+once with fp32 weights and once with bf16 weights (``dtype=``), the same seed per video. The project's scorer reads colour and motion; the target is that bf16's colour+motion
 adherence stays within one standard error of fp32's (binomial, ``sqrt(p (1 - p) / n)`` of the fp32 rate). Also
 reported: how many videos get the same detected attributes in both precisions, and the largest pixel difference.
 
@@ -67,7 +66,9 @@ def main(argv=None) -> int:
               f"{row['bf16']['seconds_per_video']:.2f}", flush=True)
     write_result(args.out, {"prompts": args.prompts, "prompt_seed": args.seed, "prompt_set": "tuning_prompts",
                             "cpu_has_fast_bf16": cpu_has_fast_bf16(), "cpu": cpu_model(), "sampling": sampling,
-                            "pipelines": results}, threads=args.threads)
+                            "pipelines": results}, threads=args.threads,
+                 weights=[Path(args.pretrained) / PIPELINES[name] for name in args.pipelines],
+                 precision="fp32 and bf16, side by side")
     print(f"wrote {args.out}")
     return 0
 
