@@ -43,6 +43,7 @@ from results import write_result  # noqa: E402
 
 from vidgen.demo.report import percent  # noqa: E402
 from vidgen.demo.story import STORY_BACKGROUND, STORY_SHAPE  # noqa: E402
+from vidgen.pipelines.registry import shipped_folder  # noqa: E402
 
 SCANS = 12  # frames-held readings per story
 
@@ -94,7 +95,6 @@ def child(args) -> dict:
     from vidgen.io import VideoWriter
     from vidgen.metrics.adherence import AttributeScorer
     from vidgen.pipelines import load_pipeline
-    from vidgen.pipelines.registry import shipped_folder
 
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(shipped_folder(args.pipelines[0], args.pretrained), dtype=args.precision)
@@ -282,7 +282,9 @@ def main(argv=None) -> int:
     write_result(out, {"story": {"segments": args.segments, "frames_per_segment": args.frames_per_segment,
                                       "shape": STORY_SHAPE, "background": STORY_BACKGROUND, "size": args.size,
                                       "seed": args.seed},
-                            "summary": summary, "runs": runs}, threads=args.threads)
+                            "summary": summary, "runs": runs}, threads=args.threads,
+                 weights=[shipped_folder(name, args.pretrained) for name in args.pipelines],
+                 precision=", ".join(sorted({r["precision"] for r in runs if r.get("precision")})) or args.precision)
     return 0
 
 
