@@ -81,7 +81,7 @@ def default_precision(name: str, device: str = "cpu") -> str:
 
 
 def main(argv=None) -> int:
-    from vidgen.pipelines import PIPELINE_REGISTRY as PIPELINES
+    from vidgen.pipelines import PIPELINE_REGISTRY as PIPELINES, shipped_folder
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     parser.add_argument("--batch", type=int, default=4)
@@ -152,7 +152,9 @@ def main(argv=None) -> int:
                            "device": DEVICE, "gpu": torch.cuda.get_device_name() if gpu else None,
                            "sampling": sampling,
                            "ceilings": {"runs": ceilings, "gflops": gflops}, "pipelines": rows,
-                           "target": {"bf16_speedup_at_least": TARGET, "by_pipeline": targets}}, threads=args.threads)
+                           "target": {"bf16_speedup_at_least": TARGET, "by_pipeline": targets}}, threads=args.threads,
+                     weights=[shipped_folder(name, ROOT / "pretrained") for name in rows],
+                     precision="per row: " + ", ".join(PRECISIONS))
         print(f"wrote {out}")
     finally:
         torch.set_num_threads(threads)
