@@ -60,7 +60,6 @@ GRANDFATHERED = frozenset({
     "docs/results/bench_layouts.json",
     "docs/results/bench_layouts_flow.json",
     "docs/results/bench_layouts_masked.json",
-    "docs/results/bench_pipelines.json",
     "docs/results/bench_sequence_parallel.json",
     "docs/results/bench_shards.json",
     "docs/results/bench_tokenizers.json",
