@@ -30,6 +30,20 @@ from vidgen.pipelines.registry import shipped_folder  # noqa: E402
 TUNING_SHAPE, TUNING_BACKGROUND = "triangle", "gray"
 
 
+def story_row(pipe, name: str, attributes: list, context: int, frames_per_segment: int, seeds: int, scorer) -> dict:
+    """One setting's read: ``seeds`` stories of ``attributes`` (seeds 100, 101, ...) at ``context`` frames, the share
+    of segments whose colour and motion follow their prompt, mean flicker and seconds per frame made."""
+    segments, start = [], time.perf_counter()
+    for seed in range(100, 100 + seeds):
+        segments += list(run_story(pipe, attributes, frames_per_segment, len(attributes) * frames_per_segment, seed,
+                                   scorer=scorer, context_frames=context))
+    seconds = time.perf_counter() - start
+    return {"pipeline": name, "context_frames": context, "segments": len(segments),
+            "color_motion": sum(s.color_motion for s in segments) / len(segments),
+            "flicker": sum(s.flicker for s in segments) / len(segments),
+            "seconds_per_frame": seconds / (seeds * len(attributes) * frames_per_segment)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pipelines", nargs="+")
@@ -52,16 +66,7 @@ def main(argv=None) -> int:
         for context in args.context:
             if not 0 <= context < pipe.window:
                 continue
-            segments, start = [], time.perf_counter()
-            for seed in range(100, 100 + args.seeds):
-                segments += list(run_story(pipe, attributes, args.frames_per_segment,
-                                           args.segments * args.frames_per_segment, seed, scorer=scorer,
-                                           context_frames=context))
-            seconds = time.perf_counter() - start
-            row = {"pipeline": name, "context_frames": context, "segments": len(segments),
-                   "color_motion": sum(s.color_motion for s in segments) / len(segments),
-                   "flicker": sum(s.flicker for s in segments) / len(segments),
-                   "seconds_per_frame": seconds / (args.seeds * args.segments * args.frames_per_segment)}
+            row = story_row(pipe, name, attributes, context, args.frames_per_segment, args.seeds, scorer)
             rows.append(row)
             print(f"{name:15s} context {context}: colour+motion {row['color_motion']:.1%}, flicker "
                   f"{row['flicker']:.4f}, {1000 * row['seconds_per_frame']:.0f} ms/frame", flush=True)
