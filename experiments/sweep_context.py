@@ -1,6 +1,7 @@
 """Choose each pipeline's default ``context_frames`` (latent frames a chunk of a story is given from before it) on a
 tuning story that the evaluation never uses: a triangle on a gray background (``eval/long_video.py`` and the demo use a
-square on black), cycling colour and motion over seen pairs.
+square on black), cycling colour and motion over seen pairs. ``--background black`` reads the triangle on the
+benchmark's background (refused for its square).
 
 For each setting: colour+motion per segment (the scorer on each segment's last 17 frames), mean flicker (|frame
 change|) and seconds per frame. More context keeps more of the past exactly but leaves fewer new latent frames per
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval"))
 from results import write_result  # noqa: E402
 
-from vidgen.demo.story import run_story, story_prompts  # noqa: E402
+from vidgen.demo.story import STORY_BACKGROUND, STORY_SHAPE, run_story, story_prompts  # noqa: E402
 from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
 from vidgen.pipelines import load_pipeline  # noqa: E402
 from vidgen.pipelines.registry import shipped_folder  # noqa: E402
@@ -51,12 +52,18 @@ def main(argv=None) -> int:
     parser.add_argument("--segments", type=int, default=12)
     parser.add_argument("--frames-per-segment", type=int, default=24)
     parser.add_argument("--seeds", type=int, default=2, help="stories per setting (seeds 100, 101, ...)")
+    parser.add_argument("--shape", default=TUNING_SHAPE)
+    parser.add_argument("--background", default=TUNING_BACKGROUND,
+                        help="black reads the story on the benchmark's background with another shape")
     parser.add_argument("--pretrained", default=str(ROOT / "pretrained"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "sweep_context.json"))
     args = parser.parse_args(argv)
+    if (args.shape, args.background) == (STORY_SHAPE, STORY_BACKGROUND):
+        parser.error(f"a {STORY_SHAPE} on {STORY_BACKGROUND} is the long-video benchmark's story (eval/long_video.py, "
+                     "make demo): tune on another shape or background")
     torch.set_num_threads(args.threads)
-    attributes = story_prompts(args.segments, TUNING_SHAPE, TUNING_BACKGROUND)
+    attributes = story_prompts(args.segments, args.shape, args.background)
     scorer, rows, folders, precisions = AttributeScorer(), [], [], set()
     for name in args.pipelines:
         folders.append(shipped_folder(name, args.pretrained))
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{name:15s} context {context}: colour+motion {row['color_motion']:.1%}, flicker "
                   f"{row['flicker']:.4f}, {1000 * row['seconds_per_frame']:.0f} ms/frame", flush=True)
-    write_result(args.out, {"story": {"shape": TUNING_SHAPE, "background": TUNING_BACKGROUND,
+    write_result(args.out, {"story": {"shape": args.shape, "background": args.background,
                                       "segments": args.segments, "frames_per_segment": args.frames_per_segment,
                                       "seeds": args.seeds}, "rows": rows}, threads=args.threads,
                  weights=folders, precision=", ".join(sorted(precisions)))
