@@ -205,6 +205,24 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def segment_notes(results: dict) -> str:
+    """Per pipeline, of the longest story's segments: how many show their prompt's colour, its motion, both, and none
+    an object (``<!-- table:long_video_notes -->``)."""
+    lines = []
+    for run in results["runs"]:
+        segs = run.get("segments")
+        if not segs:
+            continue
+        n = len(segs)
+        colour = sum(s["detected"]["color"] == s["expected"]["color"] for s in segs)
+        motion = sum(s["detected"]["motion"] == s["expected"]["motion"] for s in segs)
+        empty = sum(not s["detected"].get("found", True) for s in segs)
+        lines.append(f"- {run['pipeline']} ({run.get('precision', 'fp32')}, context {run.get('context_frames', '–')}): "
+                     f"colour in {colour} of {n} segments, motion in {motion}, both in "
+                     f"{sum(s['color_motion'] for s in segs)}; {empty} hold{'s' if empty == 1 else ''} no object.")
+    return "\n".join(lines)
+
+
 def plot(runs: list[dict], path: Path) -> None:
     """Adherence (rolling over 5 segments), flicker and object size ratio by segment, one line per pipeline."""
     import matplotlib

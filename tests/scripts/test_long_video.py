@@ -67,3 +67,18 @@ def test_the_shipped_pipelines_stream_their_stories():
         held, lengths = entry["frames_held_max"], entry["lengths"]
         assert lengths == [100, 500, 1025], name
         assert held[-1] <= 1.15 * held[0] and max(held) < lengths[0], (name, held)
+
+
+def test_segment_notes_count_colour_motion_both_and_empty_segments(load_script):
+    long_video = load_script("eval/long_video.py")
+
+    def seg(colour, motion, found=True):
+        detected = {"color": "red" if colour else "blue", "motion": "left" if motion else "still", "found": found}
+        return {"expected": {"color": "red", "motion": "left"}, "detected": detected,
+                "color_motion": colour and motion}
+
+    runs = [{"pipeline": "flow", "precision": "bf16", "context_frames": 1,
+             "segments": [seg(True, True), seg(True, False), seg(False, True), seg(False, False, found=False)]},
+            {"pipeline": "flow", "frames": 100}]  # a shorter run without segments adds no line
+    assert long_video.segment_notes({"runs": runs}) == (
+        "- flow (bf16, context 1): colour in 2 of 4 segments, motion in 2, both in 1; 1 holds no object.")
