@@ -37,7 +37,7 @@ from vidgen.demo.story import story_prompts  # noqa: E402
 from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
 
 STAGE7 = ROOT / "experiments" / "results" / "stage7_read.json"
-STORY = dict(segments=8, frames_per_segment=24, seeds=4, contexts=(1, 2))
+STORY = dict(segments=8, frames_per_segment=24, seeds=4, contexts=[1, 2])  # as JSON keeps it
 STORY_AT_LEAST, POINTS, TURNS_BELOW = 0.50, 0.02, 2
 SAMPLING = dict(guidance_scale=3.0, num_inference_steps=25)
 FIRST, EVERY = 500, 250

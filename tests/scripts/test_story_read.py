@@ -35,3 +35,9 @@ def test_it_reads_every_250th_checkpoint_from_500(load_script, tmp_path):
         (folder / "config.json").write_text("{}")
     assert [s for s, _ in read.due(tmp_path)] == [500, 750, 1000]
     assert [s for s, _ in read.due(tmp_path, [1000, 600])] == [1000]
+
+
+def test_a_file_it_wrote_is_read_back_as_its_own(load_script):
+    import json
+    read = load_script("experiments/story_read.py")
+    assert json.loads(json.dumps(read.STORY)) == read.STORY  # else a second read refuses the curve's file
