@@ -90,6 +90,15 @@ def shapes_read(detected: list[dict], prompts) -> dict:
             for shape, n in sorted(asked.items())}
 
 
+def read_clips(pipe, scorer, prompts, batch: int, sampling: dict) -> dict:
+    """Shape, colour+motion, turns and seconds per video of ``pipe`` on ``prompts``, and what each shape was read as."""
+    videos, seconds = generate(pipe, prompts, batch, **sampling)
+    detected, result = score(scorer, videos.cpu(), prompts)
+    turned, rotating = map(int, motion_right(detected, prompts).get("rotate", "0/0").split("/"))
+    return {"shape": result["all"]["shape"], "color_motion": result["all"]["color_motion"], "turned": turned,
+            "rotating": rotating, "seconds_per_video": seconds, "shapes": shapes_read(detected, prompts)}
+
+
 def first_shipping(rows: list[dict]) -> int | None:
     """The step of the first row that ships (None if none does)."""
     return next((r["step"] for r in rows if r["verdict"]["ships"]), None)
@@ -188,13 +197,8 @@ def main(argv=None) -> int:
             continue
         model = load_trained(FlowVideoTransformer, folder).to(args.device)
         pipe.register_modules(transformer=model)
-        videos, seconds = generate(pipe, prompts, args.batch, **sampling)
-        detected, result = score(scorer, videos.cpu(), prompts)
-        turned, rotating = map(int, motion_right(detected, prompts).get("rotate", "0/0").split("/"))
         row = {"step": step, "folder": str(folder), "weights_sha256": weights_digest(folder),
-               "shape": result["all"]["shape"], "color_motion": result["all"]["color_motion"],
-               "turned": turned, "rotating": rotating, "seconds_per_video": seconds,
-               "shapes": shapes_read(detected, prompts)}
+               **read_clips(pipe, scorer, prompts, args.batch, sampling)}
         row["verdict"] = judge(row, ref)
         rows.append(row)
         rows.sort(key=lambda r: r["step"])

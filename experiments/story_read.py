@@ -25,14 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval"))
 from results import weights_digest, write_result  # noqa: E402  (first: the start load)
 sys.path.insert(0, str(ROOT / "experiments"))
-from stage7_read import checkpoints, shapes_read  # noqa: E402
+from stage7_read import checkpoints, read_clips  # noqa: E402
 from sweep_context import TUNING_BACKGROUND, TUNING_SHAPE, story_row  # noqa: E402
-from sweep_sampling import motion_right  # noqa: E402
 
 import torch  # noqa: E402
 
 from vidgen.demo.prompts import tuning_prompts  # noqa: E402
-from vidgen.demo.run import generate, score  # noqa: E402
 from vidgen.demo.story import story_prompts  # noqa: E402
 from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
 
@@ -66,15 +64,6 @@ def judge(row: dict, need: dict) -> dict:
         checks.update(shape=row["shape"] >= need["shape"], color_motion=row["color_motion"] >= need["color_motion"],
                       turns=row["turned"] >= need["turned"])
     return {**checks, "clips_read": "shape" in row, "ships": all(checks.values()) and "shape" in row}
-
-
-def read_clips(pipe, scorer, batch: int, count: int) -> dict:
-    prompts = tuning_prompts(count, seed=1)
-    videos, seconds = generate(pipe, prompts, batch, **SAMPLING)
-    detected, result = score(scorer, videos.cpu(), prompts)
-    turned, rotating = map(int, motion_right(detected, prompts).get("rotate", "0/0").split("/"))
-    return {"shape": result["all"]["shape"], "color_motion": result["all"]["color_motion"], "turned": turned,
-            "rotating": rotating, "seconds_per_video": seconds, "shapes": shapes_read(detected, prompts)}
 
 
 def main(argv=None) -> int:
@@ -117,7 +106,7 @@ def main(argv=None) -> int:
                "story": [story_row(pipe, "flow", attributes, c, STORY["frames_per_segment"], STORY["seeds"], scorer)
                          for c in STORY["contexts"]]}
         if judge(row, need)["story"]:
-            row.update(read_clips(pipe, scorer, args.batch, args.prompts))
+            row.update(read_clips(pipe, scorer, tuning_prompts(args.prompts, seed=1), args.batch, SAMPLING))
         row["verdict"], row["seconds"] = judge(row, need), round(time.perf_counter() - start, 1)
         rows.append(row)
         rows.sort(key=lambda r: r["step"])
