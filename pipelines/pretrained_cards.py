@@ -30,10 +30,8 @@ RECORD_KEYS = ("steps", "threads", "wall_time_min", "parameters_m", "eval_psnr",
 #: the reads that chose each shipped folder's context_frames (experiments/sweep_context.py; experiments/log.md)
 CONTEXT_SWEEPS = {"masked": "on this model: experiments/results/sweep_context_shipped.json (12 steps) and "
                             "experiments/results/sweep_context_masked_4steps.json (the shipped 4 steps)",
-                  "flow": "on stage 6 (1x2x2 patches): experiments/results/sweep_context_shipped.json; on this "
-                          "model context 2 led the tuning story (experiments/results/sweep_context_flow_stage7.json) "
-                          "but blacked out the long-video story after its first segment "
-                          "(experiments/results/long_video_flow_context2_c5eb0e6.json), so 1 stays",
+                  "flow": "on this model, by the ship rule of its last stage (configs/shapes-flow/stage8.yaml): "
+                          "experiments/results/story_read_flow.json (context 2 led the tuning story)",
                   "autoregressive": "on this model: experiments/results/sweep_context_autoregressive_story_gpu.json "
                                     "(context 1) and experiments/results/sweep_context_autoregressive_stage4.json (2 "
                                     "and 3)"}

@@ -48,7 +48,7 @@ def recipes(make_pretrained):
 
 def test_there_are_recipes_to_check():
     assert len(RECIPES) == 11 and len(STAGES) >= 20
-    assert sum(map(_is_generator, STAGES)) == 15  # masked 3, autoregressive 4, flow 7, causal 1
+    assert sum(map(_is_generator, STAGES)) == 16  # masked 3, autoregressive 4, flow 8, causal 1
     assert sum(map(_is_distillation, STAGES)) >= 1  # flow-distilled
 
 

@@ -72,7 +72,6 @@ GRANDFATHERED = frozenset({
     "docs/results/fid_features_speed.json",
     "docs/results/fvd_features_speed.json",
     "docs/results/fvd_sanity.json",
-    "docs/results/long_video.json",
     "docs/results/long_video_causal.json",
     "docs/results/long_video_frames_held.json",
     "docs/results/recon_benchmark.json",
