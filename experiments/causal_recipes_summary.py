@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.results import write_result  # noqa: E402
-from experiments.causal_ship_rule import UNGATED  # noqa: E402
+from experiments.causal_ship_rule import UNGATED, rules  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 
@@ -44,7 +44,7 @@ def row(path: Path) -> dict | None:
             "seeds_passing_by_motion": by_motion,
             "stories_passing": sum(s["passes"] for s in stories), "stories": len(stories),
             "mean_segment_colour_share": [round(sum(x[k] for x in shares) / len(shares), 3) for k in range(3)],
-            "passes": all(s["passes"] for s in gated) and all(s["passes"] for s in stories)}
+            "passes": all(rules(streams, stories).values())}
 
 
 def main() -> int:
