@@ -88,3 +88,13 @@ def test_resuming_into_another_model_is_refused_with_the_differing_settings(tmp_
 class _Stateless:
     def load_state_dict(self, state):
         pass
+
+
+def test_rotation_spares_the_steps_keep_every_names(tmp_path):
+    torch.manual_seed(0)
+    model = CausalVAE.from_preset("tiny")
+    for step in [2, 4, 6, 8, 10]:
+        save_checkpoint(tmp_path, step, model, {"step": step}, keep=2, keep_every=4)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == [
+        "step_00000004", "step_00000008", "step_00000010"]
+    assert find_checkpoint("auto", tmp_path).name == "step_00000010"

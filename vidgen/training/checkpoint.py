@@ -17,7 +17,9 @@ import torch
 from vidgen.errors import ConfigError
 
 
-def save_checkpoint(run_dir: Path, step: int, model, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, state: dict, keep: int = 2, keep_every: int = 0) -> Path:
+    """Write ``step_XXXXXXXX`` atomically, then remove all but the newest ``keep`` (0: none removed); a checkpoint
+    whose step is a multiple of ``keep_every`` (> 0) is never removed, so a run keeps the steps it is read at."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
@@ -34,7 +36,8 @@ def save_checkpoint(run_dir: Path, step: int, model, state: dict, keep: int = 2)
     os.replace(latest_tmp, ckpt_root / "latest")
     if keep > 0:
         for old in sorted(ckpt_root.glob("step_*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if not (keep_every > 0 and old.name[5:].isdigit() and int(old.name[5:]) % keep_every == 0):
+                shutil.rmtree(old, ignore_errors=True)
     return final
 
 

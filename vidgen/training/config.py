@@ -144,7 +144,8 @@ class RunConfig:
     log_every: int = 20
     sample_every: int = 500
     ckpt_every: int = 250
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # the newest N (0: all); keep_every=K also keeps every step that is a multiple of K
+    keep_every: int = 0
     resume: str = "auto"  # "auto" | "" | path to a checkpoint folder
     # a saved model folder of the same kind to start from (fresh optimizer and schedule): a later training stage
     init_from: str = ""

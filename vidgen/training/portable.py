@@ -48,8 +48,9 @@ FORMAT = 1
 #: settings that may differ between the machines a run continues on (how it runs, not what it trains)
 FREE_KEYS = frozenset({
     "run_dir", "resume", "threads", "precision", "mixed_precision", "compile", "deterministic", "sp_size",
-    "log_every", "sample_every", "eval_every", "ckpt_every", "keep_checkpoints", "portable_dir", "portable_every",
-    "portable_warmup", "portable_ema", "sample", "data.cache_dir", "data.encode_batch", "data.render_workers",
+    "log_every", "sample_every", "eval_every", "ckpt_every", "keep_checkpoints", "keep_every", "portable_dir",
+    "portable_every", "portable_warmup", "portable_ema", "sample", "data.cache_dir", "data.encode_batch",
+    "data.render_workers",
 })
 
 

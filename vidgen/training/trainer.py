@@ -279,7 +279,7 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
                 acc.wait_for_everyone()
                 if is_main:
                     state = training_state(step, opt, sched, sampler, cfg.to_dict(), ema, task.extra_state, rewarm)
-                    save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints)
+                    save_checkpoint(run_dir, step, model, state, cfg.keep_checkpoints, cfg.keep_every)
             if portable is not None and (portable.due(step) or out_of_time):
                 acc.wait_for_everyone()
                 if is_main:
