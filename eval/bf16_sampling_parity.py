@@ -86,12 +86,13 @@ def cpu_model() -> str:
 
 def readme_table(results: dict) -> str:
     """The README table (``<!-- table:bf16_sampling -->``) from ``docs/results/bf16_sampling_parity.json``."""
-    lines = ["| pipeline | colour+motion fp32 | bf16 | difference | one standard error | within it | same attributes "
-             "detected | s / video fp32 / bf16 |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| pipeline | colour+motion fp32 | bf16 | difference | one standard error | within it | shape fp32 / bf16 "
+             "| same attributes detected | s / video fp32 / bf16 |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["pipelines"].items():
+        shape = " / ".join(f"{r[k]['adherence']['all']['shape']:.1%}" for k in ("fp32", "bf16"))
         lines.append(f"| {name} | {r['color_motion_fp32']:.1%} | {r['color_motion_bf16']:.1%} | "
                      f"{100 * r['difference']:+.1f} points | {100 * r['standard_error']:.1f} points | "
-                     f"{'yes' if r['within_one_standard_error'] else '**no**'} | {r['same_detection']:.0%} | "
+                     f"{'yes' if r['within_one_standard_error'] else '**no**'} | {shape} | {r['same_detection']:.0%} | "
                      f"{r['fp32']['seconds_per_video']:.2f} / {r['bf16']['seconds_per_video']:.2f} |")
     prompt_set = ("tuning prompts (seen pairs, no caption of the evaluation set)"
                   if results.get("prompt_set") == "tuning_prompts" else "tuning prompts (`demo_prompts`, seed "
