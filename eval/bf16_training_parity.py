@@ -32,7 +32,7 @@ from results import write_result  # noqa: E402
 
 # generator -> (the last stage of the shipped recipe, the tokenizer folder the shipped pipeline carries, overrides)
 RUNS = {
-    "flow": ("configs/shapes-flow/stage6.yaml", "pretrained/shapes-flow/vae", ["data.encode_batch=32"]),
+    "flow": ("configs/shapes-flow/stage8.yaml", "pretrained/shapes-flow/vae", ["data.encode_batch=32"]),
     "masked": ("configs/shapes-masked/stage3.yaml", "pretrained/shapes-masked/vqvae", []),
 }
 GRID = re.compile(r"token grid \((\d+), (\d+), (\d+)\)")
@@ -137,8 +137,10 @@ def readme_table(results: dict) -> str:
                      f"one s.e.) | {'met' if row['within_tolerance'] else '**not met**'} | "
                      f"{a['tokens_per_s_median']:.0f} / {b['tokens_per_s_median']:.0f} |")
     if "stale" in results:  # a file written before the shipped recipes, kept with what it measured
+        shipped = ", ".join(f"{name} `{config}`" for name, (config, _, _) in RUNS.items())
         trained = (f"Batch {results['batch']} of {results['tokens_per_clip']}-token clips. **Not the shipped "
-                   f"recipes:** {results['stale']}")
+                   f"recipes:** {results['stale']} The shipped recipes end with {shipped}; "
+                   "`python eval/bf16_training_parity.py` trains them.")
     else:
         trained = "; ".join(f"{name}: `{row['config']}`, batch {row['fp32']['batch']} of "
                             f"{row['fp32']['tokens_per_clip']:,}-token clips ({row['fp32']['transformer_positions_per_clip']} "
