@@ -98,7 +98,8 @@ def readme_table(results: dict) -> str:
                   if results.get("prompt_set") == "tuning_prompts" else "tuning prompts (`demo_prompts`, seed "
                   f"{results['prompt_seed']}, which shared captions with the evaluation)")
     lines += ["", f"{results['prompts']} {prompt_set}, shipped sampling settings, the same seed per video in both "
-              f"precisions; {results['threads']} threads, {results['date'][:10]}."]
+              f"precisions; {results['threads']} threads, {results.get('cpu', 'CPU not recorded')}, "
+              f"{results['date'][:10]}; `{results['command']}`."]
     return "\n".join(lines)
 
 

@@ -64,7 +64,6 @@ GRANDFATHERED = frozenset({
     "docs/results/bench_shards.json",
     "docs/results/bench_tokenizers.json",
     "docs/results/bench_vae_speed.json",
-    "docs/results/bf16_sampling_parity.json",
     "docs/results/bf16_training_parity.json",
     "docs/results/compare_vae_recipe.json",
     "docs/results/demo_full.json",
