@@ -50,26 +50,28 @@ def demo_table(results: dict) -> str:
     sc = results["scorer"]["real_held_out"]
     lines += ["", f"{s['prompts']} prompts ({s['held_out_prompts']} with held-out colour x motion pairs), one "
               f"{s['num_frames']}x{s['size']}x{s['size']} video each, {results['machine']['threads']} threads, "
-              f"{precisions(results)}, {results['created'][:10]}; `{results['command']}`. Scorer accuracy on "
+              f"{precisions(results)}; `{results['command']}`. Scorer accuracy on "
               f"{sc['n']} real held-out clips: colour {percent(sc['color'])}, motion {percent(sc['motion'])}, shape "
               f"{percent(sc['shape'])}."]
     return "\n".join(lines)
 
 
 def precisions(results: dict) -> str:
-    """Each pipeline's compute precision in the run (``precision="auto"`` picks per CPU), or fp32 for older files;
-    a pipeline evaluated in a later run and merged in (``make_pretrained.py --stage evaluate --pipelines``) is named
-    with that run's date and CPU, as its time is not comparable with the others'."""
+    """Each pipeline's compute precision in the run (``precision="auto"`` picks per CPU), or fp32 for older files, and
+    the date of the run; a pipeline evaluated in a later run and merged in (``make_pretrained.py --stage evaluate
+    --pipelines``) is named with that run's date, as its time compares with the others' only on the same CPU."""
     chosen = dict(results["machine"].get("precision") or {})
     later = {name: e["evaluated_by"] for name, e in results["pipelines"].items() if "evaluated_by" in e}
     for name, run in later.items():
         chosen[name] = run["machine"].get("precision", {}).get(name, "fp32")
-    if not chosen:
-        return "fp32"
-    text = "precision " + ", ".join(f"{name} {value}" for name, value in chosen.items())
+    text = ("precision " + ", ".join(f"{name} {value}" for name, value in chosen.items())) if chosen else "fp32"
+    text += f"; evaluated {results['created'][:10]}"
+    dates: dict[str, list[str]] = {}
     for name, run in later.items():
-        text += f" ({name} measured in a later run, {run['created'][:10]}, on {run['machine'].get('cpu', '?')})"
-    return text
+        dates.setdefault(run["created"][:10], []).append(name)
+    for date, names in sorted(dates.items(), reverse=True):
+        text += f", {' and '.join(names)} on {date}"
+    return text + (" (each in a run of its own)" if later else "")
 
 
 def demo_short_table(results: dict) -> str:
@@ -89,7 +91,7 @@ def demo_short_table(results: dict) -> str:
                  f"{percent(real['held_out']['color_motion'])} | {percent(real['all']['shape'])} | "
                  f"{turns(results['scorer'].get('real_same_prompts_turning'))} | {floor} (2nd real set) | – |")
     lines += ["", f"{s['num_frames']}x{s['size']}x{s['size']} videos, {results['machine']['threads']} threads, "
-              f"{precisions(results)}, {results['created'][:10]}."]
+              f"{precisions(results)}."]
     return "\n".join(lines)
 
 
