@@ -86,3 +86,15 @@ def test_a_ratio_target_is_judged_on_the_median_of_the_rounds_ratios_with_the_mi
                                                               "rounds": rounds}}}
     row = {r["target"]: r for r in script.speed_targets(bench)}["steady frames/s against autoregressive"]
     assert row["measured"] == 2.1 and row["minimum"] == 1.9 and row["met"] and row["per_round"] == rounds
+
+
+def test_the_committed_file_follows_the_committed_sources(script):
+    """docs/results/causal_targets.json is derived, not measured: its targets are what the script computes from the
+    committed speed, evaluation and memory files, so a re-measured source cannot leave the derived table behind."""
+    from pathlib import Path
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    derived = json.loads((results / "causal_targets.json").read_text())
+    speed, demo, memory = (json.loads((results / name).read_text())
+                           for name in ("bench_streaming.json", "demo_full.json", "causal_memory.json"))
+    targets = script.speed_targets(speed) + script.adherence_targets(demo) + [script.memory_target(memory)]
+    assert derived["targets"] == json.loads(json.dumps(targets)), "run python eval/causal_targets.py"
