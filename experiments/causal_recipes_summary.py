@@ -4,8 +4,9 @@ Reads the full (not ``--quick``) ``experiments/results/causal_ship_rule_*.json``
 ``experiments/causal_ship_rule.py`` wrote and lists, per candidate: the 257-frame streams that hold an object in
 every 17-frame window (of 28: 7 motions x seeds 0-3; of the 24 gated, shrink aside since the data itself fails it),
 those seeds per motion, the stories whose every segment shows its prompt's colour (of 40), and the mean share of each
-segment's frames in its prompt's colour. Copies no number by hand: each row names its file, its weights' hashes and its
-commit.
+segment's frames in its prompt's colour. Then the shortfall: for each clause of the rule, the best any recipe read and
+how far that is from the rule, beside the evidence for why (the data's own ceilings on the rule, the teacher read
+that gates the next recipe). Copies no number by hand: each row names its file, its weights' hashes and its commit.
 
     python experiments/causal_recipes_summary.py
 
@@ -47,6 +48,52 @@ def row(path: Path) -> dict | None:
             "passes": all(rules(streams, stories).values())}
 
 
+def _load(name: str, root: Path) -> dict:
+    return json.loads((root / name).read_text())
+
+
+def shortfall(rows: list[dict], root: Path = ROOT) -> dict:
+    """Per clause of the stream rule: the best read of any recipe, how far it is from the rule, and why."""
+    best_streams = max(rows, key=lambda r: r["gated_streams_passing"])
+    best_stories = max(rows, key=lambda r: r["stories_passing"])
+    never = sorted({m for r in rows for m in r["seeds_passing_by_motion"]} - set(UNGATED)
+                   - {m for r in rows for m, seeds in r["seeds_passing_by_motion"].items() if seeds})
+    targets = {t["target"]: t for t in _load("docs/results/causal_targets.json", root)["targets"]}
+    seen = targets["colour+motion, seen pairs, at least flow's (%)"]
+    ceiling = _load("experiments/results/scorer_wrap_ceiling.json", root)
+    exit_streams = ceiling["streams"]["wrap_true"]
+    worst = sorted(int(f.split(": ")[1].split("/")[0]) for f in exit_streams["failing"]
+                   if f.split(" ")[0] not in UNGATED)
+    clips = _load("experiments/results/flow_exit_look_torus_teacher2.json", root)["pipelines"]["torus-teacher2"]["clips"]
+    held = sum(c["frames_absent"] == 0 for c in clips)
+    return {
+        "streams": {"rule": f"{best_streams['gated_streams']} of {best_streams['gated_streams']} gated streams",
+                    "best": best_streams["gated_streams_passing"], "best_file": best_streams["file"],
+                    "short_by": best_streams["gated_streams"] - best_streams["gated_streams_passing"],
+                    "motions_no_recipe_keeps": never},
+        "stories": {"rule": f"{best_stories['stories']} of {best_stories['stories']} stories",
+                    "best": best_stories["stories_passing"], "best_file": best_stories["file"],
+                    "short_by": best_stories["stories"] - best_stories["stories_passing"]},
+        "colour_motion_seen": {"rule": seen["goal"], "shipped": seen["measured"],
+                               "short_by_points": seen["missed_by_points"], "why": seen["why"],
+                               "file": "docs/results/causal_targets.json"},
+        "why": [
+            "The shipped model never saw a shape leave or a caption change, so an empty window continues empty and a "
+            "cached context outvotes a new prompt (experiments/results/causal_stream_probe.json).",
+            f"A world whose shapes leave and re-enter cannot pass the stream clause even drawn perfectly: its rendered "
+            f"257-frame translating streams hold an object in {worst[0]}-{worst[-1]} of their worst 17-frame window's "
+            f"frames, where the rule asks 13 (scorer_wrap_ceiling.json, wrap_true).",
+            f"A torus world passes the stream clause when drawn perfectly, but the colour+motion scorer reads "
+            f"{100 * ceiling['wrap_torus']['all']['color_motion']:.1f} % off perfect torus clips of the "
+            f"{ceiling['prompts']} tuning prompts, below flow's "
+            f"{seen['goal_value']} %, so the third clause is out of a torus model's reach (scorer_wrap_ceiling.json).",
+            f"Self-Forcing++ toward a torus world needs a teacher that keeps its shapes across the seam; the second "
+            f"torus teacher holds the shape in every frame of {held} of {len(clips)} translating clips, where its rule "
+            f"asks {len(clips)} (flow_exit_look_torus_teacher2.json), so that run was not started.",
+        ],
+    }
+
+
 def main() -> int:
     rows = [r for p in sorted(RESULTS.glob("causal_ship_rule_*.json")) if (r := row(p)) is not None]
     for r in rows:
@@ -58,7 +105,7 @@ def main() -> int:
                           "frames",
                   "ungated_motions": {m: "reported, not gated: the data's own 257-frame streams fail it "
                                          "(experiments/results/scorer_wrap_ceiling.json)" for m in UNGATED},
-                  "rows": rows}, command="python experiments/causal_recipes_summary.py", weights=(), precision="n/a")
+                  "rows": rows, "shortfall": shortfall(rows)}, command="python experiments/causal_recipes_summary.py", weights=(), precision="n/a")
     return 0
 
 
