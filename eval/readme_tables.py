@@ -182,6 +182,22 @@ def attention_notes(results: dict) -> str:
                                                    break_long_words=False) for b in bullets])
 
 
+def training_time(summary: dict) -> str:
+    """The logged training time of every recipe stage (``pipelines/training_runs.json``), the GPU stages named."""
+    import textwrap
+
+    import yaml
+    stages = [yaml.safe_load(f.read_text())["run_dir"] for f in sorted((ROOT / "configs").glob("*/stage*.yaml"))]
+    logged = [summary["runs"][r] for r in stages if r in summary["runs"]]
+    total = sum(r["wall_time_min"] for r in logged)
+    gpu = sum("device" in r for r in logged)
+    unlogged = f"; {len(stages) - len(logged)} stages have no logged time" if len(logged) < len(stages) else ""
+    text = (f"The logged training times of the {len(stages)} recipe stages (`pipelines/training_runs.json`, shown in "
+            f"each card) add up to about {total / 60:.0f} hours ({total:.0f} min; 1-2 threads each on 2-core "
+            f"machines, except the {gpu} GPU stages{unlogged}).")
+    return textwrap.fill(text, width=118, break_on_hyphens=False, break_long_words=False)
+
+
 # marker name -> (results file under docs/results/, table maker); a table is rewritten only if both exist
 TABLES = {"demo": ("demo_full.json", demo_table),
           "demo_short": ("demo_full.json", demo_short_table),
@@ -221,7 +237,8 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "data_memory": ("bench_data_memory.json", from_script("bench_data_memory")),
           "quantized": ("bench_quantized.json", from_script("bench_quantized")),
           "make_test": ("make_test.json", from_script("test_durations")),
-          "levers": ("../../experiments/results/levers_stage7.json", from_script("levers"))}
+          "levers": ("../../experiments/results/levers_stage7.json", from_script("levers")),
+          "training_time": ("../../pipelines/training_runs.json", training_time)}
 
 
 def _fill(text: str, name: str, path: Path, make) -> str:
