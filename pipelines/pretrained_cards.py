@@ -246,8 +246,8 @@ SHIP_READS = {"flow-distilled": (
     "causal": (
     "stage 1 read 81.8 % colour+motion at 4 and at 8 steps a chunk with guidance 1 (71.9 % and 78.6 % with guidance "
     "3), and the Self-Forcing stage 2 (experiments/configs/distill/self_forcing_shapes.yaml, stopped at step 700 of "
-    "1500) 71.4 % at 2 steps and 79.7 % at 4, beside shapes-flow's (then its stage 6) 96.4 %, so stage 1 ships at its faster setting, "
-    "4 steps (experiments/results/causal_ship_read_192.json)")}
+    "1500) 71.4 % at 2 steps and 79.7 % at 4, beside shapes-flow stage 6's 96.4 %, so stage 1 ships at its faster "
+    "setting, 4 steps (experiments/results/causal_ship_read_192.json)")}
 
 
 def _comparison(results: dict, shipped_steps: int) -> str:
