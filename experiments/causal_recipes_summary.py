@@ -114,6 +114,28 @@ def shortfall(rows: list[dict], root: Path = ROOT) -> dict:
     }
 
 
+def readme_table(results: dict) -> str:
+    """docs/streaming.md's table of every causal recipe's read against the stream rule, and the shortfall."""
+    lines = ["| candidate (`experiments/results/causal_ship_rule_<name>.json`) | gated streams kept | stories kept | "
+             "share of frames in the prompt's colour, segments 1 / 2 / 3 |",
+             "|---|---|---|---|"]
+    for r in results["rows"]:
+        name = Path(r["file"]).stem.removeprefix("causal_ship_rule_")
+        shares = " / ".join(f"{100 * x:.0f} %" for x in r["mean_segment_colour_share"])
+        lines.append(f"| `{name}` | {r['gated_streams_passing']} of {r['gated_streams']} | "
+                     f"{r['stories_passing']} of {r['stories']} | {shares} |")
+    short = results["shortfall"]
+    cm = short["colour_motion"]
+    lines += ["", f"Rule: {results['rule']}; colour+motion {cm['rule'].split(' (')[0]}. Best reads: "
+              f"{short['streams']['best']} gated streams (short by {short['streams']['short_by']}), "
+              f"{short['stories']['best']} stories (short by {short['stories']['short_by']}), colour+motion "
+              f"{cm['best']} % ({cm['read_on']}; short by {cm['short_by_points']} points). No recipe keeps a "
+              f"{' or '.join(short['streams']['motions_no_recipe_keeps'])} stream. "
+              f"`python experiments/causal_recipes_summary.py`, `experiments/results/causal_recipes_summary.json`, "
+              f"which gives the reasons with the files they come from."]
+    return "\n".join(lines)
+
+
 def main() -> int:
     rows = [r for p in sorted(RESULTS.glob("causal_ship_rule_*.json")) if (r := row(p)) is not None]
     for r in rows:
