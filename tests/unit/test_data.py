@@ -179,7 +179,10 @@ def test_motion_frames_keeps_the_short_clip_and_goes_on_at_its_pace():
     long = ShapesDataset("train", num_frames=25, size=32, motion_frames=9)
     for i in range(24):
         a, b = short[i], long[i]
-        assert b["caption"] == a["caption"] and torch.equal(b["video"][:, :9], a["video"]), a["caption"]
+        assert b["caption"] == a["caption"], i
+        # the same frames up to float rounding: a per-frame op over 25 frames takes other SIMD lanes than over 9,
+        # which moves a growing shape's radius by an ulp on some CPUs (AVX2 without AVX-512: ~1e-6)
+        torch.testing.assert_close(b["video"][:, :9], a["video"], atol=1e-5, rtol=0, msg=a["caption"])
     same = ShapesDataset("train", num_frames=9, size=32, motion_frames=9)
     assert torch.equal(same[3]["video"], short[3]["video"])  # motion_frames = num_frames is the default
     from vidgen.data.shapes import ShapeAttributes, render_shape_video
