@@ -256,7 +256,6 @@ MEASURED_ON_EARLIER_WEIGHTS = {
                                          "shapes-flow's stage 6; docs/faster-sampling.md and the student's card say so"),
     "docs/results/bench_pipelines.json": ({FLOW: "118e44fb"}, "shapes-flow's stage 7, whose transformer and sampling "
                                           "stage 8 keeps; docs/precision.md says so above its table"),
-    "docs/results/make_test.json": ({FLOW: "5a85378f"}, "the test suite's time, with the weights of its commit"),
 }
 
 
