@@ -66,7 +66,8 @@ def shortfall(rows: list[dict], root: Path = ROOT) -> dict:
     gated = {m for r in rows for m in r["seeds_passing_by_motion"]} - set(UNGATED)
     never = sorted(m for m in gated if not any(r["seeds_passing_by_motion"][m] for r in rows))
     causal = max((r for r in _load(CLAUSE3, root)["rows"] if r["name"] != "teacher"), key=lambda r: r["color_motion"])
-    flow = next(r for r in _load(FLOW, root)["rows"] if r.get("verdict", {}).get("ships"))
+    flow_read = _load(FLOW, root)
+    flow = next(r for r in flow_read["rows"] if r.get("verdict", {}).get("ships"))
     ceiling = _load(CEILING, root)
     exits = [int(f.split(": ")[1].split("/")[0]) for f in ceiling["streams"]["wrap_true"]["failing"]
              if f.split(" ")[0] not in UNGATED]
@@ -86,7 +87,7 @@ def shortfall(rows: list[dict], root: Path = ROOT) -> dict:
                     "best": best_stories["stories_passing"], "best_file": best_stories["file"],
                     "short_by": best_stories["stories"] - best_stories["stories_passing"]},
         "colour_motion": {"rule": f"at least shapes-flow's {100 * flow['color_motion']:.1f} % on tuning_prompts("
-                                  f"{_load(FLOW, root)['prompts']}) ({FLOW}, step {flow['step']})",
+                                  f"{flow_read['prompts']}) ({FLOW}, step {flow['step']})",
                           "best": round(100 * causal["color_motion"], 1), "best_settings": causal["settings"],
                           "best_file": CLAUSE3,
                           "short_by_points": round(100 * (flow["color_motion"] - causal["color_motion"]), 1),

@@ -259,20 +259,16 @@ MEASURED_ON_EARLIER_WEIGHTS = {
 }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_docs_results_name_the_weights_pretrained_holds_or_say_they_do_not():
+def test_docs_results_name_the_weights_pretrained_holds_or_say_they_do_not(load_script):
     """A results file in docs/results/ backs a page's claim about a shipped model: the weights it names under
     pretrained/ are the ones shipped now, or they are listed above, each with the hash the file recorded."""
-    unexpected = {}
+    sha256_file, unexpected = load_script("eval/results.py").sha256_file, {}
     for path in sorted(ROOT.glob("docs/results/*.json")):
         name = path.relative_to(ROOT).as_posix()
         hashes = json.loads(path.read_text()).get("weights_sha256")
         named = {k[k.index("pretrained/"):]: v for k, v in (hashes or {}).items()
                  if isinstance(hashes, dict) and "pretrained/" in k}
-        changed = {k: v[:8] for k, v in named.items() if (ROOT / k).exists() and _sha256(ROOT / k) != v}
+        changed = {k: v[:8] for k, v in named.items() if (ROOT / k).exists() and sha256_file(ROOT / k) != v}
         if changed != MEASURED_ON_EARLIER_WEIGHTS.get(name, ({}, ""))[0]:
             unexpected[name] = changed
     assert unexpected == {}, (
