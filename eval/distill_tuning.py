@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timing-prompts", type=int, default=16, help="prompts timed at batch 1 and at batch 4")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="experiments/results/distill_tuning.json")
+    parser.add_argument("--note", default=None, help="kept in the record: what the read is of (step, EMA history)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from vidgen.pipelines import load_pipeline
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
         row["speedup_batch_1"] = teacher["seconds_per_video"]["batch_1"] / row["seconds_per_video"]["batch_1"]
         row["speedup_batch_4"] = teacher["seconds_per_video"]["batch_4"] / row["seconds_per_video"]["batch_4"]
     write_result(Path(args.out), {"prompts": args.prompts, "prompt_seed": 1, "timing_prompts": args.timing_prompts,
-                                  "precision": "fp32", "rows": rows},
+                                  "precision": "fp32", "rows": rows,
+                                  **({"note": args.note} if args.note else {})},
                  command=" ".join(["python", "eval/distill_tuning.py", *(argv or sys.argv[1:])]), threads=args.threads,
                  weights=sorted({folder for _, folder, _ in runs}))
     print(f"wrote {args.out}")
