@@ -76,7 +76,7 @@ def pretrained_flow_4_steps(tmp_path_factory) -> Path:
     flow = shutil.copytree(PRETRAINED / PIPELINES["flow"], root / PIPELINES["flow"], copy_function=os.symlink)
     config = json.loads((flow / "sampling_config.json").read_text())
     assert config["num_inference_steps"] > FLOW_STEPS
-    (flow / "sampling_config.json").unlink()
+    (flow / "sampling_config.json").unlink()  # the link, so that the write cannot reach the shipped file
     (flow / "sampling_config.json").write_text(json.dumps({**config, "num_inference_steps": FLOW_STEPS}))
     return root
 
@@ -105,8 +105,8 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out, pretrained_flow_4_
         assert entry["weights_sha256"] == weights_digest(PRETRAINED / PIPELINES[name])  # the weights it ran on
         # the settings it sampled with: the folder's sampling_config.json, not a copy kept in the demo
         config_class = PIPELINE_REGISTRY[name].pipeline_class.sampling_config_class
-        folder = config_class.from_pretrained(pretrained_flow_4_steps / PIPELINES[name])
-        assert entry["sampling"] == json.loads(json.dumps(folder.to_dict()))  # every setting, as JSON writes it
+        config = config_class.from_pretrained(pretrained_flow_4_steps / PIPELINES[name])
+        assert entry["sampling"] == json.loads(json.dumps(config.to_dict()))  # every setting, as JSON writes it
     assert metrics["fvd_floor"]["n_real"] == PROMPTS
     for name, story in metrics["stories"].items():  # the short story per pipeline: exact length, every segment scored
         info = probe_video(demo_out / story["file"])
