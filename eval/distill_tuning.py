@@ -2,12 +2,12 @@
 """A distilled student against its teacher on the tuning prompts: adherence, and seconds per video side by side.
 
 The prompts are ``tuning_prompts(n, seed=1)`` (seen colour x motion pairs, no caption of the full evaluation), so the
-ship rules in ``configs/shapes-flow-distilled/`` and ``experiments/configs/distill/`` reads no evaluation number. For the teacher at its shipped
-settings and each student at each of its step counts: colour+motion and shape (``vidgen.demo.run.score``), the
-rotating prompts read as turning
-(``vidgen.demo.run.turning``), the transformer evaluations per video, and seconds per video at batch 1 and batch 4, measured on a timing subset in one
-interleaved run (the teacher's time is this run's ceiling; every speed claim is the ratio). Run it alone: a training
-on the same cores would distort the times.
+ship rules in ``configs/shapes-flow-distilled/`` and ``experiments/configs/distill/`` read no evaluation number. For
+the teacher at its shipped settings and each student at each of its step counts: colour+motion and shape
+(``vidgen.demo.run.score``), what each asked-for shape was read as (``shapes_read``), the rotating prompts read as
+turning (``turning``), the transformer evaluations per video, and seconds per video at batch 1 and batch 4, measured
+on a timing subset in one interleaved run (the teacher's time is this run's ceiling; every speed claim is the ratio).
+Run it alone: a training on the same cores would distort the times.
 
     python eval/distill_tuning.py --teacher pretrained/shapes-flow \\
         --student dmd2=runs/distill_shapes_dmd2/pipeline --student consistency=runs/distill_shapes_consistency/pipeline
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import weights_digest, write_result  # noqa: E402
 
 from vidgen.demo.prompts import tuning_prompts  # noqa: E402
-from vidgen.demo.run import NUM_FRAMES, SIZE, generate, score, turning  # noqa: E402
+from vidgen.demo.run import NUM_FRAMES, SIZE, generate, score, shapes_read, turning  # noqa: E402
 from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
 
 
@@ -90,11 +90,12 @@ def main(argv=None) -> int:
         row = {"name": name, "folder": folder, "weights_sha256": weights_digest(Path(folder)), "steps": steps,
                "settings": config.to_dict(), "evaluations_per_video": evaluations(config, steps),
                "seconds_per_video": seconds, "color_motion": result["all"]["color_motion"],
-               "shape": result["all"]["shape"], "turns": turning(detected, prompts)}
+               "shape": result["all"]["shape"], "turns": turning(detected, prompts),
+               "shapes": shapes_read(detected, prompts)}
         rows.append(row)
         print(f"{name:12s} {settings or 'shipped settings'}  evals {row['evaluations_per_video']:3d}  c+m "
-              f"{row['color_motion']:6.1%}  shape {row['shape']:6.1%}  turns {row['turns']['turned']}/{row['turns']['n']}  s/video b1 {seconds['batch_1']:.3f} b4 "
-              f"{seconds['batch_4']:.3f}", flush=True)
+              f"{row['color_motion']:6.1%}  shape {row['shape']:6.1%}  turns {row['turns']['turned']}/"
+              f"{row['turns']['n']}  s/video b1 {seconds['batch_1']:.3f} b4 {seconds['batch_4']:.3f}", flush=True)
     teacher = rows[0]
     for row in rows:
         row["speedup_batch_1"] = teacher["seconds_per_video"]["batch_1"] / row["seconds_per_video"]["batch_1"]

@@ -34,7 +34,7 @@ from sweep_sampling import motion_right  # noqa: E402  (how stage 6's read count
 import torch  # noqa: E402
 
 from vidgen.demo.prompts import tuning_prompts  # noqa: E402
-from vidgen.demo.run import generate, score  # noqa: E402
+from vidgen.demo.run import generate, score, shapes_read  # noqa: E402
 from vidgen.metrics.adherence import AttributeScorer  # noqa: E402
 
 STAGE6 = ROOT / "experiments" / "results" / "ship_flow_gpu_gpu_192.json"
@@ -74,20 +74,6 @@ def earlier_rows(out: Path, prompts: int, sampling: dict) -> list[dict]:
         raise SystemExit(f"{out}: read with other prompts or sampling ({old.get('prompts')}, {old.get('sampling')}); "
                          "pass another --out")
     return old.get("rows", [])
-
-
-def shapes_read(detected: list[dict], prompts) -> dict:
-    """Per asked-for shape: how many of its videos the scorer reads as that shape, and what the others read as
-    ("right / asked" and a count per shape read instead). Not part of the rule: it says which shapes the shape
-    score misses."""
-    import collections
-    asked, read = collections.Counter(), collections.defaultdict(collections.Counter)
-    for d, p in zip(detected, prompts):
-        asked[p.attributes.shape] += 1
-        read[p.attributes.shape][d["shape"]] += 1
-    return {shape: {"right": f"{read[shape][shape]}/{n}",
-                    "read_as": {k: v for k, v in read[shape].most_common() if k != shape}}
-            for shape, n in sorted(asked.items())}
 
 
 def read_clips(pipe, scorer, prompts, batch: int, sampling: dict) -> dict:

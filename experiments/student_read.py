@@ -7,9 +7,9 @@ at the smallest step count k whose seconds per video at batch 1 are at most 1/10
 colour+motion and shape are each no more than 2 points below the teacher's. The first read that passes ships.
 
 For every read and every k this writes each check and how far it is missed (points of the prompts; 0 where met),
-and for the run as a whole the closest read: among the reads' k that meet the speed, the one with the least
-shortfall in points. Beside the JSON it draws the curve (``.png``): colour+motion and shape at each k against steps,
-with the teacher's values and the rule's lines.
+what each asked-for shape was read as (where the read file has it), and for the run as a whole the closest read:
+among the reads' k that meet the speed, the one with the least shortfall in points. Beside the JSON it draws the
+curve (``.png``): colour+motion and shape at each k against steps, with the teacher's values and the rule's lines.
 
     python experiments/student_read.py 1000=experiments/results/distill_tuning_dmd2_stage8_step1000_192.json \\
         1900=experiments/results/distill_tuning_dmd2_stage8_step1900_192.json \\
@@ -53,7 +53,8 @@ def read_row(step: int, path: Path, student: str) -> dict:
                          f"(it has {sorted({r['name'] for r in record['rows']})})")
     teacher = teachers[0]
     ks = [{"steps": r["steps"], "color_motion": r["color_motion"], "shape": r["shape"],
-           "turned": r.get("turns", {}).get("turned"), "speedup_batch_1": r["speedup_batch_1"], **judge(r, teacher)}
+           "turned": r.get("turns", {}).get("turned"), "speedup_batch_1": r["speedup_batch_1"], **judge(r, teacher),
+           **({"shapes": r["shapes"]} if "shapes" in r else {})}
           for r in students]
     ships = next((k["steps"] for k in ks if k["passes"]), None)
     resolved = path.resolve()
@@ -63,7 +64,8 @@ def read_row(step: int, path: Path, student: str) -> dict:
             "prompt_seed": record.get("prompt_seed"),
             "teacher": {"steps": teacher["steps"], "color_motion": teacher["color_motion"],
                         "shape": teacher["shape"], "turned": teacher.get("turns", {}).get("turned"),
-                        "turns_of": teacher.get("turns", {}).get("n")},
+                        "turns_of": teacher.get("turns", {}).get("n"),
+                        **({"shapes": teacher["shapes"]} if "shapes" in teacher else {})},
             "k": ks, "ships_at_k": ships}
 
 

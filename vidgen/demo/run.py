@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import platform
@@ -124,6 +125,18 @@ def turning(detected: list[dict], prompts) -> dict:
     rows = [i for i, p in enumerate(prompts) if p.attributes.motion == "rotate" and p.attributes.shape != "circle"]
     turned = sum(detected[i]["motion"] == "rotate" for i in rows)
     return {"n": len(rows), "turned": turned, "fraction": turned / len(rows) if rows else None}
+
+
+def shapes_read(detected: list[dict], prompts) -> dict:
+    """Per asked-for shape: how many of its videos the scorer reads as that shape, and what the others were read as
+    (``{"right": "right/asked", "read_as": {shape: count}}``): which shapes a shape score misses."""
+    asked, read = collections.Counter(), collections.defaultdict(collections.Counter)
+    for d, p in zip(detected, prompts):
+        asked[p.attributes.shape] += 1
+        read[p.attributes.shape][d["shape"]] += 1
+    return {shape: {"right": f"{read[shape][shape]}/{n}",
+                    "read_as": {k: v for k, v in read[shape].most_common() if k != shape}}
+            for shape, n in sorted(asked.items())}
 
 
 def fvd_against(metric, videos: torch.Tensor) -> dict:
