@@ -7,20 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from vidgen.distillation.losses import distillation_spec, make_student
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_the_benchmark_compares_a_student_at_each_step_count_with_its_teacher(tiny_pipeline, load_script, tmp_path):
+def test_the_benchmark_compares_a_student_at_each_step_count_with_its_teacher(saved_teacher_and_student, load_script,
+                                                                            tmp_path):
     bench = load_script("eval/bench_few_step.py")
-    teacher = tiny_pipeline("flow", max_grid=(5, 16, 16), max_text_tokens=16)
-    teacher.sampling_config = {"num_inference_steps": 3, "guidance_scale": 2.0}
-    student = teacher.with_student(make_student(teacher.transformer, distillation_spec("dmd2", [1, 2], 2.0)))
-    teacher.save_pretrained(tmp_path / "teacher")
-    student.save_pretrained(tmp_path / "student")
+    teacher, student = saved_teacher_and_student
     out = tmp_path / "result.json"
-    assert bench.main(["--teacher", str(tmp_path / "teacher"), "--student", str(tmp_path / "student"), "--prompts",
+    assert bench.main(["--teacher", str(teacher), "--student", str(student), "--prompts",
                        "4", "--timing-prompts", "4", "--rounds", "2", "--quick", "--no-fvd", "--threads", "1",
                        "--out", str(out)]) == 0
     result = json.loads(out.read_text())

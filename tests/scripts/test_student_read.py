@@ -72,22 +72,17 @@ def test_the_stage8_step1000_read_misses_by_what_the_log_says(load_script):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_distill_tuning_read_of_tiny_pipelines_feeds_the_curve(tiny_pipeline, load_script, tmp_path):
+def test_a_distill_tuning_read_of_tiny_pipelines_feeds_the_curve(saved_teacher_and_student, load_script, tmp_path):
     """eval/distill_tuning.py end to end on a tiny teacher and its 1/2-step student, then this script on its file:
     every row says what each asked-for shape was read as, and the note is kept."""
-    from vidgen.distillation.losses import distillation_spec, make_student
     tuning, read = load_script("eval/distill_tuning.py"), load_script("experiments/student_read.py")
-    teacher = tiny_pipeline("flow", max_grid=(5, 16, 16), max_text_tokens=16)
-    teacher.sampling_config = {"num_inference_steps": 2, "guidance_scale": 2.0}
-    student = teacher.with_student(make_student(teacher.transformer, distillation_spec("dmd2", [1, 2], 2.0)))
-    teacher.save_pretrained(tmp_path / "teacher")
-    student.save_pretrained(tmp_path / "student")
+    teacher, student = saved_teacher_and_student
     out = tmp_path / "read.json"
-    assert tuning.main(["--teacher", str(tmp_path / "teacher"), "--student", f"dmd2={tmp_path / 'student'}",
+    assert tuning.main(["--teacher", str(teacher), "--student", f"dmd2={student}",
                         "--prompts", "6", "--timing-prompts", "1", "--threads", "1", "--out", str(out),
                         "--note", "step 10, EMA"]) == 0
     record = json.loads(out.read_text())
-    assert [(r["name"], r["steps"]) for r in record["rows"]] == [("teacher", 2), ("dmd2", 1), ("dmd2", 2)]
+    assert [(r["name"], r["steps"]) for r in record["rows"]] == [("teacher", 3), ("dmd2", 1), ("dmd2", 2)]
     assert record["note"] == "step 10, EMA"
     for row in record["rows"]:
         assert sum(int(v["right"].split("/")[1]) for v in row["shapes"].values()) == 6
