@@ -91,7 +91,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         teacher = 100 * rows[-1]["teacher"][key]  # each read judges against its own run's teacher; drawn: the last
         ax.axhline(teacher, ls=":", color="black", label="teacher")
         ax.axhline(teacher - 100 * POINTS, ls="--", color="black", lw=1, label="rule")
-        for k, colour in zip(sorted({k["steps"] for r in rows for k in r["k"]}), ("tab:red", "tab:orange", "tab:blue")):
+        for i, k in enumerate(sorted({k["steps"] for r in rows for k in r["k"]})):  # every k drawn, colours cycled
+            colour = ("tab:red", "tab:orange", "tab:blue", "tab:green", "tab:purple")[i % 5]
             pts = [(r["step"], 100 * x[key]) for r in rows for x in r["k"] if x["steps"] == k]
             ax.plot(*zip(*pts), "o-", color=colour, label=f"{k} step{'s' * (k > 1)}")
         ax.set(xlabel="training step", ylabel=f"% of {rows[0]['prompts']} tuning prompts", title=label, ylim=(0, 100))
