@@ -78,7 +78,26 @@ CHECKS = {
            rf"(\d+(?:\.\d+)?) / (\d+(?:\.\d+)?) \|" for label in CACHE_ROWS.values()],
          r"the load average was (\d+\.\d+) at the start and (\d+\.\d+) at the end"],
         lambda r: _caches(r)),
+    "the student of stage 8 at its last read": (
+        "docs/faster-sampling.md", "experiments/results/distill_tuning_dmd2_stage8_step1900_192.json",
+        [r"On the shipped stage 8 it ran its full (\d+) steps",
+         r"at 4 steps, (\d+\.\d+)x faster, (\d+\.\d+) % colour\+motion against the teacher's (\d+\.\d+) %, but "
+         r"(\d+\.\d+) % shape against (\d+\.\d+) %",
+         r"(\d+) of (\d+) drawn against the teacher's (\d+), with (\d+) read as hexagons \(the teacher's: (\d+)\)"],
+        lambda r: _student(r)),
 }
+
+
+def _student(record: dict) -> list:
+    teacher = next(row for row in record["rows"] if row["name"] == "teacher")
+    four = next(row for row in record["rows"] if row["name"] != "teacher" and row["steps"] == 4)
+    star, teacher_star = four["shapes"]["star"], teacher["shapes"]["star"]
+    drawn, asked = map(int, star["right"].split("/"))
+    return [("the run's steps", [int(re.search(r"at step (\d+)", record["note"]).group(1))]),
+            ("the 4-step read", [four["speedup_batch_1"], 100 * four["color_motion"], 100 * teacher["color_motion"],
+                                 100 * four["shape"], 100 * teacher["shape"]]),
+            ("the stars", [drawn, asked, int(teacher_star["right"].split("/")[0]), star["read_as"]["hexagon"],
+                           teacher_star["read_as"]["hexagon"]])]
 
 
 def _caches(record: dict) -> list:
