@@ -8,7 +8,8 @@ colour+motion and shape are each no more than 2 points below the teacher's. The 
 
 For every read and every k this writes each check and how far it is missed (points of the prompts; 0 where met),
 what each asked-for shape was read as (where the read file has it), and for the run as a whole the closest read:
-among the reads' k that meet the speed, the one with the least shortfall in points. Beside the JSON it draws the
+among the reads' k that meet the speed, the one with the least shortfall in points, and where its shapes differ from
+the teacher's (which shapes it draws less often, and what it draws instead). Beside the JSON it draws the
 curve (``.png``): colour+motion and shape at each k against steps, with the teacher's values and the rule's lines.
 
     python experiments/student_read.py 1000=experiments/results/distill_tuning_dmd2_stage8_step1000_192.json \\
@@ -69,14 +70,35 @@ def read_row(step: int, path: Path, student: str) -> dict:
             "k": ks, "ships_at_k": ships}
 
 
+def shapes_against_teacher(student: dict, teacher: dict) -> dict | None:
+    """Where a student's shape read differs from its teacher's: per asked-for shape, the videos drawn right by each
+    (the difference, student minus teacher) and the shapes the student's videos were read as more often than the
+    teacher's; the worst shape first. None when either row lacks the per-shape reads."""
+    if "shapes" not in student or "shapes" not in teacher:
+        return None
+    out = {}
+    for name, own in student["shapes"].items():
+        theirs = teacher["shapes"].get(name, {"right": "0/0", "read_as": {}})
+        right, asked = map(int, own["right"].split("/"))
+        teacher_right = int(theirs["right"].split("/")[0])
+        more = {other: n - theirs["read_as"].get(other, 0) for other, n in own["read_as"].items()
+                if n > theirs["read_as"].get(other, 0)}
+        out[name] = {"asked": asked, "right": right, "teacher_right": teacher_right,
+                     "difference": right - teacher_right, "read_as_more_than_teacher": more}
+    return dict(sorted(out.items(), key=lambda item: (item[1]["difference"], item[0])))
+
+
 def closest(rows: list[dict]) -> dict | None:
-    """The read and k that meet the speed with the least shortfall in points (the later read on a tie)."""
+    """The read and k that meet the speed with the least shortfall in points (the later read on a tie), with where
+    its shapes differ from the teacher's when the read has the per-shape reads."""
     fast = [(row, k) for row in rows for k in row["k"] if k["checks"]["speed"]]
     if not fast:
         return None
     row, k = min(fast, key=lambda rk: (rk[1]["short_by"]["color_motion_points"] + rk[1]["short_by"]["shape_points"],
                                         -rk[0]["step"]))
-    return {"step": row["step"], "steps": k["steps"], "short_by": k["short_by"], "passes": k["passes"]}
+    shapes = shapes_against_teacher(k, row["teacher"])
+    return {"step": row["step"], "steps": k["steps"], "short_by": k["short_by"], "passes": k["passes"],
+            **({"shapes_against_teacher": shapes} if shapes is not None else {})}
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

@@ -71,6 +71,25 @@ def test_the_stage8_step1000_read_misses_by_what_the_log_says(load_script):
                                    "short_by": {"speedup": 0.0, "color_motion_points": 0.6, "shape_points": 4.25}}
 
 
+def test_the_stage8_step1900_read_says_which_shape_it_loses(load_script):
+    """The last read of dmd2_stage8: the closest k is 4, short on shape, and the shape it loses most is the star,
+    read as a hexagon more often than the teacher's stars are."""
+    read = load_script("experiments/student_read.py")
+    row = read.read_row(1900, ROOT / "experiments/results/distill_tuning_dmd2_stage8_step1900_192.json", "dmd2")
+    best = read.closest([row])
+    assert (best["steps"], best["passes"], best["short_by"]["shape_points"]) == (4, False, 2.69)
+    shapes = best["shapes_against_teacher"]
+    assert next(iter(shapes)) == "star" and shapes["star"]["difference"] == -8
+    assert shapes["star"]["read_as_more_than_teacher"] == {"hexagon": 9, "triangle": 2}
+    four = next(k for k in row["k"] if k["steps"] == 4)  # the differences add up to the shape read's
+    assert sum(s["difference"] for s in shapes.values()) == round(192 * (four["shape"] - row["teacher"]["shape"]))
+
+
+def test_no_shape_breakdown_without_per_shape_reads(load_script):
+    read = load_script("experiments/student_read.py")
+    assert read.shapes_against_teacher({"shape": 0.5}, {"shape": 0.6}) is None
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_a_distill_tuning_read_of_tiny_pipelines_feeds_the_curve(saved_teacher_and_student, load_script, tmp_path):
     """eval/distill_tuning.py end to end on a tiny teacher and its 1/2-step student, then this script on its file:
