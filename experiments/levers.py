@@ -199,6 +199,19 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def bf16_refusal(spec: dict, arms: list[str], units=None) -> str | None:
+    """Why arms that train in bf16 cannot be measured here, or None: on a CPU without bf16 units (and no GPU) bf16 is
+    emulated, so a bf16 arm would read the emulation's cost, not the lever's."""
+    from vidgen.precision import cpu_bf16_units
+    bf16 = [a for a in arms if {**spec["overrides"], **spec["arms"][a]}.get("precision") == "bf16"]
+    if not bf16 or torch.cuda.is_available():
+        return None
+    if units is None:
+        units = cpu_bf16_units()
+    return None if units else (f"arms {bf16} train in bf16, and this CPU has no bf16 units (amx_bf16 or avx512_bf16): "
+                               "run this config on a CPU with them or on a GPU")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="experiments/configs/generators/levers_stage7.yaml")
@@ -208,7 +221,7 @@ def main(argv=None) -> int:
     parser.add_argument("--read", action="store_true",
                         help="read the arms trained before, train nothing (the rows of an earlier read's --out file "
                              "whose weights are unchanged are reused)")
-    parser.add_argument("--out", default="experiments/results/levers_stage7.json")
+    parser.add_argument("--out", default="", help="results file (default: experiments/results/<config's name>.json)")
     parser.add_argument("--losses-only", action="store_true", help="stop after the held-out losses (a partial file)")
     args = parser.parse_args(argv)
     spec = yaml.safe_load((ROOT / args.config).read_text())
@@ -217,6 +230,9 @@ def main(argv=None) -> int:
         arms.insert(0, "base")
     if unknown := sorted(set(arms) - set(spec["arms"])):
         parser.error(f"--arms: unknown {unknown}; the config has {list(spec['arms'])}")
+    if reason := bf16_refusal(spec, arms):
+        parser.error(reason)
+    args.out = args.out or f"experiments/results/{Path(args.config).stem}.json"
     minutes = args.minutes or spec["minutes"]
     torch.set_num_threads(1)
     start = time.time()
