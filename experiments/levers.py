@@ -8,7 +8,10 @@ experiments/configs/generators/levers_stage7.yaml (its header says the rule; thi
    evaluation caption left out, fixed noise and times, no condition dropout); then shape and colour+motion on
    ``tuning_prompts(prompts)`` at guidance 3 and 25 steps, fp32, for the base arm and each arm whose loss passes
    the rule (the rule needs all three checks, so the others are not adopted whatever they draw);
-4. apply the rule against the base arm and write ``experiments/results/levers_stage7.json``.
+4. apply the rule against the base arm and write ``experiments/results/<config's name>.json``.
+
+A config whose arms train in bf16 (``levers_bf16_stage7.yaml``) is refused on a CPU without bf16 units and no GPU,
+where bf16 is emulated.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/levers.py                 # train, then read
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/levers.py --read          # read the arms trained before
