@@ -47,9 +47,13 @@ HELDOUT_SEED = 101  # ShapesDataset's seed for the held-out clips (training draw
 LOSS_BELOW, POINTS = 0.02, 0.03  # the rule: held-out loss >= 2 % below the base arm's; shape, colour+motion >= -3 points
 
 
+def arm_settings(spec: dict, arm: str) -> dict:
+    """The trainer settings arm ``arm`` puts on top of the base config: the config's common overrides, then its own."""
+    return {**spec["overrides"], **spec["arms"][arm]}
+
+
 def arm_overrides(spec: dict, arm: str, minutes: float) -> list[str]:
-    values = {**spec["overrides"], **spec["arms"][arm], "run_dir": f"{spec['run_root']}/{arm}",
-              "max_train_minutes": minutes}
+    values = {**arm_settings(spec, arm), "run_dir": f"{spec['run_root']}/{arm}", "max_train_minutes": minutes}
     return [f"{k}={v}" for k, v in values.items()]
 
 
@@ -206,7 +210,7 @@ def bf16_refusal(spec: dict, arms: list[str], units=None) -> str | None:
     """Why arms that train in bf16 cannot be measured here, or None: on a CPU without bf16 units (and no GPU) bf16 is
     emulated, so a bf16 arm would read the emulation's cost, not the lever's."""
     from vidgen.precision import cpu_bf16_units
-    bf16 = [a for a in arms if {**spec["overrides"], **spec["arms"][a]}.get("precision") == "bf16"]
+    bf16 = [a for a in arms if arm_settings(spec, a).get("precision") == "bf16"]
     if not bf16 or torch.cuda.is_available():
         return None
     if units is None:

@@ -32,11 +32,12 @@ def test_the_refusal_stops_the_script_before_any_training(load_script, monkeypat
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_every_arm_sets_known_trainer_settings(path):
+def test_every_arm_sets_known_trainer_settings(path, load_script):
     from vidgen.training import GeneratorTrainConfig, load_config
+    levers = load_script("experiments/levers.py")
     spec = yaml.safe_load(path.read_text())
     for arm, settings in spec["arms"].items():
-        overrides = [f"{k}={v}" for k, v in {**spec["overrides"], **settings}.items()]
+        overrides = levers.arm_overrides(spec, arm, spec["minutes"])  # what the script passes the trainer
         cfg = load_config(ROOT / spec["base"], overrides, schema=GeneratorTrainConfig)  # unknown or invalid: ConfigError
         for key, value in settings.items():  # the arm's own settings arrive as written
             got = cfg
