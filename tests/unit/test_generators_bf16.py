@@ -191,7 +191,7 @@ def test_decoder_step_equals_generic_decode_in_bf16():
     torch.testing.assert_close(fast, generic, atol=0.02 * generic.abs().max().item(), rtol=0)
 
 
-@pytest.mark.slow  # compiles three models: ~10-30 s on 2 cores (cached under .cache/ afterwards)
+@pytest.mark.slow  # compiles three models: ~10-30 s on 2 cores (cached by inductor afterwards)
 @pytest.mark.parametrize("kind", ["masked", "flow", "ar"])
 def test_compiled_sampling_equals_eager(kind):
     """compile=True (vidgen.generators.compiled) gives eager's tokens; flow latents within fp32 rounding."""

@@ -8,23 +8,16 @@ Compiled callables are cached per model (weakly: they go with the model), so the
 compile time (tens of seconds on 2 cores; ``eval/bench_generators.py`` reports it apart from the steady state) and
 later calls reuse it. Eager stays the default and the reference: the tests compare both.
 
-Inductor's on-disk cache goes to ``<repo>/.cache/torchinductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is already set.
+Inductor keeps its on-disk cache where torch puts it: ``TORCHINDUCTOR_CACHE_DIR``, else ``torchinductor_<user>`` in the
+temporary directory (the Makefile's targets set ``.cache/inductor`` in the repository).
 """
 from __future__ import annotations
 
-import os
 import weakref
-from pathlib import Path
 
 import torch
 
-CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "torchinductor"
 _FORWARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def use_repo_cache_dir() -> None:
-    """Point inductor's cache at the repository's ``.cache/`` (only if the user has not chosen one)."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(CACHE_DIR))
 
 
 def compiled_forward(model):
@@ -32,7 +25,6 @@ def compiled_forward(model):
     model. Input checks with data-dependent branches become graph breaks; the backbone compiles as one graph."""
     fn = _FORWARDS.get(model)
     if fn is None:
-        use_repo_cache_dir()
         fn = _FORWARDS[model] = torch.compile(model, dynamic=False)
     return fn
 
@@ -45,7 +37,6 @@ def compiled_decode_step(decoder):
     position). The compiled function is shared: dynamo keys its graphs on the code and guards on shapes / dtypes."""
     global _DECODE_STEP
     if _DECODE_STEP is None:
-        use_repo_cache_dir()
         from vidgen.generators.kv_decode import KVDecodeStep
         _DECODE_STEP = torch.compile(KVDecodeStep.step, dynamic=False)
     return lambda token, pos: _DECODE_STEP(decoder, token, pos)

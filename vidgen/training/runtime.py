@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -58,7 +57,7 @@ def make_accelerator(precision, **kwargs) -> tuple[Accelerator, str]:
 
 def compile_module(module: torch.nn.Module, enabled: bool, log=None) -> torch.nn.Module:
     """``module``'s compute-heavy part compiled with inductor if ``enabled``, in place (parameters stay the same
-    objects); the compile cache goes to ``.cache/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. Compilation
+    objects); inductor's cache is torch's (``TORCHINDUCTOR_CACHE_DIR``, else its temporary directory). Compilation
     happens at the first call: the loops log the first step's time apart from the steady-state throughput.
 
     What is compiled: a generator's transformer backbone (``model.backbone``), else the whole module. A generator's
@@ -66,7 +65,6 @@ def compile_module(module: torch.nn.Module, enabled: bool, log=None) -> torch.nn
     random draws)."""
     if not enabled:
         return module
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(".cache/inductor").resolve()))
     target = getattr(getattr(module, "model", module), "backbone", module)
     target.compile()
     if log is not None:
