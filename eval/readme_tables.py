@@ -238,6 +238,7 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "quantized": ("bench_quantized.json", from_script("bench_quantized")),
           "make_test": ("make_test.json", from_script("test_durations")),
           "levers": ("../../experiments/results/levers_stage7.json", from_script("levers")),
+          "levers_compile": ("../../experiments/results/levers_compile_stage7.json", from_script("levers")),
           "training_time": ("../../pipelines/training_runs.json", training_time),
           "causal_recipes": ("../../experiments/results/causal_recipes_summary.json",
                              from_script("causal_recipes_summary"))}

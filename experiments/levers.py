@@ -11,7 +11,7 @@ experiments/configs/generators/levers_stage7.yaml (its header says the rule; thi
 4. apply the rule against the base arm and write ``experiments/results/<config's name>.json``.
 
 A config whose arms train in bf16 (``levers_bf16_stage7.yaml``) is refused on a CPU without bf16 units and no GPU,
-where bf16 is emulated.
+where bf16 is emulated; there ``levers_compile_stage7.yaml`` reads compile alone, in fp32.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/levers.py                 # train, then read
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/levers.py --read          # read the arms trained before
@@ -117,6 +117,21 @@ def steps_trained(log_path: Path) -> int:
     return steps
 
 
+def step_times(log_path: Path) -> dict:
+    """The arm's first step (which includes compiling, for a compiled arm) and its mean time a step after it, from the
+    trainer's log: the first step's entry to the "stopped at step N" line."""
+    first = stop = None
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line)
+        if "first_step_s" in entry:
+            first = entry
+        if str(entry.get("info", "")).startswith("stopped at step "):
+            stop = entry
+    steps = steps_trained(log_path)
+    after = (stop["time"] - first["time"]) / (steps - 1) if first and stop and steps > 1 else None
+    return {"first_step_s": first and first["first_step_s"], "seconds_per_step_after_first": after}
+
+
 def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: None, earlier=(),
               scores: bool = True) -> list[dict]:
     """Every arm's held-out loss, then shape and colour+motion for each arm whose loss passes the rule, and for the
@@ -134,6 +149,7 @@ def read_arms(spec: dict, arms: list[str], n_prompts: int, save=lambda rows: Non
     for arm in arms:
         folder = ROOT / spec["run_root"] / arm / "final"
         row = {"arm": arm, "settings": spec["arms"][arm], "steps": steps_trained(folder.parent / "log.jsonl"),
+               **step_times(folder.parent / "log.jsonl"),
                "heldout_loss": None, "shape": None, "color_motion": None, "seconds_per_video": None,
                "weights_sha256": weights_digest(folder)}
         same = next((r for r in earlier if r["arm"] == arm and r["weights_sha256"] == row["weights_sha256"]), {})
@@ -187,8 +203,10 @@ CHECK_NAMES = {"heldout_loss_2pct_below": "loss", "shape_within_3_points": "shap
 def readme_table(results: dict) -> str:
     """docs/training.md's table of the arms: steps in the same training time, held-out loss, scores, the verdict."""
     base = next(r for r in results["rows"] if r["arm"] == "base")
-    lines = ["| arm | setting | steps in {:g} min | held-out loss | vs base | shape | colour+motion | adopted |".format(
-        results["minutes"]), "|---|---|---|---|---|---|---|---|"]
+    timed = all(r.get("seconds_per_step_after_first") for r in results["rows"])  # files read since step_times
+    lines = ["| arm | setting | steps in {:g} min |{} held-out loss | vs base | shape | colour+motion | adopted |".format(
+        results["minutes"], " first step, then a step |" if timed else ""), "|---|---|---|---|---|---|---|---|"
+             + "---|" * timed]
     for r in results["rows"]:
         verdict = (results["verdicts"] or judge(results["rows"])).get(r["arm"])
         setting = ", ".join(f"`{k}: {v}`" for k, v in r["settings"].items()) or "stage 7's recipe with AdamW"
@@ -198,8 +216,9 @@ def readme_table(results: dict) -> str:
                    f"no ({', '.join(failed)})" if failed else "not yet (scores)")  # no check failed: scores not read
         shape, cm = ("not read", "not read") if r["shape"] is None else (f"{r['shape']:.1%}",
                                                                           f"{r['color_motion']:.1%}")
-        lines.append(f"| {r['arm']} | {setting} | {r['steps']} | {r['heldout_loss']:.4f} | {ratio} | {shape} | {cm} | "
-                     f"{adopted} |")
+        times = f" {r['first_step_s']:.0f} s, then {r['seconds_per_step_after_first']:.1f} s |" if timed else ""
+        lines.append(f"| {r['arm']} | {setting} | {r['steps']} |{times} {r['heldout_loss']:.4f} | {ratio} | {shape} | "
+                     f"{cm} | {adopted} |")
     if not results.get("complete"):
         lines += ["", "A partial read: every held-out loss is measured; the prompts of the arms whose loss passes and "
                       "of the base arm are not generated yet, so no lever is adopted yet."]

@@ -44,3 +44,28 @@ def test_every_arm_sets_known_trainer_settings(path, load_script):
             for part in key.split("."):
                 got = got[part] if isinstance(got, dict) else getattr(got, part)
             assert got == value, (path.name, arm, key, got)
+
+
+def test_step_times_read_the_trainers_log_and_the_table_shows_them(load_script, tmp_path):
+    """The first step (compiling, for a compiled arm) and the mean step after it, from the trainer's log lines; the
+    table gains their column only when every row has them (files read before step_times keep their table)."""
+    import json
+    levers = load_script("experiments/levers.py")
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(e) for e in [
+        {"info": "compile: torch.compile (inductor)", "time": 0.0},
+        {"step": 1, "first_step_s": 150.0, "time": 150.0},
+        {"info": "stopped at step 11 of 6000: the steps took 6.0 minutes (max_train_minutes=6)", "time": 400.0}]))
+    assert levers.steps_trained(log) == 11
+    assert levers.step_times(log) == {"first_step_s": 150.0, "seconds_per_step_after_first": 25.0}
+
+    def row(arm, loss, times):
+        return {"arm": arm, "settings": {}, "steps": 11, "heldout_loss": loss, "shape": None, "color_motion": None,
+                **times}
+    timed = {"minutes": 6, "complete": True, "verdicts": None,
+             "rows": [row("base", 0.1, levers.step_times(log)), row("compile", 0.099, levers.step_times(log))]}
+    table = levers.readme_table(timed)
+    assert "first step, then a step" in table and "| 150 s, then 25.0 s |" in table and "no (loss)" in table
+    assert all(line.count("|") == table.splitlines()[0].count("|") for line in table.splitlines())
+    untimed = {**timed, "rows": [{k: v for k, v in r.items() if "step_" not in k} for r in timed["rows"]]}
+    assert "first step" not in levers.readme_table(untimed)
