@@ -46,7 +46,6 @@ from eval.results import kernel_provenance, write_result  # noqa: E402
 from vidgen.attention.kv_cache import ModelKVCache  # noqa: E402
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowVideoTransformer,  # noqa: E402
                                MaskedVideoTransformer, generate_ids, generate_latents, generate_tokens)
-from vidgen.generators.compiled import use_repo_cache_dir  # noqa: E402
 from vidgen.generators.cuda_graph import GraphedDecodeStep  # noqa: E402
 from vidgen.generators.kv_decode import KVDecodeStep  # noqa: E402
 from vidgen.generators.embeddings import Conditioning  # noqa: E402
@@ -286,7 +285,6 @@ def main(argv=None) -> int:
     PATCH = tuple(args.patch)
     name = "bench_generators" + ("_cuda" if gpu else "") + ("_quick" if args.quick else "")
     out_path = Path(args.out or (f"/tmp/{name}.json" if args.quick else f"docs/results/{name}.json"))
-    use_repo_cache_dir()
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     grid, load_start, t0 = tuple(args.grid), os.getloadavg(), time.perf_counter()

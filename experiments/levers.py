@@ -209,7 +209,8 @@ def readme_table(results: dict) -> str:
              + "---|" * timed]
     for r in results["rows"]:
         verdict = (results["verdicts"] or judge(results["rows"])).get(r["arm"])
-        setting = ", ".join(f"`{k}: {v}`" for k, v in r["settings"].items()) or "stage 7's recipe with AdamW"
+        setting = ", ".join(f"`{k}: {json.dumps(v) if isinstance(v, bool) else v}`"  # as YAML writes it
+                            for k, v in r["settings"].items()) or "stage 7's recipe with AdamW"
         ratio = f"{r['heldout_loss'] / base['heldout_loss'] - 1:+.1%}" if r is not base else "-"
         failed = [name for key, name in CHECK_NAMES.items() if verdict and verdict[key] is False]
         adopted = ("-" if verdict is None else "yes" if verdict["adopted"] else

@@ -85,7 +85,22 @@ CHECKS = {
          r"(\d+\.\d+) % shape against (\d+\.\d+) %",
          r"(\d+) of (\d+) drawn against the teacher's (\d+), with (\d+) read as hexagons \(the teacher's: (\d+)\)"],
         lambda r: _student(r)),
+    "compile alone in fp32 on stage 7": (
+        "docs/training.md", "experiments/results/levers_compile_stage7.json",
+        [r"On an (.+?) without bf16 units, compiling the backbone",
+         r"an fp32 training step \((\d+\.\d+) s against (\d+\.\d+) s\), and its first step took (\d+) s against "
+         r"(\d+) s, so the compiled arm made (\d+) steps to the base arm's (\d+) and its held-out loss was "
+         r"(\d+\.\d+) % lower"],
+        lambda r: _compile_lever(r)),
 }
+
+
+def _compile_lever(record: dict) -> list:
+    base, arm = (next(row for row in record["rows"] if row["arm"] == name) for name in ("base", "compile"))
+    return [("CPU", [record["cpu"].split(" (")[0]]),
+            ("the steps", [arm["seconds_per_step_after_first"], base["seconds_per_step_after_first"],
+                           arm["first_step_s"], base["first_step_s"], arm["steps"], base["steps"],
+                           100 * (1 - arm["heldout_loss"] / base["heldout_loss"])])]
 
 
 def _student(record: dict) -> list:
