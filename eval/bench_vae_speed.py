@@ -194,11 +194,15 @@ def memory_worker(kind: str, frames: int, size: int, threads: int, chunk: int) -
             "output_mb": y.numel() * 4 / 2 ** 20, "peak_rss_mb": _rss_mb(), "rss_before_mb": base_rss}
 
 
+def inductor_cache() -> Path:
+    """The workers' inductor cache: the caller's ``TORCHINDUCTOR_CACHE_DIR`` (the Makefile sets one), else CACHE_DIR."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", CACHE_DIR)).resolve()
+
+
 def run_case(mode: str, **kw) -> dict:
     """Run one worker in a fresh subprocess (its own peak RSS) and return its JSON line."""
     cmd = [sys.executable, __file__, "--worker", json.dumps({"mode": mode, **kw})]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TORCHINDUCTOR_CACHE_DIR": os.environ.get(
-        "TORCHINDUCTOR_CACHE_DIR", str(CACHE_DIR))}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TORCHINDUCTOR_CACHE_DIR": str(inductor_cache())}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"worker {mode} {kw} failed:\n{out.stderr[-2000:]}")
@@ -353,9 +357,10 @@ def main() -> int:
                           f"GFLOP/s, peak RSS {c['peak_rss_mb']:.0f} MB{extra}", flush=True)
         ceilings.append(run_case("ceiling", threads=args.threads, reps=args.gemm_reps))
         print(_describe_ceiling(ceilings[1], "after"), flush=True)
+        cache = inductor_cache()
         section.update({"size": args.size, "frames": args.frames, "reps": args.reps, "widths": list(WIDTHS),
                         "models": {k: MODELS[k][1] for k in args.models}, "precisions": args.precisions,
-                        "inductor_cache": str(CACHE_DIR.relative_to(ROOT)),
+                        "inductor_cache": str(cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache),
                         "flop_counting": "torch.utils.flop_counter.FlopCounterMode on one eager encode + decode at "
                                          "the benchmark shape (convolutions, matmuls, attention; not norms/activations)",
                         **summarize(cases, ceilings)})
