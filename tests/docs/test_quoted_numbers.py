@@ -100,7 +100,7 @@ def _compile_lever(record: dict) -> list:
     return [("CPU", [record["cpu"].split(" (")[0]]),
             ("the steps", [arm["seconds_per_step_after_first"], base["seconds_per_step_after_first"],
                            arm["first_step_s"], base["first_step_s"], arm["steps"], base["steps"],
-                           100 * (1 - arm["heldout_loss"] / base["heldout_loss"])])]
+                           100 * (1 - record["verdicts"]["compile"]["loss_ratio"])])]  # the rule's own ratio
 
 
 def _student(record: dict) -> list:
