@@ -198,9 +198,40 @@ def training_time(summary: dict) -> str:
     return textwrap.fill(text, width=118, break_on_hyphens=False, break_long_words=False)
 
 
+#: the tuning-story reads of each shipped model's context_frames: (pipeline, shipped folder, results files)
+CONTEXT_READS = [("masked", "shapes-masked", ["sweep_context_masked_4steps.json"]),
+                 ("flow", "shapes-flow", ["story_read_flow.json"]),
+                 ("autoregressive", "shapes-autoregressive", ["sweep_context_autoregressive_story_gpu.json",
+                                                              "sweep_context_autoregressive_stage4.json"])]
+
+
+def _context_rows(record: dict) -> list:
+    """A context read's rows: a sweep's own, or the shipped checkpoint's of a ship read (``story_read.py``)."""
+    if "rows" in record and record["rows"] and "story" in record["rows"][0]:
+        return next(row for row in record["rows"] if row["verdict"]["ships"])["story"]
+    return record["rows"]
+
+
+def context_table(_: dict) -> str:
+    """docs/stories.md: per shipped pipeline, the tuning story's colour+motion per context_frames and the value its
+    folder ships (``CONTEXT_READS``)."""
+    results = SCRIPTS / "experiments" / "results"
+    lines = ["| pipeline | context 1 | 2 | 3 | 4 | shipped | read in |", "|---|---|---|---|---|---|---|"]
+    for name, folder, files in CONTEXT_READS:
+        read = {row["context_frames"]: row["color_motion"] for file in files
+                for row in _context_rows(json.loads((results / file).read_text()))}
+        shipped = json.loads((SCRIPTS / "pretrained" / folder / "sampling_config.json").read_text())["context_frames"]
+        cells = [(f"**{percent(read[c])}**" if c == shipped else percent(read[c])) if c in read else "not read"
+                 for c in (1, 2, 3, 4)]
+        lines.append(f"| {name} | {' | '.join(cells)} | {shipped} | "
+                     f"{', '.join(f'`experiments/results/{f}`' for f in files)} |")
+    return "\n".join(lines)
+
+
 # marker name -> (results file under docs/results/, table maker); a table is rewritten only if both exist
 TABLES = {"demo": ("demo_full.json", demo_table),
           "demo_short": ("demo_full.json", demo_short_table),
+          "demo_errors": ("demo_full.json", from_script("demo_errors")),
           "vae_speed": ("bench_vae_speed.json", from_script("bench_vae_speed")),
           "attention": ("bench_attention.json", from_script("bench_attention")),
           "attention_notes": ("bench_attention.json", attention_notes),
@@ -240,6 +271,7 @@ TABLES = {"demo": ("demo_full.json", demo_table),
           "levers": ("../../experiments/results/levers_stage7.json", from_script("levers")),
           "levers_compile": ("../../experiments/results/levers_compile_stage7.json", from_script("levers")),
           "training_time": ("../../pipelines/training_runs.json", training_time),
+          "context_reads": ("../../experiments/results/story_read_flow.json", context_table),
           "causal_recipes": ("../../experiments/results/causal_recipes_summary.json",
                              from_script("causal_recipes_summary"))}
 

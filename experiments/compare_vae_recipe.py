@@ -103,7 +103,9 @@ def readme_table(results: dict) -> str:
     lines += ["", f"{results['threads']} thread(s) per run; s / training step is the median over the run's logged "
               f"intervals (robust to the few that held a pause); ratio CogVideoX / vidgen {ratio:.1f}x. "
               f"{results['date'][:10]}, load average "
-              f"{results['loadavg_start'][0]:.2f} at the evaluation's start; `{results['command']}`."]
+              f"{results['loadavg_start'][0]:.2f} at the evaluation's start; "
+              f"`{results['command'].replace('eval/compare_vae_recipe.py', 'experiments/compare_vae_recipe.py')}` "
+              f"(the script's current path; the file records the command as run)."]
     return "\n".join(lines)
 
 

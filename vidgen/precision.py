@@ -11,7 +11,7 @@
 Without those units bf16 is emulated and slower than fp32, so ``auto`` stays in fp32. fp16 is not offered on the
 CPU: there it is no faster than fp32 (no AMX-FP16) and has a narrower range.
 
-Where vidgen keeps fp32 inside a bf16 run (README "Precision"): FSQ/LFQ/BSQ rounding decisions, loss reductions,
+Where vidgen keeps fp32 inside a bf16 run (docs/precision.md): FSQ/LFQ/BSQ rounding decisions, loss reductions,
 softmax statistics, norm statistics, the EMA and the optimizer's master weights.
 """
 from __future__ import annotations

@@ -77,3 +77,32 @@ def test_every_block_in_the_pages_is_rendered_from_its_file(load_script):
             assert tables.render(stale) == text, f"{path}: block {name!r} is not re-rendered"
             blocks += 1
     assert blocks >= len(tables.TABLES)  # every maker's block, at least once
+
+
+def test_the_error_breakdown_recounts_the_videos(load_script):
+    """docs/results.md's misses table on a hand-made record whose counts are known."""
+    errors = load_script("eval/demo_errors.py")
+
+    def video(held_out, motion, shape, drawn_motion, drawn_shape, color="red", drawn_color="red"):
+        return {"held_out": held_out, "color": color, "motion": motion, "shape": shape,
+                "detected": {"p": {"color": drawn_color, "motion": drawn_motion, "shape": drawn_shape}}}
+
+    record = {"pipelines": {"p": {}}, "videos": [
+        video(False, "rotate", "hexagon", "still", "circle"),  # a seen miss: rotating drawn still
+        video(False, "still", "star", "left", "star"),  # a seen miss: still drawn moving
+        video(True, "rotate", "hexagon", "rotate", "star", drawn_color="blue"),  # a held-out colour miss
+        video(True, "up", "hexagon", "up", "circle")]}
+    row = errors.readme_table(record).splitlines()[2]
+    assert row == ("| p | 2 / 1 | 1 / 0 | 1 / 0 | circle 2, star 2 | hexagon 3 of 3 (2 circle, 1 star) |")
+
+
+def test_the_context_table_reads_each_shipped_value(load_script):
+    """docs/stories.md's context reads: one row per shipped pipeline, its folder's context_frames in bold."""
+    tables = load_script("eval/readme_tables.py")
+    rows = tables.context_table({}).splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {name}" for name, _, _ in tables.CONTEXT_READS]
+    for row, (_, folder, _) in zip(rows, tables.CONTEXT_READS):
+        shipped = json.loads((ROOT / "pretrained" / folder / "sampling_config.json").read_text())["context_frames"]
+        cells = row.split(" | ")
+        assert cells[5] == str(shipped) and cells[shipped].startswith("**"), row
+        assert sum(cell.startswith("**") for cell in cells) == 1

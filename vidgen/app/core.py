@@ -139,7 +139,8 @@ class Studio:
     def __init__(self, pipelines: dict, limits: Limits = Limits(), threads: Optional[int] = None, fps: float = FPS,
                  frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE):
         if not pipelines:
-            raise InvalidInputError("no pipelines to serve")
+            raise InvalidInputError("pipelines: none to serve; give at least one name or folder (vidgen serve "
+                                    "--pipeline flow, or Studio({\"flow\": load_pipeline(...)}))")
         self.pipelines, self.limits, self.threads, self.fps = dict(pipelines), limits, threads, fps
         self.default_frames, self.default_size = min(frames, limits.max_frames), min(size, limits.max_size)
         self.workdir = Path(tempfile.mkdtemp(prefix="vidgen-serve-")).resolve()

@@ -390,9 +390,9 @@ def register(subparsers) -> None:
                         help="split each clip's tokens over N processes of a distributed launch (flow and masked; "
                              "e.g. torchrun --nproc_per_node N -m vidgen generate ... --sp N --seed 0); rank 0 writes")
     parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
-                        help="compute precision: auto = bf16 where the CPU/GPU multiplies bf16 fast (README: "
-                             "Precision); default: auto for vidgen's folders, fp32 for a diffusers folder (as "
-                             "diffusers loads it)")
+                        help="compute precision: auto = bf16 where the CPU/GPU multiplies bf16 fast "
+                             "(docs/precision.md); default: auto for vidgen's folders, fp32 for a diffusers folder "
+                             "(as diffusers loads it)")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
     parser.add_argument("--out", default="outputs/video.mp4",
                         help="output .mp4 or .gif (the contact sheet <stem>.png goes next to it)")

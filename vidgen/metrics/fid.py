@@ -50,7 +50,8 @@ class InceptionFeatures(nn.Module):
 def load_inception(weights: str | os.PathLike | None = None) -> InceptionFeatures:
     path = Path(weights) if weights is not None else package_file(*INCEPTION_PACKAGE_FILE)
     if not path.is_file():
-        raise MissingWeightsError(f"Inception weights not found: {path}")
+        raise MissingWeightsError(f"weights: Inception weights not found at {path}; pass the path of an existing file, "
+                                  "or leave weights unset for the packaged one")
     try:
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice; the file format is what ships
             warnings.simplefilter("ignore", FutureWarning)

@@ -222,7 +222,8 @@ def load_i3d(weights: str | os.PathLike | None = None) -> InceptionI3d:
     module (``torch.load(weights_only=True)``). Sets ``model.weights_file``, ``.weights_sha256``, ``.params_sha256``."""
     path = Path(weights) if weights is not None else package_file(*I3D_PACKAGE_FILE)
     if not path.is_file():
-        raise MissingWeightsError(f"I3D weights not found: {path}")
+        raise MissingWeightsError(f"weights: I3D weights not found at {path}; pass the path of an existing file, or "
+                                  "leave weights unset for the packaged one")
     state = _read_state(path)
     model = InceptionI3d()
     try:

@@ -44,8 +44,8 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
     _callback_tensor_inputs = ("latents",)  # the ids generated so far
     sampling_config_class = AutoregressiveSamplingConfig
     sampling_components = ()  # no scheduler: one step per token
-    story_refuses = ("class_labels", "latents", "prompt_embeds", "negative_prompt_embeds", "conditioning_frames",
-                     "callback_on_step_end", "num_inference_steps", "use_cache")
+    story_refuses = ("class_labels", "latents", "prompt_embeds", "negative_prompt_embeds", "callback_on_step_end",
+                     "num_inference_steps", "use_cache")
     supports_sequence_parallel = False
 
     def enable_model_cpu_offload(self, *args, **kwargs):

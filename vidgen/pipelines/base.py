@@ -81,7 +81,7 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
     #: the key of the generator's per-step callback tensors (``"latents"``, or ``"ids"`` for token generators)
     callback_key: str = "latents"
     #: ``__call__`` arguments a long video or story cannot take: refused by name unless at their defaults
-    story_refuses: tuple = ("class_labels", "latents", "prompt_embeds", "negative_prompt_embeds", "conditioning_frames",
+    story_refuses: tuple = ("class_labels", "latents", "prompt_embeds", "negative_prompt_embeds",
                             "conditioning_latent_indices", "callback_on_step_end")
     #: whether ``pipe(..., sp_size=P)`` can split the generator's sequence over processes (:mod:`.sequence_parallel`)
     supports_sequence_parallel: bool = True
@@ -227,7 +227,7 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
         return self._story_call(call.prompt, call.negative_prompt, call.num_frames, call.height, call.width,
                                 call.num_videos_per_prompt, call.generator, config,
                                 call.get("context_frames") is not None, call.output_type, call.return_dict,
-                                unsupported=call.changed(self.story_refuses))
+                                call.get("conditioning_frames"), unsupported=call.changed(self.story_refuses))
 
     def _is_story_call(self, call: VideoCall) -> bool:
         """Whether the call is made in chunks: a prompt schedule or more latent frames than one window."""

@@ -128,10 +128,9 @@ class LongVideoMixin:
         return x
 
     def _story_call(self, prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
-                    config, context_given: bool, output_type, return_dict, unsupported: dict):
+                    config, context_given: bool, output_type, return_dict, conditioning_frames, unsupported: dict):
         """``__call__`` of a long video or story: the chunks of :meth:`stream`, collected (``conditioning_frames``
-        continue a video as :meth:`stream` does)."""
-        conditioning_frames = unsupported.pop("conditioning_frames", None)
+        continue a video as :meth:`stream` does; ``unsupported``: the call's arguments of :attr:`story_refuses`)."""
         given = [name for name, value in unsupported.items() if value is not None]
         if given:
             raise InvalidInputError(f"{', '.join(given)}: not supported for long videos and prompt schedules (more "
