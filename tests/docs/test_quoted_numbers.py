@@ -92,7 +92,40 @@ CHECKS = {
          r"(\d+) s, so the compiled arm made (\d+) steps to the base arm's (\d+) and its held-out loss was "
          r"(\d+\.\d+) % lower"],
         lambda r: _compile_lever(r)),
+    "the shipped pipelines against the targets": (
+        "docs/results.md", "docs/results/demo_full.json",
+        [r"\*\*flow meets three\*\* \((\d+\.\d) % seen, (\d+\.\d) % held-out, (\d+) prompts each, one standard error "
+         r"is about 3 points; (\d+) of (\d+) turns, (\d+) %\) and misses shape \((\d+\.\d) %\)",
+         r"Autoregressive misses seen pairs by one prompt \((\d+\.\d) %\), held-out pairs by three \((\d+\.\d) %\), "
+         r"shape \((\d+\.\d) %\) and turns \((\d+) of (\d+)\)",
+         r"Masked misses all four: (\d+\.\d) % seen, (\d+\.\d) % held-out, shape (\d+\.\d) %, (\d+) of (\d+) turns"],
+        lambda r: _targets(r)),
+    "flow's ship read": (
+        "docs/results.md", "experiments/results/story_read_flow.json",
+        [r"\((\d+\.\d) % of segments follow their prompt at context (\d)\) and the (\d+) tuning prompts \(shape "
+         r"(\d+\.\d) %, colour\+motion (\d+\.\d) %, (\d+) of (\d+) turns;"],
+        lambda r: _ship_read(r)),
 }
+
+
+def _targets(record: dict) -> list:
+    def row(name, turns_percent=False):
+        e = record["pipelines"][name]
+        a, turning = e["adherence"], e["turning"]
+        seen, held = 100 * a["seen"]["color_motion"], 100 * a["held_out"]["color_motion"]
+        if turns_percent:
+            return [seen, held, a["seen"]["n"], turning["turned"], turning["n"], 100 * turning["fraction"],
+                    100 * a["all"]["shape"]]
+        return [seen, held, 100 * a["all"]["shape"], turning["turned"], turning["n"]]
+    return [("flow", row("flow", True)), ("autoregressive", row("autoregressive")), ("masked", row("masked"))]
+
+
+def _ship_read(record: dict) -> list:
+    ships = next(row for row in record["rows"] if row["verdict"]["ships"])
+    best = max(ships["story"], key=lambda s: s["color_motion"])
+    return [("the shipped checkpoint", [100 * best["color_motion"], best["context_frames"], record["prompts"],
+                                        100 * ships["shape"], 100 * ships["color_motion"], ships["turned"],
+                                        ships["rotating"]])]
 
 
 def _compile_lever(record: dict) -> list:
