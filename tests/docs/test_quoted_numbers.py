@@ -105,7 +105,23 @@ CHECKS = {
         [r"\((\d+\.\d) % of segments follow their prompt at context (\d)\) and the (\d+) tuning prompts \(shape "
          r"(\d+\.\d) %, colour\+motion (\d+\.\d) %, (\d+) of (\d+) turns;"],
         lambda r: _ship_read(r)),
+    "the causal stages on the tuning prompts": (
+        "docs/streaming.md", "experiments/results/causal_ship_read_192.json",
+        [r"stage 1 read (\d+\.\d) % colour\+motion at (\d) Euler steps a chunk and guidance (\d) \(the same at (\d) "
+         r"steps; (\d+\.\d) % and (\d+\.\d) % at guidance (\d)\), Self-Forcing \(a checkpoint short of its planned "
+         r"steps\) (\d+\.\d) % at (\d) steps and (\d+\.\d) % at (\d), and the bidirectional teacher, `shapes-flow`'s "
+         r"stage 6, (\d+\.\d) %"],
+        lambda r: _causal_stages(r)),
 }
+
+
+def _causal_stages(record: dict) -> list:
+    read = {(row["name"], row["steps"], row["settings"]["guidance_scale"]): 100 * row["color_motion"]
+            for row in record["rows"]}
+    teacher = next(v for (name, _, _), v in read.items() if name == "teacher")
+    assert read[("stage1", 8, 1)] == read[("stage1", 4, 1)]  # "the same at 8 steps"
+    return [("the reads", [read[("stage1", 4, 1)], 4, 1, 8, read[("stage1", 4, 3)], read[("stage1", 8, 3)], 3,
+                           read[("stage2", 2, 1)], 2, read[("stage2", 4, 1)], 4, teacher])]
 
 
 def _targets(record: dict) -> list:
