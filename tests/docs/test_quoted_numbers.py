@@ -112,7 +112,26 @@ CHECKS = {
          r"steps\) (\d+\.\d) % at (\d) steps and (\d+\.\d) % at (\d), and the bidirectional teacher, `shapes-flow`'s "
          r"stage 6, (\d+\.\d) %"],
         lambda r: _causal_stages(r)),
+    "masked training steps by layout and patch": (
+        "docs/generators.md", "docs/results/bench_layouts.json",
+        [r"A training step of the `mini` masked model over (\d+) tokens \(batch (\d+), (\d+) threads\) takes "
+         r"(\d+\.\d+)-(\d+\.\d+) s in fp32 and (\d+\.\d+)-(\d+\.\d+) s in bf16 in every layout \(full, "
+         r"spatio-temporal, window: the linear layers dominate at this width\), and (\d+\.\d+) s in fp32 and "
+         r"(\d+\.\d+) s in bf16 with 1x2x2 patches"],
+        lambda r: _layouts(r)),
 }
+
+
+def _layouts(record: dict) -> list:
+    rows = [row for row in record["rows"]
+            if row["kind"] == "masked" and row["preset"] == "mini" and row["grid"] == record["config"]["grid"]]
+    fine = lambda p: [row["seconds_per_step"] for row in rows  # noqa: E731
+                      if row["patch_size"] == [1, 1, 1] and row["precision"] == p]
+    coarse = {row["precision"]: row["seconds_per_step"] for row in rows if row["patch_size"] == [1, 2, 2]}
+    tokens = {row["tokens"] for row in rows if row["patch_size"] == [1, 1, 1]}
+    assert len(tokens) == 1
+    return [("the steps", [tokens.pop(), record["config"]["batch"], record["threads"], min(fine("fp32")),
+                           max(fine("fp32")), min(fine("bf16")), max(fine("bf16")), coarse["fp32"], coarse["bf16"]])]
 
 
 def _causal_stages(record: dict) -> list:
