@@ -29,7 +29,7 @@ RESULTS = ROOT / "experiments" / "results"
 
 def row(path: Path) -> dict | None:
     data = json.loads(path.read_text())
-    if data.get("settings", {}).get("quick", True) or "streams" not in data:
+    if data.get("settings", {}).get("quick", True) or not data.get("streams"):  # a stories-only read: a setting, not a recipe
         return None
     streams, stories = data["streams"], data["stories"]
     gated = [s for s in streams if s["motion"] not in UNGATED]  # shrink: the data's own streams fail it

@@ -95,7 +95,7 @@ def with_transformer(pipe, path: str):
 
 def rules(streams: list[dict], stories: list[dict]) -> dict:
     """The two rules' verdicts: every gated stream (any motion but ``UNGATED``) and every story passes."""
-    return {"long_streams": all(s["passes"] for s in streams if s["motion"] not in UNGATED),
+    return {"long_streams": all(s["passes"] for s in streams if s["motion"] not in UNGATED) if streams else None,
             "stories": all(s["passes"] for s in stories)}
 
 
@@ -107,6 +107,11 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="", help="results file suffix (default: the folder's or transformer's name)")
     parser.add_argument("--quick", action="store_true", help="seed 0 only, 33-frame streams, 2 stories (a smoke run)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prompt-switch", choices=("recache", "reset"), default=None,
+                        help="the stories' prompt switch (default: the folder's; "
+                             "experiments/configs/sampling/causal_prompt_switch.yaml)")
+    parser.add_argument("--stories-only", action="store_true",
+                        help="read the stories only (single-prompt streams never switch prompts)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from vidgen.demo.prompts import tuning_prompts
@@ -118,12 +123,14 @@ def main(argv=None) -> int:
     if args.transformer:
         pipe = with_transformer(pipe, args.transformer)
         weights = sorted(Path(args.transformer).glob("*.safetensors"))
+    if args.prompt_switch:
+        pipe.sampling_config = pipe.sampling_config.replace(prompt_switch=args.prompt_switch)
     seeds = [0] if args.quick else [0, 1, 2, 3]
     frames_long = 33 if args.quick else STREAM_FRAMES
     prompts = tuning_prompts(192)
     start = time.time()
     streams, sheet = [], []  # (label, video) rows of the contact sheet
-    for motion, p in prompts_by_motion(prompts).items():
+    for motion, p in ({} if args.stories_only else prompts_by_motion(prompts)).items():
         for seed in seeds:
             frames = run(pipe, p.caption, frames_long, seed)
             streams.append({"motion": motion, "prompt": p.caption, "seed": seed, **window_rule(frames)})
@@ -145,17 +152,20 @@ def main(argv=None) -> int:
                            "window": WINDOW, "min_frames_held": MIN_HELD, "quick": args.quick,
                            "sampling": pipe.sampling_config.to_dict() if hasattr(pipe.sampling_config, "to_dict")
                            else str(pipe.sampling_config)},
-              "streams": streams, "stories": stories,
+              "streams": streams, "stories": stories, "stories_passing": sum(s["passes"] for s in stories),
               "ungated_motions": list(UNGATED), "rules": rules(streams, stories),
               "seconds": round(time.time() - start, 1)}
     name = args.name or (Path(args.transformer).name if args.transformer else Path(args.folder).name)
+    name += f"_{args.prompt_switch}" if args.prompt_switch else ""
+    name += "_stories" if args.stories_only else ""
     out = ROOT / "experiments" / "results" / f"causal_ship_rule_{name}{'_quick' if args.quick else ''}.json"
     write_result(out, result, command=" ".join(["python", "experiments/causal_ship_rule.py", *(argv or sys.argv[1:])]),
                  weights=weights, precision="fp32", threads=args.threads)
     from vidgen.io.images import contact_sheet
     save_image(out.with_suffix(".png"), contact_sheet([v for _, v in sheet], [label for label, _ in sheet],
                                                       frames_per_row=16))
-    print(f"long streams: {'pass' if result['rules']['long_streams'] else 'FAIL'}; stories: "
+    verdict = {True: "pass", False: "FAIL", None: "not read"}
+    print(f"long streams: {verdict[result['rules']['long_streams']]}; stories: "
           f"{'pass' if result['rules']['stories'] else 'FAIL'} -> {out.relative_to(ROOT)}")
     return 0
 
