@@ -55,6 +55,17 @@ class RowGenerator:
 GeneratorLike = Union[None, torch.Generator, RowGenerator]
 
 
+def check_generator(generator, name: str = "generator") -> None:
+    """Refuse, by name, a ``generator`` argument that is not None, a torch.Generator, a :class:`RowGenerator` or a
+    list of generators (one per video, as diffusers takes them): a seed passed as an int is the usual mistake."""
+    items = generator if isinstance(generator, (list, tuple)) else [generator]
+    bad = next((g for g in items if not (g is None or isinstance(g, (torch.Generator, RowGenerator)))), None)
+    if bad is not None or (isinstance(generator, (list, tuple)) and not generator):
+        got = "an empty list" if bad is None else type(bad).__name__
+        raise InvalidInputError(f"{name}: expected a torch.Generator, a list of them (one per video) or None, got "
+                                f"{got}; for a seed, pass {name}=torch.Generator().manual_seed(seed)")
+
+
 def rows(generator: GeneratorLike) -> RowGenerator:
     """``generator`` as a :class:`RowGenerator` (a plain generator or ``None`` is the single-process case)."""
     if isinstance(generator, RowGenerator):

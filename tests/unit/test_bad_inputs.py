@@ -1053,6 +1053,10 @@ CASES: list[Case] = [
          lambda env: _load_with_sampling_config(env, "sc_ctx", '{"context_frames": -1}'), ConfigError,
          r"sc_ctx/sampling_config\.json: key 'context_frames': context_frames must be a whole number >= 0, got -1; "
          r"correct the value in the file or remove the key \(the class default is 1\)"),
+    Case("sampling_config/assigned-negative-guidance", "pipeline",
+         lambda env: setattr(env.pipe, "sampling_config", {"guidance_scale": -2.0}), ConfigError,
+         r"sampling_config: key 'guidance_scale': guidance_scale must be a number >= 0, got -2\.0; correct the value "
+         r"given or remove the key"),
     Case("sampling_config/fractional-context-frames", "pipeline_folder",
          lambda env: _load_with_sampling_config(env, "sc_ctx2", '{"context_frames": 1.5}'), ConfigError,
          r"sc_ctx2/sampling_config\.json: key 'context_frames': context_frames must be a whole number >= 0, got 1\.5"),
@@ -1318,6 +1322,12 @@ CASES: list[Case] = [
          InvalidInputError, r"num_frames / height / width: decoding 1 video\(s\) of 10000000 frames of 16x16 " + GIB),
     Case("pipeline/zero-frames", "pipeline", lambda env: env.run_pipe(num_frames=0), InvalidInputError,
          r"num_frames must be an int >= 1, got 0"),
+    Case("pipeline/generator-an-int", "pipeline",
+         lambda env: env.pipe("a red circle", num_frames=T, height=H, width=W, generator=0), InvalidInputError,
+         r"generator: expected a torch.Generator, a list of them \(one per video\) or None, got int; for a seed"),
+    Case("pipeline/stream-generator-an-int", "pipeline",
+         lambda env: next(iter(env.pipe.stream("a red circle", num_frames=T, height=H, width=W, generator=[0]))),
+         InvalidInputError, r"generator: expected a torch.Generator.* got int"),
     Case("pipeline/nan-guidance", "pipeline", lambda env: env.run_pipe(guidance_scale=float("nan")), InvalidInputError,
          r"guidance_scale must be a number >= 0, got nan"),
     Case("pipeline/guidance-interval-reversed", "pipeline", lambda env: env.run_pipe(guidance_interval=(0.8, 0.2)),

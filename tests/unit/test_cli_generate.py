@@ -117,6 +117,7 @@ def test_precision_option(pipelines, tmp_path, capsys, precision):
     (["--num-videos", "0"], "--num-videos"),
     (["--out", "video.avi"], "--out must end with .mp4 or .gif"),
     (["--init-video", "/nonexistent/init.mp4"], "/nonexistent/init.mp4"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),  # before torch is given the count
 ])
 def test_bad_options_exit_2(pipelines, tmp_path, capsys, extra, message):
     args = ["generate", PROMPT, "--pipeline", pipelines["masked"], *SIZE, "--out", str(tmp_path / "v.mp4"), *extra]
@@ -190,10 +191,12 @@ def test_a_story_is_written_chunk_by_chunk_with_exactly_the_asked_frames(pipelin
     (["--story", "a; b", "--out-gif"], "to .mp4 only"),
     (["--story", "a; b", "--frames-per-prompt", "0"], "--frames-per-prompt must be >= 1"),
     (["--story", "a; b", "--num-frames", "20"], "frame index 32 is beyond the video"),
+    (["--story", "a; b", "--num-frames", "20"], "prompt k at frame k x --frames-per-prompt 32 of --num-frames 20"),
     (["--story", "missing.json"], "no such file"),
     (["--story", "{bad}"], "frame index 0"),
     (["--story", "a; b", "--context-frames", "-1"], "--context-frames must be >= 0"),
     (["--story", "a; b", "--context-frames", "9"], "context_frames must be in"),
+    (["--story", "a; b", "--prompt-switch", "reset"], "--prompt-switch: MaskedVideoPipeline"),
 ])
 def test_bad_stories_exit_2_and_write_nothing(pipelines, tmp_path, capsys, extra, message):
     out = str(tmp_path / ("v.gif" if "--out-gif" in extra else "v.mp4"))
@@ -240,3 +243,41 @@ def test_init_video_on_a_pipeline_that_cannot_continue_exits_2(tiny_pipeline, tm
     err = capsys.readouterr().err
     assert "vidgen generate: error: --init-video: CausalVideoPipeline cannot continue a video" in err
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_prompt_switch_reaches_the_causal_stream(tiny_pipeline, tmp_path, monkeypatch):
+    from vidgen.pipelines import CausalVideoPipeline
+    tiny_pipeline("causal").save_pretrained(tmp_path / "causal")
+    seen, stream = [], CausalVideoPipeline.stream
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("prompt_switch"))
+        return stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(CausalVideoPipeline, "stream", spy)
+    story = ["generate", "--pipeline", str(tmp_path / "causal"), "--story", "a red circle; a blue square",
+             "--frames-per-prompt", "5", "--height", "32", "--width", "32", "--threads", "1", "--seed", "0"]
+    assert main([*story, "--prompt-switch", "reset", "--out", str(tmp_path / "reset.mp4")]) == 0
+    assert main([*story, "--out", str(tmp_path / "default.mp4")]) == 0
+    assert seen == ["reset", None]  # left out: the folder's own setting
+    _check_video(tmp_path / "reset.mp4")
+
+
+def test_an_unreadable_init_video_kind_names_the_kinds_taken(pipelines, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a video")
+    assert main(["generate", PROMPT, "--pipeline", pipelines["masked"], *SIZE, "--init-video",
+                 str(tmp_path / "notes.txt"), "--out", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "unsupported format '.txt'; give a video (.mp4" in err and "an image (.png .jpg .jpeg)" in err
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_an_interrupt_exits_130_without_a_traceback(pipelines, tmp_path, capsys, monkeypatch):
+    import vidgen.cli.generate as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "generate", interrupted)
+    assert main(["generate", PROMPT, "--pipeline", pipelines["masked"], "--out", str(tmp_path / "v.mp4")]) == 130
+    assert capsys.readouterr().err == "vidgen generate: interrupted\n"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from vidgen.cli.generate import story_schedule
+from vidgen.cli.generate_inputs import story_schedule
 from vidgen.errors import InvalidInputError
 
 MODES = ("prompt", "story")

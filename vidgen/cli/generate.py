@@ -34,38 +34,9 @@ from pathlib import Path
 
 from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, VidgenError, VideoIOError
 
+from vidgen.cli.generate_inputs import first_frame, init_video, story_schedule
+
 VIDEO_SUFFIXES = (".mp4", ".gif")
-
-
-def story_schedule(story: str, frames_per_prompt: int) -> dict:
-    """``--story`` as ``{frame_index: prompt}``: ``"p1; p2; ..."`` (one prompt every ``frames_per_prompt`` frames),
-    or a JSON / YAML file with such a list or a ``{frame_index: prompt}`` mapping."""
-    path = Path(story)
-    if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        if not path.is_file():
-            raise InvalidInputError(f"--story {story}: no such file")
-        import yaml  # JSON is YAML too
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise InvalidInputError(f"--story {story}: not a readable JSON / YAML file ({err})") from err
-    else:
-        loaded = [part.strip() for part in story.split(";")]
-    if isinstance(loaded, dict):
-        schedule = {}
-        for key, prompt in loaded.items():
-            text = str(key).strip()
-            if not text.lstrip("-").isdigit():
-                raise InvalidInputError(f"--story {story}: key {key!r} is not a frame index")
-            schedule[int(text)] = prompt
-        return schedule
-    if not isinstance(loaded, list) or not loaded:
-        raise InvalidInputError(f"--story {story}: expected prompts separated by ';', or a file with a list of prompts "
-                                "or a {frame_index: prompt} mapping")
-    for i, prompt in enumerate(loaded):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InvalidInputError(f"--story: prompt {i + 1} of {len(loaded)} is empty")
-    return {i * frames_per_prompt: prompt for i, prompt in enumerate(loaded)}
 
 
 def _check_args(args) -> None:
@@ -92,7 +63,14 @@ def _check_args(args) -> None:
         if Path(args.out).suffix.lower() != ".mp4":
             raise InvalidInputError(f"--out {args.out}: stories are written as they are made, to .mp4 only")
         if args.num_frames >= 1:
-            check_schedule(args.prompt, "--story", args.num_frames)
+            try:
+                check_schedule(args.prompt, "--story", args.num_frames)
+            except InvalidInputError as err:
+                fpp = args.frames_per_prompt
+                if list(args.prompt) == [k * fpp for k in range(len(args.prompt))]:  # a list: frames from fpp
+                    raise InvalidInputError(f"{err} (a --story list puts prompt k at frame k x --frames-per-prompt "
+                                            f"{args.frames_per_prompt} of --num-frames {args.num_frames})") from err
+                raise
     if args.negative_prompt is not None and args.prompt is None:
         raise InvalidInputError("--negative-prompt needs a prompt to contrast with")
     for name, value in (("--num-frames", args.num_frames), ("--height", args.height), ("--width", args.width),
@@ -158,47 +136,6 @@ def _load(path: str, precision: str | None = None):
         raise ConfigError(f"{path}: cannot load the pipeline ({type(err).__name__}: {err})") from err
 
 
-def _init_video(args):
-    """``--init-video`` as ``(1, 3, Tc, H, W)`` in [-1, 1] at the requested size (at most ``--num-frames`` frames).
-    A video file or frame folder is read with :func:`vidgen.io.read_video`; a single image is a one-frame video."""
-    import numpy as np
-    import torch
-
-    from vidgen.io import FRAME_SUFFIXES, probe_video, read_video, resize_and_center_crop
-
-    path = Path(args.init_video)
-    if path.is_file() and path.suffix.lower() in FRAME_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise InvalidInputError(f"--init-video {path}: not a readable image ({err})") from err
-        frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[:, None].float() / 127.5 - 1  # (3, 1, H, W)
-        frames = resize_and_center_crop(frame, (args.height, args.width))
-    else:
-        available = probe_video(path).num_frames
-        frames, _ = read_video(path, num_frames=min(available, args.num_frames), size=(args.height, args.width))
-    if frames.shape[1] >= args.num_frames:
-        print(f"note: --init-video gives all {args.num_frames} frames, so every latent frame is given and the "
-              "output reconstructs it; pass a shorter video (or fewer of its frames) to continue it",
-              file=sys.stderr)
-    return frames[None]
-
-
-def _first_frame(args, pipe):
-    """``--init-video`` as the ``image=`` of a pipeline that starts its stream from one frame (the block-causal
-    pipeline): a (3, H, W) tensor in [0, 1] at the requested size; a named error for a video of several frames."""
-    frames = _init_video(args)
-    if frames.shape[2] != 1:
-        why, name = pipe.continuation_refusal, type(pipe).__name__
-        raise InvalidInputError(f"--init-video: {name} cannot continue a video ({why}), and {args.init_video} gives "
-                                f"{frames.shape[2]} frames; pass an image or a one-frame video (the stream's first "
-                                "frame), or use a masked, flow or autoregressive pipeline to continue a video")
-    return ((frames[0, :, 0] + 1) / 2).clamp(0, 1)
-
-
 def _window_frames(pipe) -> int:
     """Frames of one window of ``pipe``'s generator (its latent frames' output frames)."""
     from vidgen.pipelines.story import first_output_frame
@@ -221,6 +158,8 @@ def generate(args) -> list[Path]:
     from vidgen.pipelines import AutoregressiveVideoPipeline
 
     _check_args(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     pipe = _load(pipeline_folder(args), args.precision)
     autoregressive = isinstance(pipe, AutoregressiveVideoPipeline)
     if autoregressive and args.steps is not None:
@@ -241,16 +180,22 @@ def generate(args) -> list[Path]:
     if args.guidance is not None:
         kwargs["guidance_scale"] = args.guidance
     if args.init_video is not None and getattr(pipe, "takes_first_frame", False):
-        kwargs["image"] = _first_frame(args, pipe)
+        kwargs["image"] = first_frame(args, pipe)
     elif args.init_video is not None:
         if pipe.continuation_refusal is not None:
             raise InvalidInputError(f"--init-video: {type(pipe).__name__} cannot continue a video "
                                     f"({pipe.continuation_refusal}); use a masked, flow or autoregressive pipeline, or "
                                     "leave --init-video out")
-        kwargs["conditioning_frames"] = _init_video(args)
+        kwargs["conditioning_frames"] = init_video(args)
 
     if args.context_frames is not None:
         kwargs["context_frames"] = args.context_frames
+    if args.prompt_switch is not None:
+        if "prompt_switch" not in pipe.sampling_config_class.settings():
+            raise InvalidInputError(f"--prompt-switch: {type(pipe).__name__} gives each new prompt's chunks the frames "
+                                    "before them (--context-frames), with no cache to switch; only the causal "
+                                    "pipeline takes it")
+        kwargs["prompt_switch"] = args.prompt_switch
     if args.sp != 1:
         if autoregressive:
             raise InvalidInputError(f"--sp {args.sp}: the autoregressive pipeline decodes token by token from a KV "
@@ -337,13 +282,14 @@ def run(args) -> int:
 
     old_threads = torch.get_num_threads()
     try:
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
         generate(args)
         return 0
     except VidgenError as err:
         print(f"vidgen generate: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the writers remove their partial files as the interrupt passes
+        print("vidgen generate: interrupted", file=sys.stderr)
+        return 130
     finally:
         torch.set_num_threads(old_threads)
 
@@ -367,10 +313,15 @@ def register(subparsers) -> None:
     parser.add_argument("--story", default=None, metavar="PROMPTS",
                         help="a story: prompts separated by ';', one every --frames-per-prompt frames, or a JSON / YAML "
                              "file with a list of prompts or a {frame_index: prompt} mapping")
-    parser.add_argument("--frames-per-prompt", type=int, default=32, help="frames per prompt of a --story list")
+    parser.add_argument("--frames-per-prompt", type=int, default=32,
+                        help="frames per prompt of a --story list (default 32)")
     parser.add_argument("--context-frames", type=int, default=None,
                         help="latent frames each chunk of a story or long video is given from before it (default: "
                              "the pipeline's)")
+    parser.add_argument("--prompt-switch", choices=("recache", "reset"), default=None,
+                        help="causal pipeline, at each new prompt of a --story: recache (keep the picture, re-encode "
+                             "the cache under the new prompt) or reset (start the new prompt's object afresh); "
+                             "default: the folder's")
     parser.add_argument("--num-frames", type=int, default=None,
                         help="frames (default 17; for a --story, its prompts x --frames-per-prompt)")
     parser.add_argument("--height", type=int, default=64)

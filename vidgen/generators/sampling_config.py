@@ -104,7 +104,8 @@ class SamplingConfig:
             try:
                 cls.checks[key](value)
             except InvalidInputError as err:
-                raise ConfigError(f"{source}: key {key!r}: {err}; correct the value in the file or remove the key "
+                where = "in the file" if source.endswith(".json") else "given"
+                raise ConfigError(f"{source}: key {key!r}: {err}; correct the value {where} or remove the key "
                                   f"(the class default is {getattr(defaults, key)!r})") from err
         return cls(**config)
 

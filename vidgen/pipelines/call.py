@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from vidgen.generators.sampling_config import UNSET
+from vidgen.rng import check_generator
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class VideoCall:
     strength: Optional[float] = None  # video-to-video: the share of the schedule sampled, in (0, 1]
 
     def __post_init__(self):
+        check_generator(self.generator)
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
 
     def get(self, name: str, default=None):

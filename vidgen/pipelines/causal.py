@@ -28,6 +28,7 @@ from vidgen.pipelines.conditions import first_chunk_latents, given_conditions
 from vidgen.pipelines.output import to_output
 from vidgen.pipelines.streaming import ChunkLoop
 from vidgen.pipelines.story import first_output_frame, parse_schedule
+from vidgen.rng import check_generator
 from vidgen.text import check_prompts
 
 
@@ -126,6 +127,7 @@ class CausalVideoPipeline(VideoPipelineBase):
         before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
             raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
+        check_generator(generator)
         if "conditioning_frames" in settings:
             raise UnsupportedError(f"conditioning_frames: {type(self).__name__} cannot continue a video "
                                    f"({self.continuation_refusal}); use a masked, flow or autoregressive pipeline")

@@ -106,7 +106,8 @@ class PipelineInputsMixin:
         frames = frames[None] if frames.dim() == 4 else frames
         check_video(frames, "conditioning_frames")  # float in [-1, 1] and finite: never cast from uint8 silently
         if frames.shape[0] not in (1, batch) or tuple(frames.shape[-2:]) != (height, width):
-            raise InvalidInputError(f"conditioning_frames must have batch 1 or {batch} and frames of {height}x{width}, "
+            batches = "1" if batch == 1 else f"1 or {batch}"
+            raise InvalidInputError(f"conditioning_frames must have batch {batches} and frames of {height}x{width}, "
                                     f"got shape {tuple(frames.shape)}")
         tok = self.video_tokenizer
         tc = tok.codec_config.temporal_compression

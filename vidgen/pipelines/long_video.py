@@ -12,6 +12,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.pipelines.output import per_sample, to_output
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.story import Story, first_output_frame, is_schedule, parse_schedule, plan_chunks
+from vidgen.rng import check_generator
 from vidgen.text import check_prompts
 
 
@@ -58,6 +59,7 @@ class LongVideoMixin:
         video, as ``__call__`` does (:meth:`_continuation`). Everything is checked here, before the first chunk."""
         if output_type not in ("np", "pt", "latent"):
             raise InvalidInputError(f"output_type must be 'np', 'pt' or 'latent' for stream(), got {output_type!r}")
+        check_generator(generator)
         config = self.sampling_config.replace(**settings, context_frames=UNSET if context_frames is None
                                               else context_frames)
         story = self._story(prompt, negative_prompt, num_frames, height, width, num_videos_per_prompt, generator,
