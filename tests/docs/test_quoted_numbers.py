@@ -119,6 +119,10 @@ CHECKS = {
          r"spatio-temporal, window: the linear layers dominate at this width\), and (\d+\.\d+) s in fp32 and "
          r"(\d+\.\d+) s in bf16 with 1x2x2 patches"],
         lambda r: _layouts(r)),
+    **{f"the causal stories under {switch}": (
+        "docs/streaming.md", f"experiments/results/causal_ship_rule_shapes-causal_{switch}_stories.json",
+        [rf"colour: (?:reset \d+ of \d+, )?{switch} (\d+) of (\d+)[,;]"],
+        lambda r: [("stories", [r["stories_passing"], len(r["stories"])])]) for switch in ("reset", "recache")},
 }
 
 

@@ -1201,6 +1201,11 @@ CASES: list[Case] = [
     Case("load_config/unknown-optimizer", "config",
          lambda env: load_config(overrides=["optim.optimizer=sgd"], schema=GeneratorTrainConfig), ConfigError,
          r"optim\.optimizer must be one of \('adamw', 'muon'\), got 'sgd'"),
+    Case("train_generator/video-tokenizer-not-trained-yet", "config",
+         lambda env: __import__("vidgen.training", fromlist=["train_generator"]).train_generator(
+             load_config(overrides=[f"run_dir={env.path('gen-no-tok')}", f"video_tokenizer={env.path('no-tok')}"],
+                         schema=GeneratorTrainConfig)), MissingWeightsError,
+         r"video_tokenizer=.*no-tok: .*; train the tokenizer stage that writes it first, or set video_tokenizer=PATH"),
     Case("train/muon-for-a-tokenizer", "config",
          lambda env: __import__("vidgen.training", fromlist=["x"]).train(
              load_config(None, TINY_RUN + [f"run_dir={env.path('muon-tok')}", "optim.optimizer=muon"])),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from vidgen.errors import VidgenError
@@ -21,6 +22,18 @@ COMMAND_MODULES = [
 ]
 
 
+#: import-time notices of the pinned torch / torchao / diffusers versions that no vidgen command can act on, by the
+#: logger that emits them (the Python API leaves them as they are)
+IMPORT_NOTICES = {"torch.utils._pytree": "is an Enum subclass and is now natively supported by torch.compile",
+                  "diffusers.quantizers.torchao.torchao_quantizer": "Unable to import `torchao` Tensor objects"}
+
+
+def quiet_import_notices() -> None:
+    """Drop the :data:`IMPORT_NOTICES` records on their loggers (each command prints them otherwise)."""
+    for name, text in IMPORT_NOTICES.items():
+        logging.getLogger(name).addFilter(lambda record, text=text: text not in record.getMessage())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidgen", description="Video tokenization and generation toolkit.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -31,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_import_notices()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

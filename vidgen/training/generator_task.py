@@ -16,7 +16,7 @@ import torch.nn as nn
 from accelerate import DistributedDataParallelKwargs
 
 from vidgen.data.shards.buckets import parse_bucket
-from vidgen.errors import ConfigError
+from vidgen.errors import ConfigError, MissingWeightsError
 from vidgen.training.checkpoint import copy_weights
 from vidgen.training.config import GeneratorTrainConfig
 from vidgen.training.encode_cache import EncodedDataset, load_or_encode, shapes_class_names
@@ -122,7 +122,13 @@ class GeneratorTask(TrainingTask):
         # the loss call's keywords: the run's sequence-parallel group, passed to each step's forward (never stored on
         # the model); none at sp_size 1, so a loss module without an sp argument (distillation's) takes the call too
         self.loss_kwargs = {} if sp is None else {"sp": sp}
-        self.video_tokenizer = tokenizer = load_tokenizer(cfg.video_tokenizer).to(acc.device)
+        try:
+            tokenizer = load_tokenizer(cfg.video_tokenizer)
+        except MissingWeightsError as err:  # most often a recipe's tokenizer stage that has not run here
+            raise MissingWeightsError(f"video_tokenizer={cfg.video_tokenizer}: {err}; train the tokenizer stage that "
+                                      "writes it first, or set video_tokenizer=PATH to a saved tokenizer folder "
+                                      "(a shipped pipeline's vae/ or vqvae/)") from err
+        self.video_tokenizer = tokenizer = tokenizer.to(acc.device)
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         self.model = model = self.build_model(tokenizer, log)
         model.check_tokenizer(tokenizer)
