@@ -1327,6 +1327,9 @@ CASES: list[Case] = [
          InvalidInputError, r"num_frames / height / width: decoding 1 video\(s\) of 10000000 frames of 16x16 " + GIB),
     Case("pipeline/zero-frames", "pipeline", lambda env: env.run_pipe(num_frames=0), InvalidInputError,
          r"num_frames must be an int >= 1, got 0"),
+    Case("pipeline/height-past-the-model", "pipeline", lambda env: env.run_pipe(height=64 * H), InvalidInputError,
+         r"height / width: \d+x\d+ is larger than this model's largest frame, \d+x\d+ \(max_grid .*; pass a size of "
+         r"at most"),
     Case("pipeline/generator-an-int", "pipeline",
          lambda env: env.pipe("a red circle", num_frames=T, height=H, width=W, generator=0), InvalidInputError,
          r"generator: expected a torch.Generator, a list of them \(one per video\) or None, got int; for a seed"),

@@ -67,7 +67,22 @@ class PipelineInputsMixin:
             raise InvalidInputError(f"callback_on_step_end_tensor_inputs {bad} are not in "
                                     f"{list(self._callback_tensor_inputs)}")
         self._generators(generator, batch)
+        self._check_frame_size(height, width)
         return batch
+
+    def _check_frame_size(self, height: int, width: int) -> None:
+        """A frame larger than the generator's ``max_grid`` holds, refused by its size in pixels (the token grid it
+        would make is the generator's business, not the caller's)."""
+        model, step = self.transformer, self.video_tokenizer.codec_config.spatial_compression
+        if not hasattr(model, "backbone_config"):  # a diffusers transformer: its own checks
+            return
+        limit, patch = model.backbone_config.max_grid, model.patch.patch_size
+        largest = [m * p * step for m, p in zip(limit[1:], patch[1:])]
+        if height > largest[0] or width > largest[1]:
+            raise InvalidInputError(f"height / width: {height}x{width} is larger than this model's largest frame, "
+                                    f"{largest[0]}x{largest[1]} (max_grid {tuple(limit)} tokens of {patch[1]}x"
+                                    f"{patch[2]} latent positions, {step}x{step} pixels each); pass a size of at most "
+                                    f"{largest[0]}x{largest[1]}")
 
     def _conditioning(self, prompt, negative_prompt, class_labels, prompt_embeds, negative_prompt_embeds,
                       num_videos_per_prompt: int):
