@@ -102,10 +102,28 @@ def test_the_causal_folder_samples_with_its_ship_read_on_its_weights(results):
     folder = next(ROOT / "pretrained" / f for n, f in PIPELINES.items() if _read_by_ship_rule(n))
     mine = [r for r in read["rows"] if r["weights_sha256"] == results.weights_digest(folder)]
     saved = json.loads((folder / "sampling_config.json").read_text())
-    chosen = [r for r in mine if {k: r["settings"][k] for k in saved} == saved]
+    clip = {k: v for k, v in saved.items() if k != "prompt_switch"}  # single clips never switch prompts
+    chosen = [r for r in mine if {k: r["settings"][k] for k in clip} == clip]
     assert len(chosen) == 1 and chosen[0]["color_motion"] == max(r["color_motion"] for r in read["rows"][1:])
     best = [r for r in mine if r["color_motion"] == chosen[0]["color_motion"]]
     assert chosen[0]["seconds_per_video"]["batch_1"] == min(r["seconds_per_video"]["batch_1"] for r in best)
+
+
+def test_the_causal_folder_switches_prompts_as_its_story_reads_chose(results):
+    """experiments/configs/sampling/causal_prompt_switch.yaml: the switch under which more of the 40 tuning stories
+    keep every segment's colour, read on the folder's weights (a tie keeps "recache")."""
+    folder = ROOT / "pretrained" / "shapes-causal"
+    passing = {}
+    for switch in ("recache", "reset"):
+        read = json.loads((ROOT / "experiments" / "results" /
+                           f"causal_ship_rule_shapes-causal_{switch}_stories.json").read_text())
+        weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+        assert read["weights_sha256"][str(weights.relative_to(ROOT))] == results.sha256_file(weights)
+        assert read["settings"]["sampling"]["prompt_switch"] == switch and len(read["stories"]) == 40
+        passing[switch] = sum(story["passes"] for story in read["stories"])
+    wanted = "reset" if passing["reset"] > passing["recache"] else "recache"
+    saved = json.loads((folder / "sampling_config.json").read_text())
+    assert saved.get("prompt_switch", "recache") == wanted
 
 
 @pytest.mark.parametrize("name", sorted(n for n in PIPELINES if not _distilled(n) and not _read_by_ship_rule(n)))
