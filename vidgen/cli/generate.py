@@ -32,9 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, VidgenError, VideoIOError
-
 from vidgen.cli.generate_inputs import first_frame, init_video, story_schedule
+from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError, VidgenError, VideoIOError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
