@@ -281,3 +281,16 @@ def test_an_interrupt_exits_130_without_a_traceback(pipelines, tmp_path, capsys,
     monkeypatch.setattr(cli, "generate", interrupted)
     assert main(["generate", PROMPT, "--pipeline", pipelines["masked"], "--out", str(tmp_path / "v.mp4")]) == 130
     assert capsys.readouterr().err == "vidgen generate: interrupted\n"
+
+
+def test_the_import_notices_are_dropped_by_one_filter_however_many_commands_run():
+    import logging
+
+    from vidgen.cli import IMPORT_NOTICES, _drop_import_notice, quiet_import_notices
+    quiet_import_notices()
+    quiet_import_notices()
+    for name, text in IMPORT_NOTICES.items():
+        logger = logging.getLogger(name)
+        assert logger.filters.count(_drop_import_notice) == 1  # beside any filter the library adds itself
+        assert not logger.filter(logging.LogRecord(name, logging.WARNING, "", 0, f"x {text} y", (), None))
+        assert logger.filter(logging.LogRecord(name, logging.WARNING, "", 0, "another warning", (), None))

@@ -28,10 +28,15 @@ IMPORT_NOTICES = {"torch.utils._pytree": "is an Enum subclass and is now nativel
                   "diffusers.quantizers.torchao.torchao_quantizer": "Unable to import `torchao` Tensor objects"}
 
 
+def _drop_import_notice(record: logging.LogRecord) -> bool:
+    return IMPORT_NOTICES.get(record.name, "\0") not in record.getMessage()
+
+
 def quiet_import_notices() -> None:
-    """Drop the :data:`IMPORT_NOTICES` records on their loggers (each command prints them otherwise)."""
-    for name, text in IMPORT_NOTICES.items():
-        logging.getLogger(name).addFilter(lambda record, text=text: text not in record.getMessage())
+    """Drop the :data:`IMPORT_NOTICES` records on their loggers (each command prints them otherwise); one filter
+    object, which ``addFilter`` adds once however many commands a process runs."""
+    for name in IMPORT_NOTICES:
+        logging.getLogger(name).addFilter(_drop_import_notice)
 
 
 def build_parser() -> argparse.ArgumentParser:
