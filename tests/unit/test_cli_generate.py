@@ -4,6 +4,7 @@ errors (exit code 2 with a ``vidgen generate: error:`` message)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -281,6 +282,35 @@ def test_an_interrupt_exits_130_without_a_traceback(pipelines, tmp_path, capsys,
     monkeypatch.setattr(cli, "generate", interrupted)
     assert main(["generate", PROMPT, "--pipeline", pipelines["masked"], "--out", str(tmp_path / "v.mp4")]) == 130
     assert capsys.readouterr().err == "vidgen generate: interrupted\n"
+
+
+def test_sigterm_exits_143_and_leaves_no_partial_file(pipelines, tmp_path, capsys, monkeypatch):
+    """SIGTERM (a scheduler's or a container's stop) goes the way of Ctrl-C: the writer removes its hidden partial
+    file, the command says so and exits 128 + 15, and the process's own handler is back afterwards."""
+    import signal
+    import time
+
+    import vidgen.cli.generate as cli
+    from vidgen.io import VideoWriter
+
+    def terminated(args):
+        with VideoWriter(tmp_path / "v.mp4", fps=8) as writer:
+            writer.write(torch.zeros(3, 2, 64, 64))
+            assert list(tmp_path.iterdir())  # the partial file, hidden until it is complete
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises before this ends
+        raise AssertionError("SIGTERM was not raised in the main thread")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "generate", terminated)
+    assert main(["generate", PROMPT, "--pipeline", pipelines["masked"], "--out", str(tmp_path / "v.mp4")]) == 143
+    assert capsys.readouterr().err == "vidgen generate: terminated\n"
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_blank_prompt_is_refused_before_loading(tmp_path, capsys):
+    assert main(["generate", "   ", "--pipeline", "nowhere", "--out", str(tmp_path / "v.mp4")]) == 2
+    assert "the prompt '   ' is blank; leave it out to sample unconditionally" in capsys.readouterr().err
 
 
 def test_the_import_notices_are_dropped_by_one_filter_however_many_commands_run():

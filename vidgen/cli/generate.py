@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +72,8 @@ def _check_args(args) -> None:
                     raise InvalidInputError(f"{err} (a --story list puts prompt k at frame k x --frames-per-prompt "
                                             f"{args.frames_per_prompt} of --num-frames {args.num_frames})") from err
                 raise
+    if isinstance(args.prompt, str) and not args.prompt.strip():
+        raise InvalidInputError(f"the prompt {args.prompt!r} is blank; leave it out to sample unconditionally")
     if args.negative_prompt is not None and args.prompt is None:
         raise InvalidInputError("--negative-prompt needs a prompt to contrast with")
     for name, value in (("--num-frames", args.num_frames), ("--height", args.height), ("--width", args.width),
@@ -276,10 +280,20 @@ def _generate_streamed(args, pipe, kwargs: dict, seed: int) -> list[Path]:
                    ", chunk by chunk")
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the writers' exits remove their partial files, as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(args) -> int:
     import torch
 
     old_threads = torch.get_num_threads()
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    old_handler = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         generate(args)
         return 0
@@ -289,7 +303,12 @@ def run(args) -> int:
     except KeyboardInterrupt:  # the writers remove their partial files as the interrupt passes
         print("vidgen generate: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("vidgen generate: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_handler)
         torch.set_num_threads(old_threads)
 
 
