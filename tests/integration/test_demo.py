@@ -1,4 +1,4 @@
-"""``make demo`` (vidgen.demo) on the shipped pipelines, small (flow at 4 sampling steps): the prompt set (half
+"""``make demo`` (vidgen.demo) on the shipped pipelines, small (flow at 2 sampling steps): the prompt set (half
 held-out pairs, deterministic), the written files (MP4s of exactly 17 frames, contact sheets, metrics.json,
 index.html), every file the page links exists, FVD with its real-vs-real floor, and the errors (missing pipelines,
 bad options)."""
@@ -61,11 +61,11 @@ PROMPTS = 2  # one seen and one held-out pair (make demo: 48); FVD's noise floor
 VIDEOS = PROMPTS * (len(PIPELINES) + 1) + len(PIPELINES)  # on the page: prompts x (real + each pipeline), stories
 
 
-FLOW_STEPS = 4  # flow's sampling steps in the test's demo, fewer than its folder's: flow was most of the test's time
+FLOW_STEPS = 2  # flow's sampling steps in the test's demo, fewer than its folder's: flow was most of the test's time
 
 
 @pytest.fixture(scope="module")
-def pretrained_flow_4_steps(tmp_path_factory) -> Path:
+def pretrained_flow_few_steps(tmp_path_factory) -> Path:
     """The shipped folders, linked, except that shapes-flow's sampling_config.json asks for FLOW_STEPS steps: the
     demo samples with each folder's own settings and records them, so the page still shows what ran. The shipped
     settings' frames are checked in test_shipped_frames."""
@@ -82,15 +82,15 @@ def pretrained_flow_4_steps(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory, pretrained_flow_4_steps):
+def demo_out(tmp_path_factory, pretrained_flow_few_steps):
     out = tmp_path_factory.mktemp("demo")
-    assert main(["--out", str(out), "--pretrained", str(pretrained_flow_4_steps), "--prompts", str(PROMPTS),
+    assert main(["--out", str(out), "--pretrained", str(pretrained_flow_few_steps), "--prompts", str(PROMPTS),
                  "--scorer-clips", "24", "--story-segments", str(STORY),
                  "--threads", str(torch.get_num_threads())]) == 0
     return out
 
 
-def test_demo_writes_videos_sheets_metrics_and_page(demo_out, pretrained_flow_4_steps):
+def test_demo_writes_videos_sheets_metrics_and_page(demo_out, pretrained_flow_few_steps):
     metrics = json.loads((demo_out / "metrics.json").read_text())
     assert set(metrics["pipelines"]) == set(PIPELINES)
     assert metrics["pipelines"]["flow"]["sampling"]["num_inference_steps"] == FLOW_STEPS  # the folder it was given
@@ -105,7 +105,7 @@ def test_demo_writes_videos_sheets_metrics_and_page(demo_out, pretrained_flow_4_
         assert entry["weights_sha256"] == weights_digest(PRETRAINED / PIPELINES[name])  # the weights it ran on
         # the settings it sampled with: the folder's sampling_config.json, not a copy kept in the demo
         config_class = PIPELINE_REGISTRY[name].pipeline_class.sampling_config_class
-        config = config_class.from_pretrained(pretrained_flow_4_steps / PIPELINES[name])
+        config = config_class.from_pretrained(pretrained_flow_few_steps / PIPELINES[name])
         assert entry["sampling"] == json.loads(json.dumps(config.to_dict()))  # every setting, as JSON writes it
     assert metrics["fvd_floor"]["n_real"] == PROMPTS
     for name, story in metrics["stories"].items():  # the short story per pipeline: exact length, every segment scored

@@ -14,6 +14,7 @@ from vidgen.pipelines import load_pipeline
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "a white hexagon rotating on a gray background"
 STEPS = 4  # noise levels 1.0, 0.75, 0.5, 0.25
+SIZE = dict(num_frames=5, height=32, width=32)  # small: the interval acts per step, not per position
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def sample(pipe, **kwargs) -> torch.Tensor:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        kwargs = {"num_inference_steps": STEPS, "guidance_scale": 4.5, **kwargs}
+        kwargs = {"num_inference_steps": STEPS, "guidance_scale": 4.5, **SIZE, **kwargs}
         out = pipe(PROMPT, generator=torch.Generator().manual_seed(3), output_type="latent", **kwargs).frames
     finally:
         torch.set_num_threads(threads)

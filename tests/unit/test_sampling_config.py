@@ -92,7 +92,7 @@ def test_shipped_folder_with_prompt_and_seed_equals_the_explicit_evaluated_setti
     """Bit-identical to the call the evaluation made before the settings moved into the folder (small size)."""
     pipe = load_pipeline(shipped_folder(name, PRETRAINED), dtype="fp32")
     pipe.set_progress_bar_config(disable=True)
-    size = dict(num_frames=5, height=64, width=64)
+    size = dict(num_frames=5, height=32, width=32)
     from_folder = run(pipe, seed=3, **size)
     assert torch.equal(from_folder, run(pipe, seed=3, **size, **EVALUATED[name]))
     defaults = {k: v for k, v in type(pipe).sampling_config_class().to_dict().items() if k in EVALUATED[name]}
