@@ -230,7 +230,7 @@ def test_folders_with_a_text_tokenizer_entry_still_load(tmp_path, tiny):
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     (tmp_path / "old" / "tokenizer").rename(tmp_path / "old" / "text_tokenizer")
     (tmp_path / "old" / "model_index.json").write_text(json.dumps(old))
-    with pytest.warns(FutureWarning, match="'text_tokenizer'; it is 'tokenizer' now.*vidgen 0.3.*save_pretrained"):
+    with pytest.warns(FutureWarning, match="'text_tokenizer'; diffusers' name is 'tokenizer'.*vidgen 0.3.*save_pretrained"):
         loaded = load_pipeline(tmp_path / "old", dtype="fp32")
     assert type(loaded.tokenizer).__name__ == type(tok).__name__
     loaded.set_progress_bar_config(disable=True)

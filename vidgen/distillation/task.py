@@ -50,8 +50,9 @@ class DistillConfig:
     # Self-Forcing++: the student streams this many video frames (counted as data.num_frames counts them) and the
     # teacher scores one clip-length window of the stream, drawn per batch; 0 = the clip's own length
     rollout_frames: int = 0
-    rollout_switch: float = 0.0  # with rollout_frames: the share of rows whose frames before the window follow
-    # another row's prompt, re-cached under their own at the window (a prompt switch)
+    # with rollout_frames: the share of rows whose frames before the window follow another row's prompt, re-cached
+    # under their own at the window (a prompt switch)
+    rollout_switch: float = 0.0
     _ranges = {"rollout_switch": (0, 1)}
 
 

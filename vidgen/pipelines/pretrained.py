@@ -109,7 +109,7 @@ def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
     spec = entries.get("text_tokenizer")
     if "tokenizer" in entries or not isinstance(spec, list):
         return None
-    warnings.warn(f"{index}: the text tokenizer is listed as 'text_tokenizer'; it is 'tokenizer' now, as in diffusers "
+    warnings.warn(f"{index}: the text tokenizer is listed as 'text_tokenizer'; diffusers' name is 'tokenizer' "
                   "(the old key is read until vidgen 0.3). Save the pipeline again (save_pretrained) to update the "
                   "folder", FutureWarning, stacklevel=3)
     if spec[0] is None or "tokenizer" in kwargs:

@@ -35,16 +35,16 @@ DEPRECATED_KEYS_REMOVED_IN = "0.3"
 @dataclass
 class ModelConfig:
     kind: str = "vae"  # key of vidgen.training.tokenizer_task.MODEL_BUILDERS
-    preset: str = "small"
+    preset: str = "small"  # a key of vidgen.tokenizers.VAE_PRESETS (the model size)
     overrides: dict = field(default_factory=dict)  # constructor kwargs on top of the preset
 
 
 @dataclass
 class DataConfig:
     dataset: str = "natural"  # "natural" (NaturalClips), "scenes" (SceneClips), "shapes" (ShapesDataset) or "folder"
-    root: str = ""
-    num_frames: int = 9
-    size: int = 64
+    root: str = ""  # folder: the video folder
+    num_frames: int = 9  # frames per training clip
+    size: int = 64  # clips rendered / resized to size x size pixels
     crop: int = 0  # random square crop of this size (0 = none)
     color_aug: float = 0.0  # probability that a clip gets a random hue rotation, saturation and channel gains
     # probability that a clip is area-downscaled 2x before the crop, so clips rendered at 2x size train both scales,
@@ -52,11 +52,11 @@ class DataConfig:
     zoom_aug: float = 0.0
     num_clips: int = 1024  # NaturalClips: distinct clips rendered (cached as uint8 after first use)
     render_workers: int = 0  # > 0: render every clip up front in this many processes a node (0: each on first use)
-    video_batch: int = 4
+    video_batch: int = 4  # clips per step
     image_batch: int = 8  # images are 1-frame videos (random frames of other clips)
-    image_weight: float = 1.0
-    eval_clips: int = 16
-    eval_frames: int = 17
+    image_weight: float = 1.0  # the images' loss weight against the clips'
+    eval_clips: int = 16  # held-out clips reconstructed every eval_every steps (val split where the data has one)
+    eval_frames: int = 17  # their length in frames
     _ranges = {"num_frames": (1, None), "size": (1, None), "color_aug": (0, 1), "zoom_aug": (0, 1),
                "num_clips": (1, None), "eval_clips": (1, None), "eval_frames": (1, None)}
 
@@ -75,44 +75,44 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    l1: float = 1.0
-    l2: float = 0.0
-    perceptual: float = 0.1
+    l1: float = 1.0  # reconstruction L1 weight
+    l2: float = 0.0  # reconstruction L2 weight
+    perceptual: float = 0.1  # perceptual distance weight (LPIPS or ST-LPIPS, perceptual_kind)
     perceptual_kind: str = "auto"  # vidgen.metrics.perceptual.load_perceptual(kind); "none" disables
-    perceptual_frames: int = 2
+    perceptual_frames: int = 2  # random frames per clip the perceptual distance sees
     # L1 between the frame-to-frame differences of the reconstruction and of the input: flicker costs directly (a
     # still shape decoded with a 4-frame periodic wobble scored as rotating, eval/tokenizer_ceiling.py)
     temporal: float = 0.0
     # L1 between the neighbour differences (image gradients) of the reconstruction and of the input: weighs edges,
     # where a shape's corners and its orientation are (the FSQ round trip returns stars and hexagons as blobs)
     spatial: float = 0.0
-    gan: float = 0.1
-    gan_start: int = 2000
-    adaptive_gan: bool = True
-    disc_channels: int = 32
-    disc_layers: int = 3
+    gan: float = 0.1  # the 3D PatchGAN term's weight (0: no discriminator)
+    gan_start: int = 2000  # the step the GAN term starts
+    adaptive_gan: bool = True  # scale it by the ratio of the reconstruction and GAN gradients at the last layer
+    disc_channels: int = 32  # the discriminator's first width
+    disc_layers: int = 3  # its downsampling layers
     _ranges = {"perceptual_frames": (1, None), "disc_channels": (1, None), "disc_layers": (1, None)}
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4
-    disc_lr: float = 2e-4
-    betas: tuple = (0.9, 0.99)
-    weight_decay: float = 0.0
-    warmup_steps: int = 200
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    disc_lr: float = 2e-4  # the discriminator's
+    betas: tuple = (0.9, 0.99)  # AdamW's
+    weight_decay: float = 0.0  # AdamW's
+    warmup_steps: int = 200  # linear warm-up to lr
     min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at the last step
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradient norm clip
     # the step the cosine reaches its floor; 0 = ``steps``. Larger than ``steps`` stops a run part-way down its
     # schedule, so a recipe can reproduce a run that was stopped early (its weights are what the next stage starts from)
     schedule_steps: int = 0
     # "adamw", or "muon": Muon (torch.optim.Muon) for the backbone blocks' hidden matrices, AdamW for the rest, one LR
     # schedule for both (vidgen.training.optimizers; muon_adjust_lr: torch's adjust_lr_fn, e.g. match_rms_adamw)
     optimizer: str = "adamw"
-    muon_lr: float = 0.02
-    muon_momentum: float = 0.95
-    muon_weight_decay: float = 0.0
-    muon_adjust_lr: str = "original"
+    muon_lr: float = 0.02  # muon: Muon's peak learning rate
+    muon_momentum: float = 0.95  # muon: its momentum
+    muon_weight_decay: float = 0.0  # muon: its weight decay
+    muon_adjust_lr: str = "original"  # muon: torch.optim.Muon's adjust_lr_fn
     _ranges = {"lr": (0, None, "above"), "disc_lr": (0, None, "above"), "min_lr_ratio": (0, 1),
                "grad_clip": (0, None, "above"), "muon_lr": (0, None, "above"), "muon_momentum": (0, 1, "below")}
 
@@ -129,23 +129,23 @@ class OptimConfig:
 class RunConfig:
     """What the shared training loop (:mod:`vidgen.training.trainer`) reads, whatever is trained."""
 
-    run_dir: str = "runs/run"
-    steps: int = 2000
+    run_dir: str = "runs/run"  # checkpoints, logs, samples and final/ (the trained folder)
+    steps: int = 2000  # optimizer steps of the run
     # > 0: stop once this segment's steps have taken this many minutes (checkpoint and final/ as at a last step; the
     # LR schedule still runs over ``steps``): a recipe cut to a time budget, e.g. to compare options at equal time
     max_train_minutes: float = 0.0
-    seed: int = 0
-    threads: int = 1
+    seed: int = 0  # every random draw of the run: per step, so a resumed run is bit-identical
+    threads: int = 1  # CPU threads per process
     precision: str = "auto"  # "auto" | "fp32" | "bf16" (vidgen.precision); bf16 = autocast over fp32 master weights
     mixed_precision: object = None  # accelerate's name for precision ("no" = fp32): accepted as an alias
     compile: bool = False  # torch.compile (inductor) the training step's model; the first step includes compiling
     deterministic: bool = False  # GPU: deterministic kernels only (vidgen.rng.enable_deterministic); CPU already is
     ema_decay: float = 0.0  # 0 disables EMA
-    log_every: int = 20
-    sample_every: int = 500
-    ckpt_every: int = 250
+    log_every: int = 20  # steps between log lines
+    sample_every: int = 500  # steps between sample videos / reconstructions written under run_dir/samples
+    ckpt_every: int = 250  # steps between checkpoints (run_dir/step_N)
     keep_checkpoints: int = 2  # the newest N (0: all); keep_every=K also keeps every step that is a multiple of K
-    keep_every: int = 0
+    keep_every: int = 0  # 0: none kept beyond keep_checkpoints
     resume: str = "auto"  # "auto" | "" | path to a checkpoint folder
     # a saved model folder of the same kind to start from (fresh optimizer and schedule): a later training stage
     init_from: str = ""
@@ -156,8 +156,8 @@ class RunConfig:
     # (0 = every ckpt_every). A run without a checkpoint in run_dir continues from it, warming the LR up again over
     # portable_warmup steps (the optimizer's moments are not in it)
     portable_dir: str = ""
-    portable_every: int = 0
-    portable_warmup: int = 50
+    portable_every: int = 0  # steps between portable checkpoints (0 = every ckpt_every)
+    portable_warmup: int = 50  # LR warm-up steps of a continuation from the portable checkpoint
     portable_ema: bool = True  # false: the weights alone (too large for both); the EMA restarts, its decay warmed up
     optim: OptimConfig = field(default_factory=OptimConfig)
     _ranges = {"steps": (1, None), "seed": (None, None), "threads": (1, None), "ema_decay": (0, 1, "below"),
@@ -181,7 +181,7 @@ class TrainConfig(RunConfig):
     """A tokenizer training run (``tokenizers/train_tokenizer.py``)."""
 
     run_dir: str = "runs/tokenizer"
-    eval_every: int = 500
+    eval_every: int = 500  # steps between reconstruction metrics on eval_clips
     # "all" or "decoder": decoder-only fine-tuning keeps the encoder, bottleneck and latent statistics of init_from
     # exactly, so latents / token ids (and every generator trained on them) stay valid while the decoding improves
     trainable: str = "all"
@@ -215,20 +215,20 @@ class GeneratorDataConfig:
     # "shapes" (built-in captioned ShapesDataset), "folder" (VideoFolder at root; both pre-encoded into cache_dir) or
     # "shards" (a dataset written by `vidgen data encode` at root, read as training goes: docs/scale.md)
     dataset: str = "shapes"
-    root: str = ""
+    root: str = ""  # folder / shards: where the videos or the shard dataset are
     buckets: list = field(default_factory=list)  # shards: "FxHxW" or {shape, batch, weight} entries (default: all)
-    split: str = "train"
-    num_frames: int = 17
-    size: int = 64
+    split: str = "train"  # shapes: the split (test holds out 8 colour x motion pairs)
+    num_frames: int = 17  # frames per training clip
+    size: int = 64  # clips at size x size pixels
     num_clips: int = 2048  # shapes: items rendered and pre-encoded once (cached on disk)
     wrap: bool | str = False  # shapes: True / "torus" / "torus-late" (vidgen.data.shapes.render_shape_video)
     motion_frames: int | None = None  # shapes: motion at the speed of a clip this long (None: num_frames)
-    batch: int = 8
+    batch: int = 8  # clips per step
     conditioning: str = "text"  # "text" (captions through the text encoder), "class" (shapes) or "none"
     text_encoder: str = ""  # "" = offline all-MiniLM-L6-v2; or a folder / cached hub name
-    max_text_tokens: int = 16
-    encode_batch: int = 16
-    cache_dir: str = ".cache/vidgen/encoded"
+    max_text_tokens: int = 16  # caption tokens kept
+    encode_batch: int = 16  # clips per batch when pre-encoding
+    cache_dir: str = ".cache/vidgen/encoded"  # the pre-encoded clips, keyed by data and tokenizer
     _removed = ("caption_repeats", "foreground_weight")
     _ranges = {"num_frames": (1, None), "size": (1, None), "num_clips": (1, None), "batch": (1, None),
                "max_text_tokens": (1, None), "encode_batch": (1, None)}
@@ -239,8 +239,8 @@ class SampleConfig:
     prompts: list = field(default_factory=lambda: ["a red circle moving right on a black background",
                                                    "a blue square moving up on a gray background"])
     num_inference_steps: int = 0  # 0 = the generator's default
-    guidance_scale: float = 3.0
-    seed: int = 0
+    guidance_scale: float = 3.0  # classifier-free guidance of the samples
+    seed: int = 0  # the samples' seed
     _ranges = {"seed": (None, None)}
 
 

@@ -40,12 +40,12 @@ class LoraSettings:
     rank: int = 0  # 0: a full fine-tune
     alpha: float = 0.0  # 0: the rank
     target_modules: list = field(default_factory=list)  # default: the family's (to_q, to_k, to_v, to_out.0)
-    dropout: float = 0.0
+    dropout: float = 0.0  # LoRA dropout
 
 
 @dataclass
 class FineTuneDataConfig(GeneratorDataConfig):
-    dataset: str = "shards"
+    dataset: str = "shards"  # shards only: a dataset written by `vidgen data encode`
     text_encoder: str = ""  # "": the pipeline folder (the captions must be encoded with --text-encoder FOLDER)
 
 
@@ -54,9 +54,9 @@ class FineTuneConfig(RunConfig):
     """A fine-tuning run of the diffusers pipeline folder ``pipeline``."""
 
     run_dir: str = "runs/finetune"
-    pipeline: str = ""
+    pipeline: str = ""  # the diffusers pipeline folder to fine-tune
     lora: LoraSettings = field(default_factory=LoraSettings)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute the blocks' activations in the backward (less memory)
     data: FineTuneDataConfig = field(default_factory=FineTuneDataConfig)
 
 

@@ -67,7 +67,7 @@ class RepaConfig:
 
     weight: float = 0.0  # the alignment term's weight; 0 = off (no encoder loaded, no hook, no cost)
     depth: int = 2  # align the output of the first `depth` transformer blocks (hook on backbone.blocks[depth - 1])
-    encoder: str = "stlpips-vgg"  # a key of ENCODERS
+    encoder: str = "stlpips-vgg"  # a key of vidgen.training.repa.ENCODERS (never an evaluation network)
     layer: int = 3  # the encoder's tap, 1-5 (LPIPS's); its map is pooled to the token grid
     projector_dim: int = 512  # hidden width of the projector MLP
     decode_batch: int = 4  # clips decoded at a time for the target features

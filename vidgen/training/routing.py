@@ -20,9 +20,9 @@ class RoutingConfig:
     and ``end`` index the backbone's blocks as Python does (a negative index counts from the last block: the default
     ``end: -1`` stops before the last block)."""
 
-    ratio: float = 0.0
-    start: int = 1
-    end: int = -1
+    ratio: float = 0.0  # the fraction of video tokens routed around blocks [start, end), in [0, 1) (0 = off)
+    start: int = 1  # the first routed block
+    end: int = -1  # the block after the last routed one; negative counts from the last block
     _ranges = {"ratio": (0, 1, "below"), "end": (None, None)}
 
     def __post_init__(self):
