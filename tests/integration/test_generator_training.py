@@ -108,6 +108,37 @@ def test_cache_key_follows_tokenizer_weights(tokenizers, tmp_path):
     assert cache_key(model, load_tokenizer(tokenizers / "fsq"), cfg.data) != key
 
 
+def test_a_folder_cache_follows_the_folder_and_a_folder_run_needs_its_root_and_captions(tokenizers, tmp_path):
+    """A folder's encoded clips are keyed by what it holds: new videos or new captions are encoded again. A folder
+    run without data.root, or a text-conditioned one without captions, is refused before any encoding."""
+    import os
+
+    from vidgen.io import write_video
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_video(folder / "a.mp4", torch.zeros(3, 9, 32, 32), fps=8)
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.mp4", "text": "a red circle"}\n')
+    cfg = _config(tmp_path / "r", tokenizers / "fsq", "masked", tmp_path / "cache", "data.dataset=folder",
+                  f"data.root={folder}")
+    tok = load_tokenizer(tokenizers / "fsq")
+    model = generator_class("masked").from_preset("tiny", vocab_size=tok.vocab_size)
+    key = cache_key(model, tok, cfg.data)
+    assert cache_key(model, tok, cfg.data) == key
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.mp4", "text": "a blue square"}\n')
+    assert cache_key(model, tok, cfg.data) != key
+    key = cache_key(model, tok, cfg.data)
+    write_video(folder / "b.mp4", torch.zeros(3, 9, 32, 32), fps=8)
+    os.remove(folder / "metadata.jsonl")
+    assert cache_key(model, tok, cfg.data) != key
+    with pytest.raises(ConfigError, match=r"no captions for data.conditioning='text'.*metadata.jsonl.*"
+                                          r"data.conditioning=none"):
+        train_generator(cfg)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+    with pytest.raises(ConfigError, match="data.root, which is not set: give data.root=FOLDER"):
+        train_generator(_config(tmp_path / "r2", tokenizers / "fsq", "masked", tmp_path / "cache",
+                                "data.dataset=folder"))
+
+
 def test_cache_key_ignores_where_the_tokenizer_was_loaded_from(tokenizers, tmp_path):
     """The same weights copied to a second folder (each shipped pipeline carries its own) share one cache."""
     import shutil

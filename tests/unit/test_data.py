@@ -299,6 +299,27 @@ def test_dataset_argument_errors(tmp_path):
         VideoFolder(tmp_path)
 
 
+def test_cli_preview_of_a_folder_shows_its_videos_as_training_reads_them(tmp_path, capsys):
+    from vidgen.cli import main
+    from vidgen.io import write_video
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_video(folder / name, torch.rand(3, 6, 24, 32) * 2 - 1, fps=8)
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.mp4", "text": "a kite"}\n'
+                                           '{"file_name": "b.mp4", "text": "the sea"}\n')
+    out = tmp_path / "out"
+    assert main(["data", "preview", "--folder", str(folder), "--out", str(out), "--num-frames", "4", "--size", "16"]) == 0
+    assert f"folder/all: 2 videos -> {out}/folder_all_contact_sheet.png" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert [r["dataset"] for r in report] == ["folder"]  # the built-in datasets only when asked for too
+    assert [v["label"] for v in report[0]["videos"]] == ["a kite", "the sea"]
+    assert len(list(out.glob("folder_all_*.mp4"))) == 2 and (out / "folder_all_contact_sheet.png").stat().st_size > 0
+    assert main(["data", "preview", "--folder", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "nowhere: not a folder" in capsys.readouterr().err
+
+
 def test_cli_preview_and_info(tmp_path, capsys):
     from vidgen.cli import main
 

@@ -84,3 +84,24 @@ def test_cli_refuses_bad_options_before_reading_videos(tmp_path, capsys, real_na
         real.mkdir()
     assert main(["eval", "fvd", "--real", str(real), "--fake", str(tmp_path), "--quiet", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_checks_the_fake_folder_before_the_real_features(video_folders, tmp_path, capsys, monkeypatch):
+    """The fake folder is read last; an empty or one-video folder is refused before any real clip is decoded."""
+    import shutil
+
+    import vidgen.cli.eval_metrics as cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("the real set was read before the fake folder was checked")
+
+    monkeypatch.setattr(cli, "_feed_fvd", never)
+    (tmp_path / "empty").mkdir()
+    real = ["eval", "fvd", "--real", str(video_folders / "real"), "--quiet"]
+    assert main([*real, "--fake", str(tmp_path / "empty")]) == 2
+    assert "empty: no videos found" in capsys.readouterr().err
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(next(p for p in sorted((video_folders / "fake").iterdir()) if p.suffix == ".mp4"), one)
+    assert main([*real, "--fake", str(one)]) == 2
+    assert "one: 1 video, and a covariance needs at least 2" in capsys.readouterr().err

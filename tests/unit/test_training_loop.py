@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vidgen.errors import ConfigError
+from vidgen.errors import ConfigError, VidgenError
 from vidgen.training import load_config, run_status, train
 from vidgen.training.checkpoint import load_state
 from vidgen.training.data import CachedClips, EpochSampler
@@ -55,6 +55,48 @@ def test_two_steps_then_resume_matches_uninterrupted(tmp_path):
     assert sa["disc"] is not None and sa["ema"] is not None
     logs = [json.loads(line) for line in (run_a / "log.jsonl").read_text().splitlines()]
     assert any(entry.get("d_loss", 0) > 0 for entry in logs)  # the discriminator ran (gan_start=1)
+
+
+def test_a_resume_that_would_change_the_run_is_refused_before_anything_is_written(tmp_path):
+    """A checkpoint goes on with the settings that wrote it: another learning rate, steps below its step, or a fresh
+    start (resume='') over its checkpoints is refused by name, and run_dir is left as it was; a longer run, or one
+    that only changes how it runs (log cadence, threads), resumes."""
+    run = tmp_path / "r"
+    train(load_config(None, TINY + [f"run_dir={run}", "steps=2"]))
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    written = (run / "config.yaml").read_text()
+    for extra, match in ((["steps=3", "optim.lr=0.5"], r"this run changes what it trains: optim\.lr \(0\.0005 in the "
+                                                       r"checkpoint, 0\.5 in this run\)"),
+                         (["steps=1"], r"steps=1 is below the step of the checkpoint it resumes from \(2, "),
+                         (["steps=2", "resume="], r"holds an earlier run's checkpoints \(the newest step_00000002\); "
+                                                  r"resume='' would mix.*resume=auto")):
+        with pytest.raises(ConfigError, match=match):
+            train(load_config(None, TINY + [f"run_dir={run}", *extra]))
+    assert (run / "config.yaml").read_text() == written
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before
+    train(load_config(None, TINY + [f"run_dir={run}", "steps=3", "log_every=2", "threads=1"]))
+    assert load_state(run / "checkpoints" / "step_00000003")["step"] == 3
+
+
+def test_status_follows_the_logged_steps_and_says_when_a_run_failed(tmp_path, monkeypatch):
+    from vidgen.training import trainer
+    written, write = [], trainer.write_run_status
+
+    def recording(run_dir, state, **info):
+        written.append((state, info.get("step")))
+        write(run_dir, state, **info)
+
+    monkeypatch.setattr(trainer, "write_run_status", recording)
+    run = tmp_path / "r"
+    train(load_config(None, TINY + [f"run_dir={run}", "steps=3", "log_every=1"]))
+    assert written == [("preparing", None), ("training", 0), ("training", 1), ("training", 2), ("training", 3),
+                       ("complete", 3)]
+    assert json.loads((run / "status.json").read_text())["state"] == "complete"
+    failed = tmp_path / "failed"
+    with pytest.raises(VidgenError, match="nowhere"):
+        train(load_config(None, TINY + [f"run_dir={failed}", "data.dataset=folder", f"data.root={tmp_path / 'nowhere'}"]))
+    status = json.loads((failed / "status.json").read_text())
+    assert run_status(failed) == "failed" and "nowhere" in status["error"]
 
 
 def test_second_stage_starts_from_a_saved_tokenizer(tmp_path):

@@ -46,6 +46,19 @@ def test_eval_recon_missing_model_is_a_clear_error(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
+def test_eval_recon_refuses_bad_options_before_any_work(tmp_path, capsys):
+    """Refused before a clip is read or a folder made: rFVD from one clip, a negative PNG count, --out on a file."""
+    assert main(["eval", "recon", "bicubic", "--clips", "1", "--fvd", "--out", str(tmp_path / "o")]) == 2
+    assert "--fvd needs at least 2 clips (a covariance), got --clips 1" in capsys.readouterr().err
+    assert main(["eval", "recon", "bicubic", "--png-clips", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "--png-clips must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("x")
+    assert main(["eval", "recon", "bicubic", "--clips", "2", "--frames", "5", "--size", "16",
+                 "--out", str(tmp_path / "file")]) == 2
+    assert "--out " in (err := capsys.readouterr().err) and "is a file, not a folder; give a folder path" in err
+
+
 def test_bicubic_baseline_runs_through_eval_recon_with_its_compression(tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "recon", "bicubic", "--clips", "2", "--frames", "5", "--size", "16", "--png-clips", "0",

@@ -9,12 +9,13 @@ from vidgen.data.preview import DATASETS, preview_dataset, write_report
 
 def run_preview(args) -> int:
     summaries = []
-    for name in args.dataset or DATASETS:
-        summary = preview_dataset(name, args.out, split=args.split, num_videos=args.num_videos,
-                                  num_frames=args.num_frames, size=args.size, seed=args.seed,
-                                  write_mp4=not args.no_mp4)  # fmt: skip
+    names = (args.dataset or []) + (["folder"] if args.folder else []) or list(DATASETS)
+    for name in names:
+        split = "all" if name == "folder" else args.split
+        summary = preview_dataset(name, args.out, split=split, num_videos=args.num_videos, num_frames=args.num_frames,
+                                  size=args.size, seed=args.seed, write_mp4=not args.no_mp4, root=args.folder)
         summaries.append(summary)
-        print(f"{name}/{args.split}: {summary['rendered']} videos -> {args.out}/{summary['contact_sheet']}")
+        print(f"{name}/{split}: {summary['rendered']} videos -> {args.out}/{summary['contact_sheet']}")
     report = write_report(args.out, summaries, "vidgen dataset preview")
     print(f"report: {report}")
     return 0
@@ -50,7 +51,11 @@ def register(subparsers) -> None:
     data_sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
     data_sub.required = True
     preview = data_sub.add_parser("preview", help="write a contact sheet PNG, MP4s and a report of the datasets")
-    preview.add_argument("--dataset", action="append", choices=DATASETS, help="dataset(s) to preview (default: all)")
+    preview.add_argument("--dataset", action="append", choices=DATASETS,
+                         help="built-in dataset(s) to preview (default: all, or none with --folder)")
+    preview.add_argument("--folder", default=None, metavar="DIR",
+                         help="a folder of your own videos, read as training reads data.dataset=folder (captions "
+                              "from its metadata.jsonl)")
     preview.add_argument("--split", default="train", choices=("train", "val", "test", "all"),
                          help="val: scenes only; all: natural and shapes only")
     preview.add_argument("--out", default="outputs/preview", help="output folder")

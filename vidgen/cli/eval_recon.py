@@ -170,6 +170,10 @@ def settle_protocol(args) -> dict | None:
 
 def run(args) -> dict:
     """The command: ``args.threads`` threads while it runs, torch's thread count restored afterwards."""
+    if args.fvd and args.clips < 2:  # before any clip is encoded
+        raise InvalidInputError(f"--fvd needs at least 2 clips (a covariance), got --clips {args.clips}")
+    if args.png_clips < 0:
+        raise InvalidInputError(f"--png-clips must be >= 0, got {args.png_clips}")
     protocol = settle_protocol(args)
     if protocol:  # the protocol's perceptual metric, or a named error before any clip is read
         from vidgen.metrics.perceptual import _torch_hub_checkpoint, load_perceptual
@@ -191,14 +195,13 @@ def run(args) -> dict:
 
 
 def _run(args) -> dict:
-    from vidgen.io import contact_sheet, save_image
+    from vidgen.io import contact_sheet, make_folder, save_image
     from vidgen.metrics.reconstruction import psnr, ssim, temporal_flicker
     from vidgen.precision import resolve_dtype
     from vidgen.tokenizers.loading import is_discrete, load_tokenizer
     from vidgen.tokenizers.quantizers import CodebookUsage
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(args.out, "--out")
     dtype = resolve_dtype(args.precision, "cpu", "--precision")
     is_baseline = str(args.model).startswith("bicubic")
     model = (ResizeBaseline.from_name(args.model) if is_baseline else load_tokenizer(args.model)).to(dtype)

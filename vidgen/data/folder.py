@@ -6,6 +6,7 @@ diffusers' training scripts; any other keys are passed through as metadata.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def find_videos(root: str | Path, recursive: bool = True) -> list[Path]:
     return sorted(found)
 
 
+def folder_fingerprint(root: str | Path) -> str:
+    """A hash of what :class:`VideoFolder` reads under ``root``: each video's (or frame file's) path, size and
+    modification time, and ``metadata.jsonl``'s bytes; a cache of encoded clips keyed by it is rebuilt when the
+    folder's videos or captions change."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for video in find_videos(root):
+        for path in sorted(video.iterdir()) if video.is_dir() else [video]:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    metadata = root / METADATA_FILE
+    digest.update(metadata.read_bytes() if metadata.is_file() else b"")
+    return digest.hexdigest()[:20]
+
+
 class VideoFolder(Dataset):
     """Clips of ``num_frames`` frames (every ``stride``-th frame) from each video under ``root``.
 
@@ -86,6 +102,8 @@ class VideoFolder(Dataset):
         check_split(clip_sampling, CLIP_SAMPLING)
         if not isinstance(num_frames, int) or num_frames < 1:
             raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
+        if str(root) == "":
+            raise InvalidInputError("root is empty: give the folder of videos ('.' for the current folder)")
         self.root = Path(root)
         self.paths = find_videos(self.root)
         if not self.paths:

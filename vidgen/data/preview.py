@@ -1,4 +1,5 @@
-"""Previews of the built-in datasets: a contact sheet PNG, MP4 clips and a short JSON/Markdown report."""
+"""Previews of the built-in datasets, or of a folder of your own videos as the trainers read it: a contact sheet PNG,
+MP4 clips and a short JSON/Markdown report."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,10 @@ from vidgen.io import contact_sheet, save_image, write_video
 DATASETS = ("natural", "scenes", "shapes")
 
 
-def build_dataset(name: str, split: str, num_frames: int, size: int, seed: int):
+def build_dataset(name: str, split: str, num_frames: int, size: int, seed: int, root: str | Path | None = None):
+    if name == "folder":  # the user's videos, as data.dataset=folder reads them
+        from vidgen.data.folder import VideoFolder
+        return VideoFolder(root if root is not None else "", num_frames=num_frames, size=size)
     if name == "natural":
         return NaturalClips(split=split, num_frames=num_frames, size=size, seed=seed)
     if name == "scenes":
@@ -27,6 +31,8 @@ def build_dataset(name: str, split: str, num_frames: int, size: int, seed: int):
 
 
 def _label(item: dict) -> str:
+    if "path" in item:  # a folder's video: its file (its caption, when it has one, is used instead)
+        return Path(item["path"]).name
     label = f"{item['source']} ({item['motion']})"
     if "layers" in item:  # SceneClips: what was added on top of the camera motion
         blur = f"blur {item['shutter']:.1f}" if item["shutter"] else "no blur"
@@ -43,10 +49,12 @@ def preview_dataset(
     size: int = 64,
     seed: int = 0,
     write_mp4: bool = True,
+    root: str | Path | None = None,
 ) -> dict:
-    """Render ``num_videos`` items: one contact sheet PNG plus one MP4 per item. Returns a summary dict."""
+    """Render ``num_videos`` items: one contact sheet PNG plus one MP4 per item. Returns a summary dict. ``name``
+    ``"folder"`` previews the videos under ``root`` (a :class:`~vidgen.data.VideoFolder`)."""
     out_dir = Path(out_dir)
-    dataset = build_dataset(name, split, num_frames, size, seed)
+    dataset = build_dataset(name, split, num_frames, size, seed, root)
     count = min(num_videos, len(dataset))
     started = time.perf_counter()
     items = [dataset[i] for i in tqdm(range(count), desc=f"{name}/{split}", leave=False)]

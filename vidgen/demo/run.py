@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from vidgen.demo.prompts import prompt_groups
 from vidgen.errors import InvalidInputError, MissingWeightsError, VidgenError
+from vidgen.io.folders import make_folder
 from vidgen.io.weights import weights_digest
 from vidgen.pipelines.registry import PIPELINE_REGISTRY
 
@@ -187,8 +188,7 @@ def run(args, argv: list[str]) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(args.out, "--out")
     prompts = demo_prompts(args.prompts, args.seed)
     pipes = load_pipelines(Path(args.pretrained), args.pipelines, args.precision)  # fail early, before slow work
     scorer = AttributeScorer()

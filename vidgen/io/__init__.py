@@ -1,4 +1,5 @@
 """Video and image I/O. Videos are ``(3, T, H, W)`` float tensors in ``[-1, 1]``."""
+from vidgen.io.folders import make_folder
 from vidgen.io.images import contact_sheet, save_image
 from vidgen.io.video import (
     CONTAINER_SUFFIXES,
@@ -17,6 +18,7 @@ __all__ = [
     "VideoInfo",
     "VideoWriter",
     "contact_sheet",
+    "make_folder",
     "probe_video",
     "read_video",
     "resize_and_center_crop",

@@ -7,6 +7,7 @@ codebook-usage statistics. Ids are ``[0, vocab_size)``; no id is reserved (gener
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +40,11 @@ class QuantizerConfig:
     fsq_entropy_temperature: float = 0.5  # in squared level units: soft assignment of a value to nearby levels
 
     def __post_init__(self):
-        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        try:
+            self.fsq_levels = tuple(operator.index(v) for v in self.fsq_levels)
+        except TypeError:
+            raise ConfigError(f"fsq_levels must be a list of integers >= 2 (e.g. [8, 5, 5, 5]), got "
+                              f"{self.fsq_levels!r}") from None
         if self.kind not in QUANTIZERS:
             raise ConfigError(f"quantizer must be one of {QUANTIZERS}, got {self.kind!r}")
         if self.num_quantizers < 1:

@@ -52,7 +52,7 @@ class CausalVQVAE(CausalCodecMixin, ModelMixin, ConfigMixin):
                  fsq_entropy_weight: float = 0.0, fsq_entropy_temperature: float = 0.5):
         super().__init__()
         self.quantizer_config = QuantizerConfig(
-            quantizer, tuple(fsq_levels), lfq_bits, codebook_size, codebook_dim, num_quantizers, commitment_weight,
+            quantizer, fsq_levels, lfq_bits, codebook_size, codebook_dim, num_quantizers, commitment_weight,
             entropy_weight, vq_decay, vq_cosine, vq_kmeans_init, vq_rotation_trick, fsq_entropy_weight,
             fsq_entropy_temperature)
         self.bottleneck = QuantizerBottleneck(self.quantizer_config)

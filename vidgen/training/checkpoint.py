@@ -141,7 +141,7 @@ def check_same_model(ckpt: Path, model, weights: dict) -> None:
         bool(unexpected)
     raise ConfigError(f"resume: the checkpoint {ckpt} was written by a run with another model; differing settings: "
                       f"{'; '.join(settings) or 'none'}; differing weights: {'; '.join(weights_differ)}. Resume with "
-                      "the checkpoint's settings, or start a fresh run (another run_dir, or resume='')")
+                      "the checkpoint's settings, or start a fresh run in another run_dir")
 
 
 class RunLog:

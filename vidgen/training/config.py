@@ -146,7 +146,7 @@ class RunConfig:
     ckpt_every: int = 250  # steps between checkpoints (run_dir/step_N)
     keep_checkpoints: int = 2  # the newest N (0: all); keep_every=K also keeps every step that is a multiple of K
     keep_every: int = 0  # 0: none kept beyond keep_checkpoints
-    resume: str = "auto"  # "auto" | "" | path to a checkpoint folder
+    resume: str = "auto"  # "auto" (run_dir's latest) | "" (a new run: run_dir has no checkpoints) | a checkpoint
     # a saved model folder of the same kind to start from (fresh optimizer and schedule): a later training stage
     init_from: str = ""
     # processes that share each clip's tokens (sequence parallelism, vidgen.parallel): world = data-parallel x sp_size
@@ -278,7 +278,8 @@ def _range_text(low, high, open_end) -> str:
 def check_ranges(cfg, where: str = "") -> None:
     """Refuse any int or float setting of ``cfg`` (a config dataclass) and of its nested sections that is not a number
     of the field's kind or lies outside its range: ``_ranges[name] = (low, high[, "above" | "below"])`` gathered over
-    the class hierarchy (None: unbounded; "above": low itself excluded, "below": high itself excluded), else >= 0."""
+    the class hierarchy (None: unbounded; "above": low itself excluded, "below": high itself excluded), else >= 0;
+    a ``bool`` setting that is not true or false; a ``list`` setting that is not a list."""
     ranges: dict = {}
     for klass in reversed(type(cfg).__mro__):
         ranges.update(vars(klass).get("_ranges", {}))
@@ -287,6 +288,9 @@ def check_ranges(cfg, where: str = "") -> None:
         if dataclasses.is_dataclass(value):
             check_ranges(value, name + ".")
             continue
+        if f.type in ("bool", "list") and not isinstance(value, bool if f.type == "bool" else (list, tuple)):
+            raise ConfigError(f"{name} must be {'true or false' if f.type == 'bool' else 'a list ([a, b] in YAML)'}, "
+                              f"got {value!r}")
         kind = type(f.default) if f.default is not dataclasses.MISSING else None
         if kind not in (int, float):
             continue
@@ -315,13 +319,11 @@ def _settle_precision(cfg) -> None:
                               "set only precision")
         precision = alias
     cfg.precision, cfg.mixed_precision = precision, None
-    if not isinstance(cfg.compile, bool):
-        raise ConfigError(f"compile must be true or false, got {cfg.compile!r}")
 
 
 def _build(cls, values: dict, where: str):
     if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in _renamed_keys(cls, values, where).items():

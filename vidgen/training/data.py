@@ -16,6 +16,13 @@ from vidgen.errors import ConfigError
 from vidgen.rng import RowGenerator
 
 
+def check_folder_root(data_cfg) -> None:
+    """``data.dataset: folder`` reads ``data.root``: refused when it is not set (it would scan the current folder)."""
+    if not data_cfg.root:
+        raise ConfigError("data.dataset=folder reads the videos under data.root, which is not set: give "
+                          "data.root=FOLDER")
+
+
 def _as_uint8(video: torch.Tensor) -> torch.Tensor:
     return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 

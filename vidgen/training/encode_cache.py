@@ -20,9 +20,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from vidgen.data.folder import folder_fingerprint
 from vidgen.data.shards.fingerprint import tokenizer_fingerprint
 from vidgen.errors import ConfigError
 from vidgen.generators.flow import FlowVideoTransformer
+from vidgen.training.data import check_folder_root
 
 #: class label of a shapes clip = index of its (shape, colour, motion) in this order
 def shapes_class_names() -> list[str]:
@@ -60,7 +62,13 @@ def build_video_dataset(data_cfg):
                              num_samples=data_cfg.num_clips, wrap=data_cfg.wrap,
                              motion_frames=data_cfg.motion_frames)
     if data_cfg.dataset == "folder":
-        return VideoFolder(data_cfg.root, num_frames=data_cfg.num_frames, size=data_cfg.size)
+        check_folder_root(data_cfg)
+        folder = VideoFolder(data_cfg.root, num_frames=data_cfg.num_frames, size=data_cfg.size)
+        if data_cfg.conditioning == "text" and not folder.metadata:
+            raise ConfigError(f"data.root={data_cfg.root!r}: no captions for data.conditioning='text' (a "
+                              "metadata.jsonl with one {\"file_name\": ..., \"text\": ...} line per video, the Hugging "
+                              "Face videofolder layout); or set data.conditioning=none for an unconditional model")
+        return folder
     raise ConfigError(f"data.dataset must be 'shapes', 'folder' or 'shards', got {data_cfg.dataset!r}")
 
 
@@ -90,6 +98,9 @@ def cache_key(generator_model, tokenizer, data_cfg) -> str:
         settings["wrap"] = data_cfg.wrap
     if data_cfg.motion_frames is not None:
         settings["motion_frames"] = data_cfg.motion_frames
+    if data_cfg.dataset == "folder":  # what the folder holds, so changed videos or captions are encoded again
+        check_folder_root(data_cfg)
+        settings["folder"] = folder_fingerprint(data_cfg.root)
     # "kind": ids (True) or latents (False), as existing cache keys hold it
     settings.update(tokenizer=tokenizer_fingerprint(tokenizer), kind=not isinstance(generator_model, FlowVideoTransformer))
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]

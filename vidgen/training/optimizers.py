@@ -164,7 +164,7 @@ class MuonAdamW(torch.optim.Optimizer):
             found = "AdamW's" if "param_groups" in state_dict else f"of {sorted(state_dict)}"
             raise ConfigError(f"resume: the checkpoint's optimizer state is {found}, not that of this run's "
                               f"optim.optimizer=muon ({sorted(self.inner)}); resume with the optimizer that wrote it, "
-                              "or start a fresh run (another run_dir, or resume='')")
+                              "or start a fresh run in another run_dir")
         for name, opt in self.inner.items():
             opt.load_state_dict(state_dict[name])
         self._link()
@@ -197,5 +197,5 @@ def check_resume(saved_config: dict | None, cfg) -> None:
     saved = ((saved_config or {}).get("optim") or {}).get("optimizer", "adamw")
     if saved != cfg.optim.optimizer:
         raise ConfigError(f"resume: the checkpoint was written with optim.optimizer={saved}, this run sets "
-                          f"optim.optimizer={cfg.optim.optimizer}; resume with {saved}, or start a fresh run (another "
-                          "run_dir, or resume='')")
+                          f"optim.optimizer={cfg.optim.optimizer}; resume with {saved}, or start a fresh run in another "
+                          "run_dir")

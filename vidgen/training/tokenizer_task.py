@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from vidgen.errors import ConfigError, MissingWeightsError
+from vidgen.errors import ConfigError, InvalidInputError, MissingWeightsError
 from vidgen.families import family_named
 from vidgen.training.checkpoint import copy_weights, find_checkpoint, load_state
 from vidgen.training.config import EXPERIMENTS_MOVED, TrainConfig
-from vidgen.training.data import CachedClips, joint_batch
+from vidgen.training.data import CachedClips, check_folder_root, joint_batch
 from vidgen.training.discriminator import PatchDiscriminator3D
 from vidgen.training.losses import (
     PerceptualLoss,
@@ -71,6 +71,7 @@ def build_datasets(cfg) -> tuple:
         train = ShapesDataset("train", num_frames=cfg.num_frames, size=cfg.size, num_samples=cfg.num_clips)
         return train, ShapesDataset("test", num_frames=cfg.eval_frames, size=cfg.size, num_samples=cfg.eval_clips)
     if cfg.dataset == "folder":
+        check_folder_root(cfg)
         full = VideoFolder(cfg.root, num_frames=cfg.num_frames, size=cfg.size)
         return full, VideoFolder(cfg.root, num_frames=cfg.eval_frames, size=cfg.size)
     raise ConfigError(f"data.dataset must be 'natural', 'scenes', 'shapes' or 'folder', got {cfg.dataset!r}")
@@ -126,6 +127,9 @@ def _perceptual(cfg: TrainConfig, log) -> PerceptualLoss | None:
     from vidgen.metrics.perceptual import load_perceptual
     try:
         dist = load_perceptual(kind=cfg.loss.perceptual_kind)
+    except InvalidInputError as err:
+        raise ConfigError(f"loss.perceptual_kind={cfg.loss.perceptual_kind!r}: {err}; or 'none' for no perceptual "
+                          "loss") from err
     except MissingWeightsError as err:
         raise ConfigError(f"perceptual loss requested but no weights are available ({err}); "
                           "set loss.perceptual=0 to train without it") from err
@@ -285,7 +289,7 @@ def check_resume(cfg: TrainConfig) -> None:
     raise ConfigError(
         f"resume: the checkpoint {ckpt} was written by a run with another model; differing settings: "
         f"{'; '.join(settings) or 'none'}; differing architecture: {'; '.join(arch) or 'none'}. Resume with the "
-        "checkpoint's settings, or start a fresh run (another run_dir, or resume='')")
+        "checkpoint's settings, or start a fresh run in another run_dir")
 
 
 def train(cfg: TrainConfig) -> dict:

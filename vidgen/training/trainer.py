@@ -29,12 +29,14 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from vidgen.errors import UnsupportedError
+from vidgen.io import make_folder
 from vidgen.parallel import check_sequence_parallel
 from vidgen.training.checkpoint import (RunLog, find_checkpoint, load_state, restore, save_checkpoint,
                                         training_state)
 from vidgen.training.data import EpochSampler, step_generator
 from vidgen.training.ema import EMA
 from vidgen.training.optimizers import build_optimizer, check_resume
+from vidgen.training.resume import check_run_dir
 from vidgen.training.runtime import FirstStepTimer, compile_module, make_accelerator, torch_state
 from vidgen.training.sequence_parallel import data_rank_world, sequence_parallel_run
 
@@ -53,8 +55,9 @@ def write_run_status(run_dir: str | Path, state: str, **info) -> None:
 
 
 def run_status(run_dir: str | Path) -> str | None:
-    """Where the run in ``run_dir`` is: ``"preparing"``, ``"training"``, ``"complete"``, or None (never started by
-    this trainer). A run killed part-way keeps the state it had reached."""
+    """Where the run in ``run_dir`` is: ``"preparing"``, ``"training"`` (with the step of the last logged line),
+    ``"complete"``, ``"failed"`` (an error ended it; the file holds the error), or None (never started by this
+    trainer). A run killed part-way keeps the state it had reached."""
     path = Path(run_dir) / RUN_STATUS
     return json.loads(path.read_text())["state"] if path.is_file() else None
 
@@ -163,7 +166,7 @@ def start_run(cfg, **accelerator_kwargs):
     run_dir = Path(cfg.run_dir)
     log = RunLog(run_dir, acc.is_main_process)
     if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir, "run_dir")
         (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
         write_run_status(run_dir, "preparing")
     log(f"precision: {chosen} (precision={cfg.precision})")
@@ -178,12 +181,18 @@ def run_training(cfg, make_task: Callable, **accelerator_kwargs) -> dict:
     for ``sp_size`` 1): the task passes it to each loss call (``loss(..., sp=sp)``), and a task that loads its own
     data takes the data-parallel rank and size from :func:`~vidgen.training.sequence_parallel.data_rank_world`
     ``(acc, sp)``."""
+    check_run_dir(cfg)  # before start_run writes config.yaml: a refused resume leaves run_dir as it was
     with torch_state(cfg.threads, cfg.deterministic):
         acc, log = start_run(cfg, **accelerator_kwargs)
-        with sequence_parallel_run(cfg.sp_size) as sp:
-            if sp is not None:
-                log(f"sequence parallel: {sp.size} processes per clip, {sp.data_world} data-parallel groups")
-            return _loop(cfg, acc, log, make_task(acc, log, sp), sp)
+        try:
+            with sequence_parallel_run(cfg.sp_size) as sp:
+                if sp is not None:
+                    log(f"sequence parallel: {sp.size} processes per clip, {sp.data_world} data-parallel groups")
+                return _loop(cfg, acc, log, make_task(acc, log, sp), sp)
+        except Exception as err:
+            if acc.is_main_process:
+                write_run_status(cfg.run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+            raise
 
 
 def time_is_up(acc, minutes: float, seconds: float) -> bool:
@@ -262,12 +271,15 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
             elif portable is not None:
                 portable.timed(step_s)
             if step % cfg.log_every == 0 or step == cfg.steps:
+                rate = units / (time.time() - t_last) if units else None  # None: no timed step yet (the first)
                 metrics = {"step": step, "loss": _num(out.loss), **_logged(out.logs), "grad_norm": _num(gnorm),
-                           "lr": sched.get_last_lr()[0], task.rate_key: units / (time.time() - t_last),
+                           "lr": sched.get_last_lr()[0], task.rate_key: rate,
                            "processes": acc.num_processes, **_logged(out.tail_logs)}
                 bar.set_postfix({"loss": f"{metrics['loss']:.4f}",
-                                 task.rate_label: task.rate_format.format(metrics[task.rate_key])})
+                                 task.rate_label: "-" if rate is None else task.rate_format.format(rate)})
                 log(metrics)
+                if is_main:
+                    write_run_status(run_dir, "training", step=step)
                 t_last, units = time.time(), 0
             due = [fn for every, fn in task.hooks if every and (step % every == 0 or step == cfg.steps)]
             if is_main and due:
