@@ -267,11 +267,8 @@ def _real(value) -> bool:
 
 
 def _range_text(low, high, open_end) -> str:
-    parts = []
-    if low is not None:
-        parts.append(f"> {low}" if open_end == "above" else f">= {low}")
-    if high is not None:
-        parts.append(f"< {high}" if open_end == "below" else f"<= {high}")
+    parts = [f"> {low}" if open_end == "above" else f">= {low}"] if low is not None else []
+    parts += [f"< {high}" if open_end == "below" else f"<= {high}"] if high is not None else []
     return " and ".join(parts) or "any value"
 
 
