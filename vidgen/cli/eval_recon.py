@@ -204,7 +204,9 @@ def _run(args) -> dict:
     out = make_folder(args.out, "--out")
     dtype = resolve_dtype(args.precision, "cpu", "--precision")
     is_baseline = str(args.model).startswith("bicubic")
-    model = (ResizeBaseline.from_name(args.model) if is_baseline else load_tokenizer(args.model)).to(dtype)
+    model = ResizeBaseline.from_name(args.model) if is_baseline else load_tokenizer(args.model)
+    if any(p.dtype != dtype for p in model.parameters()):  # a cast only when one is needed (diffusers warns on each)
+        model = model.to(dtype)
     skipped = [] if getattr(args, "skip_bad", False) else None
     clips, sources = load_eval_set(args.data, args.clips, args.frames, args.size, args.seed, skipped)
     rss_before = _peak_rss_mb()
