@@ -62,7 +62,7 @@ def read_log(run_dir: Path) -> tuple[dict[int, float], list[float]]:
         rec = json.loads(line)
         if isinstance(rec, dict) and "loss" in rec and "step" in rec:
             losses[rec["step"]] = rec["loss"]
-            if rec["step"] > 1:
+            if rec["step"] > 1 and rec.get("tokens_per_s") is not None:  # the first timed step of a segment has none
                 speeds.append(rec["tokens_per_s"])
     return losses, speeds
 

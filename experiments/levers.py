@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -60,7 +61,9 @@ def arm_overrides(spec: dict, arm: str, minutes: float) -> list[str]:
 def train_arms(spec: dict, arms: list[str], minutes: float) -> None:
     """Pre-encode once, then the arms two at a time (one thread each), each for ``minutes`` of training time."""
     script = [sys.executable, str(ROOT / "pipelines" / "train_generator.py"), "--config", spec["base"]]
-    encode = [*arm_overrides(spec, "base", minutes), "steps=1", f"run_dir={spec['run_root']}/encode"]
+    encode = [*arm_overrides(spec, "base", minutes), "steps=1", f"run_dir={spec['run_root']}/encode", "resume="]
+    for name in ("encode", *arms):  # every arm starts from step 0: an earlier invocation's checkpoints go
+        shutil.rmtree(ROOT / spec["run_root"] / name / "checkpoints", ignore_errors=True)
     subprocess.run([*script, *encode], cwd=ROOT, check=True)
     for pair in range(0, len(arms), 2):
         procs = []

@@ -8,8 +8,8 @@
     accelerate launch --multi_gpu --num_processes 2 pipelines/distill.py --config ... run_dir=runs/x
 
 The data settings are the generator trainer's (the clips give the conditioning; consistency distillation also noises
-their latents). Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start fresh). Writes
-``run_dir/log.jsonl``, the student to ``run_dir/final`` and, when the teacher is a pipeline folder, the teacher's
+their latents). Resumes from ``run_dir/checkpoints/latest`` automatically (a new run takes an empty ``run_dir``).
+Writes ``run_dir/log.jsonl``, the student to ``run_dir/final`` and, when the teacher is a pipeline folder, the teacher's
 pipeline with the student in it to ``run_dir/pipeline`` (sampling at the student's largest step count, guidance 1).
 A diffusers teacher (a Wan / CogVideoX / LTX ... folder) trains a LoRA on the fine-tuner's shards instead
 (vidgen.distillation.diffusers_task): ``run_dir/final`` then holds it in diffusers' format, with the student's

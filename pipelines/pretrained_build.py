@@ -81,8 +81,7 @@ def shares_cache_being_written(artifact: str, running: dict) -> bool:
         return recipes.tokenizer_of(by_artifact[a], recipes.stages(a).index(current(a)))
 
     return any(stage_tokenizer(other) == stage_tokenizer(artifact)
-               and run_status(recipes.run_dir(current(other))) not in ("training", "complete", "failed")
-               for other in running)
+               and run_status(recipes.run_dir(current(other))) not in ("training", "complete") for other in running)
 
 
 def train(jobs: int) -> None:

@@ -6,8 +6,9 @@
     accelerate launch --multi_gpu --num_processes 2 pipelines/train_generator.py --config ... run_dir=runs/x
 
 The dataset is pre-encoded once (video tokenizer + text encoder) into ``data.cache_dir``, keyed by the video tokenizer's
-weights and the data settings. Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start
-fresh). Writes ``run_dir/log.jsonl``, ``run_dir/samples/step_*.{mp4,png}`` and the generator to ``run_dir/final``.
+weights and the data settings. Resumes from ``run_dir/checkpoints/latest`` automatically (a new run takes
+an empty ``run_dir``). Writes ``run_dir/log.jsonl``, ``run_dir/samples/step_*.{mp4,png}`` and the generator to
+``run_dir/final``.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 (``--multi_gpu`` also on CPU-only machines: it starts the processes through torchrun and they meet over gloo;
 accelerate's ``--cpu`` flag with ``--num_processes 2`` starts just one process.)
 
-Resumes from ``run_dir/checkpoints/latest`` automatically (``resume=""`` to start fresh). Writes
+Resumes from ``run_dir/checkpoints/latest`` automatically (a new run takes an empty ``run_dir``). Writes
 ``run_dir/log.jsonl``, ``run_dir/samples/step_*.{mp4,png}`` and the trained model to ``run_dir/final``.
 """
 from __future__ import annotations

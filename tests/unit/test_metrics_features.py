@@ -104,4 +104,4 @@ def test_cli_checks_the_fake_folder_before_the_real_features(video_folders, tmp_
     one.mkdir()
     shutil.copy(next(p for p in sorted((video_folders / "fake").iterdir()) if p.suffix == ".mp4"), one)
     assert main([*real, "--fake", str(one)]) == 2
-    assert "one: 1 video, and a covariance needs at least 2" in capsys.readouterr().err
+    assert "one: 1 video, and FVD's covariance needs at least 2" in capsys.readouterr().err

@@ -66,9 +66,9 @@ def _check_args(args, min_frames: int = 1) -> None:
 def _run(args, metric, feed) -> int:
     real = Path(args.real)
     if args.fake is not None:  # read last, so checked first: an empty folder fails before the real set's features
-        found = len(_dataset(args.fake, args)[1])
-        if found < 2:
-            raise InvalidInputError(f"--fake {args.fake}: {found} video, and a covariance needs at least 2")
+        found = len(_dataset(args.fake, args)[1])  # FVD: one sample a video (FID counts every frame)
+        if found < 2 and feed is _feed_fvd:
+            raise InvalidInputError(f"--fake {args.fake}: {found} video, and FVD's covariance needs at least 2")
     if real.is_file() and real.suffix == ".npz":
         metric.load_real_stats(real)
     elif real.is_dir():

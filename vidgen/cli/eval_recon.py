@@ -170,11 +170,11 @@ def settle_protocol(args) -> dict | None:
 
 def run(args) -> dict:
     """The command: ``args.threads`` threads while it runs, torch's thread count restored afterwards."""
+    protocol = settle_protocol(args)  # a protocol sets --clips and --fvd: checked after it
     if args.fvd and args.clips < 2:  # before any clip is encoded
         raise InvalidInputError(f"--fvd needs at least 2 clips (a covariance), got --clips {args.clips}")
     if args.png_clips < 0:
         raise InvalidInputError(f"--png-clips must be >= 0, got {args.png_clips}")
-    protocol = settle_protocol(args)
     if protocol:  # the protocol's perceptual metric, or a named error before any clip is read
         from vidgen.metrics.perceptual import _torch_hub_checkpoint, load_perceptual
         try:

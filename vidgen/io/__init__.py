@@ -1,5 +1,5 @@
 """Video and image I/O. Videos are ``(3, T, H, W)`` float tensors in ``[-1, 1]``."""
-from vidgen.io.folders import make_folder
+from vidgen.io.folders import check_folder, make_folder
 from vidgen.io.images import contact_sheet, save_image
 from vidgen.io.video import (
     CONTAINER_SUFFIXES,
@@ -17,6 +17,7 @@ __all__ = [
     "FRAME_SUFFIXES",
     "VideoInfo",
     "VideoWriter",
+    "check_folder",
     "contact_sheet",
     "make_folder",
     "probe_video",

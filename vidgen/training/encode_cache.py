@@ -110,7 +110,10 @@ def load_or_encode(generator_model, tokenizer, data_cfg, accelerator=None, log=p
     """The cached :class:`EncodedDataset` for these settings, encoding (sharded over processes) if needed."""
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
-    path = Path(data_cfg.cache_dir) / f"{cache_key(generator_model, tokenizer, data_cfg)}.safetensors"
+    key = [cache_key(generator_model, tokenizer, data_cfg)]  # on every rank, so a bad folder fails on each
+    if world > 1:  # then rank 0's for all: a folder's fingerprint holds file times, which other nodes' copies may not
+        torch.distributed.broadcast_object_list(key, src=0)
+    path = Path(data_cfg.cache_dir) / f"{key[0]}.safetensors"
     sidecar = path.with_suffix(".json")
     if not (path.exists() and sidecar.exists()):
         dataset = build_video_dataset(data_cfg)

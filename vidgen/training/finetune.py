@@ -58,6 +58,7 @@ class FineTuneConfig(RunConfig):
     lora: LoraSettings = field(default_factory=LoraSettings)
     gradient_checkpointing: bool = False  # recompute the blocks' activations in the backward (less memory)
     data: FineTuneDataConfig = field(default_factory=FineTuneDataConfig)
+    _filled = ("data.text_encoder",)  # left empty: the pipeline folder's, which the task fills in (training.resume)
 
 
 class FineTuneModel(nn.Module):
