@@ -303,8 +303,17 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
 
         def callback(i, t, tensors):
             given = {k: tensors[key] for k in tensor_inputs if k == "latents"}
-            out = callback_on_step_end(self, i, t, given) or {}
-            return {**({key: out["latents"]} if "latents" in out else {}), "interrupt": self.interrupt}
+            out = callback_on_step_end(self, i, t, given)
+            out = {} if out is None else out
+            if not isinstance(out, dict):
+                raise InvalidInputError(f"callback_on_step_end must return a dict (e.g. {{'latents': ...}}) or None, "
+                                        f"got {type(out).__name__} at step {i}")
+            latents = out.get("latents", tensors[key])
+            if not isinstance(latents, torch.Tensor) or latents.shape != tensors[key].shape:
+                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise InvalidInputError(f"callback_on_step_end returned latents of shape {got} at step {i}; they "
+                                        f"must keep the shape they were given, {tuple(tensors[key].shape)}")
+            return {**({key: latents} if "latents" in out else {}), "interrupt": self.interrupt}
         return callback
 
     def _decode(self, x: torch.Tensor, num_frames: int, height: int, width: int, output_type: str,

@@ -273,7 +273,7 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
         config, options = self.family.sampling_settings(config, given)  # the CFG scale, the model call's options
         if call.attention_kwargs:
             options["attention_kwargs"] = call.attention_kwargs
-        size = {name: getattr(call, name) or default
+        size = {name: default if getattr(call, name) is None else getattr(call, name)  # 0 stays 0, refused later
                 for name, default in zip(("num_frames", "height", "width"), self.default_size)}
         size.update(condition_defaults(call, self.pipeline_class_name, self.class_spec, size, self.video_tokenizer,
                                        self.flow_generator.patch_size))

@@ -34,6 +34,9 @@ class PipelineInputsMixin:
             check_positive_int("decode_chunk_frames", decode_chunk_frames)
         if prompt is not None and prompt_embeds is not None:
             raise InvalidInputError("pass either prompt or prompt_embeds, not both")
+        if class_labels is not None and (prompt is not None or prompt_embeds is not None):
+            raise InvalidInputError("pass either a prompt (or prompt_embeds) or class_labels, not both: a model is "
+                                    "conditioned on one of them")
         if prompt_embeds is not None and not isinstance(prompt_embeds, Conditioning):
             raise InvalidInputError("prompt_embeds must be a vidgen.generators.Conditioning "
                                     "(pipe.encode_prompt(...)[0] is one)")
@@ -127,7 +130,13 @@ class PipelineInputsMixin:
         tok = self.video_tokenizer
         tc = tok.codec_config.temporal_compression
         t = grid[0]
-        frames = frames[:, :, :num_frames]
+        if frames.shape[2] > num_frames:
+            raise InvalidInputError(f"conditioning_frames has {frames.shape[2]} frames, more than num_frames="
+                                    f"{num_frames}; pass at most num_frames of them (or ask for more frames)")
+        if latent_indices is not None and not all(isinstance(i, int) and not isinstance(i, bool) and -t <= i < t
+                                                  for i in latent_indices):
+            raise InvalidInputError(f"conditioning_latent_indices must be whole numbers in [-{t}, {t - 1}] (this "
+                                    f"call's {t} latent frames), got {list(latent_indices)}")
         # latent frames fully determined by the given frames (a full-length video determines all of them)
         complete = t if frames.shape[2] == num_frames else 1 + (frames.shape[2] - 1) // tc
         indices = list(range(min(complete, t))) if latent_indices is None else [i % t for i in latent_indices]

@@ -17,6 +17,17 @@ from vidgen.pipelines.folder_weights import fused_adapters
 from vidgen.precision import dtype_argument, resolve_dtype
 
 
+def _align_weights(pipe) -> None:
+    """Loaded CPU tensors that sit off a 64-byte boundary (views into a safetensors file) are copied into aligned
+    memory: CPU kernels take other code paths for unaligned data, so the same weights would round differently with
+    where the file put them, and a folder saved and loaded again would not give bit-identical frames."""
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                    tensor.data = tensor.data.clone()
+
+
 class PretrainedMixin:
     """``from_pretrained`` / ``save_pretrained`` with ``sampling_config.json``, for :class:`VideoPipelineBase`."""
 
@@ -48,6 +59,7 @@ class PretrainedMixin:
             finally:
                 diffusers_logging.set_verbosity(verbosity)
         pipe._sampling_config = sampling
+        _align_weights(pipe)
         return pipe
 
     @classmethod
