@@ -297,6 +297,10 @@ def test_dataset_argument_errors(tmp_path):
         NaturalClips(size=(0, 4))
     with pytest.raises(VideoIOError, match="no videos"):
         VideoFolder(tmp_path)
+    from vidgen.data.folder import find_videos, folder_fingerprint
+    for reader in (VideoFolder, find_videos, folder_fingerprint):  # "" is not read as the current folder
+        with pytest.raises(InvalidInputError, match=r"root is empty: give the folder of videos \('\.' for the current"):
+            reader("")
 
 
 def test_cli_preview_of_a_folder_shows_its_videos_as_training_reads_them(tmp_path, capsys):

@@ -43,7 +43,10 @@ def read_metadata(root: str | Path) -> dict[str, dict]:
 
 
 def find_videos(root: str | Path, recursive: bool = True) -> list[Path]:
-    """Video files and frame folders (folders that directly contain PNG/JPG files) under ``root``, sorted."""
+    """Video files and frame folders (folders that directly contain PNG/JPG files) under ``root``, sorted. An empty
+    ``root`` is refused (``Path("")`` would be the current folder)."""
+    if str(root) == "":
+        raise InvalidInputError("root is empty: give the folder of videos ('.' for the current folder)")
     root = Path(root)
     if not root.is_dir():
         raise VideoIOError(f"{root}: not a folder")
@@ -63,9 +66,9 @@ def folder_fingerprint(root: str | Path) -> str:
     """A hash of what :class:`VideoFolder` reads under ``root``: each video's (or frame file's) path, size and
     modification time, and ``metadata.jsonl``'s bytes; a cache of encoded clips keyed by it is rebuilt when the
     folder's videos or captions change."""
-    root = Path(root)
     digest = hashlib.sha256()
-    for video in find_videos(root):
+    videos, root = find_videos(root), Path(root)
+    for video in videos:
         for path in sorted(video.iterdir()) if video.is_dir() else [video]:
             stat = path.stat()
             digest.update(f"{path.relative_to(root).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
@@ -102,10 +105,7 @@ class VideoFolder(Dataset):
         check_split(clip_sampling, CLIP_SAMPLING)
         if not isinstance(num_frames, int) or num_frames < 1:
             raise InvalidInputError(f"num_frames must be a positive int, got {num_frames!r}")
-        if str(root) == "":
-            raise InvalidInputError("root is empty: give the folder of videos ('.' for the current folder)")
-        self.root = Path(root)
-        self.paths = find_videos(self.root)
+        self.paths, self.root = find_videos(root), Path(root)
         if not self.paths:
             raise VideoIOError(f"{self.root}: no videos found (readable: {', '.join(CONTAINER_SUFFIXES)}, frame folders)")
         self.num_frames, self.stride, self.clip_sampling, self.seed = num_frames, stride, clip_sampling, seed
