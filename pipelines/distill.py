@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ema", action="store_true", help="with --assemble from a checkpoint: its EMA weights (what "
                         "final/ would hold had the run ended there), not the raw ones")
     args = parser.parse_args(argv)
+    from vidgen.cli import quiet_import_notices
+    quiet_import_notices()  # the pinned packages' import-time notices, as the vidgen command drops them
     from vidgen.errors import VidgenError
     from vidgen.training import load_config
     from vidgen.distillation.task import DistillTrainConfig, distill
@@ -63,10 +65,15 @@ def _diffusers_teacher(config, overrides) -> bool:
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.teacher=")]
     if given:
         teacher = given[-1]
-    elif config:
-        teacher = ((yaml.safe_load(Path(config).read_text()) or {}).get("distill") or {}).get("teacher", "")
+    elif config and Path(config).is_file():
+        try:
+            tree = yaml.safe_load(Path(config).read_text())
+        except yaml.YAMLError:
+            return False  # load_config names the file and the error
+        section = tree.get("distill") if isinstance(tree, dict) else None
+        teacher = section.get("teacher", "") if isinstance(section, dict) else ""
     else:
-        return False
+        return False  # no file: load_config names it
     return bool(teacher) and folder_family(teacher) is not None
 
 

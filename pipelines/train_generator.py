@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML or JSON training config")
     parser.add_argument("overrides", nargs="*", help="config overrides like steps=100 model.generator=masked")
     args = parser.parse_args(argv)
+    from vidgen.cli import quiet_import_notices
+    quiet_import_notices()  # the pinned packages' import-time notices, as the vidgen command drops them
     from vidgen.errors import VidgenError
     from vidgen.training import GeneratorTrainConfig, load_config, train_generator
     try:

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML or JSON training config")
     parser.add_argument("overrides", nargs="*", help="config overrides like loss.gan=0 steps=100")
     args = parser.parse_args(argv)
+    from vidgen.cli import quiet_import_notices
+    quiet_import_notices()  # the pinned packages' import-time notices, as the vidgen command drops them
     from vidgen.errors import VidgenError
     from vidgen.training import load_config, train
     try:

@@ -18,6 +18,10 @@ class InvalidInputError(VidgenError, ValueError):
     """A tensor or argument has the wrong shape, range, dtype or value."""
 
 
+class UnknownArgumentError(InvalidInputError, TypeError):
+    """A call was given a keyword argument it does not take (a ``TypeError`` too, as Python raises for one)."""
+
+
 class ConfigError(VidgenError, ValueError):
     """A configuration file or option is invalid."""
 

@@ -7,6 +7,7 @@ test-slow`, whose summary records them); `make test` kills and resumes once each
 trainer on shards), test_shard_encode and test_diffusers_finetune_processes."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -123,6 +124,8 @@ def test_kill9_three_times_then_resume_is_bit_identical(trainer, tmp_path):
 
     log = (killed / "log.jsonl").read_text()
     assert log.count("resumed from") >= 3
+    steps = [entry["step"] for entry in map(json.loads, log.splitlines()) if "step" in entry]
+    assert steps and steps == sorted(steps)  # the steps logged after a checkpoint were moved aside
     a = load_file(str(straight / "final" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(killed / "final" / "diffusion_pytorch_model.safetensors"))
     assert a.keys() == b.keys()

@@ -37,12 +37,13 @@ from vidgen.adapters.causal import block_causal
 from vidgen.adapters.window import window_attention
 from vidgen.generators.causal import CausalFlowVideoTransformer
 from vidgen.generators.flow_sampler import distillation_spec
+from vidgen.generators.sampling import Guidance, step_callback
 from vidgen.pipelines.loading import student_class
 from vidgen.training.lora import add_lora
 from vidgen.data.shards import ShardDataset
 from vidgen.data.shards.sources import list_source, read_manifest
-from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, ShardError, UnsupportedError,
-                           VidgenError, VideoIOError)
+from vidgen.errors import (ConfigError, InvalidInputError, MissingWeightsError, ShardError, UnknownArgumentError,
+                           UnsupportedError, VidgenError, VideoIOError)
 from vidgen.generators import (AutoregressiveVideoTransformer, FlowSamplingConfig, FlowVideoTransformer,
                                MaskedSamplingConfig, MaskedVideoTransformer, check_scheduler, generate_ids,
                                generate_tokens, generator_class)
@@ -1354,6 +1355,17 @@ CASES: list[Case] = [
     Case("pipeline/callback-returns-a-tensor", "pipeline",
          lambda env: env.run_pipe(callback_on_step_end=lambda p, i, t, kw: kw["latents"]), InvalidInputError,
          r"callback_on_step_end must return a dict \(e\.g\. \{'latents': \.\.\.\}\) or None, got Tensor at step 0"),
+    Case("pipeline/misspelt-argument", "pipeline", lambda env: env.run_pipe(num_frame=9), UnknownArgumentError,
+         r"num_frame: FlowVideoPipeline.__call__ has no such argument; did you mean num_frames or "),
+    Case("pipeline/unknown-argument", "pipeline", lambda env: env.run_pipe(zzz=1), UnknownArgumentError,
+         r"zzz: FlowVideoPipeline.__call__ has no such argument; it takes prompt, negative_prompt, "),
+    Case("pipeline/callback-sets-negative-guidance", "pipeline",
+         lambda env: env.run_pipe(callback_on_step_end=lambda p, i, t, kw: setattr(p, "_guidance_scale", -2.0)),
+         InvalidInputError, r"pipe._guidance_scale must be a number >= 0, got -2.0"),
+    Case("sampler/callback-returns-nan-guidance", "generator",
+         lambda env: step_callback(lambda i, t, d: {"guidance_scale": float("nan")}, 3, 0.5, "latents",
+                                   torch.zeros(1), Guidance(3.0)),
+         InvalidInputError, r"the guidance_scale a step callback returned at step 3 must be a number >= 0, got nan"),
     Case("pipeline/callback-changes-the-latents-shape", "pipeline",
          lambda env: env.run_pipe(callback_on_step_end=lambda p, i, t, kw: {"latents": kw["latents"][:, :2]}),
          InvalidInputError, r"callback_on_step_end returned latents of shape \(1, 2, .*\) at step 0; they must keep "
@@ -1604,6 +1616,8 @@ CASES: list[Case] = [
          r"data.buckets\[0\]: bucket 17x64x64 is not in the dataset at d"),
     Case("encode/missing-source", "data", lambda env: list_source(env.path("nowhere")), VideoIOError,
          r"nowhere: no such folder or manifest file"),
+    Case("encode/empty-source", "data", lambda env: list_source(""), InvalidInputError,
+         r"source is empty: give a folder of videos or a manifest file"),
     Case("encode/manifest-end-before-start", "data",
          lambda env: read_manifest(_config_file(env, "clips.csv", "path,start,end\na.mp4,2,1\n")), VideoIOError,
          r"clips.csv: row 1: end \(1.0\) must be after start \(2.0\)"),
@@ -1611,6 +1625,9 @@ CASES: list[Case] = [
          lambda env: read_manifest(_config_file(env, "clips.jsonl", '{"caption": "x"}\n')), VideoIOError,
          r"clips.jsonl: row 1: needs a 'path' \(or 'file_name'\) string"),
     # diffusers video pipeline folders (Wan / CogVideoX / LTX-Video) as vidgen flow pipelines
+    Case("diffusers/misspelt-argument", "diffusers_pipeline",
+         lambda env: env.run_diffusers_pipe(negative_promt="blurry"), UnknownArgumentError,
+         r"negative_promt: DiffusersVideoPipeline.__call__ has no such argument; did you mean negative_prompt or "),
     Case("diffusers/story", "diffusers_pipeline", lambda env: env.run_diffusers_pipe({0: "a fox", 4: "a boat"}),
          UnsupportedError, r"stories and long videos .*not available for the WanPipeline family"),
     Case("diffusers/prediction", "diffusers_pipeline",
@@ -1638,6 +1655,15 @@ CASES: list[Case] = [
     Case("conditioned/image-empty", "diffusers_i2v",
          lambda env: env.run_conditioned("i2v", image=torch.zeros(3, 0, 16)), InvalidInputError,
          r"image: an empty image \(shape \(3, 0, 16\)\)"),
+    Case("conditioned/image-values-in-0-255", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=torch.full((3, 16, 16), 200.0)), InvalidInputError,
+         r"image: tensor values in \[200, 200\]; pass a \(3, H, W\) tensor in \[0, 1\]"),
+    Case("conditioned/image-uint8", "diffusers_i2v",
+         lambda env: env.run_conditioned("i2v", image=torch.zeros(3, 16, 16, dtype=torch.uint8)), InvalidInputError,
+         r"image: a torch.uint8 tensor; pass a float \(3, H, W\) tensor in \[0, 1\] \(image.float\(\) / 255"),
+    Case("conditioned/video-frame-nan", "diffusers_v2v",
+         lambda env: env.run_conditioned("v2v", video=np.full((5, 16, 16, 3), np.nan), strength=0.5),
+         InvalidInputError, r"video\[0\]: array values in \[nan, nan\]; pass a \(H, W, 3\) array in \[0, 1\]"),
     Case("conditioned/image-missing", "diffusers_i2v", lambda env: env.run_conditioned("i2v"), InvalidInputError,
          r"image: WanImageToVideoPipeline samples from an image; pass image="),
     Case("conditioned/last-image-on-a-one-image-model", "diffusers_i2v",

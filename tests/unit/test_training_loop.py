@@ -57,6 +57,24 @@ def test_two_steps_then_resume_matches_uninterrupted(tmp_path):
     assert any(entry.get("d_loss", 0) > 0 for entry in logs)  # the discriminator ran (gan_start=1)
 
 
+def test_a_resume_moves_the_steps_logged_after_its_checkpoint_aside(tmp_path):
+    from vidgen.training.checkpoint import RunLog
+    earlier = [{"info": "precision: fp32"}, *({"step": s, "loss": 1.0 / s} for s in range(1, 6))]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in earlier) + '{"step": 6, "lo')
+    log = RunLog(tmp_path, is_main=True)
+    log("precision: bf16")  # this run's own line, logged before it finds the checkpoint
+    assert log.rewind(3) == 3  # steps 4 and 5, and the line a kill tore
+    kept = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e.get("step") for e in kept] == [None, 1, 2, 3, None] and kept[-1]["info"] == "precision: bf16"
+    moved = (tmp_path / "log.rewound.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in moved[:2]] == [4, 5] and moved[2] == '{"step": 6, "lo'
+    log({"step": 4, "loss": 0.25})
+    assert log.rewind(4) == 0  # nothing after step 4 but this run's own lines
+    steps = [json.loads(line).get("step") for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s is not None] == [1, 2, 3, 4]
+    assert RunLog(tmp_path / "new", is_main=True).rewind(0) == 0  # a first run: nothing to move
+
+
 def test_a_resume_that_would_change_the_run_is_refused_before_anything_is_written(tmp_path):
     """A checkpoint goes on with the settings that wrote it: another learning rate, steps below its step, or a fresh
     start (resume='') over its checkpoints is refused by name, and run_dir is left as it was; a longer run, or one

@@ -21,6 +21,7 @@ def test_eval_recon_cli_writes_results(tmp_path):
     assert result["max_abs_diff_chunked_vs_one_shot"] <= 1e-5
     assert result["tiling"]["psnr_tiled_vs_untiled"] > 0
     assert len(list(out.glob("clip_000_*.png"))) == 1
+    assert result["rfvd"] is None and result["not_measured"]["rfvd"] == "pass --fvd"  # a number or null, never text
     per = result["psnr_per_source"]  # one entry per held-out photograph, whose clip-weighted mean is the mean
     assert 1 <= len(per) <= 2 and all(0 < v < 100 for v in per.values())
 

@@ -215,7 +215,7 @@ def _run(args) -> dict:
     n_frames = clips.shape[0] * clips.shape[2]
     per_clip_psnr = psnr(clips, recon)
     result = {"model": str(args.model), "class": type(model).__name__, "protocol": args.protocol_record,
-              "data": args.data, "clips": len(clips), "skipped": skipped or [],
+              "data": args.data, "clips": len(clips), "skipped": skipped or [], "not_measured": {},
               "frames": args.frames, "size": args.size, "threads": args.threads, "chunk_frames": args.chunk_frames,
               "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
               "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -233,14 +233,14 @@ def _run(args) -> dict:
         result[perceptual.name] = _frame_metric(perceptual, clips, recon)
         result["perceptual_metric"] = perceptual.name  # the variant and its backbone, e.g. LPIPS-alex
     except Exception as err:  # noqa: BLE001 - missing weights must not hide the other numbers
-        result["perceptual"] = f"unavailable: {err}"
+        result["perceptual_metric"], result["not_measured"]["perceptual"] = None, f"unavailable: {err}"
     if args.fvd:
         from vidgen.metrics.frechet import reliability
         from vidgen.metrics.fvd import FrechetVideoDistance, fvd
         result["rfvd"] = fvd(clips, recon)
         result["rfvd_reliability"] = reliability(len(clips), len(recon), FrechetVideoDistance.dim)
     else:
-        result["rfvd"] = "skipped (pass --fvd)"
+        result["rfvd"], result["not_measured"]["rfvd"] = None, "pass --fvd"
     chunked, _, _ = reconstruct(model, clips[:2], 2, 1)
     oneshot, _, _ = reconstruct(model, clips[:2], 2, None)
     result["max_abs_diff_chunked_vs_one_shot"] = (chunked - oneshot).abs().max().item()

@@ -27,14 +27,14 @@ from torch import nn
 
 from vidgen.attention.kv_cache import ModelKVCache
 from vidgen.errors import InvalidInputError, UnsupportedError
-from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
+from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_loss_weight,
                                     check_positive_int, check_story, per_sample_mean, story_rows)
 from vidgen.generators.compiled import compiled_decode_step
 from vidgen.generators.cuda_graph import GraphedDecodeStep
 from vidgen.generators.kv_decode import KVDecodeStep
 from vidgen.generators.embeddings import Conditioning, IdPatches
-from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, check_temperature, check_top_k, check_top_p,
-                                       sample_logits)
+from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, check_guidance, check_temperature, check_top_k,
+                                       check_top_p, sample_logits)
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 

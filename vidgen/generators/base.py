@@ -239,12 +239,6 @@ def check_steps(num_inference_steps) -> None:
     check_positive_int("num_inference_steps", num_inference_steps)
 
 
-def check_guidance(guidance_scale) -> None:
-    """A number >= 0 (not a bool, not NaN)."""
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
-        raise InvalidInputError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
-
-
 def per_sample_mean(values: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` (B, ...) over each sample's positions weighted by ``counted`` (same shape; 0 = not counted),
     then over samples: the same loss however the batch is split over processes."""

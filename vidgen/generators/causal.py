@@ -31,13 +31,13 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 
 from vidgen.errors import ConfigError, InvalidInputError, UnsupportedError
-from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_guidance, check_positive_int,
-                                   check_steps)
+from vidgen.generators.base import GeneratorMixin, LatentTokensMixin, check_positive_int, check_steps
 from vidgen.generators.causal_stream import (RopeTable, attend_rotated, attended_chunks, check_chunking, qkv_heads,
                                              stream_latents)
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
 from vidgen.generators.flow_sampler import distillation_spec
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
+from vidgen.generators.sampling import check_guidance
 from vidgen.generators.sampling_config import SamplingConfig
 from vidgen.rng import GeneratorLike, rows
 

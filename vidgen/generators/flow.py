@@ -25,7 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.errors import ConfigError, InvalidInputError
-from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_guidance, check_loss_weight,
+from vidgen.generators.base import (GeneratorMixin, LatentTokensMixin, check_loss_weight,
                                     check_positive_int, check_steps, check_story, per_sample_mean, story_rows)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.config import WEIGHTLESS_ARCHITECTURE_KEYS
@@ -33,7 +33,7 @@ from vidgen.generators.flow_sampler import distillation_spec
 from vidgen.generators.embeddings import Conditioning, PatchEmbed3D, TimestepEmbedding
 from vidgen.generators.flow_sampler import Guider, denoise, flow_timesteps, model_input, scheduler_step
 from vidgen.generators.routing import draw_route
-from vidgen.generators.sampling import Guidance, cfg_batch, flow_matching_pair, sample_given_mask
+from vidgen.generators.sampling import Guidance, cfg_batch, check_guidance, flow_matching_pair, sample_given_mask
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 

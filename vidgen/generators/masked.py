@@ -24,12 +24,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidgen.errors import InvalidInputError
-from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_guidance, check_loss_weight,
+from vidgen.generators.base import (DiscreteTokensMixin, GeneratorMixin, check_loss_weight,
                                     check_positive_int, check_steps, per_sample_mean)
 from vidgen.generators.compiled import compiled_forward
 from vidgen.generators.embeddings import Conditioning, IdPatches
-from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, check_top_k, check_top_p, filter_logits,
-                                       sample_given_mask, step_callback)
+from vidgen.generators.sampling import (Guidance, apply_cfg, cfg_batch, check_guidance, check_top_k, check_top_p,
+                                       filter_logits, sample_given_mask, step_callback)
 from vidgen.generators.sampling_config import SamplingConfig, check_context_frames
 from vidgen.rng import GeneratorLike, rows
 

@@ -40,6 +40,12 @@ def apply_cfg(out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     return guide(*out.chunk(2), guidance_scale)
 
 
+def check_guidance(guidance_scale, name: str = "guidance_scale") -> None:
+    """A number >= 0 (not a bool, not NaN); ``name`` says where it was given."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
+        raise InvalidInputError(f"{name} must be a number >= 0, got {guidance_scale!r}")
+
+
 class Guidance:
     """The guidance scale of one sampling run, in one place: the sampler reads :attr:`scale` at every step, and a
     step callback returning ``{"guidance_scale": s}`` (or, in a pipeline, ``pipe._guidance_scale = s``) sets it for
@@ -66,6 +72,7 @@ def step_callback(callback, i: int, t, key: str, x: torch.Tensor, guidance: Guid
         return x, False
     changed = callback(i, t, {key: x}) or {}
     if "guidance_scale" in changed:
+        check_guidance(changed["guidance_scale"], f"the guidance_scale a step callback returned at step {i}")
         guidance.scale = changed["guidance_scale"]
     return changed.get(key, x), bool(changed.get("interrupt"))
 

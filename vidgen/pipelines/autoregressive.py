@@ -19,7 +19,7 @@ from vidgen.generators.autoregressive import (AutoregressiveSamplingConfig, Auto
                                               iter_frames)
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
-from vidgen.pipelines.call import ConditionedCall
+from vidgen.pipelines.call import ConditionedCall, sampling_entry
 from vidgen.pipelines.output import to_output
 from vidgen.pipelines.streaming import ChunkLoop
 from vidgen.pipelines.story import is_schedule
@@ -84,7 +84,7 @@ class AutoregressiveVideoPipeline(VideoPipelineBase):
         check_grid(self.transformer, self.vqvae.latent_grid(inputs["num_frames"], inputs["height"], inputs["width"]))
         return batch
 
-    @torch.no_grad()
+    @sampling_entry
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
                  width: int = 64, num_inference_steps: Optional[int] = None, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents=None, prompt_embeds=None,

@@ -18,7 +18,7 @@ from diffusers import DiffusionPipeline
 
 from vidgen.errors import InvalidInputError, UnsupportedError
 from vidgen.generators import Conditioning
-from vidgen.generators.sampling import Guidance
+from vidgen.generators.sampling import Guidance, check_guidance
 from vidgen.generators.sampling_config import UNSET, SamplingConfig
 from vidgen.parallel import check_sp_size
 from vidgen.pipelines.call import VideoCall
@@ -117,6 +117,7 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
 
     @_guidance_scale.setter
     def _guidance_scale(self, value: float) -> None:
+        check_guidance(value, "pipe._guidance_scale")
         self.__dict__.setdefault("_guidance", Guidance(value)).scale = value
 
     @property

@@ -13,12 +13,16 @@ left one to the folder's ``sampling_config``); each pipeline names its own in it
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from vidgen.errors import UnknownArgumentError
 from vidgen.generators.sampling_config import UNSET
 from vidgen.rng import check_generator
 
@@ -104,3 +108,23 @@ class DiffusersCall(ConditionedCall):
     attention_kwargs: Optional[dict] = None
     family_options: Mapping[str, Any] = field(default_factory=dict)
     model_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def sampling_entry(method: Callable) -> Callable:
+    """A pipeline's sampling entry point (``__call__``): runs under ``torch.no_grad()``, and a keyword argument it
+    does not take is an :class:`~vidgen.errors.UnknownArgumentError` naming the closest ones it does (a misspelt
+    ``num_frame=`` would otherwise be Python's bare ``TypeError``)."""
+    params = inspect.signature(method).parameters
+    names = [n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @functools.wraps(method)
+    def entry(self, *args, **kwargs):
+        for name in kwargs:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=3)
+                fix = f"did you mean {' or '.join(close)}?" if close else f"it takes {', '.join(names)}"
+                raise UnknownArgumentError(f"{name}: {type(self).__name__}.{method.__name__} has no such argument; "
+                                           f"{fix}")
+        with torch.no_grad():
+            return method(self, *args, **kwargs)
+    return entry

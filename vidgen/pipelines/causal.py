@@ -23,7 +23,7 @@ from vidgen.generators.causal_stream import stream_chunking, stream_latents
 from vidgen.generators.flow_sampler import student_settings
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
-from vidgen.pipelines.call import VideoCall
+from vidgen.pipelines.call import VideoCall, sampling_entry
 from vidgen.pipelines.conditions import first_chunk_latents, given_conditions
 from vidgen.pipelines.output import to_output
 from vidgen.pipelines.streaming import ChunkLoop
@@ -69,7 +69,7 @@ class CausalVideoPipeline(VideoPipelineBase):
     def _sequence_parallel_refusal(self) -> str:
         return "it makes one chunk at a time against a KV cache"
 
-    @torch.no_grad()
+    @sampling_entry
     def __call__(self, prompt=None, negative_prompt=None, num_frames: int = 17, height: int = 64, width: int = 64,
                  num_inference_steps: int = UNSET, guidance_scale: float = UNSET, window_chunks: Optional[int] = UNSET,
                  prompt_switch: str = UNSET, num_videos_per_prompt: int = 1, generator=None, output_type: str = "np", return_dict: bool = True,

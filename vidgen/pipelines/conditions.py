@@ -60,9 +60,25 @@ def _shape_of(name: str, value: Any, arrays: bool = True) -> tuple:
                                     "images with 3 channels, (H, W, 3) numpy or (3, H, W) torch")
         if not h or not w:
             raise InvalidInputError(f"{name}: an empty image (shape {tuple(value.shape)})")
+        _check_pixels(name, value)
         return h, w, c
     also = ", or an (H, W, 3) array" if arrays else ""
     raise InvalidInputError(f"{name}: expected a PIL image or a (3, H, W) tensor{also}, got {type(value).__name__}")
+
+
+def _check_pixels(name: str, value) -> None:
+    """An image array / tensor holds float values in [0, 1], as diffusers' image processors take them."""
+    import torch
+    kind, layout = ("tensor", "(3, H, W) tensor") if torch.is_tensor(value) else ("array", "(H, W, 3) array")
+    x = torch.as_tensor(value)
+    if not x.is_floating_point():
+        raise InvalidInputError(f"{name}: a {x.dtype} {kind}; pass a float {layout} in [0, 1] "
+                                f"({name}.float() / 255 for 8-bit values)")
+    x = x.detach().float()
+    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
+        raise InvalidInputError(f"{name}: {kind} values in [{float(x.min()):.3g}, {float(x.max()):.3g}]; pass a "
+                                f"{layout} in [0, 1], as diffusers' pipelines take it ((x + 1) / 2 for values in "
+                                "[-1, 1])")
 
 
 def check_image(name: str, value: Any) -> tuple:
@@ -175,15 +191,7 @@ def image_pixels(name: str, value: Any, height: int, width: int):
                                 f"frames; pass height={h}, width={w}, or resize the image to {height}x{width}")
     if not torch.is_tensor(value):  # a PIL image (check_image refused the rest)
         return torch.from_numpy(np.asarray(value).copy()).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
-    if not value.is_floating_point():
-        raise InvalidInputError(f"{name}: a {value.dtype} tensor; pass a float (3, H, W) tensor in [0, 1] "
-                                f"({name}.float() / 255 for 8-bit values)")
-    x = value.detach().float().reshape(1, 3, 1, h, w)
-    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
-        raise InvalidInputError(f"{name}: tensor values in [{float(x.min()):.3g}, {float(x.max()):.3g}]; pass a "
-                                "(3, H, W) tensor in [0, 1], as diffusers' pipelines take it ((x + 1) / 2 for "
-                                "values in [-1, 1])")
-    return x * 2 - 1
+    return value.detach().float().reshape(1, 3, 1, h, w) * 2 - 1  # check_image checked dtype and range
 
 
 def first_chunk_latents(tokenizer, image: Any, *, height: int, width: int, chunk_frames: int = 1,

@@ -33,7 +33,7 @@ from vidgen.generators.embeddings import Conditioning
 from vidgen.generators.flow import FlowSamplingConfig
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import CHECKED_INPUTS, VideoPipelineBase
-from vidgen.pipelines.call import DiffusersCall
+from vidgen.pipelines.call import DiffusersCall, sampling_entry
 from vidgen.pipelines.diffusers_cache import DiffusersCacheMixin
 from vidgen.pipelines.conditions import check_conditions, condition_defaults, given_conditions
 from vidgen.pipelines.diffusers_classes import (NATIVE_PIPELINES, REFUSED, check_class_options, family_inputs,
@@ -212,7 +212,7 @@ class DiffusersVideoPipeline(DiffusersCacheMixin, VideoPipelineBase):
                                f"{self.family.pipeline} family ({REFUSED['context_frames']}); sample the whole "
                                "video in one call")
 
-    @torch.no_grad()
+    @sampling_entry
     def __call__(self, prompt=None, negative_prompt=None, num_frames: Optional[int] = None,
                  height: Optional[int] = None, width: Optional[int] = None, num_inference_steps: int = UNSET,
                  guidance_scale: float = UNSET, num_videos_per_prompt: int = 1, generator=None,

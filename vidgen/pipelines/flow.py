@@ -19,7 +19,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.flow_sampler import student_settings
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
-from vidgen.pipelines.call import ConditionedCall
+from vidgen.pipelines.call import ConditionedCall, sampling_entry
 from vidgen.pipelines.output import per_sample
 from vidgen.tokenizers import DiffusersVideoVAE, is_diffusers_video_vae
 
@@ -67,7 +67,7 @@ class FlowVideoPipeline(VideoPipelineBase):
             check_latents_input(self.transformer, latents, (batch, self.transformer.config.in_channels, *grid))
         return batch
 
-    @torch.no_grad()
+    @sampling_entry
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
                  width: int = 64, num_inference_steps: int = UNSET, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,

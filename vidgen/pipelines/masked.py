@@ -17,7 +17,7 @@ from vidgen.errors import InvalidInputError
 from vidgen.generators.masked import MaskedSamplingConfig, MaskedVideoTransformer, check_scheduler, generate_ids
 from vidgen.generators.sampling_config import UNSET
 from vidgen.pipelines.base import VideoPipelineBase
-from vidgen.pipelines.call import ConditionedCall
+from vidgen.pipelines.call import ConditionedCall, sampling_entry
 from vidgen.pipelines.output import per_sample
 
 
@@ -49,7 +49,7 @@ class MaskedVideoPipeline(VideoPipelineBase):
                 raise InvalidInputError(f"latents must have shape {(batch, *grid)}, got {tuple(latents.shape)}")
         return batch
 
-    @torch.no_grad()
+    @sampling_entry
     def __call__(self, prompt=None, negative_prompt=None, class_labels=None, num_frames: int = 17, height: int = 64,
                  width: int = 64, num_inference_steps: int = UNSET, guidance_scale: float = UNSET,
                  num_videos_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,

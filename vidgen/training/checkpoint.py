@@ -150,6 +150,7 @@ class RunLog:
 
     def __init__(self, run_dir: Path, is_main: bool):
         self.path, self.is_main = Path(run_dir) / "log.jsonl", is_main
+        self.earlier = self.path.stat().st_size if is_main and self.path.is_file() else 0  # bytes of earlier runs
 
     def __call__(self, msg) -> None:
         import json
@@ -161,6 +162,33 @@ class RunLog:
             with open(self.path, "a") as fh:
                 entry = {"info": msg} if isinstance(msg, str) else dict(msg)
                 fh.write(json.dumps({**entry, "time": round(time.time(), 3)}) + "\n")
+
+    def rewind(self, step: int) -> int:
+        """Before a resume at ``step``: the lines earlier runs logged after the checkpoint (and a line torn by a kill)
+        move to ``log.rewound.jsonl``, so that ``log.jsonl`` holds each step once, in order; this run's own lines
+        stay. Returns how many lines moved."""
+        import json
+        if not self.is_main or not self.earlier:
+            return 0
+        text = self.path.read_bytes()
+        lines, own = text[:self.earlier].decode(errors="replace").splitlines(keepends=True), text[self.earlier:]
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"  # a line torn by a kill: ends before this run's first line
+
+        def after(line: str) -> bool:
+            try:
+                return json.loads(line).get("step", -1) > step
+            except ValueError:
+                return True  # torn by a kill: the last line, unreadable
+        cut = next((i for i, line in enumerate(lines) if line.strip() and after(line)), len(lines))
+        if cut < len(lines):
+            with open(self.path.with_name("log.rewound.jsonl"), "a") as fh:
+                fh.writelines(lines[cut:])
+            partial = self.path.with_name("log.jsonl.partial")
+            partial.write_bytes("".join(lines[:cut]).encode() + own)
+            partial.replace(self.path)
+            self.earlier = len("".join(lines[:cut]).encode())
+        return len(lines) - cut
 
 
 def copy_weights(model, source, folder, ignore=frozenset()) -> None:

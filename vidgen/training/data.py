@@ -80,6 +80,11 @@ class EpochSampler:
     epoch: int = 0
     pos: int = 0
 
+    def __post_init__(self):
+        if self.n < self.world:  # a process with no clip would look for one forever
+            raise ConfigError(f"{self.n} clips for {self.world} data-parallel processes: each process needs at least "
+                              "one clip; add clips or run fewer processes")
+
     def _perm(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return torch.randperm(self.n, generator=g).tolist()[self.rank::self.world]

@@ -216,6 +216,9 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
     opt = build_optimizer(cfg, task, acc, log)  # AdamW, or Muon + AdamW as one optimizer (optim.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     sampler = task.make_sampler(cfg.seed, rank, world)
+    batch, share = getattr(cfg.data, "batch", None) or getattr(cfg.data, "video_batch", 0), task.num_items // world
+    if batch > share:  # allowed (a tiny folder trains), but said: each step sees some clips twice
+        log(f"data: batches of {batch} clips from {share} clips per process, so a batch repeats clips")
     step, rewarm, portable = 0, None, None
     if cfg.portable_dir:
         from vidgen.training.portable import PortableCheckpoint
@@ -227,7 +230,9 @@ def _loop(cfg, acc, log, task: TrainingTask, sp) -> dict:
         check_resume(state.get("config"), cfg)
         step = restore(ckpt, model, opt, sched, sampler, ema, task.extra_state, state=state)
         rewarm = state.get("rewarm")
-        log(f"resumed from {ckpt} at step {step}")
+        moved = log.rewind(step)
+        log(f"resumed from {ckpt} at step {step}" + (f" ({moved} lines logged after it moved to log.rewound.jsonl)"
+                                                       if moved else ""))
         if portable is not None:
             portable.start(step, rewarm)
     elif portable is not None and cfg.resume == "auto" and portable.continue_from(model, ema, sampler, log) is not None:
