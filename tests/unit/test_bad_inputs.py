@@ -1153,6 +1153,8 @@ CASES: list[Case] = [
          lambda env: joint_batch(list(torch.zeros(2, 3, 2, 16, 16)), EpochSampler(2, 0), 2, 0, 12,
                                  RowGenerator(torch.Generator().manual_seed(0)), zoom=0.5), ConfigError,
          r"data\.zoom_aug needs data\.crop \(got 12\) of at most half the clips' size \(16x16\)"),
+    Case("sampler/fewer-clips-than-processes", "config", lambda env: EpochSampler(1, 0, rank=0, world=2), ConfigError,
+         r"1 clips for 2 data-parallel processes: each process needs at least one clip"),
     Case("load_config/bool-not-a-bool", "config", lambda env: load_config(overrides=["deterministic=maybe"]),
          ConfigError, r"deterministic must be true or false, got 'maybe'"),
     Case("load_config/nested-bool-not-a-bool", "config",

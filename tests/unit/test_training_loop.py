@@ -198,6 +198,13 @@ def test_config_errors_and_overrides(tmp_path):
         train(load_config(None, TINY + ["model.kind=nope", f"run_dir={tmp_path / 'x'}", "steps=1"]))
 
 
+def test_a_batch_larger_than_the_clips_trains_and_says_it_repeats_clips(tmp_path):
+    train(load_config(None, TINY + ["data.num_clips=2", "data.video_batch=3", "loss.gan=0", "steps=1",
+                                    f"run_dir={tmp_path}", "resume="]))
+    assert "data: batches of 3 clips from 2 clips per process, so a batch repeats clips" in \
+        (tmp_path / "log.jsonl").read_text()
+
+
 def test_schedule_steps_stops_a_run_part_way_down_its_schedule():
     """A run of 2000 steps on a 2500-step schedule sees exactly the learning rates of the first 2000 steps of the
     2500-step run (what a recipe needs to reproduce a run that was stopped early), and ends above the floor."""
