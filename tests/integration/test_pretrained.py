@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from vidgen.demo import PIPELINES
+from vidgen.errors import InvalidInputError
+from vidgen.generators import FlowVideoTransformer
 from vidgen.pipelines import PIPELINE_REGISTRY, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +128,25 @@ def test_a_shipped_folder_saved_and_loaded_again_gives_the_same_frames(tmp_path)
         assert all(t.data_ptr() % 64 == 0 for m in loaded.components.values() if isinstance(m, torch.nn.Module)
                    for t in [*m.parameters(), *m.buffers()])
     np.testing.assert_array_equal(_generate(pipe, seed=3, num_frames=5), _generate(again, seed=3, num_frames=5))
+
+
+def test_a_folder_that_auto_loaded_in_bf16_is_not_saved_rounded(tmp_path, monkeypatch):
+    """``dtype="auto"`` on a machine with fast bf16 rounds the shipped fp16 weights; saving them would make a folder
+    whose frames differ from the shipped one's (up to 0.04 on the student). Refused, naming the components and the fix,
+    also through ``with_student``; an explicit dtype saves."""
+    from vidgen import precision
+    from vidgen.pipelines import with_student
+    monkeypatch.setattr(precision, "device_has_fast_bf16", lambda device=None: True)
+    pipe = load_pipeline(PRETRAINED / "shapes-flow-distilled")
+    assert pipe.precision == "bf16"
+    with pytest.raises(InvalidInputError, match=r"save_pretrained: dtype='auto' loaded vae, transformer in bf16 on "
+                                                r"this machine, rounding the weights its folder stores as fp16; .*"
+                                                r"Load the pipeline with dtype='fp32'"):
+        pipe.save_pretrained(tmp_path / "rounded")
+    assert not (tmp_path / "rounded").exists()
+    with pytest.raises(InvalidInputError, match=r"loaded vae in bf16"):  # the student's own weights are new
+        with_student(pipe, FlowVideoTransformer.from_pretrained(PRETRAINED / "shapes-flow-distilled" / "transformer")) \
+            .save_pretrained(tmp_path / "student")
+    load_pipeline(PRETRAINED / "shapes-flow-distilled", dtype="bf16").save_pretrained(tmp_path / "bf16")
+    assert load_pipeline(tmp_path / "bf16", dtype="auto").precision == "bf16"  # stored bf16: nothing was rounded
+    load_pipeline(tmp_path / "bf16", dtype="auto").save_pretrained(tmp_path / "bf16_again")

@@ -267,8 +267,8 @@ class VideoPipelineBase(PretrainedMixin, PipelineInputsMixin, TextEncodingMixin,
 
     @property
     def precision(self) -> str:
-        """``"fp32"`` or ``"bf16"``: the dtype the transformer computes in (its weights' dtype)."""
-        return "bf16" if self.transformer.dtype == torch.bfloat16 else "fp32"
+        """``"fp32"``, ``"bf16"`` or ``"fp16"``: the dtype the transformer computes in (its weights' dtype)."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.transformer.dtype, "fp32")
 
     # ------------------------------------------------------------------ components
     @property

@@ -44,6 +44,7 @@ class PretrainedMixin:
         ``sampling_config.json`` becomes :attr:`sampling_config`."""
         dtype = dtype_argument(dtype, torch_dtype)
         device = kwargs.get("device_map") if kwargs.get("device_map") in ("cuda", "cpu") else None
+        auto = isinstance(dtype, str) and dtype == "auto"
         dtype = cls._resolve_dtype(dtype, device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = Path(str(pretrained_model_name_or_path))
         # a bad sampling_config.json fails before the weights load
@@ -60,6 +61,8 @@ class PretrainedMixin:
                 diffusers_logging.set_verbosity(verbosity)
         pipe._sampling_config = sampling
         _align_weights(pipe)
+        if auto and dtype == torch.bfloat16 and folder.is_dir():
+            _mark_rounded(pipe, folder)
         return pipe
 
     @classmethod
@@ -72,6 +75,9 @@ class PretrainedMixin:
         if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
             raise ConfigError(f"dtype={dtype} is not supported; choose one of 'auto', 'fp32', 'bf16', a floating "
                               "torch.dtype, or a dict of them per component with a 'default' key")
+        if dtype == torch.float16 and device == "cpu":  # as the name "fp16" is: slow or missing CPU kernels
+            raise ConfigError("dtype=torch.float16 on a CPU: fp16 is GPU-only here; pass 'auto', 'fp32' or 'bf16' "
+                              "(or load on CUDA, device_map='cuda')")
         if dtype is None or isinstance(dtype, torch.dtype):
             return dtype
         if isinstance(dtype, str) and dtype == "auto" and device == "cpu" and not cls.bf16_pays_on_cpu:
@@ -80,7 +86,16 @@ class PretrainedMixin:
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """diffusers' ``save_pretrained``, plus ``sampling_config.json`` (:attr:`sampling_config`). A LoRA added to a
-        component is saved fused into its weights (the pipeline keeps it unfused)."""
+        component is saved fused into its weights (the pipeline keeps it unfused). A component that ``dtype="auto"``
+        loaded in bf16 from wider stored weights is refused: its saved weights would be the rounded ones."""
+        rounded = {name: module._vidgen_rounded_from for name, module in self.components.items()
+                   if getattr(module, "_vidgen_rounded_from", None)}
+        if rounded:
+            raise InvalidInputError(
+                f"save_pretrained: dtype='auto' loaded {', '.join(rounded)} in bf16 on this machine, rounding the "
+                f"weights its folder stores as {'/'.join(sorted(set(rounded.values())))}; saving would store the "
+                "rounded weights. Load the pipeline with dtype='fp32' to save it as stored (or dtype='bf16' to save a "
+                "bf16 copy on purpose)")
         with fused_adapters(*self.components.values()):
             super().save_pretrained(save_directory, *args, **kwargs)
         self.sampling_config.save_pretrained(save_directory)
@@ -105,6 +120,23 @@ class PretrainedMixin:
         """The ``__call__`` arguments that are inputs, not sampling settings (named in the config file's errors)."""
         settings = set(cls.sampling_config_class.settings())
         return tuple(p for p in inspect.signature(cls.__call__).parameters if p != "self" and p not in settings)
+
+
+def _mark_rounded(pipe, folder: Path) -> None:
+    """Mark each component that ``dtype="auto"`` loaded in bf16 from wider stored weights (fp16 / fp32 safetensors)
+    with ``_vidgen_rounded_from`` (the stored dtype), which :meth:`PretrainedMixin.save_pretrained` refuses. The mark
+    sits on the module, so a pipeline built from it (``with_student``) knows too."""
+    for name, module in pipe.components.items():
+        if not isinstance(module, torch.nn.Module) or not any(p.dtype == torch.bfloat16 for p in module.parameters()):
+            continue
+        stored = set()
+        for file in (folder / name).glob("*.safetensors"):
+            with open(file, "rb") as fh:
+                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+            stored |= {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+        wider = sorted({"F16": "fp16", "F32": "fp32", "F64": "fp64"}[d] for d in stored & {"F16", "F32", "F64"})
+        if wider:
+            module._vidgen_rounded_from = "/".join(wider)
 
 
 def _legacy_text_tokenizer(folder: Path, kwargs: dict) -> Optional[dict]:
