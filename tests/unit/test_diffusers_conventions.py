@@ -178,3 +178,17 @@ def test_a_pipeline_samples_under_diffusers_layerwise_casting(kind, tiny_pipelin
                     p.copy_(p.to(torch.float8_e4m3fn).float())
     out = run(pipe, prompt=PROMPT, output_type="latent")
     assert torch.equal(out, run(reference, prompt=PROMPT, output_type="latent"))
+
+
+def test_the_load_options_are_the_pinned_diffusers_from_pretrained_options():
+    """``check_load_options`` refuses what diffusers' ``DiffusionPipeline.from_pretrained`` would ignore; its list is
+    the options that function reads in the installed diffusers, so an upgrade that adds one fails here first."""
+    import inspect
+    import re
+
+    from diffusers.pipelines import pipeline_utils
+
+    from vidgen.pipelines.pretrained import DIFFUSERS_LOAD_OPTIONS
+    source = inspect.getsource(pipeline_utils.DiffusionPipeline.from_pretrained)
+    read = set(re.findall(r'kwargs\.pop\("(\w+)"', source))
+    assert read and read <= DIFFUSERS_LOAD_OPTIONS, sorted(read - DIFFUSERS_LOAD_OPTIONS)

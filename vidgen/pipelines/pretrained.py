@@ -42,6 +42,7 @@ class PretrainedMixin:
         ``dtype``, taken as it is (both given: they must agree). In bf16 the components keep fp32 where numerics
         need it (quantizer rounding, sampling probabilities, the flow ODE state). The folder's
         ``sampling_config.json`` becomes :attr:`sampling_config`."""
+        check_load_options(cls, kwargs)
         dtype = dtype_argument(dtype, torch_dtype)
         device = kwargs.get("device_map") if kwargs.get("device_map") in ("cuda", "cpu") else None
         auto = isinstance(dtype, str) and dtype == "auto"
@@ -120,6 +121,31 @@ class PretrainedMixin:
         """The ``__call__`` arguments that are inputs, not sampling settings (named in the config file's errors)."""
         settings = set(cls.sampling_config_class.settings())
         return tuple(p for p in inspect.signature(cls.__call__).parameters if p != "self" and p not in settings)
+
+
+#: the options the pinned diffusers' ``DiffusionPipeline.from_pretrained`` reads (a test compares them with its source)
+DIFFUSERS_LOAD_OPTIONS = frozenset({
+    "cache_dir", "commit_message", "create_pr", "custom_pipeline", "custom_revision", "device", "device_map",
+    "disable_mmap", "dtype", "force_download", "hpu_migration", "load_connected_pipeline", "local_files_only",
+    "low_cpu_mem_usage", "max_memory", "offload_folder", "offload_state_dict", "private", "provider",
+    "provider_options", "proxies", "quantization_config", "repo_id", "revision", "sdp_on_bf16", "sess_options",
+    "silence_dtype_warnings", "token", "torch_dtype", "trust_remote_code", "use_flashpack", "use_onnx",
+    "use_safetensors", "variant"})
+
+
+def check_load_options(cls, kwargs: dict) -> None:
+    """An option ``from_pretrained`` would not read (diffusers only warns that it "will be ignored", so a misspelt
+    ``dtpye=`` loaded in the default dtype) is an :class:`~vidgen.errors.UnknownArgumentError` naming the closest."""
+    import difflib
+
+    from vidgen.errors import UnknownArgumentError
+    known = DIFFUSERS_LOAD_OPTIONS | {n for n in inspect.signature(cls.__init__).parameters if n != "self"}
+    for name in kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            raise UnknownArgumentError(f"{name}: {cls.__name__}.from_pretrained has no such option; " + (
+                f"did you mean {' or '.join(close)}?" if close else "it takes diffusers' from_pretrained options "
+                "and the pipeline's components"))
 
 
 def _mark_rounded(pipe, folder: Path) -> None:
