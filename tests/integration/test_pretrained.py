@@ -132,7 +132,7 @@ def test_a_shipped_folder_saved_and_loaded_again_gives_the_same_frames(tmp_path)
 
 def test_a_folder_that_auto_loaded_in_bf16_is_not_saved_rounded(tmp_path, monkeypatch):
     """``dtype="auto"`` on a machine with fast bf16 rounds the shipped fp16 weights; saving them would make a folder
-    whose frames differ from the shipped one's (up to 0.04 on the student). Refused, naming the components and the fix,
+    whose frames differ from the shipped one's. Refused, naming the components and the fix,
     also through ``with_student``; an explicit dtype saves."""
     from vidgen import precision
     from vidgen.pipelines import with_student

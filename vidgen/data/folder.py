@@ -42,11 +42,16 @@ def read_metadata(root: str | Path) -> dict[str, dict]:
     return records
 
 
+def check_given(path: str | Path, name: str, want: str) -> None:
+    """An empty ``path`` is refused by ``name`` (``Path("")`` would silently be the current folder)."""
+    if str(path) == "":
+        raise InvalidInputError(f"{name} is empty: give {want} ('.' for the current folder)")
+
+
 def find_videos(root: str | Path, recursive: bool = True) -> list[Path]:
     """Video files and frame folders (folders that directly contain PNG/JPG files) under ``root``, sorted. An empty
     ``root`` is refused (``Path("")`` would be the current folder)."""
-    if str(root) == "":
-        raise InvalidInputError("root is empty: give the folder of videos ('.' for the current folder)")
+    check_given(root, "root", "the folder of videos")
     root = Path(root)
     if not root.is_dir():
         raise VideoIOError(f"{root}: not a folder")

@@ -110,6 +110,16 @@ class DiffusersCall(ConditionedCall):
     model_options: Mapping[str, Any] = field(default_factory=dict)
 
 
+def check_keywords(given, known, owner: str, kind: str = "argument", otherwise: str = "") -> None:
+    """A name in ``given`` that is not in ``known`` is an :class:`~vidgen.errors.UnknownArgumentError` naming the
+    closest known ones (else ``otherwise``, or the list of known names)."""
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=3)
+            fix = (f"did you mean {' or '.join(close)}?" if close else otherwise or f"it takes {', '.join(known)}")
+            raise UnknownArgumentError(f"{name}: {owner} has no such {kind}; {fix}")
+
+
 def sampling_entry(method: Callable) -> Callable:
     """A pipeline's sampling entry point (``__call__``): runs under ``torch.no_grad()``, and a keyword argument it
     does not take is an :class:`~vidgen.errors.UnknownArgumentError` naming the closest ones it does (a misspelt
@@ -119,12 +129,7 @@ def sampling_entry(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def entry(self, *args, **kwargs):
-        for name in kwargs:
-            if name not in names:
-                close = difflib.get_close_matches(name, names, n=3)
-                fix = f"did you mean {' or '.join(close)}?" if close else f"it takes {', '.join(names)}"
-                raise UnknownArgumentError(f"{name}: {type(self).__name__}.{method.__name__} has no such argument; "
-                                           f"{fix}")
+        check_keywords(kwargs, names, f"{type(self).__name__}.{method.__name__}")
         with torch.no_grad():
             return method(self, *args, **kwargs)
     return entry

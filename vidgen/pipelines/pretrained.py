@@ -13,6 +13,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from vidgen.errors import ConfigError, InvalidInputError
 from vidgen.generators.sampling_config import SamplingConfig
+from vidgen.pipelines.call import check_keywords
 from vidgen.pipelines.folder_weights import fused_adapters
 from vidgen.precision import dtype_argument, resolve_dtype
 
@@ -136,30 +137,23 @@ DIFFUSERS_LOAD_OPTIONS = frozenset({
 def check_load_options(cls, kwargs: dict) -> None:
     """An option ``from_pretrained`` would not read (diffusers only warns that it "will be ignored", so a misspelt
     ``dtpye=`` loaded in the default dtype) is an :class:`~vidgen.errors.UnknownArgumentError` naming the closest."""
-    import difflib
-
-    from vidgen.errors import UnknownArgumentError
     known = DIFFUSERS_LOAD_OPTIONS | {n for n in inspect.signature(cls.__init__).parameters if n != "self"}
-    for name in kwargs:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=3)
-            raise UnknownArgumentError(f"{name}: {cls.__name__}.from_pretrained has no such option; " + (
-                f"did you mean {' or '.join(close)}?" if close else "it takes diffusers' from_pretrained options "
-                "and the pipeline's components"))
+    check_keywords(kwargs, sorted(known), f"{cls.__name__}.from_pretrained", "option",
+                   "it takes diffusers' from_pretrained options and the pipeline's components")
 
 
 def _mark_rounded(pipe, folder: Path) -> None:
     """Mark each component that ``dtype="auto"`` loaded in bf16 from wider stored weights (fp16 / fp32 safetensors)
     with ``_vidgen_rounded_from`` (the stored dtype), which :meth:`PretrainedMixin.save_pretrained` refuses. The mark
     sits on the module, so a pipeline built from it (``with_student``) knows too."""
+    from safetensors import safe_open
     for name, module in pipe.components.items():
         if not isinstance(module, torch.nn.Module) or not any(p.dtype == torch.bfloat16 for p in module.parameters()):
             continue
         stored = set()
         for file in (folder / name).glob("*.safetensors"):
-            with open(file, "rb") as fh:
-                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
-            stored |= {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+            with safe_open(str(file), "pt") as handle:
+                stored |= {handle.get_slice(key).get_dtype() for key in handle.keys()}
         wider = sorted({"F16": "fp16", "F32": "fp32", "F64": "fp64"}[d] for d in stored & {"F16", "F32", "F64"})
         if wider:
             module._vidgen_rounded_from = "/".join(wider)

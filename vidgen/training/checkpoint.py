@@ -184,10 +184,11 @@ class RunLog:
         if cut < len(lines):
             with open(self.path.with_name("log.rewound.jsonl"), "a") as fh:
                 fh.writelines(lines[cut:])
+            kept = "".join(lines[:cut]).encode()
             partial = self.path.with_name("log.jsonl.partial")
-            partial.write_bytes("".join(lines[:cut]).encode() + own)
+            partial.write_bytes(kept + own)
             partial.replace(self.path)
-            self.earlier = len("".join(lines[:cut]).encode())
+            self.earlier = len(kept)
         return len(lines) - cut
 
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from vidgen.data.folder import METADATA_FILE, find_videos, read_metadata
-from vidgen.errors import InvalidInputError, VideoIOError
+from vidgen.data.folder import METADATA_FILE, check_given, find_videos, read_metadata
+from vidgen.errors import VideoIOError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 COLUMNS = ("path", "file_name", "caption", "text", "start", "end")  # what a manifest row may hold
@@ -96,9 +96,7 @@ def read_manifest(path: str | Path) -> list[SourceClip]:
 
 def list_source(source: str | Path) -> list[SourceClip]:
     """The clips of a video folder or of a manifest file (see the module's description)."""
-    if str(source) == "":
-        raise InvalidInputError("source is empty: give a folder of videos or a manifest file ('.' for the current "
-                                "folder)")
+    check_given(source, "source", "a folder of videos or a manifest file")
     source = Path(source)
     if source.is_file():
         if source.suffix.lower() not in MANIFEST_SUFFIXES:
